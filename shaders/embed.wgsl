@@ -1,0 +1,39 @@
+// embed.wgsl: token embedding lookup and adding positional rows, one thread per value.
+//   entry `lookup`:   out[t, :] = table[ids[t], :] * scale    table (V, C), ids (T,), out (T, C)
+//                     an id >= V gives a zero row (the host rejects such ids before this runs)
+//   entry `add_rows`: out[t, :] += table[start + t, :]        table (max_len, C): the sinusoidal PE
+
+struct EmbedParams {
+    t: u32,
+    c: u32,
+    v: u32,
+    start: u32,
+    scale: f32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+};
+
+@group(0) @binding(0) var<uniform> P: EmbedParams;
+@group(0) @binding(1) var<storage, read> table: array<f32>;
+@group(0) @binding(2) var<storage, read> ids: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(256, 1, 1)
+fn lookup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_group(wid, nwg) * 256u + lid.x;
+    if (idx >= P.t * P.c) { return; }
+    let t = idx / P.c;
+    let col = idx % P.c;
+    let id = ids[t];
+    var val = 0.0;
+    if (id < P.v) { val = table[id * P.c + col] * P.scale; }
+    out[idx] = val;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn add_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_group(wid, nwg) * 256u + lid.x;
+    if (idx >= P.t * P.c) { return; }
+    out[idx] = out[idx] + table[P.start * P.c + idx];
+}

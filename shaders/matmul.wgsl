@@ -1,0 +1,106 @@
+// matmul.wgsl: out = x @ W^T + b   (nn.Linear)
+//   x   (M, K)  row-major
+//   W   (N, K)  as PyTorch stores nn.Linear.weight
+//   b   (N,)    optional (has_bias)
+//   out (M, N)
+
+struct MatmulParams {
+    m: u32,
+    k: u32,
+    n: u32,
+    has_bias: u32,
+};
+
+@group(0) @binding(0) var<uniform> P: MatmulParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;      // (M, K)
+@group(0) @binding(2) var<storage, read> w: array<f32>;      // (N, K)
+@group(0) @binding(3) var<storage, read> bias: array<f32>;   // (N,) or a dummy
+@group(0) @binding(4) var<storage, read_write> out: array<f32>; // (M, N)
+
+// Baseline: one thread per output element, every operand read from global memory.
+@compute @workgroup_size(16, 16, 1)
+fn naive(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let col = gid.x;
+    let row = gid.y;
+    if (row >= P.m || col >= P.n) { return; }
+    var acc = 0.0;
+    for (var p = 0u; p < P.k; p = p + 1u) {
+        acc = acc + x[row * P.k + p] * w[col * P.k + p];
+    }
+    if (P.has_bias != 0u) { acc = acc + bias[col]; }
+    out[row * P.n + col] = acc;
+}
+
+// Tiled: a 64x64 output tile per workgroup of 16x16 threads, each thread a 4x4 register block.
+// The K dimension is walked in slabs of 16 staged through workgroup memory; edges are zero-padded
+// on load, so every shape is correct (not only multiples of the tile).
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+var<workgroup> xs: array<f32, 1024>; // (TK, TM): xs[kk * TM + r]
+var<workgroup> ws: array<f32, 1024>; // (TK, TN): ws[kk * TN + c]
+
+@compute @workgroup_size(16, 16, 1)
+fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wid.y * TM;
+    let col0 = wid.x * TN;
+    let t = lid.y * 16u + lid.x;
+    var acc: array<array<f32, 4>, 4>;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        for (var j = 0u; j < 4u; j = j + 1u) { acc[i][j] = 0.0; }
+    }
+    let full_rows = row0 + TM <= P.m;
+    let full_cols = col0 + TN <= P.n;
+    for (var k0 = 0u; k0 < P.k; k0 = k0 + TK) {
+        let full_k = k0 + TK <= P.k;
+        // Stage the slabs: 1024 values of x and 1024 of W, 4 per thread, coalesced along K.
+        for (var l = 0u; l < 4u; l = l + 1u) {
+            let idx = t + l * 256u;
+            let r = idx / TK;
+            let kk = idx % TK;
+            let gk = k0 + kk;
+            let gr = row0 + r;
+            let gc = col0 + r;
+            var xv = 0.0;
+            var wv = 0.0;
+            if (full_k && full_rows) {
+                xv = x[gr * P.k + gk];
+            } else if (gr < P.m && gk < P.k) {
+                xv = x[gr * P.k + gk];
+            }
+            if (full_k && full_cols) {
+                wv = w[gc * P.k + gk];
+            } else if (gc < P.n && gk < P.k) {
+                wv = w[gc * P.k + gk];
+            }
+            xs[kk * TM + r] = xv;
+            ws[kk * TN + r] = wv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk = kk + 1u) {
+            var a: array<f32, 4>;
+            var b: array<f32, 4>;
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                a[i] = xs[kk * TM + lid.y + 16u * i];
+                b[i] = ws[kk * TN + lid.x + 16u * i];
+            }
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                for (var j = 0u; j < 4u; j = j + 1u) {
+                    acc[i][j] = fma(a[i], b[j], acc[i][j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let r = row0 + lid.y + 16u * i;
+        if (r >= P.m) { continue; }
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let c = col0 + lid.x + 16u * j;
+            if (c >= P.n) { continue; }
+            var v = acc[i][j];
+            if (P.has_bias != 0u) { v = v + bias[c]; }
+            out[r * P.n + c] = v;
+        }
+    }
+}

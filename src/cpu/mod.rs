@@ -1,0 +1,22 @@
+//! The plain-Rust reference: one loop per op, mirroring `src/gpu/` file for file.
+//! Every WGSL kernel is checked against the function of the same name here.
+//! Notation: T tokens (rows), C = d_model, NH heads, NKV kv heads, HS head size, V vocab,
+//! Tq/Tk query/key lengths, E experts. All buffers are row-major f32.
+
+pub mod act;
+pub mod attention;
+pub mod embed;
+pub mod matmul;
+pub mod moe;
+pub mod norm;
+pub mod rope;
+pub mod sample;
+
+pub use act::*;
+pub use attention::*;
+pub use embed::*;
+pub use matmul::*;
+pub use moe::*;
+pub use norm::*;
+pub use rope::*;
+pub use sample::*;

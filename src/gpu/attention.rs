@@ -1,0 +1,74 @@
+use bytemuck::{Pod, Zeroable};
+
+use crate::cpu::AttnShape;
+use crate::error::{ensure, Result};
+use crate::gpu::{GpuTensor, Recorder};
+
+/// Mirrors `AttnParams` in shaders/attention.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct AttnParams {
+    pub tq: u32,
+    pub tk: u32,
+    pub nh: u32,
+    pub nkv: u32,
+    pub hs: u32,
+    pub has_mask: u32,
+    pub is_causal: u32,
+    pub causal_offset: u32,
+    pub q_offset: u32,
+    pub q_stride: u32,
+    pub k_offset: u32,
+    pub k_stride: u32,
+    pub v_offset: u32,
+    pub v_stride: u32,
+    pub scale: f32,
+    pub _pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<AttnParams>() == 64);
+
+/// Largest head size the kernel stages in workgroup memory.
+pub const MAX_HS: usize = 256;
+
+/// out (Tq, NH*HS), probs (NH, Tq, Tk) = masked softmax(Q K^T * scale) V, per head, GQA-aware.
+/// mask (Tq, Tk) with 1 = may attend, optional; the causal rule comes from `s.causal`.
+pub fn attention(
+    rec: &mut Recorder,
+    out: &GpuTensor,
+    probs: &GpuTensor,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    mask: Option<&GpuTensor>,
+    s: &AttnShape,
+) -> Result<()> {
+    s.check("attention", q.len(), k.len(), v.len(), mask.map(|m| m.len()))?;
+    ensure(s.hs <= MAX_HS, "attention", || format!("head size {} exceeds the kernel's maximum {MAX_HS}", s.hs))?;
+    ensure(out.len() >= s.tq * s.nh * s.hs, "attention", || {
+        format!("out {:?} is smaller than Tq*NH*HS = {}*{}*{}", out.shape, s.tq, s.nh, s.hs)
+    })?;
+    ensure(probs.len() >= s.nh * s.tq * s.tk, "attention", || {
+        format!("probs {:?} is smaller than NH*Tq*Tk = {}*{}*{}", probs.shape, s.nh, s.tq, s.tk)
+    })?;
+    let p = AttnParams {
+        tq: s.tq as u32,
+        tk: s.tk as u32,
+        nh: s.nh as u32,
+        nkv: s.nkv as u32,
+        hs: s.hs as u32,
+        has_mask: mask.is_some() as u32,
+        is_causal: s.causal.is_some() as u32,
+        causal_offset: s.causal.unwrap_or(0) as u32,
+        q_offset: s.q_offset as u32,
+        q_stride: s.q_stride as u32,
+        k_offset: s.k_offset as u32,
+        k_stride: s.k_stride as u32,
+        v_offset: s.v_offset as u32,
+        v_stride: s.v_stride as u32,
+        scale: s.scale,
+        _pad: 0,
+    };
+    let gpu = rec.gpu;
+    let m = mask.map_or(&gpu.dummy, |m| &m.buf);
+    rec.dispatch(&gpu.k.attention, &p, &[&q.buf, &k.buf, &v.buf, m, &out.buf, &probs.buf], [s.tq as u32, s.nh as u32, 1])
+}

@@ -1,0 +1,291 @@
+//! The GPU context: device, queue, every compute pipeline (built once, here), a uniform arena for
+//! op parameters, and the sticky error state (uncaptured errors, device lost).
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Result, TfError};
+
+/// One compute pipeline and the layout of its bind group: binding 0 is the op's uniform params
+/// (a dynamic offset into the arena), bindings 1.. are storage buffers.
+pub struct Kernel {
+    pub name: &'static str,
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    pub storage: usize,
+}
+
+/// Every kernel of shaders/, created at context creation. No pipeline is ever created later.
+pub struct Kernels {
+    pub matmul_naive: Kernel,
+    pub matmul_tiled: Kernel,
+    pub attention: Kernel,
+    pub ew_binary: Kernel,
+    pub ew_inplace: Kernel,
+    pub layernorm: Kernel,
+    pub rmsnorm: Kernel,
+    pub rope: Kernel,
+    pub embed_lookup: Kernel,
+    pub embed_add_rows: Kernel,
+    pub sample: Kernel,
+    pub moe_router: Kernel,
+}
+
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
+
+/// Size of one parameter slot: the uniform-offset alignment every WebGPU device supports.
+pub const PARAM_SLOT: u64 = 256;
+/// Parameter slots per submission (the arena holds this many op dispatches before a flush).
+pub const PARAM_SLOTS: u64 = 1024;
+
+/// What the page and the CLI show about the device.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub vendor: String,
+    pub architecture: String,
+    pub device_type: String,
+    pub backend: String,
+    pub driver: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroups_per_dimension: u32,
+}
+
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub limits: wgpu::Limits,
+    pub summary: AdapterSummary,
+    pub k: Kernels,
+    /// (PARAM_SLOTS * PARAM_SLOT) bytes of uniform params, rewritten before each submission.
+    pub(crate) params: wgpu::Buffer,
+    /// A 16-byte storage buffer bound where an op's optional input is absent.
+    pub(crate) dummy: wgpu::Buffer,
+    errors: Arc<Mutex<Option<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl Gpu {
+    /// Finds an adapter and creates the device with the adapter's own limits (so large storage
+    /// buffers are allowed where the hardware allows them). Errors say plainly what is missing.
+    pub async fn new() -> Result<Gpu> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            })
+            .await
+            .map_err(|e| TfError::NoGpu(format!("no WebGPU/Vulkan adapter was found ({e})")))?;
+        let info = adapter.get_info();
+        let alimits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("tinyformer"),
+                required_features: wgpu::Features::empty(),
+                required_limits: alimits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| TfError::NoGpu(format!("the adapter '{}' refused to create a device: {e}", info.name)))?;
+        let limits = device.limits();
+        let errors: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let lost: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        {
+            let errors = errors.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                if let Ok(mut g) = errors.lock() {
+                    g.get_or_insert_with(|| error_chain(&e));
+                }
+            }));
+            let lost = lost.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                if let Ok(mut g) = lost.lock() {
+                    *g = Some(format!("{reason:?}: {msg}"));
+                }
+            });
+        }
+        let summary = AdapterSummary {
+            name: info.name.clone(),
+            vendor: if info.vendor == 0 { String::new() } else { format!("0x{:04x}", info.vendor) },
+            architecture: String::new(),
+            device_type: format!("{:?}", info.device_type),
+            backend: format!("{:?}", info.backend),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_buffer_size: limits.max_buffer_size,
+            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+        };
+        let k = Kernels::new(&device);
+        let params = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params arena"),
+            size: PARAM_SLOT * PARAM_SLOTS,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let gpu = Gpu { device, queue, limits, summary, k, params, dummy, errors, lost };
+        // Surface shader compilation problems now, not at the first forward pass.
+        gpu.check()?;
+        Ok(gpu)
+    }
+
+    /// Returns the first GPU error seen since the last check (validation, out of memory) or the
+    /// device-lost reason. The device-lost state is permanent: the page offers a reload.
+    pub fn check(&self) -> Result<()> {
+        if let Some(m) = self.lost.lock().ok().and_then(|g| g.clone()) {
+            return Err(TfError::Gpu(format!("the GPU device was lost ({m}); reload to start a new one")));
+        }
+        if let Some(m) = self.errors.lock().ok().and_then(|mut g| g.take()) {
+            return Err(TfError::Gpu(m));
+        }
+        Ok(())
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.lock().map(|g| g.is_some()).unwrap_or(true)
+    }
+
+    /// Natively, blocks until submitted work is done (callbacks run). On the web, does nothing:
+    /// the browser drives the device, and readbacks are awaited instead.
+    pub fn poll_wait(&self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        }
+    }
+
+    /// Checks a buffer size against the device's limits before allocating.
+    pub fn check_alloc(&self, bytes: u64, what: &str) -> Result<()> {
+        let max_bind = self.limits.max_storage_buffer_binding_size as u64;
+        let max_buf = self.limits.max_buffer_size;
+        if bytes > max_bind.min(max_buf) {
+            return Err(TfError::Limit(format!(
+                "{what} needs {bytes} bytes but this GPU allows at most {} bytes per storage buffer",
+                max_bind.min(max_buf)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks a workgroup count against the device's per-dimension limit.
+    pub fn check_groups(&self, op: &str, g: [u32; 3]) -> Result<()> {
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if g.iter().any(|&d| d > max) {
+            return Err(TfError::Limit(format!("{op}: dispatch {g:?} exceeds {max} workgroups per dimension")));
+        }
+        Ok(())
+    }
+
+    /// A 1-D launch of `groups` workgroups as a 2-D grid within the per-dimension limit
+    /// (kernels recover the flat index with flat_group() in common.wgsl).
+    pub fn grid_1d(&self, groups: u32) -> [u32; 3] {
+        let max = self.limits.max_compute_workgroups_per_dimension.max(1);
+        if groups <= max {
+            [groups.max(1), 1, 1]
+        } else {
+            [max, groups.div_ceil(max), 1]
+        }
+    }
+}
+
+impl Kernels {
+    fn new(device: &wgpu::Device) -> Kernels {
+        let module = |name: &str, src: &str| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(format!("{COMMON}\n{src}").into()),
+            })
+        };
+        let matmul = module("matmul", include_str!("../../shaders/matmul.wgsl"));
+        let attention = module("attention", include_str!("../../shaders/attention.wgsl"));
+        let ew = module("elementwise", include_str!("../../shaders/elementwise.wgsl"));
+        let norm = module("norm", include_str!("../../shaders/norm.wgsl"));
+        let rope = module("rope", include_str!("../../shaders/rope.wgsl"));
+        let embed = module("embed", include_str!("../../shaders/embed.wgsl"));
+        let sample = module("sample", include_str!("../../shaders/sample.wgsl"));
+        let moe = module("moe", include_str!("../../shaders/moe.wgsl"));
+        // `ro` lists, for bindings 1.., whether each storage buffer is read-only.
+        let mk = |name: &'static str, m: &wgpu::ShaderModule, entry: &str, ro: &[bool]| Kernel::new(device, name, m, entry, ro);
+        Kernels {
+            matmul_naive: mk("matmul_naive", &matmul, "naive", &[true, true, true, false]),
+            matmul_tiled: mk("matmul_tiled", &matmul, "tiled", &[true, true, true, false]),
+            attention: mk("attention", &attention, "main", &[true, true, true, true, false, false]),
+            ew_binary: mk("ew_binary", &ew, "binary", &[true, true, false]),
+            ew_inplace: mk("ew_inplace", &ew, "inplace", &[true, true, false]),
+            layernorm: mk("layernorm", &norm, "layernorm", &[true, true, true, false]),
+            rmsnorm: mk("rmsnorm", &norm, "rmsnorm", &[true, true, true, false]),
+            rope: mk("rope", &rope, "main", &[true, false]),
+            embed_lookup: mk("embed_lookup", &embed, "lookup", &[true, true, false]),
+            embed_add_rows: mk("embed_add_rows", &embed, "add_rows", &[true, true, false]),
+            sample: mk("sample", &sample, "main", &[true, false]),
+            moe_router: mk("moe_router", &moe, "router", &[true, false, false, false]),
+        }
+    }
+}
+
+impl Kernel {
+    fn new(device: &wgpu::Device, name: &'static str, module: &wgpu::ShaderModule, entry: &str, ro: &[bool]) -> Kernel {
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: true, min_binding_size: None },
+            count: None,
+        }];
+        for (i, &read_only) in ro.iter().enumerate() {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(name), entries: &entries });
+        let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(name),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(name),
+            layout: Some(&pl),
+            module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        Kernel { name, pipeline, layout, storage: ro.len() }
+    }
+}
+
+/// The whole chain of an error's sources: wgpu's Display alone says only "Validation Error".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s.replace('\n', " ")
+}

@@ -1,0 +1,54 @@
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::{ensure, Result};
+use crate::gpu::{GpuTensor, Recorder};
+
+/// Mirrors `RopeParams` in shaders/rope.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct RopeParams {
+    pub t: u32,
+    pub nh: u32,
+    pub hs: u32,
+    pub start_pos: u32,
+    pub row_stride: u32,
+    pub offset: u32,
+    pub _p: [u32; 2],
+}
+const _: () = assert!(std::mem::size_of::<RopeParams>() == 32);
+
+/// Where the heads to rotate sit: T rows of `row_stride` floats from `offset`, NH heads of HS.
+#[derive(Clone, Copy, Debug)]
+pub struct RopeShape {
+    pub t: usize,
+    pub nh: usize,
+    pub hs: usize,
+    pub start_pos: usize,
+    pub row_stride: usize,
+    pub offset: usize,
+}
+
+/// Rotates x in place by the (cos, sin) table (max_pos, HS/2, 2) from cpu::rope_table.
+pub fn rope(rec: &mut Recorder, x: &GpuTensor, table: &GpuTensor, s: &RopeShape) -> Result<()> {
+    ensure(s.hs % 2 == 0 && s.hs > 0, "rope", || format!("head size {} must be even", s.hs))?;
+    let half = s.hs / 2;
+    let max_pos = table.len() / (half * 2);
+    ensure(s.start_pos + s.t <= max_pos, "rope", || {
+        format!("positions {}..{} exceed the table's {max_pos}", s.start_pos, s.start_pos + s.t)
+    })?;
+    ensure(s.t == 0 || s.offset + (s.t - 1) * s.row_stride + s.nh * s.hs <= x.len(), "rope", || {
+        format!("x {:?} is too small for T={} NH={} HS={} stride {} offset {}", x.shape, s.t, s.nh, s.hs, s.row_stride, s.offset)
+    })?;
+    let p = RopeParams {
+        t: s.t as u32,
+        nh: s.nh as u32,
+        hs: s.hs as u32,
+        start_pos: s.start_pos as u32,
+        row_stride: s.row_stride as u32,
+        offset: s.offset as u32,
+        _p: [0; 2],
+    };
+    let gpu = rec.gpu;
+    let n = (s.t * s.nh * half) as u32;
+    rec.dispatch(&gpu.k.rope, &p, &[&table.buf, &x.buf], gpu.grid_1d(n.div_ceil(256)))
+}

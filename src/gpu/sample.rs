@@ -1,0 +1,41 @@
+use bytemuck::{Pod, Zeroable};
+
+use crate::cpu::SampleParams;
+use crate::error::{ensure, Result};
+use crate::gpu::{DType, GpuTensor, Recorder};
+
+/// Mirrors `SampleParams` in shaders/sample.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct SampleUniform {
+    pub v: u32,
+    pub mode: u32,
+    pub top_k: u32,
+    pub logits_offset: u32,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub u: f32,
+    pub _pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<SampleUniform>() == 32);
+
+/// Writes the chosen token id to out[slot]... out (>= 1,) u32. Samples from the row of V logits
+/// starting at `row * V` in `logits` (so the last position of a (T, V) block can be used directly).
+pub fn sample(rec: &mut Recorder, out: &GpuTensor, logits: &GpuTensor, row: usize, params: &SampleParams, u: f32) -> Result<()> {
+    let v = logits.last_dim();
+    ensure(row < logits.rows(), "sample", || format!("row {row} is outside logits {:?}", logits.shape))?;
+    ensure(out.dtype == DType::U32 && out.len() >= 1, "sample", || format!("out {:?} must be a u32 tensor", out.shape))?;
+    ensure((0.0..1.0).contains(&u), "sample", || format!("the random number {u} must be in [0, 1)"))?;
+    let p = SampleUniform {
+        v: v as u32,
+        mode: (!params.is_greedy()) as u32,
+        top_k: params.top_k,
+        logits_offset: (row * v) as u32,
+        temperature: params.temperature,
+        top_p: params.top_p,
+        u,
+        _pad: 0,
+    };
+    let gpu = rec.gpu;
+    rec.dispatch(&gpu.k.sample, &p, &[&logits.buf, &out.buf], [1, 1, 1])
+}

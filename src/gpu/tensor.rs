@@ -1,0 +1,181 @@
+//! GPU tensors: a storage buffer that knows its shape, and async readback that works in the
+//! browser (map with a callback and await it; never a blocking poll on wasm).
+
+use crate::error::{Result, TfError};
+use crate::gpu::context::Gpu;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    U32,
+}
+
+/// A row-major tensor in one storage buffer. 4 bytes per element for both dtypes.
+pub struct GpuTensor {
+    pub buf: wgpu::Buffer,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+impl GpuTensor {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The last dimension (1 for a scalar).
+    pub fn last_dim(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+    /// The product of every dimension but the last: the number of rows.
+    pub fn rows(&self) -> usize {
+        if self.shape.is_empty() {
+            1
+        } else {
+            self.shape[..self.shape.len() - 1].iter().product()
+        }
+    }
+    /// Frees the GPU memory now (in the browser, dropping a buffer does not free it by itself).
+    pub fn destroy(&self) {
+        self.buf.destroy();
+    }
+}
+
+impl Drop for GpuTensor {
+    fn drop(&mut self) {
+        self.buf.destroy();
+    }
+}
+
+fn elems(shape: &[usize]) -> Result<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| TfError::Limit(format!("tensor shape {shape:?} overflows")))
+}
+
+impl Gpu {
+    fn alloc(&self, shape: &[usize], dtype: DType, label: &str) -> Result<GpuTensor> {
+        let n = elems(shape)?;
+        let bytes = (n as u64).checked_mul(4).ok_or_else(|| TfError::Limit(format!("{label}: {n} values overflow")))?;
+        self.check_alloc(bytes, label)?;
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(16).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(GpuTensor { buf, shape: shape.to_vec(), dtype })
+    }
+
+    /// A zero-filled f32 tensor (WebGPU zero-initialises new buffers).
+    pub fn zeros(&self, shape: &[usize], label: &str) -> Result<GpuTensor> {
+        self.alloc(shape, DType::F32, label)
+    }
+    pub fn zeros_u32(&self, shape: &[usize], label: &str) -> Result<GpuTensor> {
+        self.alloc(shape, DType::U32, label)
+    }
+
+    /// Uploads f32 data; `data.len()` must equal the shape's product.
+    pub fn upload(&self, shape: &[usize], data: &[f32], label: &str) -> Result<GpuTensor> {
+        let n = elems(shape)?;
+        if n != data.len() {
+            return Err(TfError::Shape { op: "upload", msg: format!("{label}: shape {shape:?} holds {n} values, got {}", data.len()) });
+        }
+        let t = self.alloc(shape, DType::F32, label)?;
+        if !data.is_empty() {
+            self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
+        }
+        Ok(t)
+    }
+    pub fn upload_u32(&self, shape: &[usize], data: &[u32], label: &str) -> Result<GpuTensor> {
+        let n = elems(shape)?;
+        if n != data.len() {
+            return Err(TfError::Shape { op: "upload", msg: format!("{label}: shape {shape:?} holds {n} values, got {}", data.len()) });
+        }
+        let t = self.alloc(shape, DType::U32, label)?;
+        if !data.is_empty() {
+            self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
+        }
+        Ok(t)
+    }
+    /// Overwrites the start of an existing tensor (no allocation).
+    pub fn write_f32(&self, t: &GpuTensor, offset_elems: usize, data: &[f32]) -> Result<()> {
+        if offset_elems + data.len() > t.len() {
+            return Err(TfError::Shape {
+                op: "write",
+                msg: format!("writing {} values at {offset_elems} into a tensor of {}", data.len(), t.len()),
+            });
+        }
+        self.queue.write_buffer(&t.buf, offset_elems as u64 * 4, bytemuck::cast_slice(data));
+        Ok(())
+    }
+    pub fn write_u32(&self, t: &GpuTensor, offset_elems: usize, data: &[u32]) -> Result<()> {
+        if offset_elems + data.len() > t.len() {
+            return Err(TfError::Shape {
+                op: "write",
+                msg: format!("writing {} values at {offset_elems} into a tensor of {}", data.len(), t.len()),
+            });
+        }
+        self.queue.write_buffer(&t.buf, offset_elems as u64 * 4, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
+    /// Reads `count` 4-byte values starting at `offset` elements. Awaitable in the browser;
+    /// natively the poll inside makes the future ready at once.
+    pub async fn read_raw(&self, t: &GpuTensor, offset: usize, count: usize) -> Result<Vec<u32>> {
+        if offset + count > t.len() {
+            return Err(TfError::Shape { op: "read", msg: format!("reading {count} values at {offset} from a tensor of {}", t.len()) });
+        }
+        if count == 0 {
+            return Ok(vec![]);
+        }
+        let bytes = count as u64 * 4;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        enc.copy_buffer_to_buffer(&t.buf, offset as u64 * 4, &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        let out = self.map_read(&staging, bytes).await;
+        staging.destroy();
+        out
+    }
+
+    /// Maps a MAP_READ buffer and copies its first `bytes` out.
+    pub(crate) async fn map_read(&self, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<u32>> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.slice(0..bytes).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.poll_wait();
+        match rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.check()?;
+                return Err(TfError::Gpu(format!("reading back from the GPU failed: {e}")));
+            }
+            Err(_) => {
+                self.check()?;
+                return Err(TfError::Gpu("reading back from the GPU was cancelled".into()));
+            }
+        }
+        let data = {
+            let view =
+                staging.slice(0..bytes).get_mapped_range().map_err(|e| TfError::Gpu(format!("mapping the readback buffer failed: {e}")))?;
+            bytemuck::cast_slice::<u8, u32>(&view).to_vec()
+        };
+        staging.unmap();
+        self.check()?;
+        Ok(data)
+    }
+
+    pub async fn read_f32(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        let raw = self.read_raw(t, 0, t.len()).await?;
+        Ok(bytemuck::cast_vec(raw))
+    }
+    pub async fn read_u32(&self, t: &GpuTensor) -> Result<Vec<u32>> {
+        self.read_raw(t, 0, t.len()).await
+    }
+}

@@ -1,0 +1,15 @@
+//! tinyformer: tiny transformers on our own WebGPU kernels, in the browser and natively.
+//! See ARCHITECTURE.md for the data flow, the dimension notation and the mask convention.
+
+pub mod cpu;
+pub mod error;
+pub mod gpu;
+pub mod mask;
+pub mod model;
+pub mod rng;
+pub mod selftest;
+
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
+
+pub use error::{Result, TfError};

@@ -1,0 +1,447 @@
+//! The kernel self-test: every WGSL kernel against its CPU twin over shape sweeps (1, primes,
+//! non-multiples of the tile, one-row inputs, fully masked rows). The same checks run natively
+//! (tests/gpu_kernels.rs, on Mesa llvmpipe in CI) and in the browser (the page's self-test, on
+//! SwiftShader in CI), so both GPUs are held to the same tolerances, which are written next to
+//! each check as atol + rtol * |expected|.
+
+use serde::Serialize;
+
+use crate::cpu::{self, AttnShape, EwOp, SampleParams};
+use crate::error::Result;
+use crate::gpu::{self, matmul::MatmulKind, rope::RopeShape, Gpu, Recorder};
+use crate::rng::Rng;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub ok: bool,
+    pub max_abs_diff: f64,
+    pub tolerance: String,
+    pub detail: String,
+    pub ms: f64,
+}
+
+/// Milliseconds from an arbitrary origin, on both targets (std's Instant panics on wasm).
+pub fn now_ms() -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0)
+    }
+}
+
+/// Compares got with want: |got - want| <= atol + rtol * |want|, NaN never passes.
+/// Returns (ok, max |diff|, a short description of the first failure).
+pub fn compare(got: &[f32], want: &[f32], atol: f64, rtol: f64) -> (bool, f64, String) {
+    if got.len() != want.len() {
+        return (false, f64::INFINITY, format!("length {} != {}", got.len(), want.len()));
+    }
+    let mut max = 0f64;
+    let mut first = String::new();
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let d = (g as f64 - w as f64).abs();
+        let bad = !(d <= atol + rtol * (w as f64).abs());
+        if d > max || d.is_nan() {
+            max = if d.is_nan() { f64::INFINITY } else { d };
+        }
+        if bad && first.is_empty() {
+            first = format!("first mismatch at {i}: got {g}, want {w}");
+        }
+    }
+    (first.is_empty(), max, first)
+}
+
+struct Acc {
+    ok: bool,
+    max: f64,
+    detail: String,
+    cases: usize,
+}
+impl Acc {
+    fn new() -> Self {
+        Acc { ok: true, max: 0.0, detail: String::new(), cases: 0 }
+    }
+    fn add(&mut self, case: &str, r: (bool, f64, String)) {
+        self.cases += 1;
+        self.max = self.max.max(r.1);
+        if !r.0 && self.ok {
+            self.ok = false;
+            self.detail = format!("{case}: {}", r.2);
+        }
+    }
+    fn fail(&mut self, case: &str, msg: String) {
+        self.cases += 1;
+        if self.ok {
+            self.ok = false;
+            self.detail = format!("{case}: {msg}");
+        }
+    }
+    fn finish(self, name: &str, tol: &str, t0: f64) -> CheckResult {
+        let detail = if self.ok { format!("{} cases", self.cases) } else { self.detail };
+        CheckResult { name: name.into(), ok: self.ok, max_abs_diff: self.max, tolerance: tol.into(), detail, ms: now_ms() - t0 }
+    }
+}
+
+async fn check_matmul(g: &Gpu, kind: MatmulKind, name: &str) -> Result<CheckResult> {
+    const ATOL: f64 = 1e-4;
+    const RTOL: f64 = 1e-4;
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(11);
+    let shapes =
+        [(1, 1, 1), (1, 7, 5), (3, 13, 17), (2, 64, 64), (65, 33, 67), (7, 129, 3), (64, 64, 64), (1, 257, 131), (130, 20, 70), (17, 1, 9)];
+    for (i, &(m, k, n)) in shapes.iter().enumerate() {
+        let bias = i % 2 == 0;
+        let x = rng.vec_normal(m * k, 1.0);
+        let w = rng.vec_normal(n * k, 1.0);
+        let b = rng.vec_normal(n, 1.0);
+        let mut want = vec![0f32; m * n];
+        cpu::matmul(&mut want, &x, &w, bias.then_some(&b[..]), m, k, n)?;
+        let (xt, wt, bt, ot) =
+            (g.upload(&[m, k], &x, "x")?, g.upload(&[n, k], &w, "w")?, g.upload(&[n], &b, "b")?, g.zeros(&[m, n], "out")?);
+        let mut rec = Recorder::new(g);
+        gpu::matmul::matmul(&mut rec, &ot, &xt, &wt, bias.then_some(&bt), kind)?;
+        rec.submit()?;
+        acc.add(&format!("M={m} K={k} N={n} bias={bias}"), compare(&g.read_f32(&ot).await?, &want, ATOL, RTOL));
+    }
+    Ok(acc.finish(name, "atol 1e-4 + rtol 1e-4", t0))
+}
+
+/// One attention case: the mask is built from `mask_fn` when given.
+struct AttnCase {
+    label: &'static str,
+    s: AttnShape,
+    mask: Option<Vec<f32>>,
+    /// rows expected to be fully masked (all-zero probabilities)
+    fully_masked_rows: usize,
+}
+
+fn attn_cases() -> Vec<AttnCase> {
+    let pad_keys =
+        |tq: usize, tk: usize, pads: usize| -> Vec<f32> { (0..tq * tk).map(|x| if x % tk < tk - pads { 1.0 } else { 0.0 }).collect() };
+    let mut cases = vec![
+        AttnCase { label: "key padding", s: AttnShape::packed(5, 5, 2, 2, 4), mask: Some(pad_keys(5, 5, 2)), fully_masked_rows: 0 },
+        AttnCase { label: "look-ahead", s: AttnShape::packed(7, 7, 4, 4, 8).with_causal(0), mask: None, fully_masked_rows: 0 },
+        AttnCase {
+            label: "padding+look-ahead",
+            s: AttnShape::packed(6, 6, 2, 2, 8).with_causal(0),
+            mask: Some(pad_keys(6, 6, 2)),
+            fully_masked_rows: 0,
+        },
+        AttnCase { label: "cross padding", s: AttnShape::packed(4, 7, 2, 2, 8), mask: Some(pad_keys(4, 7, 3)), fully_masked_rows: 0 },
+        AttnCase { label: "kv-cache offset + GQA", s: AttnShape::packed(2, 5, 4, 2, 8).with_causal(3), mask: None, fully_masked_rows: 0 },
+        AttnCase { label: "MQA causal", s: AttnShape::packed(13, 13, 4, 1, 16).with_causal(0), mask: None, fully_masked_rows: 0 },
+        AttnCase { label: "one row", s: AttnShape::packed(1, 1, 1, 1, 3), mask: None, fully_masked_rows: 0 },
+        AttnCase { label: "prime head size, Tk > workgroup", s: AttnShape::packed(3, 67, 3, 3, 5), mask: None, fully_masked_rows: 0 },
+        AttnCase { label: "long keys", s: AttnShape::packed(2, 130, 2, 1, 64).with_causal(128), mask: None, fully_masked_rows: 0 },
+        AttnCase { label: "all keys padded", s: AttnShape::packed(3, 4, 2, 2, 4), mask: Some(vec![0.0; 12]), fully_masked_rows: 3 },
+    ];
+    // A mask with one fully blocked query row in the middle, combined with causal.
+    let mut m = vec![1.0f32; 5 * 5];
+    m[2 * 5..3 * 5].fill(0.0);
+    cases.push(AttnCase {
+        label: "one fully masked row",
+        s: AttnShape::packed(5, 5, 2, 1, 4).with_causal(0),
+        mask: Some(m),
+        fully_masked_rows: 1,
+    });
+    // q, k, v read from one fused QKV buffer through offsets and strides.
+    let mut fused = AttnShape::packed(4, 4, 2, 1, 4).with_causal(0);
+    let w = 2 * 4 + 2 * 4; // NH*HS + 2*NKV*HS
+    fused.q_stride = w;
+    fused.k_offset = 8;
+    fused.k_stride = w;
+    fused.v_offset = 12;
+    fused.v_stride = w;
+    cases.push(AttnCase { label: "fused qkv strides", s: fused, mask: None, fully_masked_rows: 0 });
+    cases
+}
+
+async fn check_attention(g: &Gpu) -> Result<CheckResult> {
+    const ATOL: f64 = 1e-5;
+    const RTOL: f64 = 1e-4;
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(22);
+    for c in attn_cases() {
+        let s = &c.s;
+        let qn = s.q_offset + (s.tq - 1) * s.q_stride + s.nh * s.hs;
+        let kn = s.k_offset + (s.tk - 1) * s.k_stride + s.nkv * s.hs;
+        let vn = s.v_offset + (s.tk - 1) * s.v_stride + s.nkv * s.hs;
+        let fused = c.label == "fused qkv strides";
+        let q = rng.vec_normal(if fused { qn.max(kn).max(vn) } else { qn }, 1.5);
+        let (k, v) = if fused { (q.clone(), q.clone()) } else { (rng.vec_normal(kn, 1.5), rng.vec_normal(vn, 1.0)) };
+        let mut want_o = vec![0f32; s.tq * s.nh * s.hs];
+        let mut want_p = vec![0f32; s.nh * s.tq * s.tk];
+        cpu::attention(&mut want_o, &mut want_p, &q, &k, &v, c.mask.as_deref(), s)?;
+        let qt = g.upload(&[q.len()], &q, "q")?;
+        let kt = g.upload(&[k.len()], &k, "k")?;
+        let vt = g.upload(&[v.len()], &v, "v")?;
+        let mt = match &c.mask {
+            Some(m) => Some(g.upload(&[s.tq, s.tk], m, "mask")?),
+            None => None,
+        };
+        let ot = g.zeros(&[s.tq, s.nh * s.hs], "out")?;
+        let pt = g.zeros(&[s.nh, s.tq, s.tk], "probs")?;
+        // Fill probs with garbage first: the kernel must overwrite every cell, blocked ones with 0.
+        g.write_f32(&pt, 0, &vec![7.0; s.nh * s.tq * s.tk])?;
+        let mut rec = Recorder::new(g);
+        if fused {
+            gpu::attention::attention(&mut rec, &ot, &pt, &qt, &qt, &qt, mt.as_ref(), s)?;
+        } else {
+            gpu::attention::attention(&mut rec, &ot, &pt, &qt, &kt, &vt, mt.as_ref(), s)?;
+        }
+        rec.submit()?;
+        let got_p = g.read_f32(&pt).await?;
+        let got_o = g.read_f32(&ot).await?;
+        acc.add(&format!("{} probs", c.label), compare(&got_p, &want_p, ATOL, RTOL));
+        acc.add(&format!("{} out", c.label), compare(&got_o, &want_o, 1e-4, 1e-4));
+        // Blocked cells are exactly 0, rows sum to 1 (or are all 0 when fully masked), no NaN.
+        let mut zero_rows = 0;
+        for h in 0..s.nh {
+            for i in 0..s.tq {
+                let row = &got_p[(h * s.tq + i) * s.tk..][..s.tk];
+                let sum: f64 = row.iter().map(|&x| x as f64).sum();
+                for (j, &p) in row.iter().enumerate() {
+                    if !s.allowed(c.mask.as_deref(), i, j) && p != 0.0 {
+                        acc.fail(c.label, format!("blocked cell (h{h}, q{i}, k{j}) is {p}, not exactly 0"));
+                    }
+                }
+                if row.iter().any(|p| p.is_nan()) {
+                    acc.fail(c.label, format!("NaN in row (h{h}, q{i})"));
+                } else if sum == 0.0 {
+                    zero_rows += 1;
+                } else if (sum - 1.0).abs() > 1e-5 {
+                    acc.fail(c.label, format!("row (h{h}, q{i}) sums to {sum}"));
+                }
+            }
+        }
+        if zero_rows != c.fully_masked_rows * s.nh {
+            acc.fail(c.label, format!("{zero_rows} all-zero rows, expected {}", c.fully_masked_rows * s.nh));
+        }
+    }
+    Ok(acc.finish("attention", "probs atol 1e-5 + rtol 1e-4; out atol 1e-4 + rtol 1e-4; blocked exactly 0", t0))
+}
+
+async fn check_elementwise(g: &Gpu) -> Result<CheckResult> {
+    const ATOL: f64 = 2e-6;
+    const RTOL: f64 = 2e-5;
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(33);
+    for op in [EwOp::Relu, EwOp::Gelu, EwOp::Silu, EwOp::SwiGlu, EwOp::Add, EwOp::Mul] {
+        for n in [1usize, 7, 256, 257, 1000] {
+            let a = rng.vec_normal(n, 3.0);
+            let b = rng.vec_normal(n, 3.0);
+            let mut want = vec![0f32; n];
+            cpu::elementwise(&mut want, &a, op.is_binary().then_some(&b[..]), op);
+            let (at, bt, ot) = (g.upload(&[n], &a, "a")?, g.upload(&[n], &b, "b")?, g.zeros(&[n], "out")?);
+            let mut rec = Recorder::new(g);
+            gpu::act::elementwise(&mut rec, &ot, &at, op.is_binary().then_some(&bt), op)?;
+            // and the in-place form on a copy of a
+            let it = g.upload(&[n], &a, "x")?;
+            gpu::act::inplace(&mut rec, &it, op.is_binary().then_some(&bt), op)?;
+            rec.submit()?;
+            acc.add(&format!("{op:?} n={n}"), compare(&g.read_f32(&ot).await?, &want, ATOL, RTOL));
+            acc.add(&format!("{op:?} in place n={n}"), compare(&g.read_f32(&it).await?, &want, ATOL, RTOL));
+        }
+    }
+    Ok(acc.finish("elementwise (relu, gelu, silu, swiglu, add, mul)", "atol 2e-6 + rtol 2e-5", t0))
+}
+
+async fn check_norms(g: &Gpu) -> Result<CheckResult> {
+    const ATOL: f64 = 1e-5;
+    const RTOL: f64 = 1e-4;
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(44);
+    for &(rows, c) in &[(1usize, 1usize), (1, 7), (3, 64), (5, 129), (2, 300), (130, 16)] {
+        let x: Vec<f32> = rng.vec_normal(rows * c, 2.0).iter().map(|v| v + 0.5).collect();
+        let gamma: Vec<f32> = rng.vec_normal(c, 0.3).iter().map(|v| v + 1.0).collect();
+        let beta = rng.vec_normal(c, 0.3);
+        let mut want_ln = vec![0f32; rows * c];
+        let mut want_rms = vec![0f32; rows * c];
+        cpu::layernorm(&mut want_ln, &x, &gamma, &beta, c, 1e-5);
+        cpu::rmsnorm(&mut want_rms, &x, &gamma, c, 1e-6);
+        let (xt, gt, bt) = (g.upload(&[rows, c], &x, "x")?, g.upload(&[c], &gamma, "g")?, g.upload(&[c], &beta, "b")?);
+        let (o1, o2) = (g.zeros(&[rows, c], "ln")?, g.zeros(&[rows, c], "rms")?);
+        let mut rec = Recorder::new(g);
+        gpu::norm::layernorm(&mut rec, &o1, &xt, &gt, &bt, 1e-5)?;
+        gpu::norm::rmsnorm(&mut rec, &o2, &xt, &gt, 1e-6)?;
+        rec.submit()?;
+        acc.add(&format!("layernorm {rows}x{c}"), compare(&g.read_f32(&o1).await?, &want_ln, ATOL, RTOL));
+        acc.add(&format!("rmsnorm {rows}x{c}"), compare(&g.read_f32(&o2).await?, &want_rms, ATOL, RTOL));
+    }
+    Ok(acc.finish("norms (layernorm, rmsnorm)", "atol 1e-5 + rtol 1e-4", t0))
+}
+
+async fn check_rope(g: &Gpu) -> Result<CheckResult> {
+    const ATOL: f64 = 1e-5;
+    const RTOL: f64 = 1e-5;
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(55);
+    // (T, NH, HS, start, theta, row_stride_extra, offset)
+    for &(t, nh, hs, start, theta, extra, offset) in &[
+        (1usize, 1usize, 2usize, 0usize, 10000.0f32, 0usize, 0usize),
+        (3, 2, 8, 3, 10000.0, 0, 0),
+        (5, 4, 16, 0, 500000.0, 0, 0),
+        (4, 3, 6, 17, 10000.0, 0, 0),
+        (3, 2, 4, 5, 10000.0, 16, 8),
+    ] {
+        let table = cpu::rope_table(64, hs, theta);
+        let stride = nh * hs + extra;
+        let n = offset + (t - 1) * stride + nh * hs + extra;
+        let x = rng.vec_normal(n, 1.0);
+        let mut want = x.clone();
+        cpu::rope(&mut want, &table, t, nh, hs, start, stride, offset);
+        let (xt, tt) = (g.upload(&[n], &x, "x")?, g.upload(&[64, hs / 2, 2], &table, "table")?);
+        let mut rec = Recorder::new(g);
+        gpu::rope::rope(&mut rec, &xt, &tt, &RopeShape { t, nh, hs, start_pos: start, row_stride: stride, offset })?;
+        rec.submit()?;
+        acc.add(&format!("T={t} NH={nh} HS={hs} start={start}"), compare(&g.read_f32(&xt).await?, &want, ATOL, RTOL));
+    }
+    Ok(acc.finish("rope", "atol 1e-5 + rtol 1e-5", t0))
+}
+
+async fn check_embedding(g: &Gpu) -> Result<CheckResult> {
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(66);
+    let (v, c) = (11usize, 7usize);
+    let table = rng.vec_normal(v * c, 1.0);
+    let pe = cpu::sinusoidal_table(32, c);
+    for ids in [vec![3u32], vec![0, 10, 3, 3, 7], (0..11).rev().collect::<Vec<u32>>()] {
+        let t = ids.len();
+        let scale = (c as f32).sqrt();
+        let mut want = vec![0f32; t * c];
+        cpu::embedding(&mut want, &table, &ids, c, scale);
+        cpu::add_rows(&mut want, &pe, c, 3);
+        let (tt, it, pt, ot) =
+            (g.upload(&[v, c], &table, "E")?, g.upload_u32(&[t], &ids, "ids")?, g.upload(&[32, c], &pe, "pe")?, g.zeros(&[t, c], "out")?);
+        let mut rec = Recorder::new(g);
+        gpu::embed::embedding(&mut rec, &ot, &tt, &it, t, scale)?;
+        gpu::embed::add_rows(&mut rec, &ot, &pt, t, 3)?;
+        rec.submit()?;
+        acc.add(&format!("T={t}"), compare(&g.read_f32(&ot).await?, &want, 1e-6, 1e-6));
+    }
+    Ok(acc.finish("embedding + sinusoidal PE", "atol 1e-6 + rtol 1e-6", t0))
+}
+
+async fn check_sample(g: &Gpu) -> Result<CheckResult> {
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(77);
+    let out = g.zeros_u32(&[1], "token")?;
+    let configs = [
+        SampleParams::greedy(),
+        SampleParams { temperature: 1.0, top_k: 0, top_p: 1.0 },
+        SampleParams { temperature: 0.7, top_k: 5, top_p: 1.0 },
+        SampleParams { temperature: 1.3, top_k: 0, top_p: 0.9 },
+        SampleParams { temperature: 0.8, top_k: 40, top_p: 0.95 },
+        SampleParams { temperature: 1.0, top_k: 1, top_p: 1.0 },
+    ];
+    let mut mismatches = 0;
+    let mut total = 0;
+    for v in [1usize, 5, 255, 256, 257, 1000, 4099] {
+        let mut logits = rng.vec_normal(2 * v, 2.0);
+        if v > 4 {
+            // ties: the first maximum must win the argmax
+            let mx = logits[v..].iter().cloned().fold(f32::MIN, f32::max) + 1.0;
+            logits[v + 1] = mx;
+            logits[v + v / 2] = mx;
+        }
+        let lt = g.upload(&[2, v], &logits, "logits")?;
+        for p in &configs {
+            for trial in 0..6 {
+                let u = rng.uniform();
+                let want = cpu::sample(&logits[v..], p, u);
+                let mut rec = Recorder::new(g);
+                gpu::sample::sample(&mut rec, &out, &lt, 1, p, u)?;
+                rec.submit()?;
+                let got = g.read_u32(&out).await?[0];
+                total += 1;
+                if got != want {
+                    mismatches += 1;
+                    acc.fail(&format!("V={v} {p:?} u={u} trial {trial}"), format!("GPU picked {got}, CPU {want}"));
+                }
+                if p.is_greedy() {
+                    break;
+                }
+            }
+        }
+    }
+    let mut r = acc.finish("sample (argmax, temperature, top-k, top-p)", "token ids equal", t0);
+    r.max_abs_diff = mismatches as f64;
+    if r.ok {
+        r.detail = format!("{total} draws, all equal");
+    }
+    Ok(r)
+}
+
+async fn check_moe_router(g: &Gpu) -> Result<CheckResult> {
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(88);
+    for &(t, e, k) in &[(1usize, 2usize, 1usize), (5, 4, 2), (70, 8, 3), (3, 4, 4), (9, 61, 2)] {
+        let mut logits = rng.vec_normal(t * e, 1.5);
+        // a tie on token 0: experts 0 and 1 equal and largest, so expert 0 must come first
+        let mx = logits[..e].iter().cloned().fold(f32::MIN, f32::max) + 1.0;
+        logits[0] = mx;
+        logits[1] = mx;
+        let (mut wp, mut we, mut ww) = (vec![0f32; t * e], vec![0u32; t * k], vec![0f32; t * k]);
+        cpu::moe_router(&mut wp, &mut we, &mut ww, &logits, t, e, k);
+        let lt = g.upload(&[t, e], &logits, "router logits")?;
+        let (pt, et, wt) = (g.zeros(&[t, e], "probs")?, g.zeros_u32(&[t, k], "experts")?, g.zeros(&[t, k], "weights")?);
+        let mut rec = Recorder::new(g);
+        gpu::moe::moe_router(&mut rec, &pt, &et, &wt, &lt, k)?;
+        rec.submit()?;
+        let case = format!("T={t} E={e} k={k}");
+        acc.add(&format!("{case} probs"), compare(&g.read_f32(&pt).await?, &wp, 1e-6, 1e-5));
+        acc.add(&format!("{case} weights"), compare(&g.read_f32(&wt).await?, &ww, 1e-6, 1e-5));
+        let ge = g.read_u32(&et).await?;
+        if ge != we {
+            acc.fail(&case, format!("experts {:?}.. differ from CPU {:?}..", &ge[..k.min(ge.len())], &we[..k]));
+        }
+        if k > 1 && (ge[0] != 0 || ge[1] != 1) {
+            acc.fail(&case, format!("tie not broken to the lower index: {:?}", &ge[..2]));
+        }
+    }
+    Ok(acc.finish("moe router (softmax, top-k, renormalise)", "atol 1e-6 + rtol 1e-5; experts equal", t0))
+}
+
+/// Runs every check. A check that cannot run (an op error, a GPU error) is reported as failed with
+/// the error, so one broken kernel never hides the others.
+pub async fn run_all(g: &Gpu) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    macro_rules! run {
+        ($name:expr, $e:expr) => {{
+            let t0 = now_ms();
+            match $e.await {
+                Ok(r) => out.push(r),
+                Err(err) => out.push(CheckResult {
+                    name: $name.into(),
+                    ok: false,
+                    max_abs_diff: f64::NAN,
+                    tolerance: String::new(),
+                    detail: format!("error: {err}"),
+                    ms: now_ms() - t0,
+                }),
+            }
+        }};
+    }
+    run!("matmul naive", check_matmul(g, MatmulKind::Naive, "matmul naive"));
+    run!("matmul tiled", check_matmul(g, MatmulKind::Tiled, "matmul tiled"));
+    run!("attention", check_attention(g));
+    run!("elementwise", check_elementwise(g));
+    run!("norms", check_norms(g));
+    run!("rope", check_rope(g));
+    run!("embedding", check_embedding(g));
+    run!("sample", check_sample(g));
+    run!("moe router", check_moe_router(g));
+    out
+}
