@@ -1,0 +1,829 @@
+//! Loading a `.safetensors` checkpoint (the public contract: users train with PyTorch and drop the
+//! file on the page).
+//!
+//! [`Checkpoint::from_bytes`] validates the raw bytes itself before handing them to the `safetensors`
+//! crate, so that every problem of GUIDE.md section 4 gets its own one-line message (naming the
+//! tensor, field or byte offsets), nothing panics, and nothing is allocated from an unchecked length:
+//!
+//! 1. foreign files (Git LFS pointer, HTML page, text/JSON, ZIP = `torch.save`, pickle, GGUF);
+//! 2. the 8-byte header length (file too short, past the end, over 100 MB);
+//! 3. the header: UTF-8, JSON, an object, no duplicate names, each entry with dtype/shape/data_offsets;
+//! 4. the data layout: known dtype, shape product without overflow, offsets in order, byte span equal
+//!    to shape x dtype size, nothing past the end, no overlap, no gap, no trailing bytes;
+//! 5. `__metadata__`: present, string values, a `"config"` that is a valid [`ModelConfig`], an
+//!    optional `"tokenizer"` that is JSON;
+//! 6. every tensor of [`ModelConfig::expected_tensors`]: present, F32/F16/BF16, not empty, the right
+//!    shape, and finite.
+//!
+//! Only the required tensors are kept, converted to f32 (one copy). Extra tensors (registered buffers
+//! such as `*.pos_encoding.pe`, optimizer leftovers) are checked for layout only and otherwise ignored,
+//! whatever their dtype.
+
+use super::config::{Arch, ConfigError, ModelConfig};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+/// Largest accepted JSON header (the limit of the `safetensors` crate).
+pub const MAX_HEADER_LEN: u64 = 100_000_000;
+
+/// The floating-point dtypes the loader converts to f32.
+pub const SUPPORTED_DTYPES: &str = "F32, F16 and BF16";
+
+/// The on-disk dtype of a loaded tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FloatDtype {
+    F32,
+    F16,
+    BF16,
+}
+
+impl FloatDtype {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FloatDtype::F32 => "F32",
+            FloatDtype::F16 => "F16",
+            FloatDtype::BF16 => "BF16",
+        }
+    }
+}
+
+/// A tensor converted to f32, row-major, `data.len() == shape.iter().product()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorF32 {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+    /// The dtype it had in the file.
+    pub dtype: FloatDtype,
+}
+
+impl TensorF32 {
+    pub fn numel(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// A validated checkpoint: the config, the tokenizer JSON if any, the raw metadata and the
+/// required tensors as f32.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub config: ModelConfig,
+    /// `__metadata__["tokenizer"]`, checked to be valid JSON (its content is the tokenizer's business).
+    pub tokenizer: Option<String>,
+    /// The whole `__metadata__` map as stored (includes "config" and "tokenizer").
+    pub metadata: HashMap<String, String>,
+    /// Every tensor of `config.expected_tensors()`, by name. Nothing else.
+    pub tensors: HashMap<String, TensorF32>,
+}
+
+impl Checkpoint {
+    /// Parses and validates a checkpoint. See the module docs for the order of the checks.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+        let header = parse_header(bytes)?;
+        let (metadata, config, tokenizer) = read_metadata(&header)?;
+        let expected = config.expected_tensors();
+
+        // Required tensors: presence, dtype, emptiness, shape -- all before converting anything.
+        for (name, shape) in &expected {
+            let Some(entry) = header.tensors.get(name.as_str()) else {
+                let missing = expected.iter().filter(|(n, _)| !header.tensors.contains_key(n.as_str())).count();
+                return Err(CheckpointError::MissingTensor {
+                    name: name.clone(),
+                    expected: shape.clone(),
+                    missing_count: missing,
+                    hint: missing_hint(name, config.arch, &header),
+                });
+            };
+            if entry.float_dtype().is_none() {
+                return Err(CheckpointError::UnsupportedDtype { name: name.clone(), dtype: entry.dtype.to_string() });
+            }
+            if entry.numel == 0 {
+                return Err(CheckpointError::EmptyTensor { name: name.clone(), found: entry.shape.clone(), expected: shape.clone() });
+            }
+            if entry.shape.len() != shape.len() || entry.shape.iter().zip(shape).any(|(&a, &b)| a != b as u64) {
+                return Err(CheckpointError::WrongShape { name: name.clone(), expected: shape.clone(), found: entry.shape.clone() });
+            }
+        }
+
+        // Our validation matches the safetensors crate's, so this should not fail; if it does, say so.
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Safetensors(one_line(&e.to_string())))?;
+
+        let mut tensors = HashMap::with_capacity(expected.len());
+        let mut bad: Vec<(String, usize, usize, usize)> = Vec::new();
+        for (name, shape) in expected {
+            let view = st.tensor(&name).map_err(|e| CheckpointError::Safetensors(one_line(&format!("{name}: {e}"))))?;
+            let Some((entry, dtype)) = header.tensors.get(name.as_str()).and_then(|e| Some((e, e.float_dtype()?))) else {
+                return Err(CheckpointError::Safetensors(format!("tensor {} vanished", show(&name))));
+            };
+            let data = convert(view.data(), dtype);
+            if data.len() != entry.numel as usize {
+                return Err(CheckpointError::Safetensors(format!(
+                    "tensor {} has {} bytes for {} elements",
+                    show(&name),
+                    view.data().len(),
+                    entry.numel
+                )));
+            }
+            let (mut nan, mut inf) = (0usize, 0usize);
+            for &x in &data {
+                if x.is_nan() {
+                    nan += 1;
+                } else if x.is_infinite() {
+                    inf += 1;
+                }
+            }
+            if nan + inf > 0 {
+                bad.push((name.clone(), nan, inf, data.len()));
+            }
+            tensors.insert(name, TensorF32 { shape, data, dtype });
+        }
+        if let Some((name, nan, inf, total)) = bad.first().cloned() {
+            return Err(CheckpointError::NonFinite { name, nan, inf, total, other_tensors: bad.len() - 1 });
+        }
+
+        Ok(Checkpoint { config, tokenizer, metadata, tensors })
+    }
+
+    /// A required tensor by name.
+    pub fn tensor(&self, name: &str) -> Option<&TensorF32> {
+        self.tensors.get(name)
+    }
+
+    /// Moves a tensor out (e.g. to upload it to the GPU without a second copy).
+    pub fn take(&mut self, name: &str) -> Option<TensorF32> {
+        self.tensors.remove(name)
+    }
+
+    /// Number of parameters held (= `config.param_count()` after a successful load).
+    pub fn param_count(&self) -> u64 {
+        self.tensors.values().map(|t| t.data.len() as u64).sum()
+    }
+
+    /// The dtype of the file's weights: the one of the embedding, since PyTorch saves a model in one dtype.
+    pub fn dtype(&self) -> Option<FloatDtype> {
+        let first = self.config.expected_tensors().into_iter().next()?;
+        self.tensors.get(&first.0).map(|t| t.dtype)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// Why a checkpoint was rejected. `Display` is one line for the person who dropped the file.
+/// Offsets are relative to the start of the data section (as in the header) unless said otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckpointError {
+    /// Fewer than the 8 bytes of the header length.
+    TooShort { len: usize, preview: String },
+    /// A Git LFS pointer file instead of the weights.
+    LfsPointer { preview: String },
+    /// An HTML page (a download link saved instead of the file).
+    HtmlPage { preview: String },
+    /// Some other kind of file: `kind` says which ("a text file", "a JSON file", "a ZIP archive ...").
+    NotSafetensors { kind: &'static str, advice: &'static str, preview: String },
+    /// The header length is over [`MAX_HEADER_LEN`].
+    HeaderTooLarge { header_len: u64 },
+    /// The header runs past the end of the file.
+    HeaderPastEnd { header_len: u64, file_len: usize },
+    /// The header bytes are not UTF-8; `offset` is the file offset of the first bad byte.
+    HeaderNotUtf8 { offset: usize },
+    /// The header is not JSON.
+    HeaderNotJson { message: String },
+    /// The header is JSON but not an object; `found` is its JSON type.
+    HeaderNotObject { found: &'static str },
+    /// A tensor name appears twice in the header.
+    DuplicateTensor { name: String },
+    /// A header entry lacks dtype/shape/data_offsets or has them of the wrong form.
+    BadTensorEntry { name: String, problem: String },
+    /// A tensor's dtype is not a safetensors dtype at all, or a required tensor's dtype is not F32/F16/BF16.
+    UnsupportedDtype { name: String, dtype: String },
+    /// The product of a shape (times the dtype size) overflows.
+    ShapeOverflow { name: String, shape: Vec<u64> },
+    /// data_offsets [begin, end] with begin > end.
+    OffsetsOutOfOrder { name: String, begin: u64, end: u64 },
+    /// The byte span is not shape x dtype size.
+    SpanMismatch { name: String, dtype: String, shape: Vec<u64>, expected_bytes: u64, begin: u64, end: u64 },
+    /// A tensor ends past the end of the data section (truncated file or corrupt header).
+    OffsetsPastEnd { name: String, begin: u64, end: u64, data_len: u64 },
+    /// Two tensors share bytes.
+    OffsetsOverlap { name: String, begin: u64, end: u64, previous: String, previous_end: u64 },
+    /// Unused bytes between two tensors (or before the first one).
+    OffsetsGap { name: String, begin: u64, previous: Option<String>, previous_end: u64 },
+    /// Bytes after the last tensor.
+    TrailingBytes { data_end: u64, data_len: u64 },
+    /// No `__metadata__` in the header.
+    NoMetadata,
+    /// `__metadata__` is not a map of strings.
+    BadMetadata { problem: String },
+    /// `__metadata__` has no "config"; `keys` lists what it has.
+    NoConfig { keys: Vec<String> },
+    /// The config is invalid (names the field).
+    Config(ConfigError),
+    /// `__metadata__["tokenizer"]` is not JSON.
+    TokenizerNotJson { message: String },
+    /// A required tensor is absent.
+    MissingTensor { name: String, expected: Vec<usize>, missing_count: usize, hint: Option<String> },
+    /// A required tensor has the wrong shape.
+    WrongShape { name: String, expected: Vec<usize>, found: Vec<u64> },
+    /// A required tensor has zero elements.
+    EmptyTensor { name: String, expected: Vec<usize>, found: Vec<u64> },
+    /// A required tensor holds NaN or Inf values.
+    NonFinite { name: String, nan: usize, inf: usize, total: usize, other_tensors: usize },
+    /// The safetensors crate rejected a file our validation accepted (should not happen).
+    Safetensors(String),
+}
+
+impl From<ConfigError> for CheckpointError {
+    fn from(e: ConfigError) -> Self {
+        CheckpointError::Config(e)
+    }
+}
+
+/// A user-controlled string made safe for a one-line message: escaped, at most 80 characters, quoted.
+fn show(s: &str) -> String {
+    let mut out = String::from("\"");
+    for (n, c) in s.chars().enumerate() {
+        if n == 80 {
+            out.push_str("...");
+            break;
+        }
+        out.extend(c.escape_debug());
+    }
+    out.push('"');
+    out
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+fn shape_str<T: fmt::Display>(shape: &[T]) -> String {
+    let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use CheckpointError::*;
+        match self {
+            TooShort { len: 0, .. } => write!(f, "not a safetensors file: the file is empty (0 bytes)"),
+            TooShort { len, preview } => write!(
+                f,
+                "not a safetensors file: it is only {len} bytes long (a safetensors file starts with an 8-byte header length); it contains {preview}"
+            ),
+            LfsPointer { preview } => write!(
+                f,
+                "this is a Git LFS pointer, not the model (it starts with {preview}): run `git lfs pull` and use the real .safetensors file"
+            ),
+            HtmlPage { preview } => write!(
+                f,
+                "this is an HTML page, not a safetensors file (it starts with {preview}): the download probably saved a web page; download the raw file instead"
+            ),
+            NotSafetensors { kind, advice, preview } => write!(
+                f,
+                "not a safetensors file: this looks like {kind} (it starts with {preview}); {advice}"
+            ),
+            HeaderTooLarge { header_len } => write!(
+                f,
+                "not a valid safetensors file: the header length in the first 8 bytes is {header_len} bytes, over the 100 MB limit"
+            ),
+            HeaderPastEnd { header_len, file_len } => write!(
+                f,
+                "safetensors header length is {header_len} bytes but the file has only {file_len} bytes after the 8-byte length: the file is truncated or not a safetensors file"
+            ),
+            HeaderNotUtf8 { offset } => write!(
+                f,
+                "safetensors header is not UTF-8 text (invalid byte at file offset {offset}): the file is corrupt"
+            ),
+            HeaderNotJson { message } => write!(f, "safetensors header is not valid JSON: {}", one_line(message)),
+            HeaderNotObject { found } => write!(
+                f,
+                "safetensors header must be a JSON object mapping tensor names to entries, but it is {found}"
+            ),
+            DuplicateTensor { name } => write!(
+                f,
+                "tensor {} appears twice in the safetensors header (duplicate name): the file is corrupt",
+                show(name)
+            ),
+            BadTensorEntry { name, problem } => write!(
+                f,
+                "tensor {} has a bad header entry: {problem} (each entry needs \"dtype\", \"shape\" and \"data_offsets\")",
+                show(name)
+            ),
+            UnsupportedDtype { name, dtype } => write!(
+                f,
+                "tensor {} has dtype {} which is not supported: tinyformer reads {SUPPORTED_DTYPES} (convert with model.float() before saving)",
+                show(name),
+                show(dtype)
+            ),
+            ShapeOverflow { name, shape } => write!(
+                f,
+                "tensor {} has shape {} whose size overflows: the header is corrupt",
+                show(name),
+                shape_str(shape)
+            ),
+            OffsetsOutOfOrder { name, begin, end } => write!(
+                f,
+                "tensor {} has data_offsets [{begin}, {end}] out of order (begin after end): the header is corrupt",
+                show(name)
+            ),
+            SpanMismatch { name, dtype, shape, expected_bytes, begin, end } => write!(
+                f,
+                "tensor {} of dtype {dtype} and shape {} needs {expected_bytes} bytes but its data_offsets [{begin}, {end}] span {} bytes: shape x dtype size does not match the byte span",
+                show(name),
+                shape_str(shape),
+                end - begin
+            ),
+            OffsetsPastEnd { name, begin, end, data_len } => write!(
+                f,
+                "tensor {} has data_offsets [{begin}, {end}] past the end of the data section ({data_len} bytes): the file is truncated (incomplete download?) or its header is corrupt",
+                show(name)
+            ),
+            OffsetsOverlap { name, begin, end, previous, previous_end } => write!(
+                f,
+                "tensor {} at data_offsets [{begin}, {end}] overlaps tensor {} which ends at {previous_end}: the header is corrupt",
+                show(name),
+                show(previous)
+            ),
+            OffsetsGap { name, begin, previous: Some(previous), previous_end } => write!(
+                f,
+                "gap in the data section: tensor {} ends at byte {previous_end} but the next tensor {} starts at {begin}: the header is corrupt",
+                show(previous),
+                show(name)
+            ),
+            OffsetsGap { name, begin, previous: None, .. } => write!(
+                f,
+                "gap in the data section: the first tensor {} starts at byte {begin} instead of 0: the header is corrupt",
+                show(name)
+            ),
+            TrailingBytes { data_end, data_len } => write!(
+                f,
+                "{} trailing bytes after the last tensor (tensors end at byte {data_end} of a {data_len}-byte data section): the file is corrupt or was appended to",
+                data_len - data_end
+            ),
+            NoMetadata => write!(
+                f,
+                "the safetensors file has no __metadata__, so no model config: save it with save_file(state_dict, path, metadata={{\"config\": json.dumps(config)}})"
+            ),
+            BadMetadata { problem } => write!(f, "the safetensors __metadata__ is invalid: {problem}"),
+            NoConfig { keys } => {
+                let keys: Vec<String> = keys.iter().take(8).map(|k| show(k)).collect();
+                write!(
+                    f,
+                    "the safetensors __metadata__ has no \"config\" entry (it has: {}): save the model config as metadata[\"config\"] = json.dumps(config)",
+                    if keys.is_empty() { "nothing".to_string() } else { keys.join(", ") }
+                )
+            }
+            Config(e) => write!(f, "{e}"),
+            TokenizerNotJson { message } => {
+                write!(f, "the __metadata__ \"tokenizer\" entry is not valid JSON: {}", one_line(message))
+            }
+            MissingTensor { name, expected, missing_count, hint } => {
+                write!(f, "missing tensor {} (expected shape {})", show(name), shape_str(expected))?;
+                if *missing_count > 1 {
+                    write!(f, " and {} more required tensors are missing", missing_count - 1)?;
+                }
+                if let Some(h) = hint {
+                    write!(f, "; {h}")?;
+                }
+                Ok(())
+            }
+            WrongShape { name, expected, found } => write!(
+                f,
+                "tensor {} has shape {} but the config needs {}",
+                show(name),
+                shape_str(found),
+                shape_str(expected)
+            ),
+            EmptyTensor { name, expected, found } => write!(
+                f,
+                "tensor {} is empty (shape {}, zero elements) but the model needs shape {}",
+                show(name),
+                shape_str(found),
+                shape_str(expected)
+            ),
+            NonFinite { name, nan, inf, total, other_tensors } => {
+                write!(f, "tensor {} has {nan} NaN and {inf} Inf values out of {total}", show(name))?;
+                if *other_tensors > 0 {
+                    write!(f, " ({other_tensors} more tensors have NaN/Inf too)")?;
+                }
+                write!(f, ": the training diverged or the export is broken")
+            }
+            Safetensors(m) => write!(f, "safetensors could not read the file: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for CheckpointError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CheckpointError::Config(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sniffing foreign files
+
+/// The first bytes of a file, rendered as an escaped string (at most 32 bytes).
+fn preview(bytes: &[u8]) -> String {
+    let head = &bytes[..bytes.len().min(32)];
+    let mut s = String::from("\"");
+    for &b in head {
+        match b {
+            b'\n' => s.push_str("\\n"),
+            b'\r' => s.push_str("\\r"),
+            b'\t' => s.push_str("\\t"),
+            b'"' => s.push_str("\\\""),
+            b'\\' => s.push_str("\\\\"),
+            0x20..=0x7e => s.push(b as char),
+            _ => s.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    s.push('"');
+    if bytes.len() > 32 {
+        s.push_str("...");
+    }
+    s
+}
+
+fn is_text_byte(b: u8) -> bool {
+    matches!(b, 0x20..=0x7e | b'\t' | b'\n' | b'\r') || b >= 0x80
+}
+
+/// Recognises files that cannot be a safetensors file from their first bytes. Every pattern here
+/// would give a header length over 100 MB or past the end, so a valid file never matches.
+fn sniff(bytes: &[u8]) -> Option<CheckpointError> {
+    let mut start = bytes;
+    if let Some(rest) = start.strip_prefix(b"\xef\xbb\xbf") {
+        start = rest; // UTF-8 BOM
+    }
+    let ws = start.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    let trimmed = &start[ws..];
+    let lower: Vec<u8> = trimmed.iter().take(16).map(|b| b.to_ascii_lowercase()).collect();
+    let p = preview(trimmed);
+    if trimmed.starts_with(b"version https://git-lfs") {
+        return Some(CheckpointError::LfsPointer { preview: p });
+    }
+    if lower.starts_with(b"<!doctype") || lower.starts_with(b"<html") || lower.starts_with(b"<head") || lower.starts_with(b"<body") {
+        return Some(CheckpointError::HtmlPage { preview: p });
+    }
+    if bytes.starts_with(b"PK\x03\x04") {
+        return Some(CheckpointError::NotSafetensors {
+            kind: "a ZIP archive (the torch.save format of .pt/.pth/.bin files)",
+            advice: "convert it with safetensors.torch.save_file(model.state_dict(), \"model.safetensors\", metadata={\"config\": ...})",
+            preview: preview(bytes),
+        });
+    }
+    if bytes.starts_with(b"GGUF") {
+        return Some(CheckpointError::NotSafetensors {
+            kind: "a GGUF file",
+            advice: "tinyformer loads .safetensors checkpoints",
+            preview: preview(bytes),
+        });
+    }
+    if bytes.len() >= 8 && bytes[..8].iter().all(|&b| is_text_byte(b)) {
+        let (kind, advice) = if trimmed.starts_with(b"{") || trimmed.starts_with(b"[") {
+            ("a JSON file", "a checkpoint is a binary .safetensors file, not its config or a JSON export")
+        } else {
+            ("a text file", "a checkpoint is a binary .safetensors file")
+        };
+        return Some(CheckpointError::NotSafetensors { kind, advice, preview: p });
+    }
+    None
+}
+
+/// Called only when the header length is implausible: a pickle (torch.save with
+/// `_use_new_zipfile_serialization=False`) starts with 0x80 and the protocol number.
+fn sniff_binary(bytes: &[u8]) -> Option<CheckpointError> {
+    if bytes.len() >= 2 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) {
+        return Some(CheckpointError::NotSafetensors {
+            kind: "a Python pickle (an old-style torch.save file)",
+            advice: "convert it with safetensors.torch.save_file(model.state_dict(), \"model.safetensors\", metadata={\"config\": ...})",
+            preview: preview(bytes),
+        });
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header
+
+/// The header's top-level entries in file order, keeping duplicates (serde_json's map keeps the last).
+struct Entries(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Entries;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    let v: Value = map.next_value()?;
+                    out.push((k, v));
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// One validated tensor entry of the header.
+#[derive(Debug)]
+struct Entry {
+    dtype: &'static str,
+    shape: Vec<u64>,
+    numel: u64,
+}
+
+impl Entry {
+    fn float_dtype(&self) -> Option<FloatDtype> {
+        match self.dtype {
+            "F32" => Some(FloatDtype::F32),
+            "F16" => Some(FloatDtype::F16),
+            "BF16" => Some(FloatDtype::BF16),
+            _ => None,
+        }
+    }
+}
+
+struct Header {
+    metadata: Option<Value>,
+    tensors: HashMap<String, Entry>,
+}
+
+/// Bits per element of every dtype the safetensors crate (0.8) knows.
+fn dtype_bits(name: &str) -> Option<(&'static str, u64)> {
+    const TABLE: &[(&str, u64)] = &[
+        ("BOOL", 8),
+        ("F4", 4),
+        ("F6_E2M3", 6),
+        ("F6_E3M2", 6),
+        ("U8", 8),
+        ("I8", 8),
+        ("F8_E5M2", 8),
+        ("F8_E4M3", 8),
+        ("F8_E8M0", 8),
+        ("F8_E4M3FNUZ", 8),
+        ("F8_E5M2FNUZ", 8),
+        ("I16", 16),
+        ("U16", 16),
+        ("F16", 16),
+        ("BF16", 16),
+        ("I32", 32),
+        ("U32", 32),
+        ("F32", 32),
+        ("C64", 64),
+        ("F64", 64),
+        ("I64", 64),
+        ("U64", 64),
+    ];
+    TABLE.iter().find(|(n, _)| *n == name).copied()
+}
+
+fn parse_header(bytes: &[u8]) -> Result<Header, CheckpointError> {
+    if let Some(e) = sniff(bytes) {
+        return Err(e);
+    }
+    if bytes.len() < 8 {
+        return Err(CheckpointError::TooShort { len: bytes.len(), preview: preview(bytes) });
+    }
+    let mut len8 = [0u8; 8];
+    len8.copy_from_slice(&bytes[..8]);
+    let header_len = u64::from_le_bytes(len8);
+    let available = (bytes.len() - 8) as u64;
+    if header_len > MAX_HEADER_LEN {
+        return Err(sniff_binary(bytes).unwrap_or(CheckpointError::HeaderTooLarge { header_len }));
+    }
+    if header_len > available {
+        return Err(sniff_binary(bytes).unwrap_or(CheckpointError::HeaderPastEnd { header_len, file_len: bytes.len() - 8 }));
+    }
+    let header_end = 8 + header_len as usize; // <= bytes.len(), checked above
+    let text = std::str::from_utf8(&bytes[8..header_end]).map_err(|e| CheckpointError::HeaderNotUtf8 { offset: 8 + e.valid_up_to() })?;
+    let data_len = (bytes.len() - header_end) as u64;
+
+    // Not an object? Say so before serde's "expected a JSON object".
+    match text.trim_start().as_bytes().first() {
+        Some(b'{') => {}
+        None => return Err(CheckpointError::HeaderNotJson { message: "the header is empty".into() }),
+        Some(_) => {
+            if let Ok(v) = serde_json::from_str::<Value>(text) {
+                return Err(CheckpointError::HeaderNotObject { found: json_kind(&v) });
+            }
+        }
+    }
+    let Entries(entries) = serde_json::from_str::<Entries>(text).map_err(|e| CheckpointError::HeaderNotJson { message: e.to_string() })?;
+
+    let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
+    for (name, _) in &entries {
+        if !seen.insert(name.as_str()) {
+            return Err(CheckpointError::DuplicateTensor { name: name.clone() });
+        }
+    }
+
+    let mut metadata = None;
+    let mut tensors: HashMap<String, Entry> = HashMap::with_capacity(entries.len());
+    // (begin, end, name) for the layout checks
+    let mut spans: Vec<(u64, u64, &str)> = Vec::with_capacity(entries.len());
+    for (name, value) in &entries {
+        if name == "__metadata__" {
+            metadata = Some(value.clone());
+            continue;
+        }
+        let bad = |problem: String| CheckpointError::BadTensorEntry { name: name.clone(), problem };
+        let Value::Object(obj) = value else {
+            return Err(bad(format!("it is {} instead of an object", json_kind(value))));
+        };
+        // dtype
+        let dtype_name = match obj.get("dtype") {
+            None => return Err(bad("\"dtype\" is missing".into())),
+            Some(Value::String(s)) => s,
+            Some(v) => return Err(bad(format!("\"dtype\" is {} instead of a string", json_kind(v)))),
+        };
+        let Some((dtype, bits)) = dtype_bits(dtype_name) else {
+            return Err(CheckpointError::UnsupportedDtype { name: name.clone(), dtype: dtype_name.clone() });
+        };
+        // shape
+        let shape: Vec<u64> = match obj.get("shape") {
+            None => return Err(bad("\"shape\" is missing".into())),
+            Some(Value::Array(a)) => {
+                let mut s = Vec::with_capacity(a.len().min(64));
+                for d in a {
+                    match d.as_u64() {
+                        Some(x) => s.push(x),
+                        None => return Err(bad(format!("\"shape\" contains {} instead of a non-negative integer", d))),
+                    }
+                }
+                s
+            }
+            Some(v) => return Err(bad(format!("\"shape\" is {} instead of an array", json_kind(v)))),
+        };
+        // data_offsets
+        let (begin, end) = match obj.get("data_offsets") {
+            None => return Err(bad("\"data_offsets\" is missing".into())),
+            Some(Value::Array(a)) if a.len() == 2 => match (a[0].as_u64(), a[1].as_u64()) {
+                (Some(b), Some(e)) => (b, e),
+                _ => return Err(bad("\"data_offsets\" must be two non-negative integers".into())),
+            },
+            Some(_) => return Err(bad("\"data_offsets\" must be an array [begin, end]".into())),
+        };
+        // shape x dtype vs span
+        let numel = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+        let nbits = numel.and_then(|n| n.checked_mul(bits));
+        let (Some(numel), Some(nbits)) = (numel, nbits) else {
+            return Err(CheckpointError::ShapeOverflow { name: name.clone(), shape });
+        };
+        if usize::try_from(numel).is_err() || shape.iter().any(|&d| usize::try_from(d).is_err()) {
+            return Err(CheckpointError::ShapeOverflow { name: name.clone(), shape });
+        }
+        if begin > end {
+            return Err(CheckpointError::OffsetsOutOfOrder { name: name.clone(), begin, end });
+        }
+        if nbits % 8 != 0 || nbits / 8 != end - begin {
+            return Err(CheckpointError::SpanMismatch {
+                name: name.clone(),
+                dtype: dtype.to_string(),
+                expected_bytes: nbits.div_ceil(8),
+                shape,
+                begin,
+                end,
+            });
+        }
+        if end > data_len {
+            return Err(CheckpointError::OffsetsPastEnd { name: name.clone(), begin, end, data_len });
+        }
+        spans.push((begin, end, name.as_str()));
+        tensors.insert(name.clone(), Entry { dtype, shape, numel });
+    }
+
+    // Layout: sorted by offsets, the tensors must tile [0, data_len) exactly.
+    spans.sort_by_key(|&(b, e, _)| (b, e));
+    let mut cursor = 0u64;
+    let mut prev: Option<&str> = None;
+    for &(begin, end, name) in &spans {
+        if begin < cursor {
+            return Err(CheckpointError::OffsetsOverlap {
+                name: name.to_string(),
+                begin,
+                end,
+                previous: prev.unwrap_or("").to_string(),
+                previous_end: cursor,
+            });
+        }
+        if begin > cursor {
+            return Err(CheckpointError::OffsetsGap {
+                name: name.to_string(),
+                begin,
+                previous: prev.map(str::to_string),
+                previous_end: cursor,
+            });
+        }
+        cursor = end;
+        prev = Some(name);
+    }
+    if cursor != data_len {
+        return Err(CheckpointError::TrailingBytes { data_end: cursor, data_len });
+    }
+    Ok(Header { metadata, tensors })
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata
+
+type MetaParts = (HashMap<String, String>, ModelConfig, Option<String>);
+
+fn read_metadata(header: &Header) -> Result<MetaParts, CheckpointError> {
+    let Some(meta) = &header.metadata else {
+        return Err(CheckpointError::NoMetadata);
+    };
+    let Value::Object(obj) = meta else {
+        return Err(CheckpointError::BadMetadata { problem: format!("it is {} instead of an object of strings", json_kind(meta)) });
+    };
+    let mut map = HashMap::with_capacity(obj.len());
+    for (k, v) in obj {
+        match v {
+            Value::String(s) => {
+                map.insert(k.clone(), s.clone());
+            }
+            other => {
+                return Err(CheckpointError::BadMetadata {
+                    problem: format!(
+                        "entry {} is {} but safetensors metadata values must be strings (use json.dumps)",
+                        show(k),
+                        json_kind(other)
+                    ),
+                })
+            }
+        }
+    }
+    let Some(config) = map.get("config") else {
+        let mut keys: Vec<String> = map.keys().cloned().collect();
+        keys.sort();
+        return Err(CheckpointError::NoConfig { keys });
+    };
+    let config = ModelConfig::from_json(config)?;
+    let tokenizer = map.get("tokenizer").cloned();
+    if let Some(t) = &tokenizer {
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(t) {
+            return Err(CheckpointError::TokenizerNotJson { message: e.to_string() });
+        }
+    }
+    Ok((map, config, tokenizer))
+}
+
+/// Extra advice for a missing tensor: a name prefix (torch.compile's `_orig_mod.`, DDP's `module.`)
+/// or tensors of another architecture than the config says.
+fn missing_hint(name: &str, arch: Arch, header: &Header) -> Option<String> {
+    let suffix = format!(".{name}");
+    if let Some(found) = header.tensors.keys().find(|k| k.ends_with(&suffix)) {
+        let prefix = &found[..found.len() - name.len()];
+        return Some(format!(
+            "the file has {} instead: strip the prefix {} from the names (torch.compile adds \"_orig_mod.\", DataParallel \"module.\")",
+            show(found),
+            show(prefix)
+        ));
+    }
+    let looks_like = if header.tensors.contains_key("tok_embeddings.weight") {
+        Some(Arch::Llama)
+    } else if header.tensors.contains_key("token_embedding.weight") {
+        Some(Arch::Decoder)
+    } else if header.tensors.contains_key("encoder.embedding.weight") {
+        Some(Arch::EncoderDecoder)
+    } else {
+        None
+    };
+    match looks_like {
+        Some(a) if a != arch => Some(format!("the config says arch \"{arch}\" but the tensor names look like a \"{a}\" checkpoint")),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversion
+
+fn convert(raw: &[u8], dtype: FloatDtype) -> Vec<f32> {
+    match dtype {
+        FloatDtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        FloatDtype::F16 => raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        FloatDtype::BF16 => raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+    }
+}
