@@ -9,6 +9,10 @@ struct MatmulParams {
     k: u32,
     n: u32,
     has_bias: u32,
+    x_offset: u32,   // elements: x starts at x[x_offset]
+    out_offset: u32, // elements: out starts at out[out_offset]
+    _p0: u32,
+    _p1: u32,
 };
 
 @group(0) @binding(0) var<uniform> P: MatmulParams;
@@ -25,10 +29,10 @@ fn naive(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (row >= P.m || col >= P.n) { return; }
     var acc = 0.0;
     for (var p = 0u; p < P.k; p = p + 1u) {
-        acc = acc + x[row * P.k + p] * w[col * P.k + p];
+        acc = acc + x[P.x_offset + row * P.k + p] * w[col * P.k + p];
     }
     if (P.has_bias != 0u) { acc = acc + bias[col]; }
-    out[row * P.n + col] = acc;
+    out[P.out_offset + row * P.n + col] = acc;
 }
 
 // Tiled: a 64x64 output tile per workgroup of 16x16 threads, each thread a 4x4 register block.
@@ -64,9 +68,9 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
             var xv = 0.0;
             var wv = 0.0;
             if (full_k && full_rows) {
-                xv = x[gr * P.k + gk];
+                xv = x[P.x_offset + gr * P.k + gk];
             } else if (gr < P.m && gk < P.k) {
-                xv = x[gr * P.k + gk];
+                xv = x[P.x_offset + gr * P.k + gk];
             }
             if (full_k && full_cols) {
                 wv = w[gc * P.k + gk];
@@ -100,7 +104,7 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
             if (c >= P.n) { continue; }
             var v = acc[i][j];
             if (P.has_bias != 0u) { v = v + bias[c]; }
-            out[r * P.n + c] = v;
+            out[P.out_offset + r * P.n + c] = v;
         }
     }
 }

@@ -8,8 +8,12 @@ pub mod mask;
 pub mod model;
 pub mod rng;
 pub mod selftest;
+pub mod tokenizer;
 
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 
 pub use error::{Result, TfError};
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;

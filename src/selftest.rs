@@ -4,6 +4,8 @@
 //! SwiftShader in CI), so both GPUs are held to the same tolerances, which are written next to
 //! each check as atol + rtol * |expected|.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::cpu::{self, AttnShape, EwOp, SampleParams};
@@ -86,7 +88,7 @@ impl Acc {
     }
 }
 
-async fn check_matmul(g: &Gpu, kind: MatmulKind, name: &str) -> Result<CheckResult> {
+async fn check_matmul(g: &Arc<Gpu>, kind: MatmulKind, name: &str) -> Result<CheckResult> {
     const ATOL: f64 = 1e-4;
     const RTOL: f64 = 1e-4;
     let t0 = now_ms();
@@ -104,7 +106,7 @@ async fn check_matmul(g: &Gpu, kind: MatmulKind, name: &str) -> Result<CheckResu
         let (xt, wt, bt, ot) =
             (g.upload(&[m, k], &x, "x")?, g.upload(&[n, k], &w, "w")?, g.upload(&[n], &b, "b")?, g.zeros(&[m, n], "out")?);
         let mut rec = Recorder::new(g);
-        gpu::matmul::matmul(&mut rec, &ot, &xt, &wt, bias.then_some(&bt), kind)?;
+        gpu::matmul::matmul(&mut rec, &ot, 0, &xt, 0, m, &wt, bias.then_some(&bt), kind)?;
         rec.submit()?;
         acc.add(&format!("M={m} K={k} N={n} bias={bias}"), compare(&g.read_f32(&ot).await?, &want, ATOL, RTOL));
     }
@@ -161,7 +163,7 @@ fn attn_cases() -> Vec<AttnCase> {
     cases
 }
 
-async fn check_attention(g: &Gpu) -> Result<CheckResult> {
+async fn check_attention(g: &Arc<Gpu>) -> Result<CheckResult> {
     const ATOL: f64 = 1e-5;
     const RTOL: f64 = 1e-4;
     let t0 = now_ms();
@@ -227,7 +229,7 @@ async fn check_attention(g: &Gpu) -> Result<CheckResult> {
     Ok(acc.finish("attention", "probs atol 1e-5 + rtol 1e-4; out atol 1e-4 + rtol 1e-4; blocked exactly 0", t0))
 }
 
-async fn check_elementwise(g: &Gpu) -> Result<CheckResult> {
+async fn check_elementwise(g: &Arc<Gpu>) -> Result<CheckResult> {
     const ATOL: f64 = 2e-6;
     const RTOL: f64 = 2e-5;
     let t0 = now_ms();
@@ -241,10 +243,10 @@ async fn check_elementwise(g: &Gpu) -> Result<CheckResult> {
             cpu::elementwise(&mut want, &a, op.is_binary().then_some(&b[..]), op);
             let (at, bt, ot) = (g.upload(&[n], &a, "a")?, g.upload(&[n], &b, "b")?, g.zeros(&[n], "out")?);
             let mut rec = Recorder::new(g);
-            gpu::act::elementwise(&mut rec, &ot, &at, op.is_binary().then_some(&bt), op)?;
+            gpu::act::elementwise(&mut rec, &ot, &at, op.is_binary().then_some(&bt), n, op)?;
             // and the in-place form on a copy of a
             let it = g.upload(&[n], &a, "x")?;
-            gpu::act::inplace(&mut rec, &it, op.is_binary().then_some(&bt), op)?;
+            gpu::act::inplace(&mut rec, &it, op.is_binary().then_some(&bt), n, op)?;
             rec.submit()?;
             acc.add(&format!("{op:?} n={n}"), compare(&g.read_f32(&ot).await?, &want, ATOL, RTOL));
             acc.add(&format!("{op:?} in place n={n}"), compare(&g.read_f32(&it).await?, &want, ATOL, RTOL));
@@ -253,7 +255,7 @@ async fn check_elementwise(g: &Gpu) -> Result<CheckResult> {
     Ok(acc.finish("elementwise (relu, gelu, silu, swiglu, add, mul)", "atol 2e-6 + rtol 2e-5", t0))
 }
 
-async fn check_norms(g: &Gpu) -> Result<CheckResult> {
+async fn check_norms(g: &Arc<Gpu>) -> Result<CheckResult> {
     const ATOL: f64 = 1e-5;
     const RTOL: f64 = 1e-4;
     let t0 = now_ms();
@@ -270,8 +272,8 @@ async fn check_norms(g: &Gpu) -> Result<CheckResult> {
         let (xt, gt, bt) = (g.upload(&[rows, c], &x, "x")?, g.upload(&[c], &gamma, "g")?, g.upload(&[c], &beta, "b")?);
         let (o1, o2) = (g.zeros(&[rows, c], "ln")?, g.zeros(&[rows, c], "rms")?);
         let mut rec = Recorder::new(g);
-        gpu::norm::layernorm(&mut rec, &o1, &xt, &gt, &bt, 1e-5)?;
-        gpu::norm::rmsnorm(&mut rec, &o2, &xt, &gt, 1e-6)?;
+        gpu::norm::layernorm(&mut rec, &o1, &xt, &gt, &bt, rows, 1e-5)?;
+        gpu::norm::rmsnorm(&mut rec, &o2, &xt, &gt, rows, 1e-6)?;
         rec.submit()?;
         acc.add(&format!("layernorm {rows}x{c}"), compare(&g.read_f32(&o1).await?, &want_ln, ATOL, RTOL));
         acc.add(&format!("rmsnorm {rows}x{c}"), compare(&g.read_f32(&o2).await?, &want_rms, ATOL, RTOL));
@@ -279,7 +281,7 @@ async fn check_norms(g: &Gpu) -> Result<CheckResult> {
     Ok(acc.finish("norms (layernorm, rmsnorm)", "atol 1e-5 + rtol 1e-4", t0))
 }
 
-async fn check_rope(g: &Gpu) -> Result<CheckResult> {
+async fn check_rope(g: &Arc<Gpu>) -> Result<CheckResult> {
     const ATOL: f64 = 1e-5;
     const RTOL: f64 = 1e-5;
     let t0 = now_ms();
@@ -308,7 +310,7 @@ async fn check_rope(g: &Gpu) -> Result<CheckResult> {
     Ok(acc.finish("rope", "atol 1e-5 + rtol 1e-5", t0))
 }
 
-async fn check_embedding(g: &Gpu) -> Result<CheckResult> {
+async fn check_embedding(g: &Arc<Gpu>) -> Result<CheckResult> {
     let t0 = now_ms();
     let mut acc = Acc::new();
     let mut rng = Rng::new(66);
@@ -332,7 +334,7 @@ async fn check_embedding(g: &Gpu) -> Result<CheckResult> {
     Ok(acc.finish("embedding + sinusoidal PE", "atol 1e-6 + rtol 1e-6", t0))
 }
 
-async fn check_sample(g: &Gpu) -> Result<CheckResult> {
+async fn check_sample(g: &Arc<Gpu>) -> Result<CheckResult> {
     let t0 = now_ms();
     let mut acc = Acc::new();
     let mut rng = Rng::new(77);
@@ -383,7 +385,7 @@ async fn check_sample(g: &Gpu) -> Result<CheckResult> {
     Ok(r)
 }
 
-async fn check_moe_router(g: &Gpu) -> Result<CheckResult> {
+async fn check_moe_router(g: &Arc<Gpu>) -> Result<CheckResult> {
     let t0 = now_ms();
     let mut acc = Acc::new();
     let mut rng = Rng::new(88);
@@ -398,7 +400,7 @@ async fn check_moe_router(g: &Gpu) -> Result<CheckResult> {
         let lt = g.upload(&[t, e], &logits, "router logits")?;
         let (pt, et, wt) = (g.zeros(&[t, e], "probs")?, g.zeros_u32(&[t, k], "experts")?, g.zeros(&[t, k], "weights")?);
         let mut rec = Recorder::new(g);
-        gpu::moe::moe_router(&mut rec, &pt, &et, &wt, &lt, k)?;
+        gpu::moe::moe_router(&mut rec, &pt, &et, &wt, &lt, t, e, k)?;
         rec.submit()?;
         let case = format!("T={t} E={e} k={k}");
         acc.add(&format!("{case} probs"), compare(&g.read_f32(&pt).await?, &wp, 1e-6, 1e-5));
@@ -416,7 +418,7 @@ async fn check_moe_router(g: &Gpu) -> Result<CheckResult> {
 
 /// Runs every check. A check that cannot run (an op error, a GPU error) is reported as failed with
 /// the error, so one broken kernel never hides the others.
-pub async fn run_all(g: &Gpu) -> Vec<CheckResult> {
+pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
     let mut out = Vec::new();
     macro_rules! run {
         ($name:expr, $e:expr) => {{

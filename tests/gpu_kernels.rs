@@ -6,9 +6,9 @@ use tinyformer::selftest;
 
 #[test]
 fn every_kernel_matches_its_cpu_twin() {
-    let gpu = pollster::block_on(Gpu::new()).unwrap_or_else(|e| {
+    let gpu = std::sync::Arc::new(pollster::block_on(Gpu::new()).unwrap_or_else(|e| {
         panic!("GPU initialisation failed: {e}. If no adapter was found, install Mesa's Vulkan drivers (apt-get install mesa-vulkan-drivers); scripts/setup.sh does.")
-    });
+    }));
     println!("adapter: {} ({}, {})", gpu.summary.name, gpu.summary.backend, gpu.summary.device_type);
     let results = pollster::block_on(selftest::run_all(&gpu));
     for r in &results {

@@ -68,7 +68,7 @@ pub fn attention(
         scale: s.scale,
         _pad: 0,
     };
-    let gpu = rec.gpu;
+    let gpu = rec.gpu.clone();
     let m = mask.map_or(&gpu.dummy, |m| &m.buf);
     rec.dispatch(&gpu.k.attention, &p, &[&q.buf, &k.buf, &v.buf, m, &out.buf, &probs.buf], [s.tq as u32, s.nh as u32, 1])
 }

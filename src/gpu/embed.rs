@@ -23,7 +23,7 @@ pub fn embedding(rec: &mut Recorder, out: &GpuTensor, table: &GpuTensor, ids: &G
     let (v, c) = (table.shape[0], table.shape[1]);
     ensure(out.len() >= t * c && out.last_dim() == c, "embedding", || format!("out {:?} must be (>= {t}, {c})", out.shape))?;
     let p = EmbedParams { t: t as u32, c: c as u32, v: v as u32, start: 0, scale, _p: [0; 3] };
-    let gpu = rec.gpu;
+    let gpu = rec.gpu.clone();
     rec.dispatch(&gpu.k.embed_lookup, &p, &[&table.buf, &ids.buf, &out.buf], gpu.grid_1d(((t * c) as u32).div_ceil(256)))
 }
 
@@ -34,6 +34,6 @@ pub fn add_rows(rec: &mut Recorder, x: &GpuTensor, table: &GpuTensor, t: usize, 
     ensure(start + t <= table.rows(), "add_rows", || format!("positions {start}..{} exceed the table's {} rows", start + t, table.rows()))?;
     ensure(x.len() >= t * c, "add_rows", || format!("x {:?} holds fewer than {t} rows", x.shape))?;
     let p = EmbedParams { t: t as u32, c: c as u32, v: 0, start: start as u32, scale: 1.0, _p: [0; 3] };
-    let gpu = rec.gpu;
+    let gpu = rec.gpu.clone();
     rec.dispatch(&gpu.k.embed_add_rows, &p, &[&table.buf, &gpu.dummy, &x.buf], gpu.grid_1d(((t * c) as u32).div_ceil(256)))
 }

@@ -11,8 +11,11 @@ pub struct MatmulParams {
     pub k: u32,
     pub n: u32,
     pub has_bias: u32,
+    pub x_offset: u32,
+    pub out_offset: u32,
+    pub _p: [u32; 2],
 }
-const _: () = assert!(std::mem::size_of::<MatmulParams>() == 16);
+const _: () = assert!(std::mem::size_of::<MatmulParams>() == 32);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulKind {
@@ -22,19 +25,41 @@ pub enum MatmulKind {
     Tiled,
 }
 
-/// out = x @ W^T + b   x (M, K) (any leading dims), W (N, K), b (N,) -> out (M, N)
-pub fn matmul(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, kind: MatmulKind) -> Result<()> {
-    let (m, k) = (x.rows(), x.last_dim());
-    ensure(w.shape.len() == 2 && w.shape[1] == k, "matmul", || format!("x {:?} needs W of shape (N, {k}), got {:?}", x.shape, w.shape))?;
-    let n = w.shape[0];
-    ensure(out.rows() == m && out.last_dim() == n, "matmul", || {
-        format!("x {:?} @ W^T {:?} gives ({m}, {n}), out is {:?}", x.shape, w.shape, out.shape)
+/// out[out_off..] (M, N) = x[x_off..] (M, K) @ W^T + b;  W (N, K) as nn.Linear stores it, b (N,).
+/// Offsets are in elements, so a matmul can read one row of a block or write into a KV cache.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    rec: &mut Recorder,
+    out: &GpuTensor,
+    out_off: usize,
+    x: &GpuTensor,
+    x_off: usize,
+    m: usize,
+    w: &GpuTensor,
+    b: Option<&GpuTensor>,
+    kind: MatmulKind,
+) -> Result<()> {
+    ensure(w.shape.len() == 2, "matmul", || format!("W must be (N, K), got {:?}", w.shape))?;
+    let (n, k) = (w.shape[0], w.shape[1]);
+    ensure(x.len() >= x_off + m * k, "matmul", || {
+        format!("x {:?} holds fewer than {m} rows of K = {k} from offset {x_off} (W {:?})", x.shape, w.shape)
+    })?;
+    ensure(out.len() >= out_off + m * n, "matmul", || {
+        format!("out {:?} holds fewer than {m} rows of N = {n} from offset {out_off} (W {:?})", out.shape, w.shape)
     })?;
     if let Some(b) = b {
-        ensure(b.len() == n, "matmul", || format!("bias {:?} must have N = {n} values", b.shape))?;
+        ensure(b.len() == n, "matmul", || format!("bias {:?} must have N = {n} values (W {:?})", b.shape, w.shape))?;
     }
-    let p = MatmulParams { m: m as u32, k: k as u32, n: n as u32, has_bias: b.is_some() as u32 };
-    let gpu = rec.gpu;
+    let p = MatmulParams {
+        m: m as u32,
+        k: k as u32,
+        n: n as u32,
+        has_bias: b.is_some() as u32,
+        x_offset: x_off as u32,
+        out_offset: out_off as u32,
+        _p: [0; 2],
+    };
+    let gpu = rec.gpu.clone();
     let bias = b.map_or(&gpu.dummy, |b| &b.buf);
     let bufs = [&x.buf, &w.buf, bias, &out.buf];
     match kind {

@@ -2,6 +2,8 @@
 //! forward pass (or per generated token). Op parameters go into slots of the context's uniform
 //! arena, written once per submission.
 
+use std::sync::Arc;
+
 use crate::error::{Result, TfError};
 use crate::gpu::context::{Gpu, Kernel, PARAM_SLOT, PARAM_SLOTS};
 
@@ -10,17 +12,17 @@ enum Cmd {
     Copy { src: wgpu::Buffer, src_off: u64, dst: wgpu::Buffer, dst_off: u64, bytes: u64 },
 }
 
-pub struct Recorder<'g> {
-    pub gpu: &'g Gpu,
+pub struct Recorder {
+    pub gpu: Arc<Gpu>,
     params: Vec<u8>,
     cmds: Vec<Cmd>,
     /// Dispatches recorded since creation (across flushes): benchmarks report it.
     pub dispatches: usize,
 }
 
-impl<'g> Recorder<'g> {
-    pub fn new(gpu: &'g Gpu) -> Self {
-        Recorder { gpu, params: Vec::with_capacity(4096), cmds: Vec::new(), dispatches: 0 }
+impl Recorder {
+    pub fn new(gpu: &Arc<Gpu>) -> Self {
+        Recorder { gpu: gpu.clone(), params: Vec::with_capacity(4096), cmds: Vec::new(), dispatches: 0 }
     }
 
     /// Records one dispatch of `k` with `params` and the storage buffers for bindings 1.. in order.
@@ -76,7 +78,7 @@ impl<'g> Recorder<'g> {
         if self.cmds.is_empty() {
             return;
         }
-        let gpu = self.gpu;
+        let gpu = self.gpu.clone();
         if !self.params.is_empty() {
             gpu.queue.write_buffer(&gpu.params, 0, &self.params);
         }
@@ -111,7 +113,7 @@ impl<'g> Recorder<'g> {
     }
 }
 
-impl Drop for Recorder<'_> {
+impl Drop for Recorder {
     fn drop(&mut self) {
         self.flush();
     }

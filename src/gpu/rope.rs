@@ -48,7 +48,7 @@ pub fn rope(rec: &mut Recorder, x: &GpuTensor, table: &GpuTensor, s: &RopeShape)
         offset: s.offset as u32,
         _p: [0; 2],
     };
-    let gpu = rec.gpu;
+    let gpu = rec.gpu.clone();
     let n = (s.t * s.nh * half) as u32;
     rec.dispatch(&gpu.k.rope, &p, &[&table.buf, &x.buf], gpu.grid_1d(n.div_ceil(256)))
 }

@@ -36,6 +36,6 @@ pub fn sample(rec: &mut Recorder, out: &GpuTensor, logits: &GpuTensor, row: usiz
         u,
         _pad: 0,
     };
-    let gpu = rec.gpu;
+    let gpu = rec.gpu.clone();
     rec.dispatch(&gpu.k.sample, &p, &[&logits.buf, &out.buf], [1, 1, 1])
 }

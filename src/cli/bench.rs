@@ -1,0 +1,63 @@
+//! Benchmarks print JSON; ratios are measured in one run on one device.
+
+use crate::cli::args::Args;
+use crate::error::Result;
+use crate::gpu::{matmul::MatmulKind, Gpu, Recorder};
+use crate::rng::Rng;
+
+fn time_ms(f: impl FnOnce() -> Result<()>) -> Result<f64> {
+    let t = std::time::Instant::now();
+    f()?;
+    Ok(t.elapsed().as_secs_f64() * 1e3)
+}
+
+/// `tinyformer bench matmul`: GFLOP/s of the naive and the tiled kernel on square M=K=N problems.
+/// Each timing is `reps` dispatches in one submission, waited for, after one warm-up submission.
+pub fn matmul(a: &Args) -> Result<String> {
+    let sizes: Vec<usize> = a.list("sizes")?.unwrap_or_else(|| vec![64, 128, 256, 512, 1024]);
+    let reps: Option<usize> = a.get("reps")?;
+    a.finish()?;
+    let gpu = std::sync::Arc::new(pollster::block_on(Gpu::new())?);
+    let mut rng = Rng::new(1);
+    let mut rows = Vec::new();
+    for &s in &sizes {
+        let x = gpu.upload(&[s, s], &rng.vec_normal(s * s, 1.0), "x")?;
+        let w = gpu.upload(&[s, s], &rng.vec_normal(s * s, 1.0), "w")?;
+        let b = gpu.upload(&[s], &rng.vec_normal(s, 1.0), "b")?;
+        let out = gpu.zeros(&[s, s], "out")?;
+        let flop = 2.0 * (s as f64).powi(3);
+        // Enough repetitions for ~50 ms of work at 1 GFLOP/s (llvmpipe), at least 3.
+        let reps = reps.unwrap_or(((5e7 / flop) as usize).clamp(3, 200));
+        let mut result = serde_json::Map::new();
+        result.insert("size".into(), s.into());
+        result.insert("reps".into(), reps.into());
+        for (kind, key) in [(MatmulKind::Naive, "naive"), (MatmulKind::Tiled, "tiled")] {
+            let run = |n: usize| -> Result<()> {
+                let mut rec = Recorder::new(&gpu);
+                for _ in 0..n {
+                    crate::gpu::matmul::matmul(&mut rec, &out, 0, &x, 0, s, &w, Some(&b), kind)?;
+                }
+                rec.submit()?;
+                gpu.poll_wait();
+                gpu.check()
+            };
+            run(1)?; // warm-up: first binding and driver compilation
+            let ms = time_ms(|| run(reps))?;
+            let gflops = flop * reps as f64 / (ms * 1e-3) / 1e9;
+            result.insert(format!("{key}_ms"), (ms / reps as f64).into());
+            result.insert(format!("{key}_gflops"), ((gflops * 100.0).round() / 100.0).into());
+        }
+        let ratio = result["tiled_gflops"].as_f64().unwrap_or(0.0) / result["naive_gflops"].as_f64().unwrap_or(1.0).max(1e-12);
+        result.insert("tiled_over_naive".into(), ((ratio * 100.0).round() / 100.0).into());
+        rows.push(serde_json::Value::Object(result));
+    }
+    let out = serde_json::json!({
+        "bench": "matmul",
+        "op": "out = x @ W^T + b, M = K = N = size",
+        "adapter": gpu.summary.name,
+        "backend": gpu.summary.backend,
+        "device_type": gpu.summary.device_type,
+        "results": rows,
+    });
+    Ok(serde_json::to_string_pretty(&out).unwrap_or_default())
+}

@@ -1,0 +1,445 @@
+//! Tokenizers: three kinds behind one [`Tokenizer`] enum.
+//!
+//! * `seed_bpe` ([`SeedBpe`]): the word-level BPE of seed 000 ("SimpleBPETokenizer"): lowercase, split on
+//!   whitespace, every word is its characters plus the `</w>` end marker, merges learned by frequency.
+//!   The seed's string-replace merge (which can merge across symbol boundaries) is replaced by a
+//!   symbol-wise merge.
+//! * `char_merges` ([`CharMerges`]): seed 004's "SimpleTokenizer": a character table `stoi` plus a
+//!   `merges` map (id, id) -> id, encoded by greedy left-to-right merging that steps back one position
+//!   after every merge, decoded by recursive expansion.
+//! * `byte_bpe` ([`ByteBpe`]): a byte-level BPE (256 byte tokens + learned merges, applied by rank like
+//!   GPT-2 / minbpe) that round-trips any UTF-8 text exactly.
+//!
+//! All kinds serialise to JSON with a `"kind"` field (the checkpoint's `"tokenizer"` metadata), and a
+//! [`StreamDecoder`] turns a stream of ids into text without ever showing half a UTF-8 character.
+//!
+//! Nothing in this module panics on any input: bad ids and malformed JSON are [`TokenizerError`]s.
+
+mod byte_bpe;
+mod char_merges;
+mod ranked;
+mod seed_bpe;
+mod train;
+
+pub use byte_bpe::train_byte_bpe;
+pub use byte_bpe::{pre_split_chunks, ByteBpe, PreSplit};
+pub use char_merges::{train_char_merges, CharMerges};
+pub use seed_bpe::{train_seed_bpe, SeedBpe};
+
+use serde::Serialize;
+use std::fmt;
+
+/// Largest byte length one token may expand to, and the total over a vocabulary (guards against
+/// exponential expansion in a hostile JSON file, e.g. (a,a)->b, (b,b)->c, ...).
+pub(crate) const MAX_TOKEN_BYTES: usize = 1 << 24;
+pub(crate) const MAX_TOTAL_TOKEN_BYTES: usize = 1 << 28;
+
+/// Everything that can go wrong in this module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenizerError {
+    /// A token id at or past the vocabulary size.
+    IdOutOfRange { id: u32, vocab_size: usize },
+    /// An id inside the vocabulary range that no token has (a gap in a `char_merges` table).
+    UnassignedId { id: u32, vocab_size: usize },
+    /// The JSON text could not be parsed or does not have the expected shape.
+    Json(String),
+    /// The JSON parsed but describes an inconsistent tokenizer.
+    Invalid(String),
+    /// Training could not run with the given arguments.
+    Train(String),
+    /// A [`StreamDecoder`] was fed with a tokenizer of another kind than the one it was made for.
+    StreamKindMismatch { expected: &'static str, got: &'static str },
+}
+
+impl fmt::Display for TokenizerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenizerError::IdOutOfRange { id, vocab_size } => {
+                if *vocab_size == 0 {
+                    write!(f, "token id {id} is out of range: the vocabulary is empty")
+                } else {
+                    write!(
+                        f,
+                        "token id {id} is out of range for a vocabulary of {vocab_size} tokens (valid ids are 0..={})",
+                        vocab_size - 1
+                    )
+                }
+            }
+            TokenizerError::UnassignedId { id, vocab_size } => {
+                write!(f, "token id {id} is not assigned to any token (vocabulary size {vocab_size})")
+            }
+            TokenizerError::Json(m) => write!(f, "malformed tokenizer JSON: {m}"),
+            TokenizerError::Invalid(m) => write!(f, "invalid tokenizer: {m}"),
+            TokenizerError::Train(m) => write!(f, "tokenizer training failed: {m}"),
+            TokenizerError::StreamKindMismatch { expected, got } => {
+                write!(f, "stream decoder was made for a {expected} tokenizer but was given a {got} tokenizer")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TokenizerError {}
+
+/// The result of encoding a text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Encoding {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// For each token, the byte range `(start, end)` of the input text it came from. A `seed_bpe`
+    /// end-of-word token has the empty range at the end of its word; a `byte_bpe` token may start or
+    /// end inside a multi-byte character.
+    pub spans: Vec<(usize, usize)>,
+    /// Character offsets (counted in `char`s of the input) of characters the tokenizer could not
+    /// represent: mapped to the space id (`char_merges`) or covered by an unknown token (`seed_bpe`).
+    /// Always empty for `byte_bpe`.
+    pub unknown: Vec<usize>,
+}
+
+/// A display form of a token's text: space `·`, newline `⏎`, tab `→`, carriage return `␍`, other
+/// C0 controls as their Control Pictures (U+2400 block), DEL `␡`.
+pub fn visible(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            ' ' => out.push('·'),
+            '\n' => out.push('⏎'),
+            '\t' => out.push('→'),
+            '\r' => out.push('␍'),
+            '\u{7f}' => out.push('␡'),
+            c if (c as u32) < 0x20 => out.push(char::from_u32(0x2400 + c as u32).unwrap_or('�')),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Display form of raw token bytes: valid UTF-8 runs through [`visible`], other bytes as `<0xNN>`.
+pub(crate) fn visible_bytes(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&visible(chunk.valid()));
+        for b in chunk.invalid() {
+            out.push_str(&format!("<0x{b:02X}>"));
+        }
+    }
+    out
+}
+
+/// A tokenizer of any kind.
+#[derive(Debug, Clone)]
+pub enum Tokenizer {
+    SeedBpe(SeedBpe),
+    CharMerges(CharMerges),
+    ByteBpe(ByteBpe),
+}
+
+impl From<SeedBpe> for Tokenizer {
+    fn from(t: SeedBpe) -> Self {
+        Tokenizer::SeedBpe(t)
+    }
+}
+impl From<CharMerges> for Tokenizer {
+    fn from(t: CharMerges) -> Self {
+        Tokenizer::CharMerges(t)
+    }
+}
+impl From<ByteBpe> for Tokenizer {
+    fn from(t: ByteBpe) -> Self {
+        Tokenizer::ByteBpe(t)
+    }
+}
+
+impl Tokenizer {
+    /// The `"kind"` string of the JSON form: "seed_bpe", "char_merges" or "byte_bpe".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Tokenizer::SeedBpe(_) => SeedBpe::KIND,
+            Tokenizer::CharMerges(_) => CharMerges::KIND,
+            Tokenizer::ByteBpe(_) => ByteBpe::KIND,
+        }
+    }
+
+    /// Encodes a text with all merges.
+    pub fn encode(&self, text: &str) -> Encoding {
+        self.encode_with_first_n_merges(text, usize::MAX)
+    }
+
+    /// Encodes a text using only the first `n` merges in training order (a UI can replay training one
+    /// merge at a time). `n >= num_merges()` is the same as [`Tokenizer::encode`].
+    pub fn encode_with_first_n_merges(&self, text: &str, n: usize) -> Encoding {
+        match self {
+            Tokenizer::SeedBpe(t) => t.encode_with_first_n_merges(text, n),
+            Tokenizer::CharMerges(t) => t.encode_with_first_n_merges(text, n),
+            Tokenizer::ByteBpe(t) => t.encode_with_first_n_merges(text, n),
+        }
+    }
+
+    /// Decodes ids to text. Errors name the offending id and the vocabulary size.
+    /// `byte_bpe` replaces invalid UTF-8 (e.g. a lone continuation byte) with U+FFFD, exactly as
+    /// `String::from_utf8_lossy`; `seed_bpe` follows the seed (`</w>` -> space, whitespace runs collapsed,
+    /// trimmed).
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        match self {
+            Tokenizer::SeedBpe(t) => t.decode(ids),
+            Tokenizer::CharMerges(t) => t.decode(ids),
+            Tokenizer::ByteBpe(t) => t.decode(ids),
+        }
+    }
+
+    /// The token pieces of a text (the seed's `tokenize`): `seed_bpe` vocabulary strings (with `</w>`),
+    /// `char_merges` expansions, `byte_bpe` token bytes (lossy UTF-8).
+    pub fn tokenize(&self, text: &str) -> Vec<String> {
+        let enc = self.encode(text);
+        enc.ids
+            .iter()
+            .map(|&id| match self {
+                Tokenizer::SeedBpe(t) => t.piece(id).unwrap_or("").to_string(),
+                Tokenizer::CharMerges(t) => t.expansion(id).unwrap_or("").to_string(),
+                Tokenizer::ByteBpe(t) => String::from_utf8_lossy(t.token_bytes(id).unwrap_or(&[])).into_owned(),
+            })
+            .collect()
+    }
+
+    /// Number of ids (valid ids are `0..vocab_size()`).
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Tokenizer::SeedBpe(t) => t.vocab_size(),
+            Tokenizer::CharMerges(t) => t.vocab_size(),
+            Tokenizer::ByteBpe(t) => t.vocab_size(),
+        }
+    }
+
+    /// Number of learned merges.
+    pub fn num_merges(&self) -> usize {
+        match self {
+            Tokenizer::SeedBpe(t) => t.merges().len(),
+            Tokenizer::CharMerges(t) => t.merges().len(),
+            Tokenizer::ByteBpe(t) => t.merges().len(),
+        }
+    }
+
+    /// A display form of one token for the page, with whitespace made visible (see [`visible`]).
+    /// `byte_bpe` tokens that are not valid UTF-8 on their own show their odd bytes as `<0xNN>`.
+    pub fn token_str(&self, id: u32) -> Result<String, TokenizerError> {
+        match self {
+            Tokenizer::SeedBpe(t) => t.piece(id).map(visible),
+            Tokenizer::CharMerges(t) => t.expansion(id).map(visible),
+            Tokenizer::ByteBpe(t) => t.token_bytes(id).map(visible_bytes),
+        }
+    }
+
+    /// The JSON form (a `serde_json::Value`), with its `"kind"`.
+    pub fn to_json_value(&self) -> serde_json::Value {
+        match self {
+            Tokenizer::SeedBpe(t) => t.to_json_value(),
+            Tokenizer::CharMerges(t) => t.to_json_value(),
+            Tokenizer::ByteBpe(t) => t.to_json_value(),
+        }
+    }
+
+    /// The JSON form as a string.
+    pub fn to_json(&self) -> String {
+        self.to_json_value().to_string()
+    }
+
+    /// Reads any kind from its JSON text.
+    pub fn from_json(text: &str) -> Result<Self, TokenizerError> {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| TokenizerError::Json(e.to_string()))?;
+        Self::from_json_value(&v)
+    }
+
+    /// Reads any kind from a parsed JSON value (e.g. a checkpoint's `"tokenizer"` metadata).
+    pub fn from_json_value(v: &serde_json::Value) -> Result<Self, TokenizerError> {
+        let obj = v.as_object().ok_or_else(|| TokenizerError::Json("expected a JSON object".into()))?;
+        let kind = obj
+            .get("kind")
+            .ok_or_else(|| TokenizerError::Json("missing field \"kind\"".into()))?
+            .as_str()
+            .ok_or_else(|| TokenizerError::Json("field \"kind\" must be a string".into()))?;
+        match kind {
+            SeedBpe::KIND => Ok(Tokenizer::SeedBpe(SeedBpe::from_json_value(v)?)),
+            CharMerges::KIND => Ok(Tokenizer::CharMerges(CharMerges::from_json_value(v)?)),
+            ByteBpe::KIND => Ok(Tokenizer::ByteBpe(ByteBpe::from_json_value(v)?)),
+            other => Err(TokenizerError::Json(format!(
+                "unknown tokenizer kind {other:?} (expected \"seed_bpe\", \"char_merges\" or \"byte_bpe\")"
+            ))),
+        }
+    }
+
+    /// A streaming decoder for this tokenizer; feed it with [`StreamDecoder::push`].
+    pub fn stream_decoder(&self) -> StreamDecoder {
+        match self {
+            Tokenizer::SeedBpe(t) => {
+                StreamDecoder { kind: SeedBpe::KIND, state: StreamState::Seed(seed_bpe::SeedNormalizer::new(t.end_token())) }
+            }
+            Tokenizer::CharMerges(_) => StreamDecoder::bytes(CharMerges::KIND),
+            Tokenizer::ByteBpe(_) => StreamDecoder::bytes(ByteBpe::KIND),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum StreamState {
+    Bytes(Utf8Stream),
+    Seed(seed_bpe::SeedNormalizer),
+}
+
+/// Incremental decoder: fed one id at a time, returns only complete UTF-8 characters.
+///
+/// It owns its state only (no borrow of the tokenizer, so it can live next to one in a wasm object);
+/// pass the same tokenizer to every [`push`](StreamDecoder::push). The concatenation of all `push`
+/// results and [`finish`](StreamDecoder::finish) equals `decode` of all ids.
+#[derive(Debug, Clone)]
+pub struct StreamDecoder {
+    kind: &'static str,
+    state: StreamState,
+}
+
+impl StreamDecoder {
+    fn bytes(kind: &'static str) -> Self {
+        StreamDecoder { kind, state: StreamState::Bytes(Utf8Stream::default()) }
+    }
+
+    /// Feeds one id; returns the text that became complete (possibly empty).
+    /// A bad id is an error and leaves the state unchanged.
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String, TokenizerError> {
+        if tok.kind() != self.kind {
+            return Err(TokenizerError::StreamKindMismatch { expected: self.kind, got: tok.kind() });
+        }
+        match (&mut self.state, tok) {
+            (StreamState::Seed(n), Tokenizer::SeedBpe(t)) => Ok(n.push(t.piece(id)?)),
+            (StreamState::Bytes(s), Tokenizer::CharMerges(t)) => Ok(s.push(t.expansion(id)?.as_bytes())),
+            (StreamState::Bytes(s), Tokenizer::ByteBpe(t)) => Ok(s.push(t.token_bytes(id)?)),
+            _ => Err(TokenizerError::StreamKindMismatch { expected: self.kind, got: tok.kind() }),
+        }
+    }
+
+    /// Flushes what is held back: an incomplete UTF-8 tail becomes one U+FFFD (as
+    /// `String::from_utf8_lossy` would), and the decoder is reset.
+    pub fn finish(&mut self) -> String {
+        match &mut self.state {
+            StreamState::Bytes(s) => s.finish(),
+            StreamState::Seed(n) => n.finish(),
+        }
+    }
+
+    /// Number of bytes held back waiting for the rest of a character.
+    pub fn pending_len(&self) -> usize {
+        match &self.state {
+            StreamState::Bytes(s) => s.pending.len(),
+            StreamState::Seed(n) => n.pending_len(),
+        }
+    }
+}
+
+/// Byte stream -> complete UTF-8 text, with `from_utf8_lossy`'s replacement rules.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        let mut start = 0;
+        loop {
+            match std::str::from_utf8(&self.pending[start..]) {
+                Ok(s) => {
+                    out.push_str(s);
+                    start = self.pending.len();
+                    break;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    // Safe: from_utf8 just validated this prefix.
+                    out.push_str(std::str::from_utf8(&self.pending[start..start + valid]).unwrap_or(""));
+                    start += valid;
+                    match e.error_len() {
+                        Some(len) => {
+                            out.push('\u{FFFD}');
+                            start += len;
+                        }
+                        None => break, // incomplete tail: hold it back
+                    }
+                }
+            }
+        }
+        self.pending.drain(..start);
+        out
+    }
+
+    pub(crate) fn finish(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        s
+    }
+}
+
+/// Python's `str.isspace` (used by the seed's `split()`, `\s` and `strip()`): Rust's White_Space plus
+/// the information separators U+001C..U+001F.
+pub(crate) fn is_py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// A small fast hasher for integer keys (FxHash), so we need no extra crates.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher {
+    hash: u64,
+}
+
+const FX_K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl std::hash::Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.write_u64(v);
+        }
+        let mut rest = 0u64;
+        for (i, b) in chunks.remainder().iter().enumerate() {
+            rest |= (*b as u64) << (8 * i);
+        }
+        self.write_u64(rest ^ (bytes.len() as u64) << 56);
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(i as u64)
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(i as u64)
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ i).wrapping_mul(FX_K);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64)
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+pub(crate) type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+pub(crate) type FxHashMap<K, V> = std::collections::HashMap<K, V, FxBuild>;
+
+#[inline]
+pub(crate) fn pair_key(a: u32, b: u32) -> u64 {
+    ((a as u64) << 32) | b as u64
+}
+
+#[inline]
+pub(crate) fn unpair(k: u64) -> (u32, u32) {
+    ((k >> 32) as u32, k as u32)
+}
+
+/// Helper for JSON errors with a path.
+pub(crate) fn json_err(kind: &str, e: serde_json::Error) -> TokenizerError {
+    TokenizerError::Json(format!("{kind}: {e}"))
+}
