@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+// A dependency-free static file server for the tinyformer playground.
+//
+//   node scripts/serve.mjs [--port N] [--root DIR]     (PORT env works too; default 8080; 0 = any free port)
+//
+// Serves the repository root on 127.0.0.1 only. Used by scripts/serve.sh for people and imported by the
+// browser tests (tests/browser/) through startServer({root, port}) -> {url, port, close}.
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+export const REPO_ROOT = path.resolve(HERE, '..');
+
+export const MIME_TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json; charset=utf-8',
+  '.png': 'image/png',
+  '.svg': 'image/svg+xml',
+  '.ico': 'image/x-icon',
+  '.txt': 'text/plain; charset=utf-8',
+  '.md': 'text/plain; charset=utf-8',
+  '.wgsl': 'text/plain; charset=utf-8',
+  '.safetensors': 'application/octet-stream',
+  '.gguf': 'application/octet-stream',
+  '.bin': 'application/octet-stream',
+};
+
+function contentType(file) {
+  return MIME_TYPES[path.extname(file).toLowerCase()] ?? 'application/octet-stream';
+}
+
+function send(res, status, body, headers = {}) {
+  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', ...headers });
+  res.end(body);
+}
+
+// Maps a request path to a file strictly inside `root`, or returns null.
+function resolveInside(root, urlPath) {
+  let decoded;
+  try {
+    decoded = decodeURIComponent(urlPath);
+  } catch {
+    return null; // malformed percent-encoding
+  }
+  if (decoded.includes('\0')) return null;
+  const file = path.resolve(root, '.' + path.posix.normalize('/' + decoded.replace(/\\/g, '/')));
+  const rel = path.relative(root, file);
+  if (rel.startsWith('..') || path.isAbsolute(rel)) return null;
+  // No dot-files or dot-folders (.git, .ci, ...): they are not part of the page.
+  if (rel.split(path.sep).some((part) => part.startsWith('.'))) return null;
+  return file;
+}
+
+function handler(root) {
+  return (req, res) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      return send(res, 405, 'method not allowed\n', { Allow: 'GET, HEAD' });
+    }
+    let pathname;
+    try {
+      pathname = new URL(req.url, 'http://localhost').pathname;
+    } catch {
+      return send(res, 400, 'bad request\n');
+    }
+    let file = resolveInside(root, pathname);
+    if (!file) return send(res, 404, 'not found\n');
+    fs.stat(file, (err, st) => {
+      if (!err && st.isDirectory()) {
+        if (!pathname.endsWith('/')) {
+          res.writeHead(301, { Location: pathname + '/' });
+          return res.end();
+        }
+        file = path.join(file, 'index.html');
+        return fs.stat(file, (err2, st2) => serveFile(req, res, file, err2 ? null : st2));
+      }
+      serveFile(req, res, file, err ? null : st);
+    });
+  };
+}
+
+function serveFile(req, res, file, st) {
+  if (!st || !st.isFile()) return send(res, 404, 'not found\n');
+  res.writeHead(200, {
+    'Content-Type': contentType(file),
+    'Content-Length': st.size,
+    'Cache-Control': 'no-cache',
+    'X-Content-Type-Options': 'nosniff',
+  });
+  if (req.method === 'HEAD') return res.end();
+  const stream = fs.createReadStream(file);
+  stream.on('error', () => res.destroy());
+  stream.pipe(res);
+}
+
+/** Starts the server. Resolves to {url, port, server, close()}; port 0 picks a free port. */
+export function startServer({ root = REPO_ROOT, port = 8080, host = '127.0.0.1' } = {}) {
+  const absRoot = path.resolve(root);
+  const server = http.createServer(handler(absRoot));
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      const actual = server.address().port;
+      resolve({
+        url: `http://${host}:${actual}/`,
+        port: actual,
+        server,
+        close: () =>
+          new Promise((done) => {
+            server.close(() => done());
+            server.closeAllConnections?.();
+          }),
+      });
+    });
+  });
+}
+
+function parseArgs(argv) {
+  const opts = { port: process.env.PORT !== undefined ? Number(process.env.PORT) : 8080, root: REPO_ROOT };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      if (a.includes('=')) return a.slice(a.indexOf('=') + 1);
+      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+      return argv[++i];
+    };
+    if (a === '--port' || a.startsWith('--port=')) opts.port = Number(val());
+    else if (a === '--root' || a.startsWith('--root=')) opts.root = path.resolve(val());
+    else if (a === '-h' || a === '--help') {
+      console.log('usage: node scripts/serve.mjs [--port N] [--root DIR]   (PORT env also works; 0 = any free port)');
+      process.exit(0);
+    } else throw new Error(`unknown argument: ${a}`);
+  }
+  if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) {
+    throw new Error(`bad port: ${opts.port}`);
+  }
+  return opts;
+}
+
+const isMain = process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href;
+if (isMain) {
+  let opts;
+  try {
+    opts = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    console.error(`serve.mjs: ${e.message}`);
+    process.exit(2);
+  }
+  startServer(opts).then(
+    ({ url, close }) => {
+      console.log(`tinyformer playground: ${url}`);
+      const stop = () => close().then(() => process.exit(0));
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    },
+    (e) => {
+      console.error(`serve.mjs: cannot listen on 127.0.0.1:${opts.port}: ${e.message}`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,110 @@
+// "About this device": the WebGPU adapter and its key limits, or a plain-language reason why there is none.
+//
+// State for tests lives on the container (#device-status):
+//   data-state   "loading" | "ready" | "error"
+//   data-backend "webgpu" | "none" (what the core's gpu_init reported; empty while loading)
+//   data-reason  "ok" | "no-webgpu" (navigator.gpu missing) | "no-adapter" (WebGPU present, no adapter/device)
+import { h, replaceChildren, formatBytes, formatInt } from '../dom.js';
+
+// [core field, label, the browser's GPUAdapterInfo field used when the core leaves it empty]
+const ADAPTER_FIELDS = [
+  ['name', 'Name', 'description'],
+  ['vendor', 'Vendor', 'vendor'],
+  ['architecture', 'Architecture', 'architecture'],
+  ['device_type', 'Device type', null],
+  ['backend', 'Backend', null],
+  ['driver', 'Driver', null],
+];
+
+const LIMIT_FIELDS = [
+  ['max_storage_buffer_binding_size', 'Largest storage buffer binding', formatBytes],
+  ['max_buffer_size', 'Largest buffer', formatBytes],
+  ['max_compute_workgroup_storage_size', 'Workgroup shared memory', formatBytes],
+  ['max_compute_invocations_per_workgroup', 'Threads per workgroup', formatInt],
+  ['max_compute_workgroups_per_dimension', 'Workgroups per dimension', formatInt],
+];
+
+export function createDeviceView(root) {
+  function setState(stateName, backend = '', reason = '') {
+    root.dataset.state = stateName;
+    root.dataset.backend = backend;
+    root.dataset.reason = reason;
+  }
+
+  return {
+    showLoading() {
+      setState('loading');
+      replaceChildren(root, h('p', { class: 'muted' }, 'Looking for a WebGPU adapter…'));
+    },
+
+    /** info: {version, gpu: gpu_init() result, hasNavigatorGpu} */
+    show(info) {
+      const gpu = info.gpu ?? { ok: false, backend: 'none', error: 'the core gave no GPU report' };
+      if (gpu.ok) {
+        setState('ready', gpu.backend ?? 'webgpu', 'ok');
+        replaceChildren(root,
+          h('p', { class: 'status status-ok', id: 'device-message' },
+            h('span', { class: 'badge badge-ok' }, 'WebGPU'),
+            ' Kernels run on this adapter.'),
+          adapterTable(gpu.adapter ?? {}, info.browserAdapter ?? {}),
+          limitsTable(gpu.limits ?? {}),
+          h('p', { class: 'muted small' }, `wasm core ${info.version}`));
+        return;
+      }
+      const noWebGpu = info.hasNavigatorGpu === false;
+      setState('ready', gpu.backend ?? 'none', noWebGpu ? 'no-webgpu' : 'no-adapter');
+      const headline = noWebGpu
+        ? 'WebGPU is not available in this browser, so the GPU kernels cannot run here.'
+        : 'WebGPU is available, but no GPU adapter was found, so the GPU kernels cannot run here.';
+      const advice = noWebGpu
+        ? 'Try a recent Chrome or Edge, or enable WebGPU in your browser\u2019s settings. '
+        : 'The browser may have blocked your GPU or its driver; try another browser or update the driver. ';
+      replaceChildren(root,
+        h('p', { class: 'status status-warn', id: 'device-message' },
+          h('span', { class: 'badge badge-warn' }, 'No GPU'), ' ', headline),
+        h('p', {}, advice, 'The masks below still work: they are computed by the same Rust core on the CPU.'),
+        gpu.error ? h('p', { class: 'muted small' }, 'Details: ', h('code', {}, gpu.error)) : null,
+        h('p', { class: 'muted small' }, `wasm core ${info.version}`));
+    },
+
+    showError(message) {
+      setState('error', 'none', 'error');
+      replaceChildren(root,
+        h('p', { class: 'status status-error', id: 'device-message' },
+          h('span', { class: 'badge badge-error' }, 'Error'), ' ', message));
+    },
+  };
+}
+
+function adapterTable(adapter, browser) {
+  let usedBrowser = false;
+  const rows = ADAPTER_FIELDS.map(([key, label, browserKey]) => {
+    let value = adapter[key];
+    let fromBrowser = false;
+    if ((value === '' || value == null) && browserKey && browser[browserKey]) {
+      value = browser[browserKey];
+      fromBrowser = usedBrowser = true;
+    }
+    return h('tr', { dataset: { field: key, source: fromBrowser ? 'browser' : 'core' } },
+      h('th', { scope: 'row' }, label),
+      h('td', {},
+        value === '' || value == null ? h('span', { class: 'muted' }, 'not reported') : String(value),
+        fromBrowser ? h('sup', { class: 'muted', title: 'reported by the browser, not by wgpu' }, ' *') : null));
+  });
+  return [
+    h('table', { class: 'kv', id: 'device-adapter' },
+      h('caption', {}, 'Adapter'),
+      h('tbody', {}, rows)),
+    usedBrowser ? h('p', { class: 'muted small' }, '* as the browser reports it (GPUAdapterInfo); wgpu leaves it empty.') : null,
+  ];
+}
+
+function limitsTable(limits) {
+  const rows = LIMIT_FIELDS.filter(([key]) => key in limits).map(([key, label, fmt]) =>
+    h('tr', { dataset: { limit: key, value: limits[key] } },
+      h('th', { scope: 'row' }, label),
+      h('td', { title: `${key} = ${formatInt(limits[key])}` }, fmt(limits[key]))));
+  return h('table', { class: 'kv', id: 'device-limits' },
+    h('caption', {}, 'Key limits'),
+    h('tbody', {}, rows));
+}

@@ -1,0 +1,205 @@
+// "Masks": the look-ahead, padding, combined and KV-cache masks as labelled grids, drawn from core.masks().
+// Nothing here computes a mask: the values come from the Rust core (via the worker) and are only drawn.
+//
+// Convention: 1 = may attend, 0 = blocked; rows are queries, columns are keys (row-major [query][key]).
+// State for tests:
+//   #masks-grid         data-state "loading" | "ready" | "error" (error: the grids shown are the last valid ones)
+//                       data-seq-len / data-num-pad / data-cached-len of what is drawn
+//   [data-matrix=NAME]  one per matrix (look_ahead, padding, combined, kv_cache), data-rows / data-cols
+//   td.cell             data-row, data-col, data-value ("1" or "0")
+//   #masks-error        the core's message when the inputs are rejected (hidden otherwise)
+import { h, replaceChildren } from '../dom.js';
+
+const MATRICES = [
+  {
+    key: 'look_ahead',
+    title: 'Look-ahead (causal)',
+    explain: () => 'Query i sees keys 0..i: no token can look at a later one.',
+  },
+  {
+    key: 'padding',
+    title: 'Padding',
+    explain: (m) => m.num_pad === 0
+      ? 'No PAD tokens here, so every key is visible to every query.'
+      : `The ${m.num_pad} PAD key${m.num_pad === 1 ? ' is' : 's are'} hidden from every query; real keys stay visible.`,
+  },
+  {
+    key: 'combined',
+    title: 'Combined (look-ahead AND padding)',
+    explain: () => 'Decoder self-attention: a key is visible only if both masks allow it (earlier or same position, not PAD).',
+  },
+  {
+    key: 'kv_cache',
+    title: 'KV cache (causal with offset)',
+    explain: (m) => `Generating ${m.seq_len} new token${m.seq_len === 1 ? '' : 's'} after ${m.cached_len} cached: ` +
+      'each new token sees every cached key and the new ones up to itself.',
+  },
+];
+
+const FIELDS = [
+  ['seq_len', 'Sequence length'],
+  ['num_pad', 'PAD tokens'],
+  ['cached_len', 'Cached length'],
+];
+
+const DEBOUNCE_MS = 150;
+
+export function createMasksView({ form, grid, errorEl, request }) {
+  const inputs = Object.fromEntries(FIELDS.map(([name]) => [name, form.elements.namedItem(name)]));
+  let seq = 0;       // request counter: only the newest answer is drawn
+  let timer = null;
+
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    refresh();
+  });
+  form.addEventListener('input', () => {
+    clearTimeout(timer);
+    timer = setTimeout(refresh, DEBOUNCE_MS);
+  });
+
+  function showError(message) {
+    errorEl.textContent = message;
+    errorEl.hidden = false;
+    for (const input of Object.values(inputs)) input.setAttribute('aria-invalid', 'true');
+    grid.dataset.state = 'error';
+  }
+
+  function clearError() {
+    errorEl.textContent = '';
+    errorEl.hidden = true;
+    for (const input of Object.values(inputs)) input.removeAttribute('aria-invalid');
+  }
+
+  // Reads the inputs as typed. Only checks that each is a whole number: the ranges are the core's to judge.
+  function readInputs() {
+    const args = {};
+    for (const [name, label] of FIELDS) {
+      const raw = inputs[name].value.trim();
+      if (raw === '') return { error: `${label}: enter a whole number.` };
+      if (!/^\d+$/.test(raw)) return { error: `${label}: "${raw}" is not a whole number of 0 or more.` };
+      const n = Number(raw);
+      if (!Number.isSafeInteger(n) || n > 0xffff_ffff) return { error: `${label}: ${raw} is far too large.` };
+      args[name] = n;
+    }
+    return { args };
+  }
+
+  async function refresh() {
+    clearTimeout(timer);
+    const mine = ++seq;
+    const { args, error } = readInputs();
+    if (error) return showError(error);
+    grid.dataset.state = 'loading';
+    grid.setAttribute('aria-busy', 'true');
+    let result;
+    try {
+      result = await request(args);
+    } catch (err) {
+      if (mine === seq) {
+        grid.removeAttribute('aria-busy');
+        showError(err.message);
+      }
+      return;
+    }
+    if (mine !== seq) return;
+    grid.removeAttribute('aria-busy');
+    clearError();
+    draw(result);
+  }
+
+  function draw(m) {
+    grid.dataset.seqLen = String(m.seq_len);
+    grid.dataset.numPad = String(m.num_pad);
+    grid.dataset.cachedLen = String(m.cached_len);
+    replaceChildren(grid, MATRICES.filter(({ key }) => m[key]).map((spec) => matrixFigure(spec, m)));
+    grid.dataset.state = 'ready';
+  }
+
+  return { refresh };
+}
+
+function labelsFor(key, m, matrix) {
+  const tokens = Array.isArray(m.tokens) ? m.tokens : [];
+  if (key !== 'kv_cache') {
+    const labels = Array.from({ length: matrix.rows }, (_, i) => tokens[i] ?? `t${i}`);
+    return { rows: labels, cols: labels.slice(0, matrix.cols), groups: null };
+  }
+  // KV cache: the keys are the cached positions followed by the new tokens (the queries).
+  const cached = matrix.cols - matrix.rows;
+  const rows = Array.from({ length: matrix.rows }, (_, i) => `n${i}`);
+  const cols = [
+    ...Array.from({ length: cached }, (_, j) => `c${j}`),
+    ...rows,
+  ];
+  const groups = [
+    cached > 0 ? { label: 'cached', span: cached } : null,
+    { label: 'new', span: matrix.rows },
+  ].filter(Boolean);
+  return { rows, cols, groups, cached };
+}
+
+function labelTitle(label, index, key, cached) {
+  if (key === 'kv_cache') {
+    return index < cached ? `cached key at position ${index}` : `new token ${index - cached} (position ${index})`;
+  }
+  return label === 'PAD' ? `position ${index}: padding` : `position ${index}`;
+}
+
+function matrixFigure({ key, title, explain }, m) {
+  const matrix = m[key];
+  const { rows, cols, data } = matrix;
+  const labels = labelsFor(key, m, matrix);
+  const size = Math.max(rows, cols);
+  const density = size <= 12 ? 'roomy' : size <= 24 ? 'normal' : size <= 40 ? 'dense' : 'tiny';
+  const captionId = `mask-${key}-caption`;
+
+  const headRows = [];
+  if (labels.groups) {
+    headRows.push(h('tr', { class: 'groups' },
+      h('td', { class: 'corner' }),
+      labels.groups.map((g) => h('th', { scope: 'colgroup', colspan: g.span, class: `group group-${g.label}` }, g.label))));
+  }
+  headRows.push(h('tr', {},
+    h('td', { class: 'corner', title: 'rows: queries, columns: keys' }, h('span', { 'aria-hidden': 'true' }, 'q\\k')),
+    labels.cols.map((label, j) => h('th', {
+      scope: 'col',
+      class: `col-label${label === 'PAD' ? ' pad' : ''}${labels.cached !== undefined && j < labels.cached ? ' cached' : ''}`,
+      title: labelTitle(label, j, key, labels.cached),
+      dataset: { col: j },
+    }, label))));
+
+  const body = [];
+  for (let i = 0; i < rows; i++) {
+    const cells = [];
+    for (let j = 0; j < cols; j++) {
+      const v = data[i * cols + j];
+      const on = v === 1;
+      cells.push(h('td', {
+        class: `cell ${on ? 'v1' : 'v0'}`,
+        dataset: { row: i, col: j, value: v },
+        title: `${labels.rows[i]} → ${labels.cols[j]}: ${on ? '1, may attend' : `${v}, blocked`}`,
+      }, String(v)));
+    }
+    body.push(h('tr', {},
+      h('th', {
+        scope: 'row',
+        class: `row-label${labels.rows[i] === 'PAD' ? ' pad' : ''}`,
+        title: labelTitle(labels.rows[i], key === 'kv_cache' ? i + labels.cached : i, key, labels.cached),
+        dataset: { row: i },
+      }, labels.rows[i]),
+      cells));
+  }
+
+  return h('figure', {
+    class: `matrix matrix-${density}${cols > 64 ? ' matrix-wide' : ''}`,
+    dataset: { matrix: key, rows, cols },
+  },
+  h('figcaption', { id: captionId }, h('span', { class: 'matrix-title' }, title),
+    h('span', { class: 'matrix-shape' }, ` ${rows} × ${cols}`)),
+  h('div', { class: 'matrix-scroll', tabindex: '0', role: 'region', 'aria-labelledby': captionId },
+    h('table', { class: 'mask', 'aria-labelledby': captionId },
+      h('thead', {}, headRows),
+      h('tbody', {}, body))),
+  h('p', { class: 'matrix-explain' }, explain(m)));
+}

@@ -1,0 +1,139 @@
+// The compute worker: loads the wasm core (www/pkg, built by scripts/build-wasm.sh) and answers requests
+// from app.js, so the page never blocks on the GPU or on the core.
+//
+// Protocol (structured clone):
+//   app -> worker  {id, type, ...args}        type: 'init' | 'selftest' | 'masks' | 'crash'
+//   worker -> app  {id, ok: true, result}  or  {id, ok: false, error: string, fatal?: true}
+//   worker -> app  {type: 'ready'}  once, when this script has started (before any wasm is loaded)
+// `fatal: true` means the wasm instance can no longer be trusted (a Rust panic surfaces as a
+// WebAssembly.RuntimeError "unreachable"): app.js then terminates this worker and starts a fresh one.
+//
+// Test hook: the worker URL flag `?nogpu=1` (app.js passes on the page's own `?nogpu=1`) removes
+// navigator.gpu in this worker before the core looks for it, so tests can check the "WebGPU not available"
+// path on a browser that has WebGPU. It only ever disables things.
+//
+// A Rust panic prints "panicked at ..." through console_error_panic_hook; the worker remembers that text so the
+// page can say what happened. Panics inside async core calls escape as uncaught errors: the worker reports them
+// as {type: 'fatal', error} and app.js restarts it.
+
+const CORE_URL = new URL('./pkg/tinyformer.js', import.meta.url);
+let lastPanic = '';  // last panic message seen on console.error
+
+const consoleError = console.error.bind(console);
+console.error = (...args) => {
+  const text = args.map(String).join(' ');
+  if (text.includes('panicked at')) lastPanic = text.split('\n\nStack:')[0].trim();
+  consoleError(...args);
+};
+
+const params = new URL(self.location.href).searchParams;
+if (params.get('nogpu') === '1') {
+  for (const target of [self.WorkerNavigator?.prototype, self.navigator]) {
+    try {
+      if (target) Object.defineProperty(target, 'gpu', { value: undefined, configurable: true });
+    } catch { /* not configurable: nothing more we can do */ }
+  }
+}
+
+let ready = null; // Promise of the loaded core, shared by every request
+
+function loadCore() {
+  ready ??= (async () => {
+    let mod;
+    try {
+      mod = await import(CORE_URL.href);
+    } catch (err) {
+      throw new Error(`could not load the wasm core (${CORE_URL.pathname}): ${describe(err)}. ` +
+        'Build it with scripts/build-wasm.sh.');
+    }
+    await mod.default(); // fetches and instantiates tinyformer_bg.wasm; the core's start() sets the panic hook
+    return mod;
+  })();
+  ready.catch(() => { ready = null; }); // a failed load may be retried by the next request
+  return ready;
+}
+
+// Each handler returns a structured-cloneable result or throws.
+const handlers = {
+  // Loads the wasm, then looks for a WebGPU adapter. Never throws for "no WebGPU": gpu.ok is false then.
+  async init() {
+    const core = await loadCore();
+    const hasNavigatorGpu = typeof self.navigator !== 'undefined' && self.navigator.gpu != null;
+    const gpu = await core.gpu_init();
+    return { version: core.version(), gpu, hasNavigatorGpu, browserAdapter: gpu?.ok ? await browserAdapterInfo() : null };
+  },
+  async selftest() {
+    const core = await loadCore();
+    return await core.run_selftest();
+  },
+  async masks({ seq_len, num_pad, cached_len }) {
+    const core = await loadCore();
+    return core.masks(seq_len, num_pad, cached_len);
+  },
+  // Lets tests (and curious users in the console) check that the page survives a dead worker.
+  //   mode 'panic': behave as a Rust panic does (a RuntimeError "unreachable" out of a wasm call)
+  //   mode 'error': an uncaught exception in the worker (the worker's error event fires)
+  async crash({ mode = 'panic' } = {}) {
+    if (mode === 'error') {
+      setTimeout(() => { throw new Error('worker crashed on purpose (test hook)'); });
+      return new Promise(() => {}); // never answers: the error event is what app.js sees
+    }
+    throw new WebAssembly.RuntimeError('unreachable (simulated panic, test hook)');
+  },
+};
+
+// The browser's own GPUAdapterInfo. wgpu's WebGPU backend leaves name/vendor/architecture empty in the
+// browser, so the device view fills those gaps from here (and says so).
+async function browserAdapterInfo() {
+  try {
+    const info = (await self.navigator.gpu?.requestAdapter())?.info;
+    if (!info) return null;
+    return { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description };
+  } catch {
+    return null;
+  }
+}
+
+function describe(err) {
+  if (err instanceof Error) return err.message || String(err);
+  if (typeof err === 'string') return err;
+  try {
+    return JSON.stringify(err);
+  } catch {
+    return String(err);
+  }
+}
+
+self.addEventListener('message', async (event) => {
+  const { id, type, ...args } = event.data ?? {};
+  const handler = Object.hasOwn(handlers, type) ? handlers[type] : null;
+  if (!handler) {
+    self.postMessage({ id, ok: false, error: `worker: unknown request type ${JSON.stringify(type)}` });
+    return;
+  }
+  try {
+    const result = await handler(args);
+    self.postMessage({ id, ok: true, result });
+  } catch (err) {
+    // A panic inside the core aborts with `unreachable`; the instance may hold broken state after that.
+    const fatal = err instanceof WebAssembly.RuntimeError;
+    const error = fatal && lastPanic ? `${lastPanic} (${describe(err)})` : describe(err);
+    self.postMessage({ id, ok: false, error, fatal });
+  }
+});
+
+// Errors nobody caught (a panic inside an async core call lands here): the page restarts this worker.
+function reportFatal(err) {
+  const text = describe(err);
+  self.postMessage({ type: 'fatal', error: lastPanic ? `${lastPanic} (${text})` : text });
+}
+self.addEventListener('error', (event) => {
+  event.preventDefault(); // handled here: the page hears about it as a 'fatal' message
+  reportFatal(event.error ?? event.message);
+});
+self.addEventListener('unhandledrejection', (event) => {
+  event.preventDefault();
+  reportFatal(event.reason);
+});
+
+self.postMessage({ type: 'ready' });
