@@ -416,6 +416,54 @@ async fn check_moe_router(g: &Arc<Gpu>) -> Result<CheckResult> {
     Ok(acc.finish("moe router (softmax, top-k, renormalise)", "atol 1e-6 + rtol 1e-5; experts equal", t0))
 }
 
+async fn check_moe_dispatch(g: &Arc<Gpu>) -> Result<CheckResult> {
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(99);
+    // (T, E, K, capacity, C): unlimited, tight (drops), zero, one token
+    for &(t, e, k, cap, c) in &[
+        (6usize, 4usize, 2usize, None, 5usize),
+        (9, 4, 2, Some(3usize), 7),
+        (4, 3, 1, Some(0), 3),
+        (1, 4, 2, Some(1), 16),
+        (33, 8, 2, Some(5), 9),
+    ] {
+        let experts: Vec<u32> = (0..t)
+            .flat_map(|_| {
+                let a = rng.below(e as u32);
+                let b = (a + 1 + rng.below(e as u32 - 1)) % e as u32;
+                if k == 1 {
+                    vec![a]
+                } else {
+                    vec![a, b]
+                }
+            })
+            .collect();
+        let weights: Vec<f32> = (0..t * k).map(|_| rng.uniform()).collect();
+        let ys_rows = t + 2;
+        let ys = rng.vec_normal(e * ys_rows * c, 1.0);
+        let (mut wg, mut wk, mut wo) = (vec![0f32; t * e], vec![0u32; t * k], vec![0f32; t * c]);
+        cpu::moe_capacity(&mut wg, &mut wk, &experts, &weights, t, e, k, cap);
+        cpu::moe_combine(&mut wo, &ys, &wg, t, e, c, ys_rows);
+        let et = g.upload_u32(&[t, k], &experts, "experts")?;
+        let wt = g.upload(&[t, k], &weights, "weights")?;
+        let yt = g.upload(&[e, ys_rows, c], &ys, "ys")?;
+        let (gt, kt, ot) = (g.zeros(&[t, e], "gate")?, g.zeros_u32(&[t, k], "kept")?, g.zeros(&[t, c], "out")?);
+        let mut rec = Recorder::new(g);
+        gpu::moe::moe_capacity(&mut rec, &gt, &kt, &et, &wt, t, e, k, cap)?;
+        gpu::moe::moe_combine(&mut rec, &ot, &yt, &gt, t, e, c, ys_rows)?;
+        rec.submit()?;
+        let case = format!("T={t} E={e} k={k} capacity={cap:?}");
+        acc.add(&format!("{case} gate"), compare(&g.read_f32(&gt).await?, &wg, 0.0, 0.0));
+        acc.add(&format!("{case} combine"), compare(&g.read_f32(&ot).await?, &wo, 1e-6, 1e-5));
+        let gk = g.read_u32(&kt).await?;
+        if gk != wk {
+            acc.fail(&case, format!("kept flags {gk:?} differ from CPU {wk:?}"));
+        }
+    }
+    Ok(acc.finish("moe capacity + combine", "gate exact; combine atol 1e-6 + rtol 1e-5; kept equal", t0))
+}
+
 /// Runs every check. A check that cannot run (an op error, a GPU error) is reported as failed with
 /// the error, so one broken kernel never hides the others.
 pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
@@ -445,5 +493,6 @@ pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
     run!("embedding", check_embedding(g));
     run!("sample", check_sample(g));
     run!("moe router", check_moe_router(g));
+    run!("moe capacity + combine", check_moe_dispatch(g));
     out
 }

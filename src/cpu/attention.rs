@@ -72,7 +72,7 @@ impl AttnShape {
             format!("v has {v} values, too few for Tk={} NKV={} HS={} stride {}", s.tk, s.nkv, s.hs, s.v_stride)
         })?;
         if let Some(m) = mask {
-            ensure(m == s.tq * s.tk, op, || format!("mask has {m} values, expected Tq*Tk = {}*{}", s.tq, s.tk))?;
+            ensure(m >= s.tq * s.tk, op, || format!("mask has {m} values, fewer than Tq*Tk = {}*{}", s.tq, s.tk))?;
         }
         Ok(())
     }

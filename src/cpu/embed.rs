@@ -20,7 +20,8 @@ pub fn embedding(out: &mut [f32], table: &[f32], ids: &[u32], c: usize, scale: f
 /// div_i = exp(2i * -(ln 10000 / C)), pe[p, 2i] = sin(p div_i), pe[p, 2i+1] = cos(p div_i).
 pub fn sinusoidal_table(max_len: usize, c: usize) -> Vec<f32> {
     let mut pe = vec![0f32; max_len * c];
-    let k = -(10000f32.ln()) / c as f32;
+    // -(ln 10000) / C in double precision, then f32, as PyTorch multiplies an f32 tensor by a Python float
+    let k = (-(10000f64.ln()) / c as f64) as f32;
     for i in (0..c).step_by(2) {
         let div = (i as f32 * k).exp();
         for p in 0..max_len {

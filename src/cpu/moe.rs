@@ -29,3 +29,58 @@ pub fn moe_router(probs: &mut [f32], experts: &mut [u32], weights: &mut [f32], l
         }
     }
 }
+
+/// Deterministic expert capacity: each expert keeps its first `capacity` assignments in token order
+/// (None = no limit). experts, weights (T, K) -> gate (T, E) holding the kept weight of expert e for
+/// token t (0 when not chosen or dropped), kept (T, K) 1 / 0. Dropped weights are not renormalised.
+#[allow(clippy::too_many_arguments)]
+pub fn moe_capacity(
+    gate: &mut [f32],
+    kept: &mut [u32],
+    experts: &[u32],
+    weights: &[f32],
+    t_len: usize,
+    e: usize,
+    k: usize,
+    capacity: Option<usize>,
+) {
+    let mut count = vec![0usize; e];
+    gate[..t_len * e].fill(0.0);
+    for t in 0..t_len {
+        for r in 0..k {
+            let ex = experts[t * k + r] as usize;
+            if ex >= e {
+                kept[t * k + r] = 0;
+                continue;
+            }
+            if capacity.is_none_or(|c| count[ex] < c) {
+                gate[t * e + ex] = weights[t * k + r];
+                kept[t * k + r] = 1;
+                count[ex] += 1;
+            } else {
+                kept[t * k + r] = 0;
+            }
+        }
+    }
+}
+
+/// The capacity of the seed's MoE for a forward over `tokens` tokens: int(capacity_factor * tokens * k / E).
+pub fn moe_capacity_for(capacity_factor: f32, tokens: usize, k: usize, e: usize) -> usize {
+    (capacity_factor as f64 * tokens as f64 * k as f64 / e as f64) as usize
+}
+
+/// out (T, C) = sum_e gate[t, e] * ys[e, t, :], with ys laid out (E, ys_rows, C).
+pub fn moe_combine(out: &mut [f32], ys: &[f32], gate: &[f32], t_len: usize, e: usize, c: usize, ys_rows: usize) {
+    for t in 0..t_len {
+        for j in 0..c {
+            let mut acc = 0f64;
+            for x in 0..e {
+                let g = gate[t * e + x];
+                if g != 0.0 {
+                    acc += g as f64 * ys[(x * ys_rows + t) * c + j] as f64;
+                }
+            }
+            out[t * c + j] = acc as f32;
+        }
+    }
+}

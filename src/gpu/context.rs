@@ -28,6 +28,8 @@ pub struct Kernels {
     pub embed_add_rows: Kernel,
     pub sample: Kernel,
     pub moe_router: Kernel,
+    pub moe_capacity: Kernel,
+    pub moe_combine: Kernel,
 }
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
@@ -233,6 +235,8 @@ impl Kernels {
             embed_add_rows: mk("embed_add_rows", &embed, "add_rows", &[true, true, false]),
             sample: mk("sample", &sample, "main", &[true, false]),
             moe_router: mk("moe_router", &moe, "router", &[true, false, false, false]),
+            moe_capacity: mk("moe_capacity", &moe, "capacity", &[true, true, false, false]),
+            moe_combine: mk("moe_combine", &moe, "combine", &[true, true, false]),
         }
     }
 }

@@ -17,16 +17,7 @@ pub struct RopeParams {
 }
 const _: () = assert!(std::mem::size_of::<RopeParams>() == 32);
 
-/// Where the heads to rotate sit: T rows of `row_stride` floats from `offset`, NH heads of HS.
-#[derive(Clone, Copy, Debug)]
-pub struct RopeShape {
-    pub t: usize,
-    pub nh: usize,
-    pub hs: usize,
-    pub start_pos: usize,
-    pub row_stride: usize,
-    pub offset: usize,
-}
+pub use crate::cpu::RopeShape;
 
 /// Rotates x in place by the (cos, sin) table (max_pos, HS/2, 2) from cpu::rope_table.
 pub fn rope(rec: &mut Recorder, x: &GpuTensor, table: &GpuTensor, s: &RopeShape) -> Result<()> {

@@ -1,2 +1,13 @@
+//! The models of the seed documents, written once against `backend::Backend` so the same code runs
+//! on the GPU kernels and on the CPU reference.
+
+pub mod backend;
 pub mod checkpoint;
 pub mod config;
+pub mod run;
+pub mod state;
+pub mod transformer;
+pub mod weights;
+
+pub use backend::{Backend, CpuBackend, GpuBackend};
+pub use transformer::{Logits, Model};

@@ -1,0 +1,171 @@
+//! RunState: every activation buffer, the KV caches and the attention maps, allocated once at load
+//! for the full context (max_seq_len rows), so a forward pass or a generated token allocates nothing.
+
+use crate::error::Result;
+use crate::model::backend::Backend;
+use crate::model::config::{Arch, ModelConfig};
+
+/// Per-layer buffers that outlive one forward pass.
+pub struct LayerState<T> {
+    /// (max_seq, NKV*HS): keys / values of every position computed so far
+    pub k: T,
+    pub v: T,
+    /// (NH, max_seq, max_seq): attention probabilities of the last pass, laid out (NH, Tq, Tk)
+    pub probs: T,
+    /// encoder-decoder decoder layers: cross keys / values (max_seq, C) and cross probs (NH, max_seq, max_seq)
+    pub cross_k: Option<T>,
+    pub cross_v: Option<T>,
+    pub cross_probs: Option<T>,
+    /// MoE layers: router probs (max_seq, E), chosen experts u32 (max_seq, K), weights (max_seq, K), kept u32 (max_seq, K)
+    pub moe: Option<MoeState<T>>,
+}
+
+pub struct MoeState<T> {
+    pub probs: T,
+    pub experts: T,
+    pub weights: T,
+    pub kept: T,
+}
+
+/// Scratch shared by the layers of one stack; rows = max_seq.
+pub struct Scratch<T> {
+    /// (max_seq, C): the residual stream
+    pub x: T,
+    /// (max_seq, C): normed input of a sub-layer / post-norm staging
+    pub xn: T,
+    /// (max_seq, NH*HS): queries, then the attention output before W_o
+    pub q: T,
+    pub att: T,
+    /// (max_seq, C): a sub-layer's output
+    pub tmp: T,
+    /// (max_seq, H): FFN hidden (d_ff, llama hidden or MoE expert_dim); h2 the SwiGLU up projection
+    pub h: T,
+    pub h2: T,
+    /// MoE: router logits (max_seq, E), gate (max_seq, E), expert outputs (E, max_seq, C)
+    pub router_logits: Option<T>,
+    pub gate: Option<T>,
+    pub ys: Option<T>,
+    /// (max_seq,) u32 token ids of the pass
+    pub ids: T,
+    /// (max_seq, max_seq) masks written by the host for the encoder-decoder (1 = may attend)
+    pub mask: T,
+    pub cross_mask: T,
+}
+
+pub struct RunState<T> {
+    pub dec: Scratch<T>,
+    pub layers: Vec<LayerState<T>>,
+    /// encoder-decoder only
+    pub enc: Option<Scratch<T>>,
+    pub enc_layers: Vec<LayerState<T>>,
+    /// (max_seq, V_out) logits of the last pass
+    pub logits: T,
+    /// (4,) u32: the sampled token id
+    pub next: T,
+    /// sinusoidal PE (max_seq, C) or RoPE (cos, sin) table (max_seq, HS/2, 2)
+    pub pe: Option<T>,
+    pub rope: Option<T>,
+}
+
+impl<T> RunState<T> {
+    pub fn new<B: Backend<T = T>>(b: &B, cfg: &ModelConfig) -> Result<RunState<T>> {
+        let s = cfg.max_seq_len;
+        let c = cfg.d_model;
+        let (nh, hs) = (cfg.num_heads, cfg.head_dim());
+        let kvw = cfg.kv_heads() * hs;
+        let hidden = match (&cfg.moe, cfg.arch) {
+            (Some(m), _) => m.expert_dim,
+            (None, Arch::Llama) => cfg.llama_hidden_dim(),
+            _ => cfg.d_ff,
+        };
+        let scratch = |b: &B| -> Result<Scratch<T>> {
+            Ok(Scratch {
+                x: b.zeros(&[s, c], "x")?,
+                xn: b.zeros(&[s, c], "xn")?,
+                q: b.zeros(&[s, nh * hs], "q")?,
+                att: b.zeros(&[s, nh * hs], "att")?,
+                tmp: b.zeros(&[s, c], "tmp")?,
+                h: b.zeros(&[s, hidden], "h")?,
+                h2: b.zeros(&[s, hidden], "h2")?,
+                router_logits: cfg.moe.as_ref().map(|m| b.zeros(&[s, m.num_experts], "router logits")).transpose()?,
+                gate: cfg.moe.as_ref().map(|m| b.zeros(&[s, m.num_experts], "gate")).transpose()?,
+                ys: cfg.moe.as_ref().map(|m| b.zeros(&[m.num_experts, s, c], "expert outputs")).transpose()?,
+                ids: b.zeros_u32(&[s], "ids")?,
+                mask: b.zeros(&[s, s], "mask")?,
+                cross_mask: b.zeros(&[s, s], "cross mask")?,
+            })
+        };
+        let layer = |b: &B, cross: bool| -> Result<LayerState<T>> {
+            Ok(LayerState {
+                k: b.zeros(&[s, kvw], "k cache")?,
+                v: b.zeros(&[s, kvw], "v cache")?,
+                probs: b.zeros(&[nh, s, s], "attention")?,
+                cross_k: cross.then(|| b.zeros(&[s, c], "cross k")).transpose()?,
+                cross_v: cross.then(|| b.zeros(&[s, c], "cross v")).transpose()?,
+                cross_probs: cross.then(|| b.zeros(&[nh, s, s], "cross attention")).transpose()?,
+                moe: match &cfg.moe {
+                    None => None,
+                    Some(m) => Some(MoeState {
+                        probs: b.zeros(&[s, m.num_experts], "router probs")?,
+                        experts: b.zeros_u32(&[s, m.top_k], "experts")?,
+                        weights: b.zeros(&[s, m.top_k], "expert weights")?,
+                        kept: b.zeros_u32(&[s, m.top_k], "kept")?,
+                    }),
+                },
+            })
+        };
+        let encdec = cfg.arch == Arch::EncoderDecoder;
+        let out_vocab = if encdec { cfg.tgt_vocab_size } else { cfg.vocab_size };
+        Ok(RunState {
+            dec: scratch(b)?,
+            layers: (0..cfg.num_layers).map(|_| layer(b, encdec)).collect::<Result<_>>()?,
+            enc: if encdec { Some(scratch(b)?) } else { None },
+            enc_layers: if encdec { (0..cfg.num_layers).map(|_| layer(b, false)).collect::<Result<_>>()? } else { vec![] },
+            logits: b.zeros(&[s, out_vocab], "logits")?,
+            next: b.zeros_u32(&[4], "next token")?,
+            pe: if cfg.arch == Arch::Llama { None } else { Some(b.tensor(&[s, c], &crate::cpu::sinusoidal_table(s, c), "pe")?) },
+            rope: if cfg.arch == Arch::Llama {
+                Some(b.tensor(&[s, hs / 2, 2], &crate::cpu::rope_table(s, hs, cfg.rope_theta), "rope")?)
+            } else {
+                None
+            },
+        })
+    }
+
+    pub fn for_each(&self, mut f: impl FnMut(&T)) {
+        let scratch = |s: &Scratch<T>, f: &mut dyn FnMut(&T)| {
+            for t in [&s.x, &s.xn, &s.q, &s.att, &s.tmp, &s.h, &s.h2, &s.ids, &s.mask, &s.cross_mask] {
+                f(t)
+            }
+            for t in [&s.router_logits, &s.gate, &s.ys].into_iter().flatten() {
+                f(t)
+            }
+        };
+        let layer = |l: &LayerState<T>, f: &mut dyn FnMut(&T)| {
+            for t in [&l.k, &l.v, &l.probs] {
+                f(t)
+            }
+            for t in [&l.cross_k, &l.cross_v, &l.cross_probs].into_iter().flatten() {
+                f(t)
+            }
+            if let Some(m) = &l.moe {
+                for t in [&m.probs, &m.experts, &m.weights, &m.kept] {
+                    f(t)
+                }
+            }
+        };
+        scratch(&self.dec, &mut f);
+        if let Some(e) = &self.enc {
+            scratch(e, &mut f)
+        }
+        for l in self.layers.iter().chain(&self.enc_layers) {
+            layer(l, &mut f)
+        }
+        for t in [&self.logits, &self.next] {
+            f(t)
+        }
+        for t in [&self.pe, &self.rope].into_iter().flatten() {
+            f(t)
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The forward passes. One `Model` runs all three architectures of the seeds over any `Backend`:
+//! - decoder (seed 000 decoder-only LLM): pre-norm LayerNorm blocks, ReLU or MoE FFN, sinusoidal PE;
+//! - llama (seed 004): pre-norm RMSNorm blocks, RoPE, grouped-query attention, SwiGLU;
+//! - encoder_decoder (seed 000): post-norm encoder and decoder with cross-attention.
+//! Keys and values are written into the per-layer cache at their absolute position, so a pass over
+//! T new tokens after `pos` cached ones reads like the seed's KV-cache code.
+
+use crate::cpu::{moe_capacity_for, AttnShape, EwOp, RopeShape};
+use crate::error::{Result, TfError};
+use crate::mask::PAD_ID;
+use crate::model::backend::Backend;
+use crate::model::checkpoint::Checkpoint;
+use crate::model::config::{Arch, ModelConfig};
+use crate::model::state::{LayerState, RunState, Scratch};
+use crate::model::weights::{AttnW, Ffn, Layer, Norm, Weights};
+use crate::tokenizer::Tokenizer;
+
+pub struct Model<B: Backend> {
+    pub cfg: ModelConfig,
+    pub tokenizer: Option<Tokenizer>,
+    /// the raw tokenizer JSON, for tokenizer kinds the core shows but does not run
+    pub tokenizer_json: Option<String>,
+    pub w: Weights<B::T>,
+    pub st: RunState<B::T>,
+    pub params: u64,
+    /// encoder-decoder: the source of the last `encode`
+    pub src: Vec<u32>,
+}
+
+/// Which rows of logits a pass computes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Logits {
+    All,
+    Last,
+}
+
+impl<B: Backend> Model<B> {
+    /// Parses and validates a checkpoint, then uploads it. On error nothing is kept.
+    pub fn load(b: &B, bytes: &[u8]) -> Result<Model<B>> {
+        let mut ck = Checkpoint::from_bytes(bytes)?;
+        let cfg = ck.config.clone();
+        let tokenizer_json = ck.tokenizer.clone();
+        let tokenizer = match &tokenizer_json {
+            None => None,
+            Some(j) => {
+                Some(Tokenizer::from_json(j).map_err(|e| TfError::Checkpoint(format!("the tokenizer in the metadata is invalid: {e}")))?)
+            }
+        };
+        let params = ck.param_count();
+        let w = Weights::load(b, &cfg, &mut ck)?;
+        let st = match RunState::new(b, &cfg) {
+            Ok(st) => st,
+            Err(e) => {
+                w.for_each(|t| b.free(t));
+                return Err(e);
+            }
+        };
+        if let Some(t) = &tokenizer {
+            let v = if cfg.arch == Arch::EncoderDecoder { cfg.src_vocab_size } else { cfg.vocab_size };
+            if t.vocab_size() > v {
+                Model { cfg: cfg.clone(), tokenizer: None, tokenizer_json: None, w, st, params, src: vec![] }.free(b);
+                return Err(TfError::Checkpoint(format!("the tokenizer has {} tokens but the model's vocabulary is {v}", t.vocab_size())));
+            }
+        }
+        Ok(Model { cfg, tokenizer, tokenizer_json, w, st, params, src: vec![] })
+    }
+
+    /// Releases every GPU buffer now (the browser does not free them on drop).
+    pub fn free(&self, b: &B) {
+        self.w.for_each(|t| b.free(t));
+        self.st.for_each(|t| b.free(t));
+    }
+
+    /// Vocabulary of the (decoder) input ids and of the logits.
+    pub fn in_vocab(&self) -> usize {
+        if self.cfg.arch == Arch::EncoderDecoder {
+            self.cfg.tgt_vocab_size
+        } else {
+            self.cfg.vocab_size
+        }
+    }
+    pub fn out_vocab(&self) -> usize {
+        self.in_vocab()
+    }
+
+    pub fn check_ids(&self, ids: &[u32], vocab: usize, what: &str) -> Result<()> {
+        if let Some((i, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+            return Err(TfError::Input(format!(
+                "{what} token id {id} at position {i} is out of range: the vocabulary has {vocab} tokens (ids 0..={})",
+                vocab - 1
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_len(&self, end: usize, what: &str) -> Result<()> {
+        if end > self.cfg.max_seq_len {
+            return Err(TfError::Input(format!("{what} needs {end} positions but the model's context is {} tokens", self.cfg.max_seq_len)));
+        }
+        Ok(())
+    }
+
+    fn norm(b: &mut B, n: &Norm<B::T>, out: &B::T, x: &B::T, rows: usize) -> Result<()> {
+        match &n.b {
+            Some(beta) => b.layernorm(out, x, &n.w, beta, rows, n.eps),
+            None => b.rmsnorm(out, x, &n.w, rows, n.eps),
+        }
+    }
+
+    /// Self-attention of T tokens at positions pos..pos+T over the cache: sc.tmp = W_o(attn(xin)).
+    #[allow(clippy::too_many_arguments)]
+    fn self_attention(
+        &self,
+        b: &mut B,
+        aw: &AttnW<B::T>,
+        ls: &LayerState<B::T>,
+        sc: &Scratch<B::T>,
+        xin: &B::T,
+        t: usize,
+        pos: usize,
+        mask: Option<&B::T>,
+    ) -> Result<()> {
+        let cfg = &self.cfg;
+        let (nh, nkv, hs) = (cfg.num_heads, cfg.kv_heads(), cfg.head_dim());
+        let kvw = nkv * hs;
+        // q = x W_q^T; k, v = x W_k^T, x W_v^T written into the cache at rows pos..pos+T
+        b.matmul(&sc.q, 0, xin, 0, t, &aw.q.w, aw.q.b.as_ref())?;
+        b.matmul(&ls.k, pos * kvw, xin, 0, t, &aw.k.w, aw.k.b.as_ref())?;
+        b.matmul(&ls.v, pos * kvw, xin, 0, t, &aw.v.w, aw.v.b.as_ref())?;
+        if let Some(table) = &self.st.rope {
+            b.rope(&sc.q, table, &RopeShape { t, nh, hs, start_pos: pos, row_stride: nh * hs, offset: 0 })?;
+            b.rope(&ls.k, table, &RopeShape { t, nh: nkv, hs, start_pos: pos, row_stride: kvw, offset: pos * kvw })?;
+        }
+        // softmax(q k^T / sqrt(HS) + mask) v over every cached key; causal unless a mask is given
+        let mut s = AttnShape::packed(t, pos + t, nh, nkv, hs);
+        if mask.is_none() {
+            s = s.with_causal(pos);
+        }
+        b.attention(&sc.att, &ls.probs, &sc.q, &ls.k, &ls.v, mask, &s)?;
+        b.matmul(&sc.tmp, 0, &sc.att, 0, t, &aw.o.w, aw.o.b.as_ref())
+    }
+
+    /// sc.tmp = FFN(xin) for T rows.
+    fn ffn(&self, b: &mut B, f: &Ffn<B::T>, ls: &LayerState<B::T>, sc: &Scratch<B::T>, xin: &B::T, t: usize) -> Result<()> {
+        match f {
+            Ffn::Relu { l1, l2 } => {
+                b.matmul(&sc.h, 0, xin, 0, t, &l1.w, l1.b.as_ref())?;
+                b.inplace(&sc.h, None, t * self.cfg.d_ff, EwOp::Relu)?;
+                b.matmul(&sc.tmp, 0, &sc.h, 0, t, &l2.w, l2.b.as_ref())
+            }
+            Ffn::SwiGlu { w1, w2, w3 } => {
+                let hidden = self.cfg.llama_hidden_dim();
+                b.matmul(&sc.h, 0, xin, 0, t, &w1.w, None)?;
+                b.matmul(&sc.h2, 0, xin, 0, t, &w3.w, None)?;
+                b.inplace(&sc.h, Some(&sc.h2), t * hidden, EwOp::SwiGlu)?; // h = silu(gate) * up
+                b.matmul(&sc.tmp, 0, &sc.h, 0, t, &w2.w, None)
+            }
+            Ffn::Moe { router, experts } => {
+                let m = self.cfg.moe.as_ref().ok_or_else(|| TfError::Input("MoE weights without a moe config".into()))?;
+                let (e, k, c, s) = (m.num_experts, m.top_k, self.cfg.d_model, self.cfg.max_seq_len);
+                let (rl, gate, ys) = (sc.router_logits.as_ref(), sc.gate.as_ref(), sc.ys.as_ref());
+                let (Some(rl), Some(gate), Some(ys), Some(ms)) = (rl, gate, ys, ls.moe.as_ref()) else {
+                    return Err(TfError::Input("MoE buffers missing".into()));
+                };
+                // router: softmax(x W_r^T + b_r), top-k, renormalised; capacity in token order
+                b.matmul(rl, 0, xin, 0, t, &router.w, router.b.as_ref())?;
+                b.moe_router(&ms.probs, &ms.experts, &ms.weights, rl, t, e, k)?;
+                b.moe_capacity(gate, &ms.kept, &ms.experts, &ms.weights, t, e, k, Some(moe_capacity_for(m.capacity_factor, t, k, e)))?;
+                // every expert on every token (dense: tiny models are bound by dispatches, not FLOPs)
+                for (i, (l1, l2)) in experts.iter().enumerate() {
+                    b.matmul(&sc.h, 0, xin, 0, t, &l1.w, l1.b.as_ref())?;
+                    b.inplace(&sc.h, None, t * m.expert_dim, EwOp::Gelu)?;
+                    b.matmul(ys, i * s * c, &sc.h, 0, t, &l2.w, l2.b.as_ref())?;
+                }
+                b.moe_combine(&sc.tmp, ys, gate, t, e, c, s)
+            }
+        }
+    }
+
+    /// Decoder / llama: runs T = ids.len() new tokens at positions pos..pos+T (keys and values of
+    /// 0..pos must be in the cache) and computes the logits of all rows or of the last one.
+    pub fn run_lm(&self, b: &mut B, ids: &[u32], pos: usize, which: Logits) -> Result<()> {
+        let cfg = &self.cfg;
+        let t = ids.len();
+        if t == 0 {
+            return Err(TfError::Input("the prompt is empty: give at least one token".into()));
+        }
+        self.check_len(pos + t, "this pass")?;
+        self.check_ids(ids, cfg.vocab_size, "input")?;
+        let sc = &self.st.dec;
+        let c = cfg.d_model;
+        b.write_u32(&sc.ids, 0, ids)?;
+        // x = embed(ids) (* sqrt(C) for the seed-000 decoder) (+ PE at positions pos..)
+        let scale = if cfg.arch == Arch::Llama { 1.0 } else { (c as f32).sqrt() };
+        b.embedding(&sc.x, &self.w.embed, &sc.ids, t, scale)?;
+        if let Some(pe) = &self.st.pe {
+            b.add_rows(&sc.x, pe, t, pos)?;
+        }
+        for (layer, ls) in self.w.layers.iter().zip(&self.st.layers) {
+            // x = x + attn(norm1(x))
+            Self::norm(b, &layer.norm_attn, &sc.xn, &sc.x, t)?;
+            self.self_attention(b, &layer.attn, ls, sc, &sc.xn, t, pos, None)?;
+            b.inplace(&sc.x, Some(&sc.tmp), t * c, EwOp::Add)?;
+            // x = x + ffn(norm2(x))
+            Self::norm(b, &layer.norm_ffn, &sc.xn, &sc.x, t)?;
+            self.ffn(b, &layer.ffn, ls, sc, &sc.xn, t)?;
+            b.inplace(&sc.x, Some(&sc.tmp), t * c, EwOp::Add)?;
+        }
+        let fnorm = self.w.final_norm.as_ref().ok_or_else(|| TfError::Input("no final norm".into()))?;
+        Self::norm(b, fnorm, &sc.xn, &sc.x, t)?;
+        self.head(b, &sc.xn, t, which)
+    }
+
+    fn head(&self, b: &mut B, x: &B::T, t: usize, which: Logits) -> Result<()> {
+        let c = self.cfg.d_model;
+        let h = &self.w.head;
+        match which {
+            Logits::All => b.matmul(&self.st.logits, 0, x, 0, t, &h.w, h.b.as_ref()),
+            Logits::Last => b.matmul(&self.st.logits, 0, x, (t - 1) * c, 1, &h.w, h.b.as_ref()),
+        }
+    }
+
+    /// Post-norm residual: x = norm(x + tmp).
+    fn add_norm(b: &mut B, n: &Norm<B::T>, sc: &Scratch<B::T>, t: usize, c: usize) -> Result<()> {
+        b.inplace(&sc.tmp, Some(&sc.x), t * c, EwOp::Add)?;
+        Self::norm(b, n, &sc.x, &sc.tmp, t)
+    }
+
+    /// Encoder-decoder: encodes the source once and fills every decoder layer's cross keys/values.
+    pub fn encode(&mut self, b: &mut B, src: &[u32]) -> Result<()> {
+        let cfg = self.cfg.clone();
+        let ts = src.len();
+        if ts == 0 {
+            return Err(TfError::Input("the source is empty: give at least one token".into()));
+        }
+        self.check_len(ts, "the source")?;
+        self.check_ids(src, cfg.src_vocab_size, "source")?;
+        let (Some(sc), Some(emb)) = (self.st.enc.as_ref(), self.w.enc_embed.as_ref()) else {
+            return Err(TfError::Input(format!("a {} model has no encoder", cfg.arch.as_str())));
+        };
+        let c = cfg.d_model;
+        b.write_u32(&sc.ids, 0, src)?;
+        b.embedding(&sc.x, emb, &sc.ids, ts, (c as f32).sqrt())?;
+        if let Some(pe) = &self.st.pe {
+            b.add_rows(&sc.x, pe, ts, 0)?;
+        }
+        b.write_f32(&sc.mask, 0, &crate::mask::padding(ts, src).data)?;
+        for (layer, ls) in self.w.enc_layers.iter().zip(&self.st.enc_layers) {
+            // x = norm1(x + self_attn(x, src padding)); x = norm2(x + ffn(x))
+            self.self_attention(b, &layer.attn, ls, sc, &sc.x, ts, 0, Some(&sc.mask))?;
+            Self::add_norm(b, &layer.norm_attn, sc, ts, c)?;
+            self.ffn(b, &layer.ffn, ls, sc, &sc.x, ts)?;
+            Self::add_norm(b, &layer.norm_ffn, sc, ts, c)?;
+        }
+        // cross-attention keys and values of every decoder layer, once per source
+        for (layer, ls) in self.w.layers.iter().zip(&self.st.layers) {
+            let (Some((cw, _)), Some(ck), Some(cv)) = (layer.cross.as_ref(), ls.cross_k.as_ref(), ls.cross_v.as_ref()) else { continue };
+            b.matmul(ck, 0, &sc.x, 0, ts, &cw.k.w, cw.k.b.as_ref())?;
+            b.matmul(cv, 0, &sc.x, 0, ts, &cw.v.w, cw.v.b.as_ref())?;
+        }
+        self.src = src.to_vec();
+        Ok(())
+    }
+
+    /// Encoder-decoder decoder: the target tokens tgt[pos..] are new, tgt[..pos] are in the cache.
+    pub fn run_decoder(&self, b: &mut B, tgt: &[u32], pos: usize, which: Logits) -> Result<()> {
+        let cfg = &self.cfg;
+        let t = tgt.len().saturating_sub(pos);
+        if t == 0 {
+            return Err(TfError::Input("the decoder input is empty: start it with BOS".into()));
+        }
+        if self.src.is_empty() {
+            return Err(TfError::Input("encode a source before decoding".into()));
+        }
+        self.check_len(tgt.len(), "the target")?;
+        self.check_ids(tgt, cfg.tgt_vocab_size, "target")?;
+        let sc = &self.st.dec;
+        let (c, nh, hs, ts) = (cfg.d_model, cfg.num_heads, cfg.head_dim(), self.src.len());
+        b.write_u32(&sc.ids, 0, &tgt[pos..])?;
+        b.embedding(&sc.x, &self.w.embed, &sc.ids, t, (c as f32).sqrt())?;
+        if let Some(pe) = &self.st.pe {
+            b.add_rows(&sc.x, pe, t, pos)?;
+        }
+        // self: target key padding AND look-ahead over cached + new; cross: source key padding
+        let self_mask = crate::mask::Mask::from_fn(t, pos + t, |i, j| j <= pos + i && tgt[j] != PAD_ID);
+        b.write_f32(&sc.mask, 0, &self_mask.data)?;
+        b.write_f32(&sc.cross_mask, 0, &crate::mask::padding(t, &self.src).data)?;
+        for (layer, ls) in self.w.layers.iter().zip(&self.st.layers) {
+            // x = norm1(x + self_attn(x))
+            self.self_attention(b, &layer.attn, ls, sc, &sc.x, t, pos, Some(&sc.mask))?;
+            Self::add_norm(b, &layer.norm_attn, sc, t, c)?;
+            // x = norm2(x + cross_attn(x, encoder output))
+            let (Some((cw, cn)), Some(ck), Some(cv), Some(cp)) =
+                (layer.cross.as_ref(), ls.cross_k.as_ref(), ls.cross_v.as_ref(), ls.cross_probs.as_ref())
+            else {
+                return Err(TfError::Input("decoder layer without cross-attention".into()));
+            };
+            b.matmul(&sc.q, 0, &sc.x, 0, t, &cw.q.w, cw.q.b.as_ref())?;
+            b.attention(&sc.att, cp, &sc.q, ck, cv, Some(&sc.cross_mask), &AttnShape::packed(t, ts, nh, nh, hs))?;
+            b.matmul(&sc.tmp, 0, &sc.att, 0, t, &cw.o.w, cw.o.b.as_ref())?;
+            Self::add_norm(b, cn, sc, t, c)?;
+            // x = norm3(x + ffn(x))
+            self.ffn(b, &layer.ffn, ls, sc, &sc.x, t)?;
+            Self::add_norm(b, &layer.norm_ffn, sc, t, c)?;
+        }
+        self.head(b, &sc.x, t, which)
+    }
+
+    pub fn layers(&self) -> &[Layer<B::T>] {
+        &self.w.layers
+    }
+}
