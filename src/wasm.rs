@@ -32,6 +32,17 @@ fn err(e: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
 }
 
+/// `navigator.gpu` in the window or worker scope.
+fn has_navigator_gpu() -> bool {
+    let global = js_sys::global();
+    let nav = Reflect::get(&global, &JsValue::from_str("navigator")).unwrap_or(JsValue::UNDEFINED);
+    if nav.is_undefined() || nav.is_null() {
+        return false;
+    }
+    let gpu = Reflect::get(&nav, &JsValue::from_str("gpu")).unwrap_or(JsValue::UNDEFINED);
+    !(gpu.is_undefined() || gpu.is_null())
+}
+
 fn gpu() -> Option<Arc<Gpu>> {
     GPU.with(|g| g.borrow().clone())
 }
@@ -41,6 +52,12 @@ fn gpu() -> Option<Arc<Gpu>> {
 #[wasm_bindgen]
 pub async fn gpu_init() -> JsValue {
     let o = Object::new();
+    if !has_navigator_gpu() {
+        set(&o, "ok", &JsValue::FALSE);
+        set(&o, "backend", &"none".into());
+        set(&o, "error", &"WebGPU is not available in this browser (navigator.gpu is missing); the models run on the CPU instead".into());
+        return o.into();
+    }
     match Gpu::new().await {
         Ok(g) => {
             set(&o, "ok", &JsValue::TRUE);
@@ -66,7 +83,13 @@ pub async fn gpu_init() -> JsValue {
         Err(e) => {
             set(&o, "ok", &JsValue::FALSE);
             set(&o, "backend", &"none".into());
-            set(&o, "error", &e.to_string().into());
+            let msg = match e {
+                crate::error::TfError::NoGpu(_) => {
+                    format!("WebGPU is present but no usable GPU adapter was found ({e}); the models run on the CPU instead")
+                }
+                other => other.to_string(),
+            };
+            set(&o, "error", &msg.into());
         }
     }
     o.into()

@@ -137,13 +137,7 @@ fn moe_router_by_hand() {
 fn masks_match_hand_written_matrices() {
     // 5 tokens, the last 2 PAD: combined decoder mask (look-ahead AND key padding)
     let m = mask::mask_set(5, 2, 0).unwrap();
-    let want = [
-        [1., 0., 0., 0., 0.],
-        [1., 1., 0., 0., 0.],
-        [1., 1., 1., 0., 0.],
-        [1., 1., 1., 0., 0.],
-        [1., 1., 1., 0., 0.],
-    ];
+    let want = [[1., 0., 0., 0., 0.], [1., 1., 0., 0., 0.], [1., 1., 1., 0., 0.], [1., 1., 1., 0., 0.], [1., 1., 1., 0., 0.]];
     assert_eq!(m.combined.rows_vec(), want.map(|r| r.to_vec()).to_vec());
     assert_eq!(m.padding.rows_vec()[0], vec![1., 1., 1., 0., 0.]);
     assert_eq!(m.look_ahead.rows_vec()[1], vec![1., 1., 0., 0., 0.]);

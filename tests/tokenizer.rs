@@ -719,3 +719,169 @@ fn mutated_json_never_panics() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// chars (character table with pad/bos/eos, for the date-translation encoder-decoder)
+
+const DATE_ALPHABET: &str = " ,-0123456789ADFJMNOSabcdeghilmnoprstuvy";
+
+fn date_chars() -> Tokenizer {
+    Tokenizer::from(Chars::from_alphabet(DATE_ALPHABET).unwrap())
+}
+
+#[test]
+fn chars_round_trip_date() {
+    let t = date_chars();
+    assert_eq!(t.kind(), "chars");
+    assert_eq!(t.vocab_size(), 3 + DATE_ALPHABET.chars().count());
+    assert_eq!(t.num_merges(), 0);
+    assert_eq!(t.special_ids(), Some((0, 1, 2)));
+    let text = "March 3, 2021";
+    let enc = t.encode(text);
+    assert_eq!(enc.ids.len(), text.chars().count());
+    assert!(enc.unknown.is_empty());
+    // ids follow the table: "M" is at 3 + its index in the alphabet.
+    assert_eq!(enc.ids[0], 3 + DATE_ALPHABET.find('M').unwrap() as u32);
+    assert!(enc.ids.iter().all(|&id| id >= 3), "encode never produces specials");
+    let spans: Vec<(usize, usize)> = (0..text.len()).map(|i| (i, i + 1)).collect();
+    assert_eq!(enc.spans, spans);
+    assert_eq!(t.decode(&enc.ids).unwrap(), text);
+    assert_eq!(t.encode_with_first_n_merges(text, 0), enc);
+    assert_eq!(t.tokenize(text).concat(), text);
+    // streaming equals decode
+    let mut sd = t.stream_decoder();
+    let mut out = String::new();
+    let ids: Vec<u32> = [1].into_iter().chain(enc.ids.iter().copied()).chain([2, 0, 0]).collect();
+    for &id in &ids {
+        out.push_str(&sd.push(&t, id).unwrap());
+    }
+    out.push_str(&sd.finish());
+    assert_eq!(out, text);
+}
+
+#[test]
+fn chars_unknown_characters_are_flagged() {
+    // no unk: dropped
+    let t = date_chars();
+    let text = "Mär 3!"; // 'ä' (2 bytes) and '!' are not in the table
+    let enc = t.encode(text);
+    assert_eq!(enc.unknown, vec![1, 5]);
+    assert_eq!(enc.ids.len(), 4);
+    assert_eq!(enc.spans, vec![(0, 1), (3, 4), (4, 5), (5, 6)]);
+    assert_eq!(t.decode(&enc.ids).unwrap(), "Mr 3");
+    // with unk: mapped to it
+    let itos: Vec<String> = ["<pad>", "<bos>", "<eos>", "<unk>", "M", "r", " ", "3"].iter().map(|s| s.to_string()).collect();
+    let t = Tokenizer::from(Chars::new(itos, 0, 1, 2, Some(3)).unwrap());
+    let enc = t.encode(text);
+    assert_eq!(enc.unknown, vec![1, 5]);
+    assert_eq!(enc.ids, vec![4, 3, 5, 6, 7, 3]);
+    assert_eq!(enc.spans, vec![(0, 1), (1, 3), (3, 4), (4, 5), (5, 6), (6, 7)]);
+    assert_eq!(t.decode(&enc.ids).unwrap(), "M<unk>r 3<unk>");
+    // "<" etc. are not characters of the table just because a special's display string has them
+    assert_eq!(t.encode("<").unknown, vec![0]);
+}
+
+#[test]
+fn chars_specials_decode_to_empty() {
+    let t = date_chars();
+    assert_eq!(t.decode(&[0, 1, 2, 0]).unwrap(), "");
+    let m = t.encode("M").ids[0];
+    assert_eq!(t.decode(&[1, m, 2, 0, 0]).unwrap(), "M");
+    assert_eq!(t.token_str(0).unwrap(), "<pad>");
+    assert_eq!(t.token_str(1).unwrap(), "<bos>");
+    assert_eq!(t.token_str(2).unwrap(), "<eos>");
+    assert_eq!(t.token_str(3).unwrap(), "·"); // ' ' made visible
+    assert_eq!(t.token_str(m).unwrap(), "M");
+    // specials need not be at 0, 1, 2
+    let itos: Vec<String> = ["a", "b", "PAD", "BOS", "EOS"].iter().map(|s| s.to_string()).collect();
+    let t = Tokenizer::from(Chars::new(itos, 2, 3, 4, None).unwrap());
+    assert_eq!(t.special_ids(), Some((2, 3, 4)));
+    assert_eq!(t.encode("ab").ids, vec![0, 1]);
+    assert_eq!(t.decode(&[3, 0, 1, 4, 2]).unwrap(), "ab");
+}
+
+#[test]
+fn chars_out_of_range_ids_are_errors() {
+    let t = date_chars();
+    let n = t.vocab_size();
+    let err = t.decode(&[3, n as u32]).unwrap_err();
+    assert_eq!(err, TokenizerError::IdOutOfRange { id: n as u32, vocab_size: n });
+    assert!(matches!(t.token_str(u32::MAX), Err(TokenizerError::IdOutOfRange { .. })));
+    let mut sd = t.stream_decoder();
+    assert!(matches!(sd.push(&t, n as u32), Err(TokenizerError::IdOutOfRange { .. })));
+    // special ids outside the table are rejected
+    assert!(matches!(
+        Tokenizer::from_json(r#"{"kind":"chars","itos":["<pad>","a"],"pad":0,"bos":1,"eos":2}"#),
+        Err(TokenizerError::Invalid(_))
+    ));
+    assert!(matches!(
+        Tokenizer::from_json(r#"{"kind":"chars","itos":["<pad>","<bos>","<eos>","a","a"],"pad":0,"bos":1,"eos":2}"#),
+        Err(TokenizerError::Invalid(_))
+    ));
+    assert!(matches!(Tokenizer::from_json(r#"{"kind":"chars","itos":["<pad>"],"pad":0,"bos":0}"#), Err(TokenizerError::Json(_))));
+}
+
+#[test]
+fn chars_json_round_trip() {
+    let json = r#"{"kind": "chars", "itos": ["<pad>", "<bos>", "<eos>", " ", ",", "0", "1", "2", "3", "M", "a", "c", "h", "r"],
+                   "pad": 0, "bos": 1, "eos": 2, "comment": "unknown fields are ignored", "version": 3}"#;
+    let t = Tokenizer::from_json(json).unwrap();
+    assert_eq!(t.kind(), "chars");
+    assert_eq!(t.vocab_size(), 14);
+    assert!(t.target_tokenizer().is_none());
+    let text = "March 3, 2021";
+    let enc = t.encode(text);
+    assert!(enc.unknown.is_empty());
+    assert_eq!(t.decode(&enc.ids).unwrap(), text);
+    let back = Tokenizer::from_json(&t.to_json()).unwrap();
+    assert_eq!(back.to_json_value(), t.to_json_value());
+    assert_eq!(back.encode(text), enc);
+    let v = t.to_json_value();
+    assert_eq!(v["kind"], "chars");
+    assert_eq!(v["itos"][9], "M");
+    assert_eq!((v["pad"].as_u64(), v["bos"].as_u64(), v["eos"].as_u64()), (Some(0), Some(1), Some(2)));
+    assert!(v.get("unk").is_none() && v.get("target").is_none() && v.get("comment").is_none());
+    // with unk
+    let t = Tokenizer::from_json(r#"{"kind":"chars","itos":["<pad>","<bos>","<eos>","?","a"],"pad":0,"bos":1,"eos":2,"unk":3}"#).unwrap();
+    let back = Tokenizer::from_json(&t.to_json()).unwrap();
+    assert_eq!(back.to_json_value()["unk"], 3);
+    assert_eq!(back.encode("ab").ids, vec![4, 3]);
+}
+
+#[test]
+fn chars_target_table() {
+    let json = r#"{"kind": "chars", "itos": ["<pad>", "<bos>", "<eos>", " ", ",", "0", "1", "2", "3", "M", "a", "c", "h", "r"],
+                   "pad": 0, "bos": 1, "eos": 2,
+                   "target": {"itos": ["<pad>", "<bos>", "<eos>", "-", "0", "1", "2", "3"], "pad": 0, "bos": 1, "eos": 2, "extra": true}}"#;
+    let t = Tokenizer::from_json(json).unwrap();
+    assert_eq!(t.vocab_size(), 14);
+    let tgt = t.target_tokenizer().expect("target table");
+    assert_eq!(tgt.kind(), "chars");
+    assert_eq!(tgt.vocab_size(), 8);
+    assert_eq!(tgt.special_ids(), Some((0, 1, 2)));
+    assert!(tgt.target_tokenizer().is_none());
+    let enc = tgt.encode("2021-03-03");
+    assert!(enc.unknown.is_empty());
+    assert_eq!(enc.ids, vec![6, 4, 6, 5, 3, 4, 7, 3, 4, 7]);
+    assert_eq!(tgt.decode(&[1, 6, 4, 6, 5, 3, 4, 7, 3, 4, 7, 2, 0]).unwrap(), "2021-03-03");
+    // the source table does not know '-', the target does not know 'M'
+    assert_eq!(t.encode("-").unknown, vec![0]);
+    assert_eq!(tgt.encode("M").unknown, vec![0]);
+    // Chars::target: the separate table when present, else the same table
+    if let Tokenizer::Chars(c) = &t {
+        assert!(c.has_target());
+        assert_eq!(c.target().vocab_size(), 8);
+    } else {
+        panic!("expected chars");
+    }
+    let plain = Chars::from_alphabet("ab").unwrap();
+    assert_eq!(plain.target().vocab_size(), plain.vocab_size());
+    // round trip keeps the target
+    let back = Tokenizer::from_json(&t.to_json()).unwrap();
+    assert_eq!(back.to_json_value(), t.to_json_value());
+    assert_eq!(back.target_tokenizer().unwrap().vocab_size(), 8);
+    // a bad target table is an error
+    let bad =
+        r#"{"kind":"chars","itos":["<pad>","<bos>","<eos>"],"pad":0,"bos":1,"eos":2,"target":{"itos":["x"],"pad":0,"bos":1,"eos":2}}"#;
+    assert!(matches!(Tokenizer::from_json(bad), Err(TokenizerError::Invalid(_))));
+}

@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use tinyformer::cli;
 
 fn main() -> ExitCode {
+    // Mesa's Vulkan loader warns on every start when XDG_RUNTIME_DIR is unset (containers, CI).
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match cli::run(&args) {
         Ok(out) => {

@@ -1,4 +1,4 @@
-//! Tokenizers: three kinds behind one [`Tokenizer`] enum.
+//! Tokenizers: four kinds behind one [`Tokenizer`] enum.
 //!
 //! * `seed_bpe` ([`SeedBpe`]): the word-level BPE of seed 000 ("SimpleBPETokenizer"): lowercase, split on
 //!   whitespace, every word is its characters plus the `</w>` end marker, merges learned by frequency.
@@ -9,6 +9,9 @@
 //!   after every merge, decoded by recursive expansion.
 //! * `byte_bpe` ([`ByteBpe`]): a byte-level BPE (256 byte tokens + learned merges, applied by rank like
 //!   GPT-2 / minbpe) that round-trips any UTF-8 text exactly.
+//! * `chars` ([`Chars`]): a plain character table `itos` with pad/bos/eos (and optional unk) ids, one
+//!   id per character, for character-level models (the date-translation encoder-decoder); optionally
+//!   a separate target table ([`Chars::target`], [`Tokenizer::target_tokenizer`]).
 //!
 //! All kinds serialise to JSON with a `"kind"` field (the checkpoint's `"tokenizer"` metadata), and a
 //! [`StreamDecoder`] turns a stream of ids into text without ever showing half a UTF-8 character.
@@ -17,6 +20,7 @@
 
 mod byte_bpe;
 mod char_merges;
+mod chars;
 mod ranked;
 mod seed_bpe;
 mod train;
@@ -24,6 +28,7 @@ mod train;
 pub use byte_bpe::train_byte_bpe;
 pub use byte_bpe::{pre_split_chunks, ByteBpe, PreSplit};
 pub use char_merges::{train_char_merges, CharMerges};
+pub use chars::Chars;
 pub use seed_bpe::{train_seed_bpe, SeedBpe};
 
 use serde::Serialize;
@@ -90,8 +95,8 @@ pub struct Encoding {
     /// end inside a multi-byte character.
     pub spans: Vec<(usize, usize)>,
     /// Character offsets (counted in `char`s of the input) of characters the tokenizer could not
-    /// represent: mapped to the space id (`char_merges`) or covered by an unknown token (`seed_bpe`).
-    /// Always empty for `byte_bpe`.
+    /// represent: mapped to the space id (`char_merges`), covered by an unknown token (`seed_bpe`), or
+    /// mapped to the unk id if there is one, else dropped (`chars`). Always empty for `byte_bpe`.
     pub unknown: Vec<usize>,
 }
 
@@ -131,6 +136,7 @@ pub enum Tokenizer {
     SeedBpe(SeedBpe),
     CharMerges(CharMerges),
     ByteBpe(ByteBpe),
+    Chars(Chars),
 }
 
 impl From<SeedBpe> for Tokenizer {
@@ -148,14 +154,20 @@ impl From<ByteBpe> for Tokenizer {
         Tokenizer::ByteBpe(t)
     }
 }
+impl From<Chars> for Tokenizer {
+    fn from(t: Chars) -> Self {
+        Tokenizer::Chars(t)
+    }
+}
 
 impl Tokenizer {
-    /// The `"kind"` string of the JSON form: "seed_bpe", "char_merges" or "byte_bpe".
+    /// The `"kind"` string of the JSON form: "seed_bpe", "char_merges", "byte_bpe" or "chars".
     pub fn kind(&self) -> &'static str {
         match self {
             Tokenizer::SeedBpe(_) => SeedBpe::KIND,
             Tokenizer::CharMerges(_) => CharMerges::KIND,
             Tokenizer::ByteBpe(_) => ByteBpe::KIND,
+            Tokenizer::Chars(_) => Chars::KIND,
         }
     }
 
@@ -165,29 +177,32 @@ impl Tokenizer {
     }
 
     /// Encodes a text using only the first `n` merges in training order (a UI can replay training one
-    /// merge at a time). `n >= num_merges()` is the same as [`Tokenizer::encode`].
+    /// merge at a time). `n >= num_merges()` is the same as [`Tokenizer::encode`]. `chars` has no merges
+    /// and ignores `n`.
     pub fn encode_with_first_n_merges(&self, text: &str, n: usize) -> Encoding {
         match self {
             Tokenizer::SeedBpe(t) => t.encode_with_first_n_merges(text, n),
             Tokenizer::CharMerges(t) => t.encode_with_first_n_merges(text, n),
             Tokenizer::ByteBpe(t) => t.encode_with_first_n_merges(text, n),
+            Tokenizer::Chars(t) => t.encode(text),
         }
     }
 
     /// Decodes ids to text. Errors name the offending id and the vocabulary size.
     /// `byte_bpe` replaces invalid UTF-8 (e.g. a lone continuation byte) with U+FFFD, exactly as
     /// `String::from_utf8_lossy`; `seed_bpe` follows the seed (`</w>` -> space, whitespace runs collapsed,
-    /// trimmed).
+    /// trimmed); `chars` decodes pad/bos/eos to `""`.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         match self {
             Tokenizer::SeedBpe(t) => t.decode(ids),
             Tokenizer::CharMerges(t) => t.decode(ids),
             Tokenizer::ByteBpe(t) => t.decode(ids),
+            Tokenizer::Chars(t) => t.decode(ids),
         }
     }
 
     /// The token pieces of a text (the seed's `tokenize`): `seed_bpe` vocabulary strings (with `</w>`),
-    /// `char_merges` expansions, `byte_bpe` token bytes (lossy UTF-8).
+    /// `char_merges` expansions, `byte_bpe` token bytes (lossy UTF-8), `chars` `itos` strings.
     pub fn tokenize(&self, text: &str) -> Vec<String> {
         let enc = self.encode(text);
         enc.ids
@@ -196,6 +211,7 @@ impl Tokenizer {
                 Tokenizer::SeedBpe(t) => t.piece(id).unwrap_or("").to_string(),
                 Tokenizer::CharMerges(t) => t.expansion(id).unwrap_or("").to_string(),
                 Tokenizer::ByteBpe(t) => String::from_utf8_lossy(t.token_bytes(id).unwrap_or(&[])).into_owned(),
+                Tokenizer::Chars(t) => t.token_text(id).unwrap_or("").to_string(),
             })
             .collect()
     }
@@ -206,25 +222,29 @@ impl Tokenizer {
             Tokenizer::SeedBpe(t) => t.vocab_size(),
             Tokenizer::CharMerges(t) => t.vocab_size(),
             Tokenizer::ByteBpe(t) => t.vocab_size(),
+            Tokenizer::Chars(t) => t.vocab_size(),
         }
     }
 
-    /// Number of learned merges.
+    /// Number of learned merges (0 for `chars`).
     pub fn num_merges(&self) -> usize {
         match self {
             Tokenizer::SeedBpe(t) => t.merges().len(),
             Tokenizer::CharMerges(t) => t.merges().len(),
             Tokenizer::ByteBpe(t) => t.merges().len(),
+            Tokenizer::Chars(_) => 0,
         }
     }
 
     /// A display form of one token for the page, with whitespace made visible (see [`visible`]).
     /// `byte_bpe` tokens that are not valid UTF-8 on their own show their odd bytes as `<0xNN>`.
+    /// `chars` shows every id by its `itos` string, specials included (e.g. `<pad>`).
     pub fn token_str(&self, id: u32) -> Result<String, TokenizerError> {
         match self {
             Tokenizer::SeedBpe(t) => t.piece(id).map(visible),
             Tokenizer::CharMerges(t) => t.expansion(id).map(visible),
             Tokenizer::ByteBpe(t) => t.token_bytes(id).map(visible_bytes),
+            Tokenizer::Chars(t) => t.token_text(id).map(visible),
         }
     }
 
@@ -234,6 +254,7 @@ impl Tokenizer {
             Tokenizer::SeedBpe(t) => t.to_json_value(),
             Tokenizer::CharMerges(t) => t.to_json_value(),
             Tokenizer::ByteBpe(t) => t.to_json_value(),
+            Tokenizer::Chars(t) => t.to_json_value(),
         }
     }
 
@@ -260,8 +281,9 @@ impl Tokenizer {
             SeedBpe::KIND => Ok(Tokenizer::SeedBpe(SeedBpe::from_json_value(v)?)),
             CharMerges::KIND => Ok(Tokenizer::CharMerges(CharMerges::from_json_value(v)?)),
             ByteBpe::KIND => Ok(Tokenizer::ByteBpe(ByteBpe::from_json_value(v)?)),
+            Chars::KIND => Ok(Tokenizer::Chars(Chars::from_json_value(v)?)),
             other => Err(TokenizerError::Json(format!(
-                "unknown tokenizer kind {other:?} (expected \"seed_bpe\", \"char_merges\" or \"byte_bpe\")"
+                "unknown tokenizer kind {other:?} (expected \"seed_bpe\", \"char_merges\", \"byte_bpe\" or \"chars\")"
             ))),
         }
     }
@@ -274,6 +296,24 @@ impl Tokenizer {
             }
             Tokenizer::CharMerges(_) => StreamDecoder::bytes(CharMerges::KIND),
             Tokenizer::ByteBpe(_) => StreamDecoder::bytes(ByteBpe::KIND),
+            Tokenizer::Chars(_) => StreamDecoder::bytes(Chars::KIND),
+        }
+    }
+
+    /// The special ids `(pad, bos, eos)`: `Some` for `chars`, `None` for the other kinds.
+    pub fn special_ids(&self) -> Option<(u32, u32, u32)> {
+        match self {
+            Tokenizer::Chars(t) => Some(t.special_ids()),
+            _ => None,
+        }
+    }
+
+    /// The separate target (decoder-side) tokenizer: `Some` only for a `chars` tokenizer whose JSON has
+    /// a `"target"` table. When `None`, the target side uses this same tokenizer.
+    pub fn target_tokenizer(&self) -> Option<Tokenizer> {
+        match self {
+            Tokenizer::Chars(t) if t.has_target() => Some(Tokenizer::Chars(t.target().clone())),
+            _ => None,
         }
     }
 }
@@ -310,6 +350,7 @@ impl StreamDecoder {
             (StreamState::Seed(n), Tokenizer::SeedBpe(t)) => Ok(n.push(t.piece(id)?)),
             (StreamState::Bytes(s), Tokenizer::CharMerges(t)) => Ok(s.push(t.expansion(id)?.as_bytes())),
             (StreamState::Bytes(s), Tokenizer::ByteBpe(t)) => Ok(s.push(t.token_bytes(id)?)),
+            (StreamState::Bytes(s), Tokenizer::Chars(t)) => Ok(s.push(t.piece(id)?.as_bytes())),
             _ => Err(TokenizerError::StreamKindMismatch { expected: self.kind, got: tok.kind() }),
         }
     }
