@@ -2,13 +2,19 @@
 //! worker. Large tensors cross as Float32Array, small metadata as serde values.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use js_sys::{Float32Array, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
+use crate::cpu::SampleParams;
 use crate::gpu::Gpu;
 use crate::mask::{self, Mask};
+use crate::model::config::Arch;
+use crate::model::run::{AttnMap, GenConfig, Generation, BOS_ID};
+use crate::model::{Backend, CpuBackend, GpuBackend, Model};
+use crate::tokenizer::{StreamDecoder, Tokenizer};
 
 thread_local! {
     static GPU: RefCell<Option<Arc<Gpu>>> = const { RefCell::new(None) };
@@ -126,4 +132,377 @@ pub fn masks(seq_len: u32, num_pad: u32, cached_len: u32) -> Result<JsValue, JsV
     set(&o, "combined", &mask_js(&m.combined));
     set(&o, "kv_cache", &mask_js(&m.kv_cache));
     Ok(o.into())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Models: one loaded at a time, on the GPU when gpu_init succeeded (else the CPU reference).
+// Calls are async and the worker serialises them; a call that arrives while another one holds the
+// model gets a "busy" error instead of corrupting state.
+// ------------------------------------------------------------------------------------------------
+
+enum Loaded {
+    Gpu(GpuBackend, Model<GpuBackend>),
+    Cpu(CpuBackend, Model<CpuBackend>),
+}
+
+struct Session {
+    loaded: Option<Loaded>,
+    file_size: usize,
+    generation: Option<(Generation, Option<StreamDecoder>)>,
+}
+
+thread_local! {
+    static SESSION: Rc<RefCell<Session>> = Rc::new(RefCell::new(Session { loaded: None, file_size: 0, generation: None }));
+}
+
+fn session() -> Rc<RefCell<Session>> {
+    SESSION.with(|s| s.clone())
+}
+
+macro_rules! with_model {
+    ($loaded:expr, |$b:ident, $m:ident| $body:expr) => {
+        match $loaded {
+            Loaded::Gpu($b, $m) => $body,
+            Loaded::Cpu($b, $m) => $body,
+        }
+    };
+}
+
+fn busy() -> JsValue {
+    err("the model is busy with another request; try again when it finishes")
+}
+
+fn no_model() -> JsValue {
+    err("no model is loaded")
+}
+
+fn describe_model<B: Backend>(b: &B, m: &Model<B>, file_size: usize) -> serde_json::Value {
+    let c = &m.cfg;
+    let tok = m.tokenizer.as_ref().map(|t| serde_json::json!({"kind": t.kind(), "vocab_size": t.vocab_size(), "merges": t.num_merges()}));
+    serde_json::json!({
+        "arch": c.arch.as_str(),
+        "parameters": m.params,
+        "layers": c.num_layers,
+        "heads": c.num_heads,
+        "kv_heads": c.kv_heads(),
+        "head_dim": c.head_dim(),
+        "d_model": c.d_model,
+        "d_ff": if c.arch == Arch::Llama { c.llama_hidden_dim() } else { c.d_ff },
+        "experts": c.moe.as_ref().map(|m| m.num_experts),
+        "top_k": c.moe.as_ref().map(|m| m.top_k),
+        "vocab_size": m.in_vocab(),
+        "src_vocab_size": c.src_vocab_size,
+        "tgt_vocab_size": c.tgt_vocab_size,
+        "context": c.max_seq_len,
+        "file_size": file_size,
+        "tokenizer": tok,
+        "backend": b.kind(),
+        "config": c,
+    })
+}
+
+fn to_js(v: &serde_json::Value) -> Result<JsValue, JsValue> {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(err)
+}
+use serde::Serialize;
+
+/// Loads a checkpoint (the bytes of a .safetensors file). On any error the previous model stays
+/// loaded and working. Returns the model card.
+#[wasm_bindgen]
+pub fn load_model(bytes: &[u8], prefer_gpu: bool) -> Result<JsValue, JsValue> {
+    let s = session();
+    let mut s = s.try_borrow_mut().map_err(|_| busy())?;
+    let g = if prefer_gpu { gpu() } else { None };
+    let new = match g {
+        Some(g) => {
+            if g.is_lost() {
+                return Err(err("the GPU device was lost; reload the page to get a new one"));
+            }
+            let b = GpuBackend::new(g);
+            let m = Model::load(&b, bytes).map_err(err)?;
+            Loaded::Gpu(b, m)
+        }
+        None => {
+            let b = CpuBackend;
+            let m = Model::load(&b, bytes).map_err(err)?;
+            Loaded::Cpu(b, m)
+        }
+    };
+    if let Some(old) = s.loaded.take() {
+        with_model!(old, |b, m| m.free(&b));
+    }
+    s.generation = None;
+    s.file_size = bytes.len();
+    let d = with_model!(&new, |b, m| describe_model(b, m, bytes.len()));
+    s.loaded = Some(new);
+    to_js(&d)
+}
+
+/// The loaded model's card: architecture, parameters, layers, heads, kv heads, experts, vocabulary,
+/// context, file size, tokenizer and backend.
+#[wasm_bindgen]
+pub fn describe() -> Result<JsValue, JsValue> {
+    let s = session();
+    let s = s.try_borrow().map_err(|_| busy())?;
+    let l = s.loaded.as_ref().ok_or_else(no_model)?;
+    to_js(&with_model!(l, |b, m| describe_model(b, m, s.file_size)))
+}
+
+/// Frees the loaded model (GPU buffers are destroyed now).
+#[wasm_bindgen]
+pub fn reset() -> Result<(), JsValue> {
+    let s = session();
+    let mut s = s.try_borrow_mut().map_err(|_| busy())?;
+    s.generation = None;
+    if let Some(old) = s.loaded.take() {
+        with_model!(old, |b, m| m.free(&b));
+    }
+    Ok(())
+}
+
+fn tokenize_with(t: &Tokenizer, text: &str) -> serde_json::Value {
+    let enc = t.encode(text);
+    let pieces: Vec<String> = enc.ids.iter().map(|&i| t.token_str(i).unwrap_or_default()).collect();
+    serde_json::json!({"kind": t.kind(), "ids": enc.ids, "pieces": pieces, "spans": enc.spans, "unknown": enc.unknown})
+}
+
+/// The prompt as tokens: ids, visible pieces, byte spans, and the char offsets of characters outside
+/// the tokenizer's table. (JS strings with lone surrogates arrive here already replaced by U+FFFD.)
+#[wasm_bindgen]
+pub fn tokenize(text: &str) -> Result<JsValue, JsValue> {
+    let s = session();
+    let s = s.try_borrow().map_err(|_| busy())?;
+    let l = s.loaded.as_ref().ok_or_else(no_model)?;
+    let t = with_model!(l, |_b, m| m.tokenizer.clone()).ok_or_else(|| err("this model has no tokenizer: type token ids instead"))?;
+    to_js(&tokenize_with(&t, text))
+}
+
+/// Decodes output ids with the model's (target) tokenizer; special ids are left out.
+#[wasm_bindgen]
+pub fn decode(ids: &[u32]) -> Result<String, JsValue> {
+    let s = session();
+    let s = s.try_borrow().map_err(|_| busy())?;
+    let l = s.loaded.as_ref().ok_or_else(no_model)?;
+    let t = with_model!(l, |_b, m| output_tokenizer(m)).ok_or_else(|| err("this model has no tokenizer"))?;
+    let ids: Vec<u32> = match t.special_ids() {
+        Some((p, b, e)) => ids.iter().copied().filter(|&i| i != p && i != b && i != e).collect(),
+        None => ids.to_vec(),
+    };
+    t.decode(&ids).map_err(err)
+}
+
+/// A display string for each output id (for token chips and candidate lists).
+#[wasm_bindgen]
+pub fn token_strings(ids: &[u32]) -> Result<JsValue, JsValue> {
+    let s = session();
+    let s = s.try_borrow().map_err(|_| busy())?;
+    let l = s.loaded.as_ref().ok_or_else(no_model)?;
+    let t = with_model!(l, |_b, m| output_tokenizer(m));
+    let v: Vec<String> = ids.iter().map(|&i| t.as_ref().and_then(|t| t.token_str(i).ok()).unwrap_or_else(|| format!("#{i}"))).collect();
+    serde_wasm_bindgen::to_value(&v).map_err(err)
+}
+
+fn output_tokenizer<B: Backend>(m: &Model<B>) -> Option<Tokenizer> {
+    let t = m.tokenizer.as_ref()?;
+    Some(t.target_tokenizer().unwrap_or_else(|| t.clone()))
+}
+
+fn map_js(m: &AttnMap) -> JsValue {
+    let o = Object::new();
+    set(&o, "kind", &m.kind.into());
+    set(&o, "layer", &(m.layer as u32).into());
+    set(&o, "heads", &(m.heads as u32).into());
+    set(&o, "rows", &(m.rows as u32).into());
+    set(&o, "cols", &(m.cols as u32).into());
+    set(&o, "row_offset", &(m.row_offset as u32).into());
+    set(&o, "data", &Float32Array::from(&m.data[..]).into());
+    o.into()
+}
+
+fn maps_js(maps: &[AttnMap]) -> JsValue {
+    let a = js_sys::Array::new();
+    for m in maps {
+        a.push(&map_js(m));
+    }
+    a.into()
+}
+
+/// A full forward pass: logits (rows, vocab) as a Float32Array, every attention map
+/// {kind, layer, heads, rows, cols, data: Float32Array (heads*rows*cols)}, the masks and MoE routing.
+/// For the encoder-decoder `ids` is the source and `tgt` the decoder input (default [BOS]).
+#[wasm_bindgen]
+pub async fn forward(ids: Vec<u32>, tgt: Option<Vec<u32>>) -> Result<JsValue, JsValue> {
+    let s = session();
+    let mut s = s.try_borrow_mut().map_err(|_| busy())?;
+    s.generation = None;
+    let l = s.loaded.as_mut().ok_or_else(no_model)?;
+    let out = match l {
+        Loaded::Gpu(b, m) => m.forward(b, &ids, tgt.as_deref()).await,
+        Loaded::Cpu(b, m) => m.forward(b, &ids, tgt.as_deref()).await,
+    }
+    .map_err(err)?;
+    let o = Object::new();
+    let lg = Object::new();
+    set(&lg, "rows", &(out.rows as u32).into());
+    set(&lg, "cols", &(out.vocab as u32).into());
+    set(&lg, "data", &Float32Array::from(&out.logits[..]).into());
+    set(&o, "logits", &lg);
+    set(&o, "attention", &maps_js(&out.attention));
+    let masks = Object::new();
+    for (k, m) in &out.masks {
+        set(&masks, k, &mask_js(m));
+    }
+    set(&o, "masks", &masks);
+    set(&o, "moe", &serde_wasm_bindgen::to_value(&out.moe).map_err(err)?);
+    Ok(o.into())
+}
+
+#[derive(serde::Deserialize)]
+struct GenOpts {
+    max_new_tokens: Option<usize>,
+    temperature: Option<f32>,
+    top_k: Option<u32>,
+    top_p: Option<f32>,
+    seed: Option<u64>,
+    kv_cache: Option<bool>,
+    attention: Option<bool>,
+    top: Option<usize>,
+}
+
+/// Starts a generation. `ids` is the prompt (decoder, llama) or the source (encoder-decoder, which
+/// then decodes from BOS). Options: {max_new_tokens, temperature (0 = greedy), top_k, top_p, seed,
+/// kv_cache, attention (read each step's attention rows), top (report the N most likely tokens)}.
+#[wasm_bindgen]
+pub fn gen_start(ids: Vec<u32>, opts: JsValue) -> Result<JsValue, JsValue> {
+    let o: GenOpts = serde_wasm_bindgen::from_value(opts).map_err(err)?;
+    let t = o.temperature.unwrap_or(0.0);
+    if !(t >= 0.0 && t.is_finite()) {
+        return Err(err(format!("temperature must be >= 0, got {t}")));
+    }
+    let top_p = o.top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(err(format!("top-p must be in (0, 1], got {top_p}")));
+    }
+    let sample = if t == 0.0 { SampleParams::greedy() } else { SampleParams { temperature: t, top_k: o.top_k.unwrap_or(0), top_p } };
+    let cfg = GenConfig {
+        max_new_tokens: o.max_new_tokens.unwrap_or(64),
+        sample,
+        seed: o.seed.unwrap_or(0),
+        kv_cache: o.kv_cache.unwrap_or(true),
+        gpu_sampling: true,
+        attention: o.attention.unwrap_or(false),
+        top: o.top.unwrap_or(0),
+    };
+    let s = session();
+    let mut s = s.try_borrow_mut().map_err(|_| busy())?;
+    let l = s.loaded.as_mut().ok_or_else(no_model)?;
+    let (g, dec, start) = match l {
+        Loaded::Gpu(b, m) => start_gen(b, m, &ids, cfg),
+        Loaded::Cpu(b, m) => start_gen(b, m, &ids, cfg),
+    }
+    .map_err(err)?;
+    s.generation = Some((g, dec));
+    serde_wasm_bindgen::to_value(&start).map_err(err)
+}
+
+fn start_gen<B: Backend>(
+    b: &mut B,
+    m: &mut Model<B>,
+    ids: &[u32],
+    cfg: GenConfig,
+) -> crate::Result<(Generation, Option<StreamDecoder>, Vec<u32>)> {
+    let g = if m.cfg.arch == Arch::EncoderDecoder {
+        m.start_generation(b, &[BOS_ID], Some(ids), cfg)?
+    } else {
+        m.start_generation(b, ids, None, cfg)?
+    };
+    let dec = output_tokenizer(m).map(|t| t.stream_decoder());
+    let start = g.ids.clone();
+    Ok((g, dec, start))
+}
+
+/// The next token of the running generation: {id, text (the newly complete characters), step,
+/// attention?: [maps of this step's rows], top?: [{id, p}]}, or null when the generation is over.
+/// The worker checks its stop flag between calls, so Stop works at any token.
+#[wasm_bindgen]
+pub async fn gen_next() -> Result<JsValue, JsValue> {
+    let s = session();
+    let mut s = s.try_borrow_mut().map_err(|_| busy())?;
+    let Session { loaded, generation, .. } = &mut *s;
+    let l = loaded.as_mut().ok_or_else(no_model)?;
+    let Some((g, dec)) = generation.as_mut() else { return Ok(JsValue::NULL) };
+    let (step, tok) = match l {
+        Loaded::Gpu(b, m) => (m.next_token(b, g).await, output_tokenizer(m)),
+        Loaded::Cpu(b, m) => (m.next_token(b, g).await, output_tokenizer(m)),
+    };
+    let step = step.map_err(err)?;
+    let Some(step) = step else {
+        let rest = dec.as_mut().map(|d| d.finish()).unwrap_or_default();
+        let o = Object::new();
+        set(&o, "done", &JsValue::TRUE);
+        set(&o, "text", &rest.into());
+        return Ok(o.into());
+    };
+    let o = Object::new();
+    set(&o, "id", &step.id.into());
+    set(&o, "step", &((g.step - 1) as u32).into());
+    let special = tok.as_ref().and_then(|t| t.special_ids()).is_some_and(|(p, b, e)| step.id == p || step.id == b || step.id == e);
+    let text = match (&tok, dec.as_mut()) {
+        (Some(t), Some(d)) if !special => d.push(t, step.id).unwrap_or_default(),
+        _ => String::new(),
+    };
+    set(&o, "text", &text.into());
+    set(&o, "piece", &tok.as_ref().and_then(|t| t.token_str(step.id).ok()).unwrap_or_else(|| format!("#{}", step.id)).into());
+    set(&o, "done", &g.done.into());
+    if !step.attention.is_empty() {
+        set(&o, "attention", &maps_js(&step.attention));
+    }
+    if !step.top.is_empty() {
+        let a = js_sys::Array::new();
+        for (id, p) in &step.top {
+            let c = Object::new();
+            set(&c, "id", &(*id).into());
+            set(&c, "p", &(*p).into());
+            set(&c, "piece", &tok.as_ref().and_then(|t| t.token_str(*id).ok()).unwrap_or_else(|| format!("#{id}")).into());
+            a.push(&c);
+        }
+        set(&o, "top", &a);
+    }
+    Ok(o.into())
+}
+
+/// Stops the running generation (the next gen_next returns null).
+#[wasm_bindgen]
+pub fn gen_stop() -> Result<(), JsValue> {
+    let s = session();
+    let mut s = s.try_borrow_mut().map_err(|_| busy())?;
+    s.generation = None;
+    Ok(())
+}
+
+/// The BPE workbench: trains the seed's BPE (lowercase words with </w>) on `text` to `vocab_size`,
+/// then tokenizes `sentence` after each number of merges: {merges: [[a, b]], steps: [[pieces]]},
+/// steps[n] = the pieces after the first n merges.
+#[wasm_bindgen]
+pub fn bpe_workbench(text: &str, vocab_size: u32, sentence: &str) -> Result<JsValue, JsValue> {
+    if text.trim().is_empty() {
+        return Err(err("paste some text to train on"));
+    }
+    if !(1..=5000).contains(&vocab_size) {
+        return Err(err(format!("vocabulary size must be between 1 and 5000, got {vocab_size}")));
+    }
+    if text.len() > 2_000_000 {
+        return Err(err("the training text is limited to 2 MB in the page"));
+    }
+    let bpe = crate::tokenizer::train_seed_bpe(text, vocab_size as usize);
+    let merges: Vec<(String, String)> = bpe.merges().to_vec();
+    let tok = Tokenizer::from(bpe);
+    let steps: Vec<Vec<String>> = (0..=merges.len())
+        .map(|n| {
+            let enc = tok.encode_with_first_n_merges(sentence, n);
+            enc.ids.iter().map(|&i| tok.token_str(i).unwrap_or_default()).collect()
+        })
+        .collect();
+    let v = serde_json::json!({"merges": merges, "steps": steps, "vocab_size": tok.vocab_size()});
+    to_js(&v)
 }
