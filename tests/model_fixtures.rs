@@ -140,3 +140,26 @@ fn gpu_path_matches_pytorch() {
         pollster::block_on(check_fixture(&mut b, &name, &j, &bytes));
     }
 }
+
+/// One submission per generated token (the pass, the sampling kernel and the 4-byte copy together),
+/// and nothing read back but the token, for each architecture.
+#[test]
+fn one_submission_per_generated_token() {
+    let gpu = Arc::new(pollster::block_on(Gpu::new()).expect("GPU initialisation failed (install mesa-vulkan-drivers)"));
+    let mut b = GpuBackend::new(gpu);
+    for name in ["decoder_a", "llama_gqa", "moe_a", "encdec_b"] {
+        let bytes = std::fs::read(format!("{FIXTURES}/{name}.safetensors")).unwrap();
+        let mut m = Model::load(&b, &bytes).unwrap();
+        let (start, src) = if name.starts_with("encdec") { (vec![1u32], Some(vec![5u32, 9, 3, 7])) } else { (vec![3u32, 1, 4], None) };
+        let mut g = m.start_generation(&mut b, &start, src.as_deref(), GenConfig { max_new_tokens: 6, ..GenConfig::default() }).unwrap();
+        pollster::block_on(m.next_token(&mut b, &mut g)).unwrap().unwrap(); // prefill
+        for _ in 0..4 {
+            let before = b.submits();
+            if pollster::block_on(m.next_token(&mut b, &mut g)).unwrap().is_none() {
+                break;
+            }
+            assert_eq!(b.submits() - before, 1, "{name}: submissions for one cached token");
+        }
+        m.free(&b);
+    }
+}

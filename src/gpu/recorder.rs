@@ -18,11 +18,13 @@ pub struct Recorder {
     cmds: Vec<Cmd>,
     /// Dispatches recorded since creation (across flushes): benchmarks report it.
     pub dispatches: usize,
+    /// Queue submissions made since creation: tests assert one per generated token.
+    pub submits: usize,
 }
 
 impl Recorder {
     pub fn new(gpu: &Arc<Gpu>) -> Self {
-        Recorder { gpu: gpu.clone(), params: Vec::with_capacity(4096), cmds: Vec::new(), dispatches: 0 }
+        Recorder { gpu: gpu.clone(), params: Vec::with_capacity(4096), cmds: Vec::new(), dispatches: 0, submits: 0 }
     }
 
     /// Records one dispatch of `k` with `params` and the storage buffers for bindings 1.. in order.
@@ -103,6 +105,7 @@ impl Recorder {
             }
         }
         gpu.queue.submit([enc.finish()]);
+        self.submits += 1;
         self.params.clear();
     }
 

@@ -113,6 +113,10 @@ impl GpuBackend {
     pub fn dispatches(&self) -> usize {
         self.rec.dispatches
     }
+    /// Queue submissions so far (one per generated token is the design).
+    pub fn submits(&self) -> usize {
+        self.rec.submits
+    }
 
     async fn read_bits(&mut self, t: &GpuTensor, offset: usize, count: usize) -> Result<Vec<u32>> {
         if offset + count > t.len() {

@@ -310,8 +310,8 @@ impl<B: Backend> Model<B> {
         let v = self.out_vocab();
         let mut top = Vec::new();
         let id = if g.cfg.gpu_sampling && g.cfg.top == 0 {
+            // the pass, the sampler and the 4-byte copy go out in one submission (read flushes)
             b.sample(&self.st.next, &self.st.logits, 0, &g.cfg.sample, u)?;
-            b.submit()?;
             b.read_u32(&self.st.next, 0, 1).await?[0]
         } else {
             b.submit()?;

@@ -239,12 +239,12 @@ impl<B: Backend> Model<B> {
             return Err(TfError::Input(format!("a {} model has no encoder", cfg.arch.as_str())));
         };
         let c = cfg.d_model;
+        b.write_f32(&sc.mask, 0, &crate::mask::padding(ts, src).data)?;
         b.write_u32(&sc.ids, 0, src)?;
         b.embedding(&sc.x, emb, &sc.ids, ts, (c as f32).sqrt())?;
         if let Some(pe) = &self.st.pe {
             b.add_rows(&sc.x, pe, ts, 0)?;
         }
-        b.write_f32(&sc.mask, 0, &crate::mask::padding(ts, src).data)?;
         for (layer, ls) in self.w.enc_layers.iter().zip(&self.st.enc_layers) {
             // x = norm1(x + self_attn(x, src padding)); x = norm2(x + ffn(x))
             self.self_attention(b, &layer.attn, ls, sc, &sc.x, ts, 0, Some(&sc.mask))?;
@@ -276,15 +276,16 @@ impl<B: Backend> Model<B> {
         self.check_ids(tgt, cfg.tgt_vocab_size, "target")?;
         let sc = &self.st.dec;
         let (c, nh, hs, ts) = (cfg.d_model, cfg.num_heads, cfg.head_dim(), self.src.len());
+        // Host writes first, so the whole pass goes out in one submission.
+        // self: target key padding AND look-ahead over cached + new; cross: source key padding
+        let self_mask = crate::mask::Mask::from_fn(t, pos + t, |i, j| j <= pos + i && tgt[j] != PAD_ID);
+        b.write_f32(&sc.mask, 0, &self_mask.data)?;
+        b.write_f32(&sc.cross_mask, 0, &crate::mask::padding(t, &self.src).data)?;
         b.write_u32(&sc.ids, 0, &tgt[pos..])?;
         b.embedding(&sc.x, &self.w.embed, &sc.ids, t, (c as f32).sqrt())?;
         if let Some(pe) = &self.st.pe {
             b.add_rows(&sc.x, pe, t, pos)?;
         }
-        // self: target key padding AND look-ahead over cached + new; cross: source key padding
-        let self_mask = crate::mask::Mask::from_fn(t, pos + t, |i, j| j <= pos + i && tgt[j] != PAD_ID);
-        b.write_f32(&sc.mask, 0, &self_mask.data)?;
-        b.write_f32(&sc.cross_mask, 0, &crate::mask::padding(t, &self.src).data)?;
         for (layer, ls) in self.w.layers.iter().zip(&self.st.layers) {
             // x = norm1(x + self_attn(x))
             self.self_attention(b, &layer.attn, ls, sc, &sc.x, t, pos, Some(&sc.mask))?;
