@@ -209,17 +209,19 @@ use serde::Serialize;
 /// Loads a checkpoint (the bytes of a .safetensors file). On any error the previous model stays
 /// loaded and working. Returns the model card.
 #[wasm_bindgen]
-pub fn load_model(bytes: &[u8], prefer_gpu: bool) -> Result<JsValue, JsValue> {
+pub async fn load_model(bytes: Vec<u8>, prefer_gpu: bool) -> Result<JsValue, JsValue> {
     let s = session();
     let mut s = s.try_borrow_mut().map_err(|_| busy())?;
+    let bytes = &bytes[..];
     let g = if prefer_gpu { gpu() } else { None };
     let new = match g {
         Some(g) => {
             if g.is_lost() {
                 return Err(err("the GPU device was lost; reload the page to get a new one"));
             }
-            let b = GpuBackend::new(g);
-            let m = Model::load(&b, bytes).map_err(err)?;
+            let b = GpuBackend::new(g.clone());
+            // allocation failures (out of memory, limits) are caught here, the old model stays
+            let m = g.scoped(|| Model::load(&b, bytes)).await.map_err(err)?;
             Loaded::Gpu(b, m)
         }
         None => {

@@ -157,6 +157,24 @@ impl Gpu {
         Ok(())
     }
 
+    /// Runs `f` (allocations, uploads) inside out-of-memory and validation error scopes and turns
+    /// what the GPU reports into an error, so a model too large for the device fails its load
+    /// cleanly instead of poisoning later passes.
+    pub async fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let r = f();
+        let v = validation.pop().await;
+        let o = oom.pop().await;
+        if let Some(e) = o {
+            return Err(TfError::Gpu(format!("out of GPU memory: {}", error_chain(&e))));
+        }
+        if let Some(e) = v {
+            return Err(TfError::Gpu(error_chain(&e)));
+        }
+        r
+    }
+
     pub fn is_lost(&self) -> bool {
         self.lost.lock().map(|g| g.is_some()).unwrap_or(true)
     }
