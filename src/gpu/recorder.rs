@@ -2,6 +2,7 @@
 //! forward pass (or per generated token). Op parameters go into slots of the context's uniform
 //! arena, written once per submission.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{Result, TfError};
@@ -20,11 +21,17 @@ pub struct Recorder {
     pub dispatches: usize,
     /// Queue submissions made since creation: tests assert one per generated token.
     pub submits: usize,
+    /// Bind groups by (kernel, buffers): a model binds the same buffers every token, so after the
+    /// first token a dispatch creates nothing.
+    groups: HashMap<(&'static str, Vec<wgpu::Buffer>), wgpu::BindGroup>,
 }
+
+/// Bind groups kept at most; past this the cache starts over (one-off shapes in tests, benchmarks).
+const MAX_CACHED_GROUPS: usize = 4096;
 
 impl Recorder {
     pub fn new(gpu: &Arc<Gpu>) -> Self {
-        Recorder { gpu: gpu.clone(), params: Vec::with_capacity(4096), cmds: Vec::new(), dispatches: 0, submits: 0 }
+        Recorder { gpu: gpu.clone(), params: Vec::with_capacity(4096), cmds: Vec::new(), dispatches: 0, submits: 0, groups: HashMap::new() }
     }
 
     /// Records one dispatch of `k` with `params` and the storage buffers for bindings 1.. in order.
@@ -44,19 +51,33 @@ impl Recorder {
         let offset = self.params.len() as u32;
         self.params.extend_from_slice(p);
         self.params.resize(offset as usize + PARAM_SLOT as usize, 0);
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &self.gpu.params,
-                offset: 0,
-                size: wgpu::BufferSize::new(PARAM_SLOT),
-            }),
-        }];
-        for (i, b) in bufs.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
-        }
-        let group =
-            self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(k.name), layout: &k.layout, entries: &entries });
+        let key = (k.name, bufs.iter().map(|b| (*b).clone()).collect::<Vec<_>>());
+        let group = match self.groups.get(&key) {
+            Some(g) => g.clone(),
+            None => {
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &self.gpu.params,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(PARAM_SLOT),
+                    }),
+                }];
+                for (i, b) in bufs.iter().enumerate() {
+                    entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+                }
+                let g = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(k.name),
+                    layout: &k.layout,
+                    entries: &entries,
+                });
+                if self.groups.len() >= MAX_CACHED_GROUPS {
+                    self.groups.clear();
+                }
+                self.groups.insert(key, g.clone());
+                g
+            }
+        };
         self.cmds.push(Cmd::Dispatch { pipeline: k.pipeline.clone(), group, offset, groups });
         self.dispatches += 1;
         Ok(())
