@@ -90,6 +90,8 @@ pub trait Backend {
 /// Small reads (sampled token ids) go through this preallocated staging buffer: no buffer is created
 /// per generated token.
 const SMALL_READ: usize = 64;
+/// Matmuls with fewer rows than this use the naive kernel (see GpuBackend::matmul).
+const SMALL_M: usize = 8;
 
 pub struct GpuBackend {
     pub gpu: Arc<Gpu>,
@@ -167,7 +169,10 @@ impl Backend for GpuBackend {
         w: &GpuTensor,
         b: Option<&GpuTensor>,
     ) -> Result<()> {
-        gpu::matmul::matmul(&mut self.rec, out, out_off, x, x_off, m, w, b, self.matmul_kind)
+        // A 64-row tile would compute 63 wasted rows for the one-row passes of cached decoding:
+        // few rows go to the one-thread-per-output kernel instead.
+        let kind = if m < SMALL_M { MatmulKind::Naive } else { self.matmul_kind };
+        gpu::matmul::matmul(&mut self.rec, out, out_off, x, x_off, m, w, b, kind)
     }
     fn attention(
         &mut self,
