@@ -163,3 +163,52 @@ fn one_submission_per_generated_token() {
         m.free(&b);
     }
 }
+
+/// The attention rows streamed with each generated token (one submission, one map) equal the rows
+/// of a full forward pass over the final sequence, on both backends.
+#[test]
+fn streamed_attention_rows_equal_the_full_pass() {
+    async fn check<B: Backend>(b: &mut B) {
+        for name in ["llama_gqa", "encdec_b"] {
+            let bytes = std::fs::read(format!("{FIXTURES}/{name}.safetensors")).unwrap();
+            let mut m = Model::load(b, &bytes).unwrap();
+            let encdec = name.starts_with("encdec");
+            let src = vec![5u32, 9, 3, 7, 11];
+            let (start, srcref) = if encdec { (vec![1u32], Some(&src[..])) } else { (vec![3u32, 1, 4], None) };
+            let cfg = GenConfig { max_new_tokens: 5, attention: true, ..GenConfig::default() };
+            let mut g = m.start_generation(b, &start, srcref, cfg).unwrap();
+            let mut steps = vec![];
+            while let Some(s) = m.next_token(b, &mut g).await.unwrap() {
+                steps.push(s.attention);
+            }
+            // the full pass sees the sequence without its last token (which was never fed back)
+            let seq = &g.ids[..g.ids.len() - 1];
+            let full = if encdec { m.forward(b, &src, Some(seq)).await.unwrap() } else { m.forward(b, seq, None).await.unwrap() };
+            for maps in &steps {
+                for mp in maps.iter().filter(|mp| mp.kind != "encoder") {
+                    let f = full.attention.iter().find(|x| x.kind == mp.kind && x.layer == mp.layer).unwrap();
+                    for h in 0..mp.heads {
+                        for r in 0..mp.rows {
+                            let q = mp.row_offset + r;
+                            for k in 0..mp.cols {
+                                let got = mp.data[(h * mp.rows + r) * mp.cols + k];
+                                let want = f.data[(h * f.rows + q) * f.cols + k];
+                                assert!(
+                                    (got - want).abs() < 1e-5,
+                                    "{name} {} layer {} head {h} query {q} key {k}: {got} vs {want}",
+                                    mp.kind,
+                                    mp.layer
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(steps.len(), 5, "{name}");
+            m.free(b);
+        }
+    }
+    pollster::block_on(check(&mut CpuBackend));
+    let gpu = Arc::new(pollster::block_on(Gpu::new()).expect("GPU initialisation failed"));
+    pollster::block_on(check(&mut GpuBackend::new(gpu)));
+}

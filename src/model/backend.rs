@@ -78,6 +78,9 @@ pub trait Backend {
     fn submit(&mut self) -> Result<()>;
     async fn read_f32(&mut self, t: &Self::T, offset: usize, count: usize) -> Result<Vec<f32>>;
     async fn read_u32(&mut self, t: &Self::T, offset: usize, count: usize) -> Result<Vec<u32>>;
+    /// Several reads in one submission and one map (the browser pays a round trip per map):
+    /// each request is (tensor, offset, count); results come back as raw 4-byte values.
+    async fn read_batch(&mut self, reqs: &[(&Self::T, usize, usize)]) -> Result<Vec<Vec<u32>>>;
     /// Frees a tensor's memory now (GPU buffers are destroyed; in the browser dropping is not enough).
     fn free(&self, t: &Self::T);
     fn len(t: &Self::T) -> usize;
@@ -97,6 +100,8 @@ pub struct GpuBackend {
     pub gpu: Arc<Gpu>,
     rec: Recorder,
     staging: wgpu::Buffer,
+    /// A larger staging buffer for batched reads, grown on demand and reused.
+    big_staging: Option<wgpu::Buffer>,
     pub matmul_kind: MatmulKind,
 }
 
@@ -109,7 +114,7 @@ impl GpuBackend {
             mapped_at_creation: false,
         });
         let rec = Recorder::new(&gpu);
-        GpuBackend { gpu, rec, staging, matmul_kind: MatmulKind::Tiled }
+        GpuBackend { gpu, rec, staging, big_staging: None, matmul_kind: MatmulKind::Tiled }
     }
     /// Dispatches recorded so far (benchmarks report dispatches per token).
     pub fn dispatches(&self) -> usize {
@@ -118,6 +123,50 @@ impl GpuBackend {
     /// Queue submissions so far (one per generated token is the design).
     pub fn submits(&self) -> usize {
         self.rec.submits
+    }
+
+    async fn read_many(&mut self, reqs: &[(&GpuTensor, usize, usize)]) -> Result<Vec<Vec<u32>>> {
+        let total: usize = reqs.iter().map(|r| r.2).sum();
+        for (t, off, n) in reqs {
+            if off + n > t.len() {
+                return Err(TfError::Shape { op: "read", msg: format!("reading {n} values at {off} from a tensor of {:?}", t.shape) });
+            }
+        }
+        if total == 0 {
+            return Ok(reqs.iter().map(|_| vec![]).collect());
+        }
+        let staging = if total <= SMALL_READ {
+            self.staging.clone()
+        } else {
+            let bytes = (total * 4) as u64;
+            self.gpu.check_alloc(bytes, "readback")?;
+            if self.big_staging.as_ref().is_none_or(|b| b.size() < bytes) {
+                if let Some(old) = self.big_staging.take() {
+                    old.destroy();
+                }
+                self.big_staging = Some(self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("batched readback"),
+                    size: bytes.next_power_of_two().max(1024),
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }));
+            }
+            self.big_staging.clone().expect("just created")
+        };
+        let mut at = 0;
+        for (t, off, n) in reqs {
+            self.rec.copy(&t.buf, *off, &staging, at, *n);
+            at += n;
+        }
+        self.rec.flush();
+        let all = self.gpu.map_read(&staging, (total * 4) as u64).await?;
+        let mut out = Vec::with_capacity(reqs.len());
+        let mut at = 0;
+        for (_, _, n) in reqs {
+            out.push(all[at..at + n].to_vec());
+            at += n;
+        }
+        Ok(out)
     }
 
     async fn read_bits(&mut self, t: &GpuTensor, offset: usize, count: usize) -> Result<Vec<u32>> {
@@ -256,6 +305,9 @@ impl Backend for GpuBackend {
     }
     async fn read_u32(&mut self, t: &GpuTensor, offset: usize, count: usize) -> Result<Vec<u32>> {
         self.read_bits(t, offset, count).await
+    }
+    async fn read_batch(&mut self, reqs: &[(&GpuTensor, usize, usize)]) -> Result<Vec<Vec<u32>>> {
+        self.read_many(reqs).await
     }
     fn free(&self, t: &GpuTensor) {
         t.destroy();
@@ -510,6 +562,13 @@ impl Backend for CpuBackend {
     }
     async fn read_u32(&mut self, t: &CpuTensor, offset: usize, count: usize) -> Result<Vec<u32>> {
         Ok(bits(&self.read_f32(t, offset, count).await?))
+    }
+    async fn read_batch(&mut self, reqs: &[(&CpuTensor, usize, usize)]) -> Result<Vec<Vec<u32>>> {
+        let mut out = Vec::with_capacity(reqs.len());
+        for (t, off, n) in reqs {
+            out.push(self.read_u32(t, *off, *n).await?);
+        }
+        Ok(out)
     }
     fn free(&self, _t: &CpuTensor) {}
     fn len(t: &CpuTensor) -> usize {

@@ -64,55 +64,81 @@ fn rows<T: Copy>(v: &[T], cols: usize) -> Vec<Vec<T>> {
 }
 
 impl<B: Backend> Model<B> {
-    async fn read_map(
+    /// The (tensor, kind, layer, rows, cols) of every attention map of the last pass: `t` query rows
+    /// over `tk` keys (cross: over the source); encoder maps only for a pass from position 0.
+    fn map_specs(&self, t: usize, tk: usize, row_offset: usize) -> Vec<(&B::T, &'static str, usize, usize, usize)> {
+        let mut specs = Vec::new();
+        if row_offset == 0 && self.cfg.arch == Arch::EncoderDecoder {
+            let ts = self.src.len();
+            for (i, ls) in self.st.enc_layers.iter().enumerate() {
+                specs.push((&ls.probs, "encoder", i, ts, ts));
+            }
+        }
+        for (i, ls) in self.st.layers.iter().enumerate() {
+            specs.push((&ls.probs, "decoder", i, t, tk));
+            if let Some(cp) = &ls.cross_probs {
+                specs.push((cp, "cross", i, t, self.src.len()));
+            }
+        }
+        specs
+    }
+
+    /// Reads `extra` and every attention map of the last pass in one submission and one map.
+    async fn read_with_maps(
         &self,
         b: &mut B,
-        t: &B::T,
-        kind: &'static str,
-        layer: usize,
-        rows: usize,
-        cols: usize,
+        extra: &[(&B::T, usize, usize)],
+        t: usize,
+        tk: usize,
         row_offset: usize,
-    ) -> Result<AttnMap> {
+    ) -> Result<(Vec<Vec<u32>>, Vec<AttnMap>)> {
         let heads = self.cfg.num_heads;
-        let data = b.read_f32(t, 0, heads * rows * cols).await?;
-        Ok(AttnMap { kind, layer, heads, rows, cols, row_offset, data })
+        let specs = self.map_specs(t, tk, row_offset);
+        let mut reqs: Vec<(&B::T, usize, usize)> = extra.to_vec();
+        reqs.extend(specs.iter().map(|(tensor, _, _, r, c)| (*tensor, 0, heads * r * c)));
+        let mut got = b.read_batch(&reqs).await?;
+        let maps_raw = got.split_off(extra.len());
+        let maps = specs
+            .iter()
+            .zip(maps_raw)
+            .map(|((_, kind, layer, rows, cols), raw)| AttnMap {
+                kind,
+                layer: *layer,
+                heads,
+                rows: *rows,
+                cols: *cols,
+                row_offset,
+                data: bytemuck::cast_vec(raw),
+            })
+            .collect();
+        Ok((got, maps))
     }
 
     /// Attention maps of the last pass: `t` query rows over `tk` keys (cross: over the source).
     pub async fn read_attention(&self, b: &mut B, t: usize, tk: usize, row_offset: usize) -> Result<Vec<AttnMap>> {
-        let mut out = Vec::new();
-        if row_offset == 0 {
-            if let Some(enc) = (self.cfg.arch == Arch::EncoderDecoder).then_some(&self.st.enc_layers) {
-                let ts = self.src.len();
-                for (i, ls) in enc.iter().enumerate() {
-                    out.push(self.read_map(b, &ls.probs, "encoder", i, ts, ts, 0).await?);
-                }
-            }
-        }
-        for (i, ls) in self.st.layers.iter().enumerate() {
-            out.push(self.read_map(b, &ls.probs, "decoder", i, t, tk, row_offset).await?);
-            if let Some(cp) = &ls.cross_probs {
-                out.push(self.read_map(b, cp, "cross", i, t, self.src.len(), row_offset).await?);
-            }
-        }
-        Ok(out)
+        Ok(self.read_with_maps(b, &[], t, tk, row_offset).await?.1)
     }
 
     async fn read_moe(&self, b: &mut B, t: usize) -> Result<Vec<MoeRecord>> {
         let Some(m) = self.cfg.moe.clone() else { return Ok(vec![]) };
-        let mut out = Vec::new();
-        for (i, ls) in self.st.layers.iter().enumerate() {
-            let Some(ms) = &ls.moe else { continue };
-            out.push(MoeRecord {
-                layer: i,
-                router_probs: rows(&b.read_f32(&ms.probs, 0, t * m.num_experts).await?, m.num_experts),
-                experts: rows(&b.read_u32(&ms.experts, 0, t * m.top_k).await?, m.top_k),
-                weights: rows(&b.read_f32(&ms.weights, 0, t * m.top_k).await?, m.top_k),
-                kept: rows(&b.read_u32(&ms.kept, 0, t * m.top_k).await?, m.top_k),
-            });
-        }
-        Ok(out)
+        let (e, k) = (m.num_experts, m.top_k);
+        let layers: Vec<_> = self.st.layers.iter().enumerate().filter_map(|(i, ls)| ls.moe.as_ref().map(|ms| (i, ms))).collect();
+        let reqs: Vec<(&B::T, usize, usize)> = layers
+            .iter()
+            .flat_map(|(_, ms)| [(&ms.probs, 0, t * e), (&ms.experts, 0, t * k), (&ms.weights, 0, t * k), (&ms.kept, 0, t * k)])
+            .collect();
+        let got = b.read_batch(&reqs).await?;
+        Ok(layers
+            .iter()
+            .zip(got.chunks(4))
+            .map(|((i, _), g)| MoeRecord {
+                layer: *i,
+                router_probs: rows(&bytemuck::cast_slice::<u32, f32>(&g[0]).to_vec(), e),
+                experts: rows(&g[1], k),
+                weights: rows(&bytemuck::cast_slice::<u32, f32>(&g[2]).to_vec(), k),
+                kept: rows(&g[3], k),
+            })
+            .collect())
     }
 
     /// A full pass from position 0 (no cache reuse): logits of every row, every attention map,
@@ -141,8 +167,8 @@ impl<B: Backend> Model<B> {
         };
         b.submit()?;
         let vocab = self.out_vocab();
-        let logits = b.read_f32(&self.st.logits, 0, t * vocab).await?;
-        let attention = self.read_attention(b, t, tk, 0).await?;
+        let (mut got, attention) = self.read_with_maps(b, &[(&self.st.logits, 0, t * vocab)], t, tk, 0).await?;
+        let logits: Vec<f32> = bytemuck::cast_vec(got.remove(0));
         let moe = self.read_moe(b, t).await?;
         Ok(ForwardOut { logits, rows: t, vocab, attention, masks, moe })
     }
@@ -263,6 +289,14 @@ pub fn candidate_probs(logits: &[f32], p: &SampleParams) -> Vec<f32> {
     probs
 }
 
+/// The n most likely next tokens (id, probability) after temperature / top-k / top-p.
+pub fn top_candidates(logits: &[f32], p: &SampleParams, n: usize) -> Vec<(u32, f32)> {
+    let probs = candidate_probs(logits, p);
+    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+    idx.sort_by(|&a, &b| probs[b as usize].total_cmp(&probs[a as usize]).then(a.cmp(&b)));
+    idx.into_iter().take(n).map(|i| (i, probs[i as usize])).collect()
+}
+
 impl<B: Backend> Model<B> {
     /// Starts a generation. Decoder / llama: `start` is the prompt. Encoder-decoder: `src` is
     /// encoded once and `start` is the decoder's start (default [BOS]). Checks the context first.
@@ -309,22 +343,34 @@ impl<B: Backend> Model<B> {
         let u = step_uniform(g.cfg.seed, g.step);
         let v = self.out_vocab();
         let mut top = Vec::new();
+        let mut attention = vec![];
         let id = if g.cfg.gpu_sampling && g.cfg.top == 0 {
-            // the pass, the sampler and the 4-byte copy go out in one submission (read flushes)
+            // the pass, the sampler and the 4-byte copy go out in one submission (read flushes);
+            // when the page asks for attention rows they come back in the same map
             b.sample(&self.st.next, &self.st.logits, 0, &g.cfg.sample, u)?;
-            b.read_u32(&self.st.next, 0, 1).await?[0]
+            if g.cfg.attention {
+                let (got, maps) = self.read_with_maps(b, &[(&self.st.next, 0, 1)], t, pos + t, pos).await?;
+                attention = maps;
+                got[0][0]
+            } else {
+                b.read_u32(&self.st.next, 0, 1).await?[0]
+            }
+        } else if g.cfg.attention {
+            let (got, maps) = self.read_with_maps(b, &[(&self.st.logits, 0, v)], t, pos + t, pos).await?;
+            attention = maps;
+            let logits: Vec<f32> = bytemuck::cast_vec(got.into_iter().next().unwrap_or_default());
+            if g.cfg.top > 0 {
+                top = top_candidates(&logits, &g.cfg.sample, g.cfg.top);
+            }
+            cpu::sample(&logits, &g.cfg.sample, u)
         } else {
             b.submit()?;
             let logits = b.read_f32(&self.st.logits, 0, v).await?;
             if g.cfg.top > 0 {
-                let probs = candidate_probs(&logits, &g.cfg.sample);
-                let mut idx: Vec<u32> = (0..v as u32).collect();
-                idx.sort_by(|&a, &b| probs[b as usize].total_cmp(&probs[a as usize]).then(a.cmp(&b)));
-                top = idx.into_iter().take(g.cfg.top).map(|i| (i, probs[i as usize])).collect();
+                top = top_candidates(&logits, &g.cfg.sample, g.cfg.top);
             }
             cpu::sample(&logits, &g.cfg.sample, u)
         };
-        let attention = if g.cfg.attention { self.read_attention(b, t, pos + t, pos).await? } else { vec![] };
         if g.cfg.kv_cache {
             g.cached = g.ids.len();
         }
