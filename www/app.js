@@ -1,17 +1,38 @@
-// The page's UI state and the plumbing to the compute worker (www/worker.js, which runs the wasm core).
-// Views (www/views/*.js) only draw what they are given; this file decides what to ask the core and when.
+// The page's UI state and what to ask the core when. The core runs in a Web Worker (www/worker.js, through
+// www/core.js); views (www/views/*.js) only draw what they are given.
+//
+// Flow: open -> init the core (WebGPU or the CPU fallback) -> read www/models.json -> load the default model
+// (fetch with progress) -> tokenize + forward() the prompt (tokens, attention, masks, experts, next token).
+// Generate streams tokens from the worker; when it ends, forward() runs once on the whole sequence so that
+// every view can show every step.
 //
 // Test hooks (documented for tests/browser/):
 //   ?nogpu=1           hide WebGPU in the page and in the worker: the "WebGPU not available" path on any browser
-//   ?noselftest=1      do not run the self-test automatically on load (the button still works)
-//   window.tinyformer  {call(type, args), crashWorker(mode), state}: drive the worker from the console or a test
+//   ?selftest=1        run the kernel self-test on load (otherwise it runs when the button is pressed)
+//   ?nomodel=1         do not load a model on open
+//   ?model=PATH        load this checkpoint (a path on this origin) on open instead of the default
+//   window.tinyformer  {call(type, args), crashWorker(mode), state, attention()}: drive the page from a test
+import { CoreWorker, WorkerDiedError, RESTART_LIMIT } from './core.js';
+import { fetchManifest, fetchCheckpoint } from './loader.js';
 import { createDeviceView } from './views/device.js';
 import { createSelftestView } from './views/selftest.js';
 import { createMasksView } from './views/masks.js';
+import { createModelView } from './views/model.js';
+import { createGenerateView } from './views/generate.js';
+import { createTokensView } from './views/tokens.js';
+import { createBpeView } from './views/bpe.js';
+import { createAttentionView } from './views/attention.js';
+import { createNextTokenView, candidateProbs } from './views/nexttoken.js';
+import { createExpertsView } from './views/experts.js';
 
 const params = new URLSearchParams(location.search);
 const NO_GPU = params.get('nogpu') === '1';
-const AUTO_SELFTEST = params.get('noselftest') !== '1';
+const AUTO_SELFTEST = params.get('selftest') === '1';
+const NO_MODEL = params.get('nomodel') === '1';
+const MODEL_OVERRIDE = params.get('model');
+const MAX_FILE_BYTES = 256 * 1024 * 1024;
+const BOS_ID = 1; // the encoder-decoder's decoder starts from BOS
+const MAX_MASK_TOKENS = 40; // the current input's masks are tables: draw at most this many tokens
 
 if (NO_GPU) {
   try {
@@ -20,141 +41,128 @@ if (NO_GPU) {
   } catch { /* best effort: the worker is what matters */ }
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// CoreWorker: request/response over postMessage, with restart when the worker dies.
-
-class WorkerDiedError extends Error {
-  constructor(reason) {
-    super(`the compute worker stopped: ${reason}`);
-    this.name = 'WorkerDiedError';
-    this.reason = reason;
-  }
-}
-
-const RESTART_LIMIT = 3;          // restarts allowed ...
-const RESTART_WINDOW_MS = 60_000; // ... within this window, then we give up and ask for a reload
-
-class CoreWorker {
-  constructor({ onRestart, onGiveUp }) {
-    this.onRestart = onRestart;
-    this.onGiveUp = onGiveUp;
-    this.nextId = 1;
-    this.pending = new Map(); // id -> {resolve, reject, type}
-    this.restarts = [];       // timestamps of recent restarts
-    this.generation = 0;      // bumps on every (re)start; stale events from an old worker are ignored
-    this.dead = false;
-    this.spawn();
-  }
-
-  spawn() {
-    const url = new URL('./worker.js', import.meta.url);
-    if (NO_GPU) url.searchParams.set('nogpu', '1');
-    const generation = ++this.generation;
-    const worker = new Worker(url, { type: 'module', name: 'tinyformer-core' });
-    worker.addEventListener('message', (e) => generation === this.generation && this.onMessage(e.data));
-    worker.addEventListener('error', (e) => {
-      e.preventDefault();
-      if (generation === this.generation) {
-        this.died(e.message || 'the worker script failed to load or threw an error it did not catch');
-      }
-    });
-    worker.addEventListener('messageerror', () => generation === this.generation && this.died('a message could not be decoded'));
-    this.worker = worker;
-  }
-
-  onMessage(msg) {
-    if (msg?.type === 'ready') return;
-    if (msg?.type === 'fatal') return this.died(msg.error);
-    const entry = this.pending.get(msg?.id);
-    if (!entry) return;
-    this.pending.delete(msg.id);
-    if (msg.ok) entry.resolve(msg.result);
-    else if (msg.fatal) {
-      entry.reject(new WorkerDiedError(msg.error));
-      this.died(msg.error);
-    } else entry.reject(new Error(msg.error));
-  }
-
-  /** Sends {id, type, ...args}; resolves with the result or rejects with the core's error message. */
-  call(type, args = {}) {
-    if (this.dead) return Promise.reject(new Error('the compute worker stopped too often; reload the page'));
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, type });
-      this.worker.postMessage({ id, type, ...args });
-    });
-  }
-
-  died(reason) {
-    this.generation++; // ignore anything else the dead worker says
-    this.worker.terminate();
-    const err = new WorkerDiedError(reason);
-    for (const { reject } of this.pending.values()) reject(err);
-    this.pending.clear();
-    const now = Date.now();
-    this.restarts = this.restarts.filter((t) => now - t < RESTART_WINDOW_MS);
-    if (this.restarts.length >= RESTART_LIMIT) {
-      this.dead = true;
-      this.onGiveUp?.(reason);
-      return;
-    }
-    this.restarts.push(now);
-    this.spawn();
-    this.onRestart?.(reason);
-  }
-}
+const $ = (id) => document.getElementById(id);
 
 // ---------------------------------------------------------------------------------------------------------
-// UI state
+// State
 
 const state = {
   core: null,           // {version, gpu, hasNavigatorGpu} from the worker's 'init'
   selftestRunning: false,
+  manifest: [],
+  model: null,          // {card, meta: {id, name, description, source}, bytes: ArrayBuffer}
+  loading: false,
+  promptTouched: false, // the user typed in the prompt box: a model switch must not replace it
+  run: null,            // the last generation: {src, ids, gen: [id], pieces, tops, stopped, done}
+  step: null,           // selected generation step
+  analysis: null,       // the last forward() and its labels
 };
 
-const noticeEl = document.getElementById('worker-notice');
-const versionEl = document.getElementById('core-version');
+let coreReady = null; // Promise of the init result
 
-function showNotice(text, { kind = 'warning' } = {}) {
-  noticeEl.replaceChildren();
+// ---------------------------------------------------------------------------------------------------------
+// Views
+
+const noticeEl = $('worker-notice');
+const backendNotice = $('backend-notice');
+const versionEl = $('core-version');
+
+function showNotice(el, text, { kind = 'warning', dismissible = true } = {}) {
+  el.replaceChildren();
   const p = document.createElement('p');
   p.textContent = text;
-  const close = document.createElement('button');
-  close.type = 'button';
-  close.className = 'notice-close';
-  close.textContent = 'Dismiss';
-  close.addEventListener('click', () => { noticeEl.hidden = true; });
-  noticeEl.append(p, close);
-  noticeEl.dataset.kind = kind;
-  noticeEl.hidden = false;
+  el.append(p);
+  if (dismissible) {
+    const close = document.createElement('button');
+    close.type = 'button';
+    close.className = 'notice-close';
+    close.textContent = 'Dismiss';
+    close.addEventListener('click', () => { el.hidden = true; });
+    el.append(close);
+  }
+  el.dataset.kind = kind;
+  el.hidden = false;
 }
 
-const device = createDeviceView(document.getElementById('device-status'));
+const device = createDeviceView($('device-status'));
 const selftest = createSelftestView({
-  button: document.getElementById('selftest-run'),
-  summary: document.getElementById('selftest-summary'),
-  table: document.getElementById('selftest-table'),
+  button: $('selftest-run'),
+  summary: $('selftest-summary'),
+  table: $('selftest-table'),
   onRun: () => runSelftest(),
 });
 const masks = createMasksView({
-  form: document.getElementById('masks-form'),
-  grid: document.getElementById('masks-grid'),
-  errorEl: document.getElementById('masks-error'),
+  form: $('masks-form'),
+  grid: $('masks-grid'),
+  errorEl: $('masks-error'),
+  toggle: $('masks-seed-convention'),
+  legend: $('masks-legend'),
+  inputGrid: $('masks-input'),
   request: (args) => core.call('masks', args),
 });
+const modelView = createModelView({
+  list: $('model-list'),
+  fileInput: $('model-file'),
+  progress: $('model-progress'),
+  progressBar: $('model-progress-bar'),
+  progressText: $('model-progress-text'),
+  errorEl: $('model-error'),
+  card: $('model-card'),
+  onPick: (entry) => loadFromUrl(entry),
+  onFile: (file) => loadFromFile(file),
+});
+const gen = createGenerateView({
+  form: $('gen-form'),
+  prompt: $('prompt'),
+  promptLabel: $('prompt-label'),
+  startBtn: $('gen-start'),
+  stopBtn: $('gen-stop'),
+  stats: $('gen-stats'),
+  output: $('gen-output'),
+  errorEl: $('gen-error'),
+  kvBox: $('gen-kv'),
+  onStart: () => generate(),
+  onStop: () => stop(),
+  onSelectStep: (s) => selectStep(s),
+  onPromptInput: () => {
+    state.promptTouched = true;
+    scheduleAnalysis();
+  },
+});
+const tokens = createTokensView($('tokens-root'));
+createBpeView($('bpe-root'), { request: (args) => core.call('bpe', args) });
+const attention = createAttentionView($('attention-root'), { onSelectStep: (s) => selectStep(s) });
+const nextView = createNextTokenView($('next-root'));
+const experts = createExpertsView($('experts-root'));
+for (const id of ['gen-temperature', 'gen-top-k', 'gen-top-p']) $(id).addEventListener('input', () => refreshNextToken());
+// WebGPU or the CPU path: the same model is loaded again on the other backend.
+$('model-gpu').addEventListener('change', () => {
+  if (state.model) loadBytes(state.model.bytes, state.model.meta, { switchBackend: true });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// The worker
 
 const core = new CoreWorker({
+  noGpu: NO_GPU,
   onRestart: (reason) => {
-    showNotice(`The compute worker stopped (${reason}) and was restarted. Your inputs are kept.`);
+    showNotice(noticeEl, `The compute worker stopped (${reason}) and was restarted. Your inputs are kept` +
+      `${state.model ? `, and ${state.model.meta.name} is being loaded again` : ''}.`);
     document.body.dataset.workerRestarts = String(Number(document.body.dataset.workerRestarts ?? 0) + 1);
-    initCore({ afterRestart: true });
+    coreReady = initCore({ afterRestart: true });
     masks.refresh(); // redraw from the inputs as they are now: nothing typed is lost
+    if (state.model) {
+      gen.setReady(false); // until the model is loaded again
+      const { bytes, meta } = state.model;
+      coreReady.then(() => loadBytes(bytes, meta, { reload: true }));
+    }
   },
   onGiveUp: (reason) => {
-    showNotice(`The compute worker stopped again (${reason}). It stopped ${RESTART_LIMIT} times within a minute, ` +
+    showNotice(noticeEl, `The compute worker stopped again (${reason}). It stopped ${RESTART_LIMIT} times within a minute, ` +
       'so it was not restarted: reload the page to try again. Your inputs are still on the page.', { kind: 'error' });
     device.showError('The compute worker is not running.');
     selftest.setUnavailable('The compute worker is not running; reload the page.');
+    gen.setReady(false);
   },
 });
 
@@ -164,23 +172,35 @@ async function initCore({ afterRestart = false } = {}) {
   try {
     info = await core.call('init');
   } catch (err) {
-    if (err instanceof WorkerDiedError) return; // the restart handler takes over
+    if (err instanceof WorkerDiedError) return null; // the restart handler takes over
     versionEl.textContent = 'not loaded';
     versionEl.dataset.state = 'error';
     device.showError(err.message);
     selftest.setUnavailable('The wasm core did not load, so the self-test cannot run.');
-    return;
+    modelView.showError(`The wasm core did not load, so no model can run: ${err.message}`);
+    return null;
   }
   state.core = info;
   versionEl.textContent = info.version;
   versionEl.dataset.state = 'ready';
   device.show(info);
+  document.body.dataset.backend = info.gpu?.ok ? 'gpu' : 'cpu';
+  $('model-gpu').disabled = !info.gpu?.ok;
+  $('model-gpu').checked = Boolean(info.gpu?.ok) && $('model-gpu').checked;
   if (info.gpu?.ok) {
+    backendNotice.hidden = true;
     selftest.setReady();
     if (AUTO_SELFTEST && !afterRestart) runSelftest();
   } else {
+    const why = info.hasNavigatorGpu === false
+      ? 'This browser has no WebGPU'
+      : 'WebGPU is present but gave no usable GPU adapter';
+    showNotice(backendNotice, `${why}, so the models run on the CPU path of the same Rust core (in WebAssembly). ` +
+      'Everything works, only slower. See “About this device” for details.', { kind: 'warning' });
+    backendNotice.dataset.reason = info.hasNavigatorGpu === false ? 'no-webgpu' : 'no-adapter';
     selftest.setUnavailable('The self-test needs WebGPU, which this browser does not provide (see "About this device").');
   }
+  return info;
 }
 
 async function runSelftest() {
@@ -200,12 +220,462 @@ async function runSelftest() {
   }
 }
 
-// Console / test access. Read-only state plus two actions; nothing here is needed by the page itself.
+// ---------------------------------------------------------------------------------------------------------
+// Models
+
+async function loadManifest() {
+  try {
+    state.manifest = await fetchManifest(new URL('models.json', import.meta.url));
+    modelView.setManifest(state.manifest);
+  } catch (err) {
+    state.manifest = [];
+    modelView.setManifest([], `The list of shipped models (www/models.json) could not be read: ${err.message}. ` +
+      'You can still open a checkpoint of your own.');
+  }
+  return state.manifest;
+}
+
+/** Fetches a checkpoint with a progress bar, then loads it. entry: {id, name, file, description, prompt} */
+async function loadFromUrl(entry) {
+  if (state.loading) return;
+  state.loading = true;
+  modelView.clearError();
+  modelView.setLoading(entry.name ?? entry.id);
+  const label = `Downloading ${entry.name ?? entry.file}`;
+  let bytes;
+  try {
+    bytes = await fetchCheckpoint(entry.file, (loaded, total) => modelView.showProgress(label, loaded, total));
+  } catch (err) {
+    state.loading = false;
+    modelView.hideProgress();
+    modelView.showError(`Could not load ${entry.name ?? entry.file}: ${err.message}` + stillLoaded());
+    return;
+  }
+  state.loading = false;
+  await loadBytes(bytes, { id: entry.id, name: entry.name ?? entry.id, description: entry.description, prompt: entry.prompt,
+    sampling: entry.sampling, source: entry.file });
+}
+
+async function loadFromFile(file) {
+  if (state.loading) return;
+  modelView.clearError();
+  if (file.size > MAX_FILE_BYTES) {
+    modelView.showError(`${file.name} is ${Math.round(file.size / 1048576)} MiB; the page takes checkpoints up to ` +
+      `${MAX_FILE_BYTES / 1048576} MiB.` + stillLoaded());
+    return;
+  }
+  state.loading = true;
+  let bytes;
+  try {
+    modelView.showProgress(`Reading ${file.name}`, 0, file.size);
+    bytes = await file.arrayBuffer();
+  } catch (err) {
+    state.loading = false;
+    modelView.hideProgress();
+    modelView.showError(`Could not read ${file.name}: ${err.message}` + stillLoaded());
+    return;
+  }
+  state.loading = false;
+  await loadBytes(bytes, { id: file.name, name: file.name, source: '(your file)', description: '' });
+}
+
+function stillLoaded() {
+  return state.model ? ` ${state.model.meta.name} is still loaded.` : '';
+}
+
+async function loadBytes(bytes, meta, { reload = false, switchBackend = false } = {}) {
+  if (state.loading && !reload) return;
+  state.loading = true;
+  if (gen.running && !reload) {
+    // A new model while one generates: stop it first, so that its last steps are not read with the new model.
+    await stop();
+    await generationDone;
+  }
+  const info = state.core ?? await coreReady;
+  modelView.showPreparing(meta.name);
+  if (!reload) gen.setReady(false);
+  let card;
+  try {
+    // A copy goes to the worker; this one stays here so that a restarted worker can load it again.
+    card = await core.call('load', { bytes: bytes.slice(0), preferGpu: Boolean(info?.gpu?.ok) && $('model-gpu').checked });
+  } catch (err) {
+    state.loading = false;
+    modelView.hideProgress();
+    if (!(err instanceof WorkerDiedError)) {
+      modelView.showError(`Could not load ${meta.name}: ${err.message}.` + stillLoaded());
+    }
+    gen.setReady(Boolean(state.model));
+    return;
+  }
+  state.loading = false;
+  modelView.hideProgress();
+  const previous = state.model;
+  state.model = { card, meta, bytes };
+  modelView.showCard(card, meta);
+  modelView.setCurrent(meta.id);
+  document.body.dataset.model = meta.id;
+  const isEncDec = card.arch === 'encoder_decoder';
+  gen.setMode(isEncDec ? 'source' : card.tokenizer ? 'text' : 'ids');
+  if (!reload && !switchBackend) {
+    const promptEl = $('prompt');
+    const untouched = !state.promptTouched || promptEl.value.trim() === '';
+    if (untouched || (previous && promptEl.value === previous.meta.prompt)) {
+      promptEl.value = meta.prompt ?? (card.tokenizer ? '' : '1 5 9 13');
+      state.promptTouched = false;
+    }
+    // A prompt that suits the model kind when the user never typed one.
+    if (!card.tokenizer && !/^[\d\s,]*$/.test(promptEl.value) && !state.promptTouched) promptEl.value = '1 5 9 13';
+    applySampling(meta.sampling, previous?.meta.sampling);
+    state.run = null;
+    state.step = null;
+  }
+  gen.setReady(true);
+  await analyze();
+}
+
+// A model may suggest sampling settings (the date model: greedy, 12 tokens). Switching back to a model that
+// suggests none restores what the controls held before.
+const SAMPLING_INPUTS = { temperature: 'gen-temperature', top_k: 'gen-top-k', top_p: 'gen-top-p', seed: 'gen-seed', max_new_tokens: 'gen-max' };
+let savedSampling = null;
+function applySampling(suggested, previousSuggested) {
+  if (suggested) {
+    if (!previousSuggested) savedSampling = Object.fromEntries(Object.entries(SAMPLING_INPUTS).map(([k, id]) => [k, $(id).value]));
+    for (const [k, v] of Object.entries(suggested)) if (SAMPLING_INPUTS[k]) $(SAMPLING_INPUTS[k]).value = String(v);
+  } else if (previousSuggested && savedSampling) {
+    for (const [k, v] of Object.entries(savedSampling)) $(SAMPLING_INPUTS[k]).value = v;
+    savedSampling = null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Prompt -> ids, and the analysis (forward) of the current sequence
+
+function visible(s) {
+  return String(s).replace(/ /g, '·').replace(/\n/g, '⏎');
+}
+
+/** The prompt box as token ids: {ids, tok (for the Tokens view)} or {error}. */
+async function encodePrompt() {
+  const text = $('prompt').value;
+  const card = state.model.card;
+  if (!card.tokenizer) {
+    const parts = text.split(/[\s,]+/).filter(Boolean);
+    const ids = parts.map(Number);
+    const bad = parts.find((p, i) => !Number.isInteger(ids[i]) || ids[i] < 0);
+    if (bad !== undefined) return { error: `"${bad}" is not a token id: this checkpoint has no tokenizer, so type ids like 1 5 9.` };
+    const limit = card.src_vocab_size ?? card.vocab_size;
+    const over = ids.find((i) => i >= limit);
+    if (over !== undefined) return { error: `Token id ${over} is outside the vocabulary (0 to ${limit - 1}).` };
+    const pieces = ids.length ? await core.call('token_strings', { ids }) : [];
+    return { ids, tok: { kind: 'ids', ids, pieces } };
+  }
+  const tok = await core.call('tokenize', { text });
+  return { ids: tok.ids, tok };
+}
+
+let analysisTimer = null;
+let analysisSeq = 0;
+
+function scheduleAnalysis() {
+  clearTimeout(analysisTimer);
+  analysisTimer = setTimeout(() => analyze(), 350);
+}
+
+/** Tokenizes the prompt and runs forward() on it (no generation shown). */
+async function analyze() {
+  clearTimeout(analysisTimer);
+  if (!state.model || gen.running) return;
+  const mine = ++analysisSeq;
+  const card = state.model.card;
+  let enc;
+  try {
+    enc = await encodePrompt();
+  } catch (err) {
+    if (mine === analysisSeq && !(err instanceof WorkerDiedError)) tokens.showError(err.message);
+    return;
+  }
+  if (mine !== analysisSeq) return;
+  if (enc.error) {
+    tokens.showError(enc.error);
+    return;
+  }
+  tokens.show(enc.tok, $('prompt').value, { title: card.arch === 'encoder_decoder' ? 'Source' : 'Prompt' });
+  if (!enc.ids.length) {
+    clearAnalysis('Type a prompt to see the model\u2019s attention, masks and next-token candidates.');
+    return;
+  }
+  if (enc.ids.length > card.context) {
+    clearAnalysis(`The prompt has ${enc.ids.length} tokens but the model\u2019s context is ${card.context}: shorten it.`);
+    return;
+  }
+  state.run = null;
+  state.step = null;
+  await runAnalysis({ src: enc.ids, srcPieces: enc.tok.pieces, gen: [], genPieces: [], tops: [] }, mine);
+}
+
+function clearAnalysis(message) {
+  state.analysis = null;
+  attention.clear(message);
+  nextView.clear(message);
+  experts.clear(state.model?.card.experts ? message : 'This model has no experts: every token goes through the same feed-forward network.');
+  masks.clearInput(message);
+}
+
+/**
+ * forward() over the prompt and what was generated after it, then every view.
+ * seq: {src: prompt/source ids, srcPieces, gen: generated ids, genPieces, tops: per-step candidates}
+ */
+async function runAnalysis(seq, mine = ++analysisSeq) {
+  const card = state.model.card;
+  const isEncDec = card.arch === 'encoder_decoder';
+  let result;
+  let labels;
+  let ids;
+  let tgt;
+  try {
+    if (isEncDec) {
+      ids = seq.src;
+      tgt = [BOS_ID, ...seq.gen].slice(0, card.context);
+      const [bos] = await core.call('token_strings', { ids: [BOS_ID] });
+      const tgtPieces = [bos, ...seq.genPieces].map(visible);
+      const srcPieces = seq.srcPieces.map(visible);
+      labels = {
+        encoder: { rows: srcPieces, cols: srcPieces },
+        decoder: { rows: tgtPieces, cols: tgtPieces },
+        cross: { rows: tgtPieces, cols: srcPieces },
+      };
+    } else {
+      ids = [...seq.src, ...seq.gen].slice(0, card.context);
+      const pieces = [...seq.srcPieces, ...seq.genPieces].map(visible);
+      labels = { decoder: { rows: pieces, cols: pieces } };
+    }
+    result = await core.call('forward', { ids, tgt });
+  } catch (err) {
+    if (mine === analysisSeq && !(err instanceof WorkerDiedError)) clearAnalysis(`The forward pass failed: ${err.message}`);
+    return;
+  }
+  if (mine !== analysisSeq) return;
+  // The query row whose output chose generated token s.
+  const startLen = isEncDec ? 1 : seq.src.length;
+  state.analysis = { seq, result, labels, stepRow: (s) => startLen + s - 1, isEncDec };
+  await renderAnalysis();
+}
+
+// Each view in its own task, so that no single task holds the main thread for long.
+const nextTask = () => new Promise((r) => setTimeout(r, 0));
+
+async function renderAnalysis() {
+  const a = state.analysis;
+  if (!a) return;
+  const card = state.model.card;
+  attention.show({
+    maps: a.result.attention, masks: a.result.masks, labels: a.labels,
+    heads: card.heads, kvHeads: card.kv_heads, model: state.model.meta.id,
+    steps: a.seq.genPieces.map(visible), stepRow: a.stepRow,
+  });
+  if (state.step != null) attention.setStep(state.step);
+  await nextTask();
+  refreshExperts();
+  await nextTask();
+  refreshNextToken();
+  await nextTask();
+  masks.showInput({ masks: cropMasks(a.result.masks), labels: a.labels });
+}
+
+function cropMasks(ms) {
+  const out = {};
+  for (const [k, m] of Object.entries(ms ?? {})) {
+    if (m.rows <= MAX_MASK_TOKENS && m.cols <= MAX_MASK_TOKENS) {
+      out[k] = m;
+      continue;
+    }
+    const rows = Math.min(m.rows, MAX_MASK_TOKENS);
+    const cols = Math.min(m.cols, MAX_MASK_TOKENS);
+    const data = new Float32Array(rows * cols);
+    for (let i = 0; i < rows; i++) data.set(m.data.subarray(i * m.cols, i * m.cols + cols), i * cols);
+    out[k] = { rows, cols, data, cropped: true };
+  }
+  return out;
+}
+
+function refreshExperts() {
+  const a = state.analysis;
+  if (!a) return;
+  if (!a.result.moe?.length) {
+    experts.clear('This model has no experts: every token goes through the same feed-forward network.');
+    return;
+  }
+  experts.show({ moe: a.result.moe, labels: a.labels.decoder.rows }, state.step != null ? a.stepRow(state.step) : null);
+}
+
+async function refreshNextToken() {
+  const a = state.analysis;
+  const run = state.run;
+  if (state.step != null && run?.tops?.[state.step]) {
+    const s = state.step;
+    nextView.show(run.tops[s].map((c) => ({ ...c, piece: visible(c.piece) })), {
+      title: `Step ${s}: the candidates the sampler saw (after temperature, top-k and top-p); it chose ${JSON.stringify(visible(run.pieces[s]))}.`,
+      chosen: run.gen[s],
+    });
+    return;
+  }
+  if (!a) return;
+  const opts = gen.sampling();
+  if (!opts) return;
+  const lg = a.result.logits;
+  const row = lg.rows - 1;
+  const probs = candidateProbs(lg.data.subarray(row * lg.cols, (row + 1) * lg.cols), opts);
+  const order = Array.from(probs.keys()).sort((x, y) => probs[y] - probs[x] || x - y).slice(0, 10);
+  let pieces;
+  try {
+    pieces = await core.call('token_strings', { ids: order });
+  } catch {
+    return;
+  }
+  if (state.analysis !== a || (state.step != null && state.run?.tops?.[state.step])) return;
+  const last = a.labels.decoder.rows[row] ?? '';
+  nextView.show(order.map((id, i) => ({ id, p: probs[id], piece: visible(pieces[i]) })), {
+    title: `After ${JSON.stringify(last)} (position ${row}), with temperature ${opts.temperature}, top-k ${opts.top_k}, top-p ${opts.top_p}` +
+      `${opts.temperature === 0 ? ' (temperature 0 = greedy: plain softmax, the top one is always chosen)' : ''}.`,
+  });
+}
+
+function selectStep(s) {
+  state.step = s;
+  gen.select(s);
+  attention.setStep(s);
+  refreshNextToken();
+  const a = state.analysis;
+  if (a?.result.moe?.length) experts.setFocus(s != null ? a.stepRow(s) : null);
+  document.body.dataset.step = s == null ? '' : String(s);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Generation
+
+let generationDone = Promise.resolve(); // settles when the current generate() (with its analysis) is over
+
+function generate() {
+  if (!state.model || gen.running) return generationDone;
+  generationDone = runGeneration().catch(() => {});
+  return generationDone;
+}
+
+async function runGeneration() {
+  gen.clearError();
+  const { opts, error } = gen.readOptions();
+  if (error) return gen.showError(error);
+  const card = state.model.card;
+  const isEncDec = card.arch === 'encoder_decoder';
+  let enc;
+  try {
+    enc = await encodePrompt();
+  } catch (err) {
+    return gen.showError(err.message);
+  }
+  if (enc.error) return gen.showError(enc.error);
+  if (!enc.ids.length) return gen.showError(isEncDec ? 'Type a date (or any sentence) to translate first.' : 'Type a prompt first.');
+  if (!isEncDec && enc.ids.length >= card.context) {
+    return gen.showError(`The prompt has ${enc.ids.length} tokens and the model\u2019s context is ${card.context}: ` +
+      'there is no room for a new token. Shorten the prompt.');
+  }
+  if (enc.ids.length > card.context) {
+    return gen.showError(`The source has ${enc.ids.length} tokens but the model\u2019s context is ${card.context}.`);
+  }
+  tokens.show(enc.tok, $('prompt').value, { title: isEncDec ? 'Source' : 'Prompt' });
+  clearTimeout(analysisTimer);
+  analysisSeq++; // an analysis still in flight must not draw over the generation
+  const run = { src: enc.ids, srcPieces: enc.tok.pieces, gen: [], pieces: [], texts: [], tops: [], stopped: false };
+  state.run = run;
+  state.step = null;
+  document.body.dataset.step = '';
+  gen.begin({ promptText: $('prompt').value, isSource: isEncDec });
+  const t0 = performance.now();
+  let tFirst = null;
+  let result;
+  try {
+    result = await core.call('generate', { ids: enc.ids, opts: { ...opts, top: 10, attention: false } }, {
+      onEvent: (ev) => {
+        if (ev.kind !== 'token') return;
+        const now = performance.now();
+        tFirst ??= now;
+        run.gen.push(ev.id);
+        run.pieces.push(ev.piece);
+        run.texts.push(ev.text);
+        run.tops.push(ev.top ?? null);
+        gen.addToken(ev);
+        const n = run.gen.length;
+        gen.setStats({
+          count: n,
+          ttftMs: tFirst - t0,
+          tps: n >= 2 ? (n - 1) / ((now - tFirst) / 1000) : null,
+          backend: card.backend,
+        });
+      },
+    });
+  } catch (err) {
+    gen.finish({ state: 'error' });
+    gen.showError(err instanceof WorkerDiedError
+      ? `The compute worker stopped during generation (${err.reason}). It was restarted; your prompt is kept.`
+      : `Generation failed: ${err.message}`);
+    return;
+  }
+  run.stopped = result.stopped;
+  let text = run.texts.join('') + (result.text ?? '');
+  if (card.tokenizer) {
+    try {
+      text = await core.call('decode', { ids: run.gen });
+    } catch { /* keep the streamed text */ }
+  }
+  gen.finish({ state: result.stopped ? 'stopped' : 'done', text });
+  const n = run.gen.length;
+  const total = (performance.now() - t0) / 1000;
+  gen.setStats({
+    count: n,
+    ttftMs: tFirst != null ? tFirst - t0 : null,
+    tps: n >= 2 ? (n - 1) / ((performance.now() - tFirst) / 1000) : n / total,
+    backend: card.backend,
+  });
+  if (n > 0) {
+    await runAnalysis({ src: run.src, srcPieces: run.srcPieces, gen: run.gen, genPieces: run.pieces, tops: run.tops });
+  }
+}
+
+async function stop() {
+  try {
+    await core.call('stop');
+  } catch { /* the worker is gone: the generation is over anyway */ }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Start
+
+// Console / test access. Read-only state plus actions; nothing here is needed by the page itself.
 window.tinyformer = {
   call: (type, args) => core.call(type, args),
   crashWorker: (mode = 'panic') => core.call('crash', { mode }).catch((e) => e.message),
-  get state() { return structuredClone(state); },
+  get state() {
+    return {
+      core: state.core, model: state.model && { card: state.model.card, meta: state.model.meta },
+      run: state.run && { gen: [...state.run.gen], pieces: [...state.run.pieces], stopped: state.run.stopped },
+      step: state.step,
+    };
+  },
+  attention: () => attention.exportObject(),
 };
 
-initCore();
+coreReady = initCore();
 masks.refresh(); // masks need only the wasm core, not the GPU: ask at once
+(async () => {
+  const manifest = await loadManifest();
+  if (NO_MODEL) return;
+  await coreReady;
+  if (MODEL_OVERRIDE) {
+    const known = manifest.find((m) => m.file === MODEL_OVERRIDE);
+    const name = MODEL_OVERRIDE.split('/').pop();
+    await loadFromUrl(known ?? { id: name, name, file: MODEL_OVERRIDE, description: '' });
+    return;
+  }
+  const def = manifest.find((m) => m.default) ?? manifest[0];
+  if (def) await loadFromUrl(def);
+})();

@@ -3,7 +3,8 @@
 
 /**
  * h('td', {class: 'v1', dataset: {row: 0}}, '1') -> <td class="v1" data-row="0">1</td>
- * attrs: class, dataset (object), on (object of event listeners), hidden/disabled (booleans),
+ * attrs: class, dataset (object), style (string or object, set through the CSSOM), on (object of event
+ * listeners), hidden/disabled (booleans),
  * anything else is set with setAttribute. Children: nodes, strings, numbers, arrays; null/false are skipped.
  */
 export function h(tag, attrs = {}, ...children) {
@@ -11,7 +12,11 @@ export function h(tag, attrs = {}, ...children) {
   for (const [key, value] of Object.entries(attrs ?? {})) {
     if (value == null || value === false) continue;
     if (key === 'class') el.className = value;
-    else if (key === 'dataset') {
+    else if (key === 'style') {
+      // Through the CSSOM: the page's CSP (style-src 'self') blocks style attributes set as markup.
+      if (typeof value === 'string') el.style.cssText = value;
+      else for (const [k, v] of Object.entries(value)) el.style.setProperty(k, String(v));
+    } else if (key === 'dataset') {
       for (const [k, v] of Object.entries(value)) if (v != null) el.dataset[k] = String(v);
     } else if (key === 'on') {
       for (const [type, fn] of Object.entries(value)) el.addEventListener(type, fn);

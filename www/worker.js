@@ -2,9 +2,16 @@
 // from app.js, so the page never blocks on the GPU or on the core.
 //
 // Protocol (structured clone):
-//   app -> worker  {id, type, ...args}        type: 'init' | 'selftest' | 'masks' | 'crash'
+//   app -> worker  {id, type, ...args}
+//     type: 'init' | 'masks' | 'bpe' | 'crash' | 'stop'                       (answered at once)
+//           'selftest' | 'load' | 'describe' | 'tokenize' | 'decode' | 'token_strings' | 'forward' | 'generate'
+//                                                              (model calls: queued, run one at a time)
 //   worker -> app  {id, ok: true, result}  or  {id, ok: false, error: string, fatal?: true}
+//   worker -> app  {id, event}  streaming events of a running request ('generate': one per token)
 //   worker -> app  {type: 'ready'}  once, when this script has started (before any wasm is loaded)
+// Every call that touches the loaded model goes through one queue, because the core answers "busy" to a
+// call that arrives while another holds the model. 'stop' is not queued: it sets a flag that the generation
+// loop checks between two gen_next() calls, then the loop calls gen_stop().
 // `fatal: true` means the wasm instance can no longer be trusted (a Rust panic surfaces as a
 // WebAssembly.RuntimeError "unreachable"): app.js then terminates this worker and starts a fresh one.
 //
@@ -62,13 +69,19 @@ const handlers = {
     const gpu = await core.gpu_init();
     return { version: core.version(), gpu, hasNavigatorGpu, browserAdapter: gpu?.ok ? await browserAdapterInfo() : null };
   },
-  async selftest() {
-    const core = await loadCore();
-    return await core.run_selftest();
-  },
   async masks({ seq_len, num_pad, cached_len }) {
     const core = await loadCore();
     return core.masks(seq_len, num_pad, cached_len);
+  },
+  async bpe({ text, vocab_size, sentence }) {
+    const core = await loadCore();
+    return core.bpe_workbench(text, vocab_size, sentence);
+  },
+  // Asks the running generation, or the one waiting in the queue, to stop after the token it is computing now.
+  // The flag is cleared when the next 'generate' request arrives.
+  async stop() {
+    stopRequested = true;
+    return { stopping: generating };
   },
   // Lets tests (and curious users in the console) check that the page survives a dead worker.
   //   mode 'panic': behave as a Rust panic does (a RuntimeError "unreachable" out of a wasm call)
@@ -81,6 +94,78 @@ const handlers = {
     throw new WebAssembly.RuntimeError('unreachable (simulated panic, test hook)');
   },
 };
+
+// Model calls: one at a time, in arrival order (see the protocol above).
+let generating = false;
+let stopRequested = false;
+
+const modelHandlers = {
+  // Queued too: the self-test and the model share the GPU device.
+  async selftest() {
+    const core = await loadCore();
+    return await core.run_selftest();
+  },
+  // bytes: ArrayBuffer of a .safetensors file. On an error the previous model stays loaded (the core keeps it).
+  async load({ bytes, preferGpu }) {
+    const core = await loadCore();
+    return core.load_model(new Uint8Array(bytes), Boolean(preferGpu));
+  },
+  async describe() {
+    return (await loadCore()).describe();
+  },
+  async tokenize({ text }) {
+    return (await loadCore()).tokenize(text);
+  },
+  async decode({ ids }) {
+    return (await loadCore()).decode(Uint32Array.from(ids));
+  },
+  async token_strings({ ids }) {
+    return (await loadCore()).token_strings(Uint32Array.from(ids));
+  },
+  // ids: the prompt (or the source for the encoder-decoder); tgt: the decoder input (encoder-decoder only).
+  async forward({ ids, tgt }) {
+    const core = await loadCore();
+    return await core.forward(Uint32Array.from(ids), tgt ? Uint32Array.from(tgt) : undefined);
+  },
+  // Streams {kind: 'start', ids} then {kind: 'token', id, step, text, piece, done, top?, attention?} per token.
+  // Resolves {stopped, steps, text (the characters completed at the end)}.
+  async generate({ ids, opts }, emit) {
+    const core = await loadCore();
+    if (stopRequested) return { stopped: true, steps: 0, text: '' }; // Stop came while this waited in the queue
+    generating = true;
+    try {
+      const start = core.gen_start(Uint32Array.from(ids), opts);
+      emit({ kind: 'start', ids: Array.from(start ?? []) });
+      let steps = 0;
+      for (;;) {
+        if (stopRequested) {
+          core.gen_stop();
+          return { stopped: true, steps, text: '' };
+        }
+        const step = await core.gen_next();
+        if (step == null) return { stopped: false, steps, text: '' };
+        if (step.id === undefined) return { stopped: false, steps, text: step.text ?? '' };
+        steps++;
+        emit({ kind: 'token', ...step });
+        await nextTask(); // let a 'stop' message in between two tokens
+      }
+    } finally {
+      generating = false;
+    }
+  },
+};
+
+function nextTask() {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+let queue = Promise.resolve();
+
+function enqueue(fn) {
+  const run = queue.then(fn, fn);
+  queue = run.catch(() => {});
+  return run;
+}
 
 // The browser's own GPUAdapterInfo. wgpu's WebGPU backend leaves name/vendor/architecture empty in the
 // browser, so the device view fills those gaps from here (and says so).
@@ -106,13 +191,16 @@ function describe(err) {
 
 self.addEventListener('message', async (event) => {
   const { id, type, ...args } = event.data ?? {};
-  const handler = Object.hasOwn(handlers, type) ? handlers[type] : null;
-  if (!handler) {
+  const immediate = Object.hasOwn(handlers, type) ? handlers[type] : null;
+  const queued = Object.hasOwn(modelHandlers, type) ? modelHandlers[type] : null;
+  if (!immediate && !queued) {
     self.postMessage({ id, ok: false, error: `worker: unknown request type ${JSON.stringify(type)}` });
     return;
   }
+  if (type === 'generate') stopRequested = false; // a Stop before this request was for an earlier one
+  const emit = (ev) => self.postMessage({ id, event: ev });
   try {
-    const result = await handler(args);
+    const result = immediate ? await immediate(args) : await enqueue(() => queued(args, emit));
     self.postMessage({ id, ok: true, result });
   } catch (err) {
     // A panic inside the core aborts with `unreachable`; the instance may hold broken state after that.

@@ -1,5 +1,8 @@
 // Shared set-up for the browser tests: Debian's Chromium driven by playwright-core, the page served by
 // scripts/serve.mjs on a free port, and collectors for requests and errors.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { startServer } from '../../scripts/serve.mjs';
 
@@ -116,4 +119,92 @@ export async function readMatrix(page, name) {
 /** The expected matrix for a rule (i, j) -> bool, as 1/0 numbers. */
 export function expectedMatrix(rows, cols, allowed) {
   return Array.from({ length: rows }, (_, i) => Array.from({ length: cols }, (_, j) => (allowed(i, j) ? 1 : 0)));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Models, generation, views
+
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const SHOT_DIR = path.join(REPO, 'test-output', 'screenshots');
+
+/** The shipped models (www/models.json). A missing file is a test failure, never a skip. */
+export function shippedModels() {
+  return JSON.parse(fs.readFileSync(path.join(REPO, 'www/models.json'), 'utf8')).models;
+}
+
+export function assertModelFile(assert, file) {
+  assert.ok(fs.existsSync(path.join(REPO, file)),
+    `${file} is missing: the shipped models come from train/train.py (issue 4); this test needs the real file`);
+}
+
+/** Records long tasks (main thread busy > 50 ms) from the start of the page: window.__longTasks. */
+export function longTaskObserver() {
+  window.__longTasks = [];
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) window.__longTasks.push({ start: e.startTime, duration: e.duration });
+  }).observe({ type: 'longtask', buffered: true });
+}
+
+/** Waits until the model card shows `id` (data-model), ready. */
+export async function waitModel(page, id, timeout = 120_000) {
+  await page.waitForSelector(`#model-card[data-state="ready"][data-model="${id}"]`, { timeout });
+}
+
+/** Sets the sampling controls and the prompt (fields left undefined keep their values). */
+export async function setGenerate(page, { prompt, temperature, topK, topP, seed, max, kv } = {}) {
+  if (prompt !== undefined) await page.fill('#prompt', prompt);
+  if (temperature !== undefined) await page.fill('#gen-temperature', String(temperature));
+  if (topK !== undefined) await page.fill('#gen-top-k', String(topK));
+  if (topP !== undefined) await page.fill('#gen-top-p', String(topP));
+  if (seed !== undefined) await page.fill('#gen-seed', String(seed));
+  if (max !== undefined) await page.fill('#gen-max', String(max));
+  if (kv !== undefined) await page.setChecked('#gen-kv', kv);
+}
+
+/** Clicks Generate and waits for the end: {state, count, text, streamed, tps}. */
+export async function generateAndWait(page, { timeout = 180_000 } = {}) {
+  await page.waitForSelector('#gen-start:not([disabled])', { timeout: 60_000 });
+  const run = Number(await page.getAttribute('#gen-output', 'data-run') ?? 0);
+  await page.click('#gen-start');
+  await page.waitForFunction((n) => {
+    const out = document.getElementById('gen-output');
+    return Number(out.dataset.run ?? 0) > n && ['done', 'stopped', 'error'].includes(out.dataset.state);
+  }, run, { timeout });
+  return readOutput(page);
+}
+
+export async function readOutput(page) {
+  return page.evaluate(() => {
+    const out = document.getElementById('gen-output');
+    const toks = [...out.querySelectorAll('button.tok')];
+    return {
+      state: out.dataset.state,
+      count: Number(out.dataset.count),
+      text: out.dataset.text,
+      streamed: toks.filter((b) => !b.classList.contains('tok-partial')).map((b) => b.textContent).join(''),
+      ids: toks.map((b) => Number(b.dataset.id)),
+      tps: Number(document.getElementById('gen-stats').dataset.tps),
+      ttft: Number(document.getElementById('gen-stats').dataset.ttftMs),
+      error: document.getElementById('gen-error').hidden ? '' : document.getElementById('gen-error').textContent,
+    };
+  });
+}
+
+/** Clicks the JSON export of the attention view and returns the parsed file. */
+export async function exportAttentionJson(page) {
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#attn-export-json')]);
+  const file = await download.path();
+  return { name: download.suggestedFilename(), json: JSON.parse(fs.readFileSync(file, 'utf8')) };
+}
+
+/** Screenshots of every view (element shots) and the whole page, under test-output/screenshots/. */
+export async function screenshotViews(page, tag) {
+  fs.mkdirSync(SHOT_DIR, { recursive: true });
+  await page.screenshot({ path: path.join(SHOT_DIR, `${tag}-page.png`), fullPage: true });
+  for (const v of ['model', 'generate', 'tokens', 'attention', 'next', 'experts', 'masks', 'bpe', 'device']) {
+    const el = page.locator(`#view-${v}`);
+    await el.scrollIntoViewIfNeeded();
+    await el.screenshot({ path: path.join(SHOT_DIR, `${tag}-${v}.png`) });
+  }
 }

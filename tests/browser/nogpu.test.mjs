@@ -2,10 +2,14 @@
 //  - navigator.gpu removed in the page by an init script, and
 //  - the page's `?nogpu=1` test hook, which app.js passes on to the worker (an init script cannot reach
 //    into a worker), where worker.js removes navigator.gpu before the core looks for it.
-// The page must say plainly that WebGPU is missing, and the masks must still work.
+// The page must say plainly that WebGPU is missing, and the masks must still work; the models run on the
+// CPU path of the wasm core (the fallback notice shows) and generation works.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { setup, openPage, assertClean, setMasks, readMatrix, expectedMatrix } from './_harness.mjs';
+import {
+  setup, openPage, assertClean, setMasks, readMatrix, expectedMatrix, shippedModels, assertModelFile, waitModel, setGenerate,
+  generateAndWait,
+} from './_harness.mjs';
 
 const REMOVE_GPU = () => {
   try {
@@ -22,7 +26,7 @@ after(async () => {
 });
 
 test('WebGPU missing: a plain message, no self-test, masks still work', async () => {
-  const { page, context, log } = await openPage(env, '?nogpu=1', { initScript: REMOVE_GPU });
+  const { page, context, log } = await openPage(env, '?nogpu=1&nomodel=1', { initScript: REMOVE_GPU });
   try {
     assert.equal(await page.evaluate(() => navigator.gpu), undefined, 'the init script removed navigator.gpu');
     await page.waitForSelector('#device-status[data-state="ready"]', { timeout: 60_000 });
@@ -47,7 +51,7 @@ test('WebGPU missing: a plain message, no self-test, masks still work', async ()
 
 test('WebGPU present but no adapter: says so plainly', async () => {
   // Same browser (no --enable-unsafe-webgpu), no hooks: navigator.gpu exists but requestAdapter() gives null.
-  const { page, context, log } = await openPage(env, '?noselftest=1');
+  const { page, context, log } = await openPage(env, '?nomodel=1');
   try {
     await page.waitForSelector('#device-status[data-state="ready"]', { timeout: 60_000 });
     assert.equal(await page.getAttribute('#device-status', 'data-backend'), 'none');
@@ -57,6 +61,33 @@ test('WebGPU present but no adapter: says so plainly', async () => {
     assert.equal(await page.getAttribute('#selftest-summary', 'data-state'), 'unavailable');
     await setMasks(page, { seqLen: 3, numPad: 0, cachedLen: 2 });
     assert.deepEqual((await readMatrix(page, 'kv_cache')).cells, expectedMatrix(3, 5, (i, j) => j <= 2 + i));
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});
+
+test('CPU fallback (this Chromium, no WebGPU flag, no test hooks): the notice shows, the default model generates on the CPU', { timeout: 240_000 }, async () => {
+  const def = shippedModels().find((m) => m.default);
+  assertModelFile(assert, def.file);
+  const { page, context, log } = await openPage(env, '');
+  try {
+    await page.waitForSelector('#backend-notice:not([hidden])', { timeout: 60_000 });
+    const notice = await page.locator('#backend-notice').innerText();
+    console.log(`fallback notice: ${notice.split('\n')[0]}`);
+    assert.equal(await page.getAttribute('#backend-notice', 'data-reason'), 'no-adapter');
+    assert.match(notice, /no usable GPU adapter.*CPU path.*Everything works, only slower/s);
+    await waitModel(page, def.id);
+    assert.equal(await page.getAttribute('#model-card', 'data-backend'), 'cpu');
+    await setGenerate(page, { prompt: 'ROMEO:\n', temperature: 0.8, seed: 5, max: 12 });
+    const out = await generateAndWait(page);
+    console.log(`CPU: ${out.count} tokens at ${out.tps} tokens/s: ${JSON.stringify(out.text)}`);
+    assert.equal(out.state, 'done', out.error);
+    assert.equal(out.count, 12);
+    assert.ok(out.text.length > 0);
+    assert.equal(out.text, out.streamed);
+    assert.match(await page.locator('#gen-stats').innerText(), /tokens\/s · 12 tokens · CPU/);
+    await page.waitForSelector('#attention-root[data-state="ready"]', { timeout: 60_000 });
     assertClean(assert, log);
   } finally {
     await context.close();

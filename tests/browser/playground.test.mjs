@@ -20,7 +20,7 @@ after(async () => {
 });
 
 test('finds the WebGPU adapter and passes every kernel self-test check', { timeout: SELFTEST_TIMEOUT_MS + 60_000 }, async () => {
-  const { page, context, log } = await openPage(env, '');
+  const { page, context, log } = await openPage(env, '?selftest=1&nomodel=1');
   try {
     // 1. About this device: an adapter must be found. A missing adapter is a failure, never a skip.
     const status = page.locator('#device-status');
@@ -78,7 +78,7 @@ test('finds the WebGPU adapter and passes every kernel self-test check', { timeo
 });
 
 test('masks: combined (look-ahead AND padding) and KV-cache cells match the expected matrices', async () => {
-  const { page, context, log } = await openPage(env, '?noselftest=1');
+  const { page, context, log } = await openPage(env, '?nomodel=1');
   try {
     await setMasks(page, { seqLen: 5, numPad: 2, cachedLen: 0 });
 
@@ -119,7 +119,7 @@ test('masks: combined (look-ahead AND padding) and KV-cache cells match the expe
 });
 
 test('masks: bad input shows the core\'s error and keeps what the user typed', async () => {
-  const { page, context, log } = await openPage(env, '?noselftest=1');
+  const { page, context, log } = await openPage(env, '?nomodel=1');
   try {
     await setMasks(page, { seqLen: 5, numPad: 2, cachedLen: 3 });
 
@@ -159,7 +159,7 @@ test('masks: bad input shows the core\'s error and keeps what the user typed', a
 });
 
 test('a dead worker is restarted, says what happened, and keeps the inputs', async () => {
-  const { page, context, log } = await openPage(env, '?noselftest=1');
+  const { page, context, log } = await openPage(env, '?nomodel=1');
   try {
     await setMasks(page, { seqLen: 6, numPad: 1, cachedLen: 2 });
     await page.waitForSelector('#device-status[data-state="ready"]', { timeout: 60_000 });

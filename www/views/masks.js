@@ -2,6 +2,10 @@
 // Nothing here computes a mask: the values come from the Rust core (via the worker) and are only drawn.
 //
 // Convention: 1 = may attend, 0 = blocked; rows are queries, columns are keys (row-major [query][key]).
+// A toggle shows the seed's own helpers' convention instead (1 = blocked): only the printed digits flip,
+// data-value always holds the core's value (1 = may attend) and data-shown the digit on screen.
+// "The current input": the encoder / decoder / cross masks that forward() used for the prompt, labelled
+// with its tokens (#masks-input, [data-matrix="input-KIND"]).
 // State for tests:
 //   #masks-grid         data-state "loading" | "ready" | "error" (error: the grids shown are the last valid ones)
 //                       data-seq-len / data-num-pad / data-cached-len of what is drawn
@@ -44,10 +48,37 @@ const FIELDS = [
 
 const DEBOUNCE_MS = 150;
 
-export function createMasksView({ form, grid, errorEl, request }) {
+const INPUT_MATRICES = {
+  encoder: { title: 'Encoder self (padding)', explain: 'Each source token sees every source token that is not PAD.' },
+  decoder: { title: 'Decoder self (look-ahead AND padding)', explain: 'Each output position sees itself and the earlier ones, never a later one.' },
+  cross: { title: 'Cross (decoder → encoder)', explain: 'Each output position sees every source token that is not PAD: the key padding mask.' },
+};
+
+export function createMasksView({ form, grid, errorEl, request, toggle, legend, inputGrid }) {
   const inputs = Object.fromEntries(FIELDS.map(([name]) => [name, form.elements.namedItem(name)]));
   let seq = 0;       // request counter: only the newest answer is drawn
   let timer = null;
+  let last = null;   // the last drawn core answer
+  let lastInput = null;
+  let seed = false;  // show 1 = blocked
+
+  toggle?.addEventListener('change', () => {
+    seed = toggle.checked;
+    drawLegend();
+    if (last) draw(last);
+    if (lastInput) showInput(lastInput);
+  });
+
+  function drawLegend() {
+    if (!legend) return;
+    replaceChildren(legend,
+      h('span', { class: 'swatch swatch-1', 'aria-hidden': 'true' }, seed ? '0' : '1'), seed ? ' = may attend' : ' = may attend',
+      h('span', { class: 'swatch swatch-0', 'aria-hidden': 'true' }, seed ? '1' : '0'), ' = blocked',
+      h('span', { class: 'muted legend-note' }, seed
+        ? 'The seed\u2019s helpers\u2019 convention: 1 marks a blocked position (they fill it with -1e9). Rows are queries, columns are keys.'
+        : 'Our convention: 1 = may attend. Rows are queries, columns are keys.'));
+    legend.dataset.convention = seed ? 'blocked' : 'attend';
+  }
 
   form.addEventListener('submit', (e) => {
     e.preventDefault();
@@ -109,14 +140,34 @@ export function createMasksView({ form, grid, errorEl, request }) {
   }
 
   function draw(m) {
+    last = m;
     grid.dataset.seqLen = String(m.seq_len);
     grid.dataset.numPad = String(m.num_pad);
     grid.dataset.cachedLen = String(m.cached_len);
-    replaceChildren(grid, MATRICES.filter(({ key }) => m[key]).map((spec) => matrixFigure(spec, m)));
+    replaceChildren(grid, MATRICES.filter(({ key }) => m[key]).map((spec) => matrixFigure(spec, m, { seed })));
     grid.dataset.state = 'ready';
   }
 
-  return { refresh };
+  /** data: {masks: {encoder|decoder|cross: {rows, cols, data}}, labels: {kind: {rows, cols}}} from forward() */
+  function showInput(data) {
+    lastInput = data;
+    if (!inputGrid) return;
+    const kinds = Object.keys(INPUT_MATRICES).filter((k) => data.masks?.[k]);
+    replaceChildren(inputGrid, kinds.map((k) => matrixFigure({
+      key: `input-${k}`, title: INPUT_MATRICES[k].title, explain: () => INPUT_MATRICES[k].explain,
+    }, { [`input-${k}`]: data.masks[k] }, { seed, labels: data.labels[k] })));
+    inputGrid.dataset.state = kinds.length ? 'ready' : 'empty';
+  }
+
+  function clearInput(message) {
+    lastInput = null;
+    if (!inputGrid) return;
+    inputGrid.dataset.state = 'empty';
+    replaceChildren(inputGrid, h('p', { class: 'muted' }, message));
+  }
+
+  drawLegend();
+  return { refresh, showInput, clearInput };
 }
 
 function labelsFor(key, m, matrix) {
@@ -146,10 +197,12 @@ function labelTitle(label, index, key, cached) {
   return label === 'PAD' ? `position ${index}: padding` : `position ${index}`;
 }
 
-function matrixFigure({ key, title, explain }, m) {
+function matrixFigure({ key, title, explain }, m, { seed = false, labels: given = null } = {}) {
   const matrix = m[key];
   const { rows, cols, data } = matrix;
-  const labels = labelsFor(key, m, matrix);
+  const labels = given
+    ? { rows: Array.from({ length: rows }, (_, i) => given.rows[i] ?? `t${i}`), cols: Array.from({ length: cols }, (_, j) => given.cols[j] ?? `t${j}`), groups: null }
+    : labelsFor(key, m, matrix);
   const size = Math.max(rows, cols);
   const density = size <= 12 ? 'roomy' : size <= 24 ? 'normal' : size <= 40 ? 'dense' : 'tiny';
   const captionId = `mask-${key}-caption`;
@@ -175,11 +228,12 @@ function matrixFigure({ key, title, explain }, m) {
     for (let j = 0; j < cols; j++) {
       const v = data[i * cols + j];
       const on = v === 1;
+      const shown = seed ? (on ? 0 : 1) : v;
       cells.push(h('td', {
         class: `cell ${on ? 'v1' : 'v0'}`,
-        dataset: { row: i, col: j, value: v },
-        title: `${labels.rows[i]} → ${labels.cols[j]}: ${on ? '1, may attend' : `${v}, blocked`}`,
-      }, String(v)));
+        dataset: { row: i, col: j, value: v, shown },
+        title: `${labels.rows[i]} → ${labels.cols[j]}: ${on ? 'may attend' : 'blocked'} (${shown})`,
+      }, String(shown)));
     }
     body.push(h('tr', {},
       h('th', {

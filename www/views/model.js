@@ -1,0 +1,168 @@
+// "Model": the shipped models (from www/models.json), "open your own" (file input, drag and drop anywhere on
+// the page), a progress bar while a checkpoint downloads, and the model card from the core's load_model().
+//
+// State for tests:
+//   #model-list button[data-model=ID]   aria-pressed="true" on the loaded one
+//   #model-card   data-state "empty" | "loading" | "ready" | "error"; data-model (id or file name), data-arch
+//                 table rows <tr data-field="parameters" data-value="…">
+//   #model-error  the last load error (hidden when there is none); the previous model stays loaded
+//   #model-progress  data-loaded / data-total of the last progress update (bytes)
+import { h, replaceChildren, formatBytes, formatInt } from '../dom.js';
+
+const ARCH_NAMES = {
+  decoder: 'Decoder-only transformer (GPT-style)',
+  llama: 'Llama-style decoder (RoPE, SwiGLU, RMSNorm)',
+  encoder_decoder: 'Encoder-decoder transformer',
+};
+
+export function createModelView({ list, fileInput, progress, progressBar, progressText, errorEl, card, onPick, onFile }) {
+  let entries = [];
+  let current = null;
+
+  fileInput.addEventListener('change', () => {
+    const file = fileInput.files?.[0];
+    if (file) onFile(file);
+    fileInput.value = ''; // the same file can be picked again
+  });
+
+  // Drag and drop anywhere on the page.
+  let depth = 0;
+  const hasFiles = (e) => [...(e.dataTransfer?.types ?? [])].includes('Files');
+  document.addEventListener('dragenter', (e) => {
+    if (!hasFiles(e)) return;
+    depth++;
+    document.body.classList.add('dragging');
+  });
+  document.addEventListener('dragleave', () => {
+    depth = Math.max(0, depth - 1);
+    if (depth === 0) document.body.classList.remove('dragging');
+  });
+  document.addEventListener('dragover', (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = 'copy';
+  });
+  document.addEventListener('drop', (e) => {
+    depth = 0;
+    document.body.classList.remove('dragging');
+    const file = e.dataTransfer?.files?.[0];
+    if (!file) return;
+    e.preventDefault();
+    onFile(file);
+  });
+
+  function renderList() {
+    replaceChildren(list, entries.map((m) => h('button', {
+      type: 'button',
+      class: 'model-choice',
+      'aria-pressed': String(m.id === current),
+      dataset: { model: m.id },
+      title: m.description ?? '',
+      on: { click: () => onPick(m) },
+    }, h('span', { class: 'model-choice-name' }, m.name ?? m.id))));
+  }
+
+  return {
+    setManifest(models, error) {
+      entries = models ?? [];
+      if (error) {
+        replaceChildren(list, h('p', { class: 'error' }, error));
+        return;
+      }
+      renderList();
+    },
+
+    setCurrent(id) {
+      current = id;
+      for (const b of list.querySelectorAll('button[data-model]')) b.setAttribute('aria-pressed', String(b.dataset.model === id));
+    },
+
+    /** loaded/total in bytes; total may be 0 when the server sent no Content-Length. */
+    showProgress(label, loaded, total) {
+      progress.hidden = false;
+      progress.dataset.loaded = String(loaded);
+      progress.dataset.total = String(total);
+      if (total > 0) {
+        progressBar.max = total;
+        progressBar.value = loaded;
+        progressText.textContent = `${label}: ${formatBytes(loaded)} of ${formatBytes(total)} (${Math.floor((100 * loaded) / total)}%)`;
+      } else {
+        progressBar.removeAttribute('value'); // indeterminate
+        progressText.textContent = `${label}: ${formatBytes(loaded)}`;
+      }
+    },
+
+    showPreparing(label) {
+      progress.hidden = false;
+      progressBar.removeAttribute('value');
+      progressText.textContent = `${label}: preparing the weights…`;
+    },
+
+    hideProgress() {
+      progress.hidden = true;
+    },
+
+    showError(message) {
+      errorEl.textContent = message;
+      errorEl.hidden = false;
+      if (card.dataset.state !== 'ready') {
+        // No model to show: the card says what went wrong (the same text as the error line above it).
+        card.dataset.state = 'error';
+        replaceChildren(card, h('p', { class: 'muted' }, 'No model is loaded. Pick another one above, or open a checkpoint of your own.'));
+      }
+    },
+
+    clearError() {
+      errorEl.textContent = '';
+      errorEl.hidden = true;
+    },
+
+    setLoading(label) {
+      if (card.dataset.state !== 'ready') {
+        card.dataset.state = 'loading';
+        replaceChildren(card, h('p', { class: 'muted' }, `Loading ${label}…`));
+      }
+    },
+
+    /** info: the core's model card; meta: {id, name, description, source} */
+    showCard(info, meta) {
+      card.dataset.state = 'ready';
+      card.dataset.model = meta.id;
+      card.dataset.arch = info.arch;
+      card.dataset.backend = info.backend;
+      const isEncDec = info.arch === 'encoder_decoder';
+      const tok = info.tokenizer;
+      const rows = [
+        ['arch', 'Architecture', ARCH_NAMES[info.arch] ?? info.arch],
+        ['parameters', 'Parameters', formatInt(info.parameters)],
+        ['layers', 'Layers', isEncDec ? `${info.layers} encoder + ${info.layers} decoder` : info.layers],
+        ['heads', 'Attention heads', info.heads],
+        ['kv_heads', 'KV heads', info.kv_heads < info.heads
+          ? `${info.kv_heads} (grouped-query: ${info.heads / info.kv_heads} query heads share each)` : info.kv_heads],
+        ['head_dim', 'Head size', info.head_dim],
+        ['d_model', 'Model width', info.d_model],
+        ['d_ff', 'Feed-forward width', info.d_ff],
+        ['experts', 'Experts', info.experts ? `${info.experts}, top-${info.top_k} per token` : 'none (dense)'],
+        ['vocab_size', 'Vocabulary', isEncDec
+          ? `${info.src_vocab_size ?? info.vocab_size} source / ${info.tgt_vocab_size ?? '?'} target` : formatInt(info.vocab_size)],
+        ['context', 'Context length', `${formatInt(info.context)} tokens`],
+        ['file_size', 'File size', formatBytes(info.file_size)],
+        ['tokenizer', 'Tokenizer', tok ? `${tok.kind}, ${formatInt(tok.vocab_size)} entries${tok.merges ? `, ${formatInt(tok.merges)} merges` : ''}`
+          : 'none in the file: type token ids'],
+        ['backend', 'Runs on', info.backend === 'gpu' ? 'WebGPU (our WGSL kernels)' : 'CPU (wasm reference path)'],
+      ];
+      const values = { arch: info.arch, parameters: info.parameters, layers: info.layers, heads: info.heads,
+        kv_heads: info.kv_heads, head_dim: info.head_dim, d_model: info.d_model, d_ff: info.d_ff,
+        experts: info.experts ?? 0, vocab_size: info.vocab_size, context: info.context, file_size: info.file_size,
+        tokenizer: tok?.kind ?? 'none', backend: info.backend };
+      replaceChildren(card,
+        h('p', { class: 'model-title' }, h('strong', {}, meta.name ?? meta.id),
+          meta.source ? h('span', { class: 'muted small' }, ` ${meta.source}`) : null),
+        meta.description ? h('p', { class: 'muted small model-desc' }, meta.description) : null,
+        h('table', { class: 'kv', id: 'model-table' },
+          h('caption', { class: 'visually-hidden' }, 'Model card'),
+          h('tbody', {}, rows.map(([key, label, value]) => h('tr', { dataset: { field: key, value: values[key] } },
+            h('th', { scope: 'row' }, label), h('td', {}, String(value)))))));
+    },
+  };
+}
