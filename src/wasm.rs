@@ -482,6 +482,21 @@ pub fn gen_stop() -> Result<(), JsValue> {
     Ok(())
 }
 
+/// The cross-attention mask of the encoder-decoder for a target of `tgt_len` tokens over a source
+/// of `src_len` tokens whose last `src_pad` are PAD: (tgt_len, src_len), 1 = may attend.
+#[wasm_bindgen]
+pub fn cross_mask(tgt_len: u32, src_len: u32, src_pad: u32) -> Result<JsValue, JsValue> {
+    let (t, s, p) = (tgt_len as usize, src_len as usize, src_pad as usize);
+    if t == 0 || s == 0 || t > mask::MAX_VIEW_LEN || s > mask::MAX_VIEW_LEN {
+        return Err(err(format!("lengths must be between 1 and {}, got target {t}, source {s}", mask::MAX_VIEW_LEN)));
+    }
+    if p > s {
+        return Err(err(format!("{p} PAD tokens do not fit in a source of {s}")));
+    }
+    let src: Vec<u32> = (0..s).map(|i| if i < s - p { 1 + i as u32 } else { mask::PAD_ID }).collect();
+    Ok(mask_js(&mask::padding(t, &src)))
+}
+
 /// The BPE workbench: trains the seed's BPE (lowercase words with </w>) on `text` to `vocab_size`,
 /// then tokenizes `sentence` after each number of merges: {merges: [[a, b]], steps: [[pieces]]},
 /// steps[n] = the pieces after the first n merges.

@@ -71,7 +71,10 @@ const handlers = {
   },
   async masks({ seq_len, num_pad, cached_len }) {
     const core = await loadCore();
-    return core.masks(seq_len, num_pad, cached_len);
+    const m = core.masks(seq_len, num_pad, cached_len);
+    // Cross-attention: a decoder of seq_len positions over this padded sequence as the source.
+    m.cross = core.cross_mask(seq_len, seq_len, num_pad);
+    return m;
   },
   async bpe({ text, vocab_size, sentence }) {
     const core = await loadCore();

@@ -355,17 +355,16 @@ impl<B: Backend> Model<B> {
             } else {
                 b.read_u32(&self.st.next, 0, 1).await?[0]
             }
-        } else if g.cfg.attention {
-            let (got, maps) = self.read_with_maps(b, &[(&self.st.logits, 0, v)], t, pos + t, pos).await?;
+        } else {
+            // logits (and the attention rows when asked) in one submission and one map, through a
+            // reused staging buffer
+            let (got, maps) = if g.cfg.attention {
+                self.read_with_maps(b, &[(&self.st.logits, 0, v)], t, pos + t, pos).await?
+            } else {
+                (b.read_batch(&[(&self.st.logits, 0, v)]).await?, vec![])
+            };
             attention = maps;
             let logits: Vec<f32> = bytemuck::cast_vec(got.into_iter().next().unwrap_or_default());
-            if g.cfg.top > 0 {
-                top = top_candidates(&logits, &g.cfg.sample, g.cfg.top);
-            }
-            cpu::sample(&logits, &g.cfg.sample, u)
-        } else {
-            b.submit()?;
-            let logits = b.read_f32(&self.st.logits, 0, v).await?;
             if g.cfg.top > 0 {
                 top = top_candidates(&logits, &g.cfg.sample, g.cfg.top);
             }

@@ -95,6 +95,12 @@ test('masks: combined (look-ahead AND padding) and KV-cache cells match the expe
     assert.deepEqual((await readMatrix(page, 'look_ahead')).cells, expectedMatrix(5, 5, (i, j) => j <= i));
     assert.deepEqual((await readMatrix(page, 'padding')).cells, expectedMatrix(5, 5, (i, j) => j < 3));
 
+    // Cross-attention over the padded source: every decoder row sees source keys 0..2, never the PADs.
+    const cross = await readMatrix(page, 'cross');
+    assert.equal(cross.rows, 5);
+    assert.equal(cross.cols, 5);
+    assert.deepEqual(cross.cells, expectedMatrix(5, 5, (i, j) => j < 3));
+
     // KV cache: 2 new tokens after 3 cached ones: rows 2, cols 5; row 0 sees keys 0..3, row 1 keys 0..4.
     await setMasks(page, { seqLen: 2, numPad: 0, cachedLen: 3 });
     const kv = await readMatrix(page, 'kv_cache');
@@ -108,7 +114,7 @@ test('masks: combined (look-ahead AND padding) and KV-cache cells match the expe
 
     // Every matrix has its one-line explanation, and the legend states the convention.
     const explained = await page.$$eval('[data-matrix] .matrix-explain', (ps) => ps.map((p) => p.textContent.trim()));
-    assert.equal(explained.length, 4);
+    assert.equal(explained.length, 5);
     assert.ok(explained.every((t) => t.length > 10));
     assert.match(await page.locator('.legend').innerText(), /1\s*= may attend.*0\s*= blocked/s);
 

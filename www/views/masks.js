@@ -33,6 +33,13 @@ const MATRICES = [
     explain: () => 'Decoder self-attention: a key is visible only if both masks allow it (earlier or same position, not PAD).',
   },
   {
+    key: 'cross',
+    title: 'Cross (decoder → padded source)',
+    explain: (m) => m.num_pad === 0
+      ? 'Each decoder position sees every source token: the source has no PAD.'
+      : `Each decoder position sees every source token except the ${m.num_pad} PAD${m.num_pad === 1 ? '' : 's'}: the source key padding mask.`,
+  },
+  {
     key: 'kv_cache',
     title: 'KV cache (causal with offset)',
     explain: (m) => `Generating ${m.seq_len} new token${m.seq_len === 1 ? '' : 's'} after ${m.cached_len} cached: ` +
@@ -172,6 +179,11 @@ export function createMasksView({ form, grid, errorEl, request, toggle, legend, 
 
 function labelsFor(key, m, matrix) {
   const tokens = Array.isArray(m.tokens) ? m.tokens : [];
+  if (key === 'cross') {
+    const rows = Array.from({ length: matrix.rows }, (_, i) => `y${i}`);
+    const cols = Array.from({ length: matrix.cols }, (_, j) => tokens[j] ?? `s${j}`);
+    return { rows, cols, groups: null };
+  }
   if (key !== 'kv_cache') {
     const labels = Array.from({ length: matrix.rows }, (_, i) => tokens[i] ?? `t${i}`);
     return { rows: labels, cols: labels.slice(0, matrix.cols), groups: null };
