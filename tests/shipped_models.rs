@@ -11,7 +11,7 @@ use tinyformer::model::config::Arch;
 use tinyformer::model::run::GenConfig;
 use tinyformer::model::{Backend, CpuBackend, GpuBackend, Model};
 
-pub const SHIPPED: &[&str] = &["dates-encdec", "shakespeare-llama", "shakespeare-gpt", "shakespeare-moe"];
+pub const SHIPPED: &[&str] = &["shakespeare-llama", "shakespeare-gpt", "shakespeare-moe", "dates-encdec"];
 
 fn ids(v: &Value) -> Vec<u32> {
     v.as_array().unwrap_or_else(|| panic!("not an id list: {v}")).iter().map(|x| x.as_u64().unwrap() as u32).collect()
