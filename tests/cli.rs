@@ -140,3 +140,21 @@ fn bad_input_gives_one_line_and_exit_2() {
         assert!(!err.contains("panicked") && err.trim().lines().count() == 1, "{args:?}: {err}");
     }
 }
+
+#[test]
+fn eval_reproduces_the_pytorch_loss_on_a_held_out_slice() {
+    for (name, backend) in [("shakespeare-llama", "gpu"), ("shakespeare-gpt", "cpu"), ("shakespeare-moe", "cpu")] {
+        let side: Value = serde_json::from_str(&std::fs::read_to_string(format!("models/{name}.json")).unwrap()).unwrap();
+        let slice = &side["eval_slice"];
+        let path = std::env::temp_dir().join(format!("tf-eval-{name}-{}.txt", std::process::id()));
+        std::fs::write(&path, slice["text"].as_str().unwrap()).unwrap();
+        let v =
+            json(&["eval", "--model", &format!("models/{name}.safetensors"), "--text-file", path.to_str().unwrap(), "--backend", backend]);
+        std::fs::remove_file(&path).ok();
+        for key in ["loss_per_token", "loss_per_char"] {
+            let (got, want) = (v[key].as_f64().unwrap(), slice[key].as_f64().unwrap());
+            assert!((got - want).abs() <= 1e-3, "{name} {key}: tinyformer eval {got}, PyTorch {want}");
+        }
+        assert_eq!(v["predicted_tokens"], slice["predicted_tokens"], "{name}");
+    }
+}

@@ -221,14 +221,14 @@ async fn eval_with<B: Backend>(b: &mut B, bytes: &[u8], text: &str) -> Result<Va
     let mut m = Model::load(b, bytes)?;
     let ids = text_ids(&m, text)?;
     let (loss, n) = m.eval_loss(b, &ids).await?;
-    // Per character: the per-token loss divided by the text's characters per token, so models with
-    // different tokenizers can be compared (the conversion).
+    // Per character: the total loss over the predicted tokens divided by the text's characters, so
+    // models with different tokenizers can be compared (= loss per token / characters per token, up
+    // to the first token, which is not predicted). train/train.py uses the same convention.
     let chars = text.chars().count() as f64;
-    let chars_per_token = chars / ids.len() as f64;
-    let per_char = loss / chars_per_token;
+    let per_char = loss * n as f64 / chars.max(1.0);
     m.free(b);
     Ok(
-        json!({"tokens": ids.len(), "predicted_tokens": n, "chars": chars as u64, "chars_per_token": chars / ids.len() as f64, "loss_per_token": loss, "loss_per_char": per_char, "backend": b.kind()}),
+        json!({"tokens": ids.len(), "predicted_tokens": n, "chars": chars as u64, "chars_per_token": chars / ids.len() as f64, "total_nats": loss * n as f64, "loss_per_token": loss, "loss_per_char": per_char, "backend": b.kind()}),
     )
 }
 
