@@ -18,6 +18,9 @@ commands:
   eval --model F --text-file T [--backend gpu|cpu]       cross-entropy per token and per character
   bench matmul [--sizes 64,128,256,512,1024] [--reps N]   naive vs tiled matmul GFLOP/s, as JSON
   bench generate --model F [--tokens N] [--reps N]       tokens/s cached vs uncached, GPU sampling vs readback
+  tokenizer train --kind byte_bpe|char_merges|seed_bpe --vocab-size N --text-file F --out tok.json
+  tokenizer encode --tokenizer tok.json (--text-file F | --text T) [--out ids.bin]   (ids: little-endian u32)
+  tokenizer decode --tokenizer tok.json (--ids 3,1,4 | --ids-file ids.bin)
   selftest                                               every GPU kernel against its CPU twin, as JSON
   help                                                   this text";
 

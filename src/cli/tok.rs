@@ -19,7 +19,9 @@ pub const USAGE: &str = "usage:
   tinyformer tokenizer decode --tokenizer tok.json (--ids 3,1,4 | --ids-file ids.bin)";
 
 pub fn run(rest: &[String]) -> Result<String> {
-    let Some(what) = rest.first() else { return Err(TfError::Input(format!("tokenizer needs a subcommand\n{USAGE}"))) };
+    let Some(what) = rest.first() else {
+        return Err(TfError::Input(format!("tokenizer needs a subcommand (tinyformer help lists the subcommands)")));
+    };
     let a = Args::parse(&rest[1..])?;
     match what.as_str() {
         "train" => train(&a),
@@ -30,7 +32,7 @@ pub fn run(rest: &[String]) -> Result<String> {
 }
 
 fn required(a: &Args, name: &str) -> Result<String> {
-    a.str(name)?.ok_or_else(|| TfError::Input(format!("--{name} is required\n{USAGE}")))
+    a.str(name)?.ok_or_else(|| TfError::Input(format!("--{name} is required (tinyformer help lists the subcommands)")))
 }
 
 fn read_text(path: &str) -> Result<String> {
@@ -64,7 +66,8 @@ fn load_tokenizer(path: &str) -> Result<Tokenizer> {
 
 fn train(a: &Args) -> Result<String> {
     let kind = required(a, "kind")?;
-    let vocab: usize = a.get("vocab-size")?.ok_or_else(|| TfError::Input(format!("--vocab-size is required\n{USAGE}")))?;
+    let vocab: usize =
+        a.get("vocab-size")?.ok_or_else(|| TfError::Input(format!("--vocab-size is required (tinyformer help lists the subcommands)")))?;
     let text_file = required(a, "text-file")?;
     let out = required(a, "out")?;
     let pre_split = match a.str("pre-split")?.as_deref() {
@@ -97,7 +100,7 @@ fn encode(a: &Args) -> Result<String> {
     let text = match (a.str("text-file")?, a.str("text")?) {
         (Some(f), None) => read_text(&f)?,
         (None, Some(t)) => t,
-        _ => return Err(TfError::Input(format!("give exactly one of --text-file, --text\n{USAGE}"))),
+        _ => return Err(TfError::Input(format!("give exactly one of --text-file, --text (tinyformer help lists the subcommands)"))),
     };
     let out = a.str("out")?;
     a.finish()?;
@@ -138,7 +141,7 @@ fn decode(a: &Args) -> Result<String> {
             }
             bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
         }
-        _ => return Err(TfError::Input(format!("give exactly one of --ids, --ids-file\n{USAGE}"))),
+        _ => return Err(TfError::Input(format!("give exactly one of --ids, --ids-file (tinyformer help lists the subcommands)"))),
     };
     a.finish()?;
     let text = tok.decode(&ids).map_err(tok_err)?;
