@@ -523,3 +523,10 @@ pub fn bpe_workbench(text: &str, vocab_size: u32, sentence: &str) -> Result<JsVa
     let v = serde_json::json!({"merges": merges, "steps": steps, "vocab_size": tok.vocab_size()});
     to_js(&v)
 }
+
+/// Panics on purpose: the page's test hook uses it to exercise the real panic path (the panic hook's
+/// message, the wasm trap, the worker restart) rather than a simulation.
+#[wasm_bindgen]
+pub fn debug_panic(reason: &str) {
+    panic!("deliberate panic for testing: {reason}");
+}

@@ -94,7 +94,10 @@ const handlers = {
       setTimeout(() => { throw new Error('worker crashed on purpose (test hook)'); });
       return new Promise(() => {}); // never answers: the error event is what app.js sees
     }
-    throw new WebAssembly.RuntimeError('unreachable (simulated panic, test hook)');
+    // A real Rust panic: console_error_panic_hook logs it, then the wasm traps with `unreachable`.
+    const core = await loadCore();
+    core.debug_panic('test hook');
+    throw new Error('debug_panic returned');
   },
 };
 

@@ -198,7 +198,9 @@ test('the Shakespeare models are one click away and run', { timeout: 300_000 }, 
       assert.ok(out.text.length > 0);
       assert.equal(out.text, out.streamed);
       if (m.id === 'shakespeare-moe') {
-        await page.waitForSelector('#experts-root[data-state="ready"]', { timeout: 60_000 });
+        // The view first shows the prompt's routing, then the whole sequence's once generation ends.
+        await page.waitForFunction(() => document.querySelector('#experts-root')?.dataset.state === 'ready' &&
+          document.querySelectorAll('#experts-table tbody tr').length > 8, null, { timeout: 60_000 });
         const load = await page.$$eval('#experts-load li', (lis) => lis.map((li) => Number(li.dataset.count)));
         const rows = await page.$$eval('#experts-table tbody tr', (trs) => trs.map((tr) => tr.querySelectorAll('td.ep.chosen').length));
         console.log(`moe layer 0 load: ${load}`);

@@ -178,12 +178,13 @@ test('a dead worker is restarted, says what happened, and keeps the inputs', asy
       const notice = await page.locator('#worker-notice').innerText();
       console.log(`worker restart ${n} (${mode}): ${notice.split('\n')[0]}`);
       assert.match(notice, /restarted/);
+      if (mode === 'panic') assert.match(notice, /deliberate panic for testing/, 'the panic message reaches the user');
       assert.equal(await page.inputValue('#masks-seq-len'), String(6 + n), 'typed input kept');
       // The fresh worker draws the inputs as they are now and finds the adapter again.
       await page.waitForSelector(`#masks-grid[data-state="ready"][data-seq-len="${6 + n}"]`, { timeout: 30_000 });
       await page.waitForSelector('#device-status[data-state="ready"][data-backend="webgpu"]', { timeout: 60_000 });
     }
-    assertClean(assert, log);
+    assertClean(assert, log, { allow: [/panicked at|deliberate panic/] }); // the real panic's own console report
   } finally {
     await context.close();
   }

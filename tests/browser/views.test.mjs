@@ -182,6 +182,8 @@ test('a panic during generation restarts the worker, keeps the prompt and loads 
     await page.waitForSelector('#gen-output[data-state="error"]');
     assert.match(await page.locator('#gen-error').innerText(), /worker stopped during generation.*prompt is kept/);
     assert.match(await page.locator('#worker-notice').innerText(), /restarted.*decoder_b\.safetensors is being loaded again/);
+    // A real Rust panic (debug_panic in the core): its message reaches the user.
+    assert.match(await page.locator('#worker-notice').innerText() + await page.locator('#gen-error').innerText(), /deliberate panic for testing/);
     assert.equal(await page.inputValue('#prompt'), '3 1 4 1 5', 'the prompt is kept');
     // The model is loaded again in the fresh worker, and greedy generation gives the fixture's continuation.
     await page.waitForFunction(() => !document.getElementById('gen-start').disabled, null, { timeout: 60_000 });
@@ -191,7 +193,7 @@ test('a panic during generation restarts the worker, keeps the prompt and loads 
     assert.equal(out.state, 'done', out.error);
     assert.equal(out.count, 8);
     assert.deepEqual(out.ids, greedy.ids.slice(greedy.prompt_ids.length, greedy.prompt_ids.length + 8), 'PyTorch\'s greedy ids');
-    assertClean(assert, log, { allow: [/panicked|unreachable|simulated panic/] });
+    assertClean(assert, log, { allow: [/panicked|unreachable|deliberate panic/] });
   } finally {
     await context.close();
   }
