@@ -530,3 +530,12 @@ pub fn bpe_workbench(text: &str, vocab_size: u32, sentence: &str) -> Result<JsVa
 pub fn debug_panic(reason: &str) {
     panic!("deliberate panic for testing: {reason}");
 }
+
+/// Destroys the GPU device on purpose: the page's test hook for the device-lost path (every later
+/// GPU call fails with "the GPU device was lost ...; reload", and the page offers a reload).
+#[wasm_bindgen]
+pub fn debug_lose_device() {
+    if let Some(g) = gpu() {
+        g.device.destroy();
+    }
+}

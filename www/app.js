@@ -143,8 +143,28 @@ $('model-gpu').addEventListener('change', () => {
 // ---------------------------------------------------------------------------------------------------------
 // The worker
 
+const PROMPT_KEY = 'tinyformer.prompt';
+
+/** The GPU device is gone: say so, and offer a reload that brings the prompt back. */
+function gpuLost(message) {
+  if (document.body.dataset.gpuLost === '1') return;
+  document.body.dataset.gpuLost = '1';
+  showNotice(noticeEl, `The GPU device was lost (${message}). Reload the page to get a new one; your prompt is kept.` +
+    ' Or switch "Run on WebGPU" off to go on with the CPU path now.', { kind: 'error' });
+  const reload = document.createElement('button');
+  reload.type = 'button';
+  reload.id = 'gpu-lost-reload';
+  reload.textContent = 'Reload the page';
+  reload.addEventListener('click', () => {
+    try { sessionStorage.setItem(PROMPT_KEY, document.getElementById('prompt')?.value ?? ''); } catch { /* storage off */ }
+    location.reload();
+  });
+  noticeEl.append(reload);
+}
+
 const core = new CoreWorker({
   noGpu: NO_GPU,
+  onGpuLost: gpuLost,
   onRestart: (reason) => {
     showNotice(noticeEl, `The compute worker stopped (${reason}) and was restarted. Your inputs are kept` +
       `${state.model ? `, and ${state.model.meta.name} is being loaded again` : ''}.`);
@@ -317,6 +337,16 @@ async function loadBytes(bytes, meta, { reload = false, switchBackend = false } 
   const isEncDec = card.arch === 'encoder_decoder';
   gen.setMode(isEncDec ? 'source' : card.tokenizer ? 'text' : 'ids');
   if (!reload && !switchBackend) {
+    // A prompt saved by "Reload the page" after a lost GPU device comes back here.
+    let saved = null;
+    try {
+      saved = sessionStorage.getItem(PROMPT_KEY);
+      sessionStorage.removeItem(PROMPT_KEY);
+    } catch { /* storage off */ }
+    if (saved !== null) {
+      $('prompt').value = saved;
+      state.promptTouched = true;
+    }
     const promptEl = $('prompt');
     const untouched = !state.promptTouched || promptEl.value.trim() === '';
     if (untouched || (previous && promptEl.value === previous.meta.prompt)) {
@@ -654,6 +684,7 @@ async function stop() {
 window.tinyformer = {
   call: (type, args) => core.call(type, args),
   crashWorker: (mode = 'panic') => core.call('crash', { mode }).catch((e) => e.message),
+  loseDevice: () => core.call('loseDevice', {}),
   get state() {
     return {
       core: state.core, model: state.model && { card: state.model.card, meta: state.model.meta },

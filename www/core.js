@@ -13,8 +13,9 @@ export const RESTART_LIMIT = 3;          // restarts allowed ...
 const RESTART_WINDOW_MS = 60_000; // ... within this window, then we give up and ask for a reload
 
 export class CoreWorker {
-  constructor({ onRestart, onGiveUp, noGpu = false }) {
+  constructor({ onRestart, onGiveUp, onGpuLost, noGpu = false }) {
     this.noGpu = noGpu;
+    this.onGpuLost = onGpuLost;
     this.onRestart = onRestart;
     this.onGiveUp = onGiveUp;
     this.nextId = 1;
@@ -55,7 +56,11 @@ export class CoreWorker {
     else if (msg.fatal) {
       entry.reject(new WorkerDiedError(msg.error));
       this.died(msg.error);
-    } else entry.reject(new Error(msg.error));
+    } else {
+      // A lost GPU device cannot come back in this page: every later GPU call would fail the same way.
+      if (/GPU device was lost|device (is )?(lost|destroyed)/i.test(msg.error ?? '')) this.onGpuLost?.(msg.error);
+      entry.reject(new Error(msg.error));
+    }
   }
 
   /**

@@ -89,6 +89,12 @@ const handlers = {
   // Lets tests (and curious users in the console) check that the page survives a dead worker.
   //   mode 'panic': behave as a Rust panic does (a RuntimeError "unreachable" out of a wasm call)
   //   mode 'error': an uncaught exception in the worker (the worker's error event fires)
+  async loseDevice() {
+    // Test hook: destroys the GPU device, so the next GPU call meets the device-lost path.
+    const core = await loadCore();
+    core.debug_lose_device();
+    return true;
+  },
   async crash({ mode = 'panic' } = {}) {
     if (mode === 'error') {
       setTimeout(() => { throw new Error('worker crashed on purpose (test hook)'); });

@@ -298,3 +298,29 @@ test('screenshots at 1280x800 and 390x844; no sideways scrolling on a phone; eve
     }
   }
 });
+
+test('a lost GPU device: the page says so, offers a reload, and the reload keeps the prompt', { timeout: 240_000 }, async () => {
+  const { page, context, log } = await openPage(env, '');
+  try {
+    await waitModel(page, 'shakespeare-llama');
+    await setGenerate(page, { prompt: 'KING:\n', temperature: 0, max: 4 });
+    await page.evaluate(() => window.tinyformer.loseDevice());
+    const out = await generateAndWait(page);
+    assert.equal(out.state, 'error', 'generation on a destroyed device fails');
+    await page.waitForSelector('#gpu-lost-reload', { timeout: 30_000 });
+    const notice = await page.locator('#worker-notice').innerText();
+    console.log(`device lost: ${notice.split('\n')[0]}`);
+    assert.match(notice, /GPU device was lost/);
+    assert.equal(await page.inputValue('#prompt'), 'KING:\n', 'the prompt is still there');
+    await Promise.all([page.waitForEvent('load'), page.click('#gpu-lost-reload')]);
+    await waitModel(page, 'shakespeare-llama');
+    assert.equal(await page.inputValue('#prompt'), 'KING:\n', 'the reload brings the prompt back');
+    await setGenerate(page, { prompt: 'KING:\n', temperature: 0, max: 4 });
+    const again = await generateAndWait(page);
+    assert.equal(again.state, 'done', again.error);
+    assert.equal(again.count, 4);
+    assertClean(assert, log, { allow: [/lost|destroyed|Destroyed/i] });
+  } finally {
+    await context.close();
+  }
+});
