@@ -285,7 +285,7 @@ pub fn decode(ids: &[u32]) -> Result<String, JsValue> {
     let s = session();
     let s = s.try_borrow().map_err(|_| busy())?;
     let l = s.loaded.as_ref().ok_or_else(no_model)?;
-    let t = with_model!(l, |_b, m| output_tokenizer(m)).ok_or_else(|| err("this model has no tokenizer"))?;
+    let t = with_model!(l, |_b, m| m.output_tokenizer()).ok_or_else(|| err("this model has no tokenizer"))?;
     let ids: Vec<u32> = match t.special_ids() {
         Some((p, b, e)) => ids.iter().copied().filter(|&i| i != p && i != b && i != e).collect(),
         None => ids.to_vec(),
@@ -299,14 +299,9 @@ pub fn token_strings(ids: &[u32]) -> Result<JsValue, JsValue> {
     let s = session();
     let s = s.try_borrow().map_err(|_| busy())?;
     let l = s.loaded.as_ref().ok_or_else(no_model)?;
-    let t = with_model!(l, |_b, m| output_tokenizer(m));
+    let t = with_model!(l, |_b, m| m.output_tokenizer());
     let v: Vec<String> = ids.iter().map(|&i| t.as_ref().and_then(|t| t.token_str(i).ok()).unwrap_or_else(|| format!("#{i}"))).collect();
     serde_wasm_bindgen::to_value(&v).map_err(err)
-}
-
-fn output_tokenizer<B: Backend>(m: &Model<B>) -> Option<Tokenizer> {
-    let t = m.tokenizer.as_ref()?;
-    Some(t.target_tokenizer().unwrap_or_else(|| t.clone()))
 }
 
 fn map_js(m: &AttnMap) -> JsValue {
@@ -418,7 +413,7 @@ fn start_gen<B: Backend>(
     } else {
         m.start_generation(b, ids, None, cfg)?
     };
-    let dec = output_tokenizer(m).map(|t| t.stream_decoder());
+    let dec = m.output_tokenizer().map(|t| t.stream_decoder());
     let start = g.ids.clone();
     Ok((g, dec, start))
 }
@@ -434,8 +429,8 @@ pub async fn gen_next() -> Result<JsValue, JsValue> {
     let l = loaded.as_mut().ok_or_else(no_model)?;
     let Some((g, dec)) = generation.as_mut() else { return Ok(JsValue::NULL) };
     let (step, tok) = match l {
-        Loaded::Gpu(b, m) => (m.next_token(b, g).await, output_tokenizer(m)),
-        Loaded::Cpu(b, m) => (m.next_token(b, g).await, output_tokenizer(m)),
+        Loaded::Gpu(b, m) => (m.next_token(b, g).await, m.output_tokenizer()),
+        Loaded::Cpu(b, m) => (m.next_token(b, g).await, m.output_tokenizer()),
     };
     let step = step.map_err(err)?;
     let Some(step) = step else {

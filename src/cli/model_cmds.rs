@@ -38,12 +38,6 @@ pub fn source_tokenizer<B: Backend>(m: &Model<B>) -> Option<&Tokenizer> {
     m.tokenizer.as_ref()
 }
 
-/// The tokenizer that writes the model's output (the target side of a two-table tokenizer).
-pub fn output_tokenizer<B: Backend>(m: &Model<B>) -> Option<Tokenizer> {
-    let t = m.tokenizer.as_ref()?;
-    Some(t.target_tokenizer().unwrap_or_else(|| t.clone()))
-}
-
 fn text_ids<B: Backend>(m: &Model<B>, text: &str) -> Result<Vec<u32>> {
     let t = source_tokenizer(m).ok_or_else(|| TfError::Input("this checkpoint has no tokenizer: pass --ids instead of --prompt".into()))?;
     let enc = t.encode(text);
@@ -56,7 +50,7 @@ fn text_ids<B: Backend>(m: &Model<B>, text: &str) -> Result<Vec<u32>> {
 }
 
 fn decode<B: Backend>(m: &Model<B>, ids: &[u32]) -> Option<String> {
-    let t = output_tokenizer(m)?;
+    let t = m.output_tokenizer()?;
     let ids: Vec<u32> = if let Some((pad, bos, eos)) = t.special_ids() {
         ids.iter().copied().filter(|&i| i != pad && i != bos && i != eos).collect()
     } else {
@@ -201,7 +195,7 @@ async fn generate_with<B: Backend>(b: &mut B, bytes: &[u8], a: &Args) -> Result<
     if let Some(s) = &src {
         v["src_ids"] = json!(s);
     }
-    if let Some(text) = decode(&m, if encdec { &ids } else { &ids }) {
+    if let Some(text) = decode(&m, &ids) {
         v["text"] = json!(text);
     }
     m.free(b);

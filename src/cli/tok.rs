@@ -20,7 +20,7 @@ pub const USAGE: &str = "usage:
 
 pub fn run(rest: &[String]) -> Result<String> {
     let Some(what) = rest.first() else {
-        return Err(TfError::Input(format!("tokenizer needs a subcommand (tinyformer help lists the subcommands)")));
+        return Err(TfError::Input("tokenizer needs a subcommand (tinyformer help lists the subcommands)".to_string()));
     };
     let a = Args::parse(&rest[1..])?;
     match what.as_str() {
@@ -66,8 +66,9 @@ fn load_tokenizer(path: &str) -> Result<Tokenizer> {
 
 fn train(a: &Args) -> Result<String> {
     let kind = required(a, "kind")?;
-    let vocab: usize =
-        a.get("vocab-size")?.ok_or_else(|| TfError::Input(format!("--vocab-size is required (tinyformer help lists the subcommands)")))?;
+    let vocab: usize = a
+        .get("vocab-size")?
+        .ok_or_else(|| TfError::Input("--vocab-size is required (tinyformer help lists the subcommands)".to_string()))?;
     let text_file = required(a, "text-file")?;
     let out = required(a, "out")?;
     let pre_split = match a.str("pre-split")?.as_deref() {
@@ -100,7 +101,7 @@ fn encode(a: &Args) -> Result<String> {
     let text = match (a.str("text-file")?, a.str("text")?) {
         (Some(f), None) => read_text(&f)?,
         (None, Some(t)) => t,
-        _ => return Err(TfError::Input(format!("give exactly one of --text-file, --text (tinyformer help lists the subcommands)"))),
+        _ => return Err(TfError::Input("give exactly one of --text-file, --text (tinyformer help lists the subcommands)".to_string())),
     };
     let out = a.str("out")?;
     a.finish()?;
@@ -141,7 +142,7 @@ fn decode(a: &Args) -> Result<String> {
             }
             bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
         }
-        _ => return Err(TfError::Input(format!("give exactly one of --ids, --ids-file (tinyformer help lists the subcommands)"))),
+        _ => return Err(TfError::Input("give exactly one of --ids, --ids-file (tinyformer help lists the subcommands)".to_string())),
     };
     a.finish()?;
     let text = tok.decode(&ids).map_err(tok_err)?;

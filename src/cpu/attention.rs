@@ -53,14 +53,14 @@ impl AttnShape {
         h / (self.nh / self.nkv)
     }
     pub fn allowed(&self, mask: Option<&[f32]>, i: usize, j: usize) -> bool {
-        let m = mask.map_or(true, |m| m[i * self.tk + j] != 0.0);
-        let c = self.causal.map_or(true, |off| j <= i + off);
+        let m = mask.is_none_or(|m| m[i * self.tk + j] != 0.0);
+        let c = self.causal.is_none_or(|off| j <= i + off);
         m && c
     }
     pub fn check(&self, op: &'static str, q: usize, k: usize, v: usize, mask: Option<usize>) -> Result<()> {
         let s = self;
         ensure(s.nh > 0 && s.nkv > 0 && s.hs > 0 && s.tq > 0 && s.tk > 0, op, || format!("empty shape {s:?}"))?;
-        ensure(s.nh % s.nkv == 0, op, || format!("num_heads {} is not a multiple of num_kv_heads {}", s.nh, s.nkv))?;
+        ensure(s.nh.is_multiple_of(s.nkv), op, || format!("num_heads {} is not a multiple of num_kv_heads {}", s.nh, s.nkv))?;
         let need = |off: usize, stride: usize, rows: usize, width: usize| off + (rows - 1) * stride + width;
         ensure(q >= need(s.q_offset, s.q_stride, s.tq, s.nh * s.hs), op, || {
             format!("q has {q} values, too few for Tq={} NH={} HS={} stride {}", s.tq, s.nh, s.hs, s.q_stride)

@@ -120,7 +120,7 @@ impl Gpu {
             device_type: format!("{:?}", info.device_type),
             backend: format!("{:?}", info.backend),
             driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
-            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
             max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
@@ -190,7 +190,7 @@ impl Gpu {
 
     /// Checks a buffer size against the device's limits before allocating.
     pub fn check_alloc(&self, bytes: u64, what: &str) -> Result<()> {
-        let max_bind = self.limits.max_storage_buffer_binding_size as u64;
+        let max_bind = self.limits.max_storage_buffer_binding_size;
         let max_buf = self.limits.max_buffer_size;
         if bytes > max_bind.min(max_buf) {
             return Err(TfError::Limit(format!(

@@ -40,7 +40,7 @@ impl Recorder {
             return Err(TfError::Shape { op: k.name, msg: format!("{} buffers bound, the kernel has {}", bufs.len(), k.storage) });
         }
         self.gpu.check_groups(k.name, groups)?;
-        if groups.iter().any(|&g| g == 0) {
+        if groups.contains(&0) {
             return Ok(()); // nothing to do for an empty tensor
         }
         let p = bytemuck::bytes_of(params);

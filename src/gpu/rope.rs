@@ -21,7 +21,7 @@ pub use crate::cpu::RopeShape;
 
 /// Rotates x in place by the (cos, sin) table (max_pos, HS/2, 2) from cpu::rope_table.
 pub fn rope(rec: &mut Recorder, x: &GpuTensor, table: &GpuTensor, s: &RopeShape) -> Result<()> {
-    ensure(s.hs % 2 == 0 && s.hs > 0, "rope", || format!("head size {} must be even", s.hs))?;
+    ensure(s.hs.is_multiple_of(2) && s.hs > 0, "rope", || format!("head size {} must be even", s.hs))?;
     let half = s.hs / 2;
     let max_pos = table.len() / (half * 2);
     ensure(s.start_pos + s.t <= max_pos, "rope", || {

@@ -24,7 +24,7 @@ const _: () = assert!(std::mem::size_of::<SampleUniform>() == 32);
 pub fn sample(rec: &mut Recorder, out: &GpuTensor, logits: &GpuTensor, row: usize, params: &SampleParams, u: f32) -> Result<()> {
     let v = logits.last_dim();
     ensure(row < logits.rows(), "sample", || format!("row {row} is outside logits {:?}", logits.shape))?;
-    ensure(out.dtype == DType::U32 && out.len() >= 1, "sample", || format!("out {:?} must be a u32 tensor", out.shape))?;
+    ensure(out.dtype == DType::U32 && !out.is_empty(), "sample", || format!("out {:?} must be a u32 tensor", out.shape))?;
     ensure((0.0..1.0).contains(&u), "sample", || format!("the random number {u} must be in [0, 1)"))?;
     let p = SampleUniform {
         v: v as u32,

@@ -133,9 +133,9 @@ impl<B: Backend> Model<B> {
             .zip(got.chunks(4))
             .map(|((i, _), g)| MoeRecord {
                 layer: *i,
-                router_probs: rows(&bytemuck::cast_slice::<u32, f32>(&g[0]).to_vec(), e),
+                router_probs: rows(bytemuck::cast_slice::<u32, f32>(&g[0]), e),
                 experts: rows(&g[1], k),
-                weights: rows(&bytemuck::cast_slice::<u32, f32>(&g[2]).to_vec(), k),
+                weights: rows(bytemuck::cast_slice::<u32, f32>(&g[2]), k),
                 kept: rows(&g[3], k),
             })
             .collect())

@@ -71,6 +71,13 @@ impl<B: Backend> Model<B> {
         self.st.for_each(|t| b.free(t));
     }
 
+    /// The tokenizer that writes the model's output: the target table of a two-table tokenizer
+    /// (the date model), else the tokenizer itself.
+    pub fn output_tokenizer(&self) -> Option<Tokenizer> {
+        let t = self.tokenizer.as_ref()?;
+        Some(t.target_tokenizer().unwrap_or_else(|| t.clone()))
+    }
+
     /// Vocabulary of the (decoder) input ids and of the logits.
     pub fn in_vocab(&self) -> usize {
         if self.cfg.arch == Arch::EncoderDecoder {
