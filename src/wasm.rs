@@ -285,12 +285,7 @@ pub fn decode(ids: &[u32]) -> Result<String, JsValue> {
     let s = session();
     let s = s.try_borrow().map_err(|_| busy())?;
     let l = s.loaded.as_ref().ok_or_else(no_model)?;
-    let t = with_model!(l, |_b, m| m.output_tokenizer()).ok_or_else(|| err("this model has no tokenizer"))?;
-    let ids: Vec<u32> = match t.special_ids() {
-        Some((p, b, e)) => ids.iter().copied().filter(|&i| i != p && i != b && i != e).collect(),
-        None => ids.to_vec(),
-    };
-    t.decode(&ids).map_err(err)
+    with_model!(l, |_b, m| m.decode_output(ids)).map_err(err)
 }
 
 /// A display string for each output id (for token chips and candidate lists).

@@ -49,16 +49,6 @@ fn text_ids<B: Backend>(m: &Model<B>, text: &str) -> Result<Vec<u32>> {
     Ok(enc.ids)
 }
 
-fn decode<B: Backend>(m: &Model<B>, ids: &[u32]) -> Option<String> {
-    let t = m.output_tokenizer()?;
-    let ids: Vec<u32> = if let Some((pad, bos, eos)) = t.special_ids() {
-        ids.iter().copied().filter(|&i| i != pad && i != bos && i != eos).collect()
-    } else {
-        ids.to_vec()
-    };
-    t.decode(&ids).ok()
-}
-
 pub fn info(a: &Args) -> Result<String> {
     let (path, bytes) = read_model_file(a)?;
     a.finish()?;
@@ -195,7 +185,7 @@ async fn generate_with<B: Backend>(b: &mut B, bytes: &[u8], a: &Args) -> Result<
     if let Some(s) = &src {
         v["src_ids"] = json!(s);
     }
-    if let Some(text) = decode(&m, &ids) {
+    if let Ok(text) = m.decode_output(&ids) {
         v["text"] = json!(text);
     }
     m.free(b);

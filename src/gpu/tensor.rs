@@ -74,49 +74,39 @@ impl Gpu {
         self.alloc(shape, DType::U32, label)
     }
 
-    /// Uploads f32 data; `data.len()` must equal the shape's product.
-    pub fn upload(&self, shape: &[usize], data: &[f32], label: &str) -> Result<GpuTensor> {
+    /// Uploads 4-byte values; `data.len()` must equal the shape's product.
+    fn upload_as<T: bytemuck::Pod>(&self, shape: &[usize], data: &[T], dtype: DType, label: &str) -> Result<GpuTensor> {
         let n = elems(shape)?;
         if n != data.len() {
             return Err(TfError::Shape { op: "upload", msg: format!("{label}: shape {shape:?} holds {n} values, got {}", data.len()) });
         }
-        let t = self.alloc(shape, DType::F32, label)?;
+        let t = self.alloc(shape, dtype, label)?;
         if !data.is_empty() {
             self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
         }
         Ok(t)
+    }
+    pub fn upload(&self, shape: &[usize], data: &[f32], label: &str) -> Result<GpuTensor> {
+        self.upload_as(shape, data, DType::F32, label)
     }
     pub fn upload_u32(&self, shape: &[usize], data: &[u32], label: &str) -> Result<GpuTensor> {
-        let n = elems(shape)?;
-        if n != data.len() {
-            return Err(TfError::Shape { op: "upload", msg: format!("{label}: shape {shape:?} holds {n} values, got {}", data.len()) });
-        }
-        let t = self.alloc(shape, DType::U32, label)?;
-        if !data.is_empty() {
-            self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
-        }
-        Ok(t)
+        self.upload_as(shape, data, DType::U32, label)
     }
-    /// Overwrites the start of an existing tensor (no allocation).
-    pub fn write_f32(&self, t: &GpuTensor, offset_elems: usize, data: &[f32]) -> Result<()> {
+
+    /// Overwrites part of an existing tensor (no allocation).
+    fn write_as<T: bytemuck::Pod>(&self, t: &GpuTensor, offset_elems: usize, data: &[T]) -> Result<()> {
         if offset_elems + data.len() > t.len() {
-            return Err(TfError::Shape {
-                op: "write",
-                msg: format!("writing {} values at {offset_elems} into a tensor of {}", data.len(), t.len()),
-            });
+            let msg = format!("writing {} values at {offset_elems} into a tensor of {}", data.len(), t.len());
+            return Err(TfError::Shape { op: "write", msg });
         }
         self.queue.write_buffer(&t.buf, offset_elems as u64 * 4, bytemuck::cast_slice(data));
         Ok(())
+    }
+    pub fn write_f32(&self, t: &GpuTensor, offset_elems: usize, data: &[f32]) -> Result<()> {
+        self.write_as(t, offset_elems, data)
     }
     pub fn write_u32(&self, t: &GpuTensor, offset_elems: usize, data: &[u32]) -> Result<()> {
-        if offset_elems + data.len() > t.len() {
-            return Err(TfError::Shape {
-                op: "write",
-                msg: format!("writing {} values at {offset_elems} into a tensor of {}", data.len(), t.len()),
-            });
-        }
-        self.queue.write_buffer(&t.buf, offset_elems as u64 * 4, bytemuck::cast_slice(data));
-        Ok(())
+        self.write_as(t, offset_elems, data)
     }
 
     /// Reads `count` 4-byte values starting at `offset` elements. Awaitable in the browser;

@@ -169,18 +169,10 @@ impl GpuBackend {
         Ok(out)
     }
 
+    /// One read: a copy into a reused staging buffer riding in the same submission as the recorded
+    /// work, then one map.
     async fn read_bits(&mut self, t: &GpuTensor, offset: usize, count: usize) -> Result<Vec<u32>> {
-        if offset + count > t.len() {
-            return Err(TfError::Shape { op: "read", msg: format!("reading {count} values at {offset} from a tensor of {:?}", t.shape) });
-        }
-        if count <= SMALL_READ {
-            self.rec.copy(&t.buf, offset, &self.staging, 0, count);
-            self.rec.flush();
-            let r = self.gpu.map_read(&self.staging, (count.max(1) * 4) as u64).await?;
-            return Ok(r[..count].to_vec());
-        }
-        self.rec.flush();
-        self.gpu.read_raw(t, offset, count).await
+        Ok(self.read_many(&[(t, offset, count)]).await?.pop().unwrap_or_default())
     }
 }
 

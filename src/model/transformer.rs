@@ -18,8 +18,8 @@ use crate::tokenizer::Tokenizer;
 pub struct Model<B: Backend> {
     pub cfg: ModelConfig,
     pub tokenizer: Option<Tokenizer>,
-    /// the raw tokenizer JSON, for tokenizer kinds the core shows but does not run
-    pub tokenizer_json: Option<String>,
+    /// the tokenizer of the output ids (see output_tokenizer)
+    out_tokenizer: Option<Tokenizer>,
     pub w: Weights<B::T>,
     pub st: RunState<B::T>,
     pub params: u64,
@@ -35,34 +35,29 @@ pub enum Logits {
 }
 
 impl<B: Backend> Model<B> {
-    /// Parses and validates a checkpoint, then uploads it. On error nothing is kept.
+    /// Parses and validates a checkpoint (tokenizer included), then uploads it. On error nothing is
+    /// kept: tensors already uploaded are destroyed when they drop.
     pub fn load(b: &B, bytes: &[u8]) -> Result<Model<B>> {
         let mut ck = Checkpoint::from_bytes(bytes)?;
         let cfg = ck.config.clone();
-        let tokenizer_json = ck.tokenizer.clone();
-        let tokenizer = match &tokenizer_json {
+        let tokenizer = match &ck.tokenizer {
             None => None,
             Some(j) => {
                 Some(Tokenizer::from_json(j).map_err(|e| TfError::Checkpoint(format!("the tokenizer in the metadata is invalid: {e}")))?)
             }
         };
-        let params = ck.param_count();
-        let w = Weights::load(b, &cfg, &mut ck)?;
-        let st = match RunState::new(b, &cfg) {
-            Ok(st) => st,
-            Err(e) => {
-                w.for_each(|t| b.free(t));
-                return Err(e);
-            }
-        };
         if let Some(t) = &tokenizer {
             let v = if cfg.arch == Arch::EncoderDecoder { cfg.src_vocab_size } else { cfg.vocab_size };
             if t.vocab_size() > v {
-                Model { cfg: cfg.clone(), tokenizer: None, tokenizer_json: None, w, st, params, src: vec![] }.free(b);
                 return Err(TfError::Checkpoint(format!("the tokenizer has {} tokens but the model's vocabulary is {v}", t.vocab_size())));
             }
         }
-        Ok(Model { cfg, tokenizer, tokenizer_json, w, st, params, src: vec![] })
+        // Made once here: generation decodes every token with it.
+        let out_tokenizer = tokenizer.as_ref().map(|t| t.target_tokenizer().unwrap_or_else(|| t.clone()));
+        let params = ck.param_count();
+        let w = Weights::load(b, &cfg, &mut ck)?;
+        let st = RunState::new(b, &cfg)?;
+        Ok(Model { cfg, tokenizer, out_tokenizer, w, st, params, src: vec![] })
     }
 
     /// Releases every GPU buffer now (the browser does not free them on drop).
@@ -73,9 +68,18 @@ impl<B: Backend> Model<B> {
 
     /// The tokenizer that writes the model's output: the target table of a two-table tokenizer
     /// (the date model), else the tokenizer itself.
-    pub fn output_tokenizer(&self) -> Option<Tokenizer> {
-        let t = self.tokenizer.as_ref()?;
-        Some(t.target_tokenizer().unwrap_or_else(|| t.clone()))
+    pub fn output_tokenizer(&self) -> Option<&Tokenizer> {
+        self.out_tokenizer.as_ref()
+    }
+
+    /// Output ids as text, special ids (PAD / BOS / EOS of a chars table) left out.
+    pub fn decode_output(&self, ids: &[u32]) -> Result<String> {
+        let t = self.output_tokenizer().ok_or_else(|| TfError::Input("this model has no tokenizer".into()))?;
+        let ids: Vec<u32> = match t.special_ids() {
+            Some((p, b, e)) => ids.iter().copied().filter(|&i| i != p && i != b && i != e).collect(),
+            None => ids.to_vec(),
+        };
+        t.decode(&ids).map_err(|e| TfError::Input(e.to_string()))
     }
 
     /// Vocabulary of the (decoder) input ids and of the logits.
