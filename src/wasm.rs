@@ -359,11 +359,14 @@ struct GenOpts {
     kv_cache: Option<bool>,
     attention: Option<bool>,
     top: Option<usize>,
+    sliding_window: Option<bool>,
 }
 
 /// Starts a generation. `ids` is the prompt (decoder, llama) or the source (encoder-decoder, which
 /// then decodes from BOS). Options: {max_new_tokens, temperature (0 = greedy), top_k, top_p, seed,
-/// kv_cache, attention (read each step's attention rows), top (report the N most likely tokens)}.
+/// kv_cache, attention (read each step's attention rows), top (report the N most likely tokens),
+/// sliding_window (past the context, keep going on the newest tokens; a too-long prompt is cut to
+/// its tail: the returned start ids are what was kept)}.
 #[wasm_bindgen]
 pub fn gen_start(ids: Vec<u32>, opts: JsValue) -> Result<JsValue, JsValue> {
     let o: GenOpts = serde_wasm_bindgen::from_value(opts).map_err(err)?;
@@ -384,6 +387,7 @@ pub fn gen_start(ids: Vec<u32>, opts: JsValue) -> Result<JsValue, JsValue> {
         gpu_sampling: true,
         attention: o.attention.unwrap_or(false),
         top: o.top.unwrap_or(0),
+        sliding_window: o.sliding_window.unwrap_or(false),
     };
     let s = session();
     let mut s = s.try_borrow_mut().map_err(|_| busy())?;
@@ -414,7 +418,9 @@ fn start_gen<B: Backend>(
 }
 
 /// The next token of the running generation: {id, text (the newly complete characters), step,
-/// attention?: [maps of this step's rows], top?: [{id, p}]}, or null when the generation is over.
+/// window_start (the first token of the sequence this pass read), attention?: [maps of this step's
+/// rows], top?: [{id, p}]}; at the end {done: true, text, reason: "max_new_tokens" | "context" |
+/// "eos"}; null when there is no generation.
 /// The worker checks its stop flag between calls, so Stop works at any token.
 #[wasm_bindgen]
 pub async fn gen_next() -> Result<JsValue, JsValue> {
@@ -433,11 +439,15 @@ pub async fn gen_next() -> Result<JsValue, JsValue> {
         let o = Object::new();
         set(&o, "done", &JsValue::TRUE);
         set(&o, "text", &rest.into());
+        if let Some(r) = g.stop_reason {
+            set(&o, "reason", &serde_wasm_bindgen::to_value(&r).map_err(err)?);
+        }
         return Ok(o.into());
     };
     let o = Object::new();
     set(&o, "id", &step.id.into());
     set(&o, "step", &((g.step - 1) as u32).into());
+    set(&o, "window_start", &(step.window_start as u32).into());
     let special = tok.as_ref().and_then(|t| t.special_ids()).is_some_and(|(p, b, e)| step.id == p || step.id == b || step.id == e);
     let text = match (&tok, dec.as_mut()) {
         (Some(t), Some(d)) if !special => d.push(t, step.id).unwrap_or_default(),

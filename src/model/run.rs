@@ -217,6 +217,11 @@ pub struct GenConfig {
     pub attention: bool,
     /// also read the logits back and report the 10 most likely next tokens
     pub top: usize,
+    /// past the context, keep going on the newest tokens that fit (see `sliding_window_start`):
+    /// a prompt longer than the context is cut to its tail, and a full sequence forgets its oldest
+    /// token at every step. Off: a prompt longer than the context is an error, and generation stops
+    /// when the sequence fills the context.
+    pub sliding_window: bool,
 }
 
 impl Default for GenConfig {
@@ -229,7 +234,32 @@ impl Default for GenConfig {
             gpu_sampling: true,
             attention: false,
             top: 0,
+            sliding_window: false,
         }
+    }
+}
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// `max_new_tokens` were generated
+    MaxNewTokens,
+    /// the sequence filled the model's context (and the window does not slide)
+    Context,
+    /// the encoder-decoder produced EOS
+    Eos,
+}
+
+/// The first of `len` tokens that a model with a context of `ctx` tokens reads to predict the next
+/// one when the window slides: 0 while `len < ctx`, else `len - (ctx - 1)`, so that the newest
+/// `ctx - 1` tokens and the token they predict fill the context, as at the last step of a
+/// generation that does not slide. A prompt longer than the context is cut at the same place.
+pub fn sliding_window_start(len: usize, ctx: usize) -> usize {
+    if len < ctx {
+        0
+    } else {
+        len - ctx.saturating_sub(1).max(1)
     }
 }
 
@@ -241,10 +271,18 @@ pub struct Generation {
     pub step: u64,
     pub done: bool,
     pub cfg: GenConfig,
+    /// why the generation ended (None while it runs)
+    pub stop_reason: Option<StopReason>,
+    /// how many of the caller's prompt tokens were left out because they did not fit the context
+    /// (only with `sliding_window`; `ids` starts after them)
+    pub prompt_cut: usize,
 }
 
 pub struct StepOut {
     pub id: u32,
+    /// the first index in `Generation::ids` (before this token was pushed) that the pass read:
+    /// 0 unless the sliding window has dropped older tokens
+    pub window_start: usize,
     pub attention: Vec<AttnMap>,
     /// (id, probability) after temperature / top-k / top-p, most likely first
     pub top: Vec<(u32, f32)>,
@@ -320,25 +358,46 @@ impl<B: Backend> Model<B> {
         }
         self.check_ids(&start, self.in_vocab(), "prompt")?;
         let ctx = self.cfg.max_seq_len;
+        let slide = cfg.sliding_window && self.cfg.arch != Arch::EncoderDecoder;
+        let mut start = start;
+        let mut prompt_cut = 0;
         if start.len() > ctx {
-            return Err(TfError::Input(format!("the prompt has {} tokens but the model's context is {ctx}", start.len())));
+            if !slide {
+                return Err(TfError::Input(format!("the prompt has {} tokens but the model's context is {ctx}", start.len())));
+            }
+            prompt_cut = sliding_window_start(start.len(), ctx);
+            start.drain(..prompt_cut);
         }
-        let cfg = GenConfig { max_new_tokens: cfg.max_new_tokens.min(ctx - start.len()), ..cfg };
-        Ok(Generation { start_len: start.len(), ids: start, cached: 0, step: 0, done: false, cfg })
+        // max_new_tokens is not cut to the room left: next_token stops at a full context and says so.
+        let cfg = GenConfig { sliding_window: slide, ..cfg };
+        Ok(Generation { start_len: start.len(), ids: start, cached: 0, step: 0, done: false, cfg, stop_reason: None, prompt_cut })
     }
 
     /// Produces the next token, or None when the generation is over (max tokens, context full, EOS).
     pub async fn next_token(&mut self, b: &mut B, g: &mut Generation) -> Result<Option<StepOut>> {
-        if g.done || g.ids.len() - g.start_len >= g.cfg.max_new_tokens || g.ids.len() >= self.cfg.max_seq_len {
+        let ctx = self.cfg.max_seq_len;
+        let full = g.ids.len() >= ctx;
+        let reason = if g.ids.len() - g.start_len >= g.cfg.max_new_tokens {
+            Some(StopReason::MaxNewTokens)
+        } else if full && !g.cfg.sliding_window {
+            Some(StopReason::Context)
+        } else {
+            None
+        };
+        if g.done || reason.is_some() {
             g.done = true;
+            g.stop_reason = g.stop_reason.or(reason);
             return Ok(None);
         }
-        let pos = if g.cfg.kv_cache { g.cached } else { 0 };
-        let t = g.ids.len() - pos;
+        // A full context with a sliding window: the newest tokens that fit, from position 0 (their
+        // positions changed, so nothing in the KV cache can be reused).
+        let window_start = if full { sliding_window_start(g.ids.len(), ctx) } else { 0 };
+        let pos = if g.cfg.kv_cache && !full { g.cached } else { 0 };
+        let t = g.ids.len() - window_start - pos;
         if self.cfg.arch == Arch::EncoderDecoder {
             self.run_decoder(b, &g.ids, pos, Logits::Last)?;
         } else {
-            self.run_lm(b, &g.ids[pos..], pos, Logits::Last)?;
+            self.run_lm(b, &g.ids[window_start + pos..], pos, Logits::Last)?;
         }
         let u = step_uniform(g.cfg.seed, g.step);
         let v = self.out_vocab();
@@ -370,15 +429,16 @@ impl<B: Backend> Model<B> {
             }
             cpu::sample(&logits, &g.cfg.sample, u)
         };
-        if g.cfg.kv_cache {
+        if g.cfg.kv_cache && !full {
             g.cached = g.ids.len();
         }
         g.ids.push(id);
         g.step += 1;
         if self.cfg.arch == Arch::EncoderDecoder && id == EOS_ID {
             g.done = true;
+            g.stop_reason = Some(StopReason::Eos);
         }
-        Ok(Some(StepOut { id, attention, top }))
+        Ok(Some(StepOut { id, window_start, attention, top }))
     }
 
     /// Runs a generation to the end.
