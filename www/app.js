@@ -11,6 +11,7 @@
 //   ?selftest=1        run the kernel self-test on load (otherwise it runs when the button is pressed)
 //   ?nomodel=1         do not load a model on open
 //   ?model=PATH        load this checkpoint (a path on this origin) on open instead of the default
+//   ?backend=gpu|cpu   start with "Run on" set to this path instead of "auto" (measure both, keep the faster)
 //   window.tinyformer  {call(type, args), crashWorker(mode), state, attention()}: drive the page from a test
 import { CoreWorker, WorkerDiedError, RESTART_LIMIT } from './core.js';
 import { fetchManifest, fetchCheckpoint } from './loader.js';
@@ -24,12 +25,14 @@ import { createBpeView } from './views/bpe.js';
 import { createAttentionView } from './views/attention.js';
 import { createNextTokenView, candidateProbs } from './views/nexttoken.js';
 import { createExpertsView } from './views/experts.js';
+import { measurePaths, fasterPath, probeOptions, speedSummary, kvCost, PROBE_TOKENS, PROBE_PROMPT_TOKENS } from './speed.js';
 
 const params = new URLSearchParams(location.search);
 const NO_GPU = params.get('nogpu') === '1';
 const AUTO_SELFTEST = params.get('selftest') === '1';
 const NO_MODEL = params.get('nomodel') === '1';
 const MODEL_OVERRIDE = params.get('model');
+const BACKEND_PARAM = params.get('backend');
 const MAX_FILE_BYTES = 256 * 1024 * 1024;
 const BOS_ID = 1; // the encoder-decoder's decoder starts from BOS
 const MAX_MASK_TOKENS = 40; // the current input's masks are tables: draw at most this many tokens
@@ -56,6 +59,7 @@ const state = {
   run: null,            // the last generation: {src, ids, gen: [id], pieces, tops, stopped, done}
   step: null,           // selected generation step
   analysis: null,       // the last forward() and its labels
+  speed: {},            // model id -> the probe's {gpu, cpu, errors} (measured once per model and page)
 };
 
 let coreReady = null; // Promise of the init result
@@ -121,6 +125,8 @@ const gen = createGenerateView({
   output: $('gen-output'),
   errorEl: $('gen-error'),
   kvBox: $('gen-kv'),
+  slideBox: $('gen-slide'),
+  endEl: $('gen-end'),
   onStart: () => generate(),
   onStop: () => stop(),
   onSelectStep: (s) => selectStep(s),
@@ -135,10 +141,14 @@ const attention = createAttentionView($('attention-root'), { onSelectStep: (s) =
 const nextView = createNextTokenView($('next-root'));
 const experts = createExpertsView($('experts-root'));
 for (const id of ['gen-temperature', 'gen-top-k', 'gen-top-p']) $(id).addEventListener('input', () => refreshNextToken());
-// WebGPU or the CPU path: the same model is loaded again on the other backend.
-$('model-gpu').addEventListener('change', () => {
+// Auto (the faster path, measured), WebGPU or the CPU path: the same model is loaded again where asked.
+if (['gpu', 'cpu'].includes(BACKEND_PARAM)) $('model-backend').value = BACKEND_PARAM;
+$('model-backend').addEventListener('change', () => {
   if (state.model) loadBytes(state.model.bytes, state.model.meta, { switchBackend: true });
 });
+// Without the KV cache every token re-runs the whole sequence: say so, with the cost for the current numbers.
+for (const id of ['gen-kv', 'gen-max', 'prompt']) $(id).addEventListener('input', () => showKvNote());
+$('gen-kv').addEventListener('change', () => showKvNote());
 
 // ---------------------------------------------------------------------------------------------------------
 // The worker
@@ -150,7 +160,7 @@ function gpuLost(message) {
   if (document.body.dataset.gpuLost === '1') return;
   document.body.dataset.gpuLost = '1';
   showNotice(noticeEl, `The GPU device was lost (${message}). Reload the page to get a new one; your prompt is kept.` +
-    ' Or switch "Run on WebGPU" off to go on with the CPU path now.', { kind: 'error' });
+    ' Or set "Run on" to the CPU path to go on now.', { kind: 'error' });
   const reload = document.createElement('button');
   reload.type = 'button';
   reload.id = 'gpu-lost-reload';
@@ -205,8 +215,7 @@ async function initCore({ afterRestart = false } = {}) {
   versionEl.dataset.state = 'ready';
   device.show(info);
   document.body.dataset.backend = info.gpu?.ok ? 'gpu' : 'cpu';
-  $('model-gpu').disabled = !info.gpu?.ok;
-  $('model-gpu').checked = Boolean(info.gpu?.ok) && $('model-gpu').checked;
+  $('model-backend').disabled = !info.gpu?.ok; // without a GPU there is nothing to choose
   if (info.gpu?.ok) {
     backendNotice.hidden = true;
     selftest.setReady();
@@ -216,7 +225,7 @@ async function initCore({ afterRestart = false } = {}) {
       ? 'This browser has no WebGPU'
       : 'WebGPU is present but gave no usable GPU adapter';
     showNotice(backendNotice, `${why}, so the models run on the CPU path of the same Rust core (in WebAssembly). ` +
-      'Everything works, only slower. See “About this device” for details.', { kind: 'warning' });
+      'Every view works; the kernel self-test needs WebGPU. “About this device” shows the measured speed.', { kind: 'warning' });
     backendNotice.dataset.reason = info.hasNavigatorGpu === false ? 'no-webgpu' : 'no-adapter';
     selftest.setUnavailable('The self-test needs WebGPU, which this browser does not provide (see "About this device").');
   }
@@ -316,8 +325,7 @@ async function loadBytes(bytes, meta, { reload = false, switchBackend = false } 
   if (!reload) gen.setReady(false);
   let card;
   try {
-    // A copy goes to the worker; this one stays here so that a restarted worker can load it again.
-    card = await core.call('load', { bytes: bytes.slice(0), preferGpu: Boolean(info?.gpu?.ok) && $('model-gpu').checked });
+    card = await loadOnBestPath(bytes, meta, Boolean(info?.gpu?.ok));
   } catch (err) {
     state.loading = false;
     modelView.hideProgress();
@@ -329,6 +337,7 @@ async function loadBytes(bytes, meta, { reload = false, switchBackend = false } 
   }
   state.loading = false;
   modelView.hideProgress();
+  noticeEl.dataset.kind !== 'error' && !noticeEl.hidden && (noticeEl.hidden = true); // a restart notice: the model is back
   const previous = state.model;
   state.model = { card, meta, bytes };
   modelView.showCard(card, meta);
@@ -360,7 +369,70 @@ async function loadBytes(bytes, meta, { reload = false, switchBackend = false } 
     state.step = null;
   }
   gen.setReady(true);
+  showKvNote();
   await analyze();
+}
+
+/**
+ * Loads the model where "Run on" says: WebGPU, the CPU path, or (auto, with a GPU) on both in turn, timing a
+ * short probe on each (www/speed.js), then keeps the faster. Resolves the card of the model as loaded.
+ */
+async function loadOnBestPath(bytes, meta, gpuOk) {
+  // A copy goes to the worker; this one stays here so that a restarted worker can load it again.
+  const load = (path) => core.call('load', { bytes: bytes.slice(0), preferGpu: path === 'gpu' });
+  const choice = gpuOk ? $('model-backend').value : 'cpu';
+  let results = state.speed[meta.id];
+  let card;
+  if (!results) {
+    const paths = gpuOk ? ['gpu', 'cpu'] : ['cpu'];
+    modelView.showPreparing(`${meta.name}: timing ${PROBE_TOKENS} tokens on ${gpuOk ? 'WebGPU and on the CPU path' : 'the CPU path'}`);
+    results = await measurePaths(paths, {
+      load: async (path) => (card = await load(path)),
+      probe: async (c) => core.call('probe', { ids: await probeIds(c, meta), opts: probeOptions(), tokens: PROBE_TOKENS }),
+    });
+    state.speed[meta.id] = results;
+  }
+  const chosen = choice === 'auto' ? (fasterPath(results) ?? (gpuOk ? 'gpu' : 'cpu')) : choice;
+  if (card?.backend !== chosen) card = await load(chosen);
+  device.showSpeed({ model: meta.name, results, chosen, choice, summary: speedSummary(results, chosen, choice) });
+  document.body.dataset.backend = card.backend;
+  return card;
+}
+
+/** A short prompt for the probe: the model's suggested prompt (or a few ids), at most PROBE_PROMPT_TOKENS. */
+async function probeIds(card, meta) {
+  let ids = [];
+  if (card.tokenizer) {
+    try {
+      ids = (await core.call('tokenize', { text: meta.prompt || 'The ' })).ids;
+    } catch { /* fall back to ids */ }
+  }
+  if (!ids.length) ids = [1, 5, 9, 13].filter((i) => i < (card.src_vocab_size ?? card.vocab_size));
+  if (!ids.length) ids = [0];
+  return ids.slice(0, PROBE_PROMPT_TOKENS);
+}
+
+/** The KV-cache note under Generate: why uncached generation is slow, with the cost for the current prompt. */
+function showKvNote() {
+  const el = $('gen-kv-note');
+  const card = state.model?.card;
+  if (!card || $('gen-kv').checked) {
+    el.hidden = true;
+    return;
+  }
+  const max = Number($('gen-max').value) || 0;
+  const promptLen = state.lastPromptLen ?? 0;
+  const room = card.arch === 'encoder_decoder' ? card.context : Math.max(0, card.context - promptLen);
+  const g = $('gen-slide').checked ? max : Math.min(max, room);
+  const startLen = card.arch === 'encoder_decoder' ? 1 : promptLen;
+  const c = kvCost(startLen, g);
+  el.hidden = false;
+  el.dataset.cached = String(c.cached);
+  el.dataset.uncached = String(c.uncached);
+  el.textContent = 'KV cache off: each new token re-runs the whole sequence so far instead of only itself, so the work ' +
+    `grows with the square of the length. Here (${startLen} ${card.arch === 'encoder_decoder' ? 'start' : 'prompt'} token${startLen === 1 ? '' : 's'}, ` +
+    `${g} new) that is ${c.uncached.toLocaleString('en')} token positions through the model instead of ${c.cached.toLocaleString('en')} ` +
+    `(${c.ratio.toFixed(1)}× the work).`;
 }
 
 // A model may suggest sampling settings (the date model: greedy, 12 tokens). Switching back to a model that
@@ -434,8 +506,10 @@ async function analyze() {
     clearAnalysis('Type a prompt to see the model\u2019s attention, masks and next-token candidates.');
     return;
   }
-  if (enc.ids.length > card.context) {
-    clearAnalysis(`The prompt has ${enc.ids.length} tokens but the model\u2019s context is ${card.context}: shorten it.`);
+  state.lastPromptLen = enc.ids.length;
+  showKvNote();
+  if (card.arch === 'encoder_decoder' && enc.ids.length > card.context) {
+    clearAnalysis(`The source has ${enc.ids.length} tokens but the model\u2019s context is ${card.context}: shorten it.`);
     return;
   }
   state.run = null;
@@ -462,6 +536,8 @@ async function runAnalysis(seq, mine = ++analysisSeq) {
   let labels;
   let ids;
   let tgt;
+  let offset = 0;     // tokens of the sequence before the analysed window
+  let windowNote = '';
   try {
     if (isEncDec) {
       ids = seq.src;
@@ -475,9 +551,18 @@ async function runAnalysis(seq, mine = ++analysisSeq) {
         cross: { rows: tgtPieces, cols: srcPieces },
       };
     } else {
-      ids = [...seq.src, ...seq.gen].slice(0, card.context);
-      const pieces = [...seq.srcPieces, ...seq.genPieces].map(visible);
+      // Past the context (a sliding window), the analysis covers the newest tokens that fit: what the model
+      // read at the last step.
+      const all = [...seq.src, ...seq.gen];
+      offset = Math.max(0, all.length - card.context);
+      ids = all.slice(offset);
+      const pieces = [...seq.srcPieces, ...seq.genPieces].slice(offset).map(visible);
       labels = { decoder: { rows: pieces, cols: pieces } };
+      if (offset > 0) {
+        windowNote = `The sequence has ${all.length} tokens but the model\u2019s context is ${card.context}: these maps cover ` +
+          `tokens ${offset} to ${all.length - 1}, the newest that fit (what the model reads for the next token); the first ${offset} ` +
+          `do not fit${seq.gen.length ? ' and were forgotten by the sliding window' : ' (Generate refuses them unless the window slides)'}.`;
+      }
     }
     result = await core.call('forward', { ids, tgt });
   } catch (err) {
@@ -487,7 +572,7 @@ async function runAnalysis(seq, mine = ++analysisSeq) {
   if (mine !== analysisSeq) return;
   // The query row whose output chose generated token s.
   const startLen = isEncDec ? 1 : seq.src.length;
-  state.analysis = { seq, result, labels, stepRow: (s) => startLen + s - 1, isEncDec };
+  state.analysis = { seq, result, labels, stepRow: (s) => startLen + s - 1 - offset, isEncDec, offset, windowNote };
   await renderAnalysis();
 }
 
@@ -501,7 +586,7 @@ async function renderAnalysis() {
   attention.show({
     maps: a.result.attention, masks: a.result.masks, labels: a.labels,
     heads: card.heads, kvHeads: card.kv_heads, model: state.model.meta.id,
-    steps: a.seq.genPieces.map(visible), stepRow: a.stepRow,
+    steps: a.seq.genPieces.map(visible), stepRow: a.stepRow, note: a.windowNote,
   });
   if (state.step != null) attention.setStep(state.step);
   await nextTask();
@@ -543,8 +628,10 @@ async function refreshNextToken() {
   const run = state.run;
   if (state.step != null && run?.tops?.[state.step]) {
     const s = state.step;
+    const w = run.windows?.[s] ?? 0;
     nextView.show(run.tops[s].map((c) => ({ ...c, piece: visible(c.piece) })), {
-      title: `Step ${s}: the candidates the sampler saw (after temperature, top-k and top-p); it chose ${JSON.stringify(visible(run.pieces[s]))}.`,
+      title: `Step ${s}: the candidates the sampler saw (after temperature, top-k and top-p); it chose ${JSON.stringify(visible(run.pieces[s]))}.` +
+        (w > 0 ? ` The model read tokens ${w} to ${run.src.length + s - 1} (the sliding window).` : ''),
       chosen: run.gen[s],
     });
     return;
@@ -565,7 +652,7 @@ async function refreshNextToken() {
   if (state.analysis !== a || (state.step != null && state.run?.tops?.[state.step])) return;
   const last = a.labels.decoder.rows[row] ?? '';
   nextView.show(order.map((id, i) => ({ id, p: probs[id], piece: visible(pieces[i]) })), {
-    title: `After ${JSON.stringify(last)} (position ${row}), with temperature ${opts.temperature}, top-k ${opts.top_k}, top-p ${opts.top_p}` +
+    title: `After ${JSON.stringify(last)} (position ${row + (a.offset ?? 0)}${a.offset ? `; the model reads tokens ${a.offset} to ${a.offset + row}` : ''}), with temperature ${opts.temperature}, top-k ${opts.top_k}, top-p ${opts.top_p}` +
       `${opts.temperature === 0 ? ' (temperature 0 = greedy: plain softmax, the top one is always chosen)' : ''}.`,
   });
 }
@@ -585,16 +672,21 @@ function selectStep(s) {
 
 let generationDone = Promise.resolve(); // settles when the current generate() (with its analysis) is over
 
-function generate() {
+function generate(extra = {}) {
   if (!state.model || gen.running) return generationDone;
-  generationDone = runGeneration().catch(() => {});
+  generationDone = runGeneration(extra).catch(() => {});
   return generationDone;
 }
 
-async function runGeneration() {
+/** keepLast: the user chose "Keep the last N tokens" for a prompt longer than the context (a sliding window). */
+async function runGeneration({ keepLast = false } = {}) {
   gen.clearError();
   const { opts, error } = gen.readOptions();
   if (error) return gen.showError(error);
+  if (keepLast) {
+    $('gen-slide').checked = true;
+    opts.sliding_window = true;
+  }
   const card = state.model.card;
   const isEncDec = card.arch === 'encoder_decoder';
   let enc;
@@ -605,20 +697,30 @@ async function runGeneration() {
   }
   if (enc.error) return gen.showError(enc.error);
   if (!enc.ids.length) return gen.showError(isEncDec ? 'Type a date (or any sentence) to translate first.' : 'Type a prompt first.');
-  if (!isEncDec && enc.ids.length >= card.context) {
+  if (!isEncDec && enc.ids.length >= card.context && !opts.sliding_window) {
+    const keep = card.context - 1;
     return gen.showError(`The prompt has ${enc.ids.length} tokens and the model\u2019s context is ${card.context}: ` +
-      'there is no room for a new token. Shorten the prompt.');
+      'there is no room for a new token. Shorten the prompt, or', {
+      id: 'gen-keep-last',
+      label: `Keep the last ${keep} tokens`,
+      onClick: () => generate({ keepLast: true }),
+    });
   }
-  if (enc.ids.length > card.context) {
+  if (isEncDec && enc.ids.length > card.context) {
     return gen.showError(`The source has ${enc.ids.length} tokens but the model\u2019s context is ${card.context}.`);
   }
   tokens.show(enc.tok, $('prompt').value, { title: isEncDec ? 'Source' : 'Prompt' });
   clearTimeout(analysisTimer);
   analysisSeq++; // an analysis still in flight must not draw over the generation
-  const run = { src: enc.ids, srcPieces: enc.tok.pieces, gen: [], pieces: [], texts: [], tops: [], stopped: false };
+  const run = {
+    src: enc.ids, srcPieces: enc.tok.pieces, promptCut: 0, gen: [], pieces: [], texts: [], tops: [], windows: [],
+    stopped: false, reason: null,
+  };
   state.run = run;
   state.step = null;
+  state.analysis = null; // the views wait for this run's analysis: nothing stale is drawn or selected
   document.body.dataset.step = '';
+  analysingViews('Generating\u2026 this view shows every step once the generation ends and its analysis lands.', 'generating');
   gen.begin({ promptText: $('prompt').value, isSource: isEncDec });
   const t0 = performance.now();
   let tFirst = null;
@@ -626,6 +728,12 @@ async function runGeneration() {
   try {
     result = await core.call('generate', { ids: enc.ids, opts: { ...opts, top: 10, attention: false } }, {
       onEvent: (ev) => {
+        if (ev.kind === 'start' && !isEncDec && ev.ids.length < enc.ids.length) {
+          // The sliding window cut the prompt to its newest tokens: the model never reads the others.
+          run.promptCut = enc.ids.length - ev.ids.length;
+          run.src = enc.ids.slice(run.promptCut);
+          run.srcPieces = enc.tok.pieces.slice(run.promptCut);
+        }
         if (ev.kind !== 'token') return;
         const now = performance.now();
         tFirst ??= now;
@@ -633,6 +741,7 @@ async function runGeneration() {
         run.pieces.push(ev.piece);
         run.texts.push(ev.text);
         run.tops.push(ev.top ?? null);
+        run.windows.push(ev.window_start ?? 0);
         gen.addToken(ev);
         const n = run.gen.length;
         gen.setStats({
@@ -648,17 +757,20 @@ async function runGeneration() {
     gen.showError(err instanceof WorkerDiedError
       ? `The compute worker stopped during generation (${err.reason}). It was restarted; your prompt is kept.`
       : `Generation failed: ${err.message}`);
+    analyze();
     return;
   }
   run.stopped = result.stopped;
+  run.reason = result.stopped ? 'stopped' : result.reason ?? null;
   let text = run.texts.join('') + (result.text ?? '');
   if (card.tokenizer) {
     try {
       text = await core.call('decode', { ids: run.gen });
     } catch { /* keep the streamed text */ }
   }
-  gen.finish({ state: result.stopped ? 'stopped' : 'done', text });
   const n = run.gen.length;
+  if (n > 0) analysingViews(`Analysing the ${n} generated token${n === 1 ? '' : 's'}\u2026 (one forward pass over the whole sequence)`, 'analysing');
+  gen.finish({ state: result.stopped ? 'stopped' : 'done', text, reason: run.reason, note: endNote(run, card) });
   const total = (performance.now() - t0) / 1000;
   gen.setStats({
     count: n,
@@ -668,6 +780,40 @@ async function runGeneration() {
   });
   if (n > 0) {
     await runAnalysis({ src: run.src, srcPieces: run.srcPieces, gen: run.gen, genPieces: run.pieces, tops: run.tops });
+  } else {
+    await analyze();
+  }
+}
+
+/** Why the generation ended, in one sentence ('' when it simply made the tokens asked for). */
+function endNote(run, card) {
+  const ctx = card.context;
+  const parts = [];
+  if (run.promptCut > 0) {
+    parts.push(`The prompt was cut to its last ${run.src.length} tokens (the first ${run.promptCut} do not fit the model\u2019s context of ${ctx}).`);
+  }
+  const firstSlide = run.windows.findIndex((w) => w > 0);
+  if (firstSlide >= 0) {
+    const last = run.windows[run.windows.length - 1];
+    parts.push(`From step ${firstSlide} on, the sequence was longer than the model\u2019s context of ${ctx} tokens: each token was ` +
+      `predicted from the newest ${ctx - 1} tokens only (the sliding window; at the last step it forgot the first ${last}).`);
+  }
+  if (run.reason === 'context') {
+    parts.push(`Stopped: the model\u2019s context is ${ctx} tokens (${run.src.length} in the prompt + ${run.gen.length} generated). ` +
+      'Turn on \u201cSliding window\u201d to keep generating on the newest tokens.');
+  }
+  return parts.join(' ');
+}
+
+/** Attention, Next token and Experts wait for the analysis of a generation (state: 'generating' | 'analysing'). */
+function analysingViews(message, stateName) {
+  attention.wait(message, stateName);
+  experts.wait(state.model?.card.experts ? message : null, stateName);
+  // A selected step shows the candidates the sampler reported while streaming: those stay.
+  if (!(state.step != null && state.run?.tops?.[state.step])) {
+    nextView.wait(stateName === 'generating'
+      ? 'Generating\u2026 click a generated token to see the candidates the sampler saw at that step.'
+      : message, stateName);
   }
 }
 

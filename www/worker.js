@@ -4,7 +4,7 @@
 // Protocol (structured clone):
 //   app -> worker  {id, type, ...args}
 //     type: 'init' | 'masks' | 'bpe' | 'crash' | 'stop'                       (answered at once)
-//           'selftest' | 'load' | 'describe' | 'tokenize' | 'decode' | 'token_strings' | 'forward' | 'generate'
+//           'selftest' | 'load' | 'describe' | 'tokenize' | 'decode' | 'token_strings' | 'forward' | 'generate' | 'probe'
 //                                                              (model calls: queued, run one at a time)
 //   worker -> app  {id, ok: true, result}  or  {id, ok: false, error: string, fatal?: true}
 //   worker -> app  {id, event}  streaming events of a running request ('generate': one per token)
@@ -139,8 +139,10 @@ const modelHandlers = {
     const core = await loadCore();
     return await core.forward(Uint32Array.from(ids), tgt ? Uint32Array.from(tgt) : undefined);
   },
-  // Streams {kind: 'start', ids} then {kind: 'token', id, step, text, piece, done, top?, attention?} per token.
-  // Resolves {stopped, steps, text (the characters completed at the end)}.
+  // Streams {kind: 'start', ids (the prompt as the model keeps it)} then {kind: 'token', id, step, text, piece,
+  // window_start, done, top?, attention?} per token.
+  // Resolves {stopped, steps, text (the characters completed at the end), reason ('max_new_tokens' | 'context' |
+  // 'eos'; null when stopped)}.
   async generate({ ids, opts }, emit) {
     const core = await loadCore();
     if (stopRequested) return { stopped: true, steps: 0, text: '' }; // Stop came while this waited in the queue
@@ -156,7 +158,7 @@ const modelHandlers = {
         }
         const step = await core.gen_next();
         if (step == null) return { stopped: false, steps, text: '' };
-        if (step.id === undefined) return { stopped: false, steps, text: step.text ?? '' };
+        if (step.id === undefined) return { stopped: false, steps, text: step.text ?? '', reason: step.reason ?? null };
         steps++;
         emit({ kind: 'token', ...step });
         await nextTask(); // let a 'stop' message in between two tokens
@@ -164,6 +166,29 @@ const modelHandlers = {
     } finally {
       generating = false;
     }
+  },
+  // The speed probe (www/speed.js): generates `tokens` tokens with `opts` on the loaded model and times the
+  // decoding here, next to the core: {tokens, ms (from the second token to the last), tps, firstMs}.
+  async probe({ ids, opts, tokens }) {
+    const core = await loadCore();
+    const t0 = performance.now();
+    core.gen_start(Uint32Array.from(ids), { ...opts, max_new_tokens: tokens });
+    let n = 0;
+    let tFirst = null;
+    let tLast = null;
+    try {
+      for (;;) {
+        const step = await core.gen_next();
+        if (step == null || step.id === undefined) break;
+        n++;
+        tLast = performance.now();
+        tFirst ??= tLast;
+      }
+    } finally {
+      core.gen_stop();
+    }
+    const ms = n >= 2 ? tLast - tFirst : null;
+    return { tokens: n, ms, tps: ms ? (n - 1) / (ms / 1000) : null, firstMs: tFirst != null ? tFirst - t0 : null };
   },
 };
 

@@ -177,7 +177,7 @@ export async function generateAndWait(page, { timeout = 180_000 } = {}) {
 export async function readOutput(page) {
   return page.evaluate(() => {
     const out = document.getElementById('gen-output');
-    const toks = [...out.querySelectorAll('button.tok')];
+    const toks = [...out.querySelectorAll('.tok')];
     return {
       state: out.dataset.state,
       count: Number(out.dataset.count),

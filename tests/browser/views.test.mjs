@@ -160,7 +160,7 @@ test('encoder-decoder fixture: three attention tabs; PAD source keys are blocked
     assert.ok(out.count >= 1 && out.count <= 6, `generated ${out.count}`);
     await page.click('#attn-tab-decoder');
     await page.waitForSelector('#attn-step');
-    await page.click('#gen-output button.tok[data-step="0"]');
+    await page.click('#gen-output .tok[data-step="0"]');
     await page.waitForSelector('#attention-root[data-step="0"]');
     assert.match(await page.locator('#attn-step-label').innerText(), /step 0: .* query row 0/);
     assert.equal(await page.getAttribute('#next-root li.cand.chosen', 'data-id'), String(out.ids[0]));
@@ -238,16 +238,17 @@ test('masks: the seed-convention toggle flips the digits shown, not the data; BP
   }
 });
 
-test('"Run on WebGPU" off loads the same model on the CPU path: the same greedy tokens as PyTorch', async () => {
+test('"Run on" WebGPU then the CPU path loads the same model on each: the same greedy tokens as PyTorch', async () => {
   const { greedy } = fixture('decoder_b');
   const want = greedy.ids.slice(greedy.prompt_ids.length, greedy.prompt_ids.length + 6);
-  const { page, context, log } = await openPage(env, modelQuery('decoder_b'));
+  const { page, context, log } = await openPage(env, `${modelQuery('decoder_b')}&backend=gpu`);
   try {
     await waitModel(page, 'decoder_b.safetensors');
     await setGenerate(page, { prompt: greedy.prompt_ids.join(' '), temperature: 0, max: 6 });
     assert.equal(await page.getAttribute('#model-card', 'data-backend'), 'gpu');
     const onGpu = await generateAndWait(page);
-    await page.uncheck('#model-gpu');
+    assert.equal(await page.inputValue('#model-backend'), 'gpu');
+    await page.selectOption('#model-backend', 'cpu');
     await page.waitForSelector('#model-card[data-backend="cpu"]', { timeout: 30_000 });
     assert.equal(await page.inputValue('#prompt'), greedy.prompt_ids.join(' '), 'the prompt is kept');
     const onCpu = await generateAndWait(page);

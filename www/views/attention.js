@@ -4,8 +4,12 @@
 // through the generation, the GQA query-head -> KV-head mapping, and Export (PNG of the heatmap, JSON of the
 // head's weights). Everything drawn comes from the core's forward() output.
 //
-// State for tests on #attention-root: data-state "empty" | "ready"; data-kind, data-layer, data-head,
-// data-step ("" = all rows); buttons #attn-export-png, #attn-export-json; .thumb[data-layer][data-head].
+// Long sequences: the heatmap labels every k-th token (k grows as the cells shrink), "Show" zooms to a window of
+// 64 or 32 tokens that #attn-window scrolls, and a selected step's row is kept inside the window.
+//
+// State for tests on #attention-root: data-state "empty" | "generating" | "analysing" | "ready"; data-kind,
+// data-layer, data-head, data-step ("" = all rows), data-window "r0,r1" (the query rows drawn); buttons
+// #attn-export-png, #attn-export-json; .thumb[data-layer][data-head]; the canvas's data-* (see heatmap.js).
 import { h, replaceChildren } from '../dom.js';
 import { drawThumbnail, drawHeatmap, heatmapLayout, cellAt } from './heatmap.js';
 
@@ -22,6 +26,8 @@ export function createAttentionView(root, { onSelectStep }) {
   let layout = null;
   let thumbJob = 0;
   let els = null;
+  let zoomChoice = 'auto'; // 'auto' | 'all' | '64' | '32': how many tokens of the sequence the heatmap shows
+  let winStart = 0;        // first row (and, for self-attention, column) of the zoomed window
 
   function mapsOf(k) {
     return d.maps.filter((m) => m.kind === k).sort((a, b) => a.layer - b.layer);
@@ -66,13 +72,24 @@ export function createAttentionView(root, { onSelectStep }) {
     const headView = h('div', { class: 'headview', id: 'attn-headview' });
     const exportPng = h('button', { type: 'button', class: 'secondary', id: 'attn-export-png', on: { click: exportPNG } }, 'Export PNG');
     const exportJson = h('button', { type: 'button', class: 'secondary', id: 'attn-export-json', on: { click: exportJSON } }, 'Export JSON');
-    els = { tabs, thumbs, canvas, tip, caption, gqa, scrub, headView };
+    const zoom = h('select', { id: 'attn-zoom', 'aria-label': 'How much of the sequence the heatmap shows' },
+      [['auto', 'fit to the width'], ['all', 'the whole sequence'], ['64', '64 tokens'], ['32', '32 tokens']].map(([v, t]) =>
+        h('option', { value: v, selected: v === zoomChoice }, t)));
+    const windowRange = h('input', { type: 'range', id: 'attn-window', min: 0, max: 0, step: 1, value: 0, 'aria-label': 'First token of the window' });
+    const windowLabel = h('span', { class: 'small muted', id: 'attn-window-label' });
+    const zoomBar = h('div', { class: 'toolbar heat-zoom', id: 'attn-zoom-bar' },
+      h('label', { class: 'small' }, 'Show ', zoom), windowRange, windowLabel);
+    zoom.addEventListener('change', () => { zoomChoice = zoom.value; drawMain(); });
+    windowRange.addEventListener('input', () => { winStart = Number(windowRange.value); drawMain(); });
+    els = { tabs, thumbs, canvas, tip, caption, gqa, scrub, headView, zoomBar, windowRange, windowLabel };
     replaceChildren(root,
       tabs,
+      d.note ? h('p', { class: 'small notice-inline', id: 'attn-window-note' }, d.note) : null,
       h('div', { class: 'attn-layout' },
         h('div', { class: 'attn-left' }, h('h3', { class: 'subhead' }, 'Layers × heads'), thumbs, gqa),
         h('div', { class: 'attn-main' },
           caption,
+          zoomBar,
           h('div', { class: 'heat-wrap' }, canvas, tip),
           h('p', { class: 'legend small' },
             h('span', { class: 'swatch heat-lo', 'aria-hidden': 'true' }), ' 0 ',
@@ -86,7 +103,7 @@ export function createAttentionView(root, { onSelectStep }) {
     canvas.addEventListener('mousemove', (e) => hover(e));
     canvas.addEventListener('mouseleave', () => { tip.hidden = true; });
     canvas.addEventListener('keydown', canvasKeys);
-    canvas.addEventListener('blur', () => { cursor = null; tip.hidden = true; drawMain(); });
+    canvas.addEventListener('blur', () => { cursor = null; tip.hidden = true; if (d) drawMain(); });
   }
 
   function tabKeys(e, kinds) {
@@ -214,7 +231,30 @@ export function createAttentionView(root, { onSelectStep }) {
     }
     const r = d.stepRow(step);
     const L = labelsFor(kind);
-    label.textContent = `step ${step}: ${JSON.stringify(d.steps[step])} was chosen by query row ${r} (${JSON.stringify(L.rows[r] ?? '')})`;
+    const piece = d.steps[step];
+    if (piece === undefined) {
+      label.textContent = `step ${step}: not in this analysis`;
+    } else if (r < 0) {
+      label.textContent = `step ${step}: ${JSON.stringify(piece)} was chosen by a query row before the analysed window (forgotten by the sliding window)`;
+    } else {
+      label.textContent = `step ${step}: ${JSON.stringify(piece)} was chosen by query row ${r} (${JSON.stringify(L.rows[r] ?? '')})`;
+    }
+  }
+
+  // The window of the matrix to draw: everything, or `size` query rows (and, for self-attention, the same key
+  // columns) starting at winStart, moved so that the selected step's row (or the keyboard cursor) is inside.
+  function viewFor(m, width) {
+    const n = Math.max(m.rows, m.cols);
+    let size = zoomChoice === 'all' ? null : zoomChoice === 'auto' ? null : Number(zoomChoice);
+    if (zoomChoice === 'auto' && (width - 92) / n < 2) size = (width - 92) / 64 >= 4 ? 64 : 32; // too small to read
+    if (size == null || size >= n) return { r0: 0, r1: m.rows, c0: 0, c1: m.cols, size: null };
+    size = Math.min(size, m.rows);
+    const keep = cursor?.i ?? focusRow();
+    if (keep != null && (keep < winStart || keep >= winStart + size)) winStart = keep - Math.floor(size / 2);
+    winStart = Math.max(0, Math.min(m.rows - size, winStart));
+    const square = m.rows === m.cols;
+    const c0 = square ? winStart : 0;
+    return { r0: winStart, r1: winStart + size, c0, c1: square ? winStart + size : Math.min(m.cols, size), size };
   }
 
   function drawMain() {
@@ -222,7 +262,16 @@ export function createAttentionView(root, { onSelectStep }) {
     if (!m) return;
     const L = labelsFor(kind);
     const width = Math.max(260, Math.min(680, els.canvas.parentElement.clientWidth || 600));
-    layout = heatmapLayout(m.rows, m.cols, { maxWidth: width });
+    const view = viewFor(m, width);
+    layout = heatmapLayout(m.rows, m.cols, { maxWidth: width, view });
+    els.zoomBar.hidden = Math.max(m.rows, m.cols) <= 32;
+    els.windowRange.hidden = view.size == null;
+    els.windowRange.max = String(Math.max(0, m.rows - (view.size ?? m.rows)));
+    els.windowRange.value = String(view.r0);
+    els.windowLabel.textContent = view.size == null
+      ? `all ${m.rows} × ${m.cols}${layout.labelEvery > 1 ? `, every ${layout.labelEvery}th token labelled (hover for each)` : ''}`
+      : `queries ${view.r0}–${view.r1 - 1}, keys ${view.c0}–${view.c1 - 1} of ${m.cols}`;
+    root.dataset.window = `${view.r0},${view.r1}`;
     const fr = focusRow();
     drawHeatmap(els.canvas, {
       m, head, mask: maskFor(kind, m), rowLabels: L.rows, colLabels: L.cols, layout,
@@ -284,7 +333,8 @@ export function createAttentionView(root, { onSelectStep }) {
     drawMain();
     const rect = els.canvas.getBoundingClientRect();
     const s = rect.width / layout.width;
-    showTip(cursor.i, cursor.j, (layout.left + (cursor.j + 1) * layout.cell) * s, (layout.top + cursor.i * layout.cell) * s);
+    const v = layout.view;
+    showTip(cursor.i, cursor.j, (layout.left + (cursor.j - v.c0 + 1) * layout.cell) * s, (layout.top + (cursor.i - v.r0) * layout.cell) * s);
   }
 
   function drawHeadView() {
@@ -414,6 +464,14 @@ export function createAttentionView(root, { onSelectStep }) {
       thumbJob++;
       root.dataset.state = 'empty';
       replaceChildren(root, h('p', { class: 'muted' }, message));
+    },
+
+    /** Waiting for an analysis (stateName 'generating' | 'analysing'): nothing of an earlier run stays on screen. */
+    wait(message, stateName = 'analysing') {
+      d = null;
+      thumbJob++;
+      root.dataset.state = stateName;
+      replaceChildren(root, h('p', { class: 'muted analysing', role: 'status' }, message));
     },
 
     setStep(s) {

@@ -4,6 +4,8 @@
 //   data-state   "loading" | "ready" | "error"
 //   data-backend "webgpu" | "none" (what the core's gpu_init reported; empty while loading)
 //   data-reason  "ok" | "no-webgpu" (navigator.gpu missing) | "no-adapter" (WebGPU present, no adapter/device)
+//   #device-speed  the measured speed of the loaded model on each path: data-model, data-chosen ("gpu" | "cpu"),
+//                  data-choice ("auto" | "gpu" | "cpu"); tr[data-path][data-tps] one per measured path
 import { h, replaceChildren, formatBytes, formatInt } from '../dom.js';
 
 // [core field, label, the browser's GPUAdapterInfo field used when the core leaves it empty]
@@ -25,6 +27,9 @@ const LIMIT_FIELDS = [
 ];
 
 export function createDeviceView(root) {
+  // The speed section outlives redraws of the adapter report (a worker restart redraws it).
+  const speedEl = h('section', { id: 'device-speed', class: 'device-speed', 'aria-label': 'Measured speed', hidden: true });
+
   function setState(stateName, backend = '', reason = '') {
     root.dataset.state = stateName;
     root.dataset.backend = backend;
@@ -48,7 +53,8 @@ export function createDeviceView(root) {
             ' Kernels run on this adapter.'),
           adapterTable(gpu.adapter ?? {}, info.browserAdapter ?? {}),
           limitsTable(gpu.limits ?? {}),
-          h('p', { class: 'muted small' }, `wasm core ${info.version}`));
+          h('p', { class: 'muted small' }, `wasm core ${info.version}`),
+          speedEl);
         return;
       }
       const noWebGpu = info.hasNavigatorGpu === false;
@@ -64,7 +70,36 @@ export function createDeviceView(root) {
           h('span', { class: 'badge badge-warn' }, 'No GPU'), ' ', headline),
         h('p', {}, advice, 'The masks below still work: they are computed by the same Rust core on the CPU.'),
         gpu.error ? h('p', { class: 'muted small' }, 'Details: ', h('code', {}, gpu.error)) : null,
-        h('p', { class: 'muted small' }, `wasm core ${info.version}`));
+        h('p', { class: 'muted small' }, `wasm core ${info.version}`),
+        speedEl);
+    },
+
+    /**
+     * The probe's figures (www/speed.js): {model, results: {gpu?, cpu?, errors}, chosen, choice, summary}.
+     * Both figures are shown with the path in use; "Run on" in the Model view overrides the choice.
+     */
+    showSpeed({ model, results, chosen, choice, summary }) {
+      speedEl.hidden = false;
+      speedEl.dataset.model = model;
+      speedEl.dataset.chosen = chosen;
+      speedEl.dataset.choice = choice;
+      const names = { gpu: 'WebGPU', cpu: 'CPU path (WebAssembly)' };
+      const rows = ['gpu', 'cpu'].filter((p) => results[p] || results.errors?.[p]).map((p) => {
+        const r = results[p];
+        return h('tr', { dataset: { path: p, tps: r?.tps != null ? r.tps.toFixed(2) : null }, class: p === chosen ? 'chosen' : null },
+          h('th', { scope: 'row' }, names[p]),
+          h('td', {}, r?.tps != null ? `${r.tps.toFixed(1)} tokens/s` : `failed: ${results.errors?.[p] ?? 'no rate (fewer than 2 tokens)'}`),
+          h('td', {}, p === chosen ? h('span', { class: 'badge badge-ok' }, 'in use') : null));
+      });
+      replaceChildren(speedEl,
+        h('h3', { class: 'subhead' }, `Speed of ${model} on this device`),
+        h('table', { class: 'kv', id: 'device-speed-table' },
+          h('caption', {}, 'Greedy decoding with the KV cache, measured when the model loaded'),
+          h('tbody', {}, rows)),
+        h('p', { class: 'small', id: 'device-speed-summary' }, summary),
+        h('p', { class: 'muted small' }, choice === 'auto'
+          ? 'The page measured both and uses the faster. To choose yourself, set “Run on” in the Model view.'
+          : 'You chose this path in “Run on” (Model view); set it to “the faster path” to let the page choose.'));
     },
 
     showError(message) {

@@ -2,7 +2,8 @@
 // (dropped assignments struck through), and the load per expert over the text so far, for one layer at a time.
 // Data: forward()'s moe list [{layer, router_probs [T][E], experts [T][k], weights [T][k], kept [T][k]}].
 //
-// State for tests: #experts-root data-state "empty" | "ready"; data-layer;
+// State for tests: #experts-root data-state "empty" | "generating" | "analysing" | "ready"; data-layer; data-focus
+//   (the highlighted token row, "" for none);
 //   tr[data-token=i] > td.ep[data-expert=e][data-p][data-rank (1-based when chosen)]; li.load[data-expert][data-count]
 import { h, replaceChildren } from '../dom.js';
 
@@ -37,7 +38,7 @@ export function createExpertsView(root) {
     const body = [];
     for (let t = 0; t < T; t++) {
       const ranks = new Map(L.experts[t].map((e, r) => [e, r]));
-      body.push(h('tr', { dataset: { token: t }, class: focus === t ? 'focus' : null },
+      body.push(h('tr', { dataset: { token: t }, class: focus === t ? 'focus' : null, 'aria-current': focus === t ? 'true' : null },
         h('th', { scope: 'row', class: 'tok-label' }, d.labels[t] ?? String(t)),
         Array.from({ length: E }, (_, e) => {
           const p = L.router_probs[t][e];
@@ -55,6 +56,7 @@ export function createExpertsView(root) {
     }
     root.dataset.state = 'ready';
     root.dataset.layer = String(layer);
+    root.dataset.focus = focus == null ? '' : String(focus);
     replaceChildren(root,
       h('p', { class: 'small' }, `${E} experts, top-${L.experts[0]?.length ?? '?'} per token. `,
         'Cells: router probability (%); outlined = chosen; struck through = dropped (expert over capacity).'),
@@ -74,6 +76,13 @@ export function createExpertsView(root) {
       d = null;
       root.dataset.state = 'empty';
       replaceChildren(root, h('p', { class: 'muted' }, message));
+    },
+    /** Waiting for an analysis ('generating' | 'analysing'); message null: nothing to wait for (no experts). */
+    wait(message, stateName = 'analysing') {
+      if (message == null) return;
+      d = null;
+      root.dataset.state = stateName;
+      replaceChildren(root, h('p', { class: 'muted analysing', role: 'status' }, message));
     },
     /** data: {moe, labels (one per token)}; focusToken: a token index to highlight, or null */
     show(data, focusToken = null) {

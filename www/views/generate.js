@@ -1,11 +1,15 @@
 // "Generate": the prompt box, the sampling controls, Generate/Stop, live streaming of tokens, tokens/s and
-// the time to the first token. Each generated token is a button that selects its step in the other views.
+// the time to the first token. The output is the decoded text exactly (newlines, runs of spaces, tabs: the
+// box is white-space: pre-wrap); each generated token is an inline span with role="button" (focusable,
+// Enter or Space selects its step in the other views), never an inline-block that would swallow newlines.
 //
 // State for tests:
 //   #gen-output  data-state "idle" | "running" | "done" | "stopped" | "error"; data-run (how many generations
 //                started); data-count (tokens so far);
-//                data-text (the decoded output, set when the generation ends)
-//   #gen-output button.tok[data-step=N][data-id=ID]  one per generated token
+//                data-text (the decoded output, set when the generation ends);
+//                data-reason (why it ended: "max_new_tokens" | "context" | "eos" | "stopped")
+//   #gen-output .tok[data-step=N][data-id=ID]  one per generated token (.tok-partial: an incomplete character)
+//   #gen-end     the sentence that says why the generation ended (the context limit, the window)
 //   #gen-stats   data-tps, data-ttft-ms (numbers, once known)
 import { h, replaceChildren } from '../dom.js';
 
@@ -19,7 +23,7 @@ const FIELDS = [
 ];
 
 export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBtn, stats, output, errorEl, kvBox,
-  onStart, onStop, onSelectStep, onPromptInput }) {
+  slideBox, endEl, onStart, onStop, onSelectStep, onPromptInput }) {
   let running = false;
   let ready = false;
   let selected = null;
@@ -38,8 +42,15 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
   prompt.addEventListener('input', () => onPromptInput());
   stopBtn.addEventListener('click', () => onStop());
   output.addEventListener('click', (e) => {
-    const b = e.target.closest('button.tok');
+    const b = e.target.closest('.tok');
     if (b) onSelectStep(Number(b.dataset.step));
+  });
+  output.addEventListener('keydown', (e) => {
+    const b = e.target.closest?.('.tok');
+    if (b && (e.key === 'Enter' || e.key === ' ')) {
+      e.preventDefault();
+      onSelectStep(Number(b.dataset.step));
+    }
   });
 
   function updateButtons() {
@@ -82,6 +93,7 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
       if (opts.max_new_tokens < 1) return { error: 'Max new tokens: at least 1.' };
       if (opts.top_p <= 0 || opts.top_p > 1) return { error: 'Top-p: a number above 0 and at most 1.' };
       opts.kv_cache = kvBox.checked;
+      opts.sliding_window = slideBox.checked;
       return { opts };
     },
 
@@ -100,7 +112,10 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
       output.dataset.run = String(Number(output.dataset.run ?? 0) + 1);
       output.dataset.count = '0';
       delete output.dataset.text;
+      delete output.dataset.reason;
       tokensEl = h('span', { class: 'gen-tokens' });
+      endEl.hidden = true;
+      endEl.textContent = '';
       replaceChildren(output,
         isSource ? h('span', { class: 'gen-source' }, promptText, h('span', { class: 'arrow', 'aria-hidden': 'true' }, ' → '))
           : h('span', { class: 'gen-prompt' }, promptText),
@@ -113,13 +128,17 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
 
     /** step: {step, id, text, piece} from the core. */
     addToken(step) {
-      const visible = step.text !== '' ? step.text : step.piece;
-      tokensEl.append(h('button', {
-        type: 'button',
+      // A token that ends inside a character (byte-level BPE) adds no text yet: the token that completes
+      // the character shows it. The partial one stays clickable, marked by CSS (not part of the text).
+      tokensEl.append(h('span', {
+        role: 'button',
+        tabindex: '0',
         class: `tok${step.text === '' ? ' tok-partial' : ''}`,
         dataset: { step: step.step, id: step.id },
-        title: `step ${step.step}: id ${step.id}, piece ${JSON.stringify(step.piece)}`,
-      }, visible));
+        title: `step ${step.step}: id ${step.id}, piece ${JSON.stringify(step.piece)}` +
+          (step.text === '' ? ' (part of a character: the next token completes it)' : ''),
+        'aria-label': `step ${step.step}: ${JSON.stringify(step.text !== '' ? step.text : step.piece)}`,
+      }, step.text));
       output.dataset.count = String(step.step + 1);
     },
 
@@ -138,17 +157,28 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
       stats.textContent = parts.join(' · ');
     },
 
-    finish({ state, text }) {
+    /** state: 'done' | 'stopped' | 'error'; reason: the core's stop reason; note: a sentence on why it ended */
+    finish({ state, text, reason = null, note = '' }) {
       running = false;
       updateButtons();
       output.dataset.state = state;
       if (text != null) output.dataset.text = text;
+      if (reason) output.dataset.reason = reason;
       output.querySelector('.caret')?.remove();
-      if (state === 'stopped') output.append(h('span', { class: 'gen-stopped muted small' }, ' (stopped)'));
+      endEl.hidden = !note && state !== 'stopped';
+      endEl.textContent = state === 'stopped' ? `Stopped${note ? `; ${note}` : '.'}` : note;
+      endEl.dataset.reason = reason ?? '';
     },
 
-    showError(message) {
-      errorEl.textContent = message;
+    /** action: {id, label, onClick} offers a way out next to the message (e.g. "Keep the last N tokens") */
+    showError(message, action = null) {
+      errorEl.replaceChildren(message);
+      if (action) {
+        errorEl.append(' ', h('button', { type: 'button', class: 'secondary', id: action.id, on: { click: () => {
+          clearError();
+          action.onClick();
+        } } }, action.label));
+      }
       errorEl.hidden = false;
     },
 
@@ -156,7 +186,7 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
 
     select(step) {
       selected = step;
-      for (const b of output.querySelectorAll('button.tok')) {
+      for (const b of output.querySelectorAll('.tok')) {
         const on = Number(b.dataset.step) === step;
         b.classList.toggle('selected', on);
         if (on) b.setAttribute('aria-current', 'step');

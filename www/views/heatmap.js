@@ -51,24 +51,45 @@ export function drawThumbnail(canvas, m, head, mask, maxRow = null) {
   ctx.drawImage(off, (canvas.width - w) / 2, (canvas.height - hgt) / 2, w, hgt);
 }
 
-/** The layout of the large heatmap for a matrix of rows x cols with the given label lists. */
-export function heatmapLayout(rows, cols, { maxWidth = 640, maxCell = 28, minCell = 3 } = {}) {
-  const labelSpace = 84;
-  const cell = Math.max(minCell, Math.min(maxCell, Math.floor((maxWidth - labelSpace - 8) / Math.max(cols, 1))));
-  const showLabels = cell >= 7;
-  const left = showLabels ? labelSpace : 8;
-  const top = showLabels ? labelSpace : 8;
-  return { cell, left, top, showLabels, width: left + cols * cell + 8, height: top + rows * cell + 8 };
+const LABEL_SPACE = 84;
+const LABEL_PX = 11; // the least spacing between two axis labels
+
+/**
+ * The layout of the large heatmap: a window of the matrix (view: rows r0..r1-1, columns c0..c1-1; default the
+ * whole matrix) in cells of `cell` px. Axis labels are drawn for every `labelEvery`-th token (every one when the
+ * cells are big enough), so that a long sequence keeps readable labels; the tooltip has every cell's detail.
+ */
+export function heatmapLayout(rows, cols, { maxWidth = 640, maxCell = 28, minCell = 2, view = null } = {}) {
+  const v = view ?? { r0: 0, r1: rows, c0: 0, c1: cols };
+  const vr = Math.max(1, v.r1 - v.r0);
+  const vc = Math.max(1, v.c1 - v.c0);
+  const cell = Math.max(minCell, Math.min(maxCell, Math.floor((maxWidth - LABEL_SPACE - 8) / vc)));
+  const labelEvery = labelStep(cell);
+  const left = LABEL_SPACE;
+  const top = LABEL_SPACE;
+  return { cell, left, top, showLabels: true, labelEvery, view: v, width: left + vc * cell + 8, height: top + vr * cell + 8 };
+}
+
+/** Label every k-th token so that labels are at least LABEL_PX apart: k from 1, 2, 5, 10, 20, 50, ... */
+export function labelStep(cell) {
+  for (const k of [1, 2, 5, 10, 20, 50, 100, 200, 500]) if (k * cell >= LABEL_PX) return k;
+  return 1000;
 }
 
 /**
- * Draws the large heatmap with token labels on both axes.
- * opts: {m, head, mask, rowLabels, colLabels, layout, maxRow (dim rows after it), focusRow, cursor: {i, j} | null, title}
+ * Draws the large heatmap (the window layout.view of the matrix) with token labels on both axes.
+ * opts: {m, head, mask, rowLabels, colLabels, layout, maxRow (dim rows after it), focusRow, cursor: {i, j} | null}
+ * (rows, columns, maxRow, focusRow and cursor are absolute indices of the matrix).
+ * Sets on the canvas: data-view "r0,r1,c0,c1", data-label-every, data-row-labels / data-col-labels (the labelled
+ * indices), data-focus-row (when the focus row is drawn).
  */
 export function drawHeatmap(canvas, opts) {
   const { m, head, mask, rowLabels, colLabels, layout, maxRow = null, focusRow = null, cursor = null } = opts;
-  const { rows, cols } = m;
-  const { cell, left, top, showLabels, width, height } = layout;
+  const { cell, left, top, showLabels, width, height, labelEvery = 1 } = layout;
+  const { r0, r1, c0, c1 } = layout.view ?? { r0: 0, r1: m.rows, c0: 0, c1: m.cols };
+  const rows = r1 - r0; // the drawn window; i, j below are relative to it
+  const cols = c1 - c0;
+  const stride = m.cols;
   const dpr = Math.min(2, globalThis.devicePixelRatio || 1);
   canvas.width = Math.round(width * dpr);
   canvas.height = Math.round(height * dpr);
@@ -81,17 +102,17 @@ export function drawHeatmap(canvas, opts) {
 
   // Cells: one pixel per cell in an offscreen image, scaled up without smoothing (a fixed number of draw calls
   // whatever the size, so a long sequence does not hold the main thread).
-  const base = head * rows * cols;
+  const base = head * m.rows * m.cols;
   const img = new ImageData(cols, rows);
   const blockedImg = mask ? new ImageData(cols, rows) : null;
   let anyBlocked = false;
   for (let i = 0; i < rows; i++) {
-    const alpha = maxRow != null && i > maxRow ? 46 : 255;
+    const alpha = maxRow != null && r0 + i > maxRow ? 46 : 255;
     for (let j = 0; j < cols; j++) {
-      const k = i * cols + j;
+      const k = (r0 + i) * stride + c0 + j;
       const blocked = mask && mask.data[k] === 0;
       const c = blocked ? BLOCKED : weightColor(m.data[base + k]);
-      const p = k * 4;
+      const p = (i * cols + j) * 4;
       img.data[p] = c[0];
       img.data[p + 1] = c[1];
       img.data[p + 2] = c[2];
@@ -138,33 +159,46 @@ export function drawHeatmap(canvas, opts) {
     }
     ctx.stroke();
   }
-  if (focusRow != null && focusRow < rows) {
+  const fr = focusRow != null && focusRow >= r0 && focusRow < r1 ? focusRow - r0 : null;
+  if (fr != null) {
     ctx.strokeStyle = '#f59e0b';
     ctx.lineWidth = 2;
-    ctx.strokeRect(left - 1, top + focusRow * cell - 1, cols * cell + 2, cell + 2);
+    ctx.strokeRect(left - 1, top + fr * cell - 1, cols * cell + 2, cell + 2);
   }
-  if (cursor) {
+  if (cursor && cursor.i >= r0 && cursor.i < r1 && cursor.j >= c0 && cursor.j < c1) {
     ctx.strokeStyle = '#111827';
     ctx.lineWidth = 2;
-    ctx.strokeRect(left + cursor.j * cell, top + cursor.i * cell, cell, cell);
+    ctx.strokeRect(left + (cursor.j - c0) * cell, top + (cursor.i - r0) * cell, cell, cell);
   }
+  // Labels: every labelEvery-th token (by its position in the sequence), the focus row always; a label
+  // with a step > 1 starts with the token's position so that the axis reads as a ruler.
+  const labelledRows = [];
+  const labelledCols = [];
   if (showLabels) {
-    const font = Math.max(8, Math.min(12, cell - 1));
+    const font = Math.max(8, Math.min(12, cell * labelEvery - 1));
     ctx.font = `${font}px ui-monospace, Menlo, Consolas, monospace`;
     ctx.fillStyle = '#374151';
     ctx.textBaseline = 'middle';
     ctx.textAlign = 'right';
+    const text = (labels, idx) => (labelEvery > 1 ? `${idx} ${clip(labels[idx] ?? '', 6)}` : clip(labels[idx] ?? `${idx}`));
     for (let i = 0; i < rows; i++) {
-      ctx.fillStyle = focusRow === i ? '#b45309' : '#374151';
-      ctx.fillText(clip(rowLabels[i] ?? `${i}`), left - 4, top + i * cell + cell / 2);
+      const abs = r0 + i;
+      if (abs % labelEvery !== 0 && i !== fr) continue;
+      if (i !== fr && fr != null && Math.abs(i - fr) * cell < LABEL_PX) continue; // leave room for the focus label
+      labelledRows.push(abs);
+      ctx.fillStyle = i === fr ? '#b45309' : '#374151';
+      ctx.fillText(text(rowLabels, abs), left - 4, top + i * cell + cell / 2);
     }
     ctx.fillStyle = '#374151';
     ctx.textAlign = 'left';
     for (let j = 0; j < cols; j++) {
+      const abs = c0 + j;
+      if (abs % labelEvery !== 0) continue;
+      labelledCols.push(abs);
       ctx.save();
       ctx.translate(left + j * cell + cell / 2, top - 4);
       ctx.rotate(-Math.PI / 2);
-      ctx.fillText(clip(colLabels[j] ?? `${j}`), 0, 0);
+      ctx.fillText(text(colLabels, abs), 0, 0);
       ctx.restore();
     }
     ctx.fillStyle = '#6b7280';
@@ -173,11 +207,17 @@ export function drawHeatmap(canvas, opts) {
     ctx.fillText('keys →', 4, 10);
     ctx.fillText('queries ↓', 4, 24);
   }
+  // What was drawn, for tests and for the view's caption.
+  canvas.dataset.view = `${r0},${r1},${c0},${c1}`;
+  canvas.dataset.labelEvery = String(labelEvery);
+  canvas.dataset.rowLabels = labelledRows.join(',');
+  canvas.dataset.colLabels = labelledCols.join(',');
+  canvas.dataset.focusRow = fr != null ? String(focusRow) : '';
 }
 
-function clip(s) {
+function clip(s, n = 10) {
   const t = String(s);
-  return t.length > 10 ? `${t.slice(0, 9)}…` : t;
+  return t.length > n ? `${t.slice(0, n - 1)}…` : t;
 }
 
 function hatchPattern(ctx, cell) {
@@ -198,10 +238,11 @@ function hatchPattern(ctx, cell) {
   return ctx.createPattern(c, 'repeat');
 }
 
-/** Which cell is under a point in CSS pixels of the canvas, or null. */
+/** Which cell (absolute row and column of the matrix) is under a point in CSS pixels of the canvas, or null. */
 export function cellAt(layout, rows, cols, x, y) {
-  const j = Math.floor((x - layout.left) / layout.cell);
-  const i = Math.floor((y - layout.top) / layout.cell);
-  if (i < 0 || j < 0 || i >= rows || j >= cols) return null;
+  const { r0, r1, c0, c1 } = layout.view ?? { r0: 0, r1: rows, c0: 0, c1: cols };
+  const j = c0 + Math.floor((x - layout.left) / layout.cell);
+  const i = r0 + Math.floor((y - layout.top) / layout.cell);
+  if (i < r0 || j < c0 || i >= r1 || j >= c1) return null;
   return { i, j };
 }

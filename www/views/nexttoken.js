@@ -3,7 +3,7 @@
 // logits, with the same filtering as the core's sampler: softmax(logits / T), keep the top k, then the
 // smallest set whose mass reaches p, renormalised).
 //
-// State for tests: #next-root data-state "empty" | "ready"; li.cand[data-id][data-p] (p as the core gave it)
+// State for tests: #next-root data-state "empty" | "generating" | "analysing" | "ready"; li.cand[data-id][data-p] (p as the core gave it)
 import { h, replaceChildren } from '../dom.js';
 
 export function createNextTokenView(root) {
@@ -11,6 +11,12 @@ export function createNextTokenView(root) {
     clear(message) {
       root.dataset.state = 'empty';
       replaceChildren(root, h('p', { class: 'muted' }, message));
+    },
+
+    /** Waiting for an analysis (stateName 'generating' | 'analysing'). */
+    wait(message, stateName = 'analysing') {
+      root.dataset.state = stateName;
+      replaceChildren(root, h('p', { class: 'muted analysing', role: 'status' }, message));
     },
 
     /** cands: [{id, p, piece}] most likely first; title: what they are the candidates for; chosen: id or null */

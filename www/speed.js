@@ -1,0 +1,76 @@
+// Speed, measured rather than assumed: which compute path (WebGPU or the CPU path of the wasm core) runs the
+// loaded model faster on this device, and what turning the KV cache off costs.
+//
+// The ranking differs by device: on a real GPU WebGPU wins; on a software adapter (SwiftShader) or a weak
+// integrated GPU the CPU path can be several times faster. So when a model loads, the page loads it on each
+// path the worker offers, times a few greedy tokens with the same options the Generate button uses, and keeps
+// the faster one (app.js does the loading; this module measures and decides).
+
+/** Tokens generated per path; the rate is timed from the second token to the last (the first pays the prefill). */
+export const PROBE_TOKENS = 10;
+/** The probe's prompt is cut to this many tokens: a short probe, the same for both paths. */
+export const PROBE_PROMPT_TOKENS = 16;
+
+/** The options of the probe: greedy, KV cache on, top-10 candidates read back each step as the page does. */
+export function probeOptions() {
+  return { temperature: 0, top_k: 0, top_p: 1, seed: 0, kv_cache: true, attention: false, top: 10 };
+}
+
+/**
+ * Measures each path in turn. paths: e.g. ['gpu', 'cpu']; load(path) loads the model there and resolves its
+ * card; probe() times PROBE_TOKENS tokens on what is loaded and resolves {tokens, ms, tps, firstMs}.
+ * Resolves {gpu?: {tps, ms, tokens, firstMs, backend}, cpu?: {...}, errors: {path: message}}. A path that fails
+ * to load or to run is reported in errors and left out of the choice.
+ */
+export async function measurePaths(paths, { load, probe }) {
+  const results = { errors: {} };
+  for (const path of paths) {
+    try {
+      const card = await load(path);
+      const r = await probe(card);
+      results[path] = { ...r, backend: card.backend };
+    } catch (err) {
+      results.errors[path] = err.message ?? String(err);
+    }
+  }
+  return results;
+}
+
+/** The measured path with the higher tokens/s ('cpu' on a tie or when only the CPU was measured); null if none. */
+export function fasterPath(results) {
+  const gpu = results.gpu?.tps;
+  const cpu = results.cpu?.tps;
+  if (gpu == null && cpu == null) return null;
+  if (gpu == null) return 'cpu';
+  if (cpu == null) return 'gpu';
+  return gpu > cpu ? 'gpu' : 'cpu';
+}
+
+/** A one-line, true summary of the measurement for the device view and the model card. */
+export function speedSummary(results, chosen, choice) {
+  const fmt = (r) => (r?.tps != null ? `${r.tps.toFixed(1)} tokens/s` : 'not measured');
+  const names = { gpu: 'WebGPU', cpu: 'the CPU path' };
+  const parts = [];
+  if (results.gpu || results.errors?.gpu) parts.push(`WebGPU ${results.errors?.gpu ? `failed (${results.errors.gpu})` : fmt(results.gpu)}`);
+  if (results.cpu || results.errors?.cpu) parts.push(`CPU ${results.errors?.cpu ? `failed (${results.errors.cpu})` : fmt(results.cpu)}`);
+  const measured = parts.join(', ');
+  if (choice === 'auto') {
+    const other = chosen === 'gpu' ? 'cpu' : 'gpu';
+    const ratio = results[chosen]?.tps && results[other]?.tps ? results[chosen].tps / results[other].tps : null;
+    return `${measured}: running on ${names[chosen]}, ${ratio ? `${ratio.toFixed(1)}× as fast as ${names[other]} here` : 'the only path that ran'}.`;
+  }
+  return `${measured}: running on ${names[chosen]}, as you chose${fasterPath(results) && fasterPath(results) !== chosen ? ` (${names[fasterPath(results)]} was faster here)` : ''}.`;
+}
+
+/**
+ * The work of a generation of `newTokens` tokens after a `promptLen`-token prompt, in token positions run
+ * through the model: with the KV cache the prompt once, then one position per new token; without it every new
+ * token re-runs the whole sequence so far.
+ */
+export function kvCost(promptLen, newTokens) {
+  const p = Math.max(0, promptLen);
+  const g = Math.max(0, newTokens);
+  const cached = g > 0 ? p + g - 1 : 0;
+  const uncached = g * p + (g * (g - 1)) / 2;
+  return { cached, uncached, ratio: cached > 0 ? uncached / cached : 1 };
+}
