@@ -271,6 +271,7 @@ test('the context limit: generation says why it stopped; a sliding window keeps 
 
 /** Hovers the heatmap cell (i, j) (absolute indices) and returns the tooltip's text. */
 async function hoverCell(page, i, j) {
+  await page.locator('#attn-heatmap').scrollIntoViewIfNeeded();
   const g = await page.$eval('#attn-heatmap', (c) => {
     const [r0, r1, c0, c1] = c.dataset.view.split(',').map(Number);
     const r = c.getBoundingClientRect();

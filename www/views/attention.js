@@ -28,6 +28,7 @@ export function createAttentionView(root, { onSelectStep }) {
   let els = null;
   let zoomChoice = 'auto'; // 'auto' | 'all' | '64' | '32': how many tokens of the sequence the heatmap shows
   let winStart = 0;        // first row (and, for self-attention, column) of the zoomed window
+  let follow = true;       // bring the selected step's row (or the cursor) into the window at the next draw
 
   function mapsOf(k) {
     return d.maps.filter((m) => m.kind === k).sort((a, b) => a.layer - b.layer);
@@ -79,7 +80,7 @@ export function createAttentionView(root, { onSelectStep }) {
     const windowLabel = h('span', { class: 'small muted', id: 'attn-window-label' });
     const zoomBar = h('div', { class: 'toolbar heat-zoom', id: 'attn-zoom-bar' },
       h('label', { class: 'small' }, 'Show ', zoom), windowRange, windowLabel);
-    zoom.addEventListener('change', () => { zoomChoice = zoom.value; drawMain(); });
+    zoom.addEventListener('change', () => { zoomChoice = zoom.value; follow = true; drawMain(); });
     windowRange.addEventListener('input', () => { winStart = Number(windowRange.value); drawMain(); });
     els = { tabs, thumbs, canvas, tip, caption, gqa, scrub, headView, zoomBar, windowRange, windowLabel };
     replaceChildren(root,
@@ -250,7 +251,8 @@ export function createAttentionView(root, { onSelectStep }) {
     if (size == null || size >= n) return { r0: 0, r1: m.rows, c0: 0, c1: m.cols, size: null };
     size = Math.min(size, m.rows);
     const keep = cursor?.i ?? focusRow();
-    if (keep != null && (keep < winStart || keep >= winStart + size)) winStart = keep - Math.floor(size / 2);
+    if (follow && keep != null && (keep < winStart || keep >= winStart + size)) winStart = keep - Math.floor(size / 2);
+    follow = false; // until the step, the cursor or the zoom changes: the user may scroll the window away
     winStart = Math.max(0, Math.min(m.rows - size, winStart));
     const square = m.rows === m.cols;
     const c0 = square ? winStart : 0;
@@ -330,6 +332,7 @@ export function createAttentionView(root, { onSelectStep }) {
       i: Math.max(0, Math.min(m.rows - 1, cursor.i + moves[e.key][0])),
       j: Math.max(0, Math.min(m.cols - 1, cursor.j + moves[e.key][1])),
     };
+    follow = true;
     drawMain();
     const rect = els.canvas.getBoundingClientRect();
     const s = rect.width / layout.width;
@@ -476,6 +479,7 @@ export function createAttentionView(root, { onSelectStep }) {
 
     setStep(s) {
       step = s;
+      follow = true;
       if (!d) return;
       const range = els.scrub.querySelector('#attn-step');
       if (range && s != null) range.value = String(s);
