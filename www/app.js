@@ -749,6 +749,7 @@ async function runGeneration({ keepLast = false } = {}) {
           ttftMs: tFirst - t0,
           tps: n >= 2 ? (n - 1) / ((now - tFirst) / 1000) : null,
           backend: card.backend,
+          kvCache: opts.kv_cache,
         });
       },
     });
@@ -777,6 +778,7 @@ async function runGeneration({ keepLast = false } = {}) {
     ttftMs: tFirst != null ? tFirst - t0 : null,
     tps: n >= 2 ? (n - 1) / ((performance.now() - tFirst) / 1000) : n / total,
     backend: card.backend,
+    kvCache: opts.kv_cache,
   });
   if (n > 0) {
     await runAnalysis({ src: run.src, srcPieces: run.srcPieces, gen: run.gen, genPieces: run.pieces, tops: run.tops });

@@ -361,3 +361,62 @@ test('long sequences: every k-th token labelled, a zoomed window that follows th
     await context.close();
   }
 });
+
+test('honest speed: both paths measured at load, the faster one used, both figures shown, the user can override; KV cache off says why it is slow', { timeout: 300_000 }, async () => {
+  const { page, context, log } = await openPage(env, '');
+  try {
+    await waitModel(page, 'shakespeare-llama');
+    await page.waitForSelector('#device-speed:not([hidden])');
+    const rows = await page.$$eval('#device-speed-table tr', (trs) => trs.map((tr) => ({ path: tr.dataset.path, tps: Number(tr.dataset.tps), text: tr.innerText })));
+    const summary = await page.locator('#device-speed-summary').innerText();
+    console.log(`speed: ${JSON.stringify(rows)} | ${summary}`);
+    assert.deepEqual(rows.map((r) => r.path), ['gpu', 'cpu'], 'both paths measured');
+    for (const r of rows) assert.ok(r.tps > 0 && Number.isFinite(r.tps), `${r.path}: ${r.text}`);
+    // The choice follows the displayed numbers, whichever path wins on this machine.
+    const faster = rows[0].tps > rows[1].tps ? 'gpu' : 'cpu';
+    assert.equal(await page.getAttribute('#device-speed', 'data-chosen'), faster);
+    assert.equal(await page.getAttribute('#device-speed', 'data-choice'), 'auto');
+    assert.equal(await page.getAttribute('#model-card', 'data-backend'), faster);
+    assert.equal(await page.locator(`#device-speed-table tr[data-path="${faster}"] .badge`).innerText(), 'in use');
+    assert.match(summary, new RegExp(`running on ${faster === 'gpu' ? 'WebGPU' : 'the CPU path'}, [\\d.]+× as fast as`));
+    // The generation stats name the path in use.
+    await setGenerate(page, { prompt: 'ROMEO:\n', temperature: 0, max: 8, kv: true });
+    await generateAndWait(page);
+    assert.match(await page.locator('#gen-stats').innerText(), new RegExp(`· ${faster === 'gpu' ? 'WebGPU' : 'CPU'}$`));
+    await page.locator('#view-device').screenshot({ path: path.join(SHOT_DIR, 'learner-speed-desktop.png') });
+
+    // Override: the slower path, on the user's word; the page says it was not the faster one.
+    const slower = faster === 'gpu' ? 'cpu' : 'gpu';
+    await page.selectOption('#model-backend', slower);
+    await page.waitForSelector(`#model-card[data-backend="${slower}"]`, { timeout: 60_000 });
+    await page.waitForSelector(`#device-speed[data-choice="${slower}"][data-chosen="${slower}"]`);
+    assert.match(await page.locator('#device-speed-summary').innerText(), /as you chose \((WebGPU|the CPU path) was faster here\)/);
+    const again = await generateAndWait(page);
+    assert.equal(again.state, 'done');
+    assert.match(await page.locator('#gen-stats').innerText(), new RegExp(`· ${slower === 'gpu' ? 'WebGPU' : 'CPU'}$`));
+    // Back to auto: the same measurement decides (no second probe), the faster path again.
+    await page.selectOption('#model-backend', 'auto');
+    await page.waitForSelector(`#model-card[data-backend="${faster}"]`, { timeout: 60_000 });
+    assert.equal(await page.getAttribute('#device-speed', 'data-chosen'), faster);
+
+    // KV cache off: why it is slow, and the cost for these numbers (prompt P tokens, G new).
+    assert.equal(await page.isHidden('#gen-kv-note'), true);
+    await setGenerate(page, { prompt: 'ROMEO:\nWhat light', max: 40, kv: false });
+    await page.waitForSelector('#gen-kv-note:not([hidden])');
+    await page.waitForFunction(() => document.getElementById('tokens-root').dataset.count > 0);
+    await page.waitForTimeout(500); // the prompt's analysis updates the note's prompt length
+    const P = Number(await page.getAttribute('#tokens-root', 'data-count'));
+    const note = await page.locator('#gen-kv-note').innerText();
+    console.log(`kv note: ${note}`);
+    assert.equal(Number(await page.getAttribute('#gen-kv-note', 'data-uncached')), 40 * P + (40 * 39) / 2);
+    assert.equal(Number(await page.getAttribute('#gen-kv-note', 'data-cached')), P + 39);
+    assert.match(note, /each new token re-runs the whole sequence so far/);
+    assert.match(note, new RegExp(`\\(${P} prompt tokens, 40 new\\) that is [\\d,]+ token positions through the model instead of ${P + 39}`));
+    await page.locator('#view-generate').screenshot({ path: path.join(SHOT_DIR, 'learner-kv-off.png') });
+    await page.setChecked('#gen-kv', true);
+    assert.equal(await page.isHidden('#gen-kv-note'), true);
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});

@@ -80,6 +80,11 @@ test('CPU fallback (this Chromium, no WebGPU flag, no test hooks): the notice sh
     assert.doesNotMatch(notice, /slower/, 'the CPU path is not "only slower": on some devices it is the faster one');
     await waitModel(page, def.id);
     assert.equal(await page.getAttribute('#model-card', 'data-backend'), 'cpu');
+    // The device view shows the one path measured, in use; "Run on" has nothing to choose.
+    assert.deepEqual(await page.$$eval('#device-speed-table tr', (trs) => trs.map((tr) => tr.dataset.path)), ['cpu']);
+    assert.ok(Number(await page.getAttribute('#device-speed-table tr[data-path="cpu"]', 'data-tps')) > 0);
+    assert.equal(await page.getAttribute('#device-speed', 'data-chosen'), 'cpu');
+    assert.equal(await page.isDisabled('#model-backend'), true);
     await setGenerate(page, { prompt: 'ROMEO:\n', temperature: 0.8, seed: 5, max: 12 });
     const out = await generateAndWait(page);
     console.log(`CPU: ${out.count} tokens at ${out.tps} tokens/s: ${JSON.stringify(out.text)}`);

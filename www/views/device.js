@@ -50,7 +50,7 @@ export function createDeviceView(root) {
         replaceChildren(root,
           h('p', { class: 'status status-ok', id: 'device-message' },
             h('span', { class: 'badge badge-ok' }, 'WebGPU'),
-            ' Kernels run on this adapter.'),
+            ' The WGSL kernels can run on this adapter (the self-test does); each model runs on the path measured faster below.'),
           adapterTable(gpu.adapter ?? {}, info.browserAdapter ?? {}),
           limitsTable(gpu.limits ?? {}),
           h('p', { class: 'muted small' }, `wasm core ${info.version}`),

@@ -142,7 +142,7 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
       output.dataset.count = String(step.step + 1);
     },
 
-    setStats({ count, ttftMs, tps, backend }) {
+    setStats({ count, ttftMs, tps, backend, kvCache = true }) {
       const parts = [];
       if (ttftMs != null) {
         parts.push(`first token ${ttftMs < 1000 ? `${Math.round(ttftMs)} ms` : `${(ttftMs / 1000).toFixed(2)} s`}`);
@@ -153,6 +153,7 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
         stats.dataset.tps = tps.toFixed(2);
       }
       parts.push(`${count} token${count === 1 ? '' : 's'}`);
+      if (!kvCache) parts.push('no KV cache');
       if (backend) parts.push(backend === 'gpu' ? 'WebGPU' : 'CPU');
       stats.textContent = parts.join(' · ');
     },
