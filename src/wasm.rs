@@ -498,7 +498,8 @@ pub fn cross_mask(tgt_len: u32, src_len: u32, src_pad: u32) -> Result<JsValue, J
 }
 
 /// The BPE workbench: trains the seed's BPE (lowercase words with </w>) on `text` to `vocab_size`,
-/// then tokenizes `sentence` after each number of merges: {merges: [[a, b]], steps: [[pieces]]},
+/// then tokenizes `sentence` after each number of merges: {merges: [[a, b]], steps: [[pieces]],
+/// vocab_size, report (SeedBpeReport), explanation (why vocab_size is not the size asked; "" if it is)},
 /// steps[n] = the pieces after the first n merges.
 #[wasm_bindgen]
 pub fn bpe_workbench(text: &str, vocab_size: u32, sentence: &str) -> Result<JsValue, JsValue> {
@@ -511,7 +512,7 @@ pub fn bpe_workbench(text: &str, vocab_size: u32, sentence: &str) -> Result<JsVa
     if text.len() > 2_000_000 {
         return Err(err("the training text is limited to 2 MB in the page"));
     }
-    let bpe = crate::tokenizer::train_seed_bpe(text, vocab_size as usize);
+    let (bpe, report) = crate::tokenizer::train_seed_bpe_with_report(text, vocab_size as usize);
     let merges: Vec<(String, String)> = bpe.merges().to_vec();
     let tok = Tokenizer::from(bpe);
     let steps: Vec<Vec<String>> = (0..=merges.len())
@@ -520,7 +521,7 @@ pub fn bpe_workbench(text: &str, vocab_size: u32, sentence: &str) -> Result<JsVa
             enc.ids.iter().map(|&i| tok.token_str(i).unwrap_or_default()).collect()
         })
         .collect();
-    let v = serde_json::json!({"merges": merges, "steps": steps, "vocab_size": tok.vocab_size()});
+    let v = serde_json::json!({"merges": merges, "steps": steps, "vocab_size": tok.vocab_size(), "report": report, "explanation": report.explain()});
     to_js(&v)
 }
 

@@ -337,7 +337,6 @@ async function loadBytes(bytes, meta, { reload = false, switchBackend = false } 
   }
   state.loading = false;
   modelView.hideProgress();
-  noticeEl.dataset.kind !== 'error' && !noticeEl.hidden && (noticeEl.hidden = true); // a restart notice: the model is back
   const previous = state.model;
   state.model = { card, meta, bytes };
   modelView.showCard(card, meta);
@@ -370,7 +369,14 @@ async function loadBytes(bytes, meta, { reload = false, switchBackend = false } 
   }
   gen.setReady(true);
   showKvNote();
+  if (!reload) clearStaleErrors(); // a reload after a worker restart keeps the lines that say what happened
   await analyze();
+}
+
+/** After a success (a model loaded, a generation done), the error lines of earlier failures are out of date. */
+function clearStaleErrors() {
+  modelView.clearError();
+  if (!gen.running) gen.clearError();
 }
 
 /**
@@ -772,6 +778,7 @@ async function runGeneration({ keepLast = false } = {}) {
   const n = run.gen.length;
   if (n > 0) analysingViews(`Analysing the ${n} generated token${n === 1 ? '' : 's'}\u2026 (one forward pass over the whole sequence)`, 'analysing');
   gen.finish({ state: result.stopped ? 'stopped' : 'done', text, reason: run.reason, note: endNote(run, card) });
+  clearStaleErrors();
   const total = (performance.now() - t0) / 1000;
   gen.setStats({
     count: n,

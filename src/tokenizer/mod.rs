@@ -29,7 +29,7 @@ pub use byte_bpe::train_byte_bpe;
 pub use byte_bpe::{pre_split_chunks, ByteBpe, PreSplit};
 pub use char_merges::{train_char_merges, CharMerges};
 pub use chars::Chars;
-pub use seed_bpe::{train_seed_bpe, SeedBpe};
+pub use seed_bpe::{train_seed_bpe, train_seed_bpe_with_report, SeedBpe, SeedBpeReport};
 
 use serde::Serialize;
 use std::fmt;

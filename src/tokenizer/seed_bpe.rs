@@ -78,6 +78,68 @@ fn split_words(text: &str) -> Vec<(usize, &str, usize)> {
 
 /// Trains a `seed_bpe` tokenizer on `text` (see the module docs for the exact rules).
 pub fn train_seed_bpe(text: &str, vocab_size: usize) -> SeedBpe {
+    train_seed_bpe_with_report(text, vocab_size).0
+}
+
+/// What a `seed_bpe` training did with the vocabulary size it was asked for: the learned vocabulary is
+/// `initial_symbols + merges_learned - duplicate_merges + 1` (`<UNK>`), which differs from `asked`
+/// when `<UNK>` is added after the merges (as the seed does), when training runs out of pairs, or
+/// when a merge produces a token that already exists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SeedBpeReport {
+    pub asked: usize,
+    /// distinct characters of the lowercased words, plus `</w>`
+    pub initial_symbols: usize,
+    pub merges_asked: usize,
+    pub merges_learned: usize,
+    /// merges whose result was already in the vocabulary (they add no token)
+    pub duplicate_merges: usize,
+    pub vocab_size: usize,
+}
+
+impl SeedBpeReport {
+    /// One or two sentences saying why the vocabulary has `vocab_size` tokens and not `asked`
+    /// (empty when they are equal).
+    pub fn explain(&self) -> String {
+        if self.vocab_size == self.asked {
+            return String::new();
+        }
+        let mut parts = vec![format!(
+            "The vocabulary has {} tokens, not {}: {} symbols (the text's characters and </w>) + {} new tokens from {} merges + <UNK>.",
+            self.vocab_size,
+            self.asked,
+            self.initial_symbols,
+            self.merges_learned - self.duplicate_merges,
+            self.merges_learned
+        )];
+        if self.asked <= self.initial_symbols {
+            parts.push(format!(
+                "The text alone has {} symbols, as many as or more than the {} asked, so no merge was learned.",
+                self.initial_symbols, self.asked
+            ));
+        } else if self.merges_learned < self.merges_asked {
+            parts.push(format!(
+                "Training stopped after {} of the {} merges the size asks for: no two symbols are left side by side (every word of the text is one token), so there was nothing more to merge.",
+                self.merges_learned, self.merges_asked
+            ));
+        } else {
+            parts.push(
+                "As in the seed, the size counts the symbols and the merges, and <UNK> is added afterwards: one more than asked.".into(),
+            );
+        }
+        if self.duplicate_merges > 0 {
+            parts.push(format!(
+                "{} merge{} produced a token that was already in the vocabulary, which adds nothing.",
+                self.duplicate_merges,
+                if self.duplicate_merges == 1 { "" } else { "s" }
+            ));
+        }
+        parts.join(" ")
+    }
+}
+
+/// `train_seed_bpe` and its report (see `SeedBpeReport`).
+pub fn train_seed_bpe_with_report(text: &str, vocab_size: usize) -> (SeedBpe, SeedBpeReport) {
     let mut interner: HashMap<String, u32> = HashMap::new();
     let mut strs: Vec<String> = Vec::new();
     let intern = |s: String, interner: &mut HashMap<String, u32>, strs: &mut Vec<String>| -> u32 {
@@ -115,6 +177,7 @@ pub fn train_seed_bpe(text: &str, vocab_size: usize) -> SeedBpe {
     let initial = strs.len();
     let num_merges = vocab_size.saturating_sub(initial);
     let mut merges: Vec<(String, String)> = Vec::new();
+    let mut duplicate_merges = 0;
     for _ in 0..num_merges {
         // (count, order of first occurrence)
         let mut counts: FxHashMap<u64, (u64, u32)> = FxHashMap::default();
@@ -133,7 +196,11 @@ pub fn train_seed_bpe(text: &str, vocab_size: usize) -> SeedBpe {
         };
         let (a, b) = super::unpair(best);
         let merged = format!("{}{}", strs[a as usize], strs[b as usize]);
+        let before = strs.len();
         let m = intern(merged, &mut interner, &mut strs);
+        if strs.len() == before {
+            duplicate_merges += 1;
+        }
         for (syms, _) in words.iter_mut() {
             if syms.len() < 2 {
                 continue;
@@ -160,11 +227,21 @@ pub fn train_seed_bpe(text: &str, vocab_size: usize) -> SeedBpe {
     vocab.push(DEFAULT_UNK.to_string());
     vocab.sort();
     vocab.dedup();
+    let merges_learned = merges.len();
     // Cannot fail: every merge part and result is in the vocabulary, and <UNK> is there.
-    match SeedBpe::new(vocab, merges, DEFAULT_UNK.to_string(), DEFAULT_END.to_string()) {
+    let t = match SeedBpe::new(vocab, merges, DEFAULT_UNK.to_string(), DEFAULT_END.to_string()) {
         Ok(t) => t,
         Err(_) => SeedBpe::empty(),
-    }
+    };
+    let report = SeedBpeReport {
+        asked: vocab_size,
+        initial_symbols: initial,
+        merges_asked: num_merges,
+        merges_learned,
+        duplicate_merges,
+        vocab_size: t.vocab_size(),
+    };
+    (t, report)
 }
 
 impl SeedBpe {

@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { setup, openPage, assertClean, waitModel, setGenerate, generateAndWait, readOutput, SHOT_DIR } from './_harness.mjs';
+import { setup, openPage, assertClean, waitModel, setGenerate, generateAndWait, readOutput, setMasks, SHOT_DIR } from './_harness.mjs';
 
 let env;
 before(async () => {
@@ -415,6 +415,71 @@ test('honest speed: both paths measured at load, the faster one used, both figur
     await page.locator('#view-generate').screenshot({ path: path.join(SHOT_DIR, 'learner-kv-off.png') });
     await page.setChecked('#gen-kv', true);
     assert.equal(await page.isHidden('#gen-kv-note'), true);
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});
+
+test('smaller defects: unknown characters shown as themselves, stale errors cleared, masks unclipped at 1280 px, the BPE size explained', { timeout: 300_000 }, async () => {
+  const { page, context, log } = await openPage(env, '');
+  try {
+    await waitModel(page, 'shakespeare-llama');
+    // A character outside the tokenizer's table: the chip shows the snowman itself, flagged, and the stand-in.
+    await page.fill('#prompt', 'Snow \u2603 falls');
+    await page.waitForSelector('#tokens-root .chip.unknown', { timeout: 30_000 });
+    const chip = await page.$eval('#tokens-root .chip.unknown', (li) => ({
+      piece: li.querySelector('.chip-piece').textContent, flag: li.querySelector('.chip-flag')?.textContent,
+      standIn: li.dataset.standIn, title: li.title,
+    }));
+    console.log(`unknown chip: ${JSON.stringify(chip)}`);
+    assert.match(chip.piece, /\u2603/, 'the character itself, not a stand-in');
+    assert.equal(chip.flag, '?');
+    assert.notEqual(chip.standIn, undefined);
+    assert.match(chip.title, /"\u2603" is not in the tokenizer\u2019s table; the model reads id \d+/);
+    await page.locator('#view-tokens').screenshot({ path: path.join(SHOT_DIR, 'learner-unknown-char.png') });
+
+    // A failed load leaves an error line; a later successful generation clears it.
+    await page.setInputFiles('#model-file', { name: 'broken.safetensors', mimeType: 'application/octet-stream', buffer: Buffer.from('not a checkpoint at all') });
+    await page.waitForSelector('#model-error:not([hidden])', { timeout: 60_000 });
+    await setGenerate(page, { prompt: 'ROMEO:\n', temperature: 0, max: 4, kv: true });
+    const out = await generateAndWait(page);
+    assert.equal(out.state, 'done');
+    assert.equal(await page.isHidden('#model-error'), true, 'the load error is gone after a successful generation');
+    // A rejected generation leaves an error line; a later successful model load clears it.
+    await setGenerate(page, { max: 0 }); // refused: at least 1
+    await page.click('#gen-start');
+    await page.waitForSelector('#gen-error:not([hidden])');
+    await page.click('#model-list button[data-model="shakespeare-gpt"]');
+    await waitModel(page, 'shakespeare-gpt');
+    assert.equal(await page.isHidden('#gen-error'), true, 'the generation error is gone after a successful load');
+    await setGenerate(page, { max: 4 });
+
+    // Masks at 1280 px: no matrix is clipped (each is as wide as its table), the KV-cache one included.
+    await setMasks(page, { seqLen: 12, numPad: 3, cachedLen: 20 });
+    const clipped = await page.$$eval('#masks-grid .matrix', (figs) => figs.map((f) => {
+      const s = f.querySelector('.matrix-scroll');
+      return { m: f.dataset.matrix, over: s.scrollWidth - s.clientWidth, right: f.getBoundingClientRect().right };
+    }));
+    console.log(`masks at 1280: ${JSON.stringify(clipped)}`);
+    assert.ok(clipped.some((c) => c.m === 'kv_cache'));
+    for (const c of clipped) {
+      assert.ok(c.over <= 0, `${c.m} is clipped by ${c.over}px`);
+      assert.ok(c.right <= 1280, `${c.m} ends at ${c.right}px`);
+    }
+    await page.locator('#view-masks').screenshot({ path: path.join(SHOT_DIR, 'learner-masks-1280.png') });
+
+    // The BPE workbench says why the vocabulary is not the size asked.
+    for (const [asked, got, why] of [[120, 121, /<UNK> is added afterwards: one more than asked/], [5000, 272, /Training stopped after \d+ of the \d+ merges.*every word of the text is one token/]]) {
+      await page.fill('#bpe-vocab', String(asked));
+      await page.click('#bpe-train');
+      await page.waitForSelector(`#bpe-root[data-state="ready"][data-vocab="${got}"]`, { timeout: 30_000 });
+      const note = await page.locator('#bpe-vocab-note').innerText();
+      console.log(`bpe ${asked}: ${note}`);
+      assert.match(note, new RegExp(`^The vocabulary has ${got} tokens, not ${asked}:`));
+      assert.match(note, why);
+    }
+    await page.locator('#view-bpe').screenshot({ path: path.join(SHOT_DIR, 'learner-bpe-note.png') });
     assertClean(assert, log);
   } finally {
     await context.close();

@@ -2,7 +2,9 @@
 // bpe_workbench), then step through the learned merges in order and watch a sentence's tokens change.
 //
 // State for tests:
-//   #bpe-root   data-state "idle" | "training" | "ready" | "error"; data-merges (how many were learned)
+//   #bpe-root   data-state "idle" | "training" | "ready" | "error"; data-merges (how many were learned);
+//               data-vocab (the vocabulary learned)
+//   #bpe-vocab-note  why the vocabulary differs from the size asked (hidden when it does not)
 //   #bpe-step   the range input (0..merges); #bpe-pieces li.piece one per token after that many merges
 //   #bpe-merges li[data-n=N] the merges in order; the one applied last has aria-current="step"
 import { h, replaceChildren } from '../dom.js';
@@ -28,6 +30,7 @@ export function createBpeView(root, { request }) {
   const sentence = h('input', { id: 'bpe-sentence', type: 'text', value: 'The summer winds shall not fade', spellcheck: 'false' });
   const train = h('button', { type: 'submit', id: 'bpe-train' }, 'Train');
   const status = h('p', { class: 'small', id: 'bpe-status', 'aria-live': 'polite' });
+  const explain = h('p', { class: 'small notice-inline', id: 'bpe-vocab-note', hidden: true });
   const result = h('div', { class: 'bpe-result' });
   const form = h('form', { class: 'bpe-form', novalidate: true },
     h('label', { class: 'field-label', for: 'bpe-text' }, 'Training text'), text,
@@ -35,7 +38,7 @@ export function createBpeView(root, { request }) {
       h('label', {}, 'Vocabulary size ', vocab),
       h('label', { class: 'grow' }, 'Sentence ', sentence),
       train),
-    status);
+    status, explain);
   replaceChildren(root, form, result);
   root.dataset.state = 'idle';
 
@@ -65,10 +68,15 @@ export function createBpeView(root, { request }) {
       status.className = 'small';
       status.textContent = `Learned ${r.merges.length} merges (vocabulary ${r.vocab_size}) in ${Math.round(performance.now() - t0)} ms. ` +
         'Step through them below.';
+      // Why the vocabulary is not the size asked (the core's report): <UNK>, out of pairs, too small.
+      explain.textContent = r.explanation ?? '';
+      explain.hidden = !r.explanation;
+      root.dataset.vocab = String(r.vocab_size);
       drawResult(0); // start from single characters; the user steps forward
     } catch (err) {
       if (mine !== seq) return;
       root.dataset.state = 'error';
+      explain.hidden = true;
       status.className = 'small error';
       status.textContent = err.message;
     } finally {

@@ -3,11 +3,18 @@
 //
 // State for tests:
 //   #tokens-root  data-state "empty" | "ready" | "error"; data-count
-//   .chip[data-index=i][data-id=ID]  class "unknown" when the chip covers a character outside the table
+//   .chip[data-index=i][data-id=ID]  class "unknown" when the chip covers a character outside the table: it shows
+//                                    the character itself, flagged, and data-stand-in (the piece the model reads)
 //   #tokens-unknown  the list of flagged characters (absent when there are none)
 import { h, replaceChildren } from '../dom.js';
 
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Spaces and newlines as the core's pieces show them (· and ⏎). */
+function visibleText(s) {
+  return s.replace(/ /g, '\u00b7').replace(/\n/g, '\u23ce');
+}
 
 export function createTokensView(root) {
   return {
@@ -27,18 +34,26 @@ export function createTokensView(root) {
      */
     show(tok, text, { title = 'Prompt' } = {}) {
       const unknownBytes = unknownByteOffsets(text, tok.unknown ?? []);
-      const flagged = new Set();
+      const bytes = unknownBytes.length ? encoder.encode(text) : null;
       const chips = tok.ids.map((id, i) => {
         const span = tok.spans?.[i];
         const covers = span ? unknownBytes.filter(({ byte }) => byte >= span[0] && byte < span[1]) : [];
-        if (covers.length) flagged.add(i);
         const piece = tok.pieces[i] ?? `#${id}`;
+        if (covers.length) {
+          // A stand-in token: show the text it covers (the character itself), flagged, and what the model reads.
+          const own = visibleText(decoder.decode(bytes.subarray(span[0], span[1])));
+          return h('li', {
+            class: 'chip unknown',
+            dataset: { index: i, id, standIn: piece },
+            title: `token ${i}: ${covers.map((c) => JSON.stringify(c.char)).join(', ')} is not in the tokenizer\u2019s table; ` +
+              `the model reads id ${id} (${JSON.stringify(piece)}) instead`,
+          }, h('span', { class: 'chip-piece' }, own), h('span', { class: 'chip-flag', 'aria-label': 'not in the table' }, '?'),
+          h('span', { class: 'chip-id' }, `${id} = ${piece === '' ? '\u2205' : piece}`));
+        }
         return h('li', {
-          class: `chip${covers.length ? ' unknown' : ''}`,
+          class: 'chip',
           dataset: { index: i, id },
-          title: covers.length
-            ? `token ${i}: id ${id}; stands in for ${covers.map((c) => JSON.stringify(c.char)).join(', ')}, which the tokenizer\u2019s table does not have`
-            : `token ${i}: id ${id}`,
+          title: `token ${i}: id ${id}`,
         }, h('span', { class: 'chip-piece' }, piece === '' ? '\u2205' : piece), h('span', { class: 'chip-id' }, String(id)));
       });
       root.dataset.state = 'ready';
