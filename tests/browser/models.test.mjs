@@ -120,8 +120,19 @@ test('Stop works during prefill and halfway, and the page generates again', { ti
 
     // At once (during the prefill): at most the token being computed arrives.
     const run = Number(await page.getAttribute('#gen-output', 'data-run'));
+    // Stop is clicked in the page the moment it is enabled (the generation has just been sent): a click from
+    // here can take longer than a few tokens on a loaded machine.
+    await page.evaluate(() => {
+      const stopBtn = document.getElementById('gen-stop');
+      const obs = new MutationObserver(() => {
+        if (!stopBtn.disabled) {
+          obs.disconnect();
+          stopBtn.click();
+        }
+      });
+      obs.observe(stopBtn, { attributes: true, attributeFilter: ['disabled'] });
+    });
     await page.click('#gen-start');
-    await page.click('#gen-stop');
     await page.waitForFunction((n) => {
       const o = document.getElementById('gen-output');
       return Number(o.dataset.run) > n && o.dataset.state === 'stopped';
