@@ -25,7 +25,8 @@ import { createBpeView } from './views/bpe.js';
 import { createAttentionView } from './views/attention.js';
 import { createNextTokenView, candidateProbs } from './views/nexttoken.js';
 import { createExpertsView } from './views/experts.js';
-import { measurePaths, fasterPath, probeOptions, speedSummary, kvCost, PROBE_TOKENS, PROBE_PROMPT_TOKENS } from './speed.js';
+import { loadOnFasterPath, speedSummary, kvNote } from './speed.js';
+import { endNote } from './context.js';
 
 const params = new URLSearchParams(location.search);
 const NO_GPU = params.get('nogpu') === '1';
@@ -379,66 +380,31 @@ function clearStaleErrors() {
   if (!gen.running) gen.clearError();
 }
 
-/**
- * Loads the model where "Run on" says: WebGPU, the CPU path, or (auto, with a GPU) on both in turn, timing a
- * short probe on each (www/speed.js), then keeps the faster. Resolves the card of the model as loaded.
- */
+/** Loads the model where "Run on" says (auto: measured on both paths, the faster kept; www/speed.js). */
 async function loadOnBestPath(bytes, meta, gpuOk) {
-  // A copy goes to the worker; this one stays here so that a restarted worker can load it again.
-  const load = (path) => core.call('load', { bytes: bytes.slice(0), preferGpu: path === 'gpu' });
   const choice = gpuOk ? $('model-backend').value : 'cpu';
-  let results = state.speed[meta.id];
-  let card;
-  if (!results) {
-    const paths = gpuOk ? ['gpu', 'cpu'] : ['cpu'];
-    modelView.showPreparing(`${meta.name}: timing ${PROBE_TOKENS} tokens on ${gpuOk ? 'WebGPU and on the CPU path' : 'the CPU path'}`);
-    results = await measurePaths(paths, {
-      load: async (path) => (card = await load(path)),
-      probe: async (c) => core.call('probe', { ids: await probeIds(c, meta), opts: probeOptions(), tokens: PROBE_TOKENS }),
-    });
-    state.speed[meta.id] = results;
-  }
-  const chosen = choice === 'auto' ? (fasterPath(results) ?? (gpuOk ? 'gpu' : 'cpu')) : choice;
-  if (card?.backend !== chosen) card = await load(chosen);
+  const { card, results, chosen } = await loadOnFasterPath({
+    call: (type, args) => core.call(type, args), bytes, meta, gpuOk, choice, measured: state.speed[meta.id],
+    onMeasuring: (text) => modelView.showPreparing(`${meta.name}: ${text}`),
+  });
+  state.speed[meta.id] = results;
   device.showSpeed({ model: meta.name, results, chosen, choice, summary: speedSummary(results, chosen, choice) });
   document.body.dataset.backend = card.backend;
   return card;
-}
-
-/** A short prompt for the probe: the model's suggested prompt (or a few ids), at most PROBE_PROMPT_TOKENS. */
-async function probeIds(card, meta) {
-  let ids = [];
-  if (card.tokenizer) {
-    try {
-      ids = (await core.call('tokenize', { text: meta.prompt || 'The ' })).ids;
-    } catch { /* fall back to ids */ }
-  }
-  if (!ids.length) ids = [1, 5, 9, 13].filter((i) => i < (card.src_vocab_size ?? card.vocab_size));
-  if (!ids.length) ids = [0];
-  return ids.slice(0, PROBE_PROMPT_TOKENS);
 }
 
 /** The KV-cache note under Generate: why uncached generation is slow, with the cost for the current prompt. */
 function showKvNote() {
   const el = $('gen-kv-note');
   const card = state.model?.card;
-  if (!card || $('gen-kv').checked) {
-    el.hidden = true;
-    return;
-  }
-  const max = Number($('gen-max').value) || 0;
-  const promptLen = state.lastPromptLen ?? 0;
-  const room = card.arch === 'encoder_decoder' ? card.context : Math.max(0, card.context - promptLen);
-  const g = $('gen-slide').checked ? max : Math.min(max, room);
-  const startLen = card.arch === 'encoder_decoder' ? 1 : promptLen;
-  const c = kvCost(startLen, g);
-  el.hidden = false;
-  el.dataset.cached = String(c.cached);
-  el.dataset.uncached = String(c.uncached);
-  el.textContent = 'KV cache off: each new token re-runs the whole sequence so far instead of only itself, so the work ' +
-    `grows with the square of the length. Here (${startLen} ${card.arch === 'encoder_decoder' ? 'start' : 'prompt'} token${startLen === 1 ? '' : 's'}, ` +
-    `${g} new) that is ${c.uncached.toLocaleString('en')} token positions through the model instead of ${c.cached.toLocaleString('en')} ` +
-    `(${c.ratio.toFixed(1)}× the work).`;
+  const note = card && !$('gen-kv').checked
+    ? kvNote(card, { promptLen: state.lastPromptLen ?? 0, maxNew: Number($('gen-max').value) || 0, sliding: $('gen-slide').checked })
+    : null;
+  el.hidden = !note;
+  if (!note) return;
+  el.dataset.cached = String(note.cached);
+  el.dataset.uncached = String(note.uncached);
+  el.textContent = note.text;
 }
 
 // A model may suggest sampling settings (the date model: greedy, 12 tokens). Switching back to a model that
@@ -727,7 +693,8 @@ async function runGeneration({ keepLast = false } = {}) {
   state.analysis = null; // the views wait for this run's analysis: nothing stale is drawn or selected
   document.body.dataset.step = '';
   analysingViews('Generating\u2026 this view shows every step once the generation ends and its analysis lands.', 'generating');
-  gen.begin({ promptText: $('prompt').value, isSource: isEncDec });
+  const promptText = $('prompt').value;
+  gen.begin({ promptText, isSource: isEncDec });
   const t0 = performance.now();
   let tFirst = null;
   let result;
@@ -739,6 +706,7 @@ async function runGeneration({ keepLast = false } = {}) {
           run.promptCut = enc.ids.length - ev.ids.length;
           run.src = enc.ids.slice(run.promptCut);
           run.srcPieces = enc.tok.pieces.slice(run.promptCut);
+          tokens.show(enc.tok, promptText, { title: 'Prompt', cut: run.promptCut });
         }
         if (ev.kind !== 'token') return;
         const now = performance.now();
@@ -777,7 +745,7 @@ async function runGeneration({ keepLast = false } = {}) {
   }
   const n = run.gen.length;
   if (n > 0) analysingViews(`Analysing the ${n} generated token${n === 1 ? '' : 's'}\u2026 (one forward pass over the whole sequence)`, 'analysing');
-  gen.finish({ state: result.stopped ? 'stopped' : 'done', text, reason: run.reason, note: endNote(run, card) });
+  gen.finish({ state: result.stopped ? 'stopped' : 'done', text, reason: run.reason, note: endNote(run, card.context) });
   clearStaleErrors();
   const total = (performance.now() - t0) / 1000;
   gen.setStats({
@@ -792,26 +760,6 @@ async function runGeneration({ keepLast = false } = {}) {
   } else {
     await analyze();
   }
-}
-
-/** Why the generation ended, in one sentence ('' when it simply made the tokens asked for). */
-function endNote(run, card) {
-  const ctx = card.context;
-  const parts = [];
-  if (run.promptCut > 0) {
-    parts.push(`The prompt was cut to its last ${run.src.length} tokens (the first ${run.promptCut} do not fit the model\u2019s context of ${ctx}).`);
-  }
-  const firstSlide = run.windows.findIndex((w) => w > 0);
-  if (firstSlide >= 0) {
-    const last = run.windows[run.windows.length - 1];
-    parts.push(`From step ${firstSlide} on, the sequence was longer than the model\u2019s context of ${ctx} tokens: each token was ` +
-      `predicted from the newest ${ctx - 1} tokens only (the sliding window; at the last step it forgot the first ${last}).`);
-  }
-  if (run.reason === 'context') {
-    parts.push(`Stopped: the model\u2019s context is ${ctx} tokens (${run.src.length} in the prompt + ${run.gen.length} generated). ` +
-      'Turn on \u201cSliding window\u201d to keep generating on the newest tokens.');
-  }
-  return parts.join(' ');
 }
 
 /** Attention, Next token and Experts wait for the analysis of a generation (state: 'generating' | 'analysing'). */

@@ -74,3 +74,58 @@ export function kvCost(promptLen, newTokens) {
   const uncached = g * p + (g * (g - 1)) / 2;
   return { cached, uncached, ratio: cached > 0 ? uncached / cached : 1 };
 }
+
+/**
+ * The note shown with the KV cache off, for a model card and the current numbers: {text, cached, uncached}.
+ * promptLen: the prompt's tokens (the encoder-decoder's decoder starts from one BOS); maxNew: Max new tokens;
+ * sliding: whether generation may go past the context (else it stops there, which bounds the new tokens).
+ */
+export function kvNote(card, { promptLen, maxNew, sliding }) {
+  const encDec = card.arch === 'encoder_decoder';
+  const startLen = encDec ? 1 : promptLen;
+  const room = Math.max(0, card.context - startLen);
+  const g = sliding && !encDec ? maxNew : Math.min(maxNew, room);
+  const c = kvCost(startLen, g);
+  const text = 'KV cache off: each new token re-runs the whole sequence so far instead of only itself, so the work ' +
+    `grows with the square of the length. Here (${startLen} ${encDec ? 'start' : 'prompt'} token${startLen === 1 ? '' : 's'}, ` +
+    `${g} new) that is ${c.uncached.toLocaleString('en')} token positions through the model instead of ${c.cached.toLocaleString('en')} ` +
+    `(${c.ratio.toFixed(1)}× the work).`;
+  return { text, cached: c.cached, uncached: c.uncached };
+}
+
+/**
+ * Loads the model (bytes of a checkpoint) where `choice` says: 'gpu', 'cpu', or 'auto' (the faster path). Without
+ * an earlier measurement (`measured`), it loads the model on each path the device has in turn and times a probe
+ * there, then loads it on the faster one if that is not the one loaded last. call(type, args) reaches the worker.
+ * Resolves {card (of the model as loaded), results (the measurement), chosen ('gpu' | 'cpu')}.
+ */
+export async function loadOnFasterPath({ call, bytes, meta, gpuOk, choice, measured, onMeasuring }) {
+  // A copy goes to the worker; the caller's bytes stay so that a restarted worker can load them again.
+  const load = (path) => call('load', { bytes: bytes.slice(0), preferGpu: path === 'gpu' });
+  let results = measured;
+  let card;
+  if (!results) {
+    const paths = gpuOk ? ['gpu', 'cpu'] : ['cpu'];
+    onMeasuring?.(`timing ${PROBE_TOKENS} tokens on ${gpuOk ? 'WebGPU and on the CPU path' : 'the CPU path'}`);
+    results = await measurePaths(paths, {
+      load: async (path) => (card = await load(path)),
+      probe: async (c) => call('probe', { ids: await probeIds(call, c, meta), opts: probeOptions(), tokens: PROBE_TOKENS }),
+    });
+  }
+  const chosen = choice === 'auto' || !gpuOk ? (fasterPath(results) ?? (gpuOk ? 'gpu' : 'cpu')) : choice;
+  if (card?.backend !== chosen) card = await load(chosen);
+  return { card, results, chosen };
+}
+
+/** A short prompt for the probe: the model's suggested prompt (or a few ids), at most PROBE_PROMPT_TOKENS. */
+async function probeIds(call, card, meta) {
+  let ids = [];
+  if (card.tokenizer) {
+    try {
+      ids = (await call('tokenize', { text: meta.prompt || 'The ' })).ids;
+    } catch { /* fall back to ids */ }
+  }
+  if (!ids.length) ids = [1, 5, 9, 13].filter((i) => i < (card.src_vocab_size ?? card.vocab_size));
+  if (!ids.length) ids = [0];
+  return ids.slice(0, PROBE_PROMPT_TOKENS);
+}

@@ -261,6 +261,10 @@ test('the context limit: generation says why it stopped; a sliding window keeps 
     assert.equal(await page.isHidden('#gen-error'), true, 'the refusal is gone once the generation ran');
     assert.equal(await page.isChecked('#gen-slide'), true, 'keeping the tail turns the sliding window on');
     assert.match(await page.locator('#gen-end').innerText(), /The prompt was cut to its last 255 tokens \(the first 31 do not fit/);
+    // The Tokens view strikes out the 31 the model never read.
+    assert.equal(await page.locator('#tokens-root .chip.cut').count(), 31);
+    assert.equal(await page.getAttribute('#tokens-root .chip.cut >> nth=30', 'data-index'), '30');
+    assert.match(await page.locator('#tokens-cut').innerText(), /The first 31 tokens .* do not fit the model\u2019s context/);
     await page.locator('#view-generate').screenshot({ path: path.join(SHOT_DIR, 'learner-context-desktop.png') });
     assert.deepEqual(await page.evaluate(() => window.__badText), []);
     assertClean(assert, log);

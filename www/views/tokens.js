@@ -6,6 +6,7 @@
 //   .chip[data-index=i][data-id=ID]  class "unknown" when the chip covers a character outside the table: it shows
 //                                    the character itself, flagged, and data-stand-in (the piece the model reads)
 //   #tokens-unknown  the list of flagged characters (absent when there are none)
+//   .chip.cut, #tokens-cut  the prompt tokens a generation left out because they did not fit the context
 import { h, replaceChildren } from '../dom.js';
 
 const encoder = new TextEncoder();
@@ -32,7 +33,7 @@ export function createTokensView(root) {
      * tok: the core's tokenize() result {kind, ids, pieces, spans, unknown} for `text`; or, for a checkpoint
      * without a tokenizer, {kind: 'ids', ids, pieces} (pieces from token_strings).
      */
-    show(tok, text, { title = 'Prompt' } = {}) {
+    show(tok, text, { title = 'Prompt', cut = 0 } = {}) {
       const unknownBytes = unknownByteOffsets(text, tok.unknown ?? []);
       const bytes = unknownBytes.length ? encoder.encode(text) : null;
       const chips = tok.ids.map((id, i) => {
@@ -43,7 +44,7 @@ export function createTokensView(root) {
           // A stand-in token: show the text it covers (the character itself), flagged, and what the model reads.
           const own = visibleText(decoder.decode(bytes.subarray(span[0], span[1])));
           return h('li', {
-            class: 'chip unknown',
+            class: `chip unknown${i < cut ? ' cut' : ''}`,
             dataset: { index: i, id, standIn: piece },
             title: `token ${i}: ${covers.map((c) => JSON.stringify(c.char)).join(', ')} is not in the tokenizer\u2019s table; ` +
               `the model reads id ${id} (${JSON.stringify(piece)}) instead`,
@@ -51,9 +52,9 @@ export function createTokensView(root) {
           h('span', { class: 'chip-id' }, `${id} = ${piece === '' ? '\u2205' : piece}`));
         }
         return h('li', {
-          class: 'chip',
+          class: `chip${i < cut ? ' cut' : ''}`,
           dataset: { index: i, id },
-          title: `token ${i}: id ${id}`,
+          title: `token ${i}: id ${id}${i < cut ? ' (outside the context: the model did not read it)' : ''}`,
         }, h('span', { class: 'chip-piece' }, piece === '' ? '\u2205' : piece), h('span', { class: 'chip-id' }, String(id)));
       });
       root.dataset.state = 'ready';
@@ -65,6 +66,8 @@ export function createTokensView(root) {
           tok.kind !== 'ids' ? ` for ${chars} character${chars === 1 ? '' : 's'} (tokenizer: ${tok.kind})` : ' (typed ids)',
           '. · is a space, ⏎ a newline.'),
         h('ol', { class: 'chips', 'aria-label': `${title} tokens` }, chips),
+        cut > 0 ? h('p', { class: 'small notice-inline', id: 'tokens-cut' },
+          `The first ${cut} token${cut === 1 ? '' : 's'} (struck through) do not fit the model\u2019s context: the model never read them.`) : null,
         unknownBytes.length ? h('p', { class: 'unknown-note', id: 'tokens-unknown', role: 'note' },
           h('span', { class: 'badge badge-warn' }, 'Not in the table'), ' ',
           unknownBytes.map((u) => `${JSON.stringify(u.char)} at character ${u.index}`).join(', '),
