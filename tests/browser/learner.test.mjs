@@ -166,6 +166,8 @@ test('MoE experts: analysing state after generation, and the selected token\u201
     await page.click('#gen-output .tok[data-step="2"]');
     // Step 2 was chosen by query row 4 + 2 - 1 = 5.
     await page.waitForSelector('#experts-root[data-focus="5"]');
+    // A short sequence (12 tokens) needs no zoom: the heatmap's window controls are not shown.
+    assert.equal(await page.isHidden('#attn-zoom-bar'), true);
     const focus = await page.$eval('#experts-table tr.focus', (tr) => ({
       token: tr.dataset.token, current: tr.getAttribute('aria-current'),
       bg: getComputedStyle(tr.querySelector('th')).backgroundColor,
@@ -316,6 +318,7 @@ test('long sequences: every k-th token labelled, a zoomed window that follows th
     await page.click('#gen-output .tok[data-step="30"]');
     await page.waitForSelector('#attention-root[data-step="30"]');
     assert.equal(await page.getAttribute('#attn-heatmap', 'data-focus-row'), '239');
+    assert.equal(await page.isVisible('#attn-zoom-bar'), true);
     await page.selectOption('#attn-zoom', '32');
     const [r0, r1] = (await page.getAttribute('#attention-root', 'data-window')).split(',').map(Number);
     assert.equal(r1 - r0, 32);
