@@ -50,7 +50,7 @@ export function createDeviceView(root) {
         replaceChildren(root,
           h('p', { class: 'status status-ok', id: 'device-message' },
             h('span', { class: 'badge badge-ok' }, 'WebGPU'),
-            ' The WGSL kernels can run on this adapter (the self-test does); each model runs on the path measured faster below.'),
+            ' The WGSL kernels can run on this adapter (the self-test does). A model runs where \u201cRun on\u201d says: by default the faster path, measured below.'),
           adapterTable(gpu.adapter ?? {}, info.browserAdapter ?? {}),
           limitsTable(gpu.limits ?? {}),
           h('p', { class: 'muted small' }, `wasm core ${info.version}`),
