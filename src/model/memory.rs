@@ -86,7 +86,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     };
     let x: f64 = num.parse().map_err(|_| "expected a size such as 4GiB, 512MiB or a number of bytes".to_string())?;
     let bytes = x * mult as f64;
-    if !(bytes.is_finite() && bytes >= 1.0 && bytes < 1.8e19) {
+    if !(1.0..1.8e19).contains(&bytes) {
         return Err("the size must be at least 1 byte and at most 16 EiB".into());
     }
     Ok(bytes as u64)
@@ -151,7 +151,7 @@ impl Demand {
     /// The `n` largest groups, largest first.
     pub fn largest(&self, n: usize) -> Vec<&Item> {
         let mut v: Vec<&Item> = self.items.iter().collect();
-        v.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+        v.sort_by_key(|i| std::cmp::Reverse(i.bytes));
         v.truncate(n);
         v
     }
