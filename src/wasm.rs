@@ -242,6 +242,15 @@ pub async fn load_model(bytes: Vec<u8>, prefer_gpu: bool) -> Result<JsValue, JsV
     to_js(&d)
 }
 
+/// GPU tensor buffers alive now, {buffers, bytes} (null without a GPU): flat across load/unload
+/// cycles, since `Model::free` destroys every buffer.
+#[wasm_bindgen]
+pub fn gpu_memory() -> Result<JsValue, JsValue> {
+    let Some(g) = gpu() else { return Ok(JsValue::NULL) };
+    let (buffers, bytes) = g.live_buffers();
+    to_js(&serde_json::json!({"buffers": buffers, "bytes": bytes}))
+}
+
 /// The loaded model's card: architecture, parameters, layers, heads, kv heads, experts, vocabulary,
 /// context, file size, tokenizer and backend.
 #[wasm_bindgen]
