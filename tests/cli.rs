@@ -186,7 +186,7 @@ fn with_config(src: &str, dst: &std::path::Path, edit: impl FnOnce(&mut Value)) 
     edit(&mut cfg);
     header["__metadata__"]["config"] = Value::String(cfg.to_string());
     let mut h = serde_json::to_vec(&header).unwrap();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
