@@ -1,6 +1,7 @@
 // sample.wgsl: picks the next token on the GPU so that only 4 bytes are read back per token.
 // One workgroup of 256 threads; thread t owns the chunk [t*C, (t+1)*C) of the vocabulary.
-//   logits (.., V): the row at logits_offset          out: array<u32>, out[0] = the token id
+//   logits (.., V): the row at logits_offset          out: array<u32>, out[0] = the token id,
+//                                                      out[1] = the number of NaN/Inf logits in the row
 //   mode 0: argmax (ties -> lowest index)
 //   mode 1: temperature, then top-k (keep logits >= the k-th largest), then top-p (keep p >= tau,
 //           tau the largest value whose kept mass >= top_p), then the first index whose cumulative
@@ -87,6 +88,14 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>) {
     let m = redf[0];
     let arg = redu[0];
     workgroupBarrier();
+    // out[1] = how many logits are NaN or Inf (exponent bits all ones; a bit test, since WGSL may
+    // assume floats are finite), so the host refuses them instead of trusting the token.
+    var bad = 0u;
+    for (var i = lo; i < hi; i = i + 1u) {
+        if ((bitcast<u32>(logit(i)) & 0x7f800000u) == 0x7f800000u) { bad = bad + 1u; }
+    }
+    let nbad = tree_count(lid, bad);
+    if (lid == 0u) { out[1] = nbad; }
     if (P.mode == 0u) {
         if (lid == 0u) { out[0] = arg; }
         return;

@@ -338,7 +338,7 @@ async fn check_sample(g: &Arc<Gpu>) -> Result<CheckResult> {
     let t0 = now_ms();
     let mut acc = Acc::new();
     let mut rng = Rng::new(77);
-    let out = g.zeros_u32(&[1], "token")?;
+    let out = g.zeros_u32(&[2], "token")?;
     let configs = [
         SampleParams::greedy(),
         SampleParams { temperature: 1.0, top_k: 0, top_p: 1.0 },
@@ -365,8 +365,12 @@ async fn check_sample(g: &Arc<Gpu>) -> Result<CheckResult> {
                 let mut rec = Recorder::new(g);
                 gpu::sample::sample(&mut rec, &out, &lt, 1, p, u)?;
                 rec.submit()?;
-                let got = g.read_u32(&out).await?[0];
+                let got_all = g.read_u32(&out).await?;
+                let got = got_all[0];
                 total += 1;
+                if got_all[1] != 0 {
+                    acc.fail(&format!("V={v} {p:?}"), format!("finite logits counted as {} non-finite", got_all[1]));
+                }
                 if got != want {
                     mismatches += 1;
                     acc.fail(&format!("V={v} {p:?} u={u} trial {trial}"), format!("GPU picked {got}, CPU {want}"));
@@ -377,7 +381,26 @@ async fn check_sample(g: &Arc<Gpu>) -> Result<CheckResult> {
             }
         }
     }
-    let mut r = acc.finish("sample (argmax, temperature, top-k, top-p)", "token ids equal", t0);
+    // NaN and Inf logits are counted (the host refuses the token), in every chunk of the row
+    for v in [3usize, 257, 1000] {
+        let mut logits = rng.vec_normal(v, 2.0);
+        logits[0] = f32::NAN;
+        logits[v - 1] = f32::INFINITY;
+        logits[v / 2] = f32::NEG_INFINITY;
+        let lt = g.upload(&[1, v], &logits, "logits")?;
+        for p in [SampleParams::greedy(), SampleParams { temperature: 1.0, top_k: 3, top_p: 0.9 }] {
+            let mut rec = Recorder::new(g);
+            gpu::sample::sample(&mut rec, &out, &lt, 0, &p, 0.5)?;
+            rec.submit()?;
+            let (got, want) = (g.read_u32(&out).await?[1], cpu::count_non_finite(&logits));
+            total += 1;
+            if got != want || want != 3 {
+                mismatches += 1;
+                acc.fail(&format!("V={v} {p:?} with NaN/Inf"), format!("GPU counted {got} non-finite logits, CPU {want}"));
+            }
+        }
+    }
+    let mut r = acc.finish("sample (argmax, temperature, top-k, top-p, NaN/Inf count)", "token ids and counts equal", t0);
     r.max_abs_diff = mismatches as f64;
     if r.ok {
         r.detail = format!("{total} draws, all equal");

@@ -12,6 +12,7 @@ use crate::cpu::SampleParams;
 use crate::gpu::Gpu;
 use crate::mask::{self, Mask};
 use crate::model::config::Arch;
+use crate::model::memory::Budget;
 use crate::model::run::{AttnMap, GenConfig, Generation, BOS_ID};
 use crate::model::{Backend, CpuBackend, GpuBackend, Model};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
@@ -34,8 +35,9 @@ fn set(o: &Object, k: &str, v: &JsValue) {
     let _ = Reflect::set(o, &JsValue::from_str(k), v);
 }
 
+/// Every error the page sees: one line, control characters escaped, bounded length.
 fn err(e: impl std::fmt::Display) -> JsValue {
-    js_sys::Error::new(&e.to_string()).into()
+    js_sys::Error::new(&crate::error::one_line(&e.to_string())).into()
 }
 
 /// `navigator.gpu` in the window or worker scope.
@@ -221,12 +223,12 @@ pub async fn load_model(bytes: Vec<u8>, prefer_gpu: bool) -> Result<JsValue, JsV
             }
             let b = GpuBackend::new(g.clone());
             // allocation failures (out of memory, limits) are caught here, the old model stays
-            let m = g.scoped(|| Model::load(&b, bytes)).await.map_err(err)?;
+            let m = g.scoped(|| Model::load_within(&b, bytes, &Budget::page())).await.map_err(err)?;
             Loaded::Gpu(b, m)
         }
         None => {
             let b = CpuBackend;
-            let m = Model::load(&b, bytes).map_err(err)?;
+            let m = Model::load_within(&b, bytes, &Budget::page()).map_err(err)?;
             Loaded::Cpu(b, m)
         }
     };
@@ -238,6 +240,15 @@ pub async fn load_model(bytes: Vec<u8>, prefer_gpu: bool) -> Result<JsValue, JsV
     let d = with_model!(&new, |b, m| describe_model(b, m, bytes.len()));
     s.loaded = Some(new);
     to_js(&d)
+}
+
+/// GPU tensor buffers alive now, {buffers, bytes} (null without a GPU): flat across load/unload
+/// cycles, since `Model::free` destroys every buffer.
+#[wasm_bindgen]
+pub fn gpu_memory() -> Result<JsValue, JsValue> {
+    let Some(g) = gpu() else { return Ok(JsValue::NULL) };
+    let (buffers, bytes) = g.live_buffers();
+    to_js(&serde_json::json!({"buffers": buffers, "bytes": bytes}))
 }
 
 /// The loaded model's card: architecture, parameters, layers, heads, kv heads, experts, vocabulary,

@@ -158,3 +158,143 @@ fn eval_reproduces_the_pytorch_loss_on_a_held_out_slice() {
         assert_eq!(v["predicted_tokens"], slice["predicted_tokens"], "{name}");
     }
 }
+
+/// Runs with raw OS arguments (they may be non-UTF-8) and checks the failure contract: exit 2, one
+/// line on stderr of bounded length without raw control characters, no panic, nothing on stdout.
+fn fails_with(args: &[std::ffi::OsString], needle: &str) -> String {
+    let o = Command::new(BIN).args(args).output().expect("run tinyformer");
+    let (code, out, err) = (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(code, 2, "{args:?}: exit {code}, stdout {out}, stderr {err}");
+    assert!(err.contains(needle), "{args:?}: stderr {err:?} lacks {needle:?}");
+    assert!(!err.contains("panicked") && err.trim().lines().count() == 1, "{args:?}: {err}");
+    assert!(err.len() < 1100, "{args:?}: {} bytes of error", err.len());
+    assert!(!err.trim_end().chars().any(|c| c.is_control()), "{args:?}: raw control characters in {err:?}");
+    assert!(out.is_empty(), "{args:?}: stdout {out}");
+    err.into_owned()
+}
+
+fn os(args: &[&str]) -> Vec<std::ffi::OsString> {
+    args.iter().map(|a| a.into()).collect()
+}
+
+/// A copy of a checkpoint with its metadata config edited (the data section is kept as is).
+fn with_config(src: &str, dst: &std::path::Path, edit: impl FnOnce(&mut Value)) {
+    let bytes = std::fs::read(src).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let mut cfg: Value = serde_json::from_str(header["__metadata__"]["config"].as_str().unwrap()).unwrap();
+    edit(&mut cfg);
+    header["__metadata__"]["config"] = Value::String(cfg.to_string());
+    let mut h = serde_json::to_vec(&header).unwrap();
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(dst, out).unwrap();
+}
+
+#[test]
+fn hostile_arguments_and_files_give_one_line_errors() {
+    use std::os::unix::ffi::OsStringExt;
+    let m = "tests/fixtures/models/decoder_a.safetensors";
+    let mal = "tests/fixtures/malformed";
+    let tmp = std::env::temp_dir().join(format!("tf-cli-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+
+    // arguments: non-UTF-8, checked size arithmetic, flags checked before the model is read
+    let mut bad = os(&["generate", "--model"]);
+    bad.push(std::ffi::OsString::from_vec(b"\xff\xfemodel".to_vec()));
+    bad.extend(os(&["--ids", "1", "--max-new-tokens", "2"]));
+    fails_with(&bad, "invalid UTF-8");
+    fails_with(
+        &os(&["generate", "--model", m, "--ids", "3", "--max-new-tokens", "18446744073709551615", "--backend", "cpu"]),
+        "1 start tokens + 18446744073709551615 new tokens exceed the model's context",
+    );
+    fails_with(&os(&["generate", "--model", m, "--ids", "3", "--max-new-tokens", "18446744073709551616"]), "--max-new-tokens");
+    let e = fails_with(
+        &os(&["generate", "--model", "/no/such/model", "--ids", "3", "--max-new-tokens", "2", "--temperature", "0", "--top-k", "5"]),
+        "--temperature 0 means greedy decoding, which ignores --top-k",
+    );
+    assert!(!e.contains("cannot read"), "the flags are checked before the model file: {e}");
+    fails_with(&os(&["generate", "--model", m, "--ids", "3", "--max-new-tokens", "2", "--greedy", "--seed", "4"]), "--greedy");
+    fails_with(
+        &os(&["generate", "--model", m, "--ids", "3", "--max-new-tokens", "2", "--max-new-tokens", "3"]),
+        "cannot be used multiple times",
+    );
+    fails_with(&os(&["bench", "matmul", "--sizes", "18446744073709551615"]), "--sizes: 18446744073709551615 is outside 1..=8192");
+    fails_with(&os(&["bench", "matmul", "--reps", "0"]), "--reps: 0 is outside");
+    fails_with(&os(&["bench"]), "'bench' needs a subcommand (tinyformer bench --help lists them)");
+    fails_with(&os(&["info", "--model", m, "--memory-budget", "lots"]), "--memory-budget");
+
+    // --model: a device, a FIFO, a directory, a file over the budget
+    fails_with(&os(&["info", "--model", "/dev/zero"]), "--model \"/dev/zero\" is not a regular file");
+    let fifo = tmp.join("fifo.safetensors");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    fails_with(&os(&["info", "--model", fifo.to_str().unwrap()]), "is not a regular file (a device, FIFO or socket)");
+    fails_with(&os(&["info", "--model", "tests"]), "--model \"tests\" is a directory");
+    fails_with(&os(&["info", "--model", m, "--memory-budget", "1000"]), "bytes, over the limit of 1000 bytes (the memory budget");
+    fails_with(&os(&["eval", "--model", m, "--text-file", "/dev/zero"]), "--text-file \"/dev/zero\" is not a regular file");
+    fails_with(&os(&["tokenizer", "decode", "--tokenizer", "/dev/zero", "--ids", "1"]), "is not a regular file");
+
+    // memory: a small file whose context needs 128 GiB of attention maps, refused before allocating
+    let big = format!("{mal}/over_budget_context.safetensors");
+    fails_with(
+        &os(&["forward", "--model", &big, "--ids", "1", "--backend", "cpu"]),
+        "over the memory budget of 4.0 GiB (raise it with --memory-budget): biggest buffers: attention maps 128.0 GiB",
+    );
+    let v = json(&["info", "--model", &big]);
+    assert_eq!(v["memory"]["fits_budget"], false);
+    assert_eq!(v["memory"]["total_bytes"], 137463073904u64);
+
+    // loops: eval with a 1-token context is refused (a real tokenizer, the context cut to 1)
+    let ctx1 = tmp.join("ctx1.safetensors");
+    with_config("models/shakespeare-gpt.safetensors", &ctx1, |c| c["max_seq_len"] = 1.into());
+    let text = tmp.join("text.txt");
+    std::fs::write(&text, "To be, or not to be, that is the question.").unwrap();
+    fails_with(
+        &os(&["eval", "--model", ctx1.to_str().unwrap(), "--text-file", text.to_str().unwrap(), "--backend", "cpu"]),
+        "eval needs a context of at least 2 tokens; this model's context is 1",
+    );
+    fails_with(
+        &os(&["bench", "generate", "--model", &format!("{mal}/valid_context_1.safetensors")]),
+        "the benchmark's prompt of 4 tokens leaves no room in the model's context of 1 tokens",
+    );
+
+    // errors: a megabyte name with terminal escapes is quoted escaped and cut
+    let e = fails_with(&os(&["info", "--model", &format!("{mal}/long_name_control_chars.safetensors")]), "appears twice");
+    assert!(e.contains(r"\u{1b}]0;pwned\u{7}\u{1b}[31mAAA"), "{e}");
+    let e = fails_with(&os(&["info", "--model", "/no/such/\x1b[2J\x07file"]), "cannot read --model");
+    assert!(e.contains(r#""/no/such/\u{1b}[2J\u{7}file""#), "{e}");
+    fails_with(&os(&["info", "--model", &format!("{mal}/duplicate_metadata.safetensors")]), "two \"__metadata__\" entries");
+    fails_with(&os(&["info", "--model", &format!("{mal}/duplicate_entry_field.safetensors")]), "has the field \"dtype\" twice");
+
+    // numerics: huge finite weights overflow; the CLI says so instead of printing token 0
+    for backend in ["cpu", "gpu"] {
+        fails_with(
+            &os(&[
+                "generate",
+                "--model",
+                &format!("{mal}/valid_overflow_layer.safetensors"),
+                "--ids",
+                "1,2",
+                "--max-new-tokens",
+                "2",
+                "--backend",
+                backend,
+            ]),
+            "the model produced non-finite values (NaN or Inf) instead of logits: they first appear in the attention keys of layer 0",
+        );
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+
+    // help and version still print (on stdout, exit 0)
+    let (code, out, _) = run(&["help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("generate") && out.contains("tokenizer") && out.contains("bench"), "{out}");
+    let (code, out, _) = run(&["generate", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--memory-budget") && out.contains("--temperature"), "{out}");
+}

@@ -17,9 +17,12 @@ fn read(name: &str) -> Vec<u8> {
     std::fs::read(dir().join(name)).unwrap_or_else(|e| panic!("cannot read fixture {name}: {e}"))
 }
 
-/// Loads inside catch_unwind: a panic is a test failure with the file named.
+/// Loads inside catch_unwind: a panic is a test failure with the file named. The memory demand
+/// is checked against the default budget, as `Model::load` does.
 fn load(name: &str, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
-    match catch_unwind(AssertUnwindSafe(|| Checkpoint::from_bytes(bytes))) {
+    let budget = tinyformer::model::memory::Budget::default();
+    match catch_unwind(AssertUnwindSafe(|| Checkpoint::from_bytes_checked(bytes, |c| tinyformer::model::memory::demand(c).check(&budget))))
+    {
         Ok(r) => r,
         Err(_) => panic!("Checkpoint::from_bytes panicked on {name}"),
     }
@@ -66,6 +69,9 @@ fn every_malformed_file_gives_its_error() {
                 if msg.contains('\n') || msg.len() > 400 {
                     failures.push(format!("{file}: message is not one short line: {msg:?}"));
                 }
+                if msg.chars().any(|c| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)) {
+                    failures.push(format!("{file}: message has unescaped control characters: {msg:?}"));
+                }
             }
         }
     }
@@ -109,6 +115,20 @@ fn malformed_errors_have_the_right_variants() {
         ("config_missing_field.safetensors", |e| matches!(e, CheckpointError::Config(ConfigError::MissingField { field: "d_model", .. }))),
         ("missing_tensor.safetensors", |e| matches!(e, CheckpointError::MissingTensor { missing_count: 1, .. })),
         ("wrong_shape.safetensors", |e| matches!(e, CheckpointError::WrongShape { .. })),
+        ("over_budget_context.safetensors", |e| matches!(e, CheckpointError::OverBudget(_))),
+        ("duplicate_metadata.safetensors", |e| matches!(e, CheckpointError::DuplicateMetadata)),
+        (
+            "duplicate_metadata_key.safetensors",
+            |e| matches!(e, CheckpointError::DuplicateField { owner, field } if owner == "__metadata__" && field == "config"),
+        ),
+        (
+            "duplicate_entry_field.safetensors",
+            |e| matches!(e, CheckpointError::DuplicateField { owner, field } if owner == "ln_f.weight" && field == "dtype"),
+        ),
+        ("subbyte_span.safetensors", |e| matches!(e, CheckpointError::SpanNotWholeBytes { bits: 12, .. })),
+        ("binary_high_bytes.safetensors", |e| matches!(e, CheckpointError::HeaderTooLarge { .. })),
+        ("utf8_text.safetensors", |e| matches!(e, CheckpointError::NotSafetensors { kind: "a text file", .. })),
+        ("long_name_control_chars.safetensors", |e| matches!(e, CheckpointError::DuplicateTensor { .. })),
     ];
     for (file, check) in cases {
         let e = load(file, &read(file)).err().unwrap_or_else(|| panic!("{file} loaded"));

@@ -9,8 +9,8 @@ fn main() -> ExitCode {
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match cli::run(&args) {
+    // args_os: a non-UTF-8 argument is an error from the parser, not a panic in std::env::args
+    match cli::run(std::env::args_os()) {
         Ok(out) => {
             if !out.is_empty() {
                 println!("{out}");
@@ -18,7 +18,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("tinyformer: {e}");
+            eprintln!("tinyformer: {}", tinyformer::error::one_line(&e.to_string()));
             ExitCode::from(2)
         }
     }

@@ -1,6 +1,6 @@
 //! Benchmarks print JSON; ratios are measured in one run on one device.
 
-use crate::cli::args::Args;
+use crate::cli::args::BenchMatmulArgs;
 use crate::error::Result;
 use crate::gpu::{matmul::MatmulKind, Gpu, Recorder};
 use crate::rng::Rng;
@@ -13,14 +13,13 @@ fn time_ms(f: impl FnOnce() -> Result<()>) -> Result<f64> {
 
 /// `tinyformer bench matmul`: GFLOP/s of the naive and the tiled kernel on square M=K=N problems.
 /// Each timing is `reps` dispatches in one submission, waited for, after one warm-up submission.
-pub fn matmul(a: &Args) -> Result<String> {
-    let sizes: Vec<usize> = a.list("sizes")?.unwrap_or_else(|| vec![64, 128, 256, 512, 1024]);
-    let reps: Option<usize> = a.get("reps")?;
-    a.finish()?;
+pub fn matmul(a: &BenchMatmulArgs) -> Result<String> {
+    a.validate()?;
+    let (sizes, reps) = (&a.sizes, a.reps);
     let gpu = std::sync::Arc::new(pollster::block_on(Gpu::new())?);
     let mut rng = Rng::new(1);
     let mut rows = Vec::new();
-    for &s in &sizes {
+    for &s in sizes {
         let x = gpu.upload(&[s, s], &rng.vec_normal(s * s, 1.0), "x")?;
         let w = gpu.upload(&[s, s], &rng.vec_normal(s * s, 1.0), "w")?;
         let b = gpu.upload(&[s], &rng.vec_normal(s, 1.0), "b")?;

@@ -4,20 +4,24 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::cli::args::Args;
+use crate::cli::args::{BackendChoice, BenchGenerateArgs, EvalArgs, ForwardArgs, GenerateArgs, InfoArgs, ModelArgs};
 use crate::cpu::SampleParams;
 use crate::error::{Result, TfError};
 use crate::gpu::Gpu;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::Arch;
+use crate::model::memory::{self, Budget};
 use crate::model::run::{GenConfig, BOS_ID};
 use crate::model::{Backend, CpuBackend, GpuBackend, Model};
 use crate::tokenizer::Tokenizer;
 
-fn read_model_file(a: &Args) -> Result<(String, Vec<u8>)> {
-    let path = a.str("model")?.ok_or_else(|| TfError::Input("--model FILE is required".into()))?;
-    let bytes = std::fs::read(&path).map_err(|e| TfError::Input(format!("cannot read model file '{path}': {e}")))?;
-    Ok((path, bytes))
+/// The checkpoint's bytes: a regular file no larger than the memory budget (it is read whole).
+fn read_model_file(a: &ModelArgs) -> Result<Vec<u8>> {
+    crate::cli::read_input(&a.model, "--model", a.memory_budget, "the memory budget; raise it with --memory-budget")
+}
+
+fn budget(a: &ModelArgs) -> Budget {
+    Budget::cli(a.memory_budget)
 }
 
 enum Which {
@@ -25,11 +29,10 @@ enum Which {
     Cpu(CpuBackend),
 }
 
-fn backend(a: &Args) -> Result<Which> {
-    match a.str("backend")?.as_deref().unwrap_or("gpu") {
-        "gpu" => Ok(Which::Gpu(GpuBackend::new(Arc::new(pollster::block_on(Gpu::new())?)))),
-        "cpu" => Ok(Which::Cpu(CpuBackend)),
-        other => Err(TfError::Input(format!("--backend must be gpu or cpu, got '{other}'"))),
+fn backend(choice: BackendChoice) -> Result<Which> {
+    match choice {
+        BackendChoice::Gpu => Ok(Which::Gpu(GpuBackend::new(Arc::new(pollster::block_on(Gpu::new())?)))),
+        BackendChoice::Cpu => Ok(Which::Cpu(CpuBackend)),
     }
 }
 
@@ -49,43 +52,42 @@ fn text_ids<B: Backend>(m: &Model<B>, text: &str) -> Result<Vec<u32>> {
     Ok(enc.ids)
 }
 
-pub fn info(a: &Args) -> Result<String> {
-    let (path, bytes) = read_model_file(a)?;
-    a.finish()?;
+pub fn info(a: &InfoArgs) -> Result<String> {
+    let bytes = read_model_file(&a.model)?;
     let ck = Checkpoint::from_bytes(&bytes)?;
     let tok = ck.tokenizer.as_deref().map(Tokenizer::from_json);
     let tok_json = match tok {
         None => Value::Null,
         Some(Ok(t)) => json!({"kind": t.kind(), "vocab_size": t.vocab_size(), "merges": t.num_merges()}),
-        Some(Err(e)) => json!({"error": e.to_string()}),
+        Some(Err(e)) => json!({"error": crate::error::one_line(&e.to_string())}),
     };
+    let demand = memory::demand(&ck.config);
     Ok(serde_json::to_string_pretty(&json!({
-        "file": path,
+        "file": a.model.model,
         "bytes": bytes.len(),
         "dtype": ck.dtype().map(|d| d.as_str()),
         "config": ck.config,
         "parameters": ck.config.param_count(),
+        "memory": {"total_bytes": demand.total_bytes, "fits_budget": demand.check(&budget(&a.model)).is_ok(), "buffers": demand.items},
         "tokenizer": tok_json,
     }))
     .unwrap_or_default())
 }
 
-fn input_ids<B: Backend>(m: &Model<B>, a: &Args, ids_flag: &str) -> Result<Option<Vec<u32>>> {
-    let ids: Option<Vec<u32>> = a.list(ids_flag)?;
-    let prompt = a.str("prompt")?;
+/// (--ids | --prompt) for the model's input.
+fn input_ids<B: Backend>(m: &Model<B>, ids: &Option<crate::cli::args::Ids>, prompt: &Option<String>) -> Result<Option<Vec<u32>>> {
     match (ids, prompt) {
-        (Some(_), Some(_)) => Err(TfError::Input(format!("give either --{ids_flag} or --prompt, not both"))),
-        (Some(ids), None) => Ok(Some(ids)),
-        (None, Some(p)) => Ok(Some(text_ids(m, &p)?)),
+        (Some(_), Some(_)) => Err(TfError::Input("give either --ids or --prompt, not both".into())),
+        (Some(ids), None) => Ok(Some(ids.0.clone())),
+        (None, Some(p)) => Ok(Some(text_ids(m, p)?)),
         (None, None) => Ok(None),
     }
 }
 
-async fn forward_with<B: Backend>(b: &mut B, bytes: &[u8], a: &Args) -> Result<Value> {
-    let mut m = Model::load(b, bytes)?;
-    let ids = input_ids(&m, a, "ids")?.ok_or_else(|| TfError::Input("--ids 3,1,4 or --prompt TEXT is required".into()))?;
-    let tgt: Option<Vec<u32>> = a.list("tgt-ids")?;
-    a.finish()?;
+async fn forward_with<B: Backend>(b: &mut B, bytes: &[u8], a: &ForwardArgs) -> Result<Value> {
+    let mut m = Model::load_within(b, bytes, &budget(&a.model))?;
+    let ids = input_ids(&m, &a.ids, &a.prompt)?.ok_or_else(|| TfError::Input("--ids 3,1,4 or --prompt TEXT is required".into()))?;
+    let tgt: Option<Vec<u32>> = a.tgt_ids.as_ref().map(|t| t.0.clone());
     let out = m.forward(b, &ids, tgt.as_deref()).await?;
     let logits: Vec<Vec<f32>> = out.logits.chunks(out.vocab).map(|r| r.to_vec()).collect();
     let attention: Vec<Value> =
@@ -103,77 +105,56 @@ async fn forward_with<B: Backend>(b: &mut B, bytes: &[u8], a: &Args) -> Result<V
     Ok(v)
 }
 
-pub fn forward(a: &Args) -> Result<String> {
-    let (_, bytes) = read_model_file(a)?;
-    let out_file = a.str("out")?;
-    let v = match backend(a)? {
+pub fn forward(a: &ForwardArgs) -> Result<String> {
+    let bytes = read_model_file(&a.model)?;
+    let v = match backend(a.backend)? {
         Which::Gpu(mut b) => pollster::block_on(forward_with(&mut b, &bytes, a))?,
         Which::Cpu(mut b) => pollster::block_on(forward_with(&mut b, &bytes, a))?,
     };
     let s = serde_json::to_string(&v).unwrap_or_default();
-    match out_file {
+    match &a.out {
         Some(f) => {
-            std::fs::write(&f, s).map_err(|e| TfError::Input(format!("cannot write '{f}': {e}")))?;
+            std::fs::write(f, s).map_err(|e| TfError::Input(format!("cannot write {}: {e}", crate::error::quote(f))))?;
             Ok(String::new())
         }
         None => Ok(s),
     }
 }
 
-fn gen_config(a: &Args) -> Result<GenConfig> {
-    let greedy = a.flag("greedy")?;
-    let temperature: Option<f32> = a.get("temperature")?;
-    let top_k: Option<u32> = a.get("top-k")?;
-    let top_p: Option<f32> = a.get("top-p")?;
-    let seed: Option<u64> = a.get("seed")?;
-    let max_new: usize = a.get("max-new-tokens")?.ok_or_else(|| TfError::Input("--max-new-tokens N is required".into()))?;
-    if greedy && (temperature.is_some() || top_k.is_some() || top_p.is_some()) {
-        return Err(TfError::Input("--greedy cannot be combined with --temperature, --top-k or --top-p".into()));
-    }
-    let t = temperature.unwrap_or(if greedy || (top_k.is_none() && top_p.is_none()) { 0.0 } else { 1.0 });
-    if !(t >= 0.0 && t.is_finite()) {
-        return Err(TfError::Input(format!("--temperature must be >= 0, got {t}")));
-    }
-    if let Some(p) = top_p {
-        if !(p > 0.0 && p <= 1.0) {
-            return Err(TfError::Input(format!("--top-p must be in (0, 1], got {p}")));
-        }
-    }
-    let sample = if t == 0.0 {
+/// The generation settings, checked before the model is read.
+fn gen_config(a: &GenerateArgs) -> Result<GenConfig> {
+    let s = a.sampling()?;
+    let sample = if s.temperature == 0.0 {
         SampleParams::greedy()
     } else {
-        SampleParams { temperature: t, top_k: top_k.unwrap_or(0), top_p: top_p.unwrap_or(1.0) }
+        SampleParams { temperature: s.temperature, top_k: s.top_k, top_p: s.top_p }
     };
-    Ok(GenConfig { max_new_tokens: max_new, sample, seed: seed.unwrap_or(0), kv_cache: !a.flag("no-kv-cache")?, ..GenConfig::default() })
+    Ok(GenConfig { max_new_tokens: a.max_new_tokens, sample, seed: a.seed.unwrap_or(0), kv_cache: !a.no_kv_cache, ..GenConfig::default() })
 }
 
-async fn generate_with<B: Backend>(b: &mut B, bytes: &[u8], a: &Args) -> Result<Value> {
-    let mut m = Model::load(b, bytes)?;
-    let cfg = gen_config(a)?;
+async fn generate_with<B: Backend>(b: &mut B, bytes: &[u8], a: &GenerateArgs, cfg: GenConfig) -> Result<Value> {
+    let mut m = Model::load_within(b, bytes, &budget(&a.model))?;
     let encdec = m.cfg.arch == Arch::EncoderDecoder;
     let (start, src) = if encdec {
-        let src: Option<Vec<u32>> = a.list("src-ids")?;
-        let prompt = a.str("prompt")?;
-        let src = match (src, prompt) {
+        let src = match (&a.src_ids, &a.prompt) {
             (Some(_), Some(_)) => return Err(TfError::Input("give either --src-ids or --prompt, not both".into())),
-            (Some(s), None) => s,
-            (None, Some(p)) => text_ids(&m, &p)?,
+            (Some(s), None) => s.0.clone(),
+            (None, Some(p)) => text_ids(&m, p)?,
             (None, None) => return Err(TfError::Input("an encoder_decoder model needs --src-ids or --prompt (the source)".into())),
         };
-        (a.list("ids")?.unwrap_or_else(|| vec![BOS_ID]), Some(src))
+        (a.ids.as_ref().map(|i| i.0.clone()).unwrap_or_else(|| vec![BOS_ID]), Some(src))
     } else {
-        if a.str("src-ids")?.is_some() {
+        if a.src_ids.is_some() {
             return Err(TfError::Input(format!("--src-ids is only for encoder_decoder models; this one is {}", m.cfg.arch.as_str())));
         }
-        (input_ids(&m, a, "ids")?.ok_or_else(|| TfError::Input("--ids 3,1,4 or --prompt TEXT is required".into()))?, None)
+        (input_ids(&m, &a.ids, &a.prompt)?.ok_or_else(|| TfError::Input("--ids 3,1,4 or --prompt TEXT is required".into()))?, None)
     };
-    a.finish()?;
-    if start.len() + cfg.max_new_tokens > m.cfg.max_seq_len {
+    let ctx = m.cfg.max_seq_len;
+    if start.len().checked_add(cfg.max_new_tokens).is_none_or(|end| end > ctx) {
         return Err(TfError::Input(format!(
-            "{} start tokens + {} new tokens exceed the model's context of {} tokens",
+            "{} start tokens + {} new tokens exceed the model's context of {ctx} tokens",
             start.len(),
-            cfg.max_new_tokens,
-            m.cfg.max_seq_len
+            cfg.max_new_tokens
         )));
     }
     let t0 = std::time::Instant::now();
@@ -192,17 +173,18 @@ async fn generate_with<B: Backend>(b: &mut B, bytes: &[u8], a: &Args) -> Result<
     Ok(v)
 }
 
-pub fn generate(a: &Args) -> Result<String> {
-    let (_, bytes) = read_model_file(a)?;
-    let v = match backend(a)? {
-        Which::Gpu(mut b) => pollster::block_on(generate_with(&mut b, &bytes, a))?,
-        Which::Cpu(mut b) => pollster::block_on(generate_with(&mut b, &bytes, a))?,
+pub fn generate(a: &GenerateArgs) -> Result<String> {
+    let cfg = gen_config(a)?;
+    let bytes = read_model_file(&a.model)?;
+    let v = match backend(a.backend)? {
+        Which::Gpu(mut b) => pollster::block_on(generate_with(&mut b, &bytes, a, cfg))?,
+        Which::Cpu(mut b) => pollster::block_on(generate_with(&mut b, &bytes, a, cfg))?,
     };
     Ok(serde_json::to_string_pretty(&v).unwrap_or_default())
 }
 
-async fn eval_with<B: Backend>(b: &mut B, bytes: &[u8], text: &str) -> Result<Value> {
-    let mut m = Model::load(b, bytes)?;
+async fn eval_with<B: Backend>(b: &mut B, bytes: &[u8], text: &str, budget: &Budget) -> Result<Value> {
+    let mut m = Model::load_within(b, bytes, budget)?;
     let ids = text_ids(&m, text)?;
     let (loss, n) = m.eval_loss(b, &ids).await?;
     // Per character: the total loss over the predicted tokens divided by the text's characters, so
@@ -216,34 +198,34 @@ async fn eval_with<B: Backend>(b: &mut B, bytes: &[u8], text: &str) -> Result<Va
     )
 }
 
-pub fn eval(a: &Args) -> Result<String> {
-    let (_, bytes) = read_model_file(a)?;
-    let path = a.str("text-file")?.ok_or_else(|| TfError::Input("--text-file FILE is required".into()))?;
-    let text = std::fs::read_to_string(&path).map_err(|e| TfError::Input(format!("cannot read text file '{path}': {e}")))?;
-    let v = match backend(a)? {
-        Which::Gpu(mut b) => {
-            a.finish()?;
-            pollster::block_on(eval_with(&mut b, &bytes, &text))?
-        }
-        Which::Cpu(mut b) => {
-            a.finish()?;
-            pollster::block_on(eval_with(&mut b, &bytes, &text))?
-        }
+pub fn eval(a: &EvalArgs) -> Result<String> {
+    let text = crate::cli::read_text(&a.text_file, "--text-file")?;
+    let bytes = read_model_file(&a.model)?;
+    let v = match backend(a.backend)? {
+        Which::Gpu(mut b) => pollster::block_on(eval_with(&mut b, &bytes, &text, &budget(&a.model)))?,
+        Which::Cpu(mut b) => pollster::block_on(eval_with(&mut b, &bytes, &text, &budget(&a.model)))?,
     };
     Ok(serde_json::to_string_pretty(&v).unwrap_or_default())
 }
 
 /// tokens/s of greedy generation: cached vs uncached, GPU sampling vs logits readback, in one run.
-pub fn bench_generate(a: &Args) -> Result<String> {
-    let (path, bytes) = read_model_file(a)?;
-    let n: usize = a.get("tokens")?.unwrap_or(64);
-    let reps: usize = a.get("reps")?.unwrap_or(3);
-    a.finish()?;
+pub fn bench_generate(a: &BenchGenerateArgs) -> Result<String> {
+    a.validate()?;
+    let path = &a.model.model;
+    let bytes = read_model_file(&a.model)?;
+    let reps = a.reps;
     let gpu = Arc::new(pollster::block_on(Gpu::new())?);
     let mut b = GpuBackend::new(gpu.clone());
-    let mut m = Model::load(&b, &bytes)?;
+    let mut m = Model::load_within(&b, &bytes, &budget(&a.model))?;
     let (start, src) = if m.cfg.arch == Arch::EncoderDecoder { (vec![BOS_ID], Some(vec![3u32; 8])) } else { (vec![1u32; 4], None) };
-    let n = n.min(m.cfg.max_seq_len - start.len());
+    let room = m.cfg.max_seq_len.checked_sub(start.len()).filter(|&r| r > 0).ok_or_else(|| {
+        TfError::Input(format!(
+            "the benchmark's prompt of {} tokens leaves no room in the model's context of {} tokens",
+            start.len(),
+            m.cfg.max_seq_len
+        ))
+    })?;
+    let n = a.tokens.min(room);
     let mut results = serde_json::Map::new();
     let variants = [("cached_gpu_sampling", true, true), ("uncached_gpu_sampling", false, true), ("cached_logits_readback", true, false)];
     let mut runs: Vec<(String, f64, usize)> = Vec::new();

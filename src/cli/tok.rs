@@ -9,39 +9,21 @@
 //!   checkpoint whose metadata has a "tokenizer".
 //! * `tokenizer decode --tokenizer tok.json (--ids 3,1,4 | --ids-file ids.bin)`. Prints JSON {"text"}.
 
-use crate::cli::args::Args;
-use crate::error::{Result, TfError};
+use crate::cli::args::{PreSplitChoice, TokDecodeArgs, TokEncodeArgs, TokKind, TokTrainArgs, TokenizerCommand};
+use crate::cli::{read_input, read_text, MAX_TOKENIZER_BYTES};
+use crate::error::{quote, Result, TfError};
 use crate::tokenizer::{train_byte_bpe, train_char_merges, train_seed_bpe, PreSplit, Tokenizer};
 
-pub const USAGE: &str = "usage:
-  tinyformer tokenizer train --kind byte_bpe|char_merges|seed_bpe --vocab-size N --text-file F --out tok.json [--pre-split words|none]
-  tinyformer tokenizer encode --tokenizer tok.json (--text-file F | --text T) [--out ids.bin]   (ids: little-endian u32)
-  tinyformer tokenizer decode --tokenizer tok.json (--ids 3,1,4 | --ids-file ids.bin)";
-
-pub fn run(rest: &[String]) -> Result<String> {
-    let Some(what) = rest.first() else {
-        return Err(TfError::Input("tokenizer needs a subcommand (tinyformer help lists the subcommands)".to_string()));
-    };
-    let a = Args::parse(&rest[1..])?;
-    match what.as_str() {
-        "train" => train(&a),
-        "encode" => encode(&a),
-        "decode" => decode(&a),
-        other => Err(TfError::Input(format!("unknown tokenizer subcommand '{other}' (expected: train, encode, decode)"))),
+pub fn run(t: &TokenizerCommand) -> Result<String> {
+    match t {
+        TokenizerCommand::Train(a) => train(a),
+        TokenizerCommand::Encode(a) => encode(a),
+        TokenizerCommand::Decode(a) => decode(a),
     }
 }
 
-fn required(a: &Args, name: &str) -> Result<String> {
-    a.str(name)?.ok_or_else(|| TfError::Input(format!("--{name} is required (tinyformer help lists the subcommands)")))
-}
-
-fn read_text(path: &str) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| TfError::Input(format!("cannot read '{path}': {e}")))?;
-    String::from_utf8(bytes).map_err(|e| TfError::Input(format!("'{path}' is not valid UTF-8 (byte {})", e.utf8_error().valid_up_to())))
-}
-
 fn write_file(path: &str, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|e| TfError::Input(format!("cannot write '{path}': {e}")))
+    std::fs::write(path, bytes).map_err(|e| TfError::Input(format!("cannot write {}: {e}", quote(path))))
 }
 
 fn tok_err(e: crate::tokenizer::TokenizerError) -> TfError {
@@ -50,61 +32,53 @@ fn tok_err(e: crate::tokenizer::TokenizerError) -> TfError {
 
 /// Loads a tokenizer from a JSON file, or from the "tokenizer" metadata of a safetensors checkpoint.
 fn load_tokenizer(path: &str) -> Result<Tokenizer> {
-    let bytes = std::fs::read(path).map_err(|e| TfError::Input(format!("cannot read '{path}': {e}")))?;
     if path.ends_with(".safetensors") {
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| TfError::Checkpoint(format!("'{path}': {e}")))?;
+        let bytes = read_input(path, "--tokenizer", crate::model::memory::DEFAULT_BUDGET, "checkpoints are capped at 4 GiB here")?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| TfError::Checkpoint(format!("{}: {}", quote(path), crate::error::one_line(&e.to_string()))))?;
         let text = meta
             .metadata()
             .as_ref()
             .and_then(|m| m.get("tokenizer"))
-            .ok_or_else(|| TfError::Input(format!("'{path}' has no \"tokenizer\" in its metadata")))?;
+            .ok_or_else(|| TfError::Input(format!("{} has no \"tokenizer\" in its metadata", quote(path))))?;
         return Tokenizer::from_json(text).map_err(tok_err);
     }
-    let text = String::from_utf8(bytes).map_err(|_| TfError::Input(format!("'{path}' is not valid UTF-8")))?;
+    let bytes = read_input(path, "--tokenizer", MAX_TOKENIZER_BYTES, "tokenizer files are capped at 256 MiB")?;
+    let text = String::from_utf8(bytes).map_err(|_| TfError::Input(format!("--tokenizer {} is not valid UTF-8", quote(path))))?;
     Tokenizer::from_json(&text).map_err(tok_err)
 }
 
-fn train(a: &Args) -> Result<String> {
-    let kind = required(a, "kind")?;
-    let vocab: usize = a
-        .get("vocab-size")?
-        .ok_or_else(|| TfError::Input("--vocab-size is required (tinyformer help lists the subcommands)".to_string()))?;
-    let text_file = required(a, "text-file")?;
-    let out = required(a, "out")?;
-    let pre_split = match a.str("pre-split")?.as_deref() {
-        None | Some("words") => PreSplit::Words,
-        Some("none") => PreSplit::None,
-        Some(o) => return Err(TfError::Input(format!("--pre-split: '{o}' is not one of words, none"))),
+fn train(a: &TokTrainArgs) -> Result<String> {
+    let pre_split = match a.pre_split {
+        PreSplitChoice::Words => PreSplit::Words,
+        PreSplitChoice::None => PreSplit::None,
     };
-    a.finish()?;
-    let text = read_text(&text_file)?;
+    let text = read_text(&a.text_file, "--text-file")?;
+    let vocab = a.vocab_size;
     let t = std::time::Instant::now();
-    let tok: Tokenizer = match kind.as_str() {
-        "byte_bpe" => train_byte_bpe(&text, vocab, pre_split).map_err(tok_err)?.into(),
-        "char_merges" => train_char_merges(&text, vocab).map_err(tok_err)?.into(),
-        "seed_bpe" => train_seed_bpe(&text, vocab).into(),
-        o => return Err(TfError::Input(format!("--kind: '{o}' is not one of byte_bpe, char_merges, seed_bpe"))),
+    let tok: Tokenizer = match a.kind {
+        TokKind::ByteBpe => train_byte_bpe(&text, vocab, pre_split).map_err(tok_err)?.into(),
+        TokKind::CharMerges => train_char_merges(&text, vocab).map_err(tok_err)?.into(),
+        TokKind::SeedBpe => train_seed_bpe(&text, vocab).into(),
     };
-    write_file(&out, tok.to_json().as_bytes())?;
+    write_file(&a.out, tok.to_json().as_bytes())?;
     let out = serde_json::json!({
         "kind": tok.kind(),
         "vocab_size": tok.vocab_size(),
         "merges": tok.num_merges(),
         "seconds": (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-        "out": out,
+        "out": a.out,
     });
     Ok(out.to_string())
 }
 
-fn encode(a: &Args) -> Result<String> {
-    let tok = load_tokenizer(&required(a, "tokenizer")?)?;
-    let text = match (a.str("text-file")?, a.str("text")?) {
-        (Some(f), None) => read_text(&f)?,
-        (None, Some(t)) => t,
+fn encode(a: &TokEncodeArgs) -> Result<String> {
+    let text = match (&a.text_file, &a.text) {
+        (Some(f), None) => read_text(f, "--text-file")?,
+        (None, Some(t)) => t.clone(),
         _ => return Err(TfError::Input("give exactly one of --text-file, --text (tinyformer help lists the subcommands)".to_string())),
     };
-    let out = a.str("out")?;
-    a.finish()?;
+    let tok = load_tokenizer(&a.tokenizer)?;
     let enc = tok.encode(&text);
     let chars = text.chars().count();
     let n = enc.ids.len();
@@ -116,14 +90,14 @@ fn encode(a: &Args) -> Result<String> {
         "vocab_size": tok.vocab_size(),
         "kind": tok.kind(),
     });
-    match out {
+    match &a.out {
         Some(path) => {
             let mut bytes = Vec::with_capacity(n * 4);
             for id in &enc.ids {
                 bytes.extend_from_slice(&id.to_le_bytes());
             }
-            write_file(&path, &bytes)?;
-            j["out"] = path.into();
+            write_file(path, &bytes)?;
+            j["out"] = path.clone().into();
             j["id_format"] = "u32le".into();
         }
         None => j["ids"] = serde_json::json!(enc.ids),
@@ -131,20 +105,19 @@ fn encode(a: &Args) -> Result<String> {
     Ok(j.to_string())
 }
 
-fn decode(a: &Args) -> Result<String> {
-    let tok = load_tokenizer(&required(a, "tokenizer")?)?;
-    let ids: Vec<u32> = match (a.list::<u32>("ids")?, a.str("ids-file")?) {
-        (Some(ids), None) => ids,
+fn decode(a: &TokDecodeArgs) -> Result<String> {
+    let ids: Vec<u32> = match (&a.ids, &a.ids_file) {
+        (Some(ids), None) => ids.0.clone(),
         (None, Some(f)) => {
-            let bytes = std::fs::read(&f).map_err(|e| TfError::Input(format!("cannot read '{f}': {e}")))?;
+            let bytes = read_input(f, "--ids-file", MAX_TOKENIZER_BYTES, "id files are capped at 256 MiB")?;
             if bytes.len() % 4 != 0 {
-                return Err(TfError::Input(format!("'{f}' has {} bytes, not a multiple of 4 (u32le ids)", bytes.len())));
+                return Err(TfError::Input(format!("{} has {} bytes, not a multiple of 4 (u32le ids)", quote(f), bytes.len())));
             }
             bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
         }
         _ => return Err(TfError::Input("give exactly one of --ids, --ids-file (tinyformer help lists the subcommands)".to_string())),
     };
-    a.finish()?;
+    let tok = load_tokenizer(&a.tokenizer)?;
     let text = tok.decode(&ids).map_err(tok_err)?;
     Ok(serde_json::json!({ "text": text, "tokens": ids.len() }).to_string())
 }

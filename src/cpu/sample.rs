@@ -82,6 +82,11 @@ fn chunk_sums(p: &[f32], keep: impl Fn(usize) -> bool) -> Vec<f32> {
 }
 
 /// Samples one token. logits (V,), u in [0, 1).
+/// How many values are NaN or Inf (what the GPU sampler writes to out[1]).
+pub fn count_non_finite(x: &[f32]) -> u32 {
+    x.iter().filter(|v| !v.is_finite()).count() as u32
+}
+
 pub fn sample(logits: &[f32], params: &SampleParams, u: f32) -> u32 {
     let v = logits.len();
     if params.is_greedy() || v == 0 {

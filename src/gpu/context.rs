@@ -67,6 +67,8 @@ pub struct Gpu {
     pub(crate) dummy: wgpu::Buffer,
     errors: Arc<Mutex<Option<String>>>,
     lost: Arc<Mutex<Option<String>>>,
+    /// tensor buffers alive on this device (count, bytes)
+    pub(crate) live: Arc<crate::gpu::tensor::LiveBuffers>,
 }
 
 impl Gpu {
@@ -139,7 +141,7 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let gpu = Gpu { device, queue, limits, summary, k, params, dummy, errors, lost };
+        let gpu = Gpu { device, queue, limits, summary, k, params, dummy, errors, lost, live: Default::default() };
         // Surface shader compilation problems now, not at the first forward pass.
         gpu.check()?;
         Ok(gpu)
@@ -173,6 +175,11 @@ impl Gpu {
             return Err(TfError::Gpu(error_chain(&e)));
         }
         r
+    }
+
+    /// Tensor buffers alive on this device now: (count, bytes).
+    pub fn live_buffers(&self) -> (u64, u64) {
+        self.live.get()
     }
 
     pub fn is_lost(&self) -> bool {

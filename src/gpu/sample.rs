@@ -19,12 +19,13 @@ pub struct SampleUniform {
 }
 const _: () = assert!(std::mem::size_of::<SampleUniform>() == 32);
 
-/// Writes the chosen token id to out[slot]... out (>= 1,) u32. Samples from the row of V logits
+/// Writes the chosen token id to out[0] and the number of NaN/Inf logits of the row to out[1]:
+/// out (>= 2,) u32. Samples from the row of V logits
 /// starting at `row * V` in `logits` (so the last position of a (T, V) block can be used directly).
 pub fn sample(rec: &mut Recorder, out: &GpuTensor, logits: &GpuTensor, row: usize, params: &SampleParams, u: f32) -> Result<()> {
     let v = logits.last_dim();
     ensure(row < logits.rows(), "sample", || format!("row {row} is outside logits {:?}", logits.shape))?;
-    ensure(out.dtype == DType::U32 && !out.is_empty(), "sample", || format!("out {:?} must be a u32 tensor", out.shape))?;
+    ensure(out.dtype == DType::U32 && out.len() >= 2, "sample", || format!("out {:?} must be a u32 tensor of at least 2", out.shape))?;
     ensure((0.0..1.0).contains(&u), "sample", || format!("the random number {u} must be in [0, 1)"))?;
     let p = SampleUniform {
         v: v as u32,

@@ -1,6 +1,9 @@
 //! GPU tensors: a storage buffer that knows its shape, and async readback that works in the
 //! browser (map with a callback and await it; never a blocking poll on wasm).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
 use crate::error::{Result, TfError};
 use crate::gpu::context::Gpu;
 
@@ -15,6 +18,24 @@ pub struct GpuTensor {
     pub buf: wgpu::Buffer,
     pub shape: Vec<usize>,
     pub dtype: DType,
+    /// the device's live-buffer count, decremented once when the buffer is destroyed
+    live: Arc<LiveBuffers>,
+    destroyed: AtomicBool,
+}
+
+/// How many tensor buffers of a device are alive and their bytes: a load/unload cycle must bring
+/// both back to where they were (tests/bounded.rs loads and frees a model 20 times).
+#[derive(Default, Debug)]
+pub struct LiveBuffers {
+    count: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl LiveBuffers {
+    /// (buffers, bytes) alive now.
+    pub fn get(&self) -> (u64, u64) {
+        (self.count.load(Ordering::SeqCst), self.bytes.load(Ordering::SeqCst))
+    }
 }
 
 impl GpuTensor {
@@ -37,14 +58,19 @@ impl GpuTensor {
         }
     }
     /// Frees the GPU memory now (in the browser, dropping a buffer does not free it by itself).
+    /// Idempotent: `Model::free` and the drop that follows count it once.
     pub fn destroy(&self) {
+        if !self.destroyed.swap(true, Ordering::SeqCst) {
+            self.live.count.fetch_sub(1, Ordering::SeqCst);
+            self.live.bytes.fetch_sub(self.buf.size(), Ordering::SeqCst);
+        }
         self.buf.destroy();
     }
 }
 
 impl Drop for GpuTensor {
     fn drop(&mut self) {
-        self.buf.destroy();
+        self.destroy();
     }
 }
 
@@ -63,7 +89,9 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        Ok(GpuTensor { buf, shape: shape.to_vec(), dtype })
+        self.live.count.fetch_add(1, Ordering::SeqCst);
+        self.live.bytes.fetch_add(buf.size(), Ordering::SeqCst);
+        Ok(GpuTensor { buf, shape: shape.to_vec(), dtype, live: self.live.clone(), destroyed: AtomicBool::new(false) })
     }
 
     /// A zero-filled f32 tensor (WebGPU zero-initialises new buffers).

@@ -72,7 +72,8 @@ pub trait Backend {
         capacity: Option<usize>,
     ) -> Result<()>;
     fn moe_combine(&mut self, out: &Self::T, ys: &Self::T, gate: &Self::T, t: usize, e: usize, c: usize, ys_rows: usize) -> Result<()>;
-    /// Writes the sampled token id (u32) to out[0], from the logits row `row`.
+    /// Writes the sampled token id (u32) to out[0], from the logits row `row`, and the number of
+    /// NaN/Inf logits in that row to out[1].
     fn sample(&mut self, out: &Self::T, logits: &Self::T, row: usize, p: &SampleParams, u: f32) -> Result<()>;
     /// Sends recorded work to the device and reports any device error.
     fn submit(&mut self) -> Result<()>;
@@ -339,6 +340,16 @@ fn need(op: &'static str, have: usize, want: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// An empty vector with room for `n` values, reserved fallibly: a failed allocation is an error
+/// naming the buffer, not an abort.
+fn try_alloc(n: usize, label: &str) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        TfError::Memory(format!("out of memory: {} needs {} bytes and the allocation failed", crate::error::quote(label), n as u128 * 4))
+    })?;
+    Ok(v)
+}
+
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
@@ -353,12 +364,16 @@ impl Backend for CpuBackend {
         if n != data.len() {
             return Err(TfError::Shape { op: "upload", msg: format!("{label}: shape {shape:?} holds {n} values, got {}", data.len()) });
         }
-        Ok(CpuTensor { shape: shape.to_vec(), data: RefCell::new(data.to_vec()) })
+        let mut v = try_alloc(n, label)?;
+        v.extend_from_slice(data);
+        Ok(CpuTensor { shape: shape.to_vec(), data: RefCell::new(v) })
     }
-    fn zeros(&self, shape: &[usize], _label: &str) -> Result<CpuTensor> {
+    fn zeros(&self, shape: &[usize], label: &str) -> Result<CpuTensor> {
         let n =
             shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| TfError::Limit(format!("shape {shape:?} overflows")))?;
-        Ok(CpuTensor { shape: shape.to_vec(), data: RefCell::new(vec![0.0; n]) })
+        let mut v = try_alloc(n, label)?;
+        v.resize(n, 0.0);
+        Ok(CpuTensor { shape: shape.to_vec(), data: RefCell::new(v) })
     }
     fn zeros_u32(&self, shape: &[usize], label: &str) -> Result<CpuTensor> {
         self.zeros(shape, label) // 0.0 has the bits of 0u32
@@ -540,8 +555,11 @@ impl Backend for CpuBackend {
         let v = *logits.shape.last().unwrap_or(&0);
         let ld = logits.r("sample")?;
         need("sample", ld.len(), (row + 1) * v, "logits")?;
-        let id = cpu::sample(&ld[row * v..(row + 1) * v], p, u);
-        out.w("sample")?[0] = f32::from_bits(id);
+        let row = &ld[row * v..(row + 1) * v];
+        let mut od = out.w("sample")?;
+        need("sample", od.len(), 2, "out")?;
+        od[0] = f32::from_bits(cpu::sample(row, p, u));
+        od[1] = f32::from_bits(cpu::count_non_finite(row));
         Ok(())
     }
     fn submit(&mut self) -> Result<()> {

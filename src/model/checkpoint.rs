@@ -22,6 +22,7 @@
 use super::config::{Arch, ConfigError, ModelConfig};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -81,8 +82,19 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Parses and validates a checkpoint. See the module docs for the order of the checks.
     pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+        Self::from_bytes_checked(bytes, |_| Ok(()))
+    }
+
+    /// [`Checkpoint::from_bytes`] with a check of the config (the memory budget) that runs after the
+    /// header is validated and before any tensor is converted: its error becomes
+    /// [`CheckpointError::OverBudget`].
+    pub fn from_bytes_checked(
+        bytes: &[u8],
+        check_config: impl FnOnce(&ModelConfig) -> Result<(), String>,
+    ) -> Result<Checkpoint, CheckpointError> {
         let header = parse_header(bytes)?;
         let (metadata, config, tokenizer) = read_metadata(&header)?;
+        check_config(&config).map_err(CheckpointError::OverBudget)?;
         let expected = config.expected_tensors();
 
         // Required tensors: presence, dtype, emptiness, shape -- all before converting anything.
@@ -117,7 +129,10 @@ impl Checkpoint {
             let Some((entry, dtype)) = header.tensors.get(name.as_str()).and_then(|e| Some((e, e.float_dtype()?))) else {
                 return Err(CheckpointError::Safetensors(format!("tensor {} vanished", show(&name))));
             };
-            let data = convert(view.data(), dtype);
+            let data = convert(view.data(), dtype).map_err(|_| CheckpointError::OutOfMemory {
+                what: format!("tensor {}", show(&name)),
+                bytes: entry.numel.saturating_mul(4),
+            })?;
             if data.len() != entry.numel as usize {
                 return Err(CheckpointError::Safetensors(format!(
                     "tensor {} has {} bytes for {} elements",
@@ -195,6 +210,10 @@ pub enum CheckpointError {
     HeaderNotObject { found: &'static str },
     /// A tensor name appears twice in the header.
     DuplicateTensor { name: String },
+    /// `__metadata__` appears twice in the header.
+    DuplicateMetadata,
+    /// A key appears twice inside one header entry (`owner` is the tensor's name or "__metadata__").
+    DuplicateField { owner: String, field: String },
     /// A header entry lacks dtype/shape/data_offsets or has them of the wrong form.
     BadTensorEntry { name: String, problem: String },
     /// A tensor's dtype is not a safetensors dtype at all, or a required tensor's dtype is not F32/F16/BF16.
@@ -203,6 +222,8 @@ pub enum CheckpointError {
     ShapeOverflow { name: String, shape: Vec<u64> },
     /// data_offsets [begin, end] with begin > end.
     OffsetsOutOfOrder { name: String, begin: u64, end: u64 },
+    /// A sub-byte dtype (F4, F6) whose shape holds a number of bits that is not a whole number of bytes.
+    SpanNotWholeBytes { name: String, dtype: String, shape: Vec<u64>, bits: u64 },
     /// The byte span is not shape x dtype size.
     SpanMismatch { name: String, dtype: String, shape: Vec<u64>, expected_bytes: u64, begin: u64, end: u64 },
     /// A tensor ends past the end of the data section (truncated file or corrupt header).
@@ -233,6 +254,10 @@ pub enum CheckpointError {
     NonFinite { name: String, nan: usize, inf: usize, total: usize, other_tensors: usize },
     /// The safetensors crate rejected a file our validation accepted (should not happen).
     Safetensors(String),
+    /// The config's memory demand is over the budget (the message names the total and the biggest buffers).
+    OverBudget(String),
+    /// An allocation failed (the system is out of memory).
+    OutOfMemory { what: String, bytes: u64 },
 }
 
 impl From<ConfigError> for CheckpointError {
@@ -241,27 +266,12 @@ impl From<ConfigError> for CheckpointError {
     }
 }
 
-/// A user-controlled string made safe for a one-line message: escaped, at most 80 characters, quoted.
-fn show(s: &str) -> String {
-    let mut out = String::from("\"");
-    for (n, c) in s.chars().enumerate() {
-        if n == 80 {
-            out.push_str("...");
-            break;
-        }
-        out.extend(c.escape_debug());
-    }
-    out.push('"');
-    out
-}
+// Names, dtypes and shapes from the file are quoted through crate::error's helpers: escaped,
+// bounded, the same for every message.
+use crate::error::{json_snippet, quote as show, shape_str};
 
 fn one_line(s: &str) -> String {
-    s.replace(['\n', '\r'], " ")
-}
-
-fn shape_str<T: fmt::Display>(shape: &[T]) -> String {
-    let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    format!("[{}]", parts.join(", "))
+    crate::error::one_line(&s.replace(['\n', '\r'], " "))
 }
 
 impl fmt::Display for CheckpointError {
@@ -307,6 +317,21 @@ impl fmt::Display for CheckpointError {
                 "tensor {} appears twice in the safetensors header (duplicate name): the file is corrupt",
                 show(name)
             ),
+            DuplicateMetadata => write!(
+                f,
+                "the safetensors header has two \"__metadata__\" entries, so it is ambiguous which config applies: the file is corrupt"
+            ),
+            DuplicateField { owner, field } if owner == "__metadata__" => write!(
+                f,
+                "the safetensors __metadata__ has the key {} twice, so it is ambiguous which value applies: the file is corrupt",
+                show(field)
+            ),
+            DuplicateField { owner, field } => write!(
+                f,
+                "tensor {} has the field {} twice in its header entry, so it is ambiguous which applies: the file is corrupt",
+                show(owner),
+                show(field)
+            ),
             BadTensorEntry { name, problem } => write!(
                 f,
                 "tensor {} has a bad header entry: {problem} (each entry needs \"dtype\", \"shape\" and \"data_offsets\")",
@@ -335,6 +360,12 @@ impl fmt::Display for CheckpointError {
                 show(name),
                 shape_str(shape),
                 end - begin
+            ),
+            SpanNotWholeBytes { name, dtype, shape, bits } => write!(
+                f,
+                "tensor {} of dtype {dtype} and shape {} holds {bits} bits, which is not a whole number of bytes: the header is corrupt",
+                show(name),
+                shape_str(shape)
             ),
             OffsetsPastEnd { name, begin, end, data_len } => write!(
                 f,
@@ -412,6 +443,8 @@ impl fmt::Display for CheckpointError {
                 write!(f, ": the training diverged or the export is broken")
             }
             Safetensors(m) => write!(f, "safetensors could not read the file: {m}"),
+            OverBudget(m) => write!(f, "{m}"),
+            OutOfMemory { what, bytes } => write!(f, "out of memory: {what} needs {bytes} bytes and the allocation failed"),
         }
     }
 }
@@ -450,8 +483,17 @@ fn preview(bytes: &[u8]) -> String {
     s
 }
 
-fn is_text_byte(b: u8) -> bool {
-    matches!(b, 0x20..=0x7e | b'\t' | b'\n' | b'\r') || b >= 0x80
+/// Whether the first bytes read as text: valid UTF-8 (a character cut at the end of the window is
+/// fine) without control characters other than tab and newlines. A byte >= 0x80 counts only as
+/// part of a valid UTF-8 sequence, so binary data with high bytes is not "a text file".
+fn looks_like_text(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(64)];
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        Err(e) if e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or(""),
+        Err(_) => return false,
+    };
+    text.len() >= 8 && text.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
 }
 
 /// Recognises files that cannot be a safetensors file from their first bytes. Every pattern here
@@ -485,7 +527,7 @@ fn sniff(bytes: &[u8]) -> Option<CheckpointError> {
             preview: preview(bytes),
         });
     }
-    if bytes.len() >= 8 && bytes[..8].iter().all(|&b| is_text_byte(b)) {
+    if looks_like_text(bytes) {
         let (kind, advice) = if trimmed.starts_with(b"{") || trimmed.starts_with(b"[") {
             ("a JSON file", "a checkpoint is a binary .safetensors file, not its config or a JSON export")
         } else {
@@ -512,24 +554,52 @@ fn sniff_binary(bytes: &[u8]) -> Option<CheckpointError> {
 // ---------------------------------------------------------------------------------------------
 // Header
 
-/// The header's top-level entries in file order, keeping duplicates (serde_json's map keeps the last).
-struct Entries(Vec<(String, Value)>);
+/// The header's top-level entries in file order, keeping duplicates (serde_json's map keeps the
+/// last), each as its raw JSON text so that duplicated keys inside an entry can be found too.
+struct Entries<'a>(Vec<(String, &'a RawValue)>);
 
-impl<'de> Deserialize<'de> for Entries {
+impl<'de> Deserialize<'de> for Entries<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Entries;
+            type Value = Entries<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<'de>, A::Error> {
                 let mut out = Vec::new();
                 while let Some(k) = map.next_key::<String>()? {
-                    let v: Value = map.next_value()?;
+                    let v: &'de RawValue = map.next_value()?;
                     out.push((k, v));
                 }
                 Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The first key that appears twice in a JSON object (values are skipped, not kept).
+struct Pairs(Option<String>);
+
+impl<'de> Deserialize<'de> for Pairs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Pairs;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Pairs, A::Error> {
+                let mut seen = HashSet::new();
+                let mut dup = None;
+                while let Some(k) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    if dup.is_none() && !seen.insert(k.clone()) {
+                        dup = Some(k);
+                    }
+                }
+                Ok(Pairs(dup))
             }
         }
         d.deserialize_map(V)
@@ -625,9 +695,27 @@ fn parse_header(bytes: &[u8]) -> Result<Header, CheckpointError> {
     let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
     for (name, _) in &entries {
         if !seen.insert(name.as_str()) {
+            if name == "__metadata__" {
+                return Err(CheckpointError::DuplicateMetadata);
+            }
             return Err(CheckpointError::DuplicateTensor { name: name.clone() });
         }
     }
+    // serde_json keeps the last of two equal keys in an object; the safetensors crate rejects them.
+    // Find them here, so they get their own message.
+    let entries: Vec<(String, Value)> = entries
+        .into_iter()
+        .map(|(name, raw)| {
+            let text = raw.get();
+            if text.trim_start().starts_with('{') {
+                if let Ok(Pairs(Some(field))) = serde_json::from_str::<Pairs>(text) {
+                    return Err(CheckpointError::DuplicateField { owner: name, field });
+                }
+            }
+            let v: Value = serde_json::from_str(text).map_err(|e| CheckpointError::HeaderNotJson { message: e.to_string() })?;
+            Ok((name, v))
+        })
+        .collect::<Result<_, _>>()?;
 
     let mut metadata = None;
     let mut tensors: HashMap<String, Entry> = HashMap::with_capacity(entries.len());
@@ -659,7 +747,7 @@ fn parse_header(bytes: &[u8]) -> Result<Header, CheckpointError> {
                 for d in a {
                     match d.as_u64() {
                         Some(x) => s.push(x),
-                        None => return Err(bad(format!("\"shape\" contains {} instead of a non-negative integer", d))),
+                        None => return Err(bad(format!("\"shape\" contains {} instead of a non-negative integer", json_snippet(d)))),
                     }
                 }
                 s
@@ -687,11 +775,15 @@ fn parse_header(bytes: &[u8]) -> Result<Header, CheckpointError> {
         if begin > end {
             return Err(CheckpointError::OffsetsOutOfOrder { name: name.clone(), begin, end });
         }
-        if nbits % 8 != 0 || nbits / 8 != end - begin {
+        if nbits % 8 != 0 {
+            // F4 / F6: a shape whose bits are not whole bytes has no valid span at all
+            return Err(CheckpointError::SpanNotWholeBytes { name: name.clone(), dtype: dtype.to_string(), shape, bits: nbits });
+        }
+        if nbits / 8 != end - begin {
             return Err(CheckpointError::SpanMismatch {
                 name: name.clone(),
                 dtype: dtype.to_string(),
-                expected_bytes: nbits.div_ceil(8),
+                expected_bytes: nbits / 8,
                 shape,
                 begin,
                 end,
@@ -820,10 +912,15 @@ fn missing_hint(name: &str, arch: Arch, header: &Header) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 // Conversion
 
-fn convert(raw: &[u8], dtype: FloatDtype) -> Vec<f32> {
+/// Converts to f32 into a fallibly reserved vector: a failed allocation is an error, not an abort.
+fn convert(raw: &[u8], dtype: FloatDtype) -> Result<Vec<f32>, std::collections::TryReserveError> {
+    let width = if dtype == FloatDtype::F32 { 4 } else { 2 };
+    let mut out = Vec::new();
+    out.try_reserve_exact(raw.len() / width)?;
     match dtype {
-        FloatDtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        FloatDtype::F16 => raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        FloatDtype::BF16 => raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        FloatDtype::F32 => out.extend(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        FloatDtype::F16 => out.extend(raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())),
+        FloatDtype::BF16 => out.extend(raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())),
     }
+    Ok(out)
 }

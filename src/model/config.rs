@@ -176,14 +176,9 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 /// A short, one-line rendering of a JSON value for error messages.
+/// Bounded while it is rendered: a 100 MB value is never turned into a string whole.
 fn show_value(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 40 {
-        let cut: String = s.chars().take(40).collect();
-        format!("{cut}...")
-    } else {
-        s
-    }
+    crate::error::json_snippet(v)
 }
 
 /// Field access with precise errors.
@@ -281,10 +276,7 @@ impl ModelConfig {
             Some(Value::String(s)) => Arch::parse(s).ok_or_else(|| {
                 invalid(
                     "arch",
-                    format!(
-                        "unknown architecture {}: expected \"encoder_decoder\", \"decoder\" or \"llama\"",
-                        show_value(&Value::String(s.clone()))
-                    ),
+                    format!("unknown architecture {}: expected \"encoder_decoder\", \"decoder\" or \"llama\"", crate::error::quote(s)),
                 )
             })?,
             Some(v) => {

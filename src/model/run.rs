@@ -169,8 +169,30 @@ impl<B: Backend> Model<B> {
         let vocab = self.out_vocab();
         let (mut got, attention) = self.read_with_maps(b, &[(&self.st.logits, 0, t * vocab)], t, tk, 0).await?;
         let logits: Vec<f32> = bytemuck::cast_vec(got.remove(0));
+        if cpu::count_non_finite(&logits) > 0 {
+            return Err(self.non_finite_error(b, t, 0).await);
+        }
         let moe = self.read_moe(b, t).await?;
         Ok(ForwardOut { logits, rows: t, vocab, attention, masks, moe })
+    }
+
+    /// The error for NaN/Inf logits after a pass over `t` tokens at `pos`. It names the first
+    /// layer whose keys (rows pos..pos+t of its cache, written by this pass) are already non-finite:
+    /// one extra read, on the error path only.
+    async fn non_finite_error(&self, b: &mut B, t: usize, pos: usize) -> TfError {
+        let kvw = self.cfg.kv_heads() * self.cfg.head_dim();
+        let n = self.st.layers.len();
+        let reqs: Vec<(&B::T, usize, usize)> = self.st.layers.iter().map(|ls| (&ls.k, pos * kvw, t * kvw)).collect();
+        let place = match b.read_batch(&reqs).await {
+            Ok(rows) => match rows.iter().position(|r| r.iter().any(|&x| !f32::from_bits(x).is_finite())) {
+                Some(l) => format!("they first appear in the attention keys of layer {l} (of {n})"),
+                None => format!("the attention keys of all {n} layers are finite, so they appear after the last layer's attention (its feed-forward, the final norm or the output head)"),
+            },
+            Err(_) => "where they first appear could not be read".to_string(),
+        };
+        TfError::Numeric(format!(
+            "the model produced non-finite values (NaN or Inf) instead of logits: {place}; its weights overflow f32 on this input"
+        ))
     }
 
     /// Mean cross-entropy (nats per token) of predicting ids[1..] from ids[..], in windows of the
@@ -184,6 +206,10 @@ impl<B: Backend> Model<B> {
         }
         let v = self.out_vocab();
         let ctx = self.cfg.max_seq_len;
+        if ctx < 2 {
+            // a window must hold a token and its target, or the loop below would not advance
+            return Err(TfError::Input(format!("eval needs a context of at least 2 tokens; this model's context is {ctx}")));
+        }
         let (mut total, mut n) = (0f64, 0usize);
         let mut start = 0;
         while start + 1 < ids.len() {
@@ -192,6 +218,9 @@ impl<B: Backend> Model<B> {
             self.run_lm(b, win, 0, Logits::All)?;
             b.submit()?;
             let logits = b.read_f32(&self.st.logits, 0, win.len() * v).await?;
+            if cpu::count_non_finite(&logits) > 0 {
+                return Err(self.non_finite_error(b, win.len(), 0).await);
+            }
             for (i, &target) in win[1..].iter().enumerate() {
                 let row = &logits[i * v..(i + 1) * v];
                 let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
@@ -199,7 +228,7 @@ impl<B: Backend> Model<B> {
                 total += lse - row[target as usize] as f64;
                 n += 1;
             }
-            start = end - 1;
+            start = end - 1; // end >= start + 2 (ctx >= 2, start + 1 < len): the loop advances
         }
         Ok((total / n as f64, n))
     }
@@ -403,17 +432,18 @@ impl<B: Backend> Model<B> {
         let v = self.out_vocab();
         let mut top = Vec::new();
         let mut attention = vec![];
-        let id = if g.cfg.gpu_sampling && g.cfg.top == 0 {
-            // the pass, the sampler and the 4-byte copy go out in one submission (read flushes);
-            // when the page asks for attention rows they come back in the same map
+        let (id, non_finite) = if g.cfg.gpu_sampling && g.cfg.top == 0 {
+            // the pass, the sampler and the 8-byte copy (id, NaN/Inf count) go out in one submission
+            // (read flushes); when the page asks for attention rows they come back in the same map
             b.sample(&self.st.next, &self.st.logits, 0, &g.cfg.sample, u)?;
-            if g.cfg.attention {
-                let (got, maps) = self.read_with_maps(b, &[(&self.st.next, 0, 1)], t, pos + t, pos).await?;
+            let got = if g.cfg.attention {
+                let (got, maps) = self.read_with_maps(b, &[(&self.st.next, 0, 2)], t, pos + t, pos).await?;
                 attention = maps;
-                got[0][0]
+                got.into_iter().next().unwrap_or_default()
             } else {
-                b.read_u32(&self.st.next, 0, 1).await?[0]
-            }
+                b.read_u32(&self.st.next, 0, 2).await?
+            };
+            (got.first().copied().unwrap_or(0), got.get(1).copied().unwrap_or(0))
         } else {
             // logits (and the attention rows when asked) in one submission and one map, through a
             // reused staging buffer
@@ -424,11 +454,16 @@ impl<B: Backend> Model<B> {
             };
             attention = maps;
             let logits: Vec<f32> = bytemuck::cast_vec(got.into_iter().next().unwrap_or_default());
-            if g.cfg.top > 0 {
+            let non_finite = cpu::count_non_finite(&logits);
+            if g.cfg.top > 0 && non_finite == 0 {
                 top = top_candidates(&logits, &g.cfg.sample, g.cfg.top);
             }
-            cpu::sample(&logits, &g.cfg.sample, u)
+            (cpu::sample(&logits, &g.cfg.sample, u), non_finite)
         };
+        if non_finite > 0 {
+            g.done = true;
+            return Err(self.non_finite_error(b, t, pos).await);
+        }
         if g.cfg.kv_cache && !full {
             g.cached = g.ids.len();
         }

@@ -1,5 +1,7 @@
 //! RunState: every activation buffer, the KV caches and the attention maps, allocated once at load
 //! for the full context (max_seq_len rows), so a forward pass or a generated token allocates nothing.
+//! model::memory::demand lists the same buffers (a test checks the two agree), so a config is
+//! checked against the memory budget before any of this is allocated.
 
 use crate::error::Result;
 use crate::model::backend::Backend;
@@ -38,18 +40,21 @@ pub struct Scratch<T> {
     pub att: T,
     /// (max_seq, C): a sub-layer's output
     pub tmp: T,
-    /// (max_seq, H): FFN hidden (d_ff, llama hidden or MoE expert_dim); h2 the SwiGLU up projection
+    /// (max_seq, H): FFN hidden (d_ff, llama hidden or MoE expert_dim)
     pub h: T,
-    pub h2: T,
+    /// (max_seq, H): the SwiGLU up projection (llama only)
+    pub h2: Option<T>,
     /// MoE: router logits (max_seq, E), gate (max_seq, E), expert outputs (E, max_seq, C)
     pub router_logits: Option<T>,
     pub gate: Option<T>,
     pub ys: Option<T>,
     /// (max_seq,) u32 token ids of the pass
     pub ids: T,
-    /// (max_seq, max_seq) masks written by the host for the encoder-decoder (1 = may attend)
-    pub mask: T,
-    pub cross_mask: T,
+    /// (max_seq, max_seq) masks written by the host for the encoder-decoder (1 = may attend):
+    /// `mask` in both of its stacks, `cross_mask` in the decoder's. Decoder-only models use the
+    /// causal rule inside the attention kernel and have neither.
+    pub mask: Option<T>,
+    pub cross_mask: Option<T>,
 }
 
 pub struct RunState<T> {
@@ -78,7 +83,9 @@ impl<T> RunState<T> {
             (None, Arch::Llama) => cfg.llama_hidden_dim(),
             _ => cfg.d_ff,
         };
-        let scratch = |b: &B| -> Result<Scratch<T>> {
+        let encdec = cfg.arch == Arch::EncoderDecoder;
+        let swiglu = cfg.arch == Arch::Llama;
+        let scratch = |b: &B, cross: bool| -> Result<Scratch<T>> {
             Ok(Scratch {
                 x: b.zeros(&[s, c], "x")?,
                 xn: b.zeros(&[s, c], "xn")?,
@@ -86,13 +93,13 @@ impl<T> RunState<T> {
                 att: b.zeros(&[s, nh * hs], "att")?,
                 tmp: b.zeros(&[s, c], "tmp")?,
                 h: b.zeros(&[s, hidden], "h")?,
-                h2: b.zeros(&[s, hidden], "h2")?,
+                h2: swiglu.then(|| b.zeros(&[s, hidden], "h2")).transpose()?,
                 router_logits: cfg.moe.as_ref().map(|m| b.zeros(&[s, m.num_experts], "router logits")).transpose()?,
                 gate: cfg.moe.as_ref().map(|m| b.zeros(&[s, m.num_experts], "gate")).transpose()?,
                 ys: cfg.moe.as_ref().map(|m| b.zeros(&[m.num_experts, s, c], "expert outputs")).transpose()?,
                 ids: b.zeros_u32(&[s], "ids")?,
-                mask: b.zeros(&[s, s], "mask")?,
-                cross_mask: b.zeros(&[s, s], "cross mask")?,
+                mask: encdec.then(|| b.zeros(&[s, s], "mask")).transpose()?,
+                cross_mask: (encdec && cross).then(|| b.zeros(&[s, s], "cross mask")).transpose()?,
             })
         };
         let layer = |b: &B, cross: bool| -> Result<LayerState<T>> {
@@ -114,12 +121,11 @@ impl<T> RunState<T> {
                 },
             })
         };
-        let encdec = cfg.arch == Arch::EncoderDecoder;
         let out_vocab = if encdec { cfg.tgt_vocab_size } else { cfg.vocab_size };
         Ok(RunState {
-            dec: scratch(b)?,
+            dec: scratch(b, true)?,
             layers: (0..cfg.num_layers).map(|_| layer(b, encdec)).collect::<Result<_>>()?,
-            enc: if encdec { Some(scratch(b)?) } else { None },
+            enc: if encdec { Some(scratch(b, false)?) } else { None },
             enc_layers: if encdec { (0..cfg.num_layers).map(|_| layer(b, false)).collect::<Result<_>>()? } else { vec![] },
             logits: b.zeros(&[s, out_vocab], "logits")?,
             next: b.zeros_u32(&[4], "next token")?,
@@ -134,10 +140,10 @@ impl<T> RunState<T> {
 
     pub fn for_each(&self, mut f: impl FnMut(&T)) {
         let scratch = |s: &Scratch<T>, f: &mut dyn FnMut(&T)| {
-            for t in [&s.x, &s.xn, &s.q, &s.att, &s.tmp, &s.h, &s.h2, &s.ids, &s.mask, &s.cross_mask] {
+            for t in [&s.x, &s.xn, &s.q, &s.att, &s.tmp, &s.h, &s.ids] {
                 f(t)
             }
-            for t in [&s.router_logits, &s.gate, &s.ys].into_iter().flatten() {
+            for t in [&s.h2, &s.mask, &s.cross_mask, &s.router_logits, &s.gate, &s.ys].into_iter().flatten() {
                 f(t)
             }
         };

@@ -11,6 +11,7 @@ use crate::mask::PAD_ID;
 use crate::model::backend::Backend;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{Arch, ModelConfig};
+use crate::model::memory::{self, Budget};
 use crate::model::state::{LayerState, RunState, Scratch};
 use crate::model::weights::{AttnW, Ffn, Layer, Norm, Weights};
 use crate::tokenizer::Tokenizer;
@@ -38,7 +39,14 @@ impl<B: Backend> Model<B> {
     /// Parses and validates a checkpoint (tokenizer included), then uploads it. On error nothing is
     /// kept: tensors already uploaded are destroyed when they drop.
     pub fn load(b: &B, bytes: &[u8]) -> Result<Model<B>> {
-        let mut ck = Checkpoint::from_bytes(bytes)?;
+        Self::load_within(b, bytes, &Budget::default())
+    }
+
+    /// [`Model::load`], refusing a model whose memory demand (model::memory::demand: weights,
+    /// activations, KV caches, attention maps, logits, MoE buffers, masks) is over `budget`, before
+    /// anything is converted or allocated.
+    pub fn load_within(b: &B, bytes: &[u8], budget: &Budget) -> Result<Model<B>> {
+        let mut ck = Checkpoint::from_bytes_checked(bytes, |cfg| memory::demand(cfg).check(budget))?;
         let cfg = ck.config.clone();
         let tokenizer = match &ck.tokenizer {
             None => None,
@@ -161,9 +169,10 @@ impl<B: Backend> Model<B> {
             }
             Ffn::SwiGlu { w1, w2, w3 } => {
                 let hidden = self.cfg.llama_hidden_dim();
+                let h2 = sc.h2.as_ref().ok_or_else(|| TfError::Input("SwiGLU buffers missing".into()))?;
                 b.matmul(&sc.h, 0, xin, 0, t, &w1.w, None)?;
-                b.matmul(&sc.h2, 0, xin, 0, t, &w3.w, None)?;
-                b.inplace(&sc.h, Some(&sc.h2), t * hidden, EwOp::SwiGlu)?; // h = silu(gate) * up
+                b.matmul(h2, 0, xin, 0, t, &w3.w, None)?;
+                b.inplace(&sc.h, Some(h2), t * hidden, EwOp::SwiGlu)?; // h = silu(gate) * up
                 b.matmul(&sc.tmp, 0, &sc.h, 0, t, &w2.w, None)
             }
             Ffn::Moe { router, experts } => {
@@ -250,7 +259,8 @@ impl<B: Backend> Model<B> {
             return Err(TfError::Input(format!("a {} model has no encoder", cfg.arch.as_str())));
         };
         let c = cfg.d_model;
-        b.write_f32(&sc.mask, 0, &crate::mask::padding(ts, src).data)?;
+        let mask = sc.mask.as_ref().ok_or_else(|| TfError::Input("the encoder's mask buffer is missing".into()))?;
+        b.write_f32(mask, 0, &crate::mask::padding(ts, src).data)?;
         b.write_u32(&sc.ids, 0, src)?;
         b.embedding(&sc.x, emb, &sc.ids, ts, (c as f32).sqrt())?;
         if let Some(pe) = &self.st.pe {
@@ -258,7 +268,7 @@ impl<B: Backend> Model<B> {
         }
         for (layer, ls) in self.w.enc_layers.iter().zip(&self.st.enc_layers) {
             // x = norm1(x + self_attn(x, src padding)); x = norm2(x + ffn(x))
-            self.self_attention(b, &layer.attn, ls, sc, &sc.x, ts, 0, Some(&sc.mask))?;
+            self.self_attention(b, &layer.attn, ls, sc, &sc.x, ts, 0, Some(mask))?;
             Self::add_norm(b, &layer.norm_attn, sc, ts, c)?;
             self.ffn(b, &layer.ffn, ls, sc, &sc.x, ts)?;
             Self::add_norm(b, &layer.norm_ffn, sc, ts, c)?;
@@ -290,8 +300,11 @@ impl<B: Backend> Model<B> {
         // Host writes first, so the whole pass goes out in one submission.
         // self: target key padding AND look-ahead over cached + new; cross: source key padding
         let self_mask = crate::mask::Mask::from_fn(t, pos + t, |i, j| j <= pos + i && tgt[j] != PAD_ID);
-        b.write_f32(&sc.mask, 0, &self_mask.data)?;
-        b.write_f32(&sc.cross_mask, 0, &crate::mask::padding(t, &self.src).data)?;
+        let (Some(mask), Some(cross_mask)) = (sc.mask.as_ref(), sc.cross_mask.as_ref()) else {
+            return Err(TfError::Input("the decoder's mask buffers are missing".into()));
+        };
+        b.write_f32(mask, 0, &self_mask.data)?;
+        b.write_f32(cross_mask, 0, &crate::mask::padding(t, &self.src).data)?;
         b.write_u32(&sc.ids, 0, &tgt[pos..])?;
         b.embedding(&sc.x, &self.w.embed, &sc.ids, t, (c as f32).sqrt())?;
         if let Some(pe) = &self.st.pe {
@@ -299,7 +312,7 @@ impl<B: Backend> Model<B> {
         }
         for (layer, ls) in self.w.layers.iter().zip(&self.st.layers) {
             // x = norm1(x + self_attn(x))
-            self.self_attention(b, &layer.attn, ls, sc, &sc.x, t, pos, Some(&sc.mask))?;
+            self.self_attention(b, &layer.attn, ls, sc, &sc.x, t, pos, Some(mask))?;
             Self::add_norm(b, &layer.norm_attn, sc, t, c)?;
             // x = norm2(x + cross_attn(x, encoder output))
             let (Some((cw, cn)), Some(ck), Some(cv), Some(cp)) =
@@ -308,7 +321,7 @@ impl<B: Backend> Model<B> {
                 return Err(TfError::Input("decoder layer without cross-attention".into()));
             };
             b.matmul(&sc.q, 0, &sc.x, 0, t, &cw.q.w, cw.q.b.as_ref())?;
-            b.attention(&sc.att, cp, &sc.q, ck, cv, Some(&sc.cross_mask), &AttnShape::packed(t, ts, nh, nh, hs))?;
+            b.attention(&sc.att, cp, &sc.q, ck, cv, Some(cross_mask), &AttnShape::packed(t, ts, nh, nh, hs))?;
             b.matmul(&sc.tmp, 0, &sc.att, 0, t, &cw.o.w, cw.o.b.as_ref())?;
             Self::add_norm(b, cn, sc, t, c)?;
             // x = norm3(x + ffn(x))

@@ -1,0 +1,48 @@
+// GPU memory in the page stays flat over 20 load/unload cycles (issue 10): the wasm core, loaded on the
+// page's own thread, loads a shipped model on SwiftShader's WebGPU, and after each reset the count and
+// bytes of live GPU buffers (gpu_memory(), counted where buffers are created and destroyed) are back to
+// where they started. In the browser dropping a buffer frees nothing: Model::free must destroy each one.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { setup, openPage, assertClean } from './_harness.mjs';
+
+let env;
+before(async () => {
+  env = await setup();
+});
+after(async () => {
+  await env?.close();
+});
+
+test('20 loads and resets of a model leave no GPU buffer behind', { timeout: 240_000 }, async () => {
+  const { page, context, log } = await openPage(env, '?nomodel=1');
+  try {
+    const r = await page.evaluate(async () => {
+      const core = await import('/www/pkg/tinyformer.js');
+      await core.default();
+      const g = await core.gpu_init();
+      const bytes = new Uint8Array(await (await fetch('/models/shakespeare-gpt.safetensors')).arrayBuffer());
+      const start = core.gpu_memory();
+      const cycles = [];
+      for (let i = 0; i < 20; i++) {
+        await core.load_model(bytes, true);
+        const loaded = core.gpu_memory();
+        core.reset();
+        cycles.push({ loaded, after: core.gpu_memory() });
+      }
+      return { ok: g.ok, start, cycles };
+    });
+    console.log(JSON.stringify({ start: r.start, first: r.cycles[0], last: r.cycles[19] }));
+    assert.equal(r.ok, true, 'WebGPU on SwiftShader');
+    assert.deepEqual(r.start, { buffers: 0, bytes: 0 });
+    assert.equal(r.cycles.length, 20);
+    for (const [i, c] of r.cycles.entries()) {
+      assert.ok(c.loaded.buffers > 50 && c.loaded.bytes > 4_000_000, `cycle ${i}: the model's buffers are counted: ${JSON.stringify(c.loaded)}`);
+      assert.deepEqual(c.loaded, r.cycles[0].loaded, `cycle ${i}: every load allocates the same`);
+      assert.deepEqual(c.after, r.start, `cycle ${i}: buffers left after reset`);
+    }
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});
