@@ -36,7 +36,8 @@ export const MIME_TYPES = {
   '.bin': 'application/octet-stream',
 };
 
-// The page's files, as top-level names under the root; "/" is index.html.
+// The page's files, as paths under the root ('/'-separated; a folder covers what is inside); "/" is
+// index.html. startServer({extraPaths}) adds more (the browser tests add tests/fixtures/models).
 export const PAGE_ENTRIES = ['index.html', 'www', 'models'];
 
 // Same policy as index.html's <meta> CSP, plus frame-ancestors, which only works as a header.
@@ -75,7 +76,7 @@ function send(res, status, body, headers = {}) {
 
 // Maps a request path to {file, rel}: a file strictly inside `root` and under one of PAGE_ENTRIES, with
 // `rel` its normalised path relative to the root ('' for the root itself, '/'-separated); or null.
-function resolveInside(root, urlPath) {
+function resolveInside(root, urlPath, allowed) {
   let decoded;
   try {
     decoded = decodeURIComponent(urlPath);
@@ -90,11 +91,14 @@ function resolveInside(root, urlPath) {
   const parts = rel === '' ? [] : rel.split(path.sep);
   if (parts.some((part) => part.startsWith('.'))) return null;
   // Only the page's files: not target/, src/, Cargo.toml, ...
-  if (parts.length > 0 && !PAGE_ENTRIES.includes(parts[0])) return null;
-  return { file, rel: parts.join('/') };
+  const relPath = parts.join('/');
+  if (parts.length > 0 && !allowed.some((a) => relPath === a || relPath.startsWith(`${a}/`))) {
+    return null;
+  }
+  return { file, rel: relPath };
 }
 
-function handler(root) {
+function handler(root, allowed) {
   return (req, res) => {
     if (!isLoopbackHost(req.headers.host)) {
       return send(res, 403, 'this server only answers to a loopback Host (localhost, 127.0.0.1, [::1])\n');
@@ -108,7 +112,7 @@ function handler(root) {
     } catch {
       return send(res, 400, 'bad request\n');
     }
-    const found = resolveInside(root, pathname);
+    const found = resolveInside(root, pathname, allowed);
     if (!found) return send(res, 404, 'not found\n');
     let { file } = found;
     fs.stat(file, (err, st) => {
@@ -140,10 +144,13 @@ function serveFile(req, res, file, st) {
   stream.pipe(res);
 }
 
-/** Starts the server. Resolves to {url, port, server, close()}; port 0 picks a free port. */
-export function startServer({ root = REPO_ROOT, port = 8080, host = '127.0.0.1' } = {}) {
+/**
+ * Starts the server. Resolves to {url, port, server, close()}; port 0 picks a free port. extraPaths: more
+ * paths to serve besides PAGE_ENTRIES (e.g. 'tests/fixtures/models').
+ */
+export function startServer({ root = REPO_ROOT, port = 8080, host = '127.0.0.1', extraPaths = [] } = {}) {
   const absRoot = path.resolve(root);
-  const server = http.createServer(handler(absRoot));
+  const server = http.createServer(handler(absRoot, [...PAGE_ENTRIES, ...extraPaths]));
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

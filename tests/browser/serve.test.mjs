@@ -208,3 +208,23 @@ test('the header CSP and the page\'s <meta> CSP agree (the header only adds fram
   const meta = html.match(/http-equiv="Content-Security-Policy"\s+content="([^"]+)"/)[1];
   assert.equal(CONTENT_SECURITY_POLICY, `${meta}; frame-ancestors 'none'`);
 });
+
+test('extraPaths adds exactly those paths (the browser tests serve tests/fixtures/models)', async () => {
+  fs.mkdirSync(path.join(root, 'tests/fixtures/models'), { recursive: true });
+  fs.writeFileSync(path.join(root, 'tests/fixtures/models/m.safetensors'), 'model');
+  const extra = await startServer({ root, port: 0, extraPaths: ['tests/fixtures/models'] });
+  try {
+    const ok = await fetch(`${extra.url}tests/fixtures/models/m.safetensors`);
+    assert.equal(ok.status, 200);
+    assert.equal(await ok.text(), 'model');
+    for (const p of ['tests/fixtures/x.safetensors', 'tests/fixtures/models/../x.safetensors', 'src/lib.rs', 'tests/']) {
+      const res = await fetch(extra.url + p);
+      assert.equal(res.status, 404, p);
+      await res.arrayBuffer();
+    }
+  } finally {
+    await extra.close();
+  }
+  // The default server does not serve them.
+  assert.equal((await rawGet('/tests/fixtures/models/m.safetensors')).status, 404);
+});
