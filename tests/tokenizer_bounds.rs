@@ -258,3 +258,44 @@ fn byte_and_char_training_on_one_long_chunk() {
     let tok = Tokenizer::from(t);
     assert_eq!(tok.decode(&tok.encode(&text).ids).unwrap(), text);
 }
+
+/// A reference checkpoint whose `__metadata__["tokenizer"]` is replaced by `tokenizer`.
+fn checkpoint_with_tokenizer(tokenizer: &str) -> Vec<u8> {
+    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/models/decoder_a.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header["__metadata__"]["tokenizer"] = serde_json::Value::String(tokenizer.to_string());
+    let text = header.to_string();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
+}
+
+fn load_error(bytes: &[u8]) -> String {
+    let b = tinyformer::model::CpuBackend;
+    let msg = match tinyformer::model::Model::load(&b, bytes) {
+        Ok(_) => panic!("expected the load to fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(!msg.contains('\n') && msg.len() < 400, "one bounded line: {msg}");
+    msg
+}
+
+/// The same hostile tokenizers inside a checkpoint: Model::load gives one line, quickly, natively (the
+/// page runs the same code).
+#[test]
+fn hostile_tokenizers_in_a_checkpoint() {
+    let end = "</w>".repeat(1 << 20);
+    let json = serde_json::json!({"kind": "seed_bpe", "vocab": ["<UNK>", "a"], "merges": [], "end_token": end}).to_string();
+    let msg = load_error(&checkpoint_with_tokenizer(&json));
+    assert!(msg.contains("the tokenizer in the metadata is invalid") && msg.contains("end_token is 4194304 bytes long"), "{msg}");
+
+    let json = ByteBpe::new(million_merges(), PreSplit::Words).unwrap().to_json_value().to_string();
+    let msg = load_error(&checkpoint_with_tokenizer(&json));
+    assert!(msg.contains("the tokenizer has 983296 tokens but the model's vocabulary is"), "{msg}");
+
+    let deep = format!(r#"{{"kind":"byte_bpe","merges":[{}{}]}}"#, "[".repeat(100_000), "]".repeat(100_000));
+    let msg = load_error(&checkpoint_with_tokenizer(&deep));
+    assert!(msg.contains("the tokenizer in the metadata is invalid"), "{msg}");
+}
