@@ -168,8 +168,13 @@ function gpuLost(message) {
 // loaded again blindly (never after a crash during its own load; once after a crash while it ran).
 const crashGuard = new CrashGuard();
 
+// Calls that run the model: a crash during one of these is the model's. The BPE workbench, the masks and
+// the self-test do not touch it, so a crash there reloads the model as before.
+const MODEL_ACTIONS = new Set(['load', 'describe', 'tokenize', 'decode', 'token_strings', 'forward', 'generate']);
+
 /** The model involved when the worker died during `action`, and whether it may be loaded again. */
 function crashCulprit(action) {
+  if (!MODEL_ACTIONS.has(action)) return null;
   const meta = action === 'load' ? state.loadingMeta : state.model?.meta;
   if (!meta) return null;
   return { meta, ...crashGuard.record(meta.id, action), loading: action === 'load' };

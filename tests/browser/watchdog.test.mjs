@@ -89,12 +89,19 @@ test('a model that crashes the worker twice while running is not reloaded the se
     await page.waitForSelector('body[data-worker-restarts="1"]', { timeout: 30_000 });
     assert.match(await page.locator('#worker-notice').innerText(), /one generation step took longer than 2 s.*decoder_b\.safetensors is being loaded again/);
     await page.waitForFunction(() => !document.getElementById('gen-start').disabled, null, { timeout: 60_000 });
-    // Second: a panic while it runs. Not reloaded blindly.
+    // A panic in a call that does not run the model (the crash hook) is not counted against it: reloaded.
     await page.evaluate(() => { window.tinyformer.crashWorker('panic'); });
     await page.waitForSelector('body[data-worker-restarts="2"]', { timeout: 30_000 });
+    assert.match(await page.locator('#worker-notice').innerText(), /decoder_b\.safetensors is being loaded again/);
+    await page.waitForFunction(() => !document.getElementById('gen-start').disabled, null, { timeout: 60_000 });
+    // Second crash while the model runs: not reloaded blindly.
+    await page.evaluate(() => window.tinyformer.hangNext('generate', 2000));
+    await page.click('#gen-start');
+    await page.waitForSelector('body[data-worker-restarts="3"]', { timeout: 30_000 });
     const notice = await page.locator('#worker-notice').innerText();
     console.log(`crash guard: ${notice.split('\n')[0]}`);
     assert.match(notice, /while decoder_b\.safetensors was running \(2 times\), so decoder_b\.safetensors was not loaded again/);
+    assert.match(notice, /one generation step took longer than 2 s/);
     assert.doesNotMatch(notice, /being loaded again/);
     assert.equal(await page.getAttribute('body', 'data-crashed-model'), 'decoder_b.safetensors');
     assert.equal(await page.inputValue('#prompt'), '3 1 4', 'the prompt is kept');
