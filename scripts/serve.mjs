@@ -3,8 +3,13 @@
 //
 //   node scripts/serve.mjs [--port N] [--root DIR]     (PORT env works too; default 8080; 0 = any free port)
 //
-// Serves the repository root on 127.0.0.1 only. Used by scripts/serve.sh for people and imported by the
-// browser tests (tests/browser/) through startServer({root, port}) -> {url, port, close}.
+// Listens on 127.0.0.1 only and serves only the page's files: index.html, www/ (with the wasm package in
+// www/pkg/) and models/; never target/, .git, src/ or anything else in the repository. Requests whose Host is
+// not a loopback name are refused (DNS rebinding: a foreign site whose name resolves to 127.0.0.1 would
+// otherwise read the page's files). Every response carries the security headers (SECURITY_HEADERS): the CSP
+// with frame-ancestors (which a <meta> CSP cannot carry), nosniff, and COOP/COEP, which make the page
+// cross-origin isolated (SharedArrayBuffer, hence wasm threads later). Used by scripts/serve.sh for people
+// and imported by the browser tests (tests/browser/) through startServer({root, port}) -> {url, port, close}.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -31,17 +36,47 @@ export const MIME_TYPES = {
   '.bin': 'application/octet-stream',
 };
 
+// The page's files, as paths under the root ('/'-separated; a folder covers what is inside); "/" is
+// index.html. startServer({extraPaths}) adds more (the browser tests add tests/fixtures/models).
+export const PAGE_ENTRIES = ['index.html', 'www', 'models'];
+
+// Same policy as index.html's <meta> CSP, plus frame-ancestors, which only works as a header.
+export const CONTENT_SECURITY_POLICY =
+  "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; style-src 'self'; " +
+  "img-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; " +
+  "frame-ancestors 'none'";
+
+export const SECURITY_HEADERS = {
+  'Content-Security-Policy': CONTENT_SECURITY_POLICY,
+  'X-Content-Type-Options': 'nosniff',
+  'X-Frame-Options': 'DENY',
+  'Referrer-Policy': 'no-referrer',
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+  'Cross-Origin-Resource-Policy': 'same-origin',
+};
+
+// Loopback names only: localhost (and *.localhost, which browsers resolve to loopback themselves),
+// 127.0.0.0/8 and [::1], with an optional port.
+const LOOPBACK_HOST = /^(?:localhost|[a-z0-9-]+\.localhost|127(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}|\[::1\])(?::\d{1,5})?$/i;
+
+/** True when a Host header names this machine by a loopback name. A missing Host is refused. */
+export function isLoopbackHost(host) {
+  return typeof host === 'string' && LOOPBACK_HOST.test(host);
+}
+
 function contentType(file) {
   return MIME_TYPES[path.extname(file).toLowerCase()] ?? 'application/octet-stream';
 }
 
 function send(res, status, body, headers = {}) {
-  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', ...headers });
+  res.writeHead(status, { ...SECURITY_HEADERS, 'Content-Type': 'text/plain; charset=utf-8', ...headers });
   res.end(body);
 }
 
-// Maps a request path to a file strictly inside `root`, or returns null.
-function resolveInside(root, urlPath) {
+// Maps a request path to {file, rel}: a file strictly inside `root` and under one of PAGE_ENTRIES, with
+// `rel` its normalised path relative to the root ('' for the root itself, '/'-separated); or null.
+function resolveInside(root, urlPath, allowed) {
   let decoded;
   try {
     decoded = decodeURIComponent(urlPath);
@@ -53,12 +88,21 @@ function resolveInside(root, urlPath) {
   const rel = path.relative(root, file);
   if (rel.startsWith('..') || path.isAbsolute(rel)) return null;
   // No dot-files or dot-folders (.git, .ci, ...): they are not part of the page.
-  if (rel.split(path.sep).some((part) => part.startsWith('.'))) return null;
-  return file;
+  const parts = rel === '' ? [] : rel.split(path.sep);
+  if (parts.some((part) => part.startsWith('.'))) return null;
+  // Only the page's files: not target/, src/, Cargo.toml, ...
+  const relPath = parts.join('/');
+  if (parts.length > 0 && !allowed.some((a) => relPath === a || relPath.startsWith(`${a}/`))) {
+    return null;
+  }
+  return { file, rel: relPath };
 }
 
-function handler(root) {
+function handler(root, allowed) {
   return (req, res) => {
+    if (!isLoopbackHost(req.headers.host)) {
+      return send(res, 403, 'this server only answers to a loopback Host (localhost, 127.0.0.1, [::1])\n');
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       return send(res, 405, 'method not allowed\n', { Allow: 'GET, HEAD' });
     }
@@ -68,13 +112,15 @@ function handler(root) {
     } catch {
       return send(res, 400, 'bad request\n');
     }
-    let file = resolveInside(root, pathname);
-    if (!file) return send(res, 404, 'not found\n');
+    const found = resolveInside(root, pathname, allowed);
+    if (!found) return send(res, 404, 'not found\n');
+    let { file } = found;
     fs.stat(file, (err, st) => {
       if (!err && st.isDirectory()) {
         if (!pathname.endsWith('/')) {
-          res.writeHead(301, { Location: pathname + '/' });
-          return res.end();
+          // The Location is built from the normalised path, never from the request: "/.//www" must not
+          // answer "//www/", which a browser reads as the host "www".
+          return send(res, 301, '', { Location: found.rel ? `/${found.rel}/` : '/' });
         }
         file = path.join(file, 'index.html');
         return fs.stat(file, (err2, st2) => serveFile(req, res, file, err2 ? null : st2));
@@ -87,10 +133,10 @@ function handler(root) {
 function serveFile(req, res, file, st) {
   if (!st || !st.isFile()) return send(res, 404, 'not found\n');
   res.writeHead(200, {
+    ...SECURITY_HEADERS,
     'Content-Type': contentType(file),
     'Content-Length': st.size,
     'Cache-Control': 'no-cache',
-    'X-Content-Type-Options': 'nosniff',
   });
   if (req.method === 'HEAD') return res.end();
   const stream = fs.createReadStream(file);
@@ -98,10 +144,13 @@ function serveFile(req, res, file, st) {
   stream.pipe(res);
 }
 
-/** Starts the server. Resolves to {url, port, server, close()}; port 0 picks a free port. */
-export function startServer({ root = REPO_ROOT, port = 8080, host = '127.0.0.1' } = {}) {
+/**
+ * Starts the server. Resolves to {url, port, server, close()}; port 0 picks a free port. extraPaths: more
+ * paths to serve besides PAGE_ENTRIES (e.g. 'tests/fixtures/models').
+ */
+export function startServer({ root = REPO_ROOT, port = 8080, host = '127.0.0.1', extraPaths = [] } = {}) {
   const absRoot = path.resolve(root);
-  const server = http.createServer(handler(absRoot));
+  const server = http.createServer(handler(absRoot, [...PAGE_ENTRIES, ...extraPaths]));
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

@@ -508,6 +508,13 @@ pub fn cross_mask(tgt_len: u32, src_len: u32, src_pad: u32) -> Result<JsValue, J
     Ok(mask_js(&mask::padding(t, &src)))
 }
 
+/// The BPE workbench's bounds: training text (UTF-8 bytes), sentence (characters), vocabulary size.
+/// The answer holds (merges + 1) x pieces strings, so the sentence bound keeps it under ~1M strings;
+/// training is O(N log N) in the text (tokenizer/train.rs). www/worker.js checks the same numbers.
+pub const BPE_MAX_TEXT_BYTES: usize = 1 << 20;
+pub const BPE_MAX_SENTENCE_CHARS: usize = 200;
+pub const BPE_MAX_VOCAB: u32 = 5000;
+
 /// The BPE workbench: trains the seed's BPE (lowercase words with </w>) on `text` to `vocab_size`,
 /// then tokenizes `sentence` after each number of merges: {merges: [[a, b]], steps: [[pieces]],
 /// vocab_size, report (SeedBpeReport), explanation (why vocab_size is not the size asked; "" if it is)},
@@ -517,11 +524,14 @@ pub fn bpe_workbench(text: &str, vocab_size: u32, sentence: &str) -> Result<JsVa
     if text.trim().is_empty() {
         return Err(err("paste some text to train on"));
     }
-    if !(1..=5000).contains(&vocab_size) {
-        return Err(err(format!("vocabulary size must be between 1 and 5000, got {vocab_size}")));
+    if !(1..=BPE_MAX_VOCAB).contains(&vocab_size) {
+        return Err(err(format!("vocabulary size must be between 1 and {BPE_MAX_VOCAB}, got {vocab_size}")));
     }
-    if text.len() > 2_000_000 {
-        return Err(err("the training text is limited to 2 MB in the page"));
+    if text.len() > BPE_MAX_TEXT_BYTES {
+        return Err(err(format!("the training text is limited to {} MB in the page", BPE_MAX_TEXT_BYTES >> 20)));
+    }
+    if sentence.chars().count() > BPE_MAX_SENTENCE_CHARS {
+        return Err(err(format!("the sentence is limited to {BPE_MAX_SENTENCE_CHARS} characters")));
     }
     let (bpe, report) = crate::tokenizer::train_seed_bpe_with_report(text, vocab_size as usize);
     let merges: Vec<(String, String)> = bpe.merges().to_vec();
@@ -541,6 +551,16 @@ pub fn bpe_workbench(text: &str, vocab_size: u32, sentence: &str) -> Result<JsVa
 #[wasm_bindgen]
 pub fn debug_panic(reason: &str) {
     panic!("deliberate panic for testing: {reason}");
+}
+
+/// Spins forever on purpose: the page's watchdog test hook (a call too heavy for the device, as seen
+/// from the page). The worker running it can only be terminated.
+#[wasm_bindgen]
+pub fn debug_hang() {
+    let mut n = 0u64;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
 }
 
 /// Destroys the GPU device on purpose: the page's test hook for the device-lost path (every later

@@ -12,8 +12,9 @@
 //   ?nomodel=1         do not load a model on open
 //   ?model=PATH        load this checkpoint (a path on this origin) on open instead of the default
 //   ?backend=gpu|cpu   start with "Run on" set to this path instead of "auto" (measure both, keep the faster)
-//   window.tinyformer  {call(type, args), crashWorker(mode), state, attention()}: drive the page from a test
-import { CoreWorker, WorkerDiedError, RESTART_LIMIT } from './core.js';
+//   window.tinyformer  {call(type, args), crashWorker(mode), hangNext(action, ms), state, attention()}: drive the
+//                      page from a test
+import { CoreWorker, CrashGuard, WorkerDiedError, RESTART_LIMIT } from './core.js';
 import { fetchManifest, fetchCheckpoint } from './loader.js';
 import { createDeviceView } from './views/device.js';
 import { createSelftestView } from './views/selftest.js';
@@ -56,6 +57,7 @@ const state = {
   manifest: [],
   model: null,          // {card, meta: {id, name, description, source}, bytes: ArrayBuffer}
   loading: false,
+  loadingMeta: null,    // the model a 'load' call is loading now (named if the worker dies meanwhile)
   promptTouched: false, // the user typed in the prompt box: a model switch must not replace it
   run: null,            // the last generation: {src, ids, gen: [id], pieces, tops, stopped, done}
   step: null,           // selected generation step
@@ -173,24 +175,52 @@ function gpuLost(message) {
   noticeEl.append(reload);
 }
 
+// Crash-loop guard: the model that was loading or running when the worker died is named, and is not
+// loaded again blindly (never after a crash during its own load; once after a crash while it ran).
+const crashGuard = new CrashGuard();
+
+// Calls that run the model: a crash during one of these is the model's. The BPE workbench, the masks and
+// the self-test do not touch it, so a crash there reloads the model as before.
+const MODEL_ACTIONS = new Set(['load', 'describe', 'tokenize', 'decode', 'token_strings', 'forward', 'generate']);
+
+/** The model involved when the worker died during `action`, and whether it may be loaded again. */
+function crashCulprit(action) {
+  if (!MODEL_ACTIONS.has(action)) return null;
+  const meta = action === 'load' ? state.loadingMeta : state.model?.meta;
+  if (!meta) return null;
+  return { meta, ...crashGuard.record(meta.id, action), loading: action === 'load' };
+}
+
 const core = new CoreWorker({
   noGpu: NO_GPU,
   onGpuLost: gpuLost,
-  onRestart: (reason) => {
-    showNotice(noticeEl, `The compute worker stopped (${reason}) and was restarted. Your inputs are kept` +
-      `${state.model ? `, and ${state.model.meta.name} is being loaded again` : ''}.`);
+  onRestart: (reason, { action } = {}) => {
+    const culprit = crashCulprit(action);
+    const blocked = culprit && !culprit.reload ? culprit.meta : null;
+    if (blocked && state.model?.meta.id === blocked.id) state.model = null; // do not load it again by itself
+    let text = `The compute worker stopped (${reason}) and was restarted. Your inputs are kept`;
+    if (blocked) {
+      text += `. It stopped while ${blocked.name} was ${culprit.loading ? 'loading' : 'running'}` +
+        `${culprit.count > 1 ? ` (${culprit.count} times)` : ''}, so ${blocked.name} was not loaded again;` +
+        ' choose it again to retry';
+      document.body.dataset.crashedModel = blocked.id;
+      modelView.showError(`${blocked.name} stopped the compute worker (${reason}) and was not loaded again.`);
+    }
+    showNotice(noticeEl, `${text}${state.model ? `, and ${state.model.meta.name} is being loaded again` : ''}.`);
     document.body.dataset.workerRestarts = String(Number(document.body.dataset.workerRestarts ?? 0) + 1);
     coreReady = initCore({ afterRestart: true });
     masks.refresh(); // redraw from the inputs as they are now: nothing typed is lost
+    gen.setReady(false); // until a model is loaded again
     if (state.model) {
-      gen.setReady(false); // until the model is loaded again
       const { bytes, meta } = state.model;
       coreReady.then(() => loadBytes(bytes, meta, { reload: true }));
     }
   },
-  onGiveUp: (reason) => {
+  onGiveUp: (reason, { action } = {}) => {
+    const culprit = crashCulprit(action);
     showNotice(noticeEl, `The compute worker stopped again (${reason}). It stopped ${RESTART_LIMIT} times within a minute, ` +
-      'so it was not restarted: reload the page to try again. Your inputs are still on the page.', { kind: 'error' });
+      'so it was not restarted: reload the page to try again. Your inputs are still on the page.' +
+      (culprit ? ` It stopped while ${culprit.meta.name} was ${culprit.loading ? 'loading' : 'running'}.` : ''), { kind: 'error' });
     device.showError('The compute worker is not running.');
     selftest.setUnavailable('The compute worker is not running; reload the page.');
     gen.setReady(false);
@@ -326,9 +356,12 @@ async function loadBytes(bytes, meta, { reload = false, switchBackend = false } 
   if (!reload) gen.setReady(false);
   let card;
   try {
+    // Copies go to the worker; this one stays here so that a restarted worker can load it again.
+    state.loadingMeta = meta;
     card = await loadOnBestPath(bytes, meta, Boolean(info?.gpu?.ok));
   } catch (err) {
     state.loading = false;
+    state.loadingMeta = null;
     modelView.hideProgress();
     if (!(err instanceof WorkerDiedError)) {
       modelView.showError(`Could not load ${meta.name}: ${err.message}.` + stillLoaded());
@@ -337,6 +370,7 @@ async function loadBytes(bytes, meta, { reload = false, switchBackend = false } 
     return;
   }
   state.loading = false;
+  state.loadingMeta = null;
   modelView.hideProgress();
   const previous = state.model;
   state.model = { card, meta, bytes };
@@ -787,6 +821,8 @@ async function stop() {
 window.tinyformer = {
   call: (type, args) => core.call(type, args),
   crashWorker: (mode = 'panic') => core.call('crash', { mode }).catch((e) => e.message),
+  // Watchdog tests: the next `action` call spins forever in the core, and gets a limit of `ms`.
+  hangNext: (action, ms) => { core.setTestLimit(action, ms); return core.call('hangNext', { action }); },
   loseDevice: () => core.call('loseDevice', {}),
   get state() {
     return {

@@ -1,5 +1,16 @@
 // The page's side of the compute worker (www/worker.js): request/response over postMessage, streaming
-// events for long requests, and a restart when the worker dies (a wasm panic, an uncaught error).
+// events for long requests, and a restart when the worker dies (a wasm panic, an uncaught error) or when a
+// call runs past its time limit (the watchdog: a call that never returns would freeze the core for good).
+//
+// Watchdog: every call has a limit by action (CALL_LIMITS_MS). A queued model call's clock starts when the
+// worker starts it (its {started} event), not while it waits behind another; a generation's clock restarts
+// with every token, so the limit is per step. Past the limit the worker is terminated and restarted, the
+// call rejects with a WorkerTimeoutError that names the action, and onRestart hears which action it was.
+// Test hook: setTestLimit(action, ms) gives the next call of that action a shorter limit (once; it can only
+// shorten), so a test need not wait minutes.
+//
+// CrashGuard remembers which model was involved in each crash, so that a restart does not reload a model
+// that just crashed the worker (see app.js's onRestart).
 
 export class WorkerDiedError extends Error {
   constructor(reason) {
@@ -9,8 +20,96 @@ export class WorkerDiedError extends Error {
   }
 }
 
+/** A call ran past its limit: the worker was stopped. `action` is the request type, `limitMs` its limit. */
+export class WorkerTimeoutError extends WorkerDiedError {
+  constructor(action, limitMs) {
+    super(`${describeAction(action)} took longer than ${formatLimit(limitMs)}, so the worker was stopped ` +
+      '(it may be too heavy for this device)');
+    this.name = 'WorkerTimeoutError';
+    this.action = action;
+    this.limitMs = limitMs;
+  }
+}
+
+// Per action, in ms. Loading parses and uploads a whole checkpoint; the self-test runs every kernel; a
+// generation step (the first one includes the prompt's prefill) and a forward pass must be quicker.
+export const CALL_LIMITS_MS = {
+  init: 120_000,
+  selftest: 300_000,
+  load: 180_000,
+  forward: 90_000,
+  generate: 90_000, // per token
+  bpe: 30_000,
+  describe: 20_000,
+  tokenize: 20_000,
+  decode: 20_000,
+  token_strings: 20_000,
+  masks: 20_000,
+  stop: 20_000,
+  loseDevice: 20_000,
+};
+const DEFAULT_LIMIT_MS = 60_000;
+
+const ACTION_NAMES = {
+  init: 'starting the wasm core',
+  selftest: 'the kernel self-test',
+  load: 'loading the model',
+  forward: 'the analysis pass over the prompt',
+  generate: 'one generation step',
+  bpe: 'training the BPE workbench',
+  describe: 'describing the model',
+  tokenize: 'tokenizing the prompt',
+  decode: 'decoding tokens',
+  token_strings: 'reading token strings',
+  masks: 'drawing the masks',
+};
+
+export function describeAction(action) {
+  return ACTION_NAMES[action] ?? `the "${action}" request`;
+}
+
+function formatLimit(ms) {
+  return ms >= 1000 ? `${Math.round(ms / 100) / 10} s` : `${ms} ms`;
+}
+
+/** The limit for one action. */
+export function limitFor(action) {
+  return CALL_LIMITS_MS[action] ?? DEFAULT_LIMIT_MS;
+}
+
 export const RESTART_LIMIT = 3;          // restarts allowed ...
 const RESTART_WINDOW_MS = 60_000; // ... within this window, then we give up and ask for a reload
+
+/**
+ * Which model crashed the worker, and whether a restart may load it again. A model that was being loaded
+ * when the worker died is never reloaded by itself; a model that was running is reloaded once, and not
+ * after it crashed a second time. The user can always load it again by hand (forgive()).
+ */
+export class CrashGuard {
+  constructor({ maxReloads = 1 } = {}) {
+    this.maxReloads = maxReloads;
+    this.crashes = new Map(); // model id -> crashes
+  }
+
+  /** Records a crash with `modelId` involved during `action`; returns {count, reload}. */
+  record(modelId, action) {
+    const count = (this.crashes.get(modelId) ?? 0) + 1;
+    this.crashes.set(modelId, count);
+    return { count, reload: action !== 'load' && count <= this.maxReloads };
+  }
+
+  crashCount(modelId) {
+    return this.crashes.get(modelId) ?? 0;
+  }
+
+  /** The user chose to load it again. */
+  forgive(modelId) {
+    this.crashes.delete(modelId);
+  }
+}
+
+// The worker runs these one at a time (worker.js's model queue) and says {started} when each begins.
+const QUEUED = new Set(['selftest', 'load', 'describe', 'tokenize', 'decode', 'token_strings', 'forward', 'generate']);
 
 export class CoreWorker {
   constructor({ onRestart, onGiveUp, onGpuLost, noGpu = false }) {
@@ -23,6 +122,8 @@ export class CoreWorker {
     this.restarts = [];       // timestamps of recent restarts
     this.generation = 0;      // bumps on every (re)start; stale events from an old worker are ignored
     this.dead = false;
+    this.running = null;      // the queued call the worker is running now
+    this.testLimits = new Map(); // action -> ms, for the next call of that action (test hook)
     this.spawn();
   }
 
@@ -44,18 +145,27 @@ export class CoreWorker {
 
   onMessage(msg) {
     if (msg?.type === 'ready') return;
-    if (msg?.type === 'fatal') return this.died(msg.error);
+    if (msg?.type === 'fatal') return this.died(msg.error, { action: this.running?.type });
     const entry = this.pending.get(msg?.id);
     if (!entry) return;
+    if (msg.started) {
+      // A queued call begins now: its clock starts.
+      this.running = entry;
+      this.arm(msg.id, entry);
+      return;
+    }
     if (msg.event !== undefined) {
+      if (entry.type === 'generate') this.arm(msg.id, entry); // the limit is per token
       entry.onEvent?.(msg.event);
       return;
     }
+    this.disarm(entry);
+    if (this.running === entry) this.running = null;
     this.pending.delete(msg.id);
     if (msg.ok) entry.resolve(msg.result);
     else if (msg.fatal) {
       entry.reject(new WorkerDiedError(msg.error));
-      this.died(msg.error);
+      this.died(msg.error, { action: entry.type });
     } else {
       // A lost GPU device cannot come back in this page: every later GPU call would fail the same way.
       if (/GPU device was lost|device (is )?(lost|destroyed)/i.test(msg.error ?? '')) this.onGpuLost?.(msg.error);
@@ -71,27 +181,67 @@ export class CoreWorker {
     if (this.dead) return Promise.reject(new Error('the compute worker stopped too often; reload the page'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, type, onEvent });
+      const entry = { resolve, reject, type, onEvent, timer: null, limit: undefined };
+      this.pending.set(id, entry);
       this.worker.postMessage({ id, type, ...args }, transfer ?? []);
+      // Calls the worker answers at once start their clock now; queued model calls on {started}.
+      if (!QUEUED.has(type)) this.arm(id, entry);
     });
   }
 
-  died(reason) {
+  /** Test hook: the next call of `action` gets min(its limit, ms). */
+  setTestLimit(action, ms) {
+    this.testLimits.set(action, Number(ms));
+  }
+
+  /** (Re)starts the watchdog of one call. */
+  arm(id, entry) {
+    this.disarm(entry);
+    if (entry.limit === undefined) {
+      const test = this.testLimits.get(entry.type);
+      this.testLimits.delete(entry.type);
+      entry.limit = Math.min(limitFor(entry.type), test > 0 ? test : Infinity);
+    }
+    const limit = entry.limit;
+    const generation = this.generation;
+    entry.timer = setTimeout(() => {
+      if (generation !== this.generation || !this.pending.has(id)) return;
+      const err = new WorkerTimeoutError(entry.type, limit);
+      this.pending.delete(id);
+      entry.reject(err);
+      this.died(err.reason, { action: entry.type, timedOut: true });
+    }, limit);
+  }
+
+  disarm(entry) {
+    if (entry.timer !== null) clearTimeout(entry.timer);
+    entry.timer = null;
+  }
+
+  /**
+   * The worker is gone (or stopped by the watchdog): reject what was pending, then restart it unless it
+   * died too often. info: {action (the request type that was running, if known), timedOut}.
+   */
+  died(reason, info = {}) {
     this.generation++; // ignore anything else the dead worker says
     this.worker.terminate();
+    this.running = null;
     const err = new WorkerDiedError(reason);
-    for (const { reject } of this.pending.values()) reject(err);
+    for (const entry of this.pending.values()) {
+      this.disarm(entry);
+      entry.reject(err);
+    }
     this.pending.clear();
     const now = Date.now();
     this.restarts = this.restarts.filter((t) => now - t < RESTART_WINDOW_MS);
     if (this.restarts.length >= RESTART_LIMIT) {
       this.dead = true;
-      this.onGiveUp?.(reason);
+      this.onGiveUp?.(reason, info);
       return;
     }
     this.restarts.push(now);
     this.spawn();
-    this.onRestart?.(reason);
+    this.onRestart?.(reason, info);
   }
 }
 

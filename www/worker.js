@@ -8,6 +8,7 @@
 //                                                              (model calls: queued, run one at a time)
 //   worker -> app  {id, ok: true, result}  or  {id, ok: false, error: string, fatal?: true}
 //   worker -> app  {id, event}  streaming events of a running request ('generate': one per token)
+//   worker -> app  {id, started: true}  when a queued model call begins (core.js starts its watchdog then)
 //   worker -> app  {type: 'ready'}  once, when this script has started (before any wasm is loaded)
 // Every call that touches the loaded model goes through one queue, because the core answers "busy" to a
 // call that arrives while another holds the model. 'stop' is not queued: it sets a flag that the generation
@@ -18,6 +19,13 @@
 // Test hook: the worker URL flag `?nogpu=1` (app.js passes on the page's own `?nogpu=1`) removes
 // navigator.gpu in this worker before the core looks for it, so tests can check the "WebGPU not available"
 // path on a browser that has WebGPU. It only ever disables things.
+//
+// Watchdog test hook: {type: 'hangNext', action} makes the next request of that type spin forever in Rust
+// (the core's debug_hang) instead of running, as a call too heavy for the device would; core.js's watchdog
+// must then stop and restart this worker. It only ever breaks things on request.
+//
+// The BPE workbench's inputs are bounded here too (BPE_LIMITS, the same as the core's), so that a huge paste
+// is refused before it is copied into wasm memory.
 //
 // A Rust panic prints "panicked at ..." through console_error_panic_hook; the worker remembers that text so the
 // page can say what happened. Panics inside async core calls escape as uncaught errors: the worker reports them
@@ -77,8 +85,13 @@ const handlers = {
     return m;
   },
   async bpe({ text, vocab_size, sentence }) {
+    checkBpeInputs(String(text ?? ''), String(sentence ?? ''));
     const core = await loadCore();
     return core.bpe_workbench(text, vocab_size, sentence);
+  },
+  async hangNext({ action }) {
+    hangOn = String(action);
+    return true;
   },
   // Asks the running generation, or the one waiting in the queue, to stop after the token it is computing now.
   // The flag is cleared when the next 'generate' request arrives.
@@ -106,6 +119,22 @@ const handlers = {
     throw new Error('debug_panic returned');
   },
 };
+
+// The core's limits for bpe_workbench (src/wasm.rs): training text in UTF-8 bytes, sentence in characters.
+const BPE_LIMITS = { textBytes: 1 << 20, sentenceChars: 200 };
+
+function checkBpeInputs(text, sentence) {
+  // UTF-8 never has fewer bytes than UTF-16 code units, so a long string is refused before it is encoded.
+  const mb = BPE_LIMITS.textBytes / (1 << 20);
+  if (text.length > BPE_LIMITS.textBytes || new TextEncoder().encode(text).length > BPE_LIMITS.textBytes) {
+    throw new Error(`the training text is limited to ${mb} MB in the page`);
+  }
+  if (sentence.length > 2 * BPE_LIMITS.sentenceChars || [...sentence].length > BPE_LIMITS.sentenceChars) {
+    throw new Error(`the sentence is limited to ${BPE_LIMITS.sentenceChars} characters`);
+  }
+}
+
+let hangOn = null; // watchdog test hook (see the header)
 
 // Model calls: one at a time, in arrival order (see the protocol above).
 let generating = false;
@@ -236,8 +265,17 @@ self.addEventListener('message', async (event) => {
   }
   if (type === 'generate') stopRequested = false; // a Stop before this request was for an earlier one
   const emit = (ev) => self.postMessage({ id, event: ev });
+  const hook = async () => {
+    if (hangOn !== null && hangOn === type) (await loadCore()).debug_hang(); // never returns
+  };
   try {
-    const result = immediate ? await immediate(args) : await enqueue(() => queued(args, emit));
+    const result = immediate
+      ? await hook().then(() => immediate(args))
+      : await enqueue(async () => {
+        self.postMessage({ id, started: true });
+        await hook();
+        return queued(args, emit);
+      });
     self.postMessage({ id, ok: true, result });
   } catch (err) {
     // A panic inside the core aborts with `unreachable`; the instance may hold broken state after that.

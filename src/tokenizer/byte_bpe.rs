@@ -17,7 +17,7 @@
 
 use super::ranked::{merge_ranked, Piece, RankTable};
 use super::train::train_merges;
-use super::{json_err, Encoding, FxHashMap, TokenizerError, MAX_TOKEN_BYTES, MAX_TOTAL_TOKEN_BYTES};
+use super::{Encoding, FxHashMap, JsonSource, TokenizerError, MAX_TOKEN_BYTES, MAX_TOTAL_TOKEN_BYTES};
 use serde::{Deserialize, Serialize};
 
 /// How the text is cut into chunks before merging.
@@ -242,7 +242,11 @@ impl ByteBpe {
     }
 
     pub fn from_json_value(v: &serde_json::Value) -> Result<Self, TokenizerError> {
-        let j: ByteJson = serde_json::from_value(v.clone()).map_err(|e| json_err(Self::KIND, e))?;
+        Self::from_json_source(JsonSource::Value(v))
+    }
+
+    pub(crate) fn from_json_source(src: JsonSource<'_>) -> Result<Self, TokenizerError> {
+        let j: ByteJson = src.parse(Self::KIND)?;
         if j.kind != Self::KIND {
             return Err(TokenizerError::Json(format!("expected kind \"byte_bpe\", got {:?}", j.kind)));
         }

@@ -14,7 +14,7 @@
 //! Tie-break: the smallest pair (a, b) by ids. Incremental counts, see `train.rs`.
 
 use super::train::train_merges;
-use super::{json_err, pair_key, Encoding, FxHashMap, TokenizerError, MAX_TOKEN_BYTES, MAX_TOTAL_TOKEN_BYTES};
+use super::{pair_key, Encoding, FxHashMap, JsonSource, TokenizerError, MAX_TOKEN_BYTES, MAX_TOTAL_TOKEN_BYTES};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -104,35 +104,72 @@ impl CharMerges {
                 return Err(TokenizerError::Invalid(format!("char_merges pair ({a}, {b}) is merged twice")));
             }
         }
-        // Expand merges; repeat passes until no progress (one pass when parts precede results).
-        let mut left: Vec<(u32, u32, u32)> = merges.clone();
+        // Expand merges in dependency order (Kahn's algorithm): a merge is expanded once both parts are,
+        // so a chain listed backwards costs O(merges), not one pass per link.
         let mut total: usize = n;
-        while !left.is_empty() {
-            let before = left.len();
-            let mut still = Vec::new();
-            for &(a, b, m) in &left {
-                let ea = expansions.get(a as usize).and_then(|e| e.as_ref());
-                let eb = expansions.get(b as usize).and_then(|e| e.as_ref());
-                match (ea, eb) {
-                    (Some(x), Some(y)) => {
-                        let len = x.len() + y.len();
-                        total += len;
-                        if len > MAX_TOKEN_BYTES || total > MAX_TOTAL_TOKEN_BYTES {
-                            return Err(TokenizerError::Invalid(format!("char_merges token {m} expands to too much text")));
-                        }
-                        let s = format!("{x}{y}");
-                        expansions[m as usize] = Some(s);
-                    }
-                    _ => still.push((a, b, m)),
+        let part_ok = |p: u32| (p as usize) < n;
+        // waiting on each id: CSR lists of merge indices (a merge waits once per distinct unexpanded part)
+        let mut unresolved: Vec<u8> = vec![0; merges.len()];
+        let mut wait_start: Vec<u32> = vec![0; n + 1];
+        let parts = |&(a, b, _): &(u32, u32, u32)| if a == b { [Some(a), None] } else { [Some(a), Some(b)] };
+        for &mg in &merges {
+            for p in parts(&mg).into_iter().flatten() {
+                if part_ok(p) && expansions[p as usize].is_none() {
+                    wait_start[p as usize + 1] += 1;
                 }
             }
-            if still.len() == before {
-                let (a, b, m) = still[0];
-                return Err(TokenizerError::Invalid(format!(
-                    "char_merges merge ({a}, {b}) -> {m} uses an id that is neither a character nor a merge result (or the merges form a cycle)"
-                )));
+        }
+        for i in 0..n {
+            wait_start[i + 1] += wait_start[i];
+        }
+        let mut fill = wait_start.clone();
+        let mut waiting: Vec<u32> = vec![0; wait_start[n] as usize];
+        let mut ready: Vec<u32> = Vec::new();
+        for (r, mg) in merges.iter().enumerate() {
+            let mut missing = 0u8;
+            let mut never = false;
+            for p in parts(mg).into_iter().flatten() {
+                if !part_ok(p) {
+                    never = true; // an id past every table: never resolvable
+                } else if expansions[p as usize].is_none() {
+                    waiting[fill[p as usize] as usize] = r as u32;
+                    fill[p as usize] += 1;
+                    missing += 1;
+                }
             }
-            left = still;
+            unresolved[r] = if never { u8::MAX } else { missing };
+            if unresolved[r] == 0 {
+                ready.push(r as u32);
+            }
+        }
+        drop(fill);
+        let mut done = 0usize;
+        while let Some(r) = ready.pop() {
+            let (a, b, m) = merges[r as usize];
+            let (Some(x), Some(y)) = (&expansions[a as usize], &expansions[b as usize]) else { continue };
+            let len = x.len() + y.len();
+            total += len;
+            if len > MAX_TOKEN_BYTES || total > MAX_TOTAL_TOKEN_BYTES {
+                return Err(TokenizerError::Invalid(format!("char_merges token {m} expands to too much text")));
+            }
+            let s = format!("{x}{y}");
+            expansions[m as usize] = Some(s);
+            done += 1;
+            for &w in &waiting[wait_start[m as usize] as usize..wait_start[m as usize + 1] as usize] {
+                let u = &mut unresolved[w as usize];
+                if *u != u8::MAX {
+                    *u -= 1;
+                    if *u == 0 {
+                        ready.push(w);
+                    }
+                }
+            }
+        }
+        if done < merges.len() {
+            let &(a, b, m) = merges.iter().find(|&&(_, _, m)| expansions[m as usize].is_none()).unwrap_or(&merges[0]);
+            return Err(TokenizerError::Invalid(format!(
+                "char_merges merge ({a}, {b}) -> {m} uses an id that is neither a character nor a merge result (or the merges form a cycle)"
+            )));
         }
         let space_id = char_ids.get(&' ').copied();
         Ok(CharMerges { char_ids, merges, pair_map, expansions, space_id })
@@ -245,7 +282,11 @@ impl CharMerges {
     }
 
     pub fn from_json_value(v: &serde_json::Value) -> Result<Self, TokenizerError> {
-        let j: CharJson = serde_json::from_value(v.clone()).map_err(|e| json_err(Self::KIND, e))?;
+        Self::from_json_source(JsonSource::Value(v))
+    }
+
+    pub(crate) fn from_json_source(src: JsonSource<'_>) -> Result<Self, TokenizerError> {
+        let j: CharJson = src.parse(Self::KIND)?;
         if j.kind != Self::KIND {
             return Err(TokenizerError::Json(format!("expected kind \"char_merges\", got {:?}", j.kind)));
         }

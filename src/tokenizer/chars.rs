@@ -18,7 +18,7 @@
 //!   to their string but encode never produces them.
 //! * No merges: `num_merges` is 0 and encoding with the first `n` merges is plain encoding.
 
-use super::{json_err, Encoding, FxHashMap, TokenizerError};
+use super::{Encoding, FxHashMap, JsonSource, TokenizerError};
 use serde::Deserialize;
 
 /// Largest table a `chars` JSON may have.
@@ -214,7 +214,11 @@ impl Chars {
     }
 
     pub fn from_json_value(v: &serde_json::Value) -> Result<Self, TokenizerError> {
-        let j: CharsJson = serde_json::from_value(v.clone()).map_err(|e| json_err(Self::KIND, e))?;
+        Self::from_json_source(JsonSource::Value(v))
+    }
+
+    pub(crate) fn from_json_source(src: JsonSource<'_>) -> Result<Self, TokenizerError> {
+        let j: CharsJson = src.parse(Self::KIND)?;
         if j.kind != Self::KIND {
             return Err(TokenizerError::Json(format!("expected kind \"chars\", got {:?}", j.kind)));
         }

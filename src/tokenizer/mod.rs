@@ -29,15 +29,21 @@ pub use byte_bpe::train_byte_bpe;
 pub use byte_bpe::{pre_split_chunks, ByteBpe, PreSplit};
 pub use char_merges::{train_char_merges, CharMerges};
 pub use chars::Chars;
-pub use seed_bpe::{train_seed_bpe, train_seed_bpe_with_report, SeedBpe, SeedBpeReport};
+pub use seed_bpe::{train_seed_bpe, train_seed_bpe_with_report, SeedBpe, SeedBpeReport, MAX_MARKER_BYTES};
 
 use serde::Serialize;
 use std::fmt;
 
 /// Largest byte length one token may expand to, and the total over a vocabulary (guards against
-/// exponential expansion in a hostile JSON file, e.g. (a,a)->b, (b,b)->c, ...).
-pub(crate) const MAX_TOKEN_BYTES: usize = 1 << 24;
-pub(crate) const MAX_TOTAL_TOKEN_BYTES: usize = 1 << 28;
+/// exponential expansion in a hostile JSON file, e.g. (a,a)->b, (b,b)->c, ..., and against quadratic
+/// growth, (t,a)->t' chained). Real vocabularies spell a few MB at most (a 128k-token BPE about 1 MB),
+/// so a load's memory stays within the file plus these 64 MiB.
+pub const MAX_TOKEN_BYTES: usize = 1 << 20;
+pub const MAX_TOTAL_TOKEN_BYTES: usize = 64 << 20;
+/// Largest tokenizer JSON text [`Tokenizer::from_json`] reads (real ones are a few MB at most).
+pub const MAX_JSON_BYTES: usize = 64 << 20;
+/// Largest number of merges or vocabulary entries of any kind.
+pub(crate) const MAX_ENTRIES: usize = 1 << 24;
 
 /// Everything that can go wrong in this module.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,13 +269,39 @@ impl Tokenizer {
         self.to_json_value().to_string()
     }
 
-    /// Reads any kind from its JSON text.
+    /// Reads any kind from its JSON text (at most [`MAX_JSON_BYTES`]). The text is parsed straight into
+    /// the kind's own form: no intermediate `serde_json::Value` and no copy of the whole document, so a
+    /// load's peak memory is the text plus the tokenizer. Nesting deeper than serde_json's limit (128)
+    /// is an error, not a stack overflow.
     pub fn from_json(text: &str) -> Result<Self, TokenizerError> {
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| TokenizerError::Json(e.to_string()))?;
-        Self::from_json_value(&v)
+        if text.len() > MAX_JSON_BYTES {
+            return Err(TokenizerError::Invalid(format!(
+                "the tokenizer JSON is {} bytes; the limit is {} MiB",
+                text.len(),
+                MAX_JSON_BYTES >> 20
+            )));
+        }
+        if !text.trim_start().starts_with('{') {
+            // Not an object (serde would read a struct from an array): say which, or why it is not JSON.
+            return Err(TokenizerError::Json(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => "expected a JSON object".into(),
+                Err(e) => e.to_string(),
+            }));
+        }
+        // First only the "kind" (every other field is skipped without being stored).
+        #[derive(serde::Deserialize)]
+        struct Peek {
+            #[serde(default)]
+            kind: Option<serde_json::Value>,
+        }
+        let peek: Peek = serde_json::from_str(text).map_err(|e| TokenizerError::Json(e.to_string()))?;
+        let kind = peek.kind.ok_or_else(|| TokenizerError::Json("missing field \"kind\"".into()))?;
+        let kind = kind.as_str().ok_or_else(|| TokenizerError::Json("field \"kind\" must be a string".into()))?;
+        Self::from_source(kind, JsonSource::Text(text))
     }
 
-    /// Reads any kind from a parsed JSON value (e.g. a checkpoint's `"tokenizer"` metadata).
+    /// Reads any kind from a parsed JSON value (e.g. a checkpoint's `"tokenizer"` metadata). The value
+    /// is read in place, never cloned.
     pub fn from_json_value(v: &serde_json::Value) -> Result<Self, TokenizerError> {
         let obj = v.as_object().ok_or_else(|| TokenizerError::Json("expected a JSON object".into()))?;
         let kind = obj
@@ -277,13 +309,18 @@ impl Tokenizer {
             .ok_or_else(|| TokenizerError::Json("missing field \"kind\"".into()))?
             .as_str()
             .ok_or_else(|| TokenizerError::Json("field \"kind\" must be a string".into()))?;
+        Self::from_source(kind, JsonSource::Value(v))
+    }
+
+    fn from_source(kind: &str, src: JsonSource<'_>) -> Result<Self, TokenizerError> {
         match kind {
-            SeedBpe::KIND => Ok(Tokenizer::SeedBpe(SeedBpe::from_json_value(v)?)),
-            CharMerges::KIND => Ok(Tokenizer::CharMerges(CharMerges::from_json_value(v)?)),
-            ByteBpe::KIND => Ok(Tokenizer::ByteBpe(ByteBpe::from_json_value(v)?)),
-            Chars::KIND => Ok(Tokenizer::Chars(Chars::from_json_value(v)?)),
+            SeedBpe::KIND => Ok(Tokenizer::SeedBpe(SeedBpe::from_json_source(src)?)),
+            CharMerges::KIND => Ok(Tokenizer::CharMerges(CharMerges::from_json_source(src)?)),
+            ByteBpe::KIND => Ok(Tokenizer::ByteBpe(ByteBpe::from_json_source(src)?)),
+            Chars::KIND => Ok(Tokenizer::Chars(Chars::from_json_source(src)?)),
             other => Err(TokenizerError::Json(format!(
-                "unknown tokenizer kind {other:?} (expected \"seed_bpe\", \"char_merges\", \"byte_bpe\" or \"chars\")"
+                "unknown tokenizer kind {:?} (expected \"seed_bpe\", \"char_merges\", \"byte_bpe\" or \"chars\")",
+                clip(other, 64)
             ))),
         }
     }
@@ -291,9 +328,7 @@ impl Tokenizer {
     /// A streaming decoder for this tokenizer; feed it with [`StreamDecoder::push`].
     pub fn stream_decoder(&self) -> StreamDecoder {
         match self {
-            Tokenizer::SeedBpe(t) => {
-                StreamDecoder { kind: SeedBpe::KIND, state: StreamState::Seed(seed_bpe::SeedNormalizer::new(t.end_token())) }
-            }
+            Tokenizer::SeedBpe(t) => StreamDecoder { kind: SeedBpe::KIND, state: StreamState::Seed(t.normalizer()) },
             Tokenizer::CharMerges(_) => StreamDecoder::bytes(CharMerges::KIND),
             Tokenizer::ByteBpe(_) => StreamDecoder::bytes(ByteBpe::KIND),
             Tokenizer::Chars(_) => StreamDecoder::bytes(Chars::KIND),
@@ -423,7 +458,7 @@ pub(crate) fn is_py_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
-/// A small fast hasher for integer keys (FxHash), so we need no extra crates.
+/// A small fast hasher for integer keys (FxHash with a mixing finalizer), so we need no extra crates.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct FxHasher {
     hash: u64,
@@ -461,9 +496,18 @@ impl std::hash::Hasher for FxHasher {
     fn write_usize(&mut self, i: usize) {
         self.write_u64(i as u64)
     }
+    /// FxHash's product carries the low input bits only into its low bits, and hashbrown picks the bucket
+    /// from the low bits: keys `(a, b)` sharing `b` would all land in one probe sequence (a merge list
+    /// `(t, x) -> t'` chained a million times would insert quadratically). murmur3's finalizer mixes
+    /// every input bit into every output bit.
     #[inline]
     fn finish(&self) -> u64 {
-        self.hash
+        let mut h = self.hash;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
 }
 
@@ -483,4 +527,30 @@ pub(crate) fn unpair(k: u64) -> (u32, u32) {
 /// Helper for JSON errors with a path.
 pub(crate) fn json_err(kind: &str, e: serde_json::Error) -> TokenizerError {
     TokenizerError::Json(format!("{kind}: {e}"))
+}
+
+/// Where a kind's JSON form comes from: text (parsed straight into the typed form) or an already
+/// parsed value (read by reference).
+#[derive(Clone, Copy)]
+pub(crate) enum JsonSource<'a> {
+    Text(&'a str),
+    Value(&'a serde_json::Value),
+}
+
+impl JsonSource<'_> {
+    pub(crate) fn parse<T: serde::de::DeserializeOwned>(self, kind: &str) -> Result<T, TokenizerError> {
+        match self {
+            JsonSource::Text(t) => serde_json::from_str(t),
+            JsonSource::Value(v) => T::deserialize(v),
+        }
+        .map_err(|e| json_err(kind, e))
+    }
+}
+
+/// At most `max` characters of `s` (with "…" when cut), for quoting user data in one-line errors.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }

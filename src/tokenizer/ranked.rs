@@ -12,56 +12,64 @@ use std::collections::BinaryHeap;
 
 const NONE: u32 = u32::MAX;
 
-/// Merge ranks: for each pair its first rank; for each rank the next rank with the same pair (a
-/// `seed_bpe` table can repeat a pair when two merges produce the same string) and the merged id.
+/// Merge ranks: for each pair the sorted list of its ranks (a `seed_bpe` table can repeat a pair when
+/// two merges produce the same string), and for each rank the merged id. Lookups are a hash probe plus a
+/// binary search, so a table that repeats one pair a million times costs O(log) per lookup, not a walk.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RankTable {
-    first: FxHashMap<u64, u32>,
-    next_same: Vec<u32>,
+    /// pair -> (start, len) of its ranks in `ranks`
+    pairs: FxHashMap<u64, (u32, u32)>,
+    /// ranks grouped by pair, ascending within a group
+    ranks: Vec<u32>,
     result: Vec<u32>,
 }
 
 impl RankTable {
     /// `merges[r] = ((a, b), new_id)` in rank order.
     pub(crate) fn new(merges: impl IntoIterator<Item = ((u32, u32), u32)>) -> Self {
-        let mut t = RankTable::default();
-        let mut last: FxHashMap<u64, u32> = FxHashMap::default();
-        for (r, ((a, b), m)) in merges.into_iter().enumerate() {
-            let r = r as u32;
-            let k = pair_key(a, b);
-            t.next_same.push(NONE);
-            t.result.push(m);
-            match last.insert(k, r) {
-                Some(prev) => t.next_same[prev as usize] = r,
-                None => {
-                    t.first.insert(k, r);
-                }
-            }
+        let mut keys: Vec<u64> = Vec::new();
+        let mut result: Vec<u32> = Vec::new();
+        for ((a, b), m) in merges {
+            keys.push(pair_key(a, b));
+            result.push(m);
         }
-        t
+        // Group ranks by pair: a stable sort by key keeps each group in rank order.
+        let mut order: Vec<u32> = (0..keys.len() as u32).collect();
+        order.sort_by_key(|&r| keys[r as usize]);
+        let mut pairs: FxHashMap<u64, (u32, u32)> = FxHashMap::default();
+        pairs.reserve(keys.len());
+        let mut start = 0;
+        while start < order.len() {
+            let k = keys[order[start] as usize];
+            let mut end = start + 1;
+            while end < order.len() && keys[order[end] as usize] == k {
+                end += 1;
+            }
+            pairs.insert(k, (start as u32, (end - start) as u32));
+            start = end;
+        }
+        RankTable { pairs, ranks: order, result }
+    }
+
+    #[inline]
+    fn ranks_of(&self, a: u32, b: u32) -> &[u32] {
+        match self.pairs.get(&pair_key(a, b)) {
+            Some(&(start, len)) => &self.ranks[start as usize..(start + len) as usize],
+            None => &[],
+        }
     }
 
     /// The first rank of (a, b) that is >= `min` and < `limit`.
     #[inline]
     fn rank_from(&self, a: u32, b: u32, min: u32, limit: u32) -> Option<u32> {
-        let mut r = *self.first.get(&pair_key(a, b))?;
-        while r < min {
-            r = self.next_same[r as usize];
-            if r == NONE {
-                return None;
-            }
-        }
+        let ranks = self.ranks_of(a, b);
+        let r = *ranks.get(ranks.partition_point(|&r| r < min))?;
         (r < limit).then_some(r)
     }
 
     #[inline]
     fn has_rank(&self, a: u32, b: u32, rank: u32) -> bool {
-        let Some(&first) = self.first.get(&pair_key(a, b)) else { return false };
-        let mut r = first;
-        while r != NONE && r < rank {
-            r = self.next_same[r as usize];
-        }
-        r == rank
+        self.ranks_of(a, b).binary_search(&rank).is_ok()
     }
 }
 

@@ -16,12 +16,16 @@
 //! * Decode: pieces joined, `</w>` replaced by a space, whitespace runs collapsed to one space, trimmed.
 
 use super::ranked::{merge_ranked, Piece, RankTable};
-use super::{is_py_space, json_err, pair_key, Encoding, FxHashMap, TokenizerError};
+use super::train::{train_merges_with, TieBreak};
+use super::{clip, is_py_space, Encoding, FxHashMap, JsonSource, TokenizerError, MAX_ENTRIES, MAX_TOKEN_BYTES, MAX_TOTAL_TOKEN_BYTES};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub(crate) const DEFAULT_UNK: &str = "<UNK>";
 pub(crate) const DEFAULT_END: &str = "</w>";
+/// Longest end marker or unknown token (the seed's are 4 and 5 bytes).
+pub const MAX_MARKER_BYTES: usize = 64 << 10;
 /// Symbol id of a character that is not in the vocabulary (never merges, encodes as `<UNK>`).
 const UNKNOWN_SYM: u32 = u32::MAX;
 
@@ -37,6 +41,7 @@ pub struct SeedBpe {
     unk_id: u32,
     end_token: String,
     end_id: Option<u32>,
+    end_matcher: Arc<EndMatcher>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -94,6 +99,8 @@ pub struct SeedBpeReport {
     pub merges_learned: usize,
     /// merges whose result was already in the vocabulary (they add no token)
     pub duplicate_merges: usize,
+    /// training stopped because the vocabulary would spell more text than the caps allow
+    pub capped: bool,
     pub vocab_size: usize,
 }
 
@@ -116,6 +123,11 @@ impl SeedBpeReport {
             parts.push(format!(
                 "The text alone has {} symbols, as many as or more than the {} asked, so no merge was learned.",
                 self.initial_symbols, self.asked
+            ));
+        } else if self.capped {
+            parts.push(format!(
+                "Training stopped after {} of the {} merges the size asks for: the tokens would spell more text than the workbench's cap.",
+                self.merges_learned, self.merges_asked
             ));
         } else if self.merges_learned < self.merges_asked {
             parts.push(format!(
@@ -174,54 +186,31 @@ pub fn train_seed_bpe_with_report(text: &str, vocab_size: usize) -> (SeedBpe, Se
     }
     drop(lowered);
 
+    // Incremental counts (train.rs): O(N log N) in the text, whatever the number of merges. The merged
+    // string is interned, so two pairs that spell the same string make the same token, as in the seed.
     let initial = strs.len();
     let num_merges = vocab_size.saturating_sub(initial);
-    let mut merges: Vec<(String, String)> = Vec::new();
+    let seqs: Vec<(Vec<u32>, u32)> = words.into_iter().map(|(syms, f)| (syms, u32::try_from(f).unwrap_or(u32::MAX))).collect();
+    let mut total_bytes: usize = strs.iter().map(String::len).sum();
     let mut duplicate_merges = 0;
-    for _ in 0..num_merges {
-        // (count, order of first occurrence)
-        let mut counts: FxHashMap<u64, (u64, u32)> = FxHashMap::default();
-        let mut order = 0u32;
-        for (syms, f) in &words {
-            for p in syms.windows(2) {
-                let e = counts.entry(pair_key(p[0], p[1])).or_insert_with(|| {
-                    order += 1;
-                    (0, order)
-                });
-                e.0 += *f;
-            }
+    let mut capped = false;
+    let pairs = train_merges_with(&seqs, num_merges, TieBreak::FirstOccurrence, |a, b| {
+        let len = strs[a as usize].len() + strs[b as usize].len();
+        total_bytes += len;
+        if len > MAX_TOKEN_BYTES || total_bytes > MAX_TOTAL_TOKEN_BYTES {
+            capped = true;
+            return None; // the vocabulary would spell too much text: stop here
         }
-        let Some((&best, _)) = counts.iter().max_by(|x, y| x.1 .0.cmp(&y.1 .0).then(y.1 .1.cmp(&x.1 .1))) else {
-            break;
-        };
-        let (a, b) = super::unpair(best);
         let merged = format!("{}{}", strs[a as usize], strs[b as usize]);
         let before = strs.len();
         let m = intern(merged, &mut interner, &mut strs);
         if strs.len() == before {
             duplicate_merges += 1;
         }
-        for (syms, _) in words.iter_mut() {
-            if syms.len() < 2 {
-                continue;
-            }
-            let mut w = 0;
-            let mut i = 0;
-            let n = syms.len();
-            while i < n {
-                if i + 1 < n && syms[i] == a && syms[i + 1] == b {
-                    syms[w] = m;
-                    i += 2;
-                } else {
-                    syms[w] = syms[i];
-                    i += 1;
-                }
-                w += 1;
-            }
-            syms.truncate(w);
-        }
-        merges.push((strs[a as usize].clone(), strs[b as usize].clone()));
-    }
+        Some(m)
+    });
+    drop(seqs);
+    let merges: Vec<(String, String)> = pairs.iter().map(|&(a, b)| (strs[a as usize].clone(), strs[b as usize].clone())).collect();
 
     let mut vocab: Vec<String> = strs;
     vocab.push(DEFAULT_UNK.to_string());
@@ -239,6 +228,7 @@ pub fn train_seed_bpe_with_report(text: &str, vocab_size: usize) -> (SeedBpe, Se
         merges_asked: num_merges,
         merges_learned,
         duplicate_merges,
+        capped,
         vocab_size: t.vocab_size(),
     };
     (t, report)
@@ -255,17 +245,28 @@ impl SeedBpe {
     /// Builds a tokenizer from an explicit vocabulary (index = id) and merge list. Every merge part and
     /// merge result must be in the vocabulary, and so must `unk_token`.
     pub fn new(vocab: Vec<String>, merges: Vec<(String, String)>, unk_token: String, end_token: String) -> Result<Self, TokenizerError> {
-        if vocab.len() > u32::MAX as usize - 2 {
-            return Err(TokenizerError::Invalid("seed_bpe vocabulary is too large".into()));
+        if vocab.len() > MAX_ENTRIES {
+            return Err(TokenizerError::Invalid(format!("seed_bpe vocabulary has {} entries (max {MAX_ENTRIES})", vocab.len())));
+        }
+        if merges.len() > MAX_ENTRIES {
+            return Err(TokenizerError::Invalid(format!("seed_bpe has {} merges (max {MAX_ENTRIES})", merges.len())));
         }
         if end_token.is_empty() {
             return Err(TokenizerError::Invalid("seed_bpe end_token must not be empty".into()));
+        }
+        for (name, t) in [("end_token", &end_token), ("unk_token", &unk_token)] {
+            if t.len() > MAX_MARKER_BYTES {
+                return Err(TokenizerError::Invalid(format!("seed_bpe {name} is {} bytes long (max {MAX_MARKER_BYTES})", t.len())));
+            }
+        }
+        if let Some(t) = vocab.iter().find(|t| t.len() > MAX_TOKEN_BYTES) {
+            return Err(TokenizerError::Invalid(format!("seed_bpe has a token of {} bytes (max {MAX_TOKEN_BYTES})", t.len())));
         }
         let mut token_to_id = HashMap::with_capacity(vocab.len());
         let mut char_ids = FxHashMap::default();
         for (i, t) in vocab.iter().enumerate() {
             if token_to_id.insert(t.clone(), i as u32).is_some() {
-                return Err(TokenizerError::Invalid(format!("seed_bpe vocabulary has {t:?} twice")));
+                return Err(TokenizerError::Invalid(format!("seed_bpe vocabulary has {:?} twice", clip(t, 80))));
             }
             let mut cs = t.chars();
             if let (Some(c), None) = (cs.next(), cs.next()) {
@@ -274,13 +275,18 @@ impl SeedBpe {
         }
         let unk_id = *token_to_id
             .get(&unk_token)
-            .ok_or_else(|| TokenizerError::Invalid(format!("seed_bpe unk_token {unk_token:?} is not in the vocabulary")))?;
+            .ok_or_else(|| TokenizerError::Invalid(format!("seed_bpe unk_token {:?} is not in the vocabulary", clip(&unk_token, 80))))?;
         let end_id = token_to_id.get(&end_token).copied();
         let mut ranked = Vec::with_capacity(merges.len());
         for (k, (a, b)) in merges.iter().enumerate() {
             let look = |s: &str| {
                 token_to_id.get(s).copied().ok_or_else(|| {
-                    TokenizerError::Invalid(format!("seed_bpe merge {k} ({a:?}, {b:?}) uses {s:?}, which is not in the vocabulary"))
+                    TokenizerError::Invalid(format!(
+                        "seed_bpe merge {k} ({:?}, {:?}) uses {:?}, which is not in the vocabulary",
+                        clip(a, 80),
+                        clip(b, 80),
+                        clip(s, 80)
+                    ))
                 })
             };
             let ia = look(a)?;
@@ -288,7 +294,19 @@ impl SeedBpe {
             let im = look(&format!("{a}{b}"))?;
             ranked.push(((ia, ib), im));
         }
-        Ok(SeedBpe { table: RankTable::new(ranked), vocab, token_to_id, char_ids, merges, unk_token, unk_id, end_token, end_id })
+        let end_matcher = Arc::new(EndMatcher::new(&end_token));
+        Ok(SeedBpe {
+            table: RankTable::new(ranked),
+            vocab,
+            token_to_id,
+            char_ids,
+            merges,
+            unk_token,
+            unk_id,
+            end_token,
+            end_id,
+            end_matcher,
+        })
     }
 
     /// Vocabulary, index = id.
@@ -310,6 +328,10 @@ impl SeedBpe {
     }
     pub fn end_token(&self) -> &str {
         &self.end_token
+    }
+    /// A fresh streaming decode clean-up for this tokenizer's end marker.
+    pub(crate) fn normalizer(&self) -> SeedNormalizer {
+        SeedNormalizer::new(Arc::clone(&self.end_matcher))
     }
     /// Id of a vocabulary string.
     pub fn token_id(&self, token: &str) -> Option<u32> {
@@ -382,7 +404,7 @@ impl SeedBpe {
 
     /// Decodes ids (see the module docs); an id past the vocabulary is an error.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        let mut norm = SeedNormalizer::new(&self.end_token);
+        let mut norm = self.normalizer();
         let mut out = String::new();
         for &id in ids {
             out.push_str(&norm.push(self.piece(id)?));
@@ -402,7 +424,11 @@ impl SeedBpe {
     }
 
     pub fn from_json_value(v: &serde_json::Value) -> Result<Self, TokenizerError> {
-        let j: SeedJson = serde_json::from_value(v.clone()).map_err(|e| json_err(Self::KIND, e))?;
+        Self::from_json_source(JsonSource::Value(v))
+    }
+
+    pub(crate) fn from_json_source(src: JsonSource<'_>) -> Result<Self, TokenizerError> {
+        let j: SeedJson = src.parse(Self::KIND)?;
         if j.kind != Self::KIND {
             return Err(TokenizerError::Json(format!("expected kind \"seed_bpe\", got {:?}", j.kind)));
         }
@@ -410,23 +436,52 @@ impl SeedBpe {
     }
 }
 
-/// Streaming form of the seed's decode clean-up: `</w>` -> " ", then `re.sub(r'\s+', ' ', t).strip()`.
-/// Holds back a possible start of the end marker and a trailing space.
+/// The end marker as a KMP automaton over its bytes: `fail[i]` is the length of the longest proper
+/// border of `end[..=i]`. Shared (an `Arc`) by the tokenizer and its stream decoders.
+#[derive(Debug)]
+pub(crate) struct EndMatcher {
+    end: String,
+    fail: Vec<u32>,
+}
+
+impl EndMatcher {
+    pub(crate) fn new(end: &str) -> Self {
+        let p = end.as_bytes();
+        let mut fail = vec![0u32; p.len()];
+        let mut k = 0usize;
+        for i in 1..p.len() {
+            while k > 0 && p[i] != p[k] {
+                k = fail[k - 1] as usize;
+            }
+            if p[i] == p[k] {
+                k += 1;
+            }
+            fail[i] = k as u32;
+        }
+        EndMatcher { end: end.to_string(), fail }
+    }
+}
+
+/// Streaming form of the seed's decode clean-up: `</w>` -> " ", then `re.sub(r'\s+', ' ', t).strip()`,
+/// as the seed does on the whole joined text (leftmost, non-overlapping replacement).
+/// Holds back the longest suffix that is a proper prefix of the end marker (the KMP state, so the held
+/// text is `end[..state]` and is never stored or rescanned: linear in the input, whatever the marker's
+/// length) and a trailing space.
 #[derive(Debug, Clone)]
 pub(crate) struct SeedNormalizer {
-    end: String,
-    held: String,
+    end: Arc<EndMatcher>,
+    state: usize,
     started: bool,
     pending_space: bool,
 }
 
 impl SeedNormalizer {
-    pub(crate) fn new(end: &str) -> Self {
-        SeedNormalizer { end: end.to_string(), held: String::new(), started: false, pending_space: false }
+    pub(crate) fn new(end: Arc<EndMatcher>) -> Self {
+        SeedNormalizer { end, state: 0, started: false, pending_space: false }
     }
 
     pub(crate) fn pending_len(&self) -> usize {
-        self.held.len() + self.pending_space as usize
+        self.state + self.pending_space as usize
     }
 
     fn emit(&mut self, s: &str, out: &mut String) {
@@ -447,30 +502,174 @@ impl SeedNormalizer {
     }
 
     pub(crate) fn push(&mut self, piece: &str) -> String {
-        let mut buf = std::mem::take(&mut self.held);
-        buf.push_str(piece);
+        let matcher = Arc::clone(&self.end);
+        let p = matcher.end.as_bytes();
         let mut out = String::new();
-        let replaced = if self.end.is_empty() { buf } else { buf.replace(&self.end, " ") };
-        // Hold back the longest suffix that is a proper prefix of the end marker.
-        let mut keep = 0;
-        for (i, _) in self.end.char_indices().skip(1) {
-            if replaced.ends_with(&self.end[..i]) {
-                keep = i;
-            }
+        if p.is_empty() {
+            self.emit(piece, &mut out);
+            return out;
         }
-        let cut = replaced.len() - keep;
-        let (now, later) = replaced.split_at(cut);
-        self.emit(now, &mut out);
-        self.held = later.to_string();
+        // Bytes leaving the match window, in order, with " " for each full match. They end where the
+        // held prefix starts, which is a character boundary (the marker starts with one), so they are
+        // whole UTF-8 characters.
+        let mut released: Vec<u8> = Vec::with_capacity(piece.len() + 1);
+        for &c in piece.as_bytes() {
+            let held = self.state;
+            let mut s = held;
+            while s > 0 && p[s] != c {
+                s = matcher.fail[s - 1] as usize;
+            }
+            if p[s] == c {
+                s += 1;
+            }
+            // (end[..held] + c) now keeps only its suffix end[..s]; the rest is released.
+            let n = held + 1 - s;
+            if n <= held {
+                released.extend_from_slice(&p[..n]);
+            } else {
+                released.extend_from_slice(&p[..held]);
+                released.push(c);
+            }
+            if s == p.len() {
+                released.push(b' ');
+                s = 0;
+            }
+            self.state = s;
+        }
+        let text = String::from_utf8_lossy(&released);
+        self.emit(&text, &mut out);
         out
     }
 
     pub(crate) fn finish(&mut self) -> String {
-        let held = std::mem::take(&mut self.held);
+        let matcher = Arc::clone(&self.end);
+        let held = String::from_utf8_lossy(&matcher.end.as_bytes()[..self.state]).into_owned();
         let mut out = String::new();
         self.emit(&held, &mut out);
+        self.state = 0;
         self.started = false;
         self.pending_space = false;
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The previous trainer, kept as the reference: a full recount of every pair for every merge, ties
+    /// to the first occurrence (the seed's Counter.most_common(1)).
+    fn slow_train(text: &str, vocab_size: usize) -> Vec<(String, String)> {
+        let mut strs: Vec<String> = Vec::new();
+        let mut ids: HashMap<String, u32> = HashMap::new();
+        let mut intern = |s: String, strs: &mut Vec<String>| -> u32 {
+            *ids.entry(s.clone()).or_insert_with(|| {
+                strs.push(s);
+                strs.len() as u32 - 1
+            })
+        };
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut words: Vec<(Vec<u32>, u64)> = Vec::new();
+        let mut lowered = Vec::new();
+        for (_, w, _) in split_words(text) {
+            let lw = w.to_lowercase();
+            match index.get(&lw) {
+                Some(&k) => words[k].1 += 1,
+                None => {
+                    index.insert(lw.clone(), words.len());
+                    lowered.push(lw);
+                    words.push((vec![], 1));
+                }
+            }
+        }
+        for (k, lw) in lowered.iter().enumerate() {
+            let mut syms: Vec<u32> = lw.chars().map(|c| intern(c.to_string(), &mut strs)).collect();
+            syms.push(intern(DEFAULT_END.to_string(), &mut strs));
+            words[k].0 = syms;
+        }
+        let mut merges = Vec::new();
+        for _ in 0..vocab_size.saturating_sub(strs.len()) {
+            let mut counts: Vec<((u32, u32), u64)> = Vec::new();
+            let mut at: HashMap<(u32, u32), usize> = HashMap::new();
+            for (syms, f) in &words {
+                for p in syms.windows(2) {
+                    let k = *at.entry((p[0], p[1])).or_insert_with(|| {
+                        counts.push(((p[0], p[1]), 0));
+                        counts.len() - 1
+                    });
+                    counts[k].1 += f;
+                }
+            }
+            // first maximum in insertion order
+            let Some(&((a, b), _)) = counts.iter().rev().max_by_key(|(_, c)| *c) else { break };
+            let m = intern(format!("{}{}", strs[a as usize], strs[b as usize]), &mut strs);
+            for (syms, _) in words.iter_mut() {
+                let mut out = Vec::new();
+                let mut i = 0;
+                while i < syms.len() {
+                    if i + 1 < syms.len() && syms[i] == a && syms[i + 1] == b {
+                        out.push(m);
+                        i += 2;
+                    } else {
+                        out.push(syms[i]);
+                        i += 1;
+                    }
+                }
+                *syms = out;
+            }
+            merges.push((strs[a as usize].clone(), strs[b as usize].clone()));
+        }
+        merges
+    }
+
+    fn rng(mut s: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s % n
+        }
+    }
+
+    #[test]
+    fn incremental_training_matches_the_recount() {
+        let mut r = rng(0x1234_5678_9abc_def1);
+        // Small alphabets make ties, repeated words, merged strings that already exist ("ab"+"c" and
+        // "a"+"bc") and pairs that come back after their merge.
+        let alphabet = ['a', 'b', 'c', 'A', ' ', ' ', '\n'];
+        for case in 0..400 {
+            let len = r(60) as usize;
+            let text: String = (0..len).map(|_| alphabet[r(alphabet.len() as u64) as usize]).collect();
+            let vocab = r(30) as usize;
+            let got = train_seed_bpe(&text, vocab);
+            assert_eq!(got.merges(), slow_train(&text, vocab).as_slice(), "case {case}: {text:?} vocab {vocab}");
+        }
+    }
+
+    /// The seed's decode: join, replace the end marker, collapse whitespace, strip.
+    fn seed_decode(pieces: &[&str], end: &str) -> String {
+        let joined = pieces.concat().replace(end, " ");
+        joined.split(is_py_space).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn streaming_clean_up_matches_the_whole_text_replace() {
+        let mut r = rng(0x0bad_cafe_f00d_1234);
+        let ends = ["</w>", "aa", "aba", "abab", "é", "xé", "a", " x", "ab ab"];
+        let alphabet = ["a", "b", "x", " ", "é", "<", "/", "w", ">", "</w>", "ab", "\n"];
+        for case in 0..3000 {
+            let end = ends[r(ends.len() as u64) as usize];
+            let n = r(12) as usize;
+            let pieces: Vec<String> =
+                (0..n).map(|_| (0..1 + r(3)).map(|_| alphabet[r(alphabet.len() as u64) as usize]).collect()).collect();
+            let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+            let mut norm = SeedNormalizer::new(Arc::new(EndMatcher::new(end)));
+            let mut got = String::new();
+            for p in &refs {
+                got.push_str(&norm.push(p));
+            }
+            got.push_str(&norm.finish());
+            assert_eq!(got, seed_decode(&refs, end), "case {case}: end {end:?} pieces {refs:?}");
+        }
     }
 }

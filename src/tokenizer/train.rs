@@ -15,10 +15,38 @@ use std::collections::BinaryHeap;
 const NONE: u32 = u32::MAX;
 const DEAD: u32 = u32::MAX;
 
+/// How ties between pairs of equal count are broken.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum TieBreak {
+    /// The smallest pair (a, b) (minbpe; `byte_bpe`, `char_merges`).
+    SmallestPair,
+    /// The pair whose first occurrence comes first, scanning the sequences in order, each left to right
+    /// (the seed's `Counter.most_common(1)`; `seed_bpe`).
+    FirstOccurrence,
+}
+
 /// Learns up to `num_merges` merges over `seqs` (each with a weight: how many times it occurs).
 /// Merges never cross sequence boundaries. Merge `k` creates id `first_new_id + k`.
 /// Stops early when no adjacent pair is left.
 pub(crate) fn train_merges(seqs: &[(Vec<u32>, u32)], first_new_id: u32, num_merges: usize) -> Vec<(u32, u32)> {
+    let mut next_id = first_new_id;
+    train_merges_with(seqs, num_merges, TieBreak::SmallestPair, |_, _| {
+        let m = next_id;
+        next_id += 1;
+        Some(m)
+    })
+}
+
+/// The general trainer: `merged_id(a, b)` names the token that merging (a, b) makes; it may be an id
+/// that already exists (`seed_bpe` interns the merged string), and `None` stops training (a cap was
+/// reached). Every merge costs time in proportion to the occurrences it changes (times log), so a
+/// whole training run is O(N log N) in the total length N, whatever the number of merges.
+pub(crate) fn train_merges_with(
+    seqs: &[(Vec<u32>, u32)],
+    num_merges: usize,
+    tie: TieBreak,
+    mut merged_id: impl FnMut(u32, u32) -> Option<u32>,
+) -> Vec<(u32, u32)> {
     let total: usize = seqs.iter().map(|(s, _)| s.len()).sum();
     let mut tok: Vec<u32> = Vec::with_capacity(total);
     let mut next: Vec<u32> = Vec::with_capacity(total);
@@ -36,17 +64,45 @@ pub(crate) fn train_merges(seqs: &[(Vec<u32>, u32)], first_new_id: u32, num_merg
         }
     }
 
+    // Per pair: its count, and a min-heap of the positions where it may occur (stale entries are
+    // dropped when seen: a position is live when the pair starting there is still this pair).
     let mut counts: FxHashMap<u64, i64> = FxHashMap::default();
-    let mut occ: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
+    let mut occ: FxHashMap<u64, BinaryHeap<Reverse<u32>>> = FxHashMap::default();
     for i in 0..tok.len() {
         let j = next[i];
         if j != NONE {
             let k = pair_key(tok[i], tok[j as usize]);
             *counts.entry(k).or_insert(0) += weight[i] as i64;
-            occ.entry(k).or_default().push(i as u32);
+            occ.entry(k).or_default().push(Reverse(i as u32));
         }
     }
-    let mut heap: BinaryHeap<(i64, Reverse<u64>)> = counts.iter().map(|(&k, &c)| (c, Reverse(k))).collect();
+    let is_at = |tok: &[u32], next: &[u32], pos: u32, key: u64| {
+        let j = next[pos as usize];
+        j != NONE && pair_key(tok[pos as usize], tok[j as usize]) == key
+    };
+    // The tie-break key of a pair: 0 for SmallestPair, else its first live position.
+    fn first_pos(occ: &mut FxHashMap<u64, BinaryHeap<Reverse<u32>>>, tok: &[u32], next: &[u32], key: u64) -> u64 {
+        let Some(h) = occ.get_mut(&key) else { return u64::MAX };
+        while let Some(&Reverse(p)) = h.peek() {
+            let j = next[p as usize];
+            if j != NONE && pair_key(tok[p as usize], tok[j as usize]) == key {
+                return p as u64;
+            }
+            h.pop();
+        }
+        u64::MAX
+    }
+    let order = |occ: &mut FxHashMap<u64, BinaryHeap<Reverse<u32>>>, tok: &[u32], next: &[u32], key: u64| match tie {
+        TieBreak::SmallestPair => 0,
+        TieBreak::FirstOccurrence => first_pos(occ, tok, next, key),
+    };
+    // Max-heap of (count, Reverse(tie-break), Reverse(pair)) with lazy invalidation.
+    let mut heap: BinaryHeap<(i64, Reverse<u64>, Reverse<u64>)> = BinaryHeap::with_capacity(counts.len());
+    let keys: Vec<(u64, i64)> = counts.iter().map(|(&k, &c)| (k, c)).collect();
+    for (k, c) in keys {
+        let o = order(&mut occ, &tok, &next, k);
+        heap.push((c, Reverse(o), Reverse(k)));
+    }
 
     fn add(counts: &mut FxHashMap<u64, i64>, k: u64, d: i64) {
         let e = counts.entry(k).or_insert(0);
@@ -56,37 +112,31 @@ pub(crate) fn train_merges(seqs: &[(Vec<u32>, u32)], first_new_id: u32, num_merg
         }
     }
 
-    let mut merges: Vec<(u32, u32)> = Vec::with_capacity(num_merges);
+    let mut merges: Vec<(u32, u32)> = Vec::with_capacity(num_merges.min(total));
     let mut touched: Vec<u64> = Vec::new();
     while merges.len() < num_merges {
-        let Some((c, Reverse(key))) = heap.pop() else { break };
+        let Some((c, Reverse(o), Reverse(key))) = heap.pop() else { break };
         let cur = counts.get(&key).copied().unwrap_or(0);
-        if cur != c {
-            if cur > 0 {
-                heap.push((cur, Reverse(key)));
-            }
+        if cur <= 0 {
             continue;
         }
-        if c <= 0 {
+        let cur_o = order(&mut occ, &tok, &next, key);
+        if cur != c || cur_o != o {
+            heap.push((cur, Reverse(cur_o), Reverse(key)));
             continue;
         }
         let (a, b) = unpair(key);
-        let m = first_new_id + merges.len() as u32;
+        let Some(m) = merged_id(a, b) else { break };
         merges.push((a, b));
-        let mut positions = occ.remove(&key).unwrap_or_default();
-        positions.sort_unstable();
-        positions.dedup();
+        let positions = occ.remove(&key).unwrap_or_default().into_sorted_vec();
         touched.clear();
-        for &pos in &positions {
+        // into_sorted_vec of Reverse is descending Reverse order = ascending positions reversed.
+        for &Reverse(pos) in positions.iter().rev() {
             let p = pos as usize;
-            if tok[p] != a {
+            if !is_at(&tok, &next, pos, key) {
                 continue;
             }
-            let j = next[p];
-            if j == NONE || tok[j as usize] != b {
-                continue;
-            }
-            let ju = j as usize;
+            let ju = next[p] as usize;
             let w = weight[p] as i64;
             let pl = prev[p];
             let nr = next[ju];
@@ -95,7 +145,7 @@ pub(crate) fn train_merges(seqs: &[(Vec<u32>, u32)], first_new_id: u32, num_merg
                 add(&mut counts, pair_key(x, a), -w);
                 let nk = pair_key(x, m);
                 add(&mut counts, nk, w);
-                occ.entry(nk).or_default().push(pl);
+                occ.entry(nk).or_default().push(Reverse(pl));
                 touched.push(nk);
             }
             if nr != NONE {
@@ -103,24 +153,27 @@ pub(crate) fn train_merges(seqs: &[(Vec<u32>, u32)], first_new_id: u32, num_merg
                 add(&mut counts, pair_key(b, y), -w);
                 let nk = pair_key(m, y);
                 add(&mut counts, nk, w);
-                occ.entry(nk).or_default().push(pos);
+                occ.entry(nk).or_default().push(Reverse(pos));
                 touched.push(nk);
             }
             add(&mut counts, key, -w);
             tok[p] = m;
             tok[ju] = DEAD;
             next[p] = nr;
+            next[ju] = NONE;
             if nr != NONE {
                 prev[nr as usize] = pos;
             }
         }
-        counts.remove(&key);
+        // (a, b) may come back later (a merged id can equal an existing one): keep its heap of any
+        // occurrences that the loop above created again.
         touched.sort_unstable();
         touched.dedup();
         for &k in &touched {
             if let Some(&c) = counts.get(&k) {
                 if c > 0 {
-                    heap.push((c, Reverse(k)));
+                    let o = order(&mut occ, &tok, &next, k);
+                    heap.push((c, Reverse(o), Reverse(k)));
                 }
             }
         }

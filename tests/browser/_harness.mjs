@@ -33,7 +33,8 @@ export const NO_WEBGPU_FLAGS = WEBGPU_FLAGS.filter((flag) => flag !== '--enable-
  * fresh temporary profile (user data dir) of its own and removes it on close.
  */
 export async function setup({ webgpu = true } = {}) {
-  const server = await startServer({ port: 0 });
+  // The page's files, plus the reference fixtures that some tests load with ?model=.
+  const server = await startServer({ port: 0, extraPaths: ['tests/fixtures/models'] });
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,

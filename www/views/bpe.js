@@ -25,9 +25,9 @@ So long as men can breathe or eyes can see,
 So long lives this, and this gives life to thee.`;
 
 export function createBpeView(root, { request }) {
-  const text = h('textarea', { id: 'bpe-text', rows: 7, spellcheck: 'false' }, SAMPLE);
+  const text = h('textarea', { id: 'bpe-text', rows: 7, spellcheck: 'false', maxlength: 1 << 20 }, SAMPLE);
   const vocab = h('input', { id: 'bpe-vocab', type: 'number', min: 1, max: 5000, step: 1, value: 120, inputmode: 'numeric' });
-  const sentence = h('input', { id: 'bpe-sentence', type: 'text', value: 'The summer winds shall not fade', spellcheck: 'false' });
+  const sentence = h('input', { id: 'bpe-sentence', type: 'text', value: 'The summer winds shall not fade', spellcheck: 'false', maxlength: 200 });
   const train = h('button', { type: 'submit', id: 'bpe-train' }, 'Train');
   const status = h('p', { class: 'small', id: 'bpe-status', 'aria-live': 'polite' });
   const explain = h('p', { class: 'small notice-inline', id: 'bpe-vocab-note', hidden: true });

@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Seeds the fuzz corpora (fuzz/corpus/<target>/) from tests/fixtures and the shipped models' metadata.
+
+  python3 fuzz/seed.py        (then: cd fuzz && cargo +nightly fuzz run <target>)
+
+checkpoint, model_load_cpu: every .safetensors under tests/fixtures (the malformed cases and the reference
+models). config: the "config" metadata of those files. tokenizer_json: the "tokenizer" metadata of the
+fixtures and of models/*.safetensors (headers only), plus one small hand-written JSON per kind.
+tokenizer_io: a few texts, one per tokenizer pick byte.
+"""
+import json
+import pathlib
+import struct
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "fuzz" / "corpus"
+
+
+def put(target, name, data):
+    d = CORPUS / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+
+
+def metadata(path):
+    raw = path.read_bytes()[:8]
+    if len(raw) < 8:
+        return {}
+    n = struct.unpack("<Q", raw)[0]
+    if n > 100 << 20:
+        return {}
+    with open(path, "rb") as f:
+        f.seek(8)
+        head = f.read(n)
+    try:
+        meta = json.loads(head).get("__metadata__")
+    except Exception:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+fixtures = sorted((ROOT / "tests" / "fixtures").rglob("*.safetensors"))
+for p in fixtures:
+    name = f"{p.parent.name}-{p.stem}"
+    put("checkpoint", name, p.read_bytes())
+    put("model_load_cpu", name, p.read_bytes())
+    m = metadata(p)
+    if isinstance(m.get("config"), str):
+        put("config", name, m["config"])
+    if isinstance(m.get("tokenizer"), str):
+        put("tokenizer_json", name, m["tokenizer"])
+for p in sorted((ROOT / "models").glob("*.safetensors")):
+    m = metadata(p)
+    if isinstance(m.get("tokenizer"), str):
+        put("tokenizer_json", f"model-{p.stem}", m["tokenizer"])
+for i, j in enumerate([
+    {"kind": "seed_bpe", "vocab": ["<UNK>", "</w>", "a", "b", "ab", "ab</w>"], "merges": [["a", "b"], ["ab", "</w>"]]},
+    {"kind": "char_merges", "stoi": {"a": 0, "b": 1, " ": 2}, "merges": [[0, 1, 3], [3, 2, 4]]},
+    {"kind": "byte_bpe", "pre_split": "words", "merges": [[97, 98], [256, 99], [32, 257]]},
+    {"kind": "byte_bpe", "pre_split": "none", "merges": [[97, 97], [256, 256]]},
+    {"kind": "chars", "itos": ["<pad>", "<bos>", "<eos>", "?", "a", "b"], "pad": 0, "bos": 1, "eos": 2, "unk": 3,
+     "target": {"itos": ["<pad>", "<bos>", "<eos>", "0", "1"], "pad": 0, "bos": 1, "eos": 2}},
+]):
+    put("tokenizer_json", f"hand-{i}", json.dumps(j))
+for pick in range(5):
+    put("tokenizer_io", f"text-{pick}", bytes([pick]) + "Speak, speak. lowest newer ünïcode 😀\n".encode() + b"\xff\x00\x05\x01\x02")
+print("seeded", {d.name: len(list(d.iterdir())) for d in sorted(CORPUS.iterdir())})
