@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod inspect;
 pub mod model_cmds;
 pub mod tok;
 
@@ -16,6 +17,9 @@ commands:
   generate --model F (--ids .. | --prompt TEXT) [--src-ids .. for encoder_decoder] --max-new-tokens N
            [--greedy | --temperature T --top-k K --top-p P --seed S] [--no-kv-cache] [--backend gpu|cpu]
   eval --model F --text-file T [--backend gpu|cpu]       cross-entropy per token and per character
+  inspect --model F (--ids .. | --prompt TEXT) [--tgt-ids .. for encoder_decoder] [--backend gpu|cpu]
+          [--ablate L.H,L.H [--ablate-mode zero|mean]] [--induction N [--seed S]] [--out FILE]
+                                                         logit lens, head scores, residual norms, entropy, surprise
   bench matmul [--sizes 64,128,256,512,1024] [--reps N]   naive vs tiled matmul GFLOP/s, as JSON
   bench generate --model F [--tokens N] [--reps N]       tokens/s cached vs uncached, GPU sampling vs readback
   tokenizer train --kind byte_bpe|char_merges|seed_bpe --vocab-size N --text-file F --out tok.json
@@ -43,6 +47,7 @@ pub fn run(argv: &[String]) -> Result<String> {
         "forward" => model_cmds::forward(&Args::parse(rest)?),
         "generate" => model_cmds::generate(&Args::parse(rest)?),
         "eval" => model_cmds::eval(&Args::parse(rest)?),
+        "inspect" => inspect::inspect(&Args::parse(rest)?),
         "selftest" => {
             Args::parse(rest)?.finish()?;
             let gpu = std::sync::Arc::new(pollster::block_on(crate::gpu::Gpu::new())?);

@@ -14,18 +14,18 @@ use crate::model::run::{GenConfig, BOS_ID};
 use crate::model::{Backend, CpuBackend, GpuBackend, Model};
 use crate::tokenizer::Tokenizer;
 
-fn read_model_file(a: &Args) -> Result<(String, Vec<u8>)> {
+pub(crate) fn read_model_file(a: &Args) -> Result<(String, Vec<u8>)> {
     let path = a.str("model")?.ok_or_else(|| TfError::Input("--model FILE is required".into()))?;
     let bytes = std::fs::read(&path).map_err(|e| TfError::Input(format!("cannot read model file '{path}': {e}")))?;
     Ok((path, bytes))
 }
 
-enum Which {
+pub(crate) enum Which {
     Gpu(GpuBackend),
     Cpu(CpuBackend),
 }
 
-fn backend(a: &Args) -> Result<Which> {
+pub(crate) fn backend(a: &Args) -> Result<Which> {
     match a.str("backend")?.as_deref().unwrap_or("gpu") {
         "gpu" => Ok(Which::Gpu(GpuBackend::new(Arc::new(pollster::block_on(Gpu::new())?)))),
         "cpu" => Ok(Which::Cpu(CpuBackend)),
@@ -70,7 +70,7 @@ pub fn info(a: &Args) -> Result<String> {
     .unwrap_or_default())
 }
 
-fn input_ids<B: Backend>(m: &Model<B>, a: &Args, ids_flag: &str) -> Result<Option<Vec<u32>>> {
+pub(crate) fn input_ids<B: Backend>(m: &Model<B>, a: &Args, ids_flag: &str) -> Result<Option<Vec<u32>>> {
     let ids: Option<Vec<u32>> = a.list(ids_flag)?;
     let prompt = a.str("prompt")?;
     match (ids, prompt) {
