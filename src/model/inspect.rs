@@ -391,7 +391,7 @@ impl<B: Backend> Model<B> {
             for &h in &heads {
                 for c in h * hs..(h + 1) * hs {
                     keep[c] = 0.0;
-                    if let Some(m) = means {
+                    if let (AblationKind::Mean, Some(m)) = (ab.kind, means) {
                         add[c] = m[l][c];
                     }
                 }
