@@ -588,3 +588,86 @@ impl<B: Backend> Model<B> {
         })
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// The page's requests (src/wasm.rs is a thin layer over these)
+// ------------------------------------------------------------------------------------------------
+
+/// Options of the page's inspect request.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct PageOpts {
+    /// [[layer, head], ...]
+    #[serde(default)]
+    pub ablate: Vec<(usize, usize)>,
+    /// "zero" (default) | "mean"
+    pub mode: Option<String>,
+    /// run the induction test with this many random tokens (repeated twice) instead of `ids`
+    pub induction: Option<usize>,
+    pub seed: Option<u64>,
+    /// generate_ablated: tokens to generate
+    pub max_new_tokens: Option<usize>,
+}
+
+impl PageOpts {
+    fn ablation(&self) -> Result<Option<Ablation>> {
+        let kind = match self.mode.as_deref().unwrap_or("zero") {
+            "zero" => AblationKind::Zero,
+            "mean" => AblationKind::Mean,
+            other => return Err(TfError::Input(format!("ablation mode must be zero or mean, got '{other}'"))),
+        };
+        Ok((!self.ablate.is_empty()).then(|| Ablation { heads: self.ablate.clone(), kind }))
+    }
+}
+
+impl<B: Backend> Model<B> {
+    fn pieces(&self, ids: impl Iterator<Item = u32>) -> serde_json::Map<String, serde_json::Value> {
+        let t = self.output_tokenizer();
+        let mut m = serde_json::Map::new();
+        for i in ids {
+            m.entry(i.to_string()).or_insert_with(|| t.and_then(|t| t.token_str(i).ok()).unwrap_or_else(|| format!("#{i}")).into());
+        }
+        m
+    }
+
+    /// The page's Inspect request: the report (or the induction test) as JSON, with `pieces`: a
+    /// display string for every id it mentions. `tgt` is the decoder input of the encoder-decoder.
+    pub async fn inspect_json(&mut self, b: &mut B, ids: &[u32], tgt: Option<&[u32]>, o: &PageOpts) -> Result<serde_json::Value> {
+        let ab = o.ablation()?;
+        let (mut v, r) = match o.induction {
+            Some(n) => {
+                let src = if self.cfg.arch == Arch::EncoderDecoder { Some(ids) } else { None };
+                let it = self.induction_test(b, n, o.seed.unwrap_or(0), src, ab.as_ref()).await?;
+                let seq = [it.half.clone(), it.half.clone()].concat();
+                let mut v = serde_json::json!({ "induction_test": it });
+                let (i2, t2) = if self.cfg.arch == Arch::EncoderDecoder { (ids, Some(&seq[..])) } else { (&seq[..], None) };
+                let r = self.inspect(b, i2, t2, ab.as_ref()).await?;
+                v["report"] = serde_json::to_value(&r).unwrap_or_default();
+                (v, r)
+            }
+            None => {
+                let r = self.inspect(b, ids, tgt, ab.as_ref()).await?;
+                (serde_json::json!({ "report": r }), r)
+            }
+        };
+        let lens_ids = r.logit_lens.iter().chain(&r.logit_lens_mid).flat_map(|l| l.top_ids.iter().flatten().copied());
+        let ab_ids = r.ablation.iter().flat_map(|a| [a.top1_before, a.top1_after]);
+        v["pieces"] = serde_json::Value::Object(self.pieces(r.ids.iter().copied().chain(lens_ids).chain(ab_ids)));
+        Ok(v)
+    }
+
+    /// Greedy generation with heads ablated (mean ablation: their means over this prompt), then the
+    /// ablation is removed. Returns {ids (the generated ones), text}.
+    pub async fn generate_ablated_json(&mut self, b: &mut B, ids: &[u32], o: &PageOpts) -> Result<serde_json::Value> {
+        let ab = o.ablation()?.ok_or_else(|| TfError::Input("choose at least one head to ablate".into()))?;
+        let encdec = self.cfg.arch == Arch::EncoderDecoder;
+        let means = if ab.kind == AblationKind::Mean { Some(self.head_means(b, ids, None).await?) } else { None };
+        self.set_ablation(b, &ab, means.as_deref())?;
+        let cfg = crate::model::run::GenConfig { max_new_tokens: o.max_new_tokens.unwrap_or(24), ..Default::default() };
+        let out = if encdec { self.generate(b, &[BOS_ID], Some(ids), cfg).await } else { self.generate(b, ids, None, cfg).await };
+        self.clear_ablation(b);
+        let out = out?;
+        let start = if encdec { 1 } else { ids.len() };
+        let new = out[start.min(out.len())..].to_vec();
+        Ok(serde_json::json!({ "ids": new, "text": self.decode_output(&new).unwrap_or_default() }))
+    }
+}
