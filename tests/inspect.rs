@@ -100,7 +100,11 @@ async fn check_fixture<B: Backend>(b: &mut B, name: &str, j: &Value, bytes: &[u8
         let kind = if ab["kind"] == "zero" { AblationKind::Zero } else { AblationKind::Mean };
         let heads =
             ab["heads"].as_array().unwrap().iter().map(|h| (h[0].as_u64().unwrap() as usize, h[1].as_u64().unwrap() as usize)).collect();
-        let abl = Ablation { heads, kind };
+        let experts = ab
+            .get("experts")
+            .map(|e| e.as_array().unwrap().iter().map(|h| (h[0].as_u64().unwrap() as usize, h[1].as_u64().unwrap() as usize)).collect())
+            .unwrap_or_default();
+        let abl = Ablation { heads, kind, experts };
         let r2 = run(b, &mut m, j, Some(&abl)).await;
         let out = r2.ablation.as_ref().unwrap();
         close(&format!("{name} {k} {kind:?} logits_last"), &out.logits_last, &flat(&ab["logits_last"]), 1e-3, 1e-3);
@@ -168,7 +172,8 @@ fn ablation_in_cached_generation_equals_uncached() {
                 None => (None, ids(&j["ids"])),
             };
             for kind in [AblationKind::Zero, AblationKind::Mean] {
-                let ab = Ablation { heads: vec![(0, 0), (1, 1)], kind };
+                let experts = if m.cfg.moe.is_some() { vec![(1, 0)] } else { vec![] };
+                let ab = Ablation { heads: vec![(0, 0), (1, 1)], kind, experts };
                 let r = match &src {
                     Some(s) => m.inspect(b, s, Some(&start), Some(&ab)).await.unwrap(),
                     None => m.inspect(b, &start, None, Some(&ab)).await.unwrap(),
@@ -239,9 +244,16 @@ fn cli_inspect_writes_the_contract_fields() {
     let r = pollster::block_on(m.inspect(b, &[5, 9, 3, 7, 5, 9], None, Some(&ab))).unwrap();
     assert_eq!(v["kl_last"].as_f64().unwrap(), r.ablation.unwrap().kl_last);
     // bad input: one clear line
-    for (bad, msg) in [("9.0", "cannot ablate head 9.0"), ("1-0", "is not LAYER.HEAD")] {
+    let moe = format!("{MODELS}/moe_a.safetensors");
+    for (m, flag, bad, msg) in [
+        (&model, "--ablate", "9.0", "cannot ablate head 9.0"),
+        (&model, "--ablate", "1-0", "is not LAYER.HEAD"),
+        (&model, "--remove-experts", "0.1", "only mixture-of-experts models"),
+        (&moe, "--remove-experts", "0.0,0.1,0.2", "layer 0 would keep 1 experts but routes every token to 2"),
+        (&moe, "--remove-experts", "0.7", "cannot remove expert 0.7"),
+    ] {
         let out = std::process::Command::new(exe)
-            .args(["inspect", "--model", &model, "--ids", "5,9", "--backend", "cpu", "--ablate", bad])
+            .args(["inspect", "--model", m, "--ids", "5,9", "--backend", "cpu", flag, bad])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

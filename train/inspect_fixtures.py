@@ -11,7 +11,8 @@ For each reference fixture checkpoint in tests/fixtures/models/ it writes tests/
   measure with no exclusions: sum(A * D) / sum(A);
 - `attention_entropy` [layer][head][position] in nats; `surprise` [position] (0 at position 0);
 - `ablations`: a zero and a mean ablation (forward pre-hooks on the output projections that zero a head's
-  columns, or set them to the head's mean over the sequence from the clean run), each with `logits_last` and
+  columns, or set them to the head's mean over the sequence from the clean run), and for the MoE models two
+  experts removed from routing (a forward hook adding -1e9 to their router logits), each with `logits_last` and
   `kl_last` = KL(clean || ablated) of the last position's next-token distribution.
 Everything in float32 as the Rust core runs, except the reductions (f64 in numpy).
 """
@@ -55,8 +56,9 @@ def parts(model, arch):
             [b.self_attention.W_o for b in blocks], lambda x: model.final_layer(x))
 
 
-def run(model, arch, inputs, ablate=None):
-    """One forward with hooks. ablate: (kind, {layer: [heads]}, means [layer][NH*HS]) or None."""
+def run(model, arch, inputs, ablate=None, experts=()):
+    """One forward with hooks. ablate: (kind, {layer: [heads]}, means [layer][NH*HS]) or None; experts:
+    (layer, expert) pairs removed from routing (-1e9 added to their router logits)."""
     blocks, emb, mids, w_os, lens = parts(model, arch)
     nh = model.config["num_heads"]
     cap = {"resid": [None] * (len(blocks) + 1), "mid": [None] * len(blocks), "heads": [None] * len(blocks)}
@@ -84,6 +86,13 @@ def run(model, arch, inputs, ablate=None):
             return (x,)
 
         hooks.append(w_os[li].register_forward_pre_hook(pre_wo))
+        removed = [e for (l, e) in experts if l == li]
+        if removed:
+            def router_out(m, i, o, removed=removed):
+                o = o.clone()
+                o[..., removed] += -1e9
+                return o
+            hooks.append(b.feed_forward.router.register_forward_hook(router_out))
     try:
         with torch.no_grad():
             out = model(*inputs)
@@ -152,13 +161,16 @@ def main():
         mid_probs = [np.exp(log_softmax(x[0].double().numpy())) for x in lens_mid]
         means = [h[0].double().numpy().mean(0).tolist() for h in cap["heads"]]
         ablations = []
-        for kind, heads in [("zero", [(1, 0)]), ("mean", [(0, nh - 1), (1, 0)])]:
+        cases = [("zero", [(1, 0)], []), ("mean", [(0, nh - 1), (1, 0)], [])]
+        if config.get("moe"):
+            cases.append(("zero", [], [(0, 1), (1, 2)]))  # experts removed from routing, no head
+        for kind, heads, experts in cases:
             per = {}
             for li, h in heads:
                 per.setdefault(li, []).append(h)
-            ab_logits, *_ = run(model, arch, inputs, (kind, per, means))
+            ab_logits, *_ = run(model, arch, inputs, (kind, per, means), experts)
             a, b = log_softmax(logits[-1]), log_softmax(ab_logits[-1])
-            ablations.append({"kind": kind, "heads": heads, "logits_last": r(ab_logits[-1]),
+            ablations.append({"kind": kind, "heads": heads, "experts": experts, "logits_last": r(ab_logits[-1]),
                               "kl_last": float((np.exp(a) * (a - b)).sum())})
         out = {
             "name": name, "arch": arch, "ids": ids, "logits": r(logits),

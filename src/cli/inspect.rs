@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use crate::cli::args::Args;
 use crate::cli::model_cmds::{backend, input_ids, read_model_file, Which};
 use crate::error::{Result, TfError};
-use crate::model::inspect::{Ablation, AblationKind};
+use crate::model::inspect::{parse_pairs, Ablation, AblationKind};
 use crate::model::{Backend, Model};
 
 async fn inspect_with<B: Backend>(b: &mut B, bytes: &[u8], a: &Args) -> Result<Value> {
@@ -17,7 +17,11 @@ async fn inspect_with<B: Backend>(b: &mut B, bytes: &[u8], a: &Args) -> Result<V
         "mean" => AblationKind::Mean,
         other => return Err(TfError::Input(format!("--ablate-mode must be zero or mean, got '{other}'"))),
     };
-    let ablation = a.str("ablate")?.map(|s| Ablation::parse(&s, kind)).transpose()?;
+    let mut ablation = a.str("ablate")?.map(|s| Ablation::parse(&s, kind)).transpose()?;
+    if let Some(s) = a.str("remove-experts")? {
+        let experts = parse_pairs(&s, "--remove-experts", "EXPERT")?;
+        ablation.get_or_insert_with(|| Ablation::heads(vec![], kind)).experts = experts;
+    }
     let induction: Option<usize> = a.get("induction")?;
     let seed: u64 = a.get("seed")?.unwrap_or(0);
     a.finish()?;
@@ -43,7 +47,7 @@ async fn inspect_with<B: Backend>(b: &mut B, bytes: &[u8], a: &Args) -> Result<V
             if let Some(ab) = &r.ablation {
                 v["logits_last"] = json!(ab.logits_last);
                 v["kl_last"] = json!(ab.kl_last);
-                v["ablation"] = json!({"heads": ab.heads, "kind": ab.kind, "top1_before": ab.top1_before, "top1_after": ab.top1_after,
+                v["ablation"] = json!({"heads": ab.heads, "experts": ab.experts, "kind": ab.kind, "top1_before": ab.top1_before, "top1_after": ab.top1_after,
                     "top1_prob_before": ab.top1_prob_before, "top1_prob_after": ab.top1_prob_after});
             }
             v

@@ -18,7 +18,7 @@ commands:
            [--greedy | --temperature T --top-k K --top-p P --seed S] [--no-kv-cache] [--backend gpu|cpu]
   eval --model F --text-file T [--backend gpu|cpu]       cross-entropy per token and per character
   inspect --model F (--ids .. | --prompt TEXT) [--tgt-ids .. for encoder_decoder] [--backend gpu|cpu]
-          [--ablate L.H,L.H [--ablate-mode zero|mean]] [--induction N [--seed S]] [--out FILE]
+          [--ablate L.H,L.H [--ablate-mode zero|mean]] [--remove-experts L.E,..] [--induction N [--seed S]] [--out FILE]
                                                          logit lens, head scores, residual norms, entropy, surprise
   bench matmul [--sizes 64,128,256,512,1024] [--reps N]   naive vs tiled matmul GFLOP/s, as JSON
   bench generate --model F [--tokens N] [--reps N]       tokens/s cached vs uncached, GPU sampling vs readback

@@ -43,12 +43,14 @@ pub struct Capture<T> {
 pub struct Hooks<T> {
     /// per decoder layer (empty = no ablation)
     pub ablate: Vec<Option<LayerAblation<T>>>,
+    /// per decoder layer of a MoE model: (max_seq, E) added to the router logits (-1e9 on removed experts)
+    pub router: Vec<Option<T>>,
     pub capture: Option<Capture<T>>,
 }
 
 impl<T> Default for Hooks<T> {
     fn default() -> Self {
-        Hooks { ablate: vec![], capture: None }
+        Hooks { ablate: vec![], router: vec![], capture: None }
     }
 }
 
@@ -78,21 +80,35 @@ pub struct Ablation {
     /// (layer, head) pairs
     pub heads: Vec<(usize, usize)>,
     pub kind: AblationKind,
+    /// (layer, expert) pairs removed from routing (MoE models): the router never picks them
+    pub experts: Vec<(usize, usize)>,
 }
 
 impl Ablation {
     /// Parses "L.H,L.H" (e.g. "0.1,1.0").
     pub fn parse(s: &str, kind: AblationKind) -> Result<Ablation> {
-        let mut heads = vec![];
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let bad = || TfError::Input(format!("--ablate: `{part}` is not LAYER.HEAD (e.g. 0.1)"));
-            let (l, h) = part.split_once('.').ok_or_else(bad)?;
-            heads.push((l.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?));
-        }
+        let heads = parse_pairs(s, "--ablate", "HEAD")?;
         if heads.is_empty() {
             return Err(TfError::Input("--ablate needs at least one LAYER.HEAD".into()));
         }
-        Ok(Ablation { heads, kind })
+        Ok(Ablation { heads, kind, experts: vec![] })
+    }
+}
+
+/// "L.X,L.X" -> [(L, X)]
+pub fn parse_pairs(s: &str, flag: &str, what: &str) -> Result<Vec<(usize, usize)>> {
+    let mut out = vec![];
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || TfError::Input(format!("{flag}: `{part}` is not LAYER.{what} (e.g. 0.1)"));
+        let (l, h) = part.split_once('.').ok_or_else(bad)?;
+        out.push((l.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?));
+    }
+    Ok(out)
+}
+
+impl Ablation {
+    pub fn heads(heads: Vec<(usize, usize)>, kind: AblationKind) -> Ablation {
+        Ablation { heads, kind, experts: vec![] }
     }
 }
 
@@ -115,6 +131,7 @@ pub struct HeadScores {
 #[derive(Clone, Debug, Serialize)]
 pub struct AblationOut {
     pub heads: Vec<(usize, usize)>,
+    pub experts: Vec<(usize, usize)>,
     pub kind: AblationKind,
     /// the last row of logits after the ablation
     pub logits_last: Vec<f32>,
@@ -359,6 +376,18 @@ impl<B: Backend> Model<B> {
             b.free(&ab.keep);
             b.free(&ab.add);
         }
+        for r in std::mem::take(&mut self.hooks.router).into_iter().flatten() {
+            b.free(&r);
+        }
+    }
+
+    /// Called after the router logits (T rows, E columns) of decoder layer `layer` are computed:
+    /// removed experts get -1e9, so softmax gives them 0 and top-k never picks them.
+    pub(crate) fn hook_router(&self, b: &mut B, layer: usize, logits: &B::T, t: usize, e: usize) -> Result<()> {
+        if let Some(Some(add)) = self.hooks.router.get(layer) {
+            b.inplace(logits, Some(add), t * e, EwOp::Add)?;
+        }
+        Ok(())
     }
 
     /// Switches heads off for every following pass (generation included) until `clear_ablation`.
@@ -376,7 +405,31 @@ impl<B: Backend> Model<B> {
                 )));
             }
         }
-        if ab.kind == AblationKind::Mean && means.is_none_or(|m| m.len() != layers || m.iter().any(|r| r.len() != a)) {
+        let (num_e, top_k) = self.cfg.moe.as_ref().map(|m| (m.num_experts, m.top_k)).unwrap_or((0, 0));
+        for &(l, e) in &ab.experts {
+            if num_e == 0 {
+                return Err(TfError::Input("only mixture-of-experts models have experts to remove".into()));
+            }
+            if l >= layers || e >= num_e {
+                return Err(TfError::Input(format!("cannot remove expert {l}.{e}: the model has {layers} layers of {num_e} experts")));
+            }
+        }
+        for l in 0..layers {
+            let n = ab.experts.iter().filter(|x| x.0 == l).count();
+            if num_e > 0 && num_e.saturating_sub(n) < top_k {
+                return Err(TfError::Input(format!(
+                    "layer {l} would keep {} experts but routes every token to {top_k}",
+                    num_e.saturating_sub(n)
+                )));
+            }
+        }
+        if ab.heads.is_empty() && ab.experts.is_empty() {
+            return Err(TfError::Input("nothing to ablate: choose a head or an expert".into()));
+        }
+        if ab.kind == AblationKind::Mean
+            && !ab.heads.is_empty()
+            && means.is_none_or(|m| m.len() != layers || m.iter().any(|r| r.len() != a))
+        {
             return Err(TfError::Input("mean ablation needs every head's mean output".into()));
         }
         self.clear_ablation(b);
@@ -403,6 +456,18 @@ impl<B: Backend> Model<B> {
             }));
         }
         self.hooks.ablate = per;
+        if !ab.experts.is_empty() {
+            self.hooks.router = (0..layers)
+                .map(|l| {
+                    let removed: Vec<usize> = ab.experts.iter().filter(|x| x.0 == l).map(|x| x.1).collect();
+                    if removed.is_empty() {
+                        return Ok(None);
+                    }
+                    let row: Vec<f32> = (0..num_e).map(|e| if removed.contains(&e) { -1e9 } else { 0.0 }).collect();
+                    b.tensor(&[s, num_e], &row.repeat(s), "expert removal").map(Some)
+                })
+                .collect::<Result<_>>()?;
+        }
         Ok(())
     }
 
@@ -513,6 +578,7 @@ impl<B: Backend> Model<B> {
             let (after, pa) = top_k(&last, 1);
             report.ablation = Some(AblationOut {
                 heads: ab.heads.clone(),
+                experts: ab.experts.clone(),
                 kind: ab.kind,
                 kl_last: kl_logits(&report.logits_last_clean, &last),
                 top1_before: before[0],
@@ -599,6 +665,9 @@ pub struct PageOpts {
     /// [[layer, head], ...]
     #[serde(default)]
     pub ablate: Vec<(usize, usize)>,
+    /// [[layer, expert], ...] removed from routing
+    #[serde(default)]
+    pub experts: Vec<(usize, usize)>,
     /// "zero" (default) | "mean"
     pub mode: Option<String>,
     /// run the induction test with this many random tokens (repeated twice) instead of `ids`
@@ -615,7 +684,11 @@ impl PageOpts {
             "mean" => AblationKind::Mean,
             other => return Err(TfError::Input(format!("ablation mode must be zero or mean, got '{other}'"))),
         };
-        Ok((!self.ablate.is_empty()).then(|| Ablation { heads: self.ablate.clone(), kind }))
+        Ok((!self.ablate.is_empty() || !self.experts.is_empty()).then(|| Ablation {
+            heads: self.ablate.clone(),
+            kind,
+            experts: self.experts.clone(),
+        }))
     }
 }
 

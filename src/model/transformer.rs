@@ -182,6 +182,9 @@ impl<B: Backend> Model<B> {
                 };
                 // router: softmax(x W_r^T + b_r), top-k, renormalised; capacity in token order
                 b.matmul(rl, 0, xin, 0, t, &router.w, router.b.as_ref())?;
+                if let Some(li) = self.st.layers.iter().position(|l| std::ptr::eq(l, ls)) {
+                    self.hook_router(b, li, rl, t, e)?; // experts removed from routing (model::inspect)
+                }
                 b.moe_router(&ms.probs, &ms.experts, &ms.weights, rl, t, e, k)?;
                 b.moe_capacity(gate, &ms.kept, &ms.experts, &ms.weights, t, e, k, Some(moe_capacity_for(m.capacity_factor, t, k, e)))?;
                 // every expert on every token (dense: tiny models are bound by dispatches, not FLOPs)
