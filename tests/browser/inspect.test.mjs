@@ -84,3 +84,25 @@ for (const width of [1280, 390]) {
     }
   });
 }
+
+test('Inspect view (MoE fixture): removing two experts from routing gives PyTorch\'s KL and top-1', async () => {
+  const moe = JSON.parse(fs.readFileSync(path.join(REPO, 'tests/fixtures/inspect/moe_a.json'), 'utf8'));
+  const ab = moe.ablations.find((a) => a.experts.length);
+  assert.deepEqual(ab.heads, []);
+  const { page, context, log } = await openPage(env, '?model=tests/fixtures/models/moe_a.safetensors');
+  try {
+    await waitModel(page, 'moe_a.safetensors');
+    await page.fill('#prompt', moe.ids.join(' '));
+    await page.waitForSelector(`#inspect-root[data-state="ready"] #inspect-surprise span:nth-child(${moe.ids.length})`, { timeout: 60_000 });
+    await page.fill('#inspect-experts', ab.experts.map((x) => x.join('.')).join(', '));
+    await page.click('#inspect-ablate');
+    await page.waitForSelector('#inspect-ablation[data-kl]', { timeout: 60_000 });
+    const d = await page.$eval('#inspect-ablation', (e) => ({ ...e.dataset, text: e.textContent }));
+    near(Number(d.kl), ab.kl_last, 2e-4, 1e-2, 'KL after removing the experts');
+    assert.equal(Number(d.top1After), ab.logits_last.indexOf(Math.max(...ab.logits_last)));
+    assert.match(d.text, /experts 0\.1, 1\.2 removed/);
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});

@@ -45,8 +45,11 @@ export function createInspectView(root, { call }) {
     if (!input) return;
     const mine = ++seq;
     const opts = {};
-    if (ablate && chosen.size) {
+    const experts = ablate ? chosenExperts() : [];
+    if (experts === null) return;
+    if (ablate && (chosen.size || experts.length)) {
       opts.ablate = [...chosen].map((k) => k.split('.').map(Number));
+      opts.experts = experts;
       opts.mode = root.querySelector('#inspect-mode')?.value ?? 'zero';
     }
     if (induction) {
@@ -66,12 +69,26 @@ export function createInspectView(root, { call }) {
     }
   }
 
+  /** The "remove experts" field as [[layer, expert]], or null (and a message) when it does not parse. */
+  function chosenExperts() {
+    const field = root.querySelector('#inspect-experts');
+    if (!field || !field.value.trim()) return [];
+    const pairs = field.value.split(/[\s,]+/).filter(Boolean).map((p) => p.split('.').map(Number));
+    if (pairs.some((p) => p.length !== 2 || !p.every(Number.isInteger))) {
+      root.querySelector('#inspect-chosen').textContent = `"${field.value}" is not a list of LAYER.EXPERT (e.g. 0.1, 2.3).`;
+      return null;
+    }
+    return pairs;
+  }
+
   async function generateAblated() {
     if (!input || !chosen.size) return;
     const out = root.querySelector('#inspect-generated');
     out.textContent = 'Generating with the ablation on…';
     try {
-      const opts = { ablate: [...chosen].map((k) => k.split('.').map(Number)), mode: root.querySelector('#inspect-mode').value, max_new_tokens: 24 };
+      const experts = chosenExperts();
+      if (experts === null) return;
+      const opts = { ablate: [...chosen].map((k) => k.split('.').map(Number)), experts, mode: root.querySelector('#inspect-mode').value, max_new_tokens: 24 };
       const src = report?.induction_test ? report.report.ids : input.ids;
       const r = await call('generate_ablated', { ids: input.card.arch === 'encoder_decoder' ? input.ids : src, opts });
       out.dataset.ids = r.ids.join(',');
@@ -157,17 +174,22 @@ export function createInspectView(root, { call }) {
         it.loss_second_half_ablated != null ? `; with ${ab ? ab.heads.map((x) => x.join('.')).join(', ') : ''} ablated, the repeat costs ${fmt(it.loss_second_half_ablated)} nats.` : '.') : null,
 
       h('h3', {}, 'Ablation'),
-      tryThis('click heads in the grids above (they light up), choose zero or mean, and rerun: KL says how much the next-token guess moved.'),
+      tryThis(`click heads in the grids above (they light up), choose zero or mean, and rerun: KL says how much the next-token guess moved.${card.experts ? ' Remove an expert (e.g. 0.1) to see how much one expert matters.' : ''}`),
       h('div', { class: 'inspect-controls' },
         h('label', {}, 'Mode ', h('select', { id: 'inspect-mode' },
           h('option', { value: 'zero', selected: mode !== 'mean' }, 'zero'), h('option', { value: 'mean', selected: mode === 'mean' }, 'mean over the sequence'))),
-        h('button', { type: 'button', id: 'inspect-ablate', disabled: !chosen.size, on: { click: () => run({ induction: Boolean(it), ablate: true }) } }, 'Rerun with ablation'),
+        card.experts ? h('label', {}, 'Remove experts ', h('input', {
+          id: 'inspect-experts', size: 10, placeholder: 'L.E, L.E', value: ab?.experts?.map((x) => x.join('.')).join(', ') ?? '',
+          on: { input: () => { root.querySelector('#inspect-ablate').disabled = !chosen.size && !root.querySelector('#inspect-experts').value.trim(); } },
+        })) : null,
+        h('button', { type: 'button', id: 'inspect-ablate', disabled: !chosen.size && !ab?.experts?.length, on: { click: () => run({ induction: Boolean(it), ablate: true }) } }, 'Rerun with ablation'),
         h('button', { type: 'button', id: 'inspect-generate', disabled: !chosen.size, on: { click: generateAblated } }, 'Generate with ablation'),
         h('span', { class: 'small muted', id: 'inspect-chosen' }, chosen.size ? `Chosen: ${[...chosen].join(', ')}` : 'No head chosen.')),
       ab ? h('p', {
         id: 'inspect-ablation', class: 'small',
         dataset: { kl: ab.kl_last, top1Before: ab.top1_before, top1After: ab.top1_after },
-      }, `${ab.kind} ablation of ${ab.heads.map((x) => x.join('.')).join(', ')}: KL(before \u2016 after) = ${fmt(ab.kl_last, 4)} nats; top-1 ` +
+      }, `${ab.heads.length ? `${ab.kind} ablation of ${ab.heads.map((x) => x.join('.')).join(', ')}` : ''}` +
+        `${ab.experts.length ? `${ab.heads.length ? ' and ' : ''}experts ${ab.experts.map((x) => x.join('.')).join(', ')} removed` : ''}: KL(before \u2016 after) = ${fmt(ab.kl_last, 4)} nats; top-1 ` +
         `${piece(ab.top1_before)} ${fmt(100 * ab.top1_prob_before, 1)}% \u2192 ${piece(ab.top1_after)} ${fmt(100 * ab.top1_prob_after, 1)}%.`) : null,
       h('p', { id: 'inspect-generated', class: 'small' }),
 
@@ -197,7 +219,7 @@ export function createInspectView(root, { call }) {
     for (const b of root.querySelectorAll('button.head-cell')) {
       b.setAttribute('aria-pressed', String(chosen.has(`${b.dataset.layer}.${b.dataset.head}`)));
     }
-    root.querySelector('#inspect-ablate').disabled = !chosen.size;
+    root.querySelector('#inspect-ablate').disabled = !chosen.size && !root.querySelector('#inspect-experts')?.value.trim();
     root.querySelector('#inspect-generate').disabled = !chosen.size;
     root.querySelector('#inspect-chosen').textContent = chosen.size ? `Chosen: ${[...chosen].join(', ')}` : 'No head chosen.';
   }
