@@ -104,8 +104,7 @@ export function createInspectView(root, { call }) {
 
   function lensTable(layers, positions, title, id) {
     const r = report.report;
-    return h('div', { class: 'table-scroll' }, h('table', { class: 'inspect-grid', id },
-      h('caption', { class: 'small muted' }, title),
+    return h('div', {}, h('p', { class: 'small muted grid-note' }, title), h('div', { class: 'table-scroll' }, h('table', { class: 'inspect-grid', id },
       h('thead', {}, h('tr', {}, h('th', {}, 'layer \\ token'), positions.map((p) => h('th', { class: 'tok-head' }, piece(r.ids[p]))))),
       h('tbody', {}, layers.map((l) => h('tr', {},
         h('th', {}, `after ${l.layer}`),
@@ -118,7 +117,7 @@ export function createInspectView(root, { call }) {
             class: `lens-cell${next === id ? ' lens-hit' : ''}`, title: tip, style: shade(pr),
             dataset: { layer: l.layer, pos: p, id, p: pr },
           }, h('span', { class: 'lens-piece' }, piece(id)), h('span', { class: 'lens-p' }, fmt(100 * pr, 0)));
-        }))))));
+        })))))));
   }
 
   function render(mode) {
@@ -157,7 +156,7 @@ export function createInspectView(root, { call }) {
       tryThis('press Induction test, then click the top induction head and Rerun with ablation: the second-half loss goes back up.'),
       h('p', { class: 'small', id: 'inspect-top-heads' }, KINDS.map(([k, name]) => {
         const b = top(k);
-        return h('span', { class: 'top-head', dataset: { kind: k, layer: b.l, head: b.hd } }, `${name}: ${b.l}.${b.hd} (${fmt(b.s)})  `);
+        return h('span', { class: 'top-head', dataset: { kind: k, layer: b.l, head: b.hd } }, `${name}: ${b.l}.${b.hd} (${fmt(b.s)})`);
       })),
       h('div', { class: 'head-grids' }, KINDS.map(([k, name]) => h('table', { class: 'inspect-grid heads', dataset: { kind: k } },
         h('caption', { class: 'small muted' }, name),
@@ -195,8 +194,8 @@ export function createInspectView(root, { call }) {
 
       h('h3', {}, 'Residual stream'),
       tryThis('compare the norm after the embedding with the last block: which layers write the most into the stream?'),
+      h('p', { class: 'small muted grid-note' }, 'L2 norm of the residual at each position: after the embedding, then after each block.'),
       h('div', { class: 'table-scroll' }, h('table', { class: 'inspect-grid', id: 'inspect-norms' },
-        h('caption', { class: 'small muted' }, 'L2 norm of the residual at each position: after the embedding, then after each block.'),
         h('thead', {}, h('tr', {}, h('th', {}, ''), positions.map((p) => h('th', { class: 'tok-head' }, piece(r.ids[p]))))),
         h('tbody', {}, r.residual_norms.map((row, l) => h('tr', {}, h('th', {}, l === 0 ? 'embed' : `after ${l - 1}`),
           positions.map((p) => h('td', { class: 'norm-cell', style: shade(row[p] / maxNorm), dataset: { layer: l, pos: p, norm: row[p] } }, fmt(row[p], 1)))))))),
