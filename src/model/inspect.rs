@@ -48,6 +48,22 @@ pub struct Hooks<T> {
     pub capture: Option<Capture<T>>,
 }
 
+impl<T> Hooks<T> {
+    /// Every buffer the hooks hold (for Model::free).
+    pub fn for_each(&self, mut f: impl FnMut(&T)) {
+        for ab in self.ablate.iter().flatten() {
+            f(&ab.keep);
+            f(&ab.add);
+        }
+        self.router.iter().flatten().for_each(&mut f);
+        if let Some(c) = &self.capture {
+            for t in [&c.eye_c, &c.eye_a, &c.resid, &c.lens, &c.lens_mid, &c.att] {
+                f(t)
+            }
+        }
+    }
+}
+
 impl<T> Default for Hooks<T> {
     fn default() -> Self {
         Hooks { ablate: vec![], router: vec![], capture: None }

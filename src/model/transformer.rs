@@ -67,6 +67,7 @@ impl<B: Backend> Model<B> {
     pub fn free(&self, b: &B) {
         self.w.for_each(|t| b.free(t));
         self.st.for_each(|t| b.free(t));
+        self.hooks.for_each(|t| b.free(t));
     }
 
     /// The tokenizer that writes the model's output: the target table of a two-table tokenizer
