@@ -42,6 +42,13 @@ for (const width of [1280, 390]) {
         near(Number(c.p), Math.max(...row), 1e-4, 0, `lens ${c.layer}/${c.pos} is the top-1`);
       }
 
+      const ent = await page.$$eval('td.entropy-cell', (cs) => cs.map((c) => ({ ...c.dataset })));
+      assert.equal(ent.length, 2 * 2);
+      for (const e of ent) {
+        const row = fx.attention_entropy[e.layer][e.head];
+        near(Number(e.mean), row.reduce((a, b) => a + b, 0) / row.length, 1e-4, 0, `entropy ${e.layer}.${e.head}`);
+      }
+
       const norms = await page.$$eval('td.norm-cell', (cs) => cs.map((c) => ({ ...c.dataset })));
       assert.equal(norms.length, 3 * fx.ids.length);
       for (const n of norms) near(Number(n.norm), fx.residual_norms[n.layer][n.pos], 1e-3, 1e-4, `norm ${n.layer}/${n.pos}`);

@@ -4,7 +4,7 @@
 //
 // State for tests: #inspect-root data-state "empty" | "running" | "ready" | "error";
 //   td.lens-cell[data-layer][data-pos][data-id][data-p]; button.head-cell[data-kind][data-layer][data-head][data-score]
-//   (aria-pressed when chosen for ablation); td.norm-cell[data-layer][data-pos][data-norm];
+//   (aria-pressed when chosen for ablation); td.entropy-cell[data-layer][data-head][data-mean]; td.norm-cell[data-layer][data-pos][data-norm];
 //   span.surprise-tok[data-pos][data-surprise]; #inspect-ablation[data-kl][data-top1-before][data-top1-after];
 //   #inspect-induction-result[data-first][data-second]; #inspect-generated[data-ids].
 import { h, replaceChildren } from '../dom.js';
@@ -167,7 +167,15 @@ export function createInspectView(root, { call }) {
             title: `head ${l}.${hd}: ${name.toLowerCase()} score ${fmt(s, 3)}, mean attention entropy ${fmt(meanEntropy[l][hd])} nats. Click to ablate.`,
             dataset: { kind: k, layer: l, head: hd, score: s },
             on: { click: () => toggle(`${l}.${hd}`) },
-          }, fmt(s)))))))))),
+          }, fmt(s))))))))),
+        h('table', { class: 'inspect-grid heads', id: 'inspect-entropy' },
+          h('caption', { class: 'small muted' }, 'Attention entropy (nats, mean over positions)'),
+          h('thead', {}, h('tr', {}, h('th', {}, 'L \\ H'), meanEntropy[0].map((_, hd) => h('th', {}, hd)))),
+          h('tbody', {}, meanEntropy.map((row, l) => h('tr', {}, h('th', {}, l), row.map((e, hd) => h('td', {
+            class: 'entropy-cell', style: shade(e / Math.log(Math.max(t, 2))),
+            title: `head ${l}.${hd}: ${fmt(e, 3)} nats on average (0 = always one key; ln ${t} = ${fmt(Math.log(t))} = spread evenly over all ${t})`,
+            dataset: { layer: l, head: hd, mean: e },
+          }, fmt(e)))))))),
       it ? h('p', { id: 'inspect-induction-result', class: 'small', dataset: { first: it.loss_first_half, second: it.loss_second_half } },
         `Loss on the first half ${fmt(it.loss_first_half)} nats, on the repeat ${fmt(it.loss_second_half)} nats`,
         it.loss_second_half_ablated != null ? `; with ${ab ? ab.heads.map((x) => x.join('.')).join(', ') : ''} ablated, the repeat costs ${fmt(it.loss_second_half_ablated)} nats.` : '.') : null,
