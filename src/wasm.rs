@@ -299,6 +299,39 @@ pub fn decode(ids: &[u32]) -> Result<String, JsValue> {
     with_model!(l, |_b, m| m.decode_output(ids)).map_err(err)
 }
 
+/// Look inside (issue 14): the core's inspection report as JSON (see model::inspect::inspect_json).
+/// opts: {ablate: [[layer, head]], mode: "zero" | "mean", induction: n, seed}.
+#[wasm_bindgen]
+pub async fn inspect(ids: Vec<u32>, tgt: Option<Vec<u32>>, opts: JsValue) -> Result<JsValue, JsValue> {
+    let o: crate::model::inspect::PageOpts = serde_wasm_bindgen::from_value(opts).map_err(err)?;
+    let s = session();
+    let mut s = s.try_borrow_mut().map_err(|_| busy())?;
+    s.generation = None;
+    let l = s.loaded.as_mut().ok_or_else(no_model)?;
+    let v = match l {
+        Loaded::Gpu(b, m) => m.inspect_json(b, &ids, tgt.as_deref(), &o).await,
+        Loaded::Cpu(b, m) => m.inspect_json(b, &ids, tgt.as_deref(), &o).await,
+    }
+    .map_err(err)?;
+    to_js(&v)
+}
+
+/// Greedy generation with the heads of opts.ablate switched off: {ids, text}.
+#[wasm_bindgen]
+pub async fn generate_ablated(ids: Vec<u32>, opts: JsValue) -> Result<JsValue, JsValue> {
+    let o: crate::model::inspect::PageOpts = serde_wasm_bindgen::from_value(opts).map_err(err)?;
+    let s = session();
+    let mut s = s.try_borrow_mut().map_err(|_| busy())?;
+    s.generation = None;
+    let l = s.loaded.as_mut().ok_or_else(no_model)?;
+    let v = match l {
+        Loaded::Gpu(b, m) => m.generate_ablated_json(b, &ids, &o).await,
+        Loaded::Cpu(b, m) => m.generate_ablated_json(b, &ids, &o).await,
+    }
+    .map_err(err)?;
+    to_js(&v)
+}
+
 /// A display string for each output id (for token chips and candidate lists).
 #[wasm_bindgen]
 pub fn token_strings(ids: &[u32]) -> Result<JsValue, JsValue> {

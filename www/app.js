@@ -26,6 +26,7 @@ import { createBpeView } from './views/bpe.js';
 import { createAttentionView } from './views/attention.js';
 import { createNextTokenView, candidateProbs } from './views/nexttoken.js';
 import { createExpertsView } from './views/experts.js';
+import { createInspectView } from './views/inspect.js';
 import { loadOnFasterPath, speedSummary, kvNote } from './speed.js';
 import { endNote } from './context.js';
 
@@ -143,6 +144,7 @@ createBpeView($('bpe-root'), { request: (args) => core.call('bpe', args) });
 const attention = createAttentionView($('attention-root'), { onSelectStep: (s) => selectStep(s) });
 const nextView = createNextTokenView($('next-root'));
 const experts = createExpertsView($('experts-root'));
+const inspectView = createInspectView($('inspect-root'), { call: (type, args) => core.call(type, args) });
 for (const id of ['gen-temperature', 'gen-top-k', 'gen-top-p']) $(id).addEventListener('input', () => refreshNextToken());
 // Auto (the faster path, measured), WebGPU or the CPU path: the same model is loaded again where asked.
 if (['gpu', 'cpu'].includes(BACKEND_PARAM)) $('model-backend').value = BACKEND_PARAM;
@@ -529,6 +531,7 @@ function clearAnalysis(message) {
   nextView.clear(message);
   experts.clear(state.model?.card.experts ? message : 'This model has no experts: every token goes through the same feed-forward network.');
   masks.clearInput(message);
+  inspectView.clear(message);
 }
 
 /**
@@ -578,7 +581,7 @@ async function runAnalysis(seq, mine = ++analysisSeq) {
   if (mine !== analysisSeq) return;
   // The query row whose output chose generated token s.
   const startLen = isEncDec ? 1 : seq.src.length;
-  state.analysis = { seq, result, labels, stepRow: (s) => startLen + s - 1 - offset, isEncDec, offset, windowNote };
+  state.analysis = { seq, result, labels, stepRow: (s) => startLen + s - 1 - offset, isEncDec, offset, windowNote, ids, tgt };
   await renderAnalysis();
 }
 
@@ -601,6 +604,7 @@ async function renderAnalysis() {
   refreshNextToken();
   await nextTask();
   masks.showInput({ masks: cropMasks(a.result.masks), labels: a.labels });
+  inspectView.setInput({ ids: a.ids, tgt: a.tgt, card });
 }
 
 function cropMasks(ms) {

@@ -4,7 +4,7 @@
 // Protocol (structured clone):
 //   app -> worker  {id, type, ...args}
 //     type: 'init' | 'masks' | 'bpe' | 'crash' | 'stop'                       (answered at once)
-//           'selftest' | 'load' | 'describe' | 'tokenize' | 'decode' | 'token_strings' | 'forward' | 'generate' | 'probe'
+//           'selftest' | 'load' | 'describe' | 'tokenize' | 'decode' | 'token_strings' | 'forward' | 'generate' | 'probe' | 'inspect' | 'generate_ablated'
 //                                                              (model calls: queued, run one at a time)
 //   worker -> app  {id, ok: true, result}  or  {id, ok: false, error: string, fatal?: true}
 //   worker -> app  {id, event}  streaming events of a running request ('generate': one per token)
@@ -162,6 +162,14 @@ const modelHandlers = {
   },
   async token_strings({ ids }) {
     return (await loadCore()).token_strings(Uint32Array.from(ids));
+  },
+  // Look inside (views/inspect.js): the core's report; opts {ablate, mode, induction, seed}.
+  async inspect({ ids, tgt, opts }) {
+    const core = await loadCore();
+    return await core.inspect(Uint32Array.from(ids), tgt ? Uint32Array.from(tgt) : undefined, opts ?? {});
+  },
+  async generate_ablated({ ids, opts }) {
+    return await (await loadCore()).generate_ablated(Uint32Array.from(ids), opts ?? {});
   },
   // ids: the prompt (or the source for the encoder-decoder); tgt: the decoder input (encoder-decoder only).
   async forward({ ids, tgt }) {

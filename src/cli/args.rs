@@ -30,6 +30,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Cross-entropy per token and per character of a text
     Eval(EvalArgs),
+    /// Logit lens, head scores, residual norms, attention entropy, surprise and ablations, as JSON
+    Inspect(InspectArgs),
     /// Benchmarks, as JSON
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -193,6 +195,49 @@ pub struct EvalArgs {
     pub text_file: String,
     #[arg(long, value_enum, default_value_t = BackendChoice::Gpu)]
     pub backend: BackendChoice,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AblateMode {
+    /// the head's output is zero before the output projection
+    Zero,
+    /// the head's output is replaced by its mean over the sequence
+    Mean,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// input token ids (the source for an encoder_decoder model)
+    #[arg(long, value_name = "3,1,4", value_parser = parse_ids, conflicts_with = "prompt")]
+    pub ids: Option<Ids>,
+    /// input text, encoded with the checkpoint's tokenizer
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+    pub prompt: Option<String>,
+    /// encoder_decoder: the decoder input (default: BOS)
+    #[arg(long, value_name = "1,5,9", value_parser = parse_ids)]
+    pub tgt_ids: Option<Ids>,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Gpu)]
+    pub backend: BackendChoice,
+    /// heads to switch off, LAYER.HEAD pairs: 0.1,2.3
+    #[arg(long, value_name = "L.H,L.H")]
+    pub ablate: Option<String>,
+    /// how a switched-off head is replaced
+    #[arg(long, value_enum, default_value_t = AblateMode::Zero)]
+    pub ablate_mode: AblateMode,
+    /// MoE experts to remove from routing, LAYER.EXPERT pairs: 0.1,3.2
+    #[arg(long, value_name = "L.E,L.E")]
+    pub remove_experts: Option<String>,
+    /// the induction test instead: N random tokens repeated twice
+    #[arg(long, value_name = "N")]
+    pub induction: Option<usize>,
+    /// random seed of the induction test's tokens
+    #[arg(long, value_name = "S", requires = "induction")]
+    pub seed: Option<u64>,
+    /// write the JSON here instead of stdout
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

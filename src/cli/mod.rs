@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod inspect;
 pub mod model_cmds;
 pub mod tok;
 
@@ -38,6 +39,7 @@ where
         Command::Forward(a) => model_cmds::forward(&a),
         Command::Generate(a) => model_cmds::generate(&a),
         Command::Eval(a) => model_cmds::eval(&a),
+        Command::Inspect(a) => inspect::inspect(&a),
         Command::Bench(BenchCommand::Matmul(a)) => bench::matmul(&a),
         Command::Bench(BenchCommand::Generate(a)) => model_cmds::bench_generate(&a),
         Command::Tokenizer(t) => tok::run(&t),

@@ -16,20 +16,20 @@ use crate::model::{Backend, CpuBackend, GpuBackend, Model};
 use crate::tokenizer::Tokenizer;
 
 /// The checkpoint's bytes: a regular file no larger than the memory budget (it is read whole).
-fn read_model_file(a: &ModelArgs) -> Result<Vec<u8>> {
+pub(crate) fn read_model_file(a: &ModelArgs) -> Result<Vec<u8>> {
     crate::cli::read_input(&a.model, "--model", a.memory_budget, "the memory budget; raise it with --memory-budget")
 }
 
-fn budget(a: &ModelArgs) -> Budget {
+pub(crate) fn budget(a: &ModelArgs) -> Budget {
     Budget::cli(a.memory_budget)
 }
 
-enum Which {
+pub(crate) enum Which {
     Gpu(GpuBackend),
     Cpu(CpuBackend),
 }
 
-fn backend(choice: BackendChoice) -> Result<Which> {
+pub(crate) fn backend(choice: BackendChoice) -> Result<Which> {
     match choice {
         BackendChoice::Gpu => Ok(Which::Gpu(GpuBackend::new(Arc::new(pollster::block_on(Gpu::new())?)))),
         BackendChoice::Cpu => Ok(Which::Cpu(CpuBackend)),
@@ -75,7 +75,11 @@ pub fn info(a: &InfoArgs) -> Result<String> {
 }
 
 /// (--ids | --prompt) for the model's input.
-fn input_ids<B: Backend>(m: &Model<B>, ids: &Option<crate::cli::args::Ids>, prompt: &Option<String>) -> Result<Option<Vec<u32>>> {
+pub(crate) fn input_ids<B: Backend>(
+    m: &Model<B>,
+    ids: &Option<crate::cli::args::Ids>,
+    prompt: &Option<String>,
+) -> Result<Option<Vec<u32>>> {
     match (ids, prompt) {
         (Some(_), Some(_)) => Err(TfError::Input("give either --ids or --prompt, not both".into())),
         (Some(ids), None) => Ok(Some(ids.0.clone())),

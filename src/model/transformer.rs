@@ -11,6 +11,7 @@ use crate::mask::PAD_ID;
 use crate::model::backend::Backend;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{Arch, ModelConfig};
+use crate::model::inspect::{HookPoint, Hooks};
 use crate::model::memory::{self, Budget};
 use crate::model::state::{LayerState, RunState, Scratch};
 use crate::model::weights::{AttnW, Ffn, Layer, Norm, Weights};
@@ -26,6 +27,8 @@ pub struct Model<B: Backend> {
     pub params: u64,
     /// encoder-decoder: the source of the last `encode`
     pub src: Vec<u32>,
+    /// look-inside hooks: ablation and the inspection captures (model::inspect)
+    pub hooks: Hooks<B::T>,
 }
 
 /// Which rows of logits a pass computes.
@@ -65,13 +68,14 @@ impl<B: Backend> Model<B> {
         let params = ck.param_count();
         let w = Weights::load(b, &cfg, &mut ck)?;
         let st = RunState::new(b, &cfg)?;
-        Ok(Model { cfg, tokenizer, out_tokenizer, w, st, params, src: vec![] })
+        Ok(Model { cfg, tokenizer, out_tokenizer, w, st, params, src: vec![], hooks: Hooks::default() })
     }
 
     /// Releases every GPU buffer now (the browser does not free them on drop).
     pub fn free(&self, b: &B) {
         self.w.for_each(|t| b.free(t));
         self.st.for_each(|t| b.free(t));
+        self.hooks.for_each(|t| b.free(t));
     }
 
     /// The tokenizer that writes the model's output: the target table of a two-table tokenizer
@@ -138,6 +142,7 @@ impl<B: Backend> Model<B> {
         t: usize,
         pos: usize,
         mask: Option<&B::T>,
+        hook_layer: Option<usize>,
     ) -> Result<()> {
         let cfg = &self.cfg;
         let (nh, nkv, hs) = (cfg.num_heads, cfg.kv_heads(), cfg.head_dim());
@@ -156,6 +161,9 @@ impl<B: Backend> Model<B> {
             s = s.with_causal(pos);
         }
         b.attention(&sc.att, &ls.probs, &sc.q, &ls.k, &ls.v, mask, &s)?;
+        if let Some(l) = hook_layer {
+            self.hook_heads(b, l, &sc.att, t, pos)?; // capture / ablate heads before W_o
+        }
         b.matmul(&sc.tmp, 0, &sc.att, 0, t, &aw.o.w, aw.o.b.as_ref())
     }
 
@@ -184,6 +192,9 @@ impl<B: Backend> Model<B> {
                 };
                 // router: softmax(x W_r^T + b_r), top-k, renormalised; capacity in token order
                 b.matmul(rl, 0, xin, 0, t, &router.w, router.b.as_ref())?;
+                if let Some(li) = self.st.layers.iter().position(|l| std::ptr::eq(l, ls)) {
+                    self.hook_router(b, li, rl, t, e)?; // experts removed from routing (model::inspect)
+                }
                 b.moe_router(&ms.probs, &ms.experts, &ms.weights, rl, t, e, k)?;
                 b.moe_capacity(gate, &ms.kept, &ms.experts, &ms.weights, t, e, k, Some(moe_capacity_for(m.capacity_factor, t, k, e)))?;
                 // every expert on every token (dense: tiny models are bound by dispatches, not FLOPs)
@@ -216,15 +227,18 @@ impl<B: Backend> Model<B> {
         if let Some(pe) = &self.st.pe {
             b.add_rows(&sc.x, pe, t, pos)?;
         }
-        for (layer, ls) in self.w.layers.iter().zip(&self.st.layers) {
+        self.hook_resid(b, HookPoint::Embed, &sc.x, &sc.xn, t, pos)?;
+        for (li, (layer, ls)) in self.w.layers.iter().zip(&self.st.layers).enumerate() {
             // x = x + attn(norm1(x))
             Self::norm(b, &layer.norm_attn, &sc.xn, &sc.x, t)?;
-            self.self_attention(b, &layer.attn, ls, sc, &sc.xn, t, pos, None)?;
+            self.self_attention(b, &layer.attn, ls, sc, &sc.xn, t, pos, None, Some(li))?;
             b.inplace(&sc.x, Some(&sc.tmp), t * c, EwOp::Add)?;
+            self.hook_resid(b, HookPoint::Mid(li), &sc.x, &sc.xn, t, pos)?;
             // x = x + ffn(norm2(x))
             Self::norm(b, &layer.norm_ffn, &sc.xn, &sc.x, t)?;
             self.ffn(b, &layer.ffn, ls, sc, &sc.xn, t)?;
             b.inplace(&sc.x, Some(&sc.tmp), t * c, EwOp::Add)?;
+            self.hook_resid(b, HookPoint::Block(li), &sc.x, &sc.xn, t, pos)?;
         }
         let fnorm = self.w.final_norm.as_ref().ok_or_else(|| TfError::Input("no final norm".into()))?;
         Self::norm(b, fnorm, &sc.xn, &sc.x, t)?;
@@ -268,7 +282,7 @@ impl<B: Backend> Model<B> {
         }
         for (layer, ls) in self.w.enc_layers.iter().zip(&self.st.enc_layers) {
             // x = norm1(x + self_attn(x, src padding)); x = norm2(x + ffn(x))
-            self.self_attention(b, &layer.attn, ls, sc, &sc.x, ts, 0, Some(mask))?;
+            self.self_attention(b, &layer.attn, ls, sc, &sc.x, ts, 0, Some(mask), None)?;
             Self::add_norm(b, &layer.norm_attn, sc, ts, c)?;
             self.ffn(b, &layer.ffn, ls, sc, &sc.x, ts)?;
             Self::add_norm(b, &layer.norm_ffn, sc, ts, c)?;
@@ -310,10 +324,12 @@ impl<B: Backend> Model<B> {
         if let Some(pe) = &self.st.pe {
             b.add_rows(&sc.x, pe, t, pos)?;
         }
-        for (layer, ls) in self.w.layers.iter().zip(&self.st.layers) {
+        self.hook_resid(b, HookPoint::Embed, &sc.x, &sc.xn, t, pos)?;
+        for (li, (layer, ls)) in self.w.layers.iter().zip(&self.st.layers).enumerate() {
             // x = norm1(x + self_attn(x))
-            self.self_attention(b, &layer.attn, ls, sc, &sc.x, t, pos, Some(mask))?;
+            self.self_attention(b, &layer.attn, ls, sc, &sc.x, t, pos, Some(mask), Some(li))?;
             Self::add_norm(b, &layer.norm_attn, sc, t, c)?;
+            self.hook_resid(b, HookPoint::Mid(li), &sc.x, &sc.xn, t, pos)?;
             // x = norm2(x + cross_attn(x, encoder output))
             let (Some((cw, cn)), Some(ck), Some(cv), Some(cp)) =
                 (layer.cross.as_ref(), ls.cross_k.as_ref(), ls.cross_v.as_ref(), ls.cross_probs.as_ref())
@@ -327,6 +343,7 @@ impl<B: Backend> Model<B> {
             // x = norm3(x + ffn(x))
             self.ffn(b, &layer.ffn, ls, sc, &sc.x, t)?;
             Self::add_norm(b, &layer.norm_ffn, sc, t, c)?;
+            self.hook_resid(b, HookPoint::Block(li), &sc.x, &sc.xn, t, pos)?;
         }
         self.head(b, &sc.x, t, which)
     }

@@ -1,0 +1,115 @@
+// The Inspect view (issue 14) on the decoder_a reference fixture, driven from the UI: the numbers it shows
+// (logit lens, head scores, residual norms, surprise, and after clicking a head and "Rerun with ablation", the
+// KL and top-1) are the core's, checked against the PyTorch-hook values of tests/fixtures/inspect/decoder_a.json
+// (written by train/inspect_fixtures.py) within the tolerances of tests/inspect.rs. Screenshots at 1280 and 390 px.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { setup, openPage, assertClean, REPO, SHOT_DIR, waitModel } from './_harness.mjs';
+
+const fx = JSON.parse(fs.readFileSync(path.join(REPO, 'tests/fixtures/inspect/decoder_a.json'), 'utf8'));
+const ctx = JSON.parse(fs.readFileSync(path.join(REPO, 'tests/fixtures/models/decoder_a.json'), 'utf8')).config.max_seq_len;
+
+let env;
+before(async () => {
+  env = await setup({ webgpu: true });
+});
+after(async () => {
+  await env?.close();
+});
+
+const near = (got, want, atol, rtol, what) => assert.ok(Math.abs(got - want) <= atol + rtol * Math.abs(want), `${what}: page ${got}, PyTorch ${want}`);
+
+for (const width of [1280, 390]) {
+  test(`Inspect view at ${width} px: lens, head scores, norms, surprise and ablation are the core's numbers`, async () => {
+    const { page, context, log } = await openPage(env, '?model=tests/fixtures/models/decoder_a.safetensors', { viewport: { width, height: 900 } });
+    try {
+      await waitModel(page, 'decoder_a.safetensors');
+      await page.fill('#prompt', fx.ids.join(' '));
+      await page.waitForSelector(`#inspect-root[data-state="ready"] #inspect-surprise span:nth-child(${fx.ids.length})`, { timeout: 60_000 });
+
+      const scores = await page.$$eval('button.head-cell', (bs) => bs.map((b) => ({ ...b.dataset })));
+      assert.equal(scores.length, 3 * 2 * 2, 'three detectors x 2 layers x 2 heads');
+      for (const s of scores) near(Number(s.score), fx.head_scores[s.kind][s.layer][s.head], 1e-4, 0, `${s.kind} ${s.layer}.${s.head}`);
+
+      const lens = await page.$$eval('td.lens-cell', (cs) => cs.map((c) => ({ ...c.dataset })).filter((d) => d.layer !== undefined));
+      assert.equal(lens.length, 2 * 2 * fx.ids.length, 'after-block and after-attention grids');
+      const post = await page.$$eval('#inspect-lens td.lens-cell', (cs) => cs.map((c) => ({ ...c.dataset })));
+      for (const c of post) {
+        const row = fx.lens_probs[c.layer][c.pos];
+        near(Number(c.p), row[Number(c.id)], 1e-4, 0, `lens ${c.layer}/${c.pos}`);
+        near(Number(c.p), Math.max(...row), 1e-4, 0, `lens ${c.layer}/${c.pos} is the top-1`);
+      }
+
+      const ent = await page.$$eval('td.entropy-cell', (cs) => cs.map((c) => ({ ...c.dataset })));
+      assert.equal(ent.length, 2 * 2);
+      for (const e of ent) {
+        const row = fx.attention_entropy[e.layer][e.head];
+        near(Number(e.mean), row.reduce((a, b) => a + b, 0) / row.length, 1e-4, 0, `entropy ${e.layer}.${e.head}`);
+      }
+
+      const norms = await page.$$eval('td.norm-cell', (cs) => cs.map((c) => ({ ...c.dataset })));
+      assert.equal(norms.length, 3 * fx.ids.length);
+      for (const n of norms) near(Number(n.norm), fx.residual_norms[n.layer][n.pos], 1e-3, 1e-4, `norm ${n.layer}/${n.pos}`);
+
+      const surprise = await page.$$eval('span.surprise-tok', (ss) => ss.map((s) => Number(s.dataset.surprise)));
+      surprise.forEach((s, i) => near(s, fx.surprise[i], 1e-3, 1e-3, `surprise ${i}`));
+      const tip = await page.getAttribute('span.surprise-tok[data-pos="3"]', 'title');
+      assert.match(tip, /nats; the model expected: /, 'hover shows the top alternatives');
+
+      // ablate head 1.0 (zero) from the grid and rerun: KL and top-1 as PyTorch's zero ablation of 1.0
+      const ab = fx.ablations.find((a) => a.kind === 'zero');
+      assert.deepEqual(ab.heads, [[1, 0]]);
+      await page.click('button.head-cell[data-kind="induction"][data-layer="1"][data-head="0"]');
+      assert.equal(await page.getAttribute('button.head-cell[data-kind="previous_token"][data-layer="1"][data-head="0"]', 'aria-pressed'), 'true');
+      await page.selectOption('#inspect-mode', 'zero');
+      await page.click('#inspect-ablate');
+      await page.waitForSelector('#inspect-ablation[data-kl]', { timeout: 60_000 });
+      const d = await page.$eval('#inspect-ablation', (e) => ({ ...e.dataset }));
+      near(Number(d.kl), ab.kl_last, 2e-4, 1e-2, 'KL after the ablation');
+      const argmax = (v) => v.indexOf(Math.max(...v));
+      assert.equal(Number(d.top1After), argmax(ab.logits_last), 'top-1 after the ablation');
+      assert.equal(Number(d.top1Before), argmax(fx.logits[fx.logits.length - 1]), 'top-1 before');
+
+      // regenerate with the ablation on
+      await page.click('#inspect-generate');
+      await page.waitForSelector('#inspect-generated[data-ids]', { timeout: 60_000 });
+      const gen = (await page.getAttribute('#inspect-generated', 'data-ids')).split(',').map(Number);
+      assert.equal(gen.length, Math.min(24, ctx - fx.ids.length), '24 tokens or up to the context');
+      assert.equal(gen[0], argmax(ab.logits_last), 'the first generated token is the ablated top-1');
+
+      // the induction test from its button
+      await page.click('#inspect-induction');
+      await page.waitForSelector('#inspect-induction-result[data-second]', { timeout: 60_000 });
+
+      fs.mkdirSync(SHOT_DIR, { recursive: true });
+      await page.locator('#view-inspect').screenshot({ path: path.join(SHOT_DIR, `inspect-${width}.png`) });
+      assertClean(assert, log);
+    } finally {
+      await context.close();
+    }
+  });
+}
+
+test('Inspect view (MoE fixture): removing two experts from routing gives PyTorch\'s KL and top-1', async () => {
+  const moe = JSON.parse(fs.readFileSync(path.join(REPO, 'tests/fixtures/inspect/moe_a.json'), 'utf8'));
+  const ab = moe.ablations.find((a) => a.experts.length);
+  assert.deepEqual(ab.heads, []);
+  const { page, context, log } = await openPage(env, '?model=tests/fixtures/models/moe_a.safetensors');
+  try {
+    await waitModel(page, 'moe_a.safetensors');
+    await page.fill('#prompt', moe.ids.join(' '));
+    await page.waitForSelector(`#inspect-root[data-state="ready"] #inspect-surprise span:nth-child(${moe.ids.length})`, { timeout: 60_000 });
+    await page.fill('#inspect-experts', ab.experts.map((x) => x.join('.')).join(', '));
+    await page.click('#inspect-ablate');
+    await page.waitForSelector('#inspect-ablation[data-kl]', { timeout: 60_000 });
+    const d = await page.$eval('#inspect-ablation', (e) => ({ ...e.dataset, text: e.textContent }));
+    near(Number(d.kl), ab.kl_last, 2e-4, 1e-2, 'KL after removing the experts');
+    assert.equal(Number(d.top1After), ab.logits_last.indexOf(Math.max(...ab.logits_last)));
+    assert.match(d.text, /experts 0\.1, 1\.2 removed/);
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});

@@ -1,0 +1,248 @@
+// "Inspect" (issue 14): the logit lens, head detector scores, residual norms, attention entropy, per-token
+// surprise and head ablation. Every number comes from the core's inspect() (src/model/inspect.rs) through
+// the worker; this view only lays them out and colours them.
+//
+// State for tests: #inspect-root data-state "empty" | "running" | "ready" | "error";
+//   td.lens-cell[data-layer][data-pos][data-id][data-p]; button.head-cell[data-kind][data-layer][data-head][data-score]
+//   (aria-pressed when chosen for ablation); td.entropy-cell[data-layer][data-head][data-mean]; td.norm-cell[data-layer][data-pos][data-norm];
+//   span.surprise-tok[data-pos][data-surprise]; #inspect-ablation[data-kl][data-top1-before][data-top1-after];
+//   #inspect-induction-result[data-first][data-second]; #inspect-generated[data-ids].
+import { h, replaceChildren } from '../dom.js';
+
+const KINDS = [
+  ['previous_token', 'Previous token'],
+  ['duplicate_token', 'Duplicate token'],
+  ['induction', 'Induction'],
+];
+
+const fmt = (x, d = 2) => (x == null ? '' : Number(x).toFixed(d));
+const vis = (s) => String(s ?? '').replace(/ /g, '·').replace(/\n/g, '⏎');
+
+/** A cell colour from a value in [0, 1] (the page's accent at that opacity). */
+function shade(x) {
+  const a = Math.max(0, Math.min(1, x));
+  return { background: `rgba(37, 99, 235, ${(0.08 + 0.72 * a).toFixed(3)})`, color: a > 0.55 ? '#fff' : '#111' };
+}
+
+/**
+ * call(type, args): the worker call (core.call). Requests: 'inspect' {ids, tgt, opts} and 'generate_ablated'
+ * {ids, opts}.
+ */
+export function createInspectView(root, { call }) {
+  let input = null;     // {ids, tgt, card}
+  let report = null;    // last {report, pieces, induction_test?}
+  let chosen = new Set(); // "L.H" chosen for ablation
+  let seq = 0;
+
+  const piece = (id) => vis(report?.pieces?.[id] ?? `#${id}`);
+
+  function status(text, state) {
+    root.dataset.state = state;
+    replaceChildren(root, h('p', { class: state === 'error' ? 'error' : 'muted', role: 'status' }, text));
+  }
+
+  async function run({ induction = false, ablate = false } = {}) {
+    if (!input) return;
+    const mine = ++seq;
+    const opts = {};
+    const experts = ablate ? chosenExperts() : [];
+    if (experts === null) return;
+    if (ablate && (chosen.size || experts.length)) {
+      opts.ablate = [...chosen].map((k) => k.split('.').map(Number));
+      opts.experts = experts;
+      opts.mode = root.querySelector('#inspect-mode')?.value ?? 'zero';
+    }
+    if (induction) {
+      opts.induction = Math.max(2, Math.min(32, Math.floor(input.card.context / 2)));
+      opts.seed = 0;
+    }
+    const keepMode = opts.mode;
+    root.dataset.state = 'running';
+    root.querySelector('#inspect-status')?.replaceChildren('Running the model with hooks…');
+    try {
+      const r = await call('inspect', { ids: input.ids, tgt: input.tgt, opts });
+      if (mine !== seq) return;
+      report = r;
+      render(keepMode);
+    } catch (err) {
+      if (mine === seq) status(`Inspect failed: ${err.message}`, 'error');
+    }
+  }
+
+  /** The "remove experts" field as [[layer, expert]], or null (and a message) when it does not parse. */
+  function chosenExperts() {
+    const field = root.querySelector('#inspect-experts');
+    if (!field || !field.value.trim()) return [];
+    const pairs = field.value.split(/[\s,]+/).filter(Boolean).map((p) => p.split('.').map(Number));
+    if (pairs.some((p) => p.length !== 2 || !p.every(Number.isInteger))) {
+      root.querySelector('#inspect-chosen').textContent = `"${field.value}" is not a list of LAYER.EXPERT (e.g. 0.1, 2.3).`;
+      return null;
+    }
+    return pairs;
+  }
+
+  async function generateAblated() {
+    if (!input || !chosen.size) return;
+    const out = root.querySelector('#inspect-generated');
+    out.textContent = 'Generating with the ablation on…';
+    try {
+      const experts = chosenExperts();
+      if (experts === null) return;
+      const opts = { ablate: [...chosen].map((k) => k.split('.').map(Number)), experts, mode: root.querySelector('#inspect-mode').value, max_new_tokens: 24 };
+      const src = report?.induction_test ? report.report.ids : input.ids;
+      const r = await call('generate_ablated', { ids: input.card.arch === 'encoder_decoder' ? input.ids : src, opts });
+      out.dataset.ids = r.ids.join(',');
+      out.replaceChildren(h('span', { class: 'small muted' }, `With ${[...chosen].join(', ')} off, greedy continues: `), h('code', {}, vis(r.text)));
+    } catch (err) {
+      out.textContent = `Generation failed: ${err.message}`;
+    }
+  }
+
+  function tryThis(text) {
+    return h('p', { class: 'small try-this' }, h('strong', {}, 'Try this: '), text);
+  }
+
+  function lensTable(layers, positions, title, id) {
+    const r = report.report;
+    return h('div', {}, h('p', { class: 'small muted grid-note' }, title), h('div', { class: 'table-scroll' }, h('table', { class: 'inspect-grid', id },
+      h('thead', {}, h('tr', {}, h('th', {}, 'layer \\ token'), positions.map((p) => h('th', { class: 'tok-head' }, piece(r.ids[p]))))),
+      h('tbody', {}, layers.map((l) => h('tr', {},
+        h('th', {}, `after ${l.layer}`),
+        positions.map((p) => {
+          const id = l.top_ids[p][0];
+          const pr = l.top_probs[p][0];
+          const next = r.ids[p + 1];
+          const tip = l.top_ids[p].map((t, k) => `${piece(t)} ${(100 * l.top_probs[p][k]).toFixed(1)}%`).join('\n');
+          return h('td', {
+            class: `lens-cell${next === id ? ' lens-hit' : ''}`, title: tip, style: shade(pr),
+            dataset: { layer: l.layer, pos: p, id, p: pr },
+          }, h('span', { class: 'lens-piece' }, piece(id)), h('span', { class: 'lens-p' }, fmt(100 * pr, 0)));
+        })))))));
+  }
+
+  function render(mode) {
+    const r = report.report;
+    const card = input.card;
+    const t = r.ids.length;
+    // long sequences: the lens shows the last 24 positions (the model computed all of them)
+    const positions = [...Array(t).keys()].slice(Math.max(0, t - 24));
+    root.dataset.state = 'ready';
+    const scores = r.head_scores;
+    const top = (kind) => {
+      let best = null;
+      scores[kind].forEach((row, l) => row.forEach((s, hd) => { if (!best || s > best.s) best = { l, hd, s }; }));
+      return best;
+    };
+    const it = report.induction_test;
+    const ab = r.ablation;
+    const meanEntropy = r.attention_entropy.map((heads) => heads.map((row) => row.reduce((a, b) => a + b, 0) / row.length));
+    const maxNorm = Math.max(...r.residual_norms.flat(), 1e-9);
+    const maxSurprise = Math.max(...r.surprise, 1e-9);
+    const last = r.logit_lens[r.logit_lens.length - 1];
+    replaceChildren(root,
+      h('div', { class: 'inspect-controls' },
+        h('button', { type: 'button', id: 'inspect-run', on: { click: () => run() } }, 'Inspect the prompt'),
+        h('button', { type: 'button', id: 'inspect-induction', on: { click: () => run({ induction: true }) } }, 'Induction test'),
+        h('span', { id: 'inspect-status', class: 'small muted' },
+          it ? `Induction test: ${it.half.length} random tokens, twice.` : `The ${card.arch === 'encoder_decoder' ? 'decoder input' : 'prompt'}, ${t} tokens.`)),
+
+      h('h3', {}, 'Logit lens'),
+      tryThis('find the first layer whose top guess is already the model\u2019s final answer; outlined cells guessed the next token right.'),
+      lensTable(r.logit_lens, positions, 'Top-1 token (and %) after each block: the final norm and the unembedding applied to the residual. Hover for the top 5.', 'inspect-lens'),
+      h('details', {}, h('summary', { class: 'small' }, 'After the attention half of each block'),
+        lensTable(r.logit_lens_mid, positions, 'The same lens, read after attention and before the feed-forward.', 'inspect-lens-mid')),
+
+      h('h3', {}, 'Head detectors'),
+      tryThis('press Induction test, then click the top induction head and Rerun with ablation: the second-half loss goes back up.'),
+      h('p', { class: 'small', id: 'inspect-top-heads' }, KINDS.map(([k, name]) => {
+        const b = top(k);
+        return h('span', { class: 'top-head', dataset: { kind: k, layer: b.l, head: b.hd } }, `${name}: ${b.l}.${b.hd} (${fmt(b.s)})`);
+      })),
+      h('div', { class: 'head-grids' }, KINDS.map(([k, name]) => h('table', { class: 'inspect-grid heads', dataset: { kind: k } },
+        h('caption', { class: 'small muted' }, name),
+        h('thead', {}, h('tr', {}, h('th', {}, 'L \\ H'), scores[k][0].map((_, hd) => h('th', {}, hd)))),
+        h('tbody', {}, scores[k].map((row, l) => h('tr', {}, h('th', {}, l), row.map((s, hd) => h('td', {},
+          h('button', {
+            type: 'button', class: 'head-cell', style: shade(s), 'aria-pressed': String(chosen.has(`${l}.${hd}`)),
+            title: `head ${l}.${hd}: ${name.toLowerCase()} score ${fmt(s, 3)}, mean attention entropy ${fmt(meanEntropy[l][hd])} nats. Click to ablate.`,
+            dataset: { kind: k, layer: l, head: hd, score: s },
+            on: { click: () => toggle(`${l}.${hd}`) },
+          }, fmt(s))))))))),
+        h('table', { class: 'inspect-grid heads', id: 'inspect-entropy' },
+          h('caption', { class: 'small muted' }, 'Attention entropy (nats, mean over positions)'),
+          h('thead', {}, h('tr', {}, h('th', {}, 'L \\ H'), meanEntropy[0].map((_, hd) => h('th', {}, hd)))),
+          h('tbody', {}, meanEntropy.map((row, l) => h('tr', {}, h('th', {}, l), row.map((e, hd) => h('td', {
+            class: 'entropy-cell', style: shade(e / Math.log(Math.max(t, 2))),
+            title: `head ${l}.${hd}: ${fmt(e, 3)} nats on average (0 = always one key; ln ${t} = ${fmt(Math.log(t))} = spread evenly over all ${t})`,
+            dataset: { layer: l, head: hd, mean: e },
+          }, fmt(e)))))))),
+      it ? h('p', { id: 'inspect-induction-result', class: 'small', dataset: { first: it.loss_first_half, second: it.loss_second_half } },
+        `Loss on the first half ${fmt(it.loss_first_half)} nats, on the repeat ${fmt(it.loss_second_half)} nats`,
+        it.loss_second_half_ablated != null ? `; with ${ab ? ab.heads.map((x) => x.join('.')).join(', ') : ''} ablated, the repeat costs ${fmt(it.loss_second_half_ablated)} nats.` : '.') : null,
+
+      h('h3', {}, 'Ablation'),
+      tryThis(`click heads in the grids above (they light up), choose zero or mean, and rerun: KL says how much the next-token guess moved.${card.experts ? ' Remove an expert (e.g. 0.1) to see how much one expert matters.' : ''}`),
+      h('div', { class: 'inspect-controls' },
+        h('label', {}, 'Mode ', h('select', { id: 'inspect-mode' },
+          h('option', { value: 'zero', selected: mode !== 'mean' }, 'zero'), h('option', { value: 'mean', selected: mode === 'mean' }, 'mean over the sequence'))),
+        card.experts ? h('label', {}, 'Remove experts ', h('input', {
+          id: 'inspect-experts', size: 10, placeholder: 'L.E, L.E', value: ab?.experts?.map((x) => x.join('.')).join(', ') ?? '',
+          on: { input: () => { root.querySelector('#inspect-ablate').disabled = !chosen.size && !root.querySelector('#inspect-experts').value.trim(); } },
+        })) : null,
+        h('button', { type: 'button', id: 'inspect-ablate', disabled: !chosen.size && !ab?.experts?.length, on: { click: () => run({ induction: Boolean(it), ablate: true }) } }, 'Rerun with ablation'),
+        h('button', { type: 'button', id: 'inspect-generate', disabled: !chosen.size, on: { click: generateAblated } }, 'Generate with ablation'),
+        h('span', { class: 'small muted', id: 'inspect-chosen' }, chosen.size ? `Chosen: ${[...chosen].join(', ')}` : 'No head chosen.')),
+      ab ? h('p', {
+        id: 'inspect-ablation', class: 'small',
+        dataset: { kl: ab.kl_last, top1Before: ab.top1_before, top1After: ab.top1_after },
+      }, `${ab.heads.length ? `${ab.kind} ablation of ${ab.heads.map((x) => x.join('.')).join(', ')}` : ''}` +
+        `${ab.experts.length ? `${ab.heads.length ? ' and ' : ''}experts ${ab.experts.map((x) => x.join('.')).join(', ')} removed` : ''}: KL(before \u2016 after) = ${fmt(ab.kl_last, 4)} nats; top-1 ` +
+        `${piece(ab.top1_before)} ${fmt(100 * ab.top1_prob_before, 1)}% \u2192 ${piece(ab.top1_after)} ${fmt(100 * ab.top1_prob_after, 1)}%.`) : null,
+      h('p', { id: 'inspect-generated', class: 'small' }),
+
+      h('h3', {}, 'Residual stream'),
+      tryThis('compare the norm after the embedding with the last block: which layers write the most into the stream?'),
+      h('p', { class: 'small muted grid-note' }, 'L2 norm of the residual at each position: after the embedding, then after each block.'),
+      h('div', { class: 'table-scroll' }, h('table', { class: 'inspect-grid', id: 'inspect-norms' },
+        h('thead', {}, h('tr', {}, h('th', {}, ''), positions.map((p) => h('th', { class: 'tok-head' }, piece(r.ids[p]))))),
+        h('tbody', {}, r.residual_norms.map((row, l) => h('tr', {}, h('th', {}, l === 0 ? 'embed' : `after ${l - 1}`),
+          positions.map((p) => h('td', { class: 'norm-cell', style: shade(row[p] / maxNorm), dataset: { layer: l, pos: p, norm: row[p] } }, fmt(row[p], 1)))))))),
+
+      h('h3', {}, 'Surprise'),
+      tryThis('hover the darkest token: what did the model expect instead?'),
+      h('p', { class: 'surprise-text', id: 'inspect-surprise' }, r.ids.map((id, p) => {
+        const alt = p > 0 ? last.top_ids[p - 1].map((a, k) => `${piece(a)} ${(100 * last.top_probs[p - 1][k]).toFixed(1)}%`).join(', ') : '';
+        return h('span', {
+          class: 'surprise-tok', style: shade(r.surprise[p] / maxSurprise),
+          title: p === 0 ? 'the first token: nothing predicts it' : `${fmt(r.surprise[p])} nats; the model expected: ${alt}`,
+          dataset: { pos: p, surprise: r.surprise[p] },
+        }, piece(id));
+      })));
+  }
+
+  function toggle(key) {
+    if (chosen.has(key)) chosen.delete(key);
+    else chosen.add(key);
+    for (const b of root.querySelectorAll('button.head-cell')) {
+      b.setAttribute('aria-pressed', String(chosen.has(`${b.dataset.layer}.${b.dataset.head}`)));
+    }
+    root.querySelector('#inspect-ablate').disabled = !chosen.size && !root.querySelector('#inspect-experts')?.value.trim();
+    root.querySelector('#inspect-generate').disabled = !chosen.size;
+    root.querySelector('#inspect-chosen').textContent = chosen.size ? `Chosen: ${[...chosen].join(', ')}` : 'No head chosen.';
+  }
+
+  return {
+    clear(message) {
+      input = null;
+      report = null;
+      seq++;
+      status(message, 'empty');
+    },
+    /** A new prompt (from the page's analysis): inspect it. */
+    setInput(next) {
+      if (input?.card !== next.card) chosen = new Set();
+      input = next;
+      run();
+    },
+  };
+}
