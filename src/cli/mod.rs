@@ -11,18 +11,19 @@ use args::Args;
 pub const USAGE: &str = "usage: tinyformer <command> [options]
 commands:
   info --model F                                          config, parameter count, tokenizer
-  forward --model F (--ids 3,1,4 | --prompt TEXT) [--tgt-ids 1,5,9] [--backend gpu|cpu] [--out FILE]
+  forward --model F (--ids 3,1,4 | --prompt TEXT) [--tgt-ids 1,5,9] [--backend gpu|cpu|reference] [--out FILE]
                                                          logits, every attention map and mask, as JSON
   generate --model F (--ids .. | --prompt TEXT) [--src-ids .. for encoder_decoder] --max-new-tokens N
-           [--greedy | --temperature T --top-k K --top-p P --seed S] [--no-kv-cache] [--backend gpu|cpu]
-  eval --model F --text-file T [--backend gpu|cpu]       cross-entropy per token and per character
+           [--greedy | --temperature T --top-k K --top-p P --seed S] [--no-kv-cache] [--backend gpu|cpu|reference]
+  eval --model F --text-file T [--backend gpu|cpu|reference]       cross-entropy per token and per character
   bench matmul [--sizes 64,128,256,512,1024] [--reps N]   naive vs tiled matmul GFLOP/s, as JSON
   bench generate --model F [--tokens N] [--reps N]       tokens/s cached vs uncached, GPU sampling vs readback
   tokenizer train --kind byte_bpe|char_merges|seed_bpe --vocab-size N --text-file F --out tok.json
   tokenizer encode --tokenizer tok.json (--text-file F | --text T) [--out ids.bin]   (ids: little-endian u32)
   tokenizer decode --tokenizer tok.json (--ids 3,1,4 | --ids-file ids.bin)
   selftest                                               every GPU kernel against its CPU twin, as JSON
-  help                                                   this text";
+  help                                                   this text
+--backend: gpu (WebGPU kernels, default), cpu (the fast f32 SIMD CPU path), reference (the f64 CPU oracle)";
 
 pub fn run(argv: &[String]) -> Result<String> {
     let Some(cmd) = argv.first() else { return Err(TfError::Input("no command given (tinyformer help lists the commands)".into())) };

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use crate::cli::args::Args;
 use crate::cpu::SampleParams;
 use crate::error::{Result, TfError};
+use crate::fastcpu::FastCpuBackend;
 use crate::gpu::Gpu;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::Arch;
@@ -22,14 +23,18 @@ fn read_model_file(a: &Args) -> Result<(String, Vec<u8>)> {
 
 enum Which {
     Gpu(GpuBackend),
-    Cpu(CpuBackend),
+    /// the fast CPU backend (src/fastcpu)
+    Cpu(FastCpuBackend),
+    /// the CPU reference twin (src/cpu), the oracle the fast one is tested against
+    Reference(CpuBackend),
 }
 
 fn backend(a: &Args) -> Result<Which> {
     match a.str("backend")?.as_deref().unwrap_or("gpu") {
         "gpu" => Ok(Which::Gpu(GpuBackend::new(Arc::new(pollster::block_on(Gpu::new())?)))),
-        "cpu" => Ok(Which::Cpu(CpuBackend)),
-        other => Err(TfError::Input(format!("--backend must be gpu or cpu, got '{other}'"))),
+        "cpu" => Ok(Which::Cpu(FastCpuBackend)),
+        "reference" => Ok(Which::Reference(CpuBackend)),
+        other => Err(TfError::Input(format!("--backend must be gpu, cpu or reference, got '{other}'"))),
     }
 }
 
@@ -109,6 +114,7 @@ pub fn forward(a: &Args) -> Result<String> {
     let v = match backend(a)? {
         Which::Gpu(mut b) => pollster::block_on(forward_with(&mut b, &bytes, a))?,
         Which::Cpu(mut b) => pollster::block_on(forward_with(&mut b, &bytes, a))?,
+        Which::Reference(mut b) => pollster::block_on(forward_with(&mut b, &bytes, a))?,
     };
     let s = serde_json::to_string(&v).unwrap_or_default();
     match out_file {
@@ -197,6 +203,7 @@ pub fn generate(a: &Args) -> Result<String> {
     let v = match backend(a)? {
         Which::Gpu(mut b) => pollster::block_on(generate_with(&mut b, &bytes, a))?,
         Which::Cpu(mut b) => pollster::block_on(generate_with(&mut b, &bytes, a))?,
+        Which::Reference(mut b) => pollster::block_on(generate_with(&mut b, &bytes, a))?,
     };
     Ok(serde_json::to_string_pretty(&v).unwrap_or_default())
 }
@@ -226,6 +233,10 @@ pub fn eval(a: &Args) -> Result<String> {
             pollster::block_on(eval_with(&mut b, &bytes, &text))?
         }
         Which::Cpu(mut b) => {
+            a.finish()?;
+            pollster::block_on(eval_with(&mut b, &bytes, &text))?
+        }
+        Which::Reference(mut b) => {
             a.finish()?;
             pollster::block_on(eval_with(&mut b, &bytes, &text))?
         }

@@ -1,0 +1,150 @@
+//! Fast f32 nn.Linear: out (M, N) = x (M, K) @ W^T + b, W (N, K) as PyTorch stores it.
+//!
+//! W is repacked once (on its first use as a weight) into panels of NR output columns laid out
+//! (K, NR), so both kernels read weights contiguously:
+//! - GEMM (prefill, M >= 2): an MR x NR register tile accumulates over K from one panel; the bias
+//!   initialises the accumulators (fused epilogue); panels stay in L1/L2 while all M rows pass.
+//! - GEMV (decode, M = 1): y[panel] += x[p] * panel[p, :], four independent accumulator sets over
+//!   K to hide the FMA latency; no horizontal sums.
+//!   Reference twin: crate::cpu::matmul (f64 accumulation).
+
+use crate::error::{ensure, Result, TfError};
+use crate::fastcpu::simd::{fmadd, multiversion};
+
+/// Output columns per panel: two AVX registers, four simd128 registers.
+pub const NR: usize = 16;
+/// Rows per register tile: 4 x 16 = 8 AVX accumulators (of 16 registers).
+pub const MR: usize = 4;
+
+/// W (N, K) as ceil(N / NR) panels of (K, NR): data[(q * K + p) * NR + j] = W[q * NR + j, p], 0 past N.
+pub struct Packed {
+    pub n: usize,
+    pub k: usize,
+    pub data: Vec<f32>,
+}
+
+impl Packed {
+    pub fn new(w: &[f32], n: usize, k: usize) -> Result<Packed> {
+        ensure(w.len() == n * k, "matmul", || format!("W has {} values, expected N*K = {n}*{k}", w.len()))?;
+        let panels = n.div_ceil(NR);
+        let len = panels * k * NR;
+        let mut data = Vec::new();
+        data.try_reserve_exact(len).map_err(|_| TfError::Limit(format!("cannot allocate {len} floats to pack a ({n}, {k}) weight")))?;
+        data.resize(len, 0.0);
+        for q in 0..panels {
+            for j in 0..NR.min(n - q * NR) {
+                let row = &w[(q * NR + j) * k..][..k];
+                for (p, &v) in row.iter().enumerate() {
+                    data[(q * k + p) * NR + j] = v;
+                }
+            }
+        }
+        Ok(Packed { n, k, data })
+    }
+    fn panel(&self, q: usize) -> &[f32] {
+        &self.data[q * self.k * NR..(q + 1) * self.k * NR]
+    }
+}
+
+/// out (M, N) = x (M, K) @ W^T + b. out, x row-major; w packed; b (N,) optional.
+pub fn matmul(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, m: usize) -> Result<()> {
+    let (n, k) = (w.n, w.k);
+    ensure(x.len() == m * k, "matmul", || format!("x has {} values, expected M*K = {m}*{k}", x.len()))?;
+    ensure(out.len() == m * n, "matmul", || format!("out has {} values, expected M*N = {m}*{n}", out.len()))?;
+    if let Some(b) = b {
+        ensure(b.len() == n, "matmul", || format!("bias has {} values, expected N = {n}", b.len()))?;
+    }
+    if m == 1 {
+        gemv(out, x, w, b);
+    } else {
+        gemm(out, x, w, b, m);
+    }
+    Ok(())
+}
+
+multiversion!(fn gemv(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>) => gemv_impl);
+multiversion!(fn gemm(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, m: usize) => gemm_impl);
+
+/// The bias of columns n0..n0+NR (0 past N or without bias).
+#[inline(always)]
+fn bias_tile(b: Option<&[f32]>, n0: usize, n: usize) -> [f32; NR] {
+    let mut t = [0f32; NR];
+    if let Some(b) = b {
+        let cols = NR.min(n - n0);
+        t[..cols].copy_from_slice(&b[n0..n0 + cols]);
+    }
+    t
+}
+
+#[inline(always)]
+fn gemv_impl<const FMA: bool>(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>) {
+    let (n, k) = (w.n, w.k);
+    let x = &x[..k];
+    for q in 0..n.div_ceil(NR) {
+        let panel = w.panel(q);
+        let mut acc = [[0f32; NR]; 4];
+        let mut rows = panel.chunks_exact(4 * NR);
+        let mut xs = x.chunks_exact(4);
+        for (wr, xv) in (&mut rows).zip(&mut xs) {
+            for u in 0..4 {
+                let xu = xv[u];
+                let wu = &wr[u * NR..(u + 1) * NR];
+                for j in 0..NR {
+                    acc[u][j] = fmadd::<FMA>(xu, wu[j], acc[u][j]);
+                }
+            }
+        }
+        for (wr, &xu) in rows.remainder().chunks_exact(NR).zip(xs.remainder()) {
+            for j in 0..NR {
+                acc[0][j] = fmadd::<FMA>(xu, wr[j], acc[0][j]);
+            }
+        }
+        let n0 = q * NR;
+        let bias = bias_tile(b, n0, n);
+        let cols = NR.min(n - n0);
+        for j in 0..cols {
+            out[n0 + j] = (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]) + bias[j];
+        }
+    }
+}
+
+/// One R x NR tile: out[i, n0..n0+NR] = bias + sum_p x[i, p] * panel[p, :], i < R.
+#[inline(always)]
+fn tile<const FMA: bool, const R: usize>(out: &mut [f32], x: &[f32], panel: &[f32], n: usize, k: usize, n0: usize, bias: &[f32; NR]) {
+    let mut acc = [*bias; R];
+    let xr: [&[f32]; R] = std::array::from_fn(|i| &x[i * k..(i + 1) * k]);
+    for (p, wp) in panel.chunks_exact(NR).enumerate().take(k) {
+        for i in 0..R {
+            // SAFETY: p < k (take(k)) and each xr[i] has k values.
+            let xv = unsafe { *xr[i].get_unchecked(p) };
+            for j in 0..NR {
+                acc[i][j] = fmadd::<FMA>(xv, wp[j], acc[i][j]);
+            }
+        }
+    }
+    let cols = NR.min(n - n0);
+    for i in 0..R {
+        out[i * n + n0..i * n + n0 + cols].copy_from_slice(&acc[i][..cols]);
+    }
+}
+
+#[inline(always)]
+fn gemm_impl<const FMA: bool>(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, m: usize) {
+    let (n, k) = (w.n, w.k);
+    for q in 0..n.div_ceil(NR) {
+        let panel = w.panel(q);
+        let n0 = q * NR;
+        let bias = bias_tile(b, n0, n);
+        let mut i = 0;
+        while i + MR <= m {
+            tile::<FMA, MR>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias);
+            i += MR;
+        }
+        match m - i {
+            0 => {}
+            1 => tile::<FMA, 1>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias),
+            2 => tile::<FMA, 2>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias),
+            _ => tile::<FMA, 3>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias),
+        }
+    }
+}
