@@ -13,8 +13,17 @@ use crate::fastcpu::simd::{fmadd, multiversion};
 
 /// Output columns per panel: two AVX registers, four simd128 registers.
 pub const NR: usize = 16;
-/// Rows per register tile: 4 x 16 = 8 AVX accumulators (of 16 registers).
+/// Rows per register tile: 4 x 16 = 8 AVX accumulators (of 16 registers). In wasm a 16-wide row is
+/// four simd128 values and V8 has 16 vector registers on x64: 2 x 16 = 8 accumulators.
+#[cfg(not(target_arch = "wasm32"))]
 pub const MR: usize = 4;
+#[cfg(target_arch = "wasm32")]
+pub const MR: usize = 2;
+/// GEMV: independent accumulator sets over K (FMA latency natively; register budget in wasm).
+#[cfg(not(target_arch = "wasm32"))]
+const GEMV_U: usize = 4;
+#[cfg(target_arch = "wasm32")]
+const GEMV_U: usize = 2;
 
 /// W (N, K) as ceil(N / NR) panels of (K, NR): data[(q * K + p) * NR + j] = W[q * NR + j, p], 0 past N.
 pub struct Packed {
@@ -82,11 +91,11 @@ fn gemv_impl<const FMA: bool>(out: &mut [f32], x: &[f32], w: &Packed, b: Option<
     let x = &x[..k];
     for q in 0..n.div_ceil(NR) {
         let panel = w.panel(q);
-        let mut acc = [[0f32; NR]; 4];
-        let mut rows = panel.chunks_exact(4 * NR);
-        let mut xs = x.chunks_exact(4);
+        let mut acc = [[0f32; NR]; GEMV_U];
+        let mut rows = panel.chunks_exact(GEMV_U * NR);
+        let mut xs = x.chunks_exact(GEMV_U);
         for (wr, xv) in (&mut rows).zip(&mut xs) {
-            for u in 0..4 {
+            for u in 0..GEMV_U {
                 let xu = xv[u];
                 let wu = &wr[u * NR..(u + 1) * NR];
                 for j in 0..NR {
@@ -103,7 +112,7 @@ fn gemv_impl<const FMA: bool>(out: &mut [f32], x: &[f32], w: &Packed, b: Option<
         let bias = bias_tile(b, n0, n);
         let cols = NR.min(n - n0);
         for j in 0..cols {
-            out[n0 + j] = (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]) + bias[j];
+            out[n0 + j] = acc.iter().map(|a| a[j]).sum::<f32>() + bias[j];
         }
     }
 }
