@@ -7,7 +7,7 @@
 
 use crate::cpu::AttnShape;
 use crate::error::{ensure, Result};
-use crate::fastcpu::simd::{axpy, dot, exp, multiversion};
+use crate::fastcpu::simd::{axpy, dot, exp, max, multiversion, sum};
 
 /// out (Tq, NH*HS) = softmax(mask(Q K^T * scale)) V; probs (NH, Tq, Tk). Blocked keys get 0; a row
 /// with no visible key gives zero probabilities and a zero output.
@@ -33,18 +33,18 @@ fn attend_impl<const FMA: bool>(out: &mut [f32], probs: &mut [f32], q: &[f32], k
             // keys j < end may be visible
             let end = s.causal.map_or(s.tk, |off| (i + off + 1).min(s.tk));
             let mrow = mask.map(|m| &m[i * s.tk..][..s.tk]);
-            let mut mx = f32::NEG_INFINITY;
-            for j in 0..end {
-                let visible = mrow.is_none_or(|m| m[j] != 0.0);
-                prow[j] = if visible {
-                    let kj = &k[s.k_offset + j * s.k_stride + g * hs..][..hs];
-                    let sc = dot::<FMA>(qi, kj) * s.scale;
-                    mx = mx.max(sc);
-                    sc
-                } else {
-                    f32::NEG_INFINITY
-                };
+            // scores, then blocked keys to -inf; separate loops so each one vectorises
+            for (j, p) in prow[..end].iter_mut().enumerate() {
+                *p = dot::<FMA>(qi, &k[s.k_offset + j * s.k_stride + g * hs..][..hs]) * s.scale;
             }
+            if let Some(m) = mrow {
+                for (p, &allowed) in prow[..end].iter_mut().zip(m) {
+                    if allowed == 0.0 {
+                        *p = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            let mx = max(&prow[..end]);
             prow[end..].fill(0.0);
             orow.fill(0.0);
             if mx == f32::NEG_INFINITY {
@@ -52,11 +52,10 @@ fn attend_impl<const FMA: bool>(out: &mut [f32], probs: &mut [f32], q: &[f32], k
                 continue;
             }
             // e^(s - max): a blocked key's -inf gives exactly 0
-            let mut z = 0f32;
             for p in prow[..end].iter_mut() {
                 *p = exp(*p - mx);
-                z += *p;
             }
+            let z = sum(&prow[..end]);
             let inv = 1.0 / z;
             for (j, p) in prow[..end].iter_mut().enumerate() {
                 *p *= inv;
