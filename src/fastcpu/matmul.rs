@@ -4,9 +4,11 @@
 //! (K, NR), so both kernels read weights contiguously:
 //! - GEMM (prefill, M >= 2): an MR x NR register tile accumulates over K from one panel; the bias
 //!   initialises the accumulators (fused epilogue); panels stay in L1/L2 while all M rows pass.
-//! - GEMV (decode, M = 1): y[panel] += x[p] * panel[p, :], four independent accumulator sets over
-//!   K to hide the FMA latency; no horizontal sums.
-//!   Reference twin: crate::cpu::matmul (f64 accumulation).
+//! - GEMV (decode, M = 1): y[panel] += x[p] * panel[p, :], independent accumulator sets over K to
+//!   hide the FMA latency; no horizontal sums.
+//!
+//! Builds: portable (generic over FMA; AVX2 GEMV via multiversion!), AVX2 GEMM tile (mod avx2),
+//! simd128 GEMM and GEMV (mod simd128, the page). Reference twin: crate::cpu::matmul (f64).
 
 use crate::error::{ensure, Result, TfError};
 use crate::fastcpu::simd::{fmadd, multiversion};

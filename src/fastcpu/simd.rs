@@ -1,4 +1,4 @@
-//! SIMD without intrinsics: kernels are written once over fixed-size arrays that LLVM vectorises,
+//! SIMD mostly without intrinsics (matmul.rs and `dot` have them where LLVM fell short): kernels are written once over fixed-size arrays that LLVM vectorises,
 //! `#[inline(always)]` and generic over `FMA`. Natively, `multiversion!` compiles each kernel a
 //! second time inside an `avx2,fma` function and picks it at run time (`is_x86_feature_detected!`);
 //! in the page the whole crate is built with `+simd128` (.cargo/config.toml), so the portable form
