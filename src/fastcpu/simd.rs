@@ -171,8 +171,9 @@ pub fn axpy<const FMA: bool>(y: &mut [f32], a: f32, x: &[f32]) {
 
 /// e^x in f32 without a libm call, branch-free so loops over it vectorise: x = n ln2 + r with
 /// |r| <= ln2/2, e^r by Cephes' degree-6 polynomial (relative error ~2e-7 against f64 exp),
-/// 2^n built in the exponent bits. Below -87.3 it returns exactly 0 (masked scores stay 0), above
-/// 88.7 it saturates at f32::MAX-ish values like expf.
+/// 2^n built in the exponent bits. Below -87.3 it returns exactly 0 (masked scores stay 0); from
+/// about 88.4 it returns inf (expf overflows at 88.72). Callers pass x <= 0 (softmax, erf) or use it
+/// where inf is harmless (silu: x / (1 + inf) = 0).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
