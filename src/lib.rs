@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod error;
+pub mod fastcpu;
 pub mod gpu;
 pub mod mask;
 pub mod model;

@@ -9,12 +9,13 @@ use js_sys::{Float32Array, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
 use crate::cpu::SampleParams;
+use crate::fastcpu::FastCpuBackend;
 use crate::gpu::Gpu;
 use crate::mask::{self, Mask};
 use crate::model::config::Arch;
 use crate::model::memory::Budget;
 use crate::model::run::{AttnMap, GenConfig, Generation, BOS_ID};
-use crate::model::{Backend, CpuBackend, GpuBackend, Model};
+use crate::model::{Backend, GpuBackend, Model};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
 thread_local! {
@@ -137,14 +138,15 @@ pub fn masks(seq_len: u32, num_pad: u32, cached_len: u32) -> Result<JsValue, JsV
 }
 
 // ------------------------------------------------------------------------------------------------
-// Models: one loaded at a time, on the GPU when gpu_init succeeded (else the CPU reference).
+// Models: one loaded at a time, on the GPU when gpu_init succeeded (else the fast CPU backend,
+// src/fastcpu, built with simd128).
 // Calls are async and the worker serialises them; a call that arrives while another one holds the
 // model gets a "busy" error instead of corrupting state.
 // ------------------------------------------------------------------------------------------------
 
 enum Loaded {
     Gpu(GpuBackend, Model<GpuBackend>),
-    Cpu(CpuBackend, Model<CpuBackend>),
+    Cpu(FastCpuBackend, Model<FastCpuBackend>),
 }
 
 struct Session {
@@ -227,7 +229,7 @@ pub async fn load_model(bytes: Vec<u8>, prefer_gpu: bool) -> Result<JsValue, JsV
             Loaded::Gpu(b, m)
         }
         None => {
-            let b = CpuBackend;
+            let b = FastCpuBackend;
             let m = Model::load_within(&b, bytes, &Budget::page()).map_err(err)?;
             Loaded::Cpu(b, m)
         }

@@ -27,7 +27,7 @@ fn generate_reproduces_the_pytorch_greedy_continuation_on_both_backends() {
     let fx = fixture("llama_gqa");
     let prompt: Vec<String> = fx["greedy"]["prompt_ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
     let n = fx["greedy"]["max_new_tokens"].to_string();
-    for backend in ["cpu", "gpu"] {
+    for backend in ["cpu", "reference", "gpu"] {
         for cache in [None, Some("--no-kv-cache")] {
             let mut args = vec![
                 "generate",

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
+use tinyformer::fastcpu::FastCpuBackend;
 use tinyformer::gpu::Gpu;
 use tinyformer::model::run::GenConfig;
 use tinyformer::model::{Backend, CpuBackend, GpuBackend, Model};
@@ -127,6 +128,14 @@ async fn check_fixture<B: Backend>(b: &mut B, name: &str, j: &Value, bytes: &[u8
 #[test]
 fn cpu_path_matches_pytorch() {
     let mut b = CpuBackend;
+    for (name, j, bytes) in fixtures() {
+        pollster::block_on(check_fixture(&mut b, &name, &j, &bytes));
+    }
+}
+
+#[test]
+fn fast_cpu_path_matches_pytorch() {
+    let mut b = FastCpuBackend;
     for (name, j, bytes) in fixtures() {
         pollster::block_on(check_fixture(&mut b, &name, &j, &bytes));
     }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use serde_json::Value;
+use tinyformer::fastcpu::FastCpuBackend;
 use tinyformer::gpu::Gpu;
 use tinyformer::model::config::Arch;
 use tinyformer::model::run::GenConfig;
@@ -156,6 +157,15 @@ async fn check_cross_alignment<B: Backend>(b: &mut B, m: &mut Model<B>, name: &s
 #[test]
 fn shipped_models_match_pytorch_on_cpu() {
     let mut b = CpuBackend;
+    for name in SHIPPED {
+        let (side, bytes) = load_sidecar(name);
+        pollster::block_on(check_model(&mut b, name, &side, &bytes));
+    }
+}
+
+#[test]
+fn shipped_models_match_pytorch_on_fast_cpu() {
+    let mut b = FastCpuBackend;
     for name in SHIPPED {
         let (side, bytes) = load_sidecar(name);
         pollster::block_on(check_model(&mut b, name, &side, &bytes));

@@ -47,8 +47,10 @@ pub enum Command {
 pub enum BackendChoice {
     /// our WGSL kernels through wgpu (Vulkan/Metal natively)
     Gpu,
-    /// the plain-Rust CPU path
+    /// the fast CPU path: f32 SIMD kernels (src/fastcpu)
     Cpu,
+    /// the plain-Rust f64 CPU reference the tests use as the oracle (src/cpu)
+    Reference,
 }
 
 /// The checkpoint and how much memory it may take.

@@ -67,6 +67,7 @@ pub fn inspect(a: &InspectArgs) -> Result<String> {
     let v = match backend(a.backend)? {
         Which::Gpu(mut b) => pollster::block_on(inspect_with(&mut b, &bytes, a, ablation))?,
         Which::Cpu(mut b) => pollster::block_on(inspect_with(&mut b, &bytes, a, ablation))?,
+        Which::Reference(mut b) => pollster::block_on(inspect_with(&mut b, &bytes, a, ablation))?,
     };
     let s = serde_json::to_string(&v).unwrap_or_default();
     match &a.out {

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use crate::cli::args::{BackendChoice, BenchGenerateArgs, EvalArgs, ForwardArgs, GenerateArgs, InfoArgs, ModelArgs};
 use crate::cpu::SampleParams;
 use crate::error::{Result, TfError};
+use crate::fastcpu::FastCpuBackend;
 use crate::gpu::Gpu;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::Arch;
@@ -26,13 +27,17 @@ pub(crate) fn budget(a: &ModelArgs) -> Budget {
 
 pub(crate) enum Which {
     Gpu(GpuBackend),
-    Cpu(CpuBackend),
+    /// the fast CPU backend (src/fastcpu)
+    Cpu(FastCpuBackend),
+    /// the CPU reference twin (src/cpu), the oracle the fast one is tested against
+    Reference(CpuBackend),
 }
 
 pub(crate) fn backend(choice: BackendChoice) -> Result<Which> {
     match choice {
         BackendChoice::Gpu => Ok(Which::Gpu(GpuBackend::new(Arc::new(pollster::block_on(Gpu::new())?)))),
-        BackendChoice::Cpu => Ok(Which::Cpu(CpuBackend)),
+        BackendChoice::Cpu => Ok(Which::Cpu(FastCpuBackend)),
+        BackendChoice::Reference => Ok(Which::Reference(CpuBackend)),
     }
 }
 
@@ -114,6 +119,7 @@ pub fn forward(a: &ForwardArgs) -> Result<String> {
     let v = match backend(a.backend)? {
         Which::Gpu(mut b) => pollster::block_on(forward_with(&mut b, &bytes, a))?,
         Which::Cpu(mut b) => pollster::block_on(forward_with(&mut b, &bytes, a))?,
+        Which::Reference(mut b) => pollster::block_on(forward_with(&mut b, &bytes, a))?,
     };
     let s = serde_json::to_string(&v).unwrap_or_default();
     match &a.out {
@@ -183,6 +189,7 @@ pub fn generate(a: &GenerateArgs) -> Result<String> {
     let v = match backend(a.backend)? {
         Which::Gpu(mut b) => pollster::block_on(generate_with(&mut b, &bytes, a, cfg))?,
         Which::Cpu(mut b) => pollster::block_on(generate_with(&mut b, &bytes, a, cfg))?,
+        Which::Reference(mut b) => pollster::block_on(generate_with(&mut b, &bytes, a, cfg))?,
     };
     Ok(serde_json::to_string_pretty(&v).unwrap_or_default())
 }
@@ -208,6 +215,7 @@ pub fn eval(a: &EvalArgs) -> Result<String> {
     let v = match backend(a.backend)? {
         Which::Gpu(mut b) => pollster::block_on(eval_with(&mut b, &bytes, &text, &budget(&a.model)))?,
         Which::Cpu(mut b) => pollster::block_on(eval_with(&mut b, &bytes, &text, &budget(&a.model)))?,
+        Which::Reference(mut b) => pollster::block_on(eval_with(&mut b, &bytes, &text, &budget(&a.model)))?,
     };
     Ok(serde_json::to_string_pretty(&v).unwrap_or_default())
 }

@@ -1,0 +1,188 @@
+//! CPU benchmarks, as JSON (one run, ratios in the same process):
+//!
+//! `cargo run --release --example bench_cpu -- kernels`
+//!   nn.Linear on the shipped models' shapes (M = 1 decode, M = 128 prefill): the fast backend
+//!   (AVX2+FMA and portable builds), the f64 reference, and, when built with
+//!   `--features compare-gemm-crates`, the `matrixmultiply` and `gemm` crates.
+//! `cargo run --release --example bench_cpu -- models models/shakespeare-gpt.safetensors ...`
+//!   per model, fast backend and reference, 1 thread: greedy decode of 64 tokens after a 16-token
+//!   prompt (KV cache) and a 128-token prefill, on the ids of models/<name>.json's eval slice; the
+//!   generated ids are printed so scripts/bench-peers.sh can check every engine produced the same.
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use tinyformer::cpu;
+use tinyformer::fastcpu::{matmul, simd, FastCpuBackend};
+use tinyformer::model::run::GenConfig;
+use tinyformer::model::{Backend, CpuBackend, Logits, Model};
+
+/// Best of `reps` timings of `f`, in seconds, after one warm-up call.
+fn best(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect()
+}
+
+fn kernels() -> Value {
+    // (K, N) of the shipped models' linears: q/o (192,192), k/v of llama (192,64), gpt FFN
+    // (192,768)/(768,192), llama FFN (192,512)/(512,192), head (192,512)
+    let shapes = [(192, 192), (192, 64), (192, 768), (768, 192), (192, 512), (512, 192)];
+    let mut rows = vec![];
+    for m in [1usize, 128] {
+        for &(k, n) in &shapes {
+            let x = rand_vec(m * k, 1);
+            let w = rand_vec(n * k, 2);
+            let b = rand_vec(n, 3);
+            let mut out = vec![0f32; m * n];
+            let flop = 2.0 * (m * n * k) as f64;
+            let reps = ((2e8 / flop) as usize).clamp(5, 20000);
+            let pk = matmul::Packed::new(&w, n, k).unwrap();
+            let mut r = serde_json::Map::new();
+            let gf = |secs: f64| flop / secs / 1e9;
+            let t = best(reps, || matmul::matmul(&mut out, &x, &pk, Some(&b), m).unwrap());
+            r.insert("fast_gflops".into(), json!(gf(t)));
+            simd::force_portable(true);
+            let t = best(reps, || matmul::matmul(&mut out, &x, &pk, Some(&b), m).unwrap());
+            simd::force_portable(false);
+            r.insert("fast_portable_gflops".into(), json!(gf(t)));
+            let t = best(reps.min(50), || cpu::matmul(&mut out, &x, &w, Some(&b), m, k, n).unwrap());
+            r.insert("reference_gflops".into(), json!(gf(t)));
+            let t = best(reps, || {
+                let _ = matmul::Packed::new(&w, n, k).unwrap();
+            });
+            r.insert("pack_us".into(), json!(t * 1e6));
+            #[cfg(feature = "compare-gemm-crates")]
+            {
+                // out (M,N) = x (M,K) @ W^T: W^T is W with swapped strides; bias added after (not fused)
+                let t = best(reps, || {
+                    unsafe {
+                        matrixmultiply::sgemm(
+                            m,
+                            k,
+                            n,
+                            1.0,
+                            x.as_ptr(),
+                            k as isize,
+                            1,
+                            w.as_ptr(),
+                            1,
+                            k as isize,
+                            0.0,
+                            out.as_mut_ptr(),
+                            n as isize,
+                            1,
+                        );
+                    }
+                    for row in out.chunks_mut(n) {
+                        row.iter_mut().zip(&b).for_each(|(o, b)| *o += b);
+                    }
+                });
+                r.insert("matrixmultiply_gflops".into(), json!(gf(t)));
+                let t = best(reps, || {
+                    unsafe {
+                        gemm::gemm(
+                            m,
+                            n,
+                            k,
+                            out.as_mut_ptr(),
+                            1,
+                            n as isize,
+                            false,
+                            x.as_ptr(),
+                            1,
+                            k as isize,
+                            w.as_ptr(),
+                            k as isize,
+                            1,
+                            0.0f32,
+                            1.0f32,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    for row in out.chunks_mut(n) {
+                        row.iter_mut().zip(&b).for_each(|(o, b)| *o += b);
+                    }
+                });
+                r.insert("gemm_gflops".into(), json!(gf(t)));
+            }
+            rows.push(json!({"m": m, "k": k, "n": n, "results": r}));
+        }
+    }
+    json!({"bench": "cpu_kernels", "isa": simd::isa(), "threads": 1, "shapes": rows})
+}
+
+fn sidecar_ids(path: &str) -> Vec<u32> {
+    let side = path.replace(".safetensors", ".json");
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(&side).unwrap_or_else(|e| panic!("{side}: {e}"))).unwrap();
+    j["eval_slice"]["ids"].as_array().expect("eval_slice.ids").iter().map(|v| v.as_u64().unwrap() as u32).collect()
+}
+
+/// decode: 64 new tokens after a 16-token prompt, greedy, KV cache, tok/s = 64 / (whole generate);
+/// prefill: one 128-token pass from an empty cache (last-row logits), in ms. Best of `reps`.
+fn model_bench<B: Backend>(b: &mut B, bytes: &[u8], ids: &[u32], reps: usize) -> Value {
+    let mut m = Model::load(b, bytes).unwrap();
+    let prompt = &ids[..16];
+    let cfg = GenConfig { max_new_tokens: 64, ..GenConfig::default() };
+    let mut out = vec![];
+    let gen = best(reps, || out = pollster::block_on(m.generate(b, prompt, None, cfg.clone())).unwrap());
+    let pre = &ids[..128];
+    let prefill = best(reps, || {
+        m.run_lm(b, pre, 0, Logits::Last).unwrap();
+        b.submit().unwrap();
+    });
+    let next = pollster::block_on(b.read_f32(&m.st.logits, 0, m.out_vocab())).unwrap();
+    json!({
+        "decode_tokens_per_second": 64.0 / gen,
+        "prefill_128_ms": prefill * 1e3,
+        "ids": out[16..],
+        "prefill_argmax": cpu::argmax(&next),
+    })
+}
+
+fn models(paths: &[String]) -> Value {
+    let reps: usize = std::env::var("BENCH_REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let mut res = serde_json::Map::new();
+    for p in paths {
+        let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let ids = sidecar_ids(p);
+        let name = std::path::Path::new(p).file_stem().unwrap().to_string_lossy().to_string();
+        let fast = model_bench(&mut FastCpuBackend, &bytes, &ids, reps);
+        let reference = model_bench(&mut CpuBackend, &bytes, &ids, reps.min(2));
+        res.insert(name, json!({"fast_cpu": fast, "reference_cpu": reference}));
+    }
+    json!({"bench": "cpu_models", "isa": simd::isa(), "threads": 1, "prompt_tokens": 16, "new_tokens": 64, "prefill_tokens": 128, "models": res})
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let v = match args.first().map(|s| s.as_str()) {
+        Some("kernels") => kernels(),
+        Some("models") => models(&args[1..]),
+        _ => {
+            eprintln!("usage: bench_cpu kernels | models FILE.safetensors...");
+            std::process::exit(2);
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&v).unwrap());
+}

@@ -1,0 +1,74 @@
+//! Fast element-wise ops (activations, residual add) with branch-free f32 exp / erf that
+//! vectorise. Twin: crate::cpu::act (f64 libm).
+
+use crate::cpu::EwOp;
+use crate::fastcpu::simd::{gelu, multiversion, silu};
+
+multiversion!(
+    /// out[i] = op(a[i], b[i]) (b ignored by unary ops; 0 stands in when it is missing). out, a, b (N,)
+    pub fn elementwise(out: &mut [f32], a: &[f32], b: Option<&[f32]>, op: EwOp) => elementwise_impl
+);
+multiversion!(
+    /// x[i] = op(x[i], y[i]). x, y (N,)
+    pub fn inplace(x: &mut [f32], y: Option<&[f32]>, op: EwOp) => inplace_impl
+);
+
+#[inline(always)]
+fn apply(op: EwOp, a: f32, b: f32) -> f32 {
+    match op {
+        EwOp::Relu => a.max(0.0),
+        EwOp::Gelu => gelu(a),
+        EwOp::Silu => silu(a),
+        EwOp::SwiGlu => silu(a) * b,
+        EwOp::Add => a + b,
+        EwOp::Mul => a * b,
+    }
+}
+
+/// One loop per op, so each is a straight vectorisable loop.
+macro_rules! per_op {
+    ($op:expr, |$o:ident| $body:expr) => {
+        match $op {
+            EwOp::Relu => {
+                let $o = EwOp::Relu;
+                $body
+            }
+            EwOp::Gelu => {
+                let $o = EwOp::Gelu;
+                $body
+            }
+            EwOp::Silu => {
+                let $o = EwOp::Silu;
+                $body
+            }
+            EwOp::SwiGlu => {
+                let $o = EwOp::SwiGlu;
+                $body
+            }
+            EwOp::Add => {
+                let $o = EwOp::Add;
+                $body
+            }
+            EwOp::Mul => {
+                let $o = EwOp::Mul;
+                $body
+            }
+        }
+    };
+}
+
+#[inline(always)]
+fn elementwise_impl<const FMA: bool>(out: &mut [f32], a: &[f32], b: Option<&[f32]>, op: EwOp) {
+    match b {
+        Some(b) => per_op!(op, |o| out.iter_mut().zip(a).zip(b).for_each(|((d, &x), &y)| *d = apply(o, x, y))),
+        None => per_op!(op, |o| out.iter_mut().zip(a).for_each(|(d, &x)| *d = apply(o, x, 0.0))),
+    }
+}
+
+#[inline(always)]
+fn inplace_impl<const FMA: bool>(x: &mut [f32], y: Option<&[f32]>, op: EwOp) {
+    match y {
+        Some(y) => per_op!(op, |o| x.iter_mut().zip(y).for_each(|(d, &v)| *d = apply(o, *d, v))),
+        None => per_op!(op, |o| x.iter_mut().for_each(|d| *d = apply(o, *d, 0.0))),
+    }
+}

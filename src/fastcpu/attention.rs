@@ -1,0 +1,68 @@
+//! Fast masked attention over the KV cache, f32. Reference twin: crate::cpu::attention.
+//!
+//! Per (head, query row) the probabilities row of `probs` is the only scratch: it receives the
+//! scores, then e^(s - max), then the probabilities, so the (NH, Tq, Tk) maps the page asks for
+//! come for free and nothing else is materialised (no score matrix, no allocation). Causal rows
+//! stop at the last visible key; the keys past it are written as 0 without being read.
+
+use crate::cpu::AttnShape;
+use crate::error::{ensure, Result};
+use crate::fastcpu::simd::{axpy, dot, exp, max, multiversion, sum};
+
+/// out (Tq, NH*HS) = softmax(mask(Q K^T * scale)) V; probs (NH, Tq, Tk). Blocked keys get 0; a row
+/// with no visible key gives zero probabilities and a zero output.
+pub fn attention(out: &mut [f32], probs: &mut [f32], q: &[f32], k: &[f32], v: &[f32], mask: Option<&[f32]>, s: &AttnShape) -> Result<()> {
+    s.check("attention", q.len(), k.len(), v.len(), mask.map(|m| m.len()))?;
+    ensure(out.len() == s.tq * s.nh * s.hs, "attention", || format!("out has {} values, expected Tq*NH*HS", out.len()))?;
+    ensure(probs.len() == s.nh * s.tq * s.tk, "attention", || format!("probs has {} values, expected NH*Tq*Tk", probs.len()))?;
+    attend(out, probs, q, k, v, mask, s);
+    Ok(())
+}
+
+multiversion!(fn attend(out: &mut [f32], probs: &mut [f32], q: &[f32], k: &[f32], v: &[f32], mask: Option<&[f32]>, s: &AttnShape) => attend_impl);
+
+#[inline(always)]
+fn attend_impl<const FMA: bool>(out: &mut [f32], probs: &mut [f32], q: &[f32], k: &[f32], v: &[f32], mask: Option<&[f32]>, s: &AttnShape) {
+    let hs = s.hs;
+    for h in 0..s.nh {
+        let g = s.kv_head(h);
+        for i in 0..s.tq {
+            let qi = &q[s.q_offset + i * s.q_stride + h * hs..][..hs];
+            let prow = &mut probs[(h * s.tq + i) * s.tk..][..s.tk];
+            let orow = &mut out[i * s.nh * hs + h * hs..][..hs];
+            // keys j < end may be visible
+            let end = s.causal.map_or(s.tk, |off| (i + off + 1).min(s.tk));
+            let mrow = mask.map(|m| &m[i * s.tk..][..s.tk]);
+            // scores, then blocked keys to -inf; separate loops so each one vectorises
+            for (j, p) in prow[..end].iter_mut().enumerate() {
+                *p = dot::<FMA>(qi, &k[s.k_offset + j * s.k_stride + g * hs..][..hs]) * s.scale;
+            }
+            if let Some(m) = mrow {
+                for (p, &allowed) in prow[..end].iter_mut().zip(m) {
+                    if allowed == 0.0 {
+                        *p = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            let mx = max(&prow[..end]);
+            prow[end..].fill(0.0);
+            orow.fill(0.0);
+            if mx == f32::NEG_INFINITY {
+                prow[..end].fill(0.0);
+                continue;
+            }
+            // e^(s - max): a blocked key's -inf gives exactly 0
+            for p in prow[..end].iter_mut() {
+                *p = exp(*p - mx);
+            }
+            let z = sum(&prow[..end]);
+            let inv = 1.0 / z;
+            for (j, p) in prow[..end].iter_mut().enumerate() {
+                *p *= inv;
+                if *p != 0.0 {
+                    axpy::<FMA>(orow, *p, &v[s.v_offset + j * s.v_stride + g * hs..][..hs]);
+                }
+            }
+        }
+    }
+}
