@@ -2,7 +2,7 @@
 //   x   (M, K)  row-major
 //   W   (N, K)  as PyTorch stores nn.Linear.weight
 //   b   (N,)    optional (has_bias)
-//   out (M, N)
+//   out (M, N)    = act(x @ W^T + b), act: 0 none, 1 ReLU, 2 GELU (epilogue_act in common.wgsl)
 
 struct MatmulParams {
     m: u32,
@@ -11,7 +11,7 @@ struct MatmulParams {
     has_bias: u32,
     x_offset: u32,   // elements: x starts at x[x_offset]
     out_offset: u32, // elements: out starts at out[out_offset]
-    _p0: u32,
+    act: u32,        // epilogue activation
     _p1: u32,
 };
 
@@ -32,7 +32,7 @@ fn naive(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc = acc + x[P.x_offset + row * P.k + p] * w[col * P.k + p];
     }
     if (P.has_bias != 0u) { acc = acc + bias[col]; }
-    out[P.out_offset + row * P.n + col] = acc;
+    out[P.out_offset + row * P.n + col] = epilogue_act(acc, P.act);
 }
 
 // Tiled: a 64x64 output tile per workgroup of 16x16 threads, each thread a 4x4 register block.
@@ -104,7 +104,7 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
             if (c >= P.n) { continue; }
             var v = acc[i][j];
             if (P.has_bias != 0u) { v = v + bias[c]; }
-            out[P.out_offset + r * P.n + c] = v;
+            out[P.out_offset + r * P.n + c] = epilogue_act(v, P.act);
         }
     }
 }

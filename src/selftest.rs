@@ -10,7 +10,12 @@ use serde::Serialize;
 
 use crate::cpu::{self, AttnShape, EwOp, SampleParams};
 use crate::error::Result;
-use crate::gpu::{self, matmul::MatmulKind, rope::RopeShape, Gpu, Recorder};
+use crate::gpu::{
+    self,
+    matmul::{Act, MatmulKind},
+    rope::RopeShape,
+    Gpu, Recorder,
+};
 use crate::rng::Rng;
 
 #[derive(Clone, Debug, Serialize)]
@@ -88,29 +93,76 @@ impl Acc {
     }
 }
 
+/// The matmul kernels with their epilogues against cpu::matmul followed by the activation. Cases
+/// cycle through no activation, ReLU and GELU, with and without a bias, and read x from a row
+/// offset (aligned and unaligned to vec4, for the GEMV's two paths).
 async fn check_matmul(g: &Arc<Gpu>, kind: MatmulKind, name: &str) -> Result<CheckResult> {
     const ATOL: f64 = 1e-4;
     const RTOL: f64 = 1e-4;
     let t0 = now_ms();
     let mut acc = Acc::new();
     let mut rng = Rng::new(11);
-    let shapes =
-        [(1, 1, 1), (1, 7, 5), (3, 13, 17), (2, 64, 64), (65, 33, 67), (7, 129, 3), (64, 64, 64), (1, 257, 131), (130, 20, 70), (17, 1, 9)];
-    for (i, &(m, k, n)) in shapes.iter().enumerate() {
+    // (M, K, N, rows of x before the ones read)
+    let shapes = [
+        (1, 1, 1, 0),
+        (1, 7, 5, 0),
+        (3, 13, 17, 1),
+        (2, 64, 64, 0),
+        (65, 33, 67, 0),
+        (7, 129, 3, 0),
+        (64, 64, 64, 2),
+        (1, 257, 131, 0),
+        (130, 20, 70, 0),
+        (17, 1, 9, 0),
+        (1, 128, 300, 3),
+        (4, 96, 33, 1),
+    ];
+    for (i, &(m, k, n, skip)) in shapes.iter().enumerate() {
         let bias = i % 2 == 0;
-        let x = rng.vec_normal(m * k, 1.0);
+        let act = [Act::None, Act::Relu, Act::Gelu][i % 3];
+        let x = rng.vec_normal((skip + m) * k, 1.0);
         let w = rng.vec_normal(n * k, 1.0);
         let b = rng.vec_normal(n, 1.0);
         let mut want = vec![0f32; m * n];
-        cpu::matmul(&mut want, &x, &w, bias.then_some(&b[..]), m, k, n)?;
+        cpu::matmul(&mut want, &x[skip * k..], &w, bias.then_some(&b[..]), m, k, n)?;
+        match act {
+            Act::None => {}
+            Act::Relu => cpu::act::relu(&mut want),
+            Act::Gelu => cpu::act::gelu(&mut want),
+        }
         let (xt, wt, bt, ot) =
-            (g.upload(&[m, k], &x, "x")?, g.upload(&[n, k], &w, "w")?, g.upload(&[n], &b, "b")?, g.zeros(&[m, n], "out")?);
+            (g.upload(&[skip + m, k], &x, "x")?, g.upload(&[n, k], &w, "w")?, g.upload(&[n], &b, "b")?, g.zeros(&[m, n], "out")?);
         let mut rec = Recorder::new(g);
-        gpu::matmul::matmul(&mut rec, &ot, 0, &xt, 0, m, &wt, bias.then_some(&bt), kind)?;
+        gpu::matmul::matmul_act(&mut rec, &ot, 0, &xt, skip * k, m, &wt, bias.then_some(&bt), act, kind)?;
         rec.submit()?;
-        acc.add(&format!("M={m} K={k} N={n} bias={bias}"), compare(&g.read_f32(&ot).await?, &want, ATOL, RTOL));
+        acc.add(&format!("M={m} K={k} N={n} bias={bias} {act:?} x from row {skip}"), compare(&g.read_f32(&ot).await?, &want, ATOL, RTOL));
     }
     Ok(acc.finish(name, "atol 1e-4 + rtol 1e-4", t0))
+}
+
+/// The fused SwiGLU GEMV against two cpu::matmul calls and cpu::swiglu.
+async fn check_gemv_swiglu(g: &Arc<Gpu>) -> Result<CheckResult> {
+    const ATOL: f64 = 1e-4;
+    const RTOL: f64 = 1e-4;
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(12);
+    for &(m, k, n) in &[(1usize, 1usize, 1usize), (1, 7, 5), (3, 13, 17), (1, 64, 172), (2, 256, 100), (7, 32, 9)] {
+        let x = rng.vec_normal(m * k, 1.0);
+        let wg = rng.vec_normal(n * k, 0.5);
+        let wu = rng.vec_normal(n * k, 0.5);
+        let (mut gate, mut up, mut want) = (vec![0f32; m * n], vec![0f32; m * n], vec![0f32; m * n]);
+        cpu::matmul(&mut gate, &x, &wg, None, m, k, n)?;
+        cpu::matmul(&mut up, &x, &wu, None, m, k, n)?;
+        cpu::act::swiglu(&mut want, &gate, &up);
+        let (xt, gt, ut, ot) =
+            (g.upload(&[m, k], &x, "x")?, g.upload(&[n, k], &wg, "wg")?, g.upload(&[n, k], &wu, "wu")?, g.zeros(&[m, n], "out")?);
+        let mut rec = Recorder::new(g);
+        gpu::matmul::gemv_swiglu(&mut rec, &ot, &xt, m, &gt, &ut)?;
+        rec.submit()?;
+        acc.add(&format!("M={m} K={k} N={n}"), compare(&g.read_f32(&ot).await?, &want, ATOL, RTOL));
+    }
+    Ok(acc.finish("gemv swiglu (silu(x Wg^T) * x Wu^T)", "atol 1e-4 + rtol 1e-4", t0))
 }
 
 /// One attention case: the mask is built from `mask_fn` when given.
@@ -486,6 +538,8 @@ pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
     }
     run!("matmul naive", check_matmul(g, MatmulKind::Naive, "matmul naive"));
     run!("matmul tiled", check_matmul(g, MatmulKind::Tiled, "matmul tiled"));
+    run!("matmul gemv", check_matmul(g, MatmulKind::Gemv, "matmul gemv (few rows)"));
+    run!("gemv swiglu", check_gemv_swiglu(g));
     run!("attention", check_attention(g));
     run!("elementwise", check_elementwise(g));
     run!("norms", check_norms(g));

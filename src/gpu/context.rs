@@ -18,6 +18,10 @@ pub struct Kernel {
 pub struct Kernels {
     pub matmul_naive: Kernel,
     pub matmul_tiled: Kernel,
+    pub gemv: Kernel,
+    pub gemv4: Kernel,
+    pub gemv_swiglu: Kernel,
+    pub gemv4_swiglu: Kernel,
     pub attention: Kernel,
     pub ew_binary: Kernel,
     pub ew_inplace: Kernel,
@@ -231,6 +235,7 @@ impl Kernels {
             })
         };
         let matmul = module("matmul", include_str!("../../shaders/matmul.wgsl"));
+        let gemv = module("gemv", include_str!("../../shaders/gemv.wgsl"));
         let attention = module("attention", include_str!("../../shaders/attention.wgsl"));
         let ew = module("elementwise", include_str!("../../shaders/elementwise.wgsl"));
         let norm = module("norm", include_str!("../../shaders/norm.wgsl"));
@@ -243,6 +248,10 @@ impl Kernels {
         Kernels {
             matmul_naive: mk("matmul_naive", &matmul, "naive", &[true, true, true, false]),
             matmul_tiled: mk("matmul_tiled", &matmul, "tiled", &[true, true, true, false]),
+            gemv: mk("gemv", &gemv, "gemv", &[true, true, true, false]),
+            gemv4: mk("gemv4", &gemv, "gemv4", &[true, true, true, false]),
+            gemv_swiglu: mk("gemv_swiglu", &gemv, "gemv_swiglu", &[true, true, true, false]),
+            gemv4_swiglu: mk("gemv4_swiglu", &gemv, "gemv4_swiglu", &[true, true, true, false]),
             attention: mk("attention", &attention, "main", &[true, true, true, true, false, false]),
             ew_binary: mk("ew_binary", &ew, "binary", &[true, true, false]),
             ew_inplace: mk("ew_inplace", &ew, "inplace", &[true, true, false]),

@@ -10,7 +10,11 @@ use std::sync::Arc;
 
 use crate::cpu::{self, AttnShape, EwOp, RopeShape, SampleParams};
 use crate::error::{Result, TfError};
-use crate::gpu::{self, matmul::MatmulKind, Gpu, GpuTensor, Recorder};
+use crate::gpu::{
+    self,
+    matmul::{Act, MatmulKind},
+    Gpu, GpuTensor, Recorder,
+};
 
 #[allow(clippy::too_many_arguments, async_fn_in_trait)]
 pub trait Backend {
@@ -33,6 +37,29 @@ pub trait Backend {
         w: &Self::T,
         b: Option<&Self::T>,
     ) -> Result<()>;
+    /// out (M, N) = act(x (M, K) @ W^T + b), act ReLU or GELU: a matmul with its activation.
+    /// The default is the matmul then the activation in place; the GPU fuses them into one dispatch.
+    fn matmul_act(&mut self, out: &Self::T, x: &Self::T, m: usize, w: &Self::T, b: Option<&Self::T>, n: usize, act: EwOp) -> Result<()> {
+        self.matmul(out, 0, x, 0, m, w, b)?;
+        self.inplace(out, None, m * n, act)
+    }
+    /// out (M, N) = silu(x (M, K) @ W_gate^T) * (x @ W_up^T): SwiGLU's two projections and their
+    /// product; `up` (M, N) is scratch. The default is two matmuls and the product; the GPU does
+    /// few-row passes in one dispatch.
+    fn matmul_swiglu(
+        &mut self,
+        out: &Self::T,
+        up: &Self::T,
+        x: &Self::T,
+        m: usize,
+        w_gate: &Self::T,
+        w_up: &Self::T,
+        n: usize,
+    ) -> Result<()> {
+        self.matmul(out, 0, x, 0, m, w_gate, None)?;
+        self.matmul(up, 0, x, 0, m, w_up, None)?;
+        self.inplace(out, Some(up), m * n, EwOp::SwiGlu)
+    }
     fn attention(
         &mut self,
         out: &Self::T,
@@ -93,7 +120,7 @@ pub trait Backend {
 /// Small reads (sampled token ids) go through this preallocated staging buffer: no buffer is created
 /// per generated token.
 const SMALL_READ: usize = 64;
-/// Matmuls with fewer rows than this use the naive kernel (see GpuBackend::matmul).
+/// Matmuls with fewer rows than this use the GEMV kernel (see GpuBackend::matmul).
 const SMALL_M: usize = 8;
 
 pub struct GpuBackend {
@@ -102,7 +129,12 @@ pub struct GpuBackend {
     staging: wgpu::Buffer,
     /// A larger staging buffer for batched reads, grown on demand and reused.
     big_staging: Option<wgpu::Buffer>,
+    /// the kernel of passes of SMALL_M rows or more
     pub matmul_kind: MatmulKind,
+    /// the kernel of passes of fewer rows (cached decoding)
+    pub small_matmul_kind: MatmulKind,
+    /// fused epilogues and fused SwiGLU on (off: the unfused sequence, for benchmarks)
+    pub fused: bool,
 }
 
 impl GpuBackend {
@@ -114,7 +146,22 @@ impl GpuBackend {
             mapped_at_creation: false,
         });
         let rec = Recorder::new(&gpu);
-        GpuBackend { gpu, rec, staging, big_staging: None, matmul_kind: MatmulKind::Tiled }
+        GpuBackend {
+            gpu,
+            rec,
+            staging,
+            big_staging: None,
+            matmul_kind: MatmulKind::Tiled,
+            small_matmul_kind: MatmulKind::Gemv,
+            fused: true,
+        }
+    }
+    fn kind_for(&self, m: usize) -> MatmulKind {
+        if m < SMALL_M {
+            self.small_matmul_kind
+        } else {
+            self.matmul_kind
+        }
     }
     /// Dispatches recorded so far (benchmarks report dispatches per token).
     pub fn dispatches(&self) -> usize {
@@ -211,9 +258,49 @@ impl Backend for GpuBackend {
         b: Option<&GpuTensor>,
     ) -> Result<()> {
         // A 64-row tile would compute 63 wasted rows for the one-row passes of cached decoding:
-        // few rows go to the one-thread-per-output kernel instead.
-        let kind = if m < SMALL_M { MatmulKind::Naive } else { self.matmul_kind };
+        // few rows go to the GEMV (a workgroup per 8 outputs, K split and reduced) instead.
+        let kind = self.kind_for(m);
         gpu::matmul::matmul(&mut self.rec, out, out_off, x, x_off, m, w, b, kind)
+    }
+    fn matmul_act(
+        &mut self,
+        out: &GpuTensor,
+        x: &GpuTensor,
+        m: usize,
+        w: &GpuTensor,
+        b: Option<&GpuTensor>,
+        n: usize,
+        act: EwOp,
+    ) -> Result<()> {
+        match Act::from_ew(act) {
+            Some(a) if self.fused => {
+                ensure_n(w, n, "matmul_act")?;
+                let kind = self.kind_for(m);
+                gpu::matmul::matmul_act(&mut self.rec, out, 0, x, 0, m, w, b, a, kind)
+            }
+            _ => {
+                self.matmul(out, 0, x, 0, m, w, b)?;
+                self.inplace(out, None, m * n, act)
+            }
+        }
+    }
+    fn matmul_swiglu(
+        &mut self,
+        out: &GpuTensor,
+        up: &GpuTensor,
+        x: &GpuTensor,
+        m: usize,
+        w_gate: &GpuTensor,
+        w_up: &GpuTensor,
+        n: usize,
+    ) -> Result<()> {
+        if self.fused && m < SMALL_M && self.small_matmul_kind == MatmulKind::Gemv {
+            ensure_n(w_gate, n, "matmul_swiglu")?;
+            return gpu::matmul::gemv_swiglu(&mut self.rec, out, x, m, w_gate, w_up);
+        }
+        self.matmul(out, 0, x, 0, m, w_gate, None)?;
+        self.matmul(up, 0, x, 0, m, w_up, None)?;
+        self.inplace(out, Some(up), m * n, EwOp::SwiGlu)
     }
     fn attention(
         &mut self,
@@ -307,6 +394,14 @@ impl Backend for GpuBackend {
     fn len(t: &GpuTensor) -> usize {
         t.len()
     }
+}
+
+/// The fused ops take N from the caller (the default implementations need it): it must be W's rows.
+fn ensure_n(w: &GpuTensor, n: usize, op: &'static str) -> Result<()> {
+    if w.shape.first() != Some(&n) {
+        return Err(TfError::Shape { op, msg: format!("N = {n} but W is {:?}", w.shape) });
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------------------------------------

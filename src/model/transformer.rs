@@ -155,15 +155,14 @@ impl<B: Backend> Model<B> {
     fn ffn(&self, b: &mut B, f: &Ffn<B::T>, ls: &LayerState<B::T>, sc: &Scratch<B::T>, xin: &B::T, t: usize) -> Result<()> {
         match f {
             Ffn::Relu { l1, l2 } => {
-                b.matmul(&sc.h, 0, xin, 0, t, &l1.w, l1.b.as_ref())?;
-                b.inplace(&sc.h, None, t * self.cfg.d_ff, EwOp::Relu)?;
+                // h = relu(x W_1^T + b_1), the ReLU in the matmul's epilogue
+                b.matmul_act(&sc.h, xin, t, &l1.w, l1.b.as_ref(), self.cfg.d_ff, EwOp::Relu)?;
                 b.matmul(&sc.tmp, 0, &sc.h, 0, t, &l2.w, l2.b.as_ref())
             }
             Ffn::SwiGlu { w1, w2, w3 } => {
                 let hidden = self.cfg.llama_hidden_dim();
-                b.matmul(&sc.h, 0, xin, 0, t, &w1.w, None)?;
-                b.matmul(&sc.h2, 0, xin, 0, t, &w3.w, None)?;
-                b.inplace(&sc.h, Some(&sc.h2), t * hidden, EwOp::SwiGlu)?; // h = silu(gate) * up
+                // h = silu(x W_1^T) * (x W_3^T): gate and up in one pass where the backend can
+                b.matmul_swiglu(&sc.h, &sc.h2, xin, t, &w1.w, &w3.w, hidden)?;
                 b.matmul(&sc.tmp, 0, &sc.h, 0, t, &w2.w, None)
             }
             Ffn::Moe { router, experts } => {
@@ -179,8 +178,7 @@ impl<B: Backend> Model<B> {
                 b.moe_capacity(gate, &ms.kept, &ms.experts, &ms.weights, t, e, k, Some(moe_capacity_for(m.capacity_factor, t, k, e)))?;
                 // every expert on every token (dense: tiny models are bound by dispatches, not FLOPs)
                 for (i, (l1, l2)) in experts.iter().enumerate() {
-                    b.matmul(&sc.h, 0, xin, 0, t, &l1.w, l1.b.as_ref())?;
-                    b.inplace(&sc.h, None, t * m.expert_dim, EwOp::Gelu)?;
+                    b.matmul_act(&sc.h, xin, t, &l1.w, l1.b.as_ref(), m.expert_dim, EwOp::Gelu)?;
                     b.matmul(ys, i * s * c, &sc.h, 0, t, &l2.w, l2.b.as_ref())?;
                 }
                 b.moe_combine(&sc.tmp, ys, gate, t, e, c, s)
