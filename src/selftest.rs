@@ -333,6 +333,45 @@ async fn check_norms(g: &Arc<Gpu>) -> Result<CheckResult> {
     Ok(acc.finish("norms (layernorm, rmsnorm)", "atol 1e-5 + rtol 1e-4", t0))
 }
 
+/// The fused residual add + norm against the CPU add followed by cpu::layernorm / cpu::rmsnorm,
+/// in both forms: out = norm(x += y) (pre-norm) and x = norm(x + y) in place (post-norm).
+async fn check_add_norm(g: &Arc<Gpu>) -> Result<CheckResult> {
+    const ATOL: f64 = 1e-5;
+    const RTOL: f64 = 1e-4;
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(45);
+    for &(rows, c) in &[(1usize, 1usize), (1, 7), (3, 64), (5, 129), (2, 300), (130, 16)] {
+        let x: Vec<f32> = rng.vec_normal(rows * c, 2.0).iter().map(|v| v + 0.5).collect();
+        let y = rng.vec_normal(rows * c, 1.0);
+        let gamma: Vec<f32> = rng.vec_normal(c, 0.3).iter().map(|v| v + 1.0).collect();
+        let beta = rng.vec_normal(c, 0.3);
+        let sum: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
+        for layer in [true, false] {
+            let mut want = vec![0f32; rows * c];
+            if layer {
+                cpu::layernorm(&mut want, &sum, &gamma, &beta, c, 1e-5);
+            } else {
+                cpu::rmsnorm(&mut want, &sum, &gamma, c, 1e-6);
+            }
+            let eps = if layer { 1e-5 } else { 1e-6 };
+            let (xt, yt, gt, bt) =
+                (g.upload(&[rows, c], &x, "x")?, g.upload(&[rows, c], &y, "y")?, g.upload(&[c], &gamma, "g")?, g.upload(&[c], &beta, "b")?);
+            let xt2 = g.upload(&[rows, c], &x, "x2")?;
+            let out = g.zeros(&[rows, c], "out")?;
+            let mut rec = Recorder::new(g);
+            gpu::norm::add_norm(&mut rec, &xt, &yt, Some(&out), &gt, layer.then_some(&bt), rows, eps)?;
+            gpu::norm::add_norm(&mut rec, &xt2, &yt, None, &gt, layer.then_some(&bt), rows, eps)?;
+            rec.submit()?;
+            let name = if layer { "layernorm" } else { "rmsnorm" };
+            acc.add(&format!("add+{name} {rows}x{c}: out"), compare(&g.read_f32(&out).await?, &want, ATOL, RTOL));
+            acc.add(&format!("add+{name} {rows}x{c}: x = x + y"), compare(&g.read_f32(&xt).await?, &sum, 0.0, 0.0));
+            acc.add(&format!("add+{name} {rows}x{c}: in place"), compare(&g.read_f32(&xt2).await?, &want, ATOL, RTOL));
+        }
+    }
+    Ok(acc.finish("add + norm (fused residual)", "atol 1e-5 + rtol 1e-4; the sum exact", t0))
+}
+
 async fn check_rope(g: &Arc<Gpu>) -> Result<CheckResult> {
     const ATOL: f64 = 1e-5;
     const RTOL: f64 = 1e-5;
@@ -543,6 +582,7 @@ pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
     run!("attention", check_attention(g));
     run!("elementwise", check_elementwise(g));
     run!("norms", check_norms(g));
+    run!("add + norm", check_add_norm(g));
     run!("rope", check_rope(g));
     run!("embedding", check_embedding(g));
     run!("sample", check_sample(g));

@@ -27,6 +27,7 @@ pub struct Kernels {
     pub ew_inplace: Kernel,
     pub layernorm: Kernel,
     pub rmsnorm: Kernel,
+    pub add_norm: Kernel,
     pub rope: Kernel,
     pub embed_lookup: Kernel,
     pub embed_add_rows: Kernel,
@@ -69,6 +70,9 @@ pub struct Gpu {
     pub(crate) params: wgpu::Buffer,
     /// A 16-byte storage buffer bound where an op's optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
+    /// A second one, for an absent read-write output (a buffer may not be bound both read-only
+    /// and read-write in one dispatch).
+    pub(crate) dummy_rw: wgpu::Buffer,
     errors: Arc<Mutex<Option<String>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -143,7 +147,13 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let gpu = Gpu { device, queue, limits, summary, k, params, dummy, errors, lost };
+        let dummy_rw = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy rw"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let gpu = Gpu { device, queue, limits, summary, k, params, dummy, dummy_rw, errors, lost };
         // Surface shader compilation problems now, not at the first forward pass.
         gpu.check()?;
         Ok(gpu)
@@ -239,6 +249,7 @@ impl Kernels {
         let attention = module("attention", include_str!("../../shaders/attention.wgsl"));
         let ew = module("elementwise", include_str!("../../shaders/elementwise.wgsl"));
         let norm = module("norm", include_str!("../../shaders/norm.wgsl"));
+        let addnorm = module("addnorm", include_str!("../../shaders/addnorm.wgsl"));
         let rope = module("rope", include_str!("../../shaders/rope.wgsl"));
         let embed = module("embed", include_str!("../../shaders/embed.wgsl"));
         let sample = module("sample", include_str!("../../shaders/sample.wgsl"));
@@ -257,6 +268,7 @@ impl Kernels {
             ew_inplace: mk("ew_inplace", &ew, "inplace", &[true, true, false]),
             layernorm: mk("layernorm", &norm, "layernorm", &[true, true, true, false]),
             rmsnorm: mk("rmsnorm", &norm, "rmsnorm", &[true, true, true, false]),
+            add_norm: mk("add_norm", &addnorm, "main", &[true, true, true, false, false]),
             rope: mk("rope", &rope, "main", &[true, false]),
             embed_lookup: mk("embed_lookup", &embed, "lookup", &[true, true, false]),
             embed_add_rows: mk("embed_add_rows", &embed, "add_rows", &[true, true, false]),

@@ -72,6 +72,36 @@ pub trait Backend {
     ) -> Result<()>;
     fn layernorm(&mut self, out: &Self::T, x: &Self::T, g: &Self::T, b: &Self::T, rows: usize, eps: f32) -> Result<()>;
     fn rmsnorm(&mut self, out: &Self::T, x: &Self::T, w: &Self::T, rows: usize, eps: f32) -> Result<()>;
+    /// The residual add and the norm after it. x, y, out (rows, C); w, b (C,): LayerNorm with b,
+    /// RMSNorm without. x = x + y, then out = norm(x) (`out` given: pre-norm blocks) or x = norm(x)
+    /// (`out` None: post-norm blocks; y may be overwritten). The default is the add then the norm;
+    /// the GPU does both in one dispatch.
+    fn add_norm(
+        &mut self,
+        x: &Self::T,
+        y: &Self::T,
+        out: Option<&Self::T>,
+        w: &Self::T,
+        b: Option<&Self::T>,
+        rows: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let n = rows * Self::len(w);
+        let (sum, dst) = match out {
+            Some(out) => {
+                self.inplace(x, Some(y), n, EwOp::Add)?;
+                (x, out)
+            }
+            None => {
+                self.inplace(y, Some(x), n, EwOp::Add)?;
+                (y, x)
+            }
+        };
+        match b {
+            Some(b) => self.layernorm(dst, sum, w, b, rows, eps),
+            None => self.rmsnorm(dst, sum, w, rows, eps),
+        }
+    }
     fn elementwise(&mut self, out: &Self::T, a: &Self::T, b: Option<&Self::T>, n: usize, op: EwOp) -> Result<()>;
     fn inplace(&mut self, x: &Self::T, y: Option<&Self::T>, n: usize, op: EwOp) -> Result<()>;
     fn rope(&mut self, x: &Self::T, table: &Self::T, s: &RopeShape) -> Result<()>;
@@ -319,6 +349,35 @@ impl Backend for GpuBackend {
     }
     fn rmsnorm(&mut self, out: &GpuTensor, x: &GpuTensor, w: &GpuTensor, rows: usize, eps: f32) -> Result<()> {
         gpu::norm::rmsnorm(&mut self.rec, out, x, w, rows, eps)
+    }
+    fn add_norm(
+        &mut self,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        out: Option<&GpuTensor>,
+        w: &GpuTensor,
+        b: Option<&GpuTensor>,
+        rows: usize,
+        eps: f32,
+    ) -> Result<()> {
+        if self.fused {
+            return gpu::norm::add_norm(&mut self.rec, x, y, out, w, b, rows, eps);
+        }
+        let n = rows * w.len();
+        let (sum, dst) = match out {
+            Some(out) => {
+                self.inplace(x, Some(y), n, EwOp::Add)?;
+                (x, out)
+            }
+            None => {
+                self.inplace(y, Some(x), n, EwOp::Add)?;
+                (y, x)
+            }
+        };
+        match b {
+            Some(b) => self.layernorm(dst, sum, w, b, rows, eps),
+            None => self.rmsnorm(dst, sum, w, rows, eps),
+        }
     }
     fn elementwise(&mut self, out: &GpuTensor, a: &GpuTensor, b: Option<&GpuTensor>, n: usize, op: EwOp) -> Result<()> {
         gpu::act::elementwise(&mut self.rec, out, a, b, n, op)

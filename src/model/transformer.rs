@@ -205,18 +205,22 @@ impl<B: Backend> Model<B> {
         if let Some(pe) = &self.st.pe {
             b.add_rows(&sc.x, pe, t, pos)?;
         }
-        for (layer, ls) in self.w.layers.iter().zip(&self.st.layers) {
-            // x = x + attn(norm1(x))
-            Self::norm(b, &layer.norm_attn, &sc.xn, &sc.x, t)?;
-            self.self_attention(b, &layer.attn, ls, sc, &sc.xn, t, pos, None)?;
-            b.inplace(&sc.x, Some(&sc.tmp), t * c, EwOp::Add)?;
-            // x = x + ffn(norm2(x))
-            Self::norm(b, &layer.norm_ffn, &sc.xn, &sc.x, t)?;
-            self.ffn(b, &layer.ffn, ls, sc, &sc.xn, t)?;
-            b.inplace(&sc.x, Some(&sc.tmp), t * c, EwOp::Add)?;
-        }
         let fnorm = self.w.final_norm.as_ref().ok_or_else(|| TfError::Input("no final norm".into()))?;
-        Self::norm(b, fnorm, &sc.xn, &sc.x, t)?;
+        // Each residual add is fused with the norm after it: xn = norm(x += sublayer(xn)).
+        if let Some(first) = self.w.layers.first() {
+            Self::norm(b, &first.norm_attn, &sc.xn, &sc.x, t)?;
+        } else {
+            Self::norm(b, fnorm, &sc.xn, &sc.x, t)?;
+        }
+        let layers = &self.w.layers;
+        for (i, (layer, ls)) in layers.iter().zip(&self.st.layers).enumerate() {
+            // x = x + attn(norm1(x)); xn = norm2(x)
+            self.self_attention(b, &layer.attn, ls, sc, &sc.xn, t, pos, None)?;
+            Self::add_then_norm(b, &layer.norm_ffn, sc, t)?;
+            // x = x + ffn(norm2(x)); xn = the next layer's norm1(x), or the final norm(x)
+            self.ffn(b, &layer.ffn, ls, sc, &sc.xn, t)?;
+            Self::add_then_norm(b, layers.get(i + 1).map_or(fnorm, |l| &l.norm_attn), sc, t)?;
+        }
         self.head(b, &sc.xn, t, which)
     }
 
@@ -229,10 +233,14 @@ impl<B: Backend> Model<B> {
         }
     }
 
+    /// Pre-norm residual: x = x + tmp; xn = norm(x).
+    fn add_then_norm(b: &mut B, n: &Norm<B::T>, sc: &Scratch<B::T>, t: usize) -> Result<()> {
+        b.add_norm(&sc.x, &sc.tmp, Some(&sc.xn), &n.w, n.b.as_ref(), t, n.eps)
+    }
+
     /// Post-norm residual: x = norm(x + tmp).
-    fn add_norm(b: &mut B, n: &Norm<B::T>, sc: &Scratch<B::T>, t: usize, c: usize) -> Result<()> {
-        b.inplace(&sc.tmp, Some(&sc.x), t * c, EwOp::Add)?;
-        Self::norm(b, n, &sc.x, &sc.tmp, t)
+    fn add_norm(b: &mut B, n: &Norm<B::T>, sc: &Scratch<B::T>, t: usize) -> Result<()> {
+        b.add_norm(&sc.x, &sc.tmp, None, &n.w, n.b.as_ref(), t, n.eps)
     }
 
     /// Encoder-decoder: encodes the source once and fills every decoder layer's cross keys/values.
@@ -257,9 +265,9 @@ impl<B: Backend> Model<B> {
         for (layer, ls) in self.w.enc_layers.iter().zip(&self.st.enc_layers) {
             // x = norm1(x + self_attn(x, src padding)); x = norm2(x + ffn(x))
             self.self_attention(b, &layer.attn, ls, sc, &sc.x, ts, 0, Some(&sc.mask))?;
-            Self::add_norm(b, &layer.norm_attn, sc, ts, c)?;
+            Self::add_norm(b, &layer.norm_attn, sc, ts)?;
             self.ffn(b, &layer.ffn, ls, sc, &sc.x, ts)?;
-            Self::add_norm(b, &layer.norm_ffn, sc, ts, c)?;
+            Self::add_norm(b, &layer.norm_ffn, sc, ts)?;
         }
         // cross-attention keys and values of every decoder layer, once per source
         for (layer, ls) in self.w.layers.iter().zip(&self.st.layers) {
@@ -298,7 +306,7 @@ impl<B: Backend> Model<B> {
         for (layer, ls) in self.w.layers.iter().zip(&self.st.layers) {
             // x = norm1(x + self_attn(x))
             self.self_attention(b, &layer.attn, ls, sc, &sc.x, t, pos, Some(&sc.mask))?;
-            Self::add_norm(b, &layer.norm_attn, sc, t, c)?;
+            Self::add_norm(b, &layer.norm_attn, sc, t)?;
             // x = norm2(x + cross_attn(x, encoder output))
             let (Some((cw, cn)), Some(ck), Some(cv), Some(cp)) =
                 (layer.cross.as_ref(), ls.cross_k.as_ref(), ls.cross_v.as_ref(), ls.cross_probs.as_ref())
@@ -308,10 +316,10 @@ impl<B: Backend> Model<B> {
             b.matmul(&sc.q, 0, &sc.x, 0, t, &cw.q.w, cw.q.b.as_ref())?;
             b.attention(&sc.att, cp, &sc.q, ck, cv, Some(&sc.cross_mask), &AttnShape::packed(t, ts, nh, nh, hs))?;
             b.matmul(&sc.tmp, 0, &sc.att, 0, t, &cw.o.w, cw.o.b.as_ref())?;
-            Self::add_norm(b, cn, sc, t, c)?;
+            Self::add_norm(b, cn, sc, t)?;
             // x = norm3(x + ffn(x))
             self.ffn(b, &layer.ffn, ls, sc, &sc.x, t)?;
-            Self::add_norm(b, &layer.norm_ffn, sc, t, c)?;
+            Self::add_norm(b, &layer.norm_ffn, sc, t)?;
         }
         self.head(b, &sc.x, t, which)
     }
