@@ -5,10 +5,12 @@
 //   out (M, N)  from out[out_offset]
 //   gemv*:        out = act(x @ W^T + b)          act: 0 none, 1 ReLU, 2 GELU
 //   gemv*_swiglu: out = silu(x @ W^T) * (x @ W_up^T)
-// One workgroup of 256 threads per block of 8 outputs of one row: 32 lanes split K for each
-// output (lane l reads elements l, l+32, ..., so neighbouring lanes read neighbouring memory),
-// then a tree reduction over the 32 lanes in workgroup memory. The `4` entries read x and W as
-// vec4 (needs K % 4 == 0 and x_offset % 4 == 0, checked by src/gpu/matmul.rs); the others read
+// One workgroup of 256 threads per block of 32 outputs of one row: 8 lanes split K for each
+// output (lane l reads vec4s l, l+8, ..., so the 8 lanes of an output read 128 contiguous bytes),
+// then a 3-step tree reduction over the lanes in workgroup memory. 8 lanes rather than 32: on
+// llvmpipe the barriers of a longer reduction cost more than the split saves (bench matmul's
+// m1_* keys, BENCHMARKS.md). The `4` entries read x and W as vec4 (needs K % 4 == 0 and
+// x_offset % 4 == 0, checked by src/gpu/matmul.rs); the others read
 // scalars, for any K.
 
 struct MatmulParams {
@@ -33,8 +35,8 @@ struct MatmulParams {
 @group(0) @binding(3) var<storage, read> up4: array<vec4<f32>>;  // (N, K/4)
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;  // (M, N)
 
-const LANES: u32 = 32u;  // threads per output
-const OUTS: u32 = 8u;    // outputs per workgroup
+const LANES: u32 = 8u;   // threads per output
+const OUTS: u32 = 32u;   // outputs per workgroup
 var<workgroup> red: array<f32, 256>;   // (OUTS, LANES)
 var<workgroup> red2: array<f32, 256>;  // (OUTS, LANES): the up projection of SwiGLU
 

@@ -116,6 +116,9 @@ async fn check_matmul(g: &Arc<Gpu>, kind: MatmulKind, name: &str) -> Result<Chec
         (17, 1, 9, 0),
         (1, 128, 300, 3),
         (4, 96, 33, 1),
+        (65, 36, 67, 1),
+        (128, 64, 130, 0),
+        (70, 132, 64, 2),
     ];
     for (i, &(m, k, n, skip)) in shapes.iter().enumerate() {
         let bias = i % 2 == 0;
@@ -577,6 +580,7 @@ pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
     }
     run!("matmul naive", check_matmul(g, MatmulKind::Naive, "matmul naive"));
     run!("matmul tiled", check_matmul(g, MatmulKind::Tiled, "matmul tiled"));
+    run!("matmul tiled4", check_matmul(g, MatmulKind::Tiled4, "matmul tiled vec4"));
     run!("matmul gemv", check_matmul(g, MatmulKind::Gemv, "matmul gemv (few rows)"));
     run!("gemv swiglu", check_gemv_swiglu(g));
     run!("attention", check_attention(g));

@@ -16,7 +16,7 @@ commands:
   generate --model F (--ids .. | --prompt TEXT) [--src-ids .. for encoder_decoder] --max-new-tokens N
            [--greedy | --temperature T --top-k K --top-p P --seed S] [--no-kv-cache] [--backend gpu|cpu]
   eval --model F --text-file T [--backend gpu|cpu]       cross-entropy per token and per character
-  bench matmul [--sizes 64,128,256,512,1024] [--reps N]   naive vs tiled matmul GFLOP/s, as JSON
+  bench matmul [--sizes 64,128,256,512,1024] [--reps N]   naive vs tiled vs tiled4 matmul GFLOP/s, as JSON
   bench generate --model F [--tokens N] [--reps N]       tokens/s cached vs uncached, GPU sampling vs readback
   tokenizer train --kind byte_bpe|char_merges|seed_bpe --vocab-size N --text-file F --out tok.json
   tokenizer encode --tokenizer tok.json (--text-file F | --text T) [--out ids.bin]   (ids: little-endian u32)

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::cli::args::Args;
 use crate::cpu::SampleParams;
 use crate::error::{Result, TfError};
-use crate::gpu::Gpu;
+use crate::gpu::{matmul::MatmulKind, Gpu};
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::Arch;
 use crate::model::run::{GenConfig, BOS_ID};
@@ -245,11 +245,21 @@ pub fn bench_generate(a: &Args) -> Result<String> {
     let (start, src) = if m.cfg.arch == Arch::EncoderDecoder { (vec![BOS_ID], Some(vec![3u32; 8])) } else { (vec![1u32; 4], None) };
     let n = n.min(m.cfg.max_seq_len - start.len());
     let mut results = serde_json::Map::new();
-    let variants = [("cached_gpu_sampling", true, true), ("uncached_gpu_sampling", false, true), ("cached_logits_readback", true, false)];
+    // (name, kv cache, GPU sampling, fused kernels, the kernel of few-row matmuls); the last two
+    // are the decode loop before issue 12: no fusion, and one thread per output.
+    let variants = [
+        ("cached_gpu_sampling", true, true, true, MatmulKind::Gemv),
+        ("uncached_gpu_sampling", false, true, true, MatmulKind::Gemv),
+        ("cached_logits_readback", true, false, true, MatmulKind::Gemv),
+        ("cached_unfused", true, true, false, MatmulKind::Gemv),
+        ("cached_unfused_naive", true, true, false, MatmulKind::Naive),
+    ];
     let mut runs: Vec<(String, f64, usize)> = Vec::new();
     // warm-up: pipelines' first use and buffer first-binding
     pollster::block_on(m.generate(&mut b, &start, src.as_deref(), GenConfig { max_new_tokens: 4.min(n), ..GenConfig::default() }))?;
-    for (name, kv, gs) in variants {
+    for (name, kv, gs, fused, small) in variants {
+        b.fused = fused;
+        b.small_matmul_kind = small;
         let mut best = f64::INFINITY;
         let mut produced = 0;
         for _ in 0..reps {
@@ -269,7 +279,14 @@ pub fn bench_generate(a: &Args) -> Result<String> {
         results.insert(format!("{name}_tokens_per_second"), json!(produced as f64 / best));
         runs.push((name.to_string(), best, produced));
     }
+    (b.fused, b.small_matmul_kind) = (true, MatmulKind::Gemv);
+    let layers = (m.cfg.num_layers).max(1) as f64;
+    for k in ["cached_gpu_sampling", "cached_unfused_naive"] {
+        let d = results[&format!("{k}_dispatches_per_token")].as_f64().unwrap_or(0.0);
+        results.insert(format!("{k}_dispatches_per_layer"), json!((d / layers * 100.0).round() / 100.0));
+    }
     let tps = |k: &str| results[&format!("{k}_tokens_per_second")].as_f64().unwrap_or(0.0);
+    let fused_over_unfused = tps("cached_gpu_sampling") / tps("cached_unfused_naive").max(1e-12);
     let cached_over_uncached = tps("cached_gpu_sampling") / tps("uncached_gpu_sampling").max(1e-12);
     let gpu_over_readback = tps("cached_gpu_sampling") / tps("cached_logits_readback").max(1e-12);
     m.free(&b);
@@ -285,6 +302,8 @@ pub fn bench_generate(a: &Args) -> Result<String> {
         "results": results,
         "cached_over_uncached": cached_over_uncached,
         "gpu_sampling_over_logits_readback": gpu_over_readback,
+        "fused_gemv_over_unfused_naive": fused_over_unfused,
+        "layers": m.cfg.num_layers,
     }))
     .unwrap_or_default())
 }

@@ -18,6 +18,7 @@ pub struct Kernel {
 pub struct Kernels {
     pub matmul_naive: Kernel,
     pub matmul_tiled: Kernel,
+    pub matmul_tiled4: Kernel,
     pub gemv: Kernel,
     pub gemv4: Kernel,
     pub gemv_swiglu: Kernel,
@@ -259,6 +260,7 @@ impl Kernels {
         Kernels {
             matmul_naive: mk("matmul_naive", &matmul, "naive", &[true, true, true, false]),
             matmul_tiled: mk("matmul_tiled", &matmul, "tiled", &[true, true, true, false]),
+            matmul_tiled4: mk("matmul_tiled4", &matmul, "tiled4", &[true, true, true, false]),
             gemv: mk("gemv", &gemv, "gemv", &[true, true, true, false]),
             gemv4: mk("gemv4", &gemv, "gemv4", &[true, true, true, false]),
             gemv_swiglu: mk("gemv_swiglu", &gemv, "gemv_swiglu", &[true, true, true, false]),

@@ -26,7 +26,10 @@ pub enum MatmulKind {
     Naive,
     /// 64x64 workgroup tiles, 4x4 register blocks: prefill (8 rows or more)
     Tiled,
-    /// a workgroup per 8 outputs of a row, K split over 32 lanes and reduced: few-row passes
+    /// Tiled with vec4 loads from memory and vec4 FMAs on a transposed slab; falls back to Tiled
+    /// where K % 4 != 0 or the x offset is not a multiple of 4
+    Tiled4,
+    /// a workgroup per 32 outputs of a row, K split over 8 lanes and reduced: few-row passes
     /// (cached decoding); vec4 loads when K % 4 == 0 and the x offset is a multiple of 4
     Gemv,
 }
@@ -114,6 +117,10 @@ pub fn matmul_act(
     match kind {
         MatmulKind::Naive => rec.dispatch(&gpu.k.matmul_naive, &p, &bufs, [n32.div_ceil(16), m32.div_ceil(16), 1]),
         MatmulKind::Tiled => rec.dispatch(&gpu.k.matmul_tiled, &p, &bufs, [n32.div_ceil(64), m32.div_ceil(64), 1]),
+        MatmulKind::Tiled4 => {
+            let kernel = if vec4_ok(k, x_off) { &gpu.k.matmul_tiled4 } else { &gpu.k.matmul_tiled };
+            rec.dispatch(kernel, &p, &bufs, [n32.div_ceil(64), m32.div_ceil(64), 1])
+        }
         MatmulKind::Gemv => {
             let kernel = if vec4_ok(k, x_off) { &gpu.k.gemv4 } else { &gpu.k.gemv };
             rec.dispatch(kernel, &p, &bufs, [n32.div_ceil(GEMV_OUTS), m32, 1])
@@ -122,7 +129,7 @@ pub fn matmul_act(
 }
 
 /// Outputs per GEMV workgroup (OUTS in shaders/gemv.wgsl).
-const GEMV_OUTS: u32 = 8;
+const GEMV_OUTS: u32 = 32;
 
 /// The vec4 GEMV reads x and W as vec4: rows of W and the start of x must be 16-byte aligned.
 fn vec4_ok(k: usize, x_off: usize) -> bool {

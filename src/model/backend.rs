@@ -288,7 +288,7 @@ impl Backend for GpuBackend {
         b: Option<&GpuTensor>,
     ) -> Result<()> {
         // A 64-row tile would compute 63 wasted rows for the one-row passes of cached decoding:
-        // few rows go to the GEMV (a workgroup per 8 outputs, K split and reduced) instead.
+        // few rows go to the GEMV (a workgroup per 32 outputs, K split over 8 lanes) instead.
         let kind = self.kind_for(m);
         gpu::matmul::matmul(&mut self.rec, out, out_off, x, x_off, m, w, b, kind)
     }
