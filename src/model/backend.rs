@@ -181,7 +181,7 @@ impl GpuBackend {
             rec,
             staging,
             big_staging: None,
-            matmul_kind: MatmulKind::Tiled,
+            matmul_kind: MatmulKind::Tiled4,
             small_matmul_kind: MatmulKind::Gemv,
             fused: true,
         }
