@@ -257,12 +257,13 @@ pub fn bench_generate(a: &Args) -> Result<String> {
     let mut runs: Vec<(String, f64, usize)> = Vec::new();
     // warm-up: pipelines' first use and buffer first-binding
     pollster::block_on(m.generate(&mut b, &start, src.as_deref(), GenConfig { max_new_tokens: 4.min(n), ..GenConfig::default() }))?;
-    for (name, kv, gs, fused, small) in variants {
-        b.fused = fused;
-        b.small_matmul_kind = small;
-        let mut best = f64::INFINITY;
-        let mut produced = 0;
-        for _ in 0..reps {
+    // Repetitions outside, variants inside: on a shared machine every variant's best run is drawn
+    // from the same stretch of time.
+    let mut best = [f64::INFINITY; 5];
+    let mut produced = [0usize; 5];
+    for _ in 0..reps {
+        for (i, &(name, kv, gs, fused, small)) in variants.iter().enumerate() {
+            (b.fused, b.small_matmul_kind) = (fused, small);
             let d0 = b.dispatches();
             let t0 = std::time::Instant::now();
             let ids = pollster::block_on(m.generate(
@@ -271,13 +272,33 @@ pub fn bench_generate(a: &Args) -> Result<String> {
                 src.as_deref(),
                 GenConfig { max_new_tokens: n, kv_cache: kv, gpu_sampling: gs, ..GenConfig::default() },
             ))?;
-            let secs = t0.elapsed().as_secs_f64();
-            produced = ids.len() - start.len();
-            best = best.min(secs);
-            results.insert(format!("{name}_dispatches_per_token"), json!((b.dispatches() - d0) as f64 / produced.max(1) as f64));
+            best[i] = best[i].min(t0.elapsed().as_secs_f64());
+            produced[i] = ids.len() - start.len();
+            results.insert(format!("{name}_dispatches_per_token"), json!((b.dispatches() - d0) as f64 / produced[i].max(1) as f64));
         }
-        results.insert(format!("{name}_tokens_per_second"), json!(produced as f64 / best));
-        runs.push((name.to_string(), best, produced));
+    }
+    for (i, &(name, ..)) in variants.iter().enumerate() {
+        results.insert(format!("{name}_tokens_per_second"), json!(produced[i] as f64 / best[i]));
+        runs.push((name.to_string(), best[i], produced[i]));
+    }
+    // Prefill: a 128-token prompt (or the context less one) and one new token, vec4 tiled vs tiled.
+    if src.is_none() {
+        let prompt = vec![1u32; 128.min(m.cfg.max_seq_len - 1)];
+        let mut prefill = |kind: MatmulKind| -> Result<f64> {
+            b.matmul_kind = kind;
+            let mut best = f64::INFINITY;
+            for _ in 0..reps {
+                let t0 = std::time::Instant::now();
+                pollster::block_on(m.generate(&mut b, &prompt, None, GenConfig { max_new_tokens: 1, ..GenConfig::default() }))?;
+                best = best.min(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok(best)
+        };
+        let (t4, t1) = (prefill(MatmulKind::Tiled4)?, prefill(MatmulKind::Tiled)?);
+        b.matmul_kind = MatmulKind::Tiled4;
+        results.insert("prefill_tokens".into(), json!(prompt.len()));
+        results.insert("prefill_ms_tiled4".into(), json!(t4));
+        results.insert("prefill_ms_tiled".into(), json!(t1));
     }
     (b.fused, b.small_matmul_kind) = (true, MatmulKind::Gemv);
     let layers = (m.cfg.num_layers).max(1) as f64;
