@@ -133,7 +133,7 @@ const GEMV_OUTS: u32 = 32;
 
 /// The vec4 GEMV reads x and W as vec4: rows of W and the start of x must be 16-byte aligned.
 fn vec4_ok(k: usize, x_off: usize) -> bool {
-    k % 4 == 0 && x_off % 4 == 0
+    k.is_multiple_of(4) && x_off.is_multiple_of(4)
 }
 
 /// out (M, N) = silu(x (M, K) @ W_gate^T) * (x @ W_up^T): SwiGLU's gate and up projections and
