@@ -336,6 +336,39 @@ async fn check_norms(g: &Arc<Gpu>) -> Result<CheckResult> {
     Ok(acc.finish("norms (layernorm, rmsnorm)", "atol 1e-5 + rtol 1e-4", t0))
 }
 
+/// The one-dispatch q/k/v GEMV against three cpu::matmul calls; k and v land at a cache offset.
+async fn check_gemv_qkv(g: &Arc<Gpu>) -> Result<CheckResult> {
+    const ATOL: f64 = 1e-4;
+    const RTOL: f64 = 1e-4;
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(13);
+    // (M, K, NQ, NKV, cached rows before)
+    for &(m, k, nq, nkv, pos) in
+        &[(1usize, 4usize, 4usize, 4usize, 0usize), (1, 64, 64, 16, 3), (3, 32, 48, 16, 5), (7, 128, 96, 32, 1), (1, 8, 33, 7, 2)]
+    {
+        let x = rng.vec_normal(m * k, 1.0);
+        let (wq, wk, wv) = (rng.vec_normal(nq * k, 0.5), rng.vec_normal(nkv * k, 0.5), rng.vec_normal(nkv * k, 0.5));
+        let (mut want_q, mut want_k, mut want_v) = (vec![0f32; m * nq], vec![0f32; m * nkv], vec![0f32; m * nkv]);
+        cpu::matmul(&mut want_q, &x, &wq, None, m, k, nq)?;
+        cpu::matmul(&mut want_k, &x, &wk, None, m, k, nkv)?;
+        cpu::matmul(&mut want_v, &x, &wv, None, m, k, nkv)?;
+        let (xt, wqt, wkt, wvt) =
+            (g.upload(&[m, k], &x, "x")?, g.upload(&[nq, k], &wq, "wq")?, g.upload(&[nkv, k], &wk, "wk")?, g.upload(&[nkv, k], &wv, "wv")?);
+        let (qt, kt, vt) = (g.zeros(&[m, nq], "q")?, g.zeros(&[pos + m, nkv], "k")?, g.zeros(&[pos + m, nkv], "v")?);
+        let mut rec = Recorder::new(g);
+        gpu::matmul::gemv_qkv(&mut rec, &qt, &kt, &vt, pos * nkv, &xt, m, &wqt, &wkt, &wvt)?;
+        rec.submit()?;
+        let case = format!("M={m} K={k} NQ={nq} NKV={nkv} at row {pos}");
+        acc.add(&format!("{case}: q"), compare(&g.read_f32(&qt).await?, &want_q, ATOL, RTOL));
+        let (kg, vg) = (g.read_f32(&kt).await?, g.read_f32(&vt).await?);
+        acc.add(&format!("{case}: k"), compare(&kg[pos * nkv..], &want_k, ATOL, RTOL));
+        acc.add(&format!("{case}: v"), compare(&vg[pos * nkv..], &want_v, ATOL, RTOL));
+        acc.add(&format!("{case}: rows before untouched"), compare(&kg[..pos * nkv], &vec![0.0; pos * nkv], 0.0, 0.0));
+    }
+    Ok(acc.finish("gemv qkv (q, k, v in one dispatch)", "atol 1e-4 + rtol 1e-4; other cache rows untouched", t0))
+}
+
 /// The fused residual add + norm against the CPU add followed by cpu::layernorm / cpu::rmsnorm,
 /// in both forms: out = norm(x += y) (pre-norm) and x = norm(x + y) in place (post-norm).
 async fn check_add_norm(g: &Arc<Gpu>) -> Result<CheckResult> {
@@ -583,6 +616,7 @@ pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
     run!("matmul tiled4", check_matmul(g, MatmulKind::Tiled4, "matmul tiled vec4"));
     run!("matmul gemv", check_matmul(g, MatmulKind::Gemv, "matmul gemv (few rows)"));
     run!("gemv swiglu", check_gemv_swiglu(g));
+    run!("gemv qkv", check_gemv_qkv(g));
     run!("attention", check_attention(g));
     run!("elementwise", check_elementwise(g));
     run!("norms", check_norms(g));

@@ -23,6 +23,7 @@ pub struct Kernels {
     pub gemv4: Kernel,
     pub gemv_swiglu: Kernel,
     pub gemv4_swiglu: Kernel,
+    pub gemv_qkv: Kernel,
     pub attention: Kernel,
     pub ew_binary: Kernel,
     pub ew_inplace: Kernel,
@@ -247,6 +248,7 @@ impl Kernels {
         };
         let matmul = module("matmul", include_str!("../../shaders/matmul.wgsl"));
         let gemv = module("gemv", include_str!("../../shaders/gemv.wgsl"));
+        let qkv = module("qkv", include_str!("../../shaders/qkv.wgsl"));
         let attention = module("attention", include_str!("../../shaders/attention.wgsl"));
         let ew = module("elementwise", include_str!("../../shaders/elementwise.wgsl"));
         let norm = module("norm", include_str!("../../shaders/norm.wgsl"));
@@ -265,6 +267,7 @@ impl Kernels {
             gemv4: mk("gemv4", &gemv, "gemv4", &[true, true, true, false]),
             gemv_swiglu: mk("gemv_swiglu", &gemv, "gemv_swiglu", &[true, true, true, false]),
             gemv4_swiglu: mk("gemv4_swiglu", &gemv, "gemv4_swiglu", &[true, true, true, false]),
+            gemv_qkv: mk("gemv_qkv", &qkv, "main", &[true, true, true, true, false, false, false]),
             attention: mk("attention", &attention, "main", &[true, true, true, true, false, false]),
             ew_binary: mk("ew_binary", &ew, "binary", &[true, true, false]),
             ew_inplace: mk("ew_inplace", &ew, "inplace", &[true, true, false]),

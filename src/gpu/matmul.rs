@@ -146,3 +146,49 @@ pub fn gemv_swiglu(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, m: usize,
     let kernel = if vec4_ok(k, 0) { &gpu.k.gemv4_swiglu } else { &gpu.k.gemv_swiglu };
     rec.dispatch(kernel, &p, &[&x.buf, &w_gate.buf, &w_up.buf, &out.buf], [(n as u32).div_ceil(GEMV_OUTS), m as u32, 1])
 }
+
+/// Mirrors `QkvParams` in shaders/qkv.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct QkvParams {
+    pub m: u32,
+    pub k: u32,
+    pub nq: u32,
+    pub nkv: u32,
+    pub x_offset: u32,
+    pub kv_offset: u32,
+    pub _p: [u32; 2],
+}
+const _: () = assert!(std::mem::size_of::<QkvParams>() == 32);
+
+/// Whether `gemv_qkv` takes this shape: K % 4 == 0 (vec4 loads).
+pub fn qkv_ok(w_q: &GpuTensor) -> bool {
+    w_q.shape.len() == 2 && w_q.shape[1].is_multiple_of(4)
+}
+
+/// q (M, NQ) = x (M, K) @ W_q^T; k[kv_off..], v[kv_off..] (M, NKV) = x @ W_k^T, x @ W_v^T: the three
+/// projections of attention in one GEMV dispatch (few-row passes, no biases, K % 4 == 0).
+#[allow(clippy::too_many_arguments)]
+pub fn gemv_qkv(
+    rec: &mut Recorder,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    kv_off: usize,
+    x: &GpuTensor,
+    m: usize,
+    w_q: &GpuTensor,
+    w_k: &GpuTensor,
+    w_v: &GpuTensor,
+) -> Result<()> {
+    let (nq, kk) = check(q, 0, x, 0, m, w_q)?;
+    let (nkv, _) = check(k, kv_off, x, 0, m, w_k)?;
+    check(v, kv_off, x, 0, m, w_v)?;
+    ensure(qkv_ok(w_q) && w_k.shape[1] == kk && w_v.shape == w_k.shape, "gemv_qkv", || {
+        format!("W_q {:?}, W_k {:?}, W_v {:?} must share K, a multiple of 4", w_q.shape, w_k.shape, w_v.shape)
+    })?;
+    let p = QkvParams { m: m as u32, k: kk as u32, nq: nq as u32, nkv: nkv as u32, x_offset: 0, kv_offset: kv_off as u32, _p: [0; 2] };
+    let gpu = rec.gpu.clone();
+    let groups = [((nq + 2 * nkv) as u32).div_ceil(GEMV_OUTS), m as u32, 1];
+    rec.dispatch(&gpu.k.gemv_qkv, &p, &[&x.buf, &w_q.buf, &w_k.buf, &w_v.buf, &q.buf, &k.buf, &v.buf], groups)
+}

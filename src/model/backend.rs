@@ -43,6 +43,23 @@ pub trait Backend {
         self.matmul(out, 0, x, 0, m, w, b)?;
         self.inplace(out, None, m * n, act)
     }
+    /// The attention projections of M rows: q (M, NQ) = x @ W_q^T + b_q; k[kv_off..], v[kv_off..]
+    /// (M, NKV) = x @ W_k^T + b_k, x @ W_v^T + b_v (rows of the KV cache). x (M, K). The default is
+    /// three matmuls; the GPU does bias-free few-row passes in one dispatch.
+    fn qkv(
+        &mut self,
+        q: &Self::T,
+        k: &Self::T,
+        v: &Self::T,
+        kv_off: usize,
+        x: &Self::T,
+        m: usize,
+        w: [(&Self::T, Option<&Self::T>); 3],
+    ) -> Result<()> {
+        self.matmul(q, 0, x, 0, m, w[0].0, w[0].1)?;
+        self.matmul(k, kv_off, x, 0, m, w[1].0, w[1].1)?;
+        self.matmul(v, kv_off, x, 0, m, w[2].0, w[2].1)
+    }
     /// out (M, N) = silu(x (M, K) @ W_gate^T) * (x @ W_up^T): SwiGLU's two projections and their
     /// product; `up` (M, N) is scratch. The default is two matmuls and the product; the GPU does
     /// few-row passes in one dispatch.
@@ -313,6 +330,24 @@ impl Backend for GpuBackend {
                 self.inplace(out, None, m * n, act)
             }
         }
+    }
+    fn qkv(
+        &mut self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        kv_off: usize,
+        x: &GpuTensor,
+        m: usize,
+        w: [(&GpuTensor, Option<&GpuTensor>); 3],
+    ) -> Result<()> {
+        let bias_free = w.iter().all(|(_, b)| b.is_none());
+        if self.fused && m < SMALL_M && self.small_matmul_kind == MatmulKind::Gemv && bias_free && gpu::matmul::qkv_ok(w[0].0) {
+            return gpu::matmul::gemv_qkv(&mut self.rec, q, k, v, kv_off, x, m, w[0].0, w[1].0, w[2].0);
+        }
+        self.matmul(q, 0, x, 0, m, w[0].0, w[0].1)?;
+        self.matmul(k, kv_off, x, 0, m, w[1].0, w[1].1)?;
+        self.matmul(v, kv_off, x, 0, m, w[2].0, w[2].1)
     }
     fn matmul_swiglu(
         &mut self,

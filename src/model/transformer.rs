@@ -135,9 +135,15 @@ impl<B: Backend> Model<B> {
         let (nh, nkv, hs) = (cfg.num_heads, cfg.kv_heads(), cfg.head_dim());
         let kvw = nkv * hs;
         // q = x W_q^T; k, v = x W_k^T, x W_v^T written into the cache at rows pos..pos+T
-        b.matmul(&sc.q, 0, xin, 0, t, &aw.q.w, aw.q.b.as_ref())?;
-        b.matmul(&ls.k, pos * kvw, xin, 0, t, &aw.k.w, aw.k.b.as_ref())?;
-        b.matmul(&ls.v, pos * kvw, xin, 0, t, &aw.v.w, aw.v.b.as_ref())?;
+        b.qkv(
+            &sc.q,
+            &ls.k,
+            &ls.v,
+            pos * kvw,
+            xin,
+            t,
+            [(&aw.q.w, aw.q.b.as_ref()), (&aw.k.w, aw.k.b.as_ref()), (&aw.v.w, aw.v.b.as_ref())],
+        )?;
         if let Some(table) = &self.st.rope {
             b.rope(&sc.q, table, &RopeShape { t, nh, hs, start_pos: pos, row_stride: nh * hs, offset: 0 })?;
             b.rope(&ls.k, table, &RopeShape { t, nh: nkv, hs, start_pos: pos, row_stride: kvw, offset: pos * kvw })?;
