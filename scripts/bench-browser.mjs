@@ -24,15 +24,21 @@ try {
     const bytes = new Uint8Array(await (await fetch(`/${model}`)).arrayBuffer());
     const variants = [
       ['webgpu_greedy', true, {}],
+      // the decode loop before issue 12 (no fused kernels, one thread per output for one-row
+      // matmuls), and each change alone
+      ['webgpu_greedy_unfused_naive', true, {}, [false, 'naive']],
+      ['webgpu_greedy_unfused_gemv', true, {}, [false, 'gemv']],
+      ['webgpu_greedy_fused_naive', true, {}, [true, 'naive']],
       ['webgpu_temperature_top_k', true, { temperature: 0.8, top_k: 40 }],
       ['webgpu_top10_candidates', true, { temperature: 0.8, top: 10 }],
       ['webgpu_attention_rows', true, { attention: true }],
       ['cpu_greedy', false, {}],
     ];
     const out = {};
-    for (const [name, onGpu, opts] of variants) {
+    for (const [name, onGpu, opts, kernels] of variants) {
       if (onGpu && !gpu.ok) continue;
       await core.load_model(bytes, onGpu);
+      if (kernels) core.set_gpu_kernels(...kernels);
       core.gen_start(new Uint32Array([5, 6, 7]), { max_new_tokens: tokens + 1, ...opts });
       await core.gen_next(); // prefill and first-use costs
       const t0 = performance.now();

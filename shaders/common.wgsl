@@ -9,3 +9,27 @@ const NEG_BIG: f32 = -3.0e38;
 fn flat_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
 }
+
+// erf with |error| < 1.2e-7 (Numerical Recipes erfc, Chebyshev fit), since WGSL has no erf.
+fn erf_approx(x: f32) -> f32 {
+    let z = abs(x);
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+            t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
+            t * (-0.82215223 + t * 0.17087277)))))))));
+    let e = 1.0 - r;
+    return select(-e, e, x >= 0.0);
+}
+
+// Matmul epilogue activations (MatmulParams.act): 0 none, 1 ReLU, 2 GELU (exact erf form).
+fn epilogue_act(v: f32, act: u32) -> f32 {
+    switch act {
+        case 1u: { return max(v, 0.0); }
+        case 2u: { return 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752)); }
+        default: { return v; }
+    }
+}
+
+fn silu(v: f32) -> f32 {
+    return v / (1.0 + exp(-v));
+}

@@ -2,7 +2,7 @@
 //   x   (M, K)  row-major
 //   W   (N, K)  as PyTorch stores nn.Linear.weight
 //   b   (N,)    optional (has_bias)
-//   out (M, N)
+//   out (M, N)    = act(x @ W^T + b), act: 0 none, 1 ReLU, 2 GELU (epilogue_act in common.wgsl)
 
 struct MatmulParams {
     m: u32,
@@ -11,7 +11,7 @@ struct MatmulParams {
     has_bias: u32,
     x_offset: u32,   // elements: x starts at x[x_offset]
     out_offset: u32, // elements: out starts at out[out_offset]
-    _p0: u32,
+    act: u32,        // epilogue activation
     _p1: u32,
 };
 
@@ -32,7 +32,7 @@ fn naive(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc = acc + x[P.x_offset + row * P.k + p] * w[col * P.k + p];
     }
     if (P.has_bias != 0u) { acc = acc + bias[col]; }
-    out[P.out_offset + row * P.n + col] = acc;
+    out[P.out_offset + row * P.n + col] = epilogue_act(acc, P.act);
 }
 
 // Tiled: a 64x64 output tile per workgroup of 16x16 threads, each thread a 4x4 register block.
@@ -104,7 +104,78 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
             if (c >= P.n) { continue; }
             var v = acc[i][j];
             if (P.has_bias != 0u) { v = v + bias[c]; }
-            out[P.out_offset + r * P.n + c] = v;
+            out[P.out_offset + r * P.n + c] = epilogue_act(v, P.act);
+        }
+    }
+}
+
+// Tiled, vec4: the same 64x64 tile and 4x4 register blocks, for K % 4 == 0 and x_offset % 4 == 0
+// (src/gpu/matmul.rs checks; other shapes use `tiled`).
+// - Global loads are vec4 along K: each thread stages one vec4 of x and one of W per K slab.
+// - Workgroup memory holds the slabs transposed, (TK, 64) with the 64 tile rows contiguous, viewed
+//   as vec4: a thread reads its 4 rows and its 4 columns at one k as two vec4 loads, and does 16
+//   FMAs as 4 vec4 FMAs. Staging thread t writes row t % 64, so the 32 threads of a warp store to
+//   32 consecutive words (no bank conflicts); in the inner loop a warp's W reads are 16
+//   consecutive vec4 and its x reads a broadcast.
+// - Bounds are checked only in edge tiles (rows or columns past M or N, or the last K slab).
+var<workgroup> xs4: array<vec4<f32>, 256>; // (TK, TM/4): xs4[kk * 16 + r / 4][r % 4] = x[row0 + r, k0 + kk]
+var<workgroup> ws4: array<vec4<f32>, 256>; // (TK, TN/4): likewise for W's rows (the output columns)
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>; // (M, K/4), the vec4 view of x
+@group(0) @binding(2) var<storage, read> w4: array<vec4<f32>>; // (N, K/4), the vec4 view of W
+
+@compute @workgroup_size(16, 16, 1)
+fn tiled4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wid.y * TM;
+    let col0 = wid.x * TN;
+    let t = lid.y * 16u + lid.x;
+    let lr = t % 64u;  // staging: tile row (of x) and tile column (row of W)
+    let kq = t / 64u;  // staging: which vec4 of the 16-wide K slab
+    let k4 = P.k / 4u;
+    let xb = P.x_offset / 4u + (row0 + lr) * k4;
+    let wb = (col0 + lr) * k4;
+    var acc: array<vec4<f32>, 4>; // acc[i] = out[row0 + 4 ty + i, col0 + 4 tx .. +3]
+    for (var i = 0u; i < 4u; i = i + 1u) { acc[i] = vec4<f32>(0.0); }
+    let interior = row0 + TM <= P.m && col0 + TN <= P.n;
+    let row_ok = row0 + lr < P.m;
+    let col_ok = col0 + lr < P.n;
+    for (var k0 = 0u; k0 < P.k; k0 = k0 + TK) {
+        let kv = k0 / 4u + kq;
+        var xv = vec4<f32>(0.0);
+        var wv = vec4<f32>(0.0);
+        if (interior && k0 + TK <= P.k) {
+            xv = x4[xb + kv];
+            wv = w4[wb + kv];
+        } else {
+            if (row_ok && kv < k4) { xv = x4[xb + kv]; }
+            if (col_ok && kv < k4) { wv = w4[wb + kv]; }
+        }
+        let slot = lr / 4u;
+        let lane = lr % 4u;
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            xs4[(kq * 4u + j) * 16u + slot][lane] = xv[j];
+            ws4[(kq * 4u + j) * 16u + slot][lane] = wv[j];
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk = kk + 1u) {
+            let a = xs4[kk * 16u + lid.y];
+            let b = ws4[kk * 16u + lid.x];
+            acc[0] = fma(vec4<f32>(a.x), b, acc[0]);
+            acc[1] = fma(vec4<f32>(a.y), b, acc[1]);
+            acc[2] = fma(vec4<f32>(a.z), b, acc[2]);
+            acc[3] = fma(vec4<f32>(a.w), b, acc[3]);
+        }
+        workgroupBarrier();
+    }
+    let c0 = col0 + lid.x * 4u;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let r = row0 + lid.y * 4u + i;
+        if (!interior && r >= P.m) { continue; }
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let c = c0 + j;
+            if (!interior && c >= P.n) { continue; }
+            var v = acc[i][j];
+            if (P.has_bias != 0u) { v = v + bias[c]; }
+            out[P.out_offset + r * P.n + c] = epilogue_act(v, P.act);
         }
     }
 }

@@ -10,7 +10,12 @@ use serde::Serialize;
 
 use crate::cpu::{self, AttnShape, EwOp, SampleParams};
 use crate::error::Result;
-use crate::gpu::{self, matmul::MatmulKind, rope::RopeShape, Gpu, Recorder};
+use crate::gpu::{
+    self,
+    matmul::{Act, MatmulKind},
+    rope::RopeShape,
+    Gpu, Recorder,
+};
 use crate::rng::Rng;
 
 #[derive(Clone, Debug, Serialize)]
@@ -88,29 +93,79 @@ impl Acc {
     }
 }
 
+/// The matmul kernels with their epilogues against cpu::matmul followed by the activation. Cases
+/// cycle through no activation, ReLU and GELU, with and without a bias, and read x from a row
+/// offset (aligned and unaligned to vec4, for the GEMV's two paths).
 async fn check_matmul(g: &Arc<Gpu>, kind: MatmulKind, name: &str) -> Result<CheckResult> {
     const ATOL: f64 = 1e-4;
     const RTOL: f64 = 1e-4;
     let t0 = now_ms();
     let mut acc = Acc::new();
     let mut rng = Rng::new(11);
-    let shapes =
-        [(1, 1, 1), (1, 7, 5), (3, 13, 17), (2, 64, 64), (65, 33, 67), (7, 129, 3), (64, 64, 64), (1, 257, 131), (130, 20, 70), (17, 1, 9)];
-    for (i, &(m, k, n)) in shapes.iter().enumerate() {
+    // (M, K, N, rows of x before the ones read)
+    let shapes = [
+        (1, 1, 1, 0),
+        (1, 7, 5, 0),
+        (3, 13, 17, 1),
+        (2, 64, 64, 0),
+        (65, 33, 67, 0),
+        (7, 129, 3, 0),
+        (64, 64, 64, 2),
+        (1, 257, 131, 0),
+        (130, 20, 70, 0),
+        (17, 1, 9, 0),
+        (1, 128, 300, 3),
+        (4, 96, 33, 1),
+        (65, 36, 67, 1),
+        (128, 64, 130, 0),
+        (70, 132, 64, 2),
+    ];
+    for (i, &(m, k, n, skip)) in shapes.iter().enumerate() {
         let bias = i % 2 == 0;
-        let x = rng.vec_normal(m * k, 1.0);
+        let act = [Act::None, Act::Relu, Act::Gelu][i % 3];
+        let x = rng.vec_normal((skip + m) * k, 1.0);
         let w = rng.vec_normal(n * k, 1.0);
         let b = rng.vec_normal(n, 1.0);
         let mut want = vec![0f32; m * n];
-        cpu::matmul(&mut want, &x, &w, bias.then_some(&b[..]), m, k, n)?;
+        cpu::matmul(&mut want, &x[skip * k..], &w, bias.then_some(&b[..]), m, k, n)?;
+        match act {
+            Act::None => {}
+            Act::Relu => cpu::act::relu(&mut want),
+            Act::Gelu => cpu::act::gelu(&mut want),
+        }
         let (xt, wt, bt, ot) =
-            (g.upload(&[m, k], &x, "x")?, g.upload(&[n, k], &w, "w")?, g.upload(&[n], &b, "b")?, g.zeros(&[m, n], "out")?);
+            (g.upload(&[skip + m, k], &x, "x")?, g.upload(&[n, k], &w, "w")?, g.upload(&[n], &b, "b")?, g.zeros(&[m, n], "out")?);
         let mut rec = Recorder::new(g);
-        gpu::matmul::matmul(&mut rec, &ot, 0, &xt, 0, m, &wt, bias.then_some(&bt), kind)?;
+        gpu::matmul::matmul_act(&mut rec, &ot, 0, &xt, skip * k, m, &wt, bias.then_some(&bt), act, kind)?;
         rec.submit()?;
-        acc.add(&format!("M={m} K={k} N={n} bias={bias}"), compare(&g.read_f32(&ot).await?, &want, ATOL, RTOL));
+        acc.add(&format!("M={m} K={k} N={n} bias={bias} {act:?} x from row {skip}"), compare(&g.read_f32(&ot).await?, &want, ATOL, RTOL));
     }
     Ok(acc.finish(name, "atol 1e-4 + rtol 1e-4", t0))
+}
+
+/// The fused SwiGLU GEMV against two cpu::matmul calls and cpu::swiglu.
+async fn check_gemv_swiglu(g: &Arc<Gpu>) -> Result<CheckResult> {
+    const ATOL: f64 = 1e-4;
+    const RTOL: f64 = 1e-4;
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(12);
+    for &(m, k, n) in &[(1usize, 1usize, 1usize), (1, 7, 5), (3, 13, 17), (1, 64, 172), (2, 256, 100), (7, 32, 9)] {
+        let x = rng.vec_normal(m * k, 1.0);
+        let wg = rng.vec_normal(n * k, 0.5);
+        let wu = rng.vec_normal(n * k, 0.5);
+        let (mut gate, mut up, mut want) = (vec![0f32; m * n], vec![0f32; m * n], vec![0f32; m * n]);
+        cpu::matmul(&mut gate, &x, &wg, None, m, k, n)?;
+        cpu::matmul(&mut up, &x, &wu, None, m, k, n)?;
+        cpu::act::swiglu(&mut want, &gate, &up);
+        let (xt, gt, ut, ot) =
+            (g.upload(&[m, k], &x, "x")?, g.upload(&[n, k], &wg, "wg")?, g.upload(&[n, k], &wu, "wu")?, g.zeros(&[m, n], "out")?);
+        let mut rec = Recorder::new(g);
+        gpu::matmul::gemv_swiglu(&mut rec, &ot, &xt, m, &gt, &ut)?;
+        rec.submit()?;
+        acc.add(&format!("M={m} K={k} N={n}"), compare(&g.read_f32(&ot).await?, &want, ATOL, RTOL));
+    }
+    Ok(acc.finish("gemv swiglu (silu(x Wg^T) * x Wu^T)", "atol 1e-4 + rtol 1e-4", t0))
 }
 
 /// One attention case: the mask is built from `mask_fn` when given.
@@ -279,6 +334,78 @@ async fn check_norms(g: &Arc<Gpu>) -> Result<CheckResult> {
         acc.add(&format!("rmsnorm {rows}x{c}"), compare(&g.read_f32(&o2).await?, &want_rms, ATOL, RTOL));
     }
     Ok(acc.finish("norms (layernorm, rmsnorm)", "atol 1e-5 + rtol 1e-4", t0))
+}
+
+/// The one-dispatch q/k/v GEMV against three cpu::matmul calls; k and v land at a cache offset.
+async fn check_gemv_qkv(g: &Arc<Gpu>) -> Result<CheckResult> {
+    const ATOL: f64 = 1e-4;
+    const RTOL: f64 = 1e-4;
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(13);
+    // (M, K, NQ, NKV, cached rows before)
+    for &(m, k, nq, nkv, pos) in
+        &[(1usize, 4usize, 4usize, 4usize, 0usize), (1, 64, 64, 16, 3), (3, 32, 48, 16, 5), (7, 128, 96, 32, 1), (1, 8, 33, 7, 2)]
+    {
+        let x = rng.vec_normal(m * k, 1.0);
+        let (wq, wk, wv) = (rng.vec_normal(nq * k, 0.5), rng.vec_normal(nkv * k, 0.5), rng.vec_normal(nkv * k, 0.5));
+        let (mut want_q, mut want_k, mut want_v) = (vec![0f32; m * nq], vec![0f32; m * nkv], vec![0f32; m * nkv]);
+        cpu::matmul(&mut want_q, &x, &wq, None, m, k, nq)?;
+        cpu::matmul(&mut want_k, &x, &wk, None, m, k, nkv)?;
+        cpu::matmul(&mut want_v, &x, &wv, None, m, k, nkv)?;
+        let (xt, wqt, wkt, wvt) =
+            (g.upload(&[m, k], &x, "x")?, g.upload(&[nq, k], &wq, "wq")?, g.upload(&[nkv, k], &wk, "wk")?, g.upload(&[nkv, k], &wv, "wv")?);
+        let (qt, kt, vt) = (g.zeros(&[m, nq], "q")?, g.zeros(&[pos + m, nkv], "k")?, g.zeros(&[pos + m, nkv], "v")?);
+        let mut rec = Recorder::new(g);
+        gpu::matmul::gemv_qkv(&mut rec, &qt, &kt, &vt, pos * nkv, &xt, m, &wqt, &wkt, &wvt)?;
+        rec.submit()?;
+        let case = format!("M={m} K={k} NQ={nq} NKV={nkv} at row {pos}");
+        acc.add(&format!("{case}: q"), compare(&g.read_f32(&qt).await?, &want_q, ATOL, RTOL));
+        let (kg, vg) = (g.read_f32(&kt).await?, g.read_f32(&vt).await?);
+        acc.add(&format!("{case}: k"), compare(&kg[pos * nkv..], &want_k, ATOL, RTOL));
+        acc.add(&format!("{case}: v"), compare(&vg[pos * nkv..], &want_v, ATOL, RTOL));
+        acc.add(&format!("{case}: rows before untouched"), compare(&kg[..pos * nkv], &vec![0.0; pos * nkv], 0.0, 0.0));
+    }
+    Ok(acc.finish("gemv qkv (q, k, v in one dispatch)", "atol 1e-4 + rtol 1e-4; other cache rows untouched", t0))
+}
+
+/// The fused residual add + norm against the CPU add followed by cpu::layernorm / cpu::rmsnorm,
+/// in both forms: out = norm(x += y) (pre-norm) and x = norm(x + y) in place (post-norm).
+async fn check_add_norm(g: &Arc<Gpu>) -> Result<CheckResult> {
+    const ATOL: f64 = 1e-5;
+    const RTOL: f64 = 1e-4;
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(45);
+    for &(rows, c) in &[(1usize, 1usize), (1, 7), (3, 64), (5, 129), (2, 300), (130, 16)] {
+        let x: Vec<f32> = rng.vec_normal(rows * c, 2.0).iter().map(|v| v + 0.5).collect();
+        let y = rng.vec_normal(rows * c, 1.0);
+        let gamma: Vec<f32> = rng.vec_normal(c, 0.3).iter().map(|v| v + 1.0).collect();
+        let beta = rng.vec_normal(c, 0.3);
+        let sum: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
+        for layer in [true, false] {
+            let mut want = vec![0f32; rows * c];
+            if layer {
+                cpu::layernorm(&mut want, &sum, &gamma, &beta, c, 1e-5);
+            } else {
+                cpu::rmsnorm(&mut want, &sum, &gamma, c, 1e-6);
+            }
+            let eps = if layer { 1e-5 } else { 1e-6 };
+            let (xt, yt, gt, bt) =
+                (g.upload(&[rows, c], &x, "x")?, g.upload(&[rows, c], &y, "y")?, g.upload(&[c], &gamma, "g")?, g.upload(&[c], &beta, "b")?);
+            let xt2 = g.upload(&[rows, c], &x, "x2")?;
+            let out = g.zeros(&[rows, c], "out")?;
+            let mut rec = Recorder::new(g);
+            gpu::norm::add_norm(&mut rec, &xt, &yt, Some(&out), &gt, layer.then_some(&bt), rows, eps)?;
+            gpu::norm::add_norm(&mut rec, &xt2, &yt, None, &gt, layer.then_some(&bt), rows, eps)?;
+            rec.submit()?;
+            let name = if layer { "layernorm" } else { "rmsnorm" };
+            acc.add(&format!("add+{name} {rows}x{c}: out"), compare(&g.read_f32(&out).await?, &want, ATOL, RTOL));
+            acc.add(&format!("add+{name} {rows}x{c}: x = x + y"), compare(&g.read_f32(&xt).await?, &sum, 0.0, 0.0));
+            acc.add(&format!("add+{name} {rows}x{c}: in place"), compare(&g.read_f32(&xt2).await?, &want, ATOL, RTOL));
+        }
+    }
+    Ok(acc.finish("add + norm (fused residual)", "atol 1e-5 + rtol 1e-4; the sum exact", t0))
 }
 
 async fn check_rope(g: &Arc<Gpu>) -> Result<CheckResult> {
@@ -509,9 +636,14 @@ pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
     }
     run!("matmul naive", check_matmul(g, MatmulKind::Naive, "matmul naive"));
     run!("matmul tiled", check_matmul(g, MatmulKind::Tiled, "matmul tiled"));
+    run!("matmul tiled4", check_matmul(g, MatmulKind::Tiled4, "matmul tiled vec4"));
+    run!("matmul gemv", check_matmul(g, MatmulKind::Gemv, "matmul gemv (few rows)"));
+    run!("gemv swiglu", check_gemv_swiglu(g));
+    run!("gemv qkv", check_gemv_qkv(g));
     run!("attention", check_attention(g));
     run!("elementwise", check_elementwise(g));
     run!("norms", check_norms(g));
+    run!("add + norm", check_add_norm(g));
     run!("rope", check_rope(g));
     run!("embedding", check_embedding(g));
     run!("sample", check_sample(g));

@@ -606,3 +606,25 @@ pub fn debug_lose_device() {
         g.device.destroy();
     }
 }
+
+/// Benchmark hook (scripts/bench-browser.mjs): picks the loaded GPU model's decode kernels, fused
+/// epilogues/norms on or off and the kernel of few-row matmuls ("gemv" or "naive"), so that the
+/// decode loop before and after issue 12 can be compared in one page.
+#[wasm_bindgen]
+pub fn set_gpu_kernels(fused: bool, few_rows: &str) -> Result<(), JsValue> {
+    use crate::gpu::matmul::MatmulKind;
+    let kind = match few_rows {
+        "gemv" => MatmulKind::Gemv,
+        "naive" => MatmulKind::Naive,
+        other => return Err(JsValue::from_str(&format!("few_rows must be \"gemv\" or \"naive\", got {other:?}"))),
+    };
+    let s = session();
+    let mut s = s.try_borrow_mut().map_err(|_| JsValue::from_str("busy"))?;
+    match s.loaded.as_mut() {
+        Some(Loaded::Gpu(b, _)) => {
+            (b.fused, b.small_matmul_kind) = (fused, kind);
+            Ok(())
+        }
+        _ => Err(JsValue::from_str("no model is loaded on the GPU")),
+    }
+}

@@ -68,6 +68,9 @@ function loadCore() {
   return ready;
 }
 
+// The adapter is SwiftShader (WebGPU on the CPU): set by init, read by load.
+let cpuEmulatedGpu = false;
+
 // Each handler returns a structured-cloneable result or throws.
 const handlers = {
   // Loads the wasm, then looks for a WebGPU adapter. Never throws for "no WebGPU": gpu.ok is false then.
@@ -75,7 +78,9 @@ const handlers = {
     const core = await loadCore();
     const hasNavigatorGpu = typeof self.navigator !== 'undefined' && self.navigator.gpu != null;
     const gpu = await core.gpu_init();
-    return { version: core.version(), gpu, hasNavigatorGpu, browserAdapter: gpu?.ok ? await browserAdapterInfo() : null };
+    const browserAdapter = gpu?.ok ? await browserAdapterInfo() : null;
+    cpuEmulatedGpu = browserAdapter?.architecture === 'swiftshader';
+    return { version: core.version(), gpu, hasNavigatorGpu, browserAdapter };
   },
   async masks({ seq_len, num_pad, cached_len }) {
     const core = await loadCore();
@@ -149,7 +154,13 @@ const modelHandlers = {
   // bytes: ArrayBuffer of a .safetensors file. On an error the previous model stays loaded (the core keeps it).
   async load({ bytes, preferGpu }) {
     const core = await loadCore();
-    return core.load_model(new Uint8Array(bytes), Boolean(preferGpu));
+    const card = await core.load_model(new Uint8Array(bytes), Boolean(preferGpu));
+    // SwiftShader runs workgroup barriers slowly: there the one-thread-per-output matmul beats the
+    // GEMV for one-row passes (BENCHMARKS.md, issue 12). Fused kernels stay on.
+    if (preferGpu && cpuEmulatedGpu) {
+      try { core.set_gpu_kernels(true, 'naive'); } catch { /* the model went to the CPU */ }
+    }
+    return card;
   },
   async describe() {
     return (await loadCore()).describe();

@@ -244,9 +244,10 @@ pub struct InspectArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
-    /// naive vs tiled matmul GFLOP/s on square problems
+    /// naive vs tiled vs vec4-tiled matmul GFLOP/s on square problems (and the GEMV for one row)
     Matmul(BenchMatmulArgs),
-    /// tokens/s cached vs uncached, GPU sampling vs logits readback
+    /// tokens/s cached vs uncached, GPU sampling vs logits readback, fused vs unfused kernels,
+    /// dispatches per token
     Generate(BenchGenerateArgs),
 }
 

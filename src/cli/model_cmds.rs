@@ -8,7 +8,7 @@ use crate::cli::args::{BackendChoice, BenchGenerateArgs, EvalArgs, ForwardArgs, 
 use crate::cpu::SampleParams;
 use crate::error::{Result, TfError};
 use crate::fastcpu::FastCpuBackend;
-use crate::gpu::Gpu;
+use crate::gpu::{matmul::MatmulKind, Gpu};
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::Arch;
 use crate::model::memory::{self, Budget};
@@ -239,14 +239,25 @@ pub fn bench_generate(a: &BenchGenerateArgs) -> Result<String> {
     })?;
     let n = a.tokens.min(room);
     let mut results = serde_json::Map::new();
-    let variants = [("cached_gpu_sampling", true, true), ("uncached_gpu_sampling", false, true), ("cached_logits_readback", true, false)];
+    // (name, kv cache, GPU sampling, fused kernels, the kernel of few-row matmuls); the last two
+    // are the decode loop before issue 12: no fusion, and one thread per output.
+    let variants = [
+        ("cached_gpu_sampling", true, true, true, MatmulKind::Gemv),
+        ("uncached_gpu_sampling", false, true, true, MatmulKind::Gemv),
+        ("cached_logits_readback", true, false, true, MatmulKind::Gemv),
+        ("cached_unfused", true, true, false, MatmulKind::Gemv),
+        ("cached_unfused_naive", true, true, false, MatmulKind::Naive),
+    ];
     let mut runs: Vec<(String, f64, usize)> = Vec::new();
     // warm-up: pipelines' first use and buffer first-binding
     pollster::block_on(m.generate(&mut b, &start, src.as_deref(), GenConfig { max_new_tokens: 4.min(n), ..GenConfig::default() }))?;
-    for (name, kv, gs) in variants {
-        let mut best = f64::INFINITY;
-        let mut produced = 0;
-        for _ in 0..reps {
+    // Repetitions outside, variants inside: on a shared machine every variant's best run is drawn
+    // from the same stretch of time.
+    let mut best = [f64::INFINITY; 5];
+    let mut produced = [0usize; 5];
+    for _ in 0..reps {
+        for (i, &(name, kv, gs, fused, small)) in variants.iter().enumerate() {
+            (b.fused, b.small_matmul_kind) = (fused, small);
             let d0 = b.dispatches();
             let t0 = std::time::Instant::now();
             let ids = pollster::block_on(m.generate(
@@ -255,15 +266,42 @@ pub fn bench_generate(a: &BenchGenerateArgs) -> Result<String> {
                 src.as_deref(),
                 GenConfig { max_new_tokens: n, kv_cache: kv, gpu_sampling: gs, ..GenConfig::default() },
             ))?;
-            let secs = t0.elapsed().as_secs_f64();
-            produced = ids.len() - start.len();
-            best = best.min(secs);
-            results.insert(format!("{name}_dispatches_per_token"), json!((b.dispatches() - d0) as f64 / produced.max(1) as f64));
+            best[i] = best[i].min(t0.elapsed().as_secs_f64());
+            produced[i] = ids.len() - start.len();
+            results.insert(format!("{name}_dispatches_per_token"), json!((b.dispatches() - d0) as f64 / produced[i].max(1) as f64));
         }
-        results.insert(format!("{name}_tokens_per_second"), json!(produced as f64 / best));
-        runs.push((name.to_string(), best, produced));
+    }
+    for (i, &(name, ..)) in variants.iter().enumerate() {
+        results.insert(format!("{name}_tokens_per_second"), json!(produced[i] as f64 / best[i]));
+        runs.push((name.to_string(), best[i], produced[i]));
+    }
+    // Prefill: a 128-token prompt (or the context less one) and one new token, vec4 tiled vs tiled.
+    if src.is_none() {
+        let prompt = vec![1u32; 128.min(m.cfg.max_seq_len - 1)];
+        let mut prefill = |kind: MatmulKind| -> Result<f64> {
+            b.matmul_kind = kind;
+            let mut best = f64::INFINITY;
+            for _ in 0..reps {
+                let t0 = std::time::Instant::now();
+                pollster::block_on(m.generate(&mut b, &prompt, None, GenConfig { max_new_tokens: 1, ..GenConfig::default() }))?;
+                best = best.min(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok(best)
+        };
+        let (t4, t1) = (prefill(MatmulKind::Tiled4)?, prefill(MatmulKind::Tiled)?);
+        b.matmul_kind = MatmulKind::Tiled4;
+        results.insert("prefill_tokens".into(), json!(prompt.len()));
+        results.insert("prefill_ms_tiled4".into(), json!(t4));
+        results.insert("prefill_ms_tiled".into(), json!(t1));
+    }
+    (b.fused, b.small_matmul_kind) = (true, MatmulKind::Gemv);
+    let layers = (m.cfg.num_layers).max(1) as f64;
+    for k in ["cached_gpu_sampling", "cached_unfused_naive"] {
+        let d = results[&format!("{k}_dispatches_per_token")].as_f64().unwrap_or(0.0);
+        results.insert(format!("{k}_dispatches_per_layer"), json!((d / layers * 100.0).round() / 100.0));
     }
     let tps = |k: &str| results[&format!("{k}_tokens_per_second")].as_f64().unwrap_or(0.0);
+    let fused_over_unfused = tps("cached_gpu_sampling") / tps("cached_unfused_naive").max(1e-12);
     let cached_over_uncached = tps("cached_gpu_sampling") / tps("uncached_gpu_sampling").max(1e-12);
     let gpu_over_readback = tps("cached_gpu_sampling") / tps("cached_logits_readback").max(1e-12);
     m.free(&b);
@@ -279,6 +317,8 @@ pub fn bench_generate(a: &BenchGenerateArgs) -> Result<String> {
         "results": results,
         "cached_over_uncached": cached_over_uncached,
         "gpu_sampling_over_logits_readback": gpu_over_readback,
+        "fused_gemv_over_unfused_naive": fused_over_unfused,
+        "layers": m.cfg.num_layers,
     }))
     .unwrap_or_default())
 }

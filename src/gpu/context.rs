@@ -18,11 +18,18 @@ pub struct Kernel {
 pub struct Kernels {
     pub matmul_naive: Kernel,
     pub matmul_tiled: Kernel,
+    pub matmul_tiled4: Kernel,
+    pub gemv: Kernel,
+    pub gemv4: Kernel,
+    pub gemv_swiglu: Kernel,
+    pub gemv4_swiglu: Kernel,
+    pub gemv_qkv: Kernel,
     pub attention: Kernel,
     pub ew_binary: Kernel,
     pub ew_inplace: Kernel,
     pub layernorm: Kernel,
     pub rmsnorm: Kernel,
+    pub add_norm: Kernel,
     pub rope: Kernel,
     pub embed_lookup: Kernel,
     pub embed_add_rows: Kernel,
@@ -65,6 +72,9 @@ pub struct Gpu {
     pub(crate) params: wgpu::Buffer,
     /// A 16-byte storage buffer bound where an op's optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
+    /// A second one, for an absent read-write output (a buffer may not be bound both read-only
+    /// and read-write in one dispatch).
+    pub(crate) dummy_rw: wgpu::Buffer,
     errors: Arc<Mutex<Option<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     /// tensor buffers alive on this device (count, bytes)
@@ -141,7 +151,13 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let gpu = Gpu { device, queue, limits, summary, k, params, dummy, errors, lost, live: Default::default() };
+        let dummy_rw = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy rw"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let gpu = Gpu { device, queue, limits, summary, k, params, dummy, dummy_rw, errors, lost, live: Default::default() };
         // Surface shader compilation problems now, not at the first forward pass.
         gpu.check()?;
         Ok(gpu)
@@ -238,9 +254,12 @@ impl Kernels {
             })
         };
         let matmul = module("matmul", include_str!("../../shaders/matmul.wgsl"));
+        let gemv = module("gemv", include_str!("../../shaders/gemv.wgsl"));
+        let qkv = module("qkv", include_str!("../../shaders/qkv.wgsl"));
         let attention = module("attention", include_str!("../../shaders/attention.wgsl"));
         let ew = module("elementwise", include_str!("../../shaders/elementwise.wgsl"));
         let norm = module("norm", include_str!("../../shaders/norm.wgsl"));
+        let addnorm = module("addnorm", include_str!("../../shaders/addnorm.wgsl"));
         let rope = module("rope", include_str!("../../shaders/rope.wgsl"));
         let embed = module("embed", include_str!("../../shaders/embed.wgsl"));
         let sample = module("sample", include_str!("../../shaders/sample.wgsl"));
@@ -250,11 +269,18 @@ impl Kernels {
         Kernels {
             matmul_naive: mk("matmul_naive", &matmul, "naive", &[true, true, true, false]),
             matmul_tiled: mk("matmul_tiled", &matmul, "tiled", &[true, true, true, false]),
+            matmul_tiled4: mk("matmul_tiled4", &matmul, "tiled4", &[true, true, true, false]),
+            gemv: mk("gemv", &gemv, "gemv", &[true, true, true, false]),
+            gemv4: mk("gemv4", &gemv, "gemv4", &[true, true, true, false]),
+            gemv_swiglu: mk("gemv_swiglu", &gemv, "gemv_swiglu", &[true, true, true, false]),
+            gemv4_swiglu: mk("gemv4_swiglu", &gemv, "gemv4_swiglu", &[true, true, true, false]),
+            gemv_qkv: mk("gemv_qkv", &qkv, "main", &[true, true, true, true, false, false, false]),
             attention: mk("attention", &attention, "main", &[true, true, true, true, false, false]),
             ew_binary: mk("ew_binary", &ew, "binary", &[true, true, false]),
             ew_inplace: mk("ew_inplace", &ew, "inplace", &[true, true, false]),
             layernorm: mk("layernorm", &norm, "layernorm", &[true, true, true, false]),
             rmsnorm: mk("rmsnorm", &norm, "rmsnorm", &[true, true, true, false]),
+            add_norm: mk("add_norm", &addnorm, "main", &[true, true, true, false, false]),
             rope: mk("rope", &rope, "main", &[true, false]),
             embed_lookup: mk("embed_lookup", &embed, "lookup", &[true, true, false]),
             embed_add_rows: mk("embed_add_rows", &embed, "add_rows", &[true, true, false]),

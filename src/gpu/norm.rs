@@ -48,3 +48,40 @@ pub fn rmsnorm(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, weight: &GpuT
     let gpu = rec.gpu.clone();
     rec.dispatch(&gpu.k.rmsnorm, &p, &[&x.buf, &weight.buf, &gpu.dummy, &out.buf], gpu.grid_1d(rows as u32))
 }
+
+/// Mirrors `AddNormParams` in shaders/addnorm.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct AddNormParams {
+    pub rows: u32,
+    pub c: u32,
+    pub eps: f32,
+    pub layernorm: u32,
+    pub in_place: u32,
+    pub _p: [u32; 3],
+}
+const _: () = assert!(std::mem::size_of::<AddNormParams>() == 32);
+
+/// The residual add and the norm after it, in one dispatch. x, y, out (rows, C); gamma, beta (C,).
+/// x = x + y, then out = norm(x) (`out` given: pre-norm blocks) or x = norm(x) (`out` None:
+/// post-norm blocks). The norm is LayerNorm with `beta`, RMSNorm without.
+#[allow(clippy::too_many_arguments)]
+pub fn add_norm(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    y: &GpuTensor,
+    out: Option<&GpuTensor>,
+    gamma: &GpuTensor,
+    beta: Option<&GpuTensor>,
+    rows: usize,
+    eps: f32,
+) -> Result<()> {
+    let c = check("add_norm", out.unwrap_or(x), x, gamma, beta, rows)?;
+    ensure(y.len() >= rows * c, "add_norm", || format!("y {:?} must hold {rows} rows of C = {c}", y.shape))?;
+    let p =
+        AddNormParams { rows: rows as u32, c: c as u32, eps, layernorm: beta.is_some() as u32, in_place: out.is_none() as u32, _p: [0; 3] };
+    let gpu = rec.gpu.clone();
+    let beta = beta.map_or(&gpu.dummy, |b| &b.buf);
+    let out = out.map_or(&gpu.dummy_rw, |o| &o.buf);
+    rec.dispatch(&gpu.k.add_norm, &p, &[&y.buf, &gamma.buf, beta, &x.buf, out], gpu.grid_1d(rows as u32))
+}

@@ -10,7 +10,11 @@ use std::sync::Arc;
 
 use crate::cpu::{self, AttnShape, EwOp, RopeShape, SampleParams};
 use crate::error::{Result, TfError};
-use crate::gpu::{self, matmul::MatmulKind, Gpu, GpuTensor, Recorder};
+use crate::gpu::{
+    self,
+    matmul::{Act, MatmulKind},
+    Gpu, GpuTensor, Recorder,
+};
 
 #[allow(clippy::too_many_arguments, async_fn_in_trait)]
 pub trait Backend {
@@ -33,6 +37,46 @@ pub trait Backend {
         w: &Self::T,
         b: Option<&Self::T>,
     ) -> Result<()>;
+    /// out (M, N) = act(x (M, K) @ W^T + b), act ReLU or GELU: a matmul with its activation.
+    /// The default is the matmul then the activation in place; the GPU fuses them into one dispatch.
+    fn matmul_act(&mut self, out: &Self::T, x: &Self::T, m: usize, w: &Self::T, b: Option<&Self::T>, n: usize, act: EwOp) -> Result<()> {
+        self.matmul(out, 0, x, 0, m, w, b)?;
+        self.inplace(out, None, m * n, act)
+    }
+    /// The attention projections of M rows: q (M, NQ) = x @ W_q^T + b_q; k[kv_off..], v[kv_off..]
+    /// (M, NKV) = x @ W_k^T + b_k, x @ W_v^T + b_v (rows of the KV cache). x (M, K). The default is
+    /// three matmuls; the GPU does bias-free few-row passes in one dispatch.
+    fn qkv(
+        &mut self,
+        q: &Self::T,
+        k: &Self::T,
+        v: &Self::T,
+        kv_off: usize,
+        x: &Self::T,
+        m: usize,
+        w: [(&Self::T, Option<&Self::T>); 3],
+    ) -> Result<()> {
+        self.matmul(q, 0, x, 0, m, w[0].0, w[0].1)?;
+        self.matmul(k, kv_off, x, 0, m, w[1].0, w[1].1)?;
+        self.matmul(v, kv_off, x, 0, m, w[2].0, w[2].1)
+    }
+    /// out (M, N) = silu(x (M, K) @ W_gate^T) * (x @ W_up^T): SwiGLU's two projections and their
+    /// product; `up` (M, N) is scratch. The default is two matmuls and the product; the GPU does
+    /// few-row passes in one dispatch.
+    fn matmul_swiglu(
+        &mut self,
+        out: &Self::T,
+        up: &Self::T,
+        x: &Self::T,
+        m: usize,
+        w_gate: &Self::T,
+        w_up: &Self::T,
+        n: usize,
+    ) -> Result<()> {
+        self.matmul(out, 0, x, 0, m, w_gate, None)?;
+        self.matmul(up, 0, x, 0, m, w_up, None)?;
+        self.inplace(out, Some(up), m * n, EwOp::SwiGlu)
+    }
     fn attention(
         &mut self,
         out: &Self::T,
@@ -45,6 +89,36 @@ pub trait Backend {
     ) -> Result<()>;
     fn layernorm(&mut self, out: &Self::T, x: &Self::T, g: &Self::T, b: &Self::T, rows: usize, eps: f32) -> Result<()>;
     fn rmsnorm(&mut self, out: &Self::T, x: &Self::T, w: &Self::T, rows: usize, eps: f32) -> Result<()>;
+    /// The residual add and the norm after it. x, y, out (rows, C); w, b (C,): LayerNorm with b,
+    /// RMSNorm without. x = x + y, then out = norm(x) (`out` given: pre-norm blocks) or x = norm(x)
+    /// (`out` None: post-norm blocks; y may be overwritten). The default is the add then the norm;
+    /// the GPU does both in one dispatch.
+    fn add_norm(
+        &mut self,
+        x: &Self::T,
+        y: &Self::T,
+        out: Option<&Self::T>,
+        w: &Self::T,
+        b: Option<&Self::T>,
+        rows: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let n = rows * Self::len(w);
+        let (sum, dst) = match out {
+            Some(out) => {
+                self.inplace(x, Some(y), n, EwOp::Add)?;
+                (x, out)
+            }
+            None => {
+                self.inplace(y, Some(x), n, EwOp::Add)?;
+                (y, x)
+            }
+        };
+        match b {
+            Some(b) => self.layernorm(dst, sum, w, b, rows, eps),
+            None => self.rmsnorm(dst, sum, w, rows, eps),
+        }
+    }
     fn elementwise(&mut self, out: &Self::T, a: &Self::T, b: Option<&Self::T>, n: usize, op: EwOp) -> Result<()>;
     fn inplace(&mut self, x: &Self::T, y: Option<&Self::T>, n: usize, op: EwOp) -> Result<()>;
     fn rope(&mut self, x: &Self::T, table: &Self::T, s: &RopeShape) -> Result<()>;
@@ -94,7 +168,7 @@ pub trait Backend {
 /// Small reads (sampled token ids) go through this preallocated staging buffer: no buffer is created
 /// per generated token.
 const SMALL_READ: usize = 64;
-/// Matmuls with fewer rows than this use the naive kernel (see GpuBackend::matmul).
+/// Matmuls with fewer rows than this use the GEMV kernel (see GpuBackend::matmul).
 const SMALL_M: usize = 8;
 
 pub struct GpuBackend {
@@ -103,7 +177,12 @@ pub struct GpuBackend {
     staging: wgpu::Buffer,
     /// A larger staging buffer for batched reads, grown on demand and reused.
     big_staging: Option<wgpu::Buffer>,
+    /// the kernel of passes of SMALL_M rows or more
     pub matmul_kind: MatmulKind,
+    /// the kernel of passes of fewer rows (cached decoding)
+    pub small_matmul_kind: MatmulKind,
+    /// fused epilogues and fused SwiGLU on (off: the unfused sequence, for benchmarks)
+    pub fused: bool,
 }
 
 impl GpuBackend {
@@ -115,7 +194,22 @@ impl GpuBackend {
             mapped_at_creation: false,
         });
         let rec = Recorder::new(&gpu);
-        GpuBackend { gpu, rec, staging, big_staging: None, matmul_kind: MatmulKind::Tiled }
+        GpuBackend {
+            gpu,
+            rec,
+            staging,
+            big_staging: None,
+            matmul_kind: MatmulKind::Tiled4,
+            small_matmul_kind: MatmulKind::Gemv,
+            fused: true,
+        }
+    }
+    fn kind_for(&self, m: usize) -> MatmulKind {
+        if m < SMALL_M {
+            self.small_matmul_kind
+        } else {
+            self.matmul_kind
+        }
     }
     /// Dispatches recorded so far (benchmarks report dispatches per token).
     pub fn dispatches(&self) -> usize {
@@ -212,9 +306,67 @@ impl Backend for GpuBackend {
         b: Option<&GpuTensor>,
     ) -> Result<()> {
         // A 64-row tile would compute 63 wasted rows for the one-row passes of cached decoding:
-        // few rows go to the one-thread-per-output kernel instead.
-        let kind = if m < SMALL_M { MatmulKind::Naive } else { self.matmul_kind };
+        // few rows go to the GEMV (a workgroup per 32 outputs, K split over 8 lanes) instead.
+        let kind = self.kind_for(m);
         gpu::matmul::matmul(&mut self.rec, out, out_off, x, x_off, m, w, b, kind)
+    }
+    fn matmul_act(
+        &mut self,
+        out: &GpuTensor,
+        x: &GpuTensor,
+        m: usize,
+        w: &GpuTensor,
+        b: Option<&GpuTensor>,
+        n: usize,
+        act: EwOp,
+    ) -> Result<()> {
+        match Act::from_ew(act) {
+            Some(a) if self.fused => {
+                ensure_n(w, n, "matmul_act")?;
+                let kind = self.kind_for(m);
+                gpu::matmul::matmul_act(&mut self.rec, out, 0, x, 0, m, w, b, a, kind)
+            }
+            _ => {
+                self.matmul(out, 0, x, 0, m, w, b)?;
+                self.inplace(out, None, m * n, act)
+            }
+        }
+    }
+    fn qkv(
+        &mut self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        kv_off: usize,
+        x: &GpuTensor,
+        m: usize,
+        w: [(&GpuTensor, Option<&GpuTensor>); 3],
+    ) -> Result<()> {
+        let bias_free = w.iter().all(|(_, b)| b.is_none());
+        if self.fused && m < SMALL_M && self.small_matmul_kind == MatmulKind::Gemv && bias_free && gpu::matmul::qkv_ok(w[0].0) {
+            return gpu::matmul::gemv_qkv(&mut self.rec, q, k, v, kv_off, x, m, w[0].0, w[1].0, w[2].0);
+        }
+        self.matmul(q, 0, x, 0, m, w[0].0, w[0].1)?;
+        self.matmul(k, kv_off, x, 0, m, w[1].0, w[1].1)?;
+        self.matmul(v, kv_off, x, 0, m, w[2].0, w[2].1)
+    }
+    fn matmul_swiglu(
+        &mut self,
+        out: &GpuTensor,
+        up: &GpuTensor,
+        x: &GpuTensor,
+        m: usize,
+        w_gate: &GpuTensor,
+        w_up: &GpuTensor,
+        n: usize,
+    ) -> Result<()> {
+        if self.fused && m < SMALL_M && self.small_matmul_kind == MatmulKind::Gemv {
+            ensure_n(w_gate, n, "matmul_swiglu")?;
+            return gpu::matmul::gemv_swiglu(&mut self.rec, out, x, m, w_gate, w_up);
+        }
+        self.matmul(out, 0, x, 0, m, w_gate, None)?;
+        self.matmul(up, 0, x, 0, m, w_up, None)?;
+        self.inplace(out, Some(up), m * n, EwOp::SwiGlu)
     }
     fn attention(
         &mut self,
@@ -233,6 +385,35 @@ impl Backend for GpuBackend {
     }
     fn rmsnorm(&mut self, out: &GpuTensor, x: &GpuTensor, w: &GpuTensor, rows: usize, eps: f32) -> Result<()> {
         gpu::norm::rmsnorm(&mut self.rec, out, x, w, rows, eps)
+    }
+    fn add_norm(
+        &mut self,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        out: Option<&GpuTensor>,
+        w: &GpuTensor,
+        b: Option<&GpuTensor>,
+        rows: usize,
+        eps: f32,
+    ) -> Result<()> {
+        if self.fused {
+            return gpu::norm::add_norm(&mut self.rec, x, y, out, w, b, rows, eps);
+        }
+        let n = rows * w.len();
+        let (sum, dst) = match out {
+            Some(out) => {
+                self.inplace(x, Some(y), n, EwOp::Add)?;
+                (x, out)
+            }
+            None => {
+                self.inplace(y, Some(x), n, EwOp::Add)?;
+                (y, x)
+            }
+        };
+        match b {
+            Some(b) => self.layernorm(dst, sum, w, b, rows, eps),
+            None => self.rmsnorm(dst, sum, w, rows, eps),
+        }
     }
     fn elementwise(&mut self, out: &GpuTensor, a: &GpuTensor, b: Option<&GpuTensor>, n: usize, op: EwOp) -> Result<()> {
         gpu::act::elementwise(&mut self.rec, out, a, b, n, op)
@@ -308,6 +489,14 @@ impl Backend for GpuBackend {
     fn len(t: &GpuTensor) -> usize {
         t.len()
     }
+}
+
+/// The fused ops take N from the caller (the default implementations need it): it must be W's rows.
+fn ensure_n(w: &GpuTensor, n: usize, op: &'static str) -> Result<()> {
+    if w.shape.first() != Some(&n) {
+        return Err(TfError::Shape { op, msg: format!("N = {n} but W is {:?}", w.shape) });
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -333,14 +333,16 @@ impl<B: Backend> Model<B> {
     }
 
     /// Called with the residual stream `x` (T rows from position `pos`) at `at`; `xn` is scratch.
-    pub(crate) fn hook_resid(&self, b: &mut B, at: HookPoint, x: &B::T, xn: &B::T, t: usize, pos: usize) -> Result<()> {
-        let Some(c) = &self.hooks.capture else { return Ok(()) };
+    /// Captures the residual stream and its logit lens at `at`. Returns whether `xn` was used as the
+    /// lens's scratch (the caller norms it again where it holds a sublayer's input).
+    pub(crate) fn hook_resid(&self, b: &mut B, at: HookPoint, x: &B::T, xn: &B::T, t: usize, pos: usize) -> Result<bool> {
+        let Some(c) = &self.hooks.capture else { return Ok(false) };
         if pos != 0 || t != c.t {
-            return Ok(());
+            return Ok(false);
         }
         let (d, v) = (self.cfg.d_model, self.out_vocab());
         let (lens, l) = match at {
-            HookPoint::Embed => return b.matmul(&c.resid, 0, x, 0, t, &c.eye_c, None),
+            HookPoint::Embed => return b.matmul(&c.resid, 0, x, 0, t, &c.eye_c, None).map(|()| false),
             HookPoint::Mid(l) => (&c.lens_mid, l),
             HookPoint::Block(l) => {
                 b.matmul(&c.resid, (l + 1) * t * d, x, 0, t, &c.eye_c, None)?;
@@ -356,9 +358,10 @@ impl<B: Backend> Model<B> {
                     Some(beta) => b.layernorm(xn, x, &n.w, beta, t, n.eps)?,
                     None => b.rmsnorm(xn, x, &n.w, t, n.eps)?,
                 }
-                b.matmul(lens, l * t * v, xn, 0, t, &h.w, h.b.as_ref())
+                b.matmul(lens, l * t * v, xn, 0, t, &h.w, h.b.as_ref())?;
+                Ok(true)
             }
-            None => b.matmul(lens, l * t * v, x, 0, t, &h.w, h.b.as_ref()),
+            None => b.matmul(lens, l * t * v, x, 0, t, &h.w, h.b.as_ref()).map(|()| false),
         }
     }
 

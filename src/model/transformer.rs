@@ -148,9 +148,15 @@ impl<B: Backend> Model<B> {
         let (nh, nkv, hs) = (cfg.num_heads, cfg.kv_heads(), cfg.head_dim());
         let kvw = nkv * hs;
         // q = x W_q^T; k, v = x W_k^T, x W_v^T written into the cache at rows pos..pos+T
-        b.matmul(&sc.q, 0, xin, 0, t, &aw.q.w, aw.q.b.as_ref())?;
-        b.matmul(&ls.k, pos * kvw, xin, 0, t, &aw.k.w, aw.k.b.as_ref())?;
-        b.matmul(&ls.v, pos * kvw, xin, 0, t, &aw.v.w, aw.v.b.as_ref())?;
+        b.qkv(
+            &sc.q,
+            &ls.k,
+            &ls.v,
+            pos * kvw,
+            xin,
+            t,
+            [(&aw.q.w, aw.q.b.as_ref()), (&aw.k.w, aw.k.b.as_ref()), (&aw.v.w, aw.v.b.as_ref())],
+        )?;
         if let Some(table) = &self.st.rope {
             b.rope(&sc.q, table, &RopeShape { t, nh, hs, start_pos: pos, row_stride: nh * hs, offset: 0 })?;
             b.rope(&ls.k, table, &RopeShape { t, nh: nkv, hs, start_pos: pos, row_stride: kvw, offset: pos * kvw })?;
@@ -171,16 +177,15 @@ impl<B: Backend> Model<B> {
     fn ffn(&self, b: &mut B, f: &Ffn<B::T>, ls: &LayerState<B::T>, sc: &Scratch<B::T>, xin: &B::T, t: usize) -> Result<()> {
         match f {
             Ffn::Relu { l1, l2 } => {
-                b.matmul(&sc.h, 0, xin, 0, t, &l1.w, l1.b.as_ref())?;
-                b.inplace(&sc.h, None, t * self.cfg.d_ff, EwOp::Relu)?;
+                // h = relu(x W_1^T + b_1), the ReLU in the matmul's epilogue
+                b.matmul_act(&sc.h, xin, t, &l1.w, l1.b.as_ref(), self.cfg.d_ff, EwOp::Relu)?;
                 b.matmul(&sc.tmp, 0, &sc.h, 0, t, &l2.w, l2.b.as_ref())
             }
             Ffn::SwiGlu { w1, w2, w3 } => {
                 let hidden = self.cfg.llama_hidden_dim();
                 let h2 = sc.h2.as_ref().ok_or_else(|| TfError::Input("SwiGLU buffers missing".into()))?;
-                b.matmul(&sc.h, 0, xin, 0, t, &w1.w, None)?;
-                b.matmul(h2, 0, xin, 0, t, &w3.w, None)?;
-                b.inplace(&sc.h, Some(h2), t * hidden, EwOp::SwiGlu)?; // h = silu(gate) * up
+                // h = silu(x W_1^T) * (x W_3^T): gate and up in one pass where the backend can
+                b.matmul_swiglu(&sc.h, h2, xin, t, &w1.w, &w3.w, hidden)?;
                 b.matmul(&sc.tmp, 0, &sc.h, 0, t, &w2.w, None)
             }
             Ffn::Moe { router, experts } => {
@@ -199,8 +204,7 @@ impl<B: Backend> Model<B> {
                 b.moe_capacity(gate, &ms.kept, &ms.experts, &ms.weights, t, e, k, Some(moe_capacity_for(m.capacity_factor, t, k, e)))?;
                 // every expert on every token (dense: tiny models are bound by dispatches, not FLOPs)
                 for (i, (l1, l2)) in experts.iter().enumerate() {
-                    b.matmul(&sc.h, 0, xin, 0, t, &l1.w, l1.b.as_ref())?;
-                    b.inplace(&sc.h, None, t * m.expert_dim, EwOp::Gelu)?;
+                    b.matmul_act(&sc.h, xin, t, &l1.w, l1.b.as_ref(), m.expert_dim, EwOp::Gelu)?;
                     b.matmul(ys, i * s * c, &sc.h, 0, t, &l2.w, l2.b.as_ref())?;
                 }
                 b.moe_combine(&sc.tmp, ys, gate, t, e, c, s)
@@ -228,20 +232,30 @@ impl<B: Backend> Model<B> {
             b.add_rows(&sc.x, pe, t, pos)?;
         }
         self.hook_resid(b, HookPoint::Embed, &sc.x, &sc.xn, t, pos)?;
-        for (li, (layer, ls)) in self.w.layers.iter().zip(&self.st.layers).enumerate() {
-            // x = x + attn(norm1(x))
-            Self::norm(b, &layer.norm_attn, &sc.xn, &sc.x, t)?;
-            self.self_attention(b, &layer.attn, ls, sc, &sc.xn, t, pos, None, Some(li))?;
-            b.inplace(&sc.x, Some(&sc.tmp), t * c, EwOp::Add)?;
-            self.hook_resid(b, HookPoint::Mid(li), &sc.x, &sc.xn, t, pos)?;
-            // x = x + ffn(norm2(x))
-            Self::norm(b, &layer.norm_ffn, &sc.xn, &sc.x, t)?;
-            self.ffn(b, &layer.ffn, ls, sc, &sc.xn, t)?;
-            b.inplace(&sc.x, Some(&sc.tmp), t * c, EwOp::Add)?;
-            self.hook_resid(b, HookPoint::Block(li), &sc.x, &sc.xn, t, pos)?;
-        }
         let fnorm = self.w.final_norm.as_ref().ok_or_else(|| TfError::Input("no final norm".into()))?;
-        Self::norm(b, fnorm, &sc.xn, &sc.x, t)?;
+        // Each residual add is fused with the norm after it: xn = norm(x += sublayer(xn)).
+        if let Some(first) = self.w.layers.first() {
+            Self::norm(b, &first.norm_attn, &sc.xn, &sc.x, t)?;
+        } else {
+            Self::norm(b, fnorm, &sc.xn, &sc.x, t)?;
+        }
+        let layers = &self.w.layers;
+        for (li, (layer, ls)) in layers.iter().zip(&self.st.layers).enumerate() {
+            // x = x + attn(norm1(x)); xn = norm2(x)
+            self.self_attention(b, &layer.attn, ls, sc, &sc.xn, t, pos, None, Some(li))?;
+            Self::add_then_norm(b, &layer.norm_ffn, sc, t)?;
+            // an inspect hook that used xn for its lens gives it back: xn = norm2(x) again
+            if self.hook_resid(b, HookPoint::Mid(li), &sc.x, &sc.xn, t, pos)? {
+                Self::norm(b, &layer.norm_ffn, &sc.xn, &sc.x, t)?;
+            }
+            // x = x + ffn(norm2(x)); xn = the next layer's norm1(x), or the final norm(x)
+            self.ffn(b, &layer.ffn, ls, sc, &sc.xn, t)?;
+            let next = layers.get(li + 1).map_or(fnorm, |l| &l.norm_attn);
+            Self::add_then_norm(b, next, sc, t)?;
+            if self.hook_resid(b, HookPoint::Block(li), &sc.x, &sc.xn, t, pos)? {
+                Self::norm(b, next, &sc.xn, &sc.x, t)?;
+            }
+        }
         self.head(b, &sc.xn, t, which)
     }
 
@@ -254,10 +268,14 @@ impl<B: Backend> Model<B> {
         }
     }
 
+    /// Pre-norm residual: x = x + tmp; xn = norm(x).
+    fn add_then_norm(b: &mut B, n: &Norm<B::T>, sc: &Scratch<B::T>, t: usize) -> Result<()> {
+        b.add_norm(&sc.x, &sc.tmp, Some(&sc.xn), &n.w, n.b.as_ref(), t, n.eps)
+    }
+
     /// Post-norm residual: x = norm(x + tmp).
-    fn add_norm(b: &mut B, n: &Norm<B::T>, sc: &Scratch<B::T>, t: usize, c: usize) -> Result<()> {
-        b.inplace(&sc.tmp, Some(&sc.x), t * c, EwOp::Add)?;
-        Self::norm(b, n, &sc.x, &sc.tmp, t)
+    fn add_norm(b: &mut B, n: &Norm<B::T>, sc: &Scratch<B::T>, t: usize) -> Result<()> {
+        b.add_norm(&sc.x, &sc.tmp, None, &n.w, n.b.as_ref(), t, n.eps)
     }
 
     /// Encoder-decoder: encodes the source once and fills every decoder layer's cross keys/values.
@@ -283,9 +301,9 @@ impl<B: Backend> Model<B> {
         for (layer, ls) in self.w.enc_layers.iter().zip(&self.st.enc_layers) {
             // x = norm1(x + self_attn(x, src padding)); x = norm2(x + ffn(x))
             self.self_attention(b, &layer.attn, ls, sc, &sc.x, ts, 0, Some(mask), None)?;
-            Self::add_norm(b, &layer.norm_attn, sc, ts, c)?;
+            Self::add_norm(b, &layer.norm_attn, sc, ts)?;
             self.ffn(b, &layer.ffn, ls, sc, &sc.x, ts)?;
-            Self::add_norm(b, &layer.norm_ffn, sc, ts, c)?;
+            Self::add_norm(b, &layer.norm_ffn, sc, ts)?;
         }
         // cross-attention keys and values of every decoder layer, once per source
         for (layer, ls) in self.w.layers.iter().zip(&self.st.layers) {
@@ -328,7 +346,7 @@ impl<B: Backend> Model<B> {
         for (li, (layer, ls)) in self.w.layers.iter().zip(&self.st.layers).enumerate() {
             // x = norm1(x + self_attn(x))
             self.self_attention(b, &layer.attn, ls, sc, &sc.x, t, pos, Some(mask), Some(li))?;
-            Self::add_norm(b, &layer.norm_attn, sc, t, c)?;
+            Self::add_norm(b, &layer.norm_attn, sc, t)?;
             self.hook_resid(b, HookPoint::Mid(li), &sc.x, &sc.xn, t, pos)?;
             // x = norm2(x + cross_attn(x, encoder output))
             let (Some((cw, cn)), Some(ck), Some(cv), Some(cp)) =
@@ -339,10 +357,10 @@ impl<B: Backend> Model<B> {
             b.matmul(&sc.q, 0, &sc.x, 0, t, &cw.q.w, cw.q.b.as_ref())?;
             b.attention(&sc.att, cp, &sc.q, ck, cv, Some(cross_mask), &AttnShape::packed(t, ts, nh, nh, hs))?;
             b.matmul(&sc.tmp, 0, &sc.att, 0, t, &cw.o.w, cw.o.b.as_ref())?;
-            Self::add_norm(b, cn, sc, t, c)?;
+            Self::add_norm(b, cn, sc, t)?;
             // x = norm3(x + ffn(x))
             self.ffn(b, &layer.ffn, ls, sc, &sc.x, t)?;
-            Self::add_norm(b, &layer.norm_ffn, sc, t, c)?;
+            Self::add_norm(b, &layer.norm_ffn, sc, t)?;
             self.hook_resid(b, HookPoint::Block(li), &sc.x, &sc.xn, t, pos)?;
         }
         self.head(b, &sc.x, t, which)
