@@ -434,6 +434,7 @@ pub fn gen_start(ids: Vec<u32>, opts: JsValue) -> Result<JsValue, JsValue> {
         attention: o.attention.unwrap_or(false),
         top: o.top.unwrap_or(0),
         sliding_window: o.sliding_window.unwrap_or(false),
+        constraint: None,
     };
     let s = session();
     let mut s = s.try_borrow_mut().map_err(|_| busy())?;

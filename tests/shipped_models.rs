@@ -26,6 +26,19 @@ fn load_sidecar(name: &str) -> (Value, Vec<u8>) {
     (serde_json::from_str(&j).unwrap(), bytes)
 }
 
+/// YYYY-MM-DD naming a real day of the proleptic Gregorian calendar, year 1000..=2999.
+fn valid_iso_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return false;
+    }
+    let num = |r: std::ops::Range<usize>| s[r.clone()].bytes().all(|c| c.is_ascii_digit()).then(|| s[r].parse::<u32>().unwrap());
+    let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) else { return false };
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let dim = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    (1000..=2999).contains(&y) && (1..=12).contains(&m) && d >= 1 && d <= dim[m as usize - 1]
+}
+
 async fn check_model<B: Backend>(b: &mut B, name: &str, side: &Value, bytes: &[u8]) {
     let mut m = Model::load(b, bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
     if m.cfg.arch == Arch::EncoderDecoder {
@@ -90,6 +103,21 @@ async fn check_model<B: Backend>(b: &mut B, name: &str, side: &Value, bytes: &[u
             let (_, text) = translate(b, &mut m, &tok.encode(input).ids, true).await;
             assert_eq!(text, want, "{name}: {input:?} on {}", b.kind());
         }
+        // Inputs that name no real day: the checkpoint declares the "iso_date" output constraint, so the
+        // output is still a valid calendar date (issue 8); without it the model copies the impossible day.
+        assert!(m.constraint.is_some(), "{name}: the checkpoint declares no output constraint");
+        let mut unconstrained_invalid = 0;
+        for input in ["April 31, 2021", "30 Feb 1900", "29/02/1900"] {
+            let (got, text) = translate(b, &mut m, &tok.encode(input).ids, true).await;
+            assert!(valid_iso_date(&text), "{name}: {input:?} gave {text:?}, not a valid date, on {}", b.kind());
+            assert_eq!(got.last(), Some(&eos), "{name}: {input:?} must end with EOS");
+            let c = m.constraint.take();
+            let (_, free) = translate(b, &mut m, &tok.encode(input).ids, true).await;
+            m.constraint = c;
+            unconstrained_invalid += usize::from(!valid_iso_date(&free));
+            println!("{name} {}: {input:?} -> {text} (unconstrained: {free})", b.kind());
+        }
+        assert!(unconstrained_invalid > 0, "{name}: the constraint changed nothing on impossible dates");
         check_cross_alignment(b, &mut m, name, &side["cross_attention"]["check"]).await;
         println!("{name} {}: {} dates translated exactly", b.kind(), examples.len());
     } else {

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod config;
+pub mod constraint;
 pub mod inspect;
 pub mod memory;
 pub mod run;

@@ -251,6 +251,9 @@ pub struct GenConfig {
     /// token at every step. Off: a prompt longer than the context is an error, and generation stops
     /// when the sequence fills the context.
     pub sliding_window: bool,
+    /// constrained decoding (model::constraint): the tokens it refuses get -inf logits and the logits
+    /// are read back and sampled on the CPU. None: the constraint the checkpoint declares, if any.
+    pub constraint: Option<crate::model::constraint::Constraint>,
 }
 
 impl Default for GenConfig {
@@ -264,6 +267,7 @@ impl Default for GenConfig {
             attention: false,
             top: 0,
             sliding_window: false,
+            constraint: None,
         }
     }
 }
@@ -398,7 +402,8 @@ impl<B: Backend> Model<B> {
             start.drain(..prompt_cut);
         }
         // max_new_tokens is not cut to the room left: next_token stops at a full context and says so.
-        let cfg = GenConfig { sliding_window: slide, ..cfg };
+        let constraint = cfg.constraint.clone().or_else(|| self.constraint.clone());
+        let cfg = GenConfig { sliding_window: slide, constraint, ..cfg };
         Ok(Generation { start_len: start.len(), ids: start, cached: 0, step: 0, done: false, cfg, stop_reason: None, prompt_cut })
     }
 
@@ -432,7 +437,7 @@ impl<B: Backend> Model<B> {
         let v = self.out_vocab();
         let mut top = Vec::new();
         let mut attention = vec![];
-        let (id, non_finite) = if g.cfg.gpu_sampling && g.cfg.top == 0 {
+        let (id, non_finite) = if g.cfg.gpu_sampling && g.cfg.top == 0 && g.cfg.constraint.is_none() {
             // the pass, the sampler and the 8-byte copy (id, NaN/Inf count) go out in one submission
             // (read flushes); when the page asks for attention rows they come back in the same map
             b.sample(&self.st.next, &self.st.logits, 0, &g.cfg.sample, u)?;
@@ -453,8 +458,11 @@ impl<B: Backend> Model<B> {
                 (b.read_batch(&[(&self.st.logits, 0, v)]).await?, vec![])
             };
             attention = maps;
-            let logits: Vec<f32> = bytemuck::cast_vec(got.into_iter().next().unwrap_or_default());
+            let mut logits: Vec<f32> = bytemuck::cast_vec(got.into_iter().next().unwrap_or_default());
             let non_finite = cpu::count_non_finite(&logits);
+            if let (Some(c), 0) = (&g.cfg.constraint, non_finite) {
+                c.mask(&g.ids[g.start_len..], &mut logits)?;
+            }
             if g.cfg.top > 0 && non_finite == 0 {
                 top = top_candidates(&logits, &g.cfg.sample, g.cfg.top);
             }

@@ -22,6 +22,9 @@ pub struct Model<B: Backend> {
     pub tokenizer: Option<Tokenizer>,
     /// the tokenizer of the output ids (see output_tokenizer)
     out_tokenizer: Option<Tokenizer>,
+    /// the output constraint the checkpoint declares (`__metadata__["output_constraint"]`); generation
+    /// applies it unless `GenConfig::constraint` says otherwise
+    pub constraint: Option<crate::model::constraint::Constraint>,
     pub w: Weights<B::T>,
     pub st: RunState<B::T>,
     pub params: u64,
@@ -65,10 +68,19 @@ impl<B: Backend> Model<B> {
         }
         // Made once here: generation decodes every token with it.
         let out_tokenizer = tokenizer.as_ref().map(|t| t.target_tokenizer().unwrap_or_else(|| t.clone()));
+        let constraint = match ck.metadata.get(crate::model::constraint::METADATA_KEY) {
+            None => None,
+            Some(name) => {
+                let t = out_tokenizer
+                    .as_ref()
+                    .ok_or_else(|| TfError::Checkpoint(format!("output constraint {name:?} needs a tokenizer in the metadata")))?;
+                Some(crate::model::constraint::Constraint::from_name(name, t, cfg.tgt_vocab_size)?)
+            }
+        };
         let params = ck.param_count();
         let w = Weights::load(b, &cfg, &mut ck)?;
         let st = RunState::new(b, &cfg)?;
-        Ok(Model { cfg, tokenizer, out_tokenizer, w, st, params, src: vec![], hooks: Hooks::default() })
+        Ok(Model { cfg, tokenizer, out_tokenizer, constraint, w, st, params, src: vec![], hooks: Hooks::default() })
     }
 
     /// Releases every GPU buffer now (the browser does not free them on drop).
