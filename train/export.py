@@ -31,10 +31,13 @@ def checkpoint_tensors(model: torch.nn.Module, dtype: torch.dtype = torch.float3
 
 
 def save_checkpoint(model: torch.nn.Module, config: Dict[str, Any], path: str,
-                    tokenizer: Optional[Dict[str, Any]] = None, dtype: torch.dtype = torch.float32) -> None:
+                    tokenizer: Optional[Dict[str, Any]] = None, dtype: torch.dtype = torch.float32,
+                    extra_metadata: Optional[Dict[str, str]] = None) -> None:
     metadata = {"config": json.dumps(config)}
     if tokenizer is not None:
         metadata["tokenizer"] = json.dumps(tokenizer)
+    # e.g. {"output_constraint": "iso_date"}: the core's constrained decoding (src/model/constraint.rs)
+    metadata.update(extra_metadata or {})
     save_file(checkpoint_tensors(model, dtype), path, metadata=metadata)
 
 

@@ -447,7 +447,9 @@ MODELS_DIR = os.path.join(ROOT, "models")
 def export(model, cfg, tok, dtype, name, sidecar, fh) -> None:
     os.makedirs(MODELS_DIR, exist_ok=True)
     path = os.path.join(MODELS_DIR, f"{name}.safetensors")
-    save_checkpoint(model, cfg, path, tokenizer=tok, dtype=TORCH_DTYPES[dtype])
+    # the date model declares its output form: the core decodes only valid ISO dates (src/model/constraint.rs)
+    extra = {"output_constraint": "iso_date"} if cfg.get("arch") == "encoder_decoder" else None
+    save_checkpoint(model, cfg, path, tokenizer=tok, dtype=TORCH_DTYPES[dtype], extra_metadata=extra)
     with open(os.path.join(MODELS_DIR, f"{name}.json"), "w") as f:
         json.dump(sidecar, f, indent=1, ensure_ascii=False)
         f.write("\n")
