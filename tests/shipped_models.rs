@@ -215,3 +215,14 @@ fn shipped_files_fit_the_size_budget() {
     let total: u64 = SHIPPED.iter().map(|n| std::fs::metadata(format!("models/{n}.safetensors")).map(|m| m.len()).unwrap_or(0)).sum();
     assert!(total <= 24 << 20, "shipped models total {total} bytes, over 24 MB");
 }
+
+/// A checkpoint naming an output constraint the core does not know is refused at load, in one line.
+#[test]
+fn unknown_output_constraint_is_a_one_line_load_error() {
+    let (_, mut bytes) = load_sidecar("dates-encdec");
+    let (from, to) = (b"\"output_constraint\":\"iso_date\"", b"\"output_constraint\":\"us_dates\"");
+    let at = bytes.windows(from.len()).position(|w| w == from).expect("the dates checkpoint declares iso_date");
+    bytes[at..at + to.len()].copy_from_slice(to);
+    let e = Model::load(&CpuBackend, &bytes).err().expect("an unknown constraint must not load").to_string();
+    assert!(e.contains("unknown output constraint") && e.contains("us_dates") && !e.contains('\n'), "{e}");
+}
