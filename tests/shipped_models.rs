@@ -34,7 +34,7 @@ fn valid_iso_date(s: &str) -> bool {
     }
     let num = |r: std::ops::Range<usize>| s[r.clone()].bytes().all(|c| c.is_ascii_digit()).then(|| s[r].parse::<u32>().unwrap());
     let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) else { return false };
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let leap = (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
     let dim = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
     (1000..=2999).contains(&y) && (1..=12).contains(&m) && d >= 1 && d <= dim[m as usize - 1]
 }
