@@ -135,9 +135,18 @@ test('after a generation the views say "analysing" until the analysis lands; str
     const atDone2 = await page.waitForFunction((n) => {
       const out = document.getElementById('gen-output');
       if (out.dataset.state !== 'done' || Number(out.dataset.run) < n) return false;
-      return { attention: document.getElementById('attention-root').dataset.state, next: document.getElementById('next-root').dataset.state };
+      return {
+        attention: document.getElementById('attention-root').dataset.state,
+        next: document.getElementById('next-root').dataset.state,
+        rows: window.tinyformer.attention()?.rows,
+      };
     }, 2, { timeout: 240_000, polling: 'raf' }).then((h) => h.jsonValue());
-    assert.deepEqual(atDone2, { attention: 'analysing', next: 'analysing' });
+    // At "done" each view either still says it is analysing or already shows this run's analysis (on the
+    // fast CPU path the analysis of 12 tokens can land within the frame): never the previous run.
+    console.log(`at done (2nd run): ${JSON.stringify(atDone2)}`);
+    assert.ok(['analysing', 'ready'].includes(atDone2.attention), JSON.stringify(atDone2));
+    assert.ok(['analysing', 'ready'].includes(atDone2.next), JSON.stringify(atDone2));
+    if (atDone2.attention === 'ready') assert.equal(atDone2.rows, promptLen + 12, 'a ready view shows this run');
     await page.waitForSelector('#next-root[data-state="ready"]', { timeout: 120_000 });
     assert.deepEqual(await page.evaluate(() => window.__badText), [], 'no view ever showed undefined or NaN');
     assertClean(assert, log);
@@ -153,6 +162,9 @@ test('MoE experts: analysing state after generation, and the selected token\u201
     await setGenerate(page, { prompt: '1 5 9 13', temperature: 0, max: 8 });
     await page.waitForSelector('#gen-start:not([disabled])');
     await page.click('#gen-start');
+    // First the generation ends, then the experts' analysis lands (waiting for "ready" alone could match
+    // the prompt's analysis before the click took effect).
+    await page.waitForSelector('#gen-output[data-state="done"]', { timeout: 120_000 });
     await page.waitForSelector('#experts-root[data-state="ready"]', { timeout: 60_000 });
     // The order the views changed state in: experts waits (generating, analysing) until after "done".
     const states = await page.evaluate(() => window.__states);
