@@ -48,6 +48,19 @@ for (const width of [1280, 390]) {
         const row = fx.attention_entropy[e.layer][e.head];
         near(Number(e.mean), row.reduce((a, b) => a + b, 0) / row.length, 1e-4, 0, `entropy ${e.layer}.${e.head}`);
       }
+      // per-position entropy: head 0.0 by default, then click head 1.1 and read its strip and tooltips
+      for (const [l, hd] of [[0, 0], [1, 1]]) {
+        if (l || hd) await page.click(`td.entropy-cell[data-layer="${l}"][data-head="${hd}"]`);
+        assert.equal(await page.getAttribute(`td.entropy-cell[data-layer="${l}"][data-head="${hd}"]`, 'aria-selected'), 'true');
+        const strip = await page.$$eval('#inspect-entropy-strip td.entropy-pos', (cs) => cs.map((c) => ({ ...c.dataset, title: c.title })));
+        assert.equal(strip.length, fx.ids.length, 'one cell per query position');
+        for (const c of strip) {
+          assert.equal(`${c.layer}.${c.head}`, `${l}.${hd}`);
+          near(Number(c.entropy), fx.attention_entropy[l][hd][c.pos], 1e-4, 0, `entropy ${l}.${hd} at ${c.pos}`);
+          assert.match(c.title, new RegExp(`^head ${l}\\.${hd}, position ${c.pos} .*: ${Number(c.entropy).toFixed(3)} nats$`));
+        }
+      }
+      assert.ok(fx.attention_entropy[1][1].some((e, p) => Math.abs(e - fx.attention_entropy[0][0][p]) > 1e-3), 'the two heads differ, so the click changed the strip');
 
       const norms = await page.$$eval('td.norm-cell', (cs) => cs.map((c) => ({ ...c.dataset })));
       assert.equal(norms.length, 3 * fx.ids.length);

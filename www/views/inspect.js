@@ -4,7 +4,9 @@
 //
 // State for tests: #inspect-root data-state "empty" | "running" | "ready" | "error";
 //   td.lens-cell[data-layer][data-pos][data-id][data-p]; button.head-cell[data-kind][data-layer][data-head][data-score]
-//   (aria-pressed when chosen for ablation); td.entropy-cell[data-layer][data-head][data-mean]; td.norm-cell[data-layer][data-pos][data-norm];
+//   (aria-pressed when chosen for ablation); td.entropy-cell[data-layer][data-head][data-mean]
+//   (click: aria-selected, its row below); #inspect-entropy-strip[data-layer][data-head] td.entropy-pos[data-pos][data-entropy];
+//   td.norm-cell[data-layer][data-pos][data-norm];
 //   span.surprise-tok[data-pos][data-surprise]; #inspect-ablation[data-kl][data-top1-before][data-top1-after];
 //   #inspect-induction-result[data-first][data-second]; #inspect-generated[data-ids].
 import { h, replaceChildren } from '../dom.js';
@@ -32,6 +34,7 @@ export function createInspectView(root, { call }) {
   let input = null;     // {ids, tgt, card}
   let report = null;    // last {report, pieces, induction_test?}
   let chosen = new Set(); // "L.H" chosen for ablation
+  let entHead = [0, 0];   // the head whose per-position entropy is shown
   let seq = 0;
 
   const piece = (id) => vis(report?.pieces?.[id] ?? `#${id}`);
@@ -173,9 +176,12 @@ export function createInspectView(root, { call }) {
           h('thead', {}, h('tr', {}, h('th', {}, 'L \\ H'), meanEntropy[0].map((_, hd) => h('th', {}, hd)))),
           h('tbody', {}, meanEntropy.map((row, l) => h('tr', {}, h('th', {}, l), row.map((e, hd) => h('td', {
             class: 'entropy-cell', style: shade(e / Math.log(Math.max(t, 2))),
-            title: `head ${l}.${hd}: ${fmt(e, 3)} nats on average (0 = always one key; ln ${t} = ${fmt(Math.log(t))} = spread evenly over all ${t})`,
+            title: `head ${l}.${hd}: ${fmt(e, 3)} nats on average (0 = always one key; ln ${t} = ${fmt(Math.log(t))} = spread evenly over all ${t}). Click for each position.`,
             dataset: { layer: l, head: hd, mean: e },
+            'aria-selected': String(entHead[0] === l && entHead[1] === hd),
+            on: { click: () => showEntropy(l, hd) },
           }, fmt(e)))))))),
+      entropyStrip(r),
       it ? h('p', { id: 'inspect-induction-result', class: 'small', dataset: { first: it.loss_first_half, second: it.loss_second_half } },
         `Loss on the first half ${fmt(it.loss_first_half)} nats, on the repeat ${fmt(it.loss_second_half)} nats`,
         it.loss_second_half_ablated != null ? `; with ${ab ? ab.heads.map((x) => x.join('.')).join(', ') : ''} ablated, the repeat costs ${fmt(it.loss_second_half_ablated)} nats.` : '.') : null,
@@ -218,6 +224,29 @@ export function createInspectView(root, { call }) {
           dataset: { pos: p, surprise: r.surprise[p] },
         }, piece(id));
       })));
+  }
+
+  /** One head's attention entropy at every query position (the core's [layer][head][position]). */
+  function entropyStrip(r) {
+    const [l, hd] = r.attention_entropy[entHead[0]]?.[entHead[1]] ? entHead : (entHead = [0, 0]);
+    const row = r.attention_entropy[l][hd];
+    return h('div', { class: 'table-scroll', id: 'inspect-entropy-strip', dataset: { layer: l, head: hd } },
+      h('table', { class: 'inspect-grid' },
+        h('caption', { class: 'small muted' }, `Head ${l}.${hd}: attention entropy at each query position (nats; position p can see p + 1 keys)`),
+        h('thead', {}, h('tr', {}, row.map((_, p) => h('th', { class: 'tok-head' }, piece(r.ids[p]))))),
+        h('tbody', {}, h('tr', {}, row.map((e, p) => h('td', {
+          class: 'entropy-pos', style: shade(e / Math.log(Math.max(r.ids.length, 2))),
+          title: `head ${l}.${hd}, position ${p} (${piece(r.ids[p])}): ${fmt(e, 3)} nats`,
+          dataset: { layer: l, head: hd, pos: p, entropy: e },
+        }, fmt(e)))))));
+  }
+
+  function showEntropy(l, hd) {
+    entHead = [l, hd];
+    for (const c of root.querySelectorAll('td.entropy-cell')) {
+      c.setAttribute('aria-selected', String(Number(c.dataset.layer) === l && Number(c.dataset.head) === hd));
+    }
+    root.querySelector('#inspect-entropy-strip').replaceWith(entropyStrip(report.report));
   }
 
   function toggle(key) {
