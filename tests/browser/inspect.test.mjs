@@ -126,3 +126,41 @@ test('Inspect view (MoE fixture): removing two experts from routing gives PyTorc
     await context.close();
   }
 });
+
+test('Inspect view: blocking attention mask cells from the grid gives PyTorch\'s KL and top-1 (decoder_a)', async () => {
+  const ab = fx.ablations.find((a) => a.mask_cells);
+  assert.deepEqual(ab.heads, []);
+  const { page, context, log } = await openPage(env, '?model=tests/fixtures/models/decoder_a.safetensors', { viewport: { width: 1280, height: 900 } });
+  try {
+    await waitModel(page, 'decoder_a.safetensors');
+    await page.fill('#prompt', fx.ids.join(' '));
+    await page.waitForSelector(`#inspect-root[data-state="ready"] #inspect-surprise span:nth-child(${fx.ids.length})`, { timeout: 60_000 });
+    assert.equal(await page.isDisabled('#inspect-ablate'), true, 'nothing chosen yet');
+    await page.click('#inspect-cells-box summary');
+    const t = fx.ids.length;
+    assert.equal(await page.locator('button.mask-cell').count(), (t * (t + 1)) / 2, 'one button per causal cell');
+    for (const [q, k] of ab.mask_cells) await page.click(`button.mask-cell[data-q="${q}"][data-k="${k}"]`);
+    // a second click un-blocks: toggle one extra cell on and off
+    await page.click('button.mask-cell[data-q="3"][data-k="3"]');
+    await page.click('button.mask-cell[data-q="3"][data-k="3"]');
+    const pressed = await page.$$eval('button.mask-cell[aria-pressed="true"]', (bs) => bs.map((b) => [Number(b.dataset.q), Number(b.dataset.k)]));
+    assert.deepEqual(pressed.sort(), [...ab.mask_cells].sort());
+    await page.click('#inspect-ablate');
+    await page.waitForSelector('#inspect-ablation[data-kl]', { timeout: 60_000 });
+    const d = await page.$eval('#inspect-ablation', (e) => ({ ...e.dataset, text: e.textContent }));
+    near(Number(d.kl), ab.kl_last, 2e-4, 1e-2, 'KL after blocking the cells');
+    const argmax = (v) => v.indexOf(Math.max(...v));
+    assert.equal(Number(d.top1After), argmax(ab.logits_last), 'top-1 after');
+    assert.equal(Number(d.top1Before), argmax(fx.logits[fx.logits.length - 1]), 'top-1 before');
+    assert.match(d.text, new RegExp(`attention cells ${ab.mask_cells.map(([q, k]) => `${q}\u2192${k}`).join(', ')} blocked`));
+    // the grid keeps the blocked cells after the rerun
+    assert.equal(await page.locator('button.mask-cell[aria-pressed="true"]').count(), ab.mask_cells.length);
+    fs.mkdirSync(SHOT_DIR, { recursive: true });
+    await page.locator('#inspect-cells-box').screenshot({ path: path.join(SHOT_DIR, 'inspect-cells-1280.png') });
+    await page.setViewportSize({ width: 390, height: 900 });
+    await page.locator('#inspect-cells-box').screenshot({ path: path.join(SHOT_DIR, 'inspect-cells-390.png') });
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});
