@@ -29,6 +29,10 @@ fn ids(v: &Value) -> Vec<u32> {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
+fn pairs(v: &Value) -> Vec<(usize, usize)> {
+    v.as_array().unwrap().iter().map(|h| (h[0].as_u64().unwrap() as usize, h[1].as_u64().unwrap() as usize)).collect()
+}
+
 fn close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
@@ -104,7 +108,8 @@ async fn check_fixture<B: Backend>(b: &mut B, name: &str, j: &Value, bytes: &[u8
             .get("experts")
             .map(|e| e.as_array().unwrap().iter().map(|h| (h[0].as_u64().unwrap() as usize, h[1].as_u64().unwrap() as usize)).collect())
             .unwrap_or_default();
-        let abl = Ablation { heads, kind, experts };
+        let mask_cells = ab.get("mask_cells").map(pairs).unwrap_or_default();
+        let abl = Ablation { heads, kind, experts, mask_cells, cross_cells: vec![] };
         let r2 = run(b, &mut m, j, Some(&abl)).await;
         let out = r2.ablation.as_ref().unwrap();
         close(&format!("{name} {k} {kind:?} logits_last"), &out.logits_last, &flat(&ab["logits_last"]), 1e-3, 1e-3);
@@ -173,7 +178,9 @@ fn ablation_in_cached_generation_equals_uncached() {
             };
             for kind in [AblationKind::Zero, AblationKind::Mean] {
                 let experts = if m.cfg.moe.is_some() { vec![(1, 0)] } else { vec![] };
-                let ab = Ablation { heads: vec![(0, 0), (1, 1)], kind, experts };
+                // and two decoder self-attention cells blocked (queries 1 and 4: in the prompt and,
+                // for the encoder-decoder's 3-token start, in generation)
+                let ab = Ablation { heads: vec![(0, 0), (1, 1)], kind, experts, mask_cells: vec![(1, 0), (4, 2)], cross_cells: vec![] };
                 let r = match &src {
                     Some(s) => m.inspect(b, s, Some(&start), Some(&ab)).await.unwrap(),
                     None => m.inspect(b, &start, None, Some(&ab)).await.unwrap(),
@@ -194,6 +201,114 @@ fn ablation_in_cached_generation_equals_uncached() {
         }
     }
     pollster::block_on(check(&mut CpuBackend));
+    let gpu = Arc::new(pollster::block_on(Gpu::new()).expect("GPU initialisation failed"));
+    pollster::block_on(check(&mut GpuBackend::new(gpu)));
+}
+
+/// Blocked mask cells (issue 14) on the reference CPU, the fast CPU and the GPU backends: the last-row
+/// logits and KL are PyTorch's with those cells zeroed in its causal mask (tolerances above); every
+/// layer's map has exactly 0 at the cells, row 0 (its only key blocked) is all 0, every other row sums
+/// to 1 (1e-5); layer 0's rows are the clean rows renormalised over the keys left (1e-5 abs + 1e-4 rel),
+/// and its rows before the first blocked query are unchanged (1e-6 abs + 1e-5 rel).
+#[test]
+fn blocked_mask_cells_match_pytorch_on_every_backend() {
+    async fn check<B: Backend>(b: &mut B) {
+        for (name, j, bytes) in fixtures() {
+            let k = b.kind();
+            let case = j["ablations"].as_array().unwrap().iter().find(|a| a.get("mask_cells").is_some()).unwrap();
+            let cells = pairs(&case["mask_cells"]);
+            assert!(cells.contains(&(0, 0)));
+            let mut m = Model::load(b, &bytes).unwrap();
+            let ab = Ablation { heads: vec![], kind: AblationKind::Zero, experts: vec![], mask_cells: cells.clone(), cross_cells: vec![] };
+            let r = run(b, &mut m, &j, Some(&ab)).await;
+            let out = r.ablation.as_ref().unwrap();
+            assert_eq!(out.mask_cells, cells);
+            close(&format!("{name} {k} blocked cells logits_last"), &out.logits_last, &flat(&case["logits_last"]), 1e-3, 1e-3);
+            let want_kl = case["kl_last"].as_f64().unwrap();
+            assert!(
+                (out.kl_last - want_kl).abs() <= 2e-4 + 1e-2 * want_kl,
+                "{name} {k} blocked cells kl {} vs PyTorch {want_kl}",
+                out.kl_last
+            );
+            assert_eq!(out.top1_before, top_k(&r.logits_last_clean, 1).0[0]);
+            assert_eq!(out.top1_after, top_k(&out.logits_last, 1).0[0]);
+
+            let (src, tgt) = match j.get("src_ids") {
+                Some(s) => (ids(s), Some(ids(&j["tgt_ids"]))),
+                None => (ids(&j["ids"]), None),
+            };
+            let maps = |o: tinyformer::model::run::ForwardOut| -> Vec<tinyformer::model::run::AttnMap> {
+                o.attention.into_iter().filter(|a| a.kind == "decoder").collect()
+            };
+            let clean = maps(m.forward(b, &src, tgt.as_deref()).await.unwrap());
+            m.set_ablation(b, &ab, None).unwrap();
+            let blocked = maps(m.forward(b, &src, tgt.as_deref()).await.unwrap());
+            m.clear_ablation(b);
+            let first_q = cells.iter().filter(|c| c.0 > 0).map(|c| c.0).min().unwrap();
+            for (c, a) in clean.iter().zip(&blocked) {
+                let (t, l) = (a.rows, a.layer);
+                for h in 0..a.heads {
+                    let row = |m: &tinyformer::model::run::AttnMap, q: usize| m.data[(h * t + q) * t..(h * t + q + 1) * t].to_vec();
+                    for q in 0..t {
+                        let (pc, pb) = (row(c, q), row(a, q));
+                        for &(cq, ck) in &cells {
+                            if cq == q {
+                                assert_eq!(pb[ck], 0.0, "{name} {k} layer {l} head {h}: blocked cell {cq}.{ck}");
+                            }
+                        }
+                        let sum: f64 = pb.iter().map(|&x| x as f64).sum();
+                        let want = if q == 0 { 0.0 } else { 1.0 };
+                        assert!((sum - want).abs() < 1e-5, "{name} {k} layer {l} head {h} row {q} sums to {sum}");
+                        if l == 0 && q > 0 {
+                            let keep: f64 = (0..t).filter(|&kk| !cells.contains(&(q, kk))).map(|kk| pc[kk] as f64).sum();
+                            let want: Vec<f64> =
+                                (0..t).map(|kk| if cells.contains(&(q, kk)) { 0.0 } else { pc[kk] as f64 / keep }).collect();
+                            close(&format!("{name} {k} layer 0 head {h} row {q} renormalised"), &pb, &want, 1e-5, 1e-4);
+                        }
+                        if l == 0 && q > 0 && q < first_q {
+                            // (the explicit-mask path may round differently from the causal one)
+                            let pc: Vec<f64> = pc.iter().map(|&x| x as f64).collect();
+                            close(&format!("{name} {k} layer 0 head {h} row {q} has no blocked cell"), &pb, &pc, 1e-6, 1e-5);
+                        }
+                    }
+                }
+            }
+            // encoder-decoder: blocked cross-attention cells (query, source key); layer 0's cross rows
+            // are the clean ones renormalised (its queries do not depend on the cross mask)
+            if tgt.is_some() {
+                let xcells = vec![(6, 1), (2, 0), (2, 3)];
+                let xab = Ablation { mask_cells: vec![], cross_cells: xcells.clone(), ..ab.clone() };
+                let cross =
+                    |o: tinyformer::model::run::ForwardOut| o.attention.into_iter().find(|a| a.kind == "cross" && a.layer == 0).unwrap();
+                let c = cross(m.forward(b, &src, tgt.as_deref()).await.unwrap());
+                m.set_ablation(b, &xab, None).unwrap();
+                let a = cross(m.forward(b, &src, tgt.as_deref()).await.unwrap());
+                m.clear_ablation(b);
+                let (tq, tk) = (a.rows, a.cols);
+                let mut changed = false;
+                for h in 0..a.heads {
+                    for q in 0..tq {
+                        let pc = &c.data[(h * tq + q) * tk..(h * tq + q + 1) * tk];
+                        let pb = &a.data[(h * tq + q) * tk..(h * tq + q + 1) * tk];
+                        let keep: f64 = (0..tk).filter(|&kk| !xcells.contains(&(q, kk))).map(|kk| pc[kk] as f64).sum();
+                        let want: Vec<f64> = (0..tk).map(|kk| if xcells.contains(&(q, kk)) { 0.0 } else { pc[kk] as f64 / keep }).collect();
+                        close(&format!("{name} {k} cross layer 0 head {h} row {q}"), pb, &want, 1e-5, 1e-4);
+                        changed |= pb != pc;
+                    }
+                }
+                assert!(changed, "{name} {k}: blocking cross cells changed nothing");
+            }
+            // bad cells: one clear error each
+            for (bad, msg) in [((2, 5), "already blocked"), ((9999, 0), "cannot block mask cell 9999.0")] {
+                let ab = Ablation { mask_cells: vec![bad], ..ab.clone() };
+                let e = m.set_ablation(b, &ab, None).unwrap_err().to_string();
+                assert!(e.contains(msg), "{e}");
+            }
+            m.free(b);
+        }
+    }
+    pollster::block_on(check(&mut CpuBackend));
+    pollster::block_on(check(&mut tinyformer::fastcpu::FastCpuBackend));
     let gpu = Arc::new(pollster::block_on(Gpu::new()).expect("GPU initialisation failed"));
     pollster::block_on(check(&mut GpuBackend::new(gpu)));
 }
@@ -243,6 +358,19 @@ fn cli_inspect_writes_the_contract_fields() {
     let ab = Ablation::parse("1.0,0.1", AblationKind::Zero).unwrap();
     let r = pollster::block_on(m.inspect(b, &[5, 9, 3, 7, 5, 9], None, Some(&ab))).unwrap();
     assert_eq!(v["kl_last"].as_f64().unwrap(), r.ablation.unwrap().kl_last);
+    // --block-cells: the library's blocked-cell ablation, on the reference backend
+    let out = std::process::Command::new(exe)
+        .args(["inspect", "--model", &model, "--ids", "5,9,3,7,5,9", "--backend", "reference", "--block-cells", "5.1, 5.2,0.0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ablation"]["mask_cells"], serde_json::json!([[5, 1], [5, 2], [0, 0]]));
+    let ab = Ablation { mask_cells: vec![(5, 1), (5, 2), (0, 0)], ..Ablation::heads(vec![], AblationKind::Zero) };
+    let r = pollster::block_on(m.inspect(b, &[5, 9, 3, 7, 5, 9], None, Some(&ab))).unwrap().ablation.unwrap();
+    assert!(r.kl_last > 0.0);
+    assert_eq!(v["kl_last"].as_f64().unwrap(), r.kl_last);
+    assert_eq!(v["ablation"]["top1_after"], r.top1_after);
     // bad input: one clear line
     let moe = format!("{MODELS}/moe_a.safetensors");
     for (m, flag, bad, msg) in [
@@ -251,6 +379,9 @@ fn cli_inspect_writes_the_contract_fields() {
         (&model, "--remove-experts", "0.1", "only mixture-of-experts models"),
         (&moe, "--remove-experts", "0.0,0.1,0.2", "layer 0 would keep 1 experts but routes every token to 2"),
         (&moe, "--remove-experts", "0.7", "cannot remove expert 0.7"),
+        (&model, "--block-cells", "2.5", "mask cell 2.5 is already blocked"),
+        (&model, "--block-cells", "2", "is not QUERY.KEY"),
+        (&model, "--block-cross-cells", "1.0", "only encoder_decoder models have a cross mask"),
     ] {
         let out = std::process::Command::new(exe)
             .args(["inspect", "--model", m, "--ids", "5,9", "--backend", "cpu", flag, bad])

@@ -13,7 +13,9 @@ For each reference fixture checkpoint in tests/fixtures/models/ it writes tests/
 - `ablations`: a zero and a mean ablation (forward pre-hooks on the output projections that zero a head's
   columns, or set them to the head's mean over the sequence from the clean run), and for the MoE models two
   experts removed from routing (a forward hook adding -1e9 to their router logits), each with `logits_last` and
-  `kl_last` = KL(clean || ablated) of the last position's next-token distribution.
+  `kl_last` = KL(clean || ablated) of the last position's next-token distribution; and one with `mask_cells`:
+  (query, key) cells of the decoder self-attention blocked on top of its causal / look-ahead mask (the
+  reference's look_ahead_mask patched to zero them; row 0 is blocked entirely, so it attends nothing).
 Everything in float32 as the Rust core runs, except the reductions (f64 in numpy).
 """
 
@@ -29,6 +31,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from export import load_checkpoint  # noqa: E402
+import reference  # noqa: E402
 from reference import build_model  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,9 +59,23 @@ def parts(model, arch):
             [b.self_attention.W_o for b in blocks], lambda x: model.final_layer(x))
 
 
-def run(model, arch, inputs, ablate=None, experts=()):
+def run(model, arch, inputs, ablate=None, experts=(), cells=()):
     """One forward with hooks. ablate: (kind, {layer: [heads]}, means [layer][NH*HS]) or None; experts:
-    (layer, expert) pairs removed from routing (-1e9 added to their router logits)."""
+    (layer, expert) pairs removed from routing (-1e9 added to their router logits); cells: (query, key)
+    self-attention cells blocked (the causal mask that every decoder stack builds has 0 there)."""
+    if cells:
+        plain = reference.look_ahead_mask
+
+        def blocked(seq_len, cached_len=0):
+            m = plain(seq_len, cached_len).clone()
+            for q, k in cells:
+                m[q - cached_len, k] = 0.0
+            return m
+        reference.look_ahead_mask = blocked
+        try:
+            return run(model, arch, inputs, ablate, experts)
+        finally:
+            reference.look_ahead_mask = plain
     blocks, emb, mids, w_os, lens = parts(model, arch)
     nh = model.config["num_heads"]
     cap = {"resid": [None] * (len(blocks) + 1), "mid": [None] * len(blocks), "heads": [None] * len(blocks)}
@@ -164,14 +181,21 @@ def main():
         cases = [("zero", [(1, 0)], []), ("mean", [(0, nh - 1), (1, 0)], [])]
         if config.get("moe"):
             cases.append(("zero", [], [(0, 1), (1, 2)]))  # experts removed from routing, no head
-        for kind, heads, experts in cases:
+        cases.append(("zero", [], [], [(t - 1, 1), (t - 1, 2), (4, 0), (0, 0)]))  # mask cells blocked, no head
+        for kind, heads, experts, *cells in cases:
+            cells = cells[0] if cells else []
             per = {}
             for li, h in heads:
                 per.setdefault(li, []).append(h)
-            ab_logits, *_ = run(model, arch, inputs, (kind, per, means), experts)
+            ab_logits, ab_maps, *_ = run(model, arch, inputs, (kind, per, means), experts, cells)
             a, b = log_softmax(logits[-1]), log_softmax(ab_logits[-1])
-            ablations.append({"kind": kind, "heads": heads, "experts": experts, "logits_last": r(ab_logits[-1]),
-                              "kl_last": float((np.exp(a) * (a - b)).sum())})
+            case = {"kind": kind, "heads": heads, "experts": experts, "logits_last": r(ab_logits[-1]),
+                    "kl_last": float((np.exp(a) * (a - b)).sum())}
+            if cells:
+                for m in ab_maps:
+                    assert all(m[:, q, k].max() == 0.0 for q, k in cells) and m[:, 0].max() == 0.0
+                case["mask_cells"] = cells
+            ablations.append(case)
         out = {
             "name": name, "arch": arch, "ids": ids, "logits": r(logits),
             "lens_probs": [r(x) for x in lens_probs], "lens_mid_probs": [r(x) for x in mid_probs],

@@ -231,6 +231,12 @@ pub struct InspectArgs {
     /// MoE experts to remove from routing, LAYER.EXPERT pairs: 0.1,3.2
     #[arg(long, value_name = "L.E,L.E")]
     pub remove_experts: Option<String>,
+    /// decoder self-attention mask cells to block on top of its mask, QUERY.KEY pairs: 3.1,4.0
+    #[arg(long, value_name = "Q.K,Q.K")]
+    pub block_cells: Option<String>,
+    /// encoder-decoder: cross-attention mask cells to block, QUERY.KEY (source position) pairs
+    #[arg(long, value_name = "Q.K,Q.K")]
+    pub block_cross_cells: Option<String>,
     /// the induction test instead: N random tokens repeated twice
     #[arg(long, value_name = "N")]
     pub induction: Option<usize>,

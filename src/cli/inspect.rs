@@ -16,8 +16,14 @@ fn ablation(a: &InspectArgs) -> Result<Option<Ablation>> {
     };
     let mut ablation = a.ablate.as_deref().map(|s| Ablation::parse(s, kind)).transpose()?;
     if let Some(s) = &a.remove_experts {
-        let experts = parse_pairs(s, "--remove-experts", "EXPERT")?;
+        let experts = parse_pairs(s, "--remove-experts", "LAYER.EXPERT")?;
         ablation.get_or_insert_with(|| Ablation::heads(vec![], kind)).experts = experts;
+    }
+    if let Some(s) = &a.block_cells {
+        ablation.get_or_insert_with(|| Ablation::heads(vec![], kind)).mask_cells = parse_pairs(s, "--block-cells", "QUERY.KEY")?;
+    }
+    if let Some(s) = &a.block_cross_cells {
+        ablation.get_or_insert_with(|| Ablation::heads(vec![], kind)).cross_cells = parse_pairs(s, "--block-cross-cells", "QUERY.KEY")?;
     }
     Ok(ablation)
 }
@@ -50,7 +56,7 @@ async fn inspect_with<B: Backend>(b: &mut B, bytes: &[u8], a: &InspectArgs, abla
             if let Some(ab) = &r.ablation {
                 v["logits_last"] = json!(ab.logits_last);
                 v["kl_last"] = json!(ab.kl_last);
-                v["ablation"] = json!({"heads": ab.heads, "experts": ab.experts, "kind": ab.kind, "top1_before": ab.top1_before, "top1_after": ab.top1_after,
+                v["ablation"] = json!({"heads": ab.heads, "experts": ab.experts, "mask_cells": ab.mask_cells, "cross_cells": ab.cross_cells, "kind": ab.kind, "top1_before": ab.top1_before, "top1_after": ab.top1_after,
                     "top1_prob_before": ab.top1_prob_before, "top1_prob_after": ab.top1_prob_after});
             }
             v

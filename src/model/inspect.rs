@@ -46,6 +46,13 @@ pub struct Hooks<T> {
     /// per decoder layer of a MoE model: (max_seq, E) added to the router logits (-1e9 on removed experts)
     pub router: Vec<Option<T>>,
     pub capture: Option<Capture<T>>,
+    /// (query, key) cells blocked on top of the decoder self-attention mask (causal for
+    /// decoder-only models, look-ahead + padding for the encoder-decoder's decoder)
+    pub mask_cells: Vec<(usize, usize)>,
+    /// (query, key) cells blocked on top of the encoder-decoder's cross mask (source padding)
+    pub cross_cells: Vec<(usize, usize)>,
+    /// (max_seq, max_seq): the explicit self-attention mask of a decoder-only model with blocked cells
+    pub mask: Option<T>,
 }
 
 impl<T> Hooks<T> {
@@ -56,6 +63,7 @@ impl<T> Hooks<T> {
             f(&ab.add);
         }
         self.router.iter().flatten().for_each(&mut f);
+        self.mask.iter().for_each(&mut f);
         if let Some(c) = &self.capture {
             for t in [&c.eye_c, &c.eye_a, &c.resid, &c.lens, &c.lens_mid, &c.att] {
                 f(t)
@@ -66,7 +74,7 @@ impl<T> Hooks<T> {
 
 impl<T> Default for Hooks<T> {
     fn default() -> Self {
-        Hooks { ablate: vec![], router: vec![], capture: None }
+        Hooks { ablate: vec![], router: vec![], capture: None, mask_cells: vec![], cross_cells: vec![], mask: None }
     }
 }
 
@@ -98,16 +106,21 @@ pub struct Ablation {
     pub kind: AblationKind,
     /// (layer, expert) pairs removed from routing (MoE models): the router never picks them
     pub experts: Vec<(usize, usize)>,
+    /// (query, key) cells of the decoder self-attention blocked on top of its mask: they get
+    /// exactly zero probability (a row with no allowed key gives zeros)
+    pub mask_cells: Vec<(usize, usize)>,
+    /// (query, key) cells of the encoder-decoder's cross-attention blocked on top of its mask
+    pub cross_cells: Vec<(usize, usize)>,
 }
 
 impl Ablation {
     /// Parses "L.H,L.H" (e.g. "0.1,1.0").
     pub fn parse(s: &str, kind: AblationKind) -> Result<Ablation> {
-        let heads = parse_pairs(s, "--ablate", "HEAD")?;
+        let heads = parse_pairs(s, "--ablate", "LAYER.HEAD")?;
         if heads.is_empty() {
             return Err(TfError::Input("--ablate needs at least one LAYER.HEAD".into()));
         }
-        Ok(Ablation { heads, kind, experts: vec![] })
+        Ok(Ablation::heads(heads, kind))
     }
 }
 
@@ -115,7 +128,7 @@ impl Ablation {
 pub fn parse_pairs(s: &str, flag: &str, what: &str) -> Result<Vec<(usize, usize)>> {
     let mut out = vec![];
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || TfError::Input(format!("{flag}: `{part}` is not LAYER.{what} (e.g. 0.1)"));
+        let bad = || TfError::Input(format!("{flag}: `{part}` is not {what} (e.g. 0.1)"));
         let (l, h) = part.split_once('.').ok_or_else(bad)?;
         out.push((l.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?));
     }
@@ -124,7 +137,7 @@ pub fn parse_pairs(s: &str, flag: &str, what: &str) -> Result<Vec<(usize, usize)
 
 impl Ablation {
     pub fn heads(heads: Vec<(usize, usize)>, kind: AblationKind) -> Ablation {
-        Ablation { heads, kind, experts: vec![] }
+        Ablation { heads, kind, experts: vec![], mask_cells: vec![], cross_cells: vec![] }
     }
 }
 
@@ -148,6 +161,8 @@ pub struct HeadScores {
 pub struct AblationOut {
     pub heads: Vec<(usize, usize)>,
     pub experts: Vec<(usize, usize)>,
+    pub mask_cells: Vec<(usize, usize)>,
+    pub cross_cells: Vec<(usize, usize)>,
     pub kind: AblationKind,
     /// the last row of logits after the ablation
     pub logits_last: Vec<f32>,
@@ -398,6 +413,21 @@ impl<B: Backend> Model<B> {
         for r in std::mem::take(&mut self.hooks.router).into_iter().flatten() {
             b.free(&r);
         }
+        if let Some(m) = self.hooks.mask.take() {
+            b.free(&m);
+        }
+        self.hooks.mask_cells.clear();
+        self.hooks.cross_cells.clear();
+    }
+
+    /// Decoder-only models: the explicit self-attention mask of T rows at positions pos.. (causal,
+    /// minus the blocked cells), written into the hook's buffer; None when no cell is blocked.
+    pub(crate) fn hook_mask(&self, b: &mut B, t: usize, pos: usize) -> Result<Option<&B::T>> {
+        let Some(m) = &self.hooks.mask else { return Ok(None) };
+        let cells = &self.hooks.mask_cells;
+        let mask = crate::mask::Mask::from_fn(t, pos + t, |i, j| j <= pos + i && !cells.contains(&(pos + i, j)));
+        b.write_f32(m, 0, &mask.data)?;
+        Ok(Some(m))
     }
 
     /// Called after the router logits (T rows, E columns) of decoder layer `layer` are computed:
@@ -442,8 +472,31 @@ impl<B: Backend> Model<B> {
                 )));
             }
         }
-        if ab.heads.is_empty() && ab.experts.is_empty() {
-            return Err(TfError::Input("nothing to ablate: choose a head or an expert".into()));
+        let encdec = self.cfg.arch == Arch::EncoderDecoder;
+        for &(q, k) in &ab.mask_cells {
+            if q >= s || k >= s {
+                return Err(TfError::Input(format!(
+                    "cannot block mask cell {q}.{k}: the model's context is {s} positions (0 to {})",
+                    s - 1
+                )));
+            }
+            if k > q {
+                return Err(TfError::Input(format!("mask cell {q}.{k} is already blocked: query {q} never sees the later key {k}")));
+            }
+        }
+        if !ab.cross_cells.is_empty() && !encdec {
+            return Err(TfError::Input("only encoder_decoder models have a cross mask to block cells of".into()));
+        }
+        for &(q, k) in &ab.cross_cells {
+            if q >= s || k >= s {
+                return Err(TfError::Input(format!(
+                    "cannot block cross cell {q}.{k}: the model's context is {s} positions (0 to {})",
+                    s - 1
+                )));
+            }
+        }
+        if ab.heads.is_empty() && ab.experts.is_empty() && ab.mask_cells.is_empty() && ab.cross_cells.is_empty() {
+            return Err(TfError::Input("nothing to ablate: choose a head, an expert or a mask cell".into()));
         }
         if ab.kind == AblationKind::Mean
             && !ab.heads.is_empty()
@@ -475,6 +528,11 @@ impl<B: Backend> Model<B> {
             }));
         }
         self.hooks.ablate = per;
+        self.hooks.mask_cells = ab.mask_cells.clone();
+        self.hooks.cross_cells = ab.cross_cells.clone();
+        if !encdec && !ab.mask_cells.is_empty() {
+            self.hooks.mask = Some(b.zeros(&[s, s], "blocked-cell mask")?);
+        }
         if !ab.experts.is_empty() {
             self.hooks.router = (0..layers)
                 .map(|l| {
@@ -598,6 +656,8 @@ impl<B: Backend> Model<B> {
             report.ablation = Some(AblationOut {
                 heads: ab.heads.clone(),
                 experts: ab.experts.clone(),
+                mask_cells: ab.mask_cells.clone(),
+                cross_cells: ab.cross_cells.clone(),
                 kind: ab.kind,
                 kl_last: kl_logits(&report.logits_last_clean, &last),
                 top1_before: before[0],
@@ -687,6 +747,12 @@ pub struct PageOpts {
     /// [[layer, expert], ...] removed from routing
     #[serde(default)]
     pub experts: Vec<(usize, usize)>,
+    /// [[query, key], ...] decoder self-attention cells to block
+    #[serde(default)]
+    pub mask_cells: Vec<(usize, usize)>,
+    /// [[query, key], ...] cross-attention cells to block (encoder-decoder)
+    #[serde(default)]
+    pub cross_cells: Vec<(usize, usize)>,
     /// "zero" (default) | "mean"
     pub mode: Option<String>,
     /// run the induction test with this many random tokens (repeated twice) instead of `ids`
@@ -703,10 +769,13 @@ impl PageOpts {
             "mean" => AblationKind::Mean,
             other => return Err(TfError::Input(format!("ablation mode must be zero or mean, got '{other}'"))),
         };
-        Ok((!self.ablate.is_empty() || !self.experts.is_empty()).then(|| Ablation {
+        let any = !self.ablate.is_empty() || !self.experts.is_empty() || !self.mask_cells.is_empty() || !self.cross_cells.is_empty();
+        Ok(any.then(|| Ablation {
             heads: self.ablate.clone(),
             kind,
             experts: self.experts.clone(),
+            mask_cells: self.mask_cells.clone(),
+            cross_cells: self.cross_cells.clone(),
         }))
     }
 }

@@ -252,9 +252,11 @@ impl<B: Backend> Model<B> {
             Self::norm(b, fnorm, &sc.xn, &sc.x, t)?;
         }
         let layers = &self.w.layers;
+        // causal, or an explicit mask with cells blocked by an ablation (model::inspect)
+        let mask = self.hook_mask(b, t, pos)?;
         for (li, (layer, ls)) in layers.iter().zip(&self.st.layers).enumerate() {
             // x = x + attn(norm1(x)); xn = norm2(x)
-            self.self_attention(b, &layer.attn, ls, sc, &sc.xn, t, pos, None, Some(li))?;
+            self.self_attention(b, &layer.attn, ls, sc, &sc.xn, t, pos, mask, Some(li))?;
             Self::add_then_norm(b, &layer.norm_ffn, sc, t)?;
             // an inspect hook that used xn for its lens gives it back: xn = norm2(x) again
             if self.hook_resid(b, HookPoint::Mid(li), &sc.x, &sc.xn, t, pos)? {
@@ -343,12 +345,15 @@ impl<B: Backend> Model<B> {
         let (c, nh, hs, ts) = (cfg.d_model, cfg.num_heads, cfg.head_dim(), self.src.len());
         // Host writes first, so the whole pass goes out in one submission.
         // self: target key padding AND look-ahead over cached + new; cross: source key padding
-        let self_mask = crate::mask::Mask::from_fn(t, pos + t, |i, j| j <= pos + i && tgt[j] != PAD_ID);
+        // (minus any cells an ablation blocks, model::inspect)
+        let (cells, xcells) = (&self.hooks.mask_cells, &self.hooks.cross_cells);
+        let self_mask = crate::mask::Mask::from_fn(t, pos + t, |i, j| j <= pos + i && tgt[j] != PAD_ID && !cells.contains(&(pos + i, j)));
+        let cross = crate::mask::Mask::from_fn(t, self.src.len(), |i, j| self.src[j] != PAD_ID && !xcells.contains(&(pos + i, j)));
         let (Some(mask), Some(cross_mask)) = (sc.mask.as_ref(), sc.cross_mask.as_ref()) else {
             return Err(TfError::Input("the decoder's mask buffers are missing".into()));
         };
         b.write_f32(mask, 0, &self_mask.data)?;
-        b.write_f32(cross_mask, 0, &crate::mask::padding(t, &self.src).data)?;
+        b.write_f32(cross_mask, 0, &cross.data)?;
         b.write_u32(&sc.ids, 0, &tgt[pos..])?;
         b.embedding(&sc.x, &self.w.embed, &sc.ids, t, (c as f32).sqrt())?;
         if let Some(pe) = &self.st.pe {

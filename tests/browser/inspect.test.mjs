@@ -48,6 +48,19 @@ for (const width of [1280, 390]) {
         const row = fx.attention_entropy[e.layer][e.head];
         near(Number(e.mean), row.reduce((a, b) => a + b, 0) / row.length, 1e-4, 0, `entropy ${e.layer}.${e.head}`);
       }
+      // per-position entropy: head 0.0 by default, then click head 1.1 and read its strip and tooltips
+      for (const [l, hd] of [[0, 0], [1, 1]]) {
+        if (l || hd) await page.click(`td.entropy-cell[data-layer="${l}"][data-head="${hd}"]`);
+        assert.equal(await page.getAttribute(`td.entropy-cell[data-layer="${l}"][data-head="${hd}"]`, 'aria-selected'), 'true');
+        const strip = await page.$$eval('#inspect-entropy-strip td.entropy-pos', (cs) => cs.map((c) => ({ ...c.dataset, title: c.title })));
+        assert.equal(strip.length, fx.ids.length, 'one cell per query position');
+        for (const c of strip) {
+          assert.equal(`${c.layer}.${c.head}`, `${l}.${hd}`);
+          near(Number(c.entropy), fx.attention_entropy[l][hd][c.pos], 1e-4, 0, `entropy ${l}.${hd} at ${c.pos}`);
+          assert.match(c.title, new RegExp(`^head ${l}\\.${hd}, position ${c.pos} .*: ${Number(c.entropy).toFixed(3)} nats$`));
+        }
+      }
+      assert.ok(fx.attention_entropy[1][1].some((e, p) => Math.abs(e - fx.attention_entropy[0][0][p]) > 1e-3), 'the two heads differ, so the click changed the strip');
 
       const norms = await page.$$eval('td.norm-cell', (cs) => cs.map((c) => ({ ...c.dataset })));
       assert.equal(norms.length, 3 * fx.ids.length);
@@ -108,6 +121,44 @@ test('Inspect view (MoE fixture): removing two experts from routing gives PyTorc
     near(Number(d.kl), ab.kl_last, 2e-4, 1e-2, 'KL after removing the experts');
     assert.equal(Number(d.top1After), ab.logits_last.indexOf(Math.max(...ab.logits_last)));
     assert.match(d.text, /experts 0\.1, 1\.2 removed/);
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});
+
+test('Inspect view: blocking attention mask cells from the grid gives PyTorch\'s KL and top-1 (decoder_a)', async () => {
+  const ab = fx.ablations.find((a) => a.mask_cells);
+  assert.deepEqual(ab.heads, []);
+  const { page, context, log } = await openPage(env, '?model=tests/fixtures/models/decoder_a.safetensors', { viewport: { width: 1280, height: 900 } });
+  try {
+    await waitModel(page, 'decoder_a.safetensors');
+    await page.fill('#prompt', fx.ids.join(' '));
+    await page.waitForSelector(`#inspect-root[data-state="ready"] #inspect-surprise span:nth-child(${fx.ids.length})`, { timeout: 60_000 });
+    assert.equal(await page.isDisabled('#inspect-ablate'), true, 'nothing chosen yet');
+    await page.click('#inspect-cells-box summary');
+    const t = fx.ids.length;
+    assert.equal(await page.locator('button.mask-cell').count(), (t * (t + 1)) / 2, 'one button per causal cell');
+    for (const [q, k] of ab.mask_cells) await page.click(`button.mask-cell[data-q="${q}"][data-k="${k}"]`);
+    // a second click un-blocks: toggle one extra cell on and off
+    await page.click('button.mask-cell[data-q="3"][data-k="3"]');
+    await page.click('button.mask-cell[data-q="3"][data-k="3"]');
+    const pressed = await page.$$eval('button.mask-cell[aria-pressed="true"]', (bs) => bs.map((b) => [Number(b.dataset.q), Number(b.dataset.k)]));
+    assert.deepEqual(pressed.sort(), [...ab.mask_cells].sort());
+    await page.click('#inspect-ablate');
+    await page.waitForSelector('#inspect-ablation[data-kl]', { timeout: 60_000 });
+    const d = await page.$eval('#inspect-ablation', (e) => ({ ...e.dataset, text: e.textContent }));
+    near(Number(d.kl), ab.kl_last, 2e-4, 1e-2, 'KL after blocking the cells');
+    const argmax = (v) => v.indexOf(Math.max(...v));
+    assert.equal(Number(d.top1After), argmax(ab.logits_last), 'top-1 after');
+    assert.equal(Number(d.top1Before), argmax(fx.logits[fx.logits.length - 1]), 'top-1 before');
+    assert.match(d.text, new RegExp(`attention cells ${ab.mask_cells.map(([q, k]) => `${q}\u2192${k}`).join(', ')} blocked`));
+    // the grid keeps the blocked cells after the rerun
+    assert.equal(await page.locator('button.mask-cell[aria-pressed="true"]').count(), ab.mask_cells.length);
+    fs.mkdirSync(SHOT_DIR, { recursive: true });
+    await page.locator('#inspect-cells-box').screenshot({ path: path.join(SHOT_DIR, 'inspect-cells-1280.png') });
+    await page.setViewportSize({ width: 390, height: 900 });
+    await page.locator('#inspect-cells-box').screenshot({ path: path.join(SHOT_DIR, 'inspect-cells-390.png') });
     assertClean(assert, log);
   } finally {
     await context.close();

@@ -4,8 +4,11 @@
 //
 // State for tests: #inspect-root data-state "empty" | "running" | "ready" | "error";
 //   td.lens-cell[data-layer][data-pos][data-id][data-p]; button.head-cell[data-kind][data-layer][data-head][data-score]
-//   (aria-pressed when chosen for ablation); td.entropy-cell[data-layer][data-head][data-mean]; td.norm-cell[data-layer][data-pos][data-norm];
+//   (aria-pressed when chosen for ablation); td.entropy-cell[data-layer][data-head][data-mean]
+//   (click: aria-selected, its row below); #inspect-entropy-strip[data-layer][data-head] td.entropy-pos[data-pos][data-entropy];
+//   td.norm-cell[data-layer][data-pos][data-norm];
 //   span.surprise-tok[data-pos][data-surprise]; #inspect-ablation[data-kl][data-top1-before][data-top1-after];
+//   button.mask-cell[data-q][data-k] (aria-pressed when blocked) in #inspect-cells;
 //   #inspect-induction-result[data-first][data-second]; #inspect-generated[data-ids].
 import { h, replaceChildren } from '../dom.js';
 
@@ -32,6 +35,8 @@ export function createInspectView(root, { call }) {
   let input = null;     // {ids, tgt, card}
   let report = null;    // last {report, pieces, induction_test?}
   let chosen = new Set(); // "L.H" chosen for ablation
+  let entHead = [0, 0];   // the head whose per-position entropy is shown
+  let cells = new Set();  // "Q.K" self-attention mask cells chosen to block
   let seq = 0;
 
   const piece = (id) => vis(report?.pieces?.[id] ?? `#${id}`);
@@ -47,9 +52,10 @@ export function createInspectView(root, { call }) {
     const opts = {};
     const experts = ablate ? chosenExperts() : [];
     if (experts === null) return;
-    if (ablate && (chosen.size || experts.length)) {
+    if (ablate && (chosen.size || experts.length || cells.size)) {
       opts.ablate = [...chosen].map((k) => k.split('.').map(Number));
       opts.experts = experts;
+      opts.mask_cells = [...cells].map((k) => k.split('.').map(Number));
       opts.mode = root.querySelector('#inspect-mode')?.value ?? 'zero';
     }
     if (induction) {
@@ -173,9 +179,12 @@ export function createInspectView(root, { call }) {
           h('thead', {}, h('tr', {}, h('th', {}, 'L \\ H'), meanEntropy[0].map((_, hd) => h('th', {}, hd)))),
           h('tbody', {}, meanEntropy.map((row, l) => h('tr', {}, h('th', {}, l), row.map((e, hd) => h('td', {
             class: 'entropy-cell', style: shade(e / Math.log(Math.max(t, 2))),
-            title: `head ${l}.${hd}: ${fmt(e, 3)} nats on average (0 = always one key; ln ${t} = ${fmt(Math.log(t))} = spread evenly over all ${t})`,
+            title: `head ${l}.${hd}: ${fmt(e, 3)} nats on average (0 = always one key; ln ${t} = ${fmt(Math.log(t))} = spread evenly over all ${t}). Click for each position.`,
             dataset: { layer: l, head: hd, mean: e },
+            'aria-selected': String(entHead[0] === l && entHead[1] === hd),
+            on: { click: () => showEntropy(l, hd) },
           }, fmt(e)))))))),
+      entropyStrip(r),
       it ? h('p', { id: 'inspect-induction-result', class: 'small', dataset: { first: it.loss_first_half, second: it.loss_second_half } },
         `Loss on the first half ${fmt(it.loss_first_half)} nats, on the repeat ${fmt(it.loss_second_half)} nats`,
         it.loss_second_half_ablated != null ? `; with ${ab ? ab.heads.map((x) => x.join('.')).join(', ') : ''} ablated, the repeat costs ${fmt(it.loss_second_half_ablated)} nats.` : '.') : null,
@@ -187,16 +196,18 @@ export function createInspectView(root, { call }) {
           h('option', { value: 'zero', selected: mode !== 'mean' }, 'zero'), h('option', { value: 'mean', selected: mode === 'mean' }, 'mean over the sequence'))),
         card.experts ? h('label', {}, 'Remove experts ', h('input', {
           id: 'inspect-experts', size: 10, placeholder: 'L.E, L.E', value: ab?.experts?.map((x) => x.join('.')).join(', ') ?? '',
-          on: { input: () => { root.querySelector('#inspect-ablate').disabled = !chosen.size && !root.querySelector('#inspect-experts').value.trim(); } },
+          on: { input: () => { root.querySelector('#inspect-ablate').disabled = !canAblate(); } },
         })) : null,
-        h('button', { type: 'button', id: 'inspect-ablate', disabled: !chosen.size && !ab?.experts?.length, on: { click: () => run({ induction: Boolean(it), ablate: true }) } }, 'Rerun with ablation'),
+        h('button', { type: 'button', id: 'inspect-ablate', disabled: !chosen.size && !ab?.experts?.length && !cells.size, on: { click: () => run({ induction: Boolean(it), ablate: true }) } }, 'Rerun with ablation'),
         h('button', { type: 'button', id: 'inspect-generate', disabled: !chosen.size, on: { click: generateAblated } }, 'Generate with ablation'),
         h('span', { class: 'small muted', id: 'inspect-chosen' }, chosen.size ? `Chosen: ${[...chosen].join(', ')}` : 'No head chosen.')),
+      cellGrid(r, t),
       ab ? h('p', {
         id: 'inspect-ablation', class: 'small',
         dataset: { kl: ab.kl_last, top1Before: ab.top1_before, top1After: ab.top1_after },
       }, `${ab.heads.length ? `${ab.kind} ablation of ${ab.heads.map((x) => x.join('.')).join(', ')}` : ''}` +
-        `${ab.experts.length ? `${ab.heads.length ? ' and ' : ''}experts ${ab.experts.map((x) => x.join('.')).join(', ')} removed` : ''}: KL(before \u2016 after) = ${fmt(ab.kl_last, 4)} nats; top-1 ` +
+        `${ab.experts.length ? `${ab.heads.length ? ' and ' : ''}experts ${ab.experts.map((x) => x.join('.')).join(', ')} removed` : ''}` +
+        `${ab.mask_cells?.length ? `${ab.heads.length || ab.experts.length ? ' and ' : ''}attention cells ${ab.mask_cells.map(([q, k]) => `${q}\u2192${k}`).join(', ')} blocked` : ''}: KL(before \u2016 after) = ${fmt(ab.kl_last, 4)} nats; top-1 ` +
         `${piece(ab.top1_before)} ${fmt(100 * ab.top1_prob_before, 1)}% \u2192 ${piece(ab.top1_after)} ${fmt(100 * ab.top1_prob_after, 1)}%.`) : null,
       h('p', { id: 'inspect-generated', class: 'small' }),
 
@@ -220,13 +231,67 @@ export function createInspectView(root, { call }) {
       })));
   }
 
+  /** One head's attention entropy at every query position (the core's [layer][head][position]). */
+  function entropyStrip(r) {
+    const [l, hd] = r.attention_entropy[entHead[0]]?.[entHead[1]] ? entHead : (entHead = [0, 0]);
+    const row = r.attention_entropy[l][hd];
+    return h('div', { class: 'table-scroll', id: 'inspect-entropy-strip', dataset: { layer: l, head: hd } },
+      h('table', { class: 'inspect-grid' },
+        h('caption', { class: 'small muted' }, `Head ${l}.${hd}: attention entropy at each query position (nats; position p can see p + 1 keys)`),
+        h('thead', {}, h('tr', {}, row.map((_, p) => h('th', { class: 'tok-head' }, piece(r.ids[p]))))),
+        h('tbody', {}, h('tr', {}, row.map((e, p) => h('td', {
+          class: 'entropy-pos', style: shade(e / Math.log(Math.max(r.ids.length, 2))),
+          title: `head ${l}.${hd}, position ${p} (${piece(r.ids[p])}): ${fmt(e, 3)} nats`,
+          dataset: { layer: l, head: hd, pos: p, entropy: e },
+        }, fmt(e)))))));
+  }
+
+  function showEntropy(l, hd) {
+    entHead = [l, hd];
+    for (const c of root.querySelectorAll('td.entropy-cell')) {
+      c.setAttribute('aria-selected', String(Number(c.dataset.layer) === l && Number(c.dataset.head) === hd));
+    }
+    root.querySelector('#inspect-entropy-strip').replaceWith(entropyStrip(report.report));
+  }
+
+  const canAblate = () => Boolean(chosen.size || cells.size || root.querySelector('#inspect-experts')?.value.trim());
+
+  /** Query x key buttons of the decoder self-attention mask: a pressed cell is blocked on the next rerun. */
+  function cellGrid(r, t) {
+    const note = 'Block attention cells: click a (query row, key column) cell of the self-attention mask to block it in every layer and head, on top of the causal mask. A row with every key blocked attends nothing.';
+    if (t > 32) return h('p', { class: 'small muted' }, `${note} (Shown for up to 32 tokens; this sequence has ${t}.)`);
+    return h('details', { id: 'inspect-cells-box', open: cells.size > 0 },
+      h('summary', { class: 'small' }, `Block attention cells${cells.size ? ` (${cells.size} blocked)` : ''}`),
+      h('p', { class: 'small muted grid-note' }, note),
+      h('div', { class: 'table-scroll' }, h('table', { class: 'inspect-grid mask-cells', id: 'inspect-cells' },
+        h('thead', {}, h('tr', {}, h('th', {}, 'q \\ k'), r.ids.map((id, k) => h('th', { class: 'tok-head', title: `key ${k}: ${piece(id)}` }, k)))),
+        h('tbody', {}, r.ids.map((id, q) => h('tr', {}, h('th', { title: `query ${q}: ${piece(id)}` }, q), r.ids.map((_, k) => h('td', {},
+          k > q ? null : h('button', {
+            type: 'button', class: 'mask-cell', 'aria-pressed': String(cells.has(`${q}.${k}`)),
+            title: `query ${q} (${piece(id)}) \u2192 key ${k} (${piece(r.ids[k])}): click to ${cells.has(`${q}.${k}`) ? 'allow' : 'block'}`,
+            dataset: { q, k }, on: { click: () => toggleCell(`${q}.${k}`) },
+          }, cells.has(`${q}.${k}`) ? '\u00d7' : '')))))))));
+  }
+
+  function toggleCell(key) {
+    if (cells.has(key)) cells.delete(key);
+    else cells.add(key);
+    const [q, k] = key.split('.');
+    const b = root.querySelector(`button.mask-cell[data-q="${q}"][data-k="${k}"]`);
+    b.setAttribute('aria-pressed', String(cells.has(key)));
+    b.textContent = cells.has(key) ? '\u00d7' : '';
+    b.title = b.title.replace(/click to \w+$/, `click to ${cells.has(key) ? 'allow' : 'block'}`);
+    root.querySelector('#inspect-cells-box summary').textContent = `Block attention cells${cells.size ? ` (${cells.size} blocked)` : ''}`;
+    root.querySelector('#inspect-ablate').disabled = !canAblate();
+  }
+
   function toggle(key) {
     if (chosen.has(key)) chosen.delete(key);
     else chosen.add(key);
     for (const b of root.querySelectorAll('button.head-cell')) {
       b.setAttribute('aria-pressed', String(chosen.has(`${b.dataset.layer}.${b.dataset.head}`)));
     }
-    root.querySelector('#inspect-ablate').disabled = !chosen.size && !root.querySelector('#inspect-experts')?.value.trim();
+    root.querySelector('#inspect-ablate').disabled = !canAblate();
     root.querySelector('#inspect-generate').disabled = !chosen.size;
     root.querySelector('#inspect-chosen').textContent = chosen.size ? `Chosen: ${[...chosen].join(', ')}` : 'No head chosen.';
   }
@@ -241,6 +306,7 @@ export function createInspectView(root, { call }) {
     /** A new prompt (from the page's analysis): inspect it. */
     setInput(next) {
       if (input?.card !== next.card) chosen = new Set();
+      cells = new Set(); // positions of another sequence
       input = next;
       run();
     },
