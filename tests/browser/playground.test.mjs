@@ -140,6 +140,8 @@ test('masks: bad input shows the core\'s error and keeps what the user typed', a
     assert.equal(await page.inputValue('#masks-seq-len'), '3');
     assert.equal(await page.inputValue('#masks-num-pad'), '5');
     assert.equal(await page.inputValue('#masks-cached-len'), '3');
+    // a debounced redraw from the typing may still be in flight: the grid settles on "error"
+    await page.waitForSelector('#masks-grid[data-state="error"]', { timeout: 30_000 });
     assert.equal(await page.getAttribute('#masks-grid', 'data-state'), 'error');
 
     // Out of range length: the core's message again, values kept.
