@@ -819,7 +819,7 @@ impl<B: Backend> Model<B> {
     /// Greedy generation with heads ablated (mean ablation: their means over this prompt), then the
     /// ablation is removed. Returns {ids (the generated ones), text}.
     pub async fn generate_ablated_json(&mut self, b: &mut B, ids: &[u32], o: &PageOpts) -> Result<serde_json::Value> {
-        let ab = o.ablation()?.ok_or_else(|| TfError::Input("choose at least one head to ablate".into()))?;
+        let ab = o.ablation()?.ok_or_else(|| TfError::Input("choose a head, an expert or an attention cell to switch off".into()))?;
         let encdec = self.cfg.arch == Arch::EncoderDecoder;
         let means = if ab.kind == AblationKind::Mean { Some(self.head_means(b, ids, None).await?) } else { None };
         self.set_ablation(b, &ab, means.as_deref())?;

@@ -155,6 +155,13 @@ test('Inspect view: blocking attention mask cells from the grid gives PyTorch\'s
     assert.match(d.text, new RegExp(`attention cells ${ab.mask_cells.map(([q, k]) => `${q}\u2192${k}`).join(', ')} blocked`));
     // the grid keeps the blocked cells after the rerun
     assert.equal(await page.locator('button.mask-cell[aria-pressed="true"]').count(), ab.mask_cells.length);
+    // regenerate with only the cells blocked (no head chosen): the first token is the blocked run's top-1
+    assert.equal(await page.isDisabled('#inspect-generate'), false, 'cells alone allow generating');
+    await page.click('#inspect-generate');
+    await page.waitForSelector('#inspect-generated[data-ids]', { timeout: 60_000 });
+    const gen = (await page.getAttribute('#inspect-generated', 'data-ids')).split(',').map(Number);
+    assert.equal(gen[0], argmax(ab.logits_last), 'the first generated token is the top-1 with the cells blocked');
+    assert.match(await page.locator('#inspect-generated').innerText(), /cell \d+→\d+/);
     fs.mkdirSync(SHOT_DIR, { recursive: true });
     await page.locator('#inspect-cells-box').screenshot({ path: path.join(SHOT_DIR, 'inspect-cells-1280.png') });
     await page.setViewportSize({ width: 390, height: 900 });

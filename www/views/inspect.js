@@ -88,17 +88,24 @@ export function createInspectView(root, { call }) {
   }
 
   async function generateAblated() {
-    if (!input || !chosen.size) return;
+    if (!input || !canAblate()) return;
     const out = root.querySelector('#inspect-generated');
     out.textContent = 'Generating with the ablation on…';
     try {
       const experts = chosenExperts();
       if (experts === null) return;
-      const opts = { ablate: [...chosen].map((k) => k.split('.').map(Number)), experts, mode: root.querySelector('#inspect-mode').value, max_new_tokens: 24 };
+      const opts = {
+        ablate: [...chosen].map((k) => k.split('.').map(Number)),
+        experts,
+        mask_cells: [...cells].map((k) => k.split('.').map(Number)),
+        mode: root.querySelector('#inspect-mode').value,
+        max_new_tokens: 24,
+      };
+      const what = [...chosen, ...[...cells].map((k) => `cell ${k.replace('.', '\u2192')}`), ...experts.map(([l, e]) => `expert ${l}.${e}`)];
       const src = report?.induction_test ? report.report.ids : input.ids;
       const r = await call('generate_ablated', { ids: input.card.arch === 'encoder_decoder' ? input.ids : src, opts });
       out.dataset.ids = r.ids.join(',');
-      out.replaceChildren(h('span', { class: 'small muted' }, `With ${[...chosen].join(', ')} off, greedy continues: `), h('code', {}, vis(r.text)));
+      out.replaceChildren(h('span', { class: 'small muted' }, `With ${what.join(', ')} off, greedy continues: `), h('code', {}, vis(r.text)));
     } catch (err) {
       out.textContent = `Generation failed: ${err.message}`;
     }
@@ -199,7 +206,7 @@ export function createInspectView(root, { call }) {
           on: { input: () => { root.querySelector('#inspect-ablate').disabled = !canAblate(); } },
         })) : null,
         h('button', { type: 'button', id: 'inspect-ablate', disabled: !chosen.size && !ab?.experts?.length && !cells.size, on: { click: () => run({ induction: Boolean(it), ablate: true }) } }, 'Rerun with ablation'),
-        h('button', { type: 'button', id: 'inspect-generate', disabled: !chosen.size, on: { click: generateAblated } }, 'Generate with ablation'),
+        h('button', { type: 'button', id: 'inspect-generate', disabled: !chosen.size && !ab?.experts?.length && !cells.size, on: { click: generateAblated } }, 'Generate with ablation'),
         h('span', { class: 'small muted', id: 'inspect-chosen' }, chosen.size ? `Chosen: ${[...chosen].join(', ')}` : 'No head chosen.')),
       cellGrid(r, t),
       ab ? h('p', {
@@ -283,6 +290,7 @@ export function createInspectView(root, { call }) {
     b.title = b.title.replace(/click to \w+$/, `click to ${cells.has(key) ? 'allow' : 'block'}`);
     root.querySelector('#inspect-cells-box summary').textContent = `Block attention cells${cells.size ? ` (${cells.size} blocked)` : ''}`;
     root.querySelector('#inspect-ablate').disabled = !canAblate();
+    root.querySelector('#inspect-generate').disabled = !canAblate();
   }
 
   function toggle(key) {
@@ -292,7 +300,7 @@ export function createInspectView(root, { call }) {
       b.setAttribute('aria-pressed', String(chosen.has(`${b.dataset.layer}.${b.dataset.head}`)));
     }
     root.querySelector('#inspect-ablate').disabled = !canAblate();
-    root.querySelector('#inspect-generate').disabled = !chosen.size;
+    root.querySelector('#inspect-generate').disabled = !canAblate();
     root.querySelector('#inspect-chosen').textContent = chosen.size ? `Chosen: ${[...chosen].join(', ')}` : 'No head chosen.';
   }
 
