@@ -83,6 +83,12 @@ fn chunk_sums(p: &[f32], keep: impl Fn(usize) -> bool) -> Vec<f32> {
 
 /// Samples one token. logits (V,), u in [0, 1).
 /// How many values are NaN or Inf (what the GPU sampler writes to out[1]).
+/// What a CPU backend's `sample` op writes: [id, count of non-finite logits] as f32 bit patterns,
+/// the layout of the GPU sampler's output (a count other than 0 makes the step an error).
+pub fn sample_record(logits: &[f32], params: &SampleParams, u: f32) -> [f32; 2] {
+    [f32::from_bits(sample(logits, params, u)), f32::from_bits(count_non_finite(logits))]
+}
+
 pub fn count_non_finite(x: &[f32]) -> u32 {
     x.iter().filter(|v| !v.is_finite()).count() as u32
 }

@@ -260,12 +260,9 @@ impl Backend for FastCpuBackend {
         let ld = logits.r("sample")?;
         need("sample", ld.len(), (row + 1) * v, "logits")?;
         let row = &ld[row * v..(row + 1) * v];
-        // [id, count of non-finite logits]: the step is an error when the count is not 0 (as the
-        // reference and the GPU sampler report it).
         let mut od = out.w("sample")?;
         need("sample", od.len(), 2, "out")?;
-        od[0] = f32::from_bits(cpu::sample(row, p, u));
-        od[1] = f32::from_bits(cpu::count_non_finite(row));
+        od[..2].copy_from_slice(&cpu::sample_record(row, p, u));
         Ok(())
     }
     fn submit(&mut self) -> Result<()> {

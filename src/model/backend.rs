@@ -747,8 +747,7 @@ impl Backend for CpuBackend {
         let row = &ld[row * v..(row + 1) * v];
         let mut od = out.w("sample")?;
         need("sample", od.len(), 2, "out")?;
-        od[0] = f32::from_bits(cpu::sample(row, p, u));
-        od[1] = f32::from_bits(cpu::count_non_finite(row));
+        od[..2].copy_from_slice(&cpu::sample_record(row, p, u));
         Ok(())
     }
     fn submit(&mut self) -> Result<()> {
