@@ -109,7 +109,8 @@ async fn check_fixture<B: Backend>(b: &mut B, name: &str, j: &Value, bytes: &[u8
             .map(|e| e.as_array().unwrap().iter().map(|h| (h[0].as_u64().unwrap() as usize, h[1].as_u64().unwrap() as usize)).collect())
             .unwrap_or_default();
         let mask_cells = ab.get("mask_cells").map(pairs).unwrap_or_default();
-        let abl = Ablation { heads, kind, experts, mask_cells, cross_cells: vec![] };
+        let cross_cells = ab.get("cross_cells").map(pairs).unwrap_or_default();
+        let abl = Ablation { heads, kind, experts, mask_cells, cross_cells };
         let r2 = run(b, &mut m, j, Some(&abl)).await;
         let out = r2.ablation.as_ref().unwrap();
         close(&format!("{name} {k} {kind:?} logits_last"), &out.logits_last, &flat(&ab["logits_last"]), 1e-3, 1e-3);

@@ -15,7 +15,9 @@ For each reference fixture checkpoint in tests/fixtures/models/ it writes tests/
   experts removed from routing (a forward hook adding -1e9 to their router logits), each with `logits_last` and
   `kl_last` = KL(clean || ablated) of the last position's next-token distribution; and one with `mask_cells`:
   (query, key) cells of the decoder self-attention blocked on top of its causal / look-ahead mask (the
-  reference's look_ahead_mask patched to zero them; row 0 is blocked entirely, so it attends nothing).
+  reference's look_ahead_mask patched to zero them; row 0 is blocked entirely, so it attends nothing); and for
+  the encoder-decoder one with `cross_cells`: (query, source key) cells of the cross mask blocked (its masks()
+  patched on the instance).
 Everything in float32 as the Rust core runs, except the reductions (f64 in numpy).
 """
 
@@ -59,10 +61,25 @@ def parts(model, arch):
             [b.self_attention.W_o for b in blocks], lambda x: model.final_layer(x))
 
 
-def run(model, arch, inputs, ablate=None, experts=(), cells=()):
+def run(model, arch, inputs, ablate=None, experts=(), cells=(), xcells=()):
     """One forward with hooks. ablate: (kind, {layer: [heads]}, means [layer][NH*HS]) or None; experts:
     (layer, expert) pairs removed from routing (-1e9 added to their router logits); cells: (query, key)
-    self-attention cells blocked (the causal mask that every decoder stack builds has 0 there)."""
+    self-attention cells blocked (the causal mask that every decoder stack builds has 0 there); xcells:
+    (query, source key) cells of the encoder-decoder's cross mask blocked (0 on top of the source padding)."""
+    if xcells:
+        plain_masks = model.masks
+
+        def masks(src, tgt):
+            m = plain_masks(src, tgt)
+            c = m["cross"].clone()
+            for q, k in xcells:
+                c[:, q, k] = 0.0
+            return {**m, "cross": c}
+        model.masks = masks
+        try:
+            return run(model, arch, inputs, ablate, experts, cells)
+        finally:
+            del model.masks
     if cells:
         plain = reference.look_ahead_mask
 
@@ -182,12 +199,15 @@ def main():
         if config.get("moe"):
             cases.append(("zero", [], [(0, 1), (1, 2)]))  # experts removed from routing, no head
         cases.append(("zero", [], [], [(t - 1, 1), (t - 1, 2), (4, 0), (0, 0)]))  # mask cells blocked, no head
-        for kind, heads, experts, *cells in cases:
-            cells = cells[0] if cells else []
+        if src is not None:  # cross-attention cells blocked, no head: the last row sees only source 2 and 3
+            cases.append(("zero", [], [], [], [(t - 1, 0), (t - 1, 1), (2, 3), (0, 0)]))
+        for kind, heads, experts, *more in cases:
+            cells = more[0] if more else []
+            xcells = more[1] if len(more) > 1 else []
             per = {}
             for li, h in heads:
                 per.setdefault(li, []).append(h)
-            ab_logits, ab_maps, *_ = run(model, arch, inputs, (kind, per, means), experts, cells)
+            ab_logits, ab_maps, *_ = run(model, arch, inputs, (kind, per, means), experts, cells, xcells)
             a, b = log_softmax(logits[-1]), log_softmax(ab_logits[-1])
             case = {"kind": kind, "heads": heads, "experts": experts, "logits_last": r(ab_logits[-1]),
                     "kl_last": float((np.exp(a) * (a - b)).sum())}
@@ -195,6 +215,8 @@ def main():
                 for m in ab_maps:
                     assert all(m[:, q, k].max() == 0.0 for q, k in cells) and m[:, 0].max() == 0.0
                 case["mask_cells"] = cells
+            if xcells:
+                case["cross_cells"] = xcells
             ablations.append(case)
         out = {
             "name": name, "arch": arch, "ids": ids, "logits": r(logits),

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { setup, openPage, assertClean, REPO, SHOT_DIR, waitModel } from './_harness.mjs';
+import { setup, openPage, assertClean, REPO, SHOT_DIR, waitModel, setGenerate, generateAndWait } from './_harness.mjs';
 
 const fx = JSON.parse(fs.readFileSync(path.join(REPO, 'tests/fixtures/inspect/decoder_a.json'), 'utf8'));
 const ctx = JSON.parse(fs.readFileSync(path.join(REPO, 'tests/fixtures/models/decoder_a.json'), 'utf8')).config.max_seq_len;
@@ -166,6 +166,59 @@ test('Inspect view: blocking attention mask cells from the grid gives PyTorch\'s
     await page.locator('#inspect-cells-box').screenshot({ path: path.join(SHOT_DIR, 'inspect-cells-1280.png') });
     await page.setViewportSize({ width: 390, height: 900 });
     await page.locator('#inspect-cells-box').screenshot({ path: path.join(SHOT_DIR, 'inspect-cells-390.png') });
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});
+
+test('Inspect view (encoder-decoder): blocking cross-attention cells from the grid reruns the core with exactly those cells', async () => {
+  // The core's cross-cell ablation is checked against PyTorch in tests/inspect.rs (encdec_a/encdec_b fixtures);
+  // here the page: the grid has one button per (decoder query, source key), the clicked cells are what the
+  // core gets, and the KL / top-1 shown are the core's for them.
+  const src = [5, 9, 3, 7, 2];
+  const { page, context, log } = await openPage(env, '?model=tests/fixtures/models/encdec_a.safetensors', { viewport: { width: 1280, height: 900 } });
+  try {
+    await waitModel(page, 'encdec_a.safetensors');
+    await setGenerate(page, { prompt: src.join(' '), temperature: 0, max: 4 });
+    const out = await generateAndWait(page);
+    assert.ok(['done', 'stopped'].includes(out.state), JSON.stringify(out));
+    // The inspect view reruns on the analysis of the generation: [BOS] + the generated tokens.
+    await page.waitForFunction((n) => document.querySelector('#inspect-root[data-state="ready"] #inspect-surprise')?.dataset.ids.split(',').length === n,
+      1 + out.count, { timeout: 60_000 });
+    const tgt = (await page.getAttribute('#inspect-surprise', 'data-ids')).split(',').map(Number);
+    assert.equal(tgt[0], 1, 'the decoder input starts with BOS');
+    assert.equal(tgt.length, 1 + out.count);
+    await page.click('#inspect-xcells-box summary');
+    assert.equal(await page.locator('button.cross-cell').count(), tgt.length * src.length, 'one button per (query, source key)');
+    assert.equal(await page.locator('button.mask-cell').count(), (tgt.length * (tgt.length + 1)) / 2, 'the self-attention grid is still there');
+    const q = tgt.length - 1;
+    const cells = [[q, 0], [q, 1], [q, 2], [0, 4]];
+    for (const [a, b] of cells) await page.click(`button.cross-cell[data-q="${a}"][data-k="${b}"]`);
+    await page.click('button.cross-cell[data-q="1"][data-k="1"]'); // on and off again
+    await page.click('button.cross-cell[data-q="1"][data-k="1"]');
+    const pressed = await page.$$eval('button.cross-cell[aria-pressed="true"]', (bs) => bs.map((b) => [Number(b.dataset.q), Number(b.dataset.k)]));
+    assert.deepEqual(pressed.sort(), [...cells].sort());
+    assert.match(await page.locator('#inspect-xcells-box summary').innerText(), /\(4 blocked\)/);
+    await page.click('#inspect-ablate');
+    await page.waitForSelector('#inspect-ablation[data-kl]', { timeout: 60_000 });
+    const d = await page.$eval('#inspect-ablation', (e) => ({ ...e.dataset, text: e.textContent }));
+    assert.match(d.text, new RegExp(`cross-attention cells ${cells.map(([a, b]) => `${a}\u2192${b}`).join(', ')} blocked`));
+    // The same request straight to the core (the worker), with only these cells: the page showed its numbers.
+    const want = await page.evaluate(({ src, tgt, cells }) => window.tinyformer.call('inspect', { ids: src, tgt, opts: { cross_cells: cells, mode: 'zero' } }), { src, tgt, cells });
+    const ab = want.report.ablation;
+    assert.deepEqual(ab.cross_cells, cells);
+    assert.ok(ab.kl_last > 1e-6, `blocking three of the last row's five source keys moves its distribution (KL ${ab.kl_last})`);
+    assert.equal(Number(d.kl), ab.kl_last);
+    assert.equal(Number(d.top1After), ab.top1_after);
+    assert.equal(await page.locator('button.cross-cell[aria-pressed="true"]').count(), cells.length, 'the grid keeps the blocked cells after the rerun');
+    await page.click('#inspect-generate');
+    await page.waitForSelector('#inspect-generated[data-ids]', { timeout: 60_000 });
+    assert.match(await page.locator('#inspect-generated').innerText(), /cross cell \d+→\d+/);
+    fs.mkdirSync(SHOT_DIR, { recursive: true });
+    await page.locator('#inspect-xcells-box').screenshot({ path: path.join(SHOT_DIR, 'inspect-xcells-1280.png') });
+    await page.setViewportSize({ width: 390, height: 900 });
+    await page.locator('#inspect-xcells-box').screenshot({ path: path.join(SHOT_DIR, 'inspect-xcells-390.png') });
     assertClean(assert, log);
   } finally {
     await context.close();

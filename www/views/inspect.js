@@ -7,8 +7,9 @@
 //   (aria-pressed when chosen for ablation); td.entropy-cell[data-layer][data-head][data-mean]
 //   (click: aria-selected, its row below); #inspect-entropy-strip[data-layer][data-head] td.entropy-pos[data-pos][data-entropy];
 //   td.norm-cell[data-layer][data-pos][data-norm];
-//   span.surprise-tok[data-pos][data-surprise]; #inspect-ablation[data-kl][data-top1-before][data-top1-after];
+//   #inspect-surprise[data-ids] (the inspected ids: the decoder's for the encoder-decoder) span.surprise-tok[data-pos][data-surprise]; #inspect-ablation[data-kl][data-top1-before][data-top1-after];
 //   button.mask-cell[data-q][data-k] (aria-pressed when blocked) in #inspect-cells;
+//   button.cross-cell[data-q][data-k] (decoder query, source key; aria-pressed when blocked) in #inspect-xcells;
 //   #inspect-induction-result[data-first][data-second]; #inspect-generated[data-ids].
 import { h, replaceChildren } from '../dom.js';
 
@@ -37,6 +38,7 @@ export function createInspectView(root, { call }) {
   let chosen = new Set(); // "L.H" chosen for ablation
   let entHead = [0, 0];   // the head whose per-position entropy is shown
   let cells = new Set();  // "Q.K" self-attention mask cells chosen to block
+  let xcells = new Set(); // "Q.K" cross-attention cells (decoder query, source key) chosen to block
   let seq = 0;
 
   const piece = (id) => vis(report?.pieces?.[id] ?? `#${id}`);
@@ -52,10 +54,11 @@ export function createInspectView(root, { call }) {
     const opts = {};
     const experts = ablate ? chosenExperts() : [];
     if (experts === null) return;
-    if (ablate && (chosen.size || experts.length || cells.size)) {
+    if (ablate && (chosen.size || experts.length || cells.size || xcells.size)) {
       opts.ablate = [...chosen].map((k) => k.split('.').map(Number));
       opts.experts = experts;
       opts.mask_cells = [...cells].map((k) => k.split('.').map(Number));
+      opts.cross_cells = [...xcells].map((k) => k.split('.').map(Number));
       opts.mode = root.querySelector('#inspect-mode')?.value ?? 'zero';
     }
     if (induction) {
@@ -98,10 +101,12 @@ export function createInspectView(root, { call }) {
         ablate: [...chosen].map((k) => k.split('.').map(Number)),
         experts,
         mask_cells: [...cells].map((k) => k.split('.').map(Number)),
+        cross_cells: [...xcells].map((k) => k.split('.').map(Number)),
         mode: root.querySelector('#inspect-mode').value,
         max_new_tokens: 24,
       };
-      const what = [...chosen, ...[...cells].map((k) => `cell ${k.replace('.', '\u2192')}`), ...experts.map(([l, e]) => `expert ${l}.${e}`)];
+      const what = [...chosen, ...[...cells].map((k) => `cell ${k.replace('.', '\u2192')}`),
+        ...[...xcells].map((k) => `cross cell ${k.replace('.', '\u2192')}`), ...experts.map(([l, e]) => `expert ${l}.${e}`)];
       const src = report?.induction_test ? report.report.ids : input.ids;
       const r = await call('generate_ablated', { ids: input.card.arch === 'encoder_decoder' ? input.ids : src, opts });
       out.dataset.ids = r.ids.join(',');
@@ -205,16 +210,18 @@ export function createInspectView(root, { call }) {
           id: 'inspect-experts', size: 10, placeholder: 'L.E, L.E', value: ab?.experts?.map((x) => x.join('.')).join(', ') ?? '',
           on: { input: () => { root.querySelector('#inspect-ablate').disabled = !canAblate(); } },
         })) : null,
-        h('button', { type: 'button', id: 'inspect-ablate', disabled: !chosen.size && !ab?.experts?.length && !cells.size, on: { click: () => run({ induction: Boolean(it), ablate: true }) } }, 'Rerun with ablation'),
-        h('button', { type: 'button', id: 'inspect-generate', disabled: !chosen.size && !ab?.experts?.length && !cells.size, on: { click: generateAblated } }, 'Generate with ablation'),
+        h('button', { type: 'button', id: 'inspect-ablate', disabled: !chosen.size && !ab?.experts?.length && !cells.size && !xcells.size, on: { click: () => run({ induction: Boolean(it), ablate: true }) } }, 'Rerun with ablation'),
+        h('button', { type: 'button', id: 'inspect-generate', disabled: !chosen.size && !ab?.experts?.length && !cells.size && !xcells.size, on: { click: generateAblated } }, 'Generate with ablation'),
         h('span', { class: 'small muted', id: 'inspect-chosen' }, chosen.size ? `Chosen: ${[...chosen].join(', ')}` : 'No head chosen.')),
       cellGrid(r, t),
+      card.arch === 'encoder_decoder' ? crossGrid(r, t) : null,
       ab ? h('p', {
         id: 'inspect-ablation', class: 'small',
         dataset: { kl: ab.kl_last, top1Before: ab.top1_before, top1After: ab.top1_after },
       }, `${ab.heads.length ? `${ab.kind} ablation of ${ab.heads.map((x) => x.join('.')).join(', ')}` : ''}` +
         `${ab.experts.length ? `${ab.heads.length ? ' and ' : ''}experts ${ab.experts.map((x) => x.join('.')).join(', ')} removed` : ''}` +
-        `${ab.mask_cells?.length ? `${ab.heads.length || ab.experts.length ? ' and ' : ''}attention cells ${ab.mask_cells.map(([q, k]) => `${q}\u2192${k}`).join(', ')} blocked` : ''}: KL(before \u2016 after) = ${fmt(ab.kl_last, 4)} nats; top-1 ` +
+        `${ab.mask_cells?.length ? `${ab.heads.length || ab.experts.length ? ' and ' : ''}attention cells ${ab.mask_cells.map(([q, k]) => `${q}\u2192${k}`).join(', ')} blocked` : ''}` +
+        `${ab.cross_cells?.length ? `${ab.heads.length || ab.experts.length || ab.mask_cells?.length ? ' and ' : ''}cross-attention cells ${ab.cross_cells.map(([q, k]) => `${q}\u2192${k}`).join(', ')} blocked` : ''}: KL(before \u2016 after) = ${fmt(ab.kl_last, 4)} nats; top-1 ` +
         `${piece(ab.top1_before)} ${fmt(100 * ab.top1_prob_before, 1)}% \u2192 ${piece(ab.top1_after)} ${fmt(100 * ab.top1_prob_after, 1)}%.`) : null,
       h('p', { id: 'inspect-generated', class: 'small' }),
 
@@ -228,7 +235,7 @@ export function createInspectView(root, { call }) {
 
       h('h3', {}, 'Surprise'),
       tryThis('hover the darkest token: what did the model expect instead?'),
-      h('p', { class: 'surprise-text', id: 'inspect-surprise' }, r.ids.map((id, p) => {
+      h('p', { class: 'surprise-text', id: 'inspect-surprise', dataset: { ids: r.ids.join(',') } }, r.ids.map((id, p) => {
         const alt = p > 0 ? last.top_ids[p - 1].map((a, k) => `${piece(a)} ${(100 * last.top_probs[p - 1][k]).toFixed(1)}%`).join(', ') : '';
         return h('span', {
           class: 'surprise-tok', style: shade(r.surprise[p] / maxSurprise),
@@ -261,7 +268,38 @@ export function createInspectView(root, { call }) {
     root.querySelector('#inspect-entropy-strip').replaceWith(entropyStrip(report.report));
   }
 
-  const canAblate = () => Boolean(chosen.size || cells.size || root.querySelector('#inspect-experts')?.value.trim());
+  const canAblate = () => Boolean(chosen.size || cells.size || xcells.size || root.querySelector('#inspect-experts')?.value.trim());
+
+  /** Decoder query x source key buttons of the encoder-decoder's cross-attention mask. */
+  function crossGrid(r, t) {
+    const src = input.ids;
+    const note = 'Block cross-attention cells: click a (decoder query row, source key column) cell to block it in every layer and head, on top of the source padding mask. A row with every source key blocked reads nothing from the source.';
+    if (t > 32 || src.length > 32) return h('p', { class: 'small muted' }, `${note} (Shown for up to 32 x 32 tokens; this pair is ${t} x ${src.length}.)`);
+    return h('details', { id: 'inspect-xcells-box', open: xcells.size > 0 },
+      h('summary', { class: 'small' }, `Block cross-attention cells${xcells.size ? ` (${xcells.size} blocked)` : ''}`),
+      h('p', { class: 'small muted grid-note' }, note),
+      h('div', { class: 'table-scroll' }, h('table', { class: 'inspect-grid mask-cells', id: 'inspect-xcells' },
+        h('thead', {}, h('tr', {}, h('th', {}, 'q \\ src'), src.map((id, k) => h('th', { class: 'tok-head', title: `source ${k}: ${piece(id)}` }, k)))),
+        h('tbody', {}, r.ids.map((id, q) => h('tr', {}, h('th', { title: `query ${q}: ${piece(id)}` }, q), src.map((sid, k) => h('td', {},
+          h('button', {
+            type: 'button', class: 'cross-cell', 'aria-pressed': String(xcells.has(`${q}.${k}`)),
+            title: `query ${q} (${piece(id)}) \u2192 source ${k} (${piece(sid)}): click to ${xcells.has(`${q}.${k}`) ? 'allow' : 'block'}`,
+            dataset: { q, k }, on: { click: () => toggleCross(`${q}.${k}`) },
+          }, xcells.has(`${q}.${k}`) ? '\u00d7' : '')))))))));
+  }
+
+  function toggleCross(key) {
+    if (xcells.has(key)) xcells.delete(key);
+    else xcells.add(key);
+    const [q, k] = key.split('.');
+    const b = root.querySelector(`button.cross-cell[data-q="${q}"][data-k="${k}"]`);
+    b.setAttribute('aria-pressed', String(xcells.has(key)));
+    b.textContent = xcells.has(key) ? '\u00d7' : '';
+    b.title = b.title.replace(/click to \w+$/, `click to ${xcells.has(key) ? 'allow' : 'block'}`);
+    root.querySelector('#inspect-xcells-box summary').textContent = `Block cross-attention cells${xcells.size ? ` (${xcells.size} blocked)` : ''}`;
+    root.querySelector('#inspect-ablate').disabled = !canAblate();
+    root.querySelector('#inspect-generate').disabled = !canAblate();
+  }
 
   /** Query x key buttons of the decoder self-attention mask: a pressed cell is blocked on the next rerun. */
   function cellGrid(r, t) {
@@ -315,6 +353,7 @@ export function createInspectView(root, { call }) {
     setInput(next) {
       if (input?.card !== next.card) chosen = new Set();
       cells = new Set(); // positions of another sequence
+      xcells = new Set();
       input = next;
       run();
     },
