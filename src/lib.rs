@@ -4,6 +4,7 @@
 pub mod cpu;
 pub mod error;
 pub mod fastcpu;
+pub mod formats;
 pub mod gpu;
 pub mod mask;
 pub mod model;

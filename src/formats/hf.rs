@@ -1,0 +1,402 @@
+//! Hugging Face model directories: `config.json`, `model.safetensors` or shards listed by
+//! `model.safetensors.index.json`. GPT-2, Llama and Qwen2 (Mistral when it is the same graph).
+
+use super::{err, DType, Dims, Family, Files, Format, FormatError, Op, Plan, Result, Source, TensorPlan};
+use super::{MAX_DIM, MAX_JSON_BYTES, MAX_LAYERS};
+use safetensors::tensor::{Dtype as StDtype, Metadata};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// The fields of config.json we read (GPT-2 and Llama spell some differently); everything else is ignored.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    pub model_type: Option<String>,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    pub vocab_size: Option<usize>,
+    // Llama / Qwen2 / Mistral
+    pub hidden_size: Option<usize>,
+    pub intermediate_size: Option<usize>,
+    pub num_hidden_layers: Option<usize>,
+    pub num_attention_heads: Option<usize>,
+    pub num_key_value_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub max_position_embeddings: Option<usize>,
+    pub rms_norm_eps: Option<f64>,
+    pub rope_theta: Option<f64>,
+    pub rope_scaling: Option<serde_json::Value>,
+    /// transformers 5 writes {rope_theta, rope_type, ...} here instead of rope_theta / rope_scaling.
+    pub rope_parameters: Option<serde_json::Value>,
+    pub tie_word_embeddings: Option<bool>,
+    pub hidden_act: Option<String>,
+    pub attention_bias: Option<bool>,
+    pub mlp_bias: Option<bool>,
+    pub use_sliding_window: Option<bool>,
+    pub sliding_window: Option<serde_json::Value>,
+    // GPT-2
+    pub n_embd: Option<usize>,
+    pub n_layer: Option<usize>,
+    pub n_head: Option<usize>,
+    pub n_inner: Option<usize>,
+    pub n_positions: Option<usize>,
+    pub layer_norm_epsilon: Option<f64>,
+    pub activation_function: Option<String>,
+}
+
+fn need<T: Copy>(v: Option<T>, field: &str) -> Result<T> {
+    v.ok_or_else(|| FormatError(format!("config.json: missing field \"{field}\"")))
+}
+
+fn dim(v: usize, field: &str, max: usize) -> Result<usize> {
+    if v == 0 || v > max {
+        return err(format!("config.json: \"{field}\" must be between 1 and {max}, got {v}"));
+    }
+    Ok(v)
+}
+
+/// Which family config.json declares, from `model_type` (or `architectures`).
+pub fn detect(c: &RawConfig) -> Result<(Family, String)> {
+    let arch = c.architectures.first().cloned().unwrap_or_default();
+    let mt = c.model_type.clone().unwrap_or_default();
+    let family = match (mt.as_str(), arch.as_str()) {
+        ("gpt2", _) | (_, "GPT2LMHeadModel") => Family::Gpt2,
+        ("llama", _) | (_, "LlamaForCausalLM") => Family::Llama,
+        // Mistral is Llama's graph; its sliding window is refused below unless it covers the context.
+        ("mistral", _) | (_, "MistralForCausalLM") => Family::Llama,
+        ("qwen2", _) | (_, "Qwen2ForCausalLM") => Family::Qwen2,
+        _ => {
+            let name = if !arch.is_empty() {
+                format!("{arch} (model_type \"{mt}\")")
+            } else if !mt.is_empty() {
+                format!("model_type \"{mt}\"")
+            } else {
+                "no model_type or architectures".into()
+            };
+            return err(format!("config.json: {name} is not supported: tinyformer opens gpt2, llama, mistral and qwen2 models"));
+        }
+    };
+    let declared = if arch.is_empty() { mt } else { arch };
+    Ok((family, declared))
+}
+
+/// The dimensions of a config, checked.
+pub fn dims(c: &RawConfig, family: Family) -> Result<Dims> {
+    let vocab = dim(need(c.vocab_size, "vocab_size")?, "vocab_size", MAX_DIM)?;
+    match family {
+        Family::Gpt2 => {
+            let d = dim(need(c.n_embd, "n_embd")?, "n_embd", MAX_DIM)?;
+            let nh = dim(need(c.n_head, "n_head")?, "n_head", MAX_LAYERS)?;
+            if d % nh != 0 {
+                return err(format!("config.json: n_embd {d} is not a multiple of n_head {nh}"));
+            }
+            let act = c.activation_function.as_deref().unwrap_or("gelu_new");
+            if !["gelu_new", "gelu_pytorch_tanh"].contains(&act) {
+                return err(format!("config.json: activation_function \"{act}\" is not supported (gelu_new only)"));
+            }
+            Ok(Dims {
+                vocab_size: vocab,
+                d_model: d,
+                num_layers: dim(need(c.n_layer, "n_layer")?, "n_layer", MAX_LAYERS)?,
+                num_heads: nh,
+                num_kv_heads: nh,
+                head_dim: d / nh,
+                ffn_hidden: dim(c.n_inner.unwrap_or(4 * d), "n_inner", MAX_DIM)?,
+                context: dim(need(c.n_positions, "n_positions")?, "n_positions", MAX_DIM)?,
+                norm_eps: c.layer_norm_epsilon.unwrap_or(1e-5) as f32,
+                rope_theta: 0.0,
+                tied: true,
+                qkv_bias: true,
+            })
+        }
+        Family::Llama | Family::Qwen2 => {
+            let d = dim(need(c.hidden_size, "hidden_size")?, "hidden_size", MAX_DIM)?;
+            let nh = dim(need(c.num_attention_heads, "num_attention_heads")?, "num_attention_heads", MAX_LAYERS)?;
+            let nkv = dim(c.num_key_value_heads.unwrap_or(nh), "num_key_value_heads", MAX_LAYERS)?;
+            if nh % nkv != 0 {
+                return err(format!("config.json: num_attention_heads {nh} is not a multiple of num_key_value_heads {nkv}"));
+            }
+            let hd = dim(c.head_dim.unwrap_or(d / nh), "head_dim", MAX_DIM)?;
+            if c.head_dim.is_none() && d % nh != 0 {
+                return err(format!("config.json: hidden_size {d} is not a multiple of num_attention_heads {nh}"));
+            }
+            if hd % 2 != 0 {
+                return err(format!("config.json: the head size {hd} is odd; RoPE rotates pairs"));
+            }
+            let act = c.hidden_act.as_deref().unwrap_or("silu");
+            if act != "silu" {
+                return err(format!("config.json: hidden_act \"{act}\" is not supported (silu only)"));
+            }
+            for rs in [&c.rope_scaling, &c.rope_parameters].into_iter().flatten().filter(|v| !v.is_null()) {
+                let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(|t| t.as_str()).unwrap_or("default");
+                if kind != "default" {
+                    return err(format!(
+                        "config.json: rope_scaling of type \"{kind}\" is not supported yet (Llama-3.1-style long-context RoPE); only unscaled RoPE"
+                    ));
+                }
+            }
+            if c.mlp_bias == Some(true) {
+                return err("config.json: mlp_bias is not supported");
+            }
+            let context = dim(need(c.max_position_embeddings, "max_position_embeddings")?, "max_position_embeddings", MAX_DIM)?;
+            if c.use_sliding_window != Some(false) {
+                if let Some(w) = c.sliding_window.as_ref().and_then(|w| w.as_u64()) {
+                    if (w as usize) < context && (c.use_sliding_window == Some(true) || c.model_type.as_deref() == Some("mistral")) {
+                        return err(format!(
+                            "config.json: a sliding attention window of {w} tokens (under the context of {context}) is not supported"
+                        ));
+                    }
+                }
+            }
+            let qkv_bias = family == Family::Qwen2 || c.attention_bias == Some(true);
+            Ok(Dims {
+                vocab_size: vocab,
+                d_model: d,
+                num_layers: dim(need(c.num_hidden_layers, "num_hidden_layers")?, "num_hidden_layers", MAX_LAYERS)?,
+                num_heads: nh,
+                num_kv_heads: nkv,
+                head_dim: hd,
+                ffn_hidden: dim(need(c.intermediate_size, "intermediate_size")?, "intermediate_size", MAX_DIM)?,
+                context,
+                norm_eps: c.rms_norm_eps.unwrap_or(1e-6) as f32,
+                rope_theta: c
+                    .rope_theta
+                    .or_else(|| c.rope_parameters.as_ref().and_then(|p| p.get("rope_theta")).and_then(|t| t.as_f64()))
+                    .unwrap_or(10000.0) as f32,
+                tied: c.tie_word_embeddings.unwrap_or(false),
+                qkv_bias,
+            })
+        }
+    }
+}
+
+/// A stored tensor: its file, absolute data offset, dtype and shape.
+struct Stored {
+    file: String,
+    offset: u64,
+    dtype: DType,
+    shape: Vec<usize>,
+}
+
+/// Reads one safetensors header (bounded) and checks it against the file size.
+fn header(files: &dyn Files, file: &str) -> Result<Vec<(String, Stored)>> {
+    let size = files.size(file).ok_or_else(|| FormatError(format!("{file}: no such file")))?;
+    if size < 8 {
+        return err(format!("{file}: {size} bytes, too short for a safetensors header"));
+    }
+    let n = u64::from_le_bytes(files.read_range(file, 0, 8)?.try_into().unwrap());
+    if n > MAX_JSON_BYTES || 8 + n > size {
+        return err(format!("{file}: the header claims {n} bytes but the file has {size}"));
+    }
+    let meta: Metadata =
+        serde_json::from_slice(&files.read_range(file, 8, n)?).map_err(|e| FormatError(format!("{file}: bad safetensors header: {e}")))?;
+    if 8 + n + meta.data_len() as u64 != size {
+        return err(format!("{file}: the header describes {} bytes of data but the file holds {}", meta.data_len(), size - 8 - n));
+    }
+    let mut out = Vec::new();
+    for (name, info) in meta.tensors() {
+        let dtype = match info.dtype {
+            StDtype::F32 => DType::F32,
+            StDtype::F16 => DType::F16,
+            StDtype::BF16 => DType::BF16,
+            other => return err(format!("{file}: tensor {name} is {other:?}; only F32, F16 and BF16 weights are supported")),
+        };
+        let numel = info.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+        if numel.and_then(|n| n.checked_mul(dtype.bytes())) != Some((info.data_offsets.1 - info.data_offsets.0) as u64) {
+            return err(format!(
+                "{file}: tensor {name}: shape {:?} does not match its {} bytes",
+                info.shape,
+                info.data_offsets.1 - info.data_offsets.0
+            ));
+        }
+        out.push((name, Stored { file: file.to_string(), offset: 8 + n + info.data_offsets.0 as u64, dtype, shape: info.shape.clone() }));
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct Index {
+    weight_map: BTreeMap<String, String>,
+}
+
+/// Every stored tensor of the directory, by name: one model.safetensors, or the shards of the index
+/// (each shard must hold exactly the names the index gives it).
+fn stored_tensors(files: &dyn Files) -> Result<HashMap<String, Stored>> {
+    const INDEX: &str = "model.safetensors.index.json";
+    let mut all = HashMap::new();
+    if files.size(INDEX).is_some() {
+        let idx: Index =
+            serde_json::from_slice(&files.read_capped(INDEX, MAX_JSON_BYTES)?).map_err(|e| FormatError(format!("{INDEX}: {e}")))?;
+        let mut by_file: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (name, file) in &idx.weight_map {
+            by_file.entry(file.as_str()).or_default().push(name.as_str());
+        }
+        for (file, names) in by_file {
+            if files.size(file).is_none() {
+                return err(format!("{INDEX} names {file} (for {}), which is not among the files", names[0]));
+            }
+            let got = header(files, file)?;
+            for (name, st) in got {
+                if idx.weight_map.get(&name).map(String::as_str) != Some(file) {
+                    return err(format!("{file} holds {name}, which {INDEX} does not assign to it"));
+                }
+                all.insert(name, st);
+            }
+            if let Some(missing) = names.iter().find(|n| !all.contains_key(**n)) {
+                return err(format!("{INDEX} puts {missing} in {file}, but that shard does not hold it"));
+            }
+        }
+    } else if files.size("model.safetensors").is_some() {
+        for (name, st) in header(files, "model.safetensors")? {
+            all.insert(name, st);
+        }
+    } else {
+        return err("no model.safetensors and no model.safetensors.index.json beside config.json");
+    }
+    Ok(all)
+}
+
+/// Plans the load of a Hugging Face directory.
+pub fn plan(files: &dyn Files) -> Result<Plan> {
+    let raw: RawConfig =
+        serde_json::from_slice(&files.read_capped("config.json", MAX_JSON_BYTES)?).map_err(|e| FormatError(format!("config.json: {e}")))?;
+    let (family, declared) = detect(&raw)?;
+    let dims = dims(&raw, family)?;
+    let mut stored = stored_tensors(files)?;
+    // Some GPT-2 checkpoints prefix every name with "transformer."; the Llama family with "model.".
+    let strip = |n: &str| n.strip_prefix("transformer.").unwrap_or(n).to_string();
+    if family == Family::Gpt2 {
+        stored = stored.into_iter().map(|(k, v)| (strip(&k), v)).collect();
+    }
+    let mut tensors = Vec::new();
+    let mut used = Vec::new();
+    let mut take = |foreign: &str, name: String, want_stored: Vec<usize>, shape: Vec<usize>, op: Op| -> Result<()> {
+        let st = stored.get(foreign).ok_or_else(|| FormatError(format!("the checkpoint has no tensor {foreign} (needed for {name})")))?;
+        if st.shape != want_stored {
+            return err(format!("tensor {foreign} has shape {:?}, but config.json implies {:?}", st.shape, want_stored));
+        }
+        tensors.push(TensorPlan {
+            name,
+            shape,
+            source: Source {
+                file: st.file.clone(),
+                offset: st.offset,
+                dtype: st.dtype,
+                stored: st.shape.clone(),
+                foreign: foreign.to_string(),
+            },
+            op,
+        });
+        used.push(foreign.to_string());
+        Ok(())
+    };
+    let d = dims.d_model;
+    let v = dims.vocab_size;
+    let ff = dims.ffn_hidden;
+    match family {
+        Family::Gpt2 => {
+            take("wte.weight", "token_embedding.weight".into(), vec![v, d], vec![v, d], Op::Copy)?;
+            take("wpe.weight", "position_embedding.weight".into(), vec![dims.context, d], vec![dims.context, d], Op::Copy)?;
+            for i in 0..dims.num_layers {
+                let (h, p) = (format!("h.{i}"), format!("decoder_layers.{i}"));
+                for (j, w) in ["w_q", "w_k", "w_v"].iter().enumerate() {
+                    let rows = Op::Rows { transpose: true, start: j * d, len: d };
+                    take(&format!("{h}.attn.c_attn.weight"), format!("{p}.self_attn.{w}.weight"), vec![d, 3 * d], vec![d, d], rows)?;
+                    let rows = Op::Rows { transpose: false, start: j * d, len: d };
+                    take(&format!("{h}.attn.c_attn.bias"), format!("{p}.self_attn.{w}.bias"), vec![3 * d], vec![d], rows)?;
+                }
+                take(&format!("{h}.attn.c_proj.weight"), format!("{p}.self_attn.w_o.weight"), vec![d, d], vec![d, d], Op::Transpose)?;
+                take(&format!("{h}.attn.c_proj.bias"), format!("{p}.self_attn.w_o.bias"), vec![d], vec![d], Op::Copy)?;
+                for (hf, ours) in [("ln_1", "norm1"), ("ln_2", "norm2")] {
+                    for wb in ["weight", "bias"] {
+                        take(&format!("{h}.{hf}.{wb}"), format!("{p}.{ours}.{wb}"), vec![d], vec![d], Op::Copy)?;
+                    }
+                }
+                take(&format!("{h}.mlp.c_fc.weight"), format!("{p}.feed_forward.linear1.weight"), vec![d, ff], vec![ff, d], Op::Transpose)?;
+                take(&format!("{h}.mlp.c_fc.bias"), format!("{p}.feed_forward.linear1.bias"), vec![ff], vec![ff], Op::Copy)?;
+                take(
+                    &format!("{h}.mlp.c_proj.weight"),
+                    format!("{p}.feed_forward.linear2.weight"),
+                    vec![ff, d],
+                    vec![d, ff],
+                    Op::Transpose,
+                )?;
+                take(&format!("{h}.mlp.c_proj.bias"), format!("{p}.feed_forward.linear2.bias"), vec![d], vec![d], Op::Copy)?;
+            }
+            for wb in ["weight", "bias"] {
+                take(&format!("ln_f.{wb}"), format!("ln_f.{wb}"), vec![d], vec![d], Op::Copy)?;
+            }
+            // lm_head is tied to wte (GPT2LMHeadModel); a separate lm_head.weight, if stored, must equal it.
+            take("wte.weight", "lm_head.weight".into(), vec![v, d], vec![v, d], Op::Copy)?;
+        }
+        Family::Llama | Family::Qwen2 => {
+            let (nh, nkv, hd) = (dims.num_heads, dims.num_kv_heads, dims.head_dim);
+            take("model.embed_tokens.weight", "tok_embeddings.weight".into(), vec![v, d], vec![v, d], Op::Copy)?;
+            for i in 0..dims.num_layers {
+                let (m, p) = (format!("model.layers.{i}"), format!("layers.{i}"));
+                let a = format!("{m}.self_attn");
+                take(
+                    &format!("{a}.q_proj.weight"),
+                    format!("{p}.attention.wq.weight"),
+                    vec![nh * hd, d],
+                    vec![nh * hd, d],
+                    Op::UnpermuteRope { heads: nh },
+                )?;
+                take(
+                    &format!("{a}.k_proj.weight"),
+                    format!("{p}.attention.wk.weight"),
+                    vec![nkv * hd, d],
+                    vec![nkv * hd, d],
+                    Op::UnpermuteRope { heads: nkv },
+                )?;
+                take(&format!("{a}.v_proj.weight"), format!("{p}.attention.wv.weight"), vec![nkv * hd, d], vec![nkv * hd, d], Op::Copy)?;
+                take(&format!("{a}.o_proj.weight"), format!("{p}.attention.wo.weight"), vec![d, nh * hd], vec![d, nh * hd], Op::Copy)?;
+                if dims.qkv_bias {
+                    take(
+                        &format!("{a}.q_proj.bias"),
+                        format!("{p}.attention.wq.bias"),
+                        vec![nh * hd],
+                        vec![nh * hd],
+                        Op::UnpermuteRope { heads: nh },
+                    )?;
+                    take(
+                        &format!("{a}.k_proj.bias"),
+                        format!("{p}.attention.wk.bias"),
+                        vec![nkv * hd],
+                        vec![nkv * hd],
+                        Op::UnpermuteRope { heads: nkv },
+                    )?;
+                    take(&format!("{a}.v_proj.bias"), format!("{p}.attention.wv.bias"), vec![nkv * hd], vec![nkv * hd], Op::Copy)?;
+                }
+                let f = format!("{m}.mlp");
+                take(&format!("{f}.gate_proj.weight"), format!("{p}.feed_forward.w1.weight"), vec![ff, d], vec![ff, d], Op::Copy)?;
+                take(&format!("{f}.down_proj.weight"), format!("{p}.feed_forward.w2.weight"), vec![d, ff], vec![d, ff], Op::Copy)?;
+                take(&format!("{f}.up_proj.weight"), format!("{p}.feed_forward.w3.weight"), vec![ff, d], vec![ff, d], Op::Copy)?;
+                take(&format!("{m}.input_layernorm.weight"), format!("{p}.attention_norm.weight"), vec![d], vec![d], Op::Copy)?;
+                take(&format!("{m}.post_attention_layernorm.weight"), format!("{p}.ffn_norm.weight"), vec![d], vec![d], Op::Copy)?;
+            }
+            take("model.norm.weight", "norm.weight".into(), vec![d], vec![d], Op::Copy)?;
+            let head = if dims.tied { "model.embed_tokens.weight" } else { "lm_head.weight" };
+            take(head, "output.weight".into(), vec![v, d], vec![v, d], Op::Copy)?;
+        }
+    }
+    // Anything stored that we do not read is named (a config that does not describe the checkpoint),
+    // except buffers that some exports keep (rotary inv_freq, GPT-2's causal mask "attn.bias"/"masked_bias"),
+    // and GPT-2's lm_head.weight (tied to wte).
+    let ignorable = |n: &str| {
+        n.ends_with("rotary_emb.inv_freq")
+            || n.ends_with(".attn.bias")
+            || n.ends_with(".attn.masked_bias")
+            || (family == Family::Gpt2 && n == "lm_head.weight")
+    };
+    let mut extra: Vec<&String> = stored.keys().filter(|k| !used.contains(k) && !ignorable(k)).collect();
+    extra.sort();
+    if let Some(x) = extra.first() {
+        return err(format!("the checkpoint holds {} tensor(s) config.json does not describe, e.g. {x}", extra.len()));
+    }
+    let mut counts: HashMap<DType, usize> = HashMap::new();
+    for t in &tensors {
+        *counts.entry(t.source.dtype).or_default() += 1;
+    }
+    let dtype = counts.into_iter().max_by_key(|(_, n)| *n).map(|(t, _)| t).unwrap_or(DType::F32);
+    Ok(Plan { format: Format::HfDirectory, family, declared, dims, tensors, dtype })
+}

@@ -1,0 +1,305 @@
+//! Checkpoints in other people's formats (issue 13): a Hugging Face model directory (`config.json` +
+//! `model.safetensors` or shards with `model.safetensors.index.json`) and llama2.c's legacy `model.bin`.
+//!
+//! This layer only *plans* and *reads*: it detects the format and the architecture, checks every file
+//! against every other (config vs tensor shapes, shards vs their index, a `.bin` header vs its size), and
+//! maps each foreign tensor onto the name and layout of our own checkpoints (the seed modules' names),
+//! with the transform that gets it there ([`Op`]): GPT-2's Conv1D weights are stored (in, out) and its
+//! fused `c_attn` splits into q/k/v; Hugging Face's Llama stores wq/wk permuted for its rotate-half RoPE,
+//! which [`Op::UnpermuteRope`] undoes into the adjacent-pair layout our RoPE (Meta's, llama2.c's) uses.
+//! [`read_tensors`] then produces f32 tensors in our layout, widening bf16/f16.
+//!
+//! Every error is one line naming the file and what is wrong; nothing allocates more than the files
+//! hold, and sizes are checked before anything is read.
+
+pub mod hf;
+pub mod llama2c;
+
+use std::collections::HashMap;
+use std::fmt;
+
+/// Largest header or JSON file read whole (config.json, tokenizer_config.json, an index, a safetensors
+/// header): 100 MB, as the safetensors crate caps its header.
+pub const MAX_JSON_BYTES: u64 = 100_000_000;
+/// Largest accepted dimension (vocab, width, hidden, context).
+pub const MAX_DIM: usize = 1 << 20;
+/// Largest accepted number of layers / heads.
+pub const MAX_LAYERS: usize = 1024;
+
+/// A format error: one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatError(pub String);
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+pub type Result<T> = std::result::Result<T, FormatError>;
+
+pub(crate) fn err<T>(msg: impl Into<String>) -> Result<T> {
+    Err(FormatError(msg.into()))
+}
+
+/// The files of a model: a directory natively, the files dropped together in the page.
+pub trait Files {
+    /// Size in bytes, None when there is no such file.
+    fn size(&self, name: &str) -> Option<u64>;
+    /// `len` bytes from `start` (the caller has checked the range against [`Files::size`]).
+    fn read_range(&self, name: &str, start: u64, len: u64) -> Result<Vec<u8>>;
+    /// The whole file, at most `cap` bytes.
+    fn read_capped(&self, name: &str, cap: u64) -> Result<Vec<u8>> {
+        let n = self.size(name).ok_or_else(|| FormatError(format!("{name}: no such file")))?;
+        if n > cap {
+            return err(format!("{name}: {n} bytes, over the {cap}-byte limit for this file"));
+        }
+        self.read_range(name, 0, n)
+    }
+}
+
+/// Files held in memory by name (the page's dropped files; tests).
+#[derive(Default)]
+pub struct MemFiles(pub HashMap<String, Vec<u8>>);
+
+impl Files for MemFiles {
+    fn size(&self, name: &str) -> Option<u64> {
+        self.0.get(name).map(|b| b.len() as u64)
+    }
+    fn read_range(&self, name: &str, start: u64, len: u64) -> Result<Vec<u8>> {
+        let b = self.0.get(name).ok_or_else(|| FormatError(format!("{name}: no such file")))?;
+        let (s, e) = (start as usize, start.saturating_add(len) as usize);
+        b.get(s..e).map(<[u8]>::to_vec).ok_or_else(|| FormatError(format!("{name}: read past the end")))
+    }
+}
+
+/// A directory on disk (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub struct DirFiles(pub std::path::PathBuf);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Files for DirFiles {
+    fn size(&self, name: &str) -> Option<u64> {
+        if name.contains('/') || name.contains('\\') || name.starts_with('.') {
+            return None; // only files of this directory, by plain name
+        }
+        std::fs::metadata(self.0.join(name)).ok().filter(|m| m.is_file()).map(|m| m.len())
+    }
+    fn read_range(&self, name: &str, start: u64, len: u64) -> Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self.0.join(name);
+        let e = |x: std::io::Error| FormatError(format!("{}: {x}", path.display()));
+        let mut f = std::fs::File::open(&path).map_err(e)?;
+        f.seek(SeekFrom::Start(start)).map_err(e)?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(len as usize).map_err(|_| FormatError(format!("{name}: cannot allocate {len} bytes")))?;
+        f.take(len).read_to_end(&mut out).map_err(e)?;
+        if out.len() as u64 != len {
+            return err(format!("{name}: the file ended early"));
+        }
+        Ok(out)
+    }
+}
+
+/// Element type of a stored tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl DType {
+    pub fn bytes(self) -> u64 {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+}
+
+/// How a stored tensor becomes ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// The same layout.
+    Copy,
+    /// A 2-D (rows, cols) stored tensor, transposed (GPT-2's Conv1D (in, out) to Linear's (out, in)).
+    Transpose,
+    /// Rows `start..start + len` of the (possibly transposed first) tensor: GPT-2's fused c_attn split
+    /// into q, k, v. For a 1-D tensor, elements.
+    Rows { transpose: bool, start: usize, len: usize },
+    /// Hugging Face's rotate-half row order of wq / wk (or their biases) back to adjacent pairs, for a
+    /// tensor of `heads` heads: row (h, i, half) of HF is row (h, 2i + half) of ours.
+    UnpermuteRope { heads: usize },
+}
+
+/// Where one of our tensors comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub file: String,
+    /// Byte offset of the stored tensor's data in `file`.
+    pub offset: u64,
+    pub dtype: DType,
+    /// The stored shape.
+    pub stored: Vec<usize>,
+    /// The foreign name (for messages), e.g. "h.0.attn.c_attn.weight" or "wq (layer 3)".
+    pub foreign: String,
+}
+
+/// One of our tensors: its name in our checkpoints, its shape, and how to get it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorPlan {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub source: Source,
+    pub op: Op,
+}
+
+/// The model families we open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// GPT-2: learned positions, pre-norm LayerNorm with biases, GELU (tanh), biases everywhere, tied head.
+    Gpt2,
+    /// Llama (HF `LlamaForCausalLM` or llama2.c): RMSNorm, RoPE, GQA, SwiGLU, no biases.
+    Llama,
+    /// Qwen2: Llama plus q/k/v biases.
+    Qwen2,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Gpt2 => "gpt2",
+            Family::Llama => "llama",
+            Family::Qwen2 => "qwen2",
+        }
+    }
+}
+
+/// The detected format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    HfDirectory,
+    Llama2c,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::HfDirectory => "Hugging Face directory",
+            Format::Llama2c => "llama2.c model.bin",
+        }
+    }
+}
+
+/// The dimensions and options a foreign model declares, in our terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dims {
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    /// FFN hidden width (GPT-2: 4 d unless n_inner; Llama: intermediate_size / hidden_dim).
+    pub ffn_hidden: usize,
+    pub context: usize,
+    pub norm_eps: f32,
+    /// RoPE base (Llama / Qwen2); 0 for GPT-2.
+    pub rope_theta: f32,
+    /// The output head shares the token embedding.
+    pub tied: bool,
+    /// q/k/v projections carry biases (GPT-2, Qwen2).
+    pub qkv_bias: bool,
+}
+
+/// A foreign checkpoint, checked and mapped onto our tensor names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub format: Format,
+    pub family: Family,
+    /// The architecture as the files name it, e.g. "GPT2LMHeadModel".
+    pub declared: String,
+    pub dims: Dims,
+    pub tensors: Vec<TensorPlan>,
+    /// The dtype most weights are stored in.
+    pub dtype: DType,
+}
+
+impl Plan {
+    /// Total number of parameters we load.
+    pub fn param_count(&self) -> u64 {
+        self.tensors.iter().map(|t| t.shape.iter().map(|&d| d as u64).product::<u64>()).sum()
+    }
+}
+
+fn widen(dtype: DType, bytes: &[u8]) -> Vec<f32> {
+    match dtype {
+        DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        DType::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        DType::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+    }
+}
+
+/// Reads one planned tensor as f32 in our layout.
+pub fn read_tensor(files: &dyn Files, t: &TensorPlan) -> Result<Vec<f32>> {
+    let s = &t.source;
+    let n: u64 = s.stored.iter().map(|&d| d as u64).product();
+    let data = widen(s.dtype, &files.read_range(&s.file, s.offset, n * s.dtype.bytes())?);
+    let (r, c) = match s.stored.as_slice() {
+        [r, c] => (*r, *c),
+        [n] => (*n, 1),
+        _ => (data.len(), 1),
+    };
+    let transposed = |d: &[f32]| -> Vec<f32> {
+        let mut o = vec![0f32; d.len()];
+        for i in 0..r {
+            for j in 0..c {
+                o[j * r + i] = d[i * c + j];
+            }
+        }
+        o
+    };
+    Ok(match &t.op {
+        Op::Copy => data,
+        Op::Transpose => transposed(&data),
+        Op::Rows { transpose, start, len } => {
+            let (m, width) = if *transpose { (transposed(&data), r) } else { (data, if s.stored.len() == 2 { c } else { 1 }) };
+            m[start * width..(start + len) * width].to_vec()
+        }
+        Op::UnpermuteRope { heads } => {
+            let width = if s.stored.len() == 2 { c } else { 1 };
+            let hd = r / heads;
+            let mut o = vec![0f32; data.len()];
+            for h in 0..*heads {
+                for half in 0..2 {
+                    for i in 0..hd / 2 {
+                        let from = h * hd + half * (hd / 2) + i;
+                        let to = h * hd + 2 * i + half;
+                        o[to * width..(to + 1) * width].copy_from_slice(&data[from * width..(from + 1) * width]);
+                    }
+                }
+            }
+            o
+        }
+    })
+}
+
+/// Reads every planned tensor: (our name, shape, f32 data).
+pub fn read_tensors(files: &dyn Files, plan: &Plan) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    plan.tensors.iter().map(|t| Ok((t.name.clone(), t.shape.clone(), read_tensor(files, t)?))).collect()
+}
+
+/// Detects the format of the files and plans the load: a `config.json` makes a Hugging Face directory,
+/// else `model_bin` names a llama2.c checkpoint.
+pub fn plan(files: &dyn Files, model_bin: Option<&str>) -> Result<Plan> {
+    if files.size("config.json").is_some() {
+        return hf::plan(files);
+    }
+    if let Some(bin) = model_bin {
+        return llama2c::plan(files, bin);
+    }
+    err("no config.json (a Hugging Face model directory) and no llama2.c .bin among the files")
+}
