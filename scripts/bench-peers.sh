@@ -5,11 +5,15 @@
 #   native:  tinyformer fast CPU backend and the reference twin (examples/bench_cpu.rs) vs PyTorch
 #            eager CPU on train/reference.py's modules with their KV cache (train/bench_torch.py;
 #            skipped with a message when torch is not installed: it is not a CI dependency).
-#   browser: tinyformer's wasm CPU path in headless Chromium (scripts/bench-peers-browser.mjs; needs
-#            scripts/build-wasm.sh first, skipped with a message without www/pkg). Its onnxruntime-web
-#            peer is not written yet: see BENCHMARKS.md.
+#   browser: tinyformer's wasm CPU and WebGPU paths in headless Chromium vs onnxruntime-web's wasm EP
+#            (1 thread) and webgpu EP, in one page (scripts/bench-peers-browser.mjs; needs
+#            scripts/build-wasm.sh first, skipped with a message without www/pkg). The ONNX graphs are
+#            exported first from train/reference.py's modules by train/export_onnx.py into bench-out/onnx
+#            (gitignored; needs torch and onnx, skipped with a message without them); onnxruntime-web is
+#            an npm dev dependency served from node_modules by the bench's own server.
 # Prints one JSON object: decode tok/s, prefill ms, ratios (tinyformer speed / peer speed), and
-# whether every engine produced the same ids. BENCH_REPS (default 5) sets the best-of count.
+# whether every engine produced the same ids (exits 1 if not). BENCH_REPS (default 5) sets the
+# best-of count; BENCH_WEBGPU=0 leaves the WebGPU engines out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS=(models/shakespeare-gpt.safetensors models/shakespeare-llama.safetensors)
@@ -23,7 +27,14 @@ command -v taskset >/dev/null && pin=(taskset -c 0)
 "${pin[@]}" target/release/examples/bench_cpu models "${MODELS[@]}" >"$tmp/native.json"
 "${pin[@]}" python3 train/bench_torch.py "${MODELS[@]}" >"$tmp/torch.json"
 if [ -f www/pkg/tinyformer_bg.wasm ]; then
-  node scripts/bench-peers-browser.mjs "${MODELS[@]}" >"$tmp/browser.json"
+  [ -d node_modules/onnxruntime-web ] || npm ci --no-audit --no-fund >&2
+  rm -rf bench-out/onnx
+  if python3 -c "import torch, onnx" 2>/dev/null; then
+    python3 train/export_onnx.py --out bench-out/onnx "${MODELS[@]}" >"$tmp/onnx.json"
+  else
+    echo "bench-peers: no torch/onnx for python3 (pip install torch onnx): onnxruntime-web is skipped" >&2
+  fi
+  node scripts/bench-peers-browser.mjs "${MODELS[@]}" >"$tmp/browser.json" || true
 else
   echo '{"skipped": "no www/pkg: run scripts/build-wasm.sh first"}' >"$tmp/browser.json"
 fi
@@ -37,6 +48,7 @@ cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"]
 out = {"bench": "peers", "cpu": cpu or platform.processor(), "isa": native["isa"], "threads": 1,
        "workload": "batch 1, greedy, KV cache, 64 new tokens after a 16-token prompt; prefill of 128 tokens",
        "models": {}}
+BROWSER_ENGINES = ("tinyformer_wasm_cpu", "ort_wasm_1thread", "tinyformer_webgpu", "ort_webgpu")
 ok = True
 for name, r in native["models"].items():
     fast, ref = r["fast_cpu"], r["reference_cpu"]
@@ -49,15 +61,21 @@ for name, r in native["models"].items():
         m["ratio_decode_fast_over_pytorch"] = fast["decode_tokens_per_second"] / t["decode_tokens_per_second"]
         m["ratio_prefill_fast_over_pytorch"] = t["prefill_128_ms"] / fast["prefill_128_ms"]
     if "models" in browser:
-        w = browser["models"][name]
-        m["tinyformer_wasm_cpu_chromium"] = w
-        same = same and fast["ids"] == w["ids"] and fast["prefill_argmax"] == w["prefill_argmax"]
+        b = browser["models"][name]
+        for e in BROWSER_ENGINES:
+            if e not in b:
+                continue
+            w = b[e]
+            m[e + "_chromium"] = w
+            if "ids" in w:  # it ran (an engine that failed to start carries its error instead)
+                same = same and fast["ids"] == w["ids"] and fast["prefill_argmax"] == w["prefill_argmax"]
+        m["ratios_chromium"] = b["ratios"]
     m["ratio_decode_fast_over_reference"] = fast["decode_tokens_per_second"] / ref["decode_tokens_per_second"]
     m["ratio_prefill_fast_over_reference"] = ref["prefill_128_ms"] / fast["prefill_128_ms"]
     m["same_ids"] = same
     ok = ok and same
-    for e in ("tinyformer_fast_cpu", "tinyformer_reference_cpu", "pytorch_eager_cpu", "tinyformer_wasm_cpu_chromium"):
-        if e in m:
+    for e in ("tinyformer_fast_cpu", "tinyformer_reference_cpu", "pytorch_eager_cpu", *(x + "_chromium" for x in BROWSER_ENGINES)):
+        if isinstance(m.get(e), dict):
             m[e] = {k: v for k, v in m[e].items() if k != "ids"}
     out["models"][name] = m
 if "skipped" in torch:
@@ -65,7 +83,10 @@ if "skipped" in torch:
 else:
     out["pytorch"] = torch["torch"]
 out["browser"] = browser.get("chromium") or browser.get("skipped")
-out["onnxruntime_web"] = "not measured: the ONNX export and the onnxruntime-web runner are not written yet"
+out["onnxruntime_web"] = browser.get("onnxruntime_web") or "skipped"
+if browser.get("foreign_requests"):
+    out["foreign_requests"] = browser["foreign_requests"]
+    ok = False
 out["all_engines_same_ids"] = ok
 print(json.dumps(out, indent=1))
 sys.exit(0 if ok else 1)
