@@ -36,8 +36,8 @@ fi
 
 # 3. npm packages for the browser tests (playwright-core drives Debian's /usr/bin/chromium).
 if [ ! -d node_modules/playwright-core ]; then
-  log "npm ci"
-  npm ci --no-audit --no-fund
+  log "npm ci (without the optional peer-benchmark packages)"
+  npm ci --no-audit --no-fund --omit=optional
 fi
 
 # 4. Fail loudly if the GPU drivers are missing: a test that skips for want of a GPU is a hidden failure.
