@@ -7,6 +7,7 @@ pub mod fastcpu;
 pub mod gpu;
 pub mod mask;
 pub mod model;
+pub mod ops;
 pub mod rng;
 pub mod selftest;
 pub mod tokenizer;
