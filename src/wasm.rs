@@ -187,7 +187,7 @@ fn describe_model<B: Backend>(b: &B, m: &Model<B>, file_size: usize) -> serde_js
         "parameters": m.params,
         "layers": c.num_layers,
         "heads": c.num_heads,
-        "kv_heads": c.kv_heads(),
+        "kv_heads": c.num_kv_heads,
         "head_dim": c.head_dim(),
         "d_model": c.d_model,
         "d_ff": if c.arch == Arch::Llama { c.llama_hidden_dim() } else { c.d_ff },
