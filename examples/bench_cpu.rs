@@ -151,7 +151,7 @@ fn model_bench<B: Backend>(b: &mut B, bytes: &[u8], ids: &[u32], reps: usize) ->
         m.run_lm(b, pre, 0, Logits::Last).unwrap();
         b.submit().unwrap();
     });
-    let next = pollster::block_on(b.read_f32(&m.st.logits, 0, m.out_vocab())).unwrap();
+    let next = pollster::block_on(b.read_f32(&m.state.logits, 0, m.in_vocab())).unwrap();
     json!({
         "decode_tokens_per_second": 64.0 / gen,
         "prefill_128_ms": prefill * 1e3,

@@ -7,6 +7,7 @@
 //   layernorm = 1: (v - mean) / sqrt(var + eps) * gamma + beta; else v * inverseSqrt(mean(v^2) + eps) * weight
 // Every thread reads and writes only its own elements i = lid, lid + WG, ..., so the in-place
 // forms need no barrier beyond the reductions'.
+// WG and reduce_sum come from rowsum.wgsl.
 
 struct AddNormParams {
     rows: u32,
@@ -25,21 +26,6 @@ struct AddNormParams {
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 @group(0) @binding(4) var<storage, read_write> x: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
-
-const WG: u32 = 128u;
-var<workgroup> red: array<f32, 128>;
-
-fn reduce_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 @compute @workgroup_size(128, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {

@@ -2,6 +2,7 @@
 //   x, out (rows, C); gamma/weight, beta (C,)
 //   layernorm: (x - mean) / sqrt(var + eps) * gamma + beta   (biased variance, two passes)
 //   rmsnorm:   x * inverseSqrt(mean(x^2) + eps) * weight
+// WG and reduce_sum come from rowsum.wgsl.
 
 struct NormParams {
     rows: u32,
@@ -15,21 +16,6 @@ struct NormParams {
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
-
-const WG: u32 = 128u;
-var<workgroup> red: array<f32, 128>;
-
-fn reduce_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 @compute @workgroup_size(128, 1, 1)
 fn layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {

@@ -21,6 +21,8 @@ pub enum TfError {
     Memory(String),
     /// The model produced NaN or Inf values (its weights overflow f32 on this input).
     Numeric(String),
+    /// A broken invariant of the core (a buffer the config promised is missing): a bug, not bad input.
+    Internal(String),
 }
 
 impl fmt::Display for TfError {
@@ -33,6 +35,7 @@ impl fmt::Display for TfError {
             TfError::Input(m) => write!(f, "{m}"),
             TfError::Checkpoint(m) => write!(f, "checkpoint: {m}"),
             TfError::Memory(m) | TfError::Numeric(m) => write!(f, "{m}"),
+            TfError::Internal(m) => write!(f, "internal error: {m}"),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod formats;
 pub mod gpu;
 pub mod mask;
 pub mod model;
+pub mod ops;
 pub mod rng;
 pub mod selftest;
 pub mod tokenizer;

@@ -31,10 +31,6 @@ impl Mask {
     pub fn get(&self, i: usize, j: usize) -> f32 {
         self.data[i * self.cols + j]
     }
-    /// Element-wise AND of two masks of the same shape.
-    pub fn and(&self, other: &Mask) -> Mask {
-        Mask::from_fn(self.rows, self.cols, |i, j| self.get(i, j) != 0.0 && other.get(i, j) != 0.0)
-    }
     /// The same cells in the seed helpers' convention (1 = blocked).
     pub fn to_seed_convention(&self) -> Mask {
         Mask { rows: self.rows, cols: self.cols, data: self.data.iter().map(|&v| 1.0 - v).collect() }

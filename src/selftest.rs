@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::cpu::{self, AttnShape, EwOp, SampleParams};
+use crate::cpu;
 use crate::error::Result;
 use crate::gpu::{
     self,
     matmul::{Act, MatmulKind},
-    rope::RopeShape,
     Gpu, Recorder,
 };
+use crate::ops::{AttnShape, EwOp, RopeShape, SampleParams};
 use crate::rng::Rng;
 
 #[derive(Clone, Debug, Serialize)]

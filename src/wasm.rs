@@ -8,7 +8,6 @@ use std::sync::Arc;
 use js_sys::{Float32Array, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
-use crate::cpu::SampleParams;
 use crate::fastcpu::FastCpuBackend;
 use crate::gpu::Gpu;
 use crate::mask::{self, Mask};
@@ -16,6 +15,7 @@ use crate::model::config::Arch;
 use crate::model::memory::Budget;
 use crate::model::run::{AttnMap, GenConfig, Generation, BOS_ID};
 use crate::model::{Backend, GpuBackend, Model};
+use crate::ops::SampleParams;
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
 thread_local! {
@@ -75,7 +75,6 @@ pub async fn gpu_init() -> JsValue {
             let a = Object::new();
             set(&a, "name", &s.name.as_str().into());
             set(&a, "vendor", &s.vendor.as_str().into());
-            set(&a, "architecture", &s.architecture.as_str().into());
             set(&a, "device_type", &s.device_type.as_str().into());
             set(&a, "backend", &s.backend.as_str().into());
             set(&a, "driver", &s.driver.as_str().into());
@@ -188,7 +187,7 @@ fn describe_model<B: Backend>(b: &B, m: &Model<B>, file_size: usize) -> serde_js
         "parameters": m.params,
         "layers": c.num_layers,
         "heads": c.num_heads,
-        "kv_heads": c.kv_heads(),
+        "kv_heads": c.num_kv_heads,
         "head_dim": c.head_dim(),
         "d_model": c.d_model,
         "d_ff": if c.arch == Arch::Llama { c.llama_hidden_dim() } else { c.d_ff },

@@ -4,7 +4,7 @@
 
 use tinyformer::model::memory::{self, Budget};
 use tinyformer::model::run::GenConfig;
-use tinyformer::model::{Backend, CpuBackend, Model};
+use tinyformer::model::{CpuBackend, CpuTensor, Model};
 
 const MODELS: &str = "tests/fixtures/models";
 const MALFORMED: &str = "tests/fixtures/malformed";
@@ -31,9 +31,9 @@ fn with_config(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u
     out
 }
 
-fn bytes_of<B: Backend>(visit: impl FnOnce(&mut dyn FnMut(&B::T))) -> u64 {
+fn bytes_of(visit: impl FnOnce(&mut dyn FnMut(&CpuTensor))) -> u64 {
     let mut total = 0u64;
-    visit(&mut |t| total += B::len(t) as u64 * 4);
+    visit(&mut |t| total += t.len() as u64 * 4);
     total
 }
 
@@ -43,8 +43,8 @@ fn memory_demand_is_what_the_model_allocates_for_every_architecture() {
     for name in ["decoder_a", "encdec_a", "llama_gqa", "moe_a"] {
         let m = Model::load(&b, &read(&format!("{MODELS}/{name}.safetensors"))).unwrap();
         let d = memory::demand(&m.cfg);
-        let state = bytes_of::<CpuBackend>(|f| m.st.for_each(|t| f(t)));
-        let weights = bytes_of::<CpuBackend>(|f| m.w.for_each(|t| f(t)));
+        let state = bytes_of(|f| m.state.for_each(|t| f(t)));
+        let weights = bytes_of(|f| m.weights.for_each(|t| f(t)));
         println!("{name}: demand {} bytes = weights {weights} + run state {state}; {:?}", d.total_bytes, d.largest(3));
         assert_eq!(d.run_state_bytes(), state, "{name}: run state");
         assert_eq!(d.total_bytes - d.run_state_bytes(), weights, "{name}: weights");
@@ -57,10 +57,10 @@ fn only_the_encoder_decoder_allocates_masks_and_only_llama_the_swiglu_buffer() {
     let b = CpuBackend;
     for (name, masks, h2) in [("decoder_a", false, false), ("moe_a", false, false), ("llama_gqa", false, true), ("encdec_a", true, false)] {
         let m = Model::load(&b, &read(&format!("{MODELS}/{name}.safetensors"))).unwrap();
-        assert_eq!(m.st.dec.mask.is_some(), masks, "{name}: decoder self mask");
-        assert_eq!(m.st.dec.cross_mask.is_some(), masks, "{name}: cross mask");
-        assert_eq!(m.st.dec.h2.is_some(), h2, "{name}: SwiGLU up projection");
-        if let Some(enc) = &m.st.enc {
+        assert_eq!(m.state.dec.mask.is_some(), masks, "{name}: decoder self mask");
+        assert_eq!(m.state.dec.cross_mask.is_some(), masks, "{name}: cross mask");
+        assert_eq!(m.state.dec.h2.is_some(), h2, "{name}: SwiGLU up projection");
+        if let Some(enc) = &m.state.enc {
             assert!(enc.mask.is_some() && enc.cross_mask.is_none(), "{name}: the encoder has a padding mask and no cross mask");
         }
     }
@@ -138,7 +138,7 @@ fn non_finite_logits_are_an_error_naming_where_they_appear() {
             GenConfig { max_new_tokens: 2, ..GenConfig::default() },
             GenConfig {
                 max_new_tokens: 2,
-                sample: tinyformer::cpu::SampleParams { temperature: 0.8, top_k: 5, top_p: 0.9 },
+                sample: tinyformer::ops::SampleParams { temperature: 0.8, top_k: 5, top_p: 0.9 },
                 kv_cache: false,
                 attention: true,
                 ..GenConfig::default()

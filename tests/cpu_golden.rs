@@ -1,7 +1,8 @@
 //! The CPU reference against values derived by hand (the derivation is in each comment).
 
-use tinyformer::cpu::{self, AttnShape};
+use tinyformer::cpu;
 use tinyformer::mask;
+use tinyformer::ops::{AttnShape, SampleParams};
 
 fn close(a: &[f32], b: &[f32], tol: f32) {
     assert_eq!(a.len(), b.len());
@@ -107,17 +108,17 @@ fn sinusoidal_pe_and_embedding() {
 fn sampling_rules() {
     // argmax ties go to the lowest index
     assert_eq!(cpu::argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
-    let p = cpu::SampleParams { temperature: 1.0, top_k: 1, top_p: 1.0 };
+    let p = SampleParams { temperature: 1.0, top_k: 1, top_p: 1.0 };
     // top-k 1 leaves only the maximum, whatever u
     for u in [0.0, 0.5, 0.999] {
         assert_eq!(cpu::sample(&[0.1, 2.0, -1.0, 0.5], &p, u), 1);
     }
     // logits ln[1, 2, 1]: probabilities [0.25, 0.5, 0.25]; u = 0.2 -> 0, 0.3 -> 1, 0.8 -> 2
     let l = [0.0, 2f32.ln(), 0.0];
-    let full = cpu::SampleParams { temperature: 1.0, top_k: 0, top_p: 1.0 };
+    let full = SampleParams { temperature: 1.0, top_k: 0, top_p: 1.0 };
     assert_eq!([0.2, 0.3, 0.8].map(|u| cpu::sample(&l, &full, u)), [0, 1, 2]);
     // top-p 0.5 keeps only the 0.5 token
-    let nucleus = cpu::SampleParams { temperature: 1.0, top_k: 0, top_p: 0.5 };
+    let nucleus = SampleParams { temperature: 1.0, top_k: 0, top_p: 0.5 };
     assert_eq!([0.0, 0.5, 0.99].map(|u| cpu::sample(&l, &nucleus, u)), [1, 1, 1]);
 }
 

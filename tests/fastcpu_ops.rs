@@ -3,8 +3,9 @@
 //! MR = 4, 8 lanes), once with the AVX2+FMA build and once with the portable build (the code the page
 //! runs as simd128). Tolerances are atol + rtol * |reference|, written next to each test.
 
-use tinyformer::cpu::{self, AttnShape, EwOp};
+use tinyformer::cpu;
 use tinyformer::fastcpu::{self, act, attention, matmul, norm, simd};
+use tinyformer::ops::{AttnShape, EwOp};
 
 /// Deterministic values in [-1, 1).
 struct Lcg(u64);
@@ -233,4 +234,49 @@ fn the_native_build_uses_avx2_where_the_cpu_has_it() {
         simd::force_portable(false);
     }
     let _ = fastcpu::FastCpuBackend;
+}
+
+/// Both CPU backends keep ids as u32 (`CpuTensor`'s u32 variant), and the guards they share name the
+/// op: a u32 tensor where an op wants f32 values, an output aliasing an input, too few rows.
+#[test]
+fn cpu_tensors_are_typed_and_both_backends_share_their_guards() {
+    use tinyformer::fastcpu::FastCpuBackend;
+    use tinyformer::model::{Backend, CpuBackend};
+    use tinyformer::ops::SampleParams;
+
+    fn check<B: Backend>(mut be: B) {
+        let kind = be.kind();
+        let ids = be.zeros_u32(&[3], "ids").unwrap();
+        be.write_u32(&ids, 0, &[7, 0, u32::MAX]).unwrap();
+        assert_eq!(pollster::block_on(be.read_u32(&ids, 0, 3)).unwrap(), vec![7, 0, u32::MAX], "{kind}");
+        // raw 4-byte values of either type, as the GPU's batched read gives them
+        let x = be.tensor(&[2], &[1.5, -2.0], "x").unwrap();
+        let raw = pollster::block_on(be.read_batch(&[(&ids, 0, 1), (&x, 1, 1)])).unwrap();
+        assert_eq!(raw, vec![vec![7], vec![(-2f32).to_bits()]], "{kind}");
+        // an f32 op given the u32 ids, and f32 values written to them
+        let e = pollster::block_on(be.read_f32(&ids, 0, 1)).unwrap_err().to_string();
+        assert_eq!(e, "read: expects a tensor of f32 values", "{kind}");
+        let e = be.write_f32(&ids, 0, &[1.0]).unwrap_err().to_string();
+        assert_eq!(e, "write: expects a tensor of f32 values", "{kind}");
+        // embedding reads its ids as u32: rows 1 and 0 of a (2, 2) table, times 2
+        let table = be.tensor(&[2, 2], &[1.0, 2.0, 3.0, 4.0], "table").unwrap();
+        let out = be.zeros(&[2, 2], "out").unwrap();
+        be.write_u32(&ids, 0, &[1, 0]).unwrap();
+        be.embedding(&out, &table, &ids, 2, 2.0).unwrap();
+        assert_eq!(pollster::block_on(be.read_f32(&out, 0, 4)).unwrap(), vec![6.0, 8.0, 2.0, 4.0], "{kind}");
+        let e = be.embedding(&out, &table, &table, 2, 1.0).unwrap_err().to_string();
+        assert_eq!(e, "embedding: expects a tensor of u32 values", "{kind}");
+        // the sampler writes its record [id, NaN/Inf count] as u32
+        let rec = be.zeros_u32(&[2], "record").unwrap();
+        let logits = be.tensor(&[1, 3], &[0.0, 5.0, f32::NAN], "logits").unwrap();
+        be.sample(&rec, &logits, 0, &SampleParams::greedy(), 0.5).unwrap();
+        assert_eq!(pollster::block_on(be.read_u32(&rec, 1, 1)).unwrap(), vec![1], "{kind}: one NaN");
+        // aliasing and rows
+        let e = be.inplace(&x, Some(&x), 2, EwOp::Add).unwrap_err().to_string();
+        assert_eq!(e, "inplace: the output aliases an input", "{kind}");
+        let e = be.inplace(&x, None, 3, EwOp::Relu).unwrap_err().to_string();
+        assert_eq!(e, "inplace: x holds 2 values, needs 3", "{kind}");
+    }
+    check(CpuBackend);
+    check(FastCpuBackend);
 }

@@ -143,7 +143,7 @@ fn valid_decoder_loads_with_config_shapes_and_values() {
     assert_eq!(c.arch, Arch::Decoder);
     assert_eq!((c.vocab_size, c.src_vocab_size, c.tgt_vocab_size), (11, 11, 11));
     assert_eq!((c.d_model, c.num_layers, c.num_heads, c.max_seq_len, c.d_ff), (8, 1, 2, 16, 16));
-    assert_eq!((c.head_dim(), c.kv_heads(), c.norm_eps), (4, 2, 1e-5));
+    assert_eq!((c.head_dim(), c.num_kv_heads, c.norm_eps), (4, 2, 1e-5));
     assert!(c.moe.is_none());
     assert!(ck.tokenizer.is_none());
     assert!(ck.metadata.contains_key("config"));

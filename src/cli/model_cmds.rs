@@ -5,7 +5,6 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::cli::args::{BackendChoice, BenchGenerateArgs, EvalArgs, ForwardArgs, GenerateArgs, InfoArgs, ModelArgs};
-use crate::cpu::SampleParams;
 use crate::error::{Result, TfError};
 use crate::fastcpu::FastCpuBackend;
 use crate::gpu::{matmul::MatmulKind, Gpu};
@@ -14,6 +13,7 @@ use crate::model::config::Arch;
 use crate::model::memory::{self, Budget};
 use crate::model::run::{GenConfig, BOS_ID};
 use crate::model::{Backend, CpuBackend, GpuBackend, Model};
+use crate::ops::SampleParams;
 use crate::tokenizer::Tokenizer;
 
 /// The checkpoint's bytes: a regular file no larger than the memory budget (it is read whole).

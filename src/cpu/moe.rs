@@ -64,11 +64,6 @@ pub fn moe_capacity(
     }
 }
 
-/// The capacity of the seed's MoE for a forward over `tokens` tokens: int(capacity_factor * tokens * k / E).
-pub fn moe_capacity_for(capacity_factor: f32, tokens: usize, k: usize, e: usize) -> usize {
-    (capacity_factor as f64 * tokens as f64 * k as f64 / e as f64) as usize
-}
-
 /// out (T, C) = sum_e gate[t, e] * ys[e, t, :], with ys laid out (E, ys_rows, C).
 pub fn moe_combine(out: &mut [f32], ys: &[f32], gate: &[f32], t_len: usize, e: usize, c: usize, ys_rows: usize) {
     for t in 0..t_len {

@@ -1,18 +1,6 @@
 //! Rotary position embedding on adjacent pairs (x[2i], x[2i+1]), as seed 004 does with complex
 //! numbers: (x0 + i x1) * e^{i pos freq_i}, freq_i = theta^(-2i/HS).
 
-/// Where the heads to rotate sit: T rows of `row_stride` floats from `offset`, NH heads of HS;
-/// token t is at position start_pos + t.
-#[derive(Clone, Copy, Debug)]
-pub struct RopeShape {
-    pub t: usize,
-    pub nh: usize,
-    pub hs: usize,
-    pub start_pos: usize,
-    pub row_stride: usize,
-    pub offset: usize,
-}
-
 /// The (cos, sin) table, (max_pos, HS/2, 2) interleaved, computed like PyTorch does in f32:
 /// freqs = 1 / theta^(arange(0, HS, 2)/HS) in f32, angle = pos * freq in f32, then cos/sin.
 pub fn rope_table(max_pos: usize, hs: usize, theta: f32) -> Vec<f32> {

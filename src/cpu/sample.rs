@@ -13,26 +13,9 @@
 //!   mass is >= top_p (the nucleus; ties at the boundary kept);
 //! - the token is the first index, in vocabulary order, whose cumulative kept mass exceeds u * Z.
 
+use crate::ops::SampleParams;
+
 pub const SAMPLE_WG: usize = 256;
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SampleParams {
-    /// <= 0 means greedy
-    pub temperature: f32,
-    /// 0 = off
-    pub top_k: u32,
-    /// >= 1 = off
-    pub top_p: f32,
-}
-
-impl SampleParams {
-    pub fn greedy() -> Self {
-        SampleParams { temperature: 0.0, top_k: 0, top_p: 1.0 }
-    }
-    pub fn is_greedy(&self) -> bool {
-        !(self.temperature > 0.0)
-    }
-}
 
 /// Order-preserving map of f32 to u32 (a < b  <=>  key(a) < key(b)).
 pub fn order_key(f: f32) -> u32 {
@@ -82,12 +65,13 @@ fn chunk_sums(p: &[f32], keep: impl Fn(usize) -> bool) -> Vec<f32> {
 }
 
 /// Samples one token. logits (V,), u in [0, 1).
-/// How many values are NaN or Inf (what the GPU sampler writes to out[1]).
-/// What a CPU backend's `sample` op writes: [id, count of non-finite logits] as f32 bit patterns,
-/// the layout of the GPU sampler's output (a count other than 0 makes the step an error).
-pub fn sample_record(logits: &[f32], params: &SampleParams, u: f32) -> [f32; 2] {
-    [f32::from_bits(sample(logits, params, u)), f32::from_bits(count_non_finite(logits))]
+/// What a CPU backend's `sample` op writes: [id, count of non-finite logits], the layout of the GPU
+/// sampler's output (a count other than 0 makes the step an error).
+pub fn sample_record(logits: &[f32], params: &SampleParams, u: f32) -> [u32; 2] {
+    [sample(logits, params, u), count_non_finite(logits)]
 }
+
+/// How many values are NaN or Inf (what the GPU sampler writes to out[1]).
 
 pub fn count_non_finite(x: &[f32]) -> u32 {
     x.iter().filter(|v| !v.is_finite()).count() as u32

@@ -1,8 +1,8 @@
 //! Fast element-wise ops (activations, residual add) with branch-free f32 exp / erf that
 //! vectorise. Twin: crate::cpu::act (f64 libm).
 
-use crate::cpu::EwOp;
 use crate::fastcpu::simd::{gelu, multiversion, silu};
+use crate::ops::EwOp;
 
 multiversion!(
     /// out[i] = op(a[i], b[i]) (b ignored by unary ops; 0 stands in when it is missing). out, a, b (N,)

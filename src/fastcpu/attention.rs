@@ -5,9 +5,9 @@
 //! come for free and nothing else is materialised (no score matrix, no allocation). Causal rows
 //! stop at the last visible key; the keys past it are written as 0 without being read.
 
-use crate::cpu::AttnShape;
 use crate::error::{ensure, Result};
 use crate::fastcpu::simd::{axpy, dot, exp, max, multiversion, sum};
+use crate::ops::AttnShape;
 
 /// out (Tq, NH*HS) = softmax(mask(Q K^T * scale)) V; probs (NH, Tq, Tk). Blocked keys get 0; a row
 /// with no visible key gives zero probabilities and a zero output.

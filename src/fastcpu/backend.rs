@@ -1,63 +1,40 @@
 //! `FastCpuBackend`: the model's CPU product path (the page's and the CLI's `cpu`), beside the
-//! reference `CpuBackend` that stays the oracle. Same op semantics; f32 kernels from this module.
+//! reference `CpuBackend` that stays the oracle. Same op semantics and the same host tensors
+//! (`CpuTensor`, with the same guards); f32 kernels from this module for the ops that cost, the
+//! reference's ops for the rest (rope, embedding, MoE routing, sampling: already f32 or tiny).
 
-use std::cell::{Ref, RefCell, RefMut};
+use std::cell::{Ref, RefCell};
 
-use crate::cpu::{self, AttnShape, EwOp, RopeShape, SampleParams};
 use crate::error::{Result, TfError};
 use crate::fastcpu::{act, attention, matmul, norm};
-use crate::model::backend::Backend;
+use crate::model::backend::cpu::{attention_with, inplace_with, layernorm_with, rmsnorm_with};
+use crate::model::backend::tensor::need;
+use crate::model::backend::{add_then_norm, Backend, CpuBackend, CpuTensor};
+use crate::ops::{AttnShape, EwOp, RopeShape, SampleParams};
 
-/// A tensor of the fast backend: f32 values (u32 ids stored by their bits, viewed as u32 without a
-/// copy). A matrix used as a matmul weight keeps its packed panels from its first use; a write to
-/// the tensor drops them.
+/// A tensor of the fast backend: a `CpuTensor` (f32 values or u32 ids). A matrix used as a matmul
+/// weight keeps its packed panels from its first use; a write to the tensor drops them.
 pub struct FastTensor {
-    pub shape: Vec<usize>,
-    data: RefCell<Vec<f32>>,
+    pub host: CpuTensor,
     packed: RefCell<Option<matmul::Packed>>,
 }
 
 impl FastTensor {
-    fn r(&self, op: &'static str) -> Result<Ref<'_, Vec<f32>>> {
-        self.data.try_borrow().map_err(|_| TfError::Shape { op, msg: "an input aliases the output".into() })
-    }
-    fn w(&self, op: &'static str) -> Result<RefMut<'_, Vec<f32>>> {
-        self.data.try_borrow_mut().map_err(|_| TfError::Shape { op, msg: "the output aliases an input".into() })
+    fn new(host: CpuTensor) -> FastTensor {
+        FastTensor { host, packed: RefCell::new(None) }
     }
     /// The packed panels of this (N, K) weight, made on first use.
     fn packed(&self) -> Result<Ref<'_, matmul::Packed>> {
         if self.packed.borrow().is_none() {
-            let (n, k) = match self.shape[..] {
+            let (n, k) = match self.host.shape[..] {
                 [n, k] => (n, k),
-                _ => return Err(TfError::Shape { op: "matmul", msg: format!("W must be (N, K), got {:?}", self.shape) }),
+                _ => return Err(TfError::Shape { op: "matmul", msg: format!("W must be (N, K), got {:?}", self.host.shape) }),
             };
-            let p = matmul::Packed::new(&self.r("matmul")?, n, k)?;
+            let p = matmul::Packed::new(&self.host.f32s("matmul")?, n, k)?;
             *self.packed.borrow_mut() = Some(p);
         }
         Ok(Ref::map(self.packed.borrow(), |p| p.as_ref().expect("packed just above")))
     }
-}
-
-fn need(op: &'static str, have: usize, want: usize, what: &str) -> Result<()> {
-    if have < want {
-        return Err(TfError::Shape { op, msg: format!("{what} holds {have} values, needs {want}") });
-    }
-    Ok(())
-}
-
-fn as_u32(v: &[f32]) -> &[u32] {
-    bytemuck::cast_slice(v)
-}
-fn as_u32_mut(v: &mut [f32]) -> &mut [u32] {
-    bytemuck::cast_slice_mut(v)
-}
-
-fn alloc(shape: &[usize]) -> Result<Vec<f32>> {
-    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| TfError::Limit(format!("shape {shape:?} overflows")))?;
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| TfError::Limit(format!("cannot allocate {n} floats for shape {shape:?}")))?;
-    v.resize(n, 0.0);
-    Ok(v)
 }
 
 #[derive(Default)]
@@ -69,29 +46,21 @@ impl Backend for FastCpuBackend {
         "cpu"
     }
     fn tensor(&self, shape: &[usize], data: &[f32], label: &str) -> Result<FastTensor> {
-        let n: usize = shape.iter().product();
-        if n != data.len() {
-            return Err(TfError::Shape { op: "upload", msg: format!("{label}: shape {shape:?} holds {n} values, got {}", data.len()) });
-        }
-        let mut v = alloc(shape)?;
-        v.copy_from_slice(data);
-        Ok(FastTensor { shape: shape.to_vec(), data: RefCell::new(v), packed: RefCell::new(None) })
+        Ok(FastTensor::new(CpuTensor::from_f32(shape, data, label)?))
     }
-    fn zeros(&self, shape: &[usize], _label: &str) -> Result<FastTensor> {
-        Ok(FastTensor { shape: shape.to_vec(), data: RefCell::new(alloc(shape)?), packed: RefCell::new(None) })
+    fn zeros(&self, shape: &[usize], label: &str) -> Result<FastTensor> {
+        Ok(FastTensor::new(CpuTensor::zeros(shape, label)?))
     }
     fn zeros_u32(&self, shape: &[usize], label: &str) -> Result<FastTensor> {
-        self.zeros(shape, label) // 0.0 has the bits of 0u32
+        Ok(FastTensor::new(CpuTensor::zeros_u32(shape, label)?))
     }
     fn write_f32(&mut self, t: &FastTensor, offset: usize, data: &[f32]) -> Result<()> {
-        let mut d = t.w("write")?;
-        need("write", d.len(), offset + data.len(), "tensor")?;
-        d[offset..offset + data.len()].copy_from_slice(data);
+        t.host.write_f32(offset, data)?;
         *t.packed.borrow_mut() = None;
         Ok(())
     }
     fn write_u32(&mut self, t: &FastTensor, offset: usize, data: &[u32]) -> Result<()> {
-        self.write_f32(t, offset, bytemuck::cast_slice(data))
+        t.host.write_u32(offset, data)
     }
     fn matmul(
         &mut self,
@@ -105,12 +74,12 @@ impl Backend for FastCpuBackend {
     ) -> Result<()> {
         let pw = w.packed()?;
         let (n, k) = (pw.n, pw.k);
-        let xd = x.r("matmul")?;
-        let bd = b.map(|b| b.r("matmul")).transpose()?;
-        let mut od = out.w("matmul")?;
+        let xd = x.host.f32s("matmul")?;
+        let bd = b.map(|b| b.host.f32s("matmul")).transpose()?;
+        let mut od = out.host.f32s_mut("matmul")?;
         need("matmul", xd.len(), x_off + m * k, "x")?;
         need("matmul", od.len(), out_off + m * n, "out")?;
-        matmul::matmul(&mut od[out_off..out_off + m * n], &xd[x_off..x_off + m * k], &pw, bd.as_deref().map(|v| &v[..]), m)
+        matmul::matmul(&mut od[out_off..out_off + m * n], &xd[x_off..x_off + m * k], &pw, bd.as_deref(), m)
     }
     fn attention(
         &mut self,
@@ -122,78 +91,39 @@ impl Backend for FastCpuBackend {
         mask: Option<&FastTensor>,
         s: &AttnShape,
     ) -> Result<()> {
-        let (qd, kd, vd) = (q.r("attention")?, k.r("attention")?, v.r("attention")?);
-        let md = mask.map(|m| m.r("attention")).transpose()?;
-        let (mut od, mut pd) = (out.w("attention")?, probs.w("attention")?);
-        let on = s.tq * s.nh * s.hs;
-        let pn = s.nh * s.tq * s.tk;
-        need("attention", od.len(), on, "out")?;
-        need("attention", pd.len(), pn, "probs")?;
-        let mask_slice = md.as_deref().map(|m| &m[..s.tq * s.tk.min(m.len() / s.tq.max(1))]);
-        attention::attention(&mut od[..on], &mut pd[..pn], &qd, &kd, &vd, mask_slice, s)
+        attention_with(&out.host, &probs.host, &q.host, &k.host, &v.host, mask.map(|m| &m.host), s, attention::attention)
     }
     fn layernorm(&mut self, out: &FastTensor, x: &FastTensor, g: &FastTensor, b: &FastTensor, rows: usize, eps: f32) -> Result<()> {
-        let (xd, gd, bd) = (x.r("layernorm")?, g.r("layernorm")?, b.r("layernorm")?);
-        let c = gd.len();
-        let mut od = out.w("layernorm")?;
-        need("layernorm", xd.len().min(od.len()), rows * c, "x/out")?;
-        need("layernorm", bd.len(), c, "beta")?;
-        norm::layernorm(&mut od[..rows * c], &xd[..rows * c], &gd, &bd[..c], c, eps);
-        Ok(())
+        layernorm_with(&out.host, &x.host, &g.host, &b.host, rows, eps, norm::layernorm)
     }
     fn rmsnorm(&mut self, out: &FastTensor, x: &FastTensor, w: &FastTensor, rows: usize, eps: f32) -> Result<()> {
-        let (xd, wd) = (x.r("rmsnorm")?, w.r("rmsnorm")?);
-        let c = wd.len();
-        let mut od = out.w("rmsnorm")?;
-        need("rmsnorm", xd.len().min(od.len()), rows * c, "x/out")?;
-        norm::rmsnorm(&mut od[..rows * c], &xd[..rows * c], &wd, c, eps);
-        Ok(())
+        rmsnorm_with(&out.host, &x.host, &w.host, rows, eps, norm::rmsnorm)
     }
-    fn elementwise(&mut self, out: &FastTensor, a: &FastTensor, b: Option<&FastTensor>, n: usize, op: EwOp) -> Result<()> {
-        let ad = a.r("elementwise")?;
-        let bd = b.map(|b| b.r("elementwise")).transpose()?;
-        let mut od = out.w("elementwise")?;
-        need("elementwise", ad.len().min(od.len()), n, "a/out")?;
-        if let Some(bd) = &bd {
-            need("elementwise", bd.len(), n, "b")?;
-        }
-        act::elementwise(&mut od[..n], &ad[..n], bd.as_deref().map(|v| &v[..n]), op);
-        Ok(())
+    fn add_norm(
+        &mut self,
+        x: &FastTensor,
+        y: &FastTensor,
+        out: Option<&FastTensor>,
+        w: &FastTensor,
+        b: Option<&FastTensor>,
+        rows: usize,
+        eps: f32,
+    ) -> Result<()> {
+        add_then_norm(self, x, y, out, w, b, rows, w.host.len(), eps)
     }
     fn inplace(&mut self, x: &FastTensor, y: Option<&FastTensor>, n: usize, op: EwOp) -> Result<()> {
-        let yd = y.map(|y| y.r("inplace")).transpose()?;
-        let mut xd = x.w("inplace")?;
-        need("inplace", xd.len(), n, "x")?;
-        if let Some(yd) = &yd {
-            need("inplace", yd.len(), n, "y")?;
-        }
-        act::inplace(&mut xd[..n], yd.as_deref().map(|v| &v[..n]), op);
-        Ok(())
+        inplace_with(&x.host, y.map(|y| &y.host), n, op, act::inplace)
     }
     fn rope(&mut self, x: &FastTensor, table: &FastTensor, s: &RopeShape) -> Result<()> {
-        let td = table.r("rope")?;
-        let mut xd = x.w("rope")?;
-        need("rope", td.len(), (s.start_pos + s.t) * s.hs, "table")?;
-        if s.t > 0 {
-            need("rope", xd.len(), s.offset + (s.t - 1) * s.row_stride + s.nh * s.hs, "x")?;
-        }
-        // already f32 and a few hundred values per token: the reference loop is the fast one
-        cpu::rope(&mut xd, &td, s.t, s.nh, s.hs, s.start_pos, s.row_stride, s.offset);
-        Ok(())
+        CpuBackend.rope(&x.host, &table.host, s)
     }
     fn embedding(&mut self, out: &FastTensor, table: &FastTensor, ids: &FastTensor, t: usize, scale: f32) -> Result<()> {
-        let (td, id) = (table.r("embedding")?, ids.r("embedding")?);
-        let c = table.shape[1];
-        let mut od = out.w("embedding")?;
-        need("embedding", od.len(), t * c, "out")?;
-        need("embedding", id.len(), t, "ids")?;
-        cpu::embedding(&mut od[..t * c], &td, as_u32(&id[..t]), c, scale);
-        Ok(())
+        CpuBackend.embedding(&out.host, &table.host, &ids.host, t, scale)
     }
     fn add_rows(&mut self, x: &FastTensor, table: &FastTensor, t: usize, start: usize) -> Result<()> {
-        let td = table.r("add_rows")?;
-        let c = table.shape[1];
-        let mut xd = x.w("add_rows")?;
+        let td = table.host.f32s("add_rows")?;
+        let c = table.host.shape[1];
+        let mut xd = x.host.f32s_mut("add_rows")?;
         need("add_rows", td.len(), (start + t) * c, "table")?;
         need("add_rows", xd.len(), t * c, "x")?;
         act::inplace(&mut xd[..t * c], Some(&td[start * c..(start + t) * c]), EwOp::Add);
@@ -209,13 +139,7 @@ impl Backend for FastCpuBackend {
         e: usize,
         k: usize,
     ) -> Result<()> {
-        // T x E values: the reference's loops, run over this backend's buffers without copies
-        let ld = logits.r("moe_router")?;
-        let (mut pd, mut ed, mut wd) = (probs.w("moe_router")?, experts.w("moe_router")?, weights.w("moe_router")?);
-        need("moe_router", ld.len().min(pd.len()), t * e, "logits/probs")?;
-        need("moe_router", ed.len().min(wd.len()), t * k, "experts/weights")?;
-        cpu::moe_router(&mut pd[..t * e], as_u32_mut(&mut ed[..t * k]), &mut wd[..t * k], &ld[..t * e], t, e, k);
-        Ok(())
+        CpuBackend.moe_router(&probs.host, &experts.host, &weights.host, &logits.host, t, e, k)
     }
     fn moe_capacity(
         &mut self,
@@ -228,12 +152,7 @@ impl Backend for FastCpuBackend {
         k: usize,
         capacity: Option<usize>,
     ) -> Result<()> {
-        let (ed, wd) = (experts.r("moe_capacity")?, weights.r("moe_capacity")?);
-        let (mut gd, mut kd) = (gate.w("moe_capacity")?, kept.w("moe_capacity")?);
-        need("moe_capacity", gd.len(), t * e, "gate")?;
-        need("moe_capacity", ed.len().min(wd.len()).min(kd.len()), t * k, "experts/weights/kept")?;
-        cpu::moe_capacity(&mut gd[..t * e], as_u32_mut(&mut kd[..t * k]), as_u32(&ed[..t * k]), &wd[..t * k], t, e, k, capacity);
-        Ok(())
+        CpuBackend.moe_capacity(&gate.host, &kept.host, &experts.host, &weights.host, t, e, k, capacity)
     }
     fn moe_combine(
         &mut self,
@@ -245,48 +164,22 @@ impl Backend for FastCpuBackend {
         c: usize,
         ys_rows: usize,
     ) -> Result<()> {
-        let (yd, gd) = (ys.r("moe_combine")?, gate.r("moe_combine")?);
-        let mut od = out.w("moe_combine")?;
-        need("moe_combine", od.len(), t * c, "out")?;
-        need("moe_combine", gd.len(), t * e, "gate")?;
-        if t > 0 {
-            need("moe_combine", yd.len(), ((e - 1) * ys_rows + t) * c, "ys")?;
-        }
-        cpu::moe_combine(&mut od[..t * c], &yd, &gd, t, e, c, ys_rows);
-        Ok(())
+        CpuBackend.moe_combine(&out.host, &ys.host, &gate.host, t, e, c, ys_rows)
     }
     fn sample(&mut self, out: &FastTensor, logits: &FastTensor, row: usize, p: &SampleParams, u: f32) -> Result<()> {
-        let v = *logits.shape.last().unwrap_or(&0);
-        let ld = logits.r("sample")?;
-        need("sample", ld.len(), (row + 1) * v, "logits")?;
-        let row = &ld[row * v..(row + 1) * v];
-        let mut od = out.w("sample")?;
-        need("sample", od.len(), 2, "out")?;
-        od[..2].copy_from_slice(&cpu::sample_record(row, p, u));
-        Ok(())
+        CpuBackend.sample(&out.host, &logits.host, row, p, u)
     }
     fn submit(&mut self) -> Result<()> {
         Ok(())
     }
     async fn read_f32(&mut self, t: &FastTensor, offset: usize, count: usize) -> Result<Vec<f32>> {
-        let d = t.r("read")?;
-        need("read", d.len(), offset + count, "tensor")?;
-        Ok(d[offset..offset + count].to_vec())
+        t.host.read_f32(offset, count)
     }
     async fn read_u32(&mut self, t: &FastTensor, offset: usize, count: usize) -> Result<Vec<u32>> {
-        let d = t.r("read")?;
-        need("read", d.len(), offset + count, "tensor")?;
-        Ok(as_u32(&d[offset..offset + count]).to_vec())
+        t.host.read_u32(offset, count)
     }
     async fn read_batch(&mut self, reqs: &[(&FastTensor, usize, usize)]) -> Result<Vec<Vec<u32>>> {
-        let mut out = Vec::with_capacity(reqs.len());
-        for (t, off, n) in reqs {
-            out.push(self.read_u32(t, *off, *n).await?);
-        }
-        Ok(out)
+        reqs.iter().map(|(t, off, n)| t.host.read_bits(*off, *n)).collect()
     }
     fn free(&self, _t: &FastTensor) {}
-    fn len(t: &FastTensor) -> usize {
-        t.data.borrow().len()
-    }
 }

@@ -1,8 +1,8 @@
 use bytemuck::{Pod, Zeroable};
 
-use crate::cpu::EwOp;
 use crate::error::{ensure, Result};
 use crate::gpu::{GpuTensor, Recorder};
+use crate::ops::EwOp;
 
 /// Mirrors `EwParams` in shaders/elementwise.wgsl.
 #[repr(C)]
@@ -38,9 +38,4 @@ pub fn inplace(rec: &mut Recorder, x: &GpuTensor, y: Option<&GpuTensor>, n: usiz
     let yb = y.map_or(&gpu.dummy, |y| &y.buf);
     let p = EwParams { n: n as u32, op: op as u32, _p: [0; 2] };
     rec.dispatch(&gpu.k.ew_inplace, &p, &[&gpu.dummy, yb, &x.buf], gpu.grid_1d((n as u32).div_ceil(256)))
-}
-
-/// x += y (the residual add)
-pub fn add_inplace(rec: &mut Recorder, x: &GpuTensor, y: &GpuTensor, n: usize) -> Result<()> {
-    inplace(rec, x, Some(y), n, EwOp::Add)
 }

@@ -1,8 +1,8 @@
 use bytemuck::{Pod, Zeroable};
 
-use crate::cpu::AttnShape;
 use crate::error::{ensure, Result};
 use crate::gpu::{GpuTensor, Recorder};
+use crate::ops::AttnShape;
 
 /// Mirrors `AttnParams` in shaders/attention.wgsl.
 #[repr(C)]

@@ -51,7 +51,6 @@ pub const PARAM_SLOTS: u64 = 1024;
 pub struct AdapterSummary {
     pub name: String,
     pub vendor: String,
-    pub architecture: String,
     pub device_type: String,
     pub backend: String,
     pub driver: String,
@@ -128,7 +127,6 @@ impl Gpu {
         let summary = AdapterSummary {
             name: info.name.clone(),
             vendor: if info.vendor == 0 { String::new() } else { format!("0x{:04x}", info.vendor) },
-            architecture: String::new(),
             device_type: format!("{:?}", info.device_type),
             backend: format!("{:?}", info.backend),
             driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
@@ -258,8 +256,10 @@ impl Kernels {
         let qkv = module("qkv", include_str!("../../shaders/qkv.wgsl"));
         let attention = module("attention", include_str!("../../shaders/attention.wgsl"));
         let ew = module("elementwise", include_str!("../../shaders/elementwise.wgsl"));
-        let norm = module("norm", include_str!("../../shaders/norm.wgsl"));
-        let addnorm = module("addnorm", include_str!("../../shaders/addnorm.wgsl"));
+        // the norms share their workgroup sum (WGSL has no includes: the sources are concatenated)
+        let with_rowsum = |src: &str| format!("{}\n{src}", include_str!("../../shaders/rowsum.wgsl"));
+        let norm = module("norm", &with_rowsum(include_str!("../../shaders/norm.wgsl")));
+        let addnorm = module("addnorm", &with_rowsum(include_str!("../../shaders/addnorm.wgsl")));
         let rope = module("rope", include_str!("../../shaders/rope.wgsl"));
         let embed = module("embed", include_str!("../../shaders/embed.wgsl"));
         let sample = module("sample", include_str!("../../shaders/sample.wgsl"));

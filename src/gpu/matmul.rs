@@ -1,8 +1,8 @@
 use bytemuck::{Pod, Zeroable};
 
-use crate::cpu::EwOp;
 use crate::error::{ensure, Result};
 use crate::gpu::{GpuTensor, Recorder};
+use crate::ops::EwOp;
 
 /// Mirrors `MatmulParams` in shaders/matmul.wgsl and shaders/gemv.wgsl.
 #[repr(C)]

@@ -17,7 +17,7 @@ pub struct RopeParams {
 }
 const _: () = assert!(std::mem::size_of::<RopeParams>() == 32);
 
-pub use crate::cpu::RopeShape;
+use crate::ops::RopeShape;
 
 /// Rotates x in place by the (cos, sin) table (max_pos, HS/2, 2) from cpu::rope_table.
 pub fn rope(rec: &mut Recorder, x: &GpuTensor, table: &GpuTensor, s: &RopeShape) -> Result<()> {

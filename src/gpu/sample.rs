@@ -1,8 +1,8 @@
 use bytemuck::{Pod, Zeroable};
 
-use crate::cpu::SampleParams;
 use crate::error::{ensure, Result};
 use crate::gpu::{DType, GpuTensor, Recorder};
+use crate::ops::SampleParams;
 
 /// Mirrors `SampleParams` in shaders/sample.wgsl.
 #[repr(C)]

@@ -137,16 +137,14 @@ impl Gpu {
         self.write_as(t, offset_elems, data)
     }
 
-    /// Reads `count` 4-byte values starting at `offset` elements. Awaitable in the browser;
-    /// natively the poll inside makes the future ready at once.
-    pub async fn read_raw(&self, t: &GpuTensor, offset: usize, count: usize) -> Result<Vec<u32>> {
-        if offset + count > t.len() {
-            return Err(TfError::Shape { op: "read", msg: format!("reading {count} values at {offset} from a tensor of {}", t.len()) });
-        }
-        if count == 0 {
+    /// The whole tensor as raw 4-byte values, through a staging buffer made for this read (for
+    /// tests and the self-test; the backend reads through its reused staging buffers). Awaitable in
+    /// the browser; natively the poll inside makes the future ready at once.
+    async fn read_all(&self, t: &GpuTensor) -> Result<Vec<u32>> {
+        if t.len() == 0 {
             return Ok(vec![]);
         }
-        let bytes = count as u64 * 4;
+        let bytes = t.len() as u64 * 4;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: bytes,
@@ -154,7 +152,7 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
-        enc.copy_buffer_to_buffer(&t.buf, offset as u64 * 4, &staging, 0, bytes);
+        enc.copy_buffer_to_buffer(&t.buf, 0, &staging, 0, bytes);
         self.queue.submit([enc.finish()]);
         let out = self.map_read(&staging, bytes).await;
         staging.destroy();
@@ -190,10 +188,9 @@ impl Gpu {
     }
 
     pub async fn read_f32(&self, t: &GpuTensor) -> Result<Vec<f32>> {
-        let raw = self.read_raw(t, 0, t.len()).await?;
-        Ok(bytemuck::cast_vec(raw))
+        Ok(bytemuck::cast_vec(self.read_all(t).await?))
     }
     pub async fn read_u32(&self, t: &GpuTensor) -> Result<Vec<u32>> {
-        self.read_raw(t, 0, t.len()).await
+        self.read_all(t).await
     }
 }

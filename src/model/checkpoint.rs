@@ -60,12 +60,6 @@ pub struct TensorF32 {
     pub dtype: FloatDtype,
 }
 
-impl TensorF32 {
-    pub fn numel(&self) -> usize {
-        self.data.len()
-    }
-}
-
 /// A validated checkpoint: the config, the tokenizer JSON if any, the raw metadata and the
 /// required tensors as f32.
 #[derive(Debug, Clone)]

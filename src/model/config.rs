@@ -435,25 +435,10 @@ impl ModelConfig {
         self.d_model / self.num_heads
     }
 
-    /// Key/value heads (= num_heads unless llama GQA/MQA).
-    pub fn kv_heads(&self) -> usize {
-        self.num_kv_heads
-    }
-
-    /// Query heads per key/value head (1 without GQA).
-    pub fn kv_group(&self) -> usize {
-        self.num_heads / self.num_kv_heads
-    }
-
     /// SwiGLU hidden size: multiple_of * ceil(int(2 * 4 * d_model / 3) / multiple_of).
     /// Meaningful for llama (for which it also is `d_ff`); computed from the fields for any arch.
     pub fn llama_hidden_dim(&self) -> usize {
         llama_hidden(self.d_model, self.multiple_of.max(1))
-    }
-
-    /// LayerNorm eps for encoder_decoder / decoder, RMSNorm eps for llama.
-    pub fn norm_eps(&self) -> f32 {
-        self.norm_eps
     }
 
     /// Number of tensors in `expected_tensors()` (computed without building the list).

@@ -11,12 +11,12 @@
 
 use serde::Serialize;
 
-use crate::cpu::EwOp;
 use crate::error::{Result, TfError};
 use crate::model::backend::Backend;
 use crate::model::config::Arch;
 use crate::model::run::BOS_ID;
 use crate::model::transformer::{Logits, Model};
+use crate::ops::EwOp;
 use crate::rng::Rng;
 
 /// Ablation buffers of one decoder layer: att = att * keep + add, before W_o. Each (max_seq, NH*HS).
@@ -355,7 +355,7 @@ impl<B: Backend> Model<B> {
         if pos != 0 || t != c.t {
             return Ok(false);
         }
-        let (d, v) = (self.cfg.d_model, self.out_vocab());
+        let (d, v) = (self.cfg.d_model, self.in_vocab());
         let (lens, l) = match at {
             HookPoint::Embed => return b.matmul(&c.resid, 0, x, 0, t, &c.eye_c, None).map(|()| false),
             HookPoint::Mid(l) => (&c.lens_mid, l),
@@ -366,8 +366,8 @@ impl<B: Backend> Model<B> {
         };
         // the lens: the final norm (pre-norm stacks; the post-norm decoder ends on a norm already)
         // and the unembedding, exactly as the model's own head
-        let h = &self.w.head;
-        match &self.w.final_norm {
+        let h = &self.weights.head;
+        match &self.weights.final_norm {
             Some(n) => {
                 match &n.b {
                     Some(beta) => b.layernorm(xn, x, &n.w, beta, t, n.eps)?,
@@ -382,7 +382,7 @@ impl<B: Backend> Model<B> {
 
     fn start_capture(&mut self, b: &B, t: usize) -> Result<()> {
         self.free_capture(b);
-        let (layers, d, v) = (self.cfg.num_layers, self.cfg.d_model, self.out_vocab());
+        let (layers, d, v) = (self.cfg.num_layers, self.cfg.d_model, self.in_vocab());
         let a = self.cfg.num_heads * self.cfg.head_dim();
         self.hooks.capture = Some(Capture {
             t,
@@ -593,7 +593,7 @@ impl<B: Backend> Model<B> {
 
     async fn inspect_inner(&mut self, b: &mut B, tokens: &[u32], ablation: Option<&Ablation>) -> Result<Report> {
         let t = tokens.len();
-        let (layers, nh, d, v) = (self.cfg.num_layers, self.cfg.num_heads, self.cfg.d_model, self.out_vocab());
+        let (layers, nh, d, v) = (self.cfg.num_layers, self.cfg.num_heads, self.cfg.d_model, self.in_vocab());
         let a = nh * self.cfg.head_dim();
         self.start_capture(b, t)?;
         self.pass_all(b, tokens)?;
@@ -601,7 +601,7 @@ impl<B: Backend> Model<B> {
         let got = {
             let c = self.hooks.capture.as_ref().expect("capture set above");
             b.read_batch(&[
-                (&self.st.logits, 0, t * v),
+                (&self.state.logits, 0, t * v),
                 (&c.resid, 0, (layers + 1) * t * d),
                 (&c.lens, 0, layers * t * v),
                 (&c.lens_mid, 0, layers * t * v),
@@ -648,7 +648,7 @@ impl<B: Backend> Model<B> {
             self.set_ablation(b, ab, Some(&means))?;
             self.pass_all(b, tokens)?;
             b.submit()?;
-            let ablated = b.read_f32(&self.st.logits, 0, t * v).await?;
+            let ablated = b.read_f32(&self.state.logits, 0, t * v).await?;
             self.clear_ablation(b);
             let last = ablated[(t - 1) * v..].to_vec();
             let (before, pb) = top_k(&report.logits_last_clean, 1);

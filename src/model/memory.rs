@@ -96,7 +96,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 pub fn demand(cfg: &ModelConfig) -> Demand {
     let (s, c, l) = (cfg.max_seq_len, cfg.d_model, cfg.num_layers);
     let (nh, hs) = (cfg.num_heads, cfg.head_dim());
-    let kvw = cfg.kv_heads() * hs;
+    let kvw = cfg.num_kv_heads * hs;
     let encdec = cfg.arch == Arch::EncoderDecoder;
     let stacks = if encdec { 2 } else { 1 };
     let hidden = match (&cfg.moe, cfg.arch) {

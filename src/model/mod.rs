@@ -12,5 +12,5 @@ pub mod state;
 pub mod transformer;
 pub mod weights;
 
-pub use backend::{Backend, CpuBackend, GpuBackend};
+pub use backend::{Backend, CpuBackend, CpuTensor, GpuBackend};
 pub use transformer::{Logits, Model};

@@ -3,12 +3,13 @@
 
 use serde::Serialize;
 
-use crate::cpu::{self, SampleParams};
+use crate::cpu;
 use crate::error::{Result, TfError};
 use crate::mask::{self, Mask};
 use crate::model::backend::Backend;
 use crate::model::config::Arch;
 use crate::model::transformer::{Logits, Model};
+use crate::ops::SampleParams;
 use crate::rng::step_uniform;
 
 pub const BOS_ID: u32 = 1;
@@ -70,11 +71,11 @@ impl<B: Backend> Model<B> {
         let mut specs = Vec::new();
         if row_offset == 0 && self.cfg.arch == Arch::EncoderDecoder {
             let ts = self.src.len();
-            for (i, ls) in self.st.enc_layers.iter().enumerate() {
+            for (i, ls) in self.state.enc_layers.iter().enumerate() {
                 specs.push((&ls.probs, "encoder", i, ts, ts));
             }
         }
-        for (i, ls) in self.st.layers.iter().enumerate() {
+        for (i, ls) in self.state.layers.iter().enumerate() {
             specs.push((&ls.probs, "decoder", i, t, tk));
             if let Some(cp) = &ls.cross_probs {
                 specs.push((cp, "cross", i, t, self.src.len()));
@@ -122,7 +123,7 @@ impl<B: Backend> Model<B> {
     async fn read_moe(&self, b: &mut B, t: usize) -> Result<Vec<MoeRecord>> {
         let Some(m) = self.cfg.moe.clone() else { return Ok(vec![]) };
         let (e, k) = (m.num_experts, m.top_k);
-        let layers: Vec<_> = self.st.layers.iter().enumerate().filter_map(|(i, ls)| ls.moe.as_ref().map(|ms| (i, ms))).collect();
+        let layers: Vec<_> = self.state.layers.iter().enumerate().filter_map(|(i, ls)| ls.moe.as_ref().map(|ms| (i, ms))).collect();
         let reqs: Vec<(&B::T, usize, usize)> = layers
             .iter()
             .flat_map(|(_, ms)| [(&ms.probs, 0, t * e), (&ms.experts, 0, t * k), (&ms.weights, 0, t * k), (&ms.kept, 0, t * k)])
@@ -166,8 +167,8 @@ impl<B: Backend> Model<B> {
             (ids.len(), ids.len(), vec![("decoder", mask::kv_cache(0, ids.len()))])
         };
         b.submit()?;
-        let vocab = self.out_vocab();
-        let (mut got, attention) = self.read_with_maps(b, &[(&self.st.logits, 0, t * vocab)], t, tk, 0).await?;
+        let vocab = self.in_vocab();
+        let (mut got, attention) = self.read_with_maps(b, &[(&self.state.logits, 0, t * vocab)], t, tk, 0).await?;
         let logits: Vec<f32> = bytemuck::cast_vec(got.remove(0));
         if cpu::count_non_finite(&logits) > 0 {
             return Err(self.non_finite_error(b, t, 0).await);
@@ -180,9 +181,9 @@ impl<B: Backend> Model<B> {
     /// layer whose keys (rows pos..pos+t of its cache, written by this pass) are already non-finite:
     /// one extra read, on the error path only.
     async fn non_finite_error(&self, b: &mut B, t: usize, pos: usize) -> TfError {
-        let kvw = self.cfg.kv_heads() * self.cfg.head_dim();
-        let n = self.st.layers.len();
-        let reqs: Vec<(&B::T, usize, usize)> = self.st.layers.iter().map(|ls| (&ls.k, pos * kvw, t * kvw)).collect();
+        let kv_width = self.cfg.num_kv_heads * self.cfg.head_dim();
+        let n = self.state.layers.len();
+        let reqs: Vec<(&B::T, usize, usize)> = self.state.layers.iter().map(|layer| (&layer.k, pos * kv_width, t * kv_width)).collect();
         let place = match b.read_batch(&reqs).await {
             Ok(rows) => match rows.iter().position(|r| r.iter().any(|&x| !f32::from_bits(x).is_finite())) {
                 Some(l) => format!("they first appear in the attention keys of layer {l} (of {n})"),
@@ -204,7 +205,7 @@ impl<B: Backend> Model<B> {
         if ids.len() < 2 {
             return Err(TfError::Input("eval needs a text of at least two tokens".into()));
         }
-        let v = self.out_vocab();
+        let v = self.in_vocab();
         let ctx = self.cfg.max_seq_len;
         if ctx < 2 {
             // a window must hold a token and its target, or the loop below would not advance
@@ -217,7 +218,7 @@ impl<B: Backend> Model<B> {
             let win = &ids[start..end];
             self.run_lm(b, win, 0, Logits::All)?;
             b.submit()?;
-            let logits = b.read_f32(&self.st.logits, 0, win.len() * v).await?;
+            let logits = b.read_f32(&self.state.logits, 0, win.len() * v).await?;
             if cpu::count_non_finite(&logits) > 0 {
                 return Err(self.non_finite_error(b, win.len(), 0).await);
             }
@@ -434,28 +435,28 @@ impl<B: Backend> Model<B> {
             self.run_lm(b, &g.ids[window_start + pos..], pos, Logits::Last)?;
         }
         let u = step_uniform(g.cfg.seed, g.step);
-        let v = self.out_vocab();
+        let v = self.in_vocab();
         let mut top = Vec::new();
         let mut attention = vec![];
         let (id, non_finite) = if g.cfg.gpu_sampling && g.cfg.top == 0 && g.cfg.constraint.is_none() {
             // the pass, the sampler and the 8-byte copy (id, NaN/Inf count) go out in one submission
             // (read flushes); when the page asks for attention rows they come back in the same map
-            b.sample(&self.st.next, &self.st.logits, 0, &g.cfg.sample, u)?;
+            b.sample(&self.state.next, &self.state.logits, 0, &g.cfg.sample, u)?;
             let got = if g.cfg.attention {
-                let (got, maps) = self.read_with_maps(b, &[(&self.st.next, 0, 2)], t, pos + t, pos).await?;
+                let (got, maps) = self.read_with_maps(b, &[(&self.state.next, 0, 2)], t, pos + t, pos).await?;
                 attention = maps;
                 got.into_iter().next().unwrap_or_default()
             } else {
-                b.read_u32(&self.st.next, 0, 2).await?
+                b.read_u32(&self.state.next, 0, 2).await?
             };
             (got.first().copied().unwrap_or(0), got.get(1).copied().unwrap_or(0))
         } else {
             // logits (and the attention rows when asked) in one submission and one map, through a
             // reused staging buffer
             let (got, maps) = if g.cfg.attention {
-                self.read_with_maps(b, &[(&self.st.logits, 0, v)], t, pos + t, pos).await?
+                self.read_with_maps(b, &[(&self.state.logits, 0, v)], t, pos + t, pos).await?
             } else {
-                (b.read_batch(&[(&self.st.logits, 0, v)]).await?, vec![])
+                (b.read_batch(&[(&self.state.logits, 0, v)]).await?, vec![])
             };
             attention = maps;
             let mut logits: Vec<f32> = bytemuck::cast_vec(got.into_iter().next().unwrap_or_default());

@@ -77,7 +77,7 @@ impl<T> RunState<T> {
         let s = cfg.max_seq_len;
         let c = cfg.d_model;
         let (nh, hs) = (cfg.num_heads, cfg.head_dim());
-        let kvw = cfg.kv_heads() * hs;
+        let kvw = cfg.num_kv_heads * hs;
         let hidden = match (&cfg.moe, cfg.arch) {
             (Some(m), _) => m.expert_dim,
             (None, Arch::Llama) => cfg.llama_hidden_dim(),
