@@ -9,6 +9,7 @@ pub mod mask;
 pub mod model;
 pub mod rng;
 pub mod selftest;
+pub mod session;
 pub mod tokenizer;
 
 #[cfg(target_arch = "wasm32")]
