@@ -1,24 +1,24 @@
-//! The only file that knows JsValue / wasm_bindgen: it (de)serializes the page worker's calls to the
-//! session core (src/session.rs) and back. Large tensors cross as Float32Array, small metadata as
-//! serde values. One model is loaded at a time (on the GPU when gpu_init succeeded, else on the
-//! fast CPU path); calls are async and the worker serialises them, and a call that arrives while
-//! another holds the session gets a "busy" error instead of corrupting state.
+//! The only file that knows JsValue / wasm_bindgen: it (de)serializes the worker's calls to the session
+//! core (src/session.rs), which documents each call. Large tensors cross as Float32Array, the rest as
+//! serde values. One model at a time (on the GPU when gpu_init succeeded, else the fast CPU path); a
+//! call that arrives while another holds the session gets a "busy" error.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use js_sys::{Float32Array, Reflect};
 use serde::{de::DeserializeOwned, Serialize};
+use serde_json::json;
 use wasm_bindgen::prelude::*;
 
-use crate::gpu::{AdapterSummary, Gpu};
+use crate::gpu::Gpu;
 use crate::mask::{self, Mask};
 use crate::model::inspect::PageOpts;
 use crate::model::memory::Budget;
 use crate::model::run::{AttnMap, ForwardOut, MoeRecord};
 use crate::session::{Device, GenOptions, Next, Sampling, Session};
-use crate::tokenizer::Tokenizer;
 
 thread_local! {
     static GPU: RefCell<Option<Arc<Gpu>>> = const { RefCell::new(None) };
@@ -80,26 +80,22 @@ fn maps(ms: &[AttnMap]) -> Vec<Map<'_>> {
     ms.iter().map(|m| Map { shape: m, data: f32s(&m.data) }).collect()
 }
 
-fn session() -> Rc<RefCell<Option<Session>>> {
-    SESSION.with(|s| s.clone())
-}
+type Slot = Rc<RefCell<Option<Session>>>;
 
-fn busy() -> JsValue {
-    err("the model is busy with another request; try again when it finishes")
+fn borrow(s: &Slot) -> Result<std::cell::RefMut<'_, Option<Session>>, JsValue> {
+    s.try_borrow_mut().map_err(|_| err("the model is busy with another request; try again when it finishes"))
 }
 
 /// Runs `f` on the loaded session, or says why it cannot (busy, or no model).
 fn with<T>(f: impl FnOnce(&mut Session) -> crate::Result<T>) -> Result<T, JsValue> {
-    let s = session();
-    let mut s = s.try_borrow_mut().map_err(|_| busy())?;
-    f(s.as_mut().ok_or_else(|| err("no model is loaded"))?).map_err(err)
+    let slot = SESSION.with(Rc::clone);
+    f(borrow(&slot)?.as_mut().ok_or_else(|| err("no model is loaded"))?).map_err(err)
 }
 
 /// [`with`] for the calls that wait on the GPU: the session stays borrowed (busy) until they end.
 async fn with_async<T>(f: impl AsyncFnOnce(&mut Session) -> crate::Result<T>) -> Result<T, JsValue> {
-    let s = session();
-    let mut s = s.try_borrow_mut().map_err(|_| busy())?;
-    f(s.as_mut().ok_or_else(|| err("no model is loaded"))?).await.map_err(err)
+    let slot = SESSION.with(Rc::clone);
+    f(borrow(&slot)?.as_mut().ok_or_else(|| err("no model is loaded"))?).await.map_err(err)
 }
 
 fn gpu() -> Option<Arc<Gpu>> {
@@ -112,107 +108,75 @@ fn has_navigator_gpu() -> bool {
     get(&JsValue::from(js_sys::global()), "navigator").and_then(|nav| get(&nav, "gpu")).is_some()
 }
 
-#[derive(Serialize)]
-struct GpuInit<'a> {
-    ok: bool,
-    backend: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    adapter: Option<&'a AdapterSummary>,
-    /// the same summary: the device view reads the limits from it
-    #[serde(skip_serializing_if = "Option::is_none")]
-    limits: Option<&'a AdapterSummary>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-/// Finds a WebGPU adapter and builds every pipeline. Never throws for a missing GPU:
-/// returns {ok: false, backend: "none", error} so the page can say so and fall back to the CPU.
+/// Finds a WebGPU adapter and builds every pipeline: {ok, backend, adapter, limits}. Never throws for
+/// a missing GPU: {ok: false, backend: "none", error}, so the page can say so and use the CPU.
 #[wasm_bindgen]
 pub async fn gpu_init() -> Result<JsValue, JsValue> {
-    let none = |error: String| GpuInit { ok: false, backend: "none", adapter: None, limits: None, error: Some(error) };
+    let none = |error: String| to_js(&json!({"ok": false, "backend": "none", "error": error}));
     if !has_navigator_gpu() {
-        return to_js(&none(
-            "WebGPU is not available in this browser (navigator.gpu is missing); the models run on the CPU instead".into(),
-        ));
+        return none("WebGPU is not available in this browser (navigator.gpu is missing); the models run on the CPU instead".into());
     }
     match Gpu::new().await {
         Ok(g) => {
-            let v = to_js(&GpuInit { ok: true, backend: "webgpu", adapter: Some(&g.summary), limits: Some(&g.summary), error: None });
+            let v = to_js(&json!({"ok": true, "backend": "webgpu", "adapter": &g.summary, "limits": &g.summary}));
             GPU.with(|slot| *slot.borrow_mut() = Some(Arc::new(g)));
             v
         }
         Err(e @ crate::error::TfError::NoGpu(_)) => {
-            to_js(&none(format!("WebGPU is present but no usable GPU adapter was found ({e}); the models run on the CPU instead")))
+            none(format!("WebGPU is present but no usable GPU adapter was found ({e}); the models run on the CPU instead"))
         }
-        Err(e) => to_js(&none(e.to_string())),
+        Err(e) => none(e.to_string()),
     }
 }
 
-/// Runs every kernel against its CPU twin on the GPU: [{name, ok, max_abs_diff, tolerance, detail, ms}].
+/// Every kernel against its CPU twin: [{name, ok, max_abs_diff, tolerance, detail, ms}].
 #[wasm_bindgen]
 pub async fn run_selftest() -> Result<JsValue, JsValue> {
     let g = gpu().ok_or_else(|| err("the GPU is not initialised: call gpu_init first (or WebGPU is unavailable)"))?;
     to_js(&crate::selftest::run_all(&g).await)
 }
 
-/// The padding, look-ahead, combined and KV-cache masks (1 = may attend) for a sequence of
-/// `seq_len` tokens whose last `num_pad` are PAD, after `cached_len` cached tokens.
-#[wasm_bindgen]
-pub fn masks(seq_len: u32, num_pad: u32, cached_len: u32) -> Result<JsValue, JsValue> {
-    #[derive(Serialize)]
-    struct MaskSet<'a> {
-        seq_len: usize,
-        num_pad: usize,
-        cached_len: usize,
-        tokens: &'a [String],
-        padding: Matrix,
-        look_ahead: Matrix,
-        combined: Matrix,
-        kv_cache: Matrix,
-    }
-    let m = mask::mask_set(seq_len as usize, num_pad as usize, cached_len as usize).map_err(err)?;
-    to_js(&MaskSet {
-        seq_len: m.seq_len,
-        num_pad: m.num_pad,
-        cached_len: m.cached_len,
-        tokens: &m.tokens,
-        padding: matrix(&m.padding),
-        look_ahead: matrix(&m.look_ahead),
-        combined: matrix(&m.combined),
-        kv_cache: matrix(&m.kv_cache),
-    })
+#[derive(Serialize)]
+struct MaskSet<'a> {
+    seq_len: usize,
+    num_pad: usize,
+    cached_len: usize,
+    tokens: &'a [String],
+    #[serde(flatten)]
+    masks: BTreeMap<&'static str, Matrix>,
 }
 
-/// The cross-attention mask of the encoder-decoder for a target of `tgt_len` tokens over a source
-/// of `src_len` tokens whose last `src_pad` are PAD: (tgt_len, src_len), 1 = may attend.
+/// The padding, look-ahead, combined and KV-cache masks (mask::mask_set), 1 = may attend.
+#[wasm_bindgen]
+pub fn masks(seq_len: u32, num_pad: u32, cached_len: u32) -> Result<JsValue, JsValue> {
+    let m = mask::mask_set(seq_len as usize, num_pad as usize, cached_len as usize).map_err(err)?;
+    let masks = [("padding", &m.padding), ("look_ahead", &m.look_ahead), ("combined", &m.combined), ("kv_cache", &m.kv_cache)];
+    let masks = masks.into_iter().map(|(k, v)| (k, matrix(v))).collect();
+    to_js(&MaskSet { seq_len: m.seq_len, num_pad: m.num_pad, cached_len: m.cached_len, tokens: &m.tokens, masks })
+}
+
+/// The encoder-decoder's cross-attention mask for the Masks view (session::cross_mask).
 #[wasm_bindgen]
 pub fn cross_mask(tgt_len: u32, src_len: u32, src_pad: u32) -> Result<JsValue, JsValue> {
     to_js(&matrix(&crate::session::cross_mask(tgt_len as usize, src_len as usize, src_pad as usize).map_err(err)?))
 }
 
-/// Loads a checkpoint (the bytes of a .safetensors file). On any error the previous model stays
-/// loaded and working. Returns the model card.
+/// Loads a checkpoint (a .safetensors file's bytes) and returns its card; on an error the previous
+/// model stays loaded and working.
 #[wasm_bindgen]
 pub async fn load_model(bytes: Vec<u8>, prefer_gpu: bool) -> Result<JsValue, JsValue> {
-    let s = session();
-    let mut s = s.try_borrow_mut().map_err(|_| busy())?;
-    let device = match gpu() {
-        Some(g) if prefer_gpu => Device::Gpu(g),
-        _ => Device::Cpu,
-    };
+    let slot = SESSION.with(Rc::clone);
+    let mut s = borrow(&slot)?;
+    let device = gpu().filter(|_| prefer_gpu).map_or(Device::Cpu, Device::Gpu);
     let new = Session::load(&device, &bytes, &Budget::page()).await.map_err(err)?;
-    *s = None; // the old model's buffers are destroyed before the card is read
-    let card = to_js(&new.card());
-    *s = Some(new);
-    card
+    *s = None; // the old model's buffers are destroyed first
+    Ok(to_js(&s.insert(new).card())?)
 }
 
 /// GPU tensor buffers alive now, {buffers, bytes} (null without a GPU): flat across load/unload cycles.
 #[wasm_bindgen]
 pub fn gpu_memory() -> Result<JsValue, JsValue> {
-    let Some(g) = gpu() else { return Ok(JsValue::NULL) };
-    let (buffers, bytes) = g.live_buffers();
-    to_js(&serde_json::json!({"buffers": buffers, "bytes": bytes}))
+    gpu().map_or(Ok(JsValue::NULL), |g| to_js(&json!({"buffers": g.live_buffers().0, "bytes": g.live_buffers().1})))
 }
 
 /// The loaded model's card (session::Card).
@@ -224,58 +188,55 @@ pub fn describe() -> Result<JsValue, JsValue> {
 /// Frees the loaded model (GPU buffers are destroyed now).
 #[wasm_bindgen]
 pub fn reset() -> Result<(), JsValue> {
-    let s = session();
-    *s.try_borrow_mut().map_err(|_| busy())? = None;
+    *borrow(&SESSION.with(Rc::clone))? = None;
     Ok(())
 }
 
-/// The text as tokens (session::Tokens). JS strings with lone surrogates arrive already replaced by U+FFFD.
+/// session::Tokens (lone surrogates of a JS string arrive as U+FFFD).
 #[wasm_bindgen]
 pub fn tokenize(text: &str) -> Result<JsValue, JsValue> {
     with(|s| Ok(to_js(&s.tokenize(text)?)))?
 }
 
-/// The prompt box as the model's input (session::Prompt): tokens, or ids typed by hand, and the context fit.
+/// session::Prompt: the prompt box as the model's input.
 #[wasm_bindgen]
 pub fn prompt(text: &str) -> Result<JsValue, JsValue> {
     with(|s| Ok(to_js(&s.prompt(text)?)))?
 }
 
-/// What one analysis pass reads after the prompt `src` and the generated `gen` (session::Window).
+/// session::Window: what an analysis pass reads after the prompt `src` and the generated `gen`.
 #[wasm_bindgen]
 pub fn window(src: Vec<u32>, gen: Vec<u32>) -> Result<JsValue, JsValue> {
     with(|s| Ok(to_js(&s.window(&src, &gen))))?
 }
 
-/// The `n` most likely next tokens after a row of logits: [{id, p, piece}], p as the sampler sees it
-/// with opts {temperature, top_k, top_p}.
+/// [session::Candidate]: the `n` most likely tokens after one row of logits, opts {temperature, top_k, top_p}.
 #[wasm_bindgen]
 pub fn candidates(logits: &[f32], opts: JsValue, n: u32) -> Result<JsValue, JsValue> {
     let o: Sampling = from_js(opts)?;
     with(|s| Ok(to_js(&s.candidates(logits, &o, n as usize)?)))?
 }
 
-/// Decodes output ids with the model's (target) tokenizer; special ids are left out.
+/// Output ids as text (special ids left out).
 #[wasm_bindgen]
 pub fn decode(ids: &[u32]) -> Result<String, JsValue> {
     with(|s| s.decode(ids))
 }
 
-/// A display string for each output id (for token chips and candidate lists).
+/// A display string for each output id.
 #[wasm_bindgen]
 pub fn token_strings(ids: &[u32]) -> Result<JsValue, JsValue> {
     with(|s| Ok(to_js(&s.pieces(ids))))?
 }
 
-/// Look inside (issue 14): the core's inspection report as JSON (see model::inspect::inspect_json).
-/// opts: {ablate: [[layer, head]], mode: "zero" | "mean", induction: n, seed}.
+/// Look inside (model::inspect::inspect_json); opts: model::inspect::PageOpts.
 #[wasm_bindgen]
 pub async fn inspect(ids: Vec<u32>, tgt: Option<Vec<u32>>, opts: JsValue) -> Result<JsValue, JsValue> {
     let o: PageOpts = from_js(opts)?;
     to_js(&with_async(async |s| s.inspect_page(&ids, tgt.as_deref(), &o).await).await?)
 }
 
-/// Greedy generation with the heads of opts.ablate switched off: {ids, text}.
+/// Greedy generation with an ablation: {ids, text}.
 #[wasm_bindgen]
 pub async fn generate_ablated(ids: Vec<u32>, opts: JsValue) -> Result<JsValue, JsValue> {
     let o: PageOpts = from_js(opts)?;
@@ -286,12 +247,11 @@ pub async fn generate_ablated(ids: Vec<u32>, opts: JsValue) -> Result<JsValue, J
 struct Forward<'a> {
     logits: Matrix,
     attention: Vec<Map<'a>>,
-    masks: std::collections::BTreeMap<&'static str, Matrix>,
+    masks: BTreeMap<&'static str, Matrix>,
     moe: &'a [MoeRecord],
 }
 
-/// A full forward pass: logits (rows, vocab), every attention map, the masks and MoE routing.
-/// For the encoder-decoder `ids` is the source and `tgt` the decoder input (default [BOS]).
+/// One pass: logits (rows, vocab), every attention map, the masks and MoE routing (session::forward).
 #[wasm_bindgen]
 pub async fn forward(ids: Vec<u32>, tgt: Option<Vec<u32>>) -> Result<JsValue, JsValue> {
     let out: ForwardOut = with_async(async |s| s.forward(&ids, tgt.as_deref()).await).await?;
@@ -303,8 +263,7 @@ pub async fn forward(ids: Vec<u32>, tgt: Option<Vec<u32>>) -> Result<JsValue, Js
     })
 }
 
-/// Starts a generation (session::GenOptions) from the prompt, or the encoder-decoder's source.
-/// Returns the ids the generation starts from (a too-long prompt is cut to its tail with a sliding window).
+/// Starts a generation (session::GenOptions, Session::start_from); returns the ids it starts from.
 #[wasm_bindgen]
 pub fn gen_start(ids: Vec<u32>, opts: JsValue) -> Result<JsValue, JsValue> {
     let cfg = from_js::<GenOptions>(opts)?.config().map_err(err)?;
@@ -319,9 +278,8 @@ struct StepJs<'a> {
     attention: Vec<Map<'a>>,
 }
 
-/// The next token of the running generation (session::Step with `attention` maps when asked); at
-/// the end {done: true, text, reason}; null when there is no generation. The worker checks its stop
-/// flag between calls, so Stop works at any token.
+/// session::Step (with `attention` maps when asked), at the end session::Finished, null without a
+/// generation. The worker checks its stop flag between calls, so Stop works at any token.
 #[wasm_bindgen]
 pub async fn gen_next() -> Result<JsValue, JsValue> {
     match with_async(async |s| s.next().await).await? {
@@ -334,43 +292,14 @@ pub async fn gen_next() -> Result<JsValue, JsValue> {
 /// Stops the running generation (the next gen_next returns null).
 #[wasm_bindgen]
 pub fn gen_stop() -> Result<(), JsValue> {
-    if let Some(s) = session().try_borrow_mut().map_err(|_| busy())?.as_mut() {
-        s.stop();
-    }
+    borrow(&SESSION.with(Rc::clone))?.as_mut().map(Session::stop);
     Ok(())
 }
 
-/// The BPE workbench's bounds: training text (UTF-8 bytes), sentence (characters), vocabulary size.
-/// www/worker.js checks the same numbers.
-pub const BPE_MAX_TEXT_BYTES: usize = 1 << 20;
-pub const BPE_MAX_SENTENCE_CHARS: usize = 200;
-pub const BPE_MAX_VOCAB: u32 = 5000;
-
-/// The BPE workbench: trains the seed's BPE (lowercase words with </w>) on `text` to `vocab_size`,
-/// then tokenizes `sentence` after each number of merges: {merges: [[a, b]], steps: [[pieces]],
-/// vocab_size, report (SeedBpeReport), explanation (why vocab_size is not the size asked; "" if it is)}.
+/// The BPE workbench (session::bpe_workbench): {merges, steps, vocab_size, report, explanation}.
 #[wasm_bindgen]
 pub fn bpe_workbench(text: &str, vocab_size: u32, sentence: &str) -> Result<JsValue, JsValue> {
-    if text.trim().is_empty() {
-        return Err(err("paste some text to train on"));
-    }
-    if !(1..=BPE_MAX_VOCAB).contains(&vocab_size) {
-        return Err(err(format!("vocabulary size must be between 1 and {BPE_MAX_VOCAB}, got {vocab_size}")));
-    }
-    if text.len() > BPE_MAX_TEXT_BYTES {
-        return Err(err(format!("the training text is limited to {} MB in the page", BPE_MAX_TEXT_BYTES >> 20)));
-    }
-    if sentence.chars().count() > BPE_MAX_SENTENCE_CHARS {
-        return Err(err(format!("the sentence is limited to {BPE_MAX_SENTENCE_CHARS} characters")));
-    }
-    let (bpe, report) = crate::tokenizer::train_seed_bpe_with_report(text, vocab_size as usize);
-    let merges: Vec<(String, String)> = bpe.merges().to_vec();
-    let tok = Tokenizer::from(bpe);
-    let steps: Vec<Vec<String>> = (0..=merges.len())
-        .map(|n| tok.encode_with_first_n_merges(sentence, n).ids.iter().map(|&i| tok.token_str(i).unwrap_or_default()).collect())
-        .collect();
-    let v = serde_json::json!({"merges": merges, "steps": steps, "vocab_size": tok.vocab_size(), "report": report, "explanation": report.explain()});
-    to_js(&v)
+    to_js(&crate::session::bpe_workbench(text, vocab_size, sentence).map_err(err)?)
 }
 
 /// Panics on purpose: the page's test hook for the real panic path (hook message, trap, worker restart).
@@ -382,33 +311,19 @@ pub fn debug_panic(reason: &str) {
 /// Spins forever on purpose: the page's watchdog test hook. The worker running it can only be terminated.
 #[wasm_bindgen]
 pub fn debug_hang() {
-    let mut n = 0u64;
     loop {
-        n = std::hint::black_box(n.wrapping_add(1));
+        std::hint::black_box(());
     }
 }
 
 /// Destroys the GPU device on purpose: the page's test hook for the device-lost path.
 #[wasm_bindgen]
 pub fn debug_lose_device() {
-    if let Some(g) = gpu() {
-        g.device.destroy();
-    }
+    gpu().inspect(|g| g.device.destroy());
 }
 
-/// Benchmark hook (scripts/bench-browser.mjs): the loaded GPU model's decode kernels, fused
-/// epilogues/norms on or off and the kernel of few-row matmuls ("gemv" or "naive").
+/// Benchmark hook (scripts/bench-browser.mjs): the GPU model's decode kernels (Session::set_gpu_kernels).
 #[wasm_bindgen]
 pub fn set_gpu_kernels(fused: bool, few_rows: &str) -> Result<(), JsValue> {
-    use crate::gpu::matmul::MatmulKind;
-    let kind = match few_rows {
-        "gemv" => MatmulKind::Gemv,
-        "naive" => MatmulKind::Naive,
-        other => return Err(err(format!("few_rows must be \"gemv\" or \"naive\", got {other:?}"))),
-    };
-    let s = session();
-    let mut s = s.try_borrow_mut().map_err(|_| err("busy"))?;
-    let b = s.as_mut().and_then(|s| s.gpu_backend()).ok_or_else(|| err("no model is loaded on the GPU"))?;
-    (b.fused, b.small_matmul_kind) = (fused, kind);
-    Ok(())
+    with(|s| s.set_gpu_kernels(fused, few_rows))
 }

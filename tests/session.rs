@@ -198,3 +198,15 @@ fn the_card_and_the_tokens_of_a_shipped_model() {
     assert!(s.is_special(BOS_ID));
     assert_eq!(s.decode(&[BOS_ID]).unwrap(), "");
 }
+
+#[test]
+fn the_bpe_workbench_is_bounded_and_steps_through_every_merge() {
+    use tinyformer::session::{bpe_workbench, BPE_MAX_SENTENCE_CHARS, BPE_MAX_VOCAB};
+    let w = bpe_workbench("low lower lowest low low", 30, "lowest").unwrap();
+    assert_eq!(w.steps.len(), w.merges.len() + 1);
+    assert_eq!(w.steps.last().unwrap().concat().replace("</w>", ""), "lowest");
+    assert!(bpe_workbench("  ", 30, "a").unwrap_err().to_string().contains("paste some text"));
+    assert!(bpe_workbench("a b", BPE_MAX_VOCAB + 1, "a").unwrap_err().to_string().contains("between 1 and 5000"));
+    let long = "y".repeat(BPE_MAX_SENTENCE_CHARS + 1);
+    assert!(bpe_workbench("a b", 50, &long).unwrap_err().to_string().contains("limited to 200 characters"));
+}
