@@ -89,13 +89,15 @@ fn borrow(s: &Slot) -> Result<std::cell::RefMut<'_, Option<Session>>, JsValue> {
 /// Runs `f` on the loaded session, or says why it cannot (busy, or no model).
 fn with<T>(f: impl FnOnce(&mut Session) -> crate::Result<T>) -> Result<T, JsValue> {
     let slot = SESSION.with(Rc::clone);
-    f(borrow(&slot)?.as_mut().ok_or_else(|| err("no model is loaded"))?).map_err(err)
+    let mut guard = borrow(&slot)?;
+    f(guard.as_mut().ok_or_else(|| err("no model is loaded"))?).map_err(err)
 }
 
 /// [`with`] for the calls that wait on the GPU: the session stays borrowed (busy) until they end.
 async fn with_async<T>(f: impl AsyncFnOnce(&mut Session) -> crate::Result<T>) -> Result<T, JsValue> {
     let slot = SESSION.with(Rc::clone);
-    f(borrow(&slot)?.as_mut().ok_or_else(|| err("no model is loaded"))?).await.map_err(err)
+    let mut guard = borrow(&slot)?;
+    f(guard.as_mut().ok_or_else(|| err("no model is loaded"))?).await.map_err(err)
 }
 
 fn gpu() -> Option<Arc<Gpu>> {
