@@ -11,6 +11,7 @@ pub mod model;
 pub mod ops;
 pub mod rng;
 pub mod selftest;
+pub mod session;
 pub mod tokenizer;
 
 #[cfg(target_arch = "wasm32")]

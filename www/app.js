@@ -1,5 +1,8 @@
-// The page's UI state and what to ask the core when. The core runs in a Web Worker (www/worker.js, through
-// www/core.js); views (www/views/*.js) only draw what they are given.
+// The controller: what to ask the core when, around the one state object (www/state.js). The core runs in a
+// Web Worker (www/worker.js, through www/core.js); views (www/views/*.js) own their DOM and only draw what they
+// are given; www/prompt.js reads the prompt (through the Generate view, which owns the prompt box) and
+// www/analysis.js wires the analysis pass to the views. The model's rules (token ids and the vocabulary,
+// context limits, the decoder's start, candidate probabilities) are the core's (src/session.rs).
 //
 // Flow: open -> init the core (WebGPU or the CPU fallback) -> read www/models.json -> load the default model
 // (fetch with progress) -> tokenize + forward() the prompt (tokens, attention, masks, experts, next token).
@@ -24,11 +27,14 @@ import { createGenerateView } from './views/generate.js';
 import { createTokensView } from './views/tokens.js';
 import { createBpeView } from './views/bpe.js';
 import { createAttentionView } from './views/attention.js';
-import { createNextTokenView, candidateProbs } from './views/nexttoken.js';
+import { createNextTokenView } from './views/nexttoken.js';
 import { createExpertsView } from './views/experts.js';
 import { createInspectView } from './views/inspect.js';
 import { loadOnFasterPath, speedSummary, kvNote } from './speed.js';
 import { endNote } from './context.js';
+import { state } from './state.js';
+import { createPrompt } from './prompt.js';
+import { createAnalysis } from './analysis.js';
 
 const params = new URLSearchParams(location.search);
 const NO_GPU = params.get('nogpu') === '1';
@@ -37,8 +43,6 @@ const NO_MODEL = params.get('nomodel') === '1';
 const MODEL_OVERRIDE = params.get('model');
 const BACKEND_PARAM = params.get('backend');
 const MAX_FILE_BYTES = 256 * 1024 * 1024;
-const BOS_ID = 1; // the encoder-decoder's decoder starts from BOS
-const MAX_MASK_TOKENS = 40; // the current input's masks are tables: draw at most this many tokens
 
 if (NO_GPU) {
   try {
@@ -48,23 +52,6 @@ if (NO_GPU) {
 }
 
 const $ = (id) => document.getElementById(id);
-
-// ---------------------------------------------------------------------------------------------------------
-// State
-
-const state = {
-  core: null,           // {version, gpu, hasNavigatorGpu} from the worker's 'init'
-  selftestRunning: false,
-  manifest: [],
-  model: null,          // {card, meta: {id, name, description, source}, bytes: ArrayBuffer}
-  loading: false,
-  loadingMeta: null,    // the model a 'load' call is loading now (named if the worker dies meanwhile)
-  promptTouched: false, // the user typed in the prompt box: a model switch must not replace it
-  run: null,            // the last generation: {src, ids, gen: [id], pieces, tops, stopped, done}
-  step: null,           // selected generation step
-  analysis: null,       // the last forward() and its labels
-  speed: {},            // model id -> the probe's {gpu, cpu, errors} (measured once per model and page)
-};
 
 let coreReady = null; // Promise of the init result
 
@@ -130,35 +117,39 @@ const gen = createGenerateView({
   errorEl: $('gen-error'),
   kvBox: $('gen-kv'),
   slideBox: $('gen-slide'),
+  kvNote: $('gen-kv-note'),
   endEl: $('gen-end'),
   onStart: () => generate(),
   onStop: () => stop(),
-  onSelectStep: (s) => selectStep(s),
+  onSelectStep: (s) => analysis.selectStep(s),
   onPromptInput: () => {
     state.promptTouched = true;
-    scheduleAnalysis();
+    analysis.schedule();
   },
+  onSamplingInput: () => analysis.refreshNextToken(),
+  onKvInput: () => showKvNote(),
 });
 const tokens = createTokensView($('tokens-root'));
 createBpeView($('bpe-root'), { request: (args) => core.call('bpe', args) });
-const attention = createAttentionView($('attention-root'), { onSelectStep: (s) => selectStep(s) });
+const attention = createAttentionView($('attention-root'), { onSelectStep: (s) => analysis.selectStep(s) });
 const nextView = createNextTokenView($('next-root'));
 const experts = createExpertsView($('experts-root'));
 const inspectView = createInspectView($('inspect-root'), { call: (type, args) => core.call(type, args) });
-for (const id of ['gen-temperature', 'gen-top-k', 'gen-top-p']) $(id).addEventListener('input', () => refreshNextToken());
+const prompt = createPrompt({ gen, call: (type, args) => core.call(type, args) });
+const analysis = createAnalysis({
+  views: { tokens, attention, nextView, experts, masks, inspectView, gen },
+  prompt,
+  call: (type, args) => core.call(type, args),
+  onPromptLength: () => showKvNote(),
+});
 // Auto (the faster path, measured), WebGPU or the CPU path: the same model is loaded again where asked.
 if (['gpu', 'cpu'].includes(BACKEND_PARAM)) $('model-backend').value = BACKEND_PARAM;
 $('model-backend').addEventListener('change', () => {
   if (state.model) loadBytes(state.model.bytes, state.model.meta, { switchBackend: true });
 });
-// Without the KV cache every token re-runs the whole sequence: say so, with the cost for the current numbers.
-for (const id of ['gen-kv', 'gen-max', 'prompt']) $(id).addEventListener('input', () => showKvNote());
-$('gen-kv').addEventListener('change', () => showKvNote());
 
 // ---------------------------------------------------------------------------------------------------------
 // The worker
-
-const PROMPT_KEY = 'tinyformer.prompt';
 
 /** The GPU device is gone: say so, and offer a reload that brings the prompt back. */
 function gpuLost(message) {
@@ -171,7 +162,7 @@ function gpuLost(message) {
   reload.id = 'gpu-lost-reload';
   reload.textContent = 'Reload the page';
   reload.addEventListener('click', () => {
-    try { sessionStorage.setItem(PROMPT_KEY, document.getElementById('prompt')?.value ?? ''); } catch { /* storage off */ }
+    prompt.saveForReload();
     location.reload();
   });
   noticeEl.append(reload);
@@ -183,7 +174,8 @@ const crashGuard = new CrashGuard();
 
 // Calls that run the model: a crash during one of these is the model's. The BPE workbench, the masks and
 // the self-test do not touch it, so a crash there reloads the model as before.
-const MODEL_ACTIONS = new Set(['load', 'describe', 'tokenize', 'decode', 'token_strings', 'forward', 'generate']);
+const MODEL_ACTIONS = new Set(['load', 'describe', 'tokenize', 'prompt', 'window', 'candidates', 'decode', 'token_strings', 'forward',
+  'generate']);
 
 /** The model involved when the worker died during `action`, and whether it may be loaded again. */
 function crashCulprit(action) {
@@ -382,32 +374,15 @@ async function loadBytes(bytes, meta, { reload = false, switchBackend = false } 
   const isEncDec = card.arch === 'encoder_decoder';
   gen.setMode(isEncDec ? 'source' : card.tokenizer ? 'text' : 'ids');
   if (!reload && !switchBackend) {
-    // A prompt saved by "Reload the page" after a lost GPU device comes back here.
-    let saved = null;
-    try {
-      saved = sessionStorage.getItem(PROMPT_KEY);
-      sessionStorage.removeItem(PROMPT_KEY);
-    } catch { /* storage off */ }
-    if (saved !== null) {
-      $('prompt').value = saved;
-      state.promptTouched = true;
-    }
-    const promptEl = $('prompt');
-    const untouched = !state.promptTouched || promptEl.value.trim() === '';
-    if (untouched || (previous && promptEl.value === previous.meta.prompt)) {
-      promptEl.value = meta.prompt ?? (card.tokenizer ? '' : '1 5 9 13');
-      state.promptTouched = false;
-    }
-    // A prompt that suits the model kind when the user never typed one.
-    if (!card.tokenizer && !/^[\d\s,]*$/.test(promptEl.value) && !state.promptTouched) promptEl.value = '1 5 9 13';
-    applySampling(meta.sampling, previous?.meta.sampling);
+    prompt.chooseFor(card, meta, previous); // a prompt saved by "Reload the page" after a lost GPU comes back here
+    gen.applySampling(meta.sampling, previous?.meta.sampling);
     state.run = null;
     state.step = null;
   }
   gen.setReady(true);
   showKvNote();
   if (!reload) clearStaleErrors(); // a reload after a worker restart keeps the lines that say what happened
-  await analyze();
+  await analysis.analyze();
 }
 
 /** After a success (a model loaded, a generation done), the error lines of earlier failures are out of date. */
@@ -431,250 +406,9 @@ async function loadOnBestPath(bytes, meta, gpuOk) {
 
 /** The KV-cache note under Generate: why uncached generation is slow, with the cost for the current prompt. */
 function showKvNote() {
-  const el = $('gen-kv-note');
   const card = state.model?.card;
-  const note = card && !$('gen-kv').checked
-    ? kvNote(card, { promptLen: state.lastPromptLen ?? 0, maxNew: Number($('gen-max').value) || 0, sliding: $('gen-slide').checked })
-    : null;
-  el.hidden = !note;
-  if (!note) return;
-  el.dataset.cached = String(note.cached);
-  el.dataset.uncached = String(note.uncached);
-  el.textContent = note.text;
-}
-
-// A model may suggest sampling settings (the date model: greedy, 12 tokens). Switching back to a model that
-// suggests none restores what the controls held before.
-const SAMPLING_INPUTS = { temperature: 'gen-temperature', top_k: 'gen-top-k', top_p: 'gen-top-p', seed: 'gen-seed', max_new_tokens: 'gen-max' };
-let savedSampling = null;
-function applySampling(suggested, previousSuggested) {
-  if (suggested) {
-    if (!previousSuggested) savedSampling = Object.fromEntries(Object.entries(SAMPLING_INPUTS).map(([k, id]) => [k, $(id).value]));
-    for (const [k, v] of Object.entries(suggested)) if (SAMPLING_INPUTS[k]) $(SAMPLING_INPUTS[k]).value = String(v);
-  } else if (previousSuggested && savedSampling) {
-    for (const [k, v] of Object.entries(savedSampling)) $(SAMPLING_INPUTS[k]).value = v;
-    savedSampling = null;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Prompt -> ids, and the analysis (forward) of the current sequence
-
-function visible(s) {
-  return String(s).replace(/ /g, '·').replace(/\n/g, '⏎');
-}
-
-/** The prompt box as token ids: {ids, tok (for the Tokens view)} or {error}. */
-async function encodePrompt() {
-  const text = $('prompt').value;
-  const card = state.model.card;
-  if (!card.tokenizer) {
-    const parts = text.split(/[\s,]+/).filter(Boolean);
-    const ids = parts.map(Number);
-    const bad = parts.find((p, i) => !Number.isInteger(ids[i]) || ids[i] < 0);
-    if (bad !== undefined) return { error: `"${bad}" is not a token id: this checkpoint has no tokenizer, so type ids like 1 5 9.` };
-    const limit = card.src_vocab_size ?? card.vocab_size;
-    const over = ids.find((i) => i >= limit);
-    if (over !== undefined) return { error: `Token id ${over} is outside the vocabulary (0 to ${limit - 1}).` };
-    const pieces = ids.length ? await core.call('token_strings', { ids }) : [];
-    return { ids, tok: { kind: 'ids', ids, pieces } };
-  }
-  const tok = await core.call('tokenize', { text });
-  return { ids: tok.ids, tok };
-}
-
-let analysisTimer = null;
-let analysisSeq = 0;
-
-function scheduleAnalysis() {
-  clearTimeout(analysisTimer);
-  analysisTimer = setTimeout(() => analyze(), 350);
-}
-
-/** Tokenizes the prompt and runs forward() on it (no generation shown). */
-async function analyze() {
-  clearTimeout(analysisTimer);
-  if (!state.model || gen.running) return;
-  const mine = ++analysisSeq;
-  const card = state.model.card;
-  let enc;
-  try {
-    enc = await encodePrompt();
-  } catch (err) {
-    if (mine === analysisSeq && !(err instanceof WorkerDiedError)) tokens.showError(err.message);
-    return;
-  }
-  if (mine !== analysisSeq) return;
-  if (enc.error) {
-    tokens.showError(enc.error);
-    return;
-  }
-  tokens.show(enc.tok, $('prompt').value, { title: card.arch === 'encoder_decoder' ? 'Source' : 'Prompt' });
-  if (!enc.ids.length) {
-    clearAnalysis('Type a prompt to see the model\u2019s attention, masks and next-token candidates.');
-    return;
-  }
-  state.lastPromptLen = enc.ids.length;
-  showKvNote();
-  if (card.arch === 'encoder_decoder' && enc.ids.length > card.context) {
-    clearAnalysis(`The source has ${enc.ids.length} tokens but the model\u2019s context is ${card.context}: shorten it.`);
-    return;
-  }
-  state.run = null;
-  state.step = null;
-  await runAnalysis({ src: enc.ids, srcPieces: enc.tok.pieces, gen: [], genPieces: [], tops: [] }, mine);
-}
-
-function clearAnalysis(message) {
-  state.analysis = null;
-  attention.clear(message);
-  nextView.clear(message);
-  experts.clear(state.model?.card.experts ? message : 'This model has no experts: every token goes through the same feed-forward network.');
-  masks.clearInput(message);
-  inspectView.clear(message);
-}
-
-/**
- * forward() over the prompt and what was generated after it, then every view.
- * seq: {src: prompt/source ids, srcPieces, gen: generated ids, genPieces, tops: per-step candidates}
- */
-async function runAnalysis(seq, mine = ++analysisSeq) {
-  const card = state.model.card;
-  const isEncDec = card.arch === 'encoder_decoder';
-  let result;
-  let labels;
-  let ids;
-  let tgt;
-  let offset = 0;     // tokens of the sequence before the analysed window
-  let windowNote = '';
-  try {
-    if (isEncDec) {
-      ids = seq.src;
-      tgt = [BOS_ID, ...seq.gen].slice(0, card.context);
-      const [bos] = await core.call('token_strings', { ids: [BOS_ID] });
-      const tgtPieces = [bos, ...seq.genPieces].map(visible);
-      const srcPieces = seq.srcPieces.map(visible);
-      labels = {
-        encoder: { rows: srcPieces, cols: srcPieces },
-        decoder: { rows: tgtPieces, cols: tgtPieces },
-        cross: { rows: tgtPieces, cols: srcPieces },
-      };
-    } else {
-      // Past the context (a sliding window), the analysis covers the newest tokens that fit: what the model
-      // read at the last step.
-      const all = [...seq.src, ...seq.gen];
-      offset = Math.max(0, all.length - card.context);
-      ids = all.slice(offset);
-      const pieces = [...seq.srcPieces, ...seq.genPieces].slice(offset).map(visible);
-      labels = { decoder: { rows: pieces, cols: pieces } };
-      if (offset > 0) {
-        windowNote = `The sequence has ${all.length} tokens but the model\u2019s context is ${card.context}: these maps cover ` +
-          `tokens ${offset} to ${all.length - 1}, the newest that fit (what the model reads for the next token); the first ${offset} ` +
-          `do not fit${seq.gen.length ? ' and were forgotten by the sliding window' : ' (Generate refuses them unless the window slides)'}.`;
-      }
-    }
-    result = await core.call('forward', { ids, tgt });
-  } catch (err) {
-    if (mine === analysisSeq && !(err instanceof WorkerDiedError)) clearAnalysis(`The forward pass failed: ${err.message}`);
-    return;
-  }
-  if (mine !== analysisSeq) return;
-  // The query row whose output chose generated token s.
-  const startLen = isEncDec ? 1 : seq.src.length;
-  state.analysis = { seq, result, labels, stepRow: (s) => startLen + s - 1 - offset, isEncDec, offset, windowNote, ids, tgt };
-  await renderAnalysis();
-}
-
-// Each view in its own task, so that no single task holds the main thread for long.
-const nextTask = () => new Promise((r) => setTimeout(r, 0));
-
-async function renderAnalysis() {
-  const a = state.analysis;
-  if (!a) return;
-  const card = state.model.card;
-  attention.show({
-    maps: a.result.attention, masks: a.result.masks, labels: a.labels,
-    heads: card.heads, kvHeads: card.kv_heads, model: state.model.meta.id,
-    steps: a.seq.genPieces.map(visible), stepRow: a.stepRow, note: a.windowNote,
-  });
-  if (state.step != null) attention.setStep(state.step);
-  await nextTask();
-  refreshExperts();
-  await nextTask();
-  refreshNextToken();
-  await nextTask();
-  masks.showInput({ masks: cropMasks(a.result.masks), labels: a.labels });
-  inspectView.setInput({ ids: a.ids, tgt: a.tgt, card });
-}
-
-function cropMasks(ms) {
-  const out = {};
-  for (const [k, m] of Object.entries(ms ?? {})) {
-    if (m.rows <= MAX_MASK_TOKENS && m.cols <= MAX_MASK_TOKENS) {
-      out[k] = m;
-      continue;
-    }
-    const rows = Math.min(m.rows, MAX_MASK_TOKENS);
-    const cols = Math.min(m.cols, MAX_MASK_TOKENS);
-    const data = new Float32Array(rows * cols);
-    for (let i = 0; i < rows; i++) data.set(m.data.subarray(i * m.cols, i * m.cols + cols), i * cols);
-    out[k] = { rows, cols, data, cropped: true };
-  }
-  return out;
-}
-
-function refreshExperts() {
-  const a = state.analysis;
-  if (!a) return;
-  if (!a.result.moe?.length) {
-    experts.clear('This model has no experts: every token goes through the same feed-forward network.');
-    return;
-  }
-  experts.show({ moe: a.result.moe, labels: a.labels.decoder.rows }, state.step != null ? a.stepRow(state.step) : null);
-}
-
-async function refreshNextToken() {
-  const a = state.analysis;
-  const run = state.run;
-  if (state.step != null && run?.tops?.[state.step]) {
-    const s = state.step;
-    const w = run.windows?.[s] ?? 0;
-    nextView.show(run.tops[s].map((c) => ({ ...c, piece: visible(c.piece) })), {
-      title: `Step ${s}: the candidates the sampler saw (after temperature, top-k and top-p); it chose ${JSON.stringify(visible(run.pieces[s]))}.` +
-        (w > 0 ? ` The model read tokens ${w} to ${run.src.length + s - 1} (the sliding window).` : ''),
-      chosen: run.gen[s],
-    });
-    return;
-  }
-  if (!a) return;
-  const opts = gen.sampling();
-  if (!opts) return;
-  const lg = a.result.logits;
-  const row = lg.rows - 1;
-  const probs = candidateProbs(lg.data.subarray(row * lg.cols, (row + 1) * lg.cols), opts);
-  const order = Array.from(probs.keys()).sort((x, y) => probs[y] - probs[x] || x - y).slice(0, 10);
-  let pieces;
-  try {
-    pieces = await core.call('token_strings', { ids: order });
-  } catch {
-    return;
-  }
-  if (state.analysis !== a || (state.step != null && state.run?.tops?.[state.step])) return;
-  const last = a.labels.decoder.rows[row] ?? '';
-  nextView.show(order.map((id, i) => ({ id, p: probs[id], piece: visible(pieces[i]) })), {
-    title: `After ${JSON.stringify(last)} (position ${row + (a.offset ?? 0)}${a.offset ? `; the model reads tokens ${a.offset} to ${a.offset + row}` : ''}), with temperature ${opts.temperature}, top-k ${opts.top_k}, top-p ${opts.top_p}` +
-      `${opts.temperature === 0 ? ' (temperature 0 = greedy: plain softmax, the top one is always chosen)' : ''}.`,
-  });
-}
-
-function selectStep(s) {
-  state.step = s;
-  gen.select(s);
-  attention.setStep(s);
-  refreshNextToken();
-  const a = state.analysis;
-  if (a?.result.moe?.length) experts.setFocus(s != null ? a.stepRow(s) : null);
-  document.body.dataset.step = s == null ? '' : String(s);
+  const { kvCache, sliding, maxNew } = gen.cacheSettings();
+  gen.showKvNote(card && !kvCache ? kvNote(card, { promptLen: state.lastPromptLen ?? 0, maxNew, sliding }) : null);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -694,44 +428,41 @@ async function runGeneration({ keepLast = false } = {}) {
   const { opts, error } = gen.readOptions();
   if (error) return gen.showError(error);
   if (keepLast) {
-    $('gen-slide').checked = true;
+    gen.setSlidingWindow(true);
     opts.sliding_window = true;
   }
   const card = state.model.card;
   const isEncDec = card.arch === 'encoder_decoder';
   let enc;
   try {
-    enc = await encodePrompt();
+    enc = await prompt.encode();
   } catch (err) {
     return gen.showError(err.message);
   }
-  if (enc.error) return gen.showError(enc.error);
   if (!enc.ids.length) return gen.showError(isEncDec ? 'Type a date (or any sentence) to translate first.' : 'Type a prompt first.');
-  if (!isEncDec && enc.ids.length >= card.context && !opts.sliding_window) {
-    const keep = card.context - 1;
-    return gen.showError(`The prompt has ${enc.ids.length} tokens and the model\u2019s context is ${card.context}: ` +
+  if (!enc.fits) {
+    return gen.showError(`The source has ${enc.ids.length} tokens but the model\u2019s context is ${enc.context}.`);
+  }
+  if (!enc.room && !opts.sliding_window) {
+    return gen.showError(`The prompt has ${enc.ids.length} tokens and the model\u2019s context is ${enc.context}: ` +
       'there is no room for a new token. Shorten the prompt, or', {
       id: 'gen-keep-last',
-      label: `Keep the last ${keep} tokens`,
+      label: `Keep the last ${enc.keep_last} tokens`,
       onClick: () => generate({ keepLast: true }),
     });
   }
-  if (isEncDec && enc.ids.length > card.context) {
-    return gen.showError(`The source has ${enc.ids.length} tokens but the model\u2019s context is ${card.context}.`);
-  }
-  tokens.show(enc.tok, $('prompt').value, { title: isEncDec ? 'Source' : 'Prompt' });
-  clearTimeout(analysisTimer);
-  analysisSeq++; // an analysis still in flight must not draw over the generation
+  const promptText = prompt.text();
+  tokens.show(enc, promptText, { title: isEncDec ? 'Source' : 'Prompt' });
+  analysis.cancel(); // an analysis still in flight must not draw over the generation
   const run = {
-    src: enc.ids, srcPieces: enc.tok.pieces, promptCut: 0, gen: [], pieces: [], texts: [], tops: [], windows: [],
+    src: enc.ids, srcPieces: enc.pieces, promptCut: 0, gen: [], pieces: [], texts: [], tops: [], windows: [],
     stopped: false, reason: null,
   };
   state.run = run;
   state.step = null;
   state.analysis = null; // the views wait for this run's analysis: nothing stale is drawn or selected
   document.body.dataset.step = '';
-  analysingViews('Generating\u2026 this view shows every step once the generation ends and its analysis lands.', 'generating');
-  const promptText = $('prompt').value;
+  analysis.wait('Generating\u2026 this view shows every step once the generation ends and its analysis lands.', 'generating');
   gen.begin({ promptText, isSource: isEncDec });
   const t0 = performance.now();
   let tFirst = null;
@@ -743,8 +474,8 @@ async function runGeneration({ keepLast = false } = {}) {
           // The sliding window cut the prompt to its newest tokens: the model never reads the others.
           run.promptCut = enc.ids.length - ev.ids.length;
           run.src = enc.ids.slice(run.promptCut);
-          run.srcPieces = enc.tok.pieces.slice(run.promptCut);
-          tokens.show(enc.tok, promptText, { title: 'Prompt', cut: run.promptCut });
+          run.srcPieces = enc.pieces.slice(run.promptCut);
+          tokens.show(enc, promptText, { title: 'Prompt', cut: run.promptCut });
         }
         if (ev.kind !== 'token') return;
         const now = performance.now();
@@ -770,7 +501,7 @@ async function runGeneration({ keepLast = false } = {}) {
     gen.showError(err instanceof WorkerDiedError
       ? `The compute worker stopped during generation (${err.reason}). It was restarted; your prompt is kept.`
       : `Generation failed: ${err.message}`);
-    analyze();
+    analysis.analyze();
     return;
   }
   run.stopped = result.stopped;
@@ -782,7 +513,7 @@ async function runGeneration({ keepLast = false } = {}) {
     } catch { /* keep the streamed text */ }
   }
   const n = run.gen.length;
-  if (n > 0) analysingViews(`Analysing the ${n} generated token${n === 1 ? '' : 's'}\u2026 (one forward pass over the whole sequence)`, 'analysing');
+  if (n > 0) analysis.wait(`Analysing the ${n} generated token${n === 1 ? '' : 's'}\u2026 (one forward pass over the whole sequence)`, 'analysing');
   gen.finish({ state: result.stopped ? 'stopped' : 'done', text, reason: run.reason, note: endNote(run, card.context) });
   clearStaleErrors();
   const total = (performance.now() - t0) / 1000;
@@ -794,21 +525,9 @@ async function runGeneration({ keepLast = false } = {}) {
     kvCache: opts.kv_cache,
   });
   if (n > 0) {
-    await runAnalysis({ src: run.src, srcPieces: run.srcPieces, gen: run.gen, genPieces: run.pieces, tops: run.tops });
+    await analysis.run({ src: run.src, srcPieces: run.srcPieces, gen: run.gen, genPieces: run.pieces, tops: run.tops });
   } else {
-    await analyze();
-  }
-}
-
-/** Attention, Next token and Experts wait for the analysis of a generation (state: 'generating' | 'analysing'). */
-function analysingViews(message, stateName) {
-  attention.wait(message, stateName);
-  experts.wait(state.model?.card.experts ? message : null, stateName);
-  // A selected step shows the candidates the sampler reported while streaming: those stay.
-  if (!(state.step != null && state.run?.tops?.[state.step])) {
-    nextView.wait(stateName === 'generating'
-      ? 'Generating\u2026 click a generated token to see the candidates the sampler saw at that step.'
-      : message, stateName);
+    await analysis.analyze();
   }
 }
 

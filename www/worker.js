@@ -4,7 +4,8 @@
 // Protocol (structured clone):
 //   app -> worker  {id, type, ...args}
 //     type: 'init' | 'masks' | 'bpe' | 'crash' | 'stop'                       (answered at once)
-//           'selftest' | 'load' | 'describe' | 'tokenize' | 'decode' | 'token_strings' | 'forward' | 'generate' | 'probe' | 'inspect' | 'generate_ablated'
+//           'selftest' | 'load' | 'describe' | 'tokenize' | 'prompt' | 'window' | 'candidates' | 'decode' |
+//           'token_strings' | 'forward' | 'generate' | 'probe' | 'inspect' | 'generate_ablated'
 //                                                              (model calls: queued, run one at a time)
 //   worker -> app  {id, ok: true, result}  or  {id, ok: false, error: string, fatal?: true}
 //   worker -> app  {id, event}  streaming events of a running request ('generate': one per token)
@@ -125,7 +126,7 @@ const handlers = {
   },
 };
 
-// The core's limits for bpe_workbench (src/wasm.rs): training text in UTF-8 bytes, sentence in characters.
+// The core's limits for bpe_workbench (src/session.rs): training text in UTF-8 bytes, sentence in characters.
 const BPE_LIMITS = { textBytes: 1 << 20, sentenceChars: 200 };
 
 function checkBpeInputs(text, sentence) {
@@ -167,6 +168,19 @@ const modelHandlers = {
   },
   async tokenize({ text }) {
     return (await loadCore()).tokenize(text);
+  },
+  // The prompt box as the model's input (src/session.rs Prompt): {kind, ids, pieces, spans?, unknown?, context,
+  // fits, room, keep_last}; ids typed by hand are parsed and checked against the vocabulary by the core.
+  async prompt({ text }) {
+    return (await loadCore()).prompt(text);
+  },
+  // What one analysis pass reads after the prompt `src` and the generated `gen`: {ids, tgt, offset, start_len}.
+  async window({ src, gen }) {
+    return (await loadCore()).window(Uint32Array.from(src), Uint32Array.from(gen ?? []));
+  },
+  // The n most likely next tokens after one row of logits, with the sampler's probabilities: [{id, p, piece}].
+  async candidates({ logits, opts, n }) {
+    return (await loadCore()).candidates(Float32Array.from(logits), opts, n);
   },
   async decode({ ids }) {
     return (await loadCore()).decode(Uint32Array.from(ids));

@@ -1,11 +1,14 @@
 //! The command line, declared once with clap's derive: the help text, typed values and conflicts
 //! (`--greedy` vs `--temperature`) all come from these structs. Values are checked here, before any
 //! model is read: numbers parse or the command fails, ranges and combinations are checked by
-//! `GenerateArgs::sampling` and the subcommands' own `validate`.
+//! `GenerateArgs::sampling` (over the session core's checks) and the subcommands' own `validate`.
+//! Groups that several commands share (`SessionArgs`, `InputArgs`, `OutArgs`) are declared once and
+//! flattened into each.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::{quote, Result, TfError};
+use crate::session::Sampling;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -89,12 +92,20 @@ fn parse_budget(s: &str) -> std::result::Result<u64, String> {
     crate::model::memory::parse_bytes(s)
 }
 
+/// The model and where it runs: the start of every command that runs one.
 #[derive(Args, Debug)]
-pub struct ForwardArgs {
+pub struct SessionArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Gpu)]
+    pub backend: BackendChoice,
+}
+
+/// One input sequence: ids or text (the source of an encoder_decoder model), and the decoder input.
+#[derive(Args, Debug)]
+pub struct InputArgs {
     /// input token ids (the source for an encoder_decoder model)
-    #[arg(long, value_name = "3,1,4", value_parser = parse_ids, conflicts_with = "prompt", required_unless_present = "prompt")]
+    #[arg(long, value_name = "3,1,4", value_parser = parse_ids, conflicts_with = "prompt")]
     pub ids: Option<Ids>,
     /// input text, encoded with the checkpoint's tokenizer
     #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
@@ -102,17 +113,30 @@ pub struct ForwardArgs {
     /// encoder_decoder: the decoder input (default: BOS)
     #[arg(long, value_name = "1,5,9", value_parser = parse_ids)]
     pub tgt_ids: Option<Ids>,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Gpu)]
-    pub backend: BackendChoice,
+}
+
+/// Where the JSON goes.
+#[derive(Args, Debug)]
+pub struct OutArgs {
     /// write the JSON here instead of stdout
     #[arg(long, value_name = "FILE")]
     pub out: Option<String>,
 }
 
 #[derive(Args, Debug)]
+pub struct ForwardArgs {
+    #[command(flatten)]
+    pub session: SessionArgs,
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
+#[derive(Args, Debug)]
 pub struct GenerateArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub session: SessionArgs,
     /// the prompt's token ids (encoder_decoder: the decoder's start, default BOS)
     #[arg(long, value_name = "3,1,4", value_parser = parse_ids)]
     pub ids: Option<Ids>,
@@ -143,32 +167,17 @@ pub struct GenerateArgs {
     /// recompute every position at every step instead of caching keys and values
     #[arg(long)]
     pub no_kv_cache: bool,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Gpu)]
-    pub backend: BackendChoice,
-}
-
-/// What `GenerateArgs` asks of the sampler, after the checks.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Sampling {
-    pub temperature: f32,
-    pub top_k: u32,
-    pub top_p: f32,
 }
 
 impl GenerateArgs {
     /// The sampling parameters, or why the combination is wrong. No flag is dropped silently:
     /// top-k / top-p with a temperature of 0 (greedy) are reported, not ignored.
+    /// Ranges are the session core's check (session::Sampling::params), named by their flags here.
     pub fn sampling(&self) -> Result<Sampling> {
         let sampled = self.top_k.is_some() || self.top_p.is_some();
         let t = self.temperature.unwrap_or(if sampled { 1.0 } else { 0.0 });
-        if !(t >= 0.0 && t.is_finite()) {
-            return Err(TfError::Input(format!("--temperature must be a finite number >= 0, got {t}")));
-        }
-        if let Some(p) = self.top_p {
-            if !(p > 0.0 && p <= 1.0) {
-                return Err(TfError::Input(format!("--top-p must be in (0, 1], got {p}")));
-            }
-        }
+        let s = Sampling { temperature: t, top_k: self.top_k.unwrap_or(0), top_p: self.top_p.unwrap_or(1.0) };
+        s.params().map_err(|e| TfError::Input(format!("--{e}")))?;
         if t == 0.0 {
             let dropped: Vec<&str> =
                 [(self.top_k.is_some(), "--top-k"), (self.top_p.is_some(), "--top-p"), (self.seed.is_some(), "--seed")]
@@ -184,19 +193,17 @@ impl GenerateArgs {
                 )));
             }
         }
-        Ok(Sampling { temperature: t, top_k: self.top_k.unwrap_or(0), top_p: self.top_p.unwrap_or(1.0) })
+        Ok(s)
     }
 }
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub session: SessionArgs,
     /// the text (UTF-8) to score
     #[arg(long, value_name = "FILE")]
     pub text_file: String,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Gpu)]
-    pub backend: BackendChoice,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,18 +217,9 @@ pub enum AblateMode {
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
-    /// input token ids (the source for an encoder_decoder model)
-    #[arg(long, value_name = "3,1,4", value_parser = parse_ids, conflicts_with = "prompt")]
-    pub ids: Option<Ids>,
-    /// input text, encoded with the checkpoint's tokenizer
-    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
-    pub prompt: Option<String>,
-    /// encoder_decoder: the decoder input (default: BOS)
-    #[arg(long, value_name = "1,5,9", value_parser = parse_ids)]
-    pub tgt_ids: Option<Ids>,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Gpu)]
-    pub backend: BackendChoice,
+    pub session: SessionArgs,
+    #[command(flatten)]
+    pub input: InputArgs,
     /// heads to switch off, LAYER.HEAD pairs: 0.1,2.3
     #[arg(long, value_name = "L.H,L.H")]
     pub ablate: Option<String>,
@@ -243,9 +241,8 @@ pub struct InspectArgs {
     /// random seed of the induction test's tokens
     #[arg(long, value_name = "S", requires = "induction")]
     pub seed: Option<u64>,
-    /// write the JSON here instead of stdout
-    #[arg(long, value_name = "FILE")]
-    pub out: Option<String>,
+    #[command(flatten)]
+    pub out: OutArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -417,7 +414,7 @@ mod tests {
         assert_eq!(parse_ids("3,x").unwrap_err(), "\"x\" is not a valid token id (a non-negative integer)");
         assert!(parse_ids("4294967296").is_err());
         let g = generate(&["--memory-budget", "512MiB"]).unwrap();
-        assert_eq!(g.model.memory_budget, 512 << 20);
-        assert_eq!(generate(&[]).unwrap().model.memory_budget, 4 << 30);
+        assert_eq!(g.session.model.memory_budget, 512 << 20);
+        assert_eq!(generate(&[]).unwrap().session.model.memory_budget, 4 << 30);
     }
 }

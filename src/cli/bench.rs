@@ -1,9 +1,18 @@
 //! Benchmarks print JSON; ratios are measured in one run on one device.
 
-use crate::cli::args::BenchMatmulArgs;
-use crate::error::Result;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::cli::args::{BenchGenerateArgs, BenchMatmulArgs};
+use crate::cli::model_cmds::{budget, read_model_file};
+use crate::error::{Result, TfError};
 use crate::gpu::{matmul::MatmulKind, Gpu, Recorder};
+use crate::model::config::Arch;
+use crate::model::run::{GenConfig, BOS_ID};
+use crate::model::GpuBackend;
 use crate::rng::Rng;
+use crate::session::{Device, Session};
 
 fn time_ms(f: impl FnOnce() -> Result<()>) -> Result<f64> {
     let t = std::time::Instant::now();
@@ -80,4 +89,103 @@ pub fn matmul(a: &BenchMatmulArgs) -> Result<String> {
         "results": rows,
     });
     Ok(serde_json::to_string_pretty(&out).unwrap_or_default())
+}
+
+fn gpu_backend(s: &mut Session) -> Result<&mut GpuBackend> {
+    s.gpu_backend().ok_or_else(|| TfError::Gpu("the benchmark's model is not on the GPU".into()))
+}
+
+/// `tinyformer bench generate`: tokens/s of greedy generation: cached vs uncached, GPU sampling vs
+/// logits readback, fused vs unfused kernels, in one run.
+pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
+    a.validate()?;
+    let path = &a.model.model;
+    let bytes = read_model_file(&a.model)?;
+    let reps = a.reps;
+    let gpu = Arc::new(pollster::block_on(Gpu::new())?);
+    let mut s = pollster::block_on(Session::load(&Device::Gpu(gpu.clone()), &bytes, &budget(&a.model)))?;
+    let (arch, ctx, layers) = (s.config().arch, s.config().max_seq_len, s.config().num_layers);
+    let (start, src) = if arch == Arch::EncoderDecoder { (vec![BOS_ID], Some(vec![3u32; 8])) } else { (vec![1u32; 4], None) };
+    let room = ctx.checked_sub(start.len()).filter(|&r| r > 0).ok_or_else(|| {
+        TfError::Input(format!("the benchmark's prompt of {} tokens leaves no room in the model's context of {ctx} tokens", start.len()))
+    })?;
+    let n = a.tokens.min(room);
+    let mut results = serde_json::Map::new();
+    // (name, kv cache, GPU sampling, fused kernels, the kernel of few-row matmuls); the last two
+    // are the decode loop before issue 12: no fusion, and one thread per output.
+    let variants = [
+        ("cached_gpu_sampling", true, true, true, MatmulKind::Gemv),
+        ("uncached_gpu_sampling", false, true, true, MatmulKind::Gemv),
+        ("cached_logits_readback", true, false, true, MatmulKind::Gemv),
+        ("cached_unfused", true, true, false, MatmulKind::Gemv),
+        ("cached_unfused_naive", true, true, false, MatmulKind::Naive),
+    ];
+    // warm-up: pipelines' first use and buffer first-binding
+    pollster::block_on(s.generate(&start, src.as_deref(), GenConfig { max_new_tokens: 4.min(n), ..GenConfig::default() }))?;
+    // Repetitions outside, variants inside: on a shared machine every variant's best run is drawn
+    // from the same stretch of time.
+    let mut best = [f64::INFINITY; 5];
+    let mut produced = [0usize; 5];
+    for _ in 0..reps {
+        for (i, &(name, kv, gs, fused, small)) in variants.iter().enumerate() {
+            let b = gpu_backend(&mut s)?;
+            (b.fused, b.small_matmul_kind) = (fused, small);
+            let d0 = b.dispatches();
+            let t0 = std::time::Instant::now();
+            let cfg = GenConfig { max_new_tokens: n, kv_cache: kv, gpu_sampling: gs, ..GenConfig::default() };
+            let ids = pollster::block_on(s.generate(&start, src.as_deref(), cfg))?;
+            best[i] = best[i].min(t0.elapsed().as_secs_f64());
+            produced[i] = ids.len() - start.len();
+            let d = gpu_backend(&mut s)?.dispatches() - d0;
+            results.insert(format!("{name}_dispatches_per_token"), json!(d as f64 / produced[i].max(1) as f64));
+        }
+    }
+    for (i, &(name, ..)) in variants.iter().enumerate() {
+        results.insert(format!("{name}_tokens_per_second"), json!(produced[i] as f64 / best[i]));
+    }
+    // Prefill: a 128-token prompt (or the context less one) and one new token, vec4 tiled vs tiled.
+    if src.is_none() {
+        let prompt = vec![1u32; 128.min(ctx - 1)];
+        let mut prefill = |kind: MatmulKind| -> Result<f64> {
+            gpu_backend(&mut s)?.matmul_kind = kind;
+            let mut best = f64::INFINITY;
+            for _ in 0..reps {
+                let t0 = std::time::Instant::now();
+                pollster::block_on(s.generate(&prompt, None, GenConfig { max_new_tokens: 1, ..GenConfig::default() }))?;
+                best = best.min(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok(best)
+        };
+        let (t4, t1) = (prefill(MatmulKind::Tiled4)?, prefill(MatmulKind::Tiled)?);
+        gpu_backend(&mut s)?.matmul_kind = MatmulKind::Tiled4;
+        results.insert("prefill_tokens".into(), json!(prompt.len()));
+        results.insert("prefill_ms_tiled4".into(), json!(t4));
+        results.insert("prefill_ms_tiled".into(), json!(t1));
+    }
+    let b = gpu_backend(&mut s)?;
+    (b.fused, b.small_matmul_kind) = (true, MatmulKind::Gemv);
+    for k in ["cached_gpu_sampling", "cached_unfused_naive"] {
+        let d = results[&format!("{k}_dispatches_per_token")].as_f64().unwrap_or(0.0);
+        results.insert(format!("{k}_dispatches_per_layer"), json!((d / layers.max(1) as f64 * 100.0).round() / 100.0));
+    }
+    let tps = |k: &str| results[&format!("{k}_tokens_per_second")].as_f64().unwrap_or(0.0);
+    let fused_over_unfused = tps("cached_gpu_sampling") / tps("cached_unfused_naive").max(1e-12);
+    let cached_over_uncached = tps("cached_gpu_sampling") / tps("uncached_gpu_sampling").max(1e-12);
+    let gpu_over_readback = tps("cached_gpu_sampling") / tps("cached_logits_readback").max(1e-12);
+    Ok(serde_json::to_string_pretty(&json!({
+        "bench": "generate",
+        "model": path,
+        "arch": arch.as_str(),
+        "parameters": s.parameters(),
+        "adapter": gpu.summary.name,
+        "backend": gpu.summary.backend,
+        "new_tokens": n,
+        "reps": reps,
+        "results": results,
+        "cached_over_uncached": cached_over_uncached,
+        "gpu_sampling_over_logits_readback": gpu_over_readback,
+        "fused_gemv_over_unfused_naive": fused_over_unfused,
+        "layers": layers,
+    }))
+    .unwrap_or_default())
 }

@@ -1,12 +1,11 @@
 //! `tinyformer inspect`: the look-inside tools of model::inspect as JSON (issue 14).
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::cli::args::{AblateMode, InspectArgs};
-use crate::cli::model_cmds::{backend, budget, input_ids, read_model_file, Which};
+use crate::cli::model_cmds::{emit, input_ids, open};
 use crate::error::{Result, TfError};
 use crate::model::inspect::{parse_pairs, Ablation, AblationKind};
-use crate::model::{Backend, Model};
 
 /// The ablation the flags ask for, checked before the model is read.
 fn ablation(a: &InspectArgs) -> Result<Option<Ablation>> {
@@ -28,23 +27,23 @@ fn ablation(a: &InspectArgs) -> Result<Option<Ablation>> {
     Ok(ablation)
 }
 
-async fn inspect_with<B: Backend>(b: &mut B, bytes: &[u8], a: &InspectArgs, ablation: Option<Ablation>) -> Result<Value> {
-    let mut m = Model::load_within(b, bytes, &budget(&a.model))?;
-    let ids = input_ids(&m, &a.ids, &a.prompt)?;
-    let tgt: Option<Vec<u32>> = a.tgt_ids.as_ref().map(|t| t.0.clone());
-    let induction = a.induction;
-    let seed: u64 = a.seed.unwrap_or(0);
-    let v = match induction {
+pub fn inspect(a: &InspectArgs) -> Result<String> {
+    let ablation = ablation(a)?;
+    let mut s = open(&a.session)?;
+    let ids = input_ids(&s, &a.input.ids, &a.input.prompt)?;
+    let tgt: Option<Vec<u32>> = a.input.tgt_ids.as_ref().map(|t| t.0.clone());
+    let (arch, backend) = (s.config().arch.as_str(), s.backend());
+    let v = match a.induction {
         Some(n) => {
-            let r = m.induction_test(b, n, seed, ids.as_deref(), ablation.as_ref()).await?;
-            json!({"arch": m.cfg.arch.as_str(), "backend": b.kind(), "induction_test": r})
+            let r = pollster::block_on(s.induction_test(n, a.seed.unwrap_or(0), ids.as_deref(), ablation.as_ref()))?;
+            json!({"arch": arch, "backend": backend, "induction_test": r})
         }
         None => {
             let ids = ids.ok_or_else(|| TfError::Input("--ids 3,1,4 or --prompt TEXT is required (or --induction N)".into()))?;
-            let r = m.inspect(b, &ids, tgt.as_deref(), ablation.as_ref()).await?;
+            let r = pollster::block_on(s.inspect(&ids, tgt.as_deref(), ablation.as_ref()))?;
             let mut v = json!({
-                "arch": m.cfg.arch.as_str(),
-                "backend": b.kind(),
+                "arch": arch,
+                "backend": backend,
                 "ids": r.ids,
                 "logit_lens": r.logit_lens,
                 "logit_lens_mid": r.logit_lens_mid,
@@ -62,25 +61,5 @@ async fn inspect_with<B: Backend>(b: &mut B, bytes: &[u8], a: &InspectArgs, abla
             v
         }
     };
-    m.clear_ablation(b);
-    m.free(b);
-    Ok(v)
-}
-
-pub fn inspect(a: &InspectArgs) -> Result<String> {
-    let ablation = ablation(a)?;
-    let bytes = read_model_file(&a.model)?;
-    let v = match backend(a.backend)? {
-        Which::Gpu(mut b) => pollster::block_on(inspect_with(&mut b, &bytes, a, ablation))?,
-        Which::Cpu(mut b) => pollster::block_on(inspect_with(&mut b, &bytes, a, ablation))?,
-        Which::Reference(mut b) => pollster::block_on(inspect_with(&mut b, &bytes, a, ablation))?,
-    };
-    let s = serde_json::to_string(&v).unwrap_or_default();
-    match &a.out {
-        Some(f) => {
-            std::fs::write(f, s).map_err(|e| TfError::Input(format!("cannot write {}: {e}", crate::error::quote(f))))?;
-            Ok(String::new())
-        }
-        None => Ok(s),
-    }
+    emit(&v, &a.out)
 }

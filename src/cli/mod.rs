@@ -1,4 +1,5 @@
-//! The `tinyformer` command line: arguments (clap derive, src/cli/args.rs) and the subcommands.
+//! The `tinyformer` command line: arguments (clap derive, src/cli/args.rs) and the subcommands, a
+//! thin layer over the session core (src/session.rs).
 //! Native only. Every failure is one line: clap's errors are folded into one, files are checked
 //! before they are read, and sizes are bounded before anything is allocated.
 
@@ -41,7 +42,7 @@ where
         Command::Eval(a) => model_cmds::eval(&a),
         Command::Inspect(a) => inspect::inspect(&a),
         Command::Bench(BenchCommand::Matmul(a)) => bench::matmul(&a),
-        Command::Bench(BenchCommand::Generate(a)) => model_cmds::bench_generate(&a),
+        Command::Bench(BenchCommand::Generate(a)) => bench::generate(&a),
         Command::Tokenizer(t) => tok::run(&t),
         Command::Selftest => selftest(),
     }

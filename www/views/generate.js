@@ -3,6 +3,9 @@
 // box is white-space: pre-wrap); each generated token is an inline span with role="button" (focusable,
 // Enter or Space selects its step in the other views), never an inline-block that would swallow newlines.
 //
+// The view owns its form: the prompt box, the sampling controls and the KV-cache note. The controller asks
+// it for the prompt's text and the options, and never reaches into those elements itself.
+//
 // State for tests:
 //   #gen-output  data-state "idle" | "running" | "done" | "stopped" | "error"; data-run (how many generations
 //                started); data-count (tokens so far);
@@ -22,8 +25,11 @@ const FIELDS = [
   ['gen-max', 'max_new_tokens', 'Max new tokens', 'int'],
 ];
 
+// A model may suggest sampling settings (the date model: greedy, 12 tokens): these inputs take them.
+const SAMPLING_INPUTS = { temperature: 'gen-temperature', top_k: 'gen-top-k', top_p: 'gen-top-p', seed: 'gen-seed', max_new_tokens: 'gen-max' };
+
 export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBtn, stats, output, errorEl, kvBox,
-  slideBox, endEl, onStart, onStop, onSelectStep, onPromptInput }) {
+  slideBox, kvNote, endEl, onStart, onStop, onSelectStep, onPromptInput, onSamplingInput, onKvInput }) {
   let running = false;
   let ready = false;
   let selected = null;
@@ -39,7 +45,14 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
       if (!running && ready) onStart();
     }
   });
-  prompt.addEventListener('input', () => onPromptInput());
+  prompt.addEventListener('input', () => {
+    onPromptInput();
+    onKvInput();
+  });
+  for (const id of ['gen-temperature', 'gen-top-k', 'gen-top-p']) form.querySelector(`#${id}`).addEventListener('input', () => onSamplingInput());
+  for (const el of [kvBox, form.querySelector('#gen-max')]) el.addEventListener('input', () => onKvInput());
+  kvBox.addEventListener('change', () => onKvInput());
+  let savedSampling = null; // what the controls held before a model suggested its own settings
   stopBtn.addEventListener('click', () => onStop());
   output.addEventListener('click', (e) => {
     const b = e.target.closest('.tok');
@@ -65,6 +78,40 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
 
   return {
     get running() { return running; },
+
+    /** The prompt box's text. */
+    promptText() { return prompt.value; },
+
+    setPrompt(text) { prompt.value = text; },
+
+    /** Generation with a sliding window: checked by "Keep the last N tokens". */
+    setSlidingWindow(on) { slideBox.checked = on; },
+
+    /** What the KV-cache note needs: {kvCache, sliding, maxNew}. */
+    cacheSettings() {
+      return { kvCache: kvBox.checked, sliding: slideBox.checked, maxNew: Number(form.querySelector('#gen-max').value) || 0 };
+    },
+
+    /** The KV-cache note under the form: {text, cached, uncached} or null to hide it. */
+    showKvNote(note) {
+      kvNote.hidden = !note;
+      if (!note) return;
+      kvNote.dataset.cached = String(note.cached);
+      kvNote.dataset.uncached = String(note.uncached);
+      kvNote.textContent = note.text;
+    },
+
+    /** A model's suggested sampling settings; switching to a model that suggests none restores the controls. */
+    applySampling(suggested, previousSuggested) {
+      const input = (k) => form.querySelector(`#${SAMPLING_INPUTS[k]}`);
+      if (suggested) {
+        if (!previousSuggested) savedSampling = Object.fromEntries(Object.keys(SAMPLING_INPUTS).map((k) => [k, input(k).value]));
+        for (const [k, v] of Object.entries(suggested)) if (SAMPLING_INPUTS[k]) input(k).value = String(v);
+      } else if (previousSuggested && savedSampling) {
+        for (const [k, v] of Object.entries(savedSampling)) input(k).value = v;
+        savedSampling = null;
+      }
+    },
 
     setReady(isReady) {
       ready = isReady;
