@@ -235,7 +235,7 @@ pub async fn load_model(bytes: Vec<u8>, prefer_gpu: bool) -> Result<JsValue, JsV
         }
     };
     if let Some(old) = s.loaded.take() {
-        with_model!(old, |b, m| m.free(&b));
+        drop(old); // every buffer is destroyed as it drops
     }
     s.generation = None;
     s.file_size = bytes.len();
@@ -270,7 +270,7 @@ pub fn reset() -> Result<(), JsValue> {
     let mut s = s.try_borrow_mut().map_err(|_| busy())?;
     s.generation = None;
     if let Some(old) = s.loaded.take() {
-        with_model!(old, |b, m| m.free(&b));
+        drop(old); // every buffer is destroyed as it drops
     }
     Ok(())
 }

@@ -63,7 +63,6 @@ async fn inspect_with<B: Backend>(b: &mut B, bytes: &[u8], a: &InspectArgs, abla
         }
     };
     m.clear_ablation(b);
-    m.free(b);
     Ok(v)
 }
 

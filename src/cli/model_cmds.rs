@@ -110,7 +110,6 @@ async fn forward_with<B: Backend>(b: &mut B, bytes: &[u8], a: &ForwardArgs) -> R
     if !out.moe.is_empty() {
         v["moe"] = json!(out.moe);
     }
-    m.free(b);
     Ok(v)
 }
 
@@ -179,7 +178,6 @@ async fn generate_with<B: Backend>(b: &mut B, bytes: &[u8], a: &GenerateArgs, cf
     if let Ok(text) = m.decode_output(&ids) {
         v["text"] = json!(text);
     }
-    m.free(b);
     Ok(v)
 }
 
@@ -203,7 +201,6 @@ async fn eval_with<B: Backend>(b: &mut B, bytes: &[u8], text: &str, budget: &Bud
     // to the first token, which is not predicted). train/train.py uses the same convention.
     let chars = text.chars().count() as f64;
     let per_char = loss * n as f64 / chars.max(1.0);
-    m.free(b);
     Ok(
         json!({"tokens": ids.len(), "predicted_tokens": n, "chars": chars as u64, "chars_per_token": chars / ids.len() as f64, "total_nats": loss * n as f64, "loss_per_token": loss, "loss_per_char": per_char, "backend": b.kind()}),
     )
@@ -304,7 +301,6 @@ pub fn bench_generate(a: &BenchGenerateArgs) -> Result<String> {
     let fused_over_unfused = tps("cached_gpu_sampling") / tps("cached_unfused_naive").max(1e-12);
     let cached_over_uncached = tps("cached_gpu_sampling") / tps("uncached_gpu_sampling").max(1e-12);
     let gpu_over_readback = tps("cached_gpu_sampling") / tps("cached_logits_readback").max(1e-12);
-    m.free(&b);
     Ok(serde_json::to_string_pretty(&json!({
         "bench": "generate",
         "model": path,

@@ -68,6 +68,9 @@ impl Backend for FastCpuBackend {
     fn kind(&self) -> &'static str {
         "cpu"
     }
+    fn weight_copies(&self) -> crate::model::memory::WeightCopies {
+        crate::model::memory::WeightCopies::Panels(matmul::NR)
+    }
     fn tensor(&self, shape: &[usize], data: &[f32], label: &str) -> Result<FastTensor> {
         let n: usize = shape.iter().product();
         if n != data.len() {
@@ -285,7 +288,6 @@ impl Backend for FastCpuBackend {
         }
         Ok(out)
     }
-    fn free(&self, _t: &FastTensor) {}
     fn len(t: &FastTensor) -> usize {
         t.data.borrow().len()
     }

@@ -156,8 +156,10 @@ pub trait Backend {
     /// Several reads in one submission and one map (the browser pays a round trip per map):
     /// each request is (tensor, offset, count); results come back as raw 4-byte values.
     async fn read_batch(&mut self, reqs: &[(&Self::T, usize, usize)]) -> Result<Vec<Vec<u32>>>;
-    /// Frees a tensor's memory now (GPU buffers are destroyed; in the browser dropping is not enough).
-    fn free(&self, t: &Self::T);
+    /// Copies of the weights this backend keeps beside them, for the memory demand.
+    fn weight_copies(&self) -> crate::model::memory::WeightCopies {
+        crate::model::memory::WeightCopies::None
+    }
     fn len(t: &Self::T) -> usize;
 }
 
@@ -483,9 +485,6 @@ impl Backend for GpuBackend {
     async fn read_batch(&mut self, reqs: &[(&GpuTensor, usize, usize)]) -> Result<Vec<Vec<u32>>> {
         self.read_many(reqs).await
     }
-    fn free(&self, t: &GpuTensor) {
-        t.destroy();
-    }
     fn len(t: &GpuTensor) -> usize {
         t.len()
     }
@@ -768,7 +767,6 @@ impl Backend for CpuBackend {
         }
         Ok(out)
     }
-    fn free(&self, _t: &CpuTensor) {}
     fn len(t: &CpuTensor) -> usize {
         t.data.borrow().len()
     }

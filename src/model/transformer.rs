@@ -43,7 +43,8 @@ pub enum Logits {
 
 impl<B: Backend> Model<B> {
     /// Parses and validates a checkpoint (tokenizer included), then uploads it. On error nothing is
-    /// kept: tensors already uploaded are destroyed when they drop.
+    /// kept: tensors already uploaded are destroyed when they drop, and so is every buffer of a
+    /// model when it drops (`GpuTensor`'s Drop destroys its buffer, in the browser too).
     pub fn load(b: &B, bytes: &[u8]) -> Result<Model<B>> {
         Self::load_within(b, bytes, &Budget::default())
     }
@@ -52,7 +53,7 @@ impl<B: Backend> Model<B> {
     /// activations, KV caches, attention maps, logits, MoE buffers, masks) is over `budget`, before
     /// anything is converted or allocated.
     pub fn load_within(b: &B, bytes: &[u8], budget: &Budget) -> Result<Model<B>> {
-        let mut ck = Checkpoint::from_bytes_checked(bytes, |cfg| memory::demand(cfg).check(budget))?;
+        let mut ck = Checkpoint::from_bytes_checked(bytes, |cfg| memory::demand_with(cfg, b.weight_copies()).check(budget))?;
         let cfg = ck.config.clone();
         let tokenizer = match &ck.tokenizer {
             None => None,
@@ -81,13 +82,6 @@ impl<B: Backend> Model<B> {
         let w = Weights::load(b, &cfg, &mut ck)?;
         let st = RunState::new(b, &cfg)?;
         Ok(Model { cfg, tokenizer, out_tokenizer, constraint, w, st, params, src: vec![], hooks: Hooks::default() })
-    }
-
-    /// Releases every GPU buffer now (the browser does not free them on drop).
-    pub fn free(&self, b: &B) {
-        self.w.for_each(|t| b.free(t));
-        self.st.for_each(|t| b.free(t));
-        self.hooks.for_each(|t| b.free(t));
     }
 
     /// The tokenizer that writes the model's output: the target table of a two-table tokenizer
