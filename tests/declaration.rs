@@ -131,7 +131,7 @@ fn a_renamed_and_transposed_layout_loads_into_the_declared_tensors() {
         }
         owned.push((Toy.file_name(name).into_owned(), shape, data.iter().flat_map(|x| x.to_le_bytes()).collect()));
     }
-    assert_eq!(transposed, 4, "w_q, w_k, w_v, w_o of the one layer");
+    assert_eq!(transposed, 8, "w_q, w_k, w_v, w_o of the two layers");
     let views: Vec<(String, safetensors::tensor::TensorView)> = owned
         .iter()
         .map(|(n, s, d)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap()))
@@ -156,9 +156,10 @@ fn a_renamed_and_transposed_layout_loads_into_the_declared_tensors() {
 fn the_fast_cpu_backend_s_packed_weights_are_in_the_memory_demand() {
     let bytes = std::fs::read("tests/fixtures/models/decoder_a.safetensors").unwrap();
     let cfg = Checkpoint::from_bytes(&bytes).unwrap().config;
-    // d 8, V 11, d_ff 16, 1 layer: every matmul weight (N, K) packs into ceil(N/16)*16 rows of K
-    // 4 attention (8, 8) -> 16*8 each; linear1 (16, 8) -> 16*8; linear2 (8, 16) -> 16*16; lm_head (11, 8) -> 16*8
-    let packed = 4 * 16 * 8 + 16 * 8 + 16 * 16 + 16 * 8;
+    assert_eq!((cfg.vocab_size, cfg.d_model, cfg.d_ff, cfg.num_layers), (48, 24, 48, 2));
+    // every matmul weight (N, K) packs into ceil(N/16)*16 rows of K: per layer 4 attention (24, 24)
+    // -> 32*24 each, linear1 (48, 24) -> 48*24, linear2 (24, 48) -> 32*48; lm_head (48, 24) -> 48*24
+    let packed = 2 * (4 * 32 * 24 + 48 * 24 + 32 * 48) + 48 * 24;
     let plain = memory::demand(&cfg);
     let fast = memory::demand_with(&cfg, WeightCopies::Panels(16));
     assert_eq!(fast.total_bytes - plain.total_bytes, 4 * packed as u64);

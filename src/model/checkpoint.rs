@@ -570,9 +570,10 @@ fn dtype_of(name: &str) -> Option<safetensors::Dtype> {
 /// header, duplicated names and fields (serde keeps the last of two equal keys). When the crate
 /// rejects the rest, [`diagnose`] finds which entry and says why in our words.
 ///
-/// Memory: the header text is borrowed from `bytes`; values are never copied except by the crate,
-/// which reads each `__metadata__` string once, and the one copy of that map kept here. So a
-/// load holds at most the file plus twice its metadata at any time (tests/load_memory.rs).
+/// Memory: the header text is borrowed from `bytes`. The crate's parse peaks at three copies of
+/// the metadata strings (it buffers the header on the way to its map); its copy is dropped before
+/// ours is read from the header text, so a load holds at most the file plus three times its
+/// metadata (tests/load_memory.rs).
 fn parse_header(bytes: &[u8]) -> Result<Header, CheckpointError> {
     if let Some(e) = sniff(bytes) {
         return Err(e);
@@ -604,7 +605,7 @@ fn parse_header(bytes: &[u8]) -> Result<Header, CheckpointError> {
             }
         }
     }
-    find_duplicates(text)?;
+    let metadata_json = find_duplicates(text)?;
 
     let (n, meta) = match safetensors::SafeTensors::read_metadata(bytes) {
         Ok(m) => m,
@@ -624,12 +625,18 @@ fn parse_header(bytes: &[u8]) -> Result<Header, CheckpointError> {
         let span = (base + info.data_offsets.0, base + info.data_offsets.1);
         tensors.insert(name, Entry { dtype: info.dtype, shape, numel, span });
     }
-    Ok(Header { metadata: meta.metadata().clone(), tensors })
+    // The crate's copy of the metadata goes before ours is made, so that at most two exist at once.
+    drop(meta);
+    let metadata = match metadata_json {
+        None => None,
+        Some(json) => Some(serde_json::from_str(json).map_err(|e| CheckpointError::BadMetadata { problem: one_line(&e.to_string()) })?),
+    };
+    Ok(Header { metadata, tensors })
 }
 
 /// Duplicated tensor names, a duplicated `__metadata__`, or a key twice inside one entry: values
-/// are skipped, not copied.
-fn find_duplicates(text: &str) -> Result<(), CheckpointError> {
+/// are skipped, not copied. Returns the JSON text of `__metadata__` (borrowed).
+fn find_duplicates(text: &str) -> Result<Option<&str>, CheckpointError> {
     let Entries(entries) = serde_json::from_str::<Entries>(text).map_err(|e| CheckpointError::HeaderNotJson { message: e.to_string() })?;
     let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
     for (name, _) in &entries {
@@ -648,7 +655,7 @@ fn find_duplicates(text: &str) -> Result<(), CheckpointError> {
             }
         }
     }
-    Ok(())
+    Ok(entries.iter().find(|(name, _)| name == "__metadata__").map(|(_, raw)| raw.get()))
 }
 
 /// Why the safetensors crate rejected a header that passed [`parse_header`]'s own checks: each
