@@ -53,16 +53,6 @@ pub fn ensure(cond: bool, op: &'static str, msg: impl FnOnce() -> String) -> Res
     }
 }
 
-impl From<crate::model::checkpoint::CheckpointError> for TfError {
-    fn from(e: crate::model::checkpoint::CheckpointError) -> Self {
-        use crate::model::checkpoint::CheckpointError as E;
-        match e {
-            E::OverBudget(_) | E::OutOfMemory { .. } => TfError::Memory(e.to_string()),
-            e => TfError::Checkpoint(e.to_string()),
-        }
-    }
-}
-
 /// Longest user-controlled text (a name, a shape, a JSON snippet) quoted in an error message, in bytes.
 pub const MAX_QUOTED: usize = 200;
 /// Longest error line the CLI prints or the page shows, in bytes.

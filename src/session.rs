@@ -540,13 +540,6 @@ impl Session {
     }
 }
 
-impl Drop for Session {
-    /// GPU buffers are destroyed now (in the browser dropping a buffer does not free GPU memory).
-    fn drop(&mut self) {
-        with_model!(&self.engine, |b, m| m.free(b));
-    }
-}
-
 /// The encoder-decoder's cross-attention mask for the Masks view: a target of `tgt_len` tokens over
 /// a source of `src_len` tokens whose last `src_pad` are PAD, (tgt_len, src_len), 1 = may attend.
 pub fn cross_mask(tgt_len: usize, src_len: usize, src_pad: usize) -> Result<Mask> {

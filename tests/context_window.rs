@@ -66,7 +66,6 @@ fn without_a_window_generation_stops_at_the_context_and_says_so() {
         let long: Vec<u32> = (0..ctx as u32 + 5).map(|i| 3 + i % 20).collect();
         let e = m.start_generation(&mut b, &long, None, GenConfig::default()).err().expect("a too-long prompt is refused");
         assert!(e.to_string().contains(&format!("{} tokens", ctx + 5)) && e.to_string().contains(&ctx.to_string()), "{e}");
-        m.free(&b);
     }
 }
 
@@ -110,7 +109,6 @@ fn a_sliding_window_keeps_generating_on_the_newest_tokens() {
         assert_eq!(g.ids, long[6..].to_vec());
         let first = pollster::block_on(m.next_token(&mut b, &mut g)).unwrap().unwrap();
         assert_eq!(first.window_start, 0, "{name}: the cut prompt and the first new token fill the context");
-        m.free(&b);
     }
 }
 

@@ -120,7 +120,6 @@ async fn check_fixture<B: Backend>(b: &mut B, name: &str, j: &Value, bytes: &[u8
         // the un-ablated part of the report is the same with and without the ablation
         assert_eq!(r2.surprise, r.surprise);
     }
-    m.free(b);
 }
 
 #[test]
@@ -156,7 +155,6 @@ fn last_lens_is_the_models_output() {
                 assert_eq!(last.top_ids[p], ti, "{name} {}: position {p}", b.kind());
                 assert_eq!(last.top_probs[p], tp, "{name} {}: position {p}", b.kind());
             }
-            m.free(b);
         }
     }
     pollster::block_on(check(&mut CpuBackend));
@@ -198,7 +196,6 @@ fn ablation_in_cached_generation_equals_uncached() {
                 assert_eq!(outs[0], outs[1], "{name} {} {kind:?}: cached vs uncached with an ablation", b.kind());
                 assert_eq!(outs[0][start.len()], want_first, "{name} {} {kind:?}: first generated token", b.kind());
             }
-            m.free(b);
         }
     }
     pollster::block_on(check(&mut CpuBackend));
@@ -305,7 +302,6 @@ fn blocked_mask_cells_match_pytorch_on_every_backend() {
                 let e = m.set_ablation(b, &ab, None).unwrap_err().to_string();
                 assert!(e.contains(msg), "{e}");
             }
-            m.free(b);
         }
     }
     pollster::block_on(check(&mut CpuBackend));

@@ -122,7 +122,6 @@ async fn check_fixture<B: Backend>(b: &mut B, name: &str, j: &Value, bytes: &[u8
         b.kind(),
         &want[..want.len().min(8)]
     );
-    m.free(b);
 }
 
 #[test]
@@ -169,7 +168,6 @@ fn one_submission_per_generated_token() {
             }
             assert_eq!(b.submits() - before, 1, "{name}: submissions for one cached token");
         }
-        m.free(&b);
     }
 }
 
@@ -214,7 +212,6 @@ fn streamed_attention_rows_equal_the_full_pass() {
                 }
             }
             assert_eq!(steps.len(), 5, "{name}");
-            m.free(b);
         }
     }
     pollster::block_on(check(&mut CpuBackend));

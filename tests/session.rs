@@ -38,7 +38,6 @@ fn load(device: &Device, bytes: &[u8]) -> Session {
 fn model_generate<B: Backend>(b: &mut B, bytes: &[u8], start: &[u32], src: Option<&[u32]>, cfg: GenConfig) -> Vec<u32> {
     let mut m = Model::load(b, bytes).unwrap();
     let out = pollster::block_on(m.generate(b, start, src, cfg)).unwrap();
-    m.free(b);
     out
 }
 

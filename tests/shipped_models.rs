@@ -142,7 +142,6 @@ async fn check_model<B: Backend>(b: &mut B, name: &str, side: &Value, bytes: &[u
         assert!((loss - want_loss).abs() <= 1e-3, "{name}: eval slice loss {loss} vs PyTorch {want_loss}");
         println!("{name} {}: greedy {} tokens equal, eval loss {loss:.5} (PyTorch {want_loss:.5})", b.kind(), n);
     }
-    m.free(b);
 }
 
 /// Share of the date model's year digits that the cross-attention reads from the input's year:

@@ -45,6 +45,9 @@ impl Backend for FastCpuBackend {
     fn kind(&self) -> &'static str {
         "cpu"
     }
+    fn weight_copies(&self) -> crate::model::memory::WeightCopies {
+        crate::model::memory::WeightCopies::Panels(matmul::NR)
+    }
     fn tensor(&self, shape: &[usize], data: &[f32], label: &str) -> Result<FastTensor> {
         Ok(FastTensor::new(CpuTensor::from_f32(shape, data, label)?))
     }
@@ -181,5 +184,4 @@ impl Backend for FastCpuBackend {
     async fn read_batch(&mut self, reqs: &[(&FastTensor, usize, usize)]) -> Result<Vec<Vec<u32>>> {
         reqs.iter().map(|(t, off, n)| t.host.read_bits(*off, *n)).collect()
     }
-    fn free(&self, _t: &FastTensor) {}
 }

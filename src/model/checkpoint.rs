@@ -1,9 +1,11 @@
 //! Loading a `.safetensors` checkpoint (the public contract: users train with PyTorch and drop the
 //! file on the page).
 //!
-//! [`Checkpoint::from_bytes`] validates the raw bytes itself before handing them to the `safetensors`
-//! crate, so that every problem of GUIDE.md section 4 gets its own one-line message (naming the
-//! tensor, field or byte offsets), nothing panics, and nothing is allocated from an unchecked length:
+//! [`Checkpoint::from_bytes`] reads the header with the `safetensors` crate, with our checks around
+//! it (before it, where the crate would accept or misname a problem; after it, when it rejects a
+//! file, to find which entry and why), so that every problem of GUIDE.md section 4 gets its own
+//! one-line message (naming the tensor, field or byte offsets), nothing panics, and nothing is
+//! allocated from an unchecked length:
 //!
 //! 1. foreign files (Git LFS pointer, HTML page, text/JSON, ZIP = `torch.save`, pickle, GGUF);
 //! 2. the 8-byte header length (file too short, past the end, over 100 MB);
@@ -12,18 +14,20 @@
 //!    to shape x dtype size, nothing past the end, no overlap, no gap, no trailing bytes;
 //! 5. `__metadata__`: present, string values, a `"config"` that is a valid [`ModelConfig`], an
 //!    optional `"tokenizer"` that is JSON;
-//! 6. every tensor of [`ModelConfig::expected_tensors`]: present, F32/F16/BF16, not empty, the right
-//!    shape, and finite.
+//! 6. every tensor the architecture declares (`Weights::declare`, under the names and orientation
+//!    of the file's [`Layout`]): present, F32/F16/BF16, not empty, the right shape, and finite.
 //!
 //! Only the required tensors are kept, converted to f32 (one copy). Extra tensors (registered buffers
 //! such as `*.pos_encoding.pe`, optimizer leftovers) are checked for layout only and otherwise ignored,
 //! whatever their dtype.
 
 use super::config::{Arch, ConfigError, ModelConfig};
+use super::weights::{Declared, Listing, Role};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -67,11 +71,34 @@ pub struct Checkpoint {
     pub config: ModelConfig,
     /// `__metadata__["tokenizer"]`, checked to be valid JSON (its content is the tokenizer's business).
     pub tokenizer: Option<String>,
-    /// The whole `__metadata__` map as stored (includes "config" and "tokenizer").
+    /// The rest of `__metadata__` as stored ("config" included; "tokenizer" moved to `tokenizer`).
     pub metadata: HashMap<String, String>,
     /// Every tensor of `config.expected_tensors()`, by name. Nothing else.
     pub tensors: HashMap<String, TensorF32>,
 }
+
+/// How a family of checkpoints names and stores the tensors of [`Weights::declare`]
+/// (crate::model::weights). Our files, like the seeds' PyTorch modules, use the declared names as
+/// they are ([`Canonical`]). Other layouts (issue 13: Hugging Face GPT-2 / Llama / Qwen2,
+/// llama2.c) implement this: the checkpoint then looks each declared tensor up under the file's
+/// name, checks it against the file's shape, and hands it to the model by its declared name, in
+/// the declared (out, in) orientation.
+pub trait Layout {
+    /// The name under which the file stores the declared tensor `declared`.
+    fn file_name<'a>(&self, declared: &'a str) -> Cow<'a, str> {
+        Cow::Borrowed(declared)
+    }
+    /// Whether the file stores this 2-D tensor transposed: GPT-2's Conv1D keeps a matmul weight
+    /// as (in, out) where we declare (out, in).
+    fn transposed(&self, _declared: &str, _role: Role) -> bool {
+        false
+    }
+}
+
+/// The declared names, as the seeds' PyTorch modules write them.
+pub struct Canonical;
+
+impl Layout for Canonical {}
 
 impl Checkpoint {
     /// Parses and validates a checkpoint. See the module docs for the order of the checks.
@@ -86,15 +113,44 @@ impl Checkpoint {
         bytes: &[u8],
         check_config: impl FnOnce(&ModelConfig) -> Result<(), String>,
     ) -> Result<Checkpoint, CheckpointError> {
+        Self::from_bytes_in(bytes, &Canonical, check_config)
+    }
+
+    /// [`Checkpoint::from_bytes_checked`] for a file in another [`Layout`]: every declared tensor
+    /// is looked up and checked under the layout's name and orientation, and kept under its
+    /// declared name, transposed back where the layout stores it transposed. Messages name the
+    /// file's tensors, as the person who made the file knows them.
+    pub fn from_bytes_in(
+        bytes: &[u8],
+        layout: &dyn Layout,
+        check_config: impl FnOnce(&ModelConfig) -> Result<(), String>,
+    ) -> Result<Checkpoint, CheckpointError> {
         let header = parse_header(bytes)?;
-        let (metadata, config, tokenizer) = read_metadata(&header)?;
+        let (metadata, config, tokenizer) = read_metadata(header.metadata)?;
+        let header = header.tensors;
         check_config(&config).map_err(CheckpointError::OverBudget)?;
-        let expected = config.expected_tensors();
+
+        // Every declared tensor under the file's name and in the file's orientation.
+        struct Want {
+            declared: Declared,
+            file: String,
+            file_shape: Vec<usize>,
+            transposed: bool,
+        }
+        let wanted: Vec<Want> = Listing::of(&config)
+            .into_iter()
+            .map(|d| {
+                let transposed = d.shape.len() == 2 && layout.transposed(&d.name, d.role);
+                let file_shape = if transposed { vec![d.shape[1], d.shape[0]] } else { d.shape.clone() };
+                Want { file: layout.file_name(&d.name).into_owned(), declared: d, file_shape, transposed }
+            })
+            .collect();
 
         // Required tensors: presence, dtype, emptiness, shape -- all before converting anything.
-        for (name, shape) in &expected {
-            let Some(entry) = header.tensors.get(name.as_str()) else {
-                let missing = expected.iter().filter(|(n, _)| !header.tensors.contains_key(n.as_str())).count();
+        for w in &wanted {
+            let (name, shape) = (&w.file, &w.file_shape);
+            let Some(entry) = header.get(name.as_str()) else {
+                let missing = wanted.iter().filter(|w| !header.contains_key(w.file.as_str())).count();
                 return Err(CheckpointError::MissingTensor {
                     name: name.clone(),
                     expected: shape.clone(),
@@ -113,27 +169,25 @@ impl Checkpoint {
             }
         }
 
-        // Our validation matches the safetensors crate's, so this should not fail; if it does, say so.
-        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Safetensors(one_line(&e.to_string())))?;
-
-        let mut tensors = HashMap::with_capacity(expected.len());
+        let mut tensors = HashMap::with_capacity(wanted.len());
         let mut bad: Vec<(String, usize, usize, usize)> = Vec::new();
-        for (name, shape) in expected {
-            let view = st.tensor(&name).map_err(|e| CheckpointError::Safetensors(one_line(&format!("{name}: {e}"))))?;
-            let Some((entry, dtype)) = header.tensors.get(name.as_str()).and_then(|e| Some((e, e.float_dtype()?))) else {
-                return Err(CheckpointError::Safetensors(format!("tensor {} vanished", show(&name))));
+        for Want { declared, file, file_shape, transposed } in wanted {
+            let Some((entry, dtype)) = header.get(file.as_str()).and_then(|e| Some((e, e.float_dtype()?))) else {
+                return Err(CheckpointError::Safetensors(format!("tensor {} vanished", show(&file))));
             };
-            let data = convert(view.data(), dtype).map_err(|_| CheckpointError::OutOfMemory {
-                what: format!("tensor {}", show(&name)),
-                bytes: entry.numel.saturating_mul(4),
-            })?;
+            let raw = &bytes[entry.span.0..entry.span.1];
+            let oom = || CheckpointError::OutOfMemory { what: format!("tensor {}", show(&file)), bytes: entry.numel.saturating_mul(4) };
+            let mut data = convert(raw, dtype).map_err(|_| oom())?;
             if data.len() != entry.numel as usize {
                 return Err(CheckpointError::Safetensors(format!(
                     "tensor {} has {} bytes for {} elements",
-                    show(&name),
-                    view.data().len(),
+                    show(&file),
+                    raw.len(),
                     entry.numel
                 )));
+            }
+            if transposed {
+                data = transpose(&data, file_shape[0], file_shape[1]).map_err(|_| oom())?;
             }
             let (mut nan, mut inf) = (0usize, 0usize);
             for &x in &data {
@@ -144,9 +198,9 @@ impl Checkpoint {
                 }
             }
             if nan + inf > 0 {
-                bad.push((name.clone(), nan, inf, data.len()));
+                bad.push((file.clone(), nan, inf, data.len()));
             }
-            tensors.insert(name, TensorF32 { shape, data, dtype });
+            tensors.insert(declared.name, TensorF32 { shape: declared.shape, data, dtype });
         }
         if let Some((name, nan, inf, total)) = bad.first().cloned() {
             return Err(CheckpointError::NonFinite { name, nan, inf, total, other_tensors: bad.len() - 1 });
@@ -180,276 +234,149 @@ impl Checkpoint {
 // ---------------------------------------------------------------------------------------------
 // Errors
 
-/// Why a checkpoint was rejected. `Display` is one line for the person who dropped the file.
+/// Why a checkpoint was rejected. Each message is one line for the person who dropped the file.
 /// Offsets are relative to the start of the data section (as in the header) unless said otherwise.
-#[derive(Debug, Clone, PartialEq)]
+/// Names, dtypes and shapes from the file are quoted through crate::error's helpers (escaped,
+/// bounded, the same for every message).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CheckpointError {
     /// Fewer than the 8 bytes of the header length.
+    #[error("not a safetensors file: {}", if *.len == 0 { "the file is empty (0 bytes)".to_string() } else {
+        format!("it is only {len} bytes long (a safetensors file starts with an 8-byte header length); it contains {preview}")
+    })]
     TooShort { len: usize, preview: String },
     /// A Git LFS pointer file instead of the weights.
+    #[error("this is a Git LFS pointer, not the model (it starts with {preview}): run `git lfs pull` and use the real .safetensors file")]
     LfsPointer { preview: String },
     /// An HTML page (a download link saved instead of the file).
+    #[error("this is an HTML page, not a safetensors file (it starts with {preview}): the download probably saved a web page; download the raw file instead")]
     HtmlPage { preview: String },
     /// Some other kind of file: `kind` says which ("a text file", "a JSON file", "a ZIP archive ...").
+    #[error("not a safetensors file: this looks like {kind} (it starts with {preview}); {advice}")]
     NotSafetensors { kind: &'static str, advice: &'static str, preview: String },
     /// The header length is over [`MAX_HEADER_LEN`].
+    #[error("not a valid safetensors file: the header length in the first 8 bytes is {header_len} bytes, over the 100 MB limit")]
     HeaderTooLarge { header_len: u64 },
     /// The header runs past the end of the file.
+    #[error("safetensors header length is {header_len} bytes but the file has only {file_len} bytes after the 8-byte length: the file is truncated or not a safetensors file")]
     HeaderPastEnd { header_len: u64, file_len: usize },
     /// The header bytes are not UTF-8; `offset` is the file offset of the first bad byte.
+    #[error("safetensors header is not UTF-8 text (invalid byte at file offset {offset}): the file is corrupt")]
     HeaderNotUtf8 { offset: usize },
     /// The header is not JSON.
+    #[error("safetensors header is not valid JSON: {}", one_line(.message))]
     HeaderNotJson { message: String },
     /// The header is JSON but not an object; `found` is its JSON type.
+    #[error("safetensors header must be a JSON object mapping tensor names to entries, but it is {found}")]
     HeaderNotObject { found: &'static str },
     /// A tensor name appears twice in the header.
+    #[error("tensor {} appears twice in the safetensors header (duplicate name): the file is corrupt", show(.name))]
     DuplicateTensor { name: String },
     /// `__metadata__` appears twice in the header.
+    #[error("the safetensors header has two \"__metadata__\" entries, so it is ambiguous which config applies: the file is corrupt")]
     DuplicateMetadata,
     /// A key appears twice inside one header entry (`owner` is the tensor's name or "__metadata__").
+    #[error("{}", if .owner == "__metadata__" {
+        format!("the safetensors __metadata__ has the key {} twice, so it is ambiguous which value applies: the file is corrupt", show(.field))
+    } else {
+        format!("tensor {} has the field {} twice in its header entry, so it is ambiguous which applies: the file is corrupt", show(.owner), show(.field))
+    })]
     DuplicateField { owner: String, field: String },
     /// A header entry lacks dtype/shape/data_offsets or has them of the wrong form.
+    #[error("tensor {} has a bad header entry: {problem} (each entry needs \"dtype\", \"shape\" and \"data_offsets\")", show(.name))]
     BadTensorEntry { name: String, problem: String },
     /// A tensor's dtype is not a safetensors dtype at all, or a required tensor's dtype is not F32/F16/BF16.
+    #[error("tensor {} has dtype {} which is not supported: tinyformer reads {SUPPORTED_DTYPES} (convert with model.float() before saving)", show(.name), show(.dtype))]
     UnsupportedDtype { name: String, dtype: String },
     /// The product of a shape (times the dtype size) overflows.
+    #[error("tensor {} has shape {} whose size overflows: the header is corrupt", show(.name), shape_str(.shape))]
     ShapeOverflow { name: String, shape: Vec<u64> },
     /// data_offsets [begin, end] with begin > end.
+    #[error("tensor {} has data_offsets [{begin}, {end}] out of order (begin after end): the header is corrupt", show(.name))]
     OffsetsOutOfOrder { name: String, begin: u64, end: u64 },
     /// A sub-byte dtype (F4, F6) whose shape holds a number of bits that is not a whole number of bytes.
+    #[error("tensor {} of dtype {dtype} and shape {} holds {bits} bits, which is not a whole number of bytes: the header is corrupt", show(.name), shape_str(.shape))]
     SpanNotWholeBytes { name: String, dtype: String, shape: Vec<u64>, bits: u64 },
     /// The byte span is not shape x dtype size.
+    #[error("tensor {} of dtype {dtype} and shape {} needs {expected_bytes} bytes but its data_offsets [{begin}, {end}] span {} bytes: shape x dtype size does not match the byte span", show(.name), shape_str(.shape), .end - .begin)]
     SpanMismatch { name: String, dtype: String, shape: Vec<u64>, expected_bytes: u64, begin: u64, end: u64 },
     /// A tensor ends past the end of the data section (truncated file or corrupt header).
+    #[error("tensor {} has data_offsets [{begin}, {end}] past the end of the data section ({data_len} bytes): the file is truncated (incomplete download?) or its header is corrupt", show(.name))]
     OffsetsPastEnd { name: String, begin: u64, end: u64, data_len: u64 },
     /// Two tensors share bytes.
+    #[error("tensor {} at data_offsets [{begin}, {end}] overlaps tensor {} which ends at {previous_end}: the header is corrupt", show(.name), show(.previous))]
     OffsetsOverlap { name: String, begin: u64, end: u64, previous: String, previous_end: u64 },
     /// Unused bytes between two tensors (or before the first one).
+    #[error("gap in the data section: {}", match .previous {
+        Some(p) => format!("tensor {} ends at byte {previous_end} but the next tensor {} starts at {begin}: the header is corrupt", show(p), show(.name)),
+        None => format!("the first tensor {} starts at byte {begin} instead of 0: the header is corrupt", show(.name)),
+    })]
     OffsetsGap { name: String, begin: u64, previous: Option<String>, previous_end: u64 },
     /// Bytes after the last tensor.
+    #[error("{} trailing bytes after the last tensor (tensors end at byte {data_end} of a {data_len}-byte data section): the file is corrupt or was appended to", .data_len - .data_end)]
     TrailingBytes { data_end: u64, data_len: u64 },
     /// No `__metadata__` in the header.
+    #[error("the safetensors file has no __metadata__, so no model config: save it with save_file(state_dict, path, metadata={{\"config\": json.dumps(config)}})")]
     NoMetadata,
     /// `__metadata__` is not a map of strings.
+    #[error("the safetensors __metadata__ is invalid: {problem}")]
     BadMetadata { problem: String },
     /// `__metadata__` has no "config"; `keys` lists what it has.
+    #[error("the safetensors __metadata__ has no \"config\" entry (it has: {}): save the model config as metadata[\"config\"] = json.dumps(config)", key_list(.keys))]
     NoConfig { keys: Vec<String> },
     /// The config is invalid (names the field).
-    Config(ConfigError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// `__metadata__["tokenizer"]` is not JSON.
+    #[error("the __metadata__ \"tokenizer\" entry is not valid JSON: {}", one_line(.message))]
     TokenizerNotJson { message: String },
     /// A required tensor is absent.
+    #[error("missing tensor {} (expected shape {}){}{}", show(.name), shape_str(.expected),
+        if *.missing_count > 1 { format!(" and {} more required tensors are missing", .missing_count - 1) } else { String::new() },
+        .hint.as_ref().map(|h| format!("; {h}")).unwrap_or_default())]
     MissingTensor { name: String, expected: Vec<usize>, missing_count: usize, hint: Option<String> },
     /// A required tensor has the wrong shape.
+    #[error("tensor {} has shape {} but the config needs {}", show(.name), shape_str(.found), shape_str(.expected))]
     WrongShape { name: String, expected: Vec<usize>, found: Vec<u64> },
     /// A required tensor has zero elements.
+    #[error("tensor {} is empty (shape {}, zero elements) but the model needs shape {}", show(.name), shape_str(.found), shape_str(.expected))]
     EmptyTensor { name: String, expected: Vec<usize>, found: Vec<u64> },
     /// A required tensor holds NaN or Inf values.
+    #[error("tensor {} has {nan} NaN and {inf} Inf values out of {total}{}: the training diverged or the export is broken", show(.name),
+        if *.other_tensors > 0 { format!(" ({other_tensors} more tensors have NaN/Inf too)") } else { String::new() })]
     NonFinite { name: String, nan: usize, inf: usize, total: usize, other_tensors: usize },
     /// The safetensors crate rejected a file our validation accepted (should not happen).
+    #[error("safetensors could not read the file: {0}")]
     Safetensors(String),
     /// The config's memory demand is over the budget (the message names the total and the biggest buffers).
+    #[error("{0}")]
     OverBudget(String),
     /// An allocation failed (the system is out of memory).
+    #[error("out of memory: {what} needs {bytes} bytes and the allocation failed")]
     OutOfMemory { what: String, bytes: u64 },
 }
 
-impl From<ConfigError> for CheckpointError {
-    fn from(e: ConfigError) -> Self {
-        CheckpointError::Config(e)
+impl From<CheckpointError> for TfError {
+    fn from(e: CheckpointError) -> Self {
+        match e {
+            CheckpointError::OverBudget(_) | CheckpointError::OutOfMemory { .. } => TfError::Memory(e.to_string()),
+            e => TfError::Checkpoint(e.to_string()),
+        }
     }
 }
 
-// Names, dtypes and shapes from the file are quoted through crate::error's helpers: escaped,
-// bounded, the same for every message.
-use crate::error::{json_snippet, quote as show, shape_str};
+use crate::error::{json_snippet, quote as show, shape_str, TfError};
 
 fn one_line(s: &str) -> String {
     crate::error::one_line(&s.replace(['\n', '\r'], " "))
 }
 
-impl fmt::Display for CheckpointError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use CheckpointError::*;
-        match self {
-            TooShort { len: 0, .. } => write!(f, "not a safetensors file: the file is empty (0 bytes)"),
-            TooShort { len, preview } => write!(
-                f,
-                "not a safetensors file: it is only {len} bytes long (a safetensors file starts with an 8-byte header length); it contains {preview}"
-            ),
-            LfsPointer { preview } => write!(
-                f,
-                "this is a Git LFS pointer, not the model (it starts with {preview}): run `git lfs pull` and use the real .safetensors file"
-            ),
-            HtmlPage { preview } => write!(
-                f,
-                "this is an HTML page, not a safetensors file (it starts with {preview}): the download probably saved a web page; download the raw file instead"
-            ),
-            NotSafetensors { kind, advice, preview } => write!(
-                f,
-                "not a safetensors file: this looks like {kind} (it starts with {preview}); {advice}"
-            ),
-            HeaderTooLarge { header_len } => write!(
-                f,
-                "not a valid safetensors file: the header length in the first 8 bytes is {header_len} bytes, over the 100 MB limit"
-            ),
-            HeaderPastEnd { header_len, file_len } => write!(
-                f,
-                "safetensors header length is {header_len} bytes but the file has only {file_len} bytes after the 8-byte length: the file is truncated or not a safetensors file"
-            ),
-            HeaderNotUtf8 { offset } => write!(
-                f,
-                "safetensors header is not UTF-8 text (invalid byte at file offset {offset}): the file is corrupt"
-            ),
-            HeaderNotJson { message } => write!(f, "safetensors header is not valid JSON: {}", one_line(message)),
-            HeaderNotObject { found } => write!(
-                f,
-                "safetensors header must be a JSON object mapping tensor names to entries, but it is {found}"
-            ),
-            DuplicateTensor { name } => write!(
-                f,
-                "tensor {} appears twice in the safetensors header (duplicate name): the file is corrupt",
-                show(name)
-            ),
-            DuplicateMetadata => write!(
-                f,
-                "the safetensors header has two \"__metadata__\" entries, so it is ambiguous which config applies: the file is corrupt"
-            ),
-            DuplicateField { owner, field } if owner == "__metadata__" => write!(
-                f,
-                "the safetensors __metadata__ has the key {} twice, so it is ambiguous which value applies: the file is corrupt",
-                show(field)
-            ),
-            DuplicateField { owner, field } => write!(
-                f,
-                "tensor {} has the field {} twice in its header entry, so it is ambiguous which applies: the file is corrupt",
-                show(owner),
-                show(field)
-            ),
-            BadTensorEntry { name, problem } => write!(
-                f,
-                "tensor {} has a bad header entry: {problem} (each entry needs \"dtype\", \"shape\" and \"data_offsets\")",
-                show(name)
-            ),
-            UnsupportedDtype { name, dtype } => write!(
-                f,
-                "tensor {} has dtype {} which is not supported: tinyformer reads {SUPPORTED_DTYPES} (convert with model.float() before saving)",
-                show(name),
-                show(dtype)
-            ),
-            ShapeOverflow { name, shape } => write!(
-                f,
-                "tensor {} has shape {} whose size overflows: the header is corrupt",
-                show(name),
-                shape_str(shape)
-            ),
-            OffsetsOutOfOrder { name, begin, end } => write!(
-                f,
-                "tensor {} has data_offsets [{begin}, {end}] out of order (begin after end): the header is corrupt",
-                show(name)
-            ),
-            SpanMismatch { name, dtype, shape, expected_bytes, begin, end } => write!(
-                f,
-                "tensor {} of dtype {dtype} and shape {} needs {expected_bytes} bytes but its data_offsets [{begin}, {end}] span {} bytes: shape x dtype size does not match the byte span",
-                show(name),
-                shape_str(shape),
-                end - begin
-            ),
-            SpanNotWholeBytes { name, dtype, shape, bits } => write!(
-                f,
-                "tensor {} of dtype {dtype} and shape {} holds {bits} bits, which is not a whole number of bytes: the header is corrupt",
-                show(name),
-                shape_str(shape)
-            ),
-            OffsetsPastEnd { name, begin, end, data_len } => write!(
-                f,
-                "tensor {} has data_offsets [{begin}, {end}] past the end of the data section ({data_len} bytes): the file is truncated (incomplete download?) or its header is corrupt",
-                show(name)
-            ),
-            OffsetsOverlap { name, begin, end, previous, previous_end } => write!(
-                f,
-                "tensor {} at data_offsets [{begin}, {end}] overlaps tensor {} which ends at {previous_end}: the header is corrupt",
-                show(name),
-                show(previous)
-            ),
-            OffsetsGap { name, begin, previous: Some(previous), previous_end } => write!(
-                f,
-                "gap in the data section: tensor {} ends at byte {previous_end} but the next tensor {} starts at {begin}: the header is corrupt",
-                show(previous),
-                show(name)
-            ),
-            OffsetsGap { name, begin, previous: None, .. } => write!(
-                f,
-                "gap in the data section: the first tensor {} starts at byte {begin} instead of 0: the header is corrupt",
-                show(name)
-            ),
-            TrailingBytes { data_end, data_len } => write!(
-                f,
-                "{} trailing bytes after the last tensor (tensors end at byte {data_end} of a {data_len}-byte data section): the file is corrupt or was appended to",
-                data_len - data_end
-            ),
-            NoMetadata => write!(
-                f,
-                "the safetensors file has no __metadata__, so no model config: save it with save_file(state_dict, path, metadata={{\"config\": json.dumps(config)}})"
-            ),
-            BadMetadata { problem } => write!(f, "the safetensors __metadata__ is invalid: {problem}"),
-            NoConfig { keys } => {
-                let keys: Vec<String> = keys.iter().take(8).map(|k| show(k)).collect();
-                write!(
-                    f,
-                    "the safetensors __metadata__ has no \"config\" entry (it has: {}): save the model config as metadata[\"config\"] = json.dumps(config)",
-                    if keys.is_empty() { "nothing".to_string() } else { keys.join(", ") }
-                )
-            }
-            Config(e) => write!(f, "{e}"),
-            TokenizerNotJson { message } => {
-                write!(f, "the __metadata__ \"tokenizer\" entry is not valid JSON: {}", one_line(message))
-            }
-            MissingTensor { name, expected, missing_count, hint } => {
-                write!(f, "missing tensor {} (expected shape {})", show(name), shape_str(expected))?;
-                if *missing_count > 1 {
-                    write!(f, " and {} more required tensors are missing", missing_count - 1)?;
-                }
-                if let Some(h) = hint {
-                    write!(f, "; {h}")?;
-                }
-                Ok(())
-            }
-            WrongShape { name, expected, found } => write!(
-                f,
-                "tensor {} has shape {} but the config needs {}",
-                show(name),
-                shape_str(found),
-                shape_str(expected)
-            ),
-            EmptyTensor { name, expected, found } => write!(
-                f,
-                "tensor {} is empty (shape {}, zero elements) but the model needs shape {}",
-                show(name),
-                shape_str(found),
-                shape_str(expected)
-            ),
-            NonFinite { name, nan, inf, total, other_tensors } => {
-                write!(f, "tensor {} has {nan} NaN and {inf} Inf values out of {total}", show(name))?;
-                if *other_tensors > 0 {
-                    write!(f, " ({other_tensors} more tensors have NaN/Inf too)")?;
-                }
-                write!(f, ": the training diverged or the export is broken")
-            }
-            Safetensors(m) => write!(f, "safetensors could not read the file: {m}"),
-            OverBudget(m) => write!(f, "{m}"),
-            OutOfMemory { what, bytes } => write!(f, "out of memory: {what} needs {bytes} bytes and the allocation failed"),
-        }
+/// At most 8 keys, quoted, for [`CheckpointError::NoConfig`].
+fn key_list(keys: &[String]) -> String {
+    if keys.is_empty() {
+        return "nothing".into();
     }
-}
-
-impl std::error::Error for CheckpointError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            CheckpointError::Config(e) => Some(e),
-            _ => None,
-        }
-    }
+    keys.iter().take(8).map(|k| show(k)).collect::<Vec<_>>().join(", ")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -600,59 +527,47 @@ impl<'de> Deserialize<'de> for Pairs {
     }
 }
 
-/// One validated tensor entry of the header.
+/// One tensor entry of the header, as the safetensors crate read it.
 #[derive(Debug)]
 struct Entry {
-    dtype: &'static str,
+    dtype: safetensors::Dtype,
     shape: Vec<u64>,
     numel: u64,
+    /// [begin, end) in the file (not the data section)
+    span: (usize, usize),
 }
 
 impl Entry {
     fn float_dtype(&self) -> Option<FloatDtype> {
         match self.dtype {
-            "F32" => Some(FloatDtype::F32),
-            "F16" => Some(FloatDtype::F16),
-            "BF16" => Some(FloatDtype::BF16),
+            safetensors::Dtype::F32 => Some(FloatDtype::F32),
+            safetensors::Dtype::F16 => Some(FloatDtype::F16),
+            safetensors::Dtype::BF16 => Some(FloatDtype::BF16),
             _ => None,
         }
     }
 }
 
 struct Header {
-    metadata: Option<Value>,
+    /// `__metadata__`: the one copy of its strings (the tokenizer can be most of the file)
+    metadata: Option<HashMap<String, String>>,
     tensors: HashMap<String, Entry>,
 }
 
-/// Bits per element of every dtype the safetensors crate (0.8) knows.
-fn dtype_bits(name: &str) -> Option<(&'static str, u64)> {
-    const TABLE: &[(&str, u64)] = &[
-        ("BOOL", 8),
-        ("F4", 4),
-        ("F6_E2M3", 6),
-        ("F6_E3M2", 6),
-        ("U8", 8),
-        ("I8", 8),
-        ("F8_E5M2", 8),
-        ("F8_E4M3", 8),
-        ("F8_E8M0", 8),
-        ("F8_E4M3FNUZ", 8),
-        ("F8_E5M2FNUZ", 8),
-        ("I16", 16),
-        ("U16", 16),
-        ("F16", 16),
-        ("BF16", 16),
-        ("I32", 32),
-        ("U32", 32),
-        ("F32", 32),
-        ("C64", 64),
-        ("F64", 64),
-        ("I64", 64),
-        ("U64", 64),
-    ];
-    TABLE.iter().find(|(n, _)| *n == name).copied()
+/// A dtype name of the header as the safetensors crate knows it (its table, not a copy of it).
+fn dtype_of(name: &str) -> Option<safetensors::Dtype> {
+    safetensors::Dtype::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(name)).ok()
 }
 
+/// The header, read by the safetensors crate on top of our checks. Ours come first where the crate
+/// would accept or misname the problem: foreign files, the 8-byte length, UTF-8, a non-object
+/// header, duplicated names and fields (serde keeps the last of two equal keys). When the crate
+/// rejects the rest, [`diagnose`] finds which entry and says why in our words.
+///
+/// Memory: the header text is borrowed from `bytes`. The crate's parse peaks at three copies of
+/// the metadata strings (it buffers the header on the way to its map); its copy is dropped before
+/// ours is read from the header text, so a load holds at most the file plus three times its
+/// metadata (tests/load_memory.rs).
 fn parse_header(bytes: &[u8]) -> Result<Header, CheckpointError> {
     if let Some(e) = sniff(bytes) {
         return Err(e);
@@ -684,8 +599,39 @@ fn parse_header(bytes: &[u8]) -> Result<Header, CheckpointError> {
             }
         }
     }
-    let Entries(entries) = serde_json::from_str::<Entries>(text).map_err(|e| CheckpointError::HeaderNotJson { message: e.to_string() })?;
+    let metadata_json = find_duplicates(text)?;
 
+    let (n, meta) = match safetensors::SafeTensors::read_metadata(bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            diagnose(text, data_len)?;
+            return Err(CheckpointError::Safetensors(one_line(&e.to_string())));
+        }
+    };
+    let base = 8 + n;
+    let mut tensors = HashMap::with_capacity(meta.tensors().len());
+    for (name, info) in meta.tensors() {
+        let shape: Vec<u64> = info.shape.iter().map(|&d| d as u64).collect();
+        let numel = shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| CheckpointError::ShapeOverflow { name: name.clone(), shape: shape.clone() })?;
+        let span = (base + info.data_offsets.0, base + info.data_offsets.1);
+        tensors.insert(name, Entry { dtype: info.dtype, shape, numel, span });
+    }
+    // The crate's copy of the metadata goes before ours is made, so that at most two exist at once.
+    drop(meta);
+    let metadata = match metadata_json {
+        None => None,
+        Some(json) => Some(serde_json::from_str(json).map_err(|e| CheckpointError::BadMetadata { problem: one_line(&e.to_string()) })?),
+    };
+    Ok(Header { metadata, tensors })
+}
+
+/// Duplicated tensor names, a duplicated `__metadata__`, or a key twice inside one entry: values
+/// are skipped, not copied. Returns the JSON text of `__metadata__` (borrowed).
+fn find_duplicates(text: &str) -> Result<Option<&str>, CheckpointError> {
+    let Entries(entries) = serde_json::from_str::<Entries>(text).map_err(|e| CheckpointError::HeaderNotJson { message: e.to_string() })?;
     let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
     for (name, _) in &entries {
         if !seen.insert(name.as_str()) {
@@ -695,29 +641,36 @@ fn parse_header(bytes: &[u8]) -> Result<Header, CheckpointError> {
             return Err(CheckpointError::DuplicateTensor { name: name.clone() });
         }
     }
-    // serde_json keeps the last of two equal keys in an object; the safetensors crate rejects them.
-    // Find them here, so they get their own message.
-    let entries: Vec<(String, Value)> = entries
+    for (name, raw) in &entries {
+        let text = raw.get();
+        if text.trim_start().starts_with('{') {
+            if let Ok(Pairs(Some(field))) = serde_json::from_str::<Pairs>(text) {
+                return Err(CheckpointError::DuplicateField { owner: name.clone(), field });
+            }
+        }
+    }
+    Ok(entries.iter().find(|(name, _)| name == "__metadata__").map(|(_, raw)| raw.get()))
+}
+
+/// Why the safetensors crate rejected a header that passed [`parse_header`]'s own checks: each
+/// entry and the data layout checked in file order, for a message that names the tensor and the
+/// numbers. Runs only on that error path. Ok(()) when it finds nothing (the crate's message is
+/// reported then).
+fn diagnose(text: &str, data_len: u64) -> Result<(), CheckpointError> {
+    let entries: Vec<(String, Value)> = serde_json::from_str::<Entries>(text)
+        .map_err(|e| CheckpointError::HeaderNotJson { message: e.to_string() })?
+        .0
         .into_iter()
         .map(|(name, raw)| {
-            let text = raw.get();
-            if text.trim_start().starts_with('{') {
-                if let Ok(Pairs(Some(field))) = serde_json::from_str::<Pairs>(text) {
-                    return Err(CheckpointError::DuplicateField { owner: name, field });
-                }
-            }
-            let v: Value = serde_json::from_str(text).map_err(|e| CheckpointError::HeaderNotJson { message: e.to_string() })?;
-            Ok((name, v))
+            Ok((name, serde_json::from_str(raw.get()).map_err(|e| CheckpointError::HeaderNotJson { message: e.to_string() })?))
         })
-        .collect::<Result<_, _>>()?;
-
-    let mut metadata = None;
-    let mut tensors: HashMap<String, Entry> = HashMap::with_capacity(entries.len());
+        .collect::<Result<_, CheckpointError>>()?;
     // (begin, end, name) for the layout checks
     let mut spans: Vec<(u64, u64, &str)> = Vec::with_capacity(entries.len());
+    let mut metadata = None;
     for (name, value) in &entries {
         if name == "__metadata__" {
-            metadata = Some(value.clone());
+            metadata = Some(value);
             continue;
         }
         let bad = |problem: String| CheckpointError::BadTensorEntry { name: name.clone(), problem };
@@ -730,9 +683,10 @@ fn parse_header(bytes: &[u8]) -> Result<Header, CheckpointError> {
             Some(Value::String(s)) => s,
             Some(v) => return Err(bad(format!("\"dtype\" is {} instead of a string", json_kind(v)))),
         };
-        let Some((dtype, bits)) = dtype_bits(dtype_name) else {
+        let Some(dt) = dtype_of(dtype_name) else {
             return Err(CheckpointError::UnsupportedDtype { name: name.clone(), dtype: dtype_name.clone() });
         };
+        let (dtype, bits) = (dtype_name.as_str(), dt.bitsize() as u64);
         // shape
         let shape: Vec<u64> = match obj.get("shape") {
             None => return Err(bad("\"shape\" is missing".into())),
@@ -787,7 +741,7 @@ fn parse_header(bytes: &[u8]) -> Result<Header, CheckpointError> {
             return Err(CheckpointError::OffsetsPastEnd { name: name.clone(), begin, end, data_len });
         }
         spans.push((begin, end, name.as_str()));
-        tensors.insert(name.clone(), Entry { dtype, shape, numel });
+        let _ = numel;
     }
 
     // Layout: sorted by offsets, the tensors must tile [0, data_len) exactly.
@@ -818,7 +772,10 @@ fn parse_header(bytes: &[u8]) -> Result<Header, CheckpointError> {
     if cursor != data_len {
         return Err(CheckpointError::TrailingBytes { data_end: cursor, data_len });
     }
-    Ok(Header { metadata, tensors })
+    match metadata {
+        Some(m) => metadata_problem(m),
+        None => Ok(()),
+    }
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -837,37 +794,19 @@ fn json_kind(v: &Value) -> &'static str {
 
 type MetaParts = (HashMap<String, String>, ModelConfig, Option<String>);
 
-fn read_metadata(header: &Header) -> Result<MetaParts, CheckpointError> {
-    let Some(meta) = &header.metadata else {
+/// The config and the tokenizer out of `__metadata__`. The tokenizer string is moved out of the
+/// map, not copied.
+fn read_metadata(meta: Option<HashMap<String, String>>) -> Result<MetaParts, CheckpointError> {
+    let Some(mut map) = meta else {
         return Err(CheckpointError::NoMetadata);
     };
-    let Value::Object(obj) = meta else {
-        return Err(CheckpointError::BadMetadata { problem: format!("it is {} instead of an object of strings", json_kind(meta)) });
-    };
-    let mut map = HashMap::with_capacity(obj.len());
-    for (k, v) in obj {
-        match v {
-            Value::String(s) => {
-                map.insert(k.clone(), s.clone());
-            }
-            other => {
-                return Err(CheckpointError::BadMetadata {
-                    problem: format!(
-                        "entry {} is {} but safetensors metadata values must be strings (use json.dumps)",
-                        show(k),
-                        json_kind(other)
-                    ),
-                })
-            }
-        }
-    }
     let Some(config) = map.get("config") else {
         let mut keys: Vec<String> = map.keys().cloned().collect();
         keys.sort();
         return Err(CheckpointError::NoConfig { keys });
     };
     let config = ModelConfig::from_json(config)?;
-    let tokenizer = map.get("tokenizer").cloned();
+    let tokenizer = map.remove("tokenizer");
     if let Some(t) = &tokenizer {
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(t) {
             return Err(CheckpointError::TokenizerNotJson { message: e.to_string() });
@@ -876,11 +815,24 @@ fn read_metadata(header: &Header) -> Result<MetaParts, CheckpointError> {
     Ok((map, config, tokenizer))
 }
 
+/// Why `__metadata__` is not a map of strings (for [`diagnose`]).
+fn metadata_problem(meta: &Value) -> Result<(), CheckpointError> {
+    let Value::Object(obj) = meta else {
+        return Err(CheckpointError::BadMetadata { problem: format!("it is {} instead of an object of strings", json_kind(meta)) });
+    };
+    match obj.iter().find(|(_, v)| !v.is_string()) {
+        Some((k, other)) => Err(CheckpointError::BadMetadata {
+            problem: format!("entry {} is {} but safetensors metadata values must be strings (use json.dumps)", show(k), json_kind(other)),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Extra advice for a missing tensor: a name prefix (torch.compile's `_orig_mod.`, DDP's `module.`)
 /// or tensors of another architecture than the config says.
-fn missing_hint(name: &str, arch: Arch, header: &Header) -> Option<String> {
+fn missing_hint(name: &str, arch: Arch, header: &HashMap<String, Entry>) -> Option<String> {
     let suffix = format!(".{name}");
-    if let Some(found) = header.tensors.keys().find(|k| k.ends_with(&suffix)) {
+    if let Some(found) = header.keys().find(|k| k.ends_with(&suffix)) {
         let prefix = &found[..found.len() - name.len()];
         return Some(format!(
             "the file has {} instead: strip the prefix {} from the names (torch.compile adds \"_orig_mod.\", DataParallel \"module.\")",
@@ -888,11 +840,11 @@ fn missing_hint(name: &str, arch: Arch, header: &Header) -> Option<String> {
             show(prefix)
         ));
     }
-    let looks_like = if header.tensors.contains_key("tok_embeddings.weight") {
+    let looks_like = if header.contains_key("tok_embeddings.weight") {
         Some(Arch::Llama)
-    } else if header.tensors.contains_key("token_embedding.weight") {
+    } else if header.contains_key("token_embedding.weight") {
         Some(Arch::Decoder)
-    } else if header.tensors.contains_key("encoder.embedding.weight") {
+    } else if header.contains_key("encoder.embedding.weight") {
         Some(Arch::EncoderDecoder)
     } else {
         None
@@ -905,6 +857,14 @@ fn missing_hint(name: &str, arch: Arch, header: &Header) -> Option<String> {
 
 // ---------------------------------------------------------------------------------------------
 // Conversion
+
+/// (rows, cols) -> (cols, rows), into a fallibly reserved vector.
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>, std::collections::TryReserveError> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(x.len())?;
+    out.extend((0..cols).flat_map(|c| (0..rows).map(move |r| x[r * cols + c])));
+    Ok(out)
+}
 
 /// Converts to f32 into a fallibly reserved vector: a failed allocation is an error, not an abort.
 fn convert(raw: &[u8], dtype: FloatDtype) -> Result<Vec<f32>, std::collections::TryReserveError> {

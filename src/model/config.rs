@@ -22,7 +22,9 @@
 //! `num_kv_heads` given for encoder_decoder / decoder must equal `num_heads` (no GQA there).
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::model::weights::{Census, Listing};
 use std::fmt;
 
 /// Largest accepted size of any dimension (vocab, d_model, d_ff, expert_dim, ...).
@@ -127,42 +129,24 @@ pub struct ModelConfig {
 }
 
 /// Why a config was rejected. Every variant names the field (dotted for nested: `moe.top_k`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
     /// The config string is not JSON at all.
+    #[error("config is not valid JSON: {0}")]
     InvalidJson(String),
     /// The config is JSON but not an object; `found` is the JSON type.
+    #[error("config must be a JSON object like {{\"arch\": \"decoder\", ...}}, but it is {found}")]
     NotAnObject { found: &'static str },
     /// A field the architecture needs is absent (or null).
+    #[error("config field \"{field}\" is missing{}", arch.map(|a| format!(" (required for arch \"{a}\")")).unwrap_or_default())]
     MissingField { field: &'static str, arch: Option<Arch> },
     /// A field has the wrong JSON type.
+    #[error("config field \"{field}\" must be {expected}, got {found}")]
     WrongType { field: &'static str, expected: &'static str, found: String },
     /// A field has a value that is out of range or inconsistent with another field.
+    #[error("config field \"{field}\": {reason}")]
     Invalid { field: &'static str, reason: String },
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::InvalidJson(m) => write!(f, "config is not valid JSON: {m}"),
-            ConfigError::NotAnObject { found } => {
-                write!(f, "config must be a JSON object like {{\"arch\": \"decoder\", ...}}, but it is {found}")
-            }
-            ConfigError::MissingField { field, arch: Some(arch) } => {
-                write!(f, "config field \"{field}\" is missing (required for arch \"{arch}\")")
-            }
-            ConfigError::MissingField { field, arch: None } => {
-                write!(f, "config field \"{field}\" is missing")
-            }
-            ConfigError::WrongType { field, expected, found } => {
-                write!(f, "config field \"{field}\" must be {expected}, got {found}")
-            }
-            ConfigError::Invalid { field, reason } => write!(f, "config field \"{field}\": {reason}"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 fn json_type(v: &Value) -> &'static str {
     match v {
@@ -175,132 +159,115 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
+/// A field as written: the type we want, or whatever else it was (kept for the error message).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Field<T> {
+    Ok(T),
+    Other(Value),
+}
+
+/// The config as written (serde: unknown fields ignored, `null` = absent). [`RawConfig::validate`]
+/// checks it field by field and fills in what each architecture derives (see the module docs).
+#[derive(Deserialize)]
+struct RawConfig {
+    arch: Option<Field<String>>,
+    vocab_size: Option<Field<u64>>,
+    src_vocab_size: Option<Field<u64>>,
+    tgt_vocab_size: Option<Field<u64>>,
+    d_model: Option<Field<u64>>,
+    num_layers: Option<Field<u64>>,
+    num_heads: Option<Field<u64>>,
+    max_seq_len: Option<Field<u64>>,
+    d_ff: Option<Field<u64>>,
+    num_kv_heads: Option<Field<u64>>,
+    multiple_of: Option<Field<u64>>,
+    norm_eps: Option<Field<f64>>,
+    rope_theta: Option<Field<f64>>,
+    /// read as [`RawMoe`] once it is known to be an object
+    moe: Option<Value>,
+}
+
+/// `moe` as written.
+#[derive(Deserialize)]
+struct RawMoe {
+    num_experts: Option<Field<u64>>,
+    top_k: Option<Field<u64>>,
+    expert_dim: Option<Field<u64>>,
+    capacity_factor: Option<Field<f64>>,
+}
+
+/// An optional positive integer in 1..=max.
+fn opt_size(field: &'static str, v: Option<Field<u64>>, max: usize) -> Result<Option<usize>, ConfigError> {
+    match v {
+        None => Ok(None),
+        // negative, fractional, a string, ...
+        Some(Field::Other(v)) => Err(ConfigError::WrongType { field, expected: "a positive integer", found: show_value(&v) }),
+        Some(Field::Ok(0)) => Err(invalid(field, "must be at least 1, got 0".into())),
+        Some(Field::Ok(n)) if n > max as u64 => Err(invalid(field, format!("{n} is too large (the limit is {max})"))),
+        Some(Field::Ok(n)) => Ok(Some(n as usize)),
+    }
+}
+
+/// A required positive integer in 1..=max.
+fn size(field: &'static str, v: Option<Field<u64>>, max: usize, arch: Arch) -> Result<usize, ConfigError> {
+    opt_size(field, v, max)?.ok_or(ConfigError::MissingField { field, arch: Some(arch) })
+}
+
+/// An optional finite number > 0 (and <= max), as f32.
+fn opt_positive_f32(field: &'static str, v: Option<Field<f64>>, max: f64) -> Result<Option<f32>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(Field::Other(v)) => Err(ConfigError::WrongType { field, expected: "a number", found: show_value(&v) }),
+        Some(Field::Ok(x)) if !(x > 0.0 && x <= max && (x as f32).is_normal()) => {
+            Err(invalid(field, format!("must be a positive number no larger than {max}, got {x}")))
+        }
+        Some(Field::Ok(x)) => Ok(Some(x as f32)),
+    }
+}
+
 /// A short, one-line rendering of a JSON value for error messages.
 /// Bounded while it is rendered: a 100 MB value is never turned into a string whole.
 fn show_value(v: &Value) -> String {
     crate::error::json_snippet(v)
 }
 
-/// Field access with precise errors.
-struct Fields<'a> {
-    obj: &'a Map<String, Value>,
-    prefix: &'static str,
-    arch: Option<Arch>,
-}
-
-impl<'a> Fields<'a> {
-    fn get(&self, field: &'static str) -> Option<&'a Value> {
-        match self.obj.get(strip(self.prefix, field)) {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v),
-        }
-    }
-
-    fn missing(&self, field: &'static str) -> ConfigError {
-        ConfigError::MissingField { field, arch: self.arch }
-    }
-
-    /// An optional positive integer in 1..=max.
-    fn opt_size(&self, field: &'static str, max: usize) -> Result<Option<usize>, ConfigError> {
-        let Some(v) = self.get(field) else {
-            return Ok(None);
-        };
-        let wrong = || ConfigError::WrongType { field, expected: "a positive integer", found: show_value(v) };
-        let Value::Number(n) = v else {
-            return Err(wrong());
-        };
-        let Some(n) = n.as_u64() else {
-            // negative or fractional
-            return Err(wrong());
-        };
-        if n == 0 {
-            return Err(ConfigError::Invalid { field, reason: "must be at least 1, got 0".into() });
-        }
-        if n > max as u64 {
-            return Err(ConfigError::Invalid { field, reason: format!("{n} is too large (the limit is {max})") });
-        }
-        Ok(Some(n as usize))
-    }
-
-    fn size(&self, field: &'static str, max: usize) -> Result<usize, ConfigError> {
-        self.opt_size(field, max)?.ok_or_else(|| self.missing(field))
-    }
-
-    /// An optional finite float > 0 (and <= max).
-    fn opt_positive_f32(&self, field: &'static str, max: f64) -> Result<Option<f32>, ConfigError> {
-        let Some(v) = self.get(field) else {
-            return Ok(None);
-        };
-        let Some(x) = v.as_f64() else {
-            return Err(ConfigError::WrongType { field, expected: "a number", found: show_value(v) });
-        };
-        if !(x > 0.0 && x <= max && (x as f32).is_normal()) {
-            return Err(ConfigError::Invalid { field, reason: format!("must be a positive number no larger than {max}, got {x}") });
-        }
-        Ok(Some(x as f32))
-    }
-}
-
-/// `"moe.top_k"` -> `"top_k"` when reading inside the `moe` object.
-fn strip(prefix: &'static str, field: &'static str) -> &'static str {
-    if prefix.is_empty() {
-        field
-    } else {
-        field.strip_prefix(prefix).unwrap_or(field)
-    }
-}
-
 fn invalid(field: &'static str, reason: String) -> ConfigError {
     ConfigError::Invalid { field, reason }
 }
 
-impl ModelConfig {
-    /// Parses and validates a config JSON string (the content of `__metadata__["config"]`).
-    pub fn from_json(json: &str) -> Result<ModelConfig, ConfigError> {
-        let value: Value = serde_json::from_str(json).map_err(|e| ConfigError::InvalidJson(e.to_string()))?;
-        ModelConfig::from_value(&value)
-    }
-
-    /// Validates an already parsed JSON value.
-    pub fn from_value(value: &Value) -> Result<ModelConfig, ConfigError> {
-        let obj = match value {
-            Value::Object(o) => o,
-            Value::String(_) => return Err(ConfigError::NotAnObject { found: "a string (was it JSON-encoded twice?)" }),
-            other => return Err(ConfigError::NotAnObject { found: json_type(other) }),
-        };
-        let top = Fields { obj, prefix: "", arch: None };
-
-        // arch
-        let arch = match top.get("arch") {
-            None => return Err(top.missing("arch")),
-            Some(Value::String(s)) => Arch::parse(s).ok_or_else(|| {
+impl RawConfig {
+    /// The checks of every field, in the order a person reads the config; the first failure is reported.
+    fn validate(self) -> Result<ModelConfig, ConfigError> {
+        let arch = match self.arch {
+            None => return Err(ConfigError::MissingField { field: "arch", arch: None }),
+            Some(Field::Ok(s)) => Arch::parse(&s).ok_or_else(|| {
                 invalid(
                     "arch",
-                    format!("unknown architecture {}: expected \"encoder_decoder\", \"decoder\" or \"llama\"", crate::error::quote(s)),
+                    format!("unknown architecture {}: expected \"encoder_decoder\", \"decoder\" or \"llama\"", crate::error::quote(&s)),
                 )
             })?,
-            Some(v) => {
+            Some(Field::Other(v)) => {
                 return Err(ConfigError::WrongType {
                     field: "arch",
                     expected: "a string (\"encoder_decoder\", \"decoder\" or \"llama\")",
-                    found: show_value(v),
+                    found: show_value(&v),
                 })
             }
         };
-        let f = Fields { obj, prefix: "", arch: Some(arch) };
 
         // shared sizes
-        let d_model = f.size("d_model", MAX_DIM)?;
-        let num_layers = f.size("num_layers", MAX_LAYERS)?;
-        let num_heads = f.size("num_heads", MAX_DIM)?;
-        let max_seq_len = f.size("max_seq_len", MAX_SEQ_LEN)?;
+        let d_model = size("d_model", self.d_model, MAX_DIM, arch)?;
+        let num_layers = size("num_layers", self.num_layers, MAX_LAYERS, arch)?;
+        let num_heads = size("num_heads", self.num_heads, MAX_DIM, arch)?;
+        let max_seq_len = size("max_seq_len", self.max_seq_len, MAX_SEQ_LEN, arch)?;
         if d_model % num_heads != 0 {
             return Err(invalid("num_heads", format!("d_model ({d_model}) must be divisible by num_heads ({num_heads})")));
         }
         let head_dim = d_model / num_heads;
 
         // num_kv_heads: validated whenever present
-        let kv = f.opt_size("num_kv_heads", MAX_DIM)?;
+        let kv = opt_size("num_kv_heads", self.num_kv_heads, MAX_DIM)?;
         if let Some(kv) = kv {
             if num_heads % kv != 0 {
                 return Err(invalid("num_kv_heads", format!("num_heads ({num_heads}) must be divisible by num_kv_heads ({kv})")));
@@ -310,28 +277,29 @@ impl ModelConfig {
         // vocabularies
         let (vocab_size, src_vocab_size, tgt_vocab_size) = match arch {
             Arch::EncoderDecoder => {
-                let src = f.size("src_vocab_size", MAX_DIM)?;
-                let tgt = f.size("tgt_vocab_size", MAX_DIM)?;
+                let src = size("src_vocab_size", self.src_vocab_size, MAX_DIM, arch)?;
+                let tgt = size("tgt_vocab_size", self.tgt_vocab_size, MAX_DIM, arch)?;
                 (tgt, src, tgt)
             }
             Arch::Decoder | Arch::Llama => {
-                let v = f.size("vocab_size", MAX_DIM)?;
+                let v = size("vocab_size", self.vocab_size, MAX_DIM, arch)?;
                 (v, v, v)
             }
         };
 
         // moe
-        let moe = match f.get("moe") {
-            None => None,
-            Some(Value::Object(m)) => {
+        let moe = match self.moe {
+            None | Some(Value::Null) => None,
+            Some(m @ Value::Object(_)) => {
                 if arch != Arch::Decoder {
                     return Err(invalid("moe", format!("mixture of experts is only supported for arch \"decoder\", not \"{arch}\"")));
                 }
-                let mf = Fields { obj: m, prefix: "moe.", arch: Some(arch) };
-                let num_experts = mf.size("moe.num_experts", MAX_EXPERTS)?;
-                let top_k = mf.size("moe.top_k", MAX_EXPERTS)?;
-                let expert_dim = mf.size("moe.expert_dim", MAX_DIM)?;
-                let capacity_factor = mf.opt_positive_f32("moe.capacity_factor", 1e6)?.ok_or_else(|| mf.missing("moe.capacity_factor"))?;
+                let m = RawMoe::deserialize(&m).map_err(|e| ConfigError::InvalidJson(e.to_string()))?;
+                let num_experts = size("moe.num_experts", m.num_experts, MAX_EXPERTS, arch)?;
+                let top_k = size("moe.top_k", m.top_k, MAX_EXPERTS, arch)?;
+                let expert_dim = size("moe.expert_dim", m.expert_dim, MAX_DIM, arch)?;
+                let capacity_factor = opt_positive_f32("moe.capacity_factor", m.capacity_factor, 1e6)?
+                    .ok_or(ConfigError::MissingField { field: "moe.capacity_factor", arch: Some(arch) })?;
                 if top_k > num_experts {
                     return Err(invalid("moe.top_k", format!("top_k ({top_k}) must not exceed num_experts ({num_experts})")));
                 }
@@ -341,7 +309,7 @@ impl ModelConfig {
                 return Err(ConfigError::WrongType {
                     field: "moe",
                     expected: "an object {\"num_experts\", \"top_k\", \"expert_dim\", \"capacity_factor\"} or absent",
-                    found: show_value(v),
+                    found: show_value(&v),
                 })
             }
         };
@@ -358,10 +326,10 @@ impl ModelConfig {
                         ));
                     }
                 }
-                let d_ff = match (&moe, f.opt_size("d_ff", MAX_DIM)?) {
+                let d_ff = match (&moe, opt_size("d_ff", self.d_ff, MAX_DIM)?) {
                     (_, Some(d)) => d,
                     (Some(m), None) => m.expert_dim,
-                    (None, None) => return Err(f.missing("d_ff")),
+                    (None, None) => return Err(ConfigError::MissingField { field: "d_ff", arch: Some(arch) }),
                 };
                 ModelConfig {
                     arch,
@@ -389,9 +357,9 @@ impl ModelConfig {
                         ),
                     ));
                 }
-                let multiple_of = f.size("multiple_of", MAX_DIM)?;
-                let norm_eps = f.opt_positive_f32("norm_eps", 1.0)?.unwrap_or(DEFAULT_RMS_NORM_EPS);
-                let rope_theta = f.opt_positive_f32("rope_theta", 1e12)?.unwrap_or(DEFAULT_ROPE_THETA);
+                let multiple_of = size("multiple_of", self.multiple_of, MAX_DIM, arch)?;
+                let norm_eps = opt_positive_f32("norm_eps", self.norm_eps, 1.0)?.unwrap_or(DEFAULT_RMS_NORM_EPS);
+                let rope_theta = opt_positive_f32("rope_theta", self.rope_theta, 1e12)?.unwrap_or(DEFAULT_ROPE_THETA);
                 let hidden = llama_hidden(d_model, multiple_of);
                 if hidden > MAX_DIM {
                     return Err(invalid("multiple_of", format!("the SwiGLU hidden size {hidden} it gives is over the limit of {MAX_DIM}")));
@@ -415,19 +383,36 @@ impl ModelConfig {
             }
         };
 
-        // Whole-model bounds: keeps expected_tensors() and the parameter count small and overflow-free.
-        let tensors = cfg.tensor_count();
-        if tensors > MAX_TENSORS {
+        // Whole-model bounds: keep the declared tensors and the parameter count small and overflow-free.
+        let census = Census::of(&cfg);
+        if census.tensors > MAX_TENSORS {
             return Err(invalid(
                 if cfg.moe.is_some() { "moe.num_experts" } else { "num_layers" },
-                format!("the config describes {tensors} tensors, over the limit of {MAX_TENSORS}"),
+                format!("the config describes {} tensors, over the limit of {MAX_TENSORS}", census.tensors),
             ));
         }
-        let params = cfg.param_count();
-        if params > MAX_PARAMS {
-            return Err(invalid("d_model", format!("the config describes {params} parameters, over the limit of {MAX_PARAMS}")));
+        if census.params > MAX_PARAMS {
+            return Err(invalid("d_model", format!("the config describes {} parameters, over the limit of {MAX_PARAMS}", census.params)));
         }
         Ok(cfg)
+    }
+}
+
+impl ModelConfig {
+    /// Parses and validates a config JSON string (the content of `__metadata__["config"]`).
+    pub fn from_json(json: &str) -> Result<ModelConfig, ConfigError> {
+        let value: Value = serde_json::from_str(json).map_err(|e| ConfigError::InvalidJson(e.to_string()))?;
+        ModelConfig::from_value(&value)
+    }
+
+    /// Validates an already parsed JSON value.
+    pub fn from_value(value: &Value) -> Result<ModelConfig, ConfigError> {
+        match value {
+            Value::Object(_) => {}
+            Value::String(_) => return Err(ConfigError::NotAnObject { found: "a string (was it JSON-encoded twice?)" }),
+            other => return Err(ConfigError::NotAnObject { found: json_type(other) }),
+        }
+        RawConfig::deserialize(value).map_err(|e| ConfigError::InvalidJson(e.to_string()))?.validate()
     }
 
     /// d_model / num_heads.
@@ -441,161 +426,22 @@ impl ModelConfig {
         llama_hidden(self.d_model, self.multiple_of.max(1))
     }
 
-    /// Number of tensors in `expected_tensors()` (computed without building the list).
+    /// Number of tensors the architecture declares (`model::weights::Weights::declare`).
     pub fn tensor_count(&self) -> u64 {
-        let l = self.num_layers as u64;
-        match self.arch {
-            // per encoder layer: 4 attn * 2 + 2 norms * 2 + 2 linears * 2 = 16
-            // per decoder layer: 8 attn * 2 + 3 norms * 2 + 4 = 26
-            Arch::EncoderDecoder => 1 + 16 * l + 1 + 26 * l + 2,
-            Arch::Decoder => {
-                let ffn = match &self.moe {
-                    None => 4,
-                    Some(m) => 2 + 4 * m.num_experts as u64,
-                };
-                1 + l * (8 + 4 + ffn) + 2 + 1
-            }
-            Arch::Llama => 1 + 9 * l + 2,
-        }
+        Census::of(self).tensors
     }
 
-    /// Every tensor the model needs, with its PyTorch `state_dict()` name and shape, in a stable order.
-    /// Registered buffers (`*.pos_encoding.pe`) are not listed: they are not needed.
+    /// Every tensor the model needs, with its PyTorch `state_dict()` name and shape, in declaration
+    /// order (`model::weights::Weights::declare`). Registered buffers (`*.pos_encoding.pe`) are not
+    /// listed: they are not needed.
     pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
-        let d = self.d_model;
-        let mut out: Vec<(String, Vec<usize>)> = Vec::with_capacity(self.tensor_count() as usize);
-        let mut push = |name: String, shape: Vec<usize>| out.push((name, shape));
-        let linear = |push: &mut dyn FnMut(String, Vec<usize>), name: String, o: usize, i: usize| {
-            push(format!("{name}.weight"), vec![o, i]);
-            push(format!("{name}.bias"), vec![o]);
-        };
-        let layer_norm = |push: &mut dyn FnMut(String, Vec<usize>), name: String| {
-            push(format!("{name}.weight"), vec![d]);
-            push(format!("{name}.bias"), vec![d]);
-        };
-        match self.arch {
-            Arch::EncoderDecoder => {
-                let ff = self.d_ff;
-                push("encoder.embedding.weight".into(), vec![self.src_vocab_size, d]);
-                for i in 0..self.num_layers {
-                    let p = format!("encoder.layers.{i}");
-                    for w in ["W_q", "W_k", "W_v", "W_o"] {
-                        linear(&mut push, format!("{p}.self_attention.{w}"), d, d);
-                    }
-                    layer_norm(&mut push, format!("{p}.norm1"));
-                    layer_norm(&mut push, format!("{p}.norm2"));
-                    linear(&mut push, format!("{p}.feed_forward.linear1"), ff, d);
-                    linear(&mut push, format!("{p}.feed_forward.linear2"), d, ff);
-                }
-                push("decoder.embedding.weight".into(), vec![self.tgt_vocab_size, d]);
-                for i in 0..self.num_layers {
-                    let p = format!("decoder.layers.{i}");
-                    for w in ["W_q", "W_k", "W_v", "W_o"] {
-                        linear(&mut push, format!("{p}.self_attention.{w}"), d, d);
-                    }
-                    for w in ["W_q", "W_k", "W_v", "W_o"] {
-                        linear(&mut push, format!("{p}.encoder_attention.{w}"), d, d);
-                    }
-                    layer_norm(&mut push, format!("{p}.norm1"));
-                    layer_norm(&mut push, format!("{p}.norm2"));
-                    layer_norm(&mut push, format!("{p}.norm3"));
-                    linear(&mut push, format!("{p}.feed_forward.linear1"), ff, d);
-                    linear(&mut push, format!("{p}.feed_forward.linear2"), d, ff);
-                }
-                linear(&mut push, "final_layer".into(), self.tgt_vocab_size, d);
-            }
-            Arch::Decoder => {
-                push("token_embedding.weight".into(), vec![self.vocab_size, d]);
-                for i in 0..self.num_layers {
-                    let p = format!("decoder_layers.{i}");
-                    for w in ["w_q", "w_k", "w_v", "w_o"] {
-                        linear(&mut push, format!("{p}.self_attn.{w}"), d, d);
-                    }
-                    layer_norm(&mut push, format!("{p}.norm1"));
-                    layer_norm(&mut push, format!("{p}.norm2"));
-                    match &self.moe {
-                        None => {
-                            linear(&mut push, format!("{p}.feed_forward.linear1"), self.d_ff, d);
-                            linear(&mut push, format!("{p}.feed_forward.linear2"), d, self.d_ff);
-                        }
-                        Some(m) => {
-                            linear(&mut push, format!("{p}.feed_forward.router"), m.num_experts, d);
-                            for e in 0..m.num_experts {
-                                let x = format!("{p}.feed_forward.experts.{e}");
-                                linear(&mut push, format!("{x}.0"), m.expert_dim, d);
-                                linear(&mut push, format!("{x}.2"), d, m.expert_dim);
-                            }
-                        }
-                    }
-                }
-                layer_norm(&mut push, "ln_f".into());
-                push("lm_head.weight".into(), vec![self.vocab_size, d]);
-            }
-            Arch::Llama => {
-                let (nh, nkv, hs) = (self.num_heads, self.num_kv_heads, self.head_dim());
-                let hidden = self.llama_hidden_dim();
-                push("tok_embeddings.weight".into(), vec![self.vocab_size, d]);
-                for i in 0..self.num_layers {
-                    let p = format!("layers.{i}");
-                    push(format!("{p}.attention.wq.weight"), vec![nh * hs, d]);
-                    push(format!("{p}.attention.wk.weight"), vec![nkv * hs, d]);
-                    push(format!("{p}.attention.wv.weight"), vec![nkv * hs, d]);
-                    push(format!("{p}.attention.wo.weight"), vec![d, nh * hs]);
-                    push(format!("{p}.feed_forward.w1.weight"), vec![hidden, d]);
-                    push(format!("{p}.feed_forward.w2.weight"), vec![d, hidden]);
-                    push(format!("{p}.feed_forward.w3.weight"), vec![hidden, d]);
-                    push(format!("{p}.attention_norm.weight"), vec![d]);
-                    push(format!("{p}.ffn_norm.weight"), vec![d]);
-                }
-                push("norm.weight".into(), vec![d]);
-                push("output.weight".into(), vec![self.vocab_size, d]);
-            }
-        }
-        out
+        Listing::of(self).into_iter().map(|d| (d.name, d.shape)).collect()
     }
 
-    /// Total number of parameters of the tensors in `expected_tensors()` (buffers excluded).
-    /// Computed in closed form with saturating u64 arithmetic, so it never overflows.
+    /// Total number of parameters of the declared tensors (buffers excluded), in saturating u64
+    /// arithmetic, so it never overflows.
     pub fn param_count(&self) -> u64 {
-        let d = self.d_model as u64;
-        let l = self.num_layers as u64;
-        let lin = |o: u64, i: u64| o.saturating_mul(i).saturating_add(o); // weight + bias
-        let attn = lin(d, d).saturating_mul(4);
-        let ln = 2 * d;
-        match self.arch {
-            Arch::EncoderDecoder => {
-                let (src, tgt, ff) = (self.src_vocab_size as u64, self.tgt_vocab_size as u64, self.d_ff as u64);
-                let ffn = lin(ff, d).saturating_add(lin(d, ff));
-                let enc = attn.saturating_add(2 * ln).saturating_add(ffn);
-                let dec = attn.saturating_mul(2).saturating_add(3 * ln).saturating_add(ffn);
-                src.saturating_mul(d)
-                    .saturating_add(tgt.saturating_mul(d))
-                    .saturating_add(l.saturating_mul(enc.saturating_add(dec)))
-                    .saturating_add(lin(tgt, d))
-            }
-            Arch::Decoder => {
-                let v = self.vocab_size as u64;
-                let ffn = match &self.moe {
-                    None => lin(self.d_ff as u64, d).saturating_add(lin(d, self.d_ff as u64)),
-                    Some(m) => {
-                        let (e, x) = (m.num_experts as u64, m.expert_dim as u64);
-                        lin(e, d).saturating_add(e.saturating_mul(lin(x, d).saturating_add(lin(d, x))))
-                    }
-                };
-                let layer = attn.saturating_add(2 * ln).saturating_add(ffn);
-                v.saturating_mul(d).saturating_add(l.saturating_mul(layer)).saturating_add(ln).saturating_add(v.saturating_mul(d))
-            }
-            Arch::Llama => {
-                let v = self.vocab_size as u64;
-                let hs = self.head_dim() as u64;
-                let (nh, nkv) = (self.num_heads as u64, self.num_kv_heads as u64);
-                let h = self.llama_hidden_dim() as u64;
-                let attn = (2 * nh * hs).saturating_mul(d).saturating_add((2 * nkv * hs).saturating_mul(d));
-                let ffn = h.saturating_mul(d).saturating_mul(3);
-                let layer = attn.saturating_add(ffn).saturating_add(2 * d);
-                v.saturating_mul(d).saturating_add(l.saturating_mul(layer)).saturating_add(d).saturating_add(v.saturating_mul(d))
-            }
-        }
+        Census::of(self).params
     }
 }
 

@@ -55,23 +55,6 @@ pub struct Hooks<T> {
     pub mask: Option<T>,
 }
 
-impl<T> Hooks<T> {
-    /// Every buffer the hooks hold (for Model::free).
-    pub fn for_each(&self, mut f: impl FnMut(&T)) {
-        for ab in self.ablate.iter().flatten() {
-            f(&ab.keep);
-            f(&ab.add);
-        }
-        self.router.iter().flatten().for_each(&mut f);
-        self.mask.iter().for_each(&mut f);
-        if let Some(c) = &self.capture {
-            for t in [&c.eye_c, &c.eye_a, &c.resid, &c.lens, &c.lens_mid, &c.att] {
-                f(t)
-            }
-        }
-    }
-}
-
 impl<T> Default for Hooks<T> {
     fn default() -> Self {
         Hooks { ablate: vec![], router: vec![], capture: None, mask_cells: vec![], cross_cells: vec![], mask: None }
@@ -396,26 +379,16 @@ impl<B: Backend> Model<B> {
         Ok(())
     }
 
-    fn free_capture(&mut self, b: &B) {
-        if let Some(c) = self.hooks.capture.take() {
-            for t in [&c.eye_c, &c.eye_a, &c.resid, &c.lens, &c.lens_mid, &c.att] {
-                b.free(t);
-            }
-        }
+    /// Drops the capture buffers (a GpuTensor destroys its buffer when it drops).
+    fn free_capture(&mut self, _b: &B) {
+        self.hooks.capture = None;
     }
 
-    /// Removes any ablation (frees its buffers).
-    pub fn clear_ablation(&mut self, b: &B) {
-        for ab in std::mem::take(&mut self.hooks.ablate).into_iter().flatten() {
-            b.free(&ab.keep);
-            b.free(&ab.add);
-        }
-        for r in std::mem::take(&mut self.hooks.router).into_iter().flatten() {
-            b.free(&r);
-        }
-        if let Some(m) = self.hooks.mask.take() {
-            b.free(&m);
-        }
+    /// Removes any ablation (its buffers are freed as they drop).
+    pub fn clear_ablation(&mut self, _b: &B) {
+        self.hooks.ablate.clear();
+        self.hooks.router.clear();
+        self.hooks.mask = None;
         self.hooks.mask_cells.clear();
         self.hooks.cross_cells.clear();
     }

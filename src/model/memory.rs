@@ -5,10 +5,12 @@
 //! attention maps are (NH, S, S) per layer and the logits (S, V), and neither is stored in the file.
 //! [`demand`] lists every buffer [`RunState::new`](crate::model::state::RunState::new) allocates
 //! (a test allocates a RunState for every architecture and checks the two agree byte for byte) plus
-//! the weights, and [`Demand::check`] refuses a model over the budget with one line that names the
+//! the weights (counted from the architecture's declaration, `Weights::declare`), plus the copies of
+//! the weights a backend keeps ([`WeightCopies`]), and [`Demand::check`] refuses a model over the budget with one line that names the
 //! total and the biggest buffers.
 
 use crate::model::config::{Arch, ModelConfig};
+use crate::model::weights::Census;
 
 /// Default budget of the native CLI (its `--memory-budget` changes it).
 pub const DEFAULT_BUDGET: u64 = 4 << 30;
@@ -92,8 +94,24 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// Copies of the weights a backend keeps beside them (`Backend::weight_copies`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightCopies {
+    /// the backend computes from the uploaded weights alone (GPU, CPU reference)
+    #[default]
+    None,
+    /// the fast CPU backend (src/fastcpu): every matmul weight (N, K) packed again, on its first
+    /// use, into ceil(N / width) panels of (K, width)
+    Panels(usize),
+}
+
 /// The memory the model of `cfg` needs once loaded: its weights (f32) and every RunState buffer.
 pub fn demand(cfg: &ModelConfig) -> Demand {
+    demand_with(cfg, WeightCopies::None)
+}
+
+/// [`demand`] on a backend that keeps `copies` of the weights.
+pub fn demand_with(cfg: &ModelConfig, copies: WeightCopies) -> Demand {
     let (s, c, l) = (cfg.max_seq_len, cfg.d_model, cfg.num_layers);
     let (nh, hs) = (cfg.num_heads, cfg.head_dim());
     let kvw = cfg.num_kv_heads * hs;
@@ -111,7 +129,17 @@ pub fn demand(cfg: &ModelConfig) -> Demand {
             items.push(Item { what, shape, bytes });
         }
     };
-    add("weights", format!("{} parameters", cfg.param_count()), cfg.param_count().saturating_mul(4));
+    let panel = match copies {
+        WeightCopies::None => 0,
+        WeightCopies::Panels(width) => width,
+    };
+    let census = Census::with_panel(cfg, panel);
+    add("weights", format!("{} parameters", census.params), census.params.saturating_mul(4));
+    add(
+        "packed weights",
+        format!("{} matmul values in panels of {panel} rows", census.packed_params),
+        census.packed_params.saturating_mul(4),
+    );
     // per layer: (NH, S, S) attention probabilities; encoder-decoder: also the encoder's and the cross maps
     let map_layers = l * stacks + if encdec { l } else { 0 };
     add("attention maps", format!("{map_layers} x (NH {nh}, S {s}, S {s})"), f32s(&[map_layers, nh, s, s]));
@@ -143,9 +171,9 @@ pub fn demand(cfg: &ModelConfig) -> Demand {
 }
 
 impl Demand {
-    /// The run state alone (everything but the weights).
+    /// The run state alone (everything but the weights and their packed copies).
     pub fn run_state_bytes(&self) -> u64 {
-        self.items.iter().filter(|i| i.what != "weights").fold(0u64, |a, i| a.saturating_add(i.bytes))
+        self.items.iter().filter(|i| i.what != "weights" && i.what != "packed weights").fold(0u64, |a, i| a.saturating_add(i.bytes))
     }
 
     /// The `n` largest groups, largest first.

@@ -70,10 +70,16 @@ pub struct RunState<T> {
     /// sinusoidal PE (max_seq, C) or RoPE (cos, sin) table (max_seq, HS/2, 2)
     pub pe: Option<T>,
     pub rope: Option<T>,
+    /// Bytes of every buffer above (4 per value), counted as they are allocated: what
+    /// model::memory::demand must predict.
+    pub bytes: u64,
 }
 
 impl<T> RunState<T> {
-    pub fn new<B: Backend<T = T>>(b: &B, cfg: &ModelConfig) -> Result<RunState<T>> {
+    /// Allocates every buffer. They are freed when the RunState drops (GPU buffers are destroyed
+    /// by `GpuTensor`'s Drop, in the browser too).
+    pub fn new<B: Backend<T = T>>(backend: &B, cfg: &ModelConfig) -> Result<RunState<T>> {
+        let b = &Counted { backend, bytes: std::cell::Cell::new(0) };
         let s = cfg.max_seq_len;
         let c = cfg.d_model;
         let (nh, hs) = (cfg.num_heads, cfg.head_dim());
@@ -85,7 +91,7 @@ impl<T> RunState<T> {
         };
         let encdec = cfg.arch == Arch::EncoderDecoder;
         let swiglu = cfg.arch == Arch::Llama;
-        let scratch = |b: &B, cross: bool| -> Result<Scratch<T>> {
+        let scratch = |b: &Counted<B>, cross: bool| -> Result<Scratch<T>> {
             Ok(Scratch {
                 x: b.zeros(&[s, c], "x")?,
                 xn: b.zeros(&[s, c], "xn")?,
@@ -102,7 +108,7 @@ impl<T> RunState<T> {
                 cross_mask: (encdec && cross).then(|| b.zeros(&[s, s], "cross mask")).transpose()?,
             })
         };
-        let layer = |b: &B, cross: bool| -> Result<LayerState<T>> {
+        let layer = |b: &Counted<B>, cross: bool| -> Result<LayerState<T>> {
             Ok(LayerState {
                 k: b.zeros(&[s, kvw], "k cache")?,
                 v: b.zeros(&[s, kvw], "v cache")?,
@@ -122,7 +128,7 @@ impl<T> RunState<T> {
             })
         };
         let out_vocab = if encdec { cfg.tgt_vocab_size } else { cfg.vocab_size };
-        Ok(RunState {
+        let mut st = RunState {
             dec: scratch(b, true)?,
             layers: (0..cfg.num_layers).map(|_| layer(b, encdec)).collect::<Result<_>>()?,
             enc: if encdec { Some(scratch(b, false)?) } else { None },
@@ -135,43 +141,34 @@ impl<T> RunState<T> {
             } else {
                 None
             },
-        })
+            bytes: 0,
+        };
+        st.bytes = b.bytes.get();
+        Ok(st)
     }
+}
 
-    pub fn for_each(&self, mut f: impl FnMut(&T)) {
-        let scratch = |s: &Scratch<T>, f: &mut dyn FnMut(&T)| {
-            for t in [&s.x, &s.xn, &s.q, &s.att, &s.tmp, &s.h, &s.ids] {
-                f(t)
-            }
-            for t in [&s.h2, &s.mask, &s.cross_mask, &s.router_logits, &s.gate, &s.ys].into_iter().flatten() {
-                f(t)
-            }
-        };
-        let layer = |l: &LayerState<T>, f: &mut dyn FnMut(&T)| {
-            for t in [&l.k, &l.v, &l.probs] {
-                f(t)
-            }
-            for t in [&l.cross_k, &l.cross_v, &l.cross_probs].into_iter().flatten() {
-                f(t)
-            }
-            if let Some(m) = &l.moe {
-                for t in [&m.probs, &m.experts, &m.weights, &m.kept] {
-                    f(t)
-                }
-            }
-        };
-        scratch(&self.dec, &mut f);
-        if let Some(e) = &self.enc {
-            scratch(e, &mut f)
-        }
-        for l in self.layers.iter().chain(&self.enc_layers) {
-            layer(l, &mut f)
-        }
-        for t in [&self.logits, &self.next] {
-            f(t)
-        }
-        for t in [&self.pe, &self.rope].into_iter().flatten() {
-            f(t)
-        }
+/// The backend's allocations, counting their bytes.
+struct Counted<'a, B> {
+    backend: &'a B,
+    bytes: std::cell::Cell<u64>,
+}
+
+impl<B: Backend> Counted<'_, B> {
+    fn count(&self, shape: &[usize]) {
+        let n = shape.iter().fold(4u64, |a, &d| a.saturating_mul(d as u64));
+        self.bytes.set(self.bytes.get().saturating_add(n));
+    }
+    fn zeros(&self, shape: &[usize], label: &str) -> Result<B::T> {
+        self.count(shape);
+        self.backend.zeros(shape, label)
+    }
+    fn zeros_u32(&self, shape: &[usize], label: &str) -> Result<B::T> {
+        self.count(shape);
+        self.backend.zeros_u32(shape, label)
+    }
+    fn tensor(&self, shape: &[usize], data: &[f32], label: &str) -> Result<B::T> {
+        self.count(shape);
+        self.backend.tensor(shape, data, label)
     }
 }

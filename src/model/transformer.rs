@@ -44,7 +44,8 @@ pub enum Logits {
 
 impl<B: Backend> Model<B> {
     /// Parses and validates a checkpoint (tokenizer included), then uploads it. On error nothing is
-    /// kept: tensors already uploaded are destroyed when they drop.
+    /// kept: tensors already uploaded are destroyed when they drop, and so is every buffer of a
+    /// model when it drops (`GpuTensor`'s Drop destroys its buffer, in the browser too).
     pub fn load(backend: &B, bytes: &[u8]) -> Result<Model<B>> {
         Self::load_within(backend, bytes, &Budget::default())
     }
@@ -53,7 +54,7 @@ impl<B: Backend> Model<B> {
     /// activations, KV caches, attention maps, logits, MoE buffers, masks) is over `budget`, before
     /// anything is converted or allocated.
     pub fn load_within(backend: &B, bytes: &[u8], budget: &Budget) -> Result<Model<B>> {
-        let mut ck = Checkpoint::from_bytes_checked(bytes, |cfg| memory::demand(cfg).check(budget))?;
+        let mut ck = Checkpoint::from_bytes_checked(bytes, |cfg| memory::demand_with(cfg, backend.weight_copies()).check(budget))?;
         let cfg = ck.config.clone();
         let tokenizer = match &ck.tokenizer {
             None => None,
@@ -82,13 +83,6 @@ impl<B: Backend> Model<B> {
         let weights = Weights::load(backend, &cfg, &mut ck)?;
         let state = RunState::new(backend, &cfg)?;
         Ok(Model { cfg, tokenizer, out_tokenizer, constraint, weights, state, params, src: vec![], hooks: Hooks::default() })
-    }
-
-    /// Releases every GPU buffer now (the browser does not free them on drop).
-    pub fn free(&self, b: &B) {
-        self.weights.for_each(|t| b.free(t));
-        self.state.for_each(|t| b.free(t));
-        self.hooks.for_each(|t| b.free(t));
     }
 
     /// The tokenizer that writes the model's output: the target table of a two-table tokenizer

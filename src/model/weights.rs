@@ -1,10 +1,25 @@
-//! Weights: the checkpoint's tensors uploaded to a backend, grouped the way the papers draw them.
-//! Names follow the PyTorch state_dict of the seeds' modules (see model::config::expected_tensors).
+//! Weights: the checkpoint's tensors uploaded to a backend, grouped the way the papers draw them,
+//! and [`Weights::declare`]: the one place where an architecture names its tensors.
+//!
+//! The declaration walks a [`VarBuilder`] with path prefixes, in the style of candle's
+//! `vb.pp("self_attn")`: each sub-module gets its prefix and asks for its tensors by their last
+//! name, shape and [`Role`]. What a walk does with them is up to its [`Sink`]:
+//! - [`Census`]: counts tensors, parameters and the fast CPU backend's packed copies (config bounds,
+//!   `ModelConfig::param_count`, the memory demand);
+//! - [`Listing`]: names and shapes in declaration order (`ModelConfig::expected_tensors`, which the
+//!   checkpoint validates the file against);
+//! - [`Weights::load`]'s upload: takes each tensor out of the checkpoint and uploads it.
+//!
+//! So adding a tensor is one line in `declare` (plus the field that holds it). Names are the
+//! PyTorch `state_dict()` names of the seeds' modules; other checkpoint layouts map their names onto
+//! these in `model::checkpoint::Layout`.
+
+use std::fmt::Display;
 
 use crate::error::{Result, TfError};
 use crate::model::backend::Backend;
 use crate::model::checkpoint::Checkpoint;
-use crate::model::config::{Arch, ModelConfig};
+use crate::model::config::{Arch, ModelConfig, LAYER_NORM_EPS};
 
 /// nn.Linear: w (out, in), b (out,) optional.
 pub struct Linear<T> {
@@ -60,36 +75,101 @@ pub struct Weights<T> {
     pub head: Linear<T>,
 }
 
-struct Loader<'a, B: Backend> {
-    b: &'a B,
-    ck: &'a mut Checkpoint,
+// ---------------------------------------------------------------------------------------------
+// The walker
+
+/// What a declared tensor is for. Other checkpoint layouts store some roles differently (GPT-2's
+/// Conv1D keeps a matmul weight as (in, out)), and backends keep copies of some (the fast CPU
+/// backend packs every matmul weight into panels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// (V, C): a lookup table of rows
+    Embedding,
+    /// (out, in): the W of `x @ W^T`
+    Matmul,
+    /// (out,): the bias of a matmul
+    Bias,
+    /// (C,): a norm's scale or shift
+    Norm,
 }
 
-impl<B: Backend> Loader<'_, B> {
-    fn t(&mut self, name: &str) -> Result<B::T> {
-        let t = self.ck.take(name).ok_or_else(|| TfError::Checkpoint(format!("tensor '{name}' is missing")))?;
-        self.b.tensor(&t.shape, &t.data, name)
+/// Where a walk of the declaration puts each tensor.
+pub trait Sink {
+    /// What the walk builds `Weights<T>` of.
+    type T;
+    /// Whether the walk needs full names; a census does not, and skips building them.
+    const NAMES: bool = true;
+    /// The tensor `name` (dotted, empty when `NAMES` is false) of `shape`.
+    fn take(&mut self, name: &str, shape: &[usize], role: Role) -> Result<Self::T>;
+}
+
+/// A path prefix over a sink: `vb.pp("layers").pp(3).get("weight", ..)` asks for `layers.3.weight`.
+pub struct VarBuilder<'a, S: Sink> {
+    sink: &'a mut S,
+    prefix: String,
+}
+
+impl<'a, S: Sink> VarBuilder<'a, S> {
+    pub fn new(sink: &'a mut S) -> Self {
+        VarBuilder { sink, prefix: String::new() }
     }
-    fn lin(&mut self, p: &str, bias: bool) -> Result<Linear<B::T>> {
-        Ok(Linear { w: self.t(&format!("{p}.weight"))?, b: if bias { Some(self.t(&format!("{p}.bias"))?) } else { None } })
+
+    fn join(&self, name: &dyn Display) -> String {
+        match (S::NAMES, self.prefix.is_empty()) {
+            (false, _) => String::new(),
+            (true, true) => name.to_string(),
+            (true, false) => format!("{}.{name}", self.prefix),
+        }
     }
-    fn ln(&mut self, p: &str) -> Result<Norm<B::T>> {
-        Ok(Norm { w: self.t(&format!("{p}.weight"))?, b: Some(self.t(&format!("{p}.bias"))?), eps: 1e-5 })
+
+    /// The builder of a sub-module: its names get `name.` in front.
+    pub fn pp(&mut self, name: impl Display) -> VarBuilder<'_, S> {
+        let prefix = self.join(&name);
+        VarBuilder { sink: &mut *self.sink, prefix }
     }
-    fn rms(&mut self, p: &str, eps: f32) -> Result<Norm<B::T>> {
-        Ok(Norm { w: self.t(&format!("{p}.weight"))?, b: None, eps })
+
+    /// The tensor `name` under this prefix.
+    pub fn get(&mut self, name: &str, shape: &[usize], role: Role) -> Result<S::T> {
+        let full = self.join(&name);
+        self.sink.take(&full, shape, role)
     }
-    fn attn(&mut self, p: &str, names: [&str; 4], bias: bool) -> Result<AttnW<B::T>> {
-        Ok(AttnW {
-            q: self.lin(&format!("{p}.{}", names[0]), bias)?,
-            k: self.lin(&format!("{p}.{}", names[1]), bias)?,
-            v: self.lin(&format!("{p}.{}", names[2]), bias)?,
-            o: self.lin(&format!("{p}.{}", names[3]), bias)?,
-        })
-    }
-    fn relu_ffn(&mut self, p: &str) -> Result<Ffn<B::T>> {
-        Ok(Ffn::Relu { l1: self.lin(&format!("{p}.linear1"), true)?, l2: self.lin(&format!("{p}.linear2"), true)? })
-    }
+}
+
+/// nn.Linear(inp, out): `weight` (out, inp) and, with `bias`, `bias` (out,).
+fn linear<S: Sink>(mut vb: VarBuilder<S>, out: usize, inp: usize, bias: bool) -> Result<Linear<S::T>> {
+    Ok(Linear { w: vb.get("weight", &[out, inp], Role::Matmul)?, b: if bias { Some(vb.get("bias", &[out], Role::Bias)?) } else { None } })
+}
+
+/// nn.LayerNorm(c): `weight`, `bias` (c,).
+fn layer_norm<S: Sink>(mut vb: VarBuilder<S>, c: usize) -> Result<Norm<S::T>> {
+    Ok(Norm { w: vb.get("weight", &[c], Role::Norm)?, b: Some(vb.get("bias", &[c], Role::Norm)?), eps: LAYER_NORM_EPS })
+}
+
+/// RMSNorm(c): `weight` (c,).
+fn rms_norm<S: Sink>(mut vb: VarBuilder<S>, c: usize, eps: f32) -> Result<Norm<S::T>> {
+    Ok(Norm { w: vb.get("weight", &[c], Role::Norm)?, b: None, eps })
+}
+
+/// Q, K, V, O projections named `names`: Q (NH*HS, C), K and V (NKV*HS, C), O (C, NH*HS).
+fn attention<S: Sink>(
+    mut vb: VarBuilder<S>,
+    names: [&str; 4],
+    c: usize,
+    q_width: usize,
+    kv_width: usize,
+    bias: bool,
+) -> Result<AttnW<S::T>> {
+    Ok(AttnW {
+        q: linear(vb.pp(names[0]), q_width, c, bias)?,
+        k: linear(vb.pp(names[1]), kv_width, c, bias)?,
+        v: linear(vb.pp(names[2]), kv_width, c, bias)?,
+        o: linear(vb.pp(names[3]), c, q_width, bias)?,
+    })
+}
+
+/// Seed 000's FeedForward: linear1 (H, C), ReLU, linear2 (C, H).
+fn relu_ffn<S: Sink>(mut vb: VarBuilder<S>, c: usize, hidden: usize) -> Result<Ffn<S::T>> {
+    Ok(Ffn::Relu { l1: linear(vb.pp("linear1"), hidden, c, true)?, l2: linear(vb.pp("linear2"), c, hidden, true)? })
 }
 
 const ENCDEC_ATTN: [&str; 4] = ["W_q", "W_k", "W_v", "W_o"];
@@ -97,158 +177,203 @@ const DEC_ATTN: [&str; 4] = ["w_q", "w_k", "w_v", "w_o"];
 const LLAMA_ATTN: [&str; 4] = ["wq", "wk", "wv", "wo"];
 
 impl<T> Weights<T> {
-    /// Uploads every tensor the config needs (the checkpoint was validated against the config's
-    /// expected tensors already, so a missing tensor here is a bug, reported as an error all the same).
-    pub fn load<B: Backend<T = T>>(b: &B, cfg: &ModelConfig, ck: &mut Checkpoint) -> Result<Weights<T>> {
-        let mut l = Loader { b, ck };
+    /// Every architecture's tensors, declared once: names, shapes and roles, in the order of the
+    /// PyTorch `state_dict()` (which `ModelConfig::expected_tensors` keeps). Registered buffers
+    /// (`*.pos_encoding.pe`) are not declared: they are recomputed.
+    pub fn declare<S: Sink<T = T>>(cfg: &ModelConfig, vb: &mut VarBuilder<S>) -> Result<Weights<T>> {
+        let c = cfg.d_model;
         match cfg.arch {
+            // seed 000 Transformer: post-norm, biases everywhere, ReLU FFN
             Arch::EncoderDecoder => {
-                let mut enc_layers = Vec::new();
+                let ff = cfg.d_ff;
+                let attn = |vb: VarBuilder<S>| attention(vb, ENCDEC_ATTN, c, c, c, true);
+                let mut enc = vb.pp("encoder");
+                let enc_embed = enc.get("embedding.weight", &[cfg.src_vocab_size, c], Role::Embedding)?;
+                let mut enc_layers = Vec::with_capacity(cfg.num_layers);
                 for i in 0..cfg.num_layers {
-                    let p = format!("encoder.layers.{i}");
+                    let mut l = enc.pp(format_args!("layers.{i}"));
                     enc_layers.push(Layer {
-                        attn: l.attn(&format!("{p}.self_attention"), ENCDEC_ATTN, true)?,
-                        norm_attn: l.ln(&format!("{p}.norm1"))?,
+                        attn: attn(l.pp("self_attention"))?,
+                        norm_attn: layer_norm(l.pp("norm1"), c)?,
+                        norm_ffn: layer_norm(l.pp("norm2"), c)?,
+                        ffn: relu_ffn(l.pp("feed_forward"), c, ff)?,
                         cross: None,
-                        ffn: l.relu_ffn(&format!("{p}.feed_forward"))?,
-                        norm_ffn: l.ln(&format!("{p}.norm2"))?,
                     });
                 }
-                let mut layers = Vec::new();
+                let mut dec = vb.pp("decoder");
+                let embed = dec.get("embedding.weight", &[cfg.tgt_vocab_size, c], Role::Embedding)?;
+                let mut layers = Vec::with_capacity(cfg.num_layers);
                 for i in 0..cfg.num_layers {
-                    let p = format!("decoder.layers.{i}");
+                    let mut l = dec.pp(format_args!("layers.{i}"));
+                    let self_attn = attn(l.pp("self_attention"))?;
+                    let cross_attn = attn(l.pp("encoder_attention"))?;
                     layers.push(Layer {
-                        attn: l.attn(&format!("{p}.self_attention"), ENCDEC_ATTN, true)?,
-                        norm_attn: l.ln(&format!("{p}.norm1"))?,
-                        cross: Some((l.attn(&format!("{p}.encoder_attention"), ENCDEC_ATTN, true)?, l.ln(&format!("{p}.norm2"))?)),
-                        ffn: l.relu_ffn(&format!("{p}.feed_forward"))?,
-                        norm_ffn: l.ln(&format!("{p}.norm3"))?,
+                        attn: self_attn,
+                        norm_attn: layer_norm(l.pp("norm1"), c)?,
+                        cross: Some((cross_attn, layer_norm(l.pp("norm2"), c)?)),
+                        norm_ffn: layer_norm(l.pp("norm3"), c)?,
+                        ffn: relu_ffn(l.pp("feed_forward"), c, ff)?,
                     });
                 }
-                Ok(Weights {
-                    embed: l.t("decoder.embedding.weight")?,
-                    enc_embed: Some(l.t("encoder.embedding.weight")?),
-                    enc_layers,
-                    layers,
-                    final_norm: None,
-                    head: l.lin("final_layer", true)?,
-                })
+                let head = linear(vb.pp("final_layer"), cfg.tgt_vocab_size, c, true)?;
+                Ok(Weights { embed, enc_embed: Some(enc_embed), enc_layers, layers, final_norm: None, head })
             }
+            // seed 000 decoder-only LLM: pre-norm, ReLU FFN or a mixture of GELU experts, lm_head without bias
             Arch::Decoder => {
-                let mut layers = Vec::new();
+                let embed = vb.get("token_embedding.weight", &[cfg.vocab_size, c], Role::Embedding)?;
+                let mut layers = Vec::with_capacity(cfg.num_layers);
                 for i in 0..cfg.num_layers {
-                    let p = format!("decoder_layers.{i}");
+                    let mut l = vb.pp(format_args!("decoder_layers.{i}"));
+                    let attn = attention(l.pp("self_attn"), DEC_ATTN, c, c, c, true)?;
+                    let norm_attn = layer_norm(l.pp("norm1"), c)?;
+                    let norm_ffn = layer_norm(l.pp("norm2"), c)?;
                     let ffn = match &cfg.moe {
-                        None => l.relu_ffn(&format!("{p}.feed_forward"))?,
+                        None => relu_ffn(l.pp("feed_forward"), c, cfg.d_ff)?,
                         Some(m) => {
-                            let router = l.lin(&format!("{p}.feed_forward.router"), true)?;
-                            let mut experts = Vec::new();
+                            let mut f = l.pp("feed_forward");
+                            let router = linear(f.pp("router"), m.num_experts, c, true)?;
+                            let mut experts = Vec::with_capacity(m.num_experts);
                             for e in 0..m.num_experts {
-                                let q = format!("{p}.feed_forward.experts.{e}");
-                                experts.push((l.lin(&format!("{q}.0"), true)?, l.lin(&format!("{q}.2"), true)?));
+                                // nn.Sequential(Linear, GELU, Linear): indices 0 and 2
+                                let mut x = f.pp(format_args!("experts.{e}"));
+                                experts.push((linear(x.pp(0), m.expert_dim, c, true)?, linear(x.pp(2), c, m.expert_dim, true)?));
                             }
                             Ffn::Moe { router, experts }
                         }
                     };
-                    layers.push(Layer {
-                        attn: l.attn(&format!("{p}.self_attn"), DEC_ATTN, true)?,
-                        norm_attn: l.ln(&format!("{p}.norm1"))?,
-                        cross: None,
-                        ffn,
-                        norm_ffn: l.ln(&format!("{p}.norm2"))?,
-                    });
+                    layers.push(Layer { attn, norm_attn, cross: None, ffn, norm_ffn });
                 }
-                Ok(Weights {
-                    embed: l.t("token_embedding.weight")?,
-                    enc_embed: None,
-                    enc_layers: vec![],
-                    layers,
-                    final_norm: Some(l.ln("ln_f")?),
-                    head: l.lin("lm_head", false)?,
-                })
+                let final_norm = layer_norm(vb.pp("ln_f"), c)?;
+                let head = linear(vb.pp("lm_head"), cfg.vocab_size, c, false)?;
+                Ok(Weights { embed, enc_embed: None, enc_layers: vec![], layers, final_norm: Some(final_norm), head })
             }
+            // seed 004 Llama: RMSNorm, grouped-query attention, SwiGLU, no biases
             Arch::Llama => {
-                let eps = cfg.norm_eps;
-                let mut layers = Vec::new();
+                let (q_width, kv_width) = (cfg.num_heads * cfg.head_dim(), cfg.num_kv_heads * cfg.head_dim());
+                let (hidden, eps) = (cfg.llama_hidden_dim(), cfg.norm_eps);
+                let embed = vb.get("tok_embeddings.weight", &[cfg.vocab_size, c], Role::Embedding)?;
+                let mut layers = Vec::with_capacity(cfg.num_layers);
                 for i in 0..cfg.num_layers {
-                    let p = format!("layers.{i}");
-                    layers.push(Layer {
-                        attn: l.attn(&format!("{p}.attention"), LLAMA_ATTN, false)?,
-                        norm_attn: l.rms(&format!("{p}.attention_norm"), eps)?,
-                        cross: None,
-                        ffn: Ffn::SwiGlu {
-                            w1: l.lin(&format!("{p}.feed_forward.w1"), false)?,
-                            w2: l.lin(&format!("{p}.feed_forward.w2"), false)?,
-                            w3: l.lin(&format!("{p}.feed_forward.w3"), false)?,
-                        },
-                        norm_ffn: l.rms(&format!("{p}.ffn_norm"), eps)?,
-                    });
+                    let mut l = vb.pp(format_args!("layers.{i}"));
+                    let attn = attention(l.pp("attention"), LLAMA_ATTN, c, q_width, kv_width, false)?;
+                    let mut f = l.pp("feed_forward");
+                    let ffn = Ffn::SwiGlu {
+                        w1: linear(f.pp("w1"), hidden, c, false)?,
+                        w2: linear(f.pp("w2"), c, hidden, false)?,
+                        w3: linear(f.pp("w3"), hidden, c, false)?,
+                    };
+                    let norm_attn = rms_norm(l.pp("attention_norm"), c, eps)?;
+                    let norm_ffn = rms_norm(l.pp("ffn_norm"), c, eps)?;
+                    layers.push(Layer { attn, norm_attn, cross: None, ffn, norm_ffn });
                 }
-                Ok(Weights {
-                    embed: l.t("tok_embeddings.weight")?,
-                    enc_embed: None,
-                    enc_layers: vec![],
-                    layers,
-                    final_norm: Some(l.rms("norm", eps)?),
-                    head: l.lin("output", false)?,
-                })
+                let final_norm = rms_norm(vb.pp("norm"), c, eps)?;
+                let head = linear(vb.pp("output"), cfg.vocab_size, c, false)?;
+                Ok(Weights { embed, enc_embed: None, enc_layers: vec![], layers, final_norm: Some(final_norm), head })
             }
         }
     }
 
-    /// Every tensor, for freeing.
-    pub fn for_each(&self, mut f: impl FnMut(&T)) {
-        let lin = |l: &Linear<T>, f: &mut dyn FnMut(&T)| {
-            f(&l.w);
-            if let Some(b) = &l.b {
-                f(b)
-            }
-        };
-        let norm = |n: &Norm<T>, f: &mut dyn FnMut(&T)| {
-            f(&n.w);
-            if let Some(b) = &n.b {
-                f(b)
-            }
-        };
-        let attn = |a: &AttnW<T>, f: &mut dyn FnMut(&T)| {
-            for l in [&a.q, &a.k, &a.v, &a.o] {
-                lin(l, f)
-            }
-        };
-        f(&self.embed);
-        if let Some(e) = &self.enc_embed {
-            f(e)
+    /// Uploads every declared tensor, taking it out of the checkpoint (which validated names,
+    /// shapes and values against the same declaration, so a missing tensor here is a bug,
+    /// reported as an error all the same).
+    pub fn load<B: Backend<T = T>>(b: &B, cfg: &ModelConfig, ck: &mut Checkpoint) -> Result<Weights<T>> {
+        Weights::declare(cfg, &mut VarBuilder::new(&mut Upload { backend: b, ck }))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sinks
+
+/// Uploads each declared tensor from the checkpoint.
+struct Upload<'a, B: Backend> {
+    backend: &'a B,
+    ck: &'a mut Checkpoint,
+}
+
+impl<B: Backend> Sink for Upload<'_, B> {
+    type T = B::T;
+    fn take(&mut self, name: &str, shape: &[usize], _role: Role) -> Result<B::T> {
+        let t = self.ck.take(name).ok_or_else(|| TfError::Checkpoint(format!("tensor '{name}' is missing")))?;
+        if t.shape != shape {
+            return Err(TfError::Checkpoint(format!("tensor '{name}' has shape {:?}, declared {shape:?}", t.shape)));
         }
-        for layer in self.enc_layers.iter().chain(&self.layers) {
-            attn(&layer.attn, &mut f);
-            norm(&layer.norm_attn, &mut f);
-            if let Some((a, n)) = &layer.cross {
-                attn(a, &mut f);
-                norm(n, &mut f);
-            }
-            norm(&layer.norm_ffn, &mut f);
-            match &layer.ffn {
-                Ffn::Relu { l1, l2 } => {
-                    lin(l1, &mut f);
-                    lin(l2, &mut f)
-                }
-                Ffn::SwiGlu { w1, w2, w3 } => {
-                    lin(w1, &mut f);
-                    lin(w2, &mut f);
-                    lin(w3, &mut f)
-                }
-                Ffn::Moe { router, experts } => {
-                    lin(router, &mut f);
-                    for (a, b) in experts {
-                        lin(a, &mut f);
-                        lin(b, &mut f)
-                    }
-                }
+        self.backend.tensor(&t.shape, &t.data, name)
+    }
+}
+
+/// Counts of a declaration, in saturating u64 arithmetic (a config may describe more than memory holds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// tensors declared
+    pub tensors: u64,
+    /// their elements
+    pub params: u64,
+    /// elements of the matmul weights ((out, in) each)
+    pub matmul_params: u64,
+    /// elements of the matmul weights with `out` rounded up to a multiple of `panel` (the fast CPU
+    /// backend's packed copies); 0 when `panel` is 0
+    pub packed_params: u64,
+    /// the panel width counted in `packed_params`
+    pub panel: usize,
+}
+
+impl Census {
+    /// The counts of `cfg`'s declaration, without building any name.
+    pub fn of(cfg: &ModelConfig) -> Census {
+        Census::with_panel(cfg, 0)
+    }
+
+    /// [`Census::of`], also counting matmul weights packed in panels of `panel` output rows.
+    pub fn with_panel(cfg: &ModelConfig, panel: usize) -> Census {
+        let mut c = Census { panel, ..Census::default() };
+        // A census never fails (its sink always answers Ok).
+        let _ = Weights::declare(cfg, &mut VarBuilder::new(&mut c));
+        c
+    }
+}
+
+impl Sink for Census {
+    type T = ();
+    const NAMES: bool = false;
+    fn take(&mut self, _name: &str, shape: &[usize], role: Role) -> Result<()> {
+        let n = shape.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64));
+        self.tensors += 1;
+        self.params = self.params.saturating_add(n);
+        if let (Role::Matmul, [out, inp]) = (role, shape) {
+            self.matmul_params = self.matmul_params.saturating_add(n);
+            if self.panel > 0 {
+                let padded = out.div_ceil(self.panel) as u64 * self.panel as u64;
+                self.packed_params = self.packed_params.saturating_add(padded.saturating_mul(*inp as u64));
             }
         }
-        if let Some(n) = &self.final_norm {
-            norm(n, &mut f)
-        }
-        lin(&self.head, &mut f);
+        Ok(())
+    }
+}
+
+/// One declared tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Declared {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub role: Role,
+}
+
+/// Every declared tensor, in declaration order.
+#[derive(Default, Debug)]
+pub struct Listing(pub Vec<Declared>);
+
+impl Listing {
+    pub fn of(cfg: &ModelConfig) -> Vec<Declared> {
+        let mut l = Listing::default();
+        let _ = Weights::declare(cfg, &mut VarBuilder::new(&mut l));
+        l.0
+    }
+}
+
+impl Sink for Listing {
+    type T = ();
+    fn take(&mut self, name: &str, shape: &[usize], role: Role) -> Result<()> {
+        self.0.push(Declared { name: name.to_string(), shape: shape.to_vec(), role });
+        Ok(())
     }
 }

@@ -191,7 +191,6 @@ impl Backend for CpuBackend {
     async fn read_batch(&mut self, reqs: &[(&CpuTensor, usize, usize)]) -> Result<Vec<Vec<u32>>> {
         reqs.iter().map(|(t, off, n)| t.read_bits(*off, *n)).collect()
     }
-    fn free(&self, _t: &CpuTensor) {}
 }
 
 /// The attention op's guards over CPU tensors, then `kernel` (the reference loop or the fast one)

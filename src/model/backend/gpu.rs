@@ -313,9 +313,6 @@ impl Backend for GpuBackend {
     async fn read_batch(&mut self, reqs: &[(&GpuTensor, usize, usize)]) -> Result<Vec<Vec<u32>>> {
         self.read_many(reqs).await
     }
-    fn free(&self, t: &GpuTensor) {
-        t.destroy();
-    }
 }
 
 /// The fused ops take N from the caller (the default implementations need it): it must be W's rows.

@@ -175,8 +175,10 @@ pub trait Backend {
     /// Several reads in one submission and one map (the browser pays a round trip per map):
     /// each request is (tensor, offset, count); results come back as raw 4-byte values.
     async fn read_batch(&mut self, reqs: &[(&Self::T, usize, usize)]) -> Result<Vec<Vec<u32>>>;
-    /// Frees a tensor's memory now (GPU buffers are destroyed; in the browser dropping is not enough).
-    fn free(&self, t: &Self::T);
+    /// Copies of the weights this backend keeps beside them, for the memory demand.
+    fn weight_copies(&self) -> crate::model::memory::WeightCopies {
+        crate::model::memory::WeightCopies::None
+    }
 }
 
 /// The unfused `add_norm`: the residual add, then the norm of `c` columns (w (C,)). The CPU
