@@ -6,7 +6,9 @@
 //! * `tokenizer encode --tokenizer tok.json (--text-file F | --text T) [--out ids.bin]`. The id file is
 //!   little-endian **u32**, one per token, no header. Prints JSON {"tokens", "chars", "chars_per_token",
 //!   "unknown"} (plus "ids" when there is no --out). `--tokenizer` also accepts a `.safetensors`
-//!   checkpoint whose metadata has a "tokenizer".
+//!   checkpoint whose metadata has a "tokenizer", a Hugging Face `tokenizer.json` (BPE) or llama2.c's
+//!   `tokenizer.bin`. Those two encode as their own tools do by default: tokenizer.json's post-processor
+//!   adds its special tokens (e.g. Llama's `<s>`), tokenizer.bin starts with BOS (1), as run.c.
 //! * `tokenizer decode --tokenizer tok.json (--ids 3,1,4 | --ids-file ids.bin)`. Prints JSON {"text"}.
 
 use crate::cli::args::{PreSplitChoice, TokDecodeArgs, TokEncodeArgs, TokKind, TokTrainArgs, TokenizerCommand};
@@ -30,7 +32,8 @@ fn tok_err(e: crate::tokenizer::TokenizerError) -> TfError {
     TfError::Input(e.to_string())
 }
 
-/// Loads a tokenizer from a JSON file, or from the "tokenizer" metadata of a safetensors checkpoint.
+/// Loads a tokenizer from our JSON, a Hugging Face tokenizer.json, a llama2.c tokenizer.bin, or the
+/// "tokenizer" metadata of a safetensors checkpoint.
 fn load_tokenizer(path: &str) -> Result<Tokenizer> {
     if path.ends_with(".safetensors") {
         let bytes = read_input(path, "--tokenizer", crate::model::memory::DEFAULT_BUDGET, "checkpoints are capped at 4 GiB here")?;
@@ -44,8 +47,8 @@ fn load_tokenizer(path: &str) -> Result<Tokenizer> {
         return Tokenizer::from_json(text).map_err(tok_err);
     }
     let bytes = read_input(path, "--tokenizer", MAX_TOKENIZER_BYTES, "tokenizer files are capped at 256 MiB")?;
-    let text = String::from_utf8(bytes).map_err(|_| TfError::Input(format!("--tokenizer {} is not valid UTF-8", quote(path))))?;
-    Tokenizer::from_json(&text).map_err(tok_err)
+    // Our JSON, a Hugging Face tokenizer.json, or llama2.c's tokenizer.bin, told apart by content.
+    Tokenizer::from_file_bytes(&bytes).map_err(|e| TfError::Input(format!("--tokenizer {}: {e}", quote(path))))
 }
 
 fn train(a: &TokTrainArgs) -> Result<String> {

@@ -13,6 +13,14 @@
 //!   id per character, for character-level models (the date-translation encoder-decoder); optionally
 //!   a separate target table ([`Chars::target`], [`Tokenizer::target_tokenizer`]).
 //!
+//! * `hf_bpe` ([`HfBpe`]): a Hugging Face `tokenizer.json` with a BPE model (GPT-2 byte-level, Llama-2 /
+//!   TinyLlama SentencePiece style, Llama-3 byte-level with a Split regex), read by our own code.
+//! * `llama2c` ([`Llama2c`]): llama2.c's `tokenizer.bin` (pieces with scores, run.c's greedy merge).
+//!
+//! For these two, [`Tokenizer::encode`] gives what their own tools give by default: the tokenizer.json's
+//! post-processor runs (Python's `add_special_tokens=True`, e.g. Llama's `<s>`), and llama2.c's BOS (1)
+//! comes first (run.c's `encode(text, bos=1, eos=0)`); decode drops special tokens.
+//!
 //! All kinds serialise to JSON with a `"kind"` field (the checkpoint's `"tokenizer"` metadata), and a
 //! [`StreamDecoder`] turns a stream of ids into text without ever showing half a UTF-8 character.
 //!
@@ -21,6 +29,8 @@
 mod byte_bpe;
 mod char_merges;
 mod chars;
+mod hf_bpe;
+mod llama2c;
 mod ranked;
 mod seed_bpe;
 mod train;
@@ -29,6 +39,8 @@ pub use byte_bpe::train_byte_bpe;
 pub use byte_bpe::{pre_split_chunks, ByteBpe, PreSplit};
 pub use char_merges::{train_char_merges, CharMerges};
 pub use chars::Chars;
+pub use hf_bpe::HfBpe;
+pub use llama2c::Llama2c;
 pub use seed_bpe::{train_seed_bpe, train_seed_bpe_with_report, SeedBpe, SeedBpeReport, MAX_MARKER_BYTES};
 
 use serde::Serialize;
@@ -143,6 +155,24 @@ pub enum Tokenizer {
     CharMerges(CharMerges),
     ByteBpe(ByteBpe),
     Chars(Chars),
+    HfBpe(Box<HfBpe>),
+    Llama2c(Llama2c),
+}
+
+/// The `"kind"` of a tokenizer's JSON form, read by serde (unknown kinds get serde's "unknown variant"
+/// message listing the known ones). Only this field is read in a first pass: an internally tagged enum
+/// (`#[serde(tag = "kind")]` on the whole form) would buffer the entire document in serde's private
+/// `Content` tree before dispatching, a copy several times the text's size for a merge list, which
+/// issue 10 removed.
+#[derive(serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    SeedBpe,
+    CharMerges,
+    ByteBpe,
+    Chars,
+    HfBpe,
+    Llama2c,
 }
 
 impl From<SeedBpe> for Tokenizer {
@@ -165,15 +195,28 @@ impl From<Chars> for Tokenizer {
         Tokenizer::Chars(t)
     }
 }
+impl From<HfBpe> for Tokenizer {
+    fn from(t: HfBpe) -> Self {
+        Tokenizer::HfBpe(Box::new(t))
+    }
+}
+impl From<Llama2c> for Tokenizer {
+    fn from(t: Llama2c) -> Self {
+        Tokenizer::Llama2c(t)
+    }
+}
 
 impl Tokenizer {
-    /// The `"kind"` string of the JSON form: "seed_bpe", "char_merges", "byte_bpe" or "chars".
+    /// The `"kind"` string of the JSON form: "seed_bpe", "char_merges", "byte_bpe", "chars", "hf_bpe" or
+    /// "llama2c".
     pub fn kind(&self) -> &'static str {
         match self {
             Tokenizer::SeedBpe(_) => SeedBpe::KIND,
             Tokenizer::CharMerges(_) => CharMerges::KIND,
             Tokenizer::ByteBpe(_) => ByteBpe::KIND,
             Tokenizer::Chars(_) => Chars::KIND,
+            Tokenizer::HfBpe(_) => HfBpe::KIND,
+            Tokenizer::Llama2c(_) => Llama2c::KIND,
         }
     }
 
@@ -184,13 +227,15 @@ impl Tokenizer {
 
     /// Encodes a text using only the first `n` merges in training order (a UI can replay training one
     /// merge at a time). `n >= num_merges()` is the same as [`Tokenizer::encode`]. `chars` has no merges
-    /// and ignores `n`.
+    /// and `llama2c` merges by score, not rank: both ignore `n`.
     pub fn encode_with_first_n_merges(&self, text: &str, n: usize) -> Encoding {
         match self {
             Tokenizer::SeedBpe(t) => t.encode_with_first_n_merges(text, n),
             Tokenizer::CharMerges(t) => t.encode_with_first_n_merges(text, n),
             Tokenizer::ByteBpe(t) => t.encode_with_first_n_merges(text, n),
             Tokenizer::Chars(t) => t.encode(text),
+            Tokenizer::HfBpe(t) => t.encode_with(text, true, n),
+            Tokenizer::Llama2c(t) => t.encode_with(text, true, false),
         }
     }
 
@@ -204,6 +249,8 @@ impl Tokenizer {
             Tokenizer::CharMerges(t) => t.decode(ids),
             Tokenizer::ByteBpe(t) => t.decode(ids),
             Tokenizer::Chars(t) => t.decode(ids),
+            Tokenizer::HfBpe(t) => t.decode(ids),
+            Tokenizer::Llama2c(t) => t.decode(ids),
         }
     }
 
@@ -218,6 +265,8 @@ impl Tokenizer {
                 Tokenizer::CharMerges(t) => t.expansion(id).unwrap_or("").to_string(),
                 Tokenizer::ByteBpe(t) => String::from_utf8_lossy(t.token_bytes(id).unwrap_or(&[])).into_owned(),
                 Tokenizer::Chars(t) => t.token_text(id).unwrap_or("").to_string(),
+                Tokenizer::HfBpe(t) => String::from_utf8_lossy(&t.token_bytes(id).unwrap_or_default()).into_owned(),
+                Tokenizer::Llama2c(t) => String::from_utf8_lossy(t.piece(id).unwrap_or(&[])).into_owned(),
             })
             .collect()
     }
@@ -229,16 +278,19 @@ impl Tokenizer {
             Tokenizer::CharMerges(t) => t.vocab_size(),
             Tokenizer::ByteBpe(t) => t.vocab_size(),
             Tokenizer::Chars(t) => t.vocab_size(),
+            Tokenizer::HfBpe(t) => t.vocab_size(),
+            Tokenizer::Llama2c(t) => t.vocab_size(),
         }
     }
 
-    /// Number of learned merges (0 for `chars`).
+    /// Number of learned merges (0 for `chars` and `llama2c`).
     pub fn num_merges(&self) -> usize {
         match self {
             Tokenizer::SeedBpe(t) => t.merges().len(),
             Tokenizer::CharMerges(t) => t.merges().len(),
             Tokenizer::ByteBpe(t) => t.merges().len(),
-            Tokenizer::Chars(_) => 0,
+            Tokenizer::Chars(_) | Tokenizer::Llama2c(_) => 0,
+            Tokenizer::HfBpe(t) => t.num_merges(),
         }
     }
 
@@ -251,6 +303,8 @@ impl Tokenizer {
             Tokenizer::CharMerges(t) => t.expansion(id).map(visible),
             Tokenizer::ByteBpe(t) => t.token_bytes(id).map(visible_bytes),
             Tokenizer::Chars(t) => t.token_text(id).map(visible),
+            Tokenizer::HfBpe(t) => t.token_bytes(id).map(|b| visible_bytes(&b)),
+            Tokenizer::Llama2c(t) => t.piece(id).map(visible_bytes),
         }
     }
 
@@ -261,6 +315,8 @@ impl Tokenizer {
             Tokenizer::CharMerges(t) => t.to_json_value(),
             Tokenizer::ByteBpe(t) => t.to_json_value(),
             Tokenizer::Chars(t) => t.to_json_value(),
+            Tokenizer::HfBpe(t) => t.to_json_value(),
+            Tokenizer::Llama2c(t) => t.to_json_value(),
         }
     }
 
@@ -291,37 +347,66 @@ impl Tokenizer {
         // First only the "kind" (every other field is skipped without being stored).
         #[derive(serde::Deserialize)]
         struct Peek {
-            #[serde(default)]
-            kind: Option<serde_json::Value>,
+            kind: Kind,
         }
         let peek: Peek = serde_json::from_str(text).map_err(|e| TokenizerError::Json(e.to_string()))?;
-        let kind = peek.kind.ok_or_else(|| TokenizerError::Json("missing field \"kind\"".into()))?;
-        let kind = kind.as_str().ok_or_else(|| TokenizerError::Json("field \"kind\" must be a string".into()))?;
-        Self::from_source(kind, JsonSource::Text(text))
+        Self::from_source(peek.kind, JsonSource::Text(text))
     }
 
     /// Reads any kind from a parsed JSON value (e.g. a checkpoint's `"tokenizer"` metadata). The value
     /// is read in place, never cloned.
     pub fn from_json_value(v: &serde_json::Value) -> Result<Self, TokenizerError> {
-        let obj = v.as_object().ok_or_else(|| TokenizerError::Json("expected a JSON object".into()))?;
-        let kind = obj
-            .get("kind")
-            .ok_or_else(|| TokenizerError::Json("missing field \"kind\"".into()))?
-            .as_str()
-            .ok_or_else(|| TokenizerError::Json("field \"kind\" must be a string".into()))?;
-        Self::from_source(kind, JsonSource::Value(v))
+        #[derive(serde::Deserialize)]
+        struct Peek {
+            kind: Kind,
+        }
+        if !v.is_object() {
+            return Err(TokenizerError::Json("expected a JSON object".into()));
+        }
+        let peek = <Peek as serde::Deserialize>::deserialize(v).map_err(|e| TokenizerError::Json(e.to_string()))?;
+        Self::from_source(peek.kind, JsonSource::Value(v))
     }
 
-    fn from_source(kind: &str, src: JsonSource<'_>) -> Result<Self, TokenizerError> {
-        match kind {
-            SeedBpe::KIND => Ok(Tokenizer::SeedBpe(SeedBpe::from_json_source(src)?)),
-            CharMerges::KIND => Ok(Tokenizer::CharMerges(CharMerges::from_json_source(src)?)),
-            ByteBpe::KIND => Ok(Tokenizer::ByteBpe(ByteBpe::from_json_source(src)?)),
-            Chars::KIND => Ok(Tokenizer::Chars(Chars::from_json_source(src)?)),
-            other => Err(TokenizerError::Json(format!(
-                "unknown tokenizer kind {:?} (expected \"seed_bpe\", \"char_merges\", \"byte_bpe\" or \"chars\")",
-                clip(other, 64)
-            ))),
+    fn from_source(kind: Kind, src: JsonSource<'_>) -> Result<Self, TokenizerError> {
+        Ok(match kind {
+            Kind::SeedBpe => Tokenizer::SeedBpe(SeedBpe::from_json_source(src)?),
+            Kind::CharMerges => Tokenizer::CharMerges(CharMerges::from_json_source(src)?),
+            Kind::ByteBpe => Tokenizer::ByteBpe(ByteBpe::from_json_source(src)?),
+            Kind::Chars => Tokenizer::Chars(Chars::from_json_source(src)?),
+            Kind::HfBpe => Tokenizer::HfBpe(Box::new(HfBpe::from_json_source(src)?)),
+            Kind::Llama2c => Tokenizer::Llama2c(Llama2c::from_json_source(src)?),
+        })
+    }
+
+    /// Reads a Hugging Face `tokenizer.json` (BPE models only; see [`HfBpe`]).
+    pub fn from_hf_json(text: &str) -> Result<Self, TokenizerError> {
+        Ok(Tokenizer::HfBpe(Box::new(HfBpe::from_json(text)?)))
+    }
+
+    /// Reads llama2.c's `tokenizer.bin`.
+    pub fn from_llama2c_bin(bytes: &[u8]) -> Result<Self, TokenizerError> {
+        Ok(Tokenizer::Llama2c(Llama2c::from_bin(bytes)?))
+    }
+
+    /// Reads any tokenizer file by its content: JSON with a `"kind"` (ours), a Hugging Face tokenizer.json
+    /// (JSON with a `"model"`), else llama2.c's tokenizer.bin.
+    pub fn from_file_bytes(bytes: &[u8]) -> Result<Self, TokenizerError> {
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            return Self::from_llama2c_bin(bytes);
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| TokenizerError::Json(format!("the JSON is not valid UTF-8 ({e})")))?;
+        #[derive(serde::Deserialize)]
+        struct Which {
+            #[serde(default)]
+            kind: Option<serde::de::IgnoredAny>,
+            #[serde(default)]
+            model: Option<serde::de::IgnoredAny>,
+        }
+        let w: Which = serde_json::from_str(text).map_err(|e| TokenizerError::Json(e.to_string()))?;
+        match (w.kind, w.model) {
+            (None, Some(_)) => Self::from_hf_json(text),
+            _ => Self::from_json(text),
         }
     }
 
@@ -332,6 +417,8 @@ impl Tokenizer {
             Tokenizer::CharMerges(_) => StreamDecoder::bytes(CharMerges::KIND),
             Tokenizer::ByteBpe(_) => StreamDecoder::bytes(ByteBpe::KIND),
             Tokenizer::Chars(_) => StreamDecoder::bytes(Chars::KIND),
+            Tokenizer::HfBpe(_) => StreamDecoder { kind: HfBpe::KIND, state: StreamState::Hf(Box::default()) },
+            Tokenizer::Llama2c(_) => StreamDecoder { kind: Llama2c::KIND, state: StreamState::Llama2c(Utf8Stream::default(), None) },
         }
     }
 
@@ -357,6 +444,9 @@ impl Tokenizer {
 enum StreamState {
     Bytes(Utf8Stream),
     Seed(seed_bpe::SeedNormalizer),
+    Hf(Box<hf_bpe::HfStream>),
+    /// the bytes and the previous id
+    Llama2c(Utf8Stream, Option<u32>),
 }
 
 /// Incremental decoder: fed one id at a time, returns only complete UTF-8 characters.
@@ -386,6 +476,8 @@ impl StreamDecoder {
             (StreamState::Bytes(s), Tokenizer::CharMerges(t)) => Ok(s.push(t.expansion(id)?.as_bytes())),
             (StreamState::Bytes(s), Tokenizer::ByteBpe(t)) => Ok(s.push(t.token_bytes(id)?)),
             (StreamState::Bytes(s), Tokenizer::Chars(t)) => Ok(s.push(t.piece(id)?.as_bytes())),
+            (StreamState::Hf(s), Tokenizer::HfBpe(t)) => s.push(t, id),
+            (StreamState::Llama2c(s, prev), Tokenizer::Llama2c(t)) => t.stream_push(s, prev, id),
             _ => Err(TokenizerError::StreamKindMismatch { expected: self.kind, got: tok.kind() }),
         }
     }
@@ -396,6 +488,11 @@ impl StreamDecoder {
         match &mut self.state {
             StreamState::Bytes(s) => s.finish(),
             StreamState::Seed(n) => n.finish(),
+            StreamState::Hf(s) => s.finish(),
+            StreamState::Llama2c(s, prev) => {
+                *prev = None;
+                s.finish()
+            }
         }
     }
 
@@ -404,6 +501,8 @@ impl StreamDecoder {
         match &self.state {
             StreamState::Bytes(s) => s.pending.len(),
             StreamState::Seed(n) => n.pending_len(),
+            StreamState::Hf(s) => s.pending_len(),
+            StreamState::Llama2c(s, _) => s.pending.len(),
         }
     }
 }
@@ -458,61 +557,10 @@ pub(crate) fn is_py_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
-/// A small fast hasher for integer keys (FxHash with a mixing finalizer), so we need no extra crates.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher {
-    hash: u64,
-}
-
-const FX_K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl std::hash::Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            self.write_u64(v);
-        }
-        let mut rest = 0u64;
-        for (i, b) in chunks.remainder().iter().enumerate() {
-            rest |= (*b as u64) << (8 * i);
-        }
-        self.write_u64(rest ^ (bytes.len() as u64) << 56);
-    }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.write_u64(i as u64)
-    }
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.write_u64(i as u64)
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ i).wrapping_mul(FX_K);
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64)
-    }
-    /// FxHash's product carries the low input bits only into its low bits, and hashbrown picks the bucket
-    /// from the low bits: keys `(a, b)` sharing `b` would all land in one probe sequence (a merge list
-    /// `(t, x) -> t'` chained a million times would insert quadratically). murmur3's finalizer mixes
-    /// every input bit into every output bit.
-    #[inline]
-    fn finish(&self) -> u64 {
-        let mut h = self.hash;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    }
-}
-
-pub(crate) type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
-pub(crate) type FxHashMap<K, V> = std::collections::HashMap<K, V, FxBuild>;
+/// Hash maps keyed by ids, pair keys and strings. rustc-hash 2's FxHasher ends with a rotation that
+/// brings the product's well-mixed high bits down to the bucket bits, so keys `(a, b)` sharing `b` do not
+/// pile into one probe sequence (tests/tokenizer_bounds.rs has a million such merges).
+pub(crate) use rustc_hash::FxHashMap;
 
 #[inline]
 pub(crate) fn pair_key(a: u32, b: u32) -> u64 {
