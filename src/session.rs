@@ -1,8 +1,8 @@
-//! One session core for the page (src/wasm.rs) and the command line (src/cli): a model loaded on any
+//! One session core for the page (src/wasm/) and the command line (src/cli): a model loaded on any
 //! backend (the GPU, the fast CPU path, the CPU reference), with the model card, tokenizing, the
 //! prompt's ids and context limits, forward passes with maps, next-token candidates, generation step
 //! by step, evaluation and inspection. Everything it returns is a plain Rust value or a serde struct;
-//! wasm.rs and the CLI only (de)serialize. Native and wasm.
+//! src/wasm/ and the CLI only (de)serialize. Native and wasm.
 
 use std::sync::Arc;
 

@@ -708,7 +708,7 @@ impl<B: Backend> Model<B> {
 }
 
 // ------------------------------------------------------------------------------------------------
-// The page's requests (src/wasm.rs is a thin layer over these)
+// The page's requests (src/wasm/ is a thin layer over these)
 // ------------------------------------------------------------------------------------------------
 
 /// Options of the page's inspect request.

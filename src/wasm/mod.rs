@@ -1,4 +1,5 @@
-//! The only file that knows JsValue / wasm_bindgen: it (de)serializes the worker's calls to the session
+//! The only module that knows JsValue / wasm_bindgen (this file and standalone.rs, the calls that need no
+//! model): it (de)serializes the worker's calls to the session
 //! core (src/session.rs), which documents each call. Large tensors cross as Float32Array, the rest as
 //! serde values. One model at a time (on the GPU when gpu_init succeeded, else the fast CPU path); a
 //! call that arrives while another holds the session gets a "busy" error.
@@ -8,39 +9,30 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use js_sys::{Float32Array, Reflect};
+use js_sys::Float32Array;
 use serde::{de::DeserializeOwned, Serialize};
-use serde_json::json;
 use wasm_bindgen::prelude::*;
 
 use crate::gpu::Gpu;
-use crate::mask::{self, Mask};
+use crate::mask::Mask;
 use crate::model::inspect::PageOpts;
 use crate::model::memory::Budget;
 use crate::model::run::{AttnMap, ForwardOut, MoeRecord};
 use crate::session::{Device, GenOptions, Next, Sampling, Session};
+
+mod standalone;
 
 thread_local! {
     static GPU: RefCell<Option<Arc<Gpu>>> = const { RefCell::new(None) };
     static SESSION: Rc<RefCell<Option<Session>>> = Rc::new(RefCell::new(None));
 }
 
-#[wasm_bindgen(start)]
-pub fn start() {
-    console_error_panic_hook::set_once();
-}
-
-#[wasm_bindgen]
-pub fn version() -> String {
-    env!("CARGO_PKG_VERSION").to_string()
-}
-
 /// Every error the page sees: one line, control characters escaped, bounded length.
-fn err(e: impl std::fmt::Display) -> JsValue {
+pub(crate) fn err(e: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&crate::error::one_line(&e.to_string())).into()
 }
 
-fn to_js<T: Serialize + ?Sized>(v: &T) -> Result<JsValue, JsValue> {
+pub(crate) fn to_js<T: Serialize + ?Sized>(v: &T) -> Result<JsValue, JsValue> {
     v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(err)
 }
 
@@ -58,13 +50,13 @@ fn f32s(v: &[f32]) -> F32 {
 
 /// A (rows, cols) matrix: a mask, or the logits.
 #[derive(Serialize)]
-struct Matrix {
+pub(crate) struct Matrix {
     rows: usize,
     cols: usize,
     data: F32,
 }
 
-fn matrix(m: &Mask) -> Matrix {
+pub(crate) fn matrix(m: &Mask) -> Matrix {
     Matrix { rows: m.rows, cols: m.cols, data: f32s(&m.data) }
 }
 
@@ -100,67 +92,8 @@ async fn with_async<T>(f: impl AsyncFnOnce(&mut Session) -> crate::Result<T>) ->
     f(guard.as_mut().ok_or_else(|| err("no model is loaded"))?).await.map_err(err)
 }
 
-fn gpu() -> Option<Arc<Gpu>> {
+pub(crate) fn gpu() -> Option<Arc<Gpu>> {
     GPU.with(|g| g.borrow().clone())
-}
-
-/// `navigator.gpu` in the window or worker scope.
-fn has_navigator_gpu() -> bool {
-    let get = |o: &JsValue, k: &str| Reflect::get(o, &JsValue::from_str(k)).ok().filter(|v| !v.is_undefined() && !v.is_null());
-    get(&JsValue::from(js_sys::global()), "navigator").and_then(|nav| get(&nav, "gpu")).is_some()
-}
-
-/// Finds a WebGPU adapter and builds every pipeline: {ok, backend, adapter, limits}. Never throws for
-/// a missing GPU: {ok: false, backend: "none", error}, so the page can say so and use the CPU.
-#[wasm_bindgen]
-pub async fn gpu_init() -> Result<JsValue, JsValue> {
-    let none = |error: String| to_js(&json!({"ok": false, "backend": "none", "error": error}));
-    if !has_navigator_gpu() {
-        return none("WebGPU is not available in this browser (navigator.gpu is missing); the models run on the CPU instead".into());
-    }
-    match Gpu::new().await {
-        Ok(g) => {
-            let v = to_js(&json!({"ok": true, "backend": "webgpu", "adapter": &g.summary, "limits": &g.summary}));
-            GPU.with(|slot| *slot.borrow_mut() = Some(Arc::new(g)));
-            v
-        }
-        Err(e @ crate::error::TfError::NoGpu(_)) => {
-            none(format!("WebGPU is present but no usable GPU adapter was found ({e}); the models run on the CPU instead"))
-        }
-        Err(e) => none(e.to_string()),
-    }
-}
-
-/// Every kernel against its CPU twin: [{name, ok, max_abs_diff, tolerance, detail, ms}].
-#[wasm_bindgen]
-pub async fn run_selftest() -> Result<JsValue, JsValue> {
-    let g = gpu().ok_or_else(|| err("the GPU is not initialised: call gpu_init first (or WebGPU is unavailable)"))?;
-    to_js(&crate::selftest::run_all(&g).await)
-}
-
-#[derive(Serialize)]
-struct MaskSet<'a> {
-    seq_len: usize,
-    num_pad: usize,
-    cached_len: usize,
-    tokens: &'a [String],
-    #[serde(flatten)]
-    masks: BTreeMap<&'static str, Matrix>,
-}
-
-/// The padding, look-ahead, combined and KV-cache masks (mask::mask_set), 1 = may attend.
-#[wasm_bindgen]
-pub fn masks(seq_len: u32, num_pad: u32, cached_len: u32) -> Result<JsValue, JsValue> {
-    let m = mask::mask_set(seq_len as usize, num_pad as usize, cached_len as usize).map_err(err)?;
-    let masks = [("padding", &m.padding), ("look_ahead", &m.look_ahead), ("combined", &m.combined), ("kv_cache", &m.kv_cache)];
-    let masks = masks.into_iter().map(|(k, v)| (k, matrix(v))).collect();
-    to_js(&MaskSet { seq_len: m.seq_len, num_pad: m.num_pad, cached_len: m.cached_len, tokens: &m.tokens, masks })
-}
-
-/// The encoder-decoder's cross-attention mask for the Masks view (session::cross_mask).
-#[wasm_bindgen]
-pub fn cross_mask(tgt_len: u32, src_len: u32, src_pad: u32) -> Result<JsValue, JsValue> {
-    to_js(&matrix(&crate::session::cross_mask(tgt_len as usize, src_len as usize, src_pad as usize).map_err(err)?))
 }
 
 /// Loads a checkpoint (a .safetensors file's bytes) and returns its card; on an error the previous
@@ -173,12 +106,6 @@ pub async fn load_model(bytes: Vec<u8>, prefer_gpu: bool) -> Result<JsValue, JsV
     let new = Session::load(&device, &bytes, &Budget::page()).await.map_err(err)?;
     *s = None; // the old model's buffers are destroyed first
     Ok(to_js(&s.insert(new).card())?)
-}
-
-/// GPU tensor buffers alive now, {buffers, bytes} (null without a GPU): flat across load/unload cycles.
-#[wasm_bindgen]
-pub fn gpu_memory() -> Result<JsValue, JsValue> {
-    gpu().map_or(Ok(JsValue::NULL), |g| to_js(&json!({"buffers": g.live_buffers().0, "bytes": g.live_buffers().1})))
 }
 
 /// The loaded model's card (session::Card).
@@ -296,32 +223,6 @@ pub async fn gen_next() -> Result<JsValue, JsValue> {
 pub fn gen_stop() -> Result<(), JsValue> {
     borrow(&SESSION.with(Rc::clone))?.as_mut().map(Session::stop);
     Ok(())
-}
-
-/// The BPE workbench (session::bpe_workbench): {merges, steps, vocab_size, report, explanation}.
-#[wasm_bindgen]
-pub fn bpe_workbench(text: &str, vocab_size: u32, sentence: &str) -> Result<JsValue, JsValue> {
-    to_js(&crate::session::bpe_workbench(text, vocab_size, sentence).map_err(err)?)
-}
-
-/// Panics on purpose: the page's test hook for the real panic path (hook message, trap, worker restart).
-#[wasm_bindgen]
-pub fn debug_panic(reason: &str) {
-    panic!("deliberate panic for testing: {reason}");
-}
-
-/// Spins forever on purpose: the page's watchdog test hook. The worker running it can only be terminated.
-#[wasm_bindgen]
-pub fn debug_hang() {
-    loop {
-        std::hint::black_box(());
-    }
-}
-
-/// Destroys the GPU device on purpose: the page's test hook for the device-lost path.
-#[wasm_bindgen]
-pub fn debug_lose_device() {
-    gpu().inspect(|g| g.device.destroy());
 }
 
 /// Benchmark hook (scripts/bench-browser.mjs): the GPU model's decode kernels (Session::set_gpu_kernels).
