@@ -174,7 +174,10 @@ test('a panic during generation restarts the worker, keeps the prompt and loads 
   const { page, context, log } = await openPage(env, modelQuery('decoder_b'));
   try {
     await waitModel(page, 'decoder_b.safetensors');
-    await setGenerate(page, { prompt: '3 1 4 1 5', temperature: 0, max: 35 });
+    // A generation that outlasts the crash: decoder_b's 35 free positions can all stream before the crash
+    // lands on the fast CPU path, so the window slides on for up to 2000 tokens.
+    await setGenerate(page, { prompt: '3 1 4 1 5', temperature: 0, max: 2000 });
+    await page.setChecked('#gen-slide', true);
     await page.click('#gen-start');
     await page.waitForFunction(() => Number(document.getElementById('gen-output').dataset.count) >= 2, null, { timeout: 60_000 });
     await page.evaluate(() => { window.tinyformer.crashWorker('panic'); });
