@@ -183,7 +183,9 @@ fn header(files: &dyn Files, file: &str) -> Result<Vec<(String, Stored)>> {
     if size < 8 {
         return err(format!("{file}: {size} bytes, too short for a safetensors header"));
     }
-    let n = u64::from_le_bytes(files.read_range(file, 0, 8)?.try_into().unwrap());
+    let len: [u8; 8] =
+        files.read_range(file, 0, 8)?.try_into().map_err(|_| FormatError(format!("{file}: cannot read its header length")))?;
+    let n = u64::from_le_bytes(len);
     if n > MAX_JSON_BYTES || 8 + n > size {
         return err(format!("{file}: the header claims {n} bytes but the file has {size}"));
     }
@@ -325,7 +327,7 @@ pub fn plan(files: &dyn Files) -> Result<Plan> {
             for wb in ["weight", "bias"] {
                 take(&format!("ln_f.{wb}"), format!("ln_f.{wb}"), vec![d], vec![d], Op::Copy)?;
             }
-            // lm_head is tied to wte (GPT2LMHeadModel); a separate lm_head.weight, if stored, must equal it.
+            // lm_head is tied to wte (GPT2LMHeadModel): a stored lm_head.weight is not read (see `ignorable`).
             take("wte.weight", "lm_head.weight".into(), vec![v, d], vec![v, d], Op::Copy)?;
         }
         Family::Llama | Family::Qwen2 => {

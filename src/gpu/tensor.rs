@@ -57,8 +57,8 @@ impl GpuTensor {
             self.shape[..self.shape.len() - 1].iter().product()
         }
     }
-    /// Frees the GPU memory now (in the browser, dropping a buffer does not free it by itself).
-    /// Idempotent: `Model::free` and the drop that follows count it once.
+    /// Frees the GPU memory now (in the browser, dropping a wgpu buffer does not free it by itself).
+    /// Drop calls it, the one way a tensor is freed; idempotent, so the live count never drops twice.
     pub fn destroy(&self) {
         if !self.destroyed.swap(true, Ordering::SeqCst) {
             self.live.count.fetch_sub(1, Ordering::SeqCst);
