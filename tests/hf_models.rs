@@ -12,6 +12,7 @@ use tinyformer::fastcpu::FastCpuBackend;
 use tinyformer::formats::{self, DirFiles, Files, MemFiles};
 use tinyformer::gpu::Gpu;
 use tinyformer::model::config::{Activation, Arch, Positions};
+use tinyformer::model::inspect::top_k;
 use tinyformer::model::memory::{self, Budget};
 use tinyformer::model::run::GenConfig;
 use tinyformer::model::weights::{Census, Listing, Role};
@@ -92,6 +93,14 @@ async fn check_case<B: Backend>(b: &mut B, label: &str, files: &dyn Files, bin: 
         assert_eq!((got.kind, got.layer, got.heads, got.rows, got.cols), ("decoder", l, 4, prompt.len(), prompt.len()), "{label}");
         da = da.max(assert_close(&format!("{label} {} attention layer {l}", b.kind()), &got.data, &flat(want), ATTN_ATOL, 0.0));
     }
+    // the inspection runs on them too: the last block's logit lens (final norm + the head, tied or not) is the
+    // model's own output
+    let r = m.inspect(b, &prompt, None, None).await.unwrap_or_else(|e| panic!("{label}: inspect: {e}"));
+    assert_eq!((r.layers, r.heads, r.logit_lens.len()), (2, 4, 2), "{label}");
+    for p in 0..out.rows {
+        let (top, _) = top_k(&out.logits[p * out.vocab..(p + 1) * out.vocab], 5);
+        assert_eq!(r.logit_lens[1].top_ids[p], top, "{label} {}: logit lens at position {p}", b.kind());
+    }
     // greedy: the prompt and 8 new ids, exactly, with and without the KV cache
     let want = ids(&exp["greedy"]);
     for kv_cache in [true, false] {
@@ -99,7 +108,8 @@ async fn check_case<B: Backend>(b: &mut B, label: &str, files: &dyn Files, bin: 
         let got = m.generate(b, &prompt, None, cfg).await.unwrap_or_else(|e| panic!("{label}: generate: {e}"));
         assert_eq!(got, want, "{label} {}: greedy ids (kv_cache={kv_cache}) differ from transformers'", b.kind());
     }
-    println!("{label:<20} {}: logits max|diff| {dl:.1e}, attention max|diff| {da:.1e}, greedy ok", b.kind());
+    let path = std::any::type_name::<B>().rsplit("::").next().unwrap_or("?");
+    println!("{label:<20} {path:<15}: logits max|diff| {dl:.1e}, attention max|diff| {da:.1e}, lens and greedy ok");
 }
 
 fn run_all<B: Backend>(b: &mut B) {
