@@ -57,8 +57,11 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) -> 
     worst
 }
 
-/// The five foreign checkpoints: (label, files, model.bin name, expected.json of).
-fn cases() -> Vec<(&'static str, Box<dyn Files>, Option<&'static str>, &'static str)> {
+/// One foreign checkpoint: (label, files, model.bin name, expected.json of).
+type Case = (&'static str, Box<dyn Files>, Option<&'static str>, &'static str);
+
+/// The five foreign checkpoints.
+fn cases() -> Vec<Case> {
     let bin = {
         let mut m = MemFiles::default();
         m.0.insert("model.bin".into(), std::fs::read(dir("llama_tied").join("model.bin")).unwrap());
