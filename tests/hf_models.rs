@@ -267,3 +267,26 @@ fn the_new_config_fields_are_checked_per_architecture() {
     );
     assert_eq!(c.embed_scale(), 8f32.sqrt());
 }
+
+/// At full scale the declaration counts what transformers counts (`sum(p.numel() for p in model.parameters())`
+/// on GPT2Config(), SmolLM2-135M's and stories15M's configs, built on the meta device), so the memory budget
+/// is checked against the real weights of the models users will open.
+#[test]
+fn the_declaration_counts_real_models_parameters_as_transformers_does() {
+    use tinyformer::model::config::ModelConfig;
+    let gpt2 = r#"{"arch":"decoder","vocab_size":50257,"d_model":768,"num_layers":12,"num_heads":12,"max_seq_len":1024,"d_ff":3072,
+        "positions":"learned","activation":"gelu_tanh","tie_embeddings":true}"#;
+    let smollm2 = r#"{"arch":"llama","vocab_size":49152,"d_model":576,"num_layers":30,"num_heads":9,"num_kv_heads":3,"max_seq_len":8192,
+        "hidden_dim":1536,"rope_theta":100000,"norm_eps":1e-5,"tie_embeddings":true}"#;
+    let stories15m = r#"{"arch":"llama","vocab_size":32000,"d_model":288,"num_layers":6,"num_heads":6,"max_seq_len":256,
+        "hidden_dim":768,"norm_eps":1e-5,"tie_embeddings":true}"#;
+    for (name, json, transformers) in
+        [("gpt2", gpt2, 124_439_808u64), ("SmolLM2-135M", smollm2, 134_515_008), ("stories15M", stories15m, 15_191_712)]
+    {
+        let c = ModelConfig::from_json(json).unwrap();
+        assert_eq!(c.param_count(), transformers, "{name}");
+        let d = memory::demand(&c);
+        assert_eq!(d.items[0].bytes, 4 * transformers, "{name}: the weights in the demand are f32");
+        println!("{name}: {} parameters; demand {} in all", c.param_count(), memory::human_bytes(d.total_bytes));
+    }
+}
