@@ -167,7 +167,7 @@ fn a_budget_from_device_limits_refuses_one_buffer_over_the_binding_size() {
     let e = Model::load_within(&CpuBackend, &bytes, &budget).err().expect("over the binding size");
     let msg = e.to_string();
     println!("{msg}");
-    assert!(msg.starts_with("the model needs one activations buffer of 6.0 KiB (6144 bytes; "), "{msg}");
+    assert!(msg.starts_with("the model needs one activations buffer of 6.0 KiB (6144 bytes; (S 32, H 48)), "), "{msg}");
     assert!(msg.contains("over this GPU's maxStorageBufferBindingSize of 3.9 KiB (4000 bytes); in all it needs "), "{msg}");
     assert!(msg.contains("biggest buffers: weights "), "{msg}");
     assert!(!msg.contains('\n') && msg.len() < 500, "{msg}");

@@ -80,8 +80,9 @@ pub struct Item {
     pub what: &'static str,
     pub shape: String,
     pub bytes: u64,
-    /// the largest single buffer of the group (what one GPU binding must hold)
+    /// the largest single buffer of the group (what one GPU binding must hold) and its shape
     pub buffer: u64,
+    pub buffer_shape: String,
 }
 
 /// Every buffer a loaded model holds, grouped.
@@ -184,11 +185,13 @@ pub fn demand_for(cfg: &ModelConfig, copies: WeightCopies, plan: &Plan) -> Deman
     let out_vocab = if encdec { cfg.tgt_vocab_size } else { cfg.vocab_size };
     let mut items = Vec::new();
     // each group: what, its shape, its bytes, and its largest single buffer's bytes
-    let mut add = |what: &'static str, shape: String, bytes: u64, buffer: u64| {
+    let mut add = |what: &'static str, shape: String, bytes: u64, (buffer_shape, buffer): (String, u64)| {
         if bytes > 0 {
-            items.push(Item { what, shape, bytes, buffer });
+            items.push(Item { what, shape, bytes, buffer, buffer_shape });
         }
     };
+    // one buffer: its shape as written and its bytes
+    let one = |shape: String, dims: &[usize]| (shape, f32s(dims));
     let panel = match copies {
         WeightCopies::None => 0,
         WeightCopies::Panels(width) => width,
@@ -200,48 +203,52 @@ pub fn demand_for(cfg: &ModelConfig, copies: WeightCopies, plan: &Plan) -> Deman
         "weights",
         format!("{} parameters, the largest tensor {:?}", census.params, largest.1),
         census.params.saturating_mul(4),
-        largest.0.saturating_mul(4),
+        (format!("{:?}", largest.1), largest.0.saturating_mul(4)),
     );
     add(
         "packed weights",
         format!("{} matmul values in panels of {panel} rows", census.packed_params),
         census.packed_params.saturating_mul(4),
-        0,
+        (String::new(), 0),
     );
     // per kept layer: (NH, Tq*Tk) attention probabilities (encoder-decoder: the encoder's, the
     // decoder's and the cross maps); one shared (NH, Tq*Tk) scratch for the layers that keep none
     let area = plan.map_area;
     let cells = if area == s.saturating_mul(s) { format!("S {s}, S {s}") } else { format!("Tq*Tk {area}") };
     let kept = plan.maps.count(l) * if encdec { 3 } else { 1 };
-    let map = f32s(&[nh, area]);
-    add("attention maps", format!("{kept} x (NH {nh}, {cells})"), f32s(&[kept, nh, area]), map);
+    let map = one(format!("(NH {nh}, {cells})"), &[nh, area]);
+    add("attention maps", format!("{kept} x (NH {nh}, {cells})"), f32s(&[kept, nh, area]), map.clone());
     if plan.maps.count(l) < l {
-        add("attention scratch", format!("(NH {nh}, {cells})"), map, map);
+        add("attention scratch", map.0.clone(), map.1, map);
     }
-    add("KV cache", format!("{} x (S {s}, NKV*HS {kvw})", 2 * l * stacks), f32s(&[l * stacks, 2, s, kvw]), f32s(&[s, kvw]));
+    let kv = one(format!("(S {s}, NKV*HS {kvw})"), &[s, kvw]);
+    add("KV cache", format!("{} x (S {s}, NKV*HS {kvw})", 2 * l * stacks), f32s(&[l * stacks, 2, s, kvw]), kv);
     if encdec {
-        add("cross K/V", format!("{} x (S {s}, C {c})", 2 * l), f32s(&[l, 2, s, c]), f32s(&[s, c]));
+        add("cross K/V", format!("{} x (S {s}, C {c})", 2 * l), f32s(&[l, 2, s, c]), one(format!("(S {s}, C {c})"), &[s, c]));
     }
-    add("logits", format!("(S {s}, V {out_vocab})"), f32s(&[s, out_vocab]), f32s(&[s, out_vocab]));
+    let logits = one(format!("(S {s}, V {out_vocab})"), &[s, out_vocab]);
+    add("logits", logits.0.clone(), logits.1, logits);
     if let Some(m) = &cfg.moe {
         let (e, k) = (m.num_experts, m.top_k);
-        add("MoE expert outputs", format!("(E {e}, S {s}, C {c})"), f32s(&[stacks, e, s, c]), f32s(&[e, s, c]));
+        let ys = one(format!("(E {e}, S {s}, C {c})"), &[e, s, c]);
+        add("MoE expert outputs", ys.0.clone(), f32s(&[stacks, e, s, c]), ys);
         // scratch: router logits and gate (S, E); per layer: probs (S, E), experts, weights, kept (S, K)
         let routing = f32s(&[stacks, 2, s, e]).saturating_add(f32s(&[l * stacks, s, e + 3 * k]));
-        add("MoE routing", format!("(S {s}, E {e} + 3 K {k}) per layer"), routing, f32s(&[s, e.max(k)]));
+        add("MoE routing", format!("(S {s}, E {e} + 3 K {k}) per layer"), routing, one(format!("(S {s}, E {e})"), &[s, e.max(k)]));
     }
     if encdec {
         // encoder: padding mask; decoder: self mask and cross mask (host-written, (S, S) each)
-        add("masks", format!("3 x (S {s}, S {s})"), f32s(&[3, s, s]), f32s(&[s, s]));
+        add("masks", format!("3 x (S {s}, S {s})"), f32s(&[3, s, s]), one(format!("(S {s}, S {s})"), &[s, s]));
     }
     // scratch per stack: x, xn, tmp (S, C); q, att (S, NH*HS); h (S, H), h2 (S, H) for SwiGLU; ids (S,)
     let ffn_bufs = if cfg.arch == Arch::Llama { 2 } else { 1 };
     let act = f32s(&[stacks, s, 3 * c + 2 * nh * hs + ffn_bufs * hidden + 1]);
-    let act_buf = f32s(&[s, c.max(nh * hs).max(hidden)]);
+    let widest = [(c, "C"), (nh * hs, "NH*HS"), (hidden, "H")].into_iter().max_by_key(|w| w.0).unwrap_or((c, "C"));
+    let act_buf = one(format!("(S {s}, {} {})", widest.1, widest.0), &[s, widest.0]);
     add("activations", format!("{stacks} x (S {s}, 3 C + 2 NH*HS + {ffn_bufs} H + 1)"), act, act_buf);
     let pos = if cfg.arch == Arch::Llama { f32s(&[s, hs / 2, 2]) } else { f32s(&[s, c]) };
-    add("positions", format!("(S {s}, C {c})"), pos, pos);
-    add("sampled id", "4".into(), 16, 16);
+    add("positions", format!("(S {s}, C {c})"), pos, (format!("(S {s}, C {c})"), pos));
+    add("sampled id", "4".into(), 16, ("4".into(), 16));
     let total_bytes = items.iter().fold(0u64, |a, i| a.saturating_add(i.bytes));
     Demand { items, total_bytes }
 }
@@ -282,7 +289,7 @@ impl Demand {
                 big.what,
                 human_bytes(big.buffer),
                 big.buffer,
-                big.shape,
+                big.buffer_shape,
                 human_bytes(limit),
                 human_bytes(self.total_bytes),
                 biggest.join(", ")
