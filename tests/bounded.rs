@@ -2,9 +2,9 @@
 //! anything is allocated and checked against a budget; eval with a 1-token context is refused;
 //! non-finite logits are an error, not token 0; GPU memory stays flat over load/unload cycles.
 
-use tinyformer::model::memory::{self, Budget, DeviceLimits, WeightCopies};
+use tinyformer::model::memory::{self, Budget, WeightCopies};
 use tinyformer::model::run::GenConfig;
-use tinyformer::model::state::{MapLayers, Plan};
+use tinyformer::model::state::MapLayers;
 use tinyformer::model::{CpuBackend, Model};
 
 const MODELS: &str = "tests/fixtures/models";
