@@ -147,6 +147,7 @@ fn model_bench<B: Backend>(b: &mut B, bytes: &[u8], ids: &[u32], reps: usize) ->
     let mut out = vec![];
     let gen = best(reps, || out = pollster::block_on(m.generate(b, prompt, None, cfg.clone())).unwrap());
     let pre = &ids[..128];
+    m.plan_pass(b, None, pre.len(), &tinyformer::model::state::MapLayers::None).unwrap();
     let prefill = best(reps, || {
         m.run_lm(b, pre, 0, Logits::Last).unwrap();
         b.submit().unwrap();

@@ -107,6 +107,8 @@ pub struct GenOptions {
     pub kv_cache: Option<bool>,
     /// read back each step's attention rows
     pub attention: Option<bool>,
+    /// the layers whose rows `attention` reads back (the attention view's); default every layer
+    pub map_layers: Option<Vec<usize>>,
     /// report the N most likely tokens of each step
     pub top: Option<usize>,
     /// past the context, keep going on the newest tokens (a too-long prompt is cut to its tail)
@@ -131,6 +133,7 @@ impl GenOptions {
             kv_cache: self.kv_cache.unwrap_or(true),
             gpu_sampling: true,
             attention: self.attention.unwrap_or(false),
+            map_layers: crate::model::state::MapLayers::from_list(self.map_layers.as_deref()),
             top: self.top.unwrap_or(0),
             sliding_window: self.sliding_window.unwrap_or(false),
             constraint: None,
@@ -271,6 +274,7 @@ impl Session {
                     return Err(TfError::Gpu("the GPU device was lost; reload the page to get a new one".into()));
                 }
                 let b = GpuBackend::new(g.clone());
+                let budget = &budget.with_limits(g.buffer_limits()); // one buffer over the binding limit is refused by name
                 let m = g.scoped(|| Model::load_within(&b, bytes, budget)).await?;
                 Engine::Gpu(b, m)
             }
@@ -440,6 +444,13 @@ impl Session {
     pub async fn forward(&mut self, ids: &[u32], tgt: Option<&[u32]>) -> Result<ForwardOut> {
         self.running = None;
         with_model!(&mut self.engine, |b, m| m.forward(b, ids, tgt).await)
+    }
+
+    /// [`Session::forward`] keeping and reading back the attention maps of `maps` only (the layers
+    /// the attention view shows).
+    pub async fn forward_with(&mut self, ids: &[u32], tgt: Option<&[u32]>, maps: &crate::model::state::MapLayers) -> Result<ForwardOut> {
+        self.running = None;
+        with_model!(&mut self.engine, |b, m| m.forward_with(b, ids, tgt, maps).await)
     }
 
     /// Mean cross-entropy per predicted token over `ids`, and how many tokens were predicted.

@@ -2,8 +2,9 @@
 //! anything is allocated and checked against a budget; eval with a 1-token context is refused;
 //! non-finite logits are an error, not token 0; GPU memory stays flat over load/unload cycles.
 
-use tinyformer::model::memory::{self, Budget};
+use tinyformer::model::memory::{self, Budget, WeightCopies};
 use tinyformer::model::run::GenConfig;
+use tinyformer::model::state::MapLayers;
 use tinyformer::model::{CpuBackend, Model};
 
 const MODELS: &str = "tests/fixtures/models";
@@ -35,14 +36,29 @@ fn with_config(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u
 fn memory_demand_is_what_the_model_allocates_for_every_architecture() {
     let b = CpuBackend;
     for name in ["decoder_a", "encdec_a", "llama_gqa", "moe_a"] {
-        let m = Model::load(&b, &read(&format!("{MODELS}/{name}.safetensors"))).unwrap();
-        let d = memory::demand(&m.cfg);
-        // what RunState::new allocated, and the values of the tensors the checkpoint held
-        let (state, weights) = (m.state.bytes, m.params * 4);
-        println!("{name}: demand {} bytes = weights {weights} + run state {state}; {:?}", d.total_bytes, d.largest(3));
-        assert_eq!(d.run_state_bytes(), state, "{name}: run state");
-        assert_eq!(d.total_bytes - d.run_state_bytes(), weights, "{name}: weights");
-        assert_eq!(d.total_bytes, weights + state, "{name}");
+        let mut m = Model::load(&b, &read(&format!("{MODELS}/{name}.safetensors"))).unwrap();
+        // at load, after a forward with every map, with layer 1's only, and with none
+        let plans = [None, Some(MapLayers::All), Some(MapLayers::only([1])), Some(MapLayers::None)];
+        for maps in plans {
+            if let Some(maps) = &maps {
+                let src = (m.cfg.arch == tinyformer::model::config::Arch::EncoderDecoder).then_some(5);
+                m.plan_pass(&b, src, 7, maps).unwrap();
+            }
+            let d = memory::demand_for(&m.cfg, WeightCopies::None, &m.state.plan);
+            // what RunState::new allocated, and the values of the tensors the checkpoint held
+            let (state, weights) = (m.state.bytes, m.params * 4);
+            println!(
+                "{name} {:?}: demand {} bytes = weights {weights} + run state {state}; {:?}",
+                m.state.plan,
+                d.total_bytes,
+                d.largest(3)
+            );
+            assert_eq!(d.run_state_bytes(), state, "{name} {maps:?}: run state");
+            assert_eq!(d.total_bytes - d.run_state_bytes(), weights, "{name}: weights");
+            assert_eq!(d.total_bytes, weights + state, "{name}");
+        }
+        // the full plan is the most a model can ask for
+        assert!(memory::demand(&m.cfg).total_bytes >= m.state.bytes + m.params * 4);
     }
 }
 
@@ -67,13 +83,28 @@ fn a_tiny_file_with_a_huge_context_is_refused_before_allocating() {
         c["max_seq_len"] = 65536.into();
         c["num_heads"] = 8.into();
     });
-    let e = Model::load(&CpuBackend, &bytes).err().expect("over budget");
+    // the load allocates a small context without maps; a pass over the whole context asks for its
+    // maps, and is refused before anything is allocated
+    let b = &mut CpuBackend;
+    let mut m = Model::load(b, &bytes).unwrap();
+    let before = m.state.plan.clone();
+    let ids = vec![1u32; 65536];
+    let e = pollster::block_on(m.forward(b, &ids, None)).err().expect("over budget");
     let msg = e.to_string();
     println!("{msg}");
-    assert!(msg.starts_with("the model needs 128.0 GiB of memory (137463073904 bytes)"), "{msg}");
+    assert!(
+        msg.starts_with(
+            "a context of 65536 tokens with every layer's attention maps: the model needs 128.0 GiB of memory (137463073904 bytes)"
+        ),
+        "{msg}"
+    );
     assert!(msg.contains("over the memory budget of 4.0 GiB (the default budget)"), "{msg}");
     assert!(msg.contains("biggest buffers: attention maps 128.0 GiB (1 x (NH 8, S 65536, S 65536))"), "{msg}");
     assert!(!msg.contains('\n') && msg.len() < 400, "{msg}");
+    assert_eq!(m.state.plan, before, "nothing was reallocated");
+    // the whole-context demand says the same before any load
+    let msg = memory::demand(&m.cfg).check(&Budget::default()).unwrap_err();
+    assert!(msg.starts_with("the model needs 128.0 GiB of memory (137463073904 bytes)"), "{msg}");
     // a budget that holds it lets the check pass (the load is not attempted here: 130 GiB)
     let cfg = tinyformer::model::checkpoint::Checkpoint::from_bytes(&bytes).unwrap().config;
     assert!(memory::demand(&cfg).check(&Budget::cli(200 << 30)).is_ok());
@@ -174,7 +205,7 @@ fn gpu_memory_is_flat_over_twenty_load_unload_cycles() {
         let ids =
             pollster::block_on(m.generate(&mut b, &[1, 2, 3], None, GenConfig { max_new_tokens: 3, ..GenConfig::default() })).unwrap();
         assert_eq!(ids.len(), 6);
-        let state = memory::demand(&m.cfg).total_bytes;
+        let state = memory::demand_for(&m.cfg, WeightCopies::None, &m.state.plan).total_bytes;
         assert!(loaded.1 >= state, "cycle {cycle}: {loaded:?} live, the model needs {state} bytes");
         drop(m);
         drop(b);

@@ -239,12 +239,19 @@ fn hostile_arguments_and_files_give_one_line_errors() {
     fails_with(&os(&["eval", "--model", m, "--text-file", "/dev/zero"]), "--text-file \"/dev/zero\" is not a regular file");
     fails_with(&os(&["tokenizer", "decode", "--tokenizer", "/dev/zero", "--ids", "1"]), "is not a regular file");
 
-    // memory: a small file whose context needs 128 GiB of attention maps, refused before allocating
+    // memory: a small file whose context needs 128 GiB of attention maps: a short pass runs (the run
+    // state is sized to the request), a 40000-token pass is refused before allocating its maps
     let big = format!("{mal}/over_budget_context.safetensors");
+    let ids = vec!["1"; 40000].join(",");
     fails_with(
-        &os(&["forward", "--model", &big, "--ids", "1", "--backend", "cpu"]),
-        "over the memory budget of 4.0 GiB (raise it with --memory-budget): biggest buffers: attention maps 128.0 GiB",
+        &os(&["forward", "--model", &big, "--ids", &ids, "--backend", "cpu"]),
+        "a context of 40000 tokens with every layer's attention maps: the model needs 47.7 GiB of memory",
     );
+    fails_with(
+        &os(&["forward", "--model", &big, "--ids", &ids, "--backend", "cpu"]),
+        "over the memory budget of 4.0 GiB (raise it with --memory-budget): biggest buffers: attention maps 47.7 GiB",
+    );
+    assert_eq!(json(&["forward", "--model", &big, "--ids", "1", "--backend", "cpu"])["ids"], serde_json::json!([1]));
     let v = json(&["info", "--model", &big]);
     assert_eq!(v["memory"]["fits_budget"], false);
     assert_eq!(v["memory"]["total_bytes"], 137463073904u64);

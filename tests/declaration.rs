@@ -160,8 +160,10 @@ fn the_fast_cpu_backend_s_packed_weights_are_in_the_memory_demand() {
     // every matmul weight (N, K) packs into ceil(N/16)*16 rows of K: per layer 4 attention (24, 24)
     // -> 32*24 each, linear1 (48, 24) -> 48*24, linear2 (24, 48) -> 32*48; lm_head (48, 24) -> 48*24
     let packed = 2 * (4 * 32 * 24 + 48 * 24 + 32 * 48) + 48 * 24;
-    let plain = memory::demand(&cfg);
-    let fast = memory::demand_with(&cfg, WeightCopies::Panels(16));
+    // what a load allocates (its run state is state::Plan::at_load)
+    let at_load = tinyformer::model::state::Plan::at_load(&cfg);
+    let plain = memory::demand_for(&cfg, WeightCopies::None, &at_load);
+    let fast = memory::demand_for(&cfg, WeightCopies::Panels(16), &at_load);
     assert_eq!(fast.total_bytes - plain.total_bytes, 4 * packed as u64);
     assert!(fast.items.iter().any(|i| i.what == "packed weights" && i.bytes == 4 * packed as u64), "{:?}", fast.items);
     assert_eq!(fast.run_state_bytes(), plain.run_state_bytes());

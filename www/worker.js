@@ -197,9 +197,10 @@ const modelHandlers = {
     return await (await loadCore()).generate_ablated(Uint32Array.from(ids), opts ?? {});
   },
   // ids: the prompt (or the source for the encoder-decoder); tgt: the decoder input (encoder-decoder only).
-  async forward({ ids, tgt }) {
+  async forward({ ids, tgt, layers }) {
     const core = await loadCore();
-    return await core.forward(Uint32Array.from(ids), tgt ? Uint32Array.from(tgt) : undefined);
+    // layers: the attention maps to keep and send (default every layer, as the attention view's grid shows)
+    return await core.forward(Uint32Array.from(ids), tgt ? Uint32Array.from(tgt) : undefined, layers ? Uint32Array.from(layers) : undefined);
   },
   // Streams {kind: 'start', ids (the prompt as the model keeps it)} then {kind: 'token', id, step, text, piece,
   // window_start, done, top?, attention?} per token.

@@ -209,6 +209,16 @@ impl Gpu {
         }
     }
 
+    /// The device's limits on one buffer, for the memory budget (`model::memory::Budget`): the
+    /// binding limit lowered by `lower_binding_limit` where a test asked for it.
+    pub fn buffer_limits(&self) -> crate::model::memory::DeviceLimits {
+        let lowered = BINDING_LIMIT_FOR_TESTS.load(std::sync::atomic::Ordering::Relaxed);
+        crate::model::memory::DeviceLimits {
+            max_buffer_size: self.limits.max_buffer_size,
+            max_storage_buffer_binding_size: self.limits.max_storage_buffer_binding_size.min(lowered),
+        }
+    }
+
     /// Checks a buffer size against the device's limits before allocating.
     pub fn check_alloc(&self, bytes: u64, what: &str) -> Result<()> {
         let max_bind = self.limits.max_storage_buffer_binding_size;
@@ -331,6 +341,14 @@ impl Kernel {
 }
 
 /// The whole chain of an error's sources: wgpu's Display alone says only "Validation Error".
+/// A binding limit below the device's, for tests of the budget (the page's test hook); u64::MAX: none.
+static BINDING_LIMIT_FOR_TESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// Makes `Gpu::buffer_limits` report at most `bytes` as the binding limit (u64::MAX: the device's).
+pub fn lower_binding_limit(bytes: u64) {
+    BINDING_LIMIT_FOR_TESTS.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();

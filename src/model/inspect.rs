@@ -521,6 +521,16 @@ impl<B: Backend> Model<B> {
         Ok(())
     }
 
+    /// Sizes the run state for the passes of an inspection over `ids` (and `tgt`): every layer's
+    /// maps (the head scores read them all).
+    fn plan_inspection(&mut self, b: &B, ids: &[u32], tgt: Option<&[u32]>) -> Result<()> {
+        if self.cfg.arch == Arch::EncoderDecoder {
+            self.plan_pass(b, Some(ids.len()), tgt.map_or(1, |t| t.len()), &crate::model::state::MapLayers::All)
+        } else {
+            self.plan_pass(b, None, ids.len(), &crate::model::state::MapLayers::All)
+        }
+    }
+
     /// One pass over `tokens` from position 0 (the source must be encoded already for the
     /// encoder-decoder).
     fn pass_all(&self, b: &mut B, tokens: &[u32]) -> Result<()> {
@@ -536,6 +546,7 @@ impl<B: Backend> Model<B> {
     /// With `ablation`, the sequence is run again with those heads switched off (the model's own
     /// ablation, if any, is cleared).
     pub async fn inspect(&mut self, b: &mut B, ids: &[u32], tgt: Option<&[u32]>, ablation: Option<&Ablation>) -> Result<Report> {
+        self.plan_inspection(b, ids, tgt)?;
         let tokens: Vec<u32> = if self.cfg.arch == Arch::EncoderDecoder {
             self.encode(b, ids)?;
             tgt.map(|t| t.to_vec()).unwrap_or_else(|| vec![BOS_ID])
@@ -646,6 +657,7 @@ impl<B: Backend> Model<B> {
 
     /// Every head's mean output (NH*HS per layer) over `tokens`, for mean ablation in generation.
     pub async fn head_means(&mut self, b: &mut B, ids: &[u32], tgt: Option<&[u32]>) -> Result<Vec<Vec<f32>>> {
+        self.plan_inspection(b, ids, tgt)?;
         let tokens: Vec<u32> = if self.cfg.arch == Arch::EncoderDecoder {
             self.encode(b, ids)?;
             tgt.map(|t| t.to_vec()).unwrap_or_else(|| vec![BOS_ID])

@@ -10,7 +10,8 @@
 //! total and the biggest buffers.
 
 use crate::model::config::{Arch, ModelConfig, Positions};
-use crate::model::weights::Census;
+use crate::model::state::Plan;
+use crate::model::weights::{Census, Role, Sink, VarBuilder, Weights};
 
 /// Default budget of the native CLI (its `--memory-budget` changes it).
 pub const DEFAULT_BUDGET: u64 = 4 << 30;
@@ -18,26 +19,58 @@ pub const DEFAULT_BUDGET: u64 = 4 << 30;
 /// converted weights and the worker's copies all live in it.
 pub const PAGE_BUDGET: u64 = 2 << 30;
 
-/// How much memory a load may use, and how the user raises it (for the error message).
+/// How much memory a load may use, and how the user raises it (for the error message); on a GPU,
+/// also the device's limits on one buffer.
 #[derive(Clone, Copy, Debug)]
 pub struct Budget {
     pub bytes: u64,
     /// e.g. "raise it with --memory-budget"
     pub how_to_raise: &'static str,
+    /// the largest buffer the device creates (WebGPU maxBufferSize); u64::MAX: no such limit
+    pub max_buffer: u64,
+    /// the largest buffer a kernel binds (WebGPU maxStorageBufferBindingSize); u64::MAX: none
+    pub max_binding: u64,
+}
+
+/// The limits of a GPU device on one buffer (WebGPU's names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceLimits {
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
 }
 
 impl Budget {
     pub fn cli(bytes: u64) -> Budget {
-        Budget { bytes, how_to_raise: "raise it with --memory-budget" }
+        Budget { bytes, how_to_raise: "raise it with --memory-budget", max_buffer: u64::MAX, max_binding: u64::MAX }
     }
+    /// The page's fixed cap, without a device's limits.
     pub fn page() -> Budget {
-        Budget { bytes: PAGE_BUDGET, how_to_raise: "the page's limit" }
+        Budget::page_for(None, None)
+    }
+    /// The page's budget: `PAGE_BUDGET`, or half of the machine's memory where the browser tells it
+    /// (`navigator.deviceMemory`, in GiB, rounded down by the browser), whichever is less; on the
+    /// GPU path also the adapter's limits on one buffer.
+    pub fn page_for(gpu: Option<DeviceLimits>, device_memory_gib: Option<f64>) -> Budget {
+        let mut bytes = PAGE_BUDGET;
+        let mut how_to_raise = "the page's limit";
+        if let Some(gib) = device_memory_gib.filter(|g| g.is_finite() && *g > 0.0) {
+            let half = (gib * (1u64 << 30) as f64 / 2.0) as u64;
+            if half < bytes {
+                (bytes, how_to_raise) = (half, "half of this machine's memory (navigator.deviceMemory)");
+            }
+        }
+        let (max_buffer, max_binding) = gpu.map_or((u64::MAX, u64::MAX), |l| (l.max_buffer_size, l.max_storage_buffer_binding_size));
+        Budget { bytes, how_to_raise, max_buffer, max_binding }
+    }
+    /// This budget with a device's limits on one buffer (the native GPU path).
+    pub fn with_limits(self, l: DeviceLimits) -> Budget {
+        Budget { max_buffer: l.max_buffer_size, max_binding: l.max_storage_buffer_binding_size, ..self }
     }
 }
 
 impl Default for Budget {
     fn default() -> Self {
-        Budget { bytes: DEFAULT_BUDGET, how_to_raise: "the default budget" }
+        Budget { bytes: DEFAULT_BUDGET, how_to_raise: "the default budget", max_buffer: u64::MAX, max_binding: u64::MAX }
     }
 }
 
@@ -47,6 +80,9 @@ pub struct Item {
     pub what: &'static str,
     pub shape: String,
     pub bytes: u64,
+    /// the largest single buffer of the group (what one GPU binding must hold) and its shape
+    pub buffer: u64,
+    pub buffer_shape: String,
 }
 
 /// Every buffer a loaded model holds, grouped.
@@ -105,14 +141,38 @@ pub enum WeightCopies {
     Panels(usize),
 }
 
-/// The memory the model of `cfg` needs once loaded: its weights (f32) and every RunState buffer.
+/// The memory the model of `cfg` needs at most (its whole context, every attention map): its
+/// weights (f32) and every RunState buffer of [`Plan::full`].
 pub fn demand(cfg: &ModelConfig) -> Demand {
     demand_with(cfg, WeightCopies::None)
 }
 
 /// [`demand`] on a backend that keeps `copies` of the weights.
 pub fn demand_with(cfg: &ModelConfig, copies: WeightCopies) -> Demand {
-    let (s, c, l) = (cfg.max_seq_len, cfg.d_model, cfg.num_layers);
+    demand_for(cfg, copies, &Plan::full(cfg))
+}
+
+/// The largest weight tensor of a declaration (its elements and shape).
+#[derive(Default)]
+struct Largest(u64, Vec<usize>);
+
+impl Sink for Largest {
+    type T = ();
+    const NAMES: bool = false;
+    fn take(&mut self, _name: &str, shape: &[usize], _role: Role) -> crate::error::Result<()> {
+        let n = shape.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64));
+        if n > self.0 {
+            *self = Largest(n, shape.to_vec());
+        }
+        Ok(())
+    }
+}
+
+/// The memory of the model of `cfg` with the run state of `plan` (what `RunState::new(.., plan)`
+/// allocates, buffer for buffer): the weights, their copies, and every buffer sized by the plan's
+/// context, its kept maps and the shared attention scratch.
+pub fn demand_for(cfg: &ModelConfig, copies: WeightCopies, plan: &Plan) -> Demand {
+    let (s, c, l) = (plan.context, cfg.d_model, cfg.num_layers);
     let (nh, hs) = (cfg.num_heads, cfg.head_dim());
     let kvw = cfg.num_kv_heads * hs;
     let encdec = cfg.arch == Arch::EncoderDecoder;
@@ -124,53 +184,78 @@ pub fn demand_with(cfg: &ModelConfig, copies: WeightCopies) -> Demand {
     };
     let out_vocab = if encdec { cfg.tgt_vocab_size } else { cfg.vocab_size };
     let mut items = Vec::new();
-    let mut add = |what: &'static str, shape: String, bytes: u64| {
+    // each group: what, its shape, its bytes, and its largest single buffer's bytes
+    let mut add = |what: &'static str, shape: String, bytes: u64, (buffer_shape, buffer): (String, u64)| {
         if bytes > 0 {
-            items.push(Item { what, shape, bytes });
+            items.push(Item { what, shape, bytes, buffer, buffer_shape });
         }
     };
+    // one buffer: its shape as written and its bytes
+    let one = |shape: String, dims: &[usize]| (shape, f32s(dims));
     let panel = match copies {
         WeightCopies::None => 0,
         WeightCopies::Panels(width) => width,
     };
     let census = Census::with_panel(cfg, panel);
-    add("weights", format!("{} parameters", census.params), census.params.saturating_mul(4));
+    let mut largest = Largest::default();
+    let _ = Weights::<()>::declare(cfg, &mut VarBuilder::new(&mut largest));
+    add(
+        "weights",
+        format!("{} parameters, the largest tensor {:?}", census.params, largest.1),
+        census.params.saturating_mul(4),
+        (format!("{:?}", largest.1), largest.0.saturating_mul(4)),
+    );
     add(
         "packed weights",
         format!("{} matmul values in panels of {panel} rows", census.packed_params),
         census.packed_params.saturating_mul(4),
+        (String::new(), 0),
     );
-    // per layer: (NH, S, S) attention probabilities; encoder-decoder: also the encoder's and the cross maps
-    let map_layers = l * stacks + if encdec { l } else { 0 };
-    add("attention maps", format!("{map_layers} x (NH {nh}, S {s}, S {s})"), f32s(&[map_layers, nh, s, s]));
-    add("KV cache", format!("{} x (S {s}, NKV*HS {kvw})", 2 * l * stacks), f32s(&[l * stacks, 2, s, kvw]));
-    if encdec {
-        add("cross K/V", format!("{} x (S {s}, C {c})", 2 * l), f32s(&[l, 2, s, c]));
+    // per kept layer: (NH, Tq*Tk) attention probabilities (encoder-decoder: the encoder's, the
+    // decoder's and the cross maps); one shared (NH, Tq*Tk) scratch for the layers that keep none
+    let area = plan.map_area;
+    let cells = if area == s.saturating_mul(s) { format!("S {s}, S {s}") } else { format!("Tq*Tk {area}") };
+    let kept = plan.maps.count(l) * if encdec { 3 } else { 1 };
+    let map = one(format!("(NH {nh}, {cells})"), &[nh, area]);
+    add("attention maps", format!("{kept} x (NH {nh}, {cells})"), f32s(&[kept, nh, area]), map.clone());
+    if plan.maps.count(l) < l {
+        add("attention scratch", map.0.clone(), map.1, map);
     }
-    add("logits", format!("(S {s}, V {out_vocab})"), f32s(&[s, out_vocab]));
+    let kv = one(format!("(S {s}, NKV*HS {kvw})"), &[s, kvw]);
+    add("KV cache", format!("{} x (S {s}, NKV*HS {kvw})", 2 * l * stacks), f32s(&[l * stacks, 2, s, kvw]), kv);
+    if encdec {
+        add("cross K/V", format!("{} x (S {s}, C {c})", 2 * l), f32s(&[l, 2, s, c]), one(format!("(S {s}, C {c})"), &[s, c]));
+    }
+    let logits = one(format!("(S {s}, V {out_vocab})"), &[s, out_vocab]);
+    add("logits", logits.0.clone(), logits.1, logits);
     if let Some(m) = &cfg.moe {
         let (e, k) = (m.num_experts, m.top_k);
-        add("MoE expert outputs", format!("(E {e}, S {s}, C {c})"), f32s(&[stacks, e, s, c]));
+        let ys = one(format!("(E {e}, S {s}, C {c})"), &[e, s, c]);
+        add("MoE expert outputs", ys.0.clone(), f32s(&[stacks, e, s, c]), ys);
         // scratch: router logits and gate (S, E); per layer: probs (S, E), experts, weights, kept (S, K)
         let routing = f32s(&[stacks, 2, s, e]).saturating_add(f32s(&[l * stacks, s, e + 3 * k]));
-        add("MoE routing", format!("(S {s}, E {e} + 3 K {k}) per layer"), routing);
+        add("MoE routing", format!("(S {s}, E {e} + 3 K {k}) per layer"), routing, one(format!("(S {s}, E {e})"), &[s, e.max(k)]));
     }
     if encdec {
         // encoder: padding mask; decoder: self mask and cross mask (host-written, (S, S) each)
-        add("masks", format!("3 x (S {s}, S {s})"), f32s(&[3, s, s]));
+        add("masks", format!("3 x (S {s}, S {s})"), f32s(&[3, s, s]), one(format!("(S {s}, S {s})"), &[s, s]));
     }
     // scratch per stack: x, xn, tmp (S, C); q, att (S, NH*HS); h (S, H), h2 (S, H) for SwiGLU; ids (S,)
     let ffn_bufs = if cfg.arch == Arch::Llama { 2 } else { 1 };
     let act = f32s(&[stacks, s, 3 * c + 2 * nh * hs + ffn_bufs * hidden + 1]);
-    add("activations", format!("{stacks} x (S {s}, 3 C + 2 NH*HS + {ffn_bufs} H + 1)"), act);
+    let widest = [(c, "C"), (nh * hs, "NH*HS"), (hidden, "H")].into_iter().max_by_key(|w| w.0).unwrap_or((c, "C"));
+    let act_buf = one(format!("(S {s}, {} {})", widest.1, widest.0), &[s, widest.0]);
+    add("activations", format!("{stacks} x (S {s}, 3 C + 2 NH*HS + {ffn_bufs} H + 1)"), act, act_buf);
     // (a learned table is one of the weights)
-    let pos = match cfg.positions {
-        Positions::Rope => f32s(&[s, hs / 2, 2]),
-        Positions::Sinusoidal => f32s(&[s, c]),
-        Positions::Learned => 0,
+    let (pos, pos_shape) = match cfg.positions {
+        Positions::Rope => (f32s(&[s, hs / 2, 2]), format!("(S {s}, HS/2 {}, 2)", hs / 2)),
+        Positions::Sinusoidal => (f32s(&[s, c]), format!("(S {s}, C {c})")),
+        Positions::Learned => (0, String::new()),
     };
-    add("positions", format!("(S {s}, C {c})"), pos);
-    add("sampled id", "4".into(), 16);
+    if pos > 0 {
+        add("positions", pos_shape.clone(), pos, (pos_shape, pos));
+    }
+    add("sampled id", "4".into(), 16, ("4".into(), 16));
     let total_bytes = items.iter().fold(0u64, |a, i| a.saturating_add(i.bytes));
     Demand { items, total_bytes }
 }
@@ -189,20 +274,35 @@ impl Demand {
         v
     }
 
-    /// Ok when the total fits the budget; else one line naming the total and the biggest buffers.
+    /// Ok when the total fits the budget and every buffer the device's limits; else one line
+    /// naming the total (or the buffer), the limit and the biggest buffers.
     pub fn check(&self, budget: &Budget) -> Result<(), String> {
-        if self.total_bytes <= budget.bytes {
-            return Ok(());
-        }
         let biggest: Vec<String> = self.largest(3).iter().map(|i| format!("{} {} ({})", i.what, human_bytes(i.bytes), i.shape)).collect();
-        Err(format!(
-            "the model needs {} of memory ({} bytes), over the memory budget of {} ({}): biggest buffers: {}",
-            human_bytes(self.total_bytes),
-            self.total_bytes,
-            human_bytes(budget.bytes),
-            budget.how_to_raise,
-            biggest.join(", ")
-        ))
+        if self.total_bytes > budget.bytes {
+            return Err(format!(
+                "the model needs {} of memory ({} bytes), over the memory budget of {} ({}): biggest buffers: {}",
+                human_bytes(self.total_bytes),
+                self.total_bytes,
+                human_bytes(budget.bytes),
+                budget.how_to_raise,
+                biggest.join(", ")
+            ));
+        }
+        let limits = [(budget.max_binding, "maxStorageBufferBindingSize"), (budget.max_buffer, "maxBufferSize")];
+        for (limit, name) in limits {
+            let Some(big) = self.items.iter().filter(|i| i.buffer > limit).max_by_key(|i| i.buffer) else { continue };
+            return Err(format!(
+                "the model needs one {} buffer of {} ({} bytes; {}), over this GPU's {name} of {} ({limit} bytes); in all it needs {}: biggest buffers: {}",
+                big.what,
+                human_bytes(big.buffer),
+                big.buffer,
+                big.buffer_shape,
+                human_bytes(limit),
+                human_bytes(self.total_bytes),
+                biggest.join(", ")
+            ));
+        }
+        Ok(())
     }
 }
 

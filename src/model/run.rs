@@ -8,6 +8,8 @@ use crate::error::{Result, TfError};
 use crate::mask::{self, Mask};
 use crate::model::backend::Backend;
 use crate::model::config::Arch;
+use crate::model::memory;
+use crate::model::state::{MapLayers, Plan, RunState};
 use crate::model::transformer::{Logits, Model};
 use crate::ops::SampleParams;
 use crate::rng::step_uniform;
@@ -65,23 +67,82 @@ fn rows<T: Copy>(v: &[T], cols: usize) -> Vec<Vec<T>> {
 }
 
 impl<B: Backend> Model<B> {
-    /// The (tensor, kind, layer, rows, cols) of every attention map of the last pass: `t` query rows
-    /// over `tk` keys (cross: over the source); encoder maps only for a pass from position 0.
+    /// The (tensor, kind, layer, rows, cols) of every attention map the last pass kept (the layers
+    /// of the run state's plan): `t` query rows over `tk` keys (cross: over the source); encoder
+    /// maps only for a pass from position 0.
     fn map_specs(&self, t: usize, tk: usize, row_offset: usize) -> Vec<(&B::T, &'static str, usize, usize, usize)> {
         let mut specs = Vec::new();
+        let maps = &self.state.maps;
         if row_offset == 0 && self.cfg.arch == Arch::EncoderDecoder {
             let ts = self.src.len();
-            for (i, ls) in self.state.enc_layers.iter().enumerate() {
-                specs.push((&ls.probs, "encoder", i, ts, ts));
+            for (i, m) in maps.encoder.iter().enumerate() {
+                if let Some(m) = m {
+                    specs.push((m, "encoder", i, ts, ts));
+                }
             }
         }
-        for (i, ls) in self.state.layers.iter().enumerate() {
-            specs.push((&ls.probs, "decoder", i, t, tk));
-            if let Some(cp) = &ls.cross_probs {
+        for (i, m) in maps.decoder.iter().enumerate() {
+            if let Some(m) = m {
+                specs.push((m, "decoder", i, t, tk));
+            }
+            if let Some(Some(cp)) = maps.cross.get(i) {
                 specs.push((cp, "cross", i, t, self.src.len()));
             }
         }
         specs
+    }
+
+    /// Makes the run state hold a pass reaching position `end` whose attention is `area` = Tq x Tk
+    /// cells at most, keeping the maps of `maps` (and no others): the context grows to `end` when
+    /// it holds fewer rows, the maps are reallocated when another set of layers or a larger area
+    /// is asked for (see [`Model::replan`]).
+    pub fn plan_for(&mut self, b: &B, end: usize, area: usize, maps: &MapLayers) -> Result<()> {
+        maps.check(self.cfg.num_layers)?;
+        let cur = &self.state.plan;
+        if cur.holds(end, area, maps) {
+            return Ok(());
+        }
+        let area = if *maps == cur.maps { cur.map_area.max(area) } else { area };
+        let plan = Plan::new(&self.cfg, cur.context.max(end), maps.clone(), area);
+        self.replan(b, plan)
+    }
+
+    /// Reallocates the run state for `plan` where it differs: a new context reallocates everything
+    /// (the K/V caches and the encoder's keys are lost: callers re-run from position 0), other maps
+    /// or another area the maps alone. Checked first against the load's budget, with the weights
+    /// (memory::demand_for): over it, one line naming the request, the total and the biggest
+    /// buffers, and the state is left as it was.
+    pub fn replan(&mut self, b: &B, plan: Plan) -> Result<()> {
+        plan.maps.check(self.cfg.num_layers)?;
+        if plan == self.state.plan {
+            return Ok(());
+        }
+        let budget = self.state.budget;
+        memory::demand_for(&self.cfg, b.weight_copies(), &plan).check(&budget).map_err(|e| {
+            let kept = match &plan.maps {
+                MapLayers::All => "every layer's".to_string(),
+                MapLayers::None => "no".to_string(),
+                MapLayers::Only(v) => format!("{} layers'", v.len()),
+            };
+            TfError::Memory(format!("a context of {} tokens with {kept} attention maps: {e}", plan.context))
+        })?;
+        if plan.context != self.state.plan.context {
+            // the old state is freed before the new one is allocated
+            self.state = RunState::new(b, &self.cfg, &Plan::new(&self.cfg, 1, MapLayers::None, 1))?;
+            self.state.budget = budget;
+            self.state = RunState::new(b, &self.cfg, &plan)?;
+            self.state.budget = budget;
+            Ok(())
+        } else {
+            self.state.set_maps(b, &self.cfg, plan.maps, plan.map_area)
+        }
+    }
+
+    /// [`Model::plan_for`] a pass from position 0 over `t` tokens (and an encoded source of `src`).
+    pub fn plan_pass(&mut self, b: &B, src: Option<usize>, t: usize, maps: &MapLayers) -> Result<()> {
+        let ts = src.unwrap_or(0);
+        let area = (t * t).max(ts * ts).max(t * ts);
+        self.plan_for(b, t.max(ts), area, maps)
     }
 
     /// Reads `extra` and every attention map of the last pass in one submission and one map.
@@ -146,8 +207,14 @@ impl<B: Backend> Model<B> {
     /// the masks, and MoE routing. For the encoder-decoder `ids` is the source and `tgt` the
     /// decoder input (default [BOS]).
     pub async fn forward(&mut self, b: &mut B, ids: &[u32], tgt: Option<&[u32]>) -> Result<ForwardOut> {
+        self.forward_with(b, ids, tgt, &MapLayers::All).await
+    }
+
+    /// [`Model::forward`] keeping and reading back the attention maps of `maps` only.
+    pub async fn forward_with(&mut self, b: &mut B, ids: &[u32], tgt: Option<&[u32]>, maps: &MapLayers) -> Result<ForwardOut> {
         let (t, tk, masks) = if self.cfg.arch == Arch::EncoderDecoder {
             let tgt = tgt.map(|t| t.to_vec()).unwrap_or_else(|| vec![BOS_ID]);
+            self.plan_pass(b, Some(ids.len()), tgt.len(), maps)?;
             self.encode(b, ids)?;
             self.run_decoder(b, &tgt, 0, Logits::All)?;
             let masks = vec![
@@ -163,6 +230,7 @@ impl<B: Backend> Model<B> {
                     self.cfg.arch.as_str()
                 )));
             }
+            self.plan_pass(b, None, ids.len(), maps)?;
             self.run_lm(b, ids, 0, Logits::All)?;
             (ids.len(), ids.len(), vec![("decoder", mask::kv_cache(0, ids.len()))])
         };
@@ -216,6 +284,7 @@ impl<B: Backend> Model<B> {
         while start + 1 < ids.len() {
             let end = (start + ctx).min(ids.len());
             let win = &ids[start..end];
+            self.plan_pass(b, None, win.len(), &MapLayers::None)?;
             self.run_lm(b, win, 0, Logits::All)?;
             b.submit()?;
             let logits = b.read_f32(&self.state.logits, 0, win.len() * v).await?;
@@ -245,6 +314,8 @@ pub struct GenConfig {
     pub gpu_sampling: bool,
     /// read back the attention rows of every step
     pub attention: bool,
+    /// the layers whose rows `attention` reads back (the others keep no maps)
+    pub map_layers: MapLayers,
     /// also read the logits back and report the 10 most likely next tokens
     pub top: usize,
     /// past the context, keep going on the newest tokens that fit (see `sliding_window_start`):
@@ -266,6 +337,7 @@ impl Default for GenConfig {
             kv_cache: true,
             gpu_sampling: true,
             attention: false,
+            map_layers: MapLayers::All,
             top: 0,
             sliding_window: false,
             constraint: None,
@@ -370,11 +442,41 @@ pub fn top_candidates(logits: &[f32], p: &SampleParams, n: usize) -> Vec<(u32, f
 }
 
 impl<B: Backend> Model<B> {
+    /// The maps a generation's steps keep: those it reads back, or none.
+    fn step_maps(cfg: &GenConfig) -> MapLayers {
+        if cfg.attention {
+            cfg.map_layers.clone()
+        } else {
+            MapLayers::None
+        }
+    }
+
+    /// Sizes the run state for a generation from `prompt` tokens (and a source of `src`): the
+    /// context in use is the prompt plus `max_new_tokens`, at most the model's (exactly that: the
+    /// state shrinks or grows, as the generation starts from an empty cache); the attention
+    /// buffers hold the prompt's pass and one-row steps over that context (every step re-reads the
+    /// whole window without the KV cache or once a sliding window is full).
+    fn plan_generation(&mut self, b: &B, prompt: usize, src: Option<usize>, cfg: &GenConfig) -> Result<()> {
+        let s = self.cfg.max_seq_len;
+        let ctx = prompt.saturating_add(cfg.max_new_tokens).min(s).max(prompt.min(s));
+        let ts = src.unwrap_or(0);
+        let slides_full = cfg.sliding_window && prompt.saturating_add(cfg.max_new_tokens) > s;
+        let steps = if cfg.kv_cache && !slides_full { ctx } else { ctx * ctx };
+        let area = steps.max(prompt.min(s).pow(2)).max(ts * ts).max(ctx * ts);
+        let maps = Self::step_maps(cfg);
+        maps.check(self.cfg.num_layers)?;
+        // exactly this: a generation starts from an empty cache, so nothing is lost
+        self.replan(b, Plan::new(&self.cfg, ctx.max(ts), maps, area))
+    }
+
     /// Starts a generation. Decoder / llama: `start` is the prompt. Encoder-decoder: `src` is
-    /// encoded once and `start` is the decoder's start (default [BOS]). Checks the context first.
+    /// encoded once and `start` is the decoder's start (default [BOS]). Checks the context first
+    /// and sizes the run state for it (`plan_generation`).
     pub fn start_generation(&mut self, b: &mut B, start: &[u32], src: Option<&[u32]>, cfg: GenConfig) -> Result<Generation> {
         let start = if self.cfg.arch == Arch::EncoderDecoder {
             let src = src.ok_or_else(|| TfError::Input("an encoder_decoder model needs a source (--src-ids or --prompt)".into()))?;
+            let n = if start.is_empty() { 1 } else { start.len() };
+            self.plan_generation(b, n, Some(src.len()), &cfg)?;
             self.encode(b, src)?;
             if start.is_empty() {
                 vec![BOS_ID]
@@ -405,6 +507,9 @@ impl<B: Backend> Model<B> {
         // max_new_tokens is not cut to the room left: next_token stops at a full context and says so.
         let constraint = cfg.constraint.clone().or_else(|| self.constraint.clone());
         let cfg = GenConfig { sliding_window: slide, constraint, ..cfg };
+        if self.cfg.arch != Arch::EncoderDecoder {
+            self.plan_generation(b, start.len(), None, &cfg)?;
+        }
         Ok(Generation { start_len: start.len(), ids: start, cached: 0, step: 0, done: false, cfg, stop_reason: None, prompt_cut })
     }
 
@@ -427,7 +532,23 @@ impl<B: Backend> Model<B> {
         // A full context with a sliding window: the newest tokens that fit, from position 0 (their
         // positions changed, so nothing in the KV cache can be reused).
         let window_start = if full { sliding_window_start(g.ids.len(), ctx) } else { 0 };
-        let pos = if g.cfg.kv_cache && !full { g.cached } else { 0 };
+        let mut pos = if g.cfg.kv_cache && !full { g.cached } else { 0 };
+        let maps = Self::step_maps(&g.cfg);
+        let (end, src) = (g.ids.len() - window_start, self.src.len());
+        if !self.state.plan.holds(end.max(src), (end - pos) * end.max(src), &maps) {
+            // past what start_generation planned (a caller that changed the GenConfig): grow; a
+            // new state holds no cached keys, so this step re-reads the window from position 0
+            let context_before = self.state.plan.context;
+            let need = end.max(src).max(context_before.saturating_mul(2)).min(ctx.max(src)); // doubling: few regrowths
+            self.plan_for(b, need, need * need, &maps)?;
+            if self.state.plan.context != context_before {
+                pos = 0;
+                if self.cfg.arch == Arch::EncoderDecoder {
+                    let src = self.src.clone();
+                    self.encode(b, &src)?;
+                }
+            }
+        }
         let t = g.ids.len() - window_start - pos;
         if self.cfg.arch == Arch::EncoderDecoder {
             self.run_decoder(b, &g.ids, pos, Logits::Last)?;

@@ -1,24 +1,118 @@
-//! RunState: every activation buffer, the KV caches and the attention maps, allocated once at load
-//! for the full context (max_seq_len rows), so a forward pass or a generated token allocates nothing.
-//! model::memory::demand lists the same buffers (a test checks the two agree), so a config is
-//! checked against the memory budget before any of this is allocated.
+//! RunState: every activation buffer, the KV caches and the attention maps, allocated for a
+//! [`Plan`]: the context in use (the rows of every row-sized buffer, at most max_seq_len), the
+//! layers whose attention maps are kept, and the largest Tq x Tk a map holds. A pass that fits the
+//! plan allocates nothing; a longer one grows the state first (`Model::plan_for`), after checking the
+//! budget. model::memory::demand_for lists the same buffers for a plan (a test checks the two agree),
+//! so a plan is checked against the memory budget before any of it is allocated.
 
-use crate::error::Result;
+use crate::error::{Result, TfError};
 use crate::model::backend::Backend;
 use crate::model::config::{Arch, ModelConfig, Positions};
+use crate::model::memory::Budget;
+
+/// The layers whose attention maps a pass keeps for reading back. The same layer index selects the
+/// encoder's, the decoder's and the cross-attention maps of the encoder-decoder.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum MapLayers {
+    /// every layer (what a full forward pass shows)
+    #[default]
+    All,
+    /// none: attention still needs one scratch buffer for its score rows, shared by every layer
+    None,
+    /// these layers, ascending, without duplicates (see [`MapLayers::only`])
+    Only(Vec<usize>),
+}
+
+impl MapLayers {
+    /// The given layers, sorted and without duplicates.
+    pub fn only(layers: impl IntoIterator<Item = usize>) -> MapLayers {
+        let mut v: Vec<usize> = layers.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        MapLayers::Only(v)
+    }
+    /// A caller's request: None = every layer, Some(list) = those layers (empty: none).
+    pub fn from_list(list: Option<&[usize]>) -> MapLayers {
+        match list {
+            None => MapLayers::All,
+            Some([]) => MapLayers::None,
+            Some(l) => MapLayers::only(l.iter().copied()),
+        }
+    }
+    pub fn keeps(&self, layer: usize) -> bool {
+        match self {
+            MapLayers::All => true,
+            MapLayers::None => false,
+            MapLayers::Only(v) => v.binary_search(&layer).is_ok(),
+        }
+    }
+    /// How many of `num_layers` layers keep their maps.
+    pub fn count(&self, num_layers: usize) -> usize {
+        (0..num_layers).filter(|&l| self.keeps(l)).count()
+    }
+    /// A layer past the model's is an error naming it.
+    pub fn check(&self, num_layers: usize) -> Result<()> {
+        if let MapLayers::Only(v) = self {
+            if let Some(&l) = v.iter().find(|&&l| l >= num_layers) {
+                return Err(TfError::Input(format!(
+                    "attention maps of layer {l} were asked for, but the model has {num_layers} layers (0 to {})",
+                    num_layers.saturating_sub(1)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How much run state to allocate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// rows of every row-sized buffer (activations, K/V caches, logits, positions, MoE buffers;
+    /// the encoder-decoder's masks are context x context): the longest sequence a pass may reach
+    pub context: usize,
+    /// the layers whose attention maps are kept
+    pub maps: MapLayers,
+    /// Tq x Tk of the largest pass the map buffers hold: each kept map, and the scratch that the
+    /// layers without one share, holds NH x map_area values (a pass writes (NH, Tq, Tk) packed)
+    pub map_area: usize,
+}
+
+impl Plan {
+    /// The whole context with every map: what the model needs at most.
+    pub fn full(cfg: &ModelConfig) -> Plan {
+        let s = cfg.max_seq_len.max(1);
+        Plan { context: s, maps: MapLayers::All, map_area: s.saturating_mul(s) }
+    }
+    /// A plan clamped to the model: context in 1..=max_seq_len, area in 1..=context^2.
+    pub fn new(cfg: &ModelConfig, context: usize, maps: MapLayers, map_area: usize) -> Plan {
+        let context = context.clamp(1, cfg.max_seq_len.max(1));
+        Plan { context, maps, map_area: map_area.clamp(1, context.saturating_mul(context)) }
+    }
+    /// What a load allocates before any pass asks for more: a context of at most `LOAD_CONTEXT`
+    /// rows, no maps, the scratch for one-row passes over it.
+    pub fn at_load(cfg: &ModelConfig) -> Plan {
+        let c = cfg.max_seq_len.clamp(1, LOAD_CONTEXT);
+        Plan::new(cfg, c, MapLayers::None, c)
+    }
+    /// Whether a pass reaching position `end` whose attention is `area` = Tq x Tk cells at most,
+    /// keeping the maps of `maps` and no others, fits.
+    pub fn holds(&self, end: usize, area: usize, maps: &MapLayers) -> bool {
+        end <= self.context && area <= self.map_area && *maps == self.maps
+    }
+}
+
+/// The context a load allocates (passes past it grow the run state).
+pub const LOAD_CONTEXT: usize = 256;
 
 /// Per-layer buffers that outlive one forward pass.
 pub struct LayerState<T> {
-    /// (max_seq, NKV*HS): keys / values of every position computed so far
+    /// (context, NKV*HS): keys / values of every position computed so far
     pub k: T,
     pub v: T,
-    /// (NH, max_seq, max_seq): attention probabilities of the last pass, laid out (NH, Tq, Tk)
-    pub probs: T,
-    /// encoder-decoder decoder layers: cross keys / values (max_seq, C) and cross probs (NH, max_seq, max_seq)
+    /// encoder-decoder decoder layers: cross keys / values (context, C)
     pub cross_k: Option<T>,
     pub cross_v: Option<T>,
-    pub cross_probs: Option<T>,
-    /// MoE layers: router probs (max_seq, E), chosen experts u32 (max_seq, K), weights (max_seq, K), kept u32 (max_seq, K)
+    /// MoE layers: router probs (context, E), chosen experts u32 (context, K), weights (context, K), kept u32 (context, K)
     pub moe: Option<MoeState<T>>,
 }
 
@@ -29,32 +123,82 @@ pub struct MoeState<T> {
     pub kept: T,
 }
 
-/// Scratch shared by the layers of one stack; rows = max_seq.
+/// Scratch shared by the layers of one stack; rows = context.
 pub struct Scratch<T> {
-    /// (max_seq, C): the residual stream
+    /// (context, C): the residual stream
     pub x: T,
-    /// (max_seq, C): normed input of a sub-layer / post-norm staging
+    /// (context, C): normed input of a sub-layer / post-norm staging
     pub xn: T,
-    /// (max_seq, NH*HS): queries, then the attention output before W_o
+    /// (context, NH*HS): queries, then the attention output before W_o
     pub q: T,
     pub att: T,
-    /// (max_seq, C): a sub-layer's output
+    /// (context, C): a sub-layer's output
     pub tmp: T,
-    /// (max_seq, H): FFN hidden (d_ff, llama hidden or MoE expert_dim)
+    /// (context, H): FFN hidden (d_ff, llama hidden or MoE expert_dim)
     pub h: T,
-    /// (max_seq, H): the SwiGLU up projection (llama only)
+    /// (context, H): the SwiGLU up projection (llama only)
     pub h2: Option<T>,
-    /// MoE: router logits (max_seq, E), gate (max_seq, E), expert outputs (E, max_seq, C)
+    /// MoE: router logits (context, E), gate (context, E), expert outputs (E, context, C)
     pub router_logits: Option<T>,
     pub gate: Option<T>,
     pub ys: Option<T>,
-    /// (max_seq,) u32 token ids of the pass
+    /// (context,) u32 token ids of the pass
     pub ids: T,
-    /// (max_seq, max_seq) masks written by the host for the encoder-decoder (1 = may attend):
+    /// (context, context) masks written by the host for the encoder-decoder (1 = may attend):
     /// `mask` in both of its stacks, `cross_mask` in the decoder's. Decoder-only models use the
     /// causal rule inside the attention kernel and have neither.
     pub mask: Option<T>,
     pub cross_mask: Option<T>,
+}
+
+/// The attention probabilities of the last pass, (NH, Tq, Tk) packed, for the layers the plan keeps;
+/// the other layers write theirs into one shared scratch (the kernels need the score rows).
+pub struct Maps<T> {
+    /// per layer: Some for the layers kept
+    pub decoder: Vec<Option<T>>,
+    /// encoder-decoder: the encoder's self-attention and the decoder's cross-attention
+    pub encoder: Vec<Option<T>>,
+    pub cross: Vec<Option<T>>,
+    /// (NH, map_area): present when some attention layer keeps no map
+    pub scratch: Option<T>,
+    /// bytes of the buffers above
+    pub bytes: u64,
+}
+
+impl<T> Maps<T> {
+    /// The kept map of layer `layer` of `kind` ("encoder" | "decoder" | "cross").
+    pub fn kept(&self, kind: &str, layer: usize) -> Option<&T> {
+        let v = match kind {
+            "encoder" => &self.encoder,
+            "cross" => &self.cross,
+            _ => &self.decoder,
+        };
+        v.get(layer).and_then(|m| m.as_ref())
+    }
+    /// Where layer `layer` of `kind` writes its probabilities in a pass: its map, or the scratch.
+    pub fn target(&self, kind: &str, layer: usize) -> Result<&T> {
+        self.kept(kind, layer)
+            .or(self.scratch.as_ref())
+            .ok_or_else(|| TfError::Internal(format!("no attention buffer for {kind} layer {layer}")))
+    }
+
+    fn new<B: Backend<T = T>>(backend: &B, cfg: &ModelConfig, plan: &Plan) -> Result<Maps<T>> {
+        let b = &Counted { backend, bytes: std::cell::Cell::new(0) };
+        let (nh, l, area) = (cfg.num_heads, cfg.num_layers, plan.map_area);
+        let encdec = cfg.arch == Arch::EncoderDecoder;
+        let map = |b: &Counted<B>, layer: usize, label: &str| plan.maps.keeps(layer).then(|| b.zeros(&[nh, area], label)).transpose();
+        let decoder = (0..l).map(|i| map(b, i, "attention")).collect::<Result<Vec<_>>>()?;
+        let (encoder, cross) = if encdec {
+            (
+                (0..l).map(|i| map(b, i, "encoder attention")).collect::<Result<Vec<_>>>()?,
+                (0..l).map(|i| map(b, i, "cross attention")).collect::<Result<Vec<_>>>()?,
+            )
+        } else {
+            (vec![], vec![])
+        };
+        let scratch = (plan.maps.count(l) < l).then(|| b.zeros(&[nh, area], "attention scratch")).transpose()?;
+        Ok(Maps { decoder, encoder, cross, scratch, bytes: b.bytes.get() })
+    }
 }
 
 pub struct RunState<T> {
@@ -63,24 +207,30 @@ pub struct RunState<T> {
     /// encoder-decoder only
     pub enc: Option<Scratch<T>>,
     pub enc_layers: Vec<LayerState<T>>,
-    /// (max_seq, V_out) logits of the last pass
+    /// attention maps (see `Maps`)
+    pub maps: Maps<T>,
+    /// (context, V_out) logits of the last pass
     pub logits: T,
     /// (4,) u32: the sampled token id
     pub next: T,
-    /// sinusoidal PE (max_seq, C) or RoPE (cos, sin) table (max_seq, HS/2, 2)
+    /// sinusoidal PE (context, C) or RoPE (cos, sin) table (context, HS/2, 2)
     pub pe: Option<T>,
     pub rope: Option<T>,
+    /// what was allocated
+    pub plan: Plan,
+    /// what the state may grow to, with the weights (`Model::plan_for` checks it); set by the load
+    pub budget: Budget,
     /// Bytes of every buffer above (4 per value), counted as they are allocated: what
-    /// model::memory::demand must predict.
+    /// model::memory::demand_for must predict for `plan`.
     pub bytes: u64,
 }
 
 impl<T> RunState<T> {
-    /// Allocates every buffer. They are freed when the RunState drops (GPU buffers are destroyed
-    /// by `GpuTensor`'s Drop, in the browser too).
-    pub fn new<B: Backend<T = T>>(backend: &B, cfg: &ModelConfig) -> Result<RunState<T>> {
+    /// Allocates every buffer of `plan`. They are freed when the RunState drops (GPU buffers are
+    /// destroyed by `GpuTensor`'s Drop, in the browser too).
+    pub fn new<B: Backend<T = T>>(backend: &B, cfg: &ModelConfig, plan: &Plan) -> Result<RunState<T>> {
         let b = &Counted { backend, bytes: std::cell::Cell::new(0) };
-        let s = cfg.max_seq_len;
+        let s = plan.context;
         let c = cfg.d_model;
         let (nh, hs) = (cfg.num_heads, cfg.head_dim());
         let kvw = cfg.num_kv_heads * hs;
@@ -112,10 +262,8 @@ impl<T> RunState<T> {
             Ok(LayerState {
                 k: b.zeros(&[s, kvw], "k cache")?,
                 v: b.zeros(&[s, kvw], "v cache")?,
-                probs: b.zeros(&[nh, s, s], "attention")?,
                 cross_k: cross.then(|| b.zeros(&[s, c], "cross k")).transpose()?,
                 cross_v: cross.then(|| b.zeros(&[s, c], "cross v")).transpose()?,
-                cross_probs: cross.then(|| b.zeros(&[nh, s, s], "cross attention")).transpose()?,
                 moe: match &cfg.moe {
                     None => None,
                     Some(m) => Some(MoeState {
@@ -133,6 +281,7 @@ impl<T> RunState<T> {
             layers: (0..cfg.num_layers).map(|_| layer(b, encdec)).collect::<Result<_>>()?,
             enc: if encdec { Some(scratch(b, false)?) } else { None },
             enc_layers: if encdec { (0..cfg.num_layers).map(|_| layer(b, false)).collect::<Result<_>>()? } else { vec![] },
+            maps: Maps::new(backend, cfg, plan)?,
             logits: b.zeros(&[s, out_vocab], "logits")?,
             next: b.zeros_u32(&[4], "next token")?,
             pe: if cfg.positions != Positions::Sinusoidal {
@@ -145,10 +294,38 @@ impl<T> RunState<T> {
             } else {
                 None
             },
+            plan: plan.clone(),
+            budget: Budget::default(),
             bytes: 0,
         };
-        st.bytes = b.bytes.get();
+        st.bytes = b.bytes.get() + st.maps.bytes;
         Ok(st)
+    }
+
+    /// Where the attention of `ls` (one of `layers` or `enc_layers`) writes its probabilities.
+    pub fn probs_for(&self, ls: &LayerState<T>) -> Result<&T> {
+        if let Some(i) = self.layers.iter().position(|l| std::ptr::eq(l, ls)) {
+            return self.maps.target("decoder", i);
+        }
+        match self.enc_layers.iter().position(|l| std::ptr::eq(l, ls)) {
+            Some(i) => self.maps.target("encoder", i),
+            None => Err(TfError::Internal("a layer state outside the run state".into())),
+        }
+    }
+
+    /// Replaces the attention maps with those of `maps` and `map_area` (the context stays): the
+    /// old buffers are freed before the new ones are allocated.
+    pub fn set_maps<B: Backend<T = T>>(&mut self, backend: &B, cfg: &ModelConfig, maps: MapLayers, map_area: usize) -> Result<()> {
+        let plan = Plan::new(cfg, self.plan.context, maps, map_area);
+        let old = std::mem::replace(&mut self.maps, Maps { decoder: vec![], encoder: vec![], cross: vec![], scratch: None, bytes: 0 });
+        self.bytes -= old.bytes;
+        drop(old);
+        // until the new maps exist, no pass fits the plan (so a failed allocation is retried, not used)
+        self.plan.map_area = 0;
+        self.maps = Maps::new(backend, cfg, &plan)?;
+        self.bytes += self.maps.bytes;
+        self.plan = plan;
+        Ok(())
     }
 }
 

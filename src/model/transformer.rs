@@ -12,7 +12,7 @@ use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{Arch, ModelConfig};
 use crate::model::inspect::{HookPoint, Hooks};
 use crate::model::memory::{self, Budget};
-use crate::model::state::{LayerState, RunState, Scratch};
+use crate::model::state::{LayerState, Plan, RunState, Scratch};
 use crate::model::weights::{AttnW, Ffn, Norm, Weights};
 use crate::ops::{moe_capacity_for, AttnShape, EwOp, RopeShape};
 use crate::tokenizer::Tokenizer;
@@ -54,16 +54,21 @@ impl<B: Backend> Model<B> {
     /// activations, KV caches, attention maps, logits, MoE buffers, masks) is over `budget`, before
     /// anything is converted or allocated.
     pub fn load_within(backend: &B, bytes: &[u8], budget: &Budget) -> Result<Model<B>> {
-        let ck = Checkpoint::from_bytes_checked(bytes, |cfg| memory::demand_with(cfg, backend.weight_copies()).check(budget))?;
+        // the run state starts small (state::Plan::at_load) and grows per request (Model::plan_for)
+        let ck = Checkpoint::from_bytes_checked(bytes, |cfg| {
+            memory::demand_for(cfg, backend.weight_copies(), &Plan::at_load(cfg)).check(budget)
+        })?;
         Self::from_checkpoint(backend, ck, budget)
     }
 
     /// Builds the model from a checkpoint already parsed: ours (`Checkpoint::from_bytes*`) or a
     /// foreign one (`formats::open`, which checks the budget before reading any tensor). The config
-    /// is checked against `budget` again here (cheap), then the tokenizer in the metadata (if any),
-    /// then the weights are uploaded and the run state allocated.
+    /// is checked against `budget` again here (cheap, for the run state a load allocates), then the
+    /// tokenizer in the metadata (if any), then the weights are uploaded and the run state allocated.
     pub fn from_checkpoint(backend: &B, mut ck: Checkpoint, budget: &Budget) -> Result<Model<B>> {
-        memory::demand_with(&ck.config, backend.weight_copies()).check(budget).map_err(TfError::Memory)?;
+        memory::demand_for(&ck.config, backend.weight_copies(), &Plan::at_load(&ck.config))
+            .check(budget)
+            .map_err(TfError::Memory)?;
         let cfg = ck.config.clone();
         let tokenizer = match &ck.tokenizer {
             None => None,
@@ -90,7 +95,8 @@ impl<B: Backend> Model<B> {
         };
         let params = ck.param_count();
         let weights = Weights::load(backend, &cfg, &mut ck)?;
-        let state = RunState::new(backend, &cfg)?;
+        let mut state = RunState::new(backend, &cfg, &Plan::at_load(&cfg))?;
+        state.budget = *budget;
         Ok(Model { cfg, tokenizer, out_tokenizer, constraint, weights, state, params, src: vec![], hooks: Hooks::default() })
     }
 
@@ -132,6 +138,12 @@ impl<B: Backend> Model<B> {
     fn check_len(&self, end: usize, what: &str) -> Result<()> {
         if end > self.cfg.max_seq_len {
             return Err(TfError::Input(format!("{what} needs {end} positions but the model's context is {} tokens", self.cfg.max_seq_len)));
+        }
+        if end > self.state.plan.context {
+            return Err(TfError::Internal(format!(
+                "{what} needs {end} rows but the run state holds {} (Model::plan_for)",
+                self.state.plan.context
+            )));
         }
         Ok(())
     }
@@ -183,7 +195,7 @@ impl<B: Backend> Model<B> {
         if mask.is_none() {
             s = s.with_causal(pos);
         }
-        backend.attention(&scratch.att, &layer_state.probs, &scratch.q, &layer_state.k, &layer_state.v, mask, &s)?;
+        backend.attention(&scratch.att, self.state.probs_for(layer_state)?, &scratch.q, &layer_state.k, &layer_state.v, mask, &s)?;
         if let Some(l) = hook_layer {
             self.hook_heads(backend, l, &scratch.att, t, pos)?; // capture / ablate heads before W_o
         }
@@ -216,7 +228,7 @@ impl<B: Backend> Model<B> {
             }
             Ffn::Moe { router, experts } => {
                 let m = self.cfg.moe.as_ref().ok_or_else(|| TfError::Internal("MoE weights without a moe config".into()))?;
-                let (e, k, c, s) = (m.num_experts, m.top_k, self.cfg.d_model, self.cfg.max_seq_len);
+                let (e, k, c, s) = (m.num_experts, m.top_k, self.cfg.d_model, self.state.plan.context);
                 let (router_logits, gate, expert_out) = (scratch.router_logits.as_ref(), scratch.gate.as_ref(), scratch.ys.as_ref());
                 let (Some(router_logits), Some(gate), Some(expert_out), Some(moe_state)) =
                     (router_logits, gate, expert_out, layer_state.moe.as_ref())
@@ -392,8 +404,8 @@ impl<B: Backend> Model<B> {
             Self::residual_post_norm(backend, &layer.norm_attn, scratch, t)?;
             self.hook_resid(backend, HookPoint::Mid(li), &scratch.x, &scratch.xn, t, pos)?;
             // x = norm2(x + cross_attn(x, encoder output))
-            let (Some((cw, cn)), Some(ck), Some(cv), Some(cp)) =
-                (layer.cross.as_ref(), layer_state.cross_k.as_ref(), layer_state.cross_v.as_ref(), layer_state.cross_probs.as_ref())
+            let (Some((cw, cn)), Some(ck), Some(cv), Ok(cp)) =
+                (layer.cross.as_ref(), layer_state.cross_k.as_ref(), layer_state.cross_v.as_ref(), self.state.maps.target("cross", li))
             else {
                 return Err(TfError::Internal("decoder layer without cross-attention".into()));
             };

@@ -103,9 +103,17 @@ pub async fn load_model(bytes: Vec<u8>, prefer_gpu: bool) -> Result<JsValue, JsV
     let slot = SESSION.with(Rc::clone);
     let mut s = borrow(&slot)?;
     let device = gpu().filter(|_| prefer_gpu).map_or(Device::Cpu, Device::Gpu);
-    let new = Session::load(&device, &bytes, &Budget::page()).await.map_err(err)?;
+    // the adapter's limits on one buffer and navigator.deviceMemory (model::memory::Budget::page_for)
+    let budget = Budget::page_for(gpu().filter(|_| prefer_gpu).map(|g| g.buffer_limits()), device_memory_gib());
+    let new = Session::load(&device, &bytes, &budget).await.map_err(err)?;
     *s = None; // the old model's buffers are destroyed first
     Ok(to_js(&s.insert(new).card())?)
+}
+
+/// `navigator.deviceMemory` (GiB, rounded down by the browser; absent in some browsers).
+fn device_memory_gib() -> Option<f64> {
+    let nav = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("navigator")).ok()?;
+    js_sys::Reflect::get(&nav, &JsValue::from_str("deviceMemory")).ok()?.as_f64()
 }
 
 /// The loaded model's card (session::Card).
@@ -180,10 +188,13 @@ struct Forward<'a> {
     moe: &'a [MoeRecord],
 }
 
-/// One pass: logits (rows, vocab), every attention map, the masks and MoE routing (session::forward).
+/// One pass: logits (rows, vocab), the attention maps of `layers` (default: every layer), the masks
+/// and MoE routing (session::forward_with).
 #[wasm_bindgen]
-pub async fn forward(ids: Vec<u32>, tgt: Option<Vec<u32>>) -> Result<JsValue, JsValue> {
-    let out: ForwardOut = with_async(async |s| s.forward(&ids, tgt.as_deref()).await).await?;
+pub async fn forward(ids: Vec<u32>, tgt: Option<Vec<u32>>, layers: Option<Vec<u32>>) -> Result<JsValue, JsValue> {
+    let layers: Option<Vec<usize>> = layers.map(|l| l.into_iter().map(|x| x as usize).collect());
+    let kept = crate::model::state::MapLayers::from_list(layers.as_deref());
+    let out: ForwardOut = with_async(async |s| s.forward_with(&ids, tgt.as_deref(), &kept).await).await?;
     to_js(&Forward {
         logits: Matrix { rows: out.rows, cols: out.vocab, data: f32s(&out.logits) },
         attention: maps(&out.attention),

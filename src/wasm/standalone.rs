@@ -108,6 +108,12 @@ pub fn debug_hang() {
     }
 }
 
+/// Test hook: the page's budget sees a maxStorageBufferBindingSize of at most `bytes` (0: the device's own).
+#[wasm_bindgen]
+pub fn debug_lower_binding_limit(bytes: f64) {
+    crate::gpu::context::lower_binding_limit(if bytes > 0.0 { bytes as u64 } else { u64::MAX });
+}
+
 /// Destroys the GPU device on purpose: the page's test hook for the device-lost path.
 #[wasm_bindgen]
 pub fn debug_lose_device() {

@@ -24,6 +24,8 @@ pub struct GpuBackend {
     staging: wgpu::Buffer,
     /// A larger staging buffer for batched reads, grown on demand and reused.
     big_staging: Option<wgpu::Buffer>,
+    /// bytes copied back from the GPU so far (tests count what a token reads back)
+    pub bytes_read: u64,
     /// the kernel of passes of SMALL_M rows or more
     pub matmul_kind: MatmulKind,
     /// the kernel of passes of fewer rows (cached decoding)
@@ -46,6 +48,7 @@ impl GpuBackend {
             rec,
             staging,
             big_staging: None,
+            bytes_read: 0,
             matmul_kind: MatmulKind::Tiled4,
             small_matmul_kind: MatmulKind::Gemv,
             fused: true,
@@ -69,6 +72,7 @@ impl GpuBackend {
 
     async fn read_many(&mut self, reqs: &[(&GpuTensor, usize, usize)]) -> Result<Vec<Vec<u32>>> {
         let total: usize = reqs.iter().map(|r| r.2).sum();
+        self.bytes_read += total as u64 * 4;
         for (t, off, n) in reqs {
             if off + n > t.len() {
                 return Err(TfError::Shape { op: "read", msg: format!("reading {n} values at {off} from a tensor of {:?}", t.shape) });
