@@ -15,6 +15,7 @@ use tinyformer::model::config::{Activation, Arch, Positions};
 use tinyformer::model::inspect::top_k;
 use tinyformer::model::memory::{self, Budget};
 use tinyformer::model::run::GenConfig;
+use tinyformer::model::state::Plan;
 use tinyformer::model::weights::{Census, Listing, Role};
 use tinyformer::model::{Backend, CpuBackend, GpuBackend, Model};
 
@@ -79,11 +80,11 @@ fn cases() -> Vec<Case> {
 async fn check_case<B: Backend>(b: &mut B, label: &str, files: &dyn Files, bin: Option<&str>, exp: &Value) {
     let budget = Budget::default();
     let copies = b.weight_copies();
-    let opened =
-        formats::open(files, bin, |cfg| memory::demand_with(cfg, copies).check(&budget)).unwrap_or_else(|e| panic!("{label}: open: {e}"));
+    let opened = formats::open(files, bin, |cfg| memory::demand_for(cfg, copies, &Plan::at_load(cfg)).check(&budget))
+        .unwrap_or_else(|e| panic!("{label}: open: {e}"));
     let mut m = Model::from_checkpoint(b, opened.checkpoint, &budget).unwrap_or_else(|e| panic!("{label}: load: {e}"));
-    // the memory demand (from the config and the declaration) is what the load allocated
-    let d = memory::demand(&m.cfg);
+    // the memory demand (from the config, the declaration and the run-state plan) is what the load allocated
+    let d = memory::demand_for(&m.cfg, memory::WeightCopies::None, &m.state.plan);
     assert_eq!((d.run_state_bytes(), d.total_bytes - d.run_state_bytes()), (m.state.bytes, m.params * 4), "{label}: demand vs allocation");
     let prompt = ids(&exp["ids"]);
     let out = m.forward(b, &prompt, None).await.unwrap_or_else(|e| panic!("{label}: forward: {e}"));

@@ -66,9 +66,7 @@ impl<B: Backend> Model<B> {
     /// is checked against `budget` again here (cheap, for the run state a load allocates), then the
     /// tokenizer in the metadata (if any), then the weights are uploaded and the run state allocated.
     pub fn from_checkpoint(backend: &B, mut ck: Checkpoint, budget: &Budget) -> Result<Model<B>> {
-        memory::demand_for(&ck.config, backend.weight_copies(), &Plan::at_load(&ck.config))
-            .check(budget)
-            .map_err(TfError::Memory)?;
+        memory::demand_for(&ck.config, backend.weight_copies(), &Plan::at_load(&ck.config)).check(budget).map_err(TfError::Memory)?;
         let cfg = ck.config.clone();
         let tokenizer = match &ck.tokenizer {
             None => None,
