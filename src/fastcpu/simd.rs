@@ -28,10 +28,13 @@ pub fn avx2_fma() -> bool {
     }
 }
 
-/// The instruction set the kernels run with: "avx2+fma", "simd128" or "portable".
+/// The instruction set the kernels run with: "avx2+fma", "simd128+relaxed-simd" (the page's second
+/// build, scripts/build-wasm.sh), "simd128" or "portable".
 pub fn isa() -> &'static str {
     if avx2_fma() {
         "avx2+fma"
+    } else if cfg!(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd")) {
+        "simd128+relaxed-simd"
     } else if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
         "simd128"
     } else {
@@ -71,6 +74,24 @@ pub fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
         a.mul_add(b, c)
     } else {
         a * b + c
+    }
+}
+
+/// c + a * b on four f32 lanes, for the page's simd128 kernels (src/fastcpu/matmul.rs). The relaxed-SIMD
+/// build (`+relaxed-simd`, www/pkg-relaxed) uses `f32x4.relaxed_madd`, which the engine may fuse (one
+/// rounding, where the CPU has FMA) or not: its results may differ from mul then add in the last bits,
+/// and run 1.2-1.6x faster in the GEMM (BENCHMARKS.md). The plain simd128 build multiplies, then adds.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+pub fn madd4(a: core::arch::wasm32::v128, b: core::arch::wasm32::v128, c: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    #[cfg(target_feature = "relaxed-simd")]
+    {
+        f32x4_relaxed_madd(a, b, c)
+    }
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    {
+        f32x4_add(c, f32x4_mul(a, b))
     }
 }
 
