@@ -249,8 +249,14 @@ mod simd128 {
     use crate::fastcpu::simd::madd4;
     use core::arch::wasm32::*;
 
-    /// 3 x 16 = 12 v128 accumulators (V8 has 16 vector registers on x64)
+    /// 3 x 16 = 12 v128 accumulators (V8 has 16 vector registers on x64). With relaxed_madd 2 x 16
+    /// (8 accumulators, 4 weights and x: 13 registers, no spills) ran 1.2-1.5x faster than 3 x 16 in a
+    /// standalone V8 benchmark of the tile on the models' shapes (BENCHMARKS.md); mul + add showed no
+    /// consistent difference between the two, so the plain build keeps 3.
+    #[cfg(not(target_feature = "relaxed-simd"))]
     const MR: usize = 3;
+    #[cfg(target_feature = "relaxed-simd")]
+    const MR: usize = 2;
     const C: usize = NR / 4;
 
     pub fn gemm(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, m: usize) {
