@@ -386,3 +386,22 @@ fn unknown_split_regexes_are_named() {
     )));
     assert!(msg.contains("with a Regex pattern is not supported (only String)"), "{msg}");
 }
+
+#[test]
+fn digits_pre_tokenizer_matches_python_tokenizers() {
+    // SmolLM2's tokenizer.json puts a Digits pre-tokenizer before ByteLevel. Expected ids: Python tokenizers
+    // 0.23.3 on this same JSON (with "individual_digits" true, then false).
+    let json = |individual: bool| {
+        format!(
+            r#"{{"model":{{"type":"BPE","vocab":{{"1":0,"2":1,"3":2,"12":3,"123":4,"a":5,"ab":6,"b":7,"½":8,"½1":9,"3a":10}},
+            "merges":["1 2","12 3","a b","½ 1","3 a"]}},"pre_tokenizer":{{"type":"Digits","individual_digits":{individual}}}}}"#
+        )
+    };
+    let cases: [(&str, &[u32], &[u32]); 3] =
+        [("123ab123", &[0, 1, 2, 6, 0, 1, 2], &[4, 6, 4]), ("½1a", &[8, 0, 5], &[9, 5]), ("3a½12", &[2, 5, 8, 0, 1], &[2, 5, 8, 3])];
+    let (one_by_one, runs) = (HfBpe::from_json(&json(true)).unwrap(), HfBpe::from_json(&json(false)).unwrap());
+    for (text, individual, contiguous) in cases {
+        assert_eq!(one_by_one.encode_with(text, false, usize::MAX).ids, individual, "{text:?} individual_digits");
+        assert_eq!(runs.encode_with(text, false, usize::MAX).ids, contiguous, "{text:?} runs of digits");
+    }
+}

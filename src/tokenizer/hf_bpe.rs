@@ -5,7 +5,7 @@
 //!    `lstrip`/`rstrip`/`single_word` flags);
 //! 2. each remaining piece is normalized (`Sequence`, `Prepend`, `Replace` with a string pattern), then
 //!    added tokens with `normalized: true` are cut out of it;
-//! 3. pre-tokenizers (`Sequence`, `ByteLevel` with or without the GPT-2 regex, `Metaspace`, `Split` on a
+//! 3. pre-tokenizers (`Sequence`, `ByteLevel` with or without the GPT-2 regex, `Metaspace`, `Digits`, `Split` on a
 //!    regex or a string with any split behaviour) cut each piece into words;
 //! 4. BPE on each word: characters looked up in the vocabulary (else `<0xXX>` byte tokens with
 //!    `byte_fallback`, else `unk_token`, fused with `fuse_unk`), `ignore_merges` takes a whole word
@@ -181,6 +181,8 @@ enum Behavior {
 enum Pattern {
     Regex(Scanner),
     Str(String),
+    /// every `char::is_numeric` character (`\p{N}`) a match of its own: the `Digits` pre-tokenizer
+    Numeric,
 }
 
 impl Pattern {
@@ -202,6 +204,13 @@ impl Pattern {
             Pattern::Regex(scanner) => {
                 for (a, b) in scanner.find_iter(s) {
                     push(a, b, &mut out);
+                }
+            }
+            Pattern::Numeric => {
+                for (i, c) in s.char_indices() {
+                    if super::pretok::class(c) == super::pretok::Class::Number {
+                        push(i, i + c.len_utf8(), &mut out);
+                    }
                 }
             }
             Pattern::Str(p) => {
@@ -347,6 +356,12 @@ impl PreTokenizer {
             "ByteLevel" => PreTokenizer::ByteLevel {
                 add_prefix_space: bool_field(v, "add_prefix_space", true),
                 regex: if bool_field(v, "use_regex", true) { Some(scanner(GPT2_PATTERN, "ByteLevel pre-tokenizer")?) } else { None },
+            },
+            // SmolLM2's: digits split off the text, one by one or in runs
+            "Digits" => PreTokenizer::Split {
+                pattern: Pattern::Numeric,
+                behavior: if bool_field(v, "individual_digits", false) { Behavior::Isolated } else { Behavior::Contiguous },
+                invert: false,
             },
             "Metaspace" => PreTokenizer::Metaspace {
                 replacement: replacement_char(v)?,
