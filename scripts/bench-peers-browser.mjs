@@ -1,6 +1,8 @@
 // The browser half of scripts/bench-peers.sh, as JSON. In one headless Chromium page, per model, on the ids of
 // models/<name>.json's eval slice:
-//   tinyformer_wasm_cpu     the wasm core's CPU path (the fast backend, simd128)
+//   tinyformer_wasm_cpu     the wasm core's CPU path (the fast backend) in the build the page loads here:
+//                           www/pkg-relaxed (relaxed SIMD) where the browser validates it, else www/pkg
+//   tinyformer_wasm_cpu_simd128  the plain simd128 build (www/pkg), when the first is the relaxed one
 //   ort_wasm_1thread        onnxruntime-web's wasm EP, ort.env.wasm.numThreads = 1
 //   ort_webgpu              onnxruntime-web's webgpu EP (SwiftShader here: Vulkan on the CPU); where it fails
 //                           to start, the error is recorded instead
@@ -31,6 +33,11 @@ const ortVersion = fs.existsSync(`${root}/node_modules/onnxruntime-web/package.j
   ? JSON.parse(fs.readFileSync(`${root}/node_modules/onnxruntime-web/package.json`, 'utf8')).version
   : null;
 
+const haveRelaxed = fs.existsSync(`${root}/www/pkg-relaxed/tinyformer_bg.wasm`);
+// www/worker.js's probe: a module doing one f32x4.relaxed_madd
+const RELAXED_SIMD_PROBE = [0, 97, 115, 109, 1, 0, 0, 0, 1, 8, 1, 96, 3, 123, 123, 123, 1, 123, 3, 2, 1, 0,
+  10, 13, 1, 11, 0, 32, 0, 32, 1, 32, 2, 253, 133, 2, 11];
+
 const srv = await startServer({ root, port: 0, extraPaths: [onnxDir, ORT_DIST] });
 const browser = await chromium.launch({
   executablePath: '/usr/bin/chromium',
@@ -58,18 +65,22 @@ try {
       decode: `${onnxDir}/${name}.decode.onnx`,
     };
     const haveOnnx = ortVersion && fs.existsSync(`${root}/${onnx.prefill}`) && fs.existsSync(`${root}/${onnx.decode}`);
-    out[name] = await page.evaluate(async ({ model, ids, reps, gpuReps, webgpu, onnx, haveOnnx, ortDist }) => {
-      const core = await import('/www/pkg/tinyformer.js');
-      await core.default();
+    out[name] = await page.evaluate(async ({ model, ids, reps, gpuReps, webgpu, onnx, haveOnnx, ortDist, haveRelaxed, probe }) => {
+      const plainCore = await import('/www/pkg/tinyformer.js');
+      await plainCore.default();
+      const relaxed = haveRelaxed && WebAssembly.validate(new Uint8Array(probe));
+      const core = relaxed ? await import('/www/pkg-relaxed/tinyformer.js') : plainCore;
+      if (relaxed) await core.default();
       const bytes = new Uint8Array(await (await fetch(`/${model}`)).arrayBuffer());
       const prompt = ids.slice(0, 16);
       const long = ids.slice(0, 128);
 
       // --- engines: {generate() -> 64 ids, prefill() -> argmax of the last row}
-      const tinyformer = async (onGpu) => {
+      const tinyformer = async (onGpu, core) => {
         const card = await core.load_model(bytes, onGpu);
         return {
           backend: card.backend,
+          isa: core.cpu_isa(),
           generate: async (n = 64) => {
             core.gen_start(new Uint32Array(prompt), { max_new_tokens: n });
             const got = [];
@@ -162,9 +173,14 @@ try {
 
       const engines = {};
       const results = {};
-      const ours = await tinyformer(false);
+      const ours = await tinyformer(false, core);
       engines.tinyformer_wasm_cpu = ours;
-      results.tinyformer_wasm_cpu = { backend: ours.backend };
+      results.tinyformer_wasm_cpu = { backend: ours.backend, isa: ours.isa };
+      if (relaxed) {
+        const plain = await tinyformer(false, plainCore);
+        engines.tinyformer_wasm_cpu_simd128 = plain;
+        results.tinyformer_wasm_cpu_simd128 = { backend: plain.backend, isa: plain.isa };
+      }
       let ort = null;
       if (haveOnnx) {
         // the plain wasm build for the wasm EP; the bundle with the WebGPU EP for webgpu
@@ -188,7 +204,7 @@ try {
         const gpu = await core.gpu_init();
         if (gpu.ok) {
           try {
-            const e = await tinyformer(true);
+            const e = await tinyformer(true, core);
             results.tinyformer_webgpu = { backend: e.backend };
             await warm(e, 0);
             for (let r = 0; r < gpuReps; r++) await time(e, results.tinyformer_webgpu);
@@ -221,7 +237,7 @@ try {
         results.onnxruntime_web = 'skipped: no ONNX graphs (python3 train/export_onnx.py) or no node_modules/onnxruntime-web (npm ci)';
       }
       return Object.fromEntries(Object.entries(results).map(([k, v]) => [k, typeof v === 'object' ? finish(v) : v]));
-    }, { model, ids, reps, gpuReps, webgpu, onnx, haveOnnx, ortDist: ORT_DIST });
+    }, { model, ids, reps, gpuReps, webgpu, onnx, haveOnnx, ortDist: ORT_DIST, haveRelaxed, probe: RELAXED_SIMD_PROBE });
 
     // same ids and ratios, within this run
     const r = out[name];
@@ -235,6 +251,8 @@ try {
     };
     r.ratios = Object.fromEntries(Object.entries({
       tinyformer_wasm_cpu_over_ort_wasm_1thread: ratio(ours, r.ort_wasm_1thread),
+      tinyformer_wasm_cpu_simd128_over_ort_wasm_1thread: ratio(r.tinyformer_wasm_cpu_simd128, r.ort_wasm_1thread),
+      tinyformer_wasm_cpu_over_tinyformer_wasm_cpu_simd128: ratio(ours, r.tinyformer_wasm_cpu_simd128),
       tinyformer_wasm_cpu_over_ort_webgpu: ratio(ours, r.ort_webgpu),
       tinyformer_webgpu_over_ort_webgpu: ratio(r.tinyformer_webgpu, r.ort_webgpu),
       tinyformer_wasm_cpu_over_tinyformer_webgpu: ratio(ours, r.tinyformer_webgpu),

@@ -48,7 +48,7 @@ cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"]
 out = {"bench": "peers", "cpu": cpu or platform.processor(), "isa": native["isa"], "threads": 1,
        "workload": "batch 1, greedy, KV cache, 64 new tokens after a 16-token prompt; prefill of 128 tokens",
        "models": {}}
-BROWSER_ENGINES = ("tinyformer_wasm_cpu", "ort_wasm_1thread", "tinyformer_webgpu", "ort_webgpu")
+BROWSER_ENGINES = ("tinyformer_wasm_cpu", "tinyformer_wasm_cpu_simd128", "ort_wasm_1thread", "tinyformer_webgpu", "ort_webgpu")
 ok = True
 for name, r in native["models"].items():
     fast, ref = r["fast_cpu"], r["reference_cpu"]

@@ -1,4 +1,4 @@
-// The compute worker: loads the wasm core (www/pkg, built by scripts/build-wasm.sh) and answers requests
+// The compute worker: loads the wasm core (www/pkg or www/pkg-relaxed, built by scripts/build-wasm.sh) and answers requests
 // from app.js, so the page never blocks on the GPU or on the core.
 //
 // Protocol (structured clone):
@@ -32,7 +32,14 @@
 // page can say what happened. Panics inside async core calls escape as uncaught errors: the worker reports them
 // as {type: 'fatal', error} and app.js restarts it.
 
-const CORE_URL = new URL('./pkg/tinyformer.js', import.meta.url);
+// Two builds of the core (scripts/build-wasm.sh): www/pkg-relaxed uses relaxed SIMD (f32x4.relaxed_madd, a
+// fused multiply-add where the CPU has one: the CPU path's GEMM 1.2-1.6x faster), www/pkg plain simd128. A
+// browser without relaxed SIMD rejects the whole relaxed module, so this probe (a function doing one
+// relaxed_madd) decides.
+const RELAXED_SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 8, 1, 96, 3, 123, 123, 123, 1, 123, 3, 2, 1, 0,
+  10, 13, 1, 11, 0, 32, 0, 32, 1, 32, 2, 253, 133, 2, 11]);
+const PLAIN_URL = new URL('./pkg/tinyformer.js', import.meta.url);
+const RELAXED_URL = new URL('./pkg-relaxed/tinyformer.js', import.meta.url);
 let lastPanic = '';  // last panic message seen on console.error
 
 const consoleError = console.error.bind(console);
@@ -43,6 +50,9 @@ console.error = (...args) => {
 };
 
 const params = new URL(self.location.href).searchParams;
+const relaxedSimd = (() => {
+  try { return WebAssembly.validate(RELAXED_SIMD_PROBE); } catch { return false; }
+})();
 if (params.get('nogpu') === '1') {
   for (const target of [self.WorkerNavigator?.prototype, self.navigator]) {
     try {
@@ -56,10 +66,15 @@ let ready = null; // Promise of the loaded core, shared by every request
 function loadCore() {
   ready ??= (async () => {
     let mod;
+    let url = relaxedSimd ? RELAXED_URL : PLAIN_URL;
     try {
-      mod = await import(CORE_URL.href);
+      mod = await import(url.href).catch((err) => {
+        if (url === PLAIN_URL) throw err;
+        url = PLAIN_URL; // no relaxed build here: the plain one
+        return import(url.href);
+      });
     } catch (err) {
-      throw new Error(`could not load the wasm core (${CORE_URL.pathname}): ${describe(err)}. ` +
+      throw new Error(`could not load the wasm core (${url.pathname}): ${describe(err)}. ` +
         'Build it with scripts/build-wasm.sh.');
     }
     await mod.default(); // fetches and instantiates tinyformer_bg.wasm; the core's start() sets the panic hook
@@ -81,7 +96,8 @@ const handlers = {
     const gpu = await core.gpu_init();
     const browserAdapter = gpu?.ok ? await browserAdapterInfo() : null;
     cpuEmulatedGpu = browserAdapter?.architecture === 'swiftshader';
-    return { version: core.version(), gpu, hasNavigatorGpu, browserAdapter };
+    // isa: the build's CPU kernels, "simd128+relaxed-simd" or "simd128"
+    return { version: core.version(), isa: core.cpu_isa(), gpu, hasNavigatorGpu, browserAdapter };
   },
   async masks({ seq_len, num_pad, cached_len }) {
     const core = await loadCore();

@@ -241,14 +241,22 @@ mod avx2 {
 }
 
 /// The page's kernels in wasm simd128 intrinsics: LLVM left much of the portable tile scalar for
-/// wasm32 (9 GFLOP/s in V8). No FMA in simd128: mul then add.
+/// wasm32 (9 GFLOP/s in V8). No FMA in simd128: mul then add, or `f32x4.relaxed_madd` in the
+/// relaxed-SIMD build (simd::madd4).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128 {
     use super::{bias_tile, Packed, NR};
+    use crate::fastcpu::simd::madd4;
     use core::arch::wasm32::*;
 
-    /// 3 x 16 = 12 v128 accumulators (V8 has 16 vector registers on x64)
+    /// 3 x 16 = 12 v128 accumulators (V8 has 16 vector registers on x64). With relaxed_madd 2 x 16
+    /// (8 accumulators, 4 weights and x: 13 registers, no spills) ran 1.2-1.5x faster than 3 x 16 in a
+    /// standalone V8 benchmark of the tile on the models' shapes (BENCHMARKS.md); mul + add showed no
+    /// consistent difference between the two, so the plain build keeps 3.
+    #[cfg(not(target_feature = "relaxed-simd"))]
     const MR: usize = 3;
+    #[cfg(target_feature = "relaxed-simd")]
+    const MR: usize = 2;
     const C: usize = NR / 4;
 
     pub fn gemm(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, m: usize) {
@@ -282,7 +290,7 @@ mod simd128 {
             for i in 0..R {
                 let xv = f32x4_splat(unsafe { *xp.add(i * k + p) });
                 for c in 0..C {
-                    acc[i][c] = f32x4_add(acc[i][c], f32x4_mul(xv, wv[c]));
+                    acc[i][c] = madd4(xv, wv[c], acc[i][c]);
                 }
             }
         }
@@ -314,8 +322,8 @@ mod simd128 {
                 for c in 0..C {
                     let w0 = unsafe { v128_load(wp.add(p * NR + 4 * c) as *const v128) };
                     let w1 = unsafe { v128_load(wp.add((p + 1) * NR + 4 * c) as *const v128) };
-                    a0[c] = f32x4_add(a0[c], f32x4_mul(x0, w0));
-                    a1[c] = f32x4_add(a1[c], f32x4_mul(x1, w1));
+                    a0[c] = madd4(x0, w0, a0[c]);
+                    a1[c] = madd4(x1, w1, a1[c]);
                 }
                 p += 2;
             }
@@ -323,7 +331,7 @@ mod simd128 {
                 let x0 = f32x4_splat(x[p]);
                 for c in 0..C {
                     let w0 = unsafe { v128_load(wp.add(p * NR + 4 * c) as *const v128) };
-                    a0[c] = f32x4_add(a0[c], f32x4_mul(x0, w0));
+                    a0[c] = madd4(x0, w0, a0[c]);
                 }
             }
             let cols = NR.min(n - n0);

@@ -28,10 +28,13 @@ pub fn avx2_fma() -> bool {
     }
 }
 
-/// The instruction set the kernels run with: "avx2+fma", "simd128" or "portable".
+/// The instruction set the kernels run with: "avx2+fma", "simd128+relaxed-simd" (the page's second
+/// build, scripts/build-wasm.sh), "simd128" or "portable".
 pub fn isa() -> &'static str {
     if avx2_fma() {
         "avx2+fma"
+    } else if cfg!(all(target_arch = "wasm32", target_feature = "simd128", target_feature = "relaxed-simd")) {
+        "simd128+relaxed-simd"
     } else if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
         "simd128"
     } else {
@@ -74,17 +77,88 @@ pub fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
+/// c + a * b on four f32 lanes, for the page's simd128 kernels (src/fastcpu/matmul.rs). The relaxed-SIMD
+/// build (`+relaxed-simd`, www/pkg-relaxed) uses `f32x4.relaxed_madd`, which the engine may fuse (one
+/// rounding, where the CPU has FMA) or not: its results may differ from mul then add in the last bits,
+/// and run 1.2-1.6x faster in the GEMM (BENCHMARKS.md). The plain simd128 build multiplies, then adds.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+pub fn madd4(a: core::arch::wasm32::v128, b: core::arch::wasm32::v128, c: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    #[cfg(target_feature = "relaxed-simd")]
+    {
+        f32x4_relaxed_madd(a, b, c)
+    }
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    {
+        f32x4_add(c, f32x4_mul(a, b))
+    }
+}
+
+/// The attention's dot product and axpy in the relaxed-SIMD build: `madd4` where the portable forms
+/// (which LLVM vectorises to f32x4 mul + add) multiply, then add. Same lanes (0-3, 4-7) as the portable dot.
+#[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+mod relaxed {
+    use super::madd4;
+    use core::arch::wasm32::*;
+
+    #[inline(always)]
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut a0, mut a1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n <= both lengths
+            unsafe {
+                a0 = madd4(v128_load(pa.add(i) as *const v128), v128_load(pb.add(i) as *const v128), a0);
+                a1 = madd4(v128_load(pa.add(i + 4) as *const v128), v128_load(pb.add(i + 4) as *const v128), a1);
+            }
+            i += 8;
+        }
+        let s = f32x4_add(a0, a1);
+        let mut r = (f32x4_extract_lane::<0>(s) + f32x4_extract_lane::<1>(s)) + (f32x4_extract_lane::<2>(s) + f32x4_extract_lane::<3>(s));
+        while i < n {
+            r += a[i] * b[i];
+            i += 1;
+        }
+        r
+    }
+
+    #[inline(always)]
+    pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+        let n = y.len().min(x.len());
+        let av = f32x4_splat(a);
+        let (py, px) = (y.as_mut_ptr(), x.as_ptr());
+        let mut i = 0;
+        while i + 4 <= n {
+            // SAFETY: i + 4 <= n <= both lengths
+            unsafe {
+                v128_store(py.add(i) as *mut v128, madd4(av, v128_load(px.add(i) as *const v128), v128_load(py.add(i) as *const v128)))
+            };
+            i += 4;
+        }
+        while i < n {
+            y[i] += a * x[i];
+            i += 1;
+        }
+    }
+}
+
 /// Lanes of the portable accumulators (one AVX register, two simd128 registers).
 pub const L: usize = 8;
 
 /// sum(a[i] * b[i]) over equal-length slices, 8 lanes then a tree.
 #[inline(always)]
+#[allow(unreachable_code)] // the relaxed-SIMD build returns early
 pub fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if FMA {
         // SAFETY: FMA = true only runs inside multiversion!'s avx2,fma functions (CPU checked).
         return unsafe { dot_avx2(a, b) };
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    return relaxed::dot(a, b);
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0f32; L];
@@ -163,7 +237,10 @@ pub fn hsum(acc: &[f32; L]) -> f32 {
 
 /// y += a * x (same lengths)
 #[inline(always)]
+#[allow(unreachable_code)] // the relaxed-SIMD build returns early
 pub fn axpy<const FMA: bool>(y: &mut [f32], a: f32, x: &[f32]) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    return relaxed::axpy(y, a, x);
     for (y, x) in y.iter_mut().zip(x) {
         *y = fmadd::<FMA>(a, *x, *y);
     }

@@ -5,7 +5,7 @@
 //!    `lstrip`/`rstrip`/`single_word` flags);
 //! 2. each remaining piece is normalized (`Sequence`, `Prepend`, `Replace` with a string pattern), then
 //!    added tokens with `normalized: true` are cut out of it;
-//! 3. pre-tokenizers (`Sequence`, `ByteLevel` with or without the GPT-2 regex, `Metaspace`, `Split` on a
+//! 3. pre-tokenizers (`Sequence`, `ByteLevel` with or without the GPT-2 regex, `Metaspace`, `Digits`, `Split` on a
 //!    regex or a string with any split behaviour) cut each piece into words;
 //! 4. BPE on each word: characters looked up in the vocabulary (else `<0xXX>` byte tokens with
 //!    `byte_fallback`, else `unk_token`, fused with `fuse_unk`), `ignore_merges` takes a whole word
@@ -18,17 +18,17 @@
 //! `Sequence`; none: tokens joined by spaces). Any other type is refused at load with a one-line error
 //! naming it (e.g. a `Unigram` model or an `NFKC` normalizer).
 //!
-//! Regexes run on fancy-regex (Oniguruma's `\s+(?!\S)` lookahead needs backtracking).
+//! Regexes are not compiled: a Split regex (and ByteLevel's GPT-2 regex) must be one of the patterns
+//! `pretok` knows by their exact strings (GPT-2's, Llama-3's, Qwen2's), each run by a hand-written scanner;
+//! any other regex is refused at load with a one-line error naming it.
 
+use super::pretok::{Scanner, GPT2_PATTERN};
 use super::{clip, Encoding, FxHashMap, TokenizerError, Utf8Stream, MAX_ENTRIES, MAX_TOKEN_BYTES, MAX_TOTAL_TOKEN_BYTES};
 use aho_corasick::{AhoCorasick, MatchKind};
 use serde::Deserialize;
 use serde_json::Value;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-
-/// GPT-2's pre-tokenizer regex (the `ByteLevel` pre-tokenizer with `use_regex`).
-pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
 fn invalid(m: String) -> TokenizerError {
     TokenizerError::Invalid(format!("tokenizer.json: {m}"))
@@ -179,8 +179,10 @@ enum Behavior {
 
 #[derive(Debug, Clone)]
 enum Pattern {
-    Regex(Box<fancy_regex::Regex>),
+    Regex(Scanner),
     Str(String),
+    /// every `char::is_numeric` character (`\p{N}`) a match of its own: the `Digits` pre-tokenizer
+    Numeric,
 }
 
 impl Pattern {
@@ -199,12 +201,15 @@ impl Pattern {
             prev = b;
         };
         match self {
-            Pattern::Regex(re) => {
-                for m in re.find_iter(s) {
-                    match m {
-                        Ok(m) => push(m.start(), m.end(), &mut out),
-                        // backtracking limit: the rest is one unmatched piece
-                        Err(_) => break,
+            Pattern::Regex(scanner) => {
+                for (a, b) in scanner.find_iter(s) {
+                    push(a, b, &mut out);
+                }
+            }
+            Pattern::Numeric => {
+                for (i, c) in s.char_indices() {
+                    if super::pretok::class(c) == super::pretok::Class::Number {
+                        push(i, i + c.len_utf8(), &mut out);
                     }
                 }
             }
@@ -283,26 +288,38 @@ enum Prepend {
 #[derive(Debug, Clone)]
 enum PreTokenizer {
     Sequence(Vec<PreTokenizer>),
-    ByteLevel { add_prefix_space: bool, regex: Option<Box<fancy_regex::Regex>> },
+    ByteLevel { add_prefix_space: bool, regex: Option<Scanner> },
     Metaspace { replacement: char, prepend: Prepend, split: bool },
     Split { pattern: Pattern, behavior: Behavior, invert: bool },
 }
 
-fn compile(pattern: &str) -> Result<Box<fancy_regex::Regex>, TokenizerError> {
-    fancy_regex::Regex::new(pattern)
-        .map(Box::new)
-        .map_err(|e| invalid(format!("the regex {:?} does not compile: {}", clip(pattern, 80), super::clip(&e.to_string(), 120))))
+/// The scanner of a known regex (pretok); any other regex is named and refused.
+fn scanner(pattern: &str, what: &str) -> Result<Scanner, TokenizerError> {
+    Scanner::for_pattern(pattern).ok_or_else(|| {
+        invalid(format!(
+            "the {what}'s regex {:?} is not supported (only GPT-2's, Llama-3's and Qwen2's split patterns are)",
+            clip(pattern, 200)
+        ))
+    })
 }
 
-fn pattern_of(v: &Value, what: &str) -> Result<Pattern, TokenizerError> {
+/// A `"pattern"`: (is_regex, the string).
+fn pattern_json<'a>(v: &'a Value, what: &str) -> Result<(bool, &'a str), TokenizerError> {
     let p = v.get("pattern").ok_or_else(|| invalid(format!("the {what} has no \"pattern\"")))?;
     if let Some(s) = p.get("String").and_then(|s| s.as_str()) {
-        Ok(Pattern::Str(s.to_string()))
+        Ok((false, s))
     } else if let Some(r) = p.get("Regex").and_then(|s| s.as_str()) {
-        Ok(Pattern::Regex(compile(r)?))
+        Ok((true, r))
     } else {
         Err(invalid(format!("the {what}'s \"pattern\" is neither {{\"String\": ...}} nor {{\"Regex\": ...}}")))
     }
+}
+
+fn pattern_of(v: &Value, what: &str) -> Result<Pattern, TokenizerError> {
+    Ok(match pattern_json(v, what)? {
+        (false, s) => Pattern::Str(s.to_string()),
+        (true, r) => Pattern::Regex(scanner(r, what)?),
+    })
 }
 
 fn prepend_scheme(v: &Value) -> Result<Prepend, TokenizerError> {
@@ -338,7 +355,13 @@ impl PreTokenizer {
             }
             "ByteLevel" => PreTokenizer::ByteLevel {
                 add_prefix_space: bool_field(v, "add_prefix_space", true),
-                regex: if bool_field(v, "use_regex", true) { Some(compile(GPT2_PATTERN)?) } else { None },
+                regex: if bool_field(v, "use_regex", true) { Some(scanner(GPT2_PATTERN, "ByteLevel pre-tokenizer")?) } else { None },
+            },
+            // SmolLM2's: digits split off the text, one by one or in runs
+            "Digits" => PreTokenizer::Split {
+                pattern: Pattern::Numeric,
+                behavior: if bool_field(v, "individual_digits", false) { Behavior::Isolated } else { Behavior::Contiguous },
+                invert: false,
             },
             "Metaspace" => PreTokenizer::Metaspace {
                 replacement: replacement_char(v)?,
@@ -370,7 +393,7 @@ impl PreTokenizer {
                         seg.prepend(" ");
                     }
                     match regex {
-                        Some(re) => out.extend(Pattern::Regex(re.clone()).split(&seg, Behavior::Isolated, false)),
+                        Some(re) => out.extend(Pattern::Regex(*re).split(&seg, Behavior::Isolated, false)),
                         None => out.push(seg),
                     }
                 }
@@ -644,9 +667,9 @@ fn bool_field(v: &Value, k: &str, default: bool) -> bool {
 
 fn replace_fields(v: &Value, what: &str) -> Result<(String, String), TokenizerError> {
     let content = str_field(v, "content", what)?.to_string();
-    match pattern_of(v, what)? {
-        Pattern::Str(s) => Ok((s, content)),
-        Pattern::Regex(_) => Err(invalid(format!("a {what} with a Regex pattern is not supported (only String)"))),
+    match pattern_json(v, what)? {
+        (false, s) => Ok((s.to_string(), content)),
+        (true, _) => Err(invalid(format!("a {what} with a Regex pattern is not supported (only String)"))),
     }
 }
 

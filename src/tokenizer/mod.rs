@@ -31,9 +31,11 @@ mod char_merges;
 mod chars;
 mod hf_bpe;
 mod llama2c;
+pub mod pretok;
 mod ranked;
 mod seed_bpe;
 mod train;
+mod unicode_classes;
 
 pub use byte_bpe::train_byte_bpe;
 pub use byte_bpe::{pre_split_chunks, ByteBpe, PreSplit};

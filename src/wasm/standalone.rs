@@ -23,6 +23,12 @@ pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
+/// The instruction set this build's CPU kernels use: "simd128" (www/pkg) or "simd128+relaxed-simd" (www/pkg-relaxed).
+#[wasm_bindgen]
+pub fn cpu_isa() -> String {
+    crate::fastcpu::simd::isa().to_string()
+}
+
 /// `navigator.gpu` in the window or worker scope.
 fn has_navigator_gpu() -> bool {
     let get = |o: &JsValue, k: &str| Reflect::get(o, &JsValue::from_str(k)).ok().filter(|v| !v.is_undefined() && !v.is_null());

@@ -42,7 +42,7 @@ export function createDeviceView(root) {
       replaceChildren(root, h('p', { class: 'muted' }, 'Looking for a WebGPU adapter…'));
     },
 
-    /** info: {version, gpu: gpu_init() result, hasNavigatorGpu} */
+    /** info: {version, isa (the build: simd128 or simd128+relaxed-simd), gpu: gpu_init() result, hasNavigatorGpu} */
     show(info) {
       const gpu = info.gpu ?? { ok: false, backend: 'none', error: 'the core gave no GPU report' };
       if (gpu.ok) {
@@ -53,7 +53,7 @@ export function createDeviceView(root) {
             ' The WGSL kernels can run on this adapter (the self-test does). A model runs where \u201cRun on\u201d says: by default the faster path, measured below.'),
           adapterTable(gpu.adapter ?? {}, info.browserAdapter ?? {}),
           limitsTable(gpu.limits ?? {}),
-          h('p', { class: 'muted small' }, `wasm core ${info.version}`),
+          h('p', { class: 'muted small', id: 'core-build' }, `wasm core ${info.version}, ${info.isa} build`),
           speedEl);
         return;
       }
@@ -70,7 +70,7 @@ export function createDeviceView(root) {
           h('span', { class: 'badge badge-warn' }, 'No GPU'), ' ', headline),
         h('p', {}, advice, 'The masks below still work: they are computed by the same Rust core on the CPU.'),
         gpu.error ? h('p', { class: 'muted small' }, 'Details: ', h('code', {}, gpu.error)) : null,
-        h('p', { class: 'muted small' }, `wasm core ${info.version}`),
+        h('p', { class: 'muted small', id: 'core-build' }, `wasm core ${info.version}, ${info.isa} build`),
         speedEl);
     },
 

@@ -1,0 +1,234 @@
+//! `pretok`: the Split regexes of the tokenizer.json files we read, as hand-written scanners instead of
+//! a regex engine (fancy-regex, which the lookahead `\s+(?!\S)` needs, took the page's wasm from 1.70 to
+//! 3.40 MB, nearly all of it Unicode tables and engines; ARCHITECTURE.md, "Tokenizers from other tools").
+//!
+//! A pattern is recognised by its exact string ([`Scanner::for_pattern`]); each scanner does what the
+//! regex's leftmost-first alternation does at each position. In all three patterns every character
+//! starts a match (a letter, a number, whitespace or anything else: each has an alternative), so the
+//! matches tile the text and `find_iter` never skips. `\p{L}`, `\p{N}` and `\s` (Unicode White_Space)
+//! come from `unicode_classes.rs`, generated from regex-syntax's own tables; tests/hf_tokenizers.rs checks
+//! it code point by code point and compares every scanner with fancy-regex (a dev-dependency) on the
+//! parity corpus and a large random Unicode corpus.
+
+use super::unicode_classes::{CLASSES, LETTER, NUMBER, SPACE};
+
+/// GPT-2's pre-tokenizer regex (the `ByteLevel` pre-tokenizer with `use_regex`).
+pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
+/// Llama-3's (and tiktoken cl100k's) Split regex.
+pub const LLAMA3_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Qwen2's Split regex: Llama-3's with one digit per number piece.
+pub const QWEN2_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// What `\p{L}`, `\p{N}` and `\s` say about a character (disjoint: no character is two of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// `\p{L}`
+    Letter,
+    /// `\p{N}`
+    Number,
+    /// `\s`: Unicode White_Space
+    Space,
+    /// `[^\s\p{L}\p{N}]`
+    Other,
+}
+
+/// The class of a character, as regex-syntax's Unicode tables have it.
+pub fn class(c: char) -> Class {
+    let u = c as u32;
+    if u < 0x80 {
+        return match c {
+            'a'..='z' | 'A'..='Z' => Class::Letter,
+            '0'..='9' => Class::Number,
+            '\t'..='\r' | ' ' => Class::Space,
+            _ => Class::Other,
+        };
+    }
+    match CLASSES.binary_search_by(|&(lo, hi, _)| {
+        if hi < u {
+            std::cmp::Ordering::Less
+        } else if lo > u {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    }) {
+        Ok(i) => match CLASSES[i].2 {
+            LETTER => Class::Letter,
+            NUMBER => Class::Number,
+            SPACE => Class::Space,
+            _ => Class::Other,
+        },
+        Err(_) => Class::Other,
+    }
+}
+
+/// A known split pattern, run by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scanner {
+    /// [`GPT2_PATTERN`]
+    Gpt2,
+    /// [`LLAMA3_PATTERN`] (`max_digits` 3) or [`QWEN2_PATTERN`] (1)
+    Llama3 { max_digits: usize },
+}
+
+impl Scanner {
+    /// The scanner for a regex given by its exact string; None for any other regex.
+    pub fn for_pattern(pattern: &str) -> Option<Scanner> {
+        match pattern {
+            GPT2_PATTERN => Some(Scanner::Gpt2),
+            LLAMA3_PATTERN => Some(Scanner::Llama3 { max_digits: 3 }),
+            QWEN2_PATTERN => Some(Scanner::Llama3 { max_digits: 1 }),
+            _ => None,
+        }
+    }
+
+    /// The regex this scanner stands for.
+    pub fn pattern(&self) -> &'static str {
+        match self {
+            Scanner::Gpt2 => GPT2_PATTERN,
+            Scanner::Llama3 { max_digits: 1 } => QWEN2_PATTERN,
+            Scanner::Llama3 { .. } => LLAMA3_PATTERN,
+        }
+    }
+
+    /// The (start, end) byte ranges of the regex's `find_iter` over `s`: non-empty, in order, tiling `s`.
+    pub fn find_iter(&self, s: &str) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < s.len() {
+            let j = match *self {
+                Scanner::Gpt2 => gpt2_match(s, i),
+                Scanner::Llama3 { max_digits } => llama3_match(s, i, max_digits),
+            };
+            debug_assert!(j > i);
+            out.push((i, j));
+            i = j;
+        }
+        out
+    }
+}
+
+fn at(s: &str, i: usize) -> Option<char> {
+    s.get(i..).and_then(|t| t.chars().next())
+}
+
+/// The end of the run of characters from `i` on that satisfy `f`.
+fn run(s: &str, i: usize, f: impl Fn(char) -> bool) -> usize {
+    let mut j = i;
+    for c in s[i..].chars() {
+        if !f(c) {
+            break;
+        }
+        j += c.len_utf8();
+    }
+    j
+}
+
+fn run_of(s: &str, i: usize, k: Class) -> usize {
+    run(s, i, |c| class(c) == k)
+}
+
+/// `'s|'t|'re|'ve|'m|'ll|'d` after the apostrophe at `i - 1`, case-insensitively (`(?i:...)`: ASCII case
+/// and U+017F LATIN SMALL LETTER LONG S for s, which is regex-syntax's simple case folding of these
+/// letters) or not; the end of the match.
+fn contraction(s: &str, i: usize, fold: bool) -> Option<usize> {
+    let eq = |c: char, want: char| c == want || (fold && (c.to_ascii_lowercase() == want || (want == 's' && c == '\u{17F}')));
+    let mut cs = s[i..].chars();
+    let a = cs.next()?;
+    let len = |c: char| c.len_utf8();
+    if eq(a, 's') || eq(a, 't') || eq(a, 'm') || eq(a, 'd') {
+        return Some(i + len(a));
+    }
+    let b = cs.next()?;
+    if (eq(a, 'r') || eq(a, 'v')) && eq(b, 'e') || eq(a, 'l') && eq(b, 'l') {
+        return Some(i + len(a) + len(b));
+    }
+    None
+}
+
+/// `\s+(?!\S)|\s+` at the whitespace character at `i`: the run, less its last character when the run is
+/// longer than one character and a non-space follows it.
+fn space_run(s: &str, i: usize) -> usize {
+    let j = run_of(s, i, Class::Space);
+    if j == s.len() {
+        return j;
+    }
+    let last = s[i..j].char_indices().next_back().map_or(0, |(k, _)| i + k);
+    if last > i {
+        last
+    } else {
+        j
+    }
+}
+
+/// The end of GPT-2's match at `i` (< s.len()).
+fn gpt2_match(s: &str, i: usize) -> usize {
+    let Some(c) = at(s, i) else { return s.len() };
+    // 's|'t|'re|'ve|'m|'ll|'d
+    if c == '\'' {
+        if let Some(j) = contraction(s, i + 1, false) {
+            return j;
+        }
+    }
+    // ` ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+`: an optional space, then a run of one class
+    let (start, first) = match at(s, i + 1) {
+        Some(d) if c == ' ' && class(d) != Class::Space => (i + 1, d),
+        _ => (i, c),
+    };
+    match class(first) {
+        Class::Space => space_run(s, i),
+        k => run_of(s, start, k),
+    }
+}
+
+/// The end of Llama-3's (or Qwen2's) match at `i` (< s.len()).
+fn llama3_match(s: &str, i: usize, max_digits: usize) -> usize {
+    let Some(c) = at(s, i) else { return s.len() };
+    let k = class(c);
+    let next = at(s, i + c.len_utf8());
+    // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+    if c == '\'' {
+        if let Some(j) = contraction(s, i + 1, true) {
+            return j;
+        }
+    }
+    // [^\r\n\p{L}\p{N}]?\p{L}+
+    if k == Class::Letter {
+        return run_of(s, i, Class::Letter);
+    }
+    if k != Class::Number && c != '\r' && c != '\n' && next.is_some_and(|d| class(d) == Class::Letter) {
+        return run_of(s, i + c.len_utf8(), Class::Letter);
+    }
+    // \p{N}{1,3}
+    if k == Class::Number {
+        let mut j = i;
+        for d in s[i..].chars().take(max_digits) {
+            if class(d) != Class::Number {
+                break;
+            }
+            j += d.len_utf8();
+        }
+        return j;
+    }
+    // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+    let start = match next {
+        Some(d) if c == ' ' && class(d) == Class::Other => Some(i + 1),
+        _ if k == Class::Other => Some(i),
+        _ => None,
+    };
+    if let Some(start) = start {
+        let j = run_of(s, start, Class::Other);
+        return run(s, j, |d| d == '\r' || d == '\n');
+    }
+    // c is whitespace. `\s*[\r\n]+`: the run up to and including its last \r or \n
+    let j = run_of(s, i, Class::Space);
+    if let Some(p) = s[i..j].rfind(['\r', '\n']) {
+        return i + p + 1;
+    }
+    // \s+(?!\S)|\s+
+    space_run(s, i)
+}
