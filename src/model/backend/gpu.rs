@@ -47,6 +47,8 @@ pub struct GpuBackend {
 struct InFlight {
     slot: usize,
     sizes: Vec<usize>,
+    /// natively the wait is for this submission only (in the browser the map resolves by itself)
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     index: Option<wgpu::SubmissionIndex>,
     rx: Option<futures_channel::oneshot::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>>,
 }
