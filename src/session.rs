@@ -139,6 +139,7 @@ impl GenOptions {
             sliding_window: self.sliding_window.unwrap_or(false),
             constraint: None,
             tokens_per_submit: check_tokens_per_submit(self.tokens_per_submit.unwrap_or(1))?,
+            pipeline: true,
             moe: self.moe.unwrap_or(false),
         })
     }

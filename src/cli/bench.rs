@@ -114,7 +114,8 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
     // (name, kv cache, GPU sampling, fused kernels, the kernel of few-row matmuls, tokens per
     // submission); "cached_unfused*" are the decode loop before issue 12: no fusion, and one thread
     // per output; "cached_chained" is K = --tokens-per-submit tokens per submission (issue 12.4),
-    // against "cached_gpu_sampling", the same loop at K = 1.
+    // against "cached_gpu_sampling", the same loop at K = 1; "cached_chained_one_in_flight" the same
+    // without submitting the next batch before reading the current one.
     let k = a.tokens_per_submit;
     let variants = [
         ("cached_gpu_sampling", true, true, true, MatmulKind::Gemv, 1),
@@ -123,20 +124,23 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
         ("cached_unfused", true, true, false, MatmulKind::Gemv, 1),
         ("cached_unfused_naive", true, true, false, MatmulKind::Naive, 1),
         ("cached_chained", true, true, true, MatmulKind::Gemv, k),
+        ("cached_chained_one_in_flight", true, true, true, MatmulKind::Gemv, k),
     ];
     // warm-up: pipelines' first use and buffer first-binding
     pollster::block_on(s.generate(&start, src.as_deref(), GenConfig { max_new_tokens: 4.min(n), ..GenConfig::default() }))?;
     // Repetitions outside, variants inside: on a shared machine every variant's best run is drawn
     // from the same stretch of time.
-    let mut best = [f64::INFINITY; 6];
-    let mut produced = [0usize; 6];
+    let mut best = [f64::INFINITY; 7];
+    let mut produced = [0usize; 7];
     for _ in 0..reps {
         for (i, &(name, kv, gs, fused, small, k)) in variants.iter().enumerate() {
             let b = gpu_backend(&mut s)?;
             (b.fused, b.small_matmul_kind) = (fused, small);
             let (d0, s0) = (b.dispatches(), b.submits());
             let t0 = std::time::Instant::now();
-            let cfg = GenConfig { max_new_tokens: n, kv_cache: kv, gpu_sampling: gs, tokens_per_submit: k, ..GenConfig::default() };
+            let pipeline = name != "cached_chained_one_in_flight";
+            let cfg =
+                GenConfig { max_new_tokens: n, kv_cache: kv, gpu_sampling: gs, tokens_per_submit: k, pipeline, ..GenConfig::default() };
             let ids = pollster::block_on(s.generate(&start, src.as_deref(), cfg))?;
             best[i] = best[i].min(t0.elapsed().as_secs_f64());
             produced[i] = ids.len() - start.len();

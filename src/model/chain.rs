@@ -89,7 +89,7 @@ impl<B: Backend> Model<B> {
         }
         // Decoder-only models: the next batch goes out before this one is read, so the GPU
         // computes it while the host waits for the map and hands out this batch's tokens.
-        if g.chain.in_flight.len() == 1 && self.cfg.arch != Arch::EncoderDecoder && self.chain_ok(b, g) {
+        if g.cfg.pipeline && g.chain.in_flight.len() == 1 && self.cfg.arch != Arch::EncoderDecoder && self.chain_ok(b, g) {
             self.submit_batch(b, g)?;
         }
         let batch = g.chain.in_flight.pop_front().expect("a batch is in flight");

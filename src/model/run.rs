@@ -268,6 +268,9 @@ pub struct GenConfig {
     /// generation steps recorded per GPU submission (issue 12.4, model::chain): the sampled id
     /// stays on the GPU and feeds the next step; 1 = one submission and one readback per token
     pub tokens_per_submit: usize,
+    /// chained decoder-only batches: submit the next batch before reading the current one (off:
+    /// one batch at a time, for benchmarks)
+    pub pipeline: bool,
     /// read back each step's MoE routing
     pub moe: bool,
 }
@@ -285,6 +288,7 @@ impl Default for GenConfig {
             sliding_window: false,
             constraint: None,
             tokens_per_submit: 1,
+            pipeline: true,
             moe: false,
         }
     }
