@@ -113,6 +113,10 @@ pub struct GenOptions {
     pub top: Option<usize>,
     /// past the context, keep going on the newest tokens (a too-long prompt is cut to its tail)
     pub sliding_window: Option<bool>,
+    /// generation steps per GPU submission (model::chain; default 1)
+    pub tokens_per_submit: Option<usize>,
+    /// read back each step's MoE routing
+    pub moe: Option<bool>,
 }
 
 impl GenOptions {
@@ -137,8 +141,22 @@ impl GenOptions {
             top: self.top.unwrap_or(0),
             sliding_window: self.sliding_window.unwrap_or(false),
             constraint: None,
+            tokens_per_submit: check_tokens_per_submit(self.tokens_per_submit.unwrap_or(1))?,
+            pipeline: true,
+            moe: self.moe.unwrap_or(false),
         })
     }
+}
+
+/// The most generation steps one GPU submission may hold (`--tokens-per-submit`, the page's K).
+pub const MAX_TOKENS_PER_SUBMIT: usize = 256;
+
+/// K of `--tokens-per-submit` / the page's `tokens_per_submit`, or why it is out of range.
+pub fn check_tokens_per_submit(k: usize) -> Result<usize> {
+    if !(1..=MAX_TOKENS_PER_SUBMIT).contains(&k) {
+        return Err(TfError::Input(format!("tokens per submission must be between 1 and {MAX_TOKENS_PER_SUBMIT}, got {k}")));
+    }
+    Ok(k)
 }
 
 /// A tokenizer in one line: what `info` and the model card show.
@@ -248,6 +266,11 @@ pub struct Step {
     /// the most likely tokens (when asked for)
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub top: Vec<Candidate>,
+    /// this step's MoE routing (when asked for)
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub moe: Vec<crate::model::run::MoeRecord>,
+    /// how many generation steps the GPU submission that computed this token held (model::chain)
+    pub batch: usize,
 }
 
 /// The end of a generation: the characters still held by the decoder, and why it ended.
@@ -480,6 +503,16 @@ impl Session {
         }
     }
 
+    /// Generation steps per GPU submission from the next batch of the running generation on (the
+    /// page grows K while a batch stays within its frame budget).
+    pub fn set_tokens_per_submit(&mut self, k: usize) -> Result<()> {
+        let k = check_tokens_per_submit(k)?;
+        if let Some(r) = self.running.as_mut() {
+            r.generation.cfg.tokens_per_submit = k;
+        }
+        Ok(())
+    }
+
     /// Stops the running generation.
     pub fn stop(&mut self) {
         self.running = None;
@@ -509,7 +542,18 @@ impl Session {
         };
         let piece = self.pieces(&[out.id]).pop().unwrap_or_default();
         let top = self.with_pieces(out.top);
-        Ok(Some(Next::Token(Step { id: out.id, step, window_start: out.window_start, text, piece, done, attention: out.attention, top })))
+        Ok(Some(Next::Token(Step {
+            id: out.id,
+            step,
+            window_start: out.window_start,
+            text,
+            piece,
+            done,
+            attention: out.attention,
+            top,
+            moe: out.moe,
+            batch: out.batch,
+        })))
     }
 
     /// A whole generation: the ids, start included.

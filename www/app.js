@@ -506,6 +506,7 @@ async function runGeneration({ keepLast = false } = {}) {
   }
   run.stopped = result.stopped;
   run.reason = result.stopped ? 'stopped' : result.reason ?? null;
+  document.body.dataset.tokensPerSubmit = String(result.tokensPerSubmit ?? 1); // largest K used (www/worker.js)
   let text = run.texts.join('') + (result.text ?? '');
   if (card.tokenizer) {
     try {

@@ -160,6 +160,10 @@ let hangOn = null; // watchdog test hook (see the header)
 
 // Model calls: one at a time, in arrival order (see the protocol above).
 let generating = false;
+// The loaded model runs on WebGPU: generation chains K tokens per submission there (see generate).
+let modelOnGpu = false;
+const BATCH_BUDGET_MS = 50;
+const MAX_TOKENS_PER_SUBMIT = 16;
 let stopRequested = false;
 
 const modelHandlers = {
@@ -172,6 +176,7 @@ const modelHandlers = {
   async load({ bytes, preferGpu }) {
     const core = await loadCore();
     const card = await core.load_model(new Uint8Array(bytes), Boolean(preferGpu));
+    modelOnGpu = card?.backend === 'gpu';
     // SwiftShader runs workgroup barriers slowly: there the one-thread-per-output matmul beats the
     // GEMV for one-row passes (BENCHMARKS.md, issue 12). Fused kernels stay on.
     if (preferGpu && cpuEmulatedGpu) {
@@ -227,17 +232,34 @@ const modelHandlers = {
     if (stopRequested) return { stopped: true, steps: 0, text: '' }; // Stop came while this waited in the queue
     generating = true;
     try {
-      const start = core.gen_start(Uint32Array.from(ids), opts);
+      // Tokens chained on the GPU (issue 12.4): K steps per submission, K grown while a batch takes under
+      // half the frame budget and halved past it, so tokens still stream smoothly (they arrive K at a time).
+      let k = modelOnGpu ? 2 : 1;
+      const start = core.gen_start(Uint32Array.from(ids), modelOnGpu ? { ...opts, tokens_per_submit: k } : opts);
       emit({ kind: 'start', ids: Array.from(start ?? []) });
       let steps = 0;
+      let left = 0; // tokens of the current batch still to come
+      let tokensPerSubmit = 1; // the largest batch used, reported to the page
       for (;;) {
         if (stopRequested) {
           core.gen_stop();
-          return { stopped: true, steps, text: '' };
+          return { stopped: true, steps, text: '', tokensPerSubmit };
         }
+        const t0 = performance.now();
         const step = await core.gen_next();
-        if (step == null) return { stopped: false, steps, text: '' };
-        if (step.id === undefined) return { stopped: false, steps, text: step.text ?? '', reason: step.reason ?? null };
+        const ms = performance.now() - t0;
+        if (step == null) return { stopped: false, steps, text: '', tokensPerSubmit };
+        if (step.id === undefined) return { stopped: false, steps, text: step.text ?? '', reason: step.reason ?? null, tokensPerSubmit };
+        if (left === 0) { // this call waited for a batch (the first one holds the prompt's pass: not timed)
+          left = step.batch ?? 1;
+          tokensPerSubmit = Math.max(tokensPerSubmit, left);
+          const next = ms < BATCH_BUDGET_MS / 2 ? Math.min(2 * k, MAX_TOKENS_PER_SUBMIT) : ms > BATCH_BUDGET_MS ? Math.max(1, k >> 1) : k;
+          if (modelOnGpu && step.step > 0 && next !== k) {
+            k = next;
+            core.gen_tokens_per_submit(k);
+          }
+        }
+        left--;
         steps++;
         emit({ kind: 'token', ...step });
         await nextTask(); // let a 'stop' message in between two tokens

@@ -167,6 +167,9 @@ pub struct GenerateArgs {
     /// recompute every position at every step instead of caching keys and values
     #[arg(long)]
     pub no_kv_cache: bool,
+    /// generation steps per GPU submission (1..=256): the sampled id stays on the GPU for the next step
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub tokens_per_submit: usize,
 }
 
 impl GenerateArgs {
@@ -295,12 +298,23 @@ pub struct BenchGenerateArgs {
     /// runs per variant, in 1..=10000 (the best is reported)
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub reps: usize,
+    /// K of the chained variant (generation steps per GPU submission, 1..=256), timed against K = 1
+    #[arg(long, value_name = "K", default_value_t = 8)]
+    pub tokens_per_submit: usize,
 }
 
 impl BenchGenerateArgs {
     pub fn validate(&self) -> Result<()> {
-        check_reps(Some(self.reps))
+        check_reps(Some(self.reps))?;
+        tokens_per_submit_flag(self.tokens_per_submit).map(|_| ())
     }
+}
+
+/// `--tokens-per-submit K`, checked by the session core's rule and named by its flag.
+pub fn tokens_per_submit_flag(k: usize) -> Result<usize> {
+    crate::session::check_tokens_per_submit(k).map_err(|_| {
+        TfError::Input(format!("--tokens-per-submit must be between 1 and {}, got {k}", crate::session::MAX_TOKENS_PER_SUBMIT))
+    })
 }
 
 #[derive(Subcommand, Debug)]

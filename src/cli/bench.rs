@@ -111,33 +111,43 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
     })?;
     let n = a.tokens.min(room);
     let mut results = serde_json::Map::new();
-    // (name, kv cache, GPU sampling, fused kernels, the kernel of few-row matmuls); the last two
-    // are the decode loop before issue 12: no fusion, and one thread per output.
+    // (name, kv cache, GPU sampling, fused kernels, the kernel of few-row matmuls, tokens per
+    // submission); "cached_unfused*" are the decode loop before issue 12: no fusion, and one thread
+    // per output; "cached_chained" is K = --tokens-per-submit tokens per submission (issue 12.4),
+    // against "cached_gpu_sampling", the same loop at K = 1; "cached_chained_one_in_flight" the same
+    // without submitting the next batch before reading the current one.
+    let k = a.tokens_per_submit;
     let variants = [
-        ("cached_gpu_sampling", true, true, true, MatmulKind::Gemv),
-        ("uncached_gpu_sampling", false, true, true, MatmulKind::Gemv),
-        ("cached_logits_readback", true, false, true, MatmulKind::Gemv),
-        ("cached_unfused", true, true, false, MatmulKind::Gemv),
-        ("cached_unfused_naive", true, true, false, MatmulKind::Naive),
+        ("cached_gpu_sampling", true, true, true, MatmulKind::Gemv, 1),
+        ("uncached_gpu_sampling", false, true, true, MatmulKind::Gemv, 1),
+        ("cached_logits_readback", true, false, true, MatmulKind::Gemv, 1),
+        ("cached_unfused", true, true, false, MatmulKind::Gemv, 1),
+        ("cached_unfused_naive", true, true, false, MatmulKind::Naive, 1),
+        ("cached_chained", true, true, true, MatmulKind::Gemv, k),
+        ("cached_chained_one_in_flight", true, true, true, MatmulKind::Gemv, k),
     ];
     // warm-up: pipelines' first use and buffer first-binding
     pollster::block_on(s.generate(&start, src.as_deref(), GenConfig { max_new_tokens: 4.min(n), ..GenConfig::default() }))?;
     // Repetitions outside, variants inside: on a shared machine every variant's best run is drawn
     // from the same stretch of time.
-    let mut best = [f64::INFINITY; 5];
-    let mut produced = [0usize; 5];
+    let mut best = [f64::INFINITY; 7];
+    let mut produced = [0usize; 7];
     for _ in 0..reps {
-        for (i, &(name, kv, gs, fused, small)) in variants.iter().enumerate() {
+        for (i, &(name, kv, gs, fused, small, k)) in variants.iter().enumerate() {
             let b = gpu_backend(&mut s)?;
             (b.fused, b.small_matmul_kind) = (fused, small);
-            let d0 = b.dispatches();
+            let (d0, s0) = (b.dispatches(), b.submits());
             let t0 = std::time::Instant::now();
-            let cfg = GenConfig { max_new_tokens: n, kv_cache: kv, gpu_sampling: gs, ..GenConfig::default() };
+            let pipeline = name != "cached_chained_one_in_flight";
+            let cfg =
+                GenConfig { max_new_tokens: n, kv_cache: kv, gpu_sampling: gs, tokens_per_submit: k, pipeline, ..GenConfig::default() };
             let ids = pollster::block_on(s.generate(&start, src.as_deref(), cfg))?;
             best[i] = best[i].min(t0.elapsed().as_secs_f64());
             produced[i] = ids.len() - start.len();
-            let d = gpu_backend(&mut s)?.dispatches() - d0;
+            let b = gpu_backend(&mut s)?;
+            let (d, sub) = (b.dispatches() - d0, b.submits() - s0);
             results.insert(format!("{name}_dispatches_per_token"), json!(d as f64 / produced[i].max(1) as f64));
+            results.insert(format!("{name}_submissions_per_token"), json!(sub as f64 / produced[i].max(1) as f64));
         }
     }
     for (i, &(name, ..)) in variants.iter().enumerate() {
@@ -172,6 +182,7 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
     let fused_over_unfused = tps("cached_gpu_sampling") / tps("cached_unfused_naive").max(1e-12);
     let cached_over_uncached = tps("cached_gpu_sampling") / tps("uncached_gpu_sampling").max(1e-12);
     let gpu_over_readback = tps("cached_gpu_sampling") / tps("cached_logits_readback").max(1e-12);
+    let chained_over_k1 = tps("cached_chained") / tps("cached_gpu_sampling").max(1e-12);
     Ok(serde_json::to_string_pretty(&json!({
         "bench": "generate",
         "model": path,
@@ -185,6 +196,8 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
         "cached_over_uncached": cached_over_uncached,
         "gpu_sampling_over_logits_readback": gpu_over_readback,
         "fused_gemv_over_unfused_naive": fused_over_unfused,
+        "tokens_per_submit": k,
+        "chained_over_k1": chained_over_k1,
         "layers": layers,
     }))
     .unwrap_or_default())

@@ -119,7 +119,15 @@ pub fn forward(a: &ForwardArgs) -> Result<String> {
 /// The generation settings, checked before the model is read.
 fn gen_config(a: &GenerateArgs) -> Result<GenConfig> {
     let sample = a.sampling()?.params()?;
-    Ok(GenConfig { max_new_tokens: a.max_new_tokens, sample, seed: a.seed.unwrap_or(0), kv_cache: !a.no_kv_cache, ..GenConfig::default() })
+    let tokens_per_submit = crate::cli::args::tokens_per_submit_flag(a.tokens_per_submit)?;
+    Ok(GenConfig {
+        max_new_tokens: a.max_new_tokens,
+        sample,
+        seed: a.seed.unwrap_or(0),
+        kv_cache: !a.no_kv_cache,
+        tokens_per_submit,
+        ..GenConfig::default()
+    })
 }
 
 pub fn generate(a: &GenerateArgs) -> Result<String> {

@@ -21,6 +21,9 @@ pub struct Recorder {
     pub dispatches: usize,
     /// Queue submissions made since creation: tests assert one per generated token.
     pub submits: usize,
+    /// The index of the last submission: a chained batch's readback waits for its own submission
+    /// only, not for the batch recorded after it (model::chain).
+    pub last_submission: Option<wgpu::SubmissionIndex>,
     /// Bind groups by (kernel, buffers): a model binds the same buffers every token, so after the
     /// first token a dispatch creates nothing.
     groups: HashMap<(&'static str, Vec<wgpu::Buffer>), wgpu::BindGroup>,
@@ -31,7 +34,15 @@ const MAX_CACHED_GROUPS: usize = 4096;
 
 impl Recorder {
     pub fn new(gpu: &Arc<Gpu>) -> Self {
-        Recorder { gpu: gpu.clone(), params: Vec::with_capacity(4096), cmds: Vec::new(), dispatches: 0, submits: 0, groups: HashMap::new() }
+        Recorder {
+            gpu: gpu.clone(),
+            params: Vec::with_capacity(4096),
+            cmds: Vec::new(),
+            dispatches: 0,
+            submits: 0,
+            last_submission: None,
+            groups: HashMap::new(),
+        }
     }
 
     /// Records one dispatch of `k` with `params` and the storage buffers for bindings 1.. in order.
@@ -125,7 +136,7 @@ impl Recorder {
                 }
             }
         }
-        gpu.queue.submit([enc.finish()]);
+        self.last_submission = Some(gpu.queue.submit([enc.finish()]));
         self.submits += 1;
         self.params.clear();
     }

@@ -2,6 +2,7 @@
 //! on the GPU kernels and on the CPU reference.
 
 pub mod backend;
+pub mod chain;
 pub mod checkpoint;
 pub mod config;
 pub mod constraint;

@@ -70,7 +70,7 @@ impl<B: Backend> Model<B> {
     /// The (tensor, kind, layer, rows, cols) of every attention map the last pass kept (the layers
     /// of the run state's plan): `t` query rows over `tk` keys (cross: over the source); encoder
     /// maps only for a pass from position 0.
-    fn map_specs(&self, t: usize, tk: usize, row_offset: usize) -> Vec<(&B::T, &'static str, usize, usize, usize)> {
+    pub(crate) fn map_specs(&self, t: usize, tk: usize, row_offset: usize) -> Vec<(&B::T, &'static str, usize, usize, usize)> {
         let mut specs = Vec::new();
         let maps = &self.state.maps;
         if row_offset == 0 && self.cfg.arch == Arch::EncoderDecoder {
@@ -182,25 +182,35 @@ impl<B: Backend> Model<B> {
     }
 
     async fn read_moe(&self, b: &mut B, t: usize) -> Result<Vec<MoeRecord>> {
-        let Some(m) = self.cfg.moe.clone() else { return Ok(vec![]) };
-        let (e, k) = (m.num_experts, m.top_k);
-        let layers: Vec<_> = self.state.layers.iter().enumerate().filter_map(|(i, ls)| ls.moe.as_ref().map(|ms| (i, ms))).collect();
-        let reqs: Vec<(&B::T, usize, usize)> = layers
-            .iter()
-            .flat_map(|(_, ms)| [(&ms.probs, 0, t * e), (&ms.experts, 0, t * k), (&ms.weights, 0, t * k), (&ms.kept, 0, t * k)])
-            .collect();
+        let reqs = self.moe_requests(t);
         let got = b.read_batch(&reqs).await?;
-        Ok(layers
+        Ok(self.moe_records(&got))
+    }
+
+    /// The reads of the MoE routing of the last pass over `t` tokens: four per MoE layer.
+    pub(crate) fn moe_requests(&self, t: usize) -> Vec<(&B::T, usize, usize)> {
+        let Some(m) = self.cfg.moe.as_ref() else { return vec![] };
+        let (e, k) = (m.num_experts, m.top_k);
+        let layers = self.state.layers.iter().filter_map(|ls| ls.moe.as_ref());
+        layers.flat_map(|ms| [(&ms.probs, 0, t * e), (&ms.experts, 0, t * k), (&ms.weights, 0, t * k), (&ms.kept, 0, t * k)]).collect()
+    }
+
+    /// [`Model::moe_requests`]' values as records.
+    pub(crate) fn moe_records(&self, got: &[Vec<u32>]) -> Vec<MoeRecord> {
+        let Some(m) = self.cfg.moe.as_ref() else { return vec![] };
+        let (e, k) = (m.num_experts, m.top_k);
+        let layers: Vec<usize> = self.state.layers.iter().enumerate().filter(|(_, ls)| ls.moe.is_some()).map(|(i, _)| i).collect();
+        layers
             .iter()
             .zip(got.chunks(4))
-            .map(|((i, _), g)| MoeRecord {
+            .map(|(i, g)| MoeRecord {
                 layer: *i,
                 router_probs: rows(bytemuck::cast_slice::<u32, f32>(&g[0]), e),
                 experts: rows(&g[1], k),
                 weights: rows(bytemuck::cast_slice::<u32, f32>(&g[2]), k),
                 kept: rows(&g[3], k),
             })
-            .collect())
+            .collect()
     }
 
     /// A full pass from position 0 (no cache reuse): logits of every row, every attention map,
@@ -248,7 +258,7 @@ impl<B: Backend> Model<B> {
     /// The error for NaN/Inf logits after a pass over `t` tokens at `pos`. It names the first
     /// layer whose keys (rows pos..pos+t of its cache, written by this pass) are already non-finite:
     /// one extra read, on the error path only.
-    async fn non_finite_error(&self, b: &mut B, t: usize, pos: usize) -> TfError {
+    pub(crate) async fn non_finite_error(&self, b: &mut B, t: usize, pos: usize) -> TfError {
         let kv_width = self.cfg.num_kv_heads * self.cfg.head_dim();
         let n = self.state.layers.len();
         let reqs: Vec<(&B::T, usize, usize)> = self.state.layers.iter().map(|layer| (&layer.k, pos * kv_width, t * kv_width)).collect();
@@ -326,6 +336,14 @@ pub struct GenConfig {
     /// constrained decoding (model::constraint): the tokens it refuses get -inf logits and the logits
     /// are read back and sampled on the CPU. None: the constraint the checkpoint declares, if any.
     pub constraint: Option<crate::model::constraint::Constraint>,
+    /// generation steps recorded per GPU submission (issue 12.4, model::chain): the sampled id
+    /// stays on the GPU and feeds the next step; 1 = one submission and one readback per token
+    pub tokens_per_submit: usize,
+    /// chained decoder-only batches: submit the next batch before reading the current one (off:
+    /// one batch at a time, for benchmarks)
+    pub pipeline: bool,
+    /// read back each step's MoE routing
+    pub moe: bool,
 }
 
 impl Default for GenConfig {
@@ -341,6 +359,9 @@ impl Default for GenConfig {
             top: 0,
             sliding_window: false,
             constraint: None,
+            tokens_per_submit: 1,
+            pipeline: true,
+            moe: false,
         }
     }
 }
@@ -382,6 +403,8 @@ pub struct Generation {
     /// how many of the caller's prompt tokens were left out because they did not fit the context
     /// (only with `sliding_window`; `ids` starts after them)
     pub prompt_cut: usize,
+    /// tokens computed in a chained batch and not handed out yet, and batches in flight
+    pub(crate) chain: crate::model::chain::ChainState,
 }
 
 pub struct StepOut {
@@ -392,6 +415,10 @@ pub struct StepOut {
     pub attention: Vec<AttnMap>,
     /// (id, probability) after temperature / top-k / top-p, most likely first
     pub top: Vec<(u32, f32)>,
+    /// this step's MoE routing (GenConfig::moe)
+    pub moe: Vec<MoeRecord>,
+    /// how many generation steps the submission that computed this token held (model::chain)
+    pub batch: usize,
 }
 
 /// Probabilities after temperature, top-k and top-p, as the sampler sees them (greedy: plain softmax).
@@ -510,11 +537,26 @@ impl<B: Backend> Model<B> {
         if self.cfg.arch != Arch::EncoderDecoder {
             self.plan_generation(b, start.len(), None, &cfg)?;
         }
-        Ok(Generation { start_len: start.len(), ids: start, cached: 0, step: 0, done: false, cfg, stop_reason: None, prompt_cut })
+        b.queue_abandon(); // a batch an earlier generation left in flight (model::chain)
+        Ok(Generation {
+            start_len: start.len(),
+            ids: start,
+            cached: 0,
+            step: 0,
+            done: false,
+            cfg,
+            stop_reason: None,
+            prompt_cut,
+            chain: Default::default(),
+        })
     }
 
     /// Produces the next token, or None when the generation is over (max tokens, context full, EOS).
     pub async fn next_token(&mut self, b: &mut B, g: &mut Generation) -> Result<Option<StepOut>> {
+        // K tokens per submission where the step allows it (model::chain)
+        if let Some(out) = self.next_chained(b, g).await? {
+            return Ok(out);
+        }
         let ctx = self.cfg.max_seq_len;
         let full = g.ids.len() >= ctx;
         let reason = if g.ids.len() - g.start_len >= g.cfg.max_new_tokens {
@@ -594,6 +636,7 @@ impl<B: Backend> Model<B> {
             g.done = true;
             return Err(self.non_finite_error(b, t, pos).await);
         }
+        let moe = if g.cfg.moe { self.read_moe(b, t).await? } else { vec![] };
         if g.cfg.kv_cache && !full {
             g.cached = g.ids.len();
         }
@@ -603,7 +646,7 @@ impl<B: Backend> Model<B> {
             g.done = true;
             g.stop_reason = Some(StopReason::Eos);
         }
-        Ok(Some(StepOut { id, window_start, attention, top }))
+        Ok(Some(StepOut { id, window_start, attention, top, moe, batch: 1 }))
     }
 
     /// Runs a generation to the end.

@@ -35,6 +35,17 @@ pub struct Model<B: Backend> {
     pub hooks: Hooks<B::T>,
 }
 
+/// Where a pass's new token ids come from (model::chain).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Feed {
+    /// the host writes them (and the encoder-decoder's masks) before the pass
+    Host,
+    /// already in the ids buffer: a chained step reads the id the previous step's sampler wrote
+    /// there (the ids passed in are only counted), and the encoder-decoder's masks were written
+    /// for the whole batch
+    Device,
+}
+
 /// Which rows of logits a pass computes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Logits {
@@ -262,6 +273,11 @@ impl<B: Backend> Model<B> {
     /// Decoder / llama: runs T = ids.len() new tokens at positions pos..pos+T (keys and values of
     /// 0..pos must be in the cache) and computes the logits of all rows or of the last one.
     pub fn run_lm(&self, backend: &mut B, ids: &[u32], pos: usize, which: Logits) -> Result<()> {
+        self.run_lm_fed(backend, ids, pos, which, Feed::Host)
+    }
+
+    /// [`Model::run_lm`] with the new ids written by the host or already on the device.
+    pub fn run_lm_fed(&self, backend: &mut B, ids: &[u32], pos: usize, which: Logits, feed: Feed) -> Result<()> {
         let cfg = &self.cfg;
         let t = ids.len();
         if t == 0 {
@@ -270,7 +286,9 @@ impl<B: Backend> Model<B> {
         self.check_len(pos + t, "this pass")?;
         self.check_ids(ids, cfg.vocab_size, "input")?;
         let scratch = &self.state.dec;
-        backend.write_u32(&scratch.ids, 0, ids)?;
+        if feed == Feed::Host {
+            backend.write_u32(&scratch.ids, 0, ids)?;
+        }
         // x = embed(ids) (* sqrt(C) for the seed-000 decoder) (+ sinusoidal or learned positions pos..)
         backend.embedding(&scratch.x, &self.weights.embed, &scratch.ids, t, cfg.embed_scale())?;
         if let Some(pe) = self.weights.pos_embed.as_ref().or(self.state.pe.as_ref()) {
@@ -367,6 +385,11 @@ impl<B: Backend> Model<B> {
 
     /// Encoder-decoder decoder: the target tokens tgt[pos..] are new, tgt[..pos] are in the cache.
     pub fn run_decoder(&self, backend: &mut B, tgt: &[u32], pos: usize, which: Logits) -> Result<()> {
+        self.run_decoder_fed(backend, tgt, pos, which, Feed::Host)
+    }
+
+    /// [`Model::run_decoder`] with the new ids (and the masks) written by the host or already on the device.
+    pub fn run_decoder_fed(&self, backend: &mut B, tgt: &[u32], pos: usize, which: Logits, feed: Feed) -> Result<()> {
         let cfg = &self.cfg;
         let t = tgt.len().saturating_sub(pos);
         if t == 0 {
@@ -388,9 +411,11 @@ impl<B: Backend> Model<B> {
         let (Some(mask), Some(cross_mask)) = (scratch.mask.as_ref(), scratch.cross_mask.as_ref()) else {
             return Err(TfError::Internal("the decoder's mask buffers are missing".into()));
         };
-        backend.write_f32(mask, 0, &self_mask.data)?;
-        backend.write_f32(cross_mask, 0, &cross.data)?;
-        backend.write_u32(&scratch.ids, 0, &tgt[pos..])?;
+        if feed == Feed::Host {
+            backend.write_f32(mask, 0, &self_mask.data)?;
+            backend.write_f32(cross_mask, 0, &cross.data)?;
+            backend.write_u32(&scratch.ids, 0, &tgt[pos..])?;
+        }
         backend.embedding(&scratch.x, &self.weights.embed, &scratch.ids, t, (c as f32).sqrt())?;
         if let Some(pe) = &self.state.pe {
             backend.add_rows(&scratch.x, pe, t, pos)?;

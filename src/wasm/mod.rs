@@ -236,6 +236,13 @@ pub fn gen_stop() -> Result<(), JsValue> {
     Ok(())
 }
 
+/// Generation steps per GPU submission from the running generation's next batch on (the worker
+/// grows K while a batch stays within its frame budget; Session::set_tokens_per_submit).
+#[wasm_bindgen]
+pub fn gen_tokens_per_submit(k: usize) -> Result<(), JsValue> {
+    with(|s| s.set_tokens_per_submit(k))
+}
+
 /// Benchmark hook (scripts/bench-browser.mjs): the GPU model's decode kernels (Session::set_gpu_kernels).
 #[wasm_bindgen]
 pub fn set_gpu_kernels(fused: bool, few_rows: &str) -> Result<(), JsValue> {

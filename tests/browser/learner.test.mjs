@@ -417,6 +417,11 @@ test('honest speed: both paths measured at load, the faster one used, both figur
     const again = await generateAndWait(page);
     assert.equal(again.state, 'done');
     assert.match(await page.locator('#gen-stats').innerText(), new RegExp(`· ${slower === 'gpu' ? 'WebGPU' : 'CPU'}$`));
+    // Tokens chained on the GPU (issue 12.4): WebGPU generation submits more than one token at a time;
+    // the CPU path has no submissions to chain.
+    const kUsed = Number(await page.getAttribute('body', 'data-tokens-per-submit'));
+    if (slower === 'gpu') assert.ok(kUsed > 1, `WebGPU generation used K = ${kUsed}`);
+    else assert.equal(kUsed, 1);
     // Back to auto: the same measurement decides (no second probe), the faster path again.
     await page.selectOption('#model-backend', 'auto');
     await page.waitForSelector(`#model-card[data-backend="${faster}"]`, { timeout: 60_000 });

@@ -1,6 +1,7 @@
 //! `GpuBackend`: the ops recorded as WGSL dispatches into a `Recorder` (one submission per pass),
 //! reads through reused staging buffers.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::error::{Result, TfError};
@@ -32,6 +33,26 @@ pub struct GpuBackend {
     pub small_matmul_kind: MatmulKind,
     /// fused epilogues and fused SwiGLU on (off: the unfused sequence, for benchmarks)
     pub fused: bool,
+    /// Tokens chained on the GPU (model::chain): the reads of one batch of generation steps are
+    /// copied into one of these two staging buffers as the steps are recorded, then read with one
+    /// map; while one batch's map is pending the next batch is recorded into the other.
+    chain_bufs: [Option<wgpu::Buffer>; 2],
+    /// the slot the next batch copies into
+    chain_slot: usize,
+    /// the batch being recorded: (slot, values queued, the size of each read)
+    chain_cur: Option<(usize, usize, Vec<usize>)>,
+    /// submitted batches whose values have not been taken yet, oldest first
+    in_flight: VecDeque<InFlight>,
+}
+
+/// A submitted batch of chained reads and its pending map.
+struct InFlight {
+    slot: usize,
+    sizes: Vec<usize>,
+    /// natively the wait is for this submission only (in the browser the map resolves by itself)
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    index: Option<wgpu::SubmissionIndex>,
+    rx: Option<futures_channel::oneshot::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>>,
 }
 
 impl GpuBackend {
@@ -52,6 +73,10 @@ impl GpuBackend {
             matmul_kind: MatmulKind::Tiled4,
             small_matmul_kind: MatmulKind::Gemv,
             fused: true,
+            chain_bufs: [None, None],
+            chain_slot: 0,
+            chain_cur: None,
+            in_flight: VecDeque::new(),
         }
     }
     fn kind_for(&self, m: usize) -> MatmulKind {
@@ -316,6 +341,123 @@ impl Backend for GpuBackend {
     }
     async fn read_batch(&mut self, reqs: &[(&GpuTensor, usize, usize)]) -> Result<Vec<Vec<u32>>> {
         self.read_many(reqs).await
+    }
+    fn chains(&self) -> bool {
+        true
+    }
+    fn queue_begin(&mut self, values: usize) -> Result<()> {
+        let slot = self.chain_slot;
+        if self.chain_cur.is_some() || self.in_flight.iter().any(|f| f.slot == slot) {
+            return Err(TfError::Internal("a chained batch began while both readback buffers were in use".into()));
+        }
+        let bytes = (values.max(1) * 4) as u64;
+        self.gpu.check_alloc(bytes, "chained readback")?;
+        if self.chain_bufs[slot].as_ref().is_none_or(|b| b.size() < bytes) {
+            if let Some(old) = self.chain_bufs[slot].take() {
+                old.destroy();
+            }
+            self.chain_bufs[slot] = Some(self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("chained readback"),
+                size: bytes.next_power_of_two().max(256),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        self.chain_cur = Some((slot, 0, Vec::new()));
+        Ok(())
+    }
+    fn queue_read(&mut self, reqs: &[(&GpuTensor, usize, usize)]) -> Result<()> {
+        let Some((slot, mut at, mut sizes)) = self.chain_cur.take() else {
+            return Err(TfError::Internal("queue_read outside a chained batch".into()));
+        };
+        let staging = self.chain_bufs[slot].clone().ok_or_else(|| TfError::Internal("no chained readback buffer".into()))?;
+        for (t, off, n) in reqs {
+            if off + n > t.len() {
+                return Err(TfError::Shape { op: "read", msg: format!("reading {n} values at {off} from a tensor of {:?}", t.shape) });
+            }
+            if (at + n) as u64 * 4 > staging.size() {
+                return Err(TfError::Internal(format!("a chained batch read more than the {} bytes it reserved", staging.size())));
+            }
+            self.rec.copy(&t.buf, *off, &staging, at, *n);
+            at += n;
+            sizes.push(*n);
+        }
+        self.chain_cur = Some((slot, at, sizes));
+        Ok(())
+    }
+    fn queue_submit(&mut self) -> Result<()> {
+        let Some((slot, at, sizes)) = self.chain_cur.take() else {
+            return Err(TfError::Internal("queue_submit outside a chained batch".into()));
+        };
+        self.rec.flush();
+        self.gpu.check()?;
+        let rx = if at > 0 {
+            let staging = self.chain_bufs[slot].as_ref().ok_or_else(|| TfError::Internal("no chained readback buffer".into()))?;
+            let (tx, rx) = futures_channel::oneshot::channel();
+            staging.slice(0..at as u64 * 4).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            Some(rx)
+        } else {
+            None
+        };
+        self.in_flight.push_back(InFlight { slot, sizes, index: self.rec.last_submission.clone(), rx });
+        self.chain_slot = 1 - slot;
+        Ok(())
+    }
+    async fn queue_wait(&mut self) -> Result<Vec<Vec<u32>>> {
+        let f = self.in_flight.pop_front().ok_or_else(|| TfError::Internal("no chained batch in flight".into()))?;
+        let Some(rx) = f.rx else { return Ok(f.sizes.iter().map(|_| vec![]).collect()) };
+        // Natively: wait for this batch's submission only, so the batch recorded after it keeps
+        // running. In the browser the map resolves from the event loop.
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = self.gpu.device.poll(wgpu::PollType::Wait { submission_index: f.index.clone(), timeout: None });
+        }
+        match rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.gpu.check()?;
+                return Err(TfError::Gpu(format!("reading back from the GPU failed: {e}")));
+            }
+            Err(_) => {
+                self.gpu.check()?;
+                return Err(TfError::Gpu("reading back from the GPU was cancelled".into()));
+            }
+        }
+        let staging = self.chain_bufs[f.slot].as_ref().ok_or_else(|| TfError::Internal("no chained readback buffer".into()))?;
+        let total: usize = f.sizes.iter().sum();
+        let all: Vec<u32> = {
+            let view = staging
+                .slice(0..total as u64 * 4)
+                .get_mapped_range()
+                .map_err(|e| TfError::Gpu(format!("mapping the readback buffer failed: {e}")))?;
+            bytemuck::cast_slice::<u8, u32>(&view).to_vec()
+        };
+        staging.unmap();
+        self.gpu.check()?;
+        let mut out = Vec::with_capacity(f.sizes.len());
+        let mut at = 0;
+        for n in f.sizes {
+            out.push(all[at..at + n].to_vec());
+            at += n;
+        }
+        Ok(out)
+    }
+    fn queue_abandon(&mut self) {
+        // A batch nobody will read (a generation stopped with one in flight): its buffer may still
+        // have a map pending, so it is destroyed (the map fails, nobody listens) and made anew.
+        self.rec.flush();
+        for f in self.in_flight.drain(..) {
+            if let Some(b) = self.chain_bufs[f.slot].take() {
+                b.destroy();
+            }
+        }
+        if let Some((slot, ..)) = self.chain_cur.take() {
+            if let Some(b) = self.chain_bufs[slot].take() {
+                b.destroy();
+            }
+        }
     }
 }
 

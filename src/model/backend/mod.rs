@@ -175,6 +175,30 @@ pub trait Backend {
     /// Several reads in one submission and one map (the browser pays a round trip per map):
     /// each request is (tensor, offset, count); results come back as raw 4-byte values.
     async fn read_batch(&mut self, reqs: &[(&Self::T, usize, usize)]) -> Result<Vec<Vec<u32>>>;
+    /// Tokens chained on the device (issue 12.4, model::chain): true when recorded work waits for a
+    /// submission (the GPU), so that several generation steps can go out in one submission and their
+    /// reads come back in one map. The CPU backends run each op at once: nothing to chain.
+    fn chains(&self) -> bool {
+        false
+    }
+    /// Starts a batch of queued reads of at most `values` 4-byte values in all.
+    fn queue_begin(&mut self, _values: usize) -> Result<()> {
+        Err(crate::error::TfError::Internal(format!("the {} backend does not chain tokens", self.kind())))
+    }
+    /// Queues reads of (tensor, offset, count), taken after the work recorded so far.
+    fn queue_read(&mut self, _reqs: &[(&Self::T, usize, usize)]) -> Result<()> {
+        Err(crate::error::TfError::Internal(format!("the {} backend does not chain tokens", self.kind())))
+    }
+    /// Submits the batch and starts reading it back, without waiting (at most two in flight).
+    fn queue_submit(&mut self) -> Result<()> {
+        Err(crate::error::TfError::Internal(format!("the {} backend does not chain tokens", self.kind())))
+    }
+    /// The reads of the oldest submitted batch, in the order queued.
+    async fn queue_wait(&mut self) -> Result<Vec<Vec<u32>>> {
+        Err(crate::error::TfError::Internal(format!("the {} backend does not chain tokens", self.kind())))
+    }
+    /// Forgets the batches in flight (a generation that ended or was stopped with one pending).
+    fn queue_abandon(&mut self) {}
     /// Copies of the weights this backend keeps beside them, for the memory demand.
     fn weight_copies(&self) -> crate::model::memory::WeightCopies {
         crate::model::memory::WeightCopies::None
