@@ -255,6 +255,8 @@ pub struct GenConfig {
     /// constrained decoding (model::constraint): the tokens it refuses get -inf logits and the logits
     /// are read back and sampled on the CPU. None: the constraint the checkpoint declares, if any.
     pub constraint: Option<crate::model::constraint::Constraint>,
+    /// ids that end the generation when produced (a foreign model's EOS, issue 13; the session sets them)
+    pub stop_ids: Vec<u32>,
 }
 
 impl Default for GenConfig {
@@ -269,6 +271,7 @@ impl Default for GenConfig {
             top: 0,
             sliding_window: false,
             constraint: None,
+            stop_ids: Vec::new(),
         }
     }
 }
@@ -281,7 +284,7 @@ pub enum StopReason {
     MaxNewTokens,
     /// the sequence filled the model's context (and the window does not slide)
     Context,
-    /// the encoder-decoder produced EOS
+    /// the encoder-decoder produced EOS, or the model one of `GenConfig::stop_ids`
     Eos,
 }
 
@@ -478,7 +481,7 @@ impl<B: Backend> Model<B> {
         }
         g.ids.push(id);
         g.step += 1;
-        if self.cfg.arch == Arch::EncoderDecoder && id == EOS_ID {
+        if (self.cfg.arch == Arch::EncoderDecoder && id == EOS_ID) || g.cfg.stop_ids.contains(&id) {
             g.done = true;
             g.stop_reason = Some(StopReason::Eos);
         }
