@@ -98,16 +98,22 @@ fn tokenizer_bytes(a: &ModelArgs) -> Result<Option<Vec<u8>>> {
         .transpose()
 }
 
+/// --tokenizer goes with foreign models only.
+fn no_tokenizer_flag(m: &ModelArgs) -> Result<()> {
+    match m.tokenizer {
+        Some(_) => {
+            Err(TfError::Input("--tokenizer is for Hugging Face and llama2.c models; a tinyformer checkpoint carries its own".into()))
+        }
+        None => Ok(()),
+    }
+}
+
 /// Reads the model (`--model`, see [`model_path`]), then loads it where --backend says.
 pub(crate) fn open(a: &SessionArgs) -> Result<Session> {
     let m = &a.model;
     match model_path(m)? {
         ModelPath::Ours => {
-            if m.tokenizer.is_some() {
-                return Err(TfError::Input(
-                    "--tokenizer is for Hugging Face and llama2.c models; a tinyformer checkpoint carries its own".into(),
-                ));
-            }
+            no_tokenizer_flag(m)?;
             let bytes = read_model_file(m)?;
             pollster::block_on(Session::load(&device(a.backend)?, &bytes, &budget(m)))
         }
@@ -157,6 +163,7 @@ pub fn info(a: &InfoArgs) -> Result<String> {
     if let ModelPath::Files { dir, names } = model_path(&a.model)? {
         return foreign_info(a, &dir, &names);
     }
+    no_tokenizer_flag(&a.model)?;
     let bytes = read_model_file(&a.model)?;
     let ck = Checkpoint::from_bytes(&bytes)?;
     let tok = match ck.tokenizer.as_deref().map(Tokenizer::from_json) {
