@@ -72,7 +72,9 @@ pub(crate) fn model_path(a: &ModelArgs) -> Result<ModelPath> {
     let parent = || path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let file_name = || path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
     if meta.is_dir() {
-        return Ok(ModelPath::Files { names: list_dir(path, &shown)?, dir: DirFiles(path.to_path_buf()) });
+        let names = list_dir(path, &shown)?;
+        crate::session::detect_files(&names).map_err(|e| TfError::Input(format!("--model {shown} is a directory: {e}")))?;
+        return Ok(ModelPath::Files { names, dir: DirFiles(path.to_path_buf()) });
     }
     let lower = a.model.to_ascii_lowercase();
     if lower.ends_with(".safetensors") && parent().join("config.json").is_file() {
