@@ -21,11 +21,19 @@ fn erf_approx(x: f32) -> f32 {
     return select(-e, e, x >= 0.0);
 }
 
-// Matmul epilogue activations (MatmulParams.act): 0 none, 1 ReLU, 2 GELU (exact erf form).
+// GELU, tanh approximation (GPT-2's gelu_new): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+// u is clamped first: tanh of a huge argument may overflow inside some implementations (tanh(10) = 1 in f32).
+fn gelu_tanh(x: f32) -> f32 {
+    let u = clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -10.0, 10.0);
+    return 0.5 * x * (1.0 + tanh(u));
+}
+
+// Matmul epilogue activations (MatmulParams.act): 0 none, 1 ReLU, 2 GELU (exact erf form), 3 GELU-tanh.
 fn epilogue_act(v: f32, act: u32) -> f32 {
     switch act {
         case 1u: { return max(v, 0.0); }
         case 2u: { return 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752)); }
+        case 3u: { return gelu_tanh(v); }
         default: { return v; }
     }
 }

@@ -1,5 +1,6 @@
 // elementwise.wgsl: the feed-forward pieces and the residual add, one thread per element.
-//   op 0 relu(a), 1 gelu(a) (exact erf form), 2 silu(a), 3 silu(a) * b (SwiGLU), 4 a + b, 5 a * b
+//   op 0 relu(a), 1 gelu(a) (exact erf form), 2 silu(a), 3 silu(a) * b (SwiGLU), 4 a + b, 5 a * b,
+//   6 gelu_tanh(a) (GPT-2's gelu_new, in common.wgsl); ops 3..=5 read b
 //   entry `binary`:  out = op(a, b)        a, b, out (N,)
 //   entry `inplace`: out = op(out, b)      the residual add x += y, in-place activations
 
@@ -24,6 +25,7 @@ fn apply(op: u32, x: f32, y: f32) -> f32 {
         case 2u: { return x / (1.0 + exp(-x)); }
         case 3u: { return x / (1.0 + exp(-x)) * y; }
         case 4u: { return x + y; }
+        case 6u: { return gelu_tanh(x); }
         default: { return x * y; }
     }
 }
@@ -33,7 +35,7 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let i = flat_group(wid, nwg) * 256u + lid.x;
     if (i >= P.n) { return; }
     var y = 0.0;
-    if (P.op >= 3u) { y = b[i]; }
+    if (P.op >= 3u && P.op <= 5u) { y = b[i]; }
     out[i] = apply(P.op, a[i], y);
 }
 
@@ -42,6 +44,6 @@ fn inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let i = flat_group(wid, nwg) * 256u + lid.x;
     if (i >= P.n) { return; }
     var y = 0.0;
-    if (P.op >= 3u) { y = b[i]; }
+    if (P.op >= 3u && P.op <= 5u) { y = b[i]; }
     out[i] = apply(P.op, out[i], y);
 }

@@ -3,7 +3,7 @@
 //   W   (N, K)  as PyTorch stores nn.Linear.weight
 //   b   (N,)    optional (has_bias); the SwiGLU entries bind W_up (N, K) here instead
 //   out (M, N)  from out[out_offset]
-//   gemv*:        out = act(x @ W^T + b)          act: 0 none, 1 ReLU, 2 GELU
+//   gemv*:        out = act(x @ W^T + b)          act: 0 none, 1 ReLU, 2 GELU, 3 GELU-tanh
 //   gemv*_swiglu: out = silu(x @ W^T) * (x @ W_up^T)
 // One workgroup of 256 threads per block of 32 outputs of one row: 8 lanes split K for each
 // output (lane l reads vec4s l, l+8, ..., so the 8 lanes of an output read 128 contiguous bytes),

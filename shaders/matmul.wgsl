@@ -2,7 +2,7 @@
 //   x   (M, K)  row-major
 //   W   (N, K)  as PyTorch stores nn.Linear.weight
 //   b   (N,)    optional (has_bias)
-//   out (M, N)    = act(x @ W^T + b), act: 0 none, 1 ReLU, 2 GELU (epilogue_act in common.wgsl)
+//   out (M, N)    = act(x @ W^T + b), act: 0 none, 1 ReLU, 2 GELU, 3 GELU-tanh (epilogue_act in common.wgsl)
 
 struct MatmulParams {
     m: u32,

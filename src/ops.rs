@@ -110,6 +110,9 @@ pub enum EwOp {
     Add = 4,
     /// a * b
     Mul = 5,
+    /// GELU, tanh approximation (GPT-2's `gelu_new`, PyTorch's approximate="tanh"):
+    /// 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))
+    GeluTanh = 6,
 }
 
 impl EwOp {

@@ -122,7 +122,7 @@ async fn check_matmul(g: &Arc<Gpu>, kind: MatmulKind, name: &str) -> Result<Chec
     ];
     for (i, &(m, k, n, skip)) in shapes.iter().enumerate() {
         let bias = i % 2 == 0;
-        let act = [Act::None, Act::Relu, Act::Gelu][i % 3];
+        let act = [Act::None, Act::Relu, Act::Gelu, Act::GeluTanh][i % 4];
         let x = rng.vec_normal((skip + m) * k, 1.0);
         let w = rng.vec_normal(n * k, 1.0);
         let b = rng.vec_normal(n, 1.0);
@@ -132,6 +132,7 @@ async fn check_matmul(g: &Arc<Gpu>, kind: MatmulKind, name: &str) -> Result<Chec
             Act::None => {}
             Act::Relu => cpu::act::relu(&mut want),
             Act::Gelu => cpu::act::gelu(&mut want),
+            Act::GeluTanh => want.iter_mut().for_each(|v| *v = cpu::act::gelu_tanh_scalar(*v)),
         }
         let (xt, wt, bt, ot) =
             (g.upload(&[skip + m, k], &x, "x")?, g.upload(&[n, k], &w, "w")?, g.upload(&[n], &b, "b")?, g.zeros(&[m, n], "out")?);
@@ -290,7 +291,7 @@ async fn check_elementwise(g: &Arc<Gpu>) -> Result<CheckResult> {
     let t0 = now_ms();
     let mut acc = Acc::new();
     let mut rng = Rng::new(33);
-    for op in [EwOp::Relu, EwOp::Gelu, EwOp::Silu, EwOp::SwiGlu, EwOp::Add, EwOp::Mul] {
+    for op in [EwOp::Relu, EwOp::Gelu, EwOp::GeluTanh, EwOp::Silu, EwOp::SwiGlu, EwOp::Add, EwOp::Mul] {
         for n in [1usize, 7, 256, 257, 1000] {
             let a = rng.vec_normal(n, 3.0);
             let b = rng.vec_normal(n, 3.0);
@@ -307,7 +308,7 @@ async fn check_elementwise(g: &Arc<Gpu>) -> Result<CheckResult> {
             acc.add(&format!("{op:?} in place n={n}"), compare(&g.read_f32(&it).await?, &want, ATOL, RTOL));
         }
     }
-    Ok(acc.finish("elementwise (relu, gelu, silu, swiglu, add, mul)", "atol 2e-6 + rtol 2e-5", t0))
+    Ok(acc.finish("elementwise (relu, gelu, gelu_tanh, silu, swiglu, add, mul)", "atol 2e-6 + rtol 2e-5", t0))
 }
 
 async fn check_norms(g: &Arc<Gpu>) -> Result<CheckResult> {

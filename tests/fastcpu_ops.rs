@@ -177,7 +177,7 @@ fn norms_match_reference() {
 
 // The fast exp / erf are polynomial: ~2e-7 relative (exp), 1.5e-7 absolute (erf) by construction
 // (plus f32 rounding: erf within 5e-7 in the test below);
-// GELU / SiLU / SwiGLU of |x| <= 12 within 1e-6 absolute + 1e-5 relative of the f64 reference.
+// GELU (erf and tanh forms) / SiLU / SwiGLU of |x| <= 12 within 1e-6 absolute + 1e-5 relative of the f64 reference.
 const ACT_ATOL: f32 = 1e-6;
 const ACT_RTOL: f32 = 1e-5;
 
@@ -188,7 +188,7 @@ fn elementwise_ops_match_reference() {
         for n in [1, 7, 8, 9, 100, 1031] {
             let a = r.vec(n, 12.0);
             let b = r.vec(n, 3.0);
-            for op in [EwOp::Relu, EwOp::Gelu, EwOp::Silu, EwOp::SwiGlu, EwOp::Add, EwOp::Mul] {
+            for op in [EwOp::Relu, EwOp::Gelu, EwOp::GeluTanh, EwOp::Silu, EwOp::SwiGlu, EwOp::Add, EwOp::Mul] {
                 let bin = op.is_binary().then_some(&b[..]);
                 let mut want = vec![0f32; n];
                 cpu::elementwise(&mut want, &a, bin, op);

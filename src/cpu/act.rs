@@ -7,6 +7,11 @@ pub fn gelu_scalar(x: f32) -> f32 {
     let x = x as f64;
     (0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))) as f32
 }
+/// GELU with the tanh approximation (GPT-2's `gelu_new`): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in f64.
+pub fn gelu_tanh_scalar(x: f32) -> f32 {
+    let x = x as f64;
+    (0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())) as f32
+}
 pub fn silu_scalar(x: f32) -> f32 {
     let x = x as f64;
     (x / (1.0 + (-x).exp())) as f32
@@ -20,6 +25,7 @@ pub fn ew(op: EwOp, a: f32, b: f32) -> f32 {
     match op {
         EwOp::Relu => relu_scalar(a),
         EwOp::Gelu => gelu_scalar(a),
+        EwOp::GeluTanh => gelu_tanh_scalar(a),
         EwOp::Silu => silu_scalar(a),
         EwOp::SwiGlu => (silu_scalar(a) as f64 * b as f64) as f32,
         EwOp::Add => a + b,

@@ -1,7 +1,7 @@
 //! Fast element-wise ops (activations, residual add) with branch-free f32 exp / erf that
 //! vectorise. Twin: crate::cpu::act (f64 libm).
 
-use crate::fastcpu::simd::{gelu, multiversion, silu};
+use crate::fastcpu::simd::{gelu, gelu_tanh, multiversion, silu};
 use crate::ops::EwOp;
 
 multiversion!(
@@ -18,6 +18,7 @@ fn apply(op: EwOp, a: f32, b: f32) -> f32 {
     match op {
         EwOp::Relu => a.max(0.0),
         EwOp::Gelu => gelu(a),
+        EwOp::GeluTanh => gelu_tanh(a),
         EwOp::Silu => silu(a),
         EwOp::SwiGlu => silu(a) * b,
         EwOp::Add => a + b,
@@ -35,6 +36,10 @@ macro_rules! per_op {
             }
             EwOp::Gelu => {
                 let $o = EwOp::Gelu;
+                $body
+            }
+            EwOp::GeluTanh => {
+                let $o = EwOp::GeluTanh;
                 $body
             }
             EwOp::Silu => {

@@ -221,6 +221,15 @@ pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// GELU-tanh (GPT-2's `gelu_new`): 0.5 x (1 + tanh(u)) = x / (1 + e^(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3),
+/// branch-free over the fast exp (which saturates: e^(-2u) is 0 or huge at the ends, giving x or 0).
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const K: f32 = 0.797_884_6; // sqrt(2 / pi)
+    let u = K * (x + 0.044_715 * x * x * x);
+    x / (1.0 + exp(-2.0 * u))
+}
+
 /// x * sigmoid(x)
 #[inline(always)]
 pub fn silu(x: f32) -> f32 {

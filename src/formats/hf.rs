@@ -327,8 +327,8 @@ pub fn plan(files: &dyn Files) -> Result<Plan> {
             for wb in ["weight", "bias"] {
                 take(&format!("ln_f.{wb}"), format!("ln_f.{wb}"), vec![d], vec![d], Op::Copy)?;
             }
-            // lm_head is tied to wte (GPT2LMHeadModel): a stored lm_head.weight is not read (see `ignorable`).
-            take("wte.weight", "lm_head.weight".into(), vec![v, d], vec![v, d], Op::Copy)?;
+            // lm_head is tied to wte (GPT2LMHeadModel): the model's head is its embedding (no lm_head tensor of
+            // ours), and a stored lm_head.weight is not read (see `ignorable`).
         }
         Family::Llama | Family::Qwen2 => {
             let (nh, nkv, hd) = (dims.num_heads, dims.num_kv_heads, dims.head_dim);
@@ -377,18 +377,21 @@ pub fn plan(files: &dyn Files) -> Result<Plan> {
                 take(&format!("{m}.post_attention_layernorm.weight"), format!("{p}.ffn_norm.weight"), vec![d], vec![d], Op::Copy)?;
             }
             take("model.norm.weight", "norm.weight".into(), vec![d], vec![d], Op::Copy)?;
-            let head = if dims.tied { "model.embed_tokens.weight" } else { "lm_head.weight" };
-            take(head, "output.weight".into(), vec![v, d], vec![v, d], Op::Copy)?;
+            // tied: the model's head is its embedding (no output tensor of ours); a stored lm_head.weight
+            // (some exports keep the tied copy) is not read (see `ignorable`)
+            if !dims.tied {
+                take("lm_head.weight", "output.weight".into(), vec![v, d], vec![v, d], Op::Copy)?;
+            }
         }
     }
     // Anything stored that we do not read is named (a config that does not describe the checkpoint),
     // except buffers that some exports keep (rotary inv_freq, GPT-2's causal mask "attn.bias"/"masked_bias"),
-    // and GPT-2's lm_head.weight (tied to wte).
+    // and the lm_head.weight of a tied head (GPT-2's is always tied to wte).
     let ignorable = |n: &str| {
         n.ends_with("rotary_emb.inv_freq")
             || n.ends_with(".attn.bias")
             || n.ends_with(".attn.masked_bias")
-            || (family == Family::Gpt2 && n == "lm_head.weight")
+            || (dims.tied && n == "lm_head.weight")
     };
     let mut extra: Vec<&String> = stored.keys().filter(|k| !used.contains(k) && !ignorable(k)).collect();
     extra.sort();

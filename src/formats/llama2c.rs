@@ -95,15 +95,8 @@ pub fn plan(files: &dyn Files, bin: &str) -> Result<Plan> {
     next("norm.weight".into(), vec![d], "rms_final_weight".into(), &mut tensors, &mut off);
     off += 4 * s64 * hd64; // freq_cis_real + freq_cis_imag
     debug_assert!(shared || off + 4 * v64 * d64 == size);
-    if shared {
-        let emb = tensors[0].source.clone();
-        tensors.push(TensorPlan {
-            name: "output.weight".into(),
-            shape: vec![v, d],
-            source: Source { foreign: "token_embedding_table (shared)".into(), ..emb },
-            op: Op::Copy,
-        });
-    } else {
+    // a shared classifier is the token embedding (the model ties its head: no output tensor of ours)
+    if !shared {
         next("output.weight".into(), vec![v, d], "wcls".into(), &mut tensors, &mut off);
     }
     let dims = Dims {

@@ -18,6 +18,10 @@ pub mod llama2c;
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::model::checkpoint::{Checkpoint, FloatDtype, TensorF32};
+use crate::model::config::ModelConfig;
+use crate::model::weights::Listing;
+
 /// Largest header or JSON file read whole (config.json, tokenizer_config.json, an index, a safetensors
 /// header): 100 MB, as the safetensors crate caps its header.
 pub const MAX_JSON_BYTES: u64 = 100_000_000;
@@ -302,4 +306,106 @@ pub fn plan(files: &dyn Files, model_bin: Option<&str>) -> Result<Plan> {
         return llama2c::plan(files, bin);
     }
     err("no config.json (a Hugging Face model directory) and no llama2.c .bin among the files")
+}
+
+/// A foreign checkpoint opened for the engine: its plan (format, family, where each tensor came from) and
+/// the checkpoint the model is built from (`Model::from_checkpoint`).
+pub struct Opened {
+    pub plan: Plan,
+    /// `config`: our config of the model (`max_seq_len` = the model's context); `tensors`: exactly the
+    /// declared tensors under our names, f32; `tokenizer` None (the caller loads tokenizer.json /
+    /// tokenizer.bin with `Tokenizer::from_file_bytes`); `metadata` holds "format" and "family".
+    pub checkpoint: Checkpoint,
+}
+
+/// Our config of a planned model: GPT-2 is our `decoder` with learned positions, GELU-tanh, the
+/// config's LayerNorm eps and the head tied to the embedding; Llama / Qwen2 are our `llama` with the
+/// explicit FFN width (`hidden_dim`), q/k/v biases (Qwen2) and a tied or untied head.
+pub fn config_of(plan: &Plan) -> Result<ModelConfig> {
+    let d = &plan.dims;
+    if d.head_dim * d.num_heads != d.d_model {
+        return err(format!(
+            "config.json: a head size of {} with {} heads is not the width {} / heads; tinyformer needs head_dim = hidden_size / num_attention_heads",
+            d.head_dim, d.num_heads, d.d_model
+        ));
+    }
+    let mut c = serde_json::json!({
+        "vocab_size": d.vocab_size,
+        "d_model": d.d_model,
+        "num_layers": d.num_layers,
+        "num_heads": d.num_heads,
+        "max_seq_len": d.context,
+        "norm_eps": d.norm_eps,
+        "tie_embeddings": d.tied,
+    });
+    let extra = match plan.family {
+        Family::Gpt2 => serde_json::json!({
+            "arch": "decoder", "d_ff": d.ffn_hidden, "positions": "learned", "activation": "gelu_tanh",
+        }),
+        Family::Llama | Family::Qwen2 => serde_json::json!({
+            "arch": "llama", "num_kv_heads": d.num_kv_heads, "hidden_dim": d.ffn_hidden, "rope_theta": d.rope_theta,
+            "qkv_bias": d.qkv_bias,
+        }),
+    };
+    if let (Some(c), serde_json::Value::Object(x)) = (c.as_object_mut(), extra) {
+        c.extend(x);
+    }
+    let what = match plan.format {
+        Format::HfDirectory => "config.json",
+        Format::Llama2c => "the llama2.c header",
+    };
+    ModelConfig::from_value(&c).map_err(|e| FormatError(format!("{what}: the model does not fit tinyformer's limits: {e}")))
+}
+
+/// Opens a foreign checkpoint for the engine: plans it ([`plan`]), makes our config ([`config_of`]),
+/// runs `check_config` (the memory budget) before any tensor is read or widened, checks that the plan
+/// holds exactly the tensors our architecture declares, then reads them (f32, our layout) and refuses
+/// NaN / infinite weights. Every error is one line.
+pub fn open(
+    files: &dyn Files,
+    model_bin: Option<&str>,
+    check_config: impl FnOnce(&ModelConfig) -> std::result::Result<(), String>,
+) -> Result<Opened> {
+    let plan = plan(files, model_bin)?;
+    let config = config_of(&plan)?;
+    check_config(&config).map_err(FormatError)?;
+    let declared = Listing::of(&config);
+    if declared.len() != plan.tensors.len() {
+        return err(format!(
+            "internal: the {} plan holds {} tensors but the architecture declares {}",
+            plan.family.as_str(),
+            plan.tensors.len(),
+            declared.len()
+        ));
+    }
+    let by_name: HashMap<&str, &TensorPlan> = plan.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    for d in &declared {
+        match by_name.get(d.name.as_str()) {
+            Some(t) if t.shape == d.shape => {}
+            Some(t) => return err(format!("internal: {} is planned as {:?} but declared {:?}", d.name, t.shape, d.shape)),
+            None => return err(format!("internal: the {} plan has no {}", plan.family.as_str(), d.name)),
+        }
+    }
+    let mut tensors = HashMap::with_capacity(plan.tensors.len());
+    for t in &plan.tensors {
+        let data = read_tensor(files, t)?;
+        let bad = data.iter().filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            return err(format!(
+                "{}: tensor {} holds {bad} NaN or infinite value(s) of {}; the weights are damaged",
+                t.source.file,
+                t.source.foreign,
+                data.len()
+            ));
+        }
+        let dtype = match t.source.dtype {
+            DType::F32 => FloatDtype::F32,
+            DType::F16 => FloatDtype::F16,
+            DType::BF16 => FloatDtype::BF16,
+        };
+        tensors.insert(t.name.clone(), TensorF32 { shape: t.shape.clone(), data, dtype });
+    }
+    let metadata =
+        HashMap::from([("format".to_string(), plan.format.as_str().to_string()), ("family".to_string(), plan.family.as_str().to_string())]);
+    Ok(Opened { checkpoint: Checkpoint { config, tokenizer: None, metadata, tensors }, plan })
 }

@@ -14,7 +14,7 @@ pub struct MatmulParams {
     pub has_bias: u32,
     pub x_offset: u32,
     pub out_offset: u32,
-    /// epilogue activation: 0 none, 1 ReLU, 2 GELU
+    /// epilogue activation: 0 none, 1 ReLU, 2 GELU, 3 GELU-tanh
     pub act: u32,
     pub _p: u32,
 }
@@ -40,6 +40,8 @@ pub enum Act {
     None = 0,
     Relu = 1,
     Gelu = 2,
+    /// GPT-2's GELU-tanh
+    GeluTanh = 3,
 }
 
 impl Act {
@@ -48,6 +50,7 @@ impl Act {
         match op {
             EwOp::Relu => Some(Act::Relu),
             EwOp::Gelu => Some(Act::Gelu),
+            EwOp::GeluTanh => Some(Act::GeluTanh),
             _ => None,
         }
     }

@@ -11,12 +11,21 @@
 //! | `vocab_size`     | = `tgt_vocab_size` (logits)  | required                         | required                                |
 //! | `src_vocab_size` | required (input ids)         | = `vocab_size`                   | = `vocab_size`                          |
 //! | `tgt_vocab_size` | required (decoder ids/logits)| = `vocab_size`                   | = `vocab_size`                          |
-//! | `d_ff`           | required                     | required (with `moe`: optional, defaults to `moe.expert_dim`) | = [`ModelConfig::llama_hidden_dim`] (any `d_ff` in the JSON is ignored) |
+//! | `d_ff`           | required                     | required (with `moe`: optional, defaults to `moe.expert_dim`) | = `hidden_dim`, else multiple_of * ceil(int(8C/3) / multiple_of) (any `d_ff` in the JSON is ignored) |
 //! | `num_kv_heads`   | = `num_heads`                | = `num_heads`                    | optional, defaults to `num_heads`       |
 //! | `multiple_of`    | 0 (unused)                   | 0 (unused)                       | required                                |
-//! | `norm_eps`       | fixed 1e-5 (LayerNorm)       | fixed 1e-5 (LayerNorm)           | optional, defaults to 1e-6 (RMSNorm)    |
+//! | `norm_eps`       | fixed 1e-5 (LayerNorm)       | optional, defaults to 1e-5 (LayerNorm) | optional, defaults to 1e-6 (RMSNorm) |
 //! | `rope_theta`     | 10000 (unused)               | 10000 (unused)                   | optional, defaults to 10000             |
 //! | `moe`            | must be absent               | optional                         | must be absent                          |
+//! | `positions`      | `sinusoidal`                 | optional: `sinusoidal` (default) or `learned` (GPT-2: a `position_embedding.weight` (S, C) table, and no sqrt(C) embedding scale) | `rope` |
+//! | `activation`     | `relu`                       | optional: `relu` (default) or `gelu_tanh` (GPT-2's `gelu_new`); `relu` with `moe` | `swiglu` |
+//! | `qkv_bias`       | true                         | true                             | optional, default false (Qwen2: q/k/v biases, o without) |
+//! | `tie_embeddings` | false                        | optional, default false: the head is the token embedding (no `lm_head.weight`) | optional, default false (no `output.weight`) |
+//! | `hidden_dim`     | (not read)                   | (not read)                       | optional: the SwiGLU hidden size as given (Hugging Face `intermediate_size`, llama2.c `hidden_dim`); then `multiple_of` is optional (0) |
+//!
+//! The decoder's `norm_eps` is optional too (default 1e-5, the seed's LayerNorm; GPT-2's `layer_norm_epsilon`).
+//! The fields after `moe` describe the foreign models of issue 13 (src/formats); a config without them
+//! reads exactly as before they existed.
 //!
 //! So `src_vocab_size` is always the range of input ids and `tgt_vocab_size` the width of the logits.
 //! `num_kv_heads` given for encoder_decoder / decoder must equal `num_heads` (no GQA there).
@@ -98,6 +107,41 @@ pub struct MoeConfig {
     pub capacity_factor: f32,
 }
 
+/// How the model knows where a token is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Positions {
+    /// The seed's sinusoidal table added to the embedding (scaled by sqrt(C)): encoder_decoder, decoder.
+    Sinusoidal,
+    /// A learned table `position_embedding.weight` (S, C) added to the unscaled embedding (GPT-2).
+    Learned,
+    /// Rotary embeddings on q and k (llama).
+    Rope,
+}
+
+/// The activation of the dense feed-forward network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// linear2(relu(linear1(x))): the seed's FeedForward.
+    Relu,
+    /// linear2(gelu_tanh(linear1(x))): GPT-2's MLP (`gelu_new`).
+    GeluTanh,
+    /// w2(silu(w1 x) * w3 x): llama.
+    Swiglu,
+}
+
+impl Activation {
+    /// The element-wise op of a two-layer FFN (Relu, GeluTanh); None for SwiGLU.
+    pub fn ew(self) -> Option<crate::ops::EwOp> {
+        match self {
+            Activation::Relu => Some(crate::ops::EwOp::Relu),
+            Activation::GeluTanh => Some(crate::ops::EwOp::GeluTanh),
+            Activation::Swiglu => None,
+        }
+    }
+}
+
 /// A validated model configuration. Build it with [`ModelConfig::from_json`] / [`ModelConfig::from_value`]
 /// (or `serde_json::from_str`, which runs the same validation). See the module docs for how each
 /// field is filled per architecture.
@@ -126,6 +170,16 @@ pub struct ModelConfig {
     /// RoPE base (llama); 10000 otherwise (unused).
     pub rope_theta: f32,
     pub moe: Option<MoeConfig>,
+    /// Sinusoidal (encoder_decoder, decoder by default), learned (decoder, GPT-2) or RoPE (llama).
+    pub positions: Positions,
+    /// The dense FFN's activation: relu (encoder_decoder, decoder by default), gelu_tanh (decoder,
+    /// GPT-2), swiglu (llama).
+    pub activation: Activation,
+    /// Whether the q/k/v projections carry biases: always for encoder_decoder and decoder (every
+    /// projection has one); llama only when the config says so (Qwen2; its o projection has none).
+    pub qkv_bias: bool,
+    /// The output head is the token embedding (decoder, llama): no head tensor is declared.
+    pub tie_embeddings: bool,
 }
 
 /// Why a config was rejected. Every variant names the field (dotted for nested: `moe.top_k`).
@@ -186,6 +240,11 @@ struct RawConfig {
     rope_theta: Option<Field<f64>>,
     /// read as [`RawMoe`] once it is known to be an object
     moe: Option<Value>,
+    positions: Option<Field<String>>,
+    activation: Option<Field<String>>,
+    qkv_bias: Option<Field<bool>>,
+    tie_embeddings: Option<Field<bool>>,
+    hidden_dim: Option<Field<u64>>,
 }
 
 /// `moe` as written.
@@ -223,6 +282,28 @@ fn opt_positive_f32(field: &'static str, v: Option<Field<f64>>, max: f64) -> Res
             Err(invalid(field, format!("must be a positive number no larger than {max}, got {x}")))
         }
         Some(Field::Ok(x)) => Ok(Some(x as f32)),
+    }
+}
+
+/// An optional boolean.
+fn opt_bool(field: &'static str, v: Option<Field<bool>>) -> Result<Option<bool>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(Field::Ok(b)) => Ok(Some(b)),
+        Some(Field::Other(v)) => Err(ConfigError::WrongType { field, expected: "true or false", found: show_value(&v) }),
+    }
+}
+
+/// An optional string that must be one of `allowed` (for this architecture); the index of the match.
+fn opt_choice(field: &'static str, v: Option<Field<String>>, allowed: &[&str], arch: Arch) -> Result<Option<usize>, ConfigError> {
+    let list = allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(" or ");
+    match v {
+        None => Ok(None),
+        Some(Field::Ok(s)) => match allowed.iter().position(|a| *a == s) {
+            Some(i) => Ok(Some(i)),
+            None => Err(invalid(field, format!("{} is not supported for arch \"{arch}\": expected {list}", crate::error::quote(&s)))),
+        },
+        Some(Field::Other(v)) => Err(ConfigError::WrongType { field, expected: "a string", found: show_value(&v) }),
     }
 }
 
@@ -331,6 +412,31 @@ impl RawConfig {
                     (Some(m), None) => m.expert_dim,
                     (None, None) => return Err(ConfigError::MissingField { field: "d_ff", arch: Some(arch) }),
                 };
+                // the options of the foreign decoders (GPT-2); the encoder-decoder has only the seed's
+                let decoder = arch == Arch::Decoder;
+                let positions = match opt_choice(
+                    "positions",
+                    self.positions,
+                    if decoder { &["sinusoidal", "learned"] } else { &["sinusoidal"] },
+                    arch,
+                )? {
+                    Some(1) => Positions::Learned,
+                    _ => Positions::Sinusoidal,
+                };
+                let act_choices: &[&str] = if decoder && moe.is_none() { &["relu", "gelu_tanh"] } else { &["relu"] };
+                let activation = match opt_choice("activation", self.activation, act_choices, arch)? {
+                    Some(1) => Activation::GeluTanh,
+                    _ => Activation::Relu,
+                };
+                if opt_bool("qkv_bias", self.qkv_bias)? == Some(false) {
+                    return Err(invalid("qkv_bias", format!("arch \"{arch}\" always has q/k/v biases; false is not supported")));
+                }
+                let tie_embeddings = opt_bool("tie_embeddings", self.tie_embeddings)?.unwrap_or(false);
+                if tie_embeddings && !decoder {
+                    return Err(invalid("tie_embeddings", format!("arch \"{arch}\" has its own final_layer; tying it is not supported")));
+                }
+                let norm_eps =
+                    if decoder { opt_positive_f32("norm_eps", self.norm_eps, 1.0)?.unwrap_or(LAYER_NORM_EPS) } else { LAYER_NORM_EPS };
                 ModelConfig {
                     arch,
                     vocab_size,
@@ -343,9 +449,13 @@ impl RawConfig {
                     d_ff,
                     num_kv_heads: num_heads,
                     multiple_of: 0,
-                    norm_eps: LAYER_NORM_EPS,
+                    norm_eps,
                     rope_theta: DEFAULT_ROPE_THETA,
                     moe,
+                    positions,
+                    activation,
+                    qkv_bias: true,
+                    tie_embeddings,
                 }
             }
             Arch::Llama => {
@@ -357,13 +467,22 @@ impl RawConfig {
                         ),
                     ));
                 }
-                let multiple_of = size("multiple_of", self.multiple_of, MAX_DIM, arch)?;
+                // an explicit hidden size (foreign models) or the seed's formula over multiple_of
+                let hidden_dim = opt_size("hidden_dim", self.hidden_dim, MAX_DIM)?;
+                let multiple_of = match hidden_dim {
+                    Some(_) => opt_size("multiple_of", self.multiple_of, MAX_DIM)?.unwrap_or(0),
+                    None => size("multiple_of", self.multiple_of, MAX_DIM, arch)?,
+                };
                 let norm_eps = opt_positive_f32("norm_eps", self.norm_eps, 1.0)?.unwrap_or(DEFAULT_RMS_NORM_EPS);
                 let rope_theta = opt_positive_f32("rope_theta", self.rope_theta, 1e12)?.unwrap_or(DEFAULT_ROPE_THETA);
-                let hidden = llama_hidden(d_model, multiple_of);
+                let hidden = hidden_dim.unwrap_or_else(|| llama_hidden(d_model, multiple_of));
                 if hidden > MAX_DIM {
                     return Err(invalid("multiple_of", format!("the SwiGLU hidden size {hidden} it gives is over the limit of {MAX_DIM}")));
                 }
+                opt_choice("positions", self.positions, &["rope"], arch)?;
+                opt_choice("activation", self.activation, &["swiglu"], arch)?;
+                let qkv_bias = opt_bool("qkv_bias", self.qkv_bias)?.unwrap_or(false);
+                let tie_embeddings = opt_bool("tie_embeddings", self.tie_embeddings)?.unwrap_or(false);
                 ModelConfig {
                     arch,
                     vocab_size,
@@ -379,6 +498,10 @@ impl RawConfig {
                     norm_eps,
                     rope_theta,
                     moe: None,
+                    positions: Positions::Rope,
+                    activation: Activation::Swiglu,
+                    qkv_bias,
+                    tie_embeddings,
                 }
             }
         };
@@ -420,10 +543,23 @@ impl ModelConfig {
         self.d_model / self.num_heads
     }
 
-    /// SwiGLU hidden size: multiple_of * ceil(int(2 * 4 * d_model / 3) / multiple_of).
-    /// Meaningful for llama (for which it also is `d_ff`); computed from the fields for any arch.
+    /// SwiGLU hidden size: for llama its `d_ff` (the config's `hidden_dim`, or multiple_of *
+    /// ceil(int(2 * 4 * d_model / 3) / multiple_of)); for the other architectures the formula
+    /// computed from the fields.
     pub fn llama_hidden_dim(&self) -> usize {
-        llama_hidden(self.d_model, self.multiple_of.max(1))
+        match self.arch {
+            Arch::Llama => self.d_ff,
+            _ => llama_hidden(self.d_model, self.multiple_of.max(1)),
+        }
+    }
+
+    /// The factor of the token embedding: sqrt(C) for the seed's sinusoidal stacks, 1 for learned
+    /// positions (GPT-2) and llama.
+    pub fn embed_scale(&self) -> f32 {
+        match self.positions {
+            Positions::Sinusoidal => (self.d_model as f32).sqrt(),
+            Positions::Learned | Positions::Rope => 1.0,
+        }
     }
 
     /// Number of tensors the architecture declares (`model::weights::Weights::declare`).

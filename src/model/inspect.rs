@@ -349,17 +349,17 @@ impl<B: Backend> Model<B> {
         };
         // the lens: the final norm (pre-norm stacks; the post-norm decoder ends on a norm already)
         // and the unembedding, exactly as the model's own head
-        let h = &self.weights.head;
+        let (hw, hb) = self.weights.head();
         match &self.weights.final_norm {
             Some(n) => {
                 match &n.b {
                     Some(beta) => b.layernorm(xn, x, &n.w, beta, t, n.eps)?,
                     None => b.rmsnorm(xn, x, &n.w, t, n.eps)?,
                 }
-                b.matmul(lens, l * t * v, xn, 0, t, &h.w, h.b.as_ref())?;
+                b.matmul(lens, l * t * v, xn, 0, t, hw, hb)?;
                 Ok(true)
             }
-            None => b.matmul(lens, l * t * v, x, 0, t, &h.w, h.b.as_ref()).map(|()| false),
+            None => b.matmul(lens, l * t * v, x, 0, t, hw, hb).map(|()| false),
         }
     }
 

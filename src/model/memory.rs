@@ -9,7 +9,7 @@
 //! the weights a backend keeps ([`WeightCopies`]), and [`Demand::check`] refuses a model over the budget with one line that names the
 //! total and the biggest buffers.
 
-use crate::model::config::{Arch, ModelConfig};
+use crate::model::config::{Arch, ModelConfig, Positions};
 use crate::model::weights::Census;
 
 /// Default budget of the native CLI (its `--memory-budget` changes it).
@@ -163,7 +163,12 @@ pub fn demand_with(cfg: &ModelConfig, copies: WeightCopies) -> Demand {
     let ffn_bufs = if cfg.arch == Arch::Llama { 2 } else { 1 };
     let act = f32s(&[stacks, s, 3 * c + 2 * nh * hs + ffn_bufs * hidden + 1]);
     add("activations", format!("{stacks} x (S {s}, 3 C + 2 NH*HS + {ffn_bufs} H + 1)"), act);
-    let pos = if cfg.arch == Arch::Llama { f32s(&[s, hs / 2, 2]) } else { f32s(&[s, c]) };
+    // (a learned table is one of the weights)
+    let pos = match cfg.positions {
+        Positions::Rope => f32s(&[s, hs / 2, 2]),
+        Positions::Sinusoidal => f32s(&[s, c]),
+        Positions::Learned => 0,
+    };
     add("positions", format!("(S {s}, C {c})"), pos);
     add("sampled id", "4".into(), 16);
     let total_bytes = items.iter().fold(0u64, |a, i| a.saturating_add(i.bytes));
@@ -253,6 +258,10 @@ mod tests {
             norm_eps: 1e-5,
             rope_theta: 1e4,
             moe: None,
+            positions: crate::model::config::Positions::Sinusoidal,
+            activation: crate::model::config::Activation::Relu,
+            qkv_bias: true,
+            tie_embeddings: false,
         };
         let d = demand(&cfg);
         assert_eq!(d.total_bytes, u64::MAX);

@@ -5,7 +5,7 @@
 
 use crate::error::Result;
 use crate::model::backend::Backend;
-use crate::model::config::{Arch, ModelConfig};
+use crate::model::config::{Arch, ModelConfig, Positions};
 
 /// Per-layer buffers that outlive one forward pass.
 pub struct LayerState<T> {
@@ -135,7 +135,11 @@ impl<T> RunState<T> {
             enc_layers: if encdec { (0..cfg.num_layers).map(|_| layer(b, false)).collect::<Result<_>>()? } else { vec![] },
             logits: b.zeros(&[s, out_vocab], "logits")?,
             next: b.zeros_u32(&[4], "next token")?,
-            pe: if cfg.arch == Arch::Llama { None } else { Some(b.tensor(&[s, c], &crate::cpu::sinusoidal_table(s, c), "pe")?) },
+            pe: if cfg.positions != Positions::Sinusoidal {
+                None
+            } else {
+                Some(b.tensor(&[s, c], &crate::cpu::sinusoidal_table(s, c), "pe")?)
+            },
             rope: if cfg.arch == Arch::Llama {
                 Some(b.tensor(&[s, hs / 2, 2], &crate::cpu::rope_table(s, hs, cfg.rope_theta), "rope")?)
             } else {

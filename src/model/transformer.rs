@@ -54,7 +54,16 @@ impl<B: Backend> Model<B> {
     /// activations, KV caches, attention maps, logits, MoE buffers, masks) is over `budget`, before
     /// anything is converted or allocated.
     pub fn load_within(backend: &B, bytes: &[u8], budget: &Budget) -> Result<Model<B>> {
-        let mut ck = Checkpoint::from_bytes_checked(bytes, |cfg| memory::demand_with(cfg, backend.weight_copies()).check(budget))?;
+        let ck = Checkpoint::from_bytes_checked(bytes, |cfg| memory::demand_with(cfg, backend.weight_copies()).check(budget))?;
+        Self::from_checkpoint(backend, ck, budget)
+    }
+
+    /// Builds the model from a checkpoint already parsed: ours (`Checkpoint::from_bytes*`) or a
+    /// foreign one (`formats::open`, which checks the budget before reading any tensor). The config
+    /// is checked against `budget` again here (cheap), then the tokenizer in the metadata (if any),
+    /// then the weights are uploaded and the run state allocated.
+    pub fn from_checkpoint(backend: &B, mut ck: Checkpoint, budget: &Budget) -> Result<Model<B>> {
+        memory::demand_with(&ck.config, backend.weight_copies()).check(budget).map_err(TfError::Memory)?;
         let cfg = ck.config.clone();
         let tokenizer = match &ck.tokenizer {
             None => None,
@@ -193,8 +202,9 @@ impl<B: Backend> Model<B> {
     ) -> Result<()> {
         match f {
             Ffn::Relu { l1, l2 } => {
-                // h = relu(x W_1^T + b_1), the ReLU in the matmul's epilogue
-                backend.matmul_act(&scratch.h, input, t, &l1.w, l1.b.as_ref(), self.cfg.d_ff, EwOp::Relu)?;
+                // h = act(x W_1^T + b_1) (ReLU, or GPT-2's GELU-tanh), the activation in the matmul's epilogue
+                let act = self.cfg.activation.ew().ok_or_else(|| TfError::Internal("a two-layer FFN with SwiGLU".into()))?;
+                backend.matmul_act(&scratch.h, input, t, &l1.w, l1.b.as_ref(), self.cfg.d_ff, act)?;
                 backend.matmul(&scratch.tmp, 0, &scratch.h, 0, t, &l2.w, l2.b.as_ref())
             }
             Ffn::SwiGlu { w1, w2, w3 } => {
@@ -250,12 +260,10 @@ impl<B: Backend> Model<B> {
         self.check_len(pos + t, "this pass")?;
         self.check_ids(ids, cfg.vocab_size, "input")?;
         let scratch = &self.state.dec;
-        let c = cfg.d_model;
         backend.write_u32(&scratch.ids, 0, ids)?;
-        // x = embed(ids) (* sqrt(C) for the seed-000 decoder) (+ PE at positions pos..)
-        let scale = if cfg.arch == Arch::Llama { 1.0 } else { (c as f32).sqrt() };
-        backend.embedding(&scratch.x, &self.weights.embed, &scratch.ids, t, scale)?;
-        if let Some(pe) = &self.state.pe {
+        // x = embed(ids) (* sqrt(C) for the seed-000 decoder) (+ sinusoidal or learned positions pos..)
+        backend.embedding(&scratch.x, &self.weights.embed, &scratch.ids, t, cfg.embed_scale())?;
+        if let Some(pe) = self.weights.pos_embed.as_ref().or(self.state.pe.as_ref()) {
             backend.add_rows(&scratch.x, pe, t, pos)?;
         }
         self.hook_resid(backend, HookPoint::Embed, &scratch.x, &scratch.xn, t, pos)?;
@@ -290,10 +298,10 @@ impl<B: Backend> Model<B> {
 
     fn head(&self, backend: &mut B, x: &B::T, t: usize, which: Logits) -> Result<()> {
         let c = self.cfg.d_model;
-        let h = &self.weights.head;
+        let (w, b) = self.weights.head();
         match which {
-            Logits::All => backend.matmul(&self.state.logits, 0, x, 0, t, &h.w, h.b.as_ref()),
-            Logits::Last => backend.matmul(&self.state.logits, 0, x, (t - 1) * c, 1, &h.w, h.b.as_ref()),
+            Logits::All => backend.matmul(&self.state.logits, 0, x, 0, t, w, b),
+            Logits::Last => backend.matmul(&self.state.logits, 0, x, (t - 1) * c, 1, w, b),
         }
     }
 

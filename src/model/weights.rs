@@ -19,7 +19,7 @@ use std::fmt::Display;
 use crate::error::{Result, TfError};
 use crate::model::backend::Backend;
 use crate::model::checkpoint::Checkpoint;
-use crate::model::config::{Arch, ModelConfig, LAYER_NORM_EPS};
+use crate::model::config::{Arch, ModelConfig, Positions};
 
 /// nn.Linear: w (out, in), b (out,) optional.
 pub struct Linear<T> {
@@ -43,7 +43,7 @@ pub struct AttnW<T> {
 }
 
 pub enum Ffn<T> {
-    /// linear2(relu(linear1(x)))
+    /// linear2(act(linear1(x))), act the config's `activation` (ReLU, or GPT-2's GELU-tanh)
     Relu { l1: Linear<T>, l2: Linear<T> },
     /// w2(silu(w1 x) * w3 x)
     SwiGlu { w1: Linear<T>, w2: Linear<T>, w3: Linear<T> },
@@ -63,16 +63,31 @@ pub struct Layer<T> {
 }
 
 pub struct Weights<T> {
-    /// token embedding of the (decoder) input: (V_in, C)
+    /// token embedding of the (decoder) input: (V_in, C); also the head's weight when the config
+    /// ties them
     pub embed: T,
+    /// learned positions (GPT-2's `wpe`): (S, C), added to the embedding
+    pub pos_embed: Option<T>,
     /// encoder-decoder only: the encoder's embedding (V_src, C) and layers
     pub enc_embed: Option<T>,
     pub enc_layers: Vec<Layer<T>>,
     pub layers: Vec<Layer<T>>,
     /// ln_f (decoder) / norm (llama); none for the post-norm encoder-decoder
     pub final_norm: Option<Norm<T>>,
-    /// lm_head / output (no bias) or final_layer (bias): (V_out, C)
-    pub head: Linear<T>,
+    /// lm_head / output (no bias) or final_layer (bias): (V_out, C); None when tied to `embed`
+    /// (see [`Weights::head`])
+    pub head: Option<Linear<T>>,
+}
+
+impl<T> Weights<T> {
+    /// The output head's weight (V_out, C) and bias: its own Linear, or the token embedding when
+    /// the config ties them.
+    pub fn head(&self) -> (&T, Option<&T>) {
+        match &self.head {
+            Some(h) => (&h.w, h.b.as_ref()),
+            None => (&self.embed, None),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -85,6 +100,8 @@ pub struct Weights<T> {
 pub enum Role {
     /// (V, C): a lookup table of rows
     Embedding,
+    /// (V, C): the token embedding that is also the output head's matmul weight (tied)
+    TiedEmbedding,
     /// (out, in): the W of `x @ W^T`
     Matmul,
     /// (out,): the bias of a matmul
@@ -140,9 +157,9 @@ fn linear<S: Sink>(mut vb: VarBuilder<S>, out: usize, inp: usize, bias: bool) ->
     Ok(Linear { w: vb.get("weight", &[out, inp], Role::Matmul)?, b: if bias { Some(vb.get("bias", &[out], Role::Bias)?) } else { None } })
 }
 
-/// nn.LayerNorm(c): `weight`, `bias` (c,).
-fn layer_norm<S: Sink>(mut vb: VarBuilder<S>, c: usize) -> Result<Norm<S::T>> {
-    Ok(Norm { w: vb.get("weight", &[c], Role::Norm)?, b: Some(vb.get("bias", &[c], Role::Norm)?), eps: LAYER_NORM_EPS })
+/// nn.LayerNorm(c, eps): `weight`, `bias` (c,).
+fn layer_norm<S: Sink>(mut vb: VarBuilder<S>, c: usize, eps: f32) -> Result<Norm<S::T>> {
+    Ok(Norm { w: vb.get("weight", &[c], Role::Norm)?, b: Some(vb.get("bias", &[c], Role::Norm)?), eps })
 }
 
 /// RMSNorm(c): `weight` (c,).
@@ -150,21 +167,28 @@ fn rms_norm<S: Sink>(mut vb: VarBuilder<S>, c: usize, eps: f32) -> Result<Norm<S
     Ok(Norm { w: vb.get("weight", &[c], Role::Norm)?, b: None, eps })
 }
 
-/// Q, K, V, O projections named `names`: Q (NH*HS, C), K and V (NKV*HS, C), O (C, NH*HS).
+/// Q, K, V, O projections named `names`: Q (NH*HS, C), K and V (NKV*HS, C), O (C, NH*HS); biases
+/// on Q, K, V with `qkv_bias`, on O with `o_bias`.
 fn attention<S: Sink>(
     mut vb: VarBuilder<S>,
     names: [&str; 4],
     c: usize,
     q_width: usize,
     kv_width: usize,
-    bias: bool,
+    [qkv_bias, o_bias]: [bool; 2],
 ) -> Result<AttnW<S::T>> {
     Ok(AttnW {
-        q: linear(vb.pp(names[0]), q_width, c, bias)?,
-        k: linear(vb.pp(names[1]), kv_width, c, bias)?,
-        v: linear(vb.pp(names[2]), kv_width, c, bias)?,
-        o: linear(vb.pp(names[3]), c, q_width, bias)?,
+        q: linear(vb.pp(names[0]), q_width, c, qkv_bias)?,
+        k: linear(vb.pp(names[1]), kv_width, c, qkv_bias)?,
+        v: linear(vb.pp(names[2]), kv_width, c, qkv_bias)?,
+        o: linear(vb.pp(names[3]), c, q_width, o_bias)?,
     })
+}
+
+/// The token embedding (V, C) named `name`: a plain table, or also the head's weight when tied.
+fn token_embedding<S: Sink>(vb: &mut VarBuilder<S>, name: &str, cfg: &ModelConfig) -> Result<S::T> {
+    let role = if cfg.tie_embeddings { Role::TiedEmbedding } else { Role::Embedding };
+    vb.get(name, &[cfg.vocab_size, cfg.d_model], role)
 }
 
 /// Seed 000's FeedForward: linear1 (H, C), ReLU, linear2 (C, H).
@@ -186,7 +210,8 @@ impl<T> Weights<T> {
             // seed 000 Transformer: post-norm, biases everywhere, ReLU FFN
             Arch::EncoderDecoder => {
                 let ff = cfg.d_ff;
-                let attn = |vb: VarBuilder<S>| attention(vb, ENCDEC_ATTN, c, c, c, true);
+                let attn = |vb: VarBuilder<S>| attention(vb, ENCDEC_ATTN, c, c, c, [true, true]);
+                let eps = cfg.norm_eps; // the seed's 1e-5
                 let mut enc = vb.pp("encoder");
                 let enc_embed = enc.get("embedding.weight", &[cfg.src_vocab_size, c], Role::Embedding)?;
                 let mut enc_layers = Vec::with_capacity(cfg.num_layers);
@@ -194,8 +219,8 @@ impl<T> Weights<T> {
                     let mut l = enc.pp(format_args!("layers.{i}"));
                     enc_layers.push(Layer {
                         attn: attn(l.pp("self_attention"))?,
-                        norm_attn: layer_norm(l.pp("norm1"), c)?,
-                        norm_ffn: layer_norm(l.pp("norm2"), c)?,
+                        norm_attn: layer_norm(l.pp("norm1"), c, eps)?,
+                        norm_ffn: layer_norm(l.pp("norm2"), c, eps)?,
                         ffn: relu_ffn(l.pp("feed_forward"), c, ff)?,
                         cross: None,
                     });
@@ -209,24 +234,30 @@ impl<T> Weights<T> {
                     let cross_attn = attn(l.pp("encoder_attention"))?;
                     layers.push(Layer {
                         attn: self_attn,
-                        norm_attn: layer_norm(l.pp("norm1"), c)?,
-                        cross: Some((cross_attn, layer_norm(l.pp("norm2"), c)?)),
-                        norm_ffn: layer_norm(l.pp("norm3"), c)?,
+                        norm_attn: layer_norm(l.pp("norm1"), c, eps)?,
+                        cross: Some((cross_attn, layer_norm(l.pp("norm2"), c, eps)?)),
+                        norm_ffn: layer_norm(l.pp("norm3"), c, eps)?,
                         ffn: relu_ffn(l.pp("feed_forward"), c, ff)?,
                     });
                 }
                 let head = linear(vb.pp("final_layer"), cfg.tgt_vocab_size, c, true)?;
-                Ok(Weights { embed, enc_embed: Some(enc_embed), enc_layers, layers, final_norm: None, head })
+                Ok(Weights { embed, pos_embed: None, enc_embed: Some(enc_embed), enc_layers, layers, final_norm: None, head: Some(head) })
             }
-            // seed 000 decoder-only LLM: pre-norm, ReLU FFN or a mixture of GELU experts, lm_head without bias
+            // seed 000 decoder-only LLM: pre-norm, ReLU FFN or a mixture of GELU experts, lm_head without bias;
+            // GPT-2 is the same graph with learned positions, GELU-tanh and the head tied to the embedding
             Arch::Decoder => {
-                let embed = vb.get("token_embedding.weight", &[cfg.vocab_size, c], Role::Embedding)?;
+                let eps = cfg.norm_eps;
+                let embed = token_embedding(vb, "token_embedding.weight", cfg)?;
+                let pos_embed = match cfg.positions {
+                    Positions::Learned => Some(vb.get("position_embedding.weight", &[cfg.max_seq_len, c], Role::Embedding)?),
+                    Positions::Sinusoidal | Positions::Rope => None,
+                };
                 let mut layers = Vec::with_capacity(cfg.num_layers);
                 for i in 0..cfg.num_layers {
                     let mut l = vb.pp(format_args!("decoder_layers.{i}"));
-                    let attn = attention(l.pp("self_attn"), DEC_ATTN, c, c, c, true)?;
-                    let norm_attn = layer_norm(l.pp("norm1"), c)?;
-                    let norm_ffn = layer_norm(l.pp("norm2"), c)?;
+                    let attn = attention(l.pp("self_attn"), DEC_ATTN, c, c, c, [true, true])?;
+                    let norm_attn = layer_norm(l.pp("norm1"), c, eps)?;
+                    let norm_ffn = layer_norm(l.pp("norm2"), c, eps)?;
                     let ffn = match &cfg.moe {
                         None => relu_ffn(l.pp("feed_forward"), c, cfg.d_ff)?,
                         Some(m) => {
@@ -243,19 +274,20 @@ impl<T> Weights<T> {
                     };
                     layers.push(Layer { attn, norm_attn, cross: None, ffn, norm_ffn });
                 }
-                let final_norm = layer_norm(vb.pp("ln_f"), c)?;
-                let head = linear(vb.pp("lm_head"), cfg.vocab_size, c, false)?;
-                Ok(Weights { embed, enc_embed: None, enc_layers: vec![], layers, final_norm: Some(final_norm), head })
+                let final_norm = layer_norm(vb.pp("ln_f"), c, eps)?;
+                let head = if cfg.tie_embeddings { None } else { Some(linear(vb.pp("lm_head"), cfg.vocab_size, c, false)?) };
+                Ok(Weights { embed, pos_embed, enc_embed: None, enc_layers: vec![], layers, final_norm: Some(final_norm), head })
             }
-            // seed 004 Llama: RMSNorm, grouped-query attention, SwiGLU, no biases
+            // seed 004 Llama: RMSNorm, grouped-query attention, SwiGLU, no biases; the foreign Llamas
+            // may tie the head to the embedding, and Qwen2 adds q/k/v biases
             Arch::Llama => {
                 let (q_width, kv_width) = (cfg.num_heads * cfg.head_dim(), cfg.num_kv_heads * cfg.head_dim());
                 let (hidden, eps) = (cfg.llama_hidden_dim(), cfg.norm_eps);
-                let embed = vb.get("tok_embeddings.weight", &[cfg.vocab_size, c], Role::Embedding)?;
+                let embed = token_embedding(vb, "tok_embeddings.weight", cfg)?;
                 let mut layers = Vec::with_capacity(cfg.num_layers);
                 for i in 0..cfg.num_layers {
                     let mut l = vb.pp(format_args!("layers.{i}"));
-                    let attn = attention(l.pp("attention"), LLAMA_ATTN, c, q_width, kv_width, false)?;
+                    let attn = attention(l.pp("attention"), LLAMA_ATTN, c, q_width, kv_width, [cfg.qkv_bias, false])?;
                     let mut f = l.pp("feed_forward");
                     let ffn = Ffn::SwiGlu {
                         w1: linear(f.pp("w1"), hidden, c, false)?,
@@ -267,8 +299,8 @@ impl<T> Weights<T> {
                     layers.push(Layer { attn, norm_attn, cross: None, ffn, norm_ffn });
                 }
                 let final_norm = rms_norm(vb.pp("norm"), c, eps)?;
-                let head = linear(vb.pp("output"), cfg.vocab_size, c, false)?;
-                Ok(Weights { embed, enc_embed: None, enc_layers: vec![], layers, final_norm: Some(final_norm), head })
+                let head = if cfg.tie_embeddings { None } else { Some(linear(vb.pp("output"), cfg.vocab_size, c, false)?) };
+                Ok(Weights { embed, pos_embed: None, enc_embed: None, enc_layers: vec![], layers, final_norm: Some(final_norm), head })
             }
         }
     }
@@ -308,7 +340,7 @@ pub struct Census {
     pub tensors: u64,
     /// their elements
     pub params: u64,
-    /// elements of the matmul weights ((out, in) each)
+    /// elements of the matmul weights ((out, in) each; a tied embedding is the head's)
     pub matmul_params: u64,
     /// elements of the matmul weights with `out` rounded up to a multiple of `panel` (the fast CPU
     /// backend's packed copies); 0 when `panel` is 0
@@ -339,7 +371,7 @@ impl Sink for Census {
         let n = shape.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64));
         self.tensors += 1;
         self.params = self.params.saturating_add(n);
-        if let (Role::Matmul, [out, inp]) = (role, shape) {
+        if let (Role::Matmul | Role::TiedEmbedding, [out, inp]) = (role, shape) {
             self.matmul_params = self.matmul_params.saturating_add(n);
             if self.panel > 0 {
                 let padded = out.div_ceil(self.panel) as u64 * self.panel as u64;
