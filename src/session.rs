@@ -15,7 +15,7 @@ use crate::gpu::Gpu;
 use crate::mask::{self, Mask};
 use crate::model::config::{Arch, ModelConfig};
 use crate::model::inspect::{Ablation, InductionTest, PageOpts, Report};
-use crate::model::memory::Budget;
+use crate::model::memory::{self, Budget, WeightCopies};
 use crate::model::run::{top_candidates, ForwardOut, GenConfig, Generation, StopReason, BOS_ID};
 use crate::model::{Backend, CpuBackend, GpuBackend, Model};
 use crate::ops::SampleParams;
@@ -799,9 +799,55 @@ impl Session {
             return Ok(s);
         }
         let foreign = plan_files(files, names, tokenizer)?;
-        let total: u64 = names.iter().filter_map(|n| files.size(n)).sum();
-        let _ = (foreign, total, device);
-        Err(TfError::Input("Hugging Face directories and llama2.c model.bin cannot run yet (issue 13)".into()))
+        let files = &Only { inner: files, names };
+        let bin = match &foreign.layout {
+            FileLayout::Llama2c(b) => Some(b.as_str()),
+            _ => None,
+        };
+        // The budget is checked on our config of the model before any tensor is read (formats::open).
+        let open = |copies: WeightCopies| {
+            let over = std::cell::Cell::new(false);
+            crate::formats::open(files, bin, |cfg| {
+                let r = memory::demand_with(cfg, copies).check(budget);
+                over.set(r.is_err());
+                r
+            })
+            .map(|o| o.checkpoint)
+            .map_err(|e| if over.get() { TfError::Memory(e.0) } else { TfError::Checkpoint(e.0) })
+        };
+        let mut engine = match device {
+            Device::Gpu(g) => {
+                if g.is_lost() {
+                    return Err(TfError::Gpu("the GPU device was lost; reload the page to get a new one".into()));
+                }
+                let b = GpuBackend::new(g.clone());
+                let ck = open(b.weight_copies())?;
+                let m = g.scoped(|| Model::from_checkpoint(&b, ck, budget)).await?;
+                Engine::Gpu(b, m)
+            }
+            Device::Cpu => {
+                let ck = open(FastCpuBackend.weight_copies())?;
+                Engine::Cpu(FastCpuBackend, Model::from_checkpoint(&FastCpuBackend, ck, budget)?)
+            }
+            Device::Reference => {
+                let ck = open(CpuBackend.weight_copies())?;
+                Engine::Reference(CpuBackend, Model::from_checkpoint(&CpuBackend, ck, budget)?)
+            }
+        };
+        let ForeignFiles { layout, plan, tokenizer, eos } = foreign;
+        let tokenizer_file = tokenizer.as_ref().map(|t| t.0.clone());
+        if let Some((_, t)) = tokenizer {
+            with_model!(&mut engine, |_b, m| m.set_tokenizer(t));
+        }
+        let origin = Origin {
+            format: if matches!(layout, FileLayout::Llama2c(_)) { "llama2c" } else { "huggingface" },
+            declared: Some(plan.declared.clone()),
+            family: Some(plan.family.as_str()),
+            files: names.iter().filter(|n| Some(n.as_str()) != tokenizer_file.as_deref()).cloned().collect(),
+            tokenizer_file,
+        };
+        let file_size = names.iter().filter_map(|n| files.size(n)).sum::<u64>() as usize;
+        Ok(Session { engine, file_size, running: None, origin, eos })
     }
 }
 

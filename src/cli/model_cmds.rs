@@ -189,7 +189,8 @@ pub fn info(a: &InfoArgs) -> Result<String> {
 }
 
 /// `info` for a Hugging Face directory or a llama2.c .bin: the detected format and architecture, the
-/// dimensions, dtype and parameters from the plan (headers only: no weight is read), the tokenizer and EOS.
+/// dimensions, dtype and parameters from the plan (headers only: no weight is read), our config of it and
+/// its memory demand, the tokenizer and EOS.
 fn foreign_info(a: &InfoArgs, dir: &DirFiles, names: &[String]) -> Result<String> {
     let tok = tokenizer_bytes(&a.model)?;
     let tok = tok.as_deref().zip(a.model.tokenizer.as_deref()).map(|(bytes, name)| TokenizerFile { name, bytes });
@@ -198,7 +199,11 @@ fn foreign_info(a: &InfoArgs, dir: &DirFiles, names: &[String]) -> Result<String
     let d = &p.dims;
     let files: Vec<&String> = names.iter().filter(|n| dir.size(n).is_some()).collect();
     let bytes: u64 = names.iter().filter_map(|n| dir.size(n)).sum();
+    let config = crate::formats::config_of(p).map_err(|e| TfError::Checkpoint(e.to_string()))?;
+    let demand = memory::demand(&config);
     Ok(serde_json::to_string_pretty(&json!({
+        "config": config,
+        "memory": {"total_bytes": demand.total_bytes, "fits_budget": demand.check(&budget(&a.model)).is_ok(), "buffers": demand.items},
         "file": a.model.model,
         "format": match p.format { crate::formats::Format::HfDirectory => "huggingface", crate::formats::Format::Llama2c => "llama2c" },
         "format_name": p.format.as_str(),
