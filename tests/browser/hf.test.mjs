@@ -1,0 +1,157 @@
+// Foreign models in the page (issue 13), driven from its own UI in headless Chromium (WebGPU on SwiftShader):
+// the tiny GPT-2 Hugging Face directory's files picked together and dropped together, llama2.c's model.bin +
+// tokenizer.bin, and a set without config.json. Greedy generation must give transformers' own continuation:
+// tests/fixtures/hf_models/*/expected.json (`greedy`, from ids) and page.json (from a text prompt, written by
+// train/hf_page_fixtures.py).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { setup, openPage, assertClean, REPO, setGenerate, generateAndWait, SHOT_DIR } from './_harness.mjs';
+
+const FIX = path.join(REPO, 'tests/fixtures/hf_models');
+const PAGE = JSON.parse(fs.readFileSync(path.join(FIX, 'page.json'), 'utf8'));
+const GPT2 = JSON.parse(fs.readFileSync(path.join(FIX, 'gpt2/expected.json'), 'utf8'));
+
+/** The files of a fixture as Playwright file payloads (expected.json, which is ours, left out). */
+function files(dir, names) {
+  const all = names ?? fs.readdirSync(path.join(FIX, dir)).filter((n) => n !== 'expected.json').sort();
+  return all.map((name) => ({ name, mimeType: 'application/octet-stream', buffer: fs.readFileSync(path.join(FIX, dir, name)) }));
+}
+
+/** A real drop of `payload` (Playwright file payloads) on the drop zone: dragenter, dragover, drop with a DataTransfer. */
+async function drop(page, payload) {
+  const list = payload.map((f) => ({ name: f.name, data: [...f.buffer] }));
+  await page.evaluate((items) => {
+    const dt = new DataTransfer();
+    for (const f of items) dt.items.add(new File([new Uint8Array(f.data)], f.name));
+    const zone = document.getElementById('model-drop');
+    zone.dispatchEvent(new DragEvent('dragenter', { dataTransfer: dt, bubbles: true }));
+    zone.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, list);
+}
+
+async function waitFormat(page, format) {
+  await page.waitForFunction((f) => {
+    const card = document.getElementById('model-card');
+    const err = document.getElementById('model-error');
+    return (card.dataset.state === 'ready' && card.querySelector('tr[data-field="format"]')?.dataset.value === f) || !err.hidden;
+  }, format, { timeout: 180_000 });
+  const error = await page.locator('#model-error').innerText();
+  assert.equal(await page.isHidden('#model-error'), true, `no load error expected, got: ${error}`);
+}
+
+const card = (page) => page.$$eval('#model-table tr', (rows) => Object.fromEntries(rows.map((r) => [r.dataset.field, r.dataset.value])));
+const promptIds = (page) => page.$$eval('#tokens-root .chip', (cs) => cs.map((c) => Number(c.dataset.id)));
+
+let env;
+before(async () => {
+  env = await setup({ webgpu: true });
+});
+after(async () => {
+  await env?.close();
+});
+
+test('the GPT-2 directory picked together: progress to the end, the card, and transformers\' greedy continuation of a text prompt', { timeout: 400_000 }, async () => {
+  const { page, context, log } = await openPage(env, '?nomodel=1');
+  try {
+    const payload = files('gpt2');
+    await page.setInputFiles('#model-file', payload);
+    await waitFormat(page, 'huggingface');
+    const c = await card(page);
+    console.log('card:', JSON.stringify(c));
+    assert.equal(Number(c.layers), 2);
+    assert.equal(Number(c.heads), 4);
+    assert.equal(Number(c.vocab_size), 384);
+    assert.equal(c.tokenizer, 'hf_bpe');
+    assert.match(await page.locator('#model-table tr[data-field="format"] td').innerText(), /Hugging Face model: GPT2LMHeadModel/);
+    // The files streamed in through the progress bar, to the end of every one of them.
+    const total = payload.reduce((n, f) => n + f.buffer.length, 0);
+    assert.equal(Number(await page.getAttribute('#model-progress', 'data-total')), total);
+    // Bytes actually read: every byte of the weights, config.json and tokenizer.json (the small JSON files whose
+    // fields were already found elsewhere may stay unread).
+    const size = (n) => payload.find((f) => f.name === n).buffer.length;
+    const loaded = Number(await page.getAttribute('#model-progress', 'data-loaded'));
+    assert.ok(loaded >= size('model.safetensors') + size('config.json') + size('tokenizer.json') && loaded <= total,
+      `read ${loaded} of ${total} bytes`);
+
+    await setGenerate(page, { prompt: PAGE.prompt, temperature: 0, max: PAGE.new_tokens });
+    const out = await generateAndWait(page);
+    assert.equal(out.state, 'done', out.error);
+    assert.deepEqual(await promptIds(page), PAGE.gpt2.ids, 'the prompt as tokenizer.json encodes it');
+    assert.deepEqual(out.ids, PAGE.gpt2.greedy.slice(PAGE.gpt2.ids.length), 'transformers\' greedy continuation');
+    // The analysis after the generation: one attention map per layer and head, over the whole sequence.
+    await page.waitForSelector('#attention-root[data-state="ready"]', { timeout: 120_000 });
+    const att = await page.evaluate(() => window.tinyformer.attention());
+    assert.equal(att.kind, 'decoder');
+    assert.equal(att.heads, 4);
+    assert.equal(att.rows, PAGE.gpt2.greedy.length, 'the analysis covers the prompt and every generated token');
+    assert.equal(await page.locator('#attn-thumbs .thumb').count(), 2 * 4, 'a thumbnail per layer and head');
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});
+
+test('the GPT-2 weights dropped without a tokenizer: ids typed by hand give expected.json\'s greedy ids', { timeout: 300_000 }, async () => {
+  const { page, context, log } = await openPage(env, '?nomodel=1');
+  try {
+    await drop(page, files('gpt2', ['config.json', 'model.safetensors', 'generation_config.json']));
+    await waitFormat(page, 'huggingface');
+    assert.equal((await card(page)).tokenizer, 'none');
+    await setGenerate(page, { prompt: GPT2.ids.join(' '), temperature: 0, max: GPT2.greedy.length - GPT2.ids.length });
+    const out = await generateAndWait(page);
+    assert.equal(out.state, 'done', out.error);
+    assert.deepEqual(out.ids, GPT2.greedy.slice(GPT2.ids.length));
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});
+
+test('llama2.c model.bin + tokenizer.bin: run.c\'s encoding and transformers\' greedy continuation', { timeout: 300_000 }, async () => {
+  const { page, context, log } = await openPage(env, '?nomodel=1');
+  try {
+    await page.setInputFiles('#model-file', files('llama_tied', ['model.bin', 'tokenizer.bin']));
+    await waitFormat(page, 'llama2c');
+    const c = await card(page);
+    assert.equal(c.tokenizer, 'llama2c');
+    assert.equal(Number(c.kv_heads), 2);
+    await setGenerate(page, { prompt: PAGE.prompt, temperature: 0, max: PAGE.new_tokens });
+    const out = await generateAndWait(page);
+    assert.equal(out.state, 'done', out.error);
+    assert.deepEqual(await promptIds(page), PAGE.llama2c.ids, 'the prompt as run.c encodes it (BOS first)');
+    assert.deepEqual(out.ids, PAGE.llama2c.greedy.slice(PAGE.llama2c.ids.length));
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});
+
+test('a set without config.json is one line of error; the loaded model and the prompt stay', { timeout: 300_000 }, async () => {
+  const { page, context, log } = await openPage(env, '?nomodel=1');
+  try {
+    await page.setInputFiles('#model-file', files('llama_tied', ['model.bin', 'tokenizer.bin']));
+    await waitFormat(page, 'llama2c');
+    await page.fill('#prompt', 'my own words');
+    await drop(page, files('gpt2', ['model.safetensors', 'tokenizer.json', 'tokenizer_config.json']));
+    await page.waitForSelector('#model-error:not([hidden])', { timeout: 60_000 });
+    const e = await page.locator('#model-error').innerText();
+    console.log(`no config.json: ${e}`);
+    assert.match(e, /^Could not load model\.safetensors: config\.json is missing/);
+    assert.equal(e.split('\n').length, 1, 'one line');
+    assert.match(e, /is still loaded/);
+    assert.equal(await page.inputValue('#prompt'), 'my own words', 'what the user typed stays');
+    assert.equal(await page.getAttribute('#model-card', 'data-state'), 'ready');
+    await setGenerate(page, { temperature: 0, max: 3 });
+    const out = await generateAndWait(page);
+    assert.equal(out.state, 'done', out.error);
+    assert.equal(out.count, 3);
+    fs.mkdirSync(SHOT_DIR, { recursive: true });
+    await page.locator('#view-model').screenshot({ path: path.join(SHOT_DIR, 'hf-error-model.png') });
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});
