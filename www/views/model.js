@@ -165,6 +165,7 @@ export function createModelView({ list, fileInput, dropZone, progress, progressB
       const isEncDec = info.arch === 'encoder_decoder';
       const tok = info.tokenizer;
       const origin = info.origin ?? { format: 'tinyformer' };
+      const nFiles = (origin.files?.length ?? 1) + (origin.tokenizer_file ? 1 : 0);
       const format = `${FORMAT_NAMES[origin.format] ?? origin.format}` +
         (origin.declared ? `: ${origin.declared}${origin.family ? ` (run as ${origin.family})` : ''}` : '');
       const rows = [
@@ -182,8 +183,8 @@ export function createModelView({ list, fileInput, dropZone, progress, progressB
         ['vocab_size', 'Vocabulary', isEncDec
           ? `${info.src_vocab_size ?? info.vocab_size} source / ${info.tgt_vocab_size ?? '?'} target` : formatInt(info.vocab_size)],
         ['context', 'Context length', `${formatInt(info.context)} tokens`],
-        ['file_size', origin.files?.length > 1 ? 'Files' : 'File size', origin.files?.length > 1
-          ? `${formatBytes(info.file_size)} in ${origin.files.length} files` : formatBytes(info.file_size)],
+        ['file_size', nFiles > 1 ? 'Files' : 'File size', nFiles > 1 ? `${formatBytes(info.file_size)} in ${nFiles} files`
+          : formatBytes(info.file_size)],
         ['tokenizer', 'Tokenizer', tok ? `${tok.kind}, ${formatInt(tok.vocab_size)} entries${tok.merges ? `, ${formatInt(tok.merges)} merges` : ''}`
           : 'none in the file: type token ids'],
         ['backend', 'Runs on', info.backend === 'gpu' ? 'WebGPU (our WGSL kernels)' : 'CPU (wasm reference path)'],
