@@ -129,7 +129,7 @@ test('llama2.c model.bin + tokenizer.bin: run.c\'s encoding and transformers\' g
   }
 });
 
-test('a set without config.json is one line of error; the loaded model and the prompt stay', { timeout: 300_000 }, async () => {
+test('a set without config.json, and one over the memory budget: one line of error each; the loaded model and the prompt stay', { timeout: 300_000 }, async () => {
   const { page, context, log } = await openPage(env, '?nomodel=1');
   try {
     await page.setInputFiles('#model-file', files('llama_tied', ['model.bin', 'tokenizer.bin']));
@@ -143,6 +143,20 @@ test('a set without config.json is one line of error; the loaded model and the p
     assert.equal(e.split('\n').length, 1, 'one line');
     assert.match(e, /is still loaded/);
     assert.equal(await page.inputValue('#prompt'), 'my own words', 'what the user typed stays');
+
+    // A config whose context needs far more memory than the page's budget: refused, naming the biggest buffers,
+    // before a single weight is read.
+    const big = files('llama_tied', ['config.json', 'model.safetensors', 'tokenizer.json']);
+    const cfg = JSON.parse(big[0].buffer.toString('utf8'));
+    big[0].buffer = Buffer.from(JSON.stringify({ ...cfg, max_position_embeddings: 65536 }));
+    await drop(page, big);
+    await page.waitForFunction(() => /over the memory budget/.test(document.getElementById('model-error').textContent), null, { timeout: 60_000 });
+    const e2 = await page.locator('#model-error').innerText();
+    console.log(`over budget: ${e2}`);
+    assert.match(e2, /^Could not load model\.safetensors: the model needs [\d.]+ GiB of memory .*over the memory budget of 2\.0 GiB.*biggest buffers: /);
+    assert.equal(e2.split('\n').length, 1, 'one line');
+    assert.ok(Number(await page.getAttribute('#model-progress', 'data-loaded')) < big[1].buffer.length / 2, 'no weight was read');
+    assert.equal(await page.inputValue('#prompt'), 'my own words');
     assert.equal(await page.getAttribute('#model-card', 'data-state'), 'ready');
     await setGenerate(page, { temperature: 0, max: 3 });
     const out = await generateAndWait(page);
