@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { setup, openPage, assertClean, REPO, setGenerate, generateAndWait, SHOT_DIR } from './_harness.mjs';
 
@@ -40,6 +41,41 @@ async function waitFormat(page, format) {
   }, format, { timeout: 180_000 });
   const error = await page.locator('#model-error').innerText();
   assert.equal(await page.isHidden('#model-error'), true, `no load error expected, got: ${error}`);
+}
+
+/**
+ * A Llama of 683M parameters in f32 (2.7 GB) on disk without its data: config.json and a model.safetensors whose
+ * header is real and whose data section is a sparse file (zeros, no disk space). {files: [paths]}.
+ */
+function bigLlama() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tf-big-llama-'));
+  const [d, ff, layers, heads, vocab] = [2048, 5632, 12, 16, 32000];
+  const config = { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: d, intermediate_size: ff,
+    num_hidden_layers: layers, num_attention_heads: heads, num_key_value_heads: heads, max_position_embeddings: 64,
+    rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: true, vocab_size: vocab, hidden_act: 'silu' };
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+  const shapes = [['model.embed_tokens.weight', [vocab, d]], ['model.norm.weight', [d]]];
+  for (let l = 0; l < layers; l++) {
+    const p = `model.layers.${l}`;
+    for (const w of ['q', 'k', 'v', 'o']) shapes.push([`${p}.self_attn.${w}_proj.weight`, [d, d]]);
+    shapes.push([`${p}.mlp.gate_proj.weight`, [ff, d]], [`${p}.mlp.up_proj.weight`, [ff, d]], [`${p}.mlp.down_proj.weight`, [d, ff]]);
+    shapes.push([`${p}.input_layernorm.weight`, [d]], [`${p}.post_attention_layernorm.weight`, [d]]);
+  }
+  const header = { __metadata__: { format: 'pt' } };
+  let off = 0;
+  for (const [name, shape] of shapes) {
+    const n = shape.reduce((a, b) => a * b, 1) * 4;
+    header[name] = { dtype: 'F32', shape, data_offsets: [off, off + n] };
+    off += n;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  const file = path.join(dir, 'model.safetensors');
+  fs.writeFileSync(file, Buffer.concat([len, Buffer.from(json)]));
+  fs.truncateSync(file, 8 + json.length + off);
+  return { files: [path.join(dir, 'config.json'), file], dir };
 }
 
 const card = (page) => page.$$eval('#model-table tr', (rows) => Object.fromEntries(rows.map((r) => [r.dataset.field, r.dataset.value])));
@@ -144,18 +180,18 @@ test('a set without config.json, and one over the memory budget: one line of err
     assert.match(e, /is still loaded/);
     assert.equal(await page.inputValue('#prompt'), 'my own words', 'what the user typed stays');
 
-    // A config whose context needs far more memory than the page's budget: refused, naming the biggest buffers,
-    // before a single weight is read.
-    const big = files('llama_tied', ['config.json', 'model.safetensors', 'tokenizer.json']);
-    const cfg = JSON.parse(big[0].buffer.toString('utf8'));
-    big[0].buffer = Buffer.from(JSON.stringify({ ...cfg, max_position_embeddings: 65536 }));
-    await drop(page, big);
-    await page.waitForFunction(() => /over the memory budget/.test(document.getElementById('model-error').textContent), null, { timeout: 60_000 });
+    // A model whose weights alone are over the page's budget (683M parameters, 2.7 GB in f32: a real config.json
+    // and a model.safetensors whose data section is a sparse file): refused, naming the biggest buffers, before a
+    // single weight is read.
+    const big = bigLlama();
+    await page.setInputFiles('#model-file', big.files);
+    await page.waitForFunction(() => /over the memory budget/.test(document.getElementById('model-error').textContent), null, { timeout: 120_000 });
     const e2 = await page.locator('#model-error').innerText();
     console.log(`over budget: ${e2}`);
-    assert.match(e2, /^Could not load model\.safetensors: the model needs [\d.]+ GiB of memory .*over the memory budget of 2\.0 GiB.*biggest buffers: /);
+    assert.match(e2, /^Could not load model\.safetensors: the model needs [\d.]+ GiB of memory .*over the memory budget of .*biggest buffers: weights 2\.\d GiB/);
     assert.equal(e2.split('\n').length, 1, 'one line');
-    assert.ok(Number(await page.getAttribute('#model-progress', 'data-loaded')) < big[1].buffer.length / 2, 'no weight was read');
+    assert.ok(Number(await page.getAttribute('#model-progress', 'data-loaded')) < 1 << 20, 'no weight was read');
+    fs.rmSync(big.dir, { recursive: true, force: true });
     assert.equal(await page.inputValue('#prompt'), 'my own words');
     assert.equal(await page.getAttribute('#model-card', 'data-state'), 'ready');
     await setGenerate(page, { temperature: 0, max: 3 });
