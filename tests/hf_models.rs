@@ -12,6 +12,7 @@ use tinyformer::fastcpu::FastCpuBackend;
 use tinyformer::formats::{self, DirFiles, Files, MemFiles};
 use tinyformer::gpu::Gpu;
 use tinyformer::model::config::{Activation, Arch, Positions};
+use tinyformer::model::inspect::top_k;
 use tinyformer::model::memory::{self, Budget};
 use tinyformer::model::run::GenConfig;
 use tinyformer::model::weights::{Census, Listing, Role};
@@ -56,8 +57,11 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) -> 
     worst
 }
 
-/// The five foreign checkpoints: (label, files, model.bin name, expected.json of).
-fn cases() -> Vec<(&'static str, Box<dyn Files>, Option<&'static str>, &'static str)> {
+/// One foreign checkpoint: (label, files, model.bin name, expected.json of).
+type Case = (&'static str, Box<dyn Files>, Option<&'static str>, &'static str);
+
+/// The five foreign checkpoints.
+fn cases() -> Vec<Case> {
     let bin = {
         let mut m = MemFiles::default();
         m.0.insert("model.bin".into(), std::fs::read(dir("llama_tied").join("model.bin")).unwrap());
@@ -92,6 +96,14 @@ async fn check_case<B: Backend>(b: &mut B, label: &str, files: &dyn Files, bin: 
         assert_eq!((got.kind, got.layer, got.heads, got.rows, got.cols), ("decoder", l, 4, prompt.len(), prompt.len()), "{label}");
         da = da.max(assert_close(&format!("{label} {} attention layer {l}", b.kind()), &got.data, &flat(want), ATTN_ATOL, 0.0));
     }
+    // the inspection runs on them too: the last block's logit lens (final norm + the head, tied or not) is the
+    // model's own output
+    let r = m.inspect(b, &prompt, None, None).await.unwrap_or_else(|e| panic!("{label}: inspect: {e}"));
+    assert_eq!((r.layers, r.heads, r.logit_lens.len()), (2, 4, 2), "{label}");
+    for p in 0..out.rows {
+        let (top, _) = top_k(&out.logits[p * out.vocab..(p + 1) * out.vocab], 5);
+        assert_eq!(r.logit_lens[1].top_ids[p], top, "{label} {}: logit lens at position {p}", b.kind());
+    }
     // greedy: the prompt and 8 new ids, exactly, with and without the KV cache
     let want = ids(&exp["greedy"]);
     for kv_cache in [true, false] {
@@ -99,7 +111,8 @@ async fn check_case<B: Backend>(b: &mut B, label: &str, files: &dyn Files, bin: 
         let got = m.generate(b, &prompt, None, cfg).await.unwrap_or_else(|e| panic!("{label}: generate: {e}"));
         assert_eq!(got, want, "{label} {}: greedy ids (kv_cache={kv_cache}) differ from transformers'", b.kind());
     }
-    println!("{label:<20} {}: logits max|diff| {dl:.1e}, attention max|diff| {da:.1e}, greedy ok", b.kind());
+    let path = std::any::type_name::<B>().rsplit("::").next().unwrap_or("?");
+    println!("{label:<20} {path:<15}: logits max|diff| {dl:.1e}, attention max|diff| {da:.1e}, lens and greedy ok");
 }
 
 fn run_all<B: Backend>(b: &mut B) {
@@ -253,4 +266,27 @@ fn the_new_config_fields_are_checked_per_architecture() {
         (Positions::Sinusoidal, Activation::Relu, true, false, 1e-5)
     );
     assert_eq!(c.embed_scale(), 8f32.sqrt());
+}
+
+/// At full scale the declaration counts what transformers counts (`sum(p.numel() for p in model.parameters())`
+/// on GPT2Config(), SmolLM2-135M's and stories15M's configs, built on the meta device), so the memory budget
+/// is checked against the real weights of the models users will open.
+#[test]
+fn the_declaration_counts_real_models_parameters_as_transformers_does() {
+    use tinyformer::model::config::ModelConfig;
+    let gpt2 = r#"{"arch":"decoder","vocab_size":50257,"d_model":768,"num_layers":12,"num_heads":12,"max_seq_len":1024,"d_ff":3072,
+        "positions":"learned","activation":"gelu_tanh","tie_embeddings":true}"#;
+    let smollm2 = r#"{"arch":"llama","vocab_size":49152,"d_model":576,"num_layers":30,"num_heads":9,"num_kv_heads":3,"max_seq_len":8192,
+        "hidden_dim":1536,"rope_theta":100000,"norm_eps":1e-5,"tie_embeddings":true}"#;
+    let stories15m = r#"{"arch":"llama","vocab_size":32000,"d_model":288,"num_layers":6,"num_heads":6,"max_seq_len":256,
+        "hidden_dim":768,"norm_eps":1e-5,"tie_embeddings":true}"#;
+    for (name, json, transformers) in
+        [("gpt2", gpt2, 124_439_808u64), ("SmolLM2-135M", smollm2, 134_515_008), ("stories15M", stories15m, 15_191_712)]
+    {
+        let c = ModelConfig::from_json(json).unwrap();
+        assert_eq!(c.param_count(), transformers, "{name}");
+        let d = memory::demand(&c);
+        assert_eq!(d.items[0].bytes, 4 * transformers, "{name}: the weights in the demand are f32");
+        println!("{name}: {} parameters; demand {} in all", c.param_count(), memory::human_bytes(d.total_bytes));
+    }
 }
