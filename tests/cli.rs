@@ -442,3 +442,23 @@ fn bad_foreign_models_give_one_line_errors() {
     }
     std::fs::remove_file(short_bin).ok();
 }
+
+#[test]
+fn generation_stops_at_the_models_eos() {
+    let fx = hf_expected("gpt2");
+    let ids = id_list(&fx["ids"]);
+    let first_new = fx["greedy"][fx["ids"].as_array().unwrap().len()].clone(); // 319 in the fixture
+    let dir = hf_copy("gpt2", "eos", &["config.json", "model.safetensors", "tokenizer.json"], |_| {});
+    let gen = |d: &std::path::Path| {
+        json(&["generate", "--model", d.to_str().unwrap(), "--ids", &ids, "--max-new-tokens", "8", "--backend", "cpu"])
+    };
+    // config.json's eos_token_id (0) is never produced: all 8 tokens
+    assert_eq!(gen(&dir)["ids"], fx["greedy"]);
+    // generation_config.json's list wins: the first greedy token ends the generation, and is kept
+    std::fs::write(dir.join("generation_config.json"), format!("{{\"eos_token_id\": [7, {first_new}]}}")).unwrap();
+    let mut want = fx["ids"].as_array().unwrap().clone();
+    want.push(first_new);
+    assert_eq!(gen(&dir)["ids"], Value::Array(want));
+    assert_eq!(json(&["info", "--model", dir.to_str().unwrap()])["eos"], serde_json::json!([7, fx["greedy"][10]]));
+    std::fs::remove_dir_all(dir).ok();
+}
