@@ -386,6 +386,10 @@ async function loadSource(source, meta, { reload = false, switchBackend = false 
   state.loading = false;
   state.loadingMeta = null;
   modelView.hideProgress();
+  // A Hugging Face model's files are named after what they declare (model.safetensors says little).
+  if (source.files && card.origin?.format === 'huggingface' && !meta.named) {
+    Object.assign(meta, { name: `${card.origin.declared} (${meta.name})`, named: true });
+  }
   const previous = state.model;
   state.model = { card, meta, source };
   modelView.showCard(card, meta);

@@ -102,6 +102,7 @@ test('the GPT-2 directory picked together: progress to the end, the card, and tr
     assert.equal(Number(c.vocab_size), 384);
     assert.equal(c.tokenizer, 'hf_bpe');
     assert.match(await page.locator('#model-table tr[data-field="format"] td').innerText(), /Hugging Face model: GPT2LMHeadModel/);
+    assert.match(await page.locator('#model-card .model-title').innerText(), /^GPT2LMHeadModel \(model\.safetensors\) \(your 5 files\)/);
     // The files streamed in through the progress bar, to the end of every one of them.
     const total = payload.reduce((n, f) => n + f.buffer.length, 0);
     assert.equal(Number(await page.getAttribute('#model-progress', 'data-total')), total);
