@@ -147,13 +147,14 @@ test('the GPT-2 weights dropped without a tokenizer: ids typed by hand give expe
   }
 });
 
-test('llama2.c model.bin + tokenizer.bin: run.c\'s encoding and transformers\' greedy continuation', { timeout: 300_000 }, async () => {
-  const { page, context, log } = await openPage(env, '?nomodel=1');
+test('llama2.c model.bin + tokenizer.bin on WebGPU: run.c\'s encoding and transformers\' greedy continuation', { timeout: 300_000 }, async () => {
+  const { page, context, log } = await openPage(env, '?nomodel=1&backend=gpu');
   try {
     await page.setInputFiles('#model-file', files('llama_tied', ['model.bin', 'tokenizer.bin']));
     await waitFormat(page, 'llama2c');
     const c = await card(page);
     assert.equal(c.tokenizer, 'llama2c');
+    assert.equal(c.backend, 'gpu', '"Run on" WebGPU');
     assert.equal(Number(c.kv_heads), 2);
     await setGenerate(page, { prompt: PAGE.prompt, temperature: 0, max: PAGE.new_tokens });
     const out = await generateAndWait(page);
