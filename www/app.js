@@ -343,6 +343,9 @@ async function loadFromFile(file) {
 async function loadFromFiles(files) {
   if (state.loading) return;
   if (files.length === 1 && /\.safetensors$/i.test(files[0].name)) return loadFromFile(files[0]);
+  // A Hugging Face folder also holds files the core never reads (pytorch_model.bin, tf_model.h5, README.md...):
+  // only the JSON and safetensors files go, so that the progress bar's total is what is read.
+  if (files.some((f) => f.name === 'config.json')) files = files.filter((f) => /\.(json|safetensors)$/i.test(f.name));
   modelView.clearError();
   const weights = files.filter((f) => /\.(safetensors|bin)$/i.test(f.name) && f.name !== 'tokenizer.bin');
   const name = weights.length === 1 ? weights[0].name
