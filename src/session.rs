@@ -907,3 +907,38 @@ pub fn bpe_workbench(text: &str, vocab_size: u32, sentence: &str) -> Result<BpeW
         .collect();
     Ok(BpeWorkbench { merges, steps, vocab_size: tok.vocab_size(), explanation: report.explain(), report })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{detect_files, FileLayout};
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_set_of_files_is_told_apart_by_its_names() {
+        let hf = names(&["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "tokenizer.json"]);
+        assert_eq!(detect_files(&hf).unwrap(), FileLayout::HfDirectory);
+        // a folder with the PyTorch weights beside: still the directory (only config.json's files are read)
+        assert_eq!(detect_files(&names(&["config.json", "pytorch_model.bin", "model.safetensors"])).unwrap(), FileLayout::HfDirectory);
+        assert_eq!(detect_files(&names(&["stories15M.bin", "tokenizer.bin"])).unwrap(), FileLayout::Llama2c("stories15M.bin".into()));
+        assert_eq!(detect_files(&names(&["model.bin"])).unwrap(), FileLayout::Llama2c("model.bin".into()));
+        assert_eq!(detect_files(&names(&["mine.safetensors"])).unwrap(), FileLayout::Ours("mine.safetensors".into()));
+        let refused: [(&[&str], &str); 7] = [
+            (&["model.safetensors", "tokenizer.json"], "config.json is missing"),
+            (&["model.safetensors.index.json", "model-00001-of-00002.safetensors"], "config.json is missing"),
+            (&["a.safetensors", "b.safetensors"], "config.json is missing"),
+            (&["a.bin", "b.bin", "tokenizer.bin"], "several llama2.c .bin files (a.bin, b.bin)"),
+            (&["model.bin", "mine.safetensors"], "both .bin and .safetensors"),
+            (&["tokenizer.bin"], "tokenizer.bin alone"),
+            (&["notes.txt"], "no model among the files"),
+        ];
+        for (set, needle) in refused {
+            let e = detect_files(&names(set)).unwrap_err().to_string();
+            assert!(e.contains(needle) && !e.contains('\n'), "{set:?}: {e}");
+        }
+        let e = detect_files(&names(&["config.json", "model.safetensors", "config.json"])).unwrap_err().to_string();
+        assert!(e.contains("two files are named \"config.json\""), "{e}");
+    }
+}
