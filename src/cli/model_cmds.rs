@@ -112,17 +112,21 @@ fn no_tokenizer_flag(m: &ModelArgs) -> Result<()> {
 
 /// Reads the model (`--model`, see [`model_path`]), then loads it where --backend says.
 pub(crate) fn open(a: &SessionArgs) -> Result<Session> {
-    let m = &a.model;
+    open_on(&device(a.backend)?, &a.model)
+}
+
+/// Reads the model (`--model`, see [`model_path`]) and loads it on `device`.
+pub(crate) fn open_on(device: &Device, m: &ModelArgs) -> Result<Session> {
     match model_path(m)? {
         ModelPath::Ours => {
             no_tokenizer_flag(m)?;
             let bytes = read_model_file(m)?;
-            pollster::block_on(Session::load(&device(a.backend)?, &bytes, &budget(m)))
+            pollster::block_on(Session::load(device, &bytes, &budget(m)))
         }
         ModelPath::Files { dir, names } => {
             let tok = tokenizer_bytes(m)?;
             let tok = tok.as_deref().zip(m.tokenizer.as_deref()).map(|(bytes, name)| TokenizerFile { name, bytes });
-            pollster::block_on(Session::load_files(&device(a.backend)?, &dir, &names, tok, &budget(m)))
+            pollster::block_on(Session::load_files(device, &dir, &names, tok, &budget(m)))
         }
     }
 }
