@@ -78,6 +78,49 @@ function bigLlama() {
   return { files: [path.join(dir, 'config.json'), file], dir };
 }
 
+/**
+ * A GPT-2 of 12 layers x 12 heads with a 50,257-token vocabulary (d 192, context 128: 15M parameters, 60 MB), random
+ * weights written here as a Hugging Face directory, with the tiny GPT-2's tokenizer.json. {files: [paths], dir}.
+ */
+function wideGpt2() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tf-wide-gpt2-'));
+  const [d, layers, heads, vocab, ctx] = [192, 12, 12, 50257, 128];
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ architectures: ['GPT2LMHeadModel'], model_type: 'gpt2',
+    n_embd: d, n_layer: layers, n_head: heads, n_positions: ctx, vocab_size: vocab, layer_norm_epsilon: 1e-5,
+    activation_function: 'gelu_new', tie_word_embeddings: true, bos_token_id: 0, eos_token_id: 0 }));
+  fs.copyFileSync(path.join(FIX, 'gpt2/tokenizer.json'), path.join(dir, 'tokenizer.json'));
+  const shapes = [['wte.weight', [vocab, d], 0.02], ['wpe.weight', [ctx, d], 0.01], ['ln_f.weight', [d], 1], ['ln_f.bias', [d], 0]];
+  for (let l = 0; l < layers; l++) {
+    const p = `h.${l}`;
+    shapes.push([`${p}.ln_1.weight`, [d], 1], [`${p}.ln_1.bias`, [d], 0], [`${p}.ln_2.weight`, [d], 1], [`${p}.ln_2.bias`, [d], 0]);
+    shapes.push([`${p}.attn.c_attn.weight`, [d, 3 * d], 0.05], [`${p}.attn.c_attn.bias`, [3 * d], 0]);
+    shapes.push([`${p}.attn.c_proj.weight`, [d, d], 0.02], [`${p}.attn.c_proj.bias`, [d], 0]);
+    shapes.push([`${p}.mlp.c_fc.weight`, [d, 4 * d], 0.02], [`${p}.mlp.c_fc.bias`, [4 * d], 0]);
+    shapes.push([`${p}.mlp.c_proj.weight`, [4 * d, d], 0.02], [`${p}.mlp.c_proj.bias`, [d], 0]);
+  }
+  const header = { __metadata__: { format: 'pt' } };
+  const parts = [];
+  let off = 0;
+  let seed = 12345;
+  for (const [name, shape, scale] of shapes) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      data[i] = scale === 1 ? 1 : scale * ((seed / 2 ** 32) * 2 - 1);
+    }
+    header[name] = { dtype: 'F32', shape, data_offsets: [off, off + 4 * n] };
+    parts.push(Buffer.from(data.buffer));
+    off += 4 * n;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  fs.writeFileSync(path.join(dir, 'model.safetensors'), Buffer.concat([len, Buffer.from(json), ...parts]));
+  return { files: ['config.json', 'model.safetensors', 'tokenizer.json'].map((n) => path.join(dir, n)), dir };
+}
+
 const card = (page) => page.$$eval('#model-table tr', (rows) => Object.fromEntries(rows.map((r) => [r.dataset.field, r.dataset.value])));
 const promptIds = (page) => page.$$eval('#tokens-root .chip', (cs) => cs.map((c) => Number(c.dataset.id)));
 
@@ -205,5 +248,48 @@ test('a set without config.json, and one over the memory budget: one line of err
     assertClean(assert, log);
   } finally {
     await context.close();
+  }
+});
+
+test('12 layers x 12 heads and a 50k vocabulary: every head has a thumbnail, top-10 and chips fit, no sideways scrolling at 1280 or 390 px', { timeout: 600_000 }, async () => {
+  const wide = wideGpt2();
+  try {
+    for (const [tag, viewport] of [['desktop', { width: 1280, height: 800 }], ['phone', { width: 390, height: 844 }]]) {
+      const { page, context, log } = await openPage(env, '?nomodel=1&nogpu=1', { viewport });
+      try {
+        await page.setInputFiles('#model-file', wide.files);
+        await waitFormat(page, 'huggingface');
+        const c = await card(page);
+        assert.deepEqual([c.layers, c.heads, c.vocab_size], ['12', '12', '50257']);
+        await setGenerate(page, { prompt: PAGE.prompt, temperature: 0, max: 12 });
+        const out = await generateAndWait(page);
+        assert.equal(out.state, 'done', out.error);
+        await page.waitForSelector('#attention-root[data-state="ready"]', { timeout: 120_000 });
+        await page.waitForSelector('#next-root[data-state="ready"]', { timeout: 120_000 });
+        await page.waitForSelector('#inspect-root[data-state="ready"] .head-grids', { timeout: 120_000 });
+        assert.equal(await page.locator('#inspect-root .head-cell').count(), 3 * 144, 'three head detectors x 144 heads');
+        assert.equal(await page.locator('#attn-thumbs .thumb').count(), 144, 'a thumbnail per layer and head');
+        assert.equal(await page.locator('#next-list li.cand').count(), 10);
+        const fits = await page.evaluate(() => {
+          const inside = (sel) => [...document.querySelectorAll(sel)].every((e) => {
+            const card = e.closest('.card').getBoundingClientRect();
+            const r = e.getBoundingClientRect();
+            return r.left >= card.left - 1 && r.right <= card.right + 1;
+          });
+          return { scroll: document.documentElement.scrollWidth, thumbs: inside('#attn-thumbs'), cands: inside('#next-list li.cand'),
+            chips: inside('#tokens-root .chip') };
+        });
+        assert.deepEqual(fits, { scroll: viewport.width, thumbs: true, cands: true, chips: true }, `${tag}: ${JSON.stringify(fits)}`);
+        fs.mkdirSync(SHOT_DIR, { recursive: true });
+        for (const v of ['model', 'attention', 'next', 'tokens', 'inspect']) {
+          await page.locator(`#view-${v}`).screenshot({ path: path.join(SHOT_DIR, `hf-wide-${tag}-${v}.png`) });
+        }
+        assertClean(assert, log);
+      } finally {
+        await context.close();
+      }
+    }
+  } finally {
+    fs.rmSync(wide.dir, { recursive: true, force: true });
   }
 });
