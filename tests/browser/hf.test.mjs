@@ -204,7 +204,16 @@ test('llama2.c model.bin + tokenizer.bin on WebGPU: run.c\'s encoding and transf
     assert.equal(out.state, 'done', out.error);
     assert.deepEqual(await promptIds(page), PAGE.llama2c.ids, 'the prompt as run.c encodes it (BOS first)');
     assert.deepEqual(out.ids, PAGE.llama2c.greedy.slice(PAGE.llama2c.ids.length));
-    assertClean(assert, log);
+
+    // A worker that dies is restarted and reads the same File objects again: the model comes back and runs.
+    await page.evaluate(() => { window.tinyformer.crashWorker('panic'); });
+    await page.waitForSelector('body[data-worker-restarts="1"]', { timeout: 30_000 });
+    assert.match(await page.locator('#worker-notice').innerText(), /model\.bin is being loaded again/);
+    const again = await generateAndWait(page);
+    assert.equal(again.state, 'done', again.error);
+    assert.deepEqual(again.ids, out.ids);
+    assert.equal(await page.inputValue('#prompt'), PAGE.prompt);
+    assertClean(assert, log, { allow: [/panicked at|deliberate panic/] });
   } finally {
     await context.close();
   }
