@@ -10,11 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TfError};
 use crate::fastcpu::FastCpuBackend;
+use crate::formats::Files;
 use crate::gpu::Gpu;
 use crate::mask::{self, Mask};
 use crate::model::config::{Arch, ModelConfig};
 use crate::model::inspect::{Ablation, InductionTest, PageOpts, Report};
-use crate::model::memory::Budget;
+use crate::model::memory::{self, Budget, WeightCopies};
 use crate::model::run::{top_candidates, ForwardOut, GenConfig, Generation, StopReason, BOS_ID};
 use crate::model::{Backend, CpuBackend, GpuBackend, Model};
 use crate::ops::SampleParams;
@@ -60,6 +61,27 @@ pub struct Session {
     engine: Engine,
     file_size: usize,
     running: Option<Running>,
+    origin: Origin,
+    /// ids that end a generation (the model's EOS; see `foreign_eos`); empty for our own checkpoints,
+    /// whose encoder-decoder stops at its EOS in model::run
+    eos: Vec<u32>,
+}
+
+/// Where the loaded model came from: what `info` and the model card say about its files.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Origin {
+    /// "tinyformer" (our .safetensors), "huggingface" (a model directory) or "llama2c" (model.bin)
+    pub format: &'static str,
+    /// the architecture as the files name it ("GPT2LMHeadModel", "LlamaForCausalLM"); None for ours
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared: Option<String>,
+    /// the family we run it as: "gpt2", "llama", "qwen2"
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<&'static str>,
+    /// the model's files and, apart, the tokenizer's
+    pub files: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer_file: Option<String>,
 }
 
 /// The sampler's settings as a person gives them (temperature 0 = greedy), checked once here for the
@@ -144,6 +166,7 @@ impl GenOptions {
             tokens_per_submit: check_tokens_per_submit(self.tokens_per_submit.unwrap_or(1))?,
             pipeline: true,
             moe: self.moe.unwrap_or(false),
+            stop_ids: Vec::new(),
         })
     }
 }
@@ -196,6 +219,10 @@ pub struct Card<'a> {
     pub tokenizer: Option<TokenizerCard>,
     pub backend: &'static str,
     pub config: &'a ModelConfig,
+    /// the files it came from (format, declared architecture)
+    pub origin: &'a Origin,
+    /// the ids that end a generation
+    pub eos: &'a [u32],
 }
 
 /// Text as tokens: ids, visible pieces, and for a tokenizer's output the byte spans and the char
@@ -304,7 +331,8 @@ impl Session {
             Device::Cpu => Engine::Cpu(FastCpuBackend, Model::load_within(&FastCpuBackend, bytes, budget)?),
             Device::Reference => Engine::Reference(CpuBackend, Model::load_within(&CpuBackend, bytes, budget)?),
         };
-        Ok(Session { engine, file_size: bytes.len(), running: None })
+        let origin = Origin { format: "tinyformer", ..Origin::default() };
+        Ok(Session { engine, file_size: bytes.len(), running: None, origin, eos: vec![] })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -368,6 +396,8 @@ impl Session {
                 tokenizer: m.tokenizer.as_ref().map(TokenizerCard::from),
                 backend: b.kind(),
                 config: c,
+                origin: &self.origin,
+                eos: &self.eos,
             }
         })
     }
@@ -487,6 +517,7 @@ impl Session {
     /// too-long prompt is cut to its tail with a sliding window).
     pub fn start(&mut self, start: &[u32], src: Option<&[u32]>, cfg: GenConfig) -> Result<Vec<u32>> {
         self.running = None;
+        let cfg = self.with_eos(cfg);
         let generation = with_model!(&mut self.engine, |b, m| m.start_generation(b, start, src, cfg))?;
         let ids = generation.ids.clone();
         let text = self.output_tokenizer().map(|t| t.stream_decoder());
@@ -511,6 +542,25 @@ impl Session {
             r.generation.cfg.tokens_per_submit = k;
         }
         Ok(())
+    }
+
+    /// `cfg` stopping at the model's EOS, unless it names its own stop ids.
+    fn with_eos(&self, cfg: GenConfig) -> GenConfig {
+        if cfg.stop_ids.is_empty() {
+            GenConfig { stop_ids: self.eos.clone(), ..cfg }
+        } else {
+            cfg
+        }
+    }
+
+    /// The ids that end a generation (the model's EOS).
+    pub fn eos(&self) -> &[u32] {
+        &self.eos
+    }
+
+    /// Where the model came from (format, declared architecture, files).
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     /// Stops the running generation.
@@ -559,6 +609,7 @@ impl Session {
     /// A whole generation: the ids, start included.
     pub async fn generate(&mut self, start: &[u32], src: Option<&[u32]>, cfg: GenConfig) -> Result<Vec<u32>> {
         self.running = None;
+        let cfg = self.with_eos(cfg);
         with_model!(&mut self.engine, |b, m| m.generate(b, start, src, cfg).await)
     }
 
@@ -592,6 +643,266 @@ impl Session {
     pub async fn generate_ablated(&mut self, ids: &[u32], o: &PageOpts) -> Result<serde_json::Value> {
         self.running = None;
         with_model!(&mut self.engine, |b, m| m.generate_ablated_json(b, ids, o).await)
+    }
+}
+
+/// What a set of files holds, told apart by their names (the page's dropped files, a directory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileLayout {
+    /// one of our own `.safetensors` checkpoints (config and tokenizer in its metadata)
+    Ours(String),
+    /// a Hugging Face model directory: config.json, model.safetensors or shards + index, tokenizer.json
+    HfDirectory,
+    /// llama2.c's model.bin (named here), with tokenizer.bin beside it when present
+    Llama2c(String),
+}
+
+/// Largest tokenizer file read (tokenizer.json, tokenizer.bin).
+pub const MAX_TOKENIZER_BYTES: u64 = 256 << 20;
+/// Largest small JSON file read (generation_config.json, tokenizer_config.json).
+const MAX_SMALL_JSON: u64 = 16 << 20;
+
+/// Tells which kind of model a set of files is, from the names alone, or says in one line what is missing.
+pub fn detect_files(names: &[String]) -> Result<FileLayout> {
+    let has = |n: &str| names.iter().any(|x| x == n);
+    let ext = |e: &str| names.iter().filter(|n| n.to_ascii_lowercase().ends_with(e)).cloned().collect::<Vec<_>>();
+    if let Some(dup) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)).map(|(_, n)| n) {
+        return Err(TfError::Input(format!("two files are named {}: give each file once", crate::error::quote(dup))));
+    }
+    if has("config.json") {
+        return Ok(FileLayout::HfDirectory);
+    }
+    let bins: Vec<String> = ext(".bin").into_iter().filter(|n| n != "tokenizer.bin").collect();
+    let tensors = ext(".safetensors");
+    match (bins.as_slice(), tensors.as_slice()) {
+        ([bin], []) => Ok(FileLayout::Llama2c(bin.clone())),
+        ([], [one]) if !has("model.safetensors.index.json") && !has("tokenizer.json") => Ok(FileLayout::Ours(one.clone())),
+        ([], [_, ..]) => Err(TfError::Input(format!(
+            "config.json is missing: a Hugging Face model needs its config.json together with {}",
+            tensors.join(", ")
+        ))),
+        ([_, _, ..], _) => Err(TfError::Input(format!(
+            "several llama2.c .bin files ({}): give one model.bin (and tokenizer.bin)",
+            bins.join(", ")
+        ))),
+        ([_, ..], [_, ..]) => Err(TfError::Input(
+            "both .bin and .safetensors files: give one model (config.json + model.safetensors, or model.bin + tokenizer.bin)".into(),
+        )),
+        ([], []) if has("tokenizer.bin") => {
+            Err(TfError::Input("tokenizer.bin alone: give the llama2.c model .bin together with it".into()))
+        }
+        ([], []) => Err(TfError::Input(
+            "no model among the files: give config.json + model.safetensors (or its shards and model.safetensors.index.json) + tokenizer.json, \
+             a llama2.c model.bin + tokenizer.bin, or a tinyformer .safetensors checkpoint"
+                .into(),
+        )),
+    }
+}
+
+/// A tokenizer file given with a model (the page's files, the CLI's --tokenizer or the file beside the model).
+pub struct TokenizerFile<'a> {
+    pub name: &'a str,
+    pub bytes: &'a [u8],
+}
+
+fn read_json(files: &dyn Files, name: &str) -> Result<Option<serde_json::Value>> {
+    if files.size(name).is_none() {
+        return Ok(None);
+    }
+    let bytes = files.read_capped(name, MAX_SMALL_JSON).map_err(|e| TfError::Checkpoint(e.to_string()))?;
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| TfError::Checkpoint(format!("{name}: not valid JSON ({e})")))
+}
+
+/// The ids that end a foreign model's generation: `eos_token_id` (a number or a list) of
+/// generation_config.json, else of config.json, else tokenizer_config.json's `eos_token` looked up in the
+/// tokenizer. llama2.c's run.c stops at BOS (1), which delimits its training sequences.
+fn foreign_eos(files: &dyn Files, layout: &FileLayout, tok: Option<&Tokenizer>, vocab: usize) -> Result<Vec<u32>> {
+    if let FileLayout::Llama2c(_) = layout {
+        return Ok(vec![1]);
+    }
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        match v {
+            serde_json::Value::Number(n) => n.as_u64().into_iter().map(|x| x as u32).collect(),
+            serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+            _ => vec![],
+        }
+    };
+    let mut eos = vec![];
+    for name in ["generation_config.json", "config.json"] {
+        if let Some(v) = read_json(files, name)?.and_then(|j| j.get("eos_token_id").cloned()) {
+            eos = ids(&v);
+            if !eos.is_empty() {
+                break;
+            }
+        }
+    }
+    if eos.is_empty() {
+        if let (Some(cfg), Some(Tokenizer::HfBpe(t))) = (read_json(files, "tokenizer_config.json")?, tok) {
+            let name = match cfg.get("eos_token") {
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(o) => o.get("content").and_then(|c| c.as_str()).map(str::to_string),
+                None => None,
+            };
+            eos.extend(name.and_then(|n| t.token_to_id(&n)));
+        }
+    }
+    if let Some(bad) = eos.iter().find(|&&id| id as usize >= vocab) {
+        return Err(TfError::Checkpoint(format!("the EOS id {bad} is outside the model's vocabulary of {vocab}")));
+    }
+    Ok(eos)
+}
+
+/// A foreign model's files, planned and checked without reading the weights: what `info` prints and what
+/// [`Session::load_files`] loads.
+pub struct ForeignFiles {
+    pub layout: FileLayout,
+    pub plan: crate::formats::Plan,
+    /// the tokenizer and the file it came from
+    pub tokenizer: Option<(String, Tokenizer)>,
+    pub eos: Vec<u32>,
+}
+
+/// The files of `inner` named in `names`, and no others: a llama2.c .bin given beside a directory's
+/// config.json is read as llama2.c, and only the files a user gave are ever read.
+struct Only<'a> {
+    inner: &'a dyn Files,
+    names: &'a [String],
+}
+
+impl Files for Only<'_> {
+    fn size(&self, name: &str) -> Option<u64> {
+        self.names.iter().any(|n| n == name).then(|| self.inner.size(name)).flatten()
+    }
+    fn read_range(&self, name: &str, start: u64, len: u64) -> crate::formats::Result<Vec<u8>> {
+        self.inner.read_range(name, start, len)
+    }
+}
+
+/// Plans a Hugging Face directory or a llama2.c model.bin ([`crate::formats::plan`]), reads its tokenizer
+/// (`tokenizer` if given, else tokenizer.json / tokenizer.bin among the files) and checks the tokenizer's
+/// vocabulary against the model's, and finds its EOS.
+pub fn plan_files(files: &dyn Files, names: &[String], tokenizer: Option<TokenizerFile<'_>>) -> Result<ForeignFiles> {
+    let layout = detect_files(names)?;
+    let files = &Only { inner: files, names };
+    let bin = match &layout {
+        FileLayout::Ours(name) => return Err(TfError::Input(format!("{name} is a tinyformer checkpoint, not a foreign model"))),
+        FileLayout::HfDirectory => None,
+        FileLayout::Llama2c(bin) => Some(bin.as_str()),
+    };
+    let plan = crate::formats::plan(files, bin).map_err(|e| TfError::Checkpoint(e.to_string()))?;
+    let beside = if bin.is_some() { "tokenizer.bin" } else { "tokenizer.json" };
+    let owned;
+    let file = match tokenizer {
+        Some(t) => Some(t),
+        None if names.iter().any(|n| n == beside) && files.size(beside).is_some() => {
+            owned = files.read_capped(beside, MAX_TOKENIZER_BYTES).map_err(|e| TfError::Input(e.to_string()))?;
+            Some(TokenizerFile { name: beside, bytes: &owned })
+        }
+        None => None,
+    };
+    let vocab = plan.dims.vocab_size;
+    let tokenizer = match file {
+        None => None,
+        Some(f) => {
+            let t = Tokenizer::from_file_bytes(f.bytes).map_err(|e| TfError::Input(format!("{}: {e}", f.name)))?;
+            if t.vocab_size() > vocab {
+                return Err(TfError::Input(format!(
+                    "the tokenizer {} has {} tokens but the model's vocabulary is {vocab}: they do not belong together",
+                    f.name,
+                    t.vocab_size()
+                )));
+            }
+            Some((f.name.to_string(), t))
+        }
+    };
+    let eos = foreign_eos(files, &layout, tokenizer.as_ref().map(|t| &t.1), vocab)?;
+    Ok(ForeignFiles { layout, plan, tokenizer, eos })
+}
+
+impl Session {
+    /// Loads a model from a set of files (the page's dropped or picked files, a directory, a file and what
+    /// is beside it): one of our own `.safetensors` checkpoints, a Hugging Face directory or llama2.c's
+    /// model.bin ([`detect_files`]). `names` lists the files present; `tokenizer` overrides the one among the
+    /// files (tokenizer.json, tokenizer.bin). The tokenizer's vocabulary and the memory budget are checked
+    /// against the model's config before any weight is read.
+    pub async fn load_files(
+        device: &Device,
+        files: &dyn Files,
+        names: &[String],
+        tokenizer: Option<TokenizerFile<'_>>,
+        budget: &Budget,
+    ) -> Result<Session> {
+        if let FileLayout::Ours(name) = detect_files(names)? {
+            if let Some(t) = tokenizer {
+                return Err(TfError::Input(format!(
+                    "{name} is a tinyformer checkpoint with its own tokenizer: {} is not used with it",
+                    crate::error::quote(t.name)
+                )));
+            }
+            let size = files.size(&name).unwrap_or(0);
+            if size > budget.bytes {
+                return Err(TfError::Memory(format!(
+                    "{name} is {} but the memory budget is {} ({})",
+                    crate::model::memory::human_bytes(size),
+                    crate::model::memory::human_bytes(budget.bytes),
+                    budget.how_to_raise
+                )));
+            }
+            let bytes = files.read_capped(&name, budget.bytes).map_err(|e| TfError::Input(e.to_string()))?;
+            let mut s = Session::load(device, &bytes, budget).await?;
+            s.origin.files = vec![name];
+            return Ok(s);
+        }
+        let foreign = plan_files(files, names, tokenizer)?;
+        let files = &Only { inner: files, names };
+        let bin = match &foreign.layout {
+            FileLayout::Llama2c(b) => Some(b.as_str()),
+            _ => None,
+        };
+        // The budget is checked on our config of the model before any tensor is read (formats::open).
+        let open = |copies: WeightCopies| {
+            let over = std::cell::Cell::new(false);
+            crate::formats::open(files, bin, |cfg| {
+                let r = memory::demand_for(cfg, copies, &crate::model::state::Plan::at_load(cfg)).check(budget);
+                over.set(r.is_err());
+                r
+            })
+            .map(|o| o.checkpoint)
+            .map_err(|e| if over.get() { TfError::Memory(e.0) } else { TfError::Checkpoint(e.0) })
+        };
+        let mut engine = match device {
+            Device::Gpu(g) => {
+                if g.is_lost() {
+                    return Err(TfError::Gpu("the GPU device was lost; reload the page to get a new one".into()));
+                }
+                let b = GpuBackend::new(g.clone());
+                let ck = open(b.weight_copies())?;
+                let m = g.scoped(|| Model::from_checkpoint(&b, ck, budget)).await?;
+                Engine::Gpu(b, m)
+            }
+            Device::Cpu => {
+                let ck = open(FastCpuBackend.weight_copies())?;
+                Engine::Cpu(FastCpuBackend, Model::from_checkpoint(&FastCpuBackend, ck, budget)?)
+            }
+            Device::Reference => {
+                let ck = open(CpuBackend.weight_copies())?;
+                Engine::Reference(CpuBackend, Model::from_checkpoint(&CpuBackend, ck, budget)?)
+            }
+        };
+        let ForeignFiles { layout, plan, tokenizer, eos } = foreign;
+        let tokenizer_file = tokenizer.as_ref().map(|t| t.0.clone());
+        if let Some((_, t)) = tokenizer {
+            with_model!(&mut engine, |_b, m| m.set_tokenizer(t));
+        }
+        let origin = Origin {
+            format: if matches!(layout, FileLayout::Llama2c(_)) { "llama2c" } else { "huggingface" },
+            declared: Some(plan.declared.clone()),
+            family: Some(plan.family.as_str()),
+            files: names.iter().filter(|n| Some(n.as_str()) != tokenizer_file.as_deref()).cloned().collect(),
+            tokenizer_file,
+        };
+        let file_size = names.iter().filter_map(|n| files.size(n)).sum::<u64>() as usize;
+        Ok(Session { engine, file_size, running: None, origin, eos })
     }
 }
 
@@ -650,4 +961,39 @@ pub fn bpe_workbench(text: &str, vocab_size: u32, sentence: &str) -> Result<BpeW
         .map(|n| tok.encode_with_first_n_merges(sentence, n).ids.iter().map(|&i| tok.token_str(i).unwrap_or_default()).collect())
         .collect();
     Ok(BpeWorkbench { merges, steps, vocab_size: tok.vocab_size(), explanation: report.explain(), report })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{detect_files, FileLayout};
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_set_of_files_is_told_apart_by_its_names() {
+        let hf = names(&["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "tokenizer.json"]);
+        assert_eq!(detect_files(&hf).unwrap(), FileLayout::HfDirectory);
+        // a folder with the PyTorch weights beside: still the directory (only config.json's files are read)
+        assert_eq!(detect_files(&names(&["config.json", "pytorch_model.bin", "model.safetensors"])).unwrap(), FileLayout::HfDirectory);
+        assert_eq!(detect_files(&names(&["stories15M.bin", "tokenizer.bin"])).unwrap(), FileLayout::Llama2c("stories15M.bin".into()));
+        assert_eq!(detect_files(&names(&["model.bin"])).unwrap(), FileLayout::Llama2c("model.bin".into()));
+        assert_eq!(detect_files(&names(&["mine.safetensors"])).unwrap(), FileLayout::Ours("mine.safetensors".into()));
+        let refused: [(&[&str], &str); 7] = [
+            (&["model.safetensors", "tokenizer.json"], "config.json is missing"),
+            (&["model.safetensors.index.json", "model-00001-of-00002.safetensors"], "config.json is missing"),
+            (&["a.safetensors", "b.safetensors"], "config.json is missing"),
+            (&["a.bin", "b.bin", "tokenizer.bin"], "several llama2.c .bin files (a.bin, b.bin)"),
+            (&["model.bin", "mine.safetensors"], "both .bin and .safetensors"),
+            (&["tokenizer.bin"], "tokenizer.bin alone"),
+            (&["notes.txt"], "no model among the files"),
+        ];
+        for (set, needle) in refused {
+            let e = detect_files(&names(set)).unwrap_err().to_string();
+            assert!(e.contains(needle) && !e.contains('\n'), "{set:?}: {e}");
+        }
+        let e = detect_files(&names(&["config.json", "model.safetensors", "config.json"])).unwrap_err().to_string();
+        assert!(e.contains("two files are named \"config.json\""), "{e}");
+    }
 }

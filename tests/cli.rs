@@ -234,7 +234,7 @@ fn hostile_arguments_and_files_give_one_line_errors() {
     let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
     assert!(made.success());
     fails_with(&os(&["info", "--model", fifo.to_str().unwrap()]), "is not a regular file (a device, FIFO or socket)");
-    fails_with(&os(&["info", "--model", "tests"]), "--model \"tests\" is a directory");
+    fails_with(&os(&["info", "--model", "tests"]), "--model \"tests\" is a directory: no model among the files");
     fails_with(&os(&["info", "--model", m, "--memory-budget", "1000"]), "bytes, over the limit of 1000 bytes (the memory budget");
     fails_with(&os(&["eval", "--model", m, "--text-file", "/dev/zero"]), "--text-file \"/dev/zero\" is not a regular file");
     fails_with(&os(&["tokenizer", "decode", "--tokenizer", "/dev/zero", "--ids", "1"]), "is not a regular file");
@@ -304,4 +304,168 @@ fn hostile_arguments_and_files_give_one_line_errors() {
     let (code, out, _) = run(&["generate", "--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("--memory-budget") && out.contains("--temperature"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Foreign models (issue 13): Hugging Face directories and llama2.c's model.bin, against transformers' numbers
+// (tests/fixtures/hf_models/*/expected.json from train/hf_fixtures.py; page.json from train/hf_page_fixtures.py).
+
+const HF: &str = "tests/fixtures/hf_models";
+
+fn hf_expected(dir: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(format!("{HF}/{dir}/expected.json")).unwrap()).unwrap()
+}
+
+fn id_list(v: &Value) -> String {
+    v.as_array().unwrap().iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// A copy of a fixture directory's files `names` in a fresh temporary directory, config.json edited by `edit`.
+fn hf_copy(dir: &str, tag: &str, names: &[&str], edit: impl FnOnce(&mut Value)) -> std::path::PathBuf {
+    let out = std::env::temp_dir().join(format!("tf-hf-{tag}-{}", std::process::id()));
+    std::fs::remove_dir_all(&out).ok();
+    std::fs::create_dir_all(&out).unwrap();
+    for n in names {
+        std::fs::copy(format!("{HF}/{dir}/{n}"), out.join(n)).unwrap();
+    }
+    if names.contains(&"config.json") {
+        let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+        edit(&mut cfg);
+        std::fs::write(out.join("config.json"), cfg.to_string()).unwrap();
+    }
+    out
+}
+
+#[test]
+fn foreign_models_generate_transformers_greedy_ids() {
+    // (what --model names, the fixture whose expected.json holds the model's numbers)
+    let models = [
+        (format!("{HF}/gpt2"), "gpt2"),
+        (format!("{HF}/gpt2/model.safetensors"), "gpt2"),
+        (format!("{HF}/llama_tied"), "llama_tied"),
+        (format!("{HF}/llama_untied_bf16"), "llama_untied_bf16"),
+        (format!("{HF}/qwen2"), "qwen2"),
+        (format!("{HF}/llama_tied/model.bin"), "llama_tied"),
+    ];
+    for (model, dir) in &models {
+        let fx = hf_expected(dir);
+        let (ids, greedy) = (id_list(&fx["ids"]), &fx["greedy"]);
+        let n = (greedy.as_array().unwrap().len() - fx["ids"].as_array().unwrap().len()).to_string();
+        for backend in ["cpu", "reference", "gpu"] {
+            let out = json(&["generate", "--model", model, "--greedy", "--ids", &ids, "--max-new-tokens", &n, "--backend", backend]);
+            assert_eq!(&out["ids"], greedy, "{model} on {backend}");
+        }
+    }
+    // A text prompt, through tokenizer.json and through tokenizer.bin (run.c's encoding, BOS first).
+    let page: Value = serde_json::from_str(&std::fs::read_to_string(format!("{HF}/page.json")).unwrap()).unwrap();
+    let n = page["new_tokens"].to_string();
+    for (model, key) in [(format!("{HF}/gpt2"), "gpt2"), (format!("{HF}/llama_tied/model.bin"), "llama2c")] {
+        let prompt = page["prompt"].as_str().unwrap();
+        let out = json(&["generate", "--model", &model, "--prompt", prompt, "--max-new-tokens", &n, "--backend", "cpu"]);
+        assert_eq!(out["ids"], page[key]["greedy"], "{model} from text");
+        assert!(out["text"].as_str().unwrap().starts_with(&prompt[..5]), "{model}: {}", out["text"]);
+    }
+}
+
+#[test]
+fn forward_on_a_foreign_model_writes_every_logits_row_and_decoder_attention() {
+    let fx = hf_expected("gpt2");
+    let v = json(&["forward", "--model", &format!("{HF}/gpt2"), "--ids", &id_list(&fx["ids"]), "--backend", "reference"]);
+    let (got, want) = (v["logits"].as_array().unwrap(), fx["logits"].as_array().unwrap());
+    assert_eq!(got.len(), want.len(), "one logits row per input token");
+    let mut worst = 0f64;
+    for (g, w) in got.iter().zip(want) {
+        for (a, b) in g.as_array().unwrap().iter().zip(w.as_array().unwrap()) {
+            worst = worst.max((a.as_f64().unwrap() - b.as_f64().unwrap()).abs());
+        }
+    }
+    assert!(worst < 1e-3, "logits differ from transformers' by {worst}");
+    let att = v["attention"].as_array().unwrap();
+    let want = fx["attention"].as_array().unwrap(); // [layer][head][q][k]
+    assert_eq!(att.len(), want.len());
+    for (l, a) in att.iter().enumerate() {
+        assert_eq!(a["kind"], "decoder");
+        assert_eq!(a["layer"], l);
+        let (w, e) = (&a["weights"], &want[l]);
+        assert_eq!(w.as_array().unwrap().len(), 4, "heads");
+        let d = (w[3][9][2].as_f64().unwrap() - e[3][9][2].as_f64().unwrap()).abs();
+        assert!(d < 1e-4, "layer {l} head 3 q 9 k 2: {} vs {}", w[3][9][2], e[3][9][2]);
+    }
+}
+
+#[test]
+fn info_names_the_format_and_architecture() {
+    let v = json(&["info", "--model", &format!("{HF}/gpt2")]);
+    assert_eq!((&v["format"], &v["architecture"], &v["family"]), (&"huggingface".into(), &"GPT2LMHeadModel".into(), &"gpt2".into()));
+    assert_eq!(v["tokenizer"]["card"]["kind"], "hf_bpe");
+    assert_eq!(v["eos"], serde_json::json!([0]));
+    assert_eq!((&v["config"]["arch"], &v["config"]["num_layers"]), (&"decoder".into(), &2.into()));
+    assert_eq!(v["memory"]["fits_budget"], true);
+    let v = json(&["info", "--model", &format!("{HF}/llama_untied_bf16")]);
+    assert_eq!((&v["architecture"], &v["dtype"]), (&"LlamaForCausalLM".into(), &"BF16".into()));
+    assert_eq!(v["dims"]["num_kv_heads"], 2);
+    let v = json(&["info", "--model", &format!("{HF}/qwen2")]);
+    assert_eq!((&v["family"], &v["dims"]["qkv_bias"]), (&"qwen2".into(), &true.into()));
+    let v = json(&["info", "--model", &format!("{HF}/llama_tied/model.bin")]);
+    assert_eq!((&v["format"], &v["family"]), (&"llama2c".into(), &"llama".into()));
+    assert_eq!(v["tokenizer"]["card"]["kind"], "llama2c", "tokenizer.bin beside model.bin");
+    let v = json(&["info", "--model", "tests/fixtures/models/llama_gqa.safetensors"]);
+    assert_eq!((&v["format"], &v["architecture"]), (&"tinyformer".into(), &"llama".into()));
+}
+
+#[test]
+fn bad_foreign_models_give_one_line_errors() {
+    let gpt2 = ["config.json", "model.safetensors", "tokenizer.json"];
+    let no_field = hf_copy("gpt2", "nofield", &gpt2, |c| {
+        c.as_object_mut().unwrap().remove("n_embd");
+    });
+    let bert = hf_copy("gpt2", "bert", &gpt2, |c| {
+        c["model_type"] = "bert".into();
+        c["architectures"] = serde_json::json!(["BertForMaskedLM"]);
+    });
+    let no_config = hf_copy("gpt2", "noconfig", &["model.safetensors", "tokenizer.json"], |_| {});
+    let short_bin = std::env::temp_dir().join(format!("tf-hf-short-{}.bin", std::process::id()));
+    let bytes = std::fs::read(format!("{HF}/llama_tied/model.bin")).unwrap();
+    std::fs::write(&short_bin, &bytes[..bytes.len() - 4]).unwrap();
+    let bin = format!("{HF}/llama_tied/model.bin");
+    let gen = |m: &std::path::Path| {
+        os(&["generate", "--model", m.to_str().unwrap(), "--ids", "1,2", "--max-new-tokens", "2", "--backend", "cpu"])
+    };
+    fails_with(&gen(&no_field), "missing field \"n_embd\"");
+    let e = fails_with(&gen(&bert), "bert");
+    assert!(e.to_lowercase().contains("unsupported") || e.contains("not supported"), "{e}");
+    fails_with(&gen(&no_config), "config.json is missing");
+    fails_with(&gen(&short_bin), "bytes");
+    // A tokenizer of another model: its 956 tokens do not fit the model's 384.
+    let mut args = gen(std::path::Path::new(&bin));
+    args.extend(os(&["--tokenizer", "tests/fixtures/hf_tokenizers/llama2c.bin"]));
+    fails_with(&args, "do not belong together");
+    fails_with(
+        &os(&["info", "--model", "tests/fixtures/models/llama_gqa.safetensors", "--tokenizer", &format!("{HF}/gpt2/tokenizer.json")]),
+        "--tokenizer",
+    );
+    for d in [no_field, bert, no_config] {
+        std::fs::remove_dir_all(d).ok();
+    }
+    std::fs::remove_file(short_bin).ok();
+}
+
+#[test]
+fn generation_stops_at_the_models_eos() {
+    let fx = hf_expected("gpt2");
+    let ids = id_list(&fx["ids"]);
+    let first_new = fx["greedy"][fx["ids"].as_array().unwrap().len()].clone(); // 319 in the fixture
+    let dir = hf_copy("gpt2", "eos", &["config.json", "model.safetensors", "tokenizer.json"], |_| {});
+    let gen = |d: &std::path::Path| {
+        json(&["generate", "--model", d.to_str().unwrap(), "--ids", &ids, "--max-new-tokens", "8", "--backend", "cpu"])
+    };
+    // config.json's eos_token_id (0) is never produced: all 8 tokens
+    assert_eq!(gen(&dir)["ids"], fx["greedy"]);
+    // generation_config.json's list wins: the first greedy token ends the generation, and is kept
+    std::fs::write(dir.join("generation_config.json"), format!("{{\"eos_token_id\": [7, {first_new}]}}")).unwrap();
+    let mut want = fx["ids"].as_array().unwrap().clone();
+    want.push(first_new);
+    assert_eq!(gen(&dir)["ids"], Value::Array(want));
+    assert_eq!(json(&["info", "--model", dir.to_str().unwrap()])["eos"], serde_json::json!([7, fx["greedy"][10]]));
+    std::fs::remove_dir_all(dir).ok();
 }

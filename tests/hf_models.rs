@@ -112,6 +112,19 @@ async fn check_case<B: Backend>(b: &mut B, label: &str, files: &dyn Files, bin: 
         let got = m.generate(b, &prompt, None, cfg).await.unwrap_or_else(|e| panic!("{label}: generate: {e}"));
         assert_eq!(got, want, "{label} {}: greedy ids (kv_cache={kv_cache}) differ from transformers'", b.kind());
     }
+    // tokens chained on the GPU (model::chain; the CPU paths ignore K): the same ids, and a stop id
+    // met inside a batch ends the generation there, as with K = 1
+    for k in [3, 8] {
+        let cfg = GenConfig { max_new_tokens: want.len() - prompt.len(), tokens_per_submit: k, ..GenConfig::default() };
+        let got = m.generate(b, &prompt, None, cfg).await.unwrap_or_else(|e| panic!("{label}: generate K={k}: {e}"));
+        assert_eq!(got, want, "{label} {}: greedy ids with {k} tokens per submission", b.kind());
+        let stop = want[prompt.len() + 4];
+        let first = want[prompt.len()..].iter().position(|&i| i == stop).unwrap() + prompt.len();
+        let cfg =
+            GenConfig { max_new_tokens: want.len() - prompt.len(), tokens_per_submit: k, stop_ids: vec![stop], ..GenConfig::default() };
+        let got = m.generate(b, &prompt, None, cfg).await.unwrap_or_else(|e| panic!("{label}: generate K={k} with a stop id: {e}"));
+        assert_eq!(got, want[..=first], "{label} {}: K={k} stops at the first stop id", b.kind());
+    }
     let path = std::any::type_name::<B>().rsplit("::").next().unwrap_or("?");
     println!("{label:<20} {path:<15}: logits max|diff| {dl:.1e}, attention max|diff| {da:.1e}, lens and greedy ok");
 }

@@ -98,13 +98,14 @@ const masks = createMasksView({
 const modelView = createModelView({
   list: $('model-list'),
   fileInput: $('model-file'),
+  dropZone: $('model-drop'),
   progress: $('model-progress'),
   progressBar: $('model-progress-bar'),
   progressText: $('model-progress-text'),
   errorEl: $('model-error'),
   card: $('model-card'),
   onPick: (entry) => loadFromUrl(entry),
-  onFile: (file) => loadFromFile(file),
+  onFiles: (files) => loadFromFiles(files),
 });
 const gen = createGenerateView({
   form: $('gen-form'),
@@ -145,7 +146,7 @@ const analysis = createAnalysis({
 // Auto (the faster path, measured), WebGPU or the CPU path: the same model is loaded again where asked.
 if (['gpu', 'cpu'].includes(BACKEND_PARAM)) $('model-backend').value = BACKEND_PARAM;
 $('model-backend').addEventListener('change', () => {
-  if (state.model) loadBytes(state.model.bytes, state.model.meta, { switchBackend: true });
+  if (state.model) loadSource(state.model.source, state.model.meta, { switchBackend: true });
 });
 
 // ---------------------------------------------------------------------------------------------------------
@@ -206,8 +207,8 @@ const core = new CoreWorker({
     masks.refresh(); // redraw from the inputs as they are now: nothing typed is lost
     gen.setReady(false); // until a model is loaded again
     if (state.model) {
-      const { bytes, meta } = state.model;
-      coreReady.then(() => loadBytes(bytes, meta, { reload: true }));
+      const { source, meta } = state.model;
+      coreReady.then(() => loadSource(source, meta, { reload: true }));
     }
   },
   onGiveUp: (reason, { action } = {}) => {
@@ -306,7 +307,7 @@ async function loadFromUrl(entry) {
     return;
   }
   state.loading = false;
-  await loadBytes(bytes, { id: entry.id, name: entry.name ?? entry.id, description: entry.description, prompt: entry.prompt,
+  await loadSource({ bytes }, { id: entry.id, name: entry.name ?? entry.id, description: entry.description, prompt: entry.prompt,
     sampling: entry.sampling, source: entry.file });
 }
 
@@ -330,14 +331,36 @@ async function loadFromFile(file) {
     return;
   }
   state.loading = false;
-  await loadBytes(bytes, { id: file.name, name: file.name, source: '(your file)', description: '' });
+  await loadSource({ bytes }, { id: file.name, name: file.name, source: '(your file)', description: '' });
+}
+
+/**
+ * Files given together (picked or dropped): one .safetensors checkpoint of ours is read here as before; any other
+ * set (a Hugging Face model's config.json, model.safetensors or shards + index, tokenizer.json, ...; llama2.c's
+ * model.bin + tokenizer.bin) goes to the core as File objects, which it reads in slices with a progress bar, after
+ * checking the memory budget against the config. The File objects stay here, so a restarted worker reads them again.
+ */
+async function loadFromFiles(files) {
+  if (state.loading) return;
+  if (files.length === 1 && /\.safetensors$/i.test(files[0].name)) return loadFromFile(files[0]);
+  // A Hugging Face folder also holds files the core never reads (pytorch_model.bin, tf_model.h5, README.md...):
+  // only the JSON and safetensors files go, so that the progress bar's total is what is read.
+  if (files.some((f) => f.name === 'config.json')) files = files.filter((f) => /\.(json|safetensors)$/i.test(f.name));
+  modelView.clearError();
+  const weights = files.filter((f) => /\.(safetensors|bin)$/i.test(f.name) && f.name !== 'tokenizer.bin');
+  const name = weights.length === 1 ? weights[0].name
+    : weights.length > 1 ? `${weights[0].name} and ${weights.length - 1} more` : files.map((f) => f.name).join(', ');
+  const id = `files:${files.map((f) => `${f.name}:${f.size}`).sort().join(',')}`;
+  await loadSource({ files }, { id, name, source: `(your ${files.length} file${files.length === 1 ? '' : 's'})`,
+    description: '', prompt: 'Once upon a time' });
 }
 
 function stillLoaded() {
   return state.model ? ` ${state.model.meta.name} is still loaded.` : '';
 }
 
-async function loadBytes(bytes, meta, { reload = false, switchBackend = false } = {}) {
+/** source: {bytes} (one checkpoint of ours) or {files} (File objects read by the core). */
+async function loadSource(source, meta, { reload = false, switchBackend = false } = {}) {
   if (state.loading && !reload) return;
   state.loading = true;
   if (gen.running && !reload) {
@@ -352,7 +375,7 @@ async function loadBytes(bytes, meta, { reload = false, switchBackend = false } 
   try {
     // Copies go to the worker; this one stays here so that a restarted worker can load it again.
     state.loadingMeta = meta;
-    card = await loadOnBestPath(bytes, meta, Boolean(info?.gpu?.ok));
+    card = await loadOnBestPath(source, meta, Boolean(info?.gpu?.ok));
   } catch (err) {
     state.loading = false;
     state.loadingMeta = null;
@@ -366,8 +389,12 @@ async function loadBytes(bytes, meta, { reload = false, switchBackend = false } 
   state.loading = false;
   state.loadingMeta = null;
   modelView.hideProgress();
+  // A Hugging Face model's files are named after what they declare (model.safetensors says little).
+  if (source.files && card.origin?.format === 'huggingface' && !meta.named) {
+    Object.assign(meta, { name: `${card.origin.declared} (${meta.name})`, named: true });
+  }
   const previous = state.model;
-  state.model = { card, meta, bytes };
+  state.model = { card, meta, source };
   modelView.showCard(card, meta);
   modelView.setCurrent(meta.id);
   document.body.dataset.model = meta.id;
@@ -392,10 +419,12 @@ function clearStaleErrors() {
 }
 
 /** Loads the model where "Run on" says (auto: measured on both paths, the faster kept; www/speed.js). */
-async function loadOnBestPath(bytes, meta, gpuOk) {
+async function loadOnBestPath(source, meta, gpuOk) {
   const choice = gpuOk ? $('model-backend').value : 'cpu';
+  const names = { gpu: 'WebGPU', cpu: 'the CPU path' };
   const { card, results, chosen } = await loadOnFasterPath({
-    call: (type, args) => core.call(type, args), bytes, meta, gpuOk, choice, measured: state.speed[meta.id],
+    call: (type, args, opts) => core.call(type, args, opts), source, meta, gpuOk, choice, measured: state.speed[meta.id],
+    onProgress: (path, read, total) => modelView.showProgress(`Reading ${meta.name} for ${names[path]}`, read, total),
     onMeasuring: (text) => modelView.showPreparing(`${meta.name}: ${text}`),
   });
   state.speed[meta.id] = results;

@@ -161,7 +161,8 @@ export class CoreWorker {
       return;
     }
     if (msg.event !== undefined) {
-      if (entry.type === 'generate') this.arm(msg.id, entry); // the limit is per token
+      // the limit is per token, and for a load from files per stretch without progress
+      if (entry.type === 'generate' || entry.type === 'load') this.arm(msg.id, entry);
       entry.onEvent?.(msg.event);
       return;
     }

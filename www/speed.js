@@ -94,14 +94,18 @@ export function kvNote(card, { promptLen, maxNew, sliding }) {
 }
 
 /**
- * Loads the model (bytes of a checkpoint) where `choice` says: 'gpu', 'cpu', or 'auto' (the faster path). Without
+ * Loads the model (source: {bytes} of a checkpoint or {files} given together) where `choice` says: 'gpu', 'cpu', or 'auto' (the faster path). Without
  * an earlier measurement (`measured`), it loads the model on each path the device has in turn and times a probe
  * there, then loads it on the faster one if that is not the one loaded last. call(type, args) reaches the worker.
  * Resolves {card (of the model as loaded), results (the measurement), chosen ('gpu' | 'cpu')}.
  */
-export async function loadOnFasterPath({ call, bytes, meta, gpuOk, choice, measured, onMeasuring }) {
-  // A copy goes to the worker; the caller's bytes stay so that a restarted worker can load them again.
-  const load = (path) => call('load', { bytes: bytes.slice(0), preferGpu: path === 'gpu' });
+export async function loadOnFasterPath({ call, source, meta, gpuOk, choice, measured, onMeasuring, onProgress }) {
+  // A copy of the bytes goes to the worker; the caller's stay so that a restarted worker can load them again.
+  // File objects are handles: the worker reads them itself, with progress events.
+  const args = (path) => (source.files ? { files: source.files } : { bytes: source.bytes.slice(0) });
+  const load = (path) => call('load', { ...args(path), preferGpu: path === 'gpu' }, {
+    onEvent: (ev) => { if (ev.kind === 'progress') onProgress?.(path, ev.read, ev.total); },
+  });
   let results = measured;
   let card;
   if (!results) {

@@ -5,7 +5,7 @@ export const state = {
   core: null,           // {version, gpu, hasNavigatorGpu} from the worker's 'init'
   selftestRunning: false,
   manifest: [],
-  model: null,          // {card, meta: {id, name, description, source}, bytes: ArrayBuffer}
+  model: null,          // {card, meta: {id, name, description, source}, source: {bytes: ArrayBuffer} | {files: File[]}}
   loading: false,
   loadingMeta: null,    // the model a 'load' call is loading now (named if the worker dies meanwhile)
   promptTouched: false, // the user typed in the prompt box: a model switch must not replace it

@@ -8,7 +8,8 @@
 //           'token_strings' | 'forward' | 'generate' | 'probe' | 'inspect' | 'generate_ablated'
 //                                                              (model calls: queued, run one at a time)
 //   worker -> app  {id, ok: true, result}  or  {id, ok: false, error: string, fatal?: true}
-//   worker -> app  {id, event}  streaming events of a running request ('generate': one per token)
+//   worker -> app  {id, event}  streaming events of a running request ('generate': one per token; 'load' from
+//                  files: {kind: 'progress', read, total} bytes)
 //   worker -> app  {id, started: true}  when a queued model call begins (core.js starts its watchdog then)
 //   worker -> app  {type: 'ready'}  once, when this script has started (before any wasm is loaded)
 // Every call that touches the loaded model goes through one queue, because the core answers "busy" to a
@@ -172,10 +173,23 @@ const modelHandlers = {
     const core = await loadCore();
     return await core.run_selftest();
   },
-  // bytes: ArrayBuffer of a .safetensors file. On an error the previous model stays loaded (the core keeps it).
-  async load({ bytes, preferGpu }) {
+  // bytes: ArrayBuffer of a .safetensors file; or files: File objects given together (a Hugging Face
+  // directory's files, llama2.c's model.bin + tokenizer.bin), which the core reads in slices through
+  // readFileRange, streaming {kind: 'progress', read, total} events (bytes). On an error the previous model stays
+  // loaded (the core keeps it).
+  async load({ bytes, files, preferGpu }, emit) {
     const core = await loadCore();
-    const card = await core.load_model(new Uint8Array(bytes), Boolean(preferGpu));
+    let card;
+    if (files) {
+      const reader = fileReader(files, emit);
+      try {
+        card = await core.load_files(files.map((f) => f.name), files.map((f) => f.size), reader.read, Boolean(preferGpu));
+      } finally {
+        reader.flush();
+      }
+    } else {
+      card = await core.load_model(new Uint8Array(bytes), Boolean(preferGpu));
+    }
     modelOnGpu = card?.backend === 'gpu';
     // SwiftShader runs workgroup barriers slowly: there the one-thread-per-output matmul beats the
     // GEMV for one-row passes (BENCHMARKS.md, issue 12). Fused kernels stay on.
@@ -292,6 +306,38 @@ const modelHandlers = {
     return { tokens: n, ms, tps: ms ? (n - 1) / (ms / 1000) : null, firstMs: tFirst != null ? tFirst - t0 : null };
   },
 };
+
+// The core's reader of the given files: {read(name, start, len) -> Uint8Array, flush() (the last progress)}; read is synchronous (FileReaderSync, which
+// workers have), one slice at a time. Progress is the bytes read up to the furthest point of each file (a tensor
+// read twice counts once), sent at most every 50 ms.
+function fileReader(files, emit) {
+  const byName = new Map(files.map((f) => [f.name, f]));
+  const total = files.reduce((n, f) => n + f.size, 0);
+  const reached = new Map();
+  const reader = new FileReaderSync();
+  let read = 0;
+  let last = 0;
+  emit({ kind: 'progress', read: 0, total });
+  const flush = () => emit({ kind: 'progress', read, total });
+  const readRange = (name, start, len) => {
+    const file = byName.get(name);
+    if (!file) throw new Error(`${name} is not among the files`);
+    const bytes = new Uint8Array(reader.readAsArrayBuffer(file.slice(start, start + len)));
+    const end = Math.min(file.size, start + len);
+    const before = reached.get(name) ?? 0;
+    if (end > before) {
+      reached.set(name, end);
+      read += end - before;
+    }
+    const now = performance.now();
+    if (now - last > 50 || read === total) {
+      last = now;
+      flush();
+    }
+    return bytes;
+  };
+  return { read: readRange, flush };
+}
 
 function nextTask() {
   return new Promise((resolve) => setTimeout(resolve, 0));

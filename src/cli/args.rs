@@ -59,9 +59,14 @@ pub enum BackendChoice {
 /// The checkpoint and how much memory it may take.
 #[derive(Args, Debug)]
 pub struct ModelArgs {
-    /// the .safetensors checkpoint (a regular file)
-    #[arg(long, value_name = "FILE")]
+    /// the model: a tinyformer .safetensors checkpoint, a Hugging Face model directory (config.json,
+    /// model.safetensors or shards, tokenizer.json) or its model.safetensors, or a llama2.c .bin
+    #[arg(long, value_name = "PATH")]
     pub model: String,
+    /// the tokenizer of a Hugging Face or llama2.c model, instead of the tokenizer.json / tokenizer.bin
+    /// beside it (tokenizer.json or tokenizer.bin)
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<String>,
     /// the most memory the model may need (weights, activations, KV caches, attention maps,
     /// logits), checked before anything is allocated: 4GiB, 512MiB, or bytes
     #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = parse_budget)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::cli::args::{BenchGenerateArgs, BenchMatmulArgs};
-use crate::cli::model_cmds::{budget, read_model_file};
+use crate::cli::model_cmds::open_on;
 use crate::error::{Result, TfError};
 use crate::gpu::{matmul::MatmulKind, Gpu, Recorder};
 use crate::model::config::Arch;
@@ -100,10 +100,10 @@ fn gpu_backend(s: &mut Session) -> Result<&mut GpuBackend> {
 pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
     a.validate()?;
     let path = &a.model.model;
-    let bytes = read_model_file(&a.model)?;
     let reps = a.reps;
     let gpu = Arc::new(pollster::block_on(Gpu::new())?);
-    let mut s = pollster::block_on(Session::load(&Device::Gpu(gpu.clone()), &bytes, &budget(&a.model)))?;
+    // our checkpoints, Hugging Face directories and llama2.c .bin files alike
+    let mut s = open_on(&Device::Gpu(gpu.clone()), &a.model)?;
     let (arch, ctx, layers) = (s.config().arch, s.config().max_seq_len, s.config().num_layers);
     let (start, src) = if arch == Arch::EncoderDecoder { (vec![BOS_ID], Some(vec![3u32; 8])) } else { (vec![1u32; 4], None) };
     let room = ctx.checked_sub(start.len()).filter(|&r| r > 0).ok_or_else(|| {

@@ -1,18 +1,20 @@
 //! `tinyformer info | forward | generate | eval`: the models from the command line, a thin layer over
 //! the session core (src/session.rs) that reads the flags and writes JSON.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use crate::cli::args::{BackendChoice, EvalArgs, ForwardArgs, GenerateArgs, InfoArgs, InputArgs, ModelArgs, OutArgs, SessionArgs};
-use crate::error::{Result, TfError};
+use crate::error::{quote, Result, TfError};
+use crate::formats::{DirFiles, Files};
 use crate::gpu::Gpu;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::Arch;
 use crate::model::memory::{self, Budget};
 use crate::model::run::{GenConfig, BOS_ID};
-use crate::session::{Device, Session, TokenizerCard};
+use crate::session::{Device, Session, TokenizerCard, TokenizerFile};
 use crate::tokenizer::Tokenizer;
 
 /// The checkpoint's bytes: a regular file no larger than the memory budget (it is read whole).
@@ -32,10 +34,101 @@ pub(crate) fn device(choice: BackendChoice) -> Result<Device> {
     }
 }
 
-/// Reads the checkpoint, then loads it where --backend says.
+/// What `--model` names: one of our checkpoints (read whole), or a set of files in a directory (a Hugging
+/// Face model directory, or a llama2.c .bin with the tokenizer.bin beside it).
+pub(crate) enum ModelPath {
+    Ours,
+    Files { dir: DirFiles, names: Vec<String> },
+}
+
+/// Most files listed in a model directory.
+const MAX_DIR_FILES: usize = 10_000;
+
+/// The regular files of `dir` (plain names, not recursive).
+fn list_dir(dir: &Path, shown: &str) -> Result<Vec<String>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| TfError::Input(format!("cannot read --model {shown}: {e}")))?;
+    let mut names = Vec::new();
+    for entry in rd.take(MAX_DIR_FILES + 1) {
+        let entry = entry.map_err(|e| TfError::Input(format!("cannot read --model {shown}: {e}")))?;
+        if entry.file_type().map(|t| t.is_file() || t.is_symlink()).unwrap_or(false) {
+            if let Some(n) = entry.file_name().to_str().filter(|n| !n.starts_with('.')) {
+                names.push(n.to_string());
+            }
+        }
+    }
+    if names.len() > MAX_DIR_FILES {
+        return Err(TfError::Input(format!("--model {shown} holds more than {MAX_DIR_FILES} files: is it a model directory?")));
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Tells what `--model` names: a directory (its files), a `.safetensors` with config.json beside it (the
+/// directory's files), a `.bin` (it and the tokenizer.bin beside it), else one of our checkpoints.
+pub(crate) fn model_path(a: &ModelArgs) -> Result<ModelPath> {
+    let path = Path::new(&a.model);
+    let shown = quote(&a.model);
+    let meta = std::fs::metadata(path).map_err(|e| TfError::Input(format!("cannot read --model {shown}: {e}")))?;
+    let parent = || path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let file_name = || path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    if meta.is_dir() {
+        let names = list_dir(path, &shown)?;
+        crate::session::detect_files(&names).map_err(|e| TfError::Input(format!("--model {shown} is a directory: {e}")))?;
+        return Ok(ModelPath::Files { names, dir: DirFiles(path.to_path_buf()) });
+    }
+    let lower = a.model.to_ascii_lowercase();
+    if lower.ends_with(".safetensors") && parent().join("config.json").is_file() {
+        let dir = parent();
+        return Ok(ModelPath::Files { names: list_dir(&dir, &shown)?, dir: DirFiles(dir) });
+    }
+    if lower.ends_with(".bin") && meta.is_file() {
+        let dir = parent();
+        let mut names = vec![file_name()];
+        if a.tokenizer.is_none() && names[0] != "tokenizer.bin" && dir.join("tokenizer.bin").is_file() {
+            names.push("tokenizer.bin".into());
+        }
+        return Ok(ModelPath::Files { names, dir: DirFiles(dir) });
+    }
+    Ok(ModelPath::Ours)
+}
+
+/// --tokenizer's bytes, when given.
+fn tokenizer_bytes(a: &ModelArgs) -> Result<Option<Vec<u8>>> {
+    a.tokenizer
+        .as_ref()
+        .map(|t| crate::cli::read_input(t, "--tokenizer", crate::cli::MAX_TOKENIZER_BYTES, "tokenizer files are capped at 256 MiB"))
+        .transpose()
+}
+
+/// --tokenizer goes with foreign models only.
+fn no_tokenizer_flag(m: &ModelArgs) -> Result<()> {
+    match m.tokenizer {
+        Some(_) => {
+            Err(TfError::Input("--tokenizer is for Hugging Face and llama2.c models; a tinyformer checkpoint carries its own".into()))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Reads the model (`--model`, see [`model_path`]), then loads it where --backend says.
 pub(crate) fn open(a: &SessionArgs) -> Result<Session> {
-    let bytes = read_model_file(&a.model)?;
-    pollster::block_on(Session::load(&device(a.backend)?, &bytes, &budget(&a.model)))
+    open_on(&device(a.backend)?, &a.model)
+}
+
+/// Reads the model (`--model`, see [`model_path`]) and loads it on `device`.
+pub(crate) fn open_on(device: &Device, m: &ModelArgs) -> Result<Session> {
+    match model_path(m)? {
+        ModelPath::Ours => {
+            no_tokenizer_flag(m)?;
+            let bytes = read_model_file(m)?;
+            pollster::block_on(Session::load(device, &bytes, &budget(m)))
+        }
+        ModelPath::Files { dir, names } => {
+            let tok = tokenizer_bytes(m)?;
+            let tok = tok.as_deref().zip(m.tokenizer.as_deref()).map(|(bytes, name)| TokenizerFile { name, bytes });
+            pollster::block_on(Session::load_files(device, &dir, &names, tok, &budget(m)))
+        }
+    }
 }
 
 /// The JSON on stdout, or in --out.
@@ -73,6 +166,10 @@ pub(crate) fn input_ids(s: &Session, ids: &Option<crate::cli::args::Ids>, prompt
 }
 
 pub fn info(a: &InfoArgs) -> Result<String> {
+    if let ModelPath::Files { dir, names } = model_path(&a.model)? {
+        return foreign_info(a, &dir, &names);
+    }
+    no_tokenizer_flag(&a.model)?;
     let bytes = read_model_file(&a.model)?;
     let ck = Checkpoint::from_bytes(&bytes)?;
     let tok = match ck.tokenizer.as_deref().map(Tokenizer::from_json) {
@@ -81,14 +178,58 @@ pub fn info(a: &InfoArgs) -> Result<String> {
         Some(Err(e)) => json!({"error": crate::error::one_line(&e.to_string())}),
     };
     let demand = memory::demand(&ck.config);
+    let at_load = memory::demand_for(&ck.config, memory::WeightCopies::None, &crate::model::state::Plan::at_load(&ck.config));
     Ok(serde_json::to_string_pretty(&json!({
         "file": a.model.model,
+        "format": "tinyformer",
+        "architecture": ck.config.arch.as_str(),
         "bytes": bytes.len(),
         "dtype": ck.dtype().map(|d| d.as_str()),
         "config": ck.config,
         "parameters": ck.config.param_count(),
-        "memory": {"total_bytes": demand.total_bytes, "fits_budget": demand.check(&budget(&a.model)).is_ok(), "buffers": demand.items},
+        // total_bytes: the whole context with every attention map (the most a pass can ask for); load_bytes:
+        // what a load allocates (the run state grows per request, model::state::Plan)
+        "memory": {"total_bytes": demand.total_bytes, "fits_budget": demand.check(&budget(&a.model)).is_ok(), "load_bytes": at_load.total_bytes, "load_fits_budget": at_load.check(&budget(&a.model)).is_ok(), "buffers": demand.items},
         "tokenizer": tok,
+    }))
+    .unwrap_or_default())
+}
+
+/// `info` for a Hugging Face directory or a llama2.c .bin: the detected format and architecture, the
+/// dimensions, dtype and parameters from the plan (headers only: no weight is read), our config of it and
+/// its memory demand, the tokenizer and EOS.
+fn foreign_info(a: &InfoArgs, dir: &DirFiles, names: &[String]) -> Result<String> {
+    let tok = tokenizer_bytes(&a.model)?;
+    let tok = tok.as_deref().zip(a.model.tokenizer.as_deref()).map(|(bytes, name)| TokenizerFile { name, bytes });
+    let f = crate::session::plan_files(dir, names, tok)?;
+    let p = &f.plan;
+    let d = &p.dims;
+    let files: Vec<&String> = names.iter().filter(|n| dir.size(n).is_some()).collect();
+    let bytes: u64 = names.iter().filter_map(|n| dir.size(n)).sum();
+    let config = crate::formats::config_of(p).map_err(|e| TfError::Checkpoint(e.to_string()))?;
+    let demand = memory::demand(&config);
+    let at_load = memory::demand_for(&config, memory::WeightCopies::None, &crate::model::state::Plan::at_load(&config));
+    Ok(serde_json::to_string_pretty(&json!({
+        "config": config,
+        // total_bytes: the whole context with every attention map (the most a pass can ask for); load_bytes:
+        // what a load allocates (the run state grows per request, model::state::Plan)
+        "memory": {"total_bytes": demand.total_bytes, "fits_budget": demand.check(&budget(&a.model)).is_ok(), "load_bytes": at_load.total_bytes, "load_fits_budget": at_load.check(&budget(&a.model)).is_ok(), "buffers": demand.items},
+        "file": a.model.model,
+        "format": match p.format { crate::formats::Format::HfDirectory => "huggingface", crate::formats::Format::Llama2c => "llama2c" },
+        "format_name": p.format.as_str(),
+        "architecture": p.declared,
+        "family": p.family.as_str(),
+        "files": files,
+        "bytes": bytes,
+        "dtype": format!("{:?}", p.dtype).to_uppercase(),
+        "parameters": p.param_count(),
+        "dims": {
+            "vocab_size": d.vocab_size, "d_model": d.d_model, "num_layers": d.num_layers, "num_heads": d.num_heads,
+            "num_kv_heads": d.num_kv_heads, "head_dim": d.head_dim, "ffn_hidden": d.ffn_hidden, "context": d.context,
+            "norm_eps": d.norm_eps, "rope_theta": d.rope_theta, "tied": d.tied, "qkv_bias": d.qkv_bias,
+        },
+        "tokenizer": f.tokenizer.as_ref().map(|(file, t)| json!({"file": file, "card": TokenizerCard::from(t)})),
+        "eos": f.eos,
     }))
     .unwrap_or_default())
 }

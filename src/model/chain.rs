@@ -258,6 +258,14 @@ impl<B: Backend> Model<B> {
                 g.chain.ready.clear(); // the rest of the batch took this token for a non-PAD key
             }
         }
+        if g.cfg.stop_ids.contains(&r.id) {
+            // a foreign model's EOS (GenConfig::stop_ids), as the K = 1 loop stops on it
+            g.done = true;
+            g.stop_reason = Some(crate::model::run::StopReason::Eos);
+            g.chain.ready.clear();
+            g.chain.in_flight.clear();
+            b.queue_abandon();
+        }
         Ok(Some(StepOut { id: r.id, window_start: 0, attention: r.attention, top: r.top, moe: r.moe, batch: r.batch }))
     }
 }

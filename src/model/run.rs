@@ -344,6 +344,8 @@ pub struct GenConfig {
     pub pipeline: bool,
     /// read back each step's MoE routing
     pub moe: bool,
+    /// ids that end the generation when produced (a foreign model's EOS, issue 13; the session sets them)
+    pub stop_ids: Vec<u32>,
 }
 
 impl Default for GenConfig {
@@ -362,6 +364,7 @@ impl Default for GenConfig {
             tokens_per_submit: 1,
             pipeline: true,
             moe: false,
+            stop_ids: Vec::new(),
         }
     }
 }
@@ -374,7 +377,7 @@ pub enum StopReason {
     MaxNewTokens,
     /// the sequence filled the model's context (and the window does not slide)
     Context,
-    /// the encoder-decoder produced EOS
+    /// the encoder-decoder produced EOS, or the model one of `GenConfig::stop_ids`
     Eos,
 }
 
@@ -642,7 +645,7 @@ impl<B: Backend> Model<B> {
         }
         g.ids.push(id);
         g.step += 1;
-        if self.cfg.arch == Arch::EncoderDecoder && id == EOS_ID {
+        if (self.cfg.arch == Arch::EncoderDecoder && id == EOS_ID) || g.cfg.stop_ids.contains(&id) {
             g.done = true;
             g.stop_reason = Some(StopReason::Eos);
         }

@@ -115,6 +115,13 @@ impl<B: Backend> Model<B> {
         self.out_tokenizer.as_ref()
     }
 
+    /// Gives a model without one in its checkpoint a tokenizer (a foreign model's tokenizer.json /
+    /// tokenizer.bin, read beside it; the caller has checked it against the vocabulary).
+    pub fn set_tokenizer(&mut self, t: Tokenizer) {
+        self.out_tokenizer = Some(t.target_tokenizer().unwrap_or_else(|| t.clone()));
+        self.tokenizer = Some(t);
+    }
+
     /// Output ids as text, special ids (PAD / BOS / EOS of a chars table) left out.
     pub fn decode_output(&self, ids: &[u32]) -> Result<String> {
         let t = self.output_tokenizer().ok_or_else(|| TfError::Input("this model has no tokenizer".into()))?;

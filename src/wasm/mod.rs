@@ -13,6 +13,7 @@ use js_sys::Float32Array;
 use serde::{de::DeserializeOwned, Serialize};
 use wasm_bindgen::prelude::*;
 
+use crate::formats::{Files, FormatError};
 use crate::gpu::Gpu;
 use crate::mask::Mask;
 use crate::model::inspect::PageOpts;
@@ -114,6 +115,55 @@ pub async fn load_model(bytes: Vec<u8>, prefer_gpu: bool) -> Result<JsValue, JsV
 fn device_memory_gib() -> Option<f64> {
     let nav = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("navigator")).ok()?;
     js_sys::Reflect::get(&nav, &JsValue::from_str("deviceMemory")).ok()?.as_f64()
+}
+
+/// The files the page was given (dropped or picked), read through `read(name, start, len)`: a JS function
+/// that returns a Uint8Array of exactly `len` bytes (the worker reads slices of the File objects with
+/// FileReaderSync, so no file is copied whole into wasm memory and the budget is checked before the weights
+/// are read).
+struct JsFiles {
+    sizes: std::collections::HashMap<String, u64>,
+    read: js_sys::Function,
+}
+
+impl Files for JsFiles {
+    fn size(&self, name: &str) -> Option<u64> {
+        self.sizes.get(name).copied()
+    }
+    fn read_range(&self, name: &str, start: u64, len: u64) -> crate::formats::Result<Vec<u8>> {
+        let fail = |why: String| FormatError(format!("{name}: {why}"));
+        let got = self
+            .read
+            .call3(&JsValue::NULL, &JsValue::from_str(name), &JsValue::from_f64(start as f64), &JsValue::from_f64(len as f64))
+            .map_err(|e| fail(format!("could not be read ({})", js_sys::Error::from(e).message())))?;
+        let arr: js_sys::Uint8Array = got.dyn_into().map_err(|_| fail("the reader returned no bytes".into()))?;
+        if arr.length() as u64 != len {
+            return Err(fail(format!("{} bytes read where {len} were expected: did the file change?", arr.length())));
+        }
+        let mut out = Vec::new();
+        out.try_reserve_exact(len as usize).map_err(|_| fail(format!("cannot allocate {len} bytes")))?;
+        out.resize(len as usize, 0);
+        arr.copy_to(&mut out);
+        Ok(out)
+    }
+}
+
+/// Loads a model from the files the user gave together (names, sizes in bytes, and the reader above): a
+/// Hugging Face directory's files, llama2.c's model.bin + tokenizer.bin, or one of our checkpoints
+/// (session::Session::load_files). Returns its card; on an error the previous model stays loaded.
+#[wasm_bindgen]
+pub async fn load_files(names: Vec<String>, sizes: Vec<f64>, read: js_sys::Function, prefer_gpu: bool) -> Result<JsValue, JsValue> {
+    if names.len() != sizes.len() {
+        return Err(err("load_files: one size per file name"));
+    }
+    let files = JsFiles { sizes: names.iter().cloned().zip(sizes.iter().map(|&s| s as u64)).collect(), read };
+    let slot = SESSION.with(Rc::clone);
+    let mut s = borrow(&slot)?;
+    let device = gpu().filter(|_| prefer_gpu).map_or(Device::Cpu, Device::Gpu);
+    let budget = Budget::page_for(gpu().filter(|_| prefer_gpu).map(|g| g.buffer_limits()), device_memory_gib());
+    let new = Session::load_files(&device, &files, &names, None, &budget).await.map_err(err)?;
+    *s = None; // the old model's buffers are destroyed first
+    Ok(to_js(&s.insert(new).card())?)
 }
 
 /// The loaded model's card (session::Card).

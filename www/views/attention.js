@@ -16,6 +16,12 @@ import { drawThumbnail, drawHeatmap, heatmapLayout, cellAt } from './heatmap.js'
 const KIND_NAMES = { encoder: 'Encoder self-attention', decoder: 'Decoder self-attention', cross: 'Cross-attention' };
 const THUMB = 72;
 
+/** 2 -> "2nd", 5 -> "5th", 21 -> "21st" (labelEvery is 1, 2, 5, 10, 20, 50, ...). */
+function ordinal(n) {
+  const tail = n % 100 >= 11 && n % 100 <= 13 ? 'th' : ({ 1: 'st', 2: 'nd', 3: 'rd' })[n % 10] ?? 'th';
+  return `${n}${tail}`;
+}
+
 export function createAttentionView(root, { onSelectStep }) {
   let d = null;          // {maps, masks, labels, heads, kvHeads, model, steps, stepRow}
   let kind = null;
@@ -271,7 +277,7 @@ export function createAttentionView(root, { onSelectStep }) {
     els.windowRange.max = String(Math.max(0, m.rows - (view.size ?? m.rows)));
     els.windowRange.value = String(view.r0);
     els.windowLabel.textContent = view.size == null
-      ? `all ${m.rows} × ${m.cols}${layout.labelEvery > 1 ? `, every ${layout.labelEvery}th token labelled (hover for each)` : ''}`
+      ? `all ${m.rows} × ${m.cols}${layout.labelEvery > 1 ? `, every ${ordinal(layout.labelEvery)} token labelled (hover for each)` : ''}`
       : `queries ${view.r0}–${view.r1 - 1}, keys ${view.c0}–${view.c1 - 1} of ${m.cols}`;
     root.dataset.window = `${view.r0},${view.r1}`;
     const fr = focusRow();

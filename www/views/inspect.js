@@ -176,7 +176,8 @@ export function createInspectView(root, { call }) {
         const b = top(k);
         return h('span', { class: 'top-head', dataset: { kind: k, layer: b.l, head: b.hd } }, `${name}: ${b.l}.${b.hd} (${fmt(b.s)})`);
       })),
-      h('div', { class: 'head-grids' }, KINDS.map(([k, name]) => h('table', { class: 'inspect-grid heads', dataset: { kind: k } },
+      // Each grid scrolls sideways by itself when a model's heads do not fit (12 x 12 on a phone).
+      h('div', { class: 'head-grids' }, KINDS.map(([k, name]) => h('div', { class: 'table-scroll' }, h('table', { class: 'inspect-grid heads', dataset: { kind: k } },
         h('caption', { class: 'small muted' }, name),
         h('thead', {}, h('tr', {}, h('th', {}, 'L \\ H'), scores[k][0].map((_, hd) => h('th', {}, hd)))),
         h('tbody', {}, scores[k].map((row, l) => h('tr', {}, h('th', {}, l), row.map((s, hd) => h('td', {},
@@ -185,8 +186,8 @@ export function createInspectView(root, { call }) {
             title: `head ${l}.${hd}: ${name.toLowerCase()} score ${fmt(s, 3)}, mean attention entropy ${fmt(meanEntropy[l][hd])} nats. Click to ablate.`,
             dataset: { kind: k, layer: l, head: hd, score: s },
             on: { click: () => toggle(`${l}.${hd}`) },
-          }, fmt(s))))))))),
-        h('table', { class: 'inspect-grid heads', id: 'inspect-entropy' },
+          }, fmt(s)))))))))),
+        h('div', { class: 'table-scroll' }, h('table', { class: 'inspect-grid heads', id: 'inspect-entropy' },
           h('caption', { class: 'small muted' }, 'Attention entropy (nats, mean over positions)'),
           h('thead', {}, h('tr', {}, h('th', {}, 'L \\ H'), meanEntropy[0].map((_, hd) => h('th', {}, hd)))),
           h('tbody', {}, meanEntropy.map((row, l) => h('tr', {}, h('th', {}, l), row.map((e, hd) => h('td', {
@@ -195,7 +196,7 @@ export function createInspectView(root, { call }) {
             dataset: { layer: l, head: hd, mean: e },
             'aria-selected': String(entHead[0] === l && entHead[1] === hd),
             on: { click: () => showEntropy(l, hd) },
-          }, fmt(e)))))))),
+          }, fmt(e))))))))),
       entropyStrip(r),
       it ? h('p', { id: 'inspect-induction-result', class: 'small', dataset: { first: it.loss_first_half, second: it.loss_second_half } },
         `Loss on the first half ${fmt(it.loss_first_half)} nats, on the repeat ${fmt(it.loss_second_half)} nats`,

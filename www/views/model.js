@@ -15,14 +15,22 @@ const ARCH_NAMES = {
   encoder_decoder: 'Encoder-decoder transformer',
 };
 
-export function createModelView({ list, fileInput, progress, progressBar, progressText, errorEl, card, onPick, onFile }) {
+const FORMAT_NAMES = {
+  tinyformer: 'tinyformer checkpoint',
+  huggingface: 'Hugging Face model',
+  llama2c: 'llama2.c model.bin',
+};
+
+export function createModelView({ list, fileInput, dropZone, progress, progressBar, progressText, errorEl, card, onPick, onFiles }) {
   let entries = [];
   let current = null;
 
+  // Several files may be picked together: a Hugging Face model's config.json, model.safetensors (or its shards
+  // and model.safetensors.index.json), tokenizer.json, ...; or llama2.c's model.bin + tokenizer.bin.
   fileInput.addEventListener('change', () => {
-    const file = fileInput.files?.[0];
-    if (file) onFile(file);
-    fileInput.value = ''; // the same file can be picked again
+    const files = [...(fileInput.files ?? [])];
+    if (files.length) onFiles(files);
+    fileInput.value = ''; // the same files can be picked again
   });
 
   // Drag and drop anywhere on the page.
@@ -42,14 +50,38 @@ export function createModelView({ list, fileInput, progress, progressBar, progre
     e.preventDefault();
     e.dataTransfer.dropEffect = 'copy';
   });
+  // Drop anywhere on the page, or on the drop zone: files, or a model's folder (its files, one level deep).
   document.addEventListener('drop', (e) => {
     depth = 0;
     document.body.classList.remove('dragging');
-    const file = e.dataTransfer?.files?.[0];
-    if (!file) return;
+    dropZone?.classList.remove('over');
+    if (!e.dataTransfer?.files?.length) return;
     e.preventDefault();
-    onFile(file);
+    droppedFiles(e.dataTransfer).then((files) => { if (files.length) onFiles(files); });
   });
+  dropZone?.addEventListener('dragover', () => dropZone.classList.add('over'));
+  dropZone?.addEventListener('dragleave', () => dropZone.classList.remove('over'));
+
+  /** The dropped files; a dropped folder gives its files (not its subfolders). */
+  async function droppedFiles(dt) {
+    const entries = [...(dt.items ?? [])].map((it) => it.webkitGetAsEntry?.()).filter(Boolean);
+    if (!entries.some((en) => en.isDirectory)) return [...dt.files];
+    const out = [];
+    for (const en of entries) {
+      if (en.isFile) out.push(await new Promise((res, rej) => en.file(res, rej)));
+      else if (en.isDirectory) {
+        const reader = en.createReader();
+        for (;;) {
+          const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
+          if (!batch.length) break;
+          for (const child of batch) {
+            if (child.isFile && !child.name.startsWith('.')) out.push(await new Promise((res, rej) => child.file(res, rej)));
+          }
+        }
+      }
+    }
+    return out;
+  }
 
   function renderList() {
     replaceChildren(list, entries.map((m) => h('button', {
@@ -132,7 +164,12 @@ export function createModelView({ list, fileInput, progress, progressBar, progre
       card.dataset.backend = info.backend;
       const isEncDec = info.arch === 'encoder_decoder';
       const tok = info.tokenizer;
+      const origin = info.origin ?? { format: 'tinyformer' };
+      const nFiles = (origin.files?.length ?? 1) + (origin.tokenizer_file ? 1 : 0);
+      const format = `${FORMAT_NAMES[origin.format] ?? origin.format}` +
+        (origin.declared ? `: ${origin.declared}${origin.family ? ` (run as ${origin.family})` : ''}` : '');
       const rows = [
+        ['format', 'Format', format],
         ['arch', 'Architecture', ARCH_NAMES[info.arch] ?? info.arch],
         ['parameters', 'Parameters', formatInt(info.parameters)],
         ['layers', 'Layers', isEncDec ? `${info.layers} encoder + ${info.layers} decoder` : info.layers],
@@ -146,12 +183,13 @@ export function createModelView({ list, fileInput, progress, progressBar, progre
         ['vocab_size', 'Vocabulary', isEncDec
           ? `${info.src_vocab_size ?? info.vocab_size} source / ${info.tgt_vocab_size ?? '?'} target` : formatInt(info.vocab_size)],
         ['context', 'Context length', `${formatInt(info.context)} tokens`],
-        ['file_size', 'File size', formatBytes(info.file_size)],
+        ['file_size', nFiles > 1 ? 'Files' : 'File size', nFiles > 1 ? `${formatBytes(info.file_size)} in ${nFiles} files`
+          : formatBytes(info.file_size)],
         ['tokenizer', 'Tokenizer', tok ? `${tok.kind}, ${formatInt(tok.vocab_size)} entries${tok.merges ? `, ${formatInt(tok.merges)} merges` : ''}`
           : 'none in the file: type token ids'],
         ['backend', 'Runs on', info.backend === 'gpu' ? 'WebGPU (our WGSL kernels)' : 'CPU (wasm reference path)'],
       ];
-      const values = { arch: info.arch, parameters: info.parameters, layers: info.layers, heads: info.heads,
+      const values = { format: origin.format, arch: info.arch, parameters: info.parameters, layers: info.layers, heads: info.heads,
         kv_heads: info.kv_heads, head_dim: info.head_dim, d_model: info.d_model, d_ff: info.d_ff,
         experts: info.experts ?? 0, vocab_size: info.vocab_size, context: info.context, file_size: info.file_size,
         tokenizer: tok?.kind ?? 'none', backend: info.backend };
