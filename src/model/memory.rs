@@ -112,6 +112,12 @@ pub fn demand(cfg: &ModelConfig) -> Demand {
 
 /// [`demand`] on a backend that keeps `copies` of the weights.
 pub fn demand_with(cfg: &ModelConfig, copies: WeightCopies) -> Demand {
+    demand_for(cfg, copies, false)
+}
+
+/// [`demand_with`]; `weights16`: the checkpoint is F16 / BF16 and the backend keeps its matmul
+/// weights and embeddings 16-bit (the GPU, `Backend::keeps_16bit`), 2 bytes a value.
+pub fn demand_for(cfg: &ModelConfig, copies: WeightCopies, weights16: bool) -> Demand {
     let (s, c, l) = (cfg.max_seq_len, cfg.d_model, cfg.num_layers);
     let (nh, hs) = (cfg.num_heads, cfg.head_dim());
     let kvw = cfg.num_kv_heads * hs;
@@ -134,7 +140,13 @@ pub fn demand_with(cfg: &ModelConfig, copies: WeightCopies) -> Demand {
         WeightCopies::Panels(width) => width,
     };
     let census = Census::with_panel(cfg, panel);
-    add("weights", format!("{} parameters", census.params), census.params.saturating_mul(4));
+    if weights16 {
+        let f32s = census.params.saturating_sub(census.half_params);
+        let bytes = f32s.saturating_mul(4).saturating_add(census.half_bytes);
+        add("weights", format!("{} parameters, {} of them 16-bit", census.params, census.half_params), bytes);
+    } else {
+        add("weights", format!("{} parameters", census.params), census.params.saturating_mul(4));
+    }
     add(
         "packed weights",
         format!("{} matmul values in panels of {panel} rows", census.packed_params),

@@ -54,7 +54,9 @@ impl<B: Backend> Model<B> {
     /// activations, KV caches, attention maps, logits, MoE buffers, masks) is over `budget`, before
     /// anything is converted or allocated.
     pub fn load_within(backend: &B, bytes: &[u8], budget: &Budget) -> Result<Model<B>> {
-        let ck = Checkpoint::from_bytes_checked(bytes, |cfg| memory::demand_with(cfg, backend.weight_copies()).check(budget))?;
+        let ck = Checkpoint::from_bytes_in16(bytes, &crate::model::checkpoint::Canonical, |cfg, w16| {
+            memory::demand_for(cfg, backend.weight_copies(), w16 && backend.keeps_16bit()).check(budget)
+        })?;
         Self::from_checkpoint(backend, ck, budget)
     }
 
@@ -63,7 +65,8 @@ impl<B: Backend> Model<B> {
     /// is checked against `budget` again here (cheap), then the tokenizer in the metadata (if any),
     /// then the weights are uploaded and the run state allocated.
     pub fn from_checkpoint(backend: &B, mut ck: Checkpoint, budget: &Budget) -> Result<Model<B>> {
-        memory::demand_with(&ck.config, backend.weight_copies()).check(budget).map_err(TfError::Memory)?;
+        let w16 = backend.keeps_16bit() && ck.weights16();
+        memory::demand_for(&ck.config, backend.weight_copies(), w16).check(budget).map_err(TfError::Memory)?;
         let cfg = ck.config.clone();
         let tokenizer = match &ck.tokenizer {
             None => None,
