@@ -75,7 +75,13 @@ fn weight_bytes(gpu: &Arc<Gpu>, ck: &Checkpoint) -> (u64, u64) {
 fn bf16_llama_keeps_its_weights_16bit_on_the_gpu_and_matches_transformers() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_models/llama_untied_bf16");
     let exp: Value = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
-    let opened = formats::open(&DirFiles(dir), None, |_| Ok(())).unwrap();
+    let mut seen16 = None;
+    let opened = formats::open16(&DirFiles(dir), None, |_, w16| {
+        seen16 = Some(w16);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen16, Some(true), "the budget check learns the weights stay 16-bit");
     let ck = opened.checkpoint;
     assert!(ck.weights16(), "the matmul weights and embeddings keep the file's bf16 bits");
     assert_eq!(ck.dtype(), Some(FloatDtype::BF16));
@@ -165,4 +171,22 @@ fn forward_and_greedy<B: Backend>(b: &mut B, m: &mut Model<B>, input: &[u32], j:
     let g = GenConfig { max_new_tokens: j["greedy"]["max_new_tokens"].as_u64().unwrap() as usize, kv_cache: true, ..GenConfig::default() };
     let greedy = pollster::block_on(m.generate(b, &prompt, None, g)).unwrap();
     (out.logits, maps, greedy)
+}
+
+/// The budget check before allocating counts 2 bytes a value for the weights the GPU keeps 16-bit:
+/// a budget that holds decoder_a_bf16 with 16-bit weights but not with f32 ones loads it on the GPU
+/// and refuses it on the CPU reference (which widens).
+#[test]
+fn the_budget_counts_16bit_weights_at_2_bytes_on_the_gpu() {
+    let bytes = std::fs::read("tests/fixtures/models/decoder_a_bf16.safetensors").unwrap();
+    let cfg = Checkpoint::from_bytes(&bytes).unwrap().config;
+    let (d16, d32) = (memory::demand_for(&cfg, WeightCopies::None, true).total_bytes, memory::demand(&cfg).total_bytes);
+    assert!(d16 < d32);
+    let budget = Budget::cli(d16);
+    let gpu = gpu();
+    let m = Model::load_within(&GpuBackend::new(gpu.clone()), &bytes, &budget).expect("fits with 16-bit weights");
+    assert!(gpu.live_bytes16() > 0);
+    drop(m);
+    let e = Model::load_within(&CpuBackend, &bytes, &budget).err().expect("the CPU widens: over the budget").to_string();
+    assert!(e.contains("over the memory budget"), "{e}");
 }

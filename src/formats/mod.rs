@@ -377,17 +377,33 @@ pub fn config_of(plan: &Plan) -> Result<ModelConfig> {
 
 /// Opens a foreign checkpoint for the engine: plans it ([`plan`]), makes our config ([`config_of`]),
 /// runs `check_config` (the memory budget) before any tensor is read or widened, checks that the plan
-/// holds exactly the tensors our architecture declares, then reads them (f32, our layout) and refuses
-/// NaN / infinite weights. Every error is one line.
+/// holds exactly the tensors our architecture declares, then reads them (our layout) and refuses
+/// NaN / infinite weights: f32, except the matmul weights and embeddings of an F16 / BF16 model, which
+/// keep the file's 16-bit values (`TensorF32::bits`). Every error is one line.
 pub fn open(
     files: &dyn Files,
     model_bin: Option<&str>,
     check_config: impl FnOnce(&ModelConfig) -> std::result::Result<(), String>,
 ) -> Result<Opened> {
+    open16(files, model_bin, |c, _| check_config(c))
+}
+
+/// [`open`] whose check also learns whether every tensor that `Role::keeps_16bit` is stored F16 /
+/// BF16 (then kept 16-bit: `memory::demand_for`'s `weights16` on a backend that keeps them so).
+pub fn open16(
+    files: &dyn Files,
+    model_bin: Option<&str>,
+    check_config: impl FnOnce(&ModelConfig, bool) -> std::result::Result<(), String>,
+) -> Result<Opened> {
     let plan = plan(files, model_bin)?;
     let config = config_of(&plan)?;
-    check_config(&config).map_err(FormatError)?;
     let declared = Listing::of(&config);
+    let by_name: HashMap<&str, &TensorPlan> = plan.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    let weights16 = declared
+        .iter()
+        .filter(|d| d.role.keeps_16bit())
+        .all(|d| by_name.get(d.name.as_str()).is_some_and(|t| t.source.dtype != DType::F32));
+    check_config(&config, weights16).map_err(FormatError)?;
     if declared.len() != plan.tensors.len() {
         return err(format!(
             "internal: the {} plan holds {} tensors but the architecture declares {}",
@@ -396,7 +412,6 @@ pub fn open(
             declared.len()
         ));
     }
-    let by_name: HashMap<&str, &TensorPlan> = plan.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
     for d in &declared {
         match by_name.get(d.name.as_str()) {
             Some(t) if t.shape == d.shape => {}
