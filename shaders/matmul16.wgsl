@@ -6,6 +6,7 @@
 // the top half of an f32: a shift). Both conversions are exact, so the kernels see exactly the
 // checkpoint's values; x, bias and out stay f32, and so does every accumulation.
 //   entry `tiled`:  out = act(x @ W^T + b)        the 64x64 tile of matmul.wgsl (prefill, M >= 8)
+//   entry `tiled4`: the same with vec4 loads and FMAs (matmul.wgsl's tiled4), K % 4 == 0
 //   entry `gemv`:   out = act(x @ W^T + b)        the 32-outputs-per-workgroup GEMV of gemv.wgsl
 //   entry `gemv_swiglu`: out = silu(x @ W^T) * (x @ W_up^T), W_up packed the same way
 //   entry `lookup`, `add_rows`: embed.wgsl's over a packed (V, C) table
@@ -36,7 +37,7 @@ fn unpack_pair(word: u32, fmt: u32) -> vec2<f32> {
     return vec2<f32>(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
 }
 
-// Element (row, col) of a packed matrix whose rows hold `kw` words.
+// Element `col` (its parity picks the half) of a packed word.
 fn packed_at(word: u32, col: u32, fmt: u32) -> f32 {
     let v = unpack_pair(word, fmt);
     return select(v.x, v.y, (col & 1u) == 1u);
@@ -99,6 +100,76 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
         for (var j = 0u; j < 4u; j = j + 1u) {
             let c = col0 + lid.x + 16u * j;
             if (c >= P.n) { continue; }
+            var v = acc[i][j];
+            if (P.has_bias != 0u) { v = v + bias[c]; }
+            out[P.out_offset + r * P.n + c] = epilogue_act(v, P.act);
+        }
+    }
+}
+
+// Tiled, vec4: matmul.wgsl's `tiled4` (the same 64x64 tile, slabs transposed in workgroup memory,
+// vec4 FMAs), W read as two words (4 values) per load; for K % 4 == 0 and x_offset % 4 == 0
+// (src/gpu/matmul.rs checks; other shapes use `tiled`). Rows of K / 2 words are then K / 4 word pairs.
+var<workgroup> xs4: array<vec4<f32>, 256>;
+var<workgroup> ws4: array<vec4<f32>, 256>;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;   // (M, K/4)
+@group(0) @binding(2) var<storage, read> w2: array<vec2<u32>>;   // (N, K/4) pairs of words
+
+fn w4_at(i: u32) -> vec4<f32> {
+    let p = w2[i];
+    return vec4<f32>(unpack_pair(p.x, P.wfmt), unpack_pair(p.y, P.wfmt));
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn tiled4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wid.y * TM;
+    let col0 = wid.x * TN;
+    let t = lid.y * 16u + lid.x;
+    let lr = t % 64u;
+    let kq = t / 64u;
+    let k4 = P.k / 4u;
+    let xb = P.x_offset / 4u + (row0 + lr) * k4;
+    let wb = (col0 + lr) * k4;
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i = i + 1u) { acc[i] = vec4<f32>(0.0); }
+    let interior = row0 + TM <= P.m && col0 + TN <= P.n;
+    let row_ok = row0 + lr < P.m;
+    let col_ok = col0 + lr < P.n;
+    for (var k0 = 0u; k0 < P.k; k0 = k0 + TK) {
+        let kv = k0 / 4u + kq;
+        var xv = vec4<f32>(0.0);
+        var wv = vec4<f32>(0.0);
+        if (interior && k0 + TK <= P.k) {
+            xv = x4[xb + kv];
+            wv = w4_at(wb + kv);
+        } else {
+            if (row_ok && kv < k4) { xv = x4[xb + kv]; }
+            if (col_ok && kv < k4) { wv = w4_at(wb + kv); }
+        }
+        let slot = lr / 4u;
+        let lane = lr % 4u;
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            xs4[(kq * 4u + j) * 16u + slot][lane] = xv[j];
+            ws4[(kq * 4u + j) * 16u + slot][lane] = wv[j];
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk = kk + 1u) {
+            let a = xs4[kk * 16u + lid.y];
+            let b = ws4[kk * 16u + lid.x];
+            acc[0] = fma(vec4<f32>(a.x), b, acc[0]);
+            acc[1] = fma(vec4<f32>(a.y), b, acc[1]);
+            acc[2] = fma(vec4<f32>(a.z), b, acc[2]);
+            acc[3] = fma(vec4<f32>(a.w), b, acc[3]);
+        }
+        workgroupBarrier();
+    }
+    let c0 = col0 + lid.x * 4u;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let r = row0 + lid.y * 4u + i;
+        if (!interior && r >= P.m) { continue; }
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let c = c0 + j;
+            if (!interior && c >= P.n) { continue; }
             var v = acc[i][j];
             if (P.has_bias != 0u) { v = v + bias[c]; }
             out[P.out_offset + r * P.n + c] = epilogue_act(v, P.act);

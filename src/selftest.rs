@@ -682,8 +682,18 @@ async fn check_matmul16(g: &Arc<Gpu>, dtype: gpu::DType) -> Result<CheckResult> 
     let mut acc = Acc::new();
     let mut rng = Rng::new(16 + dtype.wfmt() as u64);
     // (M, K, N, rows of x before the ones read)
-    let shapes =
-        [(1, 1, 1, 0), (1, 7, 5, 0), (3, 13, 17, 1), (1, 257, 131, 0), (9, 33, 67, 0), (65, 36, 67, 1), (2, 64, 300, 2), (70, 131, 64, 0)];
+    let shapes = [
+        (1, 1, 1, 0),
+        (1, 7, 5, 0),
+        (3, 13, 17, 1),
+        (1, 257, 131, 0),
+        (9, 33, 67, 0),
+        (65, 36, 67, 1),
+        (2, 64, 300, 2),
+        (70, 131, 64, 0),
+        (128, 64, 128, 0),
+        (64, 48, 64, 4),
+    ];
     for (i, &(m, k, n, skip)) in shapes.iter().enumerate() {
         let bias = i % 2 == 0;
         // small x against bf16's huge edge values keeps every product finite in f32
@@ -696,7 +706,7 @@ async fn check_matmul16(g: &Arc<Gpu>, dtype: gpu::DType) -> Result<CheckResult> 
         let xabs: Vec<f32> = x[skip * k..].iter().map(|v| v.abs()).collect();
         let scale = twin16::matmul(&xabs, &wabs, None, m, k, n, dtype);
         let (xt, wt, bt) = (g.upload(&[skip + m, k], &x, "x")?, g.upload16(&[n, k], &w, dtype, "w16")?, g.upload(&[n], &b, "b")?);
-        for kind in [MatmulKind::Tiled, MatmulKind::Gemv] {
+        for kind in [MatmulKind::Tiled, MatmulKind::Tiled4, MatmulKind::Gemv] {
             let ot = g.zeros(&[m, n], "out")?;
             let mut rec = Recorder::new(g);
             gpu::matmul::matmul(&mut rec, &ot, 0, &xt, skip * k, m, &wt, bias.then_some(&bt), kind)?;
@@ -716,7 +726,7 @@ async fn check_matmul16(g: &Arc<Gpu>, dtype: gpu::DType) -> Result<CheckResult> 
         let n = col0.len();
         let want: Vec<f32> = col0.iter().map(|&e| twin16::value(e, dtype)).collect();
         let (xt, wt) = (g.upload(&[m, k], &[1.0, 0.0, 0.0], "x")?, g.upload16(&[n, k], &w, dtype, "w16")?);
-        for kind in [MatmulKind::Tiled, MatmulKind::Gemv] {
+        for kind in [MatmulKind::Tiled, MatmulKind::Tiled4, MatmulKind::Gemv] {
             let ot = g.zeros(&[m, n], "out")?;
             let mut rec = Recorder::new(g);
             gpu::matmul::matmul(&mut rec, &ot, 0, &xt, 0, m, &wt, None, kind)?;

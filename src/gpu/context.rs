@@ -26,6 +26,7 @@ pub struct Kernels {
     pub gemv_qkv: Kernel,
     /// shaders/matmul16.wgsl: the matmul, GEMV and embedding over 16-bit weights (packed pairs)
     pub matmul16_tiled: Kernel,
+    pub matmul16_tiled4: Kernel,
     pub gemv16: Kernel,
     pub gemv16_swiglu: Kernel,
     pub embed16_lookup: Kernel,
@@ -287,6 +288,7 @@ impl Kernels {
             gemv4_swiglu: mk("gemv4_swiglu", &gemv, "gemv4_swiglu", &[true, true, true, false]),
             gemv_qkv: mk("gemv_qkv", &qkv, "main", &[true, true, true, true, false, false, false]),
             matmul16_tiled: mk("matmul16_tiled", &m16, "tiled", &[true, true, true, false]),
+            matmul16_tiled4: mk("matmul16_tiled4", &m16, "tiled4", &[true, true, true, false]),
             gemv16: mk("gemv16", &m16, "gemv", &[true, true, true, false]),
             gemv16_swiglu: mk("gemv16_swiglu", &m16, "gemv_swiglu", &[true, true, true, false]),
             embed16_lookup: mk("embed16_lookup", &m16, "lookup", &[true, true, false]),

@@ -119,11 +119,14 @@ pub fn matmul_act(
     let bufs = [&x.buf, &w.buf, bias, &out.buf];
     let (m32, n32) = (m as u32, n as u32);
     if w.dtype.is_16bit() {
-        // 16-bit weights (shaders/matmul16.wgsl): the GEMV for few-row passes, the scalar tile otherwise
+        // 16-bit weights (shaders/matmul16.wgsl): the GEMV for few-row passes, the tile otherwise
+        // (vec4 where Tiled4 would be; Naive has no 16-bit form and takes the scalar tile)
         let p = MatmulParams { _p: w.dtype.wfmt(), ..p };
+        let tiles = [n32.div_ceil(64), m32.div_ceil(64), 1];
         return match kind {
             MatmulKind::Gemv => rec.dispatch(&gpu.k.gemv16, &p, &bufs, [n32.div_ceil(GEMV_OUTS), m32, 1]),
-            _ => rec.dispatch(&gpu.k.matmul16_tiled, &p, &bufs, [n32.div_ceil(64), m32.div_ceil(64), 1]),
+            MatmulKind::Tiled4 if vec4_ok(k, x_off) => rec.dispatch(&gpu.k.matmul16_tiled4, &p, &bufs, tiles),
+            _ => rec.dispatch(&gpu.k.matmul16_tiled, &p, &bufs, tiles),
         };
     }
     match kind {
