@@ -775,7 +775,8 @@ fn compare_scaled(got: &[f32], want: &[f32], scale: &[f32], rtol: f64) -> (bool,
     for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(scale).enumerate() {
         let d = (g as f64 - w as f64).abs();
         max = if d.is_nan() { f64::INFINITY } else { max.max(d) };
-        if !(d <= rtol * (1.0 + s as f64)) && first.is_empty() {
+        let within = d <= rtol * (1.0 + s as f64); // false for NaN
+        if !within && first.is_empty() {
             first = format!("first mismatch at {i}: got {g}, want {w} (sum |x w| {s})");
         }
     }
