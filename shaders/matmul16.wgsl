@@ -2,8 +2,8 @@
 // A 16-bit weight (N, K) (f16 or bf16, as the checkpoint stored it) is held as packed pairs in u32
 // words, each row padded to an even length: row n is words n * KW .. n * KW + KW, KW = ceil(K / 2),
 // word j holding element 2j in its low 16 bits and element 2j + 1 (0 past K) in its high 16 bits.
-// MatmulParams.wfmt (EmbedParams.wfmt) says which: 0 f16 (unpack2x16float), 1 bf16 (the bits are
-// the top half of an f32: a shift). Both conversions are exact, so the kernels see exactly the
+// MatmulParams.wfmt (EmbedParams.wfmt) says which: 0 f16 (unpack2x16float; subnormals rebuilt
+// exactly by f16_small), 1 bf16 (the bits are the top half of an f32: a shift). Both conversions are exact, so the kernels see exactly the
 // checkpoint's values; x, bias and out stay f32, and so does every accumulation.
 //   entry `tiled`:  out = act(x @ W^T + b)        the 64x64 tile of matmul.wgsl (prefill, M >= 8)
 //   entry `tiled4`: the same with vec4 loads and FMAs (matmul.wgsl's tiled4), K % 4 == 0
@@ -29,10 +29,19 @@ struct MatmulParams {
 @group(0) @binding(3) var<storage, read> wup: array<u32>;         // gemv_swiglu: W_up (N, KW)
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;   // (M, N)
 
+// An f16 zero or subnormal (exponent bits 0) as f32: mantissa * 2^-24, exact and a normal f32, with
+// the sign's bit. Used in place of unpack2x16float's result for those values, since WGSL lets an
+// implementation flush subnormals.
+fn f16_small(h: u32) -> f32 {
+    return bitcast<f32>(((h & 0x8000u) << 16u) | bitcast<u32>(f32(h & 0x3ffu) * 5.9604644775390625e-8));
+}
+
 // The two values of a packed word, (element 2j, element 2j + 1).
 fn unpack_pair(word: u32, fmt: u32) -> vec2<f32> {
     if (fmt == 0u) {
-        return unpack2x16float(word);
+        let v = unpack2x16float(word);
+        return vec2<f32>(select(v.x, f16_small(word & 0xffffu), (word & 0x7c00u) == 0u),
+                         select(v.y, f16_small(word >> 16u), (word & 0x7c000000u) == 0u));
     }
     return vec2<f32>(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
 }
