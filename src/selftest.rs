@@ -615,6 +615,212 @@ async fn check_moe_dispatch(g: &Arc<Gpu>) -> Result<CheckResult> {
     Ok(acc.finish("moe capacity + combine", "gate exact; combine atol 1e-6 + rtol 1e-5; kept equal", t0))
 }
 
+/// 16-bit weights (shaders/matmul16.wgsl): the CPU twins read the same bits (the unpacking is
+/// exact, so the twins widen them with the `half` crate) and compute in f64.
+pub mod twin16 {
+    use crate::gpu::DType;
+
+    /// The value of one f16 (`DType::F16`) or bf16 (`DType::BF16`) bit pattern.
+    pub fn value(bits: u16, dtype: DType) -> f32 {
+        if dtype == DType::F16 {
+            half::f16::from_bits(bits).to_f32()
+        } else {
+            half::bf16::from_bits(bits).to_f32()
+        }
+    }
+
+    /// out (M, N) = x (M, K) @ W^T + b, W (N, K) given as 16-bit bits, summed in f64.
+    pub fn matmul(x: &[f32], w: &[u16], b: Option<&[f32]>, m: usize, k: usize, n: usize, dtype: DType) -> Vec<f32> {
+        let mut out = vec![0f32; m * n];
+        for r in 0..m {
+            for c in 0..n {
+                let mut s = b.map_or(0.0, |b| b[c] as f64);
+                for p in 0..k {
+                    s += x[r * k + p] as f64 * value(w[c * k + p], dtype) as f64;
+                }
+                out[r * n + c] = s as f32;
+            }
+        }
+        out
+    }
+
+    /// Random 16-bit weights with edge values mixed in: f16 subnormals (the smallest, the largest),
+    /// bf16 values far outside f16's range (1e30, 3e-30), signed zeros, the largest finite values.
+    pub fn weights(rng: &mut crate::rng::Rng, len: usize, dtype: DType) -> Vec<u16> {
+        let normal = rng.vec_normal(len, 0.5);
+        let edges: &[u16] = if dtype == DType::F16 {
+            // 2^-24, 1023 * 2^-24 (largest subnormal), -2^-24, -0, 65504, -65504, 2^-14 (smallest normal)
+            &[0x0001, 0x03ff, 0x8001, 0x8000, 0x7bff, 0xfbff, 0x0400, 0x0200]
+        } else {
+            // 1e30, -3e-30, 2^-130 (a bf16 subnormal), -0, 3.39e38 (largest finite), 1e-38, 65536 * 4
+            &[0x7149, 0x8d7a, 0x0020, 0x8000, 0x7f7f, 0x00d9, 0x4880, 0x0001]
+        };
+        normal
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                if i % 7 == 3 {
+                    edges[(i / 7) % edges.len()]
+                } else if dtype == DType::F16 {
+                    half::f16::from_f32(v).to_bits()
+                } else {
+                    half::bf16::from_f32(v).to_bits()
+                }
+            })
+            .collect()
+    }
+}
+
+/// The 16-bit-weight matmul kernels (tiled, GEMV, the SwiGLU GEMV, the three-GEMV q/k/v) against
+/// [`twin16::matmul`], for f16 or bf16 weights with edge values (subnormals; for bf16, values
+/// outside f16's range: 1e30 and 3.4e38 weights meet small x, so outputs stay finite) and odd K.
+async fn check_matmul16(g: &Arc<Gpu>, dtype: gpu::DType) -> Result<CheckResult> {
+    // f32 sums of K products in another order than the f64 twin, relative to the sum's size: the
+    // twin's |x| . |w| bounds the rounding, so the check is |diff| <= 1e-5 * (1 + sum |x w|)
+    const RTOL: f64 = 1e-5;
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(16 + dtype.wfmt() as u64);
+    // (M, K, N, rows of x before the ones read)
+    let shapes = [
+        (1, 1, 1, 0),
+        (1, 7, 5, 0),
+        (3, 13, 17, 1),
+        (1, 257, 131, 0),
+        (9, 33, 67, 0),
+        (65, 36, 67, 1),
+        (2, 64, 300, 2),
+        (70, 131, 64, 0),
+        (128, 64, 128, 0),
+        (64, 48, 64, 4),
+    ];
+    for (i, &(m, k, n, skip)) in shapes.iter().enumerate() {
+        let bias = i % 2 == 0;
+        // small x against bf16's huge edge values keeps every product finite in f32
+        let xscale = if dtype == gpu::DType::BF16 { 1e-12 } else { 1.0 };
+        let x: Vec<f32> = rng.vec_normal((skip + m) * k, 1.0).iter().map(|v| v * xscale).collect();
+        let w = twin16::weights(&mut rng, n * k, dtype);
+        let b = rng.vec_normal(n, 1.0);
+        let want = twin16::matmul(&x[skip * k..], &w, bias.then_some(&b[..]), m, k, n, dtype);
+        let wabs: Vec<u16> = w.iter().map(|&v| v & 0x7fff).collect();
+        let xabs: Vec<f32> = x[skip * k..].iter().map(|v| v.abs()).collect();
+        let scale = twin16::matmul(&xabs, &wabs, None, m, k, n, dtype);
+        let (xt, wt, bt) = (g.upload(&[skip + m, k], &x, "x")?, g.upload16(&[n, k], &w, dtype, "w16")?, g.upload(&[n], &b, "b")?);
+        for kind in [MatmulKind::Tiled, MatmulKind::Tiled4, MatmulKind::Gemv] {
+            let ot = g.zeros(&[m, n], "out")?;
+            let mut rec = Recorder::new(g);
+            gpu::matmul::matmul(&mut rec, &ot, 0, &xt, skip * k, m, &wt, bias.then_some(&bt), kind)?;
+            rec.submit()?;
+            let got = g.read_f32(&ot).await?;
+            let case = format!("{dtype:?} {kind:?} M={m} K={k} N={n} bias={bias} x from row {skip}");
+            acc.add(&case, compare_scaled(&got, &want, &scale, RTOL));
+        }
+    }
+    // every edge value exactly: x = (1, 0, 0) picks column 0 of each row (atol 1e-37: a GPU may
+    // flush f32 subnormals, which bf16's smallest values are; f16's subnormals are normal in f32)
+    {
+        let (m, k) = (1usize, 3usize);
+        let edges = twin16::weights(&mut rng, 8 * 7 * k, dtype);
+        let col0: Vec<u16> = (0..8).map(|i| edges[7 * i + 3]).collect();
+        let w: Vec<u16> = col0.iter().flat_map(|&e| [e, 0x3c00, 0x4000]).collect();
+        let n = col0.len();
+        let want: Vec<f32> = col0.iter().map(|&e| twin16::value(e, dtype)).collect();
+        let (xt, wt) = (g.upload(&[m, k], &[1.0, 0.0, 0.0], "x")?, g.upload16(&[n, k], &w, dtype, "w16")?);
+        for kind in [MatmulKind::Tiled, MatmulKind::Tiled4, MatmulKind::Gemv] {
+            let ot = g.zeros(&[m, n], "out")?;
+            let mut rec = Recorder::new(g);
+            gpu::matmul::matmul(&mut rec, &ot, 0, &xt, 0, m, &wt, None, kind)?;
+            rec.submit()?;
+            acc.add(&format!("{dtype:?} {kind:?} edge values exactly"), compare(&g.read_f32(&ot).await?, &want, 1e-37, 0.0));
+        }
+    }
+    // the SwiGLU GEMV and the q/k/v GEMVs (qkv.wgsl reads f32: three 16-bit GEMVs)
+    for &(m, k, n) in &[(1usize, 7usize, 5usize), (3, 13, 17), (2, 64, 40)] {
+        let x = rng.vec_normal(m * k, 1.0);
+        let norm = |rng: &mut Rng| -> Vec<u16> {
+            let v = rng.vec_normal(n * k, 0.5);
+            v.iter()
+                .map(|&f| if dtype == gpu::DType::F16 { half::f16::from_f32(f).to_bits() } else { half::bf16::from_f32(f).to_bits() })
+                .collect()
+        };
+        let (wg, wu, wv) = (norm(&mut rng), norm(&mut rng), norm(&mut rng));
+        let (gate, up) = (twin16::matmul(&x, &wg, None, m, k, n, dtype), twin16::matmul(&x, &wu, None, m, k, n, dtype));
+        let mut want = vec![0f32; m * n];
+        cpu::act::swiglu(&mut want, &gate, &up);
+        let xt = g.upload(&[m, k], &x, "x")?;
+        let (gt, ut, vt) =
+            (g.upload16(&[n, k], &wg, dtype, "wg")?, g.upload16(&[n, k], &wu, dtype, "wu")?, g.upload16(&[n, k], &wv, dtype, "wv")?);
+        let (ot, qt, kt, v_t) = (g.zeros(&[m, n], "out")?, g.zeros(&[m, n], "q")?, g.zeros(&[m + 1, n], "k")?, g.zeros(&[m + 1, n], "v")?);
+        let mut rec = Recorder::new(g);
+        gpu::matmul::gemv_swiglu(&mut rec, &ot, &xt, m, &gt, &ut)?;
+        gpu::matmul::gemv_qkv(&mut rec, &qt, &kt, &v_t, n, &xt, m, &gt, &ut, &vt)?;
+        rec.submit()?;
+        acc.add(&format!("{dtype:?} swiglu M={m} K={k} N={n}"), compare(&g.read_f32(&ot).await?, &want, 1e-5, 1e-4));
+        acc.add(&format!("{dtype:?} qkv q M={m} K={k} N={n}"), compare(&g.read_f32(&qt).await?, &gate, 1e-5, 1e-4));
+        let kv = |w: &[u16]| -> Vec<f32> { [vec![0f32; n], twin16::matmul(&x, w, None, m, k, n, dtype)].concat() };
+        acc.add(&format!("{dtype:?} qkv k at row 1"), compare(&g.read_f32(&kt).await?, &kv(&wu), 1e-5, 1e-4));
+        acc.add(&format!("{dtype:?} qkv v at row 1"), compare(&g.read_f32(&v_t).await?, &kv(&wv), 1e-5, 1e-4));
+    }
+    let name = format!("matmul 16-bit weights ({})", if dtype == gpu::DType::F16 { "f16" } else { "bf16" });
+    Ok(acc.finish(&name, "|diff| <= 1e-5 (1 + sum|x w|); swiglu / qkv atol 1e-5 + rtol 1e-4", t0))
+}
+
+/// |got - want| <= rtol * (1 + scale) elementwise (scale: the sum of |x w|, what bounds an f32 sum's rounding).
+fn compare_scaled(got: &[f32], want: &[f32], scale: &[f32], rtol: f64) -> (bool, f64, String) {
+    if got.len() != want.len() {
+        return (false, f64::INFINITY, format!("length {} != {}", got.len(), want.len()));
+    }
+    let mut max = 0f64;
+    let mut first = String::new();
+    for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(scale).enumerate() {
+        let d = (g as f64 - w as f64).abs();
+        max = if d.is_nan() { f64::INFINITY } else { max.max(d) };
+        let within = d <= rtol * (1.0 + s as f64); // false for NaN
+        if !within && first.is_empty() {
+            first = format!("first mismatch at {i}: got {g}, want {w} (sum |x w| {s})");
+        }
+    }
+    (first.is_empty(), max, first)
+}
+
+/// The 16-bit embedding lookup and learned-position rows against the twin's exact values, with
+/// odd C and the edge values of [`twin16::weights`].
+async fn check_embedding16(g: &Arc<Gpu>) -> Result<CheckResult> {
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(67);
+    for dtype in [gpu::DType::F16, gpu::DType::BF16] {
+        for (v, c) in [(11usize, 7usize), (5, 8), (3, 1)] {
+            let table = twin16::weights(&mut rng, v * c, dtype);
+            let pos = twin16::weights(&mut rng, 32 * c, dtype);
+            let ids: Vec<u32> = (0..v as u32).rev().chain([1, 1, 99]).collect();
+            let t = ids.len();
+            let scale = 0.5; // a power of two: exact, and bf16's largest value stays finite
+            let mut want = vec![0f32; t * c];
+            for (r, &id) in ids.iter().enumerate() {
+                for col in 0..c {
+                    let e = if (id as usize) < v { twin16::value(table[id as usize * c + col], dtype) * scale } else { 0.0 };
+                    want[r * c + col] = e + twin16::value(pos[(3 + r) * c + col], dtype);
+                }
+            }
+            let (tt, it, pt, ot) = (
+                g.upload16(&[v, c], &table, dtype, "E16")?,
+                g.upload_u32(&[t], &ids, "ids")?,
+                g.upload16(&[32, c], &pos, dtype, "P16")?,
+                g.zeros(&[t, c], "out")?,
+            );
+            let mut rec = Recorder::new(g);
+            gpu::embed::embedding(&mut rec, &ot, &tt, &it, t, scale)?;
+            gpu::embed::add_rows(&mut rec, &ot, &pt, t, 3)?;
+            rec.submit()?;
+            // one f32 multiply and one add per value, as the twin does them: exact, but for atol
+            // 1e-37 (a GPU may flush f32 subnormals, which bf16's smallest values are)
+            acc.add(&format!("{dtype:?} V={v} C={c} T={t}"), compare(&g.read_f32(&ot).await?, &want, 1e-37, 0.0));
+        }
+    }
+    Ok(acc.finish("embedding + learned positions, 16-bit tables", "exact (atol 1e-37)", t0))
+}
+
 /// Runs every check. A check that cannot run (an op error, a GPU error) is reported as failed with
 /// the error, so one broken kernel never hides the others.
 pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
@@ -650,5 +856,8 @@ pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
     run!("sample", check_sample(g));
     run!("moe router", check_moe_router(g));
     run!("moe capacity + combine", check_moe_dispatch(g));
+    run!("matmul f16 weights", check_matmul16(g, gpu::DType::F16));
+    run!("matmul bf16 weights", check_matmul16(g, gpu::DType::BF16));
+    run!("embedding 16-bit", check_embedding16(g));
     out
 }

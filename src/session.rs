@@ -860,10 +860,10 @@ impl Session {
             _ => None,
         };
         // The budget is checked on our config of the model before any tensor is read (formats::open).
-        let open = |copies: WeightCopies| {
+        let open = |copies: WeightCopies, keeps16: bool| {
             let over = std::cell::Cell::new(false);
-            crate::formats::open(files, bin, |cfg| {
-                let r = memory::demand_for(cfg, copies, &crate::model::state::Plan::at_load(cfg)).check(budget);
+            crate::formats::open16(files, bin, |cfg, w16| {
+                let r = memory::demand_of(cfg, copies, &crate::model::state::Plan::at_load(cfg), w16 && keeps16).check(budget);
                 over.set(r.is_err());
                 r
             })
@@ -876,16 +876,16 @@ impl Session {
                     return Err(TfError::Gpu("the GPU device was lost; reload the page to get a new one".into()));
                 }
                 let b = GpuBackend::new(g.clone());
-                let ck = open(b.weight_copies())?;
+                let ck = open(b.weight_copies(), b.keeps_16bit())?;
                 let m = g.scoped(|| Model::from_checkpoint(&b, ck, budget)).await?;
                 Engine::Gpu(b, m)
             }
             Device::Cpu => {
-                let ck = open(FastCpuBackend.weight_copies())?;
+                let ck = open(FastCpuBackend.weight_copies(), false)?;
                 Engine::Cpu(FastCpuBackend, Model::from_checkpoint(&FastCpuBackend, ck, budget)?)
             }
             Device::Reference => {
-                let ck = open(CpuBackend.weight_copies())?;
+                let ck = open(CpuBackend.weight_copies(), false)?;
                 Engine::Reference(CpuBackend, Model::from_checkpoint(&CpuBackend, ck, budget)?)
             }
         };

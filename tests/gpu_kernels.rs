@@ -22,7 +22,7 @@ fn every_kernel_matches_its_cpu_twin() {
             r.detail
         );
     }
-    assert_eq!(results.len(), 15, "every kernel family is checked");
+    assert_eq!(results.len(), 18, "every kernel family is checked (15 + the three 16-bit-weight checks)");
     let failed: Vec<_> = results.iter().filter(|r| !r.ok).map(|r| format!("{}: {}", r.name, r.detail)).collect();
     assert!(failed.is_empty(), "kernel checks failed:\n{}", failed.join("\n"));
 }

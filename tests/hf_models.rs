@@ -210,7 +210,7 @@ fn open_gives_our_config_and_exactly_the_declared_tensors() {
         let tied = if c.tie_embeddings { (c.vocab_size * c.d_model) as u64 } else { 0 };
         assert_eq!(census.matmul_params, matmul + tied, "{label}");
         // the declaration counts what is held: the memory demand is derived from it
-        let held_params: u64 = o.checkpoint.tensors.values().map(|t| t.data.len() as u64).sum();
+        let held_params: u64 = o.checkpoint.tensors.values().map(|t| t.len() as u64).sum();
         assert_eq!(c.param_count(), held_params, "{label}");
     }
 }

@@ -20,7 +20,8 @@ fn time_ms(f: impl FnOnce() -> Result<()>) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64() * 1e3)
 }
 
-/// `tinyformer bench matmul`: GFLOP/s of the naive, the tiled and the vec4 tiled kernel on square M=K=N problems.
+/// `tinyformer bench matmul`: GFLOP/s of the naive, the tiled and the vec4 tiled kernel on square M=K=N problems,
+/// and of the (vec4 where K allows) tile and the one-row GEMV over bf16 weights (`tiled16_*`, `m1_gemv16_ms`).
 /// Each timing is `reps` dispatches in one submission, waited for, after one warm-up submission.
 pub fn matmul(a: &BenchMatmulArgs) -> Result<String> {
     a.validate()?;
@@ -78,6 +79,27 @@ pub fn matmul(a: &BenchMatmulArgs) -> Result<String> {
         result.insert("m1_naive_ms".into(), naive1.into());
         result.insert("m1_gemv_ms".into(), gemv1.into());
         result.insert("m1_gemv_over_naive".into(), (((naive1 / gemv1.max(1e-12)) * 100.0).round() / 100.0).into());
+        // the same W as bf16 bits on the GPU (shaders/matmul16.wgsl): the tile and the one-row GEMV
+        let bits: Vec<u16> = rng.vec_normal(s * s, 1.0).iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+        let w16 = gpu.upload16(&[s, s], &bits, crate::gpu::DType::BF16, "w16")?;
+        let time16 = |m: usize, kind: MatmulKind, reps: usize| -> Result<f64> {
+            let run = |n: usize| -> Result<()> {
+                let mut rec = Recorder::new(&gpu);
+                for _ in 0..n {
+                    crate::gpu::matmul::matmul(&mut rec, &out, 0, &x, 0, m, &w16, Some(&b), kind)?;
+                }
+                rec.submit()?;
+                gpu.poll_wait();
+                gpu.check()
+            };
+            run(1)?;
+            Ok(time_ms(|| run(reps))? / reps as f64)
+        };
+        let ms16 = time16(s, MatmulKind::Tiled4, reps)?;
+        result.insert("tiled16_ms".into(), ms16.into());
+        result.insert("tiled16_gflops".into(), ((flop / (ms16 * 1e-3) / 1e9 * 100.0).round() / 100.0).into());
+        let gemv16 = time16(1, MatmulKind::Gemv, (reps * 8).clamp(8, 400))?;
+        result.insert("m1_gemv16_ms".into(), gemv16.into());
         rows.push(serde_json::Value::Object(result));
     }
     let out = serde_json::json!({

@@ -7,7 +7,8 @@
 //! with the transform that gets it there ([`Op`]): GPT-2's Conv1D weights are stored (in, out) and its
 //! fused `c_attn` splits into q/k/v; Hugging Face's Llama stores wq/wk permuted for its rotate-half RoPE,
 //! which [`Op::UnpermuteRope`] undoes into the adjacent-pair layout our RoPE (Meta's, llama2.c's) uses.
-//! [`read_tensors`] then produces f32 tensors in our layout, widening bf16/f16.
+//! [`read_tensors`] then produces f32 tensors in our layout, widening bf16/f16; [`open`] keeps the
+//! 16-bit values of the matmul weights and embeddings of an F16 / BF16 model as they are ([`read_tensor16`]).
 //!
 //! Every error is one line naming the file and what is wrong; nothing allocates more than the files
 //! hold, and sizes are checked before anything is read.
@@ -18,9 +19,9 @@ pub mod llama2c;
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::model::checkpoint::{Checkpoint, FloatDtype, TensorF32};
+use crate::model::checkpoint::{non_finite16, Checkpoint, FloatDtype, TensorF32};
 use crate::model::config::ModelConfig;
-use crate::model::weights::Listing;
+use crate::model::weights::{Listing, Role};
 
 /// Largest header or JSON file read whole (config.json, tokenizer_config.json, an index, a safetensors
 /// header): 100 MB, as the safetensors crate caps its header.
@@ -251,14 +252,31 @@ fn widen(dtype: DType, bytes: &[u8]) -> Vec<f32> {
 pub fn read_tensor(files: &dyn Files, t: &TensorPlan) -> Result<Vec<f32>> {
     let s = &t.source;
     let n: u64 = s.stored.iter().map(|&d| d as u64).product();
-    let data = widen(s.dtype, &files.read_range(&s.file, s.offset, n * s.dtype.bytes())?);
+    Ok(arrange(t, widen(s.dtype, &files.read_range(&s.file, s.offset, n * s.dtype.bytes())?)))
+}
+
+/// Reads one planned tensor stored as F16 / BF16 in our layout, keeping the file's 16-bit values
+/// (no widening: the GPU holds them as they are). An F32 tensor is an internal error.
+pub fn read_tensor16(files: &dyn Files, t: &TensorPlan) -> Result<Vec<u16>> {
+    let s = &t.source;
+    if s.dtype == DType::F32 {
+        return err(format!("internal: {} is F32, not 16-bit", s.foreign));
+    }
+    let n: u64 = s.stored.iter().map(|&d| d as u64).product();
+    let raw = files.read_range(&s.file, s.offset, n * 2)?;
+    Ok(arrange(t, raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()))
+}
+
+/// The planned op on the values as stored (f32 or 16-bit bits: only moved, never computed on).
+fn arrange<T: Copy + Default>(t: &TensorPlan, data: Vec<T>) -> Vec<T> {
+    let s = &t.source;
     let (r, c) = match s.stored.as_slice() {
         [r, c] => (*r, *c),
         [n] => (*n, 1),
         _ => (data.len(), 1),
     };
-    let transposed = |d: &[f32]| -> Vec<f32> {
-        let mut o = vec![0f32; d.len()];
+    let transposed = |d: &[T]| -> Vec<T> {
+        let mut o = vec![T::default(); d.len()];
         for i in 0..r {
             for j in 0..c {
                 o[j * r + i] = d[i * c + j];
@@ -266,7 +284,7 @@ pub fn read_tensor(files: &dyn Files, t: &TensorPlan) -> Result<Vec<f32>> {
         }
         o
     };
-    Ok(match &t.op {
+    match &t.op {
         Op::Copy => data,
         Op::Transpose => transposed(&data),
         Op::Rows { transpose, start, len } => {
@@ -276,7 +294,7 @@ pub fn read_tensor(files: &dyn Files, t: &TensorPlan) -> Result<Vec<f32>> {
         Op::UnpermuteRope { heads } => {
             let width = if s.stored.len() == 2 { c } else { 1 };
             let hd = r / heads;
-            let mut o = vec![0f32; data.len()];
+            let mut o = vec![T::default(); data.len()];
             for h in 0..*heads {
                 for half in 0..2 {
                     for i in 0..hd / 2 {
@@ -288,7 +306,7 @@ pub fn read_tensor(files: &dyn Files, t: &TensorPlan) -> Result<Vec<f32>> {
             }
             o
         }
-    })
+    }
 }
 
 /// Reads every planned tensor: (our name, shape, f32 data).
@@ -359,17 +377,33 @@ pub fn config_of(plan: &Plan) -> Result<ModelConfig> {
 
 /// Opens a foreign checkpoint for the engine: plans it ([`plan`]), makes our config ([`config_of`]),
 /// runs `check_config` (the memory budget) before any tensor is read or widened, checks that the plan
-/// holds exactly the tensors our architecture declares, then reads them (f32, our layout) and refuses
-/// NaN / infinite weights. Every error is one line.
+/// holds exactly the tensors our architecture declares, then reads them (our layout) and refuses
+/// NaN / infinite weights: f32, except the matmul weights and embeddings of an F16 / BF16 model, which
+/// keep the file's 16-bit values (`TensorF32::bits`). Every error is one line.
 pub fn open(
     files: &dyn Files,
     model_bin: Option<&str>,
     check_config: impl FnOnce(&ModelConfig) -> std::result::Result<(), String>,
 ) -> Result<Opened> {
+    open16(files, model_bin, |c, _| check_config(c))
+}
+
+/// [`open`] whose check also learns whether every tensor that `Role::keeps_16bit` is stored F16 /
+/// BF16 (then kept 16-bit: `memory::demand_for`'s `weights16` on a backend that keeps them so).
+pub fn open16(
+    files: &dyn Files,
+    model_bin: Option<&str>,
+    check_config: impl FnOnce(&ModelConfig, bool) -> std::result::Result<(), String>,
+) -> Result<Opened> {
     let plan = plan(files, model_bin)?;
     let config = config_of(&plan)?;
-    check_config(&config).map_err(FormatError)?;
     let declared = Listing::of(&config);
+    let by_name: HashMap<&str, &TensorPlan> = plan.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    let weights16 = declared
+        .iter()
+        .filter(|d| d.role.keeps_16bit())
+        .all(|d| by_name.get(d.name.as_str()).is_some_and(|t| t.source.dtype != DType::F32));
+    check_config(&config, weights16).map_err(FormatError)?;
     if declared.len() != plan.tensors.len() {
         return err(format!(
             "internal: the {} plan holds {} tensors but the architecture declares {}",
@@ -378,7 +412,6 @@ pub fn open(
             declared.len()
         ));
     }
-    let by_name: HashMap<&str, &TensorPlan> = plan.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
     for d in &declared {
         match by_name.get(d.name.as_str()) {
             Some(t) if t.shape == d.shape => {}
@@ -386,24 +419,26 @@ pub fn open(
             None => return err(format!("internal: the {} plan has no {}", plan.family.as_str(), d.name)),
         }
     }
+    let roles: HashMap<&str, Role> = declared.iter().map(|d| (d.name.as_str(), d.role)).collect();
     let mut tensors = HashMap::with_capacity(plan.tensors.len());
     for t in &plan.tensors {
-        let data = read_tensor(files, t)?;
-        let bad = data.iter().filter(|x| !x.is_finite()).count();
-        if bad > 0 {
-            return err(format!(
-                "{}: tensor {} holds {bad} NaN or infinite value(s) of {}; the weights are damaged",
-                t.source.file,
-                t.source.foreign,
-                data.len()
-            ));
-        }
         let dtype = match t.source.dtype {
             DType::F32 => FloatDtype::F32,
             DType::F16 => FloatDtype::F16,
             DType::BF16 => FloatDtype::BF16,
         };
-        tensors.insert(t.name.clone(), TensorF32 { shape: t.shape.clone(), data, dtype });
+        // matmul weights and embeddings of a 16-bit file keep its bits (the GPU holds them 16-bit)
+        let keep16 = dtype != FloatDtype::F32 && roles.get(t.name.as_str()).is_some_and(|r| r.keeps_16bit());
+        let (data, bits) = if keep16 { (vec![], read_tensor16(files, t)?) } else { (read_tensor(files, t)?, vec![]) };
+        let (nan, inf) = non_finite16(&bits, dtype);
+        let (bad, total) = (nan + inf + data.iter().filter(|x| !x.is_finite()).count(), data.len() + bits.len());
+        if bad > 0 {
+            return err(format!(
+                "{}: tensor {} holds {bad} NaN or infinite value(s) of {total}; the weights are damaged",
+                t.source.file, t.source.foreign
+            ));
+        }
+        tensors.insert(t.name.clone(), TensorF32 { shape: t.shape.clone(), data, dtype, bits });
     }
     let metadata =
         HashMap::from([("format".to_string(), plan.format.as_str().to_string()), ("family".to_string(), plan.family.as_str().to_string())]);

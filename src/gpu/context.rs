@@ -24,6 +24,13 @@ pub struct Kernels {
     pub gemv_swiglu: Kernel,
     pub gemv4_swiglu: Kernel,
     pub gemv_qkv: Kernel,
+    /// shaders/matmul16.wgsl: the matmul, GEMV and embedding over 16-bit weights (packed pairs)
+    pub matmul16_tiled: Kernel,
+    pub matmul16_tiled4: Kernel,
+    pub gemv16: Kernel,
+    pub gemv16_swiglu: Kernel,
+    pub embed16_lookup: Kernel,
+    pub embed16_add_rows: Kernel,
     pub attention: Kernel,
     pub ew_binary: Kernel,
     pub ew_inplace: Kernel,
@@ -195,6 +202,10 @@ impl Gpu {
     pub fn live_buffers(&self) -> (u64, u64) {
         self.live.get()
     }
+    /// The bytes of the live 16-bit tensors (weights kept as the checkpoint stored them).
+    pub fn live_bytes16(&self) -> u64 {
+        self.live.bytes16()
+    }
 
     pub fn is_lost(&self) -> bool {
         self.lost.lock().map(|g| g.is_some()).unwrap_or(true)
@@ -264,6 +275,7 @@ impl Kernels {
         let matmul = module("matmul", include_str!("../../shaders/matmul.wgsl"));
         let gemv = module("gemv", include_str!("../../shaders/gemv.wgsl"));
         let qkv = module("qkv", include_str!("../../shaders/qkv.wgsl"));
+        let m16 = module("matmul16", include_str!("../../shaders/matmul16.wgsl"));
         let attention = module("attention", include_str!("../../shaders/attention.wgsl"));
         let ew = module("elementwise", include_str!("../../shaders/elementwise.wgsl"));
         // the norms share their workgroup sum (WGSL has no includes: the sources are concatenated)
@@ -285,6 +297,12 @@ impl Kernels {
             gemv_swiglu: mk("gemv_swiglu", &gemv, "gemv_swiglu", &[true, true, true, false]),
             gemv4_swiglu: mk("gemv4_swiglu", &gemv, "gemv4_swiglu", &[true, true, true, false]),
             gemv_qkv: mk("gemv_qkv", &qkv, "main", &[true, true, true, true, false, false, false]),
+            matmul16_tiled: mk("matmul16_tiled", &m16, "tiled", &[true, true, true, false]),
+            matmul16_tiled4: mk("matmul16_tiled4", &m16, "tiled4", &[true, true, true, false]),
+            gemv16: mk("gemv16", &m16, "gemv", &[true, true, true, false]),
+            gemv16_swiglu: mk("gemv16_swiglu", &m16, "gemv_swiglu", &[true, true, true, false]),
+            embed16_lookup: mk("embed16_lookup", &m16, "lookup", &[true, true, false]),
+            embed16_add_rows: mk("embed16_add_rows", &m16, "add_rows", &[true, true, false]),
             attention: mk("attention", &attention, "main", &[true, true, true, true, false, false]),
             ew_binary: mk("ew_binary", &ew, "binary", &[true, true, false]),
             ew_inplace: mk("ew_inplace", &ew, "inplace", &[true, true, false]),

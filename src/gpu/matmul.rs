@@ -16,6 +16,7 @@ pub struct MatmulParams {
     pub out_offset: u32,
     /// epilogue activation: 0 none, 1 ReLU, 2 GELU, 3 GELU-tanh
     pub act: u32,
+    /// shaders/matmul16.wgsl's `wfmt` (0 f16, 1 bf16); unused by the f32 kernels
     pub _p: u32,
 }
 const _: () = assert!(std::mem::size_of::<MatmulParams>() == 32);
@@ -117,6 +118,17 @@ pub fn matmul_act(
     let bias = b.map_or(&gpu.dummy, |b| &b.buf);
     let bufs = [&x.buf, &w.buf, bias, &out.buf];
     let (m32, n32) = (m as u32, n as u32);
+    if w.dtype.is_16bit() {
+        // 16-bit weights (shaders/matmul16.wgsl): the GEMV for few-row passes, the tile otherwise
+        // (vec4 where Tiled4 would be; Naive has no 16-bit form and takes the scalar tile)
+        let p = MatmulParams { _p: w.dtype.wfmt(), ..p };
+        let tiles = [n32.div_ceil(64), m32.div_ceil(64), 1];
+        return match kind {
+            MatmulKind::Gemv => rec.dispatch(&gpu.k.gemv16, &p, &bufs, [n32.div_ceil(GEMV_OUTS), m32, 1]),
+            MatmulKind::Tiled4 if vec4_ok(k, x_off) => rec.dispatch(&gpu.k.matmul16_tiled4, &p, &bufs, tiles),
+            _ => rec.dispatch(&gpu.k.matmul16_tiled, &p, &bufs, tiles),
+        };
+    }
     match kind {
         MatmulKind::Naive => rec.dispatch(&gpu.k.matmul_naive, &p, &bufs, [n32.div_ceil(16), m32.div_ceil(16), 1]),
         MatmulKind::Tiled => rec.dispatch(&gpu.k.matmul_tiled, &p, &bufs, [n32.div_ceil(64), m32.div_ceil(64), 1]),
@@ -144,9 +156,17 @@ fn vec4_ok(k: usize, x_off: usize) -> bool {
 pub fn gemv_swiglu(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, m: usize, w_gate: &GpuTensor, w_up: &GpuTensor) -> Result<()> {
     let (n, k) = check(out, 0, x, 0, m, w_gate)?;
     ensure(w_up.shape == w_gate.shape, "gemv_swiglu", || format!("W_up {:?} must have W_gate's shape {:?}", w_up.shape, w_gate.shape))?;
-    let p = MatmulParams { m: m as u32, k: k as u32, n: n as u32, has_bias: 0, x_offset: 0, out_offset: 0, act: 0, _p: 0 };
+    ensure(w_up.dtype == w_gate.dtype, "gemv_swiglu", || format!("W_up is {:?} but W_gate {:?}", w_up.dtype, w_gate.dtype))?;
+    let p =
+        MatmulParams { m: m as u32, k: k as u32, n: n as u32, has_bias: 0, x_offset: 0, out_offset: 0, act: 0, _p: w_gate.dtype.wfmt() };
     let gpu = rec.gpu.clone();
-    let kernel = if vec4_ok(k, 0) { &gpu.k.gemv4_swiglu } else { &gpu.k.gemv_swiglu };
+    let kernel = if w_gate.dtype.is_16bit() {
+        &gpu.k.gemv16_swiglu
+    } else if vec4_ok(k, 0) {
+        &gpu.k.gemv4_swiglu
+    } else {
+        &gpu.k.gemv_swiglu
+    };
     rec.dispatch(kernel, &p, &[&x.buf, &w_gate.buf, &w_up.buf, &out.buf], [(n as u32).div_ceil(GEMV_OUTS), m as u32, 1])
 }
 
@@ -184,6 +204,12 @@ pub fn gemv_qkv(
     w_k: &GpuTensor,
     w_v: &GpuTensor,
 ) -> Result<()> {
+    if [w_q, w_k, w_v].iter().any(|w| w.dtype.is_16bit()) {
+        // 16-bit weights: three 16-bit GEMVs (qkv.wgsl reads f32 weights)
+        matmul(rec, q, 0, x, 0, m, w_q, None, MatmulKind::Gemv)?;
+        matmul(rec, k, kv_off, x, 0, m, w_k, None, MatmulKind::Gemv)?;
+        return matmul(rec, v, kv_off, x, 0, m, w_v, None, MatmulKind::Gemv);
+    }
     let (nq, kk) = check(q, 0, x, 0, m, w_q)?;
     let (nkv, _) = check(k, kv_off, x, 0, m, w_k)?;
     check(v, kv_off, x, 0, m, w_v)?;

@@ -11,9 +11,41 @@ use crate::gpu::context::Gpu;
 pub enum DType {
     F32,
     U32,
+    /// A 16-bit weight as the checkpoint stored it (f16 or bf16): packed pairs in u32 words, each
+    /// row (the last dimension) padded to an even length, so row r starts at word r * ceil(K / 2)
+    /// and an odd K's last word holds one value and a zero (shaders/matmul16.wgsl reads it).
+    /// Only the matmul and embedding kernels take it.
+    F16,
+    BF16,
 }
 
-/// A row-major tensor in one storage buffer. 4 bytes per element for both dtypes.
+impl DType {
+    /// Whether the tensor holds packed 16-bit values.
+    pub fn is_16bit(self) -> bool {
+        matches!(self, DType::F16 | DType::BF16)
+    }
+    /// `wfmt` of shaders/matmul16.wgsl: 0 f16, 1 bf16.
+    pub fn wfmt(self) -> u32 {
+        (self == DType::BF16) as u32
+    }
+}
+
+/// Packs 16-bit values of a row-major tensor with rows of `k` into u32 pairs, each row padded to an
+/// even length ([`DType::F16`]): what the GPU holds, and what the kernels' CPU twins read.
+pub fn pack_rows16(bits: &[u16], k: usize) -> Vec<u32> {
+    let k = k.max(1);
+    let kw = k.div_ceil(2);
+    let mut out = Vec::with_capacity(bits.len().div_ceil(k) * kw);
+    for row in bits.chunks(k) {
+        for pair in row.chunks(2) {
+            out.push(pair[0] as u32 | (pair.get(1).copied().unwrap_or(0) as u32) << 16);
+        }
+    }
+    out
+}
+
+/// A row-major tensor in one storage buffer: 4 bytes per element for f32 and u32, packed pairs
+/// for the 16-bit weights.
 pub struct GpuTensor {
     pub buf: wgpu::Buffer,
     pub shape: Vec<usize>,
@@ -29,12 +61,18 @@ pub struct GpuTensor {
 pub struct LiveBuffers {
     count: AtomicU64,
     bytes: AtomicU64,
+    /// the bytes of the 16-bit tensors among them
+    bytes16: AtomicU64,
 }
 
 impl LiveBuffers {
     /// (buffers, bytes) alive now.
     pub fn get(&self) -> (u64, u64) {
         (self.count.load(Ordering::SeqCst), self.bytes.load(Ordering::SeqCst))
+    }
+    /// The bytes of the 16-bit tensors ([`DType::F16`], [`DType::BF16`]) alive now.
+    pub fn bytes16(&self) -> u64 {
+        self.bytes16.load(Ordering::SeqCst)
     }
 }
 
@@ -63,6 +101,9 @@ impl GpuTensor {
         if !self.destroyed.swap(true, Ordering::SeqCst) {
             self.live.count.fetch_sub(1, Ordering::SeqCst);
             self.live.bytes.fetch_sub(self.buf.size(), Ordering::SeqCst);
+            if self.dtype.is_16bit() {
+                self.live.bytes16.fetch_sub(self.buf.size(), Ordering::SeqCst);
+            }
         }
         self.buf.destroy();
     }
@@ -80,7 +121,12 @@ fn elems(shape: &[usize]) -> Result<usize> {
 
 impl Gpu {
     fn alloc(&self, shape: &[usize], dtype: DType, label: &str) -> Result<GpuTensor> {
-        let n = elems(shape)?;
+        let mut n = elems(shape)?;
+        if dtype.is_16bit() {
+            // words: rows x ceil(K / 2)
+            let k = shape.last().copied().unwrap_or(1).max(1);
+            n = (n / k).checked_mul(k.div_ceil(2)).ok_or_else(|| TfError::Limit(format!("tensor shape {shape:?} overflows")))?;
+        }
         let bytes = (n as u64).checked_mul(4).ok_or_else(|| TfError::Limit(format!("{label}: {n} values overflow")))?;
         self.check_alloc(bytes, label)?;
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -91,6 +137,9 @@ impl Gpu {
         });
         self.live.count.fetch_add(1, Ordering::SeqCst);
         self.live.bytes.fetch_add(buf.size(), Ordering::SeqCst);
+        if dtype.is_16bit() {
+            self.live.bytes16.fetch_add(buf.size(), Ordering::SeqCst);
+        }
         Ok(GpuTensor { buf, shape: shape.to_vec(), dtype, live: self.live.clone(), destroyed: AtomicBool::new(false) })
     }
 
@@ -120,9 +169,25 @@ impl Gpu {
     pub fn upload_u32(&self, shape: &[usize], data: &[u32], label: &str) -> Result<GpuTensor> {
         self.upload_as(shape, data, DType::U32, label)
     }
+    /// Uploads a 16-bit weight (`bits`: the file's f16 or bf16 values, row-major, `dtype` F16 or
+    /// BF16) as packed pairs ([`DType::F16`]), 2 bytes a value.
+    pub fn upload16(&self, shape: &[usize], bits: &[u16], dtype: DType, label: &str) -> Result<GpuTensor> {
+        let n = elems(shape)?;
+        if n != bits.len() || !dtype.is_16bit() || n == 0 {
+            let msg = format!("{label}: shape {shape:?} holds {n} values, got {} {dtype:?}", bits.len());
+            return Err(TfError::Shape { op: "upload16", msg });
+        }
+        let t = self.alloc(shape, dtype, label)?;
+        let words = pack_rows16(bits, shape.last().copied().unwrap_or(1));
+        self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(&words));
+        Ok(t)
+    }
 
     /// Overwrites part of an existing tensor (no allocation).
     fn write_as<T: bytemuck::Pod>(&self, t: &GpuTensor, offset_elems: usize, data: &[T]) -> Result<()> {
+        if t.dtype.is_16bit() {
+            return Err(TfError::Shape { op: "write", msg: "a 16-bit weight is written once, at upload".into() });
+        }
         if offset_elems + data.len() > t.len() {
             let msg = format!("writing {} values at {offset_elems} into a tensor of {}", data.len(), t.len());
             return Err(TfError::Shape { op: "write", msg });
@@ -141,6 +206,9 @@ impl Gpu {
     /// tests and the self-test; the backend reads through its reused staging buffers). Awaitable in
     /// the browser; natively the poll inside makes the future ready at once.
     async fn read_all(&self, t: &GpuTensor) -> Result<Vec<u32>> {
+        if t.dtype.is_16bit() {
+            return Err(TfError::Shape { op: "read", msg: "a 16-bit weight is not read back".into() });
+        }
         if t.len() == 0 {
             return Ok(vec![]);
         }

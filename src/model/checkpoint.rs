@@ -17,7 +17,10 @@
 //! 6. every tensor the architecture declares (`Weights::declare`, under the names and orientation
 //!    of the file's [`Layout`]): present, F32/F16/BF16, not empty, the right shape, and finite.
 //!
-//! Only the required tensors are kept, converted to f32 (one copy). Extra tensors (registered buffers
+//! Only the required tensors are kept, converted to f32 (one copy), except the matmul weights and
+//! embedding tables of an F16 / BF16 file ([`Role::keeps_16bit`]): those keep the file's 16-bit
+//! values ([`TensorF32::bits`]), which the GPU holds as they are (2 bytes a value) and the CPU
+//! backends widen at upload. Extra tensors (registered buffers
 //! such as `*.pos_encoding.pe`, optimizer leftovers) are checked for layout only and otherwise ignored,
 //! whatever their dtype.
 
@@ -55,13 +58,74 @@ impl FloatDtype {
     }
 }
 
-/// A tensor converted to f32, row-major, `data.len() == shape.iter().product()`.
+/// A required tensor, row-major: converted to f32 (`data.len() == shape.iter().product()`), or,
+/// for the matmul weights and embeddings of a 16-bit file, the file's 16-bit values as they are
+/// (`bits`, `data` then empty). [`TensorF32::values`] gives f32 either way.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorF32 {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,
     /// The dtype it had in the file.
     pub dtype: FloatDtype,
+    /// The file's f16 / bf16 bits when the tensor is kept 16-bit (`dtype` says which), else empty.
+    pub bits: Vec<u16>,
+}
+
+impl TensorF32 {
+    /// Whether the tensor holds the file's 16-bit values (`bits`) rather than f32 (`data`).
+    pub fn is_16bit(&self) -> bool {
+        !self.bits.is_empty()
+    }
+    /// The number of values.
+    pub fn len(&self) -> usize {
+        if self.is_16bit() {
+            self.bits.len()
+        } else {
+            self.data.len()
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The values as f32 (widened from `bits` when kept 16-bit; exact).
+    pub fn values(&self) -> Cow<'_, [f32]> {
+        if self.is_16bit() {
+            Cow::Owned(widen16(&self.bits, self.dtype))
+        } else {
+            Cow::Borrowed(&self.data)
+        }
+    }
+    /// The tensor as f32 (`bits` widened).
+    pub fn into_f32(self) -> TensorF32 {
+        if !self.is_16bit() {
+            return self;
+        }
+        TensorF32 { data: widen16(&self.bits, self.dtype), shape: self.shape, dtype: self.dtype, bits: vec![] }
+    }
+}
+
+/// f16 (`dtype` F16) or bf16 (otherwise) bits as f32: exact.
+pub fn widen16(bits: &[u16], dtype: FloatDtype) -> Vec<f32> {
+    match dtype {
+        FloatDtype::F16 => bits.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect(),
+        _ => bits.iter().map(|&b| half::bf16::from_bits(b).to_f32()).collect(),
+    }
+}
+
+/// (NaN, infinite) counts of f16 / bf16 bits: an all-ones exponent.
+pub fn non_finite16(bits: &[u16], dtype: FloatDtype) -> (usize, usize) {
+    let (exp, man) = if dtype == FloatDtype::F16 { (0x7c00u16, 0x03ffu16) } else { (0x7f80, 0x007f) };
+    let (mut nan, mut inf) = (0, 0);
+    for &b in bits {
+        if b & exp == exp {
+            if b & man != 0 {
+                nan += 1;
+            } else {
+                inf += 1;
+            }
+        }
+    }
+    (nan, inf)
 }
 
 /// A validated checkpoint: the config, the tokenizer JSON if any, the raw metadata and the
@@ -125,10 +189,25 @@ impl Checkpoint {
         layout: &dyn Layout,
         check_config: impl FnOnce(&ModelConfig) -> Result<(), String>,
     ) -> Result<Checkpoint, CheckpointError> {
+        Self::from_bytes_in16(bytes, layout, |c, _| check_config(c))
+    }
+
+    /// [`Checkpoint::from_bytes_in`] whose check also learns whether the file stores every tensor
+    /// that [`Role::keeps_16bit`] as F16 / BF16 (the loaded checkpoint then keeps them 16-bit, and
+    /// the GPU holds them in half the bytes: `memory::demand_for`).
+    pub fn from_bytes_in16(
+        bytes: &[u8],
+        layout: &dyn Layout,
+        check_config: impl FnOnce(&ModelConfig, bool) -> Result<(), String>,
+    ) -> Result<Checkpoint, CheckpointError> {
         let header = parse_header(bytes)?;
         let (metadata, config, tokenizer) = read_metadata(header.metadata)?;
         let header = header.tensors;
-        check_config(&config).map_err(CheckpointError::OverBudget)?;
+        let file16 = Listing::of(&config).iter().filter(|d| d.role.keeps_16bit()).all(|d| {
+            let name = layout.file_name(&d.name);
+            header.get(name.as_ref()).and_then(|e| e.float_dtype()).is_some_and(|t| t != FloatDtype::F32)
+        });
+        check_config(&config, file16).map_err(CheckpointError::OverBudget)?;
 
         // Every declared tensor under the file's name and in the file's orientation.
         struct Want {
@@ -177,6 +256,27 @@ impl Checkpoint {
             };
             let raw = &bytes[entry.span.0..entry.span.1];
             let oom = || CheckpointError::OutOfMemory { what: format!("tensor {}", show(&file)), bytes: entry.numel.saturating_mul(4) };
+            if dtype != FloatDtype::F32 && declared.role.keeps_16bit() {
+                // kept as the file stores it: no widening and re-narrowing
+                let mut bits = convert16(raw).map_err(|_| oom())?;
+                if bits.len() != entry.numel as usize {
+                    return Err(CheckpointError::Safetensors(format!(
+                        "tensor {} has {} bytes for {} elements",
+                        show(&file),
+                        raw.len(),
+                        entry.numel
+                    )));
+                }
+                if transposed {
+                    bits = transpose(&bits, file_shape[0], file_shape[1]).map_err(|_| oom())?;
+                }
+                let (nan, inf) = non_finite16(&bits, dtype);
+                if nan + inf > 0 {
+                    bad.push((file.clone(), nan, inf, bits.len()));
+                }
+                tensors.insert(declared.name, TensorF32 { shape: declared.shape, data: vec![], dtype, bits });
+                continue;
+            }
             let mut data = convert(raw, dtype).map_err(|_| oom())?;
             if data.len() != entry.numel as usize {
                 return Err(CheckpointError::Safetensors(format!(
@@ -200,13 +300,19 @@ impl Checkpoint {
             if nan + inf > 0 {
                 bad.push((file.clone(), nan, inf, data.len()));
             }
-            tensors.insert(declared.name, TensorF32 { shape: declared.shape, data, dtype });
+            tensors.insert(declared.name, TensorF32 { shape: declared.shape, data, dtype, bits: vec![] });
         }
         if let Some((name, nan, inf, total)) = bad.first().cloned() {
             return Err(CheckpointError::NonFinite { name, nan, inf, total, other_tensors: bad.len() - 1 });
         }
 
         Ok(Checkpoint { config, tokenizer, metadata, tensors })
+    }
+
+    /// Whether every tensor that [`Role::keeps_16bit`] is held 16-bit (an F16 / BF16 file):
+    /// what `memory::demand_for` calls `weights16`. Before the weights are taken out.
+    pub fn weights16(&self) -> bool {
+        Listing::of(&self.config).iter().filter(|d| d.role.keeps_16bit()).all(|d| self.tensors.get(&d.name).is_some_and(|t| t.is_16bit()))
     }
 
     /// A required tensor by name.
@@ -221,7 +327,7 @@ impl Checkpoint {
 
     /// Number of parameters held (= `config.param_count()` after a successful load).
     pub fn param_count(&self) -> u64 {
-        self.tensors.values().map(|t| t.data.len() as u64).sum()
+        self.tensors.values().map(|t| t.len() as u64).sum()
     }
 
     /// The dtype of the file's weights: the one of the embedding, since PyTorch saves a model in one dtype.
@@ -859,10 +965,18 @@ fn missing_hint(name: &str, arch: Arch, header: &HashMap<String, Entry>) -> Opti
 // Conversion
 
 /// (rows, cols) -> (cols, rows), into a fallibly reserved vector.
-fn transpose(x: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>, std::collections::TryReserveError> {
+fn transpose<T: Copy>(x: &[T], rows: usize, cols: usize) -> Result<Vec<T>, std::collections::TryReserveError> {
     let mut out = Vec::new();
     out.try_reserve_exact(x.len())?;
     out.extend((0..cols).flat_map(|c| (0..rows).map(move |r| x[r * cols + c])));
+    Ok(out)
+}
+
+/// The 16-bit values of an F16 / BF16 tensor as they are, into a fallibly reserved vector.
+fn convert16(raw: &[u8]) -> Result<Vec<u16>, std::collections::TryReserveError> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(raw.len() / 2)?;
+    out.extend(raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])));
     Ok(out)
 }
 

@@ -172,6 +172,12 @@ impl Sink for Largest {
 /// allocates, buffer for buffer): the weights, their copies, and every buffer sized by the plan's
 /// context, its kept maps and the shared attention scratch.
 pub fn demand_for(cfg: &ModelConfig, copies: WeightCopies, plan: &Plan) -> Demand {
+    demand_of(cfg, copies, plan, false)
+}
+
+/// [`demand_for`]; `weights16`: the checkpoint is F16 / BF16 and the backend keeps its matmul
+/// weights and embeddings 16-bit (the GPU, `Backend::keeps_16bit`), 2 bytes a value.
+pub fn demand_of(cfg: &ModelConfig, copies: WeightCopies, plan: &Plan, weights16: bool) -> Demand {
     let (s, c, l) = (plan.context, cfg.d_model, cfg.num_layers);
     let (nh, hs) = (cfg.num_heads, cfg.head_dim());
     let kvw = cfg.num_kv_heads * hs;
@@ -199,12 +205,25 @@ pub fn demand_for(cfg: &ModelConfig, copies: WeightCopies, plan: &Plan) -> Deman
     let census = Census::with_panel(cfg, panel);
     let mut largest = Largest::default();
     let _ = Weights::<()>::declare(cfg, &mut VarBuilder::new(&mut largest));
-    add(
-        "weights",
-        format!("{} parameters, the largest tensor {:?}", census.params, largest.1),
-        census.params.saturating_mul(4),
-        (format!("{:?}", largest.1), largest.0.saturating_mul(4)),
-    );
+    // (with 16-bit weights the largest tensor, a matmul weight or an embedding, is 16-bit too)
+    let largest_buf = (format!("{:?}", largest.1), largest.0.saturating_mul(if weights16 { 2 } else { 4 }));
+    if weights16 {
+        let f32s = census.params.saturating_sub(census.half_params);
+        let bytes = f32s.saturating_mul(4).saturating_add(census.half_bytes);
+        add(
+            "weights",
+            format!("{} parameters, {} of them 16-bit, the largest tensor {:?}", census.params, census.half_params, largest.1),
+            bytes,
+            largest_buf,
+        );
+    } else {
+        add(
+            "weights",
+            format!("{} parameters, the largest tensor {:?}", census.params, largest.1),
+            census.params.saturating_mul(4),
+            largest_buf,
+        );
+    }
     add(
         "packed weights",
         format!("{} matmul values in panels of {panel} rows", census.packed_params),

@@ -66,8 +66,8 @@ impl<B: Backend> Model<B> {
     /// anything is converted or allocated.
     pub fn load_within(backend: &B, bytes: &[u8], budget: &Budget) -> Result<Model<B>> {
         // the run state starts small (state::Plan::at_load) and grows per request (Model::plan_for)
-        let ck = Checkpoint::from_bytes_checked(bytes, |cfg| {
-            memory::demand_for(cfg, backend.weight_copies(), &Plan::at_load(cfg)).check(budget)
+        let ck = Checkpoint::from_bytes_in16(bytes, &crate::model::checkpoint::Canonical, |cfg, w16| {
+            memory::demand_of(cfg, backend.weight_copies(), &Plan::at_load(cfg), w16 && backend.keeps_16bit()).check(budget)
         })?;
         Self::from_checkpoint(backend, ck, budget)
     }
@@ -77,7 +77,8 @@ impl<B: Backend> Model<B> {
     /// is checked against `budget` again here (cheap, for the run state a load allocates), then the
     /// tokenizer in the metadata (if any), then the weights are uploaded and the run state allocated.
     pub fn from_checkpoint(backend: &B, mut ck: Checkpoint, budget: &Budget) -> Result<Model<B>> {
-        memory::demand_for(&ck.config, backend.weight_copies(), &Plan::at_load(&ck.config)).check(budget).map_err(TfError::Memory)?;
+        let w16 = backend.keeps_16bit() && ck.weights16();
+        memory::demand_of(&ck.config, backend.weight_copies(), &Plan::at_load(&ck.config), w16).check(budget).map_err(TfError::Memory)?;
         let cfg = ck.config.clone();
         let tokenizer = match &ck.tokenizer {
             None => None,

@@ -110,6 +110,15 @@ pub enum Role {
     Norm,
 }
 
+impl Role {
+    /// Whether a tensor of this role keeps a 16-bit file's f16 / bf16 values 16-bit (on the GPU:
+    /// packed pairs read by shaders/matmul16.wgsl): the matmul weights and the embedding tables,
+    /// nearly all of a model's bytes. Biases and norms are widened to f32 (a few kB).
+    pub fn keeps_16bit(self) -> bool {
+        matches!(self, Role::Embedding | Role::TiedEmbedding | Role::Matmul)
+    }
+}
+
 /// Where a walk of the declaration puts each tensor.
 pub trait Sink {
     /// What the walk builds `Weights<T>` of.
@@ -329,6 +338,10 @@ impl<B: Backend> Sink for Upload<'_, B> {
         if t.shape != shape {
             return Err(TfError::Checkpoint(format!("tensor '{name}' has shape {:?}, declared {shape:?}", t.shape)));
         }
+        if t.is_16bit() {
+            // the GPU keeps it 16-bit; the CPU backends widen it
+            return self.backend.tensor16(&t.shape, &t.bits, t.dtype, name);
+        }
         self.backend.tensor(&t.shape, &t.data, name)
     }
 }
@@ -347,6 +360,10 @@ pub struct Census {
     pub packed_params: u64,
     /// the panel width counted in `packed_params`
     pub panel: usize,
+    /// elements of the tensors a 16-bit checkpoint keeps 16-bit on the GPU ([`Role::keeps_16bit`])
+    pub half_params: u64,
+    /// their bytes there: 4 per pair of values, each row padded to an even length
+    pub half_bytes: u64,
 }
 
 impl Census {
@@ -371,6 +388,11 @@ impl Sink for Census {
         let n = shape.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64));
         self.tensors += 1;
         self.params = self.params.saturating_add(n);
+        if role.keeps_16bit() {
+            self.half_params = self.half_params.saturating_add(n);
+            let k = shape.last().copied().unwrap_or(1).max(1) as u64;
+            self.half_bytes = self.half_bytes.saturating_add((n / k).saturating_mul(k.div_ceil(2)).saturating_mul(4));
+        }
         if let (Role::Matmul | Role::TiedEmbedding, [out, inp]) = (role, shape) {
             self.matmul_params = self.matmul_params.saturating_add(n);
             if self.panel > 0 {

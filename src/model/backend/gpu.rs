@@ -155,6 +155,13 @@ impl Backend for GpuBackend {
     fn tensor(&self, shape: &[usize], data: &[f32], label: &str) -> Result<GpuTensor> {
         self.gpu.upload(shape, data, label)
     }
+    fn tensor16(&self, shape: &[usize], bits: &[u16], dtype: crate::model::checkpoint::FloatDtype, label: &str) -> Result<GpuTensor> {
+        let d = if dtype == crate::model::checkpoint::FloatDtype::F16 { gpu::DType::F16 } else { gpu::DType::BF16 };
+        self.gpu.upload16(shape, bits, d, label)
+    }
+    fn keeps_16bit(&self) -> bool {
+        true
+    }
     fn zeros(&self, shape: &[usize], label: &str) -> Result<GpuTensor> {
         self.gpu.zeros(shape, label)
     }

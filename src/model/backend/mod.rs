@@ -28,6 +28,12 @@ pub trait Backend {
     fn kind(&self) -> &'static str;
     /// A tensor of `shape` holding `data` (row-major f32, `data.len()` = the product of `shape`).
     fn tensor(&self, shape: &[usize], data: &[f32], label: &str) -> Result<Self::T>;
+    /// A weight the checkpoint keeps 16-bit (`bits`: f16 or bf16 as `dtype` says, row-major), used
+    /// only by `matmul*`, `qkv`, `embedding` and `add_rows`. The default widens it to f32 (the CPU
+    /// backends); the GPU keeps it 16-bit (shaders/matmul16.wgsl).
+    fn tensor16(&self, shape: &[usize], bits: &[u16], dtype: crate::model::checkpoint::FloatDtype, label: &str) -> Result<Self::T> {
+        self.tensor(shape, &crate::model::checkpoint::widen16(bits, dtype), label)
+    }
     /// An f32 tensor of `shape`, all zeros.
     fn zeros(&self, shape: &[usize], label: &str) -> Result<Self::T>;
     /// A u32 tensor of `shape` (token ids, expert indices, the sampler's record), all zeros.
@@ -202,6 +208,11 @@ pub trait Backend {
     /// Copies of the weights this backend keeps beside them, for the memory demand.
     fn weight_copies(&self) -> crate::model::memory::WeightCopies {
         crate::model::memory::WeightCopies::None
+    }
+    /// Whether `tensor16` keeps 16-bit weights 16-bit (the GPU) rather than widening them, for
+    /// the memory demand.
+    fn keeps_16bit(&self) -> bool {
+        false
     }
 }
 

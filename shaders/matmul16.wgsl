@@ -1,0 +1,309 @@
+// matmul16.wgsl: the matmul, GEMV and embedding kernels over 16-bit weights, computing in f32.
+// A 16-bit weight (N, K) (f16 or bf16, as the checkpoint stored it) is held as packed pairs in u32
+// words, each row padded to an even length: row n is words n * KW .. n * KW + KW, KW = ceil(K / 2),
+// word j holding element 2j in its low 16 bits and element 2j + 1 (0 past K) in its high 16 bits.
+// MatmulParams.wfmt (EmbedParams.wfmt) says which: 0 f16 (unpack2x16float; subnormals rebuilt
+// exactly by f16_small), 1 bf16 (the bits are the top half of an f32: a shift). Both conversions are exact, so the kernels see exactly the
+// checkpoint's values; x, bias and out stay f32, and so does every accumulation.
+//   entry `tiled`:  out = act(x @ W^T + b)        the 64x64 tile of matmul.wgsl (prefill, M >= 8)
+//   entry `tiled4`: the same with vec4 loads and FMAs (matmul.wgsl's tiled4), K % 4 == 0
+//   entry `gemv`:   out = act(x @ W^T + b)        the 32-outputs-per-workgroup GEMV of gemv.wgsl
+//   entry `gemv_swiglu`: out = silu(x @ W^T) * (x @ W_up^T), W_up packed the same way
+//   entry `lookup`, `add_rows`: embed.wgsl's over a packed (V, C) table
+
+struct MatmulParams {
+    m: u32,
+    k: u32,
+    n: u32,
+    has_bias: u32,
+    x_offset: u32,
+    out_offset: u32,
+    act: u32,
+    wfmt: u32,   // 0 f16, 1 bf16
+};
+
+@group(0) @binding(0) var<uniform> P: MatmulParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;           // (M, K)
+@group(0) @binding(2) var<storage, read> w: array<u32>;           // (N, KW) packed pairs
+@group(0) @binding(3) var<storage, read> bias: array<f32>;        // (N,) or a dummy
+@group(0) @binding(3) var<storage, read> wup: array<u32>;         // gemv_swiglu: W_up (N, KW)
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;   // (M, N)
+
+// An f16 zero or subnormal (exponent bits 0) as f32: mantissa * 2^-24, exact and a normal f32, with
+// the sign's bit. Used in place of unpack2x16float's result for those values, since WGSL lets an
+// implementation flush subnormals.
+fn f16_small(h: u32) -> f32 {
+    return bitcast<f32>(((h & 0x8000u) << 16u) | bitcast<u32>(f32(h & 0x3ffu) * 5.9604644775390625e-8));
+}
+
+// The two values of a packed word, (element 2j, element 2j + 1).
+fn unpack_pair(word: u32, fmt: u32) -> vec2<f32> {
+    if (fmt == 0u) {
+        let v = unpack2x16float(word);
+        return vec2<f32>(select(v.x, f16_small(word & 0xffffu), (word & 0x7c00u) == 0u),
+                         select(v.y, f16_small(word >> 16u), (word & 0x7c000000u) == 0u));
+    }
+    return vec2<f32>(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
+}
+
+// Element `col` (its parity picks the half) of a packed word.
+fn packed_at(word: u32, col: u32, fmt: u32) -> f32 {
+    let v = unpack_pair(word, fmt);
+    return select(v.x, v.y, (col & 1u) == 1u);
+}
+
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+var<workgroup> xs: array<f32, 1024>; // (TK, TM)
+var<workgroup> ws: array<f32, 1024>; // (TK, TN)
+
+@compute @workgroup_size(16, 16, 1)
+fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wid.y * TM;
+    let col0 = wid.x * TN;
+    let t = lid.y * 16u + lid.x;
+    let kw = (P.k + 1u) / 2u;
+    var acc: array<array<f32, 4>, 4>;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        for (var j = 0u; j < 4u; j = j + 1u) { acc[i][j] = 0.0; }
+    }
+    for (var k0 = 0u; k0 < P.k; k0 = k0 + TK) {
+        for (var l = 0u; l < 4u; l = l + 1u) {
+            let idx = t + l * 256u;
+            let r = idx / TK;
+            let kk = idx % TK;
+            let gk = k0 + kk;
+            let gr = row0 + r;
+            let gc = col0 + r;
+            var xv = 0.0;
+            var wv = 0.0;
+            if (gr < P.m && gk < P.k) {
+                xv = x[P.x_offset + gr * P.k + gk];
+            }
+            if (gc < P.n && gk < P.k) {
+                wv = packed_at(w[gc * kw + gk / 2u], gk, P.wfmt);
+            }
+            xs[kk * TM + r] = xv;
+            ws[kk * TN + r] = wv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk = kk + 1u) {
+            var a: array<f32, 4>;
+            var b: array<f32, 4>;
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                a[i] = xs[kk * TM + lid.y + 16u * i];
+                b[i] = ws[kk * TN + lid.x + 16u * i];
+            }
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                for (var j = 0u; j < 4u; j = j + 1u) {
+                    acc[i][j] = fma(a[i], b[j], acc[i][j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let r = row0 + lid.y + 16u * i;
+        if (r >= P.m) { continue; }
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let c = col0 + lid.x + 16u * j;
+            if (c >= P.n) { continue; }
+            var v = acc[i][j];
+            if (P.has_bias != 0u) { v = v + bias[c]; }
+            out[P.out_offset + r * P.n + c] = epilogue_act(v, P.act);
+        }
+    }
+}
+
+// Tiled, vec4: matmul.wgsl's `tiled4` (the same 64x64 tile, slabs transposed in workgroup memory,
+// vec4 FMAs), W read as two words (4 values) per load; for K % 4 == 0 and x_offset % 4 == 0
+// (src/gpu/matmul.rs checks; other shapes use `tiled`). Rows of K / 2 words are then K / 4 word pairs.
+var<workgroup> xs4: array<vec4<f32>, 256>;
+var<workgroup> ws4: array<vec4<f32>, 256>;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;   // (M, K/4)
+@group(0) @binding(2) var<storage, read> w2: array<vec2<u32>>;   // (N, K/4) pairs of words
+
+fn w4_at(i: u32) -> vec4<f32> {
+    let p = w2[i];
+    return vec4<f32>(unpack_pair(p.x, P.wfmt), unpack_pair(p.y, P.wfmt));
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn tiled4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wid.y * TM;
+    let col0 = wid.x * TN;
+    let t = lid.y * 16u + lid.x;
+    let lr = t % 64u;
+    let kq = t / 64u;
+    let k4 = P.k / 4u;
+    let xb = P.x_offset / 4u + (row0 + lr) * k4;
+    let wb = (col0 + lr) * k4;
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i = i + 1u) { acc[i] = vec4<f32>(0.0); }
+    let interior = row0 + TM <= P.m && col0 + TN <= P.n;
+    let row_ok = row0 + lr < P.m;
+    let col_ok = col0 + lr < P.n;
+    for (var k0 = 0u; k0 < P.k; k0 = k0 + TK) {
+        let kv = k0 / 4u + kq;
+        var xv = vec4<f32>(0.0);
+        var wv = vec4<f32>(0.0);
+        if (interior && k0 + TK <= P.k) {
+            xv = x4[xb + kv];
+            wv = w4_at(wb + kv);
+        } else {
+            if (row_ok && kv < k4) { xv = x4[xb + kv]; }
+            if (col_ok && kv < k4) { wv = w4_at(wb + kv); }
+        }
+        let slot = lr / 4u;
+        let lane = lr % 4u;
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            xs4[(kq * 4u + j) * 16u + slot][lane] = xv[j];
+            ws4[(kq * 4u + j) * 16u + slot][lane] = wv[j];
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk = kk + 1u) {
+            let a = xs4[kk * 16u + lid.y];
+            let b = ws4[kk * 16u + lid.x];
+            acc[0] = fma(vec4<f32>(a.x), b, acc[0]);
+            acc[1] = fma(vec4<f32>(a.y), b, acc[1]);
+            acc[2] = fma(vec4<f32>(a.z), b, acc[2]);
+            acc[3] = fma(vec4<f32>(a.w), b, acc[3]);
+        }
+        workgroupBarrier();
+    }
+    let c0 = col0 + lid.x * 4u;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let r = row0 + lid.y * 4u + i;
+        if (!interior && r >= P.m) { continue; }
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let c = c0 + j;
+            if (!interior && c >= P.n) { continue; }
+            var v = acc[i][j];
+            if (P.has_bias != 0u) { v = v + bias[c]; }
+            out[P.out_offset + r * P.n + c] = epilogue_act(v, P.act);
+        }
+    }
+}
+
+// GEMV: a workgroup of 256 threads per 32 outputs of one row, 8 lanes per output splitting the row's
+// words (lane l reads words l, l + 8, ...), then gemv.wgsl's tree reduction.
+const LANES: u32 = 8u;
+const OUTS: u32 = 32u;
+var<workgroup> red: array<f32, 256>;
+var<workgroup> red2: array<f32, 256>;
+
+fn reduce_lanes(o: u32, lane: u32, both: bool) {
+    for (var s = LANES / 2u; s > 0u; s = s / 2u) {
+        workgroupBarrier();
+        if (lane < s) {
+            red[o * LANES + lane] = red[o * LANES + lane] + red[o * LANES + lane + s];
+            if (both) { red2[o * LANES + lane] = red2[o * LANES + lane] + red2[o * LANES + lane + s]; }
+        }
+    }
+    workgroupBarrier();
+}
+
+// x[xb + 2p], x[xb + 2p + 1] (0 past K: an odd K's last word has one element).
+fn x_pair(xb: u32, p: u32) -> vec2<f32> {
+    let i = 2u * p;
+    var hi = 0.0;
+    if (i + 1u < P.k) { hi = x[xb + i + 1u]; }
+    return vec2<f32>(x[xb + i], hi);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let o = lid.x / LANES;
+    let lane = lid.x % LANES;
+    let row = wid.y;
+    let col = wid.x * OUTS + o;
+    let kw = (P.k + 1u) / 2u;
+    var acc = 0.0;
+    if (col < P.n) {
+        let xb = P.x_offset + row * P.k;
+        let wb = col * kw;
+        for (var p = lane; p < kw; p = p + LANES) {
+            let xv = x_pair(xb, p);
+            let wv = unpack_pair(w[wb + p], P.wfmt);
+            acc = fma(xv.x, wv.x, fma(xv.y, wv.y, acc));
+        }
+    }
+    red[lid.x] = acc;
+    reduce_lanes(o, lane, false);
+    if (lane == 0u && col < P.n) {
+        var v = red[o * LANES];
+        if (P.has_bias != 0u) { v = v + bias[col]; }
+        out[P.out_offset + row * P.n + col] = epilogue_act(v, P.act);
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn gemv_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let o = lid.x / LANES;
+    let lane = lid.x % LANES;
+    let row = wid.y;
+    let col = wid.x * OUTS + o;
+    let kw = (P.k + 1u) / 2u;
+    var gate = 0.0;
+    var up = 0.0;
+    if (col < P.n) {
+        let xb = P.x_offset + row * P.k;
+        let wb = col * kw;
+        for (var p = lane; p < kw; p = p + LANES) {
+            let xv = x_pair(xb, p);
+            let g = unpack_pair(w[wb + p], P.wfmt);
+            let u = unpack_pair(wup[wb + p], P.wfmt);
+            gate = fma(xv.x, g.x, fma(xv.y, g.y, gate));
+            up = fma(xv.x, u.x, fma(xv.y, u.y, up));
+        }
+    }
+    red[lid.x] = gate;
+    red2[lid.x] = up;
+    reduce_lanes(o, lane, true);
+    if (lane == 0u && col < P.n) {
+        out[P.out_offset + row * P.n + col] = silu(red[o * LANES]) * red2[o * LANES];
+    }
+}
+
+// Embedding over a packed table (V, C): out[t, :] = table[ids[t], :] * scale (an id >= V gives a
+// zero row), and out[t, :] += table[start + t, :] (learned positions).
+struct EmbedParams {
+    t: u32,
+    c: u32,
+    v: u32,
+    start: u32,
+    scale: f32,
+    wfmt: u32,
+    _p1: u32,
+    _p2: u32,
+};
+
+@group(0) @binding(0) var<uniform> E: EmbedParams;
+@group(0) @binding(1) var<storage, read> table: array<u32>;
+@group(0) @binding(2) var<storage, read> ids: array<u32>;
+@group(0) @binding(3) var<storage, read_write> eout: array<f32>;
+
+fn table_at(row: u32, col: u32) -> f32 {
+    let cw = (E.c + 1u) / 2u;
+    return packed_at(table[row * cw + col / 2u], col, E.wfmt);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn lookup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_group(wid, nwg) * 256u + lid.x;
+    if (idx >= E.t * E.c) { return; }
+    let t = idx / E.c;
+    let col = idx % E.c;
+    let id = ids[t];
+    var val = 0.0;
+    if (id < E.v) { val = table_at(id, col) * E.scale; }
+    eout[idx] = val;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn add_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_group(wid, nwg) * 256u + lid.x;
+    if (idx >= E.t * E.c) { return; }
+    eout[idx] = eout[idx] + table_at(E.start + idx / E.c, idx % E.c);
+}
