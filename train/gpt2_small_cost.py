@@ -2,6 +2,7 @@
 
     python train/gpt2_small_cost.py make DIR     # writes DIR/{config.json, model.safetensors, tokenizer.json, ...}
     python train/gpt2_small_cost.py torch DIR    # PyTorch eager CPU, 1 thread: load, prefill-128, decode tok/s
+    python train/gpt2_small_cost.py ours DIR     # tinyformer's CLI (target/release/tinyformer), fast CPU and GPU
 
 There is no Hub access here, so the weights are random (transformers' own init, seed 0) in GPT-2 small's exact
 shape (GPT2Config's defaults: 12 layers, 12 heads, d 768, vocab 50257, context 1024; 124,439,808 parameters,
@@ -83,7 +84,44 @@ def bench_torch(d):
     }))
 
 
+def bench_ours(d):
+    """Each CLI run loads the directory again: load = a 1-token run's wall time; decode tok/s from the
+    difference between an N+1-token and a 1-token run; peak memory = the process's max RSS."""
+    import subprocess
+
+    exe = os.path.join(ROOT, "target", "release", "tinyformer")
+    prompt = ",".join(map(str, ids(PROMPT)))
+
+    def run(backend, new):
+        import tempfile
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            t = time.perf_counter()
+            p = subprocess.Popen([exe, "generate", "--model", d, "--backend", backend, "--ids", prompt,
+                                  "--max-new-tokens", str(new), "--greedy", "--memory-budget", "8GiB"],
+                                 stdout=out, stderr=err)
+            _, status, ru = os.wait4(p.pid, 0)
+            wall = time.perf_counter() - t
+            out.seek(0)
+            err.seek(0)
+            if status != 0:
+                raise SystemExit(f"tinyformer {backend}: {err.read().decode()[:300]}")
+            return wall, ru.ru_maxrss, json.loads(out.read())["ids"]
+
+    res = {"engine": "tinyformer CLI (release), 1 process per run", "runs": {}}
+    for backend, n in (("cpu", NEW), ("gpu", 8)):
+        one = [run(backend, 1) for _ in range(2)]
+        full = [run(backend, n + 1) for _ in range(2)]
+        t1, tn = min(r[0] for r in one), min(r[0] for r in full)
+        res["runs"][backend] = {
+            "load_and_first_token_s": round(t1, 3),
+            "decode_tok_s": round(n / max(tn - t1, 1e-9), 2),
+            "peak_rss_mib": round(max(r[1] for r in one + full) / 1024, 1),
+            "greedy_ids": full[0][2][PROMPT:],
+        }
+    print(json.dumps(res))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("make", "torch"):
+    if len(sys.argv) != 3 or sys.argv[1] not in ("make", "torch", "ours"):
         sys.exit(__doc__)
-    (make if sys.argv[1] == "make" else bench_torch)(sys.argv[2])
+    {"make": make, "torch": bench_torch, "ours": bench_ours}[sys.argv[1]](sys.argv[2])
