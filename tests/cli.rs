@@ -469,3 +469,23 @@ fn generation_stops_at_the_models_eos() {
     assert_eq!(json(&["info", "--model", dir.to_str().unwrap()])["eos"], serde_json::json!([7, fx["greedy"][10]]));
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A reader that stops early (`tinyformer forward ... | head -c 10`) closes the pipe: the CLI ends
+/// without a panic trace (println! would panic on the broken pipe).
+#[test]
+fn a_closed_output_pipe_is_not_a_panic() {
+    use std::io::Read;
+    let ids: Vec<String> = (0..64).map(|i| (i % 50).to_string()).collect();
+    let mut child = Command::new(BIN)
+        .args(["forward", "--model", "models/shakespeare-gpt.safetensors", "--backend", "cpu", "--ids", &ids.join(",")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 10];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap(); // then the read end drops: closed
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "exit {:?}: {err}", out.status);
+}

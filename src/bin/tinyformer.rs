@@ -12,8 +12,17 @@ fn main() -> ExitCode {
     // args_os: a non-UTF-8 argument is an error from the parser, not a panic in std::env::args
     match cli::run(std::env::args_os()) {
         Ok(out) => {
+            // A closed pipe (`tinyformer info ... | head`) ends the output quietly, as other CLIs
+            // do; println! would panic on it.
             if !out.is_empty() {
-                println!("{out}");
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                if let Err(e) = writeln!(stdout, "{out}").and_then(|_| stdout.flush()) {
+                    if e.kind() != std::io::ErrorKind::BrokenPipe {
+                        eprintln!("tinyformer: could not write the output: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
             }
             ExitCode::SUCCESS
         }
