@@ -1,5 +1,6 @@
 //! The CLI end to end: JSON out, one-line errors and a non-zero exit for bad input, never a panic.
 
+mod common;
 use std::process::Command;
 
 use serde_json::Value;
@@ -179,20 +180,7 @@ fn os(args: &[&str]) -> Vec<std::ffi::OsString> {
 
 /// A copy of a checkpoint with its metadata config edited (the data section is kept as is).
 fn with_config(src: &str, dst: &std::path::Path, edit: impl FnOnce(&mut Value)) {
-    let bytes = std::fs::read(src).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let mut cfg: Value = serde_json::from_str(header["__metadata__"]["config"].as_str().unwrap()).unwrap();
-    edit(&mut cfg);
-    header["__metadata__"]["config"] = Value::String(cfg.to_string());
-    let mut h = serde_json::to_vec(&header).unwrap();
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&h);
-    out.extend_from_slice(&bytes[8 + n..]);
-    std::fs::write(dst, out).unwrap();
+    std::fs::write(dst, common::with_config(&common::read(src), edit)).unwrap();
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! tokens), growing when a run needs more and refused over the budget; the budget from a device's
 //! limits on one buffer; and the GPU reads back only the requested layers' rows per token.
 
+mod common;
+use common::{read, with_config};
 use tinyformer::model::backend::Backend;
 use tinyformer::model::config::Arch;
 use tinyformer::model::memory::{self, Budget, DeviceLimits, WeightCopies};
@@ -11,27 +13,6 @@ use tinyformer::model::state::{MapLayers, Plan, LOAD_CONTEXT};
 use tinyformer::model::{CpuBackend, GpuBackend, Model};
 
 const MODELS: &str = "tests/fixtures/models";
-
-fn read(path: &str) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
-}
-
-/// The bytes of a safetensors file with its metadata config changed by `edit` (tensors kept).
-fn with_config(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let mut cfg: serde_json::Value = serde_json::from_str(header["__metadata__"]["config"].as_str().unwrap()).unwrap();
-    edit(&mut cfg);
-    header["__metadata__"]["config"] = serde_json::Value::String(cfg.to_string());
-    let mut h = serde_json::to_vec(&header).unwrap();
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&h);
-    out.extend_from_slice(&bytes[8 + n..]);
-    out
-}
 
 /// decoder_a (2 layers, 2 heads, d_model 24) with a context of 65536: its whole-context maps
 /// alone are 2 x 2 x 65536^2 x 4 bytes = 64 GiB.

@@ -26,7 +26,8 @@ pub struct Model<B: Backend> {
     /// applies it unless `GenConfig::constraint` says otherwise
     pub constraint: Option<crate::model::constraint::Constraint>,
     pub weights: Weights<B::T>,
-    /// activations, KV caches and attention maps, allocated once at load
+    /// activations, KV caches and attention maps, allocated for a plan (state::Plan): small at load,
+    /// grown when a pass or a generation needs more
     pub state: RunState<B::T>,
     pub params: u64,
     /// encoder-decoder: the source of the last `encode`
