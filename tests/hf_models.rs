@@ -4,6 +4,8 @@
 //! the GPU path. Every row of logits, every attention map and the 8 greedy ids (cached and uncached) must
 //! match transformers' (expected.json). No GPU is a failure, not a skip.
 
+mod common;
+use common::{assert_close, flat, ids};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -33,29 +35,6 @@ fn dir(name: &str) -> PathBuf {
 
 fn expected(name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(dir(name).join("expected.json")).unwrap()).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
-}
-
-fn flat(v: &Value) -> Vec<f64> {
-    match v {
-        Value::Array(a) => a.iter().flat_map(flat).collect(),
-        Value::Number(n) => vec![n.as_f64().unwrap()],
-        other => panic!("not a number: {other}"),
-    }
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) -> f64 {
-    assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
-    let mut worst = 0f64;
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let d = (g as f64 - w).abs();
-        worst = worst.max(d);
-        assert!(d <= atol + rtol * w.abs(), "{what}[{i}]: got {g}, transformers {w} (|diff| {d:e})");
-    }
-    worst
 }
 
 /// One foreign checkpoint: (label, files, model.bin name, expected.json of).

@@ -4,6 +4,8 @@
 //! holds them in half the bytes, and the models still compute what they computed when the same
 //! values were widened to f32. No GPU is a failure, not a skip.
 
+mod common;
+use common::{assert_close, flat, ids};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -29,29 +31,6 @@ const SAME_ATTN: f64 = 1e-5;
 
 fn gpu() -> Arc<Gpu> {
     Arc::new(pollster::block_on(Gpu::new()).expect("GPU initialisation failed (install mesa-vulkan-drivers)"))
-}
-
-fn flat(v: &Value) -> Vec<f64> {
-    match v {
-        Value::Array(a) => a.iter().flat_map(flat).collect(),
-        Value::Number(n) => vec![n.as_f64().unwrap()],
-        other => panic!("not a number: {other}"),
-    }
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) -> f64 {
-    assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
-    let mut worst = 0f64;
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let d = (g as f64 - w).abs();
-        worst = worst.max(d);
-        assert!(d <= atol + rtol * w.abs(), "{what}[{i}]: got {g}, want {w} (|diff| {d:e})");
-    }
-    worst
 }
 
 fn widened(ck: &Checkpoint) -> Checkpoint {

@@ -22,3 +22,29 @@ pub fn with_config(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> V
     out.extend_from_slice(&bytes[8 + n..]);
     out
 }
+
+/// A JSON array of ids (expected.json's `ids`, `greedy`).
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+/// Every number of a nested JSON array, in order.
+pub fn flat(v: &serde_json::Value) -> Vec<f64> {
+    match v {
+        serde_json::Value::Array(a) => a.iter().flat_map(flat).collect(),
+        serde_json::Value::Number(n) => vec![n.as_f64().unwrap()],
+        other => panic!("not a number: {other}"),
+    }
+}
+
+/// |got - want| <= atol + rtol |want| for every value (same lengths); returns the largest |diff|.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
+    let mut worst = 0f64;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let d = (g as f64 - w).abs();
+        worst = worst.max(d);
+        assert!(d <= atol + rtol * w.abs(), "{what}[{i}]: got {g}, want {w} (|diff| {d:e})");
+    }
+    worst
+}
