@@ -256,17 +256,19 @@ impl Checkpoint {
             };
             let raw = &bytes[entry.span.0..entry.span.1];
             let oom = || CheckpointError::OutOfMemory { what: format!("tensor {}", show(&file)), bytes: entry.numel.saturating_mul(4) };
+            let check_len = |n: usize| match n == entry.numel as usize {
+                true => Ok(()),
+                false => Err(CheckpointError::Safetensors(format!(
+                    "tensor {} has {} bytes for {} elements",
+                    show(&file),
+                    raw.len(),
+                    entry.numel
+                ))),
+            };
             if dtype != FloatDtype::F32 && declared.role.keeps_16bit() {
                 // kept as the file stores it: no widening and re-narrowing
                 let mut bits = convert16(raw).map_err(|_| oom())?;
-                if bits.len() != entry.numel as usize {
-                    return Err(CheckpointError::Safetensors(format!(
-                        "tensor {} has {} bytes for {} elements",
-                        show(&file),
-                        raw.len(),
-                        entry.numel
-                    )));
-                }
+                check_len(bits.len())?;
                 if transposed {
                     bits = transpose(&bits, file_shape[0], file_shape[1]).map_err(|_| oom())?;
                 }
@@ -278,14 +280,7 @@ impl Checkpoint {
                 continue;
             }
             let mut data = convert(raw, dtype).map_err(|_| oom())?;
-            if data.len() != entry.numel as usize {
-                return Err(CheckpointError::Safetensors(format!(
-                    "tensor {} has {} bytes for {} elements",
-                    show(&file),
-                    raw.len(),
-                    entry.numel
-                )));
-            }
+            check_len(data.len())?;
             if transposed {
                 data = transpose(&data, file_shape[0], file_shape[1]).map_err(|_| oom())?;
             }
