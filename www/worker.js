@@ -373,18 +373,14 @@ function fileReader(files, emit) {
   return { read: readRange, flush };
 }
 
-// A new task, so that a 'stop' message gets in between two tokens. Not setTimeout(0): Chromium clamps a
-// timer set from a timer's task more than 5 levels deep to 4 ms, and tokens that need no GPU wait (the CPU
-// path, the 2nd..Kth token of a chained batch) would each pay that (4.5 ms a token, measured in a worker).
-// A message on a MessageChannel is a task of its own, unclamped (~0.02 ms).
-const taskChannel = new MessageChannel();
-const taskQueue = [];
-taskChannel.port1.onmessage = () => taskQueue.shift()?.();
+// A new task, so that a 'stop' message gets in between two tokens. Chromium clamps a timer set from a timer's
+// task more than 5 levels deep to 4 ms, so tokens that need no GPU wait (the CPU path, tokens 2..K of a chained
+// batch) arrive at most every ~4.5 ms. A MessageChannel message (~0.02 ms) made the CPU path 8x faster here
+// (165 -> 1,395 tok/s), but then the page's main thread, drawing the tokens as fast as they came, blocked for
+// 226 ms in tests/browser/models.test.mjs (40 streamed tokens, no task over 100 ms allowed): that needs the page
+// to draw tokens in batches first (BENCHMARKS.md, issue 12 "In the page"), so the timer stays for now.
 function nextTask() {
-  return new Promise((resolve) => {
-    taskQueue.push(resolve);
-    taskChannel.port2.postMessage(null);
-  });
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 let queue = Promise.resolve();
