@@ -1,12 +1,32 @@
-// Generation speed in headless Chromium, as JSON: the wasm core on WebGPU (SwiftShader on machines
-// without a GPU) and on its CPU path, per sampling option, for one shipped model.
-//   node scripts/bench-browser.mjs [models/shakespeare-llama.safetensors] [tokens]
-// Needs the wasm build (scripts/build-wasm.sh) and playwright-core (npm ci).
+// The WebGPU path's variants in headless Chromium (SwiftShader on machines without a GPU), as JSON, for one
+// shipped model: what the page's worker chooses per adapter (www/worker.js) is decided from these figures.
+//   node scripts/bench-browser.mjs [models/shakespeare-llama.safetensors] [tokens]   (default 32 tokens)
+// In one page, on one loaded GPU model (the kernels switched with set_gpu_kernels, no reload):
+//   decode    greedy, KV cache, `tokens` new tokens after a 3-token prompt, tok/s over the whole generation
+//             (prompt pass included), for each decode kernel set (fused ops on/off x one-row passes on the
+//             GEMV or one thread per output) at K = 1, and for the fused sets at K = 2, 4, 8 tokens per
+//             submission; dispatches and submissions per token from the core's counters
+//   prefill   a 128-token prompt and one new token (ms), for each matmul kernel of passes of 8 rows or more
+//             (naive, tiled, tiled4)
+//   worker    the page's own path: www/worker.js's 'load' (its kernel choice for this adapter) and 'generate'
+//             (its K adaptation), decode as above and prefill-128
+//   options   sampling options with the worker's kernel choice, K = 1 (temperature/top-k, top-10 candidates,
+//             attention rows)
+//   cpu       the CPU path (same build), decode
+// Variants are interleaved within each repetition and the best of BENCH_REPS (default 3) is kept, so the load
+// of a shared machine falls on all of them alike. BENCH_K (default 1,2,4,8) lists the K values; BENCH_PREFILL=0
+// leaves the prefill runs out; BENCH_SETS picks decode kernel sets (see below). All greedy runs must give the same ids (same_ids in the output; exit code 1
+// otherwise). Needs the wasm build (scripts/build-wasm.sh) and playwright-core (npm ci).
 import { chromium } from 'playwright-core';
 import { startServer } from './serve.mjs';
 
 const model = process.argv[2] ?? 'models/shakespeare-llama.safetensors';
-const tokens = Number(process.argv[3] ?? 16);
+const tokens = Number(process.argv[3] ?? 32);
+const reps = Number(process.env.BENCH_REPS ?? 3);
+const ks = (process.env.BENCH_K ?? '1,2,4,8').split(',').map(Number);
+const prefill = process.env.BENCH_PREFILL !== '0';
+// BENCH_SETS: a comma-separated subset of fused_naive, fused_gemv, unfused_naive, unfused_gemv (default all)
+const sets = process.env.BENCH_SETS ? process.env.BENCH_SETS.split(',') : null;
 const root = new URL('..', import.meta.url).pathname;
 const srv = await startServer({ root, port: 0 });
 const browser = await chromium.launch({
@@ -14,41 +34,163 @@ const browser = await chromium.launch({
   args: ['--headless', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
+let ok = true;
 try {
   const page = await browser.newPage();
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  page.on('crash', () => console.error('the page crashed'));
+  // progress lines from the page (the runs take minutes on SwiftShader)
+  page.on('console', (m) => { if (m.text().startsWith('[bench]')) console.error(m.text()); });
   await page.goto(`${srv.url}index.html?nomodel=1`);
-  const result = await page.evaluate(async ({ model, tokens }) => {
+  const result = await page.evaluate(async ({ model, tokens, reps, ks, prefill, sets }) => {
     const core = await import('/www/pkg/tinyformer.js');
     await core.default();
     const gpu = await core.gpu_init();
+    const adapter = (await navigator.gpu?.requestAdapter())?.info;
     const bytes = new Uint8Array(await (await fetch(`/${model}`)).arrayBuffer());
-    const variants = [
-      ['webgpu_greedy', true, {}],
-      // the decode loop before issue 12 (no fused kernels, one thread per output for one-row
-      // matmuls), and each change alone
-      ['webgpu_greedy_unfused_naive', true, {}, [false, 'naive']],
-      ['webgpu_greedy_unfused_gemv', true, {}, [false, 'gemv']],
-      ['webgpu_greedy_fused_naive', true, {}, [true, 'naive']],
-      ['webgpu_temperature_top_k', true, { temperature: 0.8, top_k: 40 }],
-      ['webgpu_top10_candidates', true, { temperature: 0.8, top: 10 }],
-      ['webgpu_attention_rows', true, { attention: true }],
-      ['cpu_greedy', false, {}],
-    ];
-    const out = {};
-    for (const [name, onGpu, opts, kernels] of variants) {
-      if (onGpu && !gpu.ok) continue;
-      await core.load_model(bytes, onGpu);
-      if (kernels) core.set_gpu_kernels(...kernels);
-      core.gen_start(new Uint32Array([5, 6, 7]), { max_new_tokens: tokens + 1, ...opts });
-      await core.gen_next(); // prefill and first-use costs
-      const t0 = performance.now();
-      for (let i = 0; i < tokens; i++) await core.gen_next();
-      out[`${name}_tokens_per_second`] = Math.round((tokens / ((performance.now() - t0) / 1000)) * 10) / 10;
+    const prompt = [5, 6, 7];
+    const long = Array.from({ length: 128 }, (_, i) => (i * 37 + 11) % 200);
+
+    // --- the page's worker, driven as www/core.js does (a minimal request/response)
+    const worker = new Worker('/www/worker.js', { type: 'module' });
+    const pending = new Map();
+    let nextId = 1;
+    worker.addEventListener('message', (e) => {
+      const m = e.data;
+      const p = pending.get(m?.id);
+      if (!p) return;
+      if (m.event !== undefined) return p.onEvent?.(m.event);
+      if (m.started) return;
+      pending.delete(m.id);
+      if (m.ok) p.resolve(m.result); else p.reject(new Error(m.error));
+    });
+    const call = (type, args = {}, onEvent) => new Promise((resolve, reject) => {
+      const id = nextId++;
+      pending.set(id, { resolve, reject, onEvent });
+      worker.postMessage({ id, type, ...args });
+    });
+    const workerGenerate = async (ids, n) => {
+      const got = [];
+      const res = await call('generate', { ids, opts: { max_new_tokens: n, temperature: 0 } }, (ev) => {
+        if (ev.kind === 'token') got.push(ev.id);
+      });
+      return { ids: got, k: res.tokensPerSubmit };
+    };
+
+    const out = { decode: {}, prefill_128_ms: {}, dispatches_per_token: {}, submits_per_token: {}, ids: {} };
+    const best = (obj, key, v, better) => { if (obj[key] === undefined || better(v, obj[key])) obj[key] = v; };
+    const generate = async (opts) => {
+      core.gen_start(new Uint32Array(prompt), { max_new_tokens: tokens, ...opts });
+      const got = [];
+      for (;;) {
+        const t = await core.gen_next();
+        if (!t || t.id === undefined) break;
+        got.push(t.id);
+        if (t.done) break;
+      }
+      return got;
+    };
+    const kernelSets = [['fused_naive', true, 'naive'], ['fused_gemv', true, 'gemv'], ['unfused_naive', false, 'naive'], ['unfused_gemv', false, 'gemv']]
+      .filter(([name]) => !sets || sets.includes(name));
+    const decodeVariants = [];
+    for (const [name, fused, few] of kernelSets) {
+      for (const k of ks) {
+        if (k === 1 || fused) decodeVariants.push([`${name}_k${k}`, fused, few, k]);
+      }
     }
-    return { adapter: gpu.ok ? 'webgpu' : `none (${gpu.error})`, results: out };
-  }, { model, tokens });
-  console.log(JSON.stringify({ bench: 'browser generate', model, tokens, chromium: browser.version(), ...result }, null, 2));
+    const prefillKinds = prefill ? ['naive', 'tiled', 'tiled4'] : [];
+    let workerInit = null;
+    let workerKernels = null;
+    if (gpu.ok) {
+      workerInit = await call('init');
+      await call('load', { bytes: bytes.slice().buffer, preferGpu: true });
+      await core.load_model(bytes, true);
+      const defaults = core.gpu_kernels();
+      console.log('[bench] loaded; warming up');
+      // warm-up: every pipeline compiled once
+      for (const kind of prefillKinds) {
+        core.set_gpu_kernels(true, 'naive', kind);
+        core.gen_start(new Uint32Array(long), { max_new_tokens: 1 });
+        await core.gen_next();
+      }
+      for (const [, fused, few] of kernelSets) {
+        core.set_gpu_kernels(fused, few, defaults.many_rows);
+        await generate({ max_new_tokens: 2 });
+      }
+      await workerGenerate(prompt, 2);
+      for (let r = 0; r < reps; r++) {
+        for (const [name, fused, few, k] of decodeVariants) {
+          core.set_gpu_kernels(fused, few, defaults.many_rows);
+          const c0 = core.gpu_kernels();
+          const t0 = performance.now();
+          const ids = await generate({ tokens_per_submit: k });
+          const dt = performance.now() - t0;
+          console.log(`[bench] ${name}: ${(tokens / (dt / 1000)).toFixed(1)} tok/s`);
+          const c1 = core.gpu_kernels();
+          best(out.decode, name, tokens / (dt / 1000), (a, b) => a > b);
+          out.dispatches_per_token[name] = (c1.dispatches - c0.dispatches) / tokens;
+          out.submits_per_token[name] = (c1.submits - c0.submits) / tokens;
+          out.ids[name] = ids;
+        }
+        for (const kind of prefillKinds) {
+          core.set_gpu_kernels(true, 'naive', kind);
+          core.gen_start(new Uint32Array(long), { max_new_tokens: 1 });
+          const t0 = performance.now();
+          await core.gen_next();
+          best(out.prefill_128_ms, kind, performance.now() - t0, (a, b) => a < b);
+          console.log(`[bench] prefill ${kind}: ${(performance.now() - t0).toFixed(0)} ms`);
+        }
+        {
+          const t0 = performance.now();
+          const { ids, k } = await workerGenerate(prompt, tokens);
+          best(out.decode, 'worker', tokens / ((performance.now() - t0) / 1000), (a, b) => a > b);
+          console.log(`[bench] worker: ${(tokens / ((performance.now() - t0) / 1000)).toFixed(1)} tok/s, K up to ${k}`);
+          out.ids.worker = ids;
+          out.worker_largest_k = k;
+          if (prefill) {
+            const t1 = performance.now();
+            await workerGenerate(long, 1);
+            best(out.prefill_128_ms, 'worker', performance.now() - t1, (a, b) => a < b);
+          }
+        }
+      }
+      workerKernels = await call('gpuKernels');
+      // sampling options with the worker's kernels, K = 1
+      core.set_gpu_kernels(workerKernels.fused, workerKernels.few_rows, workerKernels.many_rows);
+      for (const [name, opts] of [['temperature_top_k', { temperature: 0.8, top_k: 40 }], ['top10_candidates', { temperature: 0.8, top: 10 }], ['attention_rows', { attention: true }]]) {
+        const t0 = performance.now();
+        await generate(opts);
+        out.decode[`options_${name}`] = tokens / ((performance.now() - t0) / 1000);
+      }
+    }
+    await core.load_model(bytes, false);
+    await generate({});
+    for (let r = 0; r < reps; r++) {
+      const t0 = performance.now();
+      out.ids.cpu = await generate({});
+      best(out.decode, 'cpu', tokens / ((performance.now() - t0) / 1000), (a, b) => a > b);
+    }
+    worker.terminate();
+    const round = (o) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Math.round(v * 10) / 10]));
+    const same = Object.values(out.ids).every((ids) => JSON.stringify(ids) === JSON.stringify(out.ids.cpu));
+    return {
+      adapter: gpu.ok ? { vendor: adapter?.vendor, architecture: adapter?.architecture } : `none (${gpu.error})`,
+      worker_adapter: workerInit?.browserAdapter ?? null,
+      worker_kernels: workerKernels,
+      worker_largest_k: out.worker_largest_k,
+      decode_tokens_per_second: round(out.decode),
+      prefill_128_ms: round(out.prefill_128_ms),
+      dispatches_per_token: out.dispatches_per_token,
+      submits_per_token: out.submits_per_token,
+      same_ids: same,
+      different_ids: Object.keys(out.ids).filter((k) => JSON.stringify(out.ids[k]) !== JSON.stringify(out.ids.cpu)),
+    };
+  }, { model, tokens, reps, ks, prefill, sets });
+  ok = result.same_ids && pageErrors.length === 0;
+  console.log(JSON.stringify({ bench: 'browser generate', model, tokens, reps, chromium: browser.version(), page_errors: pageErrors, ...result }, null, 2));
 } finally {
   await browser.close();
   srv.close();
 }
+process.exit(ok ? 0 : 1);

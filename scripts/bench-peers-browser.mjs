@@ -6,7 +6,10 @@
 //   ort_wasm_1thread        onnxruntime-web's wasm EP, ort.env.wasm.numThreads = 1
 //   ort_webgpu              onnxruntime-web's webgpu EP (SwiftShader here: Vulkan on the CPU); where it fails
 //                           to start, the error is recorded instead
-//   tinyformer_webgpu       the wasm core's WebGPU path (BENCH_WEBGPU=0 leaves both WebGPU engines out)
+//   tinyformer_webgpu       the page's WebGPU path: www/worker.js itself, driven as the page drives it ('load'
+//                           with preferGpu, which picks the kernels for the adapter; 'generate', which adapts
+//                           the tokens per submission), its kernels and largest K in the output
+//                           (BENCH_WEBGPU=0 leaves both WebGPU engines out)
 // Workload: greedy decode of 64 new tokens after a 16-token prompt with the KV cache, tok/s = 64 / the whole
 // generation (prompt pass included), and a 128-token prefill from an empty cache in ms. The CPU engines are
 // warmed up for about two seconds each (V8 tiers wasm up over the first seconds), then timed best of
@@ -96,6 +99,49 @@ try {
             core.gen_start(new Uint32Array(long), { max_new_tokens: 1 });
             return (await core.gen_next()).id;
           },
+        };
+      };
+      // The page's WebGPU path: its own worker (www/worker.js), which picks the kernels for this adapter at
+      // load and adapts the tokens per submission (K) while it generates, exactly as for the page's Generate.
+      const pageWorker = async () => {
+        const worker = new Worker('/www/worker.js', { type: 'module' });
+        const pending = new Map();
+        let nextId = 1;
+        worker.addEventListener('message', (ev) => {
+          const m = ev.data;
+          const p = pending.get(m?.id);
+          if (!p || m.started) return;
+          if (m.event !== undefined) return p.onEvent?.(m.event);
+          pending.delete(m.id);
+          if (m.ok) p.resolve(m.result); else p.reject(new Error(m.error));
+        });
+        const call = (type, args = {}, onEvent) => new Promise((resolve, reject) => {
+          const id = nextId++;
+          pending.set(id, { resolve, reject, onEvent });
+          worker.postMessage({ id, type, ...args });
+        });
+        const close = () => worker.terminate();
+        const init = await call('init');
+        if (!init.gpu?.ok) return { error: `no WebGPU adapter: ${init.gpu?.error}`, close };
+        const card = await call('load', { bytes: bytes.slice().buffer, preferGpu: true });
+        let largest = 0;
+        const gen = async (ids, n) => {
+          const got = [];
+          const res = await call('generate', { ids, opts: { max_new_tokens: n, temperature: 0, kv_cache: true } }, (ev) => {
+            if (ev.kind === 'token') got.push(ev.id);
+          });
+          largest = Math.max(largest, res.tokensPerSubmit ?? 1);
+          return got;
+        };
+        return {
+          backend: card.backend,
+          adapter: init.browserAdapter,
+          kernels: await call('gpuKernels'),
+          kernelsNow: () => call('gpuKernels'),
+          largestK: () => largest,
+          close,
+          generate: (n = 64) => gen(prompt, n),
+          prefill: async () => (await gen(long, 1))[0],
         };
       };
       const ortEngine = async (ort, ep) => {
@@ -201,18 +247,20 @@ try {
       }
 
       if (webgpu) {
-        const gpu = await core.gpu_init();
-        if (gpu.ok) {
-          try {
-            const e = await tinyformer(true, core);
-            results.tinyformer_webgpu = { backend: e.backend };
+        try {
+          const e = await pageWorker();
+          if (e.error) {
+            results.tinyformer_webgpu = { error: e.error };
+          } else {
+            results.tinyformer_webgpu = { backend: e.backend, adapter: e.adapter, kernels: e.kernels };
             await warm(e, 0);
             for (let r = 0; r < gpuReps; r++) await time(e, results.tinyformer_webgpu);
-          } catch (e) {
-            results.tinyformer_webgpu = { error: String(e) };
+            results.tinyformer_webgpu.largest_tokens_per_submit = e.largestK();
+            results.tinyformer_webgpu.kernels = await e.kernelsNow();
           }
-        } else {
-          results.tinyformer_webgpu = { error: `no WebGPU adapter: ${gpu.error}` };
+          e.close();
+        } catch (e) {
+          results.tinyformer_webgpu = { error: String(e?.message ?? e) };
         }
         if (haveOnnx) {
           try {

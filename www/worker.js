@@ -5,7 +5,7 @@
 //   app -> worker  {id, type, ...args}
 //     type: 'init' | 'masks' | 'bpe' | 'crash' | 'stop'                       (answered at once)
 //           'selftest' | 'load' | 'describe' | 'tokenize' | 'prompt' | 'window' | 'candidates' | 'decode' |
-//           'token_strings' | 'forward' | 'generate' | 'probe' | 'inspect' | 'generate_ablated'
+//           'token_strings' | 'forward' | 'generate' | 'probe' | 'inspect' | 'generate_ablated' | 'gpuKernels'
 //                                                              (model calls: queued, run one at a time)
 //   worker -> app  {id, ok: true, result}  or  {id, ok: false, error: string, fatal?: true}
 //   worker -> app  {id, event}  streaming events of a running request ('generate': one per token; 'load' from
@@ -85,8 +85,35 @@ function loadCore() {
   return ready;
 }
 
-// The adapter is SwiftShader (WebGPU on the CPU): set by init, read by load.
-let cpuEmulatedGpu = false;
+// The browser's adapter info (browserAdapterInfo): set by init, read by load.
+let browserAdapter = null;
+
+// The GPU kernels per adapter, chosen by measurement (scripts/bench-browser.mjs; BENCHMARKS.md, issue 12 "In the
+// page"): {fused, few_rows (one-row passes: cached decoding), many_rows (prompts of 8 tokens or more)}, or null
+// for the core's defaults (fused, GEMV, tiled vec4), which suit a real GPU.
+// SwiftShader (WebGPU on the CPU) runs workgroup barriers slowly: there the one-thread-per-output matmul beat
+// the GEMV for one-row passes with f32 weights (1.8-5x). But 16-bit weights stay 16-bit on the GPU, and the
+// one-thread-per-output kernel has no 16-bit form (the core runs the 64x64 tile instead, for one row): with the
+// shipped F16 models that choice decoded at 0.2 tok/s against the GEMV's 4.5. So the override is for f32
+// checkpoints only (weights16: a 16-bit matmul weight in the file, see weightsAre16bit).
+function gpuKernelsFor(adapter, weights16) {
+  if (adapter?.architecture === 'swiftshader' && weights16 === false) return { fused: true, few_rows: 'naive', many_rows: 'tiled4' };
+  return null;
+}
+
+// Whether a .safetensors file's bytes hold F16/BF16 tensors (its JSON header; null when it cannot be read: a
+// format the core reads otherwise, or a damaged header, which the core reports itself).
+function weightsAre16bit(bytes) {
+  try {
+    if (bytes.byteLength < 8) return null;
+    const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
+    if (n <= 0 || n > bytes.byteLength - 8 || n > 100 << 20) return null;
+    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
+    return Object.entries(header).some(([k, t]) => k !== '__metadata__' && (t?.dtype === 'F16' || t?.dtype === 'BF16'));
+  } catch {
+    return null;
+  }
+}
 
 // Each handler returns a structured-cloneable result or throws.
 const handlers = {
@@ -95,8 +122,7 @@ const handlers = {
     const core = await loadCore();
     const hasNavigatorGpu = typeof self.navigator !== 'undefined' && self.navigator.gpu != null;
     const gpu = await core.gpu_init();
-    const browserAdapter = gpu?.ok ? await browserAdapterInfo() : null;
-    cpuEmulatedGpu = browserAdapter?.architecture === 'swiftshader';
+    browserAdapter = gpu?.ok ? await browserAdapterInfo() : null;
     // isa: the build's CPU kernels, "simd128+relaxed-simd" or "simd128"
     return { version: core.version(), isa: core.cpu_isa(), gpu, hasNavigatorGpu, browserAdapter };
   },
@@ -180,6 +206,7 @@ const modelHandlers = {
   async load({ bytes, files, preferGpu }, emit) {
     const core = await loadCore();
     let card;
+    let weights16 = null; // unknown for files given together: the core's default kernels there
     if (files) {
       const reader = fileReader(files, emit);
       try {
@@ -188,18 +215,25 @@ const modelHandlers = {
         reader.flush();
       }
     } else {
-      card = await core.load_model(new Uint8Array(bytes), Boolean(preferGpu));
+      const u8 = new Uint8Array(bytes);
+      weights16 = weightsAre16bit(u8);
+      card = await core.load_model(u8, Boolean(preferGpu));
     }
     modelOnGpu = card?.backend === 'gpu';
-    // SwiftShader runs workgroup barriers slowly: there the one-thread-per-output matmul beats the
-    // GEMV for one-row passes (BENCHMARKS.md, issue 12). Fused kernels stay on.
-    if (preferGpu && cpuEmulatedGpu) {
-      try { core.set_gpu_kernels(true, 'naive'); } catch { /* the model went to the CPU */ }
+    if (modelOnGpu) {
+      const k = gpuKernelsFor(browserAdapter, weights16);
+      if (k) core.set_gpu_kernels(k.fused, k.few_rows, k.many_rows);
+      card.gpu_kernels = core.gpu_kernels(); // shown on the model card
     }
     return card;
   },
   async describe() {
     return (await loadCore()).describe();
+  },
+  // The loaded GPU model's kernels and counters ({fused, few_rows, many_rows, dispatches, submits}), null on
+  // the CPU path: tests check the choice made for the adapter at load, benchmarks report it.
+  async gpuKernels() {
+    return (await loadCore()).gpu_kernels();
   },
   async tokenize({ text }) {
     return (await loadCore()).tokenize(text);
@@ -339,6 +373,12 @@ function fileReader(files, emit) {
   return { read: readRange, flush };
 }
 
+// A new task, so that a 'stop' message gets in between two tokens. Chromium clamps a timer set from a timer's
+// task more than 5 levels deep to 4 ms, so tokens that need no GPU wait (the CPU path, tokens 2..K of a chained
+// batch) arrive at most every ~4.5 ms. A MessageChannel message (~0.02 ms) made the CPU path 8x faster here
+// (165 -> 1,395 tok/s), but then the page's main thread, drawing the tokens as fast as they came, blocked for
+// 226 ms in tests/browser/models.test.mjs (40 streamed tokens, no task over 100 ms allowed): that needs the page
+// to draw tokens in batches first (BENCHMARKS.md, issue 12 "In the page"), so the timer stays for now.
 function nextTask() {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }

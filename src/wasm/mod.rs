@@ -293,8 +293,55 @@ pub fn gen_tokens_per_submit(k: usize) -> Result<(), JsValue> {
     with(|s| s.set_tokens_per_submit(k))
 }
 
-/// Benchmark hook (scripts/bench-browser.mjs): the GPU model's decode kernels (Session::set_gpu_kernels).
+/// The GPU model's kernels (Session::set_gpu_kernels): fused ops on or off, the kernel of few-row
+/// passes (cached decoding: "gemv" | "naive") and, when given, of the others (prefill: "naive" |
+/// "tiled" | "tiled4"). The worker picks them per adapter (www/worker.js); the benchmarks compare them.
 #[wasm_bindgen]
-pub fn set_gpu_kernels(fused: bool, few_rows: &str) -> Result<(), JsValue> {
-    with(|s| s.set_gpu_kernels(fused, few_rows))
+pub fn set_gpu_kernels(fused: bool, few_rows: &str, many_rows: Option<String>) -> Result<(), JsValue> {
+    use crate::gpu::matmul::MatmulKind;
+    let many = match many_rows.as_deref() {
+        None => None,
+        Some("naive") => Some(MatmulKind::Naive),
+        Some("tiled") => Some(MatmulKind::Tiled),
+        Some("tiled4") => Some(MatmulKind::Tiled4),
+        Some(other) => return Err(err(format!("many_rows must be \"naive\", \"tiled\" or \"tiled4\", got {other:?}"))),
+    };
+    with(|s| {
+        s.set_gpu_kernels(fused, few_rows)?;
+        if let (Some(kind), Some(b)) = (many, s.gpu_backend()) {
+            b.matmul_kind = kind;
+        }
+        Ok(())
+    })
+}
+
+/// The GPU model's kernels and counters: {fused, few_rows, many_rows, dispatches, submits} (the
+/// names of set_gpu_kernels; dispatches and queue submissions since load), null on the CPU paths.
+#[wasm_bindgen]
+pub fn gpu_kernels() -> Result<JsValue, JsValue> {
+    use crate::gpu::matmul::MatmulKind;
+    #[derive(Serialize)]
+    struct Kernels {
+        fused: bool,
+        few_rows: &'static str,
+        many_rows: &'static str,
+        dispatches: usize,
+        submits: usize,
+    }
+    let name = |k: MatmulKind| match k {
+        MatmulKind::Naive => "naive",
+        MatmulKind::Tiled => "tiled",
+        MatmulKind::Tiled4 => "tiled4",
+        MatmulKind::Gemv => "gemv",
+    };
+    let k = with(|s| {
+        Ok(s.gpu_backend().map(|b| Kernels {
+            fused: b.fused,
+            few_rows: name(b.small_matmul_kind),
+            many_rows: name(b.matmul_kind),
+            dispatches: b.dispatches(),
+            submits: b.submits(),
+        }))
+    })?;
+    to_js(&k)
 }

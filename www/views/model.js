@@ -189,10 +189,19 @@ export function createModelView({ list, fileInput, dropZone, progress, progressB
           : 'none in the file: type token ids'],
         ['backend', 'Runs on', info.backend === 'gpu' ? 'WebGPU (our WGSL kernels)' : 'CPU (wasm reference path)'],
       ];
+      // The GPU kernels the worker chose for this adapter (www/worker.js, gpuKernelsFor)
+      const kernels = info.backend === 'gpu' ? info.gpu_kernels : null;
+      if (kernels) {
+        const few = { naive: 'one thread per output', gemv: 'GEMV' };
+        const many = { naive: 'one thread per output', tiled: 'tiled', tiled4: 'tiled, vec4' };
+        rows.push(['gpu_kernels', 'GPU kernels', `${kernels.fused ? 'fused ops' : 'unfused ops'}; decoding: ` +
+          `${few[kernels.few_rows] ?? kernels.few_rows}; prompt: ${many[kernels.many_rows] ?? kernels.many_rows}`]);
+      }
       const values = { format: origin.format, arch: info.arch, parameters: info.parameters, layers: info.layers, heads: info.heads,
         kv_heads: info.kv_heads, head_dim: info.head_dim, d_model: info.d_model, d_ff: info.d_ff,
         experts: info.experts ?? 0, vocab_size: info.vocab_size, context: info.context, file_size: info.file_size,
-        tokenizer: tok?.kind ?? 'none', backend: info.backend };
+        tokenizer: tok?.kind ?? 'none', backend: info.backend,
+        gpu_kernels: kernels ? `${kernels.fused ? 'fused' : 'unfused'},${kernels.few_rows},${kernels.many_rows}` : '' };
       replaceChildren(card,
         h('p', { class: 'model-title' }, h('strong', {}, meta.name ?? meta.id),
           meta.source ? h('span', { class: 'muted small' }, ` ${meta.source}`) : null),
