@@ -96,8 +96,9 @@ fn attention_matches_reference_on_a_shape_sweep() {
     let mut r = Lcg(2);
     both_builds(|isa| {
         for (nh, nkv) in [(1, 1), (2, 1), (6, 2), (4, 4)] {
-            for hs in [1, 3, 8, 17, 32] {
-                for (tq, cached) in [(1, 0), (1, 1), (1, 30), (3, 0), (5, 7), (17, 0), (13, 64)] {
+            // head sizes around the lanes (8 natively, 4 in simd128); key counts around the blocks of 4
+            for hs in [1, 3, 4, 8, 17, 32, 33] {
+                for (tq, cached) in [(1, 0), (1, 1), (1, 2), (1, 30), (1, 127), (3, 0), (5, 7), (17, 0), (13, 64), (128, 0), (128, 3)] {
                     let tk = cached + tq;
                     for masked in [false, true] {
                         let q = r.vec(tq * nh * hs, 2.0);
