@@ -4,6 +4,9 @@
 //!   nn.Linear on the shipped models' shapes (M = 1 decode, M = 128 prefill): the fast backend
 //!   (AVX2+FMA and portable builds), the f64 reference, and, when built with
 //!   `--features compare-gemm-crates`, the `matrixmultiply` and `gemm` crates.
+//! `cargo run --release --example bench_cpu -- attention`
+//!   the fast attention alone on the shipped models' shapes (NH 6, NKV 6 / 2, HS 32): prefill (Tq = Tk
+//!   = 128, causal) and decode (Tq = 1 over 16..128 cached keys), AVX2+FMA and portable builds, µs.
 //! `cargo run --release --example bench_cpu -- models models/shakespeare-gpt.safetensors ...`
 //!   per model, fast backend and reference, 1 thread: greedy decode of 64 tokens after a 16-token
 //!   prompt (KV cache) and a 128-token prefill, on the ids of models/<name>.json's eval slice; the
@@ -13,7 +16,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 use tinyformer::cpu;
-use tinyformer::fastcpu::{matmul, simd, FastCpuBackend};
+use tinyformer::fastcpu::{attention, matmul, simd, FastCpuBackend};
 use tinyformer::model::run::GenConfig;
 use tinyformer::model::{Backend, CpuBackend, Logits, Model};
 
@@ -132,6 +135,30 @@ fn kernels() -> Value {
     json!({"bench": "cpu_kernels", "isa": simd::isa(), "threads": 1, "shapes": rows})
 }
 
+fn attention_bench() -> Value {
+    let mut rows = vec![];
+    for nkv in [6usize, 2] {
+        let (nh, hs) = (6usize, 32usize);
+        for (tq, tk) in [(128usize, 128usize), (1, 16), (1, 64), (1, 128)] {
+            let q = rand_vec(tq * nh * hs, 4);
+            let k = rand_vec(tk * nkv * hs, 5);
+            let v = rand_vec(tk * nkv * hs, 6);
+            let s = tinyformer::ops::AttnShape::packed(tq, tk, nh, nkv, hs).with_causal(tk - tq);
+            let (mut out, mut probs) = (vec![0f32; tq * nh * hs], vec![0f32; nh * tq * tk]);
+            let reps = if tq > 1 { 200 } else { 5000 };
+            let mut r = serde_json::Map::new();
+            for portable in [false, true] {
+                simd::force_portable(portable);
+                let t = best(reps, || attention::attention(&mut out, &mut probs, &q, &k, &v, None, &s).unwrap());
+                r.insert(if portable { "portable_us" } else { "fast_us" }.into(), json!(t * 1e6));
+            }
+            simd::force_portable(false);
+            rows.push(json!({"nh": nh, "nkv": nkv, "hs": hs, "tq": tq, "tk": tk, "results": r}));
+        }
+    }
+    json!({"bench": "cpu_attention", "isa": simd::isa(), "threads": 1, "shapes": rows})
+}
+
 fn sidecar_ids(path: &str) -> Vec<u32> {
     let side = path.replace(".safetensors", ".json");
     let j: Value = serde_json::from_str(&std::fs::read_to_string(&side).unwrap_or_else(|e| panic!("{side}: {e}"))).unwrap();
@@ -180,8 +207,9 @@ fn main() {
     let v = match args.first().map(|s| s.as_str()) {
         Some("kernels") => kernels(),
         Some("models") => models(&args[1..]),
+        Some("attention") => attention_bench(),
         _ => {
-            eprintln!("usage: bench_cpu kernels | models FILE.safetensors...");
+            eprintln!("usage: bench_cpu kernels | attention | models FILE.safetensors...");
             std::process::exit(2);
         }
     };

@@ -96,8 +96,9 @@ fn attention_matches_reference_on_a_shape_sweep() {
     let mut r = Lcg(2);
     both_builds(|isa| {
         for (nh, nkv) in [(1, 1), (2, 1), (6, 2), (4, 4)] {
-            for hs in [1, 3, 8, 17, 32] {
-                for (tq, cached) in [(1, 0), (1, 1), (1, 30), (3, 0), (5, 7), (17, 0), (13, 64)] {
+            // head sizes around the lanes (8 natively, 4 in simd128); key counts around the blocks of 4
+            for hs in [1, 3, 4, 8, 17, 32, 33] {
+                for (tq, cached) in [(1, 0), (1, 1), (1, 2), (1, 30), (1, 127), (3, 0), (5, 7), (17, 0), (13, 64), (128, 0), (128, 3)] {
                     let tk = cached + tq;
                     for masked in [false, true] {
                         let q = r.vec(tq * nh * hs, 2.0);
@@ -173,6 +174,67 @@ fn norms_match_reference() {
             }
         }
     });
+}
+
+/// The fused residual add + norm (`norm::add_norm`) against the reference add, then the reference
+/// LayerNorm / RMSNorm (f64), pre-norm (out given) and post-norm (x normalised in place), same
+/// tolerances as the norms; and through both backends' `add_norm`, with its guards.
+#[test]
+fn add_norm_matches_reference_add_then_norm() {
+    use tinyformer::fastcpu::FastCpuBackend;
+    use tinyformer::model::{Backend, CpuBackend};
+    let mut r = Lcg(7);
+    both_builds(|isa| {
+        for rows in [1, 3, 16] {
+            for c in [1, 7, 8, 9, 33, 192, 499] {
+                let x: Vec<f32> = r.vec(rows * c, 3.0).iter().map(|v| v + 0.5).collect();
+                let y = r.vec(rows * c, 2.0);
+                let (g, b) = (r.vec(c, 1.0), r.vec(c, 1.0));
+                let sum: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
+                for layer in [true, false] {
+                    let mut want = vec![0f32; rows * c];
+                    if layer {
+                        cpu::layernorm(&mut want, &sum, &g, &b, c, 1e-5);
+                    } else {
+                        cpu::rmsnorm(&mut want, &sum, &g, c, 1e-5);
+                    }
+                    let beta = layer.then_some(&b[..]);
+                    let what = format!("add_norm {isa} layer={layer} rows={rows} C={c}");
+                    // pre-norm: x holds the sum, out the norm
+                    let (mut xg, mut out) = (x.clone(), vec![f32::NAN; rows * c]);
+                    norm::add_norm(&mut xg, &y, Some(&mut out), &g, beta, c, 1e-5);
+                    assert_eq!(xg, sum, "{what}: x must hold x + y");
+                    assert_close(&format!("{what} pre-norm"), &out, &want, NORM_ATOL, NORM_RTOL);
+                    // post-norm: x holds the norm of the sum
+                    let mut xg = x.clone();
+                    norm::add_norm(&mut xg, &y, None, &g, beta, c, 1e-5);
+                    assert_close(&format!("{what} post-norm"), &xg, &want, NORM_ATOL, NORM_RTOL);
+                }
+            }
+        }
+    });
+    // the backends' op: rows of a larger buffer, both forms, against the reference backend
+    fn run<B: Backend>(mut be: B, pre: bool, layer: bool) -> Vec<f32> {
+        let (rows, c) = (3, 10);
+        let mut r = Lcg(8);
+        let x = be.tensor(&[4, c], &r.vec(4 * c, 2.0), "x").unwrap();
+        let y = be.tensor(&[4, c], &r.vec(4 * c, 2.0), "y").unwrap();
+        let out = be.zeros(&[4, c], "out").unwrap();
+        let w = be.tensor(&[c], &r.vec(c, 1.0), "w").unwrap();
+        let b = be.tensor(&[c], &r.vec(c, 1.0), "b").unwrap();
+        be.add_norm(&x, &y, pre.then_some(&out), &w, layer.then_some(&b), rows, 1e-5).unwrap();
+        let e = be.add_norm(&x, &y, Some(&out), &w, None, 5, 1e-5).unwrap_err().to_string();
+        assert!(e.contains("needs 50"), "{e}");
+        let res = if pre { &out } else { &x };
+        pollster::block_on(be.read_f32(res, 0, rows * c)).unwrap()
+    }
+    for pre in [true, false] {
+        for layer in [true, false] {
+            let want = run(CpuBackend, pre, layer);
+            let got = run(FastCpuBackend, pre, layer);
+            assert_close(&format!("backend add_norm pre={pre} layer={layer}"), &got, &want, NORM_ATOL, NORM_RTOL);
+        }
+    }
 }
 
 // The fast exp / erf are polynomial: ~2e-7 relative (exp), 1.5e-7 absolute (erf) by construction

@@ -4,9 +4,13 @@
 //! scores, then e^(s - max), then the probabilities, so the (NH, Tq, Tk) maps the page asks for
 //! come for free and nothing else is materialised (no score matrix, no allocation). Causal rows
 //! stop at the last visible key; the keys past it are written as 0 without being read.
+//!
+//! Blocked over keys: the scores come four keys per pass over the query row (`simd::dot4`: q loaded
+//! once, four independent accumulators reduced together) and P·V keeps each slice of the output row
+//! in registers across all keys (`simd::pv`), instead of one dot and one axpy per key.
 
 use crate::error::{ensure, Result};
-use crate::fastcpu::simd::{axpy, dot, exp, max, multiversion, sum};
+use crate::fastcpu::simd::{dot4, exp, max, multiversion, pv, sum};
 use crate::ops::AttnShape;
 
 /// out (Tq, NH*HS) = softmax(mask(Q K^T * scale)) V; probs (NH, Tq, Tk). Blocked keys get 0; a row
@@ -34,8 +38,21 @@ fn attend_impl<const FMA: bool>(out: &mut [f32], probs: &mut [f32], q: &[f32], k
             let end = s.causal.map_or(s.tk, |off| (i + off + 1).min(s.tk));
             let mrow = mask.map(|m| &m[i * s.tk..][..s.tk]);
             // scores, then blocked keys to -inf; separate loops so each one vectorises
-            for (j, p) in prow[..end].iter_mut().enumerate() {
-                *p = dot::<FMA>(qi, &k[s.k_offset + j * s.k_stride + g * hs..][..hs]) * s.scale;
+            let krow = |j: usize| &k[s.k_offset + j * s.k_stride + g * hs..][..hs];
+            let mut j = 0;
+            while j + 4 <= end {
+                let d = dot4::<FMA>(qi, [krow(j), krow(j + 1), krow(j + 2), krow(j + 3)]);
+                for u in 0..4 {
+                    prow[j + u] = d[u] * s.scale;
+                }
+                j += 4;
+            }
+            if j < end {
+                // the last 1-3 keys: repeat the last key in the unused slots
+                let d = dot4::<FMA>(qi, std::array::from_fn(|u| krow((j + u).min(end - 1))));
+                for (u, p) in prow[j..end].iter_mut().enumerate() {
+                    *p = d[u] * s.scale;
+                }
             }
             if let Some(m) = mrow {
                 for (p, &allowed) in prow[..end].iter_mut().zip(m) {
@@ -46,9 +63,9 @@ fn attend_impl<const FMA: bool>(out: &mut [f32], probs: &mut [f32], q: &[f32], k
             }
             let mx = max(&prow[..end]);
             prow[end..].fill(0.0);
-            orow.fill(0.0);
             if mx == f32::NEG_INFINITY {
                 prow[..end].fill(0.0);
+                orow.fill(0.0);
                 continue;
             }
             // e^(s - max): a blocked key's -inf gives exactly 0
@@ -57,12 +74,10 @@ fn attend_impl<const FMA: bool>(out: &mut [f32], probs: &mut [f32], q: &[f32], k
             }
             let z = sum(&prow[..end]);
             let inv = 1.0 / z;
-            for (j, p) in prow[..end].iter_mut().enumerate() {
+            for p in prow[..end].iter_mut() {
                 *p *= inv;
-                if *p != 0.0 {
-                    axpy::<FMA>(orow, *p, &v[s.v_offset + j * s.v_stride + g * hs..][..hs]);
-                }
             }
+            pv::<FMA>(orow, &prow[..end], v, s.v_offset + g * hs, s.v_stride);
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::error::{Result, TfError};
 use crate::fastcpu::{act, attention, matmul, norm};
 use crate::model::backend::cpu::{attention_with, inplace_with, layernorm_with, rmsnorm_with};
 use crate::model::backend::tensor::need;
-use crate::model::backend::{add_then_norm, Backend, CpuBackend, CpuTensor};
+use crate::model::backend::{Backend, CpuBackend, CpuTensor};
 use crate::ops::{AttnShape, EwOp, RopeShape, SampleParams};
 
 /// A tensor of the fast backend: a `CpuTensor` (f32 values or u32 ids). A matrix used as a matmul
@@ -112,7 +112,22 @@ impl Backend for FastCpuBackend {
         rows: usize,
         eps: f32,
     ) -> Result<()> {
-        add_then_norm(self, x, y, out, w, b, rows, w.host.len(), eps)
+        // one pass per row for the add and the norm's statistics (norm::add_norm); same guards as the ops it fuses
+        let op = "add_norm";
+        let (wd, bd, yd) = (w.host.f32s(op)?, b.map(|b| b.host.f32s(op)).transpose()?, y.host.f32s(op)?);
+        let c = wd.len();
+        let n = rows * c;
+        let mut xd = x.host.f32s_mut(op)?;
+        let mut od = out.map(|o| o.host.f32s_mut(op)).transpose()?;
+        need(op, xd.len().min(yd.len()), n, "x/y")?;
+        if let Some(od) = &od {
+            need(op, od.len(), n, "out")?;
+        }
+        if let Some(bd) = &bd {
+            need(op, bd.len(), c, "beta")?;
+        }
+        norm::add_norm(&mut xd[..n], &yd[..n], od.as_deref_mut().map(|o| &mut o[..n]), &wd, bd.as_deref(), c, eps);
+        Ok(())
     }
     fn inplace(&mut self, x: &FastTensor, y: Option<&FastTensor>, n: usize, op: EwOp) -> Result<()> {
         inplace_with(&x.host, y.map(|y| &y.host), n, op, act::inplace)

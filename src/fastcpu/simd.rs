@@ -312,3 +312,248 @@ pub fn gelu_tanh(x: f32) -> f32 {
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + exp(-x))
 }
+
+/// The attention's blocked kernels (src/fastcpu/attention.rs): four scores per pass over q, and the
+/// P·V product of a whole probabilities row at once.
+///
+/// [q·k0, q·k1, q·k2, q·k3] over q's length (each k at least as long): q is loaded once for the four
+/// keys, the four accumulators are independent (no FMA latency chain) and are reduced together.
+#[inline(always)]
+#[allow(unreachable_code)] // the AVX2 and wasm simd128 builds return early
+pub fn dot4<const FMA: bool>(q: &[f32], k: [&[f32]; 4]) -> [f32; 4] {
+    let n = q.len();
+    let k = k.map(|r| &r[..n]);
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: FMA = true only runs inside multiversion!'s avx2,fma functions (CPU checked).
+        return unsafe { blocked_avx2::dot4(q, k) };
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return blocked_simd128::dot4(q, k);
+    let mut acc = [[0f32; L]; 4];
+    let full = n / L * L;
+    for c in (0..full).step_by(L) {
+        let qc = &q[c..c + L];
+        for (a, kr) in acc.iter_mut().zip(&k) {
+            let kc = &kr[c..c + L];
+            for l in 0..L {
+                a[l] = fmadd::<FMA>(qc[l], kc[l], a[l]);
+            }
+        }
+    }
+    let mut s = acc.map(|a| hsum(&a));
+    for (sr, kr) in s.iter_mut().zip(&k) {
+        for i in full..n {
+            *sr = fmadd::<FMA>(q[i], kr[i], *sr);
+        }
+    }
+    s
+}
+
+/// out[d] = sum_j p[j] * v[off + j * stride + d] for d < out.len(): the attention's P·V for one query
+/// row, out written (not accumulated). Each 8-lane (AVX2, portable) or 4-lane (simd128) slice of out
+/// stays in registers across all keys, four keys per step in independent accumulators.
+#[inline(always)]
+#[allow(unreachable_code)] // the AVX2 and wasm simd128 builds return early
+pub fn pv<const FMA: bool>(out: &mut [f32], p: &[f32], v: &[f32], off: usize, stride: usize) {
+    let hs = out.len();
+    if !p.is_empty() {
+        // every row read below lies inside v
+        assert!(off + (p.len() - 1) * stride + hs <= v.len(), "pv: v too short");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: FMA = true only runs inside multiversion!'s avx2,fma functions (CPU checked).
+        unsafe { blocked_avx2::pv(out, p, v, off, stride) };
+        return;
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        blocked_simd128::pv(out, p, v, off, stride);
+        return;
+    }
+    let full = hs / L * L;
+    let kb = p.len() / 4 * 4;
+    for c in (0..full).step_by(L) {
+        let mut acc = [[0f32; L]; 4];
+        for j in (0..kb).step_by(4) {
+            for (u, a) in acc.iter_mut().enumerate() {
+                let pj = p[j + u];
+                let vr = &v[off + (j + u) * stride + c..][..L];
+                for l in 0..L {
+                    a[l] = fmadd::<FMA>(pj, vr[l], a[l]);
+                }
+            }
+        }
+        for (j, &pj) in p.iter().enumerate().skip(kb) {
+            let vr = &v[off + j * stride + c..][..L];
+            for l in 0..L {
+                acc[0][l] = fmadd::<FMA>(pj, vr[l], acc[0][l]);
+            }
+        }
+        for l in 0..L {
+            out[c + l] = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+        }
+    }
+    pv_tail::<FMA>(out, p, v, off, stride, full);
+}
+
+/// out[d] for d in from..out.len(), one scalar sum over the keys each (head sizes not a multiple of the lanes).
+#[inline(always)]
+fn pv_tail<const FMA: bool>(out: &mut [f32], p: &[f32], v: &[f32], off: usize, stride: usize, from: usize) {
+    for d in from..out.len() {
+        let mut a = 0f32;
+        for (j, &pj) in p.iter().enumerate() {
+            a = fmadd::<FMA>(pj, v[off + j * stride + d], a);
+        }
+        out[d] = a;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod blocked_avx2 {
+    use super::{pv_tail, L};
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot4(q: &[f32], k: [&[f32]; 4]) -> [f32; 4] {
+        let n = q.len();
+        assert!(k.iter().all(|r| r.len() >= n));
+        let qp = q.as_ptr();
+        let kp = k.map(|r| r.as_ptr());
+        let mut a = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + L <= n {
+            // SAFETY: i + 8 <= n <= every length (asserted)
+            let qv = _mm256_loadu_ps(qp.add(i));
+            for u in 0..4 {
+                a[u] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp[u].add(i)), a[u]);
+            }
+            i += L;
+        }
+        // [s0, s1, s2, s3] from the four accumulators: two rounds of pairwise adds, then the halves
+        let t0 = _mm256_hadd_ps(a[0], a[1]);
+        let t1 = _mm256_hadd_ps(a[2], a[3]);
+        let t2 = _mm256_hadd_ps(t0, t1);
+        let r = _mm_add_ps(_mm256_castps256_ps128(t2), _mm256_extractf128_ps(t2, 1));
+        let mut s = [0f32; 4];
+        _mm_storeu_ps(s.as_mut_ptr(), r);
+        while i < n {
+            for u in 0..4 {
+                s[u] = q[i].mul_add(k[u][i], s[u]);
+            }
+            i += 1;
+        }
+        s
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn pv(out: &mut [f32], p: &[f32], v: &[f32], off: usize, stride: usize) {
+        let hs = out.len();
+        let full = hs / L * L;
+        let kb = p.len() / 4 * 4;
+        let vp = v.as_ptr().add(off);
+        let mut c = 0;
+        while c < full {
+            // SAFETY: row j's lanes c..c+8 lie inside v (pv's assert: off + (len-1)*stride + hs <= v.len())
+            let mut a = [_mm256_setzero_ps(); 4];
+            let mut j = 0;
+            while j < kb {
+                for u in 0..4 {
+                    let pj = _mm256_set1_ps(*p.get_unchecked(j + u));
+                    a[u] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vp.add((j + u) * stride + c)), a[u]);
+                }
+                j += 4;
+            }
+            while j < p.len() {
+                let pj = _mm256_set1_ps(*p.get_unchecked(j));
+                a[0] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vp.add(j * stride + c)), a[0]);
+                j += 1;
+            }
+            let s = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+            _mm256_storeu_ps(out.as_mut_ptr().add(c), s);
+            c += L;
+        }
+        pv_tail::<true>(out, p, v, off, stride, full);
+    }
+}
+
+/// The page's blocked attention kernels (plain and relaxed-SIMD builds: `madd4`).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod blocked_simd128 {
+    use super::madd4;
+    use core::arch::wasm32::*;
+
+    #[inline(always)]
+    fn pv_tail(out: &mut [f32], p: &[f32], v: &[f32], off: usize, stride: usize, from: usize) {
+        for d in from..out.len() {
+            let mut a = 0f32;
+            for (j, &pj) in p.iter().enumerate() {
+                a += pj * v[off + j * stride + d];
+            }
+            out[d] = a;
+        }
+    }
+
+    #[inline(always)]
+    pub fn dot4(q: &[f32], k: [&[f32]; 4]) -> [f32; 4] {
+        let n = q.len();
+        assert!(k.iter().all(|r| r.len() >= n));
+        let qp = q.as_ptr();
+        let kp = k.map(|r| r.as_ptr());
+        let mut a = [f32x4_splat(0.0); 4];
+        let mut i = 0;
+        while i + 4 <= n {
+            // SAFETY: i + 4 <= n <= every length (asserted)
+            let qv = unsafe { v128_load(qp.add(i) as *const v128) };
+            for u in 0..4 {
+                a[u] = madd4(qv, unsafe { v128_load(kp[u].add(i) as *const v128) }, a[u]);
+            }
+            i += 4;
+        }
+        // transpose-and-add: lane u of r is the sum of a[u]'s four lanes
+        let u0 = f32x4_add(i32x4_shuffle::<0, 4, 1, 5>(a[0], a[1]), i32x4_shuffle::<2, 6, 3, 7>(a[0], a[1]));
+        let u1 = f32x4_add(i32x4_shuffle::<0, 4, 1, 5>(a[2], a[3]), i32x4_shuffle::<2, 6, 3, 7>(a[2], a[3]));
+        let r = f32x4_add(i32x4_shuffle::<0, 1, 4, 5>(u0, u1), i32x4_shuffle::<2, 3, 6, 7>(u0, u1));
+        let mut s = [f32x4_extract_lane::<0>(r), f32x4_extract_lane::<1>(r), f32x4_extract_lane::<2>(r), f32x4_extract_lane::<3>(r)];
+        while i < n {
+            for u in 0..4 {
+                s[u] += q[i] * k[u][i];
+            }
+            i += 1;
+        }
+        s
+    }
+
+    #[inline(always)]
+    pub fn pv(out: &mut [f32], p: &[f32], v: &[f32], off: usize, stride: usize) {
+        let hs = out.len();
+        let full = hs / 4 * 4;
+        let kb = p.len() / 4 * 4;
+        let vp = v[off..].as_ptr();
+        let mut c = 0;
+        while c < full {
+            // SAFETY: row j's lanes c..c+4 lie inside v (pv's assert)
+            let mut a = [f32x4_splat(0.0); 4];
+            let mut j = 0;
+            while j < kb {
+                for u in 0..4 {
+                    let pj = f32x4_splat(p[j + u]);
+                    a[u] = madd4(pj, unsafe { v128_load(vp.add((j + u) * stride + c) as *const v128) }, a[u]);
+                }
+                j += 4;
+            }
+            while j < p.len() {
+                let pj = f32x4_splat(p[j]);
+                a[0] = madd4(pj, unsafe { v128_load(vp.add(j * stride + c) as *const v128) }, a[0]);
+                j += 1;
+            }
+            let s = f32x4_add(f32x4_add(a[0], a[1]), f32x4_add(a[2], a[3]));
+            unsafe { v128_store(out.as_mut_ptr().add(c) as *mut v128, s) };
+            c += 4;
+        }
+        pv_tail(out, p, v, off, stride, full);
+    }
+}
