@@ -23,7 +23,10 @@ pub struct Kernels {
     pub gemv4: Kernel,
     pub gemv_swiglu: Kernel,
     pub gemv4_swiglu: Kernel,
-    pub gemv_qkv: Kernel,
+    /// shaders/qkv.wgsl: q, k, v (with biases and RoPE) in one GEMV: vec4 f32, scalar f32, 16-bit weights
+    pub gemv_qkv4: Kernel,
+    pub gemv_qkv1: Kernel,
+    pub gemv_qkv16: Kernel,
     /// shaders/matmul16.wgsl: the matmul, GEMV and embedding over 16-bit weights (packed pairs)
     pub matmul16_tiled: Kernel,
     pub matmul16_tiled4: Kernel,
@@ -274,8 +277,10 @@ impl Kernels {
         };
         let matmul = module("matmul", include_str!("../../shaders/matmul.wgsl"));
         let gemv = module("gemv", include_str!("../../shaders/gemv.wgsl"));
-        let qkv = module("qkv", include_str!("../../shaders/qkv.wgsl"));
-        let m16 = module("matmul16", include_str!("../../shaders/matmul16.wgsl"));
+        // the 16-bit readers share half.wgsl's unpacking (WGSL has no includes: sources are concatenated)
+        let with_half = |src: &str| format!("{}\n{src}", include_str!("../../shaders/half.wgsl"));
+        let qkv = module("qkv", &with_half(include_str!("../../shaders/qkv.wgsl")));
+        let m16 = module("matmul16", &with_half(include_str!("../../shaders/matmul16.wgsl")));
         let attention = module("attention", include_str!("../../shaders/attention.wgsl"));
         let ew = module("elementwise", include_str!("../../shaders/elementwise.wgsl"));
         // the norms share their workgroup sum (WGSL has no includes: the sources are concatenated)
@@ -296,7 +301,9 @@ impl Kernels {
             gemv4: mk("gemv4", &gemv, "gemv4", &[true, true, true, false]),
             gemv_swiglu: mk("gemv_swiglu", &gemv, "gemv_swiglu", &[true, true, true, false]),
             gemv4_swiglu: mk("gemv4_swiglu", &gemv, "gemv4_swiglu", &[true, true, true, false]),
-            gemv_qkv: mk("gemv_qkv", &qkv, "main", &[true, true, true, true, false, false, false]),
+            gemv_qkv4: mk("gemv_qkv4", &qkv, "main4", &[true, true, true, true, false, false, false, true]),
+            gemv_qkv1: mk("gemv_qkv1", &qkv, "main1", &[true, true, true, true, false, false, false, true]),
+            gemv_qkv16: mk("gemv_qkv16", &qkv, "main16", &[true, true, true, true, false, false, false, true]),
             matmul16_tiled: mk("matmul16_tiled", &m16, "tiled", &[true, true, true, false]),
             matmul16_tiled4: mk("matmul16_tiled4", &m16, "tiled4", &[true, true, true, false]),
             gemv16: mk("gemv16", &m16, "gemv", &[true, true, true, false]),
