@@ -901,6 +901,10 @@ pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
     run!("matmul tiled", check_matmul(g, MatmulKind::Tiled, "matmul tiled"));
     run!("matmul tiled4", check_matmul(g, MatmulKind::Tiled4, "matmul tiled vec4"));
     run!("matmul gemv", check_matmul(g, MatmulKind::Gemv, "matmul gemv (few rows)"));
+    if g.k.gemv4_sg.is_some() {
+        // only where the device has subgroups (tests/gpu_kernels.rs counts it there)
+        run!("matmul gemv subgroup", check_matmul(g, MatmulKind::GemvSubgroup, "matmul gemv, subgroup reduction"));
+    }
     run!("gemv swiglu", check_gemv_swiglu(g));
     run!("gemv qkv", check_gemv_qkv(g));
     run!("attention", check_attention(g));

@@ -78,6 +78,9 @@ pub fn matmul(a: &BenchMatmulArgs) -> Result<String> {
         let (naive1, gemv1) = (m1(MatmulKind::Naive)?, m1(MatmulKind::Gemv)?);
         result.insert("m1_naive_ms".into(), naive1.into());
         result.insert("m1_gemv_ms".into(), gemv1.into());
+        if gpu.k.gemv4_sg.is_some() {
+            result.insert("m1_gemv_subgroup_ms".into(), m1(MatmulKind::GemvSubgroup)?.into());
+        }
         result.insert("m1_gemv_over_naive".into(), (((naive1 / gemv1.max(1e-12)) * 100.0).round() / 100.0).into());
         // the same W as bf16 bits on the GPU (shaders/matmul16.wgsl): the tile and the one-row GEMV
         let bits: Vec<u16> = rng.vec_normal(s * s, 1.0).iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
@@ -149,18 +152,22 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
         ("cached_chained_one_in_flight", true, true, true, MatmulKind::Gemv, k),
         // fused, but biases and RoPE outside the q/k/v GEMV (issue 12's step to 8 dispatches a layer)
         ("cached_qkv_no_epilogue", true, true, true, MatmulKind::Gemv, 1),
+        // the GEMV's reduction in subgroup operations where the device has them (the same as
+        // cached_gpu_sampling where it has none)
+        ("cached_subgroups", true, true, true, MatmulKind::Gemv, 1),
     ];
     // warm-up: pipelines' first use and buffer first-binding
     pollster::block_on(s.generate(&start, src.as_deref(), GenConfig { max_new_tokens: 4.min(n), ..GenConfig::default() }))?;
     // Repetitions outside, variants inside: on a shared machine every variant's best run is drawn
     // from the same stretch of time.
-    let mut best = [f64::INFINITY; 8];
-    let mut produced = [0usize; 8];
+    let mut best = [f64::INFINITY; 9];
+    let mut produced = [0usize; 9];
     for _ in 0..reps {
         for (i, &(name, kv, gs, fused, small, k)) in variants.iter().enumerate() {
             let b = gpu_backend(&mut s)?;
             (b.fused, b.small_matmul_kind) = (fused, small);
             b.qkv_epilogue = name != "cached_qkv_no_epilogue";
+            b.subgroups = name == "cached_subgroups";
             let (d0, s0, l0) = (b.dispatches(), b.submits(), b.layer_dispatches);
             let t0 = std::time::Instant::now();
             let pipeline = name != "cached_chained_one_in_flight";
@@ -201,7 +208,7 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
         results.insert("prefill_ms_tiled".into(), json!(t1));
     }
     let b = gpu_backend(&mut s)?;
-    (b.fused, b.small_matmul_kind, b.qkv_epilogue) = (true, MatmulKind::Gemv, true);
+    (b.fused, b.small_matmul_kind, b.qkv_epilogue, b.subgroups) = (true, MatmulKind::Gemv, true, false);
     for k in ["cached_gpu_sampling", "cached_unfused_naive", "cached_qkv_no_epilogue"] {
         let d = results[&format!("{k}_dispatches_per_token")].as_f64().unwrap_or(0.0);
         results.insert(format!("{k}_dispatches_per_layer"), json!((d / layers.max(1) as f64 * 100.0).round() / 100.0));
@@ -212,6 +219,7 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
     let gpu_over_readback = tps("cached_gpu_sampling") / tps("cached_logits_readback").max(1e-12);
     let chained_over_k1 = tps("cached_chained") / tps("cached_gpu_sampling").max(1e-12);
     let qkv_epilogue_gain = tps("cached_gpu_sampling") / tps("cached_qkv_no_epilogue").max(1e-12);
+    let subgroup_gain = tps("cached_subgroups") / tps("cached_gpu_sampling").max(1e-12);
     Ok(serde_json::to_string_pretty(&json!({
         "bench": "generate",
         "model": path,
@@ -228,6 +236,8 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
         "tokens_per_submit": k,
         "chained_over_k1": chained_over_k1,
         "qkv_epilogue_over_none": qkv_epilogue_gain,
+        "subgroups": gpu.k.gemv4_sg.is_some(),
+        "subgroups_over_workgroup_reduction": subgroup_gain,
         "layers": layers,
     }))
     .unwrap_or_default())

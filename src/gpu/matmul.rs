@@ -34,6 +34,9 @@ pub enum MatmulKind {
     /// a workgroup per 32 outputs of a row, K split over 8 lanes and reduced: few-row passes
     /// (cached decoding); vec4 loads when K % 4 == 0 and the x offset is a multiple of 4
     Gemv,
+    /// Gemv with the reduction in subgroup operations (shaders/gemv_sg.wgsl) where the device has
+    /// them and the vec4 loads apply; Gemv otherwise
+    GemvSubgroup,
 }
 
 /// The activation applied in a matmul's epilogue (`MatmulParams.act`).
@@ -125,7 +128,7 @@ pub fn matmul_act(
         let p = MatmulParams { _p: w.dtype.wfmt(), ..p };
         let tiles = [n32.div_ceil(64), m32.div_ceil(64), 1];
         return match kind {
-            MatmulKind::Gemv => rec.dispatch(&gpu.k.gemv16, &p, &bufs, [n32.div_ceil(GEMV_OUTS), m32, 1]),
+            MatmulKind::Gemv | MatmulKind::GemvSubgroup => rec.dispatch(&gpu.k.gemv16, &p, &bufs, [n32.div_ceil(GEMV_OUTS), m32, 1]),
             MatmulKind::Tiled4 if vec4_ok(k, x_off) => rec.dispatch(&gpu.k.matmul16_tiled4, &p, &bufs, tiles),
             _ => rec.dispatch(&gpu.k.matmul16_tiled, &p, &bufs, tiles),
         };
@@ -137,8 +140,13 @@ pub fn matmul_act(
             let kernel = if vec4_ok(k, x_off) { &gpu.k.matmul_tiled4 } else { &gpu.k.matmul_tiled };
             rec.dispatch(kernel, &p, &bufs, [n32.div_ceil(64), m32.div_ceil(64), 1])
         }
-        MatmulKind::Gemv => {
-            let kernel = if vec4_ok(k, x_off) { &gpu.k.gemv4 } else { &gpu.k.gemv };
+        MatmulKind::Gemv | MatmulKind::GemvSubgroup => {
+            let sg = gpu.k.gemv4_sg.as_ref().filter(|_| kind == MatmulKind::GemvSubgroup);
+            let kernel = match sg {
+                Some(sg) if vec4_ok(k, x_off) => sg,
+                _ if vec4_ok(k, x_off) => &gpu.k.gemv4,
+                _ => &gpu.k.gemv,
+            };
             rec.dispatch(kernel, &p, &bufs, [n32.div_ceil(GEMV_OUTS), m32, 1])
         }
     }

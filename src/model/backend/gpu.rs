@@ -36,6 +36,10 @@ pub struct GpuBackend {
     /// with `fused`: the q/k/v GEMV takes the biases and RoPE in its epilogue (off: as before
     /// issue 12's step to 8 dispatches a layer: bias-free GEMVs only, RoPE as two more dispatches)
     pub qkv_epilogue: bool,
+    /// one-row matmuls reduce in subgroup operations where the device has them
+    /// (MatmulKind::GemvSubgroup). Off by default until `bench generate`'s `cached_subgroups`
+    /// shows a gain (BENCHMARKS.md): the workgroup-memory GEMV is the measured path.
+    pub subgroups: bool,
     /// dispatches recorded inside passes' layer loops (`Backend::layers_mark`), and where the
     /// current loop began
     pub layer_dispatches: usize,
@@ -85,6 +89,7 @@ impl GpuBackend {
             small_matmul_kind: MatmulKind::Gemv,
             fused: true,
             qkv_epilogue: true,
+            subgroups: false,
             layer_dispatches: 0,
             layers_from: None,
             qkv_biases: HashMap::new(),
@@ -96,7 +101,10 @@ impl GpuBackend {
     }
     fn kind_for(&self, m: usize) -> MatmulKind {
         if m < SMALL_M {
-            self.small_matmul_kind
+            match self.small_matmul_kind {
+                MatmulKind::Gemv if self.subgroups && self.gpu.k.gemv4_sg.is_some() => MatmulKind::GemvSubgroup,
+                kind => kind,
+            }
         } else {
             self.matmul_kind
         }
