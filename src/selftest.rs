@@ -337,37 +337,83 @@ async fn check_norms(g: &Arc<Gpu>) -> Result<CheckResult> {
     Ok(acc.finish("norms (layernorm, rmsnorm)", "atol 1e-5 + rtol 1e-4", t0))
 }
 
-/// The one-dispatch q/k/v GEMV against three cpu::matmul calls; k and v land at a cache offset.
+/// The CPU twin of the q/k/v GEMV: three cpu::matmul calls with their biases into q and the cache
+/// rows from `pos`, then cpu::rope on q and those k rows (head size `rope_hs`, positions from pos).
+#[allow(clippy::too_many_arguments)]
+fn qkv_twin(
+    x: &[f32],
+    w: [&[f32]; 3],
+    b: Option<[&[f32]; 3]>,
+    (m, k, nq, nkv, pos): (usize, usize, usize, usize, usize),
+    rope: Option<(&[f32], usize)>,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let (mut q, mut kc, mut vc) = (vec![0f32; m * nq], vec![0f32; (pos + m) * nkv], vec![0f32; (pos + m) * nkv]);
+    cpu::matmul(&mut q, x, w[0], b.map(|b| b[0]), m, k, nq)?;
+    cpu::matmul(&mut kc[pos * nkv..], x, w[1], b.map(|b| b[1]), m, k, nkv)?;
+    cpu::matmul(&mut vc[pos * nkv..], x, w[2], b.map(|b| b[2]), m, k, nkv)?;
+    if let Some((table, hs)) = rope {
+        cpu::rope(&mut q, table, m, nq / hs, hs, pos, nq, 0);
+        cpu::rope(&mut kc, table, m, nkv / hs, hs, pos, nkv, pos * nkv);
+    }
+    Ok((q, kc, vc))
+}
+
+/// The one-dispatch q/k/v GEMV (vec4 and scalar f32 entries) against [`qkv_twin`]: k and v land
+/// at a cache offset; with the three biases, with RoPE in the epilogue (several heads, GQA, rows
+/// at later positions), and both (the biased GEMV then two rope dispatches).
 async fn check_gemv_qkv(g: &Arc<Gpu>) -> Result<CheckResult> {
     const ATOL: f64 = 1e-4;
     const RTOL: f64 = 1e-4;
     let t0 = now_ms();
     let mut acc = Acc::new();
     let mut rng = Rng::new(13);
-    // (M, K, NQ, NKV, cached rows before)
-    for &(m, k, nq, nkv, pos) in
-        &[(1usize, 4usize, 4usize, 4usize, 0usize), (1, 64, 64, 16, 3), (3, 32, 48, 16, 5), (7, 128, 96, 32, 1), (1, 8, 33, 7, 2)]
-    {
+    // (M, K, NQ, NKV, cached rows before, biases, RoPE head size (0: none))
+    for &(m, k, nq, nkv, pos, bias, hs) in &[
+        (1usize, 4usize, 4usize, 4usize, 0usize, false, 0usize),
+        (1, 64, 64, 16, 3, false, 0),
+        (3, 32, 48, 16, 5, false, 0),
+        (7, 128, 96, 32, 1, false, 0),
+        (1, 8, 33, 7, 2, false, 0),
+        (1, 12, 20, 6, 4, true, 0),
+        (2, 9, 24, 8, 0, true, 0),
+        (1, 64, 64, 16, 3, false, 16),
+        (3, 32, 48, 16, 17, false, 8),
+        (5, 13, 24, 12, 2, false, 2),
+        (1, 16, 32, 16, 60, false, 4),
+        (2, 16, 32, 8, 6, true, 8),
+    ] {
         let x = rng.vec_normal(m * k, 1.0);
         let (wq, wk, wv) = (rng.vec_normal(nq * k, 0.5), rng.vec_normal(nkv * k, 0.5), rng.vec_normal(nkv * k, 0.5));
-        let (mut want_q, mut want_k, mut want_v) = (vec![0f32; m * nq], vec![0f32; m * nkv], vec![0f32; m * nkv]);
-        cpu::matmul(&mut want_q, &x, &wq, None, m, k, nq)?;
-        cpu::matmul(&mut want_k, &x, &wk, None, m, k, nkv)?;
-        cpu::matmul(&mut want_v, &x, &wv, None, m, k, nkv)?;
+        let (bq, bk, bv) = (rng.vec_normal(nq, 1.0), rng.vec_normal(nkv, 1.0), rng.vec_normal(nkv, 1.0));
+        let table = cpu::rope_table(64, hs.max(2), 10000.0);
+        let rope = (hs > 0).then_some((&table[..], hs));
+        let biases = bias.then_some([&bq[..], &bk[..], &bv[..]]);
+        let (want_q, want_k, want_v) = qkv_twin(&x, [&wq, &wk, &wv], biases, (m, k, nq, nkv, pos), rope)?;
         let (xt, wqt, wkt, wvt) =
             (g.upload(&[m, k], &x, "x")?, g.upload(&[nq, k], &wq, "wq")?, g.upload(&[nkv, k], &wk, "wk")?, g.upload(&[nkv, k], &wv, "wv")?);
+        let bt = g.upload(&[nq + 2 * nkv], &[bq, bk, bv].concat(), "b")?;
+        let tt = g.upload(&[64, hs.max(2) / 2, 2], &table, "table")?;
         let (qt, kt, vt) = (g.zeros(&[m, nq], "q")?, g.zeros(&[pos + m, nkv], "k")?, g.zeros(&[pos + m, nkv], "v")?);
         let mut rec = Recorder::new(g);
-        gpu::matmul::gemv_qkv(&mut rec, &qt, &kt, &vt, pos * nkv, &xt, m, &wqt, &wkt, &wvt)?;
+        let r = (hs > 0).then_some(gpu::matmul::QkvRope { table: &tt, hs, start_pos: pos });
+        gpu::matmul::gemv_qkv(&mut rec, &qt, &kt, &vt, pos * nkv, &xt, m, [&wqt, &wkt, &wvt], bias.then_some(&bt), r)?;
+        let dispatches = rec.dispatches;
         rec.submit()?;
-        let case = format!("M={m} K={k} NQ={nq} NKV={nkv} at row {pos}");
+        let case = format!("M={m} K={k} NQ={nq} NKV={nkv} at row {pos} bias={bias} rope HS={hs}");
+        let fused = if bias && hs > 0 { 3 } else { 1 };
+        if dispatches != fused {
+            acc.fail(&case, format!("{dispatches} dispatches, want {fused}"));
+        }
         acc.add(&format!("{case}: q"), compare(&g.read_f32(&qt).await?, &want_q, ATOL, RTOL));
         let (kg, vg) = (g.read_f32(&kt).await?, g.read_f32(&vt).await?);
-        acc.add(&format!("{case}: k"), compare(&kg[pos * nkv..], &want_k, ATOL, RTOL));
-        acc.add(&format!("{case}: v"), compare(&vg[pos * nkv..], &want_v, ATOL, RTOL));
-        acc.add(&format!("{case}: rows before untouched"), compare(&kg[..pos * nkv], &vec![0.0; pos * nkv], 0.0, 0.0));
+        acc.add(&format!("{case}: k"), compare(&kg[pos * nkv..], &want_k[pos * nkv..], ATOL, RTOL));
+        acc.add(&format!("{case}: v"), compare(&vg[pos * nkv..], &want_v[pos * nkv..], ATOL, RTOL));
+        acc.add(
+            &format!("{case}: rows before untouched"),
+            compare(&[&kg[..pos * nkv], &vg[..pos * nkv]].concat(), &vec![0.0; 2 * pos * nkv], 0.0, 0.0),
+        );
     }
-    Ok(acc.finish("gemv qkv (q, k, v in one dispatch)", "atol 1e-4 + rtol 1e-4; other cache rows untouched", t0))
+    Ok(acc.finish("gemv qkv (q, k, v, biases, RoPE in one dispatch)", "atol 1e-4 + rtol 1e-4; other cache rows untouched", t0))
 }
 
 /// The fused residual add + norm against the CPU add followed by cpu::layernorm / cpu::rmsnorm,
@@ -671,7 +717,7 @@ pub mod twin16 {
     }
 }
 
-/// The 16-bit-weight matmul kernels (tiled, GEMV, the SwiGLU GEMV, the three-GEMV q/k/v) against
+/// The 16-bit-weight matmul kernels (tiled, GEMV, the SwiGLU GEMV, the q/k/v GEMV) against
 /// [`twin16::matmul`], for f16 or bf16 weights with edge values (subnormals; for bf16, values
 /// outside f16's range: 1e30 and 3.4e38 weights meet small x, so outputs stay finite) and odd K.
 async fn check_matmul16(g: &Arc<Gpu>, dtype: gpu::DType) -> Result<CheckResult> {
@@ -734,8 +780,9 @@ async fn check_matmul16(g: &Arc<Gpu>, dtype: gpu::DType) -> Result<CheckResult> 
             acc.add(&format!("{dtype:?} {kind:?} edge values exactly"), compare(&g.read_f32(&ot).await?, &want, 1e-37, 0.0));
         }
     }
-    // the SwiGLU GEMV and the q/k/v GEMVs (qkv.wgsl reads f32: three 16-bit GEMVs)
-    for &(m, k, n) in &[(1usize, 7usize, 5usize), (3, 13, 17), (2, 64, 40)] {
+    // the SwiGLU GEMV and the q/k/v GEMV (qkv.wgsl's main16), with biases / RoPE (HS 8)
+    for &(m, k, n, bias, hs) in &[(1usize, 7usize, 5usize, false, 0usize), (3, 13, 17, true, 0), (2, 64, 40, false, 8), (1, 9, 16, true, 4)]
+    {
         let x = rng.vec_normal(m * k, 1.0);
         let norm = |rng: &mut Rng| -> Vec<u16> {
             let v = rng.vec_normal(n * k, 0.5);
@@ -747,19 +794,28 @@ async fn check_matmul16(g: &Arc<Gpu>, dtype: gpu::DType) -> Result<CheckResult> 
         let (gate, up) = (twin16::matmul(&x, &wg, None, m, k, n, dtype), twin16::matmul(&x, &wu, None, m, k, n, dtype));
         let mut want = vec![0f32; m * n];
         cpu::act::swiglu(&mut want, &gate, &up);
+        // the q/k/v twin over the weights widened exactly to f32
+        let wide = |w: &[u16]| -> Vec<f32> { w.iter().map(|&b| twin16::value(b, dtype)).collect() };
+        let b = rng.vec_normal(3 * n, 1.0);
+        let table = cpu::rope_table(8, hs.max(2), 10000.0);
+        let (wq32, wk32, wv32) = (wide(&wg), wide(&wu), wide(&wv));
+        let biases = bias.then_some([&b[..n], &b[n..2 * n], &b[2 * n..]]);
+        let (want_q, want_k, want_v) = qkv_twin(&x, [&wq32, &wk32, &wv32], biases, (m, k, n, n, 1), (hs > 0).then_some((&table[..], hs)))?;
         let xt = g.upload(&[m, k], &x, "x")?;
         let (gt, ut, vt) =
             (g.upload16(&[n, k], &wg, dtype, "wg")?, g.upload16(&[n, k], &wu, dtype, "wu")?, g.upload16(&[n, k], &wv, dtype, "wv")?);
+        let (bt, tt) = (g.upload(&[3 * n], &b, "b")?, g.upload(&[8, hs.max(2) / 2, 2], &table, "table")?);
         let (ot, qt, kt, v_t) = (g.zeros(&[m, n], "out")?, g.zeros(&[m, n], "q")?, g.zeros(&[m + 1, n], "k")?, g.zeros(&[m + 1, n], "v")?);
         let mut rec = Recorder::new(g);
         gpu::matmul::gemv_swiglu(&mut rec, &ot, &xt, m, &gt, &ut)?;
-        gpu::matmul::gemv_qkv(&mut rec, &qt, &kt, &v_t, n, &xt, m, &gt, &ut, &vt)?;
+        let r = (hs > 0).then_some(gpu::matmul::QkvRope { table: &tt, hs, start_pos: 1 });
+        gpu::matmul::gemv_qkv(&mut rec, &qt, &kt, &v_t, n, &xt, m, [&gt, &ut, &vt], bias.then_some(&bt), r)?;
         rec.submit()?;
+        let case = format!("{dtype:?} qkv M={m} K={k} N={n} bias={bias} rope HS={hs}");
         acc.add(&format!("{dtype:?} swiglu M={m} K={k} N={n}"), compare(&g.read_f32(&ot).await?, &want, 1e-5, 1e-4));
-        acc.add(&format!("{dtype:?} qkv q M={m} K={k} N={n}"), compare(&g.read_f32(&qt).await?, &gate, 1e-5, 1e-4));
-        let kv = |w: &[u16]| -> Vec<f32> { [vec![0f32; n], twin16::matmul(&x, w, None, m, k, n, dtype)].concat() };
-        acc.add(&format!("{dtype:?} qkv k at row 1"), compare(&g.read_f32(&kt).await?, &kv(&wu), 1e-5, 1e-4));
-        acc.add(&format!("{dtype:?} qkv v at row 1"), compare(&g.read_f32(&v_t).await?, &kv(&wv), 1e-5, 1e-4));
+        acc.add(&format!("{case}: q"), compare(&g.read_f32(&qt).await?, &want_q, 1e-5, 1e-4));
+        acc.add(&format!("{case}: k at row 1"), compare(&g.read_f32(&kt).await?, &want_k, 1e-5, 1e-4));
+        acc.add(&format!("{case}: v at row 1"), compare(&g.read_f32(&v_t).await?, &want_v, 1e-5, 1e-4));
     }
     let name = format!("matmul 16-bit weights ({})", if dtype == gpu::DType::F16 { "f16" } else { "bf16" });
     Ok(acc.finish(&name, "|diff| <= 1e-5 (1 + sum|x w|); swiglu / qkv atol 1e-5 + rtol 1e-4", t0))
@@ -845,6 +901,10 @@ pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
     run!("matmul tiled", check_matmul(g, MatmulKind::Tiled, "matmul tiled"));
     run!("matmul tiled4", check_matmul(g, MatmulKind::Tiled4, "matmul tiled vec4"));
     run!("matmul gemv", check_matmul(g, MatmulKind::Gemv, "matmul gemv (few rows)"));
+    if g.k.gemv4_sg.is_some() {
+        // only where the device has subgroups (tests/gpu_kernels.rs counts it there)
+        run!("matmul gemv subgroup", check_matmul(g, MatmulKind::GemvSubgroup, "matmul gemv, subgroup reduction"));
+    }
     run!("gemv swiglu", check_gemv_swiglu(g));
     run!("gemv qkv", check_gemv_qkv(g));
     run!("attention", check_attention(g));

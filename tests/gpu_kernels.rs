@@ -22,7 +22,72 @@ fn every_kernel_matches_its_cpu_twin() {
             r.detail
         );
     }
-    assert_eq!(results.len(), 18, "every kernel family is checked (15 + the three 16-bit-weight checks)");
+    // the subgroup GEMV where the device has subgroups (llvmpipe does: the check runs in CI)
+    let subgroups = gpu.k.gemv4_sg.is_some();
+    println!("subgroups: {subgroups}");
+    assert_eq!(
+        results.len(),
+        18 + subgroups as usize,
+        "every kernel family is checked (15 + the three 16-bit-weight checks + the subgroup GEMV where there are subgroups)"
+    );
     let failed: Vec<_> = results.iter().filter(|r| !r.ok).map(|r| format!("{}: {}", r.name, r.detail)).collect();
     assert!(failed.is_empty(), "kernel checks failed:\n{}", failed.join("\n"));
+}
+
+/// Cached decoding on the fixtures, one token per pass at positions 0.. (the decode loop's shape:
+/// RoPE at later positions, k and v written at a cache offset): the GPU's logits with the q/k/v
+/// GEMV's epilogue (biases, RoPE) on and off, and with the subgroup GEMV (where the device has
+/// subgroups), against the reference CPU backend's, within
+/// LOGIT_ATOL + LOGIT_RTOL * |cpu| (f32 sums in another order; the fixtures are tiny), and the
+/// dispatches inside the layer loop: 7 a layer for the llama and the decoder with the epilogue
+/// (issue 12's goal: at most 8), 9 without it.
+#[test]
+fn decode_loop_dispatches_and_logits() {
+    use tinyformer::model::state::MapLayers;
+    use tinyformer::model::{Backend, CpuBackend, GpuBackend, Logits, Model};
+    const LOGIT_ATOL: f32 = 1e-4;
+    const LOGIT_RTOL: f32 = 1e-4;
+    let gpu = std::sync::Arc::new(pollster::block_on(Gpu::new()).expect("GPU initialisation failed (install mesa-vulkan-drivers)"));
+    let tokens = [3u32, 1, 4, 1, 5, 9, 2];
+    fn decode<B: Backend>(b: &mut B, bytes: &[u8], tokens: &[u32]) -> (Vec<Vec<f32>>, usize) {
+        let mut m = Model::load(b, bytes).unwrap();
+        m.plan_pass(b, None, tokens.len(), &MapLayers::None).unwrap();
+        let v = m.in_vocab();
+        let mut out = vec![];
+        for (pos, &id) in tokens.iter().enumerate() {
+            m.run_lm(b, &[id], pos, Logits::Last).unwrap();
+            b.submit().unwrap();
+            out.push(pollster::block_on(b.read_f32(&m.state.logits, 0, v)).unwrap());
+        }
+        (out, m.cfg.num_layers)
+    }
+    // (fixture, in-loop dispatches a layer with the epilogue, without; None: not asserted)
+    for (name, with, without) in [
+        ("llama_gqa", Some(7.0), Some(9.0)),
+        ("llama_mqa", Some(7.0), Some(9.0)),
+        ("decoder_a", Some(7.0), Some(9.0)),
+        ("decoder_a_bf16", Some(7.0), Some(9.0)),
+        ("moe_a", None, None),
+    ] {
+        let bytes = std::fs::read(format!("tests/fixtures/models/{name}.safetensors")).unwrap();
+        let (want, _) = decode(&mut CpuBackend, &bytes, &tokens);
+        // (the q/k/v epilogue, the subgroup GEMV where the device has subgroups)
+        for (epilogue, subgroups) in [(true, false), (false, false), (true, true)] {
+            let mut b = GpuBackend::new(gpu.clone());
+            (b.qkv_epilogue, b.subgroups) = (epilogue, subgroups);
+            let (got, layers) = decode(&mut b, &bytes, &tokens);
+            for (pos, (g, w)) in got.iter().zip(&want).enumerate() {
+                for (i, (&g, &w)) in g.iter().zip(w).enumerate() {
+                    let d = (g - w).abs();
+                    let what = format!("{name} epilogue={epilogue} subgroups={subgroups} pos {pos} logit {i}");
+                    assert!(d <= LOGIT_ATOL + LOGIT_RTOL * w.abs(), "{what}: GPU {g}, CPU {w}");
+                }
+            }
+            let per_layer = b.layer_dispatches as f64 / tokens.len() as f64 / layers as f64;
+            println!("{name} epilogue={epilogue} subgroups={subgroups}: {per_layer} dispatches a layer inside the loop");
+            if let Some(expect) = if epilogue { with } else { without } {
+                assert_eq!(per_layer, expect, "{name} epilogue={epilogue}: dispatches a layer inside the decode loop");
+            }
+        }
+    }
 }

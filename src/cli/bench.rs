@@ -78,6 +78,9 @@ pub fn matmul(a: &BenchMatmulArgs) -> Result<String> {
         let (naive1, gemv1) = (m1(MatmulKind::Naive)?, m1(MatmulKind::Gemv)?);
         result.insert("m1_naive_ms".into(), naive1.into());
         result.insert("m1_gemv_ms".into(), gemv1.into());
+        if gpu.k.gemv4_sg.is_some() {
+            result.insert("m1_gemv_subgroup_ms".into(), m1(MatmulKind::GemvSubgroup)?.into());
+        }
         result.insert("m1_gemv_over_naive".into(), (((naive1 / gemv1.max(1e-12)) * 100.0).round() / 100.0).into());
         // the same W as bf16 bits on the GPU (shaders/matmul16.wgsl): the tile and the one-row GEMV
         let bits: Vec<u16> = rng.vec_normal(s * s, 1.0).iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
@@ -147,18 +150,25 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
         ("cached_unfused_naive", true, true, false, MatmulKind::Naive, 1),
         ("cached_chained", true, true, true, MatmulKind::Gemv, k),
         ("cached_chained_one_in_flight", true, true, true, MatmulKind::Gemv, k),
+        // fused, but biases and RoPE outside the q/k/v GEMV (issue 12's step to 8 dispatches a layer)
+        ("cached_qkv_no_epilogue", true, true, true, MatmulKind::Gemv, 1),
+        // the GEMV's reduction in subgroup operations where the device has them (the same as
+        // cached_gpu_sampling where it has none)
+        ("cached_subgroups", true, true, true, MatmulKind::Gemv, 1),
     ];
     // warm-up: pipelines' first use and buffer first-binding
     pollster::block_on(s.generate(&start, src.as_deref(), GenConfig { max_new_tokens: 4.min(n), ..GenConfig::default() }))?;
     // Repetitions outside, variants inside: on a shared machine every variant's best run is drawn
     // from the same stretch of time.
-    let mut best = [f64::INFINITY; 7];
-    let mut produced = [0usize; 7];
+    let mut best = [f64::INFINITY; 9];
+    let mut produced = [0usize; 9];
     for _ in 0..reps {
         for (i, &(name, kv, gs, fused, small, k)) in variants.iter().enumerate() {
             let b = gpu_backend(&mut s)?;
             (b.fused, b.small_matmul_kind) = (fused, small);
-            let (d0, s0) = (b.dispatches(), b.submits());
+            b.qkv_epilogue = name != "cached_qkv_no_epilogue";
+            b.subgroups = name == "cached_subgroups";
+            let (d0, s0, l0) = (b.dispatches(), b.submits(), b.layer_dispatches);
             let t0 = std::time::Instant::now();
             let pipeline = name != "cached_chained_one_in_flight";
             let cfg =
@@ -167,8 +177,11 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
             best[i] = best[i].min(t0.elapsed().as_secs_f64());
             produced[i] = ids.len() - start.len();
             let b = gpu_backend(&mut s)?;
-            let (d, sub) = (b.dispatches() - d0, b.submits() - s0);
+            let (d, sub, l) = (b.dispatches() - d0, b.submits() - s0, b.layer_dispatches - l0);
             results.insert(format!("{name}_dispatches_per_token"), json!(d as f64 / produced[i].max(1) as f64));
+            // inside the layer loop only (no embedding, first norm, head or sampling)
+            let in_layers = l as f64 / produced[i].max(1) as f64 / layers.max(1) as f64;
+            results.insert(format!("{name}_dispatches_per_layer_in_loop"), json!((in_layers * 100.0).round() / 100.0));
             results.insert(format!("{name}_submissions_per_token"), json!(sub as f64 / produced[i].max(1) as f64));
         }
     }
@@ -195,8 +208,8 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
         results.insert("prefill_ms_tiled".into(), json!(t1));
     }
     let b = gpu_backend(&mut s)?;
-    (b.fused, b.small_matmul_kind) = (true, MatmulKind::Gemv);
-    for k in ["cached_gpu_sampling", "cached_unfused_naive"] {
+    (b.fused, b.small_matmul_kind, b.qkv_epilogue, b.subgroups) = (true, MatmulKind::Gemv, true, false);
+    for k in ["cached_gpu_sampling", "cached_unfused_naive", "cached_qkv_no_epilogue"] {
         let d = results[&format!("{k}_dispatches_per_token")].as_f64().unwrap_or(0.0);
         results.insert(format!("{k}_dispatches_per_layer"), json!((d / layers.max(1) as f64 * 100.0).round() / 100.0));
     }
@@ -205,6 +218,8 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
     let cached_over_uncached = tps("cached_gpu_sampling") / tps("uncached_gpu_sampling").max(1e-12);
     let gpu_over_readback = tps("cached_gpu_sampling") / tps("cached_logits_readback").max(1e-12);
     let chained_over_k1 = tps("cached_chained") / tps("cached_gpu_sampling").max(1e-12);
+    let qkv_epilogue_gain = tps("cached_gpu_sampling") / tps("cached_qkv_no_epilogue").max(1e-12);
+    let subgroup_gain = tps("cached_subgroups") / tps("cached_gpu_sampling").max(1e-12);
     Ok(serde_json::to_string_pretty(&json!({
         "bench": "generate",
         "model": path,
@@ -220,6 +235,9 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
         "fused_gemv_over_unfused_naive": fused_over_unfused,
         "tokens_per_submit": k,
         "chained_over_k1": chained_over_k1,
+        "qkv_epilogue_over_none": qkv_epilogue_gain,
+        "subgroups": gpu.k.gemv4_sg.is_some(),
+        "subgroups_over_workgroup_reduction": subgroup_gain,
         "layers": layers,
     }))
     .unwrap_or_default())

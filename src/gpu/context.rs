@@ -23,7 +23,12 @@ pub struct Kernels {
     pub gemv4: Kernel,
     pub gemv_swiglu: Kernel,
     pub gemv4_swiglu: Kernel,
-    pub gemv_qkv: Kernel,
+    /// shaders/qkv.wgsl: q, k, v (with biases and RoPE) in one GEMV: vec4 f32, scalar f32, 16-bit weights
+    /// shaders/gemv_sg.wgsl: gemv4 with a subgroup reduction; only where the device has subgroups
+    pub gemv4_sg: Option<Kernel>,
+    pub gemv_qkv4: Kernel,
+    pub gemv_qkv1: Kernel,
+    pub gemv_qkv16: Kernel,
     /// shaders/matmul16.wgsl: the matmul, GEMV and embedding over 16-bit weights (packed pairs)
     pub matmul16_tiled: Kernel,
     pub matmul16_tiled4: Kernel,
@@ -103,10 +108,13 @@ impl Gpu {
             .map_err(|e| TfError::NoGpu(format!("no WebGPU/Vulkan adapter was found ({e})")))?;
         let info = adapter.get_info();
         let alimits = adapter.limits();
+        // subgroup operations (the GEMV's reduction) where the adapter has them (native Vulkan,
+        // Metal, DX12; not WebGPU in wgpu 30)
+        let features = adapter.features() & wgpu::Features::SUBGROUP;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("tinyformer"),
-                required_features: wgpu::Features::empty(),
+                required_features: features,
                 required_limits: alimits.clone(),
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -143,7 +151,7 @@ impl Gpu {
             max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
         };
-        let k = Kernels::new(&device);
+        let k = Kernels::new(&device, device.features().contains(wgpu::Features::SUBGROUP));
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params arena"),
             size: PARAM_SLOT * PARAM_SLOTS,
@@ -265,7 +273,7 @@ impl Gpu {
 }
 
 impl Kernels {
-    fn new(device: &wgpu::Device) -> Kernels {
+    fn new(device: &wgpu::Device, subgroups: bool) -> Kernels {
         let module = |name: &str, src: &str| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(name),
@@ -274,8 +282,12 @@ impl Kernels {
         };
         let matmul = module("matmul", include_str!("../../shaders/matmul.wgsl"));
         let gemv = module("gemv", include_str!("../../shaders/gemv.wgsl"));
-        let qkv = module("qkv", include_str!("../../shaders/qkv.wgsl"));
-        let m16 = module("matmul16", include_str!("../../shaders/matmul16.wgsl"));
+        // (naga 30 takes subgroup builtins with the device feature alone: no `enable subgroups;`)
+        let gemv_sg = subgroups.then(|| module("gemv_sg", include_str!("../../shaders/gemv_sg.wgsl")));
+        // the 16-bit readers share half.wgsl's unpacking (WGSL has no includes: sources are concatenated)
+        let with_half = |src: &str| format!("{}\n{src}", include_str!("../../shaders/half.wgsl"));
+        let qkv = module("qkv", &with_half(include_str!("../../shaders/qkv.wgsl")));
+        let m16 = module("matmul16", &with_half(include_str!("../../shaders/matmul16.wgsl")));
         let attention = module("attention", include_str!("../../shaders/attention.wgsl"));
         let ew = module("elementwise", include_str!("../../shaders/elementwise.wgsl"));
         // the norms share their workgroup sum (WGSL has no includes: the sources are concatenated)
@@ -296,7 +308,10 @@ impl Kernels {
             gemv4: mk("gemv4", &gemv, "gemv4", &[true, true, true, false]),
             gemv_swiglu: mk("gemv_swiglu", &gemv, "gemv_swiglu", &[true, true, true, false]),
             gemv4_swiglu: mk("gemv4_swiglu", &gemv, "gemv4_swiglu", &[true, true, true, false]),
-            gemv_qkv: mk("gemv_qkv", &qkv, "main", &[true, true, true, true, false, false, false]),
+            gemv4_sg: gemv_sg.as_ref().map(|m| mk("gemv4_sg", m, "gemv4", &[true, true, true, false])),
+            gemv_qkv4: mk("gemv_qkv4", &qkv, "main4", &[true, true, true, true, false, false, false, true]),
+            gemv_qkv1: mk("gemv_qkv1", &qkv, "main1", &[true, true, true, true, false, false, false, true]),
+            gemv_qkv16: mk("gemv_qkv16", &qkv, "main16", &[true, true, true, true, false, false, false, true]),
             matmul16_tiled: mk("matmul16_tiled", &m16, "tiled", &[true, true, true, false]),
             matmul16_tiled4: mk("matmul16_tiled4", &m16, "tiled4", &[true, true, true, false]),
             gemv16: mk("gemv16", &m16, "gemv", &[true, true, true, false]),

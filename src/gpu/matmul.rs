@@ -1,8 +1,9 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{ensure, Result};
+use crate::gpu::DType;
 use crate::gpu::{GpuTensor, Recorder};
-use crate::ops::EwOp;
+use crate::ops::{EwOp, RopeShape};
 
 /// Mirrors `MatmulParams` in shaders/matmul.wgsl and shaders/gemv.wgsl.
 #[repr(C)]
@@ -33,6 +34,9 @@ pub enum MatmulKind {
     /// a workgroup per 32 outputs of a row, K split over 8 lanes and reduced: few-row passes
     /// (cached decoding); vec4 loads when K % 4 == 0 and the x offset is a multiple of 4
     Gemv,
+    /// Gemv with the reduction in subgroup operations (shaders/gemv_sg.wgsl) where the device has
+    /// them and the vec4 loads apply; Gemv otherwise
+    GemvSubgroup,
 }
 
 /// The activation applied in a matmul's epilogue (`MatmulParams.act`).
@@ -124,7 +128,7 @@ pub fn matmul_act(
         let p = MatmulParams { _p: w.dtype.wfmt(), ..p };
         let tiles = [n32.div_ceil(64), m32.div_ceil(64), 1];
         return match kind {
-            MatmulKind::Gemv => rec.dispatch(&gpu.k.gemv16, &p, &bufs, [n32.div_ceil(GEMV_OUTS), m32, 1]),
+            MatmulKind::Gemv | MatmulKind::GemvSubgroup => rec.dispatch(&gpu.k.gemv16, &p, &bufs, [n32.div_ceil(GEMV_OUTS), m32, 1]),
             MatmulKind::Tiled4 if vec4_ok(k, x_off) => rec.dispatch(&gpu.k.matmul16_tiled4, &p, &bufs, tiles),
             _ => rec.dispatch(&gpu.k.matmul16_tiled, &p, &bufs, tiles),
         };
@@ -136,8 +140,13 @@ pub fn matmul_act(
             let kernel = if vec4_ok(k, x_off) { &gpu.k.matmul_tiled4 } else { &gpu.k.matmul_tiled };
             rec.dispatch(kernel, &p, &bufs, [n32.div_ceil(64), m32.div_ceil(64), 1])
         }
-        MatmulKind::Gemv => {
-            let kernel = if vec4_ok(k, x_off) { &gpu.k.gemv4 } else { &gpu.k.gemv };
+        MatmulKind::Gemv | MatmulKind::GemvSubgroup => {
+            let sg = gpu.k.gemv4_sg.as_ref().filter(|_| kind == MatmulKind::GemvSubgroup);
+            let kernel = match sg {
+                Some(sg) if vec4_ok(k, x_off) => sg,
+                _ if vec4_ok(k, x_off) => &gpu.k.gemv4,
+                _ => &gpu.k.gemv,
+            };
             rec.dispatch(kernel, &p, &bufs, [n32.div_ceil(GEMV_OUTS), m32, 1])
         }
     }
@@ -180,17 +189,32 @@ pub struct QkvParams {
     pub nkv: u32,
     pub x_offset: u32,
     pub kv_offset: u32,
-    pub _p: [u32; 2],
+    /// bit 0: biases in `aux`; bit 1: RoPE with the table in `aux`
+    pub flags: u32,
+    /// 16-bit weights: 0 f16, 1 bf16
+    pub wfmt: u32,
+    pub hs: u32,
+    pub start_pos: u32,
+    pub table_off: u32,
+    pub _p: u32,
 }
-const _: () = assert!(std::mem::size_of::<QkvParams>() == 32);
+const _: () = assert!(std::mem::size_of::<QkvParams>() == 48);
 
-/// Whether `gemv_qkv` takes this shape: K % 4 == 0 (vec4 loads).
-pub fn qkv_ok(w_q: &GpuTensor) -> bool {
-    w_q.shape.len() == 2 && w_q.shape[1].is_multiple_of(4)
+/// RoPE in the q/k/v GEMV's epilogue: q and the new k rows rotated by the (cos, sin) table
+/// (max_pos, HS/2, 2) from cpu::rope_table, row r of the pass at position `start_pos + r`.
+#[derive(Clone, Copy)]
+pub struct QkvRope<'a> {
+    pub table: &'a GpuTensor,
+    pub hs: usize,
+    pub start_pos: usize,
 }
 
-/// q (M, NQ) = x (M, K) @ W_q^T; k[kv_off..], v[kv_off..] (M, NKV) = x @ W_k^T, x @ W_v^T: the three
-/// projections of attention in one GEMV dispatch (few-row passes, no biases, K % 4 == 0).
+/// q (M, NQ) = x (M, K) @ W_q^T + b_q; k[kv_off..], v[kv_off..] (M, NKV) = x @ W_k^T + b_k,
+/// x @ W_v^T + b_v: the three projections of attention in one GEMV dispatch (few-row passes; f32
+/// or 16-bit weights, all three of one dtype), then RoPE on q and k when `rope` is given.
+/// `biases` is b_q, b_k, b_v concatenated (NQ + 2 NKV,), f32. The bias and the rotation are in
+/// the epilogue, except both together: the kernel binds one of them (8 storage buffers, WebGPU's
+/// default limit), so that case adds the two rope dispatches after the biased GEMV.
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_qkv(
     rec: &mut Recorder,
@@ -200,24 +224,76 @@ pub fn gemv_qkv(
     kv_off: usize,
     x: &GpuTensor,
     m: usize,
-    w_q: &GpuTensor,
-    w_k: &GpuTensor,
-    w_v: &GpuTensor,
+    [w_q, w_k, w_v]: [&GpuTensor; 3],
+    biases: Option<&GpuTensor>,
+    rope: Option<QkvRope>,
 ) -> Result<()> {
-    if [w_q, w_k, w_v].iter().any(|w| w.dtype.is_16bit()) {
-        // 16-bit weights: three 16-bit GEMVs (qkv.wgsl reads f32 weights)
-        matmul(rec, q, 0, x, 0, m, w_q, None, MatmulKind::Gemv)?;
-        matmul(rec, k, kv_off, x, 0, m, w_k, None, MatmulKind::Gemv)?;
-        return matmul(rec, v, kv_off, x, 0, m, w_v, None, MatmulKind::Gemv);
-    }
     let (nq, kk) = check(q, 0, x, 0, m, w_q)?;
     let (nkv, _) = check(k, kv_off, x, 0, m, w_k)?;
     check(v, kv_off, x, 0, m, w_v)?;
-    ensure(qkv_ok(w_q) && w_k.shape[1] == kk && w_v.shape == w_k.shape, "gemv_qkv", || {
-        format!("W_q {:?}, W_k {:?}, W_v {:?} must share K, a multiple of 4", w_q.shape, w_k.shape, w_v.shape)
+    ensure(w_k.shape[1] == kk && w_v.shape == w_k.shape, "gemv_qkv", || {
+        format!("W_q {:?}, W_k {:?}, W_v {:?} must share K", w_q.shape, w_k.shape, w_v.shape)
     })?;
-    let p = QkvParams { m: m as u32, k: kk as u32, nq: nq as u32, nkv: nkv as u32, x_offset: 0, kv_offset: kv_off as u32, _p: [0; 2] };
+    ensure(w_k.dtype == w_q.dtype && w_v.dtype == w_q.dtype, "gemv_qkv", || {
+        format!("W_q, W_k, W_v are {:?}, {:?}, {:?}: one dtype", w_q.dtype, w_k.dtype, w_v.dtype)
+    })?;
+    if let Some(b) = biases {
+        ensure(b.len() == nq + 2 * nkv && b.dtype == DType::F32, "gemv_qkv", || {
+            format!("the biases {:?} ({:?}) must be NQ + 2 NKV = {} f32 values", b.shape, b.dtype, nq + 2 * nkv)
+        })?;
+    }
+    let mut p = QkvParams {
+        m: m as u32,
+        k: kk as u32,
+        nq: nq as u32,
+        nkv: nkv as u32,
+        x_offset: 0,
+        kv_offset: kv_off as u32,
+        flags: 0,
+        wfmt: w_q.dtype.wfmt(),
+        hs: 0,
+        start_pos: 0,
+        table_off: 0,
+        _p: 0,
+    };
     let gpu = rec.gpu.clone();
+    let mut aux = &gpu.dummy;
+    if let Some(b) = biases {
+        p.flags |= 1;
+        aux = &b.buf;
+    }
+    // the rotation in the epilogue, or (with biases) two rope dispatches after it
+    let mut after = None;
+    if let Some(r) = rope {
+        let hs = r.hs;
+        ensure(hs > 0 && hs.is_multiple_of(2) && nq.is_multiple_of(hs) && nkv.is_multiple_of(hs), "gemv_qkv", || {
+            format!("RoPE needs an even head size dividing NQ = {nq} and NKV = {nkv}, got {hs}")
+        })?;
+        let max_pos = r.table.len() / hs;
+        ensure(r.start_pos + m <= max_pos, "gemv_qkv", || {
+            format!("positions {}..{} exceed the RoPE table's {max_pos}", r.start_pos, r.start_pos + m)
+        })?;
+        if biases.is_some() {
+            after = Some(r);
+        } else {
+            (p.flags, p.hs, p.start_pos) = (p.flags | 2, hs as u32, r.start_pos as u32);
+            aux = &r.table.buf;
+        }
+    }
+    let kernel = if w_q.dtype.is_16bit() {
+        &gpu.k.gemv_qkv16
+    } else if vec4_ok(kk, 0) {
+        &gpu.k.gemv_qkv4
+    } else {
+        &gpu.k.gemv_qkv1
+    };
     let groups = [((nq + 2 * nkv) as u32).div_ceil(GEMV_OUTS), m as u32, 1];
-    rec.dispatch(&gpu.k.gemv_qkv, &p, &[&x.buf, &w_q.buf, &w_k.buf, &w_v.buf, &q.buf, &k.buf, &v.buf], groups)
+    rec.dispatch(kernel, &p, &[&x.buf, &w_q.buf, &w_k.buf, &w_v.buf, &q.buf, &k.buf, &v.buf, aux], groups)?;
+    if let Some(r) = after {
+        let hs = r.hs;
+        crate::gpu::rope::rope(rec, q, r.table, &RopeShape { t: m, nh: nq / hs, hs, start_pos: r.start_pos, row_stride: nq, offset: 0 })?;
+        let s = RopeShape { t: m, nh: nkv / hs, hs, start_pos: r.start_pos, row_stride: nkv, offset: kv_off };
+        crate::gpu::rope::rope(rec, k, r.table, &s)?;
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use crate::model::inspect::{HookPoint, Hooks};
 use crate::model::memory::{self, Budget};
 use crate::model::state::{LayerState, Plan, RunState, Scratch};
 use crate::model::weights::{AttnW, Ffn, Norm, Weights};
-use crate::ops::{moe_capacity_for, AttnShape, EwOp, RopeShape};
+use crate::ops::{moe_capacity_for, AttnShape, EwOp};
 use crate::tokenizer::Tokenizer;
 
 pub struct Model<B: Backend> {
@@ -191,22 +191,12 @@ impl<B: Backend> Model<B> {
         let (nh, nkv, hs) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim());
         let kv_width = nkv * hs;
         // q = x W_q^T; k, v = x W_k^T, x W_v^T written into the cache at rows pos..pos+T
-        backend.qkv(
-            &scratch.q,
-            &layer_state.k,
-            &layer_state.v,
-            pos * kv_width,
-            input,
-            t,
-            [(&attn.q.w, attn.q.b.as_ref()), (&attn.k.w, attn.k.b.as_ref()), (&attn.v.w, attn.v.b.as_ref())],
-        )?;
-        if let Some(table) = &self.state.rope {
-            backend.rope(&scratch.q, table, &RopeShape { t, nh, hs, start_pos: pos, row_stride: nh * hs, offset: 0 })?;
-            backend.rope(
-                &layer_state.k,
-                table,
-                &RopeShape { t, nh: nkv, hs, start_pos: pos, row_stride: kv_width, offset: pos * kv_width },
-            )?;
+        // (the llama: q and the new k rows rotated, RoPE, in the same pass where the backend can)
+        let (q, k, v) = (&scratch.q, &layer_state.k, &layer_state.v);
+        let w = [(&attn.q.w, attn.q.b.as_ref()), (&attn.k.w, attn.k.b.as_ref()), (&attn.v.w, attn.v.b.as_ref())];
+        match &self.state.rope {
+            Some(table) => backend.qkv_rope(q, k, v, pos * kv_width, input, t, w, table, (nh, nkv, hs), pos)?,
+            None => backend.qkv(q, k, v, pos * kv_width, input, t, w)?,
         }
         // softmax(q k^T / sqrt(HS) + mask) v over every cached key; causal unless a mask is given
         let mut s = AttnShape::packed(t, pos + t, nh, nkv, hs);
@@ -314,6 +304,7 @@ impl<B: Backend> Model<B> {
         let layers = &self.weights.layers;
         // causal, or an explicit mask with cells blocked by an ablation (model::inspect)
         let mask = self.hook_mask(backend, t, pos)?;
+        backend.layers_mark(true);
         for (li, (layer, layer_state)) in layers.iter().zip(&self.state.layers).enumerate() {
             // x = x + attn(norm1(x)); xn = norm2(x)
             self.self_attention(backend, &layer.attn, layer_state, scratch, &scratch.xn, t, pos, mask, Some(li))?;
@@ -330,6 +321,7 @@ impl<B: Backend> Model<B> {
                 Self::norm(backend, next, &scratch.xn, &scratch.x, t)?;
             }
         }
+        backend.layers_mark(false);
         self.head(backend, &scratch.xn, t, which)
     }
 
@@ -430,6 +422,7 @@ impl<B: Backend> Model<B> {
             backend.add_rows(&scratch.x, pe, t, pos)?;
         }
         self.hook_resid(backend, HookPoint::Embed, &scratch.x, &scratch.xn, t, pos)?;
+        backend.layers_mark(true);
         for (li, (layer, layer_state)) in self.weights.layers.iter().zip(&self.state.layers).enumerate() {
             // x = norm1(x + self_attn(x))
             self.self_attention(backend, &layer.attn, layer_state, scratch, &scratch.x, t, pos, Some(mask), Some(li))?;
@@ -450,6 +443,7 @@ impl<B: Backend> Model<B> {
             Self::residual_post_norm(backend, &layer.norm_ffn, scratch, t)?;
             self.hook_resid(backend, HookPoint::Block(li), &scratch.x, &scratch.xn, t, pos)?;
         }
+        backend.layers_mark(false);
         self.head(backend, &scratch.x, t, which)
     }
 }

@@ -1,13 +1,13 @@
 //! `GpuBackend`: the ops recorded as WGSL dispatches into a `Recorder` (one submission per pass),
 //! reads through reused staging buffers.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::error::{Result, TfError};
 use crate::gpu::{
     self,
-    matmul::{Act, MatmulKind},
+    matmul::{Act, MatmulKind, QkvRope},
     Gpu, GpuTensor, Recorder,
 };
 use crate::model::backend::{add_then_norm, Backend};
@@ -33,6 +33,21 @@ pub struct GpuBackend {
     pub small_matmul_kind: MatmulKind,
     /// fused epilogues and fused SwiGLU on (off: the unfused sequence, for benchmarks)
     pub fused: bool,
+    /// with `fused`: the q/k/v GEMV takes the biases and RoPE in its epilogue (off: as before
+    /// issue 12's step to 8 dispatches a layer: bias-free GEMVs only, RoPE as two more dispatches)
+    pub qkv_epilogue: bool,
+    /// one-row matmuls reduce in subgroup operations where the device has them
+    /// (MatmulKind::GemvSubgroup). Off by default until `bench generate`'s `cached_subgroups`
+    /// shows a gain (BENCHMARKS.md): the workgroup-memory GEMV is the measured path.
+    pub subgroups: bool,
+    /// dispatches recorded inside passes' layer loops (`Backend::layers_mark`), and where the
+    /// current loop began
+    pub layer_dispatches: usize,
+    layers_from: Option<usize>,
+    /// b_q, b_k, b_v concatenated, per layer, for the q/k/v GEMV (one binding: shaders/qkv.wgsl),
+    /// made on first use by copies on the GPU and kept while the backend lives (a backend per
+    /// model load, as the page and the CLI make; a few KiB a layer)
+    qkv_biases: HashMap<[wgpu::Buffer; 3], GpuTensor>,
     /// Tokens chained on the GPU (model::chain): the reads of one batch of generation steps are
     /// copied into one of these two staging buffers as the steps are recorded, then read with one
     /// map; while one batch's map is pending the next batch is recorded into the other.
@@ -73,6 +88,11 @@ impl GpuBackend {
             matmul_kind: MatmulKind::Tiled4,
             small_matmul_kind: MatmulKind::Gemv,
             fused: true,
+            qkv_epilogue: true,
+            subgroups: false,
+            layer_dispatches: 0,
+            layers_from: None,
+            qkv_biases: HashMap::new(),
             chain_bufs: [None, None],
             chain_slot: 0,
             chain_cur: None,
@@ -81,7 +101,10 @@ impl GpuBackend {
     }
     fn kind_for(&self, m: usize) -> MatmulKind {
         if m < SMALL_M {
-            self.small_matmul_kind
+            match self.small_matmul_kind {
+                MatmulKind::Gemv if self.subgroups && self.gpu.k.gemv4_sg.is_some() => MatmulKind::GemvSubgroup,
+                kind => kind,
+            }
         } else {
             self.matmul_kind
         }
@@ -144,6 +167,74 @@ impl GpuBackend {
     /// work, then one map.
     async fn read_bits(&mut self, t: &GpuTensor, offset: usize, count: usize) -> Result<Vec<u32>> {
         Ok(self.read_many(&[(t, offset, count)]).await?.pop().unwrap_or_default())
+    }
+}
+
+impl GpuBackend {
+    /// `qkv` (and RoPE): one GEMV dispatch for few-row passes with fusion on (shaders/qkv.wgsl),
+    /// else the three matmuls and the rope dispatches.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn qkv_with(
+        &mut self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        kv_off: usize,
+        x: &GpuTensor,
+        m: usize,
+        w: [(&GpuTensor, Option<&GpuTensor>); 3],
+        rope: Option<(&GpuTensor, (usize, usize, usize), usize)>,
+    ) -> Result<()> {
+        let biased = w.iter().any(|(_, b)| b.is_some());
+        let one_dtype = w.iter().all(|(t, _)| t.dtype == w[0].0.dtype);
+        if self.fused && m < SMALL_M && self.small_matmul_kind == MatmulKind::Gemv && one_dtype && (self.qkv_epilogue || !biased) {
+            let key = if biased { Some(self.qkv_biases(w)?) } else { None };
+            let biases = key.and_then(|key| self.qkv_biases.get(&key));
+            let ws = [w[0].0, w[1].0, w[2].0];
+            match rope {
+                Some((table, (_, _, hs), start_pos)) if self.qkv_epilogue => {
+                    let r = QkvRope { table, hs, start_pos };
+                    return gpu::matmul::gemv_qkv(&mut self.rec, q, k, v, kv_off, x, m, ws, biases, Some(r));
+                }
+                _ => gpu::matmul::gemv_qkv(&mut self.rec, q, k, v, kv_off, x, m, ws, biases, None)?,
+            }
+        } else {
+            self.matmul(q, 0, x, 0, m, w[0].0, w[0].1)?;
+            self.matmul(k, kv_off, x, 0, m, w[1].0, w[1].1)?;
+            self.matmul(v, kv_off, x, 0, m, w[2].0, w[2].1)?;
+        }
+        if let Some((table, (nh, nkv, hs), start_pos)) = rope {
+            self.rope(q, table, &RopeShape { t: m, nh, hs, start_pos, row_stride: nh * hs, offset: 0 })?;
+            self.rope(k, table, &RopeShape { t: m, nh: nkv, hs, start_pos, row_stride: nkv * hs, offset: kv_off })?;
+        }
+        Ok(())
+    }
+
+    /// b_q, b_k, b_v concatenated into one tensor (an absent one as zeros), made once per layer by
+    /// copies recorded before the dispatch that reads it; returns its key in `self.qkv_biases`.
+    fn qkv_biases(&mut self, w: [(&GpuTensor, Option<&GpuTensor>); 3]) -> Result<[wgpu::Buffer; 3]> {
+        let key = w.map(|(t, b)| b.map_or_else(|| t.buf.clone(), |b| b.buf.clone()));
+        if self.qkv_biases.contains_key(&key) {
+            return Ok(key);
+        }
+        let n: usize = w.iter().map(|(t, _)| t.shape.first().copied().unwrap_or(0)).sum();
+        let cat = self.gpu.zeros(&[n], "qkv biases")?;
+        let mut at = 0;
+        for (t, b) in w {
+            let rows = t.shape.first().copied().unwrap_or(0);
+            if let Some(b) = b {
+                if b.len() != rows || b.dtype != gpu::DType::F32 {
+                    return Err(TfError::Shape { op: "qkv", msg: format!("bias {:?} ({:?}) for W {:?}", b.shape, b.dtype, t.shape) });
+                }
+                self.rec.copy(&b.buf, 0, &cat.buf, at, rows);
+            }
+            at += rows;
+        }
+        if self.qkv_biases.len() >= 1024 {
+            self.qkv_biases.clear(); // models loaded one after another on one backend: start over
+        }
+        self.qkv_biases.insert(key.clone(), cat);
+        Ok(key)
     }
 }
 
@@ -225,13 +316,24 @@ impl Backend for GpuBackend {
         m: usize,
         w: [(&GpuTensor, Option<&GpuTensor>); 3],
     ) -> Result<()> {
-        let bias_free = w.iter().all(|(_, b)| b.is_none());
-        if self.fused && m < SMALL_M && self.small_matmul_kind == MatmulKind::Gemv && bias_free && gpu::matmul::qkv_ok(w[0].0) {
-            return gpu::matmul::gemv_qkv(&mut self.rec, q, k, v, kv_off, x, m, w[0].0, w[1].0, w[2].0);
-        }
-        self.matmul(q, 0, x, 0, m, w[0].0, w[0].1)?;
-        self.matmul(k, kv_off, x, 0, m, w[1].0, w[1].1)?;
-        self.matmul(v, kv_off, x, 0, m, w[2].0, w[2].1)
+        self.qkv_with(q, k, v, kv_off, x, m, w, None)
+    }
+    fn qkv_rope(
+        &mut self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        kv_off: usize,
+        x: &GpuTensor,
+        m: usize,
+        w: [(&GpuTensor, Option<&GpuTensor>); 3],
+        table: &GpuTensor,
+        (nh, nkv, hs): (usize, usize, usize),
+        start_pos: usize,
+    ) -> Result<()> {
+        ensure_n(w[0].0, nh * hs, "qkv_rope")?;
+        ensure_n(w[1].0, nkv * hs, "qkv_rope")?;
+        self.qkv_with(q, k, v, kv_off, x, m, w, Some((table, (nh, nkv, hs), start_pos)))
     }
     fn matmul_swiglu(
         &mut self,
@@ -351,6 +453,14 @@ impl Backend for GpuBackend {
     }
     fn chains(&self) -> bool {
         true
+    }
+    fn layers_mark(&mut self, begin: bool) {
+        let now = self.rec.dispatches;
+        match (begin, self.layers_from.take()) {
+            (true, _) => self.layers_from = Some(now),
+            (false, Some(from)) => self.layer_dispatches += now - from,
+            (false, None) => {}
+        }
     }
     fn queue_begin(&mut self, values: usize) -> Result<()> {
         let slot = self.chain_slot;

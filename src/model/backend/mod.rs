@@ -79,6 +79,27 @@ pub trait Backend {
         self.matmul(k, kv_off, x, 0, m, w[1].0, w[1].1)?;
         self.matmul(v, kv_off, x, 0, m, w[2].0, w[2].1)
     }
+    /// `qkv`, then RoPE on q and on the M new k rows (a llama's attention): heads = (NH, NKV, HS)
+    /// (NQ = NH*HS, the k rows NKV*HS wide from `kv_off`), row r at position `start_pos + r`,
+    /// `table` as `rope` takes it. The default is `qkv` then two `rope`s; the GPU rotates in the
+    /// q/k/v GEMV's epilogue.
+    fn qkv_rope(
+        &mut self,
+        q: &Self::T,
+        k: &Self::T,
+        v: &Self::T,
+        kv_off: usize,
+        x: &Self::T,
+        m: usize,
+        w: [(&Self::T, Option<&Self::T>); 3],
+        table: &Self::T,
+        (nh, nkv, hs): (usize, usize, usize),
+        start_pos: usize,
+    ) -> Result<()> {
+        self.qkv(q, k, v, kv_off, x, m, w)?;
+        self.rope(q, table, &RopeShape { t: m, nh, hs, start_pos, row_stride: nh * hs, offset: 0 })?;
+        self.rope(k, table, &RopeShape { t: m, nh: nkv, hs, start_pos, row_stride: nkv * hs, offset: kv_off })
+    }
     /// out (M, N) = silu(x (M, K) @ W_gate^T) * (x @ W_up^T): SwiGLU's two projections and their
     /// product; W_gate, W_up (N, K); `up` (M, N) is scratch. The default is two matmuls and the
     /// product; the GPU does few-row passes in one dispatch.
@@ -205,6 +226,9 @@ pub trait Backend {
     }
     /// Forgets the batches in flight (a generation that ended or was stopped with one pending).
     fn queue_abandon(&mut self) {}
+    /// Marks where a pass's layers begin (`true`) and end (`false`), for the benchmark's count of
+    /// dispatches inside the layer loop (the GPU); the others ignore it.
+    fn layers_mark(&mut self, _begin: bool) {}
     /// Copies of the weights this backend keeps beside them, for the memory demand.
     fn weight_copies(&self) -> crate::model::memory::WeightCopies {
         crate::model::memory::WeightCopies::None
