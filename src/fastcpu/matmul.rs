@@ -101,9 +101,12 @@ mod threads {
 
     /// The most threads `--threads` accepts.
     pub const MAX_THREADS: usize = 64;
-    /// Products of fewer FLOPs (2 M N K) run on one thread: measured crossover of 1 vs 2 threads on the
-    /// models' shapes with `cargo run --release --example bench_cpu -- threads` (BENCHMARKS.md "Threads").
-    pub const PAR_MIN_FLOP: usize = 2_000_000;
+    /// Products of fewer FLOPs (2 M N K) run on one thread. A fork-join measured 10-25 µs on the loaded
+    /// 2-core dev machine (`cargo run --release --example bench_cpu -- threads`, BENCHMARKS.md "Threads");
+    /// splitting W µs of work in two saves W / 2, so it needs W of at least twice that: 4 MFLOP is ~36 µs
+    /// at the AVX2 tile's ~110 GFLOP/s. On the shipped models every prefill-128 product but llama's
+    /// (128, 192) x (64, 192) K/V projections is above it; no decode product is.
+    pub const PAR_MIN_FLOP: usize = 4_000_000;
     /// GEMM row blocks are a multiple of every tile height (AVX2 6, portable 4, simd128 3 and 2).
     const ROW_ALIGN: usize = 12;
 
