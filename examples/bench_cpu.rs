@@ -11,6 +11,9 @@
 //!   per model, fast backend and reference, 1 thread: greedy decode of 64 tokens after a 16-token
 //!   prompt (KV cache) and a 128-token prefill, on the ids of models/<name>.json's eval slice; the
 //!   generated ids are printed so scripts/bench-peers.sh can check every engine produced the same.
+//! `cargo run --release --example bench_cpu -- threads models/shakespeare-gpt.safetensors ...`
+//!   1 vs `BENCH_THREADS` (default 2) threads of the fast backend, interleaved: the matmul split's
+//!   crossover per shape, then decode and prefill-128 per model (same ids and logits checked).
 
 use std::time::Instant;
 
@@ -195,11 +198,98 @@ fn models(paths: &[String]) -> Value {
         let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{p}: {e}"));
         let ids = sidecar_ids(p);
         let name = std::path::Path::new(p).file_stem().unwrap().to_string_lossy().to_string();
-        let fast = model_bench(&mut FastCpuBackend, &bytes, &ids, reps);
+        let fast = model_bench(&mut FastCpuBackend::default(), &bytes, &ids, reps);
         let reference = model_bench(&mut CpuBackend, &bytes, &ids, reps.min(2));
         res.insert(name, json!({"fast_cpu": fast, "reference_cpu": reference}));
     }
     json!({"bench": "cpu_models", "isa": simd::isa(), "threads": 1, "prompt_tokens": 16, "new_tokens": 64, "prefill_tokens": 128, "models": res})
+}
+
+/// 1 thread vs `BENCH_THREADS` (default 2) of the fast backend, interleaved within each repetition (so
+/// the load of a shared machine falls on both alike), best of `BENCH_REPS` (default 9):
+/// - `kernels`: the crossover of the matmul split on the models' shapes, M = 1 (GEMV, split over
+///   panels) and M = 2..128 (GEMM, split over rows), forced split vs one thread; `matmul_on` is what
+///   the backend runs (split above matmul::PAR_MIN_FLOP);
+/// - per model: decode (64 tokens after 16) and prefill-128 as in `models`, with the same ids checked.
+fn threads(paths: &[String]) -> Value {
+    let reps: usize = std::env::var("BENCH_REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(9);
+    let nt: usize = std::env::var("BENCH_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
+    let many = matmul::Threads::new(nt).unwrap();
+    let shapes = [(192, 192), (192, 64), (192, 768), (768, 192), (192, 512), (512, 192)];
+    let mut rows = vec![];
+    for m in [1usize, 2, 6, 12, 24, 48, 128] {
+        for &(k, n) in &shapes {
+            let (x, w, b) = (rand_vec(m * k, 1), rand_vec(n * k, 2), rand_vec(n, 3));
+            let pk = matmul::Packed::new(&w, n, k).unwrap();
+            let mut out = vec![0f32; m * n];
+            let flop = 2.0 * (m * n * k) as f64;
+            let inner = ((2e7 / flop) as usize).clamp(1, 2000);
+            let mut run = |t: &matmul::Threads, tasks: usize| {
+                let s = Instant::now();
+                for _ in 0..inner {
+                    matmul::matmul_split(t, &mut out, &x, &pk, Some(&b), m, tasks).unwrap();
+                }
+                s.elapsed().as_secs_f64() / inner as f64
+            };
+            let (mut one, mut split) = (f64::INFINITY, f64::INFINITY);
+            run(&many, nt);
+            for _ in 0..reps {
+                one = one.min(run(&matmul::Threads::ONE, 1));
+                split = split.min(run(&many, nt));
+            }
+            rows.push(json!({"m": m, "k": k, "n": n, "mflop": flop / 1e6, "one_us": one * 1e6, "split_us": split * 1e6,
+                "speedup": one / split, "backend_splits": matmul::tasks_for(&many, m, n, k) > 1}));
+        }
+    }
+    let mut res = serde_json::Map::new();
+    for p in paths {
+        let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let ids = sidecar_ids(p);
+        let name = std::path::Path::new(p).file_stem().unwrap().to_string_lossy().to_string();
+        let mut b1 = FastCpuBackend;
+        let mut bn = FastCpuBackend { threads: many.clone() };
+        let mut m1 = Model::load(&b1, &bytes).unwrap();
+        let mut mn = Model::load(&bn, &bytes).unwrap();
+        let prompt = &ids[..16];
+        let cfg = GenConfig { max_new_tokens: 64, ..GenConfig::default() };
+        let pre = &ids[..128];
+        let mut t = [[f64::INFINITY; 2]; 2]; // [decode, prefill][one, many]
+        let mut outs: [Vec<u32>; 2] = Default::default();
+        let mut logits: [Vec<f32>; 2] = Default::default();
+        for rep in 0..=reps {
+            for (v, (b, m)) in [(&mut b1, &mut m1), (&mut bn, &mut mn)].into_iter().enumerate() {
+                let s = Instant::now();
+                outs[v] = pollster::block_on(m.generate(b, prompt, None, cfg.clone())).unwrap();
+                let gen = s.elapsed().as_secs_f64();
+                m.plan_pass(b, None, pre.len(), &tinyformer::model::state::MapLayers::None).unwrap();
+                let s = Instant::now();
+                m.run_lm(b, pre, 0, Logits::Last).unwrap();
+                b.submit().unwrap();
+                let prefill = s.elapsed().as_secs_f64();
+                logits[v] = pollster::block_on(b.read_f32(&m.state.logits, 0, m.in_vocab())).unwrap();
+                if rep > 0 {
+                    // rep 0 warms up
+                    t[0][v] = t[0][v].min(gen);
+                    t[1][v] = t[1][v].min(prefill);
+                }
+            }
+        }
+        let same_ids = outs[0] == outs[1];
+        let same_logits = logits[0].iter().zip(&logits[1]).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same_ids && same_logits, "{name}: {nt} threads gave other ids or logits than one");
+        res.insert(
+            name,
+            json!({
+                "decode_tokens_per_second": {"1": 64.0 / t[0][0], nt.to_string(): 64.0 / t[0][1], "ratio": t[0][0] / t[0][1]},
+                "prefill_128_ms": {"1": t[1][0] * 1e3, nt.to_string(): t[1][1] * 1e3, "ratio": t[1][0] / t[1][1]},
+                "same_ids": same_ids, "same_logits_bits": same_logits,
+            }),
+        );
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    json!({"bench": "cpu_threads", "isa": simd::isa(), "threads": nt, "reps": reps, "par_min_flop": matmul::PAR_MIN_FLOP,
+        "loadavg": load.split_whitespace().take(3).collect::<Vec<_>>().join(" "), "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "kernels": rows, "models": res})
 }
 
 fn main() {
@@ -208,8 +298,9 @@ fn main() {
         Some("kernels") => kernels(),
         Some("models") => models(&args[1..]),
         Some("attention") => attention_bench(),
+        Some("threads") => threads(&args[1..]),
         _ => {
-            eprintln!("usage: bench_cpu kernels | attention | models FILE.safetensors...");
+            eprintln!("usage: bench_cpu kernels | attention | models FILE.safetensors... | threads [FILE.safetensors...]");
             std::process::exit(2);
         }
     };

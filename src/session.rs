@@ -366,6 +366,17 @@ impl Session {
         Ok(())
     }
 
+    /// The fast CPU backend's thread count (`--threads`; 1 by default, and always in the page): a
+    /// dedicated pool for its large products (src/fastcpu/matmul.rs). The other backends take 1 only.
+    pub fn set_cpu_threads(&mut self, n: usize) -> Result<()> {
+        match &mut self.engine {
+            Engine::Cpu(b, _) => b.threads = crate::fastcpu::matmul::Threads::new(n)?,
+            _ if n == 1 => {}
+            _ => return Err(TfError::Input(format!("threads are for the fast CPU backend (--backend cpu), not {}", self.backend()))),
+        }
+        Ok(())
+    }
+
     /// The GPU backend, to pick its kernels (benchmarks); None on the CPU paths.
     pub fn gpu_backend(&mut self) -> Option<&mut GpuBackend> {
         match &mut self.engine {

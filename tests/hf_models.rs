@@ -144,7 +144,7 @@ fn reference_cpu_runs_foreign_models_like_transformers() {
 
 #[test]
 fn fast_cpu_runs_foreign_models_like_transformers() {
-    run_all(&mut FastCpuBackend);
+    run_all(&mut FastCpuBackend::default());
 }
 
 #[test]

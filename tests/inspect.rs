@@ -305,7 +305,7 @@ fn blocked_mask_cells_match_pytorch_on_every_backend() {
         }
     }
     pollster::block_on(check(&mut CpuBackend));
-    pollster::block_on(check(&mut tinyformer::fastcpu::FastCpuBackend));
+    pollster::block_on(check(&mut tinyformer::fastcpu::FastCpuBackend::default()));
     let gpu = Arc::new(pollster::block_on(Gpu::new()).expect("GPU initialisation failed"));
     pollster::block_on(check(&mut GpuBackend::new(gpu)));
 }

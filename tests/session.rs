@@ -68,7 +68,7 @@ fn generation_through_the_session_gives_the_models_ids_on_every_backend() {
     let gpu = Arc::new(pollster::block_on(Gpu::new()).unwrap());
     let old_greedy = [
         model_generate(&mut GpuBackend::new(gpu.clone()), &bytes, &prompt, None, cfg.clone()),
-        model_generate(&mut FastCpuBackend, &bytes, &prompt, None, cfg.clone()),
+        model_generate(&mut FastCpuBackend::default(), &bytes, &prompt, None, cfg.clone()),
         model_generate(&mut CpuBackend, &bytes, &prompt, None, cfg.clone()),
     ];
     let old_sampled = model_generate(&mut CpuBackend, &bytes, &prompt, None, sampled.clone());
@@ -101,7 +101,7 @@ fn the_encoder_decoder_starts_from_bos_with_the_prompt_as_its_source() {
     let src = ids(&fx["greedy"]["src_ids"]);
     let want = ids(&fx["greedy"]["ids"]);
     let cfg = GenConfig { max_new_tokens: 12, ..GenConfig::default() };
-    let old = model_generate(&mut FastCpuBackend, &bytes, &[BOS_ID], Some(&src), cfg.clone());
+    let old = model_generate(&mut FastCpuBackend::default(), &bytes, &[BOS_ID], Some(&src), cfg.clone());
     assert_eq!(old, want);
     for (name, device) in devices() {
         let mut s = load(&device, &bytes);

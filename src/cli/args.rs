@@ -104,6 +104,18 @@ pub struct SessionArgs {
     pub model: ModelArgs,
     #[arg(long, value_enum, default_value_t = BackendChoice::Gpu)]
     pub backend: BackendChoice,
+    /// threads of the fast CPU backend (--backend cpu only), 1..=64; large products (the prefill's
+    /// matmuls) are split over them, with the same results as one thread [default: 1]
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    pub threads: Option<usize>,
+}
+
+fn parse_threads(s: &str) -> std::result::Result<usize, String> {
+    let max = crate::fastcpu::matmul::MAX_THREADS;
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("the thread count must be an integer in 1..={max}")),
+    }
 }
 
 /// One input sequence: ids or text (the source of an encoder_decoder model), and the decoder input.

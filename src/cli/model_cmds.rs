@@ -112,7 +112,12 @@ fn no_tokenizer_flag(m: &ModelArgs) -> Result<()> {
 
 /// Reads the model (`--model`, see [`model_path`]), then loads it where --backend says.
 pub(crate) fn open(a: &SessionArgs) -> Result<Session> {
-    open_on(&device(a.backend)?, &a.model)
+    if a.threads.is_some_and(|n| n > 1) && a.backend != BackendChoice::Cpu {
+        return Err(TfError::Input("--threads is for the fast CPU backend: add --backend cpu".into()));
+    }
+    let mut s = open_on(&device(a.backend)?, &a.model)?;
+    s.set_cpu_threads(a.threads.unwrap_or(1))?;
+    Ok(s)
 }
 
 /// Reads the model (`--model`, see [`model_path`]) and loads it on `device`.

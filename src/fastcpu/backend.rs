@@ -37,8 +37,17 @@ impl FastTensor {
     }
 }
 
-#[derive(Default)]
-pub struct FastCpuBackend;
+/// The fast CPU backend; `threads`: where its large products run (`--threads`, matmul::Threads).
+#[derive(Default, Clone, Debug)]
+pub struct FastCpuBackend {
+    pub threads: matmul::Threads,
+}
+
+/// The one-thread backend, written as the unit value it was before it had threads (`FastCpuBackend`
+/// in value position), so `FastCpuBackend.kind()` and `let mut b = FastCpuBackend;` read as they did (a `&mut` to it
+/// would borrow a temporary: write `&mut FastCpuBackend::default()`).
+#[allow(non_upper_case_globals)]
+pub const FastCpuBackend: FastCpuBackend = FastCpuBackend { threads: matmul::Threads::ONE };
 
 impl Backend for FastCpuBackend {
     type T = FastTensor;
@@ -82,7 +91,7 @@ impl Backend for FastCpuBackend {
         let mut od = out.host.f32s_mut("matmul")?;
         need("matmul", xd.len(), x_off + m * k, "x")?;
         need("matmul", od.len(), out_off + m * n, "out")?;
-        matmul::matmul(&mut od[out_off..out_off + m * n], &xd[x_off..x_off + m * k], &pw, bd.as_deref(), m)
+        matmul::matmul_on(&self.threads, &mut od[out_off..out_off + m * n], &xd[x_off..x_off + m * k], &pw, bd.as_deref(), m)
     }
     fn attention(
         &mut self,

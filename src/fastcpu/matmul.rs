@@ -59,21 +59,184 @@ impl Packed {
 
 /// out (M, N) = x (M, K) @ W^T + b. out, x row-major; w packed; b (N,) optional.
 pub fn matmul(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, m: usize) -> Result<()> {
-    let (n, k) = (w.n, w.k);
-    ensure(x.len() == m * k, "matmul", || format!("x has {} values, expected M*K = {m}*{k}", x.len()))?;
-    ensure(out.len() == m * n, "matmul", || format!("out has {} values, expected M*N = {m}*{n}", out.len()))?;
-    if let Some(b) = b {
-        ensure(b.len() == n, "matmul", || format!("bias has {} values, expected N = {n}", b.len()))?;
-    }
+    check(out, x, w, b, m)?;
     if m == 1 {
-        gemv(out, x, w, b);
+        gemv(out, x, w, b, 0..w.n.div_ceil(NR));
     } else {
         gemm(out, x, w, b, m);
     }
     Ok(())
 }
 
-multiversion!(fn gemv(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>) => gemv_impl);
+fn check(out: &[f32], x: &[f32], w: &Packed, b: Option<&[f32]>, m: usize) -> Result<()> {
+    let (n, k) = (w.n, w.k);
+    ensure(x.len() == m * k, "matmul", || format!("x has {} values, expected M*K = {m}*{k}", x.len()))?;
+    ensure(out.len() == m * n, "matmul", || format!("out has {} values, expected M*N = {m}*{n}", out.len()))?;
+    if let Some(b) = b {
+        ensure(b.len() == n, "matmul", || format!("bias has {} values, expected N = {n}", b.len()))?;
+    }
+    Ok(())
+}
+
+pub use threads::{matmul_on, matmul_split, tasks_for, Threads, MAX_THREADS, PAR_MIN_FLOP};
+
+/// Native threads for the fast backend (issue 11 §2): the same kernels on disjoint parts of the output,
+/// so every output value is computed by the same instructions in the same order as on one thread
+/// (bitwise the same results, tests/fastcpu_threads.rs).
+/// - GEMM (M >= 2): split over rows, in blocks of `ROW_ALIGN` rows so that every task runs the same
+///   register tiles as one thread would (a tile's rows are independent: no row's value depends on
+///   which tile it was in). Each task reads all of W (the panels are shared through L3) and writes a
+///   contiguous block of `out`: no unsafe code, no reduction.
+/// - GEMV (M = 1): split over the 16-column panels (contiguous in `out`).
+///
+/// The work goes to a dedicated rayon pool of n - 1 workers owned by the backend (not rayon's global
+/// pool) while the calling thread runs the first part itself: one wake-up per fork-join.
+/// Below [`PAR_MIN_FLOP`] a product runs on the calling thread alone (a fork-join costs ~5-20 µs).
+/// The page is single-threaded: there `Threads` is always one thread (BENCHMARKS.md "Threads").
+mod threads {
+    #[cfg(not(target_arch = "wasm32"))]
+    use super::{check, gemm, gemv};
+    use super::{matmul, Packed, NR};
+    use crate::error::{Result, TfError};
+
+    /// The most threads `--threads` accepts.
+    pub const MAX_THREADS: usize = 64;
+    /// Products of fewer FLOPs (2 M N K) run on one thread. A fork-join measured 10-25 µs on the loaded
+    /// 2-core dev machine (`cargo run --release --example bench_cpu -- threads`, BENCHMARKS.md "Threads");
+    /// splitting W µs of work in two saves W / 2, so it needs W of at least twice that: 4 MFLOP is ~36 µs
+    /// at the AVX2 tile's ~110 GFLOP/s. On the shipped models every prefill-128 product but llama's
+    /// (128, 192) x (64, 192) K/V projections is above it; no decode product is.
+    pub const PAR_MIN_FLOP: usize = 4_000_000;
+    /// GEMM row blocks are a multiple of every tile height (AVX2 6, portable 4, simd128 3 and 2).
+    const ROW_ALIGN: usize = 12;
+
+    /// One thread (the default), or a dedicated pool.
+    #[derive(Clone, Default)]
+    pub struct Threads {
+        #[cfg(not(target_arch = "wasm32"))]
+        pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+    }
+
+    impl Threads {
+        /// The calling thread only.
+        pub const ONE: Threads = Threads {
+            #[cfg(not(target_arch = "wasm32"))]
+            pool: None,
+        };
+
+        /// `n` threads in all: the caller and a pool of n - 1 workers (1..=MAX_THREADS; the page: 1).
+        pub fn new(n: usize) -> Result<Threads> {
+            if n == 0 || n > MAX_THREADS {
+                return Err(TfError::Input(format!("the thread count must be between 1 and {MAX_THREADS}, got {n}")));
+            }
+            if n == 1 {
+                return Ok(Threads::ONE);
+            }
+            Threads::pool(n)
+        }
+
+        #[cfg(not(target_arch = "wasm32"))]
+        fn pool(n: usize) -> Result<Threads> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n - 1)
+                .thread_name(|i| format!("tinyformer-cpu-{i}"))
+                .build()
+                .map_err(|e| TfError::Input(format!("cannot start {} CPU threads: {e}", n - 1)))?;
+            Ok(Threads { pool: Some(std::sync::Arc::new(pool)) })
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        fn pool(n: usize) -> Result<Threads> {
+            Err(TfError::Input(format!("the page's CPU path runs on one thread, {n} were asked for")))
+        }
+
+        /// Threads in all, the caller included.
+        pub fn count(&self) -> usize {
+            #[cfg(not(target_arch = "wasm32"))]
+            if let Some(p) = &self.pool {
+                return p.current_num_threads() + 1;
+            }
+            1
+        }
+    }
+
+    impl std::fmt::Debug for Threads {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Threads({})", self.count())
+        }
+    }
+
+    /// The parts `matmul_on` splits (M, K) @ (N, K)^T into on `threads`: 1 below [`PAR_MIN_FLOP`] or where
+    /// the output has too few row blocks (GEMM) or panels (GEMV) to share.
+    pub fn tasks_for(threads: &Threads, m: usize, n: usize, k: usize) -> usize {
+        if 2 * m * n * k < PAR_MIN_FLOP {
+            return 1;
+        }
+        let units = if m == 1 { n.div_ceil(NR) } else { m.div_ceil(ROW_ALIGN) };
+        threads.count().min(units)
+    }
+
+    /// [`matmul`](super::matmul) on `threads`, split as [`tasks_for`] says. Same results, bit for bit.
+    pub fn matmul_on(threads: &Threads, out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, m: usize) -> Result<()> {
+        matmul_split(threads, out, x, w, b, m, tasks_for(threads, m, w.n, w.k))
+    }
+
+    /// [`matmul`](super::matmul) split into (at most) `tasks` parts on `threads`, whatever the size
+    /// (the benchmark's crossover measurement and the tests; `matmul_on` is the product's entry).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_split(
+        threads: &Threads,
+        out: &mut [f32],
+        x: &[f32],
+        w: &Packed,
+        b: Option<&[f32]>,
+        m: usize,
+        tasks: usize,
+    ) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let (Some(pool), true) = (&threads.pool, tasks > 1) {
+            check(out, x, w, b, m)?;
+            let (n, k) = (w.n, w.k);
+            // the kernels pick their build per thread (simd::force_portable is thread-local): the
+            // workers run the caller's
+            let portable = !crate::fastcpu::simd::avx2_fma();
+            let build = move || crate::fastcpu::simd::force_portable(portable);
+            if m == 1 {
+                let panels = n.div_ceil(NR);
+                let per = panels.div_ceil(tasks);
+                let mut parts = out.chunks_mut(per * NR).enumerate();
+                let (_, first) = parts.next().expect("N >= 1");
+                pool.in_place_scope(|s| {
+                    for (t, o) in parts {
+                        let q0 = t * per;
+                        s.spawn(move |_| {
+                            build();
+                            gemv(o, x, w, b, q0..(q0 + per).min(panels))
+                        });
+                    }
+                    gemv(first, x, w, b, 0..per.min(panels));
+                });
+            } else {
+                let rows = m.div_ceil(tasks).div_ceil(ROW_ALIGN) * ROW_ALIGN;
+                let mut parts = out.chunks_mut(rows * n).zip(x.chunks(rows * k));
+                let (first, x0) = parts.next().expect("M >= 2");
+                pool.in_place_scope(|s| {
+                    for (o, xs) in parts {
+                        s.spawn(move |_| {
+                            build();
+                            gemm(o, xs, w, b, xs.len() / k)
+                        });
+                    }
+                    gemm(first, x0, w, b, x0.len() / k);
+                });
+            }
+            return Ok(());
+        }
+        let _ = (threads, tasks);
+        matmul(out, x, w, b, m)
+    }
+}
+multiversion!(fn gemv(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, panels: std::ops::Range<usize>) => gemv_impl);
 multiversion!(fn gemm(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, m: usize) => gemm_impl);
 
 /// The bias of columns n0..n0+NR (0 past N or without bias).
@@ -89,15 +252,17 @@ fn bias_tile(b: Option<&[f32]>, n0: usize, n: usize) -> [f32; NR] {
 
 #[inline(always)]
 #[allow(unreachable_code)] // the wasm simd128 build returns early
-fn gemv_impl<const FMA: bool>(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>) {
+/// The panels `panels` of the GEMV; `out` starts at the first one's columns.
+fn gemv_impl<const FMA: bool>(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, panels: std::ops::Range<usize>) {
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
-        simd128::gemv(out, x, w, b);
+        simd128::gemv(out, x, w, b, panels);
         return;
     }
     let (n, k) = (w.n, w.k);
     let x = &x[..k];
-    for q in 0..n.div_ceil(NR) {
+    let base = panels.start * NR;
+    for q in panels {
         let panel = w.panel(q);
         let mut acc = [[0f32; NR]; GEMV_U];
         let mut rows = panel.chunks_exact(GEMV_U * NR);
@@ -120,7 +285,7 @@ fn gemv_impl<const FMA: bool>(out: &mut [f32], x: &[f32], w: &Packed, b: Option<
         let bias = bias_tile(b, n0, n);
         let cols = NR.min(n - n0);
         for j in 0..cols {
-            out[n0 + j] = acc.iter().map(|a| a[j]).sum::<f32>() + bias[j];
+            out[n0 - base + j] = acc.iter().map(|a| a[j]).sum::<f32>() + bias[j];
         }
     }
 }
@@ -305,10 +470,11 @@ mod simd128 {
     }
 
     /// y[panel] += x[p] * panel[p, :] with two accumulator sets over K.
-    pub fn gemv(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>) {
+    pub fn gemv(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, panels: std::ops::Range<usize>) {
         let (n, k) = (w.n, w.k);
-        assert!(x.len() >= k && out.len() >= n);
-        for q in 0..n.div_ceil(NR) {
+        let base = panels.start * NR;
+        assert!(x.len() >= k && out.len() >= n.min(panels.end * NR) - base);
+        for q in panels {
             let panel = w.panel(q);
             let wp = panel.as_ptr();
             let n0 = q * NR;
@@ -339,7 +505,7 @@ mod simd128 {
             for c in 0..C {
                 unsafe { v128_store(t.as_mut_ptr().add(4 * c) as *mut v128, f32x4_add(a0[c], a1[c])) };
             }
-            out[n0..n0 + cols].copy_from_slice(&t[..cols]);
+            out[n0 - base..n0 - base + cols].copy_from_slice(&t[..cols]);
         }
     }
 }
