@@ -246,7 +246,7 @@ fn threads(paths: &[String]) -> Value {
         let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{p}: {e}"));
         let ids = sidecar_ids(p);
         let name = std::path::Path::new(p).file_stem().unwrap().to_string_lossy().to_string();
-        let mut b1 = FastCpuBackend;
+        let mut b1 = FastCpuBackend::default();
         let mut bn = FastCpuBackend { threads: many.clone() };
         let mut m1 = Model::load(&b1, &bytes).unwrap();
         let mut mn = Model::load(&bn, &bytes).unwrap();

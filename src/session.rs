@@ -328,7 +328,7 @@ impl Session {
                 let m = g.scoped(|| Model::load_within(&b, bytes, budget)).await?;
                 Engine::Gpu(b, m)
             }
-            Device::Cpu => Engine::Cpu(FastCpuBackend, Model::load_within(&FastCpuBackend, bytes, budget)?),
+            Device::Cpu => Engine::Cpu(FastCpuBackend::default(), Model::load_within(&FastCpuBackend::default(), bytes, budget)?),
             Device::Reference => Engine::Reference(CpuBackend, Model::load_within(&CpuBackend, bytes, budget)?),
         };
         let origin = Origin { format: "tinyformer", ..Origin::default() };
@@ -892,8 +892,8 @@ impl Session {
                 Engine::Gpu(b, m)
             }
             Device::Cpu => {
-                let ck = open(FastCpuBackend.weight_copies(), false)?;
-                Engine::Cpu(FastCpuBackend, Model::from_checkpoint(&FastCpuBackend, ck, budget)?)
+                let ck = open(FastCpuBackend::default().weight_copies(), false)?;
+                Engine::Cpu(FastCpuBackend::default(), Model::from_checkpoint(&FastCpuBackend::default(), ck, budget)?)
             }
             Device::Reference => {
                 let ck = open(CpuBackend.weight_copies(), false)?;

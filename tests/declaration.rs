@@ -172,10 +172,10 @@ fn the_fast_cpu_backend_s_packed_weights_are_in_the_memory_demand() {
     // it on the reference CPU backend and refuses it on the fast one
     let budget = memory::Budget::cli(plain.total_bytes);
     assert!(Model::load_within(&CpuBackend, &bytes, &budget).is_ok());
-    let e = Model::load_within(&tinyformer::fastcpu::FastCpuBackend, &bytes, &budget).err().expect("over budget").to_string();
+    let e = Model::load_within(&tinyformer::fastcpu::FastCpuBackend::default(), &bytes, &budget).err().expect("over budget").to_string();
     assert!(
         e.contains(&format!("the model needs {} of memory ({} bytes)", memory::human_bytes(fast.total_bytes), fast.total_bytes)),
         "{e}"
     );
-    assert!(Model::load_within(&tinyformer::fastcpu::FastCpuBackend, &bytes, &memory::Budget::cli(fast.total_bytes)).is_ok());
+    assert!(Model::load_within(&tinyformer::fastcpu::FastCpuBackend::default(), &bytes, &memory::Budget::cli(fast.total_bytes)).is_ok());
 }

@@ -61,7 +61,7 @@ fn compare_forward(name: &str, fast: &ForwardOut, refr: &ForwardOut) -> (f32, f3
 
 #[test]
 fn fast_backend_matches_the_reference_on_every_model() {
-    let (mut fb, mut rb) = (FastCpuBackend, CpuBackend);
+    let (mut fb, mut rb) = (FastCpuBackend::default(), CpuBackend);
     for (name, bytes) in models() {
         let mut fm = Model::load(&fb, &bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut rm = Model::load(&rb, &bytes).unwrap();
@@ -101,7 +101,7 @@ fn fast_backend_matches_the_reference_on_every_model() {
 #[test]
 fn streamed_attention_rows_match_the_reference() {
     let bytes = std::fs::read("models/shakespeare-llama.safetensors").unwrap();
-    let (mut fb, mut rb) = (FastCpuBackend, CpuBackend);
+    let (mut fb, mut rb) = (FastCpuBackend::default(), CpuBackend);
     let mut fm = Model::load(&fb, &bytes).unwrap();
     let mut rm = Model::load(&rb, &bytes).unwrap();
     let cfg = GenConfig { max_new_tokens: 6, attention: true, ..GenConfig::default() };
@@ -126,7 +126,7 @@ fn streamed_attention_rows_match_the_reference() {
 #[test]
 fn a_rewritten_weight_is_repacked() {
     use tinyformer::model::Backend;
-    let mut b = FastCpuBackend;
+    let mut b = FastCpuBackend::default();
     let w = b.tensor(&[2, 3], &[1., 0., 1., 0., 1., 0.], "w").unwrap();
     let x = b.tensor(&[1, 3], &[1., 2., 3.], "x").unwrap();
     let out = b.zeros(&[1, 2], "out").unwrap();

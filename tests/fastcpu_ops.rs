@@ -231,7 +231,7 @@ fn add_norm_matches_reference_add_then_norm() {
     for pre in [true, false] {
         for layer in [true, false] {
             let want = run(CpuBackend, pre, layer);
-            let got = run(FastCpuBackend, pre, layer);
+            let got = run(FastCpuBackend::default(), pre, layer);
             assert_close(&format!("backend add_norm pre={pre} layer={layer}"), &got, &want, NORM_ATOL, NORM_RTOL);
         }
     }
@@ -295,7 +295,7 @@ fn the_native_build_uses_avx2_where_the_cpu_has_it() {
         assert_eq!(simd::isa(), "portable");
         simd::force_portable(false);
     }
-    let _ = fastcpu::FastCpuBackend;
+    let _ = fastcpu::FastCpuBackend::default();
 }
 
 /// Both CPU backends keep ids as u32 (`CpuTensor`'s u32 variant), and the guards they share name the
@@ -340,5 +340,5 @@ fn cpu_tensors_are_typed_and_both_backends_share_their_guards() {
         assert_eq!(e, "inplace: x holds 2 values, needs 3", "{kind}");
     }
     check(CpuBackend);
-    check(FastCpuBackend);
+    check(FastCpuBackend::default());
 }

@@ -112,7 +112,7 @@ fn the_backend_splits_prefill_products_only() {
 fn the_shipped_models_give_the_same_bits_on_several_threads() {
     for name in ["shakespeare-gpt", "shakespeare-llama"] {
         let bytes = std::fs::read(format!("models/{name}.safetensors")).unwrap();
-        let mut one = FastCpuBackend;
+        let mut one = FastCpuBackend::default();
         let mut m1 = Model::load(&one, &bytes).unwrap();
         let v = m1.in_vocab() as u32;
         let ids: Vec<u32> = (0..128u32).map(|i| 3 + (i * 37 + 11) % (v - 3)).collect();

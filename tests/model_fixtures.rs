@@ -134,7 +134,7 @@ fn cpu_path_matches_pytorch() {
 
 #[test]
 fn fast_cpu_path_matches_pytorch() {
-    let mut b = FastCpuBackend;
+    let mut b = FastCpuBackend::default();
     for (name, j, bytes) in fixtures() {
         pollster::block_on(check_fixture(&mut b, &name, &j, &bytes));
     }

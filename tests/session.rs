@@ -72,7 +72,7 @@ fn generation_through_the_session_gives_the_models_ids_on_every_backend() {
         model_generate(&mut CpuBackend, &bytes, &prompt, None, cfg.clone()),
     ];
     let old_sampled = model_generate(&mut CpuBackend, &bytes, &prompt, None, sampled.clone());
-    let kinds = [GpuBackend::new(gpu.clone()).kind(), FastCpuBackend.kind(), CpuBackend.kind()];
+    let kinds = [GpuBackend::new(gpu.clone()).kind(), FastCpuBackend::default().kind(), CpuBackend.kind()];
     for (i, (name, device)) in devices().into_iter().enumerate() {
         let mut s = load(&device, &bytes);
         assert_eq!(s.backend(), kinds[i], "{name}");

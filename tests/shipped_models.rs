@@ -192,7 +192,7 @@ fn shipped_models_match_pytorch_on_cpu() {
 
 #[test]
 fn shipped_models_match_pytorch_on_fast_cpu() {
-    let mut b = FastCpuBackend;
+    let mut b = FastCpuBackend::default();
     for name in SHIPPED {
         let (side, bytes) = load_sidecar(name);
         pollster::block_on(check_model(&mut b, name, &side, &bytes));

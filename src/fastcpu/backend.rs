@@ -43,12 +43,6 @@ pub struct FastCpuBackend {
     pub threads: matmul::Threads,
 }
 
-/// The one-thread backend, written as the unit value it was before it had threads (`FastCpuBackend`
-/// in value position), so `FastCpuBackend.kind()` and `let mut b = FastCpuBackend;` read as they did (a `&mut` to it
-/// would borrow a temporary: write `&mut FastCpuBackend::default()`).
-#[allow(non_upper_case_globals)]
-pub const FastCpuBackend: FastCpuBackend = FastCpuBackend { threads: matmul::Threads::ONE };
-
 impl Backend for FastCpuBackend {
     type T = FastTensor;
     fn kind(&self) -> &'static str {
