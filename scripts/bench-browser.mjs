@@ -13,6 +13,10 @@
 //   options   sampling options with the worker's kernel choice, K = 1 (temperature/top-k, top-10 candidates,
 //             attention rows)
 //   cpu       the CPU path (same build), decode
+//   worker_cpu the CPU path through www/worker.js ('load' without preferGpu, 'generate'), decode as above, and
+//             the 'tokens' messages it posted per generation (worker_cpu_token_messages); BENCH_WORKERS lists
+//             other worker scripts to interleave with it (e.g. a copy of an older worker.js under www/), each
+//             reported as worker_cpu:<file name>. BENCH_GPU=0 leaves every WebGPU run out (only cpu, worker_cpu).
 // Variants are interleaved within each repetition and the best of BENCH_REPS (default 3) is kept, so the load
 // of a shared machine falls on all of them alike. BENCH_K (default 1,2,4,8) lists the K values; BENCH_PREFILL=0
 // leaves the prefill runs out; BENCH_SETS picks decode kernel sets (see below). All greedy runs must give the same ids (same_ids in the output; exit code 1
@@ -27,6 +31,8 @@ const ks = (process.env.BENCH_K ?? '1,2,4,8').split(',').map(Number);
 const prefill = process.env.BENCH_PREFILL !== '0';
 // BENCH_SETS: a comma-separated subset of fused_naive, fused_gemv, unfused_naive, unfused_gemv (default all)
 const sets = process.env.BENCH_SETS ? process.env.BENCH_SETS.split(',') : null;
+const useGpu = process.env.BENCH_GPU !== '0';
+const workerUrls = ['/www/worker.js', ...(process.env.BENCH_WORKERS ? process.env.BENCH_WORKERS.split(',') : [])];
 const root = new URL('..', import.meta.url).pathname;
 const srv = await startServer({ root, port: 0 });
 const browser = await chromium.launch({
@@ -43,7 +49,7 @@ try {
   // progress lines from the page (the runs take minutes on SwiftShader)
   page.on('console', (m) => { if (m.text().startsWith('[bench]')) console.error(m.text()); });
   await page.goto(`${srv.url}index.html?nomodel=1`);
-  const result = await page.evaluate(async ({ model, tokens, reps, ks, prefill, sets }) => {
+  const result = await page.evaluate(async ({ model, tokens, reps, ks, prefill, sets, useGpu, workerUrls }) => {
     const core = await import('/www/pkg/tinyformer.js');
     await core.default();
     const gpu = await core.gpu_init();
@@ -53,30 +59,38 @@ try {
     const long = Array.from({ length: 128 }, (_, i) => (i * 37 + 11) % 200);
 
     // --- the page's worker, driven as www/core.js does (a minimal request/response)
-    const worker = new Worker('/www/worker.js', { type: 'module' });
-    const pending = new Map();
-    let nextId = 1;
-    worker.addEventListener('message', (e) => {
-      const m = e.data;
-      const p = pending.get(m?.id);
-      if (!p) return;
-      if (m.event !== undefined) return p.onEvent?.(m.event);
-      if (m.started) return;
-      pending.delete(m.id);
-      if (m.ok) p.resolve(m.result); else p.reject(new Error(m.error));
-    });
-    const call = (type, args = {}, onEvent) => new Promise((resolve, reject) => {
-      const id = nextId++;
-      pending.set(id, { resolve, reject, onEvent });
-      worker.postMessage({ id, type, ...args });
-    });
-    const workerGenerate = async (ids, n) => {
-      const got = [];
-      const res = await call('generate', { ids, opts: { max_new_tokens: n, temperature: 0 } }, (ev) => {
-        if (ev.kind === 'token') got.push(ev.id);
+    const spawn = (url) => {
+      const worker = new Worker(url, { type: 'module' });
+      const pending = new Map();
+      let nextId = 1;
+      worker.addEventListener('message', (e) => {
+        const m = e.data;
+        const p = pending.get(m?.id);
+        if (!p) return;
+        if (m.event !== undefined) return p.onEvent?.(m.event);
+        if (m.started) return;
+        pending.delete(m.id);
+        if (m.ok) p.resolve(m.result); else p.reject(new Error(m.error));
       });
-      return { ids: got, k: res.tokensPerSubmit };
+      const call = (type, args = {}, onEvent) => new Promise((resolve, reject) => {
+        const id = nextId++;
+        pending.set(id, { resolve, reject, onEvent });
+        worker.postMessage({ id, type, ...args });
+      });
+      // 'tokens' batches (www/worker.js now) or one 'token' event per token (older workers)
+      const generate = async (ids, n) => {
+        const got = [];
+        let messages = 0;
+        const res = await call('generate', { ids, opts: { max_new_tokens: n, temperature: 0 } }, (ev) => {
+          if (ev.kind === 'tokens') got.push(...ev.steps.map((t) => t.id));
+          if (ev.kind === 'token') got.push(ev.id);
+          if (ev.kind === 'tokens' || ev.kind === 'token') messages++;
+        });
+        return { ids: got, k: res.tokensPerSubmit, messages };
+      };
+      return { worker, call, generate };
     };
+    const { worker, call, generate: workerGenerate } = spawn(workerUrls[0]);
 
     const out = { decode: {}, prefill_128_ms: {}, dispatches_per_token: {}, submits_per_token: {}, ids: {} };
     const best = (obj, key, v, better) => { if (obj[key] === undefined || better(v, obj[key])) obj[key] = v; };
@@ -102,7 +116,7 @@ try {
     const prefillKinds = prefill ? ['naive', 'tiled', 'tiled4'] : [];
     let workerInit = null;
     let workerKernels = null;
-    if (gpu.ok) {
+    if (gpu.ok && useGpu) {
       workerInit = await call('init');
       await call('load', { bytes: bytes.slice().buffer, preferGpu: true });
       await core.load_model(bytes, true);
@@ -172,6 +186,28 @@ try {
       best(out.decode, 'cpu', tokens / ((performance.now() - t0) / 1000), (a, b) => a > b);
     }
     worker.terminate();
+    // the CPU path through the worker(s), interleaved within each repetition
+    out.worker_cpu_token_messages = {};
+    const cpuWorkers = [];
+    for (const url of workerUrls) {
+      const w = spawn(url);
+      await w.call('init');
+      await w.call('load', { bytes: bytes.slice().buffer, preferGpu: false });
+      await w.generate(prompt, 2);
+      cpuWorkers.push({ name: url === workerUrls[0] ? 'worker_cpu' : `worker_cpu:${url.split('/').pop()}`, ...w });
+    }
+    for (let r = 0; r < reps; r++) {
+      for (const w of cpuWorkers) {
+        const t0 = performance.now();
+        const { ids, messages } = await w.generate(prompt, tokens);
+        const tps = tokens / ((performance.now() - t0) / 1000);
+        console.log(`[bench] ${w.name}: ${tps.toFixed(1)} tok/s, ${messages} token messages`);
+        best(out.decode, w.name, tps, (a, b) => a > b);
+        out.ids[w.name] = ids;
+        out.worker_cpu_token_messages[w.name] = messages;
+      }
+    }
+    for (const w of cpuWorkers) w.worker.terminate();
     const round = (o) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Math.round(v * 10) / 10]));
     const same = Object.values(out.ids).every((ids) => JSON.stringify(ids) === JSON.stringify(out.ids.cpu));
     return {
@@ -179,6 +215,7 @@ try {
       worker_adapter: workerInit?.browserAdapter ?? null,
       worker_kernels: workerKernels,
       worker_largest_k: out.worker_largest_k,
+      worker_cpu_token_messages: out.worker_cpu_token_messages,
       decode_tokens_per_second: round(out.decode),
       prefill_128_ms: round(out.prefill_128_ms),
       dispatches_per_token: out.dispatches_per_token,
@@ -186,7 +223,7 @@ try {
       same_ids: same,
       different_ids: Object.keys(out.ids).filter((k) => JSON.stringify(out.ids[k]) !== JSON.stringify(out.ids.cpu)),
     };
-  }, { model, tokens, reps, ks, prefill, sets });
+  }, { model, tokens, reps, ks, prefill, sets, useGpu, workerUrls });
   ok = result.same_ids && pageErrors.length === 0;
   console.log(JSON.stringify({ bench: 'browser generate', model, tokens, reps, chromium: browser.version(), page_errors: pageErrors, ...result }, null, 2));
 } finally {

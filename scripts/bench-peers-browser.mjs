@@ -128,7 +128,7 @@ try {
         const gen = async (ids, n) => {
           const got = [];
           const res = await call('generate', { ids, opts: { max_new_tokens: n, temperature: 0, kv_cache: true } }, (ev) => {
-            if (ev.kind === 'token') got.push(ev.id);
+            if (ev.kind === 'tokens') got.push(...ev.steps.map((t) => t.id));
           });
           largest = Math.max(largest, res.tokensPerSubmit ?? 1);
           return got;

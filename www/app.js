@@ -495,6 +495,27 @@ async function runGeneration({ keepLast = false } = {}) {
   gen.begin({ promptText, isSource: isEncDec });
   const t0 = performance.now();
   let tFirst = null;
+  let tLast = null;
+  // Tokens arrive from the worker in batches (at most one message per ~16 ms, www/worker.js); their data goes
+  // into `run` at once, and the output is drawn at most once per animation frame, the whole backlog appended.
+  let undrawn = [];
+  let frame = null;
+  let tokenMessages = 0;
+  const draw = () => {
+    if (frame !== null) cancelAnimationFrame(frame);
+    frame = null;
+    if (!undrawn.length) return;
+    for (const step of undrawn) gen.addToken(step);
+    undrawn = [];
+    const n = run.gen.length;
+    gen.setStats({
+      count: n,
+      ttftMs: tFirst - t0,
+      tps: n >= 2 && tLast > tFirst ? (n - 1) / ((tLast - tFirst) / 1000) : null,
+      backend: card.backend,
+      kvCache: opts.kv_cache,
+    });
+  };
   let result;
   try {
     result = await core.call('generate', { ids: enc.ids, opts: { ...opts, top: 10, attention: false } }, {
@@ -506,26 +527,24 @@ async function runGeneration({ keepLast = false } = {}) {
           run.srcPieces = enc.pieces.slice(run.promptCut);
           tokens.show(enc, promptText, { title: 'Prompt', cut: run.promptCut });
         }
-        if (ev.kind !== 'token') return;
+        if (ev.kind !== 'tokens' || !ev.steps.length) return;
         const now = performance.now();
         tFirst ??= now;
-        run.gen.push(ev.id);
-        run.pieces.push(ev.piece);
-        run.texts.push(ev.text);
-        run.tops.push(ev.top ?? null);
-        run.windows.push(ev.window_start ?? 0);
-        gen.addToken(ev);
-        const n = run.gen.length;
-        gen.setStats({
-          count: n,
-          ttftMs: tFirst - t0,
-          tps: n >= 2 ? (n - 1) / ((now - tFirst) / 1000) : null,
-          backend: card.backend,
-          kvCache: opts.kv_cache,
-        });
+        tLast = now;
+        tokenMessages++;
+        for (const step of ev.steps) {
+          run.gen.push(step.id);
+          run.pieces.push(step.piece);
+          run.texts.push(step.text);
+          run.tops.push(step.top ?? null);
+          run.windows.push(step.window_start ?? 0);
+          undrawn.push(step);
+        }
+        frame ??= requestAnimationFrame(draw);
       },
     });
   } catch (err) {
+    draw(); // the tokens that arrived before the failure
     gen.finish({ state: 'error' });
     gen.showError(err instanceof WorkerDiedError
       ? `The compute worker stopped during generation (${err.reason}). It was restarted; your prompt is kept.`
@@ -533,6 +552,10 @@ async function runGeneration({ keepLast = false } = {}) {
     analysis.analyze();
     return;
   }
+  draw(); // the last batch, before the end is shown
+  // How the tokens came (test hook, tests/browser/stream.test.mjs): messages the worker posted and the page got.
+  document.body.dataset.genTokenMessages = String(result.tokenMessages ?? tokenMessages);
+  document.body.dataset.genTokenMessagesSeen = String(tokenMessages);
   run.stopped = result.stopped;
   run.reason = result.stopped ? 'stopped' : result.reason ?? null;
   document.body.dataset.tokensPerSubmit = String(result.tokensPerSubmit ?? 1); // largest K used (www/worker.js)

@@ -8,8 +8,10 @@
 //           'token_strings' | 'forward' | 'generate' | 'probe' | 'inspect' | 'generate_ablated' | 'gpuKernels'
 //                                                              (model calls: queued, run one at a time)
 //   worker -> app  {id, ok: true, result}  or  {id, ok: false, error: string, fatal?: true}
-//   worker -> app  {id, event}  streaming events of a running request ('generate': one per token; 'load' from
-//                  files: {kind: 'progress', read, total} bytes)
+//   worker -> app  {id, event}  streaming events of a running request ('generate': {kind: 'start'}, then
+//                  {kind: 'tokens', steps: [token, ...]}, the tokens made since the last one, at most one such
+//                  message per ~16 ms frame (TOKEN_FLUSH_MS) and always the last ones before the answer; 'load'
+//                  from files: {kind: 'progress', read, total} bytes)
 //   worker -> app  {id, started: true}  when a queued model call begins (core.js starts its watchdog then)
 //   worker -> app  {type: 'ready'}  once, when this script has started (before any wasm is loaded)
 // Every call that touches the loaded model goes through one queue, because the core answers "busy" to a
@@ -190,6 +192,9 @@ let generating = false;
 // The loaded model runs on WebGPU: generation chains K tokens per submission there (see generate).
 let modelOnGpu = false;
 const BATCH_BUDGET_MS = 50;
+// Generated tokens go to the page at most once per frame (generate): one message per token flooded the main
+// thread once the CPU path streamed ~1,400 tok/s.
+const TOKEN_FLUSH_MS = 16;
 const MAX_TOKENS_PER_SUBMIT = 16;
 let stopRequested = false;
 
@@ -271,14 +276,31 @@ const modelHandlers = {
     // layers: the attention maps to keep and send (default every layer, as the attention view's grid shows)
     return await core.forward(Uint32Array.from(ids), tgt ? Uint32Array.from(tgt) : undefined, layers ? Uint32Array.from(layers) : undefined);
   },
-  // Streams {kind: 'start', ids (the prompt as the model keeps it)} then {kind: 'token', id, step, text, piece,
-  // window_start, done, top?, attention?} per token.
+  // Streams {kind: 'start', ids (the prompt as the model keeps it)} then {kind: 'tokens', steps} with the
+  // tokens {id, step, text, piece, window_start, done, top?, attention?} in order, every token exactly once:
+  // coalesced to at most one message per TOKEN_FLUSH_MS (the first token at once), so the page gets ~60
+  // messages a second whatever the tok/s, and the tokens still pending are posted before the answer (end,
+  // Stop or error alike).
   // Resolves {stopped, steps, text (the characters completed at the end), reason ('max_new_tokens' | 'context' |
-  // 'eos'; null when stopped)}.
+  // 'eos'; null when stopped), tokenMessages (how many 'tokens' messages carried the steps)}.
   async generate({ ids, opts }, emit) {
     const core = await loadCore();
-    if (stopRequested) return { stopped: true, steps: 0, text: '' }; // Stop came while this waited in the queue
+    if (stopRequested) return { stopped: true, steps: 0, text: '', tokenMessages: 0 }; // Stop came while this waited in the queue
     generating = true;
+    let pending = [];
+    let tokenMessages = 0;
+    let lastFlush = -Infinity;
+    const flush = () => {
+      if (!pending.length) return;
+      emit({ kind: 'tokens', steps: pending });
+      pending = [];
+      tokenMessages++;
+      lastFlush = performance.now();
+    };
+    const done = (result) => {
+      flush();
+      return { ...result, tokenMessages };
+    };
     try {
       // Tokens chained on the GPU (issue 12.4): K steps per submission, K grown while a batch takes under
       // half the frame budget and halved past it, so tokens still stream smoothly (they arrive K at a time).
@@ -291,13 +313,13 @@ const modelHandlers = {
       for (;;) {
         if (stopRequested) {
           core.gen_stop();
-          return { stopped: true, steps, text: '', tokensPerSubmit };
+          return done({ stopped: true, steps, text: '', tokensPerSubmit });
         }
         const t0 = performance.now();
         const step = await core.gen_next();
         const ms = performance.now() - t0;
-        if (step == null) return { stopped: false, steps, text: '', tokensPerSubmit };
-        if (step.id === undefined) return { stopped: false, steps, text: step.text ?? '', reason: step.reason ?? null, tokensPerSubmit };
+        if (step == null) return done({ stopped: false, steps, text: '', tokensPerSubmit });
+        if (step.id === undefined) return done({ stopped: false, steps, text: step.text ?? '', reason: step.reason ?? null, tokensPerSubmit });
         if (left === 0) { // this call waited for a batch (the first one holds the prompt's pass: not timed)
           left = step.batch ?? 1;
           tokensPerSubmit = Math.max(tokensPerSubmit, left);
@@ -309,10 +331,12 @@ const modelHandlers = {
         }
         left--;
         steps++;
-        emit({ kind: 'token', ...step });
+        pending.push(step);
+        if (performance.now() - lastFlush >= TOKEN_FLUSH_MS) flush();
         await nextTask(); // let a 'stop' message in between two tokens
       }
     } finally {
+      flush(); // an error too: the tokens made before it reach the page first
       generating = false;
     }
   },
@@ -373,14 +397,19 @@ function fileReader(files, emit) {
   return { read: readRange, flush };
 }
 
-// A new task, so that a 'stop' message gets in between two tokens. Chromium clamps a timer set from a timer's
-// task more than 5 levels deep to 4 ms, so tokens that need no GPU wait (the CPU path, tokens 2..K of a chained
-// batch) arrive at most every ~4.5 ms. A MessageChannel message (~0.02 ms) made the CPU path 8x faster here
-// (165 -> 1,395 tok/s), but then the page's main thread, drawing the tokens as fast as they came, blocked for
-// 226 ms in tests/browser/models.test.mjs (40 streamed tokens, no task over 100 ms allowed): that needs the page
-// to draw tokens in batches first (BENCHMARKS.md, issue 12 "In the page"), so the timer stays for now.
+// A new task, so that a 'stop' message gets in between two tokens. Not setTimeout(0): Chromium clamps a timer
+// set from a timer's task more than 5 levels deep to 4 ms, so tokens that need no GPU wait (the CPU path,
+// tokens 2..K of a chained batch) came at most every ~4.5 ms (CPU path 165 tok/s where the core does ~1,400).
+// A message on a MessageChannel is a task of its own with no clamp (~0.02 ms); the page's 'stop' message,
+// posted before it, runs first. The page is not flooded: generate coalesces the tokens it posts per frame.
+const yieldChannel = new MessageChannel();
+const yieldWaiters = [];
+yieldChannel.port1.onmessage = () => yieldWaiters.shift()?.();
 function nextTask() {
-  return new Promise((resolve) => setTimeout(resolve, 0));
+  return new Promise((resolve) => {
+    yieldWaiters.push(resolve);
+    yieldChannel.port2.postMessage(null);
+  });
 }
 
 let queue = Promise.resolve();
