@@ -333,6 +333,7 @@ pub fn gpu_kernels() -> Result<JsValue, JsValue> {
         MatmulKind::Tiled => "tiled",
         MatmulKind::Tiled4 => "tiled4",
         MatmulKind::Gemv => "gemv",
+        MatmulKind::GemvSubgroup => "gemv_subgroup",
     };
     let k = with(|s| {
         Ok(s.gpu_backend().map(|b| Kernels {
