@@ -64,7 +64,7 @@ pub trait Backend {
     /// The attention projections of M rows: q (M, NQ) = x @ W_q^T + b_q; k[kv_off..], v[kv_off..]
     /// (M, NKV) = x @ W_k^T + b_k, x @ W_v^T + b_v (rows of the KV cache). x (M, K), W_q (NQ, K),
     /// W_k and W_v (NKV, K); NQ = NH*HS, NKV here the width NKV*HS. The default is three matmuls;
-    /// the GPU does bias-free few-row passes in one dispatch.
+    /// the GPU does few-row passes, biased or not, in one dispatch.
     fn qkv(
         &mut self,
         q: &Self::T,
