@@ -209,3 +209,22 @@ export async function screenshotViews(page, tag) {
     await el.screenshot({ path: path.join(SHOT_DIR, `${tag}-${v}.png`) });
   }
 }
+
+/**
+ * Records in the page when the output shows "done" (window.__genEnd, from the task that showed it): the analysis
+ * drawn after that is not generating, and reading the clock from here could land after it began. Returns now.
+ */
+export function markEnd(page) {
+  return page.evaluate(() => {
+    const o = document.getElementById('gen-output');
+    window.__genEnd = null;
+    window.__drawnCounts = []; // the token count at each draw of the output while it runs
+    new MutationObserver((_, obs) => {
+      if (o.dataset.state === 'running' && Number(o.dataset.count) > 0) window.__drawnCounts.push(Number(o.dataset.count));
+      if (o.dataset.state !== 'done') return;
+      window.__genEnd = performance.now();
+      obs.disconnect();
+    }).observe(o, { attributes: true, attributeFilter: ['data-state', 'data-count'] });
+    return performance.now();
+  });
+}

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {
   setup, openPage, assertClean, REPO, shippedModels, assertModelFile, longTaskObserver, waitModel, setGenerate,
-  generateAndWait, readOutput, screenshotViews, exportAttentionJson,
+  generateAndWait, readOutput, screenshotViews, exportAttentionJson, markEnd,
 } from './_harness.mjs';
 
 const MODELS = shippedModels();
@@ -53,20 +53,7 @@ test('the default model loads on open; 40 tokens stream, decode, and the main th
 
     await setGenerate(page, { prompt: 'ROMEO:\nWhat light', temperature: 0.8, topK: 40, topP: 0.95, seed: 7, max: 40 });
     await page.waitForSelector('#gen-start:not([disabled])');
-    const t0 = await page.evaluate(() => {
-      // The end of the generation as the page saw it (the task that showed "done"): the analysis drawn after it is
-      // not generating, and a round trip from here to read the clock could land after it had started.
-      const o = document.getElementById('gen-output');
-      window.__genEnd = null;
-      window.__drawnCounts = []; // the token count at each draw of the output while it runs
-      new MutationObserver((_, obs) => {
-        if (o.dataset.state === 'running' && Number(o.dataset.count) > 0) window.__drawnCounts.push(Number(o.dataset.count));
-        if (o.dataset.state !== 'done') return;
-        window.__genEnd = performance.now();
-        obs.disconnect();
-      }).observe(o, { attributes: true, attributeFilter: ['data-state', 'data-count'] });
-      return performance.now();
-    });
+    const t0 = await markEnd(page);
     await page.click('#gen-start');
     // The output's token count, read in the page at each draw while the run goes on, only grows.
     await page.waitForSelector('#gen-output[data-state="done"]', { timeout: 240_000 });
