@@ -125,8 +125,10 @@ try {
         ['reg', 'reg', 'workgroup', 'workgroup'], ['reg_attn_rows', 'reg', 'rows', 'workgroup'], ['reg_rows', 'reg', 'rows', 'rows']]
         .filter(([name]) => !prefillNames || prefillNames.includes(name))
       : [];
+    // the one new token after the prompt runs the core's one-row kernel (the GEMV): 'naive' has no 16-bit
+    // form, and its stand-in (the 64x64 tile for one row) would add several hundred ms to every variant
     const setPrefill = (many, attn, norms) => {
-      core.set_gpu_kernels(true, 'naive', many);
+      core.set_gpu_kernels(true, 'gemv', many);
       core.set_gpu_prefill_kernels(many, attn, norms);
     };
     let workerInit = null;

@@ -85,16 +85,21 @@ impl GpuBackend {
             mapped_at_creation: false,
         });
         let rec = Recorder::new(&gpu);
+        // CPU-emulated adapters (llvmpipe: wgpu's device type Cpu) run workgroup barriers slowly, so
+        // there passes of SMALL_M rows or more (prefill) take the barrier-free kernels (BENCHMARKS.md,
+        // issue 12 "Prefill on CPU-emulated GPUs"); the page picks them for SwiftShader itself
+        let cpu_adapter = gpu.summary.device_type == "Cpu";
+        let row_kind = if cpu_adapter { gpu::RowKind::Invocation } else { gpu::RowKind::Workgroup };
         GpuBackend {
             gpu,
             rec,
             staging,
             big_staging: None,
             bytes_read: 0,
-            matmul_kind: MatmulKind::Tiled4,
+            matmul_kind: if cpu_adapter { MatmulKind::Reg } else { MatmulKind::Tiled4 },
             small_matmul_kind: MatmulKind::Gemv,
-            attention_kind: gpu::RowKind::Workgroup,
-            norm_kind: gpu::RowKind::Workgroup,
+            attention_kind: row_kind,
+            norm_kind: row_kind,
             fused: true,
             qkv_epilogue: true,
             subgroups: false,
