@@ -6,8 +6,10 @@
 //             (prompt pass included), for each decode kernel set (fused ops on/off x one-row passes on the
 //             GEMV or one thread per output) at K = 1, and for the fused sets at K = 2, 4, 8 tokens per
 //             submission; dispatches and submissions per token from the core's counters
-//   prefill   a 128-token prompt and one new token (ms), for each matmul kernel of passes of 8 rows or more
-//             (naive, tiled, tiled4)
+//   prefill   a 128-token prompt and one new token (ms), for each kernel set of passes of 8 rows or more:
+//             matmul naive, tiled, tiled4, reg (barrier-free), each with attention and the norms a workgroup per
+//             row; reg with the barrier-free attention (reg_attn_rows); tiled4 and reg with the barrier-free
+//             attention and norms (*_rows); BENCH_PREFILL_KINDS picks some by name
 //   worker    the page's own path: www/worker.js's 'load' (its kernel choice for this adapter) and 'generate'
 //             (its K adaptation), decode as above and prefill-128
 //   options   sampling options with the worker's kernel choice, K = 1 (temperature/top-k, top-10 candidates,
@@ -19,7 +21,8 @@
 //             reported as worker_cpu:<file name>. BENCH_GPU=0 leaves every WebGPU run out (only cpu, worker_cpu).
 // Variants are interleaved within each repetition and the best of BENCH_REPS (default 3) is kept, so the load
 // of a shared machine falls on all of them alike. BENCH_K (default 1,2,4,8) lists the K values; BENCH_PREFILL=0
-// leaves the prefill runs out; BENCH_SETS picks decode kernel sets (see below). All greedy runs must give the same ids (same_ids in the output; exit code 1
+// leaves the prefill runs out; BENCH_SETS picks decode kernel sets (see below). All greedy runs must give the same ids, and every prefill
+// kernel set the same next token (same_ids, prefill_same_token in the output; exit code 1
 // otherwise). Needs the wasm build (scripts/build-wasm.sh) and playwright-core (npm ci).
 import { chromium } from 'playwright-core';
 import { startServer } from './serve.mjs';
@@ -29,6 +32,8 @@ const tokens = Number(process.argv[3] ?? 32);
 const reps = Number(process.env.BENCH_REPS ?? 3);
 const ks = (process.env.BENCH_K ?? '1,2,4,8').split(',').map(Number);
 const prefill = process.env.BENCH_PREFILL !== '0';
+// BENCH_PREFILL_KINDS: a comma-separated subset of naive, tiled, tiled4, tiled4_rows, reg, reg_attn_rows, reg_rows
+const prefillNames = process.env.BENCH_PREFILL_KINDS ? process.env.BENCH_PREFILL_KINDS.split(',') : null;
 // BENCH_SETS: a comma-separated subset of fused_naive, fused_gemv, unfused_naive, unfused_gemv (default all)
 const sets = process.env.BENCH_SETS ? process.env.BENCH_SETS.split(',') : null;
 const useGpu = process.env.BENCH_GPU !== '0';
@@ -49,7 +54,7 @@ try {
   // progress lines from the page (the runs take minutes on SwiftShader)
   page.on('console', (m) => { if (m.text().startsWith('[bench]')) console.error(m.text()); });
   await page.goto(`${srv.url}index.html?nomodel=1`);
-  const result = await page.evaluate(async ({ model, tokens, reps, ks, prefill, sets, useGpu, workerUrls }) => {
+  const result = await page.evaluate(async ({ model, tokens, reps, ks, prefill, prefillNames, sets, useGpu, workerUrls }) => {
     const core = await import('/www/pkg/tinyformer.js');
     await core.default();
     const gpu = await core.gpu_init();
@@ -92,7 +97,7 @@ try {
     };
     const { worker, call, generate: workerGenerate } = spawn(workerUrls[0]);
 
-    const out = { decode: {}, prefill_128_ms: {}, dispatches_per_token: {}, submits_per_token: {}, ids: {} };
+    const out = { decode: {}, prefill_128_ms: {}, prefill_token: {}, dispatches_per_token: {}, submits_per_token: {}, ids: {} };
     const best = (obj, key, v, better) => { if (obj[key] === undefined || better(v, obj[key])) obj[key] = v; };
     const generate = async (opts) => {
       core.gen_start(new Uint32Array(prompt), { max_new_tokens: tokens, ...opts });
@@ -113,7 +118,19 @@ try {
         if (k === 1 || fused) decodeVariants.push([`${name}_k${k}`, fused, few, k]);
       }
     }
-    const prefillKinds = prefill ? ['naive', 'tiled', 'tiled4'] : [];
+    // [name, matmul kernel, attention kernel] of passes of 8 rows or more
+    const prefillKinds = prefill
+      ? [['naive', 'naive', 'workgroup', 'workgroup'], ['tiled', 'tiled', 'workgroup', 'workgroup'],
+        ['tiled4', 'tiled4', 'workgroup', 'workgroup'], ['tiled4_rows', 'tiled4', 'rows', 'rows'],
+        ['reg', 'reg', 'workgroup', 'workgroup'], ['reg_attn_rows', 'reg', 'rows', 'workgroup'], ['reg_rows', 'reg', 'rows', 'rows']]
+        .filter(([name]) => !prefillNames || prefillNames.includes(name))
+      : [];
+    // the one new token after the prompt runs the core's one-row kernel (the GEMV): 'naive' has no 16-bit
+    // form, and its stand-in (the 64x64 tile for one row) would add several hundred ms to every variant
+    const setPrefill = (many, attn, norms) => {
+      core.set_gpu_kernels(true, 'gemv', many);
+      core.set_gpu_prefill_kernels(many, attn, norms);
+    };
     let workerInit = null;
     let workerKernels = null;
     if (gpu.ok && useGpu) {
@@ -123,11 +140,12 @@ try {
       const defaults = core.gpu_kernels();
       console.log('[bench] loaded; warming up');
       // warm-up: every pipeline compiled once
-      for (const kind of prefillKinds) {
-        core.set_gpu_kernels(true, 'naive', kind);
+      for (const [, many, attn, norms] of prefillKinds) {
+        setPrefill(many, attn, norms);
         core.gen_start(new Uint32Array(long), { max_new_tokens: 1 });
         await core.gen_next();
       }
+      core.set_gpu_prefill_kernels(defaults.many_rows, defaults.attention, defaults.norms);
       for (const [, fused, few] of kernelSets) {
         core.set_gpu_kernels(fused, few, defaults.many_rows);
         await generate({ max_new_tokens: 2 });
@@ -147,14 +165,16 @@ try {
           out.submits_per_token[name] = (c1.submits - c0.submits) / tokens;
           out.ids[name] = ids;
         }
-        for (const kind of prefillKinds) {
-          core.set_gpu_kernels(true, 'naive', kind);
+        for (const [kind, many, attn, norms] of prefillKinds) {
+          setPrefill(many, attn, norms);
           core.gen_start(new Uint32Array(long), { max_new_tokens: 1 });
           const t0 = performance.now();
-          await core.gen_next();
+          const t = await core.gen_next();
           best(out.prefill_128_ms, kind, performance.now() - t0, (a, b) => a < b);
+          out.prefill_token[kind] = t?.id;
           console.log(`[bench] prefill ${kind}: ${(performance.now() - t0).toFixed(0)} ms`);
         }
+        core.set_gpu_prefill_kernels(defaults.many_rows, defaults.attention, defaults.norms);
         {
           const t0 = performance.now();
           const { ids, k } = await workerGenerate(prompt, tokens);
@@ -218,13 +238,16 @@ try {
       worker_cpu_token_messages: out.worker_cpu_token_messages,
       decode_tokens_per_second: round(out.decode),
       prefill_128_ms: round(out.prefill_128_ms),
+      // the token after the 128-token prompt per prefill kernel set: all equal (greedy)
+      prefill_token: out.prefill_token,
+      prefill_same_token: new Set(Object.values(out.prefill_token)).size <= 1,
       dispatches_per_token: out.dispatches_per_token,
       submits_per_token: out.submits_per_token,
       same_ids: same,
       different_ids: Object.keys(out.ids).filter((k) => JSON.stringify(out.ids[k]) !== JSON.stringify(out.ids.cpu)),
     };
-  }, { model, tokens, reps, ks, prefill, sets, useGpu, workerUrls });
-  ok = result.same_ids && pageErrors.length === 0;
+  }, { model, tokens, reps, ks, prefill, prefillNames, sets, useGpu, workerUrls });
+  ok = result.same_ids && result.prefill_same_token && pageErrors.length === 0;
   console.log(JSON.stringify({ bench: 'browser generate', model, tokens, reps, chromium: browser.version(), page_errors: pageErrors, ...result }, null, 2));
 } finally {
   await browser.close();

@@ -123,3 +123,52 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         out[obase + d] = acc;
     }
 }
+
+// One invocation per (query row i, head h), no workgroup memory and no barriers (for CPU-emulated
+// GPUs, where a barrier switches between the SIMD lanes that emulate invocations): the same four
+// steps as `main`, each over the whole row in one invocation; the max and the sum are taken in
+// key order. Launched as (ceil(Tq / 64), NH) workgroups of 64.
+@compute @workgroup_size(64, 1, 1)
+fn rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let h = gid.y;
+    if (i >= P.tq) { return; }
+    let g = h / (P.nh / P.nkv);
+    let prow = (h * P.tq + i) * P.tk;
+    let qbase = P.q_offset + i * P.q_stride + h * P.hs;
+    // keys past the causal limit are blocked: the loops stop there (probs past it are set to 0)
+    var jend = P.tk;
+    if (P.is_causal != 0u) { jend = min(P.tk, i + P.causal_offset + 1u); }
+    var mx = NEG_BIG;
+    for (var j = 0u; j < jend; j = j + 1u) {
+        if (allowed(i, j)) {
+            let kb = P.k_offset + j * P.k_stride + g * P.hs;
+            var s = 0.0;
+            for (var d = 0u; d < P.hs; d = d + 1u) { s = fma(q[qbase + d], k[kb + d], s); }
+            s = s * P.scale;
+            probs[prow + j] = s;
+            mx = max(mx, s);
+        }
+    }
+    let any_allowed = mx > NEG_BIG;
+    var z = 0.0;
+    for (var j = 0u; j < jend; j = j + 1u) {
+        var e = 0.0;
+        if (any_allowed && allowed(i, j)) { e = exp(probs[prow + j] - mx); }
+        probs[prow + j] = e;
+        z = z + e;
+    }
+    var inv = 0.0;
+    if (z > 0.0) { inv = 1.0 / z; }
+    for (var j = 0u; j < jend; j = j + 1u) { probs[prow + j] = probs[prow + j] * inv; }
+    for (var j = jend; j < P.tk; j = j + 1u) { probs[prow + j] = 0.0; }
+    let obase = i * P.nh * P.hs + h * P.hs;
+    let vb = P.v_offset + g * P.hs;
+    for (var d = 0u; d < P.hs; d = d + 1u) {
+        var acc = 0.0;
+        for (var j = 0u; j < jend; j = j + 1u) {
+            acc = fma(probs[prow + j], v[vb + j * P.v_stride + d], acc);
+        }
+        out[obase + d] = acc;
+    }
+}

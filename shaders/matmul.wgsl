@@ -179,3 +179,60 @@ fn tiled4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         }
     }
 }
+
+// Register-blocked, no workgroup memory and no barriers (for CPU-emulated GPUs: SwiftShader,
+// llvmpipe, where an invocation is a SIMD lane and a barrier switches between them): each
+// invocation computes a 4x4 output block straight from memory, vec4 loads along K (K % 4 == 0 and
+// x_offset % 4 == 0; src/gpu/matmul.rs checks, other shapes use `tiled`), 16 vec4 dot products per
+// 8 loads; the CPU's caches do the job of the shared slabs. Rows and columns past M or N read the
+// last valid row or column (clamped: no bounds check in the K loop) and are not stored.
+@compute @workgroup_size(8, 8, 1)
+fn reg4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c0 = gid.x * 4u;
+    let r0 = gid.y * 4u;
+    if (r0 >= P.m || c0 >= P.n) { return; }
+    let k4 = P.k / 4u;
+    let xb = P.x_offset / 4u;
+    let x0 = xb + r0 * k4;
+    let x1 = xb + min(r0 + 1u, P.m - 1u) * k4;
+    let x2 = xb + min(r0 + 2u, P.m - 1u) * k4;
+    let x3 = xb + min(r0 + 3u, P.m - 1u) * k4;
+    let w0 = c0 * k4;
+    let w1 = min(c0 + 1u, P.n - 1u) * k4;
+    let w2 = min(c0 + 2u, P.n - 1u) * k4;
+    let w3 = min(c0 + 3u, P.n - 1u) * k4;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var p = 0u; p < k4; p = p + 1u) {
+        let b0 = w4[w0 + p];
+        let b1 = w4[w1 + p];
+        let b2 = w4[w2 + p];
+        let b3 = w4[w3 + p];
+        let a0 = x4[x0 + p];
+        acc0 = acc0 + vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
+        let a1 = x4[x1 + p];
+        acc1 = acc1 + vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
+        let a2 = x4[x2 + p];
+        acc2 = acc2 + vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
+        let a3 = x4[x3 + p];
+        acc3 = acc3 + vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
+    }
+    reg_store(r0, c0, acc0);
+    reg_store(r0 + 1u, c0, acc1);
+    reg_store(r0 + 2u, c0, acc2);
+    reg_store(r0 + 3u, c0, acc3);
+}
+
+// One row's 4 outputs of a register block: bias, activation, and only the ones inside (M, N).
+fn reg_store(r: u32, c0: u32, v: vec4<f32>) {
+    if (r >= P.m) { return; }
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let c = c0 + j;
+        if (c >= P.n) { return; }
+        var o = v[j];
+        if (P.has_bias != 0u) { o = o + bias[c]; }
+        out[P.out_offset + r * P.n + c] = epilogue_act(o, P.act);
+    }
+}

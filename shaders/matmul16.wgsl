@@ -286,3 +286,80 @@ fn add_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (idx >= E.t * E.c) { return; }
     eout[idx] = eout[idx] + table_at(E.start + idx / E.c, idx % E.c);
 }
+
+// Register-blocked, no workgroup memory and no barriers: matmul.wgsl's `reg4` over packed 16-bit
+// weights, with 8 rows per invocation (an 8x4 output block) so that each unpacked vec4 of W serves
+// 8 rows of x; W read as two words (4 values) per load. K % 4 == 0 and x_offset % 4 == 0
+// (src/gpu/matmul.rs checks; other shapes use `tiled`). Rows and columns past M or N are clamped
+// in the K loop and not stored.
+@compute @workgroup_size(8, 8, 1)
+fn reg8(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c0 = gid.x * 4u;
+    let r0 = gid.y * 8u;
+    if (r0 >= P.m || c0 >= P.n) { return; }
+    let k4 = P.k / 4u;
+    let xb = P.x_offset / 4u;
+    let last = P.m - 1u;
+    let x0 = xb + r0 * k4;
+    let x1 = xb + min(r0 + 1u, last) * k4;
+    let x2 = xb + min(r0 + 2u, last) * k4;
+    let x3 = xb + min(r0 + 3u, last) * k4;
+    let x4_ = xb + min(r0 + 4u, last) * k4;
+    let x5 = xb + min(r0 + 5u, last) * k4;
+    let x6 = xb + min(r0 + 6u, last) * k4;
+    let x7 = xb + min(r0 + 7u, last) * k4;
+    let w0 = c0 * k4;
+    let w1 = min(c0 + 1u, P.n - 1u) * k4;
+    let w2_ = min(c0 + 2u, P.n - 1u) * k4;
+    let w3 = min(c0 + 3u, P.n - 1u) * k4;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    for (var p = 0u; p < k4; p = p + 1u) {
+        let b0 = w4_at(w0 + p);
+        let b1 = w4_at(w1 + p);
+        let b2 = w4_at(w2_ + p);
+        let b3 = w4_at(w3 + p);
+        var a = x4[x0 + p];
+        acc0 = acc0 + vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+        a = x4[x1 + p];
+        acc1 = acc1 + vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+        a = x4[x2 + p];
+        acc2 = acc2 + vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+        a = x4[x3 + p];
+        acc3 = acc3 + vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+        a = x4[x4_ + p];
+        acc4 = acc4 + vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+        a = x4[x5 + p];
+        acc5 = acc5 + vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+        a = x4[x6 + p];
+        acc6 = acc6 + vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+        a = x4[x7 + p];
+        acc7 = acc7 + vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+    }
+    reg_store(r0, c0, acc0);
+    reg_store(r0 + 1u, c0, acc1);
+    reg_store(r0 + 2u, c0, acc2);
+    reg_store(r0 + 3u, c0, acc3);
+    reg_store(r0 + 4u, c0, acc4);
+    reg_store(r0 + 5u, c0, acc5);
+    reg_store(r0 + 6u, c0, acc6);
+    reg_store(r0 + 7u, c0, acc7);
+}
+
+// One row's 4 outputs of a register block: bias, activation, and only the ones inside (M, N).
+fn reg_store(r: u32, c0: u32, v: vec4<f32>) {
+    if (r >= P.m) { return; }
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let c = c0 + j;
+        if (c >= P.n) { return; }
+        var o = v[j];
+        if (P.has_bias != 0u) { o = o + bias[c]; }
+        out[P.out_offset + r * P.n + c] = epilogue_act(o, P.act);
+    }
+}

@@ -17,7 +17,7 @@ struct NormParams {
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
-@compute @workgroup_size(128, 1, 1)
+@compute @workgroup_size(WG, 1, 1)
 fn layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
     let row = flat_group(wid, nwg);
     if (row >= P.rows) { return; } // uniform per workgroup
@@ -34,7 +34,7 @@ fn layernorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
 }
 
-@compute @workgroup_size(128, 1, 1)
+@compute @workgroup_size(WG, 1, 1)
 fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
     let row = flat_group(wid, nwg);
     if (row >= P.rows) { return; }

@@ -197,6 +197,13 @@ fn attn_cases() -> Vec<AttnCase> {
         AttnCase { label: "prime head size, Tk > workgroup", s: AttnShape::packed(3, 67, 3, 3, 5), mask: None, fully_masked_rows: 0 },
         AttnCase { label: "long keys", s: AttnShape::packed(2, 130, 2, 1, 64).with_causal(128), mask: None, fully_masked_rows: 0 },
         AttnCase { label: "all keys padded", s: AttnShape::packed(3, 4, 2, 2, 4), mask: Some(vec![0.0; 12]), fully_masked_rows: 3 },
+        // more query rows than one workgroup of the `rows` kernel (64), the last one partly used
+        AttnCase {
+            label: "prefill 70 rows GQA causal",
+            s: AttnShape::packed(70, 70, 4, 2, 8).with_causal(0),
+            mask: None,
+            fully_masked_rows: 0,
+        },
     ];
     // A mask with one fully blocked query row in the middle, combined with causal.
     let mut m = vec![1.0f32; 5 * 5];
@@ -219,7 +226,7 @@ fn attn_cases() -> Vec<AttnCase> {
     cases
 }
 
-async fn check_attention(g: &Arc<Gpu>) -> Result<CheckResult> {
+async fn check_attention(g: &Arc<Gpu>, kind: gpu::RowKind, name: &str) -> Result<CheckResult> {
     const ATOL: f64 = 1e-5;
     const RTOL: f64 = 1e-4;
     let t0 = now_ms();
@@ -249,9 +256,9 @@ async fn check_attention(g: &Arc<Gpu>) -> Result<CheckResult> {
         g.write_f32(&pt, 0, &vec![7.0; s.nh * s.tq * s.tk])?;
         let mut rec = Recorder::new(g);
         if fused {
-            gpu::attention::attention(&mut rec, &ot, &pt, &qt, &qt, &qt, mt.as_ref(), s)?;
+            gpu::attention::attention_kind(&mut rec, &ot, &pt, &qt, &qt, &qt, mt.as_ref(), s, kind)?;
         } else {
-            gpu::attention::attention(&mut rec, &ot, &pt, &qt, &kt, &vt, mt.as_ref(), s)?;
+            gpu::attention::attention_kind(&mut rec, &ot, &pt, &qt, &kt, &vt, mt.as_ref(), s, kind)?;
         }
         rec.submit()?;
         let got_p = g.read_f32(&pt).await?;
@@ -282,7 +289,7 @@ async fn check_attention(g: &Arc<Gpu>) -> Result<CheckResult> {
             acc.fail(c.label, format!("{zero_rows} all-zero rows, expected {}", c.fully_masked_rows * s.nh));
         }
     }
-    Ok(acc.finish("attention", "probs atol 1e-5 + rtol 1e-4; out atol 1e-4 + rtol 1e-4; blocked exactly 0", t0))
+    Ok(acc.finish(name, "probs atol 1e-5 + rtol 1e-4; out atol 1e-4 + rtol 1e-4; blocked exactly 0", t0))
 }
 
 async fn check_elementwise(g: &Arc<Gpu>) -> Result<CheckResult> {
@@ -326,15 +333,18 @@ async fn check_norms(g: &Arc<Gpu>) -> Result<CheckResult> {
         cpu::layernorm(&mut want_ln, &x, &gamma, &beta, c, 1e-5);
         cpu::rmsnorm(&mut want_rms, &x, &gamma, c, 1e-6);
         let (xt, gt, bt) = (g.upload(&[rows, c], &x, "x")?, g.upload(&[c], &gamma, "g")?, g.upload(&[c], &beta, "b")?);
-        let (o1, o2) = (g.zeros(&[rows, c], "ln")?, g.zeros(&[rows, c], "rms")?);
-        let mut rec = Recorder::new(g);
-        gpu::norm::layernorm(&mut rec, &o1, &xt, &gt, &bt, rows, 1e-5)?;
-        gpu::norm::rmsnorm(&mut rec, &o2, &xt, &gt, rows, 1e-6)?;
-        rec.submit()?;
-        acc.add(&format!("layernorm {rows}x{c}"), compare(&g.read_f32(&o1).await?, &want_ln, ATOL, RTOL));
-        acc.add(&format!("rmsnorm {rows}x{c}"), compare(&g.read_f32(&o2).await?, &want_rms, ATOL, RTOL));
+        // a workgroup per row, and an invocation per row (the barrier-free form)
+        for kind in [gpu::RowKind::Workgroup, gpu::RowKind::Invocation] {
+            let (o1, o2) = (g.zeros(&[rows, c], "ln")?, g.zeros(&[rows, c], "rms")?);
+            let mut rec = Recorder::new(g);
+            gpu::norm::layernorm_kind(&mut rec, &o1, &xt, &gt, &bt, rows, 1e-5, kind)?;
+            gpu::norm::rmsnorm_kind(&mut rec, &o2, &xt, &gt, rows, 1e-6, kind)?;
+            rec.submit()?;
+            acc.add(&format!("layernorm {rows}x{c} {kind:?}"), compare(&g.read_f32(&o1).await?, &want_ln, ATOL, RTOL));
+            acc.add(&format!("rmsnorm {rows}x{c} {kind:?}"), compare(&g.read_f32(&o2).await?, &want_rms, ATOL, RTOL));
+        }
     }
-    Ok(acc.finish("norms (layernorm, rmsnorm)", "atol 1e-5 + rtol 1e-4", t0))
+    Ok(acc.finish("norms (layernorm, rmsnorm; per workgroup and per invocation)", "atol 1e-5 + rtol 1e-4", t0))
 }
 
 /// The CPU twin of the q/k/v GEMV: three cpu::matmul calls with their biases into q and the cache
@@ -430,7 +440,7 @@ async fn check_add_norm(g: &Arc<Gpu>) -> Result<CheckResult> {
         let gamma: Vec<f32> = rng.vec_normal(c, 0.3).iter().map(|v| v + 1.0).collect();
         let beta = rng.vec_normal(c, 0.3);
         let sum: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
-        for layer in [true, false] {
+        for (layer, kind) in [true, false].into_iter().flat_map(|l| [(l, gpu::RowKind::Workgroup), (l, gpu::RowKind::Invocation)]) {
             let mut want = vec![0f32; rows * c];
             if layer {
                 cpu::layernorm(&mut want, &sum, &gamma, &beta, c, 1e-5);
@@ -443,16 +453,16 @@ async fn check_add_norm(g: &Arc<Gpu>) -> Result<CheckResult> {
             let xt2 = g.upload(&[rows, c], &x, "x2")?;
             let out = g.zeros(&[rows, c], "out")?;
             let mut rec = Recorder::new(g);
-            gpu::norm::add_norm(&mut rec, &xt, &yt, Some(&out), &gt, layer.then_some(&bt), rows, eps)?;
-            gpu::norm::add_norm(&mut rec, &xt2, &yt, None, &gt, layer.then_some(&bt), rows, eps)?;
+            gpu::norm::add_norm_kind(&mut rec, &xt, &yt, Some(&out), &gt, layer.then_some(&bt), rows, eps, kind)?;
+            gpu::norm::add_norm_kind(&mut rec, &xt2, &yt, None, &gt, layer.then_some(&bt), rows, eps, kind)?;
             rec.submit()?;
-            let name = if layer { "layernorm" } else { "rmsnorm" };
+            let name = if layer { format!("layernorm {kind:?}") } else { format!("rmsnorm {kind:?}") };
             acc.add(&format!("add+{name} {rows}x{c}: out"), compare(&g.read_f32(&out).await?, &want, ATOL, RTOL));
             acc.add(&format!("add+{name} {rows}x{c}: x = x + y"), compare(&g.read_f32(&xt).await?, &sum, 0.0, 0.0));
             acc.add(&format!("add+{name} {rows}x{c}: in place"), compare(&g.read_f32(&xt2).await?, &want, ATOL, RTOL));
         }
     }
-    Ok(acc.finish("add + norm (fused residual)", "atol 1e-5 + rtol 1e-4; the sum exact", t0))
+    Ok(acc.finish("add + norm (fused residual; per workgroup and per invocation)", "atol 1e-5 + rtol 1e-4; the sum exact", t0))
 }
 
 async fn check_rope(g: &Arc<Gpu>) -> Result<CheckResult> {
@@ -739,6 +749,7 @@ async fn check_matmul16(g: &Arc<Gpu>, dtype: gpu::DType) -> Result<CheckResult> 
         (70, 131, 64, 0),
         (128, 64, 128, 0),
         (64, 48, 64, 4),
+        (73, 40, 70, 1),
     ];
     for (i, &(m, k, n, skip)) in shapes.iter().enumerate() {
         let bias = i % 2 == 0;
@@ -752,7 +763,7 @@ async fn check_matmul16(g: &Arc<Gpu>, dtype: gpu::DType) -> Result<CheckResult> 
         let xabs: Vec<f32> = x[skip * k..].iter().map(|v| v.abs()).collect();
         let scale = twin16::matmul(&xabs, &wabs, None, m, k, n, dtype);
         let (xt, wt, bt) = (g.upload(&[skip + m, k], &x, "x")?, g.upload16(&[n, k], &w, dtype, "w16")?, g.upload(&[n], &b, "b")?);
-        for kind in [MatmulKind::Tiled, MatmulKind::Tiled4, MatmulKind::Gemv] {
+        for kind in [MatmulKind::Tiled, MatmulKind::Tiled4, MatmulKind::Reg, MatmulKind::Gemv] {
             let ot = g.zeros(&[m, n], "out")?;
             let mut rec = Recorder::new(g);
             gpu::matmul::matmul(&mut rec, &ot, 0, &xt, skip * k, m, &wt, bias.then_some(&bt), kind)?;
@@ -900,6 +911,7 @@ pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
     run!("matmul naive", check_matmul(g, MatmulKind::Naive, "matmul naive"));
     run!("matmul tiled", check_matmul(g, MatmulKind::Tiled, "matmul tiled"));
     run!("matmul tiled4", check_matmul(g, MatmulKind::Tiled4, "matmul tiled vec4"));
+    run!("matmul reg", check_matmul(g, MatmulKind::Reg, "matmul register-blocked (no barriers)"));
     run!("matmul gemv", check_matmul(g, MatmulKind::Gemv, "matmul gemv (few rows)"));
     if g.k.gemv4_sg.is_some() {
         // only where the device has subgroups (tests/gpu_kernels.rs counts it there)
@@ -907,7 +919,8 @@ pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
     }
     run!("gemv swiglu", check_gemv_swiglu(g));
     run!("gemv qkv", check_gemv_qkv(g));
-    run!("attention", check_attention(g));
+    run!("attention", check_attention(g, gpu::RowKind::Workgroup, "attention"));
+    run!("attention rows", check_attention(g, gpu::RowKind::Invocation, "attention, an invocation per row (no barriers)"));
     run!("elementwise", check_elementwise(g));
     run!("norms", check_norms(g));
     run!("add + norm", check_add_norm(g));

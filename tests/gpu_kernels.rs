@@ -27,8 +27,8 @@ fn every_kernel_matches_its_cpu_twin() {
     println!("subgroups: {subgroups}");
     assert_eq!(
         results.len(),
-        18 + subgroups as usize,
-        "every kernel family is checked (15 + the three 16-bit-weight checks + the subgroup GEMV where there are subgroups)"
+        20 + subgroups as usize,
+        "every kernel family is checked (17 with the barrier-free matmul and attention + the three 16-bit-weight checks + the subgroup GEMV where there are subgroups)"
     );
     let failed: Vec<_> = results.iter().filter(|r| !r.ok).map(|r| format!("{}: {}", r.name, r.detail)).collect();
     assert!(failed.is_empty(), "kernel checks failed:\n{}", failed.join("\n"));

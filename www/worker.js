@@ -103,6 +103,16 @@ function gpuKernelsFor(adapter, weights16) {
   return null;
 }
 
+// The kernels of passes of 8 rows or more (prefill) per adapter, applied after gpuKernelsFor: {many_rows,
+// attention, norms}, or null for the core's defaults (tiled vec4 matmul, a workgroup per row for attention and the
+// norms). On SwiftShader the barrier-free kernels ('reg': an invocation per 4x4 or 8x4 output block straight from
+// memory; 'rows': an invocation per attention row and head, per norm row) beat the shared-memory ones there
+// (BENCHMARKS.md, issue 12 "Prefill on CPU-emulated GPUs"), for f32 and 16-bit weights alike.
+function gpuPrefillKernelsFor(adapter) {
+  if (adapter?.architecture === 'swiftshader') return { many_rows: 'reg', attention: 'rows', norms: 'rows' };
+  return null;
+}
+
 // Whether a .safetensors file's bytes hold F16/BF16 tensors (its JSON header; null when it cannot be read: a
 // format the core reads otherwise, or a damaged header, which the core reports itself).
 function weightsAre16bit(bytes) {
@@ -228,6 +238,8 @@ const modelHandlers = {
     if (modelOnGpu) {
       const k = gpuKernelsFor(browserAdapter, weights16);
       if (k) core.set_gpu_kernels(k.fused, k.few_rows, k.many_rows);
+      const pk = gpuPrefillKernelsFor(browserAdapter);
+      if (pk) core.set_gpu_prefill_kernels(pk.many_rows, pk.attention, pk.norms);
       card.gpu_kernels = core.gpu_kernels(); // shown on the model card
     }
     return card;

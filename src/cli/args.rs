@@ -267,10 +267,11 @@ pub struct InspectArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
-    /// naive vs tiled vs vec4-tiled matmul GFLOP/s on square problems (and the GEMV for one row)
+    /// naive vs tiled vs vec4-tiled vs register-blocked (barrier-free) matmul GFLOP/s on square
+    /// problems (and the GEMV for one row)
     Matmul(BenchMatmulArgs),
     /// tokens/s cached vs uncached, GPU sampling vs logits readback, fused vs unfused kernels,
-    /// dispatches per token
+    /// dispatches per token; prefill-128 ms per prompt kernel set (tiled vs barrier-free)
     Generate(BenchGenerateArgs),
 }
 

@@ -20,8 +20,9 @@ fn time_ms(f: impl FnOnce() -> Result<()>) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64() * 1e3)
 }
 
-/// `tinyformer bench matmul`: GFLOP/s of the naive, the tiled and the vec4 tiled kernel on square M=K=N problems,
-/// and of the (vec4 where K allows) tile and the one-row GEMV over bf16 weights (`tiled16_*`, `m1_gemv16_ms`).
+/// `tinyformer bench matmul`: GFLOP/s of the naive, the tiled, the vec4 tiled and the register-blocked (no barriers)
+/// kernel on square M=K=N problems, and of the (vec4 where K allows) tile, the register-blocked kernel and the
+/// one-row GEMV over bf16 weights (`tiled16_*`, `reg16_*`, `m1_gemv16_ms`).
 /// Each timing is `reps` dispatches in one submission, waited for, after one warm-up submission.
 pub fn matmul(a: &BenchMatmulArgs) -> Result<String> {
     a.validate()?;
@@ -40,7 +41,9 @@ pub fn matmul(a: &BenchMatmulArgs) -> Result<String> {
         let mut result = serde_json::Map::new();
         result.insert("size".into(), s.into());
         result.insert("reps".into(), reps.into());
-        for (kind, key) in [(MatmulKind::Naive, "naive"), (MatmulKind::Tiled, "tiled"), (MatmulKind::Tiled4, "tiled4")] {
+        for (kind, key) in
+            [(MatmulKind::Naive, "naive"), (MatmulKind::Tiled, "tiled"), (MatmulKind::Tiled4, "tiled4"), (MatmulKind::Reg, "reg")]
+        {
             let run = |n: usize| -> Result<()> {
                 let mut rec = Recorder::new(&gpu);
                 for _ in 0..n {
@@ -60,6 +63,9 @@ pub fn matmul(a: &BenchMatmulArgs) -> Result<String> {
         result.insert("tiled_over_naive".into(), ((ratio * 100.0).round() / 100.0).into());
         let ratio4 = result["tiled4_gflops"].as_f64().unwrap_or(0.0) / result["tiled_gflops"].as_f64().unwrap_or(1.0).max(1e-12);
         result.insert("tiled4_over_tiled".into(), ((ratio4 * 100.0).round() / 100.0).into());
+        // the register-blocked kernel without barriers (for CPU-emulated GPUs) against the vec4 tile
+        let ratio_reg = result["reg_gflops"].as_f64().unwrap_or(0.0) / result["tiled4_gflops"].as_f64().unwrap_or(1.0).max(1e-12);
+        result.insert("reg_over_tiled4".into(), ((ratio_reg * 100.0).round() / 100.0).into());
         // One-row passes (cached decoding): out (1, N) = x (1, K) @ W^T + b with K = N = size.
         let m1 = |kind: MatmulKind| -> Result<f64> {
             let reps = (reps * 8).clamp(8, 400);
@@ -101,6 +107,10 @@ pub fn matmul(a: &BenchMatmulArgs) -> Result<String> {
         let ms16 = time16(s, MatmulKind::Tiled4, reps)?;
         result.insert("tiled16_ms".into(), ms16.into());
         result.insert("tiled16_gflops".into(), ((flop / (ms16 * 1e-3) / 1e9 * 100.0).round() / 100.0).into());
+        let reg16 = time16(s, MatmulKind::Reg, reps)?;
+        result.insert("reg16_ms".into(), reg16.into());
+        result.insert("reg16_gflops".into(), ((flop / (reg16 * 1e-3) / 1e9 * 100.0).round() / 100.0).into());
+        result.insert("reg16_over_tiled16".into(), (((ms16 / reg16.max(1e-12)) * 100.0).round() / 100.0).into());
         let gemv16 = time16(1, MatmulKind::Gemv, (reps * 8).clamp(8, 400))?;
         result.insert("m1_gemv16_ms".into(), gemv16.into());
         rows.push(serde_json::Value::Object(result));
@@ -188,24 +198,47 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
     for (i, &(name, ..)) in variants.iter().enumerate() {
         results.insert(format!("{name}_tokens_per_second"), json!(produced[i] as f64 / best[i]));
     }
-    // Prefill: a 128-token prompt (or the context less one) and one new token, vec4 tiled vs tiled.
+    // Prefill: a 128-token prompt (or the context less one) and one new token, per kernel set of the
+    // passes of 8 rows or more (matmul, attention), interleaved within each repetition: the vec4 tile
+    // (the default), the scalar tile, and the barrier-free kernels for CPU-emulated GPUs: the
+    // register-blocked matmul, then with the attention, then also the norms an invocation per row.
     if src.is_none() {
+        use crate::gpu::RowKind;
         let prompt = vec![1u32; 128.min(ctx - 1)];
-        let mut prefill = |kind: MatmulKind| -> Result<f64> {
-            gpu_backend(&mut s)?.matmul_kind = kind;
-            let mut best = f64::INFINITY;
-            for _ in 0..reps {
+        let sets = [
+            ("tiled4", MatmulKind::Tiled4, RowKind::Workgroup, RowKind::Workgroup),
+            ("tiled", MatmulKind::Tiled, RowKind::Workgroup, RowKind::Workgroup),
+            ("tiled4_rows", MatmulKind::Tiled4, RowKind::Invocation, RowKind::Invocation),
+            ("reg", MatmulKind::Reg, RowKind::Workgroup, RowKind::Workgroup),
+            ("reg_attn_rows", MatmulKind::Reg, RowKind::Invocation, RowKind::Workgroup),
+            ("reg_rows", MatmulKind::Reg, RowKind::Invocation, RowKind::Invocation),
+        ];
+        let b = gpu_backend(&mut s)?;
+        let before = (b.matmul_kind, b.attention_kind, b.norm_kind);
+        let mut best = [f64::INFINITY; 6];
+        for _ in 0..reps {
+            for (i, &(_, kind, attn, norm)) in sets.iter().enumerate() {
+                let b = gpu_backend(&mut s)?;
+                (b.matmul_kind, b.attention_kind, b.norm_kind) = (kind, attn, norm);
                 let t0 = std::time::Instant::now();
                 pollster::block_on(s.generate(&prompt, None, GenConfig { max_new_tokens: 1, ..GenConfig::default() }))?;
-                best = best.min(t0.elapsed().as_secs_f64() * 1e3);
+                best[i] = best[i].min(t0.elapsed().as_secs_f64() * 1e3);
             }
-            Ok(best)
-        };
-        let (t4, t1) = (prefill(MatmulKind::Tiled4)?, prefill(MatmulKind::Tiled)?);
-        gpu_backend(&mut s)?.matmul_kind = MatmulKind::Tiled4;
+        }
+        let b = gpu_backend(&mut s)?;
+        (b.matmul_kind, b.attention_kind, b.norm_kind) = before;
         results.insert("prefill_tokens".into(), json!(prompt.len()));
-        results.insert("prefill_ms_tiled4".into(), json!(t4));
-        results.insert("prefill_ms_tiled".into(), json!(t1));
+        for (i, &(name, ..)) in sets.iter().enumerate() {
+            results.insert(format!("prefill_ms_{name}"), json!(best[i]));
+        }
+        // the barrier-free set (matmul, attention, norms) against the default vec4 tile
+        results.insert("prefill_reg_rows_over_tiled4".into(), json!(((best[0] / best[5].max(1e-12)) * 100.0).round() / 100.0));
+        // this adapter's default (GpuBackend::new: the barrier-free set where the device type is Cpu)
+        let name = |k: RowKind| if k == RowKind::Invocation { "rows" } else { "workgroup" };
+        results.insert(
+            "prefill_default".into(),
+            json!(format!("{:?} matmul, {} attention, {} norms", before.0, name(before.1), name(before.2))),
+        );
     }
     let b = gpu_backend(&mut s)?;
     (b.fused, b.small_matmul_kind, b.qkv_epilogue, b.subgroups) = (true, MatmulKind::Gemv, true, false);

@@ -1,7 +1,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{ensure, Result};
-use crate::gpu::{GpuTensor, Recorder};
+use crate::gpu::{GpuTensor, Recorder, RowKind};
 use crate::ops::AttnShape;
 
 /// Mirrors `AttnParams` in shaders/attention.wgsl.
@@ -42,6 +42,23 @@ pub fn attention(
     mask: Option<&GpuTensor>,
     s: &AttnShape,
 ) -> Result<()> {
+    attention_kind(rec, out, probs, q, k, v, mask, s, RowKind::Workgroup)
+}
+
+/// [`attention`] with the kernel chosen: `Workgroup` is shaders/attention.wgsl's `main`, `Invocation`
+/// its `rows` (an invocation per query row and head).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_kind(
+    rec: &mut Recorder,
+    out: &GpuTensor,
+    probs: &GpuTensor,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    mask: Option<&GpuTensor>,
+    s: &AttnShape,
+    kind: RowKind,
+) -> Result<()> {
     s.check("attention", q.len(), k.len(), v.len(), mask.map(|m| m.len()))?;
     ensure(s.hs <= MAX_HS, "attention", || format!("head size {} exceeds the kernel's maximum {MAX_HS}", s.hs))?;
     ensure(out.len() >= s.tq * s.nh * s.hs, "attention", || {
@@ -70,5 +87,9 @@ pub fn attention(
     };
     let gpu = rec.gpu.clone();
     let m = mask.map_or(&gpu.dummy, |m| &m.buf);
-    rec.dispatch(&gpu.k.attention, &p, &[&q.buf, &k.buf, &v.buf, m, &out.buf, &probs.buf], [s.tq as u32, s.nh as u32, 1])
+    let bufs = [&q.buf, &k.buf, &v.buf, m, &out.buf, &probs.buf];
+    match kind {
+        RowKind::Workgroup => rec.dispatch(&gpu.k.attention, &p, &bufs, [s.tq as u32, s.nh as u32, 1]),
+        RowKind::Invocation => rec.dispatch(&gpu.k.attention_rows, &p, &bufs, [(s.tq as u32).div_ceil(64), s.nh as u32, 1]),
+    }
 }

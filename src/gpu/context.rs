@@ -19,6 +19,8 @@ pub struct Kernels {
     pub matmul_naive: Kernel,
     pub matmul_tiled: Kernel,
     pub matmul_tiled4: Kernel,
+    /// matmul.wgsl `reg4`: register-blocked, barrier-free (MatmulKind::Reg)
+    pub matmul_reg4: Kernel,
     pub gemv: Kernel,
     pub gemv4: Kernel,
     pub gemv_swiglu: Kernel,
@@ -32,16 +34,24 @@ pub struct Kernels {
     /// shaders/matmul16.wgsl: the matmul, GEMV and embedding over 16-bit weights (packed pairs)
     pub matmul16_tiled: Kernel,
     pub matmul16_tiled4: Kernel,
+    /// matmul16.wgsl `reg8`: register-blocked, barrier-free (MatmulKind::Reg)
+    pub matmul16_reg8: Kernel,
     pub gemv16: Kernel,
     pub gemv16_swiglu: Kernel,
     pub embed16_lookup: Kernel,
     pub embed16_add_rows: Kernel,
     pub attention: Kernel,
+    /// attention.wgsl `rows`: one invocation per (row, head), barrier-free (RowKind::Invocation)
+    pub attention_rows: Kernel,
     pub ew_binary: Kernel,
     pub ew_inplace: Kernel,
     pub layernorm: Kernel,
     pub rmsnorm: Kernel,
     pub add_norm: Kernel,
+    /// norm.wgsl and addnorm.wgsl over rowsum1.wgsl: an invocation per row (RowKind::Invocation)
+    pub layernorm1: Kernel,
+    pub rmsnorm1: Kernel,
+    pub add_norm1: Kernel,
     pub rope: Kernel,
     pub embed_lookup: Kernel,
     pub embed_add_rows: Kernel,
@@ -294,6 +304,10 @@ impl Kernels {
         let with_rowsum = |src: &str| format!("{}\n{src}", include_str!("../../shaders/rowsum.wgsl"));
         let norm = module("norm", &with_rowsum(include_str!("../../shaders/norm.wgsl")));
         let addnorm = module("addnorm", &with_rowsum(include_str!("../../shaders/addnorm.wgsl")));
+        // the same with one invocation per row (no barriers)
+        let with_rowsum1 = |src: &str| format!("{}\n{src}", include_str!("../../shaders/rowsum1.wgsl"));
+        let norm1 = module("norm1", &with_rowsum1(include_str!("../../shaders/norm.wgsl")));
+        let addnorm1 = module("addnorm1", &with_rowsum1(include_str!("../../shaders/addnorm.wgsl")));
         let rope = module("rope", include_str!("../../shaders/rope.wgsl"));
         let embed = module("embed", include_str!("../../shaders/embed.wgsl"));
         let sample = module("sample", include_str!("../../shaders/sample.wgsl"));
@@ -304,6 +318,7 @@ impl Kernels {
             matmul_naive: mk("matmul_naive", &matmul, "naive", &[true, true, true, false]),
             matmul_tiled: mk("matmul_tiled", &matmul, "tiled", &[true, true, true, false]),
             matmul_tiled4: mk("matmul_tiled4", &matmul, "tiled4", &[true, true, true, false]),
+            matmul_reg4: mk("matmul_reg4", &matmul, "reg4", &[true, true, true, false]),
             gemv: mk("gemv", &gemv, "gemv", &[true, true, true, false]),
             gemv4: mk("gemv4", &gemv, "gemv4", &[true, true, true, false]),
             gemv_swiglu: mk("gemv_swiglu", &gemv, "gemv_swiglu", &[true, true, true, false]),
@@ -314,16 +329,21 @@ impl Kernels {
             gemv_qkv16: mk("gemv_qkv16", &qkv, "main16", &[true, true, true, true, false, false, false, true]),
             matmul16_tiled: mk("matmul16_tiled", &m16, "tiled", &[true, true, true, false]),
             matmul16_tiled4: mk("matmul16_tiled4", &m16, "tiled4", &[true, true, true, false]),
+            matmul16_reg8: mk("matmul16_reg8", &m16, "reg8", &[true, true, true, false]),
             gemv16: mk("gemv16", &m16, "gemv", &[true, true, true, false]),
             gemv16_swiglu: mk("gemv16_swiglu", &m16, "gemv_swiglu", &[true, true, true, false]),
             embed16_lookup: mk("embed16_lookup", &m16, "lookup", &[true, true, false]),
             embed16_add_rows: mk("embed16_add_rows", &m16, "add_rows", &[true, true, false]),
             attention: mk("attention", &attention, "main", &[true, true, true, true, false, false]),
+            attention_rows: mk("attention_rows", &attention, "rows", &[true, true, true, true, false, false]),
             ew_binary: mk("ew_binary", &ew, "binary", &[true, true, false]),
             ew_inplace: mk("ew_inplace", &ew, "inplace", &[true, true, false]),
             layernorm: mk("layernorm", &norm, "layernorm", &[true, true, true, false]),
             rmsnorm: mk("rmsnorm", &norm, "rmsnorm", &[true, true, true, false]),
             add_norm: mk("add_norm", &addnorm, "main", &[true, true, true, false, false]),
+            layernorm1: mk("layernorm1", &norm1, "layernorm", &[true, true, true, false]),
+            rmsnorm1: mk("rmsnorm1", &norm1, "rmsnorm", &[true, true, true, false]),
+            add_norm1: mk("add_norm1", &addnorm1, "main", &[true, true, true, false, false]),
             rope: mk("rope", &rope, "main", &[true, false]),
             embed_lookup: mk("embed_lookup", &embed, "lookup", &[true, true, false]),
             embed_add_rows: mk("embed_add_rows", &embed, "add_rows", &[true, true, false]),

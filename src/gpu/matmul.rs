@@ -37,6 +37,11 @@ pub enum MatmulKind {
     /// Gemv with the reduction in subgroup operations (shaders/gemv_sg.wgsl) where the device has
     /// them and the vec4 loads apply; Gemv otherwise
     GemvSubgroup,
+    /// register-blocked, no workgroup memory and no barriers: an invocation computes a 4x4 output
+    /// block (8x4 for 16-bit weights) straight from memory with vec4 loads; for CPU-emulated GPUs
+    /// (SwiftShader, llvmpipe) where barriers are slow. Falls back to Tiled where K % 4 != 0 or the
+    /// x offset is not a multiple of 4
+    Reg,
 }
 
 /// The activation applied in a matmul's epilogue (`MatmulParams.act`).
@@ -130,6 +135,7 @@ pub fn matmul_act(
         return match kind {
             MatmulKind::Gemv | MatmulKind::GemvSubgroup => rec.dispatch(&gpu.k.gemv16, &p, &bufs, [n32.div_ceil(GEMV_OUTS), m32, 1]),
             MatmulKind::Tiled4 if vec4_ok(k, x_off) => rec.dispatch(&gpu.k.matmul16_tiled4, &p, &bufs, tiles),
+            MatmulKind::Reg if vec4_ok(k, x_off) => rec.dispatch(&gpu.k.matmul16_reg8, &p, &bufs, [n32.div_ceil(32), m32.div_ceil(64), 1]),
             _ => rec.dispatch(&gpu.k.matmul16_tiled, &p, &bufs, tiles),
         };
     }
@@ -140,6 +146,8 @@ pub fn matmul_act(
             let kernel = if vec4_ok(k, x_off) { &gpu.k.matmul_tiled4 } else { &gpu.k.matmul_tiled };
             rec.dispatch(kernel, &p, &bufs, [n32.div_ceil(64), m32.div_ceil(64), 1])
         }
+        MatmulKind::Reg if vec4_ok(k, x_off) => rec.dispatch(&gpu.k.matmul_reg4, &p, &bufs, [n32.div_ceil(32), m32.div_ceil(32), 1]),
+        MatmulKind::Reg => rec.dispatch(&gpu.k.matmul_tiled, &p, &bufs, [n32.div_ceil(64), m32.div_ceil(64), 1]),
         MatmulKind::Gemv | MatmulKind::GemvSubgroup => {
             let sg = gpu.k.gemv4_sg.as_ref().filter(|_| kind == MatmulKind::GemvSubgroup);
             let kernel = match sg {

@@ -17,3 +17,14 @@ pub mod tensor;
 pub use context::{AdapterSummary, Gpu};
 pub use recorder::Recorder;
 pub use tensor::{DType, GpuTensor};
+
+/// How the row-wise kernels (attention, the norms) map rows to invocations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowKind {
+    /// a workgroup per row (per row and head for attention), reductions in workgroup memory
+    Workgroup,
+    /// an invocation per row (per row and head), no workgroup memory and no barriers: for
+    /// CPU-emulated GPUs (SwiftShader, llvmpipe), where a barrier switches between the SIMD lanes
+    /// that emulate invocations
+    Invocation,
+}

@@ -1,7 +1,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{ensure, Result};
-use crate::gpu::{GpuTensor, Recorder};
+use crate::gpu::{GpuTensor, Recorder, RowKind};
 
 /// Mirrors `NormParams` in shaders/norm.wgsl.
 #[repr(C)]
@@ -35,18 +35,48 @@ pub fn layernorm(
     rows: usize,
     eps: f32,
 ) -> Result<()> {
+    layernorm_kind(rec, out, x, gamma, beta, rows, eps, RowKind::Workgroup)
+}
+
+/// [`layernorm`] with the kernel chosen (a workgroup or an invocation per row).
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_kind(
+    rec: &mut Recorder,
+    out: &GpuTensor,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    rows: usize,
+    eps: f32,
+    kind: RowKind,
+) -> Result<()> {
     let c = check("layernorm", out, x, gamma, Some(beta), rows)?;
     let p = NormParams { rows: rows as u32, c: c as u32, eps, _pad: 0 };
     let gpu = rec.gpu.clone();
-    rec.dispatch(&gpu.k.layernorm, &p, &[&x.buf, &gamma.buf, &beta.buf, &out.buf], gpu.grid_1d(rows as u32))
+    let k = if kind == RowKind::Invocation { &gpu.k.layernorm1 } else { &gpu.k.layernorm };
+    rec.dispatch(k, &p, &[&x.buf, &gamma.buf, &beta.buf, &out.buf], gpu.grid_1d(rows as u32))
 }
 
 /// out = x * rsqrt(mean(x^2) + eps) * weight over the last dim, first `rows` rows. x, out (rows, C); weight (C,)
 pub fn rmsnorm(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, weight: &GpuTensor, rows: usize, eps: f32) -> Result<()> {
+    rmsnorm_kind(rec, out, x, weight, rows, eps, RowKind::Workgroup)
+}
+
+/// [`rmsnorm`] with the kernel chosen (a workgroup or an invocation per row).
+pub fn rmsnorm_kind(
+    rec: &mut Recorder,
+    out: &GpuTensor,
+    x: &GpuTensor,
+    weight: &GpuTensor,
+    rows: usize,
+    eps: f32,
+    kind: RowKind,
+) -> Result<()> {
     let c = check("rmsnorm", out, x, weight, None, rows)?;
     let p = NormParams { rows: rows as u32, c: c as u32, eps, _pad: 0 };
     let gpu = rec.gpu.clone();
-    rec.dispatch(&gpu.k.rmsnorm, &p, &[&x.buf, &weight.buf, &gpu.dummy, &out.buf], gpu.grid_1d(rows as u32))
+    let k = if kind == RowKind::Invocation { &gpu.k.rmsnorm1 } else { &gpu.k.rmsnorm };
+    rec.dispatch(k, &p, &[&x.buf, &weight.buf, &gpu.dummy, &out.buf], gpu.grid_1d(rows as u32))
 }
 
 /// Mirrors `AddNormParams` in shaders/addnorm.wgsl.
@@ -76,6 +106,22 @@ pub fn add_norm(
     rows: usize,
     eps: f32,
 ) -> Result<()> {
+    add_norm_kind(rec, x, y, out, gamma, beta, rows, eps, RowKind::Workgroup)
+}
+
+/// [`add_norm`] with the kernel chosen (a workgroup or an invocation per row).
+#[allow(clippy::too_many_arguments)]
+pub fn add_norm_kind(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    y: &GpuTensor,
+    out: Option<&GpuTensor>,
+    gamma: &GpuTensor,
+    beta: Option<&GpuTensor>,
+    rows: usize,
+    eps: f32,
+    kind: RowKind,
+) -> Result<()> {
     let c = check("add_norm", out.unwrap_or(x), x, gamma, beta, rows)?;
     ensure(y.len() >= rows * c, "add_norm", || format!("y {:?} must hold {rows} rows of C = {c}", y.shape))?;
     let p =
@@ -83,5 +129,6 @@ pub fn add_norm(
     let gpu = rec.gpu.clone();
     let beta = beta.map_or(&gpu.dummy, |b| &b.buf);
     let out = out.map_or(&gpu.dummy_rw, |o| &o.buf);
-    rec.dispatch(&gpu.k.add_norm, &p, &[&y.buf, &gamma.buf, beta, &x.buf, out], gpu.grid_1d(rows as u32))
+    let k = if kind == RowKind::Invocation { &gpu.k.add_norm1 } else { &gpu.k.add_norm };
+    rec.dispatch(k, &p, &[&y.buf, &gamma.buf, beta, &x.buf, out], gpu.grid_1d(rows as u32))
 }

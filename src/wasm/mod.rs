@@ -295,7 +295,7 @@ pub fn gen_tokens_per_submit(k: usize) -> Result<(), JsValue> {
 
 /// The GPU model's kernels (Session::set_gpu_kernels): fused ops on or off, the kernel of few-row
 /// passes (cached decoding: "gemv" | "naive") and, when given, of the others (prefill: "naive" |
-/// "tiled" | "tiled4"). The worker picks them per adapter (www/worker.js); the benchmarks compare them.
+/// "tiled" | "tiled4" | "reg"). The worker picks them per adapter (www/worker.js); the benchmarks compare them.
 #[wasm_bindgen]
 pub fn set_gpu_kernels(fused: bool, few_rows: &str, many_rows: Option<String>) -> Result<(), JsValue> {
     use crate::gpu::matmul::MatmulKind;
@@ -304,7 +304,8 @@ pub fn set_gpu_kernels(fused: bool, few_rows: &str, many_rows: Option<String>) -
         Some("naive") => Some(MatmulKind::Naive),
         Some("tiled") => Some(MatmulKind::Tiled),
         Some("tiled4") => Some(MatmulKind::Tiled4),
-        Some(other) => return Err(err(format!("many_rows must be \"naive\", \"tiled\" or \"tiled4\", got {other:?}"))),
+        Some("reg") => Some(MatmulKind::Reg),
+        Some(other) => return Err(err(format!("many_rows must be \"naive\", \"tiled\", \"tiled4\" or \"reg\", got {other:?}"))),
     };
     with(|s| {
         s.set_gpu_kernels(fused, few_rows)?;
@@ -315,7 +316,34 @@ pub fn set_gpu_kernels(fused: bool, few_rows: &str, many_rows: Option<String>) -
     })
 }
 
-/// The GPU model's kernels and counters: {fused, few_rows, many_rows, dispatches, submits} (the
+/// The kernels of the GPU model's passes of 8 rows or more (prefill): the matmul (set_gpu_kernels'
+/// many_rows names), and for attention and the norms "workgroup" (a workgroup per row, per row and
+/// head for attention) or "rows" (an invocation per row, no barriers: CPU-emulated GPUs). The worker
+/// picks them per adapter (www/worker.js gpuPrefillKernelsFor).
+#[wasm_bindgen]
+pub fn set_gpu_prefill_kernels(many_rows: &str, attention: &str, norms: &str) -> Result<(), JsValue> {
+    use crate::gpu::{matmul::MatmulKind, RowKind};
+    let kind = match many_rows {
+        "naive" => MatmulKind::Naive,
+        "tiled" => MatmulKind::Tiled,
+        "tiled4" => MatmulKind::Tiled4,
+        "reg" => MatmulKind::Reg,
+        other => return Err(err(format!("many_rows must be \"naive\", \"tiled\", \"tiled4\" or \"reg\", got {other:?}"))),
+    };
+    let rows = |what: &str, v: &str| match v {
+        "workgroup" => Ok(RowKind::Workgroup),
+        "rows" => Ok(RowKind::Invocation),
+        other => Err(err(format!("{what} must be \"workgroup\" or \"rows\", got {other:?}"))),
+    };
+    let (attn, norm) = (rows("attention", attention)?, rows("norms", norms)?);
+    with(|s| {
+        let b = s.gpu_backend().ok_or_else(|| crate::error::TfError::Input("no model is loaded on the GPU".into()))?;
+        (b.matmul_kind, b.attention_kind, b.norm_kind) = (kind, attn, norm);
+        Ok(())
+    })
+}
+
+/// The GPU model's kernels and counters: {fused, few_rows, many_rows, attention, norms, dispatches, submits} (the
 /// names of set_gpu_kernels; dispatches and queue submissions since load), null on the CPU paths.
 #[wasm_bindgen]
 pub fn gpu_kernels() -> Result<JsValue, JsValue> {
@@ -325,21 +353,30 @@ pub fn gpu_kernels() -> Result<JsValue, JsValue> {
         fused: bool,
         few_rows: &'static str,
         many_rows: &'static str,
+        attention: &'static str,
+        norms: &'static str,
         dispatches: usize,
         submits: usize,
     }
+    let row_name = |k: crate::gpu::RowKind| match k {
+        crate::gpu::RowKind::Workgroup => "workgroup",
+        crate::gpu::RowKind::Invocation => "rows",
+    };
     let name = |k: MatmulKind| match k {
         MatmulKind::Naive => "naive",
         MatmulKind::Tiled => "tiled",
         MatmulKind::Tiled4 => "tiled4",
         MatmulKind::Gemv => "gemv",
         MatmulKind::GemvSubgroup => "gemv_subgroup",
+        MatmulKind::Reg => "reg",
     };
     let k = with(|s| {
         Ok(s.gpu_backend().map(|b| Kernels {
             fused: b.fused,
             few_rows: name(b.small_matmul_kind),
             many_rows: name(b.matmul_kind),
+            attention: row_name(b.attention_kind),
+            norms: row_name(b.norm_kind),
             dispatches: b.dispatches(),
             submits: b.submits(),
         }))

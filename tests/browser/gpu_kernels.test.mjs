@@ -11,10 +11,12 @@ import path from 'node:path';
 import { setup, openPage, assertClean, REPO, shippedModels, assertModelFile, waitModel, setGenerate, generateAndWait } from './_harness.mjs';
 
 // What the worker must choose on SwiftShader (scripts/bench-browser.mjs measured these there): with 16-bit
-// weights (the shipped F16 models) the GEMV for one-row passes, with f32 weights one thread per output.
-const SWIFTSHADER_KERNELS = { fused: true, few_rows: 'gemv', many_rows: 'tiled4' };
-const SWIFTSHADER_KERNELS_F32 = { fused: true, few_rows: 'naive', many_rows: 'tiled4' };
-const pick = (k) => ({ fused: k?.fused, few_rows: k?.few_rows, many_rows: k?.many_rows });
+// weights (the shipped F16 models) the GEMV for one-row passes, with f32 weights one thread per output; for
+// prompts (8 rows or more) the barrier-free kernels: register-blocked matmul, an invocation per attention row and
+// per norm row.
+const SWIFTSHADER_KERNELS = { fused: true, few_rows: 'gemv', many_rows: 'reg', attention: 'rows', norms: 'rows' };
+const SWIFTSHADER_KERNELS_F32 = { fused: true, few_rows: 'naive', many_rows: 'reg', attention: 'rows', norms: 'rows' };
+const pick = (k) => ({ fused: k?.fused, few_rows: k?.few_rows, many_rows: k?.many_rows, attention: k?.attention, norms: k?.norms });
 
 let env;
 before(async () => {

@@ -31,6 +31,12 @@ pub struct GpuBackend {
     pub matmul_kind: MatmulKind,
     /// the kernel of passes of fewer rows (cached decoding)
     pub small_matmul_kind: MatmulKind,
+    /// the attention kernel of passes of SMALL_M query rows or more (prefill); fewer rows always
+    /// take the workgroup kernel
+    pub attention_kind: gpu::RowKind,
+    /// the norms' kernel (norm, add + norm) of passes of SMALL_M rows or more; fewer rows always
+    /// take the workgroup kernels
+    pub norm_kind: gpu::RowKind,
     /// fused epilogues and fused SwiGLU on (off: the unfused sequence, for benchmarks)
     pub fused: bool,
     /// with `fused`: the q/k/v GEMV takes the biases and RoPE in its epilogue (off: as before
@@ -79,14 +85,21 @@ impl GpuBackend {
             mapped_at_creation: false,
         });
         let rec = Recorder::new(&gpu);
+        // CPU-emulated adapters (llvmpipe: wgpu's device type Cpu) run workgroup barriers slowly, so
+        // there passes of SMALL_M rows or more (prefill) take the barrier-free kernels (BENCHMARKS.md,
+        // issue 12 "Prefill on CPU-emulated GPUs"); the page picks them for SwiftShader itself
+        let cpu_adapter = gpu.summary.device_type == "Cpu";
+        let row_kind = if cpu_adapter { gpu::RowKind::Invocation } else { gpu::RowKind::Workgroup };
         GpuBackend {
             gpu,
             rec,
             staging,
             big_staging: None,
             bytes_read: 0,
-            matmul_kind: MatmulKind::Tiled4,
+            matmul_kind: if cpu_adapter { MatmulKind::Reg } else { MatmulKind::Tiled4 },
             small_matmul_kind: MatmulKind::Gemv,
+            attention_kind: row_kind,
+            norm_kind: row_kind,
             fused: true,
             qkv_epilogue: true,
             subgroups: false,
@@ -107,6 +120,14 @@ impl GpuBackend {
             }
         } else {
             self.matmul_kind
+        }
+    }
+    /// The norms' kernel for a pass of `rows` rows (`norm_kind` from SMALL_M rows on).
+    fn norm_kind_for(&self, rows: usize) -> gpu::RowKind {
+        if rows >= SMALL_M {
+            self.norm_kind
+        } else {
+            gpu::RowKind::Workgroup
         }
     }
     /// Dispatches recorded so far (benchmarks report dispatches per token).
@@ -363,13 +384,16 @@ impl Backend for GpuBackend {
         mask: Option<&GpuTensor>,
         s: &AttnShape,
     ) -> Result<()> {
-        gpu::attention::attention(&mut self.rec, out, probs, q, k, v, mask, s)
+        let kind = if s.tq >= SMALL_M { self.attention_kind } else { gpu::RowKind::Workgroup };
+        gpu::attention::attention_kind(&mut self.rec, out, probs, q, k, v, mask, s, kind)
     }
     fn layernorm(&mut self, out: &GpuTensor, x: &GpuTensor, g: &GpuTensor, b: &GpuTensor, rows: usize, eps: f32) -> Result<()> {
-        gpu::norm::layernorm(&mut self.rec, out, x, g, b, rows, eps)
+        let kind = self.norm_kind_for(rows);
+        gpu::norm::layernorm_kind(&mut self.rec, out, x, g, b, rows, eps, kind)
     }
     fn rmsnorm(&mut self, out: &GpuTensor, x: &GpuTensor, w: &GpuTensor, rows: usize, eps: f32) -> Result<()> {
-        gpu::norm::rmsnorm(&mut self.rec, out, x, w, rows, eps)
+        let kind = self.norm_kind_for(rows);
+        gpu::norm::rmsnorm_kind(&mut self.rec, out, x, w, rows, eps, kind)
     }
     fn add_norm(
         &mut self,
@@ -382,7 +406,8 @@ impl Backend for GpuBackend {
         eps: f32,
     ) -> Result<()> {
         if self.fused {
-            return gpu::norm::add_norm(&mut self.rec, x, y, out, w, b, rows, eps);
+            let kind = self.norm_kind_for(rows);
+            return gpu::norm::add_norm_kind(&mut self.rec, x, y, out, w, b, rows, eps, kind);
         }
         add_then_norm(self, x, y, out, w, b, rows, w.len(), eps)
     }
