@@ -10,7 +10,7 @@
 //! in registers across all keys (`simd::pv`), instead of one dot and one axpy per key.
 
 use crate::error::{ensure, Result};
-use crate::fastcpu::simd::{dot4, exp, max, multiversion, pv, sum};
+use crate::fastcpu::simd::{dot4, multiversion, pv, softmax};
 use crate::ops::AttnShape;
 
 /// out (Tq, NH*HS) = softmax(mask(Q K^T * scale)) V; probs (NH, Tq, Tk). Blocked keys get 0; a row
@@ -61,21 +61,11 @@ fn attend_impl<const FMA: bool>(out: &mut [f32], probs: &mut [f32], q: &[f32], k
                     }
                 }
             }
-            let mx = max(&prow[..end]);
             prow[end..].fill(0.0);
-            if mx == f32::NEG_INFINITY {
-                prow[..end].fill(0.0);
+            // e^(s - max) / sum: a blocked key's -inf gives exactly 0; no visible key: zeros
+            if !softmax(&mut prow[..end]) {
                 orow.fill(0.0);
                 continue;
-            }
-            // e^(s - max): a blocked key's -inf gives exactly 0
-            for p in prow[..end].iter_mut() {
-                *p = exp(*p - mx);
-            }
-            let z = sum(&prow[..end]);
-            let inv = 1.0 / z;
-            for p in prow[..end].iter_mut() {
-                *p *= inv;
             }
             pv::<FMA>(orow, &prow[..end], v, s.v_offset + g * hs, s.v_stride);
         }
