@@ -91,6 +91,16 @@ fn matmul_rejects_wrong_shapes_with_the_op_name() {
 const ATTN_ATOL: f32 = 1e-5;
 const ATTN_RTOL: f32 = 1e-4;
 
+/// The sweep the page's builds run (src/fastcpu/check.rs, tolerances there), natively in both builds.
+#[test]
+fn the_page_attention_sweep_passes_natively() {
+    both_builds(|isa| {
+        let r = tinyformer::fastcpu::check::attention_sweep();
+        assert!(r.failures.is_empty(), "{isa}: {:?}", &r.failures[..r.failures.len().min(5)]);
+        assert_eq!(r.cases, 4 * 7 * 8 * 2, "{isa}: every shape ran");
+    });
+}
+
 #[test]
 fn attention_matches_reference_on_a_shape_sweep() {
     let mut r = Lcg(2);

@@ -72,6 +72,13 @@ fn elementwise_impl<const FMA: bool>(out: &mut [f32], a: &[f32], b: Option<&[f32
 
 #[inline(always)]
 fn inplace_impl<const FMA: bool>(x: &mut [f32], y: Option<&[f32]>, op: EwOp) {
+    // the page: SiLU / SwiGLU in v128 lanes (LLVM left the loop over the exp scalar for wasm32)
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    match (op, y) {
+        (EwOp::Silu, _) => return crate::fastcpu::simd::silu_inplace_simd128(x, None),
+        (EwOp::SwiGlu, Some(y)) => return crate::fastcpu::simd::silu_inplace_simd128(x, Some(y)),
+        _ => {}
+    }
     match y {
         Some(y) => per_op!(op, |o| x.iter_mut().zip(y).for_each(|(d, &v)| *d = apply(o, *d, v))),
         None => per_op!(op, |o| x.iter_mut().for_each(|d| *d = apply(o, *d, 0.0))),

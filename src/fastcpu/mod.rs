@@ -9,6 +9,7 @@
 pub mod act;
 pub mod attention;
 pub mod backend;
+pub mod check;
 pub mod matmul;
 pub mod norm;
 pub mod simd;

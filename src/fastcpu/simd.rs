@@ -313,6 +313,34 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + exp(-x))
 }
 
+/// The attention's softmax over one row of scores, in place: p = e^(p - max) / sum. A row whose every
+/// score is -inf (no visible key) becomes zeros and the result is false; a -inf score gives exactly 0.
+#[inline(always)]
+#[allow(unreachable_code)] // the wasm simd128 build returns early
+pub fn softmax(p: &mut [f32]) -> bool {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return blocked_simd128::softmax(p);
+    let mx = max(p);
+    if mx == f32::NEG_INFINITY {
+        p.fill(0.0);
+        return false;
+    }
+    for v in p.iter_mut() {
+        *v = exp(*v - mx);
+    }
+    let inv = 1.0 / sum(p);
+    for v in p.iter_mut() {
+        *v *= inv;
+    }
+    true
+}
+
+/// x = silu(x) (`y` None) or silu(x) * y (SwiGLU) in the page's v128 lanes (act.rs).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub fn silu_inplace_simd128(x: &mut [f32], y: Option<&[f32]>) {
+    blocked_simd128::silu_inplace(x, y)
+}
+
 /// The attention's blocked kernels (src/fastcpu/attention.rs): four scores per pass over q, and the
 /// P·V product of a whole probabilities row at once.
 ///
@@ -527,33 +555,151 @@ mod blocked_simd128 {
         s
     }
 
+    /// Each block of up to 32 output values (8 v128, e.g. a whole head of 32) stays in registers
+    /// across all keys: per key one splat of p[j] and a load and a multiply-add per 4 values. (The
+    /// first simd128 form went over the keys once per 4 values with four accumulators, reloading and
+    /// splatting p[j] each time: 9% of the gpt's page prefill, BENCHMARKS.md.)
     #[inline(always)]
     pub fn pv(out: &mut [f32], p: &[f32], v: &[f32], off: usize, stride: usize) {
         let hs = out.len();
         let full = hs / 4 * 4;
-        let kb = p.len() / 4 * 4;
-        let vp = v[off..].as_ptr();
         let mut c = 0;
+        while c + 32 <= full {
+            pv_block::<8>(out, p, v, off, stride, c);
+            c += 32;
+        }
+        while c + 16 <= full {
+            pv_block::<4>(out, p, v, off, stride, c);
+            c += 16;
+        }
         while c < full {
-            // SAFETY: row j's lanes c..c+4 lie inside v (pv's assert)
-            let mut a = [f32x4_splat(0.0); 4];
-            let mut j = 0;
-            while j < kb {
-                for u in 0..4 {
-                    let pj = f32x4_splat(p[j + u]);
-                    a[u] = madd4(pj, unsafe { v128_load(vp.add((j + u) * stride + c) as *const v128) }, a[u]);
-                }
-                j += 4;
-            }
-            while j < p.len() {
-                let pj = f32x4_splat(p[j]);
-                a[0] = madd4(pj, unsafe { v128_load(vp.add(j * stride + c) as *const v128) }, a[0]);
-                j += 1;
-            }
-            let s = f32x4_add(f32x4_add(a[0], a[1]), f32x4_add(a[2], a[3]));
-            unsafe { v128_store(out.as_mut_ptr().add(c) as *mut v128, s) };
+            pv_block::<1>(out, p, v, off, stride, c);
             c += 4;
         }
         pv_tail(out, p, v, off, stride, full);
+    }
+
+    /// out[c..c + 4S] = sum_j p[j] * v[off + j * stride + c..][..4S]
+    #[inline(always)]
+    fn pv_block<const S: usize>(out: &mut [f32], p: &[f32], v: &[f32], off: usize, stride: usize, c: usize) {
+        assert!(c + 4 * S <= out.len() && (p.is_empty() || off + (p.len() - 1) * stride + c + 4 * S <= v.len()));
+        let vp = v[off + c..].as_ptr();
+        let mut a = [f32x4_splat(0.0); S];
+        for (j, &pj) in p.iter().enumerate() {
+            let pj = f32x4_splat(pj);
+            for (u, a) in a.iter_mut().enumerate() {
+                // SAFETY: row j's values c..c+4S lie inside v (the assert above)
+                *a = madd4(pj, unsafe { v128_load(vp.add(j * stride + 4 * u) as *const v128) }, *a);
+            }
+        }
+        let op = out[c..c + 4 * S].as_mut_ptr();
+        for (u, a) in a.iter().enumerate() {
+            // SAFETY: op points at 4S values of out
+            unsafe { v128_store(op.add(4 * u) as *mut v128, *a) };
+        }
+    }
+
+    /// `super::softmax` in v128 lanes: the same `exp` formula lane by lane (mul and add, as the scalar
+    /// form compiles: the same e^x values), max and sum over 4 lanes.
+    #[inline(always)]
+    pub fn softmax(p: &mut [f32]) -> bool {
+        let n = p.len();
+        let full = n / 4 * 4;
+        let pp = p.as_mut_ptr();
+        // SAFETY: every access below is at i + 4 <= full <= n
+        let ld = |i: usize| unsafe { v128_load(pp.add(i) as *const v128) };
+        let st = |i: usize, x: v128| unsafe { v128_store(pp.add(i) as *mut v128, x) };
+        let mut m4 = f32x4_splat(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i < full {
+            m4 = f32x4_pmax(m4, ld(i));
+            i += 4;
+        }
+        let mut mx = f32x4_extract_lane::<0>(m4);
+        for v in [f32x4_extract_lane::<1>(m4), f32x4_extract_lane::<2>(m4), f32x4_extract_lane::<3>(m4)] {
+            if v > mx {
+                mx = v;
+            }
+        }
+        for &v in &p[full..] {
+            if v > mx {
+                mx = v;
+            }
+        }
+        if mx == f32::NEG_INFINITY {
+            p.fill(0.0);
+            return false;
+        }
+        let mv = f32x4_splat(mx);
+        let mut s4 = f32x4_splat(0.0);
+        i = 0;
+        while i < full {
+            let e = exp4(f32x4_sub(ld(i), mv));
+            st(i, e);
+            s4 = f32x4_add(s4, e);
+            i += 4;
+        }
+        let mut z =
+            (f32x4_extract_lane::<0>(s4) + f32x4_extract_lane::<1>(s4)) + (f32x4_extract_lane::<2>(s4) + f32x4_extract_lane::<3>(s4));
+        for v in &mut p[full..] {
+            *v = super::exp(*v - mx);
+            z += *v;
+        }
+        let inv = 1.0 / z;
+        let iv = f32x4_splat(inv);
+        i = 0;
+        while i < full {
+            st(i, f32x4_mul(ld(i), iv));
+            i += 4;
+        }
+        for v in &mut p[full..] {
+            *v *= inv;
+        }
+        true
+    }
+
+    /// x = silu(x), or silu(x) * y (SwiGLU, `y` given), in v128 lanes: the same operations as the scalar
+    /// `silu` (x / (1 + e^-x)), which LLVM left scalar for wasm32 (4.6% of the llama's page prefill-128).
+    #[inline(always)]
+    pub fn silu_inplace(x: &mut [f32], y: Option<&[f32]>) {
+        let n = y.map_or(x.len(), |y| x.len().min(y.len()));
+        let full = n / 4 * 4;
+        let xp = x.as_mut_ptr();
+        let one = f32x4_splat(1.0);
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 4 <= full <= n <= the lengths of x and y
+            unsafe {
+                let a = v128_load(xp.add(i) as *const v128);
+                let mut r = f32x4_div(a, f32x4_add(one, exp4(f32x4_neg(a))));
+                if let Some(y) = y {
+                    r = f32x4_mul(r, v128_load(y.as_ptr().add(i) as *const v128));
+                }
+                v128_store(xp.add(i) as *mut v128, r);
+            }
+            i += 4;
+        }
+        for j in full..n {
+            x[j] = super::silu(x[j]) * y.map_or(1.0, |y| y[j]);
+        }
+    }
+
+    /// `super::exp` on four lanes (the same operations in the same order).
+    #[inline(always)]
+    pub fn exp4(x: v128) -> v128 {
+        let c = f32x4_splat;
+        let xc = f32x4_pmin(f32x4_pmax(x, c(-87.3)), c(88.7));
+        let t = f32x4_add(f32x4_mul(xc, c(std::f32::consts::LOG2_E)), c(12_582_912.0));
+        let n = f32x4_sub(t, c(12_582_912.0));
+        let r = f32x4_sub(f32x4_sub(xc, f32x4_mul(n, c(0.693_359_4))), f32x4_mul(n, c(-2.121_944_4e-4)));
+        let mut q = c(1.987_569_1e-4);
+        for k in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+            q = f32x4_add(f32x4_mul(q, r), c(k));
+        }
+        let er = f32x4_add(f32x4_add(f32x4_mul(f32x4_mul(q, r), r), r), c(1.0));
+        let ni = i32x4_sub(t, i32x4_splat(0x4B40_0000));
+        let pow2 = i32x4_shl(i32x4_add(ni, i32x4_splat(127)), 23);
+        // x < -87.3 (e.g. a masked -inf) gives exactly 0
+        v128_andnot(f32x4_mul(er, pow2), f32x4_lt(x, c(-87.3)))
     }
 }

@@ -63,6 +63,13 @@ pub async fn run_selftest() -> Result<JsValue, JsValue> {
     to_js(&crate::selftest::run_all(&g).await)
 }
 
+/// The fast CPU backend's attention against its reference twin over a shape sweep, in this build
+/// (src/fastcpu/check.rs): {cases, max_abs_diff, failures}. tests/browser/fastcpu.test.mjs.
+#[wasm_bindgen]
+pub fn fastcpu_attention_check() -> Result<JsValue, JsValue> {
+    to_js(&crate::fastcpu::check::attention_sweep())
+}
+
 #[derive(Serialize)]
 struct MaskSet<'a> {
     seq_len: usize,

@@ -48,7 +48,8 @@ async function runBuild(page, pkg, { fixtures, shipped }) {
   return page.evaluate(async ({ pkg, fixtures, shipped }) => {
     const core = await import(pkg);
     await core.default();
-    const out = { isa: core.cpu_isa(), fixtures: [], shipped: [] };
+    // the fast attention against its reference twin over a shape sweep, in this build (src/fastcpu/check.rs)
+    const out = { isa: core.cpu_isa(), attentionSweep: core.fastcpu_attention_check(), fixtures: [], shipped: [] };
     for (const fx of fixtures) {
       const bytes = new Uint8Array(await (await fetch(`/tests/fixtures/models/${fx.checkpoint}`)).arrayBuffer());
       const card = await core.load_model(bytes, false);
@@ -80,8 +81,14 @@ async function runBuild(page, pkg, { fixtures, shipped }) {
   }, { pkg, fixtures, shipped });
 }
 
-// Every fixture within the PyTorch tolerances, every shipped continuation equal to PyTorch's.
+// Every fixture within the PyTorch tolerances, every shipped continuation equal to PyTorch's; the
+// attention sweep (heads of 4-48 values, 1-128 query rows, causal or masked) within its tolerances,
+// 1e-5 abs + 1e-4 rel against the f64 reference (written in src/fastcpu/check.rs).
 function checkAgainstPyTorch(res, { fixtures, shipped }, label) {
+  const sw = res.attentionSweep;
+  assert.deepEqual(sw.failures, [], `${label}: fast attention vs the reference`);
+  assert.equal(sw.cases, 4 * 7 * 8 * 2, `${label}: every attention shape ran`);
+  console.log(`${label} attention sweep: ${sw.cases} shapes, max|diff| ${sw.max_abs_diff.toExponential(2)}`);
   for (const [i, fx] of fixtures.entries()) {
     const got = res.fixtures[i];
     assert.equal(got.backend, 'cpu', fx.name);

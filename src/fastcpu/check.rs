@@ -1,0 +1,79 @@
+//! The fast attention against its reference twin (crate::cpu::attention, f64) over a shape sweep, as a
+//! library function: the page's builds run it through the wasm export `fastcpu_attention_check`
+//! (tests/browser/fastcpu.test.mjs), where the simd128 kernels of several query rows (attention.rs
+//! `mod tiled`) run; natively tests/fastcpu_ops.rs runs it as well. The tolerances are written here.
+
+use serde::Serialize;
+
+use crate::cpu;
+use crate::fastcpu::attention;
+use crate::ops::AttnShape;
+use crate::rng::Rng;
+
+/// Probabilities are f32 softmaxes of f32 dot products (HS <= 64, |q|, |k| <= 2, |v| <= 1): 1e-5
+/// absolute + 1e-4 relative, as tests/fastcpu_ops.rs's attention sweep.
+pub const ATTN_ATOL: f64 = 1e-5;
+pub const ATTN_RTOL: f64 = 1e-4;
+
+#[derive(Debug, Serialize)]
+pub struct SweepResult {
+    /// shapes checked (each: probabilities and output)
+    pub cases: usize,
+    /// the largest |fast - reference| over every value
+    pub max_abs_diff: f64,
+    /// one line per value outside atol + rtol * |reference| (the first of each case), or per blocked
+    /// key that is not exactly 0
+    pub failures: Vec<String>,
+}
+
+/// Heads (NH, NKV) with GQA / MQA, head sizes around the lanes and the 16-wide tiles (4, 8, 12, 16,
+/// 17, 32, 48), query rows 1 (decode), 2, odd and many, over an empty or filled cache, causal or with
+/// an explicit mask that has holes and a fully blocked query row.
+pub fn attention_sweep() -> SweepResult {
+    let mut r = Rng::new(11);
+    let mut vec = |n: usize, scale: f32| (0..n).map(|_| (r.uniform() * 2.0 - 1.0) * scale).collect::<Vec<f32>>();
+    let mut res = SweepResult { cases: 0, max_abs_diff: 0.0, failures: Vec::new() };
+    for (nh, nkv) in [(1, 1), (2, 1), (6, 2), (6, 6)] {
+        for hs in [4, 8, 12, 16, 17, 32, 48] {
+            for (tq, cached) in [(1, 0), (1, 37), (2, 0), (3, 5), (17, 0), (40, 0), (33, 16), (128, 0)] {
+                let tk = cached + tq;
+                for masked in [false, true] {
+                    let (q, k, v) = (vec(tq * nh * hs, 2.0), vec(tk * nkv * hs, 2.0), vec(tk * nkv * hs, 1.0));
+                    let s = AttnShape::packed(tq, tk, nh, nkv, hs);
+                    let (s, mask) = if masked {
+                        let mut m: Vec<f32> = (0..tq * tk).map(|i| if (i * 7 + 3) % 5 == 0 { 0.0 } else { 1.0 }).collect();
+                        m[..tk].fill(0.0);
+                        (s, Some(m))
+                    } else {
+                        (s.with_causal(cached), None)
+                    };
+                    let (mut ow, mut pw) = (vec![0f32; tq * nh * hs], vec![0f32; nh * tq * tk]);
+                    let (mut og, mut pg) = (vec![f32::NAN; tq * nh * hs], vec![f32::NAN; nh * tq * tk]);
+                    let what = format!("NH={nh} NKV={nkv} HS={hs} Tq={tq} Tk={tk} masked={masked}");
+                    if let Err(e) = cpu::attention(&mut ow, &mut pw, &q, &k, &v, mask.as_deref(), &s)
+                        .and_then(|()| attention::attention(&mut og, &mut pg, &q, &k, &v, mask.as_deref(), &s))
+                    {
+                        res.failures.push(format!("{what}: {e}"));
+                        continue;
+                    }
+                    res.cases += 1;
+                    for (name, got, want) in [("probs", &pg, &pw), ("out", &og, &ow)] {
+                        for (i, (&g, &w)) in got.iter().zip(want.iter()).enumerate() {
+                            let d = (g as f64 - w as f64).abs();
+                            if d.is_nan() || d > ATTN_ATOL + ATTN_RTOL * (w as f64).abs() {
+                                res.failures.push(format!("{what} {name}[{i}]: fast {g}, reference {w}"));
+                                break;
+                            }
+                            res.max_abs_diff = res.max_abs_diff.max(d);
+                        }
+                    }
+                    if let Some(i) = pg.iter().zip(&pw).position(|(g, w)| (*w == 0.0) != (*g == 0.0)) {
+                        res.failures
+                            .push(format!("{what} probs[{i}]: a blocked key must be exactly 0 (fast {}, reference {})", pg[i], pw[i]));
+                    }
+                }
+            }
+        }
+    }
+    res
+}
