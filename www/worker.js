@@ -98,9 +98,18 @@ let browserAdapter = null;
 // one-thread-per-output kernel has no 16-bit form (the core runs the 64x64 tile instead, for one row): with the
 // shipped F16 models that choice decoded at 0.2 tok/s against the GEMV's 4.5. So the override is for f32
 // checkpoints only (weights16: a 16-bit matmul weight in the file, see weightsAre16bit).
+// Since issue 12's CPU-emulation work the page widens 16-bit weights to f32 at load on SwiftShader (cpuEmulated:
+// init calls set_gpu_widen16; the memory budget counts them at 4 bytes) and decodes with one invocation per output
+// and no barriers ('rows', shaders/rows.wgsl, the q/k/v+RoPE and SwiGLU forms too): every checkpoint is f32 there.
 function gpuKernelsFor(adapter, weights16) {
+  if (cpuEmulated(adapter)) return { fused: true, few_rows: 'rows', many_rows: 'tiled4' };
   if (adapter?.architecture === 'swiftshader' && weights16 === false) return { fused: true, few_rows: 'naive', many_rows: 'tiled4' };
   return null;
+}
+
+// A WebGPU adapter that runs on the CPU (SwiftShader): 16-bit weights are widened at load there (see gpuKernelsFor).
+function cpuEmulated(adapter) {
+  return adapter?.architecture === 'swiftshader';
 }
 
 // Whether a .safetensors file's bytes hold F16/BF16 tensors (its JSON header; null when it cannot be read: a
@@ -125,6 +134,7 @@ const handlers = {
     const hasNavigatorGpu = typeof self.navigator !== 'undefined' && self.navigator.gpu != null;
     const gpu = await core.gpu_init();
     browserAdapter = gpu?.ok ? await browserAdapterInfo() : null;
+    if (gpu?.ok && cpuEmulated(browserAdapter)) core.set_gpu_widen16(true);
     // isa: the build's CPU kernels, "simd128+relaxed-simd" or "simd128"
     return { version: core.version(), isa: core.cpu_isa(), gpu, hasNavigatorGpu, browserAdapter };
   },

@@ -72,3 +72,49 @@ pub fn attention(
     let m = mask.map_or(&gpu.dummy, |m| &m.buf);
     rec.dispatch(&gpu.k.attention, &p, &[&q.buf, &k.buf, &v.buf, m, &out.buf, &probs.buf], [s.tq as u32, s.nh as u32, 1])
 }
+
+/// [`attention`] with one invocation per (query row, head) and no barriers
+/// (shaders/attention_rows.wgsl): few-row passes on GPUs emulated on the CPU (MatmulKind::Rows).
+/// Each invocation does O(Tk * HS) serial work, so it is for cached decoding only.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_rows(
+    rec: &mut Recorder,
+    out: &GpuTensor,
+    probs: &GpuTensor,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    mask: Option<&GpuTensor>,
+    s: &AttnShape,
+) -> Result<()> {
+    s.check("attention", q.len(), k.len(), v.len(), mask.map(|m| m.len()))?;
+    ensure(out.len() >= s.tq * s.nh * s.hs, "attention", || {
+        format!("out {:?} is smaller than Tq*NH*HS = {}*{}*{}", out.shape, s.tq, s.nh, s.hs)
+    })?;
+    ensure(probs.len() >= s.nh * s.tq * s.tk, "attention", || {
+        format!("probs {:?} is smaller than NH*Tq*Tk = {}*{}*{}", probs.shape, s.nh, s.tq, s.tk)
+    })?;
+    let p = AttnParams {
+        tq: s.tq as u32,
+        tk: s.tk as u32,
+        nh: s.nh as u32,
+        nkv: s.nkv as u32,
+        hs: s.hs as u32,
+        has_mask: mask.is_some() as u32,
+        is_causal: s.causal.is_some() as u32,
+        causal_offset: s.causal.unwrap_or(0) as u32,
+        q_offset: s.q_offset as u32,
+        q_stride: s.q_stride as u32,
+        k_offset: s.k_offset as u32,
+        k_stride: s.k_stride as u32,
+        v_offset: s.v_offset as u32,
+        v_stride: s.v_stride as u32,
+        scale: s.scale,
+        _pad: 0,
+    };
+    let gpu = rec.gpu.clone();
+    let m = mask.map_or(&gpu.dummy, |m| &m.buf);
+    let groups = gpu.grid_1d(((s.tq * s.nh) as u32).div_ceil(64));
+    ensure(groups[1] == 1, "attention", || format!("{} (row, head) pairs are too many for the one-row kernel", s.tq * s.nh))?;
+    rec.dispatch(&gpu.k.attention_rows, &p, &[&q.buf, &k.buf, &v.buf, m, &out.buf, &probs.buf], groups)
+}

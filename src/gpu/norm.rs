@@ -85,3 +85,28 @@ pub fn add_norm(
     let out = out.map_or(&gpu.dummy_rw, |o| &o.buf);
     rec.dispatch(&gpu.k.add_norm, &p, &[&y.buf, &gamma.buf, beta, &x.buf, out], gpu.grid_1d(rows as u32))
 }
+
+/// [`add_norm`] with one invocation per row and no barriers (shaders/addnorm_rows.wgsl): few-row
+/// passes on GPUs emulated on the CPU (MatmulKind::Rows).
+#[allow(clippy::too_many_arguments)]
+pub fn add_norm_rows(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    y: &GpuTensor,
+    out: Option<&GpuTensor>,
+    gamma: &GpuTensor,
+    beta: Option<&GpuTensor>,
+    rows: usize,
+    eps: f32,
+) -> Result<()> {
+    let c = check("add_norm", out.unwrap_or(x), x, gamma, beta, rows)?;
+    ensure(y.len() >= rows * c, "add_norm", || format!("y {:?} must hold {rows} rows of C = {c}", y.shape))?;
+    let p =
+        AddNormParams { rows: rows as u32, c: c as u32, eps, layernorm: beta.is_some() as u32, in_place: out.is_none() as u32, _p: [0; 3] };
+    let gpu = rec.gpu.clone();
+    let beta = beta.map_or(&gpu.dummy, |b| &b.buf);
+    let out = out.map_or(&gpu.dummy_rw, |o| &o.buf);
+    let groups = gpu.grid_1d((rows as u32).div_ceil(64));
+    ensure(groups[1] == 1, "add_norm", || format!("{rows} rows are too many for the one-row kernel"))?;
+    rec.dispatch(&gpu.k.add_norm_rows, &p, &[&y.buf, &gamma.buf, beta, &x.buf, out], groups)
+}

@@ -315,8 +315,18 @@ pub fn set_gpu_kernels(fused: bool, few_rows: &str, many_rows: Option<String>) -
     })
 }
 
+/// Whether models loaded on the GPU from now on widen 16-bit (F16 / BF16) weights to f32 at upload
+/// (Gpu::set_widen16; the memory budget counts them at 4 bytes then). The worker turns it on for
+/// SwiftShader, a GPU emulated on the CPU, which wgpu's WebGPU backend does not report as one.
+#[wasm_bindgen]
+pub fn set_gpu_widen16(on: bool) -> Result<(), JsValue> {
+    gpu().ok_or_else(|| err("the GPU is not initialised: call gpu_init first"))?.set_widen16(on);
+    Ok(())
+}
+
 /// The GPU model's kernels and counters: {fused, few_rows, many_rows, dispatches, submits} (the
-/// names of set_gpu_kernels; dispatches and queue submissions since load), null on the CPU paths.
+/// names of set_gpu_kernels; dispatches and queue submissions since load; widen16: 16-bit weights
+/// widened to f32 at load), null on the CPU paths.
 #[wasm_bindgen]
 pub fn gpu_kernels() -> Result<JsValue, JsValue> {
     use crate::gpu::matmul::MatmulKind;
@@ -327,6 +337,8 @@ pub fn gpu_kernels() -> Result<JsValue, JsValue> {
         many_rows: &'static str,
         dispatches: usize,
         submits: usize,
+        /// 16-bit checkpoint weights widened to f32 at load (set_gpu_widen16)
+        widen16: bool,
     }
     let name = |k: MatmulKind| match k {
         MatmulKind::Naive => "naive",
@@ -334,6 +346,7 @@ pub fn gpu_kernels() -> Result<JsValue, JsValue> {
         MatmulKind::Tiled4 => "tiled4",
         MatmulKind::Gemv => "gemv",
         MatmulKind::GemvSubgroup => "gemv_subgroup",
+        MatmulKind::Rows => "rows",
     };
     let k = with(|s| {
         Ok(s.gpu_backend().map(|b| Kernels {
@@ -342,6 +355,7 @@ pub fn gpu_kernels() -> Result<JsValue, JsValue> {
             many_rows: name(b.matmul_kind),
             dispatches: b.dispatches(),
             submits: b.submits(),
+            widen16: b.widen16,
         }))
     })?;
     to_js(&k)

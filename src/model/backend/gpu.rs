@@ -40,6 +40,9 @@ pub struct GpuBackend {
     /// (MatmulKind::GemvSubgroup). Off by default until `bench generate`'s `cached_subgroups`
     /// shows a gain (BENCHMARKS.md): the workgroup-memory GEMV is the measured path.
     pub subgroups: bool,
+    /// 16-bit checkpoint weights are widened to f32 at load (`keeps_16bit` false); from
+    /// `Gpu::widens16` when the backend is made (the device's kind), set before a load
+    pub widen16: bool,
     /// dispatches recorded inside passes' layer loops (`Backend::layers_mark`), and where the
     /// current loop began
     pub layer_dispatches: usize,
@@ -79,6 +82,7 @@ impl GpuBackend {
             mapped_at_creation: false,
         });
         let rec = Recorder::new(&gpu);
+        let widen16 = gpu.widens16();
         GpuBackend {
             gpu,
             rec,
@@ -90,6 +94,7 @@ impl GpuBackend {
             fused: true,
             qkv_epilogue: true,
             subgroups: false,
+            widen16,
             layer_dispatches: 0,
             layers_from: None,
             qkv_biases: HashMap::new(),
@@ -187,16 +192,18 @@ impl GpuBackend {
     ) -> Result<()> {
         let biased = w.iter().any(|(_, b)| b.is_some());
         let one_dtype = w.iter().all(|(t, _)| t.dtype == w[0].0.dtype);
-        if self.fused && m < SMALL_M && self.small_matmul_kind == MatmulKind::Gemv && one_dtype && (self.qkv_epilogue || !biased) {
+        let small = self.small_matmul_kind;
+        if self.fused && m < SMALL_M && matches!(small, MatmulKind::Gemv | MatmulKind::Rows) && one_dtype && (self.qkv_epilogue || !biased)
+        {
             let key = if biased { Some(self.qkv_biases(w)?) } else { None };
             let biases = key.and_then(|key| self.qkv_biases.get(&key));
             let ws = [w[0].0, w[1].0, w[2].0];
             match rope {
                 Some((table, (_, _, hs), start_pos)) if self.qkv_epilogue => {
                     let r = QkvRope { table, hs, start_pos };
-                    return gpu::matmul::gemv_qkv(&mut self.rec, q, k, v, kv_off, x, m, ws, biases, Some(r));
+                    return gpu::matmul::qkv_kind(&mut self.rec, q, k, v, kv_off, x, m, ws, biases, Some(r), small);
                 }
-                _ => gpu::matmul::gemv_qkv(&mut self.rec, q, k, v, kv_off, x, m, ws, biases, None)?,
+                _ => gpu::matmul::qkv_kind(&mut self.rec, q, k, v, kv_off, x, m, ws, biases, None, small)?,
             }
         } else {
             self.matmul(q, 0, x, 0, m, w[0].0, w[0].1)?;
@@ -251,7 +258,7 @@ impl Backend for GpuBackend {
         self.gpu.upload16(shape, bits, d, label)
     }
     fn keeps_16bit(&self) -> bool {
-        true
+        !self.widen16
     }
     fn zeros(&self, shape: &[usize], label: &str) -> Result<GpuTensor> {
         self.gpu.zeros(shape, label)
@@ -349,6 +356,10 @@ impl Backend for GpuBackend {
             ensure_n(w_gate, n, "matmul_swiglu")?;
             return gpu::matmul::gemv_swiglu(&mut self.rec, out, x, m, w_gate, w_up);
         }
+        if self.fused && m < SMALL_M && self.small_matmul_kind == MatmulKind::Rows {
+            ensure_n(w_gate, n, "matmul_swiglu")?;
+            return gpu::matmul::rows_swiglu(&mut self.rec, out, x, m, w_gate, w_up);
+        }
         self.matmul(out, 0, x, 0, m, w_gate, None)?;
         self.matmul(up, 0, x, 0, m, w_up, None)?;
         self.inplace(out, Some(up), m * n, EwOp::SwiGlu)
@@ -363,6 +374,9 @@ impl Backend for GpuBackend {
         mask: Option<&GpuTensor>,
         s: &AttnShape,
     ) -> Result<()> {
+        if self.small_matmul_kind == MatmulKind::Rows && s.tq < SMALL_M {
+            return gpu::attention::attention_rows(&mut self.rec, out, probs, q, k, v, mask, s);
+        }
         gpu::attention::attention(&mut self.rec, out, probs, q, k, v, mask, s)
     }
     fn layernorm(&mut self, out: &GpuTensor, x: &GpuTensor, g: &GpuTensor, b: &GpuTensor, rows: usize, eps: f32) -> Result<()> {
@@ -381,6 +395,9 @@ impl Backend for GpuBackend {
         rows: usize,
         eps: f32,
     ) -> Result<()> {
+        if self.fused && self.small_matmul_kind == MatmulKind::Rows && rows < SMALL_M {
+            return gpu::norm::add_norm_rows(&mut self.rec, x, y, out, w, b, rows, eps);
+        }
         if self.fused {
             return gpu::norm::add_norm(&mut self.rec, x, y, out, w, b, rows, eps);
         }
@@ -436,6 +453,9 @@ impl Backend for GpuBackend {
         gpu::moe::moe_combine(&mut self.rec, out, ys, gate, t, e, c, ys_rows)
     }
     fn sample(&mut self, out: &GpuTensor, logits: &GpuTensor, row: usize, p: &SampleParams, u: f32) -> Result<()> {
+        if self.small_matmul_kind == MatmulKind::Rows {
+            return gpu::sample::sample_one_invocation(&mut self.rec, out, logits, row, p, u);
+        }
         gpu::sample::sample(&mut self.rec, out, logits, row, p, u)
     }
     fn submit(&mut self) -> Result<()> {
