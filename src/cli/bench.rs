@@ -238,7 +238,8 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
         results.insert("prefill_ms_tiled".into(), json!(t1));
     }
     let b = gpu_backend(&mut s)?;
-    (b.fused, b.small_matmul_kind, b.qkv_epilogue, b.subgroups) = (true, MatmulKind::Gemv, true, false);
+    let default_few_rows = GpuBackend::new(gpu.clone()).small_matmul_kind;
+    (b.fused, b.small_matmul_kind, b.qkv_epilogue, b.subgroups) = (true, default_few_rows, true, false);
     for k in ["cached_gpu_sampling", "cached_unfused_naive", "cached_qkv_no_epilogue"] {
         let d = results[&format!("{k}_dispatches_per_token")].as_f64().unwrap_or(0.0);
         results.insert(format!("{k}_dispatches_per_layer"), json!((d / layers.max(1) as f64 * 100.0).round() / 100.0));
@@ -276,7 +277,7 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
         "rows_chained_over_rows_k1": rows_chained_over_k1,
         "weights_widened_to_f32": widened,
         "widened_over_16bit": widened_over_16bit,
-        "default_few_rows": format!("{:?}", GpuBackend::new(gpu.clone()).small_matmul_kind),
+        "default_few_rows": format!("{default_few_rows:?}"),
         "layers": layers,
     }))
     .unwrap_or_default())

@@ -29,7 +29,8 @@ pub struct GpuBackend {
     pub bytes_read: u64,
     /// the kernel of passes of SMALL_M rows or more
     pub matmul_kind: MatmulKind,
-    /// the kernel of passes of fewer rows (cached decoding)
+    /// the kernel of passes of fewer rows (cached decoding): the GEMV, or on a CPU-type adapter
+    /// (llvmpipe natively) the barrier-free one-row forms of every decode op (`MatmulKind::Rows`)
     pub small_matmul_kind: MatmulKind,
     /// fused epilogues and fused SwiGLU on (off: the unfused sequence, for benchmarks)
     pub fused: bool,
@@ -83,6 +84,7 @@ impl GpuBackend {
         });
         let rec = Recorder::new(&gpu);
         let widen16 = gpu.widens16();
+        let small_matmul_kind = if gpu.is_cpu_type() { MatmulKind::Rows } else { MatmulKind::Gemv };
         GpuBackend {
             gpu,
             rec,
@@ -90,7 +92,7 @@ impl GpuBackend {
             big_staging: None,
             bytes_read: 0,
             matmul_kind: MatmulKind::Tiled4,
-            small_matmul_kind: MatmulKind::Gemv,
+            small_matmul_kind,
             fused: true,
             qkv_epilogue: true,
             subgroups: false,
@@ -254,6 +256,10 @@ impl Backend for GpuBackend {
         self.gpu.upload(shape, data, label)
     }
     fn tensor16(&self, shape: &[usize], bits: &[u16], dtype: crate::model::checkpoint::FloatDtype, label: &str) -> Result<GpuTensor> {
+        if self.widen16 {
+            // a CPU-type adapter: widened at upload, as the CPU backends do (keeps_16bit is false)
+            return self.gpu.upload(shape, &crate::model::checkpoint::widen16(bits, dtype), label);
+        }
         let d = if dtype == crate::model::checkpoint::FloatDtype::F16 { gpu::DType::F16 } else { gpu::DType::BF16 };
         self.gpu.upload16(shape, bits, d, label)
     }
