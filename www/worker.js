@@ -93,17 +93,15 @@ let browserAdapter = null;
 // The GPU kernels per adapter, chosen by measurement (scripts/bench-browser.mjs; BENCHMARKS.md, issue 12 "In the
 // page"): {fused, few_rows (one-row passes: cached decoding), many_rows (prompts of 8 tokens or more)}, or null
 // for the core's defaults (fused, GEMV, tiled vec4), which suit a real GPU.
-// SwiftShader (WebGPU on the CPU) runs workgroup barriers slowly: there the one-thread-per-output matmul beat
-// the GEMV for one-row passes with f32 weights (1.8-5x). But 16-bit weights stay 16-bit on the GPU, and the
-// one-thread-per-output kernel has no 16-bit form (the core runs the 64x64 tile instead, for one row): with the
-// shipped F16 models that choice decoded at 0.2 tok/s against the GEMV's 4.5. So the override is for f32
-// checkpoints only (weights16: a 16-bit matmul weight in the file, see weightsAre16bit).
-// Since issue 12's CPU-emulation work the page widens 16-bit weights to f32 at load on SwiftShader (cpuEmulated:
-// init calls set_gpu_widen16; the memory budget counts them at 4 bytes) and decodes with one invocation per output
-// and no barriers ('rows', shaders/rows.wgsl, the q/k/v+RoPE and SwiGLU forms too): every checkpoint is f32 there.
+// SwiftShader (WebGPU on the CPU) runs workgroup barriers slowly, and unpacking 16-bit weights costs more there
+// than the memory it saves. So on SwiftShader (cpuEmulated) init calls set_gpu_widen16 (16-bit weights widened to
+// f32 at load; the memory budget counts them at 4 bytes) and one-row passes run with one invocation per output and
+// no barriers ('rows': shaders/rows.wgsl, the q/k/v+RoPE, attention, add+norm and greedy-sampling forms too),
+// 1.28x the GEMV there (BENCHMARKS.md, issue 12 "Decode on CPU-emulated GPUs"). (Before, f32 checkpoints took
+// the one-thread-per-output 'naive' matmul and 16-bit ones the GEMV, which had a 16-bit form; `weights16` is
+// kept for choices that depend on the file's width.)
 function gpuKernelsFor(adapter, weights16) {
   if (cpuEmulated(adapter)) return { fused: true, few_rows: 'rows', many_rows: 'tiled4' };
-  if (adapter?.architecture === 'swiftshader' && weights16 === false) return { fused: true, few_rows: 'naive', many_rows: 'tiled4' };
   return null;
 }
 
