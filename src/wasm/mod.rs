@@ -294,7 +294,7 @@ pub fn gen_tokens_per_submit(k: usize) -> Result<(), JsValue> {
 }
 
 /// The GPU model's kernels (Session::set_gpu_kernels): fused ops on or off, the kernel of few-row
-/// passes (cached decoding: "gemv" | "naive") and, when given, of the others (prefill: "naive" |
+/// passes (cached decoding: "gemv" | "naive" | "rows") and, when given, of the others (prefill: "naive" |
 /// "tiled" | "tiled4"). The worker picks them per adapter (www/worker.js); the benchmarks compare them.
 #[wasm_bindgen]
 pub fn set_gpu_kernels(fused: bool, few_rows: &str, many_rows: Option<String>) -> Result<(), JsValue> {
