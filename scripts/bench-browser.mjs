@@ -34,8 +34,11 @@ const ks = (process.env.BENCH_K ?? '1,2,4,8').split(',').map(Number);
 const prefill = process.env.BENCH_PREFILL !== '0';
 // BENCH_PREFILL_KINDS: a comma-separated subset of naive, tiled, tiled4, tiled4_rows, reg, reg_attn_rows, reg_rows
 const prefillNames = process.env.BENCH_PREFILL_KINDS ? process.env.BENCH_PREFILL_KINDS.split(',') : null;
-// BENCH_SETS: a comma-separated subset of fused_naive, fused_gemv, unfused_naive, unfused_gemv (default all)
+// BENCH_SETS: a comma-separated subset of fused_naive, fused_gemv, fused_rows, unfused_naive, unfused_gemv (default
+// all). BENCH_WIDEN=1 / 0: the core's model widens 16-bit weights to f32 at load or not (default: as the worker
+// does, widened on SwiftShader; set_gpu_widen16); reported as widen16.
 const sets = process.env.BENCH_SETS ? process.env.BENCH_SETS.split(',') : null;
+const widen = process.env.BENCH_WIDEN;
 const useGpu = process.env.BENCH_GPU !== '0';
 const workerUrls = ['/www/worker.js', ...(process.env.BENCH_WORKERS ? process.env.BENCH_WORKERS.split(',') : [])];
 const root = new URL('..', import.meta.url).pathname;
@@ -54,7 +57,7 @@ try {
   // progress lines from the page (the runs take minutes on SwiftShader)
   page.on('console', (m) => { if (m.text().startsWith('[bench]')) console.error(m.text()); });
   await page.goto(`${srv.url}index.html?nomodel=1`);
-  const result = await page.evaluate(async ({ model, tokens, reps, ks, prefill, prefillNames, sets, useGpu, workerUrls }) => {
+  const result = await page.evaluate(async ({ model, tokens, reps, ks, prefill, prefillNames, sets, useGpu, workerUrls, widen }) => {
     const core = await import('/www/pkg/tinyformer.js');
     await core.default();
     const gpu = await core.gpu_init();
@@ -110,7 +113,7 @@ try {
       }
       return got;
     };
-    const kernelSets = [['fused_naive', true, 'naive'], ['fused_gemv', true, 'gemv'], ['unfused_naive', false, 'naive'], ['unfused_gemv', false, 'gemv']]
+    const kernelSets = [['fused_naive', true, 'naive'], ['fused_gemv', true, 'gemv'], ['fused_rows', true, 'rows'], ['unfused_naive', false, 'naive'], ['unfused_gemv', false, 'gemv']]
       .filter(([name]) => !sets || sets.includes(name));
     const decodeVariants = [];
     for (const [name, fused, few] of kernelSets) {
@@ -136,8 +139,10 @@ try {
     if (gpu.ok && useGpu) {
       workerInit = await call('init');
       await call('load', { bytes: bytes.slice().buffer, preferGpu: true });
+      if (widen === '1' || (widen === undefined && adapter?.architecture === 'swiftshader')) core.set_gpu_widen16(true);
       await core.load_model(bytes, true);
       const defaults = core.gpu_kernels();
+      out.widen16 = defaults.widen16;
       console.log('[bench] loaded; warming up');
       // warm-up: every pipeline compiled once
       for (const [, many, attn, norms] of prefillKinds) {
@@ -234,6 +239,7 @@ try {
       adapter: gpu.ok ? { vendor: adapter?.vendor, architecture: adapter?.architecture } : `none (${gpu.error})`,
       worker_adapter: workerInit?.browserAdapter ?? null,
       worker_kernels: workerKernels,
+      widen16: out.widen16,
       worker_largest_k: out.worker_largest_k,
       worker_cpu_token_messages: out.worker_cpu_token_messages,
       decode_tokens_per_second: round(out.decode),
@@ -246,7 +252,7 @@ try {
       same_ids: same,
       different_ids: Object.keys(out.ids).filter((k) => JSON.stringify(out.ids[k]) !== JSON.stringify(out.ids.cpu)),
     };
-  }, { model, tokens, reps, ks, prefill, prefillNames, sets, useGpu, workerUrls });
+  }, { model, tokens, reps, ks, prefill, prefillNames, sets, useGpu, workerUrls, widen });
   ok = result.same_ids && result.prefill_same_token && pageErrors.length === 0;
   console.log(JSON.stringify({ bench: 'browser generate', model, tokens, reps, chromium: browser.version(), page_errors: pageErrors, ...result }, null, 2));
 } finally {

@@ -177,3 +177,97 @@ fn main16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     red[lid.x] = acc;
     finish(row, col, o, lane);
 }
+
+// ---- One invocation per rotated pair, no barriers (entries rows4, rows1): for GPUs emulated on
+// the CPU, as shaders/rows.wgsl. Invocation j of a row computes outputs 2j and 2j + 1 of the
+// NQ + 2 NKV (each its own dot product over all of K, plus its bias), rotates the pair when it
+// lies in q or k (RoPE needs NQ and NKV even, so a pair never straddles q and k), and stores both.
+// Grid (ceil(ceil((NQ + 2 NKV) / 2) / 64), M).
+
+fn qkv_dot4(col: u32, xb: u32, k4: u32) -> f32 {
+    var a = vec4<f32>(0.0);
+    if (col < P.nq) {
+        let wb = col * k4;
+        for (var p = 0u; p < k4; p = p + 1u) { a = fma(x4[xb + p], wq4[wb + p], a); }
+    } else if (col < P.nq + P.nkv) {
+        let wb = (col - P.nq) * k4;
+        for (var p = 0u; p < k4; p = p + 1u) { a = fma(x4[xb + p], wk4[wb + p], a); }
+    } else {
+        let wb = (col - P.nq - P.nkv) * k4;
+        for (var p = 0u; p < k4; p = p + 1u) { a = fma(x4[xb + p], wv4[wb + p], a); }
+    }
+    return (a.x + a.y) + (a.z + a.w);
+}
+
+fn qkv_dot1(col: u32, xb: u32) -> f32 {
+    var a = 0.0;
+    if (col < P.nq) {
+        let wb = col * P.k;
+        for (var p = 0u; p < P.k; p = p + 1u) { a = fma(x[xb + p], wq[wb + p], a); }
+    } else if (col < P.nq + P.nkv) {
+        let wb = (col - P.nq) * P.k;
+        for (var p = 0u; p < P.k; p = p + 1u) { a = fma(x[xb + p], wk[wb + p], a); }
+    } else {
+        let wb = (col - P.nq - P.nkv) * P.k;
+        for (var p = 0u; p < P.k; p = p + 1u) { a = fma(x[xb + p], wv[wb + p], a); }
+    }
+    return a;
+}
+
+// Adds the biases, rotates (v0, v1) = outputs (c0, c0 + 1) when RoPE applies, and stores them.
+fn qkv_store_pair(row: u32, c0: u32, s0: f32, s1: f32, has1: bool) {
+    var v0 = s0;
+    var v1 = s1;
+    if ((P.flags & 1u) != 0u) {
+        v0 = v0 + aux[c0];
+        if (has1) { v1 = v1 + aux[c0 + 1u]; }
+    }
+    if ((P.flags & 2u) != 0u && c0 < P.nq + P.nkv) {
+        let c = select(c0 - P.nq, c0, c0 < P.nq);
+        let tb = P.table_off + ((P.start_pos + row) * (P.hs / 2u) + (c % P.hs) / 2u) * 2u;
+        let cs = aux[tb];
+        let sn = aux[tb + 1u];
+        let r0 = v0 * cs - v1 * sn;
+        v1 = v0 * sn + v1 * cs;
+        v0 = r0;
+    }
+    for (var i = 0u; i < 2u; i = i + 1u) {
+        let col = c0 + i;
+        let v = select(v0, v1, i == 1u);
+        if (i == 1u && !has1) { break; }
+        if (col < P.nq) {
+            q[row * P.nq + col] = v;
+        } else if (col < P.nq + P.nkv) {
+            kc[P.kv_offset + row * P.nkv + col - P.nq] = v;
+        } else {
+            vc[P.kv_offset + row * P.nkv + col - P.nq - P.nkv] = v;
+        }
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn rows4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let total = P.nq + 2u * P.nkv;
+    let c0 = gid.x * 2u;
+    let row = gid.y;
+    if (c0 >= total || row >= P.m) { return; }
+    let k4 = P.k / 4u;
+    let xb = P.x_offset / 4u + row * k4;
+    let has1 = c0 + 1u < total;
+    var s1 = 0.0;
+    if (has1) { s1 = qkv_dot4(c0 + 1u, xb, k4); }
+    qkv_store_pair(row, c0, qkv_dot4(c0, xb, k4), s1, has1);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn rows1(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let total = P.nq + 2u * P.nkv;
+    let c0 = gid.x * 2u;
+    let row = gid.y;
+    if (c0 >= total || row >= P.m) { return; }
+    let xb = P.x_offset + row * P.k;
+    let has1 = c0 + 1u < total;
+    var s1 = 0.0;
+    if (has1) { s1 = qkv_dot1(c0 + 1u, xb); }
+    qkv_store_pair(row, c0, qkv_dot1(c0, xb), s1, has1);
+}

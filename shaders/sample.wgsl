@@ -182,3 +182,22 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>) {
         if (p > 0.0 && p >= tau) { out[0] = i; return; }
     }
 }
+
+// ---- greedy1: mode 0 (argmax, ties to the lowest index, and out[1] the NaN/Inf count) in one
+// invocation that walks the whole row: no workgroup memory or barriers, for GPUs emulated on the
+// CPU (SwiftShader, llvmpipe), where `main`'s 8-step tree reductions over 256 threads cost more
+// than the V serial reads. Where the row has no NaN or Inf (the only rows the host trusts, see
+// out[1]) it picks what `main` picks: the first index of the maximum.
+@compute @workgroup_size(1, 1, 1)
+fn greedy1() {
+    var best_v = NEG_BIG;
+    var best_i = 0u;
+    var bad = 0u;
+    for (var i = 0u; i < P.v; i = i + 1u) {
+        let l = logit(i);
+        if (i == 0u || l > best_v) { best_v = l; best_i = i; }
+        if ((bitcast<u32>(l) & 0x7f800000u) == 0x7f800000u) { bad = bad + 1u; }
+    }
+    out[0] = best_i;
+    out[1] = bad;
+}

@@ -144,8 +144,9 @@ async fn check_matmul(g: &Arc<Gpu>, kind: MatmulKind, name: &str) -> Result<Chec
     Ok(acc.finish(name, "atol 1e-4 + rtol 1e-4", t0))
 }
 
-/// The fused SwiGLU GEMV against two cpu::matmul calls and cpu::swiglu.
-async fn check_gemv_swiglu(g: &Arc<Gpu>) -> Result<CheckResult> {
+/// The fused SwiGLU GEMV (`rows`: its one-invocation-per-output form) against two cpu::matmul
+/// calls and cpu::swiglu.
+async fn check_gemv_swiglu(g: &Arc<Gpu>, rows: bool) -> Result<CheckResult> {
     const ATOL: f64 = 1e-4;
     const RTOL: f64 = 1e-4;
     let t0 = now_ms();
@@ -162,11 +163,16 @@ async fn check_gemv_swiglu(g: &Arc<Gpu>) -> Result<CheckResult> {
         let (xt, gt, ut, ot) =
             (g.upload(&[m, k], &x, "x")?, g.upload(&[n, k], &wg, "wg")?, g.upload(&[n, k], &wu, "wu")?, g.zeros(&[m, n], "out")?);
         let mut rec = Recorder::new(g);
-        gpu::matmul::gemv_swiglu(&mut rec, &ot, &xt, m, &gt, &ut)?;
+        if rows {
+            gpu::matmul::rows_swiglu(&mut rec, &ot, &xt, m, &gt, &ut)?;
+        } else {
+            gpu::matmul::gemv_swiglu(&mut rec, &ot, &xt, m, &gt, &ut)?;
+        }
         rec.submit()?;
         acc.add(&format!("M={m} K={k} N={n}"), compare(&g.read_f32(&ot).await?, &want, ATOL, RTOL));
     }
-    Ok(acc.finish("gemv swiglu (silu(x Wg^T) * x Wu^T)", "atol 1e-4 + rtol 1e-4", t0))
+    let name = if rows { "rows swiglu (one invocation per output)" } else { "gemv swiglu (silu(x Wg^T) * x Wu^T)" };
+    Ok(acc.finish(name, "atol 1e-4 + rtol 1e-4", t0))
 }
 
 /// One attention case: the mask is built from `mask_fn` when given.
@@ -371,7 +377,8 @@ fn qkv_twin(
 /// The one-dispatch q/k/v GEMV (vec4 and scalar f32 entries) against [`qkv_twin`]: k and v land
 /// at a cache offset; with the three biases, with RoPE in the epilogue (several heads, GQA, rows
 /// at later positions), and both (the biased GEMV then two rope dispatches).
-async fn check_gemv_qkv(g: &Arc<Gpu>) -> Result<CheckResult> {
+/// `kind` Rows: the one-invocation-per-pair entries (shaders/qkv.wgsl `rows*`) on the same cases.
+async fn check_gemv_qkv(g: &Arc<Gpu>, kind: MatmulKind) -> Result<CheckResult> {
     const ATOL: f64 = 1e-4;
     const RTOL: f64 = 1e-4;
     let t0 = now_ms();
@@ -406,7 +413,7 @@ async fn check_gemv_qkv(g: &Arc<Gpu>) -> Result<CheckResult> {
         let (qt, kt, vt) = (g.zeros(&[m, nq], "q")?, g.zeros(&[pos + m, nkv], "k")?, g.zeros(&[pos + m, nkv], "v")?);
         let mut rec = Recorder::new(g);
         let r = (hs > 0).then_some(gpu::matmul::QkvRope { table: &tt, hs, start_pos: pos });
-        gpu::matmul::gemv_qkv(&mut rec, &qt, &kt, &vt, pos * nkv, &xt, m, [&wqt, &wkt, &wvt], bias.then_some(&bt), r)?;
+        gpu::matmul::qkv_kind(&mut rec, &qt, &kt, &vt, pos * nkv, &xt, m, [&wqt, &wkt, &wvt], bias.then_some(&bt), r, kind)?;
         let dispatches = rec.dispatches;
         rec.submit()?;
         let case = format!("M={m} K={k} NQ={nq} NKV={nkv} at row {pos} bias={bias} rope HS={hs}");
@@ -423,11 +430,17 @@ async fn check_gemv_qkv(g: &Arc<Gpu>) -> Result<CheckResult> {
             compare(&[&kg[..pos * nkv], &vg[..pos * nkv]].concat(), &vec![0.0; 2 * pos * nkv], 0.0, 0.0),
         );
     }
-    Ok(acc.finish("gemv qkv (q, k, v, biases, RoPE in one dispatch)", "atol 1e-4 + rtol 1e-4; other cache rows untouched", t0))
+    let name = if kind == MatmulKind::Rows {
+        "rows qkv (q, k, v, biases, RoPE; one invocation per pair)"
+    } else {
+        "gemv qkv (q, k, v, biases, RoPE in one dispatch)"
+    };
+    Ok(acc.finish(name, "atol 1e-4 + rtol 1e-4; other cache rows untouched", t0))
 }
 
 /// The fused residual add + norm against the CPU add followed by cpu::layernorm / cpu::rmsnorm,
-/// in both forms: out = norm(x += y) (pre-norm) and x = norm(x + y) in place (post-norm).
+/// in both forms: out = norm(x += y) (pre-norm) and x = norm(x + y) in place (post-norm), each with
+/// a workgroup and with an invocation per row.
 async fn check_add_norm(g: &Arc<Gpu>) -> Result<CheckResult> {
     const ATOL: f64 = 1e-5;
     const RTOL: f64 = 1e-4;
@@ -518,7 +531,8 @@ async fn check_embedding(g: &Arc<Gpu>) -> Result<CheckResult> {
     Ok(acc.finish("embedding + sinusoidal PE", "atol 1e-6 + rtol 1e-6", t0))
 }
 
-async fn check_sample(g: &Arc<Gpu>) -> Result<CheckResult> {
+/// `one`: greedy picks through sample_one_invocation (sample.wgsl's `greedy1`), greedy cases only.
+async fn check_sample(g: &Arc<Gpu>, one: bool) -> Result<CheckResult> {
     let t0 = now_ms();
     let mut acc = Acc::new();
     let mut rng = Rng::new(77);
@@ -542,12 +556,16 @@ async fn check_sample(g: &Arc<Gpu>) -> Result<CheckResult> {
             logits[v + v / 2] = mx;
         }
         let lt = g.upload(&[2, v], &logits, "logits")?;
-        for p in &configs {
+        for p in configs.iter().filter(|p| !one || p.is_greedy()) {
             for trial in 0..6 {
                 let u = rng.uniform();
                 let want = cpu::sample(&logits[v..], p, u);
                 let mut rec = Recorder::new(g);
-                gpu::sample::sample(&mut rec, &out, &lt, 1, p, u)?;
+                if one {
+                    gpu::sample::sample_one_invocation(&mut rec, &out, &lt, 1, p, u)?;
+                } else {
+                    gpu::sample::sample(&mut rec, &out, &lt, 1, p, u)?;
+                }
                 rec.submit()?;
                 let got_all = g.read_u32(&out).await?;
                 let got = got_all[0];
@@ -572,9 +590,15 @@ async fn check_sample(g: &Arc<Gpu>) -> Result<CheckResult> {
         logits[v - 1] = f32::INFINITY;
         logits[v / 2] = f32::NEG_INFINITY;
         let lt = g.upload(&[1, v], &logits, "logits")?;
-        for p in [SampleParams::greedy(), SampleParams { temperature: 1.0, top_k: 3, top_p: 0.9 }] {
+        for p in
+            [SampleParams::greedy(), SampleParams { temperature: 1.0, top_k: 3, top_p: 0.9 }].into_iter().filter(|p| !one || p.is_greedy())
+        {
             let mut rec = Recorder::new(g);
-            gpu::sample::sample(&mut rec, &out, &lt, 0, &p, 0.5)?;
+            if one {
+                gpu::sample::sample_one_invocation(&mut rec, &out, &lt, 0, &p, 0.5)?;
+            } else {
+                gpu::sample::sample(&mut rec, &out, &lt, 0, &p, 0.5)?;
+            }
             rec.submit()?;
             let (got, want) = (g.read_u32(&out).await?[1], cpu::count_non_finite(&logits));
             total += 1;
@@ -584,7 +608,12 @@ async fn check_sample(g: &Arc<Gpu>) -> Result<CheckResult> {
             }
         }
     }
-    let mut r = acc.finish("sample (argmax, temperature, top-k, top-p, NaN/Inf count)", "token ids and counts equal", t0);
+    let name = if one {
+        "sample greedy, one invocation (argmax, NaN/Inf count)"
+    } else {
+        "sample (argmax, temperature, top-k, top-p, NaN/Inf count)"
+    };
+    let mut r = acc.finish(name, "token ids and counts equal", t0);
     r.max_abs_diff = mismatches as f64;
     if r.ok {
         r.detail = format!("{total} draws, all equal");
@@ -917,8 +946,8 @@ pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
         // only where the device has subgroups (tests/gpu_kernels.rs counts it there)
         run!("matmul gemv subgroup", check_matmul(g, MatmulKind::GemvSubgroup, "matmul gemv, subgroup reduction"));
     }
-    run!("gemv swiglu", check_gemv_swiglu(g));
-    run!("gemv qkv", check_gemv_qkv(g));
+    run!("gemv swiglu", check_gemv_swiglu(g, false));
+    run!("gemv qkv", check_gemv_qkv(g, MatmulKind::Gemv));
     run!("attention", check_attention(g, gpu::RowKind::Workgroup, "attention"));
     run!("attention rows", check_attention(g, gpu::RowKind::Invocation, "attention, an invocation per row (no barriers)"));
     run!("elementwise", check_elementwise(g));
@@ -926,11 +955,17 @@ pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
     run!("add + norm", check_add_norm(g));
     run!("rope", check_rope(g));
     run!("embedding", check_embedding(g));
-    run!("sample", check_sample(g));
+    run!("sample", check_sample(g, false));
     run!("moe router", check_moe_router(g));
     run!("moe capacity + combine", check_moe_dispatch(g));
     run!("matmul f16 weights", check_matmul16(g, gpu::DType::F16));
     run!("matmul bf16 weights", check_matmul16(g, gpu::DType::BF16));
     run!("embedding 16-bit", check_embedding16(g));
+    // the decode loop's barrier-free forms for GPUs emulated on the CPU (MatmulKind::Rows; its
+    // attention and add + norm are the RowKind::Invocation kernels checked above)
+    run!("matmul rows", check_matmul(g, MatmulKind::Rows, "matmul rows (one invocation per output)"));
+    run!("rows swiglu", check_gemv_swiglu(g, true));
+    run!("rows qkv", check_gemv_qkv(g, MatmulKind::Rows));
+    run!("sample greedy1", check_sample(g, true));
     out
 }

@@ -352,14 +352,15 @@ impl Session {
         with_model!(&self.engine, |_b, m| m.params)
     }
 
-    /// Benchmarks: fused epilogues/norms on or off and the kernel of few-row matmuls ("gemv" or
-    /// "naive") of a model on the GPU.
+    /// Benchmarks: fused epilogues/norms on or off and the kernel of few-row matmuls ("gemv",
+    /// "naive" or "rows": one invocation per output, no barriers) of a model on the GPU.
     pub fn set_gpu_kernels(&mut self, fused: bool, few_rows: &str) -> Result<()> {
         use crate::gpu::matmul::MatmulKind;
         let kind = match few_rows {
             "gemv" => MatmulKind::Gemv,
             "naive" => MatmulKind::Naive,
-            other => return Err(TfError::Input(format!("few_rows must be \"gemv\" or \"naive\", got {other:?}"))),
+            "rows" => MatmulKind::Rows,
+            other => return Err(TfError::Input(format!("few_rows must be \"gemv\", \"naive\" or \"rows\", got {other:?}"))),
         };
         let b = self.gpu_backend().ok_or_else(|| TfError::Input("no model is loaded on the GPU".into()))?;
         (b.fused, b.small_matmul_kind) = (fused, kind);

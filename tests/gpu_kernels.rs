@@ -27,8 +27,8 @@ fn every_kernel_matches_its_cpu_twin() {
     println!("subgroups: {subgroups}");
     assert_eq!(
         results.len(),
-        20 + subgroups as usize,
-        "every kernel family is checked (17 with the barrier-free matmul and attention + the three 16-bit-weight checks + the subgroup GEMV where there are subgroups)"
+        24 + subgroups as usize,
+        "every kernel family is checked (15 + the barrier-free matmul and attention + the three 16-bit-weight checks + the four barrier-free decode forms (matmul, SwiGLU, q/k/v, greedy sampling) + the subgroup GEMV where there are subgroups)"
     );
     let failed: Vec<_> = results.iter().filter(|r| !r.ok).map(|r| format!("{}: {}", r.name, r.detail)).collect();
     assert!(failed.is_empty(), "kernel checks failed:\n{}", failed.join("\n"));
@@ -71,20 +71,23 @@ fn decode_loop_dispatches_and_logits() {
     ] {
         let bytes = std::fs::read(format!("tests/fixtures/models/{name}.safetensors")).unwrap();
         let (want, _) = decode(&mut CpuBackend, &bytes, &tokens);
-        // (the q/k/v epilogue, the subgroup GEMV where the device has subgroups)
-        for (epilogue, subgroups) in [(true, false), (false, false), (true, true)] {
+        // (the q/k/v epilogue, the subgroup GEMV where the device has subgroups, the barrier-free
+        // one-row forms of every op with 16-bit weights widened to f32; the others keep a 16-bit
+        // fixture 16-bit, whatever the device's default)
+        for (epilogue, subgroups, rows) in [(true, false, false), (false, false, false), (true, true, false), (true, false, true)] {
             let mut b = GpuBackend::new(gpu.clone());
-            (b.qkv_epilogue, b.subgroups) = (epilogue, subgroups);
+            (b.qkv_epilogue, b.subgroups, b.widen16) = (epilogue, subgroups, rows);
+            b.small_matmul_kind = if rows { tinyformer::gpu::matmul::MatmulKind::Rows } else { tinyformer::gpu::matmul::MatmulKind::Gemv };
             let (got, layers) = decode(&mut b, &bytes, &tokens);
             for (pos, (g, w)) in got.iter().zip(&want).enumerate() {
                 for (i, (&g, &w)) in g.iter().zip(w).enumerate() {
                     let d = (g - w).abs();
-                    let what = format!("{name} epilogue={epilogue} subgroups={subgroups} pos {pos} logit {i}");
+                    let what = format!("{name} epilogue={epilogue} subgroups={subgroups} rows={rows} pos {pos} logit {i}");
                     assert!(d <= LOGIT_ATOL + LOGIT_RTOL * w.abs(), "{what}: GPU {g}, CPU {w}");
                 }
             }
             let per_layer = b.layer_dispatches as f64 / tokens.len() as f64 / layers as f64;
-            println!("{name} epilogue={epilogue} subgroups={subgroups}: {per_layer} dispatches a layer inside the loop");
+            println!("{name} epilogue={epilogue} subgroups={subgroups} rows={rows}: {per_layer} dispatches a layer inside the loop");
             if let Some(expect) = if epilogue { with } else { without } {
                 assert_eq!(per_layer, expect, "{name} epilogue={epilogue}: dispatches a layer inside the decode loop");
             }

@@ -29,8 +29,12 @@ const SAME_ATOL: f64 = 1e-4;
 const SAME_RTOL: f64 = 1e-4;
 const SAME_ATTN: f64 = 1e-5;
 
+/// The GPU with 16-bit weights kept 16-bit: this file checks that path, which a CPU-type adapter
+/// (llvmpipe) would otherwise widen by default (`Gpu::widens16`).
 fn gpu() -> Arc<Gpu> {
-    Arc::new(pollster::block_on(Gpu::new()).expect("GPU initialisation failed (install mesa-vulkan-drivers)"))
+    let g = Arc::new(pollster::block_on(Gpu::new()).expect("GPU initialisation failed (install mesa-vulkan-drivers)"));
+    g.set_widen16(false);
+    g
 }
 
 fn widened(ck: &Checkpoint) -> Checkpoint {
@@ -174,4 +178,12 @@ fn the_budget_counts_16bit_weights_at_2_bytes_on_the_gpu() {
     drop(m);
     let e = Model::load_within(&CpuBackend, &bytes, &budget).err().expect("the CPU widens: over the budget").to_string();
     assert!(e.contains("over the memory budget"), "{e}");
+    // a GPU that widens 16-bit weights at load (a CPU-type adapter's default) counts them at 4 bytes:
+    // refused at the 16-bit budget, and loaded at the widened one with no 16-bit buffer
+    gpu.set_widen16(true);
+    let e = Model::load_within(&GpuBackend::new(gpu.clone()), &bytes, &budget).err().expect("widened: over the budget").to_string();
+    assert!(e.contains("over the memory budget"), "{e}");
+    let m = Model::load_within(&GpuBackend::new(gpu.clone()), &bytes, &Budget::cli(d32)).expect("fits with widened weights");
+    assert_eq!(gpu.live_bytes16(), 0, "widened weights are f32 on the GPU");
+    drop(m);
 }

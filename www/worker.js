@@ -93,13 +93,15 @@ let browserAdapter = null;
 // The GPU kernels per adapter, chosen by measurement (scripts/bench-browser.mjs; BENCHMARKS.md, issue 12 "In the
 // page"): {fused, few_rows (one-row passes: cached decoding), many_rows (prompts of 8 tokens or more)}, or null
 // for the core's defaults (fused, GEMV, tiled vec4), which suit a real GPU.
-// SwiftShader (WebGPU on the CPU) runs workgroup barriers slowly: there the one-thread-per-output matmul beat
-// the GEMV for one-row passes with f32 weights (1.8-5x). But 16-bit weights stay 16-bit on the GPU, and the
-// one-thread-per-output kernel has no 16-bit form (the core runs the 64x64 tile instead, for one row): with the
-// shipped F16 models that choice decoded at 0.2 tok/s against the GEMV's 4.5. So the override is for f32
-// checkpoints only (weights16: a 16-bit matmul weight in the file, see weightsAre16bit).
+// SwiftShader (WebGPU on the CPU) runs workgroup barriers slowly, and unpacking 16-bit weights costs more there
+// than the memory it saves. So on SwiftShader (cpuEmulated) init calls set_gpu_widen16 (16-bit weights widened to
+// f32 at load; the memory budget counts them at 4 bytes) and one-row passes run with one invocation per output and
+// no barriers ('rows': shaders/rows.wgsl, the q/k/v+RoPE, attention, add+norm and greedy-sampling forms too),
+// 1.28x the GEMV there (BENCHMARKS.md, issue 12 "Decode on CPU-emulated GPUs"). (Before, f32 checkpoints took
+// the one-thread-per-output 'naive' matmul and 16-bit ones the GEMV, which had a 16-bit form; `weights16` is
+// kept for choices that depend on the file's width.)
 function gpuKernelsFor(adapter, weights16) {
-  if (adapter?.architecture === 'swiftshader' && weights16 === false) return { fused: true, few_rows: 'naive', many_rows: 'tiled4' };
+  if (cpuEmulated(adapter)) return { fused: true, few_rows: 'rows', many_rows: 'reg' };
   return null;
 }
 
@@ -109,8 +111,13 @@ function gpuKernelsFor(adapter, weights16) {
 // memory; 'rows': an invocation per attention row and head, per norm row) beat the shared-memory ones there
 // (BENCHMARKS.md, issue 12 "Prefill on CPU-emulated GPUs"), for f32 and 16-bit weights alike.
 function gpuPrefillKernelsFor(adapter) {
-  if (adapter?.architecture === 'swiftshader') return { many_rows: 'reg', attention: 'rows', norms: 'rows' };
+  if (cpuEmulated(adapter)) return { many_rows: 'reg', attention: 'rows', norms: 'rows' };
   return null;
+}
+
+// A WebGPU adapter that runs on the CPU (SwiftShader): 16-bit weights are widened at load there (see gpuKernelsFor).
+function cpuEmulated(adapter) {
+  return adapter?.architecture === 'swiftshader';
 }
 
 // Whether a .safetensors file's bytes hold F16/BF16 tensors (its JSON header; null when it cannot be read: a
@@ -135,6 +142,7 @@ const handlers = {
     const hasNavigatorGpu = typeof self.navigator !== 'undefined' && self.navigator.gpu != null;
     const gpu = await core.gpu_init();
     browserAdapter = gpu?.ok ? await browserAdapterInfo() : null;
+    if (gpu?.ok && cpuEmulated(browserAdapter)) core.set_gpu_widen16(true);
     // isa: the build's CPU kernels, "simd128+relaxed-simd" or "simd128"
     return { version: core.version(), isa: core.cpu_isa(), gpu, hasNavigatorGpu, browserAdapter };
   },

@@ -139,6 +139,18 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
     let gpu = Arc::new(pollster::block_on(Gpu::new())?);
     // our checkpoints, Hugging Face directories and llama2.c .bin files alike
     let mut s = open_on(&Device::Gpu(gpu.clone()), &a.model)?;
+    // Where the device widens 16-bit weights to f32 at load (a GPU emulated on the CPU:
+    // Gpu::widens16), the same checkpoint loaded a second time with its weights kept 16-bit, for the
+    // `w16_*` variants below (the decode loop before the widening).
+    let widened = gpu.widens16();
+    let mut s16 = if widened {
+        gpu.set_widen16(false);
+        let r = open_on(&Device::Gpu(gpu.clone()), &a.model);
+        gpu.set_widen16(true);
+        Some(r?)
+    } else {
+        None
+    };
     let (arch, ctx, layers) = (s.config().arch, s.config().max_seq_len, s.config().num_layers);
     let (start, src) = if arch == Arch::EncoderDecoder { (vec![BOS_ID], Some(vec![3u32; 8])) } else { (vec![1u32; 4], None) };
     let room = ctx.checked_sub(start.len()).filter(|&r| r > 0).ok_or_else(|| {
@@ -165,16 +177,31 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
         // the GEMV's reduction in subgroup operations where the device has them (the same as
         // cached_gpu_sampling where it has none)
         ("cached_subgroups", true, true, true, MatmulKind::Gemv, 1),
+        // one invocation per output, no barriers (shaders/rows.wgsl; MatmulKind::Rows): for GPUs
+        // emulated on the CPU
+        ("cached_rows", true, true, true, MatmulKind::Rows, 1),
+        ("cached_rows_chained", true, true, true, MatmulKind::Rows, k),
+        // on the checkpoint's weights kept 16-bit (s16), where this device widens them
+        ("w16_cached_gpu_sampling", true, true, true, MatmulKind::Gemv, 1),
+        ("w16_cached_chained", true, true, true, MatmulKind::Gemv, k),
     ];
     // warm-up: pipelines' first use and buffer first-binding
     pollster::block_on(s.generate(&start, src.as_deref(), GenConfig { max_new_tokens: 4.min(n), ..GenConfig::default() }))?;
+    if let Some(s16) = s16.as_mut() {
+        pollster::block_on(s16.generate(&start, src.as_deref(), GenConfig { max_new_tokens: 4.min(n), ..GenConfig::default() }))?;
+    }
     // Repetitions outside, variants inside: on a shared machine every variant's best run is drawn
     // from the same stretch of time.
-    let mut best = [f64::INFINITY; 9];
-    let mut produced = [0usize; 9];
+    let mut best = vec![f64::INFINITY; variants.len()];
+    let mut produced = vec![0usize; variants.len()];
     for _ in 0..reps {
         for (i, &(name, kv, gs, fused, small, k)) in variants.iter().enumerate() {
-            let b = gpu_backend(&mut s)?;
+            let s = match (name.starts_with("w16_"), s16.as_mut()) {
+                (true, Some(s16)) => s16,
+                (true, None) => continue, // the weights are not widened here: the same as cached_*
+                (false, _) => &mut s,
+            };
+            let b = gpu_backend(s)?;
             (b.fused, b.small_matmul_kind) = (fused, small);
             b.qkv_epilogue = name != "cached_qkv_no_epilogue";
             b.subgroups = name == "cached_subgroups";
@@ -186,7 +213,7 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
             let ids = pollster::block_on(s.generate(&start, src.as_deref(), cfg))?;
             best[i] = best[i].min(t0.elapsed().as_secs_f64());
             produced[i] = ids.len() - start.len();
-            let b = gpu_backend(&mut s)?;
+            let b = gpu_backend(s)?;
             let (d, sub, l) = (b.dispatches() - d0, b.submits() - s0, b.layer_dispatches - l0);
             results.insert(format!("{name}_dispatches_per_token"), json!(d as f64 / produced[i].max(1) as f64));
             // inside the layer loop only (no embedding, first norm, head or sampling)
@@ -196,8 +223,11 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
         }
     }
     for (i, &(name, ..)) in variants.iter().enumerate() {
-        results.insert(format!("{name}_tokens_per_second"), json!(produced[i] as f64 / best[i]));
+        if best[i].is_finite() {
+            results.insert(format!("{name}_tokens_per_second"), json!(produced[i] as f64 / best[i]));
+        }
     }
+    drop(s16);
     // Prefill: a 128-token prompt (or the context less one) and one new token, per kernel set of the
     // passes of 8 rows or more (matmul, attention), interleaved within each repetition: the vec4 tile
     // (the default), the scalar tile, and the barrier-free kernels for CPU-emulated GPUs: the
@@ -241,7 +271,8 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
         );
     }
     let b = gpu_backend(&mut s)?;
-    (b.fused, b.small_matmul_kind, b.qkv_epilogue, b.subgroups) = (true, MatmulKind::Gemv, true, false);
+    let default_few_rows = GpuBackend::new(gpu.clone()).small_matmul_kind;
+    (b.fused, b.small_matmul_kind, b.qkv_epilogue, b.subgroups) = (true, default_few_rows, true, false);
     for k in ["cached_gpu_sampling", "cached_unfused_naive", "cached_qkv_no_epilogue"] {
         let d = results[&format!("{k}_dispatches_per_token")].as_f64().unwrap_or(0.0);
         results.insert(format!("{k}_dispatches_per_layer"), json!((d / layers.max(1) as f64 * 100.0).round() / 100.0));
@@ -253,6 +284,10 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
     let chained_over_k1 = tps("cached_chained") / tps("cached_gpu_sampling").max(1e-12);
     let qkv_epilogue_gain = tps("cached_gpu_sampling") / tps("cached_qkv_no_epilogue").max(1e-12);
     let subgroup_gain = tps("cached_subgroups") / tps("cached_gpu_sampling").max(1e-12);
+    let rows_chained_over_k1 = tps("cached_rows_chained") / tps("cached_rows").max(1e-12);
+    let rows_over_gemv = tps("cached_rows") / tps("cached_gpu_sampling").max(1e-12);
+    let w16 = |k: &str| results.get(&format!("w16_{k}_tokens_per_second")).and_then(|v| v.as_f64());
+    let widened_over_16bit = w16("cached_gpu_sampling").map(|t| tps("cached_gpu_sampling") / t.max(1e-12));
     Ok(serde_json::to_string_pretty(&json!({
         "bench": "generate",
         "model": path,
@@ -271,6 +306,11 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
         "qkv_epilogue_over_none": qkv_epilogue_gain,
         "subgroups": gpu.k.gemv4_sg.is_some(),
         "subgroups_over_workgroup_reduction": subgroup_gain,
+        "rows_over_gemv": rows_over_gemv,
+        "rows_chained_over_rows_k1": rows_chained_over_k1,
+        "weights_widened_to_f32": widened,
+        "widened_over_16bit": widened_over_16bit,
+        "default_few_rows": format!("{default_few_rows:?}"),
         "layers": layers,
     }))
     .unwrap_or_default())

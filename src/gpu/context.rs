@@ -25,9 +25,9 @@ pub struct Kernels {
     pub gemv4: Kernel,
     pub gemv_swiglu: Kernel,
     pub gemv4_swiglu: Kernel,
-    /// shaders/qkv.wgsl: q, k, v (with biases and RoPE) in one GEMV: vec4 f32, scalar f32, 16-bit weights
     /// shaders/gemv_sg.wgsl: gemv4 with a subgroup reduction; only where the device has subgroups
     pub gemv4_sg: Option<Kernel>,
+    /// shaders/qkv.wgsl: q, k, v (with biases and RoPE) in one GEMV: vec4 f32, scalar f32, 16-bit weights
     pub gemv_qkv4: Kernel,
     pub gemv_qkv1: Kernel,
     pub gemv_qkv16: Kernel,
@@ -59,6 +59,17 @@ pub struct Kernels {
     pub moe_router: Kernel,
     pub moe_capacity: Kernel,
     pub moe_combine: Kernel,
+    /// shaders/rows.wgsl and the `rows*` entries of shaders/qkv.wgsl: few-row matmuls with one
+    /// invocation per output and no barriers (MatmulKind::Rows; GPUs emulated on the CPU)
+    pub rows4: Kernel,
+    pub rows1: Kernel,
+    pub rows4_swiglu: Kernel,
+    pub rows1_swiglu: Kernel,
+    pub qkv_rows4: Kernel,
+    pub qkv_rows1: Kernel,
+    /// sample.wgsl's `greedy1`: greedy sampling without barriers (MatmulKind::Rows; the decode loop's
+    /// attention and add + norm take `attention_rows` and `add_norm1` there)
+    pub sample_greedy1: Kernel,
 }
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
@@ -100,6 +111,8 @@ pub struct Gpu {
     lost: Arc<Mutex<Option<String>>>,
     /// tensor buffers alive on this device (count, bytes)
     pub(crate) live: Arc<crate::gpu::tensor::LiveBuffers>,
+    /// 16-bit checkpoint weights are widened to f32 at load on this device (`Gpu::widens16`)
+    widen16: std::sync::atomic::AtomicBool,
 }
 
 impl Gpu {
@@ -180,7 +193,9 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let gpu = Gpu { device, queue, limits, summary, k, params, dummy, dummy_rw, errors, lost, live: Default::default() };
+        // a GPU emulated on the CPU (llvmpipe, SwiftShader natively) widens 16-bit weights (Gpu::widens16)
+        let widen16 = std::sync::atomic::AtomicBool::new(info.device_type == wgpu::DeviceType::Cpu);
+        let gpu = Gpu { device, queue, limits, summary, k, params, dummy, dummy_rw, errors, lost, live: Default::default(), widen16 };
         // Surface shader compilation problems now, not at the first forward pass.
         gpu.check()?;
         Ok(gpu)
@@ -223,6 +238,24 @@ impl Gpu {
     /// The bytes of the live 16-bit tensors (weights kept as the checkpoint stored them).
     pub fn live_bytes16(&self) -> u64 {
         self.live.bytes16()
+    }
+
+    /// Whether models loaded from now on widen their 16-bit (F16 / BF16) matmul weights and
+    /// embeddings to f32 at upload (`GpuBackend::keeps_16bit` false; the memory budget then counts
+    /// them at 4 bytes). The default is the adapter's kind: on for a CPU-type adapter (llvmpipe,
+    /// SwiftShader natively), where unpacking 16-bit values costs more than the memory traffic it
+    /// saves (BENCHMARKS.md, issue 12); the page sets it for SwiftShader, which wgpu's WebGPU
+    /// backend does not report as a CPU (www/worker.js).
+    pub fn widens16(&self) -> bool {
+        self.widen16.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Sets [`Gpu::widens16`] for models loaded from now on.
+    pub fn set_widen16(&self, on: bool) {
+        self.widen16.store(on, std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Whether the adapter says it is a CPU (a GPU emulated in software).
+    pub fn is_cpu_type(&self) -> bool {
+        self.summary.device_type == "Cpu"
     }
 
     pub fn is_lost(&self) -> bool {
@@ -312,6 +345,7 @@ impl Kernels {
         let embed = module("embed", include_str!("../../shaders/embed.wgsl"));
         let sample = module("sample", include_str!("../../shaders/sample.wgsl"));
         let moe = module("moe", include_str!("../../shaders/moe.wgsl"));
+        let rows = module("rows", include_str!("../../shaders/rows.wgsl"));
         // `ro` lists, for bindings 1.., whether each storage buffer is read-only.
         let mk = |name: &'static str, m: &wgpu::ShaderModule, entry: &str, ro: &[bool]| Kernel::new(device, name, m, entry, ro);
         Kernels {
@@ -351,6 +385,13 @@ impl Kernels {
             moe_router: mk("moe_router", &moe, "router", &[true, false, false, false]),
             moe_capacity: mk("moe_capacity", &moe, "capacity", &[true, true, false, false]),
             moe_combine: mk("moe_combine", &moe, "combine", &[true, true, false]),
+            rows4: mk("rows4", &rows, "rows4", &[true, true, true, false]),
+            rows1: mk("rows1", &rows, "rows1", &[true, true, true, false]),
+            rows4_swiglu: mk("rows4_swiglu", &rows, "rows4_swiglu", &[true, true, true, false]),
+            rows1_swiglu: mk("rows1_swiglu", &rows, "rows1_swiglu", &[true, true, true, false]),
+            qkv_rows4: mk("qkv_rows4", &qkv, "rows4", &[true, true, true, true, false, false, false, true]),
+            qkv_rows1: mk("qkv_rows1", &qkv, "rows1", &[true, true, true, true, false, false, false, true]),
+            sample_greedy1: mk("sample_greedy1", &sample, "greedy1", &[true, false]),
         }
     }
 }

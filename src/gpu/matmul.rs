@@ -42,6 +42,10 @@ pub enum MatmulKind {
     /// (SwiftShader, llvmpipe) where barriers are slow. Falls back to Tiled where K % 4 != 0 or the
     /// x offset is not a multiple of 4
     Reg,
+    /// one invocation per output, K walked whole with vec4 loads, no workgroup memory or barriers
+    /// (shaders/rows.wgsl): few-row passes on GPUs emulated on the CPU (SwiftShader, llvmpipe),
+    /// where barriers are costly. f32 weights; 16-bit weights take the 16-bit GEMV
+    Rows,
 }
 
 /// The activation applied in a matmul's epilogue (`MatmulParams.act`).
@@ -133,7 +137,9 @@ pub fn matmul_act(
         let p = MatmulParams { _p: w.dtype.wfmt(), ..p };
         let tiles = [n32.div_ceil(64), m32.div_ceil(64), 1];
         return match kind {
-            MatmulKind::Gemv | MatmulKind::GemvSubgroup => rec.dispatch(&gpu.k.gemv16, &p, &bufs, [n32.div_ceil(GEMV_OUTS), m32, 1]),
+            MatmulKind::Gemv | MatmulKind::GemvSubgroup | MatmulKind::Rows => {
+                rec.dispatch(&gpu.k.gemv16, &p, &bufs, [n32.div_ceil(GEMV_OUTS), m32, 1])
+            }
             MatmulKind::Tiled4 if vec4_ok(k, x_off) => rec.dispatch(&gpu.k.matmul16_tiled4, &p, &bufs, tiles),
             MatmulKind::Reg if vec4_ok(k, x_off) => rec.dispatch(&gpu.k.matmul16_reg8, &p, &bufs, [n32.div_ceil(32), m32.div_ceil(64), 1]),
             _ => rec.dispatch(&gpu.k.matmul16_tiled, &p, &bufs, tiles),
@@ -157,8 +163,16 @@ pub fn matmul_act(
             };
             rec.dispatch(kernel, &p, &bufs, [n32.div_ceil(GEMV_OUTS), m32, 1])
         }
+        MatmulKind::Rows => {
+            let kernel = if vec4_ok(k, x_off) { &gpu.k.rows4 } else { &gpu.k.rows1 };
+            rec.dispatch(kernel, &p, &bufs, [n32.div_ceil(ROWS_WG), m32, 1])
+        }
     }
 }
+
+/// Invocations per workgroup of the one-invocation-per-output kernels (shaders/rows.wgsl and the
+/// `rows*` entries of shaders/qkv.wgsl).
+const ROWS_WG: u32 = 64;
 
 /// Outputs per GEMV workgroup (OUTS in shaders/gemv.wgsl).
 const GEMV_OUTS: u32 = 32;
@@ -185,6 +199,20 @@ pub fn gemv_swiglu(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, m: usize,
         &gpu.k.gemv_swiglu
     };
     rec.dispatch(kernel, &p, &[&x.buf, &w_gate.buf, &w_up.buf, &out.buf], [(n as u32).div_ceil(GEMV_OUTS), m as u32, 1])
+}
+
+/// [`gemv_swiglu`] with one invocation per output and no barriers (shaders/rows.wgsl,
+/// [`MatmulKind::Rows`]); 16-bit weights take the 16-bit GEMV.
+pub fn rows_swiglu(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, m: usize, w_gate: &GpuTensor, w_up: &GpuTensor) -> Result<()> {
+    if w_gate.dtype.is_16bit() || w_up.dtype.is_16bit() {
+        return gemv_swiglu(rec, out, x, m, w_gate, w_up);
+    }
+    let (n, k) = check(out, 0, x, 0, m, w_gate)?;
+    ensure(w_up.shape == w_gate.shape, "rows_swiglu", || format!("W_up {:?} must have W_gate's shape {:?}", w_up.shape, w_gate.shape))?;
+    let p = MatmulParams { m: m as u32, k: k as u32, n: n as u32, has_bias: 0, x_offset: 0, out_offset: 0, act: 0, _p: 0 };
+    let gpu = rec.gpu.clone();
+    let kernel = if vec4_ok(k, 0) { &gpu.k.rows4_swiglu } else { &gpu.k.rows1_swiglu };
+    rec.dispatch(kernel, &p, &[&x.buf, &w_gate.buf, &w_up.buf, &out.buf], [(n as u32).div_ceil(ROWS_WG), m as u32, 1])
 }
 
 /// Mirrors `QkvParams` in shaders/qkv.wgsl.
@@ -232,9 +260,29 @@ pub fn gemv_qkv(
     kv_off: usize,
     x: &GpuTensor,
     m: usize,
+    ws: [&GpuTensor; 3],
+    biases: Option<&GpuTensor>,
+    rope: Option<QkvRope>,
+) -> Result<()> {
+    qkv_kind(rec, q, k, v, kv_off, x, m, ws, biases, rope, MatmulKind::Gemv)
+}
+
+/// [`gemv_qkv`] with the kernel of `kind`: [`MatmulKind::Rows`] takes the `rows*` entries of
+/// shaders/qkv.wgsl (one invocation per pair of outputs, no barriers; f32 weights), every other
+/// kind the GEMV. 16-bit weights always take the 16-bit GEMV.
+#[allow(clippy::too_many_arguments)]
+pub fn qkv_kind(
+    rec: &mut Recorder,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    kv_off: usize,
+    x: &GpuTensor,
+    m: usize,
     [w_q, w_k, w_v]: [&GpuTensor; 3],
     biases: Option<&GpuTensor>,
     rope: Option<QkvRope>,
+    kind: MatmulKind,
 ) -> Result<()> {
     let (nq, kk) = check(q, 0, x, 0, m, w_q)?;
     let (nkv, _) = check(k, kv_off, x, 0, m, w_k)?;
@@ -288,14 +336,20 @@ pub fn gemv_qkv(
             aux = &r.table.buf;
         }
     }
+    let rows = kind == MatmulKind::Rows && !w_q.dtype.is_16bit();
     let kernel = if w_q.dtype.is_16bit() {
         &gpu.k.gemv_qkv16
+    } else if rows && vec4_ok(kk, 0) {
+        &gpu.k.qkv_rows4
+    } else if rows {
+        &gpu.k.qkv_rows1
     } else if vec4_ok(kk, 0) {
         &gpu.k.gemv_qkv4
     } else {
         &gpu.k.gemv_qkv1
     };
-    let groups = [((nq + 2 * nkv) as u32).div_ceil(GEMV_OUTS), m as u32, 1];
+    let total = (nq + 2 * nkv) as u32;
+    let groups = if rows { [total.div_ceil(2).div_ceil(ROWS_WG), m as u32, 1] } else { [total.div_ceil(GEMV_OUTS), m as u32, 1] };
     rec.dispatch(kernel, &p, &[&x.buf, &w_q.buf, &w_k.buf, &w_v.buf, &q.buf, &k.buf, &v.buf, aux], groups)?;
     if let Some(r) = after {
         let hs = r.hs;

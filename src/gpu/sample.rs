@@ -40,3 +40,25 @@ pub fn sample(rec: &mut Recorder, out: &GpuTensor, logits: &GpuTensor, row: usiz
     let gpu = rec.gpu.clone();
     rec.dispatch(&gpu.k.sample, &p, &[&logits.buf, &out.buf], [1, 1, 1])
 }
+
+/// [`sample`] where greedy picks run in one invocation without barriers (sample.wgsl's `greedy1`,
+/// the same out[0] and out[1]): GPUs emulated on the CPU (MatmulKind::Rows). Sampled picks take
+/// [`sample`]'s kernel.
+pub fn sample_one_invocation(
+    rec: &mut Recorder,
+    out: &GpuTensor,
+    logits: &GpuTensor,
+    row: usize,
+    params: &SampleParams,
+    u: f32,
+) -> Result<()> {
+    if !params.is_greedy() {
+        return sample(rec, out, logits, row, params, u);
+    }
+    let v = logits.last_dim();
+    ensure(row < logits.rows(), "sample", || format!("row {row} is outside logits {:?}", logits.shape))?;
+    ensure(out.dtype == DType::U32 && out.len() >= 2, "sample", || format!("out {:?} must be a u32 tensor of at least 2", out.shape))?;
+    let p = SampleUniform { v: v as u32, mode: 0, top_k: 0, logits_offset: (row * v) as u32, temperature: 0.0, top_p: 1.0, u, _pad: 0 };
+    let gpu = rec.gpu.clone();
+    rec.dispatch(&gpu.k.sample_greedy1, &p, &[&logits.buf, &out.buf], [1, 1, 1])
+}

@@ -294,7 +294,7 @@ pub fn gen_tokens_per_submit(k: usize) -> Result<(), JsValue> {
 }
 
 /// The GPU model's kernels (Session::set_gpu_kernels): fused ops on or off, the kernel of few-row
-/// passes (cached decoding: "gemv" | "naive") and, when given, of the others (prefill: "naive" |
+/// passes (cached decoding: "gemv" | "naive" | "rows") and, when given, of the others (prefill: "naive" |
 /// "tiled" | "tiled4" | "reg"). The worker picks them per adapter (www/worker.js); the benchmarks compare them.
 #[wasm_bindgen]
 pub fn set_gpu_kernels(fused: bool, few_rows: &str, many_rows: Option<String>) -> Result<(), JsValue> {
@@ -343,8 +343,18 @@ pub fn set_gpu_prefill_kernels(many_rows: &str, attention: &str, norms: &str) ->
     })
 }
 
-/// The GPU model's kernels and counters: {fused, few_rows, many_rows, attention, norms, dispatches, submits} (the
-/// names of set_gpu_kernels; dispatches and queue submissions since load), null on the CPU paths.
+/// Whether models loaded on the GPU from now on widen 16-bit (F16 / BF16) weights to f32 at upload
+/// (Gpu::set_widen16; the memory budget counts them at 4 bytes then). The worker turns it on for
+/// SwiftShader, a GPU emulated on the CPU, which wgpu's WebGPU backend does not report as one.
+#[wasm_bindgen]
+pub fn set_gpu_widen16(on: bool) -> Result<(), JsValue> {
+    gpu().ok_or_else(|| err("the GPU is not initialised: call gpu_init first"))?.set_widen16(on);
+    Ok(())
+}
+
+/// The GPU model's kernels and counters: {fused, few_rows, many_rows, attention, norms, dispatches, submits,
+/// widen16} (the names of set_gpu_kernels and set_gpu_prefill_kernels; dispatches and queue submissions
+/// since load; widen16: 16-bit weights widened to f32 at load), null on the CPU paths.
 #[wasm_bindgen]
 pub fn gpu_kernels() -> Result<JsValue, JsValue> {
     use crate::gpu::matmul::MatmulKind;
@@ -357,6 +367,8 @@ pub fn gpu_kernels() -> Result<JsValue, JsValue> {
         norms: &'static str,
         dispatches: usize,
         submits: usize,
+        /// 16-bit checkpoint weights widened to f32 at load (set_gpu_widen16)
+        widen16: bool,
     }
     let row_name = |k: crate::gpu::RowKind| match k {
         crate::gpu::RowKind::Workgroup => "workgroup",
@@ -369,6 +381,7 @@ pub fn gpu_kernels() -> Result<JsValue, JsValue> {
         MatmulKind::Gemv => "gemv",
         MatmulKind::GemvSubgroup => "gemv_subgroup",
         MatmulKind::Reg => "reg",
+        MatmulKind::Rows => "rows",
     };
     let k = with(|s| {
         Ok(s.gpu_backend().map(|b| Kernels {
@@ -379,6 +392,7 @@ pub fn gpu_kernels() -> Result<JsValue, JsValue> {
             norms: row_name(b.norm_kind),
             dispatches: b.dispatches(),
             submits: b.submits(),
+            widen16: b.widen16,
         }))
     })?;
     to_js(&k)

@@ -192,12 +192,13 @@ export function createModelView({ list, fileInput, dropZone, progress, progressB
       // The GPU kernels the worker chose for this adapter (www/worker.js, gpuKernelsFor)
       const kernels = info.backend === 'gpu' ? info.gpu_kernels : null;
       if (kernels) {
-        const few = { naive: 'one thread per output', gemv: 'GEMV' };
+        const few = { naive: 'one thread per output', gemv: 'GEMV', rows: 'one invocation per output, no barriers' };
         const many = { naive: 'one thread per output', tiled: 'tiled', tiled4: 'tiled, vec4', reg: 'register blocks, no barriers' };
         const attn = kernels.attention === 'rows' || kernels.norms === 'rows'
           ? `, an invocation per row for ${[kernels.attention === 'rows' && 'attention', kernels.norms === 'rows' && 'norms'].filter(Boolean).join(' and ')}` : '';
         rows.push(['gpu_kernels', 'GPU kernels', `${kernels.fused ? 'fused ops' : 'unfused ops'}; decoding: ` +
-          `${few[kernels.few_rows] ?? kernels.few_rows}; prompt: ${many[kernels.many_rows] ?? kernels.many_rows}${attn}`]);
+          `${few[kernels.few_rows] ?? kernels.few_rows}; prompt: ${many[kernels.many_rows] ?? kernels.many_rows}${attn}` +
+          `${kernels.widen16 ? '; 16-bit weights widened to f32' : ''}`]);
       }
       const values = { format: origin.format, arch: info.arch, parameters: info.parameters, layers: info.layers, heads: info.heads,
         kv_heads: info.kv_heads, head_dim: info.head_dim, d_model: info.d_model, d_ff: info.d_ff,

@@ -29,13 +29,14 @@ pub struct GpuBackend {
     pub bytes_read: u64,
     /// the kernel of passes of SMALL_M rows or more
     pub matmul_kind: MatmulKind,
-    /// the kernel of passes of fewer rows (cached decoding)
+    /// the kernel of passes of fewer rows (cached decoding): the GEMV, or on a CPU-type adapter
+    /// (llvmpipe natively) the barrier-free one-row forms of every decode op (`MatmulKind::Rows`)
     pub small_matmul_kind: MatmulKind,
-    /// the attention kernel of passes of SMALL_M query rows or more (prefill); fewer rows always
-    /// take the workgroup kernel
+    /// the attention kernel of passes of SMALL_M query rows or more (prefill); fewer rows take an
+    /// invocation per row where `small_matmul_kind` is `Rows`, else the workgroup kernel
     pub attention_kind: gpu::RowKind,
-    /// the norms' kernel (norm, add + norm) of passes of SMALL_M rows or more; fewer rows always
-    /// take the workgroup kernels
+    /// the norms' kernel (norm, add + norm) of passes of SMALL_M rows or more; fewer rows as
+    /// `attention_kind` says
     pub norm_kind: gpu::RowKind,
     /// fused epilogues and fused SwiGLU on (off: the unfused sequence, for benchmarks)
     pub fused: bool,
@@ -46,6 +47,9 @@ pub struct GpuBackend {
     /// (MatmulKind::GemvSubgroup). Off by default until `bench generate`'s `cached_subgroups`
     /// shows a gain (BENCHMARKS.md): the workgroup-memory GEMV is the measured path.
     pub subgroups: bool,
+    /// 16-bit checkpoint weights are widened to f32 at load (`keeps_16bit` false); from
+    /// `Gpu::widens16` when the backend is made (the device's kind), set before a load
+    pub widen16: bool,
     /// dispatches recorded inside passes' layer loops (`Backend::layers_mark`), and where the
     /// current loop began
     pub layer_dispatches: usize,
@@ -86,10 +90,13 @@ impl GpuBackend {
         });
         let rec = Recorder::new(&gpu);
         // CPU-emulated adapters (llvmpipe: wgpu's device type Cpu) run workgroup barriers slowly, so
-        // there passes of SMALL_M rows or more (prefill) take the barrier-free kernels (BENCHMARKS.md,
-        // issue 12 "Prefill on CPU-emulated GPUs"); the page picks them for SwiftShader itself
-        let cpu_adapter = gpu.summary.device_type == "Cpu";
+        // there every pass takes the barrier-free kernels: prefill's register-blocked matmul and
+        // decoding's one-invocation-per-output matmuls, attention and the norms an invocation per row
+        // (BENCHMARKS.md, issue 12 "Prefill on CPU-emulated GPUs" and "Decode on CPU-emulated GPUs");
+        // the page picks them for SwiftShader itself
+        let cpu_adapter = gpu.is_cpu_type();
         let row_kind = if cpu_adapter { gpu::RowKind::Invocation } else { gpu::RowKind::Workgroup };
+        let widen16 = gpu.widens16();
         GpuBackend {
             gpu,
             rec,
@@ -97,12 +104,13 @@ impl GpuBackend {
             big_staging: None,
             bytes_read: 0,
             matmul_kind: if cpu_adapter { MatmulKind::Reg } else { MatmulKind::Tiled4 },
-            small_matmul_kind: MatmulKind::Gemv,
+            small_matmul_kind: if cpu_adapter { MatmulKind::Rows } else { MatmulKind::Gemv },
             attention_kind: row_kind,
             norm_kind: row_kind,
             fused: true,
             qkv_epilogue: true,
             subgroups: false,
+            widen16,
             layer_dispatches: 0,
             layers_from: None,
             qkv_biases: HashMap::new(),
@@ -126,6 +134,15 @@ impl GpuBackend {
     fn norm_kind_for(&self, rows: usize) -> gpu::RowKind {
         if rows >= SMALL_M {
             self.norm_kind
+        } else {
+            self.few_rows_kind()
+        }
+    }
+    /// The attention and norm kernels of passes of fewer than SMALL_M rows: an invocation per row
+    /// where the few-row matmuls are the barrier-free `Rows`, else the workgroup kernels.
+    fn few_rows_kind(&self) -> gpu::RowKind {
+        if self.small_matmul_kind == MatmulKind::Rows {
+            gpu::RowKind::Invocation
         } else {
             gpu::RowKind::Workgroup
         }
@@ -208,16 +225,18 @@ impl GpuBackend {
     ) -> Result<()> {
         let biased = w.iter().any(|(_, b)| b.is_some());
         let one_dtype = w.iter().all(|(t, _)| t.dtype == w[0].0.dtype);
-        if self.fused && m < SMALL_M && self.small_matmul_kind == MatmulKind::Gemv && one_dtype && (self.qkv_epilogue || !biased) {
+        let small = self.small_matmul_kind;
+        if self.fused && m < SMALL_M && matches!(small, MatmulKind::Gemv | MatmulKind::Rows) && one_dtype && (self.qkv_epilogue || !biased)
+        {
             let key = if biased { Some(self.qkv_biases(w)?) } else { None };
             let biases = key.and_then(|key| self.qkv_biases.get(&key));
             let ws = [w[0].0, w[1].0, w[2].0];
             match rope {
                 Some((table, (_, _, hs), start_pos)) if self.qkv_epilogue => {
                     let r = QkvRope { table, hs, start_pos };
-                    return gpu::matmul::gemv_qkv(&mut self.rec, q, k, v, kv_off, x, m, ws, biases, Some(r));
+                    return gpu::matmul::qkv_kind(&mut self.rec, q, k, v, kv_off, x, m, ws, biases, Some(r), small);
                 }
-                _ => gpu::matmul::gemv_qkv(&mut self.rec, q, k, v, kv_off, x, m, ws, biases, None)?,
+                _ => gpu::matmul::qkv_kind(&mut self.rec, q, k, v, kv_off, x, m, ws, biases, None, small)?,
             }
         } else {
             self.matmul(q, 0, x, 0, m, w[0].0, w[0].1)?;
@@ -268,11 +287,15 @@ impl Backend for GpuBackend {
         self.gpu.upload(shape, data, label)
     }
     fn tensor16(&self, shape: &[usize], bits: &[u16], dtype: crate::model::checkpoint::FloatDtype, label: &str) -> Result<GpuTensor> {
+        if self.widen16 {
+            // a CPU-type adapter: widened at upload, as the CPU backends do (keeps_16bit is false)
+            return self.gpu.upload(shape, &crate::model::checkpoint::widen16(bits, dtype), label);
+        }
         let d = if dtype == crate::model::checkpoint::FloatDtype::F16 { gpu::DType::F16 } else { gpu::DType::BF16 };
         self.gpu.upload16(shape, bits, d, label)
     }
     fn keeps_16bit(&self) -> bool {
-        true
+        !self.widen16
     }
     fn zeros(&self, shape: &[usize], label: &str) -> Result<GpuTensor> {
         self.gpu.zeros(shape, label)
@@ -370,6 +393,10 @@ impl Backend for GpuBackend {
             ensure_n(w_gate, n, "matmul_swiglu")?;
             return gpu::matmul::gemv_swiglu(&mut self.rec, out, x, m, w_gate, w_up);
         }
+        if self.fused && m < SMALL_M && self.small_matmul_kind == MatmulKind::Rows {
+            ensure_n(w_gate, n, "matmul_swiglu")?;
+            return gpu::matmul::rows_swiglu(&mut self.rec, out, x, m, w_gate, w_up);
+        }
         self.matmul(out, 0, x, 0, m, w_gate, None)?;
         self.matmul(up, 0, x, 0, m, w_up, None)?;
         self.inplace(out, Some(up), m * n, EwOp::SwiGlu)
@@ -384,7 +411,7 @@ impl Backend for GpuBackend {
         mask: Option<&GpuTensor>,
         s: &AttnShape,
     ) -> Result<()> {
-        let kind = if s.tq >= SMALL_M { self.attention_kind } else { gpu::RowKind::Workgroup };
+        let kind = if s.tq >= SMALL_M { self.attention_kind } else { self.few_rows_kind() };
         gpu::attention::attention_kind(&mut self.rec, out, probs, q, k, v, mask, s, kind)
     }
     fn layernorm(&mut self, out: &GpuTensor, x: &GpuTensor, g: &GpuTensor, b: &GpuTensor, rows: usize, eps: f32) -> Result<()> {
@@ -461,6 +488,9 @@ impl Backend for GpuBackend {
         gpu::moe::moe_combine(&mut self.rec, out, ys, gate, t, e, c, ys_rows)
     }
     fn sample(&mut self, out: &GpuTensor, logits: &GpuTensor, row: usize, p: &SampleParams, u: f32) -> Result<()> {
+        if self.small_matmul_kind == MatmulKind::Rows {
+            return gpu::sample::sample_one_invocation(&mut self.rec, out, logits, row, p, u);
+        }
         gpu::sample::sample(&mut self.rec, out, logits, row, p, u)
     }
     fn submit(&mut self) -> Result<()> {
