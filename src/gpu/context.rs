@@ -243,9 +243,9 @@ impl Gpu {
     /// Whether models loaded from now on widen their 16-bit (F16 / BF16) matmul weights and
     /// embeddings to f32 at upload (`GpuBackend::keeps_16bit` false; the memory budget then counts
     /// them at 4 bytes). The default is the adapter's kind: on for a CPU-type adapter (llvmpipe,
-    /// SwiftShader natively), where unpacking 16-bit values costs more than the memory traffic it
-    /// saves (BENCHMARKS.md, issue 12); the page sets it for SwiftShader, which wgpu's WebGPU
-    /// backend does not report as a CPU (www/worker.js).
+    /// SwiftShader natively; in the page wgpu reports a fallback adapter such as SwiftShader as
+    /// `Cpu`), where unpacking 16-bit values costs more than the memory traffic it saves
+    /// (BENCHMARKS.md, issue 12); the page's worker also sets it for SwiftShader (www/worker.js).
     pub fn widens16(&self) -> bool {
         self.widen16.load(std::sync::atomic::Ordering::Relaxed)
     }

@@ -344,8 +344,9 @@ pub fn set_gpu_prefill_kernels(many_rows: &str, attention: &str, norms: &str) ->
 }
 
 /// Whether models loaded on the GPU from now on widen 16-bit (F16 / BF16) weights to f32 at upload
-/// (Gpu::set_widen16; the memory budget counts them at 4 bytes then). The worker turns it on for
-/// SwiftShader, a GPU emulated on the CPU, which wgpu's WebGPU backend does not report as one.
+/// (Gpu::set_widen16; the memory budget counts them at 4 bytes then). It is on by default for a
+/// fallback adapter (wgpu reports it as `Cpu`: SwiftShader); the worker also turns it on for
+/// SwiftShader by name, and benchmarks turn it off to compare.
 #[wasm_bindgen]
 pub fn set_gpu_widen16(on: bool) -> Result<(), JsValue> {
     gpu().ok_or_else(|| err("the GPU is not initialised: call gpu_init first"))?.set_widen16(on);
