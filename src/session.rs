@@ -323,10 +323,16 @@ impl Session {
                 if g.is_lost() {
                     return Err(TfError::Gpu("the GPU device was lost; reload the page to get a new one".into()));
                 }
-                let b = GpuBackend::new(g.clone());
+                let mut b = GpuBackend::new(g.clone());
                 let budget = &budget.with_limits(g.buffer_limits()); // one buffer over the binding limit is refused by name
-                let m = g.scoped(|| Model::load_within(&b, bytes, budget)).await?;
-                Engine::Gpu(b, m)
+                let mut m = g.scoped(|| Model::load_within(&b, bytes, budget)).await;
+                if b.widen16 && matches!(m, Err(TfError::Memory(_))) {
+                    // a CPU-type adapter widens 16-bit weights for speed; where the widened model is over
+                    // the budget or a limit, the 16-bit one may still fit: keep them 16-bit instead
+                    b.widen16 = false;
+                    m = g.scoped(|| Model::load_within(&b, bytes, budget)).await;
+                }
+                Engine::Gpu(b, m?)
             }
             Device::Cpu => Engine::Cpu(FastCpuBackend::default(), Model::load_within(&FastCpuBackend::default(), bytes, budget)?),
             Device::Reference => Engine::Reference(CpuBackend, Model::load_within(&CpuBackend, bytes, budget)?),
@@ -887,8 +893,14 @@ impl Session {
                 if g.is_lost() {
                     return Err(TfError::Gpu("the GPU device was lost; reload the page to get a new one".into()));
                 }
-                let b = GpuBackend::new(g.clone());
-                let ck = open(b.weight_copies(), b.keeps_16bit())?;
+                let mut b = GpuBackend::new(g.clone());
+                let mut ck = open(b.weight_copies(), b.keeps_16bit());
+                if b.widen16 && matches!(ck, Err(TfError::Memory(_))) {
+                    // as in Session::load: widened weights over the budget or a limit stay 16-bit instead
+                    b.widen16 = false;
+                    ck = open(b.weight_copies(), b.keeps_16bit());
+                }
+                let ck = ck?;
                 let m = g.scoped(|| Model::from_checkpoint(&b, ck, budget)).await?;
                 Engine::Gpu(b, m)
             }

@@ -18,6 +18,7 @@ use tinyformer::model::run::GenConfig;
 use tinyformer::model::state::Plan;
 use tinyformer::model::weights::{Census, Weights};
 use tinyformer::model::{Backend, CpuBackend, GpuBackend, Model};
+use tinyformer::session::{Device, Session};
 
 /// Against transformers (expected.json of the bf16 Llama): the tolerances of tests/hf_models.rs.
 const HF_LOGIT_ATOL: f64 = 1e-4;
@@ -186,4 +187,14 @@ fn the_budget_counts_16bit_weights_at_2_bytes_on_the_gpu() {
     let m = Model::load_within(&GpuBackend::new(gpu.clone()), &bytes, &Budget::cli(d32)).expect("fits with widened weights");
     assert_eq!(gpu.live_bytes16(), 0, "widened weights are f32 on the GPU");
     drop(m);
+    // a session on that widening GPU keeps the weights 16-bit where widened ones are over the budget
+    // (Session::load tries again without widening), and widens them where they fit
+    let mut s = pollster::block_on(Session::load(&Device::Gpu(gpu.clone()), &bytes, &budget)).expect("16-bit when widened is over");
+    assert!(!s.gpu_backend().unwrap().widen16, "kept 16-bit");
+    assert!(gpu.live_bytes16() > 0);
+    drop(s);
+    let mut s = pollster::block_on(Session::load(&Device::Gpu(gpu.clone()), &bytes, &Budget::cli(d32))).expect("widened when it fits");
+    assert!(s.gpu_backend().unwrap().widen16, "widened");
+    assert_eq!(gpu.live_bytes16(), 0);
+    drop(s);
 }
