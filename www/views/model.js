@@ -187,7 +187,7 @@ export function createModelView({ list, fileInput, dropZone, progress, progressB
           : formatBytes(info.file_size)],
         ['tokenizer', 'Tokenizer', tok ? `${tok.kind}, ${formatInt(tok.vocab_size)} entries${tok.merges ? `, ${formatInt(tok.merges)} merges` : ''}`
           : 'none in the file: type token ids'],
-        ['backend', 'Runs on', info.backend === 'gpu' ? 'WebGPU (our WGSL kernels)' : 'CPU (wasm reference path)'],
+        ['backend', 'Runs on', info.backend === 'gpu' ? 'WebGPU (our WGSL kernels)' : 'CPU (our wasm SIMD kernels)'],
       ];
       // The GPU kernels the worker chose for this adapter (www/worker.js, gpuKernelsFor)
       const kernels = info.backend === 'gpu' ? info.gpu_kernels : null;
