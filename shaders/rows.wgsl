@@ -12,27 +12,8 @@
 // Each invocation walks all of K: the `4` entries read x and W as vec4 with two accumulators
 // (needs K % 4 == 0 and x_offset % 4 == 0, checked by src/gpu/matmul.rs); the others read scalars.
 
-struct MatmulParams {
-    m: u32,
-    k: u32,
-    n: u32,
-    has_bias: u32,
-    x_offset: u32,
-    out_offset: u32,
-    act: u32,
-    _p1: u32,
-};
-
-@group(0) @binding(0) var<uniform> P: MatmulParams;
-// scalar view (entries rows1, rows1_swiglu)
-@group(0) @binding(1) var<storage, read> x: array<f32>;          // (M, K)
-@group(0) @binding(2) var<storage, read> w: array<f32>;          // (N, K)
-@group(0) @binding(3) var<storage, read> bias: array<f32>;       // (N,), or W_up (N, K)
-// vec4 view of the same bindings (entries rows4, rows4_swiglu)
-@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;   // (M, K/4)
-@group(0) @binding(2) var<storage, read> w4: array<vec4<f32>>;   // (N, K/4)
-@group(0) @binding(3) var<storage, read> up4: array<vec4<f32>>;  // (N, K/4)
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;  // (M, N)
+// MatmulParams and the bindings (x / x4, w / w4, bias / up4, out) are gemv.wgsl's: this file is appended
+// to it into one module (src/gpu/context.rs), its entries beside the GEMV's.
 
 fn hsum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);

@@ -97,10 +97,10 @@ let browserAdapter = null;
 // than the memory it saves. So on SwiftShader (cpuEmulated) init calls set_gpu_widen16 (16-bit weights widened to
 // f32 at load; the memory budget counts them at 4 bytes) and one-row passes run with one invocation per output and
 // no barriers ('rows': shaders/rows.wgsl, the q/k/v+RoPE, attention, add+norm and greedy-sampling forms too),
-// 1.28x the GEMV there (BENCHMARKS.md, issue 12 "Decode on CPU-emulated GPUs"). (Before, f32 checkpoints took
-// the one-thread-per-output 'naive' matmul and 16-bit ones the GEMV, which had a 16-bit form; `weights16` is
-// kept for choices that depend on the file's width.)
-function gpuKernelsFor(adapter, weights16) {
+// 1.28x the GEMV there (BENCHMARKS.md, issue 12 "Decode on CPU-emulated GPUs"), for f32 and 16-bit checkpoints alike.
+// (wgpu reports SwiftShader, a fallback adapter, as a Cpu device, so the core's defaults are the same; this states
+// the choice where the page can see it.)
+function gpuKernelsFor(adapter) {
   if (cpuEmulated(adapter)) return { fused: true, few_rows: 'rows', many_rows: 'reg' };
   return null;
 }
@@ -118,20 +118,6 @@ function gpuPrefillKernelsFor(adapter) {
 // A WebGPU adapter that runs on the CPU (SwiftShader): 16-bit weights are widened at load there (see gpuKernelsFor).
 function cpuEmulated(adapter) {
   return adapter?.architecture === 'swiftshader';
-}
-
-// Whether a .safetensors file's bytes hold F16/BF16 tensors (its JSON header; null when it cannot be read: a
-// format the core reads otherwise, or a damaged header, which the core reports itself).
-function weightsAre16bit(bytes) {
-  try {
-    if (bytes.byteLength < 8) return null;
-    const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
-    if (n <= 0 || n > bytes.byteLength - 8 || n > 100 << 20) return null;
-    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
-    return Object.entries(header).some(([k, t]) => k !== '__metadata__' && (t?.dtype === 'F16' || t?.dtype === 'BF16'));
-  } catch {
-    return null;
-  }
 }
 
 // Each handler returns a structured-cloneable result or throws.
@@ -229,7 +215,6 @@ const modelHandlers = {
   async load({ bytes, files, preferGpu }, emit) {
     const core = await loadCore();
     let card;
-    let weights16 = null; // unknown for files given together: the core's default kernels there
     if (files) {
       const reader = fileReader(files, emit);
       try {
@@ -238,13 +223,11 @@ const modelHandlers = {
         reader.flush();
       }
     } else {
-      const u8 = new Uint8Array(bytes);
-      weights16 = weightsAre16bit(u8);
-      card = await core.load_model(u8, Boolean(preferGpu));
+      card = await core.load_model(new Uint8Array(bytes), Boolean(preferGpu));
     }
     modelOnGpu = card?.backend === 'gpu';
     if (modelOnGpu) {
-      const k = gpuKernelsFor(browserAdapter, weights16);
+      const k = gpuKernelsFor(browserAdapter);
       if (k) core.set_gpu_kernels(k.fused, k.few_rows, k.many_rows);
       const pk = gpuPrefillKernelsFor(browserAdapter);
       if (pk) core.set_gpu_prefill_kernels(pk.many_rows, pk.attention, pk.norms);

@@ -324,7 +324,8 @@ impl Kernels {
             })
         };
         let matmul = module("matmul", include_str!("../../shaders/matmul.wgsl"));
-        let gemv = module("gemv", include_str!("../../shaders/gemv.wgsl"));
+        // rows.wgsl's barrier-free entries share gemv.wgsl's params and bindings (appended to it)
+        let gemv = module("gemv", &format!("{}\n{}", include_str!("../../shaders/gemv.wgsl"), include_str!("../../shaders/rows.wgsl")));
         // (naga 30 takes subgroup builtins with the device feature alone: no `enable subgroups;`)
         let gemv_sg = subgroups.then(|| module("gemv_sg", include_str!("../../shaders/gemv_sg.wgsl")));
         // the 16-bit readers share half.wgsl's unpacking (WGSL has no includes: sources are concatenated)
@@ -345,7 +346,6 @@ impl Kernels {
         let embed = module("embed", include_str!("../../shaders/embed.wgsl"));
         let sample = module("sample", include_str!("../../shaders/sample.wgsl"));
         let moe = module("moe", include_str!("../../shaders/moe.wgsl"));
-        let rows = module("rows", include_str!("../../shaders/rows.wgsl"));
         // `ro` lists, for bindings 1.., whether each storage buffer is read-only.
         let mk = |name: &'static str, m: &wgpu::ShaderModule, entry: &str, ro: &[bool]| Kernel::new(device, name, m, entry, ro);
         Kernels {
@@ -385,10 +385,10 @@ impl Kernels {
             moe_router: mk("moe_router", &moe, "router", &[true, false, false, false]),
             moe_capacity: mk("moe_capacity", &moe, "capacity", &[true, true, false, false]),
             moe_combine: mk("moe_combine", &moe, "combine", &[true, true, false]),
-            rows4: mk("rows4", &rows, "rows4", &[true, true, true, false]),
-            rows1: mk("rows1", &rows, "rows1", &[true, true, true, false]),
-            rows4_swiglu: mk("rows4_swiglu", &rows, "rows4_swiglu", &[true, true, true, false]),
-            rows1_swiglu: mk("rows1_swiglu", &rows, "rows1_swiglu", &[true, true, true, false]),
+            rows4: mk("rows4", &gemv, "rows4", &[true, true, true, false]),
+            rows1: mk("rows1", &gemv, "rows1", &[true, true, true, false]),
+            rows4_swiglu: mk("rows4_swiglu", &gemv, "rows4_swiglu", &[true, true, true, false]),
+            rows1_swiglu: mk("rows1_swiglu", &gemv, "rows1_swiglu", &[true, true, true, false]),
             qkv_rows4: mk("qkv_rows4", &qkv, "rows4", &[true, true, true, true, false, false, false, true]),
             qkv_rows1: mk("qkv_rows1", &qkv, "rows1", &[true, true, true, true, false, false, false, true]),
             sample_greedy1: mk("sample_greedy1", &sample, "greedy1", &[true, false]),
