@@ -26,6 +26,14 @@ struct Variant {
     uniform_w: bool,
 }
 
+/// rows.wgsl's rows4 in short: one invocation per output walking K with vec4 loads of x and of W's row
+const ROWS_NK: &str = "@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  let k4 = p.k / 4u; let n = g.x; if (n >= p.n) { return; }
+  var a = vec4<f32>(0.0);
+  for (var q = 0u; q < k4; q++) { a = fma(x[q], w[n * k4 + q], a); }
+  y[n] = a.x + a.y + a.z + a.w;
+}";
+
 fn variants() -> Vec<Variant> {
     let ssbo_nk = "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;\n@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;\n@group(0) @binding(3) var<storage, read_write> y: array<f32>;\n";
     let ssbo_kn = ssbo_kn_decl();
@@ -35,12 +43,7 @@ fn variants() -> Vec<Variant> {
             name: "rows_nk_wg64",
             what: "one invocation per output over W (N, K) read as vec4, workgroups of 64 (rows.wgsl's rows4, the default on CPU-type adapters)",
             decl: ssbo_nk,
-            body: "@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-  let k4 = p.k / 4u; let n = g.x; if (n >= p.n) { return; }
-  var a = vec4<f32>(0.0);
-  for (var q = 0u; q < k4; q++) { a = fma(x[q], w[n * k4 + q], a); }
-  y[n] = a.x + a.y + a.z + a.w;
-}",
+            body: ROWS_NK,
             per_group: 64,
             uniform_w: false,
         },
@@ -123,12 +126,7 @@ fn variants() -> Vec<Variant> {
             name: "rows_nk_wg64_uniform_w",
             what: "rows_nk_wg64 with W in a uniform binding (at most 64 KiB)",
             decl: ubo_nk,
-            body: "@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-  let k4 = p.k / 4u; let n = g.x; if (n >= p.n) { return; }
-  var a = vec4<f32>(0.0);
-  for (var q = 0u; q < k4; q++) { a = fma(x[q], w[n * k4 + q], a); }
-  y[n] = a.x + a.y + a.z + a.w;
-}",
+            body: ROWS_NK,
             per_group: 64,
             uniform_w: true,
         },
