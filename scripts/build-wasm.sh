@@ -7,14 +7,15 @@
 # The second build passes +relaxed-simd to this crate only (cargo rustc's flags reach the last crate), so the
 # dependencies are compiled once and shared: it costs one more compile of this crate and a wasm-bindgen run.
 # WASM_RELAXED=0 skips it and removes www/pkg-relaxed (the page then loads www/pkg everywhere).
+# The profile is Cargo.toml's `wasm` (release with one codegen unit: a smaller wasm).
 # Works from any directory. Needs the wasm32 target and wasm-bindgen-cli (scripts/setup.sh installs both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-out=target/wasm32-unknown-unknown/release/tinyformer.wasm
+out=target/wasm32-unknown-unknown/wasm/tinyformer.wasm
 size() { echo "$1: $(wc -c <"$1") bytes, gzip -9 $(gzip -9 -c "$1" | wc -c)"; }
 
-cargo build --lib --release --target wasm32-unknown-unknown
+cargo build --lib --profile wasm --target wasm32-unknown-unknown
 wasm-bindgen --target web --no-typescript --out-dir www/pkg "$out"
 echo "[build-wasm] www/pkg: $(ls www/pkg | tr '\n' ' ')"
 size www/pkg/tinyformer_bg.wasm
@@ -24,7 +25,7 @@ if [ "${WASM_RELAXED:-1}" = 0 ]; then
   echo "[build-wasm] WASM_RELAXED=0: no relaxed-SIMD build"
   exit 0
 fi
-cargo rustc --lib --release --target wasm32-unknown-unknown -- -C target-feature=+simd128,+relaxed-simd
+cargo rustc --lib --profile wasm --target wasm32-unknown-unknown -- -C target-feature=+simd128,+relaxed-simd
 wasm-bindgen --target web --no-typescript --out-dir www/pkg-relaxed "$out"
 echo "[build-wasm] www/pkg-relaxed: $(ls www/pkg-relaxed | tr '\n' ' ')"
 size www/pkg-relaxed/tinyformer_bg.wasm
