@@ -139,7 +139,6 @@ export function assertModelFile(assert, file) {
     `${file} is missing: the shipped models come from train/train.py (issue 4); this test needs the real file`);
 }
 
-/** Records long tasks (main thread busy > 50 ms) from the start of the page: window.__longTasks. */
 /**
  * The longest main-thread task a generation may cause in a test: a freeze a user would take for a hang. It is
  * not a speed check (the page aims at no task over 50 ms, and the tests print the tasks they saw): on a 2-core
@@ -148,6 +147,10 @@ export function assertModelFile(assert, file) {
  */
 export const FREEZE_MS = 250;
 
+/**
+ * Records long tasks (main thread busy > 50 ms) from the start of the page: window.__longTasks; and the long
+ * animation frames, with what they were made of: window.__longFrames.
+ */
 export function longTaskObserver() {
   window.__longTasks = [];
   window.__longFrames = [];
