@@ -849,7 +849,7 @@ async fn check_matmul16(g: &Arc<Gpu>, dtype: gpu::DType) -> Result<CheckResult> 
         let mut rec = Recorder::new(g);
         gpu::matmul::gemv_swiglu(&mut rec, &ot, &xt, m, &gt, &ut)?;
         let r = (hs > 0).then_some(gpu::matmul::QkvRope { table: &tt, hs, start_pos: 1 });
-        gpu::matmul::gemv_qkv(&mut rec, &qt, &kt, &v_t, n, &xt, m, [&gt, &ut, &vt], bias.then_some(&bt), r)?;
+        gpu::matmul::qkv_kind(&mut rec, &qt, &kt, &v_t, n, &xt, m, [&gt, &ut, &vt], bias.then_some(&bt), r, MatmulKind::Gemv)?;
         rec.submit()?;
         let case = format!("{dtype:?} qkv M={m} K={k} N={n} bias={bias} rope HS={hs}");
         acc.add(&format!("{dtype:?} swiglu M={m} K={k} N={n}"), compare(&g.read_f32(&ot).await?, &want, 1e-5, 1e-4));

@@ -4,6 +4,7 @@
 //! runs as simd128). Tolerances are atol + rtol * |reference|, written next to each test.
 
 use tinyformer::cpu;
+use tinyformer::fastcpu::check::{self, attention_sweep_over, Sweep};
 use tinyformer::fastcpu::{self, act, attention, matmul, norm, simd};
 use tinyformer::ops::{AttnShape, EwOp};
 
@@ -87,15 +88,15 @@ fn matmul_rejects_wrong_shapes_with_the_op_name() {
     assert!(matmul::Packed::new(&[0.0; 5], 2, 3).is_err());
 }
 
-// Probabilities are f32 softmaxes of f32 dot products (HS <= 64, values <= 1): 1e-5 absolute.
-const ATTN_ATOL: f32 = 1e-5;
-const ATTN_RTOL: f32 = 1e-4;
+// Probabilities are f32 softmaxes of f32 dot products: the tolerances of src/fastcpu/check.rs.
+const ATTN_ATOL: f32 = check::ATTN_ATOL as f32;
+const ATTN_RTOL: f32 = check::ATTN_RTOL as f32;
 
 /// The sweep the page's builds run (src/fastcpu/check.rs, tolerances there), natively in both builds.
 #[test]
 fn the_page_attention_sweep_passes_natively() {
     both_builds(|isa| {
-        let r = tinyformer::fastcpu::check::attention_sweep();
+        let r = check::attention_sweep();
         assert!(r.failures.is_empty(), "{isa}: {:?}", &r.failures[..r.failures.len().min(5)]);
         assert_eq!(r.cases, 4 * 7 * 8 * 2, "{isa}: every shape ran");
     });
@@ -103,42 +104,17 @@ fn the_page_attention_sweep_passes_natively() {
 
 #[test]
 fn attention_matches_reference_on_a_shape_sweep() {
-    let mut r = Lcg(2);
+    // head sizes around the lanes (8 natively, 4 in simd128); key counts around the blocks of 4
+    let sweep = Sweep {
+        heads: &[(1, 1), (2, 1), (6, 2), (4, 4)],
+        head_sizes: &[1, 3, 4, 8, 17, 32, 33],
+        rows: &[(1, 0), (1, 1), (1, 2), (1, 30), (1, 127), (3, 0), (5, 7), (17, 0), (13, 64), (128, 0), (128, 3)],
+        seed: 2,
+    };
     both_builds(|isa| {
-        for (nh, nkv) in [(1, 1), (2, 1), (6, 2), (4, 4)] {
-            // head sizes around the lanes (8 natively, 4 in simd128); key counts around the blocks of 4
-            for hs in [1, 3, 4, 8, 17, 32, 33] {
-                for (tq, cached) in [(1, 0), (1, 1), (1, 2), (1, 30), (1, 127), (3, 0), (5, 7), (17, 0), (13, 64), (128, 0), (128, 3)] {
-                    let tk = cached + tq;
-                    for masked in [false, true] {
-                        let q = r.vec(tq * nh * hs, 2.0);
-                        let k = r.vec(tk * nkv * hs, 2.0);
-                        let v = r.vec(tk * nkv * hs, 1.0);
-                        let s = AttnShape::packed(tq, tk, nh, nkv, hs);
-                        // masked: an explicit mask with holes and one fully blocked query row;
-                        // else causal over the cache
-                        let (s, mask) = if masked {
-                            let mut m: Vec<f32> = (0..tq * tk).map(|i| if (i * 7 + 3) % 5 == 0 { 0.0 } else { 1.0 }).collect();
-                            m[..tk].fill(0.0);
-                            (s, Some(m))
-                        } else {
-                            (s.with_causal(cached), None)
-                        };
-                        let (mut ow, mut pw) = (vec![0f32; tq * nh * hs], vec![0f32; nh * tq * tk]);
-                        cpu::attention(&mut ow, &mut pw, &q, &k, &v, mask.as_deref(), &s).unwrap();
-                        let (mut og, mut pg) = (vec![f32::NAN; tq * nh * hs], vec![f32::NAN; nh * tq * tk]);
-                        attention::attention(&mut og, &mut pg, &q, &k, &v, mask.as_deref(), &s).unwrap();
-                        let what = format!("attention {isa} NH={nh} NKV={nkv} HS={hs} Tq={tq} Tk={tk} masked={masked}");
-                        assert_close(&format!("{what} probs"), &pg, &pw, ATTN_ATOL, ATTN_RTOL);
-                        assert_close(&format!("{what} out"), &og, &ow, ATTN_ATOL, ATTN_RTOL);
-                        // blocked keys are exactly 0, as in the reference
-                        for (g, w) in pg.iter().zip(&pw) {
-                            assert_eq!(*w == 0.0, *g == 0.0, "{what}: a blocked key must be exactly 0");
-                        }
-                    }
-                }
-            }
-        }
+        let r = attention_sweep_over(&sweep);
+        assert!(r.failures.is_empty(), "{isa}: {:?}", &r.failures[..r.failures.len().min(5)]);
+        assert_eq!(r.cases, 4 * 7 * 11 * 2, "{isa}: every shape ran");
     });
 }
 

@@ -11,7 +11,7 @@ use crate::ops::AttnShape;
 use crate::rng::Rng;
 
 /// Probabilities are f32 softmaxes of f32 dot products (HS <= 64, |q|, |k| <= 2, |v| <= 1): 1e-5
-/// absolute + 1e-4 relative, as tests/fastcpu_ops.rs's attention sweep.
+/// absolute + 1e-4 relative (tests/fastcpu_ops.rs's attention checks take them from here).
 pub const ATTN_ATOL: f64 = 1e-5;
 pub const ATTN_RTOL: f64 = 1e-4;
 
@@ -30,12 +30,35 @@ pub struct SweepResult {
 /// 17, 32, 48), query rows 1 (decode), 2, odd and many, over an empty or filled cache, causal or with
 /// an explicit mask that has holes and a fully blocked query row.
 pub fn attention_sweep() -> SweepResult {
-    let mut r = Rng::new(11);
+    attention_sweep_over(&PAGE_SWEEP)
+}
+
+/// The shapes of a sweep: (NH, NKV) pairs, head sizes, and (query rows, cached keys) pairs; each shape is
+/// checked unmasked (causal over the cache) and with an explicit mask. `seed` draws q, k, v.
+pub struct Sweep<'a> {
+    pub heads: &'a [(usize, usize)],
+    pub head_sizes: &'a [usize],
+    pub rows: &'a [(usize, usize)],
+    pub seed: u64,
+}
+
+/// [`attention_sweep`]'s shapes.
+pub const PAGE_SWEEP: Sweep<'static> = Sweep {
+    heads: &[(1, 1), (2, 1), (6, 2), (6, 6)],
+    head_sizes: &[4, 8, 12, 16, 17, 32, 48],
+    rows: &[(1, 0), (1, 37), (2, 0), (3, 5), (17, 0), (40, 0), (33, 16), (128, 0)],
+    seed: 11,
+};
+
+/// The fast attention against the reference over `sw`'s shapes (tolerances [`ATTN_ATOL`], [`ATTN_RTOL`]; a
+/// blocked key must be exactly 0).
+pub fn attention_sweep_over(sw: &Sweep) -> SweepResult {
+    let mut r = Rng::new(sw.seed);
     let mut vec = |n: usize, scale: f32| (0..n).map(|_| (r.uniform() * 2.0 - 1.0) * scale).collect::<Vec<f32>>();
     let mut res = SweepResult { cases: 0, max_abs_diff: 0.0, failures: Vec::new() };
-    for (nh, nkv) in [(1, 1), (2, 1), (6, 2), (6, 6)] {
-        for hs in [4, 8, 12, 16, 17, 32, 48] {
-            for (tq, cached) in [(1, 0), (1, 37), (2, 0), (3, 5), (17, 0), (40, 0), (33, 16), (128, 0)] {
+    for &(nh, nkv) in sw.heads {
+        for &hs in sw.head_sizes {
+            for &(tq, cached) in sw.rows {
                 let tk = cached + tq;
                 for masked in [false, true] {
                     let (q, k, v) = (vec(tq * nh * hs, 2.0), vec(tk * nkv * hs, 2.0), vec(tk * nkv * hs, 1.0));

@@ -251,25 +251,9 @@ pub struct QkvRope<'a> {
 /// `biases` is b_q, b_k, b_v concatenated (NQ + 2 NKV,), f32. The bias and the rotation are in
 /// the epilogue, except both together: the kernel binds one of them (8 storage buffers, WebGPU's
 /// default limit), so that case adds the two rope dispatches after the biased GEMV.
-#[allow(clippy::too_many_arguments)]
-pub fn gemv_qkv(
-    rec: &mut Recorder,
-    q: &GpuTensor,
-    k: &GpuTensor,
-    v: &GpuTensor,
-    kv_off: usize,
-    x: &GpuTensor,
-    m: usize,
-    ws: [&GpuTensor; 3],
-    biases: Option<&GpuTensor>,
-    rope: Option<QkvRope>,
-) -> Result<()> {
-    qkv_kind(rec, q, k, v, kv_off, x, m, ws, biases, rope, MatmulKind::Gemv)
-}
-
-/// [`gemv_qkv`] with the kernel of `kind`: [`MatmulKind::Rows`] takes the `rows*` entries of
-/// shaders/qkv.wgsl (one invocation per pair of outputs, no barriers; f32 weights), every other
-/// kind the GEMV. 16-bit weights always take the 16-bit GEMV.
+/// The kernel is `kind`'s: [`MatmulKind::Rows`] takes the `rows*` entries of shaders/qkv.wgsl (one
+/// invocation per pair of outputs, no barriers; f32 weights), every other kind the GEMV. 16-bit
+/// weights always take the 16-bit GEMV.
 #[allow(clippy::too_many_arguments)]
 pub fn qkv_kind(
     rec: &mut Recorder,
