@@ -1,4 +1,4 @@
-//! Per-op cost of the GPU decode loop's kernels at the shipped models' shapes (issue 12): each op
+//! Per-op cost of the GPU decode loop's kernels at the shipped models' shapes: each op
 //! dispatched `reps` times in one submission, waited for, best of 3; microseconds per dispatch, as
 //! JSON. On a GPU emulated on the CPU (llvmpipe) this says where a token's time goes.
 //!   cargo run --release --example bench_decode_ops [d_model] [hidden] [vocab] [context]

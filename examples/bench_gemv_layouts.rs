@@ -1,4 +1,4 @@
-//! Why a decode step on llvmpipe costs what it costs (issue 12, "K = 8 vs K = 1 on llvmpipe"): one
+//! Why a decode step on llvmpipe costs what it costs (and why K = 8 chained tokens gain little over K = 1 there): one
 //! one-row product y = W x (W (N, K)) in different layouts and launch shapes, each dispatched `reps`
 //! times in one submission (best of 5), and once per submission with a map (the round trip K = 8
 //! removes). Microseconds per dispatch and the rate in MAC/s, as JSON.

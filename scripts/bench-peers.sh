@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The peer benchmark of issue 11, in one run, on the shipped checkpoints: batch 1, greedy, KV cache,
+# The native and browser peer benchmark, in one run, on the shipped checkpoints: batch 1, greedy, KV cache,
 # 64 decode steps after a 16-token prompt, and a 128-token prefill, all engines on the same ids
 # (models/<name>.json's eval slice) and 1 thread:
 #   native:  tinyformer fast CPU backend and the reference twin (examples/bench_cpu.rs) vs PyTorch

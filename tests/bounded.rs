@@ -1,4 +1,4 @@
-//! Bounded work for any checkpoint (issue 10): the memory a config asks for is computed before
+//! Bounded work for any checkpoint: the memory a config asks for is computed before
 //! anything is allocated and checked against a budget; eval with a 1-token context is refused;
 //! non-finite logits are an error, not token 0; GPU memory stays flat over load/unload cycles.
 

@@ -1,4 +1,4 @@
-//! Tokens chained on the GPU (issue 12.4, src/model/chain.rs): K generation steps per submission
+//! Tokens chained on the GPU (src/model/chain.rs): K generation steps per submission
 //! must give what K = 1 gives, on every architecture of the fixtures (encoder_decoder, decoder,
 //! decoder with MoE, llama), on the GPU path (llvmpipe natively; no GPU is a failure, not a skip).
 //! Ids: exactly equal. Per-step reads (attention rows, top candidates, MoE routing): the same

@@ -295,7 +295,7 @@ fn hostile_arguments_and_files_give_one_line_errors() {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Foreign models (issue 13): Hugging Face directories and llama2.c's model.bin, against transformers' numbers
+// Foreign models: Hugging Face directories and llama2.c's model.bin, against transformers' numbers
 // (tests/fixtures/hf_models/*/expected.json from train/hf_fixtures.py; page.json from train/hf_page_fixtures.py).
 
 const HF: &str = "tests/fixtures/hf_models";

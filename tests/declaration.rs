@@ -91,7 +91,7 @@ fn what_the_loader_reads_is_what_is_declared_for_every_checkpoint() {
     }
 }
 
-/// A toy of the layouts issue 13 adds: the file calls the decoder's blocks `h.{i}`, the embedding
+/// A toy of the foreign layouts: the file calls the decoder's blocks `h.{i}`, the embedding
 /// `wte` and the head `unembed`, and stores the attention projections transposed (in, out), as
 /// GPT-2's Conv1D does.
 struct Toy;

@@ -1,4 +1,4 @@
-//! Foreign checkpoints (issue 13): the Hugging Face directories and llama2.c model.bin that
+//! Foreign checkpoints: the Hugging Face directories and llama2.c model.bin that
 //! train/hf_fixtures.py made with `transformers`, planned and read by src/formats onto our tensor names and
 //! layouts. A plain f64 forward of each family over *our* tensors (written here, independent of the engine)
 //! must give transformers' logits and attention maps: that proves the renaming, GPT-2's Conv1D transposes

@@ -40,7 +40,7 @@ fn every_kernel_matches_its_cpu_twin() {
 /// subgroups), against the reference CPU backend's, within
 /// LOGIT_ATOL + LOGIT_RTOL * |cpu| (f32 sums in another order; the fixtures are tiny), and the
 /// dispatches inside the layer loop: 7 a layer for the llama and the decoder with the epilogue
-/// (issue 12's goal: at most 8), 9 without it.
+/// (the goal: at most 8), 9 without it.
 #[test]
 fn decode_loop_dispatches_and_logits() {
     use tinyformer::model::state::MapLayers;

@@ -1,4 +1,4 @@
-//! Foreign models on OUR engine (issue 13): the Hugging Face directories (GPT-2, Llama tied, Llama untied
+//! Foreign models on OUR engine: the Hugging Face directories (GPT-2, Llama tied, Llama untied
 //! bf16 in three shards, Qwen2) and llama2.c's model.bin that train/hf_fixtures.py made with
 //! `transformers`, opened by `formats::open` and run by `Model` on the CPU reference, the fast CPU path and
 //! the GPU path. Every row of logits, every attention map and the 8 greedy ids (cached and uncached) must

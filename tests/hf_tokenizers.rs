@@ -1,4 +1,4 @@
-//! Hugging Face tokenizer.json and llama2.c tokenizer.bin (issue 13, section 2): exact parity with the
+//! Hugging Face tokenizer.json and llama2.c tokenizer.bin: exact parity with the
 //! Python `tokenizers` library (and a transcription of llama2.c's run.c) on the corpus and tokenizers
 //! made by train/hf_tokenizer_fixtures.py, plus bad input.
 

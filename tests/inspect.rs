@@ -1,4 +1,4 @@
-//! Look inside (issue 14) against the PyTorch reference with hooks (train/inspect_fixtures.py writes
+//! Look inside against the PyTorch reference with hooks (train/inspect_fixtures.py writes
 //! tests/fixtures/inspect/*.json from the reference fixture checkpoints), on the CPU and GPU paths.
 //! Tolerances (f32 core vs float32 PyTorch, reductions in f64):
 //! - lens probabilities: 1e-4 abs (each of the core's top-5 against PyTorch's probability of that id, and
@@ -203,7 +203,7 @@ fn ablation_in_cached_generation_equals_uncached() {
     pollster::block_on(check(&mut GpuBackend::new(gpu)));
 }
 
-/// Blocked mask cells (issue 14) on the reference CPU, the fast CPU and the GPU backends: the last-row
+/// Blocked mask cells on the reference CPU, the fast CPU and the GPU backends: the last-row
 /// logits and KL are PyTorch's with those cells zeroed in its causal mask (tolerances above); every
 /// layer's map has exactly 0 at the cells, row 0 (its only key blocked) is all 0, every other row sums
 /// to 1 (1e-5); layer 0's rows are the clean rows renormalised over the keys left (1e-5 abs + 1e-4 rel),

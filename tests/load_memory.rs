@@ -1,4 +1,4 @@
-//! The peak memory of a checkpoint load is a small multiple of the file (issue 10): a checkpoint
+//! The peak memory of a checkpoint load is a small multiple of the file: a checkpoint
 //! whose metadata carries a 32 MiB tokenizer string is loaded under an allocator that counts live
 //! bytes. The peak (measured: 3.00 x the metadata above the file) is inside the safetensors crate's
 //! header parse, which buffers the header (serde `flatten`) on its way to its map; the loader drops

@@ -1,4 +1,4 @@
-//! The run state is sized to what is asked for (issues 10 and 13): attention maps only for the
+//! The run state is sized to what is asked for: attention maps only for the
 //! layers requested and the current length, the K/V caches for the context in use (prompt + new
 //! tokens), growing when a run needs more and refused over the budget; the budget from a device's
 //! limits on one buffer; and the GPU reads back only the requested layers' rows per token.

@@ -62,7 +62,7 @@ async fn check_model<B: Backend>(b: &mut B, name: &str, side: &Value, bytes: &[u
                 assert_eq!(text, ex["expected"].as_str().unwrap(), "{name}: {input:?} on {}", b.kind());
             }
         }
-        // The examples must cover what issue 8 asked for, whatever the sidecar holds: historic and future
+        // The examples must cover the dates learners found mistranslated, whatever the sidecar holds: historic and future
         // years, day-first slashes (first number over 12) and written-out ordinals.
         let expected: Vec<(&str, &str)> =
             examples.iter().map(|e| (e["input"].as_str().unwrap(), e["expected"].as_str().unwrap())).collect();
@@ -90,7 +90,7 @@ async fn check_model<B: Backend>(b: &mut B, name: &str, side: &Value, bytes: &[u
         ];
         let worded = |i: &str| WORDS.iter().any(|w| i.to_lowercase().contains(w));
         assert!(expected.iter().filter(|(i, _)| worded(i)).count() >= 3, "{name}: too few written-out ordinals");
-        // The dates issue 8 reported as mistranslated and the page's example prompt (www/models.json), checked
+        // The dates learners reported as mistranslated and the page's example prompt (www/models.json), checked
         // here by name (not through the sidecar).
         for (input, want) in [
             ("July 4, 1776", "1776-07-04"),
@@ -104,7 +104,7 @@ async fn check_model<B: Backend>(b: &mut B, name: &str, side: &Value, bytes: &[u
             assert_eq!(text, want, "{name}: {input:?} on {}", b.kind());
         }
         // Inputs that name no real day: the checkpoint declares the "iso_date" output constraint, so the
-        // output is still a valid calendar date (issue 8); without it the model copies the impossible day.
+        // output is still a valid calendar date; without it the model copies the impossible day.
         assert!(m.constraint.is_some(), "{name}: the checkpoint declares no output constraint");
         let mut unconstrained_invalid = 0;
         for input in ["April 31, 2021", "30 Feb 1900", "29/02/1900"] {

@@ -1,6 +1,5 @@
-//! Tokenizer work stays near-linear in its input, and sizes are capped with clear errors (issue 10,
-//! section 2). Each input below was chosen so that the previous code's quadratic path would take minutes
-//! (the numbers are in each test's comment); the tests assert results, never times.
+//! Tokenizer work stays near-linear in its input, and sizes are capped with clear errors.
+//! Each input below was chosen so that the previous code's quadratic path would take minutes (the numbers are in each test's comment); the tests assert results, never times.
 
 use tinyformer::tokenizer::*;
 

@@ -1,4 +1,4 @@
-//! 16-bit checkpoints stay 16-bit on the GPU (issue 13 section 3): the matmul weights and embedding
+//! 16-bit checkpoints stay 16-bit on the GPU: the matmul weights and embedding
 //! tables of an F16 / BF16 file keep the file's bits from loading to the GPU (packed pairs read by
 //! shaders/matmul16.wgsl, whose kernels src/selftest.rs checks against their CPU twins), so the GPU
 //! holds them in half the bytes, and the models still compute what they computed when the same

@@ -111,7 +111,7 @@ FORMATS: List[str] = [
     "{dd}-{mm}-{Y}",            # 03-03-2021 (day first)
     "{Mon} {Y}, {d}",           # Mar 2021, 3  (odd but unambiguous)
     "{M} the {do}, {Y}",        # March the 3rd, 2021
-    # added for issue 8
+    # added for the dates a learner found mistranslated
     "{d}/{m}/{Y}",              # 31/12/1999 (day first: only written when the day is over 12)
     "{dd}/{mm}/{Y}",            # 31/12/1999
     "{dd}/{mm}/{yy}",           # 31/12/99
@@ -126,7 +126,7 @@ FORMATS: List[str] = [
 DAY_FIRST_SLASH = {"{d}/{m}/{Y}", "{dd}/{mm}/{Y}", "{dd}/{mm}/{yy}"}
 TWO_DIGIT_YEAR = {f for f in FORMATS if "{yy}" in f}
 
-# The examples a learner tried first (issue 8) and a few more edge cases. Their days are held out of training.
+# The examples a learner tried first and a few more edge cases. Their days are held out of training.
 EXTRA_EXAMPLES: List[Tuple[str, str]] = [
     ("July 4, 1776", "1776-07-04"),
     ("31/12/1999", "1999-12-31"),

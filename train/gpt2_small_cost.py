@@ -1,4 +1,4 @@
-"""What GPT-2 small costs: a GPT-2-small-shaped directory and PyTorch's figures on it (issue 13 §7).
+"""What GPT-2 small costs: a GPT-2-small-shaped directory and PyTorch's figures on it.
 
     python train/gpt2_small_cost.py make DIR     # writes DIR/{config.json, model.safetensors, tokenizer.json, ...}
     python train/gpt2_small_cost.py torch DIR    # PyTorch eager CPU, 1 thread: load, prefill-128, decode tok/s

@@ -1,4 +1,4 @@
-"""Tiny Hugging Face model directories and their expected outputs, for issue 13's loader tests.
+"""Tiny Hugging Face model directories and their expected outputs, for the foreign-format loader tests.
 
     python train/hf_fixtures.py
 

@@ -1,4 +1,4 @@
-"""Fixtures for opening foreign models from the page and the CLI with a text prompt (issue 13).
+"""Fixtures for opening foreign models from the page and the CLI with a text prompt.
 
 train/hf_fixtures.py records each tiny model's greedy continuation of fixed ids (expected.json `greedy`). A
 person types text instead, so this records, with transformers on the same saved models:

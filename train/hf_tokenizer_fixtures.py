@@ -1,4 +1,4 @@
-"""Fixtures for the Hugging Face tokenizer.json and llama2.c tokenizer.bin readers (issue 13, section 2).
+"""Fixtures for the Hugging Face tokenizer.json and llama2.c tokenizer.bin readers.
 
 Trains small BPE tokenizers with the Python `tokenizers` library on the start of the Shakespeare corpus
 (data/shakespeare.txt.xz), one per common tokenizer.json form, and records what that library gives for a

@@ -1,4 +1,4 @@
-"""Expected values for the look-inside tools (issue 14), computed by train/reference.py with PyTorch hooks.
+"""Expected values for the look-inside tools (logit lens, head scores, ablation), computed by train/reference.py with PyTorch hooks.
 
     python train/inspect_fixtures.py
 

@@ -12,7 +12,7 @@ ORDER = ["shakespeare-llama", "shakespeare-gpt", "shakespeare-moe", "dates-encde
 HEADER = """# Shipped models
 
 Four small models trained with the PyTorch reference (`train/reference.py`) and exported in the checkpoint
-format of issue 3 (`train/export.py`: one `.safetensors` file, the config and the tokenizer in `__metadata__`).
+checkpoint format (`train/export.py`: one `.safetensors` file, the config and the tokenizer in `__metadata__`).
 Each `models/<name>.safetensors` has a sidecar `models/<name>.json` with the numbers PyTorch recorded at
 export. These numbers were all computed **with the weights as stored** (f16 files: the parameters were
 rounded to f16 and the arithmetic done in f32):

@@ -2,7 +2,7 @@
 
 These modules define the numbers the Rust core (CPU and GPU paths) is tested against. They follow the
 semantics of the seed documents (shared/seeds/000_*: encoder-decoder, decoder-only LLM with KV cache, MoE;
-shared/seeds/004_*: Llama 3 style), with the seed bugs fixed as described in issue 3:
+shared/seeds/004_*: Llama 3 style), with the seed bugs fixed (the list follows):
 
 * masks use the convention 1 = may attend, everywhere (the seed's mask helpers return 1 for *blocked*
   cells while its attention blocks where mask == 0);

@@ -1,4 +1,4 @@
-"""Train the shipped tinyformer models (issue 4) with the PyTorch reference modules (train/reference.py).
+"""Train the shipped tinyformer models with the PyTorch reference modules (train/reference.py).
 
 One command per model, fixed seeds:
 

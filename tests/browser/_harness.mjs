@@ -136,7 +136,7 @@ export function shippedModels() {
 
 export function assertModelFile(assert, file) {
   assert.ok(fs.existsSync(path.join(REPO, file)),
-    `${file} is missing: the shipped models come from train/train.py (issue 4); this test needs the real file`);
+    `${file} is missing: the shipped models come from train/train.py; this test needs the real file`);
 }
 
 /**

@@ -1,4 +1,4 @@
-// The page's memory budget comes from the WebGPU adapter's limits (issue 10): with the binding limit
+// The page's memory budget comes from the WebGPU adapter's limits: with the binding limit
 // lowered through the core's test hook (debug_lower_binding_limit; SwiftShader's own limit is larger
 // than any shipped tensor), loading a shipped model is refused with one line naming the buffer, the
 // limit, the total and the biggest buffers, before anything is allocated; the previous model stays

@@ -1,4 +1,4 @@
-// The date model on the page writes only valid calendar dates (issue 8): its checkpoint declares the "iso_date"
+// The date model on the page writes only valid calendar dates: its checkpoint declares the "iso_date"
 // output constraint, so an input naming no real day still gives a real YYYY-MM-DD. A missing model file is a
 // failure, never a skip.
 import { test, before, after } from 'node:test';

@@ -1,4 +1,4 @@
-// GPU memory in the page stays flat over 20 load/unload cycles (issue 10): the wasm core, loaded on the
+// GPU memory in the page stays flat over 20 load/unload cycles: the wasm core, loaded on the
 // page's own thread, loads a shipped model on SwiftShader's WebGPU, and after each reset the count and
 // bytes of live GPU buffers (gpu_memory(), counted where buffers are created and destroyed) are back to
 // where they started. In the browser dropping a wgpu buffer frees nothing by itself: GpuTensor's Drop destroys each one.

@@ -1,4 +1,4 @@
-// Foreign models in the page (issue 13), driven from its own UI in headless Chromium (WebGPU on SwiftShader):
+// Foreign models in the page, driven from its own UI in headless Chromium (WebGPU on SwiftShader):
 // the tiny GPT-2 Hugging Face directory's files picked together and dropped together, llama2.c's model.bin +
 // tokenizer.bin, and a set without config.json. Greedy generation must give transformers' own continuation:
 // tests/fixtures/hf_models/*/expected.json (`greedy`, from ids) and page.json (from a text prompt, written by

@@ -1,4 +1,4 @@
-// The Inspect view (issue 14) on the decoder_a reference fixture, driven from the UI: the numbers it shows
+// The Inspect view on the decoder_a reference fixture, driven from the UI: the numbers it shows
 // (logit lens, head scores, residual norms, surprise, and after clicking a head and "Rerun with ablation", the
 // KL and top-1) are the core's, checked against the PyTorch-hook values of tests/fixtures/inspect/decoder_a.json
 // (written by train/inspect_fixtures.py) within the tolerances of tests/inspect.rs. Screenshots at 1280 and 390 px.

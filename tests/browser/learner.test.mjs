@@ -1,4 +1,4 @@
-// The page as a learner sees it (issue 8), driven from the page's own UI in headless Chromium (SwiftShader):
+// The page as a learner sees it, driven from the page's own UI in headless Chromium (SwiftShader):
 // generated text keeps its line breaks; views wait visibly for the analysis and never show "undefined"; the
 // context limit is said and a sliding window keeps going; the page measures both compute paths and uses the
 // faster; long sequences stay readable in the heatmap; and the smaller defects (experts focus row, masks at
@@ -417,7 +417,7 @@ test('honest speed: both paths measured at load, the faster one used, both figur
     const again = await generateAndWait(page);
     assert.equal(again.state, 'done');
     assert.match(await page.locator('#gen-stats').innerText(), new RegExp(`· ${slower === 'gpu' ? 'WebGPU' : 'CPU'}$`));
-    // Tokens chained on the GPU (issue 12.4): WebGPU generation submits more than one token at a time;
+    // Tokens chained on the GPU: WebGPU generation submits more than one token at a time;
     // the CPU path has no submissions to chain.
     const kUsed = Number(await page.getAttribute('body', 'data-tokens-per-submit'));
     if (slower === 'gpu') assert.ok(kUsed > 1, `WebGPU generation used K = ${kUsed}`);

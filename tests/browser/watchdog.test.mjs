@@ -1,5 +1,5 @@
 // The page under the dev server's headers (cross-origin isolated), the watchdog on worker calls, the
-// crash-loop guard and the BPE workbench's bounds (issue 10, sections 7 and 8). The "too heavy" call is a
+// crash-loop guard and the BPE workbench's bounds. The "too heavy" call is a
 // real Rust busy loop in the core (debug_hang, armed by window.tinyformer.hangNext), stopped by the page.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
