@@ -18,6 +18,7 @@
 //   window.tinyformer  {call(type, args), crashWorker(mode), hangNext(action, ms), state, attention()}: drive the
 //                      page from a test
 import { CoreWorker, CrashGuard, WorkerDiedError, RESTART_LIMIT } from './core.js';
+import { runsModel } from './protocol.js';
 import { fetchManifest, fetchCheckpoint } from './loader.js';
 import { createDeviceView } from './views/device.js';
 import { createSelftestView } from './views/selftest.js';
@@ -173,14 +174,13 @@ function gpuLost(message) {
 // loaded again blindly (never after a crash during its own load; once after a crash while it ran).
 const crashGuard = new CrashGuard();
 
-// Calls that run the model: a crash during one of these is the model's. The BPE workbench, the masks and
-// the self-test do not touch it, so a crash there reloads the model as before.
-const MODEL_ACTIONS = new Set(['load', 'describe', 'tokenize', 'prompt', 'window', 'candidates', 'decode', 'token_strings', 'forward',
-  'generate']);
-
-/** The model involved when the worker died during `action`, and whether it may be loaded again. */
+/**
+ * The model involved when the worker died during `action`, and whether it may be loaded again. Only the actions
+ * that run the model (www/protocol.js, `model`) blame it: a crash in the BPE workbench, the masks or the self-test
+ * reloads the model as before.
+ */
 function crashCulprit(action) {
-  if (!MODEL_ACTIONS.has(action)) return null;
+  if (!runsModel(action)) return null;
   const meta = action === 'load' ? state.loadingMeta : state.model?.meta;
   if (!meta) return null;
   return { meta, ...crashGuard.record(meta.id, action), loading: action === 'load' };
