@@ -136,7 +136,10 @@ createBpeView($('bpe-root'), { request: (args) => core.call('bpe', args) });
 const attention = createAttentionView($('attention-root'), { onSelectStep: (s) => analysis.selectStep(s) });
 const nextView = createNextTokenView($('next-root'));
 const experts = createExpertsView($('experts-root'));
-const inspectView = createInspectView($('inspect-root'), { call: (type, args) => core.call(type, args) });
+const inspectView = createInspectView($('inspect-root'), {
+  onInspect: (request) => answer('inspect', request, inspectView.showReport, inspectView.showError),
+  onGenerate: (request) => answer('generate_ablated', request, inspectView.showGenerated, inspectView.showGenerateError),
+});
 const prompt = createPrompt({ gen, call: (type, args) => core.call(type, args) });
 const analysis = createAnalysis({
   views: { tokens, attention, nextView, experts, masks, inspectView, gen },
@@ -152,6 +155,11 @@ $('model-backend').addEventListener('change', () => {
 
 // ---------------------------------------------------------------------------------------------------------
 // The worker
+
+/** Asks the worker `type` for a view's request; the view draws the result, or the error's message. */
+function answer(type, request, show, fail) {
+  core.call(type, request).then((result) => show(request, result)).catch((err) => fail(request, err.message));
+}
 
 /** The GPU device is gone: say so, and offer a reload that brings the prompt back. */
 function gpuLost(message) {

@@ -1,6 +1,6 @@
 // "Inspect" (issue 14): the logit lens, head detector scores, residual norms, attention entropy, per-token
-// surprise and head ablation. Every number comes from the core's inspect() (src/model/inspect.rs) through
-// the worker; this view only lays them out and colours them.
+// surprise and head ablation. Every number comes from the core's inspect() (src/model/inspect.rs), which the
+// controller (app.js) asks for when this view emits a request; this view only lays the answers out and colours them.
 //
 // State for tests: #inspect-root data-state "empty" | "running" | "ready" | "error";
 //   td.lens-cell[data-layer][data-pos][data-id][data-p]; button.head-cell[data-kind][data-layer][data-head][data-score]
@@ -29,17 +29,20 @@ function shade(x) {
 }
 
 /**
- * call(type, args): the worker call (core.call). Requests: 'inspect' {ids, tgt, opts} and 'generate_ablated'
- * {ids, opts}.
+ * onInspect(request): the view wants the core's report for request {ids, tgt, opts} (the 'inspect' action,
+ * www/protocol.js); the answer comes back through showReport(request, report) or showError(request, message).
+ * onGenerate(request): greedy generation with the ablation on, request {ids, opts} ('generate_ablated'); the
+ * answer comes back through showGenerated(request, {ids, text}) or showGenerateError(request, message).
  */
-export function createInspectView(root, { call }) {
+export function createInspectView(root, { onInspect, onGenerate }) {
   let input = null;     // {ids, tgt, card}
   let report = null;    // last {report, pieces, induction_test?}
+  let pending = null;   // the newest inspect request: an older answer that lands late draws nothing
+  const generating = new WeakMap(); // generate request -> {out, what}: where its answer goes and what was ablated
   let chosen = new Set(); // "L.H" chosen for ablation
   let entHead = [0, 0];   // the head whose per-position entropy is shown
   let cells = new Set();  // "Q.K" self-attention mask cells chosen to block
   let xcells = new Set(); // "Q.K" cross-attention cells (decoder query, source key) chosen to block
-  let seq = 0;
 
   const piece = (id) => vis(report?.pieces?.[id] ?? `#${id}`);
 
@@ -48,9 +51,9 @@ export function createInspectView(root, { call }) {
     replaceChildren(root, h('p', { class: state === 'error' ? 'error' : 'muted', role: 'status' }, text));
   }
 
-  async function run({ induction = false, ablate = false } = {}) {
+  function run({ induction = false, ablate = false } = {}) {
     if (!input) return;
-    const mine = ++seq;
+    pending = null;
     const opts = {};
     const experts = ablate ? chosenExperts() : [];
     if (experts === null) return;
@@ -65,17 +68,10 @@ export function createInspectView(root, { call }) {
       opts.induction = Math.max(2, Math.min(32, Math.floor(input.card.context / 2)));
       opts.seed = 0;
     }
-    const keepMode = opts.mode;
     root.dataset.state = 'running';
     root.querySelector('#inspect-status')?.replaceChildren('Running the model with hooks…');
-    try {
-      const r = await call('inspect', { ids: input.ids, tgt: input.tgt, opts });
-      if (mine !== seq) return;
-      report = r;
-      render(keepMode);
-    } catch (err) {
-      if (mine === seq) status(`Inspect failed: ${err.message}`, 'error');
-    }
+    pending = { ids: input.ids, tgt: input.tgt, opts };
+    onInspect(pending);
   }
 
   /** The "remove experts" field as [[layer, expert]], or null (and a message) when it does not parse. */
@@ -90,30 +86,26 @@ export function createInspectView(root, { call }) {
     return pairs;
   }
 
-  async function generateAblated() {
+  function generateAblated() {
     if (!input || !canAblate()) return;
     const out = root.querySelector('#inspect-generated');
     out.textContent = 'Generating with the ablation on…';
-    try {
-      const experts = chosenExperts();
-      if (experts === null) return;
-      const opts = {
-        ablate: [...chosen].map((k) => k.split('.').map(Number)),
-        experts,
-        mask_cells: [...cells].map((k) => k.split('.').map(Number)),
-        cross_cells: [...xcells].map((k) => k.split('.').map(Number)),
-        mode: root.querySelector('#inspect-mode').value,
-        max_new_tokens: 24,
-      };
-      const what = [...chosen, ...[...cells].map((k) => `cell ${k.replace('.', '\u2192')}`),
-        ...[...xcells].map((k) => `cross cell ${k.replace('.', '\u2192')}`), ...experts.map(([l, e]) => `expert ${l}.${e}`)];
-      const src = report?.induction_test ? report.report.ids : input.ids;
-      const r = await call('generate_ablated', { ids: input.card.arch === 'encoder_decoder' ? input.ids : src, opts });
-      out.dataset.ids = r.ids.join(',');
-      out.replaceChildren(h('span', { class: 'small muted' }, `With ${what.join(', ')} off, greedy continues: `), h('code', {}, vis(r.text)));
-    } catch (err) {
-      out.textContent = `Generation failed: ${err.message}`;
-    }
+    const experts = chosenExperts();
+    if (experts === null) return;
+    const opts = {
+      ablate: [...chosen].map((k) => k.split('.').map(Number)),
+      experts,
+      mask_cells: [...cells].map((k) => k.split('.').map(Number)),
+      cross_cells: [...xcells].map((k) => k.split('.').map(Number)),
+      mode: root.querySelector('#inspect-mode').value,
+      max_new_tokens: 24,
+    };
+    const what = [...chosen, ...[...cells].map((k) => `cell ${k.replace('.', '\u2192')}`),
+      ...[...xcells].map((k) => `cross cell ${k.replace('.', '\u2192')}`), ...experts.map(([l, e]) => `expert ${l}.${e}`)];
+    const src = report?.induction_test ? report.report.ids : input.ids;
+    const request = { ids: input.card.arch === 'encoder_decoder' ? input.ids : src, opts };
+    generating.set(request, { out, what });
+    onGenerate(request);
   }
 
   function tryThis(text) {
@@ -347,7 +339,7 @@ export function createInspectView(root, { call }) {
     clear(message) {
       input = null;
       report = null;
-      seq++;
+      pending = null;
       status(message, 'empty');
     },
     /** A new prompt (from the page's analysis): inspect it. */
@@ -357,6 +349,26 @@ export function createInspectView(root, { call }) {
       xcells = new Set();
       input = next;
       run();
+    },
+    /** The core's report for an inspect request: drawn when it is the newest. */
+    showReport(request, next) {
+      if (request !== pending) return;
+      report = next;
+      render(request.opts.mode);
+    },
+    showError(request, message) {
+      if (request === pending) status(`Inspect failed: ${message}`, 'error');
+    },
+    /** The ablated generation's {ids, text}, written where its request was made. */
+    showGenerated(request, result) {
+      const g = generating.get(request);
+      if (!g) return;
+      g.out.dataset.ids = result.ids.join(',');
+      g.out.replaceChildren(h('span', { class: 'small muted' }, `With ${g.what.join(', ')} off, greedy continues: `), h('code', {}, vis(result.text)));
+    },
+    showGenerateError(request, message) {
+      const g = generating.get(request);
+      if (g) g.out.textContent = `Generation failed: ${message}`;
     },
   };
 }
