@@ -54,16 +54,9 @@ export function createInspectView(root, { onInspect, onGenerate }) {
   function run({ induction = false, ablate = false } = {}) {
     if (!input) return;
     pending = null;
-    const opts = {};
     const experts = ablate ? chosenExperts() : [];
     if (experts === null) return;
-    if (ablate && (chosen.size || experts.length || cells.size || xcells.size)) {
-      opts.ablate = [...chosen].map((k) => k.split('.').map(Number));
-      opts.experts = experts;
-      opts.mask_cells = [...cells].map((k) => k.split('.').map(Number));
-      opts.cross_cells = [...xcells].map((k) => k.split('.').map(Number));
-      opts.mode = root.querySelector('#inspect-mode')?.value ?? 'zero';
-    }
+    const opts = ablate && (chosen.size || experts.length || cells.size || xcells.size) ? ablation(experts) : {};
     if (induction) {
       opts.induction = Math.max(2, Math.min(32, Math.floor(input.card.context / 2)));
       opts.seed = 0;
@@ -72,6 +65,15 @@ export function createInspectView(root, { onInspect, onGenerate }) {
     root.querySelector('#inspect-status')?.replaceChildren('Running the model with hooks…');
     pending = { ids: input.ids, tgt: input.tgt, opts };
     onInspect(pending);
+  }
+
+  /** The ablation chosen here (heads, `experts`, attention cells, mode) as the core's options. */
+  function ablation(experts) {
+    const pairs = (set) => [...set].map((k) => k.split('.').map(Number));
+    return {
+      ablate: pairs(chosen), experts, mask_cells: pairs(cells), cross_cells: pairs(xcells),
+      mode: root.querySelector('#inspect-mode')?.value ?? 'zero',
+    };
   }
 
   /** The "remove experts" field as [[layer, expert]], or null (and a message) when it does not parse. */
@@ -92,14 +94,7 @@ export function createInspectView(root, { onInspect, onGenerate }) {
     out.textContent = 'Generating with the ablation on…';
     const experts = chosenExperts();
     if (experts === null) return;
-    const opts = {
-      ablate: [...chosen].map((k) => k.split('.').map(Number)),
-      experts,
-      mask_cells: [...cells].map((k) => k.split('.').map(Number)),
-      cross_cells: [...xcells].map((k) => k.split('.').map(Number)),
-      mode: root.querySelector('#inspect-mode').value,
-      max_new_tokens: 24,
-    };
+    const opts = { ...ablation(experts), max_new_tokens: 24 };
     const what = [...chosen, ...[...cells].map((k) => `cell ${k.replace('.', '\u2192')}`),
       ...[...xcells].map((k) => `cross cell ${k.replace('.', '\u2192')}`), ...experts.map(([l, e]) => `expert ${l}.${e}`)];
     const src = report?.induction_test ? report.report.ids : input.ids;
@@ -268,58 +263,62 @@ export function createInspectView(root, { onInspect, onGenerate }) {
     const src = input.ids;
     const note = 'Block cross-attention cells: click a (decoder query row, source key column) cell to block it in every layer and head, on top of the source padding mask. A row with every source key blocked reads nothing from the source.';
     if (t > 32 || src.length > 32) return h('p', { class: 'small muted' }, `${note} (Shown for up to 32 x 32 tokens; this pair is ${t} x ${src.length}.)`);
-    return h('details', { id: 'inspect-xcells-box', open: xcells.size > 0 },
-      h('summary', { class: 'small' }, `Block cross-attention cells${xcells.size ? ` (${xcells.size} blocked)` : ''}`),
-      h('p', { class: 'small muted grid-note' }, note),
-      h('div', { class: 'table-scroll' }, h('table', { class: 'inspect-grid mask-cells', id: 'inspect-xcells' },
-        h('thead', {}, h('tr', {}, h('th', {}, 'q \\ src'), src.map((id, k) => h('th', { class: 'tok-head', title: `source ${k}: ${piece(id)}` }, k)))),
-        h('tbody', {}, r.ids.map((id, q) => h('tr', {}, h('th', { title: `query ${q}: ${piece(id)}` }, q), src.map((sid, k) => h('td', {},
-          h('button', {
-            type: 'button', class: 'cross-cell', 'aria-pressed': String(xcells.has(`${q}.${k}`)),
-            title: `query ${q} (${piece(id)}) \u2192 source ${k} (${piece(sid)}): click to ${xcells.has(`${q}.${k}`) ? 'allow' : 'block'}`,
-            dataset: { q, k }, on: { click: () => toggleCross(`${q}.${k}`) },
-          }, xcells.has(`${q}.${k}`) ? '\u00d7' : '')))))))));
-  }
-
-  function toggleCross(key) {
-    if (xcells.has(key)) xcells.delete(key);
-    else xcells.add(key);
-    const [q, k] = key.split('.');
-    const b = root.querySelector(`button.cross-cell[data-q="${q}"][data-k="${k}"]`);
-    b.setAttribute('aria-pressed', String(xcells.has(key)));
-    b.textContent = xcells.has(key) ? '\u00d7' : '';
-    b.title = b.title.replace(/click to \w+$/, `click to ${xcells.has(key) ? 'allow' : 'block'}`);
-    root.querySelector('#inspect-xcells-box summary').textContent = `Block cross-attention cells${xcells.size ? ` (${xcells.size} blocked)` : ''}`;
-    root.querySelector('#inspect-ablate').disabled = !canAblate();
-    root.querySelector('#inspect-generate').disabled = !canAblate();
+    return blockGrid(r, {
+      blocked: () => xcells, id: 'inspect-xcells', cls: 'cross-cell', label: 'Block cross-attention cells', note,
+      corner: 'q \\ src', keys: src, keyWord: 'source', shown: () => true,
+    });
   }
 
   /** Query x key buttons of the decoder self-attention mask: a pressed cell is blocked on the next rerun. */
   function cellGrid(r, t) {
     const note = 'Block attention cells: click a (query row, key column) cell of the self-attention mask to block it in every layer and head, on top of the causal mask. A row with every key blocked attends nothing.';
     if (t > 32) return h('p', { class: 'small muted' }, `${note} (Shown for up to 32 tokens; this sequence has ${t}.)`);
-    return h('details', { id: 'inspect-cells-box', open: cells.size > 0 },
-      h('summary', { class: 'small' }, `Block attention cells${cells.size ? ` (${cells.size} blocked)` : ''}`),
-      h('p', { class: 'small muted grid-note' }, note),
-      h('div', { class: 'table-scroll' }, h('table', { class: 'inspect-grid mask-cells', id: 'inspect-cells' },
-        h('thead', {}, h('tr', {}, h('th', {}, 'q \\ k'), r.ids.map((id, k) => h('th', { class: 'tok-head', title: `key ${k}: ${piece(id)}` }, k)))),
-        h('tbody', {}, r.ids.map((id, q) => h('tr', {}, h('th', { title: `query ${q}: ${piece(id)}` }, q), r.ids.map((_, k) => h('td', {},
-          k > q ? null : h('button', {
-            type: 'button', class: 'mask-cell', 'aria-pressed': String(cells.has(`${q}.${k}`)),
-            title: `query ${q} (${piece(id)}) \u2192 key ${k} (${piece(r.ids[k])}): click to ${cells.has(`${q}.${k}`) ? 'allow' : 'block'}`,
-            dataset: { q, k }, on: { click: () => toggleCell(`${q}.${k}`) },
-          }, cells.has(`${q}.${k}`) ? '\u00d7' : '')))))))));
+    return blockGrid(r, {
+      blocked: () => cells, id: 'inspect-cells', cls: 'mask-cell', label: 'Block attention cells', note,
+      corner: 'q \\ k', keys: r.ids, keyWord: 'key', shown: (q, k) => k <= q,
+    });
   }
 
-  function toggleCell(key) {
-    if (cells.has(key)) cells.delete(key);
-    else cells.add(key);
+  /**
+   * A grid of buttons, one per (query row of r.ids, key column) cell, that block attention cells on the next rerun.
+   * g: {blocked() (the set of blocked "Q.K" cells), id (the table's; its <details> is id-box), cls (the buttons'
+   * class), label (the summary's words), note, corner, keys (the key columns' ids), keyWord ('key' | 'source'),
+   * shown(q, k) (whether the cell has a button)}
+   */
+  function blockGrid(r, g) {
+    const set = g.blocked();
+    return h('details', { id: `${g.id}-box`, open: set.size > 0 },
+      h('summary', { class: 'small' }, blockSummary(g)),
+      h('p', { class: 'small muted grid-note' }, g.note),
+      h('div', { class: 'table-scroll' }, h('table', { class: 'inspect-grid mask-cells', id: g.id },
+        h('thead', {}, h('tr', {}, h('th', {}, g.corner), g.keys.map((id, k) => h('th', { class: 'tok-head', title: `${g.keyWord} ${k}: ${piece(id)}` }, k)))),
+        h('tbody', {}, r.ids.map((id, q) => h('tr', {}, h('th', { title: `query ${q}: ${piece(id)}` }, q), g.keys.map((kid, k) => h('td', {},
+          !g.shown(q, k) ? null : h('button', {
+            type: 'button', class: g.cls, 'aria-pressed': String(set.has(`${q}.${k}`)),
+            title: `query ${q} (${piece(id)}) \u2192 ${g.keyWord} ${k} (${piece(kid)}): click to ${set.has(`${q}.${k}`) ? 'allow' : 'block'}`,
+            dataset: { q, k }, on: { click: () => toggleBlocked(g, `${q}.${k}`) },
+          }, set.has(`${q}.${k}`) ? '\u00d7' : '')))))))));
+  }
+
+  function blockSummary(g) {
+    const n = g.blocked().size;
+    return `${g.label}${n ? ` (${n} blocked)` : ''}`;
+  }
+
+  function toggleBlocked(g, key) {
+    const set = g.blocked();
+    if (set.has(key)) set.delete(key);
+    else set.add(key);
     const [q, k] = key.split('.');
-    const b = root.querySelector(`button.mask-cell[data-q="${q}"][data-k="${k}"]`);
-    b.setAttribute('aria-pressed', String(cells.has(key)));
-    b.textContent = cells.has(key) ? '\u00d7' : '';
-    b.title = b.title.replace(/click to \w+$/, `click to ${cells.has(key) ? 'allow' : 'block'}`);
-    root.querySelector('#inspect-cells-box summary').textContent = `Block attention cells${cells.size ? ` (${cells.size} blocked)` : ''}`;
+    const b = root.querySelector(`button.${g.cls}[data-q="${q}"][data-k="${k}"]`);
+    b.setAttribute('aria-pressed', String(set.has(key)));
+    b.textContent = set.has(key) ? '\u00d7' : '';
+    b.title = b.title.replace(/click to \w+$/, `click to ${set.has(key) ? 'allow' : 'block'}`);
+    root.querySelector(`#${g.id}-box summary`).textContent = blockSummary(g);
+    updateAblateButtons();
+  }
+
+  function updateAblateButtons() {
     root.querySelector('#inspect-ablate').disabled = !canAblate();
     root.querySelector('#inspect-generate').disabled = !canAblate();
   }
@@ -330,8 +329,7 @@ export function createInspectView(root, { onInspect, onGenerate }) {
     for (const b of root.querySelectorAll('button.head-cell')) {
       b.setAttribute('aria-pressed', String(chosen.has(`${b.dataset.layer}.${b.dataset.head}`)));
     }
-    root.querySelector('#inspect-ablate').disabled = !canAblate();
-    root.querySelector('#inspect-generate').disabled = !canAblate();
+    updateAblateButtons();
     root.querySelector('#inspect-chosen').textContent = chosen.size ? `Chosen: ${[...chosen].join(', ')}` : 'No head chosen.';
   }
 
