@@ -11,7 +11,7 @@
 //   button.mask-cell[data-q][data-k] (aria-pressed when blocked) in #inspect-cells;
 //   button.cross-cell[data-q][data-k] (decoder query, source key; aria-pressed when blocked) in #inspect-xcells;
 //   #inspect-induction-result[data-first][data-second]; #inspect-generated[data-ids].
-import { h, replaceChildren } from '../dom.js';
+import { h, replaceChildren, visible } from '../dom.js';
 
 const KINDS = [
   ['previous_token', 'Previous token'],
@@ -20,7 +20,6 @@ const KINDS = [
 ];
 
 const fmt = (x, d = 2) => (x == null ? '' : Number(x).toFixed(d));
-const vis = (s) => String(s ?? '').replace(/ /g, '·').replace(/\n/g, '⏎');
 
 /** A cell colour from a value in [0, 1] (the page's accent at that opacity). */
 function shade(x) {
@@ -44,7 +43,7 @@ export function createInspectView(root, { onInspect, onGenerate }) {
   let cells = new Set();  // "Q.K" self-attention mask cells chosen to block
   let xcells = new Set(); // "Q.K" cross-attention cells (decoder query, source key) chosen to block
 
-  const piece = (id) => vis(report?.pieces?.[id] ?? `#${id}`);
+  const piece = (id) => visible(report?.pieces?.[id] ?? `#${id}`);
 
   function status(text, state) {
     root.dataset.state = state;
@@ -362,7 +361,7 @@ export function createInspectView(root, { onInspect, onGenerate }) {
       const g = generating.get(request);
       if (!g) return;
       g.out.dataset.ids = result.ids.join(',');
-      g.out.replaceChildren(h('span', { class: 'small muted' }, `With ${g.what.join(', ')} off, greedy continues: `), h('code', {}, vis(result.text)));
+      g.out.replaceChildren(h('span', { class: 'small muted' }, `With ${g.what.join(', ')} off, greedy continues: `), h('code', {}, visible(result.text)));
     },
     showGenerateError(request, message) {
       const g = generating.get(request);
