@@ -140,11 +140,11 @@ const inspectView = createInspectView($('inspect-root'), {
   onInspect: (request) => answer('inspect', request, inspectView.showReport, inspectView.showError),
   onGenerate: (request) => answer('generate_ablated', request, inspectView.showGenerated, inspectView.showGenerateError),
 });
-const prompt = createPrompt({ gen, call: (type, args) => core.call(type, args) });
+const prompt = createPrompt({ gen, call });
 const analysis = createAnalysis({
   views: { tokens, attention, nextView, experts, masks, inspectView, gen },
   prompt,
-  call: (type, args) => core.call(type, args),
+  call,
   onPromptLength: () => showKvNote(),
 });
 // Auto (the faster path, measured), WebGPU or the CPU path: the same model is loaded again where asked.
@@ -156,9 +156,14 @@ $('model-backend').addEventListener('change', () => {
 // ---------------------------------------------------------------------------------------------------------
 // The worker
 
+/** A worker call (core.call), for the modules that ask the core: the prompt, the analysis, the speed probe. */
+function call(type, args, opts) {
+  return core.call(type, args, opts);
+}
+
 /** Asks the worker `type` for a view's request; the view draws the result, or the error's message. */
 function answer(type, request, show, fail) {
-  core.call(type, request).then((result) => show(request, result)).catch((err) => fail(request, err.message));
+  call(type, request).then((result) => show(request, result)).catch((err) => fail(request, err.message));
 }
 
 /** The GPU device is gone: say so, and offer a reload that brings the prompt back. */
@@ -431,7 +436,7 @@ async function loadOnBestPath(source, meta, gpuOk) {
   const choice = gpuOk ? $('model-backend').value : 'cpu';
   const names = { gpu: 'WebGPU', cpu: 'the CPU path' };
   const { card, results, chosen } = await loadOnFasterPath({
-    call: (type, args, opts) => core.call(type, args, opts), source, meta, gpuOk, choice, measured: state.speed[meta.id],
+    call, source, meta, gpuOk, choice, measured: state.speed[meta.id],
     onProgress: (path, read, total) => modelView.showProgress(`Reading ${meta.name} for ${names[path]}`, read, total),
     onMeasuring: (text) => modelView.showPreparing(`${meta.name}: ${text}`),
   });
@@ -635,7 +640,7 @@ async function stop() {
 
 // Console / test access. Read-only state plus actions; nothing here is needed by the page itself.
 window.tinyformer = {
-  call: (type, args) => core.call(type, args),
+  call: (type, args) => call(type, args),
   crashWorker: (mode = 'panic') => core.call('crash', { mode }).catch((e) => e.message),
   // Watchdog tests: the next `action` call spins forever in the core, and gets a limit of `ms`.
   hangNext: (action, ms) => { core.setTestLimit(action, ms); return core.call('hangNext', { action }); },
