@@ -17,7 +17,9 @@
 //
 // Per action:
 //   limitMs   the watchdog's limit (core.js): past it the worker is stopped and restarted, and the call fails
-//             naming the action. A queued action's clock starts at its {started}, not while it waits.
+//             naming the action. A queued action's clock starts at its {started}, not while it waits. Loading
+//             parses and uploads a whole checkpoint and the self-test runs every kernel; a generation step (the
+//             first one includes the prompt's prefill) and a forward pass must be quicker.
 //   perEvent  the clock restarts at every event: the limit holds per generated token, per stretch of a load
 //             from files without progress
 //   name      what the page calls the action in its messages ("loading the model took longer than 3 s")
