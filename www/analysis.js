@@ -3,7 +3,8 @@
 // what the pass reads (`window`: the encoder-decoder's decoder start, the newest tokens past the context) and
 // ranks the next-token candidates (`candidates`); this module only asks and hands the answers to the views.
 import { WorkerDiedError } from './core.js';
-import { state, visible } from './state.js';
+import { state } from './state.js';
+import { visible } from './dom.js';
 
 const MAX_MASK_TOKENS = 40; // the current input's masks are tables: draw at most this many tokens
 const NO_EXPERTS = 'This model has no experts: every token goes through the same feed-forward network.';

@@ -18,6 +18,7 @@
 //   window.tinyformer  {call(type, args), crashWorker(mode), hangNext(action, ms), state, attention()}: drive the
 //                      page from a test
 import { CoreWorker, CrashGuard, WorkerDiedError, RESTART_LIMIT } from './core.js';
+import { runsModel } from './protocol.js';
 import { fetchManifest, fetchCheckpoint } from './loader.js';
 import { createDeviceView } from './views/device.js';
 import { createSelftestView } from './views/selftest.js';
@@ -135,12 +136,15 @@ createBpeView($('bpe-root'), { request: (args) => core.call('bpe', args) });
 const attention = createAttentionView($('attention-root'), { onSelectStep: (s) => analysis.selectStep(s) });
 const nextView = createNextTokenView($('next-root'));
 const experts = createExpertsView($('experts-root'));
-const inspectView = createInspectView($('inspect-root'), { call: (type, args) => core.call(type, args) });
-const prompt = createPrompt({ gen, call: (type, args) => core.call(type, args) });
+const inspectView = createInspectView($('inspect-root'), {
+  onInspect: (request) => answer('inspect', request, inspectView.showReport, inspectView.showError),
+  onGenerate: (request) => answer('generate_ablated', request, inspectView.showGenerated, inspectView.showGenerateError),
+});
+const prompt = createPrompt({ gen, call });
 const analysis = createAnalysis({
   views: { tokens, attention, nextView, experts, masks, inspectView, gen },
   prompt,
-  call: (type, args) => core.call(type, args),
+  call,
   onPromptLength: () => showKvNote(),
 });
 // Auto (the faster path, measured), WebGPU or the CPU path: the same model is loaded again where asked.
@@ -151,6 +155,16 @@ $('model-backend').addEventListener('change', () => {
 
 // ---------------------------------------------------------------------------------------------------------
 // The worker
+
+/** A worker call (core.call), for the modules that ask the core: the prompt, the analysis, the speed probe. */
+function call(type, args, opts) {
+  return core.call(type, args, opts);
+}
+
+/** Asks the worker `type` for a view's request; the view draws the result, or the error's message. */
+function answer(type, request, show, fail) {
+  call(type, request).then((result) => show(request, result)).catch((err) => fail(request, err.message));
+}
 
 /** The GPU device is gone: say so, and offer a reload that brings the prompt back. */
 function gpuLost(message) {
@@ -173,14 +187,13 @@ function gpuLost(message) {
 // loaded again blindly (never after a crash during its own load; once after a crash while it ran).
 const crashGuard = new CrashGuard();
 
-// Calls that run the model: a crash during one of these is the model's. The BPE workbench, the masks and
-// the self-test do not touch it, so a crash there reloads the model as before.
-const MODEL_ACTIONS = new Set(['load', 'describe', 'tokenize', 'prompt', 'window', 'candidates', 'decode', 'token_strings', 'forward',
-  'generate']);
-
-/** The model involved when the worker died during `action`, and whether it may be loaded again. */
+/**
+ * The model involved when the worker died during `action`, and whether it may be loaded again. Only the actions
+ * that run the model (www/protocol.js, `model`) blame it: a crash in the BPE workbench, the masks or the self-test
+ * reloads the model as before.
+ */
 function crashCulprit(action) {
-  if (!MODEL_ACTIONS.has(action)) return null;
+  if (!runsModel(action)) return null;
   const meta = action === 'load' ? state.loadingMeta : state.model?.meta;
   if (!meta) return null;
   return { meta, ...crashGuard.record(meta.id, action), loading: action === 'load' };
@@ -423,7 +436,7 @@ async function loadOnBestPath(source, meta, gpuOk) {
   const choice = gpuOk ? $('model-backend').value : 'cpu';
   const names = { gpu: 'WebGPU', cpu: 'the CPU path' };
   const { card, results, chosen } = await loadOnFasterPath({
-    call: (type, args, opts) => core.call(type, args, opts), source, meta, gpuOk, choice, measured: state.speed[meta.id],
+    call, source, meta, gpuOk, choice, measured: state.speed[meta.id],
     onProgress: (path, read, total) => modelView.showProgress(`Reading ${meta.name} for ${names[path]}`, read, total),
     onMeasuring: (text) => modelView.showPreparing(`${meta.name}: ${text}`),
   });
@@ -453,9 +466,20 @@ function generate(extra = {}) {
 
 /** keepLast: the user chose "Keep the last N tokens" for a prompt longer than the context (a sliding window). */
 async function runGeneration({ keepLast = false } = {}) {
+  const input = await validateGeneration(keepLast);
+  if (!input) return;
+  const streamed = await streamGeneration(input);
+  if (streamed) await finishGeneration(input, streamed);
+}
+
+/**
+ * What the generation starts from: {opts (the Generate view's options), enc (the prompt as the core reads it),
+ * card, isEncDec}, or null after the Generate view says why it cannot start.
+ */
+async function validateGeneration(keepLast) {
   gen.clearError();
   const { opts, error } = gen.readOptions();
-  if (error) return gen.showError(error);
+  if (error) return refuse(error);
   if (keepLast) {
     gen.setSlidingWindow(true);
     opts.sliding_window = true;
@@ -466,20 +490,36 @@ async function runGeneration({ keepLast = false } = {}) {
   try {
     enc = await prompt.encode();
   } catch (err) {
-    return gen.showError(err.message);
+    return refuse(err.message);
   }
-  if (!enc.ids.length) return gen.showError(isEncDec ? 'Type a date (or any sentence) to translate first.' : 'Type a prompt first.');
+  if (!enc.ids.length) return refuse(isEncDec ? 'Type a date (or any sentence) to translate first.' : 'Type a prompt first.');
   if (!enc.fits) {
-    return gen.showError(`The source has ${enc.ids.length} tokens but the model\u2019s context is ${enc.context}.`);
+    return refuse(`The source has ${enc.ids.length} tokens but the model\u2019s context is ${enc.context}.`);
   }
   if (!enc.room && !opts.sliding_window) {
-    return gen.showError(`The prompt has ${enc.ids.length} tokens and the model\u2019s context is ${enc.context}: ` +
+    return refuse(`The prompt has ${enc.ids.length} tokens and the model\u2019s context is ${enc.context}: ` +
       'there is no room for a new token. Shorten the prompt, or', {
       id: 'gen-keep-last',
       label: `Keep the last ${enc.keep_last} tokens`,
       onClick: () => generate({ keepLast: true }),
     });
   }
+  return { opts, enc, card, isEncDec };
+}
+
+/** The Generate view says why the generation cannot start (gen.showError's arguments): null, no input. */
+function refuse(...why) {
+  gen.showError(...why);
+  return null;
+}
+
+/**
+ * Starts the run (state.run; the views wait for its analysis) and streams its tokens from the worker into it.
+ * Resolves {run, result (the worker's answer), t0, tFirst, tokenMessages (the 'tokens' events seen)}, or null when
+ * the generation failed (said in the Generate view; the prompt is analysed again).
+ */
+async function streamGeneration(input) {
+  const { opts, enc, isEncDec } = input;
   const promptText = prompt.text();
   tokens.show(enc, promptText, { title: isEncDec ? 'Source' : 'Prompt' });
   analysis.cancel(); // an analysis still in flight must not draw over the generation
@@ -512,13 +552,7 @@ async function runGeneration({ keepLast = false } = {}) {
     for (const step of undrawn) gen.addToken(step);
     undrawn = [];
     const n = run.gen.length;
-    gen.setStats({
-      count: n,
-      ttftMs: tFirst - t0,
-      tps: n >= 2 && tLast > tFirst ? (n - 1) / ((tLast - tFirst) / 1000) : null,
-      backend: card.backend,
-      kvCache: opts.kv_cache,
-    });
+    showGenStats(input, n, tFirst - t0, n >= 2 && tLast > tFirst ? (n - 1) / ((tLast - tFirst) / 1000) : null);
   };
   let result;
   try {
@@ -555,10 +589,16 @@ async function runGeneration({ keepLast = false } = {}) {
       ? `The compute worker stopped during generation (${err.reason}). It was restarted; your prompt is kept.`
       : `Generation failed: ${err.message}`);
     analysis.analyze();
-    return;
+    return null;
   }
   draw(); // the last batch, before the end is shown
   delete document.body.dataset.generating;
+  return { run, result, t0, tFirst, tokenMessages };
+}
+
+/** A generation that ended (or was stopped): its text and end shown, then one analysis of every step. */
+async function finishGeneration(input, { run, result, t0, tFirst, tokenMessages }) {
+  const { card } = input;
   // How the tokens came (test hook, tests/browser/stream.test.mjs): messages the worker posted and the page got.
   document.body.dataset.genTokenMessages = String(result.tokenMessages ?? tokenMessages);
   document.body.dataset.genTokenMessagesSeen = String(tokenMessages);
@@ -576,18 +616,17 @@ async function runGeneration({ keepLast = false } = {}) {
   gen.finish({ state: result.stopped ? 'stopped' : 'done', text, reason: run.reason, note: endNote(run, card.context) });
   clearStaleErrors();
   const total = (performance.now() - t0) / 1000;
-  gen.setStats({
-    count: n,
-    ttftMs: tFirst != null ? tFirst - t0 : null,
-    tps: n >= 2 ? (n - 1) / ((performance.now() - tFirst) / 1000) : n / total,
-    backend: card.backend,
-    kvCache: opts.kv_cache,
-  });
+  showGenStats(input, n, tFirst != null ? tFirst - t0 : null, n >= 2 ? (n - 1) / ((performance.now() - tFirst) / 1000) : n / total);
   if (n > 0) {
     await analysis.run({ src: run.src, srcPieces: run.srcPieces, gen: run.gen, genPieces: run.pieces, tops: run.tops });
   } else {
     await analysis.analyze();
   }
+}
+
+/** The Generate view's stats line: `count` tokens, the time to the first one, tokens per second. */
+function showGenStats({ opts, card }, count, ttftMs, tps) {
+  gen.setStats({ count, ttftMs, tps, backend: card.backend, kvCache: opts.kv_cache });
 }
 
 async function stop() {
@@ -601,7 +640,7 @@ async function stop() {
 
 // Console / test access. Read-only state plus actions; nothing here is needed by the page itself.
 window.tinyformer = {
-  call: (type, args) => core.call(type, args),
+  call: (type, args) => call(type, args),
   crashWorker: (mode = 'panic') => core.call('crash', { mode }).catch((e) => e.message),
   // Watchdog tests: the next `action` call spins forever in the core, and gets a limit of `ms`.
   hangNext: (action, ms) => { core.setTestLimit(action, ms); return core.call('hangNext', { action }); },

@@ -2,15 +2,17 @@
 // events for long requests, and a restart when the worker dies (a wasm panic, an uncaught error) or when a
 // call runs past its time limit (the watchdog: a call that never returns would freeze the core for good).
 //
-// Watchdog: every call has a limit by action (CALL_LIMITS_MS). A queued model call's clock starts when the
-// worker starts it (its {started} event), not while it waits behind another; a generation's clock restarts
-// with every token, so the limit is per step. Past the limit the worker is terminated and restarted, the
-// call rejects with a WorkerTimeoutError that names the action, and onRestart hears which action it was.
+// Watchdog: every call has a limit by action (www/protocol.js, which declares the actions and their messages).
+// A queued model call's clock starts when the worker starts it (its {started} event), not while it waits behind
+// another; an action whose limit is per event (a generation: per token) restarts its clock at every event.
+// Past the limit the worker is terminated and restarted, the call rejects with a WorkerTimeoutError that names
+// the action, and onRestart hears which action it was.
 // Test hook: setTestLimit(action, ms) gives the next call of that action a shorter limit (once; it can only
 // shorten), so a test need not wait minutes.
 //
 // CrashGuard remembers which model was involved in each crash, so that a restart does not reload a model
 // that just crashed the worker (see app.js's onRestart).
+import { describeAction, isQueued, limitFor, limitPerEvent } from './protocol.js';
 
 export class WorkerDiedError extends Error {
   constructor(reason) {
@@ -31,56 +33,8 @@ export class WorkerTimeoutError extends WorkerDiedError {
   }
 }
 
-// Per action, in ms. Loading parses and uploads a whole checkpoint; the self-test runs every kernel; a
-// generation step (the first one includes the prompt's prefill) and a forward pass must be quicker.
-export const CALL_LIMITS_MS = {
-  init: 120_000,
-  selftest: 300_000,
-  load: 180_000,
-  forward: 90_000,
-  generate: 90_000, // per token
-  bpe: 30_000,
-  describe: 20_000,
-  tokenize: 20_000,
-  prompt: 20_000,
-  window: 20_000,
-  candidates: 20_000,
-  decode: 20_000,
-  token_strings: 20_000,
-  masks: 20_000,
-  stop: 20_000,
-  loseDevice: 20_000,
-};
-const DEFAULT_LIMIT_MS = 60_000;
-
-const ACTION_NAMES = {
-  init: 'starting the wasm core',
-  selftest: 'the kernel self-test',
-  load: 'loading the model',
-  forward: 'the analysis pass over the prompt',
-  generate: 'one generation step',
-  bpe: 'training the BPE workbench',
-  describe: 'describing the model',
-  tokenize: 'tokenizing the prompt',
-  prompt: 'reading the prompt',
-  window: 'choosing the analysed tokens',
-  candidates: 'ranking the next-token candidates',
-  decode: 'decoding tokens',
-  token_strings: 'reading token strings',
-  masks: 'drawing the masks',
-};
-
-export function describeAction(action) {
-  return ACTION_NAMES[action] ?? `the "${action}" request`;
-}
-
 function formatLimit(ms) {
   return ms >= 1000 ? `${Math.round(ms / 100) / 10} s` : `${ms} ms`;
-}
-
-/** The limit for one action. */
-export function limitFor(action) {
-  return CALL_LIMITS_MS[action] ?? DEFAULT_LIMIT_MS;
 }
 
 export const RESTART_LIMIT = 3;          // restarts allowed ...
@@ -113,9 +67,6 @@ export class CrashGuard {
     this.crashes.delete(modelId);
   }
 }
-
-// The worker runs these one at a time (worker.js's model queue) and says {started} when each begins.
-const QUEUED = new Set(['selftest', 'load', 'describe', 'tokenize', 'decode', 'token_strings', 'forward', 'generate']);
 
 export class CoreWorker {
   constructor({ onRestart, onGiveUp, onGpuLost, noGpu = false }) {
@@ -162,7 +113,7 @@ export class CoreWorker {
     }
     if (msg.event !== undefined) {
       // the limit is per token, and for a load from files per stretch without progress
-      if (entry.type === 'generate' || entry.type === 'load') this.arm(msg.id, entry);
+      if (limitPerEvent(entry.type)) this.arm(msg.id, entry);
       entry.onEvent?.(msg.event);
       return;
     }
@@ -192,7 +143,7 @@ export class CoreWorker {
       this.pending.set(id, entry);
       this.worker.postMessage({ id, type, ...args }, transfer ?? []);
       // Calls the worker answers at once start their clock now; queued model calls on {started}.
-      if (!QUEUED.has(type)) this.arm(id, entry);
+      if (!isQueued(type)) this.arm(id, entry);
     });
   }
 

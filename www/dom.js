@@ -41,6 +41,11 @@ export function replaceChildren(el, ...children) {
   append(el, children);
 }
 
+/** A token's text as the views draw it: spaces and newlines made visible (· and ⏎). */
+export function visible(s) {
+  return String(s ?? '').replace(/ /g, '·').replace(/\n/g, '⏎');
+}
+
 /** 1073741824 -> "1 GiB"; 16384 -> "16 KiB"; 300 -> "300 B". */
 export function formatBytes(n) {
   if (typeof n !== 'number' || !Number.isFinite(n)) return String(n);

@@ -15,8 +15,3 @@ export const state = {
   analysis: null,       // the last forward() and its labels
   speed: {},            // model id -> the probe's {gpu, cpu, errors} (measured once per model and page)
 };
-
-/** A token's text as the views draw it: spaces and newlines made visible. */
-export function visible(s) {
-  return String(s).replace(/ /g, '·').replace(/\n/g, '⏎');
-}

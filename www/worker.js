@@ -1,32 +1,16 @@
 // The compute worker: loads the wasm core (www/pkg or www/pkg-relaxed, built by scripts/build-wasm.sh) and answers requests
-// from app.js, so the page never blocks on the GPU or on the core.
+// from app.js, so the page never blocks on the GPU or on the core. Its actions, their requests, results and events,
+// and the messages around them are declared in www/protocol.js; at startup this script checks that its handlers
+// answer exactly those actions.
 //
-// Protocol (structured clone):
-//   app -> worker  {id, type, ...args}
-//     type: 'init' | 'masks' | 'bpe' | 'crash' | 'stop'                       (answered at once)
-//           'selftest' | 'load' | 'describe' | 'tokenize' | 'prompt' | 'window' | 'candidates' | 'decode' |
-//           'token_strings' | 'forward' | 'generate' | 'probe' | 'inspect' | 'generate_ablated' | 'gpuKernels'
-//                                                              (model calls: queued, run one at a time)
-//   worker -> app  {id, ok: true, result}  or  {id, ok: false, error: string, fatal?: true}
-//   worker -> app  {id, event}  streaming events of a running request ('generate': {kind: 'start'}, then
-//                  {kind: 'tokens', steps: [token, ...]}, the tokens made since the last one, at most one such
-//                  message per ~16 ms frame (TOKEN_FLUSH_MS) and always the last ones before the answer; 'load'
-//                  from files: {kind: 'progress', read, total} bytes)
-//   worker -> app  {id, started: true}  when a queued model call begins (core.js starts its watchdog then)
-//   worker -> app  {type: 'ready'}  once, when this script has started (before any wasm is loaded)
 // Every call that touches the loaded model goes through one queue, because the core answers "busy" to a
 // call that arrives while another holds the model. 'stop' is not queued: it sets a flag that the generation
 // loop checks between two gen_next() calls, then the loop calls gen_stop().
-// `fatal: true` means the wasm instance can no longer be trusted (a Rust panic surfaces as a
-// WebAssembly.RuntimeError "unreachable"): app.js then terminates this worker and starts a fresh one.
 //
 // Test hook: the worker URL flag `?nogpu=1` (app.js passes on the page's own `?nogpu=1`) removes
 // navigator.gpu in this worker before the core looks for it, so tests can check the "WebGPU not available"
-// path on a browser that has WebGPU. It only ever disables things.
-//
-// Watchdog test hook: {type: 'hangNext', action} makes the next request of that type spin forever in Rust
-// (the core's debug_hang) instead of running, as a call too heavy for the device would; core.js's watchdog
-// must then stop and restart this worker. It only ever breaks things on request.
+// path on a browser that has WebGPU. It only ever disables things. The 'hangNext', 'loseDevice' and 'crash'
+// actions are test hooks too (protocol.js): they only ever break things on request.
 //
 // The BPE workbench's inputs are bounded here too (BPE_LIMITS, the same as the core's), so that a huge paste
 // is refused before it is copied into wasm memory.
@@ -34,6 +18,7 @@
 // A Rust panic prints "panicked at ..." through console_error_panic_hook; the worker remembers that text so the
 // page can say what happened. Panics inside async core calls escape as uncaught errors: the worker reports them
 // as {type: 'fatal', error} and app.js restarts it.
+import { protocolMismatch } from './protocol.js';
 
 // Two builds of the core (scripts/build-wasm.sh): www/pkg-relaxed uses relaxed SIMD (f32x4.relaxed_madd, a
 // fused multiply-add where the CPU has one: the CPU path's GEMM 1.2-1.6x faster), www/pkg plain simd128. A
@@ -122,7 +107,6 @@ function cpuEmulated(adapter) {
 
 // Each handler returns a structured-cloneable result or throws.
 const handlers = {
-  // Loads the wasm, then looks for a WebGPU adapter. Never throws for "no WebGPU": gpu.ok is false then.
   async init() {
     const core = await loadCore();
     const hasNavigatorGpu = typeof self.navigator !== 'undefined' && self.navigator.gpu != null;
@@ -148,17 +132,12 @@ const handlers = {
     hangOn = String(action);
     return true;
   },
-  // Asks the running generation, or the one waiting in the queue, to stop after the token it is computing now.
   // The flag is cleared when the next 'generate' request arrives.
   async stop() {
     stopRequested = true;
     return { stopping: generating };
   },
-  // Lets tests (and curious users in the console) check that the page survives a dead worker.
-  //   mode 'panic': behave as a Rust panic does (a RuntimeError "unreachable" out of a wasm call)
-  //   mode 'error': an uncaught exception in the worker (the worker's error event fires)
   async loseDevice() {
-    // Test hook: destroys the GPU device, so the next GPU call meets the device-lost path.
     const core = await loadCore();
     core.debug_lose_device();
     return true;
@@ -189,9 +168,9 @@ function checkBpeInputs(text, sentence) {
   }
 }
 
-let hangOn = null; // watchdog test hook (see the header)
+let hangOn = null; // the 'hangNext' test hook (www/protocol.js)
 
-// Model calls: one at a time, in arrival order (see the protocol above).
+// Model calls: one at a time, in arrival order (www/protocol.js, queued).
 let generating = false;
 // The loaded model runs on WebGPU: generation chains K tokens per submission there (see generate).
 let modelOnGpu = false;
@@ -238,24 +217,18 @@ const modelHandlers = {
   async describe() {
     return (await loadCore()).describe();
   },
-  // The loaded GPU model's kernels and counters ({fused, few_rows, many_rows, dispatches, submits}), null on
-  // the CPU path: tests check the choice made for the adapter at load, benchmarks report it.
   async gpuKernels() {
     return (await loadCore()).gpu_kernels();
   },
   async tokenize({ text }) {
     return (await loadCore()).tokenize(text);
   },
-  // The prompt box as the model's input (src/session.rs Prompt): {kind, ids, pieces, spans?, unknown?, context,
-  // fits, room, keep_last}; ids typed by hand are parsed and checked against the vocabulary by the core.
   async prompt({ text }) {
     return (await loadCore()).prompt(text);
   },
-  // What one analysis pass reads after the prompt `src` and the generated `gen`: {ids, tgt, offset, start_len}.
   async window({ src, gen }) {
     return (await loadCore()).window(Uint32Array.from(src), Uint32Array.from(gen ?? []));
   },
-  // The n most likely next tokens after one row of logits, with the sampler's probabilities: [{id, p, piece}].
   async candidates({ logits, opts, n }) {
     return (await loadCore()).candidates(Float32Array.from(logits), opts, n);
   },
@@ -265,7 +238,6 @@ const modelHandlers = {
   async token_strings({ ids }) {
     return (await loadCore()).token_strings(Uint32Array.from(ids));
   },
-  // Look inside (views/inspect.js): the core's report; opts {ablate, mode, induction, seed}.
   async inspect({ ids, tgt, opts }) {
     const core = await loadCore();
     return await core.inspect(Uint32Array.from(ids), tgt ? Uint32Array.from(tgt) : undefined, opts ?? {});
@@ -273,19 +245,12 @@ const modelHandlers = {
   async generate_ablated({ ids, opts }) {
     return await (await loadCore()).generate_ablated(Uint32Array.from(ids), opts ?? {});
   },
-  // ids: the prompt (or the source for the encoder-decoder); tgt: the decoder input (encoder-decoder only).
   async forward({ ids, tgt, layers }) {
     const core = await loadCore();
-    // layers: the attention maps to keep and send (default every layer, as the attention view's grid shows)
     return await core.forward(Uint32Array.from(ids), tgt ? Uint32Array.from(tgt) : undefined, layers ? Uint32Array.from(layers) : undefined);
   },
-  // Streams {kind: 'start', ids (the prompt as the model keeps it)} then {kind: 'tokens', steps} with the
-  // tokens {id, step, text, piece, window_start, done, top?, attention?} in order, every token exactly once:
-  // coalesced to at most one message per TOKEN_FLUSH_MS (the first token at once), so the page gets ~60
-  // messages a second whatever the tok/s, and the tokens still pending are posted before the answer (end,
-  // Stop or error alike).
-  // Resolves {stopped, steps, text (the characters completed at the end), reason ('max_new_tokens' | 'context' |
-  // 'eos'; null when stopped), tokenMessages (how many 'tokens' messages carried the steps)}.
+  // Tokens are coalesced to at most one 'tokens' event per TOKEN_FLUSH_MS (the first token at once), so the page
+  // gets ~60 messages a second whatever the tok/s; the tokens still pending are posted before the answer.
   async generate({ ids, opts }, emit) {
     const core = await loadCore();
     if (stopRequested) return { stopped: true, steps: 0, text: '', tokenMessages: 0 }; // Stop came while this waited in the queue
@@ -343,8 +308,7 @@ const modelHandlers = {
       generating = false;
     }
   },
-  // The speed probe (www/speed.js): generates `tokens` tokens with `opts` on the loaded model and times the
-  // decoding here, next to the core: {tokens, ms (from the second token to the last), tps, firstMs}.
+  // Generates `tokens` tokens with `opts` on the loaded model and times the decoding here, next to the core.
   async probe({ ids, opts, tokens }) {
     const core = await loadCore();
     const t0 = performance.now();
@@ -416,6 +380,11 @@ function nextTask() {
 }
 
 let queue = Promise.resolve();
+
+// The handlers and www/protocol.js must list the same actions, queued alike (core.js starts a queued call's
+// watchdog at its {started}): a drift stops this script here, before 'ready', and the page says so.
+const drift = protocolMismatch(handlers, modelHandlers);
+if (drift.length) throw new Error(`worker.js and protocol.js disagree: ${drift.join('; ')}`);
 
 function enqueue(fn) {
   const run = queue.then(fn, fn);

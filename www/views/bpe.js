@@ -7,7 +7,7 @@
 //   #bpe-vocab-note  why the vocabulary differs from the size asked (hidden when it does not)
 //   #bpe-step   the range input (0..merges); #bpe-pieces li.piece one per token after that many merges
 //   #bpe-merges li[data-n=N] the merges in order; the one applied last has aria-current="step"
-import { h, replaceChildren } from '../dom.js';
+import { h, replaceChildren, visible } from '../dom.js';
 
 const SAMPLE = `Shall I compare thee to a summer's day?
 Thou art more lovely and more temperate:
@@ -94,7 +94,7 @@ export function createBpeView(root, { request }) {
     const mergesList = h('ol', { class: 'bpe-merges', id: 'bpe-merges', start: 1 },
       data.merges.map(([a, b], i) => h('li', { dataset: { n: i + 1 } },
         h('button', { type: 'button', class: 'merge', on: { click: () => set(i + 1) } },
-          h('code', {}, vis(a)), ' + ', h('code', {}, vis(b)), ' → ', h('code', {}, vis(a + b))))));
+          h('code', {}, visible(a)), ' + ', h('code', {}, visible(b)), ' → ', h('code', {}, visible(a + b))))));
     function set(k) {
       k = Math.max(0, Math.min(max, k));
       range.value = String(k);
@@ -102,11 +102,11 @@ export function createBpeView(root, { request }) {
       next.disabled = k === max;
       const ps = data.steps[k];
       replaceChildren(pieces, ps.map((p, i) => h('li', { class: 'chip piece', dataset: { index: i } },
-        h('span', { class: 'chip-piece' }, vis(p)))));
+        h('span', { class: 'chip-piece' }, visible(p)))));
       const m = data.merges[k - 1];
       label.textContent = k === 0
         ? `No merges: ${ps.length} tokens (single characters).`
-        : `After ${k} merge${k === 1 ? '' : 's'} (last: ${vis(m[0])} + ${vis(m[1])}): ${ps.length} tokens.`;
+        : `After ${k} merge${k === 1 ? '' : 's'} (last: ${visible(m[0])} + ${visible(m[1])}): ${ps.length} tokens.`;
       for (const li of mergesList.children) {
         const on = Number(li.dataset.n) === k;
         li.classList.toggle('current', on);
@@ -125,8 +125,4 @@ export function createBpeView(root, { request }) {
       h('details', { class: 'bpe-merges-box' }, h('summary', {}, `All ${max} merges, in the order they were learned`), mergesList));
     set(n);
   }
-}
-
-function vis(s) {
-  return String(s).replace(/ /g, '·').replace(/\n/g, '⏎');
 }

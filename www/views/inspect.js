@@ -1,6 +1,6 @@
 // "Inspect" (issue 14): the logit lens, head detector scores, residual norms, attention entropy, per-token
-// surprise and head ablation. Every number comes from the core's inspect() (src/model/inspect.rs) through
-// the worker; this view only lays them out and colours them.
+// surprise and head ablation. Every number comes from the core's inspect() (src/model/inspect.rs), which the
+// controller (app.js) asks for when this view emits a request; this view only lays the answers out and colours them.
 //
 // State for tests: #inspect-root data-state "empty" | "running" | "ready" | "error";
 //   td.lens-cell[data-layer][data-pos][data-id][data-p]; button.head-cell[data-kind][data-layer][data-head][data-score]
@@ -11,7 +11,7 @@
 //   button.mask-cell[data-q][data-k] (aria-pressed when blocked) in #inspect-cells;
 //   button.cross-cell[data-q][data-k] (decoder query, source key; aria-pressed when blocked) in #inspect-xcells;
 //   #inspect-induction-result[data-first][data-second]; #inspect-generated[data-ids].
-import { h, replaceChildren } from '../dom.js';
+import { h, replaceChildren, visible } from '../dom.js';
 
 const KINDS = [
   ['previous_token', 'Previous token'],
@@ -20,7 +20,6 @@ const KINDS = [
 ];
 
 const fmt = (x, d = 2) => (x == null ? '' : Number(x).toFixed(d));
-const vis = (s) => String(s ?? '').replace(/ /g, '·').replace(/\n/g, '⏎');
 
 /** A cell colour from a value in [0, 1] (the page's accent at that opacity). */
 function shade(x) {
@@ -29,53 +28,51 @@ function shade(x) {
 }
 
 /**
- * call(type, args): the worker call (core.call). Requests: 'inspect' {ids, tgt, opts} and 'generate_ablated'
- * {ids, opts}.
+ * onInspect(request): the view wants the core's report for request {ids, tgt, opts} (the 'inspect' action,
+ * www/protocol.js); the answer comes back through showReport(request, report) or showError(request, message).
+ * onGenerate(request): greedy generation with the ablation on, request {ids, opts} ('generate_ablated'); the
+ * answer comes back through showGenerated(request, {ids, text}) or showGenerateError(request, message).
  */
-export function createInspectView(root, { call }) {
+export function createInspectView(root, { onInspect, onGenerate }) {
   let input = null;     // {ids, tgt, card}
   let report = null;    // last {report, pieces, induction_test?}
+  let pending = null;   // the newest inspect request: an older answer that lands late draws nothing
+  const generating = new WeakMap(); // generate request -> {out, what}: where its answer goes and what was ablated
   let chosen = new Set(); // "L.H" chosen for ablation
   let entHead = [0, 0];   // the head whose per-position entropy is shown
   let cells = new Set();  // "Q.K" self-attention mask cells chosen to block
   let xcells = new Set(); // "Q.K" cross-attention cells (decoder query, source key) chosen to block
-  let seq = 0;
 
-  const piece = (id) => vis(report?.pieces?.[id] ?? `#${id}`);
+  const piece = (id) => visible(report?.pieces?.[id] ?? `#${id}`);
 
   function status(text, state) {
     root.dataset.state = state;
     replaceChildren(root, h('p', { class: state === 'error' ? 'error' : 'muted', role: 'status' }, text));
   }
 
-  async function run({ induction = false, ablate = false } = {}) {
+  function run({ induction = false, ablate = false } = {}) {
     if (!input) return;
-    const mine = ++seq;
-    const opts = {};
+    pending = null;
     const experts = ablate ? chosenExperts() : [];
     if (experts === null) return;
-    if (ablate && (chosen.size || experts.length || cells.size || xcells.size)) {
-      opts.ablate = [...chosen].map((k) => k.split('.').map(Number));
-      opts.experts = experts;
-      opts.mask_cells = [...cells].map((k) => k.split('.').map(Number));
-      opts.cross_cells = [...xcells].map((k) => k.split('.').map(Number));
-      opts.mode = root.querySelector('#inspect-mode')?.value ?? 'zero';
-    }
+    const opts = ablate && (chosen.size || experts.length || cells.size || xcells.size) ? ablation(experts) : {};
     if (induction) {
       opts.induction = Math.max(2, Math.min(32, Math.floor(input.card.context / 2)));
       opts.seed = 0;
     }
-    const keepMode = opts.mode;
     root.dataset.state = 'running';
     root.querySelector('#inspect-status')?.replaceChildren('Running the model with hooks…');
-    try {
-      const r = await call('inspect', { ids: input.ids, tgt: input.tgt, opts });
-      if (mine !== seq) return;
-      report = r;
-      render(keepMode);
-    } catch (err) {
-      if (mine === seq) status(`Inspect failed: ${err.message}`, 'error');
-    }
+    pending = { ids: input.ids, tgt: input.tgt, opts };
+    onInspect(pending);
+  }
+
+  /** The ablation chosen here (heads, `experts`, attention cells, mode) as the core's options. */
+  function ablation(experts) {
+    const pairs = (set) => [...set].map((k) => k.split('.').map(Number));
+    return {
+      ablate: pairs(chosen), experts, mask_cells: pairs(cells), cross_cells: pairs(xcells),
+      mode: root.querySelector('#inspect-mode')?.value ?? 'zero',
+    };
   }
 
   /** The "remove experts" field as [[layer, expert]], or null (and a message) when it does not parse. */
@@ -90,30 +87,19 @@ export function createInspectView(root, { call }) {
     return pairs;
   }
 
-  async function generateAblated() {
+  function generateAblated() {
     if (!input || !canAblate()) return;
     const out = root.querySelector('#inspect-generated');
     out.textContent = 'Generating with the ablation on…';
-    try {
-      const experts = chosenExperts();
-      if (experts === null) return;
-      const opts = {
-        ablate: [...chosen].map((k) => k.split('.').map(Number)),
-        experts,
-        mask_cells: [...cells].map((k) => k.split('.').map(Number)),
-        cross_cells: [...xcells].map((k) => k.split('.').map(Number)),
-        mode: root.querySelector('#inspect-mode').value,
-        max_new_tokens: 24,
-      };
-      const what = [...chosen, ...[...cells].map((k) => `cell ${k.replace('.', '\u2192')}`),
-        ...[...xcells].map((k) => `cross cell ${k.replace('.', '\u2192')}`), ...experts.map(([l, e]) => `expert ${l}.${e}`)];
-      const src = report?.induction_test ? report.report.ids : input.ids;
-      const r = await call('generate_ablated', { ids: input.card.arch === 'encoder_decoder' ? input.ids : src, opts });
-      out.dataset.ids = r.ids.join(',');
-      out.replaceChildren(h('span', { class: 'small muted' }, `With ${what.join(', ')} off, greedy continues: `), h('code', {}, vis(r.text)));
-    } catch (err) {
-      out.textContent = `Generation failed: ${err.message}`;
-    }
+    const experts = chosenExperts();
+    if (experts === null) return;
+    const opts = { ...ablation(experts), max_new_tokens: 24 };
+    const what = [...chosen, ...[...cells].map((k) => `cell ${k.replace('.', '\u2192')}`),
+      ...[...xcells].map((k) => `cross cell ${k.replace('.', '\u2192')}`), ...experts.map(([l, e]) => `expert ${l}.${e}`)];
+    const src = report?.induction_test ? report.report.ids : input.ids;
+    const request = { ids: input.card.arch === 'encoder_decoder' ? input.ids : src, opts };
+    generating.set(request, { out, what });
+    onGenerate(request);
   }
 
   function tryThis(text) {
@@ -276,58 +262,62 @@ export function createInspectView(root, { call }) {
     const src = input.ids;
     const note = 'Block cross-attention cells: click a (decoder query row, source key column) cell to block it in every layer and head, on top of the source padding mask. A row with every source key blocked reads nothing from the source.';
     if (t > 32 || src.length > 32) return h('p', { class: 'small muted' }, `${note} (Shown for up to 32 x 32 tokens; this pair is ${t} x ${src.length}.)`);
-    return h('details', { id: 'inspect-xcells-box', open: xcells.size > 0 },
-      h('summary', { class: 'small' }, `Block cross-attention cells${xcells.size ? ` (${xcells.size} blocked)` : ''}`),
-      h('p', { class: 'small muted grid-note' }, note),
-      h('div', { class: 'table-scroll' }, h('table', { class: 'inspect-grid mask-cells', id: 'inspect-xcells' },
-        h('thead', {}, h('tr', {}, h('th', {}, 'q \\ src'), src.map((id, k) => h('th', { class: 'tok-head', title: `source ${k}: ${piece(id)}` }, k)))),
-        h('tbody', {}, r.ids.map((id, q) => h('tr', {}, h('th', { title: `query ${q}: ${piece(id)}` }, q), src.map((sid, k) => h('td', {},
-          h('button', {
-            type: 'button', class: 'cross-cell', 'aria-pressed': String(xcells.has(`${q}.${k}`)),
-            title: `query ${q} (${piece(id)}) \u2192 source ${k} (${piece(sid)}): click to ${xcells.has(`${q}.${k}`) ? 'allow' : 'block'}`,
-            dataset: { q, k }, on: { click: () => toggleCross(`${q}.${k}`) },
-          }, xcells.has(`${q}.${k}`) ? '\u00d7' : '')))))))));
-  }
-
-  function toggleCross(key) {
-    if (xcells.has(key)) xcells.delete(key);
-    else xcells.add(key);
-    const [q, k] = key.split('.');
-    const b = root.querySelector(`button.cross-cell[data-q="${q}"][data-k="${k}"]`);
-    b.setAttribute('aria-pressed', String(xcells.has(key)));
-    b.textContent = xcells.has(key) ? '\u00d7' : '';
-    b.title = b.title.replace(/click to \w+$/, `click to ${xcells.has(key) ? 'allow' : 'block'}`);
-    root.querySelector('#inspect-xcells-box summary').textContent = `Block cross-attention cells${xcells.size ? ` (${xcells.size} blocked)` : ''}`;
-    root.querySelector('#inspect-ablate').disabled = !canAblate();
-    root.querySelector('#inspect-generate').disabled = !canAblate();
+    return blockGrid(r, {
+      blocked: () => xcells, id: 'inspect-xcells', cls: 'cross-cell', label: 'Block cross-attention cells', note,
+      corner: 'q \\ src', keys: src, keyWord: 'source', shown: () => true,
+    });
   }
 
   /** Query x key buttons of the decoder self-attention mask: a pressed cell is blocked on the next rerun. */
   function cellGrid(r, t) {
     const note = 'Block attention cells: click a (query row, key column) cell of the self-attention mask to block it in every layer and head, on top of the causal mask. A row with every key blocked attends nothing.';
     if (t > 32) return h('p', { class: 'small muted' }, `${note} (Shown for up to 32 tokens; this sequence has ${t}.)`);
-    return h('details', { id: 'inspect-cells-box', open: cells.size > 0 },
-      h('summary', { class: 'small' }, `Block attention cells${cells.size ? ` (${cells.size} blocked)` : ''}`),
-      h('p', { class: 'small muted grid-note' }, note),
-      h('div', { class: 'table-scroll' }, h('table', { class: 'inspect-grid mask-cells', id: 'inspect-cells' },
-        h('thead', {}, h('tr', {}, h('th', {}, 'q \\ k'), r.ids.map((id, k) => h('th', { class: 'tok-head', title: `key ${k}: ${piece(id)}` }, k)))),
-        h('tbody', {}, r.ids.map((id, q) => h('tr', {}, h('th', { title: `query ${q}: ${piece(id)}` }, q), r.ids.map((_, k) => h('td', {},
-          k > q ? null : h('button', {
-            type: 'button', class: 'mask-cell', 'aria-pressed': String(cells.has(`${q}.${k}`)),
-            title: `query ${q} (${piece(id)}) \u2192 key ${k} (${piece(r.ids[k])}): click to ${cells.has(`${q}.${k}`) ? 'allow' : 'block'}`,
-            dataset: { q, k }, on: { click: () => toggleCell(`${q}.${k}`) },
-          }, cells.has(`${q}.${k}`) ? '\u00d7' : '')))))))));
+    return blockGrid(r, {
+      blocked: () => cells, id: 'inspect-cells', cls: 'mask-cell', label: 'Block attention cells', note,
+      corner: 'q \\ k', keys: r.ids, keyWord: 'key', shown: (q, k) => k <= q,
+    });
   }
 
-  function toggleCell(key) {
-    if (cells.has(key)) cells.delete(key);
-    else cells.add(key);
+  /**
+   * A grid of buttons, one per (query row of r.ids, key column) cell, that block attention cells on the next rerun.
+   * g: {blocked() (the set of blocked "Q.K" cells), id (the table's; its <details> is id-box), cls (the buttons'
+   * class), label (the summary's words), note, corner, keys (the key columns' ids), keyWord ('key' | 'source'),
+   * shown(q, k) (whether the cell has a button)}
+   */
+  function blockGrid(r, g) {
+    const set = g.blocked();
+    return h('details', { id: `${g.id}-box`, open: set.size > 0 },
+      h('summary', { class: 'small' }, blockSummary(g)),
+      h('p', { class: 'small muted grid-note' }, g.note),
+      h('div', { class: 'table-scroll' }, h('table', { class: 'inspect-grid mask-cells', id: g.id },
+        h('thead', {}, h('tr', {}, h('th', {}, g.corner), g.keys.map((id, k) => h('th', { class: 'tok-head', title: `${g.keyWord} ${k}: ${piece(id)}` }, k)))),
+        h('tbody', {}, r.ids.map((id, q) => h('tr', {}, h('th', { title: `query ${q}: ${piece(id)}` }, q), g.keys.map((kid, k) => h('td', {},
+          !g.shown(q, k) ? null : h('button', {
+            type: 'button', class: g.cls, 'aria-pressed': String(set.has(`${q}.${k}`)),
+            title: `query ${q} (${piece(id)}) \u2192 ${g.keyWord} ${k} (${piece(kid)}): click to ${set.has(`${q}.${k}`) ? 'allow' : 'block'}`,
+            dataset: { q, k }, on: { click: () => toggleBlocked(g, `${q}.${k}`) },
+          }, set.has(`${q}.${k}`) ? '\u00d7' : '')))))))));
+  }
+
+  function blockSummary(g) {
+    const n = g.blocked().size;
+    return `${g.label}${n ? ` (${n} blocked)` : ''}`;
+  }
+
+  function toggleBlocked(g, key) {
+    const set = g.blocked();
+    if (set.has(key)) set.delete(key);
+    else set.add(key);
     const [q, k] = key.split('.');
-    const b = root.querySelector(`button.mask-cell[data-q="${q}"][data-k="${k}"]`);
-    b.setAttribute('aria-pressed', String(cells.has(key)));
-    b.textContent = cells.has(key) ? '\u00d7' : '';
-    b.title = b.title.replace(/click to \w+$/, `click to ${cells.has(key) ? 'allow' : 'block'}`);
-    root.querySelector('#inspect-cells-box summary').textContent = `Block attention cells${cells.size ? ` (${cells.size} blocked)` : ''}`;
+    const b = root.querySelector(`button.${g.cls}[data-q="${q}"][data-k="${k}"]`);
+    b.setAttribute('aria-pressed', String(set.has(key)));
+    b.textContent = set.has(key) ? '\u00d7' : '';
+    b.title = b.title.replace(/click to \w+$/, `click to ${set.has(key) ? 'allow' : 'block'}`);
+    root.querySelector(`#${g.id}-box summary`).textContent = blockSummary(g);
+    updateAblateButtons();
+  }
+
+  function updateAblateButtons() {
     root.querySelector('#inspect-ablate').disabled = !canAblate();
     root.querySelector('#inspect-generate').disabled = !canAblate();
   }
@@ -338,8 +328,7 @@ export function createInspectView(root, { call }) {
     for (const b of root.querySelectorAll('button.head-cell')) {
       b.setAttribute('aria-pressed', String(chosen.has(`${b.dataset.layer}.${b.dataset.head}`)));
     }
-    root.querySelector('#inspect-ablate').disabled = !canAblate();
-    root.querySelector('#inspect-generate').disabled = !canAblate();
+    updateAblateButtons();
     root.querySelector('#inspect-chosen').textContent = chosen.size ? `Chosen: ${[...chosen].join(', ')}` : 'No head chosen.';
   }
 
@@ -347,7 +336,7 @@ export function createInspectView(root, { call }) {
     clear(message) {
       input = null;
       report = null;
-      seq++;
+      pending = null;
       status(message, 'empty');
     },
     /** A new prompt (from the page's analysis): inspect it. */
@@ -357,6 +346,26 @@ export function createInspectView(root, { call }) {
       xcells = new Set();
       input = next;
       run();
+    },
+    /** The core's report for an inspect request: drawn when it is the newest. */
+    showReport(request, next) {
+      if (request !== pending) return;
+      report = next;
+      render(request.opts.mode);
+    },
+    showError(request, message) {
+      if (request === pending) status(`Inspect failed: ${message}`, 'error');
+    },
+    /** The ablated generation's {ids, text}, written where its request was made. */
+    showGenerated(request, result) {
+      const g = generating.get(request);
+      if (!g) return;
+      g.out.dataset.ids = result.ids.join(',');
+      g.out.replaceChildren(h('span', { class: 'small muted' }, `With ${g.what.join(', ')} off, greedy continues: `), h('code', {}, visible(result.text)));
+    },
+    showGenerateError(request, message) {
+      const g = generating.get(request);
+      if (g) g.out.textContent = `Generation failed: ${message}`;
     },
   };
 }

@@ -7,15 +7,10 @@
 //                                    the character itself, flagged, and data-stand-in (the piece the model reads)
 //   #tokens-unknown  the list of flagged characters (absent when there are none)
 //   .chip.cut, #tokens-cut  the prompt tokens a generation left out because they did not fit the context
-import { h, replaceChildren } from '../dom.js';
+import { h, replaceChildren, visible } from '../dom.js';
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** Spaces and newlines as the core's pieces show them (· and ⏎). */
-function visibleText(s) {
-  return s.replace(/ /g, '\u00b7').replace(/\n/g, '\u23ce');
-}
 
 export function createTokensView(root) {
   return {
@@ -42,7 +37,7 @@ export function createTokensView(root) {
         const piece = tok.pieces[i] ?? `#${id}`;
         if (covers.length) {
           // A stand-in token: show the text it covers (the character itself), flagged, and what the model reads.
-          const own = visibleText(decoder.decode(bytes.subarray(span[0], span[1])));
+          const own = visible(decoder.decode(bytes.subarray(span[0], span[1])));
           return h('li', {
             class: `chip unknown${i < cut ? ' cut' : ''}`,
             dataset: { index: i, id, standIn: piece },
