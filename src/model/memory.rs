@@ -3,14 +3,14 @@
 //!
 //! A checkpoint of a few kilobytes can describe a model whose run state needs terabytes: the
 //! attention maps are (NH, S, S) per layer and the logits (S, V), and neither is stored in the file.
-//! [`demand`] lists every buffer [`RunState::new`](crate::model::state::RunState::new) allocates
-//! (a test allocates a RunState for every architecture and checks the two agree byte for byte) plus
-//! the weights (counted from the architecture's declaration, `Weights::declare`), plus the copies of
-//! the weights a backend keeps ([`WeightCopies`]), and [`Demand::check`] refuses a model over the budget with one line that names the
-//! total and the biggest buffers.
+//! [`demand`] sums every buffer of the run state's declaration
+//! ([`RunState::declare`], the list [`RunState::new`] allocates from) by [`Group`], plus the weights
+//! (counted from the architecture's declaration, `Weights::declare`), plus the copies of the weights
+//! a backend keeps ([`WeightCopies`]), and [`Demand::check`] refuses a model over the budget with one
+//! line that names the total and the biggest buffers.
 
-use crate::model::config::{Arch, ModelConfig, Positions};
-use crate::model::state::Plan;
+use crate::model::config::ModelConfig;
+use crate::model::state::{Buffer, BufferSink, Group, Plan, RunState, StateBuilder};
 use crate::model::weights::{Census, Role, Sink, VarBuilder, Weights};
 
 /// Default budget of the native CLI (its `--memory-budget` changes it).
@@ -92,10 +92,52 @@ pub struct Demand {
     pub total_bytes: u64,
 }
 
-/// Bytes of `count` 4-byte values, saturating (u128 inside: L x NH x S x S overflows u64).
-fn f32s(dims: &[usize]) -> u64 {
-    let n = dims.iter().fold(4u128, |a, &d| a.saturating_mul(d as u128));
-    u64::try_from(n).unwrap_or(u64::MAX)
+/// A walk of the run-state declaration summed by [`Group`]: each group's buffers, bytes and the
+/// first of its largest buffers.
+#[derive(Default)]
+struct Tally([Sum; Group::COUNT]);
+
+#[derive(Default)]
+struct Sum {
+    group: Option<Group>,
+    text: Option<String>,
+    buffers: u64,
+    bytes: u64,
+    buffer: u64,
+    buffer_shape: String,
+}
+
+impl BufferSink for Tally {
+    type T = ();
+    fn describe(&mut self, group: Group, text: &dyn Fn() -> String) {
+        self.0[group as usize].text = Some(text());
+    }
+    fn take(&mut self, buf: &Buffer) -> crate::error::Result<()> {
+        let sum = &mut self.0[buf.group as usize];
+        let bytes = buf.bytes();
+        if sum.group.is_none() || bytes > sum.buffer {
+            (sum.buffer, sum.buffer_shape) = (bytes, buf.notation());
+        }
+        sum.group = Some(buf.group);
+        sum.buffers += 1;
+        sum.bytes = sum.bytes.saturating_add(bytes);
+        Ok(())
+    }
+}
+
+impl Tally {
+    /// The groups that hold any bytes, in the order of [`Group`].
+    fn items(self) -> impl Iterator<Item = Item> {
+        self.0.into_iter().filter(|s| s.bytes > 0).filter_map(|s| {
+            let group = s.group?;
+            let shape = match s.text {
+                Some(text) => text,
+                None if group.counted() => format!("{} x {}", s.buffers, s.buffer_shape),
+                None => s.buffer_shape.clone(),
+            };
+            Some(Item { what: group.what(), shape, bytes: s.bytes, buffer: s.buffer, buffer_shape: s.buffer_shape })
+        })
+    }
 }
 
 /// "1.5 GiB", "300.0 MiB", "12.0 KiB", "80 B".
@@ -169,8 +211,8 @@ impl Sink for Largest {
 }
 
 /// The memory of the model of `cfg` with the run state of `plan` (what `RunState::new(.., plan)`
-/// allocates, buffer for buffer): the weights, their copies, and every buffer sized by the plan's
-/// context, its kept maps and the shared attention scratch.
+/// allocates: the same declaration, walked): the weights, their copies, and every buffer sized by
+/// the plan's context, its kept maps and the shared attention scratch.
 pub fn demand_for(cfg: &ModelConfig, copies: WeightCopies, plan: &Plan) -> Demand {
     demand_of(cfg, copies, plan, false)
 }
@@ -178,17 +220,6 @@ pub fn demand_for(cfg: &ModelConfig, copies: WeightCopies, plan: &Plan) -> Deman
 /// [`demand_for`]; `weights16`: the checkpoint is F16 / BF16 and the backend keeps its matmul
 /// weights and embeddings 16-bit (the GPU, `Backend::keeps_16bit`), 2 bytes a value.
 pub fn demand_of(cfg: &ModelConfig, copies: WeightCopies, plan: &Plan, weights16: bool) -> Demand {
-    let (s, c, l) = (plan.context, cfg.d_model, cfg.num_layers);
-    let (nh, hs) = (cfg.num_heads, cfg.head_dim());
-    let kvw = cfg.num_kv_heads * hs;
-    let encdec = cfg.arch == Arch::EncoderDecoder;
-    let stacks = if encdec { 2 } else { 1 };
-    let hidden = match (&cfg.moe, cfg.arch) {
-        (Some(m), _) => m.expert_dim,
-        (None, Arch::Llama) => cfg.llama_hidden_dim(),
-        _ => cfg.d_ff,
-    };
-    let out_vocab = if encdec { cfg.tgt_vocab_size } else { cfg.vocab_size };
     let mut items = Vec::new();
     // each group: what, its shape, its bytes, and its largest single buffer's bytes
     let mut add = |what: &'static str, shape: String, bytes: u64, (buffer_shape, buffer): (String, u64)| {
@@ -196,8 +227,6 @@ pub fn demand_of(cfg: &ModelConfig, copies: WeightCopies, plan: &Plan, weights16
             items.push(Item { what, shape, bytes, buffer, buffer_shape });
         }
     };
-    // one buffer: its shape as written and its bytes
-    let one = |shape: String, dims: &[usize]| (shape, f32s(dims));
     let panel = match copies {
         WeightCopies::None => 0,
         WeightCopies::Panels(width) => width,
@@ -230,51 +259,10 @@ pub fn demand_of(cfg: &ModelConfig, copies: WeightCopies, plan: &Plan, weights16
         census.packed_params.saturating_mul(4),
         (String::new(), 0),
     );
-    // per kept layer: (NH, Tq*Tk) attention probabilities (encoder-decoder: the encoder's, the
-    // decoder's and the cross maps); one shared (NH, Tq*Tk) scratch for the layers that keep none
-    let area = plan.map_area;
-    let cells = if area == s.saturating_mul(s) { format!("S {s}, S {s}") } else { format!("Tq*Tk {area}") };
-    let kept = plan.maps.count(l) * if encdec { 3 } else { 1 };
-    let map = one(format!("(NH {nh}, {cells})"), &[nh, area]);
-    add("attention maps", format!("{kept} x (NH {nh}, {cells})"), f32s(&[kept, nh, area]), map.clone());
-    if plan.maps.count(l) < l {
-        add("attention scratch", map.0.clone(), map.1, map);
-    }
-    let kv = one(format!("(S {s}, NKV*HS {kvw})"), &[s, kvw]);
-    add("KV cache", format!("{} x (S {s}, NKV*HS {kvw})", 2 * l * stacks), f32s(&[l * stacks, 2, s, kvw]), kv);
-    if encdec {
-        add("cross K/V", format!("{} x (S {s}, C {c})", 2 * l), f32s(&[l, 2, s, c]), one(format!("(S {s}, C {c})"), &[s, c]));
-    }
-    let logits = one(format!("(S {s}, V {out_vocab})"), &[s, out_vocab]);
-    add("logits", logits.0.clone(), logits.1, logits);
-    if let Some(m) = &cfg.moe {
-        let (e, k) = (m.num_experts, m.top_k);
-        let ys = one(format!("(E {e}, S {s}, C {c})"), &[e, s, c]);
-        add("MoE expert outputs", ys.0.clone(), f32s(&[stacks, e, s, c]), ys);
-        // scratch: router logits and gate (S, E); per layer: probs (S, E), experts, weights, kept (S, K)
-        let routing = f32s(&[stacks, 2, s, e]).saturating_add(f32s(&[l * stacks, s, e + 3 * k]));
-        add("MoE routing", format!("(S {s}, E {e} + 3 K {k}) per layer"), routing, one(format!("(S {s}, E {e})"), &[s, e.max(k)]));
-    }
-    if encdec {
-        // encoder: padding mask; decoder: self mask and cross mask (host-written, (S, S) each)
-        add("masks", format!("3 x (S {s}, S {s})"), f32s(&[3, s, s]), one(format!("(S {s}, S {s})"), &[s, s]));
-    }
-    // scratch per stack: x, xn, tmp (S, C); q, att (S, NH*HS); h (S, H), h2 (S, H) for SwiGLU; ids (S,)
-    let ffn_bufs = if cfg.arch == Arch::Llama { 2 } else { 1 };
-    let act = f32s(&[stacks, s, 3 * c + 2 * nh * hs + ffn_bufs * hidden + 1]);
-    let widest = [(c, "C"), (nh * hs, "NH*HS"), (hidden, "H")].into_iter().max_by_key(|w| w.0).unwrap_or((c, "C"));
-    let act_buf = one(format!("(S {s}, {} {})", widest.1, widest.0), &[s, widest.0]);
-    add("activations", format!("{stacks} x (S {s}, 3 C + 2 NH*HS + {ffn_bufs} H + 1)"), act, act_buf);
-    // (a learned table is one of the weights)
-    let (pos, pos_shape) = match cfg.positions {
-        Positions::Rope => (f32s(&[s, hs / 2, 2]), format!("(S {s}, HS/2 {}, 2)", hs / 2)),
-        Positions::Sinusoidal => (f32s(&[s, c]), format!("(S {s}, C {c})")),
-        Positions::Learned => (0, String::new()),
-    };
-    if pos > 0 {
-        add("positions", pos_shape.clone(), pos, (pos_shape, pos));
-    }
-    add("sampled id", "4".into(), 16, ("4".into(), 16));
+    // the run state: every buffer of its declaration, summed by group
+    let mut tally = Tally::default();
+    let _ = RunState::<()>::declare(cfg, plan, &mut StateBuilder::new(&mut tally));
+    items.extend(tally.items());
     let total_bytes = items.iter().fold(0u64, |a, i| a.saturating_add(i.bytes));
     Demand { items, total_bytes }
 }
@@ -328,6 +316,7 @@ impl Demand {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::config::Arch;
 
     #[test]
     fn byte_sizes_parse_and_print() {

@@ -2,13 +2,24 @@
 //! [`Plan`]: the context in use (the rows of every row-sized buffer, at most max_seq_len), the
 //! layers whose attention maps are kept, and the largest Tq x Tk a map holds. A pass that fits the
 //! plan allocates nothing; a longer one grows the state first (`Model::plan_for`), after checking the
-//! budget. model::memory::demand_for lists the same buffers for a plan (a test checks the two agree),
-//! so a plan is checked against the memory budget before any of it is allocated.
+//! budget.
+//!
+//! [`RunState::declare`] is the one place that names the run-state buffers, the way
+//! `Weights::declare` names the weights: it walks a [`StateBuilder`] over a [`BufferSink`] with each
+//! buffer's label, shape ([`Dim`]s named in the notation of ARCHITECTURE.md), dtype and contents
+//! (the vocabulary is in `state/buffers.rs`).
+//! [`RunState::new`] walks it allocating on a backend; `model::memory::demand_for` walks it summing
+//! bytes, so a plan is checked against the memory budget before any of it is allocated, and the
+//! demand cannot differ from what is allocated.
 
 use crate::error::{Result, TfError};
 use crate::model::backend::Backend;
 use crate::model::config::{Arch, ModelConfig, Positions};
 use crate::model::memory::Budget;
+
+mod buffers;
+use buffers::Allocate;
+pub use buffers::{Buffer, BufferSink, Dim, Dtype, Group, Init, StateBuilder};
 
 /// The layers whose attention maps a pass keeps for reading back. The same layer index selects the
 /// encoder's, the decoder's and the cross-attention maps of the encoder-decoder.
@@ -182,22 +193,26 @@ impl<T> Maps<T> {
             .ok_or_else(|| TfError::Internal(format!("no attention buffer for {kind} layer {layer}")))
     }
 
-    fn new<B: Backend<T = T>>(backend: &B, cfg: &ModelConfig, plan: &Plan) -> Result<Maps<T>> {
-        let b = &Counted { backend, bytes: std::cell::Cell::new(0) };
-        let (nh, l, area) = (cfg.num_heads, cfg.num_layers, plan.map_area);
-        let encdec = cfg.arch == Arch::EncoderDecoder;
-        let map = |b: &Counted<B>, layer: usize, label: &str| plan.maps.keeps(layer).then(|| b.zeros(&[nh, area], label)).transpose();
-        let decoder = (0..l).map(|i| map(b, i, "attention")).collect::<Result<Vec<_>>>()?;
-        let (encoder, cross) = if encdec {
-            (
-                (0..l).map(|i| map(b, i, "encoder attention")).collect::<Result<Vec<_>>>()?,
-                (0..l).map(|i| map(b, i, "cross attention")).collect::<Result<Vec<_>>>()?,
-            )
+    /// The maps of `plan` (see [`RunState::declare`]): per kept layer (NH, Tq*Tk), a pass writing
+    /// (NH, Tq, Tk) packed (the encoder-decoder: the decoder's, the encoder's and the cross maps);
+    /// one shared scratch of the same shape for the layers that keep none.
+    pub fn declare<S: BufferSink<T = T>>(cfg: &ModelConfig, plan: &Plan, d: &mut StateBuilder<S>) -> Result<Maps<T>> {
+        let (l, s, area) = (cfg.num_layers, plan.context, plan.map_area);
+        let before = d.bytes();
+        // written (NH, S, S) when it holds the whole context
+        let cells = if area == s.saturating_mul(s) { Dim::Square("S", s) } else { Dim::Of("Tq*Tk", area) };
+        let map = [Dim::Of("NH", cfg.num_heads), cells];
+        let stack = |d: &mut StateBuilder<S>, label| -> Result<Vec<Option<T>>> {
+            (0..l).map(|i| plan.maps.keeps(i).then(|| d.zeros(Group::AttentionMaps, label, &map)).transpose()).collect()
+        };
+        let decoder = stack(d, "attention")?;
+        let (encoder, cross) = if cfg.arch == Arch::EncoderDecoder {
+            (stack(d, "encoder attention")?, stack(d, "cross attention")?)
         } else {
             (vec![], vec![])
         };
-        let scratch = (plan.maps.count(l) < l).then(|| b.zeros(&[nh, area], "attention scratch")).transpose()?;
-        Ok(Maps { decoder, encoder, cross, scratch, bytes: b.bytes.get() })
+        let scratch = (plan.maps.count(l) < l).then(|| d.zeros(Group::AttentionScratch, "attention scratch", &map)).transpose()?;
+        Ok(Maps { decoder, encoder, cross, scratch, bytes: d.bytes() - before })
     }
 }
 
@@ -220,86 +235,99 @@ pub struct RunState<T> {
     pub plan: Plan,
     /// what the state may grow to, with the weights (`Model::plan_for` checks it); set by the load
     pub budget: Budget,
-    /// Bytes of every buffer above (4 per value), counted as they are allocated: what
-    /// model::memory::demand_for must predict for `plan`.
+    /// Bytes of every buffer above (4 per value), counted as they are declared: what
+    /// model::memory::demand_for sums for `plan` from the same declaration.
     pub bytes: u64,
 }
 
 impl<T> RunState<T> {
-    /// Allocates every buffer of `plan`. They are freed when the RunState drops (GPU buffers are
-    /// destroyed by `GpuTensor`'s Drop, in the browser too).
+    /// Allocates every buffer of `plan` (the walk of [`RunState::declare`] through the backend).
+    /// They are freed when the RunState drops (GPU buffers are destroyed by `GpuTensor`'s Drop, in
+    /// the browser too).
     pub fn new<B: Backend<T = T>>(backend: &B, cfg: &ModelConfig, plan: &Plan) -> Result<RunState<T>> {
-        let b = &Counted { backend, bytes: std::cell::Cell::new(0) };
-        let s = plan.context;
-        let c = cfg.d_model;
+        RunState::declare(cfg, plan, &mut StateBuilder::new(&mut Allocate(backend)))
+    }
+
+    /// Every run-state buffer of `plan`, declared once: its label, shape (each dimension named as
+    /// ARCHITECTURE.md writes it), dtype and contents, and the group the memory demand reports it
+    /// in. What a walk does with them is up to its sink: `RunState::new` allocates them,
+    /// `memory::demand_for` sums their bytes.
+    pub fn declare<S: BufferSink<T = T>>(cfg: &ModelConfig, plan: &Plan, d: &mut StateBuilder<S>) -> Result<RunState<T>> {
+        use Group::*;
+        let maps = Maps::declare(cfg, plan, d)?;
+        let (l, s, c) = (cfg.num_layers, plan.context, cfg.d_model);
         let (nh, hs) = (cfg.num_heads, cfg.head_dim());
-        let kvw = cfg.num_kv_heads * hs;
+        let encdec = cfg.arch == Arch::EncoderDecoder;
+        let swiglu = cfg.arch == Arch::Llama;
         let hidden = match (&cfg.moe, cfg.arch) {
             (Some(m), _) => m.expert_dim,
             (None, Arch::Llama) => cfg.llama_hidden_dim(),
             _ => cfg.d_ff,
         };
-        let encdec = cfg.arch == Arch::EncoderDecoder;
-        let swiglu = cfg.arch == Arch::Llama;
-        let scratch = |b: &Counted<B>, cross: bool| -> Result<Scratch<T>> {
+        let (rows, width, heads, ffn) = (Dim::Of("S", s), Dim::Of("C", c), Dim::Of("NH*HS", nh * hs), Dim::Of("H", hidden));
+        let kvw = Dim::Of("NKV*HS", cfg.num_kv_heads * hs);
+        // MoE: experts E, chosen per token K
+        let moe = cfg.moe.as_ref().map(|m| (Dim::Of("E", m.num_experts), Dim::Of("K", m.top_k)));
+        let (stacks, ffn_bufs) = (if encdec { 2 } else { 1 }, if swiglu { 2 } else { 1 });
+        d.describe(Activations, || format!("{stacks} x (S {s}, 3 C + 2 NH*HS + {ffn_bufs} H + 1)"));
+        if let Some(m) = &cfg.moe {
+            d.describe(Routing, || format!("(S {s}, E {} + 3 K {}) per layer", m.num_experts, m.top_k));
+        }
+        // Scratch shared by the layers of one stack. The widest activations come first: the demand
+        // names the first of a group's largest buffers.
+        let scratch = |d: &mut StateBuilder<S>, cross: bool| -> Result<Scratch<T>> {
             Ok(Scratch {
-                x: b.zeros(&[s, c], "x")?,
-                xn: b.zeros(&[s, c], "xn")?,
-                q: b.zeros(&[s, nh * hs], "q")?,
-                att: b.zeros(&[s, nh * hs], "att")?,
-                tmp: b.zeros(&[s, c], "tmp")?,
-                h: b.zeros(&[s, hidden], "h")?,
-                h2: swiglu.then(|| b.zeros(&[s, hidden], "h2")).transpose()?,
-                router_logits: cfg.moe.as_ref().map(|m| b.zeros(&[s, m.num_experts], "router logits")).transpose()?,
-                gate: cfg.moe.as_ref().map(|m| b.zeros(&[s, m.num_experts], "gate")).transpose()?,
-                ys: cfg.moe.as_ref().map(|m| b.zeros(&[m.num_experts, s, c], "expert outputs")).transpose()?,
-                ids: b.zeros_u32(&[s], "ids")?,
-                mask: encdec.then(|| b.zeros(&[s, s], "mask")).transpose()?,
-                cross_mask: (encdec && cross).then(|| b.zeros(&[s, s], "cross mask")).transpose()?,
+                h: d.zeros(Activations, "h", &[rows, ffn])?,
+                h2: swiglu.then(|| d.zeros(Activations, "h2", &[rows, ffn])).transpose()?,
+                q: d.zeros(Activations, "q", &[rows, heads])?,
+                att: d.zeros(Activations, "att", &[rows, heads])?,
+                x: d.zeros(Activations, "x", &[rows, width])?,
+                xn: d.zeros(Activations, "xn", &[rows, width])?,
+                tmp: d.zeros(Activations, "tmp", &[rows, width])?,
+                ids: d.zeros_u32(Activations, "ids", &[rows])?,
+                router_logits: moe.map(|(e, _)| d.zeros(Routing, "router logits", &[rows, e])).transpose()?,
+                gate: moe.map(|(e, _)| d.zeros(Routing, "gate", &[rows, e])).transpose()?,
+                ys: moe.map(|(e, _)| d.zeros(ExpertOutputs, "expert outputs", &[e, rows, width])).transpose()?,
+                mask: encdec.then(|| d.zeros(Masks, "mask", &[rows, rows])).transpose()?,
+                cross_mask: (encdec && cross).then(|| d.zeros(Masks, "cross mask", &[rows, rows])).transpose()?,
             })
         };
-        let layer = |b: &Counted<B>, cross: bool| -> Result<LayerState<T>> {
+        let layer = |d: &mut StateBuilder<S>, cross: bool| -> Result<LayerState<T>> {
             Ok(LayerState {
-                k: b.zeros(&[s, kvw], "k cache")?,
-                v: b.zeros(&[s, kvw], "v cache")?,
-                cross_k: cross.then(|| b.zeros(&[s, c], "cross k")).transpose()?,
-                cross_v: cross.then(|| b.zeros(&[s, c], "cross v")).transpose()?,
-                moe: match &cfg.moe {
+                k: d.zeros(KvCache, "k cache", &[rows, kvw])?,
+                v: d.zeros(KvCache, "v cache", &[rows, kvw])?,
+                cross_k: cross.then(|| d.zeros(CrossKv, "cross k", &[rows, width])).transpose()?,
+                cross_v: cross.then(|| d.zeros(CrossKv, "cross v", &[rows, width])).transpose()?,
+                moe: match moe {
                     None => None,
-                    Some(m) => Some(MoeState {
-                        probs: b.zeros(&[s, m.num_experts], "router probs")?,
-                        experts: b.zeros_u32(&[s, m.top_k], "experts")?,
-                        weights: b.zeros(&[s, m.top_k], "expert weights")?,
-                        kept: b.zeros_u32(&[s, m.top_k], "kept")?,
+                    Some((e, k)) => Some(MoeState {
+                        probs: d.zeros(Routing, "router probs", &[rows, e])?,
+                        experts: d.zeros_u32(Routing, "experts", &[rows, k])?,
+                        weights: d.zeros(Routing, "expert weights", &[rows, k])?,
+                        kept: d.zeros_u32(Routing, "kept", &[rows, k])?,
                     }),
                 },
             })
         };
         let out_vocab = if encdec { cfg.tgt_vocab_size } else { cfg.vocab_size };
-        let mut st = RunState {
-            dec: scratch(b, true)?,
-            layers: (0..cfg.num_layers).map(|_| layer(b, encdec)).collect::<Result<_>>()?,
-            enc: if encdec { Some(scratch(b, false)?) } else { None },
-            enc_layers: if encdec { (0..cfg.num_layers).map(|_| layer(b, false)).collect::<Result<_>>()? } else { vec![] },
-            maps: Maps::new(backend, cfg, plan)?,
-            logits: b.zeros(&[s, out_vocab], "logits")?,
-            next: b.zeros_u32(&[4], "next token")?,
-            pe: if cfg.positions != Positions::Sinusoidal {
-                None
-            } else {
-                Some(b.tensor(&[s, c], &crate::cpu::sinusoidal_table(s, c), "pe")?)
-            },
-            rope: if cfg.arch == Arch::Llama {
-                Some(b.tensor(&[s, hs / 2, 2], &crate::cpu::rope_table(s, hs, cfg.rope_theta), "rope")?)
-            } else {
-                None
-            },
+        let (sinusoidal, rope) = (|| crate::cpu::sinusoidal_table(s, c), || crate::cpu::rope_table(s, hs, cfg.rope_theta));
+        Ok(RunState {
+            dec: scratch(d, true)?,
+            layers: (0..l).map(|_| layer(d, encdec)).collect::<Result<_>>()?,
+            enc: encdec.then(|| scratch(d, false)).transpose()?,
+            enc_layers: if encdec { (0..l).map(|_| layer(d, false)).collect::<Result<_>>()? } else { vec![] },
+            maps,
+            logits: d.zeros(Logits, "logits", &[rows, Dim::Of("V", out_vocab)])?,
+            next: d.zeros_u32(SampledId, "next token", &[Dim::Fixed(4)])?,
+            // a learned table is one of the weights
+            pe: (cfg.positions == Positions::Sinusoidal).then(|| d.table(PositionTables, "pe", &[rows, width], &sinusoidal)).transpose()?,
+            rope: (cfg.positions == Positions::Rope)
+                .then(|| d.table(PositionTables, "rope", &[rows, Dim::Of("HS/2", hs / 2), Dim::Fixed(2)], &rope))
+                .transpose()?,
             plan: plan.clone(),
             budget: Budget::default(),
-            bytes: 0,
-        };
-        st.bytes = b.bytes.get() + st.maps.bytes;
-        Ok(st)
+            bytes: d.bytes(),
+        })
     }
 
     /// Where the attention of `ls` (one of `layers` or `enc_layers`) writes its probabilities.
@@ -322,34 +350,9 @@ impl<T> RunState<T> {
         drop(old);
         // until the new maps exist, no pass fits the plan (so a failed allocation is retried, not used)
         self.plan.map_area = 0;
-        self.maps = Maps::new(backend, cfg, &plan)?;
+        self.maps = Maps::declare(cfg, &plan, &mut StateBuilder::new(&mut Allocate(backend)))?;
         self.bytes += self.maps.bytes;
         self.plan = plan;
         Ok(())
-    }
-}
-
-/// The backend's allocations, counting their bytes.
-struct Counted<'a, B> {
-    backend: &'a B,
-    bytes: std::cell::Cell<u64>,
-}
-
-impl<B: Backend> Counted<'_, B> {
-    fn count(&self, shape: &[usize]) {
-        let n = shape.iter().fold(4u64, |a, &d| a.saturating_mul(d as u64));
-        self.bytes.set(self.bytes.get().saturating_add(n));
-    }
-    fn zeros(&self, shape: &[usize], label: &str) -> Result<B::T> {
-        self.count(shape);
-        self.backend.zeros(shape, label)
-    }
-    fn zeros_u32(&self, shape: &[usize], label: &str) -> Result<B::T> {
-        self.count(shape);
-        self.backend.zeros_u32(shape, label)
-    }
-    fn tensor(&self, shape: &[usize], data: &[f32], label: &str) -> Result<B::T> {
-        self.count(shape);
-        self.backend.tensor(shape, data, label)
     }
 }
