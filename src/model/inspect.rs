@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::error::{Result, TfError};
 use crate::model::backend::Backend;
 use crate::model::config::Arch;
+use crate::model::map_kind::{MapKind, Stack};
 use crate::model::run::BOS_ID;
 use crate::model::transformer::{Logits, Model};
 use crate::ops::EwOp;
@@ -314,9 +315,13 @@ fn identity(n: usize) -> Vec<f32> {
 // ------------------------------------------------------------------------------------------------
 
 impl<B: Backend> Model<B> {
-    /// Called after the attention of decoder layer `layer` wrote every head's output into `att`
-    /// (T rows at positions pos..): captures it (inspection pass) and applies the ablation.
-    pub(crate) fn hook_heads(&self, b: &mut B, layer: usize, att: &B::T, t: usize, pos: usize) -> Result<()> {
+    /// Called after the self-attention of layer `layer` of `stack` wrote every head's output into
+    /// `att` (T rows at positions pos..): for a decoder layer, captures it (inspection pass) and
+    /// applies the ablation; the encoder's layers have no hooks.
+    pub(crate) fn hook_heads(&self, b: &mut B, (stack, layer): (Stack, usize), att: &B::T, t: usize, pos: usize) -> Result<()> {
+        if stack != Stack::Decoder {
+            return Ok(());
+        }
         let a = self.cfg.num_heads * self.cfg.head_dim();
         if let Some(c) = &self.hooks.capture {
             if pos == 0 && t == c.t {
@@ -403,9 +408,12 @@ impl<B: Backend> Model<B> {
         Ok(Some(m))
     }
 
-    /// Called after the router logits (T rows, E columns) of decoder layer `layer` are computed:
-    /// removed experts get -1e9, so softmax gives them 0 and top-k never picks them.
-    pub(crate) fn hook_router(&self, b: &mut B, layer: usize, logits: &B::T, t: usize, e: usize) -> Result<()> {
+    /// Called after the router logits (T rows, E columns) of layer `layer` of `stack` are computed:
+    /// in a decoder layer, removed experts get -1e9, so softmax gives them 0 and top-k never picks them.
+    pub(crate) fn hook_router(&self, b: &mut B, (stack, layer): (Stack, usize), logits: &B::T, t: usize, e: usize) -> Result<()> {
+        if stack != Stack::Decoder {
+            return Ok(());
+        }
         if let Some(Some(add)) = self.hooks.router.get(layer) {
             b.inplace(logits, Some(add), t * e, EwOp::Add)?;
         }
@@ -596,7 +604,7 @@ impl<B: Backend> Model<B> {
         let f = |i: usize| -> Vec<f32> { bytemuck::cast_slice(&got[i]).to_vec() };
         let (logits, resid, lens, lens_mid, att) = (f(0), f(1), f(2), f(3), f(4));
         let maps: Vec<Vec<f32>> =
-            self.read_attention(b, t, t, 0).await?.into_iter().filter(|m| m.kind == "decoder").map(|m| m.data).collect();
+            self.read_attention(b, t, t, 0).await?.into_iter().filter(|m| m.kind == MapKind::Decoder).map(|m| m.data).collect();
         self.free_capture(b);
 
         let residual_norms = (0..=layers)

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod constraint;
 pub mod inspect;
+pub mod map_kind;
 pub mod memory;
 pub mod run;
 pub mod state;
@@ -14,4 +15,5 @@ pub mod transformer;
 pub mod weights;
 
 pub use backend::{Backend, CpuBackend, CpuTensor, GpuBackend};
+pub use map_kind::{MapKind, Stack};
 pub use transformer::{Logits, Model};

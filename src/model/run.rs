@@ -8,6 +8,7 @@ use crate::error::{Result, TfError};
 use crate::mask::{self, Mask};
 use crate::model::backend::Backend;
 use crate::model::config::Arch;
+use crate::model::map_kind::MapKind;
 use crate::model::memory;
 use crate::model::state::{MapLayers, Plan, RunState};
 use crate::model::transformer::{Logits, Model};
@@ -20,8 +21,7 @@ pub const EOS_ID: u32 = 2;
 /// One attention tensor: (heads, rows, cols) probabilities, rows = queries, cols = keys.
 #[derive(Clone, Debug, Serialize)]
 pub struct AttnMap {
-    /// "encoder" | "decoder" | "cross"
-    pub kind: &'static str,
+    pub kind: MapKind,
     pub layer: usize,
     pub heads: usize,
     pub rows: usize,
@@ -57,8 +57,8 @@ pub struct ForwardOut {
     pub rows: usize,
     pub vocab: usize,
     pub attention: Vec<AttnMap>,
-    /// ("encoder" | "decoder" | "cross", mask with 1 = may attend)
-    pub masks: Vec<(&'static str, Mask)>,
+    /// (the attention it masks, mask with 1 = may attend)
+    pub masks: Vec<(MapKind, Mask)>,
     pub moe: Vec<MoeRecord>,
 }
 
@@ -70,23 +70,23 @@ impl<B: Backend> Model<B> {
     /// The (tensor, kind, layer, rows, cols) of every attention map the last pass kept (the layers
     /// of the run state's plan): `t` query rows over `tk` keys (cross: over the source); encoder
     /// maps only for a pass from position 0.
-    pub(crate) fn map_specs(&self, t: usize, tk: usize, row_offset: usize) -> Vec<(&B::T, &'static str, usize, usize, usize)> {
+    pub(crate) fn map_specs(&self, t: usize, tk: usize, row_offset: usize) -> Vec<(&B::T, MapKind, usize, usize, usize)> {
         let mut specs = Vec::new();
         let maps = &self.state.maps;
         if row_offset == 0 && self.cfg.arch == Arch::EncoderDecoder {
             let ts = self.src.len();
             for (i, m) in maps.encoder.iter().enumerate() {
                 if let Some(m) = m {
-                    specs.push((m, "encoder", i, ts, ts));
+                    specs.push((m, MapKind::Encoder, i, ts, ts));
                 }
             }
         }
         for (i, m) in maps.decoder.iter().enumerate() {
             if let Some(m) = m {
-                specs.push((m, "decoder", i, t, tk));
+                specs.push((m, MapKind::Decoder, i, t, tk));
             }
             if let Some(Some(cp)) = maps.cross.get(i) {
-                specs.push((cp, "cross", i, t, self.src.len()));
+                specs.push((cp, MapKind::Cross, i, t, self.src.len()));
             }
         }
         specs
@@ -164,7 +164,7 @@ impl<B: Backend> Model<B> {
             .iter()
             .zip(maps_raw)
             .map(|((_, kind, layer, rows, cols), raw)| AttnMap {
-                kind,
+                kind: *kind,
                 layer: *layer,
                 heads,
                 rows: *rows,
@@ -228,9 +228,9 @@ impl<B: Backend> Model<B> {
             self.encode(b, ids)?;
             self.run_decoder(b, &tgt, 0, Logits::All)?;
             let masks = vec![
-                ("encoder", mask::padding(ids.len(), ids)),
-                ("decoder", mask::decoder_self(&tgt)),
-                ("cross", mask::padding(tgt.len(), ids)),
+                (MapKind::Encoder, mask::padding(ids.len(), ids)),
+                (MapKind::Decoder, mask::decoder_self(&tgt)),
+                (MapKind::Cross, mask::padding(tgt.len(), ids)),
             ];
             (tgt.len(), tgt.len(), masks)
         } else {
@@ -242,7 +242,7 @@ impl<B: Backend> Model<B> {
             }
             self.plan_pass(b, None, ids.len(), maps)?;
             self.run_lm(b, ids, 0, Logits::All)?;
-            (ids.len(), ids.len(), vec![("decoder", mask::kv_cache(0, ids.len()))])
+            (ids.len(), ids.len(), vec![(MapKind::Decoder, mask::kv_cache(0, ids.len()))])
         };
         b.submit()?;
         let vocab = self.in_vocab();

@@ -11,6 +11,7 @@ use crate::model::backend::Backend;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{Arch, ModelConfig};
 use crate::model::inspect::{HookPoint, Hooks};
+use crate::model::map_kind::{MapKind, Stack};
 use crate::model::memory::{self, Budget};
 use crate::model::state::{LayerState, Plan, RunState, Scratch};
 use crate::model::weights::{AttnW, Ffn, Norm, Weights};
@@ -173,11 +174,22 @@ impl<B: Backend> Model<B> {
         }
     }
 
-    /// Self-attention of T tokens at positions pos..pos+T over the cache: scratch.tmp = W_o(attn(input)).
+    /// The caches of layer `li` of `stack`.
+    fn layer_state(&self, (stack, li): (Stack, usize)) -> Result<&LayerState<B::T>> {
+        let layers = match stack {
+            Stack::Encoder => &self.state.enc_layers,
+            Stack::Decoder => &self.state.layers,
+        };
+        layers.get(li).ok_or_else(|| TfError::Internal(format!("no layer {li} in the run state")))
+    }
+
+    /// Self-attention of T tokens at positions pos..pos+T over the cache of layer `li` of `stack`:
+    /// scratch.tmp = W_o(attn(input)).
     #[allow(clippy::too_many_arguments)]
     fn self_attention(
         &self,
         backend: &mut B,
+        (stack, li): (Stack, usize),
         attn: &AttnW<B::T>,
         layer_state: &LayerState<B::T>,
         scratch: &Scratch<B::T>,
@@ -185,7 +197,6 @@ impl<B: Backend> Model<B> {
         t: usize,
         pos: usize,
         mask: Option<&B::T>,
-        hook_layer: Option<usize>,
     ) -> Result<()> {
         let cfg = &self.cfg;
         let (nh, nkv, hs) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim());
@@ -203,19 +214,18 @@ impl<B: Backend> Model<B> {
         if mask.is_none() {
             s = s.with_causal(pos);
         }
-        backend.attention(&scratch.att, self.state.probs_for(layer_state)?, &scratch.q, &layer_state.k, &layer_state.v, mask, &s)?;
-        if let Some(l) = hook_layer {
-            self.hook_heads(backend, l, &scratch.att, t, pos)?; // capture / ablate heads before W_o
-        }
+        let probs = self.state.maps.target(stack.self_attention(), li)?;
+        backend.attention(&scratch.att, probs, &scratch.q, &layer_state.k, &layer_state.v, mask, &s)?;
+        self.hook_heads(backend, (stack, li), &scratch.att, t, pos)?; // capture / ablate heads before W_o
         backend.matmul(&scratch.tmp, 0, &scratch.att, 0, t, &attn.o.w, attn.o.b.as_ref())
     }
 
-    /// scratch.tmp = FFN(input) for T rows.
+    /// scratch.tmp = FFN(input) for T rows of layer `at`.
     fn ffn(
         &self,
         backend: &mut B,
+        at: (Stack, usize),
         f: &Ffn<B::T>,
-        layer_state: &LayerState<B::T>,
         scratch: &Scratch<B::T>,
         input: &B::T,
         t: usize,
@@ -239,15 +249,13 @@ impl<B: Backend> Model<B> {
                 let (e, k, c, s) = (m.num_experts, m.top_k, self.cfg.d_model, self.state.plan.context);
                 let (router_logits, gate, expert_out) = (scratch.router_logits.as_ref(), scratch.gate.as_ref(), scratch.ys.as_ref());
                 let (Some(router_logits), Some(gate), Some(expert_out), Some(moe_state)) =
-                    (router_logits, gate, expert_out, layer_state.moe.as_ref())
+                    (router_logits, gate, expert_out, self.layer_state(at)?.moe.as_ref())
                 else {
                     return Err(TfError::Internal("MoE buffers missing".into()));
                 };
                 // router: softmax(x W_r^T + b_r), top-k, renormalised; capacity in token order
                 backend.matmul(router_logits, 0, input, 0, t, &router.w, router.b.as_ref())?;
-                if let Some(li) = self.state.layers.iter().position(|l| std::ptr::eq(l, layer_state)) {
-                    self.hook_router(backend, li, router_logits, t, e)?; // experts removed from routing (model::inspect)
-                }
+                self.hook_router(backend, at, router_logits, t, e)?; // experts removed from routing (model::inspect)
                 backend.moe_router(&moe_state.probs, &moe_state.experts, &moe_state.weights, router_logits, t, e, k)?;
                 backend.moe_capacity(
                     gate,
@@ -307,14 +315,14 @@ impl<B: Backend> Model<B> {
         backend.layers_mark(true);
         for (li, (layer, layer_state)) in layers.iter().zip(&self.state.layers).enumerate() {
             // x = x + attn(norm1(x)); xn = norm2(x)
-            self.self_attention(backend, &layer.attn, layer_state, scratch, &scratch.xn, t, pos, mask, Some(li))?;
+            self.self_attention(backend, (Stack::Decoder, li), &layer.attn, layer_state, scratch, &scratch.xn, t, pos, mask)?;
             Self::residual_pre_norm(backend, &layer.norm_ffn, scratch, t)?;
             // an inspect hook that used xn for its lens gives it back: xn = norm2(x) again
             if self.hook_resid(backend, HookPoint::Mid(li), &scratch.x, &scratch.xn, t, pos)? {
                 Self::norm(backend, &layer.norm_ffn, &scratch.xn, &scratch.x, t)?;
             }
             // x = x + ffn(norm2(x)); xn = the next layer's norm1(x), or the final norm(x)
-            self.ffn(backend, &layer.ffn, layer_state, scratch, &scratch.xn, t)?;
+            self.ffn(backend, (Stack::Decoder, li), &layer.ffn, scratch, &scratch.xn, t)?;
             let next = layers.get(li + 1).map_or(final_norm, |l| &l.norm_attn);
             Self::residual_pre_norm(backend, next, scratch, t)?;
             if self.hook_resid(backend, HookPoint::Block(li), &scratch.x, &scratch.xn, t, pos)? {
@@ -364,11 +372,11 @@ impl<B: Backend> Model<B> {
         if let Some(pe) = &self.state.pe {
             backend.add_rows(&scratch.x, pe, ts, 0)?;
         }
-        for (layer, layer_state) in self.weights.enc_layers.iter().zip(&self.state.enc_layers) {
+        for (li, (layer, layer_state)) in self.weights.enc_layers.iter().zip(&self.state.enc_layers).enumerate() {
             // x = norm1(x + self_attn(x, src padding)); x = norm2(x + ffn(x))
-            self.self_attention(backend, &layer.attn, layer_state, scratch, &scratch.x, ts, 0, Some(mask), None)?;
+            self.self_attention(backend, (Stack::Encoder, li), &layer.attn, layer_state, scratch, &scratch.x, ts, 0, Some(mask))?;
             Self::residual_post_norm(backend, &layer.norm_attn, scratch, ts)?;
-            self.ffn(backend, &layer.ffn, layer_state, scratch, &scratch.x, ts)?;
+            self.ffn(backend, (Stack::Encoder, li), &layer.ffn, scratch, &scratch.x, ts)?;
             Self::residual_post_norm(backend, &layer.norm_ffn, scratch, ts)?;
         }
         // cross-attention keys and values of every decoder layer, once per source
@@ -425,12 +433,12 @@ impl<B: Backend> Model<B> {
         backend.layers_mark(true);
         for (li, (layer, layer_state)) in self.weights.layers.iter().zip(&self.state.layers).enumerate() {
             // x = norm1(x + self_attn(x))
-            self.self_attention(backend, &layer.attn, layer_state, scratch, &scratch.x, t, pos, Some(mask), Some(li))?;
+            self.self_attention(backend, (Stack::Decoder, li), &layer.attn, layer_state, scratch, &scratch.x, t, pos, Some(mask))?;
             Self::residual_post_norm(backend, &layer.norm_attn, scratch, t)?;
             self.hook_resid(backend, HookPoint::Mid(li), &scratch.x, &scratch.xn, t, pos)?;
             // x = norm2(x + cross_attn(x, encoder output))
             let (Some((cw, cn)), Some(ck), Some(cv), Ok(cp)) =
-                (layer.cross.as_ref(), layer_state.cross_k.as_ref(), layer_state.cross_v.as_ref(), self.state.maps.target("cross", li))
+                (layer.cross.as_ref(), layer_state.cross_k.as_ref(), layer_state.cross_v.as_ref(), self.state.maps.target(MapKind::Cross, li))
             else {
                 return Err(TfError::Internal("decoder layer without cross-attention".into()));
             };
@@ -439,7 +447,7 @@ impl<B: Backend> Model<B> {
             backend.matmul(&scratch.tmp, 0, &scratch.att, 0, t, &cw.o.w, cw.o.b.as_ref())?;
             Self::residual_post_norm(backend, cn, scratch, t)?;
             // x = norm3(x + ffn(x))
-            self.ffn(backend, &layer.ffn, layer_state, scratch, &scratch.x, t)?;
+            self.ffn(backend, (Stack::Decoder, li), &layer.ffn, scratch, &scratch.x, t)?;
             Self::residual_post_norm(backend, &layer.norm_ffn, scratch, t)?;
             self.hook_resid(backend, HookPoint::Block(li), &scratch.x, &scratch.xn, t, pos)?;
         }
