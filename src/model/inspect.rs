@@ -62,6 +62,15 @@ impl<T> Default for Hooks<T> {
     }
 }
 
+/// What `hook_resid` left in the scratch `xn` it was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XnAfterHook {
+    /// untouched: it still holds what the pass put there
+    Kept,
+    /// used as the lens's scratch: where it held a sublayer's input, the caller norms it again
+    Overwritten,
+}
+
 /// Where in a block a hook runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HookPoint {
@@ -336,16 +345,16 @@ impl<B: Backend> Model<B> {
     }
 
     /// Called with the residual stream `x` (T rows from position `pos`) at `at`; `xn` is scratch.
-    /// Captures the residual stream and its logit lens at `at`. Returns whether `xn` was used as the
-    /// lens's scratch (the caller norms it again where it holds a sublayer's input).
-    pub(crate) fn hook_resid(&self, b: &mut B, at: HookPoint, x: &B::T, xn: &B::T, t: usize, pos: usize) -> Result<bool> {
-        let Some(c) = &self.hooks.capture else { return Ok(false) };
+    /// Captures the residual stream and its logit lens at `at`, and says whether `xn` was used as
+    /// the lens's scratch.
+    pub(crate) fn hook_resid(&self, b: &mut B, at: HookPoint, x: &B::T, xn: &B::T, t: usize, pos: usize) -> Result<XnAfterHook> {
+        let Some(c) = &self.hooks.capture else { return Ok(XnAfterHook::Kept) };
         if pos != 0 || t != c.t {
-            return Ok(false);
+            return Ok(XnAfterHook::Kept);
         }
         let (d, v) = (self.cfg.d_model, self.in_vocab());
         let (lens, l) = match at {
-            HookPoint::Embed => return b.matmul(&c.resid, 0, x, 0, t, &c.eye_c, None).map(|()| false),
+            HookPoint::Embed => return b.matmul(&c.resid, 0, x, 0, t, &c.eye_c, None).map(|()| XnAfterHook::Kept),
             HookPoint::Mid(l) => (&c.lens_mid, l),
             HookPoint::Block(l) => {
                 b.matmul(&c.resid, (l + 1) * t * d, x, 0, t, &c.eye_c, None)?;
@@ -362,9 +371,9 @@ impl<B: Backend> Model<B> {
                     None => b.rmsnorm(xn, x, &n.w, t, n.eps)?,
                 }
                 b.matmul(lens, l * t * v, xn, 0, t, hw, hb)?;
-                Ok(true)
+                Ok(XnAfterHook::Overwritten)
             }
-            None => b.matmul(lens, l * t * v, x, 0, t, hw, hb).map(|()| false),
+            None => b.matmul(lens, l * t * v, x, 0, t, hw, hb).map(|()| XnAfterHook::Kept),
         }
     }
 

@@ -10,7 +10,7 @@ use crate::mask::PAD_ID;
 use crate::model::backend::Backend;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{Arch, ModelConfig};
-use crate::model::inspect::{HookPoint, Hooks};
+use crate::model::inspect::{HookPoint, Hooks, XnAfterHook};
 use crate::model::map_kind::{MapKind, Stack};
 use crate::model::memory::{self, Budget};
 use crate::model::state::{LayerState, Plan, RunState, Scratch};
@@ -231,10 +231,9 @@ impl<B: Backend> Model<B> {
         t: usize,
     ) -> Result<()> {
         match f {
-            Ffn::Relu { l1, l2 } => {
+            Ffn::Dense { l1, l2, act } => {
                 // h = act(x W_1^T + b_1) (ReLU, or GPT-2's GELU-tanh), the activation in the matmul's epilogue
-                let act = self.cfg.activation.ew().ok_or_else(|| TfError::Internal("a two-layer FFN with SwiGLU".into()))?;
-                backend.matmul_act(&scratch.h, input, t, &l1.w, l1.b.as_ref(), self.cfg.d_ff, act)?;
+                backend.matmul_act(&scratch.h, input, t, &l1.w, l1.b.as_ref(), self.cfg.d_ff, *act)?;
                 backend.matmul(&scratch.tmp, 0, &scratch.h, 0, t, &l2.w, l2.b.as_ref())
             }
             Ffn::SwiGlu { w1, w2, w3 } => {
@@ -318,14 +317,14 @@ impl<B: Backend> Model<B> {
             self.self_attention(backend, (Stack::Decoder, li), &layer.attn, layer_state, scratch, &scratch.xn, t, pos, mask)?;
             Self::residual_pre_norm(backend, &layer.norm_ffn, scratch, t)?;
             // an inspect hook that used xn for its lens gives it back: xn = norm2(x) again
-            if self.hook_resid(backend, HookPoint::Mid(li), &scratch.x, &scratch.xn, t, pos)? {
+            if self.hook_resid(backend, HookPoint::Mid(li), &scratch.x, &scratch.xn, t, pos)? == XnAfterHook::Overwritten {
                 Self::norm(backend, &layer.norm_ffn, &scratch.xn, &scratch.x, t)?;
             }
             // x = x + ffn(norm2(x)); xn = the next layer's norm1(x), or the final norm(x)
             self.ffn(backend, (Stack::Decoder, li), &layer.ffn, scratch, &scratch.xn, t)?;
             let next = layers.get(li + 1).map_or(final_norm, |l| &l.norm_attn);
             Self::residual_pre_norm(backend, next, scratch, t)?;
-            if self.hook_resid(backend, HookPoint::Block(li), &scratch.x, &scratch.xn, t, pos)? {
+            if self.hook_resid(backend, HookPoint::Block(li), &scratch.x, &scratch.xn, t, pos)? == XnAfterHook::Overwritten {
                 Self::norm(backend, next, &scratch.xn, &scratch.x, t)?;
             }
         }

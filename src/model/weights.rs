@@ -20,6 +20,7 @@ use crate::error::{Result, TfError};
 use crate::model::backend::Backend;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{Arch, ModelConfig, Positions};
+use crate::ops::EwOp;
 
 /// nn.Linear: w (out, in), b (out,) optional.
 pub struct Linear<T> {
@@ -43,8 +44,9 @@ pub struct AttnW<T> {
 }
 
 pub enum Ffn<T> {
-    /// linear2(act(linear1(x))), act the config's `activation` (ReLU, or GPT-2's GELU-tanh)
-    Relu { l1: Linear<T>, l2: Linear<T> },
+    /// linear2(act(linear1(x))): two dense matrices and the activation between them (the seed's
+    /// ReLU, or GPT-2's GELU-tanh)
+    Dense { l1: Linear<T>, l2: Linear<T>, act: EwOp },
     /// w2(silu(w1 x) * w3 x)
     SwiGlu { w1: Linear<T>, w2: Linear<T>, w3: Linear<T> },
     /// router -> softmax -> top-k; experts are Linear -> GELU -> Linear
@@ -200,9 +202,9 @@ fn token_embedding<S: Sink>(vb: &mut VarBuilder<S>, name: &str, cfg: &ModelConfi
     vb.get(name, &[cfg.vocab_size, cfg.d_model], role)
 }
 
-/// Seed 000's FeedForward: linear1 (H, C), ReLU, linear2 (C, H).
-fn relu_ffn<S: Sink>(mut vb: VarBuilder<S>, c: usize, hidden: usize) -> Result<Ffn<S::T>> {
-    Ok(Ffn::Relu { l1: linear(vb.pp("linear1"), hidden, c, true)?, l2: linear(vb.pp("linear2"), c, hidden, true)? })
+/// Seed 000's FeedForward: linear1 (H, C), `act`, linear2 (C, H).
+fn dense_ffn<S: Sink>(mut vb: VarBuilder<S>, c: usize, hidden: usize, act: EwOp) -> Result<Ffn<S::T>> {
+    Ok(Ffn::Dense { l1: linear(vb.pp("linear1"), hidden, c, true)?, l2: linear(vb.pp("linear2"), c, hidden, true)?, act })
 }
 
 const ENCDEC_ATTN: [&str; 4] = ["W_q", "W_k", "W_v", "W_o"];
@@ -230,7 +232,7 @@ impl<T> Weights<T> {
                         attn: attn(l.pp("self_attention"))?,
                         norm_attn: layer_norm(l.pp("norm1"), c, eps)?,
                         norm_ffn: layer_norm(l.pp("norm2"), c, eps)?,
-                        ffn: relu_ffn(l.pp("feed_forward"), c, ff)?,
+                        ffn: dense_ffn(l.pp("feed_forward"), c, ff, EwOp::Relu)?,
                         cross: None,
                     });
                 }
@@ -246,7 +248,7 @@ impl<T> Weights<T> {
                         norm_attn: layer_norm(l.pp("norm1"), c, eps)?,
                         cross: Some((cross_attn, layer_norm(l.pp("norm2"), c, eps)?)),
                         norm_ffn: layer_norm(l.pp("norm3"), c, eps)?,
-                        ffn: relu_ffn(l.pp("feed_forward"), c, ff)?,
+                        ffn: dense_ffn(l.pp("feed_forward"), c, ff, EwOp::Relu)?,
                     });
                 }
                 let head = linear(vb.pp("final_layer"), cfg.tgt_vocab_size, c, true)?;
@@ -268,7 +270,10 @@ impl<T> Weights<T> {
                     let norm_attn = layer_norm(l.pp("norm1"), c, eps)?;
                     let norm_ffn = layer_norm(l.pp("norm2"), c, eps)?;
                     let ffn = match &cfg.moe {
-                        None => relu_ffn(l.pp("feed_forward"), c, cfg.d_ff)?,
+                        None => {
+                            let act = cfg.activation.ew().ok_or_else(|| TfError::Internal("a two-layer FFN with SwiGLU".into()))?;
+                            dense_ffn(l.pp("feed_forward"), c, cfg.d_ff, act)?
+                        }
                         Some(m) => {
                             let mut f = l.pp("feed_forward");
                             let router = linear(f.pp("router"), m.num_experts, c, true)?;
