@@ -5,6 +5,7 @@
 
 pub mod act;
 pub mod attention;
+pub mod backend;
 pub mod embed;
 pub mod matmul;
 pub mod moe;
@@ -14,6 +15,7 @@ pub mod sample;
 
 pub use act::*;
 pub use attention::*;
+pub use backend::CpuBackend;
 pub use embed::*;
 pub use matmul::*;
 pub use moe::*;

@@ -10,11 +10,10 @@
 //! V vocabulary, E experts, K experts per token); a tensor may hold more rows than an op uses (the
 //! buffers are allocated for S rows), and every op checks that its rows fit.
 
-pub mod cpu;
 pub mod gpu;
 pub mod tensor;
 
-pub use cpu::CpuBackend;
+pub use crate::cpu::CpuBackend;
 pub use gpu::GpuBackend;
 pub use tensor::CpuTensor;
 
