@@ -276,8 +276,9 @@ fn blocked_mask_cells_match_pytorch_on_every_backend() {
             if tgt.is_some() {
                 let xcells = vec![(6, 1), (2, 0), (2, 3)];
                 let xab = Ablation { mask_cells: vec![], cross_cells: xcells.clone(), ..ab.clone() };
-                let cross =
-                    |o: tinyformer::model::run::ForwardOut| o.attention.into_iter().find(|a| a.kind == MapKind::Cross && a.layer == 0).unwrap();
+                let cross = |o: tinyformer::model::run::ForwardOut| {
+                    o.attention.into_iter().find(|a| a.kind == MapKind::Cross && a.layer == 0).unwrap()
+                };
                 let c = cross(m.forward(b, &src, tgt.as_deref()).await.unwrap());
                 m.set_ablation(b, &xab, None).unwrap();
                 let a = cross(m.forward(b, &src, tgt.as_deref()).await.unwrap());

@@ -492,7 +492,9 @@ impl RawConfig {
         if head_dim % 2 != 0 {
             return Err(invalid(
                 "num_heads",
-                format!("llama needs an even head dimension for RoPE pairs, but d_model ({d_model}) / num_heads ({num_heads}) = {head_dim}"),
+                format!(
+                    "llama needs an even head dimension for RoPE pairs, but d_model ({d_model}) / num_heads ({num_heads}) = {head_dim}"
+                ),
             ));
         }
         // an explicit hidden size (foreign models) or the seed's formula over multiple_of

@@ -221,15 +221,7 @@ impl<B: Backend> Model<B> {
     }
 
     /// scratch.tmp = FFN(input) for T rows of layer `at`.
-    fn ffn(
-        &self,
-        backend: &mut B,
-        at: (Stack, usize),
-        f: &Ffn<B::T>,
-        scratch: &Scratch<B::T>,
-        input: &B::T,
-        t: usize,
-    ) -> Result<()> {
+    fn ffn(&self, backend: &mut B, at: (Stack, usize), f: &Ffn<B::T>, scratch: &Scratch<B::T>, input: &B::T, t: usize) -> Result<()> {
         match f {
             Ffn::Dense { l1, l2, act } => {
                 // h = act(x W_1^T + b_1) (ReLU, or GPT-2's GELU-tanh), the activation in the matmul's epilogue
@@ -436,9 +428,12 @@ impl<B: Backend> Model<B> {
             Self::residual_post_norm(backend, &layer.norm_attn, scratch, t)?;
             self.hook_resid(backend, HookPoint::Mid(li), &scratch.x, &scratch.xn, t, pos)?;
             // x = norm2(x + cross_attn(x, encoder output))
-            let (Some((cw, cn)), Some(ck), Some(cv), Ok(cp)) =
-                (layer.cross.as_ref(), layer_state.cross_k.as_ref(), layer_state.cross_v.as_ref(), self.state.maps.target(MapKind::Cross, li))
-            else {
+            let (Some((cw, cn)), Some(ck), Some(cv), Ok(cp)) = (
+                layer.cross.as_ref(),
+                layer_state.cross_k.as_ref(),
+                layer_state.cross_v.as_ref(),
+                self.state.maps.target(MapKind::Cross, li),
+            ) else {
                 return Err(TfError::Internal("decoder layer without cross-attention".into()));
             };
             backend.matmul(&scratch.q, 0, &scratch.x, 0, t, &cw.q.w, cw.q.b.as_ref())?;
