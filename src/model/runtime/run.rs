@@ -11,7 +11,7 @@ use crate::model::config::Arch;
 use crate::model::map_kind::MapKind;
 use crate::model::memory;
 use crate::model::state::{MapLayers, Plan, RunState};
-use crate::model::transformer::{Logits, Model};
+use crate::model::forward::{Logits, Model};
 use crate::ops::SampleParams;
 use crate::rng::step_uniform;
 
@@ -407,7 +407,7 @@ pub struct Generation {
     /// (only with `sliding_window`; `ids` starts after them)
     pub prompt_cut: usize,
     /// tokens computed in a chained batch and not handed out yet, and batches in flight
-    pub(crate) chain: crate::model::chain::ChainState,
+    pub(crate) chain: crate::model::runtime::chain::ChainState,
 }
 
 pub struct StepOut {

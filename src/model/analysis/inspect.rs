@@ -16,7 +16,7 @@ use crate::model::backend::Backend;
 use crate::model::config::Arch;
 use crate::model::map_kind::{MapKind, Stack};
 use crate::model::run::BOS_ID;
-use crate::model::transformer::{Logits, Model};
+use crate::model::forward::{Logits, Model};
 use crate::ops::EwOp;
 use crate::rng::Rng;
 

@@ -5,16 +5,18 @@
 //! Keys and values are written into the per-layer cache at their absolute position, so a pass over
 //! T new tokens after `pos` cached ones reads like the seed's KV-cache code.
 
+pub mod weights;
+
 use crate::error::{Result, TfError};
 use crate::mask::PAD_ID;
 use crate::model::backend::Backend;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{Arch, ModelConfig};
-use crate::model::inspect::{HookPoint, Hooks, XnAfterHook};
+use crate::model::analysis::inspect::{HookPoint, Hooks, XnAfterHook};
 use crate::model::map_kind::{MapKind, Stack};
 use crate::model::memory::{self, Budget};
 use crate::model::state::{LayerState, Plan, RunState, Scratch};
-use crate::model::weights::{AttnW, Ffn, Norm, Weights};
+use crate::model::forward::weights::{AttnW, Ffn, Norm, Weights};
 use crate::ops::{moe_capacity_for, AttnShape, EwOp};
 use crate::tokenizer::Tokenizer;
 

@@ -1,0 +1,6 @@
+//! The runtime: what runs a loaded model for its callers. A full pass with its attention maps,
+//! masks and MoE routing read back, evaluation loss, step-by-step generation (`run`), tokens
+//! chained on the GPU (`chain`).
+
+pub mod chain;
+pub mod run;
