@@ -9,14 +9,14 @@ pub mod weights;
 
 use crate::error::{Result, TfError};
 use crate::mask::PAD_ID;
+use crate::model::analysis::hooks::{HookPoint, Hooks, XnAfterHook};
 use crate::model::backend::Backend;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{Arch, ModelConfig};
-use crate::model::analysis::inspect::{HookPoint, Hooks, XnAfterHook};
+use crate::model::forward::weights::{AttnW, Ffn, Norm, Weights};
 use crate::model::map_kind::{MapKind, Stack};
 use crate::model::memory::{self, Budget};
 use crate::model::state::{LayerState, Plan, RunState, Scratch};
-use crate::model::forward::weights::{AttnW, Ffn, Norm, Weights};
 use crate::ops::{moe_capacity_for, AttnShape, EwOp};
 use crate::tokenizer::Tokenizer;
 
