@@ -1,10 +1,17 @@
-//! The forward passes. One `Model` runs all three architectures of the seeds over any `Backend`:
+//! The forward: `Model`, loaded from a checkpoint, and its passes. One `Model` runs all three
+//! architectures of the seeds over any `Backend`:
 //! - decoder (seed 000 decoder-only LLM): pre-norm LayerNorm blocks, ReLU or MoE FFN, sinusoidal PE;
 //! - llama (seed 004): pre-norm RMSNorm blocks, RoPE, grouped-query attention, SwiGLU;
 //! - encoder_decoder (seed 000): post-norm encoder and decoder with cross-attention.
 //! Keys and values are written into the per-layer cache at their absolute position, so a pass over
 //! T new tokens after `pos` cached ones reads like the seed's KV-cache code.
+//!
+//! Each block's weights, their loader and its forward sit side by side: `attention`, `ffn`, `norm`;
+//! `weights` declares and loads a whole architecture from them.
 
+pub mod attention;
+pub mod ffn;
+pub mod norm;
 pub mod weights;
 
 use crate::error::{Result, TfError};
@@ -13,11 +20,11 @@ use crate::model::analysis::hooks::{HookPoint, Hooks, XnAfterHook};
 use crate::model::backend::Backend;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{Arch, ModelConfig};
-use crate::model::forward::weights::{AttnW, Ffn, Norm, Weights};
+use crate::model::forward::weights::Weights;
 use crate::model::map_kind::{MapKind, Stack};
 use crate::model::memory::{self, Budget};
-use crate::model::state::{LayerState, Plan, RunState, Scratch};
-use crate::ops::{moe_capacity_for, AttnShape, EwOp};
+use crate::model::state::{LayerState, Plan, RunState};
+use crate::ops::AttnShape;
 use crate::tokenizer::Tokenizer;
 
 pub struct Model<B: Backend> {
@@ -169,105 +176,13 @@ impl<B: Backend> Model<B> {
         Ok(())
     }
 
-    fn norm(backend: &mut B, norm: &Norm<B::T>, out: &B::T, x: &B::T, rows: usize) -> Result<()> {
-        match &norm.b {
-            Some(beta) => backend.layernorm(out, x, &norm.w, beta, rows, norm.eps),
-            None => backend.rmsnorm(out, x, &norm.w, rows, norm.eps),
-        }
-    }
-
     /// The caches of layer `li` of `stack`.
-    fn layer_state(&self, (stack, li): (Stack, usize)) -> Result<&LayerState<B::T>> {
+    pub(super) fn layer_state(&self, (stack, li): (Stack, usize)) -> Result<&LayerState<B::T>> {
         let layers = match stack {
             Stack::Encoder => &self.state.enc_layers,
             Stack::Decoder => &self.state.layers,
         };
         layers.get(li).ok_or_else(|| TfError::Internal(format!("no layer {li} in the run state")))
-    }
-
-    /// Self-attention of T tokens at positions pos..pos+T over the cache of layer `li` of `stack`:
-    /// scratch.tmp = W_o(attn(input)).
-    #[allow(clippy::too_many_arguments)]
-    fn self_attention(
-        &self,
-        backend: &mut B,
-        (stack, li): (Stack, usize),
-        attn: &AttnW<B::T>,
-        layer_state: &LayerState<B::T>,
-        scratch: &Scratch<B::T>,
-        input: &B::T,
-        t: usize,
-        pos: usize,
-        mask: Option<&B::T>,
-    ) -> Result<()> {
-        let cfg = &self.cfg;
-        let (nh, nkv, hs) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim());
-        let kv_width = nkv * hs;
-        // q = x W_q^T; k, v = x W_k^T, x W_v^T written into the cache at rows pos..pos+T
-        // (the llama: q and the new k rows rotated, RoPE, in the same pass where the backend can)
-        let (q, k, v) = (&scratch.q, &layer_state.k, &layer_state.v);
-        let w = [(&attn.q.w, attn.q.b.as_ref()), (&attn.k.w, attn.k.b.as_ref()), (&attn.v.w, attn.v.b.as_ref())];
-        match &self.state.rope {
-            Some(table) => backend.qkv_rope(q, k, v, pos * kv_width, input, t, w, table, (nh, nkv, hs), pos)?,
-            None => backend.qkv(q, k, v, pos * kv_width, input, t, w)?,
-        }
-        // softmax(q k^T / sqrt(HS) + mask) v over every cached key; causal unless a mask is given
-        let mut s = AttnShape::packed(t, pos + t, nh, nkv, hs);
-        if mask.is_none() {
-            s = s.with_causal(pos);
-        }
-        let probs = self.state.maps.target(stack.self_attention(), li)?;
-        backend.attention(&scratch.att, probs, &scratch.q, &layer_state.k, &layer_state.v, mask, &s)?;
-        self.hook_heads(backend, (stack, li), &scratch.att, t, pos)?; // capture / ablate heads before W_o
-        backend.matmul(&scratch.tmp, 0, &scratch.att, 0, t, &attn.o.w, attn.o.b.as_ref())
-    }
-
-    /// scratch.tmp = FFN(input) for T rows of layer `at`.
-    fn ffn(&self, backend: &mut B, at: (Stack, usize), f: &Ffn<B::T>, scratch: &Scratch<B::T>, input: &B::T, t: usize) -> Result<()> {
-        match f {
-            Ffn::Dense { l1, l2, act } => {
-                // h = act(x W_1^T + b_1) (ReLU, or GPT-2's GELU-tanh), the activation in the matmul's epilogue
-                backend.matmul_act(&scratch.h, input, t, &l1.w, l1.b.as_ref(), self.cfg.d_ff, *act)?;
-                backend.matmul(&scratch.tmp, 0, &scratch.h, 0, t, &l2.w, l2.b.as_ref())
-            }
-            Ffn::SwiGlu { w1, w2, w3 } => {
-                let hidden = self.cfg.llama_hidden_dim();
-                let h2 = scratch.h2.as_ref().ok_or_else(|| TfError::Internal("SwiGLU buffers missing".into()))?;
-                // h = silu(x W_1^T) * (x W_3^T): gate and up in one pass where the backend can
-                backend.matmul_swiglu(&scratch.h, h2, input, t, &w1.w, &w3.w, hidden)?;
-                backend.matmul(&scratch.tmp, 0, &scratch.h, 0, t, &w2.w, None)
-            }
-            Ffn::Moe { router, experts } => {
-                let m = self.cfg.moe.as_ref().ok_or_else(|| TfError::Internal("MoE weights without a moe config".into()))?;
-                let (e, k, c, s) = (m.num_experts, m.top_k, self.cfg.d_model, self.state.plan.context);
-                let (router_logits, gate, expert_out) = (scratch.router_logits.as_ref(), scratch.gate.as_ref(), scratch.ys.as_ref());
-                let (Some(router_logits), Some(gate), Some(expert_out), Some(moe_state)) =
-                    (router_logits, gate, expert_out, self.layer_state(at)?.moe.as_ref())
-                else {
-                    return Err(TfError::Internal("MoE buffers missing".into()));
-                };
-                // router: softmax(x W_r^T + b_r), top-k, renormalised; capacity in token order
-                backend.matmul(router_logits, 0, input, 0, t, &router.w, router.b.as_ref())?;
-                self.hook_router(backend, at, router_logits, t, e)?; // experts removed from routing (model::inspect)
-                backend.moe_router(&moe_state.probs, &moe_state.experts, &moe_state.weights, router_logits, t, e, k)?;
-                backend.moe_capacity(
-                    gate,
-                    &moe_state.kept,
-                    &moe_state.experts,
-                    &moe_state.weights,
-                    t,
-                    e,
-                    k,
-                    Some(moe_capacity_for(m.capacity_factor, t, k, e)),
-                )?;
-                // every expert on every token (dense: tiny models are bound by dispatches, not FLOPs)
-                for (i, (l1, l2)) in experts.iter().enumerate() {
-                    backend.matmul_act(&scratch.h, input, t, &l1.w, l1.b.as_ref(), m.expert_dim, EwOp::Gelu)?;
-                    backend.matmul(expert_out, i * s * c, &scratch.h, 0, t, &l2.w, l2.b.as_ref())?;
-                }
-                backend.moe_combine(&scratch.tmp, expert_out, gate, t, e, c, s)
-            }
-        }
     }
 
     /// Decoder / llama: runs T = ids.len() new tokens at positions pos..pos+T (keys and values of
@@ -333,16 +248,6 @@ impl<B: Backend> Model<B> {
             Logits::All => backend.matmul(&self.state.logits, 0, x, 0, t, w, b),
             Logits::Last => backend.matmul(&self.state.logits, 0, x, (t - 1) * c, 1, w, b),
         }
-    }
-
-    /// Pre-norm residual: x = x + tmp; xn = norm(x).
-    fn residual_pre_norm(backend: &mut B, norm: &Norm<B::T>, scratch: &Scratch<B::T>, t: usize) -> Result<()> {
-        backend.add_norm(&scratch.x, &scratch.tmp, Some(&scratch.xn), &norm.w, norm.b.as_ref(), t, norm.eps)
-    }
-
-    /// Post-norm residual: x = norm(x + tmp).
-    fn residual_post_norm(backend: &mut B, norm: &Norm<B::T>, scratch: &Scratch<B::T>, t: usize) -> Result<()> {
-        backend.add_norm(&scratch.x, &scratch.tmp, None, &norm.w, norm.b.as_ref(), t, norm.eps)
     }
 
     /// Encoder-decoder: encodes the source once and fills every decoder layer's cross keys/values.
