@@ -2,10 +2,10 @@
 //! per-token surprise, and head ablation, for every architecture (the encoder-decoder on its decoder).
 //!
 //! Where the work runs: the forward pass, the lens (final norm + unembedding of every block's
-//! residual at every position) and the captures run on the model's backend, in the same pass, through
-//! the hooks (analysis::hooks) that the forward calls at three points of each block. The captures are copies made by
-//! a matmul with an identity matrix (exact: every product is x*1 or x*0), so no new Backend op is
-//! needed. What is O(positions) or O(heads*positions^2) per layer (softmax + top-5 of the lens rows,
+//! residual at every position) and the captures run on the model's backend, in the same pass,
+//! through the hooks (analysis::hooks) that the forward calls at three points of each block. The
+//! captures are copies made by a matmul with an identity matrix (exact: every product is x*1 or
+//! x*0), so no new Backend op is needed. What is O(positions) or O(heads*positions^2) per layer (softmax + top-5 of the lens rows,
 //! norms, entropies, head scores, surprise, KL) is computed on the CPU from the read-back lens logits,
 //! residuals and attention maps; the read-back is the size of those results.
 

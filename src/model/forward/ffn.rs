@@ -82,7 +82,7 @@ impl<B: Backend> Model<B> {
                 };
                 // router: softmax(x W_r^T + b_r), top-k, renormalised; capacity in token order
                 backend.matmul(router_logits, 0, input, 0, t, &router.w, router.b.as_ref())?;
-                self.hook_router(backend, at, router_logits, t, e)?; // experts removed from routing (model::inspect)
+                self.hook_router(backend, at, router_logits, t, e)?; // experts removed from routing (analysis::hooks)
                 backend.moe_router(&moe_state.probs, &moe_state.experts, &moe_state.weights, router_logits, t, e, k)?;
                 backend.moe_capacity(
                     gate,

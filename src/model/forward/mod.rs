@@ -42,7 +42,7 @@ pub struct Model<B: Backend> {
     pub params: u64,
     /// encoder-decoder: the source of the last `encode`
     pub src: Vec<u32>,
-    /// look-inside hooks: ablation and the inspection captures (model::inspect)
+    /// look-inside hooks: ablation and the inspection captures (analysis::hooks)
     pub hooks: Hooks<B::T>,
 }
 
@@ -218,7 +218,7 @@ impl<B: Backend> Model<B> {
             Self::norm(backend, final_norm, &scratch.xn, &scratch.x, t)?;
         }
         let layers = &self.weights.layers;
-        // causal, or an explicit mask with cells blocked by an ablation (model::inspect)
+        // causal, or an explicit mask with cells blocked by an ablation (analysis::hooks)
         let mask = self.hook_mask(backend, t, pos)?;
         backend.layers_mark(true);
         for (li, (layer, layer_state)) in layers.iter().zip(&self.state.layers).enumerate() {
@@ -311,7 +311,7 @@ impl<B: Backend> Model<B> {
         let (c, nh, hs, ts) = (cfg.d_model, cfg.num_heads, cfg.head_dim(), self.src.len());
         // Host writes first, so the whole pass goes out in one submission.
         // self: target key padding AND look-ahead over cached + new; cross: source key padding
-        // (minus any cells an ablation blocks, model::inspect)
+        // (minus any cells an ablation blocks, analysis::hooks)
         let (cells, xcells) = (&self.hooks.mask_cells, &self.hooks.cross_cells);
         let self_mask = crate::mask::Mask::from_fn(t, pos + t, |i, j| j <= pos + i && tgt[j] != PAD_ID && !cells.contains(&(pos + i, j)));
         let cross = crate::mask::Mask::from_fn(t, self.src.len(), |i, j| self.src[j] != PAD_ID && !xcells.contains(&(pos + i, j)));
