@@ -19,7 +19,7 @@ use tinyformer::model::memory::{self, Budget};
 use tinyformer::model::run::GenConfig;
 use tinyformer::model::state::Plan;
 use tinyformer::model::weights::{Census, Listing, Role};
-use tinyformer::model::{Backend, CpuBackend, GpuBackend, Model};
+use tinyformer::model::{Backend, CpuBackend, GpuBackend, MapKind, Model};
 
 /// transformers computes in f32 (bf16 weights are widened there too); our paths in f64 (reference) and f32.
 /// Logits: |got - want| <= 1e-4 + 1e-4 |want| (f32 sums over C = 64 and H = 256 in another order; measured
@@ -73,7 +73,7 @@ async fn check_case<B: Backend>(b: &mut B, label: &str, files: &dyn Files, bin: 
     assert_eq!(out.attention.len(), want_maps.len(), "{label}: one map per layer");
     let mut da = 0f64;
     for (l, (got, want)) in out.attention.iter().zip(want_maps).enumerate() {
-        assert_eq!((got.kind, got.layer, got.heads, got.rows, got.cols), ("decoder", l, 4, prompt.len(), prompt.len()), "{label}");
+        assert_eq!((got.kind, got.layer, got.heads, got.rows, got.cols), (MapKind::Decoder, l, 4, prompt.len(), prompt.len()), "{label}");
         da = da.max(assert_close(&format!("{label} {} attention layer {l}", b.kind()), &got.data, &flat(want), ATTN_ATOL, 0.0));
     }
     // the inspection runs on them too: the last block's logit lens (final norm + the head, tied or not) is the

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tinyformer::gpu::Gpu;
 use tinyformer::model::inspect::{top_k, Ablation, AblationKind, Report};
 use tinyformer::model::run::GenConfig;
-use tinyformer::model::{Backend, CpuBackend, GpuBackend, Model};
+use tinyformer::model::{Backend, CpuBackend, GpuBackend, MapKind, Model};
 
 const DIR: &str = "tests/fixtures/inspect";
 const MODELS: &str = "tests/fixtures/models";
@@ -236,7 +236,7 @@ fn blocked_mask_cells_match_pytorch_on_every_backend() {
                 None => (ids(&j["ids"]), None),
             };
             let maps = |o: tinyformer::model::run::ForwardOut| -> Vec<tinyformer::model::run::AttnMap> {
-                o.attention.into_iter().filter(|a| a.kind == "decoder").collect()
+                o.attention.into_iter().filter(|a| a.kind == MapKind::Decoder).collect()
             };
             let clean = maps(m.forward(b, &src, tgt.as_deref()).await.unwrap());
             m.set_ablation(b, &ab, None).unwrap();
@@ -276,8 +276,9 @@ fn blocked_mask_cells_match_pytorch_on_every_backend() {
             if tgt.is_some() {
                 let xcells = vec![(6, 1), (2, 0), (2, 3)];
                 let xab = Ablation { mask_cells: vec![], cross_cells: xcells.clone(), ..ab.clone() };
-                let cross =
-                    |o: tinyformer::model::run::ForwardOut| o.attention.into_iter().find(|a| a.kind == "cross" && a.layer == 0).unwrap();
+                let cross = |o: tinyformer::model::run::ForwardOut| {
+                    o.attention.into_iter().find(|a| a.kind == MapKind::Cross && a.layer == 0).unwrap()
+                };
                 let c = cross(m.forward(b, &src, tgt.as_deref()).await.unwrap());
                 m.set_ablation(b, &xab, None).unwrap();
                 let a = cross(m.forward(b, &src, tgt.as_deref()).await.unwrap());

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tinyformer::fastcpu::FastCpuBackend;
 use tinyformer::gpu::Gpu;
 use tinyformer::model::run::GenConfig;
-use tinyformer::model::{Backend, CpuBackend, GpuBackend, Model};
+use tinyformer::model::{Backend, CpuBackend, GpuBackend, MapKind, Model};
 
 const FIXTURES: &str = "tests/fixtures/models";
 const LOGIT_ATOL: f64 = 1e-3;
@@ -73,7 +73,7 @@ async fn check_fixture<B: Backend>(b: &mut B, name: &str, j: &Value, bytes: &[u8
     assert_eq!(out.attention.len(), want_attn.len(), "{name}: number of attention maps");
     let mut da = 0f64;
     for (got, want) in out.attention.iter().zip(want_attn) {
-        assert_eq!(got.kind, want["kind"].as_str().unwrap(), "{name}: attention order");
+        assert_eq!(got.kind.as_str(), want["kind"].as_str().unwrap(), "{name}: attention order");
         assert_eq!(got.layer as u64, want["layer"].as_u64().unwrap());
         da = da.max(assert_close(
             &format!("{name} {} attention layer {}", got.kind, got.layer),
@@ -84,7 +84,7 @@ async fn check_fixture<B: Backend>(b: &mut B, name: &str, j: &Value, bytes: &[u8
         ));
     }
     for (kind, mask) in &out.masks {
-        let want = flat(&j["masks"][*kind]);
+        let want = flat(&j["masks"][kind.as_str()]);
         assert_close(&format!("{name} {kind} mask"), &mask.data, &want, 0.0, 0.0);
     }
     if let Some(moe) = j.get("moe").and_then(|v| v.as_array()) {
@@ -192,7 +192,7 @@ fn streamed_attention_rows_equal_the_full_pass() {
             let seq = &g.ids[..g.ids.len() - 1];
             let full = if encdec { m.forward(b, &src, Some(seq)).await.unwrap() } else { m.forward(b, seq, None).await.unwrap() };
             for maps in &steps {
-                for mp in maps.iter().filter(|mp| mp.kind != "encoder") {
+                for mp in maps.iter().filter(|mp| mp.kind != MapKind::Encoder) {
                     let f = full.attention.iter().find(|x| x.kind == mp.kind && x.layer == mp.layer).unwrap();
                     for h in 0..mp.heads {
                         for r in 0..mp.rows {

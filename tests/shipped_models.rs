@@ -10,7 +10,7 @@ use tinyformer::fastcpu::FastCpuBackend;
 use tinyformer::gpu::Gpu;
 use tinyformer::model::config::Arch;
 use tinyformer::model::run::GenConfig;
-use tinyformer::model::{Backend, CpuBackend, GpuBackend, Model};
+use tinyformer::model::{Backend, CpuBackend, GpuBackend, MapKind, Model};
 
 pub const SHIPPED: &[&str] = &["shakespeare-llama", "shakespeare-gpt", "shakespeare-moe", "dates-encdec"];
 
@@ -162,7 +162,7 @@ async fn check_cross_alignment<B: Backend>(b: &mut B, m: &mut Model<B>, name: &s
         let span = &it["spans"]["year"];
         let (lo, hi) = (span[0].as_u64().unwrap() as usize, span[1].as_u64().unwrap() as usize);
         let out = m.forward(b, &src, Some(&tgt)).await.unwrap();
-        let map = out.attention.iter().find(|a| a.kind == "cross" && a.layer == layer).expect("a cross-attention map");
+        let map = out.attention.iter().find(|a| a.kind == MapKind::Cross && a.layer == layer).expect("a cross-attention map");
         assert_eq!((map.rows, map.cols), (tgt.len(), src.len()));
         // a two-digit year ("'21") spells only the last two digits; the century has no source
         let rows = if hi - lo == 2 { 2..4 } else { 0..4 };

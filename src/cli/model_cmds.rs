@@ -251,7 +251,7 @@ pub fn forward(a: &ForwardArgs) -> Result<String> {
     let logits: Vec<Vec<f32>> = out.logits.chunks(out.vocab).map(|r| r.to_vec()).collect();
     let attention: Vec<Value> =
         out.attention.iter().map(|mp| json!({"kind": mp.kind, "layer": mp.layer, "weights": mp.nested()})).collect();
-    let masks: serde_json::Map<String, Value> = out.masks.iter().map(|(k, mk)| (k.to_string(), json!(mk.rows_vec()))).collect();
+    let masks: serde_json::Map<String, Value> = out.masks.iter().map(|(k, mk)| (k.as_str().to_string(), json!(mk.rows_vec()))).collect();
     let mut v = json!({"arch": s.config().arch.as_str(), "backend": s.backend(), "ids": ids, "logits": logits, "attention": attention, "masks": masks});
     if let Some(t) = tgt {
         v["tgt_ids"] = json!(t);

@@ -1,11 +1,14 @@
-//! The plain-Rust reference: one loop per op, mirroring `src/gpu/` file for file.
-//! Every WGSL kernel is checked against the function of the same name here.
+//! The plain-Rust reference: one loop per op, mirroring `src/gpu/` file for file, and the reference
+//! backend that runs them (`backend.rs`, `CpuBackend`, with the op guards of `guards.rs` it shares
+//! with the fast CPU backend). Every WGSL kernel is checked against the function of the same name here.
 //! Notation: T tokens (rows), C = d_model, NH heads, NKV kv heads, HS head size, V vocab,
 //! Tq/Tk query/key lengths, E experts. All buffers are row-major f32.
 
 pub mod act;
 pub mod attention;
+pub mod backend;
 pub mod embed;
+pub mod guards;
 pub mod matmul;
 pub mod moe;
 pub mod norm;
@@ -14,6 +17,7 @@ pub mod sample;
 
 pub use act::*;
 pub use attention::*;
+pub use backend::CpuBackend;
 pub use embed::*;
 pub use matmul::*;
 pub use moe::*;

@@ -5,9 +5,9 @@
 
 use std::cell::{Ref, RefCell};
 
+use crate::cpu::guards::{attention_with, inplace_with, layernorm_with, rmsnorm_with};
 use crate::error::{Result, TfError};
 use crate::fastcpu::{act, attention, matmul, norm};
-use crate::model::backend::cpu::{attention_with, inplace_with, layernorm_with, rmsnorm_with};
 use crate::model::backend::tensor::need;
 use crate::model::backend::{Backend, CpuBackend, CpuTensor};
 use crate::ops::{AttnShape, EwOp, RopeShape, SampleParams};

@@ -19,7 +19,7 @@ pub mod llama2c;
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::model::checkpoint::{non_finite16, Checkpoint, FloatDtype, TensorF32};
+use crate::model::checkpoint::{non_finite16, Checkpoint, FloatDtype, HostTensor};
 use crate::model::config::ModelConfig;
 use crate::model::weights::{Listing, Role};
 
@@ -379,7 +379,7 @@ pub fn config_of(plan: &Plan) -> Result<ModelConfig> {
 /// runs `check_config` (the memory budget) before any tensor is read or widened, checks that the plan
 /// holds exactly the tensors our architecture declares, then reads them (our layout) and refuses
 /// NaN / infinite weights: f32, except the matmul weights and embeddings of an F16 / BF16 model, which
-/// keep the file's 16-bit values (`TensorF32::bits`). Every error is one line.
+/// keep the file's 16-bit values (`HostTensor::bits`). Every error is one line.
 pub fn open(
     files: &dyn Files,
     model_bin: Option<&str>,
@@ -438,7 +438,7 @@ pub fn open16(
                 t.source.file, t.source.foreign
             ));
         }
-        tensors.insert(t.name.clone(), TensorF32 { shape: t.shape.clone(), data, dtype, bits });
+        tensors.insert(t.name.clone(), HostTensor { shape: t.shape.clone(), data, dtype, bits });
     }
     let metadata =
         HashMap::from([("format".to_string(), plan.format.as_str().to_string()), ("family".to_string(), plan.family.as_str().to_string())]);

@@ -19,7 +19,7 @@
 //!
 //! Only the required tensors are kept, converted to f32 (one copy), except the matmul weights and
 //! embedding tables of an F16 / BF16 file ([`Role::keeps_16bit`]): those keep the file's 16-bit
-//! values ([`TensorF32::bits`]), which the GPU holds as they are (2 bytes a value) and the CPU
+//! values ([`HostTensor::bits`]), which the GPU holds as they are (2 bytes a value) and the CPU
 //! backends widen at upload. Extra tensors (registered buffers
 //! such as `*.pos_encoding.pe`, optimizer leftovers) are checked for layout only and otherwise ignored,
 //! whatever their dtype.
@@ -58,11 +58,11 @@ impl FloatDtype {
     }
 }
 
-/// A required tensor, row-major: converted to f32 (`data.len() == shape.iter().product()`), or,
+/// A required tensor in host memory, row-major, of f32 or 16-bit values: converted to f32 (`data.len() == shape.iter().product()`), or,
 /// for the matmul weights and embeddings of a 16-bit file, the file's 16-bit values as they are
-/// (`bits`, `data` then empty). [`TensorF32::values`] gives f32 either way.
+/// (`bits`, `data` then empty). [`HostTensor::values`] gives f32 either way.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TensorF32 {
+pub struct HostTensor {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,
     /// The dtype it had in the file.
@@ -71,7 +71,7 @@ pub struct TensorF32 {
     pub bits: Vec<u16>,
 }
 
-impl TensorF32 {
+impl HostTensor {
     /// Whether the tensor holds the file's 16-bit values (`bits`) rather than f32 (`data`).
     pub fn is_16bit(&self) -> bool {
         !self.bits.is_empty()
@@ -96,11 +96,11 @@ impl TensorF32 {
         }
     }
     /// The tensor as f32 (`bits` widened).
-    pub fn into_f32(self) -> TensorF32 {
+    pub fn into_f32(self) -> HostTensor {
         if !self.is_16bit() {
             return self;
         }
-        TensorF32 { data: widen16(&self.bits, self.dtype), shape: self.shape, dtype: self.dtype, bits: vec![] }
+        HostTensor { data: widen16(&self.bits, self.dtype), shape: self.shape, dtype: self.dtype, bits: vec![] }
     }
 }
 
@@ -138,7 +138,7 @@ pub struct Checkpoint {
     /// The rest of `__metadata__` as stored ("config" included; "tokenizer" moved to `tokenizer`).
     pub metadata: HashMap<String, String>,
     /// Every tensor of `config.expected_tensors()`, by name. Nothing else.
-    pub tensors: HashMap<String, TensorF32>,
+    pub tensors: HashMap<String, HostTensor>,
 }
 
 /// How a family of checkpoints names and stores the tensors of [`Weights::declare`]
@@ -276,7 +276,7 @@ impl Checkpoint {
                 if nan + inf > 0 {
                     bad.push((file.clone(), nan, inf, bits.len()));
                 }
-                tensors.insert(declared.name, TensorF32 { shape: declared.shape, data: vec![], dtype, bits });
+                tensors.insert(declared.name, HostTensor { shape: declared.shape, data: vec![], dtype, bits });
                 continue;
             }
             let mut data = convert(raw, dtype).map_err(|_| oom())?;
@@ -295,7 +295,7 @@ impl Checkpoint {
             if nan + inf > 0 {
                 bad.push((file.clone(), nan, inf, data.len()));
             }
-            tensors.insert(declared.name, TensorF32 { shape: declared.shape, data, dtype, bits: vec![] });
+            tensors.insert(declared.name, HostTensor { shape: declared.shape, data, dtype, bits: vec![] });
         }
         if let Some((name, nan, inf, total)) = bad.first().cloned() {
             return Err(CheckpointError::NonFinite { name, nan, inf, total, other_tensors: bad.len() - 1 });
@@ -311,12 +311,12 @@ impl Checkpoint {
     }
 
     /// A required tensor by name.
-    pub fn tensor(&self, name: &str) -> Option<&TensorF32> {
+    pub fn tensor(&self, name: &str) -> Option<&HostTensor> {
         self.tensors.get(name)
     }
 
     /// Moves a tensor out (e.g. to upload it to the GPU without a second copy).
-    pub fn take(&mut self, name: &str) -> Option<TensorF32> {
+    pub fn take(&mut self, name: &str) -> Option<HostTensor> {
         self.tensors.remove(name)
     }
 

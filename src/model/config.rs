@@ -317,60 +317,112 @@ fn invalid(field: &'static str, reason: String) -> ConfigError {
     ConfigError::Invalid { field, reason }
 }
 
+/// The fields every architecture has, checked.
+struct Shared {
+    arch: Arch,
+    vocab_size: usize,
+    src_vocab_size: usize,
+    tgt_vocab_size: usize,
+    d_model: usize,
+    num_layers: usize,
+    num_heads: usize,
+    max_seq_len: usize,
+    /// `num_kv_heads` as written (checked to divide `num_heads`)
+    kv: Option<usize>,
+}
+
+impl Shared {
+    /// The config of these fields and `d_ff`, every other field as the seed's stacks have it
+    /// (LayerNorm, sinusoidal positions, ReLU, biases, no GQA, MoE or tying): each architecture's
+    /// check replaces what it reads.
+    fn config(self, d_ff: usize) -> ModelConfig {
+        ModelConfig {
+            arch: self.arch,
+            vocab_size: self.vocab_size,
+            src_vocab_size: self.src_vocab_size,
+            tgt_vocab_size: self.tgt_vocab_size,
+            d_model: self.d_model,
+            num_layers: self.num_layers,
+            num_heads: self.num_heads,
+            max_seq_len: self.max_seq_len,
+            d_ff,
+            num_kv_heads: self.num_heads,
+            multiple_of: 0,
+            norm_eps: LAYER_NORM_EPS,
+            rope_theta: DEFAULT_ROPE_THETA,
+            moe: None,
+            positions: Positions::Sinusoidal,
+            activation: Activation::Relu,
+            qkv_bias: true,
+            tie_embeddings: false,
+        }
+    }
+}
+
 impl RawConfig {
     /// The checks of every field, in the order a person reads the config; the first failure is reported.
-    fn validate(self) -> Result<ModelConfig, ConfigError> {
-        let arch = match self.arch {
-            None => return Err(ConfigError::MissingField { field: "arch", arch: None }),
+    fn validate(mut self) -> Result<ModelConfig, ConfigError> {
+        let shared = self.shared()?;
+        let moe = self.moe(shared.arch)?;
+        let cfg = match shared.arch {
+            Arch::EncoderDecoder => self.encoder_decoder(shared)?,
+            Arch::Decoder => self.decoder(shared, moe)?,
+            Arch::Llama => self.llama(shared)?,
+        };
+        within_limits(cfg)
+    }
+
+    fn arch(&mut self) -> Result<Arch, ConfigError> {
+        match self.arch.take() {
+            None => Err(ConfigError::MissingField { field: "arch", arch: None }),
             Some(Field::Ok(s)) => Arch::parse(&s).ok_or_else(|| {
                 invalid(
                     "arch",
                     format!("unknown architecture {}: expected \"encoder_decoder\", \"decoder\" or \"llama\"", crate::error::quote(&s)),
                 )
-            })?,
-            Some(Field::Other(v)) => {
-                return Err(ConfigError::WrongType {
-                    field: "arch",
-                    expected: "a string (\"encoder_decoder\", \"decoder\" or \"llama\")",
-                    found: show_value(&v),
-                })
-            }
-        };
+            }),
+            Some(Field::Other(v)) => Err(ConfigError::WrongType {
+                field: "arch",
+                expected: "a string (\"encoder_decoder\", \"decoder\" or \"llama\")",
+                found: show_value(&v),
+            }),
+        }
+    }
 
-        // shared sizes
-        let d_model = size("d_model", self.d_model, MAX_DIM, arch)?;
-        let num_layers = size("num_layers", self.num_layers, MAX_LAYERS, arch)?;
-        let num_heads = size("num_heads", self.num_heads, MAX_DIM, arch)?;
-        let max_seq_len = size("max_seq_len", self.max_seq_len, MAX_SEQ_LEN, arch)?;
+    /// The architecture, the sizes, `num_kv_heads` (whenever present) and the vocabularies.
+    fn shared(&mut self) -> Result<Shared, ConfigError> {
+        let arch = self.arch()?;
+        let d_model = size("d_model", self.d_model.take(), MAX_DIM, arch)?;
+        let num_layers = size("num_layers", self.num_layers.take(), MAX_LAYERS, arch)?;
+        let num_heads = size("num_heads", self.num_heads.take(), MAX_DIM, arch)?;
+        let max_seq_len = size("max_seq_len", self.max_seq_len.take(), MAX_SEQ_LEN, arch)?;
         if d_model % num_heads != 0 {
             return Err(invalid("num_heads", format!("d_model ({d_model}) must be divisible by num_heads ({num_heads})")));
         }
-        let head_dim = d_model / num_heads;
-
-        // num_kv_heads: validated whenever present
-        let kv = opt_size("num_kv_heads", self.num_kv_heads, MAX_DIM)?;
+        let kv = opt_size("num_kv_heads", self.num_kv_heads.take(), MAX_DIM)?;
         if let Some(kv) = kv {
             if num_heads % kv != 0 {
                 return Err(invalid("num_kv_heads", format!("num_heads ({num_heads}) must be divisible by num_kv_heads ({kv})")));
             }
         }
-
-        // vocabularies
         let (vocab_size, src_vocab_size, tgt_vocab_size) = match arch {
             Arch::EncoderDecoder => {
-                let src = size("src_vocab_size", self.src_vocab_size, MAX_DIM, arch)?;
-                let tgt = size("tgt_vocab_size", self.tgt_vocab_size, MAX_DIM, arch)?;
+                let src = size("src_vocab_size", self.src_vocab_size.take(), MAX_DIM, arch)?;
+                let tgt = size("tgt_vocab_size", self.tgt_vocab_size.take(), MAX_DIM, arch)?;
                 (tgt, src, tgt)
             }
             Arch::Decoder | Arch::Llama => {
-                let v = size("vocab_size", self.vocab_size, MAX_DIM, arch)?;
+                let v = size("vocab_size", self.vocab_size.take(), MAX_DIM, arch)?;
                 (v, v, v)
             }
         };
+        Ok(Shared { arch, vocab_size, src_vocab_size, tgt_vocab_size, d_model, num_layers, num_heads, max_seq_len, kv })
+    }
 
-        // moe
-        let moe = match self.moe {
-            None | Some(Value::Null) => None,
+    /// `moe`: absent, or an object (decoder only).
+    fn moe(&mut self, arch: Arch) -> Result<Option<MoeConfig>, ConfigError> {
+        match self.moe.take() {
+            None | Some(Value::Null) => Ok(None),
             Some(m @ Value::Object(_)) => {
                 if arch != Arch::Decoder {
                     return Err(invalid("moe", format!("mixture of experts is only supported for arch \"decoder\", not \"{arch}\"")));
@@ -384,141 +436,133 @@ impl RawConfig {
                 if top_k > num_experts {
                     return Err(invalid("moe.top_k", format!("top_k ({top_k}) must not exceed num_experts ({num_experts})")));
                 }
-                Some(MoeConfig { num_experts, top_k, expert_dim, capacity_factor })
+                Ok(Some(MoeConfig { num_experts, top_k, expert_dim, capacity_factor }))
             }
-            Some(v) => {
-                return Err(ConfigError::WrongType {
-                    field: "moe",
-                    expected: "an object {\"num_experts\", \"top_k\", \"expert_dim\", \"capacity_factor\"} or absent",
-                    found: show_value(&v),
-                })
-            }
-        };
+            Some(v) => Err(ConfigError::WrongType {
+                field: "moe",
+                expected: "an object {\"num_experts\", \"top_k\", \"expert_dim\", \"capacity_factor\"} or absent",
+                found: show_value(&v),
+            }),
+        }
+    }
 
-        let cfg = match arch {
-            Arch::EncoderDecoder | Arch::Decoder => {
-                if let Some(kv) = kv {
-                    if kv != num_heads {
-                        return Err(invalid(
-                            "num_kv_heads",
-                            format!(
-                                "grouped-query attention is only supported for arch \"llama\"; for \"{arch}\" num_kv_heads must equal num_heads ({num_heads}) or be absent, got {kv}"
-                            ),
-                        ));
-                    }
-                }
-                let d_ff = match (&moe, opt_size("d_ff", self.d_ff, MAX_DIM)?) {
-                    (_, Some(d)) => d,
-                    (Some(m), None) => m.expert_dim,
-                    (None, None) => return Err(ConfigError::MissingField { field: "d_ff", arch: Some(arch) }),
-                };
-                // the options of the foreign decoders (GPT-2); the encoder-decoder has only the seed's
-                let decoder = arch == Arch::Decoder;
-                let positions = match opt_choice(
-                    "positions",
-                    self.positions,
-                    if decoder { &["sinusoidal", "learned"] } else { &["sinusoidal"] },
-                    arch,
-                )? {
-                    Some(1) => Positions::Learned,
-                    _ => Positions::Sinusoidal,
-                };
-                let act_choices: &[&str] = if decoder && moe.is_none() { &["relu", "gelu_tanh"] } else { &["relu"] };
-                let activation = match opt_choice("activation", self.activation, act_choices, arch)? {
-                    Some(1) => Activation::GeluTanh,
-                    _ => Activation::Relu,
-                };
-                if opt_bool("qkv_bias", self.qkv_bias)? == Some(false) {
-                    return Err(invalid("qkv_bias", format!("arch \"{arch}\" always has q/k/v biases; false is not supported")));
-                }
-                let tie_embeddings = opt_bool("tie_embeddings", self.tie_embeddings)?.unwrap_or(false);
-                if tie_embeddings && !decoder {
-                    return Err(invalid("tie_embeddings", format!("arch \"{arch}\" has its own final_layer; tying it is not supported")));
-                }
-                let norm_eps =
-                    if decoder { opt_positive_f32("norm_eps", self.norm_eps, 1.0)?.unwrap_or(LAYER_NORM_EPS) } else { LAYER_NORM_EPS };
-                ModelConfig {
-                    arch,
-                    vocab_size,
-                    src_vocab_size,
-                    tgt_vocab_size,
-                    d_model,
-                    num_layers,
-                    num_heads,
-                    max_seq_len,
-                    d_ff,
-                    num_kv_heads: num_heads,
-                    multiple_of: 0,
-                    norm_eps,
-                    rope_theta: DEFAULT_ROPE_THETA,
-                    moe,
-                    positions,
-                    activation,
-                    qkv_bias: true,
-                    tie_embeddings,
-                }
-            }
-            Arch::Llama => {
-                if head_dim % 2 != 0 {
-                    return Err(invalid(
-                        "num_heads",
-                        format!(
-                            "llama needs an even head dimension for RoPE pairs, but d_model ({d_model}) / num_heads ({num_heads}) = {head_dim}"
-                        ),
-                    ));
-                }
-                // an explicit hidden size (foreign models) or the seed's formula over multiple_of
-                let hidden_dim = opt_size("hidden_dim", self.hidden_dim, MAX_DIM)?;
-                let multiple_of = match hidden_dim {
-                    Some(_) => opt_size("multiple_of", self.multiple_of, MAX_DIM)?.unwrap_or(0),
-                    None => size("multiple_of", self.multiple_of, MAX_DIM, arch)?,
-                };
-                let norm_eps = opt_positive_f32("norm_eps", self.norm_eps, 1.0)?.unwrap_or(DEFAULT_RMS_NORM_EPS);
-                let rope_theta = opt_positive_f32("rope_theta", self.rope_theta, 1e12)?.unwrap_or(DEFAULT_ROPE_THETA);
-                let hidden = hidden_dim.unwrap_or_else(|| llama_hidden(d_model, multiple_of));
-                if hidden > MAX_DIM {
-                    return Err(invalid("multiple_of", format!("the SwiGLU hidden size {hidden} it gives is over the limit of {MAX_DIM}")));
-                }
-                opt_choice("positions", self.positions, &["rope"], arch)?;
-                opt_choice("activation", self.activation, &["swiglu"], arch)?;
-                let qkv_bias = opt_bool("qkv_bias", self.qkv_bias)?.unwrap_or(false);
-                let tie_embeddings = opt_bool("tie_embeddings", self.tie_embeddings)?.unwrap_or(false);
-                ModelConfig {
-                    arch,
-                    vocab_size,
-                    src_vocab_size,
-                    tgt_vocab_size,
-                    d_model,
-                    num_layers,
-                    num_heads,
-                    max_seq_len,
-                    d_ff: hidden,
-                    num_kv_heads: kv.unwrap_or(num_heads),
-                    multiple_of,
-                    norm_eps,
-                    rope_theta,
-                    moe: None,
-                    positions: Positions::Rope,
-                    activation: Activation::Swiglu,
-                    qkv_bias,
-                    tie_embeddings,
-                }
-            }
-        };
+    /// encoder_decoder: the seed's stacks exactly (`d_ff` required, nothing else to choose).
+    fn encoder_decoder(self, s: Shared) -> Result<ModelConfig, ConfigError> {
+        let arch = s.arch;
+        no_gqa(&s)?;
+        let d_ff = size("d_ff", self.d_ff, MAX_DIM, arch)?;
+        opt_choice("positions", self.positions, &["sinusoidal"], arch)?;
+        opt_choice("activation", self.activation, &["relu"], arch)?;
+        biases_always(arch, self.qkv_bias)?;
+        if opt_bool("tie_embeddings", self.tie_embeddings)? == Some(true) {
+            return Err(invalid("tie_embeddings", format!("arch \"{arch}\" has its own final_layer; tying it is not supported")));
+        }
+        Ok(s.config(d_ff))
+    }
 
-        // Whole-model bounds: keep the declared tensors and the parameter count small and overflow-free.
-        let census = Census::of(&cfg);
-        if census.tensors > MAX_TENSORS {
+    /// decoder: the seed's decoder-only LLM, with MoE, or with GPT-2's options (learned positions,
+    /// GELU-tanh, tied head, its norm eps).
+    fn decoder(self, s: Shared, moe: Option<MoeConfig>) -> Result<ModelConfig, ConfigError> {
+        let arch = s.arch;
+        no_gqa(&s)?;
+        let d_ff = match (&moe, opt_size("d_ff", self.d_ff, MAX_DIM)?) {
+            (_, Some(d)) => d,
+            (Some(m), None) => m.expert_dim,
+            (None, None) => return Err(ConfigError::MissingField { field: "d_ff", arch: Some(arch) }),
+        };
+        let positions = match opt_choice("positions", self.positions, &["sinusoidal", "learned"], arch)? {
+            Some(1) => Positions::Learned,
+            _ => Positions::Sinusoidal,
+        };
+        let act_choices: &[&str] = if moe.is_none() { &["relu", "gelu_tanh"] } else { &["relu"] };
+        let activation = match opt_choice("activation", self.activation, act_choices, arch)? {
+            Some(1) => Activation::GeluTanh,
+            _ => Activation::Relu,
+        };
+        biases_always(arch, self.qkv_bias)?;
+        let tie_embeddings = opt_bool("tie_embeddings", self.tie_embeddings)?.unwrap_or(false);
+        let norm_eps = opt_positive_f32("norm_eps", self.norm_eps, 1.0)?.unwrap_or(LAYER_NORM_EPS);
+        Ok(ModelConfig { norm_eps, moe, positions, activation, tie_embeddings, ..s.config(d_ff) })
+    }
+
+    /// llama: RoPE over even head dimensions, GQA, SwiGLU of `hidden_dim` or the seed's formula.
+    fn llama(self, s: Shared) -> Result<ModelConfig, ConfigError> {
+        let (arch, d_model, num_heads) = (s.arch, s.d_model, s.num_heads);
+        let head_dim = d_model / num_heads;
+        if head_dim % 2 != 0 {
             return Err(invalid(
-                if cfg.moe.is_some() { "moe.num_experts" } else { "num_layers" },
-                format!("the config describes {} tensors, over the limit of {MAX_TENSORS}", census.tensors),
+                "num_heads",
+                format!(
+                    "llama needs an even head dimension for RoPE pairs, but d_model ({d_model}) / num_heads ({num_heads}) = {head_dim}"
+                ),
             ));
         }
-        if census.params > MAX_PARAMS {
-            return Err(invalid("d_model", format!("the config describes {} parameters, over the limit of {MAX_PARAMS}", census.params)));
+        // an explicit hidden size (foreign models) or the seed's formula over multiple_of
+        let hidden_dim = opt_size("hidden_dim", self.hidden_dim, MAX_DIM)?;
+        let multiple_of = match hidden_dim {
+            Some(_) => opt_size("multiple_of", self.multiple_of, MAX_DIM)?.unwrap_or(0),
+            None => size("multiple_of", self.multiple_of, MAX_DIM, arch)?,
+        };
+        let norm_eps = opt_positive_f32("norm_eps", self.norm_eps, 1.0)?.unwrap_or(DEFAULT_RMS_NORM_EPS);
+        let rope_theta = opt_positive_f32("rope_theta", self.rope_theta, 1e12)?.unwrap_or(DEFAULT_ROPE_THETA);
+        let hidden = hidden_dim.unwrap_or_else(|| llama_hidden(d_model, multiple_of));
+        if hidden > MAX_DIM {
+            return Err(invalid("multiple_of", format!("the SwiGLU hidden size {hidden} it gives is over the limit of {MAX_DIM}")));
         }
-        Ok(cfg)
+        opt_choice("positions", self.positions, &["rope"], arch)?;
+        opt_choice("activation", self.activation, &["swiglu"], arch)?;
+        let qkv_bias = opt_bool("qkv_bias", self.qkv_bias)?.unwrap_or(false);
+        let tie_embeddings = opt_bool("tie_embeddings", self.tie_embeddings)?.unwrap_or(false);
+        let num_kv_heads = s.kv.unwrap_or(num_heads);
+        Ok(ModelConfig {
+            num_kv_heads,
+            multiple_of,
+            norm_eps,
+            rope_theta,
+            positions: Positions::Rope,
+            activation: Activation::Swiglu,
+            qkv_bias,
+            tie_embeddings,
+            ..s.config(hidden)
+        })
     }
+}
+
+/// encoder_decoder and decoder: `num_kv_heads`, when given, must equal `num_heads` (no GQA there).
+fn no_gqa(s: &Shared) -> Result<(), ConfigError> {
+    match s.kv {
+        Some(kv) if kv != s.num_heads => Err(invalid(
+            "num_kv_heads",
+            format!(
+                "grouped-query attention is only supported for arch \"llama\"; for \"{}\" num_kv_heads must equal num_heads ({}) or be absent, got {kv}",
+                s.arch, s.num_heads
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// encoder_decoder and decoder: every projection has a bias, so `qkv_bias` may only say true.
+fn biases_always(arch: Arch, v: Option<Field<bool>>) -> Result<(), ConfigError> {
+    if opt_bool("qkv_bias", v)? == Some(false) {
+        return Err(invalid("qkv_bias", format!("arch \"{arch}\" always has q/k/v biases; false is not supported")));
+    }
+    Ok(())
+}
+
+/// Whole-model bounds: keep the declared tensors and the parameter count small and overflow-free.
+fn within_limits(cfg: ModelConfig) -> Result<ModelConfig, ConfigError> {
+    let census = Census::of(&cfg);
+    if census.tensors > MAX_TENSORS {
+        return Err(invalid(
+            if cfg.moe.is_some() { "moe.num_experts" } else { "num_layers" },
+            format!("the config describes {} tensors, over the limit of {MAX_TENSORS}", census.tensors),
+        ));
+    }
+    if census.params > MAX_PARAMS {
+        return Err(invalid("d_model", format!("the config describes {} parameters, over the limit of {MAX_PARAMS}", census.params)));
+    }
+    Ok(cfg)
 }
 
 impl ModelConfig {

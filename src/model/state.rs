@@ -15,6 +15,7 @@
 use crate::error::{Result, TfError};
 use crate::model::backend::Backend;
 use crate::model::config::{Arch, ModelConfig, Positions};
+use crate::model::map_kind::MapKind;
 use crate::model::memory::Budget;
 
 mod buffers;
@@ -177,17 +178,17 @@ pub struct Maps<T> {
 }
 
 impl<T> Maps<T> {
-    /// The kept map of layer `layer` of `kind` ("encoder" | "decoder" | "cross").
-    pub fn kept(&self, kind: &str, layer: usize) -> Option<&T> {
+    /// The kept map of layer `layer` of `kind`.
+    pub fn kept(&self, kind: MapKind, layer: usize) -> Option<&T> {
         let v = match kind {
-            "encoder" => &self.encoder,
-            "cross" => &self.cross,
-            _ => &self.decoder,
+            MapKind::Encoder => &self.encoder,
+            MapKind::Cross => &self.cross,
+            MapKind::Decoder => &self.decoder,
         };
         v.get(layer).and_then(|m| m.as_ref())
     }
     /// Where layer `layer` of `kind` writes its probabilities in a pass: its map, or the scratch.
-    pub fn target(&self, kind: &str, layer: usize) -> Result<&T> {
+    pub fn target(&self, kind: MapKind, layer: usize) -> Result<&T> {
         self.kept(kind, layer)
             .or(self.scratch.as_ref())
             .ok_or_else(|| TfError::Internal(format!("no attention buffer for {kind} layer {layer}")))
@@ -328,17 +329,6 @@ impl<T> RunState<T> {
             budget: Budget::default(),
             bytes: d.bytes(),
         })
-    }
-
-    /// Where the attention of `ls` (one of `layers` or `enc_layers`) writes its probabilities.
-    pub fn probs_for(&self, ls: &LayerState<T>) -> Result<&T> {
-        if let Some(i) = self.layers.iter().position(|l| std::ptr::eq(l, ls)) {
-            return self.maps.target("decoder", i);
-        }
-        match self.enc_layers.iter().position(|l| std::ptr::eq(l, ls)) {
-            Some(i) => self.maps.target("encoder", i),
-            None => Err(TfError::Internal("a layer state outside the run state".into())),
-        }
     }
 
     /// Replaces the attention maps with those of `maps` and `map_area` (the context stays): the

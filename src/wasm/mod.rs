@@ -248,7 +248,7 @@ pub async fn forward(ids: Vec<u32>, tgt: Option<Vec<u32>>, layers: Option<Vec<u3
     to_js(&Forward {
         logits: Matrix { rows: out.rows, cols: out.vocab, data: f32s(&out.logits) },
         attention: maps(&out.attention),
-        masks: out.masks.iter().map(|(k, m)| (*k, matrix(m))).collect(),
+        masks: out.masks.iter().map(|(k, m)| (k.as_str(), matrix(m))).collect(),
         moe: &out.moe,
     })
 }

@@ -8,9 +8,9 @@ use crate::error::{Result, TfError};
 use crate::mask::{self, Mask};
 use crate::model::backend::Backend;
 use crate::model::config::Arch;
-use crate::model::memory;
-use crate::model::state::{MapLayers, Plan, RunState};
-use crate::model::transformer::{Logits, Model};
+use crate::model::forward::{Logits, Model};
+use crate::model::map_kind::MapKind;
+use crate::model::state::{MapLayers, Plan};
 use crate::ops::SampleParams;
 use crate::rng::step_uniform;
 
@@ -20,8 +20,7 @@ pub const EOS_ID: u32 = 2;
 /// One attention tensor: (heads, rows, cols) probabilities, rows = queries, cols = keys.
 #[derive(Clone, Debug, Serialize)]
 pub struct AttnMap {
-    /// "encoder" | "decoder" | "cross"
-    pub kind: &'static str,
+    pub kind: MapKind,
     pub layer: usize,
     pub heads: usize,
     pub rows: usize,
@@ -57,8 +56,8 @@ pub struct ForwardOut {
     pub rows: usize,
     pub vocab: usize,
     pub attention: Vec<AttnMap>,
-    /// ("encoder" | "decoder" | "cross", mask with 1 = may attend)
-    pub masks: Vec<(&'static str, Mask)>,
+    /// (the attention it masks, mask with 1 = may attend)
+    pub masks: Vec<(MapKind, Mask)>,
     pub moe: Vec<MoeRecord>,
 }
 
@@ -70,79 +69,26 @@ impl<B: Backend> Model<B> {
     /// The (tensor, kind, layer, rows, cols) of every attention map the last pass kept (the layers
     /// of the run state's plan): `t` query rows over `tk` keys (cross: over the source); encoder
     /// maps only for a pass from position 0.
-    pub(crate) fn map_specs(&self, t: usize, tk: usize, row_offset: usize) -> Vec<(&B::T, &'static str, usize, usize, usize)> {
+    pub(crate) fn map_specs(&self, t: usize, tk: usize, row_offset: usize) -> Vec<(&B::T, MapKind, usize, usize, usize)> {
         let mut specs = Vec::new();
         let maps = &self.state.maps;
         if row_offset == 0 && self.cfg.arch == Arch::EncoderDecoder {
             let ts = self.src.len();
             for (i, m) in maps.encoder.iter().enumerate() {
                 if let Some(m) = m {
-                    specs.push((m, "encoder", i, ts, ts));
+                    specs.push((m, MapKind::Encoder, i, ts, ts));
                 }
             }
         }
         for (i, m) in maps.decoder.iter().enumerate() {
             if let Some(m) = m {
-                specs.push((m, "decoder", i, t, tk));
+                specs.push((m, MapKind::Decoder, i, t, tk));
             }
             if let Some(Some(cp)) = maps.cross.get(i) {
-                specs.push((cp, "cross", i, t, self.src.len()));
+                specs.push((cp, MapKind::Cross, i, t, self.src.len()));
             }
         }
         specs
-    }
-
-    /// Makes the run state hold a pass reaching position `end` whose attention is `area` = Tq x Tk
-    /// cells at most, keeping the maps of `maps` (and no others): the context grows to `end` when
-    /// it holds fewer rows, the maps are reallocated when another set of layers or a larger area
-    /// is asked for (see [`Model::replan`]).
-    pub fn plan_for(&mut self, b: &B, end: usize, area: usize, maps: &MapLayers) -> Result<()> {
-        maps.check(self.cfg.num_layers)?;
-        let cur = &self.state.plan;
-        if cur.holds(end, area, maps) {
-            return Ok(());
-        }
-        let area = if *maps == cur.maps { cur.map_area.max(area) } else { area };
-        let plan = Plan::new(&self.cfg, cur.context.max(end), maps.clone(), area);
-        self.replan(b, plan)
-    }
-
-    /// Reallocates the run state for `plan` where it differs: a new context reallocates everything
-    /// (the K/V caches and the encoder's keys are lost: callers re-run from position 0), other maps
-    /// or another area the maps alone. Checked first against the load's budget, with the weights
-    /// (memory::demand_for): over it, one line naming the request, the total and the biggest
-    /// buffers, and the state is left as it was.
-    pub fn replan(&mut self, b: &B, plan: Plan) -> Result<()> {
-        plan.maps.check(self.cfg.num_layers)?;
-        if plan == self.state.plan {
-            return Ok(());
-        }
-        let budget = self.state.budget;
-        memory::demand_for(&self.cfg, b.weight_copies(), &plan).check(&budget).map_err(|e| {
-            let kept = match &plan.maps {
-                MapLayers::All => "every layer's".to_string(),
-                MapLayers::None => "no".to_string(),
-                MapLayers::Only(v) => format!("{} layers'", v.len()),
-            };
-            TfError::Memory(format!("a context of {} tokens with {kept} attention maps: {e}", plan.context))
-        })?;
-        if plan.context != self.state.plan.context {
-            // the old state is freed before the new one is allocated
-            self.state = RunState::new(b, &self.cfg, &Plan::new(&self.cfg, 1, MapLayers::None, 1))?;
-            self.state.budget = budget;
-            self.state = RunState::new(b, &self.cfg, &plan)?;
-            self.state.budget = budget;
-            Ok(())
-        } else {
-            self.state.set_maps(b, &self.cfg, plan.maps, plan.map_area)
-        }
-    }
-
-    /// [`Model::plan_for`] a pass from position 0 over `t` tokens (and an encoded source of `src`).
-    pub fn plan_pass(&mut self, b: &B, src: Option<usize>, t: usize, maps: &MapLayers) -> Result<()> {
-        let ts = src.unwrap_or(0);
-        let area = (t * t).max(ts * ts).max(t * ts);
-        self.plan_for(b, t.max(ts), area, maps)
     }
 
     /// Reads `extra` and every attention map of the last pass in one submission and one map.
@@ -164,7 +110,7 @@ impl<B: Backend> Model<B> {
             .iter()
             .zip(maps_raw)
             .map(|((_, kind, layer, rows, cols), raw)| AttnMap {
-                kind,
+                kind: *kind,
                 layer: *layer,
                 heads,
                 rows: *rows,
@@ -228,9 +174,9 @@ impl<B: Backend> Model<B> {
             self.encode(b, ids)?;
             self.run_decoder(b, &tgt, 0, Logits::All)?;
             let masks = vec![
-                ("encoder", mask::padding(ids.len(), ids)),
-                ("decoder", mask::decoder_self(&tgt)),
-                ("cross", mask::padding(tgt.len(), ids)),
+                (MapKind::Encoder, mask::padding(ids.len(), ids)),
+                (MapKind::Decoder, mask::decoder_self(&tgt)),
+                (MapKind::Cross, mask::padding(tgt.len(), ids)),
             ];
             (tgt.len(), tgt.len(), masks)
         } else {
@@ -242,7 +188,7 @@ impl<B: Backend> Model<B> {
             }
             self.plan_pass(b, None, ids.len(), maps)?;
             self.run_lm(b, ids, 0, Logits::All)?;
-            (ids.len(), ids.len(), vec![("decoder", mask::kv_cache(0, ids.len()))])
+            (ids.len(), ids.len(), vec![(MapKind::Decoder, mask::kv_cache(0, ids.len()))])
         };
         b.submit()?;
         let vocab = self.in_vocab();
@@ -407,7 +353,7 @@ pub struct Generation {
     /// (only with `sliding_window`; `ids` starts after them)
     pub prompt_cut: usize,
     /// tokens computed in a chained batch and not handed out yet, and batches in flight
-    pub(crate) chain: crate::model::chain::ChainState,
+    pub(crate) chain: crate::model::runtime::chain::ChainState,
 }
 
 pub struct StepOut {

@@ -1,20 +1,30 @@
-//! The forward passes. One `Model` runs all three architectures of the seeds over any `Backend`:
+//! The forward: `Model`, loaded from a checkpoint, and its passes. One `Model` runs all three
+//! architectures of the seeds over any `Backend`:
 //! - decoder (seed 000 decoder-only LLM): pre-norm LayerNorm blocks, ReLU or MoE FFN, sinusoidal PE;
 //! - llama (seed 004): pre-norm RMSNorm blocks, RoPE, grouped-query attention, SwiGLU;
 //! - encoder_decoder (seed 000): post-norm encoder and decoder with cross-attention.
 //! Keys and values are written into the per-layer cache at their absolute position, so a pass over
 //! T new tokens after `pos` cached ones reads like the seed's KV-cache code.
+//!
+//! Each block's weights, their loader and its forward sit side by side: `attention`, `ffn`, `norm`;
+//! `weights` declares and loads a whole architecture from them.
+
+pub mod attention;
+pub mod ffn;
+pub mod norm;
+pub mod weights;
 
 use crate::error::{Result, TfError};
 use crate::mask::PAD_ID;
+use crate::model::analysis::hooks::{HookPoint, Hooks, XnAfterHook};
 use crate::model::backend::Backend;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{Arch, ModelConfig};
-use crate::model::inspect::{HookPoint, Hooks};
+use crate::model::forward::weights::Weights;
+use crate::model::map_kind::{MapKind, Stack};
 use crate::model::memory::{self, Budget};
-use crate::model::state::{LayerState, Plan, RunState, Scratch};
-use crate::model::weights::{AttnW, Ffn, Norm, Weights};
-use crate::ops::{moe_capacity_for, AttnShape, EwOp};
+use crate::model::state::{LayerState, Plan, RunState};
+use crate::ops::AttnShape;
 use crate::tokenizer::Tokenizer;
 
 pub struct Model<B: Backend> {
@@ -32,7 +42,7 @@ pub struct Model<B: Backend> {
     pub params: u64,
     /// encoder-decoder: the source of the last `encode`
     pub src: Vec<u32>,
-    /// look-inside hooks: ablation and the inspection captures (model::inspect)
+    /// look-inside hooks: ablation and the inspection captures (analysis::hooks)
     pub hooks: Hooks<B::T>,
 }
 
@@ -166,107 +176,13 @@ impl<B: Backend> Model<B> {
         Ok(())
     }
 
-    fn norm(backend: &mut B, norm: &Norm<B::T>, out: &B::T, x: &B::T, rows: usize) -> Result<()> {
-        match &norm.b {
-            Some(beta) => backend.layernorm(out, x, &norm.w, beta, rows, norm.eps),
-            None => backend.rmsnorm(out, x, &norm.w, rows, norm.eps),
-        }
-    }
-
-    /// Self-attention of T tokens at positions pos..pos+T over the cache: scratch.tmp = W_o(attn(input)).
-    #[allow(clippy::too_many_arguments)]
-    fn self_attention(
-        &self,
-        backend: &mut B,
-        attn: &AttnW<B::T>,
-        layer_state: &LayerState<B::T>,
-        scratch: &Scratch<B::T>,
-        input: &B::T,
-        t: usize,
-        pos: usize,
-        mask: Option<&B::T>,
-        hook_layer: Option<usize>,
-    ) -> Result<()> {
-        let cfg = &self.cfg;
-        let (nh, nkv, hs) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim());
-        let kv_width = nkv * hs;
-        // q = x W_q^T; k, v = x W_k^T, x W_v^T written into the cache at rows pos..pos+T
-        // (the llama: q and the new k rows rotated, RoPE, in the same pass where the backend can)
-        let (q, k, v) = (&scratch.q, &layer_state.k, &layer_state.v);
-        let w = [(&attn.q.w, attn.q.b.as_ref()), (&attn.k.w, attn.k.b.as_ref()), (&attn.v.w, attn.v.b.as_ref())];
-        match &self.state.rope {
-            Some(table) => backend.qkv_rope(q, k, v, pos * kv_width, input, t, w, table, (nh, nkv, hs), pos)?,
-            None => backend.qkv(q, k, v, pos * kv_width, input, t, w)?,
-        }
-        // softmax(q k^T / sqrt(HS) + mask) v over every cached key; causal unless a mask is given
-        let mut s = AttnShape::packed(t, pos + t, nh, nkv, hs);
-        if mask.is_none() {
-            s = s.with_causal(pos);
-        }
-        backend.attention(&scratch.att, self.state.probs_for(layer_state)?, &scratch.q, &layer_state.k, &layer_state.v, mask, &s)?;
-        if let Some(l) = hook_layer {
-            self.hook_heads(backend, l, &scratch.att, t, pos)?; // capture / ablate heads before W_o
-        }
-        backend.matmul(&scratch.tmp, 0, &scratch.att, 0, t, &attn.o.w, attn.o.b.as_ref())
-    }
-
-    /// scratch.tmp = FFN(input) for T rows.
-    fn ffn(
-        &self,
-        backend: &mut B,
-        f: &Ffn<B::T>,
-        layer_state: &LayerState<B::T>,
-        scratch: &Scratch<B::T>,
-        input: &B::T,
-        t: usize,
-    ) -> Result<()> {
-        match f {
-            Ffn::Relu { l1, l2 } => {
-                // h = act(x W_1^T + b_1) (ReLU, or GPT-2's GELU-tanh), the activation in the matmul's epilogue
-                let act = self.cfg.activation.ew().ok_or_else(|| TfError::Internal("a two-layer FFN with SwiGLU".into()))?;
-                backend.matmul_act(&scratch.h, input, t, &l1.w, l1.b.as_ref(), self.cfg.d_ff, act)?;
-                backend.matmul(&scratch.tmp, 0, &scratch.h, 0, t, &l2.w, l2.b.as_ref())
-            }
-            Ffn::SwiGlu { w1, w2, w3 } => {
-                let hidden = self.cfg.llama_hidden_dim();
-                let h2 = scratch.h2.as_ref().ok_or_else(|| TfError::Internal("SwiGLU buffers missing".into()))?;
-                // h = silu(x W_1^T) * (x W_3^T): gate and up in one pass where the backend can
-                backend.matmul_swiglu(&scratch.h, h2, input, t, &w1.w, &w3.w, hidden)?;
-                backend.matmul(&scratch.tmp, 0, &scratch.h, 0, t, &w2.w, None)
-            }
-            Ffn::Moe { router, experts } => {
-                let m = self.cfg.moe.as_ref().ok_or_else(|| TfError::Internal("MoE weights without a moe config".into()))?;
-                let (e, k, c, s) = (m.num_experts, m.top_k, self.cfg.d_model, self.state.plan.context);
-                let (router_logits, gate, expert_out) = (scratch.router_logits.as_ref(), scratch.gate.as_ref(), scratch.ys.as_ref());
-                let (Some(router_logits), Some(gate), Some(expert_out), Some(moe_state)) =
-                    (router_logits, gate, expert_out, layer_state.moe.as_ref())
-                else {
-                    return Err(TfError::Internal("MoE buffers missing".into()));
-                };
-                // router: softmax(x W_r^T + b_r), top-k, renormalised; capacity in token order
-                backend.matmul(router_logits, 0, input, 0, t, &router.w, router.b.as_ref())?;
-                if let Some(li) = self.state.layers.iter().position(|l| std::ptr::eq(l, layer_state)) {
-                    self.hook_router(backend, li, router_logits, t, e)?; // experts removed from routing (model::inspect)
-                }
-                backend.moe_router(&moe_state.probs, &moe_state.experts, &moe_state.weights, router_logits, t, e, k)?;
-                backend.moe_capacity(
-                    gate,
-                    &moe_state.kept,
-                    &moe_state.experts,
-                    &moe_state.weights,
-                    t,
-                    e,
-                    k,
-                    Some(moe_capacity_for(m.capacity_factor, t, k, e)),
-                )?;
-                // every expert on every token (dense: tiny models are bound by dispatches, not FLOPs)
-                for (i, (l1, l2)) in experts.iter().enumerate() {
-                    backend.matmul_act(&scratch.h, input, t, &l1.w, l1.b.as_ref(), m.expert_dim, EwOp::Gelu)?;
-                    backend.matmul(expert_out, i * s * c, &scratch.h, 0, t, &l2.w, l2.b.as_ref())?;
-                }
-                backend.moe_combine(&scratch.tmp, expert_out, gate, t, e, c, s)
-            }
-        }
+    /// The caches of layer `li` of `stack`.
+    pub(super) fn layer_state(&self, (stack, li): (Stack, usize)) -> Result<&LayerState<B::T>> {
+        let layers = match stack {
+            Stack::Encoder => &self.state.enc_layers,
+            Stack::Decoder => &self.state.layers,
+        };
+        layers.get(li).ok_or_else(|| TfError::Internal(format!("no layer {li} in the run state")))
     }
 
     /// Decoder / llama: runs T = ids.len() new tokens at positions pos..pos+T (keys and values of
@@ -302,22 +218,22 @@ impl<B: Backend> Model<B> {
             Self::norm(backend, final_norm, &scratch.xn, &scratch.x, t)?;
         }
         let layers = &self.weights.layers;
-        // causal, or an explicit mask with cells blocked by an ablation (model::inspect)
+        // causal, or an explicit mask with cells blocked by an ablation (analysis::hooks)
         let mask = self.hook_mask(backend, t, pos)?;
         backend.layers_mark(true);
         for (li, (layer, layer_state)) in layers.iter().zip(&self.state.layers).enumerate() {
             // x = x + attn(norm1(x)); xn = norm2(x)
-            self.self_attention(backend, &layer.attn, layer_state, scratch, &scratch.xn, t, pos, mask, Some(li))?;
+            self.self_attention(backend, (Stack::Decoder, li), &layer.attn, layer_state, scratch, &scratch.xn, t, pos, mask)?;
             Self::residual_pre_norm(backend, &layer.norm_ffn, scratch, t)?;
             // an inspect hook that used xn for its lens gives it back: xn = norm2(x) again
-            if self.hook_resid(backend, HookPoint::Mid(li), &scratch.x, &scratch.xn, t, pos)? {
+            if self.hook_resid(backend, HookPoint::Mid(li), &scratch.x, &scratch.xn, t, pos)? == XnAfterHook::Overwritten {
                 Self::norm(backend, &layer.norm_ffn, &scratch.xn, &scratch.x, t)?;
             }
             // x = x + ffn(norm2(x)); xn = the next layer's norm1(x), or the final norm(x)
-            self.ffn(backend, &layer.ffn, layer_state, scratch, &scratch.xn, t)?;
+            self.ffn(backend, (Stack::Decoder, li), &layer.ffn, scratch, &scratch.xn, t)?;
             let next = layers.get(li + 1).map_or(final_norm, |l| &l.norm_attn);
             Self::residual_pre_norm(backend, next, scratch, t)?;
-            if self.hook_resid(backend, HookPoint::Block(li), &scratch.x, &scratch.xn, t, pos)? {
+            if self.hook_resid(backend, HookPoint::Block(li), &scratch.x, &scratch.xn, t, pos)? == XnAfterHook::Overwritten {
                 Self::norm(backend, next, &scratch.xn, &scratch.x, t)?;
             }
         }
@@ -332,16 +248,6 @@ impl<B: Backend> Model<B> {
             Logits::All => backend.matmul(&self.state.logits, 0, x, 0, t, w, b),
             Logits::Last => backend.matmul(&self.state.logits, 0, x, (t - 1) * c, 1, w, b),
         }
-    }
-
-    /// Pre-norm residual: x = x + tmp; xn = norm(x).
-    fn residual_pre_norm(backend: &mut B, norm: &Norm<B::T>, scratch: &Scratch<B::T>, t: usize) -> Result<()> {
-        backend.add_norm(&scratch.x, &scratch.tmp, Some(&scratch.xn), &norm.w, norm.b.as_ref(), t, norm.eps)
-    }
-
-    /// Post-norm residual: x = norm(x + tmp).
-    fn residual_post_norm(backend: &mut B, norm: &Norm<B::T>, scratch: &Scratch<B::T>, t: usize) -> Result<()> {
-        backend.add_norm(&scratch.x, &scratch.tmp, None, &norm.w, norm.b.as_ref(), t, norm.eps)
     }
 
     /// Encoder-decoder: encodes the source once and fills every decoder layer's cross keys/values.
@@ -364,11 +270,11 @@ impl<B: Backend> Model<B> {
         if let Some(pe) = &self.state.pe {
             backend.add_rows(&scratch.x, pe, ts, 0)?;
         }
-        for (layer, layer_state) in self.weights.enc_layers.iter().zip(&self.state.enc_layers) {
+        for (li, (layer, layer_state)) in self.weights.enc_layers.iter().zip(&self.state.enc_layers).enumerate() {
             // x = norm1(x + self_attn(x, src padding)); x = norm2(x + ffn(x))
-            self.self_attention(backend, &layer.attn, layer_state, scratch, &scratch.x, ts, 0, Some(mask), None)?;
+            self.self_attention(backend, (Stack::Encoder, li), &layer.attn, layer_state, scratch, &scratch.x, ts, 0, Some(mask))?;
             Self::residual_post_norm(backend, &layer.norm_attn, scratch, ts)?;
-            self.ffn(backend, &layer.ffn, layer_state, scratch, &scratch.x, ts)?;
+            self.ffn(backend, (Stack::Encoder, li), &layer.ffn, scratch, &scratch.x, ts)?;
             Self::residual_post_norm(backend, &layer.norm_ffn, scratch, ts)?;
         }
         // cross-attention keys and values of every decoder layer, once per source
@@ -405,7 +311,7 @@ impl<B: Backend> Model<B> {
         let (c, nh, hs, ts) = (cfg.d_model, cfg.num_heads, cfg.head_dim(), self.src.len());
         // Host writes first, so the whole pass goes out in one submission.
         // self: target key padding AND look-ahead over cached + new; cross: source key padding
-        // (minus any cells an ablation blocks, model::inspect)
+        // (minus any cells an ablation blocks, analysis::hooks)
         let (cells, xcells) = (&self.hooks.mask_cells, &self.hooks.cross_cells);
         let self_mask = crate::mask::Mask::from_fn(t, pos + t, |i, j| j <= pos + i && tgt[j] != PAD_ID && !cells.contains(&(pos + i, j)));
         let cross = crate::mask::Mask::from_fn(t, self.src.len(), |i, j| self.src[j] != PAD_ID && !xcells.contains(&(pos + i, j)));
@@ -425,13 +331,16 @@ impl<B: Backend> Model<B> {
         backend.layers_mark(true);
         for (li, (layer, layer_state)) in self.weights.layers.iter().zip(&self.state.layers).enumerate() {
             // x = norm1(x + self_attn(x))
-            self.self_attention(backend, &layer.attn, layer_state, scratch, &scratch.x, t, pos, Some(mask), Some(li))?;
+            self.self_attention(backend, (Stack::Decoder, li), &layer.attn, layer_state, scratch, &scratch.x, t, pos, Some(mask))?;
             Self::residual_post_norm(backend, &layer.norm_attn, scratch, t)?;
             self.hook_resid(backend, HookPoint::Mid(li), &scratch.x, &scratch.xn, t, pos)?;
             // x = norm2(x + cross_attn(x, encoder output))
-            let (Some((cw, cn)), Some(ck), Some(cv), Ok(cp)) =
-                (layer.cross.as_ref(), layer_state.cross_k.as_ref(), layer_state.cross_v.as_ref(), self.state.maps.target("cross", li))
-            else {
+            let (Some((cw, cn)), Some(ck), Some(cv), Ok(cp)) = (
+                layer.cross.as_ref(),
+                layer_state.cross_k.as_ref(),
+                layer_state.cross_v.as_ref(),
+                self.state.maps.target(MapKind::Cross, li),
+            ) else {
                 return Err(TfError::Internal("decoder layer without cross-attention".into()));
             };
             backend.matmul(&scratch.q, 0, &scratch.x, 0, t, &cw.q.w, cw.q.b.as_ref())?;
@@ -439,7 +348,7 @@ impl<B: Backend> Model<B> {
             backend.matmul(&scratch.tmp, 0, &scratch.att, 0, t, &cw.o.w, cw.o.b.as_ref())?;
             Self::residual_post_norm(backend, cn, scratch, t)?;
             // x = norm3(x + ffn(x))
-            self.ffn(backend, &layer.ffn, layer_state, scratch, &scratch.x, t)?;
+            self.ffn(backend, (Stack::Decoder, li), &layer.ffn, scratch, &scratch.x, t)?;
             Self::residual_post_norm(backend, &layer.norm_ffn, scratch, t)?;
             self.hook_resid(backend, HookPoint::Block(li), &scratch.x, &scratch.xn, t, pos)?;
         }

@@ -22,8 +22,9 @@ use crate::error::Result;
 use crate::mask::PAD_ID;
 use crate::model::backend::Backend;
 use crate::model::config::Arch;
+use crate::model::forward::{Feed, Logits, Model};
+use crate::model::map_kind::MapKind;
 use crate::model::run::{top_candidates, AttnMap, Generation, MoeRecord, StepOut, EOS_ID};
-use crate::model::transformer::{Feed, Logits, Model};
 use crate::rng::step_uniform;
 
 /// The chained state of a generation (model::run::Generation).
@@ -40,7 +41,7 @@ pub struct ChainState {
 struct PlannedStep {
     t: usize,
     pos: usize,
-    maps: Vec<(&'static str, usize, usize, usize)>,
+    maps: Vec<(MapKind, usize, usize, usize)>,
 }
 
 struct Batch {

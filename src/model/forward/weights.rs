@@ -1,5 +1,6 @@
-//! Weights: the checkpoint's tensors uploaded to a backend, grouped the way the papers draw them,
-//! and [`Weights::declare`]: the one place where an architecture names its tensors.
+//! Weights: the checkpoint's tensors uploaded to a backend, grouped the way the papers draw them
+//! (each block's own weights and loader sit beside its forward: `attention`, `ffn`, `norm`), and
+//! [`Weights::declare`]: the one place where an architecture names its tensors.
 //!
 //! The declaration walks a [`VarBuilder`] with path prefixes, in the style of candle's
 //! `vb.pp("self_attn")`: each sub-module gets its prefix and asks for its tensors by their last
@@ -20,35 +21,15 @@ use crate::error::{Result, TfError};
 use crate::model::backend::Backend;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{Arch, ModelConfig, Positions};
+use crate::model::forward::attention::{attention, AttnW};
+use crate::model::forward::ffn::{dense_ffn, moe_ffn, swiglu_ffn, Ffn};
+use crate::model::forward::norm::{layer_norm, rms_norm, Norm};
+use crate::ops::EwOp;
 
 /// nn.Linear: w (out, in), b (out,) optional.
 pub struct Linear<T> {
     pub w: T,
     pub b: Option<T>,
-}
-
-/// LayerNorm (w, b, eps 1e-5) or RMSNorm (w, eps from config) when b is None.
-pub struct Norm<T> {
-    pub w: T,
-    pub b: Option<T>,
-    pub eps: f32,
-}
-
-/// The four projections of one attention block.
-pub struct AttnW<T> {
-    pub q: Linear<T>,
-    pub k: Linear<T>,
-    pub v: Linear<T>,
-    pub o: Linear<T>,
-}
-
-pub enum Ffn<T> {
-    /// linear2(act(linear1(x))), act the config's `activation` (ReLU, or GPT-2's GELU-tanh)
-    Relu { l1: Linear<T>, l2: Linear<T> },
-    /// w2(silu(w1 x) * w3 x)
-    SwiGlu { w1: Linear<T>, w2: Linear<T>, w3: Linear<T> },
-    /// router -> softmax -> top-k; experts are Linear -> GELU -> Linear
-    Moe { router: Linear<T>, experts: Vec<(Linear<T>, Linear<T>)> },
 }
 
 /// One block. For pre-norm stacks (decoder, llama) `norm_attn` / `norm_ffn` come before their
@@ -162,47 +143,14 @@ impl<'a, S: Sink> VarBuilder<'a, S> {
 }
 
 /// nn.Linear(inp, out): `weight` (out, inp) and, with `bias`, `bias` (out,).
-fn linear<S: Sink>(mut vb: VarBuilder<S>, out: usize, inp: usize, bias: bool) -> Result<Linear<S::T>> {
+pub(super) fn linear<S: Sink>(mut vb: VarBuilder<S>, out: usize, inp: usize, bias: bool) -> Result<Linear<S::T>> {
     Ok(Linear { w: vb.get("weight", &[out, inp], Role::Matmul)?, b: if bias { Some(vb.get("bias", &[out], Role::Bias)?) } else { None } })
-}
-
-/// nn.LayerNorm(c, eps): `weight`, `bias` (c,).
-fn layer_norm<S: Sink>(mut vb: VarBuilder<S>, c: usize, eps: f32) -> Result<Norm<S::T>> {
-    Ok(Norm { w: vb.get("weight", &[c], Role::Norm)?, b: Some(vb.get("bias", &[c], Role::Norm)?), eps })
-}
-
-/// RMSNorm(c): `weight` (c,).
-fn rms_norm<S: Sink>(mut vb: VarBuilder<S>, c: usize, eps: f32) -> Result<Norm<S::T>> {
-    Ok(Norm { w: vb.get("weight", &[c], Role::Norm)?, b: None, eps })
-}
-
-/// Q, K, V, O projections named `names`: Q (NH*HS, C), K and V (NKV*HS, C), O (C, NH*HS); biases
-/// on Q, K, V with `qkv_bias`, on O with `o_bias`.
-fn attention<S: Sink>(
-    mut vb: VarBuilder<S>,
-    names: [&str; 4],
-    c: usize,
-    q_width: usize,
-    kv_width: usize,
-    [qkv_bias, o_bias]: [bool; 2],
-) -> Result<AttnW<S::T>> {
-    Ok(AttnW {
-        q: linear(vb.pp(names[0]), q_width, c, qkv_bias)?,
-        k: linear(vb.pp(names[1]), kv_width, c, qkv_bias)?,
-        v: linear(vb.pp(names[2]), kv_width, c, qkv_bias)?,
-        o: linear(vb.pp(names[3]), c, q_width, o_bias)?,
-    })
 }
 
 /// The token embedding (V, C) named `name`: a plain table, or also the head's weight when tied.
 fn token_embedding<S: Sink>(vb: &mut VarBuilder<S>, name: &str, cfg: &ModelConfig) -> Result<S::T> {
     let role = if cfg.tie_embeddings { Role::TiedEmbedding } else { Role::Embedding };
     vb.get(name, &[cfg.vocab_size, cfg.d_model], role)
-}
-
-/// Seed 000's FeedForward: linear1 (H, C), ReLU, linear2 (C, H).
-fn relu_ffn<S: Sink>(mut vb: VarBuilder<S>, c: usize, hidden: usize) -> Result<Ffn<S::T>> {
-    Ok(Ffn::Relu { l1: linear(vb.pp("linear1"), hidden, c, true)?, l2: linear(vb.pp("linear2"), c, hidden, true)? })
 }
 
 const ENCDEC_ATTN: [&str; 4] = ["W_q", "W_k", "W_v", "W_o"];
@@ -230,7 +178,7 @@ impl<T> Weights<T> {
                         attn: attn(l.pp("self_attention"))?,
                         norm_attn: layer_norm(l.pp("norm1"), c, eps)?,
                         norm_ffn: layer_norm(l.pp("norm2"), c, eps)?,
-                        ffn: relu_ffn(l.pp("feed_forward"), c, ff)?,
+                        ffn: dense_ffn(l.pp("feed_forward"), c, ff, EwOp::Relu)?,
                         cross: None,
                     });
                 }
@@ -246,7 +194,7 @@ impl<T> Weights<T> {
                         norm_attn: layer_norm(l.pp("norm1"), c, eps)?,
                         cross: Some((cross_attn, layer_norm(l.pp("norm2"), c, eps)?)),
                         norm_ffn: layer_norm(l.pp("norm3"), c, eps)?,
-                        ffn: relu_ffn(l.pp("feed_forward"), c, ff)?,
+                        ffn: dense_ffn(l.pp("feed_forward"), c, ff, EwOp::Relu)?,
                     });
                 }
                 let head = linear(vb.pp("final_layer"), cfg.tgt_vocab_size, c, true)?;
@@ -268,18 +216,11 @@ impl<T> Weights<T> {
                     let norm_attn = layer_norm(l.pp("norm1"), c, eps)?;
                     let norm_ffn = layer_norm(l.pp("norm2"), c, eps)?;
                     let ffn = match &cfg.moe {
-                        None => relu_ffn(l.pp("feed_forward"), c, cfg.d_ff)?,
-                        Some(m) => {
-                            let mut f = l.pp("feed_forward");
-                            let router = linear(f.pp("router"), m.num_experts, c, true)?;
-                            let mut experts = Vec::with_capacity(m.num_experts);
-                            for e in 0..m.num_experts {
-                                // nn.Sequential(Linear, GELU, Linear): indices 0 and 2
-                                let mut x = f.pp(format_args!("experts.{e}"));
-                                experts.push((linear(x.pp(0), m.expert_dim, c, true)?, linear(x.pp(2), c, m.expert_dim, true)?));
-                            }
-                            Ffn::Moe { router, experts }
+                        None => {
+                            let act = cfg.activation.ew().ok_or_else(|| TfError::Internal("a two-layer FFN with SwiGLU".into()))?;
+                            dense_ffn(l.pp("feed_forward"), c, cfg.d_ff, act)?
                         }
+                        Some(m) => moe_ffn(l.pp("feed_forward"), c, m)?,
                     };
                     layers.push(Layer { attn, norm_attn, cross: None, ffn, norm_ffn });
                 }
@@ -297,12 +238,7 @@ impl<T> Weights<T> {
                 for i in 0..cfg.num_layers {
                     let mut l = vb.pp(format_args!("layers.{i}"));
                     let attn = attention(l.pp("attention"), LLAMA_ATTN, c, q_width, kv_width, [cfg.qkv_bias, false])?;
-                    let mut f = l.pp("feed_forward");
-                    let ffn = Ffn::SwiGlu {
-                        w1: linear(f.pp("w1"), hidden, c, false)?,
-                        w2: linear(f.pp("w2"), c, hidden, false)?,
-                        w3: linear(f.pp("w3"), hidden, c, false)?,
-                    };
+                    let ffn = swiglu_ffn(l.pp("feed_forward"), c, hidden)?;
                     let norm_attn = rms_norm(l.pp("attention_norm"), c, eps)?;
                     let norm_ffn = rms_norm(l.pp("ffn_norm"), c, eps)?;
                     layers.push(Layer { attn, norm_attn, cross: None, ffn, norm_ffn });
