@@ -1,6 +1,6 @@
 //! The only module that knows JsValue / wasm_bindgen (this file and standalone.rs, the calls that need no
 //! model): it (de)serializes the worker's calls to the session
-//! core (src/session.rs), which documents each call. Large tensors cross as Float32Array, the rest as
+//! core (src/session/), which documents each call. Large tensors cross as Float32Array, the rest as
 //! serde values. One model at a time (on the GPU when gpu_init succeeded, else the fast CPU path); a
 //! call that arrives while another holds the session gets a "busy" error.
 
