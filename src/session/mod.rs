@@ -94,6 +94,7 @@ pub mod prompt;
 pub use card::{Card, TokenizerCard};
 pub use files::{detect_files, plan_files, FileLayout, ForeignFiles, TokenizerFile, MAX_TOKENIZER_BYTES};
 pub use generate::{check_tokens_per_submit, Finished, GenOptions, Next, Sampling, Step, MAX_TOKENS_PER_SUBMIT};
+pub use inspect::PageOpts;
 pub use prompt::{Candidate, Prompt, Tokens, Window};
 
 use files::Only;

@@ -16,10 +16,9 @@ use wasm_bindgen::prelude::*;
 use crate::formats::{Files, FormatError};
 use crate::gpu::Gpu;
 use crate::mask::Mask;
-use crate::model::inspect::PageOpts;
 use crate::model::memory::Budget;
 use crate::model::run::{AttnMap, ForwardOut, MoeRecord};
-use crate::session::{Device, GenOptions, Next, Sampling, Session};
+use crate::session::{Device, GenOptions, Next, PageOpts, Sampling, Session};
 
 mod standalone;
 
@@ -216,7 +215,7 @@ pub fn token_strings(ids: &[u32]) -> Result<JsValue, JsValue> {
     with(|s| Ok(to_js(&s.pieces(ids))))?
 }
 
-/// Look inside (model::inspect::inspect_json); opts: model::inspect::PageOpts.
+/// Look inside (session::Session::inspect_page); opts: session::PageOpts.
 #[wasm_bindgen]
 pub async fn inspect(ids: Vec<u32>, tgt: Option<Vec<u32>>, opts: JsValue) -> Result<JsValue, JsValue> {
     let o: PageOpts = from_js(opts)?;
