@@ -9,6 +9,39 @@ use crate::error::{Result, TfError};
 use crate::model::inspect::{Ablation, AblationKind, InductionTest, Report};
 use crate::model::run::{ForwardOut, GenConfig, BOS_ID};
 
+/// How a switched-off head is replaced: the page's `mode` ("zero" or "mean") and the command line's
+/// `--ablate-mode`, read into this at the edge; any other name is refused in one line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+#[serde(try_from = "String")]
+pub enum AblateMode {
+    /// the head's output is zero before the output projection
+    #[default]
+    Zero,
+    /// the head's output is replaced by its mean over the sequence
+    Mean,
+}
+
+impl TryFrom<String> for AblateMode {
+    type Error = String;
+    fn try_from(name: String) -> std::result::Result<Self, String> {
+        match name.as_str() {
+            "zero" => Ok(AblateMode::Zero),
+            "mean" => Ok(AblateMode::Mean),
+            other => Err(format!("ablation mode must be zero or mean, got '{other}'")),
+        }
+    }
+}
+
+impl From<AblateMode> for AblationKind {
+    fn from(m: AblateMode) -> Self {
+        match m {
+            AblateMode::Zero => AblationKind::Zero,
+            AblateMode::Mean => AblationKind::Mean,
+        }
+    }
+}
+
 /// Options of the page's inspect request.
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 pub struct PageOpts {
@@ -24,8 +57,8 @@ pub struct PageOpts {
     /// [[query, key], ...] cross-attention cells to block (encoder-decoder)
     #[serde(default)]
     pub cross_cells: Vec<(usize, usize)>,
-    /// "zero" (default) | "mean"
-    pub mode: Option<String>,
+    /// zero (the default) or mean
+    pub mode: Option<AblateMode>,
     /// run the induction test with this many random tokens (repeated twice) instead of `ids`
     pub induction: Option<usize>,
     pub seed: Option<u64>,
@@ -35,11 +68,7 @@ pub struct PageOpts {
 
 impl PageOpts {
     fn ablation(&self) -> Result<Option<Ablation>> {
-        let kind = match self.mode.as_deref().unwrap_or("zero") {
-            "zero" => AblationKind::Zero,
-            "mean" => AblationKind::Mean,
-            other => return Err(TfError::Input(format!("ablation mode must be zero or mean, got '{other}'"))),
-        };
+        let kind = self.mode.unwrap_or_default().into();
         let any = !self.ablate.is_empty() || !self.experts.is_empty() || !self.mask_cells.is_empty() || !self.cross_cells.is_empty();
         Ok(any.then(|| Ablation {
             heads: self.ablate.clone(),

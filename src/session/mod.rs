@@ -94,7 +94,7 @@ pub mod prompt;
 pub use card::{Card, TokenizerCard};
 pub use files::{detect_files, plan_files, FileLayout, ForeignFiles, TokenizerFile, MAX_TOKENIZER_BYTES};
 pub use generate::{check_tokens_per_submit, Finished, GenOptions, Next, Sampling, Step, MAX_TOKENS_PER_SUBMIT};
-pub use inspect::PageOpts;
+pub use inspect::{AblateMode, PageOpts};
 pub use prompt::{Candidate, Prompt, Tokens, Window};
 
 use files::Only;
@@ -134,7 +134,7 @@ impl Session {
         self.config().arch == Arch::EncoderDecoder
     }
 
-    /// "gpu" | "cpu" | "reference"
+    /// The backend's own name (`Backend::kind`): "gpu", or "cpu" for the fast CPU path and the reference alike
     pub fn backend(&self) -> &'static str {
         with_model!(&self.engine, |b, _m| b.kind())
     }
