@@ -102,3 +102,17 @@ pub fn mask_set(seq_len: usize, num_pad: usize, cached_len: usize) -> Result<Mas
         kv_cache: kv_cache(cached_len, seq_len),
     })
 }
+
+/// The encoder-decoder's cross-attention mask for the Masks view: a target of `tgt_len` tokens over
+/// a source of `src_len` tokens whose last `src_pad` are PAD, (tgt_len, src_len), 1 = may attend.
+pub fn cross_mask(tgt_len: usize, src_len: usize, src_pad: usize) -> Result<Mask> {
+    let (t, s, p) = (tgt_len, src_len, src_pad);
+    if t == 0 || s == 0 || t > MAX_VIEW_LEN || s > MAX_VIEW_LEN {
+        return Err(TfError::Input(format!("lengths must be between 1 and {MAX_VIEW_LEN}, got target {t}, source {s}")));
+    }
+    if p > s {
+        return Err(TfError::Input(format!("{p} PAD tokens do not fit in a source of {s}")));
+    }
+    let src: Vec<u32> = (0..s).map(|i| if i < s - p { 1 + i as u32 } else { PAD_ID }).collect();
+    Ok(padding(t, &src))
+}

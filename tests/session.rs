@@ -1,4 +1,4 @@
-//! The session core (src/session.rs) that the page and the CLI share: the same ids as the model's own
+//! The session core (src/session/) that the page and the CLI share: the same ids as the model's own
 //! generation on every backend, step by step as the page runs it, and the checks it owns (sampling
 //! ranges, ids typed by hand, context fit, the analysis window, candidate probabilities).
 
@@ -200,7 +200,7 @@ fn the_card_and_the_tokens_of_a_shipped_model() {
 
 #[test]
 fn the_bpe_workbench_is_bounded_and_steps_through_every_merge() {
-    use tinyformer::session::{bpe_workbench, BPE_MAX_SENTENCE_CHARS, BPE_MAX_VOCAB};
+    use tinyformer::tokenizer::workbench::{bpe_workbench, BPE_MAX_SENTENCE_CHARS, BPE_MAX_VOCAB};
     let w = bpe_workbench("low lower lowest low low", 30, "lowest").unwrap();
     assert_eq!(w.steps.len(), w.merges.len() + 1);
     assert_eq!(w.steps.last().unwrap().concat().replace("</w>", ""), "lowest");

@@ -226,13 +226,8 @@ pub struct EvalArgs {
     pub text_file: String,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AblateMode {
-    /// the head's output is zero before the output projection
-    Zero,
-    /// the head's output is replaced by its mean over the sequence
-    Mean,
-}
+/// `--ablate-mode`: the session's, which the page's Inspect requests name too.
+pub use crate::session::AblateMode;
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {

@@ -2,17 +2,14 @@
 
 use serde_json::json;
 
-use crate::cli::args::{AblateMode, InspectArgs};
+use crate::cli::args::InspectArgs;
 use crate::cli::model_cmds::{emit, input_ids, open};
 use crate::error::{Result, TfError};
 use crate::model::inspect::{parse_pairs, Ablation, AblationKind};
 
 /// The ablation the flags ask for, checked before the model is read.
 fn ablation(a: &InspectArgs) -> Result<Option<Ablation>> {
-    let kind = match a.ablate_mode {
-        AblateMode::Zero => AblationKind::Zero,
-        AblateMode::Mean => AblationKind::Mean,
-    };
+    let kind: AblationKind = a.ablate_mode.into();
     let mut ablation = a.ablate.as_deref().map(|s| Ablation::parse(s, kind)).transpose()?;
     if let Some(s) = &a.remove_experts {
         let experts = parse_pairs(s, "--remove-experts", "LAYER.EXPERT")?;

@@ -1,5 +1,5 @@
 //! The `tinyformer` command line: arguments (clap derive, src/cli/args.rs) and the subcommands, a
-//! thin layer over the session core (src/session.rs).
+//! thin layer over the session core (src/session/).
 //! Native only. Every failure is one line: clap's errors are folded into one, files are checked
 //! before they are read, and sizes are bounded before anything is allocated.
 

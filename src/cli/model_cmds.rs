@@ -1,5 +1,5 @@
 //! `tinyformer info | forward | generate | eval`: the models from the command line, a thin layer over
-//! the session core (src/session.rs) that reads the flags and writes JSON.
+//! the session core (src/session/) that reads the flags and writes JSON.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -36,6 +36,7 @@ mod ranked;
 mod seed_bpe;
 mod train;
 mod unicode_classes;
+pub mod workbench;
 
 pub use byte_bpe::train_byte_bpe;
 pub use byte_bpe::{pre_split_chunks, ByteBpe, PreSplit};

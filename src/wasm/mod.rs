@@ -1,6 +1,6 @@
 //! The only module that knows JsValue / wasm_bindgen (this file and standalone.rs, the calls that need no
 //! model): it (de)serializes the worker's calls to the session
-//! core (src/session.rs), which documents each call. Large tensors cross as Float32Array, the rest as
+//! core (src/session/), which documents each call. Large tensors cross as Float32Array, the rest as
 //! serde values. One model at a time (on the GPU when gpu_init succeeded, else the fast CPU path); a
 //! call that arrives while another holds the session gets a "busy" error.
 
@@ -16,10 +16,9 @@ use wasm_bindgen::prelude::*;
 use crate::formats::{Files, FormatError};
 use crate::gpu::Gpu;
 use crate::mask::Mask;
-use crate::model::inspect::PageOpts;
 use crate::model::memory::Budget;
 use crate::model::run::{AttnMap, ForwardOut, MoeRecord};
-use crate::session::{Device, GenOptions, Next, Sampling, Session};
+use crate::session::{Device, GenOptions, Next, PageOpts, Sampling, Session};
 
 mod standalone;
 
@@ -216,7 +215,7 @@ pub fn token_strings(ids: &[u32]) -> Result<JsValue, JsValue> {
     with(|s| Ok(to_js(&s.pieces(ids))))?
 }
 
-/// Look inside (model::inspect::inspect_json); opts: model::inspect::PageOpts.
+/// Look inside (session::Session::inspect_page); opts: session::PageOpts.
 #[wasm_bindgen]
 pub async fn inspect(ids: Vec<u32>, tgt: Option<Vec<u32>>, opts: JsValue) -> Result<JsValue, JsValue> {
     let o: PageOpts = from_js(opts)?;

@@ -89,10 +89,10 @@ pub fn masks(seq_len: u32, num_pad: u32, cached_len: u32) -> Result<JsValue, JsV
     to_js(&MaskSet { seq_len: m.seq_len, num_pad: m.num_pad, cached_len: m.cached_len, tokens: &m.tokens, masks })
 }
 
-/// The encoder-decoder's cross-attention mask for the Masks view (session::cross_mask).
+/// The encoder-decoder's cross-attention mask for the Masks view (mask::cross_mask).
 #[wasm_bindgen]
 pub fn cross_mask(tgt_len: u32, src_len: u32, src_pad: u32) -> Result<JsValue, JsValue> {
-    to_js(&matrix(&crate::session::cross_mask(tgt_len as usize, src_len as usize, src_pad as usize).map_err(err)?))
+    to_js(&matrix(&mask::cross_mask(tgt_len as usize, src_len as usize, src_pad as usize).map_err(err)?))
 }
 
 /// GPU tensor buffers alive now, {buffers, bytes} (null without a GPU): flat across load/unload cycles.
@@ -101,10 +101,10 @@ pub fn gpu_memory() -> Result<JsValue, JsValue> {
     gpu().map_or(Ok(JsValue::NULL), |g| to_js(&json!({"buffers": g.live_buffers().0, "bytes": g.live_buffers().1})))
 }
 
-/// The BPE workbench (session::bpe_workbench): {merges, steps, vocab_size, report, explanation}.
+/// The BPE workbench (tokenizer::workbench): {merges, steps, vocab_size, report, explanation}.
 #[wasm_bindgen]
 pub fn bpe_workbench(text: &str, vocab_size: u32, sentence: &str) -> Result<JsValue, JsValue> {
-    to_js(&crate::session::bpe_workbench(text, vocab_size, sentence).map_err(err)?)
+    to_js(&crate::tokenizer::workbench::bpe_workbench(text, vocab_size, sentence).map_err(err)?)
 }
 
 /// Panics on purpose: the page's test hook for the real panic path (hook message, trap, worker restart).
