@@ -7,18 +7,6 @@
 // subgroup size (8 on llvmpipe: one output per subgroup, as gemv4's 8 lanes; 32 on NVIDIA).
 // (No `enable subgroups;`: naga 30 refuses the directive and takes the builtins with the feature.)
 
-
-struct MatmulParams {
-    m: u32,
-    k: u32,
-    n: u32,
-    has_bias: u32,
-    x_offset: u32,
-    out_offset: u32,
-    act: u32,
-    _p1: u32,
-};
-
 @group(0) @binding(0) var<uniform> P: MatmulParams;
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;   // (M, K/4)
 @group(0) @binding(2) var<storage, read> w4: array<vec4<f32>>;   // (N, K/4)

@@ -11,17 +11,6 @@
 //   entry `gemv_swiglu`: out = silu(x @ W^T) * (x @ W_up^T), W_up packed the same way
 //   entry `lookup`, `add_rows`: embed.wgsl's over a packed (V, C) table
 
-struct MatmulParams {
-    m: u32,
-    k: u32,
-    n: u32,
-    has_bias: u32,
-    x_offset: u32,
-    out_offset: u32,
-    act: u32,
-    wfmt: u32,   // 0 f16, 1 bf16
-};
-
 @group(0) @binding(0) var<uniform> P: MatmulParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;           // (M, K)
 @group(0) @binding(2) var<storage, read> w: array<u32>;           // (N, KW) packed pairs
@@ -29,7 +18,7 @@ struct MatmulParams {
 @group(0) @binding(3) var<storage, read> wup: array<u32>;         // gemv_swiglu: W_up (N, KW)
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;   // (M, N)
 
-// f16_small, unpack_pair and packed_at come from half.wgsl (prepended by src/gpu/context.rs).
+// f16_small, unpack_pair and packed_at come from half.wgsl (prepended by src/gpu/wgsl.rs).
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -247,17 +236,6 @@ fn gemv_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 
 // Embedding over a packed table (V, C): out[t, :] = table[ids[t], :] * scale (an id >= V gives a
 // zero row), and out[t, :] += table[start + t, :] (learned positions).
-struct EmbedParams {
-    t: u32,
-    c: u32,
-    v: u32,
-    start: u32,
-    scale: f32,
-    wfmt: u32,
-    _p1: u32,
-    _p2: u32,
-};
-
 @group(0) @binding(0) var<uniform> E: EmbedParams;
 @group(0) @binding(1) var<storage, read> table: array<u32>;
 @group(0) @binding(2) var<storage, read> ids: array<u32>;

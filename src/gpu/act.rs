@@ -1,18 +1,15 @@
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{ensure, Result};
 use crate::gpu::{GpuTensor, Recorder};
 use crate::ops::EwOp;
 
-/// Mirrors `EwParams` in shaders/elementwise.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct EwParams {
-    pub n: u32,
-    pub op: u32,
-    pub _p: [u32; 2],
+crate::params! {
+    /// The uniform params of shaders/elementwise.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct EwParams {
+        pub n: u32,
+        pub op: u32,
+        pub _p: [u32; 2],
+    }
 }
-const _: () = assert!(std::mem::size_of::<EwParams>() == 16);
 
 /// out = op(a, b) element-wise over the first n values; b is required for binary ops (SwiGLU, Add, Mul). All (N,).
 pub fn elementwise(rec: &mut Recorder, out: &GpuTensor, a: &GpuTensor, b: Option<&GpuTensor>, n: usize, op: EwOp) -> Result<()> {

@@ -1,31 +1,28 @@
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{ensure, Result};
 use crate::gpu::{GpuTensor, Recorder, RowKind};
 use crate::ops::AttnShape;
 
-/// Mirrors `AttnParams` in shaders/attention.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct AttnParams {
-    pub tq: u32,
-    pub tk: u32,
-    pub nh: u32,
-    pub nkv: u32,
-    pub hs: u32,
-    pub has_mask: u32,
-    pub is_causal: u32,
-    pub causal_offset: u32,
-    pub q_offset: u32,
-    pub q_stride: u32,
-    pub k_offset: u32,
-    pub k_stride: u32,
-    pub v_offset: u32,
-    pub v_stride: u32,
-    pub scale: f32,
-    pub _pad: u32,
+crate::params! {
+    /// The uniform params of shaders/attention.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct AttnParams {
+        pub tq: u32,
+        pub tk: u32,
+        pub nh: u32,
+        pub nkv: u32,
+        pub hs: u32,
+        pub has_mask: u32,
+        pub is_causal: u32,
+        pub causal_offset: u32,
+        pub q_offset: u32,
+        pub q_stride: u32,
+        pub k_offset: u32,
+        pub k_stride: u32,
+        pub v_offset: u32,
+        pub v_stride: u32,
+        pub scale: f32,
+        pub _pad: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<AttnParams>() == 64);
 
 /// Largest head size the kernel stages in workgroup memory.
 pub const MAX_HS: usize = 256;

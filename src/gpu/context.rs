@@ -72,8 +72,6 @@ pub struct Kernels {
     pub sample_greedy1: Kernel,
 }
 
-const COMMON: &str = include_str!("../../shaders/common.wgsl");
-
 /// Size of one parameter slot: the uniform-offset alignment every WebGPU device supports.
 pub const PARAM_SLOT: u64 = 256;
 /// Parameter slots per submission (the arena holds this many op dispatches before a flush).
@@ -317,37 +315,33 @@ impl Gpu {
 
 impl Kernels {
     fn new(device: &wgpu::Device, subgroups: bool) -> Kernels {
-        let module = |name: &str, src: &str| {
-            device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(name),
-                source: wgpu::ShaderSource::Wgsl(format!("{COMMON}\n{src}").into()),
-            })
-        };
-        let matmul = module("matmul", include_str!("../../shaders/matmul.wgsl"));
-        // rows.wgsl's barrier-free entries share gemv.wgsl's params and bindings (appended to it)
-        let gemv = module("gemv", &format!("{}\n{}", include_str!("../../shaders/gemv.wgsl"), include_str!("../../shaders/rows.wgsl")));
+        use crate::gpu::wgsl::{self, files, Params};
+        let module = |name: &str, params: &[String], parts: &[&str]| wgsl::module(device, name, params, parts);
+        let mm = [crate::gpu::matmul::MatmulParams::wgsl()];
+        let matmul = module("matmul", &mm, &[files::MATMUL]);
+        // rows.wgsl's barrier-free entries share gemv.wgsl's params and bindings
+        let gemv = module("gemv", &mm, &[files::GEMV, files::ROWS]);
         // (naga 30 takes subgroup builtins with the device feature alone: no `enable subgroups;`)
-        let gemv_sg = subgroups.then(|| module("gemv_sg", include_str!("../../shaders/gemv_sg.wgsl")));
-        // the 16-bit readers share half.wgsl's unpacking (WGSL has no includes: sources are concatenated)
-        let with_half = |src: &str| format!("{}\n{src}", include_str!("../../shaders/half.wgsl"));
-        let qkv = module("qkv", &with_half(include_str!("../../shaders/qkv.wgsl")));
-        let m16 = module("matmul16", &with_half(include_str!("../../shaders/matmul16.wgsl")));
-        let attention = module("attention", include_str!("../../shaders/attention.wgsl"));
-        let ew = module("elementwise", include_str!("../../shaders/elementwise.wgsl"));
-        // the norms share their workgroup sum (WGSL has no includes: the sources are concatenated)
-        let with_rowsum = |src: &str| format!("{}\n{src}", include_str!("../../shaders/rowsum.wgsl"));
-        let norm = module("norm", &with_rowsum(include_str!("../../shaders/norm.wgsl")));
-        let addnorm = module("addnorm", &with_rowsum(include_str!("../../shaders/addnorm.wgsl")));
-        // the same with one invocation per row (no barriers)
-        let with_rowsum1 = |src: &str| format!("{}\n{src}", include_str!("../../shaders/rowsum1.wgsl"));
-        let norm1 = module("norm1", &with_rowsum1(include_str!("../../shaders/norm.wgsl")));
-        let addnorm1 = module("addnorm1", &with_rowsum1(include_str!("../../shaders/addnorm.wgsl")));
-        let rope = module("rope", include_str!("../../shaders/rope.wgsl"));
-        let embed = module("embed", include_str!("../../shaders/embed.wgsl"));
-        let sample = module("sample", include_str!("../../shaders/sample.wgsl"));
-        let moe = module("moe", include_str!("../../shaders/moe.wgsl"));
+        let gemv_sg = subgroups.then(|| module("gemv_sg", &mm, &[files::GEMV_SG]));
+        // the 16-bit readers share half.wgsl's unpacking
+        let qkv = module("qkv", &[crate::gpu::matmul::QkvParams::wgsl()], &[files::HALF, files::QKV]);
+        let embed_params = crate::gpu::embed::EmbedParams::wgsl();
+        let m16 = module("matmul16", &[mm[0].clone(), embed_params.clone()], &[files::HALF, files::MATMUL16]);
+        let attention = module("attention", &[crate::gpu::attention::AttnParams::wgsl()], &[files::ATTENTION]);
+        let ew = module("elementwise", &[crate::gpu::act::EwParams::wgsl()], &[files::ELEMENTWISE]);
+        // the norms share their workgroup sum, or (the `1` forms) the one-invocation-per-row one
+        let norm_params = [crate::gpu::norm::NormParams::wgsl()];
+        let addnorm_params = [crate::gpu::norm::AddNormParams::wgsl()];
+        let norm = module("norm", &norm_params, &[files::ROWSUM, files::NORM]);
+        let addnorm = module("addnorm", &addnorm_params, &[files::ROWSUM, files::ADDNORM]);
+        let norm1 = module("norm1", &norm_params, &[files::ROWSUM1, files::NORM]);
+        let addnorm1 = module("addnorm1", &addnorm_params, &[files::ROWSUM1, files::ADDNORM]);
+        let rope = module("rope", &[crate::gpu::rope::RopeParams::wgsl()], &[files::ROPE]);
+        let embed = module("embed", &[embed_params], &[files::EMBED]);
+        let sample = module("sample", &[crate::gpu::sample::SampleUniform::wgsl()], &[files::SAMPLE]);
+        let moe = module("moe", &[crate::gpu::moe::MoeParams::wgsl()], &[files::MOE]);
         // `ro` lists, for bindings 1.., whether each storage buffer is read-only.
-        let mk = |name: &'static str, m: &wgpu::ShaderModule, entry: &str, ro: &[bool]| Kernel::new(device, name, m, entry, ro);
+        let mk = |name: &'static str, m: &wgsl::Module, entry: &str, ro: &[bool]| Kernel::new(device, name, &m.module, entry, ro);
         Kernels {
             matmul_naive: mk("matmul_naive", &matmul, "naive", &[true, true, true, false]),
             matmul_tiled: mk("matmul_tiled", &matmul, "tiled", &[true, true, true, false]),

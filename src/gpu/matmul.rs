@@ -1,26 +1,24 @@
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{ensure, Result};
 use crate::gpu::DType;
 use crate::gpu::{GpuTensor, Recorder};
 use crate::ops::{EwOp, RopeShape};
 
-/// Mirrors `MatmulParams` in shaders/matmul.wgsl and shaders/gemv.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct MatmulParams {
-    pub m: u32,
-    pub k: u32,
-    pub n: u32,
-    pub has_bias: u32,
-    pub x_offset: u32,
-    pub out_offset: u32,
-    /// epilogue activation: 0 none, 1 ReLU, 2 GELU, 3 GELU-tanh
-    pub act: u32,
-    /// shaders/matmul16.wgsl's `wfmt` (0 f16, 1 bf16); unused by the f32 kernels
-    pub _p: u32,
+crate::params! {
+    /// The uniform params of shaders/matmul.wgsl, gemv.wgsl (with rows.wgsl), gemv_sg.wgsl and
+    /// matmul16.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct MatmulParams {
+        pub m: u32,
+        pub k: u32,
+        pub n: u32,
+        pub has_bias: u32,
+        pub x_offset: u32,
+        pub out_offset: u32,
+        /// epilogue activation: 0 none, 1 ReLU, 2 GELU, 3 GELU-tanh
+        pub act: u32,
+        /// 16-bit weights (shaders/matmul16.wgsl): 0 f16, 1 bf16; unused by the f32 kernels
+        pub wfmt: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<MatmulParams>() == 32);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulKind {
@@ -125,7 +123,7 @@ pub fn matmul_act(
         x_offset: x_off as u32,
         out_offset: out_off as u32,
         act: act as u32,
-        _p: 0,
+        wfmt: 0,
     };
     let gpu = rec.gpu.clone();
     let bias = b.map_or(&gpu.dummy, |b| &b.buf);
@@ -134,7 +132,7 @@ pub fn matmul_act(
     if w.dtype.is_16bit() {
         // 16-bit weights (shaders/matmul16.wgsl): the GEMV for few-row passes, the tile otherwise
         // (vec4 where Tiled4 would be; Naive has no 16-bit form and takes the scalar tile)
-        let p = MatmulParams { _p: w.dtype.wfmt(), ..p };
+        let p = MatmulParams { wfmt: w.dtype.wfmt(), ..p };
         let tiles = [n32.div_ceil(64), m32.div_ceil(64), 1];
         return match kind {
             MatmulKind::Gemv | MatmulKind::GemvSubgroup | MatmulKind::Rows => {
@@ -189,7 +187,7 @@ pub fn gemv_swiglu(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, m: usize,
     ensure(w_up.shape == w_gate.shape, "gemv_swiglu", || format!("W_up {:?} must have W_gate's shape {:?}", w_up.shape, w_gate.shape))?;
     ensure(w_up.dtype == w_gate.dtype, "gemv_swiglu", || format!("W_up is {:?} but W_gate {:?}", w_up.dtype, w_gate.dtype))?;
     let p =
-        MatmulParams { m: m as u32, k: k as u32, n: n as u32, has_bias: 0, x_offset: 0, out_offset: 0, act: 0, _p: w_gate.dtype.wfmt() };
+        MatmulParams { m: m as u32, k: k as u32, n: n as u32, has_bias: 0, x_offset: 0, out_offset: 0, act: 0, wfmt: w_gate.dtype.wfmt() };
     let gpu = rec.gpu.clone();
     let kernel = if w_gate.dtype.is_16bit() {
         &gpu.k.gemv16_swiglu
@@ -209,32 +207,31 @@ pub fn rows_swiglu(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, m: usize,
     }
     let (n, k) = check(out, 0, x, 0, m, w_gate)?;
     ensure(w_up.shape == w_gate.shape, "rows_swiglu", || format!("W_up {:?} must have W_gate's shape {:?}", w_up.shape, w_gate.shape))?;
-    let p = MatmulParams { m: m as u32, k: k as u32, n: n as u32, has_bias: 0, x_offset: 0, out_offset: 0, act: 0, _p: 0 };
+    let p = MatmulParams { m: m as u32, k: k as u32, n: n as u32, has_bias: 0, x_offset: 0, out_offset: 0, act: 0, wfmt: 0 };
     let gpu = rec.gpu.clone();
     let kernel = if vec4_ok(k, 0) { &gpu.k.rows4_swiglu } else { &gpu.k.rows1_swiglu };
     rec.dispatch(kernel, &p, &[&x.buf, &w_gate.buf, &w_up.buf, &out.buf], [(n as u32).div_ceil(ROWS_WG), m as u32, 1])
 }
 
-/// Mirrors `QkvParams` in shaders/qkv.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct QkvParams {
-    pub m: u32,
-    pub k: u32,
-    pub nq: u32,
-    pub nkv: u32,
-    pub x_offset: u32,
-    pub kv_offset: u32,
-    /// bit 0: biases in `aux`; bit 1: RoPE with the table in `aux`
-    pub flags: u32,
-    /// 16-bit weights: 0 f16, 1 bf16
-    pub wfmt: u32,
-    pub hs: u32,
-    pub start_pos: u32,
-    pub table_off: u32,
-    pub _p: u32,
+crate::params! {
+    /// The uniform params of shaders/qkv.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct QkvParams {
+        pub m: u32,
+        pub k: u32,
+        pub nq: u32,
+        pub nkv: u32,
+        pub x_offset: u32,
+        pub kv_offset: u32,
+        /// bit 0: biases in `aux`; bit 1: RoPE with the table in `aux`
+        pub flags: u32,
+        /// 16-bit weights: 0 f16, 1 bf16
+        pub wfmt: u32,
+        pub hs: u32,
+        pub start_pos: u32,
+        pub table_off: u32,
+        pub _p: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<QkvParams>() == 48);
 
 /// RoPE in the q/k/v GEMV's epilogue: q and the new k rows rotated by the (cos, sin) table
 /// (max_pos, HS/2, 2) from cpu::rope_table, row r of the pass at position `start_pos + r`.

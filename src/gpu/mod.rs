@@ -13,6 +13,7 @@ pub mod recorder;
 pub mod rope;
 pub mod sample;
 pub mod tensor;
+pub mod wgsl;
 
 pub use context::{AdapterSummary, Gpu};
 pub use recorder::Recorder;

@@ -1,21 +1,20 @@
-use bytemuck::{Pod, Zeroable};
+use bytemuck::Zeroable;
 
 use crate::error::{ensure, Result};
 use crate::gpu::{DType, GpuTensor, Recorder};
 
-/// Mirrors `MoeParams` in shaders/moe.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct MoeParams {
-    pub t: u32,
-    pub e: u32,
-    pub k: u32,
-    pub capacity: u32,
-    pub c: u32,
-    pub ys_rows: u32,
-    pub _p: [u32; 2],
+crate::params! {
+    /// The uniform params of shaders/moe.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct MoeParams {
+        pub t: u32,
+        pub e: u32,
+        pub k: u32,
+        pub capacity: u32,
+        pub c: u32,
+        pub ys_rows: u32,
+        pub _p: [u32; 2],
+    }
 }
-const _: () = assert!(std::mem::size_of::<MoeParams>() == 32);
 
 /// Largest expert count the router kernel supports.
 pub const MAX_EXPERTS: usize = 64;

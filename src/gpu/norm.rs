@@ -1,18 +1,15 @@
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{ensure, Result};
 use crate::gpu::{GpuTensor, Recorder, RowKind};
 
-/// Mirrors `NormParams` in shaders/norm.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct NormParams {
-    pub rows: u32,
-    pub c: u32,
-    pub eps: f32,
-    pub _pad: u32,
+crate::params! {
+    /// The uniform params of shaders/norm.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct NormParams {
+        pub rows: u32,
+        pub c: u32,
+        pub eps: f32,
+        pub _pad: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<NormParams>() == 16);
 
 fn check(op: &'static str, out: &GpuTensor, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, rows: usize) -> Result<usize> {
     let c = w.len();
@@ -79,18 +76,17 @@ pub fn rmsnorm_kind(
     rec.dispatch(k, &p, &[&x.buf, &weight.buf, &gpu.dummy, &out.buf], gpu.grid_1d(rows as u32))
 }
 
-/// Mirrors `AddNormParams` in shaders/addnorm.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct AddNormParams {
-    pub rows: u32,
-    pub c: u32,
-    pub eps: f32,
-    pub layernorm: u32,
-    pub in_place: u32,
-    pub _p: [u32; 3],
+crate::params! {
+    /// The uniform params of shaders/addnorm.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct AddNormParams {
+        pub rows: u32,
+        pub c: u32,
+        pub eps: f32,
+        pub layernorm: u32,
+        pub in_place: u32,
+        pub _p: [u32; 3],
+    }
 }
-const _: () = assert!(std::mem::size_of::<AddNormParams>() == 32);
 
 /// The residual add and the norm after it, in one dispatch. x, y, out (rows, C); gamma, beta (C,).
 /// x = x + y, then out = norm(x) (`out` given: pre-norm blocks) or x = norm(x) (`out` None:

@@ -1,21 +1,18 @@
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{ensure, Result};
 use crate::gpu::{GpuTensor, Recorder};
 
-/// Mirrors `RopeParams` in shaders/rope.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct RopeParams {
-    pub t: u32,
-    pub nh: u32,
-    pub hs: u32,
-    pub start_pos: u32,
-    pub row_stride: u32,
-    pub offset: u32,
-    pub _p: [u32; 2],
+crate::params! {
+    /// The uniform params of shaders/rope.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct RopeParams {
+        pub t: u32,
+        pub nh: u32,
+        pub hs: u32,
+        pub start_pos: u32,
+        pub row_stride: u32,
+        pub offset: u32,
+        pub _p: [u32; 2],
+    }
 }
-const _: () = assert!(std::mem::size_of::<RopeParams>() == 32);
 
 use crate::ops::RopeShape;
 

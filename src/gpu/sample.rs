@@ -1,23 +1,20 @@
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{ensure, Result};
 use crate::gpu::{DType, GpuTensor, Recorder};
 use crate::ops::SampleParams;
 
-/// Mirrors `SampleParams` in shaders/sample.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct SampleUniform {
-    pub v: u32,
-    pub mode: u32,
-    pub top_k: u32,
-    pub logits_offset: u32,
-    pub temperature: f32,
-    pub top_p: f32,
-    pub u: f32,
-    pub _pad: u32,
+crate::params! {
+    /// The uniform params of shaders/sample.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct SampleUniform {
+        pub v: u32,
+        pub mode: u32,
+        pub top_k: u32,
+        pub logits_offset: u32,
+        pub temperature: f32,
+        pub top_p: f32,
+        pub u: f32,
+        pub _pad: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<SampleUniform>() == 32);
 
 /// Writes the chosen token id to out[0] and the number of NaN/Inf logits of the row to out[1]:
 /// out (>= 2,) u32. Samples from the row of V logits
