@@ -1,6 +1,6 @@
 //! WGSL composition, in one place: every shader module's source is built here from common.wgsl,
 //! the WGSL text of the Rust params structs it binds (declared once, in Rust, with [`params!`]),
-//! and its shader files.
+//! and its shader files; and each kernel's storage bindings are read back from that source.
 //!
 //! Decision: the composition is plain Rust text assembly, not WESL or naga_oil.
 //! - naga_oil 0.23 builds on naga 30 (wgpu 30's, so no second naga), but it composes at run time
@@ -15,6 +15,14 @@
 //! The params structs are the single source of their layout: [`params!`] declares the
 //! `#[repr(C)]` Pod struct and lists its fields with their WGSL types ([`Params::FIELDS`]), and
 //! [`Params::wgsl`] writes the WGSL `struct` from that list, so a field has one name everywhere.
+//!
+//! A kernel's bind group layout is binding 0, the uniform params (a dynamic offset into the
+//! arena: wgpu's automatic layouts cannot say that, so the layout is built by hand), then the
+//! storage buffers its entry point uses, read-only where their `var<storage, read>` says so
+//! ([`storage_bindings`], a scan of the composed source: naga's reflection would do the same but
+//! is not in the page's wasm).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// common.wgsl: prepended to every module.
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
@@ -112,15 +120,110 @@ pub fn module(device: &wgpu::Device, name: &str, params: &[String], parts: &[&st
     Module { module, src }
 }
 
-/// A compiled shader module with the source it came from.
+/// A compiled shader module with the source it came from (for [`storage_bindings`]).
 pub struct Module {
     pub module: wgpu::ShaderModule,
     pub src: String,
 }
 
+/// The storage bindings 1.. that entry point `entry` of `src` uses (itself or through the
+/// functions it calls), in binding order: whether each is read-only. A binding that several
+/// variables alias (a vec4 view and a scalar view) is read-only unless one it uses is
+/// `read_write`. Bindings between 1 and the highest used that the entry leaves unused are listed
+/// read-only, so the bind group keeps its positional buffers.
+pub fn storage_bindings(src: &str, entry: &str) -> Vec<bool> {
+    let code = strip_comments(src);
+    let vars = storage_vars(&code);
+    let fns = functions(&code);
+    let mut used: BTreeMap<u32, bool> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    let mut todo = vec![entry.to_string()];
+    while let Some(f) = todo.pop() {
+        if !seen.insert(f.clone()) {
+            continue;
+        }
+        for id in idents(fns.get(f.as_str()).copied().unwrap_or("")) {
+            if let Some(&(binding, ro)) = vars.get(id) {
+                let e = used.entry(binding).or_insert(true);
+                *e = *e && ro;
+            } else if fns.contains_key(id) {
+                todo.push(id.to_string());
+            }
+        }
+    }
+    let last = used.keys().next_back().copied().unwrap_or(0);
+    (1..=last).map(|b| used.get(&b).copied().unwrap_or(true)).collect()
+}
+
+fn strip_comments(src: &str) -> String {
+    src.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n")
+}
+
+fn idents(s: &str) -> impl Iterator<Item = &str> {
+    s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty())
+}
+
+/// `@binding(N) var<storage, read|read_write> name`: name -> (N, read-only).
+fn storage_vars(code: &str) -> HashMap<&str, (u32, bool)> {
+    let mut vars = HashMap::new();
+    for decl in code.split("@binding(").skip(1) {
+        let Some((n, rest)) = decl.split_once(')') else { continue };
+        let Some(rest) = rest.trim_start().strip_prefix("var<storage") else { continue };
+        let Some((access, rest)) = rest.split_once('>') else { continue };
+        let ro = !access.contains("read_write");
+        if let (Ok(n), Some(name)) = (n.trim().parse(), idents(rest).next()) {
+            vars.insert(name, (n, ro));
+        }
+    }
+    vars
+}
+
+/// Top-level `fn name(...) { body }`: name -> the text from its parameters to its closing brace.
+fn functions(code: &str) -> HashMap<&str, &str> {
+    let mut fns = HashMap::new();
+    let mut depth = 0usize;
+    let bytes = code.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' => depth += 1,
+            b'}' => depth = depth.saturating_sub(1),
+            b'f' if depth == 0 && code[i..].starts_with("fn ") && (i == 0 || !is_ident(bytes[i - 1])) => {
+                let name = idents(&code[i + 3..]).next().unwrap_or("");
+                let Some(open) = code[i..].find('{').map(|o| i + o) else { break };
+                let mut d = 0usize;
+                let mut end = code.len();
+                for (j, c) in code[open..].char_indices() {
+                    match c {
+                        '{' => d += 1,
+                        '}' => {
+                            d -= 1;
+                            if d == 0 {
+                                end = open + j + 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                fns.insert(name, &code[i + 3 + name.len()..end]);
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    fns
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Params;
+    use super::*;
 
     #[test]
     fn params_structs_write_their_wgsl() {
@@ -128,5 +231,19 @@ mod tests {
         assert!(m.starts_with("struct MatmulParams {\n    m: u32,\n") && m.contains("    wfmt: u32,\n};"), "{m}");
         let e = crate::gpu::embed::EmbedParams::wgsl();
         assert!(e.contains("    scale: f32,\n    wfmt: u32,\n    _p0: u32,\n    _p1: u32,\n};"), "{e}");
+    }
+
+    #[test]
+    fn bindings_follow_the_entry_and_its_calls() {
+        let src = "@group(0) @binding(1) var<storage, read> a: array<f32>;\n\
+                   @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;\n\
+                   @group(0) @binding(2) var<storage, read_write> b: array<f32>; // out\n\
+                   @group(0) @binding(2) var<storage, read> b_in: array<f32>;\n\
+                   @group(0) @binding(3) var<storage, read_write> c: array<f32>;\n\
+                   fn helper(i: u32) -> f32 { return a4[i].x; }\n\
+                   @compute @workgroup_size(1) fn one() { b[0] = helper(0u); }\n\
+                   @compute @workgroup_size(1) fn two() { c[0] = b_in[0] + a[0]; }\n";
+        assert_eq!(storage_bindings(src, "one"), vec![true, false]);
+        assert_eq!(storage_bindings(src, "two"), vec![true, true, false]);
     }
 }
