@@ -1,6 +1,6 @@
 // gemv_sg.wgsl: gemv.wgsl's `gemv4` (out = act(x @ W^T + b), few rows, vec4 loads: K % 4 == 0 and
 // x_offset % 4 == 0) with the reduction in subgroup operations instead of workgroup memory and
-// barriers. Built only where the adapter has wgpu's SUBGROUP feature (src/gpu/context.rs); the
+// barriers. Built only where the adapter has wgpu's SUBGROUP feature (src/gpu/matmul.rs); the
 // plain gemv4 stays for the others. A workgroup of 256 threads takes 32 outputs of one row; each
 // subgroup takes outputs sg, sg + num_subgroups, ... one at a time, its lanes splitting K (lane l
 // reads vec4s l, l + subgroup_size, ...), and subgroupAdd sums them: no barrier, whatever the

@@ -4,6 +4,10 @@
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, TfError};
+use crate::gpu::{
+    act::EwKernels, attention::AttentionKernels, embed::EmbedKernels, matmul::MatmulKernels, moe::MoeKernels, norm::NormKernels,
+    qkv::QkvKernels, rope::RopeKernels, sample::SampleKernels,
+};
 
 /// One compute pipeline and the layout of its bind group: binding 0 is the op's uniform params
 /// (a dynamic offset into the arena), bindings 1.. are storage buffers.
@@ -14,62 +18,18 @@ pub struct Kernel {
     pub storage: usize,
 }
 
-/// Every kernel of shaders/, created at context creation. No pipeline is ever created later.
+/// Every kernel of shaders/, created at context creation, one struct per kernel family (each
+/// family's module owns its pipelines). No pipeline is ever created later.
 pub struct Kernels {
-    pub matmul_naive: Kernel,
-    pub matmul_tiled: Kernel,
-    pub matmul_tiled4: Kernel,
-    /// matmul.wgsl `reg4`: register-blocked, barrier-free (MatmulKind::Reg)
-    pub matmul_reg4: Kernel,
-    pub gemv: Kernel,
-    pub gemv4: Kernel,
-    pub gemv_swiglu: Kernel,
-    pub gemv4_swiglu: Kernel,
-    /// shaders/gemv_sg.wgsl: gemv4 with a subgroup reduction; only where the device has subgroups
-    pub gemv4_sg: Option<Kernel>,
-    /// shaders/qkv.wgsl: q, k, v (with biases and RoPE) in one GEMV: vec4 f32, scalar f32, 16-bit weights
-    pub gemv_qkv4: Kernel,
-    pub gemv_qkv1: Kernel,
-    pub gemv_qkv16: Kernel,
-    /// shaders/matmul16.wgsl: the matmul, GEMV and embedding over 16-bit weights (packed pairs)
-    pub matmul16_tiled: Kernel,
-    pub matmul16_tiled4: Kernel,
-    /// matmul16.wgsl `reg8`: register-blocked, barrier-free (MatmulKind::Reg)
-    pub matmul16_reg8: Kernel,
-    pub gemv16: Kernel,
-    pub gemv16_swiglu: Kernel,
-    pub embed16_lookup: Kernel,
-    pub embed16_add_rows: Kernel,
-    pub attention: Kernel,
-    /// attention.wgsl `rows`: one invocation per (row, head), barrier-free (RowKind::Invocation)
-    pub attention_rows: Kernel,
-    pub ew_binary: Kernel,
-    pub ew_inplace: Kernel,
-    pub layernorm: Kernel,
-    pub rmsnorm: Kernel,
-    pub add_norm: Kernel,
-    /// norm.wgsl and addnorm.wgsl over rowsum1.wgsl: an invocation per row (RowKind::Invocation)
-    pub layernorm1: Kernel,
-    pub rmsnorm1: Kernel,
-    pub add_norm1: Kernel,
-    pub rope: Kernel,
-    pub embed_lookup: Kernel,
-    pub embed_add_rows: Kernel,
-    pub sample: Kernel,
-    pub moe_router: Kernel,
-    pub moe_capacity: Kernel,
-    pub moe_combine: Kernel,
-    /// shaders/rows.wgsl and the `rows*` entries of shaders/qkv.wgsl: few-row matmuls with one
-    /// invocation per output and no barriers (MatmulKind::Rows; GPUs emulated on the CPU)
-    pub rows4: Kernel,
-    pub rows1: Kernel,
-    pub rows4_swiglu: Kernel,
-    pub rows1_swiglu: Kernel,
-    pub qkv_rows4: Kernel,
-    pub qkv_rows1: Kernel,
-    /// sample.wgsl's `greedy1`: greedy sampling without barriers (MatmulKind::Rows; the decode loop's
-    /// attention and add + norm take `attention_rows` and `add_norm1` there)
-    pub sample_greedy1: Kernel,
+    pub matmul: MatmulKernels,
+    pub qkv: QkvKernels,
+    pub attention: AttentionKernels,
+    pub norm: NormKernels,
+    pub ew: EwKernels,
+    pub rope: RopeKernels,
+    pub embed: EmbedKernels,
+    pub sample: SampleKernels,
+    pub moe: MoeKernels,
 }
 
 /// Size of one parameter slot: the uniform-offset alignment every WebGPU device supports.
@@ -315,76 +275,16 @@ impl Gpu {
 
 impl Kernels {
     fn new(device: &wgpu::Device, subgroups: bool) -> Kernels {
-        use crate::gpu::wgsl::{self, files, Params};
-        let module = |name: &str, params: &[String], parts: &[&str]| wgsl::module(device, name, params, parts);
-        let mm = [crate::gpu::matmul::MatmulParams::wgsl()];
-        let matmul = module("matmul", &mm, &[files::MATMUL]);
-        // rows.wgsl's barrier-free entries share gemv.wgsl's params and bindings
-        let gemv = module("gemv", &mm, &[files::GEMV, files::ROWS]);
-        // (naga 30 takes subgroup builtins with the device feature alone: no `enable subgroups;`)
-        let gemv_sg = subgroups.then(|| module("gemv_sg", &mm, &[files::GEMV_SG]));
-        // the 16-bit readers share half.wgsl's unpacking
-        let qkv = module("qkv", &[crate::gpu::matmul::QkvParams::wgsl()], &[files::HALF, files::QKV]);
-        let embed_params = crate::gpu::embed::EmbedParams::wgsl();
-        let m16 = module("matmul16", &[mm[0].clone(), embed_params.clone()], &[files::HALF, files::MATMUL16]);
-        let attention = module("attention", &[crate::gpu::attention::AttnParams::wgsl()], &[files::ATTENTION]);
-        let ew = module("elementwise", &[crate::gpu::act::EwParams::wgsl()], &[files::ELEMENTWISE]);
-        // the norms share their workgroup sum, or (the `1` forms) the one-invocation-per-row one
-        let norm_params = [crate::gpu::norm::NormParams::wgsl()];
-        let addnorm_params = [crate::gpu::norm::AddNormParams::wgsl()];
-        let norm = module("norm", &norm_params, &[files::ROWSUM, files::NORM]);
-        let addnorm = module("addnorm", &addnorm_params, &[files::ROWSUM, files::ADDNORM]);
-        let norm1 = module("norm1", &norm_params, &[files::ROWSUM1, files::NORM]);
-        let addnorm1 = module("addnorm1", &addnorm_params, &[files::ROWSUM1, files::ADDNORM]);
-        let rope = module("rope", &[crate::gpu::rope::RopeParams::wgsl()], &[files::ROPE]);
-        let embed = module("embed", &[embed_params], &[files::EMBED]);
-        let sample = module("sample", &[crate::gpu::sample::SampleUniform::wgsl()], &[files::SAMPLE]);
-        let moe = module("moe", &[crate::gpu::moe::MoeParams::wgsl()], &[files::MOE]);
-        let mk = |name: &'static str, m: &wgsl::Module, entry: &str| Kernel::new(device, name, m, entry);
         Kernels {
-            matmul_naive: mk("matmul_naive", &matmul, "naive"),
-            matmul_tiled: mk("matmul_tiled", &matmul, "tiled"),
-            matmul_tiled4: mk("matmul_tiled4", &matmul, "tiled4"),
-            matmul_reg4: mk("matmul_reg4", &matmul, "reg4"),
-            gemv: mk("gemv", &gemv, "gemv"),
-            gemv4: mk("gemv4", &gemv, "gemv4"),
-            gemv_swiglu: mk("gemv_swiglu", &gemv, "gemv_swiglu"),
-            gemv4_swiglu: mk("gemv4_swiglu", &gemv, "gemv4_swiglu"),
-            gemv4_sg: gemv_sg.as_ref().map(|m| mk("gemv4_sg", m, "gemv4")),
-            gemv_qkv4: mk("gemv_qkv4", &qkv, "main4"),
-            gemv_qkv1: mk("gemv_qkv1", &qkv, "main1"),
-            gemv_qkv16: mk("gemv_qkv16", &qkv, "main16"),
-            matmul16_tiled: mk("matmul16_tiled", &m16, "tiled"),
-            matmul16_tiled4: mk("matmul16_tiled4", &m16, "tiled4"),
-            matmul16_reg8: mk("matmul16_reg8", &m16, "reg8"),
-            gemv16: mk("gemv16", &m16, "gemv"),
-            gemv16_swiglu: mk("gemv16_swiglu", &m16, "gemv_swiglu"),
-            embed16_lookup: mk("embed16_lookup", &m16, "lookup"),
-            embed16_add_rows: mk("embed16_add_rows", &m16, "add_rows"),
-            attention: mk("attention", &attention, "main"),
-            attention_rows: mk("attention_rows", &attention, "rows"),
-            ew_binary: mk("ew_binary", &ew, "binary"),
-            ew_inplace: mk("ew_inplace", &ew, "inplace"),
-            layernorm: mk("layernorm", &norm, "layernorm"),
-            rmsnorm: mk("rmsnorm", &norm, "rmsnorm"),
-            add_norm: mk("add_norm", &addnorm, "main"),
-            layernorm1: mk("layernorm1", &norm1, "layernorm"),
-            rmsnorm1: mk("rmsnorm1", &norm1, "rmsnorm"),
-            add_norm1: mk("add_norm1", &addnorm1, "main"),
-            rope: mk("rope", &rope, "main"),
-            embed_lookup: mk("embed_lookup", &embed, "lookup"),
-            embed_add_rows: mk("embed_add_rows", &embed, "add_rows"),
-            sample: mk("sample", &sample, "main"),
-            moe_router: mk("moe_router", &moe, "router"),
-            moe_capacity: mk("moe_capacity", &moe, "capacity"),
-            moe_combine: mk("moe_combine", &moe, "combine"),
-            rows4: mk("rows4", &gemv, "rows4"),
-            rows1: mk("rows1", &gemv, "rows1"),
-            rows4_swiglu: mk("rows4_swiglu", &gemv, "rows4_swiglu"),
-            rows1_swiglu: mk("rows1_swiglu", &gemv, "rows1_swiglu"),
-            qkv_rows4: mk("qkv_rows4", &qkv, "rows4"),
-            qkv_rows1: mk("qkv_rows1", &qkv, "rows1"),
-            sample_greedy1: mk("sample_greedy1", &sample, "greedy1"),
+            matmul: MatmulKernels::new(device, subgroups),
+            qkv: QkvKernels::new(device),
+            attention: AttentionKernels::new(device),
+            norm: NormKernels::new(device),
+            ew: EwKernels::new(device),
+            rope: RopeKernels::new(device),
+            embed: EmbedKernels::new(device),
+            sample: SampleKernels::new(device),
+            moe: MoeKernels::new(device),
         }
     }
 }

@@ -1,4 +1,8 @@
+//! The RoPE family: its params, its pipeline and its dispatch sizing. Backward: not yet.
+
 use crate::error::{ensure, Result};
+use crate::gpu::context::Kernel;
+use crate::gpu::wgsl::{self, files, Params};
 use crate::gpu::{GpuTensor, Recorder};
 
 crate::params! {
@@ -15,6 +19,18 @@ crate::params! {
 }
 
 use crate::ops::RopeShape;
+
+/// shaders/rope.wgsl's entry.
+pub struct RopeKernels {
+    pub rotate: Kernel,
+}
+
+impl RopeKernels {
+    pub fn new(device: &wgpu::Device) -> RopeKernels {
+        let m = wgsl::module(device, "rope", &[RopeParams::wgsl()], &[files::ROPE]);
+        RopeKernels { rotate: Kernel::new(device, "rope", &m, "main") }
+    }
+}
 
 /// Rotates x in place by the (cos, sin) table (max_pos, HS/2, 2) from cpu::rope_table.
 pub fn rope(rec: &mut Recorder, x: &GpuTensor, table: &GpuTensor, s: &RopeShape) -> Result<()> {
@@ -38,5 +54,5 @@ pub fn rope(rec: &mut Recorder, x: &GpuTensor, table: &GpuTensor, s: &RopeShape)
     };
     let gpu = rec.gpu.clone();
     let n = (s.t * s.nh * half) as u32;
-    rec.dispatch(&gpu.k.rope, &p, &[&table.buf, &x.buf], gpu.grid_1d(n.div_ceil(256)))
+    rec.dispatch(&gpu.k.rope.rotate, &p, &[&table.buf, &x.buf], gpu.grid_1d(n.div_ceil(256)))
 }

@@ -46,6 +46,7 @@ pub mod files {
     pub const EMBED: &str = include_str!("../../shaders/embed.wgsl");
     pub const SAMPLE: &str = include_str!("../../shaders/sample.wgsl");
     pub const MOE: &str = include_str!("../../shaders/moe.wgsl");
+    pub const EMBED16: &str = include_str!("../../shaders/embed16.wgsl");
 }
 
 /// A params struct declared with [`params!`]: its fields as (name, Rust type as written).
