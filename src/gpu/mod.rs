@@ -5,6 +5,7 @@
 
 pub mod act;
 pub mod attention;
+pub mod backend;
 pub mod context;
 pub mod embed;
 pub mod matmul;

@@ -1,7 +1,7 @@
-//! The op interface the models are written against, with its implementations, one file each: the
-//! GPU (`gpu.rs`: our WGSL kernels through wgpu: WebGPU in the browser, Vulkan/Metal natively), the
-//! CPU reference (`cpu.rs`, over the loops of src/cpu) and the tensor both CPU backends share
-//! (`tensor.rs`). The fast CPU backend lives in src/fastcpu. The model code is the same for all;
+//! The op interface the models are written against, with its implementations: the GPU
+//! (`crate::gpu::backend`, re-exported here: our WGSL kernels through wgpu: WebGPU in the browser,
+//! Vulkan/Metal natively), the CPU reference (`cpu.rs`, over the loops of src/cpu) and the tensor
+//! both CPU backends share (`tensor.rs`). The fast CPU backend lives in src/fastcpu. The model code is the same for all;
 //! only `Backend::T` differs.
 //!
 //! Ops record work; `submit` sends it (GPU) and `read_*` waits for results. Every op takes its
@@ -11,11 +11,10 @@
 //! buffers are allocated for S rows), and every op checks that its rows fit.
 
 pub mod cpu;
-pub mod gpu;
 pub mod tensor;
 
 pub use cpu::CpuBackend;
-pub use gpu::GpuBackend;
+pub use crate::gpu::backend::GpuBackend;
 pub use tensor::CpuTensor;
 
 use crate::error::Result;
