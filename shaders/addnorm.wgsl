@@ -9,17 +9,6 @@
 // forms need no barrier beyond the reductions'.
 // WG and reduce_sum come from rowsum.wgsl.
 
-struct AddNormParams {
-    rows: u32,
-    c: u32,
-    eps: f32,
-    layernorm: u32,
-    in_place: u32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-};
-
 @group(0) @binding(0) var<uniform> P: AddNormParams;
 @group(0) @binding(1) var<storage, read> y: array<f32>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;

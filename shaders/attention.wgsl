@@ -8,25 +8,6 @@
 // Query head h reads KV head h / (NH / NKV) (grouped-query attention).
 // Blocked keys get exactly 0; a row with no allowed key gives zeros (never NaN).
 
-struct AttnParams {
-    tq: u32,
-    tk: u32,
-    nh: u32,
-    nkv: u32,
-    hs: u32,
-    has_mask: u32,
-    is_causal: u32,
-    causal_offset: u32,
-    q_offset: u32,
-    q_stride: u32,
-    k_offset: u32,
-    k_stride: u32,
-    v_offset: u32,
-    v_stride: u32,
-    scale: f32,
-    _pad: u32,
-};
-
 @group(0) @binding(0) var<uniform> P: AttnParams;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;

@@ -1,6 +1,7 @@
-// common.wgsl: prepended to every kernel source by src/gpu/context.rs.
+// common.wgsl: prepended to every kernel source by src/gpu/wgsl.rs.
 // Conventions: all tensors are row-major f32 (or u32 ids) in storage buffers; binding 0 of every
-// kernel is its uniform params struct (bound with a dynamic offset into one shared arena).
+// kernel is its uniform params struct (bound with a dynamic offset into one shared arena), whose
+// WGSL `struct` is written from its Rust declaration (params! in src/gpu/wgsl.rs) after this file.
 // Large 1-D launches are folded into a 2-D grid of at most 65535 workgroups per dimension, and
 // kernels recover the flat workgroup index with flat_group().
 

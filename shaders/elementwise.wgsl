@@ -4,13 +4,6 @@
 //   entry `binary`:  out = op(a, b)        a, b, out (N,)
 //   entry `inplace`: out = op(out, b)      the residual add x += y, in-place activations
 
-struct EwParams {
-    n: u32,
-    op: u32,
-    _p0: u32,
-    _p1: u32,
-};
-
 @group(0) @binding(0) var<uniform> P: EwParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;

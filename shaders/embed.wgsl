@@ -3,17 +3,6 @@
 //                     an id >= V gives a zero row (the host rejects such ids before this runs)
 //   entry `add_rows`: out[t, :] += table[start + t, :]        table (max_len, C): the sinusoidal PE
 
-struct EmbedParams {
-    t: u32,
-    c: u32,
-    v: u32,
-    start: u32,
-    scale: f32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
-};
-
 @group(0) @binding(0) var<uniform> P: EmbedParams;
 @group(0) @binding(1) var<storage, read> table: array<f32>;
 @group(0) @binding(2) var<storage, read> ids: array<u32>;

@@ -13,17 +13,6 @@
 // x_offset % 4 == 0, checked by src/gpu/matmul.rs); the others read
 // scalars, for any K.
 
-struct MatmulParams {
-    m: u32,
-    k: u32,
-    n: u32,
-    has_bias: u32,
-    x_offset: u32,
-    out_offset: u32,
-    act: u32,
-    _p1: u32,
-};
-
 @group(0) @binding(0) var<uniform> P: MatmulParams;
 // scalar view (entries gemv, gemv_swiglu)
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // (M, K)

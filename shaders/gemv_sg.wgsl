@@ -1,23 +1,11 @@
 // gemv_sg.wgsl: gemv.wgsl's `gemv4` (out = act(x @ W^T + b), few rows, vec4 loads: K % 4 == 0 and
 // x_offset % 4 == 0) with the reduction in subgroup operations instead of workgroup memory and
-// barriers. Built only where the adapter has wgpu's SUBGROUP feature (src/gpu/context.rs); the
+// barriers. Built only where the adapter has wgpu's SUBGROUP feature (src/gpu/matmul.rs); the
 // plain gemv4 stays for the others. A workgroup of 256 threads takes 32 outputs of one row; each
 // subgroup takes outputs sg, sg + num_subgroups, ... one at a time, its lanes splitting K (lane l
 // reads vec4s l, l + subgroup_size, ...), and subgroupAdd sums them: no barrier, whatever the
 // subgroup size (8 on llvmpipe: one output per subgroup, as gemv4's 8 lanes; 32 on NVIDIA).
 // (No `enable subgroups;`: naga 30 refuses the directive and takes the builtins with the feature.)
-
-
-struct MatmulParams {
-    m: u32,
-    k: u32,
-    n: u32,
-    has_bias: u32,
-    x_offset: u32,
-    out_offset: u32,
-    act: u32,
-    _p1: u32,
-};
 
 @group(0) @binding(0) var<uniform> P: MatmulParams;
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;   // (M, K/4)

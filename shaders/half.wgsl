@@ -1,5 +1,5 @@
 // half.wgsl: reading 16-bit weights packed in pairs (the layout of matmul16.wgsl's header);
-// prepended to matmul16.wgsl and qkv.wgsl by src/gpu/context.rs.
+// prepended to matmul16.wgsl, embed16.wgsl and qkv.wgsl (src/gpu/wgsl.rs composes them).
 
 // An f16 zero or subnormal (exponent bits 0) as f32: mantissa * 2^-24, exact and a normal f32, with
 // the sign's bit. Used in place of unpack2x16float's result for those values, since WGSL lets an

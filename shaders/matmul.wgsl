@@ -4,17 +4,6 @@
 //   b   (N,)    optional (has_bias)
 //   out (M, N)    = act(x @ W^T + b), act: 0 none, 1 ReLU, 2 GELU, 3 GELU-tanh (epilogue_act in common.wgsl)
 
-struct MatmulParams {
-    m: u32,
-    k: u32,
-    n: u32,
-    has_bias: u32,
-    x_offset: u32,   // elements: x starts at x[x_offset]
-    out_offset: u32, // elements: out starts at out[out_offset]
-    act: u32,        // epilogue activation
-    _p1: u32,
-};
-
 @group(0) @binding(0) var<uniform> P: MatmulParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;      // (M, K)
 @group(0) @binding(2) var<storage, read> w: array<f32>;      // (N, K)

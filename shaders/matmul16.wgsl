@@ -1,26 +1,14 @@
-// matmul16.wgsl: the matmul, GEMV and embedding kernels over 16-bit weights, computing in f32.
+// matmul16.wgsl: the matmul and GEMV kernels over 16-bit weights, computing in f32.
 // A 16-bit weight (N, K) (f16 or bf16, as the checkpoint stored it) is held as packed pairs in u32
 // words, each row padded to an even length: row n is words n * KW .. n * KW + KW, KW = ceil(K / 2),
 // word j holding element 2j in its low 16 bits and element 2j + 1 (0 past K) in its high 16 bits.
-// MatmulParams.wfmt (EmbedParams.wfmt) says which: 0 f16 (unpack2x16float; subnormals rebuilt
+// MatmulParams.wfmt says which: 0 f16 (unpack2x16float; subnormals rebuilt
 // exactly by f16_small), 1 bf16 (the bits are the top half of an f32: a shift). Both conversions are exact, so the kernels see exactly the
 // checkpoint's values; x, bias and out stay f32, and so does every accumulation.
 //   entry `tiled`:  out = act(x @ W^T + b)        the 64x64 tile of matmul.wgsl (prefill, M >= 8)
 //   entry `tiled4`: the same with vec4 loads and FMAs (matmul.wgsl's tiled4), K % 4 == 0
 //   entry `gemv`:   out = act(x @ W^T + b)        the 32-outputs-per-workgroup GEMV of gemv.wgsl
 //   entry `gemv_swiglu`: out = silu(x @ W^T) * (x @ W_up^T), W_up packed the same way
-//   entry `lookup`, `add_rows`: embed.wgsl's over a packed (V, C) table
-
-struct MatmulParams {
-    m: u32,
-    k: u32,
-    n: u32,
-    has_bias: u32,
-    x_offset: u32,
-    out_offset: u32,
-    act: u32,
-    wfmt: u32,   // 0 f16, 1 bf16
-};
 
 @group(0) @binding(0) var<uniform> P: MatmulParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;           // (M, K)
@@ -29,7 +17,7 @@ struct MatmulParams {
 @group(0) @binding(3) var<storage, read> wup: array<u32>;         // gemv_swiglu: W_up (N, KW)
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;   // (M, N)
 
-// f16_small, unpack_pair and packed_at come from half.wgsl (prepended by src/gpu/context.rs).
+// f16_small, unpack_pair and packed_at come from half.wgsl (prepended by src/gpu/wgsl.rs).
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -243,48 +231,6 @@ fn gemv_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     if (lane == 0u && col < P.n) {
         out[P.out_offset + row * P.n + col] = silu(red[o * LANES]) * red2[o * LANES];
     }
-}
-
-// Embedding over a packed table (V, C): out[t, :] = table[ids[t], :] * scale (an id >= V gives a
-// zero row), and out[t, :] += table[start + t, :] (learned positions).
-struct EmbedParams {
-    t: u32,
-    c: u32,
-    v: u32,
-    start: u32,
-    scale: f32,
-    wfmt: u32,
-    _p1: u32,
-    _p2: u32,
-};
-
-@group(0) @binding(0) var<uniform> E: EmbedParams;
-@group(0) @binding(1) var<storage, read> table: array<u32>;
-@group(0) @binding(2) var<storage, read> ids: array<u32>;
-@group(0) @binding(3) var<storage, read_write> eout: array<f32>;
-
-fn table_at(row: u32, col: u32) -> f32 {
-    let cw = (E.c + 1u) / 2u;
-    return packed_at(table[row * cw + col / 2u], col, E.wfmt);
-}
-
-@compute @workgroup_size(256, 1, 1)
-fn lookup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_group(wid, nwg) * 256u + lid.x;
-    if (idx >= E.t * E.c) { return; }
-    let t = idx / E.c;
-    let col = idx % E.c;
-    let id = ids[t];
-    var val = 0.0;
-    if (id < E.v) { val = table_at(id, col) * E.scale; }
-    eout[idx] = val;
-}
-
-@compute @workgroup_size(256, 1, 1)
-fn add_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_group(wid, nwg) * 256u + lid.x;
-    if (idx >= E.t * E.c) { return; }
-    eout[idx] = eout[idx] + table_at(E.start + idx / E.c, idx % E.c);
 }
 
 // Register-blocked, no workgroup memory and no barriers: matmul.wgsl's `reg4` over packed 16-bit

@@ -3,17 +3,6 @@
 //   experts (T, K): top-k in descending probability, ties to the lower index
 //   weights (T, K): the chosen probabilities renormalised to sum to 1
 
-struct MoeParams {
-    t: u32,
-    e: u32,
-    k: u32,
-    capacity: u32, // `capacity` entry
-    c: u32,        // `combine` entry: model width
-    ys_rows: u32,  // `combine` entry: rows per expert block in ys
-    _p0: u32,
-    _p1: u32,
-};
-
 @group(0) @binding(0) var<uniform> P: MoeParams;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> probs: array<f32>;

@@ -4,13 +4,6 @@
 //   rmsnorm:   x * inverseSqrt(mean(x^2) + eps) * weight
 // WG and reduce_sum come from rowsum.wgsl.
 
-struct NormParams {
-    rows: u32,
-    c: u32,
-    eps: f32,
-    _pad: u32,
-};
-
 @group(0) @binding(0) var<uniform> P: NormParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;

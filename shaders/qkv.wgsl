@@ -13,21 +13,6 @@
 // Entries: `main4` f32 weights read as vec4 (K % 4 == 0, x_offset % 4 == 0); `main1` f32, any K;
 // `main16` 16-bit weights packed in pairs (matmul16.wgsl's layout and `wfmt`; half.wgsl).
 
-struct QkvParams {
-    m: u32,
-    k: u32,
-    nq: u32,
-    nkv: u32,
-    x_offset: u32,
-    kv_offset: u32,
-    flags: u32,
-    wfmt: u32,      // main16: 0 f16, 1 bf16
-    hs: u32,
-    start_pos: u32,
-    table_off: u32,
-    _p0: u32,
-};
-
 @group(0) @binding(0) var<uniform> P: QkvParams;
 // main4: vec4 views
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;  // (M, K/4)

@@ -4,17 +4,6 @@
 //   token t is at position start_pos + t
 //   (x0, x1) <- (x0 cos - x1 sin, x0 sin + x1 cos)
 
-struct RopeParams {
-    t: u32,
-    nh: u32,
-    hs: u32,
-    start_pos: u32,
-    row_stride: u32,
-    offset: u32,
-    _p0: u32,
-    _p1: u32,
-};
-
 @group(0) @binding(0) var<uniform> P: RopeParams;
 @group(0) @binding(1) var<storage, read> table: array<f32>;
 @group(0) @binding(2) var<storage, read_write> x: array<f32>;

@@ -13,7 +13,7 @@
 // (needs K % 4 == 0 and x_offset % 4 == 0, checked by src/gpu/matmul.rs); the others read scalars.
 
 // MatmulParams and the bindings (x / x4, w / w4, bias / up4, out) are gemv.wgsl's: this file is appended
-// to it into one module (src/gpu/context.rs), its entries beside the GEMV's.
+// to it into one module (src/gpu/matmul.rs), its entries beside the GEMV's.
 
 fn hsum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);

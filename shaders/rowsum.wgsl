@@ -1,5 +1,5 @@
 // rowsum.wgsl: the workgroup sum of the one-workgroup-per-row kernels (norm.wgsl, addnorm.wgsl),
-// prepended to them after common.wgsl by src/gpu/context.rs. WG threads; each passes its partial
+// prepended to them after common.wgsl by src/gpu/wgsl.rs. WG threads; each passes its partial
 // sum and every thread gets the row's total.
 
 const WG: u32 = 128u;

@@ -1,5 +1,5 @@
 // rowsum1.wgsl: rowsum.wgsl's interface for one invocation per row: prepended instead of it to
-// norm.wgsl and addnorm.wgsl by src/gpu/context.rs for their barrier-free forms (RowKind::Invocation,
+// norm.wgsl and addnorm.wgsl by src/gpu/wgsl.rs for their barrier-free forms (RowKind::Invocation,
 // CPU-emulated GPUs): a workgroup of WG = 1 per row, whose one thread walks the whole row, so the
 // "workgroup sum" is the thread's own.
 

@@ -7,18 +7,7 @@
 //           tau the largest value whose kept mass >= top_p), then the first index whose cumulative
 //           kept mass exceeds u * Z. src/cpu/sample.rs mirrors every summation order.
 
-struct SampleParams {
-    v: u32,
-    mode: u32,
-    top_k: u32,
-    logits_offset: u32,
-    temperature: f32,
-    top_p: f32,
-    u: f32,
-    _pad: u32,
-};
-
-@group(0) @binding(0) var<uniform> P: SampleParams;
+@group(0) @binding(0) var<uniform> P: SampleUniform;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 

@@ -412,8 +412,8 @@ async fn check_gemv_qkv(g: &Arc<Gpu>, kind: MatmulKind) -> Result<CheckResult> {
         let tt = g.upload(&[64, hs.max(2) / 2, 2], &table, "table")?;
         let (qt, kt, vt) = (g.zeros(&[m, nq], "q")?, g.zeros(&[pos + m, nkv], "k")?, g.zeros(&[pos + m, nkv], "v")?);
         let mut rec = Recorder::new(g);
-        let r = (hs > 0).then_some(gpu::matmul::QkvRope { table: &tt, hs, start_pos: pos });
-        gpu::matmul::qkv_kind(&mut rec, &qt, &kt, &vt, pos * nkv, &xt, m, [&wqt, &wkt, &wvt], bias.then_some(&bt), r, kind)?;
+        let r = (hs > 0).then_some(gpu::qkv::QkvRope { table: &tt, hs, start_pos: pos });
+        gpu::qkv::qkv_kind(&mut rec, &qt, &kt, &vt, pos * nkv, &xt, m, [&wqt, &wkt, &wvt], bias.then_some(&bt), r, kind)?;
         let dispatches = rec.dispatches;
         rec.submit()?;
         let case = format!("M={m} K={k} NQ={nq} NKV={nkv} at row {pos} bias={bias} rope HS={hs}");
@@ -848,8 +848,8 @@ async fn check_matmul16(g: &Arc<Gpu>, dtype: gpu::DType) -> Result<CheckResult> 
         let (ot, qt, kt, v_t) = (g.zeros(&[m, n], "out")?, g.zeros(&[m, n], "q")?, g.zeros(&[m + 1, n], "k")?, g.zeros(&[m + 1, n], "v")?);
         let mut rec = Recorder::new(g);
         gpu::matmul::gemv_swiglu(&mut rec, &ot, &xt, m, &gt, &ut)?;
-        let r = (hs > 0).then_some(gpu::matmul::QkvRope { table: &tt, hs, start_pos: 1 });
-        gpu::matmul::qkv_kind(&mut rec, &qt, &kt, &v_t, n, &xt, m, [&gt, &ut, &vt], bias.then_some(&bt), r, MatmulKind::Gemv)?;
+        let r = (hs > 0).then_some(gpu::qkv::QkvRope { table: &tt, hs, start_pos: 1 });
+        gpu::qkv::qkv_kind(&mut rec, &qt, &kt, &v_t, n, &xt, m, [&gt, &ut, &vt], bias.then_some(&bt), r, MatmulKind::Gemv)?;
         rec.submit()?;
         let case = format!("{dtype:?} qkv M={m} K={k} N={n} bias={bias} rope HS={hs}");
         acc.add(&format!("{dtype:?} swiglu M={m} K={k} N={n}"), compare(&g.read_f32(&ot).await?, &want, 1e-5, 1e-4));
@@ -942,7 +942,7 @@ pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
     run!("matmul tiled4", check_matmul(g, MatmulKind::Tiled4, "matmul tiled vec4"));
     run!("matmul reg", check_matmul(g, MatmulKind::Reg, "matmul register-blocked (no barriers)"));
     run!("matmul gemv", check_matmul(g, MatmulKind::Gemv, "matmul gemv (few rows)"));
-    if g.k.gemv4_sg.is_some() {
+    if g.k.matmul.gemv4_sg.is_some() {
         // only where the device has subgroups (tests/gpu_kernels.rs counts it there)
         run!("matmul gemv subgroup", check_matmul(g, MatmulKind::GemvSubgroup, "matmul gemv, subgroup reduction"));
     }

@@ -23,7 +23,7 @@ fn every_kernel_matches_its_cpu_twin() {
         );
     }
     // the subgroup GEMV where the device has subgroups (llvmpipe does: the check runs in CI)
-    let subgroups = gpu.k.gemv4_sg.is_some();
+    let subgroups = gpu.k.matmul.gemv4_sg.is_some();
     println!("subgroups: {subgroups}");
     assert_eq!(
         results.len(),

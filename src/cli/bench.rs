@@ -84,7 +84,7 @@ pub fn matmul(a: &BenchMatmulArgs) -> Result<String> {
         let (naive1, gemv1) = (m1(MatmulKind::Naive)?, m1(MatmulKind::Gemv)?);
         result.insert("m1_naive_ms".into(), naive1.into());
         result.insert("m1_gemv_ms".into(), gemv1.into());
-        if gpu.k.gemv4_sg.is_some() {
+        if gpu.k.matmul.gemv4_sg.is_some() {
             result.insert("m1_gemv_subgroup_ms".into(), m1(MatmulKind::GemvSubgroup)?.into());
         }
         result.insert("m1_gemv_over_naive".into(), (((naive1 / gemv1.max(1e-12)) * 100.0).round() / 100.0).into());
@@ -304,7 +304,7 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
         "tokens_per_submit": k,
         "chained_over_k1": chained_over_k1,
         "qkv_epilogue_over_none": qkv_epilogue_gain,
-        "subgroups": gpu.k.gemv4_sg.is_some(),
+        "subgroups": gpu.k.matmul.gemv4_sg.is_some(),
         "subgroups_over_workgroup_reduction": subgroup_gain,
         "rows_over_gemv": rows_over_gemv,
         "rows_chained_over_rows_k1": rows_chained_over_k1,

@@ -1,18 +1,33 @@
-use bytemuck::{Pod, Zeroable};
+//! The element-wise family (activations, SwiGLU's product, the residual add): its params, its
+//! pipelines and their dispatch sizing. Backward: not yet.
 
 use crate::error::{ensure, Result};
+use crate::gpu::context::Kernel;
+use crate::gpu::wgsl::{self, files, Params};
 use crate::gpu::{GpuTensor, Recorder};
 use crate::ops::EwOp;
 
-/// Mirrors `EwParams` in shaders/elementwise.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct EwParams {
-    pub n: u32,
-    pub op: u32,
-    pub _p: [u32; 2],
+crate::params! {
+    /// The uniform params of shaders/elementwise.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct EwParams {
+        pub n: u32,
+        pub op: u32,
+        pub _p: [u32; 2],
+    }
 }
-const _: () = assert!(std::mem::size_of::<EwParams>() == 16);
+
+/// shaders/elementwise.wgsl's entries.
+pub struct EwKernels {
+    pub binary: Kernel,
+    pub inplace: Kernel,
+}
+
+impl EwKernels {
+    pub fn new(device: &wgpu::Device) -> EwKernels {
+        let m = wgsl::module(device, "elementwise", &[EwParams::wgsl()], &[files::ELEMENTWISE]);
+        EwKernels { binary: Kernel::new(device, "ew_binary", &m, "binary"), inplace: Kernel::new(device, "ew_inplace", &m, "inplace") }
+    }
+}
 
 /// out = op(a, b) element-wise over the first n values; b is required for binary ops (SwiGLU, Add, Mul). All (N,).
 pub fn elementwise(rec: &mut Recorder, out: &GpuTensor, a: &GpuTensor, b: Option<&GpuTensor>, n: usize, op: EwOp) -> Result<()> {
@@ -24,7 +39,7 @@ pub fn elementwise(rec: &mut Recorder, out: &GpuTensor, a: &GpuTensor, b: Option
     let gpu = rec.gpu.clone();
     let bb = b.map_or(&gpu.dummy, |b| &b.buf);
     let p = EwParams { n: n as u32, op: op as u32, _p: [0; 2] };
-    rec.dispatch(&gpu.k.ew_binary, &p, &[&a.buf, bb, &out.buf], gpu.grid_1d((n as u32).div_ceil(256)))
+    rec.dispatch(&gpu.k.ew.binary, &p, &[&a.buf, bb, &out.buf], gpu.grid_1d((n as u32).div_ceil(256)))
 }
 
 /// x = op(x, y) in place: the residual add `x += y`, or an activation (y = None).
@@ -37,5 +52,5 @@ pub fn inplace(rec: &mut Recorder, x: &GpuTensor, y: Option<&GpuTensor>, n: usiz
     let gpu = rec.gpu.clone();
     let yb = y.map_or(&gpu.dummy, |y| &y.buf);
     let p = EwParams { n: n as u32, op: op as u32, _p: [0; 2] };
-    rec.dispatch(&gpu.k.ew_inplace, &p, &[&gpu.dummy, yb, &x.buf], gpu.grid_1d((n as u32).div_ceil(256)))
+    rec.dispatch(&gpu.k.ew.inplace, &p, &[&gpu.dummy, yb, &x.buf], gpu.grid_1d((n as u32).div_ceil(256)))
 }

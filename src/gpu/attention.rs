@@ -1,31 +1,49 @@
-use bytemuck::{Pod, Zeroable};
+//! The attention family: its params, its pipelines (a workgroup per query row and head, or an
+//! invocation per row and head), their dispatch sizing and the choice between them (`RowKind`).
+//! Backward: not yet.
 
 use crate::error::{ensure, Result};
+use crate::gpu::context::Kernel;
+use crate::gpu::wgsl::{self, files, Params};
 use crate::gpu::{GpuTensor, Recorder, RowKind};
 use crate::ops::AttnShape;
 
-/// Mirrors `AttnParams` in shaders/attention.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct AttnParams {
-    pub tq: u32,
-    pub tk: u32,
-    pub nh: u32,
-    pub nkv: u32,
-    pub hs: u32,
-    pub has_mask: u32,
-    pub is_causal: u32,
-    pub causal_offset: u32,
-    pub q_offset: u32,
-    pub q_stride: u32,
-    pub k_offset: u32,
-    pub k_stride: u32,
-    pub v_offset: u32,
-    pub v_stride: u32,
-    pub scale: f32,
-    pub _pad: u32,
+crate::params! {
+    /// The uniform params of shaders/attention.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct AttnParams {
+        pub tq: u32,
+        pub tk: u32,
+        pub nh: u32,
+        pub nkv: u32,
+        pub hs: u32,
+        pub has_mask: u32,
+        pub is_causal: u32,
+        pub causal_offset: u32,
+        pub q_offset: u32,
+        pub q_stride: u32,
+        pub k_offset: u32,
+        pub k_stride: u32,
+        pub v_offset: u32,
+        pub v_stride: u32,
+        pub scale: f32,
+        pub _pad: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<AttnParams>() == 64);
+
+/// shaders/attention.wgsl's entries.
+pub struct AttentionKernels {
+    /// `main`: a workgroup per (query row, head) (RowKind::Workgroup)
+    pub main: Kernel,
+    /// `rows`: one invocation per (row, head), barrier-free (RowKind::Invocation)
+    pub rows: Kernel,
+}
+
+impl AttentionKernels {
+    pub fn new(device: &wgpu::Device) -> AttentionKernels {
+        let m = wgsl::module(device, "attention", &[AttnParams::wgsl()], &[files::ATTENTION]);
+        AttentionKernels { main: Kernel::new(device, "attention", &m, "main"), rows: Kernel::new(device, "attention_rows", &m, "rows") }
+    }
+}
 
 /// Largest head size the kernel stages in workgroup memory.
 pub const MAX_HS: usize = 256;
@@ -89,7 +107,7 @@ pub fn attention_kind(
     let m = mask.map_or(&gpu.dummy, |m| &m.buf);
     let bufs = [&q.buf, &k.buf, &v.buf, m, &out.buf, &probs.buf];
     match kind {
-        RowKind::Workgroup => rec.dispatch(&gpu.k.attention, &p, &bufs, [s.tq as u32, s.nh as u32, 1]),
-        RowKind::Invocation => rec.dispatch(&gpu.k.attention_rows, &p, &bufs, [(s.tq as u32).div_ceil(64), s.nh as u32, 1]),
+        RowKind::Workgroup => rec.dispatch(&gpu.k.attention.main, &p, &bufs, [s.tq as u32, s.nh as u32, 1]),
+        RowKind::Invocation => rec.dispatch(&gpu.k.attention.rows, &p, &bufs, [(s.tq as u32).div_ceil(64), s.nh as u32, 1]),
     }
 }

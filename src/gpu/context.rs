@@ -4,6 +4,10 @@
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, TfError};
+use crate::gpu::{
+    act::EwKernels, attention::AttentionKernels, embed::EmbedKernels, matmul::MatmulKernels, moe::MoeKernels, norm::NormKernels,
+    qkv::QkvKernels, rope::RopeKernels, sample::SampleKernels,
+};
 
 /// One compute pipeline and the layout of its bind group: binding 0 is the op's uniform params
 /// (a dynamic offset into the arena), bindings 1.. are storage buffers.
@@ -14,65 +18,19 @@ pub struct Kernel {
     pub storage: usize,
 }
 
-/// Every kernel of shaders/, created at context creation. No pipeline is ever created later.
+/// Every kernel of shaders/, created at context creation, one struct per kernel family (each
+/// family's module owns its pipelines). No pipeline is ever created later.
 pub struct Kernels {
-    pub matmul_naive: Kernel,
-    pub matmul_tiled: Kernel,
-    pub matmul_tiled4: Kernel,
-    /// matmul.wgsl `reg4`: register-blocked, barrier-free (MatmulKind::Reg)
-    pub matmul_reg4: Kernel,
-    pub gemv: Kernel,
-    pub gemv4: Kernel,
-    pub gemv_swiglu: Kernel,
-    pub gemv4_swiglu: Kernel,
-    /// shaders/gemv_sg.wgsl: gemv4 with a subgroup reduction; only where the device has subgroups
-    pub gemv4_sg: Option<Kernel>,
-    /// shaders/qkv.wgsl: q, k, v (with biases and RoPE) in one GEMV: vec4 f32, scalar f32, 16-bit weights
-    pub gemv_qkv4: Kernel,
-    pub gemv_qkv1: Kernel,
-    pub gemv_qkv16: Kernel,
-    /// shaders/matmul16.wgsl: the matmul, GEMV and embedding over 16-bit weights (packed pairs)
-    pub matmul16_tiled: Kernel,
-    pub matmul16_tiled4: Kernel,
-    /// matmul16.wgsl `reg8`: register-blocked, barrier-free (MatmulKind::Reg)
-    pub matmul16_reg8: Kernel,
-    pub gemv16: Kernel,
-    pub gemv16_swiglu: Kernel,
-    pub embed16_lookup: Kernel,
-    pub embed16_add_rows: Kernel,
-    pub attention: Kernel,
-    /// attention.wgsl `rows`: one invocation per (row, head), barrier-free (RowKind::Invocation)
-    pub attention_rows: Kernel,
-    pub ew_binary: Kernel,
-    pub ew_inplace: Kernel,
-    pub layernorm: Kernel,
-    pub rmsnorm: Kernel,
-    pub add_norm: Kernel,
-    /// norm.wgsl and addnorm.wgsl over rowsum1.wgsl: an invocation per row (RowKind::Invocation)
-    pub layernorm1: Kernel,
-    pub rmsnorm1: Kernel,
-    pub add_norm1: Kernel,
-    pub rope: Kernel,
-    pub embed_lookup: Kernel,
-    pub embed_add_rows: Kernel,
-    pub sample: Kernel,
-    pub moe_router: Kernel,
-    pub moe_capacity: Kernel,
-    pub moe_combine: Kernel,
-    /// shaders/rows.wgsl and the `rows*` entries of shaders/qkv.wgsl: few-row matmuls with one
-    /// invocation per output and no barriers (MatmulKind::Rows; GPUs emulated on the CPU)
-    pub rows4: Kernel,
-    pub rows1: Kernel,
-    pub rows4_swiglu: Kernel,
-    pub rows1_swiglu: Kernel,
-    pub qkv_rows4: Kernel,
-    pub qkv_rows1: Kernel,
-    /// sample.wgsl's `greedy1`: greedy sampling without barriers (MatmulKind::Rows; the decode loop's
-    /// attention and add + norm take `attention_rows` and `add_norm1` there)
-    pub sample_greedy1: Kernel,
+    pub matmul: MatmulKernels,
+    pub qkv: QkvKernels,
+    pub attention: AttentionKernels,
+    pub norm: NormKernels,
+    pub ew: EwKernels,
+    pub rope: RopeKernels,
+    pub embed: EmbedKernels,
+    pub sample: SampleKernels,
+    pub moe: MoeKernels,
 }
-
-const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 /// Size of one parameter slot: the uniform-offset alignment every WebGPU device supports.
 pub const PARAM_SLOT: u64 = 256;
@@ -317,87 +275,25 @@ impl Gpu {
 
 impl Kernels {
     fn new(device: &wgpu::Device, subgroups: bool) -> Kernels {
-        let module = |name: &str, src: &str| {
-            device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(name),
-                source: wgpu::ShaderSource::Wgsl(format!("{COMMON}\n{src}").into()),
-            })
-        };
-        let matmul = module("matmul", include_str!("../../shaders/matmul.wgsl"));
-        // rows.wgsl's barrier-free entries share gemv.wgsl's params and bindings (appended to it)
-        let gemv = module("gemv", &format!("{}\n{}", include_str!("../../shaders/gemv.wgsl"), include_str!("../../shaders/rows.wgsl")));
-        // (naga 30 takes subgroup builtins with the device feature alone: no `enable subgroups;`)
-        let gemv_sg = subgroups.then(|| module("gemv_sg", include_str!("../../shaders/gemv_sg.wgsl")));
-        // the 16-bit readers share half.wgsl's unpacking (WGSL has no includes: sources are concatenated)
-        let with_half = |src: &str| format!("{}\n{src}", include_str!("../../shaders/half.wgsl"));
-        let qkv = module("qkv", &with_half(include_str!("../../shaders/qkv.wgsl")));
-        let m16 = module("matmul16", &with_half(include_str!("../../shaders/matmul16.wgsl")));
-        let attention = module("attention", include_str!("../../shaders/attention.wgsl"));
-        let ew = module("elementwise", include_str!("../../shaders/elementwise.wgsl"));
-        // the norms share their workgroup sum (WGSL has no includes: the sources are concatenated)
-        let with_rowsum = |src: &str| format!("{}\n{src}", include_str!("../../shaders/rowsum.wgsl"));
-        let norm = module("norm", &with_rowsum(include_str!("../../shaders/norm.wgsl")));
-        let addnorm = module("addnorm", &with_rowsum(include_str!("../../shaders/addnorm.wgsl")));
-        // the same with one invocation per row (no barriers)
-        let with_rowsum1 = |src: &str| format!("{}\n{src}", include_str!("../../shaders/rowsum1.wgsl"));
-        let norm1 = module("norm1", &with_rowsum1(include_str!("../../shaders/norm.wgsl")));
-        let addnorm1 = module("addnorm1", &with_rowsum1(include_str!("../../shaders/addnorm.wgsl")));
-        let rope = module("rope", include_str!("../../shaders/rope.wgsl"));
-        let embed = module("embed", include_str!("../../shaders/embed.wgsl"));
-        let sample = module("sample", include_str!("../../shaders/sample.wgsl"));
-        let moe = module("moe", include_str!("../../shaders/moe.wgsl"));
-        // `ro` lists, for bindings 1.., whether each storage buffer is read-only.
-        let mk = |name: &'static str, m: &wgpu::ShaderModule, entry: &str, ro: &[bool]| Kernel::new(device, name, m, entry, ro);
         Kernels {
-            matmul_naive: mk("matmul_naive", &matmul, "naive", &[true, true, true, false]),
-            matmul_tiled: mk("matmul_tiled", &matmul, "tiled", &[true, true, true, false]),
-            matmul_tiled4: mk("matmul_tiled4", &matmul, "tiled4", &[true, true, true, false]),
-            matmul_reg4: mk("matmul_reg4", &matmul, "reg4", &[true, true, true, false]),
-            gemv: mk("gemv", &gemv, "gemv", &[true, true, true, false]),
-            gemv4: mk("gemv4", &gemv, "gemv4", &[true, true, true, false]),
-            gemv_swiglu: mk("gemv_swiglu", &gemv, "gemv_swiglu", &[true, true, true, false]),
-            gemv4_swiglu: mk("gemv4_swiglu", &gemv, "gemv4_swiglu", &[true, true, true, false]),
-            gemv4_sg: gemv_sg.as_ref().map(|m| mk("gemv4_sg", m, "gemv4", &[true, true, true, false])),
-            gemv_qkv4: mk("gemv_qkv4", &qkv, "main4", &[true, true, true, true, false, false, false, true]),
-            gemv_qkv1: mk("gemv_qkv1", &qkv, "main1", &[true, true, true, true, false, false, false, true]),
-            gemv_qkv16: mk("gemv_qkv16", &qkv, "main16", &[true, true, true, true, false, false, false, true]),
-            matmul16_tiled: mk("matmul16_tiled", &m16, "tiled", &[true, true, true, false]),
-            matmul16_tiled4: mk("matmul16_tiled4", &m16, "tiled4", &[true, true, true, false]),
-            matmul16_reg8: mk("matmul16_reg8", &m16, "reg8", &[true, true, true, false]),
-            gemv16: mk("gemv16", &m16, "gemv", &[true, true, true, false]),
-            gemv16_swiglu: mk("gemv16_swiglu", &m16, "gemv_swiglu", &[true, true, true, false]),
-            embed16_lookup: mk("embed16_lookup", &m16, "lookup", &[true, true, false]),
-            embed16_add_rows: mk("embed16_add_rows", &m16, "add_rows", &[true, true, false]),
-            attention: mk("attention", &attention, "main", &[true, true, true, true, false, false]),
-            attention_rows: mk("attention_rows", &attention, "rows", &[true, true, true, true, false, false]),
-            ew_binary: mk("ew_binary", &ew, "binary", &[true, true, false]),
-            ew_inplace: mk("ew_inplace", &ew, "inplace", &[true, true, false]),
-            layernorm: mk("layernorm", &norm, "layernorm", &[true, true, true, false]),
-            rmsnorm: mk("rmsnorm", &norm, "rmsnorm", &[true, true, true, false]),
-            add_norm: mk("add_norm", &addnorm, "main", &[true, true, true, false, false]),
-            layernorm1: mk("layernorm1", &norm1, "layernorm", &[true, true, true, false]),
-            rmsnorm1: mk("rmsnorm1", &norm1, "rmsnorm", &[true, true, true, false]),
-            add_norm1: mk("add_norm1", &addnorm1, "main", &[true, true, true, false, false]),
-            rope: mk("rope", &rope, "main", &[true, false]),
-            embed_lookup: mk("embed_lookup", &embed, "lookup", &[true, true, false]),
-            embed_add_rows: mk("embed_add_rows", &embed, "add_rows", &[true, true, false]),
-            sample: mk("sample", &sample, "main", &[true, false]),
-            moe_router: mk("moe_router", &moe, "router", &[true, false, false, false]),
-            moe_capacity: mk("moe_capacity", &moe, "capacity", &[true, true, false, false]),
-            moe_combine: mk("moe_combine", &moe, "combine", &[true, true, false]),
-            rows4: mk("rows4", &gemv, "rows4", &[true, true, true, false]),
-            rows1: mk("rows1", &gemv, "rows1", &[true, true, true, false]),
-            rows4_swiglu: mk("rows4_swiglu", &gemv, "rows4_swiglu", &[true, true, true, false]),
-            rows1_swiglu: mk("rows1_swiglu", &gemv, "rows1_swiglu", &[true, true, true, false]),
-            qkv_rows4: mk("qkv_rows4", &qkv, "rows4", &[true, true, true, true, false, false, false, true]),
-            qkv_rows1: mk("qkv_rows1", &qkv, "rows1", &[true, true, true, true, false, false, false, true]),
-            sample_greedy1: mk("sample_greedy1", &sample, "greedy1", &[true, false]),
+            matmul: MatmulKernels::new(device, subgroups),
+            qkv: QkvKernels::new(device),
+            attention: AttentionKernels::new(device),
+            norm: NormKernels::new(device),
+            ew: EwKernels::new(device),
+            rope: RopeKernels::new(device),
+            embed: EmbedKernels::new(device),
+            sample: SampleKernels::new(device),
+            moe: MoeKernels::new(device),
         }
     }
 }
 
 impl Kernel {
-    fn new(device: &wgpu::Device, name: &'static str, module: &wgpu::ShaderModule, entry: &str, ro: &[bool]) -> Kernel {
+    /// The pipeline of `entry` in `module`; its storage bindings are the ones the entry uses
+    /// (`wgsl::storage_bindings`).
+    pub fn new(device: &wgpu::Device, name: &'static str, module: &crate::gpu::wgsl::Module, entry: &str) -> Kernel {
+        let ro = crate::gpu::wgsl::storage_bindings(&module.src, entry);
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -425,7 +321,7 @@ impl Kernel {
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(name),
             layout: Some(&pl),
-            module,
+            module: &module.module,
             entry_point: Some(entry),
             compilation_options: Default::default(),
             cache: None,

@@ -1,26 +1,32 @@
-use bytemuck::{Pod, Zeroable};
+//! The matmul family: out = act(x @ W^T + b) over f32 or 16-bit weights, and SwiGLU's fused gate
+//! and up GEMV. It owns the params, the pipelines (tiles, register blocks, GEMVs, the barrier-free
+//! `rows` forms and the 16-bit forms), their dispatch sizing, and the choice among them: which
+//! [`MatmulKind`] a pass of M rows takes ([`MatmulKind::for_rows`]) and which pipeline a kind,
+//! a weight dtype and a shape run ([`MatmulKernels::select`]). The q/k/v projection is its own
+//! family (gpu::qkv). Backward: not yet.
 
 use crate::error::{ensure, Result};
-use crate::gpu::DType;
+use crate::gpu::context::Kernel;
+use crate::gpu::wgsl::{self, files, Params};
 use crate::gpu::{GpuTensor, Recorder};
-use crate::ops::{EwOp, RopeShape};
+use crate::ops::EwOp;
 
-/// Mirrors `MatmulParams` in shaders/matmul.wgsl and shaders/gemv.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct MatmulParams {
-    pub m: u32,
-    pub k: u32,
-    pub n: u32,
-    pub has_bias: u32,
-    pub x_offset: u32,
-    pub out_offset: u32,
-    /// epilogue activation: 0 none, 1 ReLU, 2 GELU, 3 GELU-tanh
-    pub act: u32,
-    /// shaders/matmul16.wgsl's `wfmt` (0 f16, 1 bf16); unused by the f32 kernels
-    pub _p: u32,
+crate::params! {
+    /// The uniform params of shaders/matmul.wgsl, gemv.wgsl (with rows.wgsl), gemv_sg.wgsl and
+    /// matmul16.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct MatmulParams {
+        pub m: u32,
+        pub k: u32,
+        pub n: u32,
+        pub has_bias: u32,
+        pub x_offset: u32,
+        pub out_offset: u32,
+        /// epilogue activation: 0 none, 1 ReLU, 2 GELU, 3 GELU-tanh
+        pub act: u32,
+        /// 16-bit weights (shaders/matmul16.wgsl): 0 f16, 1 bf16; unused by the f32 kernels
+        pub wfmt: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<MatmulParams>() == 32);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulKind {
@@ -46,6 +52,121 @@ pub enum MatmulKind {
     /// (shaders/rows.wgsl): few-row passes on GPUs emulated on the CPU (SwiftShader, llvmpipe),
     /// where barriers are costly. f32 weights; 16-bit weights take the 16-bit GEMV
     Rows,
+}
+
+/// Passes with fewer rows than this take the few-row kernel (`few` of [`MatmulKind::for_rows`]):
+/// a 64-row tile would compute 63 wasted rows for the one-row passes of cached decoding.
+pub const SMALL_M: usize = 8;
+
+impl MatmulKind {
+    /// The kind of a pass of `m` rows: `few` below [`SMALL_M`] rows, where the GEMV reduces in
+    /// subgroup operations if `subgroups` is asked and the device has them (the kernels have
+    /// `gemv4_sg`), `many` from there.
+    pub fn for_rows(m: usize, many: MatmulKind, few: MatmulKind, subgroups: bool, k: &MatmulKernels) -> MatmulKind {
+        if m >= SMALL_M {
+            return many;
+        }
+        match few {
+            MatmulKind::Gemv if subgroups && k.gemv4_sg.is_some() => MatmulKind::GemvSubgroup,
+            kind => kind,
+        }
+    }
+}
+
+/// shaders/matmul.wgsl, gemv.wgsl with rows.wgsl, gemv_sg.wgsl and matmul16.wgsl (over
+/// half.wgsl): every pipeline of the family.
+pub struct MatmulKernels {
+    pub naive: Kernel,
+    pub tiled: Kernel,
+    pub tiled4: Kernel,
+    /// matmul.wgsl `reg4`: register-blocked, barrier-free (MatmulKind::Reg)
+    pub reg4: Kernel,
+    pub gemv: Kernel,
+    pub gemv4: Kernel,
+    pub gemv_swiglu: Kernel,
+    pub gemv4_swiglu: Kernel,
+    /// shaders/gemv_sg.wgsl: gemv4 with a subgroup reduction; only where the device has subgroups
+    pub gemv4_sg: Option<Kernel>,
+    /// shaders/rows.wgsl: few-row matmuls with one invocation per output and no barriers
+    /// (MatmulKind::Rows; GPUs emulated on the CPU)
+    pub rows4: Kernel,
+    pub rows1: Kernel,
+    pub rows4_swiglu: Kernel,
+    pub rows1_swiglu: Kernel,
+    /// shaders/matmul16.wgsl: the tiles and the GEMV over 16-bit weights (packed pairs)
+    pub tiled16: Kernel,
+    pub tiled4_16: Kernel,
+    /// matmul16.wgsl `reg8`: register-blocked, barrier-free (MatmulKind::Reg)
+    pub reg8_16: Kernel,
+    pub gemv16: Kernel,
+    pub gemv16_swiglu: Kernel,
+}
+
+impl MatmulKernels {
+    pub fn new(device: &wgpu::Device, subgroups: bool) -> MatmulKernels {
+        let p = [MatmulParams::wgsl()];
+        let matmul = wgsl::module(device, "matmul", &p, &[files::MATMUL]);
+        // rows.wgsl's barrier-free entries share gemv.wgsl's params and bindings
+        let gemv = wgsl::module(device, "gemv", &p, &[files::GEMV, files::ROWS]);
+        // (naga 30 takes subgroup builtins with the device feature alone: no `enable subgroups;`)
+        let gemv_sg = subgroups.then(|| wgsl::module(device, "gemv_sg", &p, &[files::GEMV_SG]));
+        let m16 = wgsl::module(device, "matmul16", &p, &[files::HALF, files::MATMUL16]);
+        let mk = |name: &'static str, m: &wgsl::Module, entry: &str| Kernel::new(device, name, m, entry);
+        MatmulKernels {
+            naive: mk("matmul_naive", &matmul, "naive"),
+            tiled: mk("matmul_tiled", &matmul, "tiled"),
+            tiled4: mk("matmul_tiled4", &matmul, "tiled4"),
+            reg4: mk("matmul_reg4", &matmul, "reg4"),
+            gemv: mk("gemv", &gemv, "gemv"),
+            gemv4: mk("gemv4", &gemv, "gemv4"),
+            gemv_swiglu: mk("gemv_swiglu", &gemv, "gemv_swiglu"),
+            gemv4_swiglu: mk("gemv4_swiglu", &gemv, "gemv4_swiglu"),
+            gemv4_sg: gemv_sg.as_ref().map(|m| mk("gemv4_sg", m, "gemv4")),
+            rows4: mk("rows4", &gemv, "rows4"),
+            rows1: mk("rows1", &gemv, "rows1"),
+            rows4_swiglu: mk("rows4_swiglu", &gemv, "rows4_swiglu"),
+            rows1_swiglu: mk("rows1_swiglu", &gemv, "rows1_swiglu"),
+            tiled16: mk("matmul16_tiled", &m16, "tiled"),
+            tiled4_16: mk("matmul16_tiled4", &m16, "tiled4"),
+            reg8_16: mk("matmul16_reg8", &m16, "reg8"),
+            gemv16: mk("gemv16", &m16, "gemv"),
+            gemv16_swiglu: mk("gemv16_swiglu", &m16, "gemv_swiglu"),
+        }
+    }
+
+    /// The pipeline and workgroup grid of an (M, K) x (N, K)^T product for `kind`: 16-bit weights
+    /// take matmul16.wgsl (the GEMV for the few-row kinds, the vec4 tile where Tiled4 would be, the
+    /// 8x4 register block for Reg, the scalar tile otherwise: Naive has no 16-bit form); the vec4
+    /// forms need [`vec4_ok`] and fall back to their scalar twins (Tiled4 and Reg to the tile).
+    pub fn select(&self, kind: MatmulKind, w16: bool, m: usize, k: usize, n: usize, x_off: usize) -> (&Kernel, [u32; 3]) {
+        let (m32, n32) = (m as u32, n as u32);
+        let tiles = [n32.div_ceil(64), m32.div_ceil(64), 1];
+        let v4 = vec4_ok(k, x_off);
+        if w16 {
+            return match kind {
+                MatmulKind::Gemv | MatmulKind::GemvSubgroup | MatmulKind::Rows => (&self.gemv16, [n32.div_ceil(GEMV_OUTS), m32, 1]),
+                MatmulKind::Tiled4 if v4 => (&self.tiled4_16, tiles),
+                MatmulKind::Reg if v4 => (&self.reg8_16, [n32.div_ceil(32), m32.div_ceil(64), 1]),
+                _ => (&self.tiled16, tiles),
+            };
+        }
+        match kind {
+            MatmulKind::Naive => (&self.naive, [n32.div_ceil(16), m32.div_ceil(16), 1]),
+            MatmulKind::Tiled4 if v4 => (&self.tiled4, tiles),
+            MatmulKind::Reg if v4 => (&self.reg4, [n32.div_ceil(32), m32.div_ceil(32), 1]),
+            MatmulKind::Tiled | MatmulKind::Tiled4 | MatmulKind::Reg => (&self.tiled, tiles),
+            MatmulKind::Gemv | MatmulKind::GemvSubgroup => {
+                let sg = self.gemv4_sg.as_ref().filter(|_| kind == MatmulKind::GemvSubgroup && v4);
+                let kernel = match sg {
+                    Some(sg) => sg,
+                    None if v4 => &self.gemv4,
+                    None => &self.gemv,
+                };
+                (kernel, [n32.div_ceil(GEMV_OUTS), m32, 1])
+            }
+            MatmulKind::Rows => (if v4 { &self.rows4 } else { &self.rows1 }, [n32.div_ceil(ROWS_WG), m32, 1]),
+        }
+    }
 }
 
 /// The activation applied in a matmul's epilogue (`MatmulParams.act`).
@@ -87,7 +208,7 @@ pub fn matmul(
     matmul_act(rec, out, out_off, x, x_off, m, w, b, Act::None, kind)
 }
 
-fn check(out: &GpuTensor, out_off: usize, x: &GpuTensor, x_off: usize, m: usize, w: &GpuTensor) -> Result<(usize, usize)> {
+pub(crate) fn check(out: &GpuTensor, out_off: usize, x: &GpuTensor, x_off: usize, m: usize, w: &GpuTensor) -> Result<(usize, usize)> {
     ensure(w.shape.len() == 2, "matmul", || format!("W must be (N, K), got {:?}", w.shape))?;
     let (n, k) = (w.shape[0], w.shape[1]);
     ensure(x.len() >= x_off + m * k, "matmul", || {
@@ -125,60 +246,23 @@ pub fn matmul_act(
         x_offset: x_off as u32,
         out_offset: out_off as u32,
         act: act as u32,
-        _p: 0,
+        wfmt: w.dtype.wfmt(),
     };
     let gpu = rec.gpu.clone();
     let bias = b.map_or(&gpu.dummy, |b| &b.buf);
-    let bufs = [&x.buf, &w.buf, bias, &out.buf];
-    let (m32, n32) = (m as u32, n as u32);
-    if w.dtype.is_16bit() {
-        // 16-bit weights (shaders/matmul16.wgsl): the GEMV for few-row passes, the tile otherwise
-        // (vec4 where Tiled4 would be; Naive has no 16-bit form and takes the scalar tile)
-        let p = MatmulParams { _p: w.dtype.wfmt(), ..p };
-        let tiles = [n32.div_ceil(64), m32.div_ceil(64), 1];
-        return match kind {
-            MatmulKind::Gemv | MatmulKind::GemvSubgroup | MatmulKind::Rows => {
-                rec.dispatch(&gpu.k.gemv16, &p, &bufs, [n32.div_ceil(GEMV_OUTS), m32, 1])
-            }
-            MatmulKind::Tiled4 if vec4_ok(k, x_off) => rec.dispatch(&gpu.k.matmul16_tiled4, &p, &bufs, tiles),
-            MatmulKind::Reg if vec4_ok(k, x_off) => rec.dispatch(&gpu.k.matmul16_reg8, &p, &bufs, [n32.div_ceil(32), m32.div_ceil(64), 1]),
-            _ => rec.dispatch(&gpu.k.matmul16_tiled, &p, &bufs, tiles),
-        };
-    }
-    match kind {
-        MatmulKind::Naive => rec.dispatch(&gpu.k.matmul_naive, &p, &bufs, [n32.div_ceil(16), m32.div_ceil(16), 1]),
-        MatmulKind::Tiled => rec.dispatch(&gpu.k.matmul_tiled, &p, &bufs, [n32.div_ceil(64), m32.div_ceil(64), 1]),
-        MatmulKind::Tiled4 => {
-            let kernel = if vec4_ok(k, x_off) { &gpu.k.matmul_tiled4 } else { &gpu.k.matmul_tiled };
-            rec.dispatch(kernel, &p, &bufs, [n32.div_ceil(64), m32.div_ceil(64), 1])
-        }
-        MatmulKind::Reg if vec4_ok(k, x_off) => rec.dispatch(&gpu.k.matmul_reg4, &p, &bufs, [n32.div_ceil(32), m32.div_ceil(32), 1]),
-        MatmulKind::Reg => rec.dispatch(&gpu.k.matmul_tiled, &p, &bufs, [n32.div_ceil(64), m32.div_ceil(64), 1]),
-        MatmulKind::Gemv | MatmulKind::GemvSubgroup => {
-            let sg = gpu.k.gemv4_sg.as_ref().filter(|_| kind == MatmulKind::GemvSubgroup);
-            let kernel = match sg {
-                Some(sg) if vec4_ok(k, x_off) => sg,
-                _ if vec4_ok(k, x_off) => &gpu.k.gemv4,
-                _ => &gpu.k.gemv,
-            };
-            rec.dispatch(kernel, &p, &bufs, [n32.div_ceil(GEMV_OUTS), m32, 1])
-        }
-        MatmulKind::Rows => {
-            let kernel = if vec4_ok(k, x_off) { &gpu.k.rows4 } else { &gpu.k.rows1 };
-            rec.dispatch(kernel, &p, &bufs, [n32.div_ceil(ROWS_WG), m32, 1])
-        }
-    }
+    let (kernel, groups) = gpu.k.matmul.select(kind, w.dtype.is_16bit(), m, k, n, x_off);
+    rec.dispatch(kernel, &p, &[&x.buf, &w.buf, bias, &out.buf], groups)
 }
 
 /// Invocations per workgroup of the one-invocation-per-output kernels (shaders/rows.wgsl and the
 /// `rows*` entries of shaders/qkv.wgsl).
-const ROWS_WG: u32 = 64;
+pub(crate) const ROWS_WG: u32 = 64;
 
 /// Outputs per GEMV workgroup (OUTS in shaders/gemv.wgsl).
-const GEMV_OUTS: u32 = 32;
+pub(crate) const GEMV_OUTS: u32 = 32;
 
 /// The vec4 GEMV reads x and W as vec4: rows of W and the start of x must be 16-byte aligned.
-fn vec4_ok(k: usize, x_off: usize) -> bool {
+pub(crate) fn vec4_ok(k: usize, x_off: usize) -> bool {
     k.is_multiple_of(4) && x_off.is_multiple_of(4)
 }
 
@@ -189,14 +273,14 @@ pub fn gemv_swiglu(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, m: usize,
     ensure(w_up.shape == w_gate.shape, "gemv_swiglu", || format!("W_up {:?} must have W_gate's shape {:?}", w_up.shape, w_gate.shape))?;
     ensure(w_up.dtype == w_gate.dtype, "gemv_swiglu", || format!("W_up is {:?} but W_gate {:?}", w_up.dtype, w_gate.dtype))?;
     let p =
-        MatmulParams { m: m as u32, k: k as u32, n: n as u32, has_bias: 0, x_offset: 0, out_offset: 0, act: 0, _p: w_gate.dtype.wfmt() };
+        MatmulParams { m: m as u32, k: k as u32, n: n as u32, has_bias: 0, x_offset: 0, out_offset: 0, act: 0, wfmt: w_gate.dtype.wfmt() };
     let gpu = rec.gpu.clone();
     let kernel = if w_gate.dtype.is_16bit() {
-        &gpu.k.gemv16_swiglu
+        &gpu.k.matmul.gemv16_swiglu
     } else if vec4_ok(k, 0) {
-        &gpu.k.gemv4_swiglu
+        &gpu.k.matmul.gemv4_swiglu
     } else {
-        &gpu.k.gemv_swiglu
+        &gpu.k.matmul.gemv_swiglu
     };
     rec.dispatch(kernel, &p, &[&x.buf, &w_gate.buf, &w_up.buf, &out.buf], [(n as u32).div_ceil(GEMV_OUTS), m as u32, 1])
 }
@@ -209,137 +293,8 @@ pub fn rows_swiglu(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, m: usize,
     }
     let (n, k) = check(out, 0, x, 0, m, w_gate)?;
     ensure(w_up.shape == w_gate.shape, "rows_swiglu", || format!("W_up {:?} must have W_gate's shape {:?}", w_up.shape, w_gate.shape))?;
-    let p = MatmulParams { m: m as u32, k: k as u32, n: n as u32, has_bias: 0, x_offset: 0, out_offset: 0, act: 0, _p: 0 };
+    let p = MatmulParams { m: m as u32, k: k as u32, n: n as u32, has_bias: 0, x_offset: 0, out_offset: 0, act: 0, wfmt: 0 };
     let gpu = rec.gpu.clone();
-    let kernel = if vec4_ok(k, 0) { &gpu.k.rows4_swiglu } else { &gpu.k.rows1_swiglu };
+    let kernel = if vec4_ok(k, 0) { &gpu.k.matmul.rows4_swiglu } else { &gpu.k.matmul.rows1_swiglu };
     rec.dispatch(kernel, &p, &[&x.buf, &w_gate.buf, &w_up.buf, &out.buf], [(n as u32).div_ceil(ROWS_WG), m as u32, 1])
-}
-
-/// Mirrors `QkvParams` in shaders/qkv.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct QkvParams {
-    pub m: u32,
-    pub k: u32,
-    pub nq: u32,
-    pub nkv: u32,
-    pub x_offset: u32,
-    pub kv_offset: u32,
-    /// bit 0: biases in `aux`; bit 1: RoPE with the table in `aux`
-    pub flags: u32,
-    /// 16-bit weights: 0 f16, 1 bf16
-    pub wfmt: u32,
-    pub hs: u32,
-    pub start_pos: u32,
-    pub table_off: u32,
-    pub _p: u32,
-}
-const _: () = assert!(std::mem::size_of::<QkvParams>() == 48);
-
-/// RoPE in the q/k/v GEMV's epilogue: q and the new k rows rotated by the (cos, sin) table
-/// (max_pos, HS/2, 2) from cpu::rope_table, row r of the pass at position `start_pos + r`.
-#[derive(Clone, Copy)]
-pub struct QkvRope<'a> {
-    pub table: &'a GpuTensor,
-    pub hs: usize,
-    pub start_pos: usize,
-}
-
-/// q (M, NQ) = x (M, K) @ W_q^T + b_q; k[kv_off..], v[kv_off..] (M, NKV) = x @ W_k^T + b_k,
-/// x @ W_v^T + b_v: the three projections of attention in one GEMV dispatch (few-row passes; f32
-/// or 16-bit weights, all three of one dtype), then RoPE on q and k when `rope` is given.
-/// `biases` is b_q, b_k, b_v concatenated (NQ + 2 NKV,), f32. The bias and the rotation are in
-/// the epilogue, except both together: the kernel binds one of them (8 storage buffers, WebGPU's
-/// default limit), so that case adds the two rope dispatches after the biased GEMV.
-/// The kernel is `kind`'s: [`MatmulKind::Rows`] takes the `rows*` entries of shaders/qkv.wgsl (one
-/// invocation per pair of outputs, no barriers; f32 weights), every other kind the GEMV. 16-bit
-/// weights always take the 16-bit GEMV.
-#[allow(clippy::too_many_arguments)]
-pub fn qkv_kind(
-    rec: &mut Recorder,
-    q: &GpuTensor,
-    k: &GpuTensor,
-    v: &GpuTensor,
-    kv_off: usize,
-    x: &GpuTensor,
-    m: usize,
-    [w_q, w_k, w_v]: [&GpuTensor; 3],
-    biases: Option<&GpuTensor>,
-    rope: Option<QkvRope>,
-    kind: MatmulKind,
-) -> Result<()> {
-    let (nq, kk) = check(q, 0, x, 0, m, w_q)?;
-    let (nkv, _) = check(k, kv_off, x, 0, m, w_k)?;
-    check(v, kv_off, x, 0, m, w_v)?;
-    ensure(w_k.shape[1] == kk && w_v.shape == w_k.shape, "gemv_qkv", || {
-        format!("W_q {:?}, W_k {:?}, W_v {:?} must share K", w_q.shape, w_k.shape, w_v.shape)
-    })?;
-    ensure(w_k.dtype == w_q.dtype && w_v.dtype == w_q.dtype, "gemv_qkv", || {
-        format!("W_q, W_k, W_v are {:?}, {:?}, {:?}: one dtype", w_q.dtype, w_k.dtype, w_v.dtype)
-    })?;
-    if let Some(b) = biases {
-        ensure(b.len() == nq + 2 * nkv && b.dtype == DType::F32, "gemv_qkv", || {
-            format!("the biases {:?} ({:?}) must be NQ + 2 NKV = {} f32 values", b.shape, b.dtype, nq + 2 * nkv)
-        })?;
-    }
-    let mut p = QkvParams {
-        m: m as u32,
-        k: kk as u32,
-        nq: nq as u32,
-        nkv: nkv as u32,
-        x_offset: 0,
-        kv_offset: kv_off as u32,
-        flags: 0,
-        wfmt: w_q.dtype.wfmt(),
-        hs: 0,
-        start_pos: 0,
-        table_off: 0,
-        _p: 0,
-    };
-    let gpu = rec.gpu.clone();
-    let mut aux = &gpu.dummy;
-    if let Some(b) = biases {
-        p.flags |= 1;
-        aux = &b.buf;
-    }
-    // the rotation in the epilogue, or (with biases) two rope dispatches after it
-    let mut after = None;
-    if let Some(r) = rope {
-        let hs = r.hs;
-        ensure(hs > 0 && hs.is_multiple_of(2) && nq.is_multiple_of(hs) && nkv.is_multiple_of(hs), "gemv_qkv", || {
-            format!("RoPE needs an even head size dividing NQ = {nq} and NKV = {nkv}, got {hs}")
-        })?;
-        let max_pos = r.table.len() / hs;
-        ensure(r.start_pos + m <= max_pos, "gemv_qkv", || {
-            format!("positions {}..{} exceed the RoPE table's {max_pos}", r.start_pos, r.start_pos + m)
-        })?;
-        if biases.is_some() {
-            after = Some(r);
-        } else {
-            (p.flags, p.hs, p.start_pos) = (p.flags | 2, hs as u32, r.start_pos as u32);
-            aux = &r.table.buf;
-        }
-    }
-    let rows = kind == MatmulKind::Rows && !w_q.dtype.is_16bit();
-    let kernel = if w_q.dtype.is_16bit() {
-        &gpu.k.gemv_qkv16
-    } else if rows && vec4_ok(kk, 0) {
-        &gpu.k.qkv_rows4
-    } else if rows {
-        &gpu.k.qkv_rows1
-    } else if vec4_ok(kk, 0) {
-        &gpu.k.gemv_qkv4
-    } else {
-        &gpu.k.gemv_qkv1
-    };
-    let total = (nq + 2 * nkv) as u32;
-    let groups = if rows { [total.div_ceil(2).div_ceil(ROWS_WG), m as u32, 1] } else { [total.div_ceil(GEMV_OUTS), m as u32, 1] };
-    rec.dispatch(kernel, &p, &[&x.buf, &w_q.buf, &w_k.buf, &w_v.buf, &q.buf, &k.buf, &v.buf, aux], groups)?;
-    if let Some(r) = after {
-        let hs = r.hs;
-        crate::gpu::rope::rope(rec, q, r.table, &RopeShape { t: m, nh: nq / hs, hs, start_pos: r.start_pos, row_stride: nq, offset: 0 })?;
-        let s = RopeShape { t: m, nh: nkv / hs, hs, start_pos: r.start_pos, row_stride: nkv, offset: kv_off };
-        crate::gpu::rope::rope(rec, k, r.table, &s)?;
-    }
-    Ok(())
 }

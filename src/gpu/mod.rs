@@ -1,18 +1,22 @@
-//! The GPU backend: a context that owns the device and every pipeline, tensors with shapes, a
-//! recorder that batches dispatches into one submission, and one thin wrapper per kernel family
-//! (mirroring `src/cpu/` file for file).
+//! The GPU backend: a context that owns the device, tensors with shapes, a recorder that batches
+//! dispatches into one submission, WGSL composition (`wgsl`), and one module per kernel family
+//! (matmul, qkv, attention, norm, act, rope, embed, sample, moe; mirroring `src/cpu/`), each
+//! owning its params, its pipelines, their dispatch sizing and the choice among its forms.
 
 pub mod act;
 pub mod attention;
+pub mod backend;
 pub mod context;
 pub mod embed;
 pub mod matmul;
 pub mod moe;
 pub mod norm;
+pub mod qkv;
 pub mod recorder;
 pub mod rope;
 pub mod sample;
 pub mod tensor;
+pub mod wgsl;
 
 pub use context::{AdapterSummary, Gpu};
 pub use recorder::Recorder;

@@ -1,21 +1,43 @@
-use bytemuck::{Pod, Zeroable};
+//! The mixture-of-experts family (router, capacity, combine): its params, its pipelines and their
+//! dispatch sizing. Backward: not yet.
+
+use bytemuck::Zeroable;
 
 use crate::error::{ensure, Result};
+use crate::gpu::context::Kernel;
+use crate::gpu::wgsl::{self, files, Params};
 use crate::gpu::{DType, GpuTensor, Recorder};
 
-/// Mirrors `MoeParams` in shaders/moe.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct MoeParams {
-    pub t: u32,
-    pub e: u32,
-    pub k: u32,
-    pub capacity: u32,
-    pub c: u32,
-    pub ys_rows: u32,
-    pub _p: [u32; 2],
+crate::params! {
+    /// The uniform params of shaders/moe.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct MoeParams {
+        pub t: u32,
+        pub e: u32,
+        pub k: u32,
+        pub capacity: u32,
+        pub c: u32,
+        pub ys_rows: u32,
+        pub _p: [u32; 2],
+    }
 }
-const _: () = assert!(std::mem::size_of::<MoeParams>() == 32);
+
+/// shaders/moe.wgsl's entries.
+pub struct MoeKernels {
+    pub router: Kernel,
+    pub capacity: Kernel,
+    pub combine: Kernel,
+}
+
+impl MoeKernels {
+    pub fn new(device: &wgpu::Device) -> MoeKernels {
+        let m = wgsl::module(device, "moe", &[MoeParams::wgsl()], &[files::MOE]);
+        MoeKernels {
+            router: Kernel::new(device, "moe_router", &m, "router"),
+            capacity: Kernel::new(device, "moe_capacity", &m, "capacity"),
+            combine: Kernel::new(device, "moe_combine", &m, "combine"),
+        }
+    }
+}
 
 /// Largest expert count the router kernel supports.
 pub const MAX_EXPERTS: usize = 64;
@@ -41,7 +63,7 @@ pub fn moe_router(
     ensure(weights.len() >= t * k, "moe_router", || format!("weights {:?} must be ({t}, {k})", weights.shape))?;
     let p = MoeParams { t: t as u32, e: e as u32, k: k as u32, ..Zeroable::zeroed() };
     let gpu = rec.gpu.clone();
-    rec.dispatch(&gpu.k.moe_router, &p, &[&logits.buf, &probs.buf, &experts.buf, &weights.buf], gpu.grid_1d((t as u32).div_ceil(64)))
+    rec.dispatch(&gpu.k.moe.router, &p, &[&logits.buf, &probs.buf, &experts.buf, &weights.buf], gpu.grid_1d((t as u32).div_ceil(64)))
 }
 
 /// experts, weights (T, K) -> gate (T, E) f32 and kept (T, K) u32, each expert keeping its first
@@ -66,7 +88,7 @@ pub fn moe_capacity(
     let cap = capacity.map_or(u32::MAX, |c| c.min(u32::MAX as usize - 1) as u32);
     let p = MoeParams { t: t as u32, e: e as u32, k: k as u32, capacity: cap, ..Zeroable::zeroed() };
     let gpu = rec.gpu.clone();
-    rec.dispatch(&gpu.k.moe_capacity, &p, &[&experts.buf, &weights.buf, &gate.buf, &kept.buf], [(e as u32).div_ceil(64), 1, 1])
+    rec.dispatch(&gpu.k.moe.capacity, &p, &[&experts.buf, &weights.buf, &gate.buf, &kept.buf], [(e as u32).div_ceil(64), 1, 1])
 }
 
 /// out (T, C) = sum_e gate[t, e] * ys[e, t, :];  ys (E, ys_rows, C), gate (T, E)
@@ -89,5 +111,5 @@ pub fn moe_combine(
     })?;
     let p = MoeParams { t: t as u32, e: e as u32, c: c as u32, ys_rows: ys_rows as u32, ..Zeroable::zeroed() };
     let gpu = rec.gpu.clone();
-    rec.dispatch(&gpu.k.moe_combine, &p, &[&gate.buf, &ys.buf, &out.buf], gpu.grid_1d(((t * c) as u32).div_ceil(256)))
+    rec.dispatch(&gpu.k.moe.combine, &p, &[&gate.buf, &ys.buf, &out.buf], gpu.grid_1d(((t * c) as u32).div_ceil(256)))
 }

@@ -1,18 +1,50 @@
-use bytemuck::{Pod, Zeroable};
+//! The norm family: LayerNorm, RMSNorm and the residual add + norm, their params, their pipelines
+//! (a workgroup per row over rowsum.wgsl, or an invocation per row over rowsum1.wgsl), dispatch
+//! sizing and the choice between the two forms (`RowKind`). Backward: not yet.
 
 use crate::error::{ensure, Result};
+use crate::gpu::context::Kernel;
+use crate::gpu::wgsl::{self, files, Params};
 use crate::gpu::{GpuTensor, Recorder, RowKind};
 
-/// Mirrors `NormParams` in shaders/norm.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct NormParams {
-    pub rows: u32,
-    pub c: u32,
-    pub eps: f32,
-    pub _pad: u32,
+crate::params! {
+    /// The uniform params of shaders/norm.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct NormParams {
+        pub rows: u32,
+        pub c: u32,
+        pub eps: f32,
+        pub _pad: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<NormParams>() == 16);
+
+/// shaders/norm.wgsl and addnorm.wgsl, each over rowsum.wgsl (a workgroup per row) and, the `1`
+/// forms, over rowsum1.wgsl (an invocation per row: RowKind::Invocation).
+pub struct NormKernels {
+    pub layernorm: Kernel,
+    pub rmsnorm: Kernel,
+    pub add_norm: Kernel,
+    pub layernorm1: Kernel,
+    pub rmsnorm1: Kernel,
+    pub add_norm1: Kernel,
+}
+
+impl NormKernels {
+    pub fn new(device: &wgpu::Device) -> NormKernels {
+        let (np, ap) = ([NormParams::wgsl()], [AddNormParams::wgsl()]);
+        let norm = wgsl::module(device, "norm", &np, &[files::ROWSUM, files::NORM]);
+        let addnorm = wgsl::module(device, "addnorm", &ap, &[files::ROWSUM, files::ADDNORM]);
+        let norm1 = wgsl::module(device, "norm1", &np, &[files::ROWSUM1, files::NORM]);
+        let addnorm1 = wgsl::module(device, "addnorm1", &ap, &[files::ROWSUM1, files::ADDNORM]);
+        NormKernels {
+            layernorm: Kernel::new(device, "layernorm", &norm, "layernorm"),
+            rmsnorm: Kernel::new(device, "rmsnorm", &norm, "rmsnorm"),
+            add_norm: Kernel::new(device, "add_norm", &addnorm, "main"),
+            layernorm1: Kernel::new(device, "layernorm1", &norm1, "layernorm"),
+            rmsnorm1: Kernel::new(device, "rmsnorm1", &norm1, "rmsnorm"),
+            add_norm1: Kernel::new(device, "add_norm1", &addnorm1, "main"),
+        }
+    }
+}
 
 fn check(op: &'static str, out: &GpuTensor, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, rows: usize) -> Result<usize> {
     let c = w.len();
@@ -53,7 +85,7 @@ pub fn layernorm_kind(
     let c = check("layernorm", out, x, gamma, Some(beta), rows)?;
     let p = NormParams { rows: rows as u32, c: c as u32, eps, _pad: 0 };
     let gpu = rec.gpu.clone();
-    let k = if kind == RowKind::Invocation { &gpu.k.layernorm1 } else { &gpu.k.layernorm };
+    let k = if kind == RowKind::Invocation { &gpu.k.norm.layernorm1 } else { &gpu.k.norm.layernorm };
     rec.dispatch(k, &p, &[&x.buf, &gamma.buf, &beta.buf, &out.buf], gpu.grid_1d(rows as u32))
 }
 
@@ -75,22 +107,21 @@ pub fn rmsnorm_kind(
     let c = check("rmsnorm", out, x, weight, None, rows)?;
     let p = NormParams { rows: rows as u32, c: c as u32, eps, _pad: 0 };
     let gpu = rec.gpu.clone();
-    let k = if kind == RowKind::Invocation { &gpu.k.rmsnorm1 } else { &gpu.k.rmsnorm };
+    let k = if kind == RowKind::Invocation { &gpu.k.norm.rmsnorm1 } else { &gpu.k.norm.rmsnorm };
     rec.dispatch(k, &p, &[&x.buf, &weight.buf, &gpu.dummy, &out.buf], gpu.grid_1d(rows as u32))
 }
 
-/// Mirrors `AddNormParams` in shaders/addnorm.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct AddNormParams {
-    pub rows: u32,
-    pub c: u32,
-    pub eps: f32,
-    pub layernorm: u32,
-    pub in_place: u32,
-    pub _p: [u32; 3],
+crate::params! {
+    /// The uniform params of shaders/addnorm.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct AddNormParams {
+        pub rows: u32,
+        pub c: u32,
+        pub eps: f32,
+        pub layernorm: u32,
+        pub in_place: u32,
+        pub _p: [u32; 3],
+    }
 }
-const _: () = assert!(std::mem::size_of::<AddNormParams>() == 32);
 
 /// The residual add and the norm after it, in one dispatch. x, y, out (rows, C); gamma, beta (C,).
 /// x = x + y, then out = norm(x) (`out` given: pre-norm blocks) or x = norm(x) (`out` None:
@@ -129,6 +160,6 @@ pub fn add_norm_kind(
     let gpu = rec.gpu.clone();
     let beta = beta.map_or(&gpu.dummy, |b| &b.buf);
     let out = out.map_or(&gpu.dummy_rw, |o| &o.buf);
-    let k = if kind == RowKind::Invocation { &gpu.k.add_norm1 } else { &gpu.k.add_norm };
+    let k = if kind == RowKind::Invocation { &gpu.k.norm.add_norm1 } else { &gpu.k.norm.add_norm };
     rec.dispatch(k, &p, &[&y.buf, &gamma.buf, beta, &x.buf, out], gpu.grid_1d(rows as u32))
 }

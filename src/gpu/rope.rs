@@ -1,23 +1,36 @@
-use bytemuck::{Pod, Zeroable};
+//! The RoPE family: its params, its pipeline and its dispatch sizing. Backward: not yet.
 
 use crate::error::{ensure, Result};
+use crate::gpu::context::Kernel;
+use crate::gpu::wgsl::{self, files, Params};
 use crate::gpu::{GpuTensor, Recorder};
 
-/// Mirrors `RopeParams` in shaders/rope.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct RopeParams {
-    pub t: u32,
-    pub nh: u32,
-    pub hs: u32,
-    pub start_pos: u32,
-    pub row_stride: u32,
-    pub offset: u32,
-    pub _p: [u32; 2],
+crate::params! {
+    /// The uniform params of shaders/rope.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct RopeParams {
+        pub t: u32,
+        pub nh: u32,
+        pub hs: u32,
+        pub start_pos: u32,
+        pub row_stride: u32,
+        pub offset: u32,
+        pub _p: [u32; 2],
+    }
 }
-const _: () = assert!(std::mem::size_of::<RopeParams>() == 32);
 
 use crate::ops::RopeShape;
+
+/// shaders/rope.wgsl's entry.
+pub struct RopeKernels {
+    pub rotate: Kernel,
+}
+
+impl RopeKernels {
+    pub fn new(device: &wgpu::Device) -> RopeKernels {
+        let m = wgsl::module(device, "rope", &[RopeParams::wgsl()], &[files::ROPE]);
+        RopeKernels { rotate: Kernel::new(device, "rope", &m, "main") }
+    }
+}
 
 /// Rotates x in place by the (cos, sin) table (max_pos, HS/2, 2) from cpu::rope_table.
 pub fn rope(rec: &mut Recorder, x: &GpuTensor, table: &GpuTensor, s: &RopeShape) -> Result<()> {
@@ -41,5 +54,5 @@ pub fn rope(rec: &mut Recorder, x: &GpuTensor, table: &GpuTensor, s: &RopeShape)
     };
     let gpu = rec.gpu.clone();
     let n = (s.t * s.nh * half) as u32;
-    rec.dispatch(&gpu.k.rope, &p, &[&table.buf, &x.buf], gpu.grid_1d(n.div_ceil(256)))
+    rec.dispatch(&gpu.k.rope.rotate, &p, &[&table.buf, &x.buf], gpu.grid_1d(n.div_ceil(256)))
 }

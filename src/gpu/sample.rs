@@ -1,23 +1,40 @@
-use bytemuck::{Pod, Zeroable};
+//! The sampling family: its params, its pipelines (the workgroup sampler, and greedy sampling
+//! without barriers) and their dispatch sizing. Backward: none (sampling has no gradient).
 
 use crate::error::{ensure, Result};
+use crate::gpu::context::Kernel;
+use crate::gpu::wgsl::{self, files, Params};
 use crate::gpu::{DType, GpuTensor, Recorder};
 use crate::ops::SampleParams;
 
-/// Mirrors `SampleParams` in shaders/sample.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct SampleUniform {
-    pub v: u32,
-    pub mode: u32,
-    pub top_k: u32,
-    pub logits_offset: u32,
-    pub temperature: f32,
-    pub top_p: f32,
-    pub u: f32,
-    pub _pad: u32,
+crate::params! {
+    /// The uniform params of shaders/sample.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct SampleUniform {
+        pub v: u32,
+        pub mode: u32,
+        pub top_k: u32,
+        pub logits_offset: u32,
+        pub temperature: f32,
+        pub top_p: f32,
+        pub u: f32,
+        pub _pad: u32,
+    }
 }
-const _: () = assert!(std::mem::size_of::<SampleUniform>() == 32);
+
+/// shaders/sample.wgsl's entries.
+pub struct SampleKernels {
+    /// `main`: one workgroup samples the row (greedy, temperature, top-k, top-p)
+    pub main: Kernel,
+    /// `greedy1`: greedy sampling by one invocation, no barriers (MatmulKind::Rows devices)
+    pub greedy1: Kernel,
+}
+
+impl SampleKernels {
+    pub fn new(device: &wgpu::Device) -> SampleKernels {
+        let m = wgsl::module(device, "sample", &[SampleUniform::wgsl()], &[files::SAMPLE]);
+        SampleKernels { main: Kernel::new(device, "sample", &m, "main"), greedy1: Kernel::new(device, "sample_greedy1", &m, "greedy1") }
+    }
+}
 
 /// Writes the chosen token id to out[0] and the number of NaN/Inf logits of the row to out[1]:
 /// out (>= 2,) u32. Samples from the row of V logits
@@ -38,7 +55,7 @@ pub fn sample(rec: &mut Recorder, out: &GpuTensor, logits: &GpuTensor, row: usiz
         _pad: 0,
     };
     let gpu = rec.gpu.clone();
-    rec.dispatch(&gpu.k.sample, &p, &[&logits.buf, &out.buf], [1, 1, 1])
+    rec.dispatch(&gpu.k.sample.main, &p, &[&logits.buf, &out.buf], [1, 1, 1])
 }
 
 /// [`sample`] where greedy picks run in one invocation without barriers (sample.wgsl's `greedy1`,
@@ -60,5 +77,5 @@ pub fn sample_one_invocation(
     ensure(out.dtype == DType::U32 && out.len() >= 2, "sample", || format!("out {:?} must be a u32 tensor of at least 2", out.shape))?;
     let p = SampleUniform { v: v as u32, mode: 0, top_k: 0, logits_offset: (row * v) as u32, temperature: 0.0, top_p: 1.0, u, _pad: 0 };
     let gpu = rec.gpu.clone();
-    rec.dispatch(&gpu.k.sample_greedy1, &p, &[&logits.buf, &out.buf], [1, 1, 1])
+    rec.dispatch(&gpu.k.sample.greedy1, &p, &[&logits.buf, &out.buf], [1, 1, 1])
 }

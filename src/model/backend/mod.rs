@@ -1,8 +1,8 @@
-//! The op interface the models are written against (`Backend`, with the shapes of every op), the
-//! GPU backend (`gpu.rs`: our WGSL kernels through wgpu: WebGPU in the browser, Vulkan/Metal
-//! natively) and the tensor both CPU backends share (`tensor.rs`). The CPU backends live in their
-//! rooms: the reference in src/cpu (re-exported here), the fast one in src/fastcpu. The model code
-//! is the same for all; only `Backend::T` differs.
+//! The op interface the models are written against (`Backend`, with the shapes of every op) and the
+//! tensor both CPU backends share (`tensor.rs`). The backends live in their rooms and are re-exported
+//! here: the GPU (`crate::gpu::backend`: our WGSL kernels through wgpu, WebGPU in the browser,
+//! Vulkan/Metal natively), the CPU reference (`crate::cpu::backend`) and the fast CPU backend
+//! (src/fastcpu). The model code is the same for all; only `Backend::T` differs.
 //!
 //! Ops record work; `submit` sends it (GPU) and `read_*` waits for results. Every op takes its
 //! output first and explicit row counts / element offsets, so models run over preallocated buffers.
@@ -10,11 +10,10 @@
 //! V vocabulary, E experts, K experts per token); a tensor may hold more rows than an op uses (the
 //! buffers are allocated for S rows), and every op checks that its rows fit.
 
-pub mod gpu;
 pub mod tensor;
 
 pub use crate::cpu::CpuBackend;
-pub use gpu::GpuBackend;
+pub use crate::gpu::backend::GpuBackend;
 pub use tensor::CpuTensor;
 
 use crate::error::Result;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crate::error::{Result, TfError};
 use crate::gpu::{
     self,
-    matmul::{Act, MatmulKind, QkvRope},
+    matmul::{Act, MatmulKind, SMALL_M},
+    qkv::QkvRope,
     Gpu, GpuTensor, Recorder,
 };
 use crate::model::backend::{add_then_norm, Backend};
@@ -16,8 +17,6 @@ use crate::ops::{AttnShape, EwOp, RopeShape, SampleParams};
 /// Small reads (sampled token ids) go through this preallocated staging buffer: no buffer is created
 /// per generated token.
 const SMALL_READ: usize = 64;
-/// Matmuls with fewer rows than this use the GEMV kernel (see GpuBackend::matmul).
-const SMALL_M: usize = 8;
 
 pub struct GpuBackend {
     pub gpu: Arc<Gpu>,
@@ -121,14 +120,7 @@ impl GpuBackend {
         }
     }
     fn kind_for(&self, m: usize) -> MatmulKind {
-        if m < SMALL_M {
-            match self.small_matmul_kind {
-                MatmulKind::Gemv if self.subgroups && self.gpu.k.gemv4_sg.is_some() => MatmulKind::GemvSubgroup,
-                kind => kind,
-            }
-        } else {
-            self.matmul_kind
-        }
+        MatmulKind::for_rows(m, self.matmul_kind, self.small_matmul_kind, self.subgroups, &self.gpu.k.matmul)
     }
     /// The norms' kernel for a pass of `rows` rows (`norm_kind` from SMALL_M rows on).
     fn norm_kind_for(&self, rows: usize) -> gpu::RowKind {
@@ -234,9 +226,9 @@ impl GpuBackend {
             match rope {
                 Some((table, (_, _, hs), start_pos)) if self.qkv_epilogue => {
                     let r = QkvRope { table, hs, start_pos };
-                    return gpu::matmul::qkv_kind(&mut self.rec, q, k, v, kv_off, x, m, ws, biases, Some(r), small);
+                    return gpu::qkv::qkv_kind(&mut self.rec, q, k, v, kv_off, x, m, ws, biases, Some(r), small);
                 }
-                _ => gpu::matmul::qkv_kind(&mut self.rec, q, k, v, kv_off, x, m, ws, biases, None, small)?,
+                _ => gpu::qkv::qkv_kind(&mut self.rec, q, k, v, kv_off, x, m, ws, biases, None, small)?,
             }
         } else {
             self.matmul(q, 0, x, 0, m, w[0].0, w[0].1)?;
@@ -323,8 +315,6 @@ impl Backend for GpuBackend {
         w: &GpuTensor,
         b: Option<&GpuTensor>,
     ) -> Result<()> {
-        // A 64-row tile would compute 63 wasted rows for the one-row passes of cached decoding:
-        // few rows go to the GEMV (a workgroup per 32 outputs, K split over 8 lanes) instead.
         let kind = self.kind_for(m);
         gpu::matmul::matmul(&mut self.rec, out, out_off, x, x_off, m, w, b, kind)
     }
