@@ -4,7 +4,7 @@
 //!   cargo run --release --example bench_decode_ops [d_model] [hidden] [vocab] [context]
 use std::sync::Arc;
 
-use tinyformer::gpu::{attention, embed, matmul, norm, sample, Gpu, GpuTensor, Recorder, RowKind};
+use tinyformer::gpu::{attention, embed, matmul, norm, qkv, sample, Gpu, GpuTensor, Recorder, RowKind};
 use tinyformer::ops::{AttnShape, SampleParams};
 
 fn main() -> tinyformer::Result<()> {
@@ -63,10 +63,10 @@ fn main() -> tinyformer::Result<()> {
         r.insert(format!("{name}_hidden_x_d_us"), mm(&w_hd, &x, &out_h, kind)?.into());
         r.insert(format!("{name}_d_x_hidden_us"), mm(&w_dh, &xh, &out_d, kind)?.into());
         r.insert(format!("{name}_vocab_x_d_us"), mm(&w_vd, &x, &logits, kind)?.into());
-        let rp = matmul::QkvRope { table: &rope, hs, start_pos: 3 };
+        let rp = qkv::QkvRope { table: &rope, hs, start_pos: 3 };
         r.insert(
             format!("{name}_qkv_rope_us"),
-            time(&|rec| matmul::qkv_kind(rec, &q, &kc, &vc, 3 * nkv * hs, &x, 1, [&w_dd, &w_k, &w_k], None, Some(rp), kind))?.into(),
+            time(&|rec| qkv::qkv_kind(rec, &q, &kc, &vc, 3 * nkv * hs, &x, 1, [&w_dd, &w_k, &w_k], None, Some(rp), kind))?.into(),
         );
     }
     r.insert("gemv_swiglu_us".into(), time(&|rec| matmul::gemv_swiglu(rec, &out_h, &x, 1, &w_hd, &w_hd2))?.into());
