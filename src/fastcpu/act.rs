@@ -1,7 +1,8 @@
 //! Fast element-wise ops (activations, residual add) with branch-free f32 exp / erf that
 //! vectorise. Twin: crate::cpu::act (f64 libm).
 
-use crate::fastcpu::simd::{gelu, gelu_tanh, multiversion, silu};
+use crate::fastcpu::isa::{multiversion, Isa};
+use crate::fastcpu::simd::{gelu, gelu_tanh, silu};
 use crate::ops::EwOp;
 
 multiversion!(
@@ -63,7 +64,7 @@ macro_rules! per_op {
 }
 
 #[inline(always)]
-fn elementwise_impl<const FMA: bool>(out: &mut [f32], a: &[f32], b: Option<&[f32]>, op: EwOp) {
+fn elementwise_impl<S: Isa>(out: &mut [f32], a: &[f32], b: Option<&[f32]>, op: EwOp) {
     match b {
         Some(b) => per_op!(op, |o| out.iter_mut().zip(a).zip(b).for_each(|((d, &x), &y)| *d = apply(o, x, y))),
         None => per_op!(op, |o| out.iter_mut().zip(a).for_each(|(d, &x)| *d = apply(o, x, 0.0))),
@@ -71,14 +72,13 @@ fn elementwise_impl<const FMA: bool>(out: &mut [f32], a: &[f32], b: Option<&[f32
 }
 
 #[inline(always)]
-fn inplace_impl<const FMA: bool>(x: &mut [f32], y: Option<&[f32]>, op: EwOp) {
-    // the page: SiLU / SwiGLU in v128 lanes (LLVM left the loop over the exp scalar for wasm32)
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    match (op, y) {
-        (EwOp::Silu, _) => return crate::fastcpu::simd::silu_inplace_simd128(x, None),
-        (EwOp::SwiGlu, Some(y)) => return crate::fastcpu::simd::silu_inplace_simd128(x, Some(y)),
-        _ => {}
-    }
+fn inplace_impl<S: Isa>(x: &mut [f32], y: Option<&[f32]>, op: EwOp) {
+    S::inplace(x, y, op)
+}
+
+/// `inplace` one straight loop per op (every ISA's; the page has its own SiLU and SwiGLU).
+#[inline(always)]
+pub(crate) fn inplace_lanes(x: &mut [f32], y: Option<&[f32]>, op: EwOp) {
     match y {
         Some(y) => per_op!(op, |o| x.iter_mut().zip(y).for_each(|(d, &v)| *d = apply(o, *d, v))),
         None => per_op!(op, |o| x.iter_mut().for_each(|d| *d = apply(o, *d, 0.0))),

@@ -7,11 +7,12 @@
 //! - GEMV (decode, M = 1): y[panel] += x[p] * panel[p, :], independent accumulator sets over K to
 //!   hide the FMA latency; no horizontal sums.
 //!
-//! Builds: portable (generic over FMA; AVX2 GEMV via multiversion!), AVX2 GEMM tile (mod avx2),
-//! simd128 GEMM and GEMV (mod simd128, the page). Reference twin: crate::cpu::matmul (f64).
+//! The kernels below are written once over an ISA (crate::fastcpu::isa) and compiled once per ISA by
+//! multiversion!; the AVX2 GEMM tile and the page's simd128 GEMM tile and GEMV are their ISA's own.
+//! Reference twin: crate::cpu::matmul (f64).
 
 use crate::error::{ensure, Result, TfError};
-use crate::fastcpu::simd::{fmadd, multiversion};
+use crate::fastcpu::isa::{multiversion, Isa};
 
 /// Output columns per panel: two AVX registers, four simd128 registers.
 pub const NR: usize = 16;
@@ -52,7 +53,7 @@ impl Packed {
         }
         Ok(Packed { n, k, data })
     }
-    fn panel(&self, q: usize) -> &[f32] {
+    pub(crate) fn panel(&self, q: usize) -> &[f32] {
         &self.data[q * self.k * NR..(q + 1) * self.k * NR]
     }
 }
@@ -241,7 +242,7 @@ multiversion!(fn gemm(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>,
 
 /// The bias of columns n0..n0+NR (0 past N or without bias).
 #[inline(always)]
-fn bias_tile(b: Option<&[f32]>, n0: usize, n: usize) -> [f32; NR] {
+pub(crate) fn bias_tile(b: Option<&[f32]>, n0: usize, n: usize) -> [f32; NR] {
     let mut t = [0f32; NR];
     if let Some(b) = b {
         let cols = NR.min(n - n0);
@@ -251,14 +252,13 @@ fn bias_tile(b: Option<&[f32]>, n0: usize, n: usize) -> [f32; NR] {
 }
 
 #[inline(always)]
-#[allow(unreachable_code)] // the wasm simd128 build returns early
+fn gemv_impl<S: Isa>(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, panels: std::ops::Range<usize>) {
+    S::gemv(out, x, w, b, panels)
+}
+
 /// The panels `panels` of the GEMV; `out` starts at the first one's columns.
-fn gemv_impl<const FMA: bool>(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, panels: std::ops::Range<usize>) {
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    {
-        simd128::gemv(out, x, w, b, panels);
-        return;
-    }
+#[inline(always)]
+pub(crate) fn gemv_panels<S: Isa>(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, panels: std::ops::Range<usize>) {
     let (n, k) = (w.n, w.k);
     let x = &x[..k];
     let base = panels.start * NR;
@@ -272,13 +272,13 @@ fn gemv_impl<const FMA: bool>(out: &mut [f32], x: &[f32], w: &Packed, b: Option<
                 let xu = xv[u];
                 let wu = &wr[u * NR..(u + 1) * NR];
                 for j in 0..NR {
-                    acc[u][j] = fmadd::<FMA>(xu, wu[j], acc[u][j]);
+                    acc[u][j] = S::fmadd(xu, wu[j], acc[u][j]);
                 }
             }
         }
         for (wr, &xu) in rows.remainder().chunks_exact(NR).zip(xs.remainder()) {
             for j in 0..NR {
-                acc[0][j] = fmadd::<FMA>(xu, wr[j], acc[0][j]);
+                acc[0][j] = S::fmadd(xu, wr[j], acc[0][j]);
             }
         }
         let n0 = q * NR;
@@ -290,9 +290,9 @@ fn gemv_impl<const FMA: bool>(out: &mut [f32], x: &[f32], w: &Packed, b: Option<
     }
 }
 
-/// One R x NR tile: out[i, n0..n0+NR] = bias + sum_p x[i, p] * panel[p, :], i < R.
+/// One R x NR tile (the portable one): out[i, n0..n0+NR] = bias + sum_p x[i, p] * panel[p, :], i < R.
 #[inline(always)]
-fn tile<const FMA: bool, const R: usize>(out: &mut [f32], x: &[f32], panel: &[f32], n: usize, k: usize, n0: usize, bias: &[f32; NR]) {
+pub(crate) fn tile<S: Isa, const R: usize>(out: &mut [f32], x: &[f32], panel: &[f32], n: usize, k: usize, n0: usize, bias: &[f32; NR]) {
     let mut acc = [*bias; R];
     let xr: [&[f32]; R] = std::array::from_fn(|i| &x[i * k..(i + 1) * k]);
     for (p, wp) in panel.chunks_exact(NR).enumerate().take(k) {
@@ -300,7 +300,7 @@ fn tile<const FMA: bool, const R: usize>(out: &mut [f32], x: &[f32], panel: &[f3
             // SAFETY: p < k (take(k)) and each xr[i] has k values.
             let xv = unsafe { *xr[i].get_unchecked(p) };
             for j in 0..NR {
-                acc[i][j] = fmadd::<FMA>(xv, wp[j], acc[i][j]);
+                acc[i][j] = S::fmadd(xv, wp[j], acc[i][j]);
             }
         }
     }
@@ -310,222 +310,36 @@ fn tile<const FMA: bool, const R: usize>(out: &mut [f32], x: &[f32], panel: &[f3
     }
 }
 
+/// The GEMM over the ISA's register tiles of MR rows, the last rows in one smaller tile.
 #[inline(always)]
-#[allow(unreachable_code)] // the AVX2 and wasm simd128 builds return early
-fn gemm_impl<const FMA: bool>(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, m: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if FMA {
-        // SAFETY: FMA = true only runs inside multiversion!'s avx2,fma function (CPU checked).
-        unsafe { avx2::gemm(out, x, w, b, m) };
-        return;
-    }
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    {
-        simd128::gemm(out, x, w, b, m);
-        return;
-    }
+fn gemm_impl<S: Isa>(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, m: usize) {
     let (n, k) = (w.n, w.k);
+    assert!(x.len() >= m * k && out.len() >= m * n);
     for q in 0..n.div_ceil(NR) {
-        let panel = w.panel(q);
-        let n0 = q * NR;
-        let bias = bias_tile(b, n0, n);
+        let bias = bias_tile(b, q * NR, n);
         let mut i = 0;
-        while i + MR <= m {
-            tile::<FMA, MR>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias);
-            i += MR;
+        while i + S::MR <= m {
+            tile_rows::<S>(S::MR, &mut out[i * n..], &x[i * k..], w, q, &bias);
+            i += S::MR;
         }
-        match m - i {
-            0 => {}
-            1 => tile::<FMA, 1>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias),
-            2 => tile::<FMA, 2>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias),
-            _ => tile::<FMA, 3>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias),
+        if i < m {
+            tile_rows::<S>(m - i, &mut out[i * n..], &x[i * k..], w, q, &bias);
         }
     }
 }
 
-/// The AVX2 GEMM tile in intrinsics: LLVM did not vectorise the portable tile with fused
-/// multiply-adds (it ran at 4.6 GFLOP/s against 22 for the portable SSE build; BENCHMARKS.md).
-/// 6 rows x 16 columns = 12 ymm accumulators + 2 weight registers + 1 broadcast.
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{bias_tile, Packed, NR};
-    use std::arch::x86_64::*;
-
-    const MR: usize = 6;
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn gemm(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, m: usize) {
-        let (n, k) = (w.n, w.k);
-        assert!(x.len() >= m * k && out.len() >= m * n);
-        for q in 0..n.div_ceil(NR) {
-            let panel = w.panel(q);
-            let n0 = q * NR;
-            let bias = bias_tile(b, n0, n);
-            let mut i = 0;
-            while i + MR <= m {
-                tile::<MR>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias);
-                i += MR;
-            }
-            match m - i {
-                0 => {}
-                1 => tile::<1>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias),
-                2 => tile::<2>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias),
-                3 => tile::<3>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias),
-                4 => tile::<4>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias),
-                _ => tile::<5>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias),
-            }
-        }
-    }
-
-    /// out[i, n0..n0+NR] = bias + sum_p x[i, p] * panel[p, :] for i < R.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile<const R: usize>(out: &mut [f32], x: &[f32], panel: &[f32], n: usize, k: usize, n0: usize, bias: &[f32; NR]) {
-        assert!(x.len() >= (R - 1) * k + k && panel.len() >= k * NR && out.len() >= (R - 1) * n + n0 + NR.min(n - n0));
-        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
-        let mut a0 = [_mm256_loadu_ps(bias.as_ptr()); R];
-        let mut a1 = [_mm256_loadu_ps(bias.as_ptr().add(8)); R];
-        for p in 0..k {
-            // SAFETY: p < k; the asserts above bound every index
-            let w0 = _mm256_loadu_ps(wp.add(p * NR));
-            let w1 = _mm256_loadu_ps(wp.add(p * NR + 8));
-            for i in 0..R {
-                let xv = _mm256_broadcast_ss(&*xp.add(i * k + p));
-                a0[i] = _mm256_fmadd_ps(xv, w0, a0[i]);
-                a1[i] = _mm256_fmadd_ps(xv, w1, a1[i]);
-            }
-        }
-        let cols = NR.min(n - n0);
-        let mut t = [0f32; NR];
-        for i in 0..R {
-            _mm256_storeu_ps(t.as_mut_ptr(), a0[i]);
-            _mm256_storeu_ps(t.as_mut_ptr().add(8), a1[i]);
-            out[i * n + n0..i * n + n0 + cols].copy_from_slice(&t[..cols]);
-        }
-    }
-}
-
-/// The page's kernels in wasm simd128 intrinsics: LLVM left much of the portable tile scalar for
-/// wasm32 (9 GFLOP/s in V8). No FMA in simd128: mul then add, or `f32x4.relaxed_madd` in the
-/// relaxed-SIMD build (simd::madd4).
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-mod simd128 {
-    use super::{bias_tile, Packed, NR};
-    use crate::fastcpu::simd::madd4;
-    use core::arch::wasm32::*;
-
-    /// 3 x 16 = 12 v128 accumulators (V8 has 16 vector registers on x64). With relaxed_madd 2 x 16
-    /// (8 accumulators, 4 weights and x: 13 registers, no spills) ran 1.2-1.5x faster than 3 x 16 in a
-    /// standalone V8 benchmark of the tile on the models' shapes (BENCHMARKS.md); mul + add showed no
-    /// consistent difference between the two, so the plain build keeps 3.
-    #[cfg(not(target_feature = "relaxed-simd"))]
-    const MR: usize = 3;
-    #[cfg(target_feature = "relaxed-simd")]
-    const MR: usize = 2;
-    const C: usize = NR / 4;
-
-    pub fn gemm(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, m: usize) {
-        let (n, k) = (w.n, w.k);
-        for q in 0..n.div_ceil(NR) {
-            let panel = w.panel(q);
-            let n0 = q * NR;
-            let bias = bias_tile(b, n0, n);
-            let mut i = 0;
-            while i + MR <= m {
-                tile::<MR>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias);
-                i += MR;
-            }
-            match m - i {
-                0 => {}
-                1 => tile::<1>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias),
-                _ => tile::<2>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, &bias),
-            }
-        }
-    }
-
-    #[inline(always)]
-    fn tile<const R: usize>(out: &mut [f32], x: &[f32], panel: &[f32], n: usize, k: usize, n0: usize, bias: &[f32; NR]) {
-        assert!(x.len() >= R * k && panel.len() >= k * NR && out.len() >= (R - 1) * n + n0 + NR.min(n - n0));
-        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
-        // SAFETY: every load below is inside the slices bounded by the assert above
-        let bv: [v128; C] = std::array::from_fn(|c| unsafe { v128_load(bias.as_ptr().add(4 * c) as *const v128) });
-        let mut acc = [bv; R];
-        for p in 0..k {
-            let wv: [v128; C] = std::array::from_fn(|c| unsafe { v128_load(wp.add(p * NR + 4 * c) as *const v128) });
-            for i in 0..R {
-                let xv = f32x4_splat(unsafe { *xp.add(i * k + p) });
-                for c in 0..C {
-                    acc[i][c] = madd4(xv, wv[c], acc[i][c]);
-                }
-            }
-        }
-        let cols = NR.min(n - n0);
-        if cols == NR {
-            // a whole panel: straight to the output rows (a copy_from_slice of a variable length is a
-            // memory.copy, which V8 runs as a call: a few % of prefill over ~7,000 tiles a layer)
-            let op = out.as_mut_ptr();
-            for i in 0..R {
-                for c in 0..C {
-                    // SAFETY: row i's columns n0..n0+NR lie inside out (the assert above, cols = NR)
-                    unsafe { v128_store(op.add(i * n + n0 + 4 * c) as *mut v128, acc[i][c]) };
-                }
-            }
-            return;
-        }
-        let mut t = [0f32; NR];
-        for i in 0..R {
-            for c in 0..C {
-                unsafe { v128_store(t.as_mut_ptr().add(4 * c) as *mut v128, acc[i][c]) };
-            }
-            out[i * n + n0..i * n + n0 + cols].copy_from_slice(&t[..cols]);
-        }
-    }
-
-    /// y[panel] += x[p] * panel[p, :] with two accumulator sets over K.
-    pub fn gemv(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, panels: std::ops::Range<usize>) {
-        let (n, k) = (w.n, w.k);
-        let base = panels.start * NR;
-        assert!(x.len() >= k && out.len() >= n.min(panels.end * NR) - base);
-        for q in panels {
-            let panel = w.panel(q);
-            let wp = panel.as_ptr();
-            let n0 = q * NR;
-            let bias = bias_tile(b, n0, n);
-            // SAFETY: loads stay inside the panel (K * NR values) and bias (NR values)
-            let mut a0: [v128; C] = std::array::from_fn(|c| unsafe { v128_load(bias.as_ptr().add(4 * c) as *const v128) });
-            let mut a1 = [f32x4_splat(0.0); C];
-            let mut p = 0;
-            while p + 2 <= k {
-                let (x0, x1) = (f32x4_splat(x[p]), f32x4_splat(x[p + 1]));
-                for c in 0..C {
-                    let w0 = unsafe { v128_load(wp.add(p * NR + 4 * c) as *const v128) };
-                    let w1 = unsafe { v128_load(wp.add((p + 1) * NR + 4 * c) as *const v128) };
-                    a0[c] = madd4(x0, w0, a0[c]);
-                    a1[c] = madd4(x1, w1, a1[c]);
-                }
-                p += 2;
-            }
-            if p < k {
-                let x0 = f32x4_splat(x[p]);
-                for c in 0..C {
-                    let w0 = unsafe { v128_load(wp.add(p * NR + 4 * c) as *const v128) };
-                    a0[c] = madd4(x0, w0, a0[c]);
-                }
-            }
-            let cols = NR.min(n - n0);
-            if cols == NR {
-                let op = out[n0 - base..n0 - base + NR].as_mut_ptr();
-                for c in 0..C {
-                    // SAFETY: op points at NR values of out (the slice just above)
-                    unsafe { v128_store(op.add(4 * c) as *mut v128, f32x4_add(a0[c], a1[c])) };
-                }
-                continue;
-            }
-            let mut t = [0f32; NR];
-            for c in 0..C {
-                unsafe { v128_store(t.as_mut_ptr().add(4 * c) as *mut v128, f32x4_add(a0[c], a1[c])) };
-            }
-            out[n0 - base..n0 - base + cols].copy_from_slice(&t[..cols]);
-        }
+/// `S::tile::<rows>` over panel q: a constant `rows` (MR) picks one tile at compile time; the heights
+/// above MR are never compiled. Past them (never asked for), one row at a time: the same values.
+#[inline(always)]
+fn tile_rows<S: Isa>(rows: usize, out: &mut [f32], x: &[f32], w: &Packed, q: usize, bias: &[f32; NR]) {
+    let (panel, n, k, n0) = (w.panel(q), w.n, w.k, q * NR);
+    match rows {
+        1 => S::tile::<1>(out, x, panel, n, k, n0, bias),
+        2 if S::MR >= 2 => S::tile::<2>(out, x, panel, n, k, n0, bias),
+        3 if S::MR >= 3 => S::tile::<3>(out, x, panel, n, k, n0, bias),
+        4 if S::MR >= 4 => S::tile::<4>(out, x, panel, n, k, n0, bias),
+        5 if S::MR >= 5 => S::tile::<5>(out, x, panel, n, k, n0, bias),
+        6 if S::MR >= 6 => S::tile::<6>(out, x, panel, n, k, n0, bias),
+        _ => (0..rows).for_each(|i| S::tile::<1>(&mut out[i * n..], &x[i * k..], panel, n, k, n0, bias)),
     }
 }

@@ -1,6 +1,7 @@
 //! Fast LayerNorm / RMSNorm over the last dimension, f32 with 8-lane sums. Twin: crate::cpu::norm.
 
-use crate::fastcpu::simd::{fmadd, hsum, multiversion, L};
+use crate::fastcpu::isa::{multiversion, Isa};
+use crate::fastcpu::simd::{hsum, L};
 
 multiversion!(
     /// out = (x - mean) / sqrt(var + eps) * gamma + beta per row. x, out (rows, C); gamma, beta (C,).
@@ -13,7 +14,7 @@ multiversion!(
 
 /// sum over r of f(r[i]), 8 lanes.
 #[inline(always)]
-fn sum_by<const FMA: bool>(r: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+fn sum_by<S: Isa>(r: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; L];
     let mut ch = r.chunks_exact(L);
     for c in &mut ch {
@@ -25,21 +26,21 @@ fn sum_by<const FMA: bool>(r: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 }
 
 #[inline(always)]
-fn layernorm_impl<const FMA: bool>(out: &mut [f32], x: &[f32], gamma: &[f32], beta: &[f32], c: usize, eps: f32) {
+fn layernorm_impl<S: Isa>(out: &mut [f32], x: &[f32], gamma: &[f32], beta: &[f32], c: usize, eps: f32) {
     for (o, r) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-        let mean = sum_by::<FMA>(r, |v| v) / c as f32;
-        let var = sum_by::<FMA>(r, |v| (v - mean) * (v - mean)) / c as f32;
+        let mean = sum_by::<S>(r, |v| v) / c as f32;
+        let var = sum_by::<S>(r, |v| (v - mean) * (v - mean)) / c as f32;
         let inv = 1.0 / (var + eps).sqrt();
         for i in 0..c {
-            o[i] = fmadd::<FMA>((r[i] - mean) * inv, gamma[i], beta[i]);
+            o[i] = S::fmadd((r[i] - mean) * inv, gamma[i], beta[i]);
         }
     }
 }
 
 #[inline(always)]
-fn rmsnorm_impl<const FMA: bool>(out: &mut [f32], x: &[f32], weight: &[f32], c: usize, eps: f32) {
+fn rmsnorm_impl<S: Isa>(out: &mut [f32], x: &[f32], weight: &[f32], c: usize, eps: f32) {
     for (o, r) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-        let ms = sum_by::<FMA>(r, |v| v * v) / c as f32;
+        let ms = sum_by::<S>(r, |v| v * v) / c as f32;
         let inv = 1.0 / (ms + eps).sqrt();
         for i in 0..c {
             o[i] = r[i] * inv * weight[i];
@@ -80,7 +81,7 @@ fn add_sum_by(r: &mut [f32], y: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 }
 
 #[inline(always)]
-fn add_norm_impl<const FMA: bool>(
+fn add_norm_impl<S: Isa>(
     x: &mut [f32],
     y: &[f32],
     mut out: Option<&mut [f32]>,
@@ -98,9 +99,9 @@ fn add_norm_impl<const FMA: bool>(
         match beta {
             Some(b) => {
                 let mean = add_sum_by(xr, yr, |v| v) / c as f32;
-                let var = sum_by::<FMA>(xr, |v| (v - mean) * (v - mean)) / c as f32;
+                let var = sum_by::<S>(xr, |v| (v - mean) * (v - mean)) / c as f32;
                 let inv = 1.0 / (var + eps).sqrt();
-                let f = |v: f32, i: usize| fmadd::<FMA>((v - mean) * inv, w[i], b[i]);
+                let f = |v: f32, i: usize| S::fmadd((v - mean) * inv, w[i], b[i]);
                 match dst {
                     Some(o) => (0..c).for_each(|i| o[i] = f(xr[i], i)),
                     None => (0..c).for_each(|i| xr[i] = f(xr[i], i)),
