@@ -35,8 +35,8 @@ const prefill = process.env.BENCH_PREFILL !== '0';
 // BENCH_PREFILL_KINDS: a comma-separated subset of naive, tiled, tiled4, tiled4_rows, reg, reg_attn_rows, reg_rows
 const prefillNames = process.env.BENCH_PREFILL_KINDS ? process.env.BENCH_PREFILL_KINDS.split(',') : null;
 // BENCH_SETS: a comma-separated subset of fused_naive, fused_gemv, fused_rows, unfused_naive, unfused_gemv (default
-// all). BENCH_WIDEN=1 / 0: the core's model widens 16-bit weights to f32 at load or not (default: as the worker
-// does, widened on SwiftShader; set_gpu_widen16); reported as widen16.
+// all). BENCH_WIDEN=1 / 0: the core's model widens 16-bit weights to f32 at load or not (default: the core's
+// policy for the adapter, widened on SwiftShader; set_gpu_widen16); reported as widen16.
 const sets = process.env.BENCH_SETS ? process.env.BENCH_SETS.split(',') : null;
 const widen = process.env.BENCH_WIDEN;
 const useGpu = process.env.BENCH_GPU !== '0';
@@ -131,15 +131,16 @@ try {
     // the one new token after the prompt runs the core's one-row kernel (the GEMV): 'naive' has no 16-bit
     // form, and its stand-in (the 64x64 tile for one row) would add several hundred ms to every variant
     const setPrefill = (many, attn, norms) => {
-      core.set_gpu_kernels(true, 'gemv', many);
-      core.set_gpu_prefill_kernels(many, attn, norms);
+      core.set_gpu_kernels({ fused: true, few_rows: 'gemv', many_rows: many, attention: attn, norms });
     };
     let workerInit = null;
     let workerKernels = null;
     if (gpu.ok && useGpu) {
       workerInit = await call('init');
       await call('load', { bytes: bytes.slice().buffer, preferGpu: true });
-      if (widen === '1' || (widen === undefined && adapter?.architecture === 'swiftshader')) core.set_gpu_widen16(true);
+      // the core's policy for this adapter, as the worker gives it (www/worker.js init); BENCH_WIDEN overrides widening
+      if (adapter?.architecture) core.gpu_note_architecture(adapter.architecture);
+      if (widen !== undefined) core.set_gpu_widen16(widen === '1');
       await core.load_model(bytes, true);
       const defaults = core.gpu_kernels();
       out.widen16 = defaults.widen16;
@@ -150,15 +151,15 @@ try {
         core.gen_start(new Uint32Array(long), { max_new_tokens: 1 });
         await core.gen_next();
       }
-      core.set_gpu_prefill_kernels(defaults.many_rows, defaults.attention, defaults.norms);
+      core.set_gpu_kernels({ many_rows: defaults.many_rows, attention: defaults.attention, norms: defaults.norms });
       for (const [, fused, few] of kernelSets) {
-        core.set_gpu_kernels(fused, few, defaults.many_rows);
+        core.set_gpu_kernels({ fused, few_rows: few, many_rows: defaults.many_rows });
         await generate({ max_new_tokens: 2 });
       }
       await workerGenerate(prompt, 2);
       for (let r = 0; r < reps; r++) {
         for (const [name, fused, few, k] of decodeVariants) {
-          core.set_gpu_kernels(fused, few, defaults.many_rows);
+          core.set_gpu_kernels({ fused, few_rows: few, many_rows: defaults.many_rows });
           const c0 = core.gpu_kernels();
           const t0 = performance.now();
           const ids = await generate({ tokens_per_submit: k });
@@ -179,7 +180,7 @@ try {
           out.prefill_token[kind] = t?.id;
           console.log(`[bench] prefill ${kind}: ${(performance.now() - t0).toFixed(0)} ms`);
         }
-        core.set_gpu_prefill_kernels(defaults.many_rows, defaults.attention, defaults.norms);
+        core.set_gpu_kernels({ many_rows: defaults.many_rows, attention: defaults.attention, norms: defaults.norms });
         {
           const t0 = performance.now();
           const { ids, k } = await workerGenerate(prompt, tokens);
@@ -196,7 +197,7 @@ try {
       }
       workerKernels = await call('gpuKernels');
       // sampling options with the worker's kernels, K = 1
-      core.set_gpu_kernels(workerKernels.fused, workerKernels.few_rows, workerKernels.many_rows);
+      core.set_gpu_kernels({ fused: workerKernels.fused, few_rows: workerKernels.few_rows, many_rows: workerKernels.many_rows });
       for (const [name, opts] of [['temperature_top_k', { temperature: 0.8, top_k: 40 }], ['top10_candidates', { temperature: 0.8, top: 10 }], ['attention_rows', { attention: true }]]) {
         const t0 = performance.now();
         await generate(opts);

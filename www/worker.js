@@ -72,47 +72,16 @@ function loadCore() {
   return ready;
 }
 
-// The browser's adapter info (browserAdapterInfo): set by init, read by load.
-let browserAdapter = null;
-
-// The GPU kernels per adapter, chosen by measurement (scripts/bench-browser.mjs; BENCHMARKS.md, issue 12 "In the
-// page"): {fused, few_rows (one-row passes: cached decoding), many_rows (prompts of 8 tokens or more)}, or null
-// for the core's defaults (fused, GEMV, tiled vec4), which suit a real GPU.
-// SwiftShader (WebGPU on the CPU) runs workgroup barriers slowly, and unpacking 16-bit weights costs more there
-// than the memory it saves. So on SwiftShader (cpuEmulated) init calls set_gpu_widen16 (16-bit weights widened to
-// f32 at load; the memory budget counts them at 4 bytes) and one-row passes run with one invocation per output and
-// no barriers ('rows': shaders/rows.wgsl, the q/k/v+RoPE, attention, add+norm and greedy-sampling forms too),
-// 1.28x the GEMV there (BENCHMARKS.md, issue 12 "Decode on CPU-emulated GPUs"), for f32 and 16-bit checkpoints alike.
-// (wgpu reports SwiftShader, a fallback adapter, as a Cpu device, so the core's defaults are the same; this states
-// the choice where the page can see it.)
-function gpuKernelsFor(adapter) {
-  if (cpuEmulated(adapter)) return { fused: true, few_rows: 'rows', many_rows: 'reg' };
-  return null;
-}
-
-// The kernels of passes of 8 rows or more (prefill) per adapter, applied after gpuKernelsFor: {many_rows,
-// attention, norms}, or null for the core's defaults (tiled vec4 matmul, a workgroup per row for attention and the
-// norms). On SwiftShader the barrier-free kernels ('reg': an invocation per 4x4 or 8x4 output block straight from
-// memory; 'rows': an invocation per attention row and head, per norm row) beat the shared-memory ones there
-// (BENCHMARKS.md, issue 12 "Prefill on CPU-emulated GPUs"), for f32 and 16-bit weights alike.
-function gpuPrefillKernelsFor(adapter) {
-  if (cpuEmulated(adapter)) return { many_rows: 'reg', attention: 'rows', norms: 'rows' };
-  return null;
-}
-
-// A WebGPU adapter that runs on the CPU (SwiftShader): 16-bit weights are widened at load there (see gpuKernelsFor).
-function cpuEmulated(adapter) {
-  return adapter?.architecture === 'swiftshader';
-}
-
 // Each handler returns a structured-cloneable result or throws.
 const handlers = {
   async init() {
     const core = await loadCore();
     const hasNavigatorGpu = typeof self.navigator !== 'undefined' && self.navigator.gpu != null;
     const gpu = await core.gpu_init();
-    browserAdapter = gpu?.ok ? await browserAdapterInfo() : null;
-    if (gpu?.ok && cpuEmulated(browserAdapter)) core.set_gpu_widen16(true);
+    const browserAdapter = gpu?.ok ? await browserAdapterInfo() : null;
+    // The core chooses the GPU kernels for the adapter (gpu::KernelPolicy); it only lacks the architecture
+    // (wgpu's WebGPU backend leaves it empty), so the page passes that fact on, and nothing more.
+    if (gpu?.ok && browserAdapter?.architecture) core.gpu_note_architecture(browserAdapter.architecture);
     // isa: the build's CPU kernels, "simd128+relaxed-simd" or "simd128"
     return { version: core.version(), isa: core.cpu_isa(), gpu, hasNavigatorGpu, browserAdapter };
   },
@@ -205,13 +174,7 @@ const modelHandlers = {
       card = await core.load_model(new Uint8Array(bytes), Boolean(preferGpu));
     }
     modelOnGpu = card?.backend === 'gpu';
-    if (modelOnGpu) {
-      const k = gpuKernelsFor(browserAdapter);
-      if (k) core.set_gpu_kernels(k.fused, k.few_rows, k.many_rows);
-      const pk = gpuPrefillKernelsFor(browserAdapter);
-      if (pk) core.set_gpu_prefill_kernels(pk.many_rows, pk.attention, pk.norms);
-      card.gpu_kernels = core.gpu_kernels(); // shown on the model card
-    }
+    if (modelOnGpu) card.gpu_kernels = core.gpu_kernels(); // the core's choice for this adapter, on the model card
     return card;
   },
   async describe() {

@@ -9,7 +9,7 @@ use crate::gpu::{
     self,
     matmul::{Act, MatmulKind, SMALL_M},
     qkv::QkvRope,
-    Gpu, GpuTensor, Recorder,
+    Gpu, GpuTensor, KernelPolicy, Recorder,
 };
 use crate::model::backend::{add_then_norm, Backend};
 use crate::ops::{AttnShape, EwOp, RopeShape, SampleParams};
@@ -88,28 +88,22 @@ impl GpuBackend {
             mapped_at_creation: false,
         });
         let rec = Recorder::new(&gpu);
-        // CPU-emulated adapters (llvmpipe: wgpu's device type Cpu) run workgroup barriers slowly, so
-        // there every pass takes the barrier-free kernels: prefill's register-blocked matmul and
-        // decoding's one-invocation-per-output matmuls, attention and the norms an invocation per row
-        // (BENCHMARKS.md, issue 12 "Prefill on CPU-emulated GPUs" and "Decode on CPU-emulated GPUs");
-        // the page picks them for SwiftShader itself
-        let cpu_adapter = gpu.is_cpu_type();
-        let row_kind = if cpu_adapter { gpu::RowKind::Invocation } else { gpu::RowKind::Workgroup };
-        let widen16 = gpu.widens16();
+        // the device's kernel policy (gpu::policy): the barrier-free kernels on a GPU emulated on the CPU
+        let p = gpu.policy();
         GpuBackend {
             gpu,
             rec,
             staging,
             big_staging: None,
             bytes_read: 0,
-            matmul_kind: if cpu_adapter { MatmulKind::Reg } else { MatmulKind::Tiled4 },
-            small_matmul_kind: if cpu_adapter { MatmulKind::Rows } else { MatmulKind::Gemv },
-            attention_kind: row_kind,
-            norm_kind: row_kind,
-            fused: true,
+            matmul_kind: p.many_rows,
+            small_matmul_kind: p.few_rows,
+            attention_kind: p.attention,
+            norm_kind: p.norms,
+            fused: p.fused,
             qkv_epilogue: true,
             subgroups: false,
-            widen16,
+            widen16: p.widen16,
             layer_dispatches: 0,
             layers_from: None,
             qkv_biases: HashMap::new(),
@@ -118,6 +112,23 @@ impl GpuBackend {
             chain_cur: None,
             in_flight: VecDeque::new(),
         }
+    }
+    /// The kernels this backend runs now, as the policy type the page shows and the benchmarks set.
+    pub fn policy(&self) -> KernelPolicy {
+        KernelPolicy {
+            fused: self.fused,
+            few_rows: self.small_matmul_kind,
+            many_rows: self.matmul_kind,
+            attention: self.attention_kind,
+            norms: self.norm_kind,
+            widen16: self.widen16,
+        }
+    }
+    /// Runs `p`'s kernels from the next pass on. Its `widen16` applies to a later load only (the
+    /// weights in memory stay as they were uploaded), so it is not changed here.
+    pub fn set_policy(&mut self, p: &KernelPolicy) {
+        (self.fused, self.small_matmul_kind, self.matmul_kind) = (p.fused, p.few_rows, p.many_rows);
+        (self.attention_kind, self.norm_kind) = (p.attention, p.norms);
     }
     fn kind_for(&self, m: usize) -> MatmulKind {
         MatmulKind::for_rows(m, self.matmul_kind, self.small_matmul_kind, self.subgroups, &self.gpu.k.matmul)

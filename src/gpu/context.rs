@@ -1,12 +1,13 @@
 //! The GPU context: device, queue, every compute pipeline (built once, here), a uniform arena for
 //! op parameters, and the sticky error state (uncaptured errors, device lost).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, TfError};
 use crate::gpu::{
     act::EwKernels, attention::AttentionKernels, embed::EmbedKernels, matmul::MatmulKernels, moe::MoeKernels, norm::NormKernels,
-    qkv::QkvKernels, rope::RopeKernels, sample::SampleKernels,
+    qkv::QkvKernels, rope::RopeKernels, sample::SampleKernels, KernelPolicy,
 };
 
 /// One compute pipeline and the layout of its bind group: binding 0 is the op's uniform params
@@ -70,7 +71,10 @@ pub struct Gpu {
     /// tensor buffers alive on this device (count, bytes)
     pub(crate) live: Arc<crate::gpu::tensor::LiveBuffers>,
     /// 16-bit checkpoint weights are widened to f32 at load on this device (`Gpu::widens16`)
-    widen16: std::sync::atomic::AtomicBool,
+    widen16: AtomicBool,
+    /// the adapter is a GPU emulated on the CPU (`Gpu::policy`): wgpu's device type `Cpu`, or an
+    /// architecture the browser reported (`Gpu::note_architecture`)
+    cpu_emulated: AtomicBool,
 }
 
 impl Gpu {
@@ -151,9 +155,11 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        // a GPU emulated on the CPU (llvmpipe, SwiftShader natively) widens 16-bit weights (Gpu::widens16)
-        let widen16 = std::sync::atomic::AtomicBool::new(info.device_type == wgpu::DeviceType::Cpu);
-        let gpu = Gpu { device, queue, limits, summary, k, params, dummy, dummy_rw, errors, lost, live: Default::default(), widen16 };
+        // the kernel policy of this adapter (gpu::policy): a GPU emulated on the CPU widens 16-bit weights
+        let cpu_emulated = KernelPolicy::cpu_emulated(info.device_type == wgpu::DeviceType::Cpu, "");
+        let widen16 = AtomicBool::new(KernelPolicy::for_adapter(cpu_emulated).widen16);
+        let cpu_emulated = AtomicBool::new(cpu_emulated);
+        let gpu = Gpu { device, queue, limits, summary, k, params, dummy, dummy_rw, errors, lost, live: Default::default(), widen16, cpu_emulated };
         // Surface shader compilation problems now, not at the first forward pass.
         gpu.check()?;
         Ok(gpu)
@@ -200,20 +206,33 @@ impl Gpu {
 
     /// Whether models loaded from now on widen their 16-bit (F16 / BF16) matmul weights and
     /// embeddings to f32 at upload (`GpuBackend::keeps_16bit` false; the memory budget then counts
-    /// them at 4 bytes). The default is the adapter's kind: on for a CPU-type adapter (llvmpipe,
-    /// SwiftShader natively; in the page wgpu reports a fallback adapter such as SwiftShader as
-    /// `Cpu`), where unpacking 16-bit values costs more than the memory traffic it saves
-    /// (BENCHMARKS.md, issue 12); the page's worker also sets it for SwiftShader (www/worker.js).
+    /// them at 4 bytes). The default is the adapter's policy (`Gpu::policy`); the benchmarks set it.
     pub fn widens16(&self) -> bool {
-        self.widen16.load(std::sync::atomic::Ordering::Relaxed)
+        self.widen16.load(Ordering::Relaxed)
     }
     /// Sets [`Gpu::widens16`] for models loaded from now on.
     pub fn set_widen16(&self, on: bool) {
-        self.widen16.store(on, std::sync::atomic::Ordering::Relaxed)
+        self.widen16.store(on, Ordering::Relaxed)
     }
-    /// Whether the adapter says it is a CPU (a GPU emulated in software).
-    pub fn is_cpu_type(&self) -> bool {
-        self.summary.device_type == "Cpu"
+    /// Whether the adapter is a GPU emulated on the CPU (llvmpipe, SwiftShader): wgpu's device type
+    /// `Cpu`, or an architecture reported by [`Gpu::note_architecture`].
+    pub fn is_cpu_emulated(&self) -> bool {
+        self.cpu_emulated.load(Ordering::Relaxed)
+    }
+    /// The adapter's architecture as the browser reports it (wgpu's WebGPU backend leaves it empty,
+    /// and reports SwiftShader as `Cpu` only where the browser flags it as a fallback adapter). An
+    /// emulated one switches this device to the emulated policy, 16-bit widening included, for
+    /// models loaded from now on.
+    pub fn note_architecture(&self, architecture: &str) {
+        if KernelPolicy::cpu_emulated(self.is_cpu_emulated(), architecture) && !self.is_cpu_emulated() {
+            self.cpu_emulated.store(true, Ordering::Relaxed);
+            self.set_widen16(KernelPolicy::for_adapter(true).widen16);
+        }
+    }
+    /// The kernels a model loaded now takes on this device: the adapter's policy, with the 16-bit
+    /// widening as last set.
+    pub fn policy(&self) -> KernelPolicy {
+        KernelPolicy { widen16: self.widens16(), ..KernelPolicy::for_adapter(self.is_cpu_emulated()) }
     }
 
     pub fn is_lost(&self) -> bool {

@@ -28,7 +28,10 @@ crate::params! {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Serialised by the names the page, the benchmarks and `gpu::policy` use: "naive", "tiled",
+/// "tiled4", "gemv", "gemv_subgroup", "reg", "rows".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MatmulKind {
     /// one thread per output: the benchmark baseline
     Naive,

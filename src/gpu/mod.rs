@@ -1,7 +1,8 @@
 //! The GPU backend: a context that owns the device, tensors with shapes, a recorder that batches
 //! dispatches into one submission, WGSL composition (`wgsl`), and one module per kernel family
 //! (matmul, qkv, attention, norm, act, rope, embed, sample, moe; mirroring `src/cpu/`), each
-//! owning its params, its pipelines, their dispatch sizing and the choice among its forms.
+//! owning its params, its pipelines, their dispatch sizing and the choice among its forms; which
+//! forms a device takes is one type, `policy::KernelPolicy`.
 
 pub mod act;
 pub mod attention;
@@ -11,6 +12,7 @@ pub mod embed;
 pub mod matmul;
 pub mod moe;
 pub mod norm;
+pub mod policy;
 pub mod qkv;
 pub mod recorder;
 pub mod rope;
@@ -19,16 +21,20 @@ pub mod tensor;
 pub mod wgsl;
 
 pub use context::{AdapterSummary, Gpu};
+pub use policy::KernelPolicy;
 pub use recorder::Recorder;
 pub use tensor::{DType, GpuTensor};
 
-/// How the row-wise kernels (attention, the norms) map rows to invocations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the row-wise kernels (attention, the norms) map rows to invocations. Serialised as
+/// "workgroup" and "rows".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RowKind {
     /// a workgroup per row (per row and head for attention), reductions in workgroup memory
+    #[serde(rename = "workgroup")]
     Workgroup,
     /// an invocation per row (per row and head), no workgroup memory and no barriers: for
     /// CPU-emulated GPUs (SwiftShader, llvmpipe), where a barrier switches between the SIMD lanes
     /// that emulate invocations
+    #[serde(rename = "rows")]
     Invocation,
 }

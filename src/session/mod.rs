@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::error::{Result, TfError};
 use crate::fastcpu::FastCpuBackend;
 use crate::formats::Files;
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, KernelPolicy};
 use crate::model::config::{Arch, ModelConfig};
 use crate::model::memory::{self, Budget, WeightCopies};
 use crate::model::run::Generation;
@@ -143,18 +143,17 @@ impl Session {
         with_model!(&self.engine, |_b, m| m.params)
     }
 
-    /// Benchmarks: fused epilogues/norms on or off and the kernel of few-row matmuls ("gemv",
-    /// "naive" or "rows": one invocation per output, no barriers) of a model on the GPU.
-    pub fn set_gpu_kernels(&mut self, fused: bool, few_rows: &str) -> Result<()> {
-        use crate::gpu::matmul::MatmulKind;
-        let kind = match few_rows {
-            "gemv" => MatmulKind::Gemv,
-            "naive" => MatmulKind::Naive,
-            "rows" => MatmulKind::Rows,
-            other => return Err(TfError::Input(format!("few_rows must be \"gemv\", \"naive\" or \"rows\", got {other:?}"))),
-        };
+    /// The kernels of the model on the GPU (`gpu::KernelPolicy`: the device's policy unless a
+    /// benchmark set others); None on the CPU backends.
+    pub fn gpu_policy(&mut self) -> Option<KernelPolicy> {
+        self.gpu_backend().map(|b| b.policy())
+    }
+
+    /// Benchmarks: run other kernels on the model on the GPU from the next pass on (its `widen16`
+    /// applies to later loads: `Gpu::set_widen16`).
+    pub fn set_gpu_policy(&mut self, p: &KernelPolicy) -> Result<()> {
         let b = self.gpu_backend().ok_or_else(|| TfError::Input("no model is loaded on the GPU".into()))?;
-        (b.fused, b.small_matmul_kind) = (fused, kind);
+        b.set_policy(p);
         Ok(())
     }
 

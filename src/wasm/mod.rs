@@ -292,108 +292,51 @@ pub fn gen_tokens_per_submit(k: usize) -> Result<(), JsValue> {
     with(|s| s.set_tokens_per_submit(k))
 }
 
-/// The GPU model's kernels (Session::set_gpu_kernels): fused ops on or off, the kernel of few-row
-/// passes (cached decoding: "gemv" | "naive" | "rows") and, when given, of the others (prefill: "naive" |
-/// "tiled" | "tiled4" | "reg"). The worker picks them per adapter (www/worker.js); the benchmarks compare them.
+/// Benchmarks: run other kernels on the GPU model from its next pass on. `kernels` is part of a
+/// `gpu::KernelPolicy` ({fused, few_rows, many_rows, attention, norms}, the names `gpu_kernels`
+/// returns), laid over the model's current kernels; a name outside the policy's is refused in one
+/// line. 16-bit widening is a load-time choice: set_gpu_widen16.
 #[wasm_bindgen]
-pub fn set_gpu_kernels(fused: bool, few_rows: &str, many_rows: Option<String>) -> Result<(), JsValue> {
-    use crate::gpu::matmul::MatmulKind;
-    let many = match many_rows.as_deref() {
-        None => None,
-        Some("naive") => Some(MatmulKind::Naive),
-        Some("tiled") => Some(MatmulKind::Tiled),
-        Some("tiled4") => Some(MatmulKind::Tiled4),
-        Some("reg") => Some(MatmulKind::Reg),
-        Some(other) => return Err(err(format!("many_rows must be \"naive\", \"tiled\", \"tiled4\" or \"reg\", got {other:?}"))),
-    };
+pub fn set_gpu_kernels(kernels: JsValue) -> Result<(), JsValue> {
+    let patch: serde_json::Value = serde_wasm_bindgen::from_value(kernels).map_err(|e| err(format!("set_gpu_kernels: {e}")))?;
     with(|s| {
-        s.set_gpu_kernels(fused, few_rows)?;
-        if let (Some(kind), Some(b)) = (many, s.gpu_backend()) {
-            b.matmul_kind = kind;
-        }
-        Ok(())
+        let now = s.gpu_policy().ok_or_else(|| crate::error::TfError::Input("no model is loaded on the GPU".into()))?;
+        let p = crate::gpu::KernelPolicy::patched(now, &patch)?;
+        s.set_gpu_policy(&p)
     })
 }
 
-/// The kernels of the GPU model's passes of 8 rows or more (prefill): the matmul (set_gpu_kernels'
-/// many_rows names), and for attention and the norms "workgroup" (a workgroup per row, per row and
-/// head for attention) or "rows" (an invocation per row, no barriers: CPU-emulated GPUs). The worker
-/// picks them per adapter (www/worker.js gpuPrefillKernelsFor).
+/// The browser's word on the adapter: its architecture (GPUAdapterInfo.architecture, which wgpu's
+/// WebGPU backend leaves empty). An adapter emulated on the CPU ("swiftshader") gets that policy
+/// (gpu::KernelPolicy) for the models loaded from now on. Call after gpu_init.
 #[wasm_bindgen]
-pub fn set_gpu_prefill_kernels(many_rows: &str, attention: &str, norms: &str) -> Result<(), JsValue> {
-    use crate::gpu::{matmul::MatmulKind, RowKind};
-    let kind = match many_rows {
-        "naive" => MatmulKind::Naive,
-        "tiled" => MatmulKind::Tiled,
-        "tiled4" => MatmulKind::Tiled4,
-        "reg" => MatmulKind::Reg,
-        other => return Err(err(format!("many_rows must be \"naive\", \"tiled\", \"tiled4\" or \"reg\", got {other:?}"))),
-    };
-    let rows = |what: &str, v: &str| match v {
-        "workgroup" => Ok(RowKind::Workgroup),
-        "rows" => Ok(RowKind::Invocation),
-        other => Err(err(format!("{what} must be \"workgroup\" or \"rows\", got {other:?}"))),
-    };
-    let (attn, norm) = (rows("attention", attention)?, rows("norms", norms)?);
-    with(|s| {
-        let b = s.gpu_backend().ok_or_else(|| crate::error::TfError::Input("no model is loaded on the GPU".into()))?;
-        (b.matmul_kind, b.attention_kind, b.norm_kind) = (kind, attn, norm);
-        Ok(())
-    })
+pub fn gpu_note_architecture(architecture: &str) -> Result<(), JsValue> {
+    gpu().ok_or_else(|| err("the GPU is not initialised: call gpu_init first"))?.note_architecture(architecture);
+    Ok(())
 }
 
 /// Whether models loaded on the GPU from now on widen 16-bit (F16 / BF16) weights to f32 at upload
-/// (Gpu::set_widen16; the memory budget counts them at 4 bytes then). It is on by default for a
-/// fallback adapter (wgpu reports it as `Cpu`: SwiftShader); the worker also turns it on for
-/// SwiftShader by name, and benchmarks turn it off to compare.
+/// (Gpu::set_widen16; the memory budget counts them at 4 bytes then). It is on by default where the
+/// device's policy says so (gpu::KernelPolicy: a GPU emulated on the CPU); benchmarks turn it off
+/// to compare.
 #[wasm_bindgen]
 pub fn set_gpu_widen16(on: bool) -> Result<(), JsValue> {
     gpu().ok_or_else(|| err("the GPU is not initialised: call gpu_init first"))?.set_widen16(on);
     Ok(())
 }
 
-/// The GPU model's kernels and counters: {fused, few_rows, many_rows, attention, norms, dispatches, submits,
-/// widen16} (the names of set_gpu_kernels and set_gpu_prefill_kernels; dispatches and queue submissions
-/// since load; widen16: 16-bit weights widened to f32 at load), null on the CPU paths.
+/// The GPU model's kernels and counters: its `gpu::KernelPolicy` ({fused, few_rows, many_rows,
+/// attention, norms, widen16}: the device's choice, or what set_gpu_kernels set) with the dispatches
+/// and queue submissions since load, null on the CPU paths.
 #[wasm_bindgen]
 pub fn gpu_kernels() -> Result<JsValue, JsValue> {
-    use crate::gpu::matmul::MatmulKind;
     #[derive(Serialize)]
     struct Kernels {
-        fused: bool,
-        few_rows: &'static str,
-        many_rows: &'static str,
-        attention: &'static str,
-        norms: &'static str,
+        #[serde(flatten)]
+        policy: crate::gpu::KernelPolicy,
         dispatches: usize,
         submits: usize,
-        /// 16-bit checkpoint weights widened to f32 at load (set_gpu_widen16)
-        widen16: bool,
     }
-    let row_name = |k: crate::gpu::RowKind| match k {
-        crate::gpu::RowKind::Workgroup => "workgroup",
-        crate::gpu::RowKind::Invocation => "rows",
-    };
-    let name = |k: MatmulKind| match k {
-        MatmulKind::Naive => "naive",
-        MatmulKind::Tiled => "tiled",
-        MatmulKind::Tiled4 => "tiled4",
-        MatmulKind::Gemv => "gemv",
-        MatmulKind::GemvSubgroup => "gemv_subgroup",
-        MatmulKind::Reg => "reg",
-        MatmulKind::Rows => "rows",
-    };
-    let k = with(|s| {
-        Ok(s.gpu_backend().map(|b| Kernels {
-            fused: b.fused,
-            few_rows: name(b.small_matmul_kind),
-            many_rows: name(b.matmul_kind),
-            attention: row_name(b.attention_kind),
-            norms: row_name(b.norm_kind),
-            dispatches: b.dispatches(),
-            submits: b.submits(),
-            widen16: b.widen16,
-        }))
-    })?;
+    let k = with(|s| Ok(s.gpu_backend().map(|b| Kernels { policy: b.policy(), dispatches: b.dispatches(), submits: b.submits() })))?;
     to_js(&k)
 }

@@ -189,7 +189,7 @@ export function createModelView({ list, fileInput, dropZone, progress, progressB
           : 'none in the file: type token ids'],
         ['backend', 'Runs on', info.backend === 'gpu' ? 'WebGPU (our WGSL kernels)' : 'CPU (our wasm SIMD kernels)'],
       ];
-      // The GPU kernels the worker chose for this adapter (www/worker.js, gpuKernelsFor)
+      // The GPU kernels the core chose for this adapter (src/gpu/policy.rs, KernelPolicy)
       const kernels = info.backend === 'gpu' ? info.gpu_kernels : null;
       if (kernels) {
         const few = { naive: 'one thread per output', gemv: 'GEMV', rows: 'one invocation per output, no barriers' };
