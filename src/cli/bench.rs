@@ -130,6 +130,68 @@ fn gpu_backend(s: &mut Session) -> Result<&mut GpuBackend> {
     s.gpu_backend().ok_or_else(|| TfError::Gpu("the benchmark's model is not on the GPU".into()))
 }
 
+/// One timed configuration of `bench generate`: the backend's kernels and the generation's settings,
+/// and which loaded copy of the model it runs on. Its `name` prefixes its keys in the output.
+struct Variant {
+    name: &'static str,
+    kv_cache: bool,
+    /// sample on the GPU (else read the logits back)
+    gpu_sampling: bool,
+    /// fused epilogues and norms
+    fused: bool,
+    /// the kernel of few-row matmuls (cached decoding)
+    few_rows: MatmulKind,
+    /// K = --tokens-per-submit generation steps per submission (else 1)
+    chained: bool,
+    /// submit the next batch before reading the current one
+    pipeline: bool,
+    /// biases and RoPE inside the q/k/v GEMV
+    qkv_epilogue: bool,
+    /// the GEMV's reduction in subgroup operations where the device has them
+    subgroups: bool,
+    /// on the copy of the checkpoint whose weights stay 16-bit, where this device widens them
+    weights16: bool,
+}
+
+/// The decode loop as it ships: cached, GPU sampling, fused, the GEMV, one token per submission.
+const CACHED: Variant = Variant {
+    name: "cached_gpu_sampling",
+    kv_cache: true,
+    gpu_sampling: true,
+    fused: true,
+    few_rows: MatmulKind::Gemv,
+    chained: false,
+    pipeline: true,
+    qkv_epilogue: true,
+    subgroups: false,
+    weights16: false,
+};
+
+/// Every variant, each a change from [`CACHED`]. "cached_unfused*" are the decode loop before fusion,
+/// with one thread per output; "cached_chained" is K tokens per submission against
+/// "cached_gpu_sampling", the same loop at K = 1; "cached_chained_one_in_flight" the same without
+/// submitting the next batch before reading the current one.
+const VARIANTS: [Variant; 13] = [
+    CACHED,
+    Variant { name: "uncached_gpu_sampling", kv_cache: false, ..CACHED },
+    Variant { name: "cached_logits_readback", gpu_sampling: false, ..CACHED },
+    Variant { name: "cached_unfused", fused: false, ..CACHED },
+    Variant { name: "cached_unfused_naive", fused: false, few_rows: MatmulKind::Naive, ..CACHED },
+    Variant { name: "cached_chained", chained: true, ..CACHED },
+    Variant { name: "cached_chained_one_in_flight", chained: true, pipeline: false, ..CACHED },
+    // fused, but biases and RoPE outside the q/k/v GEMV (the step to 8 dispatches a layer)
+    Variant { name: "cached_qkv_no_epilogue", qkv_epilogue: false, ..CACHED },
+    // the same as cached_gpu_sampling where the device has no subgroups
+    Variant { name: "cached_subgroups", subgroups: true, ..CACHED },
+    // one invocation per output, no barriers (shaders/rows.wgsl; MatmulKind::Rows): for GPUs
+    // emulated on the CPU
+    Variant { name: "cached_rows", few_rows: MatmulKind::Rows, ..CACHED },
+    Variant { name: "cached_rows_chained", few_rows: MatmulKind::Rows, chained: true, ..CACHED },
+    // on the checkpoint's weights kept 16-bit (s16), where this device widens them
+    Variant { name: "w16_cached_gpu_sampling", weights16: true, ..CACHED },
+    Variant { name: "w16_cached_chained", weights16: true, chained: true, ..CACHED },
+];
+
 /// `tinyformer bench generate`: tokens/s of greedy generation: cached vs uncached, GPU sampling vs
 /// logits readback, fused vs unfused kernels, in one run.
 pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
@@ -158,33 +220,7 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
     })?;
     let n = a.tokens.min(room);
     let mut results = serde_json::Map::new();
-    // (name, kv cache, GPU sampling, fused kernels, the kernel of few-row matmuls, tokens per
-    // submission); "cached_unfused*" are the decode loop before issue 12: no fusion, and one thread
-    // per output; "cached_chained" is K = --tokens-per-submit tokens per submission (issue 12.4),
-    // against "cached_gpu_sampling", the same loop at K = 1; "cached_chained_one_in_flight" the same
-    // without submitting the next batch before reading the current one.
     let k = a.tokens_per_submit;
-    let variants = [
-        ("cached_gpu_sampling", true, true, true, MatmulKind::Gemv, 1),
-        ("uncached_gpu_sampling", false, true, true, MatmulKind::Gemv, 1),
-        ("cached_logits_readback", true, false, true, MatmulKind::Gemv, 1),
-        ("cached_unfused", true, true, false, MatmulKind::Gemv, 1),
-        ("cached_unfused_naive", true, true, false, MatmulKind::Naive, 1),
-        ("cached_chained", true, true, true, MatmulKind::Gemv, k),
-        ("cached_chained_one_in_flight", true, true, true, MatmulKind::Gemv, k),
-        // fused, but biases and RoPE outside the q/k/v GEMV (issue 12's step to 8 dispatches a layer)
-        ("cached_qkv_no_epilogue", true, true, true, MatmulKind::Gemv, 1),
-        // the GEMV's reduction in subgroup operations where the device has them (the same as
-        // cached_gpu_sampling where it has none)
-        ("cached_subgroups", true, true, true, MatmulKind::Gemv, 1),
-        // one invocation per output, no barriers (shaders/rows.wgsl; MatmulKind::Rows): for GPUs
-        // emulated on the CPU
-        ("cached_rows", true, true, true, MatmulKind::Rows, 1),
-        ("cached_rows_chained", true, true, true, MatmulKind::Rows, k),
-        // on the checkpoint's weights kept 16-bit (s16), where this device widens them
-        ("w16_cached_gpu_sampling", true, true, true, MatmulKind::Gemv, 1),
-        ("w16_cached_chained", true, true, true, MatmulKind::Gemv, k),
-    ];
     // warm-up: pipelines' first use and buffer first-binding
     pollster::block_on(s.generate(&start, src.as_deref(), GenConfig { max_new_tokens: 4.min(n), ..GenConfig::default() }))?;
     if let Some(s16) = s16.as_mut() {
@@ -192,24 +228,30 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
     }
     // Repetitions outside, variants inside: on a shared machine every variant's best run is drawn
     // from the same stretch of time.
-    let mut best = vec![f64::INFINITY; variants.len()];
-    let mut produced = vec![0usize; variants.len()];
+    let mut best = vec![f64::INFINITY; VARIANTS.len()];
+    let mut produced = vec![0usize; VARIANTS.len()];
     for _ in 0..reps {
-        for (i, &(name, kv, gs, fused, small, k)) in variants.iter().enumerate() {
-            let s = match (name.starts_with("w16_"), s16.as_mut()) {
+        for (i, v) in VARIANTS.iter().enumerate() {
+            let name = v.name;
+            let s = match (v.weights16, s16.as_mut()) {
                 (true, Some(s16)) => s16,
                 (true, None) => continue, // the weights are not widened here: the same as cached_*
                 (false, _) => &mut s,
             };
             let b = gpu_backend(s)?;
-            (b.fused, b.small_matmul_kind) = (fused, small);
-            b.qkv_epilogue = name != "cached_qkv_no_epilogue";
-            b.subgroups = name == "cached_subgroups";
+            (b.fused, b.small_matmul_kind) = (v.fused, v.few_rows);
+            b.qkv_epilogue = v.qkv_epilogue;
+            b.subgroups = v.subgroups;
             let (d0, s0, l0) = (b.dispatches(), b.submits(), b.layer_dispatches);
             let t0 = std::time::Instant::now();
-            let pipeline = name != "cached_chained_one_in_flight";
-            let cfg =
-                GenConfig { max_new_tokens: n, kv_cache: kv, gpu_sampling: gs, tokens_per_submit: k, pipeline, ..GenConfig::default() };
+            let cfg = GenConfig {
+                max_new_tokens: n,
+                kv_cache: v.kv_cache,
+                gpu_sampling: v.gpu_sampling,
+                tokens_per_submit: if v.chained { k } else { 1 },
+                pipeline: v.pipeline,
+                ..GenConfig::default()
+            };
             let ids = pollster::block_on(s.generate(&start, src.as_deref(), cfg))?;
             best[i] = best[i].min(t0.elapsed().as_secs_f64());
             produced[i] = ids.len() - start.len();
@@ -222,7 +264,7 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
             results.insert(format!("{name}_submissions_per_token"), json!(sub as f64 / produced[i].max(1) as f64));
         }
     }
-    for (i, &(name, ..)) in variants.iter().enumerate() {
+    for (i, Variant { name, .. }) in VARIANTS.iter().enumerate() {
         if best[i].is_finite() {
             results.insert(format!("{name}_tokens_per_second"), json!(produced[i] as f64 / best[i]));
         }
