@@ -75,14 +75,14 @@ function loadCore() {
 // The browser's adapter info (browserAdapterInfo): set by init, read by load.
 let browserAdapter = null;
 
-// The GPU kernels per adapter, chosen by measurement (scripts/bench-browser.mjs; BENCHMARKS.md, issue 12 "In the
-// page"): {fused, few_rows (one-row passes: cached decoding), many_rows (prompts of 8 tokens or more)}, or null
+// The GPU kernels per adapter, chosen by measurement (scripts/bench-browser.mjs; DECISIONS.md
+// "Barrier-free kernels on CPU-emulated GPUs"): {fused, few_rows (one-row passes: cached decoding), many_rows (prompts of 8 tokens or more)}, or null
 // for the core's defaults (fused, GEMV, tiled vec4), which suit a real GPU.
 // SwiftShader (WebGPU on the CPU) runs workgroup barriers slowly, and unpacking 16-bit weights costs more there
 // than the memory it saves. So on SwiftShader (cpuEmulated) init calls set_gpu_widen16 (16-bit weights widened to
 // f32 at load; the memory budget counts them at 4 bytes) and one-row passes run with one invocation per output and
 // no barriers ('rows': shaders/rows.wgsl, the q/k/v+RoPE, attention, add+norm and greedy-sampling forms too),
-// 1.28x the GEMV there (BENCHMARKS.md, issue 12 "Decode on CPU-emulated GPUs"), for f32 and 16-bit checkpoints alike.
+// 1.28x the GEMV there (DECISIONS.md "Barrier-free kernels on CPU-emulated GPUs"), for f32 and 16-bit checkpoints alike.
 // (wgpu reports SwiftShader, a fallback adapter, as a Cpu device, so the core's defaults are the same; this states
 // the choice where the page can see it.)
 function gpuKernelsFor(adapter) {
@@ -94,7 +94,7 @@ function gpuKernelsFor(adapter) {
 // attention, norms}, or null for the core's defaults (tiled vec4 matmul, a workgroup per row for attention and the
 // norms). On SwiftShader the barrier-free kernels ('reg': an invocation per 4x4 or 8x4 output block straight from
 // memory; 'rows': an invocation per attention row and head, per norm row) beat the shared-memory ones there
-// (BENCHMARKS.md, issue 12 "Prefill on CPU-emulated GPUs"), for f32 and 16-bit weights alike.
+// (DECISIONS.md "Barrier-free kernels on CPU-emulated GPUs"), for f32 and 16-bit weights alike.
 function gpuPrefillKernelsFor(adapter) {
   if (cpuEmulated(adapter)) return { many_rows: 'reg', attention: 'rows', norms: 'rows' };
   return null;
@@ -154,7 +154,7 @@ const handlers = {
   },
 };
 
-// The core's limits for bpe_workbench (src/session.rs): training text in UTF-8 bytes, sentence in characters.
+// The core's limits for bpe_workbench (src/tokenizer/workbench.rs): training text in UTF-8 bytes, sentence in characters.
 const BPE_LIMITS = { textBytes: 1 << 20, sentenceChars: 200 };
 
 function checkBpeInputs(text, sentence) {
@@ -270,7 +270,7 @@ const modelHandlers = {
       return { ...result, tokenMessages };
     };
     try {
-      // Tokens chained on the GPU (issue 12.4): K steps per submission, K grown while a batch takes under
+      // Tokens chained on the GPU (src/model/runtime/chain.rs): K steps per submission, K grown while a batch takes under
       // half the frame budget and halved past it, so tokens still stream smoothly (they arrive K at a time).
       let k = modelOnGpu ? 2 : 1;
       const start = core.gen_start(Uint32Array.from(ids), modelOnGpu ? { ...opts, tokens_per_submit: k } : opts);

@@ -159,8 +159,8 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
     let n = a.tokens.min(room);
     let mut results = serde_json::Map::new();
     // (name, kv cache, GPU sampling, fused kernels, the kernel of few-row matmuls, tokens per
-    // submission); "cached_unfused*" are the decode loop before issue 12: no fusion, and one thread
-    // per output; "cached_chained" is K = --tokens-per-submit tokens per submission (issue 12.4),
+    // submission); "cached_unfused*" are the decode loop before the fused ops: no fusion, and one thread
+    // per output; "cached_chained" is K = --tokens-per-submit tokens per submission (model::chain),
     // against "cached_gpu_sampling", the same loop at K = 1; "cached_chained_one_in_flight" the same
     // without submitting the next batch before reading the current one.
     let k = a.tokens_per_submit;
@@ -172,7 +172,7 @@ pub fn generate(a: &BenchGenerateArgs) -> Result<String> {
         ("cached_unfused_naive", true, true, false, MatmulKind::Naive, 1),
         ("cached_chained", true, true, true, MatmulKind::Gemv, k),
         ("cached_chained_one_in_flight", true, true, true, MatmulKind::Gemv, k),
-        // fused, but biases and RoPE outside the q/k/v GEMV (issue 12's step to 8 dispatches a layer)
+        // fused, but biases and RoPE outside the q/k/v GEMV (the step to 8 dispatches a layer, before the epilogue made it 7)
         ("cached_qkv_no_epilogue", true, true, true, MatmulKind::Gemv, 1),
         // the GEMV's reduction in subgroup operations where the device has them (the same as
         // cached_gpu_sampling where it has none)

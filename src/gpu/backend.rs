@@ -39,8 +39,8 @@ pub struct GpuBackend {
     pub norm_kind: gpu::RowKind,
     /// fused epilogues and fused SwiGLU on (off: the unfused sequence, for benchmarks)
     pub fused: bool,
-    /// with `fused`: the q/k/v GEMV takes the biases and RoPE in its epilogue (off: as before
-    /// issue 12's step to 8 dispatches a layer: bias-free GEMVs only, RoPE as two more dispatches)
+    /// with `fused`: the q/k/v GEMV takes the biases and RoPE in its epilogue (off: the
+    /// earlier 8 dispatches a layer: bias-free GEMVs only, RoPE as two more dispatches)
     pub qkv_epilogue: bool,
     /// one-row matmuls reduce in subgroup operations where the device has them
     /// (MatmulKind::GemvSubgroup). Off by default until `bench generate`'s `cached_subgroups`
@@ -91,7 +91,7 @@ impl GpuBackend {
         // CPU-emulated adapters (llvmpipe: wgpu's device type Cpu) run workgroup barriers slowly, so
         // there every pass takes the barrier-free kernels: prefill's register-blocked matmul and
         // decoding's one-invocation-per-output matmuls, attention and the norms an invocation per row
-        // (BENCHMARKS.md, issue 12 "Prefill on CPU-emulated GPUs" and "Decode on CPU-emulated GPUs");
+        // (DECISIONS.md "Barrier-free kernels on CPU-emulated GPUs");
         // the page picks them for SwiftShader itself
         let cpu_adapter = gpu.is_cpu_type();
         let row_kind = if cpu_adapter { gpu::RowKind::Invocation } else { gpu::RowKind::Workgroup };

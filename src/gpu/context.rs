@@ -203,7 +203,7 @@ impl Gpu {
     /// them at 4 bytes). The default is the adapter's kind: on for a CPU-type adapter (llvmpipe,
     /// SwiftShader natively; in the page wgpu reports a fallback adapter such as SwiftShader as
     /// `Cpu`), where unpacking 16-bit values costs more than the memory traffic it saves
-    /// (BENCHMARKS.md, issue 12); the page's worker also sets it for SwiftShader (www/worker.js).
+    /// (DECISIONS.md "16-bit weights stay 16-bit on GPUs"); the page's worker also sets it for SwiftShader (www/worker.js).
     pub fn widens16(&self) -> bool {
         self.widen16.load(std::sync::atomic::Ordering::Relaxed)
     }

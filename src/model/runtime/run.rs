@@ -282,7 +282,7 @@ pub struct GenConfig {
     /// constrained decoding (model::constraint): the tokens it refuses get -inf logits and the logits
     /// are read back and sampled on the CPU. None: the constraint the checkpoint declares, if any.
     pub constraint: Option<crate::model::constraint::Constraint>,
-    /// generation steps recorded per GPU submission (issue 12.4, model::chain): the sampled id
+    /// generation steps recorded per GPU submission (model::chain): the sampled id
     /// stays on the GPU and feeds the next step; 1 = one submission and one readback per token
     pub tokens_per_submit: usize,
     /// chained decoder-only batches: submit the next batch before reading the current one (off:
@@ -290,7 +290,7 @@ pub struct GenConfig {
     pub pipeline: bool,
     /// read back each step's MoE routing
     pub moe: bool,
-    /// ids that end the generation when produced (a foreign model's EOS, issue 13; the session sets them)
+    /// ids that end the generation when produced (a foreign model's EOS; the session sets them)
     pub stop_ids: Vec<u32>,
 }
 
