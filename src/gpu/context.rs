@@ -1,5 +1,6 @@
-//! The GPU context: device, queue, every compute pipeline (built once, here), a uniform arena for
-//! op parameters, and the sticky error state (uncaptured errors, device lost).
+//! The GPU context: device, queue, every compute pipeline built once at start (`Kernels`: one struct
+//! per kernel family, each built by its family's module), a uniform arena for op parameters, and
+//! the sticky error state (uncaptured errors, device lost).
 
 use std::sync::{Arc, Mutex};
 

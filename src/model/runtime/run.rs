@@ -1,5 +1,5 @@
 //! What callers use: a full forward pass with every attention map and mask, step-by-step
-//! generation (one submission and a 4-byte readback per token), and evaluation loss.
+//! generation (one submission and an 8-byte readback per token: the id and the count of NaN/Inf logits), and evaluation loss.
 
 use serde::Serialize;
 
@@ -266,7 +266,8 @@ pub struct GenConfig {
     pub sample: SampleParams,
     pub seed: u64,
     pub kv_cache: bool,
-    /// sample on the GPU and read back 4 bytes (true), or read the logits back and sample on the CPU
+    /// sample on the GPU and read back 8 bytes, the id and the NaN/Inf count (true), or read the
+    /// logits back and sample on the CPU
     pub gpu_sampling: bool,
     /// read back the attention rows of every step
     pub attention: bool,
