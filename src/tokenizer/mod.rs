@@ -24,6 +24,9 @@
 //! All kinds serialise to JSON with a `"kind"` field (the checkpoint's `"tokenizer"` metadata), and a
 //! [`StreamDecoder`] turns a stream of ids into text without ever showing half a UTF-8 character.
 //!
+//! Beside the kinds: `train` (incremental BPE training), `ranked` (rank-ordered merging) and
+//! `workbench` (the page's BPE workbench, trained on pasted text within bounds).
+//!
 //! Nothing in this module panics on any input: bad ids and malformed JSON are [`TokenizerError`]s.
 
 mod byte_bpe;
