@@ -2,7 +2,7 @@
 // Web Worker (www/worker.js, through www/core.js); views (www/views/*.js) own their DOM and only draw what they
 // are given; www/prompt.js reads the prompt (through the Generate view, which owns the prompt box) and
 // www/analysis.js wires the analysis pass to the views. The model's rules (token ids and the vocabulary,
-// context limits, the decoder's start, candidate probabilities) are the core's (src/session.rs).
+// context limits, the decoder's start, candidate probabilities) are the core's (src/session/).
 //
 // Flow: open -> init the core (WebGPU or the CPU fallback) -> read www/models.json -> load the default model
 // (fetch with progress) -> tokenize + forward() the prompt (tokens, attention, masks, experts, next token).

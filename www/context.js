@@ -1,5 +1,5 @@
 // What the page says about the model's context: why a generation ended (the context limit, the sliding window,
-// a prompt cut to its tail). The window arithmetic itself is the core's (src/model/run.rs:
+// a prompt cut to its tail). The window arithmetic itself is the core's (src/model/runtime/run.rs:
 // sliding_window_start); the page reads its results from the generation's events (window_start per token, the
 // kept prompt in the start event, the stop reason at the end).
 

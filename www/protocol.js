@@ -57,7 +57,7 @@ export const ACTIONS = {
   // {} -> [{name, ok, max_abs_diff, tolerance, detail, ms}]: every GPU kernel against its CPU twin
   selftest: { limitMs: 300_000, name: 'the kernel self-test', queued: true },
   // {bytes (ArrayBuffer of a .safetensors file) | files (File objects given together: a Hugging Face directory's
-  // files, llama2.c's model.bin + tokenizer.bin), preferGpu} -> the model's card (src/session.rs Card) with
+  // files, llama2.c's model.bin + tokenizer.bin), preferGpu} -> the model's card (src/session/card.rs Card) with
   // gpu_kernels on WebGPU. Events from files: {kind: 'progress', read, total} (bytes). On an error the previous
   // model stays loaded.
   load: { limitMs: 180_000, name: 'loading the model', queued: true, model: true, perEvent: true },
@@ -66,9 +66,9 @@ export const ACTIONS = {
   // {} -> the loaded GPU model's kernels and counters ({fused, few_rows, many_rows, attention, norms, dispatches,
   // submits, widen16}), null on the CPU path: tests check the choice made for the adapter, benchmarks report it
   gpuKernels: { limitMs: 60_000, name: 'reading the GPU kernels', queued: true },
-  // {text} -> {kind, ids, pieces, spans?, unknown?} (src/session.rs Tokens)
+  // {text} -> {kind, ids, pieces, spans?, unknown?} (src/session/prompt.rs Tokens)
   tokenize: { limitMs: 20_000, name: 'tokenizing the prompt', queued: true, model: true },
-  // {text} -> the prompt box as the model's input (src/session.rs Prompt): {kind, ids, pieces, spans?, unknown?,
+  // {text} -> the prompt box as the model's input (src/session/prompt.rs Prompt): {kind, ids, pieces, spans?, unknown?,
   // context, fits, room, keep_last}; ids typed by hand are parsed and checked against the vocabulary by the core
   prompt: { limitMs: 20_000, name: 'reading the prompt', queued: true, model: true },
   // {src, gen} -> what one analysis pass reads after the prompt `src` and the generated `gen`: {ids, tgt, offset,

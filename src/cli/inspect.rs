@@ -1,4 +1,4 @@
-//! `tinyformer inspect`: the look-inside tools of model::inspect as JSON (issue 14).
+//! `tinyformer inspect`: the look-inside tools of model::inspect as JSON.
 
 use serde_json::json;
 

@@ -1,7 +1,7 @@
 //! The fast attention against its reference twin (crate::cpu::attention, f64) over a shape sweep, as a
 //! library function: the page's builds run it through the wasm export `fastcpu_attention_check`
-//! (tests/browser/fastcpu.test.mjs), where the simd128 kernels of several query rows (attention.rs
-//! `mod tiled`) run; natively tests/fastcpu_ops.rs runs it as well. The tolerances are written here.
+//! (tests/browser/fastcpu.test.mjs), where the simd128 kernels of several query rows (isa/wasm_tiles.rs
+//! `attend`) run; natively tests/fastcpu_ops.rs runs it as well. The tolerances are written here.
 
 use serde::Serialize;
 

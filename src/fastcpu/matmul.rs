@@ -81,7 +81,7 @@ fn check(out: &[f32], x: &[f32], w: &Packed, b: Option<&[f32]>, m: usize) -> Res
 
 pub use threads::{matmul_on, matmul_split, tasks_for, Threads, MAX_THREADS, PAR_MIN_FLOP};
 
-/// Native threads for the fast backend (issue 11 §2): the same kernels on disjoint parts of the output,
+/// Native threads for the fast backend: the same kernels on disjoint parts of the output,
 /// so every output value is computed by the same instructions in the same order as on one thread
 /// (bitwise the same results, tests/fastcpu_threads.rs).
 /// - GEMM (M >= 2): split over rows, in blocks of `ROW_ALIGN` rows so that every task runs the same
@@ -93,7 +93,7 @@ pub use threads::{matmul_on, matmul_split, tasks_for, Threads, MAX_THREADS, PAR_
 /// The work goes to a dedicated rayon pool of n - 1 workers owned by the backend (not rayon's global
 /// pool) while the calling thread runs the first part itself: one wake-up per fork-join.
 /// Below [`PAR_MIN_FLOP`] a product runs on the calling thread alone (a fork-join costs ~5-20 µs).
-/// The page is single-threaded: there `Threads` is always one thread (BENCHMARKS.md "Threads").
+/// The page is single-threaded: there `Threads` is always one thread (DECISIONS.md "Threads only for large products").
 mod threads {
     #[cfg(not(target_arch = "wasm32"))]
     use super::{check, gemm, gemv};
@@ -103,7 +103,7 @@ mod threads {
     /// The most threads `--threads` accepts.
     pub const MAX_THREADS: usize = 64;
     /// Products of fewer FLOPs (2 M N K) run on one thread. A fork-join measured 10-25 µs on the loaded
-    /// 2-core dev machine (`cargo run --release --example bench_cpu -- threads`, BENCHMARKS.md "Threads");
+    /// 2-core dev machine (`cargo run --release --example bench_cpu -- threads`; DECISIONS.md "Threads only for large products");
     /// splitting W µs of work in two saves W / 2, so it needs W of at least twice that: 4 MFLOP is ~36 µs
     /// at the AVX2 tile's ~110 GFLOP/s. On the shipped models every prefill-128 product but llama's
     /// (128, 192) x (64, 192) K/V projections is above it; no decode product is.

@@ -1,4 +1,4 @@
-//! Checkpoints in other people's formats (issue 13): a Hugging Face model directory (`config.json` +
+//! Checkpoints in other people's formats: a Hugging Face model directory (`config.json` +
 //! `model.safetensors` or shards with `model.safetensors.index.json`) and llama2.c's legacy `model.bin`.
 //!
 //! This layer only *plans* and *reads*: it detects the format and the architecture, checks every file

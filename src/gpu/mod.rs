@@ -1,5 +1,6 @@
-//! The GPU backend: a context that owns the device, tensors with shapes, a recorder that batches
-//! dispatches into one submission, WGSL composition (`wgsl`), and one module per kernel family
+//! The GPU backend (`backend`: `GpuBackend`, the ops recorded as dispatches): a context that owns the
+//! device, tensors with shapes, a recorder that batches dispatches into one submission, WGSL
+//! composition (`wgsl`), and one module per kernel family
 //! (matmul, qkv, attention, norm, act, rope, embed, sample, moe; mirroring `src/cpu/`), each
 //! owning its params, its pipelines, their dispatch sizing and the choice among its forms; which
 //! forms a device takes is one type, `policy::KernelPolicy`.

@@ -35,7 +35,8 @@ impl KernelPolicy {
     /// browser) runs workgroup barriers slowly and unpacks 16-bit values for more than the memory it
     /// saves, so there every pass takes the barrier-free kernels (prefill's register-blocked
     /// matmul, decoding's one invocation per output, attention and the norms an invocation per
-    /// row) and 16-bit weights are widened (DECISIONS.md, the barrier-free kernels and widening).
+    /// row) and 16-bit weights are widened (DECISIONS.md "Barrier-free kernels on CPU-emulated GPUs" and
+    /// "16-bit weights stay 16-bit on GPUs").
     /// A real GPU takes the tiled vec4 matmul, the GEMV and the workgroup kernels.
     pub fn for_adapter(cpu_emulated: bool) -> KernelPolicy {
         if cpu_emulated {

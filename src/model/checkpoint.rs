@@ -3,7 +3,7 @@
 //!
 //! [`Checkpoint::from_bytes`] reads the header with the `safetensors` crate, with our checks around
 //! it (before it, where the crate would accept or misname a problem; after it, when it rejects a
-//! file, to find which entry and why), so that every problem of GUIDE.md section 4 gets its own
+//! file, to find which entry and why), so that every problem a malformed file can have gets its own
 //! one-line message (naming the tensor, field or byte offsets), nothing panics, and nothing is
 //! allocated from an unchecked length:
 //!
@@ -142,8 +142,8 @@ pub struct Checkpoint {
 }
 
 /// How a family of checkpoints names and stores the tensors of [`Weights::declare`]
-/// (crate::model::weights). Our files, like the seeds' PyTorch modules, use the declared names as
-/// they are ([`Canonical`]). Other layouts (issue 13: Hugging Face GPT-2 / Llama / Qwen2,
+/// (crate::model::forward::weights). Our files, like the seeds' PyTorch modules, use the declared names as
+/// they are ([`Canonical`]). Other layouts (src/formats: Hugging Face GPT-2 / Llama / Qwen2,
 /// llama2.c) implement this: the checkpoint then looks each declared tensor up under the file's
 /// name, checks it against the file's shape, and hands it to the model by its declared name, in
 /// the declared (out, in) orientation.

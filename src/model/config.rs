@@ -24,7 +24,7 @@
 //! | `hidden_dim`     | (not read)                   | (not read)                       | optional: the SwiGLU hidden size as given (Hugging Face `intermediate_size`, llama2.c `hidden_dim`); then `multiple_of` is optional (0) |
 //!
 //! The decoder's `norm_eps` is optional too (default 1e-5, the seed's LayerNorm; GPT-2's `layer_norm_epsilon`).
-//! The fields after `moe` describe the foreign models of issue 13 (src/formats); a config without them
+//! The fields after `moe` describe the foreign models (src/formats: Hugging Face GPT-2 / Llama / Qwen2, llama2.c); a config without them
 //! reads exactly as before they existed.
 //!
 //! So `src_vocab_size` is always the range of input ids and `tgt_vocab_size` the width of the logits.

@@ -1,4 +1,4 @@
-//! Tokenizers: four kinds behind one [`Tokenizer`] enum.
+//! Tokenizers: six kinds behind one [`Tokenizer`] enum.
 //!
 //! * `seed_bpe` ([`SeedBpe`]): the word-level BPE of seed 000 ("SimpleBPETokenizer"): lowercase, split on
 //!   whitespace, every word is its characters plus the `</w>` end marker, merges learned by frequency.
@@ -23,6 +23,9 @@
 //!
 //! All kinds serialise to JSON with a `"kind"` field (the checkpoint's `"tokenizer"` metadata), and a
 //! [`StreamDecoder`] turns a stream of ids into text without ever showing half a UTF-8 character.
+//!
+//! Beside the kinds: `train` (incremental BPE training), `ranked` (rank-ordered merging) and
+//! `workbench` (the page's BPE workbench, trained on pasted text within bounds).
 //!
 //! Nothing in this module panics on any input: bad ids and malformed JSON are [`TokenizerError`]s.
 
@@ -165,8 +168,8 @@ pub enum Tokenizer {
 /// The `"kind"` of a tokenizer's JSON form, read by serde (unknown kinds get serde's "unknown variant"
 /// message listing the known ones). Only this field is read in a first pass: an internally tagged enum
 /// (`#[serde(tag = "kind")]` on the whole form) would buffer the entire document in serde's private
-/// `Content` tree before dispatching, a copy several times the text's size for a merge list, which
-/// issue 10 removed.
+/// `Content` tree before dispatching, a copy several times the text's size for a merge list (DECISIONS.md "The tokenizer's
+/// `"kind"` read in a first pass").
 #[derive(serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 enum Kind {

@@ -1,5 +1,6 @@
 // The GPU kernels the core picks for the page's adapter (src/gpu/policy.rs, KernelPolicy), in headless Chromium with
-// WebGPU on SwiftShader: it must pick the variant chosen by measurement for SwiftShader (DECISIONS.md), the model card must say so, and with that choice the page's greedy continuation of each
+// WebGPU on SwiftShader: it must pick the variant chosen by measurement for SwiftShader (DECISIONS.md "Barrier-free
+// kernels on CPU-emulated GPUs"), the model card must say so, and with that choice the page's greedy continuation of each
 // shipped decoder must equal PyTorch's (models/<name>.json, greedy_ids), driven from the page's own UI: the
 // sidecar's prompt (more than 8 tokens, so the prompt pass runs the prompt kernel) and 32 new tokens, through
 // Generate. A missing model file is a failure, never a skip.
@@ -10,7 +11,7 @@ import path from 'node:path';
 import { setup, openPage, assertClean, REPO, shippedModels, assertModelFile, waitModel, setGenerate, generateAndWait } from './_harness.mjs';
 
 // What the core must choose on SwiftShader (scripts/bench-peers-browser.mjs and bench-browser.mjs measured
-// these there; DECISIONS.md): 16-bit weights widened to f32 at load (widen16), for every checkpoint the
+// these there; DECISIONS.md "Barrier-free kernels on CPU-emulated GPUs"): 16-bit weights widened to f32 at load (widen16), for every checkpoint the
 // barrier-free one-row kernels ('rows') for one-row passes, and for prompts (8 rows or more) the barrier-free
 // kernels: register-blocked matmul, an invocation per attention row and per norm row.
 const SWIFTSHADER_KERNELS = { fused: true, few_rows: 'rows', many_rows: 'reg', attention: 'rows', norms: 'rows', widen16: true };

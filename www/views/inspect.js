@@ -1,5 +1,5 @@
-// "Inspect" (issue 14): the logit lens, head detector scores, residual norms, attention entropy, per-token
-// surprise and head ablation. Every number comes from the core's inspect() (src/model/inspect.rs), which the
+// "Inspect": the logit lens, head detector scores, residual norms, attention entropy, per-token
+// surprise and head ablation. Every number comes from the core's inspect() (src/model/analysis/inspect.rs), which the
 // controller (app.js) asks for when this view emits a request; this view only lays the answers out and colours them.
 //
 // State for tests: #inspect-root data-state "empty" | "running" | "ready" | "error";

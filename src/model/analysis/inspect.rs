@@ -1,4 +1,4 @@
-//! Look inside (issue 14): the logit lens, head detectors, residual norms, attention entropy,
+//! Look inside: the logit lens, head detectors, residual norms, attention entropy,
 //! per-token surprise, and head ablation, for every architecture (the encoder-decoder on its decoder).
 //!
 //! Where the work runs: the forward pass, the lens (final norm + unembedding of every block's

@@ -200,7 +200,7 @@ pub trait Backend {
     /// Several reads in one submission and one map (the browser pays a round trip per map):
     /// each request is (tensor, offset, count); results come back as raw 4-byte values.
     async fn read_batch(&mut self, reqs: &[(&Self::T, usize, usize)]) -> Result<Vec<Vec<u32>>>;
-    /// Tokens chained on the device (issue 12.4, model::chain): true when recorded work waits for a
+    /// Tokens chained on the device (model::chain): true when recorded work waits for a
     /// submission (the GPU), so that several generation steps can go out in one submission and their
     /// reads come back in one map. The CPU backends run each op at once: nothing to chain.
     fn chains(&self) -> bool {

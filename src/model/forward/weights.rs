@@ -93,8 +93,9 @@ pub enum Role {
 
 impl Role {
     /// Whether a tensor of this role keeps a 16-bit file's f16 / bf16 values 16-bit (on the GPU:
-    /// packed pairs read by shaders/matmul16.wgsl): the matmul weights and the embedding tables,
-    /// nearly all of a model's bytes. Biases and norms are widened to f32 (a few kB).
+    /// packed pairs read by the 16-bit kernels, matmul16.wgsl, embed16.wgsl and qkv.wgsl's `main16`):
+    /// the matmul weights and the embedding tables, nearly all of a model's bytes. Biases and norms
+    /// are widened to f32 (a few kB).
     pub fn keeps_16bit(self) -> bool {
         matches!(self, Role::Embedding | Role::TiedEmbedding | Role::Matmul)
     }

@@ -1,4 +1,4 @@
-//! Tokens chained on the GPU (issue 12.4): `GenConfig::tokens_per_submit` = K generation steps
+//! Tokens chained on the GPU: `GenConfig::tokens_per_submit` = K generation steps
 //! recorded into one submission. The sampler writes each step's id into the ids buffer (and the
 //! count of NaN/Inf logits beside it), the next step's embedding reads it from there, and the ids
 //! and whatever else a step asked for (attention rows, the logits for the top candidates, MoE

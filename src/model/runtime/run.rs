@@ -1,5 +1,5 @@
 //! What callers use: a full forward pass with every attention map and mask, step-by-step
-//! generation (one submission and a 4-byte readback per token), and evaluation loss.
+//! generation (one submission and an 8-byte readback per token: the id and the count of NaN/Inf logits), and evaluation loss.
 
 use serde::Serialize;
 
@@ -266,7 +266,8 @@ pub struct GenConfig {
     pub sample: SampleParams,
     pub seed: u64,
     pub kv_cache: bool,
-    /// sample on the GPU and read back 4 bytes (true), or read the logits back and sample on the CPU
+    /// sample on the GPU and read back 8 bytes, the id and the NaN/Inf count (true), or read the
+    /// logits back and sample on the CPU
     pub gpu_sampling: bool,
     /// read back the attention rows of every step
     pub attention: bool,
@@ -282,7 +283,7 @@ pub struct GenConfig {
     /// constrained decoding (model::constraint): the tokens it refuses get -inf logits and the logits
     /// are read back and sampled on the CPU. None: the constraint the checkpoint declares, if any.
     pub constraint: Option<crate::model::constraint::Constraint>,
-    /// generation steps recorded per GPU submission (issue 12.4, model::chain): the sampled id
+    /// generation steps recorded per GPU submission (model::chain): the sampled id
     /// stays on the GPU and feeds the next step; 1 = one submission and one readback per token
     pub tokens_per_submit: usize,
     /// chained decoder-only batches: submit the next batch before reading the current one (off:
@@ -290,7 +291,7 @@ pub struct GenConfig {
     pub pipeline: bool,
     /// read back each step's MoE routing
     pub moe: bool,
-    /// ids that end the generation when produced (a foreign model's EOS, issue 13; the session sets them)
+    /// ids that end the generation when produced (a foreign model's EOS; the session sets them)
     pub stop_ids: Vec<u32>,
 }
 
