@@ -123,7 +123,7 @@ const handlers = {
   },
 };
 
-// The core's limits for bpe_workbench (src/session.rs): training text in UTF-8 bytes, sentence in characters.
+// The core's limits for bpe_workbench (src/tokenizer/workbench.rs): training text in UTF-8 bytes, sentence in characters.
 const BPE_LIMITS = { textBytes: 1 << 20, sentenceChars: 200 };
 
 function checkBpeInputs(text, sentence) {
