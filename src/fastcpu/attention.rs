@@ -34,7 +34,15 @@ fn attend_impl<S: Isa>(out: &mut [f32], probs: &mut [f32], q: &[f32], k: &[f32],
 /// The attention one query row at a time (every ISA's; the page's prefill has its own tiles,
 /// `isa::wasm_tiles`).
 #[inline(always)]
-pub(crate) fn attend_rows<S: Isa>(out: &mut [f32], probs: &mut [f32], q: &[f32], k: &[f32], v: &[f32], mask: Option<&[f32]>, s: &AttnShape) {
+pub(crate) fn attend_rows<S: Isa>(
+    out: &mut [f32],
+    probs: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: Option<&[f32]>,
+    s: &AttnShape,
+) {
     let hs = s.hs;
     for h in 0..s.nh {
         let g = s.kv_head(h);

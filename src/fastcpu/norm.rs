@@ -81,15 +81,7 @@ fn add_sum_by(r: &mut [f32], y: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 }
 
 #[inline(always)]
-fn add_norm_impl<S: Isa>(
-    x: &mut [f32],
-    y: &[f32],
-    mut out: Option<&mut [f32]>,
-    w: &[f32],
-    beta: Option<&[f32]>,
-    c: usize,
-    eps: f32,
-) {
+fn add_norm_impl<S: Isa>(x: &mut [f32], y: &[f32], mut out: Option<&mut [f32]>, w: &[f32], beta: Option<&[f32]>, c: usize, eps: f32) {
     if c == 0 {
         return;
     }

@@ -159,7 +159,21 @@ impl Gpu {
         let cpu_emulated = KernelPolicy::cpu_emulated(info.device_type == wgpu::DeviceType::Cpu, "");
         let widen16 = AtomicBool::new(KernelPolicy::for_adapter(cpu_emulated).widen16);
         let cpu_emulated = AtomicBool::new(cpu_emulated);
-        let gpu = Gpu { device, queue, limits, summary, k, params, dummy, dummy_rw, errors, lost, live: Default::default(), widen16, cpu_emulated };
+        let gpu = Gpu {
+            device,
+            queue,
+            limits,
+            summary,
+            k,
+            params,
+            dummy,
+            dummy_rw,
+            errors,
+            lost,
+            live: Default::default(),
+            widen16,
+            cpu_emulated,
+        };
         // Surface shader compilation problems now, not at the first forward pass.
         gpu.check()?;
         Ok(gpu)

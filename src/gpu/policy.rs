@@ -107,7 +107,12 @@ mod tests {
         let now = KernelPolicy::for_adapter(false);
         let p = KernelPolicy::patched(now, &serde_json::json!({"few_rows": "rows", "norms": "rows"})).expect("valid");
         assert_eq!(p, KernelPolicy { few_rows: MatmulKind::Rows, norms: RowKind::Invocation, ..now });
-        for bad in [serde_json::json!({"few_rows": "fast"}), serde_json::json!({"speed": 1}), serde_json::json!({"widen16": true}), serde_json::json!("rows")] {
+        for bad in [
+            serde_json::json!({"few_rows": "fast"}),
+            serde_json::json!({"speed": 1}),
+            serde_json::json!({"widen16": true}),
+            serde_json::json!("rows"),
+        ] {
             let e = KernelPolicy::patched(now, &bad).expect_err("refused").to_string();
             assert!(e.starts_with("GPU kernels: ") && !e.contains('\n'), "{e}");
         }

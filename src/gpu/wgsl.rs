@@ -114,10 +114,8 @@ pub fn source(params: &[String], parts: &[&str]) -> String {
 /// Creates the shader module for `source(params, parts)`.
 pub fn module(device: &wgpu::Device, name: &str, params: &[String], parts: &[&str]) -> Module {
     let src = source(params, parts);
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some(name),
-        source: wgpu::ShaderSource::Wgsl(src.as_str().into()),
-    });
+    let module = device
+        .create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(src.as_str().into()) });
     Module { module, src }
 }
 

@@ -24,11 +24,11 @@ pub mod wasm;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm_tiles;
 
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub use portable::Portable as Native;
 /// The ISA of the build where AVX2 is not picked at run time: simd128 in the page, portable elsewhere.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub use wasm::Simd128 as Native;
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-pub use portable::Portable as Native;
 
 thread_local! {
     static FORCE_PORTABLE: Cell<bool> = const { Cell::new(false) };
