@@ -13,6 +13,7 @@ pub mod rng;
 pub mod selftest;
 pub mod session;
 pub mod tokenizer;
+pub mod train;
 
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;

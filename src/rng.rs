@@ -37,3 +37,12 @@ impl Rng {
 pub fn step_uniform(seed: u64, step: u64) -> f32 {
     Rng::new(seed ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03)).uniform()
 }
+
+impl Rng {
+    /// A standard normal sample (Box-Muller over two 24-bit uniforms), for parameter initialisation.
+    pub fn gaussian(&mut self) -> f32 {
+        let u1 = (self.uniform() as f64 + 0.5 / (1u64 << 24) as f64).min(1.0);
+        let u2 = self.uniform() as f64;
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+}

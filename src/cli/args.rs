@@ -41,6 +41,8 @@ pub enum Command {
     /// Trains, applies and inverts the project's tokenizers
     #[command(subcommand)]
     Tokenizer(TokenizerCommand),
+    /// Trains a model on the engine's own backward passes and AdamW
+    Train(crate::cli::train::TrainArgs),
     /// Every GPU kernel against its CPU twin, as JSON
     Selftest,
 }

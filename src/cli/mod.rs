@@ -8,6 +8,7 @@ pub mod bench;
 pub mod inspect;
 pub mod model_cmds;
 pub mod tok;
+pub mod train;
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -44,6 +45,7 @@ where
         Command::Bench(BenchCommand::Matmul(a)) => bench::matmul(&a),
         Command::Bench(BenchCommand::Generate(a)) => bench::generate(&a),
         Command::Tokenizer(t) => tok::run(&t),
+        Command::Train(a) => train::train(&a),
         Command::Selftest => selftest(),
     }
 }

@@ -1,12 +1,14 @@
 //! The plain-Rust reference: one loop per op, mirroring `src/gpu/` file for file, and the reference
 //! backend that runs them (`backend.rs`, `CpuBackend`, with the op guards of `guards.rs` it shares
-//! with the fast CPU backend). Every WGSL kernel is checked against the function of the same name here.
+//! with the fast CPU backend). The training ops' reference: `backward.rs` (the loops) and `train.rs`
+//! (`Train` for `CpuBackend`). Every WGSL kernel is checked against the function of the same name here.
 //! Notation: T tokens (rows), C = d_model, NH heads, NKV kv heads, HS head size, V vocab,
 //! Tq/Tk query/key lengths, E experts. All buffers are row-major f32.
 
 pub mod act;
 pub mod attention;
 pub mod backend;
+pub mod backward;
 pub mod embed;
 pub mod guards;
 pub mod matmul;
@@ -14,6 +16,7 @@ pub mod moe;
 pub mod norm;
 pub mod rope;
 pub mod sample;
+pub mod train;
 
 pub use act::*;
 pub use attention::*;

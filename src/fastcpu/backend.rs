@@ -23,6 +23,10 @@ impl FastTensor {
     fn new(host: CpuTensor) -> FastTensor {
         FastTensor { host, packed: RefCell::new(None) }
     }
+    /// Drops the packed panels (the values are about to change: a training update).
+    pub fn unpack(&self) {
+        *self.packed.borrow_mut() = None;
+    }
     /// The packed panels of this (N, K) weight, made on first use.
     fn packed(&self) -> Result<Ref<'_, matmul::Packed>> {
         if self.packed.borrow().is_none() {

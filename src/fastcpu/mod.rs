@@ -11,6 +11,7 @@
 pub mod act;
 pub mod attention;
 pub mod backend;
+pub mod backward;
 pub mod check;
 pub mod isa;
 pub mod matmul;

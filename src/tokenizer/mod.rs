@@ -31,7 +31,7 @@
 
 mod byte_bpe;
 mod char_merges;
-mod chars;
+pub mod chars;
 mod hf_bpe;
 mod llama2c;
 pub mod pretok;

@@ -1,0 +1,349 @@
+//! `tinyformer train`: trains a model on the engine's own backward passes and AdamW, from a
+//! checkpoint or a fresh architecture, on a text, the induction task or a fixed batches file;
+//! logs JSON lines, writes the checkpoint (and the optimizer state beside it, for `--resume`).
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+use crate::cli::args::BackendChoice;
+use crate::cli::{read_input, read_text};
+use crate::error::{quote, Result, TfError};
+use crate::fastcpu::FastCpuBackend;
+use crate::model::backend::CpuBackend;
+use crate::model::checkpoint::Checkpoint;
+use crate::model::config::ModelConfig;
+use crate::model::forward::weights::Declared;
+use crate::tokenizer::Tokenizer;
+use crate::train::data::{Source, MAX_BATCHES_BYTES};
+use crate::train::ops::Train;
+use crate::train::optim::{Optim, Schedule};
+use crate::train::params::{safetensors_bytes, Init, Params};
+use crate::train::run::{Shape, StepLog, Trainer};
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchChoice {
+    /// GPT-2 style decoder: LayerNorm, learned positions, GELU-tanh, head tied to the embedding
+    Gpt,
+    /// Llama style: RMSNorm, RoPE, grouped-query attention, SwiGLU
+    Llama,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskChoice {
+    /// random tokens, each row a segment and its repeat
+    Induction,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScheduleChoice {
+    Cosine,
+    Constant,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitChoice {
+    Gpt2,
+    Wide,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// start from this checkpoint (our .safetensors format)
+    #[arg(long, value_name = "INIT.safetensors", conflicts_with = "arch")]
+    pub model: Option<String>,
+    /// or a fresh model of this architecture
+    #[arg(long, value_enum)]
+    pub arch: Option<ArchChoice>,
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    /// key/value heads (llama); default: --heads
+    #[arg(long)]
+    pub kv_heads: Option<usize>,
+    #[arg(long, default_value_t = 64)]
+    pub dim: usize,
+    /// FFN hidden width (gpt); default 4 x --dim
+    #[arg(long)]
+    pub ff: Option<usize>,
+    /// the sequence length trained on (and the model's context when --arch makes one)
+    #[arg(long, default_value_t = 64)]
+    pub context: usize,
+    /// vocabulary of a fresh model (default: the tokenizer's, or 16 for --task induction)
+    #[arg(long)]
+    pub vocab: Option<usize>,
+    /// train on this text (char-level, or --tokenizer's tokens)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["task", "batches"])]
+    pub text: Option<String>,
+    /// validate on this text instead of the last 10% of --text
+    #[arg(long, value_name = "FILE", requires = "text")]
+    pub val: Option<String>,
+    /// tokenize --text with this tokenizer file (ours or a tokenizer.json)
+    #[arg(long, value_name = "FILE", requires = "text")]
+    pub tokenizer: Option<String>,
+    /// a synthetic task instead of a text
+    #[arg(long, value_enum, conflicts_with = "batches")]
+    pub task: Option<TaskChoice>,
+    /// every step's data, fixed: {"steps": [{"inputs": [[...]], "targets": [[...]]}, ...]}
+    #[arg(long, value_name = "FILE")]
+    pub batches: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub steps: u32,
+    /// sequences per micro-batch
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    /// the cosine schedule's floor (default lr / 10)
+    #[arg(long)]
+    pub min_lr: Option<f32>,
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u32,
+    #[arg(long, value_enum, default_value_t = ScheduleChoice::Cosine)]
+    pub schedule: ScheduleChoice,
+    #[arg(long, default_value_t = 0.1)]
+    pub weight_decay: f32,
+    /// Adam's betas, B1,B2
+    #[arg(long, default_value = "0.9,0.95")]
+    pub betas: String,
+    #[arg(long, default_value_t = 1e-8)]
+    pub eps: f32,
+    /// clip the global gradient norm to this (0: no clipping)
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f32,
+    /// micro-batches per optimizer step
+    #[arg(long, default_value_t = 1)]
+    pub accum: u32,
+    #[arg(long, default_value_t = 1337)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = InitChoice::Gpt2)]
+    pub init: InitChoice,
+    /// evaluate on held-out data every N steps (0: never)
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: u32,
+    #[arg(long, default_value_t = 8)]
+    pub eval_batches: u32,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    pub backend: BackendChoice,
+    /// threads of the fast CPU backend (native)
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// write the trained model here
+    #[arg(long, value_name = "MODEL.safetensors")]
+    pub out: Option<String>,
+    /// one JSON object per logged step
+    #[arg(long, value_name = "LOG.jsonl")]
+    pub log: Option<String>,
+    /// the first step's gradients (before clipping), under the checkpoint's names
+    #[arg(long, value_name = "G.safetensors")]
+    pub dump_grads: Option<String>,
+    /// log every N steps (every step with --batches)
+    #[arg(long, default_value_t = 10)]
+    pub log_every: u32,
+}
+
+/// The model a run starts from: its config (as JSON text, kept for the output's metadata), the
+/// tokenizer, and the initial values.
+struct Start {
+    config_json: String,
+    cfg: ModelConfig,
+    tokenizer: Option<Tokenizer>,
+    values: Vec<Vec<f32>>,
+}
+
+fn fresh_config(a: &TrainArgs, vocab: usize) -> Result<serde_json::Value> {
+    let arch = a.arch.ok_or_else(|| TfError::Input("give --model INIT.safetensors or --arch gpt|llama".into()))?;
+    Ok(match arch {
+        ArchChoice::Gpt => json!({
+            "arch": "decoder", "vocab_size": vocab, "d_model": a.dim, "num_layers": a.layers, "num_heads": a.heads,
+            "d_ff": a.ff.unwrap_or(4 * a.dim), "max_seq_len": a.context, "positions": "learned",
+            "activation": "gelu_tanh", "tie_embeddings": true
+        }),
+        ArchChoice::Llama => json!({
+            "arch": "llama", "vocab_size": vocab, "d_model": a.dim, "num_layers": a.layers, "num_heads": a.heads,
+            "num_kv_heads": a.kv_heads.unwrap_or(a.heads), "multiple_of": 32, "max_seq_len": a.context
+        }),
+    })
+}
+
+fn betas(s: &str) -> Result<(f32, f32)> {
+    let bad = || TfError::Input(format!("--betas must be two numbers B1,B2 like 0.9,0.95, got {}", quote(s)));
+    let (a, b) = s.split_once(',').ok_or_else(bad)?;
+    Ok((a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?))
+}
+
+/// Reads the data and the starting model.
+fn prepare(a: &TrainArgs) -> Result<(Start, Source)> {
+    // The tokenizer: the checkpoint's, --tokenizer's, or built from the text's characters.
+    let mut ck = match &a.model {
+        Some(p) => {
+            Some(Checkpoint::from_bytes(&read_input(p, "--model", 4 << 30, "checkpoints are capped at 4 GiB")?).map_err(TfError::from)?)
+        }
+        None => None,
+    };
+    let text = a.text.as_deref().map(|p| read_text(p, "--text")).transpose()?;
+    let mut tokenizer = match (&a.tokenizer, &ck) {
+        (Some(p), _) => Some(
+            Tokenizer::from_file_bytes(&read_input(p, "--tokenizer", crate::cli::MAX_TOKENIZER_BYTES, "tokenizers are capped at 256 MiB")?)
+                .map_err(|e| TfError::Input(format!("--tokenizer {}: {e}", quote(p))))?,
+        ),
+        (None, Some(c)) => c
+            .tokenizer
+            .as_deref()
+            .map(Tokenizer::from_json)
+            .transpose()
+            .map_err(|e| TfError::Checkpoint(format!("the tokenizer in the metadata is invalid: {e}")))?,
+        (None, None) => None,
+    };
+    if let (Some(t), None) = (&text, &tokenizer) {
+        if t.contains('\0') {
+            return Err(TfError::Input("--text holds NUL bytes: give a text file".into()));
+        }
+        let mut chars: Vec<char> = t.chars().collect();
+        chars.sort_unstable();
+        chars.dedup();
+        let alphabet: String = chars.into_iter().collect();
+        tokenizer = Some(Tokenizer::Chars(
+            crate::tokenizer::chars::Chars::from_alphabet(&alphabet).map_err(|e| TfError::Input(format!("--text: {e}")))?,
+        ));
+    }
+    let encode = |t: &Tokenizer, s: &str| -> Result<Vec<u32>> { Ok(t.encode(s).ids) };
+    let data = match (&text, a.task, &a.batches) {
+        (Some(s), _, _) => {
+            let tok = tokenizer.as_ref().ok_or_else(|| TfError::Internal("no tokenizer for the text".into()))?;
+            let val = a.val.as_deref().map(|p| read_text(p, "--val")).transpose()?.map(|v| encode(tok, &v)).transpose()?;
+            Source::text(encode(tok, s)?, val, a.context)?
+        }
+        (None, Some(TaskChoice::Induction), _) => Source::Induction { vocab: 0 },
+        (None, None, Some(p)) => Source::batches_json(&String::from_utf8_lossy(&read_input(
+            p,
+            "--batches",
+            MAX_BATCHES_BYTES,
+            "batches files are capped at 256 MiB",
+        )?))?,
+        (None, None, None) => return Err(TfError::Input("give the data: --text FILE, --task induction or --batches FILE".into())),
+    };
+    let start = match ck.as_mut() {
+        Some(c) => Start {
+            config_json: c.metadata.get("config").cloned().unwrap_or_default(),
+            cfg: c.config.clone(),
+            tokenizer,
+            values: Params::<()>::checkpoint_values(c)?,
+        },
+        None => {
+            let vocab = a.vocab.or(tokenizer.as_ref().map(|t| t.vocab_size())).unwrap_or(16);
+            let v = fresh_config(a, vocab)?;
+            let cfg = ModelConfig::from_value(&v).map_err(|e| TfError::Input(format!("the model flags make an invalid model: {e}")))?;
+            let init = match a.init {
+                InitChoice::Gpt2 => Init::Gpt2,
+                InitChoice::Wide => Init::Wide,
+            };
+            let values = Params::<()>::init_values(&cfg, init, a.seed)?;
+            Start { config_json: v.to_string(), cfg, tokenizer, values }
+        }
+    };
+    let data = match data {
+        Source::Induction { .. } => Source::Induction { vocab: start.cfg.vocab_size as u32 },
+        d => d,
+    };
+    Ok((start, data))
+}
+
+pub fn train(a: &TrainArgs) -> Result<String> {
+    let (start, data) = prepare(a)?;
+    let optim = Optim {
+        lr: a.lr,
+        min_lr: a.min_lr.unwrap_or(a.lr / 10.0),
+        warmup: a.warmup,
+        schedule: if a.schedule == ScheduleChoice::Constant { Schedule::Constant } else { Schedule::Cosine },
+        steps: a.steps,
+        weight_decay: a.weight_decay,
+        betas: betas(&a.betas)?,
+        eps: a.eps,
+        clip: (a.clip > 0.0).then_some(a.clip),
+    };
+    let (batch, context) = data.shape().unwrap_or((a.batch, a.context));
+    if matches!(data, Source::Fixed(_)) && a.accum != 1 {
+        return Err(TfError::Input("--accum does not apply to --batches: each step of the file is one whole batch".into()));
+    }
+    let shape = Shape { batch, context, accum: a.accum };
+    match a.backend {
+        BackendChoice::Reference => run(a, Trainer::new(CpuBackend, &start.cfg, start.values.clone(), optim, shape)?, &start, &data),
+        BackendChoice::Cpu => {
+            let be = FastCpuBackend { threads: crate::fastcpu::matmul::Threads::new(a.threads)? };
+            run(a, Trainer::new(be, &start.cfg, start.values.clone(), optim, shape)?, &start, &data)
+        }
+        BackendChoice::Gpu => {
+            Err(TfError::Input("training on the GPU backend is not available yet: use --backend cpu or reference".into()))
+        }
+    }
+}
+
+fn write_file(path: &str, what: &str, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| TfError::Input(format!("cannot write {what} {}: {e}", quote(path))))
+}
+
+fn checkpoint(decl: &[Declared], values: Vec<Vec<f32>>, start: &Start) -> Result<Vec<u8>> {
+    let tensors: Vec<_> = decl.iter().zip(values).map(|(d, v)| (d.name.clone(), d.shape.clone(), v)).collect();
+    let mut meta = HashMap::from([("config".to_string(), start.config_json.clone())]);
+    if let Some(t) = &start.tokenizer {
+        meta.insert("tokenizer".into(), t.to_json());
+    }
+    safetensors_bytes(&tensors, meta)
+}
+
+fn run<B: Train>(a: &TrainArgs, mut tr: Trainer<B>, start: &Start, data: &Source) -> Result<String> {
+    let fixed = matches!(data, Source::Fixed(_));
+    let mut log = match &a.log {
+        Some(p) => Some(std::fs::File::create(p).map_err(|e| TfError::Input(format!("cannot write --log {}: {e}", quote(p))))?),
+        None => None,
+    };
+    let t0 = std::time::Instant::now();
+    let mut last = None;
+    let tokens_per_step = (tr.shape.batch * tr.shape.context) as f64 * tr.shape.accum as f64;
+    let mut since = (t0, 0u32);
+    for s in 1..=a.steps {
+        let micro = tr.batches(data, a.seed, s)?;
+        let (loss, grad_norm) = pollster::block_on(tr.gradients(&micro))?;
+        if s == 1 {
+            if let Some(p) = &a.dump_grads {
+                let grads = pollster::block_on(tr.params.read(&mut tr.be, true))?;
+                write_file(p, "--dump-grads", &checkpoint(&tr.params.decl, grads, start)?)?;
+            }
+        }
+        let lr = tr.update()?;
+        let eval = a.eval_every > 0 && (s % a.eval_every == 0 || s == a.steps);
+        let val_loss = if eval { pollster::block_on(tr.evaluate(data, a.seed, a.eval_batches))? } else { None };
+        if fixed || eval || s % a.log_every.max(1) == 0 || s == a.steps || s == 1 {
+            let now = std::time::Instant::now();
+            let span = now.duration_since(since.0).as_secs_f64();
+            let entry = StepLog {
+                step: s,
+                loss,
+                val_loss,
+                lr,
+                grad_norm,
+                tokens_per_second: if span > 0.0 { tokens_per_step * (s - since.1) as f64 / span } else { 0.0 },
+                elapsed_s: now.duration_since(t0).as_secs_f64(),
+            };
+            since = (now, s);
+            if let Some(f) = log.as_mut() {
+                let line = serde_json::to_string(&entry).map_err(|e| TfError::Internal(e.to_string()))?;
+                writeln!(f, "{line}").map_err(|e| TfError::Input(format!("cannot write --log: {e}")))?;
+            }
+            last = Some(entry);
+        }
+    }
+    if let Some(p) = &a.out {
+        let values = pollster::block_on(tr.values())?;
+        write_file(p, "--out", &checkpoint(&tr.params.decl, values, start)?)?;
+    }
+    let summary = json!({
+        "steps": a.steps, "params": tr.cfg.param_count(), "backend": tr.be.kind(), "last": last,
+        "elapsed_s": t0.elapsed().as_secs_f64(), "out": a.out,
+    });
+    Ok(serde_json::to_string_pretty(&summary).unwrap_or_default())
+}

@@ -1,0 +1,168 @@
+//! Where a run's batches come from: a text (random windows of its tokens, 90/10 train/val split
+//! or a separate validation text), the induction task (random tokens with a repeated segment),
+//! or a batches file that fixes every step's data exactly, so a run can be compared with another
+//! engine's. A step's batch depends only on (seed, step), so a resumed run sees the same data as
+//! an uninterrupted one.
+
+use serde::Deserialize;
+
+use crate::error::{Result, TfError};
+use crate::rng::Rng;
+
+/// One batch: B rows of T input ids and their targets, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    pub b: usize,
+    pub t: usize,
+    pub ids: Vec<u32>,
+    pub targets: Vec<u32>,
+}
+
+/// Where batches come from.
+pub enum Source {
+    /// a token stream: training windows from `train`, evaluation windows from `val`
+    Text { train: Vec<u32>, val: Vec<u32> },
+    /// random tokens in 0..vocab, each row a segment followed by its repeat
+    Induction { vocab: u32 },
+    /// every step's batch given (a batches file)
+    Fixed(Vec<Batch>),
+}
+
+/// Largest batches file read.
+pub const MAX_BATCHES_BYTES: u64 = 256 << 20;
+
+#[derive(Deserialize)]
+struct BatchesFile {
+    steps: Vec<StepJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepJson {
+    inputs: Vec<Vec<u32>>,
+    targets: Vec<Vec<u32>>,
+}
+
+fn stream_rng(seed: u64, stream: u64, i: u64) -> Rng {
+    Rng::new(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03))
+}
+
+impl Source {
+    /// A token stream split 90/10 into training and validation (or `val` given). Refuses streams
+    /// too short for one window of `t + 1` tokens, or of one symbol.
+    pub fn text(tokens: Vec<u32>, val: Option<Vec<u32>>, t: usize) -> Result<Source> {
+        if tokens.is_empty() {
+            return Err(TfError::Input("the training text is empty".into()));
+        }
+        let first = tokens[0];
+        if tokens.iter().all(|&x| x == first) {
+            return Err(TfError::Input("the training text is one symbol repeated: there is nothing to learn".into()));
+        }
+        let (train, val) = match val {
+            Some(v) => (tokens, v),
+            None => {
+                let cut = tokens.len() - tokens.len() / 10;
+                (tokens[..cut].to_vec(), tokens[cut..].to_vec())
+            }
+        };
+        for (what, s) in [("training", &train), ("validation", &val)] {
+            if s.len() < t + 1 {
+                return Err(TfError::Input(format!(
+                    "the {what} text has {} tokens, fewer than one window of the context ({t}) plus one: lower --context or give more text",
+                    s.len()
+                )));
+            }
+        }
+        Ok(Source::Text { train, val })
+    }
+
+    /// Parses a batches file: `{"steps": [{"inputs": [[ids], ...], "targets": [[ids], ...]}, ...]}`,
+    /// every step of the same B x T.
+    pub fn batches_json(text: &str) -> Result<Source> {
+        let f: BatchesFile = serde_json::from_str(text).map_err(|e| TfError::Input(format!("the batches file is not valid: {e}")))?;
+        let mut out = Vec::with_capacity(f.steps.len());
+        for (i, s) in f.steps.into_iter().enumerate() {
+            let b = s.inputs.len();
+            let t = s.inputs.first().map_or(0, |r| r.len());
+            if b == 0 || t == 0 {
+                return Err(TfError::Input(format!("step {} of the batches file has no tokens", i + 1)));
+            }
+            if s.targets.len() != b || s.inputs.iter().chain(&s.targets).any(|r| r.len() != t) {
+                return Err(TfError::Input(format!(
+                    "step {} of the batches file: every input and target row must hold {t} ids, {b} rows each",
+                    i + 1
+                )));
+            }
+            if let Some(first) = out.first().map(|x: &Batch| (x.b, x.t)) {
+                if first != (b, t) {
+                    return Err(TfError::Input(format!(
+                        "step {} of the batches file is {b} x {t}, the first step {} x {}",
+                        i + 1,
+                        first.0,
+                        first.1
+                    )));
+                }
+            }
+            out.push(Batch { b, t, ids: s.inputs.concat(), targets: s.targets.concat() });
+        }
+        if out.is_empty() {
+            return Err(TfError::Input("the batches file holds no steps".into()));
+        }
+        Ok(Source::Fixed(out))
+    }
+
+    /// The (B, T) a fixed source dictates.
+    pub fn shape(&self) -> Option<(usize, usize)> {
+        match self {
+            Source::Fixed(v) => v.first().map(|x| (x.b, x.t)),
+            _ => None,
+        }
+    }
+
+    /// The training batch of step `step` (from 1), micro-batch `micro`.
+    pub fn train_batch(&self, seed: u64, step: u32, micro: u32, b: usize, t: usize) -> Result<Batch> {
+        let i = ((step as u64) << 16) | micro as u64;
+        match self {
+            Source::Text { train, .. } => Ok(windows(train, &mut stream_rng(seed, 1, i), b, t)),
+            Source::Induction { vocab } => Ok(induction(*vocab, &mut stream_rng(seed, 2, i), b, t)),
+            Source::Fixed(v) => v
+                .get(step as usize - 1)
+                .cloned()
+                .ok_or_else(|| TfError::Input(format!("the batches file holds {} steps; step {step} has no data", v.len()))),
+        }
+    }
+
+    /// Evaluation batch `i` (None when the source has no held-out data).
+    pub fn val_batch(&self, seed: u64, i: u32, b: usize, t: usize) -> Option<Batch> {
+        match self {
+            Source::Text { val, .. } => Some(windows(val, &mut stream_rng(seed, 3, i as u64), b, t)),
+            Source::Induction { vocab } => Some(induction(*vocab, &mut stream_rng(seed, 4, i as u64), b, t)),
+            Source::Fixed(_) => None,
+        }
+    }
+}
+
+/// B random windows of t + 1 tokens: inputs the first t, targets the last t.
+fn windows(s: &[u32], rng: &mut Rng, b: usize, t: usize) -> Batch {
+    let (mut ids, mut targets) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
+    let starts = (s.len() - t) as u32;
+    for _ in 0..b {
+        let at = rng.below(starts) as usize;
+        ids.extend_from_slice(&s[at..at + t]);
+        targets.extend_from_slice(&s[at + 1..at + t + 1]);
+    }
+    Batch { b, t, ids, targets }
+}
+
+/// B rows of a random segment of ceil((t + 1) / 2) tokens followed by its repeat, cut to t + 1.
+fn induction(vocab: u32, rng: &mut Rng, b: usize, t: usize) -> Batch {
+    let (mut ids, mut targets) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
+    let half = (t + 2) / 2;
+    for _ in 0..b {
+        let seg: Vec<u32> = (0..half).map(|_| rng.below(vocab)).collect();
+        let row: Vec<u32> = seg.iter().chain(&seg).copied().take(t + 1).collect();
+        ids.extend_from_slice(&row[..t]);
+        targets.extend_from_slice(&row[1..]);
+    }
+    Batch { b, t, ids, targets }
+}

@@ -1,0 +1,17 @@
+//! Training: the engine's own backward passes and optimizer, over any backend that implements
+//! [`ops::Train`] (the reference CPU, the fast CPU, the GPU).
+//! - `ops`: the training ops every backend adds to its forward (each kernel family's backward,
+//!   the fused cross-entropy, AdamW);
+//! - `params`: the trainable tensors of an architecture (from `Weights::declare`), their
+//!   gradients and Adam moments, initialisation, and saving as a checkpoint;
+//! - `graph`: the forward that keeps what the backward needs, and the backward, per family;
+//! - `optim`: the learning-rate schedule and the optimizer step (clip + AdamW);
+//! - `data`: where batches come from (text, the induction task, a fixed batches file);
+//! - `run`: the training loop (accumulation, evaluation, logging, checkpoints).
+
+pub mod data;
+pub mod graph;
+pub mod ops;
+pub mod optim;
+pub mod params;
+pub mod run;
