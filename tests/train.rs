@@ -1,0 +1,160 @@
+//! Whole-model training on the CPU backends: every parameter's gradient of a tiny model of each
+//! decoder family against central finite differences of its loss (the reference backend), the
+//! fast CPU backend's gradients and 20-step loss sequence against the reference's, bit-identical
+//! repeats, and the optimizer's schedule.
+
+use tinyformer::fastcpu::FastCpuBackend;
+use tinyformer::model::backend::{Backend, CpuBackend};
+use tinyformer::model::config::ModelConfig;
+use tinyformer::rng::Rng;
+use tinyformer::train::data::{Batch, Source};
+use tinyformer::train::ops::Train;
+use tinyformer::train::optim::{Optim, Schedule};
+use tinyformer::train::params::{Init, Params};
+use tinyformer::train::run::{Shape, Trainer};
+
+fn configs() -> Vec<(&'static str, ModelConfig)> {
+    let j = |s: &str| ModelConfig::from_json(s).unwrap();
+    vec![
+        (
+            "seed decoder",
+            j(r#"{"arch": "decoder", "vocab_size": 11, "d_model": 16, "num_layers": 2, "num_heads": 2, "d_ff": 24, "max_seq_len": 8}"#),
+        ),
+        (
+            "gpt2",
+            j(r#"{"arch": "decoder", "vocab_size": 11, "d_model": 16, "num_layers": 2, "num_heads": 4, "d_ff": 32, "max_seq_len": 8,
+                  "positions": "learned", "activation": "gelu_tanh", "tie_embeddings": true}"#),
+        ),
+        (
+            "llama",
+            j(
+                r#"{"arch": "llama", "vocab_size": 11, "d_model": 16, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "multiple_of": 8, "max_seq_len": 8}"#,
+            ),
+        ),
+    ]
+}
+
+fn batch(rng: &mut Rng, b: usize, t: usize, v: u32) -> Batch {
+    let ids = (0..b * t).map(|_| rng.below(v)).collect();
+    let targets = (0..b * t).map(|_| rng.below(v)).collect();
+    Batch { b, t, ids, targets }
+}
+
+fn optim() -> Optim {
+    Optim {
+        lr: 1e-2,
+        min_lr: 1e-3,
+        warmup: 3,
+        schedule: Schedule::Cosine,
+        steps: 20,
+        weight_decay: 0.1,
+        betas: (0.9, 0.95),
+        eps: 1e-8,
+        clip: Some(1.0),
+    }
+}
+
+fn trainer<B: Train>(be: B, cfg: &ModelConfig, init: Init) -> Trainer<B> {
+    let values = Params::<()>::init_values(cfg, init, 7).unwrap();
+    Trainer::new(be, cfg, values, optim(), Shape { batch: 2, context: 6, accum: 1 }).unwrap()
+}
+
+/// Every parameter's gradient against central differences of the loss, at up to 6 coordinates
+/// per tensor. The forward stores f32; H = 1e-2 on a loss of order 1 leaves about 1e-4 of noise:
+/// tolerance 2e-3 absolute + 3e-2 relative.
+#[test]
+fn gradients_match_finite_differences_of_the_loss() {
+    for (name, cfg) in configs() {
+        let mut tr = trainer(CpuBackend, &cfg, Init::Wide);
+        let b = batch(&mut Rng::new(3), 2, 6, cfg.vocab_size as u32);
+        pollster::block_on(tr.gradients(std::slice::from_ref(&b))).unwrap();
+        let grads = pollster::block_on(tr.params.read(&mut tr.be, true)).unwrap();
+        let values = pollster::block_on(tr.values()).unwrap();
+        let h = 1e-2f32;
+        for (i, d) in tr.params.decl.clone().iter().enumerate() {
+            let n = values[i].len();
+            let mut nonzero = false;
+            for j in (0..n).step_by((n / 6).max(1)) {
+                let mut loss_at = |x: f32| {
+                    tr.be.write_f32(&tr.params.p[i], j, &[x]).unwrap();
+                    pollster::block_on(tr.gradients(std::slice::from_ref(&b))).unwrap().0
+                };
+                let num = (loss_at(values[i][j] + h) - loss_at(values[i][j] - h)) / (2.0 * h as f64);
+                loss_at(values[i][j]);
+                let an = grads[i][j] as f64;
+                nonzero |= an.abs() > 1e-6;
+                assert!((an - num).abs() <= 2e-3 + 3e-2 * num.abs(), "{name}: {}[{j}] analytic {an} vs numeric {num}", d.name);
+            }
+            // A key bias adds q.b to every score of a query: softmax ignores it, so its gradient is 0.
+            let key_bias = [".w_k.bias", ".W_k.bias", ".wk.bias"].iter().any(|k| d.name.ends_with(k));
+            let zero = grads[i].iter().all(|g| g.abs() < 1e-6);
+            assert_eq!(zero, key_bias, "{name}: {} has {} gradient", d.name, if zero { "an all-zero" } else { "a nonzero" });
+            assert!(nonzero || key_bias || n > 6, "{name}: {} sampled only zeros", d.name);
+        }
+    }
+}
+
+/// The fast CPU backend (f32 GEMM) against the reference (f64 accumulation): the first step's
+/// gradients within 1e-4 of the largest, and 20 AdamW steps' losses within 1e-3 relative.
+#[test]
+fn fast_cpu_training_matches_the_reference() {
+    for (name, cfg) in configs() {
+        let mut r = trainer(CpuBackend, &cfg, Init::Gpt2);
+        let mut f = trainer(FastCpuBackend::default(), &cfg, Init::Gpt2);
+        let data = Source::Induction { vocab: cfg.vocab_size as u32 };
+        for s in 1..=20 {
+            let rb = r.batches(&data, 5, s).unwrap();
+            let (lr_, gr) = pollster::block_on(r.gradients(&rb)).unwrap();
+            let (lf, gf) = pollster::block_on(f.gradients(&rb)).unwrap();
+            if s == 1 {
+                let a = pollster::block_on(r.params.read(&mut r.be, true)).unwrap();
+                let b = pollster::block_on(f.params.read(&mut f.be, true)).unwrap();
+                let top = a.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+                for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                    for (u, v) in x.iter().zip(y) {
+                        assert!((u - v).abs() <= 1e-4 * top, "{name}: gradient of {} differs: {u} vs {v}", r.params.decl[i].name);
+                    }
+                }
+            }
+            assert!((lr_ - lf).abs() <= 1e-3 * lr_.abs(), "{name} step {s}: loss {lr_} (reference) vs {lf} (fast)");
+            assert!((gr - gf).abs() <= 1e-3 * gr.abs() + 1e-6, "{name} step {s}: grad norm {gr} vs {gf}");
+            r.update().unwrap();
+            f.update().unwrap();
+        }
+    }
+}
+
+/// The same seed on the same backend gives the same bits, and the loss falls (one batch, learned by heart).
+#[test]
+fn training_is_deterministic_and_learns() {
+    let (_, cfg) = configs().remove(1);
+    let run = || {
+        let mut t = trainer(FastCpuBackend::default(), &cfg, Init::Gpt2);
+        let one = batch(&mut Rng::new(4), 2, 6, cfg.vocab_size as u32);
+        let data = Source::Fixed(vec![one; 40]);
+        (1..=40)
+            .map(|s| {
+                let b = t.batches(&data, 9, s).unwrap();
+                let (l, _) = pollster::block_on(t.gradients(&b)).unwrap();
+                t.update().unwrap();
+                l
+            })
+            .collect::<Vec<f64>>()
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), b.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+    let (first, last) = (a[..5].iter().sum::<f64>() / 5.0, a[35..].iter().sum::<f64>() / 5.0);
+    assert!(last < first - 1.0, "the loss did not fall: {first} -> {last}");
+}
+
+#[test]
+fn the_schedule_warms_up_then_follows_the_cosine() {
+    let o = optim();
+    assert!((o.lr_at(1) - 1e-2 / 3.0).abs() < 1e-9);
+    assert!((o.lr_at(3) - 1e-2).abs() < 1e-9);
+    assert!((o.lr_at(20) - 1e-3).abs() < 1e-7, "the cosine ends at min_lr");
+    let mid = o.lr_at(3 + 17 / 2);
+    assert!(mid < 1e-2 && mid > 1e-3);
+    let c = Optim { schedule: Schedule::Constant, warmup: 0, ..o };
+    assert!((1..30).all(|s| c.lr_at(s) == c.lr));
+}
