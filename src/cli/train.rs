@@ -140,6 +140,9 @@ pub struct TrainArgs {
     /// the first step's gradients (before clipping), under the checkpoint's names
     #[arg(long, value_name = "G.safetensors")]
     pub dump_grads: Option<String>,
+    /// the most memory training may take (weights, gradients, Adam moments, activations)
+    #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = crate::model::memory::parse_bytes)]
+    pub memory_budget: u64,
     /// log every N steps (every step with --batches)
     #[arg(long, default_value_t = 10)]
     pub log_every: u32,
@@ -270,6 +273,7 @@ pub fn train(a: &TrainArgs) -> Result<String> {
         return Err(TfError::Input("--accum does not apply to --batches: each step of the file is one whole batch".into()));
     }
     let shape = Shape { batch, context, accum: a.accum };
+    crate::train::memory::TrainMemory::of(&start.cfg, batch, context)?.check(a.memory_budget)?;
     match a.backend {
         BackendChoice::Reference => run(a, Trainer::new(CpuBackend, &start.cfg, start.values.clone(), optim, shape)?, &start, &data),
         BackendChoice::Cpu => {

@@ -7,10 +7,12 @@
 //! - `graph`: the forward that keeps what the backward needs, and the backward, per family;
 //! - `optim`: the learning-rate schedule and the optimizer step (clip + AdamW);
 //! - `data`: where batches come from (text, the induction task, a fixed batches file);
+//! - `memory`: the training plan's memory, checked against the budget before allocation;
 //! - `run`: the training loop (accumulation, evaluation, logging, checkpoints).
 
 pub mod data;
 pub mod graph;
+pub mod memory;
 pub mod ops;
 pub mod optim;
 pub mod params;
