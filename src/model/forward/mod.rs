@@ -7,7 +7,8 @@
 //! T new tokens after `pos` cached ones reads like the seed's KV-cache code.
 //!
 //! Each block's weights, their loader and its forward sit side by side: `attention`, `ffn`, `norm`;
-//! `weights` declares and loads a whole architecture from them.
+//! `weights` declares and loads a whole architecture from them. `Model` holds the network only (config,
+//! weights, run state, hooks); its text in and out is the session's (session::text::ModelText).
 
 pub mod attention;
 pub mod ffn;
