@@ -9,6 +9,7 @@ use serde_json::Value;
 use tinyformer::fastcpu::FastCpuBackend;
 use tinyformer::gpu::Gpu;
 use tinyformer::model::config::Arch;
+use tinyformer::model::constraint::Constraint;
 use tinyformer::model::run::GenConfig;
 use tinyformer::model::{Backend, CpuBackend, GpuBackend, MapKind, Model};
 
@@ -40,15 +41,16 @@ fn valid_iso_date(s: &str) -> bool {
 }
 
 async fn check_model<B: Backend>(b: &mut B, name: &str, side: &Value, bytes: &[u8]) {
-    let mut m = Model::load(b, bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (mut m, model_text) = tinyformer::session::text::load(b, bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
     if m.cfg.arch == Arch::EncoderDecoder {
         let examples = side["examples"].as_array().expect("examples");
         assert!(examples.len() >= 30, "{name}: {} examples", examples.len());
-        let tok = m.tokenizer.clone().expect("the date model carries its tokenizer");
+        let tok = model_text.tokenizer.clone().expect("the date model carries its tokenizer");
         let out_tok = tok.target_tokenizer().unwrap_or_else(|| tok.clone());
         let (pad, bos, eos) = out_tok.special_ids().unwrap();
-        let translate = async |b: &mut B, m: &mut Model<B>, src: &[u32], kv_cache: bool| {
-            let got = m.generate(b, &[], Some(src), GenConfig { max_new_tokens: 16, kv_cache, ..GenConfig::default() }).await.unwrap();
+        let translate = async |b: &mut B, m: &mut Model<B>, src: &[u32], kv_cache: bool, constraint: &Option<Constraint>| {
+            let cfg = GenConfig { max_new_tokens: 16, kv_cache, constraint: constraint.clone(), ..GenConfig::default() };
+            let got = m.generate(b, &[], Some(src), cfg).await.unwrap();
             let text = out_tok.decode(&got.iter().copied().filter(|&i| i != pad && i != bos && i != eos).collect::<Vec<_>>()).unwrap();
             (got, text)
         };
@@ -57,7 +59,7 @@ async fn check_model<B: Backend>(b: &mut B, name: &str, side: &Value, bytes: &[u
             let src = tok.encode(input).ids;
             assert_eq!(src, ids(&ex["src_ids"]), "{name}: Rust tokenizes {input:?} differently from the exporter");
             for kv_cache in [true, false] {
-                let (got, text) = translate(b, &mut m, &src, kv_cache).await;
+                let (got, text) = translate(b, &mut m, &src, kv_cache, &model_text.constraint).await;
                 assert_eq!(got, ids(&ex["greedy_ids"]), "{name}: {input:?} (kv_cache={kv_cache})");
                 assert_eq!(text, ex["expected"].as_str().unwrap(), "{name}: {input:?} on {}", b.kind());
             }
@@ -100,20 +102,18 @@ async fn check_model<B: Backend>(b: &mut B, name: &str, side: &Value, bytes: &[u
             ("the third of March 2021", "2021-03-03"),
             ("March 3, 2021", "2021-03-03"),
         ] {
-            let (_, text) = translate(b, &mut m, &tok.encode(input).ids, true).await;
+            let (_, text) = translate(b, &mut m, &tok.encode(input).ids, true, &model_text.constraint).await;
             assert_eq!(text, want, "{name}: {input:?} on {}", b.kind());
         }
         // Inputs that name no real day: the checkpoint declares the "iso_date" output constraint, so the
         // output is still a valid calendar date; without it the model copies the impossible day.
-        assert!(m.constraint.is_some(), "{name}: the checkpoint declares no output constraint");
+        assert!(model_text.constraint.is_some(), "{name}: the checkpoint declares no output constraint");
         let mut unconstrained_invalid = 0;
         for input in ["April 31, 2021", "30 Feb 1900", "29/02/1900"] {
-            let (got, text) = translate(b, &mut m, &tok.encode(input).ids, true).await;
+            let (got, text) = translate(b, &mut m, &tok.encode(input).ids, true, &model_text.constraint).await;
             assert!(valid_iso_date(&text), "{name}: {input:?} gave {text:?}, not a valid date, on {}", b.kind());
             assert_eq!(got.last(), Some(&eos), "{name}: {input:?} must end with EOS");
-            let c = m.constraint.take();
-            let (_, free) = translate(b, &mut m, &tok.encode(input).ids, true).await;
-            m.constraint = c;
+            let (_, free) = translate(b, &mut m, &tok.encode(input).ids, true, &None).await;
             unconstrained_invalid += usize::from(!valid_iso_date(&free));
             println!("{name} {}: {input:?} -> {text} (unconstrained: {free})", b.kind());
         }
@@ -129,12 +129,12 @@ async fn check_model<B: Backend>(b: &mut B, name: &str, side: &Value, bytes: &[u
             let got = m.generate(b, &prompt, None, GenConfig { max_new_tokens: n, kv_cache, ..GenConfig::default() }).await.unwrap();
             assert_eq!(got, want_full, "{name}: greedy continuation on {} (kv_cache={kv_cache})", b.kind());
         }
-        if let Some(t) = &m.tokenizer {
+        if let Some(t) = &model_text.tokenizer {
             assert_eq!(t.encode(side["prompt"].as_str().unwrap()).ids, prompt, "{name}: Rust tokenizes the prompt differently");
         }
         let slice = &side["eval_slice"];
         let sids = ids(&slice["ids"]);
-        if let Some(t) = &m.tokenizer {
+        if let Some(t) = &model_text.tokenizer {
             assert_eq!(t.encode(slice["text"].as_str().unwrap()).ids, sids, "{name}: Rust tokenizes the eval slice differently");
         }
         let (loss, _) = m.eval_loss(b, &sids).await.unwrap();
@@ -222,6 +222,6 @@ fn unknown_output_constraint_is_a_one_line_load_error() {
     let (from, to) = (b"\"output_constraint\":\"iso_date\"", b"\"output_constraint\":\"us_dates\"");
     let at = bytes.windows(from.len()).position(|w| w == from).expect("the dates checkpoint declares iso_date");
     bytes[at..at + to.len()].copy_from_slice(to);
-    let e = Model::load(&CpuBackend, &bytes).err().expect("an unknown constraint must not load").to_string();
+    let e = tinyformer::session::text::load(&CpuBackend, &bytes).err().expect("an unknown constraint must not load").to_string();
     assert!(e.contains("unknown output constraint") && e.contains("us_dates") && !e.contains('\n'), "{e}");
 }

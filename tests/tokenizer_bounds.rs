@@ -279,7 +279,7 @@ fn checkpoint_with_tokenizer(tokenizer: &str) -> Vec<u8> {
 
 fn load_error(bytes: &[u8]) -> String {
     let b = tinyformer::model::CpuBackend;
-    let msg = match tinyformer::model::Model::load(&b, bytes) {
+    let msg = match tinyformer::session::text::load(&b, bytes) {
         Ok(_) => panic!("expected the load to fail"),
         Err(e) => e.to_string(),
     };
@@ -287,8 +287,8 @@ fn load_error(bytes: &[u8]) -> String {
     msg
 }
 
-/// The same hostile tokenizers inside a checkpoint: Model::load gives one line, quickly, natively (the
-/// page runs the same code).
+/// The same hostile tokenizers inside a checkpoint: the load (session::text::load) gives one line, quickly,
+/// natively (the page runs the same code).
 #[test]
 fn hostile_tokenizers_in_a_checkpoint() {
     let end = "</w>".repeat(1 << 20);

@@ -6,7 +6,8 @@
 //! - `analysis`: looking inside (the hooks of the forward, inspection, ablation).
 //!
 //! Beside them: the backends, the checkpoint and its config, the run state (`state`) and its memory
-//! demand (`memory`), the output constraint and the names of attention maps (`map_kind`).
+//! demand (`memory`), the output constraint and the names of attention maps (`map_kind`). The
+//! tokenizers and the constraint a checkpoint declares are held by the session (session::text).
 
 pub mod analysis;
 pub mod backend;

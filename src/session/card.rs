@@ -70,7 +70,7 @@ impl Session {
                 tgt_vocab_size: c.tgt_vocab_size,
                 context: c.max_seq_len,
                 file_size: self.file_size,
-                tokenizer: m.tokenizer.as_ref().map(TokenizerCard::from),
+                tokenizer: self.text.tokenizer.as_ref().map(TokenizerCard::from),
                 backend: b.kind(),
                 config: c,
                 origin: &self.origin,

@@ -152,7 +152,7 @@ impl Session {
     /// too-long prompt is cut to its tail with a sliding window).
     pub fn start(&mut self, start: &[u32], src: Option<&[u32]>, cfg: GenConfig) -> Result<Vec<u32>> {
         self.running = None;
-        let cfg = self.with_eos(cfg);
+        let cfg = self.for_model(cfg);
         let generation = with_model!(&mut self.engine, |b, m| m.start_generation(b, start, src, cfg))?;
         let ids = generation.ids.clone();
         let text = self.output_tokenizer().map(|t| t.stream_decoder());
@@ -179,13 +179,12 @@ impl Session {
         Ok(())
     }
 
-    /// `cfg` stopping at the model's EOS, unless it names its own stop ids.
-    fn with_eos(&self, cfg: GenConfig) -> GenConfig {
-        if cfg.stop_ids.is_empty() {
-            GenConfig { stop_ids: self.eos.clone(), ..cfg }
-        } else {
-            cfg
-        }
+    /// `cfg` stopping at the model's EOS, unless it names its own stop ids, and held to the output
+    /// constraint the checkpoint declares, unless it names its own.
+    fn for_model(&self, cfg: GenConfig) -> GenConfig {
+        let stop_ids = if cfg.stop_ids.is_empty() { self.eos.clone() } else { cfg.stop_ids };
+        let constraint = cfg.constraint.or_else(|| self.text.constraint.clone());
+        GenConfig { stop_ids, constraint, ..cfg }
     }
 
     /// Stops the running generation.
@@ -210,7 +209,7 @@ impl Session {
         let (step, done) = (g.step - 1, g.done);
         let special = self.is_special(out.id);
         let run = self.running.as_mut().expect("the generation is running");
-        let tok = with_model!(&self.engine, |_b, m| m.output_tokenizer());
+        let tok = self.text.output_tokenizer();
         let text = match (tok, run.text.as_mut()) {
             (Some(t), Some(d)) if !special => d.push(t, out.id).unwrap_or_default(),
             _ => String::new(),
@@ -234,7 +233,7 @@ impl Session {
     /// A whole generation: the ids, start included.
     pub async fn generate(&mut self, start: &[u32], src: Option<&[u32]>, cfg: GenConfig) -> Result<Vec<u32>> {
         self.running = None;
-        let cfg = self.with_eos(cfg);
+        let cfg = self.for_model(cfg);
         with_model!(&mut self.engine, |b, m| m.generate(b, start, src, cfg).await)
     }
 }

@@ -161,10 +161,12 @@ impl Session {
         self.running = None;
         let ab = o.ablation()?.ok_or_else(|| TfError::Input("choose a head, an expert or an attention cell to switch off".into()))?;
         let encdec = self.is_encdec();
+        // greedy under the checkpoint's output constraint, as any generation of the session
+        let constraint = self.text.constraint.clone();
         let out = with_model!(&mut self.engine, |b, m| {
             let means = if ab.kind == AblationKind::Mean { Some(m.head_means(b, ids, None).await?) } else { None };
             m.set_ablation(b, &ab, means.as_deref())?;
-            let cfg = GenConfig { max_new_tokens: o.max_new_tokens.unwrap_or(24), ..Default::default() };
+            let cfg = GenConfig { max_new_tokens: o.max_new_tokens.unwrap_or(24), constraint, ..Default::default() };
             let out = if encdec { m.generate(b, &[BOS_ID], Some(ids), cfg).await } else { m.generate(b, ids, None, cfg).await };
             m.clear_ablation(b);
             out

@@ -4,7 +4,8 @@
 //! or from a set of files; the submodules add what the session does: [`card`] (the model card),
 //! [`prompt`] (tokens, the prompt and its window, next-token candidates), [`generate`] (sampling
 //! settings and generation step by step), [`inspect`] (passes with maps, evaluation and the look-inside
-//! tools) and [`files`] (telling foreign files apart, planning them, their EOS). Everything it returns
+//! tools), [`files`] (telling foreign files apart, planning them, their EOS) and [`text`] (the model's
+//! tokenizers and output constraint, kept beside the network). Everything it returns
 //! is a plain Rust value or a serde struct; src/wasm/ and the CLI only (de)serialize. Native and wasm.
 
 use std::sync::Arc;
@@ -59,6 +60,8 @@ struct Running {
 /// A loaded model and, at most, one generation in progress.
 pub struct Session {
     engine: Engine,
+    /// the model's tokenizers and output constraint (the network is in `engine`)
+    text: ModelText,
     file_size: usize,
     running: Option<Running>,
     origin: Origin,
@@ -90,12 +93,14 @@ pub mod files;
 pub mod generate;
 pub mod inspect;
 pub mod prompt;
+pub mod text;
 
 pub use card::{Card, TokenizerCard};
 pub use files::{detect_files, plan_files, FileLayout, ForeignFiles, TokenizerFile, MAX_TOKENIZER_BYTES};
 pub use generate::{check_tokens_per_submit, Finished, GenOptions, Next, Sampling, Step, MAX_TOKENS_PER_SUBMIT};
 pub use inspect::{AblateMode, PageOpts};
 pub use prompt::{Candidate, Prompt, Tokens, Window};
+pub use text::ModelText;
 
 use files::Only;
 
@@ -103,27 +108,34 @@ impl Session {
     /// Parses, validates and uploads a checkpoint within `budget`. On the GPU, allocation failures
     /// (out of memory, limits) come back as errors, so a caller's previous session stays usable.
     pub async fn load(device: &Device, bytes: &[u8], budget: &Budget) -> Result<Session> {
-        let engine = match device {
+        let (engine, text) = match device {
             Device::Gpu(g) => {
                 if g.is_lost() {
                     return Err(TfError::Gpu("the GPU device was lost; reload the page to get a new one".into()));
                 }
                 let mut b = GpuBackend::new(g.clone());
                 let budget = &budget.with_limits(g.buffer_limits()); // one buffer over the binding limit is refused by name
-                let mut m = g.scoped(|| Model::load_within(&b, bytes, budget)).await;
+                let mut m = g.scoped(|| text::load_within(&b, bytes, budget)).await;
                 if b.widen16 && matches!(m, Err(TfError::Memory(_))) {
                     // a CPU-type adapter widens 16-bit weights for speed; where the widened model is over
                     // the budget or a limit, the 16-bit one may still fit: keep them 16-bit instead
                     b.widen16 = false;
-                    m = g.scoped(|| Model::load_within(&b, bytes, budget)).await;
+                    m = g.scoped(|| text::load_within(&b, bytes, budget)).await;
                 }
-                Engine::Gpu(b, m?)
+                let (m, text) = m?;
+                (Engine::Gpu(b, m), text)
             }
-            Device::Cpu => Engine::Cpu(FastCpuBackend::default(), Model::load_within(&FastCpuBackend::default(), bytes, budget)?),
-            Device::Reference => Engine::Reference(CpuBackend, Model::load_within(&CpuBackend, bytes, budget)?),
+            Device::Cpu => {
+                let (m, text) = text::load_within(&FastCpuBackend::default(), bytes, budget)?;
+                (Engine::Cpu(FastCpuBackend::default(), m), text)
+            }
+            Device::Reference => {
+                let (m, text) = text::load_within(&CpuBackend, bytes, budget)?;
+                (Engine::Reference(CpuBackend, m), text)
+            }
         };
         let origin = Origin { format: "tinyformer", ..Origin::default() };
-        Ok(Session { engine, file_size: bytes.len(), running: None, origin, eos: vec![] })
+        Ok(Session { engine, text, file_size: bytes.len(), running: None, origin, eos: vec![] })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -238,7 +250,7 @@ impl Session {
             .map(|o| o.checkpoint)
             .map_err(|e| if over.get() { TfError::Memory(e.0) } else { TfError::Checkpoint(e.0) })
         };
-        let mut engine = match device {
+        let engine = match device {
             Device::Gpu(g) => {
                 if g.is_lost() {
                     return Err(TfError::Gpu("the GPU device was lost; reload the page to get a new one".into()));
@@ -265,9 +277,9 @@ impl Session {
         };
         let ForeignFiles { layout, plan, tokenizer, eos } = foreign;
         let tokenizer_file = tokenizer.as_ref().map(|t| t.0.clone());
-        if let Some((_, t)) = tokenizer {
-            with_model!(&mut engine, |_b, m| m.set_tokenizer(t));
-        }
+        // a foreign checkpoint carries no tokenizer and no output constraint (formats::open): its text
+        // is the tokenizer file read beside it
+        let text = ModelText::from_tokenizer(tokenizer.map(|(_, t)| t));
         let origin = Origin {
             format: if matches!(layout, FileLayout::Llama2c(_)) { "llama2c" } else { "huggingface" },
             declared: Some(plan.declared.clone()),
@@ -276,6 +288,6 @@ impl Session {
             tokenizer_file,
         };
         let file_size = names.iter().filter_map(|n| files.size(n)).sum::<u64>() as usize;
-        Ok(Session { engine, file_size, running: None, origin, eos })
+        Ok(Session { engine, text, file_size, running: None, origin, eos })
     }
 }

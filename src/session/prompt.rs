@@ -62,12 +62,12 @@ pub struct Candidate {
 impl Session {
     /// The tokenizer that reads the user's text (for the encoder-decoder, the source side).
     pub fn source_tokenizer(&self) -> Option<&Tokenizer> {
-        with_model!(&self.engine, |_b, m| m.tokenizer.as_ref())
+        self.text.tokenizer.as_ref()
     }
 
     /// The tokenizer that writes the model's output (the target table of a two-table tokenizer).
     pub fn output_tokenizer(&self) -> Option<&Tokenizer> {
-        with_model!(&self.engine, |_b, m| m.output_tokenizer())
+        self.text.output_tokenizer()
     }
 
     /// Text as tokens with the source tokenizer.
@@ -86,7 +86,7 @@ impl Session {
 
     /// Output ids as text; special ids (PAD / BOS / EOS of a chars table) are left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        with_model!(&self.engine, |_b, m| m.decode_output(ids))
+        self.text.decode_output(ids)
     }
 
     /// PAD, BOS or EOS of the output tokenizer: such ids add no text.

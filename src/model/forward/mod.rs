@@ -7,7 +7,8 @@
 //! T new tokens after `pos` cached ones reads like the seed's KV-cache code.
 //!
 //! Each block's weights, their loader and its forward sit side by side: `attention`, `ffn`, `norm`;
-//! `weights` declares and loads a whole architecture from them.
+//! `weights` declares and loads a whole architecture from them. `Model` holds the network only (config,
+//! weights, run state, hooks); its text in and out is the session's (session::text::ModelText).
 
 pub mod attention;
 pub mod ffn;
@@ -25,16 +26,9 @@ use crate::model::map_kind::{MapKind, Stack};
 use crate::model::memory::{self, Budget};
 use crate::model::state::{LayerState, Plan, RunState};
 use crate::ops::AttnShape;
-use crate::tokenizer::Tokenizer;
 
 pub struct Model<B: Backend> {
     pub cfg: ModelConfig,
-    pub tokenizer: Option<Tokenizer>,
-    /// the tokenizer of the output ids (see output_tokenizer)
-    out_tokenizer: Option<Tokenizer>,
-    /// the output constraint the checkpoint declares (`__metadata__["output_constraint"]`); generation
-    /// applies it unless `GenConfig::constraint` says otherwise
-    pub constraint: Option<crate::model::constraint::Constraint>,
     pub weights: Weights<B::T>,
     /// activations, KV caches and attention maps, allocated for a plan (state::Plan): small at load,
     /// grown when a pass or a generation needs more
@@ -65,9 +59,10 @@ pub enum Logits {
 }
 
 impl<B: Backend> Model<B> {
-    /// Parses and validates a checkpoint (tokenizer included), then uploads it. On error nothing is
-    /// kept: tensors already uploaded are destroyed when they drop, and so is every buffer of a
-    /// model when it drops (`GpuTensor`'s Drop destroys its buffer, in the browser too).
+    /// Parses and validates a checkpoint, then uploads it. On error nothing is kept: tensors already
+    /// uploaded are destroyed when they drop, and so is every buffer of a model when it drops
+    /// (`GpuTensor`'s Drop destroys its buffer, in the browser too). The network only: the tokenizer
+    /// and the output constraint the checkpoint carries are the session's (session::text).
     pub fn load(backend: &B, bytes: &[u8]) -> Result<Model<B>> {
         Self::load_within(backend, bytes, &Budget::default())
     }
@@ -76,72 +71,31 @@ impl<B: Backend> Model<B> {
     /// activations, KV caches, attention maps, logits, MoE buffers, masks) is over `budget`, before
     /// anything is converted or allocated.
     pub fn load_within(backend: &B, bytes: &[u8], budget: &Budget) -> Result<Model<B>> {
+        Self::from_checkpoint(backend, Self::checkpoint_within(backend, bytes, budget)?, budget)
+    }
+
+    /// The checkpoint of [`Model::load_within`], parsed and validated, its memory demand on `backend`
+    /// checked against `budget` before any tensor is converted.
+    pub fn checkpoint_within(backend: &B, bytes: &[u8], budget: &Budget) -> Result<Checkpoint> {
         // the run state starts small (state::Plan::at_load) and grows per request (Model::plan_for)
-        let ck = Checkpoint::from_bytes_in16(bytes, &crate::model::checkpoint::Canonical, |cfg, w16| {
+        Ok(Checkpoint::from_bytes_in16(bytes, &crate::model::checkpoint::Canonical, |cfg, w16| {
             memory::demand_of(cfg, backend.weight_copies(), &Plan::at_load(cfg), w16 && backend.keeps_16bit()).check(budget)
-        })?;
-        Self::from_checkpoint(backend, ck, budget)
+        })?)
     }
 
     /// Builds the model from a checkpoint already parsed: ours (`Checkpoint::from_bytes*`) or a
     /// foreign one (`formats::open`, which checks the budget before reading any tensor). The config
     /// is checked against `budget` again here (cheap, for the run state a load allocates), then the
-    /// tokenizer in the metadata (if any), then the weights are uploaded and the run state allocated.
+    /// weights are uploaded and the run state allocated.
     pub fn from_checkpoint(backend: &B, mut ck: Checkpoint, budget: &Budget) -> Result<Model<B>> {
         let w16 = backend.keeps_16bit() && ck.weights16();
         memory::demand_of(&ck.config, backend.weight_copies(), &Plan::at_load(&ck.config), w16).check(budget).map_err(TfError::Memory)?;
         let cfg = ck.config.clone();
-        let tokenizer = match &ck.tokenizer {
-            None => None,
-            Some(j) => {
-                Some(Tokenizer::from_json(j).map_err(|e| TfError::Checkpoint(format!("the tokenizer in the metadata is invalid: {e}")))?)
-            }
-        };
-        if let Some(t) = &tokenizer {
-            let v = if cfg.arch == Arch::EncoderDecoder { cfg.src_vocab_size } else { cfg.vocab_size };
-            if t.vocab_size() > v {
-                return Err(TfError::Checkpoint(format!("the tokenizer has {} tokens but the model's vocabulary is {v}", t.vocab_size())));
-            }
-        }
-        // Made once here: generation decodes every token with it.
-        let out_tokenizer = tokenizer.as_ref().map(|t| t.target_tokenizer().unwrap_or_else(|| t.clone()));
-        let constraint = match ck.metadata.get(crate::model::constraint::METADATA_KEY) {
-            None => None,
-            Some(name) => {
-                let t = out_tokenizer
-                    .as_ref()
-                    .ok_or_else(|| TfError::Checkpoint(format!("output constraint {name:?} needs a tokenizer in the metadata")))?;
-                Some(crate::model::constraint::Constraint::from_name(name, t, cfg.tgt_vocab_size)?)
-            }
-        };
         let params = ck.param_count();
         let weights = Weights::load(backend, &cfg, &mut ck)?;
         let mut state = RunState::new(backend, &cfg, &Plan::at_load(&cfg))?;
         state.budget = *budget;
-        Ok(Model { cfg, tokenizer, out_tokenizer, constraint, weights, state, params, src: vec![], hooks: Hooks::default() })
-    }
-
-    /// The tokenizer that writes the model's output: the target table of a two-table tokenizer
-    /// (the date model), else the tokenizer itself.
-    pub fn output_tokenizer(&self) -> Option<&Tokenizer> {
-        self.out_tokenizer.as_ref()
-    }
-
-    /// Gives a model without one in its checkpoint a tokenizer (a foreign model's tokenizer.json /
-    /// tokenizer.bin, read beside it; the caller has checked it against the vocabulary).
-    pub fn set_tokenizer(&mut self, t: Tokenizer) {
-        self.out_tokenizer = Some(t.target_tokenizer().unwrap_or_else(|| t.clone()));
-        self.tokenizer = Some(t);
-    }
-
-    /// Output ids as text, special ids (PAD / BOS / EOS of a chars table) left out.
-    pub fn decode_output(&self, ids: &[u32]) -> Result<String> {
-        let t = self.output_tokenizer().ok_or_else(|| TfError::Input("this model has no tokenizer".into()))?;
-        let ids: Vec<u32> = match t.special_ids() {
-            Some((pad, bos, eos)) => ids.iter().copied().filter(|&i| i != pad && i != bos && i != eos).collect(),
-            None => ids.to_vec(),
-        };
-        t.decode(&ids).map_err(|e| TfError::Input(e.to_string()))
+        Ok(Model { cfg, weights, state, params, src: vec![], hooks: Hooks::default() })
     }
 
     /// The vocabulary of the (decoder) input ids, which is also the width V of the logits.

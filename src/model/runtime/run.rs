@@ -281,7 +281,8 @@ pub struct GenConfig {
     /// when the sequence fills the context.
     pub sliding_window: bool,
     /// constrained decoding (model::constraint): the tokens it refuses get -inf logits and the logits
-    /// are read back and sampled on the CPU. None: the constraint the checkpoint declares, if any.
+    /// are read back and sampled on the CPU. None: none (the session passes the one the checkpoint
+    /// declares: session::text).
     pub constraint: Option<crate::model::constraint::Constraint>,
     /// generation steps recorded per GPU submission (model::chain): the sampled id
     /// stays on the GPU and feeds the next step; 1 = one submission and one readback per token
@@ -482,8 +483,7 @@ impl<B: Backend> Model<B> {
             start.drain(..prompt_cut);
         }
         // max_new_tokens is not cut to the room left: next_token stops at a full context and says so.
-        let constraint = cfg.constraint.clone().or_else(|| self.constraint.clone());
-        let cfg = GenConfig { sliding_window: slide, constraint, ..cfg };
+        let cfg = GenConfig { sliding_window: slide, ..cfg };
         if self.cfg.arch != Arch::EncoderDecoder {
             self.plan_generation(b, start.len(), None, &cfg)?;
         }
