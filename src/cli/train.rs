@@ -193,12 +193,7 @@ fn prepare(a: &TrainArgs) -> Result<(Start, Source)> {
             Tokenizer::from_file_bytes(&read_input(p, "--tokenizer", crate::cli::MAX_TOKENIZER_BYTES, "tokenizers are capped at 256 MiB")?)
                 .map_err(|e| TfError::Input(format!("--tokenizer {}: {e}", quote(p))))?,
         ),
-        (None, Some(c)) => c
-            .tokenizer
-            .as_deref()
-            .map(Tokenizer::from_json)
-            .transpose()
-            .map_err(|e| TfError::Checkpoint(format!("the tokenizer in the metadata is invalid: {e}")))?,
+        (None, Some(c)) => crate::session::text::ModelText::from_checkpoint(c)?.tokenizer,
         (None, None) => None,
     };
     if let (Some(t), None) = (&text, &tokenizer) {
