@@ -11,6 +11,8 @@ shared/seeds/004_*: Llama 3 style), with the seed bugs fixed (the list follows):
   assignments are dropped deterministically, in token order.
 
 Eval-mode semantics only: there is no dropout anywhere. PyTorch is developer tooling; CI never imports this.
+Every module also runs in float64 (``model.double()``): the float32 steps of RMSNorm, RoPE and the Llama logits
+widen to float64 there instead of narrowing, so train/train_fixtures.py gets exact gradients.
 
 Every model's ``forward`` returns a dict with
   ``logits``     [B, T, V]
@@ -112,6 +114,13 @@ class ReluFeedForward(nn.Module):
 
     def forward(self, x):
         return self.linear2(F.relu(self.linear1(x)))
+
+
+class GeluTanhFeedForward(ReluFeedForward):
+    """GPT-2's MLP (``gelu_new``): the same tensors as ReluFeedForward, GELU with the tanh approximation."""
+
+    def forward(self, x):
+        return self.linear2(F.gelu(self.linear1(x), approximate="tanh"))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -353,21 +362,40 @@ class MoEFeedForward(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    def __init__(self, d_model, num_heads, d_ff, moe: Optional[Dict[str, Any]] = None):
+    """Pre-norm block: x + self_attn(norm1(x)), then x + feed_forward(norm2(x)). The feed-forward is the seed's
+    ReLU MLP, GPT-2's GELU-tanh MLP (``activation="gelu_tanh"``) or a MoE; ``attention_only`` drops it
+    together with norm2 (no tensors for either)."""
+
+    def __init__(self, d_model, num_heads, d_ff, moe: Optional[Dict[str, Any]] = None, activation: str = "relu",
+                 attention_only: bool = False, norm_eps: float = 1e-5):
         super().__init__()
         self.self_attn = CausalSelfAttention(d_model, num_heads)
-        if moe is None:
-            self.feed_forward = ReluFeedForward(d_model, d_ff)
+        self.attention_only = attention_only
+        if attention_only:
+            if moe is not None:
+                raise ValueError("attention_only excludes moe")
+        elif moe is None:
+            if activation == "relu":
+                self.feed_forward = ReluFeedForward(d_model, d_ff)
+            elif activation == "gelu_tanh":
+                self.feed_forward = GeluTanhFeedForward(d_model, d_ff)
+            else:
+                raise ValueError(f"unknown decoder activation {activation!r}")
         else:
+            if activation != "relu":
+                raise ValueError("a MoE decoder takes no activation but relu (its experts use GELU)")
             self.feed_forward = MoEFeedForward(d_model, moe["num_experts"], moe["top_k"], moe["expert_dim"],
                                                moe["capacity_factor"])
-        self.norm1 = nn.LayerNorm(d_model, eps=1e-5)
-        self.norm2 = nn.LayerNorm(d_model, eps=1e-5)
+        self.norm1 = nn.LayerNorm(d_model, eps=norm_eps)
+        if not attention_only:
+            self.norm2 = nn.LayerNorm(d_model, eps=norm_eps)
 
     def forward(self, x, mask, kv_cache=None):
         a, probs, cache = self.self_attn(self.norm1(x), mask, kv_cache)
         x = x + a
         record = None
+        if self.attention_only:
+            return x, probs, cache, record
         if isinstance(self.feed_forward, MoEFeedForward):
             f, record = self.feed_forward(self.norm2(x))
         else:
@@ -377,18 +405,37 @@ class DecoderBlock(nn.Module):
 
 
 class DecoderLM(nn.Module):
+    """The seed's decoder-only LLM. Optional config keys (absent = the seed's model):
+    ``positions`` "sinusoidal" (default: embedding * sqrt(d_model) + the sinusoidal table) or "learned" (GPT-2: a
+    ``position_embedding`` table added to the unscaled embedding); ``activation`` "relu" (default) or "gelu_tanh";
+    ``tie_embeddings`` (the head is ``token_embedding.weight``, no ``lm_head``); ``norm_eps`` (LayerNorm eps,
+    default 1e-5); ``attention_only`` (blocks without norm2 and feed-forward)."""
+
     def __init__(self, config: Dict[str, Any]):
         super().__init__()
         self.config = config
         c = config
         self.d_model = c["d_model"]
+        positions = c.get("positions", "sinusoidal")
+        if positions not in ("sinusoidal", "learned"):
+            raise ValueError(f"unknown decoder positions {positions!r}")
+        self.learned_positions = positions == "learned"
+        self.tie_embeddings = bool(c.get("tie_embeddings", False))
+        eps = c.get("norm_eps", 1e-5)
+        attention_only = bool(c.get("attention_only", False))
         self.token_embedding = nn.Embedding(c["vocab_size"], c["d_model"])
-        self.pos_encoding = PositionalEncoding(c["d_model"], c["max_seq_len"])
+        if self.learned_positions:
+            self.position_embedding = nn.Embedding(c["max_seq_len"], c["d_model"])
+        else:
+            self.pos_encoding = PositionalEncoding(c["d_model"], c["max_seq_len"])
         self.decoder_layers = nn.ModuleList([
-            DecoderBlock(c["d_model"], c["num_heads"], c["d_ff"], c.get("moe")) for _ in range(c["num_layers"])
+            DecoderBlock(c["d_model"], c["num_heads"], None if attention_only else c.get("d_ff"), c.get("moe"),
+                         c.get("activation", "relu"), attention_only, eps)
+            for _ in range(c["num_layers"])
         ])
-        self.ln_f = nn.LayerNorm(c["d_model"], eps=1e-5)
-        self.lm_head = nn.Linear(c["d_model"], c["vocab_size"], bias=False)
+        self.ln_f = nn.LayerNorm(c["d_model"], eps=eps)
+        if not self.tie_embeddings:
+            self.lm_head = nn.Linear(c["d_model"], c["vocab_size"], bias=False)
 
     def forward(self, ids, kv_cache: Optional[List[Dict[str, torch.Tensor]]] = None):
         """ids [B, T]. With kv_cache (a list, one dict per layer, possibly empty dicts) the new tokens are placed
@@ -397,8 +444,13 @@ class DecoderLM(nn.Module):
         cached = 0
         if kv_cache is not None and kv_cache[0].get("k") is not None:
             cached = kv_cache[0]["k"].size(2)
-        x = self.token_embedding(ids) * math.sqrt(self.d_model)
-        x = self.pos_encoding(x, start=cached)
+        if self.learned_positions:
+            if cached + t > self.config["max_seq_len"]:
+                raise ValueError(f"sequence of {cached + t} positions exceeds max_seq_len {self.config['max_seq_len']}")
+            x = self.token_embedding(ids) + self.position_embedding(torch.arange(cached, cached + t, device=ids.device))
+        else:
+            x = self.token_embedding(ids) * math.sqrt(self.d_model)
+            x = self.pos_encoding(x, start=cached)
         mask = look_ahead_mask(t, cached)[None].expand(b, t, cached + t)
         attention, moe, new_cache = [], [], []
         for i, layer in enumerate(self.decoder_layers):
@@ -407,7 +459,8 @@ class DecoderLM(nn.Module):
             new_cache.append(cache)
             if record is not None:
                 moe.append(record)
-        logits = self.lm_head(self.ln_f(x))
+        h = self.ln_f(x)
+        logits = F.linear(h, self.token_embedding.weight) if self.tie_embeddings else self.lm_head(h)
         out = {"logits": logits, "attention": attention, "masks": {"decoder": mask}}
         if moe:
             out["moe"] = moe
@@ -434,10 +487,15 @@ def precompute_freqs_cis(head_dim: int, end: int, theta: float) -> torch.Tensor:
     return torch.polar(torch.ones_like(freqs), freqs)
 
 
+def _at_least_f32(dtype: torch.dtype) -> torch.dtype:
+    """float32 for the 16-bit and 32-bit types (the seed's ``.float()``), float64 stays float64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
     """x [B, T, H, hd]; pairs (x[2j], x[2j+1]) are rotated as complex numbers by freqs_cis [T, hd/2]."""
-    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    fc = freqs_cis.view(1, xc.size(1), 1, xc.size(-1))
+    xc = torch.view_as_complex(x.to(_at_least_f32(x.dtype)).reshape(*x.shape[:-1], -1, 2))
+    fc = freqs_cis.view(1, xc.size(1), 1, xc.size(-1)).to(xc.dtype)
     return torch.view_as_real(xc * fc).flatten(3).type_as(x)
 
 
@@ -448,7 +506,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        xf = x.to(_at_least_f32(x.dtype))
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.type_as(x) * self.weight
 
 
@@ -540,7 +599,8 @@ class Llama(nn.Module):
             x, probs, cache = layer(x, freqs, mask[:, None], None if kv_cache is None else kv_cache[i])
             attention.append({"kind": "decoder", "layer": i, "weights": probs})
             new_cache.append(cache)
-        logits = self.output(self.norm(x)).float()
+        logits = self.output(self.norm(x))
+        logits = logits.to(_at_least_f32(logits.dtype))
         out = {"logits": logits, "attention": attention, "masks": {"decoder": mask}}
         if kv_cache is not None:
             out["kv_cache"] = new_cache
