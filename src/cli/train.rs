@@ -29,6 +29,8 @@ pub enum ArchChoice {
     Gpt,
     /// Llama style: RMSNorm, RoPE, grouped-query attention, SwiGLU
     Llama,
+    /// GPT-style blocks of attention only (no feed-forward network): the induction-head experiment
+    AttnOnly,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,12 +160,16 @@ struct Start {
 }
 
 fn fresh_config(a: &TrainArgs, vocab: usize) -> Result<serde_json::Value> {
-    let arch = a.arch.ok_or_else(|| TfError::Input("give --model INIT.safetensors or --arch gpt|llama".into()))?;
+    let arch = a.arch.ok_or_else(|| TfError::Input("give --model INIT.safetensors or --arch gpt|llama|attn-only".into()))?;
     Ok(match arch {
         ArchChoice::Gpt => json!({
             "arch": "decoder", "vocab_size": vocab, "d_model": a.dim, "num_layers": a.layers, "num_heads": a.heads,
             "d_ff": a.ff.unwrap_or(4 * a.dim), "max_seq_len": a.context, "positions": "learned",
             "activation": "gelu_tanh", "tie_embeddings": true
+        }),
+        ArchChoice::AttnOnly => json!({
+            "arch": "decoder", "vocab_size": vocab, "d_model": a.dim, "num_layers": a.layers, "num_heads": a.heads,
+            "max_seq_len": a.context, "positions": "learned", "tie_embeddings": true, "attention_only": true
         }),
         ArchChoice::Llama => json!({
             "arch": "llama", "vocab_size": vocab, "d_model": a.dim, "num_layers": a.layers, "num_heads": a.heads,

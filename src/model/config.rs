@@ -180,6 +180,10 @@ pub struct ModelConfig {
     pub qkv_bias: bool,
     /// The output head is the token embedding (decoder, llama): no head tensor is declared.
     pub tie_embeddings: bool,
+    /// decoder only: blocks of attention alone, x = x + attn(norm1(x)), with no norm2 and no
+    /// feed-forward network (`d_ff` is then 0); the small models of the induction-head experiments
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attention_only: bool,
 }
 
 /// Why a config was rejected. Every variant names the field (dotted for nested: `moe.top_k`).
@@ -245,6 +249,7 @@ struct RawConfig {
     qkv_bias: Option<Field<bool>>,
     tie_embeddings: Option<Field<bool>>,
     hidden_dim: Option<Field<u64>>,
+    attention_only: Option<Field<bool>>,
 }
 
 /// `moe` as written.
@@ -292,6 +297,14 @@ fn opt_bool(field: &'static str, v: Option<Field<bool>>) -> Result<Option<bool>,
         Some(Field::Ok(b)) => Ok(Some(b)),
         Some(Field::Other(v)) => Err(ConfigError::WrongType { field, expected: "true or false", found: show_value(&v) }),
     }
+}
+
+/// `attention_only: true` is a decoder's option only.
+fn only_decoder_is_attention_only(arch: Arch, v: Option<Field<bool>>) -> Result<(), ConfigError> {
+    if opt_bool("attention_only", v)? == Some(true) {
+        return Err(invalid("attention_only", format!("only arch \"decoder\" has attention-only blocks, not \"{arch}\"")));
+    }
+    Ok(())
 }
 
 /// An optional string that must be one of `allowed` (for this architecture); the index of the match.
@@ -355,6 +368,7 @@ impl Shared {
             activation: Activation::Relu,
             qkv_bias: true,
             tie_embeddings: false,
+            attention_only: false,
         }
     }
 }
@@ -457,6 +471,7 @@ impl RawConfig {
         if opt_bool("tie_embeddings", self.tie_embeddings)? == Some(true) {
             return Err(invalid("tie_embeddings", format!("arch \"{arch}\" has its own final_layer; tying it is not supported")));
         }
+        only_decoder_is_attention_only(arch, self.attention_only)?;
         Ok(s.config(d_ff))
     }
 
@@ -465,7 +480,13 @@ impl RawConfig {
     fn decoder(self, s: Shared, moe: Option<MoeConfig>) -> Result<ModelConfig, ConfigError> {
         let arch = s.arch;
         no_gqa(&s)?;
+        let attention_only = opt_bool("attention_only", self.attention_only)?.unwrap_or(false);
+        if attention_only && moe.is_some() {
+            return Err(invalid("attention_only", "an attention-only model has no feed-forward network, so no mixture of experts".into()));
+        }
         let d_ff = match (&moe, opt_size("d_ff", self.d_ff, MAX_DIM)?) {
+            // d_ff, if written, is not used: there is no feed-forward network
+            _ if attention_only => 0,
             (_, Some(d)) => d,
             (Some(m), None) => m.expert_dim,
             (None, None) => return Err(ConfigError::MissingField { field: "d_ff", arch: Some(arch) }),
@@ -482,7 +503,7 @@ impl RawConfig {
         biases_always(arch, self.qkv_bias)?;
         let tie_embeddings = opt_bool("tie_embeddings", self.tie_embeddings)?.unwrap_or(false);
         let norm_eps = opt_positive_f32("norm_eps", self.norm_eps, 1.0)?.unwrap_or(LAYER_NORM_EPS);
-        Ok(ModelConfig { norm_eps, moe, positions, activation, tie_embeddings, ..s.config(d_ff) })
+        Ok(ModelConfig { norm_eps, moe, positions, activation, tie_embeddings, attention_only, ..s.config(d_ff) })
     }
 
     /// llama: RoPE over even head dimensions, GQA, SwiGLU of `hidden_dim` or the seed's formula.
@@ -513,6 +534,7 @@ impl RawConfig {
         opt_choice("activation", self.activation, &["swiglu"], arch)?;
         let qkv_bias = opt_bool("qkv_bias", self.qkv_bias)?.unwrap_or(false);
         let tie_embeddings = opt_bool("tie_embeddings", self.tie_embeddings)?.unwrap_or(false);
+        only_decoder_is_attention_only(arch, self.attention_only)?;
         let num_kv_heads = s.kv.unwrap_or(num_heads);
         Ok(ModelConfig {
             num_kv_heads,

@@ -370,6 +370,7 @@ mod tests {
             activation: crate::model::config::Activation::Relu,
             qkv_bias: true,
             tie_embeddings: false,
+            attention_only: false,
         };
         let d = demand(&cfg);
         assert_eq!(d.total_bytes, u64::MAX);

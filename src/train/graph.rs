@@ -10,7 +10,7 @@ use crate::error::{Result, TfError};
 use crate::model::config::{Arch, ModelConfig, Positions};
 use crate::model::forward::ffn::Ffn;
 use crate::model::forward::norm::Norm;
-use crate::model::forward::weights::Layer;
+use crate::model::forward::weights::{FfnBlock, Layer};
 use crate::ops::{EwOp, RopeShape};
 use crate::train::ops::{BatchAttn, Train};
 use crate::train::params::Params;
@@ -95,7 +95,7 @@ impl<T> Acts<T> {
                 res: a.f32(&l("residual"), &[rows, c])?,
                 mid: a.f32(&l("residual after attention"), &[rows, c])?,
                 xn1: a.f32(&l("norm1"), &[rows, c])?,
-                xn2: a.f32(&l("norm2"), &[rows, c])?,
+                xn2: a.f32(&l("norm2"), &[rows, if cfg.attention_only { 0 } else { c }])?,
                 q: a.f32(&l("q"), &[rows, nh * hs])?,
                 k: a.f32(&l("k"), &[rows, nkv * hs])?,
                 v: a.f32(&l("v"), &[rows, nkv * hs])?,
@@ -264,8 +264,10 @@ impl<B: Train> Graph<B> {
         be.matmul(&la.mid, 0, &la.att, 0, rows, p(at.o.w), pb(at.o.b))?;
         let n = rows * cfg.d_model;
         be.inplace(&la.mid, Some(&la.res), n, EwOp::Add)?;
-        Self::norm(be, ps, &lw.norm_ffn, &la.xn2, &la.mid, rows)?;
-        match &lw.ffn {
+        // an attention-only block ends here
+        let Some(fb) = &lw.ffn else { return be.copy(next, &la.mid, n) };
+        Self::norm(be, ps, &fb.norm, &la.xn2, &la.mid, rows)?;
+        match &fb.net {
             Ffn::Dense { l1, l2, act } => {
                 be.matmul(&la.h, 0, &la.xn2, 0, rows, p(l1.w), pb(l1.b))?;
                 let f = cfg.d_ff * rows;
@@ -308,11 +310,19 @@ impl<B: Train> Graph<B> {
 
     /// With `acts.dres` = the gradient of the layer's output, leaves the gradient of its input there.
     fn layer_backward(&self, be: &mut B, ps: &Params<B::T>, lw: &Layer<usize>, la: &LayerActs<B::T>) -> Result<()> {
+        // out = mid + ffn(norm2(mid)), or out = mid (attention-only)
+        if let Some(fb) = &lw.ffn {
+            self.ffn_backward(be, ps, fb, la)?;
+        }
+        self.attention_backward(be, ps, lw, la)
+    }
+
+    /// With `acts.dres` = the gradient of out = mid + ffn(norm(mid)), leaves the gradient of mid there.
+    fn ffn_backward(&self, be: &mut B, ps: &Params<B::T>, fb: &FfnBlock<usize>, la: &LayerActs<B::T>) -> Result<()> {
         let (a, cfg, rows) = (&self.acts, &self.cfg, self.rows());
         let (p, g) = (|i: usize| &ps.p[i], |i: usize| &ps.g[i]);
         let gb = |b: Option<usize>| b.map(|i| &ps.g[i]);
-        // out = mid + ffn(norm2(mid))
-        match &lw.ffn {
+        match &fb.net {
             Ffn::Dense { l1, l2, act } => {
                 be.matmul_backward(Some((&a.da, false)), g(l2.w), gb(l2.b), &a.dres, &la.a, p(l2.w), rows)?;
                 be.act_backward(&a.dh, &a.da, &la.h, rows * cfg.d_ff, *act)?;
@@ -329,8 +339,15 @@ impl<B: Train> Graph<B> {
             }
             Ffn::Moe { .. } => return Err(TfError::Input("training a mixture-of-experts model is not supported yet".into())),
         }
-        Self::norm_backward(be, ps, &lw.norm_ffn, &a.dres, &a.dxn, &la.mid, rows)?;
-        // mid = res + o(attention(q, k, v of norm1(res)))
+        Self::norm_backward(be, ps, &fb.norm, &a.dres, &a.dxn, &la.mid, rows)
+    }
+
+    /// With `acts.dres` = the gradient of mid = res + o(attention(q, k, v of norm1(res))), leaves
+    /// the gradient of res there.
+    fn attention_backward(&self, be: &mut B, ps: &Params<B::T>, lw: &Layer<usize>, la: &LayerActs<B::T>) -> Result<()> {
+        let (a, cfg, rows) = (&self.acts, &self.cfg, self.rows());
+        let (p, g) = (|i: usize| &ps.p[i], |i: usize| &ps.g[i]);
+        let gb = |b: Option<usize>| b.map(|i| &ps.g[i]);
         let at = &lw.attn;
         be.matmul_backward(Some((&a.datt, false)), g(at.o.w), gb(at.o.b), &a.dres, &la.att, p(at.o.w), rows)?;
         be.attention_backward(&a.dq, &a.dk, &a.dv, &a.datt, &la.probs, &la.q, &la.k, &la.v, &self.attn_shape())?;

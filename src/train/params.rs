@@ -155,10 +155,11 @@ fn residual_projections(w: &Weights<usize>) -> Vec<usize> {
         if let Some((cross, _)) = &l.cross {
             out.push(cross.o.w);
         }
-        match &l.ffn {
-            Ffn::Dense { l2, .. } => out.push(l2.w),
-            Ffn::SwiGlu { w2, .. } => out.push(w2.w),
-            Ffn::Moe { experts, .. } => out.extend(experts.iter().map(|(_, l2)| l2.w)),
+        match l.ffn.as_ref().map(|f| &f.net) {
+            Some(Ffn::Dense { l2, .. }) => out.push(l2.w),
+            Some(Ffn::SwiGlu { w2, .. }) => out.push(w2.w),
+            Some(Ffn::Moe { experts, .. }) => out.extend(experts.iter().map(|(_, l2)| l2.w)),
+            None => {}
         }
     }
     out

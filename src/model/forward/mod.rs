@@ -178,15 +178,19 @@ impl<B: Backend> Model<B> {
         for (li, (layer, layer_state)) in layers.iter().zip(&self.state.layers).enumerate() {
             // x = x + attn(norm1(x)); xn = norm2(x)
             self.self_attention(backend, (Stack::Decoder, li), &layer.attn, layer_state, scratch, &scratch.xn, t, pos, mask)?;
-            Self::residual_pre_norm(backend, &layer.norm_ffn, scratch, t)?;
+            let next = layers.get(li + 1).map_or(final_norm, |l| &l.norm_attn);
+            // attention-only: the block ends here, xn = the next norm(x), and its middle is its end
+            let norm2 = layer.ffn.as_ref().map_or(next, |f| &f.norm);
+            Self::residual_pre_norm(backend, norm2, scratch, t)?;
             // an inspect hook that used xn for its lens gives it back: xn = norm2(x) again
             if self.hook_resid(backend, HookPoint::Mid(li), &scratch.x, &scratch.xn, t, pos)? == XnAfterHook::Overwritten {
-                Self::norm(backend, &layer.norm_ffn, &scratch.xn, &scratch.x, t)?;
+                Self::norm(backend, norm2, &scratch.xn, &scratch.x, t)?;
             }
             // x = x + ffn(norm2(x)); xn = the next layer's norm1(x), or the final norm(x)
-            self.ffn(backend, (Stack::Decoder, li), &layer.ffn, scratch, &scratch.xn, t)?;
-            let next = layers.get(li + 1).map_or(final_norm, |l| &l.norm_attn);
-            Self::residual_pre_norm(backend, next, scratch, t)?;
+            if let Some(f) = &layer.ffn {
+                self.ffn(backend, (Stack::Decoder, li), &f.net, scratch, &scratch.xn, t)?;
+                Self::residual_pre_norm(backend, next, scratch, t)?;
+            }
             if self.hook_resid(backend, HookPoint::Block(li), &scratch.x, &scratch.xn, t, pos)? == XnAfterHook::Overwritten {
                 Self::norm(backend, next, &scratch.xn, &scratch.x, t)?;
             }
@@ -228,8 +232,9 @@ impl<B: Backend> Model<B> {
             // x = norm1(x + self_attn(x, src padding)); x = norm2(x + ffn(x))
             self.self_attention(backend, (Stack::Encoder, li), &layer.attn, layer_state, scratch, &scratch.x, ts, 0, Some(mask))?;
             Self::residual_post_norm(backend, &layer.norm_attn, scratch, ts)?;
-            self.ffn(backend, (Stack::Encoder, li), &layer.ffn, scratch, &scratch.x, ts)?;
-            Self::residual_post_norm(backend, &layer.norm_ffn, scratch, ts)?;
+            let f = layer.ffn_block()?;
+            self.ffn(backend, (Stack::Encoder, li), &f.net, scratch, &scratch.x, ts)?;
+            Self::residual_post_norm(backend, &f.norm, scratch, ts)?;
         }
         // cross-attention keys and values of every decoder layer, once per source
         for (layer, layer_state) in self.weights.layers.iter().zip(&self.state.layers) {
@@ -302,8 +307,9 @@ impl<B: Backend> Model<B> {
             backend.matmul(&scratch.tmp, 0, &scratch.att, 0, t, &cw.o.w, cw.o.b.as_ref())?;
             Self::residual_post_norm(backend, cn, scratch, t)?;
             // x = norm3(x + ffn(x))
-            self.ffn(backend, (Stack::Decoder, li), &layer.ffn, scratch, &scratch.x, t)?;
-            Self::residual_post_norm(backend, &layer.norm_ffn, scratch, t)?;
+            let f = layer.ffn_block()?;
+            self.ffn(backend, (Stack::Decoder, li), &f.net, scratch, &scratch.x, t)?;
+            Self::residual_post_norm(backend, &f.norm, scratch, t)?;
             self.hook_resid(backend, HookPoint::Block(li), &scratch.x, &scratch.xn, t, pos)?;
         }
         backend.layers_mark(false);

@@ -32,15 +32,28 @@ pub struct Linear<T> {
     pub b: Option<T>,
 }
 
-/// One block. For pre-norm stacks (decoder, llama) `norm_attn` / `norm_ffn` come before their
+/// One block. For pre-norm stacks (decoder, llama) `norm_attn` and the FFN's norm come before their
 /// sub-layers; for post-norm stacks (encoder-decoder) after the residual add.
 pub struct Layer<T> {
     pub attn: AttnW<T>,
     pub norm_attn: Norm<T>,
     /// encoder-decoder decoder layers: cross-attention and its norm (norm2)
     pub cross: Option<(AttnW<T>, Norm<T>)>,
-    pub ffn: Ffn<T>,
-    pub norm_ffn: Norm<T>,
+    /// the feed-forward half; None in an attention-only model
+    pub ffn: Option<FfnBlock<T>>,
+}
+
+/// A block's feed-forward network and its norm.
+pub struct FfnBlock<T> {
+    pub norm: Norm<T>,
+    pub net: Ffn<T>,
+}
+
+impl<T> Layer<T> {
+    /// The feed-forward half, which every architecture but the attention-only decoder has.
+    pub fn ffn_block(&self) -> Result<&FfnBlock<T>> {
+        self.ffn.as_ref().ok_or_else(|| TfError::Internal("a layer without its feed-forward network".into()))
+    }
 }
 
 pub struct Weights<T> {
@@ -178,8 +191,10 @@ impl<T> Weights<T> {
                     enc_layers.push(Layer {
                         attn: attn(l.pp("self_attention"))?,
                         norm_attn: layer_norm(l.pp("norm1"), c, eps)?,
-                        norm_ffn: layer_norm(l.pp("norm2"), c, eps)?,
-                        ffn: dense_ffn(l.pp("feed_forward"), c, ff, EwOp::Relu)?,
+                        ffn: Some(FfnBlock {
+                            norm: layer_norm(l.pp("norm2"), c, eps)?,
+                            net: dense_ffn(l.pp("feed_forward"), c, ff, EwOp::Relu)?,
+                        }),
                         cross: None,
                     });
                 }
@@ -194,8 +209,10 @@ impl<T> Weights<T> {
                         attn: self_attn,
                         norm_attn: layer_norm(l.pp("norm1"), c, eps)?,
                         cross: Some((cross_attn, layer_norm(l.pp("norm2"), c, eps)?)),
-                        norm_ffn: layer_norm(l.pp("norm3"), c, eps)?,
-                        ffn: dense_ffn(l.pp("feed_forward"), c, ff, EwOp::Relu)?,
+                        ffn: Some(FfnBlock {
+                            norm: layer_norm(l.pp("norm3"), c, eps)?,
+                            net: dense_ffn(l.pp("feed_forward"), c, ff, EwOp::Relu)?,
+                        }),
                     });
                 }
                 let head = linear(vb.pp("final_layer"), cfg.tgt_vocab_size, c, true)?;
@@ -215,15 +232,20 @@ impl<T> Weights<T> {
                     let mut l = vb.pp(format_args!("decoder_layers.{i}"));
                     let attn = attention(l.pp("self_attn"), DEC_ATTN, c, c, c, [true, true])?;
                     let norm_attn = layer_norm(l.pp("norm1"), c, eps)?;
-                    let norm_ffn = layer_norm(l.pp("norm2"), c, eps)?;
-                    let ffn = match &cfg.moe {
-                        None => {
-                            let act = cfg.activation.ew().ok_or_else(|| TfError::Internal("a two-layer FFN with SwiGLU".into()))?;
-                            dense_ffn(l.pp("feed_forward"), c, cfg.d_ff, act)?
-                        }
-                        Some(m) => moe_ffn(l.pp("feed_forward"), c, m)?,
+                    let ffn = if cfg.attention_only {
+                        None
+                    } else {
+                        let norm = layer_norm(l.pp("norm2"), c, eps)?;
+                        let net = match &cfg.moe {
+                            None => {
+                                let act = cfg.activation.ew().ok_or_else(|| TfError::Internal("a two-layer FFN with SwiGLU".into()))?;
+                                dense_ffn(l.pp("feed_forward"), c, cfg.d_ff, act)?
+                            }
+                            Some(m) => moe_ffn(l.pp("feed_forward"), c, m)?,
+                        };
+                        Some(FfnBlock { norm, net })
                     };
-                    layers.push(Layer { attn, norm_attn, cross: None, ffn, norm_ffn });
+                    layers.push(Layer { attn, norm_attn, cross: None, ffn });
                 }
                 let final_norm = layer_norm(vb.pp("ln_f"), c, eps)?;
                 let head = if cfg.tie_embeddings { None } else { Some(linear(vb.pp("lm_head"), cfg.vocab_size, c, false)?) };
@@ -239,10 +261,10 @@ impl<T> Weights<T> {
                 for i in 0..cfg.num_layers {
                     let mut l = vb.pp(format_args!("layers.{i}"));
                     let attn = attention(l.pp("attention"), LLAMA_ATTN, c, q_width, kv_width, [cfg.qkv_bias, false])?;
-                    let ffn = swiglu_ffn(l.pp("feed_forward"), c, hidden)?;
+                    let net = swiglu_ffn(l.pp("feed_forward"), c, hidden)?;
                     let norm_attn = rms_norm(l.pp("attention_norm"), c, eps)?;
-                    let norm_ffn = rms_norm(l.pp("ffn_norm"), c, eps)?;
-                    layers.push(Layer { attn, norm_attn, cross: None, ffn, norm_ffn });
+                    let norm = rms_norm(l.pp("ffn_norm"), c, eps)?;
+                    layers.push(Layer { attn, norm_attn, cross: None, ffn: Some(FfnBlock { norm, net }) });
                 }
                 let final_norm = rms_norm(vb.pp("norm"), c, eps)?;
                 let head = if cfg.tie_embeddings { None } else { Some(linear(vb.pp("output"), cfg.vocab_size, c, false)?) };
