@@ -1,4 +1,5 @@
-//! Whole models (the seed decoder, GPT-2, the Llama, an attention-only decoder) against PyTorch autograd (tests/fixtures/train, made by train/train_fixtures.py in
+//! Whole models (the seed decoder, GPT-2, the Llama, an attention-only decoder, the
+//! encoder-decoder with padded rows) against PyTorch autograd (tests/fixtures/train, made by train/train_fixtures.py in
 //! float64): each family's loss and every parameter's gradient at step 1, then the loss, gradient
 //! norm and learning rate of 10 AdamW steps with warmup, cosine decay and clipping, and every
 //! parameter after them, on the reference and the fast CPU backends.
@@ -70,7 +71,7 @@ fn run<B: Train>(be: B, name: &str) {
         eps: f("eps"),
         clip: Some(f("clip")),
     };
-    let mut tr = Trainer::new(be, &cfg, values, optim, Shape { batch, context, accum: 1 }).unwrap();
+    let mut tr = Trainer::new(be, &cfg, values, optim, Shape { batch, context, source: data.source_len(), accum: 1 }).unwrap();
     let zero_grad: Vec<String> =
         e.meta.get("zero_grad_params").map_or(vec![], |v| v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect());
     let (losses, norms, lrs) = (floats(&e.meta["losses"]), floats(&e.meta["grad_norms"]), floats(&e.meta["lrs"]));
@@ -104,15 +105,15 @@ fn run<B: Train>(be: B, name: &str) {
 }
 
 #[test]
-fn decoder_families_match_pytorch_on_the_reference_backend() {
-    for name in ["gpt_sin", "gpt2", "llama", "attn_only"] {
+fn every_family_matches_pytorch_on_the_reference_backend() {
+    for name in ["gpt_sin", "gpt2", "llama", "attn_only", "encdec"] {
         run(CpuBackend, name);
     }
 }
 
 #[test]
-fn decoder_families_match_pytorch_on_the_fast_cpu_backend() {
-    for name in ["gpt_sin", "gpt2", "llama", "attn_only"] {
+fn every_family_matches_pytorch_on_the_fast_cpu_backend() {
+    for name in ["gpt_sin", "gpt2", "llama", "attn_only", "encdec"] {
         run(FastCpuBackend::default(), name);
     }
 }
@@ -135,10 +136,10 @@ fn inference_agrees_with_the_trained_forward_on_every_backend() {
         let values = Params::<()>::checkpoint_values(&mut ck).unwrap();
         let data = Source::batches_json(&std::fs::read_to_string(format!("{DIR}/{name}.batches.json")).unwrap()).unwrap();
         let (batch, t) = data.shape().unwrap();
-        let mut tr = Trainer::new(CpuBackend, &cfg, values, Optim::default(), Shape { batch, context: t, accum: 1 }).unwrap();
+        let mut tr = Trainer::new(CpuBackend, &cfg, values, Optim::default(), Shape { batch, context: t, source: 0, accum: 1 }).unwrap();
         let b = tr.batches(&data, 0, 1).unwrap();
         pollster::block_on(tr.gradients(&b)).unwrap();
-        let losses = pollster::block_on(tr.be.read_f32(&tr.graph.acts.losses, 0, batch * t)).unwrap();
+        let losses = pollster::block_on(tr.be.read_f32(tr.graph.losses().0, 0, batch * t)).unwrap();
         async fn row_loss<B: Backend>(be: &mut B, bytes: &[u8], row: &[u32]) -> f64 {
             let mut m = Model::load(&*be, bytes).unwrap();
             m.eval_loss(be, row).await.unwrap().0

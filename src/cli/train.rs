@@ -273,8 +273,8 @@ pub fn train(a: &TrainArgs) -> Result<String> {
     if matches!(data, Source::Fixed(_)) && a.accum != 1 {
         return Err(TfError::Input("--accum does not apply to --batches: each step of the file is one whole batch".into()));
     }
-    let shape = Shape { batch, context, accum: a.accum };
-    crate::train::memory::TrainMemory::of(&start.cfg, batch, context)?.check(a.memory_budget)?;
+    let shape = Shape { batch, context, source: data.source_len(), accum: a.accum };
+    crate::train::memory::TrainMemory::of(&start.cfg, batch, context, shape.source)?.check(a.memory_budget)?;
     match a.backend {
         BackendChoice::Reference => run(a, Trainer::new(CpuBackend, &start.cfg, start.values.clone(), optim, shape)?, &start, &data),
         BackendChoice::Cpu => {

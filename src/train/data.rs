@@ -9,13 +9,16 @@ use serde::Deserialize;
 use crate::error::{Result, TfError};
 use crate::rng::Rng;
 
-/// One batch: B rows of T input ids and their targets, row-major.
-#[derive(Clone, Debug, PartialEq)]
+/// One batch: B rows of T input ids and their targets, row-major; for an encoder-decoder also B
+/// rows of Ts source ids (the inputs are then the decoder's input, the targets its output).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Batch {
     pub b: usize,
     pub t: usize,
     pub ids: Vec<u32>,
     pub targets: Vec<u32>,
+    pub ts: usize,
+    pub src: Vec<u32>,
 }
 
 /// Where batches come from.
@@ -36,11 +39,27 @@ struct BatchesFile {
     steps: Vec<StepJson>,
 }
 
+/// A decoder's step {"inputs", "targets"} or an encoder-decoder's {"src", "tgt_in", "tgt_out"}.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StepJson {
-    inputs: Vec<Vec<u32>>,
-    targets: Vec<Vec<u32>>,
+    inputs: Option<Vec<Vec<u32>>>,
+    targets: Option<Vec<Vec<u32>>>,
+    src: Option<Vec<Vec<u32>>>,
+    tgt_in: Option<Vec<Vec<u32>>>,
+    tgt_out: Option<Vec<Vec<u32>>>,
+}
+
+/// Rows of equal length: (rows, length).
+fn rect(rows: &[Vec<u32>], what: &str, step: usize) -> Result<(usize, usize)> {
+    let t = rows.first().map_or(0, |r| r.len());
+    if rows.is_empty() || t == 0 {
+        return Err(TfError::Input(format!("step {step} of the batches file has no {what} tokens")));
+    }
+    if rows.iter().any(|r| r.len() != t) {
+        return Err(TfError::Input(format!("step {step} of the batches file: every {what} row must hold {t} ids")));
+    }
+    Ok((rows.len(), t))
 }
 
 fn stream_rng(seed: u64, stream: u64, i: u64) -> Rng {
@@ -82,28 +101,35 @@ impl Source {
         let f: BatchesFile = serde_json::from_str(text).map_err(|e| TfError::Input(format!("the batches file is not valid: {e}")))?;
         let mut out = Vec::with_capacity(f.steps.len());
         for (i, s) in f.steps.into_iter().enumerate() {
-            let b = s.inputs.len();
-            let t = s.inputs.first().map_or(0, |r| r.len());
-            if b == 0 || t == 0 {
-                return Err(TfError::Input(format!("step {} of the batches file has no tokens", i + 1)));
-            }
-            if s.targets.len() != b || s.inputs.iter().chain(&s.targets).any(|r| r.len() != t) {
-                return Err(TfError::Input(format!(
-                    "step {} of the batches file: every input and target row must hold {t} ids, {b} rows each",
-                    i + 1
-                )));
-            }
-            if let Some(first) = out.first().map(|x: &Batch| (x.b, x.t)) {
-                if first != (b, t) {
+            let step = i + 1;
+            let batch = match (s.inputs, s.targets, s.src, s.tgt_in, s.tgt_out) {
+                (Some(inp), Some(tgt), None, None, None) => {
+                    let (b, t) = rect(&inp, "input", step)?;
+                    if rect(&tgt, "target", step)? != (b, t) {
+                        return Err(TfError::Input(format!("step {step} of the batches file: every input and target row must hold {t} ids, {b} rows each")));
+                    }
+                    Batch { b, t, ids: inp.concat(), targets: tgt.concat(), ..Batch::default() }
+                }
+                (None, None, Some(src), Some(tin), Some(tout)) => {
+                    let (b, ts) = rect(&src, "src", step)?;
+                    let (bt, t) = rect(&tin, "tgt_in", step)?;
+                    if bt != b || rect(&tout, "tgt_out", step)? != (b, t) {
+                        return Err(TfError::Input(format!("step {step} of the batches file: src, tgt_in and tgt_out must hold {b} rows, tgt_in and tgt_out rows of {t} ids")));
+                    }
+                    Batch { b, t, ids: tin.concat(), targets: tout.concat(), ts, src: src.concat() }
+                }
+                _ => {
                     return Err(TfError::Input(format!(
-                        "step {} of the batches file is {b} x {t}, the first step {} x {}",
-                        i + 1,
-                        first.0,
-                        first.1
-                    )));
+                        "step {step} of the batches file must hold \"inputs\" and \"targets\" (decoders) or \"src\", \"tgt_in\" and \"tgt_out\" (encoder-decoders)"
+                    )))
+                }
+            };
+            if let Some(first) = out.first().map(|x: &Batch| (x.b, x.t, x.ts)) {
+                if first != (batch.b, batch.t, batch.ts) {
+                    return Err(TfError::Input(format!("step {step} of the batches file is shaped unlike the first step")));
                 }
             }
-            out.push(Batch { b, t, ids: s.inputs.concat(), targets: s.targets.concat() });
+            out.push(batch);
         }
         if out.is_empty() {
             return Err(TfError::Input("the batches file holds no steps".into()));
@@ -116,6 +142,14 @@ impl Source {
         match self {
             Source::Fixed(v) => v.first().map(|x| (x.b, x.t)),
             _ => None,
+        }
+    }
+
+    /// The source length Ts of a fixed encoder-decoder source (0 otherwise).
+    pub fn source_len(&self) -> usize {
+        match self {
+            Source::Fixed(v) => v.first().map_or(0, |x| x.ts),
+            _ => 0,
         }
     }
 
@@ -151,7 +185,7 @@ fn windows(s: &[u32], rng: &mut Rng, b: usize, t: usize) -> Batch {
         ids.extend_from_slice(&s[at..at + t]);
         targets.extend_from_slice(&s[at + 1..at + t + 1]);
     }
-    Batch { b, t, ids, targets }
+    Batch { b, t, ids, targets, ..Batch::default() }
 }
 
 /// B rows of a random segment of ceil((t + 1) / 2) tokens followed by its repeat, cut to t + 1.
@@ -164,5 +198,5 @@ fn induction(vocab: u32, rng: &mut Rng, b: usize, t: usize) -> Batch {
         ids.extend_from_slice(&row[..t]);
         targets.extend_from_slice(&row[1..]);
     }
-    Batch { b, t, ids, targets }
+    Batch { b, t, ids, targets, ..Batch::default() }
 }

@@ -71,7 +71,7 @@ pub struct Acts<T> {
 
 fn unsupported(cfg: &ModelConfig) -> Option<String> {
     match cfg.arch {
-        Arch::EncoderDecoder => Some("training the encoder-decoder is not supported yet".into()),
+        Arch::EncoderDecoder => Some("the encoder-decoder trains on its own graph (train::encdec)".into()),
         _ if cfg.moe.is_some() => Some("training a mixture-of-experts model is not supported yet".into()),
         _ => None,
     }

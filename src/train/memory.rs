@@ -1,11 +1,12 @@
 //! The training plan's memory, from the declarations that allocate it: the weights, their
 //! gradients and both Adam moments (`Params::declare`), and every buffer of a step
-//! (`Acts::declare`, walked with a counting [`Alloc`]). Checked against the budget before
+//! (`Acts::declare` or `EncDecActs::declare`, walked with a counting [`Alloc`]). Checked against the budget before
 //! anything is allocated; over it, one line naming the largest part and what to lower.
 
 use crate::error::{Result, TfError};
-use crate::model::config::ModelConfig;
+use crate::model::config::{Arch, ModelConfig};
 use crate::model::memory::human_bytes;
+use crate::train::encdec::EncDecActs;
 use crate::train::graph::{Acts, Alloc};
 use crate::train::params::Params;
 
@@ -43,12 +44,16 @@ impl Alloc<()> for Tally {
 }
 
 impl TrainMemory {
-    /// The memory of training `cfg` on batches of B x T.
-    pub fn of(cfg: &ModelConfig, b: usize, t: usize) -> Result<TrainMemory> {
+    /// The memory of training `cfg` on batches of B x T (an encoder-decoder: T target and `ts`
+    /// source tokens).
+    pub fn of(cfg: &ModelConfig, b: usize, t: usize, ts: usize) -> Result<TrainMemory> {
         let (decl, _) = Params::<()>::declare(cfg)?;
         let weights = decl.iter().map(|d| d.shape.iter().fold(4u64, |a, &x| a.saturating_mul(x as u64))).fold(0u64, u64::saturating_add);
         let mut tally = Tally::default();
-        Acts::<()>::declare(cfg, b, t, &mut tally)?;
+        match cfg.arch {
+            Arch::EncoderDecoder => drop(EncDecActs::<()>::declare(cfg, b, ts, t, &mut tally)?),
+            _ => drop(Acts::<()>::declare(cfg, b, t, &mut tally)?),
+        }
         let total = weights.saturating_mul(4).saturating_add(tally.bytes);
         Ok(TrainMemory {
             weights,

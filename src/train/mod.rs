@@ -4,15 +4,18 @@
 //!   the fused cross-entropy, AdamW);
 //! - `params`: the trainable tensors of an architecture (from `Weights::declare`), their
 //!   gradients and Adam moments, initialisation, and saving as a checkpoint;
-//! - `graph`: the forward that keeps what the backward needs, and the backward, per family;
+//! - `graph` (the decoder families) and `encdec` (the encoder-decoder): the forward that keeps
+//!   what the backward needs, and the backward; `net` puts them behind one interface;
 //! - `optim`: the learning-rate schedule and the optimizer step (clip + AdamW);
 //! - `data`: where batches come from (text, the induction task, a fixed batches file);
 //! - `memory`: the training plan's memory, checked against the budget before allocation;
 //! - `run`: the training loop (accumulation, evaluation, logging, checkpoints).
 
 pub mod data;
+pub mod encdec;
 pub mod graph;
 pub mod memory;
+pub mod net;
 pub mod ops;
 pub mod optim;
 pub mod params;

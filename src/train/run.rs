@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::error::{Result, TfError};
 use crate::model::config::ModelConfig;
 use crate::train::data::{Batch, Source};
-use crate::train::graph::Graph;
+use crate::train::net::Net;
 use crate::train::ops::Train;
 use crate::train::optim::Optim;
 use crate::train::params::Params;
@@ -29,11 +29,13 @@ pub struct StepLog {
     pub elapsed_s: f64,
 }
 
-/// The run's shape: B sequences of T tokens per micro-batch, `accum` micro-batches per step.
+/// The run's shape: B sequences of T tokens per micro-batch (an encoder-decoder: T target and
+/// `source` source tokens; 0 for the others), `accum` micro-batches per step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Shape {
     pub batch: usize,
     pub context: usize,
+    pub source: usize,
     pub accum: u32,
 }
 
@@ -42,7 +44,7 @@ pub struct Trainer<B: Train> {
     pub be: B,
     pub cfg: ModelConfig,
     pub params: Params<B::T>,
-    pub graph: Graph<B>,
+    pub graph: Net<B>,
     pub optim: Optim,
     pub shape: Shape,
     /// one partial squared norm per parameter tensor
@@ -57,20 +59,23 @@ impl<B: Train> Trainer<B> {
         if shape.accum == 0 {
             return Err(TfError::Input("--accum must be at least 1".into()));
         }
-        let graph = Graph::new(&mut be, cfg, shape.batch, shape.context)?;
+        let graph = Net::new(&mut be, cfg, shape.batch, shape.context, shape.source)?;
         let params = Params::from_values(&be, cfg, values)?;
         let norms = be.zeros(&[params.p.len()], "gradient norms")?;
         Ok(Trainer { be, cfg: cfg.clone(), params, graph, optim, shape, norms, step: 0 })
     }
 
-    /// The forward over one batch: its mean loss (the logits become the loss gradient scaled by
-    /// `scale`; see `Graph::forward`).
-    async fn forward(&mut self, batch: &Batch, scale: f32) -> Result<f64> {
-        self.graph.feed(&mut self.be, &batch.ids, &batch.targets)?;
-        self.graph.forward(&mut self.be, &self.params, scale)?;
-        let rows = batch.b * batch.t;
-        let losses = self.be.read_f32(&self.graph.acts.losses, 0, rows).await?;
-        Ok(losses.iter().map(|&x| x as f64).sum::<f64>() / rows as f64)
+    /// The forward over one batch: its mean loss over the targets that count (the logits become
+    /// the loss gradient scaled by `1 / (counted targets x micro)`; see `Graph::forward`).
+    async fn forward(&mut self, batch: &Batch, micro: usize) -> Result<f64> {
+        let counted = self.graph.feed(&mut self.be, batch)?;
+        if counted == 0 {
+            return Err(TfError::Input("a batch whose targets are all padding: nothing to learn from".into()));
+        }
+        self.graph.forward(&mut self.be, &self.params, 1.0 / (counted * micro) as f32)?;
+        let (losses, rows) = self.graph.losses();
+        let losses = self.be.read_f32(losses, 0, rows).await?;
+        Ok(losses.iter().map(|&x| x as f64).sum::<f64>() / counted as f64)
     }
 
     /// Forward and backward of one optimizer step's micro-batches, gradients summed; the mean
@@ -82,8 +87,7 @@ impl<B: Train> Trainer<B> {
         let mut loss = 0.0;
         let k = micro.len().max(1);
         for batch in micro {
-            let scale = 1.0 / (batch.b * batch.t * k) as f32;
-            let l = self.forward(batch, scale).await?;
+            let l = self.forward(batch, k).await?;
             if !l.is_finite() {
                 return Err(TfError::Input(format!("step {}: the loss is {l}; stopped before the update", self.step + 1)));
             }
@@ -118,7 +122,7 @@ impl<B: Train> Trainer<B> {
         let mut sum = 0.0;
         for i in 0..n {
             let Some(b) = data.val_batch(seed, i, self.shape.batch, self.shape.context) else { return Ok(None) };
-            sum += self.forward(&b, 0.0).await?;
+            sum += self.forward(&b, 1).await?;
         }
         Ok(if n == 0 { None } else { Some(sum / n as f64) })
     }
