@@ -127,6 +127,32 @@ impl<B: Train> Trainer<B> {
         Ok(if n == 0 { None } else { Some(sum / n as f64) })
     }
 
+    /// The optimizer's state: both Adam moments of every tensor, in declaration order.
+    pub async fn moments(&mut self) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+        let (mut m, mut v) = (vec![], vec![]);
+        for i in 0..self.params.p.len() {
+            m.push(self.be.read_f32(&self.params.m[i], 0, self.params.numel(i)).await?);
+            v.push(self.be.read_f32(&self.params.v[i], 0, self.params.numel(i)).await?);
+        }
+        Ok((m, v))
+    }
+
+    /// Continues a run after optimizer step `step` with these moments (a resumed run).
+    pub fn restore(&mut self, step: u32, m: &[Vec<f32>], v: &[Vec<f32>]) -> Result<()> {
+        if m.len() != self.params.p.len() || v.len() != self.params.p.len() {
+            return Err(TfError::Input("the optimizer state does not hold every tensor of the model".into()));
+        }
+        for i in 0..self.params.p.len() {
+            if m[i].len() != self.params.numel(i) || v[i].len() != self.params.numel(i) {
+                return Err(TfError::Input(format!("the optimizer state of {} has the wrong size", self.params.decl[i].name)));
+            }
+            self.be.write_f32(&self.params.m[i], 0, &m[i])?;
+            self.be.write_f32(&self.params.v[i], 0, &v[i])?;
+        }
+        self.step = step;
+        Ok(())
+    }
+
     /// Every parameter's values, in declaration order.
     pub async fn values(&mut self) -> Result<Vec<Vec<f32>>> {
         self.params.read(&mut self.be, false).await
