@@ -320,3 +320,24 @@ fn gpu_training_matches_the_reference_and_repeats_bit_for_bit() {
         assert_eq!(bits(&got), bits(&again), "{name}: a repeat of the GPU run differs");
     }
 }
+
+/// `tinyformer train --backend gpu` runs the same loop as the CPU backends: its last logged loss
+/// within 1e-3 relative of `--backend reference`'s, for a GPT-2-style and a Llama (GQA) model.
+#[test]
+fn the_train_command_runs_on_the_gpu() {
+    let run = |backend: &str, arch: &[&str]| -> f64 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tinyformer"))
+            .args(["train", "--backend", backend, "--task", "induction", "--steps", "6", "--dim", "16", "--context", "8", "--batch", "2"])
+            .args(arch)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "train --backend {backend} {arch:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["backend"] == "gpu", backend == "gpu", "the run says its backend: {v}");
+        v["last"]["loss"].as_f64().unwrap()
+    };
+    for arch in [&["--arch", "gpt"][..], &["--arch", "llama", "--heads", "4", "--kv-heads", "2"][..]] {
+        let (g, r) = (run("gpu", arch), run("reference", arch));
+        assert!((g - r).abs() <= 1e-3 * r.abs(), "{arch:?}: loss {g} (gpu) vs {r} (reference)");
+    }
+}
