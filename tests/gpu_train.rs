@@ -82,6 +82,7 @@ fn attention_forward_and_backward_match_the_reference() {
         (1, 3, 7, (2, 1, 4), false, false),
         (2, 6, 6, (2, 2, 16), true, false),
         (3, 4, 4, (6, 3, 6), false, true),
+        (1, 64, 64, (4, 1, 32), true, true),
     ] {
         let s = BatchAttn::new(b, tq, tk, heads, causal);
         let (nq, nk, np, nm) = s.sizes();
@@ -117,7 +118,9 @@ fn attention_forward_and_backward_match_the_reference() {
 fn matmul_backward_matches_the_reference() {
     let mut p = Pair::new(2);
     // (M, N, K, dx: none / written / added, with db)
-    for (m, n, k, dx_mode, bias) in [(7, 5, 9, 1, true), (12, 33, 16, 2, false), (3, 4, 300, 0, true), (1, 1, 1, 1, false)] {
+    for (m, n, k, dx_mode, bias) in
+        [(7, 5, 9, 1, true), (12, 33, 16, 2, false), (3, 4, 300, 0, true), (1, 1, 1, 1, false), (256, 64, 48, 2, true)]
+    {
         let (dy, x, w) = (p.rand(&[m, n], 1.0), p.rand(&[m, k], 1.0), p.rand(&[n, k], 1.0));
         let (dx, dw, db) = (p.rand(&[m, k], 1.0), p.rand(&[n, k], 1.0), p.rand(&[n], 1.0));
         let dxc = (dx_mode > 0).then_some((&dx.c, dx_mode == 2));
@@ -139,7 +142,7 @@ fn norm_backward_matches_the_reference() {
     let mut p = Pair::new(3);
     for kind in [RowKind::Workgroup, RowKind::Invocation] {
         (p.g.norm_kind, p.g.attention_kind) = (kind, kind);
-        for (rows, c) in [(9, 37), (8, 300), (12, 128)] {
+        for (rows, c) in [(9, 37), (8, 300), (12, 128), (64, 768)] {
             let (x, dy, g, b) = (p.rand(&[rows, c], 2.0), p.rand(&[rows, c], 1.0), p.rand(&[c], 1.0), p.rand(&[c], 1.0));
             let (dx, dg, db) = (p.rand(&[rows, c], 1.0), p.rand(&[c], 1.0), p.rand(&[c], 1.0));
             p.c.layernorm_backward(&dx.c, &dg.c, &db.c, &dy.c, &x.c, &g.c, rows, 1e-5).unwrap();
