@@ -13,10 +13,12 @@ use crate::error::Result;
 use crate::gpu::{
     self,
     matmul::{Act, MatmulKind},
+    norm::NormBackward,
     Gpu, Recorder,
 };
 use crate::ops::{AttnShape, EwOp, RopeShape, SampleParams};
 use crate::rng::Rng;
+use crate::train::ops::{AdamStep, BatchAttn};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct CheckResult {
@@ -917,6 +919,210 @@ async fn check_embedding16(g: &Arc<Gpu>) -> Result<CheckResult> {
     Ok(acc.finish("embedding + learned positions, 16-bit tables", "exact (atol 1e-37)", t0))
 }
 
+/// The training ops' backward kernels against cpu::backward (f64 sums): the matmul's dx (written
+/// and added), dW and db; LayerNorm and RMSNorm in both row forms; the activations and SwiGLU;
+/// RoPE's inverse rotation; the embedding, the position table and its gradient. Sums run in f32
+/// on the GPU: atol 1e-4 + rtol 3e-4 (GELU's erf and tanh are approximations).
+async fn check_train_backward(g: &Arc<Gpu>) -> Result<CheckResult> {
+    const ATOL: f64 = 1e-4;
+    const RTOL: f64 = 3e-4;
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(77);
+    for &(m, n, k) in &[(1usize, 1usize, 1usize), (7, 5, 9), (12, 33, 16)] {
+        let (dy, x, w) = (rng.vec_normal(m * n, 1.0), rng.vec_normal(m * k, 1.0), rng.vec_normal(n * k, 1.0));
+        let (mut dx, mut dw, mut db) = (rng.vec_normal(m * k, 1.0), rng.vec_normal(n * k, 1.0), rng.vec_normal(n, 1.0));
+        let t = [g.upload(&[m, n], &dy, "dy")?, g.upload(&[m, k], &x, "x")?, g.upload(&[n, k], &w, "w")?];
+        let o = [g.upload(&[m, k], &dx, "dx")?, g.upload(&[n, k], &dw, "dw")?, g.upload(&[n], &db, "db")?];
+        let add = m % 2 == 1;
+        let mut rec = Recorder::new(g);
+        gpu::matmul::matmul_backward(&mut rec, Some((&o[0], add)), (&o[1], Some(&o[2])), &t[0], &t[1], &t[2], m)?;
+        rec.submit()?;
+        cpu::backward::matmul_backward(Some((&mut dx, add)), &mut dw, Some(&mut db), &dy, &x, &w, m, n, k);
+        for (name, t, want) in [("dx", &o[0], &dx), ("dw", &o[1], &dw), ("db", &o[2], &db)] {
+            acc.add(&format!("matmul_backward {m}x{n}x{k} {name}"), compare(&g.read_f32(t).await?, want, ATOL, RTOL));
+        }
+    }
+    for &(rows, c) in &[(1usize, 7usize), (5, 129), (9, 37)] {
+        for kind in [gpu::RowKind::Workgroup, gpu::RowKind::Invocation] {
+            for layer in [true, false] {
+                let (x, dy, gain) = (rng.vec_normal(rows * c, 2.0), rng.vec_normal(rows * c, 1.0), rng.vec_normal(c, 1.0));
+                let (mut dx, mut dg, mut db) = (rng.vec_normal(rows * c, 1.0), rng.vec_normal(c, 1.0), rng.vec_normal(c, 1.0));
+                let t = [g.upload(&[rows, c], &x, "x")?, g.upload(&[rows, c], &dy, "dy")?, g.upload(&[c], &gain, "g")?];
+                let o = [g.upload(&[rows, c], &dx, "dx")?, g.upload(&[c], &dg, "dg")?, g.upload(&[c], &db, "db")?];
+                let stats = g.zeros(&[2 * rows], "stats")?;
+                let b = NormBackward { dx: &o[0], dg: &o[1], db: layer.then_some(&o[2]), dy: &t[1], x: &t[0], g: &t[2], stats: &stats };
+                let mut rec = Recorder::new(g);
+                gpu::norm::norm_backward(&mut rec, &b, rows, 1e-5, kind)?;
+                rec.submit()?;
+                if layer {
+                    cpu::backward::layernorm_backward(&mut dx, &mut dg, &mut db, &dy, &x, &gain, c, 1e-5);
+                } else {
+                    cpu::backward::rmsnorm_backward(&mut dx, &mut dg, &dy, &x, &gain, c, 1e-5);
+                }
+                let name = format!("{} backward {rows}x{c} {kind:?}", if layer { "layernorm" } else { "rmsnorm" });
+                for (what, t, want) in [("dx", &o[0], &dx), ("dg", &o[1], &dg), ("db", &o[2], &db)] {
+                    acc.add(&format!("{name} {what}"), compare(&g.read_f32(t).await?, want, ATOL, RTOL));
+                }
+            }
+        }
+    }
+    for n in [1usize, 257, 1000] {
+        let (dy, h, up) = (rng.vec_normal(n, 1.0), rng.vec_normal(n, 3.0), rng.vec_normal(n, 1.0));
+        let t = [g.upload(&[n], &dy, "dy")?, g.upload(&[n], &h, "h")?, g.upload(&[n], &up, "up")?];
+        for op in [EwOp::Relu, EwOp::Gelu, EwOp::GeluTanh, EwOp::Silu] {
+            let (o, mut want) = (g.zeros(&[n], "dx")?, vec![0f32; n]);
+            let mut rec = Recorder::new(g);
+            gpu::act::act_backward(&mut rec, &o, &t[0], &t[1], n, op)?;
+            rec.submit()?;
+            cpu::backward::act_backward(&mut want, &dy, &h, op)?;
+            acc.add(&format!("act_backward {op:?} n={n}"), compare(&g.read_f32(&o).await?, &want, ATOL, RTOL));
+        }
+        let (o1, o2) = (g.zeros(&[n], "dgate")?, g.zeros(&[n], "dup")?);
+        let (mut w1, mut w2) = (vec![0f32; n], vec![0f32; n]);
+        let mut rec = Recorder::new(g);
+        gpu::act::swiglu_backward(&mut rec, &o1, &o2, &t[0], &t[1], &t[2], n)?;
+        rec.submit()?;
+        cpu::backward::swiglu_backward(&mut w1, &mut w2, &dy, &h, &up)?;
+        acc.add(&format!("swiglu_backward dgate n={n}"), compare(&g.read_f32(&o1).await?, &w1, ATOL, RTOL));
+        acc.add(&format!("swiglu_backward dup n={n}"), compare(&g.read_f32(&o2).await?, &w2, ATOL, RTOL));
+    }
+    {
+        let (t, nh, hs) = (5usize, 2usize, 8usize);
+        let table = cpu::rope_table(16, hs, 10000.0);
+        let mut x = rng.vec_normal(2 * t * nh * hs, 1.0);
+        let s = RopeShape { t, nh, hs, start_pos: 3, row_stride: nh * hs, offset: t * nh * hs };
+        let (tt, xt) = (g.upload(&[16, hs / 2, 2], &table, "table")?, g.upload(&[2 * t, nh * hs], &x, "x")?);
+        let mut rec = Recorder::new(g);
+        gpu::rope::rope_backward(&mut rec, &xt, &tt, &s)?;
+        rec.submit()?;
+        cpu::backward::rope_backward(&mut x, &table, t, nh, hs, 3, nh * hs, t * nh * hs);
+        acc.add("rope_backward", compare(&g.read_f32(&xt).await?, &x, ATOL, RTOL));
+    }
+    {
+        let (v, c, rows, period) = (7usize, 10usize, 12usize, 4usize);
+        let ids: Vec<u32> = (0..rows as u32).map(|r| (r * 5 + r / 3) % 6).collect();
+        let (mut table, dout, mut x) = (rng.vec_normal(v * c, 1.0), rng.vec_normal(rows * c, 1.0), rng.vec_normal(rows * c, 1.0));
+        let mut pos = rng.vec_normal(period * c, 1.0);
+        let (it, tt, dt) =
+            (g.upload_u32(&[rows], &ids, "ids")?, g.upload(&[v, c], &table, "dtable")?, g.upload(&[rows, c], &dout, "dout")?);
+        let (xt, pt) = (g.upload(&[rows, c], &x, "x")?, g.upload(&[period, c], &pos, "positions")?);
+        let mut rec = Recorder::new(g);
+        gpu::embed::embedding_backward(&mut rec, &tt, &dt, &it, rows, 0.5)?;
+        gpu::embed::add_positions(&mut rec, &xt, &pt, rows, period)?;
+        gpu::embed::positions_backward(&mut rec, &pt, &xt, rows, period)?;
+        rec.submit()?;
+        cpu::backward::embedding_backward(&mut table, &dout, &ids, c, 0.5)?;
+        for (r, row) in x.chunks_mut(c).enumerate() {
+            for (o, p) in row.iter_mut().zip(&pos[(r % period) * c..][..c]) {
+                *o += p;
+            }
+        }
+        cpu::backward::positions_backward(&mut pos, &x, c, period);
+        acc.add("embedding_backward", compare(&g.read_f32(&tt).await?, &table, ATOL, RTOL));
+        acc.add("add_positions", compare(&g.read_f32(&xt).await?, &x, ATOL, RTOL));
+        acc.add("positions_backward", compare(&g.read_f32(&pt).await?, &pos, ATOL, RTOL));
+    }
+    Ok(acc.finish("training backward (matmul, norms, activations, rope, embedding, positions)", "atol 1e-4 + rtol 3e-4", t0))
+}
+
+/// The training graph's batched attention, forward and backward, against cpu::backward: causal
+/// and key masks (a causal query left with no key), grouped-query heads; the backward from the
+/// reference's probabilities. atol 1e-4 + rtol 3e-4 (exp in f32).
+async fn check_train_attention(g: &Arc<Gpu>) -> Result<CheckResult> {
+    const ATOL: f64 = 1e-4;
+    const RTOL: f64 = 3e-4;
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(78);
+    for &(b, tq, tk, heads, causal, masked) in &[
+        (2usize, 5usize, 5usize, (4usize, 2usize, 8usize), true, true),
+        (1, 3, 7, (2, 1, 4), false, false),
+        (3, 4, 4, (6, 3, 6), false, true),
+    ] {
+        let s = BatchAttn::new(b, tq, tk, heads, causal);
+        let (nq, nk, np, nm) = s.sizes();
+        let (q, k, v, dout) = (rng.vec_normal(nq, 1.0), rng.vec_normal(nk, 1.0), rng.vec_normal(nk, 1.0), rng.vec_normal(nq, 1.0));
+        // the last sequence loses key 0: its causal query 0 sees no key
+        let keys: Vec<f32> = (0..nm).map(|i| if i % tk == 0 && i / tk == b - 1 || i % 3 == 2 { 0.0 } else { 1.0 }).collect();
+        let (mut out, mut probs) = (vec![0f32; nq], vec![0f32; np]);
+        cpu::backward::attention_batch(&mut out, &mut probs, &q, &k, &v, masked.then_some(&keys[..]), &s)?;
+        let (mut dq, mut dk, mut dv) = (vec![0f32; nq], vec![0f32; nk], vec![0f32; nk]);
+        cpu::backward::attention_backward(&mut dq, &mut dk, &mut dv, &dout, &probs, &q, &k, &v, &s)?;
+        let t = [g.upload(&[nq], &q, "q")?, g.upload(&[nk], &k, "k")?, g.upload(&[nk], &v, "v")?];
+        let (mt, dt, pin) = (g.upload(&[nm], &keys, "keys")?, g.upload(&[nq], &dout, "dout")?, g.upload(&[np], &probs, "probs")?);
+        let (ot, pt) = (g.zeros(&[nq], "out")?, g.zeros(&[np], "probs")?);
+        let d = [g.zeros(&[nq], "dq")?, g.zeros(&[nk], "dk")?, g.zeros(&[nk], "dv")?];
+        let dots = g.zeros(&[b * heads.0 * tq], "dots")?;
+        let mut rec = Recorder::new(g);
+        gpu::attention::attention_batch(&mut rec, &ot, &pt, [&t[0], &t[1], &t[2]], masked.then_some(&mt), &s)?;
+        gpu::attention::attention_backward(&mut rec, [&d[0], &d[1], &d[2]], &dt, &pin, [&t[0], &t[1], &t[2]], &dots, &s)?;
+        rec.submit()?;
+        let name = format!("B {b} Tq {tq} Tk {tk} {heads:?} causal {causal} masked {masked}");
+        acc.add(&format!("{name} out"), compare(&g.read_f32(&ot).await?, &out, ATOL, RTOL));
+        acc.add(&format!("{name} probs"), compare(&g.read_f32(&pt).await?, &probs, ATOL, RTOL));
+        for (what, t, want) in [("dq", &d[0], &dq), ("dk", &d[1], &dk), ("dv", &d[2], &dv)] {
+            acc.add(&format!("{name} {what}"), compare(&g.read_f32(t).await?, want, ATOL, RTOL));
+        }
+    }
+    Ok(acc.finish("training attention (batched forward and backward, masks, GQA)", "atol 1e-4 + rtol 3e-4", t0))
+}
+
+/// The fused softmax + cross-entropy (with an ignored target, a vocabulary wider than a
+/// workgroup), the gradient's partial squared norms and AdamW with and without the clip, against
+/// cpu::backward. atol 1e-5 + rtol 3e-4.
+async fn check_train_optim(g: &Arc<Gpu>) -> Result<CheckResult> {
+    const ATOL: f64 = 1e-5;
+    const RTOL: f64 = 3e-4;
+    let t0 = now_ms();
+    let mut acc = Acc::new();
+    let mut rng = Rng::new(79);
+    for &(vocab, ignore) in &[(11usize, None), (300, Some(2u32))] {
+        let rows = 6;
+        let targets: Vec<u32> = (0..rows as u32).map(|r| (r * 7 + 2) % vocab as u32).collect();
+        let mut logits = rng.vec_normal(rows * vocab, 3.0);
+        let (tt, lt, ot) =
+            (g.upload_u32(&[rows], &targets, "targets")?, g.upload(&[rows, vocab], &logits, "logits")?, g.zeros(&[rows], "losses")?);
+        let mut rec = Recorder::new(g);
+        gpu::loss::cross_entropy(&mut rec, &ot, &lt, &tt, rows, 0.25, ignore)?;
+        rec.submit()?;
+        let mut losses = vec![0f32; rows];
+        cpu::backward::cross_entropy(&mut losses, &mut logits, &targets, vocab, 0.25, ignore)?;
+        acc.add(&format!("cross_entropy V {vocab} losses"), compare(&g.read_f32(&ot).await?, &losses, ATOL, RTOL));
+        acc.add(&format!("cross_entropy V {vocab} gradient"), compare(&g.read_f32(&lt).await?, &logits, ATOL, RTOL));
+    }
+    let sizes = [1000usize, 37, 1];
+    let grads: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec_normal(n, 0.5)).collect();
+    let nt = g.zeros(&[sizes.len()], "norms")?;
+    let gts = grads.iter().map(|v| g.upload(&[v.len()], v, "g")).collect::<Result<Vec<_>>>()?;
+    let mut rec = Recorder::new(g);
+    for (i, (gt, &n)) in gts.iter().zip(&sizes).enumerate() {
+        gpu::optim::sum_squares(&mut rec, &nt, i, gt, n)?;
+    }
+    rec.submit()?;
+    let norms: Vec<f32> = grads.iter().map(|v| v.iter().map(|&x| x as f64 * x as f64).sum::<f64>() as f32).collect();
+    acc.add("sum_squares", compare(&g.read_f32(&nt).await?, &norms, ATOL, RTOL));
+    for &(clip, wd, step) in &[(Some(1.0f32), 0.1f32, 1u32), (None, 0.0, 3), (Some(100.0), 0.01, 7)] {
+        let a = AdamStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: wd, step, clip, parts: sizes.len() };
+        for (gt, gv) in gts.iter().zip(&grads) {
+            let n = gv.len();
+            let (mut p, mut m) = (rng.vec_normal(n, 1.0), rng.vec_normal(n, 0.1));
+            let mut v: Vec<f32> = rng.vec_normal(n, 0.1).iter().map(|x| x * x).collect();
+            let (pt, mt, vt) = (g.upload(&[n], &p, "p")?, g.upload(&[n], &m, "m")?, g.upload(&[n], &v, "v")?);
+            let mut rec = Recorder::new(g);
+            gpu::optim::adamw(&mut rec, &pt, gt, [&mt, &vt], &nt, n, &a)?;
+            rec.submit()?;
+            let gpu_norms = g.read_f32(&nt).await?;
+            cpu::backward::adamw(&mut p, gv, &mut m, &mut v, &gpu_norms, &a);
+            let name = format!("adamw clip {clip:?} wd {wd} step {step} n {n}");
+            for (what, t, want) in [("p", &pt, &p), ("m", &mt, &m), ("v", &vt, &v)] {
+                acc.add(&format!("{name} {what}"), compare(&g.read_f32(t).await?, want, ATOL, RTOL));
+            }
+        }
+    }
+    Ok(acc.finish("training loss and optimizer (cross-entropy, sum of squares, AdamW)", "atol 1e-5 + rtol 3e-4", t0))
+}
+
 /// Runs every check. A check that cannot run (an op error, a GPU error) is reported as failed with
 /// the error, so one broken kernel never hides the others.
 pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
@@ -967,5 +1173,9 @@ pub async fn run_all(g: &Arc<Gpu>) -> Vec<CheckResult> {
     run!("rows swiglu", check_gemv_swiglu(g, true));
     run!("rows qkv", check_gemv_qkv(g, MatmulKind::Rows));
     run!("sample greedy1", check_sample(g, true));
+    // the training ops (`impl Train for GpuBackend`)
+    run!("training backward", check_train_backward(g));
+    run!("training attention", check_train_attention(g));
+    run!("training loss + optimizer", check_train_optim(g));
     out
 }

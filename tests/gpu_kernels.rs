@@ -27,8 +27,8 @@ fn every_kernel_matches_its_cpu_twin() {
     println!("subgroups: {subgroups}");
     assert_eq!(
         results.len(),
-        24 + subgroups as usize,
-        "every kernel family is checked (15 + the barrier-free matmul and attention + the three 16-bit-weight checks + the four barrier-free decode forms (matmul, SwiGLU, q/k/v, greedy sampling) + the subgroup GEMV where there are subgroups)"
+        27 + subgroups as usize,
+        "every kernel family is checked (15 + the barrier-free matmul and attention + the three 16-bit-weight checks + the four barrier-free decode forms (matmul, SwiGLU, q/k/v, greedy sampling) + the three training checks + the subgroup GEMV where there are subgroups)"
     );
     let failed: Vec<_> = results.iter().filter(|r| !r.ok).map(|r| format!("{}: {}", r.name, r.detail)).collect();
     assert!(failed.is_empty(), "kernel checks failed:\n{}", failed.join("\n"));

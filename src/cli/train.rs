@@ -12,7 +12,7 @@ use crate::cli::args::BackendChoice;
 use crate::cli::{read_input, read_text};
 use crate::error::{quote, Result, TfError};
 use crate::fastcpu::FastCpuBackend;
-use crate::model::backend::CpuBackend;
+use crate::model::backend::{CpuBackend, GpuBackend};
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::ModelConfig;
 use crate::model::forward::weights::Declared;
@@ -282,7 +282,8 @@ pub fn train(a: &TrainArgs) -> Result<String> {
             run(a, Trainer::new(be, &start.cfg, start.values.clone(), optim, shape)?, &start, &data)
         }
         BackendChoice::Gpu => {
-            Err(TfError::Input("training on the GPU backend is not available yet: use --backend cpu or reference".into()))
+            let gpu = std::sync::Arc::new(pollster::block_on(crate::gpu::Gpu::new())?);
+            run(a, Trainer::new(GpuBackend::new(gpu), &start.cfg, start.values.clone(), optim, shape)?, &start, &data)
         }
     }
 }

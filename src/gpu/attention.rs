@@ -1,12 +1,15 @@
 //! The attention family: its params, its pipelines (a workgroup per query row and head, or an
 //! invocation per row and head), their dispatch sizing and the choice between them (`RowKind`).
-//! Backward: not yet.
+//! The training graph's batched attention, [`attention_batch`], and its backward,
+//! [`attention_backward`] (shaders/attention_bw.wgsl: dq a query row at a time, dk and dv a key
+//! row at a time over its query heads and queries in order).
 
 use crate::error::{ensure, Result};
 use crate::gpu::context::Kernel;
 use crate::gpu::wgsl::{self, files, Params};
-use crate::gpu::{GpuTensor, Recorder, RowKind};
+use crate::gpu::{DType, GpuTensor, Recorder, RowKind};
 use crate::ops::AttnShape;
+use crate::train::ops::BatchAttn;
 
 crate::params! {
     /// The uniform params of shaders/attention.wgsl (their WGSL `struct` is written from this declaration).
@@ -36,12 +39,23 @@ pub struct AttentionKernels {
     pub main: Kernel,
     /// `rows`: one invocation per (row, head), barrier-free (RowKind::Invocation)
     pub rows: Kernel,
+    /// shaders/attention_bw.wgsl: the batched forward and the backward's two passes
+    pub batch: Kernel,
+    pub dq: Kernel,
+    pub dkv: Kernel,
 }
 
 impl AttentionKernels {
     pub fn new(device: &wgpu::Device) -> AttentionKernels {
         let m = wgsl::module(device, "attention", &[AttnParams::wgsl()], &[files::ATTENTION]);
-        AttentionKernels { main: Kernel::new(device, "attention", &m, "main"), rows: Kernel::new(device, "attention_rows", &m, "rows") }
+        let bw = wgsl::module(device, "attention_bw", &[BatchAttnParams::wgsl()], &[files::ATTENTION_BW]);
+        AttentionKernels {
+            main: Kernel::new(device, "attention", &m, "main"),
+            rows: Kernel::new(device, "attention_rows", &m, "rows"),
+            batch: Kernel::new(device, "attention_batch", &bw, "forward"),
+            dq: Kernel::new(device, "attention_dq", &bw, "dq"),
+            dkv: Kernel::new(device, "attention_dkv", &bw, "dkv"),
+        }
     }
 }
 
@@ -110,4 +124,100 @@ pub fn attention_kind(
         RowKind::Workgroup => rec.dispatch(&gpu.k.attention.main, &p, &bufs, [s.tq as u32, s.nh as u32, 1]),
         RowKind::Invocation => rec.dispatch(&gpu.k.attention.rows, &p, &bufs, [(s.tq as u32).div_ceil(64), s.nh as u32, 1]),
     }
+}
+
+crate::params! {
+    /// The uniform params of shaders/attention_bw.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct BatchAttnParams {
+        pub b: u32,
+        pub tq: u32,
+        pub tk: u32,
+        pub nh: u32,
+        pub nkv: u32,
+        pub hs: u32,
+        pub causal: u32,
+        pub has_keys: u32,
+        pub scale: f32,
+        pub _p: [u32; 3],
+    }
+}
+
+/// The batched attention's guards: the shape itself, then each tensor's values (`BatchAttn::sizes`).
+fn check_batch(
+    op: &'static str,
+    s: &BatchAttn,
+    qo: &[(&GpuTensor, &str)],
+    kv: &[(&GpuTensor, &str)],
+    probs: &GpuTensor,
+) -> Result<BatchAttnParams> {
+    ensure(s.nkv > 0 && s.nh % s.nkv == 0 && s.hs > 0, op, || format!("NH {} must be a multiple of NKV {}", s.nh, s.nkv))?;
+    ensure(s.hs <= MAX_HS, op, || format!("head size {} exceeds the kernel's maximum {MAX_HS}", s.hs))?;
+    let (nq, nk, np, _) = s.sizes();
+    for (t, what) in qo {
+        t.need(op, DType::F32, nq, what)?;
+    }
+    for (t, what) in kv {
+        t.need(op, DType::F32, nk, what)?;
+    }
+    probs.need(op, DType::F32, np, "probs")?;
+    Ok(BatchAttnParams {
+        b: s.b as u32,
+        tq: s.tq as u32,
+        tk: s.tk as u32,
+        nh: s.nh as u32,
+        nkv: s.nkv as u32,
+        hs: s.hs as u32,
+        causal: s.causal as u32,
+        has_keys: 0,
+        scale: s.scale,
+        _p: [0; 3],
+    })
+}
+
+/// The training graph's batched masked attention (`Train::attention_batch`, see [`BatchAttn`]):
+/// out (B*Tq, NH*HS), probs (B, NH, Tq, Tk) from q (B*Tq, NH*HS), k and v (B*Tk, NKV*HS); keys
+/// (B, Tk) 1 / 0 or None for all keys. A query with no key left gets zero probabilities and a
+/// zero output. An invocation per (query, head, sequence).
+pub fn attention_batch(
+    rec: &mut Recorder,
+    out: &GpuTensor,
+    probs: &GpuTensor,
+    [q, k, v]: [&GpuTensor; 3],
+    keys: Option<&GpuTensor>,
+    s: &BatchAttn,
+) -> Result<()> {
+    let op = "attention_batch";
+    let mut p = check_batch(op, s, &[(q, "q"), (out, "out")], &[(k, "k"), (v, "v")], probs)?;
+    if let Some(m) = keys {
+        m.need(op, DType::F32, s.b * s.tk, "the key mask")?;
+    }
+    p.has_keys = keys.is_some() as u32;
+    let gpu = rec.gpu.clone();
+    let m = keys.map_or(&gpu.dummy, |m| &m.buf);
+    let bufs = [&q.buf, &k.buf, &v.buf, m, &gpu.dummy, &probs.buf, &out.buf];
+    rec.dispatch(&gpu.k.attention.batch, &p, &bufs, [(s.tq as u32).div_ceil(64), s.nh as u32, s.b as u32])
+}
+
+/// The batched attention's backward from the forward's probabilities (`Train::attention_backward`):
+/// dq (=) a query row at a time, then dk and dv (=) a key row at a time, each key/value head
+/// summing its query heads and their queries in order. `dots` is a scratch of B*NH*Tq values
+/// (each query row's sum of P dP, written by the first pass for the second).
+pub fn attention_backward(
+    rec: &mut Recorder,
+    [dq, dk, dv]: [&GpuTensor; 3],
+    dout: &GpuTensor,
+    probs: &GpuTensor,
+    [q, k, v]: [&GpuTensor; 3],
+    dots: &GpuTensor,
+    s: &BatchAttn,
+) -> Result<()> {
+    let op = "attention_backward";
+    let p = check_batch(op, s, &[(q, "q"), (dq, "dq"), (dout, "dout")], &[(k, "k"), (v, "v"), (dk, "dk"), (dv, "dv")], probs)?;
+    dots.need(op, DType::F32, s.b * s.nh * s.tq, "the scratch")?;
+    let gpu = rec.gpu.clone();
+    let d = &gpu.dummy;
+    let bufs = [d, &k.buf, &v.buf, d, &dout.buf, &probs.buf, &dq.buf, &dots.buf];
+    rec.dispatch(&gpu.k.attention.dq, &p, &bufs, [(s.tq as u32).div_ceil(64), s.nh as u32, s.b as u32])?;
+    let bufs = [&q.buf, d, &v.buf, d, &dout.buf, &probs.buf, d, &dots.buf, &dk.buf, &dv.buf];
+    rec.dispatch(&gpu.k.attention.dkv, &p, &bufs, [(s.tk as u32).div_ceil(64), s.nkv as u32, s.b as u32])
 }

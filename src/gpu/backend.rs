@@ -20,7 +20,7 @@ const SMALL_READ: usize = 64;
 
 pub struct GpuBackend {
     pub gpu: Arc<Gpu>,
-    rec: Recorder,
+    pub(crate) rec: Recorder,
     staging: wgpu::Buffer,
     /// A larger staging buffer for batched reads, grown on demand and reused.
     big_staging: Option<wgpu::Buffer>,
@@ -67,6 +67,9 @@ pub struct GpuBackend {
     chain_cur: Option<(usize, usize, Vec<usize>)>,
     /// submitted batches whose values have not been taken yet, oldest first
     in_flight: VecDeque<InFlight>,
+    /// the training ops' scratch (a norm backward's row statistics, the attention backward's row
+    /// sums), grown on demand by `gpu::train`
+    pub(crate) scratch: Option<GpuTensor>,
 }
 
 /// A submitted batch of chained reads and its pending map.
@@ -111,6 +114,7 @@ impl GpuBackend {
             chain_slot: 0,
             chain_cur: None,
             in_flight: VecDeque::new(),
+            scratch: None,
         }
     }
     /// The kernels this backend runs now, as the policy type the page shows and the benchmarks set.
@@ -134,7 +138,7 @@ impl GpuBackend {
         MatmulKind::for_rows(m, self.matmul_kind, self.small_matmul_kind, self.subgroups, &self.gpu.k.matmul)
     }
     /// The norms' kernel for a pass of `rows` rows (`norm_kind` from SMALL_M rows on).
-    fn norm_kind_for(&self, rows: usize) -> gpu::RowKind {
+    pub(crate) fn norm_kind_for(&self, rows: usize) -> gpu::RowKind {
         if rows >= SMALL_M {
             self.norm_kind
         } else {

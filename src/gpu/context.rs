@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, TfError};
 use crate::gpu::{
-    act::EwKernels, attention::AttentionKernels, embed::EmbedKernels, matmul::MatmulKernels, moe::MoeKernels, norm::NormKernels,
-    qkv::QkvKernels, rope::RopeKernels, sample::SampleKernels, KernelPolicy,
+    act::EwKernels, attention::AttentionKernels, embed::EmbedKernels, loss::LossKernels, matmul::MatmulKernels, moe::MoeKernels,
+    norm::NormKernels, optim::OptimKernels, qkv::QkvKernels, rope::RopeKernels, sample::SampleKernels, KernelPolicy,
 };
 
 /// One compute pipeline and the layout of its bind group: binding 0 is the op's uniform params
@@ -31,6 +31,9 @@ pub struct Kernels {
     pub embed: EmbedKernels,
     pub sample: SampleKernels,
     pub moe: MoeKernels,
+    /// the training-only families
+    pub loss: LossKernels,
+    pub optim: OptimKernels,
 }
 
 /// Size of one parameter slot: the uniform-offset alignment every WebGPU device supports.
@@ -318,6 +321,8 @@ impl Kernels {
             embed: EmbedKernels::new(device),
             sample: SampleKernels::new(device),
             moe: MoeKernels::new(device),
+            loss: LossKernels::new(device),
+            optim: OptimKernels::new(device),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The embedding family (token lookup, added position rows) over f32 or 16-bit tables: its
-//! params, its pipelines, their dispatch sizing and the choice by the table's dtype. Backward: not yet.
+//! params, its pipelines, their dispatch sizing and the choice by the table's dtype. Backward:
+//! [`embedding_backward`] and [`positions_backward`], with the training graph's [`add_positions`]
+//! (shaders/embed_bw.wgsl: a thread per table value, each summing its rows in order).
 
 use crate::error::{ensure, Result};
 use crate::gpu::context::Kernel;
@@ -26,6 +28,10 @@ pub struct EmbedKernels {
     pub add_rows: Kernel,
     pub lookup16: Kernel,
     pub add_rows16: Kernel,
+    /// shaders/embed_bw.wgsl's entries
+    pub backward: Kernel,
+    pub positions_backward: Kernel,
+    pub add_positions: Kernel,
 }
 
 impl EmbedKernels {
@@ -33,11 +39,15 @@ impl EmbedKernels {
         let p = [EmbedParams::wgsl()];
         let m = wgsl::module(device, "embed", &p, &[files::EMBED]);
         let m16 = wgsl::module(device, "embed16", &p, &[files::HALF, files::EMBED16]);
+        let bw = wgsl::module(device, "embed_bw", &[EmbedBwParams::wgsl()], &[files::EMBED_BW]);
         EmbedKernels {
             lookup: Kernel::new(device, "embed_lookup", &m, "lookup"),
             add_rows: Kernel::new(device, "embed_add_rows", &m, "add_rows"),
             lookup16: Kernel::new(device, "embed16_lookup", &m16, "lookup"),
             add_rows16: Kernel::new(device, "embed16_add_rows", &m16, "add_rows"),
+            backward: Kernel::new(device, "embedding_backward", &bw, "embedding"),
+            positions_backward: Kernel::new(device, "positions_backward", &bw, "positions"),
+            add_positions: Kernel::new(device, "add_positions", &bw, "add"),
         }
     }
 }
@@ -64,4 +74,67 @@ pub fn add_rows(rec: &mut Recorder, x: &GpuTensor, table: &GpuTensor, t: usize, 
     let gpu = rec.gpu.clone();
     let kernel = if table.dtype.is_16bit() { &gpu.k.embed.add_rows16 } else { &gpu.k.embed.add_rows };
     rec.dispatch(kernel, &p, &[&table.buf, &gpu.dummy, &x.buf], gpu.grid_1d(((t * c) as u32).div_ceil(256)))
+}
+
+crate::params! {
+    /// The uniform params of shaders/embed_bw.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct EmbedBwParams {
+        pub rows: u32,
+        pub c: u32,
+        pub v: u32,
+        /// the position table's rows: row r of the stacked sequences is position r % period
+        pub period: u32,
+        pub scale: f32,
+        pub _p: [u32; 3],
+    }
+}
+
+/// dtable[ids[r], :] += dout[r, :] * scale for r < rows, each table row summing its tokens in
+/// order (`Train::embedding_backward`). dtable (V, C) f32, dout (rows, C), ids (rows,) u32; an id
+/// >= V adds to no row (the training graph checks the ids it feeds).
+pub fn embedding_backward(
+    rec: &mut Recorder,
+    dtable: &GpuTensor,
+    dout: &GpuTensor,
+    ids: &GpuTensor,
+    rows: usize,
+    scale: f32,
+) -> Result<()> {
+    let op = "embedding_backward";
+    let c = dtable.last_dim();
+    let v = dtable.rows();
+    dtable.need(op, DType::F32, v * c, "dtable")?;
+    dout.need(op, DType::F32, rows * c, "dout")?;
+    ids.need(op, DType::U32, rows, "ids")?;
+    let p = EmbedBwParams { rows: rows as u32, c: c as u32, v: v as u32, period: 1, scale, _p: [0; 3] };
+    let gpu = rec.gpu.clone();
+    rec.dispatch(&gpu.k.embed.backward, &p, &[&dout.buf, &ids.buf, &dtable.buf], gpu.grid_1d(((v * c) as u32).div_ceil(256)))
+}
+
+/// The guards of the position-table ops: the table holds `t` rows of C, x `rows` rows; returns C.
+fn check_positions(op: &'static str, x: &GpuTensor, table: &GpuTensor, rows: usize, t: usize) -> Result<usize> {
+    let c = table.last_dim();
+    ensure(t > 0 || rows == 0, op, || format!("{rows} rows need a position table of at least one row"))?;
+    table.need(op, DType::F32, t * c, "the table")?;
+    x.need(op, DType::F32, rows * c, "x")?;
+    Ok(c)
+}
+
+/// x[r, :] += table[r % t, :] for r < rows: positions added to B stacked sequences of T
+/// (`Train::add_positions`). table (>= t, C) f32, x (>= rows, C).
+pub fn add_positions(rec: &mut Recorder, x: &GpuTensor, table: &GpuTensor, rows: usize, t: usize) -> Result<()> {
+    let c = check_positions("add_positions", x, table, rows, t)?;
+    let p = EmbedBwParams { rows: rows as u32, c: c as u32, v: 0, period: t as u32, scale: 1.0, _p: [0; 3] };
+    let gpu = rec.gpu.clone();
+    rec.dispatch(&gpu.k.embed.add_positions, &p, &[&table.buf, &gpu.dummy, &x.buf], gpu.grid_1d(((rows * c) as u32).div_ceil(256)))
+}
+
+/// dtable[j, :] += the sum over r < rows with r % t == j of dx[r, :], in order of r
+/// (`Train::positions_backward`).
+pub fn positions_backward(rec: &mut Recorder, dtable: &GpuTensor, dx: &GpuTensor, rows: usize, t: usize) -> Result<()> {
+    let c = check_positions("positions_backward", dx, dtable, rows, t)?;
+    let p = EmbedBwParams { rows: rows as u32, c: c as u32, v: 0, period: t as u32, scale: 1.0, _p: [0; 3] };
+    let gpu = rec.gpu.clone();
+    let groups = gpu.grid_1d(((t * c) as u32).div_ceil(256));
+    rec.dispatch(&gpu.k.embed.positions_backward, &p, &[&dx.buf, &gpu.dummy, &dtable.buf], groups)
 }

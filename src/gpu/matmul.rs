@@ -3,12 +3,13 @@
 //! `rows` forms and the 16-bit forms), their dispatch sizing, and the choice among them: which
 //! [`MatmulKind`] a pass of M rows takes ([`MatmulKind::for_rows`]) and which pipeline a kind,
 //! a weight dtype and a shape run ([`MatmulKernels::select`]). The q/k/v projection is its own
-//! family (gpu::qkv). Backward: not yet.
+//! family (gpu::qkv). Backward: [`matmul_backward`] (shaders/matmul_bw.wgsl: dx, dW and db, an
+//! invocation per output value summing in order).
 
 use crate::error::{ensure, Result};
 use crate::gpu::context::Kernel;
 use crate::gpu::wgsl::{self, files, Params};
-use crate::gpu::{GpuTensor, Recorder};
+use crate::gpu::{DType, GpuTensor, Recorder};
 use crate::ops::EwOp;
 
 crate::params! {
@@ -103,6 +104,10 @@ pub struct MatmulKernels {
     pub reg8_16: Kernel,
     pub gemv16: Kernel,
     pub gemv16_swiglu: Kernel,
+    /// shaders/matmul_bw.wgsl: the backward's dx, dW and db
+    pub bw_dx: Kernel,
+    pub bw_dw: Kernel,
+    pub bw_db: Kernel,
 }
 
 impl MatmulKernels {
@@ -114,6 +119,7 @@ impl MatmulKernels {
         // (naga 30 takes subgroup builtins with the device feature alone: no `enable subgroups;`)
         let gemv_sg = subgroups.then(|| wgsl::module(device, "gemv_sg", &p, &[files::GEMV_SG]));
         let m16 = wgsl::module(device, "matmul16", &p, &[files::HALF, files::MATMUL16]);
+        let bw = wgsl::module(device, "matmul_bw", &[MatmulBwParams::wgsl()], &[files::MATMUL_BW]);
         let mk = |name: &'static str, m: &wgsl::Module, entry: &str| Kernel::new(device, name, m, entry);
         MatmulKernels {
             naive: mk("matmul_naive", &matmul, "naive"),
@@ -134,6 +140,9 @@ impl MatmulKernels {
             reg8_16: mk("matmul16_reg8", &m16, "reg8"),
             gemv16: mk("gemv16", &m16, "gemv"),
             gemv16_swiglu: mk("gemv16_swiglu", &m16, "gemv_swiglu"),
+            bw_dx: mk("matmul_bw_dx", &bw, "dx"),
+            bw_dw: mk("matmul_bw_dw", &bw, "dw"),
+            bw_db: mk("matmul_bw_db", &bw, "db"),
         }
     }
 
@@ -300,4 +309,53 @@ pub fn rows_swiglu(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, m: usize,
     let gpu = rec.gpu.clone();
     let kernel = if vec4_ok(k, 0) { &gpu.k.matmul.rows4_swiglu } else { &gpu.k.matmul.rows1_swiglu };
     rec.dispatch(kernel, &p, &[&x.buf, &w_gate.buf, &w_up.buf, &out.buf], [(n as u32).div_ceil(ROWS_WG), m as u32, 1])
+}
+
+crate::params! {
+    /// The uniform params of shaders/matmul_bw.wgsl (their WGSL `struct` is written from this declaration).
+    pub struct MatmulBwParams {
+        pub m: u32,
+        pub n: u32,
+        pub k: u32,
+        /// dx is added to (1) or written (0)
+        pub acc: u32,
+    }
+}
+
+/// The backward of `out = x @ W^T + b` over M rows, W (N, K), f32: dx (M, K) = dy @ W (written,
+/// or added when its flag is set), and the parameters' gradients (dw, db): dw (N, K) += dy^T @ x,
+/// db (N,) += the column sums of dy. Each output value is one invocation summing in order
+/// (`Train::matmul_backward`).
+pub fn matmul_backward(
+    rec: &mut Recorder,
+    dx: Option<(&GpuTensor, bool)>,
+    (dw, db): (&GpuTensor, Option<&GpuTensor>),
+    dy: &GpuTensor,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    m: usize,
+) -> Result<()> {
+    let op = "matmul_backward";
+    ensure(w.shape.len() == 2 && w.dtype == DType::F32, op, || format!("W must be (N, K) f32, got {:?} {:?}", w.shape, w.dtype))?;
+    let (n, k) = (w.shape[0], w.shape[1]);
+    dy.need(op, DType::F32, m * n, "dy")?;
+    x.need(op, DType::F32, m * k, "x")?;
+    dw.need(op, DType::F32, n * k, "dw")?;
+    if let Some((d, _)) = dx {
+        d.need(op, DType::F32, m * k, "dx")?;
+    }
+    if let Some(b) = db {
+        b.need(op, DType::F32, n, "db")?;
+    }
+    let gpu = rec.gpu.clone();
+    let grid = |count: usize| gpu.grid_1d((count as u32).div_ceil(256));
+    let p = |acc: bool| MatmulBwParams { m: m as u32, n: n as u32, k: k as u32, acc: acc as u32 };
+    if let Some((d, acc)) = dx {
+        rec.dispatch(&gpu.k.matmul.bw_dx, &p(acc), &[&dy.buf, &gpu.dummy, &w.buf, &d.buf], grid(m * k))?;
+    }
+    rec.dispatch(&gpu.k.matmul.bw_dw, &p(true), &[&dy.buf, &x.buf, &gpu.dummy, &dw.buf], grid(n * k))?;
+    if let Some(b) = db {
+        rec.dispatch(&gpu.k.matmul.bw_db, &p(true), &[&dy.buf, &gpu.dummy, &gpu.dummy, &b.buf], grid(n))?;
+    }
+    Ok(())
 }

@@ -1,24 +1,28 @@
 //! The GPU backend (`backend`: `GpuBackend`, the ops recorded as dispatches): a context that owns the
 //! device, tensors with shapes, a recorder that batches dispatches into one submission, WGSL
 //! composition (`wgsl`), and one module per kernel family
-//! (matmul, qkv, attention, norm, act, rope, embed, sample, moe; mirroring `src/cpu/`), each
-//! owning its params, its pipelines, their dispatch sizing and the choice among its forms; which
-//! forms a device takes is one type, `policy::KernelPolicy`.
+//! (matmul, qkv, attention, norm, act, rope, embed, sample, moe; mirroring `src/cpu/`; the
+//! training-only loss and optim), each owning its params, its pipelines, their dispatch sizing and
+//! the choice among its forms; which forms a device takes is one type, `policy::KernelPolicy`.
+//! `train` is `GpuBackend`'s training ops (`Train`), delegating to the families.
 
 pub mod act;
 pub mod attention;
 pub mod backend;
 pub mod context;
 pub mod embed;
+pub mod loss;
 pub mod matmul;
 pub mod moe;
 pub mod norm;
+pub mod optim;
 pub mod policy;
 pub mod qkv;
 pub mod recorder;
 pub mod rope;
 pub mod sample;
 pub mod tensor;
+pub mod train;
 pub mod wgsl;
 
 pub use context::{AdapterSummary, Gpu};

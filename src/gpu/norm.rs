@@ -1,11 +1,13 @@
 //! The norm family: LayerNorm, RMSNorm and the residual add + norm, their params, their pipelines
 //! (a workgroup per row over rowsum.wgsl, or an invocation per row over rowsum1.wgsl), dispatch
-//! sizing and the choice between the two forms (`RowKind`). Backward: not yet.
+//! sizing and the choice between the two forms (`RowKind`). Backward: [`norm_backward`]
+//! (shaders/norm_bw.wgsl: dx a row at a time in either form, writing each
+//! row's statistics to a scratch buffer, then the gain and shift gradients a column at a time).
 
 use crate::error::{ensure, Result};
 use crate::gpu::context::Kernel;
 use crate::gpu::wgsl::{self, files, Params};
-use crate::gpu::{GpuTensor, Recorder, RowKind};
+use crate::gpu::{DType, GpuTensor, Recorder, RowKind};
 
 crate::params! {
     /// The uniform params of shaders/norm.wgsl (their WGSL `struct` is written from this declaration).
@@ -26,6 +28,14 @@ pub struct NormKernels {
     pub layernorm1: Kernel,
     pub rmsnorm1: Kernel,
     pub add_norm1: Kernel,
+    /// shaders/norm_bw.wgsl: dx per row (over rowsum.wgsl, and the `1` forms over rowsum1.wgsl),
+    /// then the gain (and shift) gradients per column
+    pub layernorm_dx: Kernel,
+    pub rmsnorm_dx: Kernel,
+    pub layernorm_dx1: Kernel,
+    pub rmsnorm_dx1: Kernel,
+    pub layernorm_dgdb: Kernel,
+    pub rmsnorm_dw: Kernel,
 }
 
 impl NormKernels {
@@ -35,6 +45,8 @@ impl NormKernels {
         let addnorm = wgsl::module(device, "addnorm", &ap, &[files::ROWSUM, files::ADDNORM]);
         let norm1 = wgsl::module(device, "norm1", &np, &[files::ROWSUM1, files::NORM]);
         let addnorm1 = wgsl::module(device, "addnorm1", &ap, &[files::ROWSUM1, files::ADDNORM]);
+        let bw = wgsl::module(device, "norm_bw", &np, &[files::ROWSUM, files::NORM_BW]);
+        let bw1 = wgsl::module(device, "norm_bw1", &np, &[files::ROWSUM1, files::NORM_BW]);
         NormKernels {
             layernorm: Kernel::new(device, "layernorm", &norm, "layernorm"),
             rmsnorm: Kernel::new(device, "rmsnorm", &norm, "rmsnorm"),
@@ -42,6 +54,12 @@ impl NormKernels {
             layernorm1: Kernel::new(device, "layernorm1", &norm1, "layernorm"),
             rmsnorm1: Kernel::new(device, "rmsnorm1", &norm1, "rmsnorm"),
             add_norm1: Kernel::new(device, "add_norm1", &addnorm1, "main"),
+            layernorm_dx: Kernel::new(device, "layernorm_dx", &bw, "layernorm_dx"),
+            rmsnorm_dx: Kernel::new(device, "rmsnorm_dx", &bw, "rmsnorm_dx"),
+            layernorm_dx1: Kernel::new(device, "layernorm_dx1", &bw1, "layernorm_dx"),
+            rmsnorm_dx1: Kernel::new(device, "rmsnorm_dx1", &bw1, "rmsnorm_dx"),
+            layernorm_dgdb: Kernel::new(device, "layernorm_dgdb", &bw, "layernorm_dgdb"),
+            rmsnorm_dw: Kernel::new(device, "rmsnorm_dw", &bw, "rmsnorm_dw"),
         }
     }
 }
@@ -162,4 +180,51 @@ pub fn add_norm_kind(
     let out = out.map_or(&gpu.dummy_rw, |o| &o.buf);
     let k = if kind == RowKind::Invocation { &gpu.k.norm.add_norm1 } else { &gpu.k.norm.add_norm };
     rec.dispatch(k, &p, &[&y.buf, &gamma.buf, beta, &x.buf, out], gpu.grid_1d(rows as u32))
+}
+
+/// A norm's backward tensors: dx += , dg += and, for LayerNorm, db += , from dy at the norm's
+/// input x with the gain g. x, dy, dx (rows, C); g, dg, db (C,); `stats` a scratch of 2 values
+/// a row for LayerNorm (mean, 1/std), 1 for RMSNorm (1/rms).
+pub struct NormBackward<'a> {
+    pub dx: &'a GpuTensor,
+    pub dg: &'a GpuTensor,
+    /// the shift's gradient: LayerNorm; None: RMSNorm
+    pub db: Option<&'a GpuTensor>,
+    pub dy: &'a GpuTensor,
+    pub x: &'a GpuTensor,
+    pub g: &'a GpuTensor,
+    pub stats: &'a GpuTensor,
+}
+
+/// LayerNorm's (`t.db` given) or RMSNorm's backward from its input (`Train::layernorm_backward`,
+/// `Train::rmsnorm_backward`): dx a row at a time in the form `kind` says (a workgroup or an
+/// invocation per row), then the gain (and shift) gradients a column at a time.
+pub fn norm_backward(rec: &mut Recorder, t: &NormBackward, rows: usize, eps: f32, kind: RowKind) -> Result<()> {
+    let layer = t.db.is_some();
+    let op = if layer { "layernorm_backward" } else { "rmsnorm_backward" };
+    let c = t.g.len();
+    t.g.need(op, DType::F32, c, "the gain")?;
+    for (x, what) in [(t.dx, "dx"), (t.dy, "dy"), (t.x, "x")] {
+        x.need(op, DType::F32, rows * c, what)?;
+    }
+    for g in [Some(t.dg), t.db].into_iter().flatten() {
+        g.need(op, DType::F32, c, "a gain or shift gradient")?;
+    }
+    t.stats.need(op, DType::F32, rows * (1 + layer as usize), "the scratch")?;
+    let p = NormParams { rows: rows as u32, c: c as u32, eps, _pad: 0 };
+    let gpu = rec.gpu.clone();
+    let nk = &gpu.k.norm;
+    let k = match (layer, kind) {
+        (true, RowKind::Invocation) => &nk.layernorm_dx1,
+        (true, RowKind::Workgroup) => &nk.layernorm_dx,
+        (false, RowKind::Invocation) => &nk.rmsnorm_dx1,
+        (false, RowKind::Workgroup) => &nk.rmsnorm_dx,
+    };
+    rec.dispatch(k, &p, &[&t.dy.buf, &t.x.buf, &t.g.buf, &t.stats.buf, &t.dx.buf], gpu.grid_1d(rows as u32))?;
+    let cols = gpu.grid_1d((c as u32).div_ceil(256));
+    let d = &gpu.dummy;
+    match t.db {
+        Some(db) => rec.dispatch(&nk.layernorm_dgdb, &p, &[&t.dy.buf, &t.x.buf, d, &t.stats.buf, d, &t.dg.buf, &db.buf], cols),
+        None => rec.dispatch(&nk.rmsnorm_dw, &p, &[&t.dy.buf, &t.x.buf, d, &t.stats.buf, d, &t.dg.buf], cols),
+    }
 }

@@ -1,4 +1,5 @@
-//! The RoPE family: its params, its pipeline and its dispatch sizing. Backward: not yet.
+//! The RoPE family: its params, its pipelines and their dispatch sizing. Backward: [`rope_backward`]
+//! (shaders/rope.wgsl's `backward`, the inverse rotation in place).
 
 use crate::error::{ensure, Result};
 use crate::gpu::context::Kernel;
@@ -20,20 +21,34 @@ crate::params! {
 
 use crate::ops::RopeShape;
 
-/// shaders/rope.wgsl's entry.
+/// shaders/rope.wgsl's entries.
 pub struct RopeKernels {
     pub rotate: Kernel,
+    /// the inverse rotation (the backward)
+    pub unrotate: Kernel,
 }
 
 impl RopeKernels {
     pub fn new(device: &wgpu::Device) -> RopeKernels {
         let m = wgsl::module(device, "rope", &[RopeParams::wgsl()], &[files::ROPE]);
-        RopeKernels { rotate: Kernel::new(device, "rope", &m, "main") }
+        RopeKernels { rotate: Kernel::new(device, "rope", &m, "main"), unrotate: Kernel::new(device, "rope_backward", &m, "backward") }
     }
 }
 
 /// Rotates x in place by the (cos, sin) table (max_pos, HS/2, 2) from cpu::rope_table.
 pub fn rope(rec: &mut Recorder, x: &GpuTensor, table: &GpuTensor, s: &RopeShape) -> Result<()> {
+    let gpu = rec.gpu.clone();
+    dispatch(rec, &gpu.k.rope.rotate, x, table, s)
+}
+
+/// RoPE's backward in place (`Train::rope_backward`): the inverse rotation of [`rope`] with the same shape.
+pub fn rope_backward(rec: &mut Recorder, dx: &GpuTensor, table: &GpuTensor, s: &RopeShape) -> Result<()> {
+    ensure(dx.dtype == crate::gpu::DType::F32, "rope_backward", || format!("dx must be f32, got {:?}", dx.dtype))?;
+    let gpu = rec.gpu.clone();
+    dispatch(rec, &gpu.k.rope.unrotate, dx, table, s)
+}
+
+fn dispatch(rec: &mut Recorder, kernel: &Kernel, x: &GpuTensor, table: &GpuTensor, s: &RopeShape) -> Result<()> {
     ensure(s.hs.is_multiple_of(2) && s.hs > 0, "rope", || format!("head size {} must be even", s.hs))?;
     let half = s.hs / 2;
     let max_pos = table.len() / (half * 2);
@@ -52,7 +67,7 @@ pub fn rope(rec: &mut Recorder, x: &GpuTensor, table: &GpuTensor, s: &RopeShape)
         offset: s.offset as u32,
         _p: [0; 2],
     };
-    let gpu = rec.gpu.clone();
     let n = (s.t * s.nh * half) as u32;
-    rec.dispatch(&gpu.k.rope.rotate, &p, &[&table.buf, &x.buf], gpu.grid_1d(n.div_ceil(256)))
+    let groups = rec.gpu.grid_1d(n.div_ceil(256));
+    rec.dispatch(kernel, &p, &[&table.buf, &x.buf], groups)
 }

@@ -95,6 +95,15 @@ impl GpuTensor {
             self.shape[..self.shape.len() - 1].iter().product()
         }
     }
+    /// Checks that the tensor holds at least `n` values of `dtype` (the training ops' guard:
+    /// `what` names the tensor in the error).
+    pub fn need(&self, op: &'static str, dtype: DType, n: usize, what: &str) -> Result<()> {
+        if self.dtype != dtype || self.len() < n {
+            let msg = format!("{what} {:?} ({:?}) must hold {n} {dtype:?} values", self.shape, self.dtype);
+            return Err(TfError::Shape { op, msg });
+        }
+        Ok(())
+    }
     /// Frees the GPU memory now (in the browser, dropping a wgpu buffer does not free it by itself).
     /// Drop calls it, the one way a tensor is freed; idempotent, so the live count never drops twice.
     pub fn destroy(&self) {

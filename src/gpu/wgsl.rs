@@ -47,6 +47,13 @@ pub mod files {
     pub const SAMPLE: &str = include_str!("../../shaders/sample.wgsl");
     pub const MOE: &str = include_str!("../../shaders/moe.wgsl");
     pub const EMBED16: &str = include_str!("../../shaders/embed16.wgsl");
+    pub const MATMUL_BW: &str = include_str!("../../shaders/matmul_bw.wgsl");
+    pub const NORM_BW: &str = include_str!("../../shaders/norm_bw.wgsl");
+    pub const ACT_BW: &str = include_str!("../../shaders/act_bw.wgsl");
+    pub const EMBED_BW: &str = include_str!("../../shaders/embed_bw.wgsl");
+    pub const ATTENTION_BW: &str = include_str!("../../shaders/attention_bw.wgsl");
+    pub const LOSS: &str = include_str!("../../shaders/loss.wgsl");
+    pub const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
 }
 
 /// A params struct declared with [`params!`]: its fields as (name, Rust type as written).
