@@ -290,7 +290,7 @@ fn trainer<B: Train>(be: B, cfg: &ModelConfig) -> Trainer<B> {
         eps: 1e-8,
         clip: Some(1.0),
     };
-    Trainer::new(be, cfg, values, optim, Shape { batch: 2, context: 6, accum: 1 }).unwrap()
+    Trainer::new(be, cfg, values, optim, Shape { batch: 2, context: 6, source: 0, accum: 1 }).unwrap()
 }
 
 /// 10 steps on `be` over the induction task: each step's (loss, gradient norm).
