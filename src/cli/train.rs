@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
 
 use clap::{Args, ValueEnum};
 use serde_json::json;
@@ -145,6 +147,13 @@ pub struct TrainArgs {
     /// the most memory training may take (weights, gradients, Adam moments, activations)
     #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = crate::model::memory::parse_bytes)]
     pub memory_budget: u64,
+    /// continue the run saved in --out (its optimizer state beside it, OUT.optim.safetensors) to
+    /// --steps: the same command line plus --resume (the model comes from --out, not --model / --arch)
+    #[arg(long, requires = "out")]
+    pub resume: bool,
+    /// also save --out (and its optimizer state) every N steps (0: at evaluations and the end)
+    #[arg(long, default_value_t = 0)]
+    pub save_every: u32,
     /// log every N steps (every step with --batches)
     #[arg(long, default_value_t = 10)]
     pub log_every: u32,
@@ -187,10 +196,12 @@ fn betas(s: &str) -> Result<(f32, f32)> {
 /// Reads the data and the starting model.
 fn prepare(a: &TrainArgs) -> Result<(Start, Source)> {
     // The tokenizer: the checkpoint's, --tokenizer's, or built from the text's characters.
-    let mut ck = match &a.model {
-        Some(p) => {
-            Some(Checkpoint::from_bytes(&read_input(p, "--model", 4 << 30, "checkpoints are capped at 4 GiB")?).map_err(TfError::from)?)
-        }
+    let from = if a.resume { a.out.as_ref() } else { a.model.as_ref() };
+    let mut ck = match from {
+        Some(p) => Some(
+            Checkpoint::from_bytes(&read_input(p, if a.resume { "--out" } else { "--model" }, 4 << 30, "checkpoints are capped at 4 GiB")?)
+                .map_err(TfError::from)?,
+        ),
         None => None,
     };
     let text = a.text.as_deref().map(|p| read_text(p, "--text")).transpose()?;
@@ -301,19 +312,105 @@ fn checkpoint(decl: &[Declared], values: Vec<Vec<f32>>, start: &Start) -> Result
     safetensors_bytes(&tensors, meta)
 }
 
+/// The optimizer state's file beside a checkpoint: X.safetensors -> X.optim.safetensors.
+pub fn optim_path(out: &str) -> String {
+    match out.strip_suffix(".safetensors") {
+        Some(stem) => format!("{stem}.optim.safetensors"),
+        None => format!("{out}.optim.safetensors"),
+    }
+}
+
+/// Set by Ctrl-C: the loop saves and stops after the step under way.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn catch_ctrl_c() {
+    static ONCE: Once = Once::new();
+    // a second handler (another run in the same process) keeps the first, which sets the same flag
+    ONCE.call_once(|| drop(ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))));
+}
+
+/// Writes --out and the optimizer state after step `step` (each written whole, then renamed).
+fn save<B: Train>(a: &TrainArgs, tr: &mut Trainer<B>, start: &Start, step: u32) -> Result<()> {
+    let Some(out) = &a.out else { return Ok(()) };
+    let values = pollster::block_on(tr.values())?;
+    let (m, v) = pollster::block_on(tr.moments())?;
+    let mut tensors = vec![];
+    for (d, (m, v)) in tr.params.decl.iter().zip(m.into_iter().zip(v)) {
+        tensors.push((format!("m.{}", d.name), d.shape.clone(), m));
+        tensors.push((format!("v.{}", d.name), d.shape.clone(), v));
+    }
+    let meta = HashMap::from([("step".to_string(), step.to_string()), ("seed".to_string(), a.seed.to_string())]);
+    let optim = optim_path(out);
+    for (path, what, bytes) in [
+        (out.clone(), "--out", checkpoint(&tr.params.decl, values, start)?),
+        (optim.clone(), "the optimizer state", safetensors_bytes(&tensors, meta)?),
+    ] {
+        let tmp = format!("{path}.partial");
+        write_file(&tmp, what, &bytes)?;
+        std::fs::rename(&tmp, &path).map_err(|e| TfError::Input(format!("cannot write {what} {}: {e}", quote(&path))))?;
+    }
+    Ok(())
+}
+
+/// Restores the optimizer state saved beside --out; returns the step it was saved after.
+fn resume<B: Train>(a: &TrainArgs, tr: &mut Trainer<B>) -> Result<u32> {
+    let out = a.out.as_deref().ok_or_else(|| TfError::Input("--resume needs --out".into()))?;
+    let path = optim_path(out);
+    let bytes = read_input(&path, "the optimizer state", 16 << 30, "optimizer states are capped at 16 GiB")?;
+    let bad = |m: String| TfError::Input(format!("the optimizer state {}: {m}", quote(&path)));
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let meta = md.metadata().clone().unwrap_or_default();
+    let step: u32 = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| bad("it names no step".into()))?;
+    if meta.get("seed").map(String::as_str) != Some(a.seed.to_string().as_str()) {
+        return Err(bad(format!(
+            "it was saved by a run with another --seed; give the same seed ({})",
+            meta.get("seed").cloned().unwrap_or_default()
+        )));
+    }
+    let read = |name: String| -> Result<Vec<f32>> {
+        let t = st.tensor(&name).map_err(|_| bad(format!("{name} is missing")))?;
+        if t.dtype() != safetensors::Dtype::F32 {
+            return Err(bad(format!("{name} is not f32")));
+        }
+        Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    };
+    let names: Vec<String> = tr.params.decl.iter().map(|d| d.name.clone()).collect();
+    let m = names.iter().map(|n| read(format!("m.{n}"))).collect::<Result<Vec<_>>>()?;
+    let v = names.iter().map(|n| read(format!("v.{n}"))).collect::<Result<Vec<_>>>()?;
+    tr.restore(step, &m, &v)?;
+    Ok(step)
+}
+
 fn run<B: Train>(a: &TrainArgs, mut tr: Trainer<B>, start: &Start, data: &Source) -> Result<String> {
     let fixed = matches!(data, Source::Fixed(_));
+    let first = if a.resume { resume(a, &mut tr)? + 1 } else { 1 };
+    if first > a.steps {
+        return Err(TfError::Input(format!("the run in --out already took {} steps: raise --steps to continue it", first - 1)));
+    }
     let mut log = match &a.log {
-        Some(p) => Some(std::fs::File::create(p).map_err(|e| TfError::Input(format!("cannot write --log {}: {e}", quote(p))))?),
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(a.resume)
+                .truncate(!a.resume)
+                .open(p)
+                .map_err(|e| TfError::Input(format!("cannot write --log {}: {e}", quote(p))))?,
+        ),
         None => None,
     };
+    catch_ctrl_c();
+    let mut saved: Option<u32> = a.resume.then_some(first - 1);
+    let kept = |saved: Option<u32>| saved.map_or(String::new(), |s| format!("; --out keeps the model after step {s}"));
     let t0 = std::time::Instant::now();
     let mut last = None;
     let tokens_per_step = (tr.shape.batch * tr.shape.context) as f64 * tr.shape.accum as f64;
-    let mut since = (t0, 0u32);
-    for s in 1..=a.steps {
+    let mut since = (t0, first - 1);
+    let mut interrupted = None;
+    for s in first..=a.steps {
         let micro = tr.batches(data, a.seed, s)?;
-        let (loss, grad_norm) = pollster::block_on(tr.gradients(&micro))?;
+        let (loss, grad_norm) = pollster::block_on(tr.gradients(&micro)).map_err(|e| TfError::Input(format!("{e}{}", kept(saved))))?;
         if s == 1 {
             if let Some(p) = &a.dump_grads {
                 let grads = pollster::block_on(tr.params.read(&mut tr.be, true))?;
@@ -342,14 +439,19 @@ fn run<B: Train>(a: &TrainArgs, mut tr: Trainer<B>, start: &Start, data: &Source
             }
             last = Some(entry);
         }
-    }
-    if let Some(p) = &a.out {
-        let values = pollster::block_on(tr.values())?;
-        write_file(p, "--out", &checkpoint(&tr.params.decl, values, start)?)?;
+        let stop = INTERRUPTED.swap(false, Ordering::SeqCst);
+        if eval || s == a.steps || stop || (a.save_every > 0 && s % a.save_every == 0) {
+            save(a, &mut tr, start, s)?;
+            saved = Some(s);
+        }
+        if stop {
+            interrupted = Some(s);
+            break;
+        }
     }
     let summary = json!({
         "steps": a.steps, "params": tr.cfg.param_count(), "backend": tr.be.kind(), "last": last,
-        "elapsed_s": t0.elapsed().as_secs_f64(), "out": a.out,
+        "elapsed_s": t0.elapsed().as_secs_f64(), "out": a.out, "interrupted_after": interrupted,
     });
     Ok(serde_json::to_string_pretty(&summary).unwrap_or_default())
 }
