@@ -5,6 +5,7 @@
 //! - `params`: the trainable tensors of an architecture (from `Weights::declare`), their
 //!   gradients and Adam moments, initialisation, and saving as a checkpoint;
 //! - `graph`: the forward that keeps what the backward needs, and the backward, per family;
+//! - `moe`: the mixture-of-experts FFN's buffers, forward, backward and load-balancing loss;
 //! - `optim`: the learning-rate schedule and the optimizer step (clip + AdamW);
 //! - `data`: where batches come from (text, the induction task, a fixed batches file);
 //! - `memory`: the training plan's memory, checked against the budget before allocation;
@@ -13,6 +14,7 @@
 pub mod data;
 pub mod graph;
 pub mod memory;
+pub mod moe;
 pub mod ops;
 pub mod optim;
 pub mod params;

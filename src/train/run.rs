@@ -49,6 +49,8 @@ pub struct Trainer<B: Train> {
     norms: B::T,
     /// the last optimizer step taken (0 before the first)
     pub step: u32,
+    /// the weight of the MoE layers' load-balancing loss in the objective (0: cross-entropy alone)
+    aux_loss: f32,
 }
 
 impl<B: Train> Trainer<B> {
@@ -60,17 +62,37 @@ impl<B: Train> Trainer<B> {
         let graph = Graph::new(&mut be, cfg, shape.batch, shape.context)?;
         let params = Params::from_values(&be, cfg, values)?;
         let norms = be.zeros(&[params.p.len()], "gradient norms")?;
-        Ok(Trainer { be, cfg: cfg.clone(), params, graph, optim, shape, norms, step: 0 })
+        Ok(Trainer { be, cfg: cfg.clone(), params, graph, optim, shape, norms, step: 0, aux_loss: 0.0 })
     }
 
-    /// The forward over one batch: its mean loss (the logits become the loss gradient scaled by
-    /// `scale`; see `Graph::forward`).
+    /// The objective becomes cross-entropy + `w` x the sum over MoE layers of their Switch
+    /// load-balancing loss (`train::moe`); the logged loss is that objective.
+    pub fn with_aux_loss(mut self, w: f32) -> Result<Trainer<B>> {
+        if !w.is_finite() || w < 0.0 {
+            return Err(TfError::Input(format!("--aux-loss must be a finite weight >= 0, got {w}")));
+        }
+        if w != 0.0 && self.cfg.moe.is_none() {
+            return Err(TfError::Input("--aux-loss weighs the experts' load-balancing loss: the model has no experts".into()));
+        }
+        self.aux_loss = w;
+        Ok(self)
+    }
+
+    /// The forward over one batch: its objective, the mean cross-entropy plus the weighted
+    /// load-balancing losses (the logits become the loss gradient scaled by `scale`; see
+    /// `Graph::forward`; the backward weighs the load-balancing losses the same way).
     async fn forward(&mut self, batch: &Batch, scale: f32) -> Result<f64> {
+        let rows = batch.b * batch.t;
+        self.graph.set_aux_weight(self.aux_loss * scale * rows as f32);
         self.graph.feed(&mut self.be, &batch.ids, &batch.targets)?;
         self.graph.forward(&mut self.be, &self.params, scale)?;
-        let rows = batch.b * batch.t;
         let losses = self.be.read_f32(&self.graph.acts.losses, 0, rows).await?;
-        Ok(losses.iter().map(|&x| x as f64).sum::<f64>() / rows as f64)
+        let ce = losses.iter().map(|&x| x as f64).sum::<f64>() / rows as f64;
+        if self.aux_loss == 0.0 {
+            return Ok(ce);
+        }
+        let aux = self.graph.aux_losses(&mut self.be).await?;
+        Ok(ce + self.aux_loss as f64 * aux.iter().map(|&x| x as f64).sum::<f64>())
     }
 
     /// Forward and backward of one optimizer step's micro-batches, gradients summed; the mean
