@@ -16,9 +16,19 @@ fn assignment_shares(experts: &[u32], e: usize) -> Result<Vec<f64>> {
     Ok(f.into_iter().map(|c| c / n).collect())
 }
 
-/// Expert x's part of `moe_combine`'s backward: dy (T, C) = gate[t, x] dout[t], dgate[t, x] =
-/// dout[t] . ys[x, t]; ys (E, ys_rows, C).
-#[allow(clippy::too_many_arguments)]
+/// A router's forward over T tokens as `moe_router` and `moe_capacity` left it: probs (T, E),
+/// experts, weights and kept (T, K), with E experts and top-k K.
+pub struct Routing<'a> {
+    pub probs: &'a [f32],
+    pub experts: &'a [u32],
+    pub weights: &'a [f32],
+    pub kept: &'a [u32],
+    pub e: usize,
+    pub k: usize,
+}
+
+/// Expert x's part of `moe_combine`'s backward over (T, E, C, ys_rows): dy (T, C) = gate[t, x]
+/// dout[t], dgate[t, x] = dout[t] . ys[x, t]; ys (E, ys_rows, C).
 pub fn moe_combine_backward(
     dy: &mut [f32],
     dgate: &mut [f32],
@@ -26,10 +36,7 @@ pub fn moe_combine_backward(
     ys: &[f32],
     gate: &[f32],
     x: usize,
-    t_len: usize,
-    e: usize,
-    c: usize,
-    ys_rows: usize,
+    (t_len, e, c, ys_rows): (usize, usize, usize, usize),
 ) {
     for t in 0..t_len {
         let g = gate[t * e + x] as f64;
@@ -42,20 +49,13 @@ pub fn moe_combine_backward(
     }
 }
 
-/// The router's backward to its logits (`Train::moe_router_backward`).
-#[allow(clippy::too_many_arguments)]
-pub fn moe_router_backward(
-    dlogits: &mut [f32],
-    dgate: &[f32],
-    probs: &[f32],
-    experts: &[u32],
-    weights: &[f32],
-    kept: &[u32],
-    t_len: usize,
-    e: usize,
-    k: usize,
-    aux: f32,
-) -> Result<()> {
+/// The router's backward to its logits (`Train::moe_router_backward`) over the T tokens of `r`.
+pub fn moe_router_backward(dlogits: &mut [f32], dgate: &[f32], r: &Routing, aux: f32) -> Result<()> {
+    let Routing { probs, experts, weights, kept, e, k } = *r;
+    let t_len = probs.len() / e.max(1);
+    ensure(experts.len() >= t_len * k && weights.len() >= t_len * k && kept.len() >= t_len * k, "moe_router_backward", || {
+        format!("experts / weights / kept must hold T*K = {} values", t_len * k)
+    })?;
     let f = assignment_shares(&experts[..t_len * k], e)?;
     let aux_term: Vec<f64> = f.iter().map(|fi| aux as f64 * e as f64 * fi / t_len.max(1) as f64).collect();
     let mut dp = vec![0f64; e];

@@ -224,7 +224,7 @@ pub mod host {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Expert x's part of `moe_combine`'s backward over (T, E, C, ys_rows).
     pub fn moe_combine_backward(
         dy: &CpuTensor,
         dgate: &CpuTensor,
@@ -232,10 +232,7 @@ pub mod host {
         ys: &CpuTensor,
         gate: &CpuTensor,
         x: usize,
-        t: usize,
-        e: usize,
-        c: usize,
-        ys_rows: usize,
+        (t, e, c, ys_rows): (usize, usize, usize, usize),
     ) -> Result<()> {
         let op = "moe_combine_backward";
         let (dod, yd, gd) = (dout.f32s(op)?, ys.f32s(op)?, gate.f32s(op)?);
@@ -244,21 +241,16 @@ pub mod host {
         need(op, dyd.len().min(dod.len()), t * c, "dy/dout")?;
         need(op, dgd.len().min(gd.len()), t * e, "dgate/gate")?;
         need(op, yd.len(), e * ys_rows * c, "ys")?;
-        moe_bw::moe_combine_backward(&mut dyd, &mut dgd, &dod, &yd, &gd, x, t, e, c, ys_rows);
+        moe_bw::moe_combine_backward(&mut dyd, &mut dgd, &dod, &yd, &gd, x, (t, e, c, ys_rows));
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The router's backward; `routing` is (probs, experts, weights, kept), over (T, E, K).
     pub fn moe_router_backward(
         dlogits: &CpuTensor,
         dgate: &CpuTensor,
-        probs: &CpuTensor,
-        experts: &CpuTensor,
-        weights: &CpuTensor,
-        kept: &CpuTensor,
-        t: usize,
-        e: usize,
-        k: usize,
+        (probs, experts, weights, kept): (&CpuTensor, &CpuTensor, &CpuTensor, &CpuTensor),
+        (t, e, k): (usize, usize, usize),
         aux: f32,
     ) -> Result<()> {
         let op = "moe_router_backward";
@@ -268,7 +260,8 @@ pub mod host {
         crate::error::ensure(k >= 1 && k <= e, op, || format!("top-k {k} must be within 1..={e}"))?;
         need(op, dld.len().min(dgd.len()).min(pd.len()), t * e, "dlogits/dgate/probs")?;
         need(op, ed.len().min(kd.len()).min(wd.len()), t * k, "experts/kept/weights")?;
-        moe_bw::moe_router_backward(&mut dld, &dgd, &pd, &ed, &wd, &kd, t, e, k, aux)
+        let r = moe_bw::Routing { probs: &pd[..t * e], experts: &ed[..t * k], weights: &wd[..t * k], kept: &kd[..t * k], e, k };
+        moe_bw::moe_router_backward(&mut dld[..t * e], &dgd[..t * e], &r, aux)
     }
 
     pub fn moe_aux_loss(out: &CpuTensor, slot: usize, probs: &CpuTensor, experts: &CpuTensor, t: usize, e: usize, k: usize) -> Result<()> {
@@ -427,7 +420,7 @@ impl Train for CpuBackend {
         c: usize,
         ys_rows: usize,
     ) -> Result<()> {
-        host::moe_combine_backward(dy, dgate, dout, ys, gate, x, t, e, c, ys_rows)
+        host::moe_combine_backward(dy, dgate, dout, ys, gate, x, (t, e, c, ys_rows))
     }
     fn moe_router_backward(
         &mut self,
@@ -442,9 +435,18 @@ impl Train for CpuBackend {
         k: usize,
         aux: f32,
     ) -> Result<()> {
-        host::moe_router_backward(dlogits, dgate, probs, experts, weights, kept, t, e, k, aux)
+        host::moe_router_backward(dlogits, dgate, (probs, experts, weights, kept), (t, e, k), aux)
     }
-    fn moe_aux_loss(&mut self, out: &CpuTensor, slot: usize, probs: &CpuTensor, experts: &CpuTensor, t: usize, e: usize, k: usize) -> Result<()> {
+    fn moe_aux_loss(
+        &mut self,
+        out: &CpuTensor,
+        slot: usize,
+        probs: &CpuTensor,
+        experts: &CpuTensor,
+        t: usize,
+        e: usize,
+        k: usize,
+    ) -> Result<()> {
         host::moe_aux_loss(out, slot, probs, experts, t, e, k)
     }
     fn fill_zero(&mut self, x: &CpuTensor, n: usize) -> Result<()> {

@@ -192,7 +192,7 @@ impl Train for FastCpuBackend {
         c: usize,
         ys_rows: usize,
     ) -> Result<()> {
-        host::moe_combine_backward(&dy.host, &dgate.host, &dout.host, &ys.host, &gate.host, x, t, e, c, ys_rows)
+        host::moe_combine_backward(&dy.host, &dgate.host, &dout.host, &ys.host, &gate.host, x, (t, e, c, ys_rows))
     }
     fn moe_router_backward(
         &mut self,
@@ -207,7 +207,8 @@ impl Train for FastCpuBackend {
         k: usize,
         aux: f32,
     ) -> Result<()> {
-        host::moe_router_backward(&dlogits.host, &dgate.host, &probs.host, &experts.host, &weights.host, &kept.host, t, e, k, aux)
+        let routing = (&probs.host, &experts.host, &weights.host, &kept.host);
+        host::moe_router_backward(&dlogits.host, &dgate.host, routing, (t, e, k), aux)
     }
     fn moe_aux_loss(
         &mut self,

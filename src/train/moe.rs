@@ -160,7 +160,18 @@ impl<B: Train> Graph<B> {
             be.act_backward(&a.dh, &a.da, &la.h, rows * m.expert_dim, EwOp::Gelu)?;
             be.matmul_backward(Some((&a.dxn, x > 0)), g(l1.w), gb(l1.b), &a.dh, &la.xn2, p(l1.w), rows)?;
         }
-        be.moe_router_backward(&shared.logits, &shared.dgate, &ml.probs, &ml.experts, &ml.weights, &ml.kept, rows, e, k, shared.aux_weight)?;
+        be.moe_router_backward(
+            &shared.logits,
+            &shared.dgate,
+            &ml.probs,
+            &ml.experts,
+            &ml.weights,
+            &ml.kept,
+            rows,
+            e,
+            k,
+            shared.aux_weight,
+        )?;
         be.matmul_backward(Some((&a.dxn, !experts.is_empty())), g(router.w), gb(router.b), &shared.logits, &la.xn2, p(router.w), rows)
     }
 }
