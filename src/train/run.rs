@@ -18,7 +18,8 @@ use crate::train::params::Params;
 pub struct StepLog {
     /// counted from 1
     pub step: u32,
-    /// the mean loss of the step's batch, before its update
+    /// the objective of the step's batch, before its update: the mean cross-entropy (plus, for a
+    /// MoE model trained with `--aux-loss`, the weighted load-balancing losses)
     pub loss: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
