@@ -157,7 +157,6 @@ fn check_routing(op: &'static str, t: usize, e: usize, k: usize) -> Result<()> {
 /// gate[t, x] dout[t, :] (written), dgate[t, x] = dout[t, :] . ys[x, t, :] (column x written, the
 /// others left). gate, dgate (T, E); ys (E, ys_rows, C). One thread per value of dy; the first T
 /// also own the dot products (columns in order).
-#[allow(clippy::too_many_arguments)]
 pub fn moe_combine_backward(
     rec: &mut Recorder,
     [dy, dgate]: [&GpuTensor; 2],
@@ -185,7 +184,6 @@ pub fn moe_combine_backward(
 /// The router's backward to its logits (`Train::moe_router_backward`), dlogits (T, E) written:
 /// first each expert's assignment count into `counts` (E values of scratch), then a thread per
 /// token. probs, dgate (T, E); experts, kept (T, K) u32; weights (T, K).
-#[allow(clippy::too_many_arguments)]
 pub fn moe_router_backward(
     rec: &mut Recorder,
     dlogits: &GpuTensor,
@@ -215,16 +213,13 @@ pub fn moe_router_backward(
 
 /// The Switch load-balancing loss (`Train::moe_aux_loss`): out[slot] = E sum_i f_i P_i over T
 /// tokens, one workgroup with a thread per expert. probs (T, E); experts (T, K) u32.
-#[allow(clippy::too_many_arguments)]
 pub fn moe_aux_loss(
     rec: &mut Recorder,
     out: &GpuTensor,
     slot: usize,
     probs: &GpuTensor,
     experts: &GpuTensor,
-    t: usize,
-    e: usize,
-    k: usize,
+    (t, e, k): (usize, usize, usize),
 ) -> Result<()> {
     let op = "moe_aux_loss";
     check_routing(op, t, e, k)?;

@@ -188,7 +188,7 @@ impl Train for GpuBackend {
         e: usize,
         k: usize,
     ) -> Result<()> {
-        gpu::moe::moe_aux_loss(&mut self.rec, out, slot, probs, experts, t, e, k)
+        gpu::moe::moe_aux_loss(&mut self.rec, out, slot, probs, experts, (t, e, k))
     }
     fn fill_zero(&mut self, x: &GpuTensor, n: usize) -> Result<()> {
         gpu::optim::fill_zero(&mut self.rec, x, n)
