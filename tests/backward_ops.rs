@@ -9,6 +9,7 @@
 //! that the analytic gradient is not trivially zero.
 
 use tinyformer::cpu::backward as bw;
+use tinyformer::cpu::moe_backward as moe_bw;
 use tinyformer::cpu::{layernorm, rmsnorm, rope, rope_table};
 use tinyformer::ops::EwOp;
 use tinyformer::rng::Rng;
@@ -231,4 +232,90 @@ fn embedding_and_positions_backward_sum_rows_in_order() {
         assert_eq!(dp[j], dout[j] + dout[2 * c + j]);
         assert_eq!(dp[c + j], dout[c + j] + dout[3 * c + j]);
     }
+}
+
+#[test]
+fn moe_combine_backward_matches_finite_differences() {
+    let mut rng = Rng::new(7);
+    let (t, e, c, ys_rows) = (5, 4, 6, 7);
+    let mut ys = rand(&mut rng, e * ys_rows * c, 1.0);
+    // each token keeps two experts; the others have gate 0 (not chosen or dropped)
+    let mut gate: Vec<f32> = (0..t * e).map(|i| if (i / e + i % e) % 2 == 0 { 0.2 + 0.1 * (i % 5) as f32 } else { 0.0 }).collect();
+    let r = rand(&mut rng, t * c, 1.0);
+    let f = |ys: &[f32], gate: &[f32]| {
+        let mut out = vec![0f32; t * c];
+        tinyformer::cpu::moe_combine(&mut out, ys, gate, t, e, c, ys_rows);
+        dot(&r, &out)
+    };
+    let (mut dys, mut dgate) = (vec![0f32; e * ys_rows * c], vec![9f32; t * e]);
+    for x in 0..e {
+        let mut dy = vec![9f32; t * c];
+        moe_bw::moe_combine_backward(&mut dy, &mut dgate, &r, &ys, &gate, x, (t, e, c, ys_rows));
+        dys[x * ys_rows * c..][..t * c].copy_from_slice(&dy);
+        for tok in 0..t {
+            if gate[tok * e + x] == 0.0 {
+                assert!(dy[tok * c..][..c].iter().all(|&v| v == 0.0), "a token expert {x} did not keep has no gradient there");
+            }
+        }
+    }
+    let (ys0, g0) = (ys.clone(), gate.clone());
+    check("moe_combine dys", &mut ys, &dys, 1, |ys| f(ys, &g0));
+    check("moe_combine dgate", &mut gate, &dgate, 1, |g| f(&ys0, g));
+}
+
+/// The router's backward through top-k, renormalisation, capacity drops and the load-balancing
+/// loss: L = sum(r * gate) + AUX * aux. Each token's logits are a rotation of levels 0.5 apart
+/// (plus small noise), so no difference step changes a top-k choice; the top-2 assignments are
+/// unbalanced (1, 3, 7 and 5 of the 16), so the load-balancing loss has a gradient, and the
+/// capacity (3 per expert, in token order) drops some.
+#[test]
+fn moe_router_backward_matches_finite_differences() {
+    const AUX: f32 = 0.7;
+    let mut rng = Rng::new(8);
+    let (t, e, k) = (8, 4, 2);
+    let cap = tinyformer::ops::moe_capacity_for(0.75, t, k, e);
+    assert_eq!(cap, 3);
+    let mut logits: Vec<f32> = (0..t)
+        .flat_map(|tok| (0..e).map(move |i| ((i + [0, 1, 0, 0, 1, 0, 2, 0][tok]) % e) as f32 * 0.5))
+        .zip(rand(&mut rng, t * e, 0.05))
+        .map(|(l, n)| l + n)
+        .collect();
+    let r = rand(&mut rng, t * e, 1.0);
+    let route = |logits: &[f32]| {
+        let (mut probs, mut experts, mut weights) = (vec![0f32; t * e], vec![0u32; t * k], vec![0f32; t * k]);
+        tinyformer::cpu::moe_router(&mut probs, &mut experts, &mut weights, logits, t, e, k);
+        let (mut gate, mut kept) = (vec![0f32; t * e], vec![0u32; t * k]);
+        tinyformer::cpu::moe_capacity(&mut gate, &mut kept, &experts, &weights, t, e, k, Some(cap));
+        (probs, experts, weights, gate, kept)
+    };
+    let f = |logits: &[f32]| {
+        let (probs, experts, _, gate, _) = route(logits);
+        dot(&r, &gate) + AUX as f64 * moe_bw::moe_aux_loss(&probs, &experts, t, e, k).unwrap() as f64
+    };
+    let (probs, experts, weights, _, kept) = route(&logits);
+    assert!(kept.contains(&0) && kept.contains(&1), "some assignments are dropped, some kept");
+    let mut dlogits = vec![9f32; t * e];
+    let routing = moe_bw::Routing { probs: &probs, experts: &experts, weights: &weights, kept: &kept, e, k };
+    moe_bw::moe_router_backward(&mut dlogits, &r, &routing, AUX).unwrap();
+    check("moe_router", &mut logits, &dlogits, 1, f);
+    // the load-balancing term alone
+    let zero = vec![0f32; t * e];
+    moe_bw::moe_router_backward(&mut dlogits, &zero, &routing, AUX).unwrap();
+    check("moe_router aux", &mut logits, &dlogits, 1, |l| {
+        let (probs, experts, ..) = route(l);
+        AUX as f64 * moe_bw::moe_aux_loss(&probs, &experts, t, e, k).unwrap() as f64
+    });
+    assert!(
+        moe_bw::moe_router_backward(&mut dlogits, &r, &moe_bw::Routing { experts: &[9; 16], ..routing }, AUX).is_err(),
+        "an expert out of range"
+    );
+}
+
+#[test]
+fn moe_aux_loss_by_hand() {
+    // E * sum_e f_e P_e with P = (0.55, 0.45)
+    let probs = [0.7f32, 0.3, 0.4, 0.6];
+    let aux = |experts: &[u32]| moe_bw::moe_aux_loss(&probs, experts, 2, 2, 1).unwrap();
+    assert!((aux(&[0, 1]) - 1.0).abs() < 1e-6, "balanced: f = (0.5, 0.5)");
+    assert!((aux(&[0, 0]) - 1.1).abs() < 1e-6, "f = (1, 0)");
 }

@@ -1,8 +1,9 @@
 //! The GPU's training ops (`impl Train for GpuBackend`, our WGSL kernels) against the reference
 //! CPU backend (f64 accumulation) on random inputs over a few shapes (causal and key masks,
-//! grouped-query attention, rows wider than a workgroup), and whole-model training: 10 AdamW
-//! steps of a tiny GPT-2-style and a tiny Llama model on the GPU against the reference, and a
-//! repeat of the GPU run giving the same bits. Natively on Mesa llvmpipe in CI: no adapter is a
+//! grouped-query attention, rows wider than a workgroup, MoE routing with capacity drops), and
+//! whole-model training: 10 AdamW steps of a tiny GPT-2-style and a tiny Llama model, and 5 of a
+//! tiny MoE decoder with its load-balancing loss, on the GPU against the reference, and a repeat
+//! of each GPU run giving the same bits. Natively on Mesa llvmpipe in CI: no adapter is a
 //! FAILURE, not a skip.
 
 use std::sync::Arc;
@@ -256,6 +257,67 @@ fn optimizer_ops_match_the_reference() {
     assert!(p.g.fill_zero(&a.g, 51).is_err() && p.g.copy(&a.g, &b.g, 51).is_err(), "past the end is an error");
 }
 
+/// The MoE routing's backward and its load-balancing loss, from routings the reference's forward
+/// made (so that the backward is checked alone): (T, E, K, capacity, C). The logits give every
+/// token a clear top-k (a permutation of 0, 0.3, 0.6, .. plus noise of 0.02), the capacities drop
+/// assignments, and the load-balancing weight is nonzero. All three are sums of products with no
+/// transcendental, so [`RTOL`] (the router's softmax backward cancels: the tolerance is relative
+/// to each tensor's largest value as well).
+#[test]
+fn moe_backward_ops_match_the_reference() {
+    const AUX: f32 = 0.7;
+    let mut p = Pair::new(6);
+    let mut dropped = 0;
+    for (t, e, k, cap, c) in [(70, 8, 2, 12, 20), (9, 4, 1, 100, 300), (5, 64, 3, 1, 7)] {
+        let logits: Vec<f32> = (0..t * e).map(|i| (((i % e) * 5 + i / e) % e) as f32 * 0.3 + p.rng.normal() * 0.02).collect();
+        let logits = p.t(&[t, e], &logits);
+        let (probs, weights, gate) = (p.rand(&[t, e], 1.0), p.rand(&[t, k], 1.0), p.rand(&[t, e], 1.0));
+        let (experts, kept) = (p.ids(&vec![0; t * k]), p.ids(&vec![0; t * k]));
+        p.c.moe_router(&probs.c, &experts.c, &weights.c, &logits.c, t, e, k).unwrap();
+        p.c.moe_capacity(&gate.c, &kept.c, &experts.c, &weights.c, t, e, k, Some(cap)).unwrap();
+        let read = |p: &mut Pair, x: &T| pollster::block_on(p.c.read_f32(&x.c, 0, x.n)).unwrap();
+        let readu = |p: &mut Pair, x: &T| pollster::block_on(p.c.read_u32(&x.c, 0, x.n)).unwrap();
+        let (pv, wv, gv) = (read(&mut p, &probs), read(&mut p, &weights), read(&mut p, &gate));
+        let (ev, kv) = (readu(&mut p, &experts), readu(&mut p, &kept));
+        dropped += kv.iter().filter(|&&x| x == 0).count();
+        let (probs, weights, gate, experts, kept) = (p.t(&[t, e], &pv), p.t(&[t, k], &wv), p.t(&[t, e], &gv), p.ids(&ev), p.ids(&kv));
+        let name = format!("T {t} E {e} K {k} capacity {cap} C {c}");
+
+        let out = p.rand(&[3], 1.0);
+        p.c.moe_aux_loss(&out.c, 1, &probs.c, &experts.c, t, e, k).unwrap();
+        p.g.moe_aux_loss(&out.g, 1, &probs.g, &experts.g, t, e, k).unwrap();
+        p.check(&format!("moe_aux_loss {name}"), &out, RTOL);
+
+        let ys_rows = t + 3;
+        let (dout, ys, dy, dgate) = (p.rand(&[t, c], 1.0), p.rand(&[e, ys_rows, c], 1.0), p.rand(&[t, c], 1.0), p.rand(&[t, e], 1.0));
+        for x in [0, e / 2, e - 1] {
+            p.c.moe_combine_backward(&dy.c, &dgate.c, &dout.c, &ys.c, &gate.c, x, t, e, c, ys_rows).unwrap();
+            p.g.moe_combine_backward(&dy.g, &dgate.g, &dout.g, &ys.g, &gate.g, x, t, e, c, ys_rows).unwrap();
+            p.check(&format!("moe_combine_backward {name} expert {x} dy"), &dy, RTOL);
+            p.check(&format!("moe_combine_backward {name} expert {x} dgate"), &dgate, RTOL);
+        }
+
+        let dlogits = p.rand(&[t, e], 1.0);
+        for aux in [0.0, AUX] {
+            p.c.moe_router_backward(&dlogits.c, &dgate.c, &probs.c, &experts.c, &weights.c, &kept.c, t, e, k, aux).unwrap();
+            p.g.moe_router_backward(&dlogits.g, &dgate.g, &probs.g, &experts.g, &weights.g, &kept.g, t, e, k, aux).unwrap();
+            p.check(&format!("moe_router_backward {name} aux {aux}"), &dlogits, RTOL);
+        }
+    }
+    assert!(dropped > 0, "the capacities drop some assignments");
+    // guards: errors, not panics
+    let (t, e, k) = (4, 4, 2);
+    let (f, small, u) = (p.rand(&[t, e], 1.0), p.rand(&[3], 1.0), p.ids(&vec![0; t * k]));
+    assert!(p.g.moe_combine_backward(&f.g, &f.g, &f.g, &f.g, &f.g, e, t, e, e, t).is_err(), "expert e of e");
+    assert!(p.g.moe_combine_backward(&small.g, &f.g, &f.g, &f.g, &f.g, 0, t, e, 1, t).is_err(), "a too-small dy");
+    assert!(p.g.moe_router_backward(&small.g, &f.g, &f.g, &u.g, &f.g, &u.g, t, e, k, 0.0).is_err(), "a too-small dlogits");
+    assert!(p.g.moe_router_backward(&f.g, &f.g, &f.g, &f.g, &f.g, &u.g, t, e, k, 0.0).is_err(), "f32 experts");
+    assert!(p.g.moe_router_backward(&f.g, &f.g, &f.g, &u.g, &f.g, &u.g, t, e, e + 1, 0.0).is_err(), "top-k above E");
+    assert!(p.g.moe_aux_loss(&small.g, 3, &f.g, &u.g, t, e, k).is_err(), "slot past the end of out");
+    let (wide, wide_ids) = (p.rand(&[65], 1.0), p.ids(&[0; 65]));
+    assert!(p.g.moe_aux_loss(&f.g, 0, &wide.g, &wide_ids.g, 1, 65, 1).is_err(), "more experts than the kernels hold");
+}
+
 fn configs() -> Vec<(&'static str, ModelConfig)> {
     let j = |s: &str| ModelConfig::from_json(s).unwrap();
     vec![
@@ -293,10 +355,10 @@ fn trainer<B: Train>(be: B, cfg: &ModelConfig) -> Trainer<B> {
     Trainer::new(be, cfg, values, optim, Shape { batch: 2, context: 6, source: 0, accum: 1 }).unwrap()
 }
 
-/// 10 steps on `be` over the induction task: each step's (loss, gradient norm).
-fn steps<B: Train>(tr: &mut Trainer<B>, cfg: &ModelConfig) -> Vec<(f64, f64)> {
+/// `n` steps on `be` over the induction task: each step's (loss, gradient norm).
+fn steps<B: Train>(tr: &mut Trainer<B>, cfg: &ModelConfig, n: u32) -> Vec<(f64, f64)> {
     let data = Source::Induction { vocab: cfg.vocab_size as u32 };
-    (1..=10)
+    (1..=n)
         .map(|s| {
             let b = tr.batches(&data, 5, s).unwrap();
             let r = pollster::block_on(tr.gradients(&b)).unwrap();
@@ -306,22 +368,40 @@ fn steps<B: Train>(tr: &mut Trainer<B>, cfg: &ModelConfig) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Whole-model training: the GPU's losses and gradient norms within 1e-3 relative of the
-/// reference's over 10 AdamW steps, and a second GPU run giving the same bits.
+/// `n` training steps of `cfg` with load-balancing weight `aux`: the GPU's losses and gradient
+/// norms within 1e-3 relative of the reference's, and a second GPU run giving the same bits.
+fn gpu_matches_the_reference_and_repeats(gpu: &Arc<Gpu>, name: &str, cfg: &ModelConfig, n: u32, aux: f32) {
+    let want = steps(&mut trainer(CpuBackend, cfg).with_aux_loss(aux).unwrap(), cfg, n);
+    let run = || steps(&mut trainer(GpuBackend::new(gpu.clone()), cfg).with_aux_loss(aux).unwrap(), cfg, n);
+    let got = run();
+    for (s, ((lc, gc), (lg, gg))) in want.iter().zip(&got).enumerate() {
+        assert!((lc - lg).abs() <= 1e-3 * lc.abs(), "{name} step {}: loss {lc} (reference) vs {lg} (gpu)", s + 1);
+        assert!((gc - gg).abs() <= 1e-3 * gc.abs() + 1e-6, "{name} step {}: grad norm {gc} vs {gg}", s + 1);
+    }
+    let bits = |v: &[(f64, f64)]| v.iter().map(|(l, g)| (l.to_bits(), g.to_bits())).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&run()), "{name}: a repeat of the GPU run differs");
+}
+
+/// Whole-model training: 10 AdamW steps of each dense config.
 #[test]
 fn gpu_training_matches_the_reference_and_repeats_bit_for_bit() {
     let gpu = gpu();
     for (name, cfg) in configs() {
-        let want = steps(&mut trainer(CpuBackend, &cfg), &cfg);
-        let got = steps(&mut trainer(GpuBackend::new(gpu.clone()), &cfg), &cfg);
-        for (s, ((lc, gc), (lg, gg))) in want.iter().zip(&got).enumerate() {
-            assert!((lc - lg).abs() <= 1e-3 * lc.abs(), "{name} step {}: loss {lc} (reference) vs {lg} (gpu)", s + 1);
-            assert!((gc - gg).abs() <= 1e-3 * gc.abs() + 1e-6, "{name} step {}: grad norm {gc} vs {gg}", s + 1);
-        }
-        let again = steps(&mut trainer(GpuBackend::new(gpu.clone()), &cfg), &cfg);
-        let bits = |v: &[(f64, f64)]| v.iter().map(|(l, g)| (l.to_bits(), g.to_bits())).collect::<Vec<_>>();
-        assert_eq!(bits(&got), bits(&again), "{name}: a repeat of the GPU run differs");
+        gpu_matches_the_reference_and_repeats(&gpu, name, &cfg, 10, 0.0);
     }
+}
+
+/// The MoE decoder of tests/train.rs (capacity int(1.0 * 12 * 2 / 4) = 6 of the 24 assignments of
+/// a 2 x 6 batch, so some are dropped) with its load-balancing losses weighted 0.5 in the
+/// objective: 5 AdamW steps.
+#[test]
+fn gpu_moe_training_matches_the_reference_and_repeats_bit_for_bit() {
+    let cfg = ModelConfig::from_json(
+        r#"{"arch": "decoder", "vocab_size": 11, "d_model": 16, "num_layers": 2, "num_heads": 2, "d_ff": 24, "max_seq_len": 8,
+            "moe": {"num_experts": 4, "top_k": 2, "expert_dim": 12, "capacity_factor": 1.0}}"#,
+    )
+    .unwrap();
+    gpu_matches_the_reference_and_repeats(&gpu(), "moe", &cfg, 5, 0.5);
 }
 
 /// `tinyformer train --backend gpu` runs the same loop as the CPU backends: its last logged loss

@@ -134,6 +134,30 @@ fn bad_data_and_flags_get_one_line() {
     assert!(run(&["--batches", &oob]).contains("out of range"));
     let nul = text("nul.txt", "ab\0cd\0ef\0gh\0ij\0kl\0");
     assert!(run(&["--text", &nul]).contains("NUL"));
+    assert!(run(&["--task", "induction", "--aux-loss", "0.1"]).contains("no experts"));
+    assert!(run(&["--task", "induction", "--aux-loss=-1"]).contains("--aux-loss"));
+}
+
+/// A MoE checkpoint trains with `--aux-loss`: the first logged loss is PyTorch's objective
+/// (cross-entropy + 0.01 x the load-balancing losses) of tests/fixtures/train/moe, and without the
+/// flag it is the cross-entropy alone.
+#[test]
+fn a_moe_model_trains_with_the_load_balancing_loss() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/train");
+    let bytes = std::fs::read(format!("{dir}/moe.expect.safetensors")).unwrap();
+    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = md.metadata().clone().unwrap();
+    let first = |k: &str| serde_json::from_str::<Vec<f64>>(&meta[k]).unwrap()[0];
+    let (init, batches, log) = (format!("{dir}/moe.init.safetensors"), format!("{dir}/moe.batches.json"), tmp("moe.jsonl"));
+    let log_s = log.to_str().unwrap();
+    for (aux, want) in [("0.01", first("losses")), ("0", first("ce_losses"))] {
+        let args = ["--model", &init, "--batches", &batches, "--steps", "2", "--log", log_s, "--aux-loss", aux, "--backend", "reference"];
+        train(&args).unwrap();
+        let l = lines(&log);
+        let got = l[0]["loss"].as_f64().unwrap();
+        assert!((got - want).abs() <= 2e-5 * want, "--aux-loss {aux}: step 1 loss {got} vs PyTorch {want}");
+        assert!(l[1]["loss"].as_f64().is_some_and(f64::is_finite));
+    }
 }
 
 /// A run stopped after 6 steps and resumed to 12 continues the same loss sequence, bit for bit, as

@@ -1,8 +1,9 @@
-//! Whole models (the seed decoder, GPT-2, the Llama, an attention-only decoder, the
-//! encoder-decoder with padded rows) against PyTorch autograd (tests/fixtures/train, made by train/train_fixtures.py in
+//! Whole models (the seed decoder, GPT-2, the Llama, the MoE decoder with its load-balancing
+//! loss, an attention-only decoder, the encoder-decoder with padded rows) against PyTorch autograd (tests/fixtures/train, made by train/train_fixtures.py in
 //! float64): each family's loss and every parameter's gradient at step 1, then the loss, gradient
 //! norm and learning rate of 10 AdamW steps with warmup, cosine decay and clipping, and every
-//! parameter after them, on the reference and the fast CPU backends.
+//! parameter after them, on the reference and the fast CPU backends. The MoE decoder's objective
+//! adds its load-balancing losses (weight `aux_loss_weight`), each layer's checked at every step.
 //!
 //! Tolerances (the engine stores f32; PyTorch's float32 run of the same fixtures sits within 1e-6
 //! of the float64 truth): gradients within 1e-5 + 1e-4 x the tensor's largest, losses and norms
@@ -71,7 +72,9 @@ fn run<B: Train>(be: B, name: &str) {
         eps: f("eps"),
         clip: Some(f("clip")),
     };
-    let mut tr = Trainer::new(be, &cfg, values, optim, Shape { batch, context, source: data.source_len(), accum: 1 }).unwrap();
+    let aux_weight = e.meta.get("aux_loss_weight").map_or(0.0, |w| w.as_f64().unwrap() as f32);
+    let shape = Shape { batch, context, source: data.source_len(), accum: 1 };
+    let mut tr = Trainer::new(be, &cfg, values, optim, shape).unwrap().with_aux_loss(aux_weight).unwrap();
     let zero_grad: Vec<String> =
         e.meta.get("zero_grad_params").map_or(vec![], |v| v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect());
     let (losses, norms, lrs) = (floats(&e.meta["losses"]), floats(&e.meta["grad_norms"]), floats(&e.meta["lrs"]));
@@ -81,6 +84,17 @@ fn run<B: Train>(be: B, name: &str) {
         let i = s as usize - 1;
         assert!((loss - losses[i]).abs() <= 2e-5 * losses[i].abs(), "{name} step {s}: loss {loss} vs PyTorch {}", losses[i]);
         assert!((norm - norms[i]).abs() <= 2e-5 * norms[i].abs(), "{name} step {s}: grad norm {norm} vs PyTorch {}", norms[i]);
+        if let Some(want) = e.meta.get("aux_losses") {
+            let aux = pollster::block_on(tr.graph.aux_losses(&mut tr.be)).unwrap();
+            let want = floats(&want[i]);
+            assert_eq!(aux.len(), want.len(), "{name}: one load-balancing loss per layer");
+            for (a, w) in aux.iter().zip(&want) {
+                assert!((*a as f64 - w).abs() <= 2e-5 * w.abs(), "{name} step {s}: load-balancing loss {a} vs PyTorch {w}");
+            }
+            let ce = floats(&e.meta["ce_losses"])[i];
+            let objective = ce + aux_weight as f64 * want.iter().sum::<f64>();
+            assert!((objective - losses[i]).abs() <= 1e-9 * losses[i].abs(), "{name}: losses are CE + weighted aux");
+        }
         if s == 1 {
             let grads = pollster::block_on(tr.params.read(&mut tr.be, true)).unwrap();
             for (d, g) in tr.params.decl.iter().zip(&grads) {
@@ -106,14 +120,14 @@ fn run<B: Train>(be: B, name: &str) {
 
 #[test]
 fn every_family_matches_pytorch_on_the_reference_backend() {
-    for name in ["gpt_sin", "gpt2", "llama", "attn_only", "encdec"] {
+    for name in ["gpt_sin", "gpt2", "llama", "moe", "attn_only", "encdec"] {
         run(CpuBackend, name);
     }
 }
 
 #[test]
 fn every_family_matches_pytorch_on_the_fast_cpu_backend() {
-    for name in ["gpt_sin", "gpt2", "llama", "attn_only", "encdec"] {
+    for name in ["gpt_sin", "gpt2", "llama", "moe", "attn_only", "encdec"] {
         run(FastCpuBackend::default(), name);
     }
 }

@@ -121,6 +121,10 @@ pub struct TrainArgs {
     /// micro-batches per optimizer step
     #[arg(long, default_value_t = 1)]
     pub accum: u32,
+    /// weight W of the experts' load-balancing loss (MoE models): the objective is cross-entropy +
+    /// W x the sum over MoE layers of the Switch loss E * sum_e f_e P_e
+    #[arg(long, value_name = "W", default_value_t = 0.0)]
+    pub aux_loss: f32,
     #[arg(long, default_value_t = 1337)]
     pub seed: u64,
     #[arg(long, value_enum, default_value_t = InitChoice::Gpt2)]
@@ -287,10 +291,13 @@ pub fn train(a: &TrainArgs) -> Result<String> {
     let shape = Shape { batch, context, source: data.source_len(), accum: a.accum };
     crate::train::memory::TrainMemory::of(&start.cfg, batch, context, shape.source)?.check(a.memory_budget)?;
     match a.backend {
-        BackendChoice::Reference => run(a, Trainer::new(CpuBackend, &start.cfg, start.values.clone(), optim, shape)?, &start, &data),
+        BackendChoice::Reference => {
+            let tr = Trainer::new(CpuBackend, &start.cfg, start.values.clone(), optim, shape)?.with_aux_loss(a.aux_loss)?;
+            run(a, tr, &start, &data)
+        }
         BackendChoice::Cpu => {
             let be = FastCpuBackend { threads: crate::fastcpu::matmul::Threads::new(a.threads)? };
-            run(a, Trainer::new(be, &start.cfg, start.values.clone(), optim, shape)?, &start, &data)
+            run(a, Trainer::new(be, &start.cfg, start.values.clone(), optim, shape)?.with_aux_loss(a.aux_loss)?, &start, &data)
         }
         BackendChoice::Gpu => {
             let gpu = std::sync::Arc::new(pollster::block_on(crate::gpu::Gpu::new())?);

@@ -3,6 +3,7 @@
 //! the fast CPU backend calls them on its tensors' host data for the ops it does not speed up.
 
 use crate::cpu::backward as bw;
+use crate::cpu::moe_backward as moe_bw;
 use crate::error::Result;
 use crate::model::backend::tensor::need;
 use crate::model::backend::{CpuBackend, CpuTensor};
@@ -223,6 +224,57 @@ pub mod host {
         Ok(())
     }
 
+    /// Expert x's part of `moe_combine`'s backward over (T, E, C, ys_rows).
+    pub fn moe_combine_backward(
+        dy: &CpuTensor,
+        dgate: &CpuTensor,
+        dout: &CpuTensor,
+        ys: &CpuTensor,
+        gate: &CpuTensor,
+        x: usize,
+        (t, e, c, ys_rows): (usize, usize, usize, usize),
+    ) -> Result<()> {
+        let op = "moe_combine_backward";
+        let (dod, yd, gd) = (dout.f32s(op)?, ys.f32s(op)?, gate.f32s(op)?);
+        let (mut dyd, mut dgd) = (dy.f32s_mut(op)?, dgate.f32s_mut(op)?);
+        crate::error::ensure(x < e && t <= ys_rows, op, || format!("expert {x} of {e} over {t} tokens of {ys_rows} rows"))?;
+        need(op, dyd.len().min(dod.len()), t * c, "dy/dout")?;
+        need(op, dgd.len().min(gd.len()), t * e, "dgate/gate")?;
+        need(op, yd.len(), e * ys_rows * c, "ys")?;
+        moe_bw::moe_combine_backward(&mut dyd, &mut dgd, &dod, &yd, &gd, x, (t, e, c, ys_rows));
+        Ok(())
+    }
+
+    /// The router's backward; `routing` is (probs, experts, weights, kept), over (T, E, K).
+    pub fn moe_router_backward(
+        dlogits: &CpuTensor,
+        dgate: &CpuTensor,
+        (probs, experts, weights, kept): (&CpuTensor, &CpuTensor, &CpuTensor, &CpuTensor),
+        (t, e, k): (usize, usize, usize),
+        aux: f32,
+    ) -> Result<()> {
+        let op = "moe_router_backward";
+        let (dgd, pd, wd) = (dgate.f32s(op)?, probs.f32s(op)?, weights.f32s(op)?);
+        let (ed, kd) = (experts.u32s(op)?, kept.u32s(op)?);
+        let mut dld = dlogits.f32s_mut(op)?;
+        crate::error::ensure(k >= 1 && k <= e, op, || format!("top-k {k} must be within 1..={e}"))?;
+        need(op, dld.len().min(dgd.len()).min(pd.len()), t * e, "dlogits/dgate/probs")?;
+        need(op, ed.len().min(kd.len()).min(wd.len()), t * k, "experts/kept/weights")?;
+        let r = moe_bw::Routing { probs: &pd[..t * e], experts: &ed[..t * k], weights: &wd[..t * k], kept: &kd[..t * k], e, k };
+        moe_bw::moe_router_backward(&mut dld[..t * e], &dgd[..t * e], &r, aux)
+    }
+
+    pub fn moe_aux_loss(out: &CpuTensor, slot: usize, probs: &CpuTensor, experts: &CpuTensor, t: usize, e: usize, k: usize) -> Result<()> {
+        let op = "moe_aux_loss";
+        let (pd, ed) = (probs.f32s(op)?, experts.u32s(op)?);
+        let mut od = out.f32s_mut(op)?;
+        need(op, od.len(), slot + 1, "out")?;
+        need(op, pd.len(), t * e, "probs")?;
+        need(op, ed.len(), t * k, "experts")?;
+        od[slot] = moe_bw::moe_aux_loss(&pd, &ed, t, e, k)?;
+        Ok(())
+    }
+
     pub fn fill_zero(x: &CpuTensor, n: usize) -> Result<()> {
         let mut xd = x.f32s_mut("fill_zero")?;
         need("fill_zero", xd.len(), n, "x")?;
@@ -354,6 +406,48 @@ impl Train for CpuBackend {
         a: &AdamStep,
     ) -> Result<()> {
         host::adamw(p, g, m, v, norms, n, a)
+    }
+    fn moe_combine_backward(
+        &mut self,
+        dy: &CpuTensor,
+        dgate: &CpuTensor,
+        dout: &CpuTensor,
+        ys: &CpuTensor,
+        gate: &CpuTensor,
+        x: usize,
+        t: usize,
+        e: usize,
+        c: usize,
+        ys_rows: usize,
+    ) -> Result<()> {
+        host::moe_combine_backward(dy, dgate, dout, ys, gate, x, (t, e, c, ys_rows))
+    }
+    fn moe_router_backward(
+        &mut self,
+        dlogits: &CpuTensor,
+        dgate: &CpuTensor,
+        probs: &CpuTensor,
+        experts: &CpuTensor,
+        weights: &CpuTensor,
+        kept: &CpuTensor,
+        t: usize,
+        e: usize,
+        k: usize,
+        aux: f32,
+    ) -> Result<()> {
+        host::moe_router_backward(dlogits, dgate, (probs, experts, weights, kept), (t, e, k), aux)
+    }
+    fn moe_aux_loss(
+        &mut self,
+        out: &CpuTensor,
+        slot: usize,
+        probs: &CpuTensor,
+        experts: &CpuTensor,
+        t: usize,
+        e: usize,
+        k: usize,
+    ) -> Result<()> {
+        host::moe_aux_loss(out, slot, probs, experts, t, e, k)
     }
     fn fill_zero(&mut self, x: &CpuTensor, n: usize) -> Result<()> {
         host::fill_zero(x, n)

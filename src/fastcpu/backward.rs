@@ -1,6 +1,7 @@
 //! `Train` for the fast CPU backend: the matmul backward on the packed f32 GEMM of `matmul.rs`
 //! (dX = dY W and dW = dY^T X as products over transposed copies, on the backend's threads), the
-//! other training ops on the reference loops over the tensors' host data (`cpu::train::host`).
+//! other training ops (the MoE routing's included) on the reference loops over the tensors' host
+//! data (`cpu::train::host`).
 
 use crate::cpu::train::host;
 use crate::error::Result;
@@ -177,6 +178,49 @@ impl Train for FastCpuBackend {
         a: &AdamStep,
     ) -> Result<()> {
         host::adamw(&touched(p).host, &g.host, &m.host, &v.host, &norms.host, n, a)
+    }
+    fn moe_combine_backward(
+        &mut self,
+        dy: &FastTensor,
+        dgate: &FastTensor,
+        dout: &FastTensor,
+        ys: &FastTensor,
+        gate: &FastTensor,
+        x: usize,
+        t: usize,
+        e: usize,
+        c: usize,
+        ys_rows: usize,
+    ) -> Result<()> {
+        host::moe_combine_backward(&dy.host, &dgate.host, &dout.host, &ys.host, &gate.host, x, (t, e, c, ys_rows))
+    }
+    fn moe_router_backward(
+        &mut self,
+        dlogits: &FastTensor,
+        dgate: &FastTensor,
+        probs: &FastTensor,
+        experts: &FastTensor,
+        weights: &FastTensor,
+        kept: &FastTensor,
+        t: usize,
+        e: usize,
+        k: usize,
+        aux: f32,
+    ) -> Result<()> {
+        let routing = (&probs.host, &experts.host, &weights.host, &kept.host);
+        host::moe_router_backward(&dlogits.host, &dgate.host, routing, (t, e, k), aux)
+    }
+    fn moe_aux_loss(
+        &mut self,
+        out: &FastTensor,
+        slot: usize,
+        probs: &FastTensor,
+        experts: &FastTensor,
+        t: usize,
+        e: usize,
+        k: usize,
+    ) -> Result<()> {
+        host::moe_aux_loss(&out.host, slot, &probs.host, &experts.host, t, e, k)
     }
     fn fill_zero(&mut self, x: &FastTensor, n: usize) -> Result<()> {
         host::fill_zero(&touched(x).host, n)

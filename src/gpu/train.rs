@@ -1,8 +1,9 @@
 //! `Train` for `GpuBackend`: the training ops recorded as WGSL dispatches in the same submission
 //! as the forward, each delegating to its kernel family (matmul, norm, act, rope, embed,
-//! attention; loss and optim for the training-only ops). Every kernel owns its outputs and sums
+//! attention, moe; loss and optim for the training-only ops). Every kernel owns its outputs and sums
 //! in a fixed order, so a run repeats bit for bit. The scratch that two-pass backwards share (a
-//! norm's row statistics, the attention's row sums) is one buffer kept by the backend.
+//! norm's row statistics, the attention's row sums, the router's assignment counts) is one buffer
+//! kept by the backend.
 
 use crate::error::{Result, TfError};
 use crate::gpu::backend::GpuBackend;
@@ -145,6 +146,49 @@ impl Train for GpuBackend {
         a: &AdamStep,
     ) -> Result<()> {
         gpu::optim::adamw(&mut self.rec, p, g, [m, v], norms, n, a)
+    }
+    fn moe_combine_backward(
+        &mut self,
+        dy: &GpuTensor,
+        dgate: &GpuTensor,
+        dout: &GpuTensor,
+        ys: &GpuTensor,
+        gate: &GpuTensor,
+        x: usize,
+        t: usize,
+        e: usize,
+        c: usize,
+        ys_rows: usize,
+    ) -> Result<()> {
+        gpu::moe::moe_combine_backward(&mut self.rec, [dy, dgate], dout, ys, gate, x, (t, e, c, ys_rows))
+    }
+    fn moe_router_backward(
+        &mut self,
+        dlogits: &GpuTensor,
+        dgate: &GpuTensor,
+        probs: &GpuTensor,
+        experts: &GpuTensor,
+        weights: &GpuTensor,
+        kept: &GpuTensor,
+        t: usize,
+        e: usize,
+        k: usize,
+        aux: f32,
+    ) -> Result<()> {
+        let (rec, counts) = self.with_scratch(e)?;
+        gpu::moe::moe_router_backward(rec, dlogits, dgate, [probs, experts, weights, kept], counts, (t, e, k), aux)
+    }
+    fn moe_aux_loss(
+        &mut self,
+        out: &GpuTensor,
+        slot: usize,
+        probs: &GpuTensor,
+        experts: &GpuTensor,
+        t: usize,
+        e: usize,
+        k: usize,
+    ) -> Result<()> {
+        gpu::moe::moe_aux_loss(&mut self.rec, out, slot, probs, experts, (t, e, k))
     }
     fn fill_zero(&mut self, x: &GpuTensor, n: usize) -> Result<()> {
         gpu::optim::fill_zero(&mut self.rec, x, n)

@@ -46,6 +46,7 @@ pub mod files {
     pub const EMBED: &str = include_str!("../../shaders/embed.wgsl");
     pub const SAMPLE: &str = include_str!("../../shaders/sample.wgsl");
     pub const MOE: &str = include_str!("../../shaders/moe.wgsl");
+    pub const MOE_BW: &str = include_str!("../../shaders/moe_bw.wgsl");
     pub const EMBED16: &str = include_str!("../../shaders/embed16.wgsl");
     pub const MATMUL_BW: &str = include_str!("../../shaders/matmul_bw.wgsl");
     pub const NORM_BW: &str = include_str!("../../shaders/norm_bw.wgsl");

@@ -12,6 +12,7 @@ use crate::model::forward::ffn::Ffn;
 use crate::model::forward::norm::Norm;
 use crate::model::forward::weights::{FfnBlock, Layer};
 use crate::ops::{EwOp, RopeShape};
+use crate::train::moe::{MoeActs, MoeLayerActs};
 use crate::train::ops::{BatchAttn, Train};
 use crate::train::params::Params;
 
@@ -39,6 +40,8 @@ pub struct LayerActs<T> {
     pub h: T,
     pub up: Option<T>,
     pub a: T,
+    /// a mixture-of-experts layer's routing and expert outputs (`h` and `a` are then one expert's)
+    pub moe: Option<MoeLayerActs<T>>,
 }
 
 /// Every buffer of a training step over B sequences of T tokens.
@@ -67,12 +70,13 @@ pub struct Acts<T> {
     pub dup: Option<T>,
     /// the sinusoidal table (S, C) or the RoPE table (S, HS/2, 2), when the model uses one
     pub table: Option<T>,
+    /// the buffers the MoE layers share, when the model has experts
+    pub moe: Option<MoeActs<T>>,
 }
 
 fn unsupported(cfg: &ModelConfig) -> Option<String> {
     match cfg.arch {
         Arch::EncoderDecoder => Some("the encoder-decoder trains on its own graph (train::encdec)".into()),
-        _ if cfg.moe.is_some() => Some("training a mixture-of-experts model is not supported yet".into()),
         _ => None,
     }
 }
@@ -85,7 +89,11 @@ impl<T> Acts<T> {
         }
         let (c, nh, hs, nkv) = (cfg.d_model, cfg.num_heads, cfg.head_dim(), cfg.num_kv_heads);
         let rows = b * t;
-        let f = if cfg.arch == Arch::Llama { cfg.llama_hidden_dim() } else { cfg.d_ff };
+        let f = match &cfg.moe {
+            Some(m) => m.expert_dim,
+            None if cfg.arch == Arch::Llama => cfg.llama_hidden_dim(),
+            None => cfg.d_ff,
+        };
         let swiglu = cfg.arch == Arch::Llama;
         let v = cfg.vocab_size;
         let mut layers = Vec::with_capacity(cfg.num_layers);
@@ -104,6 +112,7 @@ impl<T> Acts<T> {
                 h: a.f32(&l("ffn pre-activation"), &[rows, f])?,
                 up: if swiglu { Some(a.f32(&l("ffn up"), &[rows, f])?) } else { None },
                 a: a.f32(&l("ffn activation"), &[rows, f])?,
+                moe: MoeLayerActs::declare(cfg, rows, li, a)?,
             });
         }
         let table = match cfg.positions {
@@ -131,6 +140,7 @@ impl<T> Acts<T> {
             da: a.f32("grad ffn activation", &[rows, f])?,
             dup: if swiglu { Some(a.f32("grad ffn up", &[rows, f])?) } else { None },
             table,
+            moe: MoeActs::declare(cfg, rows, a)?,
         })
     }
 }
@@ -284,7 +294,7 @@ impl<B: Train> Graph<B> {
                 be.inplace(&la.a, Some(up), f, EwOp::SwiGlu)?;
                 be.matmul(next, 0, &la.a, 0, rows, p(w2.w), None)?;
             }
-            Ffn::Moe { .. } => return Err(TfError::Input("training a mixture-of-experts model is not supported yet".into())),
+            Ffn::Moe { router, experts } => self.moe_forward(be, ps, router, experts, la, next)?,
         }
         be.inplace(next, Some(&la.mid), n, EwOp::Add)
     }
@@ -337,7 +347,7 @@ impl<B: Train> Graph<B> {
                 be.matmul_backward(Some((&a.dxn, false)), g(w1.w), None, &a.dh, &la.xn2, p(w1.w), rows)?;
                 be.matmul_backward(Some((&a.dxn, true)), g(w3.w), None, dup, &la.xn2, p(w3.w), rows)?;
             }
-            Ffn::Moe { .. } => return Err(TfError::Input("training a mixture-of-experts model is not supported yet".into())),
+            Ffn::Moe { router, experts } => self.moe_backward(be, ps, router, experts, la)?,
         }
         Self::norm_backward(be, ps, &fb.norm, &a.dres, &a.dxn, &la.mid, rows)
     }

@@ -6,6 +6,7 @@
 //!   gradients and Adam moments, initialisation, and saving as a checkpoint;
 //! - `graph` (the decoder families) and `encdec` (the encoder-decoder): the forward that keeps
 //!   what the backward needs, and the backward; `net` puts them behind one interface;
+//! - `moe`: the mixture-of-experts FFN's buffers, forward, backward and load-balancing loss;
 //! - `optim`: the learning-rate schedule and the optimizer step (clip + AdamW);
 //! - `data`: where batches come from (text, the induction task, a fixed batches file);
 //! - `memory`: the training plan's memory, checked against the budget before allocation;
@@ -15,6 +16,7 @@ pub mod data;
 pub mod encdec;
 pub mod graph;
 pub mod memory;
+pub mod moe;
 pub mod net;
 pub mod ops;
 pub mod optim;

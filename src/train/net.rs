@@ -46,6 +46,21 @@ impl<B: Train> Net<B> {
         }
     }
 
+    /// The weight of the load-balancing losses in the gradient (a MoE decoder; ignored by the others).
+    pub fn set_aux_weight(&mut self, w: f32) {
+        if let Net::Decoder(g) = self {
+            g.set_aux_weight(w);
+        }
+    }
+
+    /// Each MoE layer's load-balancing loss of the last forward (empty without experts).
+    pub async fn aux_losses(&self, be: &mut B) -> Result<Vec<f32>> {
+        match self {
+            Net::Decoder(g) => g.aux_losses(be).await,
+            Net::EncDec(_) => Ok(vec![]),
+        }
+    }
+
     /// Each target's loss after a forward, and how many rows it holds.
     pub fn losses(&self) -> (&B::T, usize) {
         match self {

@@ -148,6 +148,49 @@ pub trait Train: Backend {
     /// The AdamW update of p[..n] from g (scaled by min(1, clip / (norm + 1e-6)), the norm the
     /// square root of the sum of `norms[..parts]`), moments m and v updated in place.
     fn adamw(&mut self, p: &Self::T, g: &Self::T, m: &Self::T, v: &Self::T, norms: &Self::T, n: usize, a: &AdamStep) -> Result<()>;
+    /// The backward of `moe_combine` (out (T, C) = sum over e of gate[t, e] * ys[e, t, :]) for
+    /// expert `x`: dy (T, C) = gate[t, x] * dout[t, :] (=; zero on the tokens x did not keep), and
+    /// column x of dgate (T, E): dgate[t, x] = dout[t, :] . ys[x, t, :] (=; the other columns are
+    /// left as they are). ys (E, ys_rows, C).
+    fn moe_combine_backward(
+        &mut self,
+        dy: &Self::T,
+        dgate: &Self::T,
+        dout: &Self::T,
+        ys: &Self::T,
+        gate: &Self::T,
+        x: usize,
+        t: usize,
+        e: usize,
+        c: usize,
+        ys_rows: usize,
+    ) -> Result<()>;
+    /// The backward of `moe_router` + `moe_capacity` to the router logits (T, E), written. Token t's
+    /// chosen experts experts[t, r] (T, K) carry weights w_r = p_r / S with p_r = probs[t,
+    /// experts[t, r]] and S = the sum of its K p_r; a kept slot (kept[t, r] = 1) receives dw_r =
+    /// dgate[t, experts[t, r]], a dropped one 0. So dprobs[t, experts[t, r]] = (dw_r - sum_j dw_j
+    /// w_j) / S (w_j from `weights`), 0 on the experts not chosen; plus the load-balancing term
+    /// `aux` * E * f_i / T on every expert i, where f_i = (assignments to i in `experts`, before
+    /// capacity) / (T K): `aux` is the weight of `moe_aux_loss` in the objective. Then the softmax:
+    /// dlogits[t, i] = p_i (dprobs[t, i] - sum_j p_j dprobs[t, j]). probs, dgate (T, E); weights
+    /// (T, K); experts, kept (T, K) u32.
+    fn moe_router_backward(
+        &mut self,
+        dlogits: &Self::T,
+        dgate: &Self::T,
+        probs: &Self::T,
+        experts: &Self::T,
+        weights: &Self::T,
+        kept: &Self::T,
+        t: usize,
+        e: usize,
+        k: usize,
+        aux: f32,
+    ) -> Result<()>;
+    /// The Switch load-balancing loss of one router over T tokens: out[slot] = E * sum over i of
+    /// f_i * P_i, with f_i = (assignments to expert i in experts (T, K) u32, before capacity) /
+    /// (T K) and P_i = the mean over tokens of probs[t, i] (T, E).
+    fn moe_aux_loss(&mut self, out: &Self::T, slot: usize, probs: &Self::T, experts: &Self::T, t: usize, e: usize, k: usize) -> Result<()>;
     /// x[..n] = 0.
     fn fill_zero(&mut self, x: &Self::T, n: usize) -> Result<()>;
     /// dst[..n] = src[..n].

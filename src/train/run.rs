@@ -18,7 +18,8 @@ use crate::train::params::Params;
 pub struct StepLog {
     /// counted from 1
     pub step: u32,
-    /// the mean loss of the step's batch, before its update
+    /// the objective of the step's batch, before its update: the mean cross-entropy (plus, for a
+    /// MoE model trained with `--aux-loss`, the weighted load-balancing losses)
     pub loss: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
@@ -51,6 +52,8 @@ pub struct Trainer<B: Train> {
     norms: B::T,
     /// the last optimizer step taken (0 before the first)
     pub step: u32,
+    /// the weight of the MoE layers' load-balancing loss in the objective (0: cross-entropy alone)
+    aux_loss: f32,
 }
 
 impl<B: Train> Trainer<B> {
@@ -62,20 +65,42 @@ impl<B: Train> Trainer<B> {
         let graph = Net::new(&mut be, cfg, shape.batch, shape.context, shape.source)?;
         let params = Params::from_values(&be, cfg, values)?;
         let norms = be.zeros(&[params.p.len()], "gradient norms")?;
-        Ok(Trainer { be, cfg: cfg.clone(), params, graph, optim, shape, norms, step: 0 })
+        Ok(Trainer { be, cfg: cfg.clone(), params, graph, optim, shape, norms, step: 0, aux_loss: 0.0 })
     }
 
-    /// The forward over one batch: its mean loss over the targets that count (the logits become
-    /// the loss gradient scaled by `1 / (counted targets x micro)`; see `Graph::forward`).
+    /// The objective becomes cross-entropy + `w` x the sum over MoE layers of their Switch
+    /// load-balancing loss (`train::moe`); the logged loss is that objective.
+    pub fn with_aux_loss(mut self, w: f32) -> Result<Trainer<B>> {
+        if !w.is_finite() || w < 0.0 {
+            return Err(TfError::Input(format!("--aux-loss must be a finite weight >= 0, got {w}")));
+        }
+        if w != 0.0 && self.cfg.moe.is_none() {
+            return Err(TfError::Input("--aux-loss weighs the experts' load-balancing loss: the model has no experts".into()));
+        }
+        self.aux_loss = w;
+        Ok(self)
+    }
+
+    /// The forward over one batch: its objective, the mean cross-entropy over the targets that
+    /// count plus the weighted load-balancing losses (the logits become the loss gradient scaled
+    /// by `1 / (counted targets x micro)`; see `Graph::forward`; the backward weighs the
+    /// load-balancing losses the same way).
     async fn forward(&mut self, batch: &Batch, micro: usize) -> Result<f64> {
         let counted = self.graph.feed(&mut self.be, batch)?;
         if counted == 0 {
             return Err(TfError::Input("a batch whose targets are all padding: nothing to learn from".into()));
         }
-        self.graph.forward(&mut self.be, &self.params, 1.0 / (counted * micro) as f32)?;
+        let scale = 1.0 / (counted * micro) as f32;
+        self.graph.set_aux_weight(self.aux_loss * scale * counted as f32);
+        self.graph.forward(&mut self.be, &self.params, scale)?;
         let (losses, rows) = self.graph.losses();
         let losses = self.be.read_f32(losses, 0, rows).await?;
-        Ok(losses.iter().map(|&x| x as f64).sum::<f64>() / counted as f64)
+        let ce = losses.iter().map(|&x| x as f64).sum::<f64>() / counted as f64;
+        if self.aux_loss == 0.0 {
+            return Ok(ce);
+        }
+        let aux = self.graph.aux_losses(&mut self.be).await?;
+        Ok(ce + self.aux_loss as f64 * aux.iter().map(|&x| x as f64).sum::<f64>())
     }
 
     /// Forward and backward of one optimizer step's micro-batches, gradients summed; the mean
