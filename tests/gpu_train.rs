@@ -404,6 +404,33 @@ fn gpu_moe_training_matches_the_reference_and_repeats_bit_for_bit() {
     gpu_matches_the_reference_and_repeats(&gpu(), "moe", &cfg, 5, 0.5);
 }
 
+/// A step that reports nothing goes out in one submission (forward, backward, norms, clip and
+/// AdamW together) and reads nothing back; steps that report every 4th leave the same parameters,
+/// bit for bit, as steps that all report.
+#[test]
+fn an_unreported_step_is_one_submission_and_changes_nothing() {
+    let gpu = gpu();
+    for (name, cfg) in configs() {
+        let data = Source::Induction { vocab: cfg.vocab_size as u32 };
+        let run = |every: u32| {
+            let mut tr = trainer(GpuBackend::new(gpu.clone()), &cfg);
+            for s in 1..=8 {
+                let b = tr.batches(&data, 5, s).unwrap();
+                let before = tr.be.submits();
+                let (r, _) = pollster::block_on(tr.step(&b, s % every == 0)).unwrap();
+                assert_eq!(r.is_some(), s % every == 0);
+                // (the first step also grows the backward's shared scratch, which flushes once)
+                if r.is_none() && s > 1 {
+                    assert_eq!(tr.be.submits() - before, 1, "{name} step {s}: submissions of an unreported step");
+                }
+            }
+            pollster::block_on(tr.values()).unwrap()
+        };
+        let bits = |v: Vec<Vec<f32>>| v.into_iter().flatten().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(bits(run(4)), bits(run(1)), "{name}: reporting every 4th step changed the parameters");
+    }
+}
+
 /// `tinyformer train --backend gpu` runs the same loop as the CPU backends: its last logged loss
 /// within 1e-3 relative of `--backend reference`'s, for a GPT-2-style and a Llama (GQA) model.
 #[test]

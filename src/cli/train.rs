@@ -417,17 +417,21 @@ fn run<B: Train>(a: &TrainArgs, mut tr: Trainer<B>, start: &Start, data: &Source
     let mut interrupted = None;
     for s in first..=a.steps {
         let micro = tr.batches(data, a.seed, s)?;
-        let (loss, grad_norm) = pollster::block_on(tr.gradients(&micro)).map_err(|e| TfError::Input(format!("{e}{}", kept(saved))))?;
-        if s == 1 {
+        let eval = a.eval_every > 0 && (s % a.eval_every == 0 || s == a.steps);
+        // only a logged step reads anything back; the others go out as one submission each
+        let logged = fixed || eval || s % a.log_every.max(1) == 0 || s == a.steps || s == 1;
+        let (reported, lr) = if s == 1 && a.dump_grads.is_some() {
+            let r = pollster::block_on(tr.gradients(&micro)).map_err(|e| TfError::Input(format!("{e}{}", kept(saved))))?;
             if let Some(p) = &a.dump_grads {
                 let grads = pollster::block_on(tr.params.read(&mut tr.be, true))?;
                 write_file(p, "--dump-grads", &checkpoint(&tr.params.decl, grads, start)?)?;
             }
-        }
-        let lr = tr.update()?;
-        let eval = a.eval_every > 0 && (s % a.eval_every == 0 || s == a.steps);
+            (Some(r), tr.update()?)
+        } else {
+            pollster::block_on(tr.step(&micro, logged)).map_err(|e| TfError::Input(format!("{e}{}", kept(saved))))?
+        };
         let val_loss = if eval { pollster::block_on(tr.evaluate(data, a.seed, a.eval_batches))? } else { None };
-        if fixed || eval || s % a.log_every.max(1) == 0 || s == a.steps || s == 1 {
+        if let Some((loss, grad_norm)) = reported {
             let now = std::time::Instant::now();
             let span = now.duration_since(since.0).as_secs_f64();
             let entry = StepLog {

@@ -61,6 +61,11 @@ impl<B: Train> Net<B> {
         }
     }
 
+    /// Whether a target id is left out of the loss (the encoder-decoder's padding).
+    pub fn ignores(&self, target: u32) -> bool {
+        matches!(self, Net::EncDec(_)) && target == crate::mask::PAD_ID
+    }
+
     /// Each target's loss after a forward, and how many rows it holds.
     pub fn losses(&self) -> (&B::T, usize) {
         match self {

@@ -86,13 +86,31 @@ impl<B: Train> Trainer<B> {
     /// by `1 / (counted targets x micro)`; see `Graph::forward`; the backward weighs the
     /// load-balancing losses the same way).
     async fn forward(&mut self, batch: &Batch, micro: usize) -> Result<f64> {
+        let counted = self.feed(batch)?;
+        self.record_forward(counted, micro)?;
+        self.read_loss(batch).await
+    }
+
+    /// Writes a batch (before any op of its step is recorded: a write flushes what is recorded);
+    /// returns how many targets count.
+    fn feed(&mut self, batch: &Batch) -> Result<usize> {
         let counted = self.graph.feed(&mut self.be, batch)?;
         if counted == 0 {
             return Err(TfError::Input("a batch whose targets are all padding: nothing to learn from".into()));
         }
+        Ok(counted)
+    }
+
+    /// Records the forward of the fed batch (its losses and the logits' gradient, see `forward`).
+    fn record_forward(&mut self, counted: usize, micro: usize) -> Result<()> {
         let scale = 1.0 / (counted * micro) as f32;
         self.graph.set_aux_weight(self.aux_loss * scale * counted as f32);
-        self.graph.forward(&mut self.be, &self.params, scale)?;
+        self.graph.forward(&mut self.be, &self.params, scale)
+    }
+
+    /// The objective of the batch whose forward was recorded last.
+    async fn read_loss(&mut self, batch: &Batch) -> Result<f64> {
+        let counted = batch.targets.iter().filter(|&&t| !self.graph.ignores(t)).count().max(1);
         let (losses, rows) = self.graph.losses();
         let losses = self.be.read_f32(losses, 0, rows).await?;
         let ce = losses.iter().map(|&x| x as f64).sum::<f64>() / counted as f64;
@@ -103,16 +121,51 @@ impl<B: Train> Trainer<B> {
         Ok(ce + self.aux_loss as f64 * aux.iter().map(|&x| x as f64).sum::<f64>())
     }
 
-    /// Forward and backward of one optimizer step's micro-batches, gradients summed; the mean
-    /// loss and the global gradient norm (before clipping). Parameters are not updated.
-    pub async fn gradients(&mut self, micro: &[Batch]) -> Result<(f64, f64)> {
+    /// One optimizer step: forward and backward of its micro-batches, the gradient norms, the
+    /// update, recorded together. With `report`, the loss and gradient norm are read back (and
+    /// checked finite before the update); without, nothing is read and the step goes out in one
+    /// submission. Returns (the loss and norm when reported, the lr).
+    pub async fn step(&mut self, micro: &[Batch], report: bool) -> Result<(Option<(f64, f64)>, f32)> {
+        if report {
+            let r = self.gradients(micro).await?;
+            let lr = self.update()?;
+            self.be.submit()?;
+            return Ok((Some(r), lr));
+        }
+        let k = micro.len().max(1);
+        for (i, batch) in micro.iter().enumerate() {
+            let counted = self.feed(batch)?;
+            if i == 0 {
+                self.zero_grads()?;
+            }
+            self.record_forward(counted, k)?;
+            self.graph.backward(&mut self.be, &self.params)?;
+        }
+        Optim::norms(&mut self.be, &self.params, &self.norms)?;
+        let lr = self.update()?;
+        self.be.submit()?;
+        Ok((None, lr))
+    }
+
+    fn zero_grads(&mut self) -> Result<()> {
         for (i, g) in self.params.g.iter().enumerate() {
             self.be.fill_zero(g, self.params.numel(i))?;
         }
+        Ok(())
+    }
+
+    /// Forward and backward of one optimizer step's micro-batches, gradients summed; the mean
+    /// loss and the global gradient norm (before clipping). Parameters are not updated.
+    pub async fn gradients(&mut self, micro: &[Batch]) -> Result<(f64, f64)> {
         let mut loss = 0.0;
         let k = micro.len().max(1);
-        for batch in micro {
-            let l = self.forward(batch, k).await?;
+        for (i, batch) in micro.iter().enumerate() {
+            let counted = self.feed(batch)?;
+            if i == 0 {
+                self.zero_grads()?;
+            }
+            self.record_forward(counted, k)?;
+            let l = self.read_loss(batch).await?;
             if !l.is_finite() {
                 return Err(TfError::Input(format!("step {}: the loss is {l}; stopped before the update", self.step + 1)));
             }
