@@ -10,8 +10,10 @@
 //! - `optim`: the learning-rate schedule and the optimizer step (clip + AdamW);
 //! - `data`: where batches come from (text, the induction task, a fixed batches file);
 //! - `memory`: the training plan's memory, checked against the budget before allocation;
+//! - `check`: a run against a PyTorch fixture (the native tests and the page's wasm share it);
 //! - `run`: the training loop (accumulation, evaluation, logging, checkpoints).
 
+pub mod check;
 pub mod data;
 pub mod encdec;
 pub mod graph;
