@@ -7,11 +7,13 @@
 //! - `graph` (the decoder families) and `encdec` (the encoder-decoder): the forward that keeps
 //!   what the backward needs, and the backward; `net` puts them behind one interface;
 //! - `optim`: the learning-rate schedule and the optimizer step (clip + AdamW);
-//! - `data`: where batches come from (text, the induction task, a fixed batches file);
+//! - `data`: where batches come from (text, the induction task, the dates task, a fixed batches
+//!   file); `dates`: the date-translation pairs of the shipped dates model;
 //! - `memory`: the training plan's memory, checked against the budget before allocation;
 //! - `run`: the training loop (accumulation, evaluation, logging, checkpoints).
 
 pub mod data;
+pub mod dates;
 pub mod encdec;
 pub mod graph;
 pub mod memory;
