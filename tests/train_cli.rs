@@ -347,3 +347,18 @@ fn an_encoder_decoder_learns_dates_and_generate_opens_it() {
     assert!(refuse(&["--arch", "encdec", "--task", "dates", "--context", "32"]).contains("raise --context"));
     assert!(refuse(&["--arch", "encdec", "--task", "dates", "--vocab", "80"]).contains("--vocab"));
 }
+
+#[test]
+fn an_moe_arch_makes_a_checkpoint_that_loads() {
+    let out = tmp("moe.safetensors");
+    #[rustfmt::skip]
+    train(&[
+        "--arch", "moe", "--layers", "1", "--heads", "2", "--dim", "16", "--experts", "4", "--top-k", "2", "--context", "8",
+        "--batch", "2", "--task", "induction", "--vocab", "9", "--steps", "2", "--backend", "reference",
+        "--out", out.to_str().unwrap(),
+    ])
+    .unwrap();
+    let m = Model::load(&CpuBackend, &std::fs::read(&out).unwrap()).unwrap();
+    let moe = m.cfg.moe.as_ref().unwrap();
+    assert_eq!((moe.num_experts, moe.top_k, moe.expert_dim), (4, 2, 32));
+}
