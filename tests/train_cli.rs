@@ -211,3 +211,178 @@ fn a_resumed_run_continues_the_same_losses() {
     let e = go("12", &part, &log_part, true).unwrap_err();
     assert!(e.contains("raise --steps"), "{e}");
 }
+
+/// The dates task's vocabulary, as ids -> text.
+fn dates_text(ids: &[u32]) -> String {
+    let itos = tinyformer::train::dates::itos();
+    ids.iter().filter(|&&i| i >= 3).map(|&i| itos[i as usize].as_str()).collect()
+}
+
+/// Sakamoto's weekday, 0 = Monday (independent of the generator's day count).
+fn weekday(y: i32, m: u32, d: u32) -> usize {
+    let t = [0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4];
+    let y = if m < 3 { y - 1 } else { y };
+    let sunday_first = (y + y / 4 - y / 100 + y / 400 + t[m as usize - 1] + d as i32).rem_euclid(7) as usize;
+    (sunday_first + 6) % 7
+}
+
+#[test]
+fn the_dates_generator_writes_train_dates_py_pairs() {
+    use tinyformer::train::data::Source;
+    use tinyformer::train::dates::{self, Case, Date};
+    // the vocabulary is the shipped model's
+    let shipped: serde_json::Value = serde_json::from_str(&std::fs::read_to_string("models/dates-encdec.json").unwrap()).unwrap();
+    let want: Vec<String> = shipped["tokenizer"]["itos"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert_eq!(dates::itos(), want);
+    // fixed days in a few formats, as train/dates.py renders them
+    let d = |year, month, day| Date { year, month, day };
+    for (date, fmt, case, text) in [
+        (d(2021, 3, 3), 10, Case::AsIs, "Wed 3 Mar 2021"),
+        (d(2021, 3, 21), 36, Case::AsIs, "the twenty-first of March 2021"),
+        (d(2021, 3, 21), 39, Case::Upper, "SUNDAY, THE TWENTY-FIRST OF MARCH 2021"),
+        (d(2021, 3, 21), 0, Case::Lower, "21st of march 2021"),
+        (d(1999, 12, 31), 12, Case::AsIs, "Fri, Dec 31 '99"),
+        (d(1999, 12, 31), 32, Case::AsIs, "31/12/99"),
+        (d(1776, 7, 4), 15, Case::AsIs, "Thursday, the 4th of July 1776"),
+        (d(2400, 2, 29), 28, Case::AsIs, "Feb 2400, 29"),
+        (d(1307, 10, 13), 19, Case::AsIs, "13071013"),
+        (d(1000, 1, 1), 10, Case::AsIs, "Wed 1 Jan 1000"),
+        (d(2999, 12, 31), 10, Case::Upper, "TUE 31 DEC 2999"),
+    ] {
+        assert!(dates::can_write(fmt, date));
+        assert_eq!(dates::render(date, fmt, case), text);
+    }
+    // the conventions: day-first slashes only past the 12th, two-digit years only 1950..2049
+    assert!(!dates::can_write(32, d(2021, 3, 12)) && dates::can_write(32, d(2021, 3, 13)));
+    assert!(!dates::can_write(2, d(1949, 12, 31)) && dates::can_write(2, d(2049, 12, 31)) && !dates::can_write(2, d(2050, 1, 1)));
+    // the range and the calendar
+    assert_eq!(Date::from_index(0), d(1000, 1, 1));
+    assert_eq!(Date::from_index(dates::NUM_DAYS - 1), d(2999, 12, 31));
+    assert_eq!(Date::from_iso("2400-02-29"), Some(d(2400, 2, 29)));
+    assert_eq!(Date::from_iso("2100-02-29"), None);
+    for i in (0..dates::NUM_DAYS).step_by(997) {
+        let x = Date::from_index(i);
+        assert_eq!(x.index(), Some(i));
+        assert_eq!(x.weekday(), weekday(x.year, x.month, x.day), "{x:?}");
+    }
+    // generated pairs: a valid ISO target, a source that fits and names the target's year, and
+    // the right weekday wherever one is written
+    let names: Vec<String> = dates::DAYS.iter().flat_map(|w| [w.to_lowercase(), w[..3].to_lowercase()]).collect();
+    let (mut with_weekday, mut lower, mut upper) = (0, 0, 0);
+    for step in 1..=60 {
+        let b = Source::Dates.train_batch(5, step, 0, 16, dates::TGT_LEN).unwrap();
+        assert_eq!((b.b, b.t, b.ts), (16, dates::TGT_LEN, dates::SRC_LEN));
+        for r in 0..b.b {
+            let src = &b.src[r * b.ts..(r + 1) * b.ts];
+            let len = src.iter().position(|&x| x == 0).unwrap_or(b.ts);
+            assert!(src[len..].iter().all(|&x| x == 0), "right-padded with 0");
+            let input = dates_text(src);
+            let (tin, tout) = (&b.ids[r * b.t..(r + 1) * b.t], &b.targets[r * b.t..(r + 1) * b.t]);
+            assert_eq!((tin[0], tout[b.t - 1]), (dates::BOS, dates::EOS));
+            assert_eq!(tin[1..], tout[..b.t - 1]);
+            let iso = dates_text(tout);
+            let x = Date::from_iso(&iso).unwrap_or_else(|| panic!("{input:?} -> {iso:?} is not a date of the range"));
+            assert!(input.contains(&x.year.to_string()) || input.contains(&format!("{:02}", x.year % 100)), "{input:?} -> {iso}");
+            let first = input.split([' ', ',']).next().unwrap().to_lowercase();
+            if let Some(w) = names.iter().position(|n| *n == first) {
+                with_weekday += 1;
+                assert_eq!(w / 2, weekday(x.year, x.month, x.day), "{input:?} -> {iso}");
+            }
+            lower += (input.chars().any(|c| c.is_ascii_lowercase()) && !input.chars().any(|c| c.is_ascii_uppercase())) as u32;
+            upper += (input.chars().any(|c| c.is_ascii_uppercase()) && !input.chars().any(|c| c.is_ascii_lowercase())) as u32;
+        }
+    }
+    assert!(with_weekday > 50 && lower > 50 && upper > 50, "{with_weekday} {lower} {upper}");
+    // the longest input (a Wednesday the 27th of September, format 39) fits the source length
+    let longest = (0..dates::FORMATS.len()).map(|f| dates::render(d(2023, 9, 27), f, Case::AsIs).len()).max().unwrap();
+    assert_eq!(longest, 47);
+}
+
+#[test]
+fn dates_validation_days_never_appear_in_training() {
+    use std::collections::HashSet;
+    use tinyformer::train::data::Source;
+    use tinyformer::train::dates::{self, Date};
+    let held = (0..dates::NUM_DAYS).filter(|&i| dates::is_validation(i)).count() as f64 / dates::NUM_DAYS as f64;
+    assert!((0.045..0.055).contains(&held), "one day in 20 is held out: {held}");
+    let day = |b: &tinyformer::train::data::Batch, r: usize| Date::from_iso(&dates_text(&b.targets[r * b.t..(r + 1) * b.t])).unwrap();
+    let (mut train_days, mut train_inputs) = (HashSet::new(), HashSet::new());
+    for step in 1..=400 {
+        let b = Source::Dates.train_batch(11, step, 0, 32, dates::TGT_LEN).unwrap();
+        assert_eq!(b, Source::Dates.train_batch(11, step, 0, 32, dates::TGT_LEN).unwrap(), "a function of (seed, step)");
+        for r in 0..b.b {
+            let x = day(&b, r);
+            assert!(!dates::is_validation(x.index().unwrap()), "{x:?} is a validation day");
+            train_days.insert(x);
+            train_inputs.insert(dates_text(&b.src[r * b.ts..(r + 1) * b.ts]));
+        }
+    }
+    assert_ne!(Source::Dates.train_batch(11, 1, 0, 32, 11).unwrap(), Source::Dates.train_batch(12, 1, 0, 32, 11).unwrap());
+    for i in 0..50 {
+        let b = Source::Dates.val_batch(11, i, 32, dates::TGT_LEN).unwrap();
+        for r in 0..b.b {
+            let x = day(&b, r);
+            assert!(dates::is_validation(x.index().unwrap()) && !train_days.contains(&x), "{x:?}");
+            assert!(!train_inputs.contains(&dates_text(&b.src[r * b.ts..(r + 1) * b.ts])));
+        }
+    }
+    // the hand-written examples' days are held out
+    for (year, month, day) in dates::EXTRA_DAYS {
+        assert!(dates::is_validation(Date { year, month, day }.index().unwrap()));
+    }
+}
+
+#[test]
+fn an_encoder_decoder_learns_dates_and_generate_opens_it() {
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let (out, log) = (tmp("dates.safetensors"), tmp("dates.jsonl"));
+    #[rustfmt::skip]
+    train(&[
+        "--arch", "encdec", "--layers", "1", "--heads", "2", "--dim", "32", "--context", "48", "--batch", "8",
+        "--steps", "40", "--task", "dates", "--lr", "3e-3", "--warmup", "4", "--log-every", "1", "--eval-every", "40",
+        "--eval-batches", "2", "--backend", "cpu", "--out", &s(&out), "--log", &s(&log),
+    ])
+    .unwrap();
+    let l = lines(&log);
+    let loss: Vec<f64> = l.iter().map(|x| x["loss"].as_f64().unwrap()).collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert_eq!(loss.len(), 40);
+    assert!(mean(&loss[35..]) < mean(&loss[..5]) - 0.5, "the loss falls: {loss:?}");
+    assert!(l[39]["val_loss"].as_f64().is_some_and(f64::is_finite));
+    let ck = tinyformer::model::checkpoint::Checkpoint::from_bytes(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(ck.config.src_vocab_size, 65);
+    assert!(ck.tokenizer.as_deref().is_some_and(|t| t.contains("\"chars\"")));
+    let g =
+        tinyformer::cli::run(["tinyformer", "generate", "--model", &s(&out), "--prompt", "3rd of March 2021", "--max-new-tokens", "11"])
+            .unwrap();
+    let g: serde_json::Value = serde_json::from_str(&g).unwrap();
+    assert!(g["ids"].as_array().is_some_and(|a| a.len() > 1) && g["text"].is_string(), "{g}");
+    // the task's refusals, one line each
+    let tiny = ["--layers", "1", "--heads", "2", "--dim", "16", "--steps", "1"];
+    let refuse = |extra: &[&str]| {
+        let mut a: Vec<&str> = tiny.to_vec();
+        a.extend_from_slice(extra);
+        let e = train(&a).unwrap_err();
+        assert!(!e.contains('\n'), "one line: {e}");
+        e
+    };
+    assert!(refuse(&["--arch", "gpt", "--task", "dates"]).contains("encoder-decoder"));
+    assert!(refuse(&["--arch", "encdec", "--task", "induction"]).contains("--task dates or --batches"));
+    assert!(refuse(&["--arch", "encdec", "--task", "dates", "--context", "32"]).contains("raise --context"));
+    assert!(refuse(&["--arch", "encdec", "--task", "dates", "--vocab", "80"]).contains("--vocab"));
+}
+
+#[test]
+fn an_moe_arch_makes_a_checkpoint_that_loads() {
+    let out = tmp("moe.safetensors");
+    #[rustfmt::skip]
+    train(&[
+        "--arch", "moe", "--layers", "1", "--heads", "2", "--dim", "16", "--experts", "4", "--top-k", "2", "--context", "8",
+        "--batch", "2", "--task", "induction", "--vocab", "9", "--steps", "2", "--backend", "reference",
+        "--out", out.to_str().unwrap(),
+    ])
+    .unwrap();
+    let m = Model::load(&CpuBackend, &std::fs::read(&out).unwrap()).unwrap();
+    let moe = m.cfg.moe.as_ref().unwrap();
+    assert_eq!((moe.num_experts, moe.top_k, moe.expert_dim), (4, 2, 32));
+}

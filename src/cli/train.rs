@@ -1,5 +1,6 @@
 //! `tinyformer train`: trains a model on the engine's own backward passes and AdamW, from a
-//! checkpoint or a fresh architecture, on a text, the induction task or a fixed batches file;
+//! checkpoint or a fresh architecture, on a text, the induction task, the date-translation task
+//! (an encoder-decoder) or a fixed batches file;
 //! logs JSON lines, writes the checkpoint (and the optimizer state beside it, for `--resume`).
 
 use std::collections::HashMap;
@@ -16,10 +17,11 @@ use crate::error::{quote, Result, TfError};
 use crate::fastcpu::FastCpuBackend;
 use crate::model::backend::{CpuBackend, GpuBackend};
 use crate::model::checkpoint::Checkpoint;
-use crate::model::config::ModelConfig;
+use crate::model::config::{Arch, ModelConfig};
 use crate::model::forward::weights::Declared;
 use crate::tokenizer::Tokenizer;
 use crate::train::data::{Source, MAX_BATCHES_BYTES};
+use crate::train::dates;
 use crate::train::ops::Train;
 use crate::train::optim::{Optim, Schedule};
 use crate::train::params::{safetensors_bytes, Init, Params};
@@ -33,12 +35,18 @@ pub enum ArchChoice {
     Llama,
     /// GPT-style blocks of attention only (no feed-forward network): the induction-head experiment
     AttnOnly,
+    /// the seed's encoder-decoder (post-norm, sinusoidal positions, ReLU): --task dates or --batches
+    Encdec,
+    /// the seed's decoder with a mixture-of-experts FFN (--experts, --top-k; expert width --ff)
+    Moe,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskChoice {
     /// random tokens, each row a segment and its repeat
     Induction,
+    /// human-written dates to ISO dates (an encoder-decoder; validation on held-out days)
+    Dates,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,10 +78,17 @@ pub struct TrainArgs {
     pub kv_heads: Option<usize>,
     #[arg(long, default_value_t = 64)]
     pub dim: usize,
-    /// FFN hidden width (gpt); default 4 x --dim
+    /// FFN hidden width (gpt, encdec; default 4 x --dim) or each expert's (moe; default 2 x --dim)
     #[arg(long)]
     pub ff: Option<usize>,
-    /// the sequence length trained on (and the model's context when --arch makes one)
+    /// experts per MoE layer (moe)
+    #[arg(long, default_value_t = 4)]
+    pub experts: usize,
+    /// experts each token is routed to (moe)
+    #[arg(long, default_value_t = 2)]
+    pub top_k: usize,
+    /// the sequence length trained on (and the model's context when --arch makes one; --task dates
+    /// trains on 48 source and 11 target tokens, so it needs at least 48)
     #[arg(long, default_value_t = 64)]
     pub context: usize,
     /// vocabulary of a fresh model (default: the tokenizer's, or 16 for --task induction)
@@ -173,7 +188,7 @@ struct Start {
 }
 
 fn fresh_config(a: &TrainArgs, vocab: usize) -> Result<serde_json::Value> {
-    let arch = a.arch.ok_or_else(|| TfError::Input("give --model INIT.safetensors or --arch gpt|llama|attn-only".into()))?;
+    let arch = a.arch.ok_or_else(|| TfError::Input("give --model INIT.safetensors or --arch gpt|llama|attn-only|encdec|moe".into()))?;
     Ok(match arch {
         ArchChoice::Gpt => json!({
             "arch": "decoder", "vocab_size": vocab, "d_model": a.dim, "num_layers": a.layers, "num_heads": a.heads,
@@ -188,7 +203,57 @@ fn fresh_config(a: &TrainArgs, vocab: usize) -> Result<serde_json::Value> {
             "arch": "llama", "vocab_size": vocab, "d_model": a.dim, "num_layers": a.layers, "num_heads": a.heads,
             "num_kv_heads": a.kv_heads.unwrap_or(a.heads), "multiple_of": 32, "max_seq_len": a.context
         }),
+        ArchChoice::Encdec => json!({
+            "arch": "encoder_decoder", "src_vocab_size": vocab, "tgt_vocab_size": vocab, "d_model": a.dim,
+            "num_layers": a.layers, "num_heads": a.heads, "d_ff": a.ff.unwrap_or(4 * a.dim), "max_seq_len": a.context
+        }),
+        ArchChoice::Moe => json!({
+            "arch": "decoder", "vocab_size": vocab, "d_model": a.dim, "num_layers": a.layers, "num_heads": a.heads,
+            "max_seq_len": a.context,
+            "moe": {"num_experts": a.experts, "top_k": a.top_k, "expert_dim": a.ff.unwrap_or(2 * a.dim), "capacity_factor": 1.25}
+        }),
     })
+}
+
+/// The dates task's tokenizer: its own, or a checkpoint's when that is the same table.
+fn dates_tokenizer(a: &TrainArgs, from_checkpoint: Option<Tokenizer>) -> Result<Tokenizer> {
+    let own = dates::tokenizer()?;
+    if a.vocab.is_some_and(|v| v != own.vocab_size()) {
+        return Err(TfError::Input(format!("--vocab does not apply to --task dates: its vocabulary is {} characters", own.vocab_size())));
+    }
+    match from_checkpoint {
+        Some(t) if t.to_json_value().get("itos") != own.to_json_value().get("itos") => {
+            Err(TfError::Input("--task dates needs the dates vocabulary, and the --model checkpoint's tokenizer is another".into()))
+        }
+        _ => Ok(own),
+    }
+}
+
+/// Refuses data the model cannot train on: the dates task needs an encoder-decoder whose context
+/// holds its sources; an encoder-decoder trains on the dates task or a batches file.
+fn fits_data(cfg: &ModelConfig, data: &Source) -> Result<()> {
+    let encdec = cfg.arch == Arch::EncoderDecoder;
+    match data {
+        Source::Dates if !encdec => Err(TfError::Input(format!(
+            "--task dates trains an encoder-decoder: give --arch encdec or an encoder_decoder --model (this one is {})",
+            cfg.arch.as_str()
+        ))),
+        Source::Dates if cfg.max_seq_len < dates::SRC_LEN => Err(TfError::Input(format!(
+            "--task dates feeds {} source tokens, more than the model's context of {}: raise --context",
+            dates::SRC_LEN,
+            cfg.max_seq_len
+        ))),
+        Source::Dates if cfg.src_vocab_size.min(cfg.tgt_vocab_size) < dates::itos().len() => Err(TfError::Input(format!(
+            "--task dates needs a vocabulary of {} on both sides; the model has {} and {}",
+            dates::itos().len(),
+            cfg.src_vocab_size,
+            cfg.tgt_vocab_size
+        ))),
+        Source::Text { .. } | Source::Induction { .. } if encdec => Err(TfError::Input(
+            "an encoder-decoder trains on --task dates or --batches FILE ({\"src\", \"tgt_in\", \"tgt_out\"} steps), not --text or --task induction".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn betas(s: &str) -> Result<(f32, f32)> {
@@ -229,6 +294,9 @@ fn prepare(a: &TrainArgs) -> Result<(Start, Source)> {
             crate::tokenizer::chars::Chars::from_alphabet(&alphabet).map_err(|e| TfError::Input(format!("--text: {e}")))?,
         ));
     }
+    if a.task == Some(TaskChoice::Dates) {
+        tokenizer = Some(dates_tokenizer(a, tokenizer)?);
+    }
     let encode = |t: &Tokenizer, s: &str| -> Result<Vec<u32>> { Ok(t.encode(s).ids) };
     let data = match (&text, a.task, &a.batches) {
         (Some(s), _, _) => {
@@ -237,13 +305,14 @@ fn prepare(a: &TrainArgs) -> Result<(Start, Source)> {
             Source::text(encode(tok, s)?, val, a.context)?
         }
         (None, Some(TaskChoice::Induction), _) => Source::Induction { vocab: 0 },
+        (None, Some(TaskChoice::Dates), _) => Source::Dates,
         (None, None, Some(p)) => Source::batches_json(&String::from_utf8_lossy(&read_input(
             p,
             "--batches",
             MAX_BATCHES_BYTES,
             "batches files are capped at 256 MiB",
         )?))?,
-        (None, None, None) => return Err(TfError::Input("give the data: --text FILE, --task induction or --batches FILE".into())),
+        (None, None, None) => return Err(TfError::Input("give the data: --text FILE, --task induction|dates or --batches FILE".into())),
     };
     let start = match ck.as_mut() {
         Some(c) => Start {
@@ -268,6 +337,7 @@ fn prepare(a: &TrainArgs) -> Result<(Start, Source)> {
         Source::Induction { .. } => Source::Induction { vocab: start.cfg.vocab_size as u32 },
         d => d,
     };
+    fits_data(&start.cfg, &data)?;
     Ok((start, data))
 }
 
@@ -284,7 +354,7 @@ pub fn train(a: &TrainArgs) -> Result<String> {
         eps: a.eps,
         clip: (a.clip > 0.0).then_some(a.clip),
     };
-    let (batch, context) = data.shape().unwrap_or((a.batch, a.context));
+    let (batch, context) = data.shape().unwrap_or((a.batch, data.target_len().unwrap_or(a.context)));
     if matches!(data, Source::Fixed(_)) && a.accum != 1 {
         return Err(TfError::Input("--accum does not apply to --batches: each step of the file is one whole batch".into()));
     }

@@ -1,6 +1,6 @@
 //! Where a run's batches come from: a text (random windows of its tokens, 90/10 train/val split
 //! or a separate validation text), the induction task (random tokens with a repeated segment),
-//! or a batches file that fixes every step's data exactly, so a run can be compared with another
+//! the date-translation task (an encoder-decoder's pairs, see `dates`), or a batches file that fixes every step's data exactly, so a run can be compared with another
 //! engine's. A step's batch depends only on (seed, step), so a resumed run sees the same data as
 //! an uninterrupted one.
 
@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::error::{Result, TfError};
 use crate::rng::Rng;
+use crate::train::dates;
 
 /// One batch: B rows of T input ids and their targets, row-major; for an encoder-decoder also B
 /// rows of Ts source ids (the inputs are then the decoder's input, the targets its output).
@@ -27,6 +28,9 @@ pub enum Source {
     Text { train: Vec<u32>, val: Vec<u32> },
     /// random tokens in 0..vocab, each row a segment followed by its repeat
     Induction { vocab: u32 },
+    /// date-translation pairs for an encoder-decoder (`dates`): B rows of `dates::SRC_LEN` source
+    /// and `dates::TGT_LEN` target ids, evaluation pairs on held-out days
+    Dates,
     /// every step's batch given (a batches file)
     Fixed(Vec<Batch>),
 }
@@ -145,11 +149,21 @@ impl Source {
         }
     }
 
-    /// The source length Ts of a fixed encoder-decoder source (0 otherwise).
+    /// The source length Ts of an encoder-decoder source (0 otherwise).
     pub fn source_len(&self) -> usize {
         match self {
             Source::Fixed(v) => v.first().map_or(0, |x| x.ts),
+            Source::Dates => dates::SRC_LEN,
             _ => 0,
+        }
+    }
+
+    /// The target length T a source dictates (a fixed source's, the dates task's).
+    pub fn target_len(&self) -> Option<usize> {
+        match self {
+            Source::Fixed(v) => v.first().map(|x| x.t),
+            Source::Dates => Some(dates::TGT_LEN),
+            _ => None,
         }
     }
 
@@ -159,6 +173,7 @@ impl Source {
         match self {
             Source::Text { train, .. } => Ok(windows(train, &mut stream_rng(seed, 1, i), b, t)),
             Source::Induction { vocab } => Ok(induction(*vocab, &mut stream_rng(seed, 2, i), b, t)),
+            Source::Dates => dates_batch(&mut stream_rng(seed, 5, i), b, t, false),
             Source::Fixed(v) => v
                 .get(step as usize - 1)
                 .cloned()
@@ -171,9 +186,18 @@ impl Source {
         match self {
             Source::Text { val, .. } => Some(windows(val, &mut stream_rng(seed, 3, i as u64), b, t)),
             Source::Induction { vocab } => Some(induction(*vocab, &mut stream_rng(seed, 4, i as u64), b, t)),
+            Source::Dates => dates_batch(&mut stream_rng(seed, 6, i as u64), b, t, true).ok(),
             Source::Fixed(_) => None,
         }
     }
+}
+
+/// B date pairs; the target length is the task's own, so `t` must be it.
+fn dates_batch(rng: &mut Rng, b: usize, t: usize, validation: bool) -> Result<Batch> {
+    if t != dates::TGT_LEN {
+        return Err(TfError::Internal(format!("the dates task's targets hold {} ids, not {t}", dates::TGT_LEN)));
+    }
+    dates::batch(rng, b, validation)
 }
 
 /// B random windows of t + 1 tokens: inputs the first t, targets the last t.

@@ -8,13 +8,15 @@
 //!   what the backward needs, and the backward; `net` puts them behind one interface;
 //! - `moe`: the mixture-of-experts FFN's buffers, forward, backward and load-balancing loss;
 //! - `optim`: the learning-rate schedule and the optimizer step (clip + AdamW);
-//! - `data`: where batches come from (text, the induction task, a fixed batches file);
+//! - `data`: where batches come from (text, the induction task, the dates task, a fixed batches
+//!   file); `dates`: the date-translation pairs of the shipped dates model;
 //! - `memory`: the training plan's memory, checked against the budget before allocation;
 //! - `check`: a run against a PyTorch fixture (the native tests and the page's wasm share it);
 //! - `run`: the training loop (accumulation, evaluation, logging, checkpoints).
 
 pub mod check;
 pub mod data;
+pub mod dates;
 pub mod encdec;
 pub mod graph;
 pub mod memory;
