@@ -2,7 +2,7 @@
 //! loss, an attention-only decoder, the encoder-decoder with padded rows) against PyTorch autograd (tests/fixtures/train, made by train/train_fixtures.py in
 //! float64): each family's loss and every parameter's gradient at step 1, then the loss, gradient
 //! norm and learning rate of 10 AdamW steps with warmup, cosine decay and clipping, and every
-//! parameter after them, on the reference and the fast CPU backends. The MoE decoder's objective
+//! parameter after them, on the reference, the fast CPU and the GPU backends. The MoE decoder's objective
 //! adds its load-balancing losses (weight `aux_loss_weight`), each layer's checked at every step.
 //!
 //! The checks and their tolerances are `tinyformer::train::check` (the page's wasm runs the same).
@@ -39,6 +39,14 @@ fn every_family_matches_pytorch_on_the_reference_backend() {
 fn every_family_matches_pytorch_on_the_fast_cpu_backend() {
     for name in ["gpt_sin", "gpt2", "llama", "moe", "attn_only", "encdec"] {
         run(FastCpuBackend::default(), name);
+    }
+}
+
+#[test]
+fn every_family_matches_pytorch_on_the_gpu() {
+    let gpu = std::sync::Arc::new(pollster::block_on(tinyformer::gpu::Gpu::new()).expect("GPU initialisation failed (install mesa-vulkan-drivers)"));
+    for name in ["gpt_sin", "gpt2", "llama", "moe", "attn_only", "encdec"] {
+        run(tinyformer::model::backend::GpuBackend::new(gpu.clone()), name);
     }
 }
 

@@ -1,5 +1,5 @@
 //! The calls that need no loaded model: the GPU adapter and its self-test, the Masks view, the BPE
-//! workbench, and the page's test hooks (panic, hang, device loss). Serialization only, as in mod.rs.
+//! workbench, the training check against PyTorch's fixtures, and the page's test hooks (panic, hang, device loss). Serialization only, as in mod.rs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,6 +61,20 @@ pub async fn gpu_init() -> Result<JsValue, JsValue> {
 pub async fn run_selftest() -> Result<JsValue, JsValue> {
     let g = gpu().ok_or_else(|| err("the GPU is not initialised: call gpu_init first (or WebGPU is unavailable)"))?;
     to_js(&crate::selftest::run_all(&g).await)
+}
+
+/// A training run against a PyTorch fixture (`train::check`: 10 AdamW steps, every gradient and
+/// parameter): on this build's fast CPU backend (wasm SIMD), or with `gpu` on our WGSL kernels
+/// (after gpu_init). The report {steps, losses, failures, ...}; tests/browser/train.test.mjs.
+#[wasm_bindgen]
+pub async fn train_fixture_check(init: Vec<u8>, batches: String, expect: Vec<u8>, gpu_backend: bool) -> Result<JsValue, JsValue> {
+    let report = if gpu_backend {
+        let g = gpu().ok_or_else(|| err("the GPU is not initialised: call gpu_init first (or WebGPU is unavailable)"))?;
+        crate::train::check::fixture(crate::model::backend::GpuBackend::new(g), &init, &batches, &expect).await
+    } else {
+        crate::train::check::fixture(crate::fastcpu::FastCpuBackend::default(), &init, &batches, &expect).await
+    };
+    to_js(&report.map_err(|e| err(&e.to_string()))?)
 }
 
 /// The fast CPU backend's attention against its reference twin over a shape sweep, in this build

@@ -34,7 +34,7 @@ export const NO_WEBGPU_FLAGS = WEBGPU_FLAGS.filter((flag) => flag !== '--enable-
  */
 export async function setup({ webgpu = true } = {}) {
   // The page's files, plus the reference fixtures that some tests load with ?model=.
-  const server = await startServer({ port: 0, extraPaths: ['tests/fixtures/models'] });
+  const server = await startServer({ port: 0, extraPaths: ['tests/fixtures/models', 'tests/fixtures/train'] });
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
