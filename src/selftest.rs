@@ -1093,7 +1093,8 @@ async fn check_train_optim(g: &Arc<Gpu>) -> Result<CheckResult> {
     }
     let sizes = [1000usize, 37, 1];
     let grads: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.vec_normal(n, 0.5)).collect();
-    let nt = g.zeros(&[sizes.len()], "norms")?;
+    // the parts, then the halt slot (0: go on) and its part
+    let nt = g.zeros(&[sizes.len() + 2], "norms")?;
     let gts = grads.iter().map(|v| g.upload(&[v.len()], v, "g")).collect::<Result<Vec<_>>>()?;
     let mut rec = Recorder::new(g);
     for (i, (gt, &n)) in gts.iter().zip(&sizes).enumerate() {
@@ -1101,7 +1102,7 @@ async fn check_train_optim(g: &Arc<Gpu>) -> Result<CheckResult> {
     }
     rec.submit()?;
     let norms: Vec<f32> = grads.iter().map(|v| v.iter().map(|&x| x as f64 * x as f64).sum::<f64>() as f32).collect();
-    acc.add("sum_squares", compare(&g.read_f32(&nt).await?, &norms, ATOL, RTOL));
+    acc.add("sum_squares", compare(&g.read_f32(&nt).await?[..sizes.len()], &norms, ATOL, RTOL));
     for &(clip, wd, step) in &[(Some(1.0f32), 0.1f32, 1u32), (None, 0.0, 3), (Some(100.0), 0.01, 7)] {
         let a = AdamStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: wd, step, clip, parts: sizes.len() };
         for (gt, gv) in gts.iter().zip(&grads) {
@@ -1120,7 +1121,21 @@ async fn check_train_optim(g: &Arc<Gpu>) -> Result<CheckResult> {
             }
         }
     }
-    Ok(acc.finish("training loss and optimizer (cross-entropy, sum of squares, AdamW)", "atol 1e-5 + rtol 3e-4", t0))
+    // the halt guard: a part that is not finite sets the slot (step, part) once; a sum that only
+    // overflows names no part (3)
+    for parts in [[1.0f32, 2.0, 3.0], [1.0, f32::NAN, f32::INFINITY], [3e38, 3e38, 1.0]] {
+        let mut want = vec![parts[0], parts[1], parts[2], 0.0, 0.0];
+        let t = g.upload(&[5], &want, "norms")?;
+        let mut rec = Recorder::new(g);
+        for step in [4, 9] {
+            gpu::optim::guard_finite(&mut rec, &t, 3, step)?;
+            cpu::backward::guard_finite(&mut want, 3, step);
+        }
+        rec.submit()?;
+        let got = g.read_f32(&t).await?;
+        acc.add(&format!("guard_finite {parts:?}"), compare(&got[3..], &want[3..], 0.0, 0.0));
+    }
+    Ok(acc.finish("training loss and optimizer (cross-entropy, sum of squares, AdamW, halt guard)", "atol 1e-5 + rtol 3e-4", t0))
 }
 
 /// Runs every check. A check that cannot run (an op error, a GPU error) is reported as failed with

@@ -6,6 +6,8 @@
 //! of each GPU run giving the same bits. Natively on Mesa llvmpipe in CI: no adapter is a
 //! FAILURE, not a skip.
 
+mod common;
+
 use std::sync::Arc;
 
 use tinyformer::gpu::{Gpu, RowKind};
@@ -231,9 +233,10 @@ fn optimizer_ops_match_the_reference() {
         ts.push(g);
     }
     p.check("sum_squares", &norms, RTOL);
-    // the GPU's norms as both take them, so that AdamW is checked alone
-    let nv = pollster::block_on(p.c.read_f32(&norms.c, 0, 3)).unwrap();
-    let norms = p.t(&[3], &nv);
+    // the GPU's norms as both take them (then the halt slot, 0: go on), so that AdamW is checked alone
+    let mut nv = pollster::block_on(p.c.read_f32(&norms.c, 0, 3)).unwrap();
+    nv.extend([0.0, 0.0]);
+    let norms = p.t(&[5], &nv);
     for (clip, wd, step) in [(Some(1.0), 0.1, 1), (None, 0.0, 3), (Some(100.0), 0.01, 7)] {
         for (i, &n) in sizes.iter().enumerate() {
             let (pv, m, v) = (p.rand(&[n], 1.0), p.rand(&[n], 0.1), p.rand(&[n], 0.1));
@@ -246,6 +249,31 @@ fn optimizer_ops_match_the_reference() {
                 p.check(&format!("adamw {clip:?} wd {wd} step {step} n {n} {what}"), t, RTOL);
             }
         }
+    }
+    // the halt guard: finite parts leave the slot at 0; a part that is not finite sets (step,
+    // part) once, and a later step does not move it; only an overflowing sum names no part (3);
+    // adamw then changes nothing
+    for (parts, name) in [([1.0, 2.0, 3.0], "finite"), ([1.0, f32::NAN, f32::INFINITY], "nan"), ([3e38, 3e38, 1.0], "overflow")] {
+        let g = p.t(&[5], &[parts[0], parts[1], parts[2], 0.0, 0.0]);
+        for step in [4, 9] {
+            p.c.guard_finite(&g.c, 3, step).unwrap();
+            p.g.guard_finite(&g.g, 3, step).unwrap();
+        }
+        let want = match name {
+            "finite" => [0.0, 0.0],
+            "nan" => [4.0, 1.0],
+            _ => [4.0, 3.0],
+        };
+        assert_eq!(pollster::block_on(p.c.read_f32(&g.c, 3, 2)).unwrap(), want, "guard_finite {name} on the reference");
+        assert_eq!(pollster::block_on(p.g.read_f32(&g.g, 3, 2)).unwrap(), want, "guard_finite {name} on the gpu");
+        let (pv, m, v) = (p.rand(&[37], 1.0), p.rand(&[37], 0.1), p.t(&[37], &[0.01; 37]));
+        let before = pollster::block_on(p.g.read_f32(&pv.g, 0, 37)).unwrap();
+        let a = AdamStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 10, clip: Some(1.0), parts: 3 };
+        p.c.adamw(&pv.c, &ts[1].c, &m.c, &v.c, &g.c, 37, &a).unwrap();
+        p.g.adamw(&pv.g, &ts[1].g, &m.g, &v.g, &g.g, 37, &a).unwrap();
+        p.check(&format!("adamw after guard {name}"), &pv, RTOL);
+        let after = pollster::block_on(p.g.read_f32(&pv.g, 0, 37)).unwrap();
+        assert_eq!(after == before, name != "finite", "adamw after guard {name}: skipped exactly when halted");
     }
     let (a, b) = (p.rand(&[50], 1.0), p.rand(&[50], 1.0));
     p.c.copy(&a.c, &b.c, 30).unwrap();
@@ -450,4 +478,12 @@ fn the_train_command_runs_on_the_gpu() {
         let (g, r) = (run("gpu", arch), run("reference", arch));
         assert!((g - r).abs() <= 1e-3 * r.abs(), "{arch:?}: loss {g} (gpu) vs {r} (reference)");
     }
+}
+
+/// A non-finite gradient at a step that reads nothing back stops the updates on the GPU too, in
+/// the same submission (tests/common).
+#[test]
+fn a_non_finite_gradient_halts_the_gpu_at_the_unreported_step() {
+    let (_, cfg) = configs().remove(0);
+    common::halts_at_an_unreported_step(trainer(GpuBackend::new(gpu()), &cfg), cfg.vocab_size as u32, "gpu");
 }

@@ -3,6 +3,8 @@
 //! fast CPU backend's gradients and 20-step loss sequence against the reference's, bit-identical
 //! repeats, and the optimizer's schedule.
 
+mod common;
+
 use tinyformer::fastcpu::FastCpuBackend;
 use tinyformer::model::backend::{Backend, CpuBackend};
 use tinyformer::model::config::ModelConfig;
@@ -236,4 +238,13 @@ fn the_schedule_warms_up_then_follows_the_cosine() {
     assert!(mid < 1e-2 && mid > 1e-3);
     let c = Optim { schedule: Schedule::Constant, warmup: 0, ..o };
     assert!((1..30).all(|s| c.lr_at(s) == c.lr));
+}
+
+/// A non-finite gradient at a step that reads nothing back stops the updates there, and the next
+/// read names the step (tests/common: the shared check, also run on the GPU).
+#[test]
+fn a_non_finite_gradient_halts_at_the_unreported_step() {
+    let (_, cfg) = configs().remove(1);
+    common::halts_at_an_unreported_step(trainer(CpuBackend, &cfg, Init::Gpt2), cfg.vocab_size as u32, "reference");
+    common::halts_at_an_unreported_step(trainer(FastCpuBackend::default(), &cfg, Init::Gpt2), cfg.vocab_size as u32, "fast cpu");
 }

@@ -386,3 +386,25 @@ fn an_moe_arch_makes_a_checkpoint_that_loads() {
     let moe = m.cfg.moe.as_ref().unwrap();
     assert_eq!((moe.num_experts, moe.top_k, moe.expert_dim), (4, 2, 32));
 }
+
+/// A learning rate of 1e30 makes step 2's gradient NaN, at a step that reads nothing back: the run
+/// stops at the next read (the save at step 3 or the log at step 6) naming step 2 and the tensor,
+/// and a checkpoint saved before it is kept and says so.
+#[test]
+fn a_non_finite_gradient_between_logged_steps_stops_the_run_naming_the_step() {
+    let out = tmp("nan.safetensors");
+    let base = ["--arch", "gpt", "--task", "induction", "--dim", "16", "--context", "8", "--batch", "2", "--steps", "6"];
+    let blow = ["--lr", "1e30", "--warmup", "0", "--schedule", "constant", "--log-every", "6"];
+    let e = train(&[&base[..], &blow].concat()).expect_err("the run must stop");
+    assert_eq!(
+        e,
+        "step 2: the gradient of token_embedding.weight is not finite; the parameters were not updated from that step on (found at step 6)"
+    );
+    let e = train(&[&base[..], &blow, &["--out", out.to_str().unwrap(), "--save-every", "1"]].concat()).expect_err("the run must stop");
+    assert!(
+        e.starts_with("step 2: the gradient of token_embedding.weight is not finite") && e.ends_with("--out keeps the model after step 1"),
+        "{e}"
+    );
+    // what --out holds opens: the model after step 1
+    Model::load(&CpuBackend, &std::fs::read(&out).unwrap()).unwrap();
+}

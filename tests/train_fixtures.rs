@@ -44,7 +44,9 @@ fn every_family_matches_pytorch_on_the_fast_cpu_backend() {
 
 #[test]
 fn every_family_matches_pytorch_on_the_gpu() {
-    let gpu = std::sync::Arc::new(pollster::block_on(tinyformer::gpu::Gpu::new()).expect("GPU initialisation failed (install mesa-vulkan-drivers)"));
+    let gpu = std::sync::Arc::new(
+        pollster::block_on(tinyformer::gpu::Gpu::new()).expect("GPU initialisation failed (install mesa-vulkan-drivers)"),
+    );
     for name in ["gpt_sin", "gpt2", "llama", "moe", "attn_only", "encdec"] {
         run(tinyformer::model::backend::GpuBackend::new(gpu.clone()), name);
     }

@@ -522,6 +522,9 @@ fn run<B: Train>(a: &TrainArgs, mut tr: Trainer<B>, start: &Start, data: &Source
         }
         let stop = INTERRUPTED.swap(false, Ordering::SeqCst);
         if eval || s == a.steps || stop || (a.save_every > 0 && s % a.save_every == 0) {
+            // an unreported step may have halted the updates (a gradient not finite): never save
+            // parameters frozen at an earlier step under this step's number
+            pollster::block_on(tr.check_halt()).map_err(|e| TfError::Input(format!("{e}{}", kept(saved))))?;
             save(a, &mut tr, start, s)?;
             saved = Some(s);
         }

@@ -331,9 +331,27 @@ pub fn clip_factor(norms: &[f32], clip: Option<f32>) -> f32 {
     clip.map_or(1.0, |c| (c / (norm + 1e-6)).min(1.0))
 }
 
+/// The halt guard (`Train::guard_finite`): norms holds `parts` partial squared norms, then the
+/// halt slot (0, or the first step whose gradient was not finite), then that step's first part
+/// that was not finite.
+pub fn guard_finite(norms: &mut [f32], parts: usize, step: u32) {
+    if norms[parts] != 0.0 {
+        return;
+    }
+    let sum: f32 = norms[..parts].iter().sum();
+    if !sum.is_finite() {
+        norms[parts] = step as f32;
+        norms[parts + 1] = norms[..parts].iter().position(|x| !x.is_finite()).unwrap_or(parts) as f32;
+    }
+}
+
 /// AdamW as torch.optim.AdamW: p *= 1 - lr wd; m, v moments; p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps).
+/// `norms` is the parts then the halt slot: nothing changes when it is set.
 pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], norms: &[f32], a: &AdamStep) {
-    let f = clip_factor(norms, a.clip) as f64;
+    if norms[a.parts] != 0.0 {
+        return;
+    }
+    let f = clip_factor(&norms[..a.parts], a.clip) as f64;
     let (b1, b2) = (a.beta1 as f64, a.beta2 as f64);
     let bc1 = 1.0 - b1.powi(a.step as i32);
     let bc2 = 1.0 - b2.powi(a.step as i32);

@@ -219,8 +219,15 @@ pub mod host {
         let (gd, nd) = (g.f32s(op)?, norms.f32s(op)?);
         let (mut pd, mut md, mut vd) = (p.f32s_mut(op)?, m.f32s_mut(op)?, v.f32s_mut(op)?);
         need(op, pd.len().min(gd.len()).min(md.len()).min(vd.len()), n, "p/g/m/v")?;
-        need(op, nd.len(), a.parts, "norms")?;
-        bw::adamw(&mut pd[..n], &gd[..n], &mut md[..n], &mut vd[..n], &nd[..a.parts], a);
+        need(op, nd.len(), a.parts + 1, "norms")?;
+        bw::adamw(&mut pd[..n], &gd[..n], &mut md[..n], &mut vd[..n], &nd[..a.parts + 1], a);
+        Ok(())
+    }
+
+    pub fn guard_finite(norms: &CpuTensor, parts: usize, step: u32) -> Result<()> {
+        let mut nd = norms.f32s_mut("guard_finite")?;
+        need("guard_finite", nd.len(), parts + 2, "norms")?;
+        bw::guard_finite(&mut nd, parts, step);
         Ok(())
     }
 
@@ -448,6 +455,9 @@ impl Train for CpuBackend {
         k: usize,
     ) -> Result<()> {
         host::moe_aux_loss(out, slot, probs, experts, t, e, k)
+    }
+    fn guard_finite(&mut self, norms: &CpuTensor, parts: usize, step: u32) -> Result<()> {
+        host::guard_finite(norms, parts, step)
     }
     fn fill_zero(&mut self, x: &CpuTensor, n: usize) -> Result<()> {
         host::fill_zero(x, n)

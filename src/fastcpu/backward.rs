@@ -222,6 +222,9 @@ impl Train for FastCpuBackend {
     ) -> Result<()> {
         host::moe_aux_loss(&out.host, slot, &probs.host, &experts.host, t, e, k)
     }
+    fn guard_finite(&mut self, norms: &FastTensor, parts: usize, step: u32) -> Result<()> {
+        host::guard_finite(&norms.host, parts, step)
+    }
     fn fill_zero(&mut self, x: &FastTensor, n: usize) -> Result<()> {
         host::fill_zero(&touched(x).host, n)
     }

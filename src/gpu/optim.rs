@@ -14,7 +14,7 @@ crate::params! {
         pub n: u32,
         /// sum_squares: the part written
         pub part: u32,
-        /// adamw: how many parts the global norm sums
+        /// adamw, guard: how many parts the global norm sums (the halt slot follows them)
         pub parts: u32,
         pub has_clip: u32,
         pub clip: f32,
@@ -27,7 +27,8 @@ crate::params! {
         pub inv_sqrt_bc2: f32,
         /// 1 - lr * weight_decay
         pub decay: f32,
-        pub _p: [u32; 1],
+        /// guard: the step written to the halt slot
+        pub step: u32,
     }
 }
 
@@ -35,6 +36,7 @@ crate::params! {
 pub struct OptimKernels {
     pub sum_squares: Kernel,
     pub adamw: Kernel,
+    pub guard: Kernel,
     pub fill_zero: Kernel,
 }
 
@@ -44,6 +46,7 @@ impl OptimKernels {
         OptimKernels {
             sum_squares: Kernel::new(device, "sum_squares", &m, "sum_squares"),
             adamw: Kernel::new(device, "adamw", &m, "adamw"),
+            guard: Kernel::new(device, "guard_finite", &m, "guard_finite"),
             fill_zero: Kernel::new(device, "fill_zero", &m, "fill_zero"),
         }
     }
@@ -62,7 +65,7 @@ fn params(n: usize) -> OptimParams {
         step_size: 0.0,
         inv_sqrt_bc2: 0.0,
         decay: 1.0,
-        _p: [0],
+        step: 0,
     }
 }
 
@@ -92,7 +95,7 @@ pub fn adamw(
     for (t, what) in [(p, "p"), (g, "g"), (m, "m"), (v, "v")] {
         t.need(op, DType::F32, n, what)?;
     }
-    norms.need(op, DType::F32, a.parts, "norms")?;
+    norms.need(op, DType::F32, a.parts + 1, "norms")?;
     ensure(a.step >= 1, op, || "the optimizer step counts from 1".to_string())?;
     let bc1 = 1.0 - (a.beta1 as f64).powi(a.step as i32);
     let bc2 = 1.0 - (a.beta2 as f64).powi(a.step as i32);
@@ -111,6 +114,16 @@ pub fn adamw(
     let gpu = rec.gpu.clone();
     let bufs = [&g.buf, &norms.buf, &p.buf, &m.buf, &v.buf];
     rec.dispatch(&gpu.k.optim.adamw, &prm, &bufs, gpu.grid_1d((n as u32).div_ceil(256)))
+}
+
+/// The halt guard (`Train::guard_finite`): one thread sums norms[..parts] in order and sets the
+/// halt slot norms[parts] (and the part norms[parts + 1]) when it is 0 and the sum is not finite.
+pub fn guard_finite(rec: &mut Recorder, norms: &GpuTensor, parts: usize, step: u32) -> Result<()> {
+    norms.need("guard_finite", DType::F32, parts + 2, "norms")?;
+    ensure(step >= 1 && step < 1 << 24, "guard_finite", || format!("step {step} is not in 1..2^24 (the slot is an f32)"))?;
+    let p = OptimParams { parts: parts as u32, step, ..params(0) };
+    let gpu = rec.gpu.clone();
+    rec.dispatch(&gpu.k.optim.guard, &p, &[&gpu.dummy, &norms.buf], [1, 1, 1])
 }
 
 /// x[..n] = 0 (`Train::fill_zero`).

@@ -190,6 +190,9 @@ impl Train for GpuBackend {
     ) -> Result<()> {
         gpu::moe::moe_aux_loss(&mut self.rec, out, slot, probs, experts, (t, e, k))
     }
+    fn guard_finite(&mut self, norms: &GpuTensor, parts: usize, step: u32) -> Result<()> {
+        gpu::optim::guard_finite(&mut self.rec, norms, parts, step)
+    }
     fn fill_zero(&mut self, x: &GpuTensor, n: usize) -> Result<()> {
         gpu::optim::fill_zero(&mut self.rec, x, n)
     }

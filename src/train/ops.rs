@@ -145,8 +145,16 @@ pub trait Train: Backend {
     ) -> Result<()>;
     /// norms[part] = the sum of g[..n]^2 (a partial of the global gradient norm).
     fn sum_squares(&mut self, norms: &Self::T, part: usize, g: &Self::T, n: usize) -> Result<()>;
+    /// The halt guard of an optimizer step: if `norms[parts]` is 0 and the global norm (the sum of
+    /// `norms[..parts]`) is not finite, `norms[parts] = step` and `norms[parts + 1]` = the first
+    /// part that is not finite (`parts` when every part is finite and only their sum overflows).
+    /// Once set, the slot stays: every later `adamw` is skipped, so the parameters stay those
+    /// before the first bad step, and a step that reads nothing back still stops the run at the
+    /// next read.
+    fn guard_finite(&mut self, norms: &Self::T, parts: usize, step: u32) -> Result<()>;
     /// The AdamW update of p[..n] from g (scaled by min(1, clip / (norm + 1e-6)), the norm the
-    /// square root of the sum of `norms[..parts]`), moments m and v updated in place.
+    /// square root of the sum of `norms[..parts]`), moments m and v updated in place; nothing
+    /// changes when the halt slot `norms[parts]` is not 0 (see `guard_finite`).
     fn adamw(&mut self, p: &Self::T, g: &Self::T, m: &Self::T, v: &Self::T, norms: &Self::T, n: usize, a: &AdamStep) -> Result<()>;
     /// The backward of `moe_combine` (out (T, C) = sum over e of gate[t, e] * ys[e, t, :]) for
     /// expert `x`: dy (T, C) = gate[t, x] * dout[t, :] (=; zero on the tokens x did not keep), and

@@ -97,6 +97,7 @@ impl Optim {
     /// [`Optim::norms`]). Returns the learning rate used.
     pub fn step<B: Train>(&self, be: &mut B, ps: &Params<B::T>, norms: &B::T, s: u32) -> Result<f32> {
         let parts = ps.p.len();
+        be.guard_finite(norms, parts, s)?;
         let lr = self.lr_at(s);
         for i in 0..parts {
             let a = AdamStep {

@@ -48,7 +48,10 @@ pub struct Trainer<B: Train> {
     pub graph: Net<B>,
     pub optim: Optim,
     pub shape: Shape,
-    /// one partial squared norm per parameter tensor
+    /// one partial squared norm per parameter tensor, then the halt slot (the first step whose
+    /// gradient was not finite, 0 before) and that step's first tensor that was not finite
+    /// (`Train::guard_finite`): a step that reads nothing back halts the updates on the device,
+    /// and the next read names the step
     norms: B::T,
     /// the last optimizer step taken (0 before the first)
     pub step: u32,
@@ -64,7 +67,7 @@ impl<B: Train> Trainer<B> {
         }
         let graph = Net::new(&mut be, cfg, shape.batch, shape.context, shape.source)?;
         let params = Params::from_values(&be, cfg, values)?;
-        let norms = be.zeros(&[params.p.len()], "gradient norms")?;
+        let norms = be.zeros(&[params.p.len() + 2], "gradient norms")?;
         Ok(Trainer { be, cfg: cfg.clone(), params, graph, optim, shape, norms, step: 0, aux_loss: 0.0 })
     }
 
@@ -167,13 +170,20 @@ impl<B: Train> Trainer<B> {
             self.record_forward(counted, k)?;
             let l = self.read_loss(batch).await?;
             if !l.is_finite() {
+                // a step before, unreported, may have halted the updates: that is the first cause
+                self.halt(self.step + 1).await?;
                 return Err(TfError::Input(format!("step {}: the loss is {l}; stopped before the update", self.step + 1)));
             }
             loss += l / k as f64;
             self.graph.backward(&mut self.be, &self.params)?;
         }
         Optim::norms(&mut self.be, &self.params, &self.norms)?;
-        let parts = self.be.read_f32(&self.norms, 0, self.params.p.len()).await?;
+        let n = self.params.p.len();
+        let read = self.be.read_f32(&self.norms, 0, n + 2).await?;
+        let (parts, halt) = read.split_at(n);
+        if halt[0] != 0.0 {
+            return Err(self.halted(halt[0] as u32, halt[1] as usize, self.step + 1));
+        }
         if let Some(i) = parts.iter().position(|x| !x.is_finite()) {
             return Err(TfError::Input(format!(
                 "step {}: the gradient of {} is not finite; stopped before the update",
@@ -182,6 +192,34 @@ impl<B: Train> Trainer<B> {
             )));
         }
         Ok((loss, parts.iter().map(|&x| x as f64).sum::<f64>().sqrt()))
+    }
+
+    /// The error of a run whose step `bad` (not read back) had a gradient that was not finite in
+    /// tensor `part` (`parts`: the tensors' norms overflowed only in their sum), found by the read
+    /// of step `found`.
+    fn halted(&self, bad: u32, part: usize, found: u32) -> TfError {
+        let what = match self.params.decl.get(part) {
+            Some(d) => format!("the gradient of {}", d.name),
+            None => "the global gradient norm".to_string(),
+        };
+        TfError::Input(format!(
+            "step {bad}: {what} is not finite; the parameters were not updated from that step on (found at step {found})"
+        ))
+    }
+
+    /// Whether an unreported step halted the updates (`Train::guard_finite`): the error naming
+    /// the step and the tensor. One small read, after step `self.step`.
+    pub async fn check_halt(&mut self) -> Result<()> {
+        self.halt(self.step).await
+    }
+
+    async fn halt(&mut self, found: u32) -> Result<()> {
+        let n = self.params.p.len();
+        let halt = self.be.read_f32(&self.norms, n, 2).await?;
+        if halt[0] != 0.0 {
+            return Err(self.halted(halt[0] as u32, halt[1] as usize, found));
+        }
+        Ok(())
     }
 
     /// Updates every parameter from the gradients of `gradients` (clip + AdamW); returns the lr.

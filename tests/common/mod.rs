@@ -48,3 +48,29 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
     }
     worst
 }
+
+/// A gradient that is not finite at a step that reads nothing back (`Trainer::step(.., false)`)
+/// halts the updates on the device (`Train::guard_finite`): the next read fails naming that step
+/// and a tensor, and every parameter is bit for bit what it was before that step. `tr` is a fresh
+/// trainer of a decoder with vocabulary `vocab`; its first tensor (the token embedding) is
+/// poisoned with NaN after step 2.
+pub fn halts_at_an_unreported_step<B: tinyformer::train::ops::Train>(mut tr: tinyformer::train::run::Trainer<B>, vocab: u32, what: &str) {
+    let data = tinyformer::train::data::Source::Induction { vocab };
+    let step = |tr: &mut tinyformer::train::run::Trainer<B>, s: u32, report: bool| {
+        let b = tr.batches(&data, 3, s).unwrap();
+        pollster::block_on(tr.step(&b, report))
+    };
+    step(&mut tr, 1, false).unwrap();
+    step(&mut tr, 2, false).unwrap();
+    let n = tr.params.numel(0);
+    tr.be.write_f32(&tr.params.p[0], 0, &vec![f32::NAN; n]).unwrap();
+    let bits = |v: Vec<Vec<f32>>| v.into_iter().flatten().map(f32::to_bits).collect::<Vec<_>>();
+    let before = bits(pollster::block_on(tr.values()).unwrap());
+    step(&mut tr, 3, false).expect("an unreported step reads nothing, so it cannot fail");
+    let e = pollster::block_on(tr.check_halt()).expect_err("the halt slot is set").to_string();
+    assert!(e.starts_with("step 3: the gradient of ") && e.contains("(found at step 3)"), "{what}: {e}");
+    step(&mut tr, 4, false).unwrap();
+    let e = step(&mut tr, 5, true).expect_err("a reported step after the halt fails").to_string();
+    assert!(e.starts_with("step 3: the gradient of ") && e.contains("(found at step 5)"), "{what}: {e}");
+    assert_eq!(bits(pollster::block_on(tr.values()).unwrap()), before, "{what}: the parameters moved after the halt");
+}
