@@ -408,3 +408,45 @@ fn a_non_finite_gradient_between_logged_steps_stops_the_run_naming_the_step() {
     // what --out holds opens: the model after step 1
     Model::load(&CpuBackend, &std::fs::read(&out).unwrap()).unwrap();
 }
+
+/// `--model` opens the formats every command opens: a Hugging Face directory (GPT-2, and a bf16
+/// Llama in three shards) and a llama2.c .bin. The first step's loss on one row of a text equals
+/// what `eval` scores on that text (the inference forward, held to `transformers` by
+/// tests/hf_models.rs), and the --out it writes opens as our checkpoint with the model's tokenizer.
+#[test]
+fn a_foreign_model_trains_from_its_own_files() {
+    let text = "Hello world, this is a test of the engine.";
+    let file = tmp("foreign.txt");
+    std::fs::write(&file, text).unwrap();
+    let run = |argv: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&tinyformer::cli::run(argv.to_vec()).unwrap_or_else(|e| panic!("{argv:?}: {e}"))).unwrap()
+    };
+    let f = file.to_str().unwrap();
+    for (model, tokenizer) in [
+        ("tests/fixtures/hf_models/gpt2", "tests/fixtures/hf_models/gpt2/tokenizer.json"),
+        ("tests/fixtures/hf_models/llama_untied_bf16", "tests/fixtures/hf_models/llama_untied_bf16/tokenizer.json"),
+        ("tests/fixtures/hf_models/llama_tied/model.bin", "tests/fixtures/hf_models/llama_tied/tokenizer.bin"),
+    ] {
+        let ids: Vec<u32> =
+            serde_json::from_value(run(&["tinyformer", "tokenizer", "encode", "--tokenizer", tokenizer, "--text-file", f])["ids"].clone())
+                .unwrap();
+        let eval = run(&["tinyformer", "eval", "--model", model, "--text-file", f, "--backend", "reference"]);
+        assert_eq!(eval["predicted_tokens"].as_u64().unwrap() as usize, ids.len() - 1, "{model}: eval scores every next token");
+        let batches = tmp("foreign.batches.json");
+        let step = serde_json::json!({"steps": [{"inputs": [&ids[..ids.len() - 1]], "targets": [&ids[1..]]}]});
+        std::fs::write(&batches, step.to_string()).unwrap();
+        let (out, log) = (tmp("foreign.safetensors"), tmp("foreign.jsonl"));
+        let (b, o, l) = (batches.to_str().unwrap(), out.to_str().unwrap(), log.to_str().unwrap());
+        train(&["--model", model, "--batches", b, "--steps", "1", "--backend", "reference", "--out", o, "--log", l])
+            .unwrap_or_else(|e| panic!("{model}: {e}"));
+        let (got, want) = (lines(&log)[0]["loss"].as_f64().unwrap(), eval["loss_per_token"].as_f64().unwrap());
+        // the training forward stores f32 between ops, eval's reference f64: 1e-5 relative
+        assert!((got - want).abs() <= 1e-5 * want, "{model}: first step loss {got} vs eval {want}");
+        Model::load(&CpuBackend, &std::fs::read(&out).unwrap()).unwrap_or_else(|e| panic!("{model}: --out does not open: {e}"));
+        // the weights, gradients and moments are checked against the budget before a tensor is read
+        let e = train(&["--model", model, "--batches", b, "--steps", "1", "--memory-budget", "100000"]).expect_err("over the budget");
+        assert!(e.contains("both Adam moments need") && e.contains("--memory-budget is") && !e.contains('\n'), "{model}: {e}");
+        let again = run(&["tinyformer", "tokenizer", "encode", "--tokenizer", o, "--text-file", f]);
+        assert_eq!(again["ids"], serde_json::json!(ids), "{model}: --out carries the model's tokenizer");
+    }
+}

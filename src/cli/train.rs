@@ -63,8 +63,10 @@ pub enum InitChoice {
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// start from this checkpoint (our .safetensors format)
-    #[arg(long, value_name = "INIT.safetensors", conflicts_with = "arch")]
+    /// start from this model: a tinyformer .safetensors checkpoint, a Hugging Face model directory
+    /// (config.json, model.safetensors or shards, tokenizer.json) or its model.safetensors, or a
+    /// llama2.c .bin (tokenizer.bin beside it); --out is written in tinyformer's format
+    #[arg(long, value_name = "PATH", conflicts_with = "arch")]
     pub model: Option<String>,
     /// or a fresh model of this architecture
     #[arg(long, value_enum)]
@@ -266,7 +268,17 @@ fn betas(s: &str) -> Result<(f32, f32)> {
 fn prepare(a: &TrainArgs) -> Result<(Start, Source)> {
     // The tokenizer: the checkpoint's, --tokenizer's, or built from the text's characters.
     let from = if a.resume { a.out.as_ref() } else { a.model.as_ref() };
+    let mut foreign_tokenizer = None;
     let mut ck = match from {
+        Some(p) if !a.resume => match foreign(p, a)? {
+            Some((c, t)) => {
+                foreign_tokenizer = t;
+                Some(c)
+            }
+            None => Some(
+                Checkpoint::from_bytes(&read_input(p, "--model", 4 << 30, "checkpoints are capped at 4 GiB")?).map_err(TfError::from)?,
+            ),
+        },
         Some(p) => Some(
             Checkpoint::from_bytes(&read_input(p, if a.resume { "--out" } else { "--model" }, 4 << 30, "checkpoints are capped at 4 GiB")?)
                 .map_err(TfError::from)?,
@@ -279,6 +291,7 @@ fn prepare(a: &TrainArgs) -> Result<(Start, Source)> {
             Tokenizer::from_file_bytes(&read_input(p, "--tokenizer", crate::cli::MAX_TOKENIZER_BYTES, "tokenizers are capped at 256 MiB")?)
                 .map_err(|e| TfError::Input(format!("--tokenizer {}: {e}", quote(p))))?,
         ),
+        (None, Some(_)) if foreign_tokenizer.is_some() => foreign_tokenizer,
         (None, Some(c)) => crate::session::text::ModelText::from_checkpoint(c)?.tokenizer,
         (None, None) => None,
     };
@@ -339,6 +352,33 @@ fn prepare(a: &TrainArgs) -> Result<(Start, Source)> {
     };
     fits_data(&start.cfg, &data)?;
     Ok((start, data))
+}
+
+/// `--model` as a Hugging Face directory or a llama2.c .bin (None: one of our checkpoints): its
+/// checkpoint in our names and its tokenizer (--tokenizer instead, when given). The weights, their
+/// gradients and both moments are checked against --memory-budget before a tensor is read.
+fn foreign(path: &str, a: &TrainArgs) -> Result<Option<(Checkpoint, Option<Tokenizer>)>> {
+    let m = crate::cli::args::ModelArgs { model: path.to_string(), tokenizer: a.tokenizer.clone(), memory_budget: a.memory_budget };
+    let crate::cli::model_cmds::ModelPath::Files { dir, names } = crate::cli::model_cmds::model_path(&m)? else { return Ok(None) };
+    let tok_bytes = a
+        .tokenizer
+        .as_ref()
+        .map(|t| read_input(t, "--tokenizer", crate::cli::MAX_TOKENIZER_BYTES, "tokenizers are capped at 256 MiB"))
+        .transpose()?;
+    let tok = a.tokenizer.as_deref().zip(tok_bytes.as_deref()).map(|(name, bytes)| crate::session::TokenizerFile { name, bytes });
+    let budget = a.memory_budget;
+    let (ck, t) = crate::session::open_foreign(&dir, &names, tok, |cfg| {
+        let weights = cfg.param_count() as u64 * 4;
+        if weights.saturating_mul(4) > budget {
+            return Err(format!(
+                "the model's weights, their gradients and both Adam moments need {} but --memory-budget is {}: raise it or train a smaller model",
+                crate::model::memory::human_bytes(weights * 4),
+                crate::model::memory::human_bytes(budget)
+            ));
+        }
+        Ok(())
+    })?;
+    Ok(Some((ck, t)))
 }
 
 pub fn train(a: &TrainArgs) -> Result<String> {

@@ -340,6 +340,17 @@ pub struct Opened {
 /// config's LayerNorm eps and the head tied to the embedding; Llama / Qwen2 are our `llama` with the
 /// explicit FFN width (`hidden_dim`), q/k/v biases (Qwen2) and a tied or untied head.
 pub fn config_of(plan: &Plan) -> Result<ModelConfig> {
+    let c = config_value(plan)?;
+    let what = match plan.format {
+        Format::HfDirectory => "config.json",
+        Format::Llama2c => "the llama2.c header",
+    };
+    ModelConfig::from_value(&c).map_err(|e| FormatError(format!("{what}: the model does not fit tinyformer's limits: {e}")))
+}
+
+/// The JSON of [`config_of`], as our checkpoints store it (a model trained from a foreign one is
+/// saved with it).
+pub fn config_value(plan: &Plan) -> Result<serde_json::Value> {
     let d = &plan.dims;
     if d.head_dim * d.num_heads != d.d_model {
         return err(format!(
@@ -368,11 +379,7 @@ pub fn config_of(plan: &Plan) -> Result<ModelConfig> {
     if let (Some(c), serde_json::Value::Object(x)) = (c.as_object_mut(), extra) {
         c.extend(x);
     }
-    let what = match plan.format {
-        Format::HfDirectory => "config.json",
-        Format::Llama2c => "the llama2.c header",
-    };
-    ModelConfig::from_value(&c).map_err(|e| FormatError(format!("{what}: the model does not fit tinyformer's limits: {e}")))
+    Ok(c)
 }
 
 /// Opens a foreign checkpoint for the engine: plans it ([`plan`]), makes our config ([`config_of`]),

@@ -179,6 +179,34 @@ pub fn plan_files(files: &dyn Files, names: &[String], tokenizer: Option<Tokeniz
     Ok(ForeignFiles { layout, plan, tokenizer, eos })
 }
 
+/// A foreign model read whole, for training (`tinyformer train --model`): the checkpoint (our config
+/// and tensor names, 16-bit weights kept as bits: `Params::checkpoint_values` widens them, and
+/// `metadata["config"]` our config's JSON) and its tokenizer. `check` sees our config before any
+/// tensor is read; its error is a memory error.
+pub fn open_foreign(
+    files: &dyn Files,
+    names: &[String],
+    tokenizer: Option<TokenizerFile<'_>>,
+    check: impl FnOnce(&crate::model::config::ModelConfig) -> std::result::Result<(), String>,
+) -> Result<(crate::model::checkpoint::Checkpoint, Option<Tokenizer>)> {
+    let foreign = plan_files(files, names, tokenizer)?;
+    let bin = match &foreign.layout {
+        FileLayout::Llama2c(b) => Some(b.as_str()),
+        _ => None,
+    };
+    let over = std::cell::Cell::new(false);
+    let opened = crate::formats::open(&Only { inner: files, names }, bin, |cfg| {
+        let r = check(cfg);
+        over.set(r.is_err());
+        r
+    })
+    .map_err(|e| if over.get() { TfError::Memory(e.0) } else { TfError::Checkpoint(e.0) })?;
+    let mut ck = opened.checkpoint;
+    let config = crate::formats::config_value(&foreign.plan).map_err(|e| TfError::Checkpoint(e.0))?;
+    ck.metadata.insert("config".into(), config.to_string());
+    Ok((ck, foreign.tokenizer.map(|(_, t)| t)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{detect_files, FileLayout};

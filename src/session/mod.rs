@@ -96,7 +96,7 @@ pub mod prompt;
 pub mod text;
 
 pub use card::{Card, TokenizerCard};
-pub use files::{detect_files, plan_files, FileLayout, ForeignFiles, TokenizerFile, MAX_TOKENIZER_BYTES};
+pub use files::{detect_files, open_foreign, plan_files, FileLayout, ForeignFiles, TokenizerFile, MAX_TOKENIZER_BYTES};
 pub use generate::{check_tokens_per_submit, Finished, GenOptions, Next, Sampling, Step, MAX_TOKENS_PER_SUBMIT};
 pub use inspect::{AblateMode, PageOpts};
 pub use prompt::{Candidate, Prompt, Tokens, Window};
