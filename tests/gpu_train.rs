@@ -487,3 +487,53 @@ fn a_non_finite_gradient_halts_the_gpu_at_the_unreported_step() {
     let (_, cfg) = configs().remove(0);
     common::halts_at_an_unreported_step(trainer(GpuBackend::new(gpu()), &cfg), cfg.vocab_size as u32, "gpu");
 }
+
+/// The GPU and the fast CPU backend train the same model on the same data for 200 steps, with
+/// only every 50th step read back (so the GPU runs its one-submission steps): the losses read agree
+/// within 0.5% relative. The model is GPT-2-style with the baby config's proportions at half its
+/// width and a sixth of its tokens per step (2 layers, 4 heads, d_model 64, d_ff 256, context 32,
+/// batch 4), on ARCHITECTURE.md's characters, so that 200 steps fit CI's llvmpipe;
+/// scripts/bench-train.sh reports the same drift at the full baby config.
+#[test]
+fn gpu_and_fast_cpu_agree_after_200_steps() {
+    let text: Vec<u8> = include_str!("../ARCHITECTURE.md").bytes().filter(u8::is_ascii).collect();
+    let mut alphabet = text.clone();
+    alphabet.sort_unstable();
+    alphabet.dedup();
+    let ids: Vec<u32> = text.iter().map(|c| alphabet.binary_search(c).unwrap() as u32).collect();
+    let cfg = ModelConfig::from_value(&serde_json::json!({
+        "arch": "decoder", "vocab_size": alphabet.len(), "d_model": 64, "num_layers": 2, "num_heads": 4, "d_ff": 256,
+        "max_seq_len": 32, "positions": "learned", "activation": "gelu_tanh", "tie_embeddings": true
+    }))
+    .unwrap();
+    let optim = Optim {
+        lr: 3e-3,
+        min_lr: 3e-4,
+        warmup: 20,
+        schedule: Schedule::Cosine,
+        steps: 200,
+        weight_decay: 0.1,
+        betas: (0.9, 0.99),
+        eps: 1e-8,
+        clip: Some(1.0),
+    };
+    let shape = Shape { batch: 4, context: 32, source: 0, accum: 1 };
+    let data = Source::text(ids, None, 32).unwrap();
+    fn run<B: Train>(be: B, cfg: &ModelConfig, optim: &Optim, shape: Shape, data: &Source) -> Vec<f64> {
+        let values = Params::<()>::init_values(cfg, Init::Gpt2, 11).unwrap();
+        let mut tr = Trainer::new(be, cfg, values, optim.clone(), shape).unwrap();
+        let mut losses = vec![];
+        for s in 1..=200 {
+            let b = tr.batches(data, 3, s).unwrap();
+            let (r, _) = pollster::block_on(tr.step(&b, s == 1 || s % 50 == 0)).unwrap();
+            losses.extend(r.map(|(l, _)| l));
+        }
+        losses
+    }
+    let cpu = run(tinyformer::fastcpu::FastCpuBackend::default(), &cfg, &optim, shape, &data);
+    let gpu = run(GpuBackend::new(gpu()), &cfg, &optim, shape, &data);
+    assert!(cpu[4] < cpu[0] - 1.5, "the model did not learn: {cpu:?}");
+    for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+        assert!((c - g).abs() <= 5e-3 * c, "read {i}: fast cpu {c} vs gpu {g} (steps 1, 50, 100, 150, 200: {cpu:?} vs {gpu:?})");
+    }
+}
