@@ -53,6 +53,23 @@ impl Packed {
         }
         Ok(Packed { n, k, data })
     }
+    /// The panels of W^T (K, N) made from W (N, K) itself (no transposed copy): panel q's row p is
+    /// W[p, q*NR..q*NR+NR], a contiguous run of W's row p. For dX = dY W in the matmul backward.
+    pub fn transposed(w: &[f32], n: usize, k: usize) -> Result<Packed> {
+        ensure(w.len() == n * k, "matmul", || format!("W has {} values, expected N*K = {n}*{k}", w.len()))?;
+        let panels = k.div_ceil(NR);
+        let len = panels * n * NR;
+        let mut data = Vec::new();
+        data.try_reserve_exact(len).map_err(|_| TfError::Limit(format!("cannot allocate {len} floats to pack a ({k}, {n}) weight")))?;
+        data.resize(len, 0.0);
+        for q in 0..panels {
+            let cols = NR.min(k - q * NR);
+            for p in 0..n {
+                data[(q * n + p) * NR..][..cols].copy_from_slice(&w[p * k + q * NR..][..cols]);
+            }
+        }
+        Ok(Packed { n: k, k: n, data })
+    }
     pub(crate) fn panel(&self, q: usize) -> &[f32] {
         &self.data[q * self.k * NR..(q + 1) * self.k * NR]
     }
@@ -149,6 +166,44 @@ mod threads {
         #[cfg(target_arch = "wasm32")]
         fn pool(n: usize) -> Result<Threads> {
             Err(TfError::Input(format!("the page's CPU path runs on one thread, {n} were asked for")))
+        }
+
+        /// Runs `f` on every item, the items split into at most [`count`](Threads::count) contiguous
+        /// runs (the caller runs the first), each on the calling thread's build of the kernels. What an
+        /// item computes must not depend on the run it falls in (each item owns its outputs): then the
+        /// results are the same bits on any number of threads. `work`: the FLOPs of all the items;
+        /// below [`PAR_MIN_FLOP`] they all run on the calling thread.
+        pub fn each<T: Send>(&self, items: Vec<T>, work: usize, f: impl Fn(T) + Sync) {
+            #[cfg(not(target_arch = "wasm32"))]
+            if let (Some(pool), true) = (&self.pool, items.len() > 1 && work >= PAR_MIN_FLOP) {
+                let tasks = self.count().min(items.len());
+                let per = items.len().div_ceil(tasks);
+                let portable = !crate::fastcpu::simd::avx2_fma();
+                let f = &f;
+                let mut runs: Vec<Vec<T>> = Vec::with_capacity(tasks);
+                for (i, item) in items.into_iter().enumerate() {
+                    if i % per == 0 {
+                        runs.push(Vec::with_capacity(per));
+                    }
+                    if let Some(r) = runs.last_mut() {
+                        r.push(item);
+                    }
+                }
+                let mut runs = runs.into_iter();
+                let first = runs.next().unwrap_or_default();
+                pool.in_place_scope(|s| {
+                    for run in runs {
+                        s.spawn(move |_| {
+                            crate::fastcpu::simd::force_portable(portable);
+                            run.into_iter().for_each(f)
+                        });
+                    }
+                    first.into_iter().for_each(f);
+                });
+                return;
+            }
+            let _ = work;
+            items.into_iter().for_each(f)
         }
 
         /// Threads in all, the caller included.
