@@ -114,20 +114,22 @@ impl Train for FastCpuBackend {
         let (dyd, xd) = (dy.host.f32s(op)?, x.host.f32s(op)?);
         let (dyd, xd) = (&dyd[..m * n], &xd[..m * kk]);
         if let Some((dxt, acc)) = dx {
-            let wt = Packed::transposed(&w.host.f32s(op)?, n, kk)?;
+            let wt = Packed::transposed_in(k::scratch(2, 0), &w.host.f32s(op)?, n, kk)?;
             let mut d = dxt.host.f32s_mut(op)?;
             need(op, d.len(), m * kk, "dx")?;
             if m > 0 && kk > 0 {
                 if acc {
-                    let mut tmp = vec![0f32; m * kk];
+                    let mut tmp = k::scratch(3, m * kk);
                     matmul::matmul_on(&self.threads, &mut tmp, dyd, &wt, None, m)?;
                     for (o, t) in d[..m * kk].iter_mut().zip(&tmp) {
                         *o += t;
                     }
+                    k::give_back(3, tmp);
                 } else {
                     matmul::matmul_on(&self.threads, &mut d[..m * kk], dyd, &wt, None, m)?;
                 }
             }
+            k::give_back(2, wt.data);
         }
         let mut dwd = touched(dw).host.f32s_mut(op)?;
         need(op, dwd.len(), n * kk, "dw")?;

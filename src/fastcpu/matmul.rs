@@ -37,10 +37,14 @@ pub struct Packed {
 
 impl Packed {
     pub fn new(w: &[f32], n: usize, k: usize) -> Result<Packed> {
+        Packed::new_in(Vec::new(), w, n, k)
+    }
+    /// [`Packed::new`] into `data`'s allocation (the panels of an earlier version of the weight).
+    pub fn new_in(mut data: Vec<f32>, w: &[f32], n: usize, k: usize) -> Result<Packed> {
         ensure(w.len() == n * k, "matmul", || format!("W has {} values, expected N*K = {n}*{k}", w.len()))?;
         let panels = n.div_ceil(NR);
         let len = panels * k * NR;
-        let mut data = Vec::new();
+        data.clear();
         data.try_reserve_exact(len).map_err(|_| TfError::Limit(format!("cannot allocate {len} floats to pack a ({n}, {k}) weight")))?;
         data.resize(len, 0.0);
         for q in 0..panels {
@@ -56,16 +60,28 @@ impl Packed {
     /// The panels of W^T (K, N) made from W (N, K) itself (no transposed copy): panel q's row p is
     /// W[p, q*NR..q*NR+NR], a contiguous run of W's row p. For dX = dY W in the matmul backward.
     pub fn transposed(w: &[f32], n: usize, k: usize) -> Result<Packed> {
+        Packed::transposed_in(Vec::new(), w, n, k)
+    }
+    /// [`Packed::transposed`] into `data`'s allocation (a buffer kept from an earlier call).
+    pub fn transposed_in(mut data: Vec<f32>, w: &[f32], n: usize, k: usize) -> Result<Packed> {
         ensure(w.len() == n * k, "matmul", || format!("W has {} values, expected N*K = {n}*{k}", w.len()))?;
         let panels = k.div_ceil(NR);
         let len = panels * n * NR;
-        let mut data = Vec::new();
+        data.clear();
         data.try_reserve_exact(len).map_err(|_| TfError::Limit(format!("cannot allocate {len} floats to pack a ({k}, {n}) weight")))?;
         data.resize(len, 0.0);
         for q in 0..panels {
             let cols = NR.min(k - q * NR);
             for p in 0..n {
-                data[(q * n + p) * NR..][..cols].copy_from_slice(&w[p * k + q * NR..][..cols]);
+                let (dst, src) = (&mut data[(q * n + p) * NR..][..cols], &w[p * k + q * NR..][..cols]);
+                if cols == NR {
+                    // a whole row of the panel: a copy of known size, inlined (a short copy_from_slice
+                    // is a memmove call each)
+                    let d: &mut [f32; NR] = dst.try_into().expect("NR values");
+                    *d = src.try_into().expect("NR values");
+                } else {
+                    dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s);
+                }
             }
         }
         Ok(Packed { n: k, k: n, data })
@@ -365,21 +381,34 @@ pub(crate) fn tile<S: Isa, const R: usize>(out: &mut [f32], x: &[f32], panel: &[
     }
 }
 
-/// The GEMM over the ISA's register tiles of MR rows, the last rows in one smaller tile.
+/// Bytes of x one block of rows of the GEMM holds: every panel passes over the block while it stays
+/// in L2 (a whole x of 768 x 512, 1.5 MB, would come from L3 once per panel).
+const GEMM_BLOCK_BYTES: usize = 128 * 1024;
+
+/// The GEMM over the ISA's register tiles of MR rows, the last rows in one smaller tile; rows in
+/// blocks of about [`GEMM_BLOCK_BYTES`] of x (a multiple of 12 rows: of every tile height), every
+/// panel over one block before the next. Each value is one tile's sum over K: the blocking leaves
+/// the results as they were.
 #[inline(always)]
 fn gemm_impl<S: Isa>(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, m: usize) {
     let (n, k) = (w.n, w.k);
     assert!(x.len() >= m * k && out.len() >= m * n);
-    for q in 0..n.div_ceil(NR) {
-        let bias = bias_tile(b, q * NR, n);
-        let mut i = 0;
-        while i + S::MR <= m {
-            tile_rows::<S>(S::MR, &mut out[i * n..], &x[i * k..], w, q, &bias);
-            i += S::MR;
+    let block = (GEMM_BLOCK_BYTES / 4 / k.max(1) / 12 * 12).max(12);
+    let mut r0 = 0;
+    while r0 < m {
+        let r1 = (r0 + block).min(m);
+        for q in 0..n.div_ceil(NR) {
+            let bias = bias_tile(b, q * NR, n);
+            let mut i = r0;
+            while i + S::MR <= r1 {
+                tile_rows::<S>(S::MR, &mut out[i * n..], &x[i * k..], w, q, &bias);
+                i += S::MR;
+            }
+            if i < r1 {
+                tile_rows::<S>(r1 - i, &mut out[i * n..], &x[i * k..], w, q, &bias);
+            }
         }
-        if i < m {
-            tile_rows::<S>(m - i, &mut out[i * n..], &x[i * k..], w, q, &bias);
-        }
+        r0 = r1;
     }
 }
 

@@ -15,10 +15,36 @@ use crate::ops::EwOp;
 use crate::train::ops::{AdamStep, BatchAttn};
 
 // ---------------------------------------------------------------------------------------------
+// Scratch buffers
+
+const SLOTS: usize = 4;
+
+thread_local! {
+    /// Each thread's scratch buffers, kept between steps: a step's large temporaries would otherwise
+    /// be fresh pages every time (allocations above malloc's mmap threshold are returned to the OS).
+    static SCRATCH: std::cell::RefCell<[Vec<f32>; SLOTS]> = const { std::cell::RefCell::new([const { Vec::new() }; SLOTS]) };
+}
+
+/// This thread's scratch buffer `slot` (< 4), `len` zeros; hand it back with [`give_back`].
+pub(crate) fn scratch(slot: usize, len: usize) -> Vec<f32> {
+    let mut v = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut()[slot % SLOTS]));
+    v.clear();
+    v.resize(len, 0.0);
+    v
+}
+
+/// Keeps `v` as this thread's scratch buffer `slot`.
+pub(crate) fn give_back(slot: usize, v: Vec<f32>) {
+    SCRATCH.with(|s| s.borrow_mut()[slot % SLOTS] = v);
+}
+
+// ---------------------------------------------------------------------------------------------
 // dW = dY^T X
 
-/// Rows of dY and X per pass of the dW kernel: X's strip of one column tile stays in L1, dY's block in L2.
-const DW_ROWS: usize = 128;
+/// Rows of dY and X per pass of the dW kernel: the pass packs X's strip of one column tile (in L1)
+/// and dY's block as row-tile panels (in L2), so the register tile reads both contiguously (their
+/// rows are K or N apart: strided reads that map to few L1 sets).
+const DW_ROWS: usize = 256;
 
 multiversion!(
     /// dw (R, K) += dy[:, j0..j0+R]^T @ x for the rows j0..j0+R of dW = dY^T X: dy (M, N), x (M, K),
@@ -48,19 +74,41 @@ fn matmul_dw_impl<S: Isa>(dw: &mut [f32], dy: &[f32], x: &[f32], m: usize, n: us
 fn dw_pass<S: Isa, const R: usize>(dw: &mut [f32], dy: &[f32], x: &[f32], m: usize, n: usize, k: usize, j0: usize, rows: usize) {
     let w = 2 * S::LANES;
     let full = k / w * w;
+    let tiles = rows.div_ceil(R);
+    // dY's block as panels of R columns (p-major, zero past the rows), X's strip of w columns
+    let mut ap = scratch(0, tiles * DW_ROWS * R);
+    let mut xs = scratch(1, DW_ROWS * w);
     let mut p0 = 0;
     while p0 < m {
         let p1 = (p0 + DW_ROWS).min(m);
+        let pb = p1 - p0;
+        for t in 0..tiles {
+            let cols = R.min(rows - t * R);
+            let panel = &mut ap[t * DW_ROWS * R..][..pb * R];
+            for (p, a) in panel.chunks_exact_mut(R).enumerate() {
+                let src = &dy[(p0 + p) * n + j0 + t * R..][..cols];
+                // a whole tile's R values: a copy of known size, inlined (a short copy_from_slice is
+                // a memmove call each)
+                if cols == R {
+                    let d: &mut [f32; R] = a.try_into().expect("R values");
+                    *d = src.try_into().expect("R values");
+                } else {
+                    a[..cols].iter_mut().zip(src).for_each(|(d, s)| *d = *s);
+                }
+            }
+        }
         let mut c = 0;
         while c < full {
-            let mut i = 0;
-            while i + R <= rows {
-                dw_tile::<S, R>(dw, dy, x, (n, k), j0 + i, i, c, p0..p1);
-                i += R;
+            for (p, xr) in xs[..pb * w].chunks_exact_mut(w).enumerate() {
+                let src = &x[(p0 + p) * k + c..][..w];
+                // SAFETY: xr and src hold w = 2 LANES values each
+                unsafe {
+                    S::store(xr.as_mut_ptr(), S::load(src.as_ptr()));
+                    S::store(xr.as_mut_ptr().add(S::LANES), S::load(src.as_ptr().add(S::LANES)));
+                }
             }
-            while i < rows {
-                dw_tile::<S, 1>(dw, dy, x, (n, k), j0 + i, i, c, p0..p1);
-                i += 1;
+            for t in 0..tiles {
+                dw_tile::<S, R>(dw, &ap[t * DW_ROWS * R..][..pb * R], &xs[..pb * w], k, t * R, R.min(rows - t * R), c);
             }
             c += w;
         }
@@ -75,45 +123,39 @@ fn dw_pass<S: Isa, const R: usize>(dw: &mut [f32], dy: &[f32], x: &[f32], m: usi
         }
         p0 = p1;
     }
+    give_back(0, ap);
+    give_back(1, xs);
 }
 
-/// dw[i..i+R, c..c+2 LANES] += sum over p of dy[p, j..j+R]^T x[p, c..c+2 LANES] (j = j0 + i).
+/// dw[i..i+valid, c..c+2 LANES] += sum over p of a[p, ..valid]^T xs[p, :]: `a` the packed panel of
+/// R columns of dY (p-major), `xs` the packed strip of X (p-major, 2 LANES wide). Rows past `valid`
+/// (the panel's zeros) are computed and not stored.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dw_tile<S: Isa, const R: usize>(
-    dw: &mut [f32],
-    dy: &[f32],
-    x: &[f32],
-    (n, k): (usize, usize),
-    j: usize,
-    i: usize,
-    c: usize,
-    ps: std::ops::Range<usize>,
-) {
+fn dw_tile<S: Isa, const R: usize>(dw: &mut [f32], a: &[f32], xs: &[f32], k: usize, i: usize, valid: usize, c: usize) {
     let w = 2 * S::LANES;
-    assert!((i + R) * k <= dw.len() && c + w <= k && j + R <= n && ps.end * n <= dy.len() && ps.end * k <= x.len());
+    let pb = xs.len() / w;
+    assert!(valid <= R && (i + valid) * k <= dw.len() && c + w <= k && a.len() >= pb * R);
     let mut acc = [[S::zero(); 2]; R];
     let dp = dw.as_mut_ptr();
-    // SAFETY: the assert above: rows i..i+R of dw and columns c..c+2 LANES < k; rows p < ps.end of dy
-    // (columns j..j+R <= n) and of x (columns c..c+2 LANES <= k)
+    // SAFETY: the assert above: rows i..i+valid of dw and columns c..c+2 LANES <= k; p < pb rows of
+    // the panel (R values each) and of the strip (2 LANES each)
     unsafe {
-        for (r, a) in acc.iter_mut().enumerate() {
-            a[0] = S::load(dp.add((i + r) * k + c));
-            a[1] = S::load(dp.add((i + r) * k + c + S::LANES));
+        for (r, acc) in acc.iter_mut().enumerate().take(valid) {
+            acc[0] = S::load(dp.add((i + r) * k + c));
+            acc[1] = S::load(dp.add((i + r) * k + c + S::LANES));
         }
-        for p in ps {
-            let xp = x.as_ptr().add(p * k + c);
-            let (b0, b1) = (S::load(xp), S::load(xp.add(S::LANES)));
-            let ap = dy.as_ptr().add(p * n + j);
-            for (r, a) in acc.iter_mut().enumerate() {
-                let s = S::splat(*ap.add(r));
-                a[0] = S::madd(s, b0, a[0]);
-                a[1] = S::madd(s, b1, a[1]);
+        let (ap, xp) = (a.as_ptr(), xs.as_ptr());
+        for p in 0..pb {
+            let (b0, b1) = (S::load(xp.add(p * w)), S::load(xp.add(p * w + S::LANES)));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let s = S::splat(*ap.add(p * R + r));
+                acc[0] = S::madd(s, b0, acc[0]);
+                acc[1] = S::madd(s, b1, acc[1]);
             }
         }
-        for (r, a) in acc.iter().enumerate() {
-            S::store(dp.add((i + r) * k + c), a[0]);
-            S::store(dp.add((i + r) * k + c + S::LANES), a[1]);
+        for (r, acc) in acc.iter().enumerate().take(valid) {
+            S::store(dp.add((i + r) * k + c), acc[0]);
+            S::store(dp.add((i + r) * k + c + S::LANES), acc[1]);
         }
     }
 }
