@@ -411,6 +411,7 @@ multiversion!(
 );
 
 #[inline(always)]
+#[allow(clippy::extra_unused_type_parameters)] // S: the ISA multiversion! compiles it for (LLVM vectorises)
 fn act_backward_impl<S: Isa>(dx: &mut [f32], dy: &[f32], h: &[f32], op: EwOp) {
     // one straight loop per op, so each vectorises
     macro_rules! each {
@@ -434,6 +435,7 @@ multiversion!(
 );
 
 #[inline(always)]
+#[allow(clippy::extra_unused_type_parameters)] // S: the ISA multiversion! compiles it for (LLVM vectorises)
 fn swiglu_backward_impl<S: Isa>(dgate: &mut [f32], dup: &mut [f32], dy: &[f32], gate: &[f32], up: &[f32]) {
     let n = dy.len().min(dgate.len()).min(dup.len()).min(gate.len()).min(up.len());
     for i in 0..n {
@@ -455,6 +457,7 @@ multiversion!(
 );
 
 #[inline(always)]
+#[allow(clippy::extra_unused_type_parameters)] // S: the ISA multiversion! compiles it for (LLVM vectorises)
 fn cross_entropy_impl<S: Isa>(
     losses: &mut [f32],
     logits: &mut [f32],
@@ -508,6 +511,7 @@ multiversion!(
 );
 
 #[inline(always)]
+#[allow(clippy::extra_unused_type_parameters)] // S: the ISA multiversion! compiles it for (LLVM vectorises)
 fn adamw_impl<S: Isa>(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], norms: &[f32], a: &AdamStep) {
     let f = crate::cpu::backward::clip_factor(norms, a.clip);
     let (b1, b2) = (a.beta1, a.beta2);
