@@ -51,7 +51,7 @@ ours() { # ours NAME CORES SECONDS ARGS...: one run, every step logged, stopped 
   local name=$1 cores=$2 limit=$3
   shift 3
   if ! pin "$cores" timeout "$limit" "$bin" train "${model[@]}" "${data[@]}" --log "$tmp/$name.jsonl" --log-every 1 "$@" >/dev/null 2>"$tmp/$name.err"; then
-    tail -1 "$tmp/$name.err" | python3 -c 'import json,sys; print(json.dumps({"skipped": sys.stdin.read().strip() or "stopped after the time limit"}))' >"$tmp/$name.skip"
+    tail -1 "$tmp/$name.err" | python3 -c 'import json,sys; print(json.dumps({"skipped": sys.stdin.read().strip() or f"stopped after the time limit ({sys.argv[1]} s)"}))' "$limit" >"$tmp/$name.skip"
   fi
 }
 ours cpu1 0 300 --steps "$steps" --backend cpu --threads 1
