@@ -592,7 +592,8 @@ mod train_ops {
         both_builds(|isa| {
             for n in [1, 7, 8, 9, 1000] {
                 let (g, p0) = (r.vec(n, 1.0), r.vec(n, 1.0));
-                let norms = [3.0, 1.5];
+                // the two parts, then the halt slot (0: go on)
+                let norms = [3.0, 1.5, 0.0];
                 let (mut wp, mut wm, mut wv) = (p0.clone(), vec![0f32; n], vec![0f32; n]);
                 let (mut gp, mut gm, mut gv) = (p0.clone(), vec![0f32; n], vec![0f32; n]);
                 for step in 1..=3 {
@@ -606,6 +607,13 @@ mod train_ops {
                 assert_close(&format!("{what} v"), &gv, &wv, 1e-6, 1e-5);
                 let want: f64 = g.iter().map(|&x| x as f64 * x as f64).sum();
                 assert!((ft::sum_squares(&g) - want).abs() <= 1e-12 * want, "sum_squares N={n}");
+                // a set halt slot: neither changes anything
+                let a = AdamStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 4, clip: Some(1.0), parts: 2 };
+                let halted = [3.0, 1.5, 3.0];
+                let before = (gp.clone(), gm.clone(), gv.clone(), wp.clone(), wm.clone(), wv.clone());
+                bw::adamw(&mut wp, &g, &mut wm, &mut wv, &halted, &a);
+                ft::adamw(&mut gp, &g, &mut gm, &mut gv, &halted, &a);
+                assert!(before == (gp, gm, gv, wp, wm, wv), "{what}: a set halt slot changed something");
             }
             let (c, rows, vocab) = (33, 20, 7);
             let dout = r.vec(rows * c, 1.0);

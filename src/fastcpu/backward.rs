@@ -270,11 +270,7 @@ impl Train for FastCpuBackend {
         let (mut pd, mut md, mut vd) = (touched(p).host.f32s_mut(op)?, m.host.f32s_mut(op)?, v.host.f32s_mut(op)?);
         need(op, pd.len().min(gd.len()).min(md.len()).min(vd.len()), n, "p/g/m/v")?;
         need(op, nd.len(), a.parts + 1, "norms")?;
-        // the halt slot (`Train::guard_finite`): a step after a non-finite gradient changes nothing
-        if nd[a.parts] != 0.0 {
-            return Ok(());
-        }
-        k::adamw(&mut pd[..n], &gd[..n], &mut md[..n], &mut vd[..n], &nd[..a.parts], a);
+        k::adamw(&mut pd[..n], &gd[..n], &mut md[..n], &mut vd[..n], &nd[..a.parts + 1], a);
         Ok(())
     }
     fn moe_combine_backward(

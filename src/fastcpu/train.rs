@@ -506,14 +506,19 @@ pub fn sum_squares(g: &[f32]) -> f64 {
 
 multiversion!(
     /// AdamW as torch.optim.AdamW in f32 (the reference: `cpu::backward::adamw` in f64), the clip
-    /// factor from `norms` as the reference computes it.
+    /// factor from `norms` as the reference computes it; `norms` is the parts then the halt slot,
+    /// and nothing changes once that is set.
     pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], norms: &[f32], a: &AdamStep) => adamw_impl
 );
 
 #[inline(always)]
 #[allow(clippy::extra_unused_type_parameters)] // S: the ISA multiversion! compiles it for (LLVM vectorises)
 fn adamw_impl<S: Isa>(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], norms: &[f32], a: &AdamStep) {
-    let f = crate::cpu::backward::clip_factor(norms, a.clip);
+    // norms: the parts, then the halt slot (`Train::guard_finite`): once set, nothing changes
+    if norms[a.parts] != 0.0 {
+        return;
+    }
+    let f = crate::cpu::backward::clip_factor(&norms[..a.parts], a.clip);
     let (b1, b2) = (a.beta1, a.beta2);
     let bc1 = 1.0 - (b1 as f64).powi(a.step as i32);
     let bc2 = 1.0 - (b2 as f64).powi(a.step as i32);
