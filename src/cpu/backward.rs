@@ -16,7 +16,7 @@ fn allowed(s: &BatchAttn, keys: Option<&[f32]>, b: usize, i: usize, j: usize) ->
 
 pub(crate) fn check_attn(op: &'static str, s: &BatchAttn, qo: usize, kv: &[usize], probs: usize, keys: Option<usize>) -> Result<()> {
     let (nq, nk, np, nm) = s.sizes();
-    ensure(s.nkv > 0 && s.nh % s.nkv == 0 && s.hs > 0, op, || format!("NH {} must be a multiple of NKV {}", s.nh, s.nkv))?;
+    ensure(s.nkv > 0 && s.nh.is_multiple_of(s.nkv) && s.hs > 0, op, || format!("NH {} must be a multiple of NKV {}", s.nh, s.nkv))?;
     ensure(qo >= nq, op, || format!("q / out hold {qo} values, need B*Tq*NH*HS = {nq}"))?;
     ensure(kv.iter().all(|&l| l >= nk), op, || format!("k / v hold {kv:?} values, need B*Tk*NKV*HS = {nk}"))?;
     ensure(probs >= np, op, || format!("probs hold {probs} values, need B*NH*Tq*Tk = {np}"))?;

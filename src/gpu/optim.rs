@@ -120,7 +120,7 @@ pub fn adamw(
 /// halt slot norms[parts] (and the part norms[parts + 1]) when it is 0 and the sum is not finite.
 pub fn guard_finite(rec: &mut Recorder, norms: &GpuTensor, parts: usize, step: u32) -> Result<()> {
     norms.need("guard_finite", DType::F32, parts + 2, "norms")?;
-    ensure(step >= 1 && step < 1 << 24, "guard_finite", || format!("step {step} is not in 1..2^24 (the slot is an f32)"))?;
+    ensure((1..1 << 24).contains(&step), "guard_finite", || format!("step {step} is not in 1..2^24 (the slot is an f32)"))?;
     let p = OptimParams { parts: parts as u32, step, ..params(0) };
     let gpu = rec.gpu.clone();
     rec.dispatch(&gpu.k.optim.guard, &p, &[&gpu.dummy, &norms.buf], [1, 1, 1])
