@@ -26,7 +26,7 @@ pub struct Batch {
 pub enum Source {
     /// a token stream: training windows from `train`, evaluation windows from `val`
     Text { train: Vec<u32>, val: Vec<u32> },
-    /// random tokens in 0..vocab, each row a segment followed by its repeat
+    /// random tokens in 0..vocab, each row a short random prefix, then a segment and its repeat
     Induction { vocab: u32 },
     /// date-translation pairs for an encoder-decoder (`dates`): B rows of `dates::SRC_LEN` source
     /// and `dates::TGT_LEN` target ids, evaluation pairs on held-out days
@@ -212,13 +212,21 @@ fn windows(s: &[u32], rng: &mut Rng, b: usize, t: usize) -> Batch {
     Batch { b, t, ids, targets, ..Batch::default() }
 }
 
-/// B rows of a random segment of ceil((t + 1) / 2) tokens followed by its repeat, cut to t + 1.
+/// B rows of t + 1 tokens: a random prefix of 1 to 7 tokens (at most a quarter of the row), then a
+/// random segment repeated right after itself (a token more of noise when the rest is odd). The
+/// prefix moves the repeat: with the segment always at one offset, a model learns to copy by
+/// position and no induction head forms (measured: the best induction score stayed at 0.04 after
+/// 1,000 steps of the 2-layer attention-only model).
 fn induction(vocab: u32, rng: &mut Rng, b: usize, t: usize) -> Batch {
     let (mut ids, mut targets) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
-    let half = (t + 2) / 2;
+    let max_prefix = ((t + 1) / 4).min(7) as u32;
     for _ in 0..b {
+        let prefix = if max_prefix > 0 { 1 + rng.below(max_prefix) as usize } else { 0 };
+        let half = (t + 1 - prefix) / 2;
+        let head: Vec<u32> = (0..prefix).map(|_| rng.below(vocab)).collect();
         let seg: Vec<u32> = (0..half).map(|_| rng.below(vocab)).collect();
-        let row: Vec<u32> = seg.iter().chain(&seg).copied().take(t + 1).collect();
+        let tail: Vec<u32> = (0..t + 1 - prefix - 2 * half).map(|_| rng.below(vocab)).collect();
+        let row: Vec<u32> = head.iter().chain(&seg).chain(&seg).chain(&tail).copied().collect();
         ids.extend_from_slice(&row[..t]);
         targets.extend_from_slice(&row[1..]);
     }
