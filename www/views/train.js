@@ -26,6 +26,8 @@ const FIELDS = {
   seed: { label: 'Seed', min: 0, max: 2 ** 53, step: 1 },
 };
 const LOG_EVERY = 10;
+/** An f32 setting as typed: 0.0010000000474974513 -> 0.001. */
+const num = (x) => (typeof x === 'number' && !Number.isInteger(x) ? Number(x.toPrecision(6)) : x);
 const SHIPPED_TEXT = 'www/data/shakespeare.txt.gz';
 
 /**
@@ -46,6 +48,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
   let textChoice = 'shipped';
   let running = null;    // Promise of the trainRun in flight
   let backend = null;
+  let stopped = false;   // the run ended by Stop (state 'done')
 
   const preset = h('select', { id: 'train-preset', on: { change: () => { presetName = preset.value; settings = null; buildFields(); plan(); } } },
     Object.entries(PRESETS).map(([v, p]) => h('option', { value: v }, p.label)));
@@ -166,6 +169,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
       } catch (err) {
         memoryEl.dataset.total = '';
         memoryEl.textContent = 'This run cannot be planned.';
+        replaceChildren(cliEl);
         showError(err.message);
       }
     }, 150);
@@ -174,7 +178,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
   function showPlan(p) {
     settings = p.settings;
     for (const [name, input] of Object.entries(inputs)) {
-      if (input.value === '' && p.settings[name] != null) input.value = String(p.settings[name]);
+      if (input.value === '' && p.settings[name] != null) input.value = String(num(p.settings[name]));
     }
     const m = p.memory;
     memoryEl.dataset.total = String(m.total);
@@ -231,7 +235,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     else status.removeAttribute('data-loss-100');
     d.backend = backend ?? '';
     const total = settings?.steps;
-    const words = { idle: 'Not started.', starting: 'Starting…', running: 'Training', paused: 'Paused', done: 'Done', error: 'Stopped by an error' }[state] ?? state;
+    const words = { idle: 'Not started.', starting: 'Starting…', running: 'Training', paused: 'Paused', done: stopped ? 'Stopped' : 'Done', error: 'Stopped by an error' }[state] ?? state;
     status.textContent = l
       ? `${words}: step ${formatInt(l.step)}${total ? ` of ${formatInt(total)}` : ''} on ${backend === 'gpu' ? 'WebGPU' : 'the CPU path'}, loss ${l.loss.toFixed(3)}` +
         (v ? `, validation ${v.val_loss.toFixed(3)}` : '') + (ind ? `, induction score ${ind.best.toFixed(2)}` : '') + '.'
@@ -244,7 +248,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
       ['Time training', `${l.elapsed_s.toFixed(1)} s`],
       ['Best induction head', ind ? `layer ${ind.layer + 1}, head ${ind.head + 1}: ${ind.best.toFixed(3)} (step ${ind.step})` : '–'],
     ] : [];
-    replaceChildren(stats, rows.map(([k, val]) => [h('dt', {}, k), h('dd', {}, val)]));
+    replaceChildren(stats, rows.map(([k, val]) => h('div', {}, h('dt', {}, k), h('dd', {}, val))));
   }
 
   function drawCharts() {
@@ -335,13 +339,14 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     scores = [];
     loss100 = null;
     backend = null;
+    stopped = false;
     setState('starting');
     drawCharts();
     try {
       const p = await request('trainStart', { spec: spec(), text: await text(), gpu: runOn() === 'gpu' });
       showPlan(p);
       backend = p.backend;
-      lrLive.value = String(p.settings.lr);
+      lrLive.value = String(num(p.settings.lr));
     } catch (err) {
       setState('error');
       showError(err.message);
@@ -356,6 +361,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     try {
       const r = await running;
       running = null;
+      stopped = r.state === 'stopped';
       setState(r.state === 'paused' ? 'paused' : 'done');
     } catch (err) {
       running = null;
@@ -379,6 +385,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
       stop.disabled = true;
       await request('trainStop', {}).catch((err) => showError(err.message));
     } else if (state === 'paused') {
+      stopped = true;
       setState('done');
     }
   }
@@ -388,7 +395,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     try {
       const s = await request('trainSetLr', { lr });
       settings = s;
-      if (inputs.lr) inputs.lr.value = String(s.lr);
+      if (inputs.lr) inputs.lr.value = String(num(s.lr));
       clearError();
     } catch (err) {
       showError(err.message);
