@@ -295,18 +295,21 @@ impl<B: Train> Lab<B> {
         let s = self.plan.settings.clone();
         let tokens_per_step = (s.batch * s.context) as f64;
         let mut out = vec![];
-        let t0 = clock();
+        let mut t0 = clock();
         let base = self.busy;
         for i in 0..k {
             if self.done() {
                 break;
             }
             let step = self.tr.step + 1;
-            let eval = s.eval_every > 0 && (step % s.eval_every == 0 || step == s.steps);
-            let logged = eval || step == 1 || step == 100 || step == s.steps || step % every.max(1) == 0 || i + 1 == k;
+            let eval = s.eval_every > 0 && (step.is_multiple_of(s.eval_every) || step == s.steps);
+            let logged = eval || step == 1 || step == 100 || step == s.steps || step.is_multiple_of(every.max(1)) || i + 1 == k;
             let micro = self.tr.batches(&self.plan.data, s.seed, step)?;
             let (reported, lr) = self.tr.step(&micro, logged).await?;
+            // the evaluation's time is not the steps': it is left out of the tokens per second
+            let t_eval = clock();
             let val_loss = if eval { self.tr.evaluate(&self.plan.data, s.seed, s.eval_batches).await? } else { None };
+            t0 += clock() - t_eval;
             if let Some((loss, grad_norm)) = reported {
                 let now = base + (clock() - t0);
                 let span = now - self.last_log.0;

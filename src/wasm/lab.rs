@@ -2,6 +2,10 @@
 //! on the fast CPU backend (wasm SIMD) or on WebGPU, beside (not inside) the loaded model's session.
 //! Serialization only, as in mod.rs.
 
+// One thread, and every borrow of the run is try_borrow_mut: a call that overlaps another (across an
+// await) is answered "busy", as mod.rs does for the session.
+#![allow(clippy::await_holding_refcell_ref)]
+
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -16,8 +20,8 @@ use crate::train::lab::{induction_score, Lab, LabPlan, LabSettings, LabSpec};
 use crate::train::memory::TrainMemory;
 
 enum Run {
-    Cpu(Lab<FastCpuBackend>),
-    Gpu(Lab<GpuBackend>),
+    Cpu(Box<Lab<FastCpuBackend>>),
+    Gpu(Box<Lab<GpuBackend>>),
 }
 
 thread_local! {
@@ -55,7 +59,7 @@ fn plan_of(spec: JsValue, text: Option<String>) -> Result<LabPlan, JsValue> {
 }
 
 fn out(p: &LabPlan, backend: Option<&'static str>) -> Result<JsValue, JsValue> {
-    to_js(&PlanOut { settings: &p.settings, memory: &p.memory, params: p.cfg.param_count() as u64, cli: p.cli_args("TEXT.txt"), backend })
+    to_js(&PlanOut { settings: &p.settings, memory: &p.memory, params: p.cfg.param_count(), cli: p.cli_args("TEXT.txt"), backend })
 }
 
 /// The plan of a run (settings, memory, parameters, the CLI's command), allocating nothing.
@@ -81,9 +85,9 @@ pub async fn train_start(spec: JsValue, text: Option<String>, gpu_backend: bool)
                 return Err(err("the GPU device was lost; reload the page to get a new one"));
             }
             let be = GpuBackend::new(g.clone());
-            Run::Gpu(g.scoped(|| Lab::new(be, plan)).await.map_err(err)?)
+            Run::Gpu(Box::new(g.scoped(|| Lab::new(be, plan)).await.map_err(err)?))
         }
-        None => Run::Cpu(Lab::new(FastCpuBackend::default(), plan).map_err(err)?),
+        None => Run::Cpu(Box::new(Lab::new(FastCpuBackend::default(), plan).map_err(err)?)),
     };
     let (p, backend) = match &run {
         Run::Cpu(l) => (&l.plan, "cpu"),
