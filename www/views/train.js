@@ -44,6 +44,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
   let scores = [];       // [{step, best, head, heads}]
   let loss100 = null;
   let planTimer = null;
+  let planSeq = 0;       // the latest plan asked for; older answers are dropped
   let shipped = null;    // the shipped Shakespeare, once fetched
   let textChoice = 'shipped';
   let running = null;    // Promise of the trainRun in flight
@@ -161,12 +162,15 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
 
   function plan() {
     clearTimeout(planTimer);
+    const mine = ++planSeq;
     planTimer = setTimeout(async () => {
       try {
         const p = await request('trainPlan', { spec: spec(), text: await text() });
+        if (mine !== planSeq) return; // a newer plan was asked for (the shipped text may arrive late)
         showPlan(p);
         if (state === 'idle' || state === 'error') clearError();
       } catch (err) {
+        if (mine !== planSeq) return;
         memoryEl.dataset.total = '';
         memoryEl.textContent = 'This run cannot be planned.';
         replaceChildren(cliEl);
@@ -185,7 +189,13 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     memoryEl.textContent = `${formatInt(p.params)} parameters. Training needs ${formatBytes(m.total)}: weights ${formatBytes(m.weights)}, ` +
       `gradients ${formatBytes(m.gradients)}, Adam moments ${formatBytes(m.adam_moments)}, activations ${formatBytes(m.activations)}.`;
     const cli = p.cli.map((a) => (a === 'TEXT.txt' ? (textChoice === 'own' ? 'your-text.txt' : 'shakespeare.txt') : a));
-    replaceChildren(cliEl, 'The same run from the command line: ', h('code', { id: 'train-cli' }, `tinyformer ${cli.join(' ')}`));
+    // each flag with its value unbroken (a line may break between them, never inside "--layers 2")
+    const pairs = [['tinyformer', cli[0]]];
+    for (let i = 1; i < cli.length; i += 2) pairs.push(cli.slice(i, i + 2));
+    const code = h('code', { id: 'train-cli' });
+    pairs.forEach((p, i) => code.append(...(i ? [' '] : []), h('span', { class: 'nowrap' }, p.join(' '))));
+    replaceChildren(cliEl, 'The same run from the command line: ', code);
+    if (!logs.length) scheduleDraw();
   }
 
   function showError(msg) {
