@@ -148,6 +148,10 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
   async function text() {
     if (presetName !== 'shakespeare') return null;
     if (textChoice === 'own') return textBox.value;
+    return shippedText();
+  }
+
+  function shippedText() {
     shipped ??= (async () => {
       const res = await fetch(SHIPPED_TEXT);
       if (!res.ok) throw new Error(`could not fetch the shipped text (HTTP ${res.status})`);
@@ -175,8 +179,21 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
         memoryEl.textContent = 'This run cannot be planned.';
         replaceChildren(cliEl);
         showError(err.message);
+        fillDefaults(mine);
       }
     }, 150);
+  }
+
+  /** A text the core refused leaves the preset's fields empty: fill them from the plan of the shipped text. */
+  async function fillDefaults(mine) {
+    if (presetName !== 'shakespeare' || Object.values(inputs).every((i) => i.value !== '')) return;
+    try {
+      const p = await request('trainPlan', { spec: { preset: presetName }, text: await shippedText() });
+      if (mine !== planSeq) return;
+      for (const [name, input] of Object.entries(inputs)) {
+        if (input.value === '' && p.settings[name] != null) input.value = String(num(p.settings[name]));
+      }
+    } catch { /* the refusal already shown says what is wrong */ }
   }
 
   function showPlan(p) {
