@@ -2,8 +2,9 @@
 // at test sizes, trains to its last step on the wasm CPU path and on WebGPU (SwiftShader here); its loss falls,
 // and the loss of step 100's batch matches `tinyformer train`'s for the same settings and seed (the CLI's run,
 // recorded in tests/fixtures/lab/induction_small.json with the command that made it; the page shows the same
-// command). Pause / Resume gives the same losses as an uninterrupted run, and text that cannot be trained on is
-// refused in one line while the page keeps working.
+// command). Pause / Resume gives the same losses as an uninterrupted run; the trained model downloads as a
+// checkpoint and becomes the page's model; text that cannot be trained on is refused in one line while the page
+// keeps working.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -70,7 +71,7 @@ function checkRun(where, s) {
     `step 100 ${l100.toFixed(5)} (CLI ${FIXTURE.loss_100.toFixed(5)}, ${(rel * 100).toFixed(4)}%), ${s.tokensPerS} tokens/s, induction ${ind.toFixed(3)}`);
 }
 
-test('the induction preset trains on the wasm CPU path as the CLI does; pause and resume change nothing', { timeout: 240_000 }, async () => {
+test('the induction preset trains on the wasm CPU path as the CLI does; pause and resume change nothing; its model downloads and loads', { timeout: 240_000 }, async () => {
   const { page, context, log } = await openLab('cpu');
   try {
     await setSizes(page);
@@ -80,6 +81,13 @@ test('the induction preset trains on the wasm CPU path as the CLI does; pause an
     const paused = await train(page, { pauseAt: 40 });
     assert.equal(paused['loss-100'] ?? paused.loss_100, straight['loss-100'] ?? straight.loss_100, 'the same loss at step 100 after a pause');
     assert.equal(paused.loss, straight.loss, 'the same last loss after a pause');
+    // the trained model downloads as a checkpoint and becomes the page's model
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#train-download')]);
+    assert.match(download.suggestedFilename(), /\.safetensors$/);
+    const bytes = fs.readFileSync(await download.path());
+    assert.ok(bytes.length > 8 && bytes.subarray(8, 9).toString() === '{', 'a safetensors file');
+    await page.click('#train-use');
+    await page.waitForFunction(() => window.tinyformer?.state?.model?.meta?.id === 'trained-here', null, { timeout: 60_000 });
     assertClean(assert, log);
   } finally {
     await context.close();
