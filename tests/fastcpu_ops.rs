@@ -328,3 +328,302 @@ fn cpu_tensors_are_typed_and_both_backends_share_their_guards() {
     check(CpuBackend);
     check(FastCpuBackend::default());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The training kernels (src/fastcpu/train.rs, through the backend's `Train` ops in
+// src/fastcpu/backward.rs) against the reference backward (crate::cpu::backward, f64), in both
+// builds; the ops split over threads give the same bits on 1, 2 and 3 threads.
+
+mod train_ops {
+    use super::{assert_close, both_builds, Lcg};
+    use tinyformer::cpu::backward as bw;
+    use tinyformer::fastcpu::matmul::Threads;
+    use tinyformer::fastcpu::{train as ft, FastCpuBackend, FastTensor};
+    use tinyformer::model::backend::Backend;
+    use tinyformer::ops::EwOp;
+    use tinyformer::train::ops::{AdamStep, BatchAttn, Train};
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    fn read(be: &mut FastCpuBackend, t: &FastTensor) -> Vec<f32> {
+        let n = t.host.len();
+        pollster::block_on(be.read_f32(t, 0, n)).unwrap()
+    }
+
+    fn pools() -> Vec<FastCpuBackend> {
+        [1, 2, 3].iter().map(|&n| FastCpuBackend { threads: Threads::new(n).unwrap() }).collect()
+    }
+
+    // f32 fused multiply-adds over M <= 200 products of values in [-1, 1) (plus dW's old value) vs f64:
+    // within 1e-4 + 1e-4 * |reference|, as the forward GEMM.
+    const DW_ATOL: f32 = 1e-4;
+    const DW_RTOL: f32 = 1e-4;
+
+    /// dW = dY^T X in place, on shapes around the 2-vector column tiles (16 natively) and the row
+    /// tiles, whole and split into row blocks at every offset: the same bits either way.
+    #[test]
+    fn matmul_dw_matches_reference_and_any_row_split() {
+        let mut r = Lcg(21);
+        both_builds(|isa| {
+            for m in [1, 2, 5, 13, 64, 129, 200] {
+                for n in [1, 5, 7, 16, 17, 33] {
+                    for k in [1, 3, 8, 15, 16, 17, 31, 64] {
+                        let (dy, x, dw0) = (r.vec(m * n, 1.0), r.vec(m * k, 1.0), r.vec(n * k, 1.0));
+                        let mut want = dw0.clone();
+                        bw::matmul_backward(None, &mut want, None, &dy, &x, &[], m, n, k);
+                        let mut got = dw0.clone();
+                        ft::matmul_dw(&mut got, &dy, &x, m, n, k, 0);
+                        assert_close(&format!("matmul_dw {isa} M={m} N={n} K={k}"), &got, &want, DW_ATOL, DW_RTOL);
+                        for split in [1, 5, 7] {
+                            let mut parts = dw0.clone();
+                            for (t, part) in parts.chunks_mut(split * k).enumerate() {
+                                ft::matmul_dw(part, &dy, &x, m, n, k, t * split);
+                            }
+                            assert_eq!(bits(&parts), bits(&got), "matmul_dw {isa} M={m} N={n} K={k} in blocks of {split} rows");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The backend's matmul backward (dX written and added, dW and db added) on 1, 2 and 3 threads:
+    /// the same bits, within the GEMM's tolerance of the reference. Shapes above the threads'
+    /// threshold (PAR_MIN_FLOP) and below it.
+    #[test]
+    fn matmul_backward_matches_reference_on_any_thread_count() {
+        let mut r = Lcg(22);
+        for (m, n, k) in [(3, 5, 7), (64, 33, 17), (768, 65, 128), (300, 130, 70)] {
+            let (dy, x, w) = (r.vec(m * n, 1.0), r.vec(m * k, 1.0), r.vec(n * k, 1.0));
+            let (dx0, dw0, db0) = (r.vec(m * k, 1.0), r.vec(n * k, 1.0), r.vec(n, 1.0));
+            for acc in [false, true] {
+                let (mut wdx, mut wdw, mut wdb) = (dx0.clone(), dw0.clone(), db0.clone());
+                bw::matmul_backward(Some((&mut wdx, acc)), &mut wdw, Some(&mut wdb), &dy, &x, &w, m, n, k);
+                let mut first: Option<Vec<Vec<u32>>> = None;
+                for mut be in pools() {
+                    let what = format!("matmul_backward M={m} N={n} K={k} acc={acc} threads={}", be.threads.count());
+                    let t = |d: &[f32], s: &[usize]| be.tensor(s, d, "t").unwrap();
+                    let (tdy, tx, tw) = (t(&dy, &[m, n]), t(&x, &[m, k]), t(&w, &[n, k]));
+                    let (tdx, tdw, tdb) = (t(&dx0, &[m, k]), t(&dw0, &[n, k]), t(&db0, &[n]));
+                    be.matmul_backward(Some((&tdx, acc)), &tdw, Some(&tdb), &tdy, &tx, &tw, m).unwrap();
+                    let got = [read(&mut be, &tdx), read(&mut be, &tdw), read(&mut be, &tdb)];
+                    assert_close(&format!("{what} dx"), &got[0], &wdx, DW_ATOL, DW_RTOL);
+                    assert_close(&format!("{what} dw"), &got[1], &wdw, DW_ATOL * 4.0, DW_RTOL);
+                    assert_close(&format!("{what} db"), &got[2], &wdb, DW_ATOL * 4.0, DW_RTOL);
+                    let b: Vec<Vec<u32>> = got.iter().map(|g| bits(g)).collect();
+                    match &first {
+                        None => first = Some(b),
+                        Some(f) => assert_eq!(f, &b, "{what}: not the bits of one thread"),
+                    }
+                }
+            }
+        }
+    }
+
+    // Attention forward: the inference kernel's tolerances (src/fastcpu/check.rs). Backward: dS is a
+    // difference of f32 products (|dout| <= 1), then summed over <= 70 keys or rows: 1e-4 + 1e-3 relative.
+    const ATTN_ATOL: f32 = super::ATTN_ATOL;
+    const ATTN_RTOL: f32 = super::ATTN_RTOL;
+    const ATTN_BW_ATOL: f32 = 1e-4;
+    const ATTN_BW_RTOL: f32 = 1e-3;
+
+    /// The batched attention forward and backward against the reference: GQA ratios 1, 2, 6, head
+    /// sizes off the lanes, one row to 70, causal or not, with a key mask that blocks keys of every
+    /// sequence and every key of one (its queries get zeros); both builds; 1, 2, 3 threads give the same bits.
+    #[test]
+    fn batched_attention_forward_and_backward_match_reference() {
+        let mut r = Lcg(23);
+        let mut cases = 0;
+        both_builds(|isa| {
+            for (nh, nkv) in [(1, 1), (4, 4), (4, 2), (6, 1)] {
+                for hs in [4, 8, 12, 17, 32] {
+                    for (b, t) in [(1, 1), (3, 5), (2, 17), (2, 70)] {
+                        for causal in [true, false] {
+                            for masked in [false, true] {
+                                let mut s = BatchAttn::new(b, t, t, (nh, nkv, hs), causal);
+                                s.scale = 1.0 / (hs as f32).sqrt();
+                                let (nq, nk, np, nm) = s.sizes();
+                                let (q, k, v, dout) = (r.vec(nq, 2.0), r.vec(nk, 2.0), r.vec(nk, 1.0), r.vec(nq, 1.0));
+                                let keys: Option<Vec<f32>> = masked.then(|| {
+                                    let mut m: Vec<f32> = (0..nm).map(|i| if (i * 7 + 3) % 5 == 0 { 0.0 } else { 1.0 }).collect();
+                                    m[..t].fill(0.0);
+                                    m
+                                });
+                                let (mut wo, mut wp) = (vec![0f32; nq], vec![0f32; np]);
+                                bw::attention_batch(&mut wo, &mut wp, &q, &k, &v, keys.as_deref(), &s).unwrap();
+                                let (mut wdq, mut wdk, mut wdv) = (vec![0f32; nq], vec![0f32; nk], vec![0f32; nk]);
+                                bw::attention_backward(&mut wdq, &mut wdk, &mut wdv, &dout, &wp, &q, &k, &v, &s).unwrap();
+                                let mut first: Option<Vec<Vec<u32>>> = None;
+                                for mut be in pools() {
+                                    let what = format!(
+                                        "attention {isa} B={b} T={t} NH={nh} NKV={nkv} HS={hs} causal={causal} masked={masked} threads={}",
+                                        be.threads.count()
+                                    );
+                                    let tn = |d: &[f32]| be.tensor(&[d.len()], d, "t").unwrap();
+                                    let (tq, tk, tv, tdo) = (tn(&q), tn(&k), tn(&v), tn(&dout));
+                                    let tm = keys.as_ref().map(|m| tn(m));
+                                    let (to, tp) = (tn(&vec![f32::NAN; nq]), tn(&vec![f32::NAN; np]));
+                                    let (tdq, tdk, tdv) = (tn(&vec![f32::NAN; nq]), tn(&vec![f32::NAN; nk]), tn(&vec![f32::NAN; nk]));
+                                    be.attention_batch(&to, &tp, &tq, &tk, &tv, tm.as_ref(), &s).unwrap();
+                                    be.attention_backward(&tdq, &tdk, &tdv, &tdo, &tp, &tq, &tk, &tv, &s).unwrap();
+                                    let got = [&to, &tp, &tdq, &tdk, &tdv].map(|x| read(&mut be, x));
+                                    assert_close(&format!("{what} out"), &got[0], &wo, ATTN_ATOL, ATTN_RTOL);
+                                    assert_close(&format!("{what} probs"), &got[1], &wp, ATTN_ATOL, ATTN_RTOL);
+                                    if let Some(i) = got[1].iter().zip(&wp).position(|(g, w)| (*w == 0.0) != (*g == 0.0)) {
+                                        panic!("{what}: probs[{i}] blocked in one and not the other ({} vs {})", got[1][i], wp[i]);
+                                    }
+                                    assert_close(&format!("{what} dq"), &got[2], &wdq, ATTN_BW_ATOL, ATTN_BW_RTOL);
+                                    assert_close(&format!("{what} dk"), &got[3], &wdk, ATTN_BW_ATOL, ATTN_BW_RTOL);
+                                    assert_close(&format!("{what} dv"), &got[4], &wdv, ATTN_BW_ATOL, ATTN_BW_RTOL);
+                                    let bs: Vec<Vec<u32>> = got.iter().map(|g| bits(g)).collect();
+                                    match &first {
+                                        None => first = Some(bs),
+                                        Some(f) => assert_eq!(f, &bs, "{what}: not the bits of one thread"),
+                                    }
+                                }
+                                cases += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        assert_eq!(cases, 2 * 4 * 5 * 4 * 4);
+    }
+
+    // Norm backward: f32 statistics and sums over C <= 200 (dx) and over <= 37 rows (dg, db, dw) vs f64.
+    const NORM_BW_ATOL: f32 = 1e-4;
+    const NORM_BW_RTOL: f32 = 1e-4;
+
+    #[test]
+    fn norm_backwards_match_reference() {
+        let mut r = Lcg(24);
+        both_builds(|isa| {
+            for rows in [1, 3, 37] {
+                for c in [1, 7, 8, 16, 33, 128, 200] {
+                    let (dy, g, gb) = (r.vec(rows * c, 1.0), r.vec(c, 1.0), r.vec(c, 1.0));
+                    let x: Vec<f32> = r.vec(rows * c, 2.0).iter().map(|v| v + 0.5).collect();
+                    let (dx0, dg0, db0) = (r.vec(rows * c, 1.0), r.vec(c, 1.0), r.vec(c, 1.0));
+                    let (mut wdx, mut wdg, mut wdb) = (dx0.clone(), dg0.clone(), db0.clone());
+                    bw::layernorm_backward(&mut wdx, &mut wdg, &mut wdb, &dy, &x, &g, c, 1e-5);
+                    let (mut gdx, mut gdg, mut gdb) = (dx0.clone(), dg0.clone(), db0.clone());
+                    ft::layernorm_backward(&mut gdx, &mut gdg, &mut gdb, &dy, &x, &g, c, 1e-5);
+                    let what = format!("layernorm_backward {isa} rows={rows} C={c}");
+                    assert_close(&format!("{what} dx"), &gdx, &wdx, NORM_BW_ATOL, NORM_BW_RTOL);
+                    assert_close(&format!("{what} dg"), &gdg, &wdg, NORM_BW_ATOL, NORM_BW_RTOL);
+                    assert_close(&format!("{what} db"), &gdb, &wdb, NORM_BW_ATOL, NORM_BW_RTOL);
+                    let (mut wdx, mut wdw) = (dx0.clone(), dg0.clone());
+                    bw::rmsnorm_backward(&mut wdx, &mut wdw, &dy, &x, &gb, c, 1e-5);
+                    let (mut gdx, mut gdw) = (dx0.clone(), dg0.clone());
+                    ft::rmsnorm_backward(&mut gdx, &mut gdw, &dy, &x, &gb, c, 1e-5);
+                    let what = format!("rmsnorm_backward {isa} rows={rows} C={c}");
+                    assert_close(&format!("{what} dx"), &gdx, &wdx, NORM_BW_ATOL, NORM_BW_RTOL);
+                    assert_close(&format!("{what} dw"), &gdw, &wdw, NORM_BW_ATOL, NORM_BW_RTOL);
+                }
+            }
+        });
+    }
+
+    // Activation derivatives in f32 with the fast exp / erf (rel. error ~1e-7, erf abs. 1.5e-7) on
+    // |h| <= 6 (saturated ends included): 1e-6 + 1e-5 relative.
+    const ACT_BW_ATOL: f32 = 1e-6;
+    const ACT_BW_RTOL: f32 = 1e-5;
+
+    #[test]
+    fn activation_backwards_match_reference() {
+        let mut r = Lcg(25);
+        both_builds(|isa| {
+            for n in [1, 7, 8, 9, 100, 1031] {
+                let (dy, h, up) = (r.vec(n, 1.0), r.vec(n, 6.0), r.vec(n, 1.0));
+                for op in [EwOp::Relu, EwOp::Gelu, EwOp::GeluTanh, EwOp::Silu] {
+                    let mut want = vec![0f32; n];
+                    bw::act_backward(&mut want, &dy, &h, op).unwrap();
+                    let mut got = vec![f32::NAN; n];
+                    ft::act_backward(&mut got, &dy, &h, op);
+                    assert_close(&format!("act_backward {isa} {op:?} N={n}"), &got, &want, ACT_BW_ATOL, ACT_BW_RTOL);
+                }
+                let (mut wg, mut wu) = (vec![0f32; n], vec![0f32; n]);
+                bw::swiglu_backward(&mut wg, &mut wu, &dy, &h, &up).unwrap();
+                let (mut gg, mut gu) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+                ft::swiglu_backward(&mut gg, &mut gu, &dy, &h, &up);
+                assert_close(&format!("swiglu_backward {isa} N={n} dgate"), &gg, &wg, ACT_BW_ATOL, ACT_BW_RTOL);
+                assert_close(&format!("swiglu_backward {isa} N={n} dup"), &gu, &wu, ACT_BW_ATOL, ACT_BW_RTOL);
+            }
+        });
+        let mut be = FastCpuBackend::default();
+        let t = be.tensor(&[4], &[0.0; 4], "t").unwrap();
+        let e = be.act_backward(&t, &t, &t, 4, EwOp::Add).unwrap_err().to_string();
+        assert!(e.contains("act_backward"), "{e}");
+    }
+
+    // Softmax + cross-entropy in f32 over V <= 97 logits of |x| <= 8: loss within 1e-5 + 1e-5
+    // relative, gradients 1e-7 + 1e-5 relative (|scale| < 1).
+    #[test]
+    fn cross_entropy_matches_reference() {
+        let mut r = Lcg(26);
+        both_builds(|isa| {
+            for rows in [1, 5, 33] {
+                for v in [1, 2, 7, 8, 65, 97] {
+                    let x = r.vec(rows * v, 8.0);
+                    let targets: Vec<u32> = (0..rows).map(|i| ((i * 13 + 5) % (v + 1)) as u32).collect();
+                    // the target id v (out of range) stands for padding: ignored
+                    let ignore = Some(v as u32);
+                    let (mut wl, mut wx) = (vec![0f32; rows], x.clone());
+                    bw::cross_entropy(&mut wl, &mut wx, &targets, v, 0.3, ignore).unwrap();
+                    let (mut gl, mut gx) = (vec![f32::NAN; rows], x.clone());
+                    ft::cross_entropy(&mut gl, &mut gx, &targets, v, 0.3, ignore).unwrap();
+                    let what = format!("cross_entropy {isa} rows={rows} V={v}");
+                    assert_close(&format!("{what} losses"), &gl, &wl, 1e-5, 1e-5);
+                    assert_close(&format!("{what} grads"), &gx, &wx, 1e-7, 1e-5);
+                    let e = ft::cross_entropy(&mut gl, &mut gx, &targets, v, 0.3, None);
+                    assert!(!targets.contains(&(v as u32)) || e.is_err(), "{what}: a target outside the vocabulary must be an error");
+                }
+            }
+        });
+    }
+
+    // AdamW in f32 against f64 over 3 steps: parameters within 1e-6 + 1e-5 relative; the squared
+    // norm's f64 sum within 1e-12 relative; embedding rows within 1e-6.
+    #[test]
+    fn optimizer_and_embedding_match_reference() {
+        let mut r = Lcg(27);
+        both_builds(|isa| {
+            for n in [1, 7, 8, 9, 1000] {
+                let (g, p0) = (r.vec(n, 1.0), r.vec(n, 1.0));
+                // the two parts, then the halt slot (0: go on)
+                let norms = [3.0, 1.5, 0.0];
+                let (mut wp, mut wm, mut wv) = (p0.clone(), vec![0f32; n], vec![0f32; n]);
+                let (mut gp, mut gm, mut gv) = (p0.clone(), vec![0f32; n], vec![0f32; n]);
+                for step in 1..=3 {
+                    let a = AdamStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step, clip: Some(1.0), parts: 2 };
+                    bw::adamw(&mut wp, &g, &mut wm, &mut wv, &norms, &a);
+                    ft::adamw(&mut gp, &g, &mut gm, &mut gv, &norms, &a);
+                }
+                let what = format!("adamw {isa} N={n}");
+                assert_close(&format!("{what} p"), &gp, &wp, 1e-6, 1e-5);
+                assert_close(&format!("{what} m"), &gm, &wm, 1e-6, 1e-5);
+                assert_close(&format!("{what} v"), &gv, &wv, 1e-6, 1e-5);
+                let want: f64 = g.iter().map(|&x| x as f64 * x as f64).sum();
+                assert!((ft::sum_squares(&g) - want).abs() <= 1e-12 * want, "sum_squares N={n}");
+                // a set halt slot: neither changes anything
+                let a = AdamStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 4, clip: Some(1.0), parts: 2 };
+                let halted = [3.0, 1.5, 3.0];
+                let before = (gp.clone(), gm.clone(), gv.clone(), wp.clone(), wm.clone(), wv.clone());
+                bw::adamw(&mut wp, &g, &mut wm, &mut wv, &halted, &a);
+                ft::adamw(&mut gp, &g, &mut gm, &mut gv, &halted, &a);
+                assert!(before == (gp, gm, gv, wp, wm, wv), "{what}: a set halt slot changed something");
+            }
+            let (c, rows, vocab) = (33, 20, 7);
+            let dout = r.vec(rows * c, 1.0);
+            let ids: Vec<u32> = (0..rows).map(|i| (i * 3 % vocab) as u32).collect();
+            let t0 = r.vec(vocab * c, 1.0);
+            let (mut want, mut got) = (t0.clone(), t0.clone());
+            bw::embedding_backward(&mut want, &dout, &ids, c, 0.5).unwrap();
+            ft::embedding_backward(&mut got, &dout, &ids, c, 0.5).unwrap();
+            assert_close(&format!("embedding_backward {isa}"), &got, &want, 1e-6, 1e-6);
+            assert!(ft::embedding_backward(&mut got, &dout, &[9; 20], c, 0.5).is_err());
+        });
+    }
+}

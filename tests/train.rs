@@ -228,6 +228,43 @@ fn training_is_deterministic_and_learns() {
     assert!(last < first - 1.0, "the loss did not fall: {first} -> {last}");
 }
 
+/// The fast CPU backend on 1, 2 and 3 threads (`--threads`) gives the same bits: every loss, every
+/// gradient norm and the final parameters. The model is large enough (B 8 x T 64, d 64, 4 heads, FFN
+/// 256) that the matmuls, dW and the attention forward and backward all split over the threads
+/// (above `matmul::PAR_MIN_FLOP`); each thread owns its outputs, so nothing is reduced in a
+/// thread-dependent order.
+#[test]
+fn fast_cpu_training_gives_the_same_bits_on_any_thread_count() {
+    use tinyformer::fastcpu::matmul::Threads;
+    let cfg = ModelConfig::from_json(
+        r#"{"arch": "decoder", "vocab_size": 65, "d_model": 64, "num_layers": 2, "num_heads": 4, "d_ff": 256, "max_seq_len": 64,
+            "positions": "learned", "activation": "gelu_tanh", "tie_embeddings": true}"#,
+    )
+    .unwrap();
+    let (b, t) = (8, 64);
+    let run = |threads: usize| {
+        let be = FastCpuBackend { threads: Threads::new(threads).unwrap() };
+        let values = Params::<()>::init_values(&cfg, Init::Gpt2, 3).unwrap();
+        let mut tr = Trainer::new(be, &cfg, values, optim(), Shape { batch: b, context: t, source: 0, accum: 1 }).unwrap();
+        let mut rng = Rng::new(12);
+        let data = Source::Fixed((0..4).map(|_| batch(&mut rng, b, t, 65)).collect());
+        let mut out = vec![];
+        for s in 1..=4 {
+            let bs = tr.batches(&data, 1, s).unwrap();
+            let (l, g) = pollster::block_on(tr.gradients(&bs)).unwrap();
+            tr.update().unwrap();
+            out.extend([l.to_bits(), g.to_bits()]);
+        }
+        let values = pollster::block_on(tr.values()).unwrap();
+        out.extend(values.iter().flatten().map(|x| x.to_bits() as u64));
+        out
+    };
+    let one = run(1);
+    for n in [2, 3] {
+        assert!(one == run(n), "{n} threads: not the bits of one thread");
+    }
+}
+
 #[test]
 fn the_schedule_warms_up_then_follows_the_cosine() {
     let o = optim();

@@ -33,7 +33,8 @@ materialises the masked [B, H, T, T] scores and does not call F.scaled_dot_produ
 model, which does call it, may be faster.
 
 Output, one JSON object: steps, batch, context, tokens (B * T * steps), seconds (all steps),
-tokens_per_second, the same two without the first step (``steady_*``), first and final loss (each the
+tokens_per_second, the same two without the first step (``steady_*``), the median and the best step's
+tokens per second without the first step (``median_step_*``, ``best_step_*``), first and final loss (each the
 step's loss before its update), params, threads, torch version, CPU model, and the config.
 """
 
@@ -44,6 +45,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 from typing import Any, Dict, List
@@ -174,6 +176,9 @@ def run(args) -> Dict[str, Any]:
         "tokens_per_second": tokens / seconds,
         "steady_seconds": steady,
         "steady_tokens_per_second": b * t * (len(data) - 1) / steady if steady > 0 else None,
+        # per step, without the first: robust to a machine that other work shares
+        "median_step_tokens_per_second": b * t / statistics.median(times[1:]) if len(times) > 1 else None,
+        "best_step_tokens_per_second": b * t / min(times[1:]) if len(times) > 1 else None,
         "first_loss": losses[0],
         "final_loss": losses[-1],
         "params": sum(p.numel() for p in params),

@@ -103,8 +103,9 @@ pub struct TrainArgs {
     /// validate on this text instead of the last 10% of --text
     #[arg(long, value_name = "FILE", requires = "text")]
     pub val: Option<String>,
-    /// tokenize --text with this tokenizer file (ours or a tokenizer.json)
-    #[arg(long, value_name = "FILE", requires = "text")]
+    /// tokenize --text with this tokenizer file (ours or a tokenizer.json); with --task induction,
+    /// the tokenizer the checkpoint carries (its vocabulary is the model's)
+    #[arg(long, value_name = "FILE", conflicts_with = "batches")]
     pub tokenizer: Option<String>,
     /// a synthetic task instead of a text
     #[arg(long, value_enum, conflicts_with = "batches")]
@@ -280,6 +281,9 @@ fn prepare(a: &TrainArgs) -> Result<(Start, Source)> {
         ),
         None => None,
     };
+    if a.tokenizer.is_some() && a.text.is_none() && a.task != Some(TaskChoice::Induction) && a.model.is_none() {
+        return Err(TfError::Input("--tokenizer applies to --text, --task induction or a Hugging Face / llama2.c --model".into()));
+    }
     let text = a.text.as_deref().map(|p| read_text(p, "--text")).transpose()?;
     let mut tokenizer = match (&a.tokenizer, &ck) {
         (Some(p), _) => Some(

@@ -14,7 +14,7 @@ fn allowed(s: &BatchAttn, keys: Option<&[f32]>, b: usize, i: usize, j: usize) ->
     (!s.causal || j <= i) && keys.is_none_or(|m| m[b * s.tk + j] != 0.0)
 }
 
-fn check_attn(op: &'static str, s: &BatchAttn, qo: usize, kv: &[usize], probs: usize, keys: Option<usize>) -> Result<()> {
+pub(crate) fn check_attn(op: &'static str, s: &BatchAttn, qo: usize, kv: &[usize], probs: usize, keys: Option<usize>) -> Result<()> {
     let (nq, nk, np, nm) = s.sizes();
     ensure(s.nkv > 0 && s.nh % s.nkv == 0 && s.hs > 0, op, || format!("NH {} must be a multiple of NKV {}", s.nh, s.nkv))?;
     ensure(qo >= nq, op, || format!("q / out hold {qo} values, need B*Tq*NH*HS = {nq}"))?;

@@ -76,11 +76,22 @@ fn inplace_impl<S: Isa>(x: &mut [f32], y: Option<&[f32]>, op: EwOp) {
     S::inplace(x, y, op)
 }
 
-/// `inplace` one straight loop per op (every ISA's; the page has its own SiLU and SwiGLU).
+/// `inplace` one straight loop per op (every ISA's; the page has its own SiLU and SwiGLU). Plain
+/// `for` loops: a `for_each` closure was compiled outside the ISA's function (no AVX2 there).
 #[inline(always)]
 pub(crate) fn inplace_lanes(x: &mut [f32], y: Option<&[f32]>, op: EwOp) {
     match y {
-        Some(y) => per_op!(op, |o| x.iter_mut().zip(y).for_each(|(d, &v)| *d = apply(o, *d, v))),
-        None => per_op!(op, |o| x.iter_mut().for_each(|d| *d = apply(o, *d, 0.0))),
+        Some(y) => per_op!(op, |o| {
+            let n = x.len().min(y.len());
+            let (x, y) = (&mut x[..n], &y[..n]);
+            for i in 0..n {
+                x[i] = apply(o, x[i], y[i]);
+            }
+        }),
+        None => per_op!(op, |o| {
+            for v in x.iter_mut() {
+                *v = apply(o, *v, 0.0);
+            }
+        }),
     }
 }

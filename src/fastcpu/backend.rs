@@ -3,7 +3,7 @@
 //! (`CpuTensor`, with the same guards); f32 kernels from this module for the ops that cost, the
 //! reference's ops for the rest (rope, embedding, MoE routing, sampling: already f32 or tiny).
 
-use std::cell::{Ref, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 
 use crate::cpu::guards::{attention_with, inplace_with, layernorm_with, rmsnorm_with};
 use crate::error::{Result, TfError};
@@ -17,24 +17,29 @@ use crate::ops::{AttnShape, EwOp, RopeShape, SampleParams};
 pub struct FastTensor {
     pub host: CpuTensor,
     packed: RefCell<Option<matmul::Packed>>,
+    /// the panels no longer hold the values (a training update): repacked, in their allocation, on next use
+    stale: Cell<bool>,
 }
 
 impl FastTensor {
     fn new(host: CpuTensor) -> FastTensor {
-        FastTensor { host, packed: RefCell::new(None) }
+        FastTensor { host, packed: RefCell::new(None), stale: Cell::new(false) }
     }
-    /// Drops the packed panels (the values are about to change: a training update).
+    /// Marks the packed panels stale (the values are about to change: a training update); the next
+    /// matmul repacks them into the same allocation (no fresh pages every step).
     pub fn unpack(&self) {
-        *self.packed.borrow_mut() = None;
+        self.stale.set(true);
     }
-    /// The packed panels of this (N, K) weight, made on first use.
+    /// The packed panels of this (N, K) weight, made on first use and after an update.
     fn packed(&self) -> Result<Ref<'_, matmul::Packed>> {
-        if self.packed.borrow().is_none() {
+        let stale = self.stale.replace(false);
+        if stale || self.packed.borrow().is_none() {
             let (n, k) = match self.host.shape[..] {
                 [n, k] => (n, k),
                 _ => return Err(TfError::Shape { op: "matmul", msg: format!("W must be (N, K), got {:?}", self.host.shape) }),
             };
-            let p = matmul::Packed::new(&self.host.f32s("matmul")?, n, k)?;
+            let old = self.packed.borrow_mut().take().map(|p| p.data).unwrap_or_default();
+            let p = matmul::Packed::new_in(old, &self.host.f32s("matmul")?, n, k)?;
             *self.packed.borrow_mut() = Some(p);
         }
         Ok(Ref::map(self.packed.borrow(), |p| p.as_ref().expect("packed just above")))

@@ -37,10 +37,14 @@ pub struct Packed {
 
 impl Packed {
     pub fn new(w: &[f32], n: usize, k: usize) -> Result<Packed> {
+        Packed::new_in(Vec::new(), w, n, k)
+    }
+    /// [`Packed::new`] into `data`'s allocation (the panels of an earlier version of the weight).
+    pub fn new_in(mut data: Vec<f32>, w: &[f32], n: usize, k: usize) -> Result<Packed> {
         ensure(w.len() == n * k, "matmul", || format!("W has {} values, expected N*K = {n}*{k}", w.len()))?;
         let panels = n.div_ceil(NR);
         let len = panels * k * NR;
-        let mut data = Vec::new();
+        data.clear();
         data.try_reserve_exact(len).map_err(|_| TfError::Limit(format!("cannot allocate {len} floats to pack a ({n}, {k}) weight")))?;
         data.resize(len, 0.0);
         for q in 0..panels {
@@ -52,6 +56,35 @@ impl Packed {
             }
         }
         Ok(Packed { n, k, data })
+    }
+    /// The panels of W^T (K, N) made from W (N, K) itself (no transposed copy): panel q's row p is
+    /// W[p, q*NR..q*NR+NR], a contiguous run of W's row p. For dX = dY W in the matmul backward.
+    pub fn transposed(w: &[f32], n: usize, k: usize) -> Result<Packed> {
+        Packed::transposed_in(Vec::new(), w, n, k)
+    }
+    /// [`Packed::transposed`] into `data`'s allocation (a buffer kept from an earlier call).
+    pub fn transposed_in(mut data: Vec<f32>, w: &[f32], n: usize, k: usize) -> Result<Packed> {
+        ensure(w.len() == n * k, "matmul", || format!("W has {} values, expected N*K = {n}*{k}", w.len()))?;
+        let panels = k.div_ceil(NR);
+        let len = panels * n * NR;
+        data.clear();
+        data.try_reserve_exact(len).map_err(|_| TfError::Limit(format!("cannot allocate {len} floats to pack a ({k}, {n}) weight")))?;
+        data.resize(len, 0.0);
+        for q in 0..panels {
+            let cols = NR.min(k - q * NR);
+            for p in 0..n {
+                let (dst, src) = (&mut data[(q * n + p) * NR..][..cols], &w[p * k + q * NR..][..cols]);
+                if cols == NR {
+                    // a whole row of the panel: a copy of known size, inlined (a short copy_from_slice
+                    // is a memmove call each)
+                    let d: &mut [f32; NR] = dst.try_into().expect("NR values");
+                    *d = src.try_into().expect("NR values");
+                } else {
+                    dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s);
+                }
+            }
+        }
+        Ok(Packed { n: k, k: n, data })
     }
     pub(crate) fn panel(&self, q: usize) -> &[f32] {
         &self.data[q * self.k * NR..(q + 1) * self.k * NR]
@@ -149,6 +182,44 @@ mod threads {
         #[cfg(target_arch = "wasm32")]
         fn pool(n: usize) -> Result<Threads> {
             Err(TfError::Input(format!("the page's CPU path runs on one thread, {n} were asked for")))
+        }
+
+        /// Runs `f` on every item, the items split into at most [`count`](Threads::count) contiguous
+        /// runs (the caller runs the first), each on the calling thread's build of the kernels. What an
+        /// item computes must not depend on the run it falls in (each item owns its outputs): then the
+        /// results are the same bits on any number of threads. `work`: the FLOPs of all the items;
+        /// below [`PAR_MIN_FLOP`] they all run on the calling thread.
+        pub fn each<T: Send>(&self, items: Vec<T>, work: usize, f: impl Fn(T) + Sync) {
+            #[cfg(not(target_arch = "wasm32"))]
+            if let (Some(pool), true) = (&self.pool, items.len() > 1 && work >= PAR_MIN_FLOP) {
+                let tasks = self.count().min(items.len());
+                let per = items.len().div_ceil(tasks);
+                let portable = !crate::fastcpu::simd::avx2_fma();
+                let f = &f;
+                let mut runs: Vec<Vec<T>> = Vec::with_capacity(tasks);
+                for (i, item) in items.into_iter().enumerate() {
+                    if i % per == 0 {
+                        runs.push(Vec::with_capacity(per));
+                    }
+                    if let Some(r) = runs.last_mut() {
+                        r.push(item);
+                    }
+                }
+                let mut runs = runs.into_iter();
+                let first = runs.next().unwrap_or_default();
+                pool.in_place_scope(|s| {
+                    for run in runs {
+                        s.spawn(move |_| {
+                            crate::fastcpu::simd::force_portable(portable);
+                            run.into_iter().for_each(f)
+                        });
+                    }
+                    first.into_iter().for_each(f);
+                });
+                return;
+            }
+            let _ = work;
+            items.into_iter().for_each(f)
         }
 
         /// Threads in all, the caller included.
@@ -310,21 +381,34 @@ pub(crate) fn tile<S: Isa, const R: usize>(out: &mut [f32], x: &[f32], panel: &[
     }
 }
 
-/// The GEMM over the ISA's register tiles of MR rows, the last rows in one smaller tile.
+/// Bytes of x one block of rows of the GEMM holds: every panel passes over the block while it stays
+/// in L2 (a whole x of 768 x 512, 1.5 MB, would come from L3 once per panel).
+const GEMM_BLOCK_BYTES: usize = 128 * 1024;
+
+/// The GEMM over the ISA's register tiles of MR rows, the last rows in one smaller tile; rows in
+/// blocks of about [`GEMM_BLOCK_BYTES`] of x (a multiple of 12 rows: of every tile height), every
+/// panel over one block before the next. Each value is one tile's sum over K: the blocking leaves
+/// the results as they were.
 #[inline(always)]
 fn gemm_impl<S: Isa>(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, m: usize) {
     let (n, k) = (w.n, w.k);
     assert!(x.len() >= m * k && out.len() >= m * n);
-    for q in 0..n.div_ceil(NR) {
-        let bias = bias_tile(b, q * NR, n);
-        let mut i = 0;
-        while i + S::MR <= m {
-            tile_rows::<S>(S::MR, &mut out[i * n..], &x[i * k..], w, q, &bias);
-            i += S::MR;
+    let block = (GEMM_BLOCK_BYTES / 4 / k.max(1) / 12 * 12).max(12);
+    let mut r0 = 0;
+    while r0 < m {
+        let r1 = (r0 + block).min(m);
+        for q in 0..n.div_ceil(NR) {
+            let bias = bias_tile(b, q * NR, n);
+            let mut i = r0;
+            while i + S::MR <= r1 {
+                tile_rows::<S>(S::MR, &mut out[i * n..], &x[i * k..], w, q, &bias);
+                i += S::MR;
+            }
+            if i < r1 {
+                tile_rows::<S>(r1 - i, &mut out[i * n..], &x[i * k..], w, q, &bias);
+            }
         }
-        if i < m {
-            tile_rows::<S>(m - i, &mut out[i * n..], &x[i * k..], w, q, &bias);
-        }
+        r0 = r1;
     }
 }
 

@@ -17,5 +17,6 @@ pub mod isa;
 pub mod matmul;
 pub mod norm;
 pub mod simd;
+pub mod train;
 
 pub use backend::{FastCpuBackend, FastTensor};

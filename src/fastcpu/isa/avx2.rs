@@ -101,6 +101,16 @@ unsafe fn tile_avx2<const R: usize>(out: &mut [f32], x: &[f32], panel: &[f32], n
         }
     }
     let cols = NR.min(n - n0);
+    if cols == NR {
+        // a whole panel's columns: stored in place (a copy_from_slice per row is a memmove call)
+        let op = out.as_mut_ptr();
+        for i in 0..R {
+            // SAFETY: row i's columns n0..n0+NR lie in out (the assert above, cols = NR)
+            _mm256_storeu_ps(op.add(i * n + n0), a0[i]);
+            _mm256_storeu_ps(op.add(i * n + n0 + 8), a1[i]);
+        }
+        return;
+    }
     let mut t = [0f32; NR];
     for i in 0..R {
         _mm256_storeu_ps(t.as_mut_ptr(), a0[i]);
