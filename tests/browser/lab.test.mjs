@@ -37,20 +37,40 @@ async function setSizes(page) {
 
 const status = (page) => page.evaluate(() => ({ ...document.querySelector('#train-status').dataset }));
 
-/** Trains to the end; with `pauseAt`, pauses after that step, waits, and resumes. Returns the status and timings. */
-async function train(page, { pauseAt } = {}) {
+/** Clicks `button` (Train or Resume) and Pause as soon as the run is running: the worker gets trainPause right
+ * after trainRun, so the run pauses after its first chunk however fast the path is. */
+async function startThenPause(page, button) {
+  await page.evaluate((sel) => new Promise((resolve) => {
+    const st = document.querySelector('#train-status');
+    const obs = new MutationObserver(() => {
+      if (st.dataset.state !== 'running') return;
+      obs.disconnect();
+      document.querySelector('#train-pause').click();
+      resolve();
+    });
+    obs.observe(st, { attributes: true, attributeFilter: ['data-state'] });
+    document.querySelector(sel).click();
+  }), button);
+  await page.waitForSelector('#train-status[data-state="paused"]', { timeout: 60_000 });
+  return Number((await status(page)).step);
+}
+
+/** Trains to the end; with `pauses`, pauses that many times on the way (each after one chunk) and resumes. */
+async function train(page, { pauses = 0 } = {}) {
   const t0 = Date.now();
-  await page.click('#train-start');
-  await page.waitForSelector('#train-status[data-state="running"]');
-  if (pauseAt) {
-    await page.waitForFunction((n) => Number(document.querySelector('#train-status').dataset.step) >= n, pauseAt, { timeout: 120_000 });
-    await page.click('#train-pause');
-    await page.waitForSelector('#train-status[data-state="paused"]', { timeout: 20_000 });
-    const at = Number((await status(page)).step);
+  if (pauses) {
+    let at = await startThenPause(page, '#train-start');
+    for (let i = 1; i < pauses; i++) {
+      await page.waitForTimeout(100);
+      assert.equal(Number((await status(page)).step), at, 'no step is taken while paused');
+      const next = await startThenPause(page, '#train-pause'); // Resume, then Pause again
+      assert.ok(next > at, `a resumed run goes on (${at} -> ${next})`);
+      at = next;
+    }
     assert.ok(at < SIZES.steps, `paused before the end (step ${at})`);
-    await page.waitForTimeout(300);
-    assert.equal(Number((await status(page)).step), at, 'no step is taken while paused');
     await page.click('#train-pause'); // Resume
+  } else {
+    await page.click('#train-start');
   }
   await page.waitForSelector('#train-status[data-state="done"]', { timeout: 180_000 });
   const s = await status(page);
@@ -78,7 +98,7 @@ test('the induction preset trains on the wasm CPU path as the CLI does; pause an
     const straight = await train(page);
     assert.equal(straight.backend, 'cpu');
     checkRun('wasm CPU', straight);
-    const paused = await train(page, { pauseAt: 40 });
+    const paused = await train(page, { pauses: 3 });
     assert.equal(paused['loss-100'] ?? paused.loss_100, straight['loss-100'] ?? straight.loss_100, 'the same loss at step 100 after a pause');
     assert.equal(paused.loss, straight.loss, 'the same last loss after a pause');
     // the trained model downloads as a checkpoint and becomes the page's model
