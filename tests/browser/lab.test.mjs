@@ -156,6 +156,10 @@ test('text that cannot be trained on is refused in one line, and the page keeps 
     await page.fill('#train-steps', '20');
     await page.click('#train-start');
     await page.waitForSelector('#train-status[data-state="done"][data-step="20"]', { timeout: 60_000 });
+    // Reset ends the run and clears its curves
+    await page.click('#train-reset');
+    await page.waitForSelector('#train-status[data-state="idle"][data-step="0"]', { timeout: 20_000 });
+    assert.ok(await page.isDisabled('#train-download'), 'nothing to download after Reset');
     assertClean(assert, log);
   } finally {
     await context.close();

@@ -72,6 +72,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
   const stop = h('button', { type: 'button', class: 'secondary', id: 'train-stop', disabled: true, on: { click: () => stopRun() } }, 'Stop');
   const lrLive = h('input', { type: 'number', id: 'train-lr-live', min: 0, max: 1, step: 'any', disabled: true, 'aria-label': 'Learning rate from the next step' });
   const setLr = h('button', { type: 'button', class: 'secondary', id: 'train-set-lr', disabled: true, on: { click: () => changeLr() } }, 'Set learning rate');
+  const reset = h('button', { type: 'button', class: 'secondary', id: 'train-reset', disabled: true, on: { click: () => resetRun() } }, 'Reset');
   const download = h('button', { type: 'button', class: 'secondary', id: 'train-download', disabled: true, on: { click: () => saveModel() } }, 'Download checkpoint');
   const use = h('button', { type: 'button', class: 'secondary', id: 'train-use', disabled: true, on: { click: () => useModel() } }, 'Use this model');
   const status = h('p', { id: 'train-status', role: 'status', 'aria-live': 'polite', dataset: { state: 'idle' } }, 'Not started.');
@@ -89,7 +90,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
       textEl,
       memoryEl,
       cliEl),
-    h('div', { class: 'toolbar train-buttons' }, start, pause, stop, download, use),
+    h('div', { class: 'toolbar train-buttons' }, start, pause, stop, reset, download, use),
     h('div', { class: 'toolbar train-lr' }, h('label', { class: 'inline-field', for: 'train-lr-live' }, 'While paused:'), lrLive, setLr),
     status,
     errorEl,
@@ -237,6 +238,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     lrLive.disabled = s !== 'paused';
     setLr.disabled = s !== 'paused';
     const haveModel = ['paused', 'done'].includes(s) && logs.length > 0;
+    reset.disabled = !['paused', 'done', 'error'].includes(s);
     download.disabled = !haveModel;
     use.disabled = !haveModel;
     drawStatus();
@@ -415,6 +417,20 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
       stopped = true;
       setState('done');
     }
+  }
+
+  /** Ends the run (its memory freed in the worker) and clears the curves. */
+  async function resetRun() {
+    if (!['paused', 'done', 'error'].includes(state)) return;
+    await request('trainEnd', {}).catch((err) => showError(err.message));
+    logs = [];
+    scores = [];
+    loss100 = null;
+    backend = null;
+    stopped = false;
+    clearError();
+    setState('idle');
+    scheduleDraw();
   }
 
   async function changeLr() {
