@@ -31,6 +31,7 @@ import { createAttentionView } from './views/attention.js';
 import { createNextTokenView } from './views/nexttoken.js';
 import { createExpertsView } from './views/experts.js';
 import { createInspectView } from './views/inspect.js';
+import { createTrainView } from './views/train.js';
 import { loadOnFasterPath, speedSummary, kvNote } from './speed.js';
 import { endNote } from './context.js';
 import { state } from './state.js';
@@ -153,6 +154,21 @@ $('model-backend').addEventListener('change', () => {
   if (state.model) loadSource(state.model.source, state.model.meta, { switchBackend: true });
 });
 
+// The training lab: its run lives in the worker beside the loaded model; "Run on" chooses its path.
+const trainView = createTrainView($('train-root'), {
+  request: (type, args, opts) => core.call(type, args, opts),
+  runOn: () => {
+    if (!state.core?.gpu?.ok) return 'cpu';
+    const choice = $('model-backend').value;
+    if (choice === 'gpu' || choice === 'cpu') return choice;
+    return state.model?.card?.backend === 'gpu' ? 'gpu' : 'cpu'; // the faster path measured for the loaded model
+  },
+  onUseModel: (bytes, { name }) => {
+    const meta = { id: 'trained-here', name, source: '(trained in this page)', description: 'The model of the training lab, as trained so far.' };
+    return loadSource({ bytes }, meta);
+  },
+});
+
 // ---------------------------------------------------------------------------------------------------------
 // The worker
 
@@ -217,6 +233,7 @@ const core = new CoreWorker({
     showNotice(noticeEl, `${text}${state.model ? `, and ${state.model.meta.name} is being loaded again` : ''}.`);
     document.body.dataset.workerRestarts = String(Number(document.body.dataset.workerRestarts ?? 0) + 1);
     coreReady = initCore({ afterRestart: true });
+    trainView.reset();
     masks.refresh(); // redraw from the inputs as they are now: nothing typed is lost
     gen.setReady(false); // until a model is loaded again
     if (state.model) {
@@ -657,6 +674,7 @@ window.tinyformer = {
 
 coreReady = initCore();
 masks.refresh(); // masks need only the wasm core, not the GPU: ask at once
+coreReady.then((info) => { if (info) trainView.ready(); });
 (async () => {
   const manifest = await loadManifest();
   if (NO_MODEL) return;

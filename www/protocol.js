@@ -54,6 +54,16 @@ export const ACTIONS = {
   // 'error': an uncaught exception in the worker (its error event fires).
   crash: { limitMs: 60_000, name: 'crashing the worker (test hook)' },
 
+  // The training lab (www/views/train.js; src/wasm/lab.rs, src/train/lab.rs). One run at a time, beside the loaded
+  // model. {spec {preset, layers?, heads?, dim?, context?, vocab?, batch?, lr?, steps?, seed?, eval_every?}, text?}
+  // -> {settings, memory {weights, gradients, adam_moments, activations, total, largest}, params, cli}: the plan,
+  // nothing allocated (the memory the run needs, shown before it starts)
+  trainPlan: { limitMs: 20_000, name: 'planning the training run' },
+  // {} -> {pausing: whether a run was stepping}. The running trainRun returns {state: 'paused'} after its chunk.
+  trainPause: { limitMs: 20_000, name: 'pausing the training run' },
+  // {} -> {stopping}. As trainPause, then the run is over (its model stays for trainModel until trainEnd)
+  trainStop: { limitMs: 20_000, name: 'stopping the training run' },
+
   // {} -> [{name, ok, max_abs_diff, tolerance, detail, ms}]: every GPU kernel against its CPU twin
   selftest: { limitMs: 300_000, name: 'the kernel self-test', queued: true },
   // {bytes (ArrayBuffer of a .safetensors file) | files (File objects given together: a Hugging Face directory's
@@ -97,6 +107,22 @@ export const ACTIONS = {
   // event per ~16 ms frame (the first token at once), and the tokens still pending before the answer (at the
   // end, on Stop or on an error alike).
   generate: { limitMs: 90_000, name: 'one generation step', queued: true, model: true, perEvent: true },
+  // {spec, text?, gpu} -> the plan (as trainPlan) with backend ('gpu' | 'cpu'): builds the run (ending the one
+  // before), refused in one line when its memory is over the page's budget. Queued: WebGPU is the model's device too.
+  trainStart: { limitMs: 120_000, name: 'starting the training run', queued: true },
+  // {every, inductionEvery} -> {state: 'done' | 'paused' | 'stopped', step}. Steps the run in chunks of about
+  // 150 ms until it ends or trainPause / trainStop; between chunks the worker yields, so those are answered.
+  // Events: {kind: 'steps', step, done, chunkSteps, chunkMs, logs: [{step, loss, val_loss?, lr, grad_norm,
+  // tokens_per_second, elapsed_s}], induction?: {step, best, head, heads, previous_token}} once per chunk (steps 1,
+  // 100, the last, every `every`-th and each chunk's last are logged; the induction scores of the last layer every
+  // `inductionEvery` steps, and at step 0 and the end).
+  trainRun: { limitMs: 60_000, name: 'one chunk of training steps', queued: true, perEvent: true },
+  // {lr} -> the run's settings: the learning rate from the next step on (while paused)
+  trainSetLr: { limitMs: 20_000, name: 'setting the learning rate', queued: true },
+  // {} -> {bytes: ArrayBuffer}: the current model as a checkpoint (our .safetensors, as `tinyformer train --out`)
+  trainModel: { limitMs: 60_000, name: 'saving the trained model', queued: true },
+  // {} -> true: ends the run and frees its memory
+  trainEnd: { limitMs: 20_000, name: 'ending the training run', queued: true },
   // The speed probe (www/speed.js): {ids, opts, tokens} -> {tokens, ms (from the second token to the last), tps,
   // firstMs}, timed in the worker next to the core. It measures a model during its load (loadOnFasterPath), so a
   // crash there is the load's business, not a loaded model's.

@@ -106,6 +106,19 @@ const handlers = {
     stopRequested = true;
     return { stopping: generating };
   },
+  async trainPlan({ spec, text }) {
+    const core = await loadCore();
+    return core.train_plan(spec, text ?? undefined);
+  },
+  // Flags read by the running trainRun between two chunks (a flag set while none runs would stop the next one).
+  async trainPause() {
+    if (trainActive > 0) trainFlag ??= 'pause';
+    return { pausing: trainActive > 0 };
+  },
+  async trainStop() {
+    if (trainActive > 0) trainFlag = 'stop';
+    return { stopping: trainActive > 0 };
+  },
   async loseDevice() {
     const core = await loadCore();
     core.debug_lose_device();
@@ -148,10 +161,60 @@ const BATCH_BUDGET_MS = 50;
 // thread once the CPU path streamed ~1,400 tok/s.
 const TOKEN_FLUSH_MS = 16;
 const MAX_TOKENS_PER_SUBMIT = 16;
+// The training lab: a chunk of steps takes about this long, so Pause and Stop wait at most about that.
+const TRAIN_CHUNK_MS = 150;
+let trainActive = 0;    // trainRun calls queued or running
+let trainFlag = null;   // 'pause' | 'stop': read by the running trainRun between two chunks
 let stopRequested = false;
 
 const modelHandlers = {
   // Queued too: the self-test and the model share the GPU device.
+  async trainStart({ spec, text, gpu }) {
+    const core = await loadCore();
+    return await core.train_start(spec, text ?? undefined, Boolean(gpu));
+  },
+  // Chunks of steps sized to take about TRAIN_CHUNK_MS each (the first one step), so that a pause or a stop is
+  // answered within one chunk; each chunk's last step is read back, which bounds how far the GPU runs behind.
+  async trainRun({ every = 10, inductionEvery = 0 } = {}, emit) {
+    const core = await loadCore();
+    let k = 1;
+    let step = null;
+    const induction = async (s) => ({ step: s, ...(await core.train_induction()) });
+    for (;;) {
+      if (trainFlag) return { state: trainFlag === 'stop' ? 'stopped' : 'paused', step };
+      let first = null;
+      if (step === null && inductionEvery > 0) {
+        // the score before this chunk, when the run starts from step 0
+        const c0 = await core.train_run(0, every);
+        step = c0.step;
+        if (step === 0) first = await induction(0);
+      }
+      let n = k;
+      if (inductionEvery > 0 && step !== null) n = Math.max(1, Math.min(n, inductionEvery - (step % inductionEvery)));
+      const t0 = performance.now();
+      const chunk = await core.train_run(n, every);
+      const chunkMs = performance.now() - t0;
+      step = chunk.step;
+      const ev = { kind: 'steps', step, done: chunk.done, chunkSteps: n, chunkMs, logs: chunk.logs };
+      if (first) ev.inductionStart = first;
+      if (inductionEvery > 0 && (step % inductionEvery === 0 || chunk.done)) ev.induction = await induction(step);
+      emit(ev);
+      if (chunk.done) return { state: 'done', step };
+      k = Math.max(1, Math.min(256, Math.round(n * Math.min(2, TRAIN_CHUNK_MS / Math.max(chunkMs, 1)))));
+      await nextTask(); // let trainPause / trainStop in
+    }
+  },
+  async trainSetLr({ lr }) {
+    return (await loadCore()).train_set_lr(Number(lr));
+  },
+  async trainModel() {
+    const bytes = await (await loadCore()).train_checkpoint();
+    return { bytes: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) };
+  },
+  async trainEnd() {
+    (await loadCore()).train_end();
+    return true;
+  },
   async selftest() {
     const core = await loadCore();
     return await core.run_selftest();
@@ -386,6 +449,7 @@ self.addEventListener('message', async (event) => {
     return;
   }
   if (type === 'generate') stopRequested = false; // a Stop before this request was for an earlier one
+  if (type === 'trainRun') trainActive++;
   const emit = (ev) => self.postMessage({ id, event: ev });
   const hook = async () => {
     if (hangOn !== null && hangOn === type) (await loadCore()).debug_hang(); // never returns
@@ -398,14 +462,22 @@ self.addEventListener('message', async (event) => {
         await hook();
         return queued(args, emit);
       });
+    trainDone(type);
     self.postMessage({ id, ok: true, result });
   } catch (err) {
+    trainDone(type);
     // A panic inside the core aborts with `unreachable`; the instance may hold broken state after that.
     const fatal = err instanceof WebAssembly.RuntimeError;
     const error = fatal && lastPanic ? `${lastPanic} (${describe(err)})` : describe(err);
     self.postMessage({ id, ok: false, error, fatal });
   }
 });
+
+function trainDone(type) {
+  if (type !== 'trainRun') return;
+  trainActive--;
+  if (trainActive === 0) trainFlag = null;
+}
 
 // Errors nobody caught (a panic inside an async core call lands here): the page restarts this worker.
 function reportFatal(err) {

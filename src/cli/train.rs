@@ -22,9 +22,10 @@ use crate::model::forward::weights::Declared;
 use crate::tokenizer::Tokenizer;
 use crate::train::data::{Source, MAX_BATCHES_BYTES};
 use crate::train::dates;
+use crate::train::fresh::{char_tokenizer, FreshArch, Sizes};
 use crate::train::ops::Train;
 use crate::train::optim::{Optim, Schedule};
-use crate::train::params::{safetensors_bytes, Init, Params};
+use crate::train::params::{checkpoint_bytes, safetensors_bytes, Init, Params};
 use crate::train::run::{Shape, StepLog, Trainer};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +44,7 @@ pub enum ArchChoice {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskChoice {
-    /// random tokens, each row a segment and its repeat
+    /// random tokens, each row a short random prefix, then a segment and its repeat
     Induction,
     /// human-written dates to ISO dates (an encoder-decoder; validation on held-out days)
     Dates,
@@ -192,30 +193,24 @@ struct Start {
 
 fn fresh_config(a: &TrainArgs, vocab: usize) -> Result<serde_json::Value> {
     let arch = a.arch.ok_or_else(|| TfError::Input("give --model INIT.safetensors or --arch gpt|llama|attn-only|encdec|moe".into()))?;
-    Ok(match arch {
-        ArchChoice::Gpt => json!({
-            "arch": "decoder", "vocab_size": vocab, "d_model": a.dim, "num_layers": a.layers, "num_heads": a.heads,
-            "d_ff": a.ff.unwrap_or(4 * a.dim), "max_seq_len": a.context, "positions": "learned",
-            "activation": "gelu_tanh", "tie_embeddings": true
-        }),
-        ArchChoice::AttnOnly => json!({
-            "arch": "decoder", "vocab_size": vocab, "d_model": a.dim, "num_layers": a.layers, "num_heads": a.heads,
-            "max_seq_len": a.context, "positions": "learned", "tie_embeddings": true, "attention_only": true
-        }),
-        ArchChoice::Llama => json!({
-            "arch": "llama", "vocab_size": vocab, "d_model": a.dim, "num_layers": a.layers, "num_heads": a.heads,
-            "num_kv_heads": a.kv_heads.unwrap_or(a.heads), "multiple_of": 32, "max_seq_len": a.context
-        }),
-        ArchChoice::Encdec => json!({
-            "arch": "encoder_decoder", "src_vocab_size": vocab, "tgt_vocab_size": vocab, "d_model": a.dim,
-            "num_layers": a.layers, "num_heads": a.heads, "d_ff": a.ff.unwrap_or(4 * a.dim), "max_seq_len": a.context
-        }),
-        ArchChoice::Moe => json!({
-            "arch": "decoder", "vocab_size": vocab, "d_model": a.dim, "num_layers": a.layers, "num_heads": a.heads,
-            "max_seq_len": a.context,
-            "moe": {"num_experts": a.experts, "top_k": a.top_k, "expert_dim": a.ff.unwrap_or(2 * a.dim), "capacity_factor": 1.25}
-        }),
-    })
+    let arch = match arch {
+        ArchChoice::Gpt => FreshArch::Gpt,
+        ArchChoice::Llama => FreshArch::Llama,
+        ArchChoice::AttnOnly => FreshArch::AttnOnly,
+        ArchChoice::Encdec => FreshArch::Encdec,
+        ArchChoice::Moe => FreshArch::Moe,
+    };
+    let sizes = Sizes {
+        layers: a.layers,
+        heads: a.heads,
+        kv_heads: a.kv_heads,
+        dim: a.dim,
+        ff: a.ff,
+        experts: a.experts,
+        top_k: a.top_k,
+        context: a.context,
+    };
+    Ok(crate::train::fresh::fresh_config(arch, &sizes, vocab))
 }
 
 /// The dates task's tokenizer: its own, or a checkpoint's when that is the same table.
@@ -300,16 +295,7 @@ fn prepare(a: &TrainArgs) -> Result<(Start, Source)> {
         (None, None) => None,
     };
     if let (Some(t), None) = (&text, &tokenizer) {
-        if t.contains('\0') {
-            return Err(TfError::Input("--text holds NUL bytes: give a text file".into()));
-        }
-        let mut chars: Vec<char> = t.chars().collect();
-        chars.sort_unstable();
-        chars.dedup();
-        let alphabet: String = chars.into_iter().collect();
-        tokenizer = Some(Tokenizer::Chars(
-            crate::tokenizer::chars::Chars::from_alphabet(&alphabet).map_err(|e| TfError::Input(format!("--text: {e}")))?,
-        ));
+        tokenizer = Some(char_tokenizer(t, "--text")?);
     }
     if a.task == Some(TaskChoice::Dates) {
         tokenizer = Some(dates_tokenizer(a, tokenizer)?);
@@ -425,12 +411,7 @@ fn write_file(path: &str, what: &str, bytes: &[u8]) -> Result<()> {
 }
 
 fn checkpoint(decl: &[Declared], values: Vec<Vec<f32>>, start: &Start) -> Result<Vec<u8>> {
-    let tensors: Vec<_> = decl.iter().zip(values).map(|(d, v)| (d.name.clone(), d.shape.clone(), v)).collect();
-    let mut meta = HashMap::from([("config".to_string(), start.config_json.clone())]);
-    if let Some(t) = &start.tokenizer {
-        meta.insert("tokenizer".into(), t.to_json());
-    }
-    safetensors_bytes(&tensors, meta)
+    checkpoint_bytes(decl, values, &start.config_json, start.tokenizer.as_ref())
 }
 
 /// The optimizer state's file beside a checkpoint: X.safetensors -> X.optim.safetensors.

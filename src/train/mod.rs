@@ -8,6 +8,8 @@
 //!   what the backward needs, and the backward; `net` puts them behind one interface;
 //! - `moe`: the mixture-of-experts FFN's buffers, forward, backward and load-balancing loss;
 //! - `optim`: the learning-rate schedule and the optimizer step (clip + AdamW);
+//! - `fresh`: a fresh model's config from its sizes, a text's character tokenizer (the CLI and the lab);
+//! - `lab`: the page's training lab (a preset's run, stepped in chunks; the induction score);
 //! - `data`: where batches come from (text, the induction task, the dates task, a fixed batches
 //!   file); `dates`: the date-translation pairs of the shipped dates model;
 //! - `memory`: the training plan's memory, checked against the budget before allocation;
@@ -18,7 +20,9 @@ pub mod check;
 pub mod data;
 pub mod dates;
 pub mod encdec;
+pub mod fresh;
 pub mod graph;
+pub mod lab;
 pub mod memory;
 pub mod moe;
 pub mod net;

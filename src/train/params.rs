@@ -165,6 +165,23 @@ fn residual_projections(w: &Weights<usize>) -> Vec<usize> {
     out
 }
 
+/// A checkpoint in our format: the declared tensors under their names, the config JSON and the
+/// tokenizer (if any) in the metadata, so every command and the page open it (`tinyformer train
+/// --out` and the page's training lab write this).
+pub fn checkpoint_bytes(
+    decl: &[Declared],
+    values: Vec<Vec<f32>>,
+    config_json: &str,
+    tokenizer: Option<&crate::tokenizer::Tokenizer>,
+) -> Result<Vec<u8>> {
+    let tensors: Vec<_> = decl.iter().zip(values).map(|(d, v)| (d.name.clone(), d.shape.clone(), v)).collect();
+    let mut meta = HashMap::from([("config".to_string(), config_json.to_string())]);
+    if let Some(t) = tokenizer {
+        meta.insert("tokenizer".into(), t.to_json());
+    }
+    safetensors_bytes(&tensors, meta)
+}
+
 /// A safetensors file of f32 tensors (name, shape, values) with `metadata`.
 pub fn safetensors_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
     use safetensors::tensor::TensorView;

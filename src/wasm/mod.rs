@@ -20,6 +20,7 @@ use crate::model::memory::Budget;
 use crate::model::run::{AttnMap, ForwardOut, MoeRecord};
 use crate::session::{Device, GenOptions, Next, PageOpts, Sampling, Session};
 
+mod lab;
 mod standalone;
 
 thread_local! {
@@ -111,7 +112,7 @@ pub async fn load_model(bytes: Vec<u8>, prefer_gpu: bool) -> Result<JsValue, JsV
 }
 
 /// `navigator.deviceMemory` (GiB, rounded down by the browser; absent in some browsers).
-fn device_memory_gib() -> Option<f64> {
+pub(crate) fn device_memory_gib() -> Option<f64> {
     let nav = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("navigator")).ok()?;
     js_sys::Reflect::get(&nav, &JsValue::from_str("deviceMemory")).ok()?.as_f64()
 }

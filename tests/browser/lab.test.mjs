@@ -1,0 +1,167 @@
+// The training lab (www/views/train.js), driven from its controls as a learner would: the induction preset,
+// at test sizes, trains to its last step on the wasm CPU path and on WebGPU (SwiftShader here); its loss falls,
+// and the loss of step 100's batch matches `tinyformer train`'s for the same settings and seed (the CLI's run,
+// recorded in tests/fixtures/lab/induction_small.json with the command that made it; the page shows the same
+// command). Pause / Resume gives the same losses as an uninterrupted run; the trained model downloads as a
+// checkpoint and becomes the page's model; text that cannot be trained on is refused in one line while the page
+// keeps working.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { setup, openPage, assertClean } from './_harness.mjs';
+
+const FIXTURE = JSON.parse(fs.readFileSync(new URL('../fixtures/lab/induction_small.json', import.meta.url), 'utf8'));
+// The test sizes (the fixture's command has the same): small enough for SwiftShader on 2 cores.
+const SIZES = { layers: 2, heads: 2, dim: 32, context: 16, vocab: 16, batch: 8, lr: 0.003, steps: 120, seed: 7 };
+
+let env;
+before(async () => {
+  env = await setup({ webgpu: true });
+});
+after(async () => {
+  await env?.close();
+});
+
+async function openLab(backend) {
+  const opened = await openPage(env, `index.html?nomodel=1&backend=${backend}`);
+  await opened.page.waitForSelector('#train-memory[data-total]:not([data-total=""])', { timeout: 60_000 });
+  return opened;
+}
+
+async function setSizes(page) {
+  await page.selectOption('#train-preset', 'induction');
+  await page.waitForSelector('#train-vocab');
+  for (const [k, v] of Object.entries(SIZES)) await page.fill(`#train-${k}`, String(v));
+  await page.waitForFunction((cmd) => document.querySelector('#train-cli')?.textContent === cmd, FIXTURE.command, { timeout: 20_000 });
+}
+
+const status = (page) => page.evaluate(() => ({ ...document.querySelector('#train-status').dataset }));
+
+/** Clicks `button` (Train or Resume) and Pause as soon as the run is running: the worker gets trainPause right
+ * after trainRun, so the run pauses after its first chunk however fast the path is. */
+async function startThenPause(page, button) {
+  await page.evaluate((sel) => new Promise((resolve) => {
+    const st = document.querySelector('#train-status');
+    const obs = new MutationObserver(() => {
+      if (st.dataset.state !== 'running') return;
+      obs.disconnect();
+      document.querySelector('#train-pause').click();
+      resolve();
+    });
+    obs.observe(st, { attributes: true, attributeFilter: ['data-state'] });
+    document.querySelector(sel).click();
+  }), button);
+  await page.waitForSelector('#train-status[data-state="paused"]', { timeout: 60_000 });
+  return Number((await status(page)).step);
+}
+
+/** Trains to the end; with `pauses`, pauses that many times on the way (each after one chunk) and resumes. */
+async function train(page, { pauses = 0 } = {}) {
+  const t0 = Date.now();
+  if (pauses) {
+    let at = await startThenPause(page, '#train-start');
+    for (let i = 1; i < pauses; i++) {
+      await page.waitForTimeout(100);
+      assert.equal(Number((await status(page)).step), at, 'no step is taken while paused');
+      const next = await startThenPause(page, '#train-pause'); // Resume, then Pause again
+      assert.ok(next > at, `a resumed run goes on (${at} -> ${next})`);
+      at = next;
+    }
+    assert.ok(at < SIZES.steps, `paused before the end (step ${at})`);
+    await page.click('#train-pause'); // Resume
+  } else {
+    await page.click('#train-start');
+  }
+  await page.waitForSelector('#train-status[data-state="done"]', { timeout: 180_000 });
+  const s = await status(page);
+  return { ...s, seconds: (Date.now() - t0) / 1000 };
+}
+
+function checkRun(where, s) {
+  assert.equal(Number(s.step), SIZES.steps, `${where}: every step taken`);
+  const l100 = Number(s['loss-100'] ?? s.loss_100 ?? NaN);
+  assert.ok(Number.isFinite(l100), `${where}: data-loss-100 is set`);
+  const rel = Math.abs(l100 - FIXTURE.loss_100) / FIXTURE.loss_100;
+  assert.ok(rel <= 0.005, `${where}: loss at step 100 ${l100} vs the CLI's ${FIXTURE.loss_100} (${(rel * 100).toFixed(3)}%)`);
+  assert.ok(Number(s.loss) < 0.8 * Number(s.lossFirst), `${where}: the loss falls (${s.lossFirst} -> ${s.loss})`);
+  const ind = Number(s.induction);
+  assert.ok(ind >= 0 && ind <= 1, `${where}: an induction score (${s.induction})`);
+  assert.ok(Number(s.tokensPerS) > 0, `${where}: tokens per second`);
+  console.log(`${where}: ${SIZES.steps} steps in ${s.seconds.toFixed(1)} s, loss ${Number(s.lossFirst).toFixed(3)} -> ${Number(s.loss).toFixed(3)}, ` +
+    `step 100 ${l100.toFixed(5)} (CLI ${FIXTURE.loss_100.toFixed(5)}, ${(rel * 100).toFixed(4)}%), ${s.tokensPerS} tokens/s, induction ${ind.toFixed(3)}`);
+}
+
+test('the induction preset trains on the wasm CPU path as the CLI does; pause and resume change nothing; its model downloads and loads', { timeout: 240_000 }, async () => {
+  const { page, context, log } = await openLab('cpu');
+  try {
+    await setSizes(page);
+    const straight = await train(page);
+    assert.equal(straight.backend, 'cpu');
+    checkRun('wasm CPU', straight);
+    const paused = await train(page, { pauses: 3 });
+    assert.equal(paused['loss-100'] ?? paused.loss_100, straight['loss-100'] ?? straight.loss_100, 'the same loss at step 100 after a pause');
+    assert.equal(paused.loss, straight.loss, 'the same last loss after a pause');
+    // the trained model downloads as a checkpoint and becomes the page's model
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#train-download')]);
+    assert.match(download.suggestedFilename(), /\.safetensors$/);
+    const bytes = fs.readFileSync(await download.path());
+    assert.ok(bytes.length > 8 && bytes.subarray(8, 9).toString() === '{', 'a safetensors file');
+    await page.click('#train-use');
+    await page.waitForFunction(() => window.tinyformer?.state?.model?.meta?.id === 'trained-here', null, { timeout: 60_000 });
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});
+
+test('the induction preset trains on WebGPU as the CLI does, and Stop ends a run at once', { timeout: 240_000 }, async () => {
+  const { page, context, log } = await openLab('gpu');
+  try {
+    await setSizes(page);
+    const s = await train(page);
+    assert.equal(s.backend, 'gpu');
+    checkRun('WebGPU', s);
+    // Stop during a long run: answered within a chunk
+    await page.fill('#train-steps', '5000');
+    await page.click('#train-start');
+    await page.waitForFunction(() => Number(document.querySelector('#train-status').dataset.step) >= 5, null, { timeout: 60_000 });
+    const t0 = Date.now();
+    await page.click('#train-stop');
+    await page.waitForSelector('#train-status[data-state="done"]', { timeout: 10_000 });
+    console.log(`WebGPU: Stop took ${Date.now() - t0} ms`);
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});
+
+test('text that cannot be trained on is refused in one line, and the page keeps working', { timeout: 120_000 }, async () => {
+  const { page, context, log } = await openLab('cpu');
+  try {
+    await page.selectOption('#train-preset', 'shakespeare');
+    await page.check('#train-text-own');
+    for (const [text, want] of [['', /empty/], ['aaaaaaaaaaaaaaaaaaaa', /one symbol/]]) {
+      await page.fill('#train-text', text);
+      await page.waitForFunction((re) => new RegExp(re).test(document.querySelector('#train-error')?.textContent ?? ''), want.source, { timeout: 20_000 });
+      const err = await page.textContent('#train-error');
+      assert.ok(!err.includes('\n') && err.length < 300, `one line: ${err}`);
+      await page.click('#train-start');
+      await page.waitForSelector('#train-status[data-state="error"]', { timeout: 20_000 });
+      assert.match(await page.textContent('#train-error'), want);
+    }
+    // the shipped text plans, and the induction preset still trains
+    await page.check('#train-text-shipped');
+    await page.waitForFunction(() => /characters|parameters/.test(document.querySelector('#train-memory').textContent) && document.querySelector('#train-error').hidden, null, { timeout: 30_000 });
+    await setSizes(page);
+    await page.fill('#train-steps', '20');
+    await page.click('#train-start');
+    await page.waitForSelector('#train-status[data-state="done"][data-step="20"]', { timeout: 60_000 });
+    // Reset ends the run and clears its curves
+    await page.click('#train-reset');
+    await page.waitForSelector('#train-status[data-state="idle"][data-step="0"]', { timeout: 20_000 });
+    assert.ok(await page.isDisabled('#train-download'), 'nothing to download after Reset');
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});

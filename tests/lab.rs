@@ -1,0 +1,116 @@
+//! The page's training lab (src/train/lab.rs) runs what `tinyformer train` runs with the flags the
+//! lab shows (`LabPlan::cli_args`): the same losses on the same backend; its refusals
+//! are one line; its induction score is the Inspect view's.
+
+use std::path::PathBuf;
+
+use tinyformer::fastcpu::FastCpuBackend;
+use tinyformer::train::lab::{induction_score, Lab, LabPlan, LabSpec};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tf-lab-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn small(preset: &str) -> LabSpec {
+    LabSpec {
+        preset: preset.into(),
+        layers: Some(1),
+        heads: Some(2),
+        dim: Some(16),
+        context: Some(12),
+        vocab: Some(12),
+        batch: Some(3),
+        steps: Some(12),
+        seed: Some(5),
+        ..LabSpec::default()
+    }
+}
+
+/// The CLI's logged losses (step -> loss) for `args` plus logging every `every` steps.
+fn cli_losses(args: &[String], every: u32) -> Vec<(u64, f64)> {
+    let log = tmp(&format!("{}.jsonl", args[2]));
+    let mut argv: Vec<String> = vec!["tinyformer".into()];
+    argv.extend(args.iter().cloned());
+    argv.extend(["--log-every".into(), every.to_string(), "--log".into(), log.to_str().unwrap().into()]);
+    tinyformer::cli::run(argv).unwrap();
+    std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_lab_run_is_the_cli_run_of_its_flags() {
+    let text = "to be or not to be, that is the question: whether 'tis nobler in the mind to suffer. ".repeat(20);
+    let text_file = tmp("text.txt");
+    std::fs::write(&text_file, &text).unwrap();
+    for preset in ["induction", "shakespeare"] {
+        let plan = LabPlan::new(&small(preset), Some(&text)).unwrap();
+        let args = plan.cli_args(text_file.to_str().unwrap());
+        let mut lab = Lab::new(FastCpuBackend::default(), plan).unwrap();
+        // in chunks, as the worker runs it
+        let mut logs = vec![];
+        for k in [1, 5, 2, 100] {
+            logs.extend(pollster::block_on(lab.run(k, 4, &|| 0.0)).unwrap());
+        }
+        assert!(lab.done());
+        let cli = cli_losses(&args, 4);
+        assert_eq!(cli.iter().map(|c| c.0).collect::<Vec<_>>(), vec![1, 4, 8, 12], "{preset}: the CLI's logged steps");
+        for (step, loss) in cli {
+            let mine = logs.iter().find(|l| l.step as u64 == step).unwrap_or_else(|| panic!("{preset}: step {step} logged"));
+            // the same ops in the same order; the f64 sum of the logged loss may round apart in its last bit
+            assert!((mine.loss - loss).abs() <= 1e-12 * loss.abs(), "{preset}: step {step}: {} vs the CLI's {loss}", mine.loss);
+        }
+        assert!(logs.iter().any(|l| l.val_loss.is_some()), "{preset}: the last step is evaluated");
+        // the checkpoint opens, and the detector reads it
+        let bytes = pollster::block_on(lab.checkpoint()).unwrap();
+        let s = pollster::block_on(induction_score(&bytes)).unwrap();
+        assert_eq!(s.heads.len(), 2);
+        assert!((0.0..=1.0).contains(&s.best) && s.heads.contains(&s.best));
+    }
+}
+
+#[test]
+fn pausing_between_chunks_changes_nothing() {
+    let run = |chunks: &[u32]| {
+        let mut lab = Lab::new(FastCpuBackend::default(), LabPlan::new(&small("induction"), None).unwrap()).unwrap();
+        let mut logs = vec![];
+        for &k in chunks {
+            logs.extend(pollster::block_on(lab.run(k, 3, &|| 0.0)).unwrap());
+        }
+        logs.into_iter().filter(|l| l.step % 3 == 0).map(|l| l.loss).collect::<Vec<_>>()
+    };
+    assert_eq!(run(&[12]), run(&[2, 1, 7, 2]));
+}
+
+#[test]
+fn the_lr_changes_from_the_next_step() {
+    let mut lab = Lab::new(FastCpuBackend::default(), LabPlan::new(&small("induction"), None).unwrap()).unwrap();
+    pollster::block_on(lab.run(2, 1, &|| 0.0)).unwrap();
+    lab.set_lr(0.01).unwrap();
+    let l = pollster::block_on(lab.run(1, 1, &|| 0.0)).unwrap();
+    assert_eq!(l[0].lr, 0.01);
+    assert!(lab.set_lr(f32::NAN).unwrap_err().to_string().contains("learning rate"));
+}
+
+#[test]
+fn bad_settings_and_texts_are_refused_in_one_line() {
+    let e = |spec: LabSpec, text: Option<&str>| LabPlan::new(&spec, text).err().unwrap().to_string();
+    assert!(e(LabSpec { preset: "nope".into(), ..LabSpec::default() }, None).contains("induction or shakespeare"));
+    assert!(e(small("shakespeare"), Some("")).contains("empty"));
+    assert!(e(small("shakespeare"), Some("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")).contains("one symbol"));
+    assert!(e(small("shakespeare"), Some("abcab")).contains("lower the context"));
+    assert!(e(LabSpec { dim: Some(18), heads: Some(4), ..small("induction") }, None).contains("multiple"));
+    assert!(e(LabSpec { lr: Some(-1.0), ..small("induction") }, None).contains("learning rate"));
+    let plan = LabPlan::new(&small("induction"), None).unwrap();
+    let m = plan.check_memory(1024, u64::MAX).unwrap_err().to_string();
+    assert!(m.contains("over the budget") && !m.contains('\n') && !m.contains("--"), "{m}");
+    assert!(plan.check_memory(1 << 30, 16).unwrap_err().to_string().contains("per buffer"));
+    assert!(plan.check_memory(1 << 30, u64::MAX).is_ok());
+}

@@ -1,0 +1,492 @@
+// The training lab: pick a preset (an induction-head toy or character-level Shakespeare), change its sizes, see
+// the memory the run needs, then Train / Pause / Resume / Stop and watch the loss fall and the induction score
+// rise. The run lives in the worker (www/protocol.js `train*` actions, src/train/lab.rs); this view draws what
+// the core reports and emits its requests through `request` (app.js wires it to the worker).
+//
+// State for tests, on #train-status: data-state (idle | running | paused | done | error), data-step, data-loss,
+// data-val-loss, data-tokens-per-s, data-induction (the largest induction score among the last layer's heads,
+// as last measured), data-loss-100 (the loss of step 100's batch, once step 100 is done), data-loss-first (step
+// 1's), data-backend
+// ('gpu' | 'cpu'). #train-memory[data-total] (bytes) shows the plan before a run; #train-cli its CLI command.
+import { h, replaceChildren, formatBytes, formatInt } from '../dom.js';
+
+const PRESETS = {
+  induction: { label: 'Induction heads', fields: ['layers', 'heads', 'dim', 'context', 'vocab', 'batch', 'lr', 'steps', 'seed'], inductionEvery: 50 },
+  shakespeare: { label: 'Shakespeare (characters)', fields: ['layers', 'heads', 'dim', 'context', 'batch', 'lr', 'steps', 'seed'], inductionEvery: 250 },
+};
+const FIELDS = {
+  layers: { label: 'Layers', min: 1, max: 48, step: 1 },
+  heads: { label: 'Heads', min: 1, max: 64, step: 1 },
+  dim: { label: 'Width', min: 4, max: 4096, step: 1 },
+  context: { label: 'Context', min: 2, max: 4096, step: 1 },
+  vocab: { label: 'Vocabulary', min: 2, max: 65536, step: 1 },
+  batch: { label: 'Batch', min: 1, max: 4096, step: 1 },
+  lr: { label: 'Learning rate', min: 0, max: 1, step: 'any' },
+  steps: { label: 'Steps', min: 1, max: 1000000, step: 1 },
+  seed: { label: 'Seed', min: 0, max: 2 ** 53, step: 1 },
+};
+const LOG_EVERY = 10;
+/** An f32 setting as typed: 0.0010000000474974513 -> 0.001. */
+const num = (x) => (typeof x === 'number' && !Number.isInteger(x) ? Number(x.toPrecision(6)) : x);
+const SHIPPED_TEXT = 'www/data/shakespeare.txt.gz';
+
+/**
+ * createTrainView(root, {request, runOn, onUseModel})
+ *   request(type, args, opts): a worker call (core.call) for the `train*` actions
+ *   runOn(): 'gpu' | 'cpu', the path the page's "Run on" control chooses for training
+ *   onUseModel(bytes): load the trained checkpoint as the page's model
+ */
+export function createTrainView(root, { request, runOn, onUseModel }) {
+  let presetName = 'induction';
+  let settings = null;   // the preset's settings, as the core decided them (from trainPlan)
+  let state = 'idle';
+  let logs = [];         // every logged step
+  let scores = [];       // [{step, best, head, heads}]
+  let loss100 = null;
+  let planTimer = null;
+  let planSeq = 0;       // the latest plan asked for; older answers are dropped
+  let shipped = null;    // the shipped Shakespeare, once fetched
+  let textChoice = 'shipped';
+  let running = null;    // Promise of the trainRun in flight
+  let backend = null;
+  let stopped = false;   // the run ended by Stop (state 'done')
+
+  const preset = h('select', { id: 'train-preset', on: { change: () => { presetName = preset.value; settings = null; buildFields(); plan(); } } },
+    Object.entries(PRESETS).map(([v, p]) => h('option', { value: v }, p.label)));
+  const fieldsEl = h('div', { class: 'train-fields' });
+  const inputs = {};
+  const textBox = h('textarea', { id: 'train-text', rows: 4, placeholder: 'Paste a text to train on (UTF-8), or drop a .txt file here', on: { input: () => plan() } });
+  const fileInput = h('input', { type: 'file', id: 'train-file', accept: '.txt,text/plain', on: { change: () => readFile(fileInput.files?.[0]) } });
+  const choiceShipped = h('input', { type: 'radio', name: 'train-text-choice', id: 'train-text-shipped', value: 'shipped', checked: true, on: { change: () => chooseText('shipped') } });
+  const choiceOwn = h('input', { type: 'radio', name: 'train-text-choice', id: 'train-text-own', value: 'own', on: { change: () => chooseText('own') } });
+  const textEl = h('fieldset', { class: 'train-textsrc', hidden: true },
+    h('legend', {}, 'Text'),
+    h('label', { class: 'inline-field' }, choiceShipped, 'the shipped Shakespeare (1 MB)'),
+    h('label', { class: 'inline-field' }, choiceOwn, 'your own text:'),
+    textBox,
+    h('label', { class: 'inline-field small' }, 'or a .txt file', fileInput));
+  const memoryEl = h('p', { id: 'train-memory', class: 'small muted' }, 'Working out the memory this run needs…');
+  const cliEl = h('p', { class: 'small muted train-cli' });
+  const start = h('button', { type: 'button', id: 'train-start', on: { click: () => startRun() } }, 'Train');
+  const pause = h('button', { type: 'button', class: 'secondary', id: 'train-pause', disabled: true, on: { click: () => togglePause() } }, 'Pause');
+  const stop = h('button', { type: 'button', class: 'secondary', id: 'train-stop', disabled: true, on: { click: () => stopRun() } }, 'Stop');
+  const lrLive = h('input', { type: 'number', id: 'train-lr-live', min: 0, max: 1, step: 'any', disabled: true, 'aria-label': 'Learning rate from the next step' });
+  const setLr = h('button', { type: 'button', class: 'secondary', id: 'train-set-lr', disabled: true, on: { click: () => changeLr() } }, 'Set learning rate');
+  const reset = h('button', { type: 'button', class: 'secondary', id: 'train-reset', disabled: true, on: { click: () => resetRun() } }, 'Reset');
+  const download = h('button', { type: 'button', class: 'secondary', id: 'train-download', disabled: true, on: { click: () => saveModel() } }, 'Download checkpoint');
+  const use = h('button', { type: 'button', class: 'secondary', id: 'train-use', disabled: true, on: { click: () => useModel() } }, 'Use this model');
+  const status = h('p', { id: 'train-status', role: 'status', 'aria-live': 'polite', dataset: { state: 'idle' } }, 'Not started.');
+  const errorEl = h('p', { id: 'train-error', class: 'status-error', role: 'alert', hidden: true });
+  const lossChart = h('div', { class: 'train-chart', id: 'train-loss-chart' });
+  const indChart = h('div', { class: 'train-chart', id: 'train-induction-chart' });
+  const stats = h('dl', { class: 'train-stats', id: 'train-stats' });
+
+  replaceChildren(root,
+    h('p', { class: 'explain' }, 'Grow a small transformer here, on this device, and watch it learn: the loss falls and, on the induction task, ',
+      'a head of the last layer learns to look back to the token after the previous occurrence of the current one (an induction head).'),
+    h('div', { class: 'train-setup' },
+      h('label', { class: 'inline-field' }, 'Preset', preset),
+      fieldsEl,
+      textEl,
+      memoryEl,
+      cliEl),
+    h('div', { class: 'toolbar train-buttons' }, start, pause, stop, reset, download, use),
+    h('div', { class: 'toolbar train-lr' }, h('label', { class: 'inline-field', for: 'train-lr-live' }, 'While paused:'), lrLive, setLr),
+    status,
+    errorEl,
+    stats,
+    h('div', { class: 'train-charts' },
+      h('figure', {}, h('figcaption', {}, 'Loss (nats per token): training ', h('span', { class: 'key key-train' }, '—'), ' validation ', h('span', { class: 'key key-val' }, '●')), lossChart),
+      h('figure', {}, h('figcaption', {}, 'Induction score of the last layer\u2019s best head (the Inspect view\u2019s detector)'), indChart)));
+
+  function buildFields() {
+    const p = PRESETS[presetName];
+    replaceChildren(fieldsEl, p.fields.map((name) => {
+      const f = FIELDS[name];
+      const input = h('input', { type: 'number', id: `train-${name}`, name, min: f.min, max: f.max, step: f.step, on: { input: () => plan() } });
+      inputs[name] = input;
+      return h('label', { class: 'train-field' }, f.label, input);
+    }));
+    for (const k of Object.keys(inputs)) if (!p.fields.includes(k)) delete inputs[k];
+    textEl.hidden = presetName !== 'shakespeare';
+  }
+
+  function spec() {
+    const s = { preset: presetName };
+    for (const [name, input] of Object.entries(inputs)) {
+      if (input.value === '') continue;
+      const v = Number(input.value);
+      if (!Number.isFinite(v)) continue;
+      s[name] = name === 'lr' ? v : Math.round(v);
+    }
+    return s;
+  }
+
+  function chooseText(which) {
+    textChoice = which;
+    plan();
+  }
+
+  async function readFile(file) {
+    if (!file) return;
+    try {
+      if (file.size > 64 * 1024 * 1024) throw new Error(`${file.name} is over 64 MiB`);
+      const bytes = new Uint8Array(await file.arrayBuffer());
+      textBox.value = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+      choiceOwn.checked = true;
+      chooseText('own');
+    } catch (err) {
+      showError(err instanceof TypeError ? `${file.name} is not UTF-8 text` : err.message);
+    }
+  }
+  textBox.addEventListener('dragover', (e) => e.preventDefault());
+  textBox.addEventListener('drop', (e) => {
+    e.preventDefault();
+    readFile(e.dataTransfer?.files?.[0]);
+  });
+
+  /** The text to train on, for a text preset (the shipped one is fetched once). */
+  async function text() {
+    if (presetName !== 'shakespeare') return null;
+    if (textChoice === 'own') return textBox.value;
+    return shippedText();
+  }
+
+  function shippedText() {
+    shipped ??= (async () => {
+      const res = await fetch(SHIPPED_TEXT);
+      if (!res.ok) throw new Error(`could not fetch the shipped text (HTTP ${res.status})`);
+      const stream = res.body.pipeThrough(new DecompressionStream('gzip')).pipeThrough(new TextDecoderStream());
+      let out = '';
+      for await (const part of stream) out += part;
+      return out;
+    })();
+    shipped.catch(() => { shipped = null; });
+    return shipped;
+  }
+
+  function plan() {
+    clearTimeout(planTimer);
+    const mine = ++planSeq;
+    planTimer = setTimeout(async () => {
+      try {
+        const p = await request('trainPlan', { spec: spec(), text: await text() });
+        if (mine !== planSeq) return; // a newer plan was asked for (the shipped text may arrive late)
+        showPlan(p);
+        if (state === 'idle' || state === 'error') clearError();
+      } catch (err) {
+        if (mine !== planSeq) return;
+        memoryEl.dataset.total = '';
+        memoryEl.textContent = 'This run cannot be planned.';
+        replaceChildren(cliEl);
+        showError(err.message);
+        fillDefaults(mine);
+      }
+    }, 150);
+  }
+
+  /** A text the core refused leaves the preset's fields empty: fill them from the plan of the shipped text. */
+  async function fillDefaults(mine) {
+    if (presetName !== 'shakespeare' || Object.values(inputs).every((i) => i.value !== '')) return;
+    try {
+      const p = await request('trainPlan', { spec: { preset: presetName }, text: await shippedText() });
+      if (mine !== planSeq) return;
+      for (const [name, input] of Object.entries(inputs)) {
+        if (input.value === '' && p.settings[name] != null) input.value = String(num(p.settings[name]));
+      }
+    } catch { /* the refusal already shown says what is wrong */ }
+  }
+
+  function showPlan(p) {
+    settings = p.settings;
+    for (const [name, input] of Object.entries(inputs)) {
+      if (input.value === '' && p.settings[name] != null) input.value = String(num(p.settings[name]));
+    }
+    const m = p.memory;
+    memoryEl.dataset.total = String(m.total);
+    memoryEl.textContent = `${formatInt(p.params)} parameters. Training needs ${formatBytes(m.total)}: weights ${formatBytes(m.weights)}, ` +
+      `gradients ${formatBytes(m.gradients)}, Adam moments ${formatBytes(m.adam_moments)}, activations ${formatBytes(m.activations)}.`;
+    const cli = p.cli.map((a) => (a === 'TEXT.txt' ? (textChoice === 'own' ? 'your-text.txt' : 'shakespeare.txt') : a));
+    // each flag with its value unbroken (a line may break between them, never inside "--layers 2")
+    const pairs = [['tinyformer', cli[0]]];
+    for (let i = 1; i < cli.length; i += 2) pairs.push(cli.slice(i, i + 2));
+    const code = h('code', { id: 'train-cli' });
+    pairs.forEach((p, i) => code.append(...(i ? [' '] : []), h('span', { class: 'nowrap' }, p.join(' '))));
+    replaceChildren(cliEl, 'The same run from the command line: ', code);
+    if (!logs.length) scheduleDraw();
+  }
+
+  function showError(msg) {
+    errorEl.hidden = false;
+    errorEl.textContent = String(msg).split('\n')[0];
+  }
+  function clearError() {
+    errorEl.hidden = true;
+    errorEl.textContent = '';
+  }
+
+  function setState(s) {
+    state = s;
+    status.dataset.state = s;
+    const busy = s === 'running' || s === 'paused';
+    start.disabled = s === 'running' || s === 'starting';
+    preset.disabled = busy || s === 'starting';
+    for (const input of Object.values(inputs)) input.disabled = busy || s === 'starting';
+    pause.disabled = !busy;
+    pause.textContent = s === 'paused' ? 'Resume' : 'Pause';
+    stop.disabled = !busy;
+    lrLive.disabled = s !== 'paused';
+    setLr.disabled = s !== 'paused';
+    const haveModel = ['paused', 'done'].includes(s) && logs.length > 0;
+    reset.disabled = !['paused', 'done', 'error'].includes(s);
+    download.disabled = !haveModel;
+    use.disabled = !haveModel;
+    drawStatus();
+  }
+
+  function last(key) {
+    for (let i = logs.length - 1; i >= 0; i--) if (logs[i][key] != null) return logs[i];
+    return null;
+  }
+
+  function drawStatus() {
+    const l = logs.at(-1);
+    const v = last('val_loss');
+    const ind = scores.at(-1);
+    const d = status.dataset;
+    d.step = String(l?.step ?? 0);
+    d.loss = l ? String(l.loss) : '';
+    d.lossFirst = logs.length ? String(logs[0].loss) : '';
+    d.valLoss = v ? String(v.val_loss) : '';
+    d.tokensPerS = l ? String(Math.round(l.tokens_per_second)) : '';
+    d.induction = ind ? String(ind.best) : '';
+    if (loss100 != null) status.setAttribute('data-loss-100', String(loss100));
+    else status.removeAttribute('data-loss-100');
+    d.backend = backend ?? '';
+    const total = settings?.steps;
+    const words = { idle: 'Not started.', starting: 'Starting…', running: 'Training', paused: 'Paused', done: stopped ? 'Stopped' : 'Done', error: 'Stopped by an error' }[state] ?? state;
+    status.textContent = l
+      ? `${words}: step ${formatInt(l.step)}${total ? ` of ${formatInt(total)}` : ''} on ${backend === 'gpu' ? 'WebGPU' : 'the CPU path'}, loss ${l.loss.toFixed(3)}` +
+        (v ? `, validation ${v.val_loss.toFixed(3)}` : '') + (ind ? `, induction score ${ind.best.toFixed(2)}` : '') + '.'
+      : words;
+    const rows = l ? [
+      ['Tokens per second', formatInt(Math.round(l.tokens_per_second))],
+      ['Step time', l.tokens_per_second > 0 && settings ? `${(1000 * settings.batch * settings.context / l.tokens_per_second).toFixed(1)} ms` : '–'],
+      ['Learning rate', l.lr.toPrecision(3)],
+      ['Gradient norm', l.grad_norm.toFixed(3)],
+      ['Time training', `${l.elapsed_s.toFixed(1)} s`],
+      ['Best induction head', ind ? `layer ${ind.layer + 1}, head ${ind.head + 1}: ${ind.best.toFixed(3)} (step ${ind.step})` : '–'],
+    ] : [];
+    replaceChildren(stats, rows.map(([k, val]) => h('div', {}, h('dt', {}, k), h('dd', {}, val))));
+  }
+
+  function drawCharts() {
+    const train = logs.map((l) => [l.step, l.loss]);
+    const val = logs.filter((l) => l.val_loss != null).map((l) => [l.step, l.val_loss]);
+    const maxStep = settings?.steps ?? Math.max(1, ...train.map((p) => p[0]));
+    replaceChildren(lossChart, chart([{ points: train, cls: 'line-train' }, { points: val, cls: 'dots-val', dots: true }], maxStep, 'loss'));
+    const ind = scores.map((s) => [s.step, s.best]);
+    const marks = formedAt() != null ? [formedAt()] : [];
+    replaceChildren(indChart, chart([{ points: ind, cls: 'line-ind', dots: ind.length < 40 }], maxStep, 'score', { yMin: 0, yMax: Math.max(0.5, ...ind.map((p) => p[1])), marks }));
+    if (marks.length) {
+      lossChart.firstChild?.append(markLine(marks[0], maxStep));
+    }
+  }
+
+  /** The first step whose induction score reached 0.4 (the mark on both charts). */
+  function formedAt() {
+    return scores.find((s) => s.best >= 0.4)?.step ?? null;
+  }
+
+  const W = 480;
+  const H = 180;
+  const PAD = { l: 44, r: 10, t: 10, b: 26 };
+  const SVG = 'http://www.w3.org/2000/svg';
+  const svg = (tag, attrs = {}, ...kids) => {
+    const el = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+    for (const k of kids) el.append(k);
+    return el;
+  };
+  let scaleX = (s) => s;
+
+  function markLine(step, maxStep) {
+    const x = PAD.l + (W - PAD.l - PAD.r) * (step / maxStep);
+    return svg('g', { class: 'mark' }, svg('line', { x1: x, x2: x, y1: PAD.t, y2: H - PAD.b }), svg('text', { x: x + 3, y: PAD.t + 10 }, `induction head at step ${step}`));
+  }
+
+  function chart(series, maxStep, what, { yMin, yMax, marks = [] } = {}) {
+    const all = series.flatMap((s) => s.points.map((p) => p[1])).filter(Number.isFinite);
+    const lo = yMin ?? (all.length ? Math.min(...all) : 0);
+    let hi = yMax ?? (all.length ? Math.max(...all) : 1);
+    if (hi - lo < 1e-6) hi = lo + 1;
+    scaleX = (s) => PAD.l + (W - PAD.l - PAD.r) * (s / maxStep);
+    const y = (v) => PAD.t + (H - PAD.t - PAD.b) * (1 - (v - lo) / (hi - lo));
+    const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': `${what} over steps`, class: 'chart-svg' });
+    root.append(svg('line', { class: 'axis', x1: PAD.l, x2: W - PAD.r, y1: H - PAD.b, y2: H - PAD.b }));
+    root.append(svg('line', { class: 'axis', x1: PAD.l, x2: PAD.l, y1: PAD.t, y2: H - PAD.b }));
+    for (const v of [lo, (lo + hi) / 2, hi]) root.append(svg('text', { class: 'tick', x: PAD.l - 4, y: y(v) + 4, 'text-anchor': 'end' }, v.toFixed(2)));
+    for (const s of [0, maxStep]) root.append(svg('text', { class: 'tick', x: scaleX(s), y: H - 8, 'text-anchor': s ? 'end' : 'start' }, s ? `step ${formatInt(s)}` : '0'));
+    for (const s of series) {
+      if (!s.points.length) continue;
+      if (!s.dots || s.cls !== 'dots-val') {
+        root.append(svg('polyline', { class: s.cls, points: s.points.map(([a, b]) => `${scaleX(a).toFixed(1)},${y(b).toFixed(1)}`).join(' ') }));
+      }
+      if (s.dots) for (const [a, b] of s.points) root.append(svg('circle', { class: s.cls, cx: scaleX(a).toFixed(1), cy: y(b).toFixed(1), r: 2.5 }));
+    }
+    for (const m of marks) root.append(markLine(m, maxStep));
+    return root;
+  }
+
+  function absorb(ev) {
+    for (const l of ev.logs ?? []) {
+      logs.push(l);
+      if (l.step === 100) loss100 = l.loss;
+    }
+    for (const s of [ev.inductionStart, ev.induction]) {
+      if (!s) continue;
+      scores.push({ ...s, layer: (settings?.layers ?? 1) - 1 });
+    }
+    drawStatus();
+    scheduleDraw();
+  }
+
+  let drawQueued = false;
+  function scheduleDraw() {
+    if (drawQueued) return;
+    drawQueued = true;
+    requestAnimationFrame(() => {
+      drawQueued = false;
+      drawCharts();
+    });
+  }
+
+  async function startRun() {
+    if (state === 'running' || state === 'starting') return;
+    clearError();
+    logs = [];
+    scores = [];
+    loss100 = null;
+    backend = null;
+    stopped = false;
+    setState('starting');
+    drawCharts();
+    try {
+      const p = await request('trainStart', { spec: spec(), text: await text(), gpu: runOn() === 'gpu' });
+      showPlan(p);
+      backend = p.backend;
+      lrLive.value = String(num(p.settings.lr));
+    } catch (err) {
+      setState('error');
+      showError(err.message);
+      return;
+    }
+    await runLoop();
+  }
+
+  async function runLoop() {
+    setState('running');
+    running = request('trainRun', { every: LOG_EVERY, inductionEvery: PRESETS[presetName].inductionEvery }, { onEvent: absorb });
+    try {
+      const r = await running;
+      running = null;
+      stopped = r.state === 'stopped';
+      setState(r.state === 'paused' ? 'paused' : 'done');
+    } catch (err) {
+      running = null;
+      setState('error');
+      showError(err.message);
+    }
+    scheduleDraw();
+  }
+
+  async function togglePause() {
+    if (state === 'running') {
+      pause.disabled = true;
+      await request('trainPause', {}).catch((err) => showError(err.message));
+    } else if (state === 'paused') {
+      await runLoop();
+    }
+  }
+
+  async function stopRun() {
+    if (state === 'running') {
+      stop.disabled = true;
+      await request('trainStop', {}).catch((err) => showError(err.message));
+    } else if (state === 'paused') {
+      stopped = true;
+      setState('done');
+    }
+  }
+
+  /** Ends the run (its memory freed in the worker) and clears the curves. */
+  async function resetRun() {
+    if (!['paused', 'done', 'error'].includes(state)) return;
+    await request('trainEnd', {}).catch((err) => showError(err.message));
+    logs = [];
+    scores = [];
+    loss100 = null;
+    backend = null;
+    stopped = false;
+    clearError();
+    setState('idle');
+    scheduleDraw();
+  }
+
+  async function changeLr() {
+    const lr = Number(lrLive.value);
+    try {
+      const s = await request('trainSetLr', { lr });
+      settings = s;
+      if (inputs.lr) inputs.lr.value = String(num(s.lr));
+      clearError();
+    } catch (err) {
+      showError(err.message);
+    }
+  }
+
+  async function checkpoint() {
+    const { bytes } = await request('trainModel', {});
+    return bytes;
+  }
+
+  async function saveModel() {
+    try {
+      const bytes = await checkpoint();
+      const url = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
+      const a = h('a', { href: url, download: `tinyformer-${presetName}-step${logs.at(-1)?.step ?? 0}.safetensors` });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    } catch (err) {
+      showError(err.message);
+    }
+  }
+
+  async function useModel() {
+    try {
+      onUseModel(await checkpoint(), { name: `${PRESETS[presetName].label}, trained here to step ${logs.at(-1)?.step ?? 0}` });
+    } catch (err) {
+      showError(err.message);
+    }
+  }
+
+  buildFields();
+  setState('idle');
+  drawCharts();
+
+  return {
+    /** The core is ready: plan the default run (the memory shown before Train). */
+    ready() {
+      plan();
+    },
+    /** The worker restarted: any run it held is gone. */
+    reset() {
+      if (state === 'running' || state === 'paused' || state === 'starting') {
+        setState('error');
+        showError('The worker restarted, so the training run was lost; press Train to start again.');
+      }
+    },
+  };
+}
