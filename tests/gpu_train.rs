@@ -532,7 +532,7 @@ fn gpu_and_fast_cpu_agree_after_200_steps() {
     }
     let cpu = run(tinyformer::fastcpu::FastCpuBackend::default(), &cfg, &optim, shape, &data);
     let gpu = run(GpuBackend::new(gpu()), &cfg, &optim, shape, &data);
-    assert!(cpu[4] < cpu[0] - 1.5, "the model did not learn: {cpu:?}");
+    assert!(cpu[4] < cpu[0] - 1.0, "the model did not learn (the loss must fall by a nat): {cpu:?}");
     for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
         assert!((c - g).abs() <= 5e-3 * c, "read {i}: fast cpu {c} vs gpu {g} (steps 1, 50, 100, 150, 200: {cpu:?} vs {gpu:?})");
     }
