@@ -16,6 +16,8 @@ if command -v vulkaninfo >/dev/null 2>&1 && ! vulkaninfo --summary >/dev/null 2>
 fi
 
 echo "== native tests (cargo test)"
+# A one-shot build keeps no incremental state: it would only add to the disk the test binaries fill.
+export CARGO_INCREMENTAL=0
 cargo test --all-targets 2>&1
 
 echo "== wasm build"
