@@ -286,11 +286,12 @@ fn prepare(a: &TrainArgs) -> Result<(Start, Source)> {
     }
     let text = a.text.as_deref().map(|p| read_text(p, "--text")).transpose()?;
     let mut tokenizer = match (&a.tokenizer, &ck) {
+        // a foreign model's: --tokenizer's when given (read and checked against the model once, by `foreign`)
+        (_, Some(_)) if foreign_tokenizer.is_some() => foreign_tokenizer,
         (Some(p), _) => Some(
             Tokenizer::from_file_bytes(&read_input(p, "--tokenizer", crate::cli::MAX_TOKENIZER_BYTES, "tokenizers are capped at 256 MiB")?)
                 .map_err(|e| TfError::Input(format!("--tokenizer {}: {e}", quote(p))))?,
         ),
-        (None, Some(_)) if foreign_tokenizer.is_some() => foreign_tokenizer,
         (None, Some(c)) => crate::session::text::ModelText::from_checkpoint(c)?.tokenizer,
         (None, None) => None,
     };

@@ -1,7 +1,7 @@
 //! Fast LayerNorm / RMSNorm over the last dimension, f32 with 8-lane sums. Twin: crate::cpu::norm.
 
 use crate::fastcpu::isa::{multiversion, Isa};
-use crate::fastcpu::simd::{hsum, L};
+use crate::fastcpu::simd::{hsum, lanes_sum, L};
 
 multiversion!(
     /// out = (x - mean) / sqrt(var + eps) * gamma + beta per row. x, out (rows, C); gamma, beta (C,).
@@ -12,24 +12,11 @@ multiversion!(
     pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], c: usize, eps: f32) => rmsnorm_impl
 );
 
-/// sum over r of f(r[i]), 8 lanes.
-#[inline(always)]
-fn sum_by<S: Isa>(r: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; L];
-    let mut ch = r.chunks_exact(L);
-    for c in &mut ch {
-        for l in 0..L {
-            acc[l] += f(c[l]);
-        }
-    }
-    hsum(&acc) + ch.remainder().iter().map(|&v| f(v)).sum::<f32>()
-}
-
 #[inline(always)]
 fn layernorm_impl<S: Isa>(out: &mut [f32], x: &[f32], gamma: &[f32], beta: &[f32], c: usize, eps: f32) {
     for (o, r) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-        let mean = sum_by::<S>(r, |v| v) / c as f32;
-        let var = sum_by::<S>(r, |v| (v - mean) * (v - mean)) / c as f32;
+        let mean = lanes_sum(r, |v| v) / c as f32;
+        let var = lanes_sum(r, |v| (v - mean) * (v - mean)) / c as f32;
         let inv = 1.0 / (var + eps).sqrt();
         for i in 0..c {
             o[i] = S::fmadd((r[i] - mean) * inv, gamma[i], beta[i]);
@@ -40,7 +27,7 @@ fn layernorm_impl<S: Isa>(out: &mut [f32], x: &[f32], gamma: &[f32], beta: &[f32
 #[inline(always)]
 fn rmsnorm_impl<S: Isa>(out: &mut [f32], x: &[f32], weight: &[f32], c: usize, eps: f32) {
     for (o, r) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-        let ms = sum_by::<S>(r, |v| v * v) / c as f32;
+        let ms = lanes_sum(r, |v| v * v) / c as f32;
         let inv = 1.0 / (ms + eps).sqrt();
         for i in 0..c {
             o[i] = r[i] * inv * weight[i];
@@ -58,7 +45,7 @@ multiversion!(
     pub fn add_norm(x: &mut [f32], y: &[f32], out: Option<&mut [f32]>, w: &[f32], beta: Option<&[f32]>, c: usize, eps: f32) => add_norm_impl
 );
 
-/// r = r + y, returning the sum over the new r of f(r[i]), 8 lanes (as `sum_by`).
+/// r = r + y, returning the sum over the new r of f(r[i]), 8 lanes (as `lanes_sum`).
 #[inline(always)]
 fn add_sum_by(r: &mut [f32], y: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; L];
@@ -91,7 +78,7 @@ fn add_norm_impl<S: Isa>(x: &mut [f32], y: &[f32], mut out: Option<&mut [f32]>, 
         match beta {
             Some(b) => {
                 let mean = add_sum_by(xr, yr, |v| v) / c as f32;
-                let var = sum_by::<S>(xr, |v| (v - mean) * (v - mean)) / c as f32;
+                let var = lanes_sum(xr, |v| (v - mean) * (v - mean)) / c as f32;
                 let inv = 1.0 / (var + eps).sqrt();
                 let f = |v: f32, i: usize| S::fmadd((v - mean) * inv, w[i], b[i]);
                 match dst {

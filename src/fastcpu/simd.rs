@@ -43,6 +43,20 @@ pub fn hsum(acc: &[f32; L]) -> f32 {
     (a[0] + a[2]) + (a[1] + a[3])
 }
 
+/// The sum over r of f(r[i]) in L lanes, then `hsum`, then the tail in order (the norms' mean and
+/// variance, inference and training alike, so both sum in one order).
+#[inline(always)]
+pub fn lanes_sum(r: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; L];
+    let mut ch = r.chunks_exact(L);
+    for c in &mut ch {
+        for l in 0..L {
+            acc[l] += f(c[l]);
+        }
+    }
+    hsum(&acc) + ch.remainder().iter().map(|&v| f(v)).sum::<f32>()
+}
+
 /// e^x in f32 without a libm call, branch-free so loops over it vectorise: x = n ln2 + r with
 /// |r| <= ln2/2, e^r by Cephes' degree-6 polynomial (relative error ~2e-7 against f64 exp),
 /// 2^n built in the exponent bits. Below -87.3 it returns exactly 0 (masked scores stay 0); from

@@ -10,7 +10,7 @@
 
 use crate::error::{ensure, Result};
 use crate::fastcpu::isa::{multiversion, Isa};
-use crate::fastcpu::simd::{dot4, erf, exp, hsum, max, pv, L};
+use crate::fastcpu::simd::{dot4, erf, exp, hsum, lanes_sum, max, pv, L};
 use crate::ops::EwOp;
 use crate::train::ops::{AdamStep, BatchAttn};
 
@@ -356,19 +356,6 @@ fn rmsnorm_backward_impl<S: Isa>(dx: &mut [f32], dw: &mut [f32], dy: &[f32], x: 
             dw[i] = S::fmadd(dyr[i] * xr[i], r, dw[i]);
         }
     }
-}
-
-/// sum over r of f(r[i]), 8 lanes.
-#[inline(always)]
-fn lanes_sum(r: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; L];
-    let mut ch = r.chunks_exact(L);
-    for c in &mut ch {
-        for l in 0..L {
-            acc[l] += f(c[l]);
-        }
-    }
-    hsum(&acc) + ch.remainder().iter().map(|&v| f(v)).sum::<f32>()
 }
 
 // ---------------------------------------------------------------------------------------------
