@@ -83,7 +83,8 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
 
   replaceChildren(root,
     h('p', { class: 'explain' }, 'Grow a small transformer here, on this device, and watch it learn: the loss falls and, on the induction task, ',
-      'a head of the last layer learns to look back to the token after the previous occurrence of the current one (an induction head).'),
+      'the induction score shows whether a head of the last layer has learned to look back to the token after the previous occurrence of ',
+      'the current one (an induction head; a score near 0.5 is the most this test can give).'),
     h('div', { class: 'train-setup' },
       h('label', { class: 'inline-field' }, 'Preset', preset),
       fieldsEl,
