@@ -10,10 +10,11 @@ use tinyformer::fastcpu::FastCpuBackend;
 use tinyformer::gpu::Gpu;
 use tinyformer::model::config::Arch;
 use tinyformer::model::constraint::Constraint;
+use tinyformer::model::inspect::{Ablation, AblationKind};
 use tinyformer::model::run::GenConfig;
 use tinyformer::model::{Backend, CpuBackend, GpuBackend, MapKind, Model};
 
-pub const SHIPPED: &[&str] = &["shakespeare-llama", "shakespeare-gpt", "shakespeare-moe", "dates-encdec"];
+pub const SHIPPED: &[&str] = &["shakespeare-llama", "shakespeare-gpt", "shakespeare-moe", "dates-encdec", "induction-attn"];
 
 fn ids(v: &Value) -> Vec<u32> {
     v.as_array().unwrap_or_else(|| panic!("not an id list: {v}")).iter().map(|x| x.as_u64().unwrap() as u32).collect()
@@ -132,6 +133,10 @@ async fn check_model<B: Backend>(b: &mut B, name: &str, side: &Value, bytes: &[u
         if let Some(t) = &model_text.tokenizer {
             assert_eq!(t.encode(side["prompt"].as_str().unwrap()).ids, prompt, "{name}: Rust tokenizes the prompt differently");
         }
+        if let Some(it) = side.get("induction_test") {
+            check_induction(b, &mut m, name, it).await;
+            return;
+        }
         let slice = &side["eval_slice"];
         let sids = ids(&slice["ids"]);
         if let Some(t) = &model_text.tokenizer {
@@ -142,6 +147,52 @@ async fn check_model<B: Backend>(b: &mut B, name: &str, side: &Value, bytes: &[u
         assert!((loss - want_loss).abs() <= 1e-3, "{name}: eval slice loss {loss} vs PyTorch {want_loss}");
         println!("{name} {}: greedy {} tokens equal, eval loss {loss:.5} (PyTorch {want_loss:.5})", b.kind(), n);
     }
+}
+
+/// The induction model (train/induction_model.py): on the sidecar's repeated sequence, every head score
+/// within 1e-4 of PyTorch's and the halves' losses within 1e-3, with and without the top induction head
+/// zero-ablated; then what the Inspect view's Induction test shows on its own sequence (seed 0): an
+/// induction head on the last layer (score >= 0.4, the bar) and a second half that it alone
+/// predicts (ablating it puts the loss back up by over 3 nats).
+async fn check_induction<B: Backend>(b: &mut B, m: &mut Model<B>, name: &str, it: &Value) {
+    let seq = ids(&it["ids"]);
+    let n = seq.len() / 2;
+    let mean = |s: &[f32]| s.iter().map(|&x| x as f64).sum::<f64>() / s.len() as f64;
+    let top = (it["top_induction"][0].as_u64().unwrap() as usize, it["top_induction"][1].as_u64().unwrap() as usize);
+    let ab = Ablation { heads: vec![top], kind: AblationKind::Zero, experts: vec![], mask_cells: vec![], cross_cells: vec![] };
+    let r = m.inspect(b, &seq, None, Some(&ab)).await.unwrap();
+    let k = b.kind();
+    for (kind, got) in [
+        ("previous_token", &r.head_scores.previous_token),
+        ("duplicate_token", &r.head_scores.duplicate_token),
+        ("induction", &r.head_scores.induction),
+    ] {
+        let got: Vec<f64> = got.iter().flatten().map(|&x| x as f64).collect();
+        let want: Vec<f64> = it["head_scores"][kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|l| l.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+            .collect();
+        assert_eq!(got.len(), want.len(), "{name} {k}: {kind} heads");
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-4, "{name} {k}: {kind} score {g} vs PyTorch {w}");
+        }
+    }
+    let ablated = r.ablation.as_ref().map(|a| mean(&a.surprise[n..])).expect("the ablated run");
+    for (what, got) in
+        [("loss_first_half", mean(&r.surprise[1..n])), ("loss_second_half", mean(&r.surprise[n..])), ("loss_second_half_ablated", ablated)]
+    {
+        let want = it[what].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-3, "{name} {k}: {what} {got} vs PyTorch {want}");
+    }
+    let t = m.induction_test(b, n, 0, None, Some(&ab)).await.unwrap();
+    let (layer, head, score) = t.top_induction[0];
+    let (second, ablated) = (t.loss_second_half, t.loss_second_half_ablated.unwrap());
+    println!("{name} {k}: induction head L{layer}H{head} {score:.3}; second half {second:.3} nats, {ablated:.3} with it ablated");
+    assert_eq!((layer, head), top, "{name} {k}: the Inspect test's top induction head");
+    assert!(layer == m.cfg.num_layers - 1 && score >= 0.4, "{name} {k}: induction score {score} on layer {layer}");
+    assert!(ablated > second + 3.0, "{name} {k}: ablating the induction head moves the second half's loss only {second} -> {ablated}");
 }
 
 /// Share of the date model's year digits that the cross-attention reads from the input's year:

@@ -44,7 +44,7 @@ pub enum ArchChoice {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskChoice {
-    /// random tokens, each row a short random prefix, then a segment and its repeat
+    /// random tokens, each row a random segment (3 to half the row long) repeated to fill it
     Induction,
     /// human-written dates to ISO dates (an encoder-decoder; validation on held-out days)
     Dates,
@@ -94,7 +94,7 @@ pub struct TrainArgs {
     /// trains on 48 source and 11 target tokens, so it needs at least 48)
     #[arg(long, default_value_t = 64)]
     pub context: usize,
-    /// vocabulary of a fresh model (default: the tokenizer's, or 16 for --task induction)
+    /// vocabulary of a fresh model (default: the tokenizer's, or 64 for --task induction)
     #[arg(long)]
     pub vocab: Option<usize>,
     /// train on this text (char-level, or --tokenizer's tokens)
@@ -326,7 +326,7 @@ fn prepare(a: &TrainArgs) -> Result<(Start, Source)> {
             values: Params::<()>::checkpoint_values(c)?,
         },
         None => {
-            let vocab = a.vocab.or(tokenizer.as_ref().map(|t| t.vocab_size())).unwrap_or(16);
+            let vocab = a.vocab.or(tokenizer.as_ref().map(|t| t.vocab_size())).unwrap_or(64);
             let v = fresh_config(a, vocab)?;
             let cfg = ModelConfig::from_value(&v).map_err(|e| TfError::Input(format!("the model flags make an invalid model: {e}")))?;
             let init = match a.init {

@@ -14,7 +14,7 @@ pub enum FreshArch {
     Gpt,
     /// Llama style: RMSNorm, RoPE, grouped-query attention, SwiGLU
     Llama,
-    /// GPT-style blocks of attention only (no feed-forward network): the induction-head experiment
+    /// GPT-style blocks of attention only (no feed-forward network, untied head): the induction-head experiment
     AttnOnly,
     /// the seed's encoder-decoder (post-norm, sinusoidal positions, ReLU)
     Encdec,
@@ -60,7 +60,7 @@ pub fn fresh_config(arch: FreshArch, s: &Sizes, vocab: usize) -> serde_json::Val
         }),
         FreshArch::AttnOnly => json!({
             "arch": "decoder", "vocab_size": vocab, "d_model": s.dim, "num_layers": s.layers, "num_heads": s.heads,
-            "max_seq_len": s.context, "positions": "learned", "tie_embeddings": true, "attention_only": true
+            "max_seq_len": s.context, "positions": "learned", "tie_embeddings": false, "attention_only": true
         }),
         FreshArch::Llama => json!({
             "arch": "llama", "vocab_size": vocab, "d_model": s.dim, "num_layers": s.layers, "num_heads": s.heads,

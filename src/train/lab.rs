@@ -6,7 +6,7 @@
 //!
 //! Presets:
 //! - `induction`: a 2-layer attention-only decoder (`--arch attn-only --init wide`) on the
-//!   induction task (random tokens, a prefix, then a segment and its repeat);
+//!   induction task (each row a random segment repeated to fill it);
 //! - `shakespeare`: nanoGPT's baby config (4 layers, 4 heads, 128 dims, context 64, batch 12,
 //!   lr 1e-3 with 100 warmup steps and cosine to 1e-4, betas 0.9/0.99) on a text, character-level.
 
@@ -84,21 +84,21 @@ fn preset(name: &str) -> Result<Preset> {
         dim: 64,
         context: 32,
         vocab: 64,
-        batch: 16,
+        batch: 32,
         lr: 1e-3,
         min_lr: 1e-3,
         warmup: 0,
         schedule: "constant",
         weight_decay: 0.0,
         betas: (0.9, 0.95),
-        init: "wide",
+        init: "gpt2",
         steps: 2000,
         seed: 1337,
         eval_every: 100,
         eval_batches: 4,
     };
     match name {
-        "induction" => Ok(Preset { arch: FreshArch::AttnOnly, init: Init::Wide, text: false, s: base(name) }),
+        "induction" => Ok(Preset { arch: FreshArch::AttnOnly, init: Init::Gpt2, text: false, s: base(name) }),
         "shakespeare" => Ok(Preset {
             arch: FreshArch::Gpt,
             init: Init::Gpt2,

@@ -186,6 +186,40 @@ test('the date model is one click away and translates "March 3, 2021" to 2021-03
   }
 });
 
+test('the induction model continues a repeat, and in Inspect its induction head is on layer 1: ablating it makes the repeat unpredictable again', { timeout: 240_000 }, async () => {
+  const ind = MODELS.find((m) => m.id === 'induction-attn');
+  assertModelFile(assert, ind.file);
+  const side = JSON.parse(fs.readFileSync(path.join(REPO, ind.sidecar), 'utf8'));
+  const { page, context, log } = await openPage(env, '?nomodel=1');
+  try {
+    await page.click('#model-list button[data-model="induction-attn"]');
+    await waitModel(page, 'induction-attn');
+    // its own prompt, continued greedily as PyTorch did (models/induction-attn.json)
+    assert.equal(await page.inputValue('#prompt'), side.prompt);
+    await setGenerate(page, { prompt: side.prompt, temperature: 0, max: side.max_new_tokens });
+    const out = await generateAndWait(page);
+    assert.equal(out.state, 'done', out.error);
+    assert.equal(side.prompt + out.text, side.greedy_text, 'the greedy continuation of the repeat');
+    // Inspect: Induction test, then the top induction head ablated from its grid cell
+    await page.click('#inspect-induction');
+    await page.waitForSelector('#inspect-induction-result[data-second]', { timeout: 60_000 });
+    const cells = await page.$$eval('button.head-cell[data-kind="induction"]', (bs) => bs.map((b) => ({ ...b.dataset })));
+    const top = cells.reduce((a, b) => (Number(b.score) > Number(a.score) ? b : a));
+    assert.equal(top.layer, '1', 'the best induction head is on the last layer');
+    assert.ok(Number(top.score) >= 0.4, `induction score ${top.score}`);
+    const second = Number(await page.getAttribute('#inspect-induction-result', 'data-second'));
+    await page.click(`button.head-cell[data-kind="induction"][data-layer="${top.layer}"][data-head="${top.head}"]`);
+    await page.click('#inspect-ablate');
+    await page.waitForSelector('#inspect-induction-result:not([data-second-ablated=""])', { timeout: 60_000 });
+    const ablated = Number(await page.getAttribute('#inspect-induction-result', 'data-second-ablated'));
+    console.log(`induction-attn: ${JSON.stringify(out.text)}; head ${top.layer}.${top.head} ${top.score}; repeat ${second.toFixed(3)} -> ${ablated.toFixed(3)} nats ablated`);
+    assert.ok(second < 1 && ablated > second + 3, `the repeat's loss ${second} -> ${ablated} with the head ablated`);
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});
+
 test('the Shakespeare models are one click away and run', { timeout: 300_000 }, async () => {
   const shakespeare = MODELS.filter((m) => m.id.startsWith('shakespeare-'));
   for (const m of shakespeare) assertModelFile(assert, m.file);

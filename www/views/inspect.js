@@ -10,7 +10,7 @@
 //   #inspect-surprise[data-ids] (the inspected ids: the decoder's for the encoder-decoder) span.surprise-tok[data-pos][data-surprise]; #inspect-ablation[data-kl][data-top1-before][data-top1-after];
 //   button.mask-cell[data-q][data-k] (aria-pressed when blocked) in #inspect-cells;
 //   button.cross-cell[data-q][data-k] (decoder query, source key; aria-pressed when blocked) in #inspect-xcells;
-//   #inspect-induction-result[data-first][data-second]; #inspect-generated[data-ids].
+//   #inspect-induction-result[data-first][data-second][data-second-ablated]; #inspect-generated[data-ids].
 import { h, replaceChildren, visible } from '../dom.js';
 
 const KINDS = [
@@ -184,7 +184,7 @@ export function createInspectView(root, { onInspect, onGenerate }) {
             on: { click: () => showEntropy(l, hd) },
           }, fmt(e))))))))),
       entropyStrip(r),
-      it ? h('p', { id: 'inspect-induction-result', class: 'small', dataset: { first: it.loss_first_half, second: it.loss_second_half } },
+      it ? h('p', { id: 'inspect-induction-result', class: 'small', dataset: { first: it.loss_first_half, second: it.loss_second_half, secondAblated: it.loss_second_half_ablated ?? '' } },
         `Loss on the first half ${fmt(it.loss_first_half)} nats, on the repeat ${fmt(it.loss_second_half)} nats`,
         it.loss_second_half_ablated != null ? `; with ${ab ? ab.heads.map((x) => x.join('.')).join(', ') : ''} ablated, the repeat costs ${fmt(it.loss_second_half_ablated)} nats.` : '.') : null,
 
