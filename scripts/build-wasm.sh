@@ -8,11 +8,11 @@
 # dependencies are compiled once and shared: it costs one more compile of this crate and a wasm-bindgen run.
 # WASM_RELAXED=0 skips it and removes www/pkg-relaxed (the page then loads www/pkg everywhere).
 # The profile is Cargo.toml's `wasm` (release with one codegen unit: a smaller wasm).
-# Works from any directory. Needs the wasm32 target and wasm-bindgen-cli (scripts/setup.sh installs both).
+# Works from any directory, and with CARGO_TARGET_DIR set. Needs the wasm32 target and wasm-bindgen-cli (scripts/setup.sh installs both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-out=target/wasm32-unknown-unknown/wasm/tinyformer.wasm
+out="${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/wasm/tinyformer.wasm"
 size() { echo "$1: $(wc -c <"$1") bytes, gzip -9 $(gzip -9 -c "$1" | wc -c)"; }
 
 cargo build --lib --profile wasm --target wasm32-unknown-unknown
