@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use tinyformer::fastcpu::FastCpuBackend;
-use tinyformer::train::lab::{induction_score, Lab, LabPlan, LabSpec};
+use tinyformer::train::lab::{induction_score, probe, Lab, LabPlan, LabSpec, PRESETS};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("tf-lab-{}", std::process::id()));
@@ -19,7 +19,7 @@ fn small(preset: &str) -> LabSpec {
         layers: Some(1),
         heads: Some(2),
         dim: Some(16),
-        context: Some(12),
+        context: Some(if preset == "dates" { 48 } else { 12 }),
         vocab: Some(12),
         batch: Some(3),
         steps: Some(12),
@@ -50,7 +50,7 @@ fn a_lab_run_is_the_cli_run_of_its_flags() {
     let text = "to be or not to be, that is the question: whether 'tis nobler in the mind to suffer. ".repeat(20);
     let text_file = tmp("text.txt");
     std::fs::write(&text_file, &text).unwrap();
-    for preset in ["induction", "shakespeare"] {
+    for preset in PRESETS {
         let plan = LabPlan::new(&small(preset), Some(&text)).unwrap();
         let args = plan.cli_args(text_file.to_str().unwrap());
         let mut lab = Lab::new(FastCpuBackend::default(), plan).unwrap();
@@ -71,8 +71,10 @@ fn a_lab_run_is_the_cli_run_of_its_flags() {
         // the checkpoint opens, and the detector reads it
         let bytes = pollster::block_on(lab.checkpoint()).unwrap();
         let s = pollster::block_on(induction_score(&bytes)).unwrap();
-        assert_eq!(s.heads.len(), 2);
-        assert!((0.0..=1.0).contains(&s.best) && s.heads.contains(&s.best));
+        if preset != "dates" {
+            assert_eq!(s.heads.len(), 2);
+            assert!((0.0..=1.0).contains(&s.best) && s.heads.contains(&s.best));
+        }
     }
 }
 
@@ -102,7 +104,8 @@ fn the_lr_changes_from_the_next_step() {
 #[test]
 fn bad_settings_and_texts_are_refused_in_one_line() {
     let e = |spec: LabSpec, text: Option<&str>| LabPlan::new(&spec, text).err().unwrap().to_string();
-    assert!(e(LabSpec { preset: "nope".into(), ..LabSpec::default() }, None).contains("induction or shakespeare"));
+    assert!(e(LabSpec { preset: "nope".into(), ..LabSpec::default() }, None).contains("induction, shakespeare, llama, moe, dates"));
+    assert!(e(LabSpec { context: Some(40), ..small("dates") }, None).contains("at least 48"));
     assert!(e(small("shakespeare"), Some("")).contains("empty"));
     assert!(e(small("shakespeare"), Some("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")).contains("one symbol"));
     assert!(e(small("shakespeare"), Some("abcab")).contains("lower the context"));
@@ -141,4 +144,59 @@ fn the_induction_preset_grows_an_induction_head_on_its_last_layer() {
     let (step, s) = found.unwrap_or_else(|| panic!("no induction head in {steps} steps: {seen:?}"));
     assert!(s.previous_token >= 0.3, "a previous-token head feeds it (step {step}: {})", s.previous_token);
     assert!(seen[0].1 < 0.1, "the score starts low ({})", seen[0].1);
+}
+
+/// The probe the page draws (train::lab::probe), on a few steps of each preset: every head's scores
+/// on the Induction test, one attention map per layer of the probe sequence, a sample of a text
+/// model, the experts' load (a share per expert that sums to 1 in every layer), the dates accuracy.
+#[test]
+fn the_probe_reads_what_each_preset_shows() {
+    let text = "to be or not to be, that is the question: whether 'tis nobler in the mind to suffer. ".repeat(20);
+    for preset in PRESETS {
+        let plan = LabPlan::new(&small(preset), Some(&text)).unwrap();
+        let tok = plan.tokenizer.clone();
+        let (layers, heads) = (plan.settings.layers, plan.settings.heads);
+        let mut lab = Lab::new(FastCpuBackend::default(), plan).unwrap();
+        pollster::block_on(lab.run(5, 5, &|| 0.0)).unwrap();
+        let bytes = pollster::block_on(lab.checkpoint()).unwrap();
+        let p = pollster::block_on(probe(&bytes, tok.as_ref(), Some("to be"))).unwrap();
+        if preset == "dates" {
+            let d = p.dates.as_ref().expect("the dates accuracy");
+            assert_eq!(d.of, 32);
+            assert!(d.exact <= d.of && !d.examples.is_empty());
+            assert!(p.induction.is_none() && p.maps.is_empty());
+            continue;
+        }
+        assert_eq!((p.induction_heads.len(), p.induction_heads[0].len()), (layers, heads), "{preset}");
+        assert_eq!(p.previous_token_heads.len(), layers);
+        assert_eq!(p.induction.as_ref().unwrap().heads, p.induction_heads[layers - 1]);
+        assert_eq!(p.maps.len(), layers, "{preset}: one map per layer");
+        let t = p.tokens.len();
+        for m in &p.maps {
+            assert_eq!((m.heads, m.rows, m.cols, m.data.len()), (heads, t, t, heads * t * t));
+            for row in m.data.chunks(t) {
+                let sum: f32 = row.iter().sum();
+                assert!((sum - 1.0).abs() < 1e-4, "{preset}: an attention row sums to {sum}");
+            }
+        }
+        match preset {
+            "induction" => assert!(p.sample.is_none() && t == 12, "{preset}: the Induction test's sequence ({t} tokens)"),
+            _ => {
+                let sample = p.sample.as_ref().expect("a text model's sample");
+                // up to context - prompt new tokens (fewer when the model ends its text)
+                assert!(sample.starts_with("to be") && sample.chars().count() <= 12 && t <= 12, "{preset}: {sample:?} ({t} tokens)");
+            }
+        }
+        match preset {
+            "moe" => {
+                let load = p.expert_load.as_ref().expect("the experts' load");
+                assert_eq!(load.len(), layers);
+                for row in load {
+                    assert_eq!(row.len(), 4);
+                    assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{row:?}");
+                }
+            }
+            _ => assert!(p.expert_load.is_none()),
+        }
+    }
 }

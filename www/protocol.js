@@ -110,12 +110,14 @@ export const ACTIONS = {
   // {spec, text?, gpu} -> the plan (as trainPlan) with backend ('gpu' | 'cpu'): builds the run (ending the one
   // before), refused in one line when its memory is over the page's budget. Queued: WebGPU is the model's device too.
   trainStart: { limitMs: 120_000, name: 'starting the training run', queued: true },
-  // {every, inductionEvery} -> {state: 'done' | 'paused' | 'stopped', step}. Steps the run in chunks of about
-  // 150 ms until it ends or trainPause / trainStop; between chunks the worker yields, so those are answered.
+  // {every, inductionEvery, prompt?} -> {state: 'done' | 'paused' | 'stopped', step}. Steps the run in chunks of
+  // about 150 ms until it ends or trainPause / trainStop; between chunks the worker yields, so those are answered.
   // Events: {kind: 'steps', step, done, chunkSteps, chunkMs, logs: [{step, loss, val_loss?, lr, grad_norm,
-  // tokens_per_second, elapsed_s}], induction?: {step, best, head, heads, previous_token}} once per chunk (steps 1,
-  // 100, the last, every `every`-th and each chunk's last are logged; the induction scores of the last layer every
-  // `inductionEvery` steps, and at step 0 and the end).
+  // tokens_per_second, elapsed_s}], induction?: {step, best?, head?, heads?, previous_token?, probe}} once per chunk
+  // (steps 1, 100, the last, every `every`-th and each chunk's last are logged). Every `inductionEvery` steps, and
+  // at step 0 and the end, the model is probed (train::lab::probe: {induction, previous_token_heads,
+  // induction_heads, maps, tokens, sample, expert_load, dates}); the last layer's induction scores are copied to
+  // the top level (absent for the encoder-decoder). `prompt` starts a text model's sample.
   trainRun: { limitMs: 60_000, name: 'one chunk of training steps', queued: true, perEvent: true },
   // {lr} -> the run's settings: the learning rate from the next step on (while paused)
   trainSetLr: { limitMs: 20_000, name: 'setting the learning rate', queued: true },

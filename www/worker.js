@@ -175,11 +175,15 @@ const modelHandlers = {
   },
   // Chunks of steps sized to take about TRAIN_CHUNK_MS each (the first one step), so that a pause or a stop is
   // answered within one chunk; each chunk's last step is read back, which bounds how far the GPU runs behind.
-  async trainRun({ every = 10, inductionEvery = 0 } = {}, emit) {
+  async trainRun({ every = 10, inductionEvery = 0, prompt = null } = {}, emit) {
     const core = await loadCore();
     let k = 1;
     let step = null;
-    const induction = async (s) => ({ step: s, ...(await core.train_induction()) });
+    // the probe (train::lab::probe): the induction scores at the top level, as before, and the rest in `probe`
+    const induction = async (s) => {
+      const probe = await core.train_probe(prompt ?? undefined);
+      return { step: s, ...(probe.induction ?? {}), probe };
+    };
     for (;;) {
       if (trainFlag) return { state: trainFlag === 'stop' ? 'stopped' : 'paused', step };
       let first = null;

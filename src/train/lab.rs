@@ -17,6 +17,7 @@ use crate::model::config::ModelConfig;
 use crate::model::forward::weights::Declared;
 use crate::tokenizer::Tokenizer;
 use crate::train::data::Source;
+use crate::train::dates;
 use crate::train::fresh::{char_tokenizer, fresh_config, FreshArch, Sizes};
 use crate::train::memory::TrainMemory;
 use crate::train::ops::Train;
@@ -67,14 +68,34 @@ pub struct LabSettings {
     pub seed: u64,
     pub eval_every: u32,
     pub eval_batches: u32,
+    /// key/value heads (llama: half the heads where they divide evenly; the others: the heads)
+    pub kv_heads: usize,
+    /// experts per MoE layer, and the experts each token is routed to (moe; 0 otherwise)
+    pub experts: usize,
+    pub top_k: usize,
+    /// the weight of the MoE load-balancing loss (moe; 0 otherwise)
+    pub aux_loss: f32,
+}
+
+/// What a preset trains on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Data {
+    Induction,
+    /// a text, character-level
+    Text,
+    /// the date-translation task (`train::dates`)
+    Dates,
 }
 
 struct Preset {
     arch: FreshArch,
     init: Init,
-    text: bool,
+    data: Data,
     s: LabSettings,
 }
+
+/// The presets' names, in the page's order.
+pub const PRESETS: [&str; 5] = ["induction", "shakespeare", "llama", "moe", "dates"];
 
 fn preset(name: &str) -> Result<Preset> {
     let base = |preset: &str| LabSettings {
@@ -96,34 +117,52 @@ fn preset(name: &str) -> Result<Preset> {
         seed: 1337,
         eval_every: 100,
         eval_batches: 4,
+        kv_heads: 4,
+        experts: 0,
+        top_k: 0,
+        aux_loss: 0.0,
     };
+    // nanoGPT's baby Shakespeare config, character-level
+    let baby = |preset: &str| LabSettings {
+        layers: 4,
+        heads: 4,
+        kv_heads: 4,
+        dim: 128,
+        context: 64,
+        vocab: 0,
+        batch: 12,
+        lr: 1e-3,
+        min_lr: 1e-4,
+        warmup: 100,
+        schedule: "cosine",
+        weight_decay: 0.1,
+        betas: (0.9, 0.99),
+        eval_every: 250,
+        ..base(preset)
+    };
+    let p = |arch, data, s| Ok(Preset { arch, init: Init::Gpt2, data, s });
     match name {
-        "induction" => Ok(Preset { arch: FreshArch::AttnOnly, init: Init::Gpt2, text: false, s: base(name) }),
-        "shakespeare" => Ok(Preset {
-            arch: FreshArch::Gpt,
-            init: Init::Gpt2,
-            text: true,
-            s: LabSettings {
-                layers: 4,
-                heads: 4,
-                dim: 128,
-                context: 64,
+        "induction" => p(FreshArch::AttnOnly, Data::Induction, base(name)),
+        "shakespeare" => p(FreshArch::Gpt, Data::Text, baby(name)),
+        "llama" => p(FreshArch::Llama, Data::Text, LabSettings { kv_heads: 2, ..baby(name) }),
+        "moe" => p(FreshArch::Moe, Data::Text, LabSettings { experts: 4, top_k: 2, aux_loss: 0.01, ..baby(name) }),
+        "dates" => p(
+            FreshArch::Encdec,
+            Data::Dates,
+            LabSettings {
+                context: crate::train::dates::SRC_LEN,
                 vocab: 0,
-                batch: 12,
-                lr: 1e-3,
                 min_lr: 1e-4,
                 warmup: 100,
                 schedule: "cosine",
-                weight_decay: 0.1,
-                betas: (0.9, 0.99),
-                init: "gpt2",
-                steps: 2000,
+                weight_decay: 0.01,
+                betas: (0.9, 0.98),
+                steps: 3000,
                 eval_every: 250,
-                eval_batches: 4,
                 ..base(name)
             },
-        }),
-        _ => Err(TfError::Input(format!("no training preset {}: choose induction or shakespeare", crate::error::quote(name)))),
+        ),
+        _ => Err(TfError::Input(format!("no training preset {}: choose {}", crate::error::quote(name), PRESETS.join(", ")))),
     }
 }
 
@@ -171,26 +210,55 @@ impl LabPlan {
         if s.dim % s.heads != 0 {
             return Err(TfError::Input(format!("the width ({}) must be a multiple of the heads ({})", s.dim, s.heads)));
         }
-        let (tokenizer, data) = if p.text {
-            let text = text.ok_or_else(|| TfError::Input("this preset trains on a text: give one".into()))?;
-            if text.trim().is_empty() {
-                return Err(TfError::Input("the text is empty: paste or drop some text to train on".into()));
-            }
-            let tok = char_tokenizer(text, "the text")?;
-            let ids = tok.encode(text).ids;
-            let data = Source::text(ids, None, s.context)
-                .map_err(|e| TfError::Input(e.to_string().replace("lower --context", "lower the context")))?;
-            s.vocab = tok.vocab_size();
-            (Some(tok), data)
+        if p.arch == FreshArch::Llama {
+            // grouped-query attention: two query heads per key/value head where the heads divide evenly
+            s.kv_heads = if s.heads % 2 == 0 { s.heads / 2 } else { s.heads };
         } else {
-            s.vocab = within(spec.vocab.unwrap_or(s.vocab), 2, 65536, "the vocabulary")?;
-            (None, Source::Induction { vocab: s.vocab as u32 })
+            s.kv_heads = s.heads;
+        }
+        let (tokenizer, data) = match p.data {
+            Data::Text => {
+                let text = text.ok_or_else(|| TfError::Input("this preset trains on a text: give one".into()))?;
+                if text.trim().is_empty() {
+                    return Err(TfError::Input("the text is empty: paste or drop some text to train on".into()));
+                }
+                let tok = char_tokenizer(text, "the text")?;
+                let ids = tok.encode(text).ids;
+                let data = Source::text(ids, None, s.context)
+                    .map_err(|e| TfError::Input(e.to_string().replace("lower --context", "lower the context")))?;
+                s.vocab = tok.vocab_size();
+                (Some(tok), data)
+            }
+            Data::Induction => {
+                s.vocab = within(spec.vocab.unwrap_or(s.vocab), 2, 65536, "the vocabulary")?;
+                (None, Source::Induction { vocab: s.vocab as u32 })
+            }
+            Data::Dates => {
+                if s.context < dates::SRC_LEN {
+                    return Err(TfError::Input(format!(
+                        "the dates task feeds {} source characters: the context must be at least {}",
+                        dates::SRC_LEN,
+                        dates::SRC_LEN
+                    )));
+                }
+                let tok = dates::tokenizer()?;
+                s.vocab = tok.vocab_size();
+                (Some(tok), Source::Dates)
+            }
         };
-        let sizes =
-            Sizes { layers: s.layers, heads: s.heads, kv_heads: None, dim: s.dim, ff: None, experts: 4, top_k: 2, context: s.context };
+        let sizes = Sizes {
+            layers: s.layers,
+            heads: s.heads,
+            kv_heads: Some(s.kv_heads),
+            dim: s.dim,
+            ff: None,
+            experts: s.experts,
+            top_k: s.top_k,
+            context: s.context,
+        };
         let v = fresh_config(p.arch, &sizes, s.vocab);
         let cfg = ModelConfig::from_value(&v).map_err(|e| TfError::Input(format!("these sizes make an invalid model: {e}")))?;
-        let memory = TrainMemory::of(&cfg, s.batch, s.context, 0)?;
+        let memory = TrainMemory::of(&cfg, s.batch, data.target_len().unwrap_or(s.context), data.source_len())?;
         Ok(LabPlan { settings: s, arch: p.arch, init: p.init, cfg, config_json: v.to_string(), tokenizer, data, memory })
     }
 
@@ -214,14 +282,18 @@ impl LabPlan {
     pub fn cli_args(&self, text_file: &str) -> Vec<String> {
         let s = &self.settings;
         let mut a: Vec<String> = vec!["train".into(), "--arch".into(), self.arch.as_str().into()];
-        if matches!(self.data, Source::Text { .. }) {
-            a.extend(["--text".into(), text_file.into()]);
-        } else {
-            a.extend(["--task".into(), "induction".into(), "--vocab".into(), s.vocab.to_string()]);
+        match self.data {
+            Source::Text { .. } => a.extend(["--text".into(), text_file.into()]),
+            Source::Dates => a.extend(["--task".into(), "dates".into()]),
+            _ => a.extend(["--task".into(), "induction".into(), "--vocab".into(), s.vocab.to_string()]),
         }
         for (flag, v) in [
             ("--layers", s.layers.to_string()),
             ("--heads", s.heads.to_string()),
+            ("--kv-heads", s.kv_heads.to_string()),
+            ("--experts", s.experts.to_string()),
+            ("--top-k", s.top_k.to_string()),
+            ("--aux-loss", s.aux_loss.to_string()),
             ("--dim", s.dim.to_string()),
             ("--context", s.context.to_string()),
             ("--batch", s.batch.to_string()),
@@ -235,7 +307,15 @@ impl LabPlan {
             ("--steps", s.steps.to_string()),
             ("--seed", s.seed.to_string()),
         ] {
-            a.extend([flag.to_string(), v]);
+            // the flags that apply to this architecture only
+            let applies = match flag {
+                "--kv-heads" => self.arch == FreshArch::Llama,
+                "--experts" | "--top-k" | "--aux-loss" => self.arch == FreshArch::Moe,
+                _ => true,
+            };
+            if applies {
+                a.extend([flag.to_string(), v]);
+            }
         }
         a
     }
@@ -277,8 +357,12 @@ pub struct Lab<B: Train> {
 impl<B: Train> Lab<B> {
     pub fn new(be: B, plan: LabPlan) -> Result<Lab<B>> {
         let values = Params::<()>::init_values(&plan.cfg, plan.init, plan.settings.seed)?;
-        let shape = Shape { batch: plan.settings.batch, context: plan.settings.context, source: 0, accum: 1 };
-        let tr = Trainer::new(be, &plan.cfg, values, plan.optim(), shape)?;
+        let context = plan.data.target_len().unwrap_or(plan.settings.context);
+        let shape = Shape { batch: plan.settings.batch, context, source: plan.data.source_len(), accum: 1 };
+        let mut tr = Trainer::new(be, &plan.cfg, values, plan.optim(), shape)?;
+        if plan.settings.aux_loss > 0.0 {
+            tr = tr.with_aux_loss(plan.settings.aux_loss)?;
+        }
         Ok(Lab { tr, plan, log: vec![], busy: 0.0, last_log: (0.0, 0) })
     }
 
@@ -293,7 +377,7 @@ impl<B: Train> Lab<B> {
     /// evaluation falls also gets its validation loss. `clock` gives seconds. Returns the logged steps.
     pub async fn run(&mut self, k: u32, every: u32, clock: &dyn Fn() -> f64) -> Result<Vec<StepLog>> {
         let s = self.plan.settings.clone();
-        let tokens_per_step = (s.batch * s.context) as f64;
+        let tokens_per_step = (self.tr.shape.batch * self.tr.shape.context) as f64;
         let mut out = vec![];
         let mut t0 = clock();
         let base = self.busy;
@@ -386,4 +470,144 @@ pub async fn induction_score(checkpoint: &[u8]) -> Result<InductionScore> {
     let (head, best) = heads.iter().copied().enumerate().fold((0, 0f32), |b, (i, x)| if x > b.1 { (i, x) } else { b });
     let previous_token = it.head_scores.previous_token.first().map_or(0.0, |r| r.iter().copied().fold(0f32, f32::max));
     Ok(InductionScore { best, head, heads, previous_token })
+}
+
+/// One self-attention map of the probe sequence: (heads, rows, cols), row-major.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeMap {
+    pub layer: usize,
+    pub heads: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+/// The dates task's exact-match accuracy on held-out days.
+#[derive(Clone, Debug, Serialize)]
+pub struct DatesScore {
+    /// translations equal to the ISO date, of `of`
+    pub exact: usize,
+    pub of: usize,
+    /// the first few: (input, the model's answer, the right one)
+    pub examples: Vec<(String, String, String)>,
+}
+
+/// What the lab shows of a model as it trains, measured on a checkpoint's bytes on the CPU as the
+/// page's views would: every head's previous-token and induction scores on the Inspect view's
+/// Induction test (decoders), the self-attention maps of a probe sequence (the Induction test's for a
+/// model without a tokenizer, else the prompt and its greedy continuation), that continuation, the
+/// share of routed tokens each expert took on it (MoE), and the dates accuracy (encoder-decoder).
+#[derive(Clone, Debug, Serialize)]
+pub struct Probe {
+    pub induction: Option<InductionScore>,
+    /// [layer][head]
+    pub previous_token_heads: Vec<Vec<f32>>,
+    pub induction_heads: Vec<Vec<f32>>,
+    pub maps: Vec<ProbeMap>,
+    /// the probe sequence's tokens as the page shows them
+    pub tokens: Vec<String>,
+    pub sample: Option<String>,
+    /// [layer][expert]: the share of the kept (token, expert) assignments
+    pub expert_load: Option<Vec<Vec<f32>>>,
+    pub dates: Option<DatesScore>,
+}
+
+/// Held-out dates the probe translates.
+pub const PROBE_DATES: usize = 32;
+/// New tokens of the probe's greedy continuation (within the context).
+pub const PROBE_NEW_TOKENS: usize = 48;
+
+/// Measures [`Probe`] on a checkpoint's bytes and its tokenizer (the run's); `prompt` starts the
+/// sample of a text model (default: the first token of its vocabulary after the specials).
+pub async fn probe(checkpoint: &[u8], tok: Option<&Tokenizer>, prompt: Option<&str>) -> Result<Probe> {
+    use crate::model::config::Arch;
+    use crate::model::map_kind::MapKind;
+    use crate::model::runtime::run::GenConfig;
+    let budget = crate::model::memory::Budget::page();
+    let mut s = crate::session::Session::load(&crate::session::Device::Cpu, checkpoint, &budget).await?;
+    let cfg = s.config().clone();
+    let tok = tok.cloned();
+    let ctx = cfg.max_seq_len;
+    let mut out = Probe {
+        induction: None,
+        previous_token_heads: vec![],
+        induction_heads: vec![],
+        maps: vec![],
+        tokens: vec![],
+        sample: None,
+        expert_load: None,
+        dates: None,
+    };
+    if cfg.arch == Arch::EncoderDecoder {
+        let tok = tok.ok_or_else(|| TfError::Internal("the dates model has no tokenizer".into()))?;
+        let batch = dates::batch(&mut crate::rng::Rng::new(0x5eed_da7e), PROBE_DATES, true)?;
+        let (mut exact, mut examples) = (0, vec![]);
+        for i in 0..PROBE_DATES {
+            let src: Vec<u32> = batch.src[i * dates::SRC_LEN..(i + 1) * dates::SRC_LEN].iter().copied().filter(|&x| x != dates::PAD).collect();
+            let want: Vec<u32> = batch.targets[i * dates::TGT_LEN..(i + 1) * dates::TGT_LEN].iter().copied().filter(|&x| x != dates::EOS).collect();
+            let cfg = GenConfig { max_new_tokens: dates::TGT_LEN, ..GenConfig::default() };
+            let got: Vec<u32> = s.generate(&[], Some(&src), cfg).await?.into_iter().filter(|&x| x > dates::EOS).collect();
+            exact += (got == want) as usize;
+            if examples.len() < 4 {
+                let text = |ids: &[u32]| tok.decode(ids).unwrap_or_default();
+                examples.push((text(&src), text(&got), text(&want)));
+            }
+        }
+        out.dates = Some(DatesScore { exact, of: PROBE_DATES, examples });
+        return Ok(out);
+    }
+    // the Inspect view's Induction test: every head's scores
+    let n = (ctx / 2).clamp(2, 32);
+    let it = s.induction_test(n, 0, None, None).await?;
+    let last = it.head_scores.induction.last().cloned().unwrap_or_default();
+    let (head, best) = last.iter().copied().enumerate().fold((0, 0f32), |b, (i, x)| if x > b.1 { (i, x) } else { b });
+    let previous_token = it.head_scores.previous_token.first().map_or(0.0, |r| r.iter().copied().fold(0f32, f32::max));
+    out.induction = Some(InductionScore { best, head, heads: last, previous_token });
+    out.previous_token_heads = it.head_scores.previous_token.clone();
+    out.induction_heads = it.head_scores.induction.clone();
+    // the probe sequence
+    let seq: Vec<u32> = match &tok {
+        None => [it.half.clone(), it.half.clone()].concat(),
+        Some(t) => {
+            let mut start = prompt.map(|p| t.encode(p).ids).unwrap_or_default();
+            if start.is_empty() {
+                start = vec![(t.special_ids().map_or(0, |(_, _, eos)| eos) + 1).min(cfg.vocab_size as u32 - 1)];
+            }
+            start.truncate(ctx / 2);
+            let room = (ctx - start.len()).min(PROBE_NEW_TOKENS);
+            let gen = GenConfig { max_new_tokens: room, ..GenConfig::default() };
+            let ids = s.generate(&start, None, gen).await?;
+            out.sample = Some(t.decode(&ids).unwrap_or_default());
+            ids
+        }
+    };
+    out.tokens = match &tok {
+        Some(t) => seq.iter().map(|&i| t.token_str(i).unwrap_or_else(|_| i.to_string())).collect(),
+        None => seq.iter().map(|i| i.to_string()).collect(),
+    };
+    let f = s.forward(&seq, None).await?;
+    out.maps = f
+        .attention
+        .into_iter()
+        .filter(|m| m.kind == MapKind::Decoder)
+        .map(|m| ProbeMap { layer: m.layer, heads: m.heads, rows: m.rows, cols: m.cols, data: m.data })
+        .collect();
+    if let Some(moe) = &cfg.moe {
+        let load = f
+            .moe
+            .iter()
+            .map(|r| {
+                let mut c = vec![0f32; moe.num_experts];
+                for (e, k) in r.experts.iter().flatten().zip(r.kept.iter().flatten()) {
+                    if *k != 0 && (*e as usize) < c.len() {
+                        c[*e as usize] += 1.0;
+                    }
+                }
+                let total = c.iter().sum::<f32>().max(1.0);
+                c.iter().map(|x| x / total).collect()
+            })
+            .collect();
+        out.expert_load = Some(load);
+    }
+    Ok(out)
 }

@@ -16,7 +16,7 @@ use super::{device_memory_gib, err, gpu, to_js};
 use crate::fastcpu::FastCpuBackend;
 use crate::model::backend::GpuBackend;
 use crate::model::memory::Budget;
-use crate::train::lab::{induction_score, Lab, LabPlan, LabSettings, LabSpec};
+use crate::train::lab::{induction_score, probe, Lab, LabPlan, LabSettings, LabSpec};
 use crate::train::memory::TrainMemory;
 
 enum Run {
@@ -146,6 +146,15 @@ pub async fn train_checkpoint() -> Result<Vec<u8>, JsValue> {
 pub async fn train_induction() -> Result<JsValue, JsValue> {
     let bytes = with_lab!(lab => lab.checkpoint().await.map_err(err)?);
     to_js(&induction_score(&bytes).await.map_err(err)?)
+}
+
+/// What the lab shows of the current model (`train::lab::probe`): every head's scores, the probe
+/// sequence's attention, a greedy sample from `prompt` (text presets), the experts' load, the dates
+/// accuracy.
+#[wasm_bindgen]
+pub async fn train_probe(prompt: Option<String>) -> Result<JsValue, JsValue> {
+    let (bytes, tok) = with_lab!(lab => (lab.checkpoint().await.map_err(err)?, lab.plan.tokenizer.clone()));
+    to_js(&probe(&bytes, tok.as_ref(), prompt.as_deref()).await.map_err(err)?)
 }
 
 /// Ends the run and frees its buffers.

@@ -195,3 +195,49 @@ test('text that cannot be trained on is refused in one line, and the page keeps 
     await context.close();
   }
 });
+
+test('the Llama, MoE and Dates presets train from the page, each with its own live view; the probe shows every head', { timeout: 300_000 }, async () => {
+  const { page, context, log } = await openLab('cpu');
+  try {
+    const options = await page.$$eval('#train-preset option', (os) => os.map((o) => o.value));
+    assert.deepEqual(options, ['induction', 'shakespeare', 'llama', 'moe', 'dates']);
+    const small = { layers: 1, heads: 2, dim: 16, batch: 4, steps: 30, seed: 3 };
+    for (const preset of ['llama', 'moe', 'dates']) {
+      await page.selectOption('#train-preset', preset);
+      await page.waitForSelector('#train-steps');
+      for (const [k, v] of Object.entries(small)) await page.fill(`#train-${k}`, String(v));
+      if (preset !== 'dates') await page.fill('#train-context', '32');
+      await page.waitForFunction((p) => document.querySelector('#train-cli')?.textContent.includes(p === 'dates' ? '--task dates' : `--arch ${p}`) &&
+        document.querySelector('#train-cli').textContent.includes('--steps 30'), preset, { timeout: 30_000 });
+      const cli = await page.textContent('#train-cli');
+      await page.click('#train-start');
+      await page.waitForSelector('#train-status[data-state="done"][data-step="30"]', { timeout: 120_000 });
+      const s = await status(page);
+      assert.ok(Number(s.loss) < Number(s.lossFirst), `${preset}: the loss falls (${s.lossFirst} -> ${s.loss})`);
+      await page.waitForSelector('#train-probe:not([hidden])', { timeout: 30_000 });
+      if (preset === 'llama') {
+        assert.match(cli, /--kv-heads 1/, 'two query heads per key/value head');
+        const sample = await page.textContent('#train-sample');
+        assert.ok(sample.length > 16, `a sample of the text model: ${JSON.stringify(sample)}`);
+        assert.equal(await page.$$eval('#train-maps canvas', (cs) => cs.length), 2, 'one map per head of the probe');
+        assert.ok(await page.$$eval('#train-heads-chart polyline', (ls) => ls.length) >= 4, 'each head\u2019s two scores over the steps');
+      } else if (preset === 'moe') {
+        assert.match(cli, /--experts 4 --top-k 2 --aux-loss 0.01/);
+        assert.equal(await page.isHidden('#train-extra-chart'), false, 'the experts\u2019 load chart');
+        const lines = await page.$$eval('#train-extra-chart polyline', (ls) => ls.map((l) => l.querySelector('title')?.textContent));
+        assert.deepEqual(lines, ['expert 0', 'expert 1', 'expert 2', 'expert 3']);
+      } else {
+        const exact = Number(s.datesExact);
+        assert.ok(s.datesExact !== '' && exact >= 0 && exact <= 1, `the held-out dates accuracy (${s.datesExact})`);
+        assert.match(await page.textContent('#train-sample'), /\u2192/, 'translated examples');
+      }
+      console.log(`${preset}: ${s.step} steps, loss ${Number(s.lossFirst).toFixed(3)} -> ${Number(s.loss).toFixed(3)}, ${s.tokensPerS} tokens/s` +
+        (preset === 'dates' ? `, ${s.datesExact} exact` : ''));
+      await page.click('#train-reset');
+      await page.waitForSelector('#train-status[data-state="idle"]', { timeout: 20_000 });
+    }
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});

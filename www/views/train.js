@@ -9,10 +9,24 @@
 // 1's), data-backend
 // ('gpu' | 'cpu'). #train-memory[data-total] (bytes) shows the plan before a run; #train-cli its CLI command.
 import { h, replaceChildren, formatBytes, formatInt } from '../dom.js';
+import { drawThumbnail } from './heatmap.js';
 
+// inductionEvery: how often (steps) the model is probed (train::lab::probe: head scores, the probe's attention, a
+// sample, the experts' load, the dates accuracy).
+const TEXT_FIELDS = ['layers', 'heads', 'dim', 'context', 'batch', 'lr', 'steps', 'seed'];
 const PRESETS = {
   induction: { label: 'Induction heads', fields: ['layers', 'heads', 'dim', 'context', 'vocab', 'batch', 'lr', 'steps', 'seed'], inductionEvery: 50 },
-  shakespeare: { label: 'Shakespeare (characters)', fields: ['layers', 'heads', 'dim', 'context', 'batch', 'lr', 'steps', 'seed'], inductionEvery: 250 },
+  shakespeare: { label: 'Shakespeare (characters)', fields: TEXT_FIELDS, inductionEvery: 250, text: true },
+  llama: { label: 'Llama-style (characters)', fields: TEXT_FIELDS, inductionEvery: 250, text: true },
+  moe: { label: 'Mixture of experts (characters)', fields: TEXT_FIELDS, inductionEvery: 250, text: true },
+  dates: { label: 'Dates (encoder-decoder)', fields: ['layers', 'heads', 'dim', 'batch', 'lr', 'steps', 'seed'], inductionEvery: 250 },
+};
+const ABOUT = {
+  induction: 'A 2-layer attention-only decoder on random tokens that repeat: it can only predict by finding the previous occurrence of the current token and copying what came next.',
+  shakespeare: 'nanoGPT\u2019s baby GPT (LayerNorm, learned positions, GELU) on characters of the text.',
+  llama: 'The same sizes as a Llama-style decoder: RMSNorm, rotary positions, SwiGLU, and two query heads sharing each key/value head.',
+  moe: 'The seed\u2019s decoder with a mixture of 4 experts in each feed-forward layer, each token routed to its top 2, and a load-balancing loss; the chart shows how evenly the router spreads tokens.',
+  dates: 'The seed\u2019s encoder-decoder learns to turn human-written dates ("3rd of March 1987") into ISO dates; it is scored on days it never trains on.',
 };
 const FIELDS = {
   layers: { label: 'Layers', min: 1, max: 48, step: 1 },
@@ -42,12 +56,14 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
   let state = 'idle';
   let logs = [];         // every logged step
   let scores = [];       // [{step, best, head, heads}]
+  let probes = [];       // [{step, ...train::lab::probe}]
   let loss100 = null;
   let planTimer = null;
   let planSeq = 0;       // the latest plan asked for; older answers are dropped
   let shipped = null;    // the shipped Shakespeare, once fetched
   let textChoice = 'shipped';
   let running = null;    // Promise of the trainRun in flight
+  let probePrompt = null; // what a text model's sample starts from
   let backend = null;
   let stopped = false;   // the run ended by Stop (state 'done')
 
@@ -80,6 +96,17 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
   const lossChart = h('div', { class: 'train-chart', id: 'train-loss-chart' });
   const indChart = h('div', { class: 'train-chart', id: 'train-induction-chart' });
   const stats = h('dl', { class: 'train-stats', id: 'train-stats' });
+  const aboutEl = h('p', { class: 'small muted', id: 'train-about' });
+  const headsChart = h('div', { class: 'train-chart', id: 'train-heads-chart' });
+  const extraChart = h('div', { class: 'train-chart', id: 'train-extra-chart' });
+  const extraCaption = h('figcaption', {});
+  const extraFig = h('figure', { hidden: true }, extraCaption, extraChart);
+  const headsFig = h('figure', {}, h('figcaption', {}, 'Every head over the steps: previous-token score (dashed) and induction score (solid), on the Inspect view\u2019s Induction test'), headsChart);
+  const probeMaps = h('div', { class: 'train-maps', id: 'train-maps' });
+  const probeCaption = h('p', { class: 'small muted' });
+  const sampleEl = h('pre', { class: 'train-sample', id: 'train-sample', hidden: true });
+  const probeEl = h('section', { class: 'train-probe', id: 'train-probe', hidden: true, 'aria-label': 'What the model does now' },
+    h('h3', {}, 'What the model does now'), probeCaption, probeMaps, sampleEl);
 
   replaceChildren(root,
     h('p', { class: 'explain' }, 'Grow a small transformer here, on this device, and watch it learn: the loss falls and, on the induction task, ',
@@ -87,6 +114,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
       'the current one (an induction head; a score near 0.5 is the most this test can give).'),
     h('div', { class: 'train-setup' },
       h('label', { class: 'inline-field' }, 'Preset', preset),
+      aboutEl,
       fieldsEl,
       textEl,
       memoryEl,
@@ -98,7 +126,10 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     stats,
     h('div', { class: 'train-charts' },
       h('figure', {}, h('figcaption', {}, 'Loss (nats per token): training ', h('span', { class: 'key key-train' }, '—'), ' validation ', h('span', { class: 'key key-val' }, '●')), lossChart),
-      h('figure', {}, h('figcaption', {}, 'Induction score of the last layer\u2019s best head (the Inspect view\u2019s detector)'), indChart)));
+      h('figure', {}, h('figcaption', {}, 'Induction score of the last layer\u2019s best head (the Inspect view\u2019s detector)'), indChart),
+      headsFig,
+      extraFig),
+    probeEl);
 
   function buildFields() {
     const p = PRESETS[presetName];
@@ -109,7 +140,8 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
       return h('label', { class: 'train-field' }, f.label, input);
     }));
     for (const k of Object.keys(inputs)) if (!p.fields.includes(k)) delete inputs[k];
-    textEl.hidden = presetName !== 'shakespeare';
+    textEl.hidden = !p.text;
+    aboutEl.textContent = ABOUT[presetName];
   }
 
   function spec() {
@@ -148,7 +180,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
 
   /** The text to train on, for a text preset (the shipped one is fetched once). */
   async function text() {
-    if (presetName !== 'shakespeare') return null;
+    if (!PRESETS[presetName].text) return null;
     if (textChoice === 'own') return textBox.value;
     return shippedText();
   }
@@ -260,7 +292,9 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     d.lossFirst = logs.length ? String(logs[0].loss) : '';
     d.valLoss = v ? String(v.val_loss) : '';
     d.tokensPerS = l ? String(Math.round(l.tokens_per_second)) : '';
-    d.induction = ind ? String(ind.best) : '';
+    d.induction = ind && ind.best != null ? String(ind.best) : '';
+    const dates = probes.at(-1)?.dates;
+    d.datesExact = dates ? String(dates.exact / dates.of) : '';
     if (loss100 != null) status.setAttribute('data-loss-100', String(loss100));
     else status.removeAttribute('data-loss-100');
     d.backend = backend ?? '';
@@ -268,7 +302,8 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     const words = { idle: 'Not started.', starting: 'Starting…', running: 'Training', paused: 'Paused', done: stopped ? 'Stopped' : 'Done', error: 'Stopped by an error' }[state] ?? state;
     status.textContent = l
       ? `${words}: step ${formatInt(l.step)}${total ? ` of ${formatInt(total)}` : ''} on ${backend === 'gpu' ? 'WebGPU' : 'the CPU path'}, loss ${l.loss.toFixed(3)}` +
-        (v ? `, validation ${v.val_loss.toFixed(3)}` : '') + (ind ? `, induction score ${ind.best.toFixed(2)}` : '') + '.'
+        (v ? `, validation ${v.val_loss.toFixed(3)}` : '') + (ind?.best != null ? `, induction score ${ind.best.toFixed(2)}` : '') +
+        (dates ? `, ${dates.exact} of ${dates.of} held-out dates exact` : '') + '.'
       : words;
     const rows = l ? [
       ['Tokens per second', formatInt(Math.round(l.tokens_per_second))],
@@ -276,7 +311,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
       ['Learning rate', l.lr.toPrecision(3)],
       ['Gradient norm', l.grad_norm.toFixed(3)],
       ['Time training', `${l.elapsed_s.toFixed(1)} s`],
-      ['Best induction head', ind ? `layer ${ind.layer + 1}, head ${ind.head + 1}: ${ind.best.toFixed(3)} (step ${ind.step})` : '–'],
+      ['Best induction head', ind?.best != null ? `L${ind.layer} H${ind.head}: ${ind.best.toFixed(3)} (step ${ind.step})` : '–'],
     ] : [];
     replaceChildren(stats, rows.map(([k, val]) => h('div', {}, h('dt', {}, k), h('dd', {}, val))));
   }
@@ -292,6 +327,67 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     if (marks.length) {
       lossChart.firstChild?.append(markLine(marks[0], maxStep));
     }
+    drawProbe(maxStep);
+  }
+
+  /** A key to the coloured lines of a chart: a swatch and the label of each. */
+  function legend(series) {
+    return h('p', { class: 'chart-legend small' }, series.map((x) => {
+      const sw = h('span', { class: 'swatch', 'aria-hidden': 'true' });
+      sw.style.background = x.color; // CSSOM: the page's CSP refuses style attributes
+      return h('span', { class: 'legend-item' }, sw, x.label);
+    }));
+  }
+
+  /** Per-head curves, the preset's own chart (experts' load, dates accuracy) and the latest probe. */
+  function drawProbe(maxStep) {
+    const withHeads = probes.filter((p) => p.induction_heads?.length);
+    headsFig.hidden = !withHeads.length && presetName === 'dates';
+    const series = [];
+    const first = withHeads[0];
+    if (first) {
+      const n = first.induction_heads.flat().length;
+      first.induction_heads.forEach((row, l) => row.forEach((_, hd) => {
+        const hue = Math.round((360 * (l * row.length + hd)) / Math.max(1, n));
+        const at = (key) => withHeads.map((p) => [p.step, p[key][l][hd]]);
+        series.push({ points: at('previous_token_heads'), cls: 'line-head dashed', color: `hsl(${hue} 65% 42%)` });
+        series.push({ points: at('induction_heads'), cls: 'line-head', color: `hsl(${hue} 65% 42%)`, label: `L${l} H${hd}` });
+      }));
+    }
+    replaceChildren(headsChart, chart(series, maxStep, 'score', { yMin: 0, yMax: 1 }), legend(series.filter((x) => x.label)));
+    const lastProbe = probes.at(-1);
+    if (presetName === 'moe' && probes.some((p) => p.expert_load)) {
+      extraCaption.textContent = 'Share of the routed tokens each expert takes (mean over layers; an even router gives 0.25 each)';
+      const ne = lastProbe.expert_load[0]?.length ?? 0;
+      const experts = Array.from({ length: ne }, (_, e) => ({
+        points: probes.filter((p) => p.expert_load).map((p) => [p.step, p.expert_load.reduce((a, row) => a + row[e], 0) / p.expert_load.length]),
+        cls: 'line-head', color: `hsl(${Math.round((360 * e) / ne)} 65% 42%)`, label: `expert ${e}`,
+      }));
+      replaceChildren(extraChart, chart(experts, maxStep, 'share', { yMin: 0, yMax: 1 }), legend(experts));
+      extraFig.hidden = false;
+    } else if (presetName === 'dates' && probes.some((p) => p.dates)) {
+      extraCaption.textContent = 'Held-out dates translated exactly (greedy, 32 days the model never trains on)';
+      const acc = probes.filter((p) => p.dates).map((p) => [p.step, p.dates.exact / p.dates.of]);
+      replaceChildren(extraChart, chart([{ points: acc, cls: 'line-ind', dots: acc.length < 40 }], maxStep, 'exact', { yMin: 0, yMax: 1 }));
+      extraFig.hidden = false;
+    } else {
+      extraFig.hidden = true;
+    }
+    probeEl.hidden = !lastProbe;
+    if (!lastProbe) return;
+    const maps = lastProbe.maps ?? [];
+    probeCaption.textContent = maps.length
+      ? `Step ${formatInt(lastProbe.step)}: every head\u2019s attention on ${lastProbe.sample != null ? 'the start of the text and the model\u2019s own continuation' : 'a random sequence repeated twice (rows: queries, columns: keys; an induction head draws a diagonal stripe in the second half)'}.`
+      : `Step ${formatInt(lastProbe.step)}.`;
+    replaceChildren(probeMaps, maps.flatMap((m) => Array.from({ length: m.heads }, (_, hd) => {
+      const canvas = h('canvas', { class: 'train-map', width: m.cols, height: m.rows, 'aria-label': `L${m.layer} H${hd}` });
+      drawThumbnail(canvas, m, hd, null);
+      return h('figure', { class: 'train-map-fig' }, canvas, h('figcaption', {}, `L${m.layer} H${hd}`));
+    })));
+    const dates = lastProbe.dates;
+    const sample = lastProbe.sample ?? (dates ? dates.examples.map(([src, got, want]) => `${src} \u2192 ${got}${got === want ? ' \u2713' : ` (want ${want})`}`).join('\n') : null);
+    sampleEl.hidden = sample == null;
+    sampleEl.textContent = sample ?? '';
   }
 
   /** The first step whose induction score reached 0.4 (the mark on both charts). */
@@ -331,7 +427,10 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     for (const s of series) {
       if (!s.points.length) continue;
       if (!s.dots || s.cls !== 'dots-val') {
-        root.append(svg('polyline', { class: s.cls, points: s.points.map(([a, b]) => `${scaleX(a).toFixed(1)},${y(b).toFixed(1)}`).join(' ') }));
+        const line = svg('polyline', { class: s.cls, points: s.points.map(([a, b]) => `${scaleX(a).toFixed(1)},${y(b).toFixed(1)}`).join(' ') });
+        if (s.color) line.style.stroke = s.color; // CSSOM: the page's CSP refuses style attributes
+        if (s.label) line.append(svg('title', {}, s.label));
+        root.append(line);
       }
       if (s.dots) for (const [a, b] of s.points) root.append(svg('circle', { class: s.cls, cx: scaleX(a).toFixed(1), cy: y(b).toFixed(1), r: 2.5 }));
     }
@@ -346,7 +445,8 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     }
     for (const s of [ev.inductionStart, ev.induction]) {
       if (!s) continue;
-      scores.push({ ...s, layer: (settings?.layers ?? 1) - 1 });
+      if (s.best != null) scores.push({ ...s, layer: (settings?.layers ?? 1) - 1 });
+      if (s.probe) probes.push({ step: s.step, ...s.probe });
     }
     drawStatus();
     scheduleDraw();
@@ -367,13 +467,17 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     clearError();
     logs = [];
     scores = [];
+    probes = [];
     loss100 = null;
     backend = null;
     stopped = false;
     setState('starting');
     drawCharts();
     try {
-      const p = await request('trainStart', { spec: spec(), text: await text(), gpu: runOn() === 'gpu' });
+      const t = await text();
+      // a text model's sample starts from the text's first line (at most 16 characters: all in its vocabulary)
+      probePrompt = t ? [...t.split('\n').find((l) => l.trim()) ?? t].slice(0, 16).join('') : null;
+      const p = await request('trainStart', { spec: spec(), text: t, gpu: runOn() === 'gpu' });
       showPlan(p);
       backend = p.backend;
       lrLive.value = String(num(p.settings.lr));
@@ -387,7 +491,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
 
   async function runLoop() {
     setState('running');
-    running = request('trainRun', { every: LOG_EVERY, inductionEvery: PRESETS[presetName].inductionEvery }, { onEvent: absorb });
+    running = request('trainRun', { every: LOG_EVERY, inductionEvery: PRESETS[presetName].inductionEvery, prompt: probePrompt }, { onEvent: absorb });
     try {
       const r = await running;
       running = null;
@@ -426,6 +530,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     await request('trainEnd', {}).catch((err) => showError(err.message));
     logs = [];
     scores = [];
+    probes = [];
     loss100 = null;
     backend = null;
     stopped = false;
