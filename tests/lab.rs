@@ -200,3 +200,37 @@ fn the_probe_reads_what_each_preset_shows() {
         }
     }
 }
+
+/// A run saved after a chunk and resumed in a new lab (as the page does after a reload) takes the
+/// same steps as the run that never stopped: the same losses to the last bit, its log and changed
+/// learning rate kept. A snapshot of another run's settings, or a damaged one, is refused in one line.
+#[test]
+fn a_saved_run_resumes_where_it_stopped() {
+    let text = "to be or not to be, that is the question: whether 'tis nobler in the mind to suffer. ".repeat(20);
+    for preset in ["induction", "moe", "dates"] {
+        let plan = || LabPlan::new(&small(preset), Some(&text)).unwrap();
+        let mut straight = Lab::new(FastCpuBackend::default(), plan()).unwrap();
+        pollster::block_on(straight.run(5, 1, &|| 0.0)).unwrap();
+        straight.set_lr(0.002).unwrap();
+        let snap = pollster::block_on(straight.snapshot()).unwrap();
+        let rest: Vec<f64> = pollster::block_on(straight.run(7, 1, &|| 0.0)).unwrap().iter().map(|l| l.loss).collect();
+
+        let mut resumed = Lab::resume(FastCpuBackend::default(), plan(), &snap).unwrap();
+        assert_eq!(resumed.tr.step, 5, "{preset}");
+        assert_eq!(resumed.log.len(), 5, "{preset}: the log comes back");
+        assert_eq!(resumed.plan.settings.lr, 0.002, "{preset}: the changed learning rate comes back");
+        let again: Vec<f64> = pollster::block_on(resumed.run(7, 1, &|| 0.0)).unwrap().iter().map(|l| l.loss).collect();
+        assert_eq!(again, rest, "{preset}: the resumed run's losses");
+        assert!(resumed.done());
+    }
+    let snap = {
+        let mut lab = Lab::new(FastCpuBackend::default(), LabPlan::new(&small("induction"), None).unwrap()).unwrap();
+        pollster::block_on(lab.run(2, 1, &|| 0.0)).unwrap();
+        pollster::block_on(lab.snapshot()).unwrap()
+    };
+    let other = LabPlan::new(&LabSpec { seed: Some(6), ..small("induction") }, None).unwrap();
+    let e = Lab::resume(FastCpuBackend::default(), other, &snap).err().unwrap().to_string();
+    assert!(e.contains("other settings") && !e.contains('\n'), "{e}");
+    let e = Lab::resume(FastCpuBackend::default(), LabPlan::new(&small("induction"), None).unwrap(), &snap[..snap.len() / 2]).err().unwrap().to_string();
+    assert!(e.starts_with("the saved run cannot be resumed") && !e.contains('\n'), "{e}");
+}

@@ -110,6 +110,9 @@ export const ACTIONS = {
   // {spec, text?, gpu} -> the plan (as trainPlan) with backend ('gpu' | 'cpu'): builds the run (ending the one
   // before), refused in one line when its memory is over the page's budget. Queued: WebGPU is the model's device too.
   trainStart: { limitMs: 120_000, name: 'starting the training run', queued: true },
+  // {spec, text?, gpu, snapshot: ArrayBuffer} -> as trainStart, plus log (every logged step so far): the run
+  // resumed from a snapshot of trainRun's (kept in IndexedDB), refused in one line when it is not this run's.
+  trainResume: { limitMs: 120_000, name: 'resuming the saved training run', queued: true },
   // {every, inductionEvery, prompt?} -> {state: 'done' | 'paused' | 'stopped', step}. Steps the run in chunks of
   // about 150 ms until it ends or trainPause / trainStop; between chunks the worker yields, so those are answered.
   // Events: {kind: 'steps', step, done, chunkSteps, chunkMs, logs: [{step, loss, val_loss?, lr, grad_norm,
@@ -117,7 +120,9 @@ export const ACTIONS = {
   // (steps 1, 100, the last, every `every`-th and each chunk's last are logged). Every `inductionEvery` steps, and
   // at step 0 and the end, the model is probed (train::lab::probe: {induction, previous_token_heads,
   // induction_heads, maps, tokens, sample, expert_load, dates}); the last layer's induction scores are copied to
-  // the top level (absent for the encoder-decoder). `prompt` starts a text model's sample.
+  // the top level (absent for the encoder-decoder). `prompt` starts a text model's sample. With `snapshotMs`, an
+  // event {kind: 'snapshot', step, bytes: ArrayBuffer} (the run's state, for trainResume) at most every snapshotMs
+  // and always when the call returns.
   trainRun: { limitMs: 60_000, name: 'one chunk of training steps', queued: true, perEvent: true },
   // {lr} -> the run's settings: the learning rate from the next step on (while paused)
   trainSetLr: { limitMs: 20_000, name: 'setting the learning rate', queued: true },

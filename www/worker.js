@@ -175,17 +175,34 @@ const modelHandlers = {
   },
   // Chunks of steps sized to take about TRAIN_CHUNK_MS each (the first one step), so that a pause or a stop is
   // answered within one chunk; each chunk's last step is read back, which bounds how far the GPU runs behind.
-  async trainRun({ every = 10, inductionEvery = 0, prompt = null } = {}, emit) {
+  async trainResume({ spec, text, gpu, snapshot }) {
+    const core = await loadCore();
+    const plan = await core.train_resume(spec, text ?? undefined, Boolean(gpu), new Uint8Array(snapshot));
+    return { ...plan, log: core.train_log() };
+  },
+  async trainRun({ every = 10, inductionEvery = 0, prompt = null, snapshotMs = 0 } = {}, emit) {
     const core = await loadCore();
     let k = 1;
     let step = null;
+    let savedAt = performance.now();
+    let savedStep = null;
+    const snapshot = async () => {
+      if (!snapshotMs || step === null || step === savedStep) return;
+      const b = await core.train_snapshot();
+      emit({ kind: 'snapshot', step, bytes: b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) });
+      savedAt = performance.now();
+      savedStep = step;
+    };
     // the probe (train::lab::probe): the induction scores at the top level, as before, and the rest in `probe`
     const induction = async (s) => {
       const probe = await core.train_probe(prompt ?? undefined);
       return { step: s, ...(probe.induction ?? {}), probe };
     };
     for (;;) {
-      if (trainFlag) return { state: trainFlag === 'stop' ? 'stopped' : 'paused', step };
+      if (trainFlag) {
+        await snapshot();
+        return { state: trainFlag === 'stop' ? 'stopped' : 'paused', step };
+      }
       let first = null;
       if (step === null && inductionEvery > 0) {
         // the score before this chunk, when the run starts from step 0
@@ -203,6 +220,7 @@ const modelHandlers = {
       if (first) ev.inductionStart = first;
       if (inductionEvery > 0 && (step % inductionEvery === 0 || chunk.done)) ev.induction = await induction(step);
       emit(ev);
+      if (chunk.done || (snapshotMs && performance.now() - savedAt >= snapshotMs)) await snapshot();
       if (chunk.done) return { state: 'done', step };
       k = Math.max(1, Math.min(256, Math.round(n * Math.min(2, TRAIN_CHUNK_MS / Math.max(chunkMs, 1)))));
       await nextTask(); // let trainPause / trainStop in

@@ -357,6 +357,10 @@ pub struct Lab<B: Train> {
 impl<B: Train> Lab<B> {
     pub fn new(be: B, plan: LabPlan) -> Result<Lab<B>> {
         let values = Params::<()>::init_values(&plan.cfg, plan.init, plan.settings.seed)?;
+        Lab::with_values(be, plan, values)
+    }
+
+    fn with_values(be: B, plan: LabPlan, values: Vec<Vec<f32>>) -> Result<Lab<B>> {
         let context = plan.data.target_len().unwrap_or(plan.settings.context);
         let shape = Shape { batch: plan.settings.batch, context, source: plan.data.source_len(), accum: 1 };
         let mut tr = Trainer::new(be, &plan.cfg, values, plan.optim(), shape)?;
@@ -436,6 +440,83 @@ impl<B: Train> Lab<B> {
         Ok(())
     }
 
+    /// The run's state, to resume it (see [`Lab::resume`]): a safetensors file of every parameter
+    /// (`p.NAME`) and both Adam moments (`m.NAME`, `v.NAME`), with the step, the settings as they
+    /// are now (the learning rate may have changed), the log and the time spent in its metadata.
+    pub async fn snapshot(&mut self) -> Result<Vec<u8>> {
+        self.tr.check_halt().await?;
+        let values = self.tr.values().await?;
+        let (m, v) = self.tr.moments().await?;
+        let mut tensors = vec![];
+        for (d, ((p, m), v)) in self.tr.params.decl.iter().zip(values.into_iter().zip(m).zip(v)) {
+            tensors.push((format!("p.{}", d.name), d.shape.clone(), p));
+            tensors.push((format!("m.{}", d.name), d.shape.clone(), m));
+            tensors.push((format!("v.{}", d.name), d.shape.clone(), v));
+        }
+        let meta = std::collections::HashMap::from([
+            ("step".to_string(), self.tr.step.to_string()),
+            ("settings".to_string(), json(&self.plan.settings)?),
+            ("log".to_string(), json(&self.log)?),
+            ("busy".to_string(), self.busy.to_string()),
+            ("last_log".to_string(), json(&self.last_log)?),
+        ]);
+        crate::train::params::safetensors_bytes(&tensors, meta)
+    }
+
+    /// A run resumed from a [`Lab::snapshot`] of a run with the same plan: its weights, moments,
+    /// step, learning rate and log; the next step is the one after the snapshot's, with the same
+    /// data as an uninterrupted run.
+    pub fn resume(be: B, plan: LabPlan, snapshot: &[u8]) -> Result<Lab<B>> {
+        let bad = |m: String| TfError::Input(format!("the saved run cannot be resumed: {m}"));
+        let st = safetensors::SafeTensors::deserialize(snapshot).map_err(|e| bad(e.to_string()))?;
+        let (_, md) = safetensors::SafeTensors::read_metadata(snapshot).map_err(|e| bad(e.to_string()))?;
+        let meta = md.metadata().clone().unwrap_or_default();
+        let field = |k: &str| meta.get(k).ok_or_else(|| bad(format!("it has no {k}")));
+        let saved: serde_json::Value = serde_json::from_str(field("settings")?).map_err(|e| bad(e.to_string()))?;
+        // the same run: every setting but the learning rate (changed while paused) as the plan's
+        let without_lr = |mut v: serde_json::Value| {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("lr");
+                o.remove("min_lr");
+            }
+            v
+        };
+        // through text, as the snapshot's were (an f32 reads back as its shortest decimal)
+        let mine: serde_json::Value = serde_json::from_str(&json(&plan.settings)?).map_err(|e| TfError::Internal(e.to_string()))?;
+        if without_lr(saved.clone()) != without_lr(mine) {
+            return Err(bad("it was made with other settings or another text".into()));
+        }
+        let step: u32 = field("step")?.parse().map_err(|_| bad("its step is not a number".into()))?;
+        if step > plan.settings.steps {
+            return Err(bad(format!("it is at step {step}, past the run's {} steps", plan.settings.steps)));
+        }
+        let read = |name: String| -> Result<Vec<f32>> {
+            let t = st.tensor(&name).map_err(|_| bad(format!("{name} is missing")))?;
+            if t.dtype() != safetensors::Dtype::F32 {
+                return Err(bad(format!("{name} is not f32")));
+            }
+            Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+        };
+        let (decl, _) = Params::<()>::declare(&plan.cfg)?;
+        let values = decl.iter().map(|d| read(format!("p.{}", d.name))).collect::<Result<Vec<_>>>()?;
+        for (d, v) in decl.iter().zip(&values) {
+            if v.len() != d.shape.iter().product::<usize>() {
+                return Err(bad(format!("p.{} has the wrong size", d.name)));
+            }
+        }
+        let m = decl.iter().map(|d| read(format!("m.{}", d.name))).collect::<Result<Vec<_>>>()?;
+        let v = decl.iter().map(|d| read(format!("v.{}", d.name))).collect::<Result<Vec<_>>>()?;
+        let mut lab = Lab::with_values(be, plan, values)?;
+        lab.tr.restore(step, &m, &v)?;
+        if let Some(lr) = saved.get("lr").and_then(|x| x.as_f64()) {
+            lab.set_lr(lr as f32)?;
+        }
+        lab.log = serde_json::from_str(field("log")?).map_err(|e| bad(format!("its log: {e}")))?;
+        lab.busy = field("busy")?.parse().map_err(|_| bad("its time is not a number".into()))?;
+        lab.last_log = serde_json::from_str(field("last_log")?).map_err(|e| bad(format!("its last log: {e}")))?;
+        Ok(lab)
+    }
+
     /// The current model as a checkpoint in our format (as `tinyformer train --out` writes it),
     /// after checking no unreported step halted the updates.
     pub async fn checkpoint(&mut self) -> Result<Vec<u8>> {
@@ -444,6 +525,10 @@ impl<B: Train> Lab<B> {
         let decl: &[Declared] = &self.tr.params.decl;
         checkpoint_bytes(decl, values, &self.plan.config_json, self.plan.tokenizer.as_ref())
     }
+}
+
+fn json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| TfError::Internal(e.to_string()))
 }
 
 /// The induction scores of a model's last layer, as the Inspect view measures them (its Induction

@@ -14,7 +14,7 @@ use crate::train::optim::Optim;
 use crate::train::params::Params;
 
 /// One logged step.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct StepLog {
     /// counted from 1
     pub step: u32,

@@ -72,6 +72,29 @@ pub fn train_plan(spec: JsValue, text: Option<String>) -> Result<JsValue, JsValu
 /// CPU backend; refused in one line when its memory is over the page's budget.
 #[wasm_bindgen]
 pub async fn train_start(spec: JsValue, text: Option<String>, gpu_backend: bool) -> Result<JsValue, JsValue> {
+    start(spec, text, gpu_backend, None).await
+}
+
+/// train_start, resumed from a `train_snapshot` of the same settings and text (the page keeps it in
+/// IndexedDB): the run continues after the snapshot's step, with its log.
+#[wasm_bindgen]
+pub async fn train_resume(spec: JsValue, text: Option<String>, gpu_backend: bool, snapshot: Vec<u8>) -> Result<JsValue, JsValue> {
+    start(spec, text, gpu_backend, Some(&snapshot)).await
+}
+
+/// The run's state (weights, Adam moments, step, settings, log) to resume it later: `Lab::snapshot`.
+#[wasm_bindgen]
+pub async fn train_snapshot() -> Result<Vec<u8>, JsValue> {
+    with_lab!(lab => lab.snapshot().await.map_err(err))
+}
+
+/// The run's log so far (a resumed run's includes the steps before its snapshot).
+#[wasm_bindgen]
+pub fn train_log() -> Result<JsValue, JsValue> {
+    with_lab!(lab => to_js(&lab.log))
+}
+
+async fn start(spec: JsValue, text: Option<String>, gpu_backend: bool, snapshot: Option<&[u8]>) -> Result<JsValue, JsValue> {
     let plan = plan_of(spec, text)?;
     let slot = LAB.with(Rc::clone);
     let mut guard = slot.try_borrow_mut().map_err(|_| err("the training run is busy with another request"))?;
@@ -85,9 +108,19 @@ pub async fn train_start(spec: JsValue, text: Option<String>, gpu_backend: bool)
                 return Err(err("the GPU device was lost; reload the page to get a new one"));
             }
             let be = GpuBackend::new(g.clone());
-            Run::Gpu(Box::new(g.scoped(|| Lab::new(be, plan)).await.map_err(err)?))
+            let lab = g.scoped(|| match snapshot {
+                Some(b) => Lab::resume(be, plan, b),
+                None => Lab::new(be, plan),
+            });
+            Run::Gpu(Box::new(lab.await.map_err(err)?))
         }
-        None => Run::Cpu(Box::new(Lab::new(FastCpuBackend::default(), plan).map_err(err)?)),
+        None => Run::Cpu(Box::new(
+            match snapshot {
+                Some(b) => Lab::resume(FastCpuBackend::default(), plan, b),
+                None => Lab::new(FastCpuBackend::default(), plan),
+            }
+            .map_err(err)?,
+        )),
     };
     let (p, backend) = match &run {
         Run::Cpu(l) => (&l.plan, "cpu"),

@@ -115,6 +115,42 @@ test('the induction preset trains on the wasm CPU path as the CLI does; pause an
   }
 });
 
+test('a paused run is saved in the browser; after a reload it resumes from the save with its curves and ends as the CLI does', { timeout: 240_000 }, async () => {
+  const { page, context, log } = await openLab('cpu');
+  try {
+    await setSizes(page);
+    const at = await startThenPause(page, '#train-start');
+    await page.waitForSelector(`#train-status[data-saved-step="${at}"]`, { timeout: 30_000 });
+    const before = await status(page);
+    await page.reload();
+    await page.waitForSelector('#train-restore-banner:not([hidden])', { timeout: 60_000 });
+    assert.match(await page.textContent('#train-restore-banner'), new RegExp(`Induction heads was saved at step ${at}`));
+    await page.click('#train-restore');
+    await page.waitForSelector('#train-status[data-state="paused"]', { timeout: 30_000 });
+    const back = await status(page);
+    assert.equal(back.step, String(at), 'the run comes back at its saved step');
+    assert.equal(back.loss, before.loss, 'with its last loss');
+    assert.equal(back.lossFirst, before.lossFirst, 'and its curve from step 1');
+    await page.click('#train-pause'); // Resume
+    await page.waitForSelector('#train-status[data-state="done"]', { timeout: 120_000 });
+    const s = await status(page);
+    const l100 = Number(s.loss_100 ?? s['loss-100']);
+    assert.ok(Math.abs(l100 - FIXTURE.loss_100) <= 1e-7 * FIXTURE.loss_100, `step 100 after the reload: ${l100} vs the CLI's ${FIXTURE.loss_100}`);
+    assert.ok(Math.abs(Number(s.loss) - FIXTURE.loss_120) <= 1e-7 * FIXTURE.loss_120, `the last step: ${s.loss} vs the CLI's ${FIXTURE.loss_120}`);
+    console.log(`saved at step ${at}, reloaded, resumed: step 100 ${l100}, step 120 ${s.loss} (the CLI's ${FIXTURE.loss_100}, ${FIXTURE.loss_120})`);
+    // Reset forgets the save: a reload offers nothing
+    await page.click('#train-reset');
+    await page.waitForSelector('#train-status[data-state="idle"]', { timeout: 20_000 });
+    await page.reload();
+    await page.waitForSelector('#train-memory[data-total]:not([data-total=""])', { timeout: 60_000 });
+    await page.waitForTimeout(500);
+    assert.equal(await page.isHidden('#train-restore-banner'), true, 'nothing saved after Reset');
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});
+
 test('the induction preset at its defaults grows an induction head on the wasm CPU path, marked on the loss curve', { timeout: 300_000 }, async () => {
   const { page, context, log } = await openLab('cpu');
   try {

@@ -43,6 +43,37 @@ const LOG_EVERY = 10;
 /** An f32 setting as typed: 0.0010000000474974513 -> 0.001. */
 const num = (x) => (typeof x === 'number' && !Number.isInteger(x) ? Number(x.toPrecision(6)) : x);
 const SHIPPED_TEXT = 'www/data/shakespeare.txt.gz';
+// A running run is saved in IndexedDB this often (and whenever it pauses, stops or ends).
+const SAVE_EVERY_MS = 10_000;
+
+/** The last saved run in this browser's IndexedDB (one record; the page keeps one run). */
+const runStore = {
+  open() {
+    return new Promise((resolve, reject) => {
+      const req = indexedDB.open('tinyformer-lab', 1);
+      req.onupgradeneeded = () => req.result.createObjectStore('runs');
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error ?? new Error('IndexedDB refused'));
+    });
+  },
+  async tx(mode, fn) {
+    const db = await runStore.open();
+    try {
+      return await new Promise((resolve, reject) => {
+        const t = db.transaction('runs', mode);
+        const req = fn(t.objectStore('runs'));
+        t.oncomplete = () => resolve(req.result);
+        t.onerror = () => reject(t.error ?? req.error);
+        t.onabort = () => reject(t.error ?? new Error('the save was aborted'));
+      });
+    } finally {
+      db.close();
+    }
+  },
+  save: (rec) => runStore.tx('readwrite', (st) => st.put(rec, 'last')),
+  load: () => runStore.tx('readonly', (st) => st.get('last')),
+  clear: () => runStore.tx('readwrite', (st) => st.delete('last')),
+};
 
 /**
  * createTrainView(root, {request, runOn, onUseModel})
@@ -64,6 +95,10 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
   let textChoice = 'shipped';
   let running = null;    // Promise of the trainRun in flight
   let probePrompt = null; // what a text model's sample starts from
+  let runSpec = null;     // the spec and text the run was started with (what a save records)
+  let runText = null;
+  let saving = null;      // the IndexedDB write in flight
+  let savedStep = null;
   let backend = null;
   let stopped = false;   // the run ended by Stop (state 'done')
 
@@ -92,6 +127,11 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
   const download = h('button', { type: 'button', class: 'secondary', id: 'train-download', disabled: true, on: { click: () => saveModel() } }, 'Download checkpoint');
   const use = h('button', { type: 'button', class: 'secondary', id: 'train-use', disabled: true, on: { click: () => useModel() } }, 'Use this model');
   const status = h('p', { id: 'train-status', role: 'status', 'aria-live': 'polite', dataset: { state: 'idle' } }, 'Not started.');
+  const savedEl = h('p', { id: 'train-saved', class: 'small muted' });
+  const restoreText = h('span', {});
+  const restoreBtn = h('button', { type: 'button', id: 'train-restore', on: { click: () => restoreRun() } }, 'Resume the saved run');
+  const discardBtn = h('button', { type: 'button', class: 'secondary', id: 'train-discard', on: { click: () => discardSaved() } }, 'Discard it');
+  const restoreEl = h('div', { class: 'toolbar train-restore', id: 'train-restore-banner', hidden: true }, restoreText, restoreBtn, discardBtn);
   const errorEl = h('p', { id: 'train-error', class: 'status-error', role: 'alert', hidden: true });
   const lossChart = h('div', { class: 'train-chart', id: 'train-loss-chart' });
   const indChart = h('div', { class: 'train-chart', id: 'train-induction-chart' });
@@ -119,9 +159,11 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
       textEl,
       memoryEl,
       cliEl),
+    restoreEl,
     h('div', { class: 'toolbar train-buttons' }, start, pause, stop, reset, download, use),
     h('div', { class: 'toolbar train-lr' }, h('label', { class: 'inline-field', for: 'train-lr-live' }, 'While paused:'), lrLive, setLr),
     status,
+    savedEl,
     errorEl,
     stats,
     h('div', { class: 'train-charts' },
@@ -439,6 +481,10 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
   }
 
   function absorb(ev) {
+    if (ev.kind === 'snapshot') {
+      persist(ev);
+      return;
+    }
     for (const l of ev.logs ?? []) {
       logs.push(l);
       if (l.step === 100) loss100 = l.loss;
@@ -465,6 +511,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
   async function startRun() {
     if (state === 'running' || state === 'starting') return;
     clearError();
+    restoreEl.hidden = true; // this run's saves replace the saved one
     logs = [];
     scores = [];
     probes = [];
@@ -475,6 +522,8 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     drawCharts();
     try {
       const t = await text();
+      runSpec = spec();
+      runText = t;
       // a text model's sample starts from the text's first line (at most 16 characters: all in its vocabulary)
       probePrompt = t ? [...t.split('\n').find((l) => l.trim()) ?? t].slice(0, 16).join('') : null;
       const p = await request('trainStart', { spec: spec(), text: t, gpu: runOn() === 'gpu' });
@@ -491,7 +540,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
 
   async function runLoop() {
     setState('running');
-    running = request('trainRun', { every: LOG_EVERY, inductionEvery: PRESETS[presetName].inductionEvery, prompt: probePrompt }, { onEvent: absorb });
+    running = request('trainRun', { every: LOG_EVERY, inductionEvery: PRESETS[presetName].inductionEvery, prompt: probePrompt, snapshotMs: SAVE_EVERY_MS }, { onEvent: absorb });
     try {
       const r = await running;
       running = null;
@@ -525,8 +574,94 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
   }
 
   /** Ends the run (its memory freed in the worker) and clears the curves. */
+  /** Keeps a snapshot of the run (the core's weights, moments and log, plus the page's curves) in IndexedDB. */
+  function persist(ev) {
+    if (!runSpec) return;
+    // the maps of the last probe only: the curves need the scores, not every old map
+    const keep = probes.map((p, i) => (i === probes.length - 1 ? p : { ...p, maps: [] }));
+    const rec = {
+      savedAt: Date.now(), step: ev.step, preset: presetName, spec: runSpec, textChoice,
+      text: textChoice === 'own' ? runText : null, snapshot: ev.bytes, scores, probes: keep, prompt: probePrompt,
+    };
+    const write = (saving ?? Promise.resolve()).then(() => runStore.save(rec));
+    saving = write;
+    write.then(() => {
+      savedStep = ev.step;
+      status.dataset.savedStep = String(ev.step);
+      savedEl.textContent = `Saved in this browser at step ${formatInt(ev.step)} (${new Date(rec.savedAt).toLocaleTimeString()}): a reload or a closed tab resumes from here.`;
+    }, (err) => {
+      savedEl.textContent = `Could not save the run in this browser (${err?.message ?? err}); it goes on unsaved.`;
+    }).finally(() => { if (saving === write) saving = null; });
+  }
+
+  async function offerSaved() {
+    let rec = null;
+    try {
+      rec = await runStore.load();
+    } catch {
+      return; // no IndexedDB here: nothing was saved either
+    }
+    restoreEl.hidden = !rec || state === 'running' || state === 'starting';
+    if (rec) restoreText.textContent = `A run of ${PRESETS[rec.preset]?.label ?? rec.preset} was saved at step ${formatInt(rec.step)} (${new Date(rec.savedAt).toLocaleString()}).`;
+  }
+
+  async function discardSaved() {
+    restoreEl.hidden = true;
+    await runStore.clear().catch(() => {});
+  }
+
+  /** Rebuilds the saved run in the worker (trainResume) with its settings, text and curves; it comes back paused. */
+  async function restoreRun() {
+    let rec;
+    try {
+      rec = await runStore.load();
+      if (!rec) throw new Error('the saved run is gone');
+    } catch (err) {
+      showError(`Could not read the saved run: ${err.message}`);
+      return;
+    }
+    restoreEl.hidden = true;
+    clearError();
+    presetName = rec.preset;
+    preset.value = rec.preset;
+    settings = null;
+    buildFields();
+    for (const [name, input] of Object.entries(inputs)) input.value = rec.spec[name] != null ? String(rec.spec[name]) : '';
+    textChoice = rec.textChoice ?? 'shipped';
+    (textChoice === 'own' ? choiceOwn : choiceShipped).checked = true;
+    if (textChoice === 'own') textBox.value = rec.text ?? '';
+    setState('starting');
+    try {
+      const t = await text();
+      const p = await request('trainResume', { spec: rec.spec, text: t, gpu: runOn() === 'gpu', snapshot: rec.snapshot });
+      runSpec = rec.spec;
+      runText = t;
+      probePrompt = rec.prompt ?? null;
+      showPlan(p);
+      backend = p.backend;
+      lrLive.value = String(num(p.settings.lr));
+      logs = p.log;
+      loss100 = logs.find((l) => l.step === 100)?.loss ?? null;
+      scores = rec.scores ?? [];
+      probes = rec.probes ?? [];
+      stopped = false;
+      savedStep = rec.step;
+      status.dataset.savedStep = String(rec.step);
+      savedEl.textContent = `Resumed from the save at step ${formatInt(rec.step)}.`;
+      setState(rec.step >= p.settings.steps ? 'done' : 'paused');
+    } catch (err) {
+      setState('error');
+      showError(err.message);
+      restoreEl.hidden = false;
+    }
+    scheduleDraw();
+  }
+
   async function resetRun() {
     if (!['paused', 'done', 'error'].includes(state)) return;
+    await discardSaved();
+    savedEl.textContent = '';
+    status.removeAttribute('data-saved-step');
     await request('trainEnd', {}).catch((err) => showError(err.message));
     logs = [];
     scores = [];
@@ -586,12 +721,16 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     /** The core is ready: plan the default run (the memory shown before Train). */
     ready() {
       plan();
+      offerSaved();
     },
     /** The worker restarted: any run it held is gone. */
     reset() {
       if (state === 'running' || state === 'paused' || state === 'starting') {
         setState('error');
-        showError('The worker restarted, so the training run was lost; press Train to start again.');
+        showError(savedStep != null
+          ? `The worker restarted; the run is saved at step ${formatInt(savedStep)}: resume it below.`
+          : 'The worker restarted, so the training run was lost; press Train to start again.');
+        offerSaved();
       }
     },
   };
