@@ -37,6 +37,7 @@ import { endNote } from './context.js';
 import { state } from './state.js';
 import { createPrompt } from './prompt.js';
 import { createAnalysis } from './analysis.js';
+import { count, sentence } from './dom.js';
 
 const params = new URLSearchParams(location.search);
 const NO_GPU = params.get('nogpu') === '1';
@@ -333,7 +334,7 @@ async function loadFromUrl(entry) {
   } catch (err) {
     state.loading = false;
     modelView.hideProgress();
-    modelView.showError(`Could not load ${entry.name ?? entry.file}: ${err.message}` + stillLoaded());
+    modelView.showError(`Could not load ${entry.name ?? entry.file}: ${sentence(err.message)}` + stillLoaded());
     return;
   }
   state.loading = false;
@@ -385,6 +386,18 @@ async function loadFromFiles(files) {
     description: '', prompt: 'Once upon a time' });
 }
 
+/**
+ * "Could not load NAME: why." A message about one of the files given (the core's start with its name, e.g.
+ * "config.json: ...") names that file, not the weights file the model was named after.
+ */
+function loadError(meta, message) {
+  const file = /^([\w.-]+\.(?:json|safetensors|bin))(?::| is\b| should\b)/.exec(message)?.[1];
+  if (file && file !== meta.name && meta.source?.startsWith('(your')) {
+    return `Could not load the model from your files: ${sentence(message)}`;
+  }
+  return `Could not load ${meta.name}: ${sentence(message)}`;
+}
+
 function stillLoaded() {
   return state.model ? ` ${state.model.meta.name} is still loaded.` : '';
 }
@@ -410,9 +423,7 @@ async function loadSource(source, meta, { reload = false, switchBackend = false 
     state.loading = false;
     state.loadingMeta = null;
     modelView.hideProgress();
-    if (!(err instanceof WorkerDiedError)) {
-      modelView.showError(`Could not load ${meta.name}: ${err.message}.` + stillLoaded());
-    }
+    if (!(err instanceof WorkerDiedError)) modelView.showError(loadError(meta, err.message) + stillLoaded());
     gen.setReady(Boolean(state.model));
     return;
   }
@@ -511,13 +522,13 @@ async function validateGeneration(keepLast) {
   }
   if (!enc.ids.length) return refuse(isEncDec ? 'Type a date (or any sentence) to translate first.' : 'Type a prompt first.');
   if (!enc.fits) {
-    return refuse(`The source has ${enc.ids.length} tokens but the model\u2019s context is ${enc.context}.`);
+    return refuse(`The source has ${count(enc.ids.length, 'token')} but the model\u2019s context is ${enc.context}.`);
   }
   if (!enc.room && !opts.sliding_window) {
-    return refuse(`The prompt has ${enc.ids.length} tokens and the model\u2019s context is ${enc.context}: ` +
+    return refuse(`The prompt has ${count(enc.ids.length, 'token')} and the model\u2019s context is ${enc.context}: ` +
       'there is no room for a new token. Shorten the prompt, or', {
       id: 'gen-keep-last',
-      label: `Keep the last ${enc.keep_last} tokens`,
+      label: `Keep the last ${count(enc.keep_last, 'token')}`,
       onClick: () => generate({ keepLast: true }),
     });
   }

@@ -41,6 +41,17 @@ export function replaceChildren(el, ...children) {
   append(el, children);
 }
 
+/** "1 token", "2 tokens": a count with its noun, singular for one. */
+export function count(n, noun, plural = `${noun}s`) {
+  return `${n} ${n === 1 ? noun : plural}`;
+}
+
+/** A message as the end of a sentence: a full stop added unless it already ends with one (or ? or !). */
+export function sentence(text) {
+  const t = String(text ?? '').trimEnd();
+  return /[.?!…]$/.test(t) ? t : `${t}.`;
+}
+
 /** A token's text as the views draw it: spaces and newlines made visible (· and ⏎). */
 export function visible(s) {
   return String(s ?? '').replace(/ /g, '·').replace(/\n/g, '⏎');

@@ -214,7 +214,7 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
       if (reason) output.dataset.reason = reason;
       output.querySelector('.caret')?.remove();
       endEl.hidden = !note && state !== 'stopped';
-      endEl.textContent = state === 'stopped' ? `Stopped${note ? `; ${note}` : '.'}` : note;
+      endEl.textContent = state === 'stopped' ? `Stopped.${note ? ` ${note}` : ''}` : note;
       endEl.dataset.reason = reason ?? '';
     },
 

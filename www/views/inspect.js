@@ -11,7 +11,7 @@
 //   button.mask-cell[data-q][data-k] (aria-pressed when blocked) in #inspect-cells;
 //   button.cross-cell[data-q][data-k] (decoder query, source key; aria-pressed when blocked) in #inspect-xcells;
 //   #inspect-induction-result[data-first][data-second][data-second-ablated]; #inspect-generated[data-ids].
-import { h, replaceChildren, visible } from '../dom.js';
+import { h, replaceChildren, visible, count } from '../dom.js';
 
 const KINDS = [
   ['previous_token', 'Previous token'],
@@ -148,7 +148,7 @@ export function createInspectView(root, { onInspect, onGenerate }) {
         h('button', { type: 'button', id: 'inspect-run', on: { click: () => run() } }, 'Inspect the prompt'),
         h('button', { type: 'button', id: 'inspect-induction', on: { click: () => run({ induction: true }) } }, 'Induction test'),
         h('span', { id: 'inspect-status', class: 'small muted' },
-          it ? `Induction test: ${it.half.length} random tokens, twice.` : `The ${card.arch === 'encoder_decoder' ? 'decoder input' : 'prompt'}, ${t} tokens.`)),
+          it ? `Induction test: ${count(it.half.length, 'random token')}, twice.` : `The ${card.arch === 'encoder_decoder' ? 'decoder input' : 'prompt'}, ${count(t, 'token')}.`)),
 
       h('h3', {}, 'Logit lens'),
       tryThis('find the first layer whose top guess is already the model\u2019s final answer; outlined cells guessed the next token right.'),
