@@ -272,7 +272,11 @@ async function initCore({ afterRestart = false } = {}) {
   versionEl.dataset.state = 'ready';
   device.show(info);
   document.body.dataset.backend = info.gpu?.ok ? 'gpu' : 'cpu';
-  $('model-backend').disabled = !info.gpu?.ok; // without a GPU there is nothing to choose
+  // Without a GPU there is nothing to choose: the control shows the one path there is, not "the faster path".
+  const runOn = $('model-backend');
+  runOn.disabled = !info.gpu?.ok;
+  if (!info.gpu?.ok) runOn.value = 'cpu';
+  runOn.title = info.gpu?.ok ? '' : 'Without WebGPU the CPU path is the only one';
   if (info.gpu?.ok) {
     backendNotice.hidden = true;
     selftest.setReady();
@@ -461,7 +465,7 @@ function clearStaleErrors() {
 
 /** Loads the model where "Run on" says (auto: measured on both paths, the faster kept; www/speed.js). */
 async function loadOnBestPath(source, meta, gpuOk) {
-  const choice = gpuOk ? $('model-backend').value : 'cpu';
+  const choice = gpuOk ? $('model-backend').value : 'only'; // without WebGPU nobody chose the CPU path: it is the only one
   const names = { gpu: 'WebGPU', cpu: 'the CPU path' };
   const { card, results, chosen } = await loadOnFasterPath({
     call, source, meta, gpuOk, choice, measured: state.speed[meta.id],
