@@ -114,6 +114,7 @@ const gen = createGenerateView({
   form: $('gen-form'),
   prompt: $('prompt'),
   promptLabel: $('prompt-label'),
+  promptNote: $('prompt-note'),
   startBtn: $('gen-start'),
   stopBtn: $('gen-stop'),
   stats: $('gen-stats'),
@@ -128,6 +129,7 @@ const gen = createGenerateView({
   onSelectStep: (s) => analysis.selectStep(s),
   onPromptInput: () => {
     state.promptTouched = true;
+    prompt.typed();
     analysis.schedule();
   },
   onSamplingInput: () => analysis.refreshNextToken(),
@@ -342,7 +344,7 @@ async function loadFromUrl(entry) {
     return;
   }
   state.loading = false;
-  await loadSource({ bytes }, { id: entry.id, name: entry.name ?? entry.id, description: entry.description, prompt: entry.prompt,
+  await loadSource({ bytes }, { id: entry.id, name: entry.name ?? entry.id, description: entry.description, prompt: entry.prompt, task: entry.task,
     sampling: entry.sampling, source: entry.file });
 }
 
@@ -583,6 +585,7 @@ async function streamGeneration(input) {
     if (!undrawn.length) return;
     for (const step of undrawn) gen.addToken(step);
     undrawn = [];
+    gen.followNewest();
     const n = run.gen.length;
     showGenStats(input, n, tFirst - t0, n >= 2 && tLast > tFirst ? (n - 1) / ((tLast - tFirst) / 1000) : null);
   };

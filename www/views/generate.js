@@ -10,7 +10,9 @@
 //   #gen-output  data-state "idle" | "running" | "done" | "stopped" | "error"; data-run (how many generations
 //                started); data-count (tokens so far);
 //                data-text (the decoded output, set when the generation ends);
-//                data-reason (why it ended: "max_new_tokens" | "context" | "eos" | "stopped")
+//                data-reason (why it ended: "max_new_tokens" | "context" | "eos" | "stopped");
+//                data-follow "true" | "false" (whether the box scrolls to the newest token: not after the reader
+//                scrolled up in it, until they scroll back to the bottom)
 //   #gen-output .tok[data-step=N][data-id=ID]  one per generated token (.tok-partial: an incomplete character)
 //   #gen-end     the sentence that says why the generation ended (the context limit, the window)
 //   #gen-stats   data-tps, data-ttft-ms (numbers, once known)
@@ -28,7 +30,7 @@ const FIELDS = [
 // A model may suggest sampling settings (the date model: greedy, 12 tokens): these inputs take them.
 const SAMPLING_INPUTS = { temperature: 'gen-temperature', top_k: 'gen-top-k', top_p: 'gen-top-p', seed: 'gen-seed', max_new_tokens: 'gen-max' };
 
-export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBtn, stats, output, errorEl, kvBox,
+export function createGenerateView({ form, prompt, promptLabel, promptNote, startBtn, stopBtn, stats, output, errorEl, kvBox,
   slideBox, kvNote, endEl, onStart, onStop, onSelectStep, onPromptInput, onSamplingInput, onKvInput }) {
   let running = false;
   let ready = false;
@@ -53,6 +55,21 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
   for (const el of [kvBox, form.querySelector('#gen-max')]) el.addEventListener('input', () => onKvInput());
   kvBox.addEventListener('change', () => onKvInput());
   let savedSampling = null; // what the controls held before a model suggested its own settings
+  // The output box follows the newest token unless the reader scrolled up in it; scrolling back to the bottom
+  // follows again. autoTop: where the box put itself last, so that its own scroll is not taken for the reader's.
+  let follow = true;
+  let autoTop = -1;
+  const atBottom = () => output.scrollHeight - output.scrollTop - output.clientHeight <= 4;
+  output.addEventListener('scroll', () => {
+    if (atBottom()) follow = true;
+    else if (Math.abs(output.scrollTop - autoTop) > 1) follow = false;
+    output.dataset.follow = String(follow);
+  }, { passive: true });
+  function followNewest() {
+    if (!follow) return;
+    output.scrollTop = output.scrollHeight;
+    autoTop = output.scrollTop;
+  }
   stopBtn.addEventListener('click', () => onStop());
   output.addEventListener('click', (e) => {
     const b = e.target.closest('.tok');
@@ -82,7 +99,30 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
     /** The prompt box's text. */
     promptText() { return prompt.value; },
 
-    setPrompt(text) { prompt.value = text; },
+    /** Sets the prompt box; asTyped: as if typed (the analysis and the KV note follow, as for the user's input). */
+    setPrompt(text, { asTyped = false } = {}) {
+      prompt.value = text;
+      if (asTyped) prompt.dispatchEvent(new Event('input'));
+    },
+
+    /**
+     * The line under the prompt box about the prompt ({text, action: {id, label, onClick}}), or null to hide it.
+     * #prompt-note data-kind says which line it is (for tests).
+     */
+    showPromptNote(note) {
+      promptNote.hidden = !note;
+      if (!note) {
+        promptNote.replaceChildren();
+        delete promptNote.dataset.kind;
+        return;
+      }
+      promptNote.dataset.kind = note.kind ?? '';
+      promptNote.replaceChildren(note.text);
+      if (note.action) {
+        promptNote.append(' ', h('button', { type: 'button', class: 'secondary small-button', id: note.action.id,
+          on: { click: note.action.onClick } }, note.action.label));
+      }
+    },
 
     /** Generation with a sliding window: checked by "Keep the last N tokens". */
     setSlidingWindow(on) { slideBox.checked = on; },
@@ -168,6 +208,10 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
           : h('span', { class: 'gen-prompt' }, promptText),
         tokensEl,
         h('span', { class: 'caret', 'aria-hidden': 'true' }));
+      follow = true;
+      output.dataset.follow = 'true';
+      output.scrollTop = 0;
+      autoTop = 0;
       stats.textContent = 'Prefill…';
       delete stats.dataset.tps;
       delete stats.dataset.ttftMs;
@@ -188,6 +232,9 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
       }, step.text));
       output.dataset.count = String(step.step + 1);
     },
+
+    /** After a batch of tokens is appended: the box shows the newest unless the reader scrolled up. */
+    followNewest,
 
     setStats({ count, ttftMs, tps, backend, kvCache = true }) {
       const parts = [];
