@@ -286,7 +286,7 @@ export function createAttentionView(root, { onSelectStep }) {
       maxRow: fr, focusRow: fr, cursor,
     });
     const kv = kvHeadOf(head);
-    const text = `${KIND_NAMES[kind]}, layer ${layer}, head ${head}${kv != null ? ` (reads KV head ${kv})` : ''}: ${m.rows} queries × ${m.cols} keys`;
+    const text = `${KIND_NAMES[kind]}, L${layer} H${head}${kv != null ? ` (reads KV head ${kv})` : ''}: ${m.rows} queries × ${m.cols} keys`;
     els.caption.textContent = text;
     els.canvas.setAttribute('aria-label', `${text}. Use the arrow keys to read cell values.`);
   }

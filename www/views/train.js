@@ -276,7 +276,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
       ['Learning rate', l.lr.toPrecision(3)],
       ['Gradient norm', l.grad_norm.toFixed(3)],
       ['Time training', `${l.elapsed_s.toFixed(1)} s`],
-      ['Best induction head', ind ? `layer ${ind.layer + 1}, head ${ind.head + 1}: ${ind.best.toFixed(3)} (step ${ind.step})` : '–'],
+      ['Best induction head', ind ? `L${ind.layer} H${ind.head}: ${ind.best.toFixed(3)} (step ${ind.step})` : '–'],
     ] : [];
     replaceChildren(stats, rows.map(([k, val]) => h('div', {}, h('dt', {}, k), h('dd', {}, val))));
   }
