@@ -444,6 +444,7 @@ async function loadSource(source, meta, { reload = false, switchBackend = false 
   state.model = { card, meta, source };
   modelView.showCard(card, meta);
   modelView.setCurrent(meta.id);
+  gen.setModelName(meta.name);
   document.body.dataset.model = meta.id;
   const isEncDec = card.arch === 'encoder_decoder';
   gen.setMode(isEncDec ? 'source' : card.tokenizer ? 'text' : 'ids');

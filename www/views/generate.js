@@ -141,6 +141,13 @@ export function createGenerateView({ form, prompt, promptLabel, promptNote, star
       kvNote.textContent = note.text;
     },
 
+    /** The loaded model's name, in the line under the heading (shown on narrow screens, where the card is below). */
+    setModelName(name) {
+      const line = form.parentElement.querySelector('#gen-model');
+      line.querySelector('#gen-model-name').textContent = name;
+      line.hidden = !name;
+    },
+
     /** A model's suggested sampling settings; switching to a model that suggests none restores the controls. */
     applySampling(suggested, previousSuggested) {
       const input = (k) => form.querySelector(`#${SAMPLING_INPUTS[k]}`);
