@@ -1,7 +1,8 @@
 // "Generate": the prompt box, the sampling controls, Generate/Stop, live streaming of tokens, tokens/s and
 // the time to the first token. The output is the decoded text exactly (newlines, runs of spaces, tabs: the
-// box is white-space: pre-wrap); each generated token is an inline span with role="button" (focusable,
-// Enter or Space selects its step in the other views), never an inline-block that would swallow newlines.
+// box is white-space: pre-wrap); each generated token is an inline span with role="button" (Enter or Space
+// selects its step in the other views), never an inline-block that would swallow newlines. The tokens are one Tab
+// stop (the selected one, else the first): the arrow keys, Home and End move between them (dom.js roving()).
 //
 // The view owns its form: the prompt box, the sampling controls and the KV-cache note. The controller asks
 // it for the prompt's text and the options, and never reaches into those elements itself.
@@ -16,7 +17,7 @@
 //   #gen-output .tok[data-step=N][data-id=ID]  one per generated token (.tok-partial: an incomplete character)
 //   #gen-end     the sentence that says why the generation ended (the context limit, the window)
 //   #gen-stats   data-tps, data-ttft-ms (numbers, once known)
-import { h, replaceChildren } from '../dom.js';
+import { h, replaceChildren, roving } from '../dom.js';
 
 const FIELDS = [
   // [input id, option name, label, parse]
@@ -75,6 +76,7 @@ export function createGenerateView({ form, prompt, promptLabel, promptNote, star
     const b = e.target.closest('.tok');
     if (b) onSelectStep(Number(b.dataset.step));
   });
+  roving(output, '.tok');
   output.addEventListener('keydown', (e) => {
     const b = e.target.closest?.('.tok');
     if (b && (e.key === 'Enter' || e.key === ' ')) {
@@ -230,7 +232,7 @@ export function createGenerateView({ form, prompt, promptLabel, promptNote, star
       // the character shows it. The partial one stays clickable, marked by CSS (not part of the text).
       tokensEl.append(h('span', {
         role: 'button',
-        tabindex: '0',
+        tabindex: step.step === 0 ? '0' : '-1', // one Tab stop for all the tokens
         class: `tok${step.text === '' ? ' tok-partial' : ''}`,
         dataset: { step: step.step, id: step.id },
         title: `step ${step.step}: id ${step.id}, piece ${JSON.stringify(step.piece)}` +
@@ -288,12 +290,15 @@ export function createGenerateView({ form, prompt, promptLabel, promptNote, star
 
     select(step) {
       selected = step;
-      for (const b of output.querySelectorAll('.tok')) {
+      const toks = [...output.querySelectorAll('.tok')];
+      for (const b of toks) {
         const on = Number(b.dataset.step) === step;
         b.classList.toggle('selected', on);
+        b.tabIndex = on ? 0 : -1;
         if (on) b.setAttribute('aria-current', 'step');
         else b.removeAttribute('aria-current');
       }
+      if (toks.length && !toks.some((b) => b.tabIndex === 0)) toks[0].tabIndex = 0; // the tokens' one Tab stop
     },
 
     get selected() { return selected; },

@@ -11,7 +11,7 @@
 //   button.mask-cell[data-q][data-k] (aria-pressed when blocked) in #inspect-cells;
 //   button.cross-cell[data-q][data-k] (decoder query, source key; aria-pressed when blocked) in #inspect-xcells;
 //   #inspect-induction-result[data-first][data-second][data-second-ablated]; #inspect-generated[data-ids].
-import { h, replaceChildren, visible, count } from '../dom.js';
+import { h, replaceChildren, visible, count, roving } from '../dom.js';
 
 const KINDS = [
   ['previous_token', 'Previous token'],
@@ -57,6 +57,9 @@ export function createInspectView(root, { onInspect, onGenerate }) {
   let xcells = new Set(); // "Q.K" cross-attention cells (decoder query, source key) chosen to block
 
   const piece = (id) => visible(report?.pieces?.[id] ?? `#${id}`);
+  // Each grid of cells (a head-score grid, the entropy grid, a block-cells grid) is one Tab stop: the arrow keys move
+  // inside it, Enter or Space presses the cell (dom.js roving()).
+  const grids = roving(root, 'button.head-cell, td.entropy-cell, button.mask-cell, button.cross-cell', { scope: 'table' });
 
   function status(text, state) {
     root.dataset.state = state;
@@ -199,11 +202,15 @@ export function createInspectView(root, { onInspect, onGenerate }) {
           h('caption', { class: 'small muted' }, 'Attention entropy (nats, mean over positions)'),
           h('thead', {}, h('tr', {}, h('th', {}, 'L \\ H'), meanEntropy[0].map((_, hd) => h('th', {}, hd)))),
           h('tbody', {}, meanEntropy.map((row, l) => h('tr', {}, h('th', {}, l), row.map((e, hd) => h('td', {
-            class: 'entropy-cell', style: shade(e / Math.log(Math.max(t, 2))),
+            class: 'entropy-cell', style: shade(e / Math.log(Math.max(t, 2))), role: 'button', tabindex: '-1',
             title: `${headName(l, hd)}: ${fmt(e, 3)} nats on average (0 = always one key; ln ${t} = ${fmt(Math.log(t))} = spread evenly over all ${t}). Click for each position.`,
             dataset: { layer: l, head: hd, mean: e },
             'aria-selected': String(entHead[0] === l && entHead[1] === hd),
-            on: { click: () => showEntropy(l, hd) },
+            on: { click: () => showEntropy(l, hd), keydown: (ev) => {
+              if (ev.key !== 'Enter' && ev.key !== ' ') return;
+              ev.preventDefault();
+              showEntropy(l, hd);
+            } },
           }, fmt(e))))))))),
       entropyStrip(r),
       it ? h('p', { id: 'inspect-induction-result', class: 'small', dataset: { first: it.loss_first_half, second: it.loss_second_half, secondAblated: it.loss_second_half_ablated ?? '' } },
@@ -252,6 +259,7 @@ export function createInspectView(root, { onInspect, onGenerate }) {
           dataset: { pos: p, surprise: r.surprise[p] },
         }, piece(id));
       })));
+    grids.reset();
   }
 
   /** One head's attention entropy at every query position (the core's [layer][head][position]). */
