@@ -99,10 +99,10 @@ export function createDeviceView(root) {
           h('caption', {}, 'Greedy decoding with the KV cache, measured when the model loaded'),
           h('tbody', {}, rows)),
         h('p', { class: 'small', id: 'device-speed-summary' }, summary),
-        h('p', { class: 'muted small', id: 'device-speed-choice' }, {
-          auto: 'The page measured both and uses the faster. To choose yourself, set \u201cRun on\u201d in the Model view.',
-          only: 'Without WebGPU the CPU path is the only one, so there is nothing to choose.',
-        }[choice] ?? 'You chose this path in \u201cRun on\u201d (Model view); set it to \u201cthe faster path, measured here\u201d to let the page choose.'));
+        // Without WebGPU the summary says the CPU path is the only one: there is no choice to explain.
+        choice === 'only' ? null : h('p', { class: 'muted small', id: 'device-speed-choice' }, choice === 'auto'
+          ? 'The page measured both and uses the faster. To choose yourself, set \u201cRun on\u201d in the Model view.'
+          : 'You chose this path in \u201cRun on\u201d (Model view); set it to \u201cthe faster path, measured here\u201d to let the page choose.'));
     },
 
     showError(message) {
