@@ -397,9 +397,11 @@ async function loadFromFiles(files) {
  * "config.json: ...") names that file, not the weights file the model was named after.
  */
 function loadError(meta, message) {
-  const file = /^([\w.-]+\.(?:json|safetensors|bin))(?::| is\b| should\b)/.exec(message)?.[1];
-  if (file && file !== meta.name && meta.source?.startsWith('(your')) {
-    return `Could not load the model from your files: ${sentence(message)}`;
+  const named = /^(?:checkpoint: )?(([\w.-]+\.(?:json|safetensors|bin))(?::| is\b| should\b).*)$/s.exec(message);
+  if (named) { // the file's own words, without the core's "checkpoint:"
+    const [, words, file] = named;
+    if (file === meta.name && words.startsWith(`${file}:`)) return `Could not load ${file}: ${sentence(words.slice(file.length + 1).trim())}`;
+    if (file !== meta.name && meta.source?.startsWith('(your')) return `Could not load the model from your files: ${sentence(words)}`;
   }
   return `Could not load ${meta.name}: ${sentence(message)}`;
 }

@@ -247,6 +247,17 @@ test('a set without config.json, and one over the memory budget: one line of err
     assert.doesNotMatch(typed, /expected usize|line 1 column|\.\.|\?\./);
     assert.equal(await page.inputValue('#prompt'), 'my own words');
 
+    // A model.bin whose header is not llama2.c's: the core's question stands as the end of the sentence ("?", not "?.").
+    const [bin, tok] = files('llama_tied', ['model.bin', 'tokenizer.bin']);
+    const badBin = Buffer.from(bin.buffer);
+    badBin.writeInt32LE(100_000, 8); // n_layers
+    await page.evaluate(() => { document.getElementById('model-error').hidden = true; });
+    await drop(page, [{ ...bin, buffer: badBin }, tok]);
+    await page.waitForSelector('#model-error:not([hidden])', { timeout: 60_000 });
+    const header = await page.locator('#model-error').innerText();
+    console.log(`bad model.bin: ${header}`);
+    assert.match(header, /^Could not load model\.bin: header field n_layers = 100000 is out of range \(1 to \d+\); is this a llama2\.c model\.bin\? model\.bin is still loaded\.$/);
+
     // A model whose weights alone are over the page's budget (683M parameters, 2.7 GB in f32: a real config.json
     // and a model.safetensors whose data section is a sparse file): refused, naming the biggest buffers, before a
     // single weight is read.
