@@ -4,7 +4,7 @@
 // ranks the next-token candidates (`candidates`); this module only asks and hands the answers to the views.
 import { WorkerDiedError } from './core.js';
 import { state } from './state.js';
-import { visible } from './dom.js';
+import { visible, count } from './dom.js';
 
 const MAX_MASK_TOKENS = 40; // the current input's masks are tables: draw at most this many tokens
 const NO_EXPERTS = 'This model has no experts: every token goes through the same feed-forward network.';
@@ -68,7 +68,7 @@ export function createAnalysis({ views, prompt, call, onPromptLength }) {
     state.lastPromptLen = enc.ids.length;
     onPromptLength();
     if (!enc.fits) {
-      clear(`The source has ${enc.ids.length} tokens but the model\u2019s context is ${enc.context}: shorten it.`);
+      clear(`The source has ${count(enc.ids.length, 'token')} but the model\u2019s context is ${enc.context}: shorten it.`);
       return;
     }
     state.run = null;

@@ -37,6 +37,7 @@ import { endNote } from './context.js';
 import { state } from './state.js';
 import { createPrompt } from './prompt.js';
 import { createAnalysis } from './analysis.js';
+import { count, sentence } from './dom.js';
 
 const params = new URLSearchParams(location.search);
 const NO_GPU = params.get('nogpu') === '1';
@@ -113,6 +114,7 @@ const gen = createGenerateView({
   form: $('gen-form'),
   prompt: $('prompt'),
   promptLabel: $('prompt-label'),
+  promptNote: $('prompt-note'),
   startBtn: $('gen-start'),
   stopBtn: $('gen-stop'),
   stats: $('gen-stats'),
@@ -127,6 +129,7 @@ const gen = createGenerateView({
   onSelectStep: (s) => analysis.selectStep(s),
   onPromptInput: () => {
     state.promptTouched = true;
+    prompt.typed();
     analysis.schedule();
   },
   onSamplingInput: () => analysis.refreshNextToken(),
@@ -271,7 +274,11 @@ async function initCore({ afterRestart = false } = {}) {
   versionEl.dataset.state = 'ready';
   device.show(info);
   document.body.dataset.backend = info.gpu?.ok ? 'gpu' : 'cpu';
-  $('model-backend').disabled = !info.gpu?.ok; // without a GPU there is nothing to choose
+  // Without a GPU there is nothing to choose: the control shows the one path there is, not "the faster path".
+  const runOn = $('model-backend');
+  runOn.disabled = !info.gpu?.ok;
+  if (!info.gpu?.ok) runOn.value = 'cpu';
+  runOn.title = info.gpu?.ok ? '' : 'Without WebGPU the CPU path is the only one';
   if (info.gpu?.ok) {
     backendNotice.hidden = true;
     selftest.setReady();
@@ -333,11 +340,11 @@ async function loadFromUrl(entry) {
   } catch (err) {
     state.loading = false;
     modelView.hideProgress();
-    modelView.showError(`Could not load ${entry.name ?? entry.file}: ${err.message}` + stillLoaded());
+    modelView.showError(`Could not load ${entry.name ?? entry.file}: ${sentence(err.message)}` + stillLoaded());
     return;
   }
   state.loading = false;
-  await loadSource({ bytes }, { id: entry.id, name: entry.name ?? entry.id, description: entry.description, prompt: entry.prompt,
+  await loadSource({ bytes }, { id: entry.id, name: entry.name ?? entry.id, description: entry.description, prompt: entry.prompt, task: entry.task,
     sampling: entry.sampling, source: entry.file });
 }
 
@@ -385,6 +392,20 @@ async function loadFromFiles(files) {
     description: '', prompt: 'Once upon a time' });
 }
 
+/**
+ * "Could not load NAME: why." A message about one of the files given (the core's start with its name, e.g.
+ * "config.json: ...") names that file, not the weights file the model was named after.
+ */
+function loadError(meta, message) {
+  const named = /^(?:checkpoint: )?(([\w.-]+\.(?:json|safetensors|bin))(?::| is\b| should\b).*)$/s.exec(message);
+  if (named) { // the file's own words, without the core's "checkpoint:"
+    const [, words, file] = named;
+    if (file === meta.name && words.startsWith(`${file}:`)) return `Could not load ${file}: ${sentence(words.slice(file.length + 1).trim())}`;
+    if (file !== meta.name && meta.source?.startsWith('(your')) return `Could not load the model from your files: ${sentence(words)}`;
+  }
+  return `Could not load ${meta.name}: ${sentence(message)}`;
+}
+
 function stillLoaded() {
   return state.model ? ` ${state.model.meta.name} is still loaded.` : '';
 }
@@ -410,9 +431,7 @@ async function loadSource(source, meta, { reload = false, switchBackend = false 
     state.loading = false;
     state.loadingMeta = null;
     modelView.hideProgress();
-    if (!(err instanceof WorkerDiedError)) {
-      modelView.showError(`Could not load ${meta.name}: ${err.message}.` + stillLoaded());
-    }
+    if (!(err instanceof WorkerDiedError)) modelView.showError(loadError(meta, err.message) + stillLoaded());
     gen.setReady(Boolean(state.model));
     return;
   }
@@ -427,6 +446,7 @@ async function loadSource(source, meta, { reload = false, switchBackend = false 
   state.model = { card, meta, source };
   modelView.showCard(card, meta);
   modelView.setCurrent(meta.id);
+  gen.setModelName(meta.name);
   document.body.dataset.model = meta.id;
   const isEncDec = card.arch === 'encoder_decoder';
   gen.setMode(isEncDec ? 'source' : card.tokenizer ? 'text' : 'ids');
@@ -450,7 +470,7 @@ function clearStaleErrors() {
 
 /** Loads the model where "Run on" says (auto: measured on both paths, the faster kept; www/speed.js). */
 async function loadOnBestPath(source, meta, gpuOk) {
-  const choice = gpuOk ? $('model-backend').value : 'cpu';
+  const choice = gpuOk ? $('model-backend').value : 'only'; // without WebGPU nobody chose the CPU path: it is the only one
   const names = { gpu: 'WebGPU', cpu: 'the CPU path' };
   const { card, results, chosen } = await loadOnFasterPath({
     call, source, meta, gpuOk, choice, measured: state.speed[meta.id],
@@ -511,13 +531,13 @@ async function validateGeneration(keepLast) {
   }
   if (!enc.ids.length) return refuse(isEncDec ? 'Type a date (or any sentence) to translate first.' : 'Type a prompt first.');
   if (!enc.fits) {
-    return refuse(`The source has ${enc.ids.length} tokens but the model\u2019s context is ${enc.context}.`);
+    return refuse(`The source has ${count(enc.ids.length, 'token')} but the model\u2019s context is ${enc.context}.`);
   }
   if (!enc.room && !opts.sliding_window) {
-    return refuse(`The prompt has ${enc.ids.length} tokens and the model\u2019s context is ${enc.context}: ` +
+    return refuse(`The prompt has ${count(enc.ids.length, 'token')} and the model\u2019s context is ${enc.context}: ` +
       'there is no room for a new token. Shorten the prompt, or', {
       id: 'gen-keep-last',
-      label: `Keep the last ${enc.keep_last} tokens`,
+      label: `Keep the last ${count(enc.keep_last, 'token')}`,
       onClick: () => generate({ keepLast: true }),
     });
   }
@@ -568,6 +588,7 @@ async function streamGeneration(input) {
     if (!undrawn.length) return;
     for (const step of undrawn) gen.addToken(step);
     undrawn = [];
+    gen.followNewest();
     const n = run.gen.length;
     showGenStats(input, n, tFirst - t0, n >= 2 && tLast > tFirst ? (n - 1) / ((tLast - tFirst) / 1000) : null);
   };

@@ -2,6 +2,7 @@
 // a prompt cut to its tail). The window arithmetic itself is the core's (src/model/runtime/run.rs:
 // sliding_window_start); the page reads its results from the generation's events (window_start per token, the
 // kept prompt in the start event, the stop reason at the end).
+import { count } from './dom.js';
 
 /**
  * Why the generation ended, in one or more sentences ('' when it simply made the tokens asked for).
@@ -11,13 +12,13 @@
 export function endNote(run, ctx) {
   const parts = [];
   if (run.promptCut > 0) {
-    parts.push(`The prompt was cut to its last ${run.src.length} tokens (the first ${run.promptCut} do not fit the model\u2019s context of ${ctx}).`);
+    parts.push(`The prompt was cut to its last ${count(run.src.length, 'token')} (the first ${run.promptCut} do not fit the model\u2019s context of ${ctx}).`);
   }
   const firstSlide = run.windows.findIndex((w) => w > 0);
   if (firstSlide >= 0) {
     const last = run.windows[run.windows.length - 1];
     parts.push(`From step ${firstSlide} on, the sequence was longer than the model\u2019s context of ${ctx} tokens: each token was ` +
-      `predicted from the newest ${ctx - 1} tokens only (the sliding window; at the last step it forgot the first ${last}).`);
+      `predicted from the newest ${count(ctx - 1, 'token')} only (the sliding window; at the last step it forgot the first ${last}).`);
   }
   if (run.reason === 'context') {
     parts.push(`Stopped: the model\u2019s context is ${ctx} tokens (${run.src.length} in the prompt + ${run.gen.length} generated). ` +

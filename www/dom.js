@@ -41,6 +41,17 @@ export function replaceChildren(el, ...children) {
   append(el, children);
 }
 
+/** "1 token", "2 tokens": a count with its noun, singular for one. */
+export function count(n, noun, plural = `${noun}s`) {
+  return `${n} ${n === 1 ? noun : plural}`;
+}
+
+/** A message as the end of a sentence: a full stop added unless it already ends with one (or ? or !). */
+export function sentence(text) {
+  const t = String(text ?? '').trimEnd();
+  return /[.?!…]$/.test(t) ? t : `${t}.`;
+}
+
 /** A token's text as the views draw it: spaces and newlines made visible (· and ⏎). */
 export function visible(s) {
   return String(s ?? '').replace(/ /g, '·').replace(/\n/g, '⏎');
@@ -62,4 +73,71 @@ export function formatBytes(n) {
 
 export function formatInt(n) {
   return typeof n === 'number' ? n.toLocaleString('en-US') : String(n);
+}
+
+/**
+ * A roving tabindex: the items of a group (elements matching `selector` inside `container`; a group is all of them,
+ * or those inside one `scope` element, e.g. one table) make one Tab stop, and the arrow keys move inside it:
+ * Left/Right one item, Up/Down one row (the same column of the next table row that has an item there, or `cols()`
+ * items in a flat grid, else one item), Home/End the first and last. Enter and Space act as on any button (a span
+ * with role="button" handles them itself). Items can come and go: the one focused last is the group's stop, and
+ * reset() after a redraw makes the current item of each group (aria-pressed/-selected/-current) or its first the
+ * stop. Returns {reset}.
+ */
+export function roving(container, selector, { scope = null, cols = null } = {}) {
+  const groupOf = (item) => (scope ? item.closest(scope) : container);
+  const itemsIn = (group) => [...group.querySelectorAll(selector)];
+  const isCurrent = (el) => el.matches('[aria-pressed="true"], [aria-selected="true"], [aria-current]');
+  function makeStop(item) {
+    for (const el of groupOf(item).querySelectorAll(`${selector}[tabindex="0"]`)) if (el !== item) el.tabIndex = -1;
+    item.tabIndex = 0;
+  }
+  function vertical(list, i, dir) {
+    const n = cols?.();
+    if (n) return list[i + dir * n] ?? null;
+    const cell = list[i].closest('td, th');
+    if (!cell) return list[i + dir] ?? null;
+    for (let row = dir > 0 ? cell.parentElement.nextElementSibling : cell.parentElement.previousElementSibling; row;
+      row = dir > 0 ? row.nextElementSibling : row.previousElementSibling) {
+      const c = row.children[cell.cellIndex];
+      const item = c?.matches(selector) ? c : c?.querySelector(selector);
+      if (item) return item;
+    }
+    return null;
+  }
+  const own = (e) => {
+    const item = e.target.closest?.(selector);
+    return item && container.contains(item) ? item : null;
+  };
+  container.addEventListener('keydown', (e) => {
+    const item = own(e);
+    if (!item || e.altKey || e.ctrlKey || e.metaKey) return;
+    const list = itemsIn(groupOf(item));
+    const i = list.indexOf(item);
+    const moves = {
+      ArrowRight: () => list[i + 1], ArrowLeft: () => list[i - 1], ArrowDown: () => vertical(list, i, 1),
+      ArrowUp: () => vertical(list, i, -1), Home: () => list[0], End: () => list[list.length - 1],
+    };
+    if (!moves[e.key]) return;
+    e.preventDefault();
+    const next = moves[e.key]();
+    if (next) {
+      makeStop(next);
+      next.focus();
+    }
+  });
+  container.addEventListener('focusin', (e) => {
+    const item = own(e);
+    if (item) makeStop(item);
+  });
+  return {
+    reset() {
+      const groups = scope ? [...container.querySelectorAll(scope)].filter((g) => g.querySelector(selector)) : [container];
+      for (const g of groups) {
+        const list = itemsIn(g);
+        const stop = list.find(isCurrent) ?? list[0];
+        for (const el of list) el.tabIndex = el === stop ? 0 : -1;
+      }
+    },
+  };
 }

@@ -54,6 +54,7 @@ export function speedSummary(results, chosen, choice) {
   if (results.gpu || results.errors?.gpu) parts.push(`WebGPU ${results.errors?.gpu ? `failed (${results.errors.gpu})` : fmt(results.gpu)}`);
   if (results.cpu || results.errors?.cpu) parts.push(`CPU ${results.errors?.cpu ? `failed (${results.errors.cpu})` : fmt(results.cpu)}`);
   const measured = parts.join(', ');
+  if (choice === 'only') return `${measured}: running on ${names[chosen]}, the only path here (no usable WebGPU).`;
   if (choice === 'auto') {
     const other = chosen === 'gpu' ? 'cpu' : 'gpu';
     const ratio = results[chosen]?.tps && results[other]?.tps ? results[chosen].tps / results[other].tps : null;
@@ -94,7 +95,7 @@ export function kvNote(card, { promptLen, maxNew, sliding }) {
 }
 
 /**
- * Loads the model (source: {bytes} of a checkpoint or {files} given together) where `choice` says: 'gpu', 'cpu', or 'auto' (the faster path). Without
+ * Loads the model (source: {bytes} of a checkpoint or {files} given together) where `choice` says: 'gpu', 'cpu', or 'auto' (the faster path); 'only' without WebGPU. Without
  * an earlier measurement (`measured`), it loads the model on each path the device has in turn and times a probe
  * there, then loads it on the faster one if that is not the one loaded last. call(type, args) reaches the worker.
  * Resolves {card (of the model as loaded), results (the measurement), chosen ('gpu' | 'cpu')}.

@@ -54,6 +54,51 @@ fn dim(v: usize, field: &str, max: usize) -> Result<usize> {
     Ok(v)
 }
 
+/// Reads config.json. A field of the wrong type is named, with what it should be ("\"n_layer\" should be a whole
+/// number, not the string \"12\""), instead of serde's "expected usize at line 1 column 78".
+pub fn read_config(bytes: &[u8]) -> Result<RawConfig> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| FormatError(format!("config.json is not valid JSON ({e})")))?;
+    let serde_json::Value::Object(fields) = &value else {
+        return err(format!("config.json should hold a JSON object of settings, not {}", describe(&value)));
+    };
+    RawConfig::deserialize(&value).map_err(|whole| {
+        // The first field that fails on its own is the one to name.
+        for (name, v) in fields {
+            let one = serde_json::Value::Object([(name.clone(), v.clone())].into_iter().collect());
+            if let Err(e) = RawConfig::deserialize(&one) {
+                return FormatError(format!("config.json: \"{name}\" should be {}, not {}", expected(&e.to_string()), describe(v)));
+            }
+        }
+        FormatError(format!("config.json: {whole}"))
+    })
+}
+
+/// What serde expected, in words ("expected usize" -> "a whole number (0 or more)").
+fn expected(message: &str) -> String {
+    let want = message.rsplit("expected ").next().unwrap_or("").trim();
+    match want {
+        "usize" | "u32" | "u64" => "a whole number (0 or more)".into(),
+        "f64" | "f32" => "a number".into(),
+        "a boolean" => "true or false".into(),
+        "a string" => "a string".into(),
+        "a sequence" => "a list".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A JSON value as a person reads it: the string "12", the number -1, a list, ...
+fn describe(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "null".into(),
+        serde_json::Value::Bool(b) => format!("{b}"),
+        serde_json::Value::Number(n) => format!("the number {n}"),
+        serde_json::Value::String(s) => format!("the string {}", serde_json::Value::String(s.chars().take(40).collect())),
+        serde_json::Value::Array(_) => "a list".into(),
+        serde_json::Value::Object(_) => "an object".into(),
+    }
+}
+
 /// Which family config.json declares, from `model_type` (or `architectures`).
 pub fn detect(c: &RawConfig) -> Result<(Family, String)> {
     let arch = c.architectures.first().cloned().unwrap_or_default();
@@ -259,8 +304,7 @@ fn stored_tensors(files: &dyn Files) -> Result<HashMap<String, Stored>> {
 
 /// Plans the load of a Hugging Face directory.
 pub fn plan(files: &dyn Files) -> Result<Plan> {
-    let raw: RawConfig =
-        serde_json::from_slice(&files.read_capped("config.json", MAX_JSON_BYTES)?).map_err(|e| FormatError(format!("config.json: {e}")))?;
+    let raw = read_config(&files.read_capped("config.json", MAX_JSON_BYTES)?)?;
     let (family, declared) = detect(&raw)?;
     let dims = dims(&raw, family)?;
     let mut stored = stored_tensors(files)?;
@@ -404,4 +448,22 @@ pub fn plan(files: &dyn Files) -> Result<Plan> {
     }
     let dtype = counts.into_iter().max_by_key(|(_, n)| *n).map(|(t, _)| t).unwrap_or(DType::F32);
     Ok(Plan { format: Format::HfDirectory, family, declared, dims, tensors, dtype })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_config;
+
+    #[test]
+    fn a_field_of_the_wrong_type_is_named() {
+        let e = read_config(br#"{"model_type": "gpt2", "n_layer": "12"}"#).unwrap_err().to_string();
+        assert!(e.contains("\"n_layer\" should be a whole number (0 or more), not the string \"12\""), "{e}");
+        let e = read_config(br#"{"n_head": -1}"#).unwrap_err().to_string();
+        assert!(e.contains("\"n_head\" should be a whole number (0 or more), not the number -1"), "{e}");
+        let e = read_config(br#"{"tie_word_embeddings": "yes"}"#).unwrap_err().to_string();
+        assert!(e.contains("\"tie_word_embeddings\" should be true or false"), "{e}");
+        let e = read_config(b"{\"n_layer\": 12,").unwrap_err().to_string();
+        assert!(e.starts_with("config.json is not valid JSON"), "{e}");
+        assert!(read_config(br#"{"model_type": "gpt2", "n_layer": 12}"#).is_ok());
+    }
 }

@@ -229,10 +229,34 @@ test('a set without config.json, and one over the memory budget: one line of err
     await page.waitForSelector('#model-error:not([hidden])', { timeout: 60_000 });
     const e = await page.locator('#model-error').innerText();
     console.log(`no config.json: ${e}`);
-    assert.match(e, /^Could not load model\.safetensors: config\.json is missing/);
+    assert.match(e, /^Could not load the model from your files: config\.json is missing/, 'the error names the file at fault');
     assert.equal(e.split('\n').length, 1, 'one line');
     assert.match(e, /is still loaded/);
     assert.equal(await page.inputValue('#prompt'), 'my own words', 'what the user typed stays');
+
+    // A config.json with a field of the wrong type (a string where a number goes): the field is named, with what it
+    // should be, not serde's "expected usize at line 1 column 78"; and no doubled full stop.
+    const config = JSON.parse(fs.readFileSync(path.join(FIX, 'gpt2', 'config.json'), 'utf8'));
+    const badConfig = { name: 'config.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify({ ...config, n_layer: String(config.n_layer) })) };
+    await page.evaluate(() => { document.getElementById('model-error').hidden = true; });
+    await drop(page, [badConfig, ...files('gpt2', ['model.safetensors', 'tokenizer.json'])]);
+    await page.waitForSelector('#model-error:not([hidden])', { timeout: 60_000 });
+    const typed = await page.locator('#model-error').innerText();
+    console.log(`wrong type in config.json: ${typed}`);
+    assert.match(typed, new RegExp(`^Could not load the model from your files: config\\.json: "n_layer" should be a whole number \\(0 or more\\), not the string "${config.n_layer}"\\. .* is still loaded\\.$`));
+    assert.doesNotMatch(typed, /expected usize|line 1 column|\.\.|\?\./);
+    assert.equal(await page.inputValue('#prompt'), 'my own words');
+
+    // A model.bin whose header is not llama2.c's: the core's question stands as the end of the sentence ("?", not "?.").
+    const [bin, tok] = files('llama_tied', ['model.bin', 'tokenizer.bin']);
+    const badBin = Buffer.from(bin.buffer);
+    badBin.writeInt32LE(100_000, 8); // n_layers
+    await page.evaluate(() => { document.getElementById('model-error').hidden = true; });
+    await drop(page, [{ ...bin, buffer: badBin }, tok]);
+    await page.waitForSelector('#model-error:not([hidden])', { timeout: 60_000 });
+    const header = await page.locator('#model-error').innerText();
+    console.log(`bad model.bin: ${header}`);
+    assert.match(header, /^Could not load model\.bin: header field n_layers = 100000 is out of range \(1 to \d+\); is this a llama2\.c model\.bin\? model\.bin is still loaded\.$/);
 
     // A model whose weights alone are over the page's budget (683M parameters, 2.7 GB in f32: a real config.json
     // and a model.safetensors whose data section is a sparse file): refused, naming the biggest buffers, before a

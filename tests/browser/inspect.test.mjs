@@ -57,7 +57,7 @@ for (const width of [1280, 390]) {
         for (const c of strip) {
           assert.equal(`${c.layer}.${c.head}`, `${l}.${hd}`);
           near(Number(c.entropy), fx.attention_entropy[l][hd][c.pos], 1e-4, 0, `entropy ${l}.${hd} at ${c.pos}`);
-          assert.match(c.title, new RegExp(`^head ${l}\\.${hd}, position ${c.pos} .*: ${Number(c.entropy).toFixed(3)} nats$`));
+          assert.match(c.title, new RegExp(`^L${l} H${hd}, position ${c.pos} .*: ${Number(c.entropy).toFixed(3)} nats$`));
         }
       }
       assert.ok(fx.attention_entropy[1][1].some((e, p) => Math.abs(e - fx.attention_entropy[0][0][p]) > 1e-3), 'the two heads differ, so the click changed the strip');

@@ -402,6 +402,7 @@ test('honest speed: both paths measured at load, the faster one used, both figur
     assert.equal(await page.getAttribute('#model-card', 'data-backend'), faster);
     assert.equal(await page.locator(`#device-speed-table tr[data-path="${faster}"] .badge`).innerText(), 'in use');
     assert.match(summary, new RegExp(`running on ${faster === 'gpu' ? 'WebGPU' : 'the CPU path'}, [\\d.]+× as fast as`));
+    assert.match(await page.locator('#device-speed-choice').innerText(), /^The page measured both and uses the faster\./);
     // The generation stats name the path in use.
     await setGenerate(page, { prompt: 'ROMEO:\n', temperature: 0, max: 8, kv: true });
     await generateAndWait(page);
@@ -414,6 +415,8 @@ test('honest speed: both paths measured at load, the faster one used, both figur
     await page.waitForSelector(`#model-card[data-backend="${slower}"]`, { timeout: 60_000 });
     await page.waitForSelector(`#device-speed[data-choice="${slower}"][data-chosen="${slower}"]`);
     assert.match(await page.locator('#device-speed-summary').innerText(), /as you chose \((WebGPU|the CPU path) was faster here\)/);
+    // WebGPU is there and the user did choose: the page says so, and how to let it choose again.
+    assert.match(await page.locator('#device-speed-choice').innerText(), /^You chose this path in “Run on” \(Model view\); set it to “the faster path, measured here” to let the page choose\.$/);
     const again = await generateAndWait(page);
     assert.equal(again.state, 'done');
     assert.match(await page.locator('#gen-stats').innerText(), new RegExp(`· ${slower === 'gpu' ? 'WebGPU' : 'CPU'}$`));

@@ -323,22 +323,75 @@ test('screenshots at 1280x800 and 390x844; no sideways scrolling on a phone; eve
       await screenshotViews(page, tag);
 
       if (tag === 'desktop') {
-        // Tab through the page and collect what gets focus.
-        const seen = new Set();
-        for (let i = 0; i < 260; i++) {
+        await page.waitForSelector('#inspect-root[data-state="ready"] .head-grids', { timeout: 60_000 });
+        // One round of Tab through the whole page, from the top until focus comes back to an element it has seen:
+        // every Tab stop once, counted by what it is.
+        await page.evaluate(() => document.activeElement?.blur());
+        const stops = [];
+        for (let i = 0; i < 400; i++) {
           await page.keyboard.press('Tab');
-          const id = await page.evaluate(() => {
+          const { id, again } = await page.evaluate(() => {
             const el = document.activeElement;
-            return el?.id || (el?.dataset?.model ? `model:${el.dataset.model}` : el?.className ? `.${String(el.className).split(' ')[0]}` : el?.tagName);
+            if (!el || el === document.body) return { id: null, again: false };
+            const again = el.dataset.tabRound === '1';
+            el.dataset.tabRound = '1';
+            return { again, id: el.id || (el.dataset.model ? `model:${el.dataset.model}` : el.className ? `.${String(el.className).split(' ')[0]}` : el.tagName) };
           });
-          seen.add(id);
+          if (again) break;
+          if (id) stops.push(id);
         }
+        const seen = new Set(stops);
         const want = ['model:shakespeare-llama', 'model:dates-encdec', 'model-file', 'prompt', 'gen-temperature', 'gen-top-k',
           'gen-top-p', 'gen-seed', 'gen-max', 'gen-kv', 'gen-start', '.tok', 'attn-tab-decoder', '.thumb', 'attn-heatmap',
-          'attn-export-png', 'attn-export-json', 'attn-step', '.hv-tok', 'masks-seq-len', 'masks-seed-convention', 'bpe-text',
-          'bpe-train', 'bpe-step', 'selftest-run'];
+          'attn-export-png', 'attn-export-json', 'attn-step', '.hv-tok', 'inspect-run', '.head-cell', '.entropy-cell',
+          'masks-seq-len', 'masks-seed-convention', 'bpe-text', 'bpe-train', 'bpe-step', 'selftest-run'];
         const missing = want.filter((w) => !seen.has(w));
         assert.deepEqual(missing, [], `reached by Tab: ${[...seen].join(' ')}`);
+        // Grids are one Tab stop each, with the arrow keys inside (was 153 stops: 24 thumbnails, 72 head scores and
+        // every generated token were one each).
+        const n = (id) => stops.filter((s) => s === id).length;
+        console.log(`${stops.length} Tab stops; thumbnails ${n('.thumb')}, head scores ${n('.head-cell')}, entropy ${n('.entropy-cell')}, tokens ${n('.tok')}, head view ${n('.hv-tok')}`);
+        assert.equal(n('.thumb'), 1, 'the head thumbnails are one Tab stop');
+        assert.equal(n('.head-cell'), 3, 'each of the three head-score grids is one Tab stop');
+        assert.equal(n('.entropy-cell'), 1, 'the entropy grid is one Tab stop');
+        assert.equal(n('.tok'), 1, 'the generated tokens are one Tab stop');
+        assert.equal(n('.hv-tok'), 1, 'the head view\u2019s query tokens are one Tab stop');
+        const groups = [...new Set(stops)].filter((id) => n(id) > 1).map((id) => `${id} ${n(id)}`);
+        assert.ok(stops.length < 90, `${stops.length} Tab stops; repeated: ${groups.join(', ')}`);
+
+        // Inside a grid, by keyboard only: arrows move, Enter or Space presses.
+        const heads = Number(await page.locator('#attn-thumbs .thumb[data-layer="0"]').count());
+        await page.focus('#attn-thumbs .thumb[tabindex="0"]');
+        const start = await page.evaluate(() => ({ ...document.activeElement.dataset }));
+        await page.keyboard.press('ArrowDown');
+        assert.deepEqual(await page.evaluate(() => ({ ...document.activeElement.dataset })),
+          { layer: String(Number(start.layer) + 1), head: start.head }, 'ArrowDown: the same head one layer down');
+        await page.keyboard.press('ArrowRight');
+        await page.keyboard.press('Enter');
+        const want1 = { layer: String(Number(start.layer) + 1), head: String((Number(start.head) + 1) % heads) };
+        await page.waitForSelector(`#attention-root[data-layer="${want1.layer}"][data-head="${want1.head}"]`);
+        assert.equal(await page.getAttribute(`.thumb[data-layer="${want1.layer}"][data-head="${want1.head}"]`, 'aria-pressed'), 'true');
+        assert.equal(await page.locator('#attn-thumbs .thumb[tabindex="0"]').count(), 1);
+
+        await page.focus('#gen-output .tok[tabindex="0"]');
+        assert.equal(await page.evaluate(() => document.activeElement.dataset.step), '3', 'the selected token is the stop');
+        await page.keyboard.press('ArrowRight');
+        await page.keyboard.press('Enter');
+        await page.waitForSelector('#gen-output .tok[data-step="4"][aria-current="step"]');
+        await page.waitForSelector('#attention-root[data-step="4"]');
+        await page.keyboard.press('Home');
+        assert.equal(await page.evaluate(() => document.activeElement.dataset.step), '0');
+
+        await page.focus('#inspect-root table[data-kind="induction"] button.head-cell[tabindex="0"]');
+        await page.keyboard.press('ArrowRight');
+        await page.keyboard.press(' ');
+        const cell = await page.evaluate(() => ({ ...document.activeElement.dataset, pressed: document.activeElement.getAttribute('aria-pressed') }));
+        assert.deepEqual([cell.layer, cell.head, cell.pressed], ['0', '1', 'true'], 'Space chose L0 H1 for ablation');
+        assert.equal(await page.locator('#inspect-chosen').innerText(), 'Chosen: L0 H1');
+        await page.focus('#inspect-entropy td.entropy-cell[tabindex="0"]');
+        await page.keyboard.press('ArrowDown');
+        await page.keyboard.press('Enter');
+        await page.waitForSelector('#inspect-entropy-strip[data-layer="1"][data-head="0"]');
       }
       assertClean(assert, log);
     } finally {

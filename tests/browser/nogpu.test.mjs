@@ -6,8 +6,9 @@
 // CPU path of the wasm core (the fallback notice shows) and generation works.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import {
-  setup, openPage, assertClean, setMasks, readMatrix, expectedMatrix, shippedModels, assertModelFile, waitModel, setGenerate,
+  SHOT_DIR, setup, openPage, assertClean, setMasks, readMatrix, expectedMatrix, shippedModels, assertModelFile, waitModel, setGenerate,
   generateAndWait,
 } from './_harness.mjs';
 
@@ -35,6 +36,12 @@ test('WebGPU missing: a plain message, no self-test, masks still work', async ()
     const message = await page.locator('#device-message').innerText();
     console.log(`no WebGPU: ${message}`);
     assert.match(message, /WebGPU is not available in this browser/);
+    // Every view works without WebGPU (not only "the masks below"), and nobody chose the CPU path: it is the only one.
+    const advice = await page.locator('#device-advice').innerText();
+    assert.match(advice, /Every view still works: the models run on the CPU path .* the only path here, so “Run on” has nothing to choose\. Only the kernel self-test needs WebGPU\./);
+    assert.doesNotMatch(await page.locator('#device-status').innerText(), /masks below|as you chose|faster path/);
+    assert.equal(await page.inputValue('#model-backend'), 'cpu', '"Run on" shows the one path there is');
+    assert.equal(await page.isDisabled('#model-backend'), true);
 
     assert.equal(await page.getAttribute('#selftest-summary', 'data-state'), 'unavailable');
     assert.equal(await page.isDisabled('#selftest-run'), true);
@@ -85,6 +92,14 @@ test('CPU fallback (this Chromium, no WebGPU flag, no test hooks): the notice sh
     assert.ok(Number(await page.getAttribute('#device-speed-table tr[data-path="cpu"]', 'data-tps')) > 0);
     assert.equal(await page.getAttribute('#device-speed', 'data-chosen'), 'cpu');
     assert.equal(await page.isDisabled('#model-backend'), true);
+    assert.equal(await page.inputValue('#model-backend'), 'cpu');
+    assert.equal(await page.getAttribute('#device-speed', 'data-choice'), 'only');
+    const speedText = await page.locator('#device-speed').innerText();
+    console.log(`CPU only: ${speedText.replace(/\s*\n\s*/g, ' | ')}`);
+    assert.match(await page.locator('#device-speed-summary').innerText(), /running on the CPU path, the only path here \(no usable WebGPU\)\.$/);
+    assert.equal(await page.locator('#device-speed-choice').count(), 0, 'no line about a choice nobody made');
+    assert.doesNotMatch(await page.locator('#device-status').innerText(), /as you chose|“the faster path|masks below/);
+    await page.locator('#view-device').screenshot({ path: path.join(SHOT_DIR, 'nogpu-device-desktop.png') });
     await setGenerate(page, { prompt: 'ROMEO:\n', temperature: 0.8, seed: 5, max: 12 });
     const out = await generateAndWait(page);
     console.log(`CPU: ${out.count} tokens at ${out.tps} tokens/s: ${JSON.stringify(out.text)}`);

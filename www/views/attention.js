@@ -10,7 +10,7 @@
 // State for tests on #attention-root: data-state "empty" | "generating" | "analysing" | "ready"; data-kind,
 // data-layer, data-head, data-step ("" = all rows), data-window "r0,r1" (the query rows drawn); buttons
 // #attn-export-png, #attn-export-json; .thumb[data-layer][data-head]; the canvas's data-* (see heatmap.js).
-import { h, replaceChildren } from '../dom.js';
+import { h, replaceChildren, roving } from '../dom.js';
 import { drawThumbnail, drawHeatmap, heatmapLayout, cellAt } from './heatmap.js';
 
 const KIND_NAMES = { encoder: 'Encoder self-attention', decoder: 'Decoder self-attention', cross: 'Cross-attention' };
@@ -70,7 +70,9 @@ export function createAttentionView(root, { onSelectStep }) {
         'aria-selected': String(k === kind), tabindex: k === kind ? '0' : '-1', dataset: { kind: k },
         on: { click: () => setKind(k), keydown: (e) => tabKeys(e, kinds) },
       }, KIND_NAMES[k] ?? k)));
-    const thumbs = h('div', { class: 'thumbs', id: 'attn-thumbs', role: 'group', 'aria-label': 'Layers by heads' });
+    const thumbs = h('div', { class: 'thumbs', id: 'attn-thumbs', role: 'group', 'aria-label': 'Layers by heads (arrow keys move, Enter shows)' });
+    // One Tab stop for the thumbnails; the arrow keys move (Up/Down: the same head one layer away).
+    roving(thumbs, '.thumb', { cols: () => mapsOf(kind)[0]?.heads ?? 1 });
     const canvas = h('canvas', { id: 'attn-heatmap', class: 'heatmap', tabindex: '0', role: 'img' });
     const tip = h('div', { class: 'tooltip', id: 'attn-tooltip', hidden: true, role: 'status' });
     const caption = h('p', { class: 'heat-caption', id: 'attn-caption' });
@@ -141,7 +143,9 @@ export function createAttentionView(root, { onSelectStep }) {
     layer = l;
     head = hd;
     for (const b of els.thumbs.querySelectorAll('.thumb')) {
-      b.setAttribute('aria-pressed', String(Number(b.dataset.layer) === l && Number(b.dataset.head) === hd));
+      const on = Number(b.dataset.layer) === l && Number(b.dataset.head) === hd;
+      b.setAttribute('aria-pressed', String(on));
+      b.tabIndex = on ? 0 : -1; // the chosen head is the thumbnails' one Tab stop
     }
     drawMain();
     drawHeadView();
@@ -170,6 +174,7 @@ export function createAttentionView(root, { onSelectStep }) {
         buttons.push(h('button', {
           type: 'button', class: 'thumb', dataset: { layer: m.layer, head: hd },
           'aria-pressed': String(m.layer === layer && hd === head),
+          tabindex: m.layer === layer && hd === head ? '0' : '-1', // the grid is one Tab stop: arrows move inside
           'aria-label': `layer ${m.layer}, head ${hd}${kv != null ? `, reads KV head ${kv}` : ''}`,
           on: { click: () => select(m.layer, hd) },
         }, h('canvas', { width: THUMB, height: THUMB, 'aria-hidden': 'true' }),
@@ -286,7 +291,7 @@ export function createAttentionView(root, { onSelectStep }) {
       maxRow: fr, focusRow: fr, cursor,
     });
     const kv = kvHeadOf(head);
-    const text = `${KIND_NAMES[kind]}, layer ${layer}, head ${head}${kv != null ? ` (reads KV head ${kv})` : ''}: ${m.rows} queries × ${m.cols} keys`;
+    const text = `${KIND_NAMES[kind]}, L${layer} H${head}${kv != null ? ` (reads KV head ${kv})` : ''}: ${m.rows} queries × ${m.cols} keys`;
     els.caption.textContent = text;
     els.canvas.setAttribute('aria-label', `${text}. Use the arrow keys to read cell values.`);
   }
@@ -357,9 +362,12 @@ export function createAttentionView(root, { onSelectStep }) {
     svg.setAttribute('class', 'headview-lines');
     svg.setAttribute('height', String(n * ROW));
     svg.setAttribute('aria-hidden', 'true');
-    const queries = h('ol', { class: 'hv-col hv-queries', 'aria-label': 'Queries' },
+    // The query tokens are one Tab stop (the shown row); the arrow keys move between them and draw their lines.
+    const shownRow = focusRow() ?? m.rows - 1;
+    const queries = h('ol', { class: 'hv-col hv-queries', 'aria-label': 'Queries (arrow keys move)' },
       Array.from({ length: m.rows }, (_, i) => h('li', {},
-        h('button', { type: 'button', class: 'hv-tok', dataset: { row: i } }, L.rows[i] ?? String(i)))));
+        h('button', { type: 'button', class: 'hv-tok', tabindex: i === shownRow ? '0' : '-1', dataset: { row: i } }, L.rows[i] ?? String(i)))));
+    roving(queries, '.hv-tok');
     const keys = h('ol', { class: 'hv-col hv-keys', 'aria-label': 'Keys' },
       Array.from({ length: m.cols }, (_, j) => h('li', { class: 'hv-key', dataset: { col: j } }, L.cols[j] ?? String(j))));
     const mask = maskFor(kind, m);
@@ -397,9 +405,8 @@ export function createAttentionView(root, { onSelectStep }) {
     });
     const scroller = h('div', { class: 'hv-scroll' }, queries, svg, keys);
     replaceChildren(els.headView, scroller);
-    const fr = focusRow();
     requestAnimationFrame(() => {
-      const row = fr ?? m.rows - 1;
+      const row = shownRow;
       drawLines(row);
       // Bring the shown query into view inside the box (not the page).
       scroller.scrollTop = Math.max(0, row * ROW - scroller.clientHeight / 2);

@@ -7,7 +7,7 @@
 //   #bpe-vocab-note  why the vocabulary differs from the size asked (hidden when it does not)
 //   #bpe-step   the range input (0..merges); #bpe-pieces li.piece one per token after that many merges
 //   #bpe-merges li[data-n=N] the merges in order; the one applied last has aria-current="step"
-import { h, replaceChildren, visible } from '../dom.js';
+import { h, replaceChildren, visible, count } from '../dom.js';
 
 const SAMPLE = `Shall I compare thee to a summer's day?
 Thou art more lovely and more temperate:
@@ -105,8 +105,8 @@ export function createBpeView(root, { request }) {
         h('span', { class: 'chip-piece' }, visible(p)))));
       const m = data.merges[k - 1];
       label.textContent = k === 0
-        ? `No merges: ${ps.length} tokens (single characters).`
-        : `After ${k} merge${k === 1 ? '' : 's'} (last: ${visible(m[0])} + ${visible(m[1])}): ${ps.length} tokens.`;
+        ? `No merges: ${count(ps.length, 'token')} (single characters).`
+        : `After ${k} merge${k === 1 ? '' : 's'} (last: ${visible(m[0])} + ${visible(m[1])}): ${count(ps.length, 'token')}.`;
       for (const li of mergesList.children) {
         const on = Number(li.dataset.n) === k;
         li.classList.toggle('current', on);

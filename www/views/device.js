@@ -5,7 +5,8 @@
 //   data-backend "webgpu" | "none" (what the core's gpu_init reported; empty while loading)
 //   data-reason  "ok" | "no-webgpu" (navigator.gpu missing) | "no-adapter" (WebGPU present, no adapter/device)
 //   #device-speed  the measured speed of the loaded model on each path: data-model, data-chosen ("gpu" | "cpu"),
-//                  data-choice ("auto" | "gpu" | "cpu"); tr[data-path][data-tps] one per measured path
+//                  data-choice ("auto" | "gpu" | "cpu": what "Run on" says; "only": no WebGPU, the CPU path is the only
+//                  one); tr[data-path][data-tps] one per measured path
 import { h, replaceChildren, formatBytes, formatInt } from '../dom.js';
 
 // [core field, label, the browser's GPUAdapterInfo field used when the core leaves it empty]
@@ -68,7 +69,8 @@ export function createDeviceView(root) {
       replaceChildren(root,
         h('p', { class: 'status status-warn', id: 'device-message' },
           h('span', { class: 'badge badge-warn' }, 'No GPU'), ' ', headline),
-        h('p', {}, advice, 'The masks below still work: they are computed by the same Rust core on the CPU.'),
+        h('p', { id: 'device-advice' }, advice, 'Every view still works: the models run on the CPU path of the same Rust core ' +
+          '(WebAssembly), which is the only path here, so \u201cRun on\u201d has nothing to choose. Only the kernel self-test needs WebGPU.'),
         gpu.error ? h('p', { class: 'muted small' }, 'Details: ', h('code', {}, gpu.error)) : null,
         h('p', { class: 'muted small', id: 'core-build' }, `wasm core ${info.version}, ${info.isa} build`),
         speedEl);
@@ -97,9 +99,10 @@ export function createDeviceView(root) {
           h('caption', {}, 'Greedy decoding with the KV cache, measured when the model loaded'),
           h('tbody', {}, rows)),
         h('p', { class: 'small', id: 'device-speed-summary' }, summary),
-        h('p', { class: 'muted small' }, choice === 'auto'
-          ? 'The page measured both and uses the faster. To choose yourself, set “Run on” in the Model view.'
-          : 'You chose this path in “Run on” (Model view); set it to “the faster path” to let the page choose.'));
+        // Without WebGPU the summary says the CPU path is the only one: there is no choice to explain.
+        choice === 'only' ? null : h('p', { class: 'muted small', id: 'device-speed-choice' }, choice === 'auto'
+          ? 'The page measured both and uses the faster. To choose yourself, set \u201cRun on\u201d in the Model view.'
+          : 'You chose this path in \u201cRun on\u201d (Model view); set it to \u201cthe faster path, measured here\u201d to let the page choose.'));
     },
 
     showError(message) {

@@ -1,7 +1,8 @@
 // "Generate": the prompt box, the sampling controls, Generate/Stop, live streaming of tokens, tokens/s and
 // the time to the first token. The output is the decoded text exactly (newlines, runs of spaces, tabs: the
-// box is white-space: pre-wrap); each generated token is an inline span with role="button" (focusable,
-// Enter or Space selects its step in the other views), never an inline-block that would swallow newlines.
+// box is white-space: pre-wrap); each generated token is an inline span with role="button" (Enter or Space
+// selects its step in the other views), never an inline-block that would swallow newlines. The tokens are one Tab
+// stop (the selected one, else the first): the arrow keys, Home and End move between them (dom.js roving()).
 //
 // The view owns its form: the prompt box, the sampling controls and the KV-cache note. The controller asks
 // it for the prompt's text and the options, and never reaches into those elements itself.
@@ -10,11 +11,13 @@
 //   #gen-output  data-state "idle" | "running" | "done" | "stopped" | "error"; data-run (how many generations
 //                started); data-count (tokens so far);
 //                data-text (the decoded output, set when the generation ends);
-//                data-reason (why it ended: "max_new_tokens" | "context" | "eos" | "stopped")
+//                data-reason (why it ended: "max_new_tokens" | "context" | "eos" | "stopped");
+//                data-follow "true" | "false" (whether the box scrolls to the newest token: not after the reader
+//                scrolled up in it, until they scroll back to the bottom)
 //   #gen-output .tok[data-step=N][data-id=ID]  one per generated token (.tok-partial: an incomplete character)
 //   #gen-end     the sentence that says why the generation ended (the context limit, the window)
 //   #gen-stats   data-tps, data-ttft-ms (numbers, once known)
-import { h, replaceChildren } from '../dom.js';
+import { h, replaceChildren, roving } from '../dom.js';
 
 const FIELDS = [
   // [input id, option name, label, parse]
@@ -28,7 +31,7 @@ const FIELDS = [
 // A model may suggest sampling settings (the date model: greedy, 12 tokens): these inputs take them.
 const SAMPLING_INPUTS = { temperature: 'gen-temperature', top_k: 'gen-top-k', top_p: 'gen-top-p', seed: 'gen-seed', max_new_tokens: 'gen-max' };
 
-export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBtn, stats, output, errorEl, kvBox,
+export function createGenerateView({ form, prompt, promptLabel, promptNote, startBtn, stopBtn, stats, output, errorEl, kvBox,
   slideBox, kvNote, endEl, onStart, onStop, onSelectStep, onPromptInput, onSamplingInput, onKvInput }) {
   let running = false;
   let ready = false;
@@ -53,11 +56,27 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
   for (const el of [kvBox, form.querySelector('#gen-max')]) el.addEventListener('input', () => onKvInput());
   kvBox.addEventListener('change', () => onKvInput());
   let savedSampling = null; // what the controls held before a model suggested its own settings
+  // The output box follows the newest token unless the reader scrolled up in it; scrolling back to the bottom
+  // follows again. autoTop: where the box put itself last, so that its own scroll is not taken for the reader's.
+  let follow = true;
+  let autoTop = -1;
+  const atBottom = () => output.scrollHeight - output.scrollTop - output.clientHeight <= 4;
+  output.addEventListener('scroll', () => {
+    if (atBottom()) follow = true;
+    else if (Math.abs(output.scrollTop - autoTop) > 1) follow = false;
+    output.dataset.follow = String(follow);
+  }, { passive: true });
+  function followNewest() {
+    if (!follow) return;
+    output.scrollTop = output.scrollHeight;
+    autoTop = output.scrollTop;
+  }
   stopBtn.addEventListener('click', () => onStop());
   output.addEventListener('click', (e) => {
     const b = e.target.closest('.tok');
     if (b) onSelectStep(Number(b.dataset.step));
   });
+  roving(output, '.tok');
   output.addEventListener('keydown', (e) => {
     const b = e.target.closest?.('.tok');
     if (b && (e.key === 'Enter' || e.key === ' ')) {
@@ -82,7 +101,30 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
     /** The prompt box's text. */
     promptText() { return prompt.value; },
 
-    setPrompt(text) { prompt.value = text; },
+    /** Sets the prompt box; asTyped: as if typed (the analysis and the KV note follow, as for the user's input). */
+    setPrompt(text, { asTyped = false } = {}) {
+      prompt.value = text;
+      if (asTyped) prompt.dispatchEvent(new Event('input'));
+    },
+
+    /**
+     * The line under the prompt box about the prompt ({text, action: {id, label, onClick}}), or null to hide it.
+     * #prompt-note data-kind says which line it is (for tests).
+     */
+    showPromptNote(note) {
+      promptNote.hidden = !note;
+      if (!note) {
+        promptNote.replaceChildren();
+        delete promptNote.dataset.kind;
+        return;
+      }
+      promptNote.dataset.kind = note.kind ?? '';
+      promptNote.replaceChildren(note.text);
+      if (note.action) {
+        promptNote.append(' ', h('button', { type: 'button', class: 'secondary small-button', id: note.action.id,
+          on: { click: note.action.onClick } }, note.action.label));
+      }
+    },
 
     /** Generation with a sliding window: checked by "Keep the last N tokens". */
     setSlidingWindow(on) { slideBox.checked = on; },
@@ -99,6 +141,13 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
       kvNote.dataset.cached = String(note.cached);
       kvNote.dataset.uncached = String(note.uncached);
       kvNote.textContent = note.text;
+    },
+
+    /** The loaded model's name, in the line under the heading (shown on narrow screens, where the card is below). */
+    setModelName(name) {
+      const line = form.parentElement.querySelector('#gen-model');
+      line.querySelector('#gen-model-name').textContent = name;
+      line.hidden = !name;
     },
 
     /** A model's suggested sampling settings; switching to a model that suggests none restores the controls. */
@@ -168,6 +217,10 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
           : h('span', { class: 'gen-prompt' }, promptText),
         tokensEl,
         h('span', { class: 'caret', 'aria-hidden': 'true' }));
+      follow = true;
+      output.dataset.follow = 'true';
+      output.scrollTop = 0;
+      autoTop = 0;
       stats.textContent = 'Prefill…';
       delete stats.dataset.tps;
       delete stats.dataset.ttftMs;
@@ -179,7 +232,7 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
       // the character shows it. The partial one stays clickable, marked by CSS (not part of the text).
       tokensEl.append(h('span', {
         role: 'button',
-        tabindex: '0',
+        tabindex: step.step === 0 ? '0' : '-1', // one Tab stop for all the tokens
         class: `tok${step.text === '' ? ' tok-partial' : ''}`,
         dataset: { step: step.step, id: step.id },
         title: `step ${step.step}: id ${step.id}, piece ${JSON.stringify(step.piece)}` +
@@ -188,6 +241,9 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
       }, step.text));
       output.dataset.count = String(step.step + 1);
     },
+
+    /** After a batch of tokens is appended: the box shows the newest unless the reader scrolled up. */
+    followNewest,
 
     setStats({ count, ttftMs, tps, backend, kvCache = true }) {
       const parts = [];
@@ -214,7 +270,7 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
       if (reason) output.dataset.reason = reason;
       output.querySelector('.caret')?.remove();
       endEl.hidden = !note && state !== 'stopped';
-      endEl.textContent = state === 'stopped' ? `Stopped${note ? `; ${note}` : '.'}` : note;
+      endEl.textContent = state === 'stopped' ? `Stopped.${note ? ` ${note}` : ''}` : note;
       endEl.dataset.reason = reason ?? '';
     },
 
@@ -234,12 +290,15 @@ export function createGenerateView({ form, prompt, promptLabel, startBtn, stopBt
 
     select(step) {
       selected = step;
-      for (const b of output.querySelectorAll('.tok')) {
+      const toks = [...output.querySelectorAll('.tok')];
+      for (const b of toks) {
         const on = Number(b.dataset.step) === step;
         b.classList.toggle('selected', on);
+        b.tabIndex = on ? 0 : -1;
         if (on) b.setAttribute('aria-current', 'step');
         else b.removeAttribute('aria-current');
       }
+      if (toks.length && !toks.some((b) => b.tabIndex === 0)) toks[0].tabIndex = 0; // the tokens' one Tab stop
     },
 
     get selected() { return selected; },

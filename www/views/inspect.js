@@ -11,13 +11,26 @@
 //   button.mask-cell[data-q][data-k] (aria-pressed when blocked) in #inspect-cells;
 //   button.cross-cell[data-q][data-k] (decoder query, source key; aria-pressed when blocked) in #inspect-xcells;
 //   #inspect-induction-result[data-first][data-second][data-second-ablated]; #inspect-generated[data-ids].
-import { h, replaceChildren, visible } from '../dom.js';
+import { h, replaceChildren, visible, count, roving } from '../dom.js';
 
 const KINDS = [
   ['previous_token', 'Previous token'],
   ['duplicate_token', 'Duplicate token'],
   ['induction', 'Induction'],
 ];
+
+// What each head detector looks for: the share of a head's attention, over all positions, that lands where the
+// pattern says (0 = none, 1 = all of it; src/model/analysis/inspect.rs, TransformerLens's head detector).
+const KIND_MEANING = {
+  previous_token: 'attention from each token to the token just before it.',
+  duplicate_token: 'attention from a token to earlier copies of the same token.',
+  induction: 'attention from a token to the token that followed an earlier copy of it, the pattern that lets a model ' +
+    'continue a repeat. On the Induction test about 0.5 is the most a head can score: the first copy\u2019s tokens have no earlier copy to find.',
+};
+
+/** A head as the page, the CLI (--ablate 1.0) and the ablation list name it, counted from 0: "L1 H0". */
+export const headName = (l, hd) => `L${l} H${hd}`;
+const keyName = (key) => headName(...key.split('.'));
 
 const fmt = (x, d = 2) => (x == null ? '' : Number(x).toFixed(d));
 
@@ -44,6 +57,9 @@ export function createInspectView(root, { onInspect, onGenerate }) {
   let xcells = new Set(); // "Q.K" cross-attention cells (decoder query, source key) chosen to block
 
   const piece = (id) => visible(report?.pieces?.[id] ?? `#${id}`);
+  // Each grid of cells (a head-score grid, the entropy grid, a block-cells grid) is one Tab stop: the arrow keys move
+  // inside it, Enter or Space presses the cell (dom.js roving()).
+  const grids = roving(root, 'button.head-cell, td.entropy-cell, button.mask-cell, button.cross-cell', { scope: 'table' });
 
   function status(text, state) {
     root.dataset.state = state;
@@ -94,7 +110,7 @@ export function createInspectView(root, { onInspect, onGenerate }) {
     const experts = chosenExperts();
     if (experts === null) return;
     const opts = { ...ablation(experts), max_new_tokens: 24 };
-    const what = [...chosen, ...[...cells].map((k) => `cell ${k.replace('.', '\u2192')}`),
+    const what = [...[...chosen].map(keyName), ...[...cells].map((k) => `cell ${k.replace('.', '\u2192')}`),
       ...[...xcells].map((k) => `cross cell ${k.replace('.', '\u2192')}`), ...experts.map(([l, e]) => `expert ${l}.${e}`)];
     const src = report?.induction_test ? report.report.ids : input.ids;
     const request = { ids: input.card.arch === 'encoder_decoder' ? input.ids : src, opts };
@@ -148,19 +164,28 @@ export function createInspectView(root, { onInspect, onGenerate }) {
         h('button', { type: 'button', id: 'inspect-run', on: { click: () => run() } }, 'Inspect the prompt'),
         h('button', { type: 'button', id: 'inspect-induction', on: { click: () => run({ induction: true }) } }, 'Induction test'),
         h('span', { id: 'inspect-status', class: 'small muted' },
-          it ? `Induction test: ${it.half.length} random tokens, twice.` : `The ${card.arch === 'encoder_decoder' ? 'decoder input' : 'prompt'}, ${t} tokens.`)),
+          it ? `Induction test: ${count(it.half.length, 'random token')}, twice.` : `The ${card.arch === 'encoder_decoder' ? 'decoder input' : 'prompt'}, ${count(t, 'token')}.`)),
+
+      h('p', { class: 'small explain', id: 'inspect-units' }, 'Heads are named L(layer) H(head), both counted from 0. ',
+        h('strong', {}, 'Nats'), ' measure loss, surprise and entropy with the natural logarithm: a token the model gave ',
+        'probability p costs \u2212ln p nats, so 0 is a sure guess, 0.69 a 50% one and 2.3 a 10% one.'),
 
       h('h3', {}, 'Logit lens'),
+      h('p', { class: 'small explain' }, 'The logit lens reads the model\u2019s guess for the next token part-way through: ',
+        'the residual stream after each block goes through the final norm and the unembedding, as if the model ended there.'),
       tryThis('find the first layer whose top guess is already the model\u2019s final answer; outlined cells guessed the next token right.'),
       lensTable(r.logit_lens, positions, 'Top-1 token (and %) after each block: the final norm and the unembedding applied to the residual. Hover for the top 5.', 'inspect-lens'),
       h('details', {}, h('summary', { class: 'small' }, 'After the attention half of each block'),
         lensTable(r.logit_lens_mid, positions, 'The same lens, read after attention and before the feed-forward.', 'inspect-lens-mid')),
 
       h('h3', {}, 'Head detectors'),
+      h('p', { class: 'small explain' }, 'Each score, from 0 to 1, is the share of a head\u2019s attention (over all positions) that follows one pattern:'),
+      h('ul', { class: 'small explain detector-meanings', id: 'inspect-detector-meanings' },
+        KINDS.map(([k, name]) => h('li', { dataset: { kind: k } }, h('strong', {}, `${name}: `), KIND_MEANING[k]))),
       tryThis('press Induction test, then click the top induction head and Rerun with ablation: the second-half loss goes back up.'),
       h('p', { class: 'small', id: 'inspect-top-heads' }, KINDS.map(([k, name]) => {
         const b = top(k);
-        return h('span', { class: 'top-head', dataset: { kind: k, layer: b.l, head: b.hd } }, `${name}: ${b.l}.${b.hd} (${fmt(b.s)})`);
+        return h('span', { class: 'top-head', dataset: { kind: k, layer: b.l, head: b.hd } }, `${name}: ${headName(b.l, b.hd)}, score ${fmt(b.s)}`);
       })),
       // Each grid scrolls sideways by itself when a model's heads do not fit (12 x 12 on a phone).
       h('div', { class: 'head-grids' }, KINDS.map(([k, name]) => h('div', { class: 'table-scroll' }, h('table', { class: 'inspect-grid heads', dataset: { kind: k } },
@@ -169,7 +194,7 @@ export function createInspectView(root, { onInspect, onGenerate }) {
         h('tbody', {}, scores[k].map((row, l) => h('tr', {}, h('th', {}, l), row.map((s, hd) => h('td', {},
           h('button', {
             type: 'button', class: 'head-cell', style: shade(s), 'aria-pressed': String(chosen.has(`${l}.${hd}`)),
-            title: `head ${l}.${hd}: ${name.toLowerCase()} score ${fmt(s, 3)}, mean attention entropy ${fmt(meanEntropy[l][hd])} nats. Click to ablate.`,
+            title: `${headName(l, hd)}: ${name.toLowerCase()} score ${fmt(s, 3)}, mean attention entropy ${fmt(meanEntropy[l][hd])} nats. Click to ablate.`,
             dataset: { kind: k, layer: l, head: hd, score: s },
             on: { click: () => toggle(`${l}.${hd}`) },
           }, fmt(s)))))))))),
@@ -177,16 +202,20 @@ export function createInspectView(root, { onInspect, onGenerate }) {
           h('caption', { class: 'small muted' }, 'Attention entropy (nats, mean over positions)'),
           h('thead', {}, h('tr', {}, h('th', {}, 'L \\ H'), meanEntropy[0].map((_, hd) => h('th', {}, hd)))),
           h('tbody', {}, meanEntropy.map((row, l) => h('tr', {}, h('th', {}, l), row.map((e, hd) => h('td', {
-            class: 'entropy-cell', style: shade(e / Math.log(Math.max(t, 2))),
-            title: `head ${l}.${hd}: ${fmt(e, 3)} nats on average (0 = always one key; ln ${t} = ${fmt(Math.log(t))} = spread evenly over all ${t}). Click for each position.`,
+            class: 'entropy-cell', style: shade(e / Math.log(Math.max(t, 2))), role: 'button', tabindex: '-1',
+            title: `${headName(l, hd)}: ${fmt(e, 3)} nats on average (0 = always one key; ln ${t} = ${fmt(Math.log(t))} = spread evenly over all ${t}). Click for each position.`,
             dataset: { layer: l, head: hd, mean: e },
             'aria-selected': String(entHead[0] === l && entHead[1] === hd),
-            on: { click: () => showEntropy(l, hd) },
+            on: { click: () => showEntropy(l, hd), keydown: (ev) => {
+              if (ev.key !== 'Enter' && ev.key !== ' ') return;
+              ev.preventDefault();
+              showEntropy(l, hd);
+            } },
           }, fmt(e))))))))),
       entropyStrip(r),
       it ? h('p', { id: 'inspect-induction-result', class: 'small', dataset: { first: it.loss_first_half, second: it.loss_second_half, secondAblated: it.loss_second_half_ablated ?? '' } },
         `Loss on the first half ${fmt(it.loss_first_half)} nats, on the repeat ${fmt(it.loss_second_half)} nats`,
-        it.loss_second_half_ablated != null ? `; with ${ab ? ab.heads.map((x) => x.join('.')).join(', ') : ''} ablated, the repeat costs ${fmt(it.loss_second_half_ablated)} nats.` : '.') : null,
+        it.loss_second_half_ablated != null ? `; with ${ab ? ab.heads.map((x) => headName(...x)).join(', ') : ''} ablated, the repeat costs ${fmt(it.loss_second_half_ablated)} nats.` : '.') : null,
 
       h('h3', {}, 'Ablation'),
       tryThis(`click heads in the grids above (they light up), choose zero or mean, and rerun: KL says how much the next-token guess moved.${card.experts ? ' Remove an expert (e.g. 0.1) to see how much one expert matters.' : ''}`),
@@ -199,13 +228,13 @@ export function createInspectView(root, { onInspect, onGenerate }) {
         })) : null,
         h('button', { type: 'button', id: 'inspect-ablate', disabled: !chosen.size && !ab?.experts?.length && !cells.size && !xcells.size, on: { click: () => run({ induction: Boolean(it), ablate: true }) } }, 'Rerun with ablation'),
         h('button', { type: 'button', id: 'inspect-generate', disabled: !chosen.size && !ab?.experts?.length && !cells.size && !xcells.size, on: { click: generateAblated } }, 'Generate with ablation'),
-        h('span', { class: 'small muted', id: 'inspect-chosen' }, chosen.size ? `Chosen: ${[...chosen].join(', ')}` : 'No head chosen.')),
+        h('span', { class: 'small muted', id: 'inspect-chosen' }, chosen.size ? `Chosen: ${[...chosen].map(keyName).join(', ')}` : 'No head chosen.')),
       cellGrid(r, t),
       card.arch === 'encoder_decoder' ? crossGrid(r, t) : null,
       ab ? h('p', {
         id: 'inspect-ablation', class: 'small',
         dataset: { kl: ab.kl_last, top1Before: ab.top1_before, top1After: ab.top1_after },
-      }, `${ab.heads.length ? `${ab.kind} ablation of ${ab.heads.map((x) => x.join('.')).join(', ')}` : ''}` +
+      }, `${ab.heads.length ? `${ab.kind} ablation of ${ab.heads.map((x) => headName(...x)).join(', ')}` : ''}` +
         `${ab.experts.length ? `${ab.heads.length ? ' and ' : ''}experts ${ab.experts.map((x) => x.join('.')).join(', ')} removed` : ''}` +
         `${ab.mask_cells?.length ? `${ab.heads.length || ab.experts.length ? ' and ' : ''}attention cells ${ab.mask_cells.map(([q, k]) => `${q}\u2192${k}`).join(', ')} blocked` : ''}` +
         `${ab.cross_cells?.length ? `${ab.heads.length || ab.experts.length || ab.mask_cells?.length ? ' and ' : ''}cross-attention cells ${ab.cross_cells.map(([q, k]) => `${q}\u2192${k}`).join(', ')} blocked` : ''}: KL(before \u2016 after) = ${fmt(ab.kl_last, 4)} nats; top-1 ` +
@@ -230,6 +259,7 @@ export function createInspectView(root, { onInspect, onGenerate }) {
           dataset: { pos: p, surprise: r.surprise[p] },
         }, piece(id));
       })));
+    grids.reset();
   }
 
   /** One head's attention entropy at every query position (the core's [layer][head][position]). */
@@ -238,11 +268,11 @@ export function createInspectView(root, { onInspect, onGenerate }) {
     const row = r.attention_entropy[l][hd];
     return h('div', { class: 'table-scroll', id: 'inspect-entropy-strip', dataset: { layer: l, head: hd } },
       h('table', { class: 'inspect-grid' },
-        h('caption', { class: 'small muted' }, `Head ${l}.${hd}: attention entropy at each query position (nats; position p can see p + 1 keys)`),
+        h('caption', { class: 'small muted' }, `${headName(l, hd)}: attention entropy at each query position (nats; position p can see p + 1 keys)`),
         h('thead', {}, h('tr', {}, row.map((_, p) => h('th', { class: 'tok-head' }, piece(r.ids[p]))))),
         h('tbody', {}, h('tr', {}, row.map((e, p) => h('td', {
           class: 'entropy-pos', style: shade(e / Math.log(Math.max(r.ids.length, 2))),
-          title: `head ${l}.${hd}, position ${p} (${piece(r.ids[p])}): ${fmt(e, 3)} nats`,
+          title: `${headName(l, hd)}, position ${p} (${piece(r.ids[p])}): ${fmt(e, 3)} nats`,
           dataset: { layer: l, head: hd, pos: p, entropy: e },
         }, fmt(e)))))));
   }
@@ -329,7 +359,7 @@ export function createInspectView(root, { onInspect, onGenerate }) {
       b.setAttribute('aria-pressed', String(chosen.has(`${b.dataset.layer}.${b.dataset.head}`)));
     }
     updateAblateButtons();
-    root.querySelector('#inspect-chosen').textContent = chosen.size ? `Chosen: ${[...chosen].join(', ')}` : 'No head chosen.';
+    root.querySelector('#inspect-chosen').textContent = chosen.size ? `Chosen: ${[...chosen].map(keyName).join(', ')}` : 'No head chosen.';
   }
 
   return {
