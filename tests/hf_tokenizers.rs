@@ -464,9 +464,9 @@ fn unknown_split_regexes_are_named() {
         err_line(HfBpe::from_json(&base(r#"{"type":"Split","pattern":{"Regex":"\\p{N}|\n[a-z]+"},"behavior":"Isolated","invert":false}"#)));
     assert!(msg.contains(r#"the Split pre-tokenizer's regex "\\p{N}|\n[a-z]+" is not supported"#), "{msg}");
     // a regex in a Replace normalizer is still refused as such
-    let msg = err_line(HfBpe::from_json(&format!(
-        r#"{{"model":{{"type":"BPE","vocab":{{"a":0}},"merges":[]}},"normalizer":{{"type":"Replace","pattern":{{"Regex":"a"}},"content":"b"}}}}"#
-    )));
+    let msg = err_line(HfBpe::from_json(
+        r#"{"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"normalizer":{"type":"Replace","pattern":{"Regex":"a"},"content":"b"}}"#,
+    ));
     assert!(msg.contains("with a Regex pattern is not supported (only String)"), "{msg}");
 }
 

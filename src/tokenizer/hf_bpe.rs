@@ -102,8 +102,8 @@ impl Seg {
     fn prepend(&mut self, p: &str) {
         let (l, _) = self.span(0, 0);
         self.s.insert_str(0, p);
-        self.lo.splice(0..0, std::iter::repeat(l).take(p.len()));
-        self.hi.splice(0..0, std::iter::repeat(l).take(p.len()));
+        self.lo.splice(0..0, std::iter::repeat_n(l, p.len()));
+        self.hi.splice(0..0, std::iter::repeat_n(l, p.len()));
     }
 
     /// The characters with the original span of their first byte.
@@ -115,8 +115,8 @@ impl Seg {
         let mut out = Seg { s: String::with_capacity(chars.len()), lo: Vec::new(), hi: Vec::new(), orig_start };
         for &(c, l, h) in chars {
             out.s.push(c);
-            out.lo.extend(std::iter::repeat(l).take(c.len_utf8()));
-            out.hi.extend(std::iter::repeat(h).take(c.len_utf8()));
+            out.lo.extend(std::iter::repeat_n(l, c.len_utf8()));
+            out.hi.extend(std::iter::repeat_n(h, c.len_utf8()));
         }
         out
     }
@@ -196,8 +196,8 @@ impl Seg {
             out.hi.extend_from_slice(&self.hi[last..i]);
             let (l, h) = self.span(i, i + pat.len());
             out.s.push_str(with);
-            out.lo.extend(std::iter::repeat(l).take(with.len()));
-            out.hi.extend(std::iter::repeat(h).take(with.len()));
+            out.lo.extend(std::iter::repeat_n(l, with.len()));
+            out.hi.extend(std::iter::repeat_n(h, with.len()));
             last = i + pat.len();
         }
         out.s.push_str(&self.s[last..]);
@@ -792,7 +792,7 @@ impl Decoder {
                     if !pending.is_empty() {
                         match String::from_utf8(std::mem::take(pending)) {
                             Ok(s) => out.push(s),
-                            Err(e) => out.extend(std::iter::repeat("\u{FFFD}".to_string()).take(e.as_bytes().len())),
+                            Err(e) => out.extend(std::iter::repeat_n("\u{FFFD}".to_string(), e.as_bytes().len())),
                         }
                     }
                 };
@@ -1263,8 +1263,8 @@ impl HfBpe {
                 p.ids(&mut before, &mut after);
                 let n = before.len();
                 ids.splice(0..0, before);
-                spans.splice(0..0, std::iter::repeat((0, 0)).take(n));
-                spans.extend(std::iter::repeat((text.len(), text.len())).take(after.len()));
+                spans.splice(0..0, std::iter::repeat_n((0, 0), n));
+                spans.extend(std::iter::repeat_n((text.len(), text.len()), after.len()));
                 ids.extend(after);
             }
         }
