@@ -51,37 +51,34 @@ pub fn class(c: char) -> Class {
             _ => Class::Other,
         };
     }
-    match CLASSES.binary_search_by(|&(lo, hi, _)| {
-        if hi < u {
-            std::cmp::Ordering::Less
-        } else if lo > u {
-            std::cmp::Ordering::Greater
-        } else {
-            std::cmp::Ordering::Equal
-        }
-    }) {
-        Ok(i) => match CLASSES[i].2 {
-            LETTER => Class::Letter,
-            NUMBER => Class::Number,
-            SPACE => Class::Space,
-            _ => Class::Other,
-        },
-        Err(_) => Class::Other,
+    match lookup(CLASSES, c, |&(lo, hi, _)| (lo, hi)) {
+        Some(&(_, _, LETTER)) => Class::Letter,
+        Some(&(_, _, NUMBER)) => Class::Number,
+        Some(&(_, _, SPACE)) => Class::Space,
+        _ => Class::Other,
     }
 }
 
-fn in_ranges(t: &[(u32, u32)], c: char) -> bool {
+/// The entry of a sorted table of disjoint code point ranges that holds `c`.
+fn lookup<T>(table: &[T], c: char, range: impl Fn(&T) -> (u32, u32)) -> Option<&T> {
     let u = c as u32;
-    t.binary_search_by(|&(lo, hi)| {
-        if hi < u {
-            std::cmp::Ordering::Less
-        } else if lo > u {
-            std::cmp::Ordering::Greater
-        } else {
-            std::cmp::Ordering::Equal
-        }
-    })
-    .is_ok()
+    let i = table
+        .binary_search_by(|e| {
+            let (lo, hi) = range(e);
+            if hi < u {
+                std::cmp::Ordering::Less
+            } else if lo > u {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .ok()?;
+    table.get(i)
+}
+
+fn in_ranges(table: &[(u32, u32)], c: char) -> bool {
+    lookup(table, c, |&r| r).is_some()
 }
 
 /// `\w`: Alphabetic, marks, decimal numbers, connector punctuation and Join_Control.
