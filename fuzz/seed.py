@@ -5,7 +5,8 @@
 
 checkpoint, model_load_cpu: every .safetensors under tests/fixtures (the malformed cases and the reference
 models). config: the "config" metadata of those files. tokenizer_json: the "tokenizer" metadata of the
-fixtures and of models/*.safetensors (headers only), plus one small hand-written JSON per kind.
+fixtures and of models/*.safetensors (headers only), one small hand-written JSON per kind, and the
+tokenizer.json parity fixtures (tests/fixtures/hf_tokenizers) as hf_bpe.
 tokenizer_io: a few texts, one per tokenizer pick byte.
 """
 import json
@@ -62,6 +63,10 @@ for i, j in enumerate([
      "target": {"itos": ["<pad>", "<bos>", "<eos>", "0", "1"], "pad": 0, "bos": 1, "eos": 2}},
 ]):
     put("tokenizer_json", f"hand-{i}", json.dumps(j))
+# every tokenizer.json form the parity fixtures cover (normalizers, pre-tokenizers, decoders), as hf_bpe
+for p in sorted((ROOT / "tests" / "fixtures" / "hf_tokenizers").glob("*.json")):
+    if p.name != "expected.json":
+        put("tokenizer_json", f"hf-{p.stem}", json.dumps({"kind": "hf_bpe", "tokenizer_json": p.read_text()}))
 for pick in range(5):
     put("tokenizer_io", f"text-{pick}", bytes([pick]) + "Speak, speak. lowest newer ünïcode 😀\n".encode() + b"\xff\x00\x05\x01\x02")
 print("seeded", {d.name: len(list(d.iterdir())) for d in sorted(CORPUS.iterdir())})

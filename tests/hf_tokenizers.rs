@@ -33,7 +33,9 @@ fn check_hf(name: &str) {
     let mut failures = Vec::new();
     for (i, (t, case)) in texts.iter().zip(exp["cases"].as_array().unwrap()).enumerate() {
         let want = ids(&case["ids"]);
-        let want_special = ids(&case["ids_special"]);
+        // the generator leaves out ids_special and decoded_raw where they repeat ids and decoded
+        let want_special = if case.get("ids_special").is_some() { ids(&case["ids_special"]) } else { want.clone() };
+        let want_raw = case.get("decoded_raw").unwrap_or(&case["decoded"]).as_str().unwrap();
         let got = hf.encode_with(t, false, usize::MAX).ids;
         if got != want {
             failures.push(format!("{name} text {i} {t:?}: encode\n  got  {got:?}\n  want {want:?}"));
@@ -48,8 +50,8 @@ fn check_hf(name: &str) {
             failures.push(format!("{name} text {i} {t:?}: decode\n  got  {dec:?}\n  want {:?}", case["decoded"]));
         }
         let raw = hf.decode_keep_special(&want_special).unwrap();
-        if raw != case["decoded_raw"].as_str().unwrap() {
-            failures.push(format!("{name} text {i} {t:?}: decode keeping specials\n  got  {raw:?}\n  want {:?}", case["decoded_raw"]));
+        if raw != want_raw {
+            failures.push(format!("{name} text {i} {t:?}: decode keeping specials\n  got  {raw:?}\n  want {want_raw:?}"));
         }
         // streaming one id at a time gives the same text
         let mut sd = tok.stream_decoder();
@@ -60,6 +62,21 @@ fn check_hf(name: &str) {
         streamed.push_str(&sd.finish());
         if streamed != dec {
             failures.push(format!("{name} text {i} {t:?}: stream decode\n  got  {streamed:?}\n  want {dec:?}"));
+        }
+    }
+    // random texts from all of Unicode: encode, decode, and every span a piece of the text
+    let random = e["random"].as_array().unwrap().iter().map(|t| t.as_str().unwrap());
+    let (rids, rdec) = (exp["random_ids"].as_array().unwrap(), exp["random_decoded"].as_array().unwrap());
+    for (i, t) in random.enumerate() {
+        let enc = hf.encode_with(t, false, usize::MAX);
+        let want = ids(&rids[i]);
+        if enc.ids != want {
+            failures.push(format!("{name} random text {i} {t:?}: encode\n  got  {:?}\n  want {want:?}", enc.ids));
+        }
+        assert!(enc.spans.iter().all(|&(a, b)| a <= b && t.get(a..b).is_some()), "{name} random text {i}: spans {:?}", enc.spans);
+        let dec = hf.decode(&want).unwrap();
+        if dec != rdec[i].as_str().unwrap() {
+            failures.push(format!("{name} random text {i} {t:?}: decode\n  got  {dec:?}\n  want {:?}", rdec[i]));
         }
     }
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
@@ -86,6 +103,36 @@ fn tinyllama_prepend_replace_normalizer_matches_python_tokenizers() {
 #[test]
 fn llama3_split_regex_matches_python_tokenizers() {
     check_hf("llama3");
+}
+
+#[test]
+fn qwen2_nfc_split_one_digit_matches_python_tokenizers() {
+    check_hf("qwen2");
+}
+
+#[test]
+fn pythia_neox_nfc_byte_level_matches_python_tokenizers() {
+    check_hf("pythia");
+}
+
+#[test]
+fn bert_like_normalizers_on_bpe_match_python_tokenizers() {
+    check_hf("bertlike");
+}
+
+#[test]
+fn metaspace_always_nfkd_matches_python_tokenizers() {
+    check_hf("metaspace");
+}
+
+#[test]
+fn digits_punctuation_whitespace_and_decoder_order_match_python_tokenizers() {
+    check_hf("digits_punct");
+}
+
+#[test]
+fn split_behaviours_match_python_tokenizers() {
+    check_hf("splits");
 }
 
 #[test]
@@ -132,8 +179,8 @@ fn unsupported_models_and_components_are_named() {
     let base = |extra: &str| format!(r#"{{"model":{{"type":"BPE","vocab":{{"a":0,"b":1,"ab":2}},"merges":["a b"]}}{extra}}}"#);
     let ok = HfBpe::from_json(&base("")).unwrap();
     assert_eq!(ok.encode_with("abab", false, usize::MAX).ids, vec![2, 2]);
-    let msg = err_line(HfBpe::from_json(&base(r#","normalizer":{"type":"NFKC"}"#)));
-    assert!(msg.contains("normalizer type \"NFKC\" is not supported"), "{msg}");
+    let msg = err_line(HfBpe::from_json(&base(r#","normalizer":{"type":"Precompiled","precompiled_charsmap":""}"#)));
+    assert!(msg.contains("normalizer type \"Precompiled\" is not supported"), "{msg}");
     let msg = err_line(HfBpe::from_json(&base(r#","pre_tokenizer":{"type":"BertPreTokenizer"}"#)));
     assert!(msg.contains("pre-tokenizer type \"BertPreTokenizer\" is not supported"), "{msg}");
     let msg = err_line(HfBpe::from_json(&base(r###","decoder":{"type":"WordPiece","prefix":"##"}"###)));
@@ -186,7 +233,7 @@ fn llama2c_greedy_merge_is_run_c_on_a_hand_made_vocabulary() {
 
 // ---- the split-pattern scanners (src/tokenizer/pretok.rs) against fancy-regex, their reference twin ----
 
-use tinyformer::tokenizer::pretok::{self, Class, Scanner, GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN};
+use tinyformer::tokenizer::pretok::{self, Class, Scanner, GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN, WHITESPACE_PATTERN};
 
 /// regex-syntax's ranges of a Unicode class expression such as `\p{L}`.
 fn syntax_ranges(expr: &str) -> Vec<(u32, u32)> {
@@ -220,12 +267,34 @@ fn syntax_classes() -> Vec<(u32, u32, u8)> {
     merged
 }
 
+/// A class expression's ranges, adjacent ones merged.
+fn merged_ranges(expr: &str) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for (a, b) in syntax_ranges(expr) {
+        match out.last_mut() {
+            Some(last) if last.1 + 1 == a => last.1 = b,
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+fn range_list_source(name: &str, doc: &str, ranges: &[(u32, u32)]) -> String {
+    let mut s = format!("/// {doc}\n#[rustfmt::skip]\npub(crate) const {name}: &[(u32, u32)] = &[ // {} ranges\n", ranges.len());
+    for row in ranges.chunks(6) {
+        let cells: Vec<String> = row.iter().map(|&(a, b)| format!("(0x{a:X}, 0x{b:X})")).collect();
+        s.push_str(&format!("    {},\n", cells.join(", ")));
+    }
+    s.push_str("];\n");
+    s
+}
+
 fn table_source(t: &[(u32, u32, u8)]) -> String {
     let mut s = String::from(
         "//! Generated by tests/hf_tokenizers.rs (`unicode_classes_are_regex_syntax_s`) from regex-syntax's Unicode\n\
          //! tables (the ones fancy-regex and regex use): `\\p{L}`, `\\p{N}` and `\\s` (White_Space) as sorted,\n\
-         //! disjoint (lo, hi, class) ranges, adjacent ranges of a class merged. Do not edit; regenerate with\n\
-         //! `TINYFORMER_WRITE_UNICODE_CLASSES=1 cargo test --test hf_tokenizers unicode_classes`.\n\n\
+         //! disjoint (lo, hi, class) ranges, adjacent ranges of a class merged; `\\w` and `\\p{P}` as sorted ranges.\n\
+         //! Do not edit; regenerate with `TINYFORMER_WRITE_UNICODE_CLASSES=1 cargo test --test hf_tokenizers unicode_classes`.\n\n\
          pub(crate) const LETTER: u8 = 0;\npub(crate) const NUMBER: u8 = 1;\npub(crate) const SPACE: u8 = 2;\n\
          const L: u8 = LETTER;\nconst N: u8 = NUMBER;\nconst S: u8 = SPACE;\n\n",
     );
@@ -234,7 +303,18 @@ fn table_source(t: &[(u32, u32, u8)]) -> String {
         let cells: Vec<String> = row.iter().map(|&(a, b, k)| format!("(0x{a:X}, 0x{b:X}, {})", ["L", "N", "S"][k as usize])).collect();
         s.push_str(&format!("    {},\n", cells.join(", ")));
     }
-    s.push_str("];\n");
+    s.push_str("];\n\n");
+    s.push_str(&range_list_source(
+        "WORD",
+        "`\\w`: Alphabetic, marks, decimal numbers, connector punctuation, Join_Control (the Whitespace pre-tokenizer's words).",
+        &merged_ranges(r"\w"),
+    ));
+    s.push('\n');
+    s.push_str(&range_list_source(
+        "PUNCT",
+        "`\\p{P}`: punctuation (the Punctuation pre-tokenizer's, with ASCII's symbols).",
+        &merged_ranges(r"\p{P}"),
+    ));
     s
 }
 
@@ -347,9 +427,9 @@ fn scanners_split_as_fancy_regex() {
     texts.extend(random_corpus(30_000, 13));
     // a long text in one piece, as a paragraph would be
     texts.push(texts[parity..parity + 2000].concat());
-    for pattern in [GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN] {
-        let scanner = Scanner::for_pattern(pattern).unwrap();
-        assert_eq!(scanner.pattern(), pattern);
+    let known = [GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN].map(|p| Scanner::for_pattern(p).unwrap());
+    for scanner in known.into_iter().chain([Scanner::Words]) {
+        let pattern = scanner.pattern();
         let re = fancy_regex::Regex::new(pattern).unwrap();
         let mut bad = Vec::new();
         for t in &texts {
@@ -369,6 +449,9 @@ fn scanners_split_as_fancy_regex() {
         );
     }
     assert_eq!(Scanner::for_pattern(r"\s+"), None);
+    // Python's Split(Regex) runs Oniguruma, whose \w also takes \p{N} (² is a word character there): the
+    // Whitespace pre-tokenizer's pattern is not taken as a Split regex
+    assert_eq!(Scanner::for_pattern(WHITESPACE_PATTERN), None);
 }
 
 #[test]
@@ -381,9 +464,9 @@ fn unknown_split_regexes_are_named() {
         err_line(HfBpe::from_json(&base(r#"{"type":"Split","pattern":{"Regex":"\\p{N}|\n[a-z]+"},"behavior":"Isolated","invert":false}"#)));
     assert!(msg.contains(r#"the Split pre-tokenizer's regex "\\p{N}|\n[a-z]+" is not supported"#), "{msg}");
     // a regex in a Replace normalizer is still refused as such
-    let msg = err_line(HfBpe::from_json(&format!(
-        r#"{{"model":{{"type":"BPE","vocab":{{"a":0}},"merges":[]}},"normalizer":{{"type":"Replace","pattern":{{"Regex":"a"}},"content":"b"}}}}"#
-    )));
+    let msg = err_line(HfBpe::from_json(
+        r#"{"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"normalizer":{"type":"Replace","pattern":{"Regex":"a"},"content":"b"}}"#,
+    ));
     assert!(msg.contains("with a Regex pattern is not supported (only String)"), "{msg}");
 }
 
@@ -404,4 +487,55 @@ fn digits_pre_tokenizer_matches_python_tokenizers() {
         assert_eq!(one_by_one.encode_with(text, false, usize::MAX).ids, individual, "{text:?} individual_digits");
         assert_eq!(runs.encode_with(text, false, usize::MAX).ids, contiguous, "{text:?} runs of digits");
     }
+}
+
+#[test]
+fn normalizers_that_multiply_the_text_are_refused_at_load() {
+    let with = |normalizer: &str| format!(r#"{{"model":{{"type":"BPE","vocab":{{"a":0,"b":1}},"merges":[]}},"normalizer":{normalizer}}}"#);
+    let replace = r#"{"type":"Replace","pattern":{"String":"a"},"content":"aaaa"}"#;
+    // 4 x 4 x 4 = 64 is the limit; a fourth Replace (256x) is refused in one line
+    let three = format!(r#"{{"type":"Sequence","normalizers":[{replace},{replace},{replace}]}}"#);
+    let t = HfBpe::from_json(&with(&three)).unwrap();
+    assert_eq!(t.encode_with("a", false, usize::MAX).ids, vec![0; 64]);
+    let four = format!(r#"{{"type":"Sequence","normalizers":[{replace},{replace},{replace},{replace}]}}"#);
+    let msg = err_line(HfBpe::from_json(&with(&four)));
+    assert!(msg.contains("the normalizer can make a text 256 times longer") && msg.contains("the limit is 64x"), "{msg}");
+    // a Prepend counts per piece (every added token starts one), and is multiplied by what follows it
+    let prepend = format!(r#"{{"type":"Sequence","normalizers":[{{"type":"Prepend","prepend":"{}"}},{replace}]}}"#, "a".repeat(20));
+    assert!(err_line(HfBpe::from_json(&with(&prepend))).contains("a + 80 bytes per piece"));
+    // nested Sequences multiply too; NFKC and Lowercase count their Unicode maxima (11 x 1.5)
+    let nested = format!(r#"{{"type":"Sequence","normalizers":[{{"type":"Sequence","normalizers":[{three}]}},{{"type":"NFKC"}}]}}"#);
+    assert!(err_line(HfBpe::from_json(&with(&nested))).contains("704 times longer"));
+    let bert = r#"{"type":"Sequence","normalizers":[{"type":"NFKC"},{"type":"Lowercase"},{"type":"NFD"},{"type":"StripAccents"}]}"#;
+    assert!(HfBpe::from_json(&with(bert)).is_ok());
+    // malformed components: one line each, no panic
+    for (bad, want) in [
+        (r#"{"type":"Sequence","normalizers":{"type":"NFC"}}"#, "has no \"normalizers\" list"),
+        (r#"{"type":7}"#, "a normalizer has no \"type\""),
+        (r#"{"type":"Sequence","normalizers":[{"type":"NFC"},null]}"#, "a normalizer has no \"type\""),
+        (r#"{"type":"Prepend","prepend":12}"#, "has no string \"prepend\""),
+    ] {
+        let msg = err_line(HfBpe::from_json(&with(bad)));
+        assert!(msg.contains(want), "{bad}: {msg}");
+    }
+    let pre = |p: &str| format!(r#"{{"model":{{"type":"BPE","vocab":{{"a":0}},"merges":[]}},"pre_tokenizer":{p}}}"#);
+    let msg = err_line(HfBpe::from_json(&pre(r#"{"type":"Split","pattern":{"String":"a"},"invert":false}"#)));
+    assert!(msg.contains("the Split pre-tokenizer has no \"behavior\""), "{msg}");
+    let msg = err_line(HfBpe::from_json(&pre(r#"{"type":"Punctuation","behavior":"Sideways"}"#)));
+    assert!(msg.contains("the split behavior \"Sideways\" is not supported"), "{msg}");
+    // a huge Strip decoder is clamped, not allocated
+    let dec = r#"{"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"decoder":{"type":"Strip","content":"a","start":18446744073709551615,"stop":99999999999}}"#;
+    assert_eq!(HfBpe::from_json(dec).unwrap().decode(&[0, 0]).unwrap(), "");
+}
+
+#[test]
+fn normalized_tokens_span_the_text_they_came_from() {
+    let json = r#"{"model":{"type":"BPE","vocab":{"e":0,"\u0301":1,"fi":2,"a":3,"é":4,"f":5,"i":6},"merges":["f i"]},
+        "normalizer":{"type":"Sequence","normalizers":[{"type":"NFKC"},{"type":"Lowercase"}]}}"#;
+    let t = HfBpe::from_json(json).unwrap();
+    // e + combining acute composes to é (one token spanning both), ﬁ becomes "fi" (one token, 3 bytes), A -> a
+    let text = "e\u{301}\u{FB01}A";
+    let enc = t.encode_with(text, false, usize::MAX);
+    assert_eq!(enc.ids, vec![4, 2, 3]);
+    assert_eq!(enc.spans, vec![(0, 3), (3, 6), (6, 7)]);
 }

@@ -14,14 +14,32 @@ test corpus, so that tests/hf_tokenizers.rs can assert exact parity:
                     (emoji) fall to <unk>, fused (fuse_unk).
 * llama3.json       Llama-3 byte-level: Split on Llama-3's regex (isolated) + ByteLevel without regex,
                     ignore_merges, <|begin_of_text|> template.
+* qwen2.json        Qwen2: an NFC normalizer, Split on Qwen2's regex (one digit per piece) + ByteLevel without
+                    regex, <|endoftext|>/<|im_start|>/<|im_end|>; multi-digit tokens and their merges are added
+                    to the vocabulary, so a scanner that kept digits together would give other ids.
+* pythia.json       GPT-NeoX / Pythia: NFC + the old ByteLevel pre-tokenizer (no use_regex key: the GPT-2 regex),
+                    <|endoftext|> and <|padding|> first, and the runs of 2..24 spaces as non-special added
+                    tokens with normalized true.
+* bertlike.json     BERT's normalizers on a BPE model: Strip, NFKC, Lowercase, NFD, StripAccents; the
+                    WhitespaceSplit pre-tokenizer; no decoder (tokens joined by spaces).
+* metaspace.json    Metaspace with prepend_scheme "always" and split true, an NFKD normalizer, <unk> without
+                    byte fallback; the Metaspace decoder.
+* digits_punct.json an NFD normalizer; Whitespace, Digits(individual_digits), Punctuation pre-tokenizers;
+                    byte fallback with the decoders in another order than Llama's: Strip (per token, before
+                    Fuse), Replace, ByteFallback, Fuse.
+* splits.json       byte-level with split behaviours: string patterns MergedWithPrevious, MergedWithNext and
+                    inverted MergedWithPrevious, Punctuation Contiguous, Digits in runs, then ByteLevel with
+                    add_prefix_space and without regex.
 * llama2c.bin       llama2.c's tokenizer.bin, written by `export_llama2c_bin` below from llama2.json the
                     way llama2.c's tokenizer.py exports a SentencePiece model (score = -id for pieces, 0 for
                     the byte and control tokens); its expected ids come from `llama2c_encode`, a line-for-line
                     transcription of run.c's `encode` (bos=1, eos=0), and its decode from run.c's `decode`.
 
-expected.json holds the corpus and, per tokenizer, for each text: `ids` (add_special_tokens=False),
-`ids_special` (True), `decoded` (decode(ids_special), skip_special_tokens=True) and `decoded_raw`
-(skip_special_tokens=False); for llama2c.bin `ids` (bos=1) and `decoded`.
+expected.json holds the corpus, `random` (random texts drawn from assigned Unicode, see `random_texts`)
+and, per tokenizer, for each text of the corpus: `ids` (add_special_tokens=False), `ids_special` (True;
+absent when it is `ids`), `decoded` (decode(ids_special), skip_special_tokens=True) and `decoded_raw`
+(skip_special_tokens=False; absent when it is `decoded`); for the random texts `random_ids` and
+`random_decoded`; for llama2c.bin `ids` (bos=1) and `decoded`.
 
     python train/hf_tokenizer_fixtures.py            # writes tests/fixtures/hf_tokenizers/
 """
@@ -41,6 +59,7 @@ OUT = os.path.join(ROOT, "tests", "fixtures", "hf_tokenizers")
 LLAMA3_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
 
 
 def training_lines() -> list[str]:
@@ -97,7 +116,62 @@ def corpus() -> list[str]:
     )
     paragraph = (para_words * 20)[:2000]
     assert len(paragraph) == 2000
-    return shakespeare + whitespace + digits_punct + unicode + emoji + specials + [paragraph, ""]
+    # text that normalization changes: decomposed and precomposed accents, full-width forms, ligatures,
+    # Hangul syllables and jamo, compatibility digits, dotted capital I, final sigma, a stray mark
+    normalization = [
+        "Cafe\u0301 vs Café, \u00c5ngstr\u00f6m vs \u212bngstro\u0308m, ｆｕｌｌ－ｗｉｄｔｈ ＡＢＣ １２３",
+        "ﬁne ﬂour ﬀ ﬃ Ⅻ ① ² ½ ™ ㎏ ﷺ",
+        "\u1100\u1161\u11a8 한국어 \u1112\u1161\u11ab \uac00\u11a8",
+        "İstanbul ΣΊΣΥΦΟΣ ǅ ß ẞ \u0345 \u0300leading mark   ",
+        "  HELLO Wörld!\t",
+    ]
+    return shakespeare + whitespace + digits_punct + unicode + emoji + specials + normalization + [paragraph, ""]
+
+
+def random_texts(n: int, seed: int) -> list[str]:
+    """Short random texts: ASCII, whitespace, combining marks, full-width and compatibility forms, Hangul
+    jamo, and code points from all of Unicode. Left out: code points unassigned in Python's Unicode (14)
+    and those where the library's older tables (its normalization and combining marks are from about
+    Unicode 11, its Punctuation set from about 8) disagree with Unicode 14, since our tables are newer still."""
+    import random
+    import unicodedata
+
+    nfd, nfkd, punct = normalizers.NFD(), normalizers.NFKD(), pre_tokenizers.Punctuation()
+    strip_accents = normalizers.StripAccents()
+    ascii_punct = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+    def agrees(c: str) -> bool:
+        if unicodedata.category(c) in ("Cn", "Cs", "Co"):
+            return False
+        if nfd.normalize_str(c) != unicodedata.normalize("NFD", c) or nfkd.normalize_str(c) != unicodedata.normalize("NFKD", c):
+            return False
+        if (strip_accents.normalize_str(c) == "") != unicodedata.category(c).startswith("M"):
+            return False
+        is_p = unicodedata.category(c).startswith("P") or c in ascii_punct
+        return (len(punct.pre_tokenize_str("a" + c + "a")) == 3) == is_p
+
+    rng = random.Random(seed)
+    pools = [
+        list(" \t\n\r'sStTdD0123456789abcxyzABC.,;:!?-_()\"#$%&*+/<=>@"),
+        [chr(u) for u in [0x85, 0xA0, 0x2000, 0x2028, 0x3000, 0x200B, 0xFEFF, 0x0301, 0x0308, 0x0327, 0x0345, 0x0903,
+                          0x1100, 0x1161, 0x11A8, 0xAC00, 0xFB01, 0xFF21, 0xFF41, 0xFF11, 0x2460, 0x00BD, 0x00B2, 0x0130,
+                          0x03A3, 0x01C5, 0x1E9E, 0x212B, 0x2126, 0x0E31, 0xFDFA, 0x3300, 0x1F600, 0x00E9]],
+    ]
+    out = []
+    while len(out) < n:
+        text = []
+        for _ in range(rng.randrange(1, 20)):
+            k = rng.randrange(10)
+            if k < 4:
+                text.append(rng.choice(pools[0]))
+            elif k < 7:
+                text.append(rng.choice(pools[1]))
+            else:
+                c = chr(rng.randrange(0x30000 if k < 9 else 0x10000))
+                if agrees(c):
+                    text.append(c)
+        out.append("".join(text))
+    return out
 
 
 def train_gpt2(lines: list[str]) -> Tokenizer:
@@ -188,6 +262,123 @@ def train_llama3(lines: list[str]) -> Tokenizer:
             ),
         ]
     )
+    return tok
+
+
+def byte_level_trainer(vocab_size: int, specials: list[str]) -> trainers.BpeTrainer:
+    return trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+
+
+def with_json(tok: Tokenizer, edit) -> Tokenizer:
+    """The tokenizer after `edit` changed its JSON form in place (as the Hub's files differ from what
+    training writes)."""
+    j = json.loads(tok.to_str())
+    edit(j)
+    return Tokenizer.from_str(json.dumps(j))
+
+
+def train_qwen2(lines: list[str]) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.train_from_iterator(lines, byte_level_trainer(500, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]))
+
+    def digits(j: dict) -> None:
+        vocab, merges = j["model"]["vocab"], j["model"]["merges"]
+        for a, b in [("1", "2"), ("12", "3"), ("2", "0"), ("20", "2"), ("202", "4"), ("0", "0"), ("00", "0"), ("9", "9")]:
+            for t in (a, b, a + b):
+                vocab.setdefault(t, len(vocab))
+            merges.append([a, b])
+
+    return with_json(tok, digits)
+
+
+def train_pythia(lines: list[str]) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=True)
+    tok.train_from_iterator(lines, byte_level_trainer(450, ["<|endoftext|>", "<|padding|>"]))
+    tok.add_tokens([AddedToken(" " * k, normalized=True) for k in range(24, 1, -1)])
+
+    def neox(j: dict) -> None:
+        # the NeoX file's ByteLevel has no use_regex key (it predates it: the GPT-2 regex)
+        for k in ("pre_tokenizer", "post_processor", "decoder"):
+            j[k].pop("use_regex", None)
+
+    return with_json(tok, neox)
+
+
+def train_bertlike(lines: list[str]) -> Tokenizer:
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.Strip(), normalizers.NFKC(), normalizers.Lowercase(), normalizers.NFD(), normalizers.StripAccents()]
+    )
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=400, special_tokens=["[UNK]", "[CLS]", "[SEP]"], show_progress=False))
+    tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
+    return tok
+
+
+def train_metaspace(lines: list[str]) -> Tokenizer:
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.NFKD()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tok.train_from_iterator(
+        lines, trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>"], limit_alphabet=80, show_progress=False)
+    )
+    return tok
+
+
+def train_digits_punct(lines: list[str]) -> Tokenizer:
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.normalizer = normalizers.NFD()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.Punctuation()]
+    )
+    trainer = trainers.BpeTrainer(vocab_size=250, special_tokens=["<unk>", "<s>"], limit_alphabet=60, show_progress=False)
+    tok.train_from_iterator(lines, trainer)
+
+    def byte_tokens(j: dict) -> None:
+        vocab = j["model"]["vocab"]
+        for b in range(256):
+            vocab.setdefault(f"<0x{b:02X}>", len(vocab))
+
+    tok = with_json(tok, byte_tokens)
+    tok.decoder = decoders.Sequence(
+        [decoders.Strip(content="e", left=1, right=0), decoders.Replace("t", "T"), decoders.ByteFallback(), decoders.Fuse()]
+    )
+    return tok
+
+
+def train_splits(lines: list[str]) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(",", behavior="merged_with_previous"),
+            pre_tokenizers.Split(" ", behavior="merged_with_next"),
+            pre_tokenizers.Split("'", behavior="merged_with_previous", invert=True),
+            pre_tokenizers.Punctuation(behavior="contiguous"),
+            pre_tokenizers.Digits(individual_digits=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(lines, byte_level_trainer(400, []))
     return tok
 
 
@@ -284,8 +475,15 @@ def main() -> None:
         "llama2": train_llama2(lines, legacy=False),
         "tinyllama": train_llama2(lines, legacy=True),
         "llama3": train_llama3(lines),
+        "qwen2": train_qwen2(lines),
+        "pythia": train_pythia(lines),
+        "bertlike": train_bertlike(lines),
+        "metaspace": train_metaspace(lines),
+        "digits_punct": train_digits_punct(lines),
+        "splits": train_splits(lines),
     }
-    expected: dict = {"texts": texts, "tokenizers": {}}
+    random = random_texts(40, 24)
+    expected: dict = {"texts": texts, "random": random, "tokenizers": {}}
     for name, tok in toks.items():
         tok.save(os.path.join(OUT, f"{name}.json"), pretty=False)
         tok = Tokenizer.from_file(os.path.join(OUT, f"{name}.json"))  # what the file says, not the object
@@ -293,15 +491,21 @@ def main() -> None:
         for t in texts:
             ids = tok.encode(t, add_special_tokens=False).ids
             ids_special = tok.encode(t).ids
-            cases.append(
-                {
-                    "ids": ids,
-                    "ids_special": ids_special,
-                    "decoded": tok.decode(ids_special),
-                    "decoded_raw": tok.decode(ids_special, skip_special_tokens=False),
-                }
-            )
-        expected["tokenizers"][name] = {"vocab_size": tok.get_vocab_size(), "cases": cases}
+            case = {"ids": ids, "ids_special": ids_special, "decoded": tok.decode(ids_special)}
+            case["decoded_raw"] = tok.decode(ids_special, skip_special_tokens=False)
+            # (left out where they repeat `ids` / `decoded`, to keep the file small)
+            if case["ids_special"] == ids:
+                del case["ids_special"]
+            if case["decoded_raw"] == case["decoded"]:
+                del case["decoded_raw"]
+            cases.append(case)
+        random_ids = [tok.encode(t, add_special_tokens=False).ids for t in random]
+        expected["tokenizers"][name] = {
+            "vocab_size": tok.get_vocab_size(),
+            "cases": cases,
+            "random_ids": random_ids,
+            "random_decoded": [tok.decode(ids) for ids in random_ids],
+        }
     pieces, scores = export_llama2c_bin(toks["llama2"], os.path.join(OUT, "llama2c.bin"))
     cases = []
     for t in texts:

@@ -3,10 +3,13 @@
 //!
 //! 1. added tokens with `normalized: false` are cut out of the raw text (leftmost-longest, with their
 //!    `lstrip`/`rstrip`/`single_word` flags);
-//! 2. each remaining piece is normalized (`Sequence`, `Prepend`, `Replace` with a string pattern), then
-//!    added tokens with `normalized: true` are cut out of it;
-//! 3. pre-tokenizers (`Sequence`, `ByteLevel` with or without the GPT-2 regex, `Metaspace`, `Digits`, `Split` on a
-//!    regex or a string with any split behaviour) cut each piece into words;
+//! 2. each remaining piece is normalized (`Sequence`, `Prepend`, `Replace` with a string pattern, `NFC`,
+//!    `NFD`, `NFKC`, `NFKD`, `Lowercase`, `Strip`, `StripAccents`), then added tokens with
+//!    `normalized: true` are cut out of it. Every output character keeps the span of the input it came
+//!    from; how much longer a normalizer can make a text is bounded at load (`MAX_NORMALIZER_GROWTH`);
+//! 3. pre-tokenizers (`Sequence`, `ByteLevel` with or without the GPT-2 regex, `Metaspace`, `Digits`,
+//!    `Punctuation`, `Whitespace`, `WhitespaceSplit`, `Split` on a regex or a string with any split
+//!    behaviour) cut each piece into words;
 //! 4. BPE on each word: characters looked up in the vocabulary (else `<0xXX>` byte tokens with
 //!    `byte_fallback`, else `unk_token`, fused with `fuse_unk`), `ignore_merges` takes a whole word
 //!    that is in the vocabulary, then the lowest-ranked pair (leftmost on ties) is merged until none is left;
@@ -16,13 +19,14 @@
 //! Decode maps ids to token strings, drops special tokens (Python's default `skip_special_tokens=True`)
 //! and runs the decoders (`ByteLevel`, `Metaspace`, `Replace`, `ByteFallback`, `Fuse`, `Strip`,
 //! `Sequence`; none: tokens joined by spaces). Any other type is refused at load with a one-line error
-//! naming it (e.g. a `Unigram` model or an `NFKC` normalizer).
+//! naming it (e.g. a `Unigram` model or a `Precompiled` normalizer).
 //!
 //! Regexes are not compiled: a Split regex (and ByteLevel's GPT-2 regex) must be one of the patterns
-//! `pretok` knows by their exact strings (GPT-2's, Llama-3's, Qwen2's), each run by a hand-written scanner;
-//! any other regex is refused at load with a one-line error naming it.
+//! `pretok` knows by their exact strings (GPT-2's, Llama-3's, Qwen2's), each run by a hand-written
+//! scanner (as is the Whitespace pre-tokenizer's `\w+|[^\w\s]+`); any other regex is refused at load with
+//! a one-line error naming it.
 
-use super::pretok::{Scanner, GPT2_PATTERN};
+use super::pretok::{class, is_punctuation, Class, Scanner, GPT2_PATTERN};
 use super::{clip, Encoding, FxHashMap, TokenizerError, Utf8Stream, MAX_ENTRIES, MAX_TOKEN_BYTES, MAX_TOTAL_TOKEN_BYTES};
 use aho_corasick::{AhoCorasick, MatchKind};
 use serde::Deserialize;
@@ -98,8 +102,85 @@ impl Seg {
     fn prepend(&mut self, p: &str) {
         let (l, _) = self.span(0, 0);
         self.s.insert_str(0, p);
-        self.lo.splice(0..0, std::iter::repeat(l).take(p.len()));
-        self.hi.splice(0..0, std::iter::repeat(l).take(p.len()));
+        self.lo.splice(0..0, std::iter::repeat_n(l, p.len()));
+        self.hi.splice(0..0, std::iter::repeat_n(l, p.len()));
+    }
+
+    /// The characters with the original span of their first byte.
+    fn chars(&self) -> Vec<(char, usize, usize)> {
+        self.s.char_indices().map(|(i, c)| (c, self.lo[i], self.hi[i])).collect()
+    }
+
+    fn from_chars(chars: &[(char, usize, usize)], orig_start: usize) -> Seg {
+        let mut out = Seg { s: String::with_capacity(chars.len()), lo: Vec::new(), hi: Vec::new(), orig_start };
+        for &(c, l, h) in chars {
+            out.s.push(c);
+            out.lo.extend(std::iter::repeat_n(l, c.len_utf8()));
+            out.hi.extend(std::iter::repeat_n(h, c.len_utf8()));
+        }
+        out
+    }
+
+    /// Each character replaced by what `f` pushes, with the character's span.
+    fn map_chars(&mut self, mut f: impl FnMut(char, &mut Vec<char>)) {
+        let mut v = Vec::with_capacity(self.s.len());
+        let mut buf = Vec::new();
+        for (c, l, h) in self.chars() {
+            buf.clear();
+            f(c, &mut buf);
+            v.extend(buf.iter().map(|&d| (d, l, h)));
+        }
+        *self = Seg::from_chars(&v, self.orig_start);
+    }
+
+    /// Unicode normalization (UAX #15: decomposition, canonical ordering, canonical composition) on the
+    /// `unicode-normalization` crate's per-character tables, so that every output character keeps the
+    /// span of what it came from (a composed character spans both of its parts).
+    fn normalize(&mut self, form: Form) {
+        use unicode_normalization::char::{canonical_combining_class as ccc, compose, decompose_canonical, decompose_compatible};
+        if self.s.is_ascii() {
+            return;
+        }
+        let mut v: Vec<(char, usize, usize)> = Vec::with_capacity(self.s.len());
+        for (c, l, h) in self.chars() {
+            let emit = |d| v.push((d, l, h));
+            match form {
+                Form::Nfc | Form::Nfd => decompose_canonical(c, emit),
+                Form::Nfkc | Form::Nfkd => decompose_compatible(c, emit),
+            }
+        }
+        // canonical ordering: each run of non-starters sorted by combining class (stable)
+        let mut i = 0;
+        while i < v.len() {
+            let j = i + v[i..].iter().take_while(|x| ccc(x.0) != 0).count();
+            v[i..j].sort_by_key(|x| ccc(x.0));
+            i = j + 1;
+        }
+        if matches!(form, Form::Nfc | Form::Nfkc) {
+            let mut out: Vec<(char, usize, usize)> = Vec::with_capacity(v.len());
+            // the last starter's index in `out`, and the class of the last character after it
+            let mut starter: Option<usize> = None;
+            let mut last_class: Option<u8> = None;
+            for (c, l, h) in v {
+                let class = ccc(c);
+                if let Some(si) = starter {
+                    let blocked = last_class.is_some_and(|lc| lc == 0 || lc >= class);
+                    if let Some(comp) = compose(out[si].0, c).filter(|_| !blocked) {
+                        out[si] = (comp, out[si].1.min(l), out[si].2.max(h));
+                        continue;
+                    }
+                }
+                if class == 0 {
+                    starter = Some(out.len());
+                    last_class = None;
+                } else {
+                    last_class = Some(class);
+                }
+                out.push((c, l, h));
+            }
+            v = out;
+        }
+        *self = Seg::from_chars(&v, self.orig_start);
     }
 
     /// Every occurrence of `pat` (non-overlapping, left to right) replaced by `with`.
@@ -115,8 +196,8 @@ impl Seg {
             out.hi.extend_from_slice(&self.hi[last..i]);
             let (l, h) = self.span(i, i + pat.len());
             out.s.push_str(with);
-            out.lo.extend(std::iter::repeat(l).take(with.len()));
-            out.hi.extend(std::iter::repeat(h).take(with.len()));
+            out.lo.extend(std::iter::repeat_n(l, with.len()));
+            out.hi.extend(std::iter::repeat_n(h, with.len()));
             last = i + pat.len();
         }
         out.s.push_str(&self.s[last..]);
@@ -128,11 +209,40 @@ impl Seg {
 
 // ---- components ----------------------------------------------------------------------------------
 
+/// The most a normalizer may lengthen a text: a text of n bytes becomes at most `a·n + b` bytes, and
+/// `a + b` (the bound for a one-byte piece, the worst case since every piece gets a Prepend) may not pass
+/// this. Checked at load, so that a chain of Replace or Prepend steps cannot multiply a text without bound.
+const MAX_NORMALIZER_GROWTH: f64 = 64.0;
+
+/// The most NFD (or NFC) and NFKD (or NFKC) lengthen a text, in UTF-8 bytes: U+0DDD becomes three
+/// characters (3x), U+FDFA eighteen (3 bytes to 33). tests/hf_tokenizers.rs checks both over every code point.
+const CANONICAL_GROWTH: usize = 3;
+const COMPATIBLE_GROWTH: usize = 11;
+
+/// A Unicode normalization form (the `unicode-normalization` crate's tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Nfc,
+    Nfd,
+    Nfkc,
+    Nfkd,
+}
+
 #[derive(Debug, Clone)]
 enum Normalizer {
     Sequence(Vec<Normalizer>),
     Prepend(String),
     Replace(String, String),
+    Unicode(Form),
+    /// each character's `char::to_lowercase`
+    Lowercase,
+    /// leading and trailing `char::is_whitespace` removed
+    Strip {
+        left: bool,
+        right: bool,
+    },
+    /// combining marks (`M`) removed
+    StripAccents,
 }
 
 impl Normalizer {
@@ -151,8 +261,32 @@ impl Normalizer {
                 let (pat, content) = replace_fields(v, "Replace normalizer")?;
                 Normalizer::Replace(pat, content)
             }
+            "NFC" => Normalizer::Unicode(Form::Nfc),
+            "NFD" => Normalizer::Unicode(Form::Nfd),
+            "NFKC" => Normalizer::Unicode(Form::Nfkc),
+            "NFKD" => Normalizer::Unicode(Form::Nfkd),
+            "Lowercase" => Normalizer::Lowercase,
+            "Strip" => Normalizer::Strip { left: bool_field(v, "strip_left", true), right: bool_field(v, "strip_right", true) },
+            "StripAccents" => Normalizer::StripAccents,
             other => return Err(unsupported("normalizer", other)),
         })
+    }
+
+    /// (a, b): a text of n bytes normalizes to at most `a·n + b` bytes.
+    fn growth(&self) -> (f64, f64) {
+        match self {
+            Normalizer::Sequence(l) => l.iter().fold((1.0, 0.0), |(a, b), n| {
+                let (a2, b2) = n.growth();
+                (a2 * a, a2 * b + b2)
+            }),
+            Normalizer::Prepend(p) => (1.0, p.len() as f64),
+            Normalizer::Replace(pat, with) if !pat.is_empty() => ((with.len() as f64 / pat.len() as f64).max(1.0), 0.0),
+            Normalizer::Unicode(Form::Nfc | Form::Nfd) => (CANONICAL_GROWTH as f64, 0.0),
+            Normalizer::Unicode(Form::Nfkc | Form::Nfkd) => (COMPATIBLE_GROWTH as f64, 0.0),
+            // U+023A and U+023E: two bytes, their lowercase three
+            Normalizer::Lowercase => (1.5, 0.0),
+            Normalizer::Replace(..) | Normalizer::Strip { .. } | Normalizer::StripAccents => (1.0, 0.0),
+        }
     }
 
     fn apply(&self, seg: &mut Seg) {
@@ -164,6 +298,34 @@ impl Normalizer {
                 }
             }
             Normalizer::Replace(pat, with) => seg.replace(pat, with),
+            Normalizer::Unicode(form) => seg.normalize(*form),
+            Normalizer::Lowercase => {
+                if seg.s.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
+                    seg.map_chars(|c, out| out.extend(c.to_lowercase()))
+                }
+            }
+            Normalizer::Strip { left, right } => {
+                let mut a = 0;
+                if *left {
+                    a = seg.s.len() - seg.s.trim_start_matches(char::is_whitespace).len();
+                }
+                let mut b = seg.s.len();
+                if *right {
+                    b = a + seg.s[a..].trim_end_matches(char::is_whitespace).len();
+                }
+                if (a, b) != (0, seg.s.len()) {
+                    *seg = Seg { orig_start: seg.orig_start, ..seg.slice(a, b) };
+                }
+            }
+            Normalizer::StripAccents => {
+                if !seg.s.is_ascii() {
+                    seg.map_chars(|c, out| {
+                        if !unicode_normalization::char::is_combining_mark(c) {
+                            out.push(c)
+                        }
+                    })
+                }
+            }
         }
     }
 }
@@ -181,8 +343,8 @@ enum Behavior {
 enum Pattern {
     Regex(Scanner),
     Str(String),
-    /// every `char::is_numeric` character (`\p{N}`) a match of its own: the `Digits` pre-tokenizer
-    Numeric,
+    /// every character of a class a match of its own: `Digits` (`\p{N}`), `Punctuation`, `WhitespaceSplit`
+    Each(fn(char) -> bool),
 }
 
 impl Pattern {
@@ -206,9 +368,9 @@ impl Pattern {
                     push(a, b, &mut out);
                 }
             }
-            Pattern::Numeric => {
+            Pattern::Each(is_match) => {
                 for (i, c) in s.char_indices() {
-                    if super::pretok::class(c) == super::pretok::Class::Number {
+                    if is_match(c) {
                         push(i, i + c.len_utf8(), &mut out);
                     }
                 }
@@ -322,6 +484,20 @@ fn pattern_of(v: &Value, what: &str) -> Result<Pattern, TokenizerError> {
     })
 }
 
+/// A Split or Punctuation `"behavior"` (`default` when absent; Split's has none).
+fn behavior_of(v: &Value, default: Option<Behavior>) -> Result<Behavior, TokenizerError> {
+    Ok(match v.get("behavior").map(|b| b.as_str()) {
+        None => default.ok_or_else(|| invalid("the Split pre-tokenizer has no \"behavior\"".into()))?,
+        Some(Some("Removed")) => Behavior::Removed,
+        Some(Some("Isolated")) => Behavior::Isolated,
+        Some(Some("MergedWithPrevious")) => Behavior::MergedWithPrevious,
+        Some(Some("MergedWithNext")) => Behavior::MergedWithNext,
+        Some(Some("Contiguous")) => Behavior::Contiguous,
+        Some(Some(other)) => return Err(invalid(format!("the split behavior {:?} is not supported", clip(other, 32)))),
+        Some(None) => return Err(invalid("a split \"behavior\" is not a string".into())),
+    })
+}
+
 fn prepend_scheme(v: &Value) -> Result<Prepend, TokenizerError> {
     match v.get("prepend_scheme").and_then(|p| p.as_str()) {
         Some("always") => Ok(Prepend::Always),
@@ -359,26 +535,30 @@ impl PreTokenizer {
             },
             // SmolLM2's: digits split off the text, one by one or in runs
             "Digits" => PreTokenizer::Split {
-                pattern: Pattern::Numeric,
+                pattern: Pattern::Each(|c| class(c) == Class::Number),
                 behavior: if bool_field(v, "individual_digits", false) { Behavior::Isolated } else { Behavior::Contiguous },
                 invert: false,
             },
+            "Punctuation" => PreTokenizer::Split {
+                pattern: Pattern::Each(is_punctuation),
+                behavior: behavior_of(v, Some(Behavior::Isolated))?,
+                invert: false,
+            },
+            // `\w+|[^\w\s]+`, the rest (whitespace) removed
+            "Whitespace" => PreTokenizer::Split { pattern: Pattern::Regex(Scanner::Words), behavior: Behavior::Removed, invert: true },
+            "WhitespaceSplit" => {
+                PreTokenizer::Split { pattern: Pattern::Each(char::is_whitespace), behavior: Behavior::Removed, invert: false }
+            }
             "Metaspace" => PreTokenizer::Metaspace {
                 replacement: replacement_char(v)?,
                 prepend: prepend_scheme(v)?,
                 split: bool_field(v, "split", true),
             },
-            "Split" => {
-                let behavior = match v.get("behavior").and_then(|b| b.as_str()) {
-                    Some("Removed") => Behavior::Removed,
-                    Some("Isolated") => Behavior::Isolated,
-                    Some("MergedWithPrevious") => Behavior::MergedWithPrevious,
-                    Some("MergedWithNext") => Behavior::MergedWithNext,
-                    Some("Contiguous") => Behavior::Contiguous,
-                    other => return Err(invalid(format!("Split behavior {:?} is not supported", other.map(|s| clip(s, 32))))),
-                };
-                PreTokenizer::Split { pattern: pattern_of(v, "Split pre-tokenizer")?, behavior, invert: bool_field(v, "invert", false) }
-            }
+            "Split" => PreTokenizer::Split {
+                pattern: pattern_of(v, "Split pre-tokenizer")?,
+                behavior: behavior_of(v, None)?,
+                invert: bool_field(v, "invert", false),
+            },
             other => return Err(unsupported("pre-tokenizer", other)),
         })
     }
@@ -561,11 +741,19 @@ impl Decoder {
         })
     }
 
-    /// The library's `decode_chain`. `first`: these tokens start the text (Metaspace and Strip cut
-    /// only there; the stream decoder decodes later windows with `first = false`).
+    /// The library's `decode_chain`. `first`: these tokens start the text (Metaspace's first token; the
+    /// stream decoder decodes later windows with `first = false`). `fused`: a Fuse (or ByteLevel) ran
+    /// before, so the one token is the whole window and Strip's start applies only when it starts the text.
     fn chain(&self, tokens: Vec<String>, first: bool, table: &FxHashMap<char, u8>) -> Vec<String> {
-        match self {
-            Decoder::Sequence(l) => l.iter().fold(tokens, |t, d| d.chain(t, first, table)),
+        self.chain_from(tokens, first, false, table).0
+    }
+
+    fn chain_from(&self, tokens: Vec<String>, first: bool, fused: bool, table: &FxHashMap<char, u8>) -> (Vec<String>, bool) {
+        let fused = fused || matches!(self, Decoder::Fuse | Decoder::ByteLevel);
+        let out = match self {
+            Decoder::Sequence(l) => {
+                return l.iter().fold((tokens, fused), |(t, f), d| d.chain_from(t, first, f, table));
+            }
             Decoder::ByteLevel => {
                 let mut bytes = Vec::new();
                 for t in &tokens {
@@ -604,7 +792,7 @@ impl Decoder {
                     if !pending.is_empty() {
                         match String::from_utf8(std::mem::take(pending)) {
                             Ok(s) => out.push(s),
-                            Err(e) => out.extend(std::iter::repeat("\u{FFFD}".to_string()).take(e.as_bytes().len())),
+                            Err(e) => out.extend(std::iter::repeat_n("\u{FFFD}".to_string(), e.as_bytes().len())),
                         }
                     }
                 };
@@ -626,7 +814,7 @@ impl Decoder {
                 .map(|t| {
                     let chars: Vec<char> = t.chars().collect();
                     let mut a = 0;
-                    if first {
+                    if first || !fused {
                         while a < *start && a < chars.len() && chars[a] == *content {
                             a += 1;
                         }
@@ -640,7 +828,8 @@ impl Decoder {
                     chars[a..b].iter().collect()
                 })
                 .collect(),
-        }
+        };
+        (out, fused)
     }
 }
 
@@ -940,6 +1129,12 @@ impl HfBpe {
         let special = tokens.iter().map(|t| t.as_deref().is_some_and(|t| special_strings.contains(t))).collect();
         let (norm, raw): (Vec<AddedJson>, Vec<AddedJson>) = f.added_tokens.iter().cloned().partition(|a| a.normalized);
         let normalizer = f.normalizer.as_ref().filter(|v| !v.is_null()).map(Normalizer::from_json).transpose()?;
+        if let Some((a, b)) = normalizer.as_ref().map(Normalizer::growth).filter(|(a, b)| a + b > MAX_NORMALIZER_GROWTH) {
+            return Err(invalid(format!(
+                "the normalizer can make a text {:.0} times longer (a + {b:.0} bytes per piece); the limit is {MAX_NORMALIZER_GROWTH:.0}x",
+                a.min(1e18)
+            )));
+        }
         let pre = f.pre_tokenizer.as_ref().filter(|v| !v.is_null()).map(PreTokenizer::from_json).transpose()?;
         let post = f.post_processor.as_ref().filter(|v| !v.is_null()).map(Post::from_json).transpose()?;
         if let Some(id) = post.as_ref().and_then(|p| p.max_id()).filter(|&id| id as usize >= size) {
@@ -1068,8 +1263,8 @@ impl HfBpe {
                 p.ids(&mut before, &mut after);
                 let n = before.len();
                 ids.splice(0..0, before);
-                spans.splice(0..0, std::iter::repeat((0, 0)).take(n));
-                spans.extend(std::iter::repeat((text.len(), text.len())).take(after.len()));
+                spans.splice(0..0, std::iter::repeat_n((0, 0), n));
+                spans.extend(std::iter::repeat_n((text.len(), text.len()), after.len()));
                 ids.extend(after);
             }
         }
@@ -1276,5 +1471,57 @@ impl HfStream {
 
     pub(crate) fn pending_len(&self) -> usize {
         self.bytes.pending.len() + self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use unicode_normalization::UnicodeNormalization;
+
+    #[test]
+    fn normalize_keeps_spans_and_agrees_with_the_crate() {
+        // random texts mixing starters, combining marks out of order, Hangul jamo and compatibility forms
+        let pool: Vec<char> = "aeAE oOı \u{301}\u{300}\u{316}\u{327}\u{345}\u{308}\u{1100}\u{1161}\u{11A8}\u{AC00}\u{FB01}\u{FF21}\u{FDFA}\u{212B}\u{2126}\u{0F73}\u{0DDD}\u{1D15E}\u{0B47}\u{0B3E}İẞ"
+            .chars()
+            .collect();
+        let mut state = 7u64;
+        let mut next = |n: usize| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let len = next(12);
+            let text: String = (0..len)
+                .map(|_| if next(4) == 0 { char::from_u32(next(0x30000) as u32).unwrap_or('x') } else { pool[next(pool.len())] })
+                .collect();
+            for (form, want) in [
+                (Form::Nfc, text.nfc().collect::<String>()),
+                (Form::Nfd, text.nfd().collect()),
+                (Form::Nfkc, text.nfkc().collect()),
+                (Form::Nfkd, text.nfkd().collect()),
+            ] {
+                let mut seg = Seg::new(&text, 5);
+                seg.normalize(form);
+                assert_eq!(seg.s, want, "{form:?} of {text:?}");
+                assert_eq!((seg.lo.len(), seg.hi.len()), (seg.s.len(), seg.s.len()));
+                assert!(seg.lo.iter().zip(&seg.hi).all(|(&l, &h)| 5 <= l && l < h && h <= 5 + text.len()), "{form:?} spans of {text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn growth_constants_bound_every_code_point() {
+        let (mut canonical, mut compatible) = (0usize, 0usize);
+        for c in (0..0x110000u32).filter_map(char::from_u32) {
+            let n = c.len_utf8();
+            let s = c.to_string();
+            canonical = canonical.max(s.nfd().map(char::len_utf8).sum::<usize>().div_ceil(n));
+            canonical = canonical.max(s.nfc().map(char::len_utf8).sum::<usize>().div_ceil(n));
+            compatible = compatible.max(s.nfkd().map(char::len_utf8).sum::<usize>().div_ceil(n));
+            compatible = compatible.max(s.nfkc().map(char::len_utf8).sum::<usize>().div_ceil(n));
+            assert!(2 * c.to_lowercase().map(char::len_utf8).sum::<usize>() <= 3 * n, "lowercase of U+{:04X}", c as u32);
+        }
+        assert_eq!((canonical, compatible), (CANONICAL_GROWTH, COMPATIBLE_GROWTH));
     }
 }

@@ -13,8 +13,9 @@
 //!   id per character, for character-level models (the date-translation encoder-decoder); optionally
 //!   a separate target table ([`Chars::target`], [`Tokenizer::target_tokenizer`]).
 //!
-//! * `hf_bpe` ([`HfBpe`]): a Hugging Face `tokenizer.json` with a BPE model (GPT-2 byte-level, Llama-2 /
-//!   TinyLlama SentencePiece style, Llama-3 byte-level with a Split regex), read by our own code.
+//! * `hf_bpe` ([`HfBpe`]): a Hugging Face `tokenizer.json` with a BPE model (GPT-2 and GPT-NeoX byte-level,
+//!   Llama-2 / TinyLlama SentencePiece style, Llama-3 and Qwen2 byte-level with a Split regex, and the
+//!   normalizers, pre-tokenizers and decoders those and BERT-style files use), read by our own code.
 //! * `llama2c` ([`Llama2c`]): llama2.c's `tokenizer.bin` (pieces with scores, run.c's greedy merge).
 //!
 //! For these two, [`Tokenizer::encode`] gives what their own tools give by default: the tokenizer.json's

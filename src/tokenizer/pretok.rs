@@ -3,14 +3,15 @@
 //! 3.40 MB, nearly all of it Unicode tables and engines; ARCHITECTURE.md, "Tokenizers from other tools").
 //!
 //! A pattern is recognised by its exact string ([`Scanner::for_pattern`]); each scanner does what the
-//! regex's leftmost-first alternation does at each position. In all three patterns every character
-//! starts a match (a letter, a number, whitespace or anything else: each has an alternative), so the
-//! matches tile the text and `find_iter` never skips. `\p{L}`, `\p{N}` and `\s` (Unicode White_Space)
-//! come from `unicode_classes.rs`, generated from regex-syntax's own tables; tests/hf_tokenizers.rs checks
-//! it code point by code point and compares every scanner with fancy-regex (a dev-dependency) on the
-//! parity corpus and a large random Unicode corpus.
+//! regex's leftmost-first alternation does at each position. In GPT-2's, Llama-3's and Qwen2's patterns
+//! every character starts a match (a letter, a number, whitespace or anything else: each has an
+//! alternative), so the matches tile the text; the Whitespace pre-tokenizer's `\w+|[^\w\s]+` skips
+//! whitespace. `\p{L}`, `\p{N}`, `\s` (Unicode White_Space), `\w` and `\p{P}` come from
+//! `unicode_classes.rs`, generated from regex-syntax's own tables; tests/hf_tokenizers.rs checks it code
+//! point by code point and compares every scanner with fancy-regex (a dev-dependency) on the parity
+//! corpus and a large random Unicode corpus.
 
-use super::unicode_classes::{CLASSES, LETTER, NUMBER, SPACE};
+use super::unicode_classes::{CLASSES, LETTER, NUMBER, PUNCT, SPACE, WORD};
 
 /// GPT-2's pre-tokenizer regex (the `ByteLevel` pre-tokenizer with `use_regex`).
 pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
@@ -22,6 +23,9 @@ pub const LLAMA3_PATTERN: &str =
 /// Qwen2's Split regex: Llama-3's with one digit per number piece.
 pub const QWEN2_PATTERN: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The Whitespace pre-tokenizer's regex (words, and runs of what is neither a word character nor whitespace).
+pub const WHITESPACE_PATTERN: &str = r"\w+|[^\w\s]+";
 
 /// What `\p{L}`, `\p{N}` and `\s` say about a character (disjoint: no character is two of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,23 +51,47 @@ pub fn class(c: char) -> Class {
             _ => Class::Other,
         };
     }
-    match CLASSES.binary_search_by(|&(lo, hi, _)| {
-        if hi < u {
-            std::cmp::Ordering::Less
-        } else if lo > u {
-            std::cmp::Ordering::Greater
-        } else {
-            std::cmp::Ordering::Equal
-        }
-    }) {
-        Ok(i) => match CLASSES[i].2 {
-            LETTER => Class::Letter,
-            NUMBER => Class::Number,
-            SPACE => Class::Space,
-            _ => Class::Other,
-        },
-        Err(_) => Class::Other,
+    match lookup(CLASSES, c, |&(lo, hi, _)| (lo, hi)) {
+        Some(&(_, _, LETTER)) => Class::Letter,
+        Some(&(_, _, NUMBER)) => Class::Number,
+        Some(&(_, _, SPACE)) => Class::Space,
+        _ => Class::Other,
     }
+}
+
+/// The entry of a sorted table of disjoint code point ranges that holds `c`.
+fn lookup<T>(table: &[T], c: char, range: impl Fn(&T) -> (u32, u32)) -> Option<&T> {
+    let u = c as u32;
+    let i = table
+        .binary_search_by(|e| {
+            let (lo, hi) = range(e);
+            if hi < u {
+                std::cmp::Ordering::Less
+            } else if lo > u {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .ok()?;
+    table.get(i)
+}
+
+fn in_ranges(table: &[(u32, u32)], c: char) -> bool {
+    lookup(table, c, |&r| r).is_some()
+}
+
+/// `\w`: Alphabetic, marks, decimal numbers, connector punctuation and Join_Control.
+pub fn is_word(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_alphanumeric() || c == '_';
+    }
+    in_ranges(WORD, c)
+}
+
+/// The Punctuation pre-tokenizer's test: ASCII punctuation (its symbols included) or `\p{P}`.
+pub fn is_punctuation(c: char) -> bool {
+    c.is_ascii_punctuation() || (!c.is_ascii() && in_ranges(PUNCT, c))
 }
 
 /// A known split pattern, run by hand.
@@ -73,10 +101,14 @@ pub enum Scanner {
     Gpt2,
     /// [`LLAMA3_PATTERN`] (`max_digits` 3) or [`QWEN2_PATTERN`] (1)
     Llama3 { max_digits: usize },
+    /// [`WHITESPACE_PATTERN`], as the Whitespace pre-tokenizer runs it
+    Words,
 }
 
 impl Scanner {
-    /// The scanner for a regex given by its exact string; None for any other regex.
+    /// The scanner for a Split regex given by its exact string; None for any other regex. Not
+    /// [`Scanner::Words`]: in a Split regex Python's `tokenizers` runs Oniguruma, whose `\w` also takes
+    /// `\p{N}` (`²`), while its Whitespace pre-tokenizer's `\w` is regex-syntax's.
     pub fn for_pattern(pattern: &str) -> Option<Scanner> {
         match pattern {
             GPT2_PATTERN => Some(Scanner::Gpt2),
@@ -92,10 +124,12 @@ impl Scanner {
             Scanner::Gpt2 => GPT2_PATTERN,
             Scanner::Llama3 { max_digits: 1 } => QWEN2_PATTERN,
             Scanner::Llama3 { .. } => LLAMA3_PATTERN,
+            Scanner::Words => WHITESPACE_PATTERN,
         }
     }
 
-    /// The (start, end) byte ranges of the regex's `find_iter` over `s`: non-empty, in order, tiling `s`.
+    /// The (start, end) byte ranges of the regex's `find_iter` over `s`: non-empty, in order (tiling `s`
+    /// but for [`Scanner::Words`], which skips whitespace).
     pub fn find_iter(&self, s: &str) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
         let mut i = 0;
@@ -103,6 +137,15 @@ impl Scanner {
             let j = match *self {
                 Scanner::Gpt2 => gpt2_match(s, i),
                 Scanner::Llama3 { max_digits } => llama3_match(s, i, max_digits),
+                Scanner::Words => {
+                    let Some(c) = at(s, i) else { break };
+                    if class(c) == Class::Space {
+                        i += c.len_utf8();
+                        continue;
+                    }
+                    let word = is_word(c);
+                    run(s, i, |d| is_word(d) == word && (word || class(d) != Class::Space))
+                }
             };
             debug_assert!(j > i);
             out.push((i, j));
