@@ -607,6 +607,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
 
   async function discardSaved() {
     restoreEl.hidden = true;
+    await saving?.catch(() => {}); // a save in flight lands first, then goes
     await runStore.clear().catch(() => {});
   }
 
@@ -659,6 +660,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
 
   async function resetRun() {
     if (!['paused', 'done', 'error'].includes(state)) return;
+    runSpec = null; // no more saves of this run
     await discardSaved();
     savedEl.textContent = '';
     status.removeAttribute('data-saved-step');
