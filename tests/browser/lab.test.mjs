@@ -215,6 +215,14 @@ test('text that cannot be trained on is refused in one line, and the page keeps 
       await page.waitForSelector('#train-status[data-state="error"]', { timeout: 20_000 });
       assert.match(await page.textContent('#train-error'), want);
     }
+    // a file: not UTF-8 is refused in one line; a UTF-8 one is read (its bytes counted by the progress bar)
+    await page.setInputFiles('#train-file', { name: 'latin1.txt', mimeType: 'text/plain', buffer: Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x0a]) });
+    await page.waitForFunction(() => /latin1\.txt is not UTF-8 text/.test(document.querySelector('#train-error')?.textContent ?? ''), null, { timeout: 20_000 });
+    const poem = 'Shall I compare thee to a summer\u2019s day?\nThou art more lovely and more temperate.\n'.repeat(40);
+    await page.setInputFiles('#train-file', { name: 'sonnet.txt', mimeType: 'text/plain', buffer: Buffer.from(poem, 'utf8') });
+    await page.waitForFunction((n) => document.querySelector('#train-text').value.length === n, poem.length, { timeout: 20_000 });
+    assert.equal(await page.getAttribute('#train-file-progress', 'data-read'), String(Buffer.byteLength(poem, 'utf8')));
+    assert.equal(await page.isChecked('#train-text-own'), true, 'the file becomes the text to train on');
     // the shipped text plans, and the induction preset still trains
     await page.check('#train-text-shipped');
     await page.waitForFunction(() => /characters|parameters/.test(document.querySelector('#train-memory').textContent) && document.querySelector('#train-error').hidden, null, { timeout: 30_000 });
@@ -272,6 +280,14 @@ test('the Llama, MoE and Dates presets train from the page, each with its own li
       await page.click('#train-reset');
       await page.waitForSelector('#train-status[data-state="idle"]', { timeout: 20_000 });
     }
+    // live views off: the run trains without probing (no scores, no maps)
+    await setSizes(page);
+    await page.fill('#train-steps', '20');
+    await page.setChecked('#train-live', false);
+    await page.click('#train-start');
+    await page.waitForSelector('#train-status[data-state="done"][data-step="20"]', { timeout: 60_000 });
+    assert.equal((await status(page)).induction, '', 'no probe with the live views off');
+    assert.equal(await page.isHidden('#train-probe'), true);
     assertClean(assert, log);
   } finally {
     await context.close();

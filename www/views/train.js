@@ -107,6 +107,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
   const fieldsEl = h('div', { class: 'train-fields' });
   const inputs = {};
   const textBox = h('textarea', { id: 'train-text', rows: 4, placeholder: 'Paste a text to train on (UTF-8), or drop a .txt file here', on: { input: () => plan() } });
+  const fileProgress = h('progress', { id: 'train-file-progress', class: 'train-file-progress', hidden: true, 'aria-label': 'Reading the text file' });
   const fileInput = h('input', { type: 'file', id: 'train-file', accept: '.txt,text/plain', on: { change: () => readFile(fileInput.files?.[0]) } });
   const choiceShipped = h('input', { type: 'radio', name: 'train-text-choice', id: 'train-text-shipped', value: 'shipped', checked: true, on: { change: () => chooseText('shipped') } });
   const choiceOwn = h('input', { type: 'radio', name: 'train-text-choice', id: 'train-text-own', value: 'own', on: { change: () => chooseText('own') } });
@@ -115,7 +116,8 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     h('label', { class: 'inline-field' }, choiceShipped, 'the shipped Shakespeare (1 MB)'),
     h('label', { class: 'inline-field' }, choiceOwn, 'your own text:'),
     textBox,
-    h('label', { class: 'inline-field small' }, 'or a .txt file', fileInput));
+    h('label', { class: 'inline-field small' }, 'or a .txt file', fileInput),
+    fileProgress);
   const memoryEl = h('p', { id: 'train-memory', class: 'small muted' }, 'Working out the memory this run needs…');
   const cliEl = h('p', { class: 'small muted train-cli' });
   const start = h('button', { type: 'button', id: 'train-start', on: { click: () => startRun() } }, 'Train');
@@ -126,6 +128,9 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
   const reset = h('button', { type: 'button', class: 'secondary', id: 'train-reset', disabled: true, on: { click: () => resetRun() } }, 'Reset');
   const download = h('button', { type: 'button', class: 'secondary', id: 'train-download', disabled: true, on: { click: () => saveModel() } }, 'Download checkpoint');
   const use = h('button', { type: 'button', class: 'secondary', id: 'train-use', disabled: true, on: { click: () => useModel() } }, 'Use this model');
+  const liveBox = h('input', { type: 'checkbox', id: 'train-live', checked: true });
+  const liveEl = h('label', { class: 'inline-field small' }, liveBox,
+    'Live views: probe the model as it trains (head scores, attention maps, samples; off trains faster, and applies from the next Train or Resume)');
   const status = h('p', { id: 'train-status', role: 'status', 'aria-live': 'polite', dataset: { state: 'idle' } }, 'Not started.');
   const savedEl = h('p', { id: 'train-saved', class: 'small muted' });
   const restoreText = h('span', {});
@@ -162,6 +167,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     restoreEl,
     h('div', { class: 'toolbar train-buttons' }, start, pause, stop, reset, download, use),
     h('div', { class: 'toolbar train-lr' }, h('label', { class: 'inline-field', for: 'train-lr-live' }, 'While paused:'), lrLive, setLr),
+    liveEl,
     status,
     savedEl,
     errorEl,
@@ -202,19 +208,40 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     plan();
   }
 
+  /** Reads a chosen or dropped .txt in slices, with a progress bar; UTF-8 only, refused in one line otherwise. */
   async function readFile(file) {
     if (!file) return;
+    clearError();
     try {
-      if (file.size > 64 * 1024 * 1024) throw new Error(`${file.name} is over 64 MiB`);
-      const bytes = new Uint8Array(await file.arrayBuffer());
-      textBox.value = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+      if (file.size > 64 * 1024 * 1024) throw new Error(`${file.name} is over 64 MiB: give a shorter text`);
+      fileProgress.max = Math.max(1, file.size);
+      fileProgress.value = 0;
+      fileProgress.hidden = false;
+      const decoder = new TextDecoder('utf-8', { fatal: true });
+      const parts = [];
+      let read = 0;
+      const reader = file.stream().getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        parts.push(decoder.decode(value, { stream: true }));
+        read += value.byteLength;
+        fileProgress.value = read;
+        fileProgress.dataset.read = String(read);
+      }
+      parts.push(decoder.decode());
+      const text = parts.join('');
+      if (text.includes('\0')) throw new Error(`${file.name} holds NUL bytes: give a text file`);
+      textBox.value = text;
       choiceOwn.checked = true;
       chooseText('own');
     } catch (err) {
       showError(err instanceof TypeError ? `${file.name} is not UTF-8 text` : err.message);
+    } finally {
+      fileProgress.hidden = true;
     }
   }
-  textBox.addEventListener('dragover', (e) => e.preventDefault());
+
   textBox.addEventListener('drop', (e) => {
     e.preventDefault();
     readFile(e.dataTransfer?.files?.[0]);
@@ -540,7 +567,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
 
   async function runLoop() {
     setState('running');
-    running = request('trainRun', { every: LOG_EVERY, inductionEvery: PRESETS[presetName].inductionEvery, prompt: probePrompt, snapshotMs: SAVE_EVERY_MS }, { onEvent: absorb });
+    running = request('trainRun', { every: LOG_EVERY, inductionEvery: liveBox.checked ? PRESETS[presetName].inductionEvery : 0, prompt: probePrompt, snapshotMs: SAVE_EVERY_MS }, { onEvent: absorb });
     try {
       const r = await running;
       running = null;
