@@ -66,12 +66,17 @@ test('generated text keeps its line breaks; tokens are focusable spans that sele
     assert.deepEqual(rendered.split('\n'), out.text.split('\n'), 'the rendered lines are the decoded lines');
     // The prompt keeps its newline too: the whole box reads as prompt + text.
     assert.equal(await page.$eval('#gen-output', (el) => el.innerText), `ROMEO:\n${out.text}`);
-    // Tokens: inline spans with role="button", focusable; the line breaks come from the text, not from boxes.
+    // Tokens: inline spans with role="button", focusable; the line breaks come from the text, not from boxes. The
+    // tokens are one Tab stop (a roving tabindex: one token 0, the others -1; arrow keys move inside).
     const toks = await page.$$eval('#gen-output .tok', (ts) => ts.map((t) => ({
       tag: t.tagName, role: t.getAttribute('role'), tabindex: t.getAttribute('tabindex'), display: getComputedStyle(t).display,
     })));
     assert.equal(toks.length, 60);
-    for (const t of toks) assert.deepEqual(t, { tag: 'SPAN', role: 'button', tabindex: '0', display: 'inline' });
+    for (const { tabindex, ...t } of toks) {
+      assert.deepEqual(t, { tag: 'SPAN', role: 'button', display: 'inline' });
+      assert.ok(tabindex === '0' || tabindex === '-1', `tabindex ${tabindex}`);
+    }
+    assert.equal(toks.filter((t) => t.tabindex === '0').length, 1, 'one Tab stop for the whole output');
     // Keyboard: focus step 4 and press Enter, then step 7 and press Space.
     await page.focus('#gen-output .tok[data-step="4"]');
     await page.keyboard.press('Enter');
