@@ -231,6 +231,9 @@ fn a_saved_run_resumes_where_it_stopped() {
     let other = LabPlan::new(&LabSpec { seed: Some(6), ..small("induction") }, None).unwrap();
     let e = Lab::resume(FastCpuBackend::default(), other, &snap).err().unwrap().to_string();
     assert!(e.contains("other settings") && !e.contains('\n'), "{e}");
-    let e = Lab::resume(FastCpuBackend::default(), LabPlan::new(&small("induction"), None).unwrap(), &snap[..snap.len() / 2]).err().unwrap().to_string();
+    let e = Lab::resume(FastCpuBackend::default(), LabPlan::new(&small("induction"), None).unwrap(), &snap[..snap.len() / 2])
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.starts_with("the saved run cannot be resumed") && !e.contains('\n'), "{e}");
 }

@@ -118,7 +118,7 @@ export const ACTIONS = {
   // Events: {kind: 'steps', step, done, chunkSteps, chunkMs, logs: [{step, loss, val_loss?, lr, grad_norm,
   // tokens_per_second, elapsed_s}], induction?: {step, best?, head?, heads?, previous_token?, probe}} once per chunk
   // (steps 1, 100, the last, every `every`-th and each chunk's last are logged). Every `inductionEvery` steps, and
-  // at step 0 and the end, the model is probed (train::lab::probe: {induction, previous_token_heads,
+  // at step 0 and the end (skipped while the probes took over 4% of the steps' time), the model is probed (train::lab::probe: {induction, previous_token_heads,
   // induction_heads, maps, tokens, sample, expert_load, dates}); the last layer's induction scores are copied to
   // the top level (absent for the encoder-decoder). `prompt` starts a text model's sample. With `snapshotMs`, an
   // event {kind: 'snapshot', step, bytes: ArrayBuffer} (the run's state, for trainResume) at most every snapshotMs

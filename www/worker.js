@@ -163,6 +163,9 @@ const TOKEN_FLUSH_MS = 16;
 const MAX_TOKENS_PER_SUBMIT = 16;
 // The training lab: a chunk of steps takes about this long, so Pause and Stop wait at most about that.
 const TRAIN_CHUNK_MS = 150;
+// The live views' share of a run: trainRun skips a due probe while the probes so far took more than this
+// fraction of the time spent in steps (issue 23: the views cost at most 5% of training throughput).
+const VIEW_BUDGET = 0.04;
 let trainActive = 0;    // trainRun calls queued or running
 let trainFlag = null;   // 'pause' | 'stop': read by the running trainRun between two chunks
 let stopRequested = false;
@@ -184,6 +187,8 @@ const modelHandlers = {
     const core = await loadCore();
     let k = 1;
     let step = null;
+    let trainMs = 0;
+    let probeMs = 0;
     let savedAt = performance.now();
     let savedStep = null;
     const snapshot = async () => {
@@ -208,7 +213,11 @@ const modelHandlers = {
         // the score before this chunk, when the run starts from step 0
         const c0 = await core.train_run(0, every);
         step = c0.step;
-        if (step === 0) first = await induction(0);
+        if (step === 0) {
+          const tp = performance.now();
+          first = await induction(0);
+          probeMs += performance.now() - tp;
+        }
       }
       let n = k;
       if (inductionEvery > 0 && step !== null) n = Math.max(1, Math.min(n, inductionEvery - (step % inductionEvery)));
@@ -218,7 +227,14 @@ const modelHandlers = {
       step = chunk.step;
       const ev = { kind: 'steps', step, done: chunk.done, chunkSteps: n, chunkMs, logs: chunk.logs };
       if (first) ev.inductionStart = first;
-      if (inductionEvery > 0 && (step % inductionEvery === 0 || chunk.done)) ev.induction = await induction(step);
+      trainMs += chunkMs;
+      // a probe every `inductionEvery` steps while the probes stay within VIEW_BUDGET of the training time (the
+      // last step is always probed)
+      if (inductionEvery > 0 && (step % inductionEvery === 0 || chunk.done) && (chunk.done || probeMs <= VIEW_BUDGET * trainMs)) {
+        const tp = performance.now();
+        ev.induction = await induction(step);
+        probeMs += performance.now() - tp;
+      }
       emit(ev);
       if (chunk.done || (snapshotMs && performance.now() - savedAt >= snapshotMs)) await snapshot();
       if (chunk.done) return { state: 'done', step };

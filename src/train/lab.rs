@@ -628,8 +628,10 @@ pub async fn probe(checkpoint: &[u8], tok: Option<&Tokenizer>, prompt: Option<&s
         let batch = dates::batch(&mut crate::rng::Rng::new(0x5eed_da7e), PROBE_DATES, true)?;
         let (mut exact, mut examples) = (0, vec![]);
         for i in 0..PROBE_DATES {
-            let src: Vec<u32> = batch.src[i * dates::SRC_LEN..(i + 1) * dates::SRC_LEN].iter().copied().filter(|&x| x != dates::PAD).collect();
-            let want: Vec<u32> = batch.targets[i * dates::TGT_LEN..(i + 1) * dates::TGT_LEN].iter().copied().filter(|&x| x != dates::EOS).collect();
+            let src: Vec<u32> =
+                batch.src[i * dates::SRC_LEN..(i + 1) * dates::SRC_LEN].iter().copied().filter(|&x| x != dates::PAD).collect();
+            let want: Vec<u32> =
+                batch.targets[i * dates::TGT_LEN..(i + 1) * dates::TGT_LEN].iter().copied().filter(|&x| x != dates::EOS).collect();
             let cfg = GenConfig { max_new_tokens: dates::TGT_LEN, ..GenConfig::default() };
             let got: Vec<u32> = s.generate(&[], Some(&src), cfg).await?.into_iter().filter(|&x| x > dates::EOS).collect();
             exact += (got == want) as usize;

@@ -274,6 +274,12 @@ test('the Llama, MoE and Dates presets train from the page, each with its own li
         const exact = Number(s.datesExact);
         assert.ok(s.datesExact !== '' && exact >= 0 && exact <= 1, `the held-out dates accuracy (${s.datesExact})`);
         assert.match(await page.textContent('#train-sample'), /\u2192/, 'translated examples');
+        // the trained translator becomes the page's model, an encoder-decoder with its date characters
+        await page.click('#train-use');
+        await page.waitForFunction(() => window.tinyformer?.state?.model?.meta?.id === 'trained-here', null, { timeout: 60_000 });
+        const card = await page.$$eval('#model-table tr', (rows) => Object.fromEntries(rows.map((r) => [r.dataset.field, r.dataset.value])));
+        assert.equal(card.arch, 'encoder_decoder');
+        assert.equal(card.tokenizer, 'chars');
       }
       console.log(`${preset}: ${s.step} steps, loss ${Number(s.lossFirst).toFixed(3)} -> ${Number(s.loss).toFixed(3)}, ${s.tokensPerS} tokens/s` +
         (preset === 'dates' ? `, ${s.datesExact} exact` : ''));
