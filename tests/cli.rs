@@ -455,6 +455,15 @@ fn generation_stops_at_the_models_eos() {
     want.push(first_new);
     assert_eq!(gen(&dir)["ids"], Value::Array(want));
     assert_eq!(json(&["info", "--model", dir.to_str().unwrap()])["eos"], serde_json::json!([7, fx["greedy"][10]]));
+    // an id past the vocabulary is refused before it is narrowed: 2^32 + 2 does not wrap to 2
+    for (v, want) in
+        [("4294967298", "eos_token_id 4294967298 is outside the model's vocabulary"), ("[7, -1]", "eos_token_id must be a token id")]
+    {
+        std::fs::write(dir.join("generation_config.json"), format!("{{\"eos_token_id\": {v}}}")).unwrap();
+        let args: Vec<std::ffi::OsString> = ["info", "--model", dir.to_str().unwrap()].iter().map(Into::into).collect();
+        let e = fails_with(&args, want);
+        assert!(e.contains("generation_config.json"), "{e}");
+    }
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -307,6 +307,16 @@ fn bad_directories_get_one_line_errors() {
     let mut m = mem_copy("llama_tied");
     edit_config(&mut m, |c| c["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0}));
     assert!(plan_err(&m, None).contains("rope_scaling of type \"llama3\" is not supported"));
+    // a rope_scaling that names no type, or is not an object, is refused (transformers refuses it), not ignored
+    for (rs, want) in [
+        (serde_json::json!({"factor": 8.0}), "rope_scaling names no \"rope_type\""),
+        (serde_json::json!("llama3"), "rope_scaling must be an object"),
+        (serde_json::json!({"type": 3}), "rope_type must be a string"),
+    ] {
+        let mut m = mem_copy("llama_tied");
+        edit_config(&mut m, |c| c["rope_scaling"] = rs.clone());
+        assert!(plan_err(&m, None).contains(want), "{rs}: {}", plan_err(&m, None));
+    }
 
     let mut m = mem_copy("qwen2");
     edit_config(&mut m, |c| {

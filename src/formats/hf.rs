@@ -171,8 +171,23 @@ pub fn dims(c: &RawConfig, family: Family) -> Result<Dims> {
             if act != "silu" {
                 return err(format!("config.json: hidden_act \"{act}\" is not supported (silu only)"));
             }
-            for rs in [&c.rope_scaling, &c.rope_parameters].into_iter().flatten().filter(|v| !v.is_null()) {
-                let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(|t| t.as_str()).unwrap_or("default");
+            // rope_scaling, when present, must name its type (transformers refuses one without); transformers 5's
+            // rope_parameters may leave it out for the default
+            for (field, rs) in [("rope_scaling", &c.rope_scaling), ("rope_parameters", &c.rope_parameters)] {
+                let Some(rs) = rs.as_ref().filter(|v| !v.is_null()) else { continue };
+                if !rs.is_object() {
+                    return err(format!("config.json: {field} must be an object with a \"rope_type\", not {rs}"));
+                }
+                let kind = match rs.get("rope_type").or_else(|| rs.get("type")) {
+                    Some(t) => match t.as_str() {
+                        Some(k) => k,
+                        None => return err(format!("config.json: {field}'s rope_type must be a string, not {t}")),
+                    },
+                    None if field == "rope_scaling" => {
+                        return err("config.json: rope_scaling names no \"rope_type\" (transformers refuses it too)".to_string())
+                    }
+                    None => "default",
+                };
                 if kind != "default" {
                     return err(format!(
                         "config.json: rope_scaling of type \"{kind}\" is not supported yet (Llama-3.1-style long-context RoPE); only unscaled RoPE"

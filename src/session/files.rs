@@ -80,17 +80,23 @@ fn foreign_eos(files: &dyn Files, layout: &FileLayout, tok: Option<&Tokenizer>, 
     if let FileLayout::Llama2c(_) = layout {
         return Ok(vec![1]);
     }
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
+    // checked as u64 before any narrowing: an id of 2^32 + 2 must not wrap to 2
+    let ids = |name: &str, v: &serde_json::Value| -> Result<Vec<u32>> {
+        let one = |x: &serde_json::Value| match x.as_u64() {
+            Some(id) if id < vocab as u64 => Ok(id as u32),
+            Some(id) => Err(TfError::Checkpoint(format!("{name}: eos_token_id {id} is outside the model's vocabulary of {vocab}"))),
+            None => Err(TfError::Checkpoint(format!("{name}: eos_token_id must be a token id or a list of them, not {x}"))),
+        };
         match v {
-            serde_json::Value::Number(n) => n.as_u64().into_iter().map(|x| x as u32).collect(),
-            serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
-            _ => vec![],
+            serde_json::Value::Null => Ok(vec![]),
+            serde_json::Value::Array(a) => a.iter().map(one).collect(),
+            x => Ok(vec![one(x)?]),
         }
     };
     let mut eos = vec![];
     for name in ["generation_config.json", "config.json"] {
         if let Some(v) = read_json(files, name)?.and_then(|j| j.get("eos_token_id").cloned()) {
-            eos = ids(&v);
+            eos = ids(name, &v)?;
             if !eos.is_empty() {
                 break;
             }
