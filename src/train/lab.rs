@@ -4,11 +4,18 @@
 //! data (`Source`) and optimizer as `tinyformer train` with the flags [`LabPlan::cli_args`]
 //! gives, so the page's loss at a step can be checked against the CLI's.
 //!
-//! Presets:
-//! - `induction`: a 2-layer attention-only decoder (`--arch attn-only --init wide`) on the
-//!   induction task (each row a random segment repeated to fill it);
+//! Presets ([`PRESETS`]):
+//! - `induction`: a 2-layer attention-only decoder (`--arch attn-only`: untied head, GPT-2 init;
+//!   batch 32, constant lr 1e-3) on the induction task (each row a random segment repeated to
+//!   fill it): an induction head forms on the last layer by step ~1,100;
 //! - `shakespeare`: nanoGPT's baby config (4 layers, 4 heads, 128 dims, context 64, batch 12,
-//!   lr 1e-3 with 100 warmup steps and cosine to 1e-4, betas 0.9/0.99) on a text, character-level.
+//!   lr 1e-3 with 100 warmup steps and cosine to 1e-4, betas 0.9/0.99) on a text, character-level;
+//! - `llama`: the same sizes and text as a Llama-style decoder (RMSNorm, RoPE, SwiGLU, two query
+//!   heads per key/value head);
+//! - `moe`: the same as the seed's decoder with a 4-expert, top-2 mixture-of-experts FFN and the
+//!   Switch load-balancing loss (weight 0.01);
+//! - `dates`: the seed's encoder-decoder (2 layers, 4 heads, 64 dims) on the date task, validated
+//!   on held-out days.
 
 use serde::{Deserialize, Serialize};
 
