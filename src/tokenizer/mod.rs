@@ -402,7 +402,6 @@ impl Tokenizer {
         if first != Some(&b'{') {
             return Self::from_llama2c_bin(bytes);
         }
-        let text = std::str::from_utf8(bytes).map_err(|e| TokenizerError::Json(format!("the JSON is not valid UTF-8 ({e})")))?;
         #[derive(serde::Deserialize)]
         struct Which {
             #[serde(default)]
@@ -410,7 +409,15 @@ impl Tokenizer {
             #[serde(default)]
             model: Option<serde::de::IgnoredAny>,
         }
-        let w: Which = serde_json::from_str(text).map_err(|e| TokenizerError::Json(e.to_string()))?;
+        let parsed = std::str::from_utf8(bytes)
+            .map_err(|e| TokenizerError::Json(format!("the JSON is not valid UTF-8 ({e})")))
+            .and_then(|text| Ok((text, serde_json::from_str::<Which>(text).map_err(|e| TokenizerError::Json(e.to_string()))?)));
+        // a llama2.c tokenizer.bin whose max_token_length is 123 starts with `{` too: what does not parse as
+        // JSON is read as one before the JSON error is reported
+        let (text, w) = match parsed {
+            Ok(p) => p,
+            Err(json) => return Self::from_llama2c_bin(bytes).map_err(|_| json),
+        };
         match (w.kind, w.model) {
             (None, Some(_)) => Self::from_hf_json(text),
             _ => Self::from_json(text),
