@@ -467,6 +467,18 @@ fn generation_stops_at_the_models_eos() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// The gpt2 fixture's model has 384 ids and its tokenizer 376: an id in between keeps the output's
+/// text (shown as <#id>) instead of dropping it.
+#[test]
+fn an_id_past_the_tokenizer_keeps_the_text() {
+    let dir = "tests/fixtures/hf_models/gpt2";
+    let v = json(&["generate", "--model", dir, "--ids", "72,380,72", "--max-new-tokens", "1", "--backend", "cpu"]);
+    let text = v["text"].as_str().unwrap_or_else(|| panic!("no text in {v}"));
+    assert!(text.contains("<#380>"), "{text:?}");
+    let around = text.replace("<#380>", "");
+    assert!(!around.is_empty(), "the ids around it decode: {text:?}");
+}
+
 /// A reader that stops early (`tinyformer forward ... | head -c 10`) closes the pipe: the CLI ends
 /// without a panic trace (println! would panic on the broken pipe).
 #[test]

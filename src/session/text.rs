@@ -73,7 +73,22 @@ impl ModelText {
             Some((pad, bos, eos)) => ids.iter().copied().filter(|&i| i != pad && i != bos && i != eos).collect(),
             None => ids.to_vec(),
         };
-        t.decode(&ids).map_err(|e| TfError::Input(e.to_string()))
+        // an id the model has but the tokenizer does not (a vocabulary padded above the tokenizer's, as
+        // Pythia's 50,304 over 50,277) shows as <#id>, and the text around it still decodes
+        let n = t.vocab_size() as u32;
+        let dec = |run: &[u32]| t.decode(run).map_err(|e| TfError::Input(e.to_string()));
+        let (mut out, mut run) = (String::new(), vec![]);
+        for &i in &ids {
+            if i < n {
+                run.push(i);
+            } else {
+                out += &dec(&run)?;
+                run.clear();
+                out += &format!("<#{i}>");
+            }
+        }
+        out += &dec(&run)?;
+        Ok(out)
     }
 }
 
