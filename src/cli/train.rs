@@ -471,13 +471,7 @@ fn resume<B: Train>(a: &TrainArgs, tr: &mut Trainer<B>) -> Result<u32> {
             meta.get("seed").cloned().unwrap_or_default()
         )));
     }
-    let read = |name: String| -> Result<Vec<f32>> {
-        let t = st.tensor(&name).map_err(|_| bad(format!("{name} is missing")))?;
-        if t.dtype() != safetensors::Dtype::F32 {
-            return Err(bad(format!("{name} is not f32")));
-        }
-        Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
-    };
+    let read = |name: String| -> Result<Vec<f32>> { crate::train::params::f32_tensor(&st, &name).map_err(bad) };
     let names: Vec<String> = tr.params.decl.iter().map(|d| d.name.clone()).collect();
     let m = names.iter().map(|n| read(format!("m.{n}"))).collect::<Result<Vec<_>>>()?;
     let v = names.iter().map(|n| read(format!("v.{n}"))).collect::<Result<Vec<_>>>()?;

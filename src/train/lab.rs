@@ -497,13 +497,7 @@ impl<B: Train> Lab<B> {
         if step > plan.settings.steps {
             return Err(bad(format!("it is at step {step}, past the run's {} steps", plan.settings.steps)));
         }
-        let read = |name: String| -> Result<Vec<f32>> {
-            let t = st.tensor(&name).map_err(|_| bad(format!("{name} is missing")))?;
-            if t.dtype() != safetensors::Dtype::F32 {
-                return Err(bad(format!("{name} is not f32")));
-            }
-            Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
-        };
+        let read = |name: String| -> Result<Vec<f32>> { crate::train::params::f32_tensor(&st, &name).map_err(bad) };
         let (decl, _) = Params::<()>::declare(&plan.cfg)?;
         let values = decl.iter().map(|d| read(format!("p.{}", d.name))).collect::<Result<Vec<_>>>()?;
         for (d, v) in decl.iter().zip(&values) {
@@ -557,11 +551,17 @@ pub async fn induction_score(checkpoint: &[u8]) -> Result<InductionScore> {
     let budget = crate::model::memory::Budget::page();
     let mut s = crate::session::Session::load(&crate::session::Device::Cpu, checkpoint, &budget).await?;
     let n = (s.config().max_seq_len / 2).clamp(2, 32);
-    let it = s.induction_test(n, 0, None, None).await?;
-    let heads = it.head_scores.induction.last().cloned().unwrap_or_default();
-    let (head, best) = heads.iter().copied().enumerate().fold((0, 0f32), |b, (i, x)| if x > b.1 { (i, x) } else { b });
-    let previous_token = it.head_scores.previous_token.first().map_or(0.0, |r| r.iter().copied().fold(0f32, f32::max));
-    Ok(InductionScore { best, head, heads, previous_token })
+    Ok(InductionScore::of(&s.induction_test(n, 0, None, None).await?.head_scores))
+}
+
+impl InductionScore {
+    /// The last layer's induction scores and the first layer's best previous-token score.
+    fn of(h: &crate::model::inspect::HeadScores) -> InductionScore {
+        let heads = h.induction.last().cloned().unwrap_or_default();
+        let (head, best) = heads.iter().copied().enumerate().fold((0, 0f32), |b, (i, x)| if x > b.1 { (i, x) } else { b });
+        let previous_token = h.previous_token.first().map_or(0.0, |r| r.iter().copied().fold(0f32, f32::max));
+        InductionScore { best, head, heads, previous_token }
+    }
 }
 
 /// One self-attention map of the probe sequence: (heads, rows, cols), row-major.
@@ -618,7 +618,6 @@ pub async fn probe(checkpoint: &[u8], tok: Option<&Tokenizer>, prompt: Option<&s
     let budget = crate::model::memory::Budget::page();
     let mut s = crate::session::Session::load(&crate::session::Device::Cpu, checkpoint, &budget).await?;
     let cfg = s.config().clone();
-    let tok = tok.cloned();
     let ctx = cfg.max_seq_len;
     let mut out = Probe {
         induction: None,
@@ -651,12 +650,8 @@ pub async fn probe(checkpoint: &[u8], tok: Option<&Tokenizer>, prompt: Option<&s
         return Ok(out);
     }
     // the Inspect view's Induction test: every head's scores
-    let n = (ctx / 2).clamp(2, 32);
-    let it = s.induction_test(n, 0, None, None).await?;
-    let last = it.head_scores.induction.last().cloned().unwrap_or_default();
-    let (head, best) = last.iter().copied().enumerate().fold((0, 0f32), |b, (i, x)| if x > b.1 { (i, x) } else { b });
-    let previous_token = it.head_scores.previous_token.first().map_or(0.0, |r| r.iter().copied().fold(0f32, f32::max));
-    out.induction = Some(InductionScore { best, head, heads: last, previous_token });
+    let it = s.induction_test((ctx / 2).clamp(2, 32), 0, None, None).await?;
+    out.induction = Some(InductionScore::of(&it.head_scores));
     out.previous_token_heads = it.head_scores.previous_token.clone();
     out.induction_heads = it.head_scores.induction.clone();
     // the probe sequence

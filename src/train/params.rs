@@ -186,6 +186,16 @@ pub fn checkpoint_bytes(
     safetensors_bytes(&tensors, meta)
 }
 
+/// An f32 tensor of a safetensors file written by [`safetensors_bytes`] (an optimizer state, a lab
+/// snapshot): its values, or why not ("NAME is missing", "NAME is not f32").
+pub fn f32_tensor(st: &safetensors::SafeTensors, name: &str) -> std::result::Result<Vec<f32>, String> {
+    let t = st.tensor(name).map_err(|_| format!("{name} is missing"))?;
+    if t.dtype() != safetensors::Dtype::F32 {
+        return Err(format!("{name} is not f32"));
+    }
+    Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
 /// A safetensors file of f32 tensors (name, shape, values) with `metadata`.
 pub fn safetensors_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
     use safetensors::tensor::TensorView;

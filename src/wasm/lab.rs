@@ -16,7 +16,7 @@ use super::{device_memory_gib, err, gpu, to_js};
 use crate::fastcpu::FastCpuBackend;
 use crate::model::backend::GpuBackend;
 use crate::model::memory::Budget;
-use crate::train::lab::{induction_score, probe, Lab, LabPlan, LabSettings, LabSpec};
+use crate::train::lab::{probe, Lab, LabPlan, LabSettings, LabSpec};
 use crate::train::memory::TrainMemory;
 
 enum Run {
@@ -171,14 +171,6 @@ pub fn train_set_lr(lr: f32) -> Result<JsValue, JsValue> {
 #[wasm_bindgen]
 pub async fn train_checkpoint() -> Result<Vec<u8>, JsValue> {
     with_lab!(lab => lab.checkpoint().await.map_err(err))
-}
-
-/// The induction scores of the current model's last layer (the Inspect view's detector):
-/// {best, head, heads, previous_token}.
-#[wasm_bindgen]
-pub async fn train_induction() -> Result<JsValue, JsValue> {
-    let bytes = with_lab!(lab => lab.checkpoint().await.map_err(err)?);
-    to_js(&induction_score(&bytes).await.map_err(err)?)
 }
 
 /// What the lab shows of the current model (`train::lab::probe`): every head's scores, the probe

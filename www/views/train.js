@@ -535,16 +535,21 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     });
   }
 
-  async function startRun() {
-    if (state === 'running' || state === 'starting') return;
-    clearError();
-    restoreEl.hidden = true; // this run's saves replace the saved one
+  /** Clears what the page holds of a run: its log, scores, probes and state flags. */
+  function forgetCurves() {
     logs = [];
     scores = [];
     probes = [];
     loss100 = null;
     backend = null;
     stopped = false;
+  }
+
+  async function startRun() {
+    if (state === 'running' || state === 'starting') return;
+    clearError();
+    restoreEl.hidden = true; // this run's saves replace the saved one
+    forgetCurves();
     setState('starting');
     drawCharts();
     try {
@@ -692,12 +697,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     savedEl.textContent = '';
     status.removeAttribute('data-saved-step');
     await request('trainEnd', {}).catch((err) => showError(err.message));
-    logs = [];
-    scores = [];
-    probes = [];
-    loss100 = null;
-    backend = null;
-    stopped = false;
+    forgetCurves();
     clearError();
     setState('idle');
     scheduleDraw();
