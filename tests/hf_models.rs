@@ -237,13 +237,33 @@ fn the_new_config_fields_are_checked_per_architecture() {
         ModelConfig::from_json(&j).err().unwrap_or_else(|| panic!("{j} must be refused")).to_string()
     };
     assert_eq!(
-        err(r#""d_ff":16,"positions":"rope""#, "decoder"),
-        "config field \"positions\": \"rope\" is not supported for arch \"decoder\": expected \"sinusoidal\" or \"learned\""
+        err(r#""d_ff":16,"positions":"alibi""#, "decoder"),
+        "config field \"positions\": \"alibi\" is not supported for arch \"decoder\": expected \"sinusoidal\" or \"learned\" or \"rope\""
     );
+    // GPT-NeoX's fields: rotary dims even and within the head, only with RoPE; the parallel residual only for a
+    // decoder with a dense FFN; the erf GELU not for the MoE's experts
+    assert!(err(r#""d_ff":16,"positions":"rope","rotary_dims":3"#, "decoder").contains("\"rotary_dims\": must be an even number"));
+    assert!(err(r#""d_ff":16,"positions":"rope","rotary_dims":6"#, "decoder").contains("no larger than the head size 4"));
+    assert!(err(r#""d_ff":16,"rotary_dims":2"#, "decoder").contains("only a model with RoPE positions"));
+    assert!(err(r#""d_ff":16,"parallel_residual":true,"attention_only":true"#, "decoder").contains("\"parallel_residual\""));
+    assert!(err(r#""multiple_of":4,"parallel_residual":true"#, "llama").contains("only arch \"decoder\" has a parallel residual"));
+    assert!(err(r#""d_ff":16,"activation":"gelu_erf","moe":{"num_experts":2,"top_k":1,"expert_dim":4,"capacity_factor":1}"#, "decoder")
+        .contains("expected \"relu\""));
+    let neox = format!(
+        r#"{{"arch":"decoder",{base},"d_ff":16,"positions":"rope","rotary_dims":2,"activation":"gelu_erf","qkv_bias":false,"parallel_residual":true}}"#
+    );
+    let c = ModelConfig::from_json(&neox).unwrap();
+    assert_eq!((c.rope_dims(), c.activation, c.qkv_bias, c.parallel_residual, c.embed_scale()), (2, Activation::GeluErf, false, true, 1.0));
+    // it writes and reads back the same; the whole head is written as no rotary_dims at all
+    assert_eq!(ModelConfig::from_json(&serde_json::to_string(&c).unwrap()).unwrap(), c);
+    let full = ModelConfig::from_json(&neox.replace(r#""rotary_dims":2"#, r#""rotary_dims":4"#)).unwrap();
+    assert!(full.rotary_dims == 0 && full.rope_dims() == 4 && !serde_json::to_string(&full).unwrap().contains("rotary_dims"));
     assert!(err(r#""multiple_of":4,"positions":"learned""#, "llama").contains("expected \"rope\""));
     assert!(err(r#""d_ff":16,"activation":"gelu_tanh","moe":{"num_experts":2,"top_k":1,"expert_dim":4,"capacity_factor":1}"#, "decoder")
         .contains("expected \"relu\""));
-    assert!(err(r#""d_ff":16,"qkv_bias":false"#, "decoder").contains("always has q/k/v biases"));
+    assert!(
+        err(r#""src_vocab_size":11,"tgt_vocab_size":11,"d_ff":16,"qkv_bias":false"#, "encoder_decoder").contains("always has q/k/v biases")
+    );
     assert!(err(r#""d_ff":16,"tie_embeddings":"yes""#, "decoder").contains("must be true or false"));
     assert!(err(r#""src_vocab_size":11,"tgt_vocab_size":11,"d_ff":16,"tie_embeddings":true"#, "encoder_decoder").contains("tying"));
     assert!(err(r#""hidden_dim":0"#, "llama").contains("hidden_dim"));
