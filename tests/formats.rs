@@ -287,7 +287,7 @@ fn bad_directories_get_one_line_errors() {
     });
     assert_eq!(
         plan_err(&m, None),
-        "config.json: BertForMaskedLM (model_type \"bert\") is not supported: tinyformer opens gpt2, llama, mistral and qwen2 models"
+        "config.json: BertForMaskedLM (model_type \"bert\") is not supported: tinyformer opens gpt2, gpt_neox (Pythia), llama, mistral and qwen2 models"
     );
 
     let mut m = mem_copy("llama_tied");
@@ -317,6 +317,33 @@ fn bad_directories_get_one_line_errors() {
         edit_config(&mut m, |c| c["rope_scaling"] = rs.clone());
         assert!(plan_err(&m, None).contains(want), "{rs}: {}", plan_err(&m, None));
     }
+
+    // GPT-NeoX: the rotary fraction (either spelling) in (0, 1] and giving an even count of dims, heads dividing
+    // the width, a hidden_act we compute
+    for (edit, want) in [
+        (serde_json::json!({"rotary_pct": 0.0}), "config.json: rotary_pct must be in (0, 1], got 0"),
+        (serde_json::json!({"rotary_pct": 1.5}), "config.json: rotary_pct must be in (0, 1], got 1.5"),
+        (
+            serde_json::json!({"rotary_pct": 0.1}),
+            "config.json: rotary_pct 0.1 rotates 1 of the head's 16 dimensions; RoPE needs an even number, at least 2",
+        ),
+        (
+            serde_json::json!({"hidden_act": "relu"}),
+            "config.json: hidden_act \"relu\" is not supported (gelu, gelu_new or gelu_pytorch_tanh)",
+        ),
+        (serde_json::json!({"num_attention_heads": 5}), "config.json: hidden_size 64 is not a multiple of num_attention_heads 5"),
+        (
+            serde_json::json!({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
+            "config.json: rope_scaling of type \"linear\" is not supported",
+        ),
+    ] {
+        let mut m = mem_copy("pythia_parallel");
+        edit_config(&mut m, |c| c.as_object_mut().unwrap().extend(edit.as_object().unwrap().clone()));
+        assert!(plan_err(&m, None).starts_with(want), "{edit}: {}", plan_err(&m, None));
+    }
+    let mut m = mem_copy("pythia_sequential");
+    edit_config(&mut m, |c| c["rope_parameters"]["partial_rotary_factor"] = 2.into());
+    assert_eq!(plan_err(&m, None), "config.json: rope_parameters.partial_rotary_factor must be in (0, 1], got 2");
 
     let mut m = mem_copy("qwen2");
     edit_config(&mut m, |c| {
