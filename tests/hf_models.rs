@@ -15,7 +15,7 @@ use tinyformer::fastcpu::FastCpuBackend;
 use tinyformer::formats::{self, DirFiles, Files, MemFiles};
 use tinyformer::gpu::Gpu;
 use tinyformer::model::config::{Activation, Arch, Positions};
-use tinyformer::model::inspect::top_k;
+use tinyformer::model::inspect::{top_k, Ablation, AblationKind};
 use tinyformer::model::memory::{self, Budget};
 use tinyformer::model::run::GenConfig;
 use tinyformer::model::state::Plan;
@@ -89,6 +89,29 @@ async fn check_case<B: Backend>(b: &mut B, label: &str, files: &dyn Files, bin: 
     for p in 0..out.rows {
         let (top, _) = top_k(&out.logits[p * out.vocab..(p + 1) * out.vocab], 5);
         assert_eq!(r.logit_lens[layers - 1].top_ids[p], top, "{label} {}: logit lens at position {p}", b.kind());
+    }
+    // GPT-NeoX (train/hf_neox_fixtures.py's `look_inside`, by transformers' hooks): the lens after each attention
+    // half (the parallel block's Mid hook: its input plus attention, before the FFN half), and two heads zeroed
+    // before W_o; the ablation stays on in generation, cached and uncached alike
+    if let Some(lens_mid) = exp.get("lens_mid_top1") {
+        for (l, want) in lens_mid.as_array().unwrap().iter().enumerate() {
+            let got: Vec<u32> = r.logit_lens_mid[l].top_ids.iter().map(|t| t[0]).collect();
+            assert_eq!(got, ids(want), "{label} {}: lens after layer {l}'s attention half", b.kind());
+        }
+        let heads = exp["ablate"].as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize));
+        let ab = Ablation::heads(heads.collect(), AblationKind::Zero);
+        let r = m.inspect(b, &prompt, None, Some(&ab)).await.unwrap_or_else(|e| panic!("{label}: inspect with an ablation: {e}"));
+        let got = r.ablation.unwrap().logits_last;
+        assert_close(&format!("{label} {} ablated last row", b.kind()), &got, &flat(&exp["ablated_last"]), LOGIT_ATOL, LOGIT_RTOL);
+        m.set_ablation(b, &ab, None).unwrap();
+        let mut outs = vec![];
+        for kv_cache in [true, false] {
+            let cfg = GenConfig { max_new_tokens: 4, kv_cache, gpu_sampling: false, ..GenConfig::default() };
+            outs.push(m.generate(b, &prompt, None, cfg).await.unwrap());
+        }
+        m.clear_ablation(b);
+        assert_eq!(outs[0], outs[1], "{label} {}: cached vs uncached with heads ablated", b.kind());
+        assert_eq!(outs[0][prompt.len()], top_k(&got, 1).0[0], "{label} {}: the ablated model's first token", b.kind());
     }
     // greedy: the prompt and 8 new ids, exactly, with and without the KV cache
     let want = ids(&exp["greedy"]);

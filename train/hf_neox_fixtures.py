@@ -19,7 +19,9 @@ Written under tests/fixtures/hf_models/<name>/:
   16 dims), rope_theta 1000, attention_bias false, 3 layers, float32, config.json as transformers 5 writes it
   (rope_parameters {partial_rotary_factor, rope_theta, rope_type}).
 
-expected.json holds what hf_fixtures.py's does: ids, logits of every row, attention maps, greedy (8 tokens).
+expected.json holds what hf_fixtures.py's does: ids, logits of every row, attention maps, greedy (8 tokens); and what
+the Inspect view must reproduce (`look_inside`): the top id of the logit lens after each attention half, and the last
+row of logits with two heads zeroed.
 """
 
 from __future__ import annotations
@@ -85,6 +87,44 @@ def sensitive(model, ids, min_ratio=3.0):
     assert min(r_act, r_rot, r_par) > min_ratio, (r_act, r_rot, r_par)
 
 
+ABLATE = [(0, 1), (1, 2)]
+
+
+def look_inside(model, ids):
+    """What the page's Inspect view computes, by transformers' hooks: `lens_mid_top1` [layer][position], the top id of
+    the logit lens (final norm, then embed_out) of the residual after each block's attention half (the block's input
+    plus its attention output: for the parallel block too, the FFN half not yet added); `ablated_last`, the last row
+    of logits with heads ABLATE (layer, head) zeroed before the attention's output projection `dense`."""
+    model.eval()
+    inner, hd = model.gpt_neox, model.config.hidden_size // model.config.num_attention_heads
+    mids, hooks = [], []
+    for layer in inner.layers:
+        def pre(mod, args, kwargs):
+            mod._x = args[0] if args else kwargs["hidden_states"]
+        hooks.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
+        hooks.append(layer.attention.register_forward_hook(lambda m, a, out, layer=layer: mids.append(layer._x + out[0])))
+    with torch.no_grad():
+        model(ids)
+        lens = [model.get_output_embeddings()(inner.final_layer_norm(m))[0].argmax(-1).tolist() for m in mids]
+    for h in hooks:
+        h.remove()
+
+    def ablate(layer_index):
+        def zero(mod, args):
+            x = args[0].clone()
+            for (l, h) in ABLATE:
+                if l == layer_index:
+                    x[..., h * hd:(h + 1) * hd] = 0
+            return (x,)
+        return zero
+    hooks = [layer.attention.dense.register_forward_pre_hook(ablate(i)) for i, layer in enumerate(inner.layers)]
+    with torch.no_grad():
+        last = model(ids).logits[0, -1]
+    for h in hooks:
+        h.remove()
+    return {"lens_mid_top1": lens, "ablate": ABLATE, "ablated_last": [round(float(x), 6) for x in last]}
+
+
 def hub_style(d, layers, rot):
     """The config.json and buffers of a Hub Pythia checkpoint (transformers 4.x era)."""
     path = os.path.join(d, "config.json")
@@ -126,6 +166,7 @@ def main():
     assert back.config.use_parallel_residual and back.config.rope_parameters["partial_rotary_factor"] == 0.25
     assert back.gpt_neox.layers[0].attention.rotary_ndims == 4
     exp = expected(back, tok, tok.get_vocab_size())
+    exp.update(look_inside(back, torch.tensor([exp["ids"]])))
     sensitive(back, torch.tensor([exp["ids"]]))
     with open(os.path.join(d, "expected.json"), "w") as f:
         json.dump(exp, f, separators=(",", ":"))
@@ -137,7 +178,13 @@ def main():
     save("pythia_sequential", m, tok, extra)
     back = GPTNeoXForCausalLM.from_pretrained(os.path.join(OUT, "pythia_sequential"), attn_implementation="eager")
     assert not back.config.use_parallel_residual and back.gpt_neox.layers[0].attention.rotary_ndims == 8
-    sensitive(back, torch.tensor([json.load(open(os.path.join(OUT, "pythia_sequential", "expected.json")))["ids"]]))
+    path = os.path.join(OUT, "pythia_sequential", "expected.json")
+    exp = json.load(open(path))
+    exp.update(look_inside(back, torch.tensor([exp["ids"]])))
+    with open(path, "w") as f:
+        json.dump(exp, f, separators=(",", ":"))
+        f.write("\n")
+    sensitive(back, torch.tensor([exp["ids"]]))
     for name in ("pythia_parallel", "pythia_sequential"):
         files = sorted(os.listdir(os.path.join(OUT, name)))
         size = sum(os.path.getsize(os.path.join(OUT, name, f)) for f in files)
