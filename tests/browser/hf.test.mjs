@@ -1,8 +1,8 @@
 // Foreign models in the page, driven from its own UI in headless Chromium (WebGPU on SwiftShader):
-// the tiny GPT-2 Hugging Face directory's files picked together and dropped together, llama2.c's model.bin +
-// tokenizer.bin, and a set without config.json. Greedy generation must give transformers' own continuation:
-// tests/fixtures/hf_models/*/expected.json (`greedy`, from ids) and page.json (from a text prompt, written by
-// train/hf_page_fixtures.py).
+// the tiny GPT-2 Hugging Face directory's files picked together and dropped together, the tiny Pythia's weights
+// dropped on either compute path, llama2.c's model.bin + tokenizer.bin, and a set without config.json. Greedy
+// generation must give transformers' own continuation: tests/fixtures/hf_models/*/expected.json (`greedy`, from
+// ids) and page.json (from a text prompt, written by train/hf_page_fixtures.py).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -13,6 +13,7 @@ import { setup, openPage, assertClean, REPO, setGenerate, generateAndWait, SHOT_
 const FIX = path.join(REPO, 'tests/fixtures/hf_models');
 const PAGE = JSON.parse(fs.readFileSync(path.join(FIX, 'page.json'), 'utf8'));
 const GPT2 = JSON.parse(fs.readFileSync(path.join(FIX, 'gpt2/expected.json'), 'utf8'));
+const PYTHIA = JSON.parse(fs.readFileSync(path.join(FIX, 'pythia_parallel/expected.json'), 'utf8'));
 
 /** The files of a fixture as Playwright file payloads (expected.json, which is ours, left out). */
 function files(dir, names) {
@@ -187,6 +188,23 @@ test('the GPT-2 weights dropped without a tokenizer: ids typed by hand give expe
     assertClean(assert, log);
   } finally {
     await context.close();
+  }
+});
+
+test('GPT-NeoX as the Hub has Pythia (parallel residual, partial rotary, f16, a padded vocabulary, BOOL buffers) on WebGPU and the CPU path: transformers\' greedy ids', { timeout: 400_000 }, async () => {
+  for (const backend of ['gpu', 'cpu']) {
+    const { page, context, log } = await openPage(env, `?nomodel=1&backend=${backend}`);
+    try {
+      await drop(page, files('pythia_parallel', ['config.json', 'model.safetensors', 'generation_config.json']));
+      await waitFormat(page, 'huggingface');
+      await setGenerate(page, { prompt: PYTHIA.ids.join(' '), temperature: 0, max: PYTHIA.greedy.length - PYTHIA.ids.length });
+      const out = await generateAndWait(page);
+      assert.equal(out.state, 'done', out.error);
+      assert.deepEqual(out.ids, PYTHIA.greedy.slice(PYTHIA.ids.length), `${backend}: transformers' greedy ids`);
+      assertClean(assert, log);
+    } finally {
+      await context.close();
+    }
   }
 });
 
