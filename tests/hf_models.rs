@@ -348,6 +348,28 @@ fn the_declaration_counts_real_models_parameters_as_transformers_does() {
     }
 }
 
+/// Pythia-70m's config.json as the Hub has it (transformers 4.24's spelling, vocabulary 50,304 padded above the
+/// tokenizer's 50,277) reads as our decoder with 16 of each head's 64 dims rotating, and the declaration counts
+/// what transformers counts on the meta device (`sum(p.numel() for p in GPTNeoXForCausalLM(config).parameters())`).
+#[test]
+fn pythia_70m_config_reads_as_transformers_reads_it() {
+    let json = br#"{"architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu",
+        "hidden_size": 512, "initializer_range": 0.02, "intermediate_size": 2048, "layer_norm_eps": 1e-05,
+        "max_position_embeddings": 2048, "model_type": "gpt_neox", "num_attention_heads": 8, "num_hidden_layers": 6,
+        "rotary_emb_base": 10000, "rotary_pct": 0.25, "tie_word_embeddings": false, "torch_dtype": "float16",
+        "transformers_version": "4.24.0", "use_cache": true, "use_parallel_residual": true, "vocab_size": 50304}"#;
+    let raw = formats::hf::read_config(json).unwrap();
+    let (family, declared) = formats::hf::detect(&raw).unwrap();
+    let dims = formats::hf::dims(&raw, family).unwrap();
+    let plan = formats::Plan { format: formats::Format::HfDirectory, family, declared, dims, tensors: vec![], dtype: formats::DType::F16 };
+    let c = formats::config_of(&plan).unwrap();
+    assert_eq!(
+        (c.arch, c.vocab_size, c.rope_dims(), c.head_dim(), c.activation, c.parallel_residual, c.qkv_bias, c.tie_embeddings),
+        (Arch::Decoder, 50304, 16, 64, Activation::GeluErf, true, true, false)
+    );
+    assert_eq!(c.param_count(), 70_426_624);
+}
+
 /// The Hub's GPT-NeoX checkpoints keep buffers beside the weights, one of them BOOL (the causal mask
 /// `attention.bias`): pythia_parallel holds them and opens (above); a weight the plan needs stored as BOOL
 /// is still refused, in one line naming it.
