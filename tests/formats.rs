@@ -3,7 +3,8 @@
 //! layouts. A plain f64 forward of each family over *our* tensors (written here, independent of the engine)
 //! must give transformers' logits and attention maps: that proves the renaming, GPT-2's Conv1D transposes
 //! and c_attn split, and the RoPE permutation (HF rotate-half to our adjacent pairs), including Qwen2's q/k
-//! biases. The llama2.c export of the same Llama must read back to the very same tensors.
+//! biases and GPT-NeoX's fused per-head query_key_value with only its rotary dims permuted
+//! (train/hf_neox_fixtures.py). The llama2.c export of the same Llama must read back to the very same tensors.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,6 +19,8 @@ fn expected(name: &str) -> serde_json::Value {
 }
 
 type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+/// Attention probabilities [layer][head][query][key].
+type Maps = Vec<Vec<Vec<Vec<f64>>>>;
 
 fn load(files: &dyn Files, bin: Option<&str>) -> (formats::Plan, Tensors) {
     let plan = formats::plan(files, bin).unwrap();
@@ -92,7 +95,7 @@ fn add(x: &mut [Vec<f64>], y: &[Vec<f64>]) {
 }
 
 /// Logits [T][V] and attention maps [layer][head][q][k] of GPT-2 over our tensor names.
-fn gpt2_forward(p: &formats::Plan, t: &Tensors, ids: &[usize]) -> (Vec<Vec<f64>>, Vec<Vec<Vec<Vec<f64>>>>) {
+fn gpt2_forward(p: &formats::Plan, t: &Tensors, ids: &[usize]) -> (Vec<Vec<f64>>, Maps) {
     let d = &p.dims;
     let (emb, pos) = (&t["token_embedding.weight"].1, &t["position_embedding.weight"].1);
     let mut x: Vec<Vec<f64>> = ids
@@ -123,7 +126,7 @@ fn gpt2_forward(p: &formats::Plan, t: &Tensors, ids: &[usize]) -> (Vec<Vec<f64>>
 }
 
 /// Logits and maps of Llama / Qwen2 over our tensor names: RoPE on adjacent pairs (2i, 2i + 1).
-fn llama_forward(p: &formats::Plan, t: &Tensors, ids: &[usize]) -> (Vec<Vec<f64>>, Vec<Vec<Vec<Vec<f64>>>>) {
+fn llama_forward(p: &formats::Plan, t: &Tensors, ids: &[usize]) -> (Vec<Vec<f64>>, Maps) {
     let d = &p.dims;
     let emb = &t["tok_embeddings.weight"].1;
     let mut x: Vec<Vec<f64>> = ids.iter().map(|&id| (0..d.d_model).map(|c| emb[id * d.d_model + c] as f64).collect()).collect();
@@ -161,6 +164,62 @@ fn llama_forward(p: &formats::Plan, t: &Tensors, ids: &[usize]) -> (Vec<Vec<f64>
     let x = rms_norm(&x, &t["norm.weight"].1, eps);
     // a tied head is the embedding (no output tensor planned)
     (linear(&x, t, if d.tied { "tok_embeddings" } else { "output" }, false), maps)
+}
+
+/// Logits and maps of GPT-NeoX over our tensor names: RoPE on the first `rotary_dims` of each head in adjacent
+/// pairs (freq theta^(-2i/rotary_dims)), the rest passed through; the erf GELU; the parallel residual
+/// x + attn(ln1(x)) + mlp(ln2(x)) or the sequential block; attention biases as the config says; the untied head.
+fn neox_forward(p: &formats::Plan, t: &Tensors, ids: &[usize]) -> (Vec<Vec<f64>>, Maps) {
+    let d = &p.dims;
+    let emb = &t["token_embedding.weight"].1;
+    let mut x: Vec<Vec<f64>> = ids.iter().map(|&id| (0..d.d_model).map(|c| emb[id * d.d_model + c] as f64).collect()).collect();
+    let (eps, hd) = (d.norm_eps as f64, d.head_dim);
+    let rot = if d.rotary_dims == 0 { hd } else { d.rotary_dims };
+    let rope = |m: &mut Vec<Vec<f64>>| {
+        for (pos, row) in m.iter_mut().enumerate() {
+            for h in 0..d.num_heads {
+                for i in 0..rot / 2 {
+                    let ang = pos as f64 * (d.rope_theta as f64).powf(-((2 * i) as f64) / rot as f64);
+                    let (a, b) = (row[h * hd + 2 * i], row[h * hd + 2 * i + 1]);
+                    row[h * hd + 2 * i] = a * ang.cos() - b * ang.sin();
+                    row[h * hd + 2 * i + 1] = a * ang.sin() + b * ang.cos();
+                }
+            }
+        }
+    };
+    let gelu = |v: f64| 0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2));
+    let mut maps = vec![];
+    for l in 0..d.num_layers {
+        let pfx = format!("decoder_layers.{l}");
+        let h = layer_norm(&x, t, &format!("{pfx}.norm1"), eps);
+        let mut q = linear(&h, t, &format!("{pfx}.self_attn.w_q"), d.qkv_bias);
+        let mut k = linear(&h, t, &format!("{pfx}.self_attn.w_k"), d.qkv_bias);
+        let v = linear(&h, t, &format!("{pfx}.self_attn.w_v"), d.qkv_bias);
+        rope(&mut q);
+        rope(&mut k);
+        let (o, m) = attention(&q, &k, &v, d.num_heads, d.num_heads, hd);
+        maps.push(m);
+        let a = linear(&o, t, &format!("{pfx}.self_attn.w_o"), d.qkv_bias);
+        let mlp = |x: &[Vec<f64>]| {
+            let h = layer_norm(x, t, &format!("{pfx}.norm2"), eps);
+            let f: Vec<Vec<f64>> = linear(&h, t, &format!("{pfx}.feed_forward.linear1"), true)
+                .into_iter()
+                .map(|r| r.into_iter().map(gelu).collect())
+                .collect();
+            linear(&f, t, &format!("{pfx}.feed_forward.linear2"), true)
+        };
+        if d.parallel_residual {
+            let f = mlp(&x);
+            add(&mut x, &a);
+            add(&mut x, &f);
+        } else {
+            add(&mut x, &a);
+            let f = mlp(&x);
+            add(&mut x, &f);
+        }
+    }
+    let x = layer_norm(&x, t, "ln_f", eps);
+    (linear(&x, t, "lm_head", false), maps)
 }
 
 /// Our logits and maps against transformers': |got - want| <= 1e-4 + 1e-4 |want| (f64 here, f32 there).
@@ -233,6 +292,34 @@ fn llama_and_qwen2_directories_match_transformers_after_the_rope_permutation() {
             }
         }
         assert_eq!((plan.dims.num_heads, plan.dims.num_kv_heads), (4, 2), "{name}: grouped-query attention");
+    }
+}
+
+#[test]
+fn gpt_neox_directories_match_transformers_after_the_fused_qkv_split() {
+    for name in ["pythia_parallel", "pythia_sequential"] {
+        let files = DirFiles(dir(name));
+        let (plan, t) = load(&files, None);
+        let exp = expected(name);
+        let (logits, maps) = neox_forward(&plan, &t, &ids(&exp));
+        check(name, &logits, &maps, &exp);
+        let d = &plan.dims;
+        assert_eq!(
+            (plan.family, plan.declared.as_str(), d.head_dim, d.activation),
+            (Family::GptNeox, "GPTNeoXForCausalLM", 16, "gelu_erf")
+        );
+        if name == "pythia_parallel" {
+            assert_eq!(
+                (d.rotary_dims, d.rope_theta, d.parallel_residual, d.qkv_bias, d.vocab_size, plan.dtype),
+                (4, 1e4, true, true, 400, DType::F16)
+            );
+        } else {
+            assert_eq!(
+                (d.rotary_dims, d.rope_theta, d.parallel_residual, d.qkv_bias, d.num_layers, plan.dtype),
+                (8, 1e3, false, false, 3, DType::F32)
+            );
+            assert!(!t.contains_key("decoder_layers.0.self_attn.w_q.bias"));
+        }
     }
 }
 
