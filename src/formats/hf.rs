@@ -243,7 +243,7 @@ pub fn dims(c: &RawConfig, family: Family) -> Result<Dims> {
                 return err(format!("config.json: {field} must be in (0, 1], got {pct}"));
             }
             let rot = (hd as f64 * pct) as usize;
-            if rot == 0 || rot % 2 != 0 {
+            if rot == 0 || !rot.is_multiple_of(2) {
                 return err(format!(
                     "config.json: {field} {pct} rotates {rot} of the head's {hd} dimensions; RoPE needs an even number, at least 2"
                 ));

@@ -342,7 +342,7 @@ fn rotary_dims(s: &Shared, positions: Positions, v: Option<Field<u64>>) -> Resul
         Some(_) if positions != Positions::Rope => {
             Err(invalid("rotary_dims", "only a model with RoPE positions rotates dimensions".into()))
         }
-        Some(r) if r > hd || r % 2 != 0 => {
+        Some(r) if r > hd || !r.is_multiple_of(2) => {
             Err(invalid("rotary_dims", format!("must be an even number of dimensions no larger than the head size {hd}, got {r}")))
         }
         Some(r) if r == hd => Ok(0),
@@ -543,7 +543,7 @@ impl RawConfig {
             Some(2) => Positions::Rope,
             _ => Positions::Sinusoidal,
         };
-        if positions == Positions::Rope && s.d_model / s.num_heads % 2 != 0 {
+        if positions == Positions::Rope && !(s.d_model / s.num_heads).is_multiple_of(2) {
             let (d, nh) = (s.d_model, s.num_heads);
             return Err(invalid(
                 "num_heads",

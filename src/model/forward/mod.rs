@@ -1,9 +1,9 @@
 //! The forward: `Model`, loaded from a checkpoint, and its passes. One `Model` runs all three
 //! architectures of the seeds over any `Backend`:
-//! - decoder (seed 000 decoder-only LLM): pre-norm LayerNorm blocks, ReLU or MoE FFN, sinusoidal PE;
+//! - decoder (seed 000 decoder-only LLM): pre-norm LayerNorm blocks, ReLU or MoE FFN, sinusoidal PE
+//!   (GPT-2: learned positions; GPT-NeoX / Pythia: RoPE on part of each head and, optionally, the
+//!   parallel residual x = x + attn(norm1(x)) + ffn(norm2(x)));
 //! - llama (seed 004): pre-norm RMSNorm blocks, RoPE, grouped-query attention, SwiGLU;
-//!   (GPT-NeoX / Pythia is the decoder with RoPE on part of each head and, optionally, the parallel
-//!   residual x = x + attn(norm1(x)) + ffn(norm2(x)));
 //! - encoder_decoder (seed 000): post-norm encoder and decoder with cross-attention.
 //! Keys and values are written into the per-layer cache at their absolute position, so a pass over
 //! T new tokens after `pos` cached ones reads like the seed's KV-cache code.
