@@ -5,6 +5,7 @@
 //!   parallel residual x = x + attn(norm1(x)) + ffn(norm2(x)));
 //! - llama (seed 004): pre-norm RMSNorm blocks, RoPE, grouped-query attention, SwiGLU;
 //! - encoder_decoder (seed 000): post-norm encoder and decoder with cross-attention.
+//!
 //! Keys and values are written into the per-layer cache at their absolute position, so a pass over
 //! T new tokens after `pos` cached ones reads like the seed's KV-cache code.
 //!
