@@ -15,16 +15,18 @@
 //! | `num_kv_heads`   | = `num_heads`                | = `num_heads`                    | optional, defaults to `num_heads`       |
 //! | `multiple_of`    | 0 (unused)                   | 0 (unused)                       | required                                |
 //! | `norm_eps`       | fixed 1e-5 (LayerNorm)       | optional, defaults to 1e-5 (LayerNorm) | optional, defaults to 1e-6 (RMSNorm) |
-//! | `rope_theta`     | 10000 (unused)               | 10000 (unused)                   | optional, defaults to 10000             |
+//! | `rope_theta`     | 10000 (unused)               | optional, defaults to 10000 (used with `positions: "rope"`) | optional, defaults to 10000             |
 //! | `moe`            | must be absent               | optional                         | must be absent                          |
-//! | `positions`      | `sinusoidal`                 | optional: `sinusoidal` (default) or `learned` (GPT-2: a `position_embedding.weight` (S, C) table, and no sqrt(C) embedding scale) | `rope` |
-//! | `activation`     | `relu`                       | optional: `relu` (default) or `gelu_tanh` (GPT-2's `gelu_new`); `relu` with `moe` | `swiglu` |
-//! | `qkv_bias`       | true                         | true                             | optional, default false (Qwen2: q/k/v biases, o without) |
+//! | `positions`      | `sinusoidal`                 | optional: `sinusoidal` (default), `learned` (GPT-2: a `position_embedding.weight` (S, C) table, and no sqrt(C) embedding scale) or `rope` (GPT-NeoX: no embedding scale) | `rope` |
+//! | `activation`     | `relu`                       | optional: `relu` (default), `gelu_tanh` (GPT-2's `gelu_new`) or `gelu_erf` (GPT-NeoX's `gelu`); `relu` with `moe` | `swiglu` |
+//! | `qkv_bias`       | true                         | optional, default true; false: none of q, k, v, o has a bias (GPT-NeoX's `attention_bias: false`) | optional, default false (Qwen2: q/k/v biases, o without) |
+//! | `rotary_dims`    | must be absent               | optional with `rope`: the even number of each head's dims that rotate (GPT-NeoX's `rotary_pct`); 0 / absent = all | the same |
+//! | `parallel_residual` | must be false             | optional, default false: x = x + attn(norm1(x)) + ffn(norm2(x)) (GPT-NeoX); not with `moe` or `attention_only` | must be false |
 //! | `tie_embeddings` | false                        | optional, default false: the head is the token embedding (no `lm_head.weight`) | optional, default false (no `output.weight`) |
 //! | `hidden_dim`     | (not read)                   | (not read)                       | optional: the SwiGLU hidden size as given (Hugging Face `intermediate_size`, llama2.c `hidden_dim`); then `multiple_of` is optional (0) |
 //!
 //! The decoder's `norm_eps` is optional too (default 1e-5, the seed's LayerNorm; GPT-2's `layer_norm_epsilon`).
-//! The fields after `moe` describe the foreign models (src/formats: Hugging Face GPT-2 / Llama / Qwen2, llama2.c); a config without them
+//! The fields after `moe` describe the foreign models (src/formats: Hugging Face GPT-2 / GPT-NeoX / Llama / Qwen2, llama2.c); a config without them
 //! reads exactly as before they existed.
 //!
 //! So `src_vocab_size` is always the range of input ids and `tgt_vocab_size` the width of the logits.
@@ -172,7 +174,7 @@ pub struct ModelConfig {
     pub multiple_of: usize,
     /// Norm epsilon: 1e-5 (LayerNorm) for encoder_decoder / decoder, config or 1e-6 (RMSNorm) for llama.
     pub norm_eps: f32,
-    /// RoPE base (llama); 10000 otherwise (unused).
+    /// RoPE base (llama, a decoder with RoPE positions); 10000 otherwise (unused).
     pub rope_theta: f32,
     pub moe: Option<MoeConfig>,
     /// Sinusoidal (encoder_decoder, decoder by default), learned (decoder, GPT-2) or RoPE (llama).
@@ -180,8 +182,9 @@ pub struct ModelConfig {
     /// The dense FFN's activation: relu (encoder_decoder, decoder by default), gelu_tanh (decoder,
     /// GPT-2), swiglu (llama).
     pub activation: Activation,
-    /// Whether the q/k/v projections carry biases: always for encoder_decoder and decoder (every
-    /// projection has one); llama only when the config says so (Qwen2; its o projection has none).
+    /// Whether the q/k/v projections carry biases: always for encoder_decoder, for decoder unless the
+    /// config says false (then none of its four attention projections has one: GPT-NeoX's
+    /// `attention_bias: false`); llama only when the config says so (Qwen2; its o projection has none).
     pub qkv_bias: bool,
     /// The output head is the token embedding (decoder, llama): no head tensor is declared.
     pub tie_embeddings: bool,
