@@ -359,6 +359,21 @@ fn plan_err(files: &dyn Files, bin: Option<&str>) -> String {
     e
 }
 
+/// model.safetensors with one tensor renamed in its header (the data as it was).
+fn rename_tensor(m: &mut MemFiles, from: &str, to: &str) {
+    let st = m.0["model.safetensors"].clone();
+    let n = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&st[8..8 + n]).unwrap();
+    let t = header.remove(from).unwrap();
+    header.insert(to.into(), t);
+    let mut h = serde_json::to_vec(&header).unwrap();
+    h.resize(h.len().div_ceil(8) * 8, b' ');
+    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&h);
+    bytes.extend_from_slice(&st[8 + n..]);
+    m.0.insert("model.safetensors".into(), bytes);
+}
+
 fn edit_config(m: &mut MemFiles, f: impl Fn(&mut serde_json::Value)) {
     let mut c: serde_json::Value = serde_json::from_slice(&m.0["config.json"]).unwrap();
     f(&mut c);
@@ -428,6 +443,12 @@ fn bad_directories_get_one_line_errors() {
         edit_config(&mut m, |c| c.as_object_mut().unwrap().extend(edit.as_object().unwrap().clone()));
         assert!(plan_err(&m, None).starts_with(want), "{edit}: {}", plan_err(&m, None));
     }
+    // a GPT-NeoX head missing is named as the Hub names it (embed_out), an lm_head.weight export is read as the head
+    let mut m = mem_copy("pythia_sequential");
+    rename_tensor(&mut m, "embed_out.weight", "embed_outs.weight");
+    assert_eq!(plan_err(&m, None), "the checkpoint has no tensor embed_out.weight (needed for lm_head.weight)");
+    rename_tensor(&mut m, "embed_outs.weight", "lm_head.weight");
+    assert!(formats::plan(&m, None).unwrap().tensors.iter().any(|t| t.source.foreign == "lm_head.weight" && t.name == "lm_head.weight"));
     let mut m = mem_copy("pythia_sequential");
     edit_config(&mut m, |c| c["rope_parameters"]["partial_rotary_factor"] = 2.into());
     assert_eq!(plan_err(&m, None), "config.json: rope_parameters.partial_rotary_factor must be in (0, 1], got 2");

@@ -419,7 +419,11 @@ pub fn plan(files: &dyn Files) -> Result<Plan> {
     if family == Family::GptNeox {
         stored = stored.into_iter().map(|(k, v)| (k.strip_prefix("gpt_neox.").unwrap_or(&k).to_string(), v)).collect();
     }
-    let neox_head = if stored.contains_key("embed_out.weight") { "embed_out.weight" } else { "lm_head.weight" };
+    let neox_head = if stored.contains_key("lm_head.weight") && !stored.contains_key("embed_out.weight") {
+        "lm_head.weight"
+    } else {
+        "embed_out.weight" // the name a missing head is reported under: the Hub's
+    };
     let mut tensors = Vec::new();
     let mut used = Vec::new();
     let mut take = |foreign: &str, name: String, want_stored: Vec<usize>, shape: Vec<usize>, op: Op| -> Result<()> {
