@@ -404,7 +404,8 @@ async fn check_gemv_qkv(g: &Arc<Gpu>, kind: MatmulKind) -> Result<CheckResult> {
         let x = rng.vec_normal(m * k, 1.0);
         let (wq, wk, wv) = (rng.vec_normal(nq * k, 0.5), rng.vec_normal(nkv * k, 0.5), rng.vec_normal(nkv * k, 0.5));
         let (bq, bk, bv) = (rng.vec_normal(nq, 1.0), rng.vec_normal(nkv, 1.0), rng.vec_normal(nkv, 1.0));
-        let table = cpu::rope_table(64, hs.max(2), 10000.0);
+        // the case at row 17 rotates 4 of its 16 dims (GPT-NeoX's partial rotary: the table passes the rest through)
+        let table = cpu::rope_table_partial(64, hs.max(2), if pos == 17 { 4 } else { hs.max(2) }, 10000.0);
         let rope = (hs > 0).then_some((&table[..], hs));
         let biases = bias.then_some([&bq[..], &bk[..], &bv[..]]);
         let (want_q, want_k, want_v) = qkv_twin(&x, [&wq, &wk, &wv], biases, (m, k, nq, nkv, pos), rope)?;
@@ -486,15 +487,18 @@ async fn check_rope(g: &Arc<Gpu>) -> Result<CheckResult> {
     let t0 = now_ms();
     let mut acc = Acc::new();
     let mut rng = Rng::new(55);
-    // (T, NH, HS, start, theta, row_stride_extra, offset)
-    for &(t, nh, hs, start, theta, extra, offset) in &[
-        (1usize, 1usize, 2usize, 0usize, 10000.0f32, 0usize, 0usize),
-        (3, 2, 8, 3, 10000.0, 0, 0),
-        (5, 4, 16, 0, 500000.0, 0, 0),
-        (4, 3, 6, 17, 10000.0, 0, 0),
-        (3, 2, 4, 5, 10000.0, 16, 8),
+    // (T, NH, HS, start, theta, row_stride_extra, offset, rotated dims): rot < HS is GPT-NeoX's partial rotary,
+    // whose table passes the pairs past rot through (cos 1, sin 0): the same kernel, exactly unchanged there
+    for &(t, nh, hs, start, theta, extra, offset, rot) in &[
+        (1usize, 1usize, 2usize, 0usize, 10000.0f32, 0usize, 0usize, 2usize),
+        (3, 2, 8, 3, 10000.0, 0, 0, 8),
+        (5, 4, 16, 0, 500000.0, 0, 0, 16),
+        (4, 3, 6, 17, 10000.0, 0, 0, 6),
+        (3, 2, 4, 5, 10000.0, 16, 8, 4),
+        (4, 3, 16, 9, 10000.0, 0, 0, 4),
+        (2, 2, 16, 30, 1000.0, 0, 0, 8),
     ] {
-        let table = cpu::rope_table(64, hs, theta);
+        let table = cpu::rope_table_partial(64, hs, rot, theta);
         let stride = nh * hs + extra;
         let n = offset + (t - 1) * stride + nh * hs + extra;
         let x = rng.vec_normal(n, 1.0);
@@ -504,7 +508,13 @@ async fn check_rope(g: &Arc<Gpu>) -> Result<CheckResult> {
         let mut rec = Recorder::new(g);
         gpu::rope::rope(&mut rec, &xt, &tt, &RopeShape { t, nh, hs, start_pos: start, row_stride: stride, offset })?;
         rec.submit()?;
-        acc.add(&format!("T={t} NH={nh} HS={hs} start={start}"), compare(&g.read_f32(&xt).await?, &want, ATOL, RTOL));
+        let got = g.read_f32(&xt).await?;
+        let case = format!("T={t} NH={nh} HS={hs} start={start} rotating {rot}");
+        let passed = (0..n).filter(|i| i < &offset || (i - offset) % stride >= nh * hs || (i - offset) % stride % hs >= rot);
+        if let Some(i) = passed.clone().find(|&i| got[i].to_bits() != x[i].to_bits()) {
+            acc.fail(&case, format!("element {i} past the rotated dims changed: {} -> {}", x[i], got[i]));
+        }
+        acc.add(&case, compare(&got, &want, ATOL, RTOL));
     }
     Ok(acc.finish("rope", "atol 1e-5 + rtol 1e-5", t0))
 }

@@ -3,7 +3,8 @@
 //! layouts. A plain f64 forward of each family over *our* tensors (written here, independent of the engine)
 //! must give transformers' logits and attention maps: that proves the renaming, GPT-2's Conv1D transposes
 //! and c_attn split, and the RoPE permutation (HF rotate-half to our adjacent pairs), including Qwen2's q/k
-//! biases. The llama2.c export of the same Llama must read back to the very same tensors.
+//! biases and GPT-NeoX's fused per-head query_key_value with only its rotary dims permuted
+//! (train/hf_neox_fixtures.py). The llama2.c export of the same Llama must read back to the very same tensors.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,6 +19,8 @@ fn expected(name: &str) -> serde_json::Value {
 }
 
 type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+/// Attention probabilities [layer][head][query][key].
+type Maps = Vec<Vec<Vec<Vec<f64>>>>;
 
 fn load(files: &dyn Files, bin: Option<&str>) -> (formats::Plan, Tensors) {
     let plan = formats::plan(files, bin).unwrap();
@@ -92,7 +95,7 @@ fn add(x: &mut [Vec<f64>], y: &[Vec<f64>]) {
 }
 
 /// Logits [T][V] and attention maps [layer][head][q][k] of GPT-2 over our tensor names.
-fn gpt2_forward(p: &formats::Plan, t: &Tensors, ids: &[usize]) -> (Vec<Vec<f64>>, Vec<Vec<Vec<Vec<f64>>>>) {
+fn gpt2_forward(p: &formats::Plan, t: &Tensors, ids: &[usize]) -> (Vec<Vec<f64>>, Maps) {
     let d = &p.dims;
     let (emb, pos) = (&t["token_embedding.weight"].1, &t["position_embedding.weight"].1);
     let mut x: Vec<Vec<f64>> = ids
@@ -123,7 +126,7 @@ fn gpt2_forward(p: &formats::Plan, t: &Tensors, ids: &[usize]) -> (Vec<Vec<f64>>
 }
 
 /// Logits and maps of Llama / Qwen2 over our tensor names: RoPE on adjacent pairs (2i, 2i + 1).
-fn llama_forward(p: &formats::Plan, t: &Tensors, ids: &[usize]) -> (Vec<Vec<f64>>, Vec<Vec<Vec<Vec<f64>>>>) {
+fn llama_forward(p: &formats::Plan, t: &Tensors, ids: &[usize]) -> (Vec<Vec<f64>>, Maps) {
     let d = &p.dims;
     let emb = &t["tok_embeddings.weight"].1;
     let mut x: Vec<Vec<f64>> = ids.iter().map(|&id| (0..d.d_model).map(|c| emb[id * d.d_model + c] as f64).collect()).collect();
@@ -161,6 +164,62 @@ fn llama_forward(p: &formats::Plan, t: &Tensors, ids: &[usize]) -> (Vec<Vec<f64>
     let x = rms_norm(&x, &t["norm.weight"].1, eps);
     // a tied head is the embedding (no output tensor planned)
     (linear(&x, t, if d.tied { "tok_embeddings" } else { "output" }, false), maps)
+}
+
+/// Logits and maps of GPT-NeoX over our tensor names: RoPE on the first `rotary_dims` of each head in adjacent
+/// pairs (freq theta^(-2i/rotary_dims)), the rest passed through; the erf GELU; the parallel residual
+/// x + attn(ln1(x)) + mlp(ln2(x)) or the sequential block; attention biases as the config says; the untied head.
+fn neox_forward(p: &formats::Plan, t: &Tensors, ids: &[usize]) -> (Vec<Vec<f64>>, Maps) {
+    let d = &p.dims;
+    let emb = &t["token_embedding.weight"].1;
+    let mut x: Vec<Vec<f64>> = ids.iter().map(|&id| (0..d.d_model).map(|c| emb[id * d.d_model + c] as f64).collect()).collect();
+    let (eps, hd) = (d.norm_eps as f64, d.head_dim);
+    let rot = if d.rotary_dims == 0 { hd } else { d.rotary_dims };
+    let rope = |m: &mut Vec<Vec<f64>>| {
+        for (pos, row) in m.iter_mut().enumerate() {
+            for h in 0..d.num_heads {
+                for i in 0..rot / 2 {
+                    let ang = pos as f64 * (d.rope_theta as f64).powf(-((2 * i) as f64) / rot as f64);
+                    let (a, b) = (row[h * hd + 2 * i], row[h * hd + 2 * i + 1]);
+                    row[h * hd + 2 * i] = a * ang.cos() - b * ang.sin();
+                    row[h * hd + 2 * i + 1] = a * ang.sin() + b * ang.cos();
+                }
+            }
+        }
+    };
+    let gelu = |v: f64| 0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2));
+    let mut maps = vec![];
+    for l in 0..d.num_layers {
+        let pfx = format!("decoder_layers.{l}");
+        let h = layer_norm(&x, t, &format!("{pfx}.norm1"), eps);
+        let mut q = linear(&h, t, &format!("{pfx}.self_attn.w_q"), d.qkv_bias);
+        let mut k = linear(&h, t, &format!("{pfx}.self_attn.w_k"), d.qkv_bias);
+        let v = linear(&h, t, &format!("{pfx}.self_attn.w_v"), d.qkv_bias);
+        rope(&mut q);
+        rope(&mut k);
+        let (o, m) = attention(&q, &k, &v, d.num_heads, d.num_heads, hd);
+        maps.push(m);
+        let a = linear(&o, t, &format!("{pfx}.self_attn.w_o"), d.qkv_bias);
+        let mlp = |x: &[Vec<f64>]| {
+            let h = layer_norm(x, t, &format!("{pfx}.norm2"), eps);
+            let f: Vec<Vec<f64>> = linear(&h, t, &format!("{pfx}.feed_forward.linear1"), true)
+                .into_iter()
+                .map(|r| r.into_iter().map(gelu).collect())
+                .collect();
+            linear(&f, t, &format!("{pfx}.feed_forward.linear2"), true)
+        };
+        if d.parallel_residual {
+            let f = mlp(&x);
+            add(&mut x, &a);
+            add(&mut x, &f);
+        } else {
+            add(&mut x, &a);
+            let f = mlp(&x);
+            add(&mut x, &f);
+        }
+    }
+    let x = layer_norm(&x, t, "ln_f", eps);
+    (linear(&x, t, "lm_head", false), maps)
 }
 
 /// Our logits and maps against transformers': |got - want| <= 1e-4 + 1e-4 |want| (f64 here, f32 there).
@@ -237,6 +296,34 @@ fn llama_and_qwen2_directories_match_transformers_after_the_rope_permutation() {
 }
 
 #[test]
+fn gpt_neox_directories_match_transformers_after_the_fused_qkv_split() {
+    for name in ["pythia_parallel", "pythia_sequential"] {
+        let files = DirFiles(dir(name));
+        let (plan, t) = load(&files, None);
+        let exp = expected(name);
+        let (logits, maps) = neox_forward(&plan, &t, &ids(&exp));
+        check(name, &logits, &maps, &exp);
+        let d = &plan.dims;
+        assert_eq!(
+            (plan.family, plan.declared.as_str(), d.head_dim, d.activation),
+            (Family::GptNeox, "GPTNeoXForCausalLM", 16, "gelu_erf")
+        );
+        if name == "pythia_parallel" {
+            assert_eq!(
+                (d.rotary_dims, d.rope_theta, d.parallel_residual, d.qkv_bias, d.vocab_size, plan.dtype),
+                (4, 1e4, true, true, 400, DType::F16)
+            );
+        } else {
+            assert_eq!(
+                (d.rotary_dims, d.rope_theta, d.parallel_residual, d.qkv_bias, d.num_layers, plan.dtype),
+                (8, 1e3, false, false, 3, DType::F32)
+            );
+            assert!(!t.contains_key("decoder_layers.0.self_attn.w_q.bias"));
+        }
+    }
+}
+
+#[test]
 fn llama2c_model_bin_reads_back_to_the_same_tensors_as_the_hf_directory() {
     let files = DirFiles(dir("llama_tied"));
     let (hf_plan, hf) = load(&files, None);
@@ -272,6 +359,21 @@ fn plan_err(files: &dyn Files, bin: Option<&str>) -> String {
     e
 }
 
+/// model.safetensors with one tensor renamed in its header (the data as it was).
+fn rename_tensor(m: &mut MemFiles, from: &str, to: &str) {
+    let st = m.0["model.safetensors"].clone();
+    let n = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&st[8..8 + n]).unwrap();
+    let t = header.remove(from).unwrap();
+    header.insert(to.into(), t);
+    let mut h = serde_json::to_vec(&header).unwrap();
+    h.resize(h.len().div_ceil(8) * 8, b' ');
+    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&h);
+    bytes.extend_from_slice(&st[8 + n..]);
+    m.0.insert("model.safetensors".into(), bytes);
+}
+
 fn edit_config(m: &mut MemFiles, f: impl Fn(&mut serde_json::Value)) {
     let mut c: serde_json::Value = serde_json::from_slice(&m.0["config.json"]).unwrap();
     f(&mut c);
@@ -287,7 +389,7 @@ fn bad_directories_get_one_line_errors() {
     });
     assert_eq!(
         plan_err(&m, None),
-        "config.json: BertForMaskedLM (model_type \"bert\") is not supported: tinyformer opens gpt2, llama, mistral and qwen2 models"
+        "config.json: BertForMaskedLM (model_type \"bert\") is not supported: tinyformer opens gpt2, gpt_neox (Pythia), llama, mistral and qwen2 models"
     );
 
     let mut m = mem_copy("llama_tied");
@@ -317,6 +419,39 @@ fn bad_directories_get_one_line_errors() {
         edit_config(&mut m, |c| c["rope_scaling"] = rs.clone());
         assert!(plan_err(&m, None).contains(want), "{rs}: {}", plan_err(&m, None));
     }
+
+    // GPT-NeoX: the rotary fraction (either spelling) in (0, 1] and giving an even count of dims, heads dividing
+    // the width, a hidden_act we compute
+    for (edit, want) in [
+        (serde_json::json!({"rotary_pct": 0.0}), "config.json: rotary_pct must be in (0, 1], got 0"),
+        (serde_json::json!({"rotary_pct": 1.5}), "config.json: rotary_pct must be in (0, 1], got 1.5"),
+        (
+            serde_json::json!({"rotary_pct": 0.1}),
+            "config.json: rotary_pct 0.1 rotates 1 of the head's 16 dimensions; RoPE needs an even number, at least 2",
+        ),
+        (
+            serde_json::json!({"hidden_act": "relu"}),
+            "config.json: hidden_act \"relu\" is not supported (gelu, gelu_new or gelu_pytorch_tanh)",
+        ),
+        (serde_json::json!({"num_attention_heads": 5}), "config.json: hidden_size 64 is not a multiple of num_attention_heads 5"),
+        (
+            serde_json::json!({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
+            "config.json: rope_scaling of type \"linear\" is not supported",
+        ),
+    ] {
+        let mut m = mem_copy("pythia_parallel");
+        edit_config(&mut m, |c| c.as_object_mut().unwrap().extend(edit.as_object().unwrap().clone()));
+        assert!(plan_err(&m, None).starts_with(want), "{edit}: {}", plan_err(&m, None));
+    }
+    // a GPT-NeoX head missing is named as the Hub names it (embed_out), an lm_head.weight export is read as the head
+    let mut m = mem_copy("pythia_sequential");
+    rename_tensor(&mut m, "embed_out.weight", "embed_outs.weight");
+    assert_eq!(plan_err(&m, None), "the checkpoint has no tensor embed_out.weight (needed for lm_head.weight)");
+    rename_tensor(&mut m, "embed_outs.weight", "lm_head.weight");
+    assert!(formats::plan(&m, None).unwrap().tensors.iter().any(|t| t.source.foreign == "lm_head.weight" && t.name == "lm_head.weight"));
+    let mut m = mem_copy("pythia_sequential");
+    edit_config(&mut m, |c| c["rope_parameters"]["partial_rotary_factor"] = 2.into());
+    assert_eq!(plan_err(&m, None), "config.json: rope_parameters.partial_rotary_factor must be in (0, 1], got 2");
 
     let mut m = mem_copy("qwen2");
     edit_config(&mut m, |c| {

@@ -364,6 +364,12 @@ fn configs() -> Vec<(&'static str, ModelConfig)> {
                 r#"{"arch": "llama", "vocab_size": 11, "d_model": 16, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "multiple_of": 8, "max_seq_len": 8}"#,
             ),
         ),
+        (
+            // GPT-NeoX's sequential block: partial rotary (4 of 8 dims), the erf GELU, no attention biases
+            "gpt_neox",
+            j(r#"{"arch": "decoder", "vocab_size": 11, "d_model": 16, "num_layers": 2, "num_heads": 2, "d_ff": 32, "max_seq_len": 8,
+                  "positions": "rope", "rotary_dims": 4, "rope_theta": 1000, "activation": "gelu_erf", "qkv_bias": false}"#),
+        ),
     ]
 }
 

@@ -1,6 +1,7 @@
 //! Foreign models on OUR engine: the Hugging Face directories (GPT-2, Llama tied, Llama untied
-//! bf16 in three shards, Qwen2) and llama2.c's model.bin that train/hf_fixtures.py made with
-//! `transformers`, opened by `formats::open` and run by `Model` on the CPU reference, the fast CPU path and
+//! bf16 in three shards, Qwen2; GPT-NeoX / Pythia with the parallel residual, f16, a padded vocabulary and
+//! the Hub's saved buffers, and GPT-NeoX sequential without attention biases) and llama2.c's model.bin that
+//! train/hf_fixtures.py and train/hf_neox_fixtures.py made with `transformers`, opened by `formats::open` and run by `Model` on the CPU reference, the fast CPU path and
 //! the GPU path. Every row of logits, every attention map and the 8 greedy ids (cached and uncached) must
 //! match transformers' (expected.json). No GPU is a failure, not a skip.
 
@@ -14,7 +15,7 @@ use tinyformer::fastcpu::FastCpuBackend;
 use tinyformer::formats::{self, DirFiles, Files, MemFiles};
 use tinyformer::gpu::Gpu;
 use tinyformer::model::config::{Activation, Arch, Positions};
-use tinyformer::model::inspect::top_k;
+use tinyformer::model::inspect::{top_k, Ablation, AblationKind};
 use tinyformer::model::memory::{self, Budget};
 use tinyformer::model::run::GenConfig;
 use tinyformer::model::state::Plan;
@@ -40,7 +41,7 @@ fn expected(name: &str) -> Value {
 /// One foreign checkpoint: (label, files, model.bin name, expected.json of).
 type Case = (&'static str, Box<dyn Files>, Option<&'static str>, &'static str);
 
-/// The five foreign checkpoints.
+/// The seven foreign checkpoints.
 fn cases() -> Vec<Case> {
     let bin = {
         let mut m = MemFiles::default();
@@ -52,6 +53,8 @@ fn cases() -> Vec<Case> {
         ("llama_tied", Box::new(DirFiles(dir("llama_tied"))), None, "llama_tied"),
         ("llama_untied_bf16", Box::new(DirFiles(dir("llama_untied_bf16"))), None, "llama_untied_bf16"),
         ("qwen2", Box::new(DirFiles(dir("qwen2"))), None, "qwen2"),
+        ("pythia_parallel", Box::new(DirFiles(dir("pythia_parallel"))), None, "pythia_parallel"),
+        ("pythia_sequential", Box::new(DirFiles(dir("pythia_sequential"))), None, "pythia_sequential"),
         ("llama2.c model.bin", Box::new(bin), Some("model.bin"), "llama_tied"),
     ]
 }
@@ -67,9 +70,12 @@ async fn check_case<B: Backend>(b: &mut B, label: &str, files: &dyn Files, bin: 
     assert_eq!((d.run_state_bytes(), d.total_bytes - d.run_state_bytes()), (m.state.bytes, m.params * 4), "{label}: demand vs allocation");
     let prompt = ids(&exp["ids"]);
     let out = m.forward(b, &prompt, None).await.unwrap_or_else(|e| panic!("{label}: forward: {e}"));
-    assert_eq!((out.rows, out.vocab), (prompt.len(), 384), "{label}: logits of every row");
+    // the width of the config's vocabulary (pythia_parallel: 400, padded above its tokenizer's 376)
+    let vocab = exp["logits"][0].as_array().unwrap().len();
+    assert_eq!((out.rows, out.vocab), (prompt.len(), vocab), "{label}: logits of every row");
     let dl = assert_close(&format!("{label} {} logits", b.kind()), &out.logits, &flat(&exp["logits"]), LOGIT_ATOL, LOGIT_RTOL);
     let want_maps = exp["attention"].as_array().unwrap();
+    let layers = want_maps.len();
     assert_eq!(out.attention.len(), want_maps.len(), "{label}: one map per layer");
     let mut da = 0f64;
     for (l, (got, want)) in out.attention.iter().zip(want_maps).enumerate() {
@@ -79,10 +85,33 @@ async fn check_case<B: Backend>(b: &mut B, label: &str, files: &dyn Files, bin: 
     // the inspection runs on them too: the last block's logit lens (final norm + the head, tied or not) is the
     // model's own output
     let r = m.inspect(b, &prompt, None, None).await.unwrap_or_else(|e| panic!("{label}: inspect: {e}"));
-    assert_eq!((r.layers, r.heads, r.logit_lens.len()), (2, 4, 2), "{label}");
+    assert_eq!((r.layers, r.heads, r.logit_lens.len()), (layers, 4, layers), "{label}");
     for p in 0..out.rows {
         let (top, _) = top_k(&out.logits[p * out.vocab..(p + 1) * out.vocab], 5);
-        assert_eq!(r.logit_lens[1].top_ids[p], top, "{label} {}: logit lens at position {p}", b.kind());
+        assert_eq!(r.logit_lens[layers - 1].top_ids[p], top, "{label} {}: logit lens at position {p}", b.kind());
+    }
+    // GPT-NeoX (train/hf_neox_fixtures.py's `look_inside`, by transformers' hooks): the lens after each attention
+    // half (the parallel block's Mid hook: its input plus attention, before the FFN half), and two heads zeroed
+    // before W_o; the ablation stays on in generation, cached and uncached alike
+    if let Some(lens_mid) = exp.get("lens_mid_top1") {
+        for (l, want) in lens_mid.as_array().unwrap().iter().enumerate() {
+            let got: Vec<u32> = r.logit_lens_mid[l].top_ids.iter().map(|t| t[0]).collect();
+            assert_eq!(got, ids(want), "{label} {}: lens after layer {l}'s attention half", b.kind());
+        }
+        let heads = exp["ablate"].as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize));
+        let ab = Ablation::heads(heads.collect(), AblationKind::Zero);
+        let r = m.inspect(b, &prompt, None, Some(&ab)).await.unwrap_or_else(|e| panic!("{label}: inspect with an ablation: {e}"));
+        let got = r.ablation.unwrap().logits_last;
+        assert_close(&format!("{label} {} ablated last row", b.kind()), &got, &flat(&exp["ablated_last"]), LOGIT_ATOL, LOGIT_RTOL);
+        m.set_ablation(b, &ab, None).unwrap();
+        let mut outs = vec![];
+        for kv_cache in [true, false] {
+            let cfg = GenConfig { max_new_tokens: 4, kv_cache, gpu_sampling: false, ..GenConfig::default() };
+            outs.push(m.generate(b, &prompt, None, cfg).await.unwrap());
+        }
+        m.clear_ablation(b);
+        assert_eq!(outs[0], outs[1], "{label} {}: cached vs uncached with heads ablated", b.kind());
+        assert_eq!(outs[0][prompt.len()], top_k(&got, 1).0[0], "{label} {}: the ablated model's first token", b.kind());
     }
     // greedy: the prompt and 8 new ids, exactly, with and without the KV cache
     let want = ids(&exp["greedy"]);
@@ -177,6 +206,21 @@ fn open_gives_our_config_and_exactly_the_declared_tensors() {
                 assert_eq!(c.embed_scale(), 1.0);
             }
             "qwen2" => assert!(c.qkv_bias && !c.tie_embeddings && o.checkpoint.tensors.contains_key("layers.1.attention.wk.bias")),
+            // GPT-NeoX: our decoder with RoPE on 4 (0.25) or 8 (0.5) of each head's 16 dims, the erf GELU, the untied
+            // embed_out as lm_head; the parallel one with attention biases, the sequential one without
+            "pythia_parallel" | "pythia_sequential" => {
+                let parallel = label == "pythia_parallel";
+                assert_eq!(
+                    (c.arch, c.positions, c.activation, c.tie_embeddings, c.parallel_residual, c.qkv_bias),
+                    (Arch::Decoder, Positions::Rope, Activation::GeluErf, false, parallel, parallel),
+                    "{label}"
+                );
+                assert_eq!((c.rope_dims(), c.rope_theta), if parallel { (4, 10000.0) } else { (8, 1000.0) }, "{label}");
+                assert_eq!((c.vocab_size, c.d_ff), (if parallel { 400 } else { 384 }, 256), "{label}");
+                assert!(o.checkpoint.tensors.contains_key("lm_head.weight"), "{label}");
+                assert_eq!(o.checkpoint.tensors.contains_key("decoder_layers.0.self_attn.w_o.bias"), parallel, "{label}");
+                assert_eq!(o.plan.declared, "GPTNeoXForCausalLM");
+            }
             "llama_untied_bf16" => assert!(!c.qkv_bias && !c.tie_embeddings && o.checkpoint.tensors.contains_key("output.weight")),
             _ => {
                 assert_eq!((c.arch, c.d_ff, c.multiple_of, c.qkv_bias, c.tie_embeddings), (Arch::Llama, 128, 0, false, true), "{label}");
@@ -237,13 +281,33 @@ fn the_new_config_fields_are_checked_per_architecture() {
         ModelConfig::from_json(&j).err().unwrap_or_else(|| panic!("{j} must be refused")).to_string()
     };
     assert_eq!(
-        err(r#""d_ff":16,"positions":"rope""#, "decoder"),
-        "config field \"positions\": \"rope\" is not supported for arch \"decoder\": expected \"sinusoidal\" or \"learned\""
+        err(r#""d_ff":16,"positions":"alibi""#, "decoder"),
+        "config field \"positions\": \"alibi\" is not supported for arch \"decoder\": expected \"sinusoidal\" or \"learned\" or \"rope\""
     );
+    // GPT-NeoX's fields: rotary dims even and within the head, only with RoPE; the parallel residual only for a
+    // decoder with a dense FFN; the erf GELU not for the MoE's experts
+    assert!(err(r#""d_ff":16,"positions":"rope","rotary_dims":3"#, "decoder").contains("\"rotary_dims\": must be an even number"));
+    assert!(err(r#""d_ff":16,"positions":"rope","rotary_dims":6"#, "decoder").contains("no larger than the head size 4"));
+    assert!(err(r#""d_ff":16,"rotary_dims":2"#, "decoder").contains("only a model with RoPE positions"));
+    assert!(err(r#""d_ff":16,"parallel_residual":true,"attention_only":true"#, "decoder").contains("\"parallel_residual\""));
+    assert!(err(r#""multiple_of":4,"parallel_residual":true"#, "llama").contains("only arch \"decoder\" has a parallel residual"));
+    assert!(err(r#""d_ff":16,"activation":"gelu_erf","moe":{"num_experts":2,"top_k":1,"expert_dim":4,"capacity_factor":1}"#, "decoder")
+        .contains("expected \"relu\""));
+    let neox = format!(
+        r#"{{"arch":"decoder",{base},"d_ff":16,"positions":"rope","rotary_dims":2,"activation":"gelu_erf","qkv_bias":false,"parallel_residual":true}}"#
+    );
+    let c = ModelConfig::from_json(&neox).unwrap();
+    assert_eq!((c.rope_dims(), c.activation, c.qkv_bias, c.parallel_residual, c.embed_scale()), (2, Activation::GeluErf, false, true, 1.0));
+    // it writes and reads back the same; the whole head is written as no rotary_dims at all
+    assert_eq!(ModelConfig::from_json(&serde_json::to_string(&c).unwrap()).unwrap(), c);
+    let full = ModelConfig::from_json(&neox.replace(r#""rotary_dims":2"#, r#""rotary_dims":4"#)).unwrap();
+    assert!(full.rotary_dims == 0 && full.rope_dims() == 4 && !serde_json::to_string(&full).unwrap().contains("rotary_dims"));
     assert!(err(r#""multiple_of":4,"positions":"learned""#, "llama").contains("expected \"rope\""));
     assert!(err(r#""d_ff":16,"activation":"gelu_tanh","moe":{"num_experts":2,"top_k":1,"expert_dim":4,"capacity_factor":1}"#, "decoder")
         .contains("expected \"relu\""));
-    assert!(err(r#""d_ff":16,"qkv_bias":false"#, "decoder").contains("always has q/k/v biases"));
+    assert!(
+        err(r#""src_vocab_size":11,"tgt_vocab_size":11,"d_ff":16,"qkv_bias":false"#, "encoder_decoder").contains("always has q/k/v biases")
+    );
     assert!(err(r#""d_ff":16,"tie_embeddings":"yes""#, "decoder").contains("must be true or false"));
     assert!(err(r#""src_vocab_size":11,"tgt_vocab_size":11,"d_ff":16,"tie_embeddings":true"#, "encoder_decoder").contains("tying"));
     assert!(err(r#""hidden_dim":0"#, "llama").contains("hidden_dim"));
@@ -282,4 +346,58 @@ fn the_declaration_counts_real_models_parameters_as_transformers_does() {
         assert_eq!(d.items[0].bytes, 4 * transformers, "{name}: the weights in the demand are f32");
         println!("{name}: {} parameters; demand {} in all", c.param_count(), memory::human_bytes(d.total_bytes));
     }
+}
+
+/// Pythia-70m's config.json as the Hub has it (transformers 4.24's spelling, vocabulary 50,304 padded above the
+/// tokenizer's 50,277) reads as our decoder with 16 of each head's 64 dims rotating, and the declaration counts
+/// what transformers counts on the meta device (`sum(p.numel() for p in GPTNeoXForCausalLM(config).parameters())`).
+#[test]
+fn pythia_70m_config_reads_as_transformers_reads_it() {
+    let json = br#"{"architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu",
+        "hidden_size": 512, "initializer_range": 0.02, "intermediate_size": 2048, "layer_norm_eps": 1e-05,
+        "max_position_embeddings": 2048, "model_type": "gpt_neox", "num_attention_heads": 8, "num_hidden_layers": 6,
+        "rotary_emb_base": 10000, "rotary_pct": 0.25, "tie_word_embeddings": false, "torch_dtype": "float16",
+        "transformers_version": "4.24.0", "use_cache": true, "use_parallel_residual": true, "vocab_size": 50304}"#;
+    let raw = formats::hf::read_config(json).unwrap();
+    let (family, declared) = formats::hf::detect(&raw).unwrap();
+    let dims = formats::hf::dims(&raw, family).unwrap();
+    let plan = formats::Plan { format: formats::Format::HfDirectory, family, declared, dims, tensors: vec![], dtype: formats::DType::F16 };
+    let c = formats::config_of(&plan).unwrap();
+    assert_eq!(
+        (c.arch, c.vocab_size, c.rope_dims(), c.head_dim(), c.activation, c.parallel_residual, c.qkv_bias, c.tie_embeddings),
+        (Arch::Decoder, 50304, 16, 64, Activation::GeluErf, true, true, false)
+    );
+    assert_eq!(c.param_count(), 70_426_624);
+}
+
+/// The Hub's GPT-NeoX checkpoints keep buffers beside the weights, one of them BOOL (the causal mask
+/// `attention.bias`): pythia_parallel holds them and opens (above); a weight the plan needs stored as BOOL
+/// is still refused, in one line naming it.
+#[test]
+fn a_bool_buffer_is_skipped_and_a_bool_weight_refused() {
+    let mut m = MemFiles::default();
+    for e in std::fs::read_dir(dir("pythia_parallel")).unwrap() {
+        let e = e.unwrap();
+        m.0.insert(e.file_name().into_string().unwrap(), std::fs::read(e.path()).unwrap());
+    }
+    let st = m.0["model.safetensors"].clone();
+    let n = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+    let mut header: Value = serde_json::from_slice(&st[8..8 + n]).unwrap();
+    assert_eq!(header["gpt_neox.layers.1.attention.bias"]["dtype"], "BOOL", "the fixture holds the Hub's BOOL mask");
+    assert_eq!(header["gpt_neox.layers.1.attention.rotary_emb.inv_freq"]["shape"], serde_json::json!([2]));
+    let plan = formats::plan(&m, None).unwrap();
+    assert!(plan.tensors.iter().all(|t| !t.source.foreign.contains("attention.bias") && !t.source.foreign.contains("inv_freq")));
+    // final_layer_norm.bias, F16 (64,) = 128 bytes, relabelled BOOL (2, 64): the same bytes, a dtype we do not read
+    let t = &mut header["gpt_neox.final_layer_norm.bias"];
+    assert_eq!(t["dtype"], "F16");
+    t["dtype"] = "BOOL".into();
+    t["shape"] = serde_json::json!([2, 64]);
+    let mut h = serde_json::to_vec(&header).unwrap();
+    h.resize(h.len().div_ceil(8) * 8, b' ');
+    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&h);
+    bytes.extend_from_slice(&st[8 + n..]);
+    m.0.insert("model.safetensors".into(), bytes);
+    let e = formats::plan(&m, None).unwrap_err().to_string();
+    assert_eq!(e, "model.safetensors: tensor final_layer_norm.bias is BOOL; only F32, F16 and BF16 weights are supported");
 }

@@ -35,6 +35,13 @@ fn configs() -> Vec<(&'static str, ModelConfig)> {
             ),
         ),
         (
+            // GPT-NeoX's sequential block: RoPE on 4 of each head's 8 dims (the rest pass through the table's
+            // identity pairs, forward and backward), the erf GELU, no attention biases, an untied head
+            "gpt_neox",
+            j(r#"{"arch": "decoder", "vocab_size": 11, "d_model": 16, "num_layers": 2, "num_heads": 2, "d_ff": 32, "max_seq_len": 8,
+                  "positions": "rope", "rotary_dims": 4, "rope_theta": 1000, "activation": "gelu_erf", "qkv_bias": false}"#),
+        ),
+        (
             "attention-only",
             j(r#"{"arch": "decoder", "vocab_size": 11, "d_model": 16, "num_layers": 2, "num_heads": 4, "max_seq_len": 8,
                   "positions": "learned", "tie_embeddings": true, "attention_only": true}"#),
@@ -284,4 +291,17 @@ fn a_non_finite_gradient_halts_at_the_unreported_step() {
     let (_, cfg) = configs().remove(1);
     common::halts_at_an_unreported_step(trainer(CpuBackend, &cfg, Init::Gpt2), cfg.vocab_size as u32, "reference");
     common::halts_at_an_unreported_step(trainer(FastCpuBackend::default(), &cfg, Init::Gpt2), cfg.vocab_size as u32, "fast cpu");
+}
+
+/// GPT-NeoX's parallel residual runs (tests/hf_models.rs) but is not trained: refused in one line.
+#[test]
+fn a_parallel_residual_model_is_refused_for_training() {
+    let cfg = ModelConfig::from_json(
+        r#"{"arch": "decoder", "vocab_size": 11, "d_model": 16, "num_layers": 2, "num_heads": 2, "d_ff": 32, "max_seq_len": 8,
+            "positions": "rope", "rotary_dims": 4, "activation": "gelu_erf", "parallel_residual": true}"#,
+    )
+    .unwrap();
+    let values = Params::<()>::init_values(&cfg, Init::Gpt2, 7).unwrap();
+    let e = Trainer::new(CpuBackend, &cfg, values, optim(), Shape { batch: 2, context: 6, source: 0, accum: 1 }).err().unwrap().to_string();
+    assert!(e.contains("training a model with a parallel residual") && !e.contains('\n'), "{e}");
 }

@@ -409,8 +409,9 @@ fn a_non_finite_gradient_between_logged_steps_stops_the_run_naming_the_step() {
     Model::load(&CpuBackend, &std::fs::read(&out).unwrap()).unwrap();
 }
 
-/// `--model` opens the formats every command opens: a Hugging Face directory (GPT-2, and a bf16
-/// Llama in three shards) and a llama2.c .bin. The first step's loss on one row of a text equals
+/// `--model` opens the formats every command opens: a Hugging Face directory (GPT-2, a bf16
+/// Llama in three shards, GPT-NeoX with the sequential block: partial rotary, erf GELU, no attention
+/// biases) and a llama2.c .bin. The first step's loss on one row of a text equals
 /// what `eval` scores on that text (the inference forward, held to `transformers` by
 /// tests/hf_models.rs), and the --out it writes opens as our checkpoint with the model's tokenizer.
 #[test]
@@ -426,6 +427,7 @@ fn a_foreign_model_trains_from_its_own_files() {
         ("tests/fixtures/hf_models/gpt2", "tests/fixtures/hf_models/gpt2/tokenizer.json"),
         ("tests/fixtures/hf_models/llama_untied_bf16", "tests/fixtures/hf_models/llama_untied_bf16/tokenizer.json"),
         ("tests/fixtures/hf_models/llama_tied/model.bin", "tests/fixtures/hf_models/llama_tied/tokenizer.bin"),
+        ("tests/fixtures/hf_models/pythia_sequential", "tests/fixtures/hf_models/pythia_sequential/tokenizer.json"),
     ] {
         let ids: Vec<u32> =
             serde_json::from_value(run(&["tinyformer", "tokenizer", "encode", "--tokenizer", tokenizer, "--text-file", f])["ids"].clone())
@@ -449,4 +451,18 @@ fn a_foreign_model_trains_from_its_own_files() {
         let again = run(&["tinyformer", "tokenizer", "encode", "--tokenizer", o, "--text-file", f]);
         assert_eq!(again["ids"], serde_json::json!(ids), "{model}: --out carries the model's tokenizer");
     }
+    // GPT-NeoX with the parallel residual runs but does not train: one line, before any step
+    let (b, o) = (tmp("foreign.batches.json"), tmp("parallel.safetensors"));
+    let e = train(&[
+        "--model",
+        "tests/fixtures/hf_models/pythia_parallel",
+        "--batches",
+        b.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--out",
+        o.to_str().unwrap(),
+    ])
+    .expect_err("a parallel residual is not trained");
+    assert!(e.contains("training a model with a parallel residual") && !e.contains('\n'), "{e}");
 }

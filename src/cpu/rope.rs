@@ -4,10 +4,21 @@
 /// The (cos, sin) table, (max_pos, HS/2, 2) interleaved, computed like PyTorch does in f32:
 /// freqs = 1 / theta^(arange(0, HS, 2)/HS) in f32, angle = pos * freq in f32, then cos/sin.
 pub fn rope_table(max_pos: usize, hs: usize, theta: f32) -> Vec<f32> {
+    rope_table_partial(max_pos, hs, hs, theta)
+}
+
+/// [`rope_table`] for a partial rotary embedding (GPT-NeoX's `rotary_pct`): the first `rot` dims of
+/// each head rotate with freq_i = theta^(-2i/rot), as transformers computes them over the rotary
+/// dims only; the pairs past `rot` get (cos 1, sin 0), so a rotation passes them through exactly
+/// (x0 * 1 - x1 * 0 = x0): every RoPE kernel and its backward serve partial rotary unchanged.
+pub fn rope_table_partial(max_pos: usize, hs: usize, rot: usize, theta: f32) -> Vec<f32> {
     let half = hs / 2;
     let mut t = vec![0f32; max_pos * half * 2];
-    for i in 0..half {
-        let expo = (2 * i) as f32 / hs as f32;
+    for pair in t.chunks_exact_mut(2) {
+        pair[0] = 1.0;
+    }
+    for i in 0..rot.min(hs) / 2 {
+        let expo = (2 * i) as f32 / rot as f32;
         let freq = 1.0f32 / theta.powf(expo);
         for p in 0..max_pos {
             let ang = p as f32 * freq;

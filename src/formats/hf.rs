@@ -1,5 +1,5 @@
 //! Hugging Face model directories: `config.json`, `model.safetensors` or shards listed by
-//! `model.safetensors.index.json`. GPT-2, Llama and Qwen2 (Mistral when it is the same graph).
+//! `model.safetensors.index.json`. GPT-2, GPT-NeoX (Pythia), Llama and Qwen2 (Mistral when it is the same graph).
 
 use super::{err, DType, Dims, Family, Files, Format, FormatError, Op, Plan, Result, Source, TensorPlan};
 use super::{MAX_DIM, MAX_JSON_BYTES, MAX_LAYERS};
@@ -41,6 +41,12 @@ pub struct RawConfig {
     pub n_positions: Option<usize>,
     pub layer_norm_epsilon: Option<f64>,
     pub activation_function: Option<String>,
+    // GPT-NeoX (hidden_size, intermediate_size, ... as Llama; rope_parameters from transformers 5)
+    pub layer_norm_eps: Option<f64>,
+    pub use_parallel_residual: Option<bool>,
+    pub rotary_pct: Option<f64>,
+    pub rotary_emb_base: Option<f64>,
+    pub partial_rotary_factor: Option<f64>,
 }
 
 fn need<T: Copy>(v: Option<T>, field: &str) -> Result<T> {
@@ -109,6 +115,7 @@ pub fn detect(c: &RawConfig) -> Result<(Family, String)> {
         // Mistral is Llama's graph; its sliding window is refused below unless it covers the context.
         ("mistral", _) | (_, "MistralForCausalLM") => Family::Llama,
         ("qwen2", _) | (_, "Qwen2ForCausalLM") => Family::Qwen2,
+        ("gpt_neox", _) | (_, "GPTNeoXForCausalLM") => Family::GptNeox,
         _ => {
             let name = if !arch.is_empty() {
                 format!("{arch} (model_type \"{mt}\")")
@@ -117,7 +124,9 @@ pub fn detect(c: &RawConfig) -> Result<(Family, String)> {
             } else {
                 "no model_type or architectures".into()
             };
-            return err(format!("config.json: {name} is not supported: tinyformer opens gpt2, llama, mistral and qwen2 models"));
+            return err(format!(
+                "config.json: {name} is not supported: tinyformer opens gpt2, gpt_neox (Pythia), llama, mistral and qwen2 models"
+            ));
         }
     };
     let declared = if arch.is_empty() { mt } else { arch };
@@ -151,6 +160,9 @@ pub fn dims(c: &RawConfig, family: Family) -> Result<Dims> {
                 rope_theta: 0.0,
                 tied: true,
                 qkv_bias: true,
+                rotary_dims: 0,
+                parallel_residual: false,
+                activation: "gelu_tanh",
             })
         }
         Family::Llama | Family::Qwen2 => {
@@ -171,29 +183,7 @@ pub fn dims(c: &RawConfig, family: Family) -> Result<Dims> {
             if act != "silu" {
                 return err(format!("config.json: hidden_act \"{act}\" is not supported (silu only)"));
             }
-            // rope_scaling, when present, must name its type (transformers refuses one without); transformers 5's
-            // rope_parameters may leave it out for the default
-            for (field, rs) in [("rope_scaling", &c.rope_scaling), ("rope_parameters", &c.rope_parameters)] {
-                let Some(rs) = rs.as_ref().filter(|v| !v.is_null()) else { continue };
-                if !rs.is_object() {
-                    return err(format!("config.json: {field} must be an object with a \"rope_type\", not {rs}"));
-                }
-                let kind = match rs.get("rope_type").or_else(|| rs.get("type")) {
-                    Some(t) => match t.as_str() {
-                        Some(k) => k,
-                        None => return err(format!("config.json: {field}'s rope_type must be a string, not {t}")),
-                    },
-                    None if field == "rope_scaling" => {
-                        return err("config.json: rope_scaling names no \"rope_type\" (transformers refuses it too)".to_string())
-                    }
-                    None => "default",
-                };
-                if kind != "default" {
-                    return err(format!(
-                        "config.json: rope_scaling of type \"{kind}\" is not supported yet (Llama-3.1-style long-context RoPE); only unscaled RoPE"
-                    ));
-                }
-            }
+            unscaled_rope(c)?;
             if c.mlp_bias == Some(true) {
                 return err("config.json: mlp_bias is not supported");
             }
@@ -218,22 +208,118 @@ pub fn dims(c: &RawConfig, family: Family) -> Result<Dims> {
                 ffn_hidden: dim(need(c.intermediate_size, "intermediate_size")?, "intermediate_size", MAX_DIM)?,
                 context,
                 norm_eps: c.rms_norm_eps.unwrap_or(1e-6) as f32,
-                rope_theta: c
-                    .rope_theta
-                    .or_else(|| c.rope_parameters.as_ref().and_then(|p| p.get("rope_theta")).and_then(|t| t.as_f64()))
-                    .unwrap_or(10000.0) as f32,
+                rope_theta: rope_theta(c, None)?,
                 tied: c.tie_word_embeddings.unwrap_or(false),
                 qkv_bias,
+                rotary_dims: 0,
+                parallel_residual: false,
+                activation: "swiglu",
+            })
+        }
+        Family::GptNeox => {
+            let d = dim(need(c.hidden_size, "hidden_size")?, "hidden_size", MAX_DIM)?;
+            let nh = dim(need(c.num_attention_heads, "num_attention_heads")?, "num_attention_heads", MAX_LAYERS)?;
+            if d % nh != 0 {
+                return err(format!("config.json: hidden_size {d} is not a multiple of num_attention_heads {nh}"));
+            }
+            let hd = d / nh;
+            // transformers' GPTNeoXMLP: ACT2FN[hidden_act]; "gelu" is the exact erf form
+            let activation = match c.hidden_act.as_deref().unwrap_or("gelu") {
+                "gelu" => "gelu_erf",
+                "gelu_new" | "gelu_pytorch_tanh" => "gelu_tanh",
+                other => return err(format!("config.json: hidden_act \"{other}\" is not supported (gelu, gelu_new or gelu_pytorch_tanh)")),
+            };
+            unscaled_rope(c)?;
+            // transformers 5: rope_parameters.partial_rotary_factor; older configs: rotary_pct (default 0.25, as
+            // transformers' GPTNeoXConfig); the rotated dims are int(head_size * pct), as GPTNeoXAttention computes
+            let param = |k: &str| c.rope_parameters.as_ref().and_then(|p| p.get(k)).and_then(|v| v.as_f64());
+            let (field, pct) = match (param("partial_rotary_factor"), c.partial_rotary_factor, c.rotary_pct) {
+                (Some(p), _, _) => ("rope_parameters.partial_rotary_factor", p),
+                (None, Some(p), _) => ("partial_rotary_factor", p),
+                (None, None, Some(p)) => ("rotary_pct", p),
+                (None, None, None) => ("rotary_pct", 0.25),
+            };
+            if !(pct > 0.0 && pct <= 1.0) {
+                return err(format!("config.json: {field} must be in (0, 1], got {pct}"));
+            }
+            let rot = (hd as f64 * pct) as usize;
+            if rot == 0 || !rot.is_multiple_of(2) {
+                return err(format!(
+                    "config.json: {field} {pct} rotates {rot} of the head's {hd} dimensions; RoPE needs an even number, at least 2"
+                ));
+            }
+            Ok(Dims {
+                vocab_size: vocab,
+                d_model: d,
+                num_layers: dim(need(c.num_hidden_layers, "num_hidden_layers")?, "num_hidden_layers", MAX_LAYERS)?,
+                num_heads: nh,
+                num_kv_heads: nh,
+                head_dim: hd,
+                ffn_hidden: dim(need(c.intermediate_size, "intermediate_size")?, "intermediate_size", MAX_DIM)?,
+                context: dim(need(c.max_position_embeddings, "max_position_embeddings")?, "max_position_embeddings", MAX_DIM)?,
+                norm_eps: c.layer_norm_eps.unwrap_or(1e-5) as f32,
+                rope_theta: rope_theta(c, c.rotary_emb_base)?,
+                tied: c.tie_word_embeddings.unwrap_or(false),
+                qkv_bias: c.attention_bias.unwrap_or(true),
+                rotary_dims: if rot == hd { 0 } else { rot },
+                parallel_residual: c.use_parallel_residual.unwrap_or(true),
+                activation,
             })
         }
     }
 }
 
-/// A stored tensor: its file, absolute data offset, dtype and shape.
+/// rope_scaling, when present, must name its type (transformers refuses one without); transformers 5's
+/// rope_parameters may leave it out for the default. Only unscaled RoPE is supported.
+fn unscaled_rope(c: &RawConfig) -> Result<()> {
+    for (field, rs) in [("rope_scaling", &c.rope_scaling), ("rope_parameters", &c.rope_parameters)] {
+        let Some(rs) = rs.as_ref().filter(|v| !v.is_null()) else { continue };
+        if !rs.is_object() {
+            return err(format!("config.json: {field} must be an object with a \"rope_type\", not {rs}"));
+        }
+        let kind = match rs.get("rope_type").or_else(|| rs.get("type")) {
+            Some(t) => match t.as_str() {
+                Some(k) => k,
+                None => return err(format!("config.json: {field}'s rope_type must be a string, not {t}")),
+            },
+            None if field == "rope_scaling" => {
+                return err("config.json: rope_scaling names no \"rope_type\" (transformers refuses it too)".to_string())
+            }
+            None => "default",
+        };
+        if kind != "default" {
+            return err(format!(
+                "config.json: rope_scaling of type \"{kind}\" is not supported yet (Llama-3.1-style long-context RoPE); only unscaled RoPE"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The RoPE base: rope_theta, transformers 5's rope_parameters.rope_theta, or `older` (GPT-NeoX's
+/// rotary_emb_base); 10000 when none is given.
+fn rope_theta(c: &RawConfig, older: Option<f64>) -> Result<f32> {
+    let (field, theta) = match (c.rope_theta, c.rope_parameters.as_ref().and_then(|p| p.get("rope_theta")).and_then(|t| t.as_f64()), older)
+    {
+        (Some(t), _, _) => ("rope_theta", t),
+        (None, Some(t), _) => ("rope_parameters.rope_theta", t),
+        (None, None, Some(t)) => ("rotary_emb_base", t),
+        (None, None, None) => ("rope_theta", 10000.0),
+    };
+    if !(theta > 0.0 && theta <= 1e12) {
+        return err(format!("config.json: {field} must be a positive number no larger than 1e12, got {theta}"));
+    }
+    Ok(theta as f32)
+}
+
+/// A stored tensor: its file, absolute data offset, dtype and shape. `dtype` is Err(the stored dtype's
+/// name) for what we do not read as weights (BOOL, integers, F64, 8-bit floats): a buffer of that dtype
+/// saved beside the weights (GPT-NeoX's BOOL causal mask `attention.bias`) is skipped, and a weight of
+/// that dtype is refused when the plan takes it.
 struct Stored {
     file: String,
     offset: u64,
-    dtype: DType,
+    dtype: std::result::Result<DType, String>,
     shape: Vec<usize>,
 }
 
@@ -257,13 +343,14 @@ fn header(files: &dyn Files, file: &str) -> Result<Vec<(String, Stored)>> {
     let mut out = Vec::new();
     for (name, info) in meta.tensors() {
         let dtype = match info.dtype {
-            StDtype::F32 => DType::F32,
-            StDtype::F16 => DType::F16,
-            StDtype::BF16 => DType::BF16,
-            other => return err(format!("{file}: tensor {name} is {other:?}; only F32, F16 and BF16 weights are supported")),
+            StDtype::F32 => Ok(DType::F32),
+            StDtype::F16 => Ok(DType::F16),
+            StDtype::BF16 => Ok(DType::BF16),
+            other => Err(format!("{other:?}")),
         };
         let numel = info.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
-        if numel.and_then(|n| n.checked_mul(dtype.bytes())) != Some((info.data_offsets.1 - info.data_offsets.0) as u64) {
+        let bytes = numel.and_then(|n| n.checked_mul(info.dtype.bitsize() as u64)).map(|bits| bits.div_ceil(8));
+        if bytes != Some((info.data_offsets.1 - info.data_offsets.0) as u64) {
             return err(format!(
                 "{file}: tensor {name}: shape {:?} does not match its {} bytes",
                 info.shape,
@@ -328,23 +415,30 @@ pub fn plan(files: &dyn Files) -> Result<Plan> {
     if family == Family::Gpt2 {
         stored = stored.into_iter().map(|(k, v)| (strip(&k), v)).collect();
     }
+    // GPT-NeoX's body is "gpt_neox."; its head "embed_out" (some exports say "lm_head")
+    if family == Family::GptNeox {
+        stored = stored.into_iter().map(|(k, v)| (k.strip_prefix("gpt_neox.").unwrap_or(&k).to_string(), v)).collect();
+    }
+    let neox_head = if stored.contains_key("lm_head.weight") && !stored.contains_key("embed_out.weight") {
+        "lm_head.weight"
+    } else {
+        "embed_out.weight" // the name a missing head is reported under: the Hub's
+    };
     let mut tensors = Vec::new();
     let mut used = Vec::new();
     let mut take = |foreign: &str, name: String, want_stored: Vec<usize>, shape: Vec<usize>, op: Op| -> Result<()> {
         let st = stored.get(foreign).ok_or_else(|| FormatError(format!("the checkpoint has no tensor {foreign} (needed for {name})")))?;
+        let dtype = match &st.dtype {
+            Ok(t) => *t,
+            Err(other) => return err(format!("{}: tensor {foreign} is {other}; only F32, F16 and BF16 weights are supported", st.file)),
+        };
         if st.shape != want_stored {
             return err(format!("tensor {foreign} has shape {:?}, but config.json implies {:?}", st.shape, want_stored));
         }
         tensors.push(TensorPlan {
             name,
             shape,
-            source: Source {
-                file: st.file.clone(),
-                offset: st.offset,
-                dtype: st.dtype,
-                stored: st.shape.clone(),
-                foreign: foreign.to_string(),
-            },
+            source: Source { file: st.file.clone(), offset: st.offset, dtype, stored: st.shape.clone(), foreign: foreign.to_string() },
             op,
         });
         used.push(foreign.to_string());
@@ -442,15 +536,56 @@ pub fn plan(files: &dyn Files) -> Result<Plan> {
                 take("lm_head.weight", "output.weight".into(), vec![v, d], vec![v, d], Op::Copy)?;
             }
         }
+        Family::GptNeox => {
+            let (nh, hd) = (dims.num_heads, dims.head_dim);
+            let rot = if dims.rotary_dims == 0 { hd } else { dims.rotary_dims };
+            take("embed_in.weight", "token_embedding.weight".into(), vec![v, d], vec![v, d], Op::Copy)?;
+            for i in 0..dims.num_layers {
+                let (m, p) = (format!("layers.{i}"), format!("decoder_layers.{i}"));
+                // query_key_value is (3 C, C) laid out (heads, 3, head_dim) along its rows: q, k, v of each head
+                // side by side; q and k rows leave HF's rotate-half order for our adjacent pairs on the rotary dims
+                for (part, w) in ["w_q", "w_k", "w_v"].iter().enumerate() {
+                    let op = Op::HeadRows { heads: nh, parts: 3, part, rot: if part < 2 { rot } else { 0 } };
+                    let fused = format!("{m}.attention.query_key_value");
+                    take(&format!("{fused}.weight"), format!("{p}.self_attn.{w}.weight"), vec![3 * d, d], vec![d, d], op.clone())?;
+                    if dims.qkv_bias {
+                        take(&format!("{fused}.bias"), format!("{p}.self_attn.{w}.bias"), vec![3 * d], vec![d], op)?;
+                    }
+                }
+                take(&format!("{m}.attention.dense.weight"), format!("{p}.self_attn.w_o.weight"), vec![d, d], vec![d, d], Op::Copy)?;
+                if dims.qkv_bias {
+                    take(&format!("{m}.attention.dense.bias"), format!("{p}.self_attn.w_o.bias"), vec![d], vec![d], Op::Copy)?;
+                }
+                for (hf, ours) in [("input_layernorm", "norm1"), ("post_attention_layernorm", "norm2")] {
+                    for wb in ["weight", "bias"] {
+                        take(&format!("{m}.{hf}.{wb}"), format!("{p}.{ours}.{wb}"), vec![d], vec![d], Op::Copy)?;
+                    }
+                }
+                let f = format!("{m}.mlp");
+                take(&format!("{f}.dense_h_to_4h.weight"), format!("{p}.feed_forward.linear1.weight"), vec![ff, d], vec![ff, d], Op::Copy)?;
+                take(&format!("{f}.dense_h_to_4h.bias"), format!("{p}.feed_forward.linear1.bias"), vec![ff], vec![ff], Op::Copy)?;
+                take(&format!("{f}.dense_4h_to_h.weight"), format!("{p}.feed_forward.linear2.weight"), vec![d, ff], vec![d, ff], Op::Copy)?;
+                take(&format!("{f}.dense_4h_to_h.bias"), format!("{p}.feed_forward.linear2.bias"), vec![d], vec![d], Op::Copy)?;
+            }
+            for wb in ["weight", "bias"] {
+                take(&format!("final_layer_norm.{wb}"), format!("ln_f.{wb}"), vec![d], vec![d], Op::Copy)?;
+            }
+            if !dims.tied {
+                take(neox_head, "lm_head.weight".into(), vec![v, d], vec![v, d], Op::Copy)?;
+            }
+        }
     }
     // Anything stored that we do not read is named (a config that does not describe the checkpoint),
-    // except buffers that some exports keep (rotary inv_freq, GPT-2's causal mask "attn.bias"/"masked_bias"),
-    // and the lm_head.weight of a tied head (GPT-2's is always tied to wte).
+    // except buffers that some exports keep (rotary inv_freq, GPT-2's causal mask "attn.bias"/"masked_bias",
+    // GPT-NeoX's "attention.bias" (BOOL) / "attention.masked_bias"), and the lm_head.weight of a tied head
+    // (GPT-2's is always tied to wte; GPT-NeoX's embed_out).
+    let neox = family == Family::GptNeox;
     let ignorable = |n: &str| {
         n.ends_with("rotary_emb.inv_freq")
             || n.ends_with(".attn.bias")
             || n.ends_with(".attn.masked_bias")
-            || (dims.tied && n == "lm_head.weight")
+            || (neox && (n.ends_with(".attention.bias") || n.ends_with(".attention.masked_bias")))
+            || (dims.tied && (n == "lm_head.weight" || (neox && n == "embed_out.weight")))
     };
     let mut extra: Vec<&String> = stored.keys().filter(|k| !used.contains(k) && !ignorable(k)).collect();
     extra.sort();

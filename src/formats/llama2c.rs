@@ -112,6 +112,9 @@ pub fn plan(files: &dyn Files, bin: &str) -> Result<Plan> {
         rope_theta: THETA,
         tied: shared,
         qkv_bias: false,
+        rotary_dims: 0,
+        parallel_residual: false,
+        activation: "swiglu",
     };
     Ok(Plan { format: Format::Llama2c, family: Family::Llama, declared: "llama2.c".into(), dims, tensors, dtype: DType::F32 })
 }

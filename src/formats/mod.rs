@@ -6,7 +6,8 @@
 //! maps each foreign tensor onto the name and layout of our own checkpoints (the seed modules' names),
 //! with the transform that gets it there ([`Op`]): GPT-2's Conv1D weights are stored (in, out) and its
 //! fused `c_attn` splits into q/k/v; Hugging Face's Llama stores wq/wk permuted for its rotate-half RoPE,
-//! which [`Op::UnpermuteRope`] undoes into the adjacent-pair layout our RoPE (Meta's, llama2.c's) uses.
+//! which [`Op::UnpermuteRope`] undoes into the adjacent-pair layout our RoPE (Meta's, llama2.c's) uses;
+//! GPT-NeoX fuses q, k, v per head ([`Op::HeadRows`] takes each and unpermutes its rotary dims).
 //! [`read_tensors`] then produces f32 tensors in our layout, widening bf16/f16; [`open`] keeps the
 //! 16-bit values of the matmul weights and embeddings of an F16 / BF16 model as they are ([`read_tensor16`]).
 //!
@@ -138,6 +139,11 @@ pub enum Op {
     /// Hugging Face's rotate-half row order of wq / wk (or their biases) back to adjacent pairs, for a
     /// tensor of `heads` heads: row (h, i, half) of HF is row (h, 2i + half) of ours.
     UnpermuteRope { heads: usize },
+    /// GPT-NeoX's fused query_key_value: rows laid out (heads, parts, HS), of which each head's rows
+    /// of `part` (0 q, 1 k, 2 v) are taken; the first `rot` of them (the rotary dims; 0 for v) leave
+    /// HF's rotate-half order for adjacent pairs: row (h, half * rot/2 + i) of HF is row (h, 2i + half)
+    /// of ours, the rows past `rot` stay. For a 1-D tensor (the bias), elements.
+    HeadRows { heads: usize, parts: usize, part: usize, rot: usize },
 }
 
 /// Where one of our tensors comes from.
@@ -171,6 +177,9 @@ pub enum Family {
     Llama,
     /// Qwen2: Llama plus q/k/v biases.
     Qwen2,
+    /// GPT-NeoX (Pythia): LayerNorm with biases, RoPE on part of each head, fused per-head q/k/v,
+    /// GELU (erf), untied `embed_out`, and (by default) the parallel residual.
+    GptNeox,
 }
 
 impl Family {
@@ -179,6 +188,7 @@ impl Family {
             Family::Gpt2 => "gpt2",
             Family::Llama => "llama",
             Family::Qwen2 => "qwen2",
+            Family::GptNeox => "gpt_neox",
         }
     }
 }
@@ -216,8 +226,15 @@ pub struct Dims {
     pub rope_theta: f32,
     /// The output head shares the token embedding.
     pub tied: bool,
-    /// q/k/v projections carry biases (GPT-2, Qwen2).
+    /// q/k/v projections carry biases (GPT-2, Qwen2; GPT-NeoX's attention_bias, which covers its
+    /// output projection too).
     pub qkv_bias: bool,
+    /// RoPE on the first `rotary_dims` of each head (GPT-NeoX's rotary_pct); 0 = the whole head.
+    pub rotary_dims: usize,
+    /// GPT-NeoX's use_parallel_residual.
+    pub parallel_residual: bool,
+    /// Our name of the FFN's activation ("gelu_tanh", "gelu_erf", "swiglu").
+    pub activation: &'static str,
 }
 
 /// A foreign checkpoint, checked and mapped onto our tensor names.
@@ -306,6 +323,20 @@ fn arrange<T: Copy + Default>(t: &TensorPlan, data: Vec<T>) -> Vec<T> {
             }
             o
         }
+        Op::HeadRows { heads, parts, part, rot } => {
+            let width = if s.stored.len() == 2 { c } else { 1 };
+            let hd = r / (heads * parts);
+            let mut o = Vec::with_capacity(heads * hd * width);
+            for h in 0..*heads {
+                let base = (h * parts + part) * hd;
+                for j in 0..hd {
+                    // our row j: pair (j / 2) of the rotary dims, its half j % 2; past `rot`, the same row
+                    let from = base + if j < *rot { (j % 2) * (rot / 2) + j / 2 } else { j };
+                    o.extend_from_slice(&data[from * width..(from + 1) * width]);
+                }
+            }
+            o
+        }
     }
 }
 
@@ -337,7 +368,9 @@ pub struct Opened {
 }
 
 /// Our config of a planned model: GPT-2 is our `decoder` with learned positions, GELU-tanh, the
-/// config's LayerNorm eps and the head tied to the embedding; Llama / Qwen2 are our `llama` with the
+/// config's LayerNorm eps and the head tied to the embedding; GPT-NeoX is our `decoder` with RoPE on
+/// `rotary_dims` of each head, its activation, attention biases or none, an untied head and the
+/// parallel residual when it has one; Llama / Qwen2 are our `llama` with the
 /// explicit FFN width (`hidden_dim`), q/k/v biases (Qwen2) and a tied or untied head.
 pub fn config_of(plan: &Plan) -> Result<ModelConfig> {
     let c = config_value(plan)?;
@@ -369,7 +402,12 @@ pub fn config_value(plan: &Plan) -> Result<serde_json::Value> {
     });
     let extra = match plan.family {
         Family::Gpt2 => serde_json::json!({
-            "arch": "decoder", "d_ff": d.ffn_hidden, "positions": "learned", "activation": "gelu_tanh",
+            "arch": "decoder", "d_ff": d.ffn_hidden, "positions": "learned", "activation": d.activation,
+        }),
+        Family::GptNeox => serde_json::json!({
+            "arch": "decoder", "d_ff": d.ffn_hidden, "positions": "rope", "rope_theta": d.rope_theta,
+            "rotary_dims": d.rotary_dims, "activation": d.activation, "qkv_bias": d.qkv_bias,
+            "parallel_residual": d.parallel_residual,
         }),
         Family::Llama | Family::Qwen2 => serde_json::json!({
             "arch": "llama", "num_kv_heads": d.num_kv_heads, "hidden_dim": d.ffn_hidden, "rope_theta": d.rope_theta,
@@ -378,6 +416,10 @@ pub fn config_value(plan: &Plan) -> Result<serde_json::Value> {
     };
     if let (Some(c), serde_json::Value::Object(x)) = (c.as_object_mut(), extra) {
         c.extend(x);
+        // 0 means the whole head: the field is left out, as our configs write it
+        if c.get("rotary_dims").and_then(|r| r.as_u64()) == Some(0) {
+            c.remove("rotary_dims");
+        }
     }
     Ok(c)
 }

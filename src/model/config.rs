@@ -15,16 +15,18 @@
 //! | `num_kv_heads`   | = `num_heads`                | = `num_heads`                    | optional, defaults to `num_heads`       |
 //! | `multiple_of`    | 0 (unused)                   | 0 (unused)                       | required                                |
 //! | `norm_eps`       | fixed 1e-5 (LayerNorm)       | optional, defaults to 1e-5 (LayerNorm) | optional, defaults to 1e-6 (RMSNorm) |
-//! | `rope_theta`     | 10000 (unused)               | 10000 (unused)                   | optional, defaults to 10000             |
+//! | `rope_theta`     | 10000 (unused)               | optional, defaults to 10000 (used with `positions: "rope"`) | optional, defaults to 10000             |
 //! | `moe`            | must be absent               | optional                         | must be absent                          |
-//! | `positions`      | `sinusoidal`                 | optional: `sinusoidal` (default) or `learned` (GPT-2: a `position_embedding.weight` (S, C) table, and no sqrt(C) embedding scale) | `rope` |
-//! | `activation`     | `relu`                       | optional: `relu` (default) or `gelu_tanh` (GPT-2's `gelu_new`); `relu` with `moe` | `swiglu` |
-//! | `qkv_bias`       | true                         | true                             | optional, default false (Qwen2: q/k/v biases, o without) |
+//! | `positions`      | `sinusoidal`                 | optional: `sinusoidal` (default), `learned` (GPT-2: a `position_embedding.weight` (S, C) table, and no sqrt(C) embedding scale) or `rope` (GPT-NeoX: no embedding scale) | `rope` |
+//! | `activation`     | `relu`                       | optional: `relu` (default), `gelu_tanh` (GPT-2's `gelu_new`) or `gelu_erf` (GPT-NeoX's `gelu`); `relu` with `moe` | `swiglu` |
+//! | `qkv_bias`       | true                         | optional, default true; false: none of q, k, v, o has a bias (GPT-NeoX's `attention_bias: false`) | optional, default false (Qwen2: q/k/v biases, o without) |
+//! | `rotary_dims`    | must be absent               | optional with `rope`: the even number of each head's dims that rotate (GPT-NeoX's `rotary_pct`); 0 / absent = all | the same |
+//! | `parallel_residual` | must be false             | optional, default false: x = x + attn(norm1(x)) + ffn(norm2(x)) (GPT-NeoX); not with `moe` or `attention_only` | must be false |
 //! | `tie_embeddings` | false                        | optional, default false: the head is the token embedding (no `lm_head.weight`) | optional, default false (no `output.weight`) |
 //! | `hidden_dim`     | (not read)                   | (not read)                       | optional: the SwiGLU hidden size as given (Hugging Face `intermediate_size`, llama2.c `hidden_dim`); then `multiple_of` is optional (0) |
 //!
 //! The decoder's `norm_eps` is optional too (default 1e-5, the seed's LayerNorm; GPT-2's `layer_norm_epsilon`).
-//! The fields after `moe` describe the foreign models (src/formats: Hugging Face GPT-2 / Llama / Qwen2, llama2.c); a config without them
+//! The fields after `moe` describe the foreign models (src/formats: Hugging Face GPT-2 / GPT-NeoX / Llama / Qwen2, llama2.c); a config without them
 //! reads exactly as before they existed.
 //!
 //! So `src_vocab_size` is always the range of input ids and `tgt_vocab_size` the width of the logits.
@@ -115,7 +117,8 @@ pub enum Positions {
     Sinusoidal,
     /// A learned table `position_embedding.weight` (S, C) added to the unscaled embedding (GPT-2).
     Learned,
-    /// Rotary embeddings on q and k (llama).
+    /// Rotary embeddings on q and k (llama; a decoder with `positions: "rope"`, GPT-NeoX), on the
+    /// first `rotary_dims` of each head (all of it by default).
     Rope,
 }
 
@@ -129,6 +132,9 @@ pub enum Activation {
     GeluTanh,
     /// w2(silu(w1 x) * w3 x): llama.
     Swiglu,
+    /// linear2(gelu(linear1(x))) with the exact erf GELU (PyTorch's nn.GELU(), Hugging Face's
+    /// `hidden_act: "gelu"`: GPT-NeoX / Pythia).
+    GeluErf,
 }
 
 impl Activation {
@@ -137,6 +143,7 @@ impl Activation {
         match self {
             Activation::Relu => Some(crate::ops::EwOp::Relu),
             Activation::GeluTanh => Some(crate::ops::EwOp::GeluTanh),
+            Activation::GeluErf => Some(crate::ops::EwOp::Gelu),
             Activation::Swiglu => None,
         }
     }
@@ -167,7 +174,7 @@ pub struct ModelConfig {
     pub multiple_of: usize,
     /// Norm epsilon: 1e-5 (LayerNorm) for encoder_decoder / decoder, config or 1e-6 (RMSNorm) for llama.
     pub norm_eps: f32,
-    /// RoPE base (llama); 10000 otherwise (unused).
+    /// RoPE base (llama, a decoder with RoPE positions); 10000 otherwise (unused).
     pub rope_theta: f32,
     pub moe: Option<MoeConfig>,
     /// Sinusoidal (encoder_decoder, decoder by default), learned (decoder, GPT-2) or RoPE (llama).
@@ -175,8 +182,9 @@ pub struct ModelConfig {
     /// The dense FFN's activation: relu (encoder_decoder, decoder by default), gelu_tanh (decoder,
     /// GPT-2), swiglu (llama).
     pub activation: Activation,
-    /// Whether the q/k/v projections carry biases: always for encoder_decoder and decoder (every
-    /// projection has one); llama only when the config says so (Qwen2; its o projection has none).
+    /// Whether the q/k/v projections carry biases: always for encoder_decoder, for decoder unless the
+    /// config says false (then none of its four attention projections has one: GPT-NeoX's
+    /// `attention_bias: false`); llama only when the config says so (Qwen2; its o projection has none).
     pub qkv_bias: bool,
     /// The output head is the token embedding (decoder, llama): no head tensor is declared.
     pub tie_embeddings: bool,
@@ -184,6 +192,18 @@ pub struct ModelConfig {
     /// feed-forward network (`d_ff` is then 0); the small models of the induction-head experiments
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attention_only: bool,
+    /// RoPE models: how many dimensions of each head rotate (GPT-NeoX's partial rotary, `rotary_pct`
+    /// of the head); the rest pass through unchanged. 0 (and absent from the JSON) = the whole head.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rotary_dims: usize,
+    /// decoder only: GPT-NeoX's parallel residual, x = x + attn(norm1(x)) + ffn(norm2(x)), both
+    /// halves reading the block's input; false is the usual sequential pre-norm block.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parallel_residual: bool,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Why a config was rejected. Every variant names the field (dotted for nested: `moe.top_k`).
@@ -250,6 +270,8 @@ struct RawConfig {
     tie_embeddings: Option<Field<bool>>,
     hidden_dim: Option<Field<u64>>,
     attention_only: Option<Field<bool>>,
+    rotary_dims: Option<Field<u64>>,
+    parallel_residual: Option<Field<bool>>,
 }
 
 /// `moe` as written.
@@ -305,6 +327,30 @@ fn only_decoder_is_attention_only(arch: Arch, v: Option<Field<bool>>) -> Result<
         return Err(invalid("attention_only", format!("only arch \"decoder\" has attention-only blocks, not \"{arch}\"")));
     }
     Ok(())
+}
+
+/// `parallel_residual: true` is a decoder's option only.
+fn only_decoder_is_parallel(arch: Arch, v: Option<Field<bool>>) -> Result<(), ConfigError> {
+    if opt_bool("parallel_residual", v)? == Some(true) {
+        return Err(invalid("parallel_residual", format!("only arch \"decoder\" has a parallel residual, not \"{arch}\"")));
+    }
+    Ok(())
+}
+
+/// `rotary_dims`: with RoPE, an even count of 2..=head_dim (the whole head is stored as 0); absent otherwise.
+fn rotary_dims(s: &Shared, positions: Positions, v: Option<Field<u64>>) -> Result<usize, ConfigError> {
+    let hd = s.d_model / s.num_heads;
+    match opt_size("rotary_dims", v, MAX_DIM)? {
+        None => Ok(0),
+        Some(_) if positions != Positions::Rope => {
+            Err(invalid("rotary_dims", "only a model with RoPE positions rotates dimensions".into()))
+        }
+        Some(r) if r > hd || !r.is_multiple_of(2) => {
+            Err(invalid("rotary_dims", format!("must be an even number of dimensions no larger than the head size {hd}, got {r}")))
+        }
+        Some(r) if r == hd => Ok(0),
+        Some(r) => Ok(r),
+    }
 }
 
 /// An optional string that must be one of `allowed` (for this architecture); the index of the match.
@@ -369,6 +415,8 @@ impl Shared {
             qkv_bias: true,
             tie_embeddings: false,
             attention_only: false,
+            rotary_dims: 0,
+            parallel_residual: false,
         }
     }
 }
@@ -472,6 +520,8 @@ impl RawConfig {
             return Err(invalid("tie_embeddings", format!("arch \"{arch}\" has its own final_layer; tying it is not supported")));
         }
         only_decoder_is_attention_only(arch, self.attention_only)?;
+        only_decoder_is_parallel(arch, self.parallel_residual)?;
+        rotary_dims(&s, Positions::Sinusoidal, self.rotary_dims)?;
         Ok(s.config(d_ff))
     }
 
@@ -491,19 +541,49 @@ impl RawConfig {
             (Some(m), None) => m.expert_dim,
             (None, None) => return Err(ConfigError::MissingField { field: "d_ff", arch: Some(arch) }),
         };
-        let positions = match opt_choice("positions", self.positions, &["sinusoidal", "learned"], arch)? {
+        let positions = match opt_choice("positions", self.positions, &["sinusoidal", "learned", "rope"], arch)? {
             Some(1) => Positions::Learned,
+            Some(2) => Positions::Rope,
             _ => Positions::Sinusoidal,
         };
-        let act_choices: &[&str] = if moe.is_none() { &["relu", "gelu_tanh"] } else { &["relu"] };
+        if positions == Positions::Rope && !(s.d_model / s.num_heads).is_multiple_of(2) {
+            let (d, nh) = (s.d_model, s.num_heads);
+            return Err(invalid(
+                "num_heads",
+                format!("RoPE needs an even head dimension, but d_model ({d}) / num_heads ({nh}) = {}", d / nh),
+            ));
+        }
+        let act_choices: &[&str] = if moe.is_none() { &["relu", "gelu_tanh", "gelu_erf"] } else { &["relu"] };
         let activation = match opt_choice("activation", self.activation, act_choices, arch)? {
             Some(1) => Activation::GeluTanh,
+            Some(2) => Activation::GeluErf,
             _ => Activation::Relu,
         };
-        biases_always(arch, self.qkv_bias)?;
+        // every projection has a bias, unless qkv_bias is false: then none of the attention's four has one
+        // (GPT-NeoX's attention_bias: false); the FFN keeps its biases
+        let qkv_bias = opt_bool("qkv_bias", self.qkv_bias)?.unwrap_or(true);
         let tie_embeddings = opt_bool("tie_embeddings", self.tie_embeddings)?.unwrap_or(false);
         let norm_eps = opt_positive_f32("norm_eps", self.norm_eps, 1.0)?.unwrap_or(LAYER_NORM_EPS);
-        Ok(ModelConfig { norm_eps, moe, positions, activation, tie_embeddings, attention_only, ..s.config(d_ff) })
+        let rope_theta = opt_positive_f32("rope_theta", self.rope_theta, 1e12)?.unwrap_or(DEFAULT_ROPE_THETA);
+        let rotary_dims = rotary_dims(&s, positions, self.rotary_dims)?;
+        let parallel_residual = opt_bool("parallel_residual", self.parallel_residual)?.unwrap_or(false);
+        if parallel_residual && (attention_only || moe.is_some()) {
+            let what = if attention_only { "an attention-only model has no feed-forward network" } else { "a mixture of experts" };
+            return Err(invalid("parallel_residual", format!("a parallel residual needs a dense feed-forward network; {what}")));
+        }
+        Ok(ModelConfig {
+            norm_eps,
+            rope_theta,
+            moe,
+            positions,
+            activation,
+            qkv_bias,
+            tie_embeddings,
+            attention_only,
+            rotary_dims,
+            parallel_residual,
+            ..s.config(d_ff)
+        })
     }
 
     /// llama: RoPE over even head dimensions, GQA, SwiGLU of `hidden_dim` or the seed's formula.
@@ -535,6 +615,8 @@ impl RawConfig {
         let qkv_bias = opt_bool("qkv_bias", self.qkv_bias)?.unwrap_or(false);
         let tie_embeddings = opt_bool("tie_embeddings", self.tie_embeddings)?.unwrap_or(false);
         only_decoder_is_attention_only(arch, self.attention_only)?;
+        only_decoder_is_parallel(arch, self.parallel_residual)?;
+        let rotary_dims = rotary_dims(&s, Positions::Rope, self.rotary_dims)?;
         let num_kv_heads = s.kv.unwrap_or(num_heads);
         Ok(ModelConfig {
             num_kv_heads,
@@ -545,6 +627,7 @@ impl RawConfig {
             activation: Activation::Swiglu,
             qkv_bias,
             tie_embeddings,
+            rotary_dims,
             ..s.config(hidden)
         })
     }
@@ -607,6 +690,21 @@ impl ModelConfig {
     /// d_model / num_heads.
     pub fn head_dim(&self) -> usize {
         self.d_model / self.num_heads
+    }
+
+    /// The dimensions of each head RoPE rotates (the first ones; `rotary_dims`, or the whole head).
+    pub fn rope_dims(&self) -> usize {
+        if self.rotary_dims == 0 {
+            self.head_dim()
+        } else {
+            self.rotary_dims
+        }
+    }
+
+    /// The RoPE (cos, sin) table of this model for positions 0..rows, (rows, HS/2, 2): the pairs past
+    /// `rope_dims` are the identity (cos 1, sin 0), so every RoPE kernel passes them through unchanged.
+    pub fn rope_table(&self, rows: usize) -> Vec<f32> {
+        crate::cpu::rope_table_partial(rows, self.head_dim(), self.rope_dims(), self.rope_theta)
     }
 
     /// SwiGLU hidden size: for llama its `d_ff` (the config's `hidden_dim`, or multiple_of *

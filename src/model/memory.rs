@@ -371,6 +371,8 @@ mod tests {
             qkv_bias: true,
             tie_embeddings: false,
             attention_only: false,
+            rotary_dims: 0,
+            parallel_residual: false,
         };
         let d = demand(&cfg);
         assert_eq!(d.total_bytes, u64::MAX);

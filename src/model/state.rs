@@ -311,7 +311,7 @@ impl<T> RunState<T> {
             })
         };
         let out_vocab = if encdec { cfg.tgt_vocab_size } else { cfg.vocab_size };
-        let (sinusoidal, rope) = (|| crate::cpu::sinusoidal_table(s, c), || crate::cpu::rope_table(s, hs, cfg.rope_theta));
+        let (sinusoidal, rope) = (|| crate::cpu::sinusoidal_table(s, c), || cfg.rope_table(s));
         Ok(RunState {
             dec: scratch(d, true)?,
             layers: (0..l).map(|_| layer(d, encdec)).collect::<Result<_>>()?,

@@ -171,12 +171,15 @@ impl<B: Train> Graph<B> {
         if t > cfg.max_seq_len {
             return Err(TfError::Input(format!("sequences of {t} tokens do not fit the model's context of {}", cfg.max_seq_len)));
         }
+        if cfg.parallel_residual {
+            return Err(TfError::Input(
+                "training a model with a parallel residual (GPT-NeoX's use_parallel_residual) is not supported yet".into(),
+            ));
+        }
         let acts = Acts::declare(cfg, b, t, &mut OnBackend(&*be))?;
         match (&acts.table, cfg.positions) {
             (Some(tab), Positions::Sinusoidal) => be.write_f32(tab, 0, &crate::cpu::sinusoidal_table(cfg.max_seq_len, cfg.d_model))?,
-            (Some(tab), Positions::Rope) => {
-                be.write_f32(tab, 0, &crate::cpu::rope_table(cfg.max_seq_len, cfg.head_dim(), cfg.rope_theta))?
-            }
+            (Some(tab), Positions::Rope) => be.write_f32(tab, 0, &cfg.rope_table(cfg.max_seq_len))?,
             _ => {}
         }
         Ok(Graph { cfg: cfg.clone(), acts })

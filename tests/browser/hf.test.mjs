@@ -1,8 +1,8 @@
 // Foreign models in the page, driven from its own UI in headless Chromium (WebGPU on SwiftShader):
-// the tiny GPT-2 Hugging Face directory's files picked together and dropped together, llama2.c's model.bin +
-// tokenizer.bin, and a set without config.json. Greedy generation must give transformers' own continuation:
-// tests/fixtures/hf_models/*/expected.json (`greedy`, from ids) and page.json (from a text prompt, written by
-// train/hf_page_fixtures.py).
+// the tiny GPT-2 Hugging Face directory's files picked together and dropped together, the tiny Pythia's weights
+// dropped on either compute path, llama2.c's model.bin + tokenizer.bin, and a set without config.json. Greedy
+// generation must give transformers' own continuation: tests/fixtures/hf_models/*/expected.json (`greedy`, from
+// ids) and page.json (from a text prompt, written by train/hf_page_fixtures.py).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -13,6 +13,7 @@ import { setup, openPage, assertClean, REPO, setGenerate, generateAndWait, SHOT_
 const FIX = path.join(REPO, 'tests/fixtures/hf_models');
 const PAGE = JSON.parse(fs.readFileSync(path.join(FIX, 'page.json'), 'utf8'));
 const GPT2 = JSON.parse(fs.readFileSync(path.join(FIX, 'gpt2/expected.json'), 'utf8'));
+const PYTHIA = JSON.parse(fs.readFileSync(path.join(FIX, 'pythia_parallel/expected.json'), 'utf8'));
 
 /** The files of a fixture as Playwright file payloads (expected.json, which is ours, left out). */
 function files(dir, names) {
@@ -187,6 +188,41 @@ test('the GPT-2 weights dropped without a tokenizer: ids typed by hand give expe
     assertClean(assert, log);
   } finally {
     await context.close();
+  }
+});
+
+test('GPT-NeoX as the Hub has Pythia (parallel residual, partial rotary, f16, a padded vocabulary, BOOL buffers) on WebGPU and the CPU path: transformers\' greedy ids, lens and ablation', { timeout: 400_000 }, async () => {
+  for (const backend of ['gpu', 'cpu']) {
+    const { page, context, log } = await openPage(env, `?nomodel=1&backend=${backend}`);
+    try {
+      await drop(page, files('pythia_parallel', ['config.json', 'model.safetensors', 'generation_config.json']));
+      await waitFormat(page, 'huggingface');
+      await setGenerate(page, { prompt: PYTHIA.ids.join(' '), temperature: 0, max: PYTHIA.greedy.length - PYTHIA.ids.length });
+      const out = await generateAndWait(page);
+      assert.equal(out.state, 'done', out.error);
+      assert.deepEqual(out.ids, PYTHIA.greedy.slice(PYTHIA.ids.length), `${backend}: transformers' greedy ids`);
+      // the Inspect view on the same ids: the lens after each attention half (the parallel block's own hook) is
+      // transformers' (by its hooks, train/hf_neox_fixtures.py), and zeroing its two heads gives transformers' KL
+      await page.fill('#prompt', PYTHIA.ids.join(' '));
+      await page.waitForFunction((ids) => document.querySelector('#inspect-root[data-state="ready"] #inspect-surprise')?.dataset.ids === ids,
+        PYTHIA.ids.join(','), { timeout: 120_000 });
+      assert.equal((await page.$$('button.head-cell')).length, 3 * 2 * 4, `${backend}: three detectors x 2 layers x 4 heads`);
+      const mid = await page.$$eval('#inspect-lens-mid td.lens-cell', (cs) => cs.map((c) => ({ ...c.dataset })));
+      assert.equal(mid.length, 2 * PYTHIA.ids.length);
+      for (const c of mid) assert.equal(Number(c.id), PYTHIA.lens_mid_top1[c.layer][c.pos], `${backend}: lens after attention ${c.layer}/${c.pos}`);
+      for (const [l, hd] of PYTHIA.ablate) await page.click(`button.head-cell[data-kind="induction"][data-layer="${l}"][data-head="${hd}"]`);
+      await page.selectOption('#inspect-mode', 'zero');
+      await page.click('#inspect-ablate');
+      await page.waitForSelector('#inspect-ablation[data-kl]', { timeout: 60_000 });
+      const d = await page.$eval('#inspect-ablation', (e) => ({ ...e.dataset }));
+      const logp = (v) => { const m = Math.max(...v); const z = Math.log(v.reduce((a, x) => a + Math.exp(x - m), 0)); return v.map((x) => x - m - z); };
+      const [p, q] = [logp(PYTHIA.logits[PYTHIA.logits.length - 1]), logp(PYTHIA.ablated_last)];
+      const kl = p.reduce((a, lp, i) => a + Math.exp(lp) * (lp - q[i]), 0);
+      assert.ok(kl > 1e-3 && Math.abs(Number(d.kl) - kl) <= 2e-4 + 1e-2 * kl, `${backend}: KL after the ablation: page ${d.kl}, transformers ${kl}`);
+      assertClean(assert, log);
+    } finally {
+      await context.close();
+    }
   }
 });
 

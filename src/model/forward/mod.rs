@@ -1,8 +1,11 @@
 //! The forward: `Model`, loaded from a checkpoint, and its passes. One `Model` runs all three
 //! architectures of the seeds over any `Backend`:
-//! - decoder (seed 000 decoder-only LLM): pre-norm LayerNorm blocks, ReLU or MoE FFN, sinusoidal PE;
+//! - decoder (seed 000 decoder-only LLM): pre-norm LayerNorm blocks, ReLU or MoE FFN, sinusoidal PE
+//!   (GPT-2: learned positions; GPT-NeoX / Pythia: RoPE on part of each head and, optionally, the
+//!   parallel residual x = x + attn(norm1(x)) + ffn(norm2(x)));
 //! - llama (seed 004): pre-norm RMSNorm blocks, RoPE, grouped-query attention, SwiGLU;
 //! - encoder_decoder (seed 000): post-norm encoder and decoder with cross-attention.
+//!
 //! Keys and values are written into the per-layer cache at their absolute position, so a pass over
 //! T new tokens after `pos` cached ones reads like the seed's KV-cache code.
 //!
@@ -25,7 +28,7 @@ use crate::model::forward::weights::Weights;
 use crate::model::map_kind::{MapKind, Stack};
 use crate::model::memory::{self, Budget};
 use crate::model::state::{LayerState, Plan, RunState};
-use crate::ops::AttnShape;
+use crate::ops::{AttnShape, EwOp};
 
 pub struct Model<B: Backend> {
     pub cfg: ModelConfig,
@@ -179,6 +182,22 @@ impl<B: Backend> Model<B> {
             // x = x + attn(norm1(x)); xn = norm2(x)
             self.self_attention(backend, (Stack::Decoder, li), &layer.attn, layer_state, scratch, &scratch.xn, t, pos, mask)?;
             let next = layers.get(li + 1).map_or(final_norm, |l| &l.norm_attn);
+            if cfg.parallel_residual {
+                // GPT-NeoX: x = x + attn(norm1(x)) + ffn(norm2(x)), both halves reading the block's input x.
+                // norm2(x) goes into `att` (free once W_o has read it), then x += attn: the residual after
+                // the attention half, which the Mid hook sees (its lens may use xn: nothing reads it again)
+                let f = layer.ffn_block()?;
+                Self::norm(backend, &f.norm, &scratch.att, &scratch.x, t)?;
+                backend.inplace(&scratch.x, Some(&scratch.tmp), t * cfg.d_model, EwOp::Add)?;
+                self.hook_resid(backend, HookPoint::Mid(li), &scratch.x, &scratch.xn, t, pos)?;
+                // x = x + ffn(norm2(block input)); xn = the next layer's norm1(x), or the final norm(x)
+                self.ffn(backend, (Stack::Decoder, li), &f.net, scratch, &scratch.att, t)?;
+                Self::residual_pre_norm(backend, next, scratch, t)?;
+                if self.hook_resid(backend, HookPoint::Block(li), &scratch.x, &scratch.xn, t, pos)? == XnAfterHook::Overwritten {
+                    Self::norm(backend, next, &scratch.xn, &scratch.x, t)?;
+                }
+                continue;
+            }
             // attention-only: the block ends here, xn = the next norm(x), and its middle is its end
             let norm2 = layer.ffn.as_ref().map_or(next, |f| &f.norm);
             Self::residual_pre_norm(backend, norm2, scratch, t)?;

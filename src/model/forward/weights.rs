@@ -219,7 +219,8 @@ impl<T> Weights<T> {
                 Ok(Weights { embed, pos_embed: None, enc_embed: Some(enc_embed), enc_layers, layers, final_norm: None, head: Some(head) })
             }
             // seed 000 decoder-only LLM: pre-norm, ReLU FFN or a mixture of GELU experts, lm_head without bias;
-            // GPT-2 is the same graph with learned positions, GELU-tanh and the head tied to the embedding
+            // GPT-2 is the same graph with learned positions, GELU-tanh and the head tied to the embedding;
+            // GPT-NeoX with RoPE, the erf GELU, an untied head and (maybe) the parallel residual
             Arch::Decoder => {
                 let eps = cfg.norm_eps;
                 let embed = token_embedding(vb, "token_embedding.weight", cfg)?;
@@ -230,7 +231,8 @@ impl<T> Weights<T> {
                 let mut layers = Vec::with_capacity(cfg.num_layers);
                 for i in 0..cfg.num_layers {
                     let mut l = vb.pp(format_args!("decoder_layers.{i}"));
-                    let attn = attention(l.pp("self_attn"), DEC_ATTN, c, c, c, [true, true])?;
+                    // GPT-NeoX's attention_bias: false leaves all four attention projections without biases
+                    let attn = attention(l.pp("self_attn"), DEC_ATTN, c, c, c, [cfg.qkv_bias, cfg.qkv_bias])?;
                     let norm_attn = layer_norm(l.pp("norm1"), c, eps)?;
                     let ffn = if cfg.attention_only {
                         None
