@@ -372,7 +372,12 @@ try {
     results.page_wasm_cpu.threads = 1;
   }
   for (const k of ['tfjs_wasm_1thread', 'tfjs_wasm_threads']) if (cpu[k]) Object.assign(results[k], cpu[k].info);
-  if (cpu.native_cpu_1thread) results.native_cpu_1thread.command = `tinyformer ${cpu.native_cpu_1thread.args.join(' ')}`.replace(textFile, 'shakespeare.txt');
+  if (cpu.native_cpu_1thread) {
+    const n = results.native_cpu_1thread;
+    n.command = `tinyformer ${cpu.native_cpu_1thread.args.join(' ')}`.replace(textFile, 'shakespeare.txt');
+    // each segment is a fresh process from step 1 (its first step left out): steps_taken is the last one's
+    n.process_per_segment = true;
+  }
 
   // --- WebGPU: ours, then TF.js's, taking turns
   const gpu = {};
