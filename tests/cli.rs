@@ -498,3 +498,42 @@ fn a_closed_output_pipe_is_not_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.status.success(), "exit {:?}: {err}", out.status);
 }
+
+#[test]
+fn a_folder_is_checked_before_it_is_read() {
+    let gpt2 = ["config.json", "model.safetensors", "tokenizer.json"];
+    let info = |m: &std::path::Path| os(&["info", "--model", m.to_str().unwrap()]);
+    // a file named beside a config.json is read as itself: our checkpoint written into the folder is not
+    // swapped for the folder's model.safetensors
+    let d = hf_copy("gpt2", "named", &gpt2, |_| {});
+    std::fs::copy(format!("{F}/llama_gqa.safetensors"), d.join("finetuned.safetensors")).unwrap();
+    let v = json(&["info", "--model", d.join("finetuned.safetensors").to_str().unwrap()]);
+    assert_eq!((&v["format"], &v["architecture"]), (&"tinyformer".into(), &"llama".into()));
+    let v = json(&["info", "--model", d.join("model.safetensors").to_str().unwrap()]);
+    assert_eq!((&v["format"], &v["family"]), (&"huggingface".into(), &"gpt2".into()));
+    std::fs::remove_dir_all(&d).ok();
+
+    // a link out of the folder, a FIFO: refused in one line before anything is read (a FIFO would block)
+    let d = hf_copy("gpt2", "linkout", &["config.json", "model.safetensors"], |_| {});
+    std::os::unix::fs::symlink(std::fs::canonicalize(format!("{HF}/gpt2/tokenizer.json")).unwrap(), d.join("tokenizer.json")).unwrap();
+    fails_with(&info(&d), "tokenizer.json is a link that leads out of the model's folder");
+    std::fs::remove_dir_all(&d).ok();
+    let d = hf_copy("gpt2", "fifo", &["config.json", "model.safetensors"], |_| {});
+    assert!(Command::new("mkfifo").arg(d.join("tokenizer.json")).status().unwrap().success());
+    fails_with(&info(&d), "tokenizer.json is not a regular file (a FIFO, socket or device)");
+    std::fs::remove_dir_all(&d).ok();
+
+    // the Hugging Face cache's own layout: snapshots/<rev>/x -> ../../blobs/<sha> is followed
+    let root = std::env::temp_dir().join(format!("tf-hf-cache-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    let (snap, blobs) = (root.join("snapshots").join("abc123"), root.join("blobs"));
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(&blobs).unwrap();
+    for (i, n) in gpt2.iter().enumerate() {
+        std::fs::copy(format!("{HF}/gpt2/{n}"), blobs.join(format!("sha{i}"))).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/sha{i}"), snap.join(n)).unwrap();
+    }
+    let v = json(&["info", "--model", snap.to_str().unwrap()]);
+    assert_eq!((&v["family"], &v["tokenizer"]["card"]["kind"]), (&"gpt2".into(), &"hf_bpe".into()));
+    std::fs::remove_dir_all(&root).ok();
+}

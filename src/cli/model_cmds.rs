@@ -44,17 +44,20 @@ pub(crate) enum ModelPath {
 /// Most files listed in a model directory.
 const MAX_DIR_FILES: usize = 10_000;
 
-/// The regular files of `dir` (plain names, not recursive).
+/// The regular files of `dir` (plain names, not recursive); a FIFO, device or link out of it is refused.
 fn list_dir(dir: &Path, shown: &str) -> Result<Vec<String>> {
     let rd = std::fs::read_dir(dir).map_err(|e| TfError::Input(format!("cannot read --model {shown}: {e}")))?;
     let mut names = Vec::new();
     for entry in rd.take(MAX_DIR_FILES + 1) {
         let entry = entry.map_err(|e| TfError::Input(format!("cannot read --model {shown}: {e}")))?;
-        if entry.file_type().map(|t| t.is_file() || t.is_symlink()).unwrap_or(false) {
-            if let Some(n) = entry.file_name().to_str().filter(|n| !n.starts_with('.')) {
-                names.push(n.to_string());
-            }
+        let Some(n) = entry.file_name().to_str().filter(|n| !n.starts_with('.')).map(str::to_string) else { continue };
+        // folders (an onnx/ beside the weights) are not the model's; anything else must be a regular file of the
+        // folder, checked before anything is read: a FIFO, a device or a link out of the folder is refused
+        if std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()) {
+            continue;
         }
+        DirFiles(dir.to_path_buf()).check(&n).map_err(|e| TfError::Input(format!("--model {shown}: {e}")))?;
+        names.push(n);
     }
     if names.len() > MAX_DIR_FILES {
         return Err(TfError::Input(format!("--model {shown} holds more than {MAX_DIR_FILES} files: is it a model directory?")));
@@ -77,7 +80,10 @@ pub(crate) fn model_path(a: &ModelArgs) -> Result<ModelPath> {
         return Ok(ModelPath::Files { names, dir: DirFiles(path.to_path_buf()) });
     }
     let lower = a.model.to_ascii_lowercase();
-    if lower.ends_with(".safetensors") && parent().join("config.json").is_file() {
+    // a file of a Hugging Face folder is read as the folder only when the folder reads that file (its
+    // model.safetensors or a shard its index names); any other .safetensors beside a config.json (a checkpoint
+    // `tinyformer train --out` wrote there) is read as itself, never swapped for model.safetensors
+    if lower.ends_with(".safetensors") && parent().join("config.json").is_file() && folder_reads(&parent(), &file_name()) {
         let dir = parent();
         return Ok(ModelPath::Files { names: list_dir(&dir, &shown)?, dir: DirFiles(dir) });
     }
@@ -90,6 +96,20 @@ pub(crate) fn model_path(a: &ModelArgs) -> Result<ModelPath> {
         return Ok(ModelPath::Files { names, dir: DirFiles(dir) });
     }
     Ok(ModelPath::Ours)
+}
+
+/// Whether a Hugging Face folder's load reads `name`: its model.safetensors when it has no index, or a shard
+/// that its model.safetensors.index.json names.
+fn folder_reads(dir: &Path, name: &str) -> bool {
+    const INDEX: &str = "model.safetensors.index.json";
+    let files = DirFiles(dir.to_path_buf());
+    if files.size(INDEX).is_none() {
+        return name == "model.safetensors";
+    }
+    let Ok(bytes) = files.read_capped(INDEX, crate::formats::MAX_JSON_BYTES) else { return true };
+    let Ok(v) = serde_json::from_slice::<Value>(&bytes) else { return true };
+    // an index that does not parse is reported by the folder's load, in its own words
+    v.get("weight_map").and_then(Value::as_object).is_none_or(|m| m.values().any(|f| f.as_str() == Some(name)))
 }
 
 /// --tokenizer's bytes, when given.

@@ -86,15 +86,44 @@ impl Files for MemFiles {
 pub struct DirFiles(pub std::path::PathBuf);
 
 #[cfg(not(target_arch = "wasm32"))]
+impl DirFiles {
+    /// The size of `name` if it is a regular file this folder holds, else why not: a name that is not a plain
+    /// file name, a FIFO, socket, device or folder, or a link that leads out of the folder. A link into the
+    /// Hugging Face cache's blobs (`snapshots/<rev>/x -> ../../blobs/<sha>`) is the cache's own layout and is
+    /// followed.
+    pub fn check(&self, name: &str) -> std::result::Result<u64, String> {
+        if name.is_empty() || name.contains('/') || name.contains('\\') || name.starts_with('.') {
+            return Err(format!("{name:?} is not a plain file name in the folder"));
+        }
+        let path = self.0.join(name);
+        let link = std::fs::symlink_metadata(&path).map_err(|e| format!("{name}: {e}"))?;
+        let meta = std::fs::metadata(&path).map_err(|e| format!("{name}: {e} (a broken link?)"))?;
+        if !meta.is_file() {
+            let kind = if meta.is_dir() { "a folder" } else { "not a regular file (a FIFO, socket or device)" };
+            return Err(format!("{name} is {kind}: a model folder holds regular files"));
+        }
+        if link.file_type().is_symlink() {
+            let (dir, target) = (self.0.canonicalize(), path.canonicalize());
+            let (Ok(dir), Ok(target)) = (dir, target) else { return Err(format!("{name}: cannot resolve the link")) };
+            let blobs = dir.parent().and_then(|s| s.parent()).filter(|_| dir.parent().is_some_and(|s| s.ends_with("snapshots")));
+            let inside = target.starts_with(&dir) || blobs.is_some_and(|r| target.starts_with(r.join("blobs")));
+            if !inside {
+                return Err(format!("{name} is a link that leads out of the model's folder (to {})", target.display()));
+            }
+        }
+        Ok(meta.len())
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 impl Files for DirFiles {
     fn size(&self, name: &str) -> Option<u64> {
-        if name.contains('/') || name.contains('\\') || name.starts_with('.') {
-            return None; // only files of this directory, by plain name
-        }
-        std::fs::metadata(self.0.join(name)).ok().filter(|m| m.is_file()).map(|m| m.len())
+        self.check(name).ok()
     }
     fn read_range(&self, name: &str, start: u64, len: u64) -> Result<Vec<u8>> {
         use std::io::{Read, Seek, SeekFrom};
+        // checked again at the read: never open what is not a regular file of the folder (a FIFO blocks)
+        self.check(name).map_err(FormatError)?;
         let path = self.0.join(name);
         let e = |x: std::io::Error| FormatError(format!("{}: {x}", path.display()));
         let mut f = std::fs::File::open(&path).map_err(e)?;
