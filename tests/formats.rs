@@ -473,6 +473,31 @@ fn bad_directories_get_one_line_errors() {
     let e = plan_err(&m, None);
     assert!(e.contains(&k), "{e}");
 
+    // the index: a tensor listed twice (a JSON reader keeps one silently), a million entries
+    let mut m = mem_copy("llama_untied_bf16");
+    let idx = String::from_utf8(m.0["model.safetensors.index.json"].clone()).unwrap();
+    let dup = idx.replacen("\"weight_map\": {", "\"weight_map\": {\"lm_head.weight\": \"model-00001-of-00003.safetensors\", ", 1);
+    assert_ne!(dup, idx, "the index is written as json.dump writes it");
+    m.0.insert("model.safetensors.index.json".into(), dup.into_bytes());
+    assert!(plan_err(&m, None).contains("weight_map lists \"lm_head.weight\" twice"), "{}", plan_err(&m, None));
+    let big: serde_json::Map<String, serde_json::Value> =
+        (0..1_000_000).map(|i| (format!("t{i}"), serde_json::Value::from("model-00001-of-00003.safetensors"))).collect();
+    let mut m = mem_copy("llama_untied_bf16");
+    m.0.insert("model.safetensors.index.json".into(), serde_json::to_vec(&serde_json::json!({"weight_map": big})).unwrap());
+    assert!(plan_err(&m, None).contains("weight_map lists more than 65536 tensors"), "{}", plan_err(&m, None));
+
+    // GPT-2: a tensor stored under two names (with and without "transformer.") is refused, not one chosen
+    let mut m = mem_copy("gpt2");
+    rename_tensor(&mut m, "transformer.ln_f.bias", "ln_f.weight");
+    assert!(plan_err(&m, None).contains("holds ln_f.weight twice"), "{}", plan_err(&m, None));
+
+    // GPT-2 with tie_word_embeddings false: the stored lm_head is the model's head, never wte in its place
+    let mut m = mem_copy("gpt2");
+    edit_config(&mut m, |c| c["tie_word_embeddings"] = false.into());
+    assert_eq!(plan_err(&m, None), "the checkpoint has no tensor lm_head.weight (needed for lm_head.weight)");
+    rename_tensor(&mut m, "transformer.wte.weight", "lm_head.weight");
+    assert!(plan_err(&m, None).contains("no tensor wte.weight"));
+
     // a truncated model.safetensors; no weights at all
     let mut m = mem_copy("gpt2");
     let b = m.0.get_mut("model.safetensors").unwrap();

@@ -158,7 +158,8 @@ pub fn dims(c: &RawConfig, family: Family) -> Result<Dims> {
                 context: dim(need(c.n_positions, "n_positions")?, "n_positions", MAX_DIM)?,
                 norm_eps: c.layer_norm_epsilon.unwrap_or(1e-5) as f32,
                 rope_theta: 0.0,
-                tied: true,
+                // GPT2LMHeadModel ties lm_head to wte unless the config says otherwise
+                tied: c.tie_word_embeddings.unwrap_or(true),
                 qkv_bias: true,
                 rotary_dims: 0,
                 parallel_residual: false,
@@ -364,7 +365,41 @@ fn header(files: &dyn Files, file: &str) -> Result<Vec<(String, Stored)>> {
 
 #[derive(Deserialize)]
 struct Index {
-    weight_map: BTreeMap<String, String>,
+    weight_map: WeightMap,
+}
+
+/// Most entries an index may list: a 405B-parameter Llama has about 1,300 tensors.
+const MAX_INDEX_ENTRIES: usize = 1 << 16;
+
+/// An index's tensor -> shard map, read entry by entry: more than [`MAX_INDEX_ENTRIES`] entries, or a
+/// tensor listed twice (JSON readers keep one of the two silently), is refused.
+struct WeightMap(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for WeightMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = WeightMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of tensor names to shard file names")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> std::result::Result<WeightMap, A::Error> {
+                use serde::de::Error;
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = m.next_entry::<String, String>()? {
+                    if out.len() == MAX_INDEX_ENTRIES {
+                        return Err(A::Error::custom(format!("weight_map lists more than {MAX_INDEX_ENTRIES} tensors")));
+                    }
+                    if out.contains_key(&k) {
+                        return Err(A::Error::custom(format!("weight_map lists {} twice", crate::error::quote(&k))));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(WeightMap(out))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
 }
 
 /// Every stored tensor of the directory, by name: one model.safetensors, or the shards of the index
@@ -375,8 +410,9 @@ fn stored_tensors(files: &dyn Files) -> Result<HashMap<String, Stored>> {
     if files.size(INDEX).is_some() {
         let idx: Index =
             serde_json::from_slice(&files.read_capped(INDEX, MAX_JSON_BYTES)?).map_err(|e| FormatError(format!("{INDEX}: {e}")))?;
+        let idx = idx.weight_map;
         let mut by_file: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (name, file) in &idx.weight_map {
+        for (name, file) in &idx.0 {
             by_file.entry(file.as_str()).or_default().push(name.as_str());
         }
         for (file, names) in by_file {
@@ -385,7 +421,7 @@ fn stored_tensors(files: &dyn Files) -> Result<HashMap<String, Stored>> {
             }
             let got = header(files, file)?;
             for (name, st) in got {
-                if idx.weight_map.get(&name).map(String::as_str) != Some(file) {
+                if idx.0.get(&name).map(String::as_str) != Some(file) {
                     return err(format!("{file} holds {name}, which {INDEX} does not assign to it"));
                 }
                 all.insert(name, st);
@@ -404,6 +440,24 @@ fn stored_tensors(files: &dyn Files) -> Result<HashMap<String, Stored>> {
     Ok(all)
 }
 
+/// The stored names with `prefix` taken off; a tensor stored both with and without it is refused (which of
+/// the two is the model's cannot be told), never one silently chosen.
+fn unprefix(stored: HashMap<String, Stored>, prefix: &str) -> Result<HashMap<String, Stored>> {
+    let mut out = HashMap::with_capacity(stored.len());
+    let mut names: Vec<(String, Stored)> = stored.into_iter().collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    for (k, v) in names {
+        let short = k.strip_prefix(prefix).unwrap_or(&k).to_string();
+        if out.contains_key(&short) {
+            return err(format!(
+                "the checkpoint holds {short} twice (as {short} and {prefix}{short}): which one is the model's cannot be told"
+            ));
+        }
+        out.insert(short, v);
+    }
+    Ok(out)
+}
+
 /// Plans the load of a Hugging Face directory.
 pub fn plan(files: &dyn Files) -> Result<Plan> {
     let raw = read_config(&files.read_capped("config.json", MAX_JSON_BYTES)?)?;
@@ -411,13 +465,11 @@ pub fn plan(files: &dyn Files) -> Result<Plan> {
     let dims = dims(&raw, family)?;
     let mut stored = stored_tensors(files)?;
     // Some GPT-2 checkpoints prefix every name with "transformer."; the Llama family with "model.".
-    let strip = |n: &str| n.strip_prefix("transformer.").unwrap_or(n).to_string();
-    if family == Family::Gpt2 {
-        stored = stored.into_iter().map(|(k, v)| (strip(&k), v)).collect();
-    }
     // GPT-NeoX's body is "gpt_neox."; its head "embed_out" (some exports say "lm_head")
-    if family == Family::GptNeox {
-        stored = stored.into_iter().map(|(k, v)| (k.strip_prefix("gpt_neox.").unwrap_or(&k).to_string(), v)).collect();
+    match family {
+        Family::Gpt2 => stored = unprefix(stored, "transformer.")?,
+        Family::GptNeox => stored = unprefix(stored, "gpt_neox.")?,
+        _ => {}
     }
     let neox_head = if stored.contains_key("lm_head.weight") && !stored.contains_key("embed_out.weight") {
         "lm_head.weight"
@@ -480,8 +532,12 @@ pub fn plan(files: &dyn Files) -> Result<Plan> {
             for wb in ["weight", "bias"] {
                 take(&format!("ln_f.{wb}"), format!("ln_f.{wb}"), vec![d], vec![d], Op::Copy)?;
             }
-            // lm_head is tied to wte (GPT2LMHeadModel): the model's head is its embedding (no lm_head tensor of
-            // ours), and a stored lm_head.weight is not read (see `ignorable`).
+            // tied (GPT2LMHeadModel's default): the model's head is its embedding (no lm_head tensor of ours), and
+            // a stored lm_head.weight is not read (see `ignorable`), as transformers ties it; with
+            // tie_word_embeddings false the stored head is the model's
+            if !dims.tied {
+                take("lm_head.weight", "lm_head.weight".into(), vec![v, d], vec![v, d], Op::Copy)?;
+            }
         }
         Family::Llama | Family::Qwen2 => {
             let (nh, nkv, hd) = (dims.num_heads, dims.num_kv_heads, dims.head_dim);
