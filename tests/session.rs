@@ -209,3 +209,21 @@ fn the_bpe_workbench_is_bounded_and_steps_through_every_merge() {
     let long = "y".repeat(BPE_MAX_SENTENCE_CHARS + 1);
     assert!(bpe_workbench("a b", 50, &long).unwrap_err().to_string().contains("limited to 200 characters"));
 }
+
+#[test]
+fn a_prompt_over_a_megabyte_is_refused_in_one_line_before_it_is_tokenized() {
+    let s = load(&Device::Cpu, &std::fs::read("models/shakespeare-gpt.safetensors").unwrap());
+    let line = "JULIET: Wherefore art thou Romeo?\n";
+    let fits = line.repeat((1 << 20) / line.len());
+    let p = s.prompt(&fits).unwrap();
+    let spans = p.tokens.spans.as_ref().unwrap();
+    assert_eq!(spans.last().map(|s| s.1), Some(fits.len()), "the whole megabyte is tokenized");
+    let over = line.repeat((1 << 20) / line.len() + 1);
+    let e = s.prompt(&over).unwrap_err().to_string();
+    assert_eq!(e, "the prompt is 1.0 MB; prompts are limited to 1 MB here (the model reads only its last context of tokens): shorten it");
+    // the session is still there
+    assert_eq!(s.prompt(line).unwrap().tokens.spans.unwrap().last().map(|s| s.1), Some(line.len()));
+    // a checkpoint without a tokenizer: ids typed by hand, the same limit
+    let ids = load(&Device::Cpu, &std::fs::read(format!("{F}/llama_gqa.safetensors")).unwrap());
+    assert!(ids.prompt(&"1 ".repeat(600_000)).unwrap_err().to_string().starts_with("the prompt is 1.2 MB"));
+}

@@ -38,6 +38,20 @@ pub struct Prompt {
     pub keep_last: usize,
 }
 
+/// The longest prompt the session reads (a pasted book still fits; every token of it is shown in the page).
+pub const MAX_PROMPT_BYTES: usize = 1 << 20;
+
+/// A prompt over [`MAX_PROMPT_BYTES`] is refused in one line before it is tokenized.
+fn prompt_size(text: &str) -> Result<()> {
+    if text.len() > MAX_PROMPT_BYTES {
+        return Err(TfError::Input(format!(
+            "the prompt is {:.1} MB; prompts are limited to 1 MB here (the model reads only its last context of tokens): shorten it",
+            text.len() as f64 / 1e6
+        )));
+    }
+    Ok(())
+}
+
 /// The sequence one analysis pass reads after a prompt and the tokens generated after it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Window {
@@ -73,6 +87,7 @@ impl Session {
     /// Text as tokens with the source tokenizer.
     pub fn tokenize(&self, text: &str) -> Result<Tokens> {
         let t = self.source_tokenizer().ok_or_else(|| TfError::Input("this model has no tokenizer: type token ids instead".into()))?;
+        prompt_size(text)?;
         let enc = t.encode(text);
         let pieces = enc.ids.iter().map(|&i| t.token_str(i).unwrap_or_default()).collect();
         Ok(Tokens { kind: t.kind(), ids: enc.ids, pieces, spans: Some(enc.spans), unknown: Some(enc.unknown) })
@@ -96,6 +111,7 @@ impl Session {
 
     /// Token ids typed by hand ("1 5 9" or "1,5,9"), checked against the input vocabulary.
     pub fn parse_ids(&self, text: &str) -> Result<Vec<u32>> {
+        prompt_size(text)?;
         let vocab = self.config().src_vocab_size as u64;
         let mut ids = Vec::new();
         for part in text.split(|c: char| c.is_whitespace() || c == ',').filter(|p| !p.is_empty()) {
