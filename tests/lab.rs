@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use tinyformer::fastcpu::FastCpuBackend;
-use tinyformer::train::lab::{induction_score, probe, Lab, LabPlan, LabSpec, PRESETS};
+use tinyformer::train::lab::{induction_score, probe, Lab, LabPlan, LabSpec, ProbeSample, PRESETS};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("tf-lab-{}", std::process::id()));
@@ -146,6 +146,47 @@ fn the_induction_preset_grows_an_induction_head_on_its_last_layer() {
     assert!(seen[0].1 < 0.1, "the score starts low ({})", seen[0].1);
 }
 
+/// The lab's sample at a temperature (the page's control): 0 is the engine's greedy continuation;
+/// above 0 it is the engine's sampler, the same for the same seed (the lab gives the step), and on a
+/// barely trained character model (a nearly flat distribution) it differs from greedy; a bad
+/// temperature is refused in one line.
+#[test]
+fn the_probe_samples_at_a_temperature_reproducibly() {
+    use tinyformer::model::run::GenConfig;
+    let text = "to be or not to be, that is the question: whether 'tis nobler in the mind to suffer. ".repeat(20);
+    let plan = LabPlan::new(&LabSpec { context: Some(32), ..small("shakespeare") }, Some(&text)).unwrap();
+    let tok = plan.tokenizer.clone().unwrap();
+    let mut lab = Lab::new(FastCpuBackend::default(), plan).unwrap();
+    pollster::block_on(lab.run(3, 3, &|| 0.0)).unwrap();
+    let bytes = pollster::block_on(lab.checkpoint()).unwrap();
+    let at = |temperature: f32, seed: u64| {
+        let p = pollster::block_on(probe(&bytes, Some(&tok), Some("to be"), ProbeSample { temperature, seed })).unwrap();
+        assert_eq!(p.sample_temperature, temperature);
+        p.sample.expect("a text model's sample")
+    };
+    // greedy: the engine's own greedy generation from the same prompt, whatever the seed
+    let budget = tinyformer::model::memory::Budget::page();
+    let mut s = pollster::block_on(tinyformer::session::Session::load(&tinyformer::session::Device::Cpu, &bytes, &budget)).unwrap();
+    let start = tok.encode("to be").ids;
+    let gen = GenConfig { max_new_tokens: 32 - start.len(), ..GenConfig::default() };
+    let greedy = tok.decode(&pollster::block_on(s.generate(&start, None, gen)).unwrap()).unwrap();
+    assert_eq!(at(0.0, 7), greedy);
+    assert_eq!(at(0.0, 8), greedy, "greedy ignores the seed");
+    // sampled: reproducible for a seed, not greedy on a nearly flat distribution
+    let hot = at(1.5, 7);
+    assert!(hot.starts_with("to be"), "{hot:?}");
+    assert_eq!(at(1.5, 7), hot, "the same seed and temperature give the same sample");
+    assert_ne!(hot, greedy, "a sample at 1.5 of a barely trained model is not the greedy one");
+    assert_ne!(at(1.5, 8), hot, "another step's seed draws another sample");
+    println!("greedy: {greedy:?}\nT=1.5:  {hot:?}");
+    for bad in [f32::NAN, -0.5, 2.5, f32::INFINITY] {
+        let e = pollster::block_on(probe(&bytes, Some(&tok), Some("to be"), ProbeSample { temperature: bad, seed: 0 }))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("temperature") && !e.contains('\n'), "{bad}: {e}");
+    }
+}
+
 /// The probe the page draws (train::lab::probe), on a few steps of each preset: every head's scores
 /// on the Induction test, one attention map per layer of the probe sequence, a sample of a text
 /// model, the experts' load (a share per expert that sums to 1 in every layer), the dates accuracy.
@@ -159,7 +200,7 @@ fn the_probe_reads_what_each_preset_shows() {
         let mut lab = Lab::new(FastCpuBackend::default(), plan).unwrap();
         pollster::block_on(lab.run(5, 5, &|| 0.0)).unwrap();
         let bytes = pollster::block_on(lab.checkpoint()).unwrap();
-        let p = pollster::block_on(probe(&bytes, tok.as_ref(), Some("to be"))).unwrap();
+        let p = pollster::block_on(probe(&bytes, tok.as_ref(), Some("to be"), ProbeSample::default())).unwrap();
         if preset == "dates" {
             let d = p.dates.as_ref().expect("the dates accuracy");
             assert_eq!(d.of, 32);

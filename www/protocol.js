@@ -63,6 +63,10 @@ export const ACTIONS = {
   trainPause: { limitMs: 20_000, name: 'pausing the training run' },
   // {} -> {stopping}. As trainPause, then the run is over (its model stays for trainModel until trainEnd)
   trainStop: { limitMs: 20_000, name: 'stopping the training run' },
+  // {temperature} -> {temperature, running}: the temperature (0 = greedy, up to 2; anything else refused in one
+  // line) of the lab's probe sample from the running trainRun's next probe on (and of later trainRun / trainProbe
+  // calls that give none)
+  trainSampleTemp: { limitMs: 20_000, name: 'setting the sample temperature' },
 
   // {} -> [{name, ok, max_abs_diff, tolerance, detail, ms}]: every GPU kernel against its CPU twin
   selftest: { limitMs: 300_000, name: 'the kernel self-test', queued: true },
@@ -113,17 +117,21 @@ export const ACTIONS = {
   // {spec, text?, gpu, snapshot: ArrayBuffer} -> as trainStart, plus log (every logged step so far): the run
   // resumed from a snapshot of trainRun's (kept in IndexedDB), refused in one line when it is not this run's.
   trainResume: { limitMs: 120_000, name: 'resuming the saved training run', queued: true },
-  // {every, inductionEvery, prompt?} -> {state: 'done' | 'paused' | 'stopped', step}. Steps the run in chunks of
+  // {every, inductionEvery, prompt?, temperature?} -> {state: 'done' | 'paused' | 'stopped', step}. Steps the run in chunks of
   // about 150 ms until it ends or trainPause / trainStop; between chunks the worker yields, so those are answered.
   // Events: {kind: 'steps', step, done, chunkSteps, chunkMs, logs: [{step, loss, val_loss?, lr, grad_norm,
   // tokens_per_second, elapsed_s}], induction?: {step, best?, head?, heads?, previous_token?, probe}} once per chunk
   // (steps 1, 100, the last, every `every`-th and each chunk's last are logged). Every `inductionEvery` steps, and
   // at step 0 and the end (skipped while the probes took over 4% of the steps' time), the model is probed (train::lab::probe: {induction, previous_token_heads,
   // induction_heads, maps, tokens, sample, expert_load, dates}); the last layer's induction scores are copied to
-  // the top level (absent for the encoder-decoder). `prompt` starts a text model's sample. With `snapshotMs`, an
+  // the top level (absent for the encoder-decoder). `prompt` starts a text model's sample, drawn at `temperature`
+  // (as trainSampleTemp; the probe's sample_temperature) with the step as its seed. With `snapshotMs`, an
   // event {kind: 'snapshot', step, bytes: ArrayBuffer} (the run's state, for trainResume) at most every snapshotMs
   // and always when the call returns.
   trainRun: { limitMs: 60_000, name: 'one chunk of training steps', queued: true, perEvent: true },
+  // {prompt?, temperature?} -> {best?, head?, heads?, previous_token?, probe}: trainRun's probe of the current model
+  // now (while paused or done), its sample at `temperature` (as trainSampleTemp) seeded by the step
+  trainProbe: { limitMs: 60_000, name: 'probing the trained model', queued: true },
   // {lr} -> the run's settings: the learning rate from the next step on (while paused)
   trainSetLr: { limitMs: 20_000, name: 'setting the learning rate', queued: true },
   // {} -> {bytes: ArrayBuffer}: the current model as a checkpoint (our .safetensors, as `tinyformer train --out`)

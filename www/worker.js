@@ -119,6 +119,11 @@ const handlers = {
     if (trainActive > 0) trainFlag = 'stop';
     return { stopping: trainActive > 0 };
   },
+  // Not queued, so a running trainRun's next probe takes it.
+  async trainSampleTemp({ temperature }) {
+    sampleTemperature = checkSampleTemp(temperature);
+    return { temperature: sampleTemperature, running: trainActive > 0 };
+  },
   async loseDevice() {
     const core = await loadCore();
     core.debug_lose_device();
@@ -169,6 +174,15 @@ const VIEW_BUDGET = 0.04;
 let trainActive = 0;    // trainRun calls queued or running
 let trainFlag = null;   // 'pause' | 'stop': read by the running trainRun between two chunks
 let stopRequested = false;
+// The temperature of the lab's probe sample (0 = greedy): set by trainRun, trainSampleTemp and trainProbe, read at
+// each probe. The core seeds the sample with the step, so a step and a temperature give one sample.
+const MAX_SAMPLE_TEMP = 2;
+let sampleTemperature = 0;
+function checkSampleTemp(t) {
+  const x = Number(t ?? 0);
+  if (!Number.isFinite(x) || x < 0 || x > MAX_SAMPLE_TEMP) throw new Error(`the sample's temperature must be a number from 0 to ${MAX_SAMPLE_TEMP}, got ${t}`);
+  return x;
+}
 
 const modelHandlers = {
   // Queued too: the self-test and the model share the GPU device.
@@ -183,8 +197,9 @@ const modelHandlers = {
     const plan = await core.train_resume(spec, text ?? undefined, Boolean(gpu), new Uint8Array(snapshot));
     return { ...plan, log: core.train_log() };
   },
-  async trainRun({ every = 10, inductionEvery = 0, prompt = null, snapshotMs = 0 } = {}, emit) {
+  async trainRun({ every = 10, inductionEvery = 0, prompt = null, snapshotMs = 0, temperature } = {}, emit) {
     const core = await loadCore();
+    if (temperature != null) sampleTemperature = checkSampleTemp(temperature);
     let k = 1;
     let step = null;
     let trainMs = 0;
@@ -200,7 +215,7 @@ const modelHandlers = {
     };
     // the probe (train::lab::probe): the induction scores at the top level, as before, and the rest in `probe`
     const induction = async (s) => {
-      const probe = await core.train_probe(prompt ?? undefined);
+      const probe = await core.train_probe(prompt ?? undefined, sampleTemperature);
       return { step: s, ...(probe.induction ?? {}), probe };
     };
     for (;;) {
@@ -241,6 +256,13 @@ const modelHandlers = {
       k = Math.max(1, Math.min(256, Math.round(n * Math.min(2, TRAIN_CHUNK_MS / Math.max(chunkMs, 1)))));
       await nextTask(); // let trainPause / trainStop in
     }
+  },
+  // The current model probed at once (paused or done), its sample at `temperature`.
+  async trainProbe({ prompt = null, temperature }) {
+    const core = await loadCore();
+    if (temperature != null) sampleTemperature = checkSampleTemp(temperature);
+    const probe = await core.train_probe(prompt ?? undefined, sampleTemperature);
+    return { ...(probe.induction ?? {}), probe };
   },
   async trainSetLr({ lr }) {
     return (await loadCore()).train_set_lr(Number(lr));

@@ -587,8 +587,9 @@ pub struct DatesScore {
 /// What the lab shows of a model as it trains, measured on a checkpoint's bytes on the CPU as the
 /// page's views would: every head's previous-token and induction scores on the Inspect view's
 /// Induction test (decoders), the self-attention maps of a probe sequence (the Induction test's for a
-/// model without a tokenizer, else the prompt and its greedy continuation), that continuation, the
-/// share of routed tokens each expert took on it (MoE), and the dates accuracy (encoder-decoder).
+/// model without a tokenizer, else the prompt and its continuation, sampled at [`ProbeSample`]'s
+/// temperature), that continuation, the share of routed tokens each expert took on it (MoE), and the
+/// dates accuracy (encoder-decoder, always greedy).
 #[derive(Clone, Debug, Serialize)]
 pub struct Probe {
     pub induction: Option<InductionScore>,
@@ -599,6 +600,8 @@ pub struct Probe {
     /// the probe sequence's tokens as the page shows them
     pub tokens: Vec<String>,
     pub sample: Option<String>,
+    /// the temperature the sample was drawn at (0 = greedy)
+    pub sample_temperature: f32,
     /// [layer][expert]: the share of the kept (token, expert) assignments
     pub expert_load: Option<Vec<Vec<f32>>>,
     pub dates: Option<DatesScore>,
@@ -606,16 +609,44 @@ pub struct Probe {
 
 /// Held-out dates the probe translates.
 pub const PROBE_DATES: usize = 32;
-/// New tokens of the probe's greedy continuation (within the context).
+/// New tokens of the probe's continuation (within the context).
 pub const PROBE_NEW_TOKENS: usize = 48;
+/// The hottest temperature the lab's sample takes (the page's control goes 0..2).
+pub const PROBE_MAX_TEMPERATURE: f32 = 2.0;
+
+/// How the probe samples a text model's continuation: with the engine's sampler
+/// (`session::generate::Sampling`, `ops::SampleParams`) at `temperature` (0 = greedy, the default)
+/// and its random draws from `seed` (the lab gives the step: the same step and temperature give the
+/// same sample).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProbeSample {
+    pub temperature: f32,
+    pub seed: u64,
+}
+
+impl ProbeSample {
+    /// The generation config of the probe's continuation, or why the temperature is out of range
+    /// (NaN, negative or over [`PROBE_MAX_TEMPERATURE`]).
+    fn config(&self, max_new_tokens: usize) -> Result<crate::model::runtime::run::GenConfig> {
+        let t = self.temperature;
+        if t > PROBE_MAX_TEMPERATURE {
+            return Err(TfError::Input(format!("the sample's temperature must be between 0 and {PROBE_MAX_TEMPERATURE}, got {t}")));
+        }
+        let sampling = crate::session::generate::Sampling { temperature: t, ..Default::default() };
+        Ok(crate::model::runtime::run::GenConfig { max_new_tokens, sample: sampling.params()?, seed: self.seed, ..Default::default() })
+    }
+}
 
 /// Measures [`Probe`] on a checkpoint's bytes and its tokenizer (the run's); `prompt` starts the
-/// sample of a text model (default: the first token of its vocabulary after the specials).
-pub async fn probe(checkpoint: &[u8], tok: Option<&Tokenizer>, prompt: Option<&str>) -> Result<Probe> {
+/// sample of a text model (default: the first token of its vocabulary after the specials), drawn as
+/// `sample` says.
+pub async fn probe(checkpoint: &[u8], tok: Option<&Tokenizer>, prompt: Option<&str>, sample: ProbeSample) -> Result<Probe> {
     use crate::model::config::Arch;
     use crate::model::map_kind::MapKind;
     use crate::model::runtime::run::GenConfig;
     let budget = crate::model::memory::Budget::page();
+    // a bad temperature is refused before the model is loaded
+    sample.config(0)?;
     let mut s = crate::session::Session::load(&crate::session::Device::Cpu, checkpoint, &budget).await?;
     let cfg = s.config().clone();
     let ctx = cfg.max_seq_len;
@@ -626,6 +657,7 @@ pub async fn probe(checkpoint: &[u8], tok: Option<&Tokenizer>, prompt: Option<&s
         maps: vec![],
         tokens: vec![],
         sample: None,
+        sample_temperature: sample.temperature,
         expert_load: None,
         dates: None,
     };
@@ -664,8 +696,7 @@ pub async fn probe(checkpoint: &[u8], tok: Option<&Tokenizer>, prompt: Option<&s
             }
             start.truncate(ctx / 2);
             let room = (ctx - start.len()).min(PROBE_NEW_TOKENS);
-            let gen = GenConfig { max_new_tokens: room, ..GenConfig::default() };
-            let ids = s.generate(&start, None, gen).await?;
+            let ids = s.generate(&start, None, sample.config(room)?).await?;
             out.sample = Some(t.decode(&ids).unwrap_or_default());
             ids
         }

@@ -16,7 +16,7 @@ use super::{device_memory_gib, err, gpu, to_js};
 use crate::fastcpu::FastCpuBackend;
 use crate::model::backend::GpuBackend;
 use crate::model::memory::Budget;
-use crate::train::lab::{probe, Lab, LabPlan, LabSettings, LabSpec};
+use crate::train::lab::{probe, Lab, LabPlan, LabSettings, LabSpec, ProbeSample};
 use crate::train::memory::TrainMemory;
 
 enum Run {
@@ -174,12 +174,14 @@ pub async fn train_checkpoint() -> Result<Vec<u8>, JsValue> {
 }
 
 /// What the lab shows of the current model (`train::lab::probe`): every head's scores, the probe
-/// sequence's attention, a greedy sample from `prompt` (text presets), the experts' load, the dates
-/// accuracy.
+/// sequence's attention, a sample from `prompt` (text presets) at `temperature` (0 or none = greedy;
+/// NaN, negative or over 2 is refused in one line) seeded by the current step, so the same step and
+/// temperature give the same sample, the experts' load, the dates accuracy.
 #[wasm_bindgen]
-pub async fn train_probe(prompt: Option<String>) -> Result<JsValue, JsValue> {
-    let (bytes, tok) = with_lab!(lab => (lab.checkpoint().await.map_err(err)?, lab.plan.tokenizer.clone()));
-    to_js(&probe(&bytes, tok.as_ref(), prompt.as_deref()).await.map_err(err)?)
+pub async fn train_probe(prompt: Option<String>, temperature: Option<f32>) -> Result<JsValue, JsValue> {
+    let (bytes, tok, step) = with_lab!(lab => (lab.checkpoint().await.map_err(err)?, lab.plan.tokenizer.clone(), lab.tr.step));
+    let sample = ProbeSample { temperature: temperature.unwrap_or(0.0), seed: step as u64 };
+    to_js(&probe(&bytes, tok.as_ref(), prompt.as_deref(), sample).await.map_err(err)?)
 }
 
 /// Ends the run and frees its buffers.

@@ -4,7 +4,8 @@
 // recorded in tests/fixtures/lab/induction_small.json with the command that made it; the page shows the same
 // command). Pause / Resume gives the same losses as an uninterrupted run; the trained model downloads as a
 // checkpoint and becomes the page's model; text that cannot be trained on is refused in one line while the page
-// keeps working.
+// keeps working. The live sample's temperature re-samples a paused model at once (greedy at 0, the same sample
+// for the same step and temperature) and fits a phone's width.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -294,6 +295,85 @@ test('the Llama, MoE and Dates presets train from the page, each with its own li
     await page.waitForSelector('#train-status[data-state="done"][data-step="20"]', { timeout: 60_000 });
     assert.equal((await status(page)).induction, '', 'no probe with the live views off');
     assert.equal(await page.isHidden('#train-probe'), true);
+    assertClean(assert, log);
+  } finally {
+    await context.close();
+  }
+});
+
+test('the live sample\u2019s temperature: paused, a change re-samples the model at once, the same for the same step, greedy again at 0; it fits a phone', { timeout: 240_000 }, async () => {
+  const { page, context, log } = await openLab('cpu');
+  try {
+    await page.selectOption('#train-preset', 'shakespeare');
+    await page.waitForSelector('#train-steps');
+    for (const [k, v] of Object.entries({ layers: 1, heads: 2, dim: 16, context: 64, batch: 4, steps: 40, seed: 3 })) await page.fill(`#train-${k}`, String(v));
+    await page.waitForFunction(() => document.querySelector('#train-cli')?.textContent.includes('--steps 40'), null, { timeout: 30_000 });
+    assert.equal(await page.inputValue('#train-sample-temp'), '0', 'greedy by default, as the probe was');
+    const step = await startThenPause(page, '#train-start');
+    await page.waitForSelector('#train-sample:not([hidden])', { timeout: 30_000 });
+    assert.equal(await page.isVisible('#train-sample-temp'), true, 'the control beside a text model\u2019s sample');
+    const sample = () => page.evaluate(() => {
+      const el = document.querySelector('#train-sample');
+      return { text: el.textContent, step: el.dataset.step, temperature: el.dataset.temperature };
+    });
+    const setTemp = async (v) => {
+      await page.fill('#train-sample-temp', v);
+      await page.press('#train-sample-temp', 'Tab'); // commits the value: a change event
+    };
+    const waitTemp = (t) => page.waitForSelector(`#train-sample[data-temperature="${t}"]`, { timeout: 30_000 });
+    // the run's probe (at step 0) is greedy; paused, the current step is re-sampled at once
+    const greedy = await sample();
+    assert.equal(greedy.temperature, '0');
+    await setTemp('1.5');
+    await waitTemp('1.5');
+    const hot = await sample();
+    assert.equal(hot.step, String(step), 'the model where it paused');
+    await setTemp('0');
+    await waitTemp('0');
+    const back = await sample();
+    assert.equal(back.step, String(step));
+    assert.notEqual(hot.text, back.text, 'a barely trained model sampled at 1.5 is not its greedy text');
+    await setTemp('1.5');
+    await waitTemp('1.5');
+    assert.equal((await sample()).text, hot.text, 'the same step and temperature give the same sample');
+    await setTemp('0');
+    await waitTemp('0');
+    assert.equal((await sample()).text, back.text, 'greedy comes back at 0');
+    assert.equal(await page.evaluate(() => document.querySelector('#train-sample-temp').step), '0.1');
+    // bad values: clamped to 0..2 in one line, or refused when not a number; never an error
+    await setTemp('5');
+    await waitTemp('2');
+    assert.equal(await page.inputValue('#train-sample-temp'), '2');
+    assert.match(await page.textContent('#train-sample-temp-note'), /^Kept within 0 to 2: 2\.$/);
+    await setTemp('-1');
+    await waitTemp('0');
+    await page.evaluate(() => {
+      const el = document.querySelector('#train-sample-temp');
+      el.value = 'abc'; // a number input keeps '' for that
+      el.dispatchEvent(new Event('change'));
+    });
+    assert.match(await page.textContent('#train-sample-temp-note'), /^Not a number: the sample stays at 0\.$/);
+    assert.equal(await page.inputValue('#train-sample-temp'), '0');
+    assert.equal(await page.isHidden('#train-error'), true, 'no error');
+    // the screenshots, at 1280 and at phone width, where the control fits
+    await setTemp('0.8');
+    await waitTemp('0.8');
+    await page.locator('#view-train').screenshot({ path: path.join(SHOT_DIR, 'lab-sample-temp-1280.png') });
+    await page.setViewportSize({ width: 390, height: 800 });
+    await page.waitForTimeout(200);
+    const fits = await page.evaluate(() => {
+      const box = (sel) => document.querySelector(sel).getBoundingClientRect();
+      const c = box('.train-sample-temp');
+      return { right: Math.max(c.right, box('#train-sample-temp').right), left: c.left, scroll: document.documentElement.scrollWidth };
+    });
+    assert.ok(fits.left >= 0 && fits.right <= 390 && fits.scroll <= 390, `the control fits 390 px: ${JSON.stringify(fits)}`);
+    await page.locator('#train-probe').screenshot({ path: path.join(SHOT_DIR, 'lab-sample-temp-390.png') });
+    await page.setViewportSize({ width: 1280, height: 800 });
+    // Resume: the run's last probe samples at the temperature set
+    await page.click('#train-pause');
+    await page.waitForSelector('#train-status[data-state="done"][data-step="40"]', { timeout: 120_000 });
+    await page.waitForSelector('#train-sample[data-step="40"][data-temperature="0.8"]', { timeout: 30_000 });
+    console.log(`step ${step} greedy: ${JSON.stringify(back.text)}\nstep ${step} T=1.5: ${JSON.stringify(hot.text)}`);
     assertClean(assert, log);
   } finally {
     await context.close();

@@ -45,6 +45,8 @@ const num = (x) => (typeof x === 'number' && !Number.isInteger(x) ? Number(x.toP
 const SHIPPED_TEXT = 'www/data/shakespeare.txt.gz';
 // A running run is saved in IndexedDB this often (and whenever it pauses, stops or ends).
 const SAVE_EVERY_MS = 10_000;
+// The sample temperature's range (train::lab::PROBE_MAX_TEMPERATURE; 0 = greedy)
+const MAX_SAMPLE_TEMP = 2;
 
 /** The last saved run in this browser's IndexedDB (one record; the page keeps one run). */
 const runStore = {
@@ -150,8 +152,18 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
   const probeMaps = h('div', { class: 'train-maps', id: 'train-maps' });
   const probeCaption = h('p', { class: 'small muted' });
   const sampleEl = h('pre', { class: 'train-sample', id: 'train-sample', hidden: true });
+  // The sample's temperature (train::lab::ProbeSample): 0 = greedy; a change re-samples at once while paused or
+  // done (trainProbe), and applies from the next probe while running (trainSampleTemp).
+  const sampleTemp = h('input', { type: 'number', id: 'train-sample-temp', min: 0, max: MAX_SAMPLE_TEMP, step: 0.1, value: '0', inputmode: 'decimal',
+    on: { change: () => changeSampleTemp() } });
+  const sampleTempNote = h('span', { class: 'small muted', id: 'train-sample-temp-note' });
+  const sampleTempEl = h('div', { class: 'train-sample-temp', hidden: true },
+    h('label', { class: 'inline-field', for: 'train-sample-temp' }, 'Sample temperature', sampleTemp),
+    h('p', { class: 'small muted' }, '0 always picks the most likely next character (the same text every time); higher (up to 2) ',
+      'picks less likely ones more often, so the text gets more varied and, past about 1, more random.'),
+    sampleTempNote);
   const probeEl = h('section', { class: 'train-probe', id: 'train-probe', hidden: true, 'aria-label': 'What the model does now' },
-    h('h3', {}, 'What the model does now'), probeCaption, probeMaps, sampleEl);
+    h('h3', {}, 'What the model does now'), probeCaption, probeMaps, sampleTempEl, sampleEl);
 
   replaceChildren(root,
     h('p', { class: 'explain' }, 'Grow a small transformer here, on this device, and watch it learn: the loss falls and, on the induction task, ',
@@ -457,6 +469,58 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
     const sample = lastProbe.sample ?? (dates ? dates.examples.map(([src, got, want]) => `${src} \u2192 ${got}${got === want ? ' \u2713' : ` (want ${want})`}`).join('\n') : null);
     sampleEl.hidden = sample == null;
     sampleEl.textContent = sample ?? '';
+    // for tests: the step and temperature the shown sample was drawn at
+    sampleEl.dataset.step = String(lastProbe.step);
+    // (the core's f32: 0.8 comes back as 0.800000011920929)
+    const temp = num(lastProbe.sample_temperature ?? 0);
+    sampleEl.dataset.temperature = String(temp);
+    sampleTempEl.hidden = lastProbe.sample == null;
+    if (state === 'running' && temp === sampleTempWanted) sampleTempNote.textContent = '';
+  }
+
+  let clamped = false; // the last value read was out of range
+  /** The temperature control's value: out of range is clamped to 0..2 (and shown so); not a number is refused. */
+  function readSampleTemp() {
+    const raw = sampleTemp.value.trim();
+    const t = raw === '' ? NaN : Number(raw);
+    if (!Number.isFinite(t)) return null;
+    const c = Math.round(Math.min(MAX_SAMPLE_TEMP, Math.max(0, t)) * 100) / 100;
+    if (String(c) !== raw) sampleTemp.value = String(c);
+    clamped = c !== t;
+    return c;
+  }
+
+  let sampleTempWanted = 0; // the last good value of the control
+  let reprobe = null;       // the trainProbe in flight
+  async function changeSampleTemp() {
+    const t = readSampleTemp();
+    if (t == null) {
+      sampleTempNote.textContent = `Not a number: the sample stays at ${sampleTempWanted}.`;
+      sampleTemp.value = String(sampleTempWanted);
+      return;
+    }
+    sampleTempWanted = t;
+    sampleTempNote.textContent = clamped ? `Kept within 0 to ${MAX_SAMPLE_TEMP}: ${t}.` : '';
+    try {
+      if (state === 'running') {
+        await request('trainSampleTemp', { temperature: t });
+        sampleTempNote.textContent = `${sampleTempNote.textContent} From the next sample on.`.trim();
+      } else if (['paused', 'done'].includes(state) && runSpec) {
+        // re-sample the current model now; the newest answer wins
+        const step = logs.at(-1)?.step ?? probes.at(-1)?.step ?? 0;
+        const ask = request('trainProbe', { prompt: probePrompt, temperature: t });
+        reprobe = ask;
+        const r = await ask;
+        // a later change, or a run resumed meanwhile, supersedes this answer
+        if (reprobe !== ask || !r.probe || !['paused', 'done'].includes(state)) return;
+        const p = { step, ...r.probe };
+        if (probes.at(-1)?.step === step) probes[probes.length - 1] = p;
+        else probes.push(p);
+        scheduleDraw();
+      }
+    } catch (err) {
+      showError(err.message);
+    }
   }
 
   /** The first step whose induction score reached 0.4 (the mark on both charts). */
@@ -572,7 +636,7 @@ export function createTrainView(root, { request, runOn, onUseModel }) {
 
   async function runLoop() {
     setState('running');
-    running = request('trainRun', { every: LOG_EVERY, inductionEvery: liveBox.checked ? PRESETS[presetName].inductionEvery : 0, prompt: probePrompt, snapshotMs: SAVE_EVERY_MS }, { onEvent: absorb });
+    running = request('trainRun', { every: LOG_EVERY, inductionEvery: liveBox.checked ? PRESETS[presetName].inductionEvery : 0, prompt: probePrompt, snapshotMs: SAVE_EVERY_MS, temperature: sampleTempWanted }, { onEvent: absorb });
     try {
       const r = await running;
       running = null;
