@@ -20,7 +20,7 @@ pub mod llama2c;
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::model::checkpoint::{non_finite16, Checkpoint, FloatDtype, HostTensor};
+use crate::model::checkpoint::{Checkpoint, FloatDtype, HostTensor};
 use crate::model::config::ModelConfig;
 use crate::model::weights::{Listing, Role};
 
@@ -479,14 +479,8 @@ pub fn open16(
         // matmul weights and embeddings of a 16-bit file keep its bits (the GPU holds them 16-bit)
         let keep16 = dtype != FloatDtype::F32 && roles.get(t.name.as_str()).is_some_and(|r| r.keeps_16bit());
         let (data, bits) = if keep16 { (vec![], read_tensor16(files, t)?) } else { (read_tensor(files, t)?, vec![]) };
-        let (nan, inf) = non_finite16(&bits, dtype);
-        let (bad, total) = (nan + inf + data.iter().filter(|x| !x.is_finite()).count(), data.len() + bits.len());
-        if bad > 0 {
-            return err(format!(
-                "{}: tensor {} holds {bad} NaN or infinite value(s) of {total}; the weights are damaged",
-                t.source.file, t.source.foreign
-            ));
-        }
+        // NaN/Inf weights load; the model names them when its logits come out non-finite
+        // (`Checkpoint::non_finite`)
         tensors.insert(t.name.clone(), HostTensor { shape: t.shape.clone(), data, dtype, bits });
     }
     let metadata =
