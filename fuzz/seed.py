@@ -8,6 +8,10 @@ models). config: the "config" metadata of those files. tokenizer_json: the "toke
 fixtures and of models/*.safetensors (headers only), one small hand-written JSON per kind, and the
 tokenizer.json parity fixtures (tests/fixtures/hf_tokenizers) as hf_bpe.
 tokenizer_io: a few texts, one per tokenizer pick byte.
+hf_plan: each Hugging Face fixture directory (tests/fixtures/hf_models) as config.json, its index and its
+safetensors headers, in the target's 0xFF-separated layout (the tensor data as a count of zeros).
+tokenizer_components: every normalizer, pre-tokenizer, post-processor and decoder of the tokenizer.json
+fixtures (tests/fixtures/hf_tokenizers and hf_models), each behind its slot's pick byte.
 """
 import json
 import pathlib
@@ -69,4 +73,29 @@ for p in sorted((ROOT / "tests" / "fixtures" / "hf_tokenizers").glob("*.json")):
         put("tokenizer_json", f"hf-{p.stem}", json.dumps({"kind": "hf_bpe", "tokenizer_json": p.read_text()}))
 for pick in range(5):
     put("tokenizer_io", f"text-{pick}", bytes([pick]) + "Speak, speak. lowest newer ünïcode 😀\n".encode() + b"\xff\x00\x05\x01\x02")
+# hf_plan: config.json 0xFF index 0xFF (name \n u32 zeros header)...
+for d in sorted(p for p in (ROOT / "tests" / "fixtures" / "hf_models").iterdir() if p.is_dir()):
+    parts = [(d / "config.json").read_bytes()]
+    index = d / "model.safetensors.index.json"
+    parts.append(index.read_bytes() if index.exists() else b"")
+    for st in sorted(d.glob("*.safetensors")):
+        raw = st.read_bytes()
+        n = struct.unpack("<Q", raw[:8])[0]
+        parts.append(st.name.encode() + b"\n" + struct.pack("<I", len(raw) - 8 - n) + raw[8:8 + n])
+    put("hf_plan", f"hf-{d.name}", b"\xff".join(parts))
+# tokenizer_components: the pick byte is the slot (0 normalizer, 1 pre_tokenizer, 2 post_processor, 3 decoder)
+seen = set()
+for p in sorted((ROOT / "tests" / "fixtures" / "hf_tokenizers").glob("*.json")) + sorted(
+        (ROOT / "tests" / "fixtures" / "hf_models").glob("*/tokenizer.json")):
+    try:
+        j = json.loads(p.read_text())
+    except Exception:
+        continue
+    if not isinstance(j, dict):
+        continue
+    for pick, slot in enumerate(["normalizer", "pre_tokenizer", "post_processor", "decoder"]):
+        c = json.dumps(j.get(slot))
+        if (pick, c) not in seen:
+            seen.add((pick, c))
+            put("tokenizer_components", f"{slot}-{len(seen)}", bytes([pick]) + c.encode())
 print("seeded", {d.name: len(list(d.iterdir())) for d in sorted(CORPUS.iterdir())})

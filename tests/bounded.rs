@@ -169,6 +169,50 @@ fn non_finite_logits_are_an_error_naming_where_they_appear() {
     assert_eq!(got, ids(&fx["greedy"]["ids"]));
 }
 
+/// NaN/Inf weights (the embeddings of ids 0, 1 and 2 of valid_nan_weights) load on every backend,
+/// and logits computed from them are one line naming the position and the tensor, from generate
+/// (sampled on the backend or read back: the last row, position 2), forward and eval.
+#[test]
+fn nan_weights_load_and_their_logits_are_a_one_line_error() {
+    let gpu = std::sync::Arc::new(pollster::block_on(tinyformer::gpu::Gpu::new()).expect("a GPU adapter (Mesa llvmpipe in CI)"));
+    let bytes = read(&format!("{MALFORMED}/valid_nan_weights.safetensors"));
+    let want = |pos: usize| {
+        format!(
+            "the model's logits at position {pos} are not finite (NaN or Inf): its weights hold NaN or infinite values \
+             (tensor \"token_embedding.weight\" holds 2 NaN and 1 Inf of 88 values)"
+        )
+    };
+    fn check<B: tinyformer::model::Backend>(b: &mut B, bytes: &[u8], name: &str, want: &dyn Fn(usize) -> String) {
+        let mut m = Model::load(b, bytes).unwrap_or_else(|e| panic!("{name}: NaN weights load: {e}"));
+        // ids 4 and 5 are finite: their logits are fine, id 1 is not (position 2)
+        let out = pollster::block_on(m.forward(b, &[4, 5], None)).unwrap_or_else(|e| panic!("{name}: finite rows: {e}"));
+        assert!(out.logits.iter().all(|x| x.is_finite()), "{name}");
+        // a full pass names the first non-finite row; masked attention can carry the NaN of position
+        // 2 to earlier rows (0 x NaN, as in PyTorch), so the position is any of 0..=2
+        let e = pollster::block_on(m.forward(b, &[4, 5, 1, 6], None)).err().expect("forward refuses").to_string();
+        assert!((0..=2).any(|p| e == want(p)), "{name} forward: {e}");
+        let e = pollster::block_on(m.eval_loss(b, &[4, 5, 1, 6])).unwrap_err().to_string();
+        assert!((0..=2).any(|p| e == want(p)), "{name} eval: {e}");
+        for cfg in [
+            GenConfig { max_new_tokens: 2, ..GenConfig::default() },
+            GenConfig { max_new_tokens: 2, gpu_sampling: false, ..GenConfig::default() },
+            GenConfig {
+                max_new_tokens: 2,
+                sample: tinyformer::ops::SampleParams { temperature: 0.8, top_k: 5, top_p: 0.9 },
+                kv_cache: false,
+                ..GenConfig::default()
+            },
+            GenConfig { max_new_tokens: 2, top: 3, ..GenConfig::default() },
+        ] {
+            let e = pollster::block_on(m.generate(b, &[4, 5, 1], None, cfg)).unwrap_err().to_string();
+            assert_eq!(e, want(2), "{name} generate");
+        }
+    }
+    check(&mut CpuBackend, &bytes, "cpu", &want);
+    check(&mut tinyformer::fastcpu::FastCpuBackend::default(), &bytes, "fastcpu", &want);
+    check(&mut tinyformer::model::GpuBackend::new(gpu), &bytes, "gpu", &want);
+}
+
 #[test]
 fn gpu_memory_is_flat_over_twenty_load_unload_cycles() {
     let gpu = std::sync::Arc::new(pollster::block_on(tinyformer::gpu::Gpu::new()).expect("a GPU adapter (Mesa llvmpipe in CI)"));

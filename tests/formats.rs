@@ -530,3 +530,67 @@ fn bad_llama2c_files_get_one_line_errors() {
     b[20..24].copy_from_slice(&(-384i32).to_le_bytes()); // claims an unshared classifier: the size disagrees
     assert!(one(b).contains("unshared classifier"));
 }
+
+/// A llama2.c model.bin consistent with the size it claims, read through a reader that returns
+/// its header and then zeros (nothing that size is written to disk), recording the longest read.
+struct ZeroBin {
+    header: Vec<u8>,
+    size: u64,
+    longest: std::cell::Cell<u64>,
+}
+
+impl ZeroBin {
+    /// dim, hidden_dim, n_layers, n_heads (= n_kv_heads), vocab_size (shared classifier), seq_len
+    fn new(d: u64, ff: u64, l: u64, nh: u64, v: u64, s: u64) -> ZeroBin {
+        let header = [d, ff, l, nh, nh, v, s].iter().flat_map(|&x| (x as i32).to_le_bytes()).collect();
+        let floats = v * d + l * (2 * d + 4 * d * d + 3 * ff * d) + d + s * (d / nh);
+        ZeroBin { header, size: 28 + 4 * floats, longest: Default::default() }
+    }
+}
+
+impl Files for ZeroBin {
+    fn size(&self, name: &str) -> Option<u64> {
+        (name == "model.bin").then_some(self.size)
+    }
+    fn read_range(&self, _: &str, start: u64, len: u64) -> Result<Vec<u8>, formats::FormatError> {
+        self.longest.set(self.longest.get().max(len));
+        let mut out = vec![0u8; len as usize];
+        for (i, b) in out.iter_mut().enumerate().take(28usize.saturating_sub(start as usize)) {
+            *b = self.header[start as usize + i];
+        }
+        Ok(out)
+    }
+}
+
+#[test]
+fn a_large_llama2c_embedding_is_checked_before_it_is_read_and_read_in_pieces() {
+    use tinyformer::model::memory::{self, Budget};
+    let open = |f: &ZeroBin, budget: u64| formats::open(f, Some("model.bin"), |cfg| memory::demand(cfg).check(&Budget::cli(budget)));
+    // a 2 GiB embedding (vocab 524,288 x dim 1024) under a 1 GiB budget: refused in one line after
+    // reading the 28-byte header only
+    let big = ZeroBin::new(1024, 64, 1, 8, 524_288, 16);
+    let e = open(&big, 1 << 30).err().expect("over the budget").to_string();
+    assert!(e.contains("budget") && !e.contains('\n'), "{e}");
+    assert_eq!(big.longest.get(), 28);
+    // a 4 TiB embedding (2^20 x 2^20) under a budget of 2^60 bytes: over the parameter limit, also
+    // in one line after the header only
+    let huge = ZeroBin::new(1 << 20, 64, 1, 1024, 1 << 20, 16);
+    let e = open(&huge, 1 << 60).err().expect("over the limits").to_string();
+    assert!(e.contains("parameters, over the limit") && !e.contains('\n'), "{e}");
+    assert_eq!(huge.longest.get(), 28);
+    // within the budget (a 64 MiB embedding): read and widened piece by piece into the one f32
+    // copy, never the whole tensor's bytes beside it
+    let mid = ZeroBin::new(256, 64, 1, 4, 65_536, 16);
+    let o = open(&mid, 64 << 30).unwrap();
+    assert!(mid.longest.get() <= formats::READ_PIECE, "{}", mid.longest.get());
+    let emb = o.checkpoint.tensor("tok_embeddings.weight").unwrap();
+    assert_eq!(emb.data.len(), 65_536 * 256);
+    assert!(emb.data.iter().all(|&x| x == 0.0));
+}
+
+#[test]
+fn an_allocation_the_system_cannot_give_is_a_one_line_error() {
+    // more than the address space: refused by try_reserve_exact on every platform, never an abort
+    let e = formats::try_with_capacity::<f32>(1 << 62, "model.bin: tensor token_embedding_table").unwrap_err().to_string();
+    assert_eq!(e, "out of memory: model.bin: tensor token_embedding_table needs 18446744073709551615 bytes and the allocation failed");
+}

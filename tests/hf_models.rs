@@ -258,8 +258,8 @@ fn the_budget_is_checked_before_any_tensor_is_read() {
 }
 
 #[test]
-fn damaged_foreign_weights_get_a_one_line_error() {
-    // a NaN in GPT-2's wte: refused naming the file's tensor
+fn damaged_foreign_weights_load_and_their_logits_are_a_one_line_error() {
+    // a NaN in GPT-2's wte: the model opens, and logits computed from it are an error naming the tensor
     let mut m = MemFiles::default();
     for e in std::fs::read_dir(dir("gpt2")).unwrap() {
         let e = e.unwrap();
@@ -268,8 +268,18 @@ fn damaged_foreign_weights_get_a_one_line_error() {
     let plan = formats::plan(&m, None).unwrap();
     let wte = plan.tensors.iter().find(|t| t.source.foreign == "wte.weight").unwrap().source.offset as usize;
     m.0.get_mut("model.safetensors").unwrap()[wte..wte + 4].copy_from_slice(&f32::NAN.to_le_bytes());
-    let e = formats::open(&m, None, |_| Ok(())).err().unwrap().to_string();
-    assert_eq!(e, "model.safetensors: tensor wte.weight holds 1 NaN or infinite value(s) of 24576; the weights are damaged");
+    let opened = formats::open(&m, None, |_| Ok(())).unwrap();
+    let b = &mut CpuBackend;
+    let mut model = Model::from_checkpoint(b, opened.checkpoint, &Budget::default()).unwrap();
+    // generation reads the last row (position 2, whose attention reads token 0's NaN embedding)
+    let e = pollster::block_on(model.generate(b, &[1, 0, 2], None, GenConfig { max_new_tokens: 1, ..GenConfig::default() }))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "the model's logits at position 2 are not finite (NaN or Inf): its weights hold NaN or infinite values \
+         (tensor \"token_embedding.weight\" holds 1 NaN and 0 Inf of 24576 values)"
+    );
 }
 
 #[test]

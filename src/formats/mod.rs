@@ -20,7 +20,7 @@ pub mod llama2c;
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::model::checkpoint::{non_finite16, Checkpoint, FloatDtype, HostTensor};
+use crate::model::checkpoint::{Checkpoint, FloatDtype, HostTensor};
 use crate::model::config::ModelConfig;
 use crate::model::weights::{Listing, Role};
 
@@ -286,19 +286,50 @@ impl Plan {
     }
 }
 
-fn widen(dtype: DType, bytes: &[u8]) -> Vec<f32> {
-    match dtype {
-        DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        DType::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        DType::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+/// The most bytes of a tensor read at once. A tensor is read and widened piece by piece into its
+/// destination, reserved once up front: reading it holds the destination and one piece, never the
+/// file's bytes of the whole tensor beside their widened copy (a 2 GB llama2.c embedding was 4 GB).
+pub const READ_PIECE: u64 = 16 << 20;
+
+/// An empty vector with room for `n` values, or a one-line error (never an abort) when the system
+/// cannot give the memory or `n` does not fit this platform's address space.
+pub fn try_with_capacity<T>(n: u64, what: &str) -> Result<Vec<T>> {
+    let bytes = n.saturating_mul(std::mem::size_of::<T>() as u64);
+    let fail = || FormatError(format!("out of memory: {what} needs {bytes} bytes and the allocation failed"));
+    let n = usize::try_from(n).map_err(|_| fail())?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| fail())?;
+    Ok(v)
+}
+
+/// Reads the `n` values of `t` as stored, piece by piece, each converted by `conv` into `out`.
+fn read_pieces<T>(files: &dyn Files, t: &TensorPlan, size: u64, conv: impl Fn(&[u8], &mut Vec<T>)) -> Result<Vec<T>> {
+    let s = &t.source;
+    let n: u64 = s.stored.iter().map(|&d| d as u64).product();
+    let mut out = try_with_capacity(n, &format!("{}: tensor {}", s.file, s.foreign))?;
+    let per_piece = (READ_PIECE / size).max(1);
+    let mut done = 0u64;
+    while done < n {
+        let k = per_piece.min(n - done);
+        let raw = files.read_range(&s.file, s.offset + done * size, k * size)?;
+        if raw.len() as u64 != k * size {
+            return err(format!("{}: tensor {} ended early", s.file, s.foreign));
+        }
+        conv(&raw, &mut out);
+        done += k;
     }
+    Ok(out)
 }
 
 /// Reads one planned tensor as f32 in our layout.
 pub fn read_tensor(files: &dyn Files, t: &TensorPlan) -> Result<Vec<f32>> {
-    let s = &t.source;
-    let n: u64 = s.stored.iter().map(|&d| d as u64).product();
-    Ok(arrange(t, widen(s.dtype, &files.read_range(&s.file, s.offset, n * s.dtype.bytes())?)))
+    let dtype = t.source.dtype;
+    let data = read_pieces(files, t, dtype.bytes(), |raw, out| match dtype {
+        DType::F32 => out.extend(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        DType::F16 => out.extend(raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())),
+        DType::BF16 => out.extend(raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())),
+    })?;
+    arrange(t, data)
 }
 
 /// Reads one planned tensor stored as F16 / BF16 in our layout, keeping the file's 16-bit values
@@ -308,39 +339,44 @@ pub fn read_tensor16(files: &dyn Files, t: &TensorPlan) -> Result<Vec<u16>> {
     if s.dtype == DType::F32 {
         return err(format!("internal: {} is F32, not 16-bit", s.foreign));
     }
-    let n: u64 = s.stored.iter().map(|&d| d as u64).product();
-    let raw = files.read_range(&s.file, s.offset, n * 2)?;
-    Ok(arrange(t, raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()))
+    let data = read_pieces(files, t, 2, |raw, out| out.extend(raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]))))?;
+    arrange(t, data)
 }
 
 /// The planned op on the values as stored (f32 or 16-bit bits: only moved, never computed on).
-fn arrange<T: Copy + Default>(t: &TensorPlan, data: Vec<T>) -> Vec<T> {
+/// The ops that rearrange allocate their output fallibly (a second copy of the tensor, checked).
+fn arrange<T: Copy + Default>(t: &TensorPlan, data: Vec<T>) -> Result<Vec<T>> {
     let s = &t.source;
+    let zeroed = |n: usize| -> Result<Vec<T>> {
+        let mut o = try_with_capacity(n as u64, &format!("{}: tensor {} rearranged", s.file, s.foreign))?;
+        o.resize(n, T::default());
+        Ok(o)
+    };
     let (r, c) = match s.stored.as_slice() {
         [r, c] => (*r, *c),
         [n] => (*n, 1),
         _ => (data.len(), 1),
     };
-    let transposed = |d: &[T]| -> Vec<T> {
-        let mut o = vec![T::default(); d.len()];
+    let transposed = |d: &[T]| -> Result<Vec<T>> {
+        let mut o = zeroed(d.len())?;
         for i in 0..r {
             for j in 0..c {
                 o[j * r + i] = d[i * c + j];
             }
         }
-        o
+        Ok(o)
     };
-    match &t.op {
+    Ok(match &t.op {
         Op::Copy => data,
-        Op::Transpose => transposed(&data),
+        Op::Transpose => transposed(&data)?,
         Op::Rows { transpose, start, len } => {
-            let (m, width) = if *transpose { (transposed(&data), r) } else { (data, if s.stored.len() == 2 { c } else { 1 }) };
+            let (m, width) = if *transpose { (transposed(&data)?, r) } else { (data, if s.stored.len() == 2 { c } else { 1 }) };
             m[start * width..(start + len) * width].to_vec()
         }
         Op::UnpermuteRope { heads } => {
             let width = if s.stored.len() == 2 { c } else { 1 };
             let hd = r / heads;
-            let mut o = vec![T::default(); data.len()];
+            let mut o = zeroed(data.len())?;
             for h in 0..*heads {
                 for half in 0..2 {
                     for i in 0..hd / 2 {
@@ -355,7 +391,7 @@ fn arrange<T: Copy + Default>(t: &TensorPlan, data: Vec<T>) -> Vec<T> {
         Op::HeadRows { heads, parts, part, rot } => {
             let width = if s.stored.len() == 2 { c } else { 1 };
             let hd = r / (heads * parts);
-            let mut o = Vec::with_capacity(heads * hd * width);
+            let mut o = try_with_capacity((heads * hd * width) as u64, &format!("{}: tensor {}", s.file, s.foreign))?;
             for h in 0..*heads {
                 let base = (h * parts + part) * hd;
                 for j in 0..hd {
@@ -366,7 +402,7 @@ fn arrange<T: Copy + Default>(t: &TensorPlan, data: Vec<T>) -> Vec<T> {
             }
             o
         }
-    }
+    })
 }
 
 /// Reads every planned tensor: (our name, shape, f32 data).
@@ -508,14 +544,8 @@ pub fn open16(
         // matmul weights and embeddings of a 16-bit file keep its bits (the GPU holds them 16-bit)
         let keep16 = dtype != FloatDtype::F32 && roles.get(t.name.as_str()).is_some_and(|r| r.keeps_16bit());
         let (data, bits) = if keep16 { (vec![], read_tensor16(files, t)?) } else { (read_tensor(files, t)?, vec![]) };
-        let (nan, inf) = non_finite16(&bits, dtype);
-        let (bad, total) = (nan + inf + data.iter().filter(|x| !x.is_finite()).count(), data.len() + bits.len());
-        if bad > 0 {
-            return err(format!(
-                "{}: tensor {} holds {bad} NaN or infinite value(s) of {total}; the weights are damaged",
-                t.source.file, t.source.foreign
-            ));
-        }
+        // NaN/Inf weights load; the model names them when its logits come out non-finite
+        // (`Checkpoint::non_finite`)
         tensors.insert(t.name.clone(), HostTensor { shape: t.shape.clone(), data, dtype, bits });
     }
     let metadata =

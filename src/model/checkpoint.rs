@@ -249,7 +249,6 @@ impl Checkpoint {
         }
 
         let mut tensors = HashMap::with_capacity(wanted.len());
-        let mut bad: Vec<(String, usize, usize, usize)> = Vec::new();
         for Want { declared, file, file_shape, transposed } in wanted {
             let Some((entry, dtype)) = header.get(file.as_str()).and_then(|e| Some((e, e.float_dtype()?))) else {
                 return Err(CheckpointError::Safetensors(format!("tensor {} vanished", show(&file))));
@@ -272,10 +271,6 @@ impl Checkpoint {
                 if transposed {
                     bits = transpose(&bits, file_shape[0], file_shape[1]).map_err(|_| oom())?;
                 }
-                let (nan, inf) = non_finite16(&bits, dtype);
-                if nan + inf > 0 {
-                    bad.push((file.clone(), nan, inf, bits.len()));
-                }
                 tensors.insert(declared.name, HostTensor { shape: declared.shape, data: vec![], dtype, bits });
                 continue;
             }
@@ -284,24 +279,32 @@ impl Checkpoint {
             if transposed {
                 data = transpose(&data, file_shape[0], file_shape[1]).map_err(|_| oom())?;
             }
-            let (mut nan, mut inf) = (0usize, 0usize);
-            for &x in &data {
-                if x.is_nan() {
-                    nan += 1;
-                } else if x.is_infinite() {
-                    inf += 1;
-                }
-            }
-            if nan + inf > 0 {
-                bad.push((file.clone(), nan, inf, data.len()));
-            }
             tensors.insert(declared.name, HostTensor { shape: declared.shape, data, dtype, bits: vec![] });
         }
-        if let Some((name, nan, inf, total)) = bad.first().cloned() {
-            return Err(CheckpointError::NonFinite { name, nan, inf, total, other_tensors: bad.len() - 1 });
-        }
-
+        // NaN/Inf weights load (the model can still be inspected); the model remembers them
+        // (`Checkpoint::non_finite`) and a pass that turns them into logits says so in one line.
         Ok(Checkpoint { config, tokenizer, metadata, tensors })
+    }
+
+    /// Which weights hold NaN or Inf, in one phrase (`tensor "x" holds 2 NaN and 1 Inf of 88 values
+    /// (and 3 more tensors)`), or None when all are finite. One pass over the weights, at load:
+    /// such a model loads, and the forward names this when its logits come out non-finite.
+    pub fn non_finite(&self) -> Option<String> {
+        let mut names: Vec<&String> = self.tensors.keys().collect();
+        names.sort();
+        let mut bad = names.into_iter().filter_map(|name| {
+            let t = &self.tensors[name];
+            let (mut nan, mut inf) = non_finite16(&t.bits, t.dtype);
+            for &x in &t.data {
+                nan += x.is_nan() as usize;
+                inf += x.is_infinite() as usize;
+            }
+            (nan + inf > 0).then(|| (name, nan, inf, t.data.len() + t.bits.len()))
+        });
+        let (name, nan, inf, total) = bad.next()?;
+        let more = bad.count();
+        let more = if more > 0 { format!(" (and {more} more tensors)") } else { String::new() };
+        Some(format!("tensor {} holds {nan} NaN and {inf} Inf of {total} values{more}", show(name)))
     }
 
     /// Whether every tensor that [`Role::keeps_16bit`] is held 16-bit (an F16 / BF16 file):
@@ -442,10 +445,6 @@ pub enum CheckpointError {
     /// A required tensor has zero elements.
     #[error("tensor {} is empty (shape {}, zero elements) but the model needs shape {}", show(.name), shape_str(.found), shape_str(.expected))]
     EmptyTensor { name: String, expected: Vec<usize>, found: Vec<u64> },
-    /// A required tensor holds NaN or Inf values.
-    #[error("tensor {} has {nan} NaN and {inf} Inf values out of {total}{}: the training diverged or the export is broken", show(.name),
-        if *.other_tensors > 0 { format!(" ({other_tensors} more tensors have NaN/Inf too)") } else { String::new() })]
-    NonFinite { name: String, nan: usize, inf: usize, total: usize, other_tensors: usize },
     /// The safetensors crate rejected a file our validation accepted (should not happen).
     #[error("safetensors could not read the file: {0}")]
     Safetensors(String),

@@ -41,6 +41,9 @@ pub struct Model<B: Backend> {
     pub src: Vec<u32>,
     /// look-inside hooks: ablation and the inspection captures (analysis::hooks)
     pub hooks: Hooks<B::T>,
+    /// which weights hold NaN or Inf (`Checkpoint::non_finite`): such a model loads, and a pass
+    /// whose logits are non-finite names them
+    pub non_finite_weights: Option<String>,
 }
 
 /// Where a pass's new token ids come from (model::chain).
@@ -95,10 +98,11 @@ impl<B: Backend> Model<B> {
         memory::demand_of(&ck.config, backend.weight_copies(), &Plan::at_load(&ck.config), w16).check(budget).map_err(TfError::Memory)?;
         let cfg = ck.config.clone();
         let params = ck.param_count();
+        let non_finite_weights = ck.non_finite();
         let weights = Weights::load(backend, &cfg, &mut ck)?;
         let mut state = RunState::new(backend, &cfg, &Plan::at_load(&cfg))?;
         state.budget = *budget;
-        Ok(Model { cfg, weights, state, params, src: vec![], hooks: Hooks::default() })
+        Ok(Model { cfg, weights, state, params, src: vec![], hooks: Hooks::default(), non_finite_weights })
     }
 
     /// The vocabulary of the (decoder) input ids, which is also the width V of the logits.

@@ -245,7 +245,7 @@ impl<B: Backend> Model<B> {
             g.chain.ready.clear();
             g.chain.in_flight.clear();
             b.queue_abandon();
-            return Err(self.non_finite_error(b, r.t, r.pos).await);
+            return Err(self.non_finite_error(b, r.t, r.pos, r.pos + r.t - 1).await);
         }
         g.cached = g.ids.len();
         g.ids.push(r.id);

@@ -194,8 +194,8 @@ impl<B: Backend> Model<B> {
         let vocab = self.in_vocab();
         let (mut got, attention) = self.read_with_maps(b, &[(&self.state.logits, 0, t * vocab)], t, tk, 0).await?;
         let logits: Vec<f32> = bytemuck::cast_vec(got.remove(0));
-        if cpu::count_non_finite(&logits) > 0 {
-            return Err(self.non_finite_error(b, t, 0).await);
+        if let Some(i) = logits.iter().position(|x| !x.is_finite()) {
+            return Err(self.non_finite_error(b, t, 0, i / vocab.max(1)).await);
         }
         let moe = self.read_moe(b, t).await?;
         Ok(ForwardOut { logits, rows: t, vocab, attention, masks, moe })
@@ -204,7 +204,14 @@ impl<B: Backend> Model<B> {
     /// The error for NaN/Inf logits after a pass over `t` tokens at `pos`. It names the first
     /// layer whose keys (rows pos..pos+t of its cache, written by this pass) are already non-finite:
     /// one extra read, on the error path only.
-    pub(crate) async fn non_finite_error(&self, b: &mut B, t: usize, pos: usize) -> TfError {
+    /// A model whose weights hold NaN or Inf (it loads) gets a line that says so instead, naming
+    /// the position `row` of the first non-finite row of logits.
+    pub(crate) async fn non_finite_error(&self, b: &mut B, t: usize, pos: usize, row: usize) -> TfError {
+        if let Some(w) = &self.non_finite_weights {
+            return TfError::Numeric(format!(
+                "the model's logits at position {row} are not finite (NaN or Inf): its weights hold NaN or infinite values ({w})"
+            ));
+        }
         let kv_width = self.cfg.num_kv_heads * self.cfg.head_dim();
         let n = self.state.layers.len();
         let reqs: Vec<(&B::T, usize, usize)> = self.state.layers.iter().map(|layer| (&layer.k, pos * kv_width, t * kv_width)).collect();
@@ -244,8 +251,8 @@ impl<B: Backend> Model<B> {
             self.run_lm(b, win, 0, Logits::All)?;
             b.submit()?;
             let logits = b.read_f32(&self.state.logits, 0, win.len() * v).await?;
-            if cpu::count_non_finite(&logits) > 0 {
-                return Err(self.non_finite_error(b, win.len(), 0).await);
+            if let Some(i) = logits.iter().position(|x| !x.is_finite()) {
+                return Err(self.non_finite_error(b, win.len(), 0, start + i / v.max(1)).await);
             }
             for (i, &target) in win[1..].iter().enumerate() {
                 let row = &logits[i * v..(i + 1) * v];
@@ -584,7 +591,7 @@ impl<B: Backend> Model<B> {
         };
         if non_finite > 0 {
             g.done = true;
-            return Err(self.non_finite_error(b, t, pos).await);
+            return Err(self.non_finite_error(b, t, pos, window_start + pos + t - 1).await);
         }
         let moe = if g.cfg.moe { self.read_moe(b, t).await? } else { vec![] };
         if g.cfg.kv_cache && !full {
