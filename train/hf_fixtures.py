@@ -54,6 +54,8 @@ def byte_level_tokenizer(text, llama3_split=False):
     without its own regex)."""
     tok = Tokenizer(models.BPE())
     if llama3_split:
+        # Qwen2's own tokenizer.json normalizes NFC (the corpus is ASCII, so the trained vocabulary is the same)
+        tok.normalizer = normalizers.NFC()
         pat = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
         tok.pre_tokenizer = pre_tokenizers.Sequence([
