@@ -6,6 +6,8 @@
 //! biases and GPT-NeoX's fused per-head query_key_value with only its rotary dims permuted
 //! (train/hf_neox_fixtures.py). The llama2.c export of the same Llama must read back to the very same tensors.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use tinyformer::formats::{self, DType, DirFiles, Family, Files, Format, MemFiles};
@@ -361,16 +363,10 @@ fn plan_err(files: &dyn Files, bin: Option<&str>) -> String {
 
 /// model.safetensors with one tensor renamed in its header (the data as it was).
 fn rename_tensor(m: &mut MemFiles, from: &str, to: &str) {
-    let st = m.0["model.safetensors"].clone();
-    let n = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&st[8..8 + n]).unwrap();
-    let t = header.remove(from).unwrap();
-    header.insert(to.into(), t);
-    let mut h = serde_json::to_vec(&header).unwrap();
-    h.resize(h.len().div_ceil(8) * 8, b' ');
-    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(&h);
-    bytes.extend_from_slice(&st[8 + n..]);
+    let bytes = common::with_header(&m.0["model.safetensors"], |h| {
+        let t = h.as_object_mut().unwrap().remove(from).unwrap();
+        h[to] = t;
+    });
     m.0.insert("model.safetensors".into(), bytes);
 }
 

@@ -391,22 +391,17 @@ fn a_bool_buffer_is_skipped_and_a_bool_weight_refused() {
         m.0.insert(e.file_name().into_string().unwrap(), std::fs::read(e.path()).unwrap());
     }
     let st = m.0["model.safetensors"].clone();
-    let n = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
-    let mut header: Value = serde_json::from_slice(&st[8..8 + n]).unwrap();
-    assert_eq!(header["gpt_neox.layers.1.attention.bias"]["dtype"], "BOOL", "the fixture holds the Hub's BOOL mask");
-    assert_eq!(header["gpt_neox.layers.1.attention.rotary_emb.inv_freq"]["shape"], serde_json::json!([2]));
     let plan = formats::plan(&m, None).unwrap();
     assert!(plan.tensors.iter().all(|t| !t.source.foreign.contains("attention.bias") && !t.source.foreign.contains("inv_freq")));
     // final_layer_norm.bias, F16 (64,) = 128 bytes, relabelled BOOL (2, 64): the same bytes, a dtype we do not read
-    let t = &mut header["gpt_neox.final_layer_norm.bias"];
-    assert_eq!(t["dtype"], "F16");
-    t["dtype"] = "BOOL".into();
-    t["shape"] = serde_json::json!([2, 64]);
-    let mut h = serde_json::to_vec(&header).unwrap();
-    h.resize(h.len().div_ceil(8) * 8, b' ');
-    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(&h);
-    bytes.extend_from_slice(&st[8 + n..]);
+    let bytes = common::with_header(&st, |header| {
+        assert_eq!(header["gpt_neox.layers.1.attention.bias"]["dtype"], "BOOL", "the fixture holds the Hub's BOOL mask");
+        assert_eq!(header["gpt_neox.layers.1.attention.rotary_emb.inv_freq"]["shape"], serde_json::json!([2]));
+        let t = &mut header["gpt_neox.final_layer_norm.bias"];
+        assert_eq!(t["dtype"], "F16");
+        t["dtype"] = "BOOL".into();
+        t["shape"] = serde_json::json!([2, 64]);
+    });
     m.0.insert("model.safetensors".into(), bytes);
     let e = formats::plan(&m, None).unwrap_err().to_string();
     assert_eq!(e, "model.safetensors: tensor final_layer_norm.bias is BOOL; only F32, F16 and BF16 weights are supported");
