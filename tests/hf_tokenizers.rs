@@ -111,6 +111,16 @@ fn qwen2_nfc_split_one_digit_matches_python_tokenizers() {
 }
 
 #[test]
+fn o200k_case_split_matches_python_tokenizers() {
+    check_hf("o200k");
+}
+
+#[test]
+fn tekken_case_split_one_digit_matches_python_tokenizers() {
+    check_hf("tekken");
+}
+
+#[test]
 fn pythia_neox_nfc_byte_level_matches_python_tokenizers() {
     check_hf("pythia");
 }
@@ -242,7 +252,9 @@ fn llama2c_greedy_merge_is_run_c_on_a_hand_made_vocabulary() {
 
 // ---- the split-pattern scanners (src/tokenizer/pretok.rs) against fancy-regex, their reference twin ----
 
-use tinyformer::tokenizer::pretok::{self, Class, Scanner, GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN, WHITESPACE_PATTERN};
+use tinyformer::tokenizer::pretok::{
+    self, Case, Class, Scanner, GPT2_PATTERN, LLAMA3_PATTERN, O200K_PATTERN, QWEN2_PATTERN, TEKKEN_PATTERN, WHITESPACE_PATTERN,
+};
 
 /// regex-syntax's ranges of a Unicode class expression such as `\p{L}`.
 fn syntax_ranges(expr: &str) -> Vec<(u32, u32)> {
@@ -324,6 +336,14 @@ fn table_source(t: &[(u32, u32, u8)]) -> String {
         "`\\p{P}`: punctuation (the Punctuation pre-tokenizer's, with ASCII's symbols).",
         &merged_ranges(r"\p{P}"),
     ));
+    for (name, doc, expr) in [
+        ("UPPER", "`[\\p{Lu}\\p{Lt}]`: upper and title case letters (o200k's split).", r"[\p{Lu}\p{Lt}]"),
+        ("LOWER", "`\\p{Ll}`: lower case letters (o200k's split).", r"\p{Ll}"),
+        ("MARK", "`\\p{M}`: marks (o200k's split takes them in words).", r"\p{M}"),
+    ] {
+        s.push('\n');
+        s.push_str(&range_list_source(name, doc, &merged_ranges(expr)));
+    }
     s
 }
 
@@ -355,6 +375,29 @@ fn unicode_classes_are_regex_syntax_s() {
         }
     }
     assert!(bad.is_empty(), "{} code points differ: {:?}", bad.len(), &bad[..bad.len().min(20)]);
+    // and pretok::case, o200k's letter classes, at every code point
+    let member = |expr: &str| {
+        let mut v = vec![false; 0x110000];
+        for (a, b) in syntax_ranges(expr) {
+            v[a as usize..=b as usize].iter_mut().for_each(|x| *x = true);
+        }
+        v
+    };
+    let (up, low) = (member(r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]"), member(r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]"));
+    for u in 0..0x110000usize {
+        if let Some(c) = char::from_u32(u as u32) {
+            let want = match (up[u], low[u]) {
+                (true, true) => Case::Both,
+                (true, false) => Case::Upper,
+                (false, true) => Case::Lower,
+                (false, false) => Case::Neither,
+            };
+            if pretok::case(c) != want {
+                bad.push(format!("U+{u:04X}: {:?}, want {want:?}", pretok::case(c)));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{} code points differ in case: {:?}", bad.len(), &bad[..bad.len().min(20)]);
     // the characters that trip char::is_alphabetic / is_whitespace are what the regex says
     for (c, k) in [
         ('\u{0301}', Class::Other),  // Mn combining acute
@@ -404,7 +447,7 @@ fn random_corpus(n: usize, seed: u64) -> Vec<String> {
         0x85, 0xA0, 0x1680, 0x2000, 0x2007, 0x200A, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000, 0x180E, 0x200B, 0x200D, 0xFEFF, 0x1C, 0x1F,
         0x0B, 0x0C, 0x0301, 0x0345, 0x0903, 0x05B0, 0x0E31, 0x16EE, 0x2160, 0x216B, 0x3007, 0xB2, 0xBD, 0x0660, 0xFF10, 0x1D7CE, 0x24B6,
         0x1F130, 0xAA, 0x02B0, 0xE9, 0x4E2D, 0xAC00, 0x1F600, 0x1F468, 0x2764, 0xFE0F, 0x017F, 0x212A, 0x0130, 0x0131, 0x1E9E, 0xDF,
-        0x2019, 0x10FFFF, 0xE000,
+        0x2019, 0x10FFFF, 0xE000, 0x01C5, 0x3005, 0x05D0, 0x1D2C,
     ]
     .iter()
     .filter_map(|&u| char::from_u32(u))
@@ -436,7 +479,7 @@ fn scanners_split_as_fancy_regex() {
     texts.extend(random_corpus(30_000, 13));
     // a long text in one piece, as a paragraph would be
     texts.push(texts[parity..parity + 2000].concat());
-    let known = [GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN].map(|p| Scanner::for_pattern(p).unwrap());
+    let known = [GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN, O200K_PATTERN, TEKKEN_PATTERN].map(|p| Scanner::for_pattern(p).unwrap());
     for scanner in known.into_iter().chain([Scanner::Words]) {
         let pattern = scanner.pattern();
         let re = fancy_regex::Regex::new(pattern).unwrap();

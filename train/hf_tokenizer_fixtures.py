@@ -17,6 +17,11 @@ test corpus, so that tests/hf_tokenizers.rs can assert exact parity:
 * qwen2.json        Qwen2: an NFC normalizer, Split on Qwen2's regex (one digit per piece) + ByteLevel without
                     regex, <|endoftext|>/<|im_start|>/<|im_end|>; multi-digit tokens and their merges are added
                     to the vocabulary, so a scanner that kept digits together would give other ids.
+* o200k.json        OpenAI's o200k form (GPT-4o, Phi-4, gpt-oss as the Hub has them): Split on the o200k regex
+                    (letters split by case, contractions after the word, up to 3 digits, `/` after punctuation)
+                    + ByteLevel without regex; multi-digit tokens added as for qwen2.
+* tekken.json       Mistral's Tekken form (Mistral Nemo, Pixtral): Split on the Tekken regex (o200k's without
+                    contractions, one digit a piece) + ByteLevel without regex, <s> template, <unk> <s> </s>.
 * pythia.json       GPT-NeoX / Pythia: NFC + the old ByteLevel pre-tokenizer (no use_regex key: the GPT-2 regex),
                     <|endoftext|> and <|padding|> first, and the runs of 2..24 spaces as non-special added
                     tokens with normalized true.
@@ -60,6 +65,9 @@ LLAMA3_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
+_CASED = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+C|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*C|D| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+O200K_PATTERN = _CASED.replace("C", "(?i:'s|'t|'re|'ve|'m|'ll|'d)?").replace("D", r"\p{N}{1,3}")
+TEKKEN_PATTERN = _CASED.replace("C", "").replace("D", r"\p{N}")
 
 
 def training_lines() -> list[str]:
@@ -125,7 +133,15 @@ def corpus() -> list[str]:
         "İstanbul ΣΊΣΥΦΟΣ ǅ ß ẞ \u0345 \u0300leading mark   ",
         "  HELLO Wörld!\t",
     ]
-    return shakespeare + whitespace + digits_punct + unicode + emoji + specials + normalization + [paragraph, ""]
+    # what o200k's and Tekken's case-split letters see: camel case, capitals before lower case, title case,
+    # caseless letters and marks inside words, contractions after capitals, `/` after punctuation
+    cased = [
+        "helloWorld HTTPServer iPhone McDonald's XMLHttpRequest getHTTPResponseCode",
+        "DON'T I'M YOU'RE they'LL We'VE it'S",
+        "path/to/file ./a//b ../c/\nd /\r\n/x?/",
+        "ǅemo ǈubljana ʰa ᴬᴮc 々々木 שלוםAbc ABC\u0301def Ab\u0301C \u0301\u0301X",
+    ]
+    return shakespeare + whitespace + digits_punct + unicode + emoji + specials + normalization + cased + [paragraph, ""]
 
 
 def random_texts(n: int, seed: int) -> list[str]:
@@ -295,14 +311,41 @@ def train_qwen2(lines: list[str]) -> Tokenizer:
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     tok.train_from_iterator(lines, byte_level_trainer(500, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]))
 
-    def digits(j: dict) -> None:
-        vocab, merges = j["model"]["vocab"], j["model"]["merges"]
-        for a, b in [("1", "2"), ("12", "3"), ("2", "0"), ("20", "2"), ("202", "4"), ("0", "0"), ("00", "0"), ("9", "9")]:
-            for t in (a, b, a + b):
-                vocab.setdefault(t, len(vocab))
-            merges.append([a, b])
+    return with_json(tok, add_digit_merges)
 
-    return with_json(tok, digits)
+
+def add_digit_merges(j: dict) -> None:
+    """Multi-digit tokens and their merges, so that a scanner keeping more digits together would give other ids."""
+    vocab, merges = j["model"]["vocab"], j["model"]["merges"]
+    for a, b in [("1", "2"), ("12", "3"), ("2", "0"), ("20", "2"), ("202", "4"), ("0", "0"), ("00", "0"), ("9", "9")]:
+        for t in (a, b, a + b):
+            vocab.setdefault(t, len(vocab))
+        merges.append([a, b])
+
+
+def train_cased(lines: list[str], pattern: str, specials: list[str]) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.train_from_iterator(lines, byte_level_trainer(500, specials))
+    return tok
+
+
+def train_o200k(lines: list[str]) -> Tokenizer:
+    return with_json(train_cased(lines, O200K_PATTERN, ["<|endoftext|>", "<|endofprompt|>"]), add_digit_merges)
+
+
+def train_tekken(lines: list[str]) -> Tokenizer:
+    tok = train_cased(lines, TEKKEN_PATTERN, ["<unk>", "<s>", "</s>"])
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)])
+    return with_json(tok, add_digit_merges)
 
 
 def train_pythia(lines: list[str]) -> Tokenizer:
@@ -477,6 +520,8 @@ def main() -> None:
         "llama3": train_llama3(lines),
         "qwen2": train_qwen2(lines),
         "pythia": train_pythia(lines),
+        "o200k": train_o200k(lines),
+        "tekken": train_tekken(lines),
         "bertlike": train_bertlike(lines),
         "metaspace": train_metaspace(lines),
         "digits_punct": train_digits_punct(lines),

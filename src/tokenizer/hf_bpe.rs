@@ -522,7 +522,7 @@ enum PreTokenizer {
 fn scanner(pattern: &str, what: &str) -> Result<Scanner, TokenizerError> {
     Scanner::for_pattern(pattern).ok_or_else(|| {
         invalid(format!(
-            "the {what}'s regex {:?} is not supported (only GPT-2's, Llama-3's and Qwen2's split patterns are)",
+            "the {what}'s regex {:?} is not supported (only GPT-2's, Llama-3's, Qwen2's, o200k's and Tekken's split patterns are)",
             clip(pattern, 200)
         ))
     })

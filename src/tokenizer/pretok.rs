@@ -3,7 +3,7 @@
 //! 3.40 MB, nearly all of it Unicode tables and engines; ARCHITECTURE.md, "Tokenizers from other tools").
 //!
 //! A pattern is recognised by its exact string ([`Scanner::for_pattern`]); each scanner does what the
-//! regex's leftmost-first alternation does at each position. In GPT-2's, Llama-3's and Qwen2's patterns
+//! regex's leftmost-first alternation does at each position. In GPT-2's, Llama-3's, Qwen2's, o200k's and Tekken's patterns
 //! every character starts a match (a letter, a number, whitespace or anything else: each has an
 //! alternative), so the matches tile the text; the Whitespace pre-tokenizer's `\w+|[^\w\s]+` skips
 //! whitespace. `\p{L}`, `\p{N}`, `\s` (Unicode White_Space), `\w` and `\p{P}` come from
@@ -11,7 +11,7 @@
 //! point by code point and compares every scanner with fancy-regex (a dev-dependency) on the parity
 //! corpus and a large random Unicode corpus.
 
-use super::unicode_classes::{CLASSES, LETTER, NUMBER, PUNCT, SPACE, WORD};
+use super::unicode_classes::{CLASSES, LETTER, LOWER, MARK, NUMBER, PUNCT, SPACE, UPPER, WORD};
 
 /// GPT-2's pre-tokenizer regex (the `ByteLevel` pre-tokenizer with `use_regex`).
 pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
@@ -23,6 +23,15 @@ pub const LLAMA3_PATTERN: &str =
 /// Qwen2's Split regex: Llama-3's with one digit per number piece.
 pub const QWEN2_PATTERN: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// OpenAI's o200k Split regex (GPT-4o; Phi-4's and gpt-oss's tokenizer.json): letters split by case (an
+/// upper-case run then a lower-case one, so `helloWorld` is two pieces) with the contractions after the
+/// word, up to three digits a piece, and `/` kept after punctuation.
+pub const O200K_PATTERN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Mistral's Tekken Split regex (Mistral Nemo, Pixtral, Ministral): o200k's without the contractions and
+/// with one digit a piece.
+pub const TEKKEN_PATTERN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The Whitespace pre-tokenizer's regex (words, and runs of what is neither a word character nor whitespace).
 pub const WHITESPACE_PATTERN: &str = r"\w+|[^\w\s]+";
@@ -81,6 +90,40 @@ fn in_ranges(table: &[(u32, u32)], c: char) -> bool {
     lookup(table, c, |&r| r).is_some()
 }
 
+/// A letter's case as o200k's classes see it, or a mark: the regex's `[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]`
+/// ("upper") and `[\p{Ll}\p{Lm}\p{Lo}\p{M}]` ("lower") share `Lm`, `Lo` and `M`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Case {
+    /// `Lu`, `Lt`: upper only
+    Upper,
+    /// `Ll`: lower only
+    Lower,
+    /// `Lm`, `Lo` (letters without case) and `M` (marks, which are not `\p{L}`): both
+    Both,
+    /// neither (numbers, whitespace, punctuation, symbols, ...)
+    Neither,
+}
+
+/// The [`Case`] of a character, from regex-syntax's tables.
+pub fn case(c: char) -> Case {
+    if c.is_ascii() {
+        return match c {
+            'A'..='Z' => Case::Upper,
+            'a'..='z' => Case::Lower,
+            _ => Case::Neither,
+        };
+    }
+    if in_ranges(UPPER, c) {
+        Case::Upper
+    } else if in_ranges(LOWER, c) {
+        Case::Lower
+    } else if class(c) == Class::Letter || in_ranges(MARK, c) {
+        Case::Both
+    } else {
+        Case::Neither
+    }
+}
+
 /// `\w`: Alphabetic, marks, decimal numbers, connector punctuation and Join_Control.
 pub fn is_word(c: char) -> bool {
     if c.is_ascii() {
@@ -101,6 +144,8 @@ pub enum Scanner {
     Gpt2,
     /// [`LLAMA3_PATTERN`] (`max_digits` 3) or [`QWEN2_PATTERN`] (1)
     Llama3 { max_digits: usize },
+    /// [`O200K_PATTERN`] (`contractions`, `max_digits` 3) or [`TEKKEN_PATTERN`] (neither, 1)
+    Cased { contractions: bool, max_digits: usize },
     /// [`WHITESPACE_PATTERN`], as the Whitespace pre-tokenizer runs it
     Words,
 }
@@ -114,6 +159,8 @@ impl Scanner {
             GPT2_PATTERN => Some(Scanner::Gpt2),
             LLAMA3_PATTERN => Some(Scanner::Llama3 { max_digits: 3 }),
             QWEN2_PATTERN => Some(Scanner::Llama3 { max_digits: 1 }),
+            O200K_PATTERN => Some(Scanner::Cased { contractions: true, max_digits: 3 }),
+            TEKKEN_PATTERN => Some(Scanner::Cased { contractions: false, max_digits: 1 }),
             _ => None,
         }
     }
@@ -124,6 +171,8 @@ impl Scanner {
             Scanner::Gpt2 => GPT2_PATTERN,
             Scanner::Llama3 { max_digits: 1 } => QWEN2_PATTERN,
             Scanner::Llama3 { .. } => LLAMA3_PATTERN,
+            Scanner::Cased { contractions: true, .. } => O200K_PATTERN,
+            Scanner::Cased { .. } => TEKKEN_PATTERN,
             Scanner::Words => WHITESPACE_PATTERN,
         }
     }
@@ -137,6 +186,7 @@ impl Scanner {
             let j = match *self {
                 Scanner::Gpt2 => gpt2_match(s, i),
                 Scanner::Llama3 { max_digits } => llama3_match(s, i, max_digits),
+                Scanner::Cased { contractions, max_digits } => cased_match(s, i, contractions, max_digits),
                 Scanner::Words => {
                     let Some(c) = at(s, i) else { break };
                     if class(c) == Class::Space {
@@ -273,5 +323,82 @@ fn llama3_match(s: &str, i: usize, max_digits: usize) -> usize {
         return i + p + 1;
     }
     // \s+(?!\S)|\s+
+    space_run(s, i)
+}
+
+/// The end of o200k's (or Tekken's) match at `i` (< s.len()). Its letter alternatives are
+/// `P? U* L+ C?` then `P? U+ L* C?`, with P = `[^\r\n\p{L}\p{N}]`, U the upper class, L the lower
+/// class (U and L share `Lm`, `Lo` and marks) and C the contractions; the rest is Llama-3's but for `/`
+/// after punctuation, and each alternative is taken as a backtracking engine takes it (leftmost first,
+/// greedy, giving back only what the next part needs).
+fn cased_match(s: &str, i: usize, contractions: bool, max_digits: usize) -> usize {
+    let Some(c) = at(s, i) else { return s.len() };
+    let k = class(c);
+    let upper = |d: char| matches!(case(d), Case::Upper | Case::Both);
+    let lower = |d: char| matches!(case(d), Case::Lower | Case::Both);
+    let tail = |j: usize| {
+        if contractions && s[j..].starts_with('\'') {
+            contraction(s, j + 1, true).unwrap_or(j)
+        } else {
+            j
+        }
+    };
+    // `U* L+` from `from`: U* takes its longest run and gives characters back until L+ can start; L+ then
+    // runs on. Where U*'s whole run is followed by an L character, that is its start; otherwise the last
+    // L character inside U*'s run (a caseless letter or a mark), which ends the match: the characters after
+    // it in the run are upper only.
+    let upper_lower = |from: usize| -> Option<usize> {
+        let p = run(s, from, upper);
+        if at(s, p).is_some_and(lower) {
+            return Some(run(s, p, lower));
+        }
+        s[from..p].char_indices().rev().find(|&(_, d)| lower(d)).map(|(q, d)| from + q + d.len_utf8())
+    };
+    // `U+ L*`
+    let upper_then = |from: usize| -> Option<usize> {
+        let p = run(s, from, upper);
+        (p > from).then(|| run(s, p, lower))
+    };
+    let prefix = k != Class::Letter && k != Class::Number && c != '\r' && c != '\n';
+    let after = i + c.len_utf8();
+    let alts: [&dyn Fn(usize) -> Option<usize>; 2] = [&upper_lower, &upper_then];
+    for alt in alts {
+        // the optional prefix is greedy: with it first, then without
+        if prefix {
+            if let Some(j) = alt(after) {
+                return tail(j);
+            }
+        }
+        if let Some(j) = alt(i) {
+            return tail(j);
+        }
+    }
+    // \p{N}{1,max_digits}
+    if k == Class::Number {
+        let mut j = i;
+        for d in s[i..].chars().take(max_digits) {
+            if class(d) != Class::Number {
+                break;
+            }
+            j += d.len_utf8();
+        }
+        return j;
+    }
+    // ` ?[^\s\p{L}\p{N}]+[\r\n/]*`
+    let next = at(s, after);
+    let start = match next {
+        Some(d) if c == ' ' && class(d) == Class::Other => Some(after),
+        _ if k == Class::Other => Some(i),
+        _ => None,
+    };
+    if let Some(start) = start {
+        let j = run_of(s, start, Class::Other);
+        return run(s, j, |d| d == '\r' || d == '\n' || d == '/');
+    }
+    // c is whitespace: `\s*[\r\n]+`, then `\s+(?!\S)|\s+`, as Llama-3's
+    let j = run_of(s, i, Class::Space);
+    if let Some(p) = s[i..j].rfind(['\r', '\n']) {
+        return i + p + 1;
+    }
     space_run(s, i)
 }
