@@ -292,6 +292,14 @@ fn threads(paths: &[String]) -> Value {
         "kernels": rows, "models": res})
 }
 
+/// The training preset's kernels one by one (src/fastcpu/bench.rs), the same code the wasm export
+/// `fastcpu_kernel_bench` runs in the page's builds; `decode`: GPT-2 small's GEMVs as well.
+fn kernels_train(decode: bool) -> serde_json::Value {
+    let t0 = std::time::Instant::now();
+    let now = || t0.elapsed().as_secs_f64() * 1e3;
+    serde_json::json!({"isa": tinyformer::fastcpu::simd::isa(), "kernels": tinyformer::fastcpu::bench::kernel_bench(&now, 30.0, decode)})
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let v = match args.first().map(|s| s.as_str()) {
@@ -299,8 +307,9 @@ fn main() {
         Some("models") => models(&args[1..]),
         Some("attention") => attention_bench(),
         Some("threads") => threads(&args[1..]),
+        Some("kernels-train") => kernels_train(args.get(1).map(|s| s == "decode").unwrap_or(false)),
         _ => {
-            eprintln!("usage: bench_cpu kernels | attention | models FILE.safetensors... | threads [FILE.safetensors...]");
+            eprintln!("usage: bench_cpu kernels | kernels-train [decode] | attention | models FILE.safetensors... | threads [FILE.safetensors...]");
             std::process::exit(2);
         }
     };

@@ -102,6 +102,16 @@ fn the_page_attention_sweep_passes_natively() {
     });
 }
 
+/// The dW sweep the page's builds run (src/fastcpu/check.rs, tolerances there), natively in both builds.
+#[test]
+fn the_page_dw_sweep_passes_natively() {
+    both_builds(|isa| {
+        let r = check::dw_sweep();
+        assert!(r.failures.is_empty(), "{isa}: {:?}", &r.failures[..r.failures.len().min(5)]);
+        assert_eq!(r.cases, 5 * 7 * 8, "{isa}: every shape ran");
+    });
+}
+
 #[test]
 fn attention_matches_reference_on_a_shape_sweep() {
     // head sizes around the lanes (8 natively, 4 in simd128); key counts around the blocks of 4

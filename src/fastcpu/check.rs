@@ -100,3 +100,53 @@ pub fn attention_sweep_over(sw: &Sweep) -> SweepResult {
     }
     res
 }
+
+/// dW = dY^T X (`train::matmul_dw`) against the reference's f64 sums: f32 multiply-adds (fused in the
+/// AVX2 and relaxed-SIMD builds) over M <= 200 products of values in [-1, 1) plus dW's old value, within
+/// 1e-4 + 1e-4 * |reference| (as tests/fastcpu_ops.rs's native check).
+pub const DW_ATOL: f64 = 1e-4;
+pub const DW_RTOL: f64 = 1e-4;
+
+/// [`dw_sweep`]'s shapes: M (rows of dY and X), N (dW's rows: around the row tiles of 4 and 6 and a
+/// split's blocks), K (dW's columns: around the 2-vector column strips, 8 in wasm and 16 natively).
+const DW_M: [usize; 5] = [1, 5, 64, 129, 300];
+const DW_N: [usize; 7] = [1, 3, 4, 5, 7, 13, 33];
+const DW_K: [usize; 8] = [1, 3, 7, 8, 9, 16, 17, 31];
+
+/// `train::matmul_dw` against the reference (`cpu::backward::matmul_backward`'s dW) over [`DW_M`] x
+/// [`DW_N`] x [`DW_K`], whole and split into row blocks of 3 (which must give the same bits): the page's
+/// builds run it through the wasm export `fastcpu_train_check` (tests/browser/fastcpu.test.mjs).
+pub fn dw_sweep() -> SweepResult {
+    let mut r = Rng::new(23);
+    let mut vec = |n: usize| (0..n).map(|_| r.uniform() * 2.0 - 1.0).collect::<Vec<f32>>();
+    let mut res = SweepResult { cases: 0, max_abs_diff: 0.0, failures: Vec::new() };
+    for m in DW_M {
+        for n in DW_N {
+            for k in DW_K {
+                let (dy, x, dw0) = (vec(m * n), vec(m * k), vec(n * k));
+                let mut want = dw0.clone();
+                cpu::backward::matmul_backward(None, &mut want, None, &dy, &x, &[], m, n, k);
+                let mut got = dw0.clone();
+                crate::fastcpu::train::matmul_dw(&mut got, &dy, &x, m, n, k, 0);
+                let mut parts = dw0.clone();
+                for (t, part) in parts.chunks_mut(3 * k).enumerate() {
+                    crate::fastcpu::train::matmul_dw(part, &dy, &x, m, n, k, t * 3);
+                }
+                res.cases += 1;
+                let what = format!("matmul_dw M={m} N={n} K={k}");
+                for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                    let d = (g as f64 - w as f64).abs();
+                    if d.is_nan() || d > DW_ATOL + DW_RTOL * (w as f64).abs() {
+                        res.failures.push(format!("{what} dw[{i}]: fast {g}, reference {w}"));
+                        break;
+                    }
+                    res.max_abs_diff = res.max_abs_diff.max(d);
+                }
+                if let Some(i) = parts.iter().zip(&got).position(|(a, b)| a.to_bits() != b.to_bits()) {
+                    res.failures.push(format!("{what}: in blocks of 3 rows dw[{i}] is {}, whole {}", parts[i], got[i]));
+                }
+            }
+        }
+    }
+    res
+}

@@ -12,6 +12,7 @@ pub mod act;
 pub mod attention;
 pub mod backend;
 pub mod backward;
+pub mod bench;
 pub mod check;
 pub mod isa;
 pub mod matmul;

@@ -60,12 +60,15 @@ fn matmul_dw_impl<S: Isa>(dw: &mut [f32], dy: &[f32], x: &[f32], m: usize, n: us
     }
     let rows = dw.len() / k;
     assert!(j0 + rows <= n && dy.len() >= m * n && x.len() >= m * k, "matmul_dw: shapes");
+    // R rows x 2 vectors of accumulators: 12 AVX2 registers (of 16), 8 portable (SSE2) or simd128 ones.
+    // The page's GEMM tile has 2 or 3 rows (`Simd128::MR`); a dW tile of 2 rows x 8 columns (4
+    // accumulators: half of the 8 multiply-adds the FMA units need in flight) made dW 31% of the page's
+    // training step, 4 rows 25% (node's V8, the kernels 1.2-2.1x faster; BENCHMARKS.md [7]). The rows
+    // do not change the sums: each value adds its M products in order, whatever R is.
     if S::MR >= 6 {
         dw_pass::<S, 6>(dw, dy, x, m, n, k, j0, rows)
-    } else if S::MR >= 4 {
-        dw_pass::<S, 4>(dw, dy, x, m, n, k, j0, rows)
     } else {
-        dw_pass::<S, 2>(dw, dy, x, m, n, k, j0, rows)
+        dw_pass::<S, 4>(dw, dy, x, m, n, k, j0, rows)
     }
 }
 

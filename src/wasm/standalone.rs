@@ -84,6 +84,24 @@ pub fn fastcpu_attention_check() -> Result<JsValue, JsValue> {
     to_js(&crate::fastcpu::check::attention_sweep())
 }
 
+/// The fast CPU kernels timed on the training lab's Shakespeare preset's shapes (and GPT-2 small's
+/// decode GEMVs with `decode`) in this build (src/fastcpu/bench.rs; `min_ms` per repetition):
+/// [{name, per_step, ms, gflops}]. A benchmark hook for node or the page, not used by the page itself.
+#[wasm_bindgen]
+pub fn fastcpu_kernel_bench(min_ms: f64, decode: bool) -> Result<JsValue, JsValue> {
+    let perf = Reflect::get(&js_sys::global(), &JsValue::from_str("performance"))?;
+    let now_fn: js_sys::Function = Reflect::get(&perf, &JsValue::from_str("now"))?.into();
+    let now = || now_fn.call0(&perf).ok().and_then(|v| v.as_f64()).unwrap_or(0.0);
+    to_js(&crate::fastcpu::bench::kernel_bench(&now, min_ms, decode))
+}
+
+/// The fast CPU backend's dW = dY^T X against its reference twin over a shape sweep, in this build
+/// (src/fastcpu/check.rs `dw_sweep`): {cases, max_abs_diff, failures}. tests/browser/fastcpu.test.mjs.
+#[wasm_bindgen]
+pub fn fastcpu_train_check() -> Result<JsValue, JsValue> {
+    to_js(&crate::fastcpu::check::dw_sweep())
+}
+
 #[derive(Serialize)]
 struct MaskSet<'a> {
     seq_len: usize,

@@ -49,7 +49,7 @@ async function runBuild(page, pkg, { fixtures, shipped }) {
     const core = await import(pkg);
     await core.default();
     // the fast attention against its reference twin over a shape sweep, in this build (src/fastcpu/check.rs)
-    const out = { isa: core.cpu_isa(), attentionSweep: core.fastcpu_attention_check(), fixtures: [], shipped: [] };
+    const out = { isa: core.cpu_isa(), attentionSweep: core.fastcpu_attention_check(), dwSweep: core.fastcpu_train_check(), fixtures: [], shipped: [] };
     for (const fx of fixtures) {
       const bytes = new Uint8Array(await (await fetch(`/tests/fixtures/models/${fx.checkpoint}`)).arrayBuffer());
       const card = await core.load_model(bytes, false);
@@ -89,6 +89,13 @@ function checkAgainstPyTorch(res, { fixtures, shipped }, label) {
   assert.deepEqual(sw.failures, [], `${label}: fast attention vs the reference`);
   assert.equal(sw.cases, 4 * 7 * 8 * 2, `${label}: every attention shape ran`);
   console.log(`${label} attention sweep: ${sw.cases} shapes, max|diff| ${sw.max_abs_diff.toExponential(2)}`);
+  // the training's dW = dY^T X (the page's 4-row x 8-column tiles) on shapes around its tiles, whole and in
+  // row blocks (the same bits), within 1e-4 abs + 1e-4 rel of the f64 reference (src/fastcpu/check.rs)
+  const dw = res.dwSweep;
+  assert.deepEqual(dw.failures, [], `${label}: fast dW vs the reference`);
+  assert.equal(dw.cases, 5 * 7 * 8, `${label}: every dW shape ran`);
+  assert.ok(dw.max_abs_diff > 0 && dw.max_abs_diff <= 1e-4, `${label}: dW max|diff| ${dw.max_abs_diff}`);
+  console.log(`${label} dW sweep: ${dw.cases} shapes, max|diff| ${dw.max_abs_diff.toExponential(2)}`);
   for (const [i, fx] of fixtures.entries()) {
     const got = res.fixtures[i];
     assert.equal(got.backend, 'cpu', fx.name);
