@@ -101,8 +101,11 @@ function nativeRep(folder, acc, pinned) {
   acc.raw_decode_tokens_per_second = Math.max(acc.raw_decode_tokens_per_second ?? 0, b.tps);
   acc.raw_prefill_128_ms = Math.min(acc.raw_prefill_128_ms ?? Infinity, 1000 / c.tps);
   acc.first_pass_packing_ms = Math.min(acc.first_pass_packing_ms ?? Infinity, 1000 * packS);
-  acc.decode_tokens_per_second = Math.max(acc.decode_tokens_per_second ?? 0, tokens / (tokens / b.tps - packS));
-  acc.prefill_128_ms = Math.min(acc.prefill_128_ms ?? Infinity, 1000 * (1 / c.tps - packS));
+  // (a difference at or under 0: too few tokens to tell the packing apart; left out)
+  const genS = tokens / b.tps - packS;
+  const preS = 1 / c.tps - packS;
+  if (genS > 0) acc.decode_tokens_per_second = Math.max(acc.decode_tokens_per_second ?? 0, tokens / genS);
+  if (preS > 0) acc.prefill_128_ms = Math.min(acc.prefill_128_ms ?? Infinity, 1000 * preS);
   acc.ids = b.ids;
   acc.prefill_argmax = c.ids[0];
   if (pinned) acc.peak_rss_mib = Math.max(acc.peak_rss_mib, b.rssMiB, c.rssMiB);
