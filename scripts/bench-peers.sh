@@ -14,8 +14,28 @@
 # Prints one JSON object: decode tok/s, prefill ms, ratios (tinyformer speed / peer speed), and
 # whether every engine produced the same ids (exits 1 if not). BENCH_REPS (default 5) sets the
 # best-of count; BENCH_WEBGPU=0 leaves the WebGPU engines out.
+#
+# scripts/bench-peers.sh --gpt2-small: GPT-2 small (124M, random weights) instead, f32 and f16, in one
+# Chromium run: the page's wasm path (the worker, given the folder's files) vs onnxruntime-web wasm with 1 and
+# 2 threads, the page's WebGPU path vs onnxruntime-web webgpu, and the native CLI on 1 thread; decode tok/s,
+# prefill-128, load to first token, peak memory, same ids (scripts/bench-gpt2-small.mjs, whose header says
+# how each is measured). The model, its f16 copy and its ONNX graphs are made first by
+# train/gpt2_small_peer.py into bench-out/gpt2-small (about 1.5 GB, gitignored) when they are not there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--gpt2-small" ]; then
+  cargo build --quiet --release --bin tinyformer
+  [ -f www/pkg/tinyformer_bg.wasm ] || { echo "bench-peers: no www/pkg: run scripts/build-wasm.sh first" >&2; exit 2; }
+  [ -d node_modules/onnxruntime-web ] || npm ci --no-audit --no-fund >&2
+  GPT2_DIR=${GPT2_DIR:-bench-out/gpt2-small}
+  if [ ! -f "$GPT2_DIR/onnx/gpt2.f16.onnx" ]; then
+    python3 -c "import torch, transformers, onnx, onnxruntime" 2>/dev/null ||
+      { echo "bench-peers: train/gpt2_small_peer.py needs torch, transformers, onnx and onnxruntime (pip install onnx onnxruntime)" >&2; exit 2; }
+    python3 train/gpt2_small_peer.py --out "$GPT2_DIR" >&2
+  fi
+  GPT2_DIR=$GPT2_DIR TINYFORMER_CLI=${TINYFORMER_CLI:-${CARGO_TARGET_DIR:-target}/release/tinyformer} \
+    exec node scripts/bench-gpt2-small.mjs
+fi
 MODELS=(models/shakespeare-gpt.safetensors models/shakespeare-llama.safetensors)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
