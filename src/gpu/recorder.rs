@@ -26,8 +26,11 @@ pub struct Recorder {
     pub last_submission: Option<wgpu::SubmissionIndex>,
     /// Bind groups by (kernel, buffers): a model binds the same buffers every token, so after the
     /// first token a dispatch creates nothing.
-    groups: HashMap<(&'static str, Vec<(wgpu::Buffer, u64, u64)>), wgpu::BindGroup>,
+    groups: HashMap<GroupKey, wgpu::BindGroup>,
 }
+
+/// A bind group's key: the kernel and each binding's (buffer, offset, size; u64::MAX: the whole buffer).
+type GroupKey = (&'static str, Vec<(wgpu::Buffer, u64, u64)>);
 
 /// Bind groups kept at most; past this the cache starts over (one-off shapes in tests, benchmarks).
 const MAX_CACHED_GROUPS: usize = 4096;
