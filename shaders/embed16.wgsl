@@ -1,7 +1,8 @@
 // embed16.wgsl: embed.wgsl's entries over a 16-bit table (V, C) packed in pairs as matmul16.wgsl
 // packs a weight (rows padded to an even length; EmbedParams.wfmt: 0 f16, 1 bf16), read with
 // half.wgsl's packed_at (prepended by src/gpu/wgsl.rs).
-//   entry `lookup`:   out[t, :] = table[ids[t], :] * scale (an id >= V gives a zero row)
+//   entry `lookup`:   out[t, :] = table[ids[t], :] * scale (an id >= V gives a zero row; a
+//                     table split by rows binds rows start..start + V, as in embed.wgsl)
 //   entry `add_rows`: out[t, :] += table[start + t, :] (learned positions)
 
 @group(0) @binding(0) var<uniform> E: EmbedParams;
@@ -22,7 +23,11 @@ fn lookup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let col = idx % E.c;
     let id = ids[t];
     var val = 0.0;
-    if (id < E.v) { val = table_at(id, col) * E.scale; }
+    if (id >= E.start && id - E.start < E.v) {
+        val = table_at(id - E.start, col) * E.scale;
+    } else if (E.start != 0u) {
+        return;
+    }
     eout[idx] = val;
 }
 

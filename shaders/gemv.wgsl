@@ -45,15 +45,15 @@ fn finish(row: u32, col: u32, o: u32, lane: u32) {
     reduce_lanes(o, lane, false);
     if (lane == 0u && col < P.n) {
         var v = red[o * LANES];
-        if (P.has_bias != 0u) { v = v + bias[col]; }
-        out[P.out_offset + row * P.n + col] = epilogue_act(v, P.act);
+        if (P.has_bias != 0u) { v = v + bias[P.b_offset + col]; }
+        out[P.out_offset + row * P.ldo + col] = epilogue_act(v, P.act);
     }
 }
 
 fn finish_swiglu(row: u32, col: u32, o: u32, lane: u32) {
     reduce_lanes(o, lane, true);
     if (lane == 0u && col < P.n) {
-        out[P.out_offset + row * P.n + col] = silu(red[o * LANES]) * red2[o * LANES];
+        out[P.out_offset + row * P.ldo + col] = silu(red[o * LANES]) * red2[o * LANES];
     }
 }
 

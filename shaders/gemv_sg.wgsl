@@ -37,8 +37,8 @@ fn gemv4(
         let s = subgroupAdd(acc.x + acc.y + acc.z + acc.w);
         if (lane == 0u) {
             var v = s;
-            if (P.has_bias != 0u) { v = v + bias[col]; }
-            out[P.out_offset + row * P.n + col] = epilogue_act(v, P.act);
+            if (P.has_bias != 0u) { v = v + bias[P.b_offset + col]; }
+            out[P.out_offset + row * P.ldo + col] = epilogue_act(v, P.act);
         }
     }
 }

@@ -20,8 +20,8 @@ fn naive(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var p = 0u; p < P.k; p = p + 1u) {
         acc = acc + x[P.x_offset + row * P.k + p] * w[col * P.k + p];
     }
-    if (P.has_bias != 0u) { acc = acc + bias[col]; }
-    out[P.out_offset + row * P.n + col] = epilogue_act(acc, P.act);
+    if (P.has_bias != 0u) { acc = acc + bias[P.b_offset + col]; }
+    out[P.out_offset + row * P.ldo + col] = epilogue_act(acc, P.act);
 }
 
 // Tiled: a 64x64 output tile per workgroup of 16x16 threads, each thread a 4x4 register block.
@@ -92,8 +92,8 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
             let c = col0 + lid.x + 16u * j;
             if (c >= P.n) { continue; }
             var v = acc[i][j];
-            if (P.has_bias != 0u) { v = v + bias[c]; }
-            out[P.out_offset + r * P.n + c] = epilogue_act(v, P.act);
+            if (P.has_bias != 0u) { v = v + bias[P.b_offset + c]; }
+            out[P.out_offset + r * P.ldo + c] = epilogue_act(v, P.act);
         }
     }
 }
@@ -163,8 +163,8 @@ fn tiled4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             let c = c0 + j;
             if (!interior && c >= P.n) { continue; }
             var v = acc[i][j];
-            if (P.has_bias != 0u) { v = v + bias[c]; }
-            out[P.out_offset + r * P.n + c] = epilogue_act(v, P.act);
+            if (P.has_bias != 0u) { v = v + bias[P.b_offset + c]; }
+            out[P.out_offset + r * P.ldo + c] = epilogue_act(v, P.act);
         }
     }
 }
@@ -221,7 +221,7 @@ fn reg_store(r: u32, c0: u32, v: vec4<f32>) {
         let c = c0 + j;
         if (c >= P.n) { return; }
         var o = v[j];
-        if (P.has_bias != 0u) { o = o + bias[c]; }
-        out[P.out_offset + r * P.n + c] = epilogue_act(o, P.act);
+        if (P.has_bias != 0u) { o = o + bias[P.b_offset + c]; }
+        out[P.out_offset + r * P.ldo + c] = epilogue_act(o, P.act);
     }
 }

@@ -77,8 +77,8 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) li
             let c = col0 + lid.x + 16u * j;
             if (c >= P.n) { continue; }
             var v = acc[i][j];
-            if (P.has_bias != 0u) { v = v + bias[c]; }
-            out[P.out_offset + r * P.n + c] = epilogue_act(v, P.act);
+            if (P.has_bias != 0u) { v = v + bias[P.b_offset + c]; }
+            out[P.out_offset + r * P.ldo + c] = epilogue_act(v, P.act);
         }
     }
 }
@@ -147,8 +147,8 @@ fn tiled4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             let c = c0 + j;
             if (!interior && c >= P.n) { continue; }
             var v = acc[i][j];
-            if (P.has_bias != 0u) { v = v + bias[c]; }
-            out[P.out_offset + r * P.n + c] = epilogue_act(v, P.act);
+            if (P.has_bias != 0u) { v = v + bias[P.b_offset + c]; }
+            out[P.out_offset + r * P.ldo + c] = epilogue_act(v, P.act);
         }
     }
 }
@@ -200,8 +200,8 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     reduce_lanes(o, lane, false);
     if (lane == 0u && col < P.n) {
         var v = red[o * LANES];
-        if (P.has_bias != 0u) { v = v + bias[col]; }
-        out[P.out_offset + row * P.n + col] = epilogue_act(v, P.act);
+        if (P.has_bias != 0u) { v = v + bias[P.b_offset + col]; }
+        out[P.out_offset + row * P.ldo + col] = epilogue_act(v, P.act);
     }
 }
 
@@ -229,7 +229,7 @@ fn gemv_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     red2[lid.x] = up;
     reduce_lanes(o, lane, true);
     if (lane == 0u && col < P.n) {
-        out[P.out_offset + row * P.n + col] = silu(red[o * LANES]) * red2[o * LANES];
+        out[P.out_offset + row * P.ldo + col] = silu(red[o * LANES]) * red2[o * LANES];
     }
 }
 
@@ -305,7 +305,7 @@ fn reg_store(r: u32, c0: u32, v: vec4<f32>) {
         let c = c0 + j;
         if (c >= P.n) { return; }
         var o = v[j];
-        if (P.has_bias != 0u) { o = o + bias[c]; }
-        out[P.out_offset + r * P.n + c] = epilogue_act(o, P.act);
+        if (P.has_bias != 0u) { o = o + bias[P.b_offset + c]; }
+        out[P.out_offset + r * P.ldo + c] = epilogue_act(o, P.act);
     }
 }

@@ -21,8 +21,8 @@ fn hsum(v: vec4<f32>) -> f32 {
 
 fn store(row: u32, col: u32, v: f32) {
     var r = v;
-    if (P.has_bias != 0u) { r = r + bias[col]; }
-    out[P.out_offset + row * P.n + col] = epilogue_act(r, P.act);
+    if (P.has_bias != 0u) { r = r + bias[P.b_offset + col]; }
+    out[P.out_offset + row * P.ldo + col] = epilogue_act(r, P.act);
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -71,7 +71,7 @@ fn rows4_swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
         gate = fma(xv, w4[wb + p], gate);
         up = fma(xv, up4[wb + p], up);
     }
-    out[P.out_offset + row * P.n + col] = silu(hsum(gate)) * hsum(up);
+    out[P.out_offset + row * P.ldo + col] = silu(hsum(gate)) * hsum(up);
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -88,5 +88,5 @@ fn rows1_swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
         gate = fma(xv, w[wb + p], gate);
         up = fma(xv, bias[wb + p], up);
     }
-    out[P.out_offset + row * P.n + col] = silu(gate) * up;
+    out[P.out_offset + row * P.ldo + col] = silu(gate) * up;
 }

@@ -41,7 +41,8 @@ fn expected(name: &str) -> Value {
 /// One foreign checkpoint: (label, files, model.bin name, expected.json of).
 type Case = (&'static str, Box<dyn Files>, Option<&'static str>, &'static str);
 
-/// The seven foreign checkpoints.
+/// The nine foreign checkpoints (the two wide ones, train/hf_split_fixtures.py, have tables that span
+/// several bindings under [`SPLIT_LIMIT`]).
 fn cases() -> Vec<Case> {
     let bin = {
         let mut m = MemFiles::default();
@@ -56,6 +57,8 @@ fn cases() -> Vec<Case> {
         ("pythia_parallel", Box::new(DirFiles(dir("pythia_parallel"))), None, "pythia_parallel"),
         ("pythia_sequential", Box::new(DirFiles(dir("pythia_sequential"))), None, "pythia_sequential"),
         ("llama2.c model.bin", Box::new(bin), Some("model.bin"), "llama_tied"),
+        ("gpt2_wide", Box::new(DirFiles(dir("gpt2_wide"))), None, "gpt2_wide"),
+        ("llama_wide_f16", Box::new(DirFiles(dir("llama_wide_f16"))), None, "llama_wide_f16"),
     ]
 }
 
@@ -182,6 +185,137 @@ fn gpu_runs_foreign_models_like_transformers() {
     run_all(&mut GpuBackend::new(gpu));
 }
 
+/// A maxStorageBufferBindingSize requested from the device (wgpu validates every binding against it):
+/// the wide fixtures' largest other buffer is their logits (24 x 1000 f32 = 96,000 bytes), their tables
+/// (1000 x 64) are 256,000 bytes f32 (ranges of 390 rows: 390, 390, 220) or 128,000 kept 16-bit.
+const SPLIT_LIMIT: u64 = 100_000;
+
+fn load_gpu(b: &GpuBackend, name: &str) -> Model<GpuBackend> {
+    let opened = formats::open(&DirFiles(dir(name)), None, |_| Ok(())).unwrap();
+    Model::from_checkpoint(b, opened.checkpoint, &Budget::default()).unwrap()
+}
+
+#[test]
+fn gpu_splits_tables_over_the_binding_limit_like_transformers() {
+    let split = Arc::new(pollster::block_on(Gpu::with_binding_limit(Some(SPLIT_LIMIT))).expect("GPU initialisation failed"));
+    assert_eq!(split.limits.max_storage_buffer_binding_size, SPLIT_LIMIT, "the device itself has the lowered limit");
+    let whole = Arc::new(pollster::block_on(Gpu::new()).expect("GPU initialisation failed"));
+    let align = split.limits.min_storage_buffer_offset_alignment as u64;
+    for widen16 in [true, false] {
+        // the f16 Llama's tables widened to f32 at load (llvmpipe's policy) and kept 16-bit
+        split.set_widen16(widen16);
+        whole.set_widen16(widen16);
+        let mut b = GpuBackend::new(split.clone());
+        let mut w = GpuBackend::new(whole.clone());
+        for name in ["gpt2_wide", "llama_wide_f16"] {
+            let label = format!("{name} (widen16 {widen16})");
+            // every value against transformers: logits, maps, the logit lens, greedy ids cached, uncached, chained
+            pollster::block_on(check_case(&mut b, &label, &DirFiles(dir(name)), None, &expected(name)));
+            let mut m = load_gpu(&b, name);
+            // the tables are really split: whole rows, ranges aligned, a last partial range
+            let (head, _) = m.weights.head();
+            for (what, t) in [("embedding", &m.weights.embed), ("head", head)] {
+                let chunks = split.chunks(t, what).unwrap().unwrap_or_else(|| panic!("{label}: the {what} is not split"));
+                let row = t.row_bytes();
+                let rows: Vec<usize> = chunks.iter().map(|c| c.rows).collect();
+                if row == 256 {
+                    assert_eq!(rows, [390, 390, 220], "{label}: {what}");
+                } else {
+                    // 16-bit: rows of 128 bytes, as many as fit (in steps that keep the alignment), then the rest
+                    let step = (align / 128).max(1) as usize;
+                    assert_eq!(rows, [781 / step * step, 1000 - 781 / step * step], "{label}: {what}");
+                }
+                assert!(
+                    chunks.iter().all(|c| c.size <= SPLIT_LIMIT && c.offset % align == 0 && c.offset == c.row0 as u64 * row),
+                    "{label}"
+                );
+                assert!(whole.chunks(t, what).unwrap().is_none(), "under the device's own limit the same table is bound whole");
+            }
+            // the same logits as the same kernels over the whole table (each output's sum is the same),
+            // and as the CPU reference within the tolerance above
+            let mut mw = load_gpu(&w, name);
+            let exp = expected(name);
+            let prompt = ids(&exp["ids"]);
+            let got = pollster::block_on(m.forward(&mut b, &prompt, None)).unwrap();
+            let want = pollster::block_on(mw.forward(&mut w, &prompt, None)).unwrap();
+            assert_eq!(got.logits, want.logits, "{label}: split vs whole table on the GPU");
+            let opened = formats::open(&DirFiles(dir(name)), None, |_| Ok(())).unwrap();
+            let mut mc = Model::from_checkpoint(&CpuBackend, opened.checkpoint, &Budget::default()).unwrap();
+            let cpu = pollster::block_on(mc.forward(&mut CpuBackend, &prompt, None)).unwrap();
+            let d = assert_close(
+                &format!("{label} split vs CPU reference"),
+                &got.logits,
+                &cpu.logits.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+                LOGIT_ATOL,
+                LOGIT_RTOL,
+            );
+            println!("{label}: split GPU == whole GPU, vs CPU reference max|diff| {d:.1e}");
+        }
+    }
+}
+
+#[test]
+fn row_ranges_hold_whole_rows_within_the_limit_at_aligned_offsets() {
+    use tinyformer::gpu::context::split_rows;
+    let rows = |v: Option<Vec<tinyformer::gpu::context::RowChunk>>| {
+        v.map(|c| c.iter().map(|c| (c.row0, c.rows, c.offset, c.size)).collect::<Vec<_>>())
+    };
+    // GPT-2 small's f32 wte under llvmpipe's 128 MiB: 43,690 rows of 3072 bytes, then 6,567
+    let c = split_rows(50257, 3072, 128 << 20, 16).unwrap();
+    assert_eq!(c.iter().map(|c| c.rows).collect::<Vec<_>>(), [43690, 6567]);
+    assert_eq!((c[1].offset, c[1].size), (43690 * 3072, 6567 * 3072));
+    // rows of 12 bytes at a 32-byte alignment: runs of a multiple of 8 rows (96 bytes)
+    assert_eq!(rows(split_rows(20, 12, 100, 32)), Some(vec![(0, 8, 0, 96), (8, 8, 96, 96), (16, 4, 192, 48)]));
+    // one row over the limit, or the fewest aligned rows over it: no split
+    assert_eq!(rows(split_rows(20, 12, 11, 4)), None);
+    assert_eq!(rows(split_rows(20, 12, 90, 32)), None);
+    assert_eq!(rows(split_rows(5, 12, 12, 4)), Some((0..5).map(|r| (r, 1, r as u64 * 12, 12)).collect()));
+}
+
+#[test]
+fn a_table_whose_one_row_is_over_the_binding_limit_is_refused_in_one_line() {
+    let gpu = Arc::new(pollster::block_on(Gpu::with_binding_limit(Some(200))).expect("GPU initialisation failed"));
+    // the budget, before any tensor is read: gpt2_wide's rows are 64 f32 = 256 bytes
+    let budget = Budget::default().with_limits(gpu.buffer_limits());
+    let e = formats::open(&DirFiles(dir("gpt2_wide")), None, |cfg| {
+        memory::demand_for(cfg, Default::default(), &Plan::at_load(cfg)).check(&budget)
+    })
+    .err()
+    .expect("refused");
+    let msg = e.to_string();
+    println!("{msg}");
+    assert!(
+        msg.contains(
+            "the weight token_embedding.weight has rows of 256 bytes, over this GPU's maxStorageBufferBindingSize of 200 B (200 bytes)"
+        ),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n') && msg.len() < 400, "{msg}");
+    // and the device itself, for a table uploaded past the budget
+    let e = gpu.upload_weight(&[3, 100], &[0.5; 300], "a wide table").err().expect("refused").to_string();
+    assert!(
+        e.contains("a wide table has rows of 400 bytes") && e.contains("maxStorageBufferBindingSize of 200 bytes") && !e.contains('\n'),
+        "{e}"
+    );
+    // a weight bound whole over the limit is refused naming it (gpt2_wide's MLP weights: 65,536 bytes; a context
+    // of 8 keeps the logits at 32,000 bytes)
+    let budget = Budget::default()
+        .with_limits(tinyformer::model::memory::DeviceLimits { max_buffer_size: 1 << 30, max_storage_buffer_binding_size: 60_000 });
+    let plan = |cfg: &tinyformer::model::config::ModelConfig| Plan::new(cfg, 8, tinyformer::model::state::MapLayers::None, 8);
+    let msg =
+        formats::open(&DirFiles(dir("gpt2_wide")), None, |cfg| memory::demand_for(cfg, Default::default(), &plan(cfg)).check(&budget))
+            .err()
+            .expect("refused")
+            .to_string();
+    assert!(msg.contains("one weights buffer of 64.0 KiB (65536 bytes; decoder_layers.0.feed_forward.linear1.weight [256, 64]), over this GPU's maxStorageBufferBindingSize"), "{msg}");
+    // while the split tables themselves fit any limit that holds a row and the other buffers
+    let budget = Budget::default()
+        .with_limits(tinyformer::model::memory::DeviceLimits { max_buffer_size: 1 << 30, max_storage_buffer_binding_size: SPLIT_LIMIT });
+    assert!(formats::open(&DirFiles(dir("gpt2_wide")), None, |cfg| memory::demand_for(cfg, Default::default(), &Plan::at_load(cfg))
+        .check(&budget))
+    .is_ok());
+}
+
 #[test]
 fn open_gives_our_config_and_exactly_the_declared_tensors() {
     for (label, files, bin, _) in cases() {
@@ -229,7 +363,11 @@ fn open_gives_our_config_and_exactly_the_declared_tensors() {
         }
         // a tied embedding is the head's matmul weight too: counted for the fast CPU path's packed copy
         let census = Census::of(c);
-        let matmul: u64 = Listing::of(c).iter().filter(|d| d.role == Role::Matmul).map(|d| d.shape.iter().product::<usize>() as u64).sum();
+        let matmul: u64 = Listing::of(c)
+            .iter()
+            .filter(|d| matches!(d.role, Role::Matmul | Role::Head))
+            .map(|d| d.shape.iter().product::<usize>() as u64)
+            .sum();
         let tied = if c.tie_embeddings { (c.vocab_size * c.d_model) as u64 } else { 0 };
         assert_eq!(census.matmul_params, matmul + tied, "{label}");
         // the declaration counts what is held: the memory demand is derived from it

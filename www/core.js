@@ -87,6 +87,9 @@ export class CoreWorker {
   spawn() {
     const url = new URL('./worker.js', import.meta.url);
     if (this.noGpu) url.searchParams.set('nogpu', '1');
+    // the page's ?maxbinding= test hook goes on to the worker (www/worker.js)
+    const maxBinding = new URLSearchParams(globalThis.location?.search ?? '').get('maxbinding');
+    if (maxBinding) url.searchParams.set('maxbinding', maxBinding);
     const generation = ++this.generation;
     const worker = new Worker(url, { type: 'module', name: 'tinyformer-core' });
     worker.addEventListener('message', (e) => generation === this.generation && this.onMessage(e.data));

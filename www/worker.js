@@ -77,7 +77,10 @@ const handlers = {
   async init() {
     const core = await loadCore();
     const hasNavigatorGpu = typeof self.navigator !== 'undefined' && self.navigator.gpu != null;
-    const gpu = await core.gpu_init();
+    // ?maxbinding=BYTES (a test hook, honoured only below the adapter's own limit): the core splits large
+    // embeddings and heads into bindings of at most that size, as it does on a device whose limit is that low
+    const maxBinding = Number(params.get('maxbinding')) || 0;
+    const gpu = await core.gpu_init(maxBinding > 0 ? maxBinding : undefined);
     const browserAdapter = gpu?.ok ? await browserAdapterInfo() : null;
     // The core chooses the GPU kernels for the adapter (gpu::KernelPolicy); it only lacks the architecture
     // (wgpu's WebGPU backend leaves it empty), so the page passes that fact on, and nothing more.

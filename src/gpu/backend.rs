@@ -178,7 +178,7 @@ impl GpuBackend {
             self.staging.clone()
         } else {
             let bytes = (total * 4) as u64;
-            self.gpu.check_alloc(bytes, "readback")?;
+            self.gpu.check_staging(bytes.next_power_of_two().max(1024), "readback")?;
             if self.big_staging.as_ref().is_none_or(|b| b.size() < bytes) {
                 if let Some(old) = self.big_staging.take() {
                     old.destroy();
@@ -291,12 +291,14 @@ impl Backend for GpuBackend {
         "gpu"
     }
     fn tensor(&self, shape: &[usize], data: &[f32], label: &str) -> Result<GpuTensor> {
-        self.gpu.upload(shape, data, label)
+        // a weight: one over the binding limit is bound by rows where it is a token embedding or a
+        // head (gpu::embed, gpu::matmul); the budget refuses the others by name before the load
+        self.gpu.upload_weight(shape, data, label)
     }
     fn tensor16(&self, shape: &[usize], bits: &[u16], dtype: crate::model::checkpoint::FloatDtype, label: &str) -> Result<GpuTensor> {
         if self.widen16 {
             // a CPU-type adapter: widened at upload, as the CPU backends do (keeps_16bit is false)
-            return self.gpu.upload(shape, &crate::model::checkpoint::widen16(bits, dtype), label);
+            return self.gpu.upload_weight(shape, &crate::model::checkpoint::widen16(bits, dtype), label);
         }
         let d = if dtype == crate::model::checkpoint::FloatDtype::F16 { gpu::DType::F16 } else { gpu::DType::BF16 };
         self.gpu.upload16(shape, bits, d, label)
@@ -528,7 +530,7 @@ impl Backend for GpuBackend {
             return Err(TfError::Internal("a chained batch began while both readback buffers were in use".into()));
         }
         let bytes = (values.max(1) * 4) as u64;
-        self.gpu.check_alloc(bytes, "chained readback")?;
+        self.gpu.check_staging(bytes.next_power_of_two().max(256), "chained readback")?;
         if self.chain_bufs[slot].as_ref().is_none_or(|b| b.size() < bytes) {
             if let Some(old) = self.chain_bufs[slot].take() {
                 old.destroy();

@@ -84,6 +84,15 @@ impl Gpu {
     /// Finds an adapter and creates the device with the adapter's own limits (so large storage
     /// buffers are allowed where the hardware allows them). Errors say plainly what is missing.
     pub async fn new() -> Result<Gpu> {
+        Gpu::with_binding_limit(None).await
+    }
+
+    /// [`Gpu::new`] with `maxStorageBufferBindingSize` requested at most `binding_limit` bytes
+    /// (honoured only below the adapter's own): natively wgpu then enforces it, so tests run the
+    /// split tables (`Gpu::row_chunks`) under a genuinely small limit; in the browser, which never
+    /// grants less than WebGPU's default, the device keeps its own and this context splits at the
+    /// lowered size anyway (the page's `?maxbinding=` test hook).
+    pub async fn with_binding_limit(binding_limit: Option<u64>) -> Result<Gpu> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
@@ -99,6 +108,11 @@ impl Gpu {
         // subgroup operations (the GEMV's reduction) where the adapter has them (native Vulkan,
         // Metal, DX12; not WebGPU in wgpu 30)
         let features = adapter.features() & wgpu::Features::SUBGROUP;
+        let mut alimits = alimits;
+        let lowered = binding_limit.filter(|&l| l < alimits.max_storage_buffer_binding_size).map(|l| l.max(4) & !3);
+        if let Some(l) = lowered {
+            alimits.max_storage_buffer_binding_size = l;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("tinyformer"),
@@ -110,7 +124,10 @@ impl Gpu {
             })
             .await
             .map_err(|e| TfError::NoGpu(format!("the adapter '{}' refused to create a device: {e}", info.name)))?;
-        let limits = device.limits();
+        let mut limits = device.limits();
+        if let Some(l) = lowered {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(l);
+        }
         let errors: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let lost: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         {
@@ -275,6 +292,25 @@ impl Gpu {
         }
     }
 
+    /// How a weight of `rows` rows of `row_bytes` bytes, held in one buffer of `bytes` bytes, is
+    /// bound: `None` when the whole buffer fits one binding (the common case, bound as today), else
+    /// ranges of whole rows, each within `maxStorageBufferBindingSize` and starting at a multiple of
+    /// `minStorageBufferOffsetAlignment` (the embedding gather and the head's matmul dispatch once
+    /// per range: gpu::embed, gpu::matmul). Refused in one line where one row, or the fewest rows
+    /// that keep the alignment, are over the limit.
+    pub fn row_chunks(&self, bytes: u64, rows: usize, row_bytes: u64, what: &str) -> Result<Option<Vec<RowChunk>>> {
+        let limit = self.limits.max_storage_buffer_binding_size;
+        if bytes <= limit {
+            return Ok(None);
+        }
+        split_rows(rows, row_bytes, limit, self.limits.min_storage_buffer_offset_alignment as u64).map(Some).ok_or_else(|| {
+            TfError::Limit(format!(
+                "{what} has rows of {row_bytes} bytes, and no run of whole rows aligned to {} bytes fits this GPU's maxStorageBufferBindingSize of {limit} bytes",
+                self.limits.min_storage_buffer_offset_alignment
+            ))
+        })
+    }
+
     /// Checks a buffer size against the device's limits before allocating.
     pub fn check_alloc(&self, bytes: u64, what: &str) -> Result<()> {
         let max_bind = self.limits.max_storage_buffer_binding_size;
@@ -284,6 +320,15 @@ impl Gpu {
                 "{what} needs {bytes} bytes but this GPU allows at most {} bytes per storage buffer",
                 max_bind.min(max_buf)
             )));
+        }
+        Ok(())
+    }
+
+    /// Checks the size of a staging buffer (MAP_READ, never bound to a kernel) against maxBufferSize.
+    pub fn check_staging(&self, bytes: u64, what: &str) -> Result<()> {
+        let max = self.limits.max_buffer_size;
+        if bytes > max {
+            return Err(TfError::Limit(format!("{what} needs {bytes} bytes but this GPU allows at most {max} bytes per buffer")));
         }
         Ok(())
     }
@@ -368,7 +413,44 @@ impl Kernel {
     }
 }
 
-/// The whole chain of an error's sources: wgpu's Display alone says only "Validation Error".
+/// One binding of a weight split by rows ([`Gpu::row_chunks`]): rows `row0..row0 + rows`, bound
+/// as `size` bytes from byte `offset` of the tensor's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowChunk {
+    pub row0: usize,
+    pub rows: usize,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// `rows` rows of `row_bytes` bytes cut into runs of at most `limit` bytes, every run but the last
+/// of the same number of rows, each starting at a multiple of `align` bytes; `None` where even the
+/// smallest aligned run is over the limit.
+pub fn split_rows(rows: usize, row_bytes: u64, limit: u64, align: u64) -> Option<Vec<RowChunk>> {
+    let (row_bytes, align) = (row_bytes.max(1), align.max(1));
+    let gcd = |mut a: u64, mut b: u64| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    // the fewest rows whose bytes are a multiple of the alignment
+    let step = align / gcd(row_bytes, align);
+    let per = (limit / row_bytes) / step * step;
+    if per == 0 {
+        return None;
+    }
+    let per = per as usize;
+    let mut out = Vec::with_capacity(rows.div_ceil(per));
+    let mut row0 = 0;
+    while row0 < rows {
+        let n = per.min(rows - row0);
+        out.push(RowChunk { row0, rows: n, offset: row0 as u64 * row_bytes, size: n as u64 * row_bytes });
+        row0 += n;
+    }
+    Some(out)
+}
+
 /// A binding limit below the device's, for tests of the budget (the page's test hook); u64::MAX: none.
 static BINDING_LIMIT_FOR_TESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
 
@@ -377,6 +459,7 @@ pub fn lower_binding_limit(bytes: u64) {
     BINDING_LIMIT_FOR_TESTS.store(bytes, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// The whole chain of an error's sources: wgpu's Display alone says only "Validation Error".
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();

@@ -52,7 +52,8 @@ impl EmbedKernels {
     }
 }
 
-/// out[t, :] = table[ids[t], :] * scale. table (V, C), ids (T,) u32, out (T, C)
+/// out[t, :] = table[ids[t], :] * scale. table (V, C), ids (T,) u32, out (T, C). A table over
+/// the binding limit is bound by rows (`Gpu::row_chunks`): one dispatch per range, in order.
 pub fn embedding(rec: &mut Recorder, out: &GpuTensor, table: &GpuTensor, ids: &GpuTensor, t: usize, scale: f32) -> Result<()> {
     ensure(table.shape.len() == 2, "embedding", || format!("table must be (V, C), got {:?}", table.shape))?;
     ensure(ids.dtype == DType::U32 && ids.len() >= t, "embedding", || format!("ids {:?} must hold {t} u32 ids", ids.shape))?;
@@ -61,7 +62,17 @@ pub fn embedding(rec: &mut Recorder, out: &GpuTensor, table: &GpuTensor, ids: &G
     let p = EmbedParams { t: t as u32, c: c as u32, v: v as u32, start: 0, scale, wfmt: table.dtype.wfmt(), _p: [0; 2] };
     let gpu = rec.gpu.clone();
     let kernel = if table.dtype.is_16bit() { &gpu.k.embed.lookup16 } else { &gpu.k.embed.lookup };
-    rec.dispatch(kernel, &p, &[&table.buf, &ids.buf, &out.buf], gpu.grid_1d(((t * c) as u32).div_ceil(256)))
+    let groups = gpu.grid_1d(((t * c) as u32).div_ceil(256));
+    let Some(chunks) = gpu.chunks(table, "the embedding table")? else {
+        return rec.dispatch(kernel, &p, &[&table.buf, &ids.buf, &out.buf], groups);
+    };
+    // the first range writes every row (zeros where the id is in a later range), each later one
+    // only the rows of its ids
+    for ch in chunks {
+        let p = EmbedParams { v: ch.rows as u32, start: ch.row0 as u32, ..p };
+        rec.dispatch_ranges(kernel, &p, &[(&table.buf, Some((ch.offset, ch.size))), (&ids.buf, None), (&out.buf, None)], groups)?;
+    }
+    Ok(())
 }
 
 /// x[t, :] += table[start + t, :] for t < T. x (>= T, C), table (max_len, C): the sinusoidal PE.
@@ -73,6 +84,10 @@ pub fn add_rows(rec: &mut Recorder, x: &GpuTensor, table: &GpuTensor, t: usize, 
     let p = EmbedParams { t: t as u32, c: c as u32, v: 0, start: start as u32, scale: 1.0, wfmt: table.dtype.wfmt(), _p: [0; 2] };
     let gpu = rec.gpu.clone();
     let kernel = if table.dtype.is_16bit() { &gpu.k.embed.add_rows16 } else { &gpu.k.embed.add_rows };
+    if gpu.chunks(table, "the position table")?.is_some() {
+        let msg = format!("a position table {:?} over this GPU's maxStorageBufferBindingSize is not split", table.shape);
+        return Err(crate::error::TfError::Limit(msg));
+    }
     rec.dispatch(kernel, &p, &[&table.buf, &gpu.dummy, &x.buf], gpu.grid_1d(((t * c) as u32).div_ceil(256)))
 }
 

@@ -26,6 +26,12 @@ crate::params! {
         pub act: u32,
         /// 16-bit weights (shaders/matmul16.wgsl): 0 f16, 1 bf16; unused by the f32 kernels
         pub wfmt: u32,
+        /// out's row stride: N, or the whole N of a weight bound by rows ([`matmul_act`] over
+        /// `Gpu::row_chunks`), whose range of N columns starts at `out_offset`
+        pub ldo: u32,
+        /// where b's N values start (a weight bound by rows: its first row)
+        pub b_offset: u32,
+        pub _p: [u32; 2],
     }
 }
 
@@ -259,11 +265,24 @@ pub fn matmul_act(
         out_offset: out_off as u32,
         act: act as u32,
         wfmt: w.dtype.wfmt(),
+        ldo: n as u32,
+        b_offset: 0,
+        _p: [0; 2],
     };
     let gpu = rec.gpu.clone();
     let bias = b.map_or(&gpu.dummy, |b| &b.buf);
-    let (kernel, groups) = gpu.k.matmul.select(kind, w.dtype.is_16bit(), m, k, n, x_off);
-    rec.dispatch(kernel, &p, &[&x.buf, &w.buf, bias, &out.buf], groups)
+    let Some(chunks) = gpu.chunks(w, "the matmul's W")? else {
+        let (kernel, groups) = gpu.k.matmul.select(kind, w.dtype.is_16bit(), m, k, n, x_off);
+        return rec.dispatch(kernel, &p, &[&x.buf, &w.buf, bias, &out.buf], groups);
+    };
+    // W over the binding limit (a large head): one dispatch per range of its rows, each writing
+    // its columns of out's rows of N
+    for c in chunks {
+        let p = MatmulParams { n: c.rows as u32, out_offset: (out_off + c.row0) as u32, b_offset: c.row0 as u32, ..p };
+        let (kernel, groups) = gpu.k.matmul.select(kind, w.dtype.is_16bit(), m, k, c.rows, x_off);
+        rec.dispatch_ranges(kernel, &p, &[(&x.buf, None), (&w.buf, Some((c.offset, c.size))), (bias, None), (&out.buf, None)], groups)?;
+    }
+    Ok(())
 }
 
 /// Invocations per workgroup of the one-invocation-per-output kernels (shaders/rows.wgsl and the
@@ -284,8 +303,19 @@ pub fn gemv_swiglu(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, m: usize,
     let (n, k) = check(out, 0, x, 0, m, w_gate)?;
     ensure(w_up.shape == w_gate.shape, "gemv_swiglu", || format!("W_up {:?} must have W_gate's shape {:?}", w_up.shape, w_gate.shape))?;
     ensure(w_up.dtype == w_gate.dtype, "gemv_swiglu", || format!("W_up is {:?} but W_gate {:?}", w_up.dtype, w_gate.dtype))?;
-    let p =
-        MatmulParams { m: m as u32, k: k as u32, n: n as u32, has_bias: 0, x_offset: 0, out_offset: 0, act: 0, wfmt: w_gate.dtype.wfmt() };
+    let p = MatmulParams {
+        m: m as u32,
+        k: k as u32,
+        n: n as u32,
+        has_bias: 0,
+        x_offset: 0,
+        out_offset: 0,
+        act: 0,
+        wfmt: w_gate.dtype.wfmt(),
+        ldo: n as u32,
+        b_offset: 0,
+        _p: [0; 2],
+    };
     let gpu = rec.gpu.clone();
     let kernel = if w_gate.dtype.is_16bit() {
         &gpu.k.matmul.gemv16_swiglu
@@ -305,7 +335,19 @@ pub fn rows_swiglu(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, m: usize,
     }
     let (n, k) = check(out, 0, x, 0, m, w_gate)?;
     ensure(w_up.shape == w_gate.shape, "rows_swiglu", || format!("W_up {:?} must have W_gate's shape {:?}", w_up.shape, w_gate.shape))?;
-    let p = MatmulParams { m: m as u32, k: k as u32, n: n as u32, has_bias: 0, x_offset: 0, out_offset: 0, act: 0, wfmt: 0 };
+    let p = MatmulParams {
+        m: m as u32,
+        k: k as u32,
+        n: n as u32,
+        has_bias: 0,
+        x_offset: 0,
+        out_offset: 0,
+        act: 0,
+        wfmt: 0,
+        ldo: n as u32,
+        b_offset: 0,
+        _p: [0; 2],
+    };
     let gpu = rec.gpu.clone();
     let kernel = if vec4_ok(k, 0) { &gpu.k.matmul.rows4_swiglu } else { &gpu.k.matmul.rows1_swiglu };
     rec.dispatch(kernel, &p, &[&x.buf, &w_gate.buf, &w_up.buf, &out.buf], [(n as u32).div_ceil(ROWS_WG), m as u32, 1])

@@ -26,8 +26,11 @@ pub struct Recorder {
     pub last_submission: Option<wgpu::SubmissionIndex>,
     /// Bind groups by (kernel, buffers): a model binds the same buffers every token, so after the
     /// first token a dispatch creates nothing.
-    groups: HashMap<(&'static str, Vec<wgpu::Buffer>), wgpu::BindGroup>,
+    groups: HashMap<GroupKey, wgpu::BindGroup>,
 }
+
+/// A bind group's key: the kernel and each binding's (buffer, offset, size; u64::MAX: the whole buffer).
+type GroupKey = (&'static str, Vec<(wgpu::Buffer, u64, u64)>);
 
 /// Bind groups kept at most; past this the cache starts over (one-off shapes in tests, benchmarks).
 const MAX_CACHED_GROUPS: usize = 4096;
@@ -47,8 +50,31 @@ impl Recorder {
 
     /// Records one dispatch of `k` with `params` and the storage buffers for bindings 1.. in order.
     pub fn dispatch<P: bytemuck::Pod>(&mut self, k: &Kernel, params: &P, bufs: &[&wgpu::Buffer], groups: [u32; 3]) -> Result<()> {
-        if bufs.len() != k.storage {
-            return Err(TfError::Shape { op: k.name, msg: format!("{} buffers bound, the kernel has {}", bufs.len(), k.storage) });
+        self.dispatch_with(k, params, bufs.len(), |i| (bufs[i], None), groups)
+    }
+
+    /// [`Recorder::dispatch`] where a binding may be a range of its buffer, `(offset, size)` in
+    /// bytes: one row range of a weight split by rows (`Gpu::row_chunks`); `None` binds it whole.
+    pub fn dispatch_ranges<P: bytemuck::Pod>(
+        &mut self,
+        k: &Kernel,
+        params: &P,
+        bufs: &[(&wgpu::Buffer, Option<(u64, u64)>)],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        self.dispatch_with(k, params, bufs.len(), |i| bufs[i], groups)
+    }
+
+    fn dispatch_with<'b, P: bytemuck::Pod>(
+        &mut self,
+        k: &Kernel,
+        params: &P,
+        count: usize,
+        bind: impl Fn(usize) -> (&'b wgpu::Buffer, Option<(u64, u64)>),
+        groups: [u32; 3],
+    ) -> Result<()> {
+        if count != k.storage {
+            return Err(TfError::Shape { op: k.name, msg: format!("{count} buffers bound, the kernel has {}", k.storage) });
         }
         self.gpu.check_groups(k.name, groups)?;
         if groups.contains(&0) {
@@ -62,7 +88,15 @@ impl Recorder {
         let offset = self.params.len() as u32;
         self.params.extend_from_slice(p);
         self.params.resize(offset as usize + PARAM_SLOT as usize, 0);
-        let key = (k.name, bufs.iter().map(|b| (*b).clone()).collect::<Vec<_>>());
+        let key = (
+            k.name,
+            (0..count)
+                .map(|i| {
+                    let (b, r) = bind(i);
+                    (b.clone(), r.map_or(0, |r| r.0), r.map_or(u64::MAX, |r| r.1))
+                })
+                .collect::<Vec<_>>(),
+        );
         let group = match self.groups.get(&key) {
             Some(g) => g.clone(),
             None => {
@@ -74,8 +108,15 @@ impl Recorder {
                         size: wgpu::BufferSize::new(PARAM_SLOT),
                     }),
                 }];
-                for (i, b) in bufs.iter().enumerate() {
-                    entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+                for i in 0..count {
+                    let (b, range) = bind(i);
+                    let resource = match range {
+                        None => b.as_entire_binding(),
+                        Some((offset, size)) => {
+                            wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: b, offset, size: wgpu::BufferSize::new(size) })
+                        }
+                    };
+                    entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource });
                 }
                 let g = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some(k.name),

@@ -95,6 +95,15 @@ impl GpuTensor {
             self.shape[..self.shape.len() - 1].iter().product()
         }
     }
+    /// The bytes of one row (the last dimension) as stored: 4 a value, or packed pairs for 16-bit.
+    pub fn row_bytes(&self) -> u64 {
+        let k = self.last_dim() as u64;
+        if self.dtype.is_16bit() {
+            k.div_ceil(2) * 4
+        } else {
+            k * 4
+        }
+    }
     /// Checks that the tensor holds at least `n` values of `dtype` (the training ops' guard:
     /// `what` names the tensor in the error).
     pub fn need(&self, op: &'static str, dtype: DType, n: usize, what: &str) -> Result<()> {
@@ -129,7 +138,9 @@ fn elems(shape: &[usize]) -> Result<usize> {
 }
 
 impl Gpu {
-    fn alloc(&self, shape: &[usize], dtype: DType, label: &str) -> Result<GpuTensor> {
+    /// `split`: a weight that may exceed the binding limit, bound by rows ([`Gpu::chunks`]) where
+    /// it does; everything else must fit one binding.
+    fn alloc(&self, shape: &[usize], dtype: DType, label: &str, split: bool) -> Result<GpuTensor> {
         let mut n = elems(shape)?;
         if dtype.is_16bit() {
             // words: rows x ceil(K / 2)
@@ -137,7 +148,11 @@ impl Gpu {
             n = (n / k).checked_mul(k.div_ceil(2)).ok_or_else(|| TfError::Limit(format!("tensor shape {shape:?} overflows")))?;
         }
         let bytes = (n as u64).checked_mul(4).ok_or_else(|| TfError::Limit(format!("{label}: {n} values overflow")))?;
-        self.check_alloc(bytes, label)?;
+        let rows = if shape.len() == 2 { shape[0] } else { 0 };
+        let split = split && rows > 0 && bytes <= self.limits.max_buffer_size;
+        if !split || self.row_chunks(bytes, rows, bytes / rows as u64, label)?.is_none() {
+            self.check_alloc(bytes, label)?;
+        }
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.max(16).next_multiple_of(4),
@@ -154,39 +169,51 @@ impl Gpu {
 
     /// A zero-filled f32 tensor (WebGPU zero-initialises new buffers).
     pub fn zeros(&self, shape: &[usize], label: &str) -> Result<GpuTensor> {
-        self.alloc(shape, DType::F32, label)
+        self.alloc(shape, DType::F32, label, false)
     }
     pub fn zeros_u32(&self, shape: &[usize], label: &str) -> Result<GpuTensor> {
-        self.alloc(shape, DType::U32, label)
+        self.alloc(shape, DType::U32, label, false)
+    }
+
+    /// How `t` is bound: `None` when it fits one binding, else its row ranges ([`Gpu::row_chunks`]).
+    pub fn chunks(&self, t: &GpuTensor, what: &str) -> Result<Option<Vec<crate::gpu::context::RowChunk>>> {
+        self.row_chunks(t.rows() as u64 * t.row_bytes(), t.rows(), t.row_bytes(), what)
     }
 
     /// Uploads 4-byte values; `data.len()` must equal the shape's product.
-    fn upload_as<T: bytemuck::Pod>(&self, shape: &[usize], data: &[T], dtype: DType, label: &str) -> Result<GpuTensor> {
+    fn upload_as<T: bytemuck::Pod>(&self, shape: &[usize], data: &[T], dtype: DType, label: &str, split: bool) -> Result<GpuTensor> {
         let n = elems(shape)?;
         if n != data.len() {
             return Err(TfError::Shape { op: "upload", msg: format!("{label}: shape {shape:?} holds {n} values, got {}", data.len()) });
         }
-        let t = self.alloc(shape, dtype, label)?;
+        let t = self.alloc(shape, dtype, label, split)?;
         if !data.is_empty() {
             self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
         }
         Ok(t)
     }
     pub fn upload(&self, shape: &[usize], data: &[f32], label: &str) -> Result<GpuTensor> {
-        self.upload_as(shape, data, DType::F32, label)
+        self.upload_as(shape, data, DType::F32, label, false)
+    }
+    /// [`Gpu::upload`] of a weight (V, C) that may be over the binding limit: the embedding gather
+    /// and the matmul then bind it by rows ([`Gpu::chunks`]). The memory budget refuses, by name,
+    /// the weights that are bound whole (`model::memory`).
+    pub fn upload_weight(&self, shape: &[usize], data: &[f32], label: &str) -> Result<GpuTensor> {
+        self.upload_as(shape, data, DType::F32, label, true)
     }
     pub fn upload_u32(&self, shape: &[usize], data: &[u32], label: &str) -> Result<GpuTensor> {
-        self.upload_as(shape, data, DType::U32, label)
+        self.upload_as(shape, data, DType::U32, label, false)
     }
     /// Uploads a 16-bit weight (`bits`: the file's f16 or bf16 values, row-major, `dtype` F16 or
-    /// BF16) as packed pairs ([`DType::F16`]), 2 bytes a value.
+    /// BF16) as packed pairs ([`DType::F16`]), 2 bytes a value; split by rows like
+    /// [`Gpu::upload_weight`] where it is over the binding limit.
     pub fn upload16(&self, shape: &[usize], bits: &[u16], dtype: DType, label: &str) -> Result<GpuTensor> {
         let n = elems(shape)?;
         if n != bits.len() || !dtype.is_16bit() || n == 0 {
             let msg = format!("{label}: shape {shape:?} holds {n} values, got {} {dtype:?}", bits.len());
             return Err(TfError::Shape { op: "upload16", msg });
         }
-        let t = self.alloc(shape, dtype, label)?;
+        let t = self.alloc(shape, dtype, label, true)?;
         let words = pack_rows16(bits, shape.last().copied().unwrap_or(1));
         self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(&words));
         Ok(t)

@@ -235,7 +235,10 @@ mod tests {
     #[test]
     fn params_structs_write_their_wgsl() {
         let m = crate::gpu::matmul::MatmulParams::wgsl();
-        assert!(m.starts_with("struct MatmulParams {\n    m: u32,\n") && m.contains("    wfmt: u32,\n};"), "{m}");
+        assert!(
+            m.starts_with("struct MatmulParams {\n    m: u32,\n") && m.contains("    wfmt: u32,\n    ldo: u32,\n    b_offset: u32,\n"),
+            "{m}"
+        );
         let e = crate::gpu::embed::EmbedParams::wgsl();
         assert!(e.contains("    scale: f32,\n    wfmt: u32,\n    _p0: u32,\n    _p1: u32,\n};"), "{e}");
     }

@@ -90,6 +90,21 @@ pub struct Item {
 pub struct Demand {
     pub items: Vec<Item>,
     pub total_bytes: u64,
+    /// The weights a GPU may bind by rows (token embeddings, the head: `Gpu::row_chunks`), which
+    /// the weights item's `buffer` leaves out: the largest of them (for maxBufferSize) and the
+    /// largest row among them (for maxStorageBufferBindingSize)
+    pub split: Option<SplitWeights>,
+}
+
+/// The largest weight a GPU may bind by rows, and its largest row.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct SplitWeights {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub bytes: u64,
+    /// the largest row of any of them: the least one binding must hold
+    pub row_name: String,
+    pub row_bytes: u64,
 }
 
 /// A walk of the run-state declaration summed by [`Group`]: each group's buffers, bytes and the
@@ -194,17 +209,49 @@ pub fn demand_with(cfg: &ModelConfig, copies: WeightCopies) -> Demand {
     demand_for(cfg, copies, &Plan::full(cfg))
 }
 
-/// The largest weight tensor of a declaration (its elements and shape).
+/// The largest weight tensors of a declaration in bytes (16-bit ones at 2 bytes a value where
+/// `weights16`): the largest of those a GPU binds whole, and of those it may bind by rows.
 #[derive(Default)]
-struct Largest(u64, Vec<usize>);
+struct Largest {
+    weights16: bool,
+    /// bytes, shape and name of the largest weight bound whole
+    whole: (u64, Vec<usize>, String),
+    split: Option<SplitWeights>,
+}
+
+/// Whether a GPU may bind the weight `name` of `role` by rows (`Gpu::row_chunks`): the tables the
+/// embedding gather reads (token embeddings, not learned positions) and the output head.
+pub fn splits_by_rows(name: &str, role: Role) -> bool {
+    match role {
+        Role::TiedEmbedding | Role::Head => true,
+        Role::Embedding => !name.ends_with("position_embedding.weight"),
+        _ => false,
+    }
+}
 
 impl Sink for Largest {
     type T = ();
-    const NAMES: bool = false;
-    fn take(&mut self, _name: &str, shape: &[usize], _role: Role) -> crate::error::Result<()> {
+    fn take(&mut self, name: &str, shape: &[usize], role: Role) -> crate::error::Result<()> {
         let n = shape.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64));
-        if n > self.0 {
-            *self = Largest(n, shape.to_vec());
+        let k = shape.last().copied().unwrap_or(1).max(1) as u64;
+        let row = if self.weights16 && role.keeps_16bit() { k.div_ceil(2).saturating_mul(4) } else { k.saturating_mul(4) };
+        let bytes = (n / k).saturating_mul(row);
+        if shape.len() == 2 && splits_by_rows(name, role) {
+            let s = self.split.get_or_insert_with(|| SplitWeights {
+                name: String::new(),
+                shape: vec![],
+                bytes: 0,
+                row_name: String::new(),
+                row_bytes: 0,
+            });
+            if bytes > s.bytes {
+                (s.name, s.shape, s.bytes) = (name.to_string(), shape.to_vec(), bytes);
+            }
+            if row > s.row_bytes {
+                (s.row_name, s.row_bytes) = (name.to_string(), row);
+            }
+        } else if bytes > self.whole.0 {
+            self.whole = (bytes, shape.to_vec(), name.to_string());
         }
         Ok(())
     }
@@ -232,23 +279,28 @@ pub fn demand_of(cfg: &ModelConfig, copies: WeightCopies, plan: &Plan, weights16
         WeightCopies::Panels(width) => width,
     };
     let census = Census::with_panel(cfg, panel);
-    let mut largest = Largest::default();
+    let mut largest = Largest { weights16, ..Largest::default() };
     let _ = Weights::<()>::declare(cfg, &mut VarBuilder::new(&mut largest));
-    // (with 16-bit weights the largest tensor, a matmul weight or an embedding, is 16-bit too)
-    let largest_buf = (format!("{:?}", largest.1), largest.0.saturating_mul(if weights16 { 2 } else { 4 }));
+    // the largest weight a GPU binds whole (those it may bind by rows are in `split`)
+    let largest_buf = (format!("{} {:?}", largest.whole.2, largest.whole.1), largest.whole.0);
+    // the largest tensor of all, as the weights item names it
+    let biggest_shape = match &largest.split {
+        Some(s) if s.bytes > largest.whole.0 => s.shape.clone(),
+        _ => largest.whole.1.clone(),
+    };
     if weights16 {
         let f32s = census.params.saturating_sub(census.half_params);
         let bytes = f32s.saturating_mul(4).saturating_add(census.half_bytes);
         add(
             "weights",
-            format!("{} parameters, {} of them 16-bit, the largest tensor {:?}", census.params, census.half_params, largest.1),
+            format!("{} parameters, {} of them 16-bit, the largest tensor {:?}", census.params, census.half_params, biggest_shape),
             bytes,
             largest_buf,
         );
     } else {
         add(
             "weights",
-            format!("{} parameters, the largest tensor {:?}", census.params, largest.1),
+            format!("{} parameters, the largest tensor {:?}", census.params, biggest_shape),
             census.params.saturating_mul(4),
             largest_buf,
         );
@@ -264,7 +316,7 @@ pub fn demand_of(cfg: &ModelConfig, copies: WeightCopies, plan: &Plan, weights16
     let _ = RunState::<()>::declare(cfg, plan, &mut StateBuilder::new(&mut tally));
     items.extend(tally.items());
     let total_bytes = items.iter().fold(0u64, |a, i| a.saturating_add(i.bytes));
-    Demand { items, total_bytes }
+    Demand { items, total_bytes, split: largest.split }
 }
 
 impl Demand {
@@ -294,6 +346,30 @@ impl Demand {
                 budget.how_to_raise,
                 biggest.join(", ")
             ));
+        }
+        if let Some(s) = &self.split {
+            // a weight bound by rows needs one row per binding, and one buffer for the whole
+            let (limit, name) = (budget.max_binding, "maxStorageBufferBindingSize");
+            if s.row_bytes > limit {
+                return Err(format!(
+                    "the weight {} has rows of {} bytes, over this GPU's {name} of {} ({limit} bytes), so it cannot be bound even one row at a time",
+                    s.row_name,
+                    s.row_bytes,
+                    human_bytes(limit)
+                ));
+            }
+            let (limit, name) = (budget.max_buffer, "maxBufferSize");
+            if s.bytes > limit {
+                return Err(format!(
+                    "the weight {} {:?} needs one buffer of {} ({} bytes), over this GPU's {name} of {} ({limit} bytes); in all the model needs {}",
+                    s.name,
+                    s.shape,
+                    human_bytes(s.bytes),
+                    s.bytes,
+                    human_bytes(limit),
+                    human_bytes(self.total_bytes)
+                ));
+            }
         }
         let limits = [(budget.max_binding, "maxStorageBufferBindingSize"), (budget.max_buffer, "maxBufferSize")];
         for (limit, name) in limits {

@@ -37,13 +37,17 @@ fn has_navigator_gpu() -> bool {
 
 /// Finds a WebGPU adapter and builds every pipeline: {ok, backend, adapter, limits}. Never throws for
 /// a missing GPU: {ok: false, backend: "none", error}, so the page can say so and use the CPU.
+/// `max_binding` (bytes; the page's `?maxbinding=` test hook): a maxStorageBufferBindingSize below
+/// the adapter's, at which this context splits large embeddings and heads by rows
+/// (`Gpu::with_binding_limit`); absent or 0: the adapter's own.
 #[wasm_bindgen]
-pub async fn gpu_init() -> Result<JsValue, JsValue> {
+pub async fn gpu_init(max_binding: Option<f64>) -> Result<JsValue, JsValue> {
     let none = |error: String| to_js(&json!({"ok": false, "backend": "none", "error": error}));
     if !has_navigator_gpu() {
         return none("WebGPU is not available in this browser (navigator.gpu is missing); the models run on the CPU instead".into());
     }
-    match Gpu::new().await {
+    let max_binding = max_binding.filter(|b| b.is_finite() && *b >= 1.0).map(|b| b as u64);
+    match Gpu::with_binding_limit(max_binding).await {
         Ok(g) => {
             let v = to_js(&json!({"ok": true, "backend": "webgpu", "adapter": &g.summary, "limits": &g.summary}));
             GPU.with(|slot| *slot.borrow_mut() = Some(Arc::new(g)));

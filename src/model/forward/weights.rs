@@ -98,6 +98,9 @@ pub enum Role {
     TiedEmbedding,
     /// (out, in): the W of `x @ W^T`
     Matmul,
+    /// (V_out, C): the output head's own W (untied lm_head / output / embed_out / final_layer): a
+    /// matmul weight that the GPU may bind by rows where it is over the binding limit
+    Head,
     /// (out,): the bias of a matmul
     Bias,
     /// (C,): a norm's scale or shift
@@ -110,7 +113,7 @@ impl Role {
     /// the matmul weights and the embedding tables, nearly all of a model's bytes. Biases and norms
     /// are widened to f32 (a few kB).
     pub fn keeps_16bit(self) -> bool {
-        matches!(self, Role::Embedding | Role::TiedEmbedding | Role::Matmul)
+        matches!(self, Role::Embedding | Role::TiedEmbedding | Role::Matmul | Role::Head)
     }
 }
 
@@ -159,6 +162,11 @@ impl<'a, S: Sink> VarBuilder<'a, S> {
 /// nn.Linear(inp, out): `weight` (out, inp) and, with `bias`, `bias` (out,).
 pub(super) fn linear<S: Sink>(mut vb: VarBuilder<S>, out: usize, inp: usize, bias: bool) -> Result<Linear<S::T>> {
     Ok(Linear { w: vb.get("weight", &[out, inp], Role::Matmul)?, b: if bias { Some(vb.get("bias", &[out], Role::Bias)?) } else { None } })
+}
+
+/// The output head's own Linear (V_out, C) ([`Role::Head`]), with or without a bias.
+fn head_linear<S: Sink>(mut vb: VarBuilder<S>, out: usize, inp: usize, bias: bool) -> Result<Linear<S::T>> {
+    Ok(Linear { w: vb.get("weight", &[out, inp], Role::Head)?, b: if bias { Some(vb.get("bias", &[out], Role::Bias)?) } else { None } })
 }
 
 /// The token embedding (V, C) named `name`: a plain table, or also the head's weight when tied.
@@ -215,7 +223,7 @@ impl<T> Weights<T> {
                         }),
                     });
                 }
-                let head = linear(vb.pp("final_layer"), cfg.tgt_vocab_size, c, true)?;
+                let head = head_linear(vb.pp("final_layer"), cfg.tgt_vocab_size, c, true)?;
                 Ok(Weights { embed, pos_embed: None, enc_embed: Some(enc_embed), enc_layers, layers, final_norm: None, head: Some(head) })
             }
             // seed 000 decoder-only LLM: pre-norm, ReLU FFN or a mixture of GELU experts, lm_head without bias;
@@ -250,7 +258,7 @@ impl<T> Weights<T> {
                     layers.push(Layer { attn, norm_attn, cross: None, ffn });
                 }
                 let final_norm = layer_norm(vb.pp("ln_f"), c, eps)?;
-                let head = if cfg.tie_embeddings { None } else { Some(linear(vb.pp("lm_head"), cfg.vocab_size, c, false)?) };
+                let head = if cfg.tie_embeddings { None } else { Some(head_linear(vb.pp("lm_head"), cfg.vocab_size, c, false)?) };
                 Ok(Weights { embed, pos_embed, enc_embed: None, enc_layers: vec![], layers, final_norm: Some(final_norm), head })
             }
             // seed 004 Llama: RMSNorm, grouped-query attention, SwiGLU, no biases; the foreign Llamas
@@ -269,7 +277,7 @@ impl<T> Weights<T> {
                     layers.push(Layer { attn, norm_attn, cross: None, ffn: Some(FfnBlock { norm, net }) });
                 }
                 let final_norm = rms_norm(vb.pp("norm"), c, eps)?;
-                let head = if cfg.tie_embeddings { None } else { Some(linear(vb.pp("output"), cfg.vocab_size, c, false)?) };
+                let head = if cfg.tie_embeddings { None } else { Some(head_linear(vb.pp("output"), cfg.vocab_size, c, false)?) };
                 Ok(Weights { embed, pos_embed: None, enc_embed: None, enc_layers: vec![], layers, final_norm: Some(final_norm), head })
             }
         }
@@ -354,7 +362,7 @@ impl Sink for Census {
             let k = shape.last().copied().unwrap_or(1).max(1) as u64;
             self.half_bytes = self.half_bytes.saturating_add((n / k).saturating_mul(k.div_ceil(2)).saturating_mul(4));
         }
-        if let (Role::Matmul | Role::TiedEmbedding, [out, inp]) = (role, shape) {
+        if let (Role::Matmul | Role::Head | Role::TiedEmbedding, [out, inp]) = (role, shape) {
             self.matmul_params = self.matmul_params.saturating_add(n);
             if self.panel > 0 {
                 let padded = out.div_ceil(self.panel) as u64 * self.panel as u64;
