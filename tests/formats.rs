@@ -487,6 +487,17 @@ fn bad_directories_get_one_line_errors() {
     rename_tensor(&mut m, "transformer.ln_f.bias", "ln_f.weight");
     assert!(plan_err(&m, None).contains("holds ln_f.weight twice"), "{}", plan_err(&m, None));
 
+    // a tensor name carrying a newline and a terminal escape (cargo fuzz's hf_plan found the newline in the
+    // "does not describe" error): the message stays one line, the name escaped
+    let mut m = mem_copy("gpt2");
+    let bytes = common::with_header(&m.0["model.safetensors"], |h| {
+        let end = h.as_object().unwrap().values().filter_map(|t| t["data_offsets"][1].as_u64()).max().unwrap();
+        h["layers.1.att\ntion.masked_bias\u{1b}[31m"] = serde_json::json!({"dtype": "F32", "shape": [0], "data_offsets": [end, end]});
+    });
+    m.0.insert("model.safetensors".into(), bytes);
+    let e = plan_err(&m, None);
+    assert!(e.contains(r"e.g. layers.1.att\ntion.masked_bias\u{1b}[31m"), "{e}");
+
     // GPT-2 with tie_word_embeddings false: the stored lm_head is the model's head, never wte in its place
     let mut m = mem_copy("gpt2");
     edit_config(&mut m, |c| c["tie_word_embeddings"] = false.into());

@@ -37,8 +37,11 @@ pub const MAX_LAYERS: usize = 1024;
 pub struct FormatError(pub String);
 
 impl fmt::Display for FormatError {
+    /// One line whatever the message carries: tensor and file names come from the files themselves (a
+    /// safetensors key may hold a newline or terminal escapes), so control and bidi characters are escaped
+    /// here rather than at each of the messages that name them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&crate::error::one_line(&self.0))
     }
 }
 
