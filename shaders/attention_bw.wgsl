@@ -10,6 +10,8 @@
 //     dq_i = sum over j of dS_ij K_j
 //   entry `dkv`, per (key j, kv head g, b): over the query heads h of g and the queries i in order,
 //     dk_j = sum dS_ij q_i, dv_j = sum P_ij dO_i
+// When causal, every loop over keys stops at the query (key_end) and `dkv`'s loop over queries
+// starts at the key: the terms skipped have P_ij = 0.
 // Launched as (ceil(rows / 64), heads, B) workgroups of 64.
 
 @group(0) @binding(0) var<uniform> P: BatchAttnParams;
@@ -33,6 +35,13 @@ fn allowed(b: u32, i: u32, j: u32) -> bool {
     return ok;
 }
 
+// The keys query i may reach: all, or up to itself when causal (the loops stop there; the
+// probabilities past it are written as zeros).
+fn key_end(i: u32) -> u32 {
+    if (P.causal != 0u) { return min(i + 1u, P.tk); }
+    return P.tk;
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
@@ -43,8 +52,9 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let qbase = (b * P.tq + i) * P.nh * P.hs + h * P.hs;
     let kw = P.nkv * P.hs;
     let prow = ((b * P.nh + h) * P.tq + i) * P.tk;
+    let jend = key_end(i);
     var mx = NEG_BIG;
-    for (var j = 0u; j < P.tk; j = j + 1u) {
+    for (var j = 0u; j < jend; j = j + 1u) {
         if (allowed(b, i, j)) {
             let kb = (b * P.tk + j) * kw + g * P.hs;
             var s = 0.0;
@@ -58,16 +68,16 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     var z = 0.0;
     for (var j = 0u; j < P.tk; j = j + 1u) {
         var e = 0.0;
-        if (any_allowed && allowed(b, i, j)) { e = exp(probs[prow + j] - mx); }
+        if (any_allowed && j < jend && allowed(b, i, j)) { e = exp(probs[prow + j] - mx); }
         probs[prow + j] = e;
         z = z + e;
     }
     var inv = 0.0;
     if (z > 0.0) { inv = 1.0 / z; }
-    for (var j = 0u; j < P.tk; j = j + 1u) { probs[prow + j] = probs[prow + j] * inv; }
+    for (var j = 0u; j < jend; j = j + 1u) { probs[prow + j] = probs[prow + j] * inv; }
     for (var d = 0u; d < P.hs; d = d + 1u) {
         var acc = 0.0;
-        for (var j = 0u; j < P.tk; j = j + 1u) {
+        for (var j = 0u; j < jend; j = j + 1u) {
             acc = fma(probs[prow + j], v[(b * P.tk + j) * kw + g * P.hs + d], acc);
         }
         out[qbase + d] = acc;
@@ -84,8 +94,9 @@ fn dq(@builtin(global_invocation_id) gid: vec3<u32>) {
     let qbase = (b * P.tq + i) * P.nh * P.hs + h * P.hs;
     let kw = P.nkv * P.hs;
     let prow = ((b * P.nh + h) * P.tq + i) * P.tk;
+    let jend = key_end(i);
     var dot = 0.0;
-    for (var j = 0u; j < P.tk; j = j + 1u) {
+    for (var j = 0u; j < jend; j = j + 1u) {
         let p = probs[prow + j];
         if (p != 0.0) {
             let vb = (b * P.tk + j) * kw + g * P.hs;
@@ -97,7 +108,7 @@ fn dq(@builtin(global_invocation_id) gid: vec3<u32>) {
     dots[(b * P.nh + h) * P.tq + i] = dot;
     var acc: array<f32, MAX_HS>;
     for (var d = 0u; d < P.hs; d = d + 1u) { acc[d] = 0.0; }
-    for (var j = 0u; j < P.tk; j = j + 1u) {
+    for (var j = 0u; j < jend; j = j + 1u) {
         let p = probs[prow + j];
         if (p != 0.0) {
             let kb = (b * P.tk + j) * kw + g * P.hs;
@@ -126,7 +137,7 @@ fn dkv(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     for (var hh = 0u; hh < group; hh = hh + 1u) {
         let h = g * group + hh;
-        for (var i = 0u; i < P.tq; i = i + 1u) {
+        for (var i = select(0u, j, P.causal != 0u); i < P.tq; i = i + 1u) {
             let p = probs[((b * P.nh + h) * P.tq + i) * P.tk + j];
             if (p != 0.0) {
                 let qbase = (b * P.tq + i) * P.nh * P.hs + h * P.hs;

@@ -171,48 +171,103 @@ fn tiled4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
 
 // Register-blocked, no workgroup memory and no barriers (for CPU-emulated GPUs: SwiftShader,
 // llvmpipe, where an invocation is a SIMD lane and a barrier switches between them): each
-// invocation computes a 4x4 output block straight from memory, vec4 loads along K (K % 4 == 0 and
-// x_offset % 4 == 0; src/gpu/matmul.rs checks, other shapes use `tiled`), 16 vec4 dot products per
-// 8 loads; the CPU's caches do the job of the shared slabs. Rows and columns past M or N read the
-// last valid row or column (clamped: no bounds check in the K loop) and are not stored.
-@compute @workgroup_size(8, 8, 1)
+// invocation computes an 8x8 output block straight from memory, vec4 loads along K (K % 4 == 0 and
+// x_offset % 4 == 0; src/gpu/matmul.rs checks, other shapes use `tiled`), 64 vec4 dot products per
+// 16 loads (an emulated GPU pays for every value loaded, and spills the accumulators cheaply); the
+// CPU's caches do the job of the shared slabs. Workgroups of 4x4 invocations, 32x32 outputs. Rows
+// and columns past M or N read the last valid row or column (clamped: no bounds check in the K
+// loop) and are not stored. Each output is acc + dot of 4 over K in order, as with 4x4 blocks.
+@compute @workgroup_size(4, 4, 1)
 fn reg4(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c0 = gid.x * 4u;
-    let r0 = gid.y * 4u;
+    let c0 = gid.x * 8u;
+    let r0 = gid.y * 8u;
     if (r0 >= P.m || c0 >= P.n) { return; }
     let k4 = P.k / 4u;
     let xb = P.x_offset / 4u;
-    let x0 = xb + r0 * k4;
-    let x1 = xb + min(r0 + 1u, P.m - 1u) * k4;
-    let x2 = xb + min(r0 + 2u, P.m - 1u) * k4;
-    let x3 = xb + min(r0 + 3u, P.m - 1u) * k4;
-    let w0 = c0 * k4;
-    let w1 = min(c0 + 1u, P.n - 1u) * k4;
-    let w2 = min(c0 + 2u, P.n - 1u) * k4;
-    let w3 = min(c0 + 3u, P.n - 1u) * k4;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    let xr0 = xb + min(r0 + 0u, P.m - 1u) * k4;
+    let xr1 = xb + min(r0 + 1u, P.m - 1u) * k4;
+    let xr2 = xb + min(r0 + 2u, P.m - 1u) * k4;
+    let xr3 = xb + min(r0 + 3u, P.m - 1u) * k4;
+    let xr4 = xb + min(r0 + 4u, P.m - 1u) * k4;
+    let xr5 = xb + min(r0 + 5u, P.m - 1u) * k4;
+    let xr6 = xb + min(r0 + 6u, P.m - 1u) * k4;
+    let xr7 = xb + min(r0 + 7u, P.m - 1u) * k4;
+    let wr0 = min(c0 + 0u, P.n - 1u) * k4;
+    let wr1 = min(c0 + 1u, P.n - 1u) * k4;
+    let wr2 = min(c0 + 2u, P.n - 1u) * k4;
+    let wr3 = min(c0 + 3u, P.n - 1u) * k4;
+    let wr4 = min(c0 + 4u, P.n - 1u) * k4;
+    let wr5 = min(c0 + 5u, P.n - 1u) * k4;
+    let wr6 = min(c0 + 6u, P.n - 1u) * k4;
+    let wr7 = min(c0 + 7u, P.n - 1u) * k4;
+    var a0l = vec4<f32>(0.0);
+    var a0h = vec4<f32>(0.0);
+    var a1l = vec4<f32>(0.0);
+    var a1h = vec4<f32>(0.0);
+    var a2l = vec4<f32>(0.0);
+    var a2h = vec4<f32>(0.0);
+    var a3l = vec4<f32>(0.0);
+    var a3h = vec4<f32>(0.0);
+    var a4l = vec4<f32>(0.0);
+    var a4h = vec4<f32>(0.0);
+    var a5l = vec4<f32>(0.0);
+    var a5h = vec4<f32>(0.0);
+    var a6l = vec4<f32>(0.0);
+    var a6h = vec4<f32>(0.0);
+    var a7l = vec4<f32>(0.0);
+    var a7h = vec4<f32>(0.0);
     for (var p = 0u; p < k4; p = p + 1u) {
-        let b0 = w4[w0 + p];
-        let b1 = w4[w1 + p];
-        let b2 = w4[w2 + p];
-        let b3 = w4[w3 + p];
-        let a0 = x4[x0 + p];
-        acc0 = acc0 + vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
-        let a1 = x4[x1 + p];
-        acc1 = acc1 + vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
-        let a2 = x4[x2 + p];
-        acc2 = acc2 + vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
-        let a3 = x4[x3 + p];
-        acc3 = acc3 + vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
+        let b0 = w4[wr0 + p];
+        let b1 = w4[wr1 + p];
+        let b2 = w4[wr2 + p];
+        let b3 = w4[wr3 + p];
+        let b4 = w4[wr4 + p];
+        let b5 = w4[wr5 + p];
+        let b6 = w4[wr6 + p];
+        let b7 = w4[wr7 + p];
+        let x0v = x4[xr0 + p];
+        a0l = a0l + vec4<f32>(dot(x0v, b0), dot(x0v, b1), dot(x0v, b2), dot(x0v, b3));
+        a0h = a0h + vec4<f32>(dot(x0v, b4), dot(x0v, b5), dot(x0v, b6), dot(x0v, b7));
+        let x1v = x4[xr1 + p];
+        a1l = a1l + vec4<f32>(dot(x1v, b0), dot(x1v, b1), dot(x1v, b2), dot(x1v, b3));
+        a1h = a1h + vec4<f32>(dot(x1v, b4), dot(x1v, b5), dot(x1v, b6), dot(x1v, b7));
+        let x2v = x4[xr2 + p];
+        a2l = a2l + vec4<f32>(dot(x2v, b0), dot(x2v, b1), dot(x2v, b2), dot(x2v, b3));
+        a2h = a2h + vec4<f32>(dot(x2v, b4), dot(x2v, b5), dot(x2v, b6), dot(x2v, b7));
+        let x3v = x4[xr3 + p];
+        a3l = a3l + vec4<f32>(dot(x3v, b0), dot(x3v, b1), dot(x3v, b2), dot(x3v, b3));
+        a3h = a3h + vec4<f32>(dot(x3v, b4), dot(x3v, b5), dot(x3v, b6), dot(x3v, b7));
+        let x4v = x4[xr4 + p];
+        a4l = a4l + vec4<f32>(dot(x4v, b0), dot(x4v, b1), dot(x4v, b2), dot(x4v, b3));
+        a4h = a4h + vec4<f32>(dot(x4v, b4), dot(x4v, b5), dot(x4v, b6), dot(x4v, b7));
+        let x5v = x4[xr5 + p];
+        a5l = a5l + vec4<f32>(dot(x5v, b0), dot(x5v, b1), dot(x5v, b2), dot(x5v, b3));
+        a5h = a5h + vec4<f32>(dot(x5v, b4), dot(x5v, b5), dot(x5v, b6), dot(x5v, b7));
+        let x6v = x4[xr6 + p];
+        a6l = a6l + vec4<f32>(dot(x6v, b0), dot(x6v, b1), dot(x6v, b2), dot(x6v, b3));
+        a6h = a6h + vec4<f32>(dot(x6v, b4), dot(x6v, b5), dot(x6v, b6), dot(x6v, b7));
+        let x7v = x4[xr7 + p];
+        a7l = a7l + vec4<f32>(dot(x7v, b0), dot(x7v, b1), dot(x7v, b2), dot(x7v, b3));
+        a7h = a7h + vec4<f32>(dot(x7v, b4), dot(x7v, b5), dot(x7v, b6), dot(x7v, b7));
     }
-    reg_store(r0, c0, acc0);
-    reg_store(r0 + 1u, c0, acc1);
-    reg_store(r0 + 2u, c0, acc2);
-    reg_store(r0 + 3u, c0, acc3);
+    reg_store(r0 + 0u, c0, a0l);
+    reg_store(r0 + 0u, c0 + 4u, a0h);
+    reg_store(r0 + 1u, c0, a1l);
+    reg_store(r0 + 1u, c0 + 4u, a1h);
+    reg_store(r0 + 2u, c0, a2l);
+    reg_store(r0 + 2u, c0 + 4u, a2h);
+    reg_store(r0 + 3u, c0, a3l);
+    reg_store(r0 + 3u, c0 + 4u, a3h);
+    reg_store(r0 + 4u, c0, a4l);
+    reg_store(r0 + 4u, c0 + 4u, a4h);
+    reg_store(r0 + 5u, c0, a5l);
+    reg_store(r0 + 5u, c0 + 4u, a5h);
+    reg_store(r0 + 6u, c0, a6l);
+    reg_store(r0 + 6u, c0 + 4u, a6h);
+    reg_store(r0 + 7u, c0, a7l);
+    reg_store(r0 + 7u, c0 + 4u, a7h);
 }
+
 
 // One row's 4 outputs of a register block: bias, activation, and only the ones inside (M, N).
 fn reg_store(r: u32, c0: u32, v: vec4<f32>) {

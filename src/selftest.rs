@@ -939,7 +939,7 @@ async fn check_train_backward(g: &Arc<Gpu>) -> Result<CheckResult> {
     let t0 = now_ms();
     let mut acc = Acc::new();
     let mut rng = Rng::new(77);
-    for &(m, n, k) in &[(1usize, 1usize, 1usize), (7, 5, 9), (12, 33, 16)] {
+    for &(m, n, k) in &[(1usize, 1usize, 1usize), (7, 5, 9), (12, 33, 16), (37, 20, 44), (6, 8, 4)] {
         let (dy, x, w) = (rng.vec_normal(m * n, 1.0), rng.vec_normal(m * k, 1.0), rng.vec_normal(n * k, 1.0));
         let (mut dx, mut dw, mut db) = (rng.vec_normal(m * k, 1.0), rng.vec_normal(n * k, 1.0), rng.vec_normal(n, 1.0));
         let t = [g.upload(&[m, n], &dy, "dy")?, g.upload(&[m, k], &x, "x")?, g.upload(&[n, k], &w, "w")?];

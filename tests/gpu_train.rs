@@ -121,9 +121,21 @@ fn attention_forward_and_backward_match_the_reference() {
 fn matmul_backward_matches_the_reference() {
     let mut p = Pair::new(2);
     // (M, N, K, dx: none / written / added, with db)
-    for (m, n, k, dx_mode, bias) in
-        [(7, 5, 9, 1, true), (12, 33, 16, 2, false), (3, 4, 300, 0, true), (1, 1, 1, 1, false), (256, 64, 48, 2, true)]
-    {
+    for (m, n, k, dx_mode, bias) in [
+        (7, 5, 9, 1, true),
+        (12, 33, 16, 2, false),
+        (3, 4, 300, 0, true),
+        (1, 1, 1, 1, false),
+        (256, 64, 48, 2, true),
+        // the register blocks' edges (4x4 blocks, 32x32 a workgroup): vec4 forms (K, N % 4 == 0)
+        // with M, N and K past a block or a workgroup, and scalar forms with N or K odd
+        (37, 20, 44, 2, true),
+        (70, 36, 68, 1, false),
+        (5, 4, 8, 0, true),
+        (33, 7, 40, 2, false),
+        (40, 8, 6, 1, true),
+        (65, 35, 33, 2, true),
+    ] {
         let (dy, x, w) = (p.rand(&[m, n], 1.0), p.rand(&[m, k], 1.0), p.rand(&[n, k], 1.0));
         let (dx, dw, db) = (p.rand(&[m, k], 1.0), p.rand(&[n, k], 1.0), p.rand(&[n], 1.0));
         let dxc = (dx_mode > 0).then_some((&dx.c, dx_mode == 2));

@@ -3,8 +3,8 @@
 //! `rows` forms and the 16-bit forms), their dispatch sizing, and the choice among them: which
 //! [`MatmulKind`] a pass of M rows takes ([`MatmulKind::for_rows`]) and which pipeline a kind,
 //! a weight dtype and a shape run ([`MatmulKernels::select`]). The q/k/v projection is its own
-//! family (gpu::qkv). Backward: [`matmul_backward`] (shaders/matmul_bw.wgsl: dx, dW and db, an
-//! invocation per output value summing in order).
+//! family (gpu::qkv). Backward: [`matmul_backward`] (shaders/matmul_bw.wgsl: dx and dW in
+//! register blocks, db an invocation per value, every sum in order).
 
 use crate::error::{ensure, Result};
 use crate::gpu::context::Kernel;
@@ -53,7 +53,7 @@ pub enum MatmulKind {
     /// Gemv with the reduction in subgroup operations (shaders/gemv_sg.wgsl) where the device has
     /// them and the vec4 loads apply; Gemv otherwise
     GemvSubgroup,
-    /// register-blocked, no workgroup memory and no barriers: an invocation computes a 4x4 output
+    /// register-blocked, no workgroup memory and no barriers: an invocation computes an 8x8 output
     /// block (8x4 for 16-bit weights) straight from memory with vec4 loads; for CPU-emulated GPUs
     /// (SwiftShader, llvmpipe) where barriers are slow. Falls back to Tiled where K % 4 != 0 or the
     /// x offset is not a multiple of 4
@@ -89,7 +89,7 @@ pub struct MatmulKernels {
     pub naive: Kernel,
     pub tiled: Kernel,
     pub tiled4: Kernel,
-    /// matmul.wgsl `reg4`: register-blocked, barrier-free (MatmulKind::Reg)
+    /// matmul.wgsl `reg4`: register-blocked (8x8 blocks), barrier-free (MatmulKind::Reg)
     pub reg4: Kernel,
     pub gemv: Kernel,
     pub gemv4: Kernel,
@@ -110,7 +110,10 @@ pub struct MatmulKernels {
     pub reg8_16: Kernel,
     pub gemv16: Kernel,
     pub gemv16_swiglu: Kernel,
-    /// shaders/matmul_bw.wgsl: the backward's dx, dW and db
+    /// shaders/matmul_bw.wgsl: the backward's dx and dW as register blocks, 8x8 with vec4 loads
+    /// (`bw_dx4`: K % 4 == 0; `bw_dw4`: K and N % 4 == 0) or 4x4 with scalar loads (any shape), and db
+    pub bw_dx4: Kernel,
+    pub bw_dw4: Kernel,
     pub bw_dx: Kernel,
     pub bw_dw: Kernel,
     pub bw_db: Kernel,
@@ -146,6 +149,8 @@ impl MatmulKernels {
             reg8_16: mk("matmul16_reg8", &m16, "reg8"),
             gemv16: mk("gemv16", &m16, "gemv"),
             gemv16_swiglu: mk("gemv16_swiglu", &m16, "gemv_swiglu"),
+            bw_dx4: mk("matmul_bw_dx4", &bw, "dx4"),
+            bw_dw4: mk("matmul_bw_dw4", &bw, "dw4"),
             bw_dx: mk("matmul_bw_dx", &bw, "dx"),
             bw_dw: mk("matmul_bw_dw", &bw, "dw"),
             bw_db: mk("matmul_bw_db", &bw, "db"),
@@ -353,6 +358,10 @@ pub fn rows_swiglu(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, m: usize,
     rec.dispatch(kernel, &p, &[&x.buf, &w_gate.buf, &w_up.buf, &out.buf], [(n as u32).div_ceil(ROWS_WG), m as u32, 1])
 }
 
+/// Outputs along each side of a matmul_bw.wgsl dx or dW workgroup (4x4 invocations of 8x8 blocks,
+/// or 8x8 of 4x4).
+const BW_TILE: u32 = 32;
+
 crate::params! {
     /// The uniform params of shaders/matmul_bw.wgsl (their WGSL `struct` is written from this declaration).
     pub struct MatmulBwParams {
@@ -366,7 +375,9 @@ crate::params! {
 
 /// The backward of `out = x @ W^T + b` over M rows, W (N, K), f32: dx (M, K) = dy @ W (written,
 /// or added when its flag is set), and the parameters' gradients (dw, db): dw (N, K) += dy^T @ x,
-/// db (N,) += the column sums of dy. Each output value is one invocation summing in order
+/// db (N,) += the column sums of dy. Each output value is summed in order by one invocation, which
+/// computes an 8x8 block of dx or dW (vec4 loads; 4x4 of scalar loads where K, or N for dW, is not
+/// a multiple of 4), so the sums and their bits are those of one invocation per value
 /// (`Train::matmul_backward`).
 pub fn matmul_backward(
     rec: &mut Recorder,
@@ -391,11 +402,16 @@ pub fn matmul_backward(
     }
     let gpu = rec.gpu.clone();
     let grid = |count: usize| gpu.grid_1d((count as u32).div_ceil(256));
+    // 32x32 outputs a workgroup, x along the output's columns (K)
+    let blocks = |rows: usize| [(k as u32).div_ceil(BW_TILE), (rows as u32).div_ceil(BW_TILE), 1];
     let p = |acc: bool| MatmulBwParams { m: m as u32, n: n as u32, k: k as u32, acc: acc as u32 };
+    let kn = &gpu.k.matmul;
     if let Some((d, acc)) = dx {
-        rec.dispatch(&gpu.k.matmul.bw_dx, &p(acc), &[&dy.buf, &gpu.dummy, &w.buf, &d.buf], grid(m * k))?;
+        let kernel = if k.is_multiple_of(4) { &kn.bw_dx4 } else { &kn.bw_dx };
+        rec.dispatch(kernel, &p(acc), &[&dy.buf, &gpu.dummy, &w.buf, &d.buf], blocks(m))?;
     }
-    rec.dispatch(&gpu.k.matmul.bw_dw, &p(true), &[&dy.buf, &x.buf, &gpu.dummy, &dw.buf], grid(n * k))?;
+    let kernel = if k.is_multiple_of(4) && n.is_multiple_of(4) { &kn.bw_dw4 } else { &kn.bw_dw };
+    rec.dispatch(kernel, &p(true), &[&dy.buf, &x.buf, &gpu.dummy, &dw.buf], blocks(n))?;
     if let Some(b) = db {
         rec.dispatch(&gpu.k.matmul.bw_db, &p(true), &[&dy.buf, &gpu.dummy, &gpu.dummy, &b.buf], grid(n))?;
     }
