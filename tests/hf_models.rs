@@ -355,7 +355,9 @@ fn open_gives_our_config_and_exactly_the_declared_tensors() {
                 assert_eq!(o.checkpoint.tensors.contains_key("decoder_layers.0.self_attn.w_o.bias"), parallel, "{label}");
                 assert_eq!(o.plan.declared, "GPTNeoXForCausalLM");
             }
-            "llama_untied_bf16" | "llama_wide_f16" => assert!(!c.qkv_bias && !c.tie_embeddings && o.checkpoint.tensors.contains_key("output.weight")),
+            "llama_untied_bf16" | "llama_wide_f16" => {
+                assert!(!c.qkv_bias && !c.tie_embeddings && o.checkpoint.tensors.contains_key("output.weight"))
+            }
             _ => {
                 assert_eq!((c.arch, c.d_ff, c.multiple_of, c.qkv_bias, c.tie_embeddings), (Arch::Llama, 128, 0, false, true), "{label}");
                 assert!(!o.checkpoint.tensors.contains_key("output.weight"));
