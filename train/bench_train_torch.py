@@ -152,9 +152,27 @@ def run(args) -> Dict[str, Any]:
     beta1, beta2 = (float(x) for x in args.betas.split(","))
     opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(beta1, beta2), eps=1e-8)
     params = [p for p in model.parameters() if p.requires_grad]
+    val = []
+    if args.val_batches:
+        with open(args.val_batches) as f:
+            val = [(torch.tensor(s["inputs"], dtype=torch.long), torch.tensor(s["targets"], dtype=torch.long))
+                   for s in json.load(f)["steps"]]
+    evals = []
+
+    def evaluate(step: int) -> None:
+        with torch.no_grad():
+            vl = []
+            for x, y in val:
+                lg = model(x)["logits"]
+                vl.append(F.cross_entropy(lg.reshape(-1, lg.size(-1)), y.reshape(-1)).item())
+        evals.append({"step": step, "train_seconds": sum(times), "val_loss": sum(vl) / len(vl)})
+
     times, losses = [], []
-    for inputs, targets in data:
+    for i, (inputs, targets) in enumerate(data):
         t0 = time.perf_counter()
+        if args.schedule == "cosine":
+            for g in opt.param_groups:
+                g["lr"] = lr_at(args, i + 1, len(data))
         opt.zero_grad(set_to_none=True)
         logits = model(inputs)["logits"]
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
@@ -163,6 +181,8 @@ def run(args) -> Dict[str, Any]:
         opt.step()
         losses.append(loss.item())
         times.append(time.perf_counter() - t0)
+        if val and args.eval_every and (i + 1) % args.eval_every == 0:
+            evaluate(i + 1)
     tokens = b * t * len(data)
     seconds = sum(times)
     steady = sum(times[1:])
@@ -179,6 +199,7 @@ def run(args) -> Dict[str, Any]:
         # per step, without the first: robust to a machine that other work shares
         "median_step_tokens_per_second": b * t / statistics.median(times[1:]) if len(times) > 1 else None,
         "best_step_tokens_per_second": b * t / min(times[1:]) if len(times) > 1 else None,
+        "evals": evals,
         "first_loss": losses[0],
         "final_loss": losses[-1],
         "params": sum(p.numel() for p in params),
@@ -189,6 +210,15 @@ def run(args) -> Dict[str, Any]:
         "optimizer": {"lr": args.lr, "betas": [beta1, beta2], "eps": 1e-8, "weight_decay": args.weight_decay,
                       "clip": args.clip},
     }
+
+
+def lr_at(args: argparse.Namespace, s: int, steps: int) -> float:
+    """The engine's schedule (src/train/optim.rs `lr_at`), step s counted from 1: lr * s / warmup, then cosine
+    from lr to min_lr over the remaining steps."""
+    if args.warmup > 0 and s <= args.warmup:
+        return args.lr * s / args.warmup
+    progress = min(1.0, (s - min(args.warmup, s)) / max(1, steps - args.warmup))
+    return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
 def main() -> None:
@@ -215,6 +245,12 @@ def main() -> None:
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--val-batches", help="a batches file of the validation split (--make-batches --split val) to "
+                    "evaluate on every --eval-every steps: the mean loss over its steps, with the training seconds so far")
+    ap.add_argument("--eval-every", type=int, default=0)
+    ap.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
+    ap.add_argument("--warmup", type=int, default=0, help="--schedule cosine: linear warmup steps")
+    ap.add_argument("--min-lr", type=float, default=1e-4, help="--schedule cosine: the final lr")
     args = ap.parse_args()
     if args.make_batches:
         if not args.out:
