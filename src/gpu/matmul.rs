@@ -35,6 +35,26 @@ crate::params! {
     }
 }
 
+impl MatmulParams {
+    /// A pass of M rows against W (N, K) with weight format `wfmt`: no bias, no offsets, no
+    /// activation, out's row stride N.
+    fn plain(m: usize, k: usize, n: usize, wfmt: u32) -> MatmulParams {
+        MatmulParams {
+            m: m as u32,
+            k: k as u32,
+            n: n as u32,
+            has_bias: 0,
+            x_offset: 0,
+            out_offset: 0,
+            act: 0,
+            wfmt,
+            ldo: n as u32,
+            b_offset: 0,
+            _p: [0; 2],
+        }
+    }
+}
+
 /// Serialised by the names the page, the benchmarks and `gpu::policy` use: "naive", "tiled",
 /// "tiled4", "gemv", "gemv_subgroup", "reg", "rows".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -262,17 +282,11 @@ pub fn matmul_act(
         ensure(b.len() == n, "matmul", || format!("bias {:?} must have N = {n} values (W {:?})", b.shape, w.shape))?;
     }
     let p = MatmulParams {
-        m: m as u32,
-        k: k as u32,
-        n: n as u32,
         has_bias: b.is_some() as u32,
         x_offset: x_off as u32,
         out_offset: out_off as u32,
         act: act as u32,
-        wfmt: w.dtype.wfmt(),
-        ldo: n as u32,
-        b_offset: 0,
-        _p: [0; 2],
+        ..MatmulParams::plain(m, k, n, w.dtype.wfmt())
     };
     let gpu = rec.gpu.clone();
     let bias = b.map_or(&gpu.dummy, |b| &b.buf);
@@ -308,19 +322,7 @@ pub fn gemv_swiglu(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, m: usize,
     let (n, k) = check(out, 0, x, 0, m, w_gate)?;
     ensure(w_up.shape == w_gate.shape, "gemv_swiglu", || format!("W_up {:?} must have W_gate's shape {:?}", w_up.shape, w_gate.shape))?;
     ensure(w_up.dtype == w_gate.dtype, "gemv_swiglu", || format!("W_up is {:?} but W_gate {:?}", w_up.dtype, w_gate.dtype))?;
-    let p = MatmulParams {
-        m: m as u32,
-        k: k as u32,
-        n: n as u32,
-        has_bias: 0,
-        x_offset: 0,
-        out_offset: 0,
-        act: 0,
-        wfmt: w_gate.dtype.wfmt(),
-        ldo: n as u32,
-        b_offset: 0,
-        _p: [0; 2],
-    };
+    let p = MatmulParams::plain(m, k, n, w_gate.dtype.wfmt());
     let gpu = rec.gpu.clone();
     let kernel = if w_gate.dtype.is_16bit() {
         &gpu.k.matmul.gemv16_swiglu
@@ -340,19 +342,7 @@ pub fn rows_swiglu(rec: &mut Recorder, out: &GpuTensor, x: &GpuTensor, m: usize,
     }
     let (n, k) = check(out, 0, x, 0, m, w_gate)?;
     ensure(w_up.shape == w_gate.shape, "rows_swiglu", || format!("W_up {:?} must have W_gate's shape {:?}", w_up.shape, w_gate.shape))?;
-    let p = MatmulParams {
-        m: m as u32,
-        k: k as u32,
-        n: n as u32,
-        has_bias: 0,
-        x_offset: 0,
-        out_offset: 0,
-        act: 0,
-        wfmt: 0,
-        ldo: n as u32,
-        b_offset: 0,
-        _p: [0; 2],
-    };
+    let p = MatmulParams::plain(m, k, n, 0);
     let gpu = rec.gpu.clone();
     let kernel = if vec4_ok(k, 0) { &gpu.k.matmul.rows4_swiglu } else { &gpu.k.matmul.rows1_swiglu };
     rec.dispatch(kernel, &p, &[&x.buf, &w_gate.buf, &w_up.buf, &out.buf], [(n as u32).div_ceil(ROWS_WG), m as u32, 1])

@@ -296,7 +296,15 @@ fn llama3_match(s: &str, i: usize, max_digits: usize) -> usize {
     if k != Class::Number && c != '\r' && c != '\n' && next.is_some_and(|d| class(d) == Class::Letter) {
         return run_of(s, i + c.len_utf8(), Class::Letter);
     }
-    // \p{N}{1,3}
+    number_other_space(s, i, max_digits, &['\r', '\n'])
+}
+
+/// What Llama-3's, Qwen2's, o200k's and Tekken's patterns share after their letter alternatives, at
+/// the character at `i` (not a letter): `\p{N}{1,max_digits}`, then ` ?[^\s\p{L}\p{N}]+[T]*` with `trail`
+/// the characters T (`\r\n`, and `/` in o200k's and Tekken's), then `\s*[\r\n]+|\s+(?!\S)|\s+`.
+fn number_other_space(s: &str, i: usize, max_digits: usize, trail: &[char]) -> usize {
+    let Some(c) = at(s, i) else { return s.len() };
+    let k = class(c);
     if k == Class::Number {
         let mut j = i;
         for d in s[i..].chars().take(max_digits) {
@@ -307,15 +315,14 @@ fn llama3_match(s: &str, i: usize, max_digits: usize) -> usize {
         }
         return j;
     }
-    // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
-    let start = match next {
+    let start = match at(s, i + c.len_utf8()) {
         Some(d) if c == ' ' && class(d) == Class::Other => Some(i + 1),
         _ if k == Class::Other => Some(i),
         _ => None,
     };
     if let Some(start) = start {
         let j = run_of(s, start, Class::Other);
-        return run(s, j, |d| d == '\r' || d == '\n');
+        return run(s, j, |d| trail.contains(&d));
     }
     // c is whitespace. `\s*[\r\n]+`: the run up to and including its last \r or \n
     let j = run_of(s, i, Class::Space);
@@ -373,32 +380,5 @@ fn cased_match(s: &str, i: usize, contractions: bool, max_digits: usize) -> usiz
             return tail(j);
         }
     }
-    // \p{N}{1,max_digits}
-    if k == Class::Number {
-        let mut j = i;
-        for d in s[i..].chars().take(max_digits) {
-            if class(d) != Class::Number {
-                break;
-            }
-            j += d.len_utf8();
-        }
-        return j;
-    }
-    // ` ?[^\s\p{L}\p{N}]+[\r\n/]*`
-    let next = at(s, after);
-    let start = match next {
-        Some(d) if c == ' ' && class(d) == Class::Other => Some(after),
-        _ if k == Class::Other => Some(i),
-        _ => None,
-    };
-    if let Some(start) = start {
-        let j = run_of(s, start, Class::Other);
-        return run(s, j, |d| d == '\r' || d == '\n' || d == '/');
-    }
-    // c is whitespace: `\s*[\r\n]+`, then `\s+(?!\S)|\s+`, as Llama-3's
-    let j = run_of(s, i, Class::Space);
-    if let Some(p) = s[i..j].rfind(['\r', '\n']) {
-        return i + p + 1;
-    }
-    space_run(s, i)
+    number_other_space(s, i, max_digits, &['\r', '\n', '/'])
 }
