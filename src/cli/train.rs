@@ -550,6 +550,8 @@ fn run<B: Train>(a: &TrainArgs, mut tr: Trainer<B>, start: &Start, Data { train:
     let mut last = None;
     let tokens_per_step = (tr.shape.batch * tr.shape.context) as f64 * tr.shape.accum as f64;
     let mut since = (t0, first - 1);
+    // seconds of evaluations and saves since `since`: left out of the next logged tokens/s
+    let mut paused = 0.0;
     let mut interrupted = None;
     for s in first..=a.steps {
         let micro = tr.batches(data, a.seed, s)?;
@@ -566,14 +568,16 @@ fn run<B: Train>(a: &TrainArgs, mut tr: Trainer<B>, start: &Start, Data { train:
         } else {
             pollster::block_on(tr.step(&micro, logged)).map_err(|e| TfError::Input(format!("{e}{}", kept(saved))))?
         };
+        let evaluating = std::time::Instant::now();
         let val_loss = match (eval, val) {
             (false, _) => None,
             (true, Some(v)) => pollster::block_on(tr.evaluate_batches(v))?,
             (true, None) => pollster::block_on(tr.evaluate(data, a.seed, a.eval_batches))?,
         };
+        paused += evaluating.elapsed().as_secs_f64();
         if let Some((loss, grad_norm)) = reported {
             let now = std::time::Instant::now();
-            let span = now.duration_since(since.0).as_secs_f64();
+            let span = now.duration_since(since.0).as_secs_f64() - paused;
             let entry = StepLog {
                 step: s,
                 loss,
@@ -584,6 +588,7 @@ fn run<B: Train>(a: &TrainArgs, mut tr: Trainer<B>, start: &Start, Data { train:
                 elapsed_s: now.duration_since(t0).as_secs_f64(),
             };
             since = (now, s);
+            paused = 0.0;
             if let Some(f) = log.as_mut() {
                 let line = serde_json::to_string(&entry).map_err(|e| TfError::Internal(e.to_string()))?;
                 writeln!(f, "{line}").map_err(|e| TfError::Input(format!("cannot write --log: {e}")))?;
@@ -594,9 +599,11 @@ fn run<B: Train>(a: &TrainArgs, mut tr: Trainer<B>, start: &Start, Data { train:
         if eval || s == a.steps || stop || (a.save_every > 0 && s % a.save_every == 0) {
             // an unreported step may have halted the updates (a gradient not finite): never save
             // parameters frozen at an earlier step under this step's number
+            let saving = std::time::Instant::now();
             pollster::block_on(tr.check_halt()).map_err(|e| TfError::Input(format!("{e}{}", kept(saved))))?;
             save(a, &mut tr, start, s)?;
             saved = Some(s);
+            paused += saving.elapsed().as_secs_f64();
         }
         if stop {
             interrupted = Some(s);

@@ -26,7 +26,9 @@ pub struct StepLog {
     pub lr: f32,
     /// the global gradient norm, before clipping
     pub grad_norm: f64,
+    /// over the steps since the previous entry (the CLI leaves its evaluations and saves out)
     pub tokens_per_second: f64,
+    /// seconds since the run started (the CLI: the wall clock; the lab: the time spent in its steps)
     pub elapsed_s: f64,
 }
 
