@@ -28,7 +28,9 @@ The step: the mean cross-entropy over all targets, backward, then ``clip_grad_no
 AdamW with nanoGPT's two groups (weight decay ``--weight-decay`` on parameters of 2 or more dims, 0 on the
 rest), betas ``--betas`` and eps 1e-8, at a constant ``--lr`` (or, with ``--schedule cosine``, the engine's
 warmup then cosine to ``--min-lr``). ``--val-batches FILE --eval-every N``: the mean loss over that file's steps
-every N steps, with the training seconds so far (``evals`` in the output). Every step runs in the file's order. The
+every N steps and at the last, with the training seconds so far (``evals`` in the output). ``--save-init FILE`` writes the
+model as it starts (the engine's ``train --model`` reads it: both engines from one init), ``--log FILE`` one JSON line
+a step (loss, lr, grad_norm before clipping, train_s, val_loss when evaluated). Every step runs in the file's order. The
 timer is ``time.perf_counter`` around each whole step, from zero_grad through the optimizer step, with the
 loss read back. ``torch.set_num_threads(--threads)``, eager, float32. The attention is reference.py's: it
 materialises the masked [B, H, T, T] scores and does not call F.scaled_dot_product_attention. nanoGPT's own
