@@ -16,6 +16,16 @@
 # medians, robust to other work on the machine, and on the steady means); the CPU model, the load
 # average before the run, the date. BENCH_STEPS (default 50) sets the steps, BENCH_GPU_STEPS (default
 # 3) the GPU's. Runs in about a minute after the release build (at most a few).
+#
+# `scripts/bench-train.sh --time-to-val`: the time to a validation loss instead (nanoGPT's baby run): both
+# engines start from one init (PyTorch's nanoGPT-style draw, --save-init, read by `train --model`), train on one
+# batches file of BENCH_VAL_STEPS (default 2,000) steps of 12 x 64 random windows of the training split (90%)
+# with nanoGPT's schedule (lr 1e-3, warmup 100, cosine to 1e-4, betas 0.9/0.99, weight decay 0.1, clip 1), and
+# score one fixed validation set (20 batches of the last 10%; `--val-batches`) every 100 steps. They run at
+# once on cores 0 and 1 (BENCH_SERIAL=1: one after the other, both on core 0). Prints one JSON object: per
+# engine each evaluation's step, training seconds (evaluations left out) and validation loss, the first
+# evaluation at or under BENCH_TARGET (default 1.88), tokens/s; and how far apart the two engines' per-step
+# training losses are (the same init and data: they should track each other, not just end close).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${BENCH_STEPS:-50}
@@ -34,6 +44,57 @@ pin() { # pin CORES CMD...: CMD on those cores where taskset exists
   shift
   if command -v taskset >/dev/null; then taskset -c "$cores" "$@"; else "$@"; fi
 }
+
+if [ "${1:-}" = "--time-to-val" ]; then
+  python3 -c "import torch, numpy" 2>/dev/null || { echo "bench-train --time-to-val: needs torch and numpy for python3" >&2; exit 1; }
+  vsteps=${BENCH_VAL_STEPS:-2000}
+  torch_py=train/bench_train_torch.py
+  python3 $torch_py --make-batches "$tmp/shakespeare.txt" --out "$tmp/train.json" --steps "$vsteps" >"$tmp/make.json"
+  python3 $torch_py --make-batches "$tmp/shakespeare.txt" --out "$tmp/val.json" --steps 20 --split val >/dev/null
+  vocab=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_size'])" "$tmp/make.json")
+  python3 $torch_py --batches "$tmp/train.json" --steps 1 --vocab "$vocab" --save-init "$tmp/init.safetensors" >/dev/null
+  opt=(--lr 1e-3 --min-lr 1e-4 --warmup 100 --schedule cosine --betas 0.9,0.99 --weight-decay 0.1 --clip 1.0 --threads 1)
+  both=(--model "$tmp/init.safetensors" --batches "$tmp/train.json" --val-batches "$tmp/val.json" --eval-every 100)
+  ours_core=0 torch_core=1
+  [ "${BENCH_SERIAL:-0}" = 1 ] && torch_core=0
+  pin $ours_core "$bin" train "${both[@]}" "${opt[@]}" --steps "$vsteps" --backend cpu --log "$tmp/ours.jsonl" >/dev/null &
+  ours_pid=$!
+  [ "${BENCH_SERIAL:-0}" = 1 ] && wait $ours_pid
+  pin $torch_core python3 $torch_py "${both[@]}" "${opt[@]}" --log "$tmp/torch.jsonl" >"$tmp/torch.json"
+  wait $ours_pid
+  python3 - "$tmp" "$load" "${BENCH_TARGET:-1.88}" "${BENCH_SERIAL:-0}" <<'PY'
+import json, statistics, subprocess, sys, time
+tmp, load, target, serial = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4] == "1"
+TOKENS = 12 * 64
+ours = [json.loads(l) for l in open(f"{tmp}/ours.jsonl")]
+torch = [json.loads(l) for l in open(f"{tmp}/torch.jsonl")]
+t = 0.0
+for r in ours:  # every step is logged (--batches); tokens/s leaves the evaluations out
+    t += TOKENS / r["tokens_per_second"]
+    r["train_s"] = t
+
+def engine(rows):
+    evals = [{"step": r["step"], "train_s": round(r["train_s"], 1), "val_loss": round(r["val_loss"], 4)} for r in rows if "val_loss" in r]
+    hit = next((e for e in evals if e["val_loss"] <= target), None)
+    steps_s = [rows[i]["train_s"] - rows[i - 1]["train_s"] for i in range(1, len(rows))]
+    return {"first_at_or_under_target": hit, "final_val_loss": evals[-1]["val_loss"], "train_s": round(rows[-1]["train_s"], 1),
+            "median_step_tokens_per_second": round(TOKENS / statistics.median(steps_s)), "evals": evals}
+
+diff = [abs(a["loss"] - b["loss"]) for a, b in zip(ours, torch)]
+cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"], capture_output=True, text=True).stdout.strip()
+after = open("/proc/loadavg").read().split()[:3]
+print(json.dumps({
+    "bench": "train_time_to_val", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": cpu,
+    "load_average_before": load, "load_average_after": " ".join(after), "target": target,
+    "cores": "both on core 0, one after the other" if serial else "ours core 0, PyTorch core 1, at once",
+    "workload": f"nanoGPT baby (4 layers, 4 heads, d 128, T 64, B 12), {len(ours)} steps, one init, one batches file, one validation set of 20 batches",
+    "tinyformer_cpu_1_thread": engine(ours), "pytorch_1_thread": engine(torch),
+    "per_step_loss_abs_diff": {"max_first_100": round(max(diff[:100]), 6), "median_all": round(statistics.median(diff), 6),
+                               "max_all": round(max(diff), 6)},
+}, indent=1))
+PY
+  exit 0
+fi
 
 have_torch=0
 python3 -c "import torch, numpy" 2>/dev/null && have_torch=1

@@ -136,6 +136,95 @@ fn bad_data_and_flags_get_one_line() {
     assert!(run(&["--text", &nul]).contains("NUL"));
     assert!(run(&["--task", "induction", "--aux-loss", "0.1"]).contains("no experts"));
     assert!(run(&["--task", "induction", "--aux-loss=-1"]).contains("--aux-loss"));
+    // --val-batches: read and checked before the first step
+    let ind = ["--task", "induction", "--batch", "2", "--context", "4", "--eval-every", "1"];
+    let val = |extra: &[&str]| run(&[&ind[..], extra].concat());
+    let good = text("val.json", r#"{"steps": [{"inputs": [[1, 2, 3, 4], [4, 3, 2, 1]], "targets": [[2, 3, 4, 5], [3, 2, 1, 0]]}]}"#);
+    assert!(run(&["--task", "induction", "--val-batches", &good]).contains("give --eval-every"));
+    assert!(val(&["--val-batches", &bad]).contains("step 1 of --val-batches: every input and target row must hold"));
+    assert!(val(&["--val-batches", &text("val.txt", "not json")]).contains("--val-batches is not valid"));
+    assert!(val(&["--val-batches", &text("none.json", r#"{"steps": []}"#)]).contains("--val-batches holds no steps"));
+    let e = val(&["--val-batches", &oob]);
+    assert!(e.contains("holds batches of 1 x 2 ids; the run trains on 2 x 4"), "{e}");
+    let far = text("far.json", r#"{"steps": [{"inputs": [[1, 2, 3, 4], [4, 3, 2, 1]], "targets": [[2, 3, 4, 5], [3, 2, 1, 64]]}]}"#);
+    assert!(val(&["--val-batches", &far]).contains("step 1 of --val-batches: token id 64 is out of range"));
+    assert!(val(&["--val-batches", "/nonexistent/val.json"]).contains("--val-batches"));
+}
+
+/// `--val-batches` scores one fixed set at every evaluation, against PyTorch: on
+/// tests/fixtures/train/gpt2 (its init, batches and optimizer flags), a set holding step k's batch,
+/// evaluated after step k - 1, is PyTorch's loss of step k (that batch under the parameters of k - 1
+/// updates), within the fixtures' 2e-5 relative; a set of several batches scores the mean of their
+/// losses, each scored alone at the same step (to 1e-12); and evaluating leaves the training losses
+/// as they are without it, to the bit. On the reference and the fast CPU backends.
+#[test]
+fn val_batches_score_a_fixed_set_as_pytorch_does() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/train");
+    let bytes = std::fs::read(format!("{dir}/gpt2.expect.safetensors")).unwrap();
+    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let want: Vec<f64> = serde_json::from_str(&md.metadata().clone().unwrap()["losses"]).unwrap();
+    let (init, batches) = (format!("{dir}/gpt2.init.safetensors"), format!("{dir}/gpt2.batches.json"));
+    let steps: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&batches).unwrap()).unwrap();
+    let set = |name: &str, ks: &[usize]| {
+        let p = tmp(name);
+        std::fs::write(&p, serde_json::json!({"steps": ks.iter().map(|&k| steps["steps"][k - 1].clone()).collect::<Vec<_>>()}).to_string())
+            .unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    // train/train_fixtures.py's hyperparameters (the fixture's `hyper`)
+    let flags = [
+        "--model",
+        &init,
+        "--batches",
+        &batches,
+        "--steps",
+        "10",
+        "--lr",
+        "0.01",
+        "--min-lr",
+        "0.001",
+        "--warmup",
+        "3",
+        "--schedule",
+        "cosine",
+        "--betas",
+        "0.9,0.95",
+        "--eps",
+        "1e-8",
+        "--weight-decay",
+        "0.1",
+        "--clip",
+        "1.9",
+    ];
+    for backend in ["reference", "cpu"] {
+        let log = tmp(&format!("val-{backend}.jsonl"));
+        let run = |extra: &[&str]| {
+            let mut a = flags.to_vec();
+            a.extend_from_slice(&["--backend", backend, "--log", log.to_str().unwrap()]);
+            a.extend_from_slice(extra);
+            train(&a).unwrap();
+            lines(&log)
+        };
+        let column = |l: &[serde_json::Value], k: &str| l.iter().map(|x| x[k].as_f64()).collect::<Vec<_>>();
+        let plain = column(&run(&[]), "loss");
+        let mut alone = vec![];
+        for k in [2, 5, 9] {
+            let l = run(&["--val-batches", &set(&format!("val{k}.json"), &[k]), "--eval-every", "1"]);
+            let v: Vec<f64> = column(&l, "val_loss").into_iter().map(|x| x.expect("every step evaluated")).collect();
+            let (got, pt) = (v[k - 2], want[k - 1]);
+            assert!((got - pt).abs() <= 2e-5 * pt, "{backend}: step {k}'s batch after {} steps: {got} vs PyTorch {pt}", k - 1);
+            assert_eq!(column(&l, "loss"), plain, "{backend}: evaluating changed the training losses");
+            alone.push(v);
+        }
+        let l = run(&["--val-batches", &set("val-2-5-9.json", &[2, 5, 9]), "--eval-every", "4"]);
+        let evals: Vec<(usize, f64)> = l.iter().filter_map(|x| Some((x["step"].as_u64()? as usize, x["val_loss"].as_f64()?))).collect();
+        assert_eq!(evals.iter().map(|e| e.0).collect::<Vec<_>>(), [4, 8, 10], "{backend}: every 4th step and the last");
+        for (s, got) in evals {
+            let mean = (alone[0][s - 1] + alone[1][s - 1] + alone[2][s - 1]) / 3.0;
+            assert!((got - mean).abs() <= 1e-12 * mean, "{backend}: step {s}: the set's loss {got} vs the mean of its batches' {mean}");
+        }
+        assert_eq!(column(&l, "loss"), plain, "{backend}: evaluating changed the training losses");
+    }
 }
 
 /// A MoE checkpoint trains with `--aux-loss`: the first logged loss is PyTorch's objective

@@ -28,7 +28,9 @@ The step: the mean cross-entropy over all targets, backward, then ``clip_grad_no
 AdamW with nanoGPT's two groups (weight decay ``--weight-decay`` on parameters of 2 or more dims, 0 on the
 rest), betas ``--betas`` and eps 1e-8, at a constant ``--lr`` (or, with ``--schedule cosine``, the engine's
 warmup then cosine to ``--min-lr``). ``--val-batches FILE --eval-every N``: the mean loss over that file's steps
-every N steps, with the training seconds so far (``evals`` in the output). Every step runs in the file's order. The
+every N steps and at the last, with the training seconds so far (``evals`` in the output). ``--save-init FILE`` writes the
+model as it starts (the engine's ``train --model`` reads it: both engines from one init), ``--log FILE`` one JSON line
+a step (loss, lr, grad_norm before clipping, train_s, val_loss when evaluated). Every step runs in the file's order. The
 timer is ``time.perf_counter`` around each whole step, from zero_grad through the optimizer step, with the
 loss read back. ``torch.set_num_threads(--threads)``, eager, float32. The attention is reference.py's: it
 materialises the masked [B, H, T, T] scores and does not call F.scaled_dot_product_attention. nanoGPT's own
@@ -64,7 +66,7 @@ except ImportError:  # not a CI dependency
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from export import load_checkpoint  # noqa: E402
+from export import load_checkpoint, save_checkpoint  # noqa: E402
 from reference import build_model  # noqa: E402
 from train_reference import param_groups  # noqa: E402
 
@@ -169,22 +171,33 @@ def run(args) -> Dict[str, Any]:
                 vl.append(F.cross_entropy(lg.reshape(-1, lg.size(-1)), y.reshape(-1)).item())
         evals.append({"step": step, "train_seconds": sum(times), "val_loss": sum(vl) / len(vl)})
 
+    if args.save_init:
+        save_checkpoint(model, model.config, args.save_init)
+    log = open(args.log, "w") if args.log else None
     times, losses = [], []
     for i, (inputs, targets) in enumerate(data):
         t0 = time.perf_counter()
-        if args.schedule == "cosine":
-            for g in opt.param_groups:
-                g["lr"] = lr_at(args, i + 1, len(data))
+        lr = lr_at(args, i + 1, len(data)) if args.schedule == "cosine" else args.lr
+        for g in opt.param_groups:
+            g["lr"] = lr
         opt.zero_grad(set_to_none=True)
         logits = model(inputs)["logits"]
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, args.clip)
+        norm = torch.nn.utils.clip_grad_norm_(params, args.clip)
         opt.step()
         losses.append(loss.item())
         times.append(time.perf_counter() - t0)
-        if val and args.eval_every and (i + 1) % args.eval_every == 0:
+        last = i + 1 == len(data)
+        if val and args.eval_every and ((i + 1) % args.eval_every == 0 or last):
             evaluate(i + 1)
+        if log:
+            row = {"step": i + 1, "loss": losses[-1], "lr": lr, "grad_norm": float(norm), "train_s": sum(times)}
+            if evals and evals[-1]["step"] == i + 1:
+                row["val_loss"] = evals[-1]["val_loss"]
+            log.write(json.dumps(row) + "\n")
+    if log:
+        log.close()
     tokens = b * t * len(data)
     seconds = sum(times)
     steady = sum(times[1:])
@@ -250,6 +263,10 @@ def main() -> None:
     ap.add_argument("--val-batches", help="a batches file of the validation split (--make-batches --split val) to "
                     "evaluate on every --eval-every steps: the mean loss over its steps, with the training seconds so far")
     ap.add_argument("--eval-every", type=int, default=0)
+    ap.add_argument("--save-init", metavar="INIT.safetensors", help="write the model as it starts (the checkpoint "
+                    "format the engine's --model reads), so both engines can start from the same weights")
+    ap.add_argument("--log", metavar="LOG.jsonl", help="one JSON object per step: step, loss, lr, grad_norm (before "
+                    "clipping), train_s (the training seconds so far) and val_loss when evaluated")
     ap.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
     ap.add_argument("--warmup", type=int, default=0, help="--schedule cosine: linear warmup steps")
     ap.add_argument("--min-lr", type=float, default=1e-4, help="--schedule cosine: the final lr")

@@ -20,7 +20,7 @@ use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{Arch, ModelConfig};
 use crate::model::forward::weights::Declared;
 use crate::tokenizer::Tokenizer;
-use crate::train::data::{Source, MAX_BATCHES_BYTES};
+use crate::train::data::{batches_file, Batch, Source, MAX_BATCHES_BYTES};
 use crate::train::dates;
 use crate::train::fresh::{char_tokenizer, FreshArch, Sizes};
 use crate::train::ops::Train;
@@ -148,11 +148,17 @@ pub struct TrainArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value_t = InitChoice::Gpt2)]
     pub init: InitChoice,
-    /// evaluate on held-out data every N steps (0: never)
+    /// evaluate on held-out data every N steps and at the last (0: never)
     #[arg(long, default_value_t = 0)]
     pub eval_every: u32,
+    /// batches of held-out data each evaluation draws (--text, --task)
     #[arg(long, default_value_t = 8)]
     pub eval_batches: u32,
+    /// a fixed validation set, in the --batches format and the training batch's shape: each
+    /// evaluation (--eval-every) is the mean of its batches' losses, so runs (and other engines) are
+    /// scored on the same data; with --text, --task or --batches
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["val", "eval_batches"])]
+    pub val_batches: Option<String>,
     #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
     pub backend: BackendChoice,
     /// threads of the fast CPU backend (native)
@@ -258,6 +264,37 @@ fn betas(s: &str) -> Result<(f32, f32)> {
     let bad = || TfError::Input(format!("--betas must be two numbers B1,B2 like 0.9,0.95, got {}", quote(s)));
     let (a, b) = s.split_once(',').ok_or_else(bad)?;
     Ok((a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?))
+}
+
+/// `--val-batches`: the fixed validation set, checked against the run before any step (its shape
+/// the training batch's, its ids in the model's vocabularies).
+fn val_batches(a: &TrainArgs, cfg: &ModelConfig, shape: &Shape) -> Result<Option<Vec<Batch>>> {
+    let Some(p) = &a.val_batches else { return Ok(None) };
+    if a.eval_every == 0 {
+        return Err(TfError::Input("--val-batches is evaluated every --eval-every N steps: give --eval-every".into()));
+    }
+    let bytes = read_input(p, "--val-batches", MAX_BATCHES_BYTES, "batches files are capped at 256 MiB")?;
+    let v = batches_file(&String::from_utf8_lossy(&bytes), "--val-batches")?;
+    let (b, t, ts) = (v[0].b, v[0].t, v[0].ts);
+    if (b, t, ts) != (shape.batch, shape.context, shape.source) {
+        let dims = |b: usize, t: usize, ts: usize| if ts > 0 { format!("{b} x ({ts} source, {t} target)") } else { format!("{b} x {t}") };
+        return Err(TfError::Input(format!(
+            "--val-batches holds batches of {} ids; the run trains on {}: give validation batches of the training shape",
+            dims(b, t, ts),
+            dims(shape.batch, shape.context, shape.source)
+        )));
+    }
+    for (i, x) in v.iter().enumerate() {
+        for (ids, vocab) in [(&x.ids, cfg.tgt_vocab_size), (&x.targets, cfg.tgt_vocab_size), (&x.src, cfg.src_vocab_size)] {
+            if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+                return Err(TfError::Input(format!(
+                    "step {} of --val-batches: token id {bad} is out of range: the vocabulary has {vocab} tokens",
+                    i + 1
+                )));
+            }
+        }
+    }
+    Ok(Some(v))
 }
 
 /// Reads the data and the starting model.
@@ -391,20 +428,29 @@ pub fn train(a: &TrainArgs) -> Result<String> {
     }
     let shape = Shape { batch, context, source: data.source_len(), accum: a.accum };
     crate::train::memory::TrainMemory::of(&start.cfg, batch, context, shape.source)?.check(a.memory_budget)?;
+    let val = val_batches(a, &start.cfg, &shape)?;
+    let data = Data { train: &data, val: val.as_deref() };
     match a.backend {
         BackendChoice::Reference => {
             let tr = Trainer::new(CpuBackend, &start.cfg, start.values.clone(), optim, shape)?.with_aux_loss(a.aux_loss)?;
-            run(a, tr, &start, &data)
+            run(a, tr, &start, data)
         }
         BackendChoice::Cpu => {
             let be = FastCpuBackend { threads: crate::fastcpu::matmul::Threads::new(a.threads)? };
-            run(a, Trainer::new(be, &start.cfg, start.values.clone(), optim, shape)?.with_aux_loss(a.aux_loss)?, &start, &data)
+            run(a, Trainer::new(be, &start.cfg, start.values.clone(), optim, shape)?.with_aux_loss(a.aux_loss)?, &start, data)
         }
         BackendChoice::Gpu => {
             let gpu = std::sync::Arc::new(pollster::block_on(crate::gpu::Gpu::new())?);
-            run(a, Trainer::new(GpuBackend::new(gpu), &start.cfg, start.values.clone(), optim, shape)?, &start, &data)
+            run(a, Trainer::new(GpuBackend::new(gpu), &start.cfg, start.values.clone(), optim, shape)?, &start, data)
         }
     }
+}
+
+/// A run's data: the training source and the fixed validation set of --val-batches, if any.
+#[derive(Clone, Copy)]
+struct Data<'a> {
+    train: &'a Source,
+    val: Option<&'a [Batch]>,
 }
 
 fn write_file(path: &str, what: &str, bytes: &[u8]) -> Result<()> {
@@ -479,7 +525,7 @@ fn resume<B: Train>(a: &TrainArgs, tr: &mut Trainer<B>) -> Result<u32> {
     Ok(step)
 }
 
-fn run<B: Train>(a: &TrainArgs, mut tr: Trainer<B>, start: &Start, data: &Source) -> Result<String> {
+fn run<B: Train>(a: &TrainArgs, mut tr: Trainer<B>, start: &Start, Data { train: data, val }: Data) -> Result<String> {
     let fixed = matches!(data, Source::Fixed(_));
     let first = if a.resume { resume(a, &mut tr)? + 1 } else { 1 };
     if first > a.steps {
@@ -504,6 +550,8 @@ fn run<B: Train>(a: &TrainArgs, mut tr: Trainer<B>, start: &Start, data: &Source
     let mut last = None;
     let tokens_per_step = (tr.shape.batch * tr.shape.context) as f64 * tr.shape.accum as f64;
     let mut since = (t0, first - 1);
+    // seconds of evaluations and saves since `since`: left out of the next logged tokens/s
+    let mut paused = 0.0;
     let mut interrupted = None;
     for s in first..=a.steps {
         let micro = tr.batches(data, a.seed, s)?;
@@ -520,10 +568,16 @@ fn run<B: Train>(a: &TrainArgs, mut tr: Trainer<B>, start: &Start, data: &Source
         } else {
             pollster::block_on(tr.step(&micro, logged)).map_err(|e| TfError::Input(format!("{e}{}", kept(saved))))?
         };
-        let val_loss = if eval { pollster::block_on(tr.evaluate(data, a.seed, a.eval_batches))? } else { None };
+        let evaluating = std::time::Instant::now();
+        let val_loss = match (eval, val) {
+            (false, _) => None,
+            (true, Some(v)) => pollster::block_on(tr.evaluate_batches(v))?,
+            (true, None) => pollster::block_on(tr.evaluate(data, a.seed, a.eval_batches))?,
+        };
+        paused += evaluating.elapsed().as_secs_f64();
         if let Some((loss, grad_norm)) = reported {
             let now = std::time::Instant::now();
-            let span = now.duration_since(since.0).as_secs_f64();
+            let span = now.duration_since(since.0).as_secs_f64() - paused;
             let entry = StepLog {
                 step: s,
                 loss,
@@ -534,6 +588,7 @@ fn run<B: Train>(a: &TrainArgs, mut tr: Trainer<B>, start: &Start, data: &Source
                 elapsed_s: now.duration_since(t0).as_secs_f64(),
             };
             since = (now, s);
+            paused = 0.0;
             if let Some(f) = log.as_mut() {
                 let line = serde_json::to_string(&entry).map_err(|e| TfError::Internal(e.to_string()))?;
                 writeln!(f, "{line}").map_err(|e| TfError::Input(format!("cannot write --log: {e}")))?;
@@ -544,9 +599,11 @@ fn run<B: Train>(a: &TrainArgs, mut tr: Trainer<B>, start: &Start, data: &Source
         if eval || s == a.steps || stop || (a.save_every > 0 && s % a.save_every == 0) {
             // an unreported step may have halted the updates (a gradient not finite): never save
             // parameters frozen at an earlier step under this step's number
+            let saving = std::time::Instant::now();
             pollster::block_on(tr.check_halt()).map_err(|e| TfError::Input(format!("{e}{}", kept(saved))))?;
             save(a, &mut tr, start, s)?;
             saved = Some(s);
+            paused += saving.elapsed().as_secs_f64();
         }
         if stop {
             interrupted = Some(s);

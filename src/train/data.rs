@@ -54,16 +54,58 @@ struct StepJson {
     tgt_out: Option<Vec<Vec<u32>>>,
 }
 
-/// Rows of equal length: (rows, length).
-fn rect(rows: &[Vec<u32>], what: &str, step: usize) -> Result<(usize, usize)> {
+/// Rows of equal length: (rows, length). `file` names the batches file in errors.
+fn rect(rows: &[Vec<u32>], what: &str, step: usize, file: &str) -> Result<(usize, usize)> {
     let t = rows.first().map_or(0, |r| r.len());
     if rows.is_empty() || t == 0 {
-        return Err(TfError::Input(format!("step {step} of the batches file has no {what} tokens")));
+        return Err(TfError::Input(format!("step {step} of {file} has no {what} tokens")));
     }
     if rows.iter().any(|r| r.len() != t) {
-        return Err(TfError::Input(format!("step {step} of the batches file: every {what} row must hold {t} ids")));
+        return Err(TfError::Input(format!("step {step} of {file}: every {what} row must hold {t} ids")));
     }
     Ok((rows.len(), t))
+}
+
+/// The batches of a batches file (see [`Source::batches_json`]); `what` names the file in errors
+/// ("the batches file", "--val-batches").
+pub fn batches_file(text: &str, what: &str) -> Result<Vec<Batch>> {
+    let f: BatchesFile = serde_json::from_str(text).map_err(|e| TfError::Input(format!("{what} is not valid: {e}")))?;
+    let mut out = Vec::with_capacity(f.steps.len());
+    for (i, s) in f.steps.into_iter().enumerate() {
+        let step = i + 1;
+        let batch = match (s.inputs, s.targets, s.src, s.tgt_in, s.tgt_out) {
+            (Some(inp), Some(tgt), None, None, None) => {
+                let (b, t) = rect(&inp, "input", step, what)?;
+                if rect(&tgt, "target", step, what)? != (b, t) {
+                    return Err(TfError::Input(format!("step {step} of {what}: every input and target row must hold {t} ids, {b} rows each")));
+                }
+                Batch { b, t, ids: inp.concat(), targets: tgt.concat(), ..Batch::default() }
+            }
+            (None, None, Some(src), Some(tin), Some(tout)) => {
+                let (b, ts) = rect(&src, "src", step, what)?;
+                let (bt, t) = rect(&tin, "tgt_in", step, what)?;
+                if bt != b || rect(&tout, "tgt_out", step, what)? != (b, t) {
+                    return Err(TfError::Input(format!("step {step} of {what}: src, tgt_in and tgt_out must hold {b} rows, tgt_in and tgt_out rows of {t} ids")));
+                }
+                Batch { b, t, ids: tin.concat(), targets: tout.concat(), ts, src: src.concat() }
+            }
+            _ => {
+                return Err(TfError::Input(format!(
+                    "step {step} of {what} must hold \"inputs\" and \"targets\" (decoders) or \"src\", \"tgt_in\" and \"tgt_out\" (encoder-decoders)"
+                )))
+            }
+        };
+        if let Some(first) = out.first().map(|x: &Batch| (x.b, x.t, x.ts)) {
+            if first != (batch.b, batch.t, batch.ts) {
+                return Err(TfError::Input(format!("step {step} of {what} is shaped unlike the first step")));
+            }
+        }
+        out.push(batch);
+    }
+    if out.is_empty() {
+        return Err(TfError::Input(format!("{what} holds no steps")));
+    }
+    Ok(out)
 }
 
 fn stream_rng(seed: u64, stream: u64, i: u64) -> Rng {
@@ -102,43 +144,7 @@ impl Source {
     /// Parses a batches file: `{"steps": [{"inputs": [[ids], ...], "targets": [[ids], ...]}, ...]}`,
     /// every step of the same B x T.
     pub fn batches_json(text: &str) -> Result<Source> {
-        let f: BatchesFile = serde_json::from_str(text).map_err(|e| TfError::Input(format!("the batches file is not valid: {e}")))?;
-        let mut out = Vec::with_capacity(f.steps.len());
-        for (i, s) in f.steps.into_iter().enumerate() {
-            let step = i + 1;
-            let batch = match (s.inputs, s.targets, s.src, s.tgt_in, s.tgt_out) {
-                (Some(inp), Some(tgt), None, None, None) => {
-                    let (b, t) = rect(&inp, "input", step)?;
-                    if rect(&tgt, "target", step)? != (b, t) {
-                        return Err(TfError::Input(format!("step {step} of the batches file: every input and target row must hold {t} ids, {b} rows each")));
-                    }
-                    Batch { b, t, ids: inp.concat(), targets: tgt.concat(), ..Batch::default() }
-                }
-                (None, None, Some(src), Some(tin), Some(tout)) => {
-                    let (b, ts) = rect(&src, "src", step)?;
-                    let (bt, t) = rect(&tin, "tgt_in", step)?;
-                    if bt != b || rect(&tout, "tgt_out", step)? != (b, t) {
-                        return Err(TfError::Input(format!("step {step} of the batches file: src, tgt_in and tgt_out must hold {b} rows, tgt_in and tgt_out rows of {t} ids")));
-                    }
-                    Batch { b, t, ids: tin.concat(), targets: tout.concat(), ts, src: src.concat() }
-                }
-                _ => {
-                    return Err(TfError::Input(format!(
-                        "step {step} of the batches file must hold \"inputs\" and \"targets\" (decoders) or \"src\", \"tgt_in\" and \"tgt_out\" (encoder-decoders)"
-                    )))
-                }
-            };
-            if let Some(first) = out.first().map(|x: &Batch| (x.b, x.t, x.ts)) {
-                if first != (batch.b, batch.t, batch.ts) {
-                    return Err(TfError::Input(format!("step {step} of the batches file is shaped unlike the first step")));
-                }
-            }
-            out.push(batch);
-        }
-        if out.is_empty() {
-            return Err(TfError::Input("the batches file holds no steps".into()));
-        }
-        Ok(Source::Fixed(out))
+        Ok(Source::Fixed(batches_file(text, "the batches file")?))
     }
 
     /// The (B, T) a fixed source dictates.

@@ -26,7 +26,9 @@ pub struct StepLog {
     pub lr: f32,
     /// the global gradient norm, before clipping
     pub grad_norm: f64,
+    /// over the steps since the previous entry (the CLI leaves its evaluations and saves out)
     pub tokens_per_second: f64,
+    /// seconds since the run started (the CLI: the wall clock; the lab: the time spent in its steps)
     pub elapsed_s: f64,
 }
 
@@ -235,12 +237,22 @@ impl<B: Train> Trainer<B> {
 
     /// The mean loss over `n` evaluation batches (None when the data has no held-out part).
     pub async fn evaluate(&mut self, data: &Source, seed: u64, n: u32) -> Result<Option<f64>> {
-        let mut sum = 0.0;
+        let mut batches = Vec::with_capacity(n as usize);
         for i in 0..n {
             let Some(b) = data.val_batch(seed, i, self.shape.batch, self.shape.context) else { return Ok(None) };
-            sum += self.forward(&b, 1).await?;
+            batches.push(b);
         }
-        Ok(if n == 0 { None } else { Some(sum / n as f64) })
+        self.evaluate_batches(&batches).await
+    }
+
+    /// The mean over `batches` of each batch's loss (its mean cross-entropy over the targets that
+    /// count), the parameters untouched; None for no batches. Each batch has the run's shape.
+    pub async fn evaluate_batches(&mut self, batches: &[Batch]) -> Result<Option<f64>> {
+        let mut sum = 0.0;
+        for b in batches {
+            sum += self.forward(b, 1).await?;
+        }
+        Ok(if batches.is_empty() { None } else { Some(sum / batches.len() as f64) })
     }
 
     /// The optimizer's state: both Adam moments of every tensor, in declaration order.
