@@ -392,24 +392,35 @@ impl<B: Backend> Model<B> {
     /// The logit lens of the captured pass (`mid`: after each attention half, else after each
     /// block): the head applied to the captured (L, T, C) inputs a block of rows at a time (at most
     /// [`LENS_BLOCK_BYTES`] of logits), each block read back and reduced to its rows' top 5 before
-    /// the next; (top ids, their probabilities) per row in the order (layer, position).
+    /// the next; (top ids, their probabilities) per row in the order (layer, position). Each
+    /// layer's T rows are one matmul of T rows, as the model's own head over the pass (so the last
+    /// layer's lens is its output to the bit), or, where T rows are over the block, near-equal
+    /// parts of at most a block's rows.
     async fn lens_tops(&self, b: &mut B, t: usize, mid: bool) -> Result<Vec<(Vec<u32>, Vec<f32>)>> {
         let c = self.hooks.capture.as_ref().ok_or_else(|| TfError::Input("no inspection pass was captured".into()))?;
-        let (d, v) = (self.cfg.d_model, self.in_vocab());
+        let (layers, d, v) = (self.cfg.num_layers, self.cfg.d_model, self.in_vocab());
         let src = if mid { &c.lens_mid_in } else { &c.lens_in };
-        let total = self.cfg.num_layers * t;
-        let per = ((LENS_BLOCK_BYTES / (v.max(1) as u64 * 4)).max(1) as usize).min(total.max(1));
+        let cap = ((LENS_BLOCK_BYTES / (v.max(1) as u64 * 4)).max(1) as usize).max(1);
+        let parts = t.div_ceil(cap).max(1);
+        // (first row, rows) of each matmul, in the order of the rows
+        let pieces: Vec<(usize, usize)> =
+            (0..layers).flat_map(|l| (0..parts).map(move |i| (l * t + i * t / parts, (i + 1) * t / parts - i * t / parts))).collect();
+        let per = if parts > 1 { t.div_ceil(parts) } else { (cap / t.max(1)).max(1) * t }.min(layers * t).max(1);
         let block = b.zeros_rows(&[per, v], "inspect lens block")?;
         let (hw, hb) = self.weights.head();
-        let mut tops = Vec::with_capacity(total);
-        let mut r0 = 0;
-        while r0 < total {
-            let n = per.min(total - r0);
-            b.matmul(&block, 0, src, r0 * d, n, hw, hb)?;
+        let mut tops = Vec::with_capacity(layers * t);
+        let mut i = 0;
+        while i < pieces.len() {
+            let mut rows = 0;
+            while i < pieces.len() && rows + pieces[i].1 <= per {
+                let (first, n) = pieces[i];
+                b.matmul(&block, rows * v, src, first * d, n, hw, hb)?;
+                rows += n;
+                i += 1;
+            }
             b.submit()?;
-            let raw = b.read_f32(&block, 0, n * v).await?;
+            let raw = b.read_f32(&block, 0, rows * v).await?;
             tops.extend(raw.chunks(v).map(|row| top_k(row, 5)));
-            r0 += n;
         }
         Ok(tops)
     }
