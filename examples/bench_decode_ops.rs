@@ -20,7 +20,7 @@ fn main() -> tinyformer::Result<()> {
     let w_hd = up(&[hidden, d], &mut rng)?;
     let w_hd2 = up(&[hidden, d], &mut rng)?;
     let w_dh = up(&[d, hidden], &mut rng)?;
-    let w_vd = up(&[vocab, d], &mut rng)?;
+    let w_vd = gpu.upload_weight(&[vocab, d], &rng.vec_normal(vocab * d, 0.1), "w_vd")?;
     let (nh, nkv, hs) = (6, 2, d / 6);
     let w_k = up(&[nkv * hs, d], &mut rng)?;
     let q = gpu.zeros(&[d], "q")?;
@@ -33,9 +33,9 @@ fn main() -> tinyformer::Result<()> {
     let g = up(&[d], &mut rng)?;
     let ids = gpu.upload_u32(&[1], &[3], "ids")?;
     let sampled = gpu.zeros_u32(&[2], "s")?;
-    let table = up(&[vocab, d], &mut rng)?;
+    let table = gpu.upload_weight(&[vocab, d], &rng.vec_normal(vocab * d, 0.1), "table")?;
     let rope = gpu.upload(&[ctx, hs / 2, 2], &vec![0.5; ctx * hs], "rope")?;
-    let reps = 100;
+    let reps = std::env::var("REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(100);
     let time = |f: &dyn Fn(&mut Recorder) -> tinyformer::Result<()>| -> tinyformer::Result<f64> {
         let run = |n: usize| -> tinyformer::Result<f64> {
             let mut rec = Recorder::new(&gpu);

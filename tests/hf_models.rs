@@ -186,9 +186,11 @@ fn gpu_runs_foreign_models_like_transformers() {
 }
 
 /// A maxStorageBufferBindingSize requested from the device (wgpu validates every binding against it):
-/// the wide fixtures' largest other buffer is their logits (24 x 1000 f32 = 96,000 bytes), their tables
-/// (1000 x 64) are 256,000 bytes f32 (ranges of 390 rows: 390, 390, 220) or 128,000 kept 16-bit.
-const SPLIT_LIMIT: u64 = 100_000;
+/// the wide fixtures' tables (1000 x 64) are 256,000 bytes f32 (ranges of 273 rows: 273 x 3 and 181) or
+/// 128,000 kept 16-bit, and their logits are bound by rows too: a context of 24 x 1000 f32 is 96,000 bytes
+/// (rows of 4,000 bytes, ranges of 17 rows or fewer to keep the offset alignment), as is the logit lens's
+/// block (2 layers x T rows); their largest other buffer is gpt2_wide's MLP weight, 65,536 bytes.
+const SPLIT_LIMIT: u64 = 70_000;
 
 fn load_gpu(b: &GpuBackend, name: &str) -> Model<GpuBackend> {
     let opened = formats::open(&DirFiles(dir(name)), None, |_| Ok(())).unwrap();
@@ -218,13 +220,15 @@ fn gpu_splits_tables_over_the_binding_limit_like_transformers() {
                 let chunks = split.chunks(t, what).unwrap().unwrap_or_else(|| panic!("{label}: the {what} is not split"));
                 let row = t.row_bytes();
                 let rows: Vec<usize> = chunks.iter().map(|c| c.rows).collect();
-                if row == 256 {
-                    assert_eq!(rows, [390, 390, 220], "{label}: {what}");
-                } else {
-                    // 16-bit: rows of 128 bytes, as many as fit (in steps that keep the alignment), then the rest
-                    let step = (align / 128).max(1) as usize;
-                    assert_eq!(rows, [781 / step * step, 1000 - 781 / step * step], "{label}: {what}");
+                // as many whole rows as fit (in steps that keep the offsets aligned), the last range partial
+                let step = (align / gcd(row, align)) as usize;
+                let per = (SPLIT_LIMIT / row) as usize / step * step;
+                let mut want = vec![per; 1000 / per];
+                if 1000 % per > 0 {
+                    want.push(1000 % per);
                 }
+                assert_eq!(rows, want, "{label}: {what}");
+                assert_eq!(rows.len(), if row == 256 { 4 } else { 2 }, "{label}: {what}");
                 assert!(
                     chunks.iter().all(|c| c.size <= SPLIT_LIMIT && c.offset % align == 0 && c.offset == c.row0 as u64 * row),
                     "{label}"
@@ -250,7 +254,57 @@ fn gpu_splits_tables_over_the_binding_limit_like_transformers() {
                 LOGIT_RTOL,
             );
             println!("{label}: split GPU == whole GPU, vs CPU reference max|diff| {d:.1e}");
+            // a prompt of the whole context: its logits (24 x 1000 f32, over the limit) are written range by range
+            // and read whole; the lens block (48 rows) likewise; a generation's sampler binds its row's range
+            let long: Vec<u32> = (0..24u32).map(|i| (i * 37 + 5) % 1000).collect();
+            let got = pollster::block_on(m.forward(&mut b, &long, None)).unwrap();
+            let logits = split.chunks(&m.state.logits, "logits").unwrap().unwrap_or_else(|| panic!("{label}: the logits are not split"));
+            assert!(logits.len() >= 2 && logits.iter().all(|c| c.size <= SPLIT_LIMIT && c.offset % align == 0), "{label}: {logits:?}");
+            let want = pollster::block_on(mw.forward(&mut w, &long, None)).unwrap();
+            assert_eq!(got.logits, want.logits, "{label}: a full context, split vs whole on the GPU");
+            let cpu = pollster::block_on(mc.forward(&mut CpuBackend, &long, None)).unwrap();
+            let d = assert_close(
+                &format!("{label} full context split vs CPU reference"),
+                &got.logits,
+                &cpu.logits.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+                LOGIT_ATOL,
+                LOGIT_RTOL,
+            );
+            let r = pollster::block_on(m.inspect(&mut b, &long, None, None)).unwrap();
+            let rw = pollster::block_on(mw.inspect(&mut w, &long, None, None)).unwrap();
+            let rc = pollster::block_on(mc.inspect(&mut CpuBackend, &long, None, None)).unwrap();
+            for (l, lens) in r.logit_lens.iter().chain(&r.logit_lens_mid).enumerate() {
+                let other = rw.logit_lens.iter().chain(&rw.logit_lens_mid).nth(l).unwrap();
+                assert_eq!((&lens.top_ids, &lens.top_probs), (&other.top_ids, &other.top_probs), "{label}: lens {l}, split vs whole");
+                let cpu = rc.logit_lens.iter().chain(&rc.logit_lens_mid).nth(l).unwrap();
+                let top1 = |x: &Vec<Vec<u32>>| x.iter().map(|t| t[0]).collect::<Vec<_>>();
+                assert_eq!(top1(&lens.top_ids), top1(&cpu.top_ids), "{label}: lens {l}, split GPU vs CPU reference");
+                // the sorted top-5 probabilities, within 1e-5: softmax of logits that agree within LOGIT_ATOL
+                let p = |x: &Vec<Vec<f32>>| x.iter().flatten().copied().collect::<Vec<f32>>();
+                let want: Vec<f64> = p(&cpu.top_probs).iter().map(|&v| v as f64).collect();
+                assert_close(&format!("{label} lens {l} probabilities"), &p(&lens.top_probs), &want, 1e-5, 0.0);
+            }
+            for p in 0..long.len() {
+                let (top, _) = top_k(&got.logits[p * 1000..(p + 1) * 1000], 5);
+                assert_eq!(r.logit_lens[1].top_ids[p], top, "{label}: the last block's lens is the model's output at {p}");
+            }
+            // greedy from a 20-token prompt to the end of the context, cached and chained: the whole device's ids
+            for k in [1, 3] {
+                let cfg = GenConfig { max_new_tokens: 4, tokens_per_submit: k, ..GenConfig::default() };
+                let ids = pollster::block_on(m.generate(&mut b, &long[..20], None, cfg.clone())).unwrap();
+                let want = pollster::block_on(mw.generate(&mut w, &long[..20], None, cfg)).unwrap();
+                assert_eq!((ids.len(), &ids), (24, &want), "{label}: greedy from a long prompt, K={k}");
+            }
+            println!("{label}: a full context over the limit: split GPU == whole GPU, vs CPU reference max|diff| {d:.1e}");
         }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -308,6 +362,19 @@ fn a_table_whose_one_row_is_over_the_binding_limit_is_refused_in_one_line() {
             .expect("refused")
             .to_string();
     assert!(msg.contains("one weights buffer of 64.0 KiB (65536 bytes; decoder_layers.0.feed_forward.linear1.weight [256, 64]), over this GPU's maxStorageBufferBindingSize"), "{msg}");
+    // the logits are bound by rows too: a row over the limit (1000 f32) is refused in one line naming them
+    let budget = Budget::default()
+        .with_limits(tinyformer::model::memory::DeviceLimits { max_buffer_size: 1 << 30, max_storage_buffer_binding_size: 3_000 });
+    let msg =
+        formats::open(&DirFiles(dir("gpt2_wide")), None, |cfg| memory::demand_for(cfg, Default::default(), &plan(cfg)).check(&budget))
+            .err()
+            .expect("refused")
+            .to_string();
+    assert!(
+        msg.contains("the logits have rows of 4000 bytes, over this GPU's maxStorageBufferBindingSize of 2.9 KiB (3000 bytes)"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
     // while the split tables themselves fit any limit that holds a row and the other buffers
     let budget = Budget::default()
         .with_limits(tinyformer::model::memory::DeviceLimits { max_buffer_size: 1 << 30, max_storage_buffer_binding_size: SPLIT_LIMIT });

@@ -309,6 +309,9 @@ impl Backend for GpuBackend {
     fn zeros(&self, shape: &[usize], label: &str) -> Result<GpuTensor> {
         self.gpu.zeros(shape, label)
     }
+    fn zeros_rows(&self, shape: &[usize], label: &str) -> Result<GpuTensor> {
+        self.gpu.zeros_rows(shape, label)
+    }
     fn zeros_u32(&self, shape: &[usize], label: &str) -> Result<GpuTensor> {
         self.gpu.zeros_u32(shape, label)
     }

@@ -7,7 +7,7 @@
 //! register blocks, db an invocation per value, every sum in order).
 
 use crate::error::{ensure, Result};
-use crate::gpu::context::Kernel;
+use crate::gpu::context::{Kernel, RowChunk};
 use crate::gpu::wgsl::{self, files, Params};
 use crate::gpu::{DType, GpuTensor, Recorder};
 use crate::ops::EwOp;
@@ -290,18 +290,68 @@ pub fn matmul_act(
     };
     let gpu = rec.gpu.clone();
     let bias = b.map_or(&gpu.dummy, |b| &b.buf);
-    let Some(chunks) = gpu.chunks(w, "the matmul's W")? else {
+    let w_chunks = gpu.chunks(w, "the matmul's W")?;
+    let out_segs = out_segments(&gpu, out, out_off, m, n)?;
+    if w_chunks.is_none() && out_segs.is_none() {
         let (kernel, groups) = gpu.k.matmul.select(kind, w.dtype.is_16bit(), m, k, n, x_off);
         return rec.dispatch(kernel, &p, &[&x.buf, &w.buf, bias, &out.buf], groups);
-    };
+    }
     // W over the binding limit (a large head): one dispatch per range of its rows, each writing
-    // its columns of out's rows of N
-    for c in chunks {
-        let p = MatmulParams { n: c.rows as u32, out_offset: (out_off + c.row0) as u32, b_offset: c.row0 as u32, ..p };
-        let (kernel, groups) = gpu.k.matmul.select(kind, w.dtype.is_16bit(), m, k, c.rows, x_off);
-        rec.dispatch_ranges(kernel, &p, &[(&x.buf, None), (&w.buf, Some((c.offset, c.size))), (bias, None), (&out.buf, None)], groups)?;
+    // its columns of out's rows of N; out over it (the logits of a long pass): one per range of
+    // out's rows, bound alone, reading the matching rows of x
+    let whole_w = [RowChunk { row0: 0, rows: n, offset: 0, size: 0 }];
+    let out_whole = [OutSegment { range: None, first: 0, rows: m, out_offset: out_off }];
+    for seg in out_segs.as_deref().unwrap_or(&out_whole) {
+        for c in w_chunks.as_deref().unwrap_or(&whole_w) {
+            let x_off = x_off + seg.first * k;
+            let p = MatmulParams {
+                m: seg.rows as u32,
+                n: c.rows as u32,
+                x_offset: x_off as u32,
+                out_offset: (seg.out_offset + c.row0) as u32,
+                b_offset: c.row0 as u32,
+                ..p
+            };
+            let w_range = w_chunks.is_some().then_some((c.offset, c.size));
+            let (kernel, groups) = gpu.k.matmul.select(kind, w.dtype.is_16bit(), seg.rows, k, c.rows, x_off);
+            rec.dispatch_ranges(kernel, &p, &[(&x.buf, None), (&w.buf, w_range), (bias, None), (&out.buf, seg.range)], groups)?;
+        }
     }
     Ok(())
+}
+
+/// Rows `first..first + rows` of a pass, written into a binding of out (`range`: `(offset, size)`
+/// bytes, `None`: the whole buffer) from its element `out_offset`.
+struct OutSegment {
+    range: Option<(u64, u64)>,
+    first: usize,
+    rows: usize,
+    out_offset: usize,
+}
+
+/// How the M rows of N values written into `out` from `out_off` are bound: `None` when out fits
+/// one binding, else out's rows of N cut as `Gpu::row_chunks` cuts a weight (whole rows, aligned
+/// offsets), each range with the pass's rows that land in it.
+fn out_segments(gpu: &crate::gpu::Gpu, out: &GpuTensor, out_off: usize, m: usize, n: usize) -> Result<Option<Vec<OutSegment>>> {
+    let bytes = out.len() as u64 * 4;
+    if bytes <= gpu.limits.max_storage_buffer_binding_size || m == 0 || n == 0 {
+        return Ok(None);
+    }
+    ensure(out_off.is_multiple_of(n) && out.len().is_multiple_of(n), "matmul", || {
+        format!("out {:?} is over the binding limit, so it is bound by rows of N = {n}, but offset {out_off} is not at a row", out.shape)
+    })?;
+    let Some(chunks) = gpu.row_chunks(bytes, out.len() / n, n as u64 * 4, "the matmul's out")? else { return Ok(None) };
+    let (lo, hi) = (out_off / n, out_off / n + m);
+    Ok(Some(
+        chunks
+            .iter()
+            .filter(|c| c.row0 < hi && c.row0 + c.rows > lo)
+            .map(|c| {
+                let (a, b) = (c.row0.max(lo), (c.row0 + c.rows).min(hi));
+                OutSegment { range: Some((c.offset, c.size)), first: a - lo, rows: b - a, out_offset: (a - c.row0) * n }
+            })
+            .collect(),
+    ))
 }
 
 /// Invocations per workgroup of the one-invocation-per-output kernels (shaders/rows.wgsl and the

@@ -48,14 +48,30 @@ pub fn sample(rec: &mut Recorder, out: &GpuTensor, logits: &GpuTensor, row: usiz
         v: v as u32,
         mode: (!params.is_greedy()) as u32,
         top_k: params.top_k,
-        logits_offset: (row * v) as u32,
+        logits_offset: 0,
         temperature: params.temperature,
         top_p: params.top_p,
         u,
         _pad: 0,
     };
     let gpu = rec.gpu.clone();
-    rec.dispatch(&gpu.k.sample.main, &p, &[&logits.buf, &out.buf], [1, 1, 1])
+    let (range, logits_offset) = row_binding(&gpu, logits, row)?;
+    let p = SampleUniform { logits_offset, ..p };
+    rec.dispatch_ranges(&gpu.k.sample.main, &p, &[(&logits.buf, range), (&out.buf, None)], [1, 1, 1])
+}
+
+/// How the sampler binds the row `row` of `logits`: the whole buffer with the row's offset, or,
+/// for logits over the binding limit (a long pass over a large vocabulary, bound by rows as the
+/// matmul writes them: `Gpu::chunks`), the range of whole rows that holds it.
+fn row_binding(gpu: &crate::gpu::Gpu, logits: &GpuTensor, row: usize) -> Result<(Option<(u64, u64)>, u32)> {
+    let v = logits.last_dim();
+    Ok(match gpu.chunks(logits, "the logits")? {
+        None => (None, (row * v) as u32),
+        Some(chunks) => {
+            let c = chunks.iter().find(|c| (c.row0..c.row0 + c.rows).contains(&row)).copied().unwrap_or(chunks[0]);
+            (Some((c.offset, c.size)), ((row - c.row0) * v) as u32)
+        }
+    })
 }
 
 /// [`sample`] where greedy picks run in one invocation without barriers (sample.wgsl's `greedy1`,
@@ -75,7 +91,8 @@ pub fn sample_one_invocation(
     let v = logits.last_dim();
     ensure(row < logits.rows(), "sample", || format!("row {row} is outside logits {:?}", logits.shape))?;
     ensure(out.dtype == DType::U32 && out.len() >= 2, "sample", || format!("out {:?} must be a u32 tensor of at least 2", out.shape))?;
-    let p = SampleUniform { v: v as u32, mode: 0, top_k: 0, logits_offset: (row * v) as u32, temperature: 0.0, top_p: 1.0, u, _pad: 0 };
     let gpu = rec.gpu.clone();
-    rec.dispatch(&gpu.k.sample.greedy1, &p, &[&logits.buf, &out.buf], [1, 1, 1])
+    let (range, logits_offset) = row_binding(&gpu, logits, row)?;
+    let p = SampleUniform { v: v as u32, mode: 0, top_k: 0, logits_offset, temperature: 0.0, top_p: 1.0, u, _pad: 0 };
+    rec.dispatch_ranges(&gpu.k.sample.greedy1, &p, &[(&logits.buf, range), (&out.buf, None)], [1, 1, 1])
 }

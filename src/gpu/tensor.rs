@@ -171,6 +171,11 @@ impl Gpu {
     pub fn zeros(&self, shape: &[usize], label: &str) -> Result<GpuTensor> {
         self.alloc(shape, DType::F32, label, false)
     }
+    /// [`Gpu::zeros`] of a 2-D output that may be over the binding limit (the logits of a long
+    /// pass): the matmul writes it and the sampler reads it by ranges of whole rows ([`Gpu::chunks`]).
+    pub fn zeros_rows(&self, shape: &[usize], label: &str) -> Result<GpuTensor> {
+        self.alloc(shape, DType::F32, label, true)
+    }
     pub fn zeros_u32(&self, shape: &[usize], label: &str) -> Result<GpuTensor> {
         self.alloc(shape, DType::U32, label, false)
     }

@@ -83,6 +83,11 @@ pub struct Item {
     /// the largest single buffer of the group (what one GPU binding must hold) and its shape
     pub buffer: u64,
     pub buffer_shape: String,
+    /// a group the GPU binds by rows (the logits: `gpu::matmul::matmul_act` writes an out over
+    /// the binding limit in ranges of whole rows, the sampler binds the range of its row): the
+    /// largest row, which one binding must hold; its buffers are held to maxBufferSize only
+    #[serde(skip)]
+    pub row_bound: Option<u64>,
 }
 
 /// Every buffer a loaded model holds, grouped.
@@ -120,6 +125,8 @@ struct Sum {
     bytes: u64,
     buffer: u64,
     buffer_shape: String,
+    /// the largest row of the group's buffers
+    row: u64,
 }
 
 impl BufferSink for Tally {
@@ -133,6 +140,8 @@ impl BufferSink for Tally {
         if sum.group.is_none() || bytes > sum.buffer {
             (sum.buffer, sum.buffer_shape) = (bytes, buf.notation());
         }
+        let rows = buf.shape().first().copied().unwrap_or(1).max(1) as u64;
+        sum.row = sum.row.max(bytes / rows);
         sum.group = Some(buf.group);
         sum.buffers += 1;
         sum.bytes = sum.bytes.saturating_add(bytes);
@@ -150,7 +159,8 @@ impl Tally {
                 None if group.counted() => format!("{} x {}", s.buffers, s.buffer_shape),
                 None => s.buffer_shape.clone(),
             };
-            Some(Item { what: group.what(), shape, bytes: s.bytes, buffer: s.buffer, buffer_shape: s.buffer_shape })
+            let row_bound = group.bound_by_rows().then_some(s.row);
+            Some(Item { what: group.what(), shape, bytes: s.bytes, buffer: s.buffer, buffer_shape: s.buffer_shape, row_bound })
         })
     }
 }
@@ -271,7 +281,7 @@ pub fn demand_of(cfg: &ModelConfig, copies: WeightCopies, plan: &Plan, weights16
     // each group: what, its shape, its bytes, and its largest single buffer's bytes
     let mut add = |what: &'static str, shape: String, bytes: u64, (buffer_shape, buffer): (String, u64)| {
         if bytes > 0 {
-            items.push(Item { what, shape, bytes, buffer, buffer_shape });
+            items.push(Item { what, shape, bytes, buffer, buffer_shape, row_bound: None });
         }
     };
     let panel = match copies {
@@ -371,9 +381,20 @@ impl Demand {
                 ));
             }
         }
-        let limits = [(budget.max_binding, "maxStorageBufferBindingSize"), (budget.max_buffer, "maxBufferSize")];
-        for (limit, name) in limits {
-            let Some(big) = self.items.iter().filter(|i| i.buffer > limit).max_by_key(|i| i.buffer) else { continue };
+        // a group bound by rows needs one row per binding (and one buffer for the whole, below)
+        if let Some(i) = self.items.iter().find(|i| i.row_bound.is_some_and(|r| r > budget.max_binding)) {
+            return Err(format!(
+                "the {} have rows of {} bytes, over this GPU's maxStorageBufferBindingSize of {} ({} bytes), so they cannot be bound even one row at a time",
+                i.what,
+                i.row_bound.unwrap_or(0),
+                human_bytes(budget.max_binding),
+                budget.max_binding
+            ));
+        }
+        let limits = [(budget.max_binding, "maxStorageBufferBindingSize", true), (budget.max_buffer, "maxBufferSize", false)];
+        for (limit, name, binding) in limits {
+            let bound_whole = |i: &&Item| !(binding && i.row_bound.is_some());
+            let Some(big) = self.items.iter().filter(bound_whole).filter(|i| i.buffer > limit).max_by_key(|i| i.buffer) else { continue };
             return Err(format!(
                 "the model needs one {} buffer of {} ({} bytes; {}), over this GPU's {name} of {} ({limit} bytes); in all it needs {}: biggest buffers: {}",
                 big.what,

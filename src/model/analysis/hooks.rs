@@ -24,9 +24,12 @@ pub struct Capture<T> {
     eye_a: T,
     /// (1 + L, T, C): the residual after the embedding and after each block
     pub(super) resid: T,
-    /// (L, T, V): the lens after each block and after each attention half
-    pub(super) lens: T,
-    pub(super) lens_mid: T,
+    /// (L, T, C): the head's input after each block and after each attention half (the final
+    /// norm of the residual; the residual itself where the stack ends on a norm): the logit lens
+    /// is computed from it after the pass, a bounded block of rows at a time
+    /// (`Model::lens_tops`), so no (L, T, V) buffer is ever held
+    pub(super) lens_in: T,
+    pub(super) lens_mid_in: T,
     /// (L, T, NH*HS): every head's output before W_o (before any ablation)
     pub(super) att: T,
 }
@@ -108,42 +111,41 @@ impl<B: Backend> Model<B> {
         if pos != 0 || t != c.t {
             return Ok(XnAfterHook::Kept);
         }
-        let (d, v) = (self.cfg.d_model, self.in_vocab());
-        let (lens, l) = match at {
+        let d = self.cfg.d_model;
+        let (lens_in, l) = match at {
             HookPoint::Embed => return b.matmul(&c.resid, 0, x, 0, t, &c.eye_c, None).map(|()| XnAfterHook::Kept),
-            HookPoint::Mid(l) => (&c.lens_mid, l),
+            HookPoint::Mid(l) => (&c.lens_mid_in, l),
             HookPoint::Block(l) => {
                 b.matmul(&c.resid, (l + 1) * t * d, x, 0, t, &c.eye_c, None)?;
-                (&c.lens, l)
+                (&c.lens_in, l)
             }
         };
-        // the lens: the final norm (pre-norm stacks; the post-norm decoder ends on a norm already)
-        // and the unembedding, exactly as the model's own head
-        let (hw, hb) = self.weights.head();
+        // the lens's input: the final norm (pre-norm stacks; the post-norm decoder ends on a norm
+        // already), exactly as the model's own head reads it
         match &self.weights.final_norm {
             Some(n) => {
                 match &n.b {
                     Some(beta) => b.layernorm(xn, x, &n.w, beta, t, n.eps)?,
                     None => b.rmsnorm(xn, x, &n.w, t, n.eps)?,
                 }
-                b.matmul(lens, l * t * v, xn, 0, t, hw, hb)?;
+                b.matmul(lens_in, l * t * d, xn, 0, t, &c.eye_c, None)?;
                 Ok(XnAfterHook::Overwritten)
             }
-            None => b.matmul(lens, l * t * v, x, 0, t, hw, hb).map(|()| XnAfterHook::Kept),
+            None => b.matmul(lens_in, l * t * d, x, 0, t, &c.eye_c, None).map(|()| XnAfterHook::Kept),
         }
     }
 
     pub(super) fn start_capture(&mut self, b: &B, t: usize) -> Result<()> {
         self.free_capture(b);
-        let (layers, d, v) = (self.cfg.num_layers, self.cfg.d_model, self.in_vocab());
+        let (layers, d) = (self.cfg.num_layers, self.cfg.d_model);
         let a = self.cfg.num_heads * self.cfg.head_dim();
         self.hooks.capture = Some(Capture {
             t,
             eye_c: b.tensor(&[d, d], &identity(d), "inspect eye C")?,
             eye_a: b.tensor(&[a, a], &identity(a), "inspect eye A")?,
             resid: b.zeros(&[layers + 1, t, d], "inspect residuals")?,
-            lens: b.zeros(&[layers, t, v], "inspect lens")?,
-            lens_mid: b.zeros(&[layers, t, v], "inspect lens mid")?,
+            lens_in: b.zeros(&[layers, t, d], "inspect lens input")?,
+            lens_mid_in: b.zeros(&[layers, t, d], "inspect lens mid input")?,
             att: b.zeros(&[layers, t, a], "inspect head outputs")?,
         });
         Ok(())

@@ -1,13 +1,17 @@
 //! Look inside: the logit lens, head detectors, residual norms, attention entropy,
 //! per-token surprise, and head ablation, for every architecture (the encoder-decoder on its decoder).
 //!
-//! Where the work runs: the forward pass, the lens (final norm + unembedding of every block's
-//! residual at every position) and the captures run on the model's backend, in the same pass,
-//! through the hooks (analysis::hooks) that the forward calls at three points of each block. The
-//! captures are copies made by a matmul with an identity matrix (exact: every product is x*1 or
-//! x*0), so no new Backend op is needed. What is O(positions) or O(heads*positions^2) per layer (softmax + top-5 of the lens rows,
-//! norms, entropies, head scores, surprise, KL) is computed on the CPU from the read-back lens logits,
-//! residuals and attention maps; the read-back is the size of those results.
+//! Where the work runs: the forward pass and the captures run on the model's backend, in the same
+//! pass, through the hooks (analysis::hooks) that the forward calls at three points of each block:
+//! the residual stream, every head's output and the lens's input (the final norm of each block's
+//! residual). The captures are copies made by a matmul with an identity matrix (exact: every
+//! product is x*1 or x*0), so no new Backend op is needed. The lens itself (the unembedding of
+//! every captured row) runs after the pass on the same backend, a block of rows at a time
+//! ([`LENS_BLOCK_BYTES`] of logits), each block read back and reduced to its top 5 before the next,
+//! so a long prompt over a large vocabulary never holds (L, T, V). What is O(positions) or
+//! O(heads*positions^2) per layer (softmax + top-5 of the lens rows, norms, entropies, head scores,
+//! surprise, KL) is computed on the CPU from the read-back lens logits, residuals and attention
+//! maps; the read-back is the size of those results.
 
 use serde::Serialize;
 
@@ -235,20 +239,25 @@ pub fn ranked(scores: &[Vec<f32>]) -> Vec<(usize, usize, f32)> {
     v
 }
 
-fn lens_layers(raw: &[f32], layers: usize, t: usize, v: usize) -> Vec<LensLayer> {
-    (0..layers)
-        .map(|l| {
-            let (mut ids, mut probs) = (vec![], vec![]);
-            for p in 0..t {
-                let o = (l * t + p) * v;
-                let (i, pr) = top_k(&raw[o..o + v], 5);
-                ids.push(i);
-                probs.push(pr);
-            }
-            LensLayer { layer: l, top_ids: ids, top_probs: probs }
-        })
-        .collect()
+/// The top-5 rows of the lens, [row][5] in the order (layer, position), as `LensLayer`s.
+fn lens_layers(tops: Vec<(Vec<u32>, Vec<f32>)>, t: usize) -> Vec<LensLayer> {
+    let mut rows = tops.into_iter();
+    let mut out = vec![];
+    for layer in 0.. {
+        let (ids, probs): (Vec<_>, Vec<_>) = rows.by_ref().take(t).unzip();
+        if ids.is_empty() || t == 0 {
+            break;
+        }
+        out.push(LensLayer { layer, top_ids: ids, top_probs: probs });
+    }
+    out
 }
+
+/// The most bytes of lens logits computed and read back at once: the lens of a long prompt over a
+/// large vocabulary (GPT-2 small: 12 x 1024 x 50257 f32, 2.5 GB per hook point) goes through a
+/// (rows, V) block of at most this size, under WebGPU's default binding limit of 128 MiB (a
+/// device with a lower one binds the block by rows, as it does the logits).
+pub const LENS_BLOCK_BYTES: u64 = 32 << 20;
 
 impl<B: Backend> Model<B> {
     /// Sizes the run state for the passes of an inspection over `ids` (and `tgt`): every layer's
@@ -314,17 +323,12 @@ impl<B: Backend> Model<B> {
         b.submit()?;
         let got = {
             let c = self.hooks.capture.as_ref().expect("capture set above");
-            b.read_batch(&[
-                (&self.state.logits, 0, t * v),
-                (&c.resid, 0, (layers + 1) * t * d),
-                (&c.lens, 0, layers * t * v),
-                (&c.lens_mid, 0, layers * t * v),
-                (&c.att, 0, layers * t * a),
-            ])
-            .await?
+            b.read_batch(&[(&self.state.logits, 0, t * v), (&c.resid, 0, (layers + 1) * t * d), (&c.att, 0, layers * t * a)]).await?
         };
         let f = |i: usize| -> Vec<f32> { bytemuck::cast_slice(&got[i]).to_vec() };
-        let (logits, resid, lens, lens_mid, att) = (f(0), f(1), f(2), f(3), f(4));
+        let (logits, resid, att) = (f(0), f(1), f(2));
+        let lens = self.lens_tops(b, t, false).await?;
+        let lens_mid = self.lens_tops(b, t, true).await?;
         let maps: Vec<Vec<f32>> =
             self.read_attention(b, t, t, 0).await?.into_iter().filter(|m| m.kind == MapKind::Decoder).map(|m| m.data).collect();
         self.free_capture(b);
@@ -345,8 +349,8 @@ impl<B: Backend> Model<B> {
             ids: tokens.to_vec(),
             layers,
             heads: nh,
-            logit_lens: lens_layers(&lens, layers, t, v),
-            logit_lens_mid: lens_layers(&lens_mid, layers, t, v),
+            logit_lens: lens_layers(lens, t),
+            logit_lens_mid: lens_layers(lens_mid, t),
             head_scores: head_scores(&maps, nh, tokens),
             residual_norms,
             attention_entropy,
@@ -383,6 +387,42 @@ impl<B: Backend> Model<B> {
             });
         }
         Ok(report)
+    }
+
+    /// The logit lens of the captured pass (`mid`: after each attention half, else after each
+    /// block): the head applied to the captured (L, T, C) inputs a block of rows at a time (at most
+    /// [`LENS_BLOCK_BYTES`] of logits), each block read back and reduced to its rows' top 5 before
+    /// the next; (top ids, their probabilities) per row in the order (layer, position). Each
+    /// layer's T rows are one matmul of T rows, as the model's own head over the pass (so the last
+    /// layer's lens is its output to the bit), or, where T rows are over the block, near-equal
+    /// parts of at most a block's rows.
+    async fn lens_tops(&self, b: &mut B, t: usize, mid: bool) -> Result<Vec<(Vec<u32>, Vec<f32>)>> {
+        let c = self.hooks.capture.as_ref().ok_or_else(|| TfError::Input("no inspection pass was captured".into()))?;
+        let (layers, d, v) = (self.cfg.num_layers, self.cfg.d_model, self.in_vocab());
+        let src = if mid { &c.lens_mid_in } else { &c.lens_in };
+        let cap = ((LENS_BLOCK_BYTES / (v.max(1) as u64 * 4)).max(1) as usize).max(1);
+        let parts = t.div_ceil(cap).max(1);
+        // (first row, rows) of each matmul, in the order of the rows
+        let pieces: Vec<(usize, usize)> =
+            (0..layers).flat_map(|l| (0..parts).map(move |i| (l * t + i * t / parts, (i + 1) * t / parts - i * t / parts))).collect();
+        let per = if parts > 1 { t.div_ceil(parts) } else { (cap / t.max(1)).max(1) * t }.min(layers * t).max(1);
+        let block = b.zeros_rows(&[per, v], "inspect lens block")?;
+        let (hw, hb) = self.weights.head();
+        let mut tops = Vec::with_capacity(layers * t);
+        let mut i = 0;
+        while i < pieces.len() {
+            let mut rows = 0;
+            while i < pieces.len() && rows + pieces[i].1 <= per {
+                let (first, n) = pieces[i];
+                b.matmul(&block, rows * v, src, first * d, n, hw, hb)?;
+                rows += n;
+                i += 1;
+            }
+            b.submit()?;
+            let raw = b.read_f32(&block, 0, rows * v).await?;
+            tops.extend(raw.chunks(v).map(|row| top_k(row, 5)));
+        }
+        Ok(tops)
     }
 
     /// Every head's mean output (NH*HS per layer) over `tokens`, for mean ablation in generation.

@@ -34,6 +34,12 @@ pub trait Backend {
     }
     /// An f32 tensor of `shape`, all zeros.
     fn zeros(&self, shape: &[usize], label: &str) -> Result<Self::T>;
+    /// [`Backend::zeros`] of a 2-D output that a GPU may bind by ranges of whole rows where it is
+    /// over the binding limit (the logits of a long pass: the matmul writes it range by range, the
+    /// sampler binds the range of its row); only `matmul*` and `sample` may take it.
+    fn zeros_rows(&self, shape: &[usize], label: &str) -> Result<Self::T> {
+        self.zeros(shape, label)
+    }
     /// A u32 tensor of `shape` (token ids, expert indices, the sampler's record), all zeros.
     fn zeros_u32(&self, shape: &[usize], label: &str) -> Result<Self::T>;
     /// t[offset..offset + data.len()] = data, t f32. Ordered after the ops recorded before it.

@@ -48,6 +48,13 @@ impl Group {
         }
     }
 
+    /// Whether the GPU binds its buffers by ranges of whole rows where one is over the binding
+    /// limit (the logits: a long pass over a large vocabulary, GPT-2 small past 667 rows under
+    /// 128 MiB), so the budget holds them to maxBufferSize and their row to the binding limit.
+    pub fn bound_by_rows(self) -> bool {
+        matches!(self, Group::Logits)
+    }
+
     /// Whether its shape is written as a count of equal buffers ("4 x (S 32, NKV*HS 24)") rather
     /// than one buffer's shape (where the declaration does not describe it).
     pub fn counted(self) -> bool {
@@ -178,6 +185,7 @@ impl<B: Backend> BufferSink for Allocate<'_, B> {
     fn take(&mut self, buf: &Buffer) -> Result<B::T> {
         let shape = buf.shape();
         match buf.init {
+            Init::Zeros(Dtype::F32) if buf.group.bound_by_rows() => self.0.zeros_rows(&shape, buf.label),
             Init::Zeros(Dtype::F32) => self.0.zeros(&shape, buf.label),
             Init::Zeros(Dtype::U32) => self.0.zeros_u32(&shape, buf.label),
             Init::Table(values) => self.0.tensor(&shape, &values(), buf.label),
