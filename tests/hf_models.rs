@@ -589,9 +589,8 @@ fn fast_cpu_16bit_panels_give_the_bits_of_the_widened_weights() {
         let (v, c) = (m16.cfg.vocab_size, m16.cfg.d_model);
         assert_eq!(head, v.div_ceil(16) * 16 * c * 4, "{label}: the head held as f32 panels alone, no rows beside");
         let prompt = ids(&expected(name)["ids"]);
-        let (o16, o32) = pollster::block_on(async {
-            (m16.forward(b, &prompt, None).await.unwrap(), m32.forward(b, &prompt, None).await.unwrap())
-        });
+        let (o16, o32) =
+            pollster::block_on(async { (m16.forward(b, &prompt, None).await.unwrap(), m32.forward(b, &prompt, None).await.unwrap()) });
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&o16.logits), bits(&o32.logits), "{label}: logits, 16-bit panels vs widened");
         for kv_cache in [true, false] {

@@ -136,14 +136,20 @@ impl Backend for FastCpuBackend {
         }
     }
     /// [`FastCpuBackend::weight`] for a 16-bit weight: a matmul weight's panels stay 16-bit (the GEMV
-    /// and GEMM widen them, exactly); other weights are widened to f32 rows.
+    /// and GEMM widen them, exactly) unless it holds NaN / Inf (then f32 panels); other weights are
+    /// widened to f32 rows.
     fn weight16(&self, shape: &[usize], bits: &[u16], dtype: FloatDtype, role: Role, label: &str) -> Result<FastTensor> {
         let half = match dtype {
             FloatDtype::F16 => matmul::Half::F16,
             FloatDtype::BF16 => matmul::Half::Bf16,
             FloatDtype::F32 => return self.tensor16(shape, bits, dtype, label),
         };
+        let (nan, inf) = crate::model::checkpoint::non_finite16(bits, dtype);
         match (role, shape) {
+            // NaN / Inf values (a damaged file, which still loads): f32 panels, where the kernels keep them
+            (Role::Matmul | Role::Head | Role::TiedEmbedding, _) if nan + inf > 0 => {
+                self.weight(shape, &crate::model::checkpoint::widen16(bits, dtype), role, label)
+            }
             (Role::Matmul | Role::Head | Role::TiedEmbedding, &[n, k]) => {
                 let p = matmul::Packed16::new(bits, half, n, k).map_err(|e| in_weight(e, label))?;
                 Ok(FastTensor::panels_only(shape, Panels::Half(p)))

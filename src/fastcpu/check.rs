@@ -163,7 +163,7 @@ const HALF_N: [usize; 5] = [1, 15, 16, 17, 33];
 ///   against the `half` crate's conversion, bit for bit (NaNs quieted as it does);
 /// - the matmul (GEMV and GEMM, with and without bias) over 16-bit panels against the f32 panels of
 ///   the widened weight, bit for bit, on [`HALF_M`] x [`HALF_K`] x [`HALF_N`], with weights that include
-///   zeros of both signs and f16 subnormals; and the rows read back out of the panels.
+///   zeros of both signs and f16 subnormals and inputs up to 10^5; and the rows read back out of the panels.
 ///
 /// The page's builds run it through the wasm export `fastcpu_half_check` (tests/browser/fastcpu.test.mjs),
 /// natively tests/fastcpu_ops.rs in both builds.
@@ -203,7 +203,10 @@ pub fn half_sweep() -> SweepResult {
                             });
                         }
                         let wide: Vec<f32> = bits.iter().map(|&b| h.widen(b)).collect();
-                        let x: Vec<f32> = (0..m * k).map(|_| r.uniform() * 2.0 - 1.0).collect();
+                        // x in [-1, 1), or (N = 17) up to 10^5 in places: the page's f16 GEMV scales x by
+                        // 2^112 and takes the exact widening where some |x| >= 2^16
+                        let big = if n == 17 { 1e5 } else { 1.0 };
+                        let x: Vec<f32> = (0..m * k).map(|i| (r.uniform() * 2.0 - 1.0) * if i % 5 == 1 { big } else { 1.0 }).collect();
                         let b: Vec<f32> = (0..n).map(|_| r.uniform() * 2.0 - 1.0).collect();
                         let b = bias.then_some(&b[..]);
                         let (p16, p32) = match (Packed16::new(&bits, h, n, k), Packed::new(&wide, n, k)) {

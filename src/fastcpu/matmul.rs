@@ -96,9 +96,13 @@ pub struct Packed16 {
 }
 
 impl Packed16 {
-    /// Packs W (N, K) given as f16 / bf16 bits (row-major).
+    /// Packs W (N, K) given as f16 / bf16 bits (row-major). Its values must be finite (the page's f16
+    /// GEMV widens finite values only: `isa::wasm_tiles::gemv16`); a weight with NaN / Inf is an error
+    /// here, and the backend keeps it as f32 panels instead.
     pub fn new(w: &[u16], half: Half, n: usize, k: usize) -> Result<Packed16> {
         ensure(w.len() == n * k, "matmul", || format!("W has {} values, expected N*K = {n}*{k}", w.len()))?;
+        let exp = if half == Half::F16 { 0x7c00 } else { 0x7f80 };
+        ensure(w.iter().all(|&v| v & exp != exp), "matmul", || "a 16-bit weight with NaN or Inf values is kept as f32 panels".into())?;
         let data = pack_rows(w, n, k, 0u16)?;
         Ok(Packed16 { n, k, half, data })
     }

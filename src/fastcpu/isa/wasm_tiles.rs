@@ -131,17 +131,51 @@ fn widen4(h: Half, x: v128) -> v128 {
     }
 }
 
-/// [`gemv`] over 16-bit panels: each row's two u16x8 widened in registers ([`widen8`]) into the
-/// four f32x4 the f32 GEMV loads, then the same multiply-adds in the same order (the same bits).
+/// [`gemv`] over 16-bit panels (finite values: `Packed16::new` refuses NaN / Inf, which the backend keeps
+/// as f32 panels): each row's two u16x8 made into the four f32x4 of the f32 GEMV, then the same
+/// multiply-adds in the same order, so the same bits. The widening is the cost here (decode reads half the
+/// bytes, so the integer work per value decides): bf16 is a zero-extend and a shift; f16 is made in three
+/// integer ops as its value times 2^-112 (sign-extend, shift the exponent and mantissa into f32's place,
+/// mask: exact for every finite f16, subnormals included), and x is scaled by 2^112 instead, exactly (a power
+/// of two), so each product x w is the same real number and rounds the same. Where some |x| >= 2^16 (the
+/// scaled x would overflow) the exact widening ([`widen8`]) runs instead.
 pub fn gemv16(out: &mut [f32], x: &[f32], w: &Packed16, b: Option<&[f32]>, panels: std::ops::Range<usize>) {
-    let (n, k, h) = (w.n, w.k, w.half);
+    let k = w.k;
+    assert!(x.len() >= k);
+    let k32 = u32x4_splat;
+    match w.half {
+        Half::Bf16 => gemv16_rows(out, &x[..k], w, b, panels, |v| {
+            (i32x4_shl(u32x4_extend_low_u16x8(v), 16), i32x4_shl(u32x4_extend_high_u16x8(v), 16))
+        }),
+        Half::F16 if x[..k].iter().all(|v| v.abs() < 65536.0) => {
+            let scaled: Vec<f32> = x[..k].iter().map(|v| v * f32::from_bits((127 + 112) << 23)).collect();
+            gemv16_rows(out, &scaled, w, b, panels, |v| {
+                let m = k32(0x8fff_e000);
+                (v128_and(i32x4_shl(i32x4_extend_low_i16x8(v), 13), m), v128_and(i32x4_shl(i32x4_extend_high_i16x8(v), 13), m))
+            })
+        }
+        Half::F16 => gemv16_rows(out, &x[..k], w, b, panels, |v| widen8(Half::F16, v)),
+    }
+}
+
+/// The GEMV of [`gemv16`] with `wide` making a u16x8 into two f32x4 (lanes 0-3, 4-7).
+#[inline(always)]
+fn gemv16_rows(
+    out: &mut [f32],
+    x: &[f32],
+    w: &Packed16,
+    b: Option<&[f32]>,
+    panels: std::ops::Range<usize>,
+    wide: impl Fn(v128) -> (v128, v128),
+) {
+    let (n, k) = (w.n, w.k);
     let base = panels.start * NR;
     assert!(x.len() >= k && out.len() >= n.min(panels.end * NR) - base);
-    // row p of a panel: 16 u16 = two v128 at wp + 2p, widened to the C = 4 f32x4 of the f32 row
+    // row p of a panel: 16 u16 = two v128 at wp + 2p, made into the C = 4 f32x4 of the f32 row
     let row = |wp: *const v128, p: usize| -> [v128; C] {
         // SAFETY: the caller's p < k; the panel holds K * NR u16 = 2K v128
-        let (a, b) = widen8(h, unsafe { v128_load(wp.add(2 * p)) });
-        let (c, d) = widen8(h, unsafe { v128_load(wp.add(2 * p + 1)) });
+        let (a, b) = wide(unsafe { v128_load(wp.add(2 * p)) });
+        let (c, d) = wide(unsafe { v128_load(wp.add(2 * p + 1)) });
         [a, b, c, d]
     };
     for q in panels {
