@@ -160,16 +160,22 @@ fn the_fast_cpu_backend_s_packed_weights_are_in_the_memory_demand() {
     // every matmul weight (N, K) packs into ceil(N/16)*16 rows of K: per layer 4 attention (24, 24)
     // -> 32*24 each, linear1 (48, 24) -> 48*24, linear2 (24, 48) -> 32*48; lm_head (48, 24) -> 48*24
     let packed = 2 * (4 * 32 * 24 + 48 * 24 + 32 * 48) + 48 * 24;
+    let matmul = 2 * (4 * 24 * 24 + 48 * 24 + 24 * 48) + 48 * 24;
     // what a load allocates (its run state is state::Plan::at_load)
     let at_load = tinyformer::model::state::Plan::at_load(&cfg);
     let plain = memory::demand_for(&cfg, WeightCopies::None, &at_load);
     let fast = memory::demand_for(&cfg, WeightCopies::Panels(16), &at_load);
-    assert_eq!(fast.total_bytes - plain.total_bytes, 4 * packed as u64);
+    // the fast backend holds the matmul weights as panels *instead of* their rows: the rows' bytes out,
+    // the (padded) panels' in
+    assert_eq!(fast.total_bytes + 4 * matmul as u64 - plain.total_bytes, 4 * packed as u64);
     assert!(fast.items.iter().any(|i| i.what == "packed weights" && i.bytes == 4 * packed as u64), "{:?}", fast.items);
     assert_eq!(fast.run_state_bytes(), plain.run_state_bytes());
+    // 16-bit panels where the file is F16 / BF16 and the backend keeps them so
+    let fast16 = memory::demand_of(&cfg, WeightCopies::Panels(16), &at_load, true);
+    assert!(fast16.items.iter().any(|i| i.what == "packed weights" && i.bytes == 2 * packed as u64), "{:?}", fast16.items);
 
-    // the loader asks the backend: a budget that holds the model without the packed copies loads
-    // it on the reference CPU backend and refuses it on the fast one
+    // the loader asks the backend: a budget that holds the model's rows loads it on the reference CPU
+    // backend and refuses it on the fast one (its panels are padded to 16 rows)
     let budget = memory::Budget::cli(plain.total_bytes);
     assert!(Model::load_within(&CpuBackend, &bytes, &budget).is_ok());
     let e = Model::load_within(&tinyformer::fastcpu::FastCpuBackend::default(), &bytes, &budget).err().expect("over budget").to_string();

@@ -77,6 +77,18 @@ fn matmul_matches_reference_on_a_shape_sweep() {
     println!("matmul: max |fast - reference| {worst:e}");
 }
 
+/// 16-bit weights kept 16-bit (matmul::Packed16) give the bits of their widened f32 copies: the widening of
+/// every f16 / bf16 pattern equals the `half` crate's, and the GEMV / GEMM over 16-bit panels equal the f32
+/// panels' exactly (no tolerance: src/fastcpu/check.rs `half_sweep`), in both builds.
+#[test]
+fn sixteen_bit_panels_match_their_widened_copies_bit_for_bit() {
+    both_builds(|isa| {
+        let r = check::half_sweep();
+        assert!(r.failures.is_empty(), "{isa}: {:?}", &r.failures[..r.failures.len().min(5)]);
+        assert_eq!(r.cases, 2 + 2 * 5 * 6 * 5 * 2, "{isa}");
+    });
+}
+
 #[test]
 fn matmul_rejects_wrong_shapes_with_the_op_name() {
     let pk = matmul::Packed::new(&[0.0; 6], 2, 3).unwrap();
@@ -358,7 +370,7 @@ mod train_ops {
     }
 
     fn read(be: &mut FastCpuBackend, t: &FastTensor) -> Vec<f32> {
-        let n = t.host.len();
+        let n = t.host().unwrap().len();
         pollster::block_on(be.read_f32(t, 0, n)).unwrap()
     }
 

@@ -613,3 +613,59 @@ fn a_bool_buffer_is_skipped_and_a_bool_weight_refused() {
     let e = formats::plan(&m, None).unwrap_err().to_string();
     assert_eq!(e, "model.safetensors: tensor final_layer_norm.bias is BOOL; only F32, F16 and BF16 weights are supported");
 }
+
+/// The fast CPU backend keeps a 16-bit file's matmul weights 16-bit (f16 / bf16 panels, widened inside the
+/// GEMV / GEMM) and every matmul weight only once, as panels (GPT-2's tied embedding gathered from the head's
+/// panels). Widening is exact and the kernels add the same products in the same order, so the logits of every
+/// row and the greedy ids are the same bits as from the same values widened to f32 first (no tolerance). The
+/// f32 fixtures are rounded to f16 and bf16 here (a tied GPT-2 and Llama), the 16-bit fixtures taken as they are.
+#[test]
+fn fast_cpu_16bit_panels_give_the_bits_of_the_widened_weights() {
+    use tinyformer::model::checkpoint::FloatDtype;
+    let cases = [
+        ("gpt2", Some(FloatDtype::F16)),
+        ("gpt2", Some(FloatDtype::BF16)),
+        ("llama_tied", Some(FloatDtype::BF16)),
+        ("llama_untied_bf16", None),
+        ("llama_wide_f16", None),
+    ];
+    for (name, round) in cases {
+        let label = format!("{name} {round:?}");
+        let mut ck16 = formats::open(&DirFiles(dir(name)), None, |_| Ok(())).unwrap().checkpoint;
+        if let Some(dt) = round {
+            for d in Listing::of(&ck16.config).into_iter().filter(|d| d.role.keeps_16bit()) {
+                let t = ck16.tensors.get_mut(&d.name).unwrap();
+                t.bits = match dt {
+                    FloatDtype::F16 => t.data.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect(),
+                    _ => t.data.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect(),
+                };
+                (t.data, t.dtype) = (vec![], dt);
+            }
+        }
+        assert!(ck16.weights16(), "{label}: a 16-bit checkpoint");
+        let mut wide = ck16.clone();
+        for t in wide.tensors.values_mut() {
+            *t = t.clone().into_f32();
+        }
+        let b = &mut FastCpuBackend::default();
+        let mut m16 = Model::from_checkpoint(b, ck16, &Budget::default()).unwrap();
+        let mut m32 = Model::from_checkpoint(b, wide, &Budget::default()).unwrap();
+        // held once: the 16-bit model's matmul weights take 2 bytes a (padded) value, the widened one's 4
+        let head = m32.weights.head().0.bytes();
+        assert_eq!(m16.weights.head().0.bytes() * 2, head, "{label}: the head's panels, 16-bit vs f32");
+        let (v, c) = (m16.cfg.vocab_size, m16.cfg.d_model);
+        assert_eq!(head, v.div_ceil(16) * 16 * c * 4, "{label}: the head held as f32 panels alone, no rows beside");
+        let prompt = ids(&expected(name)["ids"]);
+        let (o16, o32) =
+            pollster::block_on(async { (m16.forward(b, &prompt, None).await.unwrap(), m32.forward(b, &prompt, None).await.unwrap()) });
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&o16.logits), bits(&o32.logits), "{label}: logits, 16-bit panels vs widened");
+        for kv_cache in [true, false] {
+            let cfg = GenConfig { max_new_tokens: 8, kv_cache, ..GenConfig::default() };
+            let (g16, g32) = pollster::block_on(async {
+                (m16.generate(b, &prompt, None, cfg.clone()).await.unwrap(), m32.generate(b, &prompt, None, cfg).await.unwrap())
+            });
+            assert_eq!(g16, g32, "{label}: greedy ids (kv_cache={kv_cache})");
+        }
+    }
+}

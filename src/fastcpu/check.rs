@@ -150,3 +150,91 @@ pub fn dw_sweep() -> SweepResult {
     }
     res
 }
+
+/// [`half_sweep`]'s shapes: M 1 (the GEMV) and several rows (the GEMM, over and under a tile), K and N
+/// around the panels of 16 and the GEMV's accumulator sets.
+const HALF_M: [usize; 5] = [1, 2, 3, 7, 40];
+const HALF_K: [usize; 6] = [1, 3, 16, 17, 64, 193];
+const HALF_N: [usize; 5] = [1, 15, 16, 17, 33];
+
+/// 16-bit weights kept 16-bit (`matmul::Packed16`) against their widened f32 copies, *exactly* (no
+/// tolerance: widening is exact and the kernels add the same products in the same order):
+/// - the ISA's widening (`matmul::widen16_slice`) of every one of the 65,536 f16 and bf16 bit patterns
+///   against the `half` crate's conversion, bit for bit (NaNs quieted as it does);
+/// - the matmul (GEMV and GEMM, with and without bias) over 16-bit panels against the f32 panels of
+///   the widened weight, bit for bit, on [`HALF_M`] x [`HALF_K`] x [`HALF_N`], with weights that include
+///   zeros of both signs and f16 subnormals and inputs up to 10^5; and the rows read back out of the panels.
+///
+/// The page's builds run it through the wasm export `fastcpu_half_check` (tests/browser/fastcpu.test.mjs),
+/// natively tests/fastcpu_ops.rs in both builds.
+pub fn half_sweep() -> SweepResult {
+    use crate::fastcpu::matmul::{self, Half, Packed, Packed16, Weight};
+    let mut res = SweepResult { cases: 0, max_abs_diff: 0.0, failures: Vec::new() };
+    let all: Vec<u16> = (0..=u16::MAX).collect();
+    for h in [Half::F16, Half::Bf16] {
+        let mut got = vec![0f32; all.len()];
+        matmul::widen16_slice(h, &all, &mut got);
+        res.cases += 1;
+        for (&b, &g) in all.iter().zip(&got) {
+            let want = match h {
+                Half::F16 => half::f16::from_bits(b).to_f32(),
+                Half::Bf16 => half::bf16::from_bits(b).to_f32(),
+            };
+            if g.to_bits() != want.to_bits() || matmul::widen_f16_or_bf16(h, b).to_bits() != want.to_bits() {
+                res.failures.push(format!("{h:?} bits {b:#06x}: widened to {:#010x}, half gives {:#010x}", g.to_bits(), want.to_bits()));
+                break;
+            }
+        }
+    }
+    let mut r = Rng::new(29);
+    for h in [Half::F16, Half::Bf16] {
+        for m in HALF_M {
+            for k in HALF_K {
+                for n in HALF_N {
+                    for bias in [false, true] {
+                        let mut bits = Vec::with_capacity(n * k);
+                        for i in 0..n * k {
+                            // mostly N(0, 0.02)-sized values, some tiny (f16 subnormals) and zeros of both signs
+                            let x = (r.uniform() * 2.0 - 1.0) * if i % 7 == 3 { 1e-6 } else { 0.05 };
+                            let x = if i % 11 == 5 { -0.0 } else { x };
+                            bits.push(match h {
+                                Half::F16 => half::f16::from_f32(x).to_bits(),
+                                Half::Bf16 => half::bf16::from_f32(x).to_bits(),
+                            });
+                        }
+                        let wide: Vec<f32> = bits.iter().map(|&b| h.widen(b)).collect();
+                        // x in [-1, 1), or (N = 17) up to 10^5 in places: the page's f16 GEMV scales x by
+                        // 2^112 and takes the exact widening where some |x| >= 2^16
+                        let big = if n == 17 { 1e5 } else { 1.0 };
+                        let x: Vec<f32> = (0..m * k).map(|i| (r.uniform() * 2.0 - 1.0) * if i % 5 == 1 { big } else { 1.0 }).collect();
+                        let b: Vec<f32> = (0..n).map(|_| r.uniform() * 2.0 - 1.0).collect();
+                        let b = bias.then_some(&b[..]);
+                        let (p16, p32) = match (Packed16::new(&bits, h, n, k), Packed::new(&wide, n, k)) {
+                            (Ok(a), Ok(b)) => (a, b),
+                            _ => {
+                                res.failures.push(format!("{h:?} N={n} K={k}: cannot pack"));
+                                continue;
+                            }
+                        };
+                        let (mut got, mut want) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+                        let ok = matmul::matmul(&mut got, &x, &p16, b, m).and(matmul::matmul(&mut want, &x, &p32, b, m));
+                        res.cases += 1;
+                        let what = format!("{h:?} M={m} K={k} N={n} bias={bias}");
+                        if let Err(e) = ok {
+                            res.failures.push(format!("{what}: {e}"));
+                            continue;
+                        }
+                        if let Some(i) = got.iter().zip(&want).position(|(g, w)| g.to_bits() != w.to_bits()) {
+                            res.failures.push(format!("{what}: out[{i}] is {} from 16-bit panels, {} from f32 ones", got[i], want[i]));
+                        }
+                        match Weight::Half(&p16).unpack() {
+                            Ok(rows) if rows.iter().zip(&wide).all(|(a, b)| a.to_bits() == b.to_bits()) => {}
+                            _ => res.failures.push(format!("{what}: the rows read back from the 16-bit panels differ")),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    res
+}

@@ -512,6 +512,23 @@ pub fn open16(
     model_bin: Option<&str>,
     check_config: impl FnOnce(&ModelConfig, bool) -> std::result::Result<(), String>,
 ) -> Result<Opened> {
+    let mut lazy = open16_lazy(files, model_bin, check_config)?;
+    let mut tensors = HashMap::with_capacity(lazy.opened.plan.tensors.len());
+    for t in &lazy.opened.plan.tensors {
+        tensors.insert(t.name.clone(), read_host(files, t, &lazy.roles)?);
+    }
+    lazy.opened.checkpoint.tensors = tensors;
+    Ok(lazy.opened)
+}
+
+/// [`open16`] without reading any tensor: the checkpoint holds the config and metadata and no tensors,
+/// which [`Lazy::source`] reads one at a time as the model takes them (`Model::from_source`), so a load
+/// never holds the file's tensors and the backend's copies of them all at once.
+pub fn open16_lazy<'f>(
+    files: &'f dyn Files,
+    model_bin: Option<&str>,
+    check_config: impl FnOnce(&ModelConfig, bool) -> std::result::Result<(), String>,
+) -> Result<Lazy<'f>> {
     let plan = plan(files, model_bin)?;
     let config = config_of(&plan)?;
     let declared = Listing::of(&config);
@@ -536,22 +553,66 @@ pub fn open16(
             None => return err(format!("internal: the {} plan has no {}", plan.family.as_str(), d.name)),
         }
     }
-    let roles: HashMap<&str, Role> = declared.iter().map(|d| (d.name.as_str(), d.role)).collect();
-    let mut tensors = HashMap::with_capacity(plan.tensors.len());
-    for t in &plan.tensors {
-        let dtype = match t.source.dtype {
-            DType::F32 => FloatDtype::F32,
-            DType::F16 => FloatDtype::F16,
-            DType::BF16 => FloatDtype::BF16,
-        };
-        // matmul weights and embeddings of a 16-bit file keep its bits (the GPU holds them 16-bit)
-        let keep16 = dtype != FloatDtype::F32 && roles.get(t.name.as_str()).is_some_and(|r| r.keeps_16bit());
-        let (data, bits) = if keep16 { (vec![], read_tensor16(files, t)?) } else { (read_tensor(files, t)?, vec![]) };
-        // NaN/Inf weights load; the model names them when its logits come out non-finite
-        // (`Checkpoint::non_finite`)
-        tensors.insert(t.name.clone(), HostTensor { shape: t.shape.clone(), data, dtype, bits });
-    }
+    let roles: HashMap<String, Role> = declared.iter().map(|d| (d.name.clone(), d.role)).collect();
     let metadata =
         HashMap::from([("format".to_string(), plan.format.as_str().to_string()), ("family".to_string(), plan.family.as_str().to_string())]);
-    Ok(Opened { checkpoint: Checkpoint { config, tokenizer: None, metadata, tensors }, plan })
+    let checkpoint = Checkpoint { config, tokenizer: None, metadata, tensors: HashMap::new() };
+    Ok(Lazy { files, roles, weights16, opened: Opened { checkpoint, plan } })
+}
+
+/// A foreign checkpoint opened and checked, its tensors not read yet ([`open16_lazy`]).
+pub struct Lazy<'f> {
+    files: &'f dyn Files,
+    roles: HashMap<String, Role>,
+    /// every tensor that `Role::keeps_16bit` is F16 / BF16 in the files
+    pub weights16: bool,
+    /// the plan, and the checkpoint without its tensors
+    pub opened: Opened,
+}
+
+impl<'f> Lazy<'f> {
+    /// The tensors, read from the files as they are taken.
+    pub fn source(&self) -> LazySource<'_> {
+        LazySource { files: self.files, plan: &self.opened.plan, roles: &self.roles, bad: vec![] }
+    }
+}
+
+/// Reads one planned tensor as [`open16`] holds it: the file's 16-bit values for the matmul weights and
+/// embeddings of an F16 / BF16 file, f32 otherwise.
+fn read_host(files: &dyn Files, t: &TensorPlan, roles: &HashMap<String, Role>) -> Result<HostTensor> {
+    let dtype = match t.source.dtype {
+        DType::F32 => FloatDtype::F32,
+        DType::F16 => FloatDtype::F16,
+        DType::BF16 => FloatDtype::BF16,
+    };
+    // matmul weights and embeddings of a 16-bit file keep its bits (the GPU holds them 16-bit)
+    let keep16 = dtype != FloatDtype::F32 && roles.get(t.name.as_str()).is_some_and(|r| r.keeps_16bit());
+    let (data, bits) = if keep16 { (vec![], read_tensor16(files, t)?) } else { (read_tensor(files, t)?, vec![]) };
+    // NaN/Inf weights load; the model names them when its logits come out non-finite
+    // (`Checkpoint::non_finite`)
+    Ok(HostTensor { shape: t.shape.clone(), data, dtype, bits })
+}
+
+/// [`Lazy::source`]: reads each tensor when the model takes it, and tallies its NaN / Inf values.
+pub struct LazySource<'a> {
+    files: &'a dyn Files,
+    plan: &'a Plan,
+    roles: &'a HashMap<String, Role>,
+    /// (name, NaN, Inf, values) of each tensor read with non-finite values
+    bad: Vec<(String, usize, usize, usize)>,
+}
+
+impl crate::model::weights::TensorSource for LazySource<'_> {
+    fn take_tensor(&mut self, name: &str) -> crate::error::Result<Option<HostTensor>> {
+        let Some(t) = self.plan.tensors.iter().find(|t| t.name == name) else { return Ok(None) };
+        let h = read_host(self.files, t, self.roles).map_err(|e| crate::error::TfError::Checkpoint(e.0))?;
+        let (nan, inf) = crate::model::checkpoint::count_non_finite(&h);
+        if nan + inf > 0 {
+            self.bad.push((name.to_string(), nan, inf, h.len()));
+        }
+        Ok(Some(h))
+    }
+    fn non_finite(&mut self) -> Option<String> {
+        crate::model::checkpoint::non_finite_note(std::mem::take(&mut self.bad))
+    }
 }

@@ -128,6 +128,27 @@ pub fn non_finite16(bits: &[u16], dtype: FloatDtype) -> (usize, usize) {
     (nan, inf)
 }
 
+/// (NaN, infinite) counts of a tensor's values.
+pub fn count_non_finite(t: &HostTensor) -> (usize, usize) {
+    let (mut nan, mut inf) = non_finite16(&t.bits, t.dtype);
+    for &x in &t.data {
+        nan += x.is_nan() as usize;
+        inf += x.is_infinite() as usize;
+    }
+    (nan, inf)
+}
+
+/// The one line naming the tensors with NaN / Inf values, (name, NaN, Inf, values) each: the first
+/// by name, and how many more (`Checkpoint::non_finite`).
+pub fn non_finite_note(mut bad: Vec<(String, usize, usize, usize)>) -> Option<String> {
+    bad.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut bad = bad.into_iter();
+    let (name, nan, inf, total) = bad.next()?;
+    let more = bad.count();
+    let more = if more > 0 { format!(" (and {more} more tensors)") } else { String::new() };
+    Some(format!("tensor {} holds {nan} NaN and {inf} Inf of {total} values{more}", show(&name)))
+}
+
 /// A validated checkpoint: the config, the tokenizer JSON if any, the raw metadata and the
 /// required tensors as f32.
 #[derive(Debug, Clone)]
@@ -290,21 +311,15 @@ impl Checkpoint {
     /// (and 3 more tensors)`), or None when all are finite. One pass over the weights, at load:
     /// such a model loads, and the forward names this when its logits come out non-finite.
     pub fn non_finite(&self) -> Option<String> {
-        let mut names: Vec<&String> = self.tensors.keys().collect();
-        names.sort();
-        let mut bad = names.into_iter().filter_map(|name| {
-            let t = &self.tensors[name];
-            let (mut nan, mut inf) = non_finite16(&t.bits, t.dtype);
-            for &x in &t.data {
-                nan += x.is_nan() as usize;
-                inf += x.is_infinite() as usize;
-            }
-            (nan + inf > 0).then(|| (name, nan, inf, t.data.len() + t.bits.len()))
-        });
-        let (name, nan, inf, total) = bad.next()?;
-        let more = bad.count();
-        let more = if more > 0 { format!(" (and {more} more tensors)") } else { String::new() };
-        Some(format!("tensor {} holds {nan} NaN and {inf} Inf of {total} values{more}", show(name)))
+        let bad = self
+            .tensors
+            .iter()
+            .filter_map(|(name, t)| {
+                let (nan, inf) = count_non_finite(t);
+                (nan + inf > 0).then(|| (name.clone(), nan, inf, t.len()))
+            })
+            .collect();
+        non_finite_note(bad)
     }
 
     /// Whether every tensor that [`Role::keeps_16bit`] is held 16-bit (an F16 / BF16 file):

@@ -203,8 +203,8 @@ pub enum WeightCopies {
     /// the backend computes from the uploaded weights alone (GPU, CPU reference)
     #[default]
     None,
-    /// the fast CPU backend (src/fastcpu): every matmul weight (N, K) packed again, on its first
-    /// use, into ceil(N / width) panels of (K, width)
+    /// the fast CPU backend (src/fastcpu): every matmul weight (N, K) held (instead of its rows) as
+    /// ceil(N / width) panels of (K, width), 16-bit where the file is (`weights16`), f32 otherwise
     Panels(usize),
 }
 
@@ -298,7 +298,26 @@ pub fn demand_of(cfg: &ModelConfig, copies: WeightCopies, plan: &Plan, weights16
         Some(s) if s.bytes > largest.whole.0 => s.shape.clone(),
         _ => largest.whole.1.clone(),
     };
-    if weights16 {
+    if panel > 0 {
+        // the matmul weights as panels only, the rest (norms, biases, untied embedding tables) as f32 rows
+        let rows = census.params.saturating_sub(census.matmul_params);
+        add(
+            "weights",
+            format!(
+                "{} parameters, the largest tensor {:?}; {} of them in the packed weights below",
+                census.params, biggest_shape, census.matmul_params
+            ),
+            rows.saturating_mul(4),
+            largest_buf,
+        );
+        let (per, what) = if weights16 { (2, "16-bit") } else { (4, "f32") };
+        add(
+            "packed weights",
+            format!("{} matmul values ({what}) in panels of {panel} rows", census.packed_params),
+            census.packed_params.saturating_mul(per),
+            (String::new(), 0),
+        );
+    } else if weights16 {
         let f32s = census.params.saturating_sub(census.half_params);
         let bytes = f32s.saturating_mul(4).saturating_add(census.half_bytes);
         add(
@@ -315,12 +334,6 @@ pub fn demand_of(cfg: &ModelConfig, copies: WeightCopies, plan: &Plan, weights16
             largest_buf,
         );
     }
-    add(
-        "packed weights",
-        format!("{} matmul values in panels of {panel} rows", census.packed_params),
-        census.packed_params.saturating_mul(4),
-        (String::new(), 0),
-    );
     // the run state: every buffer of its declaration, summed by group
     let mut tally = Tally::default();
     let _ = RunState::<()>::declare(cfg, plan, &mut StateBuilder::new(&mut tally));

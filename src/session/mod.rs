@@ -267,8 +267,20 @@ impl Session {
                 Engine::Gpu(b, m)
             }
             Device::Cpu => {
-                let ck = open(FastCpuBackend::default().weight_copies(), false)?;
-                Engine::Cpu(FastCpuBackend::default(), Model::from_checkpoint(&FastCpuBackend::default(), ck, budget)?)
+                // read a tensor at a time as the model takes it (formats::open16_lazy): the file's tensors
+                // are never all in memory beside the packed weights
+                let b = FastCpuBackend::default();
+                let (copies, keeps16) = (b.weight_copies(), b.keeps_16bit());
+                let over = std::cell::Cell::new(false);
+                let lazy = crate::formats::open16_lazy(files, bin, |cfg, w16| {
+                    let r = memory::demand_of(cfg, copies, &crate::model::state::Plan::at_load(cfg), w16 && keeps16).check(budget);
+                    over.set(r.is_err());
+                    r
+                })
+                .map_err(|e| if over.get() { TfError::Memory(e.0) } else { TfError::Checkpoint(e.0) })?;
+                let cfg = lazy.opened.checkpoint.config.clone();
+                let m = Model::from_source(&b, cfg, &mut lazy.source(), lazy.weights16, budget)?;
+                Engine::Cpu(b, m)
             }
             Device::Reference => {
                 let ck = open(CpuBackend.weight_copies(), false)?;

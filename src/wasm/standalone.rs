@@ -106,6 +106,14 @@ pub fn fastcpu_train_check() -> Result<JsValue, JsValue> {
     to_js(&crate::fastcpu::check::dw_sweep())
 }
 
+/// 16-bit weights kept 16-bit: this build's widening of every f16 / bf16 bit pattern against the `half`
+/// crate, and its matmul over 16-bit panels against the widened f32 panels, bit for bit (src/fastcpu/check.rs
+/// `half_sweep`): {cases, max_abs_diff, failures}. tests/browser/fastcpu.test.mjs.
+#[wasm_bindgen]
+pub fn fastcpu_half_check() -> Result<JsValue, JsValue> {
+    to_js(&crate::fastcpu::check::half_sweep())
+}
+
 #[derive(Serialize)]
 struct MaskSet<'a> {
     seq_len: usize,

@@ -49,7 +49,7 @@ async function runBuild(page, pkg, { fixtures, shipped }) {
     const core = await import(pkg);
     await core.default();
     // the fast attention against its reference twin over a shape sweep, in this build (src/fastcpu/check.rs)
-    const out = { isa: core.cpu_isa(), attentionSweep: core.fastcpu_attention_check(), dwSweep: core.fastcpu_train_check(), fixtures: [], shipped: [] };
+    const out = { isa: core.cpu_isa(), attentionSweep: core.fastcpu_attention_check(), dwSweep: core.fastcpu_train_check(), halfSweep: core.fastcpu_half_check(), fixtures: [], shipped: [] };
     for (const fx of fixtures) {
       const bytes = new Uint8Array(await (await fetch(`/tests/fixtures/models/${fx.checkpoint}`)).arrayBuffer());
       const card = await core.load_model(bytes, false);
@@ -96,6 +96,13 @@ function checkAgainstPyTorch(res, { fixtures, shipped }, label) {
   assert.equal(dw.cases, 5 * 7 * 8, `${label}: every dW shape ran`);
   assert.ok(dw.max_abs_diff > 0 && dw.max_abs_diff <= 1e-4, `${label}: dW max|diff| ${dw.max_abs_diff}`);
   console.log(`${label} dW sweep: ${dw.cases} shapes, max|diff| ${dw.max_abs_diff.toExponential(2)}`);
+  // 16-bit weights kept 16-bit: the simd128 widening of all 65,536 f16 and bf16 patterns equals the `half`
+  // crate's, and the GEMV / GEMM over 16-bit panels equals the widened f32 panels', bit for bit (no
+  // tolerance: src/fastcpu/check.rs half_sweep)
+  const hs = res.halfSweep;
+  assert.deepEqual(hs.failures, [], `${label}: 16-bit panels vs widened`);
+  assert.equal(hs.cases, 2 + 2 * 5 * 6 * 5 * 2, `${label}: every 16-bit case ran`);
+  console.log(`${label} 16-bit sweep: ${hs.cases} cases, bit for bit`);
   for (const [i, fx] of fixtures.entries()) {
     const got = res.fixtures[i];
     assert.equal(got.backend, 'cpu', fx.name);

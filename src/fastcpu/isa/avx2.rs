@@ -6,7 +6,7 @@
 use std::arch::x86_64::*;
 
 use crate::fastcpu::isa::Isa;
-use crate::fastcpu::matmul::NR;
+use crate::fastcpu::matmul::{Half, NR};
 
 /// AVX2+FMA kernels. Its methods may run only inside an `avx2,fma` function (`multiversion!`'s,
 /// entered after the CPU check): each says so in its SAFETY comment.
@@ -70,6 +70,32 @@ impl Isa for Avx2 {
     unsafe fn store(p: *mut f32, v: __m256) {
         // SAFETY: as in `zero`; p points at 8 writable f32 (the caller's contract)
         unsafe { _mm256_storeu_ps(p, v) }
+    }
+
+    /// f16: F16C's `vcvtph2ps` (exact; NaNs quieted as `half` does). bf16: zero-extended and
+    /// shifted up 16 bits, NaNs given the quiet bit.
+    #[inline(always)]
+    fn widen16(h: Half, src: &[u16; NR]) -> [f32; NR] {
+        let mut out = [0f32; NR];
+        // SAFETY: runs inside an avx2,fma,f16c function (the type's contract); src has 16 u16 (32
+        // bytes: two 16-byte loads), out 16 f32 (two 32-byte stores)
+        unsafe {
+            let (s, o) = (src.as_ptr() as *const __m128i, out.as_mut_ptr());
+            for half in 0..2 {
+                let v = _mm_loadu_si128(s.add(half));
+                let w = match h {
+                    Half::F16 => _mm256_cvtph_ps(v),
+                    Half::Bf16 => {
+                        let x = _mm256_cvtepu16_epi32(v);
+                        let nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x7fff)), _mm256_set1_epi32(0x7f80));
+                        let q = _mm256_and_si256(nan, _mm256_set1_epi32(0x0040_0000));
+                        _mm256_castsi256_ps(_mm256_or_si256(_mm256_slli_epi32(x, 16), q))
+                    }
+                };
+                _mm256_storeu_ps(o.add(8 * half), w);
+            }
+        }
+        out
     }
 
     /// 6 rows x 16 columns = 12 ymm accumulators + 2 weight registers + 1 broadcast.

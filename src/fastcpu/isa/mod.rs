@@ -13,7 +13,7 @@
 
 use std::cell::Cell;
 
-use crate::fastcpu::matmul::{Packed, NR};
+use crate::fastcpu::matmul::{Half, Packed, Packed16, NR};
 use crate::ops::{AttnShape, EwOp};
 
 #[cfg(target_arch = "x86_64")]
@@ -40,11 +40,15 @@ pub fn force_portable(on: bool) {
     FORCE_PORTABLE.with(|f| f.set(on));
 }
 
-/// True when the AVX2+FMA builds of the kernels run (x86-64 with both features, not forced off).
+/// True when the AVX2+FMA builds of the kernels run (x86-64 with both features and F16C, which every
+/// AVX2 CPU has and the 16-bit weights' widening uses; not forced off).
 pub fn avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        !FORCE_PORTABLE.with(|f| f.get()) && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        !FORCE_PORTABLE.with(|f| f.get())
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -76,12 +80,12 @@ macro_rules! multiversion {
             #[cfg(target_arch = "x86_64")]
             {
                 if $crate::fastcpu::isa::avx2_fma() {
-                    #[target_feature(enable = "avx2,fma")]
+                    #[target_feature(enable = "avx2,fma,f16c")]
                     #[allow(clippy::too_many_arguments)]
                     unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                         $generic::<$crate::fastcpu::isa::avx2::Avx2>($($arg),*)
                     }
-                    // SAFETY: the CPU was just checked to have AVX2 and FMA.
+                    // SAFETY: the CPU was just checked to have AVX2, FMA and F16C.
                     return unsafe { avx2($($arg),*) };
                 }
             }
@@ -139,6 +143,19 @@ pub trait Isa: Sized {
     #[inline(always)]
     fn gemv(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, panels: std::ops::Range<usize>) {
         crate::fastcpu::matmul::gemv_panels::<Self>(out, x, w, b, panels)
+    }
+
+    /// NR 16-bit values widened to f32, exactly (`matmul::widen_f16` / `widen_bf16` bit for bit).
+    #[inline(always)]
+    fn widen16(h: Half, src: &[u16; NR]) -> [f32; NR] {
+        src.map(|v| h.widen(v))
+    }
+
+    /// The GEMV over `panels` of a 16-bit weight (`matmul::gemv16`): the same sums as [`Isa::gemv`] on
+    /// the widened weight.
+    #[inline(always)]
+    fn gemv16(out: &mut [f32], x: &[f32], w: &Packed16, b: Option<&[f32]>, panels: std::ops::Range<usize>) {
+        crate::fastcpu::matmul::gemv16_panels::<Self>(out, x, w, b, panels)
     }
 
     /// Rows per GEMM register tile (at most 6; `matmul::gemm` runs the last rows in one smaller tile).

@@ -7,7 +7,7 @@
 use core::arch::wasm32::*;
 
 use crate::fastcpu::isa::{wasm_tiles, Isa};
-use crate::fastcpu::matmul::{Packed, NR};
+use crate::fastcpu::matmul::{Half, Packed, Packed16, NR};
 use crate::fastcpu::simd::{exp, pv_tail, silu};
 use crate::ops::{AttnShape, EwOp};
 
@@ -122,6 +122,26 @@ impl Isa for Simd128 {
     #[inline(always)]
     fn gemv(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, panels: std::ops::Range<usize>) {
         wasm_tiles::gemv(out, x, w, b, panels)
+    }
+
+    #[inline(always)]
+    fn widen16(h: Half, src: &[u16; NR]) -> [f32; NR] {
+        let mut out = [0f32; NR];
+        let (s, o) = (src.as_ptr() as *const v128, out.as_mut_ptr() as *mut v128);
+        for i in 0..2 {
+            // SAFETY: src has 16 u16 (two v128), out 16 f32 (four v128)
+            let (lo, hi) = wasm_tiles::widen8(h, unsafe { v128_load(s.add(i)) });
+            unsafe {
+                v128_store(o.add(2 * i), lo);
+                v128_store(o.add(2 * i + 1), hi);
+            }
+        }
+        out
+    }
+
+    #[inline(always)]
+    fn gemv16(out: &mut [f32], x: &[f32], w: &Packed16, b: Option<&[f32]>, panels: std::ops::Range<usize>) {
+        wasm_tiles::gemv16(out, x, w, b, panels)
     }
 
     /// 3 x 16 = 12 v128 accumulators (V8 has 16 vector registers on x64). With relaxed_madd 2 x 16

@@ -5,7 +5,7 @@
 use core::arch::wasm32::*;
 
 use crate::fastcpu::isa::wasm::{madd4, Simd128};
-use crate::fastcpu::matmul::{bias_tile, Packed, NR};
+use crate::fastcpu::matmul::{bias_tile, Half, Packed, Packed16, NR};
 use crate::fastcpu::simd::{pv, softmax};
 use crate::ops::AttnShape;
 
@@ -93,6 +93,121 @@ pub fn gemv(out: &mut [f32], x: &[f32], w: &Packed, b: Option<&[f32]>, panels: s
         }
         let mut t = [0f32; NR];
         for c in 0..C {
+            unsafe { v128_store(t.as_mut_ptr().add(4 * c) as *mut v128, f32x4_add(a0[c], a1[c])) };
+        }
+        out[n0 - base..n0 - base + cols].copy_from_slice(&t[..cols]);
+    }
+}
+
+/// Eight 16-bit values (a u16x8) widened to two f32x4, exactly (`matmul::widen_f16` / `widen_bf16`
+/// lane by lane, in integer ops: simd128 has no f16 conversion).
+#[inline(always)]
+pub fn widen8(h: Half, v: v128) -> (v128, v128) {
+    (widen4(h, u32x4_extend_low_u16x8(v)), widen4(h, u32x4_extend_high_u16x8(v)))
+}
+
+/// Four 16-bit values, one in each u32 lane, as f32: `matmul::widen_f16` (the exponent rebiased by an
+/// integer add; a subnormal made as 2^-14 * (1 + m / 1024) less 2^-14; Inf / NaN with f32's exponent,
+/// NaNs quiet) or `widen_bf16` (a shift, NaNs quiet), chosen lane by lane with masks.
+#[inline(always)]
+fn widen4(h: Half, x: v128) -> v128 {
+    let k = u32x4_splat;
+    match h {
+        Half::Bf16 => {
+            let nan = i32x4_gt(v128_and(x, k(0x7fff)), k(0x7f80));
+            v128_or(i32x4_shl(x, 16), v128_and(nan, k(0x0040_0000)))
+        }
+        Half::F16 => {
+            let mag = i32x4_shl(v128_and(x, k(0x7fff)), 13);
+            let exp = v128_and(mag, k(0x0f80_0000));
+            let normal = i32x4_add(mag, k((127 - 15) << 23));
+            let sub = f32x4_sub(i32x4_add(mag, k(113 << 23)), k(113 << 23));
+            let quiet = v128_andnot(k(0x0040_0000), i32x4_eq(v128_and(mag, k(0x007f_e000)), k(0)));
+            let special = v128_or(v128_or(k(0x7f80_0000), mag), quiet);
+            let v = v128_bitselect(sub, normal, i32x4_eq(exp, k(0)));
+            let v = v128_bitselect(special, v, i32x4_eq(exp, k(0x0f80_0000)));
+            v128_or(v, i32x4_shl(v128_and(x, k(0x8000)), 16))
+        }
+    }
+}
+
+/// [`gemv`] over 16-bit panels (finite values: `Packed16::new` refuses NaN / Inf, which the backend keeps
+/// as f32 panels): each row's two u16x8 made into the four f32x4 of the f32 GEMV, then the same
+/// multiply-adds in the same order, so the same bits. The widening is the cost here (decode reads half the
+/// bytes, so the integer work per value decides): bf16 is a zero-extend and a shift; f16 is made in three
+/// integer ops as its value times 2^-112 (sign-extend, shift the exponent and mantissa into f32's place,
+/// mask: exact for every finite f16, subnormals included), and x is scaled by 2^112 instead, exactly (a power
+/// of two), so each product x w is the same real number and rounds the same. Where some |x| >= 2^16 (the
+/// scaled x would overflow) the exact widening ([`widen8`]) runs instead.
+pub fn gemv16(out: &mut [f32], x: &[f32], w: &Packed16, b: Option<&[f32]>, panels: std::ops::Range<usize>) {
+    let k = w.k;
+    assert!(x.len() >= k);
+    let k32 = u32x4_splat;
+    match w.half {
+        Half::Bf16 => gemv16_rows(out, &x[..k], w, b, panels, |v| {
+            (i32x4_shl(u32x4_extend_low_u16x8(v), 16), i32x4_shl(u32x4_extend_high_u16x8(v), 16))
+        }),
+        Half::F16 if x[..k].iter().all(|v| v.abs() < 65536.0) => {
+            let scaled: Vec<f32> = x[..k].iter().map(|v| v * f32::from_bits((127 + 112) << 23)).collect();
+            gemv16_rows(out, &scaled, w, b, panels, |v| {
+                let m = k32(0x8fff_e000);
+                (v128_and(i32x4_shl(i32x4_extend_low_i16x8(v), 13), m), v128_and(i32x4_shl(i32x4_extend_high_i16x8(v), 13), m))
+            })
+        }
+        Half::F16 => gemv16_rows(out, &x[..k], w, b, panels, |v| widen8(Half::F16, v)),
+    }
+}
+
+/// The GEMV of [`gemv16`] with `wide` making a u16x8 into two f32x4 (lanes 0-3, 4-7).
+#[inline(always)]
+fn gemv16_rows(
+    out: &mut [f32],
+    x: &[f32],
+    w: &Packed16,
+    b: Option<&[f32]>,
+    panels: std::ops::Range<usize>,
+    wide: impl Fn(v128) -> (v128, v128),
+) {
+    let (n, k) = (w.n, w.k);
+    let base = panels.start * NR;
+    assert!(x.len() >= k && out.len() >= n.min(panels.end * NR) - base);
+    // row p of a panel: 16 u16 = two v128 at wp + 2p, made into the C = 4 f32x4 of the f32 row
+    let row = |wp: *const v128, p: usize| -> [v128; C] {
+        // SAFETY: the caller's p < k; the panel holds K * NR u16 = 2K v128
+        let (a, b) = wide(unsafe { v128_load(wp.add(2 * p)) });
+        let (c, d) = wide(unsafe { v128_load(wp.add(2 * p + 1)) });
+        [a, b, c, d]
+    };
+    for q in panels {
+        let panel = w.panel(q);
+        assert!(panel.len() >= k * NR);
+        let wp = panel.as_ptr() as *const v128;
+        let n0 = q * NR;
+        let bias = bias_tile(b, n0, n);
+        // SAFETY: bias holds NR values
+        let mut a0: [v128; C] = std::array::from_fn(|c| unsafe { v128_load(bias.as_ptr().add(4 * c) as *const v128) });
+        let mut a1 = [f32x4_splat(0.0); C];
+        let mut p = 0;
+        while p + 2 <= k {
+            let (x0, x1) = (f32x4_splat(x[p]), f32x4_splat(x[p + 1]));
+            let (w0, w1) = (row(wp, p), row(wp, p + 1));
+            for c in 0..C {
+                a0[c] = madd4(x0, w0[c], a0[c]);
+                a1[c] = madd4(x1, w1[c], a1[c]);
+            }
+            p += 2;
+        }
+        if p < k {
+            let x0 = f32x4_splat(x[p]);
+            let w0 = row(wp, p);
+            for c in 0..C {
+                a0[c] = madd4(x0, w0[c], a0[c]);
+            }
+        }
+        let cols = NR.min(n - n0);
+        let mut t = [0f32; NR];
+        for c in 0..C {
+            // SAFETY: t holds NR values
             unsafe { v128_store(t.as_mut_ptr().add(4 * c) as *mut v128, f32x4_add(a0[c], a1[c])) };
         }
         out[n0 - base..n0 - base + cols].copy_from_slice(&t[..cols]);

@@ -32,6 +32,24 @@ pub trait Backend {
     fn tensor16(&self, shape: &[usize], bits: &[u16], dtype: crate::model::checkpoint::FloatDtype, label: &str) -> Result<Self::T> {
         self.tensor(shape, &crate::model::checkpoint::widen16(bits, dtype), label)
     }
+    /// A model weight of `role` holding `data` (`Weights::load`): [`Backend::tensor`], except where a
+    /// backend stores a role its own way (the fast CPU backend keeps matmul weights only as packed panels).
+    fn weight(&self, shape: &[usize], data: &[f32], role: crate::model::forward::weights::Role, label: &str) -> Result<Self::T> {
+        let _ = role;
+        self.tensor(shape, data, label)
+    }
+    /// [`Backend::weight`] for a weight the checkpoint keeps 16-bit: [`Backend::tensor16`] by default.
+    fn weight16(
+        &self,
+        shape: &[usize],
+        bits: &[u16],
+        dtype: crate::model::checkpoint::FloatDtype,
+        role: crate::model::forward::weights::Role,
+        label: &str,
+    ) -> Result<Self::T> {
+        let _ = role;
+        self.tensor16(shape, bits, dtype, label)
+    }
     /// An f32 tensor of `shape`, all zeros.
     fn zeros(&self, shape: &[usize], label: &str) -> Result<Self::T>;
     /// [`Backend::zeros`] of a 2-D output that a GPU may bind by ranges of whole rows where it is
@@ -237,8 +255,8 @@ pub trait Backend {
     fn weight_copies(&self) -> crate::model::memory::WeightCopies {
         crate::model::memory::WeightCopies::None
     }
-    /// Whether `tensor16` keeps 16-bit weights 16-bit (the GPU) rather than widening them, for
-    /// the memory demand.
+    /// Whether `tensor16` / `weight16` keep 16-bit weights 16-bit (the GPU; the fast CPU backend's
+    /// matmul panels) rather than widening them, for the memory demand.
     fn keeps_16bit(&self) -> bool {
         false
     }

@@ -63,6 +63,20 @@ impl CpuTensor {
         v.extend_from_slice(data);
         Ok(CpuTensor { shape: shape.to_vec(), data: RefCell::new(CpuData::F32(v)) })
     }
+    /// An f32 tensor of `shape` that holds no values yet (a weight the fast CPU backend keeps only as
+    /// its packed panels, `FastTensor`): every op's bounds guard refuses it until [`CpuTensor::set_f32`].
+    pub fn unfilled(shape: &[usize]) -> CpuTensor {
+        CpuTensor { shape: shape.to_vec(), data: RefCell::new(CpuData::F32(Vec::new())) }
+    }
+    /// Replaces the values with `v` (f32); its length must be the shape's.
+    pub fn set_f32(&self, v: Vec<f32>) -> Result<()> {
+        let n = numel(&self.shape)?;
+        if v.len() != n {
+            return Err(TfError::Shape { op: "upload", msg: format!("shape {:?} holds {n} values, got {}", self.shape, v.len()) });
+        }
+        *self.borrow_mut("upload")? = CpuData::F32(v);
+        Ok(())
+    }
     /// An f32 tensor of zeros.
     pub fn zeros(shape: &[usize], label: &str) -> Result<CpuTensor> {
         Ok(CpuTensor { shape: shape.to_vec(), data: RefCell::new(CpuData::F32(try_zeros(numel(shape)?, label)?)) })

@@ -24,7 +24,7 @@ use crate::model::analysis::hooks::{HookPoint, Hooks, XnAfterHook};
 use crate::model::backend::Backend;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{Arch, ModelConfig};
-use crate::model::forward::weights::Weights;
+use crate::model::forward::weights::{TensorSource, Weights};
 use crate::model::map_kind::{MapKind, Stack};
 use crate::model::memory::{self, Budget};
 use crate::model::state::{LayerState, Plan, RunState};
@@ -100,6 +100,20 @@ impl<B: Backend> Model<B> {
         let params = ck.param_count();
         let non_finite_weights = ck.non_finite();
         let weights = Weights::load(backend, &cfg, &mut ck)?;
+        let mut state = RunState::new(backend, &cfg, &Plan::at_load(&cfg))?;
+        state.budget = *budget;
+        Ok(Model { cfg, weights, state, params, src: vec![], hooks: Hooks::default(), non_finite_weights })
+    }
+
+    /// [`Model::from_checkpoint`] with the tensors taken from `src` one at a time (a foreign checkpoint
+    /// read as it uploads: `formats::open16_lazy`): `cfg` and `weights16` are the opened checkpoint's.
+    /// The file's tensors are never all in memory beside the backend's copies.
+    pub fn from_source(backend: &B, cfg: ModelConfig, src: &mut dyn TensorSource, weights16: bool, budget: &Budget) -> Result<Model<B>> {
+        let w16 = backend.keeps_16bit() && weights16;
+        memory::demand_of(&cfg, backend.weight_copies(), &Plan::at_load(&cfg), w16).check(budget).map_err(TfError::Memory)?;
+        let params = cfg.param_count();
+        let weights = Weights::load_from(backend, &cfg, src)?;
+        let non_finite_weights = src.non_finite();
         let mut state = RunState::new(backend, &cfg, &Plan::at_load(&cfg))?;
         state.budget = *budget;
         Ok(Model { cfg, weights, state, params, src: vec![], hooks: Hooks::default(), non_finite_weights })

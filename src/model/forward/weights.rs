@@ -19,7 +19,7 @@ use std::fmt::Display;
 
 use crate::error::{Result, TfError};
 use crate::model::backend::Backend;
-use crate::model::checkpoint::Checkpoint;
+use crate::model::checkpoint::{Checkpoint, HostTensor};
 use crate::model::config::{Arch, ModelConfig, Positions};
 use crate::model::forward::attention::{attention, AttnW};
 use crate::model::forward::ffn::{dense_ffn, moe_ffn, swiglu_ffn, Ffn};
@@ -287,31 +287,54 @@ impl<T> Weights<T> {
     /// shapes and values against the same declaration, so a missing tensor here is a bug,
     /// reported as an error all the same).
     pub fn load<B: Backend<T = T>>(b: &B, cfg: &ModelConfig, ck: &mut Checkpoint) -> Result<Weights<T>> {
-        Weights::declare(cfg, &mut VarBuilder::new(&mut Upload { backend: b, ck }))
+        Weights::load_from(b, cfg, ck)
+    }
+
+    /// [`Weights::load`] from any [`TensorSource`] (a checkpoint in memory, or a foreign one read a
+    /// tensor at a time: `formats::open16_lazy`).
+    pub fn load_from<B: Backend<T = T>>(b: &B, cfg: &ModelConfig, src: &mut dyn TensorSource) -> Result<Weights<T>> {
+        Weights::declare(cfg, &mut VarBuilder::new(&mut Upload { backend: b, ck: src }))
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Sinks
 
+/// Where [`Weights::load_from`] takes each tensor from, by name (moved out: each is dropped once uploaded).
+pub trait TensorSource {
+    /// The tensor `name`, None if there is no such tensor.
+    fn take_tensor(&mut self, name: &str) -> Result<Option<HostTensor>>;
+    /// The line naming the tensors taken so far that hold NaN / Inf values (`Checkpoint::non_finite`).
+    fn non_finite(&mut self) -> Option<String>;
+}
+
+impl TensorSource for Checkpoint {
+    fn take_tensor(&mut self, name: &str) -> Result<Option<HostTensor>> {
+        Ok(self.take(name))
+    }
+    fn non_finite(&mut self) -> Option<String> {
+        Checkpoint::non_finite(self)
+    }
+}
+
 /// Uploads each declared tensor from the checkpoint.
 struct Upload<'a, B: Backend> {
     backend: &'a B,
-    ck: &'a mut Checkpoint,
+    ck: &'a mut dyn TensorSource,
 }
 
 impl<B: Backend> Sink for Upload<'_, B> {
     type T = B::T;
-    fn take(&mut self, name: &str, shape: &[usize], _role: Role) -> Result<B::T> {
-        let t = self.ck.take(name).ok_or_else(|| TfError::Checkpoint(format!("tensor '{name}' is missing")))?;
+    fn take(&mut self, name: &str, shape: &[usize], role: Role) -> Result<B::T> {
+        let t = self.ck.take_tensor(name)?.ok_or_else(|| TfError::Checkpoint(format!("tensor '{name}' is missing")))?;
         if t.shape != shape {
             return Err(TfError::Checkpoint(format!("tensor '{name}' has shape {:?}, declared {shape:?}", t.shape)));
         }
         if t.is_16bit() {
-            // the GPU keeps it 16-bit; the CPU backends widen it
-            return self.backend.tensor16(&t.shape, &t.bits, t.dtype, name);
+            // the GPU keeps it 16-bit, and so do the fast CPU backend's matmul panels; the rest is widened
+            return self.backend.weight16(&t.shape, &t.bits, t.dtype, role, name);
         }
-        self.backend.tensor(&t.shape, &t.data, name)
+        self.backend.weight(&t.shape, &t.data, role, name)
     }
 }
 
