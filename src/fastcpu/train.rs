@@ -665,11 +665,17 @@ fn act_forward_impl<S: Isa>(out: &mut [f32], x: &[f32], op: EwOp) {
         };
     }
     match op {
-        EwOp::Relu => each!(|v: f32| v.max(0.0)),
+        EwOp::Relu => each!(relu),
         EwOp::Gelu => each!(gelu),
         EwOp::GeluTanh => each!(gelu_tanh),
         _ => each!(silu),
     }
+}
+
+/// ReLU as `act::inplace` computes it.
+#[inline(always)]
+fn relu(v: f32) -> f32 {
+    v.max(0.0)
 }
 
 multiversion!(
