@@ -11,6 +11,9 @@
 //!   per model, fast backend and reference, 1 thread: greedy decode of 64 tokens after a 16-token
 //!   prompt (KV cache) and a 128-token prefill, on the ids of models/<name>.json's eval slice; the
 //!   generated ids are printed so scripts/bench-peers.sh can check every engine produced the same.
+//! `cargo run --release --example bench_cpu -- kernels-train [decode]`
+//!   the training preset's kernels one by one (src/fastcpu/bench.rs); `BENCH_CLOCK=cpu` times them by
+//!   the thread's CPU time (less sensitive to other processes on a shared machine than the wall clock).
 //! `cargo run --release --example bench_cpu -- threads models/shakespeare-gpt.safetensors ...`
 //!   1 vs `BENCH_THREADS` (default 2) threads of the fast backend, interleaved: the matmul split's
 //!   crossover per shape, then decode and prefill-128 per model (same ids and logits checked).
@@ -294,10 +297,40 @@ fn threads(paths: &[String]) -> Value {
 
 /// The training preset's kernels one by one (src/fastcpu/bench.rs), the same code the wasm export
 /// `fastcpu_kernel_bench` runs in the page's builds; `decode`: GPT-2 small's GEMVs as well.
+/// `BENCH_CLOCK=cpu`: the thread's CPU time (Linux's CLOCK_THREAD_CPUTIME_ID) instead of the wall
+/// clock, so that time the scheduler gave to other processes on a shared machine is not counted
+/// (their effect on the caches still is).
 fn kernels_train(decode: bool) -> serde_json::Value {
+    let cpu = std::env::var("BENCH_CLOCK").is_ok_and(|c| c == "cpu") && thread_cpu_ms().is_some();
     let t0 = std::time::Instant::now();
-    let now = || t0.elapsed().as_secs_f64() * 1e3;
-    serde_json::json!({"isa": tinyformer::fastcpu::simd::isa(), "kernels": tinyformer::fastcpu::bench::kernel_bench(&now, 30.0, decode)})
+    let now = || if cpu { thread_cpu_ms().unwrap_or(0.0) } else { t0.elapsed().as_secs_f64() * 1e3 };
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    serde_json::json!({"isa": tinyformer::fastcpu::simd::isa(), "clock": if cpu { "thread cpu time" } else { "wall" },
+        "loadavg": load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        "kernels": tinyformer::fastcpu::bench::kernel_bench(&now, 30.0, decode)})
+}
+
+/// This thread's CPU time in milliseconds (None where the clock is missing).
+#[cfg(target_os = "linux")]
+fn thread_cpu_ms() -> Option<f64> {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec (two 64-bit fields on 64-bit Linux) to ts
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0 && cfg!(target_pointer_width = "64")).then(|| ts.sec as f64 * 1e3 + ts.nsec as f64 / 1e6)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_ms() -> Option<f64> {
+    None
 }
 
 fn main() {

@@ -578,6 +578,34 @@ mod train_ops {
         let t = be.tensor(&[4], &[0.0; 4], "t").unwrap();
         let e = be.act_backward(&t, &t, &t, 4, EwOp::Add).unwrap_err().to_string();
         assert!(e.contains("act_backward"), "{e}");
+        let e = be.activation(&t, &t, 4, EwOp::Add).unwrap_err().to_string();
+        assert!(e.contains("activation"), "{e}");
+    }
+
+    /// The training forward's activation out of place (`Train::activation`): within the
+    /// elementwise ops' tolerances of the f64 reference, and the bits of the default (copy, then
+    /// the fast `inplace`), in both builds.
+    #[test]
+    fn activation_out_of_place_matches_reference_and_inplace() {
+        let mut r = Lcg(26);
+        both_builds(|isa| {
+            for n in [1, 7, 8, 9, 100, 1031] {
+                let h = r.vec(n, 6.0);
+                for op in [EwOp::Relu, EwOp::Gelu, EwOp::GeluTanh, EwOp::Silu] {
+                    let mut want = vec![0f32; n];
+                    tinyformer::cpu::elementwise(&mut want, &h, None, op);
+                    let mut be = FastCpuBackend::default();
+                    let (x, out, copy) =
+                        (be.tensor(&[n], &h, "x").unwrap(), be.zeros(&[n], "out").unwrap(), be.tensor(&[n], &h, "c").unwrap());
+                    be.activation(&out, &x, n, op).unwrap();
+                    be.inplace(&copy, None, n, op).unwrap();
+                    let (got, inplace) = (read(&mut be, &out), read(&mut be, &copy));
+                    assert_close(&format!("activation {isa} {op:?} N={n}"), &got, &want, super::ACT_ATOL, super::ACT_RTOL);
+                    assert_eq!(bits(&got), bits(&inplace), "activation {isa} {op:?} N={n}: not the bits of inplace");
+                    assert_eq!(read(&mut be, &x), h, "activation {isa} {op:?} N={n}: the input changed");
+                }
+            }
+        });
     }
 
     // Softmax + cross-entropy in f32 over V <= 97 logits of |x| <= 8: loss within 1e-5 + 1e-5

@@ -9,23 +9,15 @@ use crate::cpu::backward::check_attn;
 use crate::cpu::train::host;
 use crate::error::{Result, TfError};
 use crate::fastcpu::matmul::{self, Packed};
-use crate::fastcpu::{attention, train as k, FastCpuBackend, FastTensor};
+use crate::fastcpu::{train as k, FastCpuBackend, FastTensor};
 use crate::model::backend::tensor::need;
-use crate::ops::{AttnShape, EwOp, RopeShape};
+use crate::ops::{EwOp, RopeShape};
 use crate::train::ops::{AdamStep, BatchAttn, Train};
 
 /// The written parameter: a write drops a fast tensor's packed panels.
 fn touched(t: &FastTensor) -> &FastTensor {
     t.unpack();
     t
-}
-
-/// The shape of sequence b's attention for the inference kernel: its own q, k, v, out, probs slices.
-fn seq_shape(s: &BatchAttn) -> AttnShape {
-    let mut a = AttnShape::packed(s.tq, s.tk, s.nh, s.nkv, s.hs);
-    a.causal = s.causal.then_some(0);
-    a.scale = s.scale;
-    a
 }
 
 impl Train for FastCpuBackend {
@@ -57,17 +49,13 @@ impl Train for FastCpuBackend {
         check_attn(op, s, qd.len().min(od.len()), &[kd.len(), vd.len()], pd.len(), md.as_ref().map(|m| m.len()))?;
         let (nq, nk, np, _) = s.sizes();
         let (per_q, per_k, per_p) = (nq / s.b, nk / s.b, np / s.b);
-        let shape = seq_shape(s);
-        let mut errs: Vec<Result<()>> = (0..s.b).map(|_| Ok(())).collect();
-        let items: Vec<_> = od[..nq].chunks_mut(per_q).zip(pd[..np].chunks_mut(per_p)).zip(errs.iter_mut()).enumerate().collect();
+        let items: Vec<_> = od[..nq].chunks_mut(per_q).zip(pd[..np].chunks_mut(per_p)).enumerate().collect();
         let (qd, kd, vd, md) = (&qd[..nq], &kd[..nk], &vd[..nk], md.as_deref());
-        self.threads.each(items, 4 * np * s.hs, |(b, ((o, p), err))| {
-            // the key mask of sequence b as the kernel's (Tq, Tk) mask
-            let mask = md.map(|m| m[b * s.tk..][..s.tk].repeat(s.tq));
+        self.threads.each(items, 4 * np * s.hs, |(b, (o, p))| {
             let (qs, ks, vs) = (&qd[b * per_q..][..per_q], &kd[b * per_k..][..per_k], &vd[b * per_k..][..per_k]);
-            *err = attention::attention(o, p, qs, ks, vs, mask.as_deref(), &shape);
+            k::attention_forward_seq(o, p, qs, ks, vs, md.map(|m| &m[b * s.tk..][..s.tk]), s);
         });
-        errs.into_iter().collect()
+        Ok(())
     }
     fn attention_backward(
         &mut self,
@@ -138,7 +126,8 @@ impl Train for FastCpuBackend {
             need(op, d.len(), m * kk, "dx")?;
             if m > 0 && kk > 0 {
                 if acc {
-                    let mut tmp = k::scratch(3, m * kk);
+                    // written in full by the product
+                    let mut tmp = k::scratch_any(3, m * kk);
                     matmul::matmul_on(&self.threads, &mut tmp, dyd, &wt, None, m)?;
                     for (o, t) in d[..m * kk].iter_mut().zip(&tmp) {
                         *o += t;
@@ -218,6 +207,17 @@ impl Train for FastCpuBackend {
         let mut dxd = dx.host()?.f32s_mut(op)?;
         need(op, dxd.len().min(dyd.len()).min(hd.len()), n, "dx/dy/h")?;
         k::act_backward(&mut dxd[..n], &dyd[..n], &hd[..n], op_);
+        Ok(())
+    }
+    fn activation(&mut self, out: &FastTensor, x: &FastTensor, n: usize, op_: EwOp) -> Result<()> {
+        let op = "activation";
+        if !matches!(op_, EwOp::Relu | EwOp::Gelu | EwOp::GeluTanh | EwOp::Silu) {
+            return Err(TfError::Shape { op, msg: format!("{op_:?} is not an activation") });
+        }
+        let xd = x.host.f32s(op)?;
+        let mut od = touched(out).host.f32s_mut(op)?;
+        need(op, od.len().min(xd.len()), n, "out/x")?;
+        k::act_forward(&mut od[..n], &xd[..n], op_);
         Ok(())
     }
     fn swiglu_backward(

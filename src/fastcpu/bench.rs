@@ -17,7 +17,7 @@ use crate::train::ops::{AdamStep, BatchAttn};
 #[derive(Debug, Serialize)]
 pub struct KernelTime {
     pub name: String,
-    /// calls in one training step of the preset (0: a decode kernel)
+    /// calls in one training step of the preset (0: not in the step: a decode kernel, a comparison)
     pub per_step: usize,
     /// milliseconds a call (the best of the repetitions' means)
     pub ms: f64,
@@ -102,11 +102,19 @@ pub fn kernel_bench(now: &dyn Fn() -> f64, min_ms: f64, decode: bool) -> Vec<Ker
     let ms = time(now, min_ms, &mut || {
         for s in 0..b {
             let r = s * per_q..(s + 1) * per_q;
+            k::attention_forward_seq(&mut o[r.clone()], &mut p[s * per_p..][..per_p], &q[r.clone()], &kv[r.clone()], &v[r], None, &ba);
+        }
+    });
+    push("attention forward", layers, attn_flop, ms);
+    // the inference kernel on the same shapes (the training forward ran on it before its own tiles)
+    let ms = time(now, min_ms, &mut || {
+        for s in 0..b {
+            let r = s * per_q..(s + 1) * per_q;
             attention::attention(&mut o[r.clone()], &mut p[s * per_p..][..per_p], &q[r.clone()], &kv[r.clone()], &v[r], None, &sh)
                 .expect("attention");
         }
     });
-    push("attention forward", layers, attn_flop, ms);
+    push("attention forward, the inference kernel", 0, attn_flop, ms);
     let (mut dq, mut dk, mut dv) = (vec![0f32; nq], vec![0f32; nq], vec![0f32; nq]);
     let ms = time(now, min_ms, &mut || {
         for s in 0..b {

@@ -10,14 +10,14 @@
 
 use crate::error::{ensure, Result};
 use crate::fastcpu::isa::{multiversion, Isa};
-use crate::fastcpu::simd::{dot4, erf, exp, hsum, lanes_sum, max, pv, L};
+use crate::fastcpu::simd::{erf, exp, gelu, gelu_tanh, hsum, lanes_sum, max, silu, softmax, L};
 use crate::ops::EwOp;
 use crate::train::ops::{AdamStep, BatchAttn};
 
 // ---------------------------------------------------------------------------------------------
 // Scratch buffers
 
-const SLOTS: usize = 4;
+const SLOTS: usize = 6;
 
 thread_local! {
     /// Each thread's scratch buffers, kept between steps: a step's large temporaries would otherwise
@@ -25,10 +25,18 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<[Vec<f32>; SLOTS]> = const { std::cell::RefCell::new([const { Vec::new() }; SLOTS]) };
 }
 
-/// This thread's scratch buffer `slot` (< 4), `len` zeros; hand it back with [`give_back`].
+/// This thread's scratch buffer `slot` (< 6), `len` zeros; hand it back with [`give_back`].
 pub(crate) fn scratch(slot: usize, len: usize) -> Vec<f32> {
     let mut v = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut()[slot % SLOTS]));
     v.clear();
+    v.resize(len, 0.0);
+    v
+}
+
+/// [`scratch`] for a buffer its user writes in full before reading: `len` values, left as they were
+/// (no pass of zeros over it).
+pub(crate) fn scratch_any(slot: usize, len: usize) -> Vec<f32> {
+    let mut v = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut()[slot % SLOTS]));
     v.resize(len, 0.0);
     v
 }
@@ -173,14 +181,267 @@ pub fn column_sums(db: &mut [f32], dy: &[f32], n: usize) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Attention backward
+// Attention, forward and backward, per sequence
+
+/// A strided operand of the attention's small products: element (r, p) at `off + r * rs + p * cs`.
+#[derive(Clone, Copy)]
+struct Strided<'a> {
+    d: &'a [f32],
+    off: usize,
+    rs: usize,
+    cs: usize,
+}
+
+/// A row-major operand: row p's values from `off + p * ld`, contiguous.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    d: &'a [f32],
+    off: usize,
+    ld: usize,
+}
+
+/// Where a small product's rows go: row i's values from `off + i * ld`.
+struct Out<'a> {
+    d: &'a mut [f32],
+    off: usize,
+    ld: usize,
+}
+
+/// out[i, c] (= or, with `acc`, +=) sum over p in span(i0, i1) of a(i, p) b(p, c) for rows
+/// i < `m` and columns c < `n`; `span(i0, i1)` gives the p range of the row block i0..i1 (the keys
+/// or queries the block's rows can see: a(i, p) must be 0 for the p in it that row i cannot). The
+/// attention's four products and its scores, on the GEMM's register tiles: a block of rows x up
+/// to 4 vectors of columns in accumulators, one broadcast of a and one load of b per product, each
+/// value summed over p in order. Columns past the last vector: one scalar sum each.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn small_gemm<S: Isa>(o: &mut Out, a: Strided, b: Rows, m: usize, n: usize, acc: bool, span: impl Fn(usize, usize) -> (usize, usize)) {
+    // 3 rows x 4 vectors = 12 accumulators where the ISA has 16 registers for them (AVX2);
+    // 2 x 4 = 8 elsewhere (simd128 in V8, the portable build's pairs of SSE registers)
+    if block_rows::<S>() == 3 {
+        rows_of::<S, 3>(o, a, b, m, n, acc, &span)
+    } else {
+        rows_of::<S, 2>(o, a, b, m, n, acc, &span)
+    }
+}
+
+/// The rows of `small_gemm`'s register tile.
+#[inline(always)]
+fn block_rows<S: Isa>() -> usize {
+    if S::MR >= 6 {
+        3
+    } else {
+        2
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rows_of<S: Isa, const R: usize>(
+    o: &mut Out,
+    a: Strided,
+    b: Rows,
+    m: usize,
+    n: usize,
+    acc: bool,
+    span: &impl Fn(usize, usize) -> (usize, usize),
+) {
+    let l = S::LANES;
+    let mut i0 = 0;
+    while i0 < m {
+        let valid = R.min(m - i0);
+        let (p0, p1) = span(i0, i0 + valid);
+        let p1 = p1.max(p0);
+        // every index read or written below lies inside its slice (checked once for the block)
+        if p1 > p0 {
+            assert!(a.off + (i0 + valid - 1) * a.rs + (p1 - 1) * a.cs < a.d.len(), "attention product: a");
+            assert!(b.off + (p1 - 1) * b.ld + n <= b.d.len(), "attention product: b");
+        }
+        assert!(o.off + (i0 + valid - 1) * o.ld + n <= o.d.len(), "attention product: out");
+        let mut c = 0;
+        while c + 4 * l <= n {
+            block::<S, R, 4>(o, a, b, i0, valid, c, p0, p1, acc);
+            c += 4 * l;
+        }
+        if c + 2 * l <= n {
+            block::<S, R, 2>(o, a, b, i0, valid, c, p0, p1, acc);
+            c += 2 * l;
+        }
+        if c + l <= n {
+            block::<S, R, 1>(o, a, b, i0, valid, c, p0, p1, acc);
+            c += l;
+        }
+        for c in c..n {
+            for i in i0..i0 + valid {
+                let dst = o.off + i * o.ld + c;
+                let mut s = if acc { o.d[dst] } else { 0.0 };
+                for p in p0..p1 {
+                    s = S::fmadd(a.d[a.off + i * a.rs + p * a.cs], b.d[b.off + p * b.ld + c], s);
+                }
+                o.d[dst] = s;
+            }
+        }
+        i0 += valid;
+    }
+}
+
+/// The register tile of `small_gemm`: rows i0..i0+valid (of R; the missing rows repeat the last
+/// one and are not stored), columns c..c + NV LANES, products p0..p1.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn block<S: Isa, const R: usize, const NV: usize>(
+    o: &mut Out,
+    a: Strided,
+    b: Rows,
+    i0: usize,
+    valid: usize,
+    c: usize,
+    p0: usize,
+    p1: usize,
+    acc: bool,
+) {
+    let l = S::LANES;
+    let mut t = [[S::zero(); NV]; R];
+    let op = o.d.as_mut_ptr();
+    // SAFETY: rows_of's asserts: rows i0..i0+valid of out, of a (products p0..p1) and rows p0..p1
+    // of b lie inside their slices, columns up to c + NV LANES <= n
+    unsafe {
+        if acc {
+            for (r, t) in t.iter_mut().enumerate().take(valid) {
+                for (v, t) in t.iter_mut().enumerate() {
+                    *t = S::load(op.add(o.off + (i0 + r) * o.ld + c + v * l));
+                }
+            }
+        }
+        let ap: [*const f32; R] = std::array::from_fn(|r| a.d.as_ptr().add(a.off + (i0 + r.min(valid - 1)) * a.rs));
+        let bp = b.d.as_ptr().add(b.off + c);
+        for p in p0..p1 {
+            let bv: [S::V; NV] = std::array::from_fn(|v| S::load(bp.add(p * b.ld + v * l)));
+            for (t, ap) in t.iter_mut().zip(&ap) {
+                let s = S::splat(*ap.add(p * a.cs));
+                for (t, bv) in t.iter_mut().zip(&bv) {
+                    *t = S::madd(s, *bv, *t);
+                }
+            }
+        }
+        for (r, t) in t.iter().enumerate().take(valid) {
+            for (v, t) in t.iter().enumerate() {
+                S::store(op.add(o.off + (i0 + r) * o.ld + c + v * l), *t);
+            }
+        }
+    }
+}
+
+/// x (rows, hs) at `off`, row stride `ld`, transposed into t (hs, ld_t), zeros past `rows`.
+fn transpose_into(t: &mut [f32], x: &[f32], off: usize, ld: usize, rows: usize, hs: usize, ld_t: usize) {
+    for (d, tr) in t.chunks_exact_mut(ld_t).take(hs).enumerate() {
+        for (j, o) in tr[..rows].iter_mut().enumerate() {
+            *o = x[off + j * ld + d];
+        }
+        tr[rows..].fill(0.0);
+    }
+}
+
+/// Row i's visible keys end here (causal: the keys up to i).
+#[inline(always)]
+fn key_end(s: &BatchAttn, i: usize) -> usize {
+    if s.causal {
+        (i + 1).min(s.tk)
+    } else {
+        s.tk
+    }
+}
+
+/// The first query row that sees key j (causal: row j).
+#[inline(always)]
+fn query_start(s: &BatchAttn, j: usize) -> usize {
+    if s.causal {
+        j.min(s.tq)
+    } else {
+        0
+    }
+}
+
+multiversion!(
+    /// The attention forward of one sequence of the batch (`Train::attention_batch`): out (Tq,
+    /// NH*HS) and probs (NH, Tq, Tk) written from q (Tq, NH*HS), k, v (Tk, NKV*HS); `keys` this
+    /// sequence's key mask (Tk,), 1 = visible. Per head: the scores Q K^T (over K transposed) on
+    /// `small_gemm`'s tiles, each causal block of rows stopping at its last visible key; each row's
+    /// softmax as the inference kernel's (`simd::softmax`: a blocked key's probability is exactly
+    /// 0, a row with no visible key all zeros); then out = P V on the same tiles.
+    pub fn attention_forward_seq(out: &mut [f32], probs: &mut [f32], q: &[f32], k: &[f32], v: &[f32], keys: Option<&[f32]>, s: &BatchAttn) => attention_forward_seq_impl
+);
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attention_forward_seq_impl<S: Isa>(
+    out: &mut [f32],
+    probs: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    keys: Option<&[f32]>,
+    s: &BatchAttn,
+) {
+    let (tq, tk, hs) = (s.tq, s.tk, s.hs);
+    let (qw, kw, group) = (s.nh * hs, s.nkv * hs, s.nh / s.nkv);
+    let l = S::LANES;
+    let tkp = tk.div_ceil(l) * l;
+    // K transposed (each value written by transpose_into) and the scores (read where written)
+    let mut kt = scratch_any(4, hs * tkp);
+    let mut sc = scratch_any(5, tq * tkp);
+    let r = block_rows::<S>();
+    for h in 0..s.nh {
+        let g = h / group;
+        if h % group == 0 {
+            transpose_into(&mut kt, k, g * hs, kw, tk, hs, tkp);
+        }
+        // the scores Q K^T up to each row block's last visible key (whole vectors)
+        let qa = Strided { d: q, off: h * hs, rs: qw, cs: 1 };
+        let ktr = Rows { d: &kt, off: 0, ld: tkp };
+        let mut i0 = 0;
+        while i0 < tq {
+            let i1 = (i0 + r).min(tq);
+            let mut ob = Out { d: &mut sc[i0 * tkp..], off: 0, ld: tkp };
+            let qb = Strided { off: qa.off + i0 * qw, ..qa };
+            small_gemm::<S>(&mut ob, qb, ktr, i1 - i0, key_end(s, i1 - 1).div_ceil(l) * l, false, |_, _| (0, hs));
+            i0 = i1;
+        }
+        let ph = &mut probs[h * tq * tk..][..tq * tk];
+        for i in 0..tq {
+            let end = key_end(s, i);
+            let (prow, srow) = (&mut ph[i * tk..][..tk], &sc[i * tkp..][..end]);
+            for (p, &x) in prow[..end].iter_mut().zip(srow) {
+                *p = x * s.scale;
+            }
+            if let Some(m) = keys {
+                for (p, &allowed) in prow[..end].iter_mut().zip(m) {
+                    if allowed == 0.0 {
+                        *p = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            prow[end..].fill(0.0);
+            softmax::<S>(&mut prow[..end]);
+        }
+        // out = P V: a row block sums over the keys its last row sees (the others' are 0)
+        let mut o = Out { d: out, off: h * hs, ld: qw };
+        let pa = Strided { d: ph, off: 0, rs: tk, cs: 1 };
+        let vr = Rows { d: v, off: g * hs, ld: kw };
+        small_gemm::<S>(&mut o, pa, vr, tq, hs, false, |_, i1| (0, key_end(s, i1 - 1)));
+    }
+    give_back(4, kt);
+    give_back(5, sc);
+}
 
 multiversion!(
     /// The attention backward of one sequence of the batch (`Train::attention_backward`): dq (Tq,
     /// NH*HS) written, dk and dv (Tk, NKV*HS) written; dout, q (Tq, NH*HS), k, v (Tk, NKV*HS), probs
     /// (NH, Tq, Tk) of this sequence. dS = P (dP - rowsum(dP P)) scale with dP = dO V^T over the
     /// visible keys; dQ = dS K; dK = dS^T Q and dV = P^T dO, a key/value head summing its query heads
-    /// in order.
+    /// in order. Each product on `small_gemm`'s register tiles (dP over V transposed, dK and dV
+    /// reading dS and P down their columns), a causal block stopping at its last visible key (dP,
+    /// dQ) or starting at its first query (dK, dV).
     pub fn attention_backward_seq(dq: &mut [f32], dk: &mut [f32], dv: &mut [f32], dout: &[f32], probs: &[f32], q: &[f32], k: &[f32], v: &[f32], s: &BatchAttn) => attention_backward_seq_impl
 );
 
@@ -199,68 +460,56 @@ fn attention_backward_seq_impl<S: Isa>(
 ) {
     let (tq, tk, hs) = (s.tq, s.tk, s.hs);
     let (qw, kw, group) = (s.nh * hs, s.nkv * hs, s.nh / s.nkv);
+    let l = S::LANES;
+    let tkp = tk.div_ceil(l) * l;
     let (dk, dv) = (&mut dk[..tk * kw], &mut dv[..tk * kw]);
     dk.fill(0.0);
     dv.fill(0.0);
-    let mut ds = vec![0f32; tq * tk];
-    let mut dst = vec![0f32; tk * tq];
-    let mut pt = vec![0f32; tk * tq];
-    let mut tmp = vec![0f32; hs];
+    // V transposed, and dS (every row written in full: dP, then dS up to the row's end, 0 past it)
+    let mut vt = scratch_any(4, hs * tkp);
+    let mut ds = scratch_any(5, tq * tkp);
+    let r = block_rows::<S>();
     for h in 0..s.nh {
         let g = h / group;
-        let vrow = |j: usize| &v[j * kw + g * hs..][..hs];
+        if h % group == 0 {
+            transpose_into(&mut vt, v, g * hs, kw, tk, hs, tkp);
+        }
         let ph = &probs[h * tq * tk..][..tq * tk];
+        // dP = dO V^T up to each row block's last visible key (whole vectors)
+        let da = Strided { d: dout, off: h * hs, rs: qw, cs: 1 };
+        let vtr = Rows { d: &vt, off: 0, ld: tkp };
+        let mut i0 = 0;
+        while i0 < tq {
+            let i1 = (i0 + r).min(tq);
+            let mut ob = Out { d: &mut ds[i0 * tkp..], off: 0, ld: tkp };
+            let db = Strided { off: da.off + i0 * qw, ..da };
+            small_gemm::<S>(&mut ob, db, vtr, i1 - i0, key_end(s, i1 - 1).div_ceil(l) * l, false, |_, _| (0, hs));
+            i0 = i1;
+        }
+        // dS = P (dP - sum_j P dP) scale over the visible keys, 0 past them
         for i in 0..tq {
-            let end = if s.causal { (i + 1).min(tk) } else { tk };
-            let prow = &ph[i * tk..][..tk];
-            let drow = &dout[i * qw + h * hs..][..hs];
-            let dsrow = &mut ds[i * tk..][..tk];
-            // dP = dO_i . V_j, four keys at a time
-            let mut j = 0;
-            while j + 4 <= end {
-                let d = dot4::<S>(drow, [vrow(j), vrow(j + 1), vrow(j + 2), vrow(j + 3)]);
-                dsrow[j..j + 4].copy_from_slice(&d);
-                j += 4;
-            }
-            if j < end {
-                let d = dot4::<S>(drow, std::array::from_fn(|u| vrow((j + u).min(end - 1))));
-                for (u, o) in dsrow[j..end].iter_mut().enumerate() {
-                    *o = d[u];
-                }
-            }
-            let dot = dot_lanes(&prow[..end], &dsrow[..end]);
-            for (o, &p) in dsrow[..end].iter_mut().zip(&prow[..end]) {
+            let end = key_end(s, i);
+            let (prow, dsrow) = (&ph[i * tk..][..end], &mut ds[i * tkp..][..tkp]);
+            let dot = dot_lanes(prow, &dsrow[..end]);
+            for (o, &p) in dsrow[..end].iter_mut().zip(prow) {
                 *o = p * (*o - dot) * s.scale;
             }
             dsrow[end..].fill(0.0);
-            pv::<S>(&mut dq[i * qw + h * hs..][..hs], &dsrow[..end], k, g * hs, kw);
         }
-        // dK_j = sum_i dS_ij Q_i and dV_j = sum_i P_ij dO_i over the rows that see key j: the
-        // transposes make each a P·V product over contiguous weights
-        for i in 0..tq {
-            for j in 0..tk {
-                dst[j * tq + i] = ds[i * tk + j];
-                pt[j * tq + i] = ph[i * tk + j];
-            }
-        }
-        for j in 0..tk {
-            let start = if s.causal { j.min(tq) } else { 0 };
-            if start == tq {
-                continue;
-            }
-            pv::<S>(&mut tmp, &dst[j * tq + start..(j + 1) * tq], q, start * qw + h * hs, qw);
-            add_to(&mut dk[j * kw + g * hs..][..hs], &tmp);
-            pv::<S>(&mut tmp, &pt[j * tq + start..(j + 1) * tq], dout, start * qw + h * hs, qw);
-            add_to(&mut dv[j * kw + g * hs..][..hs], &tmp);
-        }
+        // dQ = dS K over the keys the block's last row sees
+        let dsa = Strided { d: &ds, off: 0, rs: tkp, cs: 1 };
+        let kr = Rows { d: k, off: g * hs, ld: kw };
+        small_gemm::<S>(&mut Out { d: dq, off: h * hs, ld: qw }, dsa, kr, tq, hs, false, |_, i1| (0, key_end(s, i1 - 1)));
+        // dK += dS^T Q and dV += P^T dO over the rows that see the block's first key
+        let dst = Strided { d: &ds, off: 0, rs: 1, cs: tkp };
+        let qr = Rows { d: q, off: h * hs, ld: qw };
+        small_gemm::<S>(&mut Out { d: dk, off: g * hs, ld: kw }, dst, qr, tk, hs, true, |j0, _| (query_start(s, j0), tq));
+        let pt = Strided { d: ph, off: 0, rs: 1, cs: tk };
+        let dr = Rows { d: dout, off: h * hs, ld: qw };
+        small_gemm::<S>(&mut Out { d: dv, off: g * hs, ld: kw }, pt, dr, tk, hs, true, |j0, _| (query_start(s, j0), tq));
     }
-}
-
-#[inline(always)]
-fn add_to(o: &mut [f32], t: &[f32]) {
-    for (o, t) in o.iter_mut().zip(t) {
-        *o += t;
-    }
+    give_back(4, vt);
+    give_back(5, ds);
 }
 
 /// sum of a[i] b[i], 8 lanes.
@@ -393,6 +642,40 @@ fn act_grad(op: EwOp, x: f32) -> f32 {
             s * (1.0 + x * (1.0 - s))
         }
     }
+}
+
+multiversion!(
+    /// out = op(x) for ReLU, GELU, GELU-tanh or SiLU (`op` checked by the caller): the training
+    /// forward's activation beside its input, in one pass; the same formulas (`simd::gelu` ...) and
+    /// so the same values as `act::inplace` on a copy.
+    pub fn act_forward(out: &mut [f32], x: &[f32], op: EwOp) => act_forward_impl
+);
+
+#[inline(always)]
+#[allow(clippy::extra_unused_type_parameters)] // S: the ISA multiversion! compiles it for (LLVM vectorises)
+fn act_forward_impl<S: Isa>(out: &mut [f32], x: &[f32], op: EwOp) {
+    let n = out.len().min(x.len());
+    let (out, x) = (&mut out[..n], &x[..n]);
+    // one plain loop per op (a `for_each` closure may be compiled outside the ISA's function)
+    macro_rules! each {
+        ($f:expr) => {
+            for i in 0..n {
+                out[i] = $f(x[i]);
+            }
+        };
+    }
+    match op {
+        EwOp::Relu => each!(relu),
+        EwOp::Gelu => each!(gelu),
+        EwOp::GeluTanh => each!(gelu_tanh),
+        _ => each!(silu),
+    }
+}
+
+/// ReLU as `act::inplace` computes it.
+#[inline(always)]
+fn relu(v: f32) -> f32 {
+    v.max(0.0)
 }
 
 multiversion!(

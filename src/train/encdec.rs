@@ -268,8 +268,7 @@ impl<B: Train> EncDecGraph<B> {
         let Ffn::Dense { l1, l2, act } = &fb.net else { return Err(TfError::Internal("the encoder-decoder's FFN is dense".into())) };
         let (p, pb) = (|i: usize| &ps.p[i], |b: Option<usize>| b.map(|i| &ps.p[i]));
         be.matmul(&la.h, 0, x, 0, rows, p(l1.w), pb(l1.b))?;
-        be.copy(&la.a, &la.h, rows * self.cfg.d_ff)?;
-        be.inplace(&la.a, None, rows * self.cfg.d_ff, *act)?;
+        be.activation(&la.a, &la.h, rows * self.cfg.d_ff, *act)?;
         be.matmul(&la.ffn_sum, 0, &la.a, 0, rows, p(l2.w), pb(l2.b))?;
         be.inplace(&la.ffn_sum, Some(x), rows * self.cfg.d_model, EwOp::Add)?;
         Self::ln(be, ps, &fb.norm, out, &la.ffn_sum, rows)

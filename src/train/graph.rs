@@ -283,9 +283,7 @@ impl<B: Train> Graph<B> {
         match &fb.net {
             Ffn::Dense { l1, l2, act } => {
                 be.matmul(&la.h, 0, &la.xn2, 0, rows, p(l1.w), pb(l1.b))?;
-                let f = cfg.d_ff * rows;
-                be.copy(&la.a, &la.h, f)?;
-                be.inplace(&la.a, None, f, *act)?;
+                be.activation(&la.a, &la.h, cfg.d_ff * rows, *act)?;
                 be.matmul(next, 0, &la.a, 0, rows, p(l2.w), pb(l2.b))?;
             }
             Ffn::SwiGlu { w1, w2, w3 } => {

@@ -106,8 +106,7 @@ impl<B: Train> Graph<B> {
     fn expert_hidden(&self, be: &mut B, ps: &Params<B::T>, l1: &Linear<usize>, la: &LayerActs<B::T>, d: usize) -> Result<()> {
         let rows = self.acts.b * self.acts.t;
         be.matmul(&la.h, 0, &la.xn2, 0, rows, &ps.p[l1.w], l1.b.map(|b| &ps.p[b]))?;
-        be.copy(&la.a, &la.h, rows * d)?;
-        be.inplace(&la.a, None, rows * d, EwOp::Gelu)
+        be.activation(&la.a, &la.h, rows * d, EwOp::Gelu)
     }
 
     /// out (N, C) = the MoE FFN of the layer's FFN input `la.xn2`, its routing kept in the layer's

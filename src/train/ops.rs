@@ -203,4 +203,11 @@ pub trait Train: Backend {
     fn fill_zero(&mut self, x: &Self::T, n: usize) -> Result<()>;
     /// dst[..n] = src[..n].
     fn copy(&mut self, dst: &Self::T, src: &Self::T, n: usize) -> Result<()>;
+    /// out[..n] = op(x[..n]) for an activation (ReLU, GELU, GELU-tanh, SiLU), x kept (the FFN's
+    /// pre-activation, which the backward reads). The default is `copy`, then `inplace`; the fast
+    /// CPU backend does it in one pass.
+    fn activation(&mut self, out: &Self::T, x: &Self::T, n: usize, op: EwOp) -> Result<()> {
+        self.copy(out, x, n)?;
+        self.inplace(out, None, n, op)
+    }
 }
