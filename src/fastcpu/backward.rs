@@ -214,8 +214,8 @@ impl Train for FastCpuBackend {
         if !matches!(op_, EwOp::Relu | EwOp::Gelu | EwOp::GeluTanh | EwOp::Silu) {
             return Err(TfError::Shape { op, msg: format!("{op_:?} is not an activation") });
         }
-        let xd = x.host.f32s(op)?;
-        let mut od = touched(out).host.f32s_mut(op)?;
+        let xd = x.host()?.f32s(op)?;
+        let mut od = touched(out).host()?.f32s_mut(op)?;
         need(op, od.len().min(xd.len()), n, "out/x")?;
         k::act_forward(&mut od[..n], &xd[..n], op_);
         Ok(())
