@@ -231,6 +231,16 @@ fn attn_cases() -> Vec<AttnCase> {
     fused.v_offset = 12;
     fused.v_stride = w;
     cases.push(AttnCase { label: "fused qkv strides", s: fused, mask: None, fully_masked_rows: 0 });
+    // A long causal prefill as GPT-2's (head size 64, q/k/v in one fused row): rows past ~488 keys
+    // are where a query row's loops pass 2^15 multiply-adds.
+    let mut long = AttnShape::packed(560, 560, 2, 2, 64).with_causal(0);
+    let w = 3 * 2 * 64;
+    long.q_stride = w;
+    long.k_offset = 2 * 64;
+    long.k_stride = w;
+    long.v_offset = 4 * 64;
+    long.v_stride = w;
+    cases.push(AttnCase { label: "long fused causal prefill, head size 64", s: long, mask: None, fully_masked_rows: 0 });
     cases
 }
 
@@ -245,7 +255,7 @@ async fn check_attention(g: &Arc<Gpu>, kind: gpu::RowKind, name: &str) -> Result
         let qn = s.q_offset + (s.tq - 1) * s.q_stride + s.nh * s.hs;
         let kn = s.k_offset + (s.tk - 1) * s.k_stride + s.nkv * s.hs;
         let vn = s.v_offset + (s.tk - 1) * s.v_stride + s.nkv * s.hs;
-        let fused = c.label == "fused qkv strides";
+        let fused = c.label.contains("fused");
         let q = rng.vec_normal(if fused { qn.max(kn).max(vn) } else { qn }, 1.5);
         let (k, v) = if fused { (q.clone(), q.clone()) } else { (rng.vec_normal(kn, 1.5), rng.vec_normal(vn, 1.0)) };
         let mut want_o = vec![0f32; s.tq * s.nh * s.hs];
@@ -559,13 +569,19 @@ async fn check_sample(g: &Arc<Gpu>, one: bool) -> Result<CheckResult> {
     ];
     let mut mismatches = 0;
     let mut total = 0;
-    for v in [1usize, 5, 255, 256, 257, 1000, 4099] {
+    // GPT-2's vocabulary, and one past 2^16 (a kernel that walks a row in one invocation must not stop
+    // early: llvmpipe ends an invocation's loops after 65,535 iterations in all)
+    for v in [1usize, 5, 255, 256, 257, 1000, 4099, 50_257, 70_000] {
         let mut logits = rng.vec_normal(2 * v, 2.0);
         if v > 4 {
             // ties: the first maximum must win the argmax
             let mx = logits[v..].iter().cloned().fold(f32::MIN, f32::max) + 1.0;
             logits[v + 1] = mx;
             logits[v + v / 2] = mx;
+            if v > 50_000 {
+                // and a larger one at the end of a long row
+                logits[2 * v - 2] = mx + 1.0;
+            }
         }
         let lt = g.upload(&[2, v], &logits, "logits")?;
         for p in configs.iter().filter(|p| !one || p.is_greedy()) {

@@ -115,6 +115,22 @@ fn attention_forward_and_backward_match_the_reference() {
     let s = BatchAttn::new(2, 4, 4, (2, 1, 4), true);
     let small = p.rand(&[3], 1.0);
     assert!(p.g.attention_batch(&small.g, &small.g, &small.g, &small.g, &small.g, None, &s).is_err());
+    // A context whose invocations would loop past what a CPU-emulated GPU runs (llvmpipe stops an
+    // invocation's loops after 65,535 steps and goes on with wrong values) is refused there in one
+    // line; a real GPU runs it and matches the reference.
+    let s = BatchAttn::new(1, 512, 512, (2, 1, 64), true);
+    let (nq, nk, np, _) = s.sizes();
+    let (q, k, v) = (p.rand(&[nq], 1.0), p.rand(&[nk], 1.0), p.rand(&[nk], 1.0));
+    let (out, probs) = (p.t(&[nq], &vec![0.0; nq]), p.t(&[np], &vec![0.0; np]));
+    let r = p.g.attention_batch(&out.g, &probs.g, &q.g, &k.g, &v.g, None, &s);
+    if gpu().is_cpu_emulated() {
+        let e = r.expect_err("refused on a CPU-emulated GPU").to_string();
+        assert!(e.contains("65,535") && e.contains("--backend cpu") && !e.contains('\n'), "{e}");
+    } else {
+        r.unwrap();
+        p.c.attention_batch(&out.c, &probs.c, &q.c, &k.c, &v.c, None, &s).unwrap();
+        p.check("attention 1x512x512 (2, 1, 64) causal out", &out, RTOL_TRANSCENDENTAL);
+    }
 }
 
 #[test]

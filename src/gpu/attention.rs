@@ -4,7 +4,7 @@
 //! [`attention_backward`] (shaders/attention_bw.wgsl: dq a query row at a time, dk and dv a key
 //! row at a time over its query heads and queries in order).
 
-use crate::error::{ensure, Result};
+use crate::error::{ensure, Result, TfError};
 use crate::gpu::context::Kernel;
 use crate::gpu::wgsl::{self, files, Params};
 use crate::gpu::{DType, GpuTensor, Recorder, RowKind};
@@ -62,6 +62,13 @@ impl AttentionKernels {
 /// Largest head size the kernel stages in workgroup memory.
 pub const MAX_HS: usize = 256;
 
+/// Whether `rows` (an invocation per query row and head) stays within
+/// [`INVOCATION_LOOP_BUDGET`](crate::gpu::INVOCATION_LOOP_BUDGET) for this shape: its longest row
+/// loops Tk times over HS twice (scores, P V) and Tk times four more (max, exp, normalise, zeros).
+pub fn rows_fit(s: &AttnShape) -> bool {
+    s.tk.saturating_mul(2 * s.hs + 4).saturating_add(s.hs) <= crate::gpu::INVOCATION_LOOP_BUDGET
+}
+
 /// out (Tq, NH*HS), probs (NH, Tq, Tk) = masked softmax(Q K^T * scale) V, per head, GQA-aware.
 /// mask (Tq, Tk) with 1 = may attend, optional; the causal rule comes from `s.causal`.
 pub fn attention(
@@ -78,7 +85,8 @@ pub fn attention(
 }
 
 /// [`attention`] with the kernel chosen: `Workgroup` is shaders/attention.wgsl's `main`, `Invocation`
-/// its `rows` (an invocation per query row and head).
+/// its `rows` (an invocation per query row and head) where the rows are short enough ([`rows_fit`]),
+/// `main` past that.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_kind(
     rec: &mut Recorder,
@@ -120,6 +128,7 @@ pub fn attention_kind(
     let gpu = rec.gpu.clone();
     let m = mask.map_or(&gpu.dummy, |m| &m.buf);
     let bufs = [&q.buf, &k.buf, &v.buf, m, &out.buf, &probs.buf];
+    let kind = if kind == RowKind::Invocation && !rows_fit(s) { RowKind::Workgroup } else { kind };
     match kind {
         RowKind::Workgroup => rec.dispatch(&gpu.k.attention.main, &p, &bufs, [s.tq as u32, s.nh as u32, 1]),
         RowKind::Invocation => rec.dispatch(&gpu.k.attention.rows, &p, &bufs, [(s.tq as u32).div_ceil(64), s.nh as u32, 1]),
@@ -174,6 +183,33 @@ fn check_batch(
     })
 }
 
+/// The most loop iterations one invocation of the batched attention's kernels runs (forward, dq,
+/// dkv; shaders/attention_bw.wgsl), every loop counted.
+fn batch_loops(s: &BatchAttn) -> usize {
+    let (tq, tk, hs, group) = (s.tq, s.tk, s.hs, s.nh / s.nkv.max(1));
+    let forward = tk.saturating_mul(2 * hs + 3).saturating_add(hs);
+    let dq = tk.saturating_mul(3 * hs + 2).saturating_add(2 * hs);
+    let dkv = group.saturating_mul(tq.saturating_mul(2 * hs + 1).saturating_add(1)).saturating_add(2 * hs);
+    forward.max(dq).max(dkv)
+}
+
+/// On a GPU emulated on the CPU, a training attention whose invocations would loop past
+/// [`INVOCATION_LOOP_BUDGET`](crate::gpu::INVOCATION_LOOP_BUDGET) (where llvmpipe stops them and
+/// goes on with wrong values) is refused in one line instead of training on wrong gradients.
+fn check_loops(gpu: &crate::gpu::Gpu, op: &'static str, s: &BatchAttn) -> Result<()> {
+    let loops = batch_loops(s);
+    if gpu.is_cpu_emulated() && loops > crate::gpu::INVOCATION_LOOP_BUDGET {
+        return Err(TfError::Limit(format!(
+            "{op}: a context of {} with head size {} ({} query heads per key head) needs {loops} loop steps per invocation, \
+             and this CPU-emulated GPU stops a kernel's loops after 65,535; use a shorter context or --backend cpu",
+            s.tk,
+            s.hs,
+            s.nh / s.nkv.max(1)
+        )));
+    }
+    Ok(())
+}
+
 /// The training graph's batched masked attention (`Train::attention_batch`, see [`BatchAttn`]):
 /// out (B*Tq, NH*HS), probs (B, NH, Tq, Tk) from q (B*Tq, NH*HS), k and v (B*Tk, NKV*HS); keys
 /// (B, Tk) 1 / 0 or None for all keys. A query with no key left gets zero probabilities and a
@@ -193,6 +229,7 @@ pub fn attention_batch(
     }
     p.has_keys = keys.is_some() as u32;
     let gpu = rec.gpu.clone();
+    check_loops(&gpu, op, s)?;
     let m = keys.map_or(&gpu.dummy, |m| &m.buf);
     let bufs = [&q.buf, &k.buf, &v.buf, m, &gpu.dummy, &probs.buf, &out.buf];
     rec.dispatch(&gpu.k.attention.batch, &p, &bufs, [(s.tq as u32).div_ceil(64), s.nh as u32, s.b as u32])
@@ -215,6 +252,7 @@ pub fn attention_backward(
     let p = check_batch(op, s, &[(q, "q"), (dq, "dq"), (dout, "dout")], &[(k, "k"), (v, "v"), (dk, "dk"), (dv, "dv")], probs)?;
     dots.need(op, DType::F32, s.b * s.nh * s.tq, "the scratch")?;
     let gpu = rec.gpu.clone();
+    check_loops(&gpu, op, s)?;
     let d = &gpu.dummy;
     let bufs = [d, &k.buf, &v.buf, d, &dout.buf, &probs.buf, &dq.buf, &dots.buf];
     rec.dispatch(&gpu.k.attention.dq, &p, &bufs, [(s.tq as u32).div_ceil(64), s.nh as u32, s.b as u32])?;

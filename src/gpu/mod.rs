@@ -30,6 +30,13 @@ pub use policy::KernelPolicy;
 pub use recorder::Recorder;
 pub use tensor::{DType, GpuTensor};
 
+/// Loop iterations one invocation of a barrier-free kernel may run, all its loops counted together.
+/// Mesa's llvmpipe stops an invocation's loops after 65,535 iterations in all (gallivm's
+/// `LP_MAX_TGSI_LOOP_ITERATIONS`, a guard against endless loops) and goes on with wrong values, without
+/// an error: a one-invocation-per-row kernel whose row is longer than that takes the workgroup form
+/// instead (the selftest's long attention and 70,000-logit greedy cases fail without this).
+pub const INVOCATION_LOOP_BUDGET: usize = 60_000;
+
 /// How the row-wise kernels (attention, the norms) map rows to invocations. Serialised as
 /// "workgroup" and "rows".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -75,8 +75,8 @@ fn row_binding(gpu: &crate::gpu::Gpu, logits: &GpuTensor, row: usize) -> Result<
 }
 
 /// [`sample`] where greedy picks run in one invocation without barriers (sample.wgsl's `greedy1`,
-/// the same out[0] and out[1]): GPUs emulated on the CPU (MatmulKind::Rows). Sampled picks take
-/// [`sample`]'s kernel.
+/// the same out[0] and out[1]): GPUs emulated on the CPU (MatmulKind::Rows). Sampled picks, and rows
+/// longer than [`INVOCATION_LOOP_BUDGET`](crate::gpu::INVOCATION_LOOP_BUDGET), take [`sample`]'s kernel.
 pub fn sample_one_invocation(
     rec: &mut Recorder,
     out: &GpuTensor,
@@ -85,10 +85,11 @@ pub fn sample_one_invocation(
     params: &SampleParams,
     u: f32,
 ) -> Result<()> {
-    if !params.is_greedy() {
+    let v = logits.last_dim();
+    // greedy1 walks the row in one invocation's loop: past the loop budget, the workgroup form
+    if !params.is_greedy() || v > crate::gpu::INVOCATION_LOOP_BUDGET {
         return sample(rec, out, logits, row, params, u);
     }
-    let v = logits.last_dim();
     ensure(row < logits.rows(), "sample", || format!("row {row} is outside logits {:?}", logits.shape))?;
     ensure(out.dtype == DType::U32 && out.len() >= 2, "sample", || format!("out {:?} must be a u32 tensor of at least 2", out.shape))?;
     let gpu = rec.gpu.clone();
